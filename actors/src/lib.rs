@@ -1,0 +1,2 @@
+//! Skylark's actors and storage engine.
+pub mod store;

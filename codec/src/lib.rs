@@ -1,0 +1,3 @@
+//! Skylark's wire protocol.
+//!
+//! Placeholder: the frame codec, typed commands and error codes land here.

@@ -1,3 +1,136 @@
-//! Skylark's wire protocol.
+//! Skylark's wire protocol: frames, typed commands and error codes.
 //!
-//! Placeholder: the frame codec, typed commands and error codes land here.
+//! This crate has no runtime and no actors: it turns bytes into typed values
+//! and back, for the broker, the NameServer, the client and the tools. See
+//! [`frame`] for the byte layout; in short, a frame is a 4-byte big-endian
+//! length followed by one MessagePack value `[header, body]`, where the
+//! header is `[request_id, kind, command]` and the body is the command's type
+//! below, with structs encoded as maps keyed by field name.
+//!
+//! # Using it
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use skylark_codec::{FrameCodec, OutFrame, Rpc, GetQueueOffsetsRequest, QueueOffsets};
+//! use tokio_util::codec::{Decoder, Encoder};
+//!
+//! let mut codec = FrameCodec::default();
+//! let mut wire = BytesMut::new();
+//!
+//! // Client: send a typed request.
+//! let req = GetQueueOffsetsRequest { topic: "TopicTest".into(), queue_id: 3 };
+//! codec.encode(OutFrame::request(42, &req), &mut wire)?;
+//!
+//! // Server: route on the command, then decode the body and answer.
+//! let frame = codec.decode(&mut wire)?.expect("a whole frame");
+//! assert_eq!(frame.command()?, GetQueueOffsetsRequest::COMMAND);
+//! let got: GetQueueOffsetsRequest = frame.decode_request()?;
+//! let answer = QueueOffsets { min_offset: 0, max_offset: 10 };
+//! codec.encode(OutFrame::response_ok(&frame.header, &answer), &mut wire)?;
+//!
+//! // Client: decode the typed response (an error response becomes
+//! // `ProtocolError::Remote`).
+//! let resp = codec.decode(&mut wire)?.expect("a whole frame");
+//! assert_eq!(resp.header.request_id, 42);
+//! let offsets: <GetQueueOffsetsRequest as Rpc>::Response = resp.decode_response()?;
+//! assert_eq!(offsets.max_offset, 10);
+//! # assert_eq!(got, req);
+//! # Ok::<(), skylark_codec::ProtocolError>(())
+//! ```
+//!
+//! # Frames
+//!
+//! * `kind = Request` (0) expects exactly one `Response` (1) carrying the same
+//!   `request_id` and `command`; `Oneway` (2) is never answered; `Push` (3)
+//!   is server-initiated.
+//! * A response body is `Result<T, WireError>`: `{"Ok": T}` or
+//!   `{"Err": {"code": u16, "message": str}}`. Build them with
+//!   [`OutFrame::response_ok`] / [`OutFrame::response_err`], read them with
+//!   [`RawFrame::decode_response`].
+//! * A request with an unknown command still decodes (the header keeps the
+//!   raw number); answer it with `ErrorCode::UnknownCommand`.
+//! * Limits: frames above [`DEFAULT_MAX_FRAME_SIZE`] (configurable in
+//!   [`FrameCodec`]) are refused before anything is allocated; message bodies
+//!   above [`DEFAULT_MAX_MESSAGE_SIZE`] are refused by the broker with
+//!   `MessageTooLarge` ([`MessageData::check_size`]).
+//!
+//! # Commands
+//!
+//! Every request type implements [`Rpc`], which names its command and its
+//! response type. Numbers are stable; gaps are left for later families
+//! (consumer-group admin, transactions, admin tools).
+//!
+//! | Code | [`Command`] | Request body | Response body | Semantics |
+//! |-----:|-------------|--------------|---------------|-----------|
+//! | 1 | `Handshake` | [`Handshake`] | [`HandshakeResponse`] | First request on a connection. The server answers `UnsupportedVersion` if it does not speak `protocol_version`. |
+//! | 10 | `SendMessage` | [`SendRequest`] | [`SendResult`] | Store one message in a topic; `queue_id < 0` lets the broker pick the queue. `status` tells whether flush/replication finished in time. Errors: `TopicNotFound`, `MessageTooLarge`, `NotMaster`, `PermissionDenied`, `DiskFull`, `Busy`. |
+//! | 11 | `SendBatch` | [`SendBatchRequest`] | [`SendBatchResponse`] | Store several messages in one queue, in order; one [`SendResult`] per message. |
+//! | 20 | `PullMessage` | [`PullRequest`] | [`PullResponse`] | Read up to `max_messages` / `max_bytes` of stored records from `queue_offset`, filtered by tag expression or SQL; with `suspend_timeout_ms > 0` the broker long-polls. May piggy-back an offset commit. |
+//! | 30 | `QueryConsumerOffset` | [`QueryOffsetRequest`] | [`QueryOffsetResponse`] | A consumer group's committed offset for a queue (`None` = never committed). |
+//! | 31 | `UpdateConsumerOffset` | [`CommitOffsetRequest`] | [`Ack`] | Commit a consumer group's offset for a queue. |
+//! | 32 | `GetQueueOffsets` | [`GetQueueOffsetsRequest`] | [`QueueOffsets`] | A queue's min and max offsets. |
+//! | 40 | `Heartbeat` | [`HeartbeatRequest`] | [`Ack`] | A client is alive; lists its producer groups and its consumer groups with subscriptions (drives rebalancing). |
+//! | 41 | `UnregisterClient` | [`UnregisterClientRequest`] | [`Ack`] | A client leaves a producer and/or consumer group. |
+//! | 50 | `RegisterBroker` | [`RegisterBrokerRequest`] | [`RegisterBrokerResponse`] | Broker → NameServer, periodic: the broker's addresses and all its topics; the answer gives a slave its master's addresses. |
+//! | 51 | `UnregisterBroker` | [`UnregisterBrokerRequest`] | [`Ack`] | Broker → NameServer on clean shutdown. |
+//! | 52 | `GetRouteInfo` | [`GetRouteInfoRequest`] | [`TopicRouteData`] | Client → NameServer: which brokers host a topic's queues. `TopicNotFound` if none. |
+//! | 53 | `GetClusterInfo` | [`GetClusterInfoRequest`] | [`ClusterInfo`] | Clusters, their brokers and addresses. |
+//! | 54 | `GetTopicList` | [`GetTopicListRequest`] | [`TopicList`] | Every topic known to the NameServer. |
+//! | 60 | `CreateTopic` | [`CreateTopicRequest`] | [`Ack`] | Admin → broker: create or update a topic (name checked with [`validate_topic_name`]). |
+//! | 61 | `DeleteTopic` | [`DeleteTopicRequest`] | [`Ack`] | Admin → broker: delete a topic. |
+//!
+//! # Errors
+//!
+//! Error responses carry a [`WireError`] with a stable [`ErrorCode`] (the
+//! numbers are documented on the enum); a code unknown to the receiver decodes
+//! as [`ErrorCode::Unknown`]. Locally the codec returns [`ProtocolError`],
+//! and [`ProtocolError::code`] / [`ProtocolError::to_wire`] map it onto the
+//! wire code in one place.
+
+pub mod cmd;
+pub mod command;
+pub mod error;
+pub mod frame;
+pub mod message;
+mod skip;
+
+pub use cmd::broker::{
+    RegisterBrokerRequest, RegisterBrokerResponse, TopicConfig, UnregisterBrokerRequest,
+    PERM_INHERIT, PERM_READ, PERM_WRITE,
+};
+pub use cmd::handshake::{Handshake, HandshakeResponse};
+pub use cmd::heartbeat::{
+    ConsumeFrom, ConsumeType, ConsumerGroupData, ExpressionType, HeartbeatRequest, MessageModel,
+    Subscription, UnregisterClientRequest,
+};
+pub use cmd::offset::{
+    CommitOffsetRequest, GetQueueOffsetsRequest, QueryOffsetRequest, QueryOffsetResponse,
+    QueueOffsets,
+};
+pub use cmd::pull::{parse_tag_expression, PullRequest, PullResponse, PullStatus};
+pub use cmd::route::{
+    BrokerData, ClusterInfo, GetClusterInfoRequest, GetRouteInfoRequest, GetTopicListRequest,
+    QueueData, TopicList, TopicRouteData,
+};
+pub use cmd::send::{SendBatchRequest, SendBatchResponse, SendRequest, SendResult, SendStatus};
+pub use cmd::topic::{
+    validate_group_name, validate_topic_name, CreateTopicRequest, DeleteTopicRequest,
+    GROUP_MAX_LENGTH, TOPIC_MAX_LENGTH,
+};
+pub use cmd::Ack;
+pub use command::{Command, Rpc};
+pub use error::{ErrorCode, ProtocolError, Result, WireError};
+pub use frame::{
+    decode_value, encode_frame, FrameCodec, FrameKind, Header, OutFrame, RawFrame, ResponseBody,
+    LENGTH_PREFIX_LEN, MIN_FRAME_LEN,
+};
+pub use message::{MessageData, MessageId};
+
+/// Version of this protocol, sent in [`Handshake`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Default maximum frame payload (bytes after the length prefix): 16 MiB.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
+
+/// Default maximum message body: 4 MiB (RocketMQ's `maxMessageSize`).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;

@@ -1,0 +1,86 @@
+//! `CreateTopic` (60) and `DeleteTopic` (61): admin operations on a broker's
+//! topics, plus the name rules every topic and group must follow.
+//!
+//! Mirrors RocketMQ's `AdminBrokerProcessor` and `TopicValidator`: names are
+//! checked here, once, so the broker, the client and the admin tool reject
+//! the same names with the same message.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cmd::broker::TopicConfig;
+use crate::cmd::Ack;
+use crate::command::{rpc, Command};
+
+/// Longest topic name (RocketMQ `TopicValidator.TOPIC_MAX_LENGTH`).
+pub const TOPIC_MAX_LENGTH: usize = 127;
+/// Longest group name (RocketMQ `Validators.CHARACTER_MAX_LENGTH`).
+pub const GROUP_MAX_LENGTH: usize = 255;
+
+/// Create (or update) a topic on a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CreateTopicRequest {
+    /// The topic's configuration.
+    pub config: TopicConfig,
+}
+
+/// Delete a topic from a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeleteTopicRequest {
+    /// Topic.
+    pub topic: String,
+}
+
+rpc!(CreateTopicRequest => Ack, Command::CreateTopic);
+rpc!(DeleteTopicRequest => Ack, Command::DeleteTopic);
+
+/// Checks a topic name: non-empty, at most [`TOPIC_MAX_LENGTH`] characters
+/// from `[%|a-zA-Z0-9_-]`. The error explains the problem.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    validate_name("topic", name, TOPIC_MAX_LENGTH)
+}
+
+/// Checks a producer or consumer group name: same characters as topics, at
+/// most [`GROUP_MAX_LENGTH`] characters.
+pub fn validate_group_name(name: &str) -> Result<(), String> {
+    validate_name("group", name, GROUP_MAX_LENGTH)
+}
+
+fn validate_name(what: &str, name: &str, max: usize) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{what} name is empty"));
+    }
+    if name.len() > max {
+        return Err(format!(
+            "{what} name is {} characters long, the maximum is {max}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '%' | '|' | '_' | '-')))
+    {
+        return Err(format!(
+            "{what} name {name:?} contains {c:?}; allowed characters are [%|a-zA-Z0-9_-]"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("TopicTest").is_ok());
+        assert!(validate_topic_name("%RETRY%group_1|x-y").is_ok());
+        assert!(validate_topic_name(&"a".repeat(127)).is_ok());
+        assert!(validate_topic_name(&"a".repeat(128)).is_err());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("a b").is_err());
+        assert!(validate_topic_name("a.b").is_err());
+        assert!(validate_topic_name("é").is_err());
+        assert!(validate_group_name(&"g".repeat(255)).is_ok());
+        assert!(validate_group_name(&"g".repeat(256)).is_err());
+    }
+}

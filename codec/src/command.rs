@@ -1,0 +1,144 @@
+//! Command numbers and the [`Rpc`] trait that ties each request type to its
+//! command and its response type.
+//!
+//! The frame header carries the command as a raw `u16` so that a frame with
+//! a number this build does not know still decodes; [`Command::try_from`]
+//! turns it into a [`Command`] or a [`ProtocolError::UnknownCommand`] that the
+//! server answers with [`crate::ErrorCode::UnknownCommand`].
+//!
+//! Numbers are stable and grouped by family in blocks of ten, leaving gaps for
+//! later commands (consumer-group admin, transactions, admin tools).
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ProtocolError;
+
+/// Every command of the protocol. The discriminant is the wire number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u16)]
+pub enum Command {
+    /// [`crate::Handshake`] → [`crate::HandshakeResponse`].
+    Handshake = 1,
+    /// [`crate::SendRequest`] → [`crate::SendResult`].
+    SendMessage = 10,
+    /// [`crate::SendBatchRequest`] → [`crate::SendBatchResponse`].
+    SendBatch = 11,
+    /// [`crate::PullRequest`] → [`crate::PullResponse`].
+    PullMessage = 20,
+    /// [`crate::QueryOffsetRequest`] → [`crate::QueryOffsetResponse`].
+    QueryConsumerOffset = 30,
+    /// [`crate::CommitOffsetRequest`] → [`crate::Ack`].
+    UpdateConsumerOffset = 31,
+    /// [`crate::GetQueueOffsetsRequest`] → [`crate::QueueOffsets`].
+    GetQueueOffsets = 32,
+    /// [`crate::HeartbeatRequest`] → [`crate::Ack`].
+    Heartbeat = 40,
+    /// [`crate::UnregisterClientRequest`] → [`crate::Ack`].
+    UnregisterClient = 41,
+    /// [`crate::RegisterBrokerRequest`] → [`crate::RegisterBrokerResponse`].
+    RegisterBroker = 50,
+    /// [`crate::UnregisterBrokerRequest`] → [`crate::Ack`].
+    UnregisterBroker = 51,
+    /// [`crate::GetRouteInfoRequest`] → [`crate::TopicRouteData`].
+    GetRouteInfo = 52,
+    /// [`crate::GetClusterInfoRequest`] → [`crate::ClusterInfo`].
+    GetClusterInfo = 53,
+    /// [`crate::GetTopicListRequest`] → [`crate::TopicList`].
+    GetTopicList = 54,
+    /// [`crate::CreateTopicRequest`] → [`crate::Ack`].
+    CreateTopic = 60,
+    /// [`crate::DeleteTopicRequest`] → [`crate::Ack`].
+    DeleteTopic = 61,
+}
+
+impl Command {
+    /// Every command, in numeric order.
+    pub const ALL: [Command; 16] = [
+        Command::Handshake,
+        Command::SendMessage,
+        Command::SendBatch,
+        Command::PullMessage,
+        Command::QueryConsumerOffset,
+        Command::UpdateConsumerOffset,
+        Command::GetQueueOffsets,
+        Command::Heartbeat,
+        Command::UnregisterClient,
+        Command::RegisterBroker,
+        Command::UnregisterBroker,
+        Command::GetRouteInfo,
+        Command::GetClusterInfo,
+        Command::GetTopicList,
+        Command::CreateTopic,
+        Command::DeleteTopic,
+    ];
+
+    /// The wire number.
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+}
+
+impl TryFrom<u16> for Command {
+    type Error = ProtocolError;
+
+    fn try_from(n: u16) -> Result<Self, Self::Error> {
+        Command::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_u16() == n)
+            .ok_or(ProtocolError::UnknownCommand(n))
+    }
+}
+
+impl From<Command> for u16 {
+    fn from(c: Command) -> Self {
+        c.as_u16()
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}({})", self, self.as_u16())
+    }
+}
+
+/// A request body type: its command number and the body of its successful
+/// response. Clients use it to send typed requests
+/// ([`crate::OutFrame::request`]) and decode typed answers; servers use it to
+/// decode the body once they have routed on [`crate::RawFrame::command`].
+pub trait Rpc: Serialize + DeserializeOwned {
+    /// The command number that carries this request.
+    const COMMAND: Command;
+    /// The body of a successful response.
+    type Response: Serialize + DeserializeOwned;
+}
+
+/// Implements [`Rpc`] for a request type.
+macro_rules! rpc {
+    ($req:ty => $resp:ty, $cmd:expr) => {
+        impl $crate::command::Rpc for $req {
+            const COMMAND: $crate::command::Command = $cmd;
+            type Response = $resp;
+        }
+    };
+}
+pub(crate) use rpc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_round_trip_and_unknown_fails() {
+        for c in Command::ALL {
+            assert_eq!(Command::try_from(c.as_u16()).unwrap(), c);
+        }
+        assert!(matches!(
+            Command::try_from(9999),
+            Err(ProtocolError::UnknownCommand(9999))
+        ));
+    }
+}

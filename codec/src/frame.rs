@@ -1,0 +1,489 @@
+//! Framing: how one request or response travels on a TCP stream.
+//!
+//! This module owns the byte layout; everything else is typed bodies.
+//!
+//! ```text
+//! +----------------+--------------------------------------------------+
+//! | length: u32 BE | MessagePack value: [header, body]   (length bytes)|
+//! +----------------+--------------------------------------------------+
+//! header = [request_id: u64, kind: u8, command: u16]   (positional array)
+//! body   = the command's body type, structs as maps keyed by field name
+//! ```
+//!
+//! * `length` counts the bytes after the prefix. It is checked against
+//!   [`FrameCodec::max_frame_size`] before anything is reserved, and must be
+//!   at least [`MIN_FRAME_LEN`].
+//! * The envelope is always a `fixarray` of 2 (`0x92`). The header is a fixed
+//!   positional triple: it never changes without a protocol version bump.
+//!   Bodies encode structs as *maps* (field name → value) so fields can be
+//!   added later: unknown keys are ignored and new `Option` fields default to
+//!   `None`, which lets brokers and clients of different versions talk.
+//! * Enums encode unit variants as their name (`"SendOk"`) and newtype
+//!   variants as a one-entry map (`{"Timestamp": 123}`); byte payloads are
+//!   MessagePack `bin`.
+//! * A response reuses the request's `request_id` and `command` with
+//!   `kind = Response`; its body is `Result<T, WireError>` in serde's
+//!   encoding (`{"Ok": body}` or `{"Err": {"code": n, "message": s}}`).
+//!
+//! [`FrameCodec`] decodes a [`RawFrame`]: the header is decoded, the body is
+//! only checked to be exactly one well-formed MessagePack value and kept as a
+//! zero-copy slice, so a server can route on the command (and answer an
+//! unknown one) before decoding the body with [`RawFrame::decode_body`].
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::command::{Command, Rpc};
+use crate::error::{ProtocolError, Result, WireError};
+use crate::skip::skip_value;
+use crate::DEFAULT_MAX_FRAME_SIZE;
+
+/// Size of the big-endian length prefix.
+pub const LENGTH_PREFIX_LEN: usize = 4;
+
+/// Smallest possible frame payload: the envelope marker, a 4-byte header
+/// (`[fixint, fixint, fixint]`) and a 1-byte body.
+pub const MIN_FRAME_LEN: usize = 1 + 4 + 1;
+
+/// The MessagePack marker of the `[header, body]` envelope (fixarray of 2).
+const ENVELOPE_MARKER: u8 = 0x92;
+
+/// Maximum nesting accepted when decoding a body (our types nest < 10 deep;
+/// the bound keeps hostile input from using deep recursion).
+const MAX_DECODE_DEPTH: usize = 32;
+
+/// What a frame is, which tells the receiver whether to answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// Expects exactly one [`FrameKind::Response`] with the same request id.
+    Request = 0,
+    /// Answer to a request: same request id and command.
+    Response = 1,
+    /// A request that must not be answered (fire and forget).
+    Oneway = 2,
+    /// Unsolicited message from the server to the client.
+    Push = 3,
+}
+
+impl TryFrom<u8> for FrameKind {
+    type Error = ProtocolError;
+
+    fn try_from(n: u8) -> Result<Self> {
+        match n {
+            0 => Ok(FrameKind::Request),
+            1 => Ok(FrameKind::Response),
+            2 => Ok(FrameKind::Oneway),
+            3 => Ok(FrameKind::Push),
+            other => Err(ProtocolError::Malformed(format!(
+                "unknown frame kind {other}"
+            ))),
+        }
+    }
+}
+
+impl Serialize for FrameKind {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_u8(*self as u8)
+    }
+}
+
+impl<'de> Deserialize<'de> for FrameKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let n = u8::deserialize(d)?;
+        FrameKind::try_from(n).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The routing part of every frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Header {
+    /// Chosen by the requester, echoed in the response.
+    pub request_id: u64,
+    /// Request, response, oneway or push.
+    pub kind: FrameKind,
+    /// The raw command number (see [`Command`]); kept raw so that an unknown
+    /// command still decodes and can be answered with `UnknownCommand`.
+    pub command: u16,
+}
+
+impl Header {
+    /// Header of a request.
+    pub fn request(request_id: u64, command: Command) -> Self {
+        Header {
+            request_id,
+            kind: FrameKind::Request,
+            command: command.as_u16(),
+        }
+    }
+
+    /// Header of a oneway request.
+    pub fn oneway(request_id: u64, command: Command) -> Self {
+        Header {
+            request_id,
+            kind: FrameKind::Oneway,
+            command: command.as_u16(),
+        }
+    }
+
+    /// Header of a server push.
+    pub fn push(request_id: u64, command: Command) -> Self {
+        Header {
+            request_id,
+            kind: FrameKind::Push,
+            command: command.as_u16(),
+        }
+    }
+
+    /// Header of the response to `request_id` carrying raw `command`.
+    pub fn response(request_id: u64, command: u16) -> Self {
+        Header {
+            request_id,
+            kind: FrameKind::Response,
+            command,
+        }
+    }
+
+    /// Header of the response to the frame with this header.
+    pub fn response_to(&self) -> Self {
+        Header::response(self.request_id, self.command)
+    }
+
+    /// The command, or `UnknownCommand` for a number this build lacks.
+    pub fn command(&self) -> Result<Command> {
+        Command::try_from(self.command)
+    }
+}
+
+impl Serialize for Header {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (self.request_id, self.kind, self.command).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Header {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (request_id, kind, command) = <(u64, FrameKind, u16)>::deserialize(d)?;
+        Ok(Header {
+            request_id,
+            kind,
+            command,
+        })
+    }
+}
+
+/// The body of every response: the success body or a [`WireError`].
+pub type ResponseBody<T> = std::result::Result<T, WireError>;
+
+/// A decoded frame whose body is still raw MessagePack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFrame {
+    /// The decoded header.
+    pub header: Header,
+    /// The MessagePack bytes of the body value (a slice of the frame buffer).
+    pub body: Bytes,
+}
+
+impl RawFrame {
+    /// The command, or `UnknownCommand` for a number this build lacks.
+    pub fn command(&self) -> Result<Command> {
+        self.header.command()
+    }
+
+    /// Decodes the body as `T`. The body must be exactly one MessagePack
+    /// value of `T`'s shape; anything else (trailing bytes, garbage, wrong
+    /// type) is [`ProtocolError::Malformed`].
+    pub fn decode_body<'a, T: Deserialize<'a>>(&'a self) -> Result<T> {
+        decode_value(&self.body)
+    }
+
+    /// Decodes a request body after checking that the frame's command is
+    /// `R::COMMAND`.
+    pub fn decode_request<R: Rpc>(&self) -> Result<R> {
+        if self.header.command != R::COMMAND.as_u16() {
+            return Err(ProtocolError::Malformed(format!(
+                "command {} does not carry a {} body",
+                self.header.command,
+                R::COMMAND
+            )));
+        }
+        self.decode_body()
+    }
+
+    /// Decodes a response body (`Result<T, WireError>`), turning an error
+    /// response into [`ProtocolError::Remote`].
+    pub fn decode_response<T: DeserializeOwned>(&self) -> Result<T> {
+        self.decode_body::<ResponseBody<T>>()?
+            .map_err(ProtocolError::Remote)
+    }
+}
+
+/// Decodes one MessagePack value that must fill `buf` exactly.
+pub fn decode_value<'a, T: Deserialize<'a>>(buf: &'a [u8]) -> Result<T> {
+    let end = skip_value(buf).map_err(ProtocolError::Malformed)?;
+    if end != buf.len() {
+        return Err(ProtocolError::Malformed(format!(
+            "{} trailing bytes after the value",
+            buf.len() - end
+        )));
+    }
+    let mut de = rmp_serde::Deserializer::from_read_ref(buf);
+    de.set_max_depth(MAX_DECODE_DEPTH);
+    T::deserialize(&mut de).map_err(|e| ProtocolError::Malformed(e.to_string()))
+}
+
+/// A frame to encode: a header and any serializable body (usually a
+/// reference to a request, or a [`ResponseBody`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutFrame<B> {
+    /// The header to send.
+    pub header: Header,
+    /// The body to serialize.
+    pub body: B,
+}
+
+impl<B: Serialize> OutFrame<B> {
+    /// A frame with an explicit header.
+    pub fn new(header: Header, body: B) -> Self {
+        OutFrame { header, body }
+    }
+}
+
+impl<'a, R: Rpc> OutFrame<&'a R> {
+    /// A request for `R::COMMAND`.
+    pub fn request(request_id: u64, body: &'a R) -> Self {
+        OutFrame::new(Header::request(request_id, R::COMMAND), body)
+    }
+
+    /// A oneway request for `R::COMMAND` (not answered).
+    pub fn oneway(request_id: u64, body: &'a R) -> Self {
+        OutFrame::new(Header::oneway(request_id, R::COMMAND), body)
+    }
+}
+
+impl<'a, T: Serialize> OutFrame<ResponseBody<&'a T>> {
+    /// A successful response to the request with header `request`.
+    pub fn response_ok(request: &Header, body: &'a T) -> Self {
+        OutFrame::new(request.response_to(), Ok(body))
+    }
+
+    /// A response (success or error) to the request with header `request`.
+    pub fn response(request: &Header, body: ResponseBody<&'a T>) -> Self {
+        OutFrame::new(request.response_to(), body)
+    }
+}
+
+impl OutFrame<ResponseBody<()>> {
+    /// An error response to the request with header `request` (works for
+    /// unknown command numbers too).
+    pub fn response_err(request: &Header, error: WireError) -> Self {
+        OutFrame::new(request.response_to(), Err(error))
+    }
+}
+
+/// Appends one frame (length prefix, `[header, body]`) to `dst`, serializing
+/// straight into the buffer. On error `dst` is left as it was.
+pub fn encode_frame<B: Serialize + ?Sized>(
+    header: &Header,
+    body: &B,
+    dst: &mut BytesMut,
+    max_frame_size: usize,
+) -> Result<()> {
+    let start = dst.len();
+    let result = write_frame(header, body, dst, start, max_frame_size);
+    if result.is_err() {
+        dst.truncate(start);
+    }
+    result
+}
+
+fn write_frame<B: Serialize + ?Sized>(
+    header: &Header,
+    body: &B,
+    dst: &mut BytesMut,
+    start: usize,
+    max_frame_size: usize,
+) -> Result<()> {
+    dst.reserve(LENGTH_PREFIX_LEN + 64);
+    dst.put_u32(0);
+    dst.put_u8(ENVELOPE_MARKER);
+    {
+        let mut ser = rmp_serde::Serializer::new((&mut *dst).writer()).with_struct_map();
+        header
+            .serialize(&mut ser)
+            .map_err(|e| ProtocolError::Encode(e.to_string()))?;
+        body.serialize(&mut ser)
+            .map_err(|e| ProtocolError::Encode(e.to_string()))?;
+    }
+    let len = dst.len() - start - LENGTH_PREFIX_LEN;
+    if len > max_frame_size || len > u32::MAX as usize {
+        return Err(ProtocolError::FrameTooLarge {
+            size: len,
+            max: max_frame_size,
+        });
+    }
+    dst[start..start + LENGTH_PREFIX_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+/// Splits a frame payload (after the length prefix) into header and body.
+fn parse_payload(payload: Bytes) -> Result<RawFrame> {
+    if payload.first() != Some(&ENVELOPE_MARKER) {
+        return Err(ProtocolError::Malformed(
+            "frame is not a [header, body] array".into(),
+        ));
+    }
+    let rest = &payload[1..];
+    let header_len = skip_value(rest).map_err(ProtocolError::Malformed)?;
+    let header: Header = decode_value(&rest[..header_len])?;
+    let body = payload.slice(1 + header_len..);
+    let body_len = skip_value(&body).map_err(ProtocolError::Malformed)?;
+    if body_len != body.len() {
+        return Err(ProtocolError::Malformed(format!(
+            "{} trailing bytes after the body",
+            body.len() - body_len
+        )));
+    }
+    Ok(RawFrame { header, body })
+}
+
+/// Length-prefixed MessagePack frames for `tokio_util::codec`
+/// (`FramedRead`/`FramedWrite`/`Framed`).
+///
+/// Decoding errors: [`ProtocolError::FrameTooLarge`] (prefix over the max;
+/// nothing consumed, close the connection) and [`ProtocolError::Malformed`]
+/// (the bad frame has been consumed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameCodec {
+    /// Largest accepted frame payload (bytes after the length prefix), for
+    /// both directions.
+    pub max_frame_size: usize,
+}
+
+impl FrameCodec {
+    /// A codec with the given maximum frame size.
+    pub fn new(max_frame_size: usize) -> Self {
+        FrameCodec { max_frame_size }
+    }
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        FrameCodec::new(DEFAULT_MAX_FRAME_SIZE)
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = RawFrame;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<RawFrame>> {
+        let Some(prefix) = src.get(..LENGTH_PREFIX_LEN) else {
+            return Ok(None);
+        };
+        let mut len_bytes = [0u8; LENGTH_PREFIX_LEN];
+        len_bytes.copy_from_slice(prefix);
+        let len = u32::from_be_bytes(len_bytes) as usize;
+        if len > self.max_frame_size {
+            return Err(ProtocolError::FrameTooLarge {
+                size: len,
+                max: self.max_frame_size,
+            });
+        }
+        if len < MIN_FRAME_LEN {
+            // Consume the bogus prefix so a caller that keeps reading
+            // does not see it again.
+            let _ = src.split_to(LENGTH_PREFIX_LEN);
+            return Err(ProtocolError::Malformed(format!(
+                "frame length {len} is below the minimum {MIN_FRAME_LEN}"
+            )));
+        }
+        let total = LENGTH_PREFIX_LEN + len;
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        let frame = src.split_to(total).freeze();
+        parse_payload(frame.slice(LENGTH_PREFIX_LEN..)).map(Some)
+    }
+}
+
+impl<B: Serialize> Encoder<OutFrame<B>> for FrameCodec {
+    type Error = ProtocolError;
+
+    fn encode(&mut self, item: OutFrame<B>, dst: &mut BytesMut) -> Result<()> {
+        encode_frame(&item.header, &item.body, dst, self.max_frame_size)
+    }
+}
+
+/// Re-encodes a decoded frame as is (for proxies and tests).
+impl Encoder<RawFrame> for FrameCodec {
+    type Error = ProtocolError;
+
+    fn encode(&mut self, item: RawFrame, dst: &mut BytesMut) -> Result<()> {
+        let start = dst.len();
+        dst.put_u32(0);
+        dst.put_u8(ENVELOPE_MARKER);
+        let header_result = rmp_serde::encode::write(&mut (&mut *dst).writer(), &item.header);
+        if let Err(e) = header_result {
+            dst.truncate(start);
+            return Err(ProtocolError::Encode(e.to_string()));
+        }
+        dst.extend_from_slice(&item.body);
+        let len = dst.len() - start - LENGTH_PREFIX_LEN;
+        if len > self.max_frame_size || len > u32::MAX as usize {
+            dst.truncate(start);
+            return Err(ProtocolError::FrameTooLarge {
+                size: len,
+                max: self.max_frame_size,
+            });
+        }
+        dst[start..start + LENGTH_PREFIX_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_layout_is_positional() {
+        let h = Header::request(7, Command::SendMessage);
+        let bytes = rmp_serde::to_vec_named(&h).unwrap();
+        assert_eq!(bytes, vec![0x93, 7, 0, 10]);
+    }
+
+    #[test]
+    fn smallest_frame_decodes() {
+        let mut codec = FrameCodec::default();
+        let mut buf = BytesMut::new();
+        codec
+            .encode(
+                OutFrame::new(Header::request(0, Command::Handshake), ()),
+                &mut buf,
+            )
+            .unwrap();
+        assert_eq!(buf.len(), LENGTH_PREFIX_LEN + MIN_FRAME_LEN);
+        let f = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(f.body.as_ref(), &[0xc0]);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn oversized_encode_leaves_buffer_untouched() {
+        let mut codec = FrameCodec::new(100);
+        let mut buf = BytesMut::from(&b"abc"[..]);
+        let big = serde_bytes::ByteBuf::from(vec![0u8; 200]);
+        let err = codec
+            .encode(
+                OutFrame::new(Header::request(1, Command::SendMessage), &big),
+                &mut buf,
+            )
+            .unwrap_err();
+        assert!(matches!(err, ProtocolError::FrameTooLarge { .. }));
+        assert_eq!(&buf[..], b"abc");
+    }
+}

@@ -1,0 +1,412 @@
+//! Property tests: every request and response type survives the full
+//! `FrameCodec` round trip (encode → decode → typed body), including error
+//! responses, with the bytes delivered in two arbitrary pieces.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::{Bytes, BytesMut};
+use proptest::collection::{btree_map, vec};
+use proptest::option;
+use proptest::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use skylark_codec::*;
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Decodes `wire` delivered as two pieces split at `split` (modulo length).
+fn decode_split(wire: &[u8], split: usize) -> RawFrame {
+    let mut codec = FrameCodec::default();
+    let cut = split % (wire.len() + 1);
+    let mut buf = BytesMut::from(&wire[..cut]);
+    if cut < wire.len() {
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        buf.extend_from_slice(&wire[cut..]);
+    }
+    let frame = codec.decode(&mut buf).unwrap().expect("whole frame");
+    assert!(buf.is_empty());
+    frame
+}
+
+fn check_request<R: Rpc + PartialEq + Debug>(id: u64, split: usize, req: &R) {
+    let mut wire = BytesMut::new();
+    FrameCodec::default()
+        .encode(OutFrame::request(id, req), &mut wire)
+        .unwrap();
+    let frame = decode_split(&wire, split);
+    assert_eq!(frame.header, Header::request(id, R::COMMAND));
+    assert_eq!(frame.command().unwrap(), R::COMMAND);
+    assert_eq!(&frame.decode_request::<R>().unwrap(), req);
+    assert_eq!(&frame.decode_body::<R>().unwrap(), req);
+
+    // Oneway frames carry the same body.
+    let mut wire = BytesMut::new();
+    FrameCodec::default()
+        .encode(OutFrame::oneway(id, req), &mut wire)
+        .unwrap();
+    let frame = decode_split(&wire, split);
+    assert_eq!(frame.header.kind, FrameKind::Oneway);
+    assert_eq!(&frame.decode_request::<R>().unwrap(), req);
+
+    // Re-encoding the raw frame gives the same bytes.
+    let mut again = BytesMut::new();
+    FrameCodec::default().encode(frame, &mut again).unwrap();
+    assert_eq!(again, wire);
+}
+
+fn check_response<T: Serialize + DeserializeOwned + PartialEq + Debug>(
+    request: Header,
+    split: usize,
+    resp: &T,
+    err: &WireError,
+) {
+    let mut codec = FrameCodec::default();
+    let mut wire = BytesMut::new();
+    codec
+        .encode(OutFrame::response_ok(&request, resp), &mut wire)
+        .unwrap();
+    let frame = decode_split(&wire, split);
+    assert_eq!(frame.header, request.response_to());
+    assert_eq!(frame.header.kind, FrameKind::Response);
+    assert_eq!(&frame.decode_response::<T>().unwrap(), resp);
+
+    let mut wire = BytesMut::new();
+    codec
+        .encode(OutFrame::response_err(&request, err.clone()), &mut wire)
+        .unwrap();
+    let frame = decode_split(&wire, split);
+    assert_eq!(frame.header, request.response_to());
+    match frame.decode_response::<T>() {
+        Err(ProtocolError::Remote(got)) => assert_eq!(&got, err),
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+}
+
+/// Round-trips a request and its response type.
+fn check_rpc<R: Rpc + PartialEq + Debug>(
+    id: u64,
+    split: usize,
+    req: &R,
+    resp: &R::Response,
+    err: &WireError,
+) where
+    R::Response: PartialEq + Debug,
+{
+    check_request(id, split, req);
+    check_response(Header::request(id, R::COMMAND), split, resp, err);
+}
+
+fn text() -> impl Strategy<Value = String> {
+    "\\PC{0,12}"
+}
+
+fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
+    vec(any::<u8>(), 0..max).prop_map(Bytes::from)
+}
+
+fn error_code() -> impl Strategy<Value = ErrorCode> {
+    prop::sample::select(ErrorCode::ALL.to_vec())
+}
+
+fn wire_error() -> impl Strategy<Value = WireError> {
+    (error_code(), text()).prop_map(|(code, message)| WireError { code, message })
+}
+
+prop_compose! {
+    fn message_data()(
+        flag in any::<i32>(), tags in option::of(text()), keys in option::of(text()),
+        properties in vec((text(), text()), 0..4), body in bytes(300),
+        born_timestamp in any::<i64>(), delay_level in any::<u32>(),
+        deliver_at_ms in option::of(any::<i64>()),
+    ) -> MessageData {
+        MessageData { flag, tags, keys, properties, body, born_timestamp, delay_level, deliver_at_ms }
+    }
+}
+
+fn send_status() -> impl Strategy<Value = SendStatus> {
+    prop_oneof![
+        Just(SendStatus::SendOk),
+        Just(SendStatus::FlushDiskTimeout),
+        Just(SendStatus::FlushSlaveTimeout),
+        Just(SendStatus::SlaveNotAvailable),
+    ]
+}
+
+prop_compose! {
+    fn send_result()(status in send_status(), msg_id in text(), queue_id in any::<u32>(),
+                     queue_offset in any::<u64>()) -> SendResult {
+        SendResult { status, msg_id, queue_id, queue_offset }
+    }
+}
+
+prop_compose! {
+    fn topic_config()(name in text(), read_queues in any::<u32>(), write_queues in any::<u32>(),
+                      perm in any::<u8>(), order in any::<bool>()) -> TopicConfig {
+        TopicConfig { name, read_queues, write_queues, perm, order }
+    }
+}
+
+prop_compose! {
+    fn broker_data()(cluster in text(), broker_name in text(),
+                     addrs in btree_map(any::<u64>(), text(), 0..4)) -> BrokerData {
+        BrokerData { cluster, broker_name, addrs }
+    }
+}
+
+prop_compose! {
+    fn subscription()(topic in text(), sql in any::<bool>(), expression in text()) -> Subscription {
+        let expression_type = if sql { ExpressionType::Sql } else { ExpressionType::Tag };
+        Subscription { topic, expression_type, expression }
+    }
+}
+
+prop_compose! {
+    fn consumer_group()(
+        group in text(), pull in any::<bool>(), broadcast in any::<bool>(),
+        from in prop_oneof![Just(ConsumeFrom::First), Just(ConsumeFrom::Last),
+                            any::<i64>().prop_map(ConsumeFrom::Timestamp)],
+        subscriptions in vec(subscription(), 0..3),
+    ) -> ConsumerGroupData {
+        ConsumerGroupData {
+            group,
+            consume_type: if pull { ConsumeType::Pull } else { ConsumeType::Push },
+            message_model: if broadcast { MessageModel::Broadcasting } else { MessageModel::Clustering },
+            consume_from: from,
+            subscriptions,
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn handshake(id in any::<u64>(), split in any::<usize>(), err in wire_error(),
+                 v in any::<u16>(), a in text(), b in text(), c in text()) {
+        let req = Handshake { protocol_version: v, client_id: a, client_version: b };
+        let resp = HandshakeResponse { protocol_version: v, server_version: c };
+        check_rpc(id, split, &req, &resp, &err);
+    }
+
+    #[test]
+    fn send(id in any::<u64>(), split in any::<usize>(), err in wire_error(),
+            g in text(), t in text(), q in any::<i32>(), m in message_data(), r in send_result()) {
+        let req = SendRequest { producer_group: g, topic: t, queue_id: q, message: m };
+        check_rpc(id, split, &req, &r, &err);
+    }
+
+    #[test]
+    fn send_batch(id in any::<u64>(), split in any::<usize>(), err in wire_error(),
+                  g in text(), t in text(), q in any::<i32>(),
+                  messages in vec(message_data(), 0..5), results in vec(send_result(), 0..5)) {
+        let req = SendBatchRequest { producer_group: g, topic: t, queue_id: q, messages };
+        check_rpc(id, split, &req, &SendBatchResponse { results }, &err);
+    }
+
+    #[test]
+    fn pull(id in any::<u64>(), split in any::<usize>(), err in wire_error(),
+            g in text(), t in text(), nums in any::<(u32, u64, u32, u32, u64)>(),
+            subscription in option::of(text()), sql in option::of(text()),
+            commit_offset in option::of(any::<u64>()),
+            status in prop_oneof![Just(PullStatus::Found), Just(PullStatus::NoNewMessage),
+                                  Just(PullStatus::NoMatchedMessage), Just(PullStatus::OffsetIllegal)],
+            offs in any::<(u64, u64, u64, u32)>(), records in bytes(2000)) {
+        let req = PullRequest {
+            consumer_group: g, topic: t, queue_id: nums.0, queue_offset: nums.1,
+            max_messages: nums.2, max_bytes: nums.3, suspend_timeout_ms: nums.4,
+            subscription, sql, commit_offset,
+        };
+        let resp = PullResponse {
+            status, next_offset: offs.0, min_offset: offs.1, max_offset: offs.2, count: offs.3, records,
+        };
+        check_rpc(id, split, &req, &resp, &err);
+    }
+
+    #[test]
+    fn offsets(id in any::<u64>(), split in any::<usize>(), err in wire_error(),
+               g in text(), t in text(), q in any::<u32>(), o in any::<u64>(),
+               committed in option::of(any::<u64>()), min in any::<u64>()) {
+        let query = QueryOffsetRequest { group: g.clone(), topic: t.clone(), queue_id: q };
+        check_rpc(id, split, &query, &QueryOffsetResponse { offset: committed }, &err);
+        let commit = CommitOffsetRequest { group: g, topic: t.clone(), queue_id: q, offset: o };
+        check_rpc(id, split, &commit, &Ack {}, &err);
+        let range = GetQueueOffsetsRequest { topic: t, queue_id: q };
+        check_rpc(id, split, &range, &QueueOffsets { min_offset: min, max_offset: o }, &err);
+    }
+
+    #[test]
+    fn heartbeat(id in any::<u64>(), split in any::<usize>(), err in wire_error(),
+                 client_id in text(), producer_groups in vec(text(), 0..3),
+                 consumer_groups in vec(consumer_group(), 0..3),
+                 pg in option::of(text()), cg in option::of(text())) {
+        let hb = HeartbeatRequest { client_id: client_id.clone(), producer_groups, consumer_groups };
+        check_rpc(id, split, &hb, &Ack {}, &err);
+        let unreg = UnregisterClientRequest { client_id, producer_group: pg, consumer_group: cg };
+        check_rpc(id, split, &unreg, &Ack {}, &err);
+    }
+
+    #[test]
+    fn broker(id in any::<u64>(), split in any::<usize>(), err in wire_error(),
+              names in (text(), text(), text()), broker_id in any::<u64>(),
+              ha_addr in option::of(text()), topics in vec(topic_config(), 0..4),
+              data_version in any::<u64>(),
+              master in (option::of(text()), option::of(text()))) {
+        let (cluster_name, broker_name, broker_addr) = names;
+        let reg = RegisterBrokerRequest {
+            cluster_name: cluster_name.clone(), broker_name: broker_name.clone(), broker_id,
+            broker_addr: broker_addr.clone(), ha_addr, topics, data_version,
+        };
+        let resp = RegisterBrokerResponse { master_addr: master.0, ha_master_addr: master.1 };
+        check_rpc(id, split, &reg, &resp, &err);
+        let unreg = UnregisterBrokerRequest { cluster_name, broker_name, broker_id, broker_addr };
+        check_rpc(id, split, &unreg, &Ack {}, &err);
+    }
+
+    #[test]
+    fn route(id in any::<u64>(), split in any::<usize>(), err in wire_error(), topic in text(),
+             queues in vec((text(), any::<u32>(), any::<u32>(), any::<u8>(), any::<bool>()), 0..4),
+             brokers in vec(broker_data(), 0..3),
+             clusters in btree_map(text(), vec(text(), 0..3), 0..3),
+             by_name in btree_map(text(), broker_data(), 0..3),
+             topics in vec(text(), 0..5)) {
+        let queues = queues.into_iter().map(|(broker_name, read_queues, write_queues, perm, order)| {
+            QueueData { broker_name, read_queues, write_queues, perm, order }
+        }).collect();
+        check_rpc(id, split, &GetRouteInfoRequest { topic }, &TopicRouteData { queues, brokers }, &err);
+        let info = ClusterInfo { clusters, brokers: by_name };
+        check_rpc(id, split, &GetClusterInfoRequest {}, &info, &err);
+        check_rpc(id, split, &GetTopicListRequest {}, &TopicList { topics }, &err);
+    }
+
+    #[test]
+    fn topic_admin(id in any::<u64>(), split in any::<usize>(), err in wire_error(),
+                   config in topic_config(), topic in text()) {
+        check_rpc(id, split, &CreateTopicRequest { config }, &Ack {}, &err);
+        check_rpc(id, split, &DeleteTopicRequest { topic }, &Ack {}, &err);
+    }
+
+    #[test]
+    fn unknown_error_codes_decode(id in any::<u64>(), code in 21u16.., message in text()) {
+        // A newer peer's error code: decodes as Unknown, keeps the message.
+        #[derive(Serialize)]
+        struct FutureError { code: u16, message: String }
+        let body: std::result::Result<(), FutureError> = Err(FutureError { code, message: message.clone() });
+        let mut wire = BytesMut::new();
+        let request = Header::request(id, Command::SendMessage);
+        FrameCodec::default().encode(OutFrame::new(request.response_to(), &body), &mut wire).unwrap();
+        let frame = decode_split(&wire, 0);
+        match frame.decode_response::<SendResult>() {
+            Err(ProtocolError::Remote(e)) => {
+                prop_assert_eq!(e.code, ErrorCode::Unknown);
+                prop_assert_eq!(e.message, message);
+            }
+            other => prop_assert!(false, "unexpected {:?}", other),
+        }
+    }
+
+    #[test]
+    fn message_ids(v6 in any::<bool>(), ip4 in any::<[u8; 4]>(), ip6 in any::<[u8; 16]>(),
+                   port in any::<u16>(), offset in any::<u64>()) {
+        let ip = if v6 { IpAddr::from(ip6) } else { IpAddr::from(ip4) };
+        let id = MessageId::new(SocketAddr::new(ip, port), offset);
+        let hex = id.to_hex();
+        prop_assert!(hex.chars().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()));
+        prop_assert_eq!(MessageId::from_hex(&hex).unwrap(), id);
+    }
+
+    #[test]
+    fn message_id_garbage_never_panics(s in "\\PC{0,60}") {
+        let _ = MessageId::from_hex(&s);
+    }
+
+    #[test]
+    fn tag_expression_never_panics(s in "[ A-Za-z|*]{0,20}") {
+        if let Ok(Some(tags)) = parse_tag_expression(&s) {
+            prop_assert!(tags.iter().all(|t| !t.is_empty() && t.trim() == t));
+        }
+    }
+}
+
+#[test]
+fn many_frames_in_one_buffer() {
+    let mut codec = FrameCodec::default();
+    let mut wire = BytesMut::new();
+    for i in 0..100u64 {
+        let req = GetQueueOffsetsRequest {
+            topic: format!("t{i}"),
+            queue_id: i as u32,
+        };
+        codec.encode(OutFrame::request(i, &req), &mut wire).unwrap();
+    }
+    for i in 0..100u64 {
+        let f = codec.decode(&mut wire).unwrap().unwrap();
+        assert_eq!(f.header.request_id, i);
+        let req: GetQueueOffsetsRequest = f.decode_request().unwrap();
+        assert_eq!(req.queue_id, i as u32);
+    }
+    assert!(codec.decode(&mut wire).unwrap().is_none());
+}
+
+#[test]
+fn bodies_are_maps_and_bytes_are_bin() {
+    let msg = MessageData::new(Bytes::from_static(b"hi"));
+    let mut wire = BytesMut::new();
+    let req = SendRequest {
+        message: msg,
+        ..SendRequest::default()
+    };
+    FrameCodec::default()
+        .encode(OutFrame::request(1, &req), &mut wire)
+        .unwrap();
+    let frame = FrameCodec::default().decode(&mut wire).unwrap().unwrap();
+    // A map of 4 fields; the body `hi` appears as bin8 of length 2.
+    assert_eq!(frame.body[0], 0x84);
+    assert!(frame.body.windows(4).any(|w| w == [0xc4, 2, b'h', b'i']));
+}
+
+#[test]
+fn older_peer_missing_optional_fields_and_newer_peer_extra_fields() {
+    // A body with an extra unknown field and without the optional ones.
+    let mut m = BTreeMap::new();
+    m.insert("protocol_version", rmpv_like::U(1));
+    m.insert("server_version", rmpv_like::S("x".into()));
+    m.insert("from_the_future", rmpv_like::U(9));
+    let mut wire = BytesMut::new();
+    let header = Header::response(5, Command::Handshake.as_u16());
+    let body: ResponseBody<_> = Ok(&m);
+    FrameCodec::default()
+        .encode(OutFrame::new(header, body), &mut wire)
+        .unwrap();
+    let frame = FrameCodec::default().decode(&mut wire).unwrap().unwrap();
+    let resp: HandshakeResponse = frame.decode_response().unwrap();
+    assert_eq!(resp.server_version, "x");
+
+    let mut m = BTreeMap::new();
+    m.insert("group", rmpv_like::S("g".into()));
+    m.insert("topic", rmpv_like::S("t".into()));
+    m.insert("queue_id", rmpv_like::U(3));
+    let mut wire = BytesMut::new();
+    FrameCodec::default()
+        .encode(
+            OutFrame::new(Header::response(1, 30), Ok::<_, WireError>(&m)),
+            &mut wire,
+        )
+        .unwrap();
+    let frame = FrameCodec::default().decode(&mut wire).unwrap().unwrap();
+    // QueryOffsetResponse has only an Option field: missing means None.
+    let resp: QueryOffsetResponse = frame.decode_response().unwrap();
+    assert_eq!(resp.offset, None);
+}
+
+mod rmpv_like {
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    pub enum V {
+        U(u64),
+        S(String),
+    }
+    pub use V::{S, U};
+}

@@ -52,11 +52,13 @@ pub enum Command {
     CreateTopic = 60,
     /// [`crate::DeleteTopicRequest`] → [`crate::Ack`].
     DeleteTopic = 61,
+    /// [`crate::GetTopicStatsRequest`] → [`crate::TopicStats`].
+    GetTopicStats = 62,
 }
 
 impl Command {
     /// Every command, in numeric order.
-    pub const ALL: [Command; 16] = [
+    pub const ALL: [Command; 17] = [
         Command::Handshake,
         Command::SendMessage,
         Command::SendBatch,
@@ -73,6 +75,7 @@ impl Command {
         Command::GetTopicList,
         Command::CreateTopic,
         Command::DeleteTopic,
+        Command::GetTopicStats,
     ];
 
     /// The wire number.

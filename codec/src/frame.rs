@@ -400,7 +400,18 @@ impl Decoder for FrameCodec {
                 "frame length {len} is below the minimum {MIN_FRAME_LEN}"
             )));
         }
+        // Reject garbage as soon as its first payload byte is in, before
+        // reserving room for (or waiting on) a length that random bytes
+        // made up: every frame starts with the `[header, body]` marker.
         let total = LENGTH_PREFIX_LEN + len;
+        if let Some(&marker) = src.get(LENGTH_PREFIX_LEN) {
+            if marker != ENVELOPE_MARKER {
+                let _ = src.split_to(total.min(src.len()));
+                return Err(ProtocolError::Malformed(format!(
+                    "frame does not start with the envelope marker 0x{ENVELOPE_MARKER:02x} (got 0x{marker:02x})"
+                )));
+            }
+        }
         if src.len() < total {
             src.reserve(total - src.len());
             return Ok(None);

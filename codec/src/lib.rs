@@ -78,6 +78,7 @@
 //! | 54 | `GetTopicList` | [`GetTopicListRequest`] | [`TopicList`] | Every topic known to the NameServer. |
 //! | 60 | `CreateTopic` | [`CreateTopicRequest`] | [`Ack`] | Admin → broker: create or update a topic (name checked with [`validate_topic_name`]). |
 //! | 61 | `DeleteTopic` | [`DeleteTopicRequest`] | [`Ack`] | Admin → broker: delete a topic. |
+//! | 62 | `GetTopicStats` | [`GetTopicStatsRequest`] | [`TopicStats`] | Admin → broker: a topic's config, per-queue min/max offsets, parked pulls. |
 //!
 //! # Errors
 //!
@@ -115,6 +116,7 @@ pub use cmd::route::{
 pub use cmd::send::{SendBatchRequest, SendBatchResponse, SendRequest, SendResult, SendStatus};
 pub use cmd::topic::{
     validate_group_name, validate_topic_name, CreateTopicRequest, DeleteTopicRequest,
+    GetTopicStatsRequest, QueueStats, TopicStats,
     GROUP_MAX_LENGTH, TOPIC_MAX_LENGTH,
 };
 pub use cmd::Ack;

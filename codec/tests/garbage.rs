@@ -381,3 +381,16 @@ proptest! {
         let _ = frame.decode_response::<TopicRouteData>();
     }
 }
+
+#[test]
+fn garbage_is_refused_before_its_claimed_length_arrives() {
+    // Random bytes claiming a 10 MB frame: refused at the first payload
+    // byte instead of waiting (and reserving) for 10 MB.
+    let mut buf = BytesMut::new();
+    buf.put_u32(10_000_000);
+    buf.put_u8(0x17);
+    let cap = buf.capacity();
+    let r = FrameCodec::default().decode(&mut buf);
+    assert!(matches!(r, Err(ProtocolError::Malformed(_))), "{r:?}");
+    assert!(buf.capacity() <= cap.max(64));
+}

@@ -283,7 +283,19 @@ proptest! {
     fn topic_admin(id in any::<u64>(), split in any::<usize>(), err in wire_error(),
                    config in topic_config(), topic in text()) {
         check_rpc(id, split, &CreateTopicRequest { config }, &Ack {}, &err);
-        check_rpc(id, split, &DeleteTopicRequest { topic }, &Ack {}, &err);
+        check_rpc(id, split, &DeleteTopicRequest { topic: topic.clone() }, &Ack {}, &err);
+    }
+
+    #[test]
+    fn topic_stats(id in any::<u64>(), split in any::<usize>(), err in wire_error(),
+                   config in topic_config(), topic in text(),
+                   queues in vec((any::<u32>(), any::<u64>(), any::<u64>()), 0..8),
+                   messages_put in any::<u64>(), parked_pulls in any::<u64>()) {
+        let queues = queues.into_iter().map(|(queue_id, min_offset, max_offset)| {
+            QueueStats { queue_id, min_offset, max_offset }
+        }).collect();
+        let stats = TopicStats { config, queues, messages_put, parked_pulls };
+        check_rpc(id, split, &GetTopicStatsRequest { topic }, &stats, &err);
     }
 
     #[test]

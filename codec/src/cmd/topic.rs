@@ -30,7 +30,40 @@ pub struct DeleteTopicRequest {
     pub topic: String,
 }
 
+/// A broker's view of one topic: its config, per-queue offsets and the
+/// pulls parked on it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GetTopicStatsRequest {
+    /// Topic.
+    pub topic: String,
+}
+
+/// One queue's offsets on a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Queue id.
+    pub queue_id: u32,
+    /// Smallest offset still stored.
+    pub min_offset: u64,
+    /// Offset the next message will get.
+    pub max_offset: u64,
+}
+
+/// Answer to [`GetTopicStatsRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TopicStats {
+    /// The topic's configuration on this broker.
+    pub config: TopicConfig,
+    /// One entry per read queue.
+    pub queues: Vec<QueueStats>,
+    /// Messages stored since the broker started.
+    pub messages_put: u64,
+    /// Long-poll pulls currently parked on the topic.
+    pub parked_pulls: u64,
+}
+
 rpc!(CreateTopicRequest => Ack, Command::CreateTopic);
+rpc!(GetTopicStatsRequest => TopicStats, Command::GetTopicStats);
 rpc!(DeleteTopicRequest => Ack, Command::DeleteTopic);
 
 /// Checks a topic name: non-empty, at most [`TOPIC_MAX_LENGTH`] characters

@@ -1,0 +1,130 @@
+//! Configuration structs of the server actors.
+//!
+//! Every field has a serde default so an empty file (or none) is a working
+//! configuration; `conf/*.toml` documents each key with its default. The
+//! `skylark` package layers file → `SKYLARK_*` environment → flags on top
+//! with the `config` crate and deserializes into these structs.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::store::StoreConfig;
+
+/// NameServer settings (`conf/namesrv.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct NameServerConfig {
+    /// Address to listen on.
+    pub listen_host: String,
+    /// TCP port for brokers and clients.
+    pub port: u16,
+    /// A broker silent for this long is removed from the route table.
+    pub broker_expire_secs: u64,
+    /// How often liveness is checked.
+    pub scan_interval_secs: u64,
+    /// Largest accepted frame in bytes.
+    pub max_frame_size: usize,
+}
+
+impl Default for NameServerConfig {
+    fn default() -> Self {
+        NameServerConfig {
+            listen_host: "127.0.0.1".into(),
+            port: 9876,
+            broker_expire_secs: 120,
+            scan_interval_secs: 10,
+            max_frame_size: skylark_codec::DEFAULT_MAX_FRAME_SIZE,
+        }
+    }
+}
+
+impl NameServerConfig {
+    pub fn broker_expire(&self) -> Duration {
+        Duration::from_secs(self.broker_expire_secs)
+    }
+    pub fn scan_interval(&self) -> Duration {
+        Duration::from_secs(self.scan_interval_secs.max(1))
+    }
+}
+
+/// Broker settings (`conf/broker.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct BrokerConfig {
+    /// Cluster this broker belongs to.
+    pub cluster_name: String,
+    /// Broker group name, shared by a master and its slaves.
+    pub broker_name: String,
+    /// 0 = master, > 0 = slave.
+    pub broker_id: u64,
+    /// Address to listen on.
+    pub listen_host: String,
+    /// TCP port for clients.
+    pub port: u16,
+    /// Address published to the NameServers (default: listen_host:port).
+    pub advertised_addr: Option<String>,
+    /// NameServer addresses, `host:port` separated by `;`.
+    pub namesrv: String,
+    /// Create a topic on its first send.
+    pub auto_create_topic: bool,
+    /// Queue count of auto-created topics.
+    pub default_topic_queues: u32,
+    /// Register with every NameServer this often.
+    pub register_interval_secs: u64,
+    /// Longest time a pull may be parked waiting for messages.
+    pub long_poll_max_ms: u64,
+    /// Requests a single connection may have in flight before `Busy`.
+    pub max_inflight_per_connection: usize,
+    /// Largest accepted frame in bytes.
+    pub max_frame_size: usize,
+    /// Largest pull answer in bytes.
+    pub max_pull_bytes: u32,
+    /// Storage engine settings (`[store]`); `store.data_dir` is the broker's
+    /// data directory (CommitLog, ConsumeQueues and the `config/` metadata).
+    pub store: StoreConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            cluster_name: "DefaultCluster".into(),
+            broker_name: "broker-a".into(),
+            broker_id: 0,
+            listen_host: "127.0.0.1".into(),
+            port: 10911,
+            advertised_addr: None,
+            namesrv: "127.0.0.1:9876".into(),
+            auto_create_topic: true,
+            default_topic_queues: 4,
+            register_interval_secs: 30,
+            long_poll_max_ms: 15_000,
+            max_inflight_per_connection: 1024,
+            max_frame_size: skylark_codec::DEFAULT_MAX_FRAME_SIZE,
+            max_pull_bytes: 1024 * 1024,
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The NameServer addresses, split on `;` (and `,`), blanks removed.
+    pub fn namesrv_addrs(&self) -> Vec<String> {
+        split_addrs(&self.namesrv)
+    }
+    /// The address published to NameServers and written into message ids.
+    pub fn advertised(&self) -> String {
+        self.advertised_addr
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", self.listen_host, self.port))
+    }
+}
+
+/// Splits `a:1;b:2` (or comma separated) into addresses.
+pub fn split_addrs(s: &str) -> Vec<String> {
+    s.split([';', ','])
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect()
+}

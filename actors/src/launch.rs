@@ -1,0 +1,115 @@
+//! Starting and stopping a whole broker inside any actix System.
+//!
+//! [`start_broker`] opens the store (recovery runs here) on a dedicated
+//! Arbiter, starts the ConsumerOffsets, Broker and TopicQueue actors, and
+//! accepts connections on one worker Arbiter per core. [`BrokerHandle::shutdown`]
+//! is the graceful stop: no new connections, unregister from the
+//! NameServers, persist offsets, flush and write a clean checkpoint so the
+//! next start skips the recovery scan.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use slog::{error, info, Logger};
+
+use crate::broker::{Broker, Unregister};
+use crate::config::BrokerConfig;
+use crate::consumer_offsets::{ConsumerOffsets, FlushOffsets};
+use crate::processor::{BrokerService, Shared};
+use crate::remoting::server::ServeOptions;
+use crate::remoting::{self, ServerHandle};
+use crate::storage::{Shutdown, Storage};
+
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// A running broker.
+pub struct BrokerHandle {
+    pub broker: Addr<Broker>,
+    pub storage: Addr<Storage>,
+    pub offsets: Addr<ConsumerOffsets>,
+    server: ServerHandle,
+    workers: Vec<Arbiter>,
+    storage_arbiter: Arbiter,
+    log: Logger,
+}
+
+impl BrokerHandle {
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr
+    }
+
+    /// Graceful stop: stop accepting, unregister, persist offsets, flush and
+    /// checkpoint the store.
+    pub async fn shutdown(mut self) {
+        self.server.stop_accepting();
+        let _ = self.broker.send(Unregister).await;
+        match self.offsets.send(FlushOffsets).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(self.log, "cannot persist consumer offsets"; "error" => %e),
+            Err(e) => error!(self.log, "consumer offsets actor gone"; "error" => %e),
+        }
+        match self.storage.send(Shutdown).await {
+            Ok(Ok(())) => info!(self.log, "store flushed and checkpointed"),
+            Ok(Err(e)) => error!(self.log, "store shutdown failed"; "error" => %e),
+            Err(e) => error!(self.log, "storage actor gone"; "error" => %e),
+        }
+        for w in &self.workers {
+            w.stop();
+        }
+        self.storage_arbiter.stop();
+    }
+}
+
+/// Starts a broker inside the current actix System.
+pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHandle, LaunchError> {
+    let log = log.new(slog::o!("broker" => config.broker_name.clone()));
+    let listener = tokio::net::TcpListener::bind((config.listen_host.as_str(), config.port)).await?;
+    let mut config = config;
+    if config.port == 0 {
+        config.port = listener.local_addr()?.port();
+    }
+    let store_host: SocketAddr = config
+        .advertised()
+        .parse()
+        .map_err(|e| LaunchError::Config(format!("advertised address '{}': {e}", config.advertised())))?;
+    let config = Arc::new(config);
+
+    let storage_arbiter = Arbiter::new();
+    let storage = Storage::start_on(&storage_arbiter.handle(), config.store.clone(), log.clone()).await?;
+    let offsets = ConsumerOffsets::open(&config.store.data_dir, Duration::from_secs(5), log.clone())?.start();
+    let registry = Arc::new(DashMap::new());
+    let broker = Broker::new(config.clone(), storage.clone(), registry.clone(), log.clone())?.start();
+
+    let shared = Shared {
+        config: config.clone(),
+        broker: broker.clone(),
+        storage: storage.clone(),
+        offsets: offsets.clone(),
+        topics: registry,
+        store_host,
+    };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let workers: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
+    let opts = ServeOptions { max_frame_size: config.max_frame_size, max_inflight: config.max_inflight_per_connection };
+    let server = remoting::serve(
+        listener,
+        BrokerService::new(shared),
+        opts,
+        workers.iter().map(|w| w.handle()).collect(),
+        log.clone(),
+    )?;
+    Ok(BrokerHandle { broker, storage, offsets, server, workers, storage_arbiter, log })
+}

@@ -1,0 +1,225 @@
+//! The `NameServer` actor: discovery for brokers, producers and consumers.
+//!
+//! Owns the [`RouteInfo`] table. Brokers register every 30 s with every
+//! NameServer; one silent for `broker_expire_secs` (120 s) is dropped by the
+//! scan that runs every `scan_interval_secs` (10 s). NameServers never talk
+//! to each other: each one's table is rebuilt from registrations alone.
+//!
+//! Messages answered: [`RegisterBroker`], [`UnregisterBroker`],
+//! [`GetRouteInfo`], [`GetClusterInfo`], [`GetTopicList`] (+ the scan tick).
+
+mod route_info;
+
+pub use route_info::RouteInfo;
+
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use futures::future::LocalBoxFuture;
+use skylark_codec::{
+    Ack, ClusterInfo, Command, ErrorCode, GetClusterInfoRequest, GetRouteInfoRequest, GetTopicListRequest, Handshake,
+    HandshakeResponse, RawFrame, RegisterBrokerRequest, RegisterBrokerResponse, TopicList, TopicRouteData,
+    UnregisterBrokerRequest, WireError,
+};
+use slog::{info, warn, Logger};
+
+use crate::config::NameServerConfig;
+use crate::remoting::{self, wire, ConnInfo, Service};
+
+/// The NameServer's state owner.
+pub struct NameServer {
+    route: RouteInfo,
+    config: NameServerConfig,
+    log: Logger,
+}
+
+impl NameServer {
+    pub fn new(config: NameServerConfig, log: Logger) -> Self {
+        NameServer { route: RouteInfo::default(), config, log: log.new(slog::o!("actor" => "namesrv")) }
+    }
+}
+
+impl Actor for NameServer {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+        ctx.run_interval(self.config.scan_interval(), |act, _| {
+            for addr in act.route.scan_expired(Instant::now(), act.config.broker_expire()) {
+                warn!(act.log, "broker expired"; "addr" => addr);
+            }
+        });
+    }
+}
+
+/// A broker (re-)registers itself and its topics.
+#[derive(Message)]
+#[rtype(result = "RegisterBrokerResponse")]
+pub struct RegisterBroker(pub RegisterBrokerRequest);
+
+/// A broker leaves cleanly.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnregisterBroker(pub UnregisterBrokerRequest);
+
+/// The route of one topic, if any live broker serves it.
+#[derive(Message)]
+#[rtype(result = "Option<TopicRouteData>")]
+pub struct GetRouteInfo(pub String);
+
+/// Every cluster and broker group.
+#[derive(Message)]
+#[rtype(result = "ClusterInfo")]
+pub struct GetClusterInfo;
+
+/// Every topic with a live master.
+#[derive(Message)]
+#[rtype(result = "TopicList")]
+pub struct GetTopicList;
+
+impl Handler<RegisterBroker> for NameServer {
+    type Result = MessageResult<RegisterBroker>;
+    fn handle(&mut self, msg: RegisterBroker, _: &mut Self::Context) -> Self::Result {
+        let known = self.route.live_brokers();
+        let (name, id, addr) = (msg.0.broker_name.clone(), msg.0.broker_id, msg.0.broker_addr.clone());
+        let resp = self.route.register(msg.0, Instant::now());
+        if self.route.live_brokers() > known {
+            info!(self.log, "broker registered"; "broker_name" => name, "broker_id" => id, "addr" => addr);
+        }
+        MessageResult(resp)
+    }
+}
+
+impl Handler<UnregisterBroker> for NameServer {
+    type Result = ();
+    fn handle(&mut self, msg: UnregisterBroker, _: &mut Self::Context) {
+        info!(self.log, "broker unregistered"; "broker_name" => &msg.0.broker_name, "addr" => &msg.0.broker_addr);
+        self.route.unregister(&msg.0);
+    }
+}
+
+impl Handler<GetRouteInfo> for NameServer {
+    type Result = Option<TopicRouteData>;
+    fn handle(&mut self, msg: GetRouteInfo, _: &mut Self::Context) -> Self::Result {
+        self.route.route(&msg.0)
+    }
+}
+
+impl Handler<GetClusterInfo> for NameServer {
+    type Result = MessageResult<GetClusterInfo>;
+    fn handle(&mut self, _: GetClusterInfo, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.route.cluster_info())
+    }
+}
+
+impl Handler<GetTopicList> for NameServer {
+    type Result = MessageResult<GetTopicList>;
+    fn handle(&mut self, _: GetTopicList, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.route.topic_list())
+    }
+}
+
+/// Turns NameServer requests on the wire into actor messages.
+#[derive(Clone)]
+pub struct NameServerService {
+    ns: Addr<NameServer>,
+}
+
+impl NameServerService {
+    pub fn new(ns: Addr<NameServer>) -> Self {
+        NameServerService { ns }
+    }
+}
+
+fn mailbox(e: MailboxError) -> WireError {
+    WireError::new(ErrorCode::ServiceNotAvailable, format!("nameserver unavailable: {e}"))
+}
+
+impl Service for NameServerService {
+    fn call(&self, frame: RawFrame, _conn: &ConnInfo) -> LocalBoxFuture<'static, Option<Bytes>> {
+        let ns = self.ns.clone();
+        let header = frame.header;
+        let cmd = match Command::try_from(header.command) {
+            Ok(c) => c,
+            Err(_) => {
+                let e = WireError::new(ErrorCode::UnknownCommand, format!("unknown command {}", header.command));
+                return Box::pin(futures::future::ready(Some(wire::error_response(&header, e))));
+            }
+        };
+        Box::pin(async move {
+            match cmd {
+                Command::Handshake => {
+                    wire::dispatch(frame, |h: Handshake| async move { crate::handshake(&h) }).await
+                }
+                Command::RegisterBroker => {
+                    wire::dispatch(frame, |r: RegisterBrokerRequest| async move {
+                        ns.send(RegisterBroker(r)).await.map_err(mailbox)
+                    })
+                    .await
+                }
+                Command::UnregisterBroker => {
+                    wire::dispatch(frame, |r: UnregisterBrokerRequest| async move {
+                        ns.send(UnregisterBroker(r)).await.map_err(mailbox)?;
+                        Ok(Ack {})
+                    })
+                    .await
+                }
+                Command::GetRouteInfo => {
+                    wire::dispatch(frame, |r: GetRouteInfoRequest| async move {
+                        let topic = r.topic;
+                        ns.send(GetRouteInfo(topic.clone())).await.map_err(mailbox)?.ok_or_else(|| {
+                            WireError::new(ErrorCode::TopicNotFound, format!("no route for topic '{topic}'"))
+                        })
+                    })
+                    .await
+                }
+                Command::GetClusterInfo => {
+                    wire::dispatch(frame, |_: GetClusterInfoRequest| async move {
+                        ns.send(GetClusterInfo).await.map_err(mailbox)
+                    })
+                    .await
+                }
+                Command::GetTopicList => {
+                    wire::dispatch(frame, |_: GetTopicListRequest| async move {
+                        ns.send(GetTopicList).await.map_err(mailbox)
+                    })
+                    .await
+                }
+                other => {
+                    let e = WireError::new(
+                        ErrorCode::UnknownCommand,
+                        format!("command {other:?} is not served by a nameserver"),
+                    );
+                    Some(wire::error_response(&header, e))
+                }
+            }
+        })
+    }
+}
+
+/// A running NameServer: the actor and its listener.
+pub struct NameServerHandle {
+    pub addr: Addr<NameServer>,
+    pub server: remoting::ServerHandle,
+}
+
+impl NameServerHandle {
+    /// The bound address (useful when the port was 0).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr
+    }
+}
+
+/// Starts a NameServer inside the current actix System.
+pub async fn start_namesrv(config: NameServerConfig, log: Logger) -> std::io::Result<NameServerHandle> {
+    let listener = tokio::net::TcpListener::bind((config.listen_host.as_str(), config.port)).await?;
+    let opts = remoting::server::ServeOptions { max_frame_size: config.max_frame_size, max_inflight: 1024 };
+    let addr = NameServer::new(config, log.clone()).start();
+    let server = remoting::serve(listener, NameServerService::new(addr.clone()), opts, Vec::new(), log)?;
+    Ok(NameServerHandle { addr, server })
+}
+
+/// The answer every server gives to a handshake.
+pub(crate) fn handshake_response() -> HandshakeResponse {
+    HandshakeResponse { protocol_version: skylark_codec::PROTOCOL_VERSION, server_version: env!("CARGO_PKG_VERSION").into() }
+}

@@ -1,0 +1,48 @@
+//! Client bookkeeping (Heartbeat, UnregisterClient) and topic management
+//! (CreateTopic, DeleteTopic).
+
+use std::sync::Arc;
+
+use skylark_codec::{
+    Ack, CreateTopicRequest, DeleteTopicRequest, GetTopicStatsRequest, HeartbeatRequest, QueueStats, TopicStats,
+    UnregisterClientRequest, WireError,
+};
+
+use super::Shared;
+use crate::broker::{CreateTopic, DeleteTopic};
+use crate::storage::GetQueueOffsets;
+use crate::topic_queue::GetTopicStats;
+
+/// Heartbeats keep clients known; consumer-group membership builds on them.
+pub async fn heartbeat(_s: Arc<Shared>, _r: HeartbeatRequest) -> Result<Ack, WireError> {
+    Ok(Ack {})
+}
+
+pub async fn unregister_client(_s: Arc<Shared>, _r: UnregisterClientRequest) -> Result<Ack, WireError> {
+    Ok(Ack {})
+}
+
+pub async fn create_topic(s: Arc<Shared>, r: CreateTopicRequest) -> Result<Ack, WireError> {
+    s.broker.send(CreateTopic(r.config)).await.map_err(crate::mailbox_error)??;
+    Ok(Ack {})
+}
+
+pub async fn delete_topic(s: Arc<Shared>, r: DeleteTopicRequest) -> Result<Ack, WireError> {
+    s.broker.send(DeleteTopic(r.topic)).await.map_err(crate::mailbox_error)??;
+    Ok(Ack {})
+}
+
+pub async fn topic_stats(s: Arc<Shared>, r: GetTopicStatsRequest) -> Result<TopicStats, WireError> {
+    let tq = s.topic_queue(&r.topic, false).await?;
+    let c = tq.send(GetTopicStats).await.map_err(crate::mailbox_error)?;
+    let mut queues = Vec::with_capacity(c.config.read_queues as usize);
+    for queue_id in 0..c.config.read_queues {
+        let (min_offset, max_offset) = s
+            .storage
+            .send(GetQueueOffsets { topic: r.topic.clone(), queue_id })
+            .await
+            .map_err(crate::mailbox_error)?;
+        queues.push(QueueStats { queue_id, min_offset, max_offset });
+    }
+    Ok(TopicStats { config: c.config, queues, messages_put: c.messages_put, parked_pulls: c.parked_pulls as u64 })
+}

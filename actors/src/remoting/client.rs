@@ -1,0 +1,240 @@
+//! The client side of one TCP connection, as an actor.
+//!
+//! [`RpcClient`] is a cheap, `Send` handle: `call::<R>(&req)` encodes the
+//! request, hands it to the [`ClientConn`] actor that owns the socket, and
+//! awaits the answer with the same request id. Many calls may be in flight
+//! at once on one connection (pipelining). Server pushes go to an optional
+//! recipient. When the socket closes every pending call fails at once.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::io::{WriteHandler, Writer};
+use actix::prelude::*;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use skylark_codec::{FrameCodec, FrameKind, Header, ProtocolError, RawFrame, Rpc};
+use tokio::io::WriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_util::codec::FramedRead;
+
+use super::wire;
+
+/// A frame the server pushed without being asked.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct PushFrame(pub RawFrame);
+
+/// Actor owning one client socket and its pending calls.
+pub struct ClientConn {
+    writer: Writer<WriteHalf<TcpStream>, io::Error>,
+    pending: HashMap<u64, oneshot::Sender<RawFrame>>,
+    push: Option<Recipient<PushFrame>>,
+}
+
+impl Actor for ClientConn {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+impl WriteHandler<io::Error> for ClientConn {}
+
+/// Write a request; remember `reply` to answer when the response arrives.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Outgoing {
+    id: u64,
+    frame: Bytes,
+    reply: Option<oneshot::Sender<RawFrame>>,
+}
+
+impl Handler<Outgoing> for ClientConn {
+    type Result = ();
+    fn handle(&mut self, msg: Outgoing, _ctx: &mut Self::Context) {
+        if let Some(tx) = msg.reply {
+            self.pending.insert(msg.id, tx);
+        }
+        self.writer.write(&msg.frame);
+    }
+}
+
+/// Forget a call that timed out.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Cancel(u64);
+
+impl Handler<Cancel> for ClientConn {
+    type Result = ();
+    fn handle(&mut self, msg: Cancel, _ctx: &mut Self::Context) {
+        self.pending.remove(&msg.0);
+    }
+}
+
+/// Route server pushes to `0`.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SetPush(Recipient<PushFrame>);
+
+impl Handler<SetPush> for ClientConn {
+    type Result = ();
+    fn handle(&mut self, msg: SetPush, _ctx: &mut Self::Context) {
+        self.push = Some(msg.0);
+    }
+}
+
+impl StreamHandler<Result<RawFrame, ProtocolError>> for ClientConn {
+    fn handle(&mut self, item: Result<RawFrame, ProtocolError>, ctx: &mut Self::Context) {
+        match item {
+            Ok(frame) => match frame.header.kind {
+                FrameKind::Response => {
+                    if let Some(tx) = self.pending.remove(&frame.header.request_id) {
+                        let _ = tx.send(frame);
+                    } else if frame.header.request_id == 0 {
+                        // The server's last word before closing on bad input.
+                        ctx.stop();
+                    }
+                }
+                FrameKind::Push | FrameKind::Oneway | FrameKind::Request => {
+                    if let Some(p) = &self.push {
+                        p.do_send(PushFrame(frame));
+                    }
+                }
+            },
+            Err(_) => ctx.stop(),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// A handle on one connection; clone it freely.
+#[derive(Clone)]
+pub struct RpcClient {
+    conn: Addr<ClientConn>,
+    next_id: Arc<AtomicU64>,
+    remote: Arc<str>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RpcClient({})", self.remote)
+    }
+}
+
+fn closed(remote: &str) -> ProtocolError {
+    ProtocolError::Io(io::Error::new(io::ErrorKind::ConnectionAborted, format!("connection to {remote} closed")))
+}
+
+impl RpcClient {
+    /// Connects to `addr` (`host:port`). Must run inside an actix System;
+    /// the connection actor lives on the current arbiter.
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<RpcClient, ProtocolError> {
+        Self::connect_with(addr, timeout, skylark_codec::DEFAULT_MAX_FRAME_SIZE).await
+    }
+
+    /// Like [`connect`](Self::connect) with an explicit frame size limit.
+    pub async fn connect_with(addr: &str, timeout: Duration, max_frame: usize) -> Result<RpcClient, ProtocolError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ProtocolError::Io(io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out"))))?
+            .map_err(|e| ProtocolError::Io(io::Error::new(e.kind(), format!("connect to {addr}: {e}"))))?;
+        let _ = stream.set_nodelay(true);
+        let (r, w) = tokio::io::split(stream);
+        let conn = ClientConn::create(move |ctx| {
+            ctx.add_stream(FramedRead::new(r, FrameCodec::new(max_frame)));
+            ClientConn { writer: Writer::new(w, ctx), pending: HashMap::new(), push: None }
+        });
+        Ok(RpcClient { conn, next_id: Arc::new(AtomicU64::new(1)), remote: Arc::from(addr), timeout })
+    }
+
+    /// The address this client talks to.
+    pub fn remote(&self) -> &str {
+        &self.remote
+    }
+
+    /// Whether the socket is still open.
+    pub fn is_connected(&self) -> bool {
+        self.conn.connected()
+    }
+
+    /// Sends server pushes to `recipient`.
+    pub fn set_push_handler(&self, recipient: Recipient<PushFrame>) {
+        self.conn.do_send(SetPush(recipient));
+    }
+
+    /// Calls `R` with the default timeout.
+    pub async fn call<R>(&self, req: &R) -> Result<R::Response, ProtocolError>
+    where
+        R: Rpc + Serialize,
+        R::Response: DeserializeOwned,
+    {
+        self.call_timeout(req, self.timeout).await
+    }
+
+    /// Calls `R`, failing with `TimedOut` after `timeout`.
+    pub async fn call_timeout<R>(&self, req: &R, timeout: Duration) -> Result<R::Response, ProtocolError>
+    where
+        R: Rpc + Serialize,
+        R::Response: DeserializeOwned,
+    {
+        let frame = self.call_raw(R::COMMAND as u16, req, timeout).await?;
+        frame.decode_response::<R::Response>()
+    }
+
+    /// Sends `req` and returns the raw answer frame.
+    pub async fn call_raw<T: Serialize>(&self, command: u16, req: &T, timeout: Duration) -> Result<RawFrame, ProtocolError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = wire::encode(Header { request_id: id, kind: FrameKind::Request, command }, req);
+        let (tx, rx) = oneshot::channel();
+        self.conn
+            .send(Outgoing { id, frame, reply: Some(tx) })
+            .await
+            .map_err(|_| closed(&self.remote))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(frame)) => Ok(frame),
+            Ok(Err(_)) => Err(closed(&self.remote)),
+            Err(_) => {
+                self.conn.do_send(Cancel(id));
+                Err(ProtocolError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer from {} within {:?}", self.remote, timeout),
+                )))
+            }
+        }
+    }
+
+    /// Sends `req` without waiting for (or getting) an answer.
+    pub async fn oneway<R: Rpc + Serialize>(&self, req: &R) -> Result<(), ProtocolError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = wire::encode(Header { request_id: id, kind: FrameKind::Oneway, command: R::COMMAND as u16 }, req);
+        self.conn.send(Outgoing { id, frame, reply: None }).await.map_err(|_| closed(&self.remote))
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.conn.do_send(Close);
+    }
+}
+
+/// Close the socket.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Close;
+
+impl Handler<Close> for ClientConn {
+    type Result = ();
+    fn handle(&mut self, _: Close, ctx: &mut Self::Context) {
+        self.writer.close();
+        ctx.stop();
+    }
+}

@@ -1,0 +1,144 @@
+//! The server side of one TCP connection (actix chat-tcp pattern).
+//!
+//! Reads frames with [`FrameCodec`], hands each request to the server's
+//! [`Service`], and writes the answers back as they complete — answers may
+//! overtake each other; the client matches them by request id. Garbage on
+//! the socket gets one error frame and closes this connection only.
+//! Requests beyond `max_inflight` are answered `Busy` at once, so a client
+//! that never reads cannot make the server buffer without bound.
+
+use std::net::SocketAddr;
+
+use actix::io::{WriteHandler, Writer};
+use actix::prelude::*;
+use bytes::Bytes;
+use skylark_codec::{ErrorCode, FrameCodec, FrameKind, Header, ProtocolError, RawFrame, WireError};
+use slog::{debug, warn, Logger};
+use tokio::io::WriteHalf;
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+
+use super::{wire, Service};
+
+/// What a handler may know about the connection a request came on.
+#[derive(Clone)]
+pub struct ConnInfo {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// This connection's actor, for server pushes and parked answers.
+    pub addr: Addr<Connection>,
+}
+
+/// Server session for one TCP connection.
+pub struct Connection {
+    peer: SocketAddr,
+    writer: Writer<WriteHalf<TcpStream>, std::io::Error>,
+    service: Box<dyn FnMut(RawFrame, &ConnInfo) -> futures::future::LocalBoxFuture<'static, Option<Bytes>>>,
+    inflight: usize,
+    max_inflight: usize,
+    log: Logger,
+}
+
+impl Connection {
+    /// Starts a session actor for `stream` on the current arbiter.
+    pub fn start<S: Service>(
+        stream: TcpStream,
+        service: S,
+        max_frame_size: usize,
+        max_inflight: usize,
+        log: Logger,
+    ) -> std::io::Result<Addr<Connection>> {
+        let peer = stream.peer_addr()?;
+        let _ = stream.set_nodelay(true);
+        let (r, w) = tokio::io::split(stream);
+        Ok(Connection::create(move |ctx| {
+            ctx.add_stream(FramedRead::new(r, FrameCodec::new(max_frame_size)));
+            Connection {
+                peer,
+                writer: Writer::new(w, ctx),
+                service: Box::new(move |f, c| service.call(f, c)),
+                inflight: 0,
+                max_inflight,
+                log: log.new(slog::o!("peer" => peer.to_string())),
+            }
+        }))
+    }
+
+    fn refuse(&mut self, header: &Header, code: ErrorCode, msg: String) {
+        if header.kind != FrameKind::Oneway {
+            let frame = wire::error_response(header, WireError::new(code, msg));
+            self.writer.write(&frame);
+        }
+    }
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        debug!(self.log, "connection opened");
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        debug!(self.log, "connection closed");
+    }
+}
+
+impl WriteHandler<std::io::Error> for Connection {}
+
+/// An already-encoded frame to write to this connection (server push).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Push(pub Bytes);
+
+impl Handler<Push> for Connection {
+    type Result = ();
+    fn handle(&mut self, msg: Push, _ctx: &mut Self::Context) {
+        self.writer.write(&msg.0);
+    }
+}
+
+impl StreamHandler<Result<RawFrame, ProtocolError>> for Connection {
+    fn handle(&mut self, item: Result<RawFrame, ProtocolError>, ctx: &mut Self::Context) {
+        let frame = match item {
+            Ok(f) => f,
+            Err(e) => {
+                // The byte stream is out of step: say why once, then close.
+                warn!(self.log, "closing connection on bad input"; "error" => %e);
+                let h = Header { request_id: 0, kind: FrameKind::Response, command: 0 };
+                let frame = wire::error_response(&h, WireError::new(e.code(), e.to_string()));
+                self.writer.write(&frame);
+                self.writer.close();
+                return;
+            }
+        };
+        match frame.header.kind {
+            FrameKind::Request | FrameKind::Oneway => {}
+            // Clients never send answers or pushes to a server.
+            _ => {
+                let h = frame.header;
+                self.refuse(&h, ErrorCode::BadRequest, "unexpected frame kind".into());
+                return;
+            }
+        }
+        if self.inflight >= self.max_inflight {
+            let h = frame.header;
+            self.refuse(&h, ErrorCode::Busy, format!("more than {} requests in flight", self.max_inflight));
+            return;
+        }
+        self.inflight += 1;
+        let info = ConnInfo { peer: self.peer, addr: ctx.address() };
+        let fut = (self.service)(frame, &info);
+        ctx.spawn(fut.into_actor(self).map(|out, act, _ctx| {
+            act.inflight = act.inflight.saturating_sub(1);
+            if let Some(frame) = out {
+                act.writer.write(&frame);
+            }
+        }));
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {
+        // Peer closed its side: flush what is written, then stop.
+        self.writer.close();
+    }
+}

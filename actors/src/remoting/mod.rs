@@ -1,0 +1,34 @@
+//! TCP plumbing shared by every Skylark server and client.
+//!
+//! * [`server`] accepts connections and hands each one to a [`connection::Connection`]
+//!   actor on one of several arbiters (one per core), round-robin.
+//! * [`connection`] is the server-side session actor (actix chat-tcp pattern):
+//!   a framed read stream in, an `actix::io::Writer` out, requests handed to a
+//!   [`Service`] and answered by request id, in whatever order they finish.
+//! * [`client`] is the client-side connection actor: typed calls
+//!   (`RpcClient::call::<SendRequest>(..)`) matched to answers by request id.
+//!
+//! Nothing here knows what a command means; the NameServer and Broker each
+//! implement [`Service`].
+
+pub mod client;
+pub mod connection;
+pub mod server;
+pub mod wire;
+
+pub use client::RpcClient;
+pub use connection::{ConnInfo, Connection, Push};
+pub use server::{serve, ServerHandle};
+
+use bytes::Bytes;
+use futures::future::LocalBoxFuture;
+use skylark_codec::RawFrame;
+
+/// What a server does with one request frame.
+///
+/// `call` runs on the connection's arbiter thread; the future it returns
+/// produces the already-encoded answer frame (or `None` for a oneway
+/// request). Implementations are cheap to clone (a bundle of `Addr`s).
+pub trait Service: Clone + Send + 'static {
+    fn call(&self, frame: RawFrame, conn: &ConnInfo) -> LocalBoxFuture<'static, Option<Bytes>>;
+}

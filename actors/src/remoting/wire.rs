@@ -1,0 +1,73 @@
+//! Encoding helpers between typed bodies and frame bytes.
+//!
+//! Servers answer with [`response`]/[`error_response`]; [`dispatch`] turns a
+//! typed async handler into the bytes of its answer so each command handler
+//! is one line in a `match`.
+
+use std::future::Future;
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+use skylark_codec::{
+    ErrorCode, FrameCodec, FrameKind, Header, OutFrame, RawFrame, Rpc, WireError,
+};
+use tokio_util::codec::Encoder;
+
+/// Encodes one frame (header + body) into fresh bytes.
+pub fn encode<T: Serialize>(header: Header, body: &T) -> Bytes {
+    let mut buf = BytesMut::new();
+    // Encoding into memory only fails if serde refuses the value, which
+    // our protocol types never do; a failure becomes an Internal error frame.
+    match FrameCodec::default().encode(OutFrame::new(header, body), &mut buf) {
+        Ok(()) => buf.freeze(),
+        Err(e) => {
+            let mut buf = BytesMut::new();
+            let err: Result<(), WireError> = Err(WireError::new(ErrorCode::Internal, e.to_string()));
+            let h = Header { kind: FrameKind::Response, ..header };
+            let _ = FrameCodec::default().encode(OutFrame::new(h, &err), &mut buf);
+            buf.freeze()
+        }
+    }
+}
+
+/// The answer frame to `req` carrying `Ok(body)`.
+pub fn response<T: Serialize>(req: &Header, body: &T) -> Bytes {
+    let h = Header { request_id: req.request_id, kind: FrameKind::Response, command: req.command };
+    encode(h, &Ok::<&T, WireError>(body))
+}
+
+/// The answer frame to `req` carrying an error.
+pub fn error_response(req: &Header, err: WireError) -> Bytes {
+    let h = Header { request_id: req.request_id, kind: FrameKind::Response, command: req.command };
+    encode(h, &Err::<(), WireError>(err))
+}
+
+/// Decodes the request body as `R`, runs `f`, and encodes its answer.
+/// A body that does not decode is answered with `BadRequest`.
+pub async fn dispatch<R, F, Fut>(frame: RawFrame, f: F) -> Option<Bytes>
+where
+    R: Rpc + serde::de::DeserializeOwned,
+    R::Response: Serialize,
+    F: FnOnce(R) -> Fut,
+    Fut: Future<Output = Result<R::Response, WireError>>,
+{
+    let header = frame.header;
+    let req: R = match frame.decode_body() {
+        Ok(r) => r,
+        Err(e) => {
+            return answer::<()>(&header, Err(WireError::new(ErrorCode::BadRequest, format!("bad request body: {e}"))));
+        }
+    };
+    let result = f(req).await;
+    answer(&header, result)
+}
+
+fn answer<T: Serialize>(header: &Header, result: Result<T, WireError>) -> Option<Bytes> {
+    if header.kind == FrameKind::Oneway {
+        return None;
+    }
+    Some(match result {
+        Ok(body) => response(header, &body),
+        Err(e) => error_response(header, e),
+    })
+}

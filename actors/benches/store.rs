@@ -1,1 +1,176 @@
-fn main() {}
+//! Storage engine benchmarks (criterion): async-flush appends, sync-flush
+//! appends with 32 concurrent writers through the Storage actor (group
+//! commit), and sequential queue reads. Results go to docs/benchmarks.md.
+//!
+//! `CARGO_TARGET_DIR=/tmp/target-store cargo bench -p skylark-actors --bench store`
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Arbiter;
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use skylark_actors::storage::{PutMessages, Storage, StoredMessage};
+use skylark_actors::store::{AppendMessage, FlushMode, Store, StoreConfig};
+use slog::{o, Logger};
+
+const BATCH: usize = 32;
+
+fn logger() -> Logger {
+    Logger::root(slog::Discard, o!())
+}
+
+fn host() -> SocketAddr {
+    "127.0.0.1:10911".parse().unwrap_or_else(|_| unreachable!())
+}
+
+fn config(dir: &std::path::Path, mode: FlushMode) -> StoreConfig {
+    StoreConfig {
+        segment_size: 256 << 20,
+        flush_mode: mode,
+        ..StoreConfig::new(dir)
+    }
+}
+
+fn batch<'a>(body: &'a [u8], n: usize) -> Vec<AppendMessage<'a>> {
+    (0..n)
+        .map(|i| AppendMessage {
+            topic: "BenchTopic",
+            queue_id: (i % 4) as u32,
+            flag: 0,
+            tags: Some("TagA"),
+            keys: None,
+            properties: &[],
+            body,
+            born_timestamp: 0,
+            born_host: host(),
+            store_host: host(),
+            reconsume_times: 0,
+            sys_flag: 0,
+            prepared_tx_offset: 0,
+        })
+        .collect()
+}
+
+fn append_async(c: &mut Criterion) {
+    let mut g = c.benchmark_group("store_append_async");
+    g.measurement_time(Duration::from_secs(5)).sample_size(10);
+    for size in [128usize, 1024] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(config(dir.path(), FlushMode::Async), logger()).expect("open");
+        let body = vec![b'x'; size];
+        let msgs = batch(&body, BATCH);
+        let mut n = 0u64;
+        g.throughput(Throughput::Elements(BATCH as u64));
+        g.bench_with_input(BenchmarkId::new("batch32", size), &size, |b, _| {
+            b.iter(|| {
+                store.append(&msgs).expect("append");
+                n += 1;
+                if n.is_multiple_of(2048) {
+                    // what the actor's flush timer does (fsync on the flusher thread)
+                    store.flush_tick().expect("flush tick");
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+fn sync_writers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("store_append_sync_32_writers");
+    g.measurement_time(Duration::from_secs(5)).sample_size(10);
+    let sys = actix_rt::System::new();
+    for per_put in [1usize, 32] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path(), FlushMode::Sync);
+        let (arbiter, storage) = sys.block_on(async {
+            let arbiter = Arbiter::new();
+            let storage = Storage::start_on(&arbiter.handle(), cfg, logger())
+                .await
+                .expect("start");
+            (arbiter, storage)
+        });
+        let msg = StoredMessage {
+            topic: Arc::from("BenchTopic"),
+            queue_id: 0,
+            flag: 0,
+            tags: Some("TagA".into()),
+            keys: None,
+            properties: Vec::new(),
+            body: Bytes::from(vec![b'x'; 128]),
+            born_timestamp: 0,
+            born_host: host(),
+            store_host: host(),
+            reconsume_times: 0,
+            sys_flag: 0,
+            prepared_tx_offset: 0,
+        };
+        g.throughput(Throughput::Elements((32 * per_put) as u64));
+        g.bench_with_input(
+            BenchmarkId::new("msgs_per_put", per_put),
+            &per_put,
+            |b, &per_put| {
+                b.iter_custom(|iters| {
+                    sys.block_on(async {
+                        let start = Instant::now();
+                        let writers = (0..32u32).map(|w| {
+                            let storage = storage.clone();
+                            let mut m = msg.clone();
+                            m.queue_id = w % 4;
+                            async move {
+                                for _ in 0..iters {
+                                    let messages = vec![m.clone(); per_put];
+                                    let r = storage.send(PutMessages { messages }).await;
+                                    assert!(matches!(r, Ok(Ok(_))));
+                                }
+                            }
+                        });
+                        futures::future::join_all(writers).await;
+                        start.elapsed()
+                    })
+                })
+            },
+        );
+        arbiter.stop();
+    }
+    g.finish();
+}
+
+fn read_sequential(c: &mut Criterion) {
+    let mut g = c.benchmark_group("store_read_sequential");
+    g.measurement_time(Duration::from_secs(5)).sample_size(10);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(config(dir.path(), FlushMode::Async), logger()).expect("open");
+    let body = vec![b'x'; 128];
+    let msgs: Vec<AppendMessage<'_>> = batch(&body, BATCH)
+        .into_iter()
+        .map(|mut m| {
+            m.queue_id = 0;
+            m
+        })
+        .collect();
+    for _ in 0..(500_000 / BATCH) {
+        store.append(&msgs).expect("append");
+    }
+    let max = store.max_queue_offset("BenchTopic", 0).unwrap_or(0);
+    let mut off = 0;
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("batch32_128B", |b| {
+        b.iter(|| {
+            let r = store
+                .read("BenchTopic", 0, off, BATCH, 1 << 20, None)
+                .expect("read");
+            off = if r.next_queue_offset >= max {
+                0
+            } else {
+                r.next_queue_offset
+            };
+            r.records
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, append_async, sync_writers, read_sequential);
+criterion_main!(benches);

@@ -20,7 +20,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use dashmap::DashMap;
 use skylark_codec::{
-    validate_topic_name, ErrorCode, RegisterBrokerRequest, TopicConfig, UnregisterBrokerRequest, WireError,
+    validate_topic_name, ErrorCode, RegisterBrokerRequest, TopicConfig, UnregisterBrokerRequest,
+    WireError,
 };
 use slog::{error, info, warn, Logger};
 
@@ -29,6 +30,9 @@ use crate::persist;
 use crate::remoting::RpcClient;
 use crate::storage::Storage;
 use crate::topic_queue::TopicQueue;
+
+/// The pseudo topic whose route lists the brokers that auto-create topics.
+pub const AUTO_CREATE_TOPIC_KEY: &str = "TBW102";
 
 /// Topic name → its TopicQueue actor. Written by the Broker actor only.
 pub type TopicRegistry = Arc<DashMap<String, Addr<TopicQueue>>>;
@@ -55,10 +59,16 @@ impl Broker {
         registry: TopicRegistry,
         log: Logger,
     ) -> std::io::Result<Broker> {
-        let topics_path = PathBuf::from(&config.store.data_dir).join("config").join("topics.json");
+        let topics_path = PathBuf::from(&config.store.data_dir)
+            .join("config")
+            .join("topics.json");
         let list: Vec<TopicConfig> = persist::read_json(&topics_path)?.unwrap_or_default();
         let topics = list.into_iter().map(|t| (t.name.clone(), t)).collect();
-        let namesrv = config.namesrv_addrs().into_iter().map(|a| (a, None)).collect();
+        let namesrv = config
+            .namesrv_addrs()
+            .into_iter()
+            .map(|a| (a, None))
+            .collect();
         Ok(Broker {
             config,
             topics,
@@ -74,7 +84,13 @@ impl Broker {
     }
 
     fn start_topic_queue(&mut self, cfg: &TopicConfig) -> Addr<TopicQueue> {
-        let addr = TopicQueue::new(cfg.clone(), self.storage.clone(), self.config.clone(), self.log.clone()).start();
+        let addr = TopicQueue::new(
+            cfg.clone(),
+            self.storage.clone(),
+            self.config.clone(),
+            self.log.clone(),
+        )
+        .start();
         self.registry.insert(cfg.name.clone(), addr.clone());
         addr
     }
@@ -83,14 +99,28 @@ impl Broker {
         let list: Vec<&TopicConfig> = self.topics.values().collect();
         persist::write_json(&self.topics_path, &list).map_err(|e| {
             error!(self.log, "cannot persist topic configs"; "error" => %e);
-            WireError::new(ErrorCode::Internal, format!("cannot persist topic configs: {e}"))
+            WireError::new(
+                ErrorCode::Internal,
+                format!("cannot persist topic configs: {e}"),
+            )
         })
     }
 
-    fn put_topic(&mut self, cfg: TopicConfig, ctx: &mut Context<Self>) -> Result<Addr<TopicQueue>, WireError> {
+    fn put_topic(
+        &mut self,
+        cfg: TopicConfig,
+        ctx: &mut Context<Self>,
+    ) -> Result<Addr<TopicQueue>, WireError> {
         validate_topic_name(&cfg.name).map_err(|e| WireError::new(ErrorCode::BadRequest, e))?;
-        if cfg.write_queues == 0 || cfg.read_queues == 0 || cfg.write_queues > 1024 || cfg.read_queues > 1024 {
-            return Err(WireError::new(ErrorCode::BadRequest, "queue counts must be between 1 and 1024"));
+        if cfg.write_queues == 0
+            || cfg.read_queues == 0
+            || cfg.write_queues > 1024
+            || cfg.read_queues > 1024
+        {
+            return Err(WireError::new(
+                ErrorCode::BadRequest,
+                "queue counts must be between 1 and 1024",
+            ));
         }
         let previous = self.topics.insert(cfg.name.clone(), cfg.clone());
         if let Err(e) = self.persist_topics() {
@@ -114,13 +144,23 @@ impl Broker {
     }
 
     fn register_request(&self) -> RegisterBrokerRequest {
+        let mut topics: Vec<TopicConfig> = self.topics.values().cloned().collect();
+        if self.config.auto_create_topic {
+            // RocketMQ's convention: a broker that creates topics on first
+            // send publishes the pseudo topic TBW102, so a producer that
+            // finds no route for a new topic knows where it may send.
+            topics.push(TopicConfig::new(
+                AUTO_CREATE_TOPIC_KEY,
+                self.config.default_topic_queues,
+            ));
+        }
         RegisterBrokerRequest {
             cluster_name: self.config.cluster_name.clone(),
             broker_name: self.config.broker_name.clone(),
             broker_id: self.config.broker_id,
             broker_addr: self.config.advertised(),
             ha_addr: None,
-            topics: self.topics.values().cloned().collect(),
+            topics,
             data_version: self.data_version,
         }
     }
@@ -221,7 +261,10 @@ impl Handler<EnsureTopic> for Broker {
             return Ok(a.clone());
         }
         if !(msg.auto_create && self.config.auto_create_topic) {
-            return Err(WireError::new(ErrorCode::TopicNotFound, format!("topic '{}' does not exist", msg.name)));
+            return Err(WireError::new(
+                ErrorCode::TopicNotFound,
+                format!("topic '{}' does not exist", msg.name),
+            ));
         }
         let cfg = TopicConfig::new(msg.name, self.config.default_topic_queues);
         self.put_topic(cfg, ctx)
@@ -239,7 +282,10 @@ impl Handler<DeleteTopic> for Broker {
     type Result = Result<(), WireError>;
     fn handle(&mut self, msg: DeleteTopic, ctx: &mut Self::Context) -> Self::Result {
         let Some(old) = self.topics.remove(&msg.0) else {
-            return Err(WireError::new(ErrorCode::TopicNotFound, format!("topic '{}' does not exist", msg.0)));
+            return Err(WireError::new(
+                ErrorCode::TopicNotFound,
+                format!("topic '{}' does not exist", msg.0),
+            ));
         };
         if let Err(e) = self.persist_topics() {
             self.topics.insert(old.name.clone(), old);

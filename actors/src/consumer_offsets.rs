@@ -30,10 +30,20 @@ pub struct ConsumerOffsets {
 
 impl ConsumerOffsets {
     /// Loads `<data_dir>/config/consumer_offsets.json` if present.
-    pub fn open(data_dir: &std::path::Path, flush_interval: Duration, log: Logger) -> std::io::Result<Self> {
+    pub fn open(
+        data_dir: &std::path::Path,
+        flush_interval: Duration,
+        log: Logger,
+    ) -> std::io::Result<Self> {
         let path = data_dir.join("config").join("consumer_offsets.json");
         let table = persist::read_json(&path)?.unwrap_or_default();
-        Ok(ConsumerOffsets { table, dirty: false, path, flush_interval, log: log.new(slog::o!("actor" => "consumer_offsets")) })
+        Ok(ConsumerOffsets {
+            table,
+            dirty: false,
+            path,
+            flush_interval,
+            log: log.new(slog::o!("actor" => "consumer_offsets")),
+        })
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -46,7 +56,12 @@ impl ConsumerOffsets {
 
     /// Records `offset` as the next offset `group` will consume.
     pub fn commit(&mut self, group: &str, topic: &str, queue_id: u32, offset: u64) {
-        let queues = self.table.entry(group.to_string()).or_default().entry(topic.to_string()).or_default();
+        let queues = self
+            .table
+            .entry(group.to_string())
+            .or_default()
+            .entry(topic.to_string())
+            .or_default();
         if queues.insert(queue_id, offset) != Some(offset) {
             self.dirty = true;
         }

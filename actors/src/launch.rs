@@ -76,22 +76,30 @@ impl BrokerHandle {
 /// Starts a broker inside the current actix System.
 pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHandle, LaunchError> {
     let log = log.new(slog::o!("broker" => config.broker_name.clone()));
-    let listener = tokio::net::TcpListener::bind((config.listen_host.as_str(), config.port)).await?;
+    let listener =
+        tokio::net::TcpListener::bind((config.listen_host.as_str(), config.port)).await?;
     let mut config = config;
     if config.port == 0 {
         config.port = listener.local_addr()?.port();
     }
-    let store_host: SocketAddr = config
-        .advertised()
-        .parse()
-        .map_err(|e| LaunchError::Config(format!("advertised address '{}': {e}", config.advertised())))?;
+    let store_host: SocketAddr = config.advertised().parse().map_err(|e| {
+        LaunchError::Config(format!("advertised address '{}': {e}", config.advertised()))
+    })?;
     let config = Arc::new(config);
 
     let storage_arbiter = Arbiter::new();
-    let storage = Storage::start_on(&storage_arbiter.handle(), config.store.clone(), log.clone()).await?;
-    let offsets = ConsumerOffsets::open(&config.store.data_dir, Duration::from_secs(5), log.clone())?.start();
+    let storage =
+        Storage::start_on(&storage_arbiter.handle(), config.store.clone(), log.clone()).await?;
+    let offsets =
+        ConsumerOffsets::open(&config.store.data_dir, Duration::from_secs(5), log.clone())?.start();
     let registry = Arc::new(DashMap::new());
-    let broker = Broker::new(config.clone(), storage.clone(), registry.clone(), log.clone())?.start();
+    let broker = Broker::new(
+        config.clone(),
+        storage.clone(),
+        registry.clone(),
+        log.clone(),
+    )?
+    .start();
 
     let shared = Shared {
         config: config.clone(),
@@ -101,9 +109,14 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         topics: registry,
         store_host,
     };
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let workers: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
-    let opts = ServeOptions { max_frame_size: config.max_frame_size, max_inflight: config.max_inflight_per_connection };
+    let opts = ServeOptions {
+        max_frame_size: config.max_frame_size,
+        max_inflight: config.max_inflight_per_connection,
+    };
     let server = remoting::serve(
         listener,
         BrokerService::new(shared),
@@ -111,5 +124,13 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         workers.iter().map(|w| w.handle()).collect(),
         log.clone(),
     )?;
-    Ok(BrokerHandle { broker, storage, offsets, server, workers, storage_arbiter, log })
+    Ok(BrokerHandle {
+        broker,
+        storage,
+        offsets,
+        server,
+        workers,
+        storage_arbiter,
+        log,
+    })
 }

@@ -1,2 +1,75 @@
-//! Skylark's actors and storage engine.
+//! Skylark's server actors and storage engine, embeddable in any actix System.
+//!
+//! Who owns what (DESIGN §2):
+//!
+//! | actor | one per | owns |
+//! |---|---|---|
+//! | [`namesrv::NameServer`] | nameserver | route table, broker liveness |
+//! | [`broker::Broker`] | broker | role, topic configs, NameServer registration |
+//! | [`topic_queue::TopicQueue`] | topic | queue layout, parked long-poll pulls |
+//! | [`storage::Storage`] | broker | the mapped files: CommitLog, ConsumeQueues, checkpoint |
+//! | [`consumer_offsets::ConsumerOffsets`] | broker | committed consumer offsets |
+//!
+//! [`processor`] turns wire requests into messages to those owners;
+//! [`remoting`] is the TCP plumbing; [`store`] is the plain-Rust storage
+//! engine the Storage actor drives; [`launch`] starts a whole broker.
+
+pub mod broker;
+pub mod config;
+pub mod consumer_offsets;
+pub mod launch;
+pub mod namesrv;
+pub mod persist;
+pub mod processor;
+pub mod remoting;
+pub mod storage;
 pub mod store;
+pub mod topic_queue;
+
+use skylark_codec::{ErrorCode, Handshake, HandshakeResponse, WireError};
+use store::StoreError;
+
+/// A message to an actor that is gone or overloaded.
+pub(crate) fn mailbox_error(e: actix::MailboxError) -> WireError {
+    match e {
+        actix::MailboxError::Timeout => WireError::new(
+            ErrorCode::Busy,
+            "broker busy: request timed out in a mailbox",
+        ),
+        actix::MailboxError::Closed => {
+            WireError::new(ErrorCode::ServiceNotAvailable, "service is shutting down")
+        }
+    }
+}
+
+/// The one place storage errors become wire error codes.
+pub(crate) fn store_error(e: StoreError) -> WireError {
+    let code = match &e {
+        StoreError::DiskFull { .. } => ErrorCode::DiskFull,
+        StoreError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+        StoreError::BadMessage(_) => ErrorCode::BadRequest,
+        StoreError::FlushTimeout(_) => ErrorCode::FlushDiskTimeout,
+        StoreError::ShutDown => ErrorCode::ServiceNotAvailable,
+        StoreError::NoRecord(_) => ErrorCode::BadRequest,
+        StoreError::InvalidConfig(_)
+        | StoreError::Io(_)
+        | StoreError::Corrupt(_)
+        | StoreError::FlushFailed(_) => ErrorCode::Internal,
+    };
+    WireError::new(code, e.to_string())
+}
+
+/// Checks a client's handshake: one protocol version is spoken today.
+pub(crate) fn handshake(h: &Handshake) -> Result<HandshakeResponse, WireError> {
+    if h.protocol_version != skylark_codec::PROTOCOL_VERSION {
+        return Err(WireError::new(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "protocol version {} is not supported (server speaks {})",
+                h.protocol_version,
+                skylark_codec::PROTOCOL_VERSION
+            ),
+        ));
+    }
+    Ok(namesrv::handshake_response())
+}

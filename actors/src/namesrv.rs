@@ -18,9 +18,9 @@ use actix::prelude::*;
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use skylark_codec::{
-    Ack, ClusterInfo, Command, ErrorCode, GetClusterInfoRequest, GetRouteInfoRequest, GetTopicListRequest, Handshake,
-    HandshakeResponse, RawFrame, RegisterBrokerRequest, RegisterBrokerResponse, TopicList, TopicRouteData,
-    UnregisterBrokerRequest, WireError,
+    Ack, ClusterInfo, Command, ErrorCode, GetClusterInfoRequest, GetRouteInfoRequest,
+    GetTopicListRequest, Handshake, HandshakeResponse, RawFrame, RegisterBrokerRequest,
+    RegisterBrokerResponse, TopicList, TopicRouteData, UnregisterBrokerRequest, WireError,
 };
 use slog::{info, warn, Logger};
 
@@ -36,7 +36,11 @@ pub struct NameServer {
 
 impl NameServer {
     pub fn new(config: NameServerConfig, log: Logger) -> Self {
-        NameServer { route: RouteInfo::default(), config, log: log.new(slog::o!("actor" => "namesrv")) }
+        NameServer {
+            route: RouteInfo::default(),
+            config,
+            log: log.new(slog::o!("actor" => "namesrv")),
+        }
     }
 }
 
@@ -45,7 +49,10 @@ impl Actor for NameServer {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
         ctx.run_interval(self.config.scan_interval(), |act, _| {
-            for addr in act.route.scan_expired(Instant::now(), act.config.broker_expire()) {
+            for addr in act
+                .route
+                .scan_expired(Instant::now(), act.config.broker_expire())
+            {
                 warn!(act.log, "broker expired"; "addr" => addr);
             }
         });
@@ -81,7 +88,11 @@ impl Handler<RegisterBroker> for NameServer {
     type Result = MessageResult<RegisterBroker>;
     fn handle(&mut self, msg: RegisterBroker, _: &mut Self::Context) -> Self::Result {
         let known = self.route.live_brokers();
-        let (name, id, addr) = (msg.0.broker_name.clone(), msg.0.broker_id, msg.0.broker_addr.clone());
+        let (name, id, addr) = (
+            msg.0.broker_name.clone(),
+            msg.0.broker_id,
+            msg.0.broker_addr.clone(),
+        );
         let resp = self.route.register(msg.0, Instant::now());
         if self.route.live_brokers() > known {
             info!(self.log, "broker registered"; "broker_name" => name, "broker_id" => id, "addr" => addr);
@@ -132,7 +143,10 @@ impl NameServerService {
 }
 
 fn mailbox(e: MailboxError) -> WireError {
-    WireError::new(ErrorCode::ServiceNotAvailable, format!("nameserver unavailable: {e}"))
+    WireError::new(
+        ErrorCode::ServiceNotAvailable,
+        format!("nameserver unavailable: {e}"),
+    )
 }
 
 impl Service for NameServerService {
@@ -142,8 +156,13 @@ impl Service for NameServerService {
         let cmd = match Command::try_from(header.command) {
             Ok(c) => c,
             Err(_) => {
-                let e = WireError::new(ErrorCode::UnknownCommand, format!("unknown command {}", header.command));
-                return Box::pin(futures::future::ready(Some(wire::error_response(&header, e))));
+                let e = WireError::new(
+                    ErrorCode::UnknownCommand,
+                    format!("unknown command {}", header.command),
+                );
+                return Box::pin(futures::future::ready(Some(wire::error_response(
+                    &header, e,
+                ))));
             }
         };
         Box::pin(async move {
@@ -167,9 +186,15 @@ impl Service for NameServerService {
                 Command::GetRouteInfo => {
                     wire::dispatch(frame, |r: GetRouteInfoRequest| async move {
                         let topic = r.topic;
-                        ns.send(GetRouteInfo(topic.clone())).await.map_err(mailbox)?.ok_or_else(|| {
-                            WireError::new(ErrorCode::TopicNotFound, format!("no route for topic '{topic}'"))
-                        })
+                        ns.send(GetRouteInfo(topic.clone()))
+                            .await
+                            .map_err(mailbox)?
+                            .ok_or_else(|| {
+                                WireError::new(
+                                    ErrorCode::TopicNotFound,
+                                    format!("no route for topic '{topic}'"),
+                                )
+                            })
                     })
                     .await
                 }
@@ -211,15 +236,31 @@ impl NameServerHandle {
 }
 
 /// Starts a NameServer inside the current actix System.
-pub async fn start_namesrv(config: NameServerConfig, log: Logger) -> std::io::Result<NameServerHandle> {
-    let listener = tokio::net::TcpListener::bind((config.listen_host.as_str(), config.port)).await?;
-    let opts = remoting::server::ServeOptions { max_frame_size: config.max_frame_size, max_inflight: 1024 };
+pub async fn start_namesrv(
+    config: NameServerConfig,
+    log: Logger,
+) -> std::io::Result<NameServerHandle> {
+    let listener =
+        tokio::net::TcpListener::bind((config.listen_host.as_str(), config.port)).await?;
+    let opts = remoting::server::ServeOptions {
+        max_frame_size: config.max_frame_size,
+        max_inflight: 1024,
+    };
     let addr = NameServer::new(config, log.clone()).start();
-    let server = remoting::serve(listener, NameServerService::new(addr.clone()), opts, Vec::new(), log)?;
+    let server = remoting::serve(
+        listener,
+        NameServerService::new(addr.clone()),
+        opts,
+        Vec::new(),
+        log,
+    )?;
     Ok(NameServerHandle { addr, server })
 }
 
 /// The answer every server gives to a handshake.
 pub(crate) fn handshake_response() -> HandshakeResponse {
-    HandshakeResponse { protocol_version: skylark_codec::PROTOCOL_VERSION, server_version: env!("CARGO_PKG_VERSION").into() }
+    HandshakeResponse {
+        protocol_version: skylark_codec::PROTOCOL_VERSION,
+        server_version: env!("CARGO_PKG_VERSION").into(),
+    }
 }

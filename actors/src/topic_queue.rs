@@ -35,9 +35,22 @@ pub struct TopicQueue {
 }
 
 impl TopicQueue {
-    pub fn new(config: TopicConfig, storage: Addr<Storage>, _broker: Arc<BrokerConfig>, log: Logger) -> Self {
+    pub fn new(
+        config: TopicConfig,
+        storage: Addr<Storage>,
+        _broker: Arc<BrokerConfig>,
+        log: Logger,
+    ) -> Self {
         let log = log.new(slog::o!("actor" => "topic_queue", "topic" => config.name.clone()));
-        TopicQueue { config, storage, next_queue: 0, known_max: Vec::new(), parked: HashMap::new(), puts: 0, log }
+        TopicQueue {
+            config,
+            storage,
+            next_queue: 0,
+            known_max: Vec::new(),
+            parked: HashMap::new(),
+            puts: 0,
+            log,
+        }
     }
 
     fn wake(&mut self, queue_id: u32, max: u64) {
@@ -68,7 +81,10 @@ impl TopicQueue {
             if asked as u32 >= n {
                 return Err(WireError::new(
                     ErrorCode::BadRequest,
-                    format!("topic '{}' has {} write queues; queue {} does not exist", self.config.name, n, asked),
+                    format!(
+                        "topic '{}' has {} write queues; queue {} does not exist",
+                        self.config.name, n, asked
+                    ),
                 ));
             }
             return Ok(asked as u32);
@@ -141,9 +157,13 @@ impl Handler<Append> for TopicQueue {
             m.queue_id = queue_id;
         }
         let n = msg.messages.len() as u64;
-        let put = self.storage.send(PutMessages { messages: msg.messages });
+        let put = self.storage.send(PutMessages {
+            messages: msg.messages,
+        });
         Box::pin(put.into_actor(self).map(move |res, act, _| {
-            let res = res.map_err(crate::mailbox_error)?.map_err(crate::store_error)?;
+            let res = res
+                .map_err(crate::mailbox_error)?
+                .map_err(crate::store_error)?;
             act.puts += n;
             if let Some(last) = res.results.last() {
                 act.wake(queue_id, last.queue_offset + 1);
@@ -156,7 +176,11 @@ impl Handler<Append> for TopicQueue {
 impl Handler<Park> for TopicQueue {
     type Result = bool;
     fn handle(&mut self, msg: Park, _: &mut Self::Context) -> bool {
-        let known = self.known_max.get(msg.queue_id as usize).copied().unwrap_or(0);
+        let known = self
+            .known_max
+            .get(msg.queue_id as usize)
+            .copied()
+            .unwrap_or(0);
         if known > msg.offset {
             return false;
         }
@@ -220,7 +244,10 @@ impl Handler<Pull> for TopicQueue {
     type Result = ResponseFuture<Result<PullResponse, WireError>>;
     fn handle(&mut self, msg: Pull, ctx: &mut Self::Context) -> Self::Result {
         if !self.config.is_readable() {
-            let e = WireError::new(ErrorCode::PermissionDenied, format!("topic '{}' is not readable", self.config.name));
+            let e = WireError::new(
+                ErrorCode::PermissionDenied,
+                format!("topic '{}' is not readable", self.config.name),
+            );
             return Box::pin(futures::future::ready(Err(e)));
         }
         let storage = self.storage.clone();
@@ -247,7 +274,11 @@ impl Handler<Pull> for TopicQueue {
                 }
                 let (waker, woken) = oneshot::channel();
                 let parked = me
-                    .send(Park { queue_id: msg.queue_id, offset: msg.queue_offset, waker })
+                    .send(Park {
+                        queue_id: msg.queue_id,
+                        offset: msg.queue_offset,
+                        waker,
+                    })
                     .await
                     .map_err(crate::mailbox_error)?;
                 if parked && tokio::time::timeout_at(deadline, woken).await.is_err() {
@@ -274,7 +305,7 @@ fn to_pull_response(asked: u64, r: ReadResult) -> PullResponse {
         next_offset,
         min_offset: r.min_offset,
         max_offset: r.max_offset,
-        count: r.count as u32,
+        count: r.count,
         records: r.records,
     }
 }

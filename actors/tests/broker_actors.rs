@@ -23,20 +23,41 @@ struct Node {
 }
 
 async fn start(dir: tempfile::TempDir) -> Node {
-    let ns = start_namesrv(NameServerConfig { port: 0, ..Default::default() }, log()).await.unwrap();
-    let mut cfg = BrokerConfig { port: 0, namesrv: ns.local_addr().to_string(), ..Default::default() };
+    let ns = start_namesrv(
+        NameServerConfig {
+            port: 0,
+            ..Default::default()
+        },
+        log(),
+    )
+    .await
+    .unwrap();
+    let mut cfg = BrokerConfig {
+        port: 0,
+        namesrv: ns.local_addr().to_string(),
+        ..Default::default()
+    };
     cfg.store.data_dir = dir.path().to_path_buf();
     cfg.store.segment_size = 1 << 20;
     let broker = start_broker(cfg, log()).await.unwrap();
-    Node { ns, broker, _dir: dir }
+    Node {
+        ns,
+        broker,
+        _dir: dir,
+    }
 }
 
 async fn client(addr: std::net::SocketAddr) -> RpcClient {
-    RpcClient::connect(&addr.to_string(), Duration::from_secs(5)).await.unwrap()
+    RpcClient::connect(&addr.to_string(), Duration::from_secs(5))
+        .await
+        .unwrap()
 }
 
 fn msg(body: &str, tag: Option<&str>) -> MessageData {
-    MessageData { tags: tag.map(String::from), ..MessageData::new(Bytes::from(body.to_string())) }
+    MessageData {
+        tags: tag.map(String::from),
+        ..MessageData::new(Bytes::from(body.to_string()))
+    }
 }
 
 fn pull_req(topic: &str, queue_id: u32, offset: u64, suspend_ms: u64) -> PullRequest {
@@ -76,17 +97,26 @@ async fn send_pull_route_and_offsets() {
         producer_group: "p".into(),
         topic: "T".into(),
         queue_id: 1,
-        messages: (0..10).map(|i| msg(&format!("m{i}"), Some(if i % 2 == 0 { "A" } else { "B" }))).collect(),
+        messages: (0..10)
+            .map(|i| msg(&format!("m{i}"), Some(if i % 2 == 0 { "A" } else { "B" })))
+            .collect(),
     };
     let res = b.call(&req).await.unwrap();
     assert_eq!(res.results.len(), 10);
-    assert!(res.results.iter().enumerate().all(|(i, r)| r.queue_id == 1 && r.queue_offset == i as u64));
+    assert!(res
+        .results
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.queue_id == 1 && r.queue_offset == i as u64));
     let id = MessageId::from_hex(&res.results[0].msg_id).unwrap();
     assert_eq!(id.addr, node.broker.local_addr());
 
     let p = b.call(&pull_req("T", 1, 0, 0)).await.unwrap();
     assert_eq!(p.status, PullStatus::Found);
-    assert_eq!(bodies(&p.records), (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        bodies(&p.records),
+        (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
     assert_eq!(p.next_offset, 10);
 
     let mut filtered = pull_req("T", 1, 0, 0);
@@ -99,24 +129,50 @@ async fn send_pull_route_and_offsets() {
     let mut route = None;
     let deadline = Instant::now() + Duration::from_secs(10);
     while route.is_none() && Instant::now() < deadline {
-        route = ns.call(&GetRouteInfoRequest { topic: "T".into() }).await.ok();
+        route = ns
+            .call(&GetRouteInfoRequest { topic: "T".into() })
+            .await
+            .ok();
         if route.is_none() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     let route = route.expect("route for T");
     assert_eq!(route.queues[0].write_queues, 4);
-    assert_eq!(route.brokers[0].addrs.get(&0), Some(&node.broker.local_addr().to_string()));
+    assert_eq!(
+        route.brokers[0].addrs.get(&0),
+        Some(&node.broker.local_addr().to_string())
+    );
 
     // Offsets.
-    let q = QueryOffsetRequest { group: "g".into(), topic: "T".into(), queue_id: 1 };
+    let q = QueryOffsetRequest {
+        group: "g".into(),
+        topic: "T".into(),
+        queue_id: 1,
+    };
     assert_eq!(b.call(&q).await.unwrap().offset, None);
-    b.call(&CommitOffsetRequest { group: "g".into(), topic: "T".into(), queue_id: 1, offset: 7 }).await.unwrap();
+    b.call(&CommitOffsetRequest {
+        group: "g".into(),
+        topic: "T".into(),
+        queue_id: 1,
+        offset: 7,
+    })
+    .await
+    .unwrap();
     assert_eq!(b.call(&q).await.unwrap().offset, Some(7));
-    let o = b.call(&GetQueueOffsetsRequest { topic: "T".into(), queue_id: 1 }).await.unwrap();
+    let o = b
+        .call(&GetQueueOffsetsRequest {
+            topic: "T".into(),
+            queue_id: 1,
+        })
+        .await
+        .unwrap();
     assert_eq!((o.min_offset, o.max_offset), (0, 10));
 
-    let stats = b.call(&GetTopicStatsRequest { topic: "T".into() }).await.unwrap();
+    let stats = b
+        .call(&GetTopicStatsRequest { topic: "T".into() })
+        .await
+        .unwrap();
     assert_eq!(stats.queues.len(), 4);
     assert_eq!(stats.queues[1].max_offset, 10);
     assert_eq!(stats.messages_put, 10);
@@ -132,11 +188,20 @@ async fn parked_pull_wakes_on_arrival() {
 
     let puller = b.clone();
     let started = Instant::now();
-    let pull = actix_rt::spawn(async move { puller.call_timeout(&pull_req("Wake", 0, 0, 10_000), Duration::from_secs(20)).await });
+    let pull = actix_rt::spawn(async move {
+        puller
+            .call_timeout(&pull_req("Wake", 0, 0, 10_000), Duration::from_secs(20))
+            .await
+    });
     // Wait until the broker holds the pull (a condition, not a sleep).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let s = b.call(&GetTopicStatsRequest { topic: "Wake".into() }).await.unwrap();
+        let s = b
+            .call(&GetTopicStatsRequest {
+                topic: "Wake".into(),
+            })
+            .await
+            .unwrap();
         if s.parked_pulls == 1 {
             break;
         }
@@ -144,15 +209,23 @@ async fn parked_pull_wakes_on_arrival() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let sent = Instant::now();
-    b.call(&SendRequest { producer_group: "p".into(), topic: "Wake".into(), queue_id: -1, message: msg("hi", None) })
-        .await
-        .unwrap();
+    b.call(&SendRequest {
+        producer_group: "p".into(),
+        topic: "Wake".into(),
+        queue_id: -1,
+        message: msg("hi", None),
+    })
+    .await
+    .unwrap();
     let resp = pull.await.unwrap().unwrap();
     let woke_after = sent.elapsed();
     assert_eq!(resp.status, PullStatus::Found);
     assert_eq!(bodies(&resp.records), vec!["hi"]);
     // Woken by the arrival, far before the 10 s hold ends.
-    assert!(woke_after < Duration::from_secs(2), "woke after {woke_after:?}");
+    assert!(
+        woke_after < Duration::from_secs(2),
+        "woke after {woke_after:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // An empty pull with a short hold answers NoNewMessage when the hold ends.
@@ -168,7 +241,9 @@ async fn bad_input_gets_typed_errors_and_only_closes_that_connection() {
 
     // 64 KiB of random bytes: the broker closes that one connection.
     let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let junk: Vec<u8> = (0..65536u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let junk: Vec<u8> = (0..65536u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let _ = raw.write_all(&junk).await;
     let mut sink = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut sink)).await;
@@ -178,7 +253,12 @@ async fn bad_input_gets_typed_errors_and_only_closes_that_connection() {
     // Too large.
     let big = MessageData::new(Bytes::from(vec![b'x'; 5_000_000]));
     let err = b
-        .call(&SendRequest { producer_group: "p".into(), topic: "T".into(), queue_id: -1, message: big })
+        .call(&SendRequest {
+            producer_group: "p".into(),
+            topic: "T".into(),
+            queue_id: -1,
+            message: big,
+        })
         .await
         .unwrap_err();
     match err {
@@ -187,20 +267,42 @@ async fn bad_input_gets_typed_errors_and_only_closes_that_connection() {
     }
     // Bad topic name.
     let err = b
-        .call(&SendRequest { producer_group: "p".into(), topic: "bad topic!".into(), queue_id: -1, message: msg("x", None) })
+        .call(&SendRequest {
+            producer_group: "p".into(),
+            topic: "bad topic!".into(),
+            queue_id: -1,
+            message: msg("x", None),
+        })
         .await
         .unwrap_err();
-    assert!(matches!(err, ProtocolError::Remote(ref w) if w.code == ErrorCode::BadRequest), "{err}");
+    assert!(
+        matches!(err, ProtocolError::Remote(ref w) if w.code == ErrorCode::BadRequest),
+        "{err}"
+    );
     // Pull from a topic that does not exist.
     let err = b.call(&pull_req("Nope", 0, 0, 0)).await.unwrap_err();
-    assert!(matches!(err, ProtocolError::Remote(ref w) if w.code == ErrorCode::TopicNotFound), "{err}");
+    assert!(
+        matches!(err, ProtocolError::Remote(ref w) if w.code == ErrorCode::TopicNotFound),
+        "{err}"
+    );
     // An unknown command gets UnknownCommand, and the connection lives on.
-    let frame = b.call_raw(999, &Ack {}, Duration::from_secs(5)).await.unwrap();
+    let frame = b
+        .call_raw(999, &Ack {}, Duration::from_secs(5))
+        .await
+        .unwrap();
     let err = frame.decode_response::<Ack>().unwrap_err();
-    assert!(matches!(err, ProtocolError::Remote(ref w) if w.code == ErrorCode::UnknownCommand), "{err}");
+    assert!(
+        matches!(err, ProtocolError::Remote(ref w) if w.code == ErrorCode::UnknownCommand),
+        "{err}"
+    );
     // And normal sends still work.
     let r = b
-        .call(&SendRequest { producer_group: "p".into(), topic: "T".into(), queue_id: -1, message: msg("ok", None) })
+        .call(&SendRequest {
+            producer_group: "p".into(),
+            topic: "T".into(),
+            queue_id: -1,
+            message: msg("ok", None),
+        })
         .await
         .unwrap();
     assert_eq!(r.status, SendStatus::SendOk);
@@ -212,31 +314,77 @@ async fn topics_and_offsets_survive_a_clean_restart() {
     let path = dir.path().to_path_buf();
     let node = start(dir).await;
     let b = client(node.broker.local_addr()).await;
-    b.call(&CreateTopicRequest { config: TopicConfig::new("Kept", 2) }).await.unwrap();
-    b.call(&SendRequest { producer_group: "p".into(), topic: "Kept".into(), queue_id: 0, message: msg("x", None) })
-        .await
-        .unwrap();
-    b.call(&CommitOffsetRequest { group: "g".into(), topic: "Kept".into(), queue_id: 0, offset: 1 }).await.unwrap();
+    b.call(&CreateTopicRequest {
+        config: TopicConfig::new("Kept", 2),
+    })
+    .await
+    .unwrap();
+    b.call(&SendRequest {
+        producer_group: "p".into(),
+        topic: "Kept".into(),
+        queue_id: 0,
+        message: msg("x", None),
+    })
+    .await
+    .unwrap();
+    b.call(&CommitOffsetRequest {
+        group: "g".into(),
+        topic: "Kept".into(),
+        queue_id: 0,
+        offset: 1,
+    })
+    .await
+    .unwrap();
     let Node { ns, broker, _dir } = node;
     broker.shutdown().await;
     drop(ns);
 
-    let ns = start_namesrv(NameServerConfig { port: 0, ..Default::default() }, log()).await.unwrap();
-    let mut cfg = BrokerConfig { port: 0, namesrv: ns.local_addr().to_string(), auto_create_topic: false, ..Default::default() };
+    let ns = start_namesrv(
+        NameServerConfig {
+            port: 0,
+            ..Default::default()
+        },
+        log(),
+    )
+    .await
+    .unwrap();
+    let mut cfg = BrokerConfig {
+        port: 0,
+        namesrv: ns.local_addr().to_string(),
+        auto_create_topic: false,
+        ..Default::default()
+    };
     cfg.store.data_dir = path;
     cfg.store.segment_size = 1 << 20;
     let broker = start_broker(cfg, log()).await.unwrap();
     let b = client(broker.local_addr()).await;
-    let stats = b.call(&GetTopicStatsRequest { topic: "Kept".into() }).await.unwrap();
+    let stats = b
+        .call(&GetTopicStatsRequest {
+            topic: "Kept".into(),
+        })
+        .await
+        .unwrap();
     assert_eq!(stats.config.write_queues, 2);
     assert_eq!(stats.queues[0].max_offset, 1);
-    let q = QueryOffsetRequest { group: "g".into(), topic: "Kept".into(), queue_id: 0 };
+    let q = QueryOffsetRequest {
+        group: "g".into(),
+        topic: "Kept".into(),
+        queue_id: 0,
+    };
     assert_eq!(b.call(&q).await.unwrap().offset, Some(1));
     // Auto-create is off: an unknown topic is refused.
     let err = b
-        .call(&SendRequest { producer_group: "p".into(), topic: "New".into(), queue_id: -1, message: msg("x", None) })
+        .call(&SendRequest {
+            producer_group: "p".into(),
+            topic: "New".into(),
+            queue_id: -1,
+            message: msg("x", None),
+        })
         .await
         .unwrap_err();
-    assert!(matches!(err, ProtocolError::Remote(ref w) if w.code == ErrorCode::TopicNotFound), "{err}");
+    assert!(
+        matches!(err, ProtocolError::Remote(ref w) if w.code == ErrorCode::TopicNotFound),
+        "{err}"
+    );
     drop(_dir);
 }

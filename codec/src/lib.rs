@@ -116,8 +116,7 @@ pub use cmd::route::{
 pub use cmd::send::{SendBatchRequest, SendBatchResponse, SendRequest, SendResult, SendStatus};
 pub use cmd::topic::{
     validate_group_name, validate_topic_name, CreateTopicRequest, DeleteTopicRequest,
-    GetTopicStatsRequest, QueueStats, TopicStats,
-    GROUP_MAX_LENGTH, TOPIC_MAX_LENGTH,
+    GetTopicStatsRequest, QueueStats, TopicStats, GROUP_MAX_LENGTH, TOPIC_MAX_LENGTH,
 };
 pub use cmd::Ack;
 pub use command::{Command, Rpc};

@@ -34,12 +34,18 @@ pub struct RouteInfo {
 impl RouteInfo {
     /// Records a (re-)registration; returns the group's master addresses.
     pub fn register(&mut self, req: RegisterBrokerRequest, now: Instant) -> RegisterBrokerResponse {
-        self.clusters.entry(req.cluster_name.clone()).or_default().insert(req.broker_name.clone());
-        let data = self.brokers.entry(req.broker_name.clone()).or_insert_with(|| BrokerData {
-            cluster: req.cluster_name.clone(),
-            broker_name: req.broker_name.clone(),
-            addrs: BTreeMap::new(),
-        });
+        self.clusters
+            .entry(req.cluster_name.clone())
+            .or_default()
+            .insert(req.broker_name.clone());
+        let data = self
+            .brokers
+            .entry(req.broker_name.clone())
+            .or_insert_with(|| BrokerData {
+                cluster: req.cluster_name.clone(),
+                broker_name: req.broker_name.clone(),
+                addrs: BTreeMap::new(),
+            });
         data.cluster = req.cluster_name.clone();
         // One address per broker id: a broker that moved replaces its old address.
         if let Some(old) = data.addrs.insert(req.broker_id, req.broker_addr.clone()) {
@@ -48,7 +54,8 @@ impl RouteInfo {
             }
         }
         // The same address registered under another id (role change) leaves its old slot.
-        data.addrs.retain(|id, a| *id == req.broker_id || *a != req.broker_addr);
+        data.addrs
+            .retain(|id, a| *id == req.broker_id || *a != req.broker_addr);
         if req.broker_id == 0 {
             let listed: BTreeSet<&str> = req.topics.iter().map(|t| t.name.as_str()).collect();
             for (topic, per_broker) in self.topics.iter_mut() {
@@ -72,11 +79,26 @@ impl RouteInfo {
         }
         self.live.insert(
             req.broker_addr.clone(),
-            Live { last_update: now, broker_name: req.broker_name.clone(), broker_id: req.broker_id, ha_addr: req.ha_addr.clone() },
+            Live {
+                last_update: now,
+                broker_name: req.broker_name.clone(),
+                broker_id: req.broker_id,
+                ha_addr: req.ha_addr.clone(),
+            },
         );
-        let master_addr = self.brokers.get(&req.broker_name).and_then(|b| b.addrs.get(&0)).cloned();
-        let ha_master_addr = master_addr.as_ref().and_then(|m| self.live.get(m)).and_then(|l| l.ha_addr.clone());
-        RegisterBrokerResponse { master_addr, ha_master_addr }
+        let master_addr = self
+            .brokers
+            .get(&req.broker_name)
+            .and_then(|b| b.addrs.get(&0))
+            .cloned();
+        let ha_master_addr = master_addr
+            .as_ref()
+            .and_then(|m| self.live.get(m))
+            .and_then(|l| l.ha_addr.clone());
+        RegisterBrokerResponse {
+            master_addr,
+            ha_master_addr,
+        }
     }
 
     /// Removes one broker address (clean shutdown).
@@ -99,11 +121,14 @@ impl RouteInfo {
     }
 
     fn remove_addr(&mut self, addr: &str) {
-        let Some(live) = self.live.remove(addr) else { return };
+        let Some(live) = self.live.remove(addr) else {
+            return;
+        };
         let name = live.broker_name;
         let empty = match self.brokers.get_mut(&name) {
             Some(b) => {
-                b.addrs.retain(|id, a| !(*id == live.broker_id && a == addr));
+                b.addrs
+                    .retain(|id, a| !(*id == live.broker_id && a == addr));
                 b.addrs.is_empty()
             }
             None => false,
@@ -128,21 +153,30 @@ impl RouteInfo {
     pub fn route(&self, topic: &str) -> Option<TopicRouteData> {
         let per_broker = self.topics.get(topic)?;
         let queues: Vec<QueueData> = per_broker.values().cloned().collect();
-        let brokers = per_broker.keys().filter_map(|name| self.brokers.get(name).cloned()).collect();
+        let brokers = per_broker
+            .keys()
+            .filter_map(|name| self.brokers.get(name).cloned())
+            .collect();
         Some(TopicRouteData { queues, brokers })
     }
 
     /// Every cluster and broker group.
     pub fn cluster_info(&self) -> ClusterInfo {
         ClusterInfo {
-            clusters: self.clusters.iter().map(|(c, names)| (c.clone(), names.iter().cloned().collect())).collect(),
+            clusters: self
+                .clusters
+                .iter()
+                .map(|(c, names)| (c.clone(), names.iter().cloned().collect()))
+                .collect(),
             brokers: self.brokers.clone(),
         }
     }
 
     /// Every topic some live master serves.
     pub fn topic_list(&self) -> TopicList {
-        TopicList { topics: self.topics.keys().cloned().collect() }
+        TopicList {
+            topics: self.topics.keys().cloned().collect(),
+        }
     }
 
     /// Number of live broker addresses.
@@ -182,7 +216,10 @@ mod tests {
         assert_eq!(a.addrs.get(&1).map(String::as_str), Some("h:3"));
         assert_eq!(r.route("U").unwrap().queues.len(), 1);
         assert!(r.route("V").is_none());
-        assert_eq!(r.topic_list().topics, vec!["T".to_string(), "U".to_string()]);
+        assert_eq!(
+            r.topic_list().topics,
+            vec!["T".to_string(), "U".to_string()]
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use skylark_codec::{
-    Ack, CreateTopicRequest, DeleteTopicRequest, GetTopicStatsRequest, HeartbeatRequest, QueueStats, TopicStats,
-    UnregisterClientRequest, WireError,
+    Ack, CreateTopicRequest, DeleteTopicRequest, GetTopicStatsRequest, HeartbeatRequest,
+    QueueStats, TopicStats, UnregisterClientRequest, WireError,
 };
 
 use super::Shared;
@@ -18,17 +18,26 @@ pub async fn heartbeat(_s: Arc<Shared>, _r: HeartbeatRequest) -> Result<Ack, Wir
     Ok(Ack {})
 }
 
-pub async fn unregister_client(_s: Arc<Shared>, _r: UnregisterClientRequest) -> Result<Ack, WireError> {
+pub async fn unregister_client(
+    _s: Arc<Shared>,
+    _r: UnregisterClientRequest,
+) -> Result<Ack, WireError> {
     Ok(Ack {})
 }
 
 pub async fn create_topic(s: Arc<Shared>, r: CreateTopicRequest) -> Result<Ack, WireError> {
-    s.broker.send(CreateTopic(r.config)).await.map_err(crate::mailbox_error)??;
+    s.broker
+        .send(CreateTopic(r.config))
+        .await
+        .map_err(crate::mailbox_error)??;
     Ok(Ack {})
 }
 
 pub async fn delete_topic(s: Arc<Shared>, r: DeleteTopicRequest) -> Result<Ack, WireError> {
-    s.broker.send(DeleteTopic(r.topic)).await.map_err(crate::mailbox_error)??;
+    s.broker
+        .send(DeleteTopic(r.topic))
+        .await
+        .map_err(crate::mailbox_error)??;
     Ok(Ack {})
 }
 
@@ -39,10 +48,22 @@ pub async fn topic_stats(s: Arc<Shared>, r: GetTopicStatsRequest) -> Result<Topi
     for queue_id in 0..c.config.read_queues {
         let (min_offset, max_offset) = s
             .storage
-            .send(GetQueueOffsets { topic: r.topic.clone(), queue_id })
+            .send(GetQueueOffsets {
+                topic: r.topic.clone(),
+                queue_id,
+            })
             .await
             .map_err(crate::mailbox_error)?;
-        queues.push(QueueStats { queue_id, min_offset, max_offset });
+        queues.push(QueueStats {
+            queue_id,
+            min_offset,
+            max_offset,
+        });
     }
-    Ok(TopicStats { config: c.config, queues, messages_put: c.messages_put, parked_pulls: c.parked_pulls as u64 })
+    Ok(TopicStats {
+        config: c.config,
+        queues,
+        messages_put: c.messages_put,
+        parked_pulls: c.parked_pulls as u64,
+    })
 }

@@ -40,12 +40,19 @@ pub struct Shared {
 
 impl Shared {
     /// The TopicQueue of `topic`; `auto_create` applies on a send only.
-    pub async fn topic_queue(&self, topic: &str, auto_create: bool) -> Result<Addr<TopicQueue>, WireError> {
+    pub async fn topic_queue(
+        &self,
+        topic: &str,
+        auto_create: bool,
+    ) -> Result<Addr<TopicQueue>, WireError> {
         if let Some(a) = self.topics.get(topic) {
             return Ok(a.clone());
         }
         self.broker
-            .send(EnsureTopic { name: topic.to_string(), auto_create })
+            .send(EnsureTopic {
+                name: topic.to_string(),
+                auto_create,
+            })
             .await
             .map_err(crate::mailbox_error)?
     }
@@ -59,7 +66,9 @@ pub struct BrokerService {
 
 impl BrokerService {
     pub fn new(shared: Shared) -> Self {
-        BrokerService { shared: Arc::new(shared) }
+        BrokerService {
+            shared: Arc::new(shared),
+        }
     }
 }
 
@@ -71,26 +80,44 @@ impl Service for BrokerService {
         let cmd = match Command::try_from(header.command) {
             Ok(c) => c,
             Err(_) => {
-                let e = WireError::new(ErrorCode::UnknownCommand, format!("unknown command {}", header.command));
-                return Box::pin(futures::future::ready(Some(wire::error_response(&header, e))));
+                let e = WireError::new(
+                    ErrorCode::UnknownCommand,
+                    format!("unknown command {}", header.command),
+                );
+                return Box::pin(futures::future::ready(Some(wire::error_response(
+                    &header, e,
+                ))));
             }
         };
         Box::pin(async move {
             match cmd {
-                Command::Handshake => wire::dispatch(frame, |h: Handshake| async move { crate::handshake(&h) }).await,
+                Command::Handshake => {
+                    wire::dispatch(frame, |h: Handshake| async move { crate::handshake(&h) }).await
+                }
                 Command::SendMessage => wire::dispatch(frame, |r| send::send_one(s, r, peer)).await,
                 Command::SendBatch => wire::dispatch(frame, |r| send::send_batch(s, r, peer)).await,
                 Command::PullMessage => wire::dispatch(frame, |r| pull::pull(s, r)).await,
-                Command::QueryConsumerOffset => wire::dispatch(frame, |r| offset::query(s, r)).await,
-                Command::UpdateConsumerOffset => wire::dispatch(frame, |r| offset::commit(s, r)).await,
-                Command::GetQueueOffsets => wire::dispatch(frame, |r| offset::queue_offsets(s, r)).await,
+                Command::QueryConsumerOffset => {
+                    wire::dispatch(frame, |r| offset::query(s, r)).await
+                }
+                Command::UpdateConsumerOffset => {
+                    wire::dispatch(frame, |r| offset::commit(s, r)).await
+                }
+                Command::GetQueueOffsets => {
+                    wire::dispatch(frame, |r| offset::queue_offsets(s, r)).await
+                }
                 Command::Heartbeat => wire::dispatch(frame, |r| admin::heartbeat(s, r)).await,
-                Command::UnregisterClient => wire::dispatch(frame, |r| admin::unregister_client(s, r)).await,
+                Command::UnregisterClient => {
+                    wire::dispatch(frame, |r| admin::unregister_client(s, r)).await
+                }
                 Command::CreateTopic => wire::dispatch(frame, |r| admin::create_topic(s, r)).await,
                 Command::DeleteTopic => wire::dispatch(frame, |r| admin::delete_topic(s, r)).await,
                 Command::GetTopicStats => wire::dispatch(frame, |r| admin::topic_stats(s, r)).await,
                 other => {
-                    let e = WireError::new(ErrorCode::UnknownCommand, format!("command {other:?} is not served by a broker"));
+                    let e = WireError::new(
+                        ErrorCode::UnknownCommand,
+                        format!("command {other:?} is not served by a broker"),
+                    );
                     Some(wire::error_response(&header, e))
                 }
             }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use skylark_codec::{
-    validate_group_name, Ack, CommitOffsetRequest, ErrorCode, GetQueueOffsetsRequest, QueryOffsetRequest,
-    QueryOffsetResponse, QueueOffsets, WireError,
+    validate_group_name, Ack, CommitOffsetRequest, ErrorCode, GetQueueOffsetsRequest,
+    QueryOffsetRequest, QueryOffsetResponse, QueueOffsets, WireError,
 };
 
 use super::Shared;
@@ -16,11 +16,18 @@ fn group_ok(g: &str) -> Result<(), WireError> {
     validate_group_name(g).map_err(|e| WireError::new(ErrorCode::BadRequest, e))
 }
 
-pub async fn query(s: Arc<Shared>, r: QueryOffsetRequest) -> Result<QueryOffsetResponse, WireError> {
+pub async fn query(
+    s: Arc<Shared>,
+    r: QueryOffsetRequest,
+) -> Result<QueryOffsetResponse, WireError> {
     group_ok(&r.group)?;
     let offset = s
         .offsets
-        .send(QueryOffset { group: r.group, topic: r.topic, queue_id: r.queue_id })
+        .send(QueryOffset {
+            group: r.group,
+            topic: r.topic,
+            queue_id: r.queue_id,
+        })
         .await
         .map_err(crate::mailbox_error)?;
     Ok(QueryOffsetResponse { offset })
@@ -29,17 +36,31 @@ pub async fn query(s: Arc<Shared>, r: QueryOffsetRequest) -> Result<QueryOffsetR
 pub async fn commit(s: Arc<Shared>, r: CommitOffsetRequest) -> Result<Ack, WireError> {
     group_ok(&r.group)?;
     s.offsets
-        .send(CommitOffset { group: r.group, topic: r.topic, queue_id: r.queue_id, offset: r.offset })
+        .send(CommitOffset {
+            group: r.group,
+            topic: r.topic,
+            queue_id: r.queue_id,
+            offset: r.offset,
+        })
         .await
         .map_err(crate::mailbox_error)?;
     Ok(Ack {})
 }
 
-pub async fn queue_offsets(s: Arc<Shared>, r: GetQueueOffsetsRequest) -> Result<QueueOffsets, WireError> {
+pub async fn queue_offsets(
+    s: Arc<Shared>,
+    r: GetQueueOffsetsRequest,
+) -> Result<QueueOffsets, WireError> {
     let (min_offset, max_offset) = s
         .storage
-        .send(GetQueueOffsets { topic: r.topic, queue_id: r.queue_id })
+        .send(GetQueueOffsets {
+            topic: r.topic,
+            queue_id: r.queue_id,
+        })
         .await
         .map_err(crate::mailbox_error)?;
-    Ok(QueueOffsets { min_offset, max_offset })
+    Ok(QueueOffsets {
+        min_offset,
+        max_offset,
+    })
 }

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use skylark_codec::{parse_tag_expression, validate_group_name, ErrorCode, PullRequest, PullResponse, WireError};
+use skylark_codec::{
+    parse_tag_expression, validate_group_name, ErrorCode, PullRequest, PullResponse, WireError,
+};
 
 use super::Shared;
 use crate::consumer_offsets::CommitOffset;
@@ -15,12 +17,20 @@ use crate::topic_queue::Pull;
 pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<PullResponse, WireError> {
     validate_group_name(&r.consumer_group).map_err(|e| WireError::new(ErrorCode::BadRequest, e))?;
     if r.sql.is_some() {
-        return Err(WireError::new(ErrorCode::InvalidFilter, "SQL92 filtering is not enabled on this broker"));
+        return Err(WireError::new(
+            ErrorCode::InvalidFilter,
+            "SQL92 filtering is not enabled on this broker",
+        ));
     }
     let tag_filter = match r.subscription.as_deref() {
         None => None,
         Some(expr) => parse_tag_expression(expr)
-            .map_err(|e| WireError::new(ErrorCode::InvalidFilter, format!("bad subscription '{expr}': {e}")))?
+            .map_err(|e| {
+                WireError::new(
+                    ErrorCode::InvalidFilter,
+                    format!("bad subscription '{expr}': {e}"),
+                )
+            })?
             .map(|tags| tags.iter().map(|t| tag_hash(t)).collect::<Vec<u64>>()),
     };
     if let Some(offset) = r.commit_offset {
@@ -35,7 +45,15 @@ pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<PullResponse, WireEr
     let hold = Duration::from_millis(r.suspend_timeout_ms.min(s.config.long_poll_max_ms));
     let max_bytes = r.max_bytes.clamp(1, s.config.max_pull_bytes.max(1));
     let max_messages = r.max_messages.clamp(1, 1024);
-    tq.send(Pull { topic: r.topic, queue_id: r.queue_id, queue_offset: r.queue_offset, max_messages, max_bytes, tag_filter, hold })
-        .await
-        .map_err(crate::mailbox_error)?
+    tq.send(Pull {
+        topic: r.topic,
+        queue_id: r.queue_id,
+        queue_offset: r.queue_offset,
+        max_messages,
+        max_bytes,
+        tag_filter,
+        hold,
+    })
+    .await
+    .map_err(crate::mailbox_error)?
 }

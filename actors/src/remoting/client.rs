@@ -132,7 +132,10 @@ impl std::fmt::Debug for RpcClient {
 }
 
 fn closed(remote: &str) -> ProtocolError {
-    ProtocolError::Io(io::Error::new(io::ErrorKind::ConnectionAborted, format!("connection to {remote} closed")))
+    ProtocolError::Io(io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        format!("connection to {remote} closed"),
+    ))
 }
 
 impl RpcClient {
@@ -143,18 +146,38 @@ impl RpcClient {
     }
 
     /// Like [`connect`](Self::connect) with an explicit frame size limit.
-    pub async fn connect_with(addr: &str, timeout: Duration, max_frame: usize) -> Result<RpcClient, ProtocolError> {
+    pub async fn connect_with(
+        addr: &str,
+        timeout: Duration,
+        max_frame: usize,
+    ) -> Result<RpcClient, ProtocolError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| ProtocolError::Io(io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out"))))?
-            .map_err(|e| ProtocolError::Io(io::Error::new(e.kind(), format!("connect to {addr}: {e}"))))?;
+            .map_err(|_| {
+                ProtocolError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connect to {addr} timed out"),
+                ))
+            })?
+            .map_err(|e| {
+                ProtocolError::Io(io::Error::new(e.kind(), format!("connect to {addr}: {e}")))
+            })?;
         let _ = stream.set_nodelay(true);
         let (r, w) = tokio::io::split(stream);
         let conn = ClientConn::create(move |ctx| {
             ctx.add_stream(FramedRead::new(r, FrameCodec::new(max_frame)));
-            ClientConn { writer: Writer::new(w, ctx), pending: HashMap::new(), push: None }
+            ClientConn {
+                writer: Writer::new(w, ctx),
+                pending: HashMap::new(),
+                push: None,
+            }
         });
-        Ok(RpcClient { conn, next_id: Arc::new(AtomicU64::new(1)), remote: Arc::from(addr), timeout })
+        Ok(RpcClient {
+            conn,
+            next_id: Arc::new(AtomicU64::new(1)),
+            remote: Arc::from(addr),
+            timeout,
+        })
     }
 
     /// The address this client talks to.
@@ -182,7 +205,11 @@ impl RpcClient {
     }
 
     /// Calls `R`, failing with `TimedOut` after `timeout`.
-    pub async fn call_timeout<R>(&self, req: &R, timeout: Duration) -> Result<R::Response, ProtocolError>
+    pub async fn call_timeout<R>(
+        &self,
+        req: &R,
+        timeout: Duration,
+    ) -> Result<R::Response, ProtocolError>
     where
         R: Rpc + Serialize,
         R::Response: DeserializeOwned,
@@ -192,12 +219,28 @@ impl RpcClient {
     }
 
     /// Sends `req` and returns the raw answer frame.
-    pub async fn call_raw<T: Serialize>(&self, command: u16, req: &T, timeout: Duration) -> Result<RawFrame, ProtocolError> {
+    pub async fn call_raw<T: Serialize>(
+        &self,
+        command: u16,
+        req: &T,
+        timeout: Duration,
+    ) -> Result<RawFrame, ProtocolError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = wire::encode(Header { request_id: id, kind: FrameKind::Request, command }, req);
+        let frame = wire::encode(
+            Header {
+                request_id: id,
+                kind: FrameKind::Request,
+                command,
+            },
+            req,
+        );
         let (tx, rx) = oneshot::channel();
         self.conn
-            .send(Outgoing { id, frame, reply: Some(tx) })
+            .send(Outgoing {
+                id,
+                frame,
+                reply: Some(tx),
+            })
             .await
             .map_err(|_| closed(&self.remote))?;
         match tokio::time::timeout(timeout, rx).await {
@@ -216,8 +259,22 @@ impl RpcClient {
     /// Sends `req` without waiting for (or getting) an answer.
     pub async fn oneway<R: Rpc + Serialize>(&self, req: &R) -> Result<(), ProtocolError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = wire::encode(Header { request_id: id, kind: FrameKind::Oneway, command: R::COMMAND as u16 }, req);
-        self.conn.send(Outgoing { id, frame, reply: None }).await.map_err(|_| closed(&self.remote))
+        let frame = wire::encode(
+            Header {
+                request_id: id,
+                kind: FrameKind::Oneway,
+                command: R::COMMAND as u16,
+            },
+            req,
+        );
+        self.conn
+            .send(Outgoing {
+                id,
+                frame,
+                reply: None,
+            })
+            .await
+            .map_err(|_| closed(&self.remote))
     }
 
     /// Closes the connection.

@@ -29,11 +29,15 @@ pub struct ConnInfo {
     pub addr: Addr<Connection>,
 }
 
+/// The per-connection request handler (a type-erased [`Service`]).
+type Handle =
+    Box<dyn FnMut(RawFrame, &ConnInfo) -> futures::future::LocalBoxFuture<'static, Option<Bytes>>>;
+
 /// Server session for one TCP connection.
 pub struct Connection {
     peer: SocketAddr,
     writer: Writer<WriteHalf<TcpStream>, std::io::Error>,
-    service: Box<dyn FnMut(RawFrame, &ConnInfo) -> futures::future::LocalBoxFuture<'static, Option<Bytes>>>,
+    service: Handle,
     inflight: usize,
     max_inflight: usize,
     log: Logger,
@@ -105,7 +109,11 @@ impl StreamHandler<Result<RawFrame, ProtocolError>> for Connection {
             Err(e) => {
                 // The byte stream is out of step: say why once, then close.
                 warn!(self.log, "closing connection on bad input"; "error" => %e);
-                let h = Header { request_id: 0, kind: FrameKind::Response, command: 0 };
+                let h = Header {
+                    request_id: 0,
+                    kind: FrameKind::Response,
+                    command: 0,
+                };
                 let frame = wire::error_response(&h, WireError::new(e.code(), e.to_string()));
                 self.writer.write(&frame);
                 self.writer.close();
@@ -123,11 +131,18 @@ impl StreamHandler<Result<RawFrame, ProtocolError>> for Connection {
         }
         if self.inflight >= self.max_inflight {
             let h = frame.header;
-            self.refuse(&h, ErrorCode::Busy, format!("more than {} requests in flight", self.max_inflight));
+            self.refuse(
+                &h,
+                ErrorCode::Busy,
+                format!("more than {} requests in flight", self.max_inflight),
+            );
             return;
         }
         self.inflight += 1;
-        let info = ConnInfo { peer: self.peer, addr: ctx.address() };
+        let info = ConnInfo {
+            peer: self.peer,
+            addr: ctx.address(),
+        };
         let fut = (self.service)(frame, &info);
         ctx.spawn(fut.into_actor(self).map(|out, act, _ctx| {
             act.inflight = act.inflight.saturating_sub(1);

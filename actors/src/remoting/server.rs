@@ -55,7 +55,11 @@ pub fn serve<S: Service>(
 ) -> std::io::Result<ServerHandle> {
     let local_addr = listener.local_addr()?;
     let (tx, mut rx) = oneshot::channel::<()>();
-    let workers = if workers.is_empty() { vec![actix::Arbiter::current()] } else { workers };
+    let workers = if workers.is_empty() {
+        vec![actix::Arbiter::current()]
+    } else {
+        workers
+    };
     info!(log, "listening"; "addr" => %local_addr);
     actix_rt::spawn(async move {
         let mut next = 0usize;
@@ -84,5 +88,8 @@ pub fn serve<S: Service>(
         }
         info!(log, "stopped accepting"; "addr" => %local_addr);
     });
-    Ok(ServerHandle { local_addr, stop: Some(tx) })
+    Ok(ServerHandle {
+        local_addr,
+        stop: Some(tx),
+    })
 }

@@ -8,9 +8,7 @@ use std::future::Future;
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
-use skylark_codec::{
-    ErrorCode, FrameCodec, FrameKind, Header, OutFrame, RawFrame, Rpc, WireError,
-};
+use skylark_codec::{ErrorCode, FrameCodec, FrameKind, Header, OutFrame, RawFrame, Rpc, WireError};
 use tokio_util::codec::Encoder;
 
 /// Encodes one frame (header + body) into fresh bytes.
@@ -22,8 +20,12 @@ pub fn encode<T: Serialize>(header: Header, body: &T) -> Bytes {
         Ok(()) => buf.freeze(),
         Err(e) => {
             let mut buf = BytesMut::new();
-            let err: Result<(), WireError> = Err(WireError::new(ErrorCode::Internal, e.to_string()));
-            let h = Header { kind: FrameKind::Response, ..header };
+            let err: Result<(), WireError> =
+                Err(WireError::new(ErrorCode::Internal, e.to_string()));
+            let h = Header {
+                kind: FrameKind::Response,
+                ..header
+            };
             let _ = FrameCodec::default().encode(OutFrame::new(h, &err), &mut buf);
             buf.freeze()
         }
@@ -32,13 +34,21 @@ pub fn encode<T: Serialize>(header: Header, body: &T) -> Bytes {
 
 /// The answer frame to `req` carrying `Ok(body)`.
 pub fn response<T: Serialize>(req: &Header, body: &T) -> Bytes {
-    let h = Header { request_id: req.request_id, kind: FrameKind::Response, command: req.command };
+    let h = Header {
+        request_id: req.request_id,
+        kind: FrameKind::Response,
+        command: req.command,
+    };
     encode(h, &Ok::<&T, WireError>(body))
 }
 
 /// The answer frame to `req` carrying an error.
 pub fn error_response(req: &Header, err: WireError) -> Bytes {
-    let h = Header { request_id: req.request_id, kind: FrameKind::Response, command: req.command };
+    let h = Header {
+        request_id: req.request_id,
+        kind: FrameKind::Response,
+        command: req.command,
+    };
     encode(h, &Err::<(), WireError>(err))
 }
 
@@ -55,7 +65,13 @@ where
     let req: R = match frame.decode_body() {
         Ok(r) => r,
         Err(e) => {
-            return answer::<()>(&header, Err(WireError::new(ErrorCode::BadRequest, format!("bad request body: {e}"))));
+            return answer::<()>(
+                &header,
+                Err(WireError::new(
+                    ErrorCode::BadRequest,
+                    format!("bad request body: {e}"),
+                )),
+            );
         }
     };
     let result = f(req).await;

@@ -1,1 +1,657 @@
-//! The storage engine (placeholder).
+//! Skylark's storage engine: RocketMQ's CommitLog / ConsumeQueue design in
+//! plain Rust, owned at run time by the `Storage` actor
+//! ([`crate::storage`]) and testable without an actix System.
+//!
+//! * [`record`]: the record format, written straight into mapped files and
+//!   sent as-is to consumers, who parse it with [`record::decode`].
+//! * [`commit_log`]: every message once, in fixed-size mapped segments.
+//! * [`consume_queue`]: per topic/queue 20-byte index entries; a queue
+//!   offset is an entry index.
+//! * [`flush`]: the flusher thread (fsync off the store thread, group commit).
+//! * [`checkpoint`] and [`recovery`]: what survives a crash and how the files
+//!   are made consistent again at open.
+//! * [`retention`]: deleting old segments, refusing writes on a full disk.
+//!
+//! Memory: nothing is kept per stored message; per queue only its mapped
+//! files and min/max offsets. The hot path (`append`) encodes into the mapped
+//! segment with no per-message heap allocation.
+
+pub mod checkpoint;
+pub mod commit_log;
+pub mod config;
+pub mod consume_queue;
+pub mod error;
+pub mod flush;
+pub mod mapped_file;
+pub mod record;
+mod recovery;
+pub mod retention;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use slog::{error, info, o, warn, Logger};
+
+pub use checkpoint::Checkpoint;
+pub use config::{FlushMode, StoreConfig};
+pub use consume_queue::CqEntry;
+pub use error::{Result, StoreError};
+pub use flush::FlushReply;
+pub use record::{decode, tag_hash, AppendMessage, DecodedMessage};
+pub use retention::{DiskUsage, FixedDiskUsage, RetentionReport, StatvfsDiskUsage};
+
+use commit_log::CommitLog;
+use consume_queue::ConsumeQueue;
+use flush::Flusher;
+use record::{Placement, MESSAGE_MAGIC, OFF_STORE_TIMESTAMP};
+
+type Queues = HashMap<String, HashMap<u32, ConsumeQueue>>;
+
+/// Entries a read may skip over (tag filter) before answering.
+const MAX_FILTER_SCAN: u64 = 16_000;
+
+/// Where one appended message was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    pub queue_id: u32,
+    pub queue_offset: u64,
+    pub physical_offset: u64,
+    pub size: u32,
+    pub store_timestamp: i64,
+}
+
+/// The outcome of [`Store::append`], in batch order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendBatchResult {
+    pub results: Vec<AppendResult>,
+    /// CommitLog end after the batch: what a flush must cover.
+    pub end_offset: u64,
+    /// Sync flush only: the fsync did not complete within
+    /// `sync_flush_timeout_ms`. The messages are stored (RocketMQ's
+    /// `FLUSH_DISK_TIMEOUT` send status). Always false from [`Store::append`].
+    pub flush_timed_out: bool,
+}
+
+/// Status of a read, in RocketMQ's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// At least one record is returned.
+    Found,
+    /// The offset is the queue's max: nothing new yet (park the pull).
+    NoNewMessage,
+    /// Entries were scanned but none matched the tag filter.
+    NoMatchedMessage,
+    /// The offset is below the queue's min (deleted by retention).
+    OffsetTooSmall,
+    /// The offset is past the queue's max.
+    OffsetTooBig,
+    /// The topic/queue has never stored a message.
+    NoQueue,
+}
+
+/// The outcome of [`Store::read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    pub status: ReadStatus,
+    /// Stored records, concatenated as they are on disk (decode each with
+    /// [`record::decode`]).
+    pub records: Bytes,
+    pub count: u32,
+    /// Where the next read of this queue should start.
+    pub next_queue_offset: u64,
+    pub min_offset: u64,
+    pub max_offset: u64,
+}
+
+/// A topic/queue and its offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    pub topic: String,
+    pub queue_id: u32,
+    pub min_offset: u64,
+    pub max_offset: u64,
+}
+
+/// The storage engine: one CommitLog, its ConsumeQueues, the flusher.
+pub struct Store {
+    config: StoreConfig,
+    logger: Logger,
+    commit_log: CommitLog,
+    queues: Queues,
+    flusher: Flusher,
+    disk_usage: Box<dyn DiskUsage>,
+    disk_full: Option<f64>,
+    sizes: Vec<usize>,
+    shut_down: bool,
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn queue_factory(config: &StoreConfig) -> impl Fn(&str, u32) -> ConsumeQueue {
+    let root = config.consume_queue_dir();
+    let epf = config.cq_entries_per_file;
+    move |topic, queue_id| ConsumeQueue::new(root.join(topic).join(queue_id.to_string()), epf)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `config.data_dir` and
+    /// recovers it; disk usage comes from `statvfs`.
+    pub fn open(config: StoreConfig, logger: Logger) -> Result<Store> {
+        Store::open_with_disk_usage(config, logger, Box::new(StatvfsDiskUsage))
+    }
+
+    /// [`Store::open`] with an injected disk usage source.
+    pub fn open_with_disk_usage(
+        config: StoreConfig,
+        logger: Logger,
+        disk_usage: Box<dyn DiskUsage>,
+    ) -> Result<Store> {
+        config.validate()?;
+        let logger = logger.new(o!("component" => "store"));
+        std::fs::create_dir_all(&config.data_dir)?;
+        let cp_path = config.checkpoint_path();
+        let checkpoint = Checkpoint::load(&cp_path).unwrap_or_else(|e| {
+            warn!(logger, "ignoring checkpoint"; "error" => %e);
+            None
+        });
+        let mut commit_log = CommitLog::open(
+            &config.commit_log_dir(),
+            config.segment_size,
+            logger.clone(),
+        )?;
+        let (mut queues, damaged_from) = load_queues(&config, commit_log.min_offset(), &logger)?;
+        let input = recovery::RecoveryInput {
+            checkpoint,
+            damaged_from,
+            no_queues: queues.is_empty(),
+        };
+        let end = recovery::recover(
+            &mut commit_log,
+            &mut queues,
+            queue_factory(&config),
+            input,
+            &logger,
+        )?;
+        // Make the recovered state durable and mark the store as running
+        // (not clean) before accepting writes.
+        commit_log.sync_all()?;
+        for cq in queues.values_mut().flat_map(HashMap::values_mut) {
+            cq.sync_all()?;
+        }
+        Checkpoint {
+            commit_log_flushed: end,
+            cq_safe: end,
+            clean: false,
+        }
+        .store(&cp_path)?;
+        let flusher = Flusher::start(
+            commit_log.segment_files(),
+            config.segment_size,
+            end,
+            cp_path,
+            logger.clone(),
+        )?;
+        info!(logger, "store opened"; "dir" => %config.data_dir.display(),
+            "min_offset" => commit_log.min_offset(), "max_offset" => end,
+            "queues" => queues.values().map(HashMap::len).sum::<usize>());
+        let mut store = Store {
+            config,
+            logger,
+            commit_log,
+            queues,
+            flusher,
+            disk_usage,
+            disk_full: None,
+            sizes: Vec::new(),
+            shut_down: false,
+        };
+        store.check_disk();
+        Ok(store)
+    }
+
+    /// The configuration the store runs with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Stores a batch of messages (any topics/queues). The whole batch is
+    /// validated first: an invalid or oversized message fails the batch with
+    /// nothing written. Returns where each message went.
+    pub fn append(&mut self, batch: &[AppendMessage<'_>]) -> Result<AppendBatchResult> {
+        if self.shut_down {
+            return Err(StoreError::ShutDown);
+        }
+        if let Some(usage) = self.disk_full {
+            return Err(StoreError::DiskFull {
+                usage,
+                limit: self.config.disk_hard_limit_ratio,
+            });
+        }
+        let max_record = self.commit_log.max_record_size();
+        let mut sizes = std::mem::take(&mut self.sizes);
+        sizes.clear();
+        for m in batch {
+            match m.validate(self.config.max_message_size, max_record) {
+                Ok(s) => sizes.push(s),
+                Err(e) => {
+                    self.sizes = sizes;
+                    return Err(e);
+                }
+            }
+        }
+        let result = self.append_validated(batch, &sizes);
+        self.sizes = sizes;
+        result
+    }
+
+    fn append_validated(
+        &mut self,
+        batch: &[AppendMessage<'_>],
+        sizes: &[usize],
+    ) -> Result<AppendBatchResult> {
+        self.commit_log.reserve(sizes.iter().copied())?;
+        let store_timestamp = now_millis();
+        let mut results = Vec::with_capacity(batch.len());
+        let new_queue = queue_factory(&self.config);
+        for (m, &size) in batch.iter().zip(sizes) {
+            let topic_queues = match self.queues.get_mut(m.topic) {
+                Some(q) => q,
+                None => self.queues.entry(m.topic.to_string()).or_default(),
+            };
+            let cq = topic_queues
+                .entry(m.queue_id)
+                .or_insert_with(|| new_queue(m.topic, m.queue_id));
+            let queue_offset = cq.max_offset();
+            // Create a needed ConsumeQueue file before the record is written,
+            // so a record never lands without its index entry.
+            cq.ensure_file(queue_offset)?;
+            let physical_offset = self.commit_log.append_with(size, |buf, physical_offset| {
+                let at = Placement {
+                    queue_offset,
+                    physical_offset,
+                    store_timestamp,
+                };
+                record::encode_into(m, at, buf);
+            })?;
+            let entry = CqEntry {
+                physical_offset,
+                size: size as u32,
+                tag_hash: tag_hash(m.tags.unwrap_or("")),
+            };
+            cq.put(queue_offset, entry)?;
+            results.push(AppendResult {
+                queue_id: m.queue_id,
+                queue_offset,
+                physical_offset,
+                size: size as u32,
+                store_timestamp,
+            });
+        }
+        Ok(AppendBatchResult {
+            results,
+            end_offset: self.commit_log.max_offset(),
+            flush_timed_out: false,
+        })
+    }
+
+    fn queue(&self, topic: &str, queue_id: u32) -> Option<&ConsumeQueue> {
+        self.queues.get(topic)?.get(&queue_id)
+    }
+
+    /// Reads up to `max_messages` records (and about `max_bytes`, at least
+    /// one record) of a queue from `queue_offset`. With a tag filter, entries
+    /// whose tag hash is not listed are skipped using the ConsumeQueue only.
+    pub fn read(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        queue_offset: u64,
+        max_messages: usize,
+        max_bytes: usize,
+        tag_filter: Option<&[u64]>,
+    ) -> Result<ReadResult> {
+        let empty = |status, next, min, max| ReadResult {
+            status,
+            records: Bytes::new(),
+            count: 0,
+            next_queue_offset: next,
+            min_offset: min,
+            max_offset: max,
+        };
+        let Some(cq) = self.queue(topic, queue_id) else {
+            return Ok(empty(ReadStatus::NoQueue, 0, 0, 0));
+        };
+        let (min, max) = (cq.min_offset(), cq.max_offset());
+        if queue_offset < min {
+            return Ok(empty(ReadStatus::OffsetTooSmall, min, min, max));
+        }
+        if queue_offset > max {
+            return Ok(empty(ReadStatus::OffsetTooBig, max, min, max));
+        }
+        let mut picked: Vec<CqEntry> = Vec::with_capacity(max_messages.min(256));
+        let (mut idx, mut bytes, mut skipped) = (queue_offset, 0usize, 0u64);
+        let scan_end = max.min(queue_offset + MAX_FILTER_SCAN + max_messages as u64);
+        while idx < scan_end && picked.len() < max_messages {
+            let Some(e) = cq.get(idx) else { break };
+            let cl_min = self.commit_log.min_offset();
+            if tag_filter.is_some_and(|f| !f.contains(&e.tag_hash)) || e.physical_offset < cl_min {
+                skipped += 1;
+                idx += 1;
+                continue;
+            }
+            if !picked.is_empty() && bytes + e.size as usize > max_bytes {
+                break;
+            }
+            bytes += e.size as usize;
+            picked.push(e);
+            idx += 1;
+        }
+        let mut buf = BytesMut::with_capacity(bytes);
+        let mut i = 0;
+        while i < picked.len() {
+            // Copy runs of records adjacent in the CommitLog in one go.
+            let start = picked[i].physical_offset;
+            let mut end = picked[i].end();
+            let mut j = i + 1;
+            while j < picked.len() && picked[j].physical_offset == end {
+                end = picked[j].end();
+                j += 1;
+            }
+            match self.commit_log.slice(start, (end - start) as usize) {
+                Some(s) => buf.extend_from_slice(s),
+                None => {
+                    for e in &picked[i..j] {
+                        let s = self
+                            .commit_log
+                            .slice(e.physical_offset, e.size as usize)
+                            .ok_or(StoreError::NoRecord(e.physical_offset))?;
+                        buf.extend_from_slice(s);
+                    }
+                }
+            }
+            i = j;
+        }
+        let status = if !picked.is_empty() {
+            ReadStatus::Found
+        } else if skipped > 0 {
+            ReadStatus::NoMatchedMessage
+        } else {
+            ReadStatus::NoNewMessage
+        };
+        Ok(ReadResult {
+            status,
+            records: buf.freeze(),
+            count: picked.len() as u32,
+            next_queue_offset: idx,
+            min_offset: min,
+            max_offset: max,
+        })
+    }
+
+    /// The record at `physical_offset` (lookup by message id). `size` 0
+    /// means "read it from the record header".
+    pub fn read_at(&self, physical_offset: u64, size: u32) -> Result<Bytes> {
+        let not_found = StoreError::NoRecord(physical_offset);
+        let head = self
+            .commit_log
+            .slice(physical_offset, 8)
+            .ok_or(not_found.clone())?;
+        let (stored, magic) = record::peek_header(head).ok_or(not_found.clone())?;
+        if magic != MESSAGE_MAGIC || (size != 0 && size != stored) {
+            return Err(not_found);
+        }
+        let rec = self
+            .commit_log
+            .slice(physical_offset, stored as usize)
+            .ok_or(not_found)?;
+        Ok(Bytes::copy_from_slice(rec))
+    }
+
+    /// Next queue offset to be written, if the queue exists.
+    pub fn max_queue_offset(&self, topic: &str, queue_id: u32) -> Option<u64> {
+        self.queue(topic, queue_id).map(ConsumeQueue::max_offset)
+    }
+
+    /// First queue offset still stored, if the queue exists.
+    pub fn min_queue_offset(&self, topic: &str, queue_id: u32) -> Option<u64> {
+        self.queue(topic, queue_id).map(ConsumeQueue::min_offset)
+    }
+
+    fn store_timestamp_at(&self, e: &CqEntry) -> Option<i64> {
+        let b = self
+            .commit_log
+            .slice(e.physical_offset + OFF_STORE_TIMESTAMP as u64, 8)?;
+        Some(record::be_u64(b, 0) as i64)
+    }
+
+    /// The first queue offset whose message was stored at or after `millis`
+    /// (the max offset if none; 0 for an unknown queue).
+    pub fn queue_offset_by_time(&self, topic: &str, queue_id: u32, millis: i64) -> u64 {
+        let Some(cq) = self.queue(topic, queue_id) else {
+            return 0;
+        };
+        let (mut lo, mut hi) = (cq.min_offset(), cq.max_offset());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let ts = cq.get(mid).and_then(|e| self.store_timestamp_at(&e));
+            let older = !matches!(ts, Some(ts) if ts >= millis);
+            if older {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Every topic/queue with its offsets (to rebuild broker state).
+    pub fn topics_and_queues(&self) -> Vec<QueueInfo> {
+        let mut out: Vec<QueueInfo> = self
+            .queues
+            .iter()
+            .flat_map(|(topic, qs)| {
+                qs.iter().map(|(id, cq)| QueueInfo {
+                    topic: topic.clone(),
+                    queue_id: *id,
+                    min_offset: cq.min_offset(),
+                    max_offset: cq.max_offset(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.topic, a.queue_id).cmp(&(&b.topic, b.queue_id)));
+        out
+    }
+
+    /// First physical offset still stored.
+    pub fn min_physical_offset(&self) -> u64 {
+        self.commit_log.min_offset()
+    }
+
+    /// CommitLog end.
+    pub fn max_physical_offset(&self) -> u64 {
+        self.commit_log.max_offset()
+    }
+
+    /// CommitLog offset known to be on disk.
+    pub fn flushed_offset(&self) -> u64 {
+        self.flusher.flushed()
+    }
+
+    /// fdatasync calls made on CommitLog segments by the flusher.
+    pub fn fsync_count(&self) -> u64 {
+        self.flusher.fsync_count()
+    }
+
+    /// Number of CommitLog segment files.
+    pub fn segment_count(&self) -> usize {
+        self.commit_log.segment_count()
+    }
+
+    /// Paths of the CommitLog segments, oldest first.
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.commit_log.segment_paths()
+    }
+
+    /// Group commit: the reply resolves once `..end_offset` is on disk.
+    pub fn request_flush(&self, end_offset: u64) -> FlushReply {
+        self.flusher.request(end_offset)
+    }
+
+    /// The periodic tick: flushes the CommitLog and the ConsumeQueue files
+    /// written since the last tick on the flusher thread, then writes the
+    /// checkpoint there; also refreshes the disk-full state. Never blocks on
+    /// the disk.
+    pub fn flush_tick(&mut self) -> Result<()> {
+        let mut files = Vec::new();
+        for cq in self.queues.values_mut().flat_map(HashMap::values_mut) {
+            cq.take_dirty_files(&mut files)?;
+        }
+        let end = self.commit_log.max_offset();
+        if !files.is_empty() || end > self.flusher.flushed() {
+            self.flusher.request_checkpoint(end, files);
+        }
+        self.check_disk();
+        Ok(())
+    }
+
+    /// Flushes everything on the calling thread (tests, tools).
+    pub fn flush_blocking(&mut self) -> Result<()> {
+        self.commit_log.sync_all()?;
+        for cq in self.queues.values_mut().flat_map(HashMap::values_mut) {
+            cq.sync_all()?;
+        }
+        self.flusher.mark_flushed(self.commit_log.max_offset());
+        Ok(())
+    }
+
+    /// Flushes everything and writes a clean checkpoint, so the next open
+    /// skips the recovery scan. Later appends answer `ShutDown`.
+    pub fn shutdown(&mut self) -> Result<()> {
+        if self.shut_down {
+            return Ok(());
+        }
+        self.flusher.stop();
+        self.flush_blocking()?;
+        let end = self.commit_log.max_offset();
+        Checkpoint {
+            commit_log_flushed: end,
+            cq_safe: end,
+            clean: true,
+        }
+        .store(&self.config.checkpoint_path())?;
+        self.shut_down = true;
+        info!(self.logger, "store shut down cleanly"; "end" => end);
+        Ok(())
+    }
+
+    /// Reads the disk usage and updates the disk-full state; returns it.
+    pub fn check_disk(&mut self) -> f64 {
+        let usage = match self.disk_usage.usage_ratio(&self.config.data_dir) {
+            Ok(u) => u,
+            Err(e) => {
+                error!(self.logger, "disk usage unavailable"; "error" => %e);
+                return self.disk_full.unwrap_or(0.0);
+            }
+        };
+        let full = usage > self.config.disk_hard_limit_ratio;
+        if full != self.disk_full.is_some() {
+            warn!(self.logger, "disk full state changed"; "full" => full, "usage" => usage);
+        }
+        self.disk_full = full.then_some(usage);
+        usage
+    }
+
+    /// Whether appends are currently refused for lack of disk.
+    pub fn is_disk_full(&self) -> bool {
+        self.disk_full.is_some()
+    }
+
+    /// Runs retention now (see [`retention`]).
+    pub fn clean_expired_files(&mut self) -> Result<RetentionReport> {
+        let now = SystemTime::now();
+        self.clean_expired_files_at(now, retention::local_hour(now))
+    }
+
+    /// Runs retention as if it were `now` at local hour `hour`.
+    pub fn clean_expired_files_at(&mut self, now: SystemTime, hour: u8) -> Result<RetentionReport> {
+        let usage = self.check_disk();
+        let triggered =
+            hour == self.config.delete_when_hour || usage > self.config.disk_soft_limit_ratio;
+        let mut report = RetentionReport {
+            usage_ratio: usage,
+            triggered,
+            ..RetentionReport::default()
+        };
+        if triggered {
+            let reserved = Duration::from_secs(self.config.file_reserved_hours * 3600);
+            report.deleted_segments = self.commit_log.delete_expired(now, reserved)?;
+            if report.deleted_segments > 0 {
+                let cl_min = self.commit_log.min_offset();
+                for cq in self.queues.values_mut().flat_map(HashMap::values_mut) {
+                    report.deleted_cq_files += cq.delete_below(cl_min)?;
+                }
+                report.usage_ratio = self.check_disk();
+            }
+        }
+        report.disk_full = self.disk_full.is_some();
+        Ok(report)
+    }
+}
+
+/// Loads every ConsumeQueue under `consumequeue/<topic>/<queue id>/`.
+/// Returns them and, for each damaged one, where re-dispatching must start.
+fn load_queues(config: &StoreConfig, cl_min: u64, logger: &Logger) -> Result<(Queues, Vec<u64>)> {
+    let root = config.consume_queue_dir();
+    std::fs::create_dir_all(&root)?;
+    let mut queues = Queues::new();
+    let mut damaged_from = Vec::new();
+    for topic_dir in std::fs::read_dir(&root)? {
+        let topic_dir = topic_dir?;
+        let Some(topic) = topic_dir.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !topic_dir.file_type()?.is_dir() {
+            continue;
+        }
+        for qdir in std::fs::read_dir(topic_dir.path())? {
+            let qdir = qdir?;
+            let Some(queue_id) = qdir
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let loaded = ConsumeQueue::load(qdir.path(), config.cq_entries_per_file)?;
+            let mut cq = loaded.queue;
+            if loaded.damaged {
+                let from = cq.last_entry_end().unwrap_or(cl_min);
+                warn!(logger, "consume queue damaged, will rebuild";
+                    "topic" => &topic, "queue_id" => queue_id, "from" => from);
+                damaged_from.push(from);
+            }
+            cq.delete_below(cl_min)?;
+            queues
+                .entry(topic.clone())
+                .or_default()
+                .insert(queue_id, cq);
+        }
+    }
+    Ok((queues, damaged_from))
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Without shutdown() this is a crash as far as the files go: the
+        // flusher finishes what was queued, no clean checkpoint is written.
+        self.flusher.stop();
+    }
+}

@@ -1,0 +1,531 @@
+//! The Storage actor: the only owner of the broker's mapped files at run time.
+//!
+//! It wraps a [`Store`] (CommitLog, ConsumeQueues, checkpoint, flusher) and
+//! runs on a dedicated `Arbiter` of its own ([`Storage::start_on`]), so that
+//! writes into mapped memory and page faults never stall a shared async
+//! thread; fsync happens on the store's flusher thread.
+//!
+//! * Async flush: `PutMessages` is answered as soon as the batch is in the
+//!   page cache; a timer asks the flusher to flush and checkpoint every
+//!   `flush_interval_ms`.
+//! * Sync flush: `PutMessages` appends, then returns a future waiting for the
+//!   flusher's answer, so the actor goes on appending other batches while the
+//!   fsync runs. Every batch queued meanwhile is answered by the next single
+//!   fsync: group commit. A flush slower than `sync_flush_timeout_ms`
+//!   answers with `flush_timed_out = true` (data stored, RocketMQ's
+//!   `FLUSH_DISK_TIMEOUT`).
+//! * The answer of a put lists each message's queue id and queue offset, so
+//!   the caller (TopicQueue) can wake parked long-poll pulls.
+//! * A retention timer deletes expired files (`clean_interval_ms`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use slog::{error, info, o, Logger};
+use tokio::sync::oneshot;
+
+use crate::store::{
+    AppendBatchResult, AppendMessage, FlushMode, QueueInfo, ReadResult, RetentionReport, Store,
+    StoreConfig, StoreError,
+};
+
+/// Mailbox bound of the Storage actor (actix's default is 16).
+pub const MAILBOX_CAPACITY: usize = 4096;
+
+/// The actor owning the [`Store`].
+pub struct Storage {
+    store: Option<Store>,
+    log: Logger,
+    flush_mode: FlushMode,
+    sync_flush_timeout: Duration,
+    flush_interval: Duration,
+    clean_interval: Duration,
+}
+
+/// An owned message to store: [`AppendMessage`] without the borrows.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub topic: Arc<str>,
+    pub queue_id: u32,
+    pub flag: i32,
+    pub tags: Option<String>,
+    pub keys: Option<String>,
+    pub properties: Vec<(String, String)>,
+    pub body: Bytes,
+    pub born_timestamp: i64,
+    pub born_host: SocketAddr,
+    pub store_host: SocketAddr,
+    pub reconsume_times: u32,
+    pub sys_flag: u32,
+    pub prepared_tx_offset: u64,
+}
+
+impl StoredMessage {
+    /// The borrowed form the store appends.
+    pub fn as_append(&self) -> AppendMessage<'_> {
+        AppendMessage {
+            topic: &self.topic,
+            queue_id: self.queue_id,
+            flag: self.flag,
+            tags: self.tags.as_deref(),
+            keys: self.keys.as_deref(),
+            properties: &self.properties,
+            body: &self.body,
+            born_timestamp: self.born_timestamp,
+            born_host: self.born_host,
+            store_host: self.store_host,
+            reconsume_times: self.reconsume_times,
+            sys_flag: self.sys_flag,
+            prepared_tx_offset: self.prepared_tx_offset,
+        }
+    }
+
+    /// A message as a producer sent it (queue id 0 until the topic picks
+    /// one). A delay level becomes the `DELAY` property and a delivery time
+    /// the `__STARTDELIVERTIME` property, as in RocketMQ.
+    pub fn from_data(
+        topic: Arc<str>,
+        m: skylark_codec::MessageData,
+        born_host: SocketAddr,
+        store_host: SocketAddr,
+    ) -> StoredMessage {
+        let mut properties = m.properties;
+        if m.delay_level > 0 {
+            properties.push((
+                crate::store::record::PROPERTY_DELAY.to_string(),
+                m.delay_level.to_string(),
+            ));
+        }
+        if let Some(at) = m.deliver_at_ms {
+            properties.push(("__STARTDELIVERTIME".to_string(), at.to_string()));
+        }
+        StoredMessage {
+            topic,
+            queue_id: 0,
+            flag: m.flag,
+            tags: m.tags,
+            keys: m.keys,
+            properties,
+            body: m.body,
+            born_timestamp: m.born_timestamp,
+            born_host,
+            store_host,
+            reconsume_times: 0,
+            sys_flag: 0,
+            prepared_tx_offset: 0,
+        }
+    }
+}
+
+/// Store a batch (answered after its fsync in sync flush mode).
+#[derive(Message)]
+#[rtype(result = "Result<AppendBatchResult, StoreError>")]
+pub struct PutMessages {
+    pub messages: Vec<StoredMessage>,
+}
+
+/// Read records of one queue from an offset, optionally filtered by tag hash.
+#[derive(Message)]
+#[rtype(result = "Result<ReadResult, StoreError>")]
+pub struct GetMessages {
+    pub topic: String,
+    pub queue_id: u32,
+    pub queue_offset: u64,
+    pub max_messages: u32,
+    pub max_bytes: u32,
+    pub tag_filter: Option<Vec<u64>>,
+}
+
+/// Read the record at a physical offset (lookup by message id; size 0 = any).
+#[derive(Message)]
+#[rtype(result = "Result<Bytes, StoreError>")]
+pub struct ReadAt {
+    pub physical_offset: u64,
+    pub size: u32,
+}
+
+/// A queue's `(min offset, max offset)`; `(0, 0)` for an unknown queue.
+#[derive(Message)]
+#[rtype(result = "(u64, u64)")]
+pub struct GetQueueOffsets {
+    pub topic: String,
+    pub queue_id: u32,
+}
+
+/// The first queue offset stored at or after `timestamp_ms`.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct QueueOffsetByTime {
+    pub topic: String,
+    pub queue_id: u32,
+    pub timestamp_ms: i64,
+}
+
+/// Every topic/queue with its offsets (to rebuild broker state at start).
+#[derive(Message)]
+#[rtype(result = "Vec<QueueInfo>")]
+pub struct ListQueues;
+
+/// Run retention now instead of waiting for the timer.
+#[derive(Message)]
+#[rtype(result = "Result<RetentionReport, StoreError>")]
+pub struct RunRetention;
+
+/// Counters of the store.
+#[derive(Message)]
+#[rtype(result = "StorageStats")]
+pub struct GetStorageStats;
+
+/// What [`GetStorageStats`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StorageStats {
+    pub min_physical_offset: u64,
+    pub max_physical_offset: u64,
+    pub flushed_offset: u64,
+    pub fsyncs: u64,
+    pub disk_full: bool,
+}
+
+/// Flush everything, write a clean checkpoint; later requests get `ShutDown`.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Shutdown;
+
+impl Storage {
+    fn new(store: Store, log: Logger) -> Storage {
+        let c = store.config();
+        Storage {
+            flush_mode: c.flush_mode,
+            sync_flush_timeout: Duration::from_millis(c.sync_flush_timeout_ms),
+            flush_interval: Duration::from_millis(c.flush_interval_ms.max(1)),
+            clean_interval: Duration::from_millis(c.clean_interval_ms.max(1)),
+            store: Some(store),
+            log: log.new(o!("actor" => "storage")),
+        }
+    }
+
+    /// Opens the store on `arbiter`'s thread (recovery runs there) and starts
+    /// the actor on it.
+    pub async fn start_on(
+        arbiter: &ArbiterHandle,
+        config: StoreConfig,
+        log: Logger,
+    ) -> Result<Addr<Storage>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let spawned = arbiter.spawn(async move {
+            let res = Store::open(config, log.clone()).map(|store| {
+                Storage::create(move |ctx| {
+                    ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+                    Storage::new(store, log)
+                })
+            });
+            let _ = tx.send(res);
+        });
+        if !spawned {
+            return Err(StoreError::ShutDown);
+        }
+        rx.await.map_err(|_| StoreError::ShutDown)?
+    }
+
+    /// Starts the actor on `arbiter` around an already opened store.
+    pub fn start_with_store(arbiter: &ArbiterHandle, store: Store, log: Logger) -> Addr<Storage> {
+        Storage::start_in_arbiter(arbiter, move |ctx| {
+            ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+            Storage::new(store, log)
+        })
+    }
+
+    fn store(&mut self) -> Result<&mut Store, StoreError> {
+        self.store.as_mut().ok_or(StoreError::ShutDown)
+    }
+
+    fn flush_tick(&mut self) {
+        if let Some(store) = self.store.as_mut() {
+            if let Err(e) = store.flush_tick() {
+                error!(self.log, "flush tick failed"; "error" => %e);
+            }
+        }
+    }
+
+    fn retention_tick(&mut self) {
+        if let Some(store) = self.store.as_mut() {
+            match store.clean_expired_files() {
+                Ok(r) if r.deleted_segments > 0 => info!(self.log, "retention";
+                    "deleted_segments" => r.deleted_segments, "deleted_cq_files" => r.deleted_cq_files,
+                    "usage" => r.usage_ratio),
+                Ok(_) => {}
+                Err(e) => error!(self.log, "retention failed"; "error" => %e),
+            }
+        }
+    }
+}
+
+impl Actor for Storage {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.run_interval(self.flush_interval, |act, _| act.flush_tick());
+        ctx.run_interval(self.clean_interval, |act, _| act.retention_tick());
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(mut store) = self.store.take() {
+            if let Err(e) = store.shutdown() {
+                error!(self.log, "store shutdown on stop failed"; "error" => %e);
+            }
+        }
+    }
+}
+
+impl Handler<PutMessages> for Storage {
+    type Result = ResponseFuture<Result<AppendBatchResult, StoreError>>;
+
+    fn handle(&mut self, msg: PutMessages, _: &mut Self::Context) -> Self::Result {
+        let (mode, timeout) = (self.flush_mode, self.sync_flush_timeout);
+        let store = match self.store() {
+            Ok(s) => s,
+            Err(e) => return Box::pin(futures::future::ready(Err(e))),
+        };
+        let batch: Vec<AppendMessage<'_>> =
+            msg.messages.iter().map(StoredMessage::as_append).collect();
+        let res = match store.append(&batch) {
+            Ok(r) => r,
+            Err(e) => return Box::pin(futures::future::ready(Err(e))),
+        };
+        if mode == FlushMode::Async {
+            return Box::pin(futures::future::ready(Ok(res)));
+        }
+        let flushed = store.request_flush(res.end_offset);
+        Box::pin(async move {
+            let mut res = res;
+            match tokio::time::timeout(timeout, flushed).await {
+                Ok(Ok(Ok(()))) => Ok(res),
+                Ok(Ok(Err(e))) => Err(e),
+                Ok(Err(_)) => Err(StoreError::FlushFailed("flusher stopped".into())),
+                Err(_) => {
+                    res.flush_timed_out = true;
+                    Ok(res)
+                }
+            }
+        })
+    }
+}
+
+impl Handler<GetMessages> for Storage {
+    type Result = Result<ReadResult, StoreError>;
+
+    fn handle(&mut self, m: GetMessages, _: &mut Self::Context) -> Self::Result {
+        self.store()?.read(
+            &m.topic,
+            m.queue_id,
+            m.queue_offset,
+            m.max_messages as usize,
+            m.max_bytes as usize,
+            m.tag_filter.as_deref(),
+        )
+    }
+}
+
+impl Handler<ReadAt> for Storage {
+    type Result = Result<Bytes, StoreError>;
+
+    fn handle(&mut self, m: ReadAt, _: &mut Self::Context) -> Self::Result {
+        self.store()?.read_at(m.physical_offset, m.size)
+    }
+}
+
+impl Handler<GetQueueOffsets> for Storage {
+    type Result = MessageResult<GetQueueOffsets>;
+
+    fn handle(&mut self, m: GetQueueOffsets, _: &mut Self::Context) -> Self::Result {
+        let Ok(s) = self.store() else {
+            return MessageResult((0, 0));
+        };
+        MessageResult((
+            s.min_queue_offset(&m.topic, m.queue_id).unwrap_or(0),
+            s.max_queue_offset(&m.topic, m.queue_id).unwrap_or(0),
+        ))
+    }
+}
+
+impl Handler<QueueOffsetByTime> for Storage {
+    type Result = u64;
+
+    fn handle(&mut self, m: QueueOffsetByTime, _: &mut Self::Context) -> u64 {
+        self.store().map_or(0, |s| {
+            s.queue_offset_by_time(&m.topic, m.queue_id, m.timestamp_ms)
+        })
+    }
+}
+
+impl Handler<ListQueues> for Storage {
+    type Result = MessageResult<ListQueues>;
+
+    fn handle(&mut self, _: ListQueues, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.store()
+                .map(|s| s.topics_and_queues())
+                .unwrap_or_default(),
+        )
+    }
+}
+
+impl Handler<RunRetention> for Storage {
+    type Result = Result<RetentionReport, StoreError>;
+
+    fn handle(&mut self, _: RunRetention, _: &mut Self::Context) -> Self::Result {
+        self.store()?.clean_expired_files()
+    }
+}
+
+impl Handler<GetStorageStats> for Storage {
+    type Result = MessageResult<GetStorageStats>;
+
+    fn handle(&mut self, _: GetStorageStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.store()
+                .map_or(StorageStats::default(), |s| StorageStats {
+                    min_physical_offset: s.min_physical_offset(),
+                    max_physical_offset: s.max_physical_offset(),
+                    flushed_offset: s.flushed_offset(),
+                    fsyncs: s.fsync_count(),
+                    disk_full: s.is_disk_full(),
+                }),
+        )
+    }
+}
+
+impl Handler<Shutdown> for Storage {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
+        let res = self.store()?.shutdown();
+        self.store = None;
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{decode, ReadStatus};
+
+    fn message(topic: &str, queue_id: u32, body: &'static [u8]) -> StoredMessage {
+        let host: SocketAddr = "127.0.0.1:10911".parse().unwrap();
+        StoredMessage {
+            topic: Arc::from(topic),
+            queue_id,
+            flag: 0,
+            tags: Some("TagA".into()),
+            keys: None,
+            properties: vec![("UNIQ_KEY".into(), "id-1".into())],
+            body: Bytes::from_static(body),
+            born_timestamp: 1,
+            born_host: host,
+            store_host: host,
+            reconsume_times: 0,
+            sys_flag: 0,
+            prepared_tx_offset: 0,
+        }
+    }
+
+    async fn put_get(mode: FlushMode) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            segment_size: 64 * 1024,
+            flush_mode: mode,
+            flush_interval_ms: 10,
+            ..StoreConfig::new(dir.path())
+        };
+        let log = Logger::root(slog::Discard, o!());
+        let arbiter = Arbiter::new();
+        let storage = Storage::start_on(&arbiter.handle(), config, log)
+            .await
+            .unwrap();
+        // 32 concurrent writers of one message each
+        let puts = (0..32).map(|i| {
+            storage.send(PutMessages {
+                messages: vec![message("T", i % 4, b"hello")],
+            })
+        });
+        for r in futures::future::join_all(puts).await {
+            let r = r.unwrap().unwrap();
+            assert_eq!(r.results.len(), 1);
+            assert!(!r.flush_timed_out);
+        }
+        let stats = storage.send(GetStorageStats).await.unwrap();
+        if mode == FlushMode::Sync {
+            assert!(stats.flushed_offset >= stats.max_physical_offset);
+            assert!(stats.fsyncs < 32, "group commit: {} fsyncs", stats.fsyncs);
+        }
+        let read = storage
+            .send(GetMessages {
+                topic: "T".into(),
+                queue_id: 1,
+                queue_offset: 0,
+                max_messages: 32,
+                max_bytes: 1 << 20,
+                tag_filter: Some(vec![crate::store::tag_hash("TagA")]),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (read.status, read.count, read.next_queue_offset),
+            (ReadStatus::Found, 8, 8)
+        );
+        let (m, n) = decode(&read.records).unwrap();
+        assert_eq!((m.body, m.topic, m.queue_id), (&b"hello"[..], "T", 1));
+        assert_eq!(m.property("UNIQ_KEY"), Some("id-1"));
+        let one = storage
+            .send(ReadAt {
+                physical_offset: m.physical_offset,
+                size: 0,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&one[..], &read.records[..n]);
+        let offsets = storage
+            .send(GetQueueOffsets {
+                topic: "T".into(),
+                queue_id: 1,
+            })
+            .await
+            .unwrap();
+        assert_eq!(offsets, (0, 8));
+        let by_time = storage
+            .send(QueueOffsetByTime {
+                topic: "T".into(),
+                queue_id: 1,
+                timestamp_ms: 0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(by_time, 0);
+        assert_eq!(storage.send(ListQueues).await.unwrap().len(), 4);
+        storage.send(Shutdown).await.unwrap().unwrap();
+        let after = storage
+            .send(PutMessages {
+                messages: vec![message("T", 0, b"x")],
+            })
+            .await
+            .unwrap();
+        assert!(matches!(after, Err(StoreError::ShutDown)));
+        arbiter.stop();
+    }
+
+    #[actix_rt::test]
+    async fn put_then_get_async_flush() {
+        put_get(FlushMode::Async).await;
+    }
+
+    #[actix_rt::test]
+    async fn put_then_get_sync_flush_group_commit() {
+        put_get(FlushMode::Sync).await;
+    }
+}

@@ -1,0 +1,312 @@
+//! The CommitLog: one append-only log of every message the broker stores.
+//!
+//! It is split into fixed-size mapped segment files under
+//! `data_dir/commitlog/`, each named by the global physical offset of its
+//! first byte (20 digits). Segment starts are multiples of the segment size.
+//! A record never spans two segments: when the next record does not fit,
+//! the remaining space gets an end-of-file marker and the log rolls to the
+//! next segment. A record always leaves room for that marker.
+//!
+//! This module only stores and finds bytes; what a record means lives in
+//! [`super::record`], and indexing in [`super::consume_queue`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use slog::{info, warn, Logger};
+
+use super::error::{Result, StoreError};
+use super::flush::SegmentFiles;
+use super::mapped_file::{file_name, list_files, MappedFile};
+use super::record::{self, DecodedMessage, BLANK_MAGIC, EOF_MARKER_LEN, MESSAGE_MAGIC};
+
+/// The segmented append-only log.
+pub struct CommitLog {
+    dir: PathBuf,
+    segment_size: u64,
+    segments: Vec<MappedFile>,
+    write_pos: u64,
+    files: Arc<SegmentFiles>,
+    logger: Logger,
+    first_short_segment: Option<u64>,
+}
+
+impl CommitLog {
+    /// Maps the existing segments of `dir` (creating it if needed). The write
+    /// position is provisionally the end of the last segment: recovery sets
+    /// the real one with [`CommitLog::truncate`].
+    pub fn open(dir: &Path, segment_size: u64, logger: Logger) -> Result<CommitLog> {
+        std::fs::create_dir_all(dir)?;
+        let files = Arc::new(SegmentFiles::default());
+        let mut segments: Vec<MappedFile> = Vec::new();
+        let mut first_short_segment = None;
+        for (start, path) in list_files(dir)? {
+            let len = std::fs::metadata(&path)?.len();
+            if start % segment_size != 0 || len > segment_size {
+                return Err(StoreError::InvalidConfig(format!(
+                    "segment {} does not match segment_size {segment_size}",
+                    path.display()
+                )));
+            }
+            if let Some(prev) = segments.last() {
+                if prev.end() != start {
+                    return Err(StoreError::Corrupt(format!(
+                        "commit log segments are not contiguous at {}",
+                        path.display()
+                    )));
+                }
+            }
+            if len < segment_size && first_short_segment.is_none() {
+                warn!(logger, "commit log segment is short (torn)"; "start" => start, "len" => len);
+                first_short_segment = Some(start);
+            }
+            let seg = MappedFile::open(&path, start, segment_size)?;
+            files.add(start, seg.try_clone_file()?);
+            segments.push(seg);
+        }
+        let write_pos = segments.last().map_or(0, MappedFile::end);
+        Ok(CommitLog {
+            dir: dir.to_path_buf(),
+            segment_size,
+            segments,
+            write_pos,
+            files,
+            logger,
+            first_short_segment,
+        })
+    }
+
+    /// The segment handles shared with the flusher.
+    pub fn segment_files(&self) -> Arc<SegmentFiles> {
+        self.files.clone()
+    }
+
+    /// Start of the first segment found shorter than the segment size at
+    /// open (a torn file): recovery must scan it whatever the checkpoint says.
+    pub fn first_short_segment(&self) -> Option<u64> {
+        self.first_short_segment
+    }
+
+    /// Size of one segment.
+    pub fn segment_size(&self) -> u64 {
+        self.segment_size
+    }
+
+    /// Largest record that fits in a segment.
+    pub fn max_record_size(&self) -> usize {
+        (self.segment_size as usize).saturating_sub(EOF_MARKER_LEN)
+    }
+
+    /// First physical offset still stored.
+    pub fn min_offset(&self) -> u64 {
+        self.segments
+            .first()
+            .map_or(self.write_pos, MappedFile::start)
+    }
+
+    /// One past the last byte written.
+    pub fn max_offset(&self) -> u64 {
+        self.write_pos
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn segment_index(&self, offset: u64) -> Option<usize> {
+        let first = self.segments.first()?.start();
+        if offset < first {
+            return None;
+        }
+        let idx = usize::try_from((offset - first) / self.segment_size).ok()?;
+        (idx < self.segments.len()).then_some(idx)
+    }
+
+    /// The `len` bytes at `offset`, if they are written and in one segment.
+    pub fn slice(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let end = offset.checked_add(len as u64)?;
+        if end > self.write_pos {
+            return None;
+        }
+        let seg = &self.segments[self.segment_index(offset)?];
+        let from = (offset - seg.start()) as usize;
+        seg.bytes().get(from..from + len)
+    }
+
+    /// Where a record of `size` bytes appended at `pos` would start.
+    fn placement(&self, pos: u64, size: usize) -> u64 {
+        let seg_off = pos % self.segment_size;
+        if seg_off != 0 && seg_off + size as u64 + EOF_MARKER_LEN as u64 > self.segment_size {
+            pos - seg_off + self.segment_size
+        } else {
+            pos
+        }
+    }
+
+    fn ensure_segment(&mut self, start: u64) -> Result<()> {
+        if self.segments.last().is_some_and(|s| s.start() >= start) {
+            return Ok(());
+        }
+        let path = self.dir.join(file_name(start));
+        let seg = MappedFile::open(&path, start, self.segment_size)?;
+        self.files.add(start, seg.try_clone_file()?);
+        info!(self.logger, "commit log segment created"; "start" => start);
+        self.segments.push(seg);
+        Ok(())
+    }
+
+    /// Creates, before anything is written, every segment that appending
+    /// records of these sizes needs: a batch then cannot fail half-way.
+    pub fn reserve(&mut self, sizes: impl Iterator<Item = usize>) -> Result<()> {
+        let mut pos = self.write_pos;
+        let mut last_start = None;
+        for size in sizes {
+            pos = self.placement(pos, size);
+            last_start = Some(pos - pos % self.segment_size);
+            pos += size as u64;
+        }
+        let Some(last_start) = last_start else {
+            return Ok(());
+        };
+        let mut start = self.write_pos - self.write_pos % self.segment_size;
+        while start <= last_start {
+            self.ensure_segment(start)?;
+            start += self.segment_size;
+        }
+        Ok(())
+    }
+
+    /// Appends one record of `size` bytes, written by `encode(buf, offset)`
+    /// straight into the mapped segment; returns its physical offset.
+    pub fn append_with(&mut self, size: usize, encode: impl FnOnce(&mut [u8], u64)) -> Result<u64> {
+        let pos = self.placement(self.write_pos, size);
+        if pos != self.write_pos {
+            let seg_off = (self.write_pos % self.segment_size) as usize;
+            let idx = self
+                .segment_index(self.write_pos)
+                .ok_or(StoreError::NoRecord(self.write_pos))?;
+            let buf = self.segments[idx].bytes_mut();
+            let rest = (buf.len() - seg_off) as u32;
+            buf[seg_off..seg_off + 4].copy_from_slice(&rest.to_be_bytes());
+            buf[seg_off + 4..seg_off + 8].copy_from_slice(&BLANK_MAGIC.to_be_bytes());
+            self.write_pos = pos;
+        }
+        self.ensure_segment(pos - pos % self.segment_size)?;
+        let idx = self.segment_index(pos).ok_or(StoreError::NoRecord(pos))?;
+        let seg = &mut self.segments[idx];
+        let from = (pos - seg.start()) as usize;
+        let buf =
+            seg.bytes_mut()
+                .get_mut(from..from + size)
+                .ok_or(StoreError::MessageTooLarge {
+                    size,
+                    limit: self.segment_size as usize - EOF_MARKER_LEN,
+                })?;
+        encode(buf, pos);
+        self.write_pos = pos + size as u64;
+        Ok(pos)
+    }
+
+    /// Walks valid records from `from` (a record boundary) and calls
+    /// `on_record` for each; stops at the first thing that is not a valid
+    /// record or end-of-file marker and returns that offset: the valid end.
+    pub fn scan(&self, from: u64, mut on_record: impl FnMut(&DecodedMessage<'_>)) -> u64 {
+        let mut pos = from;
+        while let Some(idx) = self.segment_index(pos) {
+            let seg = &self.segments[idx];
+            let bytes = &seg.bytes()[(pos - seg.start()) as usize..];
+            match record::peek_header(bytes) {
+                Some((size, BLANK_MAGIC)) if size as usize == bytes.len() => pos = seg.end(),
+                Some((_, MESSAGE_MAGIC)) => match record::decode(bytes) {
+                    Ok((m, n)) if m.physical_offset == pos => {
+                        on_record(&m);
+                        pos += n as u64;
+                    }
+                    _ => break,
+                },
+                _ => break,
+            }
+        }
+        pos
+    }
+
+    /// Cuts the log at `end`: zeros the rest of the segment holding it and
+    /// deletes every later segment.
+    pub fn truncate(&mut self, end: u64) -> Result<()> {
+        while self.segments.last().is_some_and(|s| s.start() >= end) {
+            if let Some(seg) = self.segments.pop() {
+                self.files.remove_from(seg.start());
+                warn!(self.logger, "deleting commit log segment past the valid end";
+                    "start" => seg.start(), "valid_end" => end);
+                seg.delete()?;
+            }
+        }
+        if let Some(seg) = self.segments.last_mut() {
+            if end < seg.end() {
+                seg.zero_from((end - seg.start()) as usize);
+            }
+        }
+        self.write_pos = end;
+        Ok(())
+    }
+
+    /// Sets the end after a clean shutdown: the tail is known to be zeros,
+    /// so only segments past `end` are deleted (none, normally).
+    pub fn truncate_clean(&mut self, end: u64) -> Result<()> {
+        while self
+            .segments
+            .last()
+            .is_some_and(|s| s.start() >= end && s.start() > 0)
+        {
+            if let Some(seg) = self.segments.pop() {
+                self.files.remove_from(seg.start());
+                seg.delete()?;
+            }
+        }
+        self.write_pos = end;
+        Ok(())
+    }
+
+    /// Paths of the segments, oldest first.
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.segments
+            .iter()
+            .map(|s| s.path().to_path_buf())
+            .collect()
+    }
+
+    /// Deletes, oldest first, segments (never the active one) last modified
+    /// before `now - reserved`; returns how many.
+    pub fn delete_expired(&mut self, now: SystemTime, reserved: Duration) -> Result<usize> {
+        let mut deleted = 0;
+        while self.segments.len() > 1 {
+            let modified = std::fs::metadata(self.segments[0].path())?.modified()?;
+            let age = now.duration_since(modified).unwrap_or_default();
+            if age <= reserved {
+                break;
+            }
+            let seg = self.segments.remove(0);
+            self.files.remove_below(seg.end());
+            info!(self.logger, "retention deleted commit log segment";
+                "start" => seg.start(), "age_s" => age.as_secs());
+            seg.delete()?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Path of the oldest segment, if any.
+    pub fn oldest_segment_path(&self) -> Option<&Path> {
+        self.segments.first().map(MappedFile::path)
+    }
+
+    /// fsyncs every segment on the calling thread (shutdown).
+    pub fn sync_all(&self) -> Result<()> {
+        for s in &self.segments {
+            s.sync()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,288 @@
+//! ConsumeQueue: the per topic/queue index into the CommitLog.
+//!
+//! RocketMQ separates data from index: every message lives once in the
+//! CommitLog, and each `(topic, queue id)` has a ConsumeQueue of fixed
+//! 20-byte entries (CommitLog offset u64, record size u32, tag hash u64, all
+//! big-endian). A queue offset is simply an entry index, so finding message
+//! `n` of a queue is arithmetic plus one read. Entries live in mapped files of
+//! `cq_entries_per_file` entries under `consumequeue/<topic>/<queue id>/`,
+//! each named by the byte offset of its first entry (20 digits). An entry of
+//! size 0 is an unwritten slot (files are preallocated with zeros).
+//!
+//! The only per-queue state in memory is the mapped files and the min/max
+//! offsets; nothing is kept per message.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use super::error::{Result, StoreError};
+use super::mapped_file::{file_name, list_files, MappedFile};
+use super::record::{be_u32, be_u64};
+
+/// Size of one ConsumeQueue entry in bytes.
+pub const CQ_ENTRY_SIZE: u64 = 20;
+
+/// One ConsumeQueue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CqEntry {
+    /// Physical (CommitLog) offset of the record.
+    pub physical_offset: u64,
+    /// Record size in bytes.
+    pub size: u32,
+    /// [`super::record::tag_hash`] of the message tag (0: no tag).
+    pub tag_hash: u64,
+}
+
+impl CqEntry {
+    /// One past the record's last byte in the CommitLog.
+    pub fn end(&self) -> u64 {
+        self.physical_offset + u64::from(self.size)
+    }
+}
+
+/// The index of one topic/queue.
+pub struct ConsumeQueue {
+    dir: PathBuf,
+    entries_per_file: u64,
+    files: BTreeMap<u64, MappedFile>,
+    min_offset: u64,
+    max_offset: u64,
+    dirty_from: Option<u64>,
+}
+
+/// What loading a queue from disk found.
+pub struct Loaded {
+    pub queue: ConsumeQueue,
+    /// Something was missing or torn (short file, hole, no file at all); the
+    /// valid prefix was kept and the rest needs re-dispatching.
+    pub damaged: bool,
+}
+
+impl ConsumeQueue {
+    /// A new, empty queue whose files will live in `dir`.
+    pub fn new(dir: PathBuf, entries_per_file: u32) -> ConsumeQueue {
+        ConsumeQueue {
+            dir,
+            entries_per_file: u64::from(entries_per_file),
+            files: BTreeMap::new(),
+            min_offset: 0,
+            max_offset: 0,
+            dirty_from: None,
+        }
+    }
+
+    fn file_bytes(&self) -> u64 {
+        self.entries_per_file * CQ_ENTRY_SIZE
+    }
+
+    /// Maps the files in `dir` and finds the contiguous run of entries from
+    /// the first file on; anything after a hole is cut.
+    pub fn load(dir: PathBuf, entries_per_file: u32) -> Result<Loaded> {
+        let mut q = ConsumeQueue::new(dir, entries_per_file);
+        let fb = q.file_bytes();
+        let mut damaged = false;
+        for (start, path) in list_files(&q.dir)? {
+            let len = std::fs::metadata(&path)?.len();
+            if start % fb != 0 || len > fb {
+                return Err(StoreError::InvalidConfig(format!(
+                    "consume queue file {} does not match cq_entries_per_file",
+                    path.display()
+                )));
+            }
+            damaged |= len < fb;
+            q.files
+                .insert(start / fb, MappedFile::open(&path, start, fb)?);
+        }
+        let Some(first) = q.files.keys().next().copied() else {
+            return Ok(Loaded {
+                queue: q,
+                damaged: true,
+            });
+        };
+        let mut pos = first * q.entries_per_file;
+        q.min_offset = pos;
+        while q.raw_get(pos).is_some() {
+            pos += 1;
+        }
+        q.max_offset = pos;
+        damaged |= q.has_entries_from(pos);
+        q.truncate(pos)?;
+        Ok(Loaded { queue: q, damaged })
+    }
+
+    fn has_entries_from(&self, idx: u64) -> bool {
+        let fi = idx / self.entries_per_file;
+        let later_files = self.files.range(fi + 1..).next().is_some();
+        let tail = self.files.get(&fi).is_some_and(|f| {
+            let from = ((idx % self.entries_per_file) * CQ_ENTRY_SIZE) as usize;
+            f.bytes()[from..].iter().any(|b| *b != 0)
+        });
+        later_files || tail
+    }
+
+    fn raw_get(&self, idx: u64) -> Option<CqEntry> {
+        let f = self.files.get(&(idx / self.entries_per_file))?;
+        let at = ((idx % self.entries_per_file) * CQ_ENTRY_SIZE) as usize;
+        let b = f.bytes().get(at..at + CQ_ENTRY_SIZE as usize)?;
+        let e = CqEntry {
+            physical_offset: be_u64(b, 0),
+            size: be_u32(b, 8),
+            tag_hash: be_u64(b, 12),
+        };
+        (e.size != 0).then_some(e)
+    }
+
+    /// The entry at queue offset `idx`, if within `[min, max)`.
+    pub fn get(&self, idx: u64) -> Option<CqEntry> {
+        if idx < self.min_offset || idx >= self.max_offset {
+            return None;
+        }
+        self.raw_get(idx)
+    }
+
+    /// First queue offset still available.
+    pub fn min_offset(&self) -> u64 {
+        self.min_offset
+    }
+
+    /// Next queue offset to be written (number of messages ever stored).
+    pub fn max_offset(&self) -> u64 {
+        self.max_offset
+    }
+
+    /// The CommitLog end of the last entry.
+    pub fn last_entry_end(&self) -> Option<u64> {
+        self.max_offset
+            .checked_sub(1)
+            .and_then(|i| self.get(i))
+            .map(|e| e.end())
+    }
+
+    /// Writes the entry at `idx` (the next offset when appending; any offset
+    /// when recovery re-dispatches).
+    pub fn put(&mut self, idx: u64, e: CqEntry) -> Result<()> {
+        let fi = self.ensure_file(idx)?;
+        let f = self
+            .files
+            .get_mut(&fi)
+            .ok_or(StoreError::NoRecord(e.physical_offset))?;
+        let at = ((idx % self.entries_per_file) * CQ_ENTRY_SIZE) as usize;
+        let b = &mut f.bytes_mut()[at..at + CQ_ENTRY_SIZE as usize];
+        b[0..8].copy_from_slice(&e.physical_offset.to_be_bytes());
+        b[8..12].copy_from_slice(&e.size.to_be_bytes());
+        b[12..20].copy_from_slice(&e.tag_hash.to_be_bytes());
+        self.max_offset = self.max_offset.max(idx + 1);
+        self.min_offset = self.min_offset.min(idx);
+        self.dirty_from = Some(self.dirty_from.map_or(fi, |d| d.min(fi)));
+        Ok(())
+    }
+
+    /// Creates the file holding entry `idx` if it does not exist yet;
+    /// returns its file index.
+    pub fn ensure_file(&mut self, idx: u64) -> Result<u64> {
+        let fi = idx / self.entries_per_file;
+        if !self.files.contains_key(&fi) {
+            if self.files.is_empty() && self.max_offset == 0 {
+                self.min_offset = idx;
+                self.max_offset = idx;
+            }
+            std::fs::create_dir_all(&self.dir)?;
+            let start = fi * self.file_bytes();
+            let f = MappedFile::open(&self.dir.join(file_name(start)), start, self.file_bytes())?;
+            self.files.insert(fi, f);
+        }
+        Ok(fi)
+    }
+
+    /// Drops entries `new_max..`: zeros them and deletes files past them.
+    pub fn truncate(&mut self, new_max: u64) -> Result<()> {
+        let fi = new_max / self.entries_per_file;
+        let later: Vec<u64> = self.files.range(fi + 1..).map(|(k, _)| *k).collect();
+        for k in later {
+            if let Some(f) = self.files.remove(&k) {
+                f.delete()?;
+            }
+        }
+        if let Some(f) = self.files.get_mut(&fi) {
+            f.zero_from(((new_max % self.entries_per_file) * CQ_ENTRY_SIZE) as usize);
+        }
+        self.max_offset = new_max;
+        self.min_offset = self.min_offset.min(new_max);
+        Ok(())
+    }
+
+    /// First queue offset in `[min, max)` whose entry satisfies `past`
+    /// (entries are ordered by physical offset, so a binary search works).
+    fn first_where(&self, past: impl Fn(&CqEntry) -> bool) -> u64 {
+        let (mut lo, mut hi) = (self.min_offset, self.max_offset);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.raw_get(mid) {
+                Some(e) if !past(&e) => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        lo
+    }
+
+    /// Cuts entries pointing at or past `valid_end` of the CommitLog.
+    pub fn cut_past(&mut self, valid_end: u64) -> Result<bool> {
+        let cut = self.first_where(|e| e.end() > valid_end);
+        if cut < self.max_offset {
+            self.truncate(cut)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// After CommitLog retention: deletes files (never the last) whose
+    /// entries all point below `cl_min` and moves the min offset to the first
+    /// entry still stored. Returns the number of files deleted.
+    pub fn delete_below(&mut self, cl_min: u64) -> Result<usize> {
+        let mut deleted = 0;
+        while self.files.len() > 1 {
+            let Some((&fi, _)) = self.files.iter().next() else {
+                break;
+            };
+            let last_idx = (fi + 1) * self.entries_per_file - 1;
+            match self.raw_get(last_idx) {
+                Some(e) if e.end() <= cl_min => {
+                    if let Some(f) = self.files.remove(&fi) {
+                        f.delete()?;
+                        deleted += 1;
+                    }
+                    self.min_offset = self.min_offset.max(last_idx + 1);
+                }
+                _ => break,
+            }
+        }
+        self.min_offset = self.first_where(|e| e.physical_offset >= cl_min);
+        Ok(deleted)
+    }
+
+    /// Duplicated handles of the files written since the last call, for the
+    /// flusher's checkpoint.
+    pub fn take_dirty_files(&mut self, out: &mut Vec<File>) -> Result<()> {
+        if let Some(from) = self.dirty_from.take() {
+            for f in self.files.range(from..).map(|(_, f)| f) {
+                out.push(f.try_clone_file()?);
+            }
+        }
+        Ok(())
+    }
+
+    /// fsyncs every file on the calling thread (shutdown).
+    pub fn sync_all(&mut self) -> Result<()> {
+        for f in self.files.values() {
+            f.sync()?;
+        }
+        self.dirty_from = None;
+        Ok(())
+    }
+
+    /// Directory of the queue.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}

@@ -1,0 +1,624 @@
+//! Store-level tests: reads across segments, recovery from damage,
+//! group commit, retention and disk-full handling. Small segments (16 KiB)
+//! and ConsumeQueue files (64 entries) exercise rolling everywhere.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+fn logger() -> Logger {
+    Logger::root(slog::Discard, slog::o!())
+}
+
+fn config(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        segment_size: 16 * 1024,
+        cq_entries_per_file: 64,
+        max_message_size: 4096,
+        ..StoreConfig::new(dir)
+    }
+}
+
+const TOPICS: [&str; 3] = ["TopicA", "TopicB", "%RETRY%group"];
+
+/// What a test appended, to compare with what the store serves.
+#[derive(Clone)]
+struct Sent {
+    topic: &'static str,
+    queue_id: u32,
+    body: Vec<u8>,
+    tag: &'static str,
+    at: AppendResult,
+}
+
+fn append_random(store: &mut Store, rng: &mut impl Rng, batches: usize, sent: &mut Vec<Sent>) {
+    let host: std::net::SocketAddr = "127.0.0.1:10911".parse().unwrap();
+    for _ in 0..batches {
+        let n = rng.gen_range(1..8);
+        let specs: Vec<(&'static str, u32, Vec<u8>, &'static str)> = (0..n)
+            .map(|_| {
+                let len = rng.gen_range(0..600);
+                let body = (0..len).map(|_| rng.gen()).collect();
+                let tag = if rng.gen_bool(0.5) { "TagA" } else { "TagB" };
+                (TOPICS[rng.gen_range(0..3)], rng.gen_range(0..2), body, tag)
+            })
+            .collect();
+        let batch: Vec<AppendMessage<'_>> = specs
+            .iter()
+            .map(|(t, q, b, tag)| AppendMessage {
+                topic: t,
+                queue_id: *q,
+                flag: 0,
+                tags: Some(tag),
+                keys: Some("k1"),
+                properties: &[],
+                body: b,
+                born_timestamp: 1,
+                born_host: host,
+                store_host: host,
+                reconsume_times: 0,
+                sys_flag: 0,
+                prepared_tx_offset: 0,
+            })
+            .collect();
+        let res = store.append(&batch).unwrap();
+        for ((t, q, b, tag), at) in specs.into_iter().zip(res.results) {
+            sent.push(Sent {
+                topic: t,
+                queue_id: q,
+                body: b,
+                tag,
+                at,
+            });
+        }
+    }
+}
+
+/// Reads every queue in full and checks it is exactly `expected` (in
+/// order), that queue offsets are contiguous and that every entry points at
+/// a valid record of its own topic/queue.
+fn check(store: &Store, expected: &[Sent]) {
+    for topic in TOPICS {
+        for q in 0..2 {
+            let want: Vec<&Sent> = expected
+                .iter()
+                .filter(|s| s.topic == topic && s.queue_id == q)
+                .collect();
+            let max = store.max_queue_offset(topic, q).unwrap_or(0);
+            let min = store.min_queue_offset(topic, q).unwrap_or(0);
+            assert_eq!(max, want.len() as u64, "{topic}/{q} max offset");
+            let mut got = Vec::new();
+            let mut off = min;
+            while off < max {
+                let r = store.read(topic, q, off, 7, 1 << 20, None).unwrap();
+                assert_eq!(r.status, ReadStatus::Found);
+                let mut buf = &r.records[..];
+                while !buf.is_empty() {
+                    let (m, n) = decode(buf).unwrap();
+                    assert_eq!(m.topic, topic);
+                    assert_eq!(m.queue_id, q);
+                    assert_eq!(m.queue_offset, off + got.len() as u64 - (off - min));
+                    got.push(m.body.to_vec());
+                    buf = &buf[n..];
+                }
+                off = r.next_queue_offset;
+            }
+            let want_bodies: Vec<Vec<u8>> = want.iter().map(|s| s.body.clone()).collect();
+            assert_eq!(got, want_bodies, "{topic}/{q} bodies");
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+/// Fills a store (several segments), waits for a checkpoint, crashes it
+/// (drop without shutdown) and returns what was sent.
+fn crashed_store(dir: &Path, seed: u64, batches: usize) -> Vec<Sent> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut store = Store::open(config(dir), logger()).unwrap();
+    let mut sent = Vec::new();
+    append_random(&mut store, &mut rng, batches / 2, &mut sent);
+    store.flush_tick().unwrap();
+    wait_checkpoint(dir, store.max_physical_offset());
+    append_random(&mut store, &mut rng, batches / 2, &mut sent);
+    drop(store);
+    sent
+}
+
+fn wait_checkpoint(dir: &Path, end: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cp = Checkpoint::load(&dir.join("checkpoint")).unwrap();
+        if cp.is_some_and(|c| c.cq_safe >= end) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "checkpoint not written");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn segment_path(dir: &Path, start: u64) -> PathBuf {
+    dir.join("commitlog").join(mapped_file::file_name(start))
+}
+
+#[test]
+fn append_and_read_across_segments_then_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let mut sent = Vec::new();
+    let mut store = Store::open(config(dir.path()), logger()).unwrap();
+    append_random(&mut store, &mut rng, 150, &mut sent);
+    assert!(
+        store.segment_count() > 5,
+        "segments: {}",
+        store.segment_count()
+    );
+    check(&store, &sent);
+    for s in sent.iter().step_by(17) {
+        let rec = store.read_at(s.at.physical_offset, s.at.size).unwrap();
+        let (m, _) = decode(&rec).unwrap();
+        assert_eq!(m.body, &s.body[..]);
+        assert_eq!(m.tags(), Some(s.tag));
+        assert_eq!(m.keys(), Some("k1"));
+        assert_eq!(store.read_at(s.at.physical_offset, 0).unwrap(), rec);
+    }
+    assert!(store.read_at(sent[1].at.physical_offset + 1, 0).is_err());
+    store.shutdown().unwrap();
+    drop(store);
+    let mut store = Store::open(config(dir.path()), logger()).unwrap();
+    check(&store, &sent);
+    append_random(&mut store, &mut rng, 20, &mut sent);
+    check(&store, &sent);
+    assert_eq!(store.topics_and_queues().len(), 6);
+}
+
+#[test]
+fn read_statuses_limits_and_tag_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let mut sent = Vec::new();
+    let mut store = Store::open(config(dir.path()), logger()).unwrap();
+    append_random(&mut store, &mut rng, 60, &mut sent);
+    let max = store.max_queue_offset("TopicA", 0).unwrap();
+    let r = store.read("nope", 0, 0, 32, 1 << 20, None).unwrap();
+    assert_eq!(r.status, ReadStatus::NoQueue);
+    let r = store.read("TopicA", 0, max, 32, 1 << 20, None).unwrap();
+    assert_eq!(
+        (r.status, r.next_queue_offset),
+        (ReadStatus::NoNewMessage, max)
+    );
+    let r = store.read("TopicA", 0, max + 1, 32, 1 << 20, None).unwrap();
+    assert_eq!(
+        (r.status, r.next_queue_offset),
+        (ReadStatus::OffsetTooBig, max)
+    );
+    // max_bytes: at least one record, never more than asked beyond that
+    let r = store.read("TopicA", 0, 0, 32, 1, None).unwrap();
+    assert_eq!(r.count, 1);
+    // tag filter: only TagA, offsets advance past skipped entries
+    let want: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| s.topic == "TopicA" && s.queue_id == 0 && s.tag == "TagA")
+        .collect();
+    let filter = [tag_hash("TagA")];
+    let (mut off, mut got) = (0, 0);
+    while off < max {
+        let r = store
+            .read("TopicA", 0, off, 3, 1 << 20, Some(&filter))
+            .unwrap();
+        let mut buf = &r.records[..];
+        while !buf.is_empty() {
+            let (m, n) = decode(buf).unwrap();
+            assert_eq!(m.tags(), Some("TagA"));
+            assert_eq!(m.body, &want[got].body[..]);
+            got += 1;
+            buf = &buf[n..];
+        }
+        assert!(r.next_queue_offset > off);
+        off = r.next_queue_offset;
+    }
+    assert_eq!(got, want.len());
+    let r = store
+        .read("TopicA", 0, 0, 3, 1 << 20, Some(&[tag_hash("None")]))
+        .unwrap();
+    assert_eq!(
+        (r.status, r.next_queue_offset),
+        (ReadStatus::NoMatchedMessage, max)
+    );
+}
+
+#[test]
+fn oversized_message_fails_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(config(dir.path()), logger()).unwrap();
+    let host = "127.0.0.1:1".parse().unwrap();
+    let big = vec![0u8; 5000];
+    let m = |body: &'static [u8]| AppendMessage {
+        topic: "T",
+        queue_id: 0,
+        flag: 0,
+        tags: None,
+        keys: None,
+        properties: &[],
+        body,
+        born_timestamp: 0,
+        born_host: host,
+        store_host: host,
+        reconsume_times: 0,
+        sys_flag: 0,
+        prepared_tx_offset: 0,
+    };
+    let mut huge = m(b"x");
+    huge.body = &big;
+    let err = store.append(&[m(b"ok"), huge]).unwrap_err();
+    assert!(matches!(err, StoreError::MessageTooLarge { .. }));
+    assert_eq!(store.max_physical_offset(), 0);
+    assert_eq!(store.max_queue_offset("T", 0), None);
+    store.append(&[m(b"ok")]).unwrap();
+    assert_eq!(store.max_queue_offset("T", 0), Some(1));
+}
+
+#[test]
+fn queue_offset_by_store_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut sent = Vec::new();
+    let mut store = Store::open(config(dir.path()), logger()).unwrap();
+    for _ in 0..4 {
+        append_random(&mut store, &mut rng, 5, &mut sent);
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    for topic in TOPICS {
+        let mine: Vec<&Sent> = sent
+            .iter()
+            .filter(|s| s.topic == topic && s.queue_id == 1)
+            .collect();
+        for (i, s) in mine.iter().enumerate() {
+            let first = mine
+                .iter()
+                .position(|o| o.at.store_timestamp >= s.at.store_timestamp)
+                .unwrap_or(i);
+            assert_eq!(
+                store.queue_offset_by_time(topic, 1, s.at.store_timestamp),
+                first as u64
+            );
+        }
+        assert_eq!(store.queue_offset_by_time(topic, 1, 0), 0);
+        assert_eq!(
+            store.queue_offset_by_time(topic, 1, i64::MAX),
+            mine.len() as u64
+        );
+    }
+}
+
+/// (a) torn tail: the last segment truncated at random points.
+#[test]
+fn recovery_truncated_last_segment() {
+    let base = tempfile::tempdir().unwrap();
+    let sent = crashed_store(base.path(), 10, 120);
+    let last = sent.iter().map(|s| s.at.physical_offset).max().unwrap();
+    let seg_start = last - last % 16384;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for _ in 0..6 {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(base.path(), dir.path());
+        let cut = rng.gen_range(0..=(last + 10 - seg_start));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(segment_path(dir.path(), seg_start))
+            .unwrap();
+        f.set_len(cut).unwrap();
+        let cut = seg_start + cut;
+        let survivors: Vec<Sent> = sent
+            .iter()
+            .filter(|s| s.at.physical_offset + u64::from(s.at.size) <= cut)
+            .cloned()
+            .collect();
+        let mut store = Store::open(config(dir.path()), logger()).unwrap();
+        check(&store, &survivors);
+        // the store goes on from there
+        let mut more = survivors.clone();
+        append_random(&mut store, &mut rng, 5, &mut more);
+        check(&store, &more);
+        drop(store);
+        let store = Store::open(config(dir.path()), logger()).unwrap();
+        check(&store, &more);
+    }
+}
+
+/// (b) a flipped byte inside a record: it and everything after are gone.
+#[test]
+fn recovery_flipped_byte() {
+    let base = tempfile::tempdir().unwrap();
+    let sent = crashed_store(base.path(), 20, 120);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let last = sent.iter().map(|s| s.at.physical_offset).max().unwrap();
+    let seg_start = last - last % 16384;
+    let in_last: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| s.at.physical_offset >= seg_start)
+        .collect();
+    for _ in 0..4 {
+        let victim = in_last[rng.gen_range(0..in_last.len())];
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(base.path(), dir.path());
+        let path = segment_path(dir.path(), seg_start);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = (victim.at.physical_offset - seg_start) as usize
+            + rng.gen_range(0..victim.at.size as usize);
+        bytes[at] ^= 0x10;
+        std::fs::write(&path, bytes).unwrap();
+        let survivors: Vec<Sent> = sent
+            .iter()
+            .filter(|s| s.at.physical_offset < victim.at.physical_offset)
+            .cloned()
+            .collect();
+        let store = Store::open(config(dir.path()), logger()).unwrap();
+        check(&store, &survivors);
+        assert_eq!(store.max_physical_offset(), victim.at.physical_offset);
+    }
+}
+
+/// (c) roll across segments, crash: everything in the page cache survives.
+#[test]
+fn recovery_after_crash_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sent = crashed_store(dir.path(), 30, 100);
+    let mut store = Store::open(config(dir.path()), logger()).unwrap();
+    assert!(store.segment_count() > 3);
+    check(&store, &sent);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+    append_random(&mut store, &mut rng, 30, &mut sent);
+    drop(store);
+    // and with the checkpoint gone
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    let store = Store::open(config(dir.path()), logger()).unwrap();
+    check(&store, &sent);
+}
+
+/// (d) ConsumeQueue files deleted or truncated after a clean shutdown.
+#[test]
+fn recovery_rebuilds_consume_queues() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(40);
+    let mut sent = Vec::new();
+    let mut store = Store::open(config(dir.path()), logger()).unwrap();
+    append_random(&mut store, &mut rng, 200, &mut sent);
+    store.shutdown().unwrap();
+    drop(store);
+    let cq = |t: &str, q: u32| dir.path().join("consumequeue").join(t).join(q.to_string());
+    let a0 = mapped_file::list_files(&cq("TopicA", 0)).unwrap();
+    assert!(a0.len() >= 3, "need several cq files, got {}", a0.len());
+    std::fs::remove_file(&a0[1].1).unwrap(); // a middle file
+    let b1 = mapped_file::list_files(&cq("TopicB", 1)).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&b1.last().unwrap().1)
+        .unwrap();
+    f.set_len(30).unwrap(); // torn last file
+    let store = Store::open(config(dir.path()), logger()).unwrap();
+    check(&store, &sent);
+    drop(store);
+    // the whole consumequeue directory gone
+    std::fs::remove_dir_all(dir.path().join("consumequeue")).unwrap();
+    let store = Store::open(config(dir.path()), logger()).unwrap();
+    check(&store, &sent);
+}
+
+#[test]
+fn sync_flush_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(50);
+    let mut sent = Vec::new();
+    let mut store = Store::open(config(dir.path()), logger()).unwrap();
+    let mut replies = Vec::new();
+    for _ in 0..200 {
+        append_random(&mut store, &mut rng, 1, &mut sent);
+        replies.push(store.request_flush(store.max_physical_offset()));
+    }
+    for r in replies {
+        futures::executor::block_on(r).unwrap().unwrap();
+    }
+    assert!(store.flushed_offset() >= store.max_physical_offset());
+    let fsyncs = store.fsync_count();
+    assert!(fsyncs < 200, "fsyncs {fsyncs} for 200 appends");
+    // already covered: answered without a new fsync
+    futures::executor::block_on(store.request_flush(1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.fsync_count(), fsyncs);
+}
+
+fn set_mtime(path: &Path, t: SystemTime) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_modified(t).unwrap();
+}
+
+#[test]
+fn retention_deletes_expired_segments_and_queues() {
+    let dir = tempfile::tempdir().unwrap();
+    let usage = FixedDiskUsage::new(0.5);
+    let cfg = StoreConfig {
+        cq_entries_per_file: 8,
+        ..config(dir.path())
+    };
+    let mut store =
+        Store::open_with_disk_usage(cfg.clone(), logger(), Box::new(usage.clone())).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(60);
+    let mut sent = Vec::new();
+    append_random(&mut store, &mut rng, 250, &mut sent);
+    let now = SystemTime::now();
+    let old = now - Duration::from_secs(100 * 3600);
+    let paths = store.segment_paths();
+    assert!(paths.len() > 8);
+    for p in &paths[..4] {
+        set_mtime(p, old);
+    }
+    set_mtime(&paths[5], old); // not contiguous from the oldest: stays
+    let other_hour = (store.config().delete_when_hour + 1) % 24;
+    let r = store.clean_expired_files_at(now, other_hour).unwrap();
+    assert_eq!((r.triggered, r.deleted_segments), (false, 0));
+    let r = store.clean_expired_files_at(now, 4).unwrap();
+    assert_eq!((r.triggered, r.deleted_segments), (true, 4));
+    assert!(r.deleted_cq_files > 0);
+    let min = store.min_physical_offset();
+    assert_eq!(min, 4 * 16384);
+    for topic in TOPICS {
+        for q in 0..2 {
+            let all: Vec<&Sent> = sent
+                .iter()
+                .filter(|s| s.topic == topic && s.queue_id == q)
+                .collect();
+            let first_kept = all
+                .iter()
+                .position(|s| s.at.physical_offset >= min)
+                .unwrap_or(all.len());
+            assert_eq!(store.min_queue_offset(topic, q), Some(first_kept as u64));
+            if first_kept > 0 {
+                let r = store.read(topic, q, 0, 1, 1 << 20, None).unwrap();
+                assert_eq!(r.status, ReadStatus::OffsetTooSmall);
+            }
+            let r = store
+                .read(topic, q, first_kept as u64, 1000, 1 << 30, None)
+                .unwrap();
+            assert_eq!(r.count as usize, all.len() - first_kept);
+        }
+    }
+    // soft limit: deletes at any hour
+    set_mtime(&paths[4], old);
+    usage.set(0.8);
+    let r = store.clean_expired_files_at(now, other_hour).unwrap();
+    assert_eq!((r.triggered, r.deleted_segments), (true, 2));
+    drop(store);
+    let store = Store::open(cfg, logger()).unwrap();
+    assert_eq!(store.min_physical_offset(), 6 * 16384);
+    for s in sent.iter().filter(|s| s.at.physical_offset >= 6 * 16384) {
+        let r = store
+            .read(s.topic, s.queue_id, s.at.queue_offset, 1, 1, None)
+            .unwrap();
+        assert_eq!(decode(&r.records).unwrap().0.body, &s.body[..]);
+    }
+}
+
+#[test]
+fn disk_full_refuses_writes_and_keeps_files_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let usage = FixedDiskUsage::new(0.5);
+    let mut store =
+        Store::open_with_disk_usage(config(dir.path()), logger(), Box::new(usage.clone())).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(70);
+    let mut sent = Vec::new();
+    append_random(&mut store, &mut rng, 20, &mut sent);
+    usage.set(0.95);
+    store.flush_tick().unwrap();
+    assert!(store.is_disk_full());
+    let end = store.max_physical_offset();
+    let host = "127.0.0.1:1".parse().unwrap();
+    let m = AppendMessage {
+        topic: "TopicA",
+        queue_id: 0,
+        flag: 0,
+        tags: None,
+        keys: None,
+        properties: &[],
+        body: b"refused",
+        born_timestamp: 0,
+        born_host: host,
+        store_host: host,
+        reconsume_times: 0,
+        sys_flag: 0,
+        prepared_tx_offset: 0,
+    };
+    assert!(matches!(
+        store.append(&[m]),
+        Err(StoreError::DiskFull { .. })
+    ));
+    assert_eq!(store.max_physical_offset(), end);
+    check(&store, &sent);
+    usage.set(0.5);
+    store.check_disk();
+    append_random(&mut store, &mut rng, 5, &mut sent);
+    drop(store);
+    let store = Store::open(config(dir.path()), logger()).unwrap();
+    check(&store, &sent);
+}
+
+fn rss_anon_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Stores 10^7 small messages and prints anonymous RSS along the way: it
+/// must stay flat (nothing per message in RAM). Run with
+/// `cargo test -p skylark-actors --release -- --ignored rss --nocapture`.
+#[test]
+#[ignore]
+fn rss_stays_flat_over_ten_million_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        segment_size: 256 << 20,
+        ..StoreConfig::new(dir.path())
+    };
+    let mut store = Store::open(cfg, logger()).unwrap();
+    let host = "127.0.0.1:1".parse().unwrap();
+    let body = [7u8; 64];
+    let topics: Vec<String> = (0..4).map(|i| format!("Topic{i}")).collect();
+    let batch: Vec<AppendMessage<'_>> = (0..32)
+        .map(|i| AppendMessage {
+            topic: &topics[i % 4],
+            queue_id: (i % 8) as u32,
+            flag: 0,
+            tags: Some("TagA"),
+            keys: None,
+            properties: &[],
+            body: &body,
+            born_timestamp: 0,
+            born_host: host,
+            store_host: host,
+            reconsume_times: 0,
+            sys_flag: 0,
+            prepared_tx_offset: 0,
+        })
+        .collect();
+    let start = Instant::now();
+    let total = 10_000_000u64;
+    let mut stored = 0u64;
+    println!("messages,rss_anon_kb,elapsed_s");
+    while stored < total {
+        store.append(&batch).unwrap();
+        stored += batch.len() as u64;
+        if stored.is_multiple_of(1 << 15) {
+            store.flush_tick().unwrap();
+        }
+        if stored % 1_000_000 < 32 {
+            println!(
+                "{stored},{},{:.1}",
+                rss_anon_kb(),
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    println!(
+        "{stored},{},{:.1}",
+        rss_anon_kb(),
+        start.elapsed().as_secs_f64()
+    );
+}

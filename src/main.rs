@@ -1,1 +1,24 @@
-fn main() {}
+//! The `skylark` binary: a thin `main` around the library (DESIGN §7).
+
+use clap::Parser;
+use skylark::cli::{self, Cli, Cmd};
+
+fn main() {
+    let cli = Cli::parse();
+    let log = skylark::logging::logger(&cli.log_level, cli.log_json);
+    let result = match cli.cmd {
+        Cmd::Standalone(a) => cli::server::standalone(a, log.clone()),
+        Cmd::Namesrv(a) => cli::server::namesrv(a, log.clone()),
+        Cmd::Broker(a) => cli::server::broker(a, log.clone()),
+        Cmd::Produce(a) => cli::produce::run(a),
+        Cmd::Consume(a) => cli::consume::run(a),
+        Cmd::Admin(a) => cli::admin::run(a),
+        Cmd::Bench(a) => cli::bench::run(a),
+    };
+    // Let the async log drain flush before exiting.
+    drop(log);
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

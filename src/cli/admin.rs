@@ -1,0 +1,245 @@
+//! `skylark admin`: topics and the cluster, through the NameServer.
+//!
+//! `topic create|update` sends `CreateTopic` to every master broker the
+//! NameServer knows (from `GetClusterInfo`), or to `--broker`; `topic delete`
+//! to every master hosting the topic. `topic route|list` and `cluster list`
+//! print a table, or JSON with `--json`. Errors name the object
+//! (`topic 'X' not found`).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::bail;
+use serde_json::json;
+use skylark_codec::{CreateTopicRequest, DeleteTopicRequest, TopicConfig, PERM_READ, PERM_WRITE};
+
+use super::{AdminArgs, AdminCmd, ClusterCmd, TopicCmd, TopicCreateArgs};
+use crate::client::{ClientConfig, ClientError, NameServerClient};
+
+/// `println!` that returns an error (e.g. a closed pipe) instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($t)*)?
+    };
+}
+
+/// Entry point of `skylark admin`.
+pub fn run(a: AdminArgs) -> anyhow::Result<()> {
+    actix::System::new().block_on(admin(a))
+}
+
+async fn admin(a: AdminArgs) -> anyhow::Result<()> {
+    let cfg = ClientConfig::new(&a.namesrv);
+    let ns = NameServerClient::new(&cfg.namesrv, cfg.request_timeout, &cfg.client_id)?;
+    match a.cmd {
+        AdminCmd::Topic(TopicCmd::Create(t)) => create(&ns, &cfg, &t, "created", a.json).await,
+        AdminCmd::Topic(TopicCmd::Update(t)) => create(&ns, &cfg, &t, "updated", a.json).await,
+        AdminCmd::Topic(TopicCmd::Delete(t)) => delete(&ns, &cfg, &t.name, a.json).await,
+        AdminCmd::Topic(TopicCmd::Route(t)) => route(&ns, &t.name, a.json).await,
+        AdminCmd::Topic(TopicCmd::List) => list(&ns, a.json).await,
+        AdminCmd::Cluster(ClusterCmd::List) => cluster(&ns, a.json).await,
+    }
+}
+
+/// Calls `req` on the broker at `addr`.
+async fn call_broker<R>(cfg: &ClientConfig, addr: &str, topic: &str, req: &R) -> anyhow::Result<()>
+where
+    R: skylark_codec::Rpc + serde::Serialize,
+    R::Response: serde::de::DeserializeOwned,
+{
+    let c = crate::client::connect_broker(cfg, addr).await?;
+    let r = c.call(req).await;
+    c.close();
+    r.map(|_| ())
+        .map_err(|e| ClientError::from_call(addr, Some(topic), e).into())
+}
+
+async fn create(
+    ns: &NameServerClient,
+    cfg: &ClientConfig,
+    t: &TopicCreateArgs,
+    verb: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    skylark_codec::validate_topic_name(&t.name).map_err(anyhow::Error::msg)?;
+    if t.queues == 0 {
+        bail!("--queues must be at least 1");
+    }
+    let targets: Vec<(String, String)> = match &t.broker {
+        Some(addr) => vec![(addr.clone(), addr.clone())],
+        None => ns
+            .cluster_info()
+            .await?
+            .brokers
+            .values()
+            .filter_map(|b| {
+                b.master_addr()
+                    .map(|a| (b.broker_name.clone(), a.to_string()))
+            })
+            .collect(),
+    };
+    if targets.is_empty() {
+        bail!(
+            "cannot create topic '{}': no master broker is registered with the NameServer",
+            t.name
+        );
+    }
+    let req = CreateTopicRequest {
+        config: TopicConfig {
+            order: t.order,
+            ..TopicConfig::new(t.name.clone(), t.queues)
+        },
+    };
+    for (_, addr) in &targets {
+        call_broker(cfg, addr, &t.name, &req).await?;
+    }
+    if json {
+        let brokers: Vec<_> = targets
+            .iter()
+            .map(|(n, a)| json!({"broker_name": n, "addr": a}))
+            .collect();
+        out!(
+            "{}",
+            json!({"topic": t.name, "queues": t.queues, "order": t.order, "brokers": brokers, "result": verb})
+        );
+    } else {
+        for (name, addr) in &targets {
+            out!(
+                "{verb} topic '{}' ({} queues{}) on {name} ({addr})",
+                t.name,
+                t.queues,
+                if t.order { ", ordered" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn delete(
+    ns: &NameServerClient,
+    cfg: &ClientConfig,
+    name: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let route = ns.route(name).await?;
+    let masters: Vec<String> = route
+        .brokers
+        .iter()
+        .filter_map(|b| b.master_addr().map(String::from))
+        .collect();
+    if masters.is_empty() {
+        bail!("cannot delete topic '{name}': no master broker hosts it");
+    }
+    let req = DeleteTopicRequest {
+        topic: name.to_string(),
+    };
+    for addr in &masters {
+        call_broker(cfg, addr, name, &req).await?;
+    }
+    if json {
+        out!(
+            "{}",
+            json!({"topic": name, "brokers": masters, "result": "deleted"})
+        );
+    } else {
+        out!("deleted topic '{name}' on {}", masters.join(", "));
+    }
+    Ok(())
+}
+
+fn perm_str(perm: u8) -> String {
+    let r = if perm & PERM_READ != 0 { "r" } else { "-" };
+    let w = if perm & PERM_WRITE != 0 { "w" } else { "-" };
+    format!("{r}{w}")
+}
+
+async fn route(ns: &NameServerClient, name: &str, json: bool) -> anyhow::Result<()> {
+    let route = ns.route(name).await?;
+    if json {
+        out!(
+            "{}",
+            serde_json::to_string(&json!({"topic": name, "route": route}))?
+        );
+        return Ok(());
+    }
+    out!(
+        "{:<20} {:<24} {:>6} {:>6} {:<5} {:<5}",
+        "BROKER",
+        "MASTER",
+        "READ",
+        "WRITE",
+        "PERM",
+        "ORDER"
+    );
+    for q in &route.queues {
+        let master = route
+            .brokers
+            .iter()
+            .find(|b| b.broker_name == q.broker_name)
+            .and_then(|b| b.master_addr())
+            .unwrap_or("-");
+        out!(
+            "{:<20} {:<24} {:>6} {:>6} {:<5} {:<5}",
+            q.broker_name,
+            master,
+            q.read_queues,
+            q.write_queues,
+            perm_str(q.perm),
+            q.order
+        );
+    }
+    Ok(())
+}
+
+async fn list(ns: &NameServerClient, json: bool) -> anyhow::Result<()> {
+    let mut topics = ns.topic_list().await?.topics;
+    topics.sort();
+    if json {
+        out!("{}", json!({ "topics": topics }));
+    } else {
+        for t in topics {
+            out!("{t}");
+        }
+    }
+    Ok(())
+}
+
+async fn cluster(ns: &NameServerClient, json: bool) -> anyhow::Result<()> {
+    let info = ns.cluster_info().await?;
+    if json {
+        out!("{}", serde_json::to_string(&info)?);
+        return Ok(());
+    }
+    // Brokers not listed under any cluster still show, under their own.
+    let mut by_cluster: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (cluster, names) in &info.clusters {
+        by_cluster
+            .entry(cluster)
+            .or_default()
+            .extend(names.iter().map(String::as_str));
+    }
+    for b in info.brokers.values() {
+        let names = by_cluster.entry(b.cluster.as_str()).or_default();
+        if !names.contains(&b.broker_name.as_str()) {
+            names.push(&b.broker_name);
+        }
+    }
+    out!(
+        "{:<16} {:<20} {:>4} {:<24}",
+        "CLUSTER",
+        "BROKER",
+        "ID",
+        "ADDR"
+    );
+    for (cluster, names) in by_cluster {
+        for name in names {
+            let Some(b) = info.brokers.get(name) else {
+                continue;
+            };
+            for (id, addr) in &b.addrs {
+                out!("{cluster:<16} {name:<20} {id:>4} {addr:<24}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! The `skylark` command line (DESIGN §7): a contract scripts depend on.
+//!
+//! Server commands (`standalone`, `namesrv`, `broker`) live in [`server`];
+//! client commands in [`produce`], [`consume`], [`admin`] and [`bench`].
+//! Every failure exits non-zero with a one-line reason on stderr.
+
+pub mod admin;
+pub mod bench;
+pub mod consume;
+pub mod produce;
+pub mod server;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Skylark: a distributed message broker in the family of Apache RocketMQ.
+#[derive(Debug, Parser)]
+#[command(name = "skylark", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log level: error, warn, info, debug, trace, off.
+    #[arg(long, global = true, env = "SKYLARK_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run a NameServer and a Broker in one process (embedded defaults).
+    Standalone(StandaloneArgs),
+    /// Run a NameServer.
+    Namesrv(NamesrvArgs),
+    /// Run a Broker.
+    Broker(BrokerArgs),
+    /// Send messages.
+    Produce(ProduceArgs),
+    /// Receive messages.
+    Consume(ConsumeArgs),
+    /// Administer topics, groups, offsets and the cluster.
+    Admin(AdminArgs),
+    /// Measure throughput and latency against a running cluster.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FlushArg {
+    Async,
+    Sync,
+}
+
+impl FlushArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushArg::Async => "async",
+            FlushArg::Sync => "sync",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StandaloneArgs {
+    /// Broker configuration file (the [store] and broker keys of conf/broker.toml).
+    #[arg(short = 'c', long = "config")]
+    pub config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long)]
+    pub data_dir: Option<String>,
+    /// NameServer port.
+    #[arg(long, default_value_t = 9876)]
+    pub namesrv_port: u16,
+    /// Broker port.
+    #[arg(long, default_value_t = 10911)]
+    pub broker_port: u16,
+    /// Address to listen on.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// async: flush on an interval; sync: every acknowledged send is on disk.
+    #[arg(long, value_enum)]
+    pub flush: Option<FlushArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct NamesrvArgs {
+    /// Configuration file (conf/namesrv.toml).
+    #[arg(short = 'c', long = "config")]
+    pub config: Option<PathBuf>,
+    /// Port to listen on.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to listen on.
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Configuration file (conf/broker.toml).
+    #[arg(short = 'c', long = "config")]
+    pub config: Option<PathBuf>,
+    /// NameServer addresses, HOST:PORT separated by ';'.
+    #[arg(long)]
+    pub namesrv: Option<String>,
+    /// Data directory.
+    #[arg(long)]
+    pub data_dir: Option<String>,
+    /// Port to listen on.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to listen on.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// async: flush on an interval; sync: every acknowledged send is on disk.
+    #[arg(long, value_enum)]
+    pub flush: Option<FlushArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// NameServer address(es).
+    #[arg(long, env = "SKYLARK_NAMESRV")]
+    pub namesrv: String,
+    /// Topic to send to.
+    #[arg(long)]
+    pub topic: String,
+    /// Number of messages.
+    #[arg(long, default_value_t = 1)]
+    pub count: u64,
+    /// Body size in bytes (random printable body).
+    #[arg(long, conflicts_with = "body")]
+    pub size: Option<usize>,
+    /// Body text (a message index is appended when --count > 1 unless --exact-body).
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Tag.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Key(s), space separated.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// RocketMQ delay level (1..=18).
+    #[arg(long, conflicts_with_all = ["delay_ms", "deliver_at"])]
+    pub delay_level: Option<u32>,
+    /// Deliver after this many milliseconds.
+    #[arg(long, conflicts_with = "deliver_at")]
+    pub delay_ms: Option<u64>,
+    /// Deliver at this Unix time in milliseconds.
+    #[arg(long)]
+    pub deliver_at: Option<i64>,
+    /// Messages with the same order key go to the same queue, in order.
+    #[arg(long)]
+    pub order_key: Option<String>,
+    /// Messages per batch send.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Producer group.
+    #[arg(long, default_value = "skylark-cli-producer")]
+    pub group: String,
+    /// Send --body as is, without the "-{i}" suffix when --count > 1.
+    #[arg(long)]
+    pub exact_body: bool,
+    /// User property NAME=VALUE (repeatable).
+    #[arg(long = "property", value_name = "NAME=VALUE")]
+    pub properties: Vec<String>,
+    /// One JSON object per sent message on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// NameServer address(es).
+    #[arg(long, env = "SKYLARK_NAMESRV")]
+    pub namesrv: String,
+    /// Consumer group.
+    #[arg(long)]
+    pub group: String,
+    /// Topic to consume.
+    #[arg(long)]
+    pub topic: String,
+    /// Tag filter, e.g. 'TagA || TagB'.
+    #[arg(long, conflicts_with = "sql")]
+    pub filter: Option<String>,
+    /// SQL-92 property filter.
+    #[arg(long)]
+    pub sql: Option<String>,
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop after this many seconds without a message.
+    #[arg(long)]
+    pub idle_timeout: Option<u64>,
+    /// Every member of the group gets every message (offsets kept locally).
+    #[arg(long)]
+    pub broadcast: bool,
+    /// Where a group with no committed offset starts: first, last or a Unix time in ms.
+    #[arg(long, default_value = "first")]
+    pub from: String,
+    /// One JSON object per received message on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// NameServer address(es).
+    #[arg(long, env = "SKYLARK_NAMESRV")]
+    pub namesrv: String,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub cmd: AdminCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCmd {
+    /// Topics.
+    #[command(subcommand)]
+    Topic(TopicCmd),
+    /// The cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCmd {
+    /// Create a topic on every master broker.
+    Create(TopicCreateArgs),
+    /// Update a topic's queue counts / order flag.
+    Update(TopicCreateArgs),
+    /// Delete a topic.
+    Delete(TopicNameArgs),
+    /// Show a topic's route.
+    Route(TopicNameArgs),
+    /// List topics.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicCreateArgs {
+    /// Topic name.
+    #[arg(long)]
+    pub name: String,
+    /// Read and write queue count.
+    #[arg(long, default_value_t = 8)]
+    pub queues: u32,
+    /// Mark the topic as ordered.
+    #[arg(long)]
+    pub order: bool,
+    /// Only on this broker address (default: every master the NameServer knows).
+    #[arg(long)]
+    pub broker: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicNameArgs {
+    /// Topic name.
+    #[arg(long)]
+    pub name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Every broker group, its members and addresses.
+    List,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    Produce,
+    Consume,
+    E2e,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    pub mode: BenchMode,
+    /// NameServer address(es).
+    #[arg(long, env = "SKYLARK_NAMESRV")]
+    pub namesrv: String,
+    /// Topic.
+    #[arg(long)]
+    pub topic: String,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 128)]
+    pub size: usize,
+    /// Messages in total.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub count: u64,
+    /// Connections.
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// Messages per send request.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Requests each client keeps awaiting an answer.
+    #[arg(long, default_value_t = 1)]
+    pub inflight: usize,
+    /// Target total msgs/s (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Consumer group (consume / e2e).
+    #[arg(long, default_value = "skylark-bench")]
+    pub group: String,
+    /// Print one final JSON object.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,136 @@
+//! `skylark standalone | namesrv | broker`: load the configuration, start
+//! the actors in an actix System, and shut down gracefully on SIGTERM or
+//! Ctrl-C (stop accepting, answer what is in flight, flush, checkpoint,
+//! unregister from the NameServers).
+
+use anyhow::Context as _;
+use config::Value;
+use skylark_actors::config::{BrokerConfig, NameServerConfig};
+use slog::{info, Logger};
+
+use super::{BrokerArgs, NamesrvArgs, StandaloneArgs};
+use crate::config::load;
+use crate::embedded;
+
+/// Waits for SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn broker_overrides<'a>(
+    data_dir: &Option<String>,
+    port: Option<u16>,
+    host: &Option<String>,
+    flush: Option<super::FlushArg>,
+    namesrv: &Option<String>,
+) -> Vec<(&'a str, Value)> {
+    let mut o: Vec<(&str, Value)> = Vec::new();
+    if let Some(d) = data_dir {
+        o.push(("store.data_dir", Value::from(d.clone())));
+    }
+    if let Some(p) = port {
+        o.push(("port", Value::from(p as i64)));
+    }
+    if let Some(h) = host {
+        o.push(("listen_host", Value::from(h.clone())));
+    }
+    if let Some(f) = flush {
+        o.push(("store.flush_mode", Value::from(f.as_str())));
+    }
+    if let Some(n) = namesrv {
+        o.push(("namesrv", Value::from(n.clone())));
+    }
+    o
+}
+
+/// `skylark standalone`: a NameServer and a Broker in one process.
+pub fn standalone(a: StandaloneArgs, log: Logger) -> anyhow::Result<()> {
+    let host = a.host.clone().unwrap_or_else(|| "127.0.0.1".to_string());
+    let namesrv_addr = format!("{host}:{}", a.namesrv_port);
+    let data_dir = Some(
+        a.data_dir
+            .clone()
+            .unwrap_or_else(|| "./data/standalone".to_string()),
+    );
+    let mut o = broker_overrides(
+        &data_dir,
+        Some(a.broker_port),
+        &Some(host.clone()),
+        a.flush,
+        &Some(namesrv_addr),
+    );
+    o.push(("broker_name", Value::from("standalone")));
+    let bcfg: BrokerConfig = load(a.config.as_deref(), &o)?;
+    let ncfg = NameServerConfig {
+        listen_host: host,
+        port: a.namesrv_port,
+        ..NameServerConfig::default()
+    };
+    actix::System::new().block_on(async move {
+        let ns = embedded::start_namesrv(ncfg, log.clone()).await.context("cannot start the nameserver")?;
+        let broker = embedded::start_broker(bcfg, log.clone()).await.context("cannot start the broker")?;
+        info!(log, "standalone ready"; "namesrv" => %ns.local_addr(), "broker" => %broker.local_addr());
+        shutdown_signal().await;
+        info!(log, "shutting down");
+        broker.shutdown().await;
+        drop(ns);
+        info!(log, "stopped");
+        Ok(())
+    })
+}
+
+/// `skylark namesrv`.
+pub fn namesrv(a: NamesrvArgs, log: Logger) -> anyhow::Result<()> {
+    let mut o: Vec<(&str, Value)> = Vec::new();
+    if let Some(p) = a.port {
+        o.push(("port", Value::from(p as i64)));
+    }
+    if let Some(h) = a.host {
+        o.push(("listen_host", Value::from(h)));
+    }
+    let cfg: NameServerConfig = load(a.config.as_deref(), &o)?;
+    actix::System::new().block_on(async move {
+        let ns = embedded::start_namesrv(cfg, log.clone())
+            .await
+            .context("cannot start the nameserver")?;
+        info!(log, "nameserver ready"; "addr" => %ns.local_addr());
+        shutdown_signal().await;
+        info!(log, "stopped");
+        Ok(())
+    })
+}
+
+/// `skylark broker`.
+pub fn broker(a: BrokerArgs, log: Logger) -> anyhow::Result<()> {
+    let o = broker_overrides(&a.data_dir, a.port, &a.host, a.flush, &a.namesrv);
+    let cfg: BrokerConfig = load(a.config.as_deref(), &o)?;
+    actix::System::new().block_on(async move {
+        let broker = embedded::start_broker(cfg, log.clone())
+            .await
+            .context("cannot start the broker")?;
+        info!(log, "broker ready"; "addr" => %broker.local_addr());
+        shutdown_signal().await;
+        info!(log, "shutting down");
+        broker.shutdown().await;
+        info!(log, "stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,82 @@
+//! Client configuration: where the NameServers are and how patient to be.
+//!
+//! Defaults follow RocketMQ's `ClientConfig` / `DefaultMQProducer`: 3 s
+//! request timeout, route refresh every 30 s, two retries of a failed send on
+//! another broker, a broker isolated for 30 s after a connection failure.
+
+use std::time::Duration;
+
+/// Settings shared by every handle of one [`ClientInstance`](super::ClientInstance).
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// NameServer addresses, `host:port` separated by `;`.
+    pub namesrv: String,
+    /// Timeout of one request (a pull adds its suspend time on top).
+    pub request_timeout: Duration,
+    /// Timeout of a TCP connect.
+    pub connect_timeout: Duration,
+    /// How often cached topic routes are refreshed from the NameServer.
+    pub route_refresh: Duration,
+    /// Identity sent in the handshake and in heartbeats (`host@pid`).
+    pub client_id: String,
+    /// How many times a failed (non-ordered) send is retried on another broker.
+    pub retry_times_when_send_failed: u32,
+    /// Whether slow or failing brokers are skipped for a while.
+    pub send_latency_fault_enable: bool,
+    /// How long a broker is skipped after a connection failure.
+    pub isolation: Duration,
+    /// Largest frame accepted from a server.
+    pub max_frame_size: usize,
+}
+
+impl ClientConfig {
+    /// Defaults with these NameServer addresses.
+    pub fn new(namesrv: impl Into<String>) -> Self {
+        ClientConfig {
+            namesrv: namesrv.into(),
+            ..ClientConfig::default()
+        }
+    }
+
+    /// The NameServer addresses as a list (empty parts dropped).
+    pub fn namesrv_addrs(&self) -> Vec<String> {
+        self.namesrv
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_string());
+        ClientConfig {
+            namesrv: "127.0.0.1:9876".to_string(),
+            request_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(3),
+            route_refresh: Duration::from_secs(30),
+            client_id: format!("{host}@{}", std::process::id()),
+            retry_times_when_send_failed: 2,
+            send_latency_fault_enable: true,
+            isolation: Duration::from_secs(30),
+            max_frame_size: skylark_codec::DEFAULT_MAX_FRAME_SIZE,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namesrv_list() {
+        let c = ClientConfig::new(" a:1 ;b:2;; ");
+        assert_eq!(
+            c.namesrv_addrs(),
+            vec!["a:1".to_string(), "b:2".to_string()]
+        );
+        assert_eq!(c.route_refresh, Duration::from_secs(30));
+    }
+}

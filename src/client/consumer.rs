@@ -1,0 +1,268 @@
+//! [`PullConsumer`]: the application pulls queues explicitly.
+//!
+//! RocketMQ's `DefaultMQPullConsumer`: list a topic's queues, pull from an
+//! offset (long polling: the broker parks the request up to `suspend` and
+//! answers as soon as a message arrives), keep offsets yourself or commit
+//! them to the broker for the consumer group. A `Send + Clone` handle on a
+//! [`ClientInstance`]; the actor supplies routes and connections, the handle
+//! makes the calls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use skylark_actors::remoting::RpcClient;
+use skylark_codec::{
+    parse_tag_expression, CommitOffsetRequest, ConsumeFrom, ConsumeType, ConsumerGroupData,
+    ExpressionType, GetQueueOffsetsRequest, HeartbeatRequest, MessageModel, PullRequest,
+    PullStatus, QueryOffsetRequest, QueueOffsets, Subscription,
+};
+
+use super::config::ClientConfig;
+use super::error::{ClientError, Result};
+use super::instance::{ClientInstance, ConnectedBrokers, GetConnection, GetRoute};
+use super::message::{decode_records, ReceivedMessage};
+use super::namesrv::NameServerClient;
+use super::route::MessageQueue;
+
+/// Largest answer a pull asks for.
+const MAX_PULL_BYTES: u32 = 8 * 1024 * 1024;
+
+/// What one pull returned.
+#[derive(Debug, Clone)]
+pub struct PullResult {
+    /// Found, nothing new, nothing matched, or an illegal offset.
+    pub status: PullStatus,
+    /// Offset to pull from next (already past filtered-out messages).
+    pub next_offset: u64,
+    /// The queue's min offset when the broker answered.
+    pub min_offset: u64,
+    /// The queue's max offset (one past the last message).
+    pub max_offset: u64,
+    /// Matching messages, in queue-offset order.
+    pub messages: Vec<ReceivedMessage>,
+}
+
+/// A pull consumer of one group; clone it freely.
+#[derive(Clone)]
+pub struct PullConsumer {
+    instance: Addr<ClientInstance>,
+    namesrv: NameServerClient,
+    config: Arc<ClientConfig>,
+    group: Arc<str>,
+}
+
+impl std::fmt::Debug for PullConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PullConsumer({})", self.group)
+    }
+}
+
+impl PullConsumer {
+    /// Starts a client instance (on the current arbiter) and returns a pull
+    /// consumer of `group` on it. Must run inside an actix System.
+    pub fn start(config: ClientConfig, group: &str) -> Result<PullConsumer> {
+        skylark_codec::validate_group_name(group).map_err(ClientError::InvalidArgument)?;
+        let (instance, namesrv, config) = ClientInstance::start_with(config)?;
+        Ok(PullConsumer {
+            instance,
+            namesrv,
+            config,
+            group: Arc::from(group),
+        })
+    }
+
+    /// The consumer group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The NameServer client behind this handle.
+    pub fn namesrv(&self) -> &NameServerClient {
+        &self.namesrv
+    }
+
+    /// The readable queues of `topic`, freshly asked of the NameServer.
+    pub async fn queues(&self, topic: &str) -> Result<Vec<MessageQueue>> {
+        let route = self
+            .instance
+            .send(GetRoute {
+                topic: topic.to_string(),
+                refresh: true,
+            })
+            .await
+            .map_err(|_| ClientError::Stopped)??;
+        if route.read_queues.is_empty() {
+            return Err(ClientError::NoQueue {
+                topic: topic.to_string(),
+                what: "readable",
+            });
+        }
+        Ok(route.read_queues.clone())
+    }
+
+    async fn conn(&self, addr: &str) -> Result<RpcClient> {
+        self.instance
+            .send(GetConnection {
+                addr: addr.to_string(),
+            })
+            .await
+            .map_err(|_| ClientError::Stopped)?
+    }
+
+    /// Pulls up to `max` messages from `offset`. `subscription` is a tag
+    /// expression (`"TagA || TagB"`, `None` or `"*"` = all); the broker
+    /// filters by tag hash and this method re-checks the exact tag.
+    /// `suspend` > 0 makes the broker hold the request until a message
+    /// arrives or the time passes.
+    pub async fn pull(
+        &self,
+        queue: &MessageQueue,
+        offset: u64,
+        max: u32,
+        subscription: Option<&str>,
+        suspend: Duration,
+    ) -> Result<PullResult> {
+        self.pull_and_commit(queue, offset, max, subscription, suspend, None)
+            .await
+    }
+
+    /// [`pull`](Self::pull) that also commits `commit_offset` for the group
+    /// in the same request.
+    pub async fn pull_and_commit(
+        &self,
+        queue: &MessageQueue,
+        offset: u64,
+        max: u32,
+        subscription: Option<&str>,
+        suspend: Duration,
+        commit_offset: Option<u64>,
+    ) -> Result<PullResult> {
+        let tags = match subscription {
+            Some(expr) => parse_tag_expression(expr)
+                .map_err(|e| ClientError::InvalidArgument(e.to_string()))?,
+            None => None,
+        };
+        let req = PullRequest {
+            consumer_group: self.group.to_string(),
+            topic: queue.topic.clone(),
+            queue_id: queue.queue_id,
+            queue_offset: offset,
+            max_messages: max.max(1),
+            max_bytes: MAX_PULL_BYTES,
+            suspend_timeout_ms: u64::try_from(suspend.as_millis()).unwrap_or(u64::MAX),
+            subscription: tags.as_ref().map(|t| t.join(" || ")),
+            sql: None,
+            commit_offset,
+        };
+        let client = self.conn(&queue.broker_addr).await?;
+        let resp = client
+            .call_timeout(&req, suspend + self.config.request_timeout)
+            .await
+            .map_err(|e| ClientError::from_call(&queue.broker_addr, Some(&queue.topic), e))?;
+        let messages = decode_records(&resp.records, &queue.broker_addr, tags.as_deref())?;
+        Ok(PullResult {
+            status: resp.status,
+            next_offset: resp.next_offset,
+            min_offset: resp.min_offset,
+            max_offset: resp.max_offset,
+            messages,
+        })
+    }
+
+    /// The group's committed offset for `queue` (`None` if never committed).
+    pub async fn query_offset(&self, queue: &MessageQueue) -> Result<Option<u64>> {
+        let req = QueryOffsetRequest {
+            group: self.group.to_string(),
+            topic: queue.topic.clone(),
+            queue_id: queue.queue_id,
+        };
+        let client = self.conn(&queue.broker_addr).await?;
+        match client.call(&req).await {
+            Ok(r) => Ok(r.offset),
+            Err(skylark_codec::ProtocolError::Remote(w))
+                if w.code == skylark_codec::ErrorCode::OffsetNotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(ClientError::from_call(
+                &queue.broker_addr,
+                Some(&queue.topic),
+                e,
+            )),
+        }
+    }
+
+    /// Commits the group's offset for `queue` (the next offset to consume).
+    pub async fn commit_offset(&self, queue: &MessageQueue, offset: u64) -> Result<()> {
+        let req = CommitOffsetRequest {
+            group: self.group.to_string(),
+            topic: queue.topic.clone(),
+            queue_id: queue.queue_id,
+            offset,
+        };
+        let client = self.conn(&queue.broker_addr).await?;
+        client
+            .call(&req)
+            .await
+            .map(|_| ())
+            .map_err(|e| ClientError::from_call(&queue.broker_addr, Some(&queue.topic), e))
+    }
+
+    /// The queue's min and max offsets.
+    pub async fn queue_offsets(&self, queue: &MessageQueue) -> Result<QueueOffsets> {
+        let req = GetQueueOffsetsRequest {
+            topic: queue.topic.clone(),
+            queue_id: queue.queue_id,
+        };
+        let client = self.conn(&queue.broker_addr).await?;
+        client
+            .call(&req)
+            .await
+            .map_err(|e| ClientError::from_call(&queue.broker_addr, Some(&queue.topic), e))
+    }
+
+    /// Sends a heartbeat naming this group and its subscriptions to every
+    /// broker this client is connected to (and to `extra` addresses).
+    pub async fn heartbeat(
+        &self,
+        subscriptions: &[(String, Option<String>)],
+        model: MessageModel,
+        extra: &[String],
+    ) -> Result<()> {
+        let req = HeartbeatRequest {
+            client_id: self.config.client_id.clone(),
+            producer_groups: Vec::new(),
+            consumer_groups: vec![ConsumerGroupData {
+                group: self.group.to_string(),
+                consume_type: ConsumeType::Pull,
+                message_model: model,
+                consume_from: ConsumeFrom::First,
+                subscriptions: subscriptions
+                    .iter()
+                    .map(|(topic, expr)| Subscription {
+                        topic: topic.clone(),
+                        expression_type: ExpressionType::Tag,
+                        expression: expr.clone().unwrap_or_else(|| "*".to_string()),
+                    })
+                    .collect(),
+            }],
+        };
+        let mut addrs = self
+            .instance
+            .send(ConnectedBrokers)
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        addrs.extend(extra.iter().cloned());
+        addrs.sort();
+        addrs.dedup();
+        for addr in addrs {
+            let client = self.conn(&addr).await?;
+            client
+                .call(&req)
+                .await
+                .map_err(|e| ClientError::from_call(&addr, None, e))?;
+        }
+        Ok(())
+    }
+}

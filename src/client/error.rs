@@ -1,0 +1,183 @@
+//! The client's error type: one line that names the broker and topic.
+//!
+//! Errors answered by a broker keep their wire [`ErrorCode`] (so callers can
+//! match on it and the retry policy can decide) and print the broker's own
+//! reason first, e.g. `message too large: 5242880 bytes, limit 4194304
+//! (broker 127.0.0.1:10911, topic 'T')`.
+
+use skylark_codec::{ErrorCode, ProtocolError, WireError};
+
+/// Result alias of the client.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// What can go wrong in the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No NameServer answered.
+    #[error("no NameServer reachable at {addrs}: {last}")]
+    NameServerUnavailable {
+        /// The addresses tried.
+        addrs: String,
+        /// The last failure.
+        last: String,
+    },
+    /// The NameServer knows no route for the topic.
+    #[error("topic '{0}' not found")]
+    TopicNotFound(String),
+    /// The route has no queue a producer may write (or a consumer read).
+    #[error("topic '{topic}' has no {what} queue on a broker with a known address")]
+    NoQueue {
+        /// Topic name.
+        topic: String,
+        /// "writable" or "readable".
+        what: &'static str,
+    },
+    /// A server answered with an error.
+    #[error("{}", remote_line(.addr, .topic.as_deref(), .error))]
+    Remote {
+        /// Server address.
+        addr: String,
+        /// Topic of the request, if any.
+        topic: Option<String>,
+        /// The server's error.
+        error: WireError,
+    },
+    /// The connection failed, closed or timed out.
+    #[error("broker {addr}: {error}")]
+    Connection {
+        /// Server address.
+        addr: String,
+        /// What happened (not a `#[source]`: it is already in the line).
+        error: ProtocolError,
+    },
+    /// A pulled record could not be decoded.
+    #[error("corrupt record from broker {addr}: {reason}")]
+    Decode {
+        /// Broker address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// A caller-side mistake (bad filter, bad name, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The client actor is gone (its System stopped).
+    #[error("client stopped")]
+    Stopped,
+}
+
+/// Lowercase phrase for a code, used to prefix a reason that lacks one.
+fn phrase(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Unknown => "error",
+        ErrorCode::Internal => "internal error",
+        ErrorCode::Busy => "broker busy",
+        ErrorCode::BadRequest => "bad request",
+        ErrorCode::UnknownCommand => "unknown command",
+        ErrorCode::UnsupportedVersion => "unsupported version",
+        ErrorCode::TopicNotFound => "topic not found",
+        ErrorCode::MessageTooLarge => "message too large",
+        ErrorCode::NotMaster => "not master",
+        ErrorCode::FlushDiskTimeout => "flush disk timeout",
+        ErrorCode::FlushSlaveTimeout => "flush slave timeout",
+        ErrorCode::SlaveNotAvailable => "slave not available",
+        ErrorCode::DiskFull => "disk full",
+        ErrorCode::PermissionDenied => "permission denied",
+        ErrorCode::GroupNotFound => "group not found",
+        ErrorCode::InvalidFilter => "invalid filter",
+        ErrorCode::AuthFailed => "auth failed",
+        ErrorCode::FrameTooLarge => "frame too large",
+        ErrorCode::ServiceNotAvailable => "service not available",
+        ErrorCode::TransactionNotFound => "transaction not found",
+        ErrorCode::OffsetNotFound => "offset not found",
+    }
+}
+
+fn remote_line(addr: &str, topic: Option<&str>, error: &WireError) -> String {
+    let p = phrase(error.code);
+    let msg = error.message.trim();
+    let reason = if msg.is_empty() {
+        p.to_string()
+    } else if msg.to_lowercase().starts_with(p) {
+        msg.to_string()
+    } else {
+        format!("{p}: {msg}")
+    };
+    match topic {
+        Some(t) => format!("{reason} (broker {addr}, topic '{t}')"),
+        None => format!("{reason} (server {addr})"),
+    }
+}
+
+impl ClientError {
+    /// Wraps a failed call to `addr`: server errors keep their code, the rest
+    /// are connection failures.
+    pub fn from_call(addr: &str, topic: Option<&str>, e: ProtocolError) -> Self {
+        match e {
+            ProtocolError::Remote(error) => ClientError::Remote {
+                addr: addr.to_string(),
+                topic: topic.map(String::from),
+                error,
+            },
+            error => ClientError::Connection {
+                addr: addr.to_string(),
+                error,
+            },
+        }
+    }
+
+    /// The server's error code, if a server answered with an error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Remote { error, .. } => Some(error.code),
+            ClientError::TopicNotFound(_) => Some(ErrorCode::TopicNotFound),
+            _ => None,
+        }
+    }
+
+    /// Whether the same send may succeed on another broker.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Connection { .. } => true,
+            ClientError::Remote { error, .. } => error.code.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_error_is_one_line_with_reason_first() {
+        let e = ClientError::Remote {
+            addr: "127.0.0.1:10911".into(),
+            topic: Some("T".into()),
+            error: WireError::new(ErrorCode::MessageTooLarge, "5242880 bytes, limit 4194304"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "message too large: 5242880 bytes, limit 4194304 (broker 127.0.0.1:10911, topic 'T')"
+        );
+        let e = ClientError::Remote {
+            addr: "b".into(),
+            topic: None,
+            error: WireError::new(ErrorCode::MessageTooLarge, "Message too large: 5 > 4"),
+        };
+        assert_eq!(e.to_string(), "Message too large: 5 > 4 (server b)");
+        assert!(!e.is_retryable());
+        assert_eq!(e.code(), Some(ErrorCode::MessageTooLarge));
+    }
+
+    #[test]
+    fn connection_errors_are_retryable() {
+        let e = ClientError::from_call(
+            "x:1",
+            None,
+            ProtocolError::Io(std::io::Error::other("closed")),
+        );
+        assert!(e.is_retryable());
+        assert!(e.to_string().contains("x:1"));
+    }
+}

@@ -1,0 +1,330 @@
+//! [`ClientInstance`]: the actor that owns a client's shared state.
+//!
+//! One per client (RocketMQ's `MQClientInstance`): topic routes learnt from
+//! the NameServers (refreshed every `route_refresh` and after failures), one
+//! connection per broker address (re-established when it closed), the
+//! producer's round-robin counters and latency fault tolerance. Handles ask
+//! it for routing decisions and report outcomes; they run the RPCs
+//! themselves.
+
+use skylark_actors::broker::AUTO_CREATE_TOPIC_KEY;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::fut::{ready, wrap_future, ActorFutureExt, LocalBoxActorFuture};
+use actix::prelude::*;
+use skylark_actors::remoting::RpcClient;
+
+use super::config::ClientConfig;
+use super::error::{ClientError, Result};
+use super::fault::LatencyFaultTolerance;
+use super::namesrv::{connect, NameServerClient};
+use super::route::{select_by_key, select_round_robin, MessageQueue, TopicRoute};
+
+struct CachedRoute {
+    route: Arc<TopicRoute>,
+    stale: bool,
+}
+
+/// The actor; start it with [`ClientInstance::start_with`] (or through
+/// [`Producer::start`](super::Producer::start) /
+/// [`PullConsumer::start`](super::PullConsumer::start)).
+pub struct ClientInstance {
+    config: Arc<ClientConfig>,
+    namesrv: NameServerClient,
+    routes: HashMap<String, CachedRoute>,
+    brokers: HashMap<String, RpcClient>,
+    fault: LatencyFaultTolerance,
+    counters: HashMap<String, usize>,
+}
+
+impl Actor for ClientInstance {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+        ctx.run_interval(self.config.route_refresh, |act, ctx| {
+            for c in act.routes.values_mut() {
+                c.stale = true;
+            }
+            let topics: Vec<String> = act.routes.keys().cloned().collect();
+            for t in topics {
+                ctx.spawn(act.fetch_route(t).map(|_, _, _| ()));
+            }
+        });
+    }
+}
+
+impl ClientInstance {
+    /// Starts the actor on the current arbiter.
+    pub fn start_with(
+        config: ClientConfig,
+    ) -> Result<(Addr<Self>, NameServerClient, Arc<ClientConfig>)> {
+        let namesrv =
+            NameServerClient::new(&config.namesrv, config.request_timeout, &config.client_id)?;
+        let config = Arc::new(config);
+        let actor = ClientInstance {
+            fault: LatencyFaultTolerance::new(config.isolation),
+            config: config.clone(),
+            namesrv: namesrv.clone(),
+            routes: HashMap::new(),
+            brokers: HashMap::new(),
+            counters: HashMap::new(),
+        };
+        Ok((actor.start(), namesrv, config))
+    }
+
+    /// Fetches `topic`'s route and caches it; on failure a cached route is
+    /// kept (and returned) unless the NameServer says the topic is gone.
+    fn fetch_route(&self, topic: String) -> LocalBoxActorFuture<Self, Result<Arc<TopicRoute>>> {
+        let ns = self.namesrv.clone();
+        let t = topic.clone();
+        wrap_future::<_, Self>(async move { ns.route(&t).await })
+            .map(move |res, act, _| match res {
+                Ok(data) => {
+                    let route = Arc::new(TopicRoute::new(&topic, data));
+                    act.routes.insert(
+                        topic,
+                        CachedRoute {
+                            route: route.clone(),
+                            stale: false,
+                        },
+                    );
+                    Ok(route)
+                }
+                Err(ClientError::TopicNotFound(t)) => {
+                    act.routes.remove(&t);
+                    Err(ClientError::TopicNotFound(t))
+                }
+                Err(e) => match act.routes.get(&topic) {
+                    Some(c) => Ok(c.route.clone()),
+                    None => Err(e),
+                },
+            })
+            .boxed_local()
+    }
+
+    /// The cached route (refreshing it in the background if stale), or a
+    /// fetch.
+    fn route(
+        &self,
+        topic: String,
+        refresh: bool,
+        ctx: &mut Context<Self>,
+    ) -> LocalBoxActorFuture<Self, Result<Arc<TopicRoute>>> {
+        match self.routes.get(&topic) {
+            Some(c) if !refresh => {
+                if c.stale {
+                    ctx.spawn(self.fetch_route(topic).map(|_, _, _| ()));
+                }
+                ready(Ok(c.route.clone())).boxed_local()
+            }
+            _ => self.fetch_route(topic),
+        }
+    }
+
+    /// The route to send to: the topic's own, or — for a topic no broker
+    /// has yet — the route of RocketMQ's pseudo topic `TBW102`, which lists
+    /// the brokers that create topics on first send. Not cached: once a
+    /// broker has created the topic, its real route is used.
+    fn route_for_send(
+        &self,
+        topic: String,
+        ctx: &mut Context<Self>,
+    ) -> LocalBoxActorFuture<Self, Result<Arc<TopicRoute>>> {
+        let ns = self.namesrv.clone();
+        self.route(topic, false, ctx)
+            .then(move |res, _act, _ctx| match res {
+                Err(ClientError::TopicNotFound(t)) => wrap_future::<_, Self>(async move {
+                    match ns.route(AUTO_CREATE_TOPIC_KEY).await {
+                        Ok(data) => Ok(Arc::new(TopicRoute::new(&t, data))),
+                        Err(_) => Err(ClientError::TopicNotFound(t)),
+                    }
+                })
+                .boxed_local(),
+                other => ready(other).boxed_local(),
+            })
+            .boxed_local()
+    }
+
+    /// A live connection to `addr`, connecting (and handshaking) if needed.
+    /// A failed connect isolates `broker_name`.
+    fn connection(
+        &self,
+        addr: String,
+        broker_name: Option<String>,
+    ) -> LocalBoxActorFuture<Self, Result<RpcClient>> {
+        if let Some(c) = self.brokers.get(&addr).filter(|c| c.is_connected()) {
+            return ready(Ok(c.clone())).boxed_local();
+        }
+        let cfg = self.config.clone();
+        let a = addr.clone();
+        wrap_future::<_, Self>(async move {
+            connect(
+                &a,
+                cfg.connect_timeout,
+                cfg.request_timeout,
+                cfg.max_frame_size,
+                &cfg.client_id,
+            )
+            .await
+        })
+        .map(move |res, act, _| match res {
+            Ok(c) => {
+                if let Some(existing) = act.brokers.get(&addr).filter(|e| e.is_connected()) {
+                    c.close();
+                    return Ok(existing.clone());
+                }
+                act.brokers.insert(addr, c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                if let Some(b) = broker_name {
+                    act.fault.update(&b, Duration::ZERO, true, Instant::now());
+                }
+                Err(e)
+            }
+        })
+        .boxed_local()
+    }
+
+    fn select(&mut self, route: &TopicRoute, msg: &SelectQueue) -> Result<MessageQueue> {
+        let queues = &route.write_queues;
+        let picked = match &msg.order_key {
+            Some(key) => select_by_key(queues, key),
+            None => {
+                let counter = self
+                    .counters
+                    .entry(route.topic.clone())
+                    .or_insert_with(|| usize::from(rand::random::<u16>()));
+                let fault = self.config.send_latency_fault_enable.then_some(&self.fault);
+                select_round_robin(
+                    queues,
+                    counter,
+                    msg.last_failed.as_deref(),
+                    fault,
+                    Instant::now(),
+                )
+            }
+        };
+        picked.cloned().ok_or_else(|| ClientError::NoQueue {
+            topic: route.topic.clone(),
+            what: "writable",
+        })
+    }
+}
+
+/// A queue to write to and a connection to its broker.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    /// The queue.
+    pub queue: MessageQueue,
+    /// A connection to `queue.broker_addr`.
+    pub client: RpcClient,
+}
+
+/// Pick a writable queue of `topic` (round-robin with fault avoidance, or by
+/// order key) and a connection to its master.
+#[derive(Message)]
+#[rtype(result = "Result<Selected>")]
+pub struct SelectQueue {
+    pub topic: String,
+    pub order_key: Option<String>,
+    /// Broker name of the previous failed attempt, avoided this time.
+    pub last_failed: Option<String>,
+}
+
+impl Handler<SelectQueue> for ClientInstance {
+    type Result = ResponseActFuture<Self, Result<Selected>>;
+
+    fn handle(&mut self, msg: SelectQueue, ctx: &mut Self::Context) -> Self::Result {
+        self.route_for_send(msg.topic.clone(), ctx)
+            .then(
+                move |res, act, _| match res.and_then(|route| act.select(&route, &msg)) {
+                    Ok(queue) => act
+                        .connection(queue.broker_addr.clone(), Some(queue.broker_name.clone()))
+                        .map(move |c, _, _| c.map(|client| Selected { queue, client }))
+                        .boxed_local(),
+                    Err(e) => ready(Err(e)).boxed_local(),
+                },
+            )
+            .boxed_local()
+    }
+}
+
+/// The route of a topic (cached unless `refresh`).
+#[derive(Message)]
+#[rtype(result = "Result<Arc<TopicRoute>>")]
+pub struct GetRoute {
+    pub topic: String,
+    pub refresh: bool,
+}
+
+impl Handler<GetRoute> for ClientInstance {
+    type Result = ResponseActFuture<Self, Result<Arc<TopicRoute>>>;
+
+    fn handle(&mut self, msg: GetRoute, ctx: &mut Self::Context) -> Self::Result {
+        self.route(msg.topic, msg.refresh, ctx)
+    }
+}
+
+/// A live connection to a broker address.
+#[derive(Message)]
+#[rtype(result = "Result<RpcClient>")]
+pub struct GetConnection {
+    pub addr: String,
+}
+
+impl Handler<GetConnection> for ClientInstance {
+    type Result = ResponseActFuture<Self, Result<RpcClient>>;
+
+    fn handle(&mut self, msg: GetConnection, _ctx: &mut Self::Context) -> Self::Result {
+        self.connection(msg.addr, None)
+    }
+}
+
+/// Outcome of a request to a broker, for fault avoidance; a failure also
+/// marks the topic's route for refresh.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReportOutcome {
+    pub topic: String,
+    pub broker_name: String,
+    pub latency: Duration,
+    pub failed: bool,
+}
+
+impl Handler<ReportOutcome> for ClientInstance {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReportOutcome, ctx: &mut Self::Context) {
+        if self.config.send_latency_fault_enable {
+            self.fault
+                .update(&msg.broker_name, msg.latency, msg.failed, Instant::now());
+        }
+        if msg.failed {
+            if let Some(c) = self.routes.get_mut(&msg.topic) {
+                if !c.stale {
+                    c.stale = true;
+                    ctx.spawn(self.fetch_route(msg.topic).map(|_, _, _| ()));
+                }
+            }
+        }
+    }
+}
+
+/// Every broker address this client has a connection to (for heartbeats).
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub struct ConnectedBrokers;
+
+impl Handler<ConnectedBrokers> for ClientInstance {
+    type Result = Vec<String>;
+
+    fn handle(&mut self, _: ConnectedBrokers, _ctx: &mut Self::Context) -> Vec<String> {
+        let mut v: Vec<String> = self.brokers.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}

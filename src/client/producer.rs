@@ -1,0 +1,259 @@
+//! [`Producer`]: send messages (sync, async, oneway, batch, ordered).
+//!
+//! A `Send + Clone` handle on a [`ClientInstance`]. Each send asks the actor
+//! for a queue and a broker connection, then makes the RPC itself, so any
+//! number of sends run concurrently on pipelined connections. A failed send
+//! (connection failure or a retryable broker error such as `Busy`) is
+//! retried on another broker up to `retry_times_when_send_failed` times,
+//! except ordered sends, which must stay on their queue. The client does not
+//! enforce the message size limit: the broker refuses an oversized message
+//! with `MessageTooLarge` and its reason is what the caller sees.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Addr;
+use skylark_codec::{MessageData, SendBatchRequest, SendRequest, SendResult};
+
+use super::config::ClientConfig;
+use super::error::{ClientError, Result};
+use super::instance::{ClientInstance, ReportOutcome, SelectQueue, Selected};
+use super::namesrv::NameServerClient;
+use super::now_ms;
+
+/// A producer handle; clone it freely.
+#[derive(Clone)]
+pub struct Producer {
+    instance: Addr<ClientInstance>,
+    namesrv: NameServerClient,
+    config: Arc<ClientConfig>,
+    group: Arc<str>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Producer({})", self.group)
+    }
+}
+
+/// What to send in one request.
+enum Payload {
+    One(MessageData),
+    Batch(Vec<MessageData>),
+}
+
+impl Producer {
+    /// Starts a client instance (on the current arbiter) and returns a
+    /// producer of `group` on it. Must run inside an actix System.
+    pub fn start(config: ClientConfig, group: &str) -> Result<Producer> {
+        let (instance, namesrv, config) = ClientInstance::start_with(config)?;
+        Ok(Producer::on(instance, namesrv, config, group))
+    }
+
+    /// A producer sharing an existing client instance.
+    pub fn on(
+        instance: Addr<ClientInstance>,
+        namesrv: NameServerClient,
+        config: Arc<ClientConfig>,
+        group: &str,
+    ) -> Producer {
+        Producer {
+            instance,
+            namesrv,
+            config,
+            group: Arc::from(group),
+        }
+    }
+
+    /// The client instance behind this handle.
+    pub fn instance(&self) -> &Addr<ClientInstance> {
+        &self.instance
+    }
+
+    /// The NameServer client behind this handle.
+    pub fn namesrv(&self) -> &NameServerClient {
+        &self.namesrv
+    }
+
+    /// Sends one message and waits for the broker's answer.
+    pub async fn send(&self, topic: &str, msg: MessageData) -> Result<SendResult> {
+        let mut r = self.send_payload(topic, Payload::One(msg), None).await?;
+        r.pop().ok_or_else(|| empty_answer(topic))
+    }
+
+    /// Sends one message to the queue chosen by `order_key` (same key, same
+    /// queue); not retried elsewhere.
+    pub async fn send_ordered(
+        &self,
+        topic: &str,
+        msg: MessageData,
+        order_key: &str,
+    ) -> Result<SendResult> {
+        let mut r = self
+            .send_payload(topic, Payload::One(msg), Some(order_key.to_string()))
+            .await?;
+        r.pop().ok_or_else(|| empty_answer(topic))
+    }
+
+    /// Sends several messages in one request, stored in order in one queue;
+    /// one result per message.
+    pub async fn send_batch(&self, topic: &str, msgs: Vec<MessageData>) -> Result<Vec<SendResult>> {
+        self.send_payload(topic, Payload::Batch(msgs), None).await
+    }
+
+    /// [`send_batch`](Self::send_batch) into the queue of `order_key`.
+    pub async fn send_batch_ordered(
+        &self,
+        topic: &str,
+        msgs: Vec<MessageData>,
+        order_key: &str,
+    ) -> Result<Vec<SendResult>> {
+        self.send_payload(topic, Payload::Batch(msgs), Some(order_key.to_string()))
+            .await
+    }
+
+    /// Sends without waiting for (or getting) an answer; errors only if no
+    /// broker could be reached.
+    pub async fn send_oneway(&self, topic: &str, mut msg: MessageData) -> Result<()> {
+        stamp(&mut msg);
+        let sel = self.select(topic, None, None).await?;
+        let req = SendRequest {
+            producer_group: self.group.to_string(),
+            topic: topic.to_string(),
+            queue_id: queue_id(&sel),
+            message: msg,
+        };
+        sel.client
+            .oneway(&req)
+            .await
+            .map_err(|e| ClientError::from_call(&sel.queue.broker_addr, Some(topic), e))
+    }
+
+    /// Sends in the background; `callback` gets the result. Must be called
+    /// inside an actix System.
+    pub fn send_async<F>(&self, topic: &str, msg: MessageData, callback: F)
+    where
+        F: FnOnce(Result<SendResult>) + 'static,
+    {
+        let this = self.clone();
+        let topic = topic.to_string();
+        actix::spawn(async move {
+            callback(this.send(&topic, msg).await);
+        });
+    }
+
+    async fn select(
+        &self,
+        topic: &str,
+        order_key: Option<String>,
+        last_failed: Option<String>,
+    ) -> Result<Selected> {
+        self.instance
+            .send(SelectQueue {
+                topic: topic.to_string(),
+                order_key,
+                last_failed,
+            })
+            .await
+            .map_err(|_| ClientError::Stopped)?
+    }
+
+    async fn send_payload(
+        &self,
+        topic: &str,
+        payload: Payload,
+        order_key: Option<String>,
+    ) -> Result<Vec<SendResult>> {
+        let mut req = match payload {
+            Payload::One(mut m) => {
+                stamp(&mut m);
+                Request::One(SendRequest {
+                    producer_group: self.group.to_string(),
+                    topic: topic.to_string(),
+                    queue_id: -1,
+                    message: m,
+                })
+            }
+            Payload::Batch(mut ms) => {
+                ms.iter_mut().for_each(stamp);
+                Request::Batch(SendBatchRequest {
+                    producer_group: self.group.to_string(),
+                    topic: topic.to_string(),
+                    queue_id: -1,
+                    messages: ms,
+                })
+            }
+        };
+        let retries = if order_key.is_some() {
+            0
+        } else {
+            self.config.retry_times_when_send_failed
+        };
+        let mut last_failed = None;
+        let mut attempt = 0;
+        loop {
+            let sel = self
+                .select(topic, order_key.clone(), last_failed.take())
+                .await?;
+            let start = Instant::now();
+            let res = req.call(&sel, topic).await;
+            let failed = matches!(&res, Err(e) if e.is_retryable());
+            self.instance.do_send(ReportOutcome {
+                topic: topic.to_string(),
+                broker_name: sel.queue.broker_name.clone(),
+                latency: start.elapsed(),
+                failed,
+            });
+            match res {
+                Err(_) if failed && attempt < retries => {
+                    attempt += 1;
+                    last_failed = Some(sel.queue.broker_name);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// One send request, built once and re-aimed at each attempt's queue.
+enum Request {
+    One(SendRequest),
+    Batch(SendBatchRequest),
+}
+
+impl Request {
+    async fn call(&mut self, sel: &Selected, topic: &str) -> Result<Vec<SendResult>> {
+        let wrap = |e| ClientError::from_call(&sel.queue.broker_addr, Some(topic), e);
+        match self {
+            Request::One(req) => {
+                req.queue_id = queue_id(sel);
+                sel.client.call(&*req).await.map(|r| vec![r]).map_err(wrap)
+            }
+            Request::Batch(req) => {
+                req.queue_id = queue_id(sel);
+                sel.client
+                    .call(&*req)
+                    .await
+                    .map(|r| r.results)
+                    .map_err(wrap)
+            }
+        }
+    }
+}
+
+fn queue_id(sel: &Selected) -> i32 {
+    i32::try_from(sel.queue.queue_id).unwrap_or(-1)
+}
+
+/// Sets the born timestamp if the caller did not.
+fn stamp(m: &mut MessageData) {
+    if m.born_timestamp == 0 {
+        m.born_timestamp = now_ms();
+    }
+}
+
+fn empty_answer(topic: &str) -> ClientError {
+    ClientError::InvalidArgument(format!(
+        "broker returned no send result for topic '{topic}'"
+    ))
+}

@@ -1,0 +1,289 @@
+//! Topic routes as the client uses them, and queue selection.
+//!
+//! The NameServer answers [`TopicRouteData`] (queue counts per broker name,
+//! addresses per broker name and id). A producer needs the flat list of
+//! writable `(master address, queue id)` pairs; a consumer the readable ones
+//! (master preferred, a slave if the master is gone). [`select_round_robin`]
+//! and [`select_by_key`] are the producer's two queue selectors, plain
+//! functions so they can be unit-tested.
+
+use std::fmt;
+use std::time::Instant;
+
+use serde::Serialize;
+use skylark_codec::{TopicRouteData, PERM_READ, PERM_WRITE};
+
+use super::fault::LatencyFaultTolerance;
+
+/// One queue of a topic on one broker.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct MessageQueue {
+    /// Topic name.
+    pub topic: String,
+    /// Broker name (shared by a master and its slaves).
+    pub broker_name: String,
+    /// Address requests for this queue go to.
+    pub broker_addr: String,
+    /// Queue id within the topic on that broker.
+    pub queue_id: u32,
+}
+
+impl fmt::Display for MessageQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}@{}({}):{}",
+            self.topic, self.broker_name, self.broker_addr, self.queue_id
+        )
+    }
+}
+
+/// A topic's route, flattened for producers and consumers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicRoute {
+    /// Topic name.
+    pub topic: String,
+    /// What the NameServer answered.
+    pub data: TopicRouteData,
+    /// Writable queues on masters, sorted by broker name then queue id.
+    pub write_queues: Vec<MessageQueue>,
+    /// Readable queues (master address, else the lowest-id slave), sorted.
+    pub read_queues: Vec<MessageQueue>,
+    /// Whether any broker marks the topic as ordered.
+    pub order: bool,
+}
+
+impl TopicRoute {
+    /// Flattens a route answer.
+    pub fn new(topic: &str, data: TopicRouteData) -> Self {
+        let mut queue_data = data.queues.clone();
+        queue_data.sort_by(|a, b| a.broker_name.cmp(&b.broker_name));
+        let mut write_queues = Vec::new();
+        let mut read_queues = Vec::new();
+        for qd in &queue_data {
+            let Some(broker) = data
+                .brokers
+                .iter()
+                .find(|b| b.broker_name == qd.broker_name)
+            else {
+                continue;
+            };
+            let mq = |addr: &str, queue_id| MessageQueue {
+                topic: topic.to_string(),
+                broker_name: qd.broker_name.clone(),
+                broker_addr: addr.to_string(),
+                queue_id,
+            };
+            if qd.perm & PERM_WRITE != 0 {
+                if let Some(master) = broker.master_addr() {
+                    write_queues.extend((0..qd.write_queues).map(|q| mq(master, q)));
+                }
+            }
+            if qd.perm & PERM_READ != 0 {
+                // Master first; otherwise the slave with the lowest id.
+                if let Some(addr) = broker.addrs.values().next() {
+                    read_queues.extend((0..qd.read_queues).map(|q| mq(addr, q)));
+                }
+            }
+        }
+        TopicRoute {
+            topic: topic.to_string(),
+            order: data.queues.iter().any(|q| q.order),
+            data,
+            write_queues,
+            read_queues,
+        }
+    }
+
+    /// Master addresses of every broker in the route.
+    pub fn master_addrs(&self) -> Vec<String> {
+        self.data
+            .brokers
+            .iter()
+            .filter_map(|b| b.master_addr().map(String::from))
+            .collect()
+    }
+}
+
+/// Round-robin over `queues`, skipping brokers the fault tracker avoids and
+/// the broker of the previous failed attempt; falls back to any other broker,
+/// then to any queue at all.
+pub fn select_round_robin<'q>(
+    queues: &'q [MessageQueue],
+    counter: &mut usize,
+    last_failed: Option<&str>,
+    fault: Option<&LatencyFaultTolerance>,
+    now: Instant,
+) -> Option<&'q MessageQueue> {
+    let n = queues.len();
+    if n == 0 {
+        return None;
+    }
+    let start = *counter;
+    *counter = counter.wrapping_add(1);
+    let at = |i: usize| &queues[start.wrapping_add(i) % n];
+    let not_last = |q: &MessageQueue| Some(q.broker_name.as_str()) != last_failed;
+    let available = |q: &MessageQueue| fault.is_none_or_available(&q.broker_name, now);
+    (0..n)
+        .map(at)
+        .find(|q| not_last(q) && available(q))
+        .or_else(|| (0..n).map(at).find(|q| not_last(q)))
+        .or_else(|| Some(at(0)))
+}
+
+/// Helper so `None` (fault avoidance off) means "available".
+trait MaybeFault {
+    fn is_none_or_available(&self, broker: &str, now: Instant) -> bool;
+}
+
+impl MaybeFault for Option<&LatencyFaultTolerance> {
+    fn is_none_or_available(&self, broker: &str, now: Instant) -> bool {
+        match self {
+            Some(f) => f.is_available(broker, now),
+            None => true,
+        }
+    }
+}
+
+/// The queue for an order key: a stable hash (FNV-1a 64) of the key modulo
+/// the number of writable queues, so the same key always lands in the same
+/// queue while the route does not change.
+pub fn select_by_key<'q>(queues: &'q [MessageQueue], key: &str) -> Option<&'q MessageQueue> {
+    if queues.is_empty() {
+        return None;
+    }
+    let n = u64::try_from(queues.len()).ok()?;
+    let i = usize::try_from(fnv1a(key.as_bytes()) % n).ok()?;
+    queues.get(i)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use skylark_codec::{BrokerData, QueueData};
+
+    use super::*;
+
+    fn route() -> TopicRoute {
+        let broker = |name: &str, addrs: &[(u64, &str)]| BrokerData {
+            cluster: "c".into(),
+            broker_name: name.into(),
+            addrs: addrs
+                .iter()
+                .map(|(i, a)| (*i, a.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        };
+        let qd = |name: &str, n, perm| QueueData {
+            broker_name: name.into(),
+            read_queues: n,
+            write_queues: n,
+            perm,
+            order: false,
+        };
+        TopicRoute::new(
+            "T",
+            TopicRouteData {
+                queues: vec![
+                    qd("b", 2, PERM_READ | PERM_WRITE),
+                    qd("a", 2, PERM_READ | PERM_WRITE),
+                    qd("s", 1, PERM_READ | PERM_WRITE),
+                ],
+                brokers: vec![
+                    broker("a", &[(0, "a:1"), (1, "a:2")]),
+                    broker("b", &[(0, "b:1")]),
+                    broker("s", &[(1, "s:2")]),
+                ],
+            },
+        )
+    }
+
+    #[test]
+    fn flattening() {
+        let r = route();
+        let w: Vec<_> = r
+            .write_queues
+            .iter()
+            .map(|q| (q.broker_addr.as_str(), q.queue_id))
+            .collect();
+        assert_eq!(w, vec![("a:1", 0), ("a:1", 1), ("b:1", 0), ("b:1", 1)]);
+        // A broker without a master is still readable through its slave.
+        assert_eq!(r.read_queues.len(), 5);
+        assert_eq!(r.read_queues[4].broker_addr, "s:2");
+        assert_eq!(r.master_addrs(), vec!["a:1".to_string(), "b:1".to_string()]);
+    }
+
+    #[test]
+    fn round_robin_cycles_every_queue() {
+        let r = route();
+        let mut c = 0;
+        let now = Instant::now();
+        let picked: Vec<_> = (0..8)
+            .map(|_| select_round_robin(&r.write_queues, &mut c, None, None, now).cloned())
+            .map(|q| q.map(|q| (q.broker_name, q.queue_id)))
+            .collect();
+        let expect = |b: &str, q| Some((b.to_string(), q));
+        assert_eq!(
+            picked[..4],
+            [
+                expect("a", 0),
+                expect("a", 1),
+                expect("b", 0),
+                expect("b", 1)
+            ]
+        );
+        assert_eq!(picked[4..], picked[..4]);
+    }
+
+    #[test]
+    fn round_robin_avoids_faulty_and_last_failed_brokers() {
+        let r = route();
+        let now = Instant::now();
+        let mut fault = LatencyFaultTolerance::new(Duration::from_secs(30));
+        fault.update("a", Duration::ZERO, true, now);
+        let mut c = 0;
+        for _ in 0..4 {
+            let q = select_round_robin(&r.write_queues, &mut c, None, Some(&fault), now);
+            assert_eq!(q.map(|q| q.broker_name.as_str()), Some("b"));
+        }
+        // The retry after a failure on b goes elsewhere even if a is isolated.
+        let q = select_round_robin(&r.write_queues, &mut c, Some("b"), Some(&fault), now);
+        assert_eq!(q.map(|q| q.broker_name.as_str()), Some("a"));
+        // Everything isolated: still answers.
+        fault.update("b", Duration::ZERO, true, now);
+        assert!(select_round_robin(&r.write_queues, &mut c, None, Some(&fault), now).is_some());
+        // After the window a is back.
+        let later = now + Duration::from_secs(31);
+        let mut c = 0;
+        let q = select_round_robin(&r.write_queues, &mut c, None, Some(&fault), later);
+        assert_eq!(q.map(|q| q.broker_name.as_str()), Some("a"));
+        assert!(select_round_robin(&[], &mut c, None, None, now).is_none());
+    }
+
+    #[test]
+    fn order_key_is_stable() {
+        let r = route();
+        let q1 = select_by_key(&r.write_queues, "order-42").cloned();
+        for _ in 0..10 {
+            assert_eq!(select_by_key(&r.write_queues, "order-42").cloned(), q1);
+        }
+        // Reference value of FNV-1a 64 keeps the mapping stable across builds.
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let spread: std::collections::HashSet<_> = (0..100)
+            .filter_map(|i| select_by_key(&r.write_queues, &format!("k{i}")))
+            .map(|q| (q.broker_name.clone(), q.queue_id))
+            .collect();
+        assert_eq!(spread.len(), 4);
+        assert!(select_by_key(&[], "k").is_none());
+    }
+}

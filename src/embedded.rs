@@ -1,0 +1,67 @@
+//! Run Skylark inside your own actix System.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use skylark::embedded;
+//! let log = slog::Logger::root(slog::Discard, slog::o!());
+//! let dir = std::env::temp_dir().join("skylark-embedded");
+//! let node = embedded::start_standalone(&dir, 0, 0, log).await?;
+//! println!("nameserver on {}", node.namesrv_addr());
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Port 0 picks free ports; [`Standalone::namesrv_addr`] tells which.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+pub use skylark_actors::config::{BrokerConfig, NameServerConfig};
+pub use skylark_actors::launch::{start_broker, BrokerHandle, LaunchError};
+pub use skylark_actors::namesrv::{start_namesrv, NameServerHandle};
+
+/// A NameServer and a Broker started together (what `skylark standalone` runs).
+pub struct Standalone {
+    pub namesrv: NameServerHandle,
+    pub broker: BrokerHandle,
+}
+
+impl Standalone {
+    /// Where clients find the NameServer.
+    pub fn namesrv_addr(&self) -> SocketAddr {
+        self.namesrv.local_addr()
+    }
+    /// The broker's client address.
+    pub fn broker_addr(&self) -> SocketAddr {
+        self.broker.local_addr()
+    }
+    /// Graceful stop of both.
+    pub async fn shutdown(self) {
+        self.broker.shutdown().await;
+        drop(self.namesrv);
+    }
+}
+
+/// Starts a NameServer and a Broker on 127.0.0.1 with default settings and
+/// data in `data_dir`. Must be called inside a running actix System.
+pub async fn start_standalone(
+    data_dir: &Path,
+    namesrv_port: u16,
+    broker_port: u16,
+    log: slog::Logger,
+) -> anyhow::Result<Standalone> {
+    let ncfg = NameServerConfig {
+        port: namesrv_port,
+        ..NameServerConfig::default()
+    };
+    let namesrv = start_namesrv(ncfg, log.clone()).await?;
+    let mut bcfg = BrokerConfig {
+        broker_name: "standalone".into(),
+        port: broker_port,
+        namesrv: namesrv.local_addr().to_string(),
+        ..BrokerConfig::default()
+    };
+    bcfg.store.data_dir = data_dir.to_path_buf();
+    let broker = start_broker(bcfg, log).await?;
+    Ok(Standalone { namesrv, broker })
+}

@@ -1,0 +1,238 @@
+//! End-to-end tests of the `skylark` binary: real processes, free ports,
+//! temporary data directories.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{bin, json_lines, Standalone};
+
+#[test]
+fn kill9_under_sync_flush_loses_no_acknowledged_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Standalone::start(dir.path(), &["--flush", "sync"]);
+
+    // Produce until the broker dies under it; every printed line is an ack.
+    let mut produce = Command::new(bin())
+        .args([
+            "--log-level",
+            "off",
+            "produce",
+            "--topic",
+            "Durable",
+            "--count",
+            "1000000",
+            "--body",
+            "m",
+            "--json",
+        ])
+        .env("SKYLARK_NAMESRV", node.namesrv())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = produce.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut acked = Vec::new();
+    while acked.len() < 500 {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => acked.push(l),
+            Err(e) => panic!("producer stalled after {} acks: {e}", acked.len()),
+        }
+    }
+    node.kill9();
+    // The producer fails once its broker is gone; collect what it printed.
+    let status = produce.wait().unwrap();
+    reader.join().unwrap();
+    acked.extend(rx.try_iter());
+    assert!(
+        !status.success(),
+        "produce should fail when the broker is killed"
+    );
+    let acked: Vec<serde_json::Value> = acked
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    node.restart();
+    let out = node.cli(&[
+        "consume",
+        "--group",
+        "check",
+        "--topic",
+        "Durable",
+        "--idle-timeout",
+        "3",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "consume failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = json_lines(&out.stdout);
+
+    // Every queue in order, no gaps, from 0.
+    let mut per_queue: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for m in &got {
+        per_queue
+            .entry(m["queue_id"].as_u64().unwrap())
+            .or_default()
+            .push(m["queue_offset"].as_u64().unwrap());
+    }
+    for (q, offs) in &per_queue {
+        assert!(
+            offs.iter().enumerate().all(|(i, o)| *o == i as u64),
+            "queue {q} has gaps or disorder: {offs:?}"
+        );
+    }
+    // Every acknowledged message is there, with its body intact.
+    let by_id: BTreeMap<&str, &serde_json::Value> = got
+        .iter()
+        .map(|m| (m["msg_id"].as_str().unwrap(), m))
+        .collect();
+    let mut seen_bodies = HashSet::new();
+    for (i, a) in acked.iter().enumerate() {
+        let id = a["msg_id"].as_str().unwrap();
+        let m = by_id
+            .get(id)
+            .unwrap_or_else(|| panic!("acknowledged message #{i} {id} is lost"));
+        assert_eq!(m["queue_id"], a["queue_id"]);
+        assert_eq!(m["queue_offset"], a["queue_offset"]);
+        let body = m["body"].as_str().unwrap();
+        assert!(body.starts_with("m-"), "body {body:?}");
+        assert!(
+            seen_bodies.insert(body.to_string()),
+            "duplicate body {body}"
+        );
+    }
+}
+
+#[test]
+fn garbage_then_oversized_then_normal_produce() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(dir.path(), &[]);
+
+    let mut s = TcpStream::connect(node.broker()).unwrap();
+    let junk: Vec<u8> = (0..65536).map(|_| rand::random::<u8>()).collect();
+    let _ = s.write_all(&junk);
+    drop(s);
+
+    let out = node.cli(&["produce", "--topic", "Big", "--size", "5000000"]);
+    assert!(!out.status.success(), "a 5 MB message must be refused");
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        err.contains("too large") || err.contains("exceeds"),
+        "stderr: {err}"
+    );
+
+    let out = node.cli(&[
+        "produce", "--topic", "Big", "--count", "5", "--body", "ok", "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_lines(&out.stdout).len(), 5);
+}
+
+#[test]
+fn produce_consume_round_trip_with_tags_and_committed_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(dir.path(), &[]);
+    for (tag, n) in [("A", "3"), ("B", "2")] {
+        let out = node.cli(&[
+            "produce", "--topic", "Tags", "--count", n, "--body", tag, "--tag", tag, "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = node.cli(&[
+        "consume",
+        "--group",
+        "ga",
+        "--topic",
+        "Tags",
+        "--filter",
+        "A",
+        "--idle-timeout",
+        "2",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = json_lines(&out.stdout);
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|m| m["tags"] == "A"));
+    // The group's offsets were committed: nothing new for it now.
+    let out = node.cli(&[
+        "consume",
+        "--group",
+        "ga",
+        "--topic",
+        "Tags",
+        "--filter",
+        "A",
+        "--idle-timeout",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(json_lines(&out.stdout).len(), 0);
+    // Another group sees all five.
+    let out = node.cli(&[
+        "consume",
+        "--group",
+        "gall",
+        "--topic",
+        "Tags",
+        "--count",
+        "5",
+        "--idle-timeout",
+        "5",
+        "--json",
+    ]);
+    assert_eq!(json_lines(&out.stdout).len(), 5);
+}
+
+#[test]
+fn admin_topic_commands_and_clean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Standalone::start(dir.path(), &[]);
+    let out = node.cli(&["admin", "topic", "create", "--name", "Adm", "--queues", "6"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ok = common::wait_until(Duration::from_secs(10), || {
+        let out = node.cli(&["admin", "--json", "topic", "route", "--name", "Adm"]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("6")
+    });
+    assert!(ok, "route of Adm never showed 6 queues");
+    let out = node.cli(&["admin", "topic", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Adm"));
+    let out = node.cli(&["admin", "topic", "create", "--name", "bad name!"]);
+    assert!(!out.status.success());
+    assert!(!out.stderr.is_empty());
+    assert!(node.terminate(), "SIGTERM should stop standalone cleanly");
+}

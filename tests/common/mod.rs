@@ -1,0 +1,160 @@
+//! Test harness: real `skylark` processes on free 127.0.0.1 ports with a
+//! temporary data directory, killed when the handle drops. Waits are on
+//! conditions with deadlines, never fixed sleeps.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `skylark` binary built for this test run.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_skylark")
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `f` until it is true or `timeout` passes; returns whether it became true.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `skylark standalone` process.
+pub struct Standalone {
+    pub child: Option<Child>,
+    pub namesrv_port: u16,
+    pub broker_port: u16,
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Standalone {
+    /// Starts standalone on fresh ports in `data_dir` with extra flags.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Standalone {
+        let mut s = Standalone {
+            child: None,
+            namesrv_port: free_port(),
+            broker_port: free_port(),
+            data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(bin())
+            .args(["--log-level", "warn", "standalone", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--namesrv-port", &self.namesrv_port.to_string()])
+            .args(["--broker-port", &self.broker_port.to_string()])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn skylark standalone");
+        self.child = Some(child);
+        let (n, b) = (self.namesrv_port, self.broker_port);
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                TcpStream::connect(("127.0.0.1", n)).is_ok()
+                    && TcpStream::connect(("127.0.0.1", b)).is_ok()
+            }),
+            "standalone did not start listening"
+        );
+    }
+
+    /// `127.0.0.1:<namesrv port>`.
+    pub fn namesrv(&self) -> String {
+        format!("127.0.0.1:{}", self.namesrv_port)
+    }
+
+    /// `127.0.0.1:<broker port>`.
+    pub fn broker(&self) -> String {
+        format!("127.0.0.1:{}", self.broker_port)
+    }
+
+    /// kill -9, then wait for the process to be gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        unsafe_sigterm(c.id());
+        let ok = wait_until(Duration::from_secs(30), || {
+            matches!(c.try_wait(), Ok(Some(_)))
+        });
+        if !ok {
+            let _ = c.kill();
+        }
+        matches!(c.wait(), Ok(st) if st.success())
+    }
+
+    /// Starts again on the same ports and data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let (n, b) = (self.namesrv_port, self.broker_port);
+        // The old process is gone; its ports are free again.
+        assert!(wait_until(Duration::from_secs(10), || {
+            TcpListener::bind(("127.0.0.1", n)).is_ok()
+                && TcpListener::bind(("127.0.0.1", b)).is_ok()
+        }));
+        self.spawn();
+    }
+
+    /// Runs a client subcommand (`produce`, `consume`, `admin`, ...) against this cluster.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(["--log-level", "warn"])
+            .args(args)
+            .env("SKYLARK_NAMESRV", self.namesrv())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run skylark")
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+/// Parses stdout as JSON lines.
+pub fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}

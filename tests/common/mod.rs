@@ -79,6 +79,15 @@ impl Standalone {
             }),
             "standalone did not start listening"
         );
+        // Ready means the broker has registered with the NameServer.
+        let broker = self.broker();
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                let out = self.cli(&["admin", "--json", "cluster", "list"]);
+                out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&broker)
+            }),
+            "broker never registered with the nameserver"
+        );
     }
 
     /// `127.0.0.1:<namesrv port>`.

@@ -20,10 +20,12 @@
 //! use skylark::codec::MessageData;
 //!
 //! actix::System::new().block_on(async {
-//!     let producer = Producer::start(ClientConfig::new("127.0.0.1:9876"), "my-group");
+//!     let producer = Producer::start(ClientConfig::new("127.0.0.1:9876"), "my-group")?;
 //!     let result = producer.send("TopicTest", MessageData::new("hello")).await;
 //!     println!("{result:?}");
-//! });
+//!     Ok::<_, skylark::client::ClientError>(())
+//! })?;
+//! # Ok::<_, skylark::client::ClientError>(())
 //! ```
 
 mod config;

@@ -231,8 +231,128 @@ fn admin_topic_commands_and_clean_shutdown() {
     assert!(ok, "route of Adm never showed 6 queues");
     let out = node.cli(&["admin", "topic", "list"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Adm"));
+    let out = node.cli(&["produce", "--topic", "Adm", "--count", "3", "--body", "s"]);
+    assert!(out.status.success());
+    let out = node.cli(&["admin", "--json", "topic", "stats", "--name", "Adm"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = &json_lines(&out.stdout)[0];
+    let queues = v["brokers"][0]["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 6);
+    assert_eq!(
+        queues
+            .iter()
+            .map(|q| q["max_offset"].as_u64().unwrap())
+            .sum::<u64>(),
+        3
+    );
     let out = node.cli(&["admin", "topic", "create", "--name", "bad name!"]);
     assert!(!out.status.success());
     assert!(!out.stderr.is_empty());
     assert!(node.terminate(), "SIGTERM should stop standalone cleanly");
+}
+
+#[test]
+fn namesrv_and_broker_as_separate_processes_with_conf_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (np, bp) = (common::free_port(), common::free_port());
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf");
+    let _ns = common::KillOnDrop(
+        Command::new(bin())
+            .args([
+                "--log-level",
+                "warn",
+                "namesrv",
+                "-c",
+                &format!("{conf}/namesrv.toml"),
+                "--port",
+                &np.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Layering: the file, then SKYLARK_* (flush mode via env), then flags.
+    let _broker = common::KillOnDrop(
+        Command::new(bin())
+            .args([
+                "--log-level",
+                "warn",
+                "broker",
+                "-c",
+                &format!("{conf}/broker.toml"),
+            ])
+            .args([
+                "--namesrv",
+                &format!("127.0.0.1:{np}"),
+                "--port",
+                &bp.to_string(),
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .env("SKYLARK_STORE__FLUSH_MODE", "sync")
+            .env("SKYLARK_DEFAULT_TOPIC_QUEUES", "2")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ns_addr = format!("127.0.0.1:{np}");
+    let cli = |args: &[&str]| {
+        Command::new(bin())
+            .args(["--log-level", "warn"])
+            .args(args)
+            .env("SKYLARK_NAMESRV", &ns_addr)
+            .output()
+            .unwrap()
+    };
+    let registered = common::wait_until(Duration::from_secs(30), || {
+        let out = cli(&["admin", "--json", "cluster", "list"]);
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains(&format!("127.0.0.1:{bp}"))
+    });
+    assert!(registered, "broker never registered");
+    let out = cli(&[
+        "produce", "--topic", "Sep", "--count", "4", "--body", "x", "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The env layer set two queues per auto-created topic.
+    let queues: HashSet<u64> = json_lines(&out.stdout)
+        .iter()
+        .map(|m| m["queue_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(queues, HashSet::from([0, 1]));
+    let out = cli(&[
+        "consume",
+        "--group",
+        "g",
+        "--topic",
+        "Sep",
+        "--count",
+        "4",
+        "--idle-timeout",
+        "5",
+        "--json",
+    ]);
+    assert_eq!(json_lines(&out.stdout).len(), 4);
+    // A bad config file is a clear error, not a panic.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "port = \"not a number\"\n").unwrap();
+    let out = Command::new(bin())
+        .args(["broker", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("error"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

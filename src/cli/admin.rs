@@ -11,7 +11,10 @@ use std::io::Write;
 
 use anyhow::bail;
 use serde_json::json;
-use skylark_codec::{CreateTopicRequest, DeleteTopicRequest, TopicConfig, PERM_READ, PERM_WRITE};
+use skylark_codec::{
+    CreateTopicRequest, DeleteTopicRequest, GetTopicStatsRequest, TopicConfig, PERM_READ,
+    PERM_WRITE,
+};
 
 use super::{AdminArgs, AdminCmd, ClusterCmd, TopicCmd, TopicCreateArgs};
 use crate::client::{ClientConfig, ClientError, NameServerClient};
@@ -36,6 +39,7 @@ async fn admin(a: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::Topic(TopicCmd::Update(t)) => create(&ns, &cfg, &t, "updated", a.json).await,
         AdminCmd::Topic(TopicCmd::Delete(t)) => delete(&ns, &cfg, &t.name, a.json).await,
         AdminCmd::Topic(TopicCmd::Route(t)) => route(&ns, &t.name, a.json).await,
+        AdminCmd::Topic(TopicCmd::Stats(t)) => stats(&ns, &cfg, &t.name, a.json).await,
         AdminCmd::Topic(TopicCmd::List) => list(&ns, a.json).await,
         AdminCmd::Cluster(ClusterCmd::List) => cluster(&ns, a.json).await,
     }
@@ -187,6 +191,61 @@ async fn route(ns: &NameServerClient, name: &str, json: bool) -> anyhow::Result<
             perm_str(q.perm),
             q.order
         );
+    }
+    Ok(())
+}
+
+/// `topic stats`: per broker and queue, the min and max offsets.
+async fn stats(
+    ns: &NameServerClient,
+    cfg: &ClientConfig,
+    name: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let route = ns.route(name).await?;
+    let req = GetTopicStatsRequest {
+        topic: name.to_string(),
+    };
+    let mut all = Vec::new();
+    for b in &route.brokers {
+        let Some(addr) = b.master_addr() else {
+            continue;
+        };
+        let c = crate::client::connect_broker(cfg, addr).await?;
+        let r = c.call(&req).await;
+        c.close();
+        let s = r.map_err(|e| ClientError::from_call(addr, Some(name), e))?;
+        all.push((b.broker_name.clone(), addr.to_string(), s));
+    }
+    if json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|(broker, addr, s)| {
+                json!({"broker_name": broker, "addr": addr, "queues": s.queues.iter().map(|q| json!({
+                    "queue_id": q.queue_id, "min_offset": q.min_offset, "max_offset": q.max_offset,
+                })).collect::<Vec<_>>(), "messages_put": s.messages_put, "parked_pulls": s.parked_pulls})
+            })
+            .collect();
+        out!("{}", json!({"topic": name, "brokers": v}));
+        return Ok(());
+    }
+    out!(
+        "{:<20} {:>6} {:>14} {:>14}",
+        "BROKER",
+        "QUEUE",
+        "MIN_OFFSET",
+        "MAX_OFFSET"
+    );
+    for (broker, _, s) in &all {
+        for q in &s.queues {
+            out!(
+                "{:<20} {:>6} {:>14} {:>14}",
+                broker,
+                q.queue_id,
+                q.min_offset,
+                q.max_offset
+            );
+        }
     }
     Ok(())
 }

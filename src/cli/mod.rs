@@ -236,6 +236,8 @@ pub enum TopicCmd {
     Delete(TopicNameArgs),
     /// Show a topic's route.
     Route(TopicNameArgs),
+    /// Show a topic's per-queue min/max offsets on every master.
+    Stats(TopicNameArgs),
     /// List topics.
     List,
 }

@@ -113,6 +113,9 @@ impl Service for BrokerService {
                 Command::CreateTopic => wire::dispatch(frame, |r| admin::create_topic(s, r)).await,
                 Command::DeleteTopic => wire::dispatch(frame, |r| admin::delete_topic(s, r)).await,
                 Command::GetTopicStats => wire::dispatch(frame, |r| admin::topic_stats(s, r)).await,
+                // Consumer groups: add here.
+                // Queries and admin: add here.
+                // Scheduler: add here.
                 other => {
                     let e = WireError::new(
                         ErrorCode::UnknownCommand,

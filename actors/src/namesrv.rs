@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use skylark_codec::{
     Ack, ClusterInfo, Command, ErrorCode, GetClusterInfoRequest, GetRouteInfoRequest,
-    GetTopicListRequest, Handshake, HandshakeResponse, RawFrame, RegisterBrokerRequest,
+    GetTopicListRequest, HandshakeResponse, RawFrame, RegisterBrokerRequest,
     RegisterBrokerResponse, TopicList, TopicRouteData, UnregisterBrokerRequest, WireError,
 };
 use slog::{info, warn, Logger};
@@ -150,26 +150,16 @@ fn mailbox(e: MailboxError) -> WireError {
 }
 
 impl Service for NameServerService {
-    fn call(&self, frame: RawFrame, _conn: &ConnInfo) -> LocalBoxFuture<'static, Option<Bytes>> {
+    fn call(
+        &self,
+        cmd: Command,
+        frame: RawFrame,
+        _conn: &ConnInfo,
+    ) -> LocalBoxFuture<'static, Option<Bytes>> {
         let ns = self.ns.clone();
         let header = frame.header;
-        let cmd = match Command::try_from(header.command) {
-            Ok(c) => c,
-            Err(_) => {
-                let e = WireError::new(
-                    ErrorCode::UnknownCommand,
-                    format!("unknown command {}", header.command),
-                );
-                return Box::pin(futures::future::ready(Some(wire::error_response(
-                    &header, e,
-                ))));
-            }
-        };
         Box::pin(async move {
             match cmd {
-                Command::Handshake => {
-                    wire::dispatch(frame, |h: Handshake| async move { crate::handshake(&h) }).await
-                }
                 Command::RegisterBroker => {
                     wire::dispatch(frame, |r: RegisterBrokerRequest| async move {
                         ns.send(RegisterBroker(r)).await.map_err(mailbox)
@@ -210,13 +200,7 @@ impl Service for NameServerService {
                     })
                     .await
                 }
-                other => {
-                    let e = WireError::new(
-                        ErrorCode::UnknownCommand,
-                        format!("command {other:?} is not served by a nameserver"),
-                    );
-                    Some(wire::error_response(&header, e))
-                }
+                other => wire::not_served(&header, other, "nameserver"),
             }
         })
     }

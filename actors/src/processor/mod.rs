@@ -18,7 +18,7 @@ use std::sync::Arc;
 use actix::Addr;
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
-use skylark_codec::{Command, ErrorCode, Handshake, RawFrame, WireError};
+use skylark_codec::{Command, RawFrame, WireError};
 
 use crate::broker::{Broker, EnsureTopic, TopicRegistry};
 use crate::config::BrokerConfig;
@@ -73,27 +73,17 @@ impl BrokerService {
 }
 
 impl Service for BrokerService {
-    fn call(&self, frame: RawFrame, conn: &ConnInfo) -> LocalBoxFuture<'static, Option<Bytes>> {
+    fn call(
+        &self,
+        cmd: Command,
+        frame: RawFrame,
+        conn: &ConnInfo,
+    ) -> LocalBoxFuture<'static, Option<Bytes>> {
         let s = self.shared.clone();
         let header = frame.header;
         let peer = conn.peer;
-        let cmd = match Command::try_from(header.command) {
-            Ok(c) => c,
-            Err(_) => {
-                let e = WireError::new(
-                    ErrorCode::UnknownCommand,
-                    format!("unknown command {}", header.command),
-                );
-                return Box::pin(futures::future::ready(Some(wire::error_response(
-                    &header, e,
-                ))));
-            }
-        };
         Box::pin(async move {
             match cmd {
-                Command::Handshake => {
-                    wire::dispatch(frame, |h: Handshake| async move { crate::handshake(&h) }).await
-                }
                 Command::SendMessage => wire::dispatch(frame, |r| send::send_one(s, r, peer)).await,
                 Command::SendBatch => wire::dispatch(frame, |r| send::send_batch(s, r, peer)).await,
                 Command::PullMessage => wire::dispatch(frame, |r| pull::pull(s, r)).await,
@@ -116,13 +106,7 @@ impl Service for BrokerService {
                 // Consumer groups: add here.
                 // Queries and admin: add here.
                 // Scheduler: add here.
-                other => {
-                    let e = WireError::new(
-                        ErrorCode::UnknownCommand,
-                        format!("command {other:?} is not served by a broker"),
-                    );
-                    Some(wire::error_response(&header, e))
-                }
+                other => wire::not_served(&header, other, "broker"),
             }
         })
     }

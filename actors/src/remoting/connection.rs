@@ -12,7 +12,10 @@ use std::net::SocketAddr;
 use actix::io::{WriteHandler, Writer};
 use actix::prelude::*;
 use bytes::Bytes;
-use skylark_codec::{ErrorCode, FrameCodec, FrameKind, Header, ProtocolError, RawFrame, WireError};
+use skylark_codec::{
+    Command, ErrorCode, FrameCodec, FrameKind, Handshake, Header, ProtocolError, RawFrame,
+    WireError,
+};
 use slog::{debug, warn, Logger};
 use tokio::io::WriteHalf;
 use tokio::net::TcpStream;
@@ -30,8 +33,13 @@ pub struct ConnInfo {
 }
 
 /// The per-connection request handler (a type-erased [`Service`]).
-type Handle =
-    Box<dyn FnMut(RawFrame, &ConnInfo) -> futures::future::LocalBoxFuture<'static, Option<Bytes>>>;
+type Handle = Box<
+    dyn FnMut(
+        Command,
+        RawFrame,
+        &ConnInfo,
+    ) -> futures::future::LocalBoxFuture<'static, Option<Bytes>>,
+>;
 
 /// Server session for one TCP connection.
 pub struct Connection {
@@ -60,7 +68,7 @@ impl Connection {
             Connection {
                 peer,
                 writer: Writer::new(w, ctx),
-                service: Box::new(move |f, c| service.call(f, c)),
+                service: Box::new(move |cmd, f, c| service.call(cmd, f, c)),
                 inflight: 0,
                 max_inflight,
                 log: log.new(slog::o!("peer" => peer.to_string())),
@@ -129,6 +137,33 @@ impl StreamHandler<Result<RawFrame, ProtocolError>> for Connection {
                 return;
             }
         }
+        let Ok(cmd) = Command::try_from(frame.header.command) else {
+            let h = frame.header;
+            self.refuse(
+                &h,
+                ErrorCode::UnknownCommand,
+                format!("unknown command {}", h.command),
+            );
+            return;
+        };
+        if cmd == Command::Handshake {
+            // Every server answers the handshake the same way, at once.
+            let answer = match frame.decode_body::<Handshake>() {
+                Ok(h) => crate::handshake(&h),
+                Err(e) => Err(WireError::new(
+                    ErrorCode::BadRequest,
+                    format!("bad handshake: {e}"),
+                )),
+            };
+            if frame.header.kind != FrameKind::Oneway {
+                let out = match answer {
+                    Ok(r) => wire::response(&frame.header, &r),
+                    Err(e) => wire::error_response(&frame.header, e),
+                };
+                self.writer.write(&out);
+            }
+            return;
+        }
         if self.inflight >= self.max_inflight {
             let h = frame.header;
             self.refuse(
@@ -143,7 +178,7 @@ impl StreamHandler<Result<RawFrame, ProtocolError>> for Connection {
             peer: self.peer,
             addr: ctx.address(),
         };
-        let fut = (self.service)(frame, &info);
+        let fut = (self.service)(cmd, frame, &info);
         ctx.spawn(fut.into_actor(self).map(|out, act, _ctx| {
             act.inflight = act.inflight.saturating_sub(1);
             if let Some(frame) = out {

@@ -22,13 +22,21 @@ pub use server::{serve, ServerHandle};
 
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
-use skylark_codec::RawFrame;
+use skylark_codec::{Command, RawFrame};
 
 /// What a server does with one request frame.
 ///
-/// `call` runs on the connection's arbiter thread; the future it returns
-/// produces the already-encoded answer frame (or `None` for a oneway
-/// request). Implementations are cheap to clone (a bundle of `Addr`s).
+/// The [`Connection`] has already answered unknown command numbers and the
+/// handshake; `call` gets every other command, runs on the connection's
+/// arbiter thread, and returns a future producing the already-encoded answer
+/// frame (or `None` for a oneway request; [`wire::not_served`] for a command
+/// this server does not serve). Implementations are cheap to clone (a
+/// bundle of `Addr`s).
 pub trait Service: Clone + Send + 'static {
-    fn call(&self, frame: RawFrame, conn: &ConnInfo) -> LocalBoxFuture<'static, Option<Bytes>>;
+    fn call(
+        &self,
+        cmd: Command,
+        frame: RawFrame,
+        conn: &ConnInfo,
+    ) -> LocalBoxFuture<'static, Option<Bytes>>;
 }

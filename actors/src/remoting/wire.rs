@@ -87,3 +87,12 @@ fn answer<T: Serialize>(header: &Header, result: Result<T, WireError>) -> Option
         Err(e) => error_response(header, e),
     })
 }
+
+/// The answer to a known command this server does not serve.
+pub fn not_served(header: &Header, cmd: skylark_codec::Command, server: &str) -> Option<Bytes> {
+    let e = WireError::new(
+        ErrorCode::UnknownCommand,
+        format!("command {cmd:?} is not served by a {server}"),
+    );
+    Some(error_response(header, e))
+}

@@ -356,3 +356,51 @@ fn namesrv_and_broker_as_separate_processes_with_conf_files() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn bench_modes_report_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(dir.path(), &[]);
+    let run = |args: &[&str]| {
+        let out = node.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = json_lines(&out.stdout).pop().expect("one JSON report");
+        assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+        for k in ["mb_per_sec", "p50_us", "p99_us", "p999_us", "max_us"] {
+            assert!(r.get(k).is_some(), "missing {k} in {r}");
+        }
+    };
+    run(&[
+        "bench",
+        "produce",
+        "--topic",
+        "Bp",
+        "--count",
+        "3000",
+        "--batch",
+        "32",
+        "--clients",
+        "2",
+        "--json",
+    ]);
+    run(&[
+        "bench", "consume", "--topic", "Bp", "--count", "3000", "--json",
+    ]);
+    // e2e on a topic that does not exist yet.
+    run(&[
+        "bench",
+        "e2e",
+        "--topic",
+        "Be",
+        "--count",
+        "500",
+        "--inflight",
+        "4",
+        "--json",
+    ]);
+}

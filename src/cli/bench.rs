@@ -176,6 +176,12 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         max_us: hist.max(),
         errors: shared.errors.load(Ordering::Relaxed),
     };
+    if a.rate > 0 && report.msgs_per_sec < a.rate as f64 * 0.9 {
+        eprintln!(
+            "warning: reached {:.0} msgs/s of the {} asked for; raise --inflight, --batch or --clients",
+            report.msgs_per_sec, a.rate
+        );
+    }
     if a.json {
         out!("{}", serde_json::to_string(&report)?);
     } else {
@@ -253,6 +259,7 @@ async fn produce(
             shared.clone(),
         );
         let (batch, inflight) = (a.batch, a.inflight);
+        let stamp_us = a.mode == BenchMode::E2e;
         waits.push(on_arbiter(arbiters, move || async move {
             let producer = Producer::start(cfg, &format!("{group}-{c}"))?;
             let slots = (0..inflight).map(|_| {
@@ -261,6 +268,7 @@ async fn produce(
                     topic.clone(),
                     body.clone(),
                     batch,
+                    stamp_us,
                     shared.clone(),
                 )
             });
@@ -296,6 +304,7 @@ async fn send_loop(
     topic: String,
     body: Bytes,
     batch: usize,
+    stamp_us: bool,
     shared: Arc<Shared>,
 ) -> anyhow::Result<Histogram<u64>> {
     let mut hist = histogram()?;
@@ -306,9 +315,16 @@ async fn send_loop(
             return Ok(hist);
         }
         shared.pace(first).await;
+        // e2e measures arrival - born in µs: the born time in ms alone
+        // would overstate every sample by up to 999 µs.
         let msg = || MessageData {
             body: body.clone(),
             born_timestamp: now_ms(),
+            properties: if stamp_us {
+                vec![(BORN_US.to_string(), now_us().to_string())]
+            } else {
+                Vec::new()
+            },
             ..MessageData::default()
         };
         let t0 = Instant::now();
@@ -330,6 +346,9 @@ async fn send_loop(
         }
     }
 }
+
+/// Property carrying the producer's clock in µs (e2e mode).
+const BORN_US: &str = "BENCH_BORN_US";
 
 /// Every queue of the topic with its (min, max) offsets.
 async fn queue_ranges(
@@ -377,7 +396,8 @@ async fn consume_backlog(
             a.group.clone(),
             shared.clone(),
         );
-        let max = u32::try_from(a.batch.max(32)).unwrap_or(32);
+        // Large pulls: a backlog read is bounded by round trips, not bytes.
+        let max = u32::try_from(a.batch.max(256)).unwrap_or(256);
         waits.push(on_arbiter(arbiters, move || async move {
             let consumer = PullConsumer::start(cfg, &group)?;
             let tasks = mine
@@ -446,7 +466,26 @@ async fn e2e(
     arbiters: &mut Vec<Arbiter>,
 ) -> anyhow::Result<(Histogram<u64>, Duration)> {
     let consumer = PullConsumer::start(ClientConfig::new(&a.namesrv), &a.group)?;
-    let ranges = queue_ranges(&consumer, &a.topic).await?;
+    let ranges = match queue_ranges(&consumer, &a.topic).await {
+        Ok(r) => r,
+        Err(_) => {
+            // A new topic: one warm-up send creates it (auto-create), then
+            // the consumers start after it.
+            let p = Producer::start(
+                ClientConfig::new(&a.namesrv),
+                &format!("{}-warmup", a.group),
+            )?;
+            p.send(&a.topic, MessageData::new("warm-up")).await?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match queue_ranges(&consumer, &a.topic).await {
+                    Ok(r) => break r,
+                    Err(e) if Instant::now() >= deadline => return Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
+    };
     // Received messages count separately from sent ones.
     let received = Shared::new(a.count, 0);
     let mut tasks = Vec::new();
@@ -511,7 +550,11 @@ async fn follow_queue(
             Ok(r) => {
                 let now = now_us();
                 for m in &r.messages {
-                    let lat = now.saturating_sub(m.born_timestamp.saturating_mul(1000));
+                    let born_us = m
+                        .property(BORN_US)
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .unwrap_or_else(|| m.born_timestamp.saturating_mul(1000));
+                    let lat = now.saturating_sub(born_us);
                     hist.saturating_record(u64::try_from(lat).unwrap_or(0));
                     shared
                         .bytes

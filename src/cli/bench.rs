@@ -19,7 +19,6 @@
 //! is a terminal.
 
 use std::future::Future;
-use std::io::IsTerminal;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,7 +28,7 @@ use actix::Arbiter;
 use anyhow::bail;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use rand::Rng;
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -204,16 +203,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn progress_bar(count: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(count), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} ({per_sec})")
-    {
-        bar.set_style(style);
-    }
-    bar
+    super::progress_bar(count)
 }
 
 /// Updates the bar until `rx` completes.

@@ -185,6 +185,11 @@ async fn print_loop(
     let stdout = std::io::stdout();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    // A bar only when the run has a known length (--count).
+    let bar = match a.count {
+        Some(n) => super::progress_bar(n),
+        None => indicatif::ProgressBar::hidden(),
+    };
     while a.count.is_none_or_gt(printed) {
         let recv = async {
             match deadline {
@@ -214,6 +219,7 @@ async fn print_loop(
             }
             print_message(&mut out, m, a.json)?;
             printed += 1;
+            bar.inc(1);
         }
         out.flush().context("writing to stdout")?;
         if let Some(p) = progress.get_mut(idx) {
@@ -227,6 +233,7 @@ async fn print_loop(
             last_commit = Instant::now();
         }
     }
+    bar.finish_and_clear();
     Ok(())
 }
 

@@ -13,6 +13,23 @@ pub mod server;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+
+/// A progress bar on stderr for long runs, drawn only when stderr is a
+/// terminal (hidden when piped, so scripts see clean output).
+pub fn progress_bar(len: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} ({per_sec})")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
 
 /// Skylark: a distributed message broker in the family of Apache RocketMQ.
 #[derive(Debug, Parser)]

@@ -136,6 +136,7 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let started = Instant::now();
     let batch = u64::try_from(a.batch).unwrap_or(u64::MAX);
+    let bar = super::progress_bar(a.count);
     let mut i = 0;
     while i < a.count {
         let n = batch.min(a.count - i);
@@ -162,7 +163,9 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
         }
         out.flush().context("writing to stdout")?;
         i += n;
+        bar.inc(n);
     }
+    bar.finish_and_clear();
     if !a.json {
         let secs = started.elapsed().as_secs_f64();
         out!(

@@ -111,7 +111,7 @@ impl Default for BrokerConfig {
             max_pull_bytes: 1024 * 1024,
             delay_levels: crate::scheduler::levels::DEFAULT_DELAY_LEVELS.into(),
             max_delay_ms: 3 * 24 * 3600 * 1000,
-            schedule_tick_ms: 50,
+            schedule_tick_ms: 20,
             store: StoreConfig::default(),
         }
     }

@@ -76,6 +76,8 @@ pub struct Scheduler {
     max_delay_ms: u64,
     tick: Duration,
     busy: bool,
+    /// When the level offsets were last fsynced.
+    levels_synced: std::time::Instant,
     log: Logger,
 }
 
@@ -138,6 +140,7 @@ impl Scheduler {
                     max_delay_ms,
                     tick: Duration::from_millis(tick),
                     busy: false,
+                    levels_synced: std::time::Instant::now(),
                     log: log.new(slog::o!("actor" => "scheduler")),
                 })
             });
@@ -301,8 +304,14 @@ impl Scheduler {
         if !plan_offsets.is_empty() {
             let mut next = self.level_offsets.clone();
             next.extend(plan_offsets);
-            match persist::write_json(&self.offsets_path, &next) {
-                Ok(()) => self.level_offsets = next,
+            let sync = self.levels_synced.elapsed() >= timer_index::SYNC_EVERY;
+            match timer_index::replace_json(&self.offsets_path, &next, sync) {
+                Ok(()) => {
+                    self.level_offsets = next;
+                    if sync {
+                        self.levels_synced = std::time::Instant::now();
+                    }
+                }
                 Err(e) => error!(self.log, "cannot persist delay offsets"; "error" => %e),
             }
         }
@@ -318,6 +327,7 @@ impl Scheduler {
             return;
         }
         self.busy = true;
+        let started = std::time::Instant::now();
         let now = now_ms();
         let reads = self.read_sources(now);
         let fut = reads.into_actor(self).then(move |src, act, _| {
@@ -334,12 +344,17 @@ impl Scheduler {
             }
             .into_actor(act)
         });
-        ctx.spawn(fut.map(|res, act, _| {
+        ctx.spawn(fut.map(move |res, act, ctx| {
             act.busy = false;
             match res {
                 Ok((offsets, timer)) => act.commit(offsets, timer),
                 Err(e) => error!(act.log, "delayed delivery failed, retrying"; "error" => e),
             }
+            // The next tick starts one interval after this one started, or
+            // at once if this one took longer: a slow tick delays the next
+            // by its overrun only, never by a whole skipped interval.
+            let next = act.tick.saturating_sub(started.elapsed());
+            ctx.run_later(next, |act, ctx| act.tick(ctx));
         }));
     }
 }
@@ -454,7 +469,7 @@ impl Actor for Scheduler {
         ctx.set_mailbox_capacity(256);
         info!(self.log, "scheduler started"; "levels" => self.levels.len(),
             "timer_pending" => self.timer.pending());
-        ctx.run_interval(self.tick, |act, ctx| act.tick(ctx));
+        ctx.run_later(self.tick, |act, ctx| act.tick(ctx));
     }
 }
 

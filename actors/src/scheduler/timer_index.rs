@@ -25,6 +25,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,8 @@ pub const BUCKET_MS: i64 = 1000;
 /// Bytes per entry.
 pub const ENTRY_LEN: usize = 20;
 const PROGRESS_FILE: &str = "progress.json";
+/// How often progress is also fsynced.
+pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// One pending timer message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -77,6 +80,18 @@ impl TimerProgress {
     }
 }
 
+/// Replaces `path` with `value` as JSON atomically (temp file + rename);
+/// with `sync`, also fsynced ([`persist::write_json`]).
+pub fn replace_json<T: Serialize>(path: &Path, value: &T, sync: bool) -> io::Result<()> {
+    if sync {
+        return persist::write_json(path, value);
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    fs::write(&tmp, serde_json::to_vec(value).map_err(io::Error::other)?)?;
+    fs::rename(&tmp, path)
+}
+
 /// The bucket files and the progress of the timer.
 pub struct TimerIndex {
     dir: PathBuf,
@@ -84,6 +99,7 @@ pub struct TimerIndex {
     progress: TimerProgress,
     dirty: HashSet<i64>,
     pending: u64,
+    last_sync: Instant,
 }
 
 fn bucket_of(at: i64) -> i64 {
@@ -109,6 +125,7 @@ impl TimerIndex {
             progress,
             dirty: HashSet::new(),
             pending: 0,
+            last_sync: Instant::now(),
         };
         let mut pending = 0u64;
         for b in index.buckets.clone() {
@@ -195,17 +212,24 @@ impl TimerIndex {
         Ok((out, true))
     }
 
-    /// Records progress durably: fsyncs the buckets written since the last
-    /// commit, then replaces the progress file. `delivered` entries (from
+    /// Records progress: replaces the progress file atomically (safe
+    /// against a killed process at once); every `SYNC_EVERY` it first fsyncs
+    /// the buckets written meanwhile and the new file (safe against a
+    /// power loss, at worst that much delivery is redone). `delivered` entries (from
     /// the buckets) leave the pending count; buckets wholly behind the new
     /// cursor are deleted.
     pub fn commit(&mut self, progress: TimerProgress, delivered: u64) -> io::Result<()> {
-        for b in self.dirty.drain() {
-            if let Ok(f) = File::open(self.dir.join(format!("{b:020}"))) {
-                f.sync_all()?;
+        let sync = self.last_sync.elapsed() >= SYNC_EVERY;
+        if sync {
+            let dirty: Vec<i64> = self.dirty.drain().collect();
+            for b in dirty {
+                if let Ok(f) = File::open(self.path(b)) {
+                    f.sync_all()?;
+                }
             }
+            self.last_sync = Instant::now();
         }
-        persist::write_json(&self.dir.join(PROGRESS_FILE), &progress)?;
+        replace_json(&self.dir.join(PROGRESS_FILE), &progress, sync)?;
         self.progress = progress;
         self.pending = self.pending.saturating_sub(delivered);
         let done: Vec<i64> = self

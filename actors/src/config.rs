@@ -80,6 +80,13 @@ pub struct BrokerConfig {
     pub max_frame_size: usize,
     /// Largest pull answer in bytes.
     pub max_pull_bytes: u32,
+    /// Delay levels, space separated (`1s 5s 10s 30s 1m ... 2h`): level L
+    /// (1-based) waits the L-th duration.
+    pub delay_levels: String,
+    /// Longest accepted delay of an arbitrary-time (`deliver_at`) message.
+    pub max_delay_ms: u64,
+    /// How often the Scheduler looks for due delayed messages.
+    pub schedule_tick_ms: u64,
     /// Storage engine settings (`[store]`); `store.data_dir` is the broker's
     /// data directory (CommitLog, ConsumeQueues and the `config/` metadata).
     pub store: StoreConfig,
@@ -102,6 +109,9 @@ impl Default for BrokerConfig {
             max_inflight_per_connection: 1024,
             max_frame_size: skylark_codec::DEFAULT_MAX_FRAME_SIZE,
             max_pull_bytes: 1024 * 1024,
+            delay_levels: crate::scheduler::levels::DEFAULT_DELAY_LEVELS.into(),
+            max_delay_ms: 3 * 24 * 3600 * 1000,
+            schedule_tick_ms: 20,
             store: StoreConfig::default(),
         }
     }

@@ -21,6 +21,7 @@ use crate::consumer_offsets::{ConsumerOffsets, FlushOffsets};
 use crate::processor::{BrokerService, Shared};
 use crate::remoting::server::ServeOptions;
 use crate::remoting::{self, ServerHandle};
+use crate::scheduler::Scheduler;
 use crate::storage::{Shutdown, Storage};
 
 /// Why a broker could not start.
@@ -42,6 +43,7 @@ pub struct BrokerHandle {
     server: ServerHandle,
     workers: Vec<Arbiter>,
     storage_arbiter: Arbiter,
+    scheduler_arbiter: Arbiter,
     log: Logger,
 }
 
@@ -55,6 +57,7 @@ impl BrokerHandle {
     /// checkpoint the store.
     pub async fn shutdown(mut self) {
         self.server.stop_accepting();
+        self.scheduler_arbiter.stop();
         let _ = self.broker.send(Unregister).await;
         match self.offsets.send(FlushOffsets).await {
             Ok(Ok(())) => {}
@@ -101,6 +104,18 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     )?
     .start();
 
+    let scheduler_arbiter = Arbiter::new();
+    let scheduler = Scheduler::start_on(
+        &scheduler_arbiter.handle(),
+        &config,
+        storage.clone(),
+        broker.clone(),
+        registry.clone(),
+        log.clone(),
+    )
+    .await
+    .map_err(LaunchError::Config)?;
+
     let shared = Shared {
         config: config.clone(),
         broker: broker.clone(),
@@ -108,6 +123,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         offsets: offsets.clone(),
         topics: registry,
         store_host,
+        scheduler,
     };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -131,6 +147,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         server,
         workers,
         storage_arbiter,
+        scheduler_arbiter,
         log,
     })
 }

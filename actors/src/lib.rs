@@ -9,6 +9,7 @@
 //! | [`topic_queue::TopicQueue`] | topic | queue layout, parked long-poll pulls |
 //! | [`storage::Storage`] | broker | the mapped files: CommitLog, ConsumeQueues, checkpoint |
 //! | [`consumer_offsets::ConsumerOffsets`] | broker | committed consumer offsets |
+//! | [`scheduler::Scheduler`] | broker | delay-level progress, the timer index |
 //!
 //! [`processor`] turns wire requests into messages to those owners;
 //! [`remoting`] is the TCP plumbing; [`store`] is the plain-Rust storage
@@ -22,6 +23,7 @@ pub mod namesrv;
 pub mod persist;
 pub mod processor;
 pub mod remoting;
+pub mod scheduler;
 pub mod storage;
 pub mod store;
 pub mod topic_queue;

@@ -56,6 +56,8 @@ pub enum Command {
     GetTopicStats = 62,
     // Consumer groups (33-39, 42-49): add here.
     // Queries and admin (70-89): add here.
+    /// [`crate::GetScheduleStatsRequest`] → [`crate::ScheduleStats`].
+    GetScheduleStats = 90,
     // Scheduler (90-99): add here.
 }
 
@@ -81,6 +83,7 @@ impl Command {
         Command::GetTopicStats,
         // Consumer groups: add here.
         // Queries and admin: add here.
+        Command::GetScheduleStats,
         // Scheduler: add here.
     ];
 

@@ -79,6 +79,7 @@
 //! | 60 | `CreateTopic` | [`CreateTopicRequest`] | [`Ack`] | Admin → broker: create or update a topic (name checked with [`validate_topic_name`]). |
 //! | 61 | `DeleteTopic` | [`DeleteTopicRequest`] | [`Ack`] | Admin → broker: delete a topic. |
 //! | 62 | `GetTopicStats` | [`GetTopicStatsRequest`] | [`TopicStats`] | Admin → broker: a topic's config, per-queue min/max offsets, parked pulls. |
+//! | 90 | `GetScheduleStats` | [`GetScheduleStatsRequest`] | [`ScheduleStats`] | Admin → broker: delayed messages pending per delay level and in the timer. |
 //!
 //! # Errors
 //!
@@ -113,6 +114,7 @@ pub use cmd::route::{
     BrokerData, ClusterInfo, GetClusterInfoRequest, GetRouteInfoRequest, GetTopicListRequest,
     QueueData, TopicList, TopicRouteData,
 };
+pub use cmd::schedule::{DelayLevelStats, GetScheduleStatsRequest, ScheduleStats};
 pub use cmd::send::{SendBatchRequest, SendBatchResponse, SendRequest, SendResult, SendStatus};
 pub use cmd::topic::{
     validate_group_name, validate_topic_name, CreateTopicRequest, DeleteTopicRequest,

@@ -422,3 +422,23 @@ mod rmpv_like {
     }
     pub use V::{S, U};
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn schedule_stats(id in any::<u64>(), split in any::<usize>(), err in wire_error(),
+                      levels in vec((any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>()), 0..20),
+                      timer_pending in any::<u64>(), up_to in any::<i64>(), max in any::<u64>()) {
+        let levels = levels.into_iter().map(|(level, delay_ms, pending, delivered_offset)| {
+            DelayLevelStats { level, delay_ms, pending, delivered_offset }
+        }).collect();
+        let stats = ScheduleStats {
+            levels,
+            timer_pending,
+            timer_delivered_up_to_ms: up_to,
+            max_delay_ms: max,
+        };
+        check_rpc(id, split, &GetScheduleStatsRequest {}, &stats, &err);
+    }
+}

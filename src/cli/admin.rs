@@ -42,6 +42,9 @@ async fn admin(a: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::Topic(TopicCmd::Stats(t)) => stats(&ns, &cfg, &t.name, a.json).await,
         AdminCmd::Topic(TopicCmd::List) => list(&ns, a.json).await,
         AdminCmd::Cluster(ClusterCmd::List) => cluster(&ns, a.json).await,
+        AdminCmd::Delay(super::DelayCmd::Stats { broker }) => {
+            super::admin_delay::stats(&ns, &cfg, broker.as_deref(), a.json).await
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! Every failure exits non-zero with a one-line reason on stderr.
 
 pub mod admin;
+pub mod admin_delay;
 pub mod bench;
 pub mod consume;
 pub mod produce;
@@ -241,6 +242,19 @@ pub enum AdminCmd {
     /// The cluster.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Delayed messages (delay levels and timer).
+    #[command(subcommand)]
+    Delay(DelayCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DelayCmd {
+    /// Pending delayed messages per level and in the timer, per master.
+    Stats {
+        /// Only this broker address (default: every master).
+        #[arg(long)]
+        broker: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

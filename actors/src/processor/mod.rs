@@ -8,6 +8,7 @@
 //! ConsumerOffsets).
 
 mod admin;
+mod delay;
 mod offset;
 mod pull;
 mod send;
@@ -36,6 +37,8 @@ pub struct Shared {
     pub topics: TopicRegistry,
     /// This broker's address as written into message ids.
     pub store_host: SocketAddr,
+    /// The Scheduler (delayed messages) and its settings.
+    pub scheduler: crate::scheduler::SchedulerHandle,
 }
 
 impl Shared {
@@ -105,6 +108,18 @@ impl Service for BrokerService {
                 Command::GetTopicStats => wire::dispatch(frame, |r| admin::topic_stats(s, r)).await,
                 // Consumer groups: add here.
                 // Queries and admin: add here.
+                Command::GetScheduleStats => {
+                    wire::dispatch(frame, |_: skylark_codec::GetScheduleStatsRequest| {
+                        let sched = s.scheduler.addr.clone();
+                        async move {
+                            sched
+                                .send(crate::scheduler::GetScheduleStats)
+                                .await
+                                .map_err(crate::mailbox_error)
+                        }
+                    })
+                    .await
+                }
                 // Scheduler: add here.
                 other => wire::not_served(&header, other, "broker"),
             }

@@ -9,7 +9,7 @@ use skylark_codec::{
     SendRequest, SendResult, SendStatus, WireError,
 };
 
-use super::Shared;
+use super::{delay, Shared};
 use crate::storage::StoredMessage;
 use crate::topic_queue::Append;
 
@@ -53,14 +53,14 @@ fn check(s: &Shared, topic: &str, messages: &[MessageData]) -> Result<(), WireEr
                 ),
             ));
         }
-        if m.delay_level != 0 || m.deliver_at_ms.is_some() {
-            return Err(WireError::new(
-                ErrorCode::BadRequest,
-                "delayed delivery is not supported by this broker yet",
-            ));
-        }
     }
-    Ok(())
+    if crate::scheduler::levels::is_schedule_topic(topic) {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            format!("topic '{topic}' is reserved for the scheduler"),
+        ));
+    }
+    delay::check(s, messages)
 }
 
 async fn store(
@@ -72,6 +72,9 @@ async fn store(
 ) -> Result<Vec<SendResult>, WireError> {
     check(s, &topic, &messages)?;
     let tq = s.topic_queue(&topic, true).await?;
+    if let Some(parks) = delay::parks(s, &messages)? {
+        return delay::store_delayed(s, &tq, topic, queue_id, messages, parks, peer).await;
+    }
     let topic: Arc<str> = Arc::from(topic.as_str());
     let stored = messages
         .into_iter()
@@ -84,13 +87,17 @@ async fn store(
         })
         .await
         .map_err(crate::mailbox_error)??;
+    Ok(results(s, &res))
+}
+
+/// The send answers of an append, in order.
+pub(super) fn results(s: &Shared, res: &crate::store::AppendBatchResult) -> Vec<SendResult> {
     let status = if res.flush_timed_out {
         SendStatus::FlushDiskTimeout
     } else {
         SendStatus::SendOk
     };
-    Ok(res
-        .results
+    res.results
         .iter()
         .map(|it| SendResult {
             status,
@@ -98,5 +105,5 @@ async fn store(
             queue_id: it.queue_id,
             queue_offset: it.queue_offset,
         })
-        .collect())
+        .collect()
 }

@@ -10,6 +10,7 @@ pub mod heartbeat;
 pub mod offset;
 pub mod pull;
 pub mod route;
+pub mod schedule;
 pub mod send;
 pub mod topic;
 

@@ -1,0 +1,516 @@
+//! The `Scheduler` actor: one per broker, delivers delayed messages.
+//!
+//! Two forms (see `docs/delay.md`):
+//! * **Delay levels** (RocketMQ's `1s 5s ... 2h`, the `delay_levels` key):
+//!   a delayed send is stored in [`SCHEDULE_TOPIC`], queue `level - 1`.
+//!   Within a queue due times only grow (store time + the level's delay), so
+//!   each tick delivers the due prefix of every level, in order, and then
+//!   persists the per-level offsets in `<data_dir>/config/delay_offsets.json`.
+//! * **Arbitrary time** (`deliver_at_ms`): the message is stored in
+//!   [`TIMER_TOPIC`]; each tick enters new timer records into the on-disk
+//!   [`TimerIndex`] (per-second bucket files under `<data_dir>/timer/`),
+//!   delivers the due entries and persists the cursor.
+//!
+//! Delivery re-appends a copy (body and properties without the scheduling
+//! ones) through the real topic's `TopicQueue`, so parked pulls wake.
+//! Progress is persisted only after the appends succeeded: a kill -9 loses
+//! nothing, and at worst re-delivers what the interrupted tick delivered.
+//!
+//! The actor runs on an Arbiter of its own ([`Scheduler::start_on`]): its
+//! index and progress files are read, written and fsynced there.
+
+pub mod delivery;
+pub mod levels;
+pub mod timer_index;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use skylark_codec::{DelayLevelStats, ErrorCode, ScheduleStats, WireError};
+use slog::{error, info, warn, Logger};
+use tokio::sync::oneshot;
+
+use crate::broker::{Broker, EnsureTopic, TopicRegistry};
+use crate::persist;
+use crate::storage::{GetMessages, GetQueueOffsets, ReadAt, Storage, StoredMessage};
+use crate::store::{decode, ReadResult, ReadStatus};
+use crate::topic_queue::Append;
+use delivery::delivery_copy;
+use levels::LevelOffsets;
+pub use levels::{SCHEDULE_TOPIC, TIMER_TOPIC};
+use timer_index::{TimerEntry, TimerIndex, TimerProgress};
+
+/// Records read from one schedule queue per tick.
+const LEVEL_BATCH: u32 = 512;
+/// Timer records indexed per tick.
+const TIMER_INDEX_BATCH: u32 = 4096;
+/// Timer entries delivered per tick.
+const TIMER_DELIVER_BATCH: usize = 8192;
+/// Concurrent record reads in flight while delivering.
+const READ_CHUNK: usize = 512;
+
+/// What the send path needs to know about scheduling.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    pub addr: Addr<Scheduler>,
+    /// Delay of each level in ms (index 0 = level 1).
+    pub levels: Arc<Vec<u64>>,
+    pub max_delay_ms: u64,
+}
+
+/// The state owner of delayed delivery.
+pub struct Scheduler {
+    storage: Addr<Storage>,
+    broker: Addr<Broker>,
+    topics: TopicRegistry,
+    levels: Arc<Vec<u64>>,
+    level_offsets: LevelOffsets,
+    /// Per level: the head is not due before this time (skip reading).
+    level_head_due: BTreeMap<u32, i64>,
+    offsets_path: PathBuf,
+    timer: TimerIndex,
+    timer_max_offset: u64,
+    max_delay_ms: u64,
+    tick: Duration,
+    busy: bool,
+    /// When the level offsets were last fsynced.
+    levels_synced: std::time::Instant,
+    log: Logger,
+}
+
+/// Pending counts per level and in the timer.
+#[derive(Message)]
+#[rtype(result = "ScheduleStats")]
+pub struct GetScheduleStats;
+
+/// What one tick read from the store.
+struct Sources {
+    levels: Vec<(u32, Result<ReadResult, WireError>)>,
+    timer: Result<ReadResult, WireError>,
+}
+
+/// What one tick delivers and the progress to persist once it has.
+#[derive(Default)]
+struct Plan {
+    /// Decoded messages to deliver, in order.
+    messages: Vec<(i32, StoredMessage)>,
+    /// Timer entries to read and deliver after `messages`.
+    timer_entries: Vec<TimerEntry>,
+    level_offsets: Vec<(u32, u64)>,
+    timer_progress: Option<TimerProgress>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Scheduler {
+    /// Opens the progress files and the timer index on `arbiter`'s thread
+    /// and starts the actor there.
+    pub async fn start_on(
+        arbiter: &ArbiterHandle,
+        config: &crate::config::BrokerConfig,
+        storage: Addr<Storage>,
+        broker: Addr<Broker>,
+        topics: TopicRegistry,
+        log: Logger,
+    ) -> Result<SchedulerHandle, String> {
+        let levels = Arc::new(levels::parse_delay_levels(&config.delay_levels)?);
+        let data_dir = config.store.data_dir.clone();
+        let (max_delay_ms, tick) = (config.max_delay_ms, config.schedule_tick_ms.max(1));
+        let (tx, rx) = oneshot::channel();
+        let lv = levels.clone();
+        let spawned = arbiter.spawn(async move {
+            let res = Scheduler::open(&data_dir).map(|(offsets, timer)| {
+                Scheduler::create(move |_| Scheduler {
+                    storage,
+                    broker,
+                    topics,
+                    levels: lv,
+                    level_offsets: offsets,
+                    level_head_due: BTreeMap::new(),
+                    offsets_path: data_dir.join("config").join("delay_offsets.json"),
+                    timer,
+                    timer_max_offset: 0,
+                    max_delay_ms,
+                    tick: Duration::from_millis(tick),
+                    busy: false,
+                    levels_synced: std::time::Instant::now(),
+                    log: log.new(slog::o!("actor" => "scheduler")),
+                })
+            });
+            let _ = tx.send(res);
+        });
+        if !spawned {
+            return Err("scheduler arbiter is gone".into());
+        }
+        let addr = rx
+            .await
+            .map_err(|_| "scheduler did not start".to_string())?
+            .map_err(|e| format!("cannot open the scheduler's files: {e}"))?;
+        Ok(SchedulerHandle {
+            addr,
+            levels,
+            max_delay_ms,
+        })
+    }
+
+    fn open(data_dir: &Path) -> std::io::Result<(LevelOffsets, TimerIndex)> {
+        let offsets = persist::read_json(&data_dir.join("config").join("delay_offsets.json"))?
+            .unwrap_or_default();
+        let timer = TimerIndex::open(&data_dir.join("timer"))?;
+        Ok((offsets, timer))
+    }
+
+    /// Reads new timer records and every level whose head may be due.
+    fn read_sources(&self, now: i64) -> impl std::future::Future<Output = Sources> {
+        let storage = self.storage.clone();
+        let wanted: Vec<(u32, u64)> = (1..=self.levels.len() as u32)
+            .filter(|l| self.level_head_due.get(l).is_none_or(|&t| t <= now))
+            .map(|l| (l, self.level_offsets.get(&l).copied().unwrap_or(0)))
+            .collect();
+        let timer_from = self.timer.progress().indexed_offset;
+        async move {
+            let get = |topic: &str, queue_id: u32, from: u64, max: u32| {
+                let f = storage.send(GetMessages {
+                    topic: topic.to_string(),
+                    queue_id,
+                    queue_offset: from,
+                    max_messages: max,
+                    max_bytes: 8 << 20,
+                    tag_filter: None,
+                });
+                async move {
+                    f.await
+                        .map_err(crate::mailbox_error)?
+                        .map_err(crate::store_error)
+                }
+            };
+            let level_reads = wanted.iter().map(|&(l, from)| {
+                let f = get(SCHEDULE_TOPIC, l - 1, from, LEVEL_BATCH);
+                async move { (l, f.await) }
+            });
+            let (levels, timer) = futures::future::join(
+                futures::future::join_all(level_reads),
+                get(TIMER_TOPIC, 0, timer_from, TIMER_INDEX_BATCH),
+            )
+            .await;
+            Sources { levels, timer }
+        }
+    }
+
+    /// Turns what was read into a delivery plan: the due prefix of each
+    /// level, and the timer's due entries after indexing the new records.
+    fn plan(&mut self, src: Sources, now: i64) -> std::io::Result<Plan> {
+        let mut plan = Plan::default();
+        for (level, read) in src.levels {
+            let read = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(self.log, "cannot read a delay level"; "level" => level, "error" => %e);
+                    continue;
+                }
+            };
+            self.plan_level(level, read, now, &mut plan);
+        }
+        self.plan_timer(src.timer, now, &mut plan)?;
+        Ok(plan)
+    }
+
+    fn plan_level(&mut self, level: u32, read: ReadResult, now: i64, plan: &mut Plan) {
+        let from = self.level_offsets.get(&level).copied().unwrap_or(0);
+        if read.status == ReadStatus::OffsetTooSmall || read.status == ReadStatus::OffsetTooBig {
+            plan.level_offsets.push((level, read.next_queue_offset));
+            return;
+        }
+        let delay = self.levels.get(level as usize - 1).copied().unwrap_or(0) as i64;
+        let (mut buf, mut next) = (&read.records[..], from);
+        self.level_head_due.remove(&level);
+        while let Ok((d, n)) = decode(buf) {
+            let due_at = d.store_timestamp.saturating_add(delay);
+            if due_at > now {
+                self.level_head_due.insert(level, due_at);
+                break;
+            }
+            match delivery_copy(&d) {
+                Some(m) => plan.messages.push(m),
+                None => warn!(self.log, "schedule record without a real topic, dropped";
+                    "offset" => d.physical_offset),
+            }
+            next = d.queue_offset + 1;
+            buf = &buf[n..];
+        }
+        if next != from {
+            plan.level_offsets.push((level, next));
+        }
+    }
+
+    fn plan_timer(
+        &mut self,
+        read: Result<ReadResult, WireError>,
+        now: i64,
+        plan: &mut Plan,
+    ) -> std::io::Result<()> {
+        let mut progress = self.timer.progress();
+        let mut changed = false;
+        match read {
+            Ok(r) => {
+                self.timer_max_offset = r.max_offset;
+                let mut new_entries = Vec::new();
+                let mut buf = &r.records[..];
+                while let Ok((d, n)) = decode(buf) {
+                    let e = TimerEntry {
+                        deliver_at: delivery::deliver_at(&d),
+                        physical_offset: d.physical_offset,
+                        size: d.record_size,
+                    };
+                    if self.timer.is_behind_cursor(&e) {
+                        if let Some(m) = delivery_copy(&d) {
+                            plan.messages.push(m);
+                        }
+                    } else {
+                        new_entries.push(e);
+                    }
+                    buf = &buf[n..];
+                }
+                self.timer.add(&new_entries)?;
+                if r.next_queue_offset != progress.indexed_offset {
+                    progress.indexed_offset = r.next_queue_offset;
+                    changed = true;
+                }
+            }
+            Err(e) => warn!(self.log, "cannot read the timer topic"; "error" => %e),
+        }
+        let (due, complete) = self.timer.due(now, TIMER_DELIVER_BATCH)?;
+        if complete && !due.is_empty() {
+            (progress.cursor_at, progress.cursor_phys) = (now, u64::MAX);
+        } else if let Some(last) = due.last() {
+            (progress.cursor_at, progress.cursor_phys) = (last.deliver_at, last.physical_offset);
+        }
+        if changed || !due.is_empty() || !plan.messages.is_empty() {
+            plan.timer_progress = Some(progress);
+        }
+        plan.timer_entries = due;
+        Ok(())
+    }
+
+    /// Persists what a successful tick delivered.
+    fn commit(&mut self, plan_offsets: Vec<(u32, u64)>, timer: Option<(TimerProgress, u64)>) {
+        if !plan_offsets.is_empty() {
+            let mut next = self.level_offsets.clone();
+            next.extend(plan_offsets);
+            let sync = self.levels_synced.elapsed() >= timer_index::SYNC_EVERY;
+            match timer_index::replace_json(&self.offsets_path, &next, sync) {
+                Ok(()) => {
+                    self.level_offsets = next;
+                    if sync {
+                        self.levels_synced = std::time::Instant::now();
+                    }
+                }
+                Err(e) => error!(self.log, "cannot persist delay offsets"; "error" => %e),
+            }
+        }
+        if let Some((progress, delivered)) = timer {
+            if let Err(e) = self.timer.commit(progress, delivered) {
+                error!(self.log, "cannot persist the timer progress"; "error" => %e);
+            }
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        self.busy = true;
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        let reads = self.read_sources(now);
+        let fut = reads.into_actor(self).then(move |src, act, _| {
+            let plan = act.plan(src, now);
+            let deliver = Deliverer {
+                storage: act.storage.clone(),
+                broker: act.broker.clone(),
+                topics: act.topics.clone(),
+                log: act.log.clone(),
+            };
+            async move {
+                let plan = plan.map_err(|e| format!("timer index: {e}"))?;
+                deliver.run(plan).await
+            }
+            .into_actor(act)
+        });
+        ctx.spawn(fut.map(move |res, act, ctx| {
+            act.busy = false;
+            match res {
+                Ok((offsets, timer)) => act.commit(offsets, timer),
+                Err(e) => error!(act.log, "delayed delivery failed, retrying"; "error" => e),
+            }
+            // The next tick starts one interval after this one started, or
+            // at once if this one took longer: a slow tick delays the next
+            // by its overrun only, never by a whole skipped interval.
+            let next = act.tick.saturating_sub(started.elapsed());
+            ctx.run_later(next, |act, ctx| act.tick(ctx));
+        }));
+    }
+}
+
+/// The asynchronous half of a tick: read timer records, append copies.
+struct Deliverer {
+    storage: Addr<Storage>,
+    broker: Addr<Broker>,
+    topics: TopicRegistry,
+    log: Logger,
+}
+
+type Committed = (Vec<(u32, u64)>, Option<(TimerProgress, u64)>);
+
+impl Deliverer {
+    async fn run(self, plan: Plan) -> Result<Committed, String> {
+        let mut messages = plan.messages;
+        let delivered_from_buckets = plan.timer_entries.len() as u64;
+        for chunk in plan.timer_entries.chunks(READ_CHUNK) {
+            let reads = chunk.iter().map(|e| {
+                self.storage.send(ReadAt {
+                    physical_offset: e.physical_offset,
+                    size: e.size,
+                })
+            });
+            for (e, r) in chunk.iter().zip(futures::future::join_all(reads).await) {
+                match r.map_err(|e| e.to_string())? {
+                    Ok(bytes) => match decode(&bytes).ok().and_then(|(d, _)| delivery_copy(&d)) {
+                        Some(m) => messages.push(m),
+                        None => warn!(self.log, "timer record unreadable, dropped";
+                            "offset" => e.physical_offset),
+                    },
+                    Err(crate::store::StoreError::NoRecord(o)) => {
+                        warn!(self.log, "timer record gone (retention), dropped"; "offset" => o)
+                    }
+                    Err(err) => return Err(err.to_string()),
+                }
+            }
+        }
+        self.append_all(messages).await?;
+        Ok((
+            plan.level_offsets,
+            plan.timer_progress.map(|p| (p, delivered_from_buckets)),
+        ))
+    }
+
+    /// Appends runs of messages with the same topic and queue as batches.
+    async fn append_all(&self, messages: Vec<(i32, StoredMessage)>) -> Result<(), String> {
+        let mut batch: Vec<StoredMessage> = Vec::new();
+        let mut key: Option<(Arc<str>, i32)> = None;
+        for (q, m) in messages {
+            let k = (m.topic.clone(), q);
+            if key.as_ref() != Some(&k) || batch.len() >= 256 {
+                if let Some((t, q)) = key.take() {
+                    self.append(&t, q, std::mem::take(&mut batch)).await?;
+                }
+                key = Some(k);
+            }
+            batch.push(m);
+        }
+        if let Some((t, q)) = key {
+            self.append(&t, q, batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn append(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        messages: Vec<StoredMessage>,
+    ) -> Result<(), String> {
+        let tq = match self.topics.get(topic) {
+            Some(a) => Ok(a.clone()),
+            None => self
+                .broker
+                .send(EnsureTopic {
+                    name: topic.to_string(),
+                    auto_create: false,
+                })
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        let res = match tq {
+            Ok(tq) => tq
+                .send(Append { queue_id, messages })
+                .await
+                .map_err(|e| e.to_string())?,
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.code,
+                    ErrorCode::TopicNotFound | ErrorCode::BadRequest | ErrorCode::PermissionDenied
+                ) =>
+            {
+                warn!(self.log, "delayed messages cannot be delivered, dropped";
+                    "topic" => topic, "error" => %e);
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(256);
+        info!(self.log, "scheduler started"; "levels" => self.levels.len(),
+            "timer_pending" => self.timer.pending());
+        ctx.run_later(self.tick, |act, ctx| act.tick(ctx));
+    }
+}
+
+impl Handler<GetScheduleStats> for Scheduler {
+    type Result = ResponseFuture<ScheduleStats>;
+
+    fn handle(&mut self, _: GetScheduleStats, _: &mut Self::Context) -> Self::Result {
+        let storage = self.storage.clone();
+        let levels = self.levels.clone();
+        let offsets = self.level_offsets.clone();
+        let progress = self.timer.progress();
+        let timer_pending = self.timer.pending()
+            + self
+                .timer_max_offset
+                .saturating_sub(progress.indexed_offset);
+        let max_delay_ms = self.max_delay_ms;
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(levels.len());
+            for (i, &delay_ms) in levels.iter().enumerate() {
+                let level = i as u32 + 1;
+                let (_, max) = storage
+                    .send(GetQueueOffsets {
+                        topic: SCHEDULE_TOPIC.into(),
+                        queue_id: i as u32,
+                    })
+                    .await
+                    .unwrap_or((0, 0));
+                let delivered = offsets.get(&level).copied().unwrap_or(0);
+                out.push(DelayLevelStats {
+                    level,
+                    delay_ms,
+                    pending: max.saturating_sub(delivered),
+                    delivered_offset: delivered,
+                });
+            }
+            ScheduleStats {
+                levels: out,
+                timer_pending,
+                timer_delivered_up_to_ms: progress.cursor_at,
+                max_delay_ms,
+            }
+        })
+    }
+}

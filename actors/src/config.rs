@@ -80,6 +80,13 @@ pub struct BrokerConfig {
     pub max_frame_size: usize,
     /// Largest pull answer in bytes.
     pub max_pull_bytes: u32,
+    /// An undecided half message is first checked with its producer this
+    /// long after it was stored (ms).
+    pub transaction_timeout_ms: u64,
+    /// Then checked again this often (ms).
+    pub transaction_check_interval_ms: u64,
+    /// At most this many checks; then the half message is discarded.
+    pub transaction_check_max: u32,
     /// Storage engine settings (`[store]`); `store.data_dir` is the broker's
     /// data directory (CommitLog, ConsumeQueues and the `config/` metadata).
     pub store: StoreConfig,
@@ -102,6 +109,9 @@ impl Default for BrokerConfig {
             max_inflight_per_connection: 1024,
             max_frame_size: skylark_codec::DEFAULT_MAX_FRAME_SIZE,
             max_pull_bytes: 1024 * 1024,
+            transaction_timeout_ms: 6_000,
+            transaction_check_interval_ms: 60_000,
+            transaction_check_max: 15,
             store: StoreConfig::default(),
         }
     }

@@ -22,6 +22,7 @@ use crate::processor::{BrokerService, Shared};
 use crate::remoting::server::ServeOptions;
 use crate::remoting::{self, ServerHandle};
 use crate::storage::{Shutdown, Storage};
+use crate::transaction::Transaction;
 
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +102,16 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     )?
     .start();
 
+    let transaction = Transaction::load(
+        &config,
+        storage.clone(),
+        broker.clone(),
+        registry.clone(),
+        store_host,
+        log.clone(),
+    )
+    .await?
+    .start();
     let shared = Shared {
         config: config.clone(),
         broker: broker.clone(),
@@ -108,6 +119,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         offsets: offsets.clone(),
         topics: registry,
         store_host,
+        transaction,
     };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())

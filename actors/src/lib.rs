@@ -9,6 +9,7 @@
 //! | [`topic_queue::TopicQueue`] | topic | queue layout, parked long-poll pulls |
 //! | [`storage::Storage`] | broker | the mapped files: CommitLog, ConsumeQueues, checkpoint |
 //! | [`consumer_offsets::ConsumerOffsets`] | broker | committed consumer offsets |
+//! | [`transaction::Transaction`] | broker | half messages, the op log, check-back timing |
 //!
 //! [`processor`] turns wire requests into messages to those owners;
 //! [`remoting`] is the TCP plumbing; [`store`] is the plain-Rust storage
@@ -25,6 +26,7 @@ pub mod remoting;
 pub mod storage;
 pub mod store;
 pub mod topic_queue;
+pub mod transaction;
 
 use skylark_codec::{ErrorCode, Handshake, HandshakeResponse, WireError};
 use store::StoreError;

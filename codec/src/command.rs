@@ -57,6 +57,11 @@ pub enum Command {
     // Consumer groups (33-39, 42-49): add here.
     // Queries and admin (70-89): add here.
     // Scheduler (90-99): add here.
+    // Transactions (100-109).
+    /// [`crate::EndTransactionRequest`] → [`crate::Ack`].
+    EndTransaction = 100,
+    /// [`crate::CheckTransactionStateRequest`] (server push) → no answer.
+    CheckTransactionState = 101,
 }
 
 impl Command {
@@ -82,6 +87,9 @@ impl Command {
         // Consumer groups: add here.
         // Queries and admin: add here.
         // Scheduler: add here.
+        // Transactions.
+        Command::EndTransaction,
+        Command::CheckTransactionState,
     ];
 
     /// The wire number.

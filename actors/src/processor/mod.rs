@@ -11,6 +11,7 @@ mod admin;
 mod offset;
 mod pull;
 mod send;
+mod transaction;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::consumer_offsets::ConsumerOffsets;
 use crate::remoting::{wire, ConnInfo, Service};
 use crate::storage::Storage;
 use crate::topic_queue::TopicQueue;
+use crate::transaction::Transaction;
 
 /// Everything a request handler may reach.
 pub struct Shared {
@@ -36,6 +38,8 @@ pub struct Shared {
     pub topics: TopicRegistry,
     /// This broker's address as written into message ids.
     pub store_host: SocketAddr,
+    /// Half messages and their outcomes.
+    pub transaction: Addr<Transaction>,
 }
 
 impl Shared {
@@ -82,6 +86,7 @@ impl Service for BrokerService {
         let s = self.shared.clone();
         let header = frame.header;
         let peer = conn.peer;
+        transaction::note_client(&s, cmd, &frame, conn);
         Box::pin(async move {
             match cmd {
                 Command::SendMessage => wire::dispatch(frame, |r| send::send_one(s, r, peer)).await,
@@ -106,6 +111,7 @@ impl Service for BrokerService {
                 // Consumer groups: add here.
                 // Queries and admin: add here.
                 // Scheduler: add here.
+                Command::EndTransaction => wire::dispatch(frame, |r| transaction::end(s, r)).await,
                 other => wire::not_served(&header, other, "broker"),
             }
         })

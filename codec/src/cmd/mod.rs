@@ -12,6 +12,7 @@ pub mod pull;
 pub mod route;
 pub mod send;
 pub mod topic;
+pub mod transaction;
 
 use serde::{Deserialize, Serialize};
 

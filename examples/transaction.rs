@@ -24,7 +24,9 @@ async fn read_all(consumer: &PullConsumer, prefix: &str) -> anyhow::Result<Vec<R
         let offsets = consumer.queue_offsets(&queue).await?;
         let mut offset = offsets.min_offset;
         while offset < offsets.max_offset {
-            let r = consumer.pull(&queue, offset, 64, None, Duration::ZERO).await?;
+            let r = consumer
+                .pull(&queue, offset, 64, None, Duration::ZERO)
+                .await?;
             out.extend(
                 r.messages
                     .into_iter()
@@ -73,11 +75,14 @@ async fn run(namesrv: String) -> anyhow::Result<()> {
         }
     }
 
-    let consumer = PullConsumer::start(ClientConfig::new(&namesrv), "transaction-example-consumer")?;
+    let consumer =
+        PullConsumer::start(ClientConfig::new(&namesrv), "transaction-example-consumer")?;
     println!("waiting for the broker's check-back of the unknown transaction ...");
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = read_all(&consumer, &run).await?;
-    while !seen.iter().any(|m| m.body_str() == Some(&format!("{run}-checked")))
+    while !seen
+        .iter()
+        .any(|m| m.body_str() == Some(&format!("{run}-checked")))
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -100,7 +105,9 @@ async fn run(namesrv: String) -> anyhow::Result<()> {
         if got == n {
             Ok(())
         } else {
-            Err(anyhow::anyhow!("expected {n} '{body}', the consumer saw {got}"))
+            Err(anyhow::anyhow!(
+                "expected {n} '{body}', the consumer saw {got}"
+            ))
         }
     };
     expect("commit", 1)?;

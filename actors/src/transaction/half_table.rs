@@ -142,6 +142,23 @@ impl HalfTable {
         }
     }
 
+    /// Starts deciding the pending half at `queue_offset`, whatever its
+    /// physical offset (recovery).
+    pub fn begin_any(&mut self, queue_offset: u64) -> Begin {
+        match self.pending.get(&queue_offset) {
+            Some(h) => {
+                let p = h.physical_offset;
+                self.begin(queue_offset, p)
+            }
+            None => Begin::Unknown,
+        }
+    }
+
+    /// The undecided half messages, in queue order.
+    pub fn pending(&self) -> impl Iterator<Item = &HalfInfo> {
+        self.pending.values()
+    }
+
     /// A decision failed to apply: the half is undecided again.
     pub fn abort(&mut self, queue_offset: u64) {
         if let Some(h) = self.pending.get_mut(&queue_offset) {

@@ -28,6 +28,10 @@ pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
 pub const OP_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
 /// Tag of an op record (RocketMQ's `REMOVETAG`).
 pub const OP_TAG: &str = "d";
+/// Property of a committed message: the queue offset of the half message
+/// it was committed from (with `prepared_tx_offset` = the half's physical
+/// offset, it lets recovery recognise a commit whose op record was lost).
+pub const PROPERTY_HALF_QUEUE_OFFSET: &str = "TRAN_HALF_QOFFSET";
 /// Property of an op record: `commit`, `rollback` or `discard`.
 pub const PROPERTY_OP: &str = "TRAN_OP";
 
@@ -118,8 +122,12 @@ pub fn committed(d: &DecodedMessage<'_>, real_topic: &str) -> StoredMessage {
         keys: d.keys().map(String::from),
         properties: d
             .properties()
-            .filter(|(k, _)| !strip.contains(k))
+            .filter(|(k, _)| !strip.contains(k) && *k != PROPERTY_HALF_QUEUE_OFFSET)
             .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain([(
+                PROPERTY_HALF_QUEUE_OFFSET.to_string(),
+                d.queue_offset.to_string(),
+            )])
             .collect(),
         body: Bytes::copy_from_slice(d.body),
         born_timestamp: d.born_timestamp,
@@ -148,6 +156,13 @@ pub fn op_record(half_queue_offset: u64, decision: Decision, host: SocketAddr) -
         sys_flag: 0,
         prepared_tx_offset: 0,
     }
+}
+
+/// The half (queue offset) a committed message came from: it must carry
+/// [`PROPERTY_HALF_QUEUE_OFFSET`].
+pub fn committed_from(d: &DecodedMessage<'_>) -> Option<(u64, u64)> {
+    let qo = d.property(PROPERTY_HALF_QUEUE_OFFSET)?.parse().ok()?;
+    Some((qo, d.prepared_tx_offset))
 }
 
 /// The half queue offset an op record refers to.
@@ -205,6 +220,13 @@ mod tests {
         assert_eq!(c.tags.as_deref(), Some("TagA"));
         assert_eq!(c.keys.as_deref(), Some("k1"));
         assert_eq!(c.prepared_tx_offset, r.results[0].physical_offset);
+        let cr = store.append(&[c.as_append()]).unwrap();
+        let rec = store.read_at(cr.results[0].physical_offset, 0).unwrap();
+        let (cd, _) = decode(&rec).unwrap();
+        assert_eq!(
+            committed_from(&cd),
+            Some((r.results[0].queue_offset, r.results[0].physical_offset))
+        );
         assert!(!is_half(&c.properties));
         assert!(c.properties.iter().any(|(k, _)| k == "user"));
         assert!(!c.properties.iter().any(|(k, _)| k == PROPERTY_REAL_TOPIC));

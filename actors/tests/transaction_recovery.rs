@@ -96,6 +96,14 @@ async fn transaction_committed_copy_without_op_record_is_not_delivered_twice() {
     let c = RpcClient::connect(&addr.to_string(), Duration::from_secs(5))
         .await
         .unwrap();
+    // Nobody writes the transaction system topics directly.
+    let mut direct = half("x");
+    direct.topic = "RMQ_SYS_TRANS_HALF_TOPIC".into();
+    direct.message.properties.clear();
+    match c.call(&direct).await {
+        Err(ProtocolError::Remote(e)) => assert_eq!(e.code, ErrorCode::PermissionDenied),
+        other => panic!("expected PermissionDenied, got {other:?}"),
+    }
     let one = c.call(&half("one")).await.unwrap();
     let two = c.call(&half("two")).await.unwrap();
     // The commit of "one" reached its topic; its op record never did.

@@ -16,13 +16,30 @@ use crate::remoting::ConnInfo;
 use crate::storage::StoredMessage;
 use crate::transaction::{self, End, ProducerHeartbeat, ProducerUnregister, PutHalf};
 
-/// Whether a send carries a half message.
-pub fn is_half(r: &SendRequest) -> bool {
-    transaction::is_half(&r.message.properties)
+/// Whether a send carries a half message; refuses sends to the
+/// transaction system topics.
+pub fn is_half(r: &SendRequest) -> Result<bool, WireError> {
+    refuse_system_topic(&r.topic)?;
+    Ok(transaction::is_half(&r.message.properties))
 }
 
-/// Refuses half messages in a batch (RocketMQ does too).
-pub fn refuse_half_batch(messages: &[skylark_codec::MessageData]) -> Result<(), WireError> {
+fn refuse_system_topic(topic: &str) -> Result<(), WireError> {
+    if topic == transaction::HALF_TOPIC || topic == transaction::OP_TOPIC {
+        return Err(WireError::new(
+            ErrorCode::PermissionDenied,
+            format!("topic '{topic}' is reserved for transactional messages"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses half messages in a batch (RocketMQ does too) and sends to the
+/// transaction system topics.
+pub fn refuse_half_batch(
+    topic: &str,
+    messages: &[skylark_codec::MessageData],
+) -> Result<(), WireError> {
+    refuse_system_topic(topic)?;
     if messages.iter().any(|m| transaction::is_half(&m.properties)) {
         return Err(WireError::new(
             ErrorCode::BadRequest,

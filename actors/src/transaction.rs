@@ -26,8 +26,8 @@
 mod half_table;
 mod producers;
 mod records;
+mod recovery;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -50,10 +50,8 @@ pub use records::{
 use crate::broker::{Broker, EnsureTopic, TopicRegistry};
 use crate::config::BrokerConfig;
 use crate::remoting::{wire, Connection, Push};
-use crate::storage::{
-    GetMessages, ListQueues, PutMessages, QueueOffsetByTime, ReadAt, Storage, StoredMessage,
-};
-use crate::store::{decode, AppendBatchResult, DecodedMessage, ReadStatus, StoreError};
+use crate::storage::{PutMessages, ReadAt, Storage, StoredMessage};
+use crate::store::{decode, AppendBatchResult, StoreError};
 use crate::topic_queue::Append;
 
 /// Producers silent this long are not asked any more (RocketMQ: 120 s).
@@ -128,101 +126,6 @@ pub struct TransactionStats {
     pub progress: u64,
 }
 
-/// Reads every record of `topic` queue `queue_id` from `from`, calling `f` on each.
-async fn scan(
-    storage: &Addr<Storage>,
-    topic: &str,
-    queue_id: u32,
-    from: u64,
-    mut f: impl FnMut(&DecodedMessage<'_>),
-) -> Result<(), StoreError> {
-    let mut offset = from;
-    loop {
-        let r = storage
-            .send(GetMessages {
-                topic: topic.to_string(),
-                queue_id,
-                queue_offset: offset,
-                max_messages: 256,
-                max_bytes: 4 << 20,
-                tag_filter: None,
-            })
-            .await
-            .map_err(|_| StoreError::ShutDown)??;
-        match r.status {
-            ReadStatus::Found => {}
-            ReadStatus::OffsetTooSmall => {
-                offset = r.next_queue_offset;
-                continue;
-            }
-            _ => return Ok(()),
-        }
-        let mut pos = 0;
-        while pos < r.records.len() {
-            let (d, len) = decode(&r.records[pos..])?;
-            pos += len.max(1);
-            f(&d);
-        }
-        if r.next_queue_offset <= offset {
-            return Ok(());
-        }
-        offset = r.next_queue_offset;
-    }
-}
-
-/// The undecided halves whose committed copy is already in their real
-/// topic (found by `prepared_tx_offset`, scanning each real topic from the
-/// oldest such half's store time).
-async fn find_committed(
-    storage: &Addr<Storage>,
-    table: &HalfTable,
-    real_topics: &HashMap<u64, String>,
-) -> Result<Vec<u64>, StoreError> {
-    // real topic -> (oldest store time, physical offset -> half queue offset)
-    let mut by_topic: HashMap<&str, (i64, HashMap<u64, u64>)> = HashMap::new();
-    for h in table.pending() {
-        let Some(topic) = real_topics.get(&h.queue_offset) else {
-            continue;
-        };
-        let e = by_topic
-            .entry(topic.as_str())
-            .or_insert((h.store_timestamp, HashMap::new()));
-        e.0 = e.0.min(h.store_timestamp);
-        e.1.insert(h.physical_offset, h.queue_offset);
-    }
-    if by_topic.is_empty() {
-        return Ok(Vec::new());
-    }
-    let queues = storage
-        .send(ListQueues)
-        .await
-        .map_err(|_| StoreError::ShutDown)?;
-    let mut found = Vec::new();
-    for (topic, (since, halves)) in &by_topic {
-        for q in queues.iter().filter(|q| q.topic == *topic) {
-            let from = storage
-                .send(QueueOffsetByTime {
-                    topic: q.topic.clone(),
-                    queue_id: q.queue_id,
-                    timestamp_ms: *since,
-                })
-                .await
-                .map_err(|_| StoreError::ShutDown)?;
-            scan(storage, topic, q.queue_id, from, |d| {
-                if let Some((qo, physical)) = committed_from(d) {
-                    if halves.get(&physical) == Some(&qo) {
-                        found.push(qo);
-                    }
-                }
-            })
-            .await?;
-        }
-    }
-    found.sort_unstable();
-    found.dedup();
-    Ok(found)
-}
-
 impl Transaction {
     /// Rebuilds the state from the op log and the half queue (through the
     /// Storage actor) and returns the actor, ready to start.
@@ -244,44 +147,8 @@ impl Transaction {
             interval_ms: i64::try_from(config.transaction_check_interval_ms).unwrap_or(i64::MAX),
             max_checks: config.transaction_check_max,
         };
-        let mut table = HalfTable::new(policy, progress.half_offset);
-        scan(&storage, OP_TOPIC, 0, 0, |d| {
-            if let Some(o) = op_target(d) {
-                table.load_decided(o);
-            }
-        })
-        .await?;
-        let mut real_topics: HashMap<u64, String> = HashMap::new();
-        scan(&storage, HALF_TOPIC, 0, progress.half_offset, |d| {
-            let (group, tx) = half_owner(d);
-            if let Some((topic, _)) = real_destination(d) {
-                real_topics.insert(d.queue_offset, topic);
-            }
-            table.add(
-                d.queue_offset,
-                d.physical_offset,
-                group,
-                tx,
-                d.store_timestamp,
-            );
-        })
-        .await?;
-        let found = find_committed(&storage, &table, &real_topics).await?;
-        for qo in found {
-            // Committed, but the op record was lost (crash between the two):
-            // write it now so the half is never delivered twice.
-            storage
-                .send(PutMessages {
-                    messages: vec![op_record(qo, Decision::Commit, store_host)],
-                })
-                .await
-                .map_err(|_| StoreError::ShutDown)??;
-            if let Begin::Proceed(_) = table.begin_any(qo) {
-                table.finish(qo);
-            }
-            warn!(log, "half message found committed without its op record; recorded now";
-                "queue_offset" => qo);
-        }
+        let table =
+            recovery::rebuild(&storage, policy, progress.half_offset, store_host, &log).await?;
         info!(log, "transaction state loaded";
             "undecided" => table.pending_count(), "progress" => table.progress());
         let shortest = config

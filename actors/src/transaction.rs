@@ -21,7 +21,10 @@
 //!   record; a half found undecided at start whose committed copy is
 //!   already in its real topic (same `prepared_tx_offset` and
 //!   `TRAN_HALF_QOFFSET`) gets its op
-//!   record then, so a crash between the two never delivers it twice.
+//!   record then, so a crash between the two never delivers it twice. For
+//!   the same reason a commit that fails once the copy may be written (a
+//!   flush failure, or the op record not written) is not retried in this
+//!   run: the half stays undecided-but-settled until the next start.
 
 mod half_table;
 mod producers;
@@ -181,7 +184,11 @@ impl Transaction {
         let topics = self.topics.clone();
         let host = self.store_host;
         let qo = half.queue_offset;
+        // Errors are `(error, settled)`: `settled` = the real topic may hold
+        // the committed copy, so the half must not be decided again in this
+        // run (recovery at the next start sorts it out from disk).
         let fut = async move {
+            let sure = |e: WireError| (e, false);
             if decision == Decision::Commit {
                 let rec = storage
                     .send(ReadAt {
@@ -189,12 +196,16 @@ impl Transaction {
                         size: 0,
                     })
                     .await
-                    .map_err(crate::mailbox_error)?
-                    .map_err(crate::store_error)?;
-                let (d, _) = decode(&rec).map_err(crate::store_error)?;
-                let (topic, queue_id) = real_destination(&d).ok_or_else(|| {
-                    WireError::new(ErrorCode::Internal, "half message without a real topic")
-                })?;
+                    .map_err(crate::mailbox_error)
+                    .map_err(sure)?
+                    .map_err(crate::store_error)
+                    .map_err(sure)?;
+                let (d, _) = decode(&rec).map_err(crate::store_error).map_err(sure)?;
+                let (topic, queue_id) = real_destination(&d)
+                    .ok_or_else(|| {
+                        WireError::new(ErrorCode::Internal, "half message without a real topic")
+                    })
+                    .map_err(sure)?;
                 let message = committed(&d, &topic);
                 let tq = match topics.get(&topic) {
                     Some(a) => a.clone(),
@@ -204,39 +215,49 @@ impl Transaction {
                             auto_create: true,
                         })
                         .await
-                        .map_err(crate::mailbox_error)??,
+                        .map_err(crate::mailbox_error)
+                        .map_err(sure)?
+                        .map_err(sure)?,
                 };
                 tq.send(Append {
                     queue_id,
                     messages: vec![message],
                 })
                 .await
-                .map_err(crate::mailbox_error)??;
+                .map_err(|e| (crate::mailbox_error(e), false))?
+                .map_err(|e| {
+                    // Flush failures happen after the write.
+                    let written =
+                        matches!(e.code, ErrorCode::FlushDiskTimeout | ErrorCode::Internal);
+                    (e, written)
+                })?;
             }
             storage
                 .send(PutMessages {
                     messages: vec![op_record(qo, decision, host)],
                 })
                 .await
-                .map_err(crate::mailbox_error)?
-                .map_err(crate::store_error)?;
+                .map_err(|e| (crate::mailbox_error(e), decision == Decision::Commit))?
+                .map_err(|e| (crate::store_error(e), decision == Decision::Commit))?;
             Ok(())
         };
-        Box::pin(fut.into_actor(self).map(move |res, act, ctx| {
-            match &res {
-                Ok(()) => {
-                    act.table.finish(qo);
-                    info!(act.log, "half message decided";
-                        "queue_offset" => qo, "decision" => decision.as_str());
-                    act.persist_progress(ctx);
-                }
-                Err(e) => {
-                    act.table.abort(qo);
-                    error!(act.log, "cannot apply a transaction decision";
-                        "queue_offset" => qo, "decision" => decision.as_str(), "error" => %e);
-                }
+        Box::pin(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(()) => {
+                act.table.finish(qo);
+                info!(act.log, "half message decided";
+                    "queue_offset" => qo, "decision" => decision.as_str());
+                act.persist_progress(ctx);
+                Ok(())
             }
-            res
+            Err((e, settled)) => {
+                if !settled {
+                    act.table.abort(qo);
+                }
+                error!(act.log, "cannot apply a transaction decision";
+                    "queue_offset" => qo, "decision" => decision.as_str(),
+                    "retried" => !settled, "error" => %e);
+                Err(e)
+            }
         }))
     }
 

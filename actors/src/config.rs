@@ -87,6 +87,13 @@ pub struct BrokerConfig {
     pub max_delay_ms: u64,
     /// How often the Scheduler looks for due delayed messages.
     pub schedule_tick_ms: u64,
+    /// An undecided half message is first checked with its producer this
+    /// long after it was stored (ms).
+    pub transaction_timeout_ms: u64,
+    /// Then checked again this often (ms).
+    pub transaction_check_interval_ms: u64,
+    /// At most this many checks; then the half message is discarded.
+    pub transaction_check_max: u32,
     /// Storage engine settings (`[store]`); `store.data_dir` is the broker's
     /// data directory (CommitLog, ConsumeQueues and the `config/` metadata).
     pub store: StoreConfig,
@@ -112,6 +119,9 @@ impl Default for BrokerConfig {
             delay_levels: crate::scheduler::levels::DEFAULT_DELAY_LEVELS.into(),
             max_delay_ms: 3 * 24 * 3600 * 1000,
             schedule_tick_ms: 20,
+            transaction_timeout_ms: 6_000,
+            transaction_check_interval_ms: 60_000,
+            transaction_check_max: 15,
             store: StoreConfig::default(),
         }
     }

@@ -23,6 +23,7 @@ use crate::remoting::server::ServeOptions;
 use crate::remoting::{self, ServerHandle};
 use crate::scheduler::Scheduler;
 use crate::storage::{Shutdown, Storage};
+use crate::transaction::Transaction;
 
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +117,16 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     .await
     .map_err(LaunchError::Config)?;
 
+    let transaction = Transaction::load(
+        &config,
+        storage.clone(),
+        broker.clone(),
+        registry.clone(),
+        store_host,
+        log.clone(),
+    )
+    .await?
+    .start();
     let shared = Shared {
         config: config.clone(),
         broker: broker.clone(),
@@ -124,6 +135,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         topics: registry,
         store_host,
         scheduler,
+        transaction,
     };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -10,6 +10,7 @@
 //! | [`storage::Storage`] | broker | the mapped files: CommitLog, ConsumeQueues, checkpoint |
 //! | [`consumer_offsets::ConsumerOffsets`] | broker | committed consumer offsets |
 //! | [`scheduler::Scheduler`] | broker | delay-level progress, the timer index |
+//! | [`transaction::Transaction`] | broker | half messages, the op log, check-back timing |
 //!
 //! [`processor`] turns wire requests into messages to those owners;
 //! [`remoting`] is the TCP plumbing; [`store`] is the plain-Rust storage
@@ -27,6 +28,7 @@ pub mod scheduler;
 pub mod storage;
 pub mod store;
 pub mod topic_queue;
+pub mod transaction;
 
 use skylark_codec::{ErrorCode, Handshake, HandshakeResponse, WireError};
 use store::StoreError;

@@ -59,6 +59,11 @@ pub enum Command {
     /// [`crate::GetScheduleStatsRequest`] → [`crate::ScheduleStats`].
     GetScheduleStats = 90,
     // Scheduler (90-99): add here.
+    // Transactions (100-109).
+    /// [`crate::EndTransactionRequest`] → [`crate::Ack`].
+    EndTransaction = 100,
+    /// [`crate::CheckTransactionStateRequest`] (server push) → no answer.
+    CheckTransactionState = 101,
 }
 
 impl Command {
@@ -85,6 +90,9 @@ impl Command {
         // Queries and admin: add here.
         Command::GetScheduleStats,
         // Scheduler: add here.
+        // Transactions.
+        Command::EndTransaction,
+        Command::CheckTransactionState,
     ];
 
     /// The wire number.

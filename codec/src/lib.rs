@@ -80,6 +80,8 @@
 //! | 61 | `DeleteTopic` | [`DeleteTopicRequest`] | [`Ack`] | Admin → broker: delete a topic. |
 //! | 62 | `GetTopicStats` | [`GetTopicStatsRequest`] | [`TopicStats`] | Admin → broker: a topic's config, per-queue min/max offsets, parked pulls. |
 //! | 90 | `GetScheduleStats` | [`GetScheduleStatsRequest`] | [`ScheduleStats`] | Admin → broker: delayed messages pending per delay level and in the timer. |
+//! | 100 | `EndTransaction` | [`EndTransactionRequest`] | [`Ack`] | Producer → broker: commit, roll back (or leave unknown) a half message. A second outcome for an already decided half is ignored. |
+//! | 101 | `CheckTransactionState` | [`CheckTransactionStateRequest`] | none (`Push` frame) | Broker → a live producer of the group: the state of an undecided half message, answered with `EndTransaction` (`from_check = true`). |
 //!
 //! # Errors
 //!
@@ -119,6 +121,11 @@ pub use cmd::send::{SendBatchRequest, SendBatchResponse, SendRequest, SendResult
 pub use cmd::topic::{
     validate_group_name, validate_topic_name, CreateTopicRequest, DeleteTopicRequest,
     GetTopicStatsRequest, QueueStats, TopicStats, GROUP_MAX_LENGTH, TOPIC_MAX_LENGTH,
+};
+pub use cmd::transaction::{
+    CheckTransactionStateRequest, EndTransactionRequest, TransactionState, PROPERTY_PRODUCER_GROUP,
+    PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC, PROPERTY_TRANSACTION_ID,
+    PROPERTY_TRANSACTION_PREPARED,
 };
 pub use cmd::Ack;
 pub use command::{Command, Rpc};

@@ -423,6 +423,14 @@ mod rmpv_like {
     pub use V::{S, U};
 }
 
+fn transaction_state() -> impl Strategy<Value = TransactionState> {
+    prop_oneof![
+        Just(TransactionState::Commit),
+        Just(TransactionState::Rollback),
+        Just(TransactionState::Unknown),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
@@ -440,5 +448,22 @@ proptest! {
             max_delay_ms: max,
         };
         check_rpc(id, split, &GetScheduleStatsRequest {}, &stats, &err);
+    }
+
+    #[test]
+    fn transaction(id in any::<u64>(), split in any::<usize>(), err in wire_error(),
+                   g in text(), tx in text(), msg_id in text(), qo in any::<u64>(),
+                   state in transaction_state(), from_check in any::<bool>(),
+                   times in any::<u32>(), record in bytes(256)) {
+        let end = EndTransactionRequest {
+            producer_group: g.clone(), transaction_id: tx.clone(), msg_id: msg_id.clone(),
+            queue_offset: qo, state, from_check,
+        };
+        check_rpc(id, split, &end, &Ack {}, &err);
+        let check = CheckTransactionStateRequest {
+            producer_group: g, transaction_id: tx, msg_id, queue_offset: qo,
+            check_times: times, record,
+        };
+        check_rpc(id, split, &check, &Ack {}, &err);
     }
 }

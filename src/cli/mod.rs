@@ -9,6 +9,7 @@ pub mod admin_delay;
 pub mod bench;
 pub mod consume;
 pub mod produce;
+pub mod produce_tx;
 pub mod server;
 
 use std::path::PathBuf;
@@ -186,6 +187,15 @@ pub struct ProduceArgs {
     /// One JSON object per sent message on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Send transactional (half) messages; the local transaction decides this.
+    #[arg(long, value_enum, conflicts_with_all = ["delay_level", "delay_ms", "deliver_at", "order_key"])]
+    pub transaction: Option<produce_tx::TxStateArg>,
+    /// With --transaction: the answer to the broker's check-backs.
+    #[arg(long, value_enum, default_value = "unknown")]
+    pub check_answer: produce_tx::TxStateArg,
+    /// With --transaction: keep answering check-backs this many seconds.
+    #[arg(long, default_value_t = 0)]
+    pub linger_secs: u64,
 }
 
 #[derive(Debug, Args)]

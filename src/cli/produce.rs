@@ -42,6 +42,9 @@ struct SentJson<'a> {
 /// Entry point of `skylark produce`.
 pub fn run(a: ProduceArgs) -> anyhow::Result<()> {
     check_args(&a)?;
+    if a.transaction.is_some() {
+        return super::produce_tx::run(a);
+    }
     actix::System::new().block_on(produce(a))
 }
 
@@ -58,7 +61,7 @@ fn check_args(a: &ProduceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_properties(props: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+pub(super) fn parse_properties(props: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     props
         .iter()
         .map(|p| match p.split_once('=') {
@@ -85,7 +88,7 @@ fn body(a: &ProduceArgs, i: u64) -> Bytes {
     }
 }
 
-fn message(a: &ProduceArgs, i: u64, properties: &[(String, String)]) -> MessageData {
+pub(super) fn message(a: &ProduceArgs, i: u64, properties: &[(String, String)]) -> MessageData {
     let now = now_ms();
     let deliver_at_ms = match (a.deliver_at, a.delay_ms) {
         (Some(at), _) => Some(at),

@@ -1,4 +1,5 @@
-//! The Skylark client: an actor-based [`Producer`] and [`PullConsumer`].
+//! The Skylark client: an actor-based [`Producer`], [`TransactionProducer`]
+//! and [`PullConsumer`].
 //!
 //! Why it is shaped like this (RocketMQ's `MQClientInstance` in actix terms):
 //!
@@ -37,6 +38,7 @@ mod message;
 mod namesrv;
 mod producer;
 mod route;
+mod transaction;
 
 pub use config::ClientConfig;
 pub use consumer::{PullConsumer, PullResult};
@@ -48,6 +50,10 @@ pub use namesrv::NameServerClient;
 pub use producer::Producer;
 pub use route::{select_by_key, select_round_robin, MessageQueue, TopicRoute};
 pub use skylark_codec::{MessageData, QueueOffsets, SendResult, SendStatus};
+pub use transaction::{
+    LocalTransactionState, TransactionChecker, TransactionProducer, TransactionSendResult,
+    TransactionState, DEFAULT_HEARTBEAT_INTERVAL,
+};
 
 /// Connects to a broker (or NameServer) at `addr` and handshakes, outside
 /// any client instance (for admin tools). Must run inside an actix System.

@@ -12,6 +12,7 @@ mod delay;
 mod offset;
 mod pull;
 mod send;
+mod transaction;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::consumer_offsets::ConsumerOffsets;
 use crate::remoting::{wire, ConnInfo, Service};
 use crate::storage::Storage;
 use crate::topic_queue::TopicQueue;
+use crate::transaction::Transaction;
 
 /// Everything a request handler may reach.
 pub struct Shared {
@@ -39,6 +41,8 @@ pub struct Shared {
     pub store_host: SocketAddr,
     /// The Scheduler (delayed messages) and its settings.
     pub scheduler: crate::scheduler::SchedulerHandle,
+    /// Half messages and their outcomes.
+    pub transaction: Addr<Transaction>,
 }
 
 impl Shared {
@@ -85,6 +89,7 @@ impl Service for BrokerService {
         let s = self.shared.clone();
         let header = frame.header;
         let peer = conn.peer;
+        transaction::note_client(&s, cmd, &frame, conn);
         Box::pin(async move {
             match cmd {
                 Command::SendMessage => wire::dispatch(frame, |r| send::send_one(s, r, peer)).await,
@@ -121,6 +126,7 @@ impl Service for BrokerService {
                     .await
                 }
                 // Scheduler: add here.
+                Command::EndTransaction => wire::dispatch(frame, |r| transaction::end(s, r)).await,
                 other => wire::not_served(&header, other, "broker"),
             }
         })

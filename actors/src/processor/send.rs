@@ -18,6 +18,9 @@ pub async fn send_one(
     r: SendRequest,
     peer: SocketAddr,
 ) -> Result<SendResult, WireError> {
+    if super::transaction::is_half(&r)? {
+        return super::transaction::send_half(s, r, peer).await;
+    }
     let mut results = store(&s, r.topic, r.queue_id, vec![r.message], peer).await?;
     results
         .pop()
@@ -29,6 +32,7 @@ pub async fn send_batch(
     r: SendBatchRequest,
     peer: SocketAddr,
 ) -> Result<SendBatchResponse, WireError> {
+    super::transaction::refuse_half_batch(&r.topic, &r.messages)?;
     let results = store(&s, r.topic, r.queue_id, r.messages, peer).await?;
     Ok(SendBatchResponse { results })
 }

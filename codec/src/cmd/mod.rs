@@ -13,6 +13,7 @@ pub mod route;
 pub mod schedule;
 pub mod send;
 pub mod topic;
+pub mod transaction;
 
 use serde::{Deserialize, Serialize};
 

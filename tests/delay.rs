@@ -176,7 +176,9 @@ fn too_long_a_delay_is_refused_and_past_times_deliver_now() {
         "10",
     ]);
     ok(&out, "consume");
-    assert_eq!(json_lines(&out.stdout)[0]["body"], "past");
+    let v = &json_lines(&out.stdout)[0];
+    assert_eq!(v["body"], "past");
+    assert!(v["properties"].get("__STARTDELIVERTIME").is_none(), "{v}");
 }
 
 #[test]

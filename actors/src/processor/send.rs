@@ -82,6 +82,11 @@ async fn store(
     let topic: Arc<str> = Arc::from(topic.as_str());
     let stored = messages
         .into_iter()
+        // A delivery time already past means "now": store it as a plain message.
+        .map(|m| MessageData {
+            deliver_at_ms: None,
+            ..m
+        })
         .map(|m| StoredMessage::from_data(topic.clone(), m, peer, s.store_host))
         .collect();
     let res = tq

@@ -17,6 +17,7 @@
 pub mod broker;
 pub mod config;
 pub mod consumer_offsets;
+pub mod filter;
 pub mod launch;
 pub mod namesrv;
 pub mod persist;

@@ -439,6 +439,8 @@ mod tests {
             segment_size: 64 * 1024,
             flush_mode: mode,
             flush_interval_ms: 10,
+            index_slots: 16,
+            index_entries: 64,
             ..StoreConfig::new(dir.path())
         };
         let log = Logger::root(slog::Discard, o!());

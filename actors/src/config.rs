@@ -80,6 +80,9 @@ pub struct BrokerConfig {
     pub max_frame_size: usize,
     /// Largest pull answer in bytes.
     pub max_pull_bytes: u32,
+    /// Serve SQL-92 property filters (`consume --sql`); when off, such
+    /// subscriptions are refused.
+    pub enable_property_filter: bool,
     /// Storage engine settings (`[store]`); `store.data_dir` is the broker's
     /// data directory (CommitLog, ConsumeQueues and the `config/` metadata).
     pub store: StoreConfig,
@@ -102,6 +105,7 @@ impl Default for BrokerConfig {
             max_inflight_per_connection: 1024,
             max_frame_size: skylark_codec::DEFAULT_MAX_FRAME_SIZE,
             max_pull_bytes: 1024 * 1024,
+            enable_property_filter: true,
             store: StoreConfig::default(),
         }
     }

@@ -98,10 +98,12 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         storage.clone(),
         registry.clone(),
         log.clone(),
-    )?
-    .start();
+    )?;
+    let live = broker.live_settings();
+    let broker = broker.start();
 
     let shared = Shared {
+        live,
         config: config.clone(),
         broker: broker.clone(),
         storage: storage.clone(),

@@ -19,6 +19,7 @@ pub mod config;
 pub mod consumer_offsets;
 pub mod filter;
 pub mod launch;
+pub mod live_settings;
 pub mod namesrv;
 pub mod persist;
 pub mod processor;

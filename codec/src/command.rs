@@ -56,6 +56,16 @@ pub enum Command {
     GetTopicStats = 62,
     // Consumer groups (33-39, 42-49): add here.
     // Queries and admin (70-89): add here.
+    /// [`crate::QueryMessageByKeyRequest`] → [`crate::QueryMessageResponse`].
+    QueryMessageByKey = 70,
+    /// [`crate::ViewMessageByIdRequest`] → [`crate::QueryMessageResponse`].
+    ViewMessageById = 71,
+    /// [`crate::QueryMessageByTimeRequest`] → [`crate::QueryMessageResponse`].
+    QueryMessageByTime = 72,
+    /// [`crate::GetBrokerConfigRequest`] → [`crate::BrokerSettings`].
+    GetBrokerConfig = 73,
+    /// [`crate::SetBrokerConfigRequest`] → [`crate::Ack`].
+    SetBrokerConfig = 74,
     // Scheduler (90-99): add here.
 }
 
@@ -81,6 +91,11 @@ impl Command {
         Command::GetTopicStats,
         // Consumer groups: add here.
         // Queries and admin: add here.
+        Command::QueryMessageByKey,
+        Command::ViewMessageById,
+        Command::QueryMessageByTime,
+        Command::GetBrokerConfig,
+        Command::SetBrokerConfig,
         // Scheduler: add here.
     ];
 

@@ -79,6 +79,11 @@
 //! | 60 | `CreateTopic` | [`CreateTopicRequest`] | [`Ack`] | Admin → broker: create or update a topic (name checked with [`validate_topic_name`]). |
 //! | 61 | `DeleteTopic` | [`DeleteTopicRequest`] | [`Ack`] | Admin → broker: delete a topic. |
 //! | 62 | `GetTopicStats` | [`GetTopicStatsRequest`] | [`TopicStats`] | Admin → broker: a topic's config, per-queue min/max offsets, parked pulls. |
+//! | 70 | `QueryMessageByKey` | [`QueryMessageByKeyRequest`] | [`QueryMessageResponse`] | Messages of a topic with a key (or unique id) in a store-time range, through the IndexFile. |
+//! | 71 | `ViewMessageById` | [`ViewMessageByIdRequest`] | [`QueryMessageResponse`] | The message at the CommitLog offset inside an offset message id (one read); `BadRequest` if the id names another broker. |
+//! | 72 | `QueryMessageByTime` | [`QueryMessageByTimeRequest`] | [`QueryMessageResponse`] | Per queue, messages from the first stored at or after a timestamp. |
+//! | 73 | `GetBrokerConfig` | [`GetBrokerConfigRequest`] | [`BrokerSettings`] | The broker's live settings. |
+//! | 74 | `SetBrokerConfig` | [`SetBrokerConfigRequest`] | [`Ack`] | Change a live setting; unknown or non-live keys get `BadRequest` naming the key. |
 //!
 //! # Errors
 //!
@@ -109,6 +114,10 @@ pub use cmd::offset::{
     QueueOffsets,
 };
 pub use cmd::pull::{parse_tag_expression, PullRequest, PullResponse, PullStatus};
+pub use cmd::query::{
+    BrokerSettings, GetBrokerConfigRequest, QueryMessageByKeyRequest, QueryMessageByTimeRequest,
+    QueryMessageResponse, SetBrokerConfigRequest, ViewMessageByIdRequest,
+};
 pub use cmd::route::{
     BrokerData, ClusterInfo, GetClusterInfoRequest, GetRouteInfoRequest, GetTopicListRequest,
     QueueData, TopicList, TopicRouteData,

@@ -42,6 +42,8 @@ async fn admin(a: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::Topic(TopicCmd::Stats(t)) => stats(&ns, &cfg, &t.name, a.json).await,
         AdminCmd::Topic(TopicCmd::List) => list(&ns, a.json).await,
         AdminCmd::Cluster(ClusterCmd::List) => cluster(&ns, a.json).await,
+        AdminCmd::Message(m) => super::admin_query::message(&ns, &cfg, m, a.json).await,
+        AdminCmd::Broker(b) => super::admin_query::broker(&ns, &cfg, b, a.json).await,
     }
 }
 

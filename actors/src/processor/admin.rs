@@ -15,6 +15,7 @@ use crate::topic_queue::GetTopicStats;
 
 /// Heartbeats keep clients known; consumer-group membership builds on them.
 pub async fn heartbeat(_s: Arc<Shared>, _r: HeartbeatRequest) -> Result<Ack, WireError> {
+    super::query::check_subscriptions(&_s, &_r)?;
     Ok(Ack {})
 }
 

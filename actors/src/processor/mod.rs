@@ -10,6 +10,7 @@
 mod admin;
 mod offset;
 mod pull;
+mod query;
 mod send;
 
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use skylark_codec::{Command, ErrorCode, Handshake, RawFrame, WireError};
 use crate::broker::{Broker, EnsureTopic, TopicRegistry};
 use crate::config::BrokerConfig;
 use crate::consumer_offsets::ConsumerOffsets;
+use crate::live_settings::LiveSettings;
 use crate::remoting::{wire, ConnInfo, Service};
 use crate::storage::Storage;
 use crate::topic_queue::TopicQueue;
@@ -30,6 +32,8 @@ use crate::topic_queue::TopicQueue;
 /// Everything a request handler may reach.
 pub struct Shared {
     pub config: Arc<BrokerConfig>,
+    /// Settings changeable at run time (owned by the Broker actor).
+    pub live: Arc<LiveSettings>,
     pub broker: Addr<Broker>,
     pub storage: Addr<Storage>,
     pub offsets: Addr<ConsumerOffsets>,
@@ -115,6 +119,17 @@ impl Service for BrokerService {
                 Command::GetTopicStats => wire::dispatch(frame, |r| admin::topic_stats(s, r)).await,
                 // Consumer groups: add here.
                 // Queries and admin: add here.
+                Command::QueryMessageByKey => wire::dispatch(frame, |r| query::by_key(s, r)).await,
+                Command::ViewMessageById => wire::dispatch(frame, |r| query::by_id(s, r)).await,
+                Command::QueryMessageByTime => {
+                    wire::dispatch(frame, |r| query::by_time(s, r)).await
+                }
+                Command::GetBrokerConfig => {
+                    wire::dispatch(frame, |r| query::get_config(s, r)).await
+                }
+                Command::SetBrokerConfig => {
+                    wire::dispatch(frame, |r| query::set_config(s, r)).await
+                }
                 // Scheduler: add here.
                 other => {
                     let e = WireError::new(

@@ -56,6 +56,9 @@ pub enum Command {
     GetTopicStats = 62,
     // Consumer groups (33-39, 42-49): add here.
     // Queries and admin (70-89): add here.
+    /// [`crate::SearchOffsetByTimeRequest`] → [`crate::SearchOffsetByTimeResponse`]
+    /// (in the offsets block by number, listed here by owner).
+    SearchOffsetByTime = 33,
     /// [`crate::QueryMessageByKeyRequest`] → [`crate::QueryMessageResponse`].
     QueryMessageByKey = 70,
     /// [`crate::ViewMessageByIdRequest`] → [`crate::QueryMessageResponse`].
@@ -91,6 +94,7 @@ impl Command {
         Command::GetTopicStats,
         // Consumer groups: add here.
         // Queries and admin: add here.
+        Command::SearchOffsetByTime,
         Command::QueryMessageByKey,
         Command::ViewMessageById,
         Command::QueryMessageByTime,

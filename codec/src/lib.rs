@@ -69,6 +69,7 @@
 //! | 30 | `QueryConsumerOffset` | [`QueryOffsetRequest`] | [`QueryOffsetResponse`] | A consumer group's committed offset for a queue (`None` = never committed). |
 //! | 31 | `UpdateConsumerOffset` | [`CommitOffsetRequest`] | [`Ack`] | Commit a consumer group's offset for a queue. |
 //! | 32 | `GetQueueOffsets` | [`GetQueueOffsetsRequest`] | [`QueueOffsets`] | A queue's min and max offsets. |
+//! | 33 | `SearchOffsetByTime` | [`SearchOffsetByTimeRequest`] | [`SearchOffsetByTimeResponse`] | A queue's first offset stored at or after a timestamp (its max offset if none). |
 //! | 40 | `Heartbeat` | [`HeartbeatRequest`] | [`Ack`] | A client is alive; lists its producer groups and its consumer groups with subscriptions (drives rebalancing). |
 //! | 41 | `UnregisterClient` | [`UnregisterClientRequest`] | [`Ack`] | A client leaves a producer and/or consumer group. |
 //! | 50 | `RegisterBroker` | [`RegisterBrokerRequest`] | [`RegisterBrokerResponse`] | Broker → NameServer, periodic: the broker's addresses and all its topics; the answer gives a slave its master's addresses. |
@@ -116,7 +117,8 @@ pub use cmd::offset::{
 pub use cmd::pull::{parse_tag_expression, PullRequest, PullResponse, PullStatus};
 pub use cmd::query::{
     BrokerSettings, GetBrokerConfigRequest, QueryMessageByKeyRequest, QueryMessageByTimeRequest,
-    QueryMessageResponse, SetBrokerConfigRequest, ViewMessageByIdRequest,
+    QueryMessageResponse, SearchOffsetByTimeRequest, SearchOffsetByTimeResponse,
+    SetBrokerConfigRequest, ViewMessageByIdRequest,
 };
 pub use cmd::route::{
     BrokerData, ClusterInfo, GetClusterInfoRequest, GetRouteInfoRequest, GetTopicListRequest,

@@ -96,9 +96,7 @@ async fn start_offset(
     match from {
         From::First => Ok(c.queue_offsets(q).await?.min_offset),
         From::Last => Ok(c.queue_offsets(q).await?.max_offset),
-        From::Timestamp(_) => bail!(
-            "--from MILLIS is not supported yet (no offset-by-time command); use first or last"
-        ),
+        From::Timestamp(ms) => Ok(c.offset_by_time(q, ms).await?),
     }
 }
 

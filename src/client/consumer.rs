@@ -212,6 +212,22 @@ impl PullConsumer {
         })
     }
 
+    /// The first offset of `queue` stored at or after `timestamp_ms` (its
+    /// max offset if none is): where `consume --from MILLIS` starts.
+    pub async fn offset_by_time(&self, queue: &MessageQueue, timestamp_ms: i64) -> Result<u64> {
+        let req = skylark_codec::SearchOffsetByTimeRequest {
+            topic: queue.topic.clone(),
+            queue_id: queue.queue_id,
+            timestamp_ms,
+        };
+        let client = self.conn(&queue.broker_addr).await?;
+        client
+            .call(&req)
+            .await
+            .map(|r| r.offset)
+            .map_err(|e| ClientError::from_call(&queue.broker_addr, Some(&queue.topic), e))
+    }
+
     /// The group's committed offset for `queue` (`None` if never committed).
     pub async fn query_offset(&self, queue: &MessageQueue) -> Result<Option<u64>> {
         let req = QueryOffsetRequest {

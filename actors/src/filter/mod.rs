@@ -121,7 +121,7 @@ impl SqlFilter {
         let next = parser.peek_token();
         if next.token != Token::EOF {
             return Err(fail(format!(
-                "unexpected '{}' after the expression at {}",
+                "unexpected '{}' after the expression{}",
                 next.token, next.span.start
             )));
         }

@@ -119,6 +119,9 @@ impl Service for BrokerService {
                 Command::GetTopicStats => wire::dispatch(frame, |r| admin::topic_stats(s, r)).await,
                 // Consumer groups: add here.
                 // Queries and admin: add here.
+                Command::SearchOffsetByTime => {
+                    wire::dispatch(frame, |r| query::search_offset_by_time(s, r)).await
+                }
                 Command::QueryMessageByKey => wire::dispatch(frame, |r| query::by_key(s, r)).await,
                 Command::ViewMessageById => wire::dispatch(frame, |r| query::by_id(s, r)).await,
                 Command::QueryMessageByTime => {

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use skylark_codec::{
     Ack, BrokerSettings, ErrorCode, ExpressionType, GetBrokerConfigRequest, HeartbeatRequest,
     MessageId, QueryMessageByKeyRequest, QueryMessageByTimeRequest, QueryMessageResponse,
-    SetBrokerConfigRequest, ViewMessageByIdRequest, WireError,
+    SearchOffsetByTimeRequest, SearchOffsetByTimeResponse, SetBrokerConfigRequest,
+    ViewMessageByIdRequest, WireError,
 };
 
 use super::Shared;
 use crate::broker::{GetBrokerSettings, SetBrokerSetting};
 use crate::filter::SqlFilter;
-use crate::storage::{QueryByKey, QueryByTime, ReadAt};
+use crate::storage::{QueryByKey, QueryByTime, QueueOffsetByTime, ReadAt};
 use crate::store::StoreError;
 
 /// Most messages one query answers.
@@ -106,7 +107,14 @@ pub async fn by_id(
         .await
         .map_err(crate::mailbox_error)?;
     match read {
-        Ok(records) => Ok(QueryMessageResponse { count: 1, records }),
+        // An offset inside another record is not a message id.
+        Ok(records)
+            if crate::store::decode(&records)
+                .is_ok_and(|(m, _)| m.physical_offset == id.physical_offset) =>
+        {
+            Ok(QueryMessageResponse { count: 1, records })
+        }
+        Ok(_) => Ok(QueryMessageResponse::default()),
         Err(StoreError::NoRecord(_)) => Ok(QueryMessageResponse::default()),
         Err(e) => Err(crate::store_error(e)),
     }
@@ -128,6 +136,22 @@ pub async fn by_time(
         .map_err(crate::mailbox_error)?
         .map_err(crate::store_error)?;
     Ok(QueryMessageResponse { count, records })
+}
+
+pub async fn search_offset_by_time(
+    s: Arc<Shared>,
+    r: SearchOffsetByTimeRequest,
+) -> Result<SearchOffsetByTimeResponse, WireError> {
+    let offset = s
+        .storage
+        .send(QueueOffsetByTime {
+            topic: r.topic,
+            queue_id: r.queue_id,
+            timestamp_ms: r.timestamp_ms,
+        })
+        .await
+        .map_err(crate::mailbox_error)?;
+    Ok(SearchOffsetByTimeResponse { offset })
 }
 
 pub async fn get_config(

@@ -1,4 +1,7 @@
-//! Message queries and live broker settings (70-74): RocketMQ's
+//! Message queries and live broker settings (70-74), and
+//! `SearchOffsetByTime` (33, RocketMQ's `SEARCH_OFFSET_BY_TIMESTAMP`: a
+//! queue's first offset stored at or after a time, for `consume --from
+//! MILLIS`): RocketMQ's
 //! `QUERY_MESSAGE` (by key, through the IndexFile), `VIEW_MESSAGE_BY_ID`
 //! (the offset message id names the broker and the CommitLog offset: one
 //! read), a per-queue lookup by store time, and `GET/UPDATE_BROKER_CONFIG`
@@ -80,6 +83,26 @@ pub struct SetBrokerConfigRequest {
     pub value: String,
 }
 
+/// A queue's first offset whose message was stored at or after
+/// `timestamp_ms` (its max offset if none is).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SearchOffsetByTimeRequest {
+    /// Topic.
+    pub topic: String,
+    /// Queue.
+    pub queue_id: u32,
+    /// Store timestamp, ms since the epoch.
+    pub timestamp_ms: i64,
+}
+
+/// The offset found by [`SearchOffsetByTimeRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SearchOffsetByTimeResponse {
+    /// Queue offset.
+    pub offset: u64,
+}
+
+rpc!(SearchOffsetByTimeRequest => SearchOffsetByTimeResponse, Command::SearchOffsetByTime);
 rpc!(QueryMessageByKeyRequest => QueryMessageResponse, Command::QueryMessageByKey);
 rpc!(ViewMessageByIdRequest => QueryMessageResponse, Command::ViewMessageById);
 rpc!(QueryMessageByTimeRequest => QueryMessageResponse, Command::QueryMessageByTime);

@@ -5,9 +5,9 @@
 //! | actor | one per | owns |
 //! |---|---|---|
 //! | [`namesrv::NameServer`] | nameserver | route table, broker liveness |
-//! | [`broker::Broker`] | broker | role, topic configs, NameServer registration |
+//! | [`broker::Broker`] | broker | role, topic configs, live settings, NameServer registration |
 //! | [`topic_queue::TopicQueue`] | topic | queue layout, parked long-poll pulls |
-//! | [`storage::Storage`] | broker | the mapped files: CommitLog, ConsumeQueues, checkpoint |
+//! | [`storage::Storage`] | broker | the mapped files: CommitLog, ConsumeQueues, IndexFiles, checkpoint |
 //! | [`consumer_offsets::ConsumerOffsets`] | broker | committed consumer offsets |
 //!
 //! [`processor`] turns wire requests into messages to those owners;

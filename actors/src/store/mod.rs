@@ -7,6 +7,9 @@
 //! * [`commit_log`]: every message once, in fixed-size mapped segments.
 //! * [`consume_queue`]: per topic/queue 20-byte index entries; a queue
 //!   offset is an entry index.
+//! * [`index_file`]: RocketMQ's IndexFile (hash of `topic#key` → CommitLog
+//!   offset), written on append, rebuilt at open; `query` answers lookups
+//!   by key and by time and checks SQL-92 filters during reads.
 //! * [`flush`]: the flusher thread (fsync off the store thread, group commit).
 //! * [`checkpoint`] and [`recovery`]: what survives a crash and how the files
 //!   are made consistent again at open.

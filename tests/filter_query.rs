@@ -464,3 +464,78 @@ fn admin_commands_against_a_live_broker() {
     let err = fails(&node.cli(&["admin", "broker", "config", "set", "max_pull_bytes", "zero"]));
     assert!(err.contains("'max_pull_bytes'"), "{err}");
 }
+
+/// The broker itself refuses a malformed SQL subscription, on a pull and
+/// on a heartbeat, with `InvalidFilter` and the parser's reason (a client
+/// that does not validate locally gets the same answer).
+#[test]
+fn broker_refuses_malformed_sql_on_pull_and_heartbeat() {
+    use skylark::client::{connect_broker, ClientConfig};
+    use skylark_codec::{
+        ConsumerGroupData, ErrorCode, ExpressionType, HeartbeatRequest, ProtocolError, PullRequest,
+        Subscription,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    ok(&node.cli(&["produce", "--topic", "Raw", "--body", "x", "--tag", "A"]));
+    let broker = node.broker();
+    let namesrv = node.namesrv();
+    actix::System::new().block_on(async move {
+        let cfg = ClientConfig::new(&namesrv);
+        let c = connect_broker(&cfg, &broker).await.unwrap();
+        let pull = |sql: &str| PullRequest {
+            consumer_group: "raw".into(),
+            topic: "Raw".into(),
+            queue_id: 0,
+            queue_offset: 0,
+            max_messages: 32,
+            max_bytes: 1 << 20,
+            sql: Some(sql.into()),
+            ..PullRequest::default()
+        };
+        let invalid = |r: Result<_, ProtocolError>| match r {
+            Err(ProtocolError::Remote(w)) => {
+                assert_eq!(w.code, ErrorCode::InvalidFilter, "{w:?}");
+                w.message
+            }
+            other => panic!("expected InvalidFilter, got {other:?}"),
+        };
+        let msg = invalid(c.call(&pull("TAGS IN (")).await.map(|_| ()));
+        assert!(msg.contains("Expected") && msg.contains("'Raw'"), "{msg}");
+        let msg = invalid(c.call(&pull("a LIKE 'x%'")).await.map(|_| ()));
+        assert!(msg.contains("not supported"), "{msg}");
+        // a valid expression is served (every queue answers, none errs)
+        let mut found = 0;
+        for queue_id in 0..4 {
+            let r = c
+                .call(&PullRequest {
+                    queue_id,
+                    ..pull("TAGS = 'A'")
+                })
+                .await
+                .unwrap();
+            found += r.count;
+        }
+        assert_eq!(found, 1);
+        let hb = |expr: &str| HeartbeatRequest {
+            client_id: "raw-client".into(),
+            producer_groups: Vec::new(),
+            consumer_groups: vec![ConsumerGroupData {
+                group: "raw".into(),
+                subscriptions: vec![Subscription {
+                    topic: "Raw".into(),
+                    expression_type: ExpressionType::Sql,
+                    expression: expr.into(),
+                }],
+                ..ConsumerGroupData::default()
+            }],
+        };
+        let msg = invalid(c.call(&hb("a >")).await.map(|_| ()));
+        assert!(
+            msg.contains("group 'raw'") && msg.contains("'a >'"),
+            "{msg}"
+        );
+        c.call(&hb("a > 1")).await.unwrap();
+        c.close();
+    });
+}

@@ -28,7 +28,8 @@ pub enum FlushMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct StoreConfig {
-    /// Root directory: holds `commitlog/`, `consumequeue/` and `checkpoint`.
+    /// Root directory: holds `commitlog/`, `consumequeue/`, `index/` and
+    /// `checkpoint`.
     pub data_dir: PathBuf,
     /// Size of one CommitLog segment file in bytes (default 1 GiB).
     pub segment_size: u64,

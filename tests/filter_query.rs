@@ -46,6 +46,19 @@ fn start(dir: &Path) -> Standalone {
     Standalone::start(&data, &["-c", &conf])
 }
 
+/// Waits until the NameServer routes `topic` (a topic auto-created by a
+/// send is registered by the broker right after).
+fn wait_route(node: &Standalone, topic: &str) {
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            node.cli(&["admin", "topic", "route", "--name", topic])
+                .status
+                .success()
+        }),
+        "topic '{topic}' never got a route"
+    );
+}
+
 fn consume_sql(node: &Standalone, group: &str, topic: &str, sql: &str, count: &str) -> Output {
     node.cli(&[
         "consume",
@@ -168,6 +181,7 @@ fn query_by_key_survives_restarts_and_by_id_reads_the_message() {
                 .to_string(),
         );
     }
+    wait_route(&node, "Keys");
     // 12 messages × 3 index entries over files of 8 entries: several files
     let index_files = std::fs::read_dir(dir.path().join("data").join("index"))
         .unwrap()
@@ -434,6 +448,7 @@ fn admin_commands_against_a_live_broker() {
         "2",
     ]));
     ok(&node.cli(&["produce", "--topic", "Auto2", "--body", "x"]));
+    wait_route(&node, "Auto2");
     let out = ok(&node.cli(&["admin", "--json", "topic", "stats", "--name", "Auto2"]));
     assert_eq!(
         json_lines(out.as_bytes())[0]["brokers"][0]["queues"]

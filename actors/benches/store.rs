@@ -77,6 +77,44 @@ fn append_async(c: &mut Criterion) {
     g.finish();
 }
 
+/// As `append_async` (128 B bodies), but every message has a key and a
+/// distinct unique id (`UNIQ_KEY`, as the Skylark producer sends): two
+/// IndexFile entries per message on the append path. 131 072 distinct ids
+/// are cycled so slot writes spread over the whole slot table.
+fn append_async_indexed(c: &mut Criterion) {
+    let mut g = c.benchmark_group("store_append_async_indexed");
+    g.measurement_time(Duration::from_secs(5)).sample_size(10);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(config(dir.path(), FlushMode::Async), logger()).expect("open");
+    let body = vec![b'x'; 128];
+    const BATCHES: usize = 4096;
+    let props: Vec<Vec<(String, String)>> = (0..BATCHES * BATCH)
+        .map(|i| vec![("UNIQ_KEY".to_string(), format!("7F000001{i:024X}"))])
+        .collect();
+    let batches: Vec<Vec<AppendMessage<'_>>> = (0..BATCHES)
+        .map(|b| {
+            let mut msgs = batch(&body, BATCH);
+            for (i, m) in msgs.iter_mut().enumerate() {
+                m.keys = Some("order-1");
+                m.properties = &props[b * BATCH + i];
+            }
+            msgs
+        })
+        .collect();
+    let mut n = 0usize;
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("batch32/128", |b| {
+        b.iter(|| {
+            store.append(&batches[n % BATCHES]).expect("append");
+            n += 1;
+            if n.is_multiple_of(2048) {
+                store.flush_tick().expect("flush tick");
+            }
+        })
+    });
+    g.finish();
+}
+
 fn sync_writers(c: &mut Criterion) {
     let mut g = c.benchmark_group("store_append_sync_32_writers");
     g.measurement_time(Duration::from_secs(5)).sample_size(10);
@@ -172,5 +210,11 @@ fn read_sequential(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append_async, sync_writers, read_sequential);
+criterion_group!(
+    benches,
+    append_async,
+    append_async_indexed,
+    sync_writers,
+    read_sequential
+);
 criterion_main!(benches);

@@ -26,6 +26,7 @@ use skylark_codec::{
 use slog::{error, info, warn, Logger};
 
 use crate::config::BrokerConfig;
+use crate::live_settings::{LiveSettings, SettingError};
 use crate::persist;
 use crate::remoting::RpcClient;
 use crate::storage::Storage;
@@ -40,6 +41,7 @@ pub type TopicRegistry = Arc<DashMap<String, Addr<TopicQueue>>>;
 /// The broker's state owner.
 pub struct Broker {
     config: Arc<BrokerConfig>,
+    live: Arc<LiveSettings>,
     topics: BTreeMap<String, TopicConfig>,
     registry: TopicRegistry,
     storage: Addr<Storage>,
@@ -70,6 +72,7 @@ impl Broker {
             .map(|a| (a, None))
             .collect();
         Ok(Broker {
+            live: Arc::new(LiveSettings::from_config(&config)),
             config,
             topics,
             registry,
@@ -81,6 +84,11 @@ impl Broker {
             topics_path,
             log: log.new(slog::o!("actor" => "broker")),
         })
+    }
+
+    /// The live settings this broker owns (request handlers read them).
+    pub fn live_settings(&self) -> Arc<LiveSettings> {
+        self.live.clone()
     }
 
     fn start_topic_queue(&mut self, cfg: &TopicConfig) -> Addr<TopicQueue> {
@@ -145,13 +153,13 @@ impl Broker {
 
     fn register_request(&self) -> RegisterBrokerRequest {
         let mut topics: Vec<TopicConfig> = self.topics.values().cloned().collect();
-        if self.config.auto_create_topic {
+        if self.live.auto_create_topic() {
             // RocketMQ's convention: a broker that creates topics on first
             // send publishes the pseudo topic TBW102, so a producer that
             // finds no route for a new topic knows where it may send.
             topics.push(TopicConfig::new(
                 AUTO_CREATE_TOPIC_KEY,
-                self.config.default_topic_queues,
+                self.live.default_topic_queues(),
             ));
         }
         RegisterBrokerRequest {
@@ -260,13 +268,13 @@ impl Handler<EnsureTopic> for Broker {
         if let Some(a) = self.registry.get(&msg.name) {
             return Ok(a.clone());
         }
-        if !(msg.auto_create && self.config.auto_create_topic) {
+        if !(msg.auto_create && self.live.auto_create_topic()) {
             return Err(WireError::new(
                 ErrorCode::TopicNotFound,
                 format!("topic '{}' does not exist", msg.name),
             ));
         }
-        let cfg = TopicConfig::new(msg.name, self.config.default_topic_queues);
+        let cfg = TopicConfig::new(msg.name, self.live.default_topic_queues());
         self.put_topic(cfg, ctx)
     }
 }
@@ -326,5 +334,40 @@ impl Handler<Unregister> for Broker {
                 }
             }
         })
+    }
+}
+
+/// The live settings and their values.
+#[derive(Message)]
+#[rtype(result = "Vec<(String, String)>")]
+pub struct GetBrokerSettings;
+
+/// Change one live setting (an auto-create change is re-registered at once).
+#[derive(Message)]
+#[rtype(result = "Result<(), SettingError>")]
+pub struct SetBrokerSetting {
+    pub key: String,
+    pub value: String,
+}
+
+impl Handler<GetBrokerSettings> for Broker {
+    type Result = MessageResult<GetBrokerSettings>;
+    fn handle(&mut self, _: GetBrokerSettings, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.live.list())
+    }
+}
+
+impl Handler<SetBrokerSetting> for Broker {
+    type Result = Result<(), SettingError>;
+    fn handle(&mut self, m: SetBrokerSetting, ctx: &mut Self::Context) -> Self::Result {
+        let before = self.live.get(&m.key);
+        self.live.set(&m.key, &m.value)?;
+        info!(self.log, "broker setting changed"; "key" => &m.key,
+            "from" => before.unwrap_or_default(), "to" => self.live.get(&m.key).unwrap_or_default());
+        if m.key == "auto_create_topic" || m.key == "default_topic_queues" {
+            self.data_version += 1;
+            self.register_all(ctx);
+        }
+        Ok(())
     }
 }

@@ -94,6 +94,9 @@ pub struct BrokerConfig {
     pub transaction_check_interval_ms: u64,
     /// At most this many checks; then the half message is discarded.
     pub transaction_check_max: u32,
+    /// Serve SQL-92 property filters (`consume --sql`); when off, such
+    /// subscriptions are refused.
+    pub enable_property_filter: bool,
     /// Storage engine settings (`[store]`); `store.data_dir` is the broker's
     /// data directory (CommitLog, ConsumeQueues and the `config/` metadata).
     pub store: StoreConfig,
@@ -122,6 +125,7 @@ impl Default for BrokerConfig {
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 60_000,
             transaction_check_max: 15,
+            enable_property_filter: true,
             store: StoreConfig::default(),
         }
     }

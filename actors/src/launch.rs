@@ -102,8 +102,9 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         storage.clone(),
         registry.clone(),
         log.clone(),
-    )?
-    .start();
+    )?;
+    let live = broker.live_settings();
+    let broker = broker.start();
 
     let scheduler_arbiter = Arbiter::new();
     let scheduler = Scheduler::start_on(
@@ -128,6 +129,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     .await?
     .start();
     let shared = Shared {
+        live,
         config: config.clone(),
         broker: broker.clone(),
         storage: storage.clone(),

@@ -5,9 +5,9 @@
 //! | actor | one per | owns |
 //! |---|---|---|
 //! | [`namesrv::NameServer`] | nameserver | route table, broker liveness |
-//! | [`broker::Broker`] | broker | role, topic configs, NameServer registration |
+//! | [`broker::Broker`] | broker | role, topic configs, live settings, NameServer registration |
 //! | [`topic_queue::TopicQueue`] | topic | queue layout, parked long-poll pulls |
-//! | [`storage::Storage`] | broker | the mapped files: CommitLog, ConsumeQueues, checkpoint |
+//! | [`storage::Storage`] | broker | the mapped files: CommitLog, ConsumeQueues, IndexFiles, checkpoint |
 //! | [`consumer_offsets::ConsumerOffsets`] | broker | committed consumer offsets |
 //! | [`scheduler::Scheduler`] | broker | delay-level progress, the timer index |
 //! | [`transaction::Transaction`] | broker | half messages, the op log, check-back timing |
@@ -19,7 +19,9 @@
 pub mod broker;
 pub mod config;
 pub mod consumer_offsets;
+pub mod filter;
 pub mod launch;
+pub mod live_settings;
 pub mod namesrv;
 pub mod persist;
 pub mod processor;

@@ -184,6 +184,7 @@ impl Scheduler {
                     max_messages: max,
                     max_bytes: 8 << 20,
                     tag_filter: None,
+                    sql_filter: None,
                 });
                 async move {
                     f.await

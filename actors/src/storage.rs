@@ -27,6 +27,7 @@ use bytes::Bytes;
 use slog::{error, info, o, Logger};
 use tokio::sync::oneshot;
 
+use crate::filter::SqlFilter;
 use crate::store::{
     AppendBatchResult, AppendMessage, FlushMode, QueueInfo, ReadResult, RetentionReport, Store,
     StoreConfig, StoreError,
@@ -137,6 +138,30 @@ pub struct GetMessages {
     pub max_messages: u32,
     pub max_bytes: u32,
     pub tag_filter: Option<Vec<u64>>,
+    /// SQL-92 property filter, checked on the broker (None = all).
+    pub sql_filter: Option<Arc<SqlFilter>>,
+}
+
+/// Records of a topic with a key or unique id (IndexFile lookup):
+/// `(records, count)`.
+#[derive(Message)]
+#[rtype(result = "Result<(Bytes, u32), StoreError>")]
+pub struct QueryByKey {
+    pub topic: String,
+    pub key: String,
+    pub begin_ms: i64,
+    pub end_ms: i64,
+    pub max: u32,
+}
+
+/// Per queue of a topic, records from the first stored at or after
+/// `timestamp_ms`: `(records, count)`.
+#[derive(Message)]
+#[rtype(result = "Result<(Bytes, u32), StoreError>")]
+pub struct QueryByTime {
+    pub topic: String,
+    pub timestamp_ms: i64,
+    pub max_per_queue: u32,
 }
 
 /// Read the record at a physical offset (lookup by message id; size 0 = any).
@@ -319,14 +344,33 @@ impl Handler<GetMessages> for Storage {
     type Result = Result<ReadResult, StoreError>;
 
     fn handle(&mut self, m: GetMessages, _: &mut Self::Context) -> Self::Result {
-        self.store()?.read(
+        self.store()?.read_filtered(
             &m.topic,
             m.queue_id,
             m.queue_offset,
             m.max_messages as usize,
             m.max_bytes as usize,
             m.tag_filter.as_deref(),
+            m.sql_filter.as_deref(),
         )
+    }
+}
+
+impl Handler<QueryByKey> for Storage {
+    type Result = Result<(Bytes, u32), StoreError>;
+
+    fn handle(&mut self, m: QueryByKey, _: &mut Self::Context) -> Self::Result {
+        self.store()?
+            .query_by_key(&m.topic, &m.key, m.begin_ms, m.end_ms, m.max as usize)
+    }
+}
+
+impl Handler<QueryByTime> for Storage {
+    type Result = Result<(Bytes, u32), StoreError>;
+
+    fn handle(&mut self, m: QueryByTime, _: &mut Self::Context) -> Self::Result {
+        self.store()?
+            .query_by_time(&m.topic, m.timestamp_ms, m.max_per_queue as usize)
     }
 }
 
@@ -439,6 +483,8 @@ mod tests {
             segment_size: 64 * 1024,
             flush_mode: mode,
             flush_interval_ms: 10,
+            index_slots: 16,
+            index_entries: 64,
             ..StoreConfig::new(dir.path())
         };
         let log = Logger::root(slog::Discard, o!());
@@ -470,6 +516,7 @@ mod tests {
                 max_messages: 32,
                 max_bytes: 1 << 20,
                 tag_filter: Some(vec![crate::store::tag_hash("TagA")]),
+                sql_filter: None,
             })
             .await
             .unwrap()

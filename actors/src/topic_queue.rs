@@ -19,6 +19,7 @@ use slog::Logger;
 use tokio::sync::oneshot;
 
 use crate::config::BrokerConfig;
+use crate::filter::SqlFilter;
 use crate::storage::{GetMessages, PutMessages, Storage, StoredMessage};
 use crate::store::{AppendBatchResult, ReadResult, ReadStatus};
 
@@ -236,6 +237,8 @@ pub struct Pull {
     pub max_bytes: u32,
     /// Tag hashes to keep (None = all).
     pub tag_filter: Option<Vec<u64>>,
+    /// SQL-92 property filter (None = all).
+    pub sql_filter: Option<Arc<SqlFilter>>,
     /// Longest hold when nothing is there (zero = answer at once).
     pub hold: Duration,
 }
@@ -264,6 +267,7 @@ impl Handler<Pull> for TopicQueue {
                         max_messages: msg.max_messages,
                         max_bytes: msg.max_bytes,
                         tag_filter: msg.tag_filter.clone(),
+                        sql_filter: msg.sql_filter.clone(),
                     })
                     .await
                     .map_err(crate::mailbox_error)?

@@ -58,6 +58,19 @@ pub enum Command {
     // Queries and admin (70-89): add here.
     /// [`crate::GetScheduleStatsRequest`] → [`crate::ScheduleStats`].
     GetScheduleStats = 90,
+    /// [`crate::SearchOffsetByTimeRequest`] → [`crate::SearchOffsetByTimeResponse`]
+    /// (in the offsets block by number, listed here by owner).
+    SearchOffsetByTime = 33,
+    /// [`crate::QueryMessageByKeyRequest`] → [`crate::QueryMessageResponse`].
+    QueryMessageByKey = 70,
+    /// [`crate::ViewMessageByIdRequest`] → [`crate::QueryMessageResponse`].
+    ViewMessageById = 71,
+    /// [`crate::QueryMessageByTimeRequest`] → [`crate::QueryMessageResponse`].
+    QueryMessageByTime = 72,
+    /// [`crate::GetBrokerConfigRequest`] → [`crate::BrokerSettings`].
+    GetBrokerConfig = 73,
+    /// [`crate::SetBrokerConfigRequest`] → [`crate::Ack`].
+    SetBrokerConfig = 74,
     // Scheduler (90-99): add here.
     // Transactions (100-109).
     /// [`crate::EndTransactionRequest`] → [`crate::Ack`].
@@ -89,6 +102,12 @@ impl Command {
         // Consumer groups: add here.
         // Queries and admin: add here.
         Command::GetScheduleStats,
+        Command::SearchOffsetByTime,
+        Command::QueryMessageByKey,
+        Command::ViewMessageById,
+        Command::QueryMessageByTime,
+        Command::GetBrokerConfig,
+        Command::SetBrokerConfig,
         // Scheduler: add here.
         // Transactions.
         Command::EndTransaction,

@@ -69,6 +69,7 @@
 //! | 30 | `QueryConsumerOffset` | [`QueryOffsetRequest`] | [`QueryOffsetResponse`] | A consumer group's committed offset for a queue (`None` = never committed). |
 //! | 31 | `UpdateConsumerOffset` | [`CommitOffsetRequest`] | [`Ack`] | Commit a consumer group's offset for a queue. |
 //! | 32 | `GetQueueOffsets` | [`GetQueueOffsetsRequest`] | [`QueueOffsets`] | A queue's min and max offsets. |
+//! | 33 | `SearchOffsetByTime` | [`SearchOffsetByTimeRequest`] | [`SearchOffsetByTimeResponse`] | A queue's first offset stored at or after a timestamp (its max offset if none). |
 //! | 40 | `Heartbeat` | [`HeartbeatRequest`] | [`Ack`] | A client is alive; lists its producer groups and its consumer groups with subscriptions (drives rebalancing). |
 //! | 41 | `UnregisterClient` | [`UnregisterClientRequest`] | [`Ack`] | A client leaves a producer and/or consumer group. |
 //! | 50 | `RegisterBroker` | [`RegisterBrokerRequest`] | [`RegisterBrokerResponse`] | Broker → NameServer, periodic: the broker's addresses and all its topics; the answer gives a slave its master's addresses. |
@@ -82,6 +83,11 @@
 //! | 90 | `GetScheduleStats` | [`GetScheduleStatsRequest`] | [`ScheduleStats`] | Admin → broker: delayed messages pending per delay level and in the timer. |
 //! | 100 | `EndTransaction` | [`EndTransactionRequest`] | [`Ack`] | Producer → broker: commit, roll back (or leave unknown) a half message. A second outcome for an already decided half is ignored. |
 //! | 101 | `CheckTransactionState` | [`CheckTransactionStateRequest`] | none (`Push` frame) | Broker → a live producer of the group: the state of an undecided half message, answered with `EndTransaction` (`from_check = true`). |
+//! | 70 | `QueryMessageByKey` | [`QueryMessageByKeyRequest`] | [`QueryMessageResponse`] | Messages of a topic with a key (or unique id) in a store-time range, through the IndexFile. |
+//! | 71 | `ViewMessageById` | [`ViewMessageByIdRequest`] | [`QueryMessageResponse`] | The message at the CommitLog offset inside an offset message id (one read); `BadRequest` if the id names another broker. |
+//! | 72 | `QueryMessageByTime` | [`QueryMessageByTimeRequest`] | [`QueryMessageResponse`] | Per queue, messages from the first stored at or after a timestamp. |
+//! | 73 | `GetBrokerConfig` | [`GetBrokerConfigRequest`] | [`BrokerSettings`] | The broker's live settings. |
+//! | 74 | `SetBrokerConfig` | [`SetBrokerConfigRequest`] | [`Ack`] | Change a live setting; unknown or non-live keys get `BadRequest` naming the key. |
 //!
 //! # Errors
 //!
@@ -112,6 +118,11 @@ pub use cmd::offset::{
     QueueOffsets,
 };
 pub use cmd::pull::{parse_tag_expression, PullRequest, PullResponse, PullStatus};
+pub use cmd::query::{
+    BrokerSettings, GetBrokerConfigRequest, QueryMessageByKeyRequest, QueryMessageByTimeRequest,
+    QueryMessageResponse, SearchOffsetByTimeRequest, SearchOffsetByTimeResponse,
+    SetBrokerConfigRequest, ViewMessageByIdRequest,
+};
 pub use cmd::route::{
     BrokerData, ClusterInfo, GetClusterInfoRequest, GetRouteInfoRequest, GetTopicListRequest,
     QueueData, TopicList, TopicRouteData,

@@ -466,4 +466,25 @@ proptest! {
         };
         check_rpc(id, split, &check, &Ack {}, &err);
     }
+
+    #[test]
+    fn message_queries_and_broker_config(id in any::<u64>(), split in any::<usize>(),
+                   err in wire_error(), topic in text(), key in text(),
+                   begin_ms in any::<i64>(), end_ms in any::<i64>(), max in any::<u32>(),
+                   count in any::<u32>(), records in bytes(512),
+                   settings in vec((text(), text()), 0..8), value in text(),
+                   text_topic in text(), offset in any::<u64>()) {
+        let resp = QueryMessageResponse { count, records };
+        let by_key = QueryMessageByKeyRequest {
+            topic: topic.clone(), key: key.clone(), begin_ms, end_ms, max,
+        };
+        check_rpc(id, split, &by_key, &resp, &err);
+        check_rpc(id, split, &ViewMessageByIdRequest { msg_id: key.clone() }, &resp, &err);
+        let by_time = QueryMessageByTimeRequest { topic, timestamp_ms: begin_ms, max_per_queue: max };
+        check_rpc(id, split, &by_time, &resp, &err);
+        check_rpc(id, split, &GetBrokerConfigRequest {}, &BrokerSettings { settings }, &err);
+        check_rpc(id, split, &SetBrokerConfigRequest { key, value }, &Ack {}, &err);
+        let search = SearchOffsetByTimeRequest { topic: text_topic, queue_id: max, timestamp_ms: end_ms };
+        check_rpc(id, split, &search, &SearchOffsetByTimeResponse { offset }, &err);
+    }
 }

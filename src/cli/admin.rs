@@ -45,6 +45,8 @@ async fn admin(a: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::Delay(super::DelayCmd::Stats { broker }) => {
             super::admin_delay::stats(&ns, &cfg, broker.as_deref(), a.json).await
         }
+        AdminCmd::Message(m) => super::admin_query::message(&ns, &cfg, m, a.json).await,
+        AdminCmd::Broker(b) => super::admin_query::broker(&ns, &cfg, b, a.json).await,
     }
 }
 

@@ -9,8 +9,9 @@
 //! seconds without a new message, or on Ctrl-C, and exits 0.
 //!
 //! `--broadcast` reads every queue without committing the group's offsets
-//! (each run starts per `--from`); `--sql` is refused until the broker
-//! supports SQL filters.
+//! (each run starts per `--from`). `--sql` subscribes with a SQL-92
+//! property filter evaluated on the broker; it is validated here first, so
+//! a malformed expression exits non-zero with the parser's reason.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -71,8 +72,8 @@ struct Progress {
 
 /// Entry point of `skylark consume`.
 pub fn run(a: ConsumeArgs) -> anyhow::Result<()> {
-    if a.sql.is_some() {
-        bail!("SQL filter not supported yet (--sql); use --filter 'TagA || TagB'");
+    if let Some(sql) = &a.sql {
+        skylark_actors::filter::validate(sql).map_err(|e| anyhow::anyhow!("--sql: {e}"))?;
     }
     if let Some(f) = &a.filter {
         parse_tag_expression(f).map_err(|e| anyhow::anyhow!("--filter {f:?}: {e}"))?;
@@ -95,9 +96,7 @@ async fn start_offset(
     match from {
         From::First => Ok(c.queue_offsets(q).await?.min_offset),
         From::Last => Ok(c.queue_offsets(q).await?.max_offset),
-        From::Timestamp(_) => bail!(
-            "--from MILLIS is not supported yet (no offset-by-time command); use first or last"
-        ),
+        From::Timestamp(ms) => Ok(c.offset_by_time(q, ms).await?),
     }
 }
 
@@ -143,9 +142,22 @@ async fn consume(a: ConsumeArgs, from: From) -> anyhow::Result<()> {
     }
     // Tell the brokers who we are; a broker that does not track pull
     // consumers is not a reason to stop.
-    let _ = consumer
-        .heartbeat(&[(a.topic.clone(), a.filter.clone())], model, &[])
-        .await;
+    match &a.sql {
+        // A refused SQL subscription is fatal; other heartbeat errors not.
+        Some(sql) => match consumer.heartbeat_sql(&a.topic, sql, model).await {
+            Err(ClientError::Remote { error, .. })
+                if error.code == skylark_codec::ErrorCode::InvalidFilter =>
+            {
+                bail!("{}", error.message)
+            }
+            _ => {}
+        },
+        None => {
+            let _ = consumer
+                .heartbeat(&[(a.topic.clone(), a.filter.clone())], model, &[])
+                .await;
+        }
+    }
 
     let suspend = match a.idle_timeout {
         Some(s) => MAX_SUSPEND.min(Duration::from_secs(s)),
@@ -159,6 +171,7 @@ async fn consume(a: ConsumeArgs, from: From) -> anyhow::Result<()> {
             idx,
             offset: p.next,
             filter: a.filter.clone(),
+            sql: a.sql.clone(),
             suspend,
             tx: tx.clone(),
         };
@@ -251,7 +264,11 @@ impl Limit for Option<u64> {
     }
 }
 
-fn print_message(out: &mut impl Write, m: &ReceivedMessage, json: bool) -> anyhow::Result<()> {
+pub(crate) fn print_message(
+    out: &mut impl Write,
+    m: &ReceivedMessage,
+    json: bool,
+) -> anyhow::Result<()> {
     if json {
         serde_json::to_writer(&mut *out, &m.json())?;
         writeln!(out)?;
@@ -290,6 +307,7 @@ struct Puller {
     idx: usize,
     offset: u64,
     filter: Option<String>,
+    sql: Option<String>,
     suspend: Duration,
     tx: mpsc::Sender<Event>,
 }
@@ -298,16 +316,31 @@ impl Puller {
     async fn run(mut self) {
         loop {
             let started = Instant::now();
-            let res = self
-                .consumer
-                .pull(
-                    &self.queue,
-                    self.offset,
-                    PULL_BATCH,
-                    self.filter.as_deref(),
-                    self.suspend,
-                )
-                .await;
+            let res = match &self.sql {
+                Some(sql) => {
+                    self.consumer
+                        .pull_sql_and_commit(
+                            &self.queue,
+                            self.offset,
+                            PULL_BATCH,
+                            sql,
+                            self.suspend,
+                            None,
+                        )
+                        .await
+                }
+                None => {
+                    self.consumer
+                        .pull(
+                            &self.queue,
+                            self.offset,
+                            PULL_BATCH,
+                            self.filter.as_deref(),
+                            self.suspend,
+                        )
+                        .await
+                }
+            };
             let r = match res {
                 Ok(r) => r,
                 Err(e) if e.is_retryable() => {

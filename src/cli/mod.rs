@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod admin_delay;
+pub mod admin_query;
 pub mod bench;
 pub mod consume;
 pub mod produce;
@@ -255,6 +256,12 @@ pub enum AdminCmd {
     /// Delayed messages (delay levels and timer).
     #[command(subcommand)]
     Delay(DelayCmd),
+    /// Look messages up by key, id or time.
+    #[command(subcommand)]
+    Message(MessageCmd),
+    /// A broker's live settings.
+    #[command(subcommand)]
+    Broker(BrokerCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,6 +272,86 @@ pub enum DelayCmd {
         #[arg(long)]
         broker: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MessageCmd {
+    /// Messages of a topic with a key (or unique id), through the brokers' index.
+    ByKey(MessageByKeyArgs),
+    /// The message with this offset message id (as `produce --json` prints it).
+    ById(MessageByIdArgs),
+    /// Per queue, messages from the first one stored at or after a time.
+    ByTime(MessageByTimeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MessageByKeyArgs {
+    /// Topic.
+    #[arg(long)]
+    pub topic: String,
+    /// The key (one of a message's keys, or its unique id).
+    pub key: String,
+    /// Earliest store time, ms since the epoch (default: 0).
+    #[arg(long)]
+    pub begin: Option<i64>,
+    /// Latest store time, ms since the epoch (default: now).
+    #[arg(long)]
+    pub end: Option<i64>,
+    /// At most this many messages per broker.
+    #[arg(long, default_value_t = 64)]
+    pub max: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct MessageByIdArgs {
+    /// Offset message id (hex; names the storing broker and the offset).
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MessageByTimeArgs {
+    /// Topic.
+    #[arg(long)]
+    pub topic: String,
+    /// Store time, ms since the epoch.
+    #[arg(long)]
+    pub timestamp: i64,
+    /// Messages printed per queue, from the first at or after the time.
+    #[arg(long, default_value_t = 1)]
+    pub max_per_queue: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BrokerCmd {
+    /// Live settings: `get` lists them, `set KEY VALUE` changes one.
+    #[command(subcommand)]
+    Config(BrokerConfigCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BrokerConfigCmd {
+    /// Every live setting and its value.
+    Get(BrokerAddrArgs),
+    /// Change one live setting (until the broker stops).
+    Set(BrokerSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BrokerAddrArgs {
+    /// Only this broker (default: every master the NameServer knows).
+    #[arg(long)]
+    pub broker: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BrokerSetArgs {
+    /// Setting name (see `broker config get`).
+    pub key: String,
+    /// New value.
+    pub value: String,
+    /// Only this broker (default: every master the NameServer knows).
+    #[arg(long)]
+    pub broker: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -170,6 +170,64 @@ impl PullConsumer {
         })
     }
 
+    /// Pulls with a SQL-92 property filter (`sql`, e.g. `"TAGS IN ('A')
+    /// AND a > 5"`): the broker evaluates it, so only matching messages
+    /// arrive; a malformed expression is refused with
+    /// [`ClientError::InvalidArgument`] before anything is sent.
+    pub async fn pull_sql_and_commit(
+        &self,
+        queue: &MessageQueue,
+        offset: u64,
+        max: u32,
+        sql: &str,
+        suspend: Duration,
+        commit_offset: Option<u64>,
+    ) -> Result<PullResult> {
+        skylark_actors::filter::validate(sql)
+            .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+        let req = PullRequest {
+            consumer_group: self.group.to_string(),
+            topic: queue.topic.clone(),
+            queue_id: queue.queue_id,
+            queue_offset: offset,
+            max_messages: max.max(1),
+            max_bytes: MAX_PULL_BYTES,
+            suspend_timeout_ms: u64::try_from(suspend.as_millis()).unwrap_or(u64::MAX),
+            subscription: None,
+            sql: Some(sql.to_string()),
+            commit_offset,
+        };
+        let client = self.conn(&queue.broker_addr).await?;
+        let resp = client
+            .call_timeout(&req, suspend + self.config.request_timeout)
+            .await
+            .map_err(|e| ClientError::from_call(&queue.broker_addr, Some(&queue.topic), e))?;
+        let messages = decode_records(&resp.records, &queue.broker_addr, None)?;
+        Ok(PullResult {
+            status: resp.status,
+            next_offset: resp.next_offset,
+            min_offset: resp.min_offset,
+            max_offset: resp.max_offset,
+            messages,
+        })
+    }
+
+    /// The first offset of `queue` stored at or after `timestamp_ms` (its
+    /// max offset if none is): where `consume --from MILLIS` starts.
+    pub async fn offset_by_time(&self, queue: &MessageQueue, timestamp_ms: i64) -> Result<u64> {
+        let req = skylark_codec::SearchOffsetByTimeRequest {
+            topic: queue.topic.clone(),
+            queue_id: queue.queue_id,
+            timestamp_ms,
+        };
+        let client = self.conn(&queue.broker_addr).await?;
+        client
+            .call(&req)
+            .await
+            .map(|r| r.offset)
+            .map_err(|e| ClientError::from_call(&queue.broker_addr, Some(&queue.topic), e))
+    }
+
     /// The group's committed offset for `queue` (`None` if never committed).
     pub async fn query_offset(&self, queue: &MessageQueue) -> Result<Option<u64>> {
         let req = QueryOffsetRequest {
@@ -262,6 +320,40 @@ impl PullConsumer {
                 .call(&req)
                 .await
                 .map_err(|e| ClientError::from_call(&addr, None, e))?;
+        }
+        Ok(())
+    }
+
+    /// [`heartbeat`](Self::heartbeat) with one SQL-92 subscription: the
+    /// broker checks the expression when the subscription is made and
+    /// refuses a malformed one (`InvalidFilter`).
+    pub async fn heartbeat_sql(&self, topic: &str, sql: &str, model: MessageModel) -> Result<()> {
+        let req = HeartbeatRequest {
+            client_id: self.config.client_id.clone(),
+            producer_groups: Vec::new(),
+            consumer_groups: vec![ConsumerGroupData {
+                group: self.group.to_string(),
+                consume_type: ConsumeType::Pull,
+                message_model: model,
+                consume_from: ConsumeFrom::First,
+                subscriptions: vec![Subscription {
+                    topic: topic.to_string(),
+                    expression_type: ExpressionType::Sql,
+                    expression: sql.to_string(),
+                }],
+            }],
+        };
+        let addrs = self
+            .instance
+            .send(ConnectedBrokers)
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        for addr in addrs {
+            let client = self.conn(&addr).await?;
+            client
+                .call(&req)
+                .await
+                .map_err(|e| ClientError::from_call(&addr, Some(topic), e))?;
         }
         Ok(())
     }

@@ -45,7 +45,7 @@ pub use consumer::{PullConsumer, PullResult};
 pub use error::{ClientError, Result};
 pub use fault::LatencyFaultTolerance;
 pub use instance::ClientInstance;
-pub use message::{tag_matches, ReceivedMessage};
+pub use message::{decode_records, tag_matches, ReceivedMessage};
 pub use namesrv::NameServerClient;
 pub use producer::Producer;
 pub use route::{select_by_key, select_round_robin, MessageQueue, TopicRoute};

@@ -245,12 +245,32 @@ fn queue_id(sel: &Selected) -> i32 {
     i32::try_from(sel.queue.queue_id).unwrap_or(-1)
 }
 
-/// Sets the born timestamp if the caller did not.
+/// Sets the born timestamp and the unique id (`UNIQ_KEY`, indexed by the
+/// broker for query by id/key) if the caller did not.
 fn stamp(m: &mut MessageData) {
     if m.born_timestamp == 0 {
         m.born_timestamp = now_ms();
     }
+    if !m.properties.iter().any(|(k, _)| k == PROPERTY_UNIQ_KEY) {
+        m.properties
+            .push((PROPERTY_UNIQ_KEY.to_string(), unique_id()));
+    }
 }
+
+/// RocketMQ's client-side message id: 32 hex digits, unique per process
+/// (process id, a random number drawn once, a counter).
+pub fn unique_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix =
+        PREFIX.get_or_init(|| format!("{:08X}{:08X}", std::process::id(), rand::random::<u32>()));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{n:016X}")
+}
+
+const PROPERTY_UNIQ_KEY: &str = skylark_actors::store::record::PROPERTY_UNIQ_KEY;
 
 fn empty_answer(topic: &str) -> ClientError {
     ClientError::InvalidArgument(format!(

@@ -14,7 +14,8 @@ use crate::storage::GetQueueOffsets;
 use crate::topic_queue::GetTopicStats;
 
 /// Heartbeats keep clients known; consumer-group membership builds on them.
-pub async fn heartbeat(_s: Arc<Shared>, _r: HeartbeatRequest) -> Result<Ack, WireError> {
+pub async fn heartbeat(s: Arc<Shared>, r: HeartbeatRequest) -> Result<Ack, WireError> {
+    super::query::check_subscriptions(&s, &r)?;
     Ok(Ack {})
 }
 

@@ -11,6 +11,7 @@ mod admin;
 mod delay;
 mod offset;
 mod pull;
+mod query;
 mod send;
 mod transaction;
 
@@ -25,6 +26,7 @@ use skylark_codec::{Command, RawFrame, WireError};
 use crate::broker::{Broker, EnsureTopic, TopicRegistry};
 use crate::config::BrokerConfig;
 use crate::consumer_offsets::ConsumerOffsets;
+use crate::live_settings::LiveSettings;
 use crate::remoting::{wire, ConnInfo, Service};
 use crate::storage::Storage;
 use crate::topic_queue::TopicQueue;
@@ -33,6 +35,8 @@ use crate::transaction::Transaction;
 /// Everything a request handler may reach.
 pub struct Shared {
     pub config: Arc<BrokerConfig>,
+    /// Settings changeable at run time (owned by the Broker actor).
+    pub live: Arc<LiveSettings>,
     pub broker: Addr<Broker>,
     pub storage: Addr<Storage>,
     pub offsets: Addr<ConsumerOffsets>,
@@ -113,6 +117,20 @@ impl Service for BrokerService {
                 Command::GetTopicStats => wire::dispatch(frame, |r| admin::topic_stats(s, r)).await,
                 // Consumer groups: add here.
                 // Queries and admin: add here.
+                Command::SearchOffsetByTime => {
+                    wire::dispatch(frame, |r| query::search_offset_by_time(s, r)).await
+                }
+                Command::QueryMessageByKey => wire::dispatch(frame, |r| query::by_key(s, r)).await,
+                Command::ViewMessageById => wire::dispatch(frame, |r| query::by_id(s, r)).await,
+                Command::QueryMessageByTime => {
+                    wire::dispatch(frame, |r| query::by_time(s, r)).await
+                }
+                Command::GetBrokerConfig => {
+                    wire::dispatch(frame, |r| query::get_config(s, r)).await
+                }
+                Command::SetBrokerConfig => {
+                    wire::dispatch(frame, |r| query::set_config(s, r)).await
+                }
                 Command::GetScheduleStats => {
                     wire::dispatch(frame, |_: skylark_codec::GetScheduleStatsRequest| {
                         let sched = s.scheduler.addr.clone();
@@ -125,7 +143,6 @@ impl Service for BrokerService {
                     })
                     .await
                 }
-                // Scheduler: add here.
                 Command::EndTransaction => wire::dispatch(frame, |r| transaction::end(s, r)).await,
                 other => wire::not_served(&header, other, "broker"),
             }

@@ -1,4 +1,5 @@
-//! PullMessage: validate the subscription, piggy-back the offset commit,
+//! PullMessage: validate the subscription (tag expression or SQL-92,
+//! compiled here and evaluated by the store), piggy-back the offset commit,
 //! and hand the pull to the topic's TopicQueue (which reads through Storage
 //! and parks the pull while the queue is empty).
 
@@ -16,12 +17,10 @@ use crate::topic_queue::Pull;
 
 pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<PullResponse, WireError> {
     validate_group_name(&r.consumer_group).map_err(|e| WireError::new(ErrorCode::BadRequest, e))?;
-    if r.sql.is_some() {
-        return Err(WireError::new(
-            ErrorCode::InvalidFilter,
-            "SQL92 filtering is not enabled on this broker",
-        ));
-    }
+    let sql_filter = match r.sql.as_deref() {
+        Some(expr) => Some(super::query::compile_sql(&s, &r.topic, expr)?),
+        None => None,
+    };
     let tag_filter = match r.subscription.as_deref() {
         None => None,
         Some(expr) => parse_tag_expression(expr)
@@ -42,8 +41,8 @@ pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<PullResponse, WireEr
         });
     }
     let tq = s.topic_queue(&r.topic, false).await?;
-    let hold = Duration::from_millis(r.suspend_timeout_ms.min(s.config.long_poll_max_ms));
-    let max_bytes = r.max_bytes.clamp(1, s.config.max_pull_bytes.max(1));
+    let hold = Duration::from_millis(r.suspend_timeout_ms.min(s.live.long_poll_max_ms()));
+    let max_bytes = r.max_bytes.clamp(1, s.live.max_pull_bytes().max(1));
     let max_messages = r.max_messages.clamp(1, 1024);
     tq.send(Pull {
         topic: r.topic,
@@ -52,6 +51,7 @@ pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<PullResponse, WireEr
         max_messages,
         max_bytes,
         tag_filter,
+        sql_filter,
         hold,
     })
     .await

@@ -28,7 +28,8 @@ pub enum FlushMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct StoreConfig {
-    /// Root directory: holds `commitlog/`, `consumequeue/` and `checkpoint`.
+    /// Root directory: holds `commitlog/`, `consumequeue/`, `index/` and
+    /// `checkpoint`.
     pub data_dir: PathBuf,
     /// Size of one CommitLog segment file in bytes (default 1 GiB).
     pub segment_size: u64,
@@ -56,6 +57,10 @@ pub struct StoreConfig {
     pub disk_hard_limit_ratio: f64,
     /// Interval of the retention check run by the Storage actor (default 10 s).
     pub clean_interval_ms: u64,
+    /// Hash slots per IndexFile (default 5 000 000).
+    pub index_slots: u32,
+    /// Entries per IndexFile (default 20 000 000); a full file rolls over.
+    pub index_entries: u32,
 }
 
 impl Default for StoreConfig {
@@ -73,6 +78,8 @@ impl Default for StoreConfig {
             disk_soft_limit_ratio: 0.75,
             disk_hard_limit_ratio: 0.90,
             clean_interval_ms: 10_000,
+            index_slots: 5_000_000,
+            index_entries: 20_000_000,
         }
     }
 }
@@ -106,7 +113,14 @@ impl StoreConfig {
         {
             return bad("disk limit ratios must be within 0.0..=1.0");
         }
+        if self.index_slots == 0 || self.index_entries < 2 {
+            return bad("index_slots must be positive and index_entries at least 2");
+        }
         Ok(())
+    }
+
+    pub(crate) fn index_dir(&self) -> PathBuf {
+        self.data_dir.join("index")
     }
 
     pub(crate) fn commit_log_dir(&self) -> PathBuf {

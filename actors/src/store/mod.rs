@@ -7,6 +7,9 @@
 //! * [`commit_log`]: every message once, in fixed-size mapped segments.
 //! * [`consume_queue`]: per topic/queue 20-byte index entries; a queue
 //!   offset is an entry index.
+//! * [`index_file`]: RocketMQ's IndexFile (hash of `topic#key` → CommitLog
+//!   offset), written on append, rebuilt at open; `query` answers lookups
+//!   by key and by time and checks SQL-92 filters during reads.
 //! * [`flush`]: the flusher thread (fsync off the store thread, group commit).
 //! * [`checkpoint`] and [`recovery`]: what survives a crash and how the files
 //!   are made consistent again at open.
@@ -22,7 +25,9 @@ pub mod config;
 pub mod consume_queue;
 pub mod error;
 pub mod flush;
+pub mod index_file;
 pub mod mapped_file;
+mod query;
 pub mod record;
 mod recovery;
 pub mod retention;
@@ -44,9 +49,11 @@ pub use flush::FlushReply;
 pub use record::{decode, tag_hash, AppendMessage, DecodedMessage};
 pub use retention::{DiskUsage, FixedDiskUsage, RetentionReport, StatvfsDiskUsage};
 
+use crate::filter::SqlFilter;
 use commit_log::CommitLog;
 use consume_queue::ConsumeQueue;
 use flush::Flusher;
+use index_file::IndexService;
 use record::{Placement, MESSAGE_MAGIC, OFF_STORE_TIMESTAMP};
 
 type Queues = HashMap<String, HashMap<u32, ConsumeQueue>>;
@@ -123,6 +130,7 @@ pub struct Store {
     commit_log: CommitLog,
     queues: Queues,
     flusher: Flusher,
+    index: IndexService,
     disk_usage: Box<dyn DiskUsage>,
     disk_full: Option<f64>,
     sizes: Vec<usize>,
@@ -192,6 +200,7 @@ impl Store {
             clean: false,
         }
         .store(&cp_path)?;
+        let index = query::open_index(&config, &commit_log, end, &logger)?;
         let flusher = Flusher::start(
             commit_log.segment_files(),
             config.segment_size,
@@ -208,6 +217,7 @@ impl Store {
             commit_log,
             queues,
             flusher,
+            index,
             disk_usage,
             disk_full: None,
             sizes: Vec::new(),
@@ -287,6 +297,13 @@ impl Store {
                 tag_hash: tag_hash(m.tags.unwrap_or("")),
             };
             cq.put(queue_offset, entry)?;
+            self.index.index(
+                m.topic,
+                query::index_keys(m.keys, m.properties),
+                physical_offset,
+                physical_offset + size as u64,
+                store_timestamp,
+            )?;
             results.push(AppendResult {
                 queue_id: m.queue_id,
                 queue_offset,
@@ -318,6 +335,30 @@ impl Store {
         max_bytes: usize,
         tag_filter: Option<&[u64]>,
     ) -> Result<ReadResult> {
+        self.read_filtered(
+            topic,
+            queue_id,
+            queue_offset,
+            max_messages,
+            max_bytes,
+            tag_filter,
+            None,
+        )
+    }
+
+    /// [`Store::read`] that also skips records whose properties do not match
+    /// `sql` (decoded from the mapped file; the tag hash is checked first).
+    #[allow(clippy::too_many_arguments)]
+    pub fn read_filtered(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        queue_offset: u64,
+        max_messages: usize,
+        max_bytes: usize,
+        tag_filter: Option<&[u64]>,
+        sql: Option<&SqlFilter>,
+    ) -> Result<ReadResult> {
         let empty = |status, next, min, max| ReadResult {
             status,
             records: Bytes::new(),
@@ -342,7 +383,10 @@ impl Store {
         while idx < scan_end && picked.len() < max_messages {
             let Some(e) = cq.get(idx) else { break };
             let cl_min = self.commit_log.min_offset();
-            if tag_filter.is_some_and(|f| !f.contains(&e.tag_hash)) || e.physical_offset < cl_min {
+            if tag_filter.is_some_and(|f| !f.contains(&e.tag_hash))
+                || e.physical_offset < cl_min
+                || sql.is_some_and(|f| !self.sql_matches(&e, f))
+            {
                 skipped += 1;
                 idx += 1;
                 continue;
@@ -514,6 +558,7 @@ impl Store {
         for cq in self.queues.values_mut().flat_map(HashMap::values_mut) {
             cq.take_dirty_files(&mut files)?;
         }
+        self.index.take_dirty_files(&mut files)?;
         let end = self.commit_log.max_offset();
         if !files.is_empty() || end > self.flusher.flushed() {
             self.flusher.request_checkpoint(end, files);
@@ -528,6 +573,7 @@ impl Store {
         for cq in self.queues.values_mut().flat_map(HashMap::values_mut) {
             cq.sync_all()?;
         }
+        self.index.sync_all()?;
         self.flusher.mark_flushed(self.commit_log.max_offset());
         Ok(())
     }
@@ -598,6 +644,7 @@ impl Store {
                 for cq in self.queues.values_mut().flat_map(HashMap::values_mut) {
                     report.deleted_cq_files += cq.delete_below(cl_min)?;
                 }
+                self.index.delete_below(cl_min)?;
                 report.usage_ratio = self.check_disk();
             }
         }

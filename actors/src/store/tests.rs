@@ -18,6 +18,8 @@ fn config(dir: &Path) -> StoreConfig {
         segment_size: 16 * 1024,
         cq_entries_per_file: 64,
         max_message_size: 4096,
+        index_slots: 64,
+        index_entries: 512,
         ..StoreConfig::new(dir)
     }
 }

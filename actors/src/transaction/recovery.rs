@@ -89,6 +89,7 @@ pub async fn scan(
                 max_messages: 256,
                 max_bytes: 4 << 20,
                 tag_filter: None,
+                sql_filter: None,
             })
             .await
             .map_err(|_| StoreError::ShutDown)??;

@@ -9,6 +9,7 @@ pub mod handshake;
 pub mod heartbeat;
 pub mod offset;
 pub mod pull;
+pub mod query;
 pub mod route;
 pub mod schedule;
 pub mod send;

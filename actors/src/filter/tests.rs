@@ -1,0 +1,126 @@
+use super::*;
+
+fn props<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<&'a str> + 'a {
+    move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+}
+
+fn matches(expr: &str, pairs: &[(&str, &str)]) -> bool {
+    SqlFilter::compile(expr).unwrap().matches(props(pairs))
+}
+
+#[test]
+fn tags_in_list() {
+    let e = "TAGS IN ('A','C')";
+    assert!(matches(e, &[("TAGS", "A")]));
+    assert!(matches(e, &[("TAGS", "C")]));
+    assert!(!matches(e, &[("TAGS", "B")]));
+    assert!(!matches(e, &[]), "no tag: unknown, no match");
+    let n = "TAGS NOT IN ('A','C')";
+    assert!(matches(n, &[("TAGS", "B")]));
+    assert!(!matches(n, &[("TAGS", "A")]));
+    assert!(!matches(n, &[]), "NOT IN over NULL is unknown too");
+}
+
+#[test]
+fn numbers_and_strings() {
+    let e = "a > 5 AND b = 'x'";
+    assert!(matches(e, &[("a", "6"), ("b", "x")]));
+    assert!(matches(e, &[("a", "5.5"), ("b", "x")]));
+    assert!(!matches(e, &[("a", "5"), ("b", "x")]));
+    assert!(!matches(e, &[("a", "6"), ("b", "y")]));
+    assert!(!matches(e, &[("a", "abc"), ("b", "x")]), "not a number");
+    assert!(!matches(e, &[("b", "x")]), "missing a");
+    assert!(matches("a >= -2.5", &[("a", "-2.5")]));
+    assert!(matches("a <= 10", &[("a", "10")]));
+    assert!(matches("a < 10", &[("a", " 9 ")]));
+    assert!(matches("a <> 1", &[("a", "2")]));
+    assert!(matches("a != 1", &[("a", "2")]));
+    assert!(!matches("a <> 1", &[]), "missing <> is unknown");
+    assert!(matches("10 > a", &[("a", "2")]));
+    assert!(matches("a = b", &[("a", "2"), ("b", "2.0")]));
+    assert!(matches("s > 'abc'", &[("s", "abd")]));
+}
+
+#[test]
+fn between_null_boolean() {
+    assert!(matches("a BETWEEN 1 AND 3", &[("a", "3")]));
+    assert!(!matches("a BETWEEN 1 AND 3", &[("a", "4")]));
+    assert!(matches("a NOT BETWEEN 1 AND 3", &[("a", "4")]));
+    assert!(!matches("a NOT BETWEEN 1 AND 3", &[]));
+    assert!(matches("a IS NULL", &[]));
+    assert!(!matches("a IS NULL", &[("a", "")]));
+    assert!(matches("a IS NOT NULL", &[("a", "")]));
+    assert!(matches("flag = TRUE", &[("flag", "true")]));
+    assert!(matches("flag", &[("flag", "TRUE")]));
+    assert!(!matches("flag", &[("flag", "no")]));
+    assert!(matches("flag = false", &[("flag", "false")]));
+    assert!(matches("TRUE", &[]));
+    assert!(matches("a IN (1, 2)", &[("a", "2")]));
+}
+
+#[test]
+fn three_valued_logic() {
+    // unknown OR true = true; unknown AND false = false; NOT unknown = unknown
+    assert!(matches("a > 1 OR b = 'x'", &[("b", "x")]));
+    assert!(!matches("a > 1 AND b = 'x'", &[("b", "x")]));
+    assert!(!matches("NOT (a > 1)", &[]));
+    assert!(matches("NOT (a > 1)", &[("a", "0")]));
+    assert!(matches("NOT (a > 1 AND b = 'y')", &[("b", "x")]));
+    assert!(matches(
+        "(a = 1 OR a = 2) AND NOT b IS NULL",
+        &[("a", "2"), ("b", "")]
+    ));
+}
+
+#[test]
+fn malformed_expressions_give_the_parser_reason() {
+    for bad in [
+        "TAGS IN (",
+        "a >",
+        "",
+        "   ",
+        "a = 1 b",
+        "a + 1 > 2",
+        "a LIKE 'x%'",
+        "a = NULL",
+        "a IN (b)",
+        "5",
+        "'x'",
+        "f(a) = 1",
+        "a = (SELECT 1)",
+    ] {
+        let e = SqlFilter::compile(bad).expect_err(bad);
+        assert_eq!(e.expression, bad);
+        assert!(!e.reason.is_empty(), "{bad}");
+    }
+    let e = SqlFilter::compile("TAGS IN (").unwrap_err();
+    assert!(e.to_string().contains("Expected"), "{e}");
+    let long = format!("a = '{}'", "x".repeat(MAX_EXPRESSION_LEN));
+    assert!(SqlFilter::compile(&long).is_err());
+    let deep = format!("{}a = 1{}", "(".repeat(500), ")".repeat(500));
+    assert!(
+        SqlFilter::compile(&deep).is_err(),
+        "recursion limit, no stack overflow"
+    );
+}
+
+#[test]
+fn compiles_into_the_small_tree() {
+    let f = SqlFilter::compile("TAGS IN ('A') AND a > 5").unwrap();
+    assert_eq!(f.expression(), "TAGS IN ('A') AND a > 5");
+    assert_eq!(
+        f.root(),
+        &Node::And(
+            Box::new(Node::In {
+                operand: Operand::Prop("TAGS".into()),
+                list: vec![Literal::Str("A".into())],
+                negated: false
+            }),
+            Box::new(Node::Cmp(
+                CmpOp::Gt,
+                Operand::Prop("a".into()),
+                Operand::Lit(Literal::Num(5.0))
+            ))
+        )
+    );
+}

@@ -1,0 +1,348 @@
+//! Lookups beside the pull path: query by key (through the IndexFile), by
+//! time (per queue, binary search on store timestamps) and the SQL filter
+//! check of a read. Also opens and rebuilds the index at store open.
+
+use bytes::{Bytes, BytesMut};
+use slog::{info, Logger};
+
+use super::commit_log::CommitLog;
+use super::config::StoreConfig;
+use super::consume_queue::CqEntry;
+use super::error::Result;
+use super::index_file::IndexService;
+use super::record::{self, PROPERTY_UNIQ_KEY};
+use super::Store;
+use crate::filter::SqlFilter;
+
+/// The index keys of a message: each of its space-separated keys, then its
+/// unique id.
+pub(crate) fn index_keys<'a>(
+    keys: Option<&'a str>,
+    properties: &'a [(String, String)],
+) -> impl Iterator<Item = &'a str> {
+    let uniq = properties
+        .iter()
+        .find(|(k, _)| k == PROPERTY_UNIQ_KEY)
+        .map(|(_, v)| v.as_str());
+    split_keys(keys).chain(uniq.filter(|u| !u.is_empty()))
+}
+
+fn split_keys(keys: Option<&str>) -> impl Iterator<Item = &str> {
+    keys.unwrap_or("").split(' ').filter(|k| !k.is_empty())
+}
+
+/// Opens the index files and indexes every record of the CommitLog past the
+/// index's end (`valid_end`: the recovered end of the log).
+pub(crate) fn open_index(
+    config: &StoreConfig,
+    commit_log: &CommitLog,
+    valid_end: u64,
+    logger: &Logger,
+) -> Result<IndexService> {
+    let mut index = IndexService::open(
+        config.index_dir(),
+        config.index_slots,
+        config.index_entries,
+        logger,
+    )?;
+    index.cut_past(valid_end);
+    let from = index.end_phys_offset().max(commit_log.min_offset());
+    if from >= valid_end {
+        return Ok(index);
+    }
+    let mut first_err = None;
+    let mut records = 0u64;
+    commit_log.scan(from, |m| {
+        if first_err.is_some() || m.physical_offset >= valid_end {
+            return;
+        }
+        records += 1;
+        let uniq = m.property(PROPERTY_UNIQ_KEY).filter(|u| !u.is_empty());
+        let keys = split_keys(m.keys()).chain(uniq);
+        let end = m.physical_offset + m.record_size as u64;
+        if let Err(e) = index.index(m.topic, keys, m.physical_offset, end, m.store_timestamp) {
+            first_err = Some(e);
+        }
+    });
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    info!(logger, "index rebuilt"; "from" => from, "to" => valid_end, "records" => records);
+    Ok(index)
+}
+
+impl Store {
+    /// Whether the record of `e` matches `filter` (an unreadable record
+    /// does not).
+    pub(crate) fn sql_matches(&self, e: &CqEntry, filter: &SqlFilter) -> bool {
+        let Some(bytes) = self.commit_log.slice(e.physical_offset, e.size as usize) else {
+            return false;
+        };
+        match record::decode(bytes) {
+            Ok((m, _)) => filter.matches(|name| m.property(name)),
+            Err(_) => false,
+        }
+    }
+
+    /// Stored records of `topic` whose keys or unique id equal `key`, stored
+    /// within `[begin_ms, end_ms]`, newest first, at most `max`;
+    /// concatenated as a pull answer carries them.
+    pub fn query_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        begin_ms: i64,
+        end_ms: i64,
+        max: usize,
+    ) -> Result<(Bytes, u32)> {
+        let mut buf = BytesMut::new();
+        let mut count = 0u32;
+        for phys in self
+            .index
+            .lookup(topic, key, begin_ms, end_ms, max.saturating_mul(2))
+        {
+            if count as usize >= max {
+                break;
+            }
+            if phys < self.commit_log.min_offset() {
+                continue;
+            }
+            // Stale or colliding entries are filtered by the record itself.
+            let Ok(rec) = self.read_at(phys, 0) else {
+                continue;
+            };
+            let Ok((m, _)) = record::decode(&rec) else {
+                continue;
+            };
+            let has_key = split_keys(m.keys()).any(|k| k == key)
+                || m.property(PROPERTY_UNIQ_KEY) == Some(key);
+            if m.topic == topic && has_key && (begin_ms..=end_ms).contains(&m.store_timestamp) {
+                buf.extend_from_slice(&rec);
+                count += 1;
+            }
+        }
+        Ok((buf.freeze(), count))
+    }
+
+    /// For each queue of `topic` (by id): up to `per_queue` records from the
+    /// first one stored at or after `millis`; concatenated.
+    pub fn query_by_time(
+        &self,
+        topic: &str,
+        millis: i64,
+        per_queue: usize,
+    ) -> Result<(Bytes, u32)> {
+        let mut ids: Vec<u32> = self
+            .queues
+            .get(topic)
+            .map(|q| q.keys().copied().collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        let mut buf = BytesMut::new();
+        let mut count = 0;
+        for id in ids {
+            let offset = self.queue_offset_by_time(topic, id, millis);
+            let r = self.read(topic, id, offset, per_queue.max(1), 4 << 20, None)?;
+            buf.extend_from_slice(&r.records);
+            count += r.count;
+        }
+        Ok((buf.freeze(), count))
+    }
+
+    /// Number of IndexFiles.
+    pub fn index_file_count(&self) -> usize {
+        self.index.file_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{AppendMessage, FlushMode, ReadStatus, Store, StoreConfig};
+    use super::*;
+
+    fn logger() -> Logger {
+        Logger::root(slog::Discard, slog::o!())
+    }
+
+    fn config(dir: &Path) -> StoreConfig {
+        StoreConfig {
+            segment_size: 16 * 1024,
+            cq_entries_per_file: 64,
+            index_slots: 4,
+            index_entries: 9,
+            flush_mode: FlushMode::Async,
+            ..StoreConfig::new(dir)
+        }
+    }
+
+    /// Appends `n` messages to `topic` queue `i % 2`, keys `key-i common`,
+    /// unique id `uniq-i`, tag `A|B|C` and property `a = i`.
+    fn append(store: &mut Store, topic: &str, n: usize) {
+        let host = "127.0.0.1:10911".parse().unwrap();
+        for i in 0..n {
+            let keys = format!("key-{i} common");
+            let tag = ["A", "B", "C"][i % 3];
+            let props = vec![
+                (PROPERTY_UNIQ_KEY.to_string(), format!("uniq-{i}")),
+                ("a".to_string(), i.to_string()),
+            ];
+            let body = format!("body-{i}");
+            let m = AppendMessage {
+                topic,
+                queue_id: (i % 2) as u32,
+                flag: 0,
+                tags: Some(tag),
+                keys: Some(&keys),
+                properties: &props,
+                body: body.as_bytes(),
+                born_timestamp: 1,
+                born_host: host,
+                store_host: host,
+                reconsume_times: 0,
+                sys_flag: 0,
+                prepared_tx_offset: 0,
+            };
+            store.append(&[m]).unwrap();
+        }
+    }
+
+    fn bodies(records: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < records.len() {
+            let (m, n) = record::decode(&records[pos..]).unwrap();
+            out.push(String::from_utf8(m.body.to_vec()).unwrap());
+            pos += n;
+        }
+        out
+    }
+
+    fn by_key(store: &Store, topic: &str, key: &str) -> Vec<String> {
+        let (recs, n) = store.query_by_key(topic, key, 0, i64::MAX / 2, 64).unwrap();
+        let b = bodies(&recs);
+        assert_eq!(b.len(), n as usize);
+        b
+    }
+
+    #[test]
+    fn query_by_key_and_unique_id_across_rolled_index_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(config(dir.path()), logger()).unwrap();
+        append(&mut store, "T", 20);
+        append(&mut store, "U", 2);
+        // 3 entries per message, 8 per file, 4 slots: many files, collisions
+        assert!(store.index_file_count() > 5);
+        assert_eq!(by_key(&store, "T", "key-7"), vec!["body-7"]);
+        assert_eq!(by_key(&store, "T", "uniq-13"), vec!["body-13"]);
+        assert_eq!(by_key(&store, "U", "key-1"), vec!["body-1"]);
+        assert!(by_key(&store, "T", "key-99").is_empty());
+        assert!(by_key(&store, "V", "key-1").is_empty());
+        let common = by_key(&store, "T", "common");
+        assert_eq!(common.len(), 20);
+        assert_eq!(common[0], "body-19", "newest first");
+        // a time range before everything finds nothing
+        let (_, n) = store.query_by_key("T", "key-7", 0, 1, 64).unwrap();
+        assert_eq!(n, 0);
+        let (_, n) = store
+            .query_by_key("T", "common", 0, i64::MAX / 2, 5)
+            .unwrap();
+        assert_eq!(n, 5);
+    }
+
+    #[test]
+    fn index_is_rebuilt_after_crash_and_after_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = Store::open(config(dir.path()), logger()).unwrap();
+            append(&mut store, "T", 10);
+            // dropped without shutdown: a crash as far as the files go
+        }
+        {
+            let store = Store::open(config(dir.path()), logger()).unwrap();
+            assert_eq!(by_key(&store, "T", "key-3"), vec!["body-3"]);
+            assert_eq!(by_key(&store, "T", "common").len(), 10);
+        }
+        // the whole index directory is lost: rebuilt from the CommitLog
+        std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+        let mut store = Store::open(config(dir.path()), logger()).unwrap();
+        assert_eq!(by_key(&store, "T", "key-9"), vec!["body-9"]);
+        assert_eq!(by_key(&store, "T", "common").len(), 10, "no duplicates");
+        append(&mut store, "T", 3);
+        store.shutdown().unwrap();
+        drop(store);
+        let store = Store::open(config(dir.path()), logger()).unwrap();
+        assert_eq!(by_key(&store, "T", "common").len(), 13);
+    }
+
+    #[test]
+    fn hash_collisions_are_filtered_by_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(config(dir.path()), logger()).unwrap();
+        append(&mut store, "T", 3);
+        // Forge an entry whose hash is that of "ghost" pointing at a record
+        // that does not carry it: the lookup finds it, the query drops it.
+        let phys = store.queue("T", 0).unwrap().get(0).unwrap().physical_offset;
+        store
+            .index
+            .index(
+                "T",
+                ["ghost"].into_iter(),
+                phys,
+                phys + 1,
+                super::super::now_millis(),
+            )
+            .unwrap();
+        assert_eq!(
+            store.index.lookup("T", "ghost", 0, i64::MAX / 2, 8),
+            vec![phys]
+        );
+        assert!(by_key(&store, "T", "ghost").is_empty());
+    }
+
+    #[test]
+    fn sql_filtered_read_skips_non_matching_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(config(dir.path()), logger()).unwrap();
+        append(&mut store, "T", 30);
+        let f = SqlFilter::compile("TAGS IN ('A','C') AND a >= 4").unwrap();
+        let r = store
+            .read_filtered("T", 0, 0, 100, 1 << 20, None, Some(&f))
+            .unwrap();
+        // queue 0 holds the even i; of those A (i%3==0) or C (i%3==2), i >= 4
+        let want: Vec<String> = (4..30)
+            .filter(|i| i % 2 == 0 && i % 3 != 1)
+            .map(|i| format!("body-{i}"))
+            .collect();
+        assert_eq!(bodies(&r.records), want);
+        assert_eq!((r.status, r.next_queue_offset), (ReadStatus::Found, 15));
+        let none = SqlFilter::compile("a > 1000").unwrap();
+        let r = store
+            .read_filtered("T", 0, 0, 100, 1 << 20, None, Some(&none))
+            .unwrap();
+        assert_eq!(
+            (r.status, r.count, r.next_queue_offset),
+            (ReadStatus::NoMatchedMessage, 0, 15)
+        );
+    }
+
+    #[test]
+    fn query_by_time_gives_each_queue_from_the_first_at_or_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(config(dir.path()), logger()).unwrap();
+        append(&mut store, "T", 4);
+        let (recs, n) = store.query_by_time("T", 0, 1).unwrap();
+        assert_eq!(
+            (bodies(&recs), n),
+            (vec!["body-0".into(), "body-1".into()], 2)
+        );
+        let (recs, n) = store.query_by_time("T", 0, 10).unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(bodies(&recs), vec!["body-0", "body-2", "body-1", "body-3"]);
+        let (_, n) = store.query_by_time("T", i64::MAX / 2, 10).unwrap();
+        assert_eq!(n, 0);
+        let (_, n) = store.query_by_time("Nope", 0, 10).unwrap();
+        assert_eq!(n, 0);
+    }
+}

@@ -80,6 +80,12 @@ pub struct BrokerConfig {
     pub max_frame_size: usize,
     /// Largest pull answer in bytes.
     pub max_pull_bytes: u32,
+    /// A consumer silent this long is dropped from its group.
+    pub client_expire_secs: u64,
+    /// How often consumer groups drop gone members and expired locks.
+    pub group_scan_interval_ms: u64,
+    /// Lease of an orderly consumer's queue lock.
+    pub order_lock_lease_secs: u64,
     /// Storage engine settings (`[store]`); `store.data_dir` is the broker's
     /// data directory (CommitLog, ConsumeQueues and the `config/` metadata).
     pub store: StoreConfig,
@@ -102,6 +108,9 @@ impl Default for BrokerConfig {
             max_inflight_per_connection: 1024,
             max_frame_size: skylark_codec::DEFAULT_MAX_FRAME_SIZE,
             max_pull_bytes: 1024 * 1024,
+            client_expire_secs: 120,
+            group_scan_interval_ms: 1000,
+            order_lock_lease_secs: 60,
             store: StoreConfig::default(),
         }
     }

@@ -6,7 +6,11 @@
 //! (clean shutdown). A kill -9 may lose the last few seconds of commits;
 //! consumers then see those messages again — at-least-once, never a loss.
 //!
-//! Messages answered: [`CommitOffset`], [`QueryOffset`], [`FlushOffsets`].
+//! The time of the last commit per queue (for `admin group progress`) is
+//! kept in memory only: after a restart it is unknown until the next commit.
+//!
+//! Messages answered: [`CommitOffset`], [`QueryOffset`], [`FlushOffsets`],
+//! [`GroupOffsets`], [`ListOffsetGroups`], [`DeleteGroupOffsets`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,6 +27,8 @@ type Table = BTreeMap<String, BTreeMap<String, BTreeMap<u32, u64>>>;
 pub struct ConsumerOffsets {
     table: Table,
     dirty: bool,
+    /// (group, topic, queue id) → ms since the epoch of the last commit.
+    last_commit: BTreeMap<(String, String, u32), i64>,
     path: PathBuf,
     flush_interval: Duration,
     log: Logger,
@@ -40,6 +46,7 @@ impl ConsumerOffsets {
         Ok(ConsumerOffsets {
             table,
             dirty: false,
+            last_commit: BTreeMap::new(),
             path,
             flush_interval,
             log: log.new(slog::o!("actor" => "consumer_offsets")),
@@ -65,12 +72,62 @@ impl ConsumerOffsets {
         if queues.insert(queue_id, offset) != Some(offset) {
             self.dirty = true;
         }
+        self.last_commit
+            .insert((group.to_string(), topic.to_string(), queue_id), now_ms());
+    }
+
+    /// Every (topic, queue id, offset, last commit ms) of `group`.
+    pub fn group_offsets(&self, group: &str) -> Vec<GroupQueueOffset> {
+        let Some(topics) = self.table.get(group) else {
+            return Vec::new();
+        };
+        topics
+            .iter()
+            .flat_map(|(topic, queues)| {
+                queues
+                    .iter()
+                    .map(move |(&queue_id, &offset)| GroupQueueOffset {
+                        topic: topic.clone(),
+                        queue_id,
+                        offset,
+                        last_commit_ms: self
+                            .last_commit
+                            .get(&(group.to_string(), topic.clone(), queue_id))
+                            .copied(),
+                    })
+            })
+            .collect()
+    }
+
+    /// Forgets a group's offsets; true if it had any.
+    pub fn delete_group(&mut self, group: &str) -> bool {
+        self.last_commit.retain(|(g, _, _), _| g != group);
+        let had = self.table.remove(group).is_some();
+        self.dirty |= had;
+        had
     }
 
     /// The committed offset, if the group ever committed one.
     pub fn query(&self, group: &str, topic: &str, queue_id: u32) -> Option<u64> {
         self.table.get(group)?.get(topic)?.get(&queue_id).copied()
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// One queue's committed offset of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupQueueOffset {
+    pub topic: String,
+    pub queue_id: u32,
+    pub offset: u64,
+    /// When it was last committed (since this broker started).
+    pub last_commit_ms: Option<i64>,
 }
 
 impl Actor for ConsumerOffsets {
@@ -115,6 +172,42 @@ pub struct QueryOffset {
 #[rtype(result = "std::io::Result<()>")]
 pub struct FlushOffsets;
 
+/// Every committed offset of a group.
+#[derive(Message)]
+#[rtype(result = "Vec<GroupQueueOffset>")]
+pub struct GroupOffsets(pub String);
+
+/// Every group with committed offsets, sorted.
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub struct ListOffsetGroups;
+
+/// Forget a group's offsets; answers whether it had any.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct DeleteGroupOffsets(pub String);
+
+impl Handler<GroupOffsets> for ConsumerOffsets {
+    type Result = MessageResult<GroupOffsets>;
+    fn handle(&mut self, m: GroupOffsets, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.group_offsets(&m.0))
+    }
+}
+
+impl Handler<ListOffsetGroups> for ConsumerOffsets {
+    type Result = Vec<String>;
+    fn handle(&mut self, _: ListOffsetGroups, _: &mut Self::Context) -> Vec<String> {
+        self.table.keys().cloned().collect()
+    }
+}
+
+impl Handler<DeleteGroupOffsets> for ConsumerOffsets {
+    type Result = bool;
+    fn handle(&mut self, m: DeleteGroupOffsets, _: &mut Self::Context) -> bool {
+        self.delete_group(&m.0)
+    }
+}
+
 impl Handler<CommitOffset> for ConsumerOffsets {
     type Result = ();
     fn handle(&mut self, m: CommitOffset, _: &mut Self::Context) {
@@ -154,5 +247,24 @@ mod tests {
         assert_eq!(o.query("g", "T", 2), Some(7));
         assert_eq!(o.query("g", "T", 3), None);
         assert_eq!(o.query("h", "T", 1), None);
+    }
+
+    #[test]
+    fn group_listing_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let mut o = ConsumerOffsets::open(dir.path(), Duration::from_secs(5), log.clone()).unwrap();
+        o.commit("g", "T", 1, 42);
+        o.commit("h", "T", 0, 1);
+        let g = o.group_offsets("g");
+        assert_eq!(g.len(), 1);
+        assert_eq!((g[0].queue_id, g[0].offset), (1, 42));
+        assert!(g[0].last_commit_ms.is_some());
+        assert!(o.delete_group("g"));
+        assert!(!o.delete_group("g"));
+        o.flush().unwrap();
+        let o = ConsumerOffsets::open(dir.path(), Duration::from_secs(5), log).unwrap();
+        assert!(o.group_offsets("g").is_empty());
+        assert_eq!(o.query("h", "T", 0), Some(1));
     }
 }

@@ -17,6 +17,8 @@ use slog::{error, info, Logger};
 
 use crate::broker::{Broker, Unregister};
 use crate::config::BrokerConfig;
+use crate::consumer_group::GroupTimings;
+use crate::consumer_groups::ConsumerGroups;
 use crate::consumer_offsets::{ConsumerOffsets, FlushOffsets};
 use crate::processor::{BrokerService, Shared};
 use crate::remoting::server::ServeOptions;
@@ -101,12 +103,22 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     )?
     .start();
 
+    let groups = Arc::new(DashMap::new());
+    let timings = GroupTimings {
+        client_expire: Duration::from_secs(config.client_expire_secs.max(1)),
+        scan_interval: Duration::from_millis(config.group_scan_interval_ms.max(10)),
+        lock_lease: Duration::from_secs(config.order_lock_lease_secs.max(1)),
+    };
+    let group_manager =
+        ConsumerGroups::new(groups.clone(), timings, config.max_frame_size, log.clone()).start();
     let shared = Shared {
         config: config.clone(),
         broker: broker.clone(),
         storage: storage.clone(),
         offsets: offsets.clone(),
         topics: registry,
+        groups,
+        group_manager,
         store_host,
     };
     let cores = std::thread::available_parallelism()

@@ -9,6 +9,8 @@
 //! | [`topic_queue::TopicQueue`] | topic | queue layout, parked long-poll pulls |
 //! | [`storage::Storage`] | broker | the mapped files: CommitLog, ConsumeQueues, checkpoint |
 //! | [`consumer_offsets::ConsumerOffsets`] | broker | committed consumer offsets |
+//! | [`consumer_group::ConsumerGroup`] | consumer group | members, order locks |
+//! | [`consumer_groups::ConsumerGroups`] | broker | the registry of group actors |
 //!
 //! [`processor`] turns wire requests into messages to those owners;
 //! [`remoting`] is the TCP plumbing; [`store`] is the plain-Rust storage
@@ -16,6 +18,8 @@
 
 pub mod broker;
 pub mod config;
+pub mod consumer_group;
+pub mod consumer_groups;
 pub mod consumer_offsets;
 pub mod launch;
 pub mod namesrv;

@@ -55,6 +55,26 @@ pub enum Command {
     /// [`crate::GetTopicStatsRequest`] → [`crate::TopicStats`].
     GetTopicStats = 62,
     // Consumer groups (33-39, 42-49): add here.
+    /// [`crate::GetConsumerListRequest`] → [`crate::ConsumerList`].
+    GetConsumerList = 34,
+    /// Server push [`crate::ConsumerIdsChanged`]: rebalance now.
+    NotifyConsumerIdsChanged = 35,
+    /// [`crate::LockBatchRequest`] → [`crate::LockBatchResponse`].
+    LockBatchMq = 36,
+    /// [`crate::UnlockBatchRequest`] → [`crate::Ack`].
+    UnlockBatchMq = 37,
+    /// [`crate::ResetOffsetRequest`] → [`crate::ResetOffsetResponse`].
+    ResetOffset = 38,
+    /// Server push [`crate::ResetOffsetNotify`]: continue from these offsets.
+    NotifyResetOffset = 39,
+    /// [`crate::GetConsumeProgressRequest`] → [`crate::ConsumeProgress`].
+    GetConsumeProgress = 42,
+    /// [`crate::GetGroupListRequest`] → [`crate::GroupList`].
+    GetGroupList = 43,
+    /// [`crate::DeleteGroupRequest`] → [`crate::Ack`].
+    DeleteGroup = 44,
+    /// [`crate::SearchOffsetRequest`] → [`crate::SearchOffsetResponse`].
+    SearchOffsetByTime = 45,
     // Queries and admin (70-89): add here.
     // Scheduler (90-99): add here.
 }
@@ -80,6 +100,16 @@ impl Command {
         Command::DeleteTopic,
         Command::GetTopicStats,
         // Consumer groups: add here.
+        Command::GetConsumerList,
+        Command::NotifyConsumerIdsChanged,
+        Command::LockBatchMq,
+        Command::UnlockBatchMq,
+        Command::ResetOffset,
+        Command::NotifyResetOffset,
+        Command::GetConsumeProgress,
+        Command::GetGroupList,
+        Command::DeleteGroup,
+        Command::SearchOffsetByTime,
         // Queries and admin: add here.
         // Scheduler: add here.
     ];

@@ -8,6 +8,7 @@
 //! ConsumerOffsets).
 
 mod admin;
+mod group;
 mod offset;
 mod pull;
 mod send;
@@ -22,6 +23,7 @@ use skylark_codec::{Command, ErrorCode, Handshake, RawFrame, WireError};
 
 use crate::broker::{Broker, EnsureTopic, TopicRegistry};
 use crate::config::BrokerConfig;
+use crate::consumer_groups::{ConsumerGroups, GroupRegistry};
 use crate::consumer_offsets::ConsumerOffsets;
 use crate::remoting::{wire, ConnInfo, Service};
 use crate::storage::Storage;
@@ -34,6 +36,9 @@ pub struct Shared {
     pub storage: Addr<Storage>,
     pub offsets: Addr<ConsumerOffsets>,
     pub topics: TopicRegistry,
+    /// Group name → its ConsumerGroup actor (written by `group_manager`).
+    pub groups: GroupRegistry,
+    pub group_manager: Addr<ConsumerGroups>,
     /// This broker's address as written into message ids.
     pub store_host: SocketAddr,
 }
@@ -77,6 +82,7 @@ impl Service for BrokerService {
         let s = self.shared.clone();
         let header = frame.header;
         let peer = conn.peer;
+        let conn_addr = conn.addr.clone();
         let cmd = match Command::try_from(header.command) {
             Ok(c) => c,
             Err(_) => {
@@ -106,14 +112,32 @@ impl Service for BrokerService {
                 Command::GetQueueOffsets => {
                     wire::dispatch(frame, |r| offset::queue_offsets(s, r)).await
                 }
-                Command::Heartbeat => wire::dispatch(frame, |r| admin::heartbeat(s, r)).await,
+                Command::Heartbeat => {
+                    wire::dispatch(frame, |r| group::heartbeat(s, r, conn_addr)).await
+                }
                 Command::UnregisterClient => {
-                    wire::dispatch(frame, |r| admin::unregister_client(s, r)).await
+                    wire::dispatch(frame, |r| group::unregister_client(s, r)).await
                 }
                 Command::CreateTopic => wire::dispatch(frame, |r| admin::create_topic(s, r)).await,
                 Command::DeleteTopic => wire::dispatch(frame, |r| admin::delete_topic(s, r)).await,
                 Command::GetTopicStats => wire::dispatch(frame, |r| admin::topic_stats(s, r)).await,
                 // Consumer groups: add here.
+                Command::GetConsumerList => {
+                    wire::dispatch(frame, |r| group::consumer_list(s, r)).await
+                }
+                Command::LockBatchMq => wire::dispatch(frame, |r| group::lock_batch(s, r)).await,
+                Command::UnlockBatchMq => {
+                    wire::dispatch(frame, |r| group::unlock_batch(s, r)).await
+                }
+                Command::ResetOffset => wire::dispatch(frame, |r| group::reset_offset(s, r)).await,
+                Command::GetConsumeProgress => {
+                    wire::dispatch(frame, |r| group::consume_progress(s, r)).await
+                }
+                Command::GetGroupList => wire::dispatch(frame, |r| group::group_list(s, r)).await,
+                Command::DeleteGroup => wire::dispatch(frame, |r| group::delete_group(s, r)).await,
+                Command::SearchOffsetByTime => {
+                    wire::dispatch(frame, |r| group::search_offset(s, r)).await
+                }
                 // Queries and admin: add here.
                 // Scheduler: add here.
                 other => {

@@ -199,6 +199,20 @@ pub struct ConsumeArgs {
     /// Where a group with no committed offset starts: first, last or a Unix time in ms.
     #[arg(long, default_value = "first")]
     pub from: String,
+    /// How the group's members split queues: average, average-by-circle,
+    /// consistent-hash.
+    #[arg(long, default_value = "average")]
+    pub strategy: String,
+    /// Periodic rebalance, in ms (members also rebalance at once when one
+    /// joins or leaves).
+    #[arg(long, default_value_t = 20_000)]
+    pub rebalance_interval_ms: u64,
+    /// Instance name: names the local offset file of a broadcast consumer.
+    #[arg(long, default_value = "DEFAULT")]
+    pub instance: String,
+    /// Local offset file of a broadcast consumer (overrides --instance).
+    #[arg(long)]
+    pub offset_file: Option<String>,
     /// One JSON object per received message on stdout.
     #[arg(long)]
     pub json: bool,

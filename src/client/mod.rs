@@ -1,4 +1,5 @@
-//! The Skylark client: an actor-based [`Producer`] and [`PullConsumer`].
+//! The Skylark client: an actor-based [`Producer`], [`PullConsumer`] and
+//! [`PushConsumer`] (listener-driven, clustering or broadcasting, orderly).
 //!
 //! Why it is shaped like this (RocketMQ's `MQClientInstance` in actix terms):
 //!
@@ -33,9 +34,13 @@ mod consumer;
 mod error;
 mod fault;
 mod instance;
+mod local_offsets;
 mod message;
 mod namesrv;
+mod process_queue;
 mod producer;
+mod push_consumer;
+mod rebalance;
 mod route;
 
 pub use config::ClientConfig;
@@ -46,7 +51,12 @@ pub use instance::ClientInstance;
 pub use message::{tag_matches, ReceivedMessage};
 pub use namesrv::NameServerClient;
 pub use producer::Producer;
+pub use push_consumer::{
+    ConsumeResult, MessageListener, PushConsumer, PushConsumerBuilder, PushConsumerOptions,
+};
+pub use rebalance::{allocate, sort_queues, AllocateStrategy};
 pub use route::{select_by_key, select_round_robin, MessageQueue, TopicRoute};
+pub use skylark_codec::{ConsumeFrom, MessageModel};
 pub use skylark_codec::{MessageData, QueueOffsets, SendResult, SendStatus};
 
 /// Connects to a broker (or NameServer) at `addr` and handshakes, outside

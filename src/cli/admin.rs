@@ -16,7 +16,8 @@ use skylark_codec::{
     PERM_WRITE,
 };
 
-use super::{AdminArgs, AdminCmd, ClusterCmd, TopicCmd, TopicCreateArgs};
+use super::admin_group;
+use super::{AdminArgs, AdminCmd, ClusterCmd, GroupCmd, OffsetCmd, TopicCmd, TopicCreateArgs};
 use crate::client::{ClientConfig, ClientError, NameServerClient};
 
 /// `println!` that returns an error (e.g. a closed pipe) instead of panicking.
@@ -42,6 +43,16 @@ async fn admin(a: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::Topic(TopicCmd::Stats(t)) => stats(&ns, &cfg, &t.name, a.json).await,
         AdminCmd::Topic(TopicCmd::List) => list(&ns, a.json).await,
         AdminCmd::Cluster(ClusterCmd::List) => cluster(&ns, a.json).await,
+        AdminCmd::Group(GroupCmd::List) => admin_group::list(&ns, &cfg, a.json).await,
+        AdminCmd::Group(GroupCmd::Progress(g)) => {
+            admin_group::progress(&ns, &cfg, &g.group, a.json).await
+        }
+        AdminCmd::Group(GroupCmd::Delete(g)) => {
+            admin_group::delete(&ns, &cfg, &g.group, a.json).await
+        }
+        AdminCmd::Offset(OffsetCmd::Reset(r)) => {
+            admin_group::reset(&ns, &cfg, &r.group, &r.topic, r.timestamp, a.json).await
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! Every failure exits non-zero with a one-line reason on stderr.
 
 pub mod admin;
+pub mod admin_group;
 pub mod bench;
 pub mod consume;
 pub mod produce;
@@ -238,6 +239,49 @@ pub enum AdminCmd {
     /// The cluster.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Consumer groups: list, progress, delete.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Consumer offsets: reset (backtrack) to a time.
+    #[command(subcommand)]
+    Offset(OffsetCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCmd {
+    /// Every consumer group the brokers know.
+    List,
+    /// Per queue: broker max offset, committed offset, lag, last consumed time.
+    Progress(GroupNameArgs),
+    /// Forget a group's offsets, members and locks on every broker.
+    Delete(GroupNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GroupNameArgs {
+    /// Consumer group.
+    #[arg(long)]
+    pub group: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OffsetCmd {
+    /// Set the group's offsets of a topic to the first message stored at or
+    /// after a time; live members re-read from there.
+    Reset(OffsetResetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OffsetResetArgs {
+    /// Consumer group.
+    #[arg(long)]
+    pub group: String,
+    /// Topic.
+    #[arg(long)]
+    pub topic: String,
+    /// Unix time in milliseconds.
+    #[arg(long)]
+    pub timestamp: i64,
 }
 
 #[derive(Debug, Subcommand)]

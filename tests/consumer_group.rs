@@ -1,0 +1,397 @@
+//! Consumer groups end to end, with real processes: clustering members
+//! split a topic's queues, broadcast members each get everything, a killed
+//! member's queues move to the survivor, a reset by timestamp re-delivers
+//! exactly the later messages, and the group admin commands.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{bin, json_lines, wait_until, KillOnDrop, Standalone};
+
+/// (queue id, queue offset): a message's identity within one broker.
+type Key = (u64, u64);
+
+/// A `skylark consume --json` process writing to a file.
+struct Member {
+    child: KillOnDrop,
+    out: PathBuf,
+}
+
+impl Member {
+    fn start(node: &Standalone, dir: &Path, name: &str, args: &[&str]) -> Member {
+        let out = dir.join(format!("{name}.jsonl"));
+        let child = Command::new(bin())
+            .args(["--log-level", "warn", "consume", "--json"])
+            .args(args)
+            .env("SKYLARK_NAMESRV", node.namesrv())
+            .stdin(Stdio::null())
+            .stdout(File::create(&out).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Member {
+            child: KillOnDrop(child),
+            out,
+        }
+    }
+
+    /// Every complete JSON line written so far.
+    fn messages(&self) -> Vec<serde_json::Value> {
+        let data = std::fs::read(&self.out).unwrap_or_default();
+        let end = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        json_lines(&data[..end])
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        self.messages().iter().map(key).collect()
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let c = &mut self.child.0;
+        wait_until(timeout, || matches!(c.try_wait(), Ok(Some(_))))
+    }
+}
+
+fn key(m: &serde_json::Value) -> Key {
+    (
+        m["queue_id"].as_u64().unwrap(),
+        m["queue_offset"].as_u64().unwrap(),
+    )
+}
+
+fn ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn create_topic(node: &Standalone, topic: &str, queues: &str) {
+    ok(&node.cli(&[
+        "admin", "topic", "create", "--name", topic, "--queues", queues,
+    ]));
+    assert!(wait_until(Duration::from_secs(10), || {
+        node.cli(&["admin", "topic", "route", "--name", topic])
+            .status
+            .success()
+    }));
+}
+
+/// Produces `count` messages and returns their keys.
+fn produce(node: &Standalone, topic: &str, count: u32) -> Vec<Key> {
+    let out = node.cli(&[
+        "produce",
+        "--topic",
+        topic,
+        "--count",
+        &count.to_string(),
+        "--body",
+        "m",
+        "--json",
+    ]);
+    ok(&out);
+    json_lines(&out.stdout)
+        .iter()
+        .map(|r| {
+            (
+                r["queue_id"].as_u64().unwrap(),
+                r["queue_offset"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The group's live members per `admin group progress --json`.
+fn members(node: &Standalone, group: &str) -> usize {
+    let out = node.cli(&["admin", "--json", "group", "progress", "--group", group]);
+    if !out.status.success() {
+        return 0;
+    }
+    json_lines(&out.stdout)
+        .first()
+        .and_then(|v| v["members"].as_array().map(|a| a.len()))
+        .unwrap_or(0)
+}
+
+#[test]
+fn clustering_members_split_and_broadcast_members_each_get_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(&dir.path().join("data"), &[]);
+    create_topic(&node, "Split", "8");
+
+    let args = [
+        "--group",
+        "split",
+        "--topic",
+        "Split",
+        "--from",
+        "first",
+        "--idle-timeout",
+        "8",
+        "--rebalance-interval-ms",
+        "2000",
+    ];
+    let mut a = Member::start(&node, dir.path(), "a", &args);
+    let mut b = Member::start(&node, dir.path(), "b", &args);
+    assert!(
+        wait_until(Duration::from_secs(10), || members(&node, "split") == 2),
+        "both consumers should join the group"
+    );
+    let sent: BTreeSet<Key> = produce(&node, "Split", 2000).into_iter().collect();
+    assert_eq!(sent.len(), 2000);
+    assert!(wait_until(Duration::from_secs(30), || {
+        let got: BTreeSet<Key> = a.keys().into_iter().chain(b.keys()).collect();
+        got == sent
+    }));
+    let (ka, kb) = (a.keys(), b.keys());
+    assert!(!ka.is_empty() && !kb.is_empty(), "both members consume");
+    // No rebalance happened while consuming: nothing was delivered twice,
+    // and each queue was read by one member only.
+    assert_eq!(ka.len() + kb.len(), 2000);
+    let qa: BTreeSet<u64> = ka.iter().map(|k| k.0).collect();
+    let qb: BTreeSet<u64> = kb.iter().map(|k| k.0).collect();
+    assert!(qa.is_disjoint(&qb), "{qa:?} {qb:?}");
+    assert!(a.wait_exit(Duration::from_secs(20)) && b.wait_exit(Duration::from_secs(20)));
+
+    // Broadcasting: each member reads all 2000, with its own local offsets.
+    let bc = |name: &str| {
+        let file = dir.path().join(format!("{name}.offsets.json"));
+        Member::start(
+            &node,
+            dir.path(),
+            name,
+            &[
+                "--group",
+                "bc",
+                "--topic",
+                "Split",
+                "--broadcast",
+                "--from",
+                "first",
+                "--idle-timeout",
+                "3",
+                "--offset-file",
+                file.to_str().unwrap(),
+            ],
+        )
+    };
+    let mut x = bc("x");
+    let mut y = bc("y");
+    assert!(x.wait_exit(Duration::from_secs(40)) && y.wait_exit(Duration::from_secs(40)));
+    for m in [&x, &y] {
+        let got: BTreeSet<Key> = m.keys().into_iter().collect();
+        assert_eq!(got, sent);
+        assert_eq!(m.keys().len(), 2000);
+    }
+    // The local offsets were kept: a second run of x finds nothing new.
+    let mut x2 = bc("x");
+    assert!(x2.wait_exit(Duration::from_secs(20)));
+    assert_eq!(x2.keys().len(), 0);
+    assert!(dir.path().join("x.offsets.json").exists());
+}
+
+#[test]
+fn a_killed_members_queues_move_to_the_survivor() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(&dir.path().join("data"), &[]);
+    create_topic(&node, "Handover", "8");
+    let args = [
+        "--group",
+        "ho",
+        "--topic",
+        "Handover",
+        "--from",
+        "first",
+        "--idle-timeout",
+        "30",
+        "--rebalance-interval-ms",
+        "3000",
+    ];
+    let mut a = Member::start(&node, dir.path(), "a", &args);
+    let b = Member::start(&node, dir.path(), "b", &args);
+    assert!(wait_until(Duration::from_secs(10), || members(&node, "ho") == 2));
+    let first: BTreeSet<Key> = produce(&node, "Handover", 1000).into_iter().collect();
+    assert!(wait_until(Duration::from_secs(30), || {
+        let got: BTreeSet<Key> = a.keys().into_iter().chain(b.keys()).collect();
+        got == first
+    }));
+    let a_queues: BTreeSet<u64> = a.keys().iter().map(|k| k.0).collect();
+    assert!(!a_queues.is_empty());
+
+    // kill -9: no clean leave; the broker notices the closed connection and
+    // tells b, which takes a's queues at once.
+    let _ = a.child.0.kill();
+    let _ = a.child.0.wait();
+    let killed = std::time::Instant::now();
+    assert!(wait_until(Duration::from_secs(10), || members(&node, "ho") == 1));
+    let second: BTreeSet<Key> = produce(&node, "Handover", 1000).into_iter().collect();
+    let all: BTreeSet<Key> = first.union(&second).cloned().collect();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let got: BTreeSet<Key> = a.keys().into_iter().chain(b.keys()).collect();
+            got == all
+        }),
+        "nothing lost after the handover"
+    );
+    // b now reads a's former queues, within one rebalance period (3 s) plus
+    // the broker's scan and the produce run.
+    let b_queues: BTreeSet<u64> = b
+        .keys()
+        .iter()
+        .filter(|k| second.contains(k))
+        .map(|k| k.0)
+        .collect();
+    assert!(a_queues.is_subset(&b_queues), "{a_queues:?} {b_queues:?}");
+    assert!(killed.elapsed() < Duration::from_secs(25));
+}
+
+#[test]
+fn reset_by_timestamp_redelivers_exactly_the_later_messages_and_admin_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(&dir.path().join("data"), &[]);
+    create_topic(&node, "Back", "4");
+    produce(&node, "Back", 100);
+    produce(&node, "Back", 100);
+
+    // A live member reads all 200 ...
+    let c = Member::start(
+        &node,
+        dir.path(),
+        "c",
+        &[
+            "--group",
+            "back",
+            "--topic",
+            "Back",
+            "--from",
+            "first",
+            "--idle-timeout",
+            "6",
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(20), || c.keys().len() == 200));
+    let all = c.messages();
+    let mut stamps: Vec<i64> = all
+        .iter()
+        .map(|m| m["store_timestamp"].as_i64().unwrap())
+        .collect();
+    stamps.sort();
+    // A time in the middle of the stored range.
+    let t = stamps[stamps.len() / 2];
+    let expected: BTreeSet<Key> = all
+        .iter()
+        .filter(|m| m["store_timestamp"].as_i64().unwrap() >= t)
+        .map(key)
+        .collect();
+    assert!(!expected.is_empty() && expected.len() < 200);
+
+    // ... then the group is reset to t while the member runs: it is told,
+    // and re-delivers exactly the messages stored at or after t.
+    let out = node.cli(&[
+        "admin",
+        "--json",
+        "offset",
+        "reset",
+        "--group",
+        "back",
+        "--topic",
+        "Back",
+        "--timestamp",
+        &t.to_string(),
+    ]);
+    ok(&out);
+    assert!(
+        wait_until(Duration::from_secs(20), || c.keys().len()
+            >= 200 + expected.len()),
+        "the live member re-reads after the reset"
+    );
+    let again: Vec<Key> = c.keys()[200..].to_vec();
+    assert_eq!(again.iter().cloned().collect::<BTreeSet<Key>>(), expected);
+    assert_eq!(again.len(), expected.len());
+
+    // Progress: every queue consumed, no lag; the member is listed.
+    let mut c = c;
+    assert!(wait_until(Duration::from_secs(20), || {
+        let out = node.cli(&["admin", "--json", "group", "progress", "--group", "back"]);
+        let v = json_lines(&out.stdout);
+        v.first().is_some_and(|v| {
+            v["total_lag"] == 0 && v["queues"].as_array().is_some_and(|q| q.len() == 4)
+        })
+    }));
+    let out = node.cli(&["admin", "--json", "group", "progress", "--group", "back"]);
+    let v = &json_lines(&out.stdout)[0];
+    let per_queue: BTreeMap<u64, u64> = v["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            assert!(q["last_consumed_ms"].as_i64().is_some());
+            (
+                q["queue_id"].as_u64().unwrap(),
+                q["consumer_offset"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(per_queue.values().sum::<u64>(), 200);
+    assert!(c.wait_exit(Duration::from_secs(20)));
+
+    // A reset of a stopped group applies on the next run.
+    ok(&node.cli(&[
+        "admin",
+        "offset",
+        "reset",
+        "--group",
+        "back",
+        "--topic",
+        "Back",
+        "--timestamp",
+        &t.to_string(),
+    ]));
+    let out = node.cli(&[
+        "consume",
+        "--group",
+        "back",
+        "--topic",
+        "Back",
+        "--idle-timeout",
+        "3",
+        "--json",
+    ]);
+    ok(&out);
+    let got: Vec<Key> = json_lines(&out.stdout).iter().map(key).collect();
+    assert_eq!(got.iter().cloned().collect::<BTreeSet<Key>>(), expected);
+    assert_eq!(got.len(), expected.len());
+
+    // consume --from MILLIS for a new group starts at the same place.
+    let out = node.cli(&[
+        "consume",
+        "--group",
+        "fresh",
+        "--topic",
+        "Back",
+        "--from",
+        &t.to_string(),
+        "--idle-timeout",
+        "3",
+        "--json",
+    ]);
+    ok(&out);
+    let got: BTreeSet<Key> = json_lines(&out.stdout).iter().map(key).collect();
+    assert_eq!(got, expected);
+
+    // group list / delete.
+    let out = node.cli(&["admin", "--json", "group", "list"]);
+    ok(&out);
+    let groups = json_lines(&out.stdout)[0]["groups"].clone();
+    assert!(groups.as_array().unwrap().contains(&"back".into()));
+    ok(&node.cli(&["admin", "group", "delete", "--group", "back"]));
+    let out = node.cli(&["admin", "--json", "group", "list"]);
+    let groups = json_lines(&out.stdout)[0]["groups"].clone();
+    assert!(!groups.as_array().unwrap().contains(&"back".into()));
+}

@@ -395,3 +395,99 @@ fn reset_by_timestamp_redelivers_exactly_the_later_messages_and_admin_commands()
     let groups = json_lines(&out.stdout)[0]["groups"].clone();
     assert!(!groups.as_array().unwrap().contains(&"back".into()));
 }
+
+/// Orderly push consumers (in this test's actix System) against a real
+/// server: two members lock disjoint queues, and every order key's messages
+/// arrive in the order they were sent although each member runs 4 workers.
+#[test]
+fn orderly_members_lock_disjoint_queues_and_keep_per_key_order() {
+    use skylark::client::{
+        ClientConfig, ConsumeFrom, ConsumeResult, MessageData, Producer, PushConsumer,
+        PushConsumerOptions, ReceivedMessage,
+    };
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(&dir.path().join("data"), &[]);
+    create_topic(&node, "Ordered", "8");
+    let namesrv = node.namesrv();
+    actix::System::new().block_on(async move {
+        // (member, key, step) in arrival order.
+        let seen: Arc<Mutex<Vec<(usize, String, usize)>>> = Arc::default();
+        let mut members = Vec::new();
+        for i in 0..2 {
+            let mut cfg = ClientConfig::new(&namesrv);
+            cfg.client_id = format!("orderly-{i}");
+            let s = seen.clone();
+            let opts = PushConsumerOptions {
+                orderly: true,
+                consume_from: ConsumeFrom::First,
+                consume_threads: 4,
+                rebalance_interval: Duration::from_secs(2),
+                ..PushConsumerOptions::default()
+            };
+            let c = PushConsumer::builder(cfg, "orderly")
+                .subscribe("Ordered", "*")
+                .options(opts)
+                .start(move |msgs: &[ReceivedMessage]| {
+                    for m in msgs {
+                        let body = m.body_str().unwrap_or_default().to_string();
+                        let (key, step) = body.split_once(' ').unwrap();
+                        // Slow enough that workers would overtake each other.
+                        std::thread::sleep(Duration::from_millis(1));
+                        s.lock()
+                            .unwrap()
+                            .push((i, key.to_string(), step.parse().unwrap()));
+                    }
+                    ConsumeResult::Success
+                })
+                .unwrap();
+            members.push(c);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let (a, b) = (members[0].assigned(), members[1].assigned());
+            let split = !a.is_empty() && !b.is_empty() && a.len() + b.len() == 8;
+            if split || std::time::Instant::now() > deadline {
+                assert!(split, "the members should split the 8 queues");
+                assert!(a.iter().all(|q| !b.contains(q)));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let producer = Producer::start(ClientConfig::new(&namesrv), "orderly-producer").unwrap();
+        const KEYS: usize = 16;
+        const STEPS: usize = 20;
+        for step in 0..STEPS {
+            for k in 0..KEYS {
+                let key = format!("k{k}");
+                producer
+                    .send_ordered("Ordered", MessageData::new(format!("{key} {step}")), &key)
+                    .await
+                    .unwrap();
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while seen.lock().unwrap().len() < KEYS * STEPS && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for m in members {
+            m.shutdown().await;
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), KEYS * STEPS);
+        let mut per_key: BTreeMap<String, (BTreeSet<usize>, Vec<usize>)> = BTreeMap::new();
+        for (member, key, step) in seen {
+            let e = per_key.entry(key).or_default();
+            e.0.insert(member);
+            e.1.push(step);
+        }
+        let mut used = BTreeSet::new();
+        for (key, (by, steps)) in per_key {
+            assert_eq!(steps, (0..STEPS).collect::<Vec<_>>(), "{key}");
+            assert_eq!(by.len(), 1, "{key} consumed by one member");
+            used.extend(by);
+        }
+        assert_eq!(used.len(), 2, "both members consumed");
+    });
+}

@@ -339,7 +339,9 @@ impl PushConsumerBuilder {
             actix::spawn(every(
                 inner.clone(),
                 inner.opts.lock_renew_interval,
-                |i| async move { i.lock_all().await },
+                |i| async move {
+                    i.lock_all().await;
+                },
             ));
         }
         Ok(PushConsumer { inner })
@@ -670,7 +672,9 @@ impl Inner {
             }
         }
         if self.opts.orderly {
-            self.lock_all().await;
+            // A queue whose lock another member still holds is asked for
+            // again soon (that member releases it after its rebalance).
+            settled &= self.lock_all().await;
         }
         settled
     }
@@ -820,8 +824,9 @@ impl Inner {
     }
 
     /// Locks (or renews) every assigned queue on its broker; marks which
-    /// ones this member holds.
-    async fn lock_all(&self) {
+    /// ones this member holds. True if it holds all of them.
+    async fn lock_all(&self) -> bool {
+        let mut all = true;
         let queues: Vec<(MessageQueue, Arc<ProcessQueue>)> = self
             .queues()
             .iter()
@@ -849,17 +854,20 @@ impl Inner {
             let locked: HashSet<QueueRef> = match self.consumer.conn(&addr).await {
                 Ok(c) => match c.call(&req).await {
                     Ok(r) => r.locked.into_iter().collect(),
-                    Err(_) => continue,
+                    Err(_) => HashSet::new(),
                 },
-                Err(_) => continue,
+                Err(_) => HashSet::new(),
             };
             for (q, pq) in qs {
-                pq.set_locked(locked.contains(&QueueRef {
+                let held = locked.contains(&QueueRef {
                     topic: q.topic.clone(),
                     queue_id: q.queue_id,
-                }));
+                });
+                pq.set_locked(held);
+                all &= held;
             }
         }
+        all
     }
 
     async fn unlock(&self, queues: Vec<MessageQueue>) {

@@ -491,3 +491,101 @@ fn orderly_members_lock_disjoint_queues_and_keep_per_key_order() {
         assert_eq!(used.len(), 2, "both members consumed");
     });
 }
+
+/// A message the listener fails, once past `max_reconsume_times`, is sent
+/// back to the broker, which stores it in `%DLQ%<group>` (created on first
+/// use), an ordinary topic that keeps the original topic and id.
+///
+/// With `max_reconsume_times = 0` the first failure is final, so this does
+/// not depend on delayed delivery; the full path (16 retries through
+/// `%RETRY%<group>` on the delay levels) needs the Scheduler.
+#[test]
+fn a_failed_message_past_the_maximum_lands_in_the_dead_letter_topic() {
+    use skylark::client::{
+        ClientConfig, ConsumeFrom, ConsumeResult, MessageData, Producer, PullConsumer,
+        PushConsumer, PushConsumerOptions, ReceivedMessage,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(&dir.path().join("data"), &[]);
+    create_topic(&node, "Fails", "2");
+    let namesrv = node.namesrv();
+    actix::System::new().block_on(async move {
+        let producer = Producer::start(ClientConfig::new(&namesrv), "p").unwrap();
+        let sent = producer
+            .send("Fails", MessageData::new("poison"))
+            .await
+            .unwrap();
+        producer
+            .send("Fails", MessageData::new("fine"))
+            .await
+            .unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let (c2, o2) = (calls.clone(), ok.clone());
+        let opts = PushConsumerOptions {
+            consume_from: ConsumeFrom::First,
+            max_reconsume_times: 0,
+            commit_interval: Duration::from_millis(200),
+            ..PushConsumerOptions::default()
+        };
+        let consumer = PushConsumer::builder(ClientConfig::new(&namesrv), "dlqg")
+            .subscribe("Fails", "*")
+            .options(opts)
+            .start(move |msgs: &[ReceivedMessage]| {
+                if msgs.iter().any(|m| m.body_str() == Some("poison")) {
+                    c2.fetch_add(1, Ordering::SeqCst);
+                    ConsumeResult::Retry
+                } else {
+                    o2.fetch_add(1, Ordering::SeqCst);
+                    ConsumeResult::Success
+                }
+            })
+            .unwrap();
+        // The dead-letter topic appears with the poison message in it.
+        let reader = PullConsumer::start(ClientConfig::new(&namesrv), "dlq-reader").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let dead = loop {
+            assert!(std::time::Instant::now() < deadline, "no DLQ message");
+            if let Ok(qs) = reader.queues("%DLQ%dlqg").await {
+                let r = reader
+                    .pull(&qs[0], 0, 32, None, Duration::ZERO)
+                    .await
+                    .unwrap();
+                if let Some(m) = r.messages.into_iter().next() {
+                    break m;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(dead.body_str(), Some("poison"));
+        assert_eq!(dead.property("RETRY_TOPIC"), Some("Fails"));
+        assert_eq!(
+            dead.property("ORIGIN_MESSAGE_ID"),
+            Some(sent.msg_id.as_str())
+        );
+        assert_eq!(dead.reconsume_times, 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "the failure was final");
+        assert_eq!(ok.load(Ordering::SeqCst), 1);
+        // Sent back means done: the group's offsets move past it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut committed = 0;
+            for q in reader.queues("Fails").await.unwrap() {
+                let c = PullConsumer::start(ClientConfig::new(&namesrv), "dlqg").unwrap();
+                committed += c.query_offset(&q).await.unwrap().unwrap_or(0);
+            }
+            if committed == 2 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "offsets not committed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        consumer.shutdown().await;
+    });
+}

@@ -19,6 +19,7 @@
 //! [`LockQueues`], [`UnlockQueues`], [`NotifyReset`], [`CloseGroup`].
 
 pub mod members;
+pub mod send_back;
 
 use std::time::{Duration, Instant};
 

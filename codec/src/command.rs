@@ -75,6 +75,8 @@ pub enum Command {
     DeleteGroup = 44,
     /// [`crate::SearchOffsetRequest`] → [`crate::SearchOffsetResponse`].
     SearchOffsetByTime = 45,
+    /// [`crate::SendBackRequest`] → [`crate::SendBackResponse`].
+    ConsumerSendBack = 46,
     // Queries and admin (70-89): add here.
     // Scheduler (90-99): add here.
 }
@@ -110,6 +112,7 @@ impl Command {
         Command::GetGroupList,
         Command::DeleteGroup,
         Command::SearchOffsetByTime,
+        Command::ConsumerSendBack,
         // Queries and admin: add here.
         // Scheduler: add here.
     ];

@@ -81,6 +81,7 @@
 //! | 43 | `GetGroupList` | [`GetGroupListRequest`] | [`GroupList`] | Admin → broker: every consumer group known. |
 //! | 44 | `DeleteGroup` | [`DeleteGroupRequest`] | [`Ack`] | Admin → broker: forget a group's offsets, members and locks. |
 //! | 45 | `SearchOffsetByTime` | [`SearchOffsetRequest`] | [`SearchOffsetResponse`] | First queue offset stored at or after a time. |
+//! | 46 | `ConsumerSendBack` | [`SendBackRequest`] | [`SendBackResponse`] | A consumer failed a message: the broker stores a copy in `%RETRY%<group>` with delay level 3 + reconsume times, or in `%DLQ%<group>` after `max_reconsume_times` (16). |
 //! | 50 | `RegisterBroker` | [`RegisterBrokerRequest`] | [`RegisterBrokerResponse`] | Broker → NameServer, periodic: the broker's addresses and all its topics; the answer gives a slave its master's addresses. |
 //! | 51 | `UnregisterBroker` | [`UnregisterBrokerRequest`] | [`Ack`] | Broker → NameServer on clean shutdown. |
 //! | 52 | `GetRouteInfo` | [`GetRouteInfoRequest`] | [`TopicRouteData`] | Client → NameServer: which brokers host a topic's queues. `TopicNotFound` if none. |
@@ -114,7 +115,9 @@ pub use cmd::group::{
     GetConsumeProgressRequest, GetConsumerListRequest, GetGroupListRequest, GroupList,
     LockBatchRequest, LockBatchResponse, QueueOffsetEntry, QueueProgress, QueueRef,
     ResetOffsetNotify, ResetOffsetRequest, ResetOffsetResponse, SearchOffsetRequest,
-    SearchOffsetResponse, UnlockBatchRequest,
+    SearchOffsetResponse, SendBackRequest, SendBackResponse, UnlockBatchRequest,
+    DEFAULT_MAX_RECONSUME_TIMES, DLQ_TOPIC_PREFIX, PROPERTY_ORIGIN_MESSAGE_ID,
+    PROPERTY_RETRY_TOPIC, RETRY_TOPIC_PREFIX,
 };
 pub use cmd::handshake::{Handshake, HandshakeResponse};
 pub use cmd::heartbeat::{

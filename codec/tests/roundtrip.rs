@@ -476,6 +476,9 @@ proptest! {
         check_rpc(id, split, &DeleteGroupRequest { group: g.clone() }, &Ack {}, &err);
         check_rpc(id, split, &SearchOffsetRequest { topic: t.clone(), queue_id: q, timestamp_ms: ts },
                   &SearchOffsetResponse { offset: o }, &err);
+        check_rpc(id, split, &SendBackRequest { group: g.clone(), physical_offset: o,
+                                                reconsume_times: q, max_reconsume_times: Some(q) },
+                  &SendBackResponse { topic: t.clone(), queue_offset: o2 }, &err);
         check_push(Command::NotifyConsumerIdsChanged, split, &ConsumerIdsChanged { group: g.clone() });
         check_push(Command::NotifyResetOffset, split,
                    &ResetOffsetNotify { group: g, topic: t, broker_addr: c, offsets: offs });

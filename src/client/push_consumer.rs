@@ -40,7 +40,8 @@ use skylark_actors::remoting::client::PushFrame;
 use skylark_codec::{
     Command, ConsumeFrom, ConsumeType, ConsumerGroupData, ExpressionType, GetConsumerListRequest,
     HeartbeatRequest, LockBatchRequest, MessageModel, PullStatus, QueueRef, ResetOffsetNotify,
-    SearchOffsetRequest, Subscription, UnlockBatchRequest, UnregisterClientRequest,
+    SearchOffsetRequest, SendBackRequest, Subscription, UnlockBatchRequest,
+    UnregisterClientRequest, PROPERTY_RETRY_TOPIC, RETRY_TOPIC_PREFIX,
 };
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -111,6 +112,9 @@ pub struct PushConsumerOptions {
     pub retry_delay: Duration,
     /// Consume each queue in order under a broker lock.
     pub orderly: bool,
+    /// Failed deliveries after which a (clustering, concurrent) message
+    /// goes to `%DLQ%<group>`.
+    pub max_reconsume_times: u32,
     /// How often orderly locks are renewed.
     pub lock_renew_interval: Duration,
     /// Names the local offset file of a broadcasting consumer.
@@ -137,6 +141,7 @@ impl Default for PushConsumerOptions {
             pull_suspend: Duration::from_secs(5),
             retry_delay: Duration::from_secs(1),
             orderly: false,
+            max_reconsume_times: skylark_codec::DEFAULT_MAX_RECONSUME_TIMES,
             lock_renew_interval: Duration::from_secs(20),
             instance_name: "DEFAULT".to_string(),
             local_offset_path: None,
@@ -295,6 +300,12 @@ impl PushConsumerBuilder {
             }
             MessageModel::Clustering => None,
         };
+        let mut subs = self.subs;
+        if opts.model == MessageModel::Clustering {
+            // Messages sent back for retry come through the group's retry
+            // topic (created by the broker on first use).
+            subs.push((format!("{RETRY_TOPIC_PREFIX}{}", self.group), None));
+        }
         let consumer = PullConsumer::start(self.config, &self.group)?;
         let (work_tx, work_rx) = mpsc::unbounded_channel();
         let (stop, _) = watch::channel(false);
@@ -303,7 +314,7 @@ impl PushConsumerBuilder {
             consumer,
             orderly_permits: Semaphore::new(opts.consume_threads),
             opts,
-            subs: self.subs,
+            subs,
             listener: Arc::new(listener),
             queues: Mutex::new(HashMap::new()),
             rebalance: tokio::sync::Notify::new(),
@@ -441,14 +452,21 @@ async fn worker(inner: Arc<Inner>, rx: Arc<tokio::sync::Mutex<mpsc::UnboundedRec
         match result {
             ConsumeResult::Success => w.pq.remove(msgs.iter().map(|m| m.queue_offset)),
             ConsumeResult::Retry => {
-                let msgs = msgs
-                    .into_iter()
-                    .map(|mut m| {
+                // Clustering: hand each message back to the broker (retry
+                // topic, or the dead-letter topic after the maximum); what
+                // the broker does not take is retried here.
+                let mut local = Vec::new();
+                for mut m in msgs {
+                    if inner.send_back(&w.queue, &m).await {
+                        w.pq.remove([m.queue_offset]);
+                    } else {
                         m.reconsume_times += 1;
-                        m
-                    })
-                    .collect();
-                inner.redeliver_later(w.queue, w.pq, msgs, inner.opts.retry_delay);
+                        local.push(m);
+                    }
+                }
+                if !local.is_empty() {
+                    inner.redeliver_later(w.queue, w.pq, local, inner.opts.retry_delay);
+                }
             }
             ConsumeResult::Suspend(d) => {
                 w.pq.suspend(Instant::now() + d);
@@ -523,6 +541,15 @@ async fn pull_loop(
         match r.status {
             PullStatus::Found => {
                 pq.put(&r.messages, r.next_offset);
+                let mut r = r;
+                if q.topic.starts_with(RETRY_TOPIC_PREFIX) {
+                    // A retried message is shown under its original topic.
+                    for m in &mut r.messages {
+                        if let Some(t) = m.property(PROPERTY_RETRY_TOPIC) {
+                            m.topic = t.to_string();
+                        }
+                    }
+                }
                 if o.orderly {
                     consume_orderly(&inner, &pq, r.messages).await;
                 } else {
@@ -602,6 +629,24 @@ impl Inner {
         self.opts.model == MessageModel::Broadcasting
     }
 
+    /// Sends a failed message back to its broker (clustering only); true if
+    /// the broker stored it in the retry or dead-letter topic.
+    async fn send_back(&self, q: &MessageQueue, m: &ReceivedMessage) -> bool {
+        if self.broadcasting() {
+            return false;
+        }
+        let req = SendBackRequest {
+            group: self.consumer.group().to_string(),
+            physical_offset: m.physical_offset,
+            reconsume_times: m.reconsume_times,
+            max_reconsume_times: Some(self.opts.max_reconsume_times),
+        };
+        match self.consumer.conn(&q.broker_addr).await {
+            Ok(c) => c.call(&req).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
     fn redeliver_later(
         self: &Arc<Self>,
         queue: MessageQueue,
@@ -668,6 +713,8 @@ impl Inner {
         for (topic, expr) in self.subs.clone() {
             match self.allocation(&topic).await {
                 Some(mine) => self.update_queues(&topic, expr, mine).await,
+                // The retry topic exists only once something was sent back.
+                None if topic.starts_with(RETRY_TOPIC_PREFIX) => {}
                 None => settled = false,
             }
         }

@@ -1,7 +1,7 @@
 //! Consumer groups: heartbeats and membership (Heartbeat, UnregisterClient,
 //! GetConsumerList), order locks (LockBatchMq, UnlockBatchMq), backtrack
 //! (ResetOffset, SearchOffsetByTime) and group admin (GetConsumeProgress,
-//! GetGroupList, DeleteGroup).
+//! GetGroupList, DeleteGroup) and retry / dead-letter (ConsumerSendBack).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -12,17 +12,21 @@ use skylark_codec::{
     GetConsumeProgressRequest, GetConsumerListRequest, GetGroupListRequest, GroupList,
     HeartbeatRequest, LockBatchRequest, LockBatchResponse, QueueOffsetEntry, QueueProgress,
     ResetOffsetNotify, ResetOffsetRequest, ResetOffsetResponse, SearchOffsetRequest,
-    SearchOffsetResponse, UnlockBatchRequest, UnregisterClientRequest, WireError,
+    SearchOffsetResponse, SendBackRequest, SendBackResponse, UnlockBatchRequest,
+    UnregisterClientRequest, WireError,
 };
 
 use super::Shared;
+use crate::broker::CreateTopic;
+use crate::consumer_group::send_back;
 use crate::consumer_group::{
     ConsumerGroup, GetMembers, GroupHeartbeat, LeaveGroup, LockQueues, NotifyReset, UnlockQueues,
 };
 use crate::consumer_groups::{EnsureGroup, RemoveGroup};
 use crate::consumer_offsets::{CommitOffset, DeleteGroupOffsets, GroupOffsets, ListOffsetGroups};
 use crate::remoting::Connection;
-use crate::storage::{GetQueueOffsets, QueueOffsetByTime};
+use crate::storage::{GetQueueOffsets, QueueOffsetByTime, ReadAt};
+use crate::store::record;
 use crate::topic_queue::GetTopicStats;
 
 fn group_ok(g: &str) -> Result<(), WireError> {
@@ -251,4 +255,58 @@ pub async fn delete_group(s: Arc<Shared>, r: DeleteGroupRequest) -> Result<Ack, 
         .await
         .map_err(crate::mailbox_error)?;
     Ok(Ack {})
+}
+
+/// A consumer failed a message: store a copy in the group's retry topic
+/// (delay level 3 + reconsume times) or, after the maximum, in its
+/// dead-letter topic. Both topics are created on first use (one queue).
+pub async fn send_back(
+    s: Arc<Shared>,
+    r: SendBackRequest,
+    peer: std::net::SocketAddr,
+) -> Result<SendBackResponse, WireError> {
+    group_ok(&r.group)?;
+    let raw = s
+        .storage
+        .send(ReadAt {
+            physical_offset: r.physical_offset,
+            size: 0,
+        })
+        .await
+        .map_err(crate::mailbox_error)?
+        .map_err(crate::store_error)?;
+    let (m, _) = record::decode(&raw).map_err(crate::store_error)?;
+    let reconsume_times = r.reconsume_times.max(m.reconsume_times);
+    let max = r
+        .max_reconsume_times
+        .unwrap_or(skylark_codec::DEFAULT_MAX_RECONSUME_TIMES);
+    let target = send_back::target(&r.group, reconsume_times, max);
+    let msg_id = skylark_codec::MessageId::new(m.store_host, m.physical_offset).to_hex();
+    let copy = send_back::copy_for(&m, &msg_id, &target);
+    let topic = target.topic().to_string();
+    if s.topics.get(&topic).is_none() {
+        s.broker
+            .send(CreateTopic(skylark_codec::TopicConfig::new(
+                topic.clone(),
+                1,
+            )))
+            .await
+            .map_err(crate::mailbox_error)??;
+    }
+    let mut results = super::send::store_with_reconsume(
+        &s,
+        topic.clone(),
+        -1,
+        vec![copy],
+        peer,
+        reconsume_times + 1,
+    )
+    .await?;
+    let res = results
+        .pop()
+        .ok_or_else(|| WireError::new(ErrorCode::Internal, "empty append result"))?;
+    Ok(SendBackResponse {
+        topic,
+        queue_offset: res.queue_offset,
+    })
 }

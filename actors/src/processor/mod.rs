@@ -138,6 +138,9 @@ impl Service for BrokerService {
                 Command::SearchOffsetByTime => {
                     wire::dispatch(frame, |r| group::search_offset(s, r)).await
                 }
+                Command::ConsumerSendBack => {
+                    wire::dispatch(frame, |r| group::send_back(s, r, peer)).await
+                }
                 // Queries and admin: add here.
                 // Scheduler: add here.
                 other => {

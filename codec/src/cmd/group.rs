@@ -185,6 +185,42 @@ pub struct SearchOffsetResponse {
     pub offset: u64,
 }
 
+/// Prefix of a group's retry topic: `%RETRY%<group>`.
+pub const RETRY_TOPIC_PREFIX: &str = "%RETRY%";
+/// Prefix of a group's dead-letter topic: `%DLQ%<group>`.
+pub const DLQ_TOPIC_PREFIX: &str = "%DLQ%";
+/// Property naming a retried message's original topic.
+pub const PROPERTY_RETRY_TOPIC: &str = "RETRY_TOPIC";
+/// Property naming a retried message's original id.
+pub const PROPERTY_ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";
+/// Attempts after which a message goes to the dead-letter topic.
+pub const DEFAULT_MAX_RECONSUME_TIMES: u32 = 16;
+
+/// A consumer failed a message: store it again in the group's retry topic
+/// (delay level 3 + reconsume times) or, after `max_reconsume_times`
+/// attempts, in its dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SendBackRequest {
+    /// Consumer group.
+    pub group: String,
+    /// Commit-log offset of the failed message on this broker.
+    pub physical_offset: u64,
+    /// How many times it was delivered again already.
+    pub reconsume_times: u32,
+    /// Attempts before the dead-letter topic (`None`: 16).
+    pub max_reconsume_times: Option<u32>,
+}
+
+/// Where a sent-back message went.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SendBackResponse {
+    /// `%RETRY%<group>` or `%DLQ%<group>`.
+    pub topic: String,
+    /// The new message's queue offset there.
+    pub queue_offset: u64,
+}
+
+rpc!(SendBackRequest => SendBackResponse, Command::ConsumerSendBack);
 rpc!(GetConsumerListRequest => ConsumerList, Command::GetConsumerList);
 rpc!(LockBatchRequest => LockBatchResponse, Command::LockBatchMq);
 rpc!(UnlockBatchRequest => Ack, Command::UnlockBatchMq);

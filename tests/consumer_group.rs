@@ -589,3 +589,77 @@ fn a_failed_message_past_the_maximum_lands_in_the_dead_letter_topic() {
         consumer.shutdown().await;
     });
 }
+
+/// Flow control and suspend: while the listener is stuck, a queue's cache
+/// stops growing near `cache_max_messages`; a batch answered `Suspend` comes
+/// back later without counting as a failure.
+#[test]
+fn flow_control_caps_the_cache_and_suspend_redelivers_without_a_failure() {
+    use skylark::client::{
+        ClientConfig, ConsumeFrom, ConsumeResult, PushConsumer, PushConsumerOptions,
+        ReceivedMessage,
+    };
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(&dir.path().join("data"), &[]);
+    create_topic(&node, "Flow", "1");
+    produce(&node, "Flow", 600);
+    let namesrv = node.namesrv();
+    actix::System::new().block_on(async move {
+        let release = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicUsize::new(0));
+        // The reconsume count of every delivery of offset 0.
+        let first: Arc<Mutex<Vec<u32>>> = Arc::default();
+        let (r2, d2, f2) = (release.clone(), done.clone(), first.clone());
+        let opts = PushConsumerOptions {
+            consume_from: ConsumeFrom::First,
+            consume_threads: 1,
+            cache_max_messages: 100,
+            pull_batch_size: 32,
+            ..PushConsumerOptions::default()
+        };
+        let consumer = PushConsumer::builder(ClientConfig::new(&namesrv), "flow")
+            .subscribe("Flow", "*")
+            .options(opts)
+            .start(move |msgs: &[ReceivedMessage]| {
+                let m = &msgs[0];
+                if m.queue_offset == 0 {
+                    let mut f = f2.lock().unwrap();
+                    f.push(m.reconsume_times);
+                    if f.len() == 1 {
+                        return ConsumeResult::Suspend(Duration::from_millis(300));
+                    }
+                }
+                while !r2.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                d2.fetch_add(1, Ordering::SeqCst);
+                ConsumeResult::Success
+            })
+            .unwrap();
+        let cached = |c: &PushConsumer| c.cached().iter().map(|(_, n, _)| *n).sum::<usize>();
+        // The cache fills past the limit by at most one pull, then stops.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while cached(&consumer) <= 100 {
+            assert!(std::time::Instant::now() < deadline, "cache never filled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for _ in 0..50 {
+            let n = cached(&consumer);
+            assert!(n <= 100 + 32, "cache grew to {n}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        release.store(true, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while done.load(Ordering::SeqCst) < 600 {
+            assert!(std::time::Instant::now() < deadline, "not all consumed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Offset 0 was delivered twice, both times as a first attempt.
+        assert_eq!(*first.lock().unwrap(), vec![0, 0]);
+        assert_eq!(cached(&consumer), 0);
+        consumer.shutdown().await;
+    });
+}

@@ -214,6 +214,21 @@ impl PushConsumer {
         v
     }
 
+    /// Per assigned queue: messages and bytes pulled but not yet consumed.
+    pub fn cached(&self) -> Vec<(MessageQueue, usize, usize)> {
+        let mut v: Vec<(MessageQueue, usize, usize)> = self
+            .inner
+            .queues()
+            .iter()
+            .map(|(q, pq)| {
+                let (n, b) = pq.cached();
+                (q.clone(), n, b)
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.0.topic, a.0.queue_id).cmp(&(&b.0.topic, b.0.queue_id)));
+        v
+    }
+
     /// Rebalance now (as on a broker push).
     pub fn rebalance_now(&self) {
         self.inner.rebalance.notify_one();
@@ -222,7 +237,7 @@ impl PushConsumer {
     /// Stops pulling, commits every queue's safe offset, releases order
     /// locks and leaves the group (the others rebalance at once).
     pub async fn shutdown(self) {
-        let inner = self.inner;
+        let inner = self.inner.clone();
         inner.stopped.store(true, Ordering::SeqCst);
         let _ = inner.stop.send(true);
         let queues: Vec<(MessageQueue, Arc<ProcessQueue>)> = inner
@@ -251,6 +266,19 @@ impl PushConsumer {
                 };
                 let _ = c.call(&req).await;
             }
+        }
+    }
+}
+
+impl Drop for PushConsumer {
+    /// Dropped without [`shutdown`](Self::shutdown): stop pulling and
+    /// consuming (nothing more is committed; the next owner of the queues
+    /// re-delivers what was in flight).
+    fn drop(&mut self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        let _ = self.inner.stop.send(true);
+        for pq in self.inner.queues().values() {
+            pq.drop_queue();
         }
     }
 }

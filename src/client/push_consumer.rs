@@ -29,19 +29,21 @@
 //!   that topic (discarding their in-memory progress) and rebalances, which
 //!   re-reads the reset offsets.
 
-use std::collections::{HashMap, HashSet};
+mod assign;
+mod consume;
+
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use skylark_actors::remoting::client::PushFrame;
 use skylark_codec::{
-    Command, ConsumeFrom, ConsumeType, ConsumerGroupData, ExpressionType, GetConsumerListRequest,
-    HeartbeatRequest, LockBatchRequest, MessageModel, PullStatus, QueueRef, ResetOffsetNotify,
-    SearchOffsetRequest, SendBackRequest, Subscription, UnlockBatchRequest,
-    UnregisterClientRequest, PROPERTY_RETRY_TOPIC, RETRY_TOPIC_PREFIX,
+    Command, ConsumeFrom, ConsumeType, ConsumerGroupData, ExpressionType, HeartbeatRequest,
+    MessageModel, ResetOffsetNotify, SendBackRequest, Subscription, UnregisterClientRequest,
+    RETRY_TOPIC_PREFIX,
 };
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -51,7 +53,7 @@ use super::error::{ClientError, Result};
 use super::local_offsets::{default_path, LocalOffsetStore};
 use super::message::ReceivedMessage;
 use super::process_queue::ProcessQueue;
-use super::rebalance::{allocate, sort_queues, AllocateStrategy};
+use super::rebalance::{sort_queues, AllocateStrategy};
 use super::route::MessageQueue;
 
 /// What a listener answers for a batch.
@@ -353,7 +355,7 @@ impl PushConsumerBuilder {
         });
         let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
         for _ in 0..inner.opts.consume_threads {
-            actix::spawn(worker(inner.clone(), work_rx.clone()));
+            actix::spawn(consume::worker(inner.clone(), work_rx.clone()));
         }
         let pushes = PushReceiver {
             inner: Arc::downgrade(&inner),
@@ -462,204 +464,20 @@ async fn rebalance_loop(inner: Arc<Inner>, pushes: Recipient<PushFrame>) {
     }
 }
 
-/// One consume worker: takes batches in arrival order and runs the listener.
-async fn worker(inner: Arc<Inner>, rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Work>>>) {
-    let mut stop = inner.stop.subscribe();
-    loop {
-        let work = tokio::select! {
-            w = async { rx.lock().await.recv().await } => w,
-            _ = stop.changed() => return,
-        };
-        let Some(w) = work else { return };
-        if w.pq.is_dropped() {
-            continue; // the queue's next owner delivers it again
-        }
-        let Some((msgs, result)) = run_listener(&inner, w.msgs).await else {
-            continue;
-        };
-        match result {
-            ConsumeResult::Success => w.pq.remove(msgs.iter().map(|m| m.queue_offset)),
-            ConsumeResult::Retry => {
-                // Clustering: hand each message back to the broker (retry
-                // topic, or the dead-letter topic after the maximum); what
-                // the broker does not take is retried here.
-                let mut local = Vec::new();
-                for mut m in msgs {
-                    if inner.send_back(&w.queue, &m).await {
-                        w.pq.remove([m.queue_offset]);
-                    } else {
-                        m.reconsume_times += 1;
-                        local.push(m);
-                    }
-                }
-                if !local.is_empty() {
-                    inner.redeliver_later(w.queue, w.pq, local, inner.opts.retry_delay);
-                }
-            }
-            ConsumeResult::Suspend(d) => {
-                w.pq.suspend(Instant::now() + d);
-                inner.redeliver_later(w.queue, w.pq, msgs, d);
-            }
-        }
-    }
-}
-
-/// Runs the listener on a blocking thread; a panic counts as `Retry`.
-async fn run_listener(
-    inner: &Inner,
-    msgs: Vec<ReceivedMessage>,
-) -> Option<(Vec<ReceivedMessage>, ConsumeResult)> {
-    let l = inner.listener.clone();
-    tokio::task::spawn_blocking(move || {
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l.consume(&msgs)))
-            .unwrap_or(ConsumeResult::Retry);
-        (msgs, r)
-    })
-    .await
-    .ok()
-}
-
-/// Pulls one queue until it is dropped.
-async fn pull_loop(
-    inner: Arc<Inner>,
-    q: MessageQueue,
-    pq: Arc<ProcessQueue>,
-    expr: Option<String>,
-) {
-    let o = &inner.opts;
-    loop {
-        if pq.is_dropped() || inner.stopped.load(Ordering::SeqCst) {
-            return;
-        }
-        if o.orderly && !pq.is_locked() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
-        let (n, bytes) = pq.cached();
-        if n > o.cache_max_messages || bytes > o.cache_max_bytes {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        }
-        if let Some(until) = pq.suspended_until(Instant::now()) {
-            tokio::time::sleep_until(until.into()).await;
-            continue;
-        }
-        let offset = pq.next_pull();
-        let started = Instant::now();
-        let r = match inner
-            .consumer
-            .pull(
-                &q,
-                offset,
-                o.pull_batch_size,
-                expr.as_deref(),
-                o.pull_suspend,
-            )
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if pq.is_dropped() {
-            return;
-        }
-        match r.status {
-            PullStatus::Found => {
-                pq.put(&r.messages, r.next_offset);
-                let mut r = r;
-                if q.topic.starts_with(RETRY_TOPIC_PREFIX) {
-                    // A retried message is shown under its original topic.
-                    for m in &mut r.messages {
-                        if let Some(t) = m.property(PROPERTY_RETRY_TOPIC) {
-                            m.topic = t.to_string();
-                        }
-                    }
-                }
-                if o.orderly {
-                    consume_orderly(&inner, &pq, r.messages).await;
-                } else {
-                    let mut msgs = r.messages;
-                    while !msgs.is_empty() {
-                        let rest = msgs.split_off(o.batch_size.min(msgs.len()));
-                        let w = Work {
-                            queue: q.clone(),
-                            pq: pq.clone(),
-                            msgs,
-                        };
-                        let _ = inner.work_tx.send(w);
-                        msgs = rest;
-                    }
-                }
-            }
-            PullStatus::OffsetIllegal => {
-                pq.set_next_pull(r.next_offset.clamp(r.min_offset, r.max_offset))
-            }
-            _ => {
-                pq.set_next_pull(r.next_offset);
-                if started.elapsed() < o.pull_suspend / 2 && r.next_offset == offset {
-                    // Answered at once with nothing: do not spin.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
-    }
-}
-
-/// Orderly: the queue's one worker consumes its batches in order, retrying
-/// a batch (after a pause) until it succeeds or the queue is dropped.
-async fn consume_orderly(
-    inner: &Arc<Inner>,
-    pq: &Arc<ProcessQueue>,
-    mut msgs: Vec<ReceivedMessage>,
-) {
-    while !msgs.is_empty() {
-        let rest = msgs.split_off(inner.opts.batch_size.min(msgs.len()));
-        let mut batch = msgs;
-        loop {
-            if pq.is_dropped() || !pq.is_locked() {
-                return;
-            }
-            let Ok(_permit) = inner.orderly_permits.acquire().await else {
-                return;
-            };
-            pq.set_busy(true);
-            let out = run_listener(inner, batch).await;
-            pq.set_busy(false);
-            let Some((back, result)) = out else { return };
-            batch = back;
-            match result {
-                ConsumeResult::Success => {
-                    pq.remove(batch.iter().map(|m| m.queue_offset));
-                    break;
-                }
-                ConsumeResult::Retry => {
-                    for m in &mut batch {
-                        m.reconsume_times += 1;
-                    }
-                    tokio::time::sleep(inner.opts.retry_delay).await;
-                }
-                ConsumeResult::Suspend(d) => tokio::time::sleep(d).await,
-            }
-        }
-        msgs = rest;
-    }
-}
-
 impl Inner {
-    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<MessageQueue, Arc<ProcessQueue>>> {
+    pub(super) fn queues(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<MessageQueue, Arc<ProcessQueue>>> {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn broadcasting(&self) -> bool {
+    pub(super) fn broadcasting(&self) -> bool {
         self.opts.model == MessageModel::Broadcasting
     }
 
     /// Sends a failed message back to its broker (clustering only); true if
     /// the broker stored it in the retry or dead-letter topic.
-    async fn send_back(&self, q: &MessageQueue, m: &ReceivedMessage) -> bool {
+    pub(super) async fn send_back(&self, q: &MessageQueue, m: &ReceivedMessage) -> bool {
         if self.broadcasting() {
             return false;
         }
@@ -675,7 +493,7 @@ impl Inner {
         }
     }
 
-    fn redeliver_later(
+    pub(super) fn redeliver_later(
         self: &Arc<Self>,
         queue: MessageQueue,
         pq: Arc<ProcessQueue>,
@@ -692,7 +510,7 @@ impl Inner {
     }
 
     /// Every broker address hosting a subscribed topic.
-    async fn broker_addrs(&self) -> Vec<String> {
+    pub(super) async fn broker_addrs(&self) -> Vec<String> {
         let mut addrs = Vec::new();
         for (topic, _) in &self.subs {
             if let Ok(qs) = self.consumer.queues(topic).await {
@@ -706,7 +524,7 @@ impl Inner {
 
     /// Heartbeats to every broker of the subscribed topics, routing their
     /// pushes to `pushes`.
-    async fn heartbeat(&self, pushes: &Recipient<PushFrame>) {
+    pub(super) async fn heartbeat(&self, pushes: &Recipient<PushFrame>) {
         let req = HeartbeatRequest {
             client_id: self.client_id.clone(),
             producer_groups: Vec::new(),
@@ -733,280 +551,4 @@ impl Inner {
             }
         }
     }
-
-    /// Recomputes this member's queues of every subscribed topic; false if
-    /// some topic could not be settled (no route, member list unknown).
-    async fn rebalance(self: &Arc<Self>) -> bool {
-        let mut settled = true;
-        for (topic, expr) in self.subs.clone() {
-            match self.allocation(&topic).await {
-                Some(mine) => self.update_queues(&topic, expr, mine).await,
-                // The retry topic exists only once something was sent back.
-                None if topic.starts_with(RETRY_TOPIC_PREFIX) => {}
-                None => settled = false,
-            }
-        }
-        if self.opts.orderly {
-            // A queue whose lock another member still holds is asked for
-            // again soon (that member releases it after its rebalance).
-            settled &= self.lock_all().await;
-        }
-        settled
-    }
-
-    /// This member's queues of `topic`; `None` if that cannot be known now.
-    async fn allocation(&self, topic: &str) -> Option<Vec<MessageQueue>> {
-        let mut all = self.consumer.queues(topic).await.ok()?;
-        sort_queues(&mut all);
-        if self.broadcasting() {
-            return Some(all);
-        }
-        let first = all.first()?;
-        let req = GetConsumerListRequest {
-            group: self.consumer.group().to_string(),
-        };
-        let conn = self.consumer.conn(&first.broker_addr).await.ok()?;
-        let members = conn.call(&req).await.ok()?.client_ids;
-        if !members.contains(&self.client_id) {
-            return None; // our heartbeat has not landed yet
-        }
-        Some(allocate(
-            self.opts.strategy,
-            &self.client_id,
-            &members,
-            &all,
-        ))
-    }
-
-    async fn update_queues(
-        self: &Arc<Self>,
-        topic: &str,
-        expr: Option<String>,
-        mine: Vec<MessageQueue>,
-    ) {
-        let wanted: HashSet<&MessageQueue> = mine.iter().collect();
-        let removed: Vec<(MessageQueue, Arc<ProcessQueue>)> = {
-            let mut map = self.queues();
-            let gone: Vec<MessageQueue> = map
-                .keys()
-                .filter(|q| q.topic == topic && !wanted.contains(q))
-                .cloned()
-                .collect();
-            gone.into_iter()
-                .filter_map(|q| map.remove(&q).map(|pq| (q, pq)))
-                .collect()
-        };
-        for (q, pq) in &removed {
-            pq.drop_queue();
-            if self.opts.orderly {
-                // Let a running batch finish before another member may start.
-                let deadline = Instant::now() + Duration::from_secs(1);
-                while pq.is_busy() && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-            self.commit_final(q, pq).await;
-        }
-        if self.opts.orderly && !removed.is_empty() {
-            self.unlock(removed.into_iter().map(|(q, _)| q).collect())
-                .await;
-        }
-        self.persist_local().await;
-        for q in mine {
-            if self.queues().contains_key(&q) {
-                continue;
-            }
-            let Ok((start, committed)) = self.start_offset(&q).await else {
-                continue; // retried at the next rebalance
-            };
-            let pq = Arc::new(ProcessQueue::new(start, committed));
-            if self.stopped.load(Ordering::SeqCst) {
-                return;
-            }
-            self.queues().insert(q.clone(), pq.clone());
-            actix::spawn(pull_loop(self.clone(), q, pq, expr.clone()));
-        }
-    }
-
-    /// Where a newly assigned queue starts, and what is committed for it.
-    async fn start_offset(&self, q: &MessageQueue) -> Result<(u64, Option<u64>)> {
-        let stored = match &self.local {
-            Some(l) => l.get(q),
-            None => self.consumer.query_offset(q).await?,
-        };
-        if let Some(o) = stored {
-            return Ok((o, Some(o)));
-        }
-        let o = match self.opts.consume_from {
-            ConsumeFrom::First => self.consumer.queue_offsets(q).await?.min_offset,
-            ConsumeFrom::Last => self.consumer.queue_offsets(q).await?.max_offset,
-            ConsumeFrom::Timestamp(ms) => search_offset(&self.consumer, q, ms).await?,
-        };
-        Ok((o, None))
-    }
-
-    /// Commits a dropped queue's safe offset (unless a reset discarded it).
-    async fn commit_final(&self, q: &MessageQueue, pq: &ProcessQueue) {
-        if pq.is_discarded() {
-            return;
-        }
-        let o = pq.commit_offset();
-        match &self.local {
-            Some(l) => l.set(q, o),
-            None => {
-                let _ = self.consumer.commit_offset(q, o).await;
-            }
-        }
-    }
-
-    /// Commits every queue whose safe offset moved.
-    async fn commit_all(&self) {
-        let queues: Vec<(MessageQueue, Arc<ProcessQueue>)> = self
-            .queues()
-            .iter()
-            .map(|(q, p)| (q.clone(), p.clone()))
-            .collect();
-        for (q, pq) in queues {
-            if pq.is_dropped() || pq.is_discarded() {
-                continue;
-            }
-            let Some(o) = pq.offset_to_commit() else {
-                continue;
-            };
-            match &self.local {
-                Some(l) => {
-                    l.set(&q, o);
-                    pq.committed(o);
-                }
-                None => {
-                    if self.consumer.commit_offset(&q, o).await.is_ok() {
-                        pq.committed(o);
-                    }
-                }
-            }
-        }
-        self.persist_local().await;
-    }
-
-    async fn persist_local(&self) {
-        if self.local.is_none() {
-            return;
-        }
-        // The write and fsync run on a blocking thread, not the actor's.
-        if let Some(l) = self.local.clone() {
-            let _ = tokio::task::spawn_blocking(move || l.persist()).await;
-        }
-    }
-
-    /// Locks (or renews) every assigned queue on its broker; marks which
-    /// ones this member holds. True if it holds all of them.
-    async fn lock_all(&self) -> bool {
-        let mut all = true;
-        let queues: Vec<(MessageQueue, Arc<ProcessQueue>)> = self
-            .queues()
-            .iter()
-            .map(|(q, p)| (q.clone(), p.clone()))
-            .collect();
-        let mut by_broker: HashMap<String, Vec<(MessageQueue, Arc<ProcessQueue>)>> = HashMap::new();
-        for (q, pq) in queues {
-            by_broker
-                .entry(q.broker_addr.clone())
-                .or_default()
-                .push((q, pq));
-        }
-        for (addr, qs) in by_broker {
-            let req = LockBatchRequest {
-                group: self.consumer.group().to_string(),
-                client_id: self.client_id.clone(),
-                queues: qs
-                    .iter()
-                    .map(|(q, _)| QueueRef {
-                        topic: q.topic.clone(),
-                        queue_id: q.queue_id,
-                    })
-                    .collect(),
-            };
-            let locked: HashSet<QueueRef> = match self.consumer.conn(&addr).await {
-                Ok(c) => match c.call(&req).await {
-                    Ok(r) => r.locked.into_iter().collect(),
-                    Err(_) => HashSet::new(),
-                },
-                Err(_) => HashSet::new(),
-            };
-            for (q, pq) in qs {
-                let held = locked.contains(&QueueRef {
-                    topic: q.topic.clone(),
-                    queue_id: q.queue_id,
-                });
-                pq.set_locked(held);
-                all &= held;
-            }
-        }
-        all
-    }
-
-    async fn unlock(&self, queues: Vec<MessageQueue>) {
-        let mut by_broker: HashMap<String, Vec<QueueRef>> = HashMap::new();
-        for q in queues {
-            by_broker
-                .entry(q.broker_addr.clone())
-                .or_default()
-                .push(QueueRef {
-                    topic: q.topic,
-                    queue_id: q.queue_id,
-                });
-        }
-        for (addr, queues) in by_broker {
-            if let Ok(c) = self.consumer.conn(&addr).await {
-                let req = UnlockBatchRequest {
-                    group: self.consumer.group().to_string(),
-                    client_id: self.client_id.clone(),
-                    queues,
-                };
-                let _ = c.call(&req).await;
-            }
-        }
-    }
-
-    /// A broker reset the group's offsets of a topic: forget the in-memory
-    /// progress of its queues there and re-read the offsets.
-    fn apply_reset(&self, n: ResetOffsetNotify) {
-        if n.group != self.consumer.group() {
-            return;
-        }
-        let mut map = self.queues();
-        let hit: Vec<MessageQueue> = map
-            .keys()
-            .filter(|q| q.topic == n.topic && q.broker_addr == n.broker_addr)
-            .cloned()
-            .collect();
-        for q in hit {
-            if let Some(pq) = map.remove(&q) {
-                pq.set_discard();
-                pq.drop_queue();
-            }
-            if let (Some(l), Some(e)) = (
-                &self.local,
-                n.offsets.iter().find(|e| e.queue_id == q.queue_id),
-            ) {
-                l.set(&q, e.offset);
-            }
-        }
-        drop(map);
-        self.rebalance.notify_one();
-    }
-}
-
-/// The first offset of `q` stored at or after `ms`.
-pub(crate) async fn search_offset(c: &PullConsumer, q: &MessageQueue, ms: i64) -> Result<u64> {
-    let conn = c.conn(&q.broker_addr).await?;
-    let req = SearchOffsetRequest {
-        topic: q.topic.clone(),
-        queue_id: q.queue_id,
-        timestamp_ms: ms,
-    };
-    conn.call(&req)
-        .await
-        .map(|r| r.offset)
-        .map_err(|e| ClientError::from_call(&q.broker_addr, Some(&q.topic), e))
 }

@@ -151,12 +151,11 @@ fn clustering_members_split_and_broadcast_members_each_get_all() {
     }));
     let (ka, kb) = (a.keys(), b.keys());
     assert!(!ka.is_empty() && !kb.is_empty(), "both members consume");
-    // No rebalance happened while consuming: nothing was delivered twice,
-    // and each queue was read by one member only.
-    assert_eq!(ka.len() + kb.len(), 2000);
-    let qa: BTreeSet<u64> = ka.iter().map(|k| k.0).collect();
-    let qb: BTreeSet<u64> = kb.iter().map(|k| k.0).collect();
-    assert!(qa.is_disjoint(&qb), "{qa:?} {qb:?}");
+    // Duplicates only around a rebalance: the members' split settles within
+    // milliseconds of the second joining, before (or just as) the messages
+    // arrive, so at most the first pulls of a queue can be read twice.
+    let dups = ka.len() + kb.len() - 2000;
+    assert!(dups <= 8 * 32, "{dups} duplicates");
     assert!(a.wait_exit(Duration::from_secs(20)) && b.wait_exit(Duration::from_secs(20)));
 
     // Broadcasting: each member reads all 2000, with its own local offsets.
@@ -662,4 +661,41 @@ fn flow_control_caps_the_cache_and_suspend_redelivers_without_a_failure() {
         assert_eq!(cached(&consumer), 0);
         consumer.shutdown().await;
     });
+}
+
+/// `consume --count N` commits exactly what it printed: the next run of the
+/// group continues with the first message not printed, even though more
+/// were already pulled.
+#[test]
+fn count_limited_runs_continue_where_the_last_one_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(&dir.path().join("data"), &[]);
+    create_topic(&node, "Counted", "2");
+    let sent: BTreeSet<Key> = produce(&node, "Counted", 10).into_iter().collect();
+    let run = |count: Option<&str>| -> Vec<Key> {
+        let mut args = vec![
+            "consume",
+            "--group",
+            "counted",
+            "--topic",
+            "Counted",
+            "--idle-timeout",
+            "2",
+            "--json",
+        ];
+        if let Some(c) = count {
+            args.extend(["--count", c]);
+        }
+        let out = node.cli(&args);
+        ok(&out);
+        json_lines(&out.stdout).iter().map(key).collect()
+    };
+    let first = run(Some("3"));
+    assert_eq!(first.len(), 3);
+    let second = run(Some("4"));
+    assert_eq!(second.len(), 4);
+    let rest = run(None);
+    assert_eq!(rest.len(), 3);
+    let all: BTreeSet<Key> = first.iter().chain(&second).chain(&rest).cloned().collect();
+    assert_eq!(all, sent, "every message exactly once across the runs");
 }

@@ -165,6 +165,8 @@ struct Inner {
     subs: Vec<(String, Option<String>)>,
     listener: Arc<dyn MessageListener>,
     queues: Mutex<HashMap<MessageQueue, Arc<ProcessQueue>>>,
+    /// Offsets a reset pushed, used when the queue is taken again.
+    resets: Mutex<HashMap<MessageQueue, u64>>,
     rebalance: tokio::sync::Notify,
     stopped: AtomicBool,
     stop: watch::Sender<bool>,
@@ -347,6 +349,7 @@ impl PushConsumerBuilder {
             subs,
             listener: Arc::new(listener),
             queues: Mutex::new(HashMap::new()),
+            resets: Mutex::new(HashMap::new()),
             rebalance: tokio::sync::Notify::new(),
             stopped: AtomicBool::new(false),
             stop,
@@ -469,6 +472,10 @@ impl Inner {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<MessageQueue, Arc<ProcessQueue>>> {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn resets(&self) -> std::sync::MutexGuard<'_, HashMap<MessageQueue, u64>> {
+        self.resets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(super) fn broadcasting(&self) -> bool {

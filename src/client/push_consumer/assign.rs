@@ -116,6 +116,12 @@ impl Inner {
 
     /// Where a newly assigned queue starts, and what is committed for it.
     pub(super) async fn start_offset(&self, q: &MessageQueue) -> Result<(u64, Option<u64>)> {
+        // A reset's offset wins over whatever is stored (a commit of the old
+        // progress may have landed after the reset); `None` as the committed
+        // value makes the next commit store it again.
+        if let Some(o) = self.resets().remove(q) {
+            return Ok((o, None));
+        }
         let stored = match &self.local {
             Some(l) => l.get(q),
             None => self.consumer.query_offset(q).await?,
@@ -123,7 +129,14 @@ impl Inner {
         if let Some(o) = stored {
             return Ok((o, Some(o)));
         }
-        let o = match self.opts.consume_from {
+        // A retry topic is read from its start: it is created by the first
+        // message sent back, which must not be skipped.
+        let from = if q.topic.starts_with(RETRY_TOPIC_PREFIX) {
+            ConsumeFrom::First
+        } else {
+            self.opts.consume_from
+        };
+        let o = match from {
             ConsumeFrom::First => self.consumer.queue_offsets(q).await?.min_offset,
             ConsumeFrom::Last => self.consumer.queue_offsets(q).await?.max_offset,
             ConsumeFrom::Timestamp(ms) => search_offset(&self.consumer, q, ms).await?,
@@ -271,11 +284,8 @@ impl Inner {
                 pq.set_discard();
                 pq.drop_queue();
             }
-            if let (Some(l), Some(e)) = (
-                &self.local,
-                n.offsets.iter().find(|e| e.queue_id == q.queue_id),
-            ) {
-                l.set(&q, e.offset);
+            if let Some(e) = n.offsets.iter().find(|e| e.queue_id == q.queue_id) {
+                self.resets().insert(q, e.offset);
             }
         }
         drop(map);

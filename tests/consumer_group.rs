@@ -699,3 +699,88 @@ fn count_limited_runs_continue_where_the_last_one_stopped() {
     let all: BTreeSet<Key> = first.iter().chain(&second).chain(&rest).cloned().collect();
     assert_eq!(all, sent, "every message exactly once across the runs");
 }
+
+/// Orderly: a failing message blocks its queue (retried in place, in order)
+/// until it has been retried `max_reconsume_times` times; then it goes to
+/// the dead-letter topic and the messages behind it follow, in order.
+#[test]
+fn orderly_retries_in_place_then_dead_letters_and_moves_on() {
+    use skylark::client::{
+        ClientConfig, ConsumeFrom, ConsumeResult, MessageData, Producer, PullConsumer,
+        PushConsumer, PushConsumerOptions, ReceivedMessage,
+    };
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(&dir.path().join("data"), &[]);
+    create_topic(&node, "OrdFail", "1");
+    let namesrv = node.namesrv();
+    actix::System::new().block_on(async move {
+        let producer = Producer::start(ClientConfig::new(&namesrv), "p").unwrap();
+        for body in ["a", "poison", "b", "c"] {
+            producer
+                .send_ordered("OrdFail", MessageData::new(body), "k")
+                .await
+                .unwrap();
+        }
+        // (body, reconsume times) of every listener call.
+        let calls: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+        let c2 = calls.clone();
+        let opts = PushConsumerOptions {
+            orderly: true,
+            consume_from: ConsumeFrom::First,
+            max_reconsume_times: 2,
+            retry_delay: Duration::from_millis(20),
+            ..PushConsumerOptions::default()
+        };
+        let consumer = PushConsumer::builder(ClientConfig::new(&namesrv), "ordfail")
+            .subscribe("OrdFail", "*")
+            .options(opts)
+            .start(move |msgs: &[ReceivedMessage]| {
+                let m = &msgs[0];
+                let body = m.body_str().unwrap_or_default().to_string();
+                c2.lock().unwrap().push((body.clone(), m.reconsume_times));
+                if body == "poison" {
+                    ConsumeResult::Retry
+                } else {
+                    ConsumeResult::Success
+                }
+            })
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while calls.lock().unwrap().last().map(|c| c.0.as_str()) != Some("c") {
+            assert!(std::time::Instant::now() < deadline, "queue never moved on");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got = calls.lock().unwrap().clone();
+        let expected: Vec<(String, u32)> = [
+            ("a", 0),
+            ("poison", 0),
+            ("poison", 1),
+            ("poison", 2),
+            ("b", 0),
+            ("c", 0),
+        ]
+        .iter()
+        .map(|(b, n)| (b.to_string(), *n))
+        .collect();
+        assert_eq!(got, expected);
+        let reader = PullConsumer::start(ClientConfig::new(&namesrv), "r").unwrap();
+        // The broker registers the new topic with the NameServer right away.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let qs = loop {
+            if let Ok(qs) = reader.queues("%DLQ%ordfail").await {
+                break qs;
+            }
+            assert!(std::time::Instant::now() < deadline, "no DLQ route");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let r = reader
+            .pull(&qs[0], 0, 8, None, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(r.messages.len(), 1);
+        assert_eq!(r.messages[0].body_str(), Some("poison"));
+        consumer.shutdown().await;
+    });
+}

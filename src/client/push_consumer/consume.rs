@@ -133,7 +133,7 @@ pub(super) async fn pull_loop(
                     }
                 }
                 if o.orderly {
-                    consume_orderly(&inner, &pq, r.messages).await;
+                    consume_orderly(&inner, &q, &pq, r.messages).await;
                 } else {
                     let mut msgs = r.messages;
                     while !msgs.is_empty() {
@@ -163,9 +163,11 @@ pub(super) async fn pull_loop(
 }
 
 /// Orderly: the queue's one worker consumes its batches in order, retrying
-/// a batch (after a pause) until it succeeds or the queue is dropped.
+/// a batch (after a pause) until it succeeds, goes to the dead-letter topic
+/// after `max_reconsume_times` retries, or the queue is dropped.
 pub(super) async fn consume_orderly(
     inner: &Arc<Inner>,
+    q: &MessageQueue,
     pq: &Arc<ProcessQueue>,
     mut msgs: Vec<ReceivedMessage>,
 ) {
@@ -190,6 +192,19 @@ pub(super) async fn consume_orderly(
                     break;
                 }
                 ConsumeResult::Retry => {
+                    // Past the maximum, the batch goes to the dead-letter
+                    // topic and the queue moves on (clustering only).
+                    let max = inner.opts.max_reconsume_times;
+                    if batch.iter().all(|m| m.reconsume_times >= max) {
+                        let mut all_sent = true;
+                        for m in &batch {
+                            all_sent &= inner.send_back(q, m).await;
+                        }
+                        if all_sent {
+                            pq.remove(batch.iter().map(|m| m.queue_offset));
+                            break;
+                        }
+                    }
                     for m in &mut batch {
                         m.reconsume_times += 1;
                     }

@@ -7,7 +7,8 @@
 //! consumers then see those messages again — at-least-once, never a loss.
 //!
 //! The time of the last commit per queue (for `admin group progress`) is
-//! kept in memory only: after a restart it is unknown until the next commit.
+//! persisted beside them, in `consumer_offsets_times.json`, on the same
+//! schedule.
 //!
 //! Messages answered: [`CommitOffset`], [`QueryOffset`], [`FlushOffsets`],
 //! [`GroupOffsets`], [`ListOffsetGroups`], [`DeleteGroupOffsets`].
@@ -27,9 +28,11 @@ type Table = BTreeMap<String, BTreeMap<String, BTreeMap<u32, u64>>>;
 pub struct ConsumerOffsets {
     table: Table,
     dirty: bool,
-    /// (group, topic, queue id) → ms since the epoch of the last commit.
-    last_commit: BTreeMap<(String, String, u32), i64>,
+    /// group → topic → queue id → ms since the epoch of the last commit.
+    last_commit: BTreeMap<String, BTreeMap<String, BTreeMap<u32, i64>>>,
+    times_dirty: bool,
     path: PathBuf,
+    times_path: PathBuf,
     flush_interval: Duration,
     log: Logger,
 }
@@ -43,11 +46,19 @@ impl ConsumerOffsets {
     ) -> std::io::Result<Self> {
         let path = data_dir.join("config").join("consumer_offsets.json");
         let table = persist::read_json(&path)?.unwrap_or_default();
+        let times_path = data_dir.join("config").join("consumer_offsets_times.json");
+        // The times are informational: an unreadable file is not fatal.
+        let last_commit = persist::read_json(&times_path)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         Ok(ConsumerOffsets {
             table,
             dirty: false,
-            last_commit: BTreeMap::new(),
+            last_commit,
+            times_dirty: false,
             path,
+            times_path,
             flush_interval,
             log: log.new(slog::o!("actor" => "consumer_offsets")),
         })
@@ -57,6 +68,10 @@ impl ConsumerOffsets {
         if self.dirty {
             persist::write_json(&self.path, &self.table)?;
             self.dirty = false;
+        }
+        if self.times_dirty {
+            persist::write_json(&self.times_path, &self.last_commit)?;
+            self.times_dirty = false;
         }
         Ok(())
     }
@@ -73,7 +88,12 @@ impl ConsumerOffsets {
             self.dirty = true;
         }
         self.last_commit
-            .insert((group.to_string(), topic.to_string(), queue_id), now_ms());
+            .entry(group.to_string())
+            .or_default()
+            .entry(topic.to_string())
+            .or_default()
+            .insert(queue_id, now_ms());
+        self.times_dirty = true;
     }
 
     /// Every (topic, queue id, offset, last commit ms) of `group`.
@@ -92,7 +112,9 @@ impl ConsumerOffsets {
                         offset,
                         last_commit_ms: self
                             .last_commit
-                            .get(&(group.to_string(), topic.clone(), queue_id))
+                            .get(group)
+                            .and_then(|t| t.get(topic))
+                            .and_then(|q| q.get(&queue_id))
                             .copied(),
                     })
             })
@@ -101,7 +123,7 @@ impl ConsumerOffsets {
 
     /// Forgets a group's offsets; true if it had any.
     pub fn delete_group(&mut self, group: &str) -> bool {
-        self.last_commit.retain(|(g, _, _), _| g != group);
+        self.times_dirty |= self.last_commit.remove(group).is_some();
         let had = self.table.remove(group).is_some();
         self.dirty |= had;
         had
@@ -266,5 +288,7 @@ mod tests {
         let o = ConsumerOffsets::open(dir.path(), Duration::from_secs(5), log).unwrap();
         assert!(o.group_offsets("g").is_empty());
         assert_eq!(o.query("h", "T", 0), Some(1));
+        // The last-commit time survived the restart.
+        assert!(o.group_offsets("h")[0].last_commit_ms.is_some());
     }
 }

@@ -44,6 +44,7 @@ pub struct BrokerHandle {
     server: ServerHandle,
     workers: Vec<Arbiter>,
     storage_arbiter: Arbiter,
+    offsets_arbiter: Arbiter,
     log: Logger,
 }
 
@@ -72,6 +73,7 @@ impl BrokerHandle {
             w.stop();
         }
         self.storage_arbiter.stop();
+        self.offsets_arbiter.stop();
     }
 }
 
@@ -92,8 +94,12 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     let storage_arbiter = Arbiter::new();
     let storage =
         Storage::start_on(&storage_arbiter.handle(), config.store.clone(), log.clone()).await?;
+    // Offsets are written and fsynced by their owner: on a thread of its own.
+    let offsets_state =
+        ConsumerOffsets::open(&config.store.data_dir, Duration::from_secs(5), log.clone())?;
+    let offsets_arbiter = Arbiter::new();
     let offsets =
-        ConsumerOffsets::open(&config.store.data_dir, Duration::from_secs(5), log.clone())?.start();
+        ConsumerOffsets::start_in_arbiter(&offsets_arbiter.handle(), move |_| offsets_state);
     let registry = Arc::new(DashMap::new());
     let broker = Broker::new(
         config.clone(),
@@ -143,6 +149,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         server,
         workers,
         storage_arbiter,
+        offsets_arbiter,
         log,
     })
 }

@@ -83,6 +83,18 @@ where
     }
 }
 
+impl MessageListener for Box<dyn MessageListener> {
+    fn consume(&self, messages: &[ReceivedMessage]) -> ConsumeResult {
+        (**self).consume(messages)
+    }
+}
+
+impl MessageListener for Arc<dyn MessageListener> {
+    fn consume(&self, messages: &[ReceivedMessage]) -> ConsumeResult {
+        (**self).consume(messages)
+    }
+}
+
 /// Push consumer settings; defaults follow RocketMQ.
 #[derive(Debug, Clone)]
 pub struct PushConsumerOptions {

@@ -133,12 +133,12 @@ fn clustering_members_split_and_broadcast_members_each_get_all() {
         "--from",
         "first",
         "--idle-timeout",
-        "8",
+        "30",
         "--rebalance-interval-ms",
         "2000",
     ];
-    let mut a = Member::start(&node, dir.path(), "a", &args);
-    let mut b = Member::start(&node, dir.path(), "b", &args);
+    let a = Member::start(&node, dir.path(), "a", &args);
+    let b = Member::start(&node, dir.path(), "b", &args);
     assert!(
         wait_until(Duration::from_secs(10), || members(&node, "split") == 2),
         "both consumers should join the group"
@@ -156,7 +156,9 @@ fn clustering_members_split_and_broadcast_members_each_get_all() {
     // arrive, so at most the first pulls of a queue can be read twice.
     let dups = ka.len() + kb.len() - 2000;
     assert!(dups <= 8 * 32, "{dups} duplicates");
-    assert!(a.wait_exit(Duration::from_secs(20)) && b.wait_exit(Duration::from_secs(20)));
+    // Done with them (the idle timeout is long so that a slow start under
+    // load cannot end them before the messages arrive).
+    drop((a, b));
 
     // Broadcasting: each member reads all 2000, with its own local offsets.
     let bc = |name: &str| {

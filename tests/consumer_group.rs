@@ -392,6 +392,9 @@ fn reset_by_timestamp_redelivers_exactly_the_later_messages_and_admin_commands()
     let groups = json_lines(&out.stdout)[0]["groups"].clone();
     assert!(groups.as_array().unwrap().contains(&"back".into()));
     ok(&node.cli(&["admin", "group", "delete", "--group", "back"]));
+    let out = node.cli(&["admin", "group", "progress", "--group", "back"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
     let out = node.cli(&["admin", "--json", "group", "list"]);
     let groups = json_lines(&out.stdout)[0]["groups"].clone();
     assert!(!groups.as_array().unwrap().contains(&"back".into()));

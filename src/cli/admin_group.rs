@@ -85,6 +85,9 @@ pub async fn progress(
         members.extend(p.client_ids);
         rows.extend(p.queues.into_iter().map(|q| (name.clone(), q)));
     }
+    if rows.is_empty() && members.is_empty() {
+        bail!("consumer group '{group}' not found: no committed offsets and no live member");
+    }
     rows.sort_by(|a, b| (&a.1.topic, &a.0, a.1.queue_id).cmp(&(&b.1.topic, &b.0, b.1.queue_id)));
     let total_lag: u64 = rows
         .iter()

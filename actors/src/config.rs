@@ -97,6 +97,12 @@ pub struct BrokerConfig {
     /// Serve SQL-92 property filters (`consume --sql`); when off, such
     /// subscriptions are refused.
     pub enable_property_filter: bool,
+    /// A consumer silent this long is dropped from its group.
+    pub client_expire_secs: u64,
+    /// How often consumer groups drop gone members and expired locks.
+    pub group_scan_interval_ms: u64,
+    /// Lease of an orderly consumer's queue lock.
+    pub order_lock_lease_secs: u64,
     /// Storage engine settings (`[store]`); `store.data_dir` is the broker's
     /// data directory (CommitLog, ConsumeQueues and the `config/` metadata).
     pub store: StoreConfig,
@@ -126,6 +132,9 @@ impl Default for BrokerConfig {
             transaction_check_interval_ms: 60_000,
             transaction_check_max: 15,
             enable_property_filter: true,
+            client_expire_secs: 120,
+            group_scan_interval_ms: 1000,
+            order_lock_lease_secs: 60,
             store: StoreConfig::default(),
         }
     }

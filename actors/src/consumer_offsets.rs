@@ -6,7 +6,12 @@
 //! (clean shutdown). A kill -9 may lose the last few seconds of commits;
 //! consumers then see those messages again — at-least-once, never a loss.
 //!
-//! Messages answered: [`CommitOffset`], [`QueryOffset`], [`FlushOffsets`].
+//! The time of the last commit per queue (for `admin group progress`) is
+//! persisted beside them, in `consumer_offsets_times.json`, on the same
+//! schedule.
+//!
+//! Messages answered: [`CommitOffset`], [`QueryOffset`], [`FlushOffsets`],
+//! [`GroupOffsets`], [`ListOffsetGroups`], [`DeleteGroupOffsets`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,7 +28,11 @@ type Table = BTreeMap<String, BTreeMap<String, BTreeMap<u32, u64>>>;
 pub struct ConsumerOffsets {
     table: Table,
     dirty: bool,
+    /// group → topic → queue id → ms since the epoch of the last commit.
+    last_commit: BTreeMap<String, BTreeMap<String, BTreeMap<u32, i64>>>,
+    times_dirty: bool,
     path: PathBuf,
+    times_path: PathBuf,
     flush_interval: Duration,
     log: Logger,
 }
@@ -37,10 +46,19 @@ impl ConsumerOffsets {
     ) -> std::io::Result<Self> {
         let path = data_dir.join("config").join("consumer_offsets.json");
         let table = persist::read_json(&path)?.unwrap_or_default();
+        let times_path = data_dir.join("config").join("consumer_offsets_times.json");
+        // The times are informational: an unreadable file is not fatal.
+        let last_commit = persist::read_json(&times_path)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         Ok(ConsumerOffsets {
             table,
             dirty: false,
+            last_commit,
+            times_dirty: false,
             path,
+            times_path,
             flush_interval,
             log: log.new(slog::o!("actor" => "consumer_offsets")),
         })
@@ -50,6 +68,10 @@ impl ConsumerOffsets {
         if self.dirty {
             persist::write_json(&self.path, &self.table)?;
             self.dirty = false;
+        }
+        if self.times_dirty {
+            persist::write_json(&self.times_path, &self.last_commit)?;
+            self.times_dirty = false;
         }
         Ok(())
     }
@@ -65,12 +87,69 @@ impl ConsumerOffsets {
         if queues.insert(queue_id, offset) != Some(offset) {
             self.dirty = true;
         }
+        self.last_commit
+            .entry(group.to_string())
+            .or_default()
+            .entry(topic.to_string())
+            .or_default()
+            .insert(queue_id, now_ms());
+        self.times_dirty = true;
+    }
+
+    /// Every (topic, queue id, offset, last commit ms) of `group`.
+    pub fn group_offsets(&self, group: &str) -> Vec<GroupQueueOffset> {
+        let Some(topics) = self.table.get(group) else {
+            return Vec::new();
+        };
+        topics
+            .iter()
+            .flat_map(|(topic, queues)| {
+                queues
+                    .iter()
+                    .map(move |(&queue_id, &offset)| GroupQueueOffset {
+                        topic: topic.clone(),
+                        queue_id,
+                        offset,
+                        last_commit_ms: self
+                            .last_commit
+                            .get(group)
+                            .and_then(|t| t.get(topic))
+                            .and_then(|q| q.get(&queue_id))
+                            .copied(),
+                    })
+            })
+            .collect()
+    }
+
+    /// Forgets a group's offsets; true if it had any.
+    pub fn delete_group(&mut self, group: &str) -> bool {
+        self.times_dirty |= self.last_commit.remove(group).is_some();
+        let had = self.table.remove(group).is_some();
+        self.dirty |= had;
+        had
     }
 
     /// The committed offset, if the group ever committed one.
     pub fn query(&self, group: &str, topic: &str, queue_id: u32) -> Option<u64> {
         self.table.get(group)?.get(topic)?.get(&queue_id).copied()
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// One queue's committed offset of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupQueueOffset {
+    pub topic: String,
+    pub queue_id: u32,
+    pub offset: u64,
+    /// When it was last committed (since this broker started).
+    pub last_commit_ms: Option<i64>,
 }
 
 impl Actor for ConsumerOffsets {
@@ -115,6 +194,42 @@ pub struct QueryOffset {
 #[rtype(result = "std::io::Result<()>")]
 pub struct FlushOffsets;
 
+/// Every committed offset of a group.
+#[derive(Message)]
+#[rtype(result = "Vec<GroupQueueOffset>")]
+pub struct GroupOffsets(pub String);
+
+/// Every group with committed offsets, sorted.
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub struct ListOffsetGroups;
+
+/// Forget a group's offsets; answers whether it had any.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct DeleteGroupOffsets(pub String);
+
+impl Handler<GroupOffsets> for ConsumerOffsets {
+    type Result = MessageResult<GroupOffsets>;
+    fn handle(&mut self, m: GroupOffsets, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.group_offsets(&m.0))
+    }
+}
+
+impl Handler<ListOffsetGroups> for ConsumerOffsets {
+    type Result = Vec<String>;
+    fn handle(&mut self, _: ListOffsetGroups, _: &mut Self::Context) -> Vec<String> {
+        self.table.keys().cloned().collect()
+    }
+}
+
+impl Handler<DeleteGroupOffsets> for ConsumerOffsets {
+    type Result = bool;
+    fn handle(&mut self, m: DeleteGroupOffsets, _: &mut Self::Context) -> bool {
+        self.delete_group(&m.0)
+    }
+}
+
 impl Handler<CommitOffset> for ConsumerOffsets {
     type Result = ();
     fn handle(&mut self, m: CommitOffset, _: &mut Self::Context) {
@@ -154,5 +269,26 @@ mod tests {
         assert_eq!(o.query("g", "T", 2), Some(7));
         assert_eq!(o.query("g", "T", 3), None);
         assert_eq!(o.query("h", "T", 1), None);
+    }
+
+    #[test]
+    fn group_listing_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let mut o = ConsumerOffsets::open(dir.path(), Duration::from_secs(5), log.clone()).unwrap();
+        o.commit("g", "T", 1, 42);
+        o.commit("h", "T", 0, 1);
+        let g = o.group_offsets("g");
+        assert_eq!(g.len(), 1);
+        assert_eq!((g[0].queue_id, g[0].offset), (1, 42));
+        assert!(g[0].last_commit_ms.is_some());
+        assert!(o.delete_group("g"));
+        assert!(!o.delete_group("g"));
+        o.flush().unwrap();
+        let o = ConsumerOffsets::open(dir.path(), Duration::from_secs(5), log).unwrap();
+        assert!(o.group_offsets("g").is_empty());
+        assert_eq!(o.query("h", "T", 0), Some(1));
+        // The last-commit time survived the restart.
+        assert!(o.group_offsets("h")[0].last_commit_ms.is_some());
     }
 }

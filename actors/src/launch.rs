@@ -17,6 +17,8 @@ use slog::{error, info, Logger};
 
 use crate::broker::{Broker, Unregister};
 use crate::config::BrokerConfig;
+use crate::consumer_group::GroupTimings;
+use crate::consumer_groups::ConsumerGroups;
 use crate::consumer_offsets::{ConsumerOffsets, FlushOffsets};
 use crate::processor::{BrokerService, Shared};
 use crate::remoting::server::ServeOptions;
@@ -45,6 +47,7 @@ pub struct BrokerHandle {
     workers: Vec<Arbiter>,
     storage_arbiter: Arbiter,
     scheduler_arbiter: Arbiter,
+    offsets_arbiter: Arbiter,
     log: Logger,
 }
 
@@ -74,6 +77,7 @@ impl BrokerHandle {
             w.stop();
         }
         self.storage_arbiter.stop();
+        self.offsets_arbiter.stop();
     }
 }
 
@@ -94,8 +98,12 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     let storage_arbiter = Arbiter::new();
     let storage =
         Storage::start_on(&storage_arbiter.handle(), config.store.clone(), log.clone()).await?;
+    // Offsets are written and fsynced by their owner: on a thread of its own.
+    let offsets_state =
+        ConsumerOffsets::open(&config.store.data_dir, Duration::from_secs(5), log.clone())?;
+    let offsets_arbiter = Arbiter::new();
     let offsets =
-        ConsumerOffsets::open(&config.store.data_dir, Duration::from_secs(5), log.clone())?.start();
+        ConsumerOffsets::start_in_arbiter(&offsets_arbiter.handle(), move |_| offsets_state);
     let registry = Arc::new(DashMap::new());
     let broker = Broker::new(
         config.clone(),
@@ -128,6 +136,14 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     )
     .await?
     .start();
+    let groups = Arc::new(DashMap::new());
+    let timings = GroupTimings {
+        client_expire: Duration::from_secs(config.client_expire_secs.max(1)),
+        scan_interval: Duration::from_millis(config.group_scan_interval_ms.max(10)),
+        lock_lease: Duration::from_secs(config.order_lock_lease_secs.max(1)),
+    };
+    let group_manager =
+        ConsumerGroups::new(groups.clone(), timings, config.max_frame_size, log.clone()).start();
     let shared = Shared {
         live,
         config: config.clone(),
@@ -135,6 +151,8 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         storage: storage.clone(),
         offsets: offsets.clone(),
         topics: registry,
+        groups,
+        group_manager,
         store_host,
         scheduler,
         transaction,
@@ -162,6 +180,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         workers,
         storage_arbiter,
         scheduler_arbiter,
+        offsets_arbiter,
         log,
     })
 }

@@ -11,6 +11,8 @@
 //! | [`consumer_offsets::ConsumerOffsets`] | broker | committed consumer offsets |
 //! | [`scheduler::Scheduler`] | broker | delay-level progress, the timer index |
 //! | [`transaction::Transaction`] | broker | half messages, the op log, check-back timing |
+//! | [`consumer_group::ConsumerGroup`] | consumer group | members, order locks |
+//! | [`consumer_groups::ConsumerGroups`] | broker | the registry of group actors |
 //!
 //! [`processor`] turns wire requests into messages to those owners;
 //! [`remoting`] is the TCP plumbing; [`store`] is the plain-Rust storage
@@ -18,6 +20,8 @@
 
 pub mod broker;
 pub mod config;
+pub mod consumer_group;
+pub mod consumer_groups;
 pub mod consumer_offsets;
 pub mod filter;
 pub mod launch;

@@ -55,6 +55,26 @@ pub enum Command {
     /// [`crate::GetTopicStatsRequest`] → [`crate::TopicStats`].
     GetTopicStats = 62,
     // Consumer groups (33-39, 42-49): add here.
+    /// [`crate::GetConsumerListRequest`] → [`crate::ConsumerList`].
+    GetConsumerList = 34,
+    /// Server push [`crate::ConsumerIdsChanged`]: rebalance now.
+    NotifyConsumerIdsChanged = 35,
+    /// [`crate::LockBatchRequest`] → [`crate::LockBatchResponse`].
+    LockBatchMq = 36,
+    /// [`crate::UnlockBatchRequest`] → [`crate::Ack`].
+    UnlockBatchMq = 37,
+    /// [`crate::ResetOffsetRequest`] → [`crate::ResetOffsetResponse`].
+    ResetOffset = 38,
+    /// Server push [`crate::ResetOffsetNotify`]: continue from these offsets.
+    NotifyResetOffset = 39,
+    /// [`crate::GetConsumeProgressRequest`] → [`crate::ConsumeProgress`].
+    GetConsumeProgress = 42,
+    /// [`crate::GetGroupListRequest`] → [`crate::GroupList`].
+    GetGroupList = 43,
+    /// [`crate::DeleteGroupRequest`] → [`crate::Ack`].
+    DeleteGroup = 44,
+    /// [`crate::SendBackRequest`] → [`crate::SendBackResponse`].
+    ConsumerSendBack = 46,
     // Queries and admin (70-89): add here.
     /// [`crate::GetScheduleStatsRequest`] → [`crate::ScheduleStats`].
     GetScheduleStats = 90,
@@ -100,6 +120,16 @@ impl Command {
         Command::DeleteTopic,
         Command::GetTopicStats,
         // Consumer groups: add here.
+        Command::GetConsumerList,
+        Command::NotifyConsumerIdsChanged,
+        Command::LockBatchMq,
+        Command::UnlockBatchMq,
+        Command::ResetOffset,
+        Command::NotifyResetOffset,
+        Command::GetConsumeProgress,
+        Command::GetGroupList,
+        Command::DeleteGroup,
+        Command::ConsumerSendBack,
         // Queries and admin: add here.
         Command::GetScheduleStats,
         Command::SearchOffsetByTime,

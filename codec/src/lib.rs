@@ -72,6 +72,16 @@
 //! | 33 | `SearchOffsetByTime` | [`SearchOffsetByTimeRequest`] | [`SearchOffsetByTimeResponse`] | A queue's first offset stored at or after a timestamp (its max offset if none). |
 //! | 40 | `Heartbeat` | [`HeartbeatRequest`] | [`Ack`] | A client is alive; lists its producer groups and its consumer groups with subscriptions (drives rebalancing). |
 //! | 41 | `UnregisterClient` | [`UnregisterClientRequest`] | [`Ack`] | A client leaves a producer and/or consumer group. |
+//! | 34 | `GetConsumerList` | [`GetConsumerListRequest`] | [`ConsumerList`] | A consumer group's live members (client ids, sorted), for rebalancing. |
+//! | 35 | `NotifyConsumerIdsChanged` | — (push) | [`ConsumerIdsChanged`] | Broker → every member when the group's membership changes: rebalance now. |
+//! | 36 | `LockBatchMq` | [`LockBatchRequest`] | [`LockBatchResponse`] | Orderly consumer locks queues (60 s lease, renewed by asking again); answers the queues it now holds. |
+//! | 37 | `UnlockBatchMq` | [`UnlockBatchRequest`] | [`Ack`] | Release queue locks. |
+//! | 38 | `ResetOffset` | [`ResetOffsetRequest`] | [`ResetOffsetResponse`] | Admin → broker: backtrack a group's offsets on a topic to a time; live members are told by push. |
+//! | 39 | `NotifyResetOffset` | — (push) | [`ResetOffsetNotify`] | Broker → members: drop in-memory offsets and continue from these. |
+//! | 42 | `GetConsumeProgress` | [`GetConsumeProgressRequest`] | [`ConsumeProgress`] | Admin → broker: per queue max offset, committed offset, last commit time; live members. |
+//! | 43 | `GetGroupList` | [`GetGroupListRequest`] | [`GroupList`] | Admin → broker: every consumer group known. |
+//! | 44 | `DeleteGroup` | [`DeleteGroupRequest`] | [`Ack`] | Admin → broker: forget a group's offsets, members and locks. |
+//! | 46 | `ConsumerSendBack` | [`SendBackRequest`] | [`SendBackResponse`] | A consumer failed a message: the broker stores a copy in `%RETRY%<group>` with delay level 3 + reconsume times, or in `%DLQ%<group>` after `max_reconsume_times` (16). |
 //! | 50 | `RegisterBroker` | [`RegisterBrokerRequest`] | [`RegisterBrokerResponse`] | Broker → NameServer, periodic: the broker's addresses and all its topics; the answer gives a slave its master's addresses. |
 //! | 51 | `UnregisterBroker` | [`UnregisterBrokerRequest`] | [`Ack`] | Broker → NameServer on clean shutdown. |
 //! | 52 | `GetRouteInfo` | [`GetRouteInfoRequest`] | [`TopicRouteData`] | Client → NameServer: which brokers host a topic's queues. `TopicNotFound` if none. |
@@ -107,6 +117,14 @@ mod skip;
 pub use cmd::broker::{
     RegisterBrokerRequest, RegisterBrokerResponse, TopicConfig, UnregisterBrokerRequest,
     PERM_INHERIT, PERM_READ, PERM_WRITE,
+};
+pub use cmd::group::{
+    ConsumeProgress, ConsumerIdsChanged, ConsumerList, DeleteGroupRequest,
+    GetConsumeProgressRequest, GetConsumerListRequest, GetGroupListRequest, GroupList,
+    LockBatchRequest, LockBatchResponse, QueueOffsetEntry, QueueProgress, QueueRef,
+    ResetOffsetNotify, ResetOffsetRequest, ResetOffsetResponse, SendBackRequest, SendBackResponse,
+    UnlockBatchRequest, DEFAULT_MAX_RECONSUME_TIMES, DLQ_TOPIC_PREFIX, PROPERTY_ORIGIN_MESSAGE_ID,
+    PROPERTY_RETRY_TOPIC, RETRY_TOPIC_PREFIX,
 };
 pub use cmd::handshake::{Handshake, HandshakeResponse};
 pub use cmd::heartbeat::{

@@ -488,3 +488,63 @@ proptest! {
         check_rpc(id, split, &search, &SearchOffsetByTimeResponse { offset }, &err);
     }
 }
+
+fn queue_ref() -> impl Strategy<Value = QueueRef> {
+    (text(), any::<u32>()).prop_map(|(topic, queue_id)| QueueRef { topic, queue_id })
+}
+
+fn queue_offset_entry() -> impl Strategy<Value = QueueOffsetEntry> {
+    (any::<u32>(), any::<u64>())
+        .prop_map(|(queue_id, offset)| QueueOffsetEntry { queue_id, offset })
+}
+
+/// Checks a server push body round trip.
+fn check_push<T: Serialize + DeserializeOwned + PartialEq + Debug>(
+    cmd: Command,
+    split: usize,
+    body: &T,
+) {
+    let mut wire = BytesMut::new();
+    FrameCodec::default()
+        .encode(OutFrame::new(Header::push(0, cmd), body), &mut wire)
+        .unwrap();
+    let frame = decode_split(&wire, split);
+    assert_eq!(frame.header.kind, FrameKind::Push);
+    assert_eq!(frame.command().unwrap(), cmd);
+    assert_eq!(&frame.decode_body::<T>().unwrap(), body);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn consumer_group_commands(id in any::<u64>(), split in any::<usize>(), err in wire_error(),
+                               g in text(), t in text(), c in text(), ids in vec(text(), 0..4),
+                               qs in vec(queue_ref(), 0..4), qs2 in vec(queue_ref(), 0..4),
+                               offs in vec(queue_offset_entry(), 0..4), ts in any::<i64>(),
+                               q in any::<u32>(), o in any::<u64>(), o2 in any::<u64>(),
+                               last in option::of(any::<i64>())) {
+        check_rpc(id, split, &GetConsumerListRequest { group: g.clone() },
+                  &ConsumerList { client_ids: ids.clone() }, &err);
+        check_rpc(id, split, &LockBatchRequest { group: g.clone(), client_id: c.clone(), queues: qs.clone() },
+                  &LockBatchResponse { locked: qs2 }, &err);
+        check_rpc(id, split, &UnlockBatchRequest { group: g.clone(), client_id: c.clone(), queues: qs },
+                  &Ack {}, &err);
+        check_rpc(id, split, &ResetOffsetRequest { group: g.clone(), topic: t.clone(), timestamp_ms: ts },
+                  &ResetOffsetResponse { offsets: offs.clone() }, &err);
+        let progress = ConsumeProgress {
+            queues: vec![QueueProgress { topic: t.clone(), queue_id: q, broker_offset: o,
+                                         consumer_offset: o2, last_commit_ms: last }],
+            client_ids: ids.clone(),
+        };
+        check_rpc(id, split, &GetConsumeProgressRequest { group: g.clone() }, &progress, &err);
+        check_rpc(id, split, &GetGroupListRequest {}, &GroupList { groups: ids }, &err);
+        check_rpc(id, split, &DeleteGroupRequest { group: g.clone() }, &Ack {}, &err);
+        check_rpc(id, split, &SendBackRequest { group: g.clone(), physical_offset: o,
+                                                reconsume_times: q, max_reconsume_times: Some(q) },
+                  &SendBackResponse { topic: t.clone(), queue_offset: o2 }, &err);
+        check_push(Command::NotifyConsumerIdsChanged, split, &ConsumerIdsChanged { group: g.clone() });
+        check_push(Command::NotifyResetOffset, split,
+                   &ResetOffsetNotify { group: g, topic: t, broker_addr: c, offsets: offs });
+    }
+}

@@ -16,7 +16,8 @@ use skylark_codec::{
     PERM_WRITE,
 };
 
-use super::{AdminArgs, AdminCmd, ClusterCmd, TopicCmd, TopicCreateArgs};
+use super::admin_group;
+use super::{AdminArgs, AdminCmd, ClusterCmd, GroupCmd, OffsetCmd, TopicCmd, TopicCreateArgs};
 use crate::client::{ClientConfig, ClientError, NameServerClient};
 
 /// `println!` that returns an error (e.g. a closed pipe) instead of panicking.
@@ -47,6 +48,16 @@ async fn admin(a: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCmd::Message(m) => super::admin_query::message(&ns, &cfg, m, a.json).await,
         AdminCmd::Broker(b) => super::admin_query::broker(&ns, &cfg, b, a.json).await,
+        AdminCmd::Group(GroupCmd::List) => admin_group::list(&ns, &cfg, a.json).await,
+        AdminCmd::Group(GroupCmd::Progress(g)) => {
+            admin_group::progress(&ns, &cfg, &g.group, a.json).await
+        }
+        AdminCmd::Group(GroupCmd::Delete(g)) => {
+            admin_group::delete(&ns, &cfg, &g.group, a.json).await
+        }
+        AdminCmd::Offset(OffsetCmd::Reset(r)) => {
+            admin_group::reset(&ns, &cfg, &r.group, &r.topic, r.timestamp, a.json).await
+        }
     }
 }
 

@@ -1,36 +1,42 @@
-//! `skylark consume`: pull every queue of a topic and print what arrives.
+//! `skylark consume`: join a consumer group and print what arrives.
 //!
-//! One long-polling puller per queue (each pulls its queue sequentially, so
-//! a queue's messages print in queue-offset order) feeds a single printer.
+//! A [`PushConsumer`] with one consume worker (so a queue's messages print
+//! in queue-offset order) and a listener that prints each message — and
+//! flushes stdout — before answering success, so a committed offset never
+//! passes an unprinted message. In clustering mode (the default) the
+//! group's running members split the topic's queues and rebalance when one
+//! joins or leaves; with `--broadcast` every member reads every queue and
+//! keeps its offsets in a local file (`--offset-file`, default
+//! `~/.skylark_offsets/<instance>/<group>/offsets.json`).
+//!
 //! A queue starts at the group's committed offset, else per `--from`
-//! (`first` = the queue's min offset, `last` = its max offset). Offsets are
-//! committed to the broker after printing: every few seconds and before
-//! exit. The run stops after `--count` messages, after `--idle-timeout`
-//! seconds without a new message, or on Ctrl-C, and exits 0.
-//!
-//! `--broadcast` reads every queue without committing the group's offsets
-//! (each run starts per `--from`). `--sql` subscribes with a SQL-92
-//! property filter evaluated on the broker; it is validated here first, so
-//! a malformed expression exits non-zero with the parser's reason.
+//! (`first`, `last`, or a Unix time in ms: the first message stored at or
+//! after it). Offsets are committed every few seconds and before exit. The
+//! run stops after `--count` messages, after `--idle-timeout` seconds
+//! without a new message, or on Ctrl-C, and exits 0. `--sql` subscribes
+//! with a SQL-92 property filter evaluated on the broker; it is validated
+//! here first, so a malformed expression exits non-zero with the parser's
+//! reason.
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
-use skylark_codec::{parse_tag_expression, MessageModel, PullStatus};
-use tokio::sync::mpsc;
+use anyhow::bail;
+use skylark_codec::{parse_tag_expression, ConsumeFrom, MessageModel};
 
 use super::ConsumeArgs;
-use crate::client::{ClientConfig, ClientError, MessageQueue, PullConsumer, ReceivedMessage};
+use crate::client::{
+    AllocateStrategy, ClientConfig, ConsumeResult, PullConsumer, PushConsumer, PushConsumerOptions,
+    ReceivedMessage,
+};
 
 /// Longest a pull is parked on the broker.
 const MAX_SUSPEND: Duration = Duration::from_secs(5);
-/// Messages asked for per pull.
-const PULL_BATCH: u32 = 32;
 /// How often printed progress is committed.
-const COMMIT_EVERY: Duration = Duration::from_secs(5);
-/// Pause before retrying a pull after a connection failure.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
+const COMMIT_EVERY: Duration = Duration::from_secs(2);
 
 /// Where a queue without a committed offset starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,53 +57,19 @@ fn parse_from(s: &str) -> anyhow::Result<From> {
     }
 }
 
-/// What a puller tells the printer.
-enum Event {
-    /// Messages of queue `idx` (maybe none) and the offset after them.
-    Batch {
-        idx: usize,
-        messages: Vec<ReceivedMessage>,
-        next_offset: u64,
-    },
-    /// A failure that retrying will not fix.
-    Fatal(ClientError),
-}
-
-/// Per-queue progress: next offset to consume and what was committed.
-struct Progress {
-    queue: MessageQueue,
-    next: u64,
-    committed: u64,
-}
-
 /// Entry point of `skylark consume`.
 pub fn run(a: ConsumeArgs) -> anyhow::Result<()> {
     if let Some(sql) = &a.sql {
-        skylark_actors::filter::validate(sql).map_err(|e| anyhow::anyhow!("--sql: {e}"))?;
+        // Checked here first, so a malformed expression exits with the
+        // parser's reason before anything connects.
+        skylark_actors::filter::validate(sql).map_err(|e| anyhow::anyhow!("--sql {sql:?}: {e}"))?;
     }
     if let Some(f) = &a.filter {
         parse_tag_expression(f).map_err(|e| anyhow::anyhow!("--filter {f:?}: {e}"))?;
     }
     let from = parse_from(&a.from)?;
-    actix::System::new().block_on(consume(a, from))
-}
-
-async fn start_offset(
-    c: &PullConsumer,
-    q: &MessageQueue,
-    from: From,
-    broadcast: bool,
-) -> anyhow::Result<u64> {
-    if !broadcast {
-        if let Some(o) = c.query_offset(q).await? {
-            return Ok(o);
-        }
-    }
-    match from {
-        From::First => Ok(c.queue_offsets(q).await?.min_offset),
-        From::Last => Ok(c.queue_offsets(q).await?.max_offset),
-        From::Timestamp(ms) => Ok(c.offset_by_time(q, ms).await?),
-    }
+    let strategy: AllocateStrategy = a.strategy.parse().map_err(anyhow::Error::msg)?;
+    actix::System::new().block_on(consume(a, from, strategy))
 }
 
 /// The topic's readable queues. A topic with no route yet (not created, or
@@ -122,131 +94,135 @@ async fn wait_for_queues(
     }
 }
 
-async fn consume(a: ConsumeArgs, from: From) -> anyhow::Result<()> {
-    let consumer = PullConsumer::start(ClientConfig::new(&a.namesrv), &a.group)?;
-    let queues =
-        wait_for_queues(&consumer, &a.topic, a.idle_timeout.map(Duration::from_secs)).await?;
-    let model = if a.broadcast {
-        MessageModel::Broadcasting
-    } else {
-        MessageModel::Clustering
-    };
-    let mut progress = Vec::with_capacity(queues.len());
-    for q in queues {
-        let start = start_offset(&consumer, &q, from, a.broadcast).await?;
-        progress.push(Progress {
-            queue: q,
-            next: start,
-            committed: start,
-        });
-    }
-    // Tell the brokers who we are; a broker that does not track pull
-    // consumers is not a reason to stop.
-    match &a.sql {
-        // A refused SQL subscription is fatal; other heartbeat errors not.
-        Some(sql) => match consumer.heartbeat_sql(&a.topic, sql, model).await {
-            Err(ClientError::Remote { error, .. })
-                if error.code == skylark_codec::ErrorCode::InvalidFilter =>
-            {
-                bail!("{}", error.message)
-            }
-            _ => {}
-        },
-        None => {
-            let _ = consumer
-                .heartbeat(&[(a.topic.clone(), a.filter.clone())], model, &[])
-                .await;
-        }
-    }
-
-    let suspend = match a.idle_timeout {
-        Some(s) => MAX_SUSPEND.min(Duration::from_secs(s)),
-        None => MAX_SUSPEND,
-    };
-    let (tx, rx) = mpsc::channel(progress.len() * 2 + 1);
-    for (idx, p) in progress.iter().enumerate() {
-        let puller = Puller {
-            consumer: consumer.clone(),
-            queue: p.queue.clone(),
-            idx,
-            offset: p.next,
-            filter: a.filter.clone(),
-            sql: a.sql.clone(),
-            suspend,
-            tx: tx.clone(),
-        };
-        actix::spawn(puller.run());
-    }
-    drop(tx);
-    let result = print_loop(&a, rx, &mut progress, &consumer).await;
-    if !a.broadcast {
-        commit(&consumer, &mut progress).await?;
-    }
-    result
+/// What the printing listener shares with the main loop.
+struct Printer {
+    json: bool,
+    limit: Option<u64>,
+    printed: AtomicU64,
+    /// When the last message was printed.
+    last: Mutex<Instant>,
+    /// A write to stdout failed (closed pipe): stop.
+    failed: Mutex<Option<String>>,
 }
 
-async fn print_loop(
-    a: &ConsumeArgs,
-    mut rx: mpsc::Receiver<Event>,
-    progress: &mut [Progress],
-    consumer: &PullConsumer,
-) -> anyhow::Result<()> {
+impl Printer {
+    fn consume(&self, msgs: &[ReceivedMessage]) -> ConsumeResult {
+        let hold = ConsumeResult::Suspend(Duration::from_secs(3600));
+        let mut out = std::io::stdout().lock();
+        for m in msgs {
+            if !self
+                .limit
+                .is_none_or_gt(self.printed.load(Ordering::SeqCst))
+            {
+                // Over the limit: not consumed, so not committed.
+                return hold;
+            }
+            if let Err(e) = print_message(&mut out, m, self.json).and_then(|_| Ok(out.flush()?)) {
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                return hold;
+            }
+            self.printed.fetch_add(1, Ordering::SeqCst);
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        }
+        ConsumeResult::Success
+    }
+}
+
+async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyhow::Result<()> {
     let idle = a.idle_timeout.map(Duration::from_secs);
-    let mut deadline = idle.map(|d| tokio::time::Instant::now() + d);
-    let mut printed: u64 = 0;
-    let mut last_commit = Instant::now();
-    let stdout = std::io::stdout();
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    // A bar only when the run has a known length (--count).
-    let bar = match a.count {
-        Some(n) => super::progress_bar(n),
-        None => indicatif::ProgressBar::hidden(),
-    };
-    while a.count.is_none_or_gt(printed) {
-        let recv = async {
-            match deadline {
-                Some(d) => tokio::time::timeout_at(d, rx.recv()).await.ok(),
-                None => Some(rx.recv().await),
+    {
+        // Wait for the topic's route (e.g. a broker still registering).
+        let probe = PullConsumer::start(ClientConfig::new(&a.namesrv), &a.group)?;
+        wait_for_queues(&probe, &a.topic, idle).await?;
+        // A SQL subscription the broker refuses (filtering switched off, or
+        // an expression it cannot evaluate) is fatal, with its reason.
+        if let Some(sql) = &a.sql {
+            let model = if a.broadcast {
+                MessageModel::Broadcasting
+            } else {
+                MessageModel::Clustering
+            };
+            if let Err(crate::client::ClientError::Remote { error, .. }) =
+                probe.heartbeat_sql(&a.topic, sql, model).await
+            {
+                if error.code == skylark_codec::ErrorCode::InvalidFilter {
+                    bail!("{}", error.message);
+                }
             }
-        };
-        let event = tokio::select! {
-            e = recv => e,
-            _ = &mut ctrl_c => break,
-        };
-        let (idx, messages, next_offset) = match event {
-            None | Some(None) => break, // idle timeout, or every puller ended
-            Some(Some(Event::Fatal(e))) => return Err(e.into()),
-            Some(Some(Event::Batch {
-                idx,
-                messages,
-                next_offset,
-            })) => (idx, messages, next_offset),
-        };
-        let mut out = stdout.lock();
-        let mut next = next_offset;
-        for m in &messages {
-            if !a.count.is_none_or_gt(printed) {
-                next = m.queue_offset;
-                break;
-            }
-            print_message(&mut out, m, a.json)?;
-            printed += 1;
-            bar.inc(1);
-        }
-        out.flush().context("writing to stdout")?;
-        if let Some(p) = progress.get_mut(idx) {
-            p.next = next;
-        }
-        if !messages.is_empty() {
-            deadline = idle.map(|d| tokio::time::Instant::now() + d);
-        }
-        if !a.broadcast && last_commit.elapsed() >= COMMIT_EVERY {
-            commit(consumer, progress).await?;
-            last_commit = Instant::now();
         }
     }
-    bar.finish_and_clear();
+    let opts = PushConsumerOptions {
+        model: if a.broadcast {
+            MessageModel::Broadcasting
+        } else {
+            MessageModel::Clustering
+        },
+        consume_from: match from {
+            From::First => ConsumeFrom::First,
+            From::Last => ConsumeFrom::Last,
+            From::Timestamp(ms) => ConsumeFrom::Timestamp(ms),
+        },
+        strategy,
+        consume_threads: 1,
+        batch_size: 1,
+        commit_interval: COMMIT_EVERY,
+        pull_suspend: idle.map_or(MAX_SUSPEND, |i| MAX_SUSPEND.min(i)),
+        rebalance_interval: Duration::from_millis(a.rebalance_interval_ms.max(10)),
+        instance_name: a.instance.clone(),
+        local_offset_path: a.offset_file.clone().map(PathBuf::from),
+        ..PushConsumerOptions::default()
+    };
+    let printer = Arc::new(Printer {
+        json: a.json,
+        limit: a.count,
+        printed: AtomicU64::new(0),
+        last: Mutex::new(Instant::now()),
+        failed: Mutex::new(None),
+    });
+    let p = printer.clone();
+    let builder = PushConsumer::builder(ClientConfig::new(&a.namesrv), &a.group);
+    let builder = match &a.sql {
+        Some(sql) => builder.subscribe_sql(&a.topic, sql),
+        None => builder.subscribe(&a.topic, a.filter.as_deref().unwrap_or("*")),
+    };
+    let consumer = builder
+        .options(opts)
+        .start(move |msgs: &[ReceivedMessage]| p.consume(msgs))?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = &mut ctrl_c => break,
+        }
+        if !a
+            .count
+            .is_none_or_gt(printer.printed.load(Ordering::SeqCst))
+        {
+            break;
+        }
+        if printer
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            break;
+        }
+        let last = *printer.last.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.is_some_and(|i| last.elapsed() >= i) {
+            break;
+        }
+    }
+    consumer.shutdown().await;
+    if let Some(e) = printer
+        .failed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        bail!("writing to stdout: {e}");
+    }
     Ok(())
 }
 
@@ -289,90 +265,6 @@ pub(crate) fn print_message(
         body
     )?;
     Ok(())
-}
-
-/// Commits every queue whose printed progress moved.
-async fn commit(c: &PullConsumer, progress: &mut [Progress]) -> anyhow::Result<()> {
-    for p in progress.iter_mut().filter(|p| p.next != p.committed) {
-        c.commit_offset(&p.queue, p.next).await?;
-        p.committed = p.next;
-    }
-    Ok(())
-}
-
-/// Pulls one queue forever, handing batches to the printer.
-struct Puller {
-    consumer: PullConsumer,
-    queue: MessageQueue,
-    idx: usize,
-    offset: u64,
-    filter: Option<String>,
-    sql: Option<String>,
-    suspend: Duration,
-    tx: mpsc::Sender<Event>,
-}
-
-impl Puller {
-    async fn run(mut self) {
-        loop {
-            let started = Instant::now();
-            let res = match &self.sql {
-                Some(sql) => {
-                    self.consumer
-                        .pull_sql_and_commit(
-                            &self.queue,
-                            self.offset,
-                            PULL_BATCH,
-                            sql,
-                            self.suspend,
-                            None,
-                        )
-                        .await
-                }
-                None => {
-                    self.consumer
-                        .pull(
-                            &self.queue,
-                            self.offset,
-                            PULL_BATCH,
-                            self.filter.as_deref(),
-                            self.suspend,
-                        )
-                        .await
-                }
-            };
-            let r = match res {
-                Ok(r) => r,
-                Err(e) if e.is_retryable() => {
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                    continue;
-                }
-                Err(e) => {
-                    let _ = self.tx.send(Event::Fatal(e)).await;
-                    return;
-                }
-            };
-            let moved = r.next_offset != self.offset;
-            if r.status == PullStatus::OffsetIllegal {
-                self.offset = r.next_offset.clamp(r.min_offset, r.max_offset);
-            } else if moved {
-                self.offset = r.next_offset;
-            }
-            if !r.messages.is_empty() || moved {
-                let ev = Event::Batch {
-                    idx: self.idx,
-                    messages: r.messages,
-                    next_offset: self.offset,
-                };
-                if self.tx.send(ev).await.is_err() {
-                    return;
-                }
-            } else if started.elapsed() < self.suspend / 2 {
-                // The broker answered at once with nothing: do not spin.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

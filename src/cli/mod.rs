@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod admin_delay;
+pub mod admin_group;
 pub mod admin_query;
 pub mod bench;
 pub mod consume;
@@ -228,6 +229,20 @@ pub struct ConsumeArgs {
     /// Where a group with no committed offset starts: first, last or a Unix time in ms.
     #[arg(long, default_value = "first")]
     pub from: String,
+    /// How the group's members split queues: average, average-by-circle,
+    /// consistent-hash.
+    #[arg(long, default_value = "average")]
+    pub strategy: String,
+    /// Periodic rebalance, in ms (members also rebalance at once when one
+    /// joins or leaves).
+    #[arg(long, default_value_t = 20_000)]
+    pub rebalance_interval_ms: u64,
+    /// Instance name: names the local offset file of a broadcast consumer.
+    #[arg(long, default_value = "DEFAULT")]
+    pub instance: String,
+    /// Local offset file of a broadcast consumer (overrides --instance).
+    #[arg(long)]
+    pub offset_file: Option<String>,
     /// One JSON object per received message on stdout.
     #[arg(long)]
     pub json: bool,
@@ -262,6 +277,12 @@ pub enum AdminCmd {
     /// A broker's live settings.
     #[command(subcommand)]
     Broker(BrokerCmd),
+    /// Consumer groups: list, progress, delete.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Consumer offsets: reset (backtrack) to a time.
+    #[command(subcommand)]
+    Offset(OffsetCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -352,6 +373,43 @@ pub struct BrokerSetArgs {
     /// Only this broker (default: every master the NameServer knows).
     #[arg(long)]
     pub broker: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCmd {
+    /// Every consumer group the brokers know.
+    List,
+    /// Per queue: broker max offset, committed offset, lag, last consumed time.
+    Progress(GroupNameArgs),
+    /// Forget a group's offsets, members and locks on every broker.
+    Delete(GroupNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GroupNameArgs {
+    /// Consumer group.
+    #[arg(long)]
+    pub group: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OffsetCmd {
+    /// Set the group's offsets of a topic to the first message stored at or
+    /// after a time; live members re-read from there.
+    Reset(OffsetResetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OffsetResetArgs {
+    /// Consumer group.
+    #[arg(long)]
+    pub group: String,
+    /// Topic.
+    #[arg(long)]
+    pub topic: String,
+    /// Unix time in milliseconds.
+    #[arg(long)]
+    pub timestamp: i64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -77,6 +77,11 @@ impl PullConsumer {
         &self.group
     }
 
+    /// The client settings.
+    pub(crate) fn config(&self) -> &Arc<ClientConfig> {
+        &self.config
+    }
+
     /// The NameServer client behind this handle.
     pub fn namesrv(&self) -> &NameServerClient {
         &self.namesrv
@@ -101,7 +106,8 @@ impl PullConsumer {
         Ok(route.read_queues.clone())
     }
 
-    async fn conn(&self, addr: &str) -> Result<RpcClient> {
+    /// A connection to a broker address (shared with the client instance).
+    pub(crate) async fn conn(&self, addr: &str) -> Result<RpcClient> {
         self.instance
             .send(GetConnection {
                 addr: addr.to_string(),
@@ -343,11 +349,15 @@ impl PullConsumer {
                 }],
             }],
         };
-        let addrs = self
-            .instance
-            .send(ConnectedBrokers)
-            .await
-            .map_err(|_| ClientError::Stopped)?;
+        // Every broker serving the topic checks the subscription.
+        let mut addrs: Vec<String> = self
+            .queues(topic)
+            .await?
+            .into_iter()
+            .map(|q| q.broker_addr)
+            .collect();
+        addrs.sort();
+        addrs.dedup();
         for addr in addrs {
             let client = self.conn(&addr).await?;
             client

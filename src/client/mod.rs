@@ -1,5 +1,6 @@
-//! The Skylark client: an actor-based [`Producer`], [`TransactionProducer`]
-//! and [`PullConsumer`].
+//! The Skylark client: an actor-based [`Producer`], [`TransactionProducer`],
+//! [`PullConsumer`] and [`PushConsumer`] (listener-driven, clustering or
+//! broadcasting, orderly).
 //!
 //! Why it is shaped like this (RocketMQ's `MQClientInstance` in actix terms):
 //!
@@ -34,9 +35,13 @@ mod consumer;
 mod error;
 mod fault;
 mod instance;
+mod local_offsets;
 mod message;
 mod namesrv;
+mod process_queue;
 mod producer;
+mod push_consumer;
+mod rebalance;
 mod route;
 mod transaction;
 
@@ -48,7 +53,12 @@ pub use instance::ClientInstance;
 pub use message::{decode_records, tag_matches, ReceivedMessage};
 pub use namesrv::NameServerClient;
 pub use producer::Producer;
+pub use push_consumer::{
+    ConsumeResult, MessageListener, PushConsumer, PushConsumerBuilder, PushConsumerOptions,
+};
+pub use rebalance::{allocate, sort_queues, AllocateStrategy};
 pub use route::{select_by_key, select_round_robin, MessageQueue, TopicRoute};
+pub use skylark_codec::{ConsumeFrom, MessageModel};
 pub use skylark_codec::{MessageData, QueueOffsets, SendResult, SendStatus};
 pub use transaction::{
     LocalTransactionState, TransactionChecker, TransactionProducer, TransactionSendResult,

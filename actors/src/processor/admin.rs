@@ -1,30 +1,17 @@
-//! Client bookkeeping (Heartbeat, UnregisterClient) and topic management
-//! (CreateTopic, DeleteTopic).
+//! Topic management (CreateTopic, DeleteTopic, GetTopicStats); client
+//! bookkeeping moved to [`super::group`].
 
 use std::sync::Arc;
 
 use skylark_codec::{
-    Ack, CreateTopicRequest, DeleteTopicRequest, GetTopicStatsRequest, HeartbeatRequest,
-    QueueStats, TopicStats, UnregisterClientRequest, WireError,
+    Ack, CreateTopicRequest, DeleteTopicRequest, GetTopicStatsRequest, QueueStats, TopicStats,
+    WireError,
 };
 
 use super::Shared;
 use crate::broker::{CreateTopic, DeleteTopic};
 use crate::storage::GetQueueOffsets;
 use crate::topic_queue::GetTopicStats;
-
-/// Heartbeats keep clients known; consumer-group membership builds on them.
-pub async fn heartbeat(s: Arc<Shared>, r: HeartbeatRequest) -> Result<Ack, WireError> {
-    super::query::check_subscriptions(&s, &r)?;
-    Ok(Ack {})
-}
-
-pub async fn unregister_client(
-    _s: Arc<Shared>,
-    _r: UnregisterClientRequest,
-) -> Result<Ack, WireError> {
-    Ok(Ack {})
-}
 
 pub async fn create_topic(s: Arc<Shared>, r: CreateTopicRequest) -> Result<Ack, WireError> {
     s.broker

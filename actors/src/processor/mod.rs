@@ -9,6 +9,7 @@
 
 mod admin;
 mod delay;
+mod group;
 mod offset;
 mod pull;
 mod query;
@@ -25,6 +26,7 @@ use skylark_codec::{Command, RawFrame, WireError};
 
 use crate::broker::{Broker, EnsureTopic, TopicRegistry};
 use crate::config::BrokerConfig;
+use crate::consumer_groups::{ConsumerGroups, GroupRegistry};
 use crate::consumer_offsets::ConsumerOffsets;
 use crate::live_settings::LiveSettings;
 use crate::remoting::{wire, ConnInfo, Service};
@@ -41,6 +43,9 @@ pub struct Shared {
     pub storage: Addr<Storage>,
     pub offsets: Addr<ConsumerOffsets>,
     pub topics: TopicRegistry,
+    /// Group name → its ConsumerGroup actor (written by `group_manager`).
+    pub groups: GroupRegistry,
+    pub group_manager: Addr<ConsumerGroups>,
     /// This broker's address as written into message ids.
     pub store_host: SocketAddr,
     /// The Scheduler (delayed messages) and its settings.
@@ -94,6 +99,7 @@ impl Service for BrokerService {
         let header = frame.header;
         let peer = conn.peer;
         transaction::note_client(&s, cmd, &frame, conn);
+        let conn_addr = conn.addr.clone();
         Box::pin(async move {
             match cmd {
                 Command::SendMessage => wire::dispatch(frame, |r| send::send_one(s, r, peer)).await,
@@ -108,14 +114,32 @@ impl Service for BrokerService {
                 Command::GetQueueOffsets => {
                     wire::dispatch(frame, |r| offset::queue_offsets(s, r)).await
                 }
-                Command::Heartbeat => wire::dispatch(frame, |r| admin::heartbeat(s, r)).await,
+                Command::Heartbeat => {
+                    wire::dispatch(frame, |r| group::heartbeat(s, r, conn_addr)).await
+                }
                 Command::UnregisterClient => {
-                    wire::dispatch(frame, |r| admin::unregister_client(s, r)).await
+                    wire::dispatch(frame, |r| group::unregister_client(s, r)).await
                 }
                 Command::CreateTopic => wire::dispatch(frame, |r| admin::create_topic(s, r)).await,
                 Command::DeleteTopic => wire::dispatch(frame, |r| admin::delete_topic(s, r)).await,
                 Command::GetTopicStats => wire::dispatch(frame, |r| admin::topic_stats(s, r)).await,
                 // Consumer groups: add here.
+                Command::GetConsumerList => {
+                    wire::dispatch(frame, |r| group::consumer_list(s, r)).await
+                }
+                Command::LockBatchMq => wire::dispatch(frame, |r| group::lock_batch(s, r)).await,
+                Command::UnlockBatchMq => {
+                    wire::dispatch(frame, |r| group::unlock_batch(s, r)).await
+                }
+                Command::ResetOffset => wire::dispatch(frame, |r| group::reset_offset(s, r)).await,
+                Command::GetConsumeProgress => {
+                    wire::dispatch(frame, |r| group::consume_progress(s, r)).await
+                }
+                Command::GetGroupList => wire::dispatch(frame, |r| group::group_list(s, r)).await,
+                Command::DeleteGroup => wire::dispatch(frame, |r| group::delete_group(s, r)).await,
+                Command::ConsumerSendBack => {
+                    wire::dispatch(frame, |r| group::send_back(s, r, peer)).await
+                }
                 // Queries and admin: add here.
                 Command::SearchOffsetByTime => {
                     wire::dispatch(frame, |r| query::search_offset_by_time(s, r)).await

@@ -74,6 +74,19 @@ async fn store(
     messages: Vec<MessageData>,
     peer: SocketAddr,
 ) -> Result<Vec<SendResult>, WireError> {
+    store_with_reconsume(s, topic, queue_id, messages, peer, 0).await
+}
+
+/// [`store`] with the records' reconsume count set (a consumer's send-back
+/// to the retry or dead-letter topic).
+pub(super) async fn store_with_reconsume(
+    s: &Shared,
+    topic: String,
+    queue_id: i32,
+    messages: Vec<MessageData>,
+    peer: SocketAddr,
+    reconsume_times: u32,
+) -> Result<Vec<SendResult>, WireError> {
     check(s, &topic, &messages)?;
     let tq = s.topic_queue(&topic, true).await?;
     if let Some(parks) = delay::parks(s, &messages)? {
@@ -83,11 +96,15 @@ async fn store(
     let stored = messages
         .into_iter()
         // A delivery time already past means "now": store it as a plain message.
-        .map(|m| MessageData {
-            deliver_at_ms: None,
-            ..m
+        .map(|m| {
+            let m = MessageData {
+                deliver_at_ms: None,
+                ..m
+            };
+            let mut m = StoredMessage::from_data(topic.clone(), m, peer, s.store_host);
+            m.reconsume_times = reconsume_times;
+            m
         })
-        .map(|m| StoredMessage::from_data(topic.clone(), m, peer, s.store_host))
         .collect();
     let res = tq
         .send(Append {

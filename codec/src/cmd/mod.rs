@@ -5,6 +5,7 @@
 //! number and response type in one line next to the type.
 
 pub mod broker;
+pub mod group;
 pub mod handshake;
 pub mod heartbeat;
 pub mod offset;

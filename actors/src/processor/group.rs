@@ -1,0 +1,304 @@
+//! Consumer groups: heartbeats and membership (Heartbeat, UnregisterClient,
+//! GetConsumerList), order locks (LockBatchMq, UnlockBatchMq), backtrack
+//! (ResetOffset) and group admin (GetConsumeProgress,
+//! GetGroupList, DeleteGroup) and retry / dead-letter (ConsumerSendBack).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use actix::Addr;
+use skylark_codec::{
+    validate_group_name, Ack, ConsumeProgress, ConsumerList, DeleteGroupRequest, ErrorCode,
+    GetConsumeProgressRequest, GetConsumerListRequest, GetGroupListRequest, GroupList,
+    HeartbeatRequest, LockBatchRequest, LockBatchResponse, QueueOffsetEntry, QueueProgress,
+    ResetOffsetNotify, ResetOffsetRequest, ResetOffsetResponse, SendBackRequest, SendBackResponse,
+    UnlockBatchRequest, UnregisterClientRequest, WireError,
+};
+
+use super::Shared;
+use crate::broker::CreateTopic;
+use crate::consumer_group::send_back;
+use crate::consumer_group::{
+    ConsumerGroup, GetMembers, GroupHeartbeat, LeaveGroup, LockQueues, NotifyReset, UnlockQueues,
+};
+use crate::consumer_groups::{EnsureGroup, RemoveGroup};
+use crate::consumer_offsets::{CommitOffset, DeleteGroupOffsets, GroupOffsets, ListOffsetGroups};
+use crate::remoting::Connection;
+use crate::storage::{GetQueueOffsets, QueueOffsetByTime, ReadAt};
+use crate::store::record;
+use crate::topic_queue::GetTopicStats;
+
+fn group_ok(g: &str) -> Result<(), WireError> {
+    validate_group_name(g).map_err(|e| WireError::new(ErrorCode::BadRequest, e))
+}
+
+async fn group_actor(s: &Shared, group: &str) -> Result<Addr<ConsumerGroup>, WireError> {
+    if let Some(a) = s.groups.get(group) {
+        return Ok(a.clone());
+    }
+    s.group_manager
+        .send(EnsureGroup(group.to_string()))
+        .await
+        .map_err(crate::mailbox_error)
+}
+
+/// Records the client as a member of each consumer group it names.
+pub async fn heartbeat(
+    s: Arc<Shared>,
+    r: HeartbeatRequest,
+    conn: Addr<Connection>,
+) -> Result<Ack, WireError> {
+    for g in &r.consumer_groups {
+        group_ok(&g.group)?;
+    }
+    // A malformed SQL subscription is refused before the group records it.
+    super::query::check_subscriptions(&s, &r)?;
+    for g in r.consumer_groups {
+        let actor = group_actor(&s, &g.group).await?;
+        actor
+            .send(GroupHeartbeat {
+                client_id: r.client_id.clone(),
+                conn: conn.clone(),
+                data: g,
+            })
+            .await
+            .map_err(crate::mailbox_error)?;
+    }
+    Ok(Ack {})
+}
+
+/// A client leaves its consumer group (clean shutdown).
+pub async fn unregister_client(
+    s: Arc<Shared>,
+    r: UnregisterClientRequest,
+) -> Result<Ack, WireError> {
+    if let Some(g) = r.consumer_group {
+        if let Some(a) = s.groups.get(&g).map(|a| a.clone()) {
+            a.send(LeaveGroup {
+                client_id: r.client_id,
+            })
+            .await
+            .map_err(crate::mailbox_error)?;
+        }
+    }
+    Ok(Ack {})
+}
+
+async fn members(s: &Shared, group: &str) -> Result<Vec<String>, WireError> {
+    match s.groups.get(group).map(|a| a.clone()) {
+        Some(a) => a.send(GetMembers).await.map_err(crate::mailbox_error),
+        None => Ok(Vec::new()),
+    }
+}
+
+pub async fn consumer_list(
+    s: Arc<Shared>,
+    r: GetConsumerListRequest,
+) -> Result<ConsumerList, WireError> {
+    group_ok(&r.group)?;
+    Ok(ConsumerList {
+        client_ids: members(&s, &r.group).await?,
+    })
+}
+
+pub async fn lock_batch(
+    s: Arc<Shared>,
+    r: LockBatchRequest,
+) -> Result<LockBatchResponse, WireError> {
+    group_ok(&r.group)?;
+    let actor = group_actor(&s, &r.group).await?;
+    let locked = actor
+        .send(LockQueues {
+            client_id: r.client_id,
+            queues: r.queues,
+        })
+        .await
+        .map_err(crate::mailbox_error)?;
+    Ok(LockBatchResponse { locked })
+}
+
+pub async fn unlock_batch(s: Arc<Shared>, r: UnlockBatchRequest) -> Result<Ack, WireError> {
+    group_ok(&r.group)?;
+    if let Some(a) = s.groups.get(&r.group).map(|a| a.clone()) {
+        a.send(UnlockQueues {
+            client_id: r.client_id,
+            queues: r.queues,
+        })
+        .await
+        .map_err(crate::mailbox_error)?;
+    }
+    Ok(Ack {})
+}
+
+async fn offset_by_time(
+    s: &Shared,
+    topic: &str,
+    queue_id: u32,
+    timestamp_ms: i64,
+) -> Result<u64, WireError> {
+    s.storage
+        .send(QueueOffsetByTime {
+            topic: topic.to_string(),
+            queue_id,
+            timestamp_ms,
+        })
+        .await
+        .map_err(crate::mailbox_error)
+}
+
+/// Backtrack: commit, for every queue of the topic, the first offset stored
+/// at or after the time, then tell live members.
+pub async fn reset_offset(
+    s: Arc<Shared>,
+    r: ResetOffsetRequest,
+) -> Result<ResetOffsetResponse, WireError> {
+    group_ok(&r.group)?;
+    let tq = s.topic_queue(&r.topic, false).await?;
+    let stats = tq.send(GetTopicStats).await.map_err(crate::mailbox_error)?;
+    let mut offsets = Vec::with_capacity(stats.config.read_queues as usize);
+    for queue_id in 0..stats.config.read_queues {
+        let offset = offset_by_time(&s, &r.topic, queue_id, r.timestamp_ms).await?;
+        s.offsets
+            .send(CommitOffset {
+                group: r.group.clone(),
+                topic: r.topic.clone(),
+                queue_id,
+                offset,
+            })
+            .await
+            .map_err(crate::mailbox_error)?;
+        offsets.push(QueueOffsetEntry { queue_id, offset });
+    }
+    if let Some(a) = s.groups.get(&r.group).map(|a| a.clone()) {
+        a.do_send(NotifyReset(ResetOffsetNotify {
+            group: r.group.clone(),
+            topic: r.topic.clone(),
+            broker_addr: s.config.advertised(),
+            offsets: offsets.clone(),
+        }));
+    }
+    Ok(ResetOffsetResponse { offsets })
+}
+
+pub async fn consume_progress(
+    s: Arc<Shared>,
+    r: GetConsumeProgressRequest,
+) -> Result<ConsumeProgress, WireError> {
+    group_ok(&r.group)?;
+    let committed = s
+        .offsets
+        .send(GroupOffsets(r.group.clone()))
+        .await
+        .map_err(crate::mailbox_error)?;
+    let mut queues = Vec::with_capacity(committed.len());
+    for c in committed {
+        let (_, max) = s
+            .storage
+            .send(GetQueueOffsets {
+                topic: c.topic.clone(),
+                queue_id: c.queue_id,
+            })
+            .await
+            .map_err(crate::mailbox_error)?;
+        queues.push(QueueProgress {
+            topic: c.topic,
+            queue_id: c.queue_id,
+            broker_offset: max,
+            consumer_offset: c.offset,
+            last_commit_ms: c.last_commit_ms,
+        });
+    }
+    Ok(ConsumeProgress {
+        queues,
+        client_ids: members(&s, &r.group).await?,
+    })
+}
+
+pub async fn group_list(s: Arc<Shared>, _r: GetGroupListRequest) -> Result<GroupList, WireError> {
+    let mut groups: BTreeSet<String> = s
+        .offsets
+        .send(ListOffsetGroups)
+        .await
+        .map_err(crate::mailbox_error)?
+        .into_iter()
+        .collect();
+    groups.extend(s.groups.iter().map(|e| e.key().clone()));
+    Ok(GroupList {
+        groups: groups.into_iter().collect(),
+    })
+}
+
+pub async fn delete_group(s: Arc<Shared>, r: DeleteGroupRequest) -> Result<Ack, WireError> {
+    group_ok(&r.group)?;
+    let had_offsets = s
+        .offsets
+        .send(DeleteGroupOffsets(r.group.clone()))
+        .await
+        .map_err(crate::mailbox_error)?;
+    let had_actor = s.groups.contains_key(&r.group);
+    if !had_offsets && !had_actor {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            format!("consumer group '{}' does not exist", r.group),
+        ));
+    }
+    s.group_manager
+        .send(RemoveGroup(r.group))
+        .await
+        .map_err(crate::mailbox_error)?;
+    Ok(Ack {})
+}
+
+/// A consumer failed a message: store a copy in the group's retry topic
+/// (delay level 3 + reconsume times) or, after the maximum, in its
+/// dead-letter topic. Both topics are created on first use (one queue).
+pub async fn send_back(
+    s: Arc<Shared>,
+    r: SendBackRequest,
+    peer: std::net::SocketAddr,
+) -> Result<SendBackResponse, WireError> {
+    group_ok(&r.group)?;
+    let raw = s
+        .storage
+        .send(ReadAt {
+            physical_offset: r.physical_offset,
+            size: 0,
+        })
+        .await
+        .map_err(crate::mailbox_error)?
+        .map_err(crate::store_error)?;
+    let (m, _) = record::decode(&raw).map_err(crate::store_error)?;
+    let reconsume_times = r.reconsume_times.max(m.reconsume_times);
+    let max = r
+        .max_reconsume_times
+        .unwrap_or(skylark_codec::DEFAULT_MAX_RECONSUME_TIMES);
+    let target = send_back::target(&r.group, reconsume_times, max);
+    let msg_id = skylark_codec::MessageId::new(m.store_host, m.physical_offset).to_hex();
+    let copy = send_back::copy_for(&m, &msg_id, &target);
+    let topic = target.topic().to_string();
+    if s.topics.get(&topic).is_none() {
+        s.broker
+            .send(CreateTopic(skylark_codec::TopicConfig::new(
+                topic.clone(),
+                1,
+            )))
+            .await
+            .map_err(crate::mailbox_error)??;
+    }
+    let mut results = super::send::store_with_reconsume(
+        &s,
+        topic.clone(),
+        -1,
+        vec![copy],
+        peer,
+        reconsume_times + 1,
+    )
+    .await?;
+    let res = results
+        .pop()
+        .ok_or_else(|| WireError::new(ErrorCode::Internal, "empty append result"))?;
+    Ok(SendBackResponse {
+        topic,
+        queue_offset: res.queue_offset,
+    })
+}

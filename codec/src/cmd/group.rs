@@ -1,0 +1,211 @@
+//! Consumer groups: membership (34, 35), order locks (36, 37), backtrack
+//! (38, 39, 45), progress and group admin (42-44), send-back (46).
+//!
+//! Mirrors RocketMQ's `ClientManageProcessor` / `ConsumerManageProcessor` /
+//! `AdminBrokerProcessor` for groups: members learn who else is in their
+//! group with [`GetConsumerListRequest`], and the broker pushes
+//! [`ConsumerIdsChanged`] to every member when that changes so they
+//! rebalance at once. Orderly consumers lock their queues
+//! ([`LockBatchRequest`]); an admin may move a group's offsets to a time
+//! ([`ResetOffsetRequest`], pushed to live members as [`ResetOffsetNotify`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::cmd::Ack;
+use crate::command::{rpc, Command};
+
+/// The client ids of a group's live members.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GetConsumerListRequest {
+    /// Consumer group.
+    pub group: String,
+}
+
+/// A group's live members, sorted.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ConsumerList {
+    /// Client ids, sorted (every member allocates from the same list).
+    pub client_ids: Vec<String>,
+}
+
+/// Server push (kind Push, command 35): the group's membership changed;
+/// rebalance now.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ConsumerIdsChanged {
+    /// Consumer group.
+    pub group: String,
+}
+
+/// One queue of a topic on the broker that answers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct QueueRef {
+    /// Topic.
+    pub topic: String,
+    /// Queue id.
+    pub queue_id: u32,
+}
+
+/// Lock queues for orderly consumption (lease renewed by asking again).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LockBatchRequest {
+    /// Consumer group.
+    pub group: String,
+    /// The member asking.
+    pub client_id: String,
+    /// Queues it wants.
+    pub queues: Vec<QueueRef>,
+}
+
+/// The queues now locked by the asking member (a subset of those asked).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LockBatchResponse {
+    /// Locked queues.
+    pub locked: Vec<QueueRef>,
+}
+
+/// Release queue locks.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UnlockBatchRequest {
+    /// Consumer group.
+    pub group: String,
+    /// The member releasing.
+    pub client_id: String,
+    /// Queues to release (locks held by others are left alone).
+    pub queues: Vec<QueueRef>,
+}
+
+/// Backtrack: set every queue's committed offset of `topic` for `group` to
+/// the first message stored at or after `timestamp_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResetOffsetRequest {
+    /// Consumer group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Milliseconds since the epoch.
+    pub timestamp_ms: i64,
+}
+
+/// A queue and an offset.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct QueueOffsetEntry {
+    /// Queue id.
+    pub queue_id: u32,
+    /// Queue offset.
+    pub offset: u64,
+}
+
+/// The offsets a reset committed.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResetOffsetResponse {
+    /// One per queue of the topic on this broker.
+    pub offsets: Vec<QueueOffsetEntry>,
+}
+
+/// Server push (kind Push, command 39): drop in-memory offsets of these
+/// queues and continue from the given ones.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResetOffsetNotify {
+    /// Consumer group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// The broker that sent it (queues are per broker).
+    pub broker_addr: String,
+    /// New offsets.
+    pub offsets: Vec<QueueOffsetEntry>,
+}
+
+/// A group's progress on this broker.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GetConsumeProgressRequest {
+    /// Consumer group.
+    pub group: String,
+}
+
+/// One queue's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct QueueProgress {
+    /// Topic.
+    pub topic: String,
+    /// Queue id.
+    pub queue_id: u32,
+    /// The queue's max offset (one past the last message).
+    pub broker_offset: u64,
+    /// The group's committed offset.
+    pub consumer_offset: u64,
+    /// When the group last committed on this queue (ms since the epoch),
+    /// if known.
+    pub last_commit_ms: Option<i64>,
+}
+
+/// Every queue the group committed on, with the group's live members.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ConsumeProgress {
+    /// Per queue, sorted by topic then queue id.
+    pub queues: Vec<QueueProgress>,
+    /// Live members.
+    pub client_ids: Vec<String>,
+}
+
+/// Every consumer group this broker knows (committed offsets or members).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GetGroupListRequest {}
+
+/// Group names, sorted.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GroupList {
+    /// Group names.
+    pub groups: Vec<String>,
+}
+
+/// Forget a group: its committed offsets, members and locks.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeleteGroupRequest {
+    /// Consumer group.
+    pub group: String,
+}
+
+/// Prefix of a group's retry topic: `%RETRY%<group>`.
+pub const RETRY_TOPIC_PREFIX: &str = "%RETRY%";
+/// Prefix of a group's dead-letter topic: `%DLQ%<group>`.
+pub const DLQ_TOPIC_PREFIX: &str = "%DLQ%";
+/// Property naming a retried message's original topic.
+pub const PROPERTY_RETRY_TOPIC: &str = "RETRY_TOPIC";
+/// Property naming a retried message's original id.
+pub const PROPERTY_ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";
+/// Attempts after which a message goes to the dead-letter topic.
+pub const DEFAULT_MAX_RECONSUME_TIMES: u32 = 16;
+
+/// A consumer failed a message: store it again in the group's retry topic
+/// (delay level 3 + reconsume times) or, after `max_reconsume_times`
+/// attempts, in its dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SendBackRequest {
+    /// Consumer group.
+    pub group: String,
+    /// Commit-log offset of the failed message on this broker.
+    pub physical_offset: u64,
+    /// How many times it was delivered again already.
+    pub reconsume_times: u32,
+    /// Attempts before the dead-letter topic (`None`: 16).
+    pub max_reconsume_times: Option<u32>,
+}
+
+/// Where a sent-back message went.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SendBackResponse {
+    /// `%RETRY%<group>` or `%DLQ%<group>`.
+    pub topic: String,
+    /// The new message's queue offset there.
+    pub queue_offset: u64,
+}
+
+rpc!(SendBackRequest => SendBackResponse, Command::ConsumerSendBack);
+rpc!(GetConsumerListRequest => ConsumerList, Command::GetConsumerList);
+rpc!(LockBatchRequest => LockBatchResponse, Command::LockBatchMq);
+rpc!(UnlockBatchRequest => Ack, Command::UnlockBatchMq);
+rpc!(ResetOffsetRequest => ResetOffsetResponse, Command::ResetOffset);
+rpc!(GetConsumeProgressRequest => ConsumeProgress, Command::GetConsumeProgress);
+rpc!(GetGroupListRequest => GroupList, Command::GetGroupList);
+rpc!(DeleteGroupRequest => Ack, Command::DeleteGroup);

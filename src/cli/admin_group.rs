@@ -1,0 +1,214 @@
+//! `skylark admin group (list|progress|delete)` and `admin offset reset`:
+//! consumer groups as the brokers see them.
+//!
+//! Group commands ask every master broker the NameServer knows (a group's
+//! offsets live on each broker hosting its topics) and merge the answers;
+//! `offset reset` asks every master hosting the topic to move the group's
+//! offsets to the first message stored at or after `--timestamp` (ms), and
+//! those brokers tell the group's live members to re-read them.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+
+use anyhow::bail;
+use serde_json::json;
+use skylark_codec::{
+    DeleteGroupRequest, GetConsumeProgressRequest, GetGroupListRequest, ResetOffsetRequest, Rpc,
+};
+
+use crate::client::{ClientConfig, ClientError, NameServerClient};
+
+macro_rules! out {
+    ($($t:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($t)*)?
+    };
+}
+
+/// (broker name, master address) of every master broker.
+async fn masters(ns: &NameServerClient) -> anyhow::Result<Vec<(String, String)>> {
+    let info = ns.cluster_info().await?;
+    let v: Vec<(String, String)> = info
+        .brokers
+        .values()
+        .filter_map(|b| {
+            b.master_addr()
+                .map(|a| (b.broker_name.clone(), a.to_string()))
+        })
+        .collect();
+    if v.is_empty() {
+        bail!("no master broker is registered with the NameServer");
+    }
+    Ok(v)
+}
+
+async fn call<R>(cfg: &ClientConfig, addr: &str, req: &R) -> anyhow::Result<R::Response>
+where
+    R: Rpc,
+{
+    let c = crate::client::connect_broker(cfg, addr).await?;
+    let r = c.call(req).await;
+    c.close();
+    r.map_err(|e| ClientError::from_call(addr, None, e).into())
+}
+
+/// `admin group list`.
+pub async fn list(ns: &NameServerClient, cfg: &ClientConfig, json: bool) -> anyhow::Result<()> {
+    let mut groups = BTreeSet::new();
+    for (_, addr) in masters(ns).await? {
+        groups.extend(call(cfg, &addr, &GetGroupListRequest {}).await?.groups);
+    }
+    if json {
+        out!("{}", json!({ "groups": groups }));
+    } else {
+        for g in groups {
+            out!("{g}");
+        }
+    }
+    Ok(())
+}
+
+/// `admin group progress --group G`.
+pub async fn progress(
+    ns: &NameServerClient,
+    cfg: &ClientConfig,
+    group: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
+    let req = GetConsumeProgressRequest {
+        group: group.to_string(),
+    };
+    let mut rows = Vec::new();
+    let mut members = BTreeSet::new();
+    for (name, addr) in masters(ns).await? {
+        let p = call(cfg, &addr, &req).await?;
+        members.extend(p.client_ids);
+        rows.extend(p.queues.into_iter().map(|q| (name.clone(), q)));
+    }
+    if rows.is_empty() && members.is_empty() {
+        bail!("consumer group '{group}' not found: no committed offsets and no live member");
+    }
+    rows.sort_by(|a, b| (&a.1.topic, &a.0, a.1.queue_id).cmp(&(&b.1.topic, &b.0, b.1.queue_id)));
+    let total_lag: u64 = rows
+        .iter()
+        .map(|(_, q)| q.broker_offset.saturating_sub(q.consumer_offset))
+        .sum();
+    if json {
+        let queues: Vec<_> = rows
+            .iter()
+            .map(|(b, q)| {
+                json!({
+                    "topic": q.topic, "broker_name": b, "queue_id": q.queue_id,
+                    "broker_offset": q.broker_offset, "consumer_offset": q.consumer_offset,
+                    "lag": q.broker_offset.saturating_sub(q.consumer_offset),
+                    "last_consumed_ms": q.last_commit_ms,
+                })
+            })
+            .collect();
+        out!(
+            "{}",
+            json!({"group": group, "queues": queues, "total_lag": total_lag, "members": members})
+        );
+        return Ok(());
+    }
+    out!(
+        "{:<24} {:<16} {:>6} {:>14} {:>14} {:>10}  LAST_CONSUMED",
+        "TOPIC",
+        "BROKER",
+        "QUEUE",
+        "BROKER_OFFSET",
+        "CONSUMER_OFF",
+        "LAG"
+    );
+    for (b, q) in &rows {
+        let last = q
+            .last_commit_ms
+            .map_or_else(|| "-".to_string(), |ms| ms.to_string());
+        out!(
+            "{:<24} {:<16} {:>6} {:>14} {:>14} {:>10}  {}",
+            q.topic,
+            b,
+            q.queue_id,
+            q.broker_offset,
+            q.consumer_offset,
+            q.broker_offset.saturating_sub(q.consumer_offset),
+            last
+        );
+    }
+    out!("total lag: {total_lag}; members: {}", members.len());
+    Ok(())
+}
+
+/// `admin group delete --group G`.
+pub async fn delete(
+    ns: &NameServerClient,
+    cfg: &ClientConfig,
+    group: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
+    let req = DeleteGroupRequest {
+        group: group.to_string(),
+    };
+    let mut deleted = 0;
+    let mut last_err = None;
+    for (_, addr) in masters(ns).await? {
+        match call(cfg, &addr, &req).await {
+            Ok(_) => deleted += 1,
+            Err(e) => last_err = Some(e),
+        }
+    }
+    if deleted == 0 {
+        match last_err {
+            Some(e) => return Err(e),
+            None => bail!("consumer group '{group}' not found"),
+        }
+    }
+    if json {
+        out!("{}", json!({"group": group, "deleted": true}));
+    } else {
+        out!("consumer group '{group}' deleted");
+    }
+    Ok(())
+}
+
+/// `admin offset reset --group G --topic T --timestamp MILLIS`.
+pub async fn reset(
+    ns: &NameServerClient,
+    cfg: &ClientConfig,
+    group: &str,
+    topic: &str,
+    timestamp_ms: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
+    let route = ns.route(topic).await?;
+    let req = ResetOffsetRequest {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        timestamp_ms,
+    };
+    let mut rows = Vec::new();
+    for b in &route.brokers {
+        let Some(addr) = b.master_addr() else {
+            continue;
+        };
+        let r = call(cfg, addr, &req).await?;
+        rows.extend(r.offsets.into_iter().map(|o| (b.broker_name.clone(), o)));
+    }
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(b, o)| json!({"broker_name": b, "queue_id": o.queue_id, "offset": o.offset}))
+            .collect();
+        out!(
+            "{}",
+            json!({"group": group, "topic": topic, "timestamp": timestamp_ms, "queues": v})
+        );
+    } else {
+        for (b, o) in &rows {
+            out!("{b} queue {} -> offset {}", o.queue_id, o.offset);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! [`ProcessQueue`]: a push consumer's local view of one assigned queue —
+//! the messages pulled but not yet consumed, and the offset that is safe to
+//! commit (RocketMQ's `ProcessQueue`).
+//!
+//! At-least-once rests on [`ProcessQueue::commit_offset`]: it is the
+//! smallest offset still in flight, or, when nothing is, the offset after
+//! the last pull. So a committed offset never passes a message whose
+//! listener has not returned success. The cache counters drive flow
+//! control: the puller stops while the queue holds too many messages or
+//! bytes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::message::ReceivedMessage;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Offset → body size of every pulled, unfinished message.
+    inflight: BTreeMap<u64, usize>,
+    bytes: usize,
+    /// Offset to pull next.
+    next_pull: u64,
+    /// Pulling pauses until then (a listener asked to suspend).
+    suspend_until: Option<Instant>,
+    /// The last offset committed (or read at assignment).
+    committed: Option<u64>,
+}
+
+/// One assigned queue's cache and progress; shared by its puller and the
+/// consume workers.
+#[derive(Debug, Default)]
+pub struct ProcessQueue {
+    state: Mutex<State>,
+    dropped: AtomicBool,
+    /// An orderly consumer holds the broker lock of this queue.
+    locked: AtomicBool,
+    /// The queue was dropped by an offset reset: its progress must not be
+    /// committed.
+    discard: AtomicBool,
+    /// An orderly worker is running the listener on this queue's messages.
+    busy: AtomicBool,
+}
+
+impl ProcessQueue {
+    /// A queue whose consumption starts at `offset`.
+    pub fn new(offset: u64, committed: Option<u64>) -> Self {
+        let pq = ProcessQueue::default();
+        {
+            let mut s = pq.lock();
+            s.next_pull = offset;
+            s.committed = committed;
+        }
+        pq
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the counters torn
+        // mid-update in a way that matters more than losing the process.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds pulled messages and the offset to pull next.
+    pub fn put(&self, msgs: &[ReceivedMessage], next_pull: u64) {
+        let mut s = self.lock();
+        for m in msgs {
+            if s.inflight.insert(m.queue_offset, m.body.len()).is_none() {
+                s.bytes += m.body.len();
+            }
+        }
+        s.next_pull = next_pull;
+    }
+
+    /// Removes consumed messages.
+    pub fn remove(&self, offsets: impl IntoIterator<Item = u64>) {
+        let mut s = self.lock();
+        for o in offsets {
+            if let Some(n) = s.inflight.remove(&o) {
+                s.bytes -= n;
+            }
+        }
+    }
+
+    /// Sets the offset to pull next (nothing new, filtered, or corrected).
+    pub fn set_next_pull(&self, offset: u64) {
+        self.lock().next_pull = offset;
+    }
+
+    /// The offset to pull next.
+    pub fn next_pull(&self) -> u64 {
+        self.lock().next_pull
+    }
+
+    /// Unfinished messages and their bytes.
+    pub fn cached(&self) -> (usize, usize) {
+        let s = self.lock();
+        (s.inflight.len(), s.bytes)
+    }
+
+    /// The offset that is safe to commit.
+    pub fn commit_offset(&self) -> u64 {
+        let s = self.lock();
+        s.inflight.keys().next().copied().unwrap_or(s.next_pull)
+    }
+
+    /// The offset to commit if it moved since the last commit.
+    pub fn offset_to_commit(&self) -> Option<u64> {
+        let s = self.lock();
+        let o = s.inflight.keys().next().copied().unwrap_or(s.next_pull);
+        (s.committed != Some(o)).then_some(o)
+    }
+
+    /// Records a successful commit.
+    pub fn committed(&self, offset: u64) {
+        self.lock().committed = Some(offset);
+    }
+
+    /// Pauses pulling until `until`.
+    pub fn suspend(&self, until: Instant) {
+        let mut s = self.lock();
+        s.suspend_until = Some(s.suspend_until.map_or(until, |u| u.max(until)));
+    }
+
+    /// Until when pulling is paused, if it is.
+    pub fn suspended_until(&self, now: Instant) -> Option<Instant> {
+        self.lock().suspend_until.filter(|u| *u > now)
+    }
+
+    pub fn drop_queue(&self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_dropped(&self) -> bool {
+        self.dropped.load(Ordering::SeqCst)
+    }
+
+    pub fn set_locked(&self, locked: bool) {
+        self.locked.store(locked, Ordering::SeqCst);
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.locked.load(Ordering::SeqCst)
+    }
+
+    pub fn set_busy(&self, busy: bool) {
+        self.busy.store(busy, Ordering::SeqCst);
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst)
+    }
+
+    pub fn set_discard(&self) {
+        self.discard.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_discarded(&self) -> bool {
+        self.discard.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn msg(offset: u64, size: usize) -> ReceivedMessage {
+        ReceivedMessage {
+            topic: "T".into(),
+            queue_id: 0,
+            queue_offset: offset,
+            physical_offset: 0,
+            msg_id: String::new(),
+            tags: None,
+            keys: None,
+            properties: Vec::new(),
+            body: Bytes::from(vec![0u8; size]),
+            born_timestamp: 0,
+            store_timestamp: 0,
+            store_host: "127.0.0.1:1".parse().unwrap(),
+            reconsume_times: 0,
+            flag: 0,
+        }
+    }
+
+    #[test]
+    fn commit_offset_never_passes_an_unfinished_message() {
+        let pq = ProcessQueue::new(10, None);
+        assert_eq!(pq.commit_offset(), 10);
+        pq.put(&[msg(10, 5), msg(11, 5), msg(12, 5)], 13);
+        assert_eq!(pq.cached(), (3, 15));
+        assert_eq!(pq.commit_offset(), 10);
+        // 11 and 12 finish first: 10 is still running.
+        pq.remove([11, 12]);
+        assert_eq!(pq.commit_offset(), 10);
+        pq.remove([10]);
+        assert_eq!(pq.commit_offset(), 13);
+        assert_eq!(pq.cached(), (0, 0));
+        assert_eq!(pq.offset_to_commit(), Some(13));
+        pq.committed(13);
+        assert_eq!(pq.offset_to_commit(), None);
+        // Nothing matched the filter up to 20.
+        pq.set_next_pull(20);
+        assert_eq!(pq.offset_to_commit(), Some(20));
+    }
+
+    #[test]
+    fn suspend_and_flags() {
+        let pq = ProcessQueue::new(0, Some(0));
+        let now = Instant::now();
+        assert_eq!(pq.suspended_until(now), None);
+        let later = now + std::time::Duration::from_secs(1);
+        pq.suspend(later);
+        assert_eq!(pq.suspended_until(now), Some(later));
+        assert_eq!(pq.suspended_until(later), None);
+        assert!(!pq.is_dropped());
+        pq.drop_queue();
+        assert!(pq.is_dropped());
+    }
+}

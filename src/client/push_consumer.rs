@@ -1,0 +1,607 @@
+//! [`PushConsumer`]: the client pulls, a listener you register consumes.
+//!
+//! RocketMQ's `DefaultMQPushConsumer` in actix terms. One long-polling
+//! puller task per assigned queue fills that queue's [`ProcessQueue`];
+//! batches go to a bounded pool of `consume_threads` workers that run the
+//! listener on tokio's blocking threads. Around that:
+//!
+//! * **Rebalance** (clustering): every member asks a broker for the group's
+//!   members and allocates the topic's queues with the chosen
+//!   [`AllocateStrategy`] — at start, every `rebalance_interval` (20 s), and
+//!   at once when the broker pushes `NotifyConsumerIdsChanged`. A queue that
+//!   moves away is dropped and its safe offset committed; a new one starts
+//!   at the group's committed offset, else per [`ConsumeFrom`].
+//! * **Broadcasting**: every member takes every queue and keeps its offsets
+//!   in a local file ([`LocalOffsetStore`]).
+//! * **At-least-once**: offsets are committed every `commit_interval` and
+//!   at shutdown, and a committed offset never passes a message whose
+//!   listener has not returned [`ConsumeResult::Success`].
+//! * **Flow control**: a queue's puller waits while its cache holds more
+//!   than `cache_max_messages` messages or `cache_max_bytes` bytes.
+//! * **Retry / suspend**: [`ConsumeResult::Retry`] redelivers the batch
+//!   after `retry_delay` (locally, with `reconsume_times` + 1);
+//!   [`ConsumeResult::Suspend`] pauses the queue's pulling for that long and
+//!   redelivers the batch then, without counting a failure.
+//! * **Orderly** (`orderly = true`): the member locks its queues on the
+//!   broker (lease 60 s, renewed every `lock_renew_interval`) and consumes
+//!   each locked queue with one worker, in queue order.
+//! * **Backtrack**: a broker push `NotifyResetOffset` drops the queues of
+//!   that topic (discarding their in-memory progress) and rebalances, which
+//!   re-reads the reset offsets.
+
+mod assign;
+mod consume;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use skylark_actors::remoting::client::PushFrame;
+use skylark_codec::{
+    Command, ConsumeFrom, ConsumeType, ConsumerGroupData, ExpressionType, HeartbeatRequest,
+    MessageModel, ResetOffsetNotify, SendBackRequest, Subscription, UnregisterClientRequest,
+    RETRY_TOPIC_PREFIX,
+};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use super::config::ClientConfig;
+use super::consumer::PullConsumer;
+use super::error::{ClientError, Result};
+use super::local_offsets::{default_path, LocalOffsetStore};
+use super::message::ReceivedMessage;
+use super::process_queue::ProcessQueue;
+use super::rebalance::{sort_queues, AllocateStrategy};
+use super::route::MessageQueue;
+
+/// What a listener answers for a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeResult {
+    /// Consumed: the offset may move past these messages.
+    Success,
+    /// Failed: deliver the batch again later.
+    Retry,
+    /// The downstream is unavailable: pause this queue for this long, then
+    /// deliver the batch again (not counted as a failure).
+    Suspend(Duration),
+}
+
+/// Consumes batches of messages; runs on a blocking thread.
+pub trait MessageListener: Send + Sync + 'static {
+    /// Handles one batch (at most `batch_size` messages of one queue).
+    fn consume(&self, messages: &[ReceivedMessage]) -> ConsumeResult;
+}
+
+impl<F> MessageListener for F
+where
+    F: Fn(&[ReceivedMessage]) -> ConsumeResult + Send + Sync + 'static,
+{
+    fn consume(&self, messages: &[ReceivedMessage]) -> ConsumeResult {
+        self(messages)
+    }
+}
+
+impl MessageListener for Box<dyn MessageListener> {
+    fn consume(&self, messages: &[ReceivedMessage]) -> ConsumeResult {
+        (**self).consume(messages)
+    }
+}
+
+impl MessageListener for Arc<dyn MessageListener> {
+    fn consume(&self, messages: &[ReceivedMessage]) -> ConsumeResult {
+        (**self).consume(messages)
+    }
+}
+
+/// Push consumer settings; defaults follow RocketMQ.
+#[derive(Debug, Clone)]
+pub struct PushConsumerOptions {
+    /// Clustering (share queues) or broadcasting (every member reads all).
+    pub model: MessageModel,
+    /// Where a queue without a committed offset starts.
+    pub consume_from: ConsumeFrom,
+    /// How clustering members split queues.
+    pub strategy: AllocateStrategy,
+    /// Listener calls running at once.
+    pub consume_threads: usize,
+    /// Messages per listener call.
+    pub batch_size: usize,
+    /// Messages per pull.
+    pub pull_batch_size: u32,
+    /// Pulling a queue pauses while its cache holds more messages than this.
+    pub cache_max_messages: usize,
+    /// ... or more bytes than this.
+    pub cache_max_bytes: usize,
+    /// Periodic rebalance (besides the broker's push on membership change).
+    pub rebalance_interval: Duration,
+    /// Heartbeat to every broker of the subscribed topics.
+    pub heartbeat_interval: Duration,
+    /// Periodic offset commit.
+    pub commit_interval: Duration,
+    /// Longest time the broker parks a pull.
+    pub pull_suspend: Duration,
+    /// Delay before a batch answered `Retry` is delivered again.
+    pub retry_delay: Duration,
+    /// Consume each queue in order under a broker lock.
+    pub orderly: bool,
+    /// Failed deliveries after which a (clustering, concurrent) message
+    /// goes to `%DLQ%<group>`.
+    pub max_reconsume_times: u32,
+    /// How often orderly locks are renewed.
+    pub lock_renew_interval: Duration,
+    /// Names the local offset file of a broadcasting consumer.
+    pub instance_name: String,
+    /// Overrides the local offset file
+    /// (default `$HOME/.skylark_offsets/<instance>/<group>/offsets.json`).
+    pub local_offset_path: Option<PathBuf>,
+}
+
+impl Default for PushConsumerOptions {
+    fn default() -> Self {
+        PushConsumerOptions {
+            model: MessageModel::Clustering,
+            consume_from: ConsumeFrom::Last,
+            strategy: AllocateStrategy::Average,
+            consume_threads: 20,
+            batch_size: 1,
+            pull_batch_size: 32,
+            cache_max_messages: 1000,
+            cache_max_bytes: 100 * 1024 * 1024,
+            rebalance_interval: Duration::from_secs(20),
+            heartbeat_interval: Duration::from_secs(10),
+            commit_interval: Duration::from_secs(5),
+            pull_suspend: Duration::from_secs(5),
+            retry_delay: Duration::from_secs(1),
+            orderly: false,
+            max_reconsume_times: skylark_codec::DEFAULT_MAX_RECONSUME_TIMES,
+            lock_renew_interval: Duration::from_secs(20),
+            instance_name: "DEFAULT".to_string(),
+            local_offset_path: None,
+        }
+    }
+}
+
+/// A batch for the consume pool.
+struct Work {
+    queue: MessageQueue,
+    pq: Arc<ProcessQueue>,
+    msgs: Vec<ReceivedMessage>,
+}
+
+/// How a subscription filters its topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubFilter {
+    /// A tag expression (`"A || B"`); `None` takes every message.
+    Tags(Option<String>),
+    /// A SQL-92 property filter, evaluated on the broker.
+    Sql(String),
+}
+
+struct Inner {
+    consumer: PullConsumer,
+    client_id: String,
+    opts: PushConsumerOptions,
+    subs: Vec<(String, SubFilter)>,
+    listener: Arc<dyn MessageListener>,
+    queues: Mutex<HashMap<MessageQueue, Arc<ProcessQueue>>>,
+    /// Offsets a reset pushed, used when the queue is taken again.
+    resets: Mutex<HashMap<MessageQueue, u64>>,
+    rebalance: tokio::sync::Notify,
+    stopped: AtomicBool,
+    stop: watch::Sender<bool>,
+    local: Option<Arc<LocalOffsetStore>>,
+    work_tx: mpsc::UnboundedSender<Work>,
+    orderly_permits: Semaphore,
+}
+
+/// A running push consumer; [`shutdown`](Self::shutdown) it to commit and
+/// leave the group cleanly.
+pub struct PushConsumer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PushConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PushConsumer({})", self.inner.consumer.group())
+    }
+}
+
+/// Builds a [`PushConsumer`].
+pub struct PushConsumerBuilder {
+    config: ClientConfig,
+    group: String,
+    opts: PushConsumerOptions,
+    subs: Vec<(String, SubFilter)>,
+}
+
+impl PushConsumer {
+    /// A builder for a consumer of `group`.
+    pub fn builder(config: ClientConfig, group: &str) -> PushConsumerBuilder {
+        PushConsumerBuilder {
+            config,
+            group: group.to_string(),
+            opts: PushConsumerOptions::default(),
+            subs: Vec::new(),
+        }
+    }
+
+    /// This member's client id.
+    pub fn client_id(&self) -> &str {
+        &self.inner.client_id
+    }
+
+    /// The queues currently assigned to this member.
+    pub fn assigned(&self) -> Vec<MessageQueue> {
+        let mut v: Vec<MessageQueue> = self.inner.queues().keys().cloned().collect();
+        sort_queues(&mut v);
+        v
+    }
+
+    /// Per assigned queue: messages and bytes pulled but not yet consumed.
+    pub fn cached(&self) -> Vec<(MessageQueue, usize, usize)> {
+        let mut v: Vec<(MessageQueue, usize, usize)> = self
+            .inner
+            .queues()
+            .iter()
+            .map(|(q, pq)| {
+                let (n, b) = pq.cached();
+                (q.clone(), n, b)
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.0.topic, a.0.queue_id).cmp(&(&b.0.topic, b.0.queue_id)));
+        v
+    }
+
+    /// Rebalance now (as on a broker push).
+    pub fn rebalance_now(&self) {
+        self.inner.rebalance.notify_one();
+    }
+
+    /// Stops pulling, commits every queue's safe offset, releases order
+    /// locks and leaves the group (the others rebalance at once).
+    pub async fn shutdown(self) {
+        let inner = self.inner.clone();
+        inner.stopped.store(true, Ordering::SeqCst);
+        let _ = inner.stop.send(true);
+        let queues: Vec<(MessageQueue, Arc<ProcessQueue>)> = inner
+            .queues()
+            .iter()
+            .map(|(q, p)| (q.clone(), p.clone()))
+            .collect();
+        for (_, pq) in &queues {
+            pq.drop_queue();
+        }
+        for (q, pq) in &queues {
+            inner.commit_final(q, pq).await;
+        }
+        inner.persist_local().await;
+        if inner.opts.orderly {
+            inner
+                .unlock(queues.iter().map(|(q, _)| q.clone()).collect())
+                .await;
+        }
+        for addr in inner.broker_addrs().await {
+            if let Ok(c) = inner.consumer.conn(&addr).await {
+                let req = UnregisterClientRequest {
+                    client_id: inner.client_id.clone(),
+                    producer_group: None,
+                    consumer_group: Some(inner.consumer.group().to_string()),
+                };
+                let _ = c.call(&req).await;
+            }
+        }
+    }
+}
+
+impl Drop for PushConsumer {
+    /// Dropped without [`shutdown`](Self::shutdown): stop pulling and
+    /// consuming (nothing more is committed; the next owner of the queues
+    /// re-delivers what was in flight).
+    fn drop(&mut self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        let _ = self.inner.stop.send(true);
+        for pq in self.inner.queues().values() {
+            pq.drop_queue();
+        }
+    }
+}
+
+impl PushConsumerBuilder {
+    /// Subscribes to `topic` with a tag expression (`"*"` or `"A || B"`).
+    pub fn subscribe(mut self, topic: &str, expression: &str) -> Self {
+        let expr = (expression != "*" && !expression.is_empty()).then(|| expression.to_string());
+        self.subs.push((topic.to_string(), SubFilter::Tags(expr)));
+        self
+    }
+
+    /// Subscribes to `topic` with a SQL-92 property filter (`"a > 5 AND
+    /// TAGS IN ('A')"`), evaluated on the broker.
+    pub fn subscribe_sql(mut self, topic: &str, sql: &str) -> Self {
+        self.subs
+            .push((topic.to_string(), SubFilter::Sql(sql.to_string())));
+        self
+    }
+
+    /// Replaces the options.
+    pub fn options(mut self, opts: PushConsumerOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// Starts consuming with `listener`. Must run inside an actix System.
+    pub fn start(self, listener: impl MessageListener) -> Result<PushConsumer> {
+        if self.subs.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "a push consumer needs at least one subscription".into(),
+            ));
+        }
+        for (_, f) in &self.subs {
+            match f {
+                SubFilter::Tags(Some(e)) => {
+                    skylark_codec::parse_tag_expression(e)
+                        .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+                }
+                SubFilter::Tags(None) => {}
+                SubFilter::Sql(sql) => {
+                    skylark_actors::filter::validate(sql)
+                        .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+                }
+            }
+        }
+        let mut opts = self.opts;
+        opts.consume_threads = opts.consume_threads.max(1);
+        opts.batch_size = opts.batch_size.max(1);
+        let local = match opts.model {
+            MessageModel::Broadcasting => {
+                let path = opts
+                    .local_offset_path
+                    .clone()
+                    .unwrap_or_else(|| default_path(&opts.instance_name, &self.group));
+                Some(LocalOffsetStore::open(&path).map(Arc::new).map_err(|e| {
+                    ClientError::InvalidArgument(format!(
+                        "local offset file {}: {e}",
+                        path.display()
+                    ))
+                })?)
+            }
+            MessageModel::Clustering => None,
+        };
+        let mut subs = self.subs;
+        if opts.model == MessageModel::Clustering {
+            // Messages sent back for retry come through the group's retry
+            // topic (created by the broker on first use).
+            subs.push((
+                format!("{RETRY_TOPIC_PREFIX}{}", self.group),
+                SubFilter::Tags(None),
+            ));
+        }
+        let consumer = PullConsumer::start(self.config, &self.group)?;
+        let (work_tx, work_rx) = mpsc::unbounded_channel();
+        let (stop, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            client_id: consumer.config().client_id.clone(),
+            consumer,
+            orderly_permits: Semaphore::new(opts.consume_threads),
+            opts,
+            subs,
+            listener: Arc::new(listener),
+            queues: Mutex::new(HashMap::new()),
+            resets: Mutex::new(HashMap::new()),
+            rebalance: tokio::sync::Notify::new(),
+            stopped: AtomicBool::new(false),
+            stop,
+            local,
+            work_tx,
+        });
+        let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
+        for _ in 0..inner.opts.consume_threads {
+            actix::spawn(consume::worker(inner.clone(), work_rx.clone()));
+        }
+        let pushes = PushReceiver {
+            inner: Arc::downgrade(&inner),
+        }
+        .start()
+        .recipient();
+        actix::spawn(rebalance_loop(inner.clone(), pushes.clone()));
+        actix::spawn(every(
+            inner.clone(),
+            inner.opts.heartbeat_interval,
+            move |i| {
+                let p = pushes.clone();
+                async move { i.heartbeat(&p).await }
+            },
+        ));
+        actix::spawn(every(
+            inner.clone(),
+            inner.opts.commit_interval,
+            |i| async move { i.commit_all().await },
+        ));
+        if inner.opts.orderly {
+            actix::spawn(every(
+                inner.clone(),
+                inner.opts.lock_renew_interval,
+                |i| async move {
+                    i.lock_all().await;
+                },
+            ));
+        }
+        Ok(PushConsumer { inner })
+    }
+}
+
+/// Receives the broker's pushes on this consumer's connections.
+struct PushReceiver {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl Actor for PushReceiver {
+    type Context = Context<Self>;
+}
+
+impl Handler<PushFrame> for PushReceiver {
+    type Result = ();
+    fn handle(&mut self, msg: PushFrame, _: &mut Self::Context) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        match msg.0.command() {
+            Ok(Command::NotifyConsumerIdsChanged) => inner.rebalance.notify_one(),
+            Ok(Command::NotifyResetOffset) => {
+                if let Ok(n) = msg.0.decode_body::<ResetOffsetNotify>() {
+                    inner.apply_reset(n);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs `f` every `period` until the consumer stops.
+async fn every<F, Fut>(inner: Arc<Inner>, period: Duration, f: F)
+where
+    F: Fn(Arc<Inner>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut stop = inner.stop.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.changed() => return,
+        }
+        if inner.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        f(inner.clone()).await;
+    }
+}
+
+async fn rebalance_loop(inner: Arc<Inner>, pushes: Recipient<PushFrame>) {
+    let mut stop = inner.stop.subscribe();
+    inner.heartbeat(&pushes).await;
+    loop {
+        if inner.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        // A topic without a route yet, or a group whose member list does not
+        // show us yet, is retried soon rather than at the next period.
+        let settled = inner.rebalance().await;
+        if !settled {
+            inner.heartbeat(&pushes).await;
+        }
+        let wait = if settled {
+            inner.opts.rebalance_interval
+        } else {
+            inner
+                .opts
+                .rebalance_interval
+                .min(Duration::from_millis(500))
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = inner.rebalance.notified() => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+impl Inner {
+    pub(super) fn queues(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<MessageQueue, Arc<ProcessQueue>>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn resets(&self) -> std::sync::MutexGuard<'_, HashMap<MessageQueue, u64>> {
+        self.resets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn broadcasting(&self) -> bool {
+        self.opts.model == MessageModel::Broadcasting
+    }
+
+    /// Sends a failed message back to its broker (clustering only); true if
+    /// the broker stored it in the retry or dead-letter topic.
+    pub(super) async fn send_back(&self, q: &MessageQueue, m: &ReceivedMessage) -> bool {
+        if self.broadcasting() {
+            return false;
+        }
+        let req = SendBackRequest {
+            group: self.consumer.group().to_string(),
+            physical_offset: m.physical_offset,
+            reconsume_times: m.reconsume_times,
+            max_reconsume_times: Some(self.opts.max_reconsume_times),
+        };
+        match self.consumer.conn(&q.broker_addr).await {
+            Ok(c) => c.call(&req).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    pub(super) fn redeliver_later(
+        self: &Arc<Self>,
+        queue: MessageQueue,
+        pq: Arc<ProcessQueue>,
+        msgs: Vec<ReceivedMessage>,
+        after: Duration,
+    ) {
+        let inner = self.clone();
+        actix::spawn(async move {
+            tokio::time::sleep(after).await;
+            if !pq.is_dropped() {
+                let _ = inner.work_tx.send(Work { queue, pq, msgs });
+            }
+        });
+    }
+
+    /// Every broker address hosting a subscribed topic.
+    pub(super) async fn broker_addrs(&self) -> Vec<String> {
+        let mut addrs = Vec::new();
+        for (topic, _) in &self.subs {
+            if let Ok(qs) = self.consumer.queues(topic).await {
+                addrs.extend(qs.into_iter().map(|q| q.broker_addr));
+            }
+        }
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    }
+
+    /// Heartbeats to every broker of the subscribed topics, routing their
+    /// pushes to `pushes`.
+    pub(super) async fn heartbeat(&self, pushes: &Recipient<PushFrame>) {
+        let req = HeartbeatRequest {
+            client_id: self.client_id.clone(),
+            producer_groups: Vec::new(),
+            consumer_groups: vec![ConsumerGroupData {
+                group: self.consumer.group().to_string(),
+                consume_type: ConsumeType::Push,
+                message_model: self.opts.model,
+                consume_from: self.opts.consume_from,
+                subscriptions: self
+                    .subs
+                    .iter()
+                    .map(|(topic, filter)| match filter {
+                        SubFilter::Tags(expr) => Subscription {
+                            topic: topic.clone(),
+                            expression_type: ExpressionType::Tag,
+                            expression: expr.clone().unwrap_or_else(|| "*".to_string()),
+                        },
+                        SubFilter::Sql(sql) => Subscription {
+                            topic: topic.clone(),
+                            expression_type: ExpressionType::Sql,
+                            expression: sql.clone(),
+                        },
+                    })
+                    .collect(),
+            }],
+        };
+        for addr in self.broker_addrs().await {
+            if let Ok(c) = self.consumer.conn(&addr).await {
+                c.set_push_handler(pushes.clone());
+                let _ = c.call(&req).await;
+            }
+        }
+    }
+}

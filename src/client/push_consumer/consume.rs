@@ -1,0 +1,228 @@
+//! Pulling and consuming: one puller per assigned queue, the consume
+//! workers, and the orderly per-queue worker.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use skylark_codec::{PullStatus, PROPERTY_RETRY_TOPIC, RETRY_TOPIC_PREFIX};
+use tokio::sync::mpsc;
+
+use super::{ConsumeResult, Inner, Work};
+use crate::client::message::ReceivedMessage;
+use crate::client::process_queue::ProcessQueue;
+use crate::client::route::MessageQueue;
+
+/// One consume worker: takes batches in arrival order and runs the listener.
+pub(super) async fn worker(
+    inner: Arc<Inner>,
+    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Work>>>,
+) {
+    let mut stop = inner.stop.subscribe();
+    loop {
+        let work = tokio::select! {
+            w = async { rx.lock().await.recv().await } => w,
+            _ = stop.changed() => return,
+        };
+        let Some(w) = work else { return };
+        if w.pq.is_dropped() {
+            continue; // the queue's next owner delivers it again
+        }
+        let Some((msgs, result)) = run_listener(&inner, w.msgs).await else {
+            continue;
+        };
+        match result {
+            ConsumeResult::Success => w.pq.remove(msgs.iter().map(|m| m.queue_offset)),
+            ConsumeResult::Retry => {
+                // Clustering: hand each message back to the broker (retry
+                // topic, or the dead-letter topic after the maximum); what
+                // the broker does not take is retried here.
+                let mut local = Vec::new();
+                for mut m in msgs {
+                    if inner.send_back(&w.queue, &m).await {
+                        w.pq.remove([m.queue_offset]);
+                    } else {
+                        m.reconsume_times += 1;
+                        local.push(m);
+                    }
+                }
+                if !local.is_empty() {
+                    inner.redeliver_later(w.queue, w.pq, local, inner.opts.retry_delay);
+                }
+            }
+            ConsumeResult::Suspend(d) => {
+                w.pq.suspend(Instant::now() + d);
+                inner.redeliver_later(w.queue, w.pq, msgs, d);
+            }
+        }
+    }
+}
+
+/// Runs the listener on a blocking thread; a panic counts as `Retry`.
+pub(super) async fn run_listener(
+    inner: &Inner,
+    msgs: Vec<ReceivedMessage>,
+) -> Option<(Vec<ReceivedMessage>, ConsumeResult)> {
+    let l = inner.listener.clone();
+    tokio::task::spawn_blocking(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l.consume(&msgs)))
+            .unwrap_or(ConsumeResult::Retry);
+        (msgs, r)
+    })
+    .await
+    .ok()
+}
+
+/// Pulls one queue until it is dropped.
+pub(super) async fn pull_loop(
+    inner: Arc<Inner>,
+    q: MessageQueue,
+    pq: Arc<ProcessQueue>,
+    expr: super::SubFilter,
+) {
+    let o = &inner.opts;
+    loop {
+        if pq.is_dropped() || inner.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        if o.orderly && !pq.is_locked() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let (n, bytes) = pq.cached();
+        if n > o.cache_max_messages || bytes > o.cache_max_bytes {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        if let Some(until) = pq.suspended_until(Instant::now()) {
+            tokio::time::sleep_until(until.into()).await;
+            continue;
+        }
+        let offset = pq.next_pull();
+        let started = Instant::now();
+        let pulled = match &expr {
+            super::SubFilter::Tags(tags) => {
+                inner
+                    .consumer
+                    .pull(
+                        &q,
+                        offset,
+                        o.pull_batch_size,
+                        tags.as_deref(),
+                        o.pull_suspend,
+                    )
+                    .await
+            }
+            super::SubFilter::Sql(sql) => {
+                inner
+                    .consumer
+                    .pull_sql_and_commit(&q, offset, o.pull_batch_size, sql, o.pull_suspend, None)
+                    .await
+            }
+        };
+        let r = match pulled {
+            Ok(r) => r,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if pq.is_dropped() {
+            return;
+        }
+        match r.status {
+            PullStatus::Found => {
+                pq.put(&r.messages, r.next_offset);
+                let mut r = r;
+                if q.topic.starts_with(RETRY_TOPIC_PREFIX) {
+                    // A retried message is shown under its original topic.
+                    for m in &mut r.messages {
+                        if let Some(t) = m.property(PROPERTY_RETRY_TOPIC) {
+                            m.topic = t.to_string();
+                        }
+                    }
+                }
+                if o.orderly {
+                    consume_orderly(&inner, &q, &pq, r.messages).await;
+                } else {
+                    let mut msgs = r.messages;
+                    while !msgs.is_empty() {
+                        let rest = msgs.split_off(o.batch_size.min(msgs.len()));
+                        let w = Work {
+                            queue: q.clone(),
+                            pq: pq.clone(),
+                            msgs,
+                        };
+                        let _ = inner.work_tx.send(w);
+                        msgs = rest;
+                    }
+                }
+            }
+            PullStatus::OffsetIllegal => {
+                pq.set_next_pull(r.next_offset.clamp(r.min_offset, r.max_offset))
+            }
+            _ => {
+                pq.set_next_pull(r.next_offset);
+                if started.elapsed() < o.pull_suspend / 2 && r.next_offset == offset {
+                    // Answered at once with nothing: do not spin.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Orderly: the queue's one worker consumes its batches in order, retrying
+/// a batch (after a pause) until it succeeds, goes to the dead-letter topic
+/// after `max_reconsume_times` retries, or the queue is dropped.
+pub(super) async fn consume_orderly(
+    inner: &Arc<Inner>,
+    q: &MessageQueue,
+    pq: &Arc<ProcessQueue>,
+    mut msgs: Vec<ReceivedMessage>,
+) {
+    while !msgs.is_empty() {
+        let rest = msgs.split_off(inner.opts.batch_size.min(msgs.len()));
+        let mut batch = msgs;
+        loop {
+            if pq.is_dropped() || !pq.is_locked() {
+                return;
+            }
+            let Ok(_permit) = inner.orderly_permits.acquire().await else {
+                return;
+            };
+            pq.set_busy(true);
+            let out = run_listener(inner, batch).await;
+            pq.set_busy(false);
+            let Some((back, result)) = out else { return };
+            batch = back;
+            match result {
+                ConsumeResult::Success => {
+                    pq.remove(batch.iter().map(|m| m.queue_offset));
+                    break;
+                }
+                ConsumeResult::Retry => {
+                    // Past the maximum, the batch goes to the dead-letter
+                    // topic and the queue moves on (clustering only).
+                    let max = inner.opts.max_reconsume_times;
+                    if batch.iter().all(|m| m.reconsume_times >= max) {
+                        let mut all_sent = true;
+                        for m in &batch {
+                            all_sent &= inner.send_back(q, m).await;
+                        }
+                        if all_sent {
+                            pq.remove(batch.iter().map(|m| m.queue_offset));
+                            break;
+                        }
+                    }
+                    for m in &mut batch {
+                        m.reconsume_times += 1;
+                    }
+                    tokio::time::sleep(inner.opts.retry_delay).await;
+                }
+                ConsumeResult::Suspend(d) => tokio::time::sleep(d).await,
+            }
+        }
+        msgs = rest;
+    }
+}

@@ -25,6 +25,7 @@ pub mod flush;
 pub mod mapped_file;
 pub mod record;
 mod recovery;
+pub mod replica;
 pub mod retention;
 #[cfg(test)]
 mod tests;

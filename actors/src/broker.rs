@@ -45,6 +45,8 @@ pub struct Broker {
     storage: Addr<Storage>,
     namesrv: Vec<(String, Option<RpcClient>)>,
     registering: bool,
+    /// Slave: told the master's addresses from each registration answer.
+    master_watch: Option<Recipient<crate::replicator::MasterAddrs>>,
     register_again: bool,
     data_version: u64,
     topics_path: PathBuf,
@@ -76,6 +78,7 @@ impl Broker {
             storage,
             namesrv,
             registering: false,
+            master_watch: None,
             register_again: false,
             data_version: 1,
             topics_path,
@@ -159,7 +162,7 @@ impl Broker {
             broker_name: self.config.broker_name.clone(),
             broker_id: self.config.broker_id,
             broker_addr: self.config.advertised(),
-            ha_addr: None,
+            ha_addr: self.config.ha_advertised(),
             topics,
             data_version: self.data_version,
         }
@@ -176,8 +179,9 @@ impl Broker {
         let req = Arc::new(self.register_request());
         let conns = std::mem::take(&mut self.namesrv);
         let log = self.log.clone();
+        let watch = self.master_watch.clone();
         let each = conns.into_iter().map(move |(addr, client)| {
-            let (req, log) = (req.clone(), log.clone());
+            let (req, log, watch) = (req.clone(), log.clone(), watch.clone());
             async move {
                 let client = match client.filter(|c| c.is_connected()) {
                     Some(c) => Some(c),
@@ -190,8 +194,18 @@ impl Broker {
                     },
                 };
                 if let Some(c) = &client {
-                    if let Err(e) = c.call(&*req).await {
-                        warn!(log, "register with nameserver failed"; "namesrv" => &addr, "error" => %e);
+                    match c.call(&*req).await {
+                        Ok(resp) => {
+                            if let Some(w) = &watch {
+                                w.do_send(crate::replicator::MasterAddrs {
+                                    master_addr: resp.master_addr,
+                                    ha_master_addr: resp.ha_master_addr,
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            warn!(log, "register with nameserver failed"; "namesrv" => &addr, "error" => %e)
+                        }
                     }
                 }
                 (addr, client)
@@ -326,5 +340,19 @@ impl Handler<Unregister> for Broker {
                 }
             }
         })
+    }
+}
+
+/// Slave: send the master's addresses from every registration answer to
+/// this recipient (the Replicator).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WatchMaster(pub Recipient<crate::replicator::MasterAddrs>);
+
+impl Handler<WatchMaster> for Broker {
+    type Result = ();
+    fn handle(&mut self, msg: WatchMaster, ctx: &mut Self::Context) {
+        self.master_watch = Some(msg.0);
+        self.register_all(ctx);
     }
 }

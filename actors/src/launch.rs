@@ -39,6 +39,7 @@ pub struct BrokerHandle {
     pub broker: Addr<Broker>,
     pub storage: Addr<Storage>,
     pub offsets: Addr<ConsumerOffsets>,
+    pub replicator: Addr<crate::replicator::Replicator>,
     server: ServerHandle,
     workers: Vec<Arbiter>,
     storage_arbiter: Arbiter,
@@ -82,6 +83,14 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     if config.port == 0 {
         config.port = listener.local_addr()?.port();
     }
+    let ha_listener = if config.is_slave() {
+        None
+    } else {
+        let l = tokio::net::TcpListener::bind((config.listen_host.as_str(), config.ha_bind_port()))
+            .await?;
+        config.ha_port = Some(l.local_addr()?.port());
+        Some(l)
+    };
     let store_host: SocketAddr = config.advertised().parse().map_err(|e| {
         LaunchError::Config(format!("advertised address '{}': {e}", config.advertised()))
     })?;
@@ -101,12 +110,26 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     )?
     .start();
 
+    let replicator = crate::replicator::Replicator::new(
+        config.clone(),
+        storage.clone(),
+        broker.clone(),
+        offsets.clone(),
+        registry.clone(),
+        ha_listener,
+        log.clone(),
+    )
+    .start();
+    if config.is_slave() {
+        broker.do_send(crate::broker::WatchMaster(replicator.clone().recipient()));
+    }
     let shared = Shared {
         config: config.clone(),
         broker: broker.clone(),
         storage: storage.clone(),
         offsets: offsets.clone(),
         topics: registry,
+        replicator: replicator.clone(),
         store_host,
     };
     let cores = std::thread::available_parallelism()
@@ -128,6 +151,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         broker,
         storage,
         offsets,
+        replicator,
         server,
         workers,
         storage_arbiter,

@@ -22,6 +22,7 @@ pub mod namesrv;
 pub mod persist;
 pub mod processor;
 pub mod remoting;
+pub mod replicator;
 pub mod storage;
 pub mod store;
 pub mod topic_queue;

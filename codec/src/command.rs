@@ -57,6 +57,11 @@ pub enum Command {
     // Consumer groups (33-39, 42-49): add here.
     // Queries and admin (70-89): add here.
     // Scheduler (90-99): add here.
+    // Replication (110-119).
+    /// [`crate::SyncMetadataRequest`] → [`crate::MetadataSnapshot`].
+    SyncMetadata = 110,
+    /// [`crate::GetReplicationStatusRequest`] → [`crate::ReplicationStatus`].
+    GetReplicationStatus = 111,
 }
 
 impl Command {
@@ -82,6 +87,9 @@ impl Command {
         // Consumer groups: add here.
         // Queries and admin: add here.
         // Scheduler: add here.
+        // Replication.
+        Command::SyncMetadata,
+        Command::GetReplicationStatus,
     ];
 
     /// The wire number.

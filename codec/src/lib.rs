@@ -79,6 +79,8 @@
 //! | 60 | `CreateTopic` | [`CreateTopicRequest`] | [`Ack`] | Admin → broker: create or update a topic (name checked with [`validate_topic_name`]). |
 //! | 61 | `DeleteTopic` | [`DeleteTopicRequest`] | [`Ack`] | Admin → broker: delete a topic. |
 //! | 62 | `GetTopicStats` | [`GetTopicStatsRequest`] | [`TopicStats`] | Admin → broker: a topic's config, per-queue min/max offsets, parked pulls. |
+//! | 110 | `SyncMetadata` | [`SyncMetadataRequest`] | [`MetadataSnapshot`] | Slave → master every 10 s: the master's topics and consumer offsets; offsets committed on the slave while the master was away are merged (larger wins). |
+//! | 111 | `GetReplicationStatus` | [`GetReplicationStatusRequest`] | [`ReplicationStatus`] | Admin → broker: role, CommitLog end, slaves and their acked offsets (lag). |
 //!
 //! # Errors
 //!
@@ -109,6 +111,10 @@ pub use cmd::offset::{
     QueueOffsets,
 };
 pub use cmd::pull::{parse_tag_expression, PullRequest, PullResponse, PullStatus};
+pub use cmd::replication::{
+    GetReplicationStatusRequest, MetadataSnapshot, OffsetEntry, ReplicationStatus, SlaveStatus,
+    SyncMetadataRequest,
+};
 pub use cmd::route::{
     BrokerData, ClusterInfo, GetClusterInfoRequest, GetRouteInfoRequest, GetTopicListRequest,
     QueueData, TopicList, TopicRouteData,

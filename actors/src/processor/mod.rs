@@ -10,6 +10,7 @@
 mod admin;
 mod offset;
 mod pull;
+mod replication;
 mod send;
 
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ pub struct Shared {
     pub storage: Addr<Storage>,
     pub offsets: Addr<ConsumerOffsets>,
     pub topics: TopicRegistry,
+    pub replicator: Addr<crate::replicator::Replicator>,
     /// This broker's address as written into message ids.
     pub store_host: SocketAddr,
 }
@@ -106,6 +108,12 @@ impl Service for BrokerService {
                 // Consumer groups: add here.
                 // Queries and admin: add here.
                 // Scheduler: add here.
+                Command::SyncMetadata => {
+                    wire::dispatch(frame, |r| replication::sync_metadata(s, r)).await
+                }
+                Command::GetReplicationStatus => {
+                    wire::dispatch(frame, |r| replication::status(s, r)).await
+                }
                 other => wire::not_served(&header, other, "broker"),
             }
         })

@@ -71,6 +71,7 @@ async fn store(
     peer: SocketAddr,
 ) -> Result<Vec<SendResult>, WireError> {
     check(s, &topic, &messages)?;
+    super::replication::refuse_on_slave(s)?;
     let tq = s.topic_queue(&topic, true).await?;
     let topic: Arc<str> = Arc::from(topic.as_str());
     let stored = messages
@@ -89,6 +90,7 @@ async fn store(
     } else {
         SendStatus::SendOk
     };
+    let status = super::replication::after_append(s, res.end_offset, status).await;
     Ok(res
         .results
         .iter()

@@ -9,6 +9,7 @@ pub mod handshake;
 pub mod heartbeat;
 pub mod offset;
 pub mod pull;
+pub mod replication;
 pub mod route;
 pub mod send;
 pub mod topic;

@@ -56,7 +56,10 @@ impl AckTracker {
             s.acked = s.acked.max(offset);
         }
         let max = self.max_acked();
-        let later = self.waiters.split_off(&(max + 1));
+        let later = match max.checked_add(1) {
+            Some(next) => self.waiters.split_off(&next),
+            None => BTreeMap::new(),
+        };
         for (_, ws) in std::mem::replace(&mut self.waiters, later) {
             for w in ws {
                 let _ = w.send(());
@@ -125,5 +128,12 @@ mod tests {
         assert_eq!(t.sessions().len(), 1);
         t.close(1);
         assert!(matches!(t.wait(1), Wait::Now(WaitOutcome::NoSlave)));
+        // A peer's absurd ack never panics.
+        t.open(3, "c".into());
+        let Wait::Later(mut w) = t.wait(u64::MAX) else {
+            panic!("must wait")
+        };
+        t.ack(3, u64::MAX);
+        assert!(w.try_recv().is_ok());
     }
 }

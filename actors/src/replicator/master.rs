@@ -8,6 +8,7 @@
 //! silence.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::Addr;
@@ -17,7 +18,7 @@ use tokio::sync::watch;
 
 use super::protocol::{self, HEARTBEAT, MAX_CHUNK};
 use super::{Replicator, SessionClosed, SessionOpened, SlaveAck};
-use crate::storage::{ReadCommitLog, Storage};
+use crate::storage::{GetStorageStats, ReadCommitLog, Storage};
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -76,11 +77,24 @@ async fn session(
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let start = protocol::read_offset(&mut rd).await?;
+    let end = match storage.send(GetStorageStats).await {
+        Ok(s) => s.max_physical_offset,
+        Err(e) => return Err(std::io::Error::other(format!("storage gone: {e}"))),
+    };
+    if start > end {
+        return Err(std::io::Error::other(format!(
+            "slave is at {start}, past the master's end {end}: refusing to replicate"
+        )));
+    }
     replicator.do_send(SessionOpened { id, addr });
     replicator.do_send(SlaveAck { id, offset: start });
+    // What has been sent: an ack above it is a confused peer, clamped.
+    let sent = Arc::new(AtomicU64::new(start));
     let acks = replicator.clone();
+    let sent_r = sent.clone();
     let reader = actix_rt::spawn(async move {
         while let Ok(offset) = protocol::read_offset(&mut rd).await {
+            let offset = offset.min(sent_r.load(Ordering::Acquire));
             acks.do_send(SlaveAck { id, offset });
         }
         acks.do_send(SessionClosed { id });
@@ -111,6 +125,7 @@ async fn session(
         if !data.is_empty() {
             protocol::write_chunk(&mut wr, pos, end, &data).await?;
             pos += data.len() as u64;
+            sent.store(pos, Ordering::Release);
             last_write = Instant::now();
             continue;
         }

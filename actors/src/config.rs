@@ -87,7 +87,7 @@ pub struct BrokerConfig {
     /// id > 0 is always a slave).
     pub broker_role: BrokerRole,
     /// Master: port slaves replicate from. Absent: `port + 1` (ephemeral
-    /// when `port` is 0); 0: ephemeral.
+    /// when `port` is 0 or `port + 1` is taken); 0: ephemeral.
     pub ha_port: Option<u16>,
     /// SYNC_MASTER: longest wait for a slave's ack before answering
     /// `FLUSH_SLAVE_TIMEOUT`.

@@ -86,8 +86,18 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     let ha_listener = if config.is_slave() {
         None
     } else {
-        let l = tokio::net::TcpListener::bind((config.listen_host.as_str(), config.ha_bind_port()))
-            .await?;
+        let host = config.listen_host.as_str();
+        let l = match tokio::net::TcpListener::bind((host, config.ha_bind_port())).await {
+            Ok(l) => l,
+            // The default `port + 1` is taken: any port will do, slaves
+            // learn it from the NameServers.
+            Err(e) if config.ha_port.is_none() => {
+                slog::warn!(log, "default HA port unavailable, using an ephemeral one";
+                    "port" => config.ha_bind_port(), "error" => %e);
+                tokio::net::TcpListener::bind((host, 0)).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
         config.ha_port = Some(l.local_addr()?.port());
         Some(l)
     };

@@ -295,6 +295,8 @@ fn namesrv_and_broker_as_separate_processes_with_conf_files() {
             .arg(dir.path())
             .env("SKYLARK_STORE__FLUSH_MODE", "sync")
             .env("SKYLARK_DEFAULT_TOPIC_QUEUES", "2")
+            // Any free HA port: port + 1 may belong to a parallel test.
+            .env("SKYLARK_HA_PORT", "0")
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),

@@ -47,7 +47,11 @@ pub struct Broker {
     storage: Addr<Storage>,
     namesrv: Vec<(String, Option<RpcClient>)>,
     registering: bool,
+    /// Slave: told the master's addresses from each registration answer.
+    master_watch: Option<Recipient<crate::replicator::MasterAddrs>>,
     register_again: bool,
+    /// A quick retry for unreachable NameServers is pending.
+    retry_scheduled: bool,
     data_version: u64,
     topics_path: PathBuf,
     log: Logger,
@@ -79,7 +83,9 @@ impl Broker {
             storage,
             namesrv,
             registering: false,
+            master_watch: None,
             register_again: false,
+            retry_scheduled: false,
             data_version: 1,
             topics_path,
             log: log.new(slog::o!("actor" => "broker")),
@@ -167,7 +173,7 @@ impl Broker {
             broker_name: self.config.broker_name.clone(),
             broker_id: self.config.broker_id,
             broker_addr: self.config.advertised(),
-            ha_addr: None,
+            ha_addr: self.config.ha_advertised(),
             topics,
             data_version: self.data_version,
         }
@@ -184,8 +190,9 @@ impl Broker {
         let req = Arc::new(self.register_request());
         let conns = std::mem::take(&mut self.namesrv);
         let log = self.log.clone();
+        let watch = self.master_watch.clone();
         let each = conns.into_iter().map(move |(addr, client)| {
-            let (req, log) = (req.clone(), log.clone());
+            let (req, log, watch) = (req.clone(), log.clone(), watch.clone());
             async move {
                 let client = match client.filter(|c| c.is_connected()) {
                     Some(c) => Some(c),
@@ -198,8 +205,18 @@ impl Broker {
                     },
                 };
                 if let Some(c) = &client {
-                    if let Err(e) = c.call(&*req).await {
-                        warn!(log, "register with nameserver failed"; "namesrv" => &addr, "error" => %e);
+                    match c.call(&*req).await {
+                        Ok(resp) => {
+                            if let Some(w) = &watch {
+                                w.do_send(crate::replicator::MasterAddrs {
+                                    master_addr: resp.master_addr,
+                                    ha_master_addr: resp.ha_master_addr,
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            warn!(log, "register with nameserver failed"; "namesrv" => &addr, "error" => %e)
+                        }
                     }
                 }
                 (addr, client)
@@ -207,10 +224,19 @@ impl Broker {
         });
         let fut = futures::future::join_all(each);
         ctx.spawn(fut.into_actor(self).map(|conns, act, ctx| {
+            // A NameServer that could not be reached (e.g. still starting)
+            // is tried again in 2 s rather than at the next 30 s round.
+            let unreachable = conns.iter().any(|(_, c)| c.is_none());
             act.namesrv = conns;
             act.registering = false;
             if std::mem::take(&mut act.register_again) {
                 act.register_all(ctx);
+            } else if unreachable && !act.retry_scheduled {
+                act.retry_scheduled = true;
+                ctx.run_later(Duration::from_secs(2), |act, ctx| {
+                    act.retry_scheduled = false;
+                    act.register_all(ctx);
+                });
             }
         }));
     }
@@ -369,5 +395,19 @@ impl Handler<SetBrokerSetting> for Broker {
             self.register_all(ctx);
         }
         Ok(())
+    }
+}
+
+/// Slave: send the master's addresses from every registration answer to
+/// this recipient (the Replicator).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WatchMaster(pub Recipient<crate::replicator::MasterAddrs>);
+
+impl Handler<WatchMaster> for Broker {
+    type Result = ();
+    fn handle(&mut self, msg: WatchMaster, ctx: &mut Self::Context) {
+        self.master_watch = Some(msg.0);
+        self.register_all(ctx);
     }
 }

@@ -106,6 +106,43 @@ pub struct BrokerConfig {
     /// Storage engine settings (`[store]`); `store.data_dir` is the broker's
     /// data directory (CommitLog, ConsumeQueues and the `config/` metadata).
     pub store: StoreConfig,
+    /// Replication role: `ASYNC_MASTER`, `SYNC_MASTER` or `SLAVE` (a broker
+    /// id > 0 is always a slave).
+    pub broker_role: BrokerRole,
+    /// Master: port slaves replicate from. Absent: `port + 1` (ephemeral
+    /// when `port` is 0 or `port + 1` is taken); 0: ephemeral.
+    pub ha_port: Option<u16>,
+    /// SYNC_MASTER: longest wait for a slave's ack before answering
+    /// `FLUSH_SLAVE_TIMEOUT`.
+    pub sync_replication_timeout_ms: u64,
+    /// Slave: the master's HA address; absent = as the NameServer reports it.
+    pub master_ha_addr: Option<String>,
+    /// Slave: how often topics and consumer offsets are copied from the master.
+    pub metadata_sync_interval_secs: u64,
+}
+
+/// A broker's replication role (RocketMQ's `brokerRole`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BrokerRole {
+    /// Answer a send once it is stored locally; slaves catch up after.
+    #[default]
+    AsyncMaster,
+    /// Answer a send once a slave has acked it (or the timeout passed).
+    SyncMaster,
+    /// Replicates from the master, serves reads, refuses sends.
+    Slave,
+}
+
+impl BrokerRole {
+    /// The role's name as in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrokerRole::AsyncMaster => "ASYNC_MASTER",
+            BrokerRole::SyncMaster => "SYNC_MASTER",
+            BrokerRole::Slave => "SLAVE",
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -136,6 +173,11 @@ impl Default for BrokerConfig {
             group_scan_interval_ms: 1000,
             order_lock_lease_secs: 60,
             store: StoreConfig::default(),
+            broker_role: BrokerRole::AsyncMaster,
+            ha_port: None,
+            sync_replication_timeout_ms: 3000,
+            master_ha_addr: None,
+            metadata_sync_interval_secs: 10,
         }
     }
 }
@@ -144,6 +186,38 @@ impl BrokerConfig {
     /// The NameServer addresses, split on `;` (and `,`), blanks removed.
     pub fn namesrv_addrs(&self) -> Vec<String> {
         split_addrs(&self.namesrv)
+    }
+    /// The effective role: a broker id > 0 is a slave whatever `broker_role` says.
+    pub fn role(&self) -> BrokerRole {
+        if self.broker_id > 0 {
+            BrokerRole::Slave
+        } else {
+            self.broker_role
+        }
+    }
+    /// Whether this broker replicates from a master (and refuses sends).
+    pub fn is_slave(&self) -> bool {
+        self.role() == BrokerRole::Slave
+    }
+    /// The HA port to bind (0 = ephemeral).
+    pub fn ha_bind_port(&self) -> u16 {
+        match self.ha_port {
+            Some(p) => p,
+            None if self.port == 0 => 0,
+            None => self.port.saturating_add(1),
+        }
+    }
+    /// The HA address published to NameServers (masters only, once bound).
+    pub fn ha_advertised(&self) -> Option<String> {
+        if self.is_slave() {
+            return None;
+        }
+        let host = self
+            .advertised_addr
+            .as_deref()
+            .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
+            .unwrap_or_else(|| self.listen_host.clone());
+        self.ha_port.map(|p| format!("{host}:{p}"))
     }
     /// The address published to NameServers and written into message ids.
     pub fn advertised(&self) -> String {

@@ -292,3 +292,50 @@ mod tests {
         assert!(o.group_offsets("h")[0].last_commit_ms.is_some());
     }
 }
+
+/// Every committed offset (replication: a master's snapshot, a slave's push).
+#[derive(Message)]
+#[rtype(result = "Vec<skylark_codec::OffsetEntry>")]
+pub struct SnapshotOffsets;
+
+/// Take offsets from another broker of the group: with `keep_larger`, an
+/// entry only raises an offset (a master merging a slave's commits);
+/// otherwise it replaces it (a slave copying its master).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MergeOffsets {
+    pub entries: Vec<skylark_codec::OffsetEntry>,
+    pub keep_larger: bool,
+}
+
+impl Handler<SnapshotOffsets> for ConsumerOffsets {
+    type Result = MessageResult<SnapshotOffsets>;
+    fn handle(&mut self, _: SnapshotOffsets, _: &mut Self::Context) -> Self::Result {
+        let mut out = Vec::new();
+        for (group, topics) in &self.table {
+            for (topic, queues) in topics {
+                for (queue_id, offset) in queues {
+                    out.push(skylark_codec::OffsetEntry {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        queue_id: *queue_id,
+                        offset: *offset,
+                    });
+                }
+            }
+        }
+        MessageResult(out)
+    }
+}
+
+impl Handler<MergeOffsets> for ConsumerOffsets {
+    type Result = ();
+    fn handle(&mut self, m: MergeOffsets, _: &mut Self::Context) {
+        for e in m.entries {
+            let current = self.query(&e.group, &e.topic, e.queue_id);
+            if !m.keep_larger || current.is_none_or(|c| e.offset > c) {
+                self.commit(&e.group, &e.topic, e.queue_id, e.offset);
+            }
+        }
+    }
+}

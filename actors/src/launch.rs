@@ -32,7 +32,9 @@ use crate::transaction::Transaction;
 pub enum LaunchError {
     #[error("cannot open the store: {0}")]
     Store(#[from] crate::store::StoreError),
-    #[error("{0}")]
+    #[error("cannot listen on {addr}: {err}")]
+    Bind { addr: String, err: std::io::Error },
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -43,6 +45,7 @@ pub struct BrokerHandle {
     pub broker: Addr<Broker>,
     pub storage: Addr<Storage>,
     pub offsets: Addr<ConsumerOffsets>,
+    pub replicator: Addr<crate::replicator::Replicator>,
     server: ServerHandle,
     workers: Vec<Arbiter>,
     storage_arbiter: Arbiter,
@@ -84,12 +87,34 @@ impl BrokerHandle {
 /// Starts a broker inside the current actix System.
 pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHandle, LaunchError> {
     let log = log.new(slog::o!("broker" => config.broker_name.clone()));
-    let listener =
-        tokio::net::TcpListener::bind((config.listen_host.as_str(), config.port)).await?;
+    let listener = tokio::net::TcpListener::bind((config.listen_host.as_str(), config.port))
+        .await
+        .map_err(|err| LaunchError::Bind {
+            addr: format!("{}:{}", config.listen_host, config.port),
+            err,
+        })?;
     let mut config = config;
     if config.port == 0 {
         config.port = listener.local_addr()?.port();
     }
+    let ha_listener = if config.is_slave() {
+        None
+    } else {
+        let host = config.listen_host.as_str();
+        let l = match tokio::net::TcpListener::bind((host, config.ha_bind_port())).await {
+            Ok(l) => l,
+            // The default `port + 1` is taken: any port will do, slaves
+            // learn it from the NameServers.
+            Err(e) if config.ha_port.is_none() => {
+                slog::warn!(log, "default HA port unavailable, using an ephemeral one";
+                    "port" => config.ha_bind_port(), "error" => %e);
+                tokio::net::TcpListener::bind((host, 0)).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        config.ha_port = Some(l.local_addr()?.port());
+        Some(l)
+    };
     let store_host: SocketAddr = config.advertised().parse().map_err(|e| {
         LaunchError::Config(format!("advertised address '{}': {e}", config.advertised()))
     })?;
@@ -144,6 +169,19 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     };
     let group_manager =
         ConsumerGroups::new(groups.clone(), timings, config.max_frame_size, log.clone()).start();
+    let replicator = crate::replicator::Replicator::new(
+        config.clone(),
+        storage.clone(),
+        broker.clone(),
+        offsets.clone(),
+        registry.clone(),
+        ha_listener,
+        log.clone(),
+    )
+    .start();
+    if config.is_slave() {
+        broker.do_send(crate::broker::WatchMaster(replicator.clone().recipient()));
+    }
     let shared = Shared {
         live,
         config: config.clone(),
@@ -153,6 +191,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         topics: registry,
         groups,
         group_manager,
+        replicator: replicator.clone(),
         store_host,
         scheduler,
         transaction,
@@ -176,6 +215,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         broker,
         storage,
         offsets,
+        replicator,
         server,
         workers,
         storage_arbiter,

@@ -30,6 +30,7 @@ pub mod namesrv;
 pub mod persist;
 pub mod processor;
 pub mod remoting;
+pub mod replicator;
 pub mod scheduler;
 pub mod storage;
 pub mod store;

@@ -224,8 +224,17 @@ pub async fn start_namesrv(
     config: NameServerConfig,
     log: Logger,
 ) -> std::io::Result<NameServerHandle> {
-    let listener =
-        tokio::net::TcpListener::bind((config.listen_host.as_str(), config.port)).await?;
+    let listener = tokio::net::TcpListener::bind((config.listen_host.as_str(), config.port))
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot listen on {}:{}: {e}",
+                    config.listen_host, config.port
+                ),
+            )
+        })?;
     let opts = remoting::server::ServeOptions {
         max_frame_size: config.max_frame_size,
         max_inflight: 1024,

@@ -453,6 +453,42 @@ impl Handler<Shutdown> for Storage {
     }
 }
 
+/// Replication, master side: whole records of the CommitLog from `offset`
+/// (see [`crate::store::replica`]), with the CommitLog end.
+#[derive(Message)]
+#[rtype(result = "Result<(Bytes, u64), StoreError>")]
+pub struct ReadCommitLog {
+    pub offset: u64,
+    pub max_bytes: usize,
+}
+
+/// Replication, slave side: append the master's bytes at `offset` and
+/// dispatch them.
+#[derive(Message)]
+#[rtype(result = "Result<crate::store::replica::ReplicaAppend, StoreError>")]
+pub struct AppendReplicated {
+    pub offset: u64,
+    pub data: Bytes,
+}
+
+impl Handler<ReadCommitLog> for Storage {
+    type Result = Result<(Bytes, u64), StoreError>;
+
+    fn handle(&mut self, m: ReadCommitLog, _: &mut Self::Context) -> Self::Result {
+        let store = self.store()?;
+        let end = store.max_physical_offset();
+        Ok((store.read_commit_log(m.offset, m.max_bytes)?, end))
+    }
+}
+
+impl Handler<AppendReplicated> for Storage {
+    type Result = Result<crate::store::replica::ReplicaAppend, StoreError>;
+
+    fn handle(&mut self, m: AppendReplicated, _: &mut Self::Context) -> Self::Result {
+        self.store()?.append_replicated(m.offset, &m.data)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

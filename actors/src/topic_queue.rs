@@ -225,6 +225,22 @@ impl Handler<GetTopicStats> for TopicQueue {
     }
 }
 
+/// Messages reached `queue_id` by another way than [`Append`] (a slave's
+/// replicated CommitLog): wake the pulls parked on it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Arrived {
+    pub queue_id: u32,
+    pub max_offset: u64,
+}
+
+impl Handler<Arrived> for TopicQueue {
+    type Result = ();
+    fn handle(&mut self, msg: Arrived, _: &mut Self::Context) {
+        self.wake(msg.queue_id, msg.max_offset);
+    }
+}
+
 /// Read from one queue; if it is empty, hold the pull up to `hold` and
 /// answer as soon as a message lands.
 #[derive(Message)]

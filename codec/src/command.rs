@@ -97,6 +97,11 @@ pub enum Command {
     EndTransaction = 100,
     /// [`crate::CheckTransactionStateRequest`] (server push) → no answer.
     CheckTransactionState = 101,
+    // Replication (110-119).
+    /// [`crate::SyncMetadataRequest`] → [`crate::MetadataSnapshot`].
+    SyncMetadata = 110,
+    /// [`crate::GetReplicationStatusRequest`] → [`crate::ReplicationStatus`].
+    GetReplicationStatus = 111,
 }
 
 impl Command {
@@ -142,6 +147,9 @@ impl Command {
         // Transactions.
         Command::EndTransaction,
         Command::CheckTransactionState,
+        // Replication.
+        Command::SyncMetadata,
+        Command::GetReplicationStatus,
     ];
 
     /// The wire number.

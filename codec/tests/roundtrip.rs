@@ -548,3 +548,36 @@ proptest! {
                    &ResetOffsetNotify { group: g, topic: t, broker_addr: c, offsets: offs });
     }
 }
+
+prop_compose! {
+    fn offset_entry()(group in text(), topic in text(), queue_id in any::<u32>(),
+                      offset in any::<u64>()) -> OffsetEntry {
+        OffsetEntry { group, topic, queue_id, offset }
+    }
+}
+
+proptest! {
+    #[test]
+    fn replication_commands(id in any::<u64>(), split in any::<usize>(), err in wire_error(),
+                            broker_id in any::<u64>(), slave_offsets in vec(offset_entry(), 0..4),
+                            topics in vec(topic_config(), 0..4), offsets in vec(offset_entry(), 0..4),
+                            names in (text(), text(), option::of(text()), option::of(text())),
+                            nums in (any::<u64>(), any::<u64>(), any::<bool>()),
+                            slaves in vec((text(), any::<u64>()), 0..3)) {
+        check_rpc(id, split, &SyncMetadataRequest { broker_id, slave_offsets },
+                  &MetadataSnapshot { topics, offsets }, &err);
+        let status = ReplicationStatus {
+            broker_name: names.0,
+            broker_id,
+            role: names.1,
+            max_offset: nums.0,
+            ha_addr: names.2,
+            slaves: slaves.into_iter()
+                .map(|(addr, acked_offset)| SlaveStatus { addr, acked_offset }).collect(),
+            master_ha_addr: names.3,
+            master_connected: nums.2,
+            master_max_offset: nums.1,
+        };
+        check_rpc(id, split, &GetReplicationStatusRequest {}, &status, &err);
+    }
+}

@@ -42,7 +42,7 @@ async fn admin(a: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::Topic(TopicCmd::Route(t)) => route(&ns, &t.name, a.json).await,
         AdminCmd::Topic(TopicCmd::Stats(t)) => stats(&ns, &cfg, &t.name, a.json).await,
         AdminCmd::Topic(TopicCmd::List) => list(&ns, a.json).await,
-        AdminCmd::Cluster(ClusterCmd::List) => cluster(&ns, a.json).await,
+        AdminCmd::Cluster(ClusterCmd::List) => cluster(&ns, &cfg, a.json).await,
         AdminCmd::Delay(super::DelayCmd::Stats { broker }) => {
             super::admin_delay::stats(&ns, &cfg, broker.as_deref(), a.json).await
         }
@@ -279,12 +279,8 @@ async fn list(ns: &NameServerClient, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn cluster(ns: &NameServerClient, json: bool) -> anyhow::Result<()> {
+async fn cluster(ns: &NameServerClient, cfg: &ClientConfig, json: bool) -> anyhow::Result<()> {
     let info = ns.cluster_info().await?;
-    if json {
-        out!("{}", serde_json::to_string(&info)?);
-        return Ok(());
-    }
     // Brokers not listed under any cluster still show, under their own.
     let mut by_cluster: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (cluster, names) in &info.clusters {
@@ -299,22 +295,113 @@ async fn cluster(ns: &NameServerClient, json: bool) -> anyhow::Result<()> {
             names.push(&b.broker_name);
         }
     }
-    out!(
-        "{:<16} {:<20} {:>4} {:<24}",
-        "CLUSTER",
-        "BROKER",
-        "ID",
-        "ADDR"
-    );
-    for (cluster, names) in by_cluster {
+    let mut members = Vec::new();
+    for (cluster, names) in &by_cluster {
         for name in names {
-            let Some(b) = info.brokers.get(name) else {
+            let Some(b) = info.brokers.get(*name) else {
                 continue;
             };
+            let mut statuses = BTreeMap::new();
             for (id, addr) in &b.addrs {
-                out!("{cluster:<16} {name:<20} {id:>4} {addr:<24}");
+                statuses.insert(*id, replication_status(cfg, addr).await);
+            }
+            let master_max = statuses
+                .get(&0)
+                .and_then(|s| s.as_ref().ok())
+                .map(|s| s.max_offset);
+            for (id, addr) in &b.addrs {
+                members.push(member_row(
+                    cluster,
+                    name,
+                    *id,
+                    addr,
+                    &statuses[id],
+                    master_max,
+                ));
             }
         }
     }
+    if json {
+        let v = serde_json::json!({
+            "clusters": info.clusters,
+            "brokers": info.brokers,
+            "members": members,
+        });
+        out!("{}", serde_json::to_string(&v)?);
+        return Ok(());
+    }
+    out!(
+        "{:<16} {:<20} {:>4} {:<22} {:<13} {:>14} {:>10}",
+        "CLUSTER",
+        "BROKER",
+        "ID",
+        "ADDR",
+        "ROLE",
+        "MAX_OFFSET",
+        "LAG"
+    );
+    for m in &members {
+        let text = |k: &str| m[k].as_str().unwrap_or("-").to_string();
+        let num = |k: &str| m[k].as_u64().map_or("-".to_string(), |n| n.to_string());
+        out!(
+            "{:<16} {:<20} {:>4} {:<22} {:<13} {:>14} {:>10}",
+            text("cluster"),
+            text("broker_name"),
+            num("broker_id"),
+            text("addr"),
+            text("role"),
+            num("max_offset"),
+            num("lag")
+        );
+    }
     Ok(())
+}
+
+/// A broker's replication status, or why it could not be had.
+async fn replication_status(
+    cfg: &ClientConfig,
+    addr: &str,
+) -> Result<skylark_codec::ReplicationStatus, String> {
+    let c = crate::client::connect_broker(cfg, addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let r = c
+        .call(&skylark_codec::GetReplicationStatusRequest {})
+        .await
+        .map_err(|e| e.to_string());
+    c.close();
+    r
+}
+
+/// One line of `cluster list`: lag is the master's CommitLog end minus the
+/// slave's (its acked offset), or the end the master last reported to the
+/// slave when the master does not answer.
+fn member_row(
+    cluster: &str,
+    name: &str,
+    id: u64,
+    addr: &str,
+    status: &Result<skylark_codec::ReplicationStatus, String>,
+    master_max: Option<u64>,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "cluster": cluster, "broker_name": name, "broker_id": id, "addr": addr,
+    });
+    match status {
+        Ok(s) => {
+            v["role"] = s.role.clone().into();
+            v["max_offset"] = s.max_offset.into();
+            if id == 0 {
+                v["ha_addr"] = s.ha_addr.clone().into();
+                v["slaves"] = serde_json::to_value(&s.slaves).unwrap_or_default();
+            } else {
+                let master = master_max.unwrap_or(s.master_max_offset);
+                v["lag"] = master.saturating_sub(s.max_offset).into();
+                v["master_connected"] = s.master_connected.into();
+                v["master_ha_addr"] = s.master_ha_addr.clone().into();
+            }
+        }
+        Err(e) => v["error"] = e.clone().into(),
+    }
+    v
 }

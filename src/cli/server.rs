@@ -12,6 +12,26 @@ use super::{BrokerArgs, NamesrvArgs, StandaloneArgs};
 use crate::config::load;
 use crate::embedded;
 
+/// Runs a server future in a fresh actix System. When starting fails
+/// half-way, the actors already spawned get polled once (they start and
+/// see the System stopping) before the runtime is dropped, so a failed
+/// start is an error message, never a panic in a half-torn-down runtime.
+fn run_system<F>(fut: F) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    actix::System::new().block_on(async move {
+        let r = fut.await;
+        if r.is_err() {
+            actix::System::current().stop();
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+        }
+        r
+    })
+}
+
 /// Waits for SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -78,15 +98,24 @@ pub fn standalone(a: StandaloneArgs, log: Logger) -> anyhow::Result<()> {
         &Some(namesrv_addr),
     );
     o.push(("broker_name", Value::from("standalone")));
-    let bcfg: BrokerConfig = load(a.config.as_deref(), &o)?;
+    let mut bcfg: BrokerConfig = load(a.config.as_deref(), &o)?;
+    if bcfg.ha_port.is_none() {
+        // No slave replicates a standalone broker unless configured to:
+        // don't claim port + 1, take any free port for the HA listener.
+        bcfg.ha_port = Some(0);
+    }
     let ncfg = NameServerConfig {
         listen_host: host,
         port: a.namesrv_port,
         ..NameServerConfig::default()
     };
-    actix::System::new().block_on(async move {
-        let ns = embedded::start_namesrv(ncfg, log.clone()).await.context("cannot start the nameserver")?;
-        let broker = embedded::start_broker(bcfg, log.clone()).await.context("cannot start the broker")?;
+    run_system(async move {
+        let ns = embedded::start_namesrv(ncfg, log.clone())
+            .await
+            .context("cannot start the nameserver")?;
+        let broker = embedded::start_broker(bcfg, log.clone())
+            .await
+            .context("cannot start the broker")?;
         info!(log, "standalone ready"; "namesrv" => %ns.local_addr(), "broker" => %broker.local_addr());
         shutdown_signal().await;
         info!(log, "shutting down");
@@ -107,7 +136,7 @@ pub fn namesrv(a: NamesrvArgs, log: Logger) -> anyhow::Result<()> {
         o.push(("listen_host", Value::from(h)));
     }
     let cfg: NameServerConfig = load(a.config.as_deref(), &o)?;
-    actix::System::new().block_on(async move {
+    run_system(async move {
         let ns = embedded::start_namesrv(cfg, log.clone())
             .await
             .context("cannot start the nameserver")?;
@@ -122,7 +151,7 @@ pub fn namesrv(a: NamesrvArgs, log: Logger) -> anyhow::Result<()> {
 pub fn broker(a: BrokerArgs, log: Logger) -> anyhow::Result<()> {
     let o = broker_overrides(&a.data_dir, a.port, &a.host, a.flush, &a.namesrv);
     let cfg: BrokerConfig = load(a.config.as_deref(), &o)?;
-    actix::System::new().block_on(async move {
+    run_system(async move {
         let broker = embedded::start_broker(cfg, log.clone())
             .await
             .context("cannot start the broker")?;

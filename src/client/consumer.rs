@@ -106,6 +106,83 @@ impl PullConsumer {
         Ok(route.read_queues.clone())
     }
 
+    /// Every address (masters and slaves) of the broker groups serving
+    /// `topic`: where a consumer's heartbeats go, so a slave knows the
+    /// group's members while its master is down.
+    pub async fn broker_group_addrs(&self, topic: &str) -> Result<Vec<String>> {
+        let route = self
+            .instance
+            .send(GetRoute {
+                topic: topic.to_string(),
+                refresh: false,
+            })
+            .await
+            .map_err(|_| ClientError::Stopped)??;
+        let mut addrs: Vec<String> = route
+            .data
+            .brokers
+            .iter()
+            .flat_map(|b| b.addrs.values().cloned())
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        Ok(addrs)
+    }
+
+    /// Calls `req` for `queue` on its broker; when that broker cannot be
+    /// reached (refused, closed, timed out), the other members of the same
+    /// broker group are tried, lowest id first: a consumer keeps reading
+    /// (and committing) on a slave while its master is down.
+    pub(crate) async fn call_group<R>(
+        &self,
+        queue: &MessageQueue,
+        req: &R,
+        timeout: Duration,
+    ) -> Result<R::Response>
+    where
+        R: skylark_codec::Rpc,
+    {
+        let mut addrs = vec![queue.broker_addr.clone()];
+        let route = self
+            .instance
+            .send(GetRoute {
+                topic: queue.topic.clone(),
+                refresh: false,
+            })
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        if let Ok(route) = route {
+            let group = route
+                .data
+                .brokers
+                .iter()
+                .find(|b| b.broker_name == queue.broker_name);
+            for a in group.into_iter().flat_map(|b| b.addrs.values()) {
+                if !addrs.contains(a) {
+                    addrs.push(a.clone());
+                }
+            }
+        }
+        let mut last = None;
+        for addr in &addrs {
+            let res = match self.conn(addr).await {
+                Ok(client) => client
+                    .call_timeout(req, timeout)
+                    .await
+                    .map_err(|e| ClientError::from_call(addr, Some(&queue.topic), e)),
+                Err(e) => Err(e),
+            };
+            match res {
+                Err(e @ ClientError::Connection { .. }) => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or(ClientError::NoQueue {
+            topic: queue.topic.clone(),
+            what: "readable",
+        }))
+    }
+
     /// A connection to a broker address (shared with the client instance).
     pub(crate) async fn conn(&self, addr: &str) -> Result<RpcClient> {
         self.instance
@@ -161,11 +238,9 @@ impl PullConsumer {
             sql: None,
             commit_offset,
         };
-        let client = self.conn(&queue.broker_addr).await?;
-        let resp = client
-            .call_timeout(&req, suspend + self.config.request_timeout)
-            .await
-            .map_err(|e| ClientError::from_call(&queue.broker_addr, Some(&queue.topic), e))?;
+        let resp = self
+            .call_group(queue, &req, suspend + self.config.request_timeout)
+            .await?;
         let messages = decode_records(&resp.records, &queue.broker_addr, tags.as_deref())?;
         Ok(PullResult {
             status: resp.status,
@@ -241,19 +316,17 @@ impl PullConsumer {
             topic: queue.topic.clone(),
             queue_id: queue.queue_id,
         };
-        let client = self.conn(&queue.broker_addr).await?;
-        match client.call(&req).await {
+        match self
+            .call_group(queue, &req, self.config.request_timeout)
+            .await
+        {
             Ok(r) => Ok(r.offset),
-            Err(skylark_codec::ProtocolError::Remote(w))
-                if w.code == skylark_codec::ErrorCode::OffsetNotFound =>
+            Err(ClientError::Remote { error, .. })
+                if error.code == skylark_codec::ErrorCode::OffsetNotFound =>
             {
                 Ok(None)
             }
-            Err(e) => Err(ClientError::from_call(
-                &queue.broker_addr,
-                Some(&queue.topic),
-                e,
-            )),
+            Err(e) => Err(e),
         }
     }
 
@@ -265,12 +338,9 @@ impl PullConsumer {
             queue_id: queue.queue_id,
             offset,
         };
-        let client = self.conn(&queue.broker_addr).await?;
-        client
-            .call(&req)
+        self.call_group(queue, &req, self.config.request_timeout)
             .await
             .map(|_| ())
-            .map_err(|e| ClientError::from_call(&queue.broker_addr, Some(&queue.topic), e))
     }
 
     /// The queue's min and max offsets.
@@ -279,11 +349,8 @@ impl PullConsumer {
             topic: queue.topic.clone(),
             queue_id: queue.queue_id,
         };
-        let client = self.conn(&queue.broker_addr).await?;
-        client
-            .call(&req)
+        self.call_group(queue, &req, self.config.request_timeout)
             .await
-            .map_err(|e| ClientError::from_call(&queue.broker_addr, Some(&queue.topic), e))
     }
 
     /// Sends a heartbeat naming this group and its subscriptions to every

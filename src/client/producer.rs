@@ -192,9 +192,19 @@ impl Producer {
         let mut last_failed = None;
         let mut attempt = 0;
         loop {
-            let sel = self
+            let sel = match self
                 .select(topic, order_key.clone(), last_failed.take())
-                .await?;
+                .await
+            {
+                Ok(sel) => sel,
+                // The chosen master is unreachable (the fault tracker now
+                // avoids it): try another broker.
+                Err(ClientError::Connection { .. }) if attempt < retries => {
+                    attempt += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let start = Instant::now();
             let res = req.call(&sel, topic).await;
             let failed = matches!(&res, Err(e) if e.is_retryable());

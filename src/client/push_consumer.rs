@@ -559,8 +559,8 @@ impl Inner {
     pub(super) async fn broker_addrs(&self) -> Vec<String> {
         let mut addrs = Vec::new();
         for (topic, _) in &self.subs {
-            if let Ok(qs) = self.consumer.queues(topic).await {
-                addrs.extend(qs.into_iter().map(|q| q.broker_addr));
+            if let Ok(a) = self.consumer.broker_group_addrs(topic).await {
+                addrs.extend(a);
             }
         }
         addrs.sort();

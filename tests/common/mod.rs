@@ -65,6 +65,9 @@ impl Standalone {
             .args(["--namesrv-port", &self.namesrv_port.to_string()])
             .args(["--broker-port", &self.broker_port.to_string()])
             .args(&self.extra)
+            // 64 MiB segments: each broker preallocates its active segment,
+            // and many tests run at once on one disk.
+            .env("SKYLARK_STORE__SEGMENT_SIZE", "67108864")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -13,6 +13,7 @@ mod group;
 mod offset;
 mod pull;
 mod query;
+mod replication;
 mod send;
 mod transaction;
 
@@ -46,6 +47,7 @@ pub struct Shared {
     /// Group name → its ConsumerGroup actor (written by `group_manager`).
     pub groups: GroupRegistry,
     pub group_manager: Addr<ConsumerGroups>,
+    pub replicator: Addr<crate::replicator::Replicator>,
     /// This broker's address as written into message ids.
     pub store_host: SocketAddr,
     /// The Scheduler (delayed messages) and its settings.
@@ -168,6 +170,12 @@ impl Service for BrokerService {
                     .await
                 }
                 Command::EndTransaction => wire::dispatch(frame, |r| transaction::end(s, r)).await,
+                Command::SyncMetadata => {
+                    wire::dispatch(frame, |r| replication::sync_metadata(s, r)).await
+                }
+                Command::GetReplicationStatus => {
+                    wire::dispatch(frame, |r| replication::status(s, r)).await
+                }
                 other => wire::not_served(&header, other, "broker"),
             }
         })

@@ -88,6 +88,7 @@ pub(super) async fn store_with_reconsume(
     reconsume_times: u32,
 ) -> Result<Vec<SendResult>, WireError> {
     check(s, &topic, &messages)?;
+    super::replication::refuse_on_slave(s)?;
     let tq = s.topic_queue(&topic, true).await?;
     if let Some(parks) = delay::parks(s, &messages)? {
         return delay::store_delayed(s, &tq, topic, queue_id, messages, parks, peer).await;
@@ -113,16 +114,18 @@ pub(super) async fn store_with_reconsume(
         })
         .await
         .map_err(crate::mailbox_error)??;
-    Ok(results(s, &res))
+    Ok(results(s, &res).await)
 }
 
-/// The send answers of an append, in order.
-pub(super) fn results(s: &Shared, res: &crate::store::AppendBatchResult) -> Vec<SendResult> {
+/// The send answers of an append, in order: after the flush (sync flush)
+/// and, on a SYNC_MASTER, after a slave has the batch.
+pub(super) async fn results(s: &Shared, res: &crate::store::AppendBatchResult) -> Vec<SendResult> {
     let status = if res.flush_timed_out {
         SendStatus::FlushDiskTimeout
     } else {
         SendStatus::SendOk
     };
+    let status = super::replication::after_append(s, res.end_offset, status).await;
     res.results
         .iter()
         .map(|it| SendResult {

@@ -209,6 +209,39 @@ impl CommitLog {
         Ok(pos)
     }
 
+    /// Replication (slave side): writes `bytes` as they are at `offset`,
+    /// which must be the current end, without crossing a segment end. The
+    /// caller has validated the records (see [`super::replica`]).
+    pub fn append_raw(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        if offset != self.write_pos {
+            return Err(StoreError::Corrupt(format!(
+                "replicated chunk at {offset} but the commit log ends at {}",
+                self.write_pos
+            )));
+        }
+        let seg_off = offset % self.segment_size;
+        if seg_off + bytes.len() as u64 > self.segment_size {
+            return Err(StoreError::Corrupt(format!(
+                "replicated chunk at {offset} crosses a segment end"
+            )));
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.ensure_segment(offset - seg_off)?;
+        let idx = self
+            .segment_index(offset)
+            .ok_or(StoreError::NoRecord(offset))?;
+        let from = seg_off as usize;
+        let buf = self.segments[idx]
+            .bytes_mut()
+            .get_mut(from..from + bytes.len())
+            .ok_or(StoreError::NoRecord(offset))?;
+        buf.copy_from_slice(bytes);
+        self.write_pos = offset + bytes.len() as u64;
+        Ok(())
+    }
+
     /// Walks valid records from `from` (a record boundary) and calls
     /// `on_record` for each; stops at the first thing that is not a valid
     /// record or end-of-file marker and returns that offset: the valid end.

@@ -30,6 +30,7 @@ pub mod mapped_file;
 mod query;
 pub mod record;
 mod recovery;
+pub mod replica;
 pub mod retention;
 #[cfg(test)]
 mod tests;

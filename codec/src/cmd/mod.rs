@@ -11,6 +11,7 @@ pub mod heartbeat;
 pub mod offset;
 pub mod pull;
 pub mod query;
+pub mod replication;
 pub mod route;
 pub mod schedule;
 pub mod send;

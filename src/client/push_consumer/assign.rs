@@ -51,8 +51,15 @@ impl Inner {
         let req = GetConsumerListRequest {
             group: self.consumer.group().to_string(),
         };
-        let conn = self.consumer.conn(&first.broker_addr).await.ok()?;
-        let members = conn.call(&req).await.ok()?.client_ids;
+        // The first queue's broker group answers; a slave does while its
+        // master is down (heartbeats reach every member of the group).
+        let timeout = self.consumer.config().request_timeout;
+        let members = self
+            .consumer
+            .call_group(first, &req, timeout)
+            .await
+            .ok()?
+            .client_ids;
         if !members.contains(&self.client_id) {
             return None; // our heartbeat has not landed yet
         }

@@ -1,0 +1,95 @@
+//! Replication on the request path: a slave refuses sends (`NotMaster`), a
+//! master waits for its slave after an append as its role says, and the
+//! `SyncMetadata` (110) / `GetReplicationStatus` (111) commands.
+
+use std::sync::Arc;
+
+use skylark_codec::{
+    ErrorCode, GetReplicationStatusRequest, MetadataSnapshot, ReplicationStatus, SendStatus,
+    SyncMetadataRequest, WireError,
+};
+
+use super::Shared;
+use crate::broker::ListTopics;
+use crate::config::BrokerRole;
+use crate::consumer_offsets::{MergeOffsets, SnapshotOffsets};
+use crate::replicator::{Appended, GetStatus, WaitOutcome, WaitReplicated};
+
+/// A slave stores only what it replicates.
+pub fn refuse_on_slave(s: &Shared) -> Result<(), WireError> {
+    if s.config.is_slave() {
+        return Err(WireError::new(
+            ErrorCode::NotMaster,
+            format!(
+                "broker {} (id {}) is a slave: send to its master",
+                s.config.broker_name, s.config.broker_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// After a local append ending at `end_offset`: ASYNC_MASTER answers now
+/// (slave sessions are told there is more); SYNC_MASTER waits for a slave.
+pub async fn after_append(s: &Shared, end_offset: u64, status: SendStatus) -> SendStatus {
+    match s.config.role() {
+        BrokerRole::SyncMaster => match s
+            .replicator
+            .send(WaitReplicated { offset: end_offset })
+            .await
+        {
+            Ok(WaitOutcome::Replicated) => status,
+            Ok(WaitOutcome::Timeout) | Err(_) => SendStatus::FlushSlaveTimeout,
+            Ok(WaitOutcome::NoSlave) => SendStatus::SlaveNotAvailable,
+        },
+        _ => {
+            s.replicator.do_send(Appended { end_offset });
+            status
+        }
+    }
+}
+
+/// `SyncMetadata`: merge the slave's pushed offsets (larger wins), answer
+/// topics and offsets.
+pub async fn sync_metadata(
+    s: Arc<Shared>,
+    r: SyncMetadataRequest,
+) -> Result<MetadataSnapshot, WireError> {
+    if s.config.is_slave() {
+        return Err(WireError::new(
+            ErrorCode::NotMaster,
+            "metadata is synced from a master",
+        ));
+    }
+    if !r.slave_offsets.is_empty() {
+        s.offsets
+            .send(MergeOffsets {
+                entries: r.slave_offsets,
+                keep_larger: true,
+            })
+            .await
+            .map_err(crate::mailbox_error)?;
+    }
+    let topics = s
+        .broker
+        .send(ListTopics)
+        .await
+        .map_err(crate::mailbox_error)?;
+    let offsets = s
+        .offsets
+        .send(SnapshotOffsets)
+        .await
+        .map_err(crate::mailbox_error)?;
+    Ok(MetadataSnapshot { topics, offsets })
+}
+
+/// `GetReplicationStatus`.
+pub async fn status(
+    s: Arc<Shared>,
+    _: GetReplicationStatusRequest,
+) -> Result<ReplicationStatus, WireError> {
+    s.replicator
+        .send(GetStatus)
+        .await
+        .map_err(crate::mailbox_error)
+}

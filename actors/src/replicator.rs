@@ -1,0 +1,353 @@
+//! The `Replicator` actor: master/slave replication of the CommitLog
+//! (RocketMQ's HAService).
+//!
+//! * **Master** (`ASYNC_MASTER` / `SYNC_MASTER`): listens on the HA port;
+//!   each slave session ([`master`]) streams the CommitLog from the offset
+//!   the slave reports and its acks come here. This actor owns the sessions
+//!   and their acked offsets ([`acks::AckTracker`]) and answers
+//!   [`WaitReplicated`]: a SYNC_MASTER send is answered once a slave acked
+//!   an offset at or past the message's end, `FLUSH_SLAVE_TIMEOUT` after
+//!   `sync_replication_timeout_ms`, `SLAVE_NOT_AVAILABLE` at once when no
+//!   slave is connected.
+//! * **Slave** (broker id > 0): learns its master's addresses from the
+//!   NameServer's registration answers ([`MasterAddrs`], or
+//!   `master_ha_addr` in the config), replicates over the HA stream
+//!   ([`slave`]), and copies topics and consumer offsets every 10 s
+//!   ([`metadata`]).
+//!
+//! The HA wire format is in [`protocol`]. File I/O always goes through the
+//! Storage actor: this actor and its tasks never touch the mapped files.
+
+pub mod acks;
+pub mod master;
+pub mod metadata;
+pub mod protocol;
+pub mod slave;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use skylark_codec::{ReplicationStatus, SlaveStatus};
+use slog::{info, warn, Logger};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::broker::{Broker, TopicRegistry};
+use crate::config::BrokerConfig;
+use crate::consumer_offsets::ConsumerOffsets;
+use crate::storage::{GetStorageStats, Storage};
+pub use acks::WaitOutcome;
+use acks::{AckTracker, Wait};
+
+/// The replication state owner of a broker.
+pub struct Replicator {
+    config: Arc<BrokerConfig>,
+    storage: Addr<Storage>,
+    broker: Addr<Broker>,
+    offsets: Addr<ConsumerOffsets>,
+    registry: TopicRegistry,
+    listener: Option<TcpListener>,
+    /// Master: sessions and acks.
+    acks: AckTracker,
+    /// Master: latest CommitLog end known to have been appended.
+    appended: watch::Sender<u64>,
+    /// Slave: the master's client and HA addresses.
+    master_addr: Option<String>,
+    master_ha: Option<String>,
+    /// Slave: HA connection state and progress.
+    connected: bool,
+    applied: u64,
+    master_max: u64,
+    /// Slave: push local offsets on the next successful metadata sync.
+    push_offsets: bool,
+    syncing: bool,
+    log: Logger,
+}
+
+impl Replicator {
+    /// A replicator; `listener` is the bound HA port of a master.
+    pub fn new(
+        config: Arc<BrokerConfig>,
+        storage: Addr<Storage>,
+        broker: Addr<Broker>,
+        offsets: Addr<ConsumerOffsets>,
+        registry: TopicRegistry,
+        listener: Option<TcpListener>,
+        log: Logger,
+    ) -> Replicator {
+        let master_ha = config.master_ha_addr.clone();
+        Replicator {
+            config,
+            storage,
+            broker,
+            offsets,
+            registry,
+            listener,
+            acks: AckTracker::default(),
+            appended: watch::channel(0).0,
+            master_addr: None,
+            master_ha,
+            connected: false,
+            applied: 0,
+            master_max: 0,
+            push_offsets: true,
+            syncing: false,
+            log: log.new(slog::o!("actor" => "replicator")),
+        }
+    }
+
+    fn sync_metadata(&mut self, ctx: &mut Context<Self>) {
+        let Some(addr) = self.master_addr.clone() else {
+            return;
+        };
+        if self.syncing {
+            return;
+        }
+        self.syncing = true;
+        let push = self.push_offsets;
+        let (broker, offsets, id) = (
+            self.broker.clone(),
+            self.offsets.clone(),
+            self.config.broker_id,
+        );
+        let fut = async move { metadata::sync_once(&addr, id, push, &broker, &offsets).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
+            act.syncing = false;
+            match res {
+                Ok(()) => act.push_offsets = false,
+                Err(e) => {
+                    if !act.push_offsets {
+                        warn!(act.log, "metadata sync with master failed"; "error" => &e);
+                    }
+                    act.push_offsets = true;
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for Replicator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+        if self.config.is_slave() {
+            let fut = slave::run(
+                ctx.address(),
+                self.storage.clone(),
+                self.registry.clone(),
+                self.log.clone(),
+            );
+            actix_rt::spawn(fut);
+            let every = Duration::from_secs(self.config.metadata_sync_interval_secs.max(1));
+            ctx.run_interval(every, |act, ctx| act.sync_metadata(ctx));
+        } else if let Some(listener) = self.listener.take() {
+            if let Ok(a) = listener.local_addr() {
+                info!(self.log, "HA port open"; "addr" => %a, "role" => self.config.role().as_str());
+            }
+            let fut = master::accept_loop(
+                listener,
+                self.storage.clone(),
+                ctx.address(),
+                self.appended.subscribe(),
+                self.log.clone(),
+            );
+            actix_rt::spawn(fut);
+        }
+    }
+}
+
+/// Master: a slave session started.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionOpened {
+    pub id: u64,
+    pub addr: String,
+}
+
+/// Master: a slave session ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionClosed {
+    pub id: u64,
+}
+
+/// Master: a slave acked its CommitLog end.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SlaveAck {
+    pub id: u64,
+    pub offset: u64,
+}
+
+/// Master: the CommitLog now ends at `end_offset` (wakes idle sessions).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Appended {
+    pub end_offset: u64,
+}
+
+/// Master (SYNC_MASTER): answer once a slave has `..offset`, or on timeout.
+#[derive(Message)]
+#[rtype(result = "WaitOutcome")]
+pub struct WaitReplicated {
+    pub offset: u64,
+}
+
+/// Slave: the master's addresses as a NameServer answered a registration.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct MasterAddrs {
+    pub master_addr: Option<String>,
+    pub ha_master_addr: Option<String>,
+}
+
+/// Slave: the HA address to replicate from, if known.
+#[derive(Message)]
+#[rtype(result = "Option<String>")]
+pub struct GetMasterHa;
+
+/// Slave: HA connection state and progress.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SlaveProgress {
+    pub connected: bool,
+    pub applied: Option<u64>,
+    pub master_max: Option<u64>,
+}
+
+/// This broker's replication state (command `GetReplicationStatus`).
+#[derive(Message)]
+#[rtype(result = "ReplicationStatus")]
+pub struct GetStatus;
+
+impl Handler<SessionOpened> for Replicator {
+    type Result = ();
+    fn handle(&mut self, m: SessionOpened, _: &mut Self::Context) {
+        self.acks.open(m.id, m.addr);
+    }
+}
+
+impl Handler<SessionClosed> for Replicator {
+    type Result = ();
+    fn handle(&mut self, m: SessionClosed, _: &mut Self::Context) {
+        self.acks.close(m.id);
+    }
+}
+
+impl Handler<SlaveAck> for Replicator {
+    type Result = ();
+    fn handle(&mut self, m: SlaveAck, _: &mut Self::Context) {
+        self.acks.ack(m.id, m.offset);
+    }
+}
+
+impl Handler<Appended> for Replicator {
+    type Result = ();
+    fn handle(&mut self, m: Appended, _: &mut Self::Context) {
+        self.appended.send_if_modified(|v| {
+            let bigger = m.end_offset > *v;
+            if bigger {
+                *v = m.end_offset;
+            }
+            bigger
+        });
+    }
+}
+
+impl Handler<WaitReplicated> for Replicator {
+    type Result = ResponseFuture<WaitOutcome>;
+    fn handle(&mut self, m: WaitReplicated, ctx: &mut Self::Context) -> Self::Result {
+        <Self as Handler<Appended>>::handle(
+            self,
+            Appended {
+                end_offset: m.offset,
+            },
+            ctx,
+        );
+        let timeout = Duration::from_millis(self.config.sync_replication_timeout_ms);
+        match self.acks.wait(m.offset) {
+            Wait::Now(o) => Box::pin(futures::future::ready(o)),
+            Wait::Later(rx) => Box::pin(async move {
+                match tokio::time::timeout(timeout, rx).await {
+                    Ok(Ok(())) => WaitOutcome::Replicated,
+                    _ => WaitOutcome::Timeout,
+                }
+            }),
+        }
+    }
+}
+
+impl Handler<MasterAddrs> for Replicator {
+    type Result = ();
+    fn handle(&mut self, m: MasterAddrs, ctx: &mut Self::Context) {
+        let first = self.master_addr.is_none() && m.master_addr.is_some();
+        if m.master_addr.is_some() {
+            self.master_addr = m.master_addr;
+        }
+        if self.config.master_ha_addr.is_none() && m.ha_master_addr.is_some() {
+            if self.master_ha != m.ha_master_addr {
+                info!(self.log, "master HA address"; "addr" => m.ha_master_addr.as_deref());
+            }
+            self.master_ha = m.ha_master_addr;
+        }
+        if first {
+            self.sync_metadata(ctx);
+        }
+    }
+}
+
+impl Handler<GetMasterHa> for Replicator {
+    type Result = Option<String>;
+    fn handle(&mut self, _: GetMasterHa, _: &mut Self::Context) -> Option<String> {
+        self.master_ha.clone()
+    }
+}
+
+impl Handler<SlaveProgress> for Replicator {
+    type Result = ();
+    fn handle(&mut self, m: SlaveProgress, _: &mut Self::Context) {
+        self.connected = m.connected;
+        if let Some(a) = m.applied {
+            self.applied = a;
+        }
+        if let Some(x) = m.master_max {
+            self.master_max = x;
+        }
+    }
+}
+
+impl Handler<GetStatus> for Replicator {
+    type Result = ResponseFuture<ReplicationStatus>;
+    fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
+        let c = &self.config;
+        let slave = c.is_slave();
+        let mut status = ReplicationStatus {
+            broker_name: c.broker_name.clone(),
+            broker_id: c.broker_id,
+            role: c.role().as_str().to_string(),
+            max_offset: self.applied,
+            ha_addr: c.ha_advertised(),
+            slaves: self
+                .acks
+                .sessions()
+                .into_iter()
+                .map(|s| SlaveStatus {
+                    addr: s.addr,
+                    acked_offset: s.acked,
+                })
+                .collect(),
+            master_ha_addr: if slave { self.master_ha.clone() } else { None },
+            master_connected: slave && self.connected,
+            master_max_offset: self.master_max,
+        };
+        let storage = self.storage.clone();
+        Box::pin(async move {
+            if let Ok(s) = storage.send(GetStorageStats).await {
+                status.max_offset = s.max_physical_offset;
+            }
+            status
+        })
+    }
+}

@@ -1,0 +1,144 @@
+//! Master side of the HA stream: accept slaves on the HA port and, per
+//! slave, stream the CommitLog from the offset it reports while its acks go
+//! to the [`Replicator`](super::Replicator).
+//!
+//! The CommitLog is read through the Storage actor ([`ReadCommitLog`]); a
+//! session waits on the Replicator's "appended" watch when it has caught up,
+//! and sends a heartbeat after [`HEARTBEAT`](super::protocol::HEARTBEAT) of
+//! silence.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Addr;
+use slog::{info, warn, Logger};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::protocol::{self, HEARTBEAT, MAX_CHUNK};
+use super::{Replicator, SessionClosed, SessionOpened, SlaveAck};
+use crate::storage::{GetStorageStats, ReadCommitLog, Storage};
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts slaves forever; one task per session.
+pub async fn accept_loop(
+    listener: TcpListener,
+    storage: Addr<Storage>,
+    replicator: Addr<Replicator>,
+    appended: watch::Receiver<u64>,
+    log: Logger,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(log, "HA accept failed"; "error" => %e);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        let (storage, replicator, appended, log) = (
+            storage.clone(),
+            replicator.clone(),
+            appended.clone(),
+            log.clone(),
+        );
+        actix_rt::spawn(async move {
+            let addr = peer.to_string();
+            info!(log, "slave connected"; "slave" => &addr);
+            let res = session(
+                id,
+                addr.clone(),
+                stream,
+                storage,
+                replicator.clone(),
+                appended,
+            )
+            .await;
+            replicator.do_send(SessionClosed { id });
+            if let Err(e) = res {
+                warn!(log, "slave session ended"; "slave" => &addr, "error" => %e);
+            }
+        });
+    }
+}
+
+async fn session(
+    id: u64,
+    addr: String,
+    stream: TcpStream,
+    storage: Addr<Storage>,
+    replicator: Addr<Replicator>,
+    mut appended: watch::Receiver<u64>,
+) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let start = protocol::read_offset(&mut rd).await?;
+    let end = match storage.send(GetStorageStats).await {
+        Ok(s) => s.max_physical_offset,
+        Err(e) => return Err(std::io::Error::other(format!("storage gone: {e}"))),
+    };
+    if start > end {
+        return Err(std::io::Error::other(format!(
+            "slave is at {start}, past the master's end {end}: refusing to replicate"
+        )));
+    }
+    replicator.do_send(SessionOpened { id, addr });
+    replicator.do_send(SlaveAck { id, offset: start });
+    // What has been sent: an ack above it is a confused peer, clamped.
+    let sent = Arc::new(AtomicU64::new(start));
+    let acks = replicator.clone();
+    let sent_r = sent.clone();
+    let reader = actix_rt::spawn(async move {
+        while let Ok(offset) = protocol::read_offset(&mut rd).await {
+            let offset = offset.min(sent_r.load(Ordering::Acquire));
+            acks.do_send(SlaveAck { id, offset });
+        }
+        acks.do_send(SessionClosed { id });
+    });
+    let io_err = |m: String| std::io::Error::other(m);
+    let mut pos = start;
+    let mut last_write = Instant::now();
+    let result = loop {
+        if reader.is_finished() {
+            break Ok(());
+        }
+        let read = storage
+            .send(ReadCommitLog {
+                offset: pos,
+                max_bytes: MAX_CHUNK,
+            })
+            .await;
+        let (data, end) = match read {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => break Err(io_err(format!("cannot read the commit log at {pos}: {e}"))),
+            Err(e) => break Err(io_err(format!("storage gone: {e}"))),
+        };
+        if pos > end {
+            break Err(io_err(format!(
+                "slave is at {pos}, past the master's end {end}: refusing to replicate"
+            )));
+        }
+        if !data.is_empty() {
+            protocol::write_chunk(&mut wr, pos, end, &data).await?;
+            pos += data.len() as u64;
+            sent.store(pos, Ordering::Release);
+            last_write = Instant::now();
+            continue;
+        }
+        if last_write.elapsed() >= HEARTBEAT {
+            protocol::write_chunk(&mut wr, pos, end, &[]).await?;
+            last_write = Instant::now();
+        }
+        // Caught up: wait for an append (or the heartbeat interval).
+        if let Ok(Err(_)) = tokio::time::timeout(HEARTBEAT, appended.changed()).await {
+            // The watch is gone (shutting down): do not spin.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    reader.abort();
+    result
+}

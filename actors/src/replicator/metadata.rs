@@ -1,0 +1,75 @@
+//! Slave side of the metadata sync (command `SyncMetadata`, 110): copy the
+//! master's topic configs and consumer offsets every
+//! `metadata_sync_interval_secs` (10 s).
+//!
+//! Offsets committed on the slave while the master was away (consumers read
+//! from the slave then) must not be lost when the master returns: after
+//! start and after any failed sync, the next successful sync pushes the
+//! slave's offsets and the master merges them keeping the larger offset of
+//! each queue. Routine syncs push nothing, so a backtrack (offset reset) on
+//! the master reaches the slave instead of being undone by it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::Addr;
+use skylark_codec::{SyncMetadataRequest, TopicConfig};
+
+use crate::broker::{Broker, CreateTopic, ListTopics};
+use crate::consumer_offsets::{ConsumerOffsets, MergeOffsets, SnapshotOffsets};
+use crate::remoting::RpcClient;
+
+/// Runs one sync against the master at `master_addr`.
+pub async fn sync_once(
+    master_addr: &str,
+    broker_id: u64,
+    push_offsets: bool,
+    broker: &Addr<Broker>,
+    offsets: &Addr<ConsumerOffsets>,
+) -> Result<(), String> {
+    let client = RpcClient::connect(master_addr, Duration::from_secs(3))
+        .await
+        .map_err(|e| e.to_string())?;
+    let slave_offsets = if push_offsets {
+        offsets
+            .send(SnapshotOffsets)
+            .await
+            .map_err(|e| e.to_string())?
+    } else {
+        Vec::new()
+    };
+    let snap = client
+        .call_timeout(
+            &SyncMetadataRequest {
+                broker_id,
+                slave_offsets,
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    client.close();
+    let mine: HashMap<String, TopicConfig> = broker
+        .send(ListTopics)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|t| (t.name.clone(), t))
+        .collect();
+    for t in snap.topics {
+        if mine.get(&t.name) != Some(&t) {
+            broker
+                .send(CreateTopic(t))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    offsets
+        .send(MergeOffsets {
+            entries: snap.offsets,
+            keep_larger: false,
+        })
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,149 @@
+//! The HA stream between a master and a slave: a plain binary protocol on
+//! the master's HA port (`ha_port`), not MessagePack frames, because it
+//! carries raw CommitLog bytes and nothing else.
+//!
+//! * slave → master: 8 bytes, a big-endian `u64`: the slave's CommitLog end.
+//!   The first one tells the master where to start; every later one is an
+//!   ack (sent after each chunk is applied and after each heartbeat).
+//! * master → slave: a 20-byte header — chunk start offset (`u64` BE), the
+//!   master's CommitLog end (`u64` BE), data length (`u32` BE) — then the
+//!   data: whole records of one segment (see [`crate::store::replica`]). A
+//!   length of 0 is a heartbeat, sent when the master has had nothing new
+//!   for [`HEARTBEAT`].
+
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Size of a chunk header.
+pub const HEADER_LEN: usize = 20;
+/// Largest chunk a master sends (and a slave accepts: twice that).
+pub const MAX_CHUNK: usize = 1024 * 1024;
+/// Idle interval after which a master sends a heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A slave that hears nothing for this long reconnects.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A chunk header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkHeader {
+    /// Physical offset of the first byte of the data.
+    pub offset: u64,
+    /// The master's CommitLog end when the chunk was sent.
+    pub master_max: u64,
+    /// Data length (0 = heartbeat).
+    pub len: u32,
+}
+
+impl ChunkHeader {
+    /// The header's 20 bytes.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..8].copy_from_slice(&self.offset.to_be_bytes());
+        b[8..16].copy_from_slice(&self.master_max.to_be_bytes());
+        b[16..20].copy_from_slice(&self.len.to_be_bytes());
+        b
+    }
+
+    /// Parses 20 bytes.
+    pub fn decode(b: &[u8; HEADER_LEN]) -> ChunkHeader {
+        let mut o = [0u8; 8];
+        o.copy_from_slice(&b[0..8]);
+        let mut m = [0u8; 8];
+        m.copy_from_slice(&b[8..16]);
+        let mut l = [0u8; 4];
+        l.copy_from_slice(&b[16..20]);
+        ChunkHeader {
+            offset: u64::from_be_bytes(o),
+            master_max: u64::from_be_bytes(m),
+            len: u32::from_be_bytes(l),
+        }
+    }
+}
+
+/// Master: writes one chunk (or a heartbeat when `data` is empty).
+pub async fn write_chunk<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    offset: u64,
+    master_max: u64,
+    data: &[u8],
+) -> io::Result<()> {
+    let len = u32::try_from(data.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "chunk too large"))?;
+    let h = ChunkHeader {
+        offset,
+        master_max,
+        len,
+    };
+    w.write_all(&h.encode()).await?;
+    w.write_all(data).await?;
+    w.flush().await
+}
+
+/// Slave: reads one chunk; refuses a length above `2 * MAX_CHUNK`.
+pub async fn read_chunk<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<(ChunkHeader, Bytes)> {
+    let mut hb = [0u8; HEADER_LEN];
+    r.read_exact(&mut hb).await?;
+    let h = ChunkHeader::decode(&hb);
+    if h.len as usize > 2 * MAX_CHUNK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("chunk of {} bytes is above the limit", h.len),
+        ));
+    }
+    let mut data = vec![0u8; h.len as usize];
+    r.read_exact(&mut data).await?;
+    Ok((h, Bytes::from(data)))
+}
+
+/// Slave: reports (acks) its CommitLog end.
+pub async fn write_offset<W: AsyncWrite + Unpin>(w: &mut W, offset: u64) -> io::Result<()> {
+    w.write_all(&offset.to_be_bytes()).await?;
+    w.flush().await
+}
+
+/// Master: reads the slave's next report.
+pub async fn read_offset<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b).await?;
+    Ok(u64::from_be_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn chunks_and_offsets_round_trip() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        write_chunk(&mut a, 4096, 9000, b"records").await.unwrap();
+        write_chunk(&mut a, 4103, 9000, b"").await.unwrap();
+        write_offset(&mut a, 77).await.unwrap();
+        let (h, d) = read_chunk(&mut b).await.unwrap();
+        assert_eq!(
+            (h.offset, h.master_max, h.len, &d[..]),
+            (4096, 9000, 7, &b"records"[..])
+        );
+        let (h, d) = read_chunk(&mut b).await.unwrap();
+        assert_eq!((h.offset, h.len, d.len()), (4103, 0, 0));
+        assert_eq!(read_offset(&mut b).await.unwrap(), 77);
+    }
+
+    #[actix_rt::test]
+    async fn oversized_and_truncated_chunks_are_errors() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let h = ChunkHeader {
+            offset: 0,
+            master_max: 0,
+            len: u32::MAX,
+        };
+        a.write_all(&h.encode()).await.unwrap();
+        assert!(read_chunk(&mut b).await.is_err());
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        a.write_all(&[0u8; 10]).await.unwrap();
+        drop(a);
+        assert!(read_chunk(&mut b).await.is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! Replication roles with real actors on ephemeral ports: a SYNC_MASTER
+//! answers by what its slaves acked, a slave refuses sends and serves
+//! pulls with long polling woken by replicated data.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use skylark_actors::config::{BrokerConfig, BrokerRole};
+use skylark_actors::launch::{start_broker, BrokerHandle};
+use skylark_actors::remoting::RpcClient;
+use skylark_codec::*;
+use tokio::io::AsyncWriteExt;
+
+fn log() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+async fn broker(dir: &tempfile::TempDir, id: u64, master_ha: Option<String>) -> BrokerHandle {
+    let mut cfg = BrokerConfig {
+        port: 0,
+        broker_id: id,
+        broker_role: BrokerRole::SyncMaster,
+        ha_port: Some(0),
+        namesrv: String::new(),
+        sync_replication_timeout_ms: 500,
+        master_ha_addr: master_ha,
+        ..Default::default()
+    };
+    cfg.store.data_dir = dir.path().to_path_buf();
+    cfg.store.segment_size = 1 << 20;
+    start_broker(cfg, log()).await.unwrap()
+}
+
+async fn client(addr: std::net::SocketAddr) -> RpcClient {
+    RpcClient::connect(&addr.to_string(), Duration::from_secs(5))
+        .await
+        .unwrap()
+}
+
+fn send(topic: &str, body: &str) -> SendRequest {
+    SendRequest {
+        producer_group: "p".into(),
+        topic: topic.into(),
+        queue_id: 0,
+        message: MessageData::new(Bytes::from(body.to_string())),
+    }
+}
+
+async fn status(c: &RpcClient) -> ReplicationStatus {
+    c.call(&GetReplicationStatusRequest {}).await.unwrap()
+}
+
+#[actix_rt::test]
+async fn replication_roles_sync_master_statuses_and_slave_reads() {
+    let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = broker(&md, 0, None).await;
+    let m = client(master.local_addr()).await;
+    let ha = status(&m).await.ha_addr.unwrap();
+    assert_eq!(status(&m).await.role, "SYNC_MASTER");
+
+    // No slave connected: stored, but SlaveNotAvailable.
+    let r = m.call(&send("T", "first")).await.unwrap();
+    assert_eq!(r.status, SendStatus::SlaveNotAvailable);
+
+    // A "slave" that connects and never acks: FlushSlaveTimeout.
+    let mut mute = tokio::net::TcpStream::connect(&ha).await.unwrap();
+    mute.write_all(&u64::MAX.to_be_bytes()).await.unwrap();
+    let mut mute2 = tokio::net::TcpStream::connect(&ha).await.unwrap();
+    mute2.write_all(&0u64.to_be_bytes()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(&m).await.slaves.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let r = m.call(&send("T", "second")).await.unwrap();
+    assert_eq!(r.status, SendStatus::FlushSlaveTimeout);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    drop((mute, mute2));
+
+    // A real slave: it catches up, then every send is SendOk.
+    let slave = broker(&sd, 1, Some(ha)).await;
+    let s = client(slave.local_addr()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = status(&s).await;
+        if st.master_connected && st.max_offset == status(&m).await.max_offset {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slave never caught up: {st:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The slave needs the topic for pulls (metadata sync needs a master
+    // client address from a NameServer; create it directly here).
+    s.call(&CreateTopicRequest {
+        config: TopicConfig::new("T", 4),
+    })
+    .await
+    .unwrap();
+    // A pull parked on the slave is woken by replicated data.
+    let parked = {
+        let s = s.clone();
+        actix_rt::spawn(async move {
+            s.call_timeout(
+                &PullRequest {
+                    consumer_group: "g".into(),
+                    topic: "T".into(),
+                    queue_id: 0,
+                    queue_offset: 2,
+                    max_messages: 32,
+                    max_bytes: 1 << 20,
+                    suspend_timeout_ms: 10_000,
+                    subscription: None,
+                    sql: None,
+                    commit_offset: None,
+                },
+                Duration::from_secs(15),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let r = m.call(&send("T", "third")).await.unwrap();
+    assert_eq!(r.status, SendStatus::SendOk);
+    let pulled = parked.await.unwrap().unwrap();
+    assert_eq!(pulled.status, PullStatus::Found);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "pull was not woken"
+    );
+    let (rec, _) = skylark_actors::store::record::decode(&pulled.records).unwrap();
+    assert_eq!(rec.body, b"third");
+    assert_eq!(
+        r.msg_id,
+        MessageId::new(rec.store_host, rec.physical_offset).to_hex()
+    );
+
+    // The slave refuses sends.
+    let e = s.call(&send("T", "nope")).await.unwrap_err();
+    assert!(
+        matches!(&e, ProtocolError::Remote(w) if w.code == ErrorCode::NotMaster),
+        "{e}"
+    );
+    let st = status(&m).await;
+    assert_eq!(st.slaves.len(), 1);
+    assert_eq!(st.slaves[0].acked_offset, st.max_offset);
+    slave.shutdown().await;
+    master.shutdown().await;
+}

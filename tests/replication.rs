@@ -1,0 +1,594 @@
+//! End-to-end replication tests with real processes: NameServers, masters
+//! and slaves on ephemeral ports, each with its own data directory.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{bin, free_port, json_lines, wait_until, KillOnDrop};
+
+/// A NameServer process.
+struct Namesrv {
+    proc: Option<KillOnDrop>,
+    port: u16,
+}
+
+impl Namesrv {
+    fn start() -> Namesrv {
+        let port = free_port();
+        let child = Command::new(bin())
+            .args([
+                "--log-level",
+                "warn",
+                "namesrv",
+                "--port",
+                &port.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn namesrv");
+        assert!(wait_until(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }));
+        Namesrv {
+            proc: Some(KillOnDrop(child)),
+            port,
+        }
+    }
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// A broker process (master or slave).
+struct Broker {
+    proc: Option<KillOnDrop>,
+    port: u16,
+    dir: PathBuf,
+    namesrv: String,
+    env: Vec<(String, String)>,
+}
+
+impl Broker {
+    fn start(dir: &Path, namesrv: &str, name: &str, id: u64, env: &[(&str, &str)]) -> Broker {
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.push(("SKYLARK_BROKER_NAME".into(), name.into()));
+        env.push(("SKYLARK_BROKER_ID".into(), id.to_string()));
+        env.push(("SKYLARK_HA_PORT".into(), "0".into()));
+        if !env.iter().any(|(k, _)| k == "SKYLARK_STORE__SEGMENT_SIZE") {
+            // Small preallocated segments: several brokers share one disk.
+            env.push(("SKYLARK_STORE__SEGMENT_SIZE".into(), "67108864".into()));
+        }
+        env.push(("SKYLARK_REGISTER_INTERVAL_SECS".into(), "1".into()));
+        env.push(("SKYLARK_METADATA_SYNC_INTERVAL_SECS".into(), "1".into()));
+        let mut b = Broker {
+            proc: None,
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            namesrv: namesrv.to_string(),
+            env,
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(bin())
+            .args(["--log-level", "error", "broker", "--namesrv", &self.namesrv])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--port", &self.port.to_string()])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_remove("SKYLARK_NAMESRV")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn broker");
+        self.proc = Some(KillOnDrop(child));
+        let port = self.port;
+        assert!(wait_until(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }));
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn kill9(&mut self) {
+        self.proc = None;
+    }
+
+    fn restart(&mut self) {
+        self.kill9();
+        let port = self.port;
+        assert!(wait_until(Duration::from_secs(10), || {
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        }));
+        self.spawn();
+    }
+
+    fn segments(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.join("commitlog"))
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+fn cli(namesrv: &str, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(["--log-level", "warn"])
+        .args(args)
+        .env("SKYLARK_NAMESRV", namesrv)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run skylark")
+}
+
+/// `admin cluster list --json` members, by broker address.
+fn members(namesrv: &str) -> Vec<serde_json::Value> {
+    let out = cli(namesrv, &["admin", "--json", "cluster", "list"]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    json_lines(&out.stdout)
+        .pop()
+        .and_then(|v| v["members"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn member(namesrv: &str, addr: &str) -> Option<serde_json::Value> {
+    members(namesrv)
+        .into_iter()
+        .find(|m| m["addr"].as_str() == Some(addr))
+}
+
+/// Waits until the slave is connected and has everything the master has.
+fn wait_caught_up(namesrv: &str, master: &Broker, slave: &Broker, timeout: Duration) -> bool {
+    wait_until(timeout, || {
+        let (Some(m), Some(s)) = (
+            member(namesrv, &master.addr()),
+            member(namesrv, &slave.addr()),
+        ) else {
+            return false;
+        };
+        s["master_connected"].as_bool() == Some(true)
+            && m["max_offset"].as_u64().is_some()
+            && m["max_offset"] == s["max_offset"]
+    })
+}
+
+fn wait_registered(namesrv: &str, addr: &str) {
+    assert!(
+        wait_until(Duration::from_secs(30), || member(namesrv, addr).is_some()),
+        "broker {addr} never registered"
+    );
+}
+
+fn assert_same_commit_logs(master: &Broker, slave: &Broker) -> usize {
+    let (m, s) = (master.segments(), slave.segments());
+    assert_eq!(
+        m.iter().map(|p| p.file_name()).collect::<Vec<_>>(),
+        s.iter().map(|p| p.file_name()).collect::<Vec<_>>(),
+        "segment file names differ"
+    );
+    for (a, b) in m.iter().zip(&s) {
+        let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+        assert!(x == y, "{} differs from the slave's copy", a.display());
+    }
+    m.len()
+}
+
+const SMALL_SEGMENTS: (&str, &str) = ("SKYLARK_STORE__SEGMENT_SIZE", "1048576");
+
+#[test]
+fn replication_slave_commit_log_is_byte_identical_and_resumes_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = Namesrv::start();
+    let master = Broker::start(
+        &tmp.path().join("m"),
+        &ns.addr(),
+        "broker-a",
+        0,
+        &[SMALL_SEGMENTS],
+    );
+    wait_registered(&ns.addr(), &master.addr());
+    let mut slave = Broker::start(
+        &tmp.path().join("s"),
+        &ns.addr(),
+        "broker-a",
+        1,
+        &[SMALL_SEGMENTS],
+    );
+    wait_registered(&ns.addr(), &slave.addr());
+
+    let bench = |count: &str| {
+        let out = cli(
+            &ns.addr(),
+            &[
+                "bench",
+                "produce",
+                "--topic",
+                "Rep",
+                "--size",
+                "100",
+                "--count",
+                count,
+                "--clients",
+                "4",
+                "--batch",
+                "32",
+                "--json",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "bench: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = json_lines(&out.stdout).pop().unwrap();
+        assert_eq!(v["errors"].as_u64(), Some(0), "{v}");
+    };
+    bench("100000");
+    assert!(
+        wait_caught_up(&ns.addr(), &master, &slave, Duration::from_secs(60)),
+        "slave never caught up: {:?}",
+        members(&ns.addr())
+    );
+    let segments = assert_same_commit_logs(&master, &slave);
+    assert!(segments > 5, "segments must roll: {segments}");
+
+    // kill -9 the slave, write more, restart it: it resumes from its own end.
+    slave.kill9();
+    bench("20000");
+    slave.restart();
+    assert!(
+        wait_caught_up(&ns.addr(), &master, &slave, Duration::from_secs(60)),
+        "restarted slave never caught up: {:?}",
+        members(&ns.addr())
+    );
+    assert_same_commit_logs(&master, &slave);
+    let s = member(&ns.addr(), &slave.addr()).unwrap();
+    assert_eq!(s["lag"].as_u64(), Some(0), "{s}");
+    assert_eq!(s["role"].as_str(), Some("SLAVE"));
+}
+
+/// Reads JSON lines from a child's stdout on a thread.
+fn collect_lines(child: &mut Child) -> std::thread::JoinHandle<Vec<serde_json::Value>> {
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect()
+    })
+}
+
+#[test]
+fn replication_sync_master_kill9_keeps_every_acked_message_on_the_slave() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = Namesrv::start();
+    let sync = [
+        ("SKYLARK_BROKER_ROLE", "SYNC_MASTER"),
+        ("SKYLARK_STORE__FLUSH_MODE", "sync"),
+    ];
+    let mut master = Broker::start(&tmp.path().join("m"), &ns.addr(), "broker-a", 0, &sync);
+    wait_registered(&ns.addr(), &master.addr());
+    let slave = Broker::start(&tmp.path().join("s"), &ns.addr(), "broker-a", 1, &[]);
+    wait_registered(&ns.addr(), &slave.addr());
+    let out = cli(
+        &ns.addr(),
+        &[
+            "admin", "topic", "create", "--name", "Sync", "--queues", "4",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_caught_up(
+        &ns.addr(),
+        &master,
+        &slave,
+        Duration::from_secs(30)
+    ));
+
+    let mut producer = Command::new(bin())
+        .args([
+            "--log-level",
+            "error",
+            "produce",
+            "--topic",
+            "Sync",
+            "--count",
+            "1000000",
+        ])
+        .args(["--size", "64", "--json"])
+        .env("SKYLARK_NAMESRV", ns.addr())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = collect_lines(&mut producer);
+    // Let it get going, then kill the master under load.
+    let slave_addr = slave.addr();
+    assert!(wait_until(Duration::from_secs(30), || {
+        member(&ns.addr(), &slave_addr)
+            .and_then(|s| s["max_offset"].as_u64())
+            .is_some_and(|o| o > 200_000)
+    }));
+    master.kill9();
+    let mut producer = KillOnDrop(producer);
+    let ended = wait_until(Duration::from_secs(20), || {
+        matches!(producer.0.try_wait(), Ok(Some(_)))
+    });
+    if !ended {
+        let _ = producer.0.kill();
+    }
+    let acked: Vec<serde_json::Value> = lines
+        .join()
+        .unwrap()
+        .into_iter()
+        .filter(|v| v["status"].as_str() == Some("SendOk"))
+        .collect();
+    assert!(acked.len() > 500, "too few acks: {}", acked.len());
+
+    // Every acked message is consumable from the slave.
+    let out = cli(
+        &ns.addr(),
+        &[
+            "consume",
+            "--group",
+            "after-failover",
+            "--topic",
+            "Sync",
+            "--from",
+            "first",
+            "--count",
+            // The slave may also hold messages whose answer never reached
+            // the producer: read until idle, not just `acked.len()`.
+            &(acked.len() + 1000).to_string(),
+            "--idle-timeout",
+            "5",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "consume: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: std::collections::HashSet<String> = json_lines(&out.stdout)
+        .iter()
+        .filter_map(|v| v["msg_id"].as_str().map(String::from))
+        .collect();
+    let missing: Vec<&serde_json::Value> = acked
+        .iter()
+        .filter(|v| !got.contains(v["msg_id"].as_str().unwrap_or("")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acked messages missing on the slave, first: {}",
+        missing.len(),
+        acked.len(),
+        missing[0]
+    );
+}
+
+#[test]
+fn replication_one_namesrv_and_one_master_down_keeps_the_cluster_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ns1 = Namesrv::start();
+    let ns2 = Namesrv::start();
+    let both = format!("{};{}", ns1.addr(), ns2.addr());
+    let mut a_master = Broker::start(&tmp.path().join("am"), &both, "broker-a", 0, &[]);
+    let b_master = Broker::start(&tmp.path().join("bm"), &both, "broker-b", 0, &[]);
+    for ns in [&ns1, &ns2] {
+        wait_registered(&ns.addr(), &a_master.addr());
+        wait_registered(&ns.addr(), &b_master.addr());
+    }
+    let a_slave = Broker::start(&tmp.path().join("as"), &both, "broker-a", 1, &[]);
+    let b_slave = Broker::start(&tmp.path().join("bs"), &both, "broker-b", 1, &[]);
+    wait_registered(&ns2.addr(), &a_slave.addr());
+    wait_registered(&ns2.addr(), &b_slave.addr());
+    let out = cli(
+        &both,
+        &[
+            "admin", "topic", "create", "--name", "Fail", "--queues", "2",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let produce = |count: &str| {
+        let out = cli(
+            &both,
+            &[
+                "produce", "--topic", "Fail", "--count", count, "--body", "x", "--json",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "produce: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_lines(&out.stdout)
+    };
+    let first = produce("200");
+    assert_eq!(first.len(), 200);
+    // Consume everything, committing on the masters.
+    assert_eq!(consume_all(&both), 200);
+    assert!(wait_caught_up(
+        &ns2.addr(),
+        &a_master,
+        &a_slave,
+        Duration::from_secs(30)
+    ));
+    // The slave has the topic and the committed offsets (metadata sync).
+    let synced = |file: &str, what: &str| {
+        std::fs::read_to_string(a_slave.dir.join("config").join(file))
+            .is_ok_and(|t| t.contains(what))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || synced(
+            "topics.json",
+            "\"Fail\""
+        ) && synced(
+            "consumer_offsets.json",
+            "\"g\""
+        )),
+        "metadata never reached the slave: {:?} {:?}",
+        std::fs::read_to_string(a_slave.dir.join("config/topics.json")),
+        std::fs::read_to_string(a_master.dir.join("config/consumer_offsets.json")),
+    );
+
+    ns1.proc = None;
+    a_master.kill9();
+
+    // Producers keep sending (to group b).
+    let second = produce("100");
+    assert_eq!(second.len(), 100);
+    assert!(second
+        .iter()
+        .all(|v| v["status"].as_str() == Some("SendOk")));
+    // Consumers keep reading: a's queues from its slave, where the offsets
+    // committed on the master arrived by metadata sync (nothing old comes
+    // again), and the new messages on b.
+    let consume = |group: &str, from: Option<&str>, count: &str| {
+        let mut args = vec![
+            "consume", "--group", group, "--topic", "Fail", "--count", count,
+        ];
+        if let Some(f) = from {
+            args.extend(["--from", f]);
+        }
+        args.extend(["--idle-timeout", "8", "--json"]);
+        let out = cli(&both, &args);
+        assert!(
+            out.status.success(),
+            "consume: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_lines(&out.stdout)
+            .iter()
+            .filter_map(|v| v["msg_id"].as_str().map(String::from))
+            .collect::<Vec<String>>()
+    };
+    let got = consume("g", None, "101");
+    let wanted: Vec<&str> = second.iter().filter_map(|v| v["msg_id"].as_str()).collect();
+    assert_eq!(got.len(), 100, "only the new messages: {got:?}");
+    assert!(wanted.iter().all(|id| got.iter().any(|g| g == id)));
+
+    // A fresh group reads everything: a's 100 from the slave, b's 200.
+    let all = consume("fresh", Some("first"), "301");
+    assert_eq!(all.len(), 300);
+    assert!(first
+        .iter()
+        .all(|v| all.iter().any(|g| Some(g.as_str()) == v["msg_id"].as_str())));
+
+    // The offsets "fresh" committed on a's slave survive the master's return:
+    // the slave pushes them on its next sync, the master keeps the larger.
+    a_master.restart();
+    let master_has = || {
+        std::fs::read_to_string(a_master.dir.join("config/consumer_offsets.json"))
+            .is_ok_and(|t| t.contains("\"fresh\""))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), master_has),
+        "slave commits never reached the master"
+    );
+    let again = consume("fresh", None, "1");
+    assert!(
+        again.is_empty(),
+        "already consumed messages came again: {again:?}"
+    );
+}
+
+/// Consumes all 200 messages of the first round with group `g`.
+fn consume_all(namesrv: &str) -> usize {
+    let out = cli(
+        namesrv,
+        &[
+            "consume",
+            "--group",
+            "g",
+            "--topic",
+            "Fail",
+            "--from",
+            "first",
+            "--count",
+            "200",
+            "--idle-timeout",
+            "10",
+            "--json",
+        ],
+    );
+    assert!(out.status.success());
+    json_lines(&out.stdout).len()
+}
+
+#[test]
+fn replication_cluster_conf_files_describe_two_groups_and_two_namesrvs() {
+    use skylark::actors::config::{BrokerConfig, BrokerRole, NameServerConfig};
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let ns: Vec<NameServerConfig> = ["namesrv-1.toml", "namesrv-2.toml"]
+        .iter()
+        .map(|f| skylark::config::load(Some(&conf.join(f)), &[]).unwrap())
+        .collect();
+    assert_ne!(ns[0].port, ns[1].port);
+    let expected = [
+        (
+            "broker-a-master.toml",
+            "broker-a",
+            0,
+            BrokerRole::SyncMaster,
+        ),
+        ("broker-a-slave.toml", "broker-a", 1, BrokerRole::Slave),
+        (
+            "broker-b-master.toml",
+            "broker-b",
+            0,
+            BrokerRole::AsyncMaster,
+        ),
+        ("broker-b-slave.toml", "broker-b", 1, BrokerRole::Slave),
+    ];
+    let mut ports = std::collections::HashSet::new();
+    let mut dirs = std::collections::HashSet::new();
+    for (file, name, id, role) in expected {
+        let c: BrokerConfig = skylark::config::load(Some(&conf.join(file)), &[]).unwrap();
+        assert_eq!(
+            (c.broker_name.as_str(), c.broker_id, c.role()),
+            (name, id, role),
+            "{file}"
+        );
+        let namesrv = c.namesrv_addrs();
+        for n in &ns {
+            assert!(
+                namesrv.contains(&format!("127.0.0.1:{}", n.port)),
+                "{file}: {namesrv:?}"
+            );
+        }
+        assert!(ports.insert(c.port), "{file}: port reused");
+        if !c.is_slave() {
+            assert!(ports.insert(c.ha_bind_port()), "{file}: HA port reused");
+        }
+        assert!(
+            dirs.insert(c.store.data_dir.clone()),
+            "{file}: data dir reused"
+        );
+    }
+}

@@ -789,3 +789,82 @@ fn orderly_retries_in_place_then_dead_letters_and_moves_on() {
         consumer.shutdown().await;
     });
 }
+
+/// The full retry path: a listener that fails every time sees the message
+/// 17 times (the first delivery and 16 retries through `%RETRY%<group>` on
+/// the delay levels, which keep the reconsume count), then it lands in
+/// `%DLQ%<group>` and is never delivered again.
+#[test]
+fn a_listener_failing_17_times_sends_the_message_to_the_dlq_through_retries() {
+    use skylark::client::{
+        ClientConfig, ConsumeFrom, ConsumeResult, MessageData, Producer, PullConsumer,
+        PushConsumer, PushConsumerOptions, ReceivedMessage,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    // Short delay levels so 16 retries take seconds, not hours.
+    let conf = dir.path().join("broker.toml");
+    let levels = vec!["50ms"; 18].join(" ");
+    std::fs::write(&conf, format!("delay_levels = \"{levels}\"\n")).unwrap();
+    let node = Standalone::start(&dir.path().join("data"), &["-c", conf.to_str().unwrap()]);
+    create_topic(&node, "Poison", "1");
+    let namesrv = node.namesrv();
+    actix::System::new().block_on(async move {
+        let producer = Producer::start(ClientConfig::new(&namesrv), "p").unwrap();
+        producer
+            .send("Poison", MessageData::new("poison"))
+            .await
+            .unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c2 = calls.clone();
+        let opts = PushConsumerOptions {
+            consume_from: ConsumeFrom::First,
+            commit_interval: Duration::from_millis(200),
+            ..PushConsumerOptions::default()
+        };
+        let consumer = PushConsumer::builder(ClientConfig::new(&namesrv), "retryg")
+            .subscribe("Poison", "*")
+            .options(opts)
+            .start(move |msgs: &[ReceivedMessage]| {
+                c2.fetch_add(msgs.len(), Ordering::SeqCst);
+                ConsumeResult::Retry
+            })
+            .unwrap();
+        let reader = PullConsumer::start(ClientConfig::new(&namesrv), "dlq-reader").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let dead = loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no DLQ message after {} deliveries",
+                calls.load(Ordering::SeqCst)
+            );
+            if let Ok(qs) = reader.queues("%DLQ%retryg").await {
+                let r = reader
+                    .pull(&qs[0], 0, 32, None, Duration::ZERO)
+                    .await
+                    .unwrap();
+                if let Some(m) = r.messages.into_iter().next() {
+                    break m;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(dead.body_str(), Some("poison"));
+        assert_eq!(dead.property("RETRY_TOPIC"), Some("Poison"));
+        assert_eq!(calls.load(Ordering::SeqCst), 17, "1 delivery + 16 retries");
+        // Dead means done: no further delivery.
+        let before = calls.load(Ordering::SeqCst);
+        let quiet_until = std::time::Instant::now() + Duration::from_millis(1500);
+        while std::time::Instant::now() < quiet_until {
+            assert_eq!(
+                calls.load(Ordering::SeqCst),
+                before,
+                "delivered after the DLQ"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        consumer.shutdown().await;
+    });
+}

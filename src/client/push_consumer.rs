@@ -533,10 +533,20 @@ impl Inner {
             reconsume_times: m.reconsume_times,
             max_reconsume_times: Some(self.opts.max_reconsume_times),
         };
-        match self.consumer.conn(&q.broker_addr).await {
+        let stored = match self.consumer.conn(&q.broker_addr).await {
             Ok(c) => c.call(&req).await.is_ok(),
             Err(_) => false,
+        };
+        if stored {
+            let retry_topic = format!("{RETRY_TOPIC_PREFIX}{}", self.consumer.group());
+            let assigned = self.queues().keys().any(|q| q.topic == retry_topic);
+            if !assigned {
+                // The first send-back creates the retry topic: take its
+                // queues now rather than at the next periodic rebalance.
+                self.rebalance.notify_one();
+            }
         }
+        stored
     }
 
     pub(super) fn redeliver_later(

@@ -79,6 +79,7 @@ pub async fn store_delayed(
     messages: Vec<MessageData>,
     parks: Vec<Park>,
     peer: SocketAddr,
+    reconsume_times: u32,
 ) -> Result<Vec<SendResult>, WireError> {
     let cfg = tq
         .send(GetTopicStats)
@@ -103,6 +104,8 @@ pub async fn store_delayed(
         .zip(parks)
         .map(|(m, how)| {
             let mut sm = StoredMessage::from_data(topic.clone(), m, peer, s.store_host);
+            // A retry keeps its count through the delay (DLQ after the max).
+            sm.reconsume_times = reconsume_times;
             park(&mut sm, how, queue_id);
             sm
         })

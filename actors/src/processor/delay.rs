@@ -76,8 +76,7 @@ pub async fn store_delayed(
     tq: &Addr<TopicQueue>,
     topic: String,
     queue_id: i32,
-    messages: Vec<MessageData>,
-    parks: Vec<Park>,
+    parked: Vec<(MessageData, Park)>,
     peer: SocketAddr,
     reconsume_times: u32,
 ) -> Result<Vec<SendResult>, WireError> {
@@ -99,9 +98,8 @@ pub async fn store_delayed(
         )));
     }
     let topic: Arc<str> = Arc::from(topic.as_str());
-    let stored: Vec<StoredMessage> = messages
+    let stored: Vec<StoredMessage> = parked
         .into_iter()
-        .zip(parks)
         .map(|(m, how)| {
             let mut sm = StoredMessage::from_data(topic.clone(), m, peer, s.store_host);
             // A retry keeps its count through the delay (DLQ after the max).

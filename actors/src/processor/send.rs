@@ -91,17 +91,8 @@ pub(super) async fn store_with_reconsume(
     super::replication::refuse_on_slave(s)?;
     let tq = s.topic_queue(&topic, true).await?;
     if let Some(parks) = delay::parks(s, &messages)? {
-        return delay::store_delayed(
-            s,
-            &tq,
-            topic,
-            queue_id,
-            messages,
-            parks,
-            peer,
-            reconsume_times,
-        )
-        .await;
+        let parked = messages.into_iter().zip(parks).collect();
+        return delay::store_delayed(s, &tq, topic, queue_id, parked, peer, reconsume_times).await;
     }
     let topic: Arc<str> = Arc::from(topic.as_str());
     let stored = messages

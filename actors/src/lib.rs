@@ -13,6 +13,7 @@
 //! | [`transaction::Transaction`] | broker | half messages, the op log, check-back timing |
 //! | [`consumer_group::ConsumerGroup`] | consumer group | members, order locks |
 //! | [`consumer_groups::ConsumerGroups`] | broker | the registry of group actors |
+//! | [`replicator::Replicator`] | broker | master: slave sessions and acked offsets; slave: the stream from its master |
 //!
 //! [`processor`] turns wire requests into messages to those owners;
 //! [`remoting`] is the TCP plumbing; [`store`] is the plain-Rust storage

@@ -76,6 +76,8 @@ pub struct Scheduler {
     max_delay_ms: u64,
     tick: Duration,
     busy: bool,
+    /// A slave's scheduler only answers stats; its master delivers.
+    passive: bool,
     /// When the level offsets were last fsynced.
     levels_synced: std::time::Instant,
     log: Logger,
@@ -123,6 +125,9 @@ impl Scheduler {
         let levels = Arc::new(levels::parse_delay_levels(&config.delay_levels)?);
         let data_dir = config.store.data_dir.clone();
         let (max_delay_ms, tick) = (config.max_delay_ms, config.schedule_tick_ms.max(1));
+        // A slave's CommitLog is the master's byte for byte: it never
+        // delivers (that would append on the slave); its master does.
+        let passive = config.is_slave();
         let (tx, rx) = oneshot::channel();
         let lv = levels.clone();
         let spawned = arbiter.spawn(async move {
@@ -140,6 +145,7 @@ impl Scheduler {
                     max_delay_ms,
                     tick: Duration::from_millis(tick),
                     busy: false,
+                    passive,
                     levels_synced: std::time::Instant::now(),
                     log: log.new(slog::o!("actor" => "scheduler")),
                 })
@@ -469,8 +475,10 @@ impl Actor for Scheduler {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(256);
         info!(self.log, "scheduler started"; "levels" => self.levels.len(),
-            "timer_pending" => self.timer.pending());
-        ctx.run_later(self.tick, |act, ctx| act.tick(ctx));
+            "timer_pending" => self.timer.pending(), "passive" => self.passive);
+        if !self.passive {
+            ctx.run_later(self.tick, |act, ctx| act.tick(ctx));
+        }
     }
 }
 

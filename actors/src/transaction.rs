@@ -86,6 +86,8 @@ pub struct Transaction {
     progress_path: PathBuf,
     persisted: u64,
     persisting: bool,
+    /// A slave's Transaction actor neither checks back nor decides.
+    passive: bool,
     tick: Duration,
     log: Logger,
 }
@@ -168,6 +170,9 @@ impl Transaction {
             store_host,
             progress_path,
             persisting: false,
+            // A slave never checks back or decides: its master does, and
+            // the outcome reaches the slave through replication.
+            passive: config.is_slave(),
             tick: Duration::from_millis((shortest / 2).max(20)),
             log,
         })
@@ -350,7 +355,9 @@ impl Actor for Transaction {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
-        ctx.run_interval(self.tick, |act, ctx| act.check_due(ctx));
+        if !self.passive {
+            ctx.run_interval(self.tick, |act, ctx| act.check_due(ctx));
+        }
     }
 }
 

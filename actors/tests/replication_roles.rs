@@ -147,3 +147,94 @@ async fn replication_roles_sync_master_statuses_and_slave_reads() {
     slave.shutdown().await;
     master.shutdown().await;
 }
+
+/// Delayed messages on a master/slave pair: only the master's Scheduler
+/// delivers (a slave's CommitLog must stay the master's byte for byte), the
+/// message arrives once on the master, and the slave ends at the same
+/// offset; a slave refuses transactional and delayed sends with NotMaster.
+#[actix_rt::test]
+async fn replication_slave_scheduler_stays_passive() {
+    let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = broker(&md, 0, None).await;
+    let m = client(master.local_addr()).await;
+    let ha = status(&m).await.ha_addr.unwrap();
+    let slave = broker(&sd, 1, Some(ha)).await;
+    let s = client(slave.local_addr()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&m).await.slaves.is_empty() {
+        assert!(Instant::now() < deadline, "slave never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut delayed = send("Later", "soon");
+    delayed.message.deliver_at_ms = Some(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+            + 300,
+    );
+    m.call(&delayed).await.unwrap();
+    // Delivered once, on the master's real topic.
+    let pull = |c: RpcClient| async move {
+        c.call(&PullRequest {
+            consumer_group: "g".into(),
+            topic: "Later".into(),
+            queue_id: 0,
+            queue_offset: 0,
+            max_messages: 32,
+            max_bytes: 1 << 20,
+            suspend_timeout_ms: 0,
+            subscription: None,
+            sql: None,
+            commit_offset: None,
+        })
+        .await
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(r) = pull(m.clone()).await {
+            if r.count > 0 {
+                assert_eq!(r.count, 1);
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "delayed message never delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The slave ends exactly where the master is: it appended nothing itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ms, ss) = (status(&m).await, status(&s).await);
+        if ms.max_offset == ss.max_offset {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slave diverged: {ms:?} vs {ss:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Without NameServers there is no metadata sync here: give the slave
+    // the topic's config by hand; it then serves the one delivered copy.
+    s.call(&CreateTopicRequest {
+        config: TopicConfig::new("Later", 4),
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = pull(s.clone()).await {
+            assert_eq!(r.count, 1, "the slave serves the one delivered copy");
+            break;
+        }
+        assert!(Instant::now() < deadline, "slave never served the topic");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = s.call(&delayed).await.unwrap_err();
+    assert!(
+        matches!(err, ProtocolError::Remote(ref w) if w.code == ErrorCode::NotMaster),
+        "{err}"
+    );
+    slave.shutdown().await;
+    master.shutdown().await;
+}

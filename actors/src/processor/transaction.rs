@@ -56,6 +56,7 @@ pub async fn send_half(
     r: SendRequest,
     peer: SocketAddr,
 ) -> Result<SendResult, WireError> {
+    super::replication::refuse_on_slave(&s)?;
     validate_topic_name(&r.topic).map_err(|e| WireError::new(ErrorCode::BadRequest, e))?;
     let max = s.config.store.max_message_size;
     if r.message.body.len() > max {
@@ -103,6 +104,7 @@ pub async fn send_half(
 
 /// `EndTransaction`: commit, roll back or leave unknown.
 pub async fn end(s: Arc<Shared>, r: EndTransactionRequest) -> Result<Ack, WireError> {
+    super::replication::refuse_on_slave(&s)?;
     s.transaction
         .send(End(r))
         .await

@@ -269,6 +269,17 @@ impl Handler<Pull> for TopicQueue {
             );
             return Box::pin(futures::future::ready(Err(e)));
         }
+        if msg.queue_id >= self.config.read_queues.max(1) {
+            // Also keeps a client from parking pulls on made-up queues.
+            let e = WireError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "topic '{}' has {} read queues; queue {} does not exist",
+                    self.config.name, self.config.read_queues, msg.queue_id
+                ),
+            );
+            return Box::pin(futures::future::ready(Err(e)));
+        }
         let storage = self.storage.clone();
         let me = ctx.address();
         Box::pin(async move {

@@ -295,6 +295,25 @@ async fn bad_input_gets_typed_errors_and_only_closes_that_connection() {
         matches!(err, ProtocolError::Remote(ref w) if w.code == ErrorCode::UnknownCommand),
         "{err}"
     );
+    // A client may not set the broker's routing properties.
+    let mut forged = msg("x", None);
+    forged
+        .properties
+        .push(("REAL_TOPIC".into(), "RMQ_SYS_TRANS_OP_HALF_TOPIC".into()));
+    forged.delay_level = 1;
+    let err = b
+        .call(&SendRequest {
+            producer_group: "p".into(),
+            topic: "T".into(),
+            queue_id: -1,
+            message: forged,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProtocolError::Remote(ref w) if w.code == ErrorCode::BadRequest && w.message.contains("REAL_TOPIC")),
+        "{err}"
+    );
     // And normal sends still work.
     let r = b
         .call(&SendRequest {
@@ -306,6 +325,12 @@ async fn bad_input_gets_typed_errors_and_only_closes_that_connection() {
         .await
         .unwrap();
     assert_eq!(r.status, SendStatus::SendOk);
+    // A pull on a queue the topic does not have is refused (not parked).
+    let err = b.call(&pull_req("T", 99, 0, 1000)).await.unwrap_err();
+    assert!(
+        matches!(err, ProtocolError::Remote(ref w) if w.code == ErrorCode::BadRequest),
+        "{err}"
+    );
 }
 
 #[actix_rt::test]

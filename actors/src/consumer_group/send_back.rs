@@ -47,7 +47,7 @@ pub fn target(group: &str, reconsume_times: u32, max_reconsume_times: u32) -> Se
     } else {
         SendBackTarget::Retry {
             topic: format!("{RETRY_TOPIC_PREFIX}{group}"),
-            delay_level: (3 + reconsume_times).min(MAX_DELAY_LEVEL),
+            delay_level: reconsume_times.saturating_add(3).min(MAX_DELAY_LEVEL),
         }
     }
 }

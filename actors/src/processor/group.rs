@@ -258,6 +258,8 @@ pub async fn send_back(
     peer: std::net::SocketAddr,
 ) -> Result<SendBackResponse, WireError> {
     group_ok(&r.group)?;
+    // A slave never stores: not even the retry/DLQ topic's config.
+    super::replication::refuse_on_slave(&s)?;
     let raw = s
         .storage
         .send(ReadAt {
@@ -291,7 +293,7 @@ pub async fn send_back(
         -1,
         vec![copy],
         peer,
-        reconsume_times + 1,
+        reconsume_times.saturating_add(1),
     )
     .await?;
     let res = results

@@ -37,6 +37,12 @@ pub async fn send_batch(
     Ok(SendBatchResponse { results })
 }
 
+/// Properties only the broker sets (scheduler and transaction routing).
+const RESERVED_PROPERTIES: &[&str] = &[
+    skylark_codec::PROPERTY_REAL_TOPIC,
+    skylark_codec::PROPERTY_REAL_QUEUE_ID,
+];
+
 fn check(s: &Shared, topic: &str, messages: &[MessageData]) -> Result<(), WireError> {
     validate_topic_name(topic).map_err(|e| WireError::new(ErrorCode::BadRequest, e))?;
     if messages.is_empty() {
@@ -47,6 +53,18 @@ fn check(s: &Shared, topic: &str, messages: &[MessageData]) -> Result<(), WireEr
     }
     let max = s.config.store.max_message_size;
     for m in messages {
+        // The broker's own routing properties: a client setting them could
+        // redirect a parked message into any topic.
+        if let Some((k, _)) = m
+            .properties
+            .iter()
+            .find(|(k, _)| RESERVED_PROPERTIES.contains(&k.as_str()))
+        {
+            return Err(WireError::new(
+                ErrorCode::BadRequest,
+                format!("property '{k}' is reserved for the broker"),
+            ));
+        }
         if m.body.len() > max {
             return Err(WireError::new(
                 ErrorCode::MessageTooLarge,

@@ -90,12 +90,15 @@ pub async fn send_half(
         .results
         .first()
         .ok_or_else(|| WireError::new(ErrorCode::Internal, "empty append result"))?;
+    let status = if res.flush_timed_out {
+        SendStatus::FlushDiskTimeout
+    } else {
+        SendStatus::SendOk
+    };
+    // On a SYNC_MASTER the half is acknowledged once a slave has it.
+    let status = super::replication::after_append(&s, res.end_offset, status).await;
     Ok(SendResult {
-        status: if res.flush_timed_out {
-            SendStatus::FlushDiskTimeout
-        } else {
-            SendStatus::SendOk
-        },
+        status,
         msg_id: MessageId::new(s.store_host, it.physical_offset).to_hex(),
         queue_id: it.queue_id,
         queue_offset: it.queue_offset,

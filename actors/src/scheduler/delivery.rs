@@ -29,8 +29,12 @@ pub enum Park {
 /// topic and queue kept as properties.
 pub fn park(m: &mut StoredMessage, how: Park, real_queue_id: i32) {
     let real_topic = m.topic.to_string();
-    m.properties
-        .retain(|(k, _)| k != PROPERTY_DELAY && k != PROPERTY_DELIVER_AT);
+    m.properties.retain(|(k, _)| {
+        k != PROPERTY_DELAY
+            && k != PROPERTY_DELIVER_AT
+            && k != PROPERTY_REAL_TOPIC
+            && k != PROPERTY_REAL_QID
+    });
     match how {
         Park::Level(level) => {
             m.topic = Arc::from(SCHEDULE_TOPIC);

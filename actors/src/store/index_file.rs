@@ -228,8 +228,9 @@ impl IndexFile {
             let phys = get_u64(b, at + 4);
             let delta = get_u32(b, at + 12) as i32 as i64;
             let prev = get_u32(b, at + 16);
-            let ts = self.begin_ts + delta * 1000;
-            if h == hash && ts + 1000 >= begin_ms && ts - 1000 <= end_ms {
+            let ts = self.begin_ts.saturating_add(delta.saturating_mul(1000));
+            if h == hash && ts.saturating_add(1000) >= begin_ms && ts.saturating_sub(1000) <= end_ms
+            {
                 out.push(phys);
             }
             // Chains only go backwards; anything else is damage.

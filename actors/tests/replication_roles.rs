@@ -238,3 +238,44 @@ async fn replication_slave_scheduler_stays_passive() {
     slave.shutdown().await;
     master.shutdown().await;
 }
+
+/// SYNC_MASTER + transactions: a half message and its commit are answered
+/// only once the slave has them, so at the moment the producer hears
+/// "committed" the slave already holds the committed copy.
+#[actix_rt::test]
+async fn replication_sync_master_commit_is_on_the_slave_when_acknowledged() {
+    let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = broker(&md, 0, None).await;
+    let m = client(master.local_addr()).await;
+    let ha = status(&m).await.ha_addr.unwrap();
+    let slave = broker(&sd, 1, Some(ha)).await;
+    let s = client(slave.local_addr()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&m).await.slaves.is_empty() {
+        assert!(Instant::now() < deadline, "slave never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut half = send("Tx", "debit 10");
+    half.message.properties = vec![
+        (PROPERTY_TRANSACTION_PREPARED.into(), "true".into()),
+        (PROPERTY_PRODUCER_GROUP.into(), "txp".into()),
+        (PROPERTY_TRANSACTION_ID.into(), "tx-1".into()),
+    ];
+    let r = m.call(&half).await.unwrap();
+    assert_eq!(r.status, SendStatus::SendOk, "the slave has the half");
+    m.call(&EndTransactionRequest {
+        producer_group: "txp".into(),
+        transaction_id: "tx-1".into(),
+        msg_id: r.msg_id.clone(),
+        queue_offset: r.queue_offset,
+        state: TransactionState::Commit,
+        from_check: false,
+    })
+    .await
+    .unwrap();
+    // Right after the acknowledgement: the slave holds everything.
+    let (ms, ss) = (status(&m).await, status(&s).await);
+    assert_eq!(ms.max_offset, ss.max_offset, "{ms:?} vs {ss:?}");
+    slave.shutdown().await;
+    master.shutdown().await;
+}

@@ -105,13 +105,24 @@ pub async fn send_half(
     })
 }
 
-/// `EndTransaction`: commit, roll back or leave unknown.
+/// `EndTransaction`: commit, roll back or leave unknown. The decision's
+/// appends (the committed copy, the op record) are replicated like a send:
+/// on a SYNC_MASTER the answer waits (up to the replication timeout) until
+/// a slave has everything stored so far.
 pub async fn end(s: Arc<Shared>, r: EndTransactionRequest) -> Result<Ack, WireError> {
     super::replication::refuse_on_slave(&s)?;
-    s.transaction
+    let ack = s
+        .transaction
         .send(End(r))
         .await
-        .map_err(crate::mailbox_error)?
+        .map_err(crate::mailbox_error)??;
+    let stored = s
+        .storage
+        .send(crate::storage::GetStorageStats)
+        .await
+        .map_err(crate::mailbox_error)?;
+    super::replication::after_append(&s, stored.max_physical_offset, SendStatus::SendOk).await;
+    Ok(ack)
 }
 
 /// Tells the Transaction actor about producer groups in a heartbeat or an

@@ -245,10 +245,27 @@ fn transaction_discarded_after_max_checks_even_after_restart() {
         assert!(consume(ns.clone(), "TxDiscard").await.is_empty());
         // The discard is on disk: after kill -9 and restart it is not checked again.
         s.restart();
-        let p2 = producer(&s, "pg-discard", |_| TransactionState::Commit);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert_eq!(checks_of(&p2.1, "never"), 0);
-        assert!(consume(ns.clone(), "TxDiscard").await.is_empty());
+        let (p2, checks2) = producer(&s, "pg-discard", |_| TransactionState::Commit);
+        // A control half sent now is checked after the timeout: once it has
+        // been, the restarted broker's check scan has run past the discarded
+        // one, which must not have been asked about again.
+        p2.send_in_transaction("TxDiscard", MessageData::new("control"), |_| {
+            TransactionState::Unknown
+        })
+        .await
+        .unwrap();
+        assert!(
+            wait_for(Duration::from_secs(20), || checks_of(&checks2, "control")
+                >= 1)
+            .await,
+            "the control half was never checked"
+        );
+        assert_eq!(checks_of(&checks2, "never"), 0);
+        let seen = consume_until(&ns, "TxDiscard", Duration::from_secs(20), |b| {
+            count(b, "control") > 0
+        })
+        .await;
+        assert_eq!(count(&seen, "never"), 0, "{seen:?}");
         drop(s);
     });
 }
@@ -311,11 +328,22 @@ fn transaction_broker_kill9_between_half_and_commit() {
         assert!(progress.exists(), "check progress was never persisted");
         std::fs::remove_file(&progress).unwrap();
         s.restart();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let seen = consume(ns.clone(), "TxCrash").await;
+        // A control half, checked after the timeout: by the time it is
+        // delivered the rebuilt state has been scanned for check-backs, so a
+        // wrongly re-committed half would be there too.
+        let (p3, _) = producer(&s, "pg-crash", |_| TransactionState::Commit);
+        p3.send_in_transaction("TxCrash", MessageData::new("control"), |_| {
+            TransactionState::Unknown
+        })
+        .await
+        .unwrap();
+        let seen = consume_until(&ns, "TxCrash", Duration::from_secs(20), |b| {
+            count(b, "control") > 0
+        })
+        .await;
         assert_eq!(count(&seen, "retried"), 1, "{seen:?}");
         assert_eq!(count(&seen, "checked"), 1, "{seen:?}");
-        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen.len(), 3, "{seen:?}");
         drop(s);
     });
 }

@@ -23,7 +23,7 @@ use super::error::{ClientError, Result};
 use super::instance::{ClientInstance, ConnectedBrokers, GetConnection, GetRoute};
 use super::message::{decode_records, ReceivedMessage};
 use super::namesrv::NameServerClient;
-use super::route::MessageQueue;
+use super::route::{MessageQueue, TopicRoute};
 
 /// Largest answer a pull asks for.
 const MAX_PULL_BYTES: u32 = 8 * 1024 * 1024;
@@ -87,16 +87,20 @@ impl PullConsumer {
         &self.namesrv
     }
 
-    /// The readable queues of `topic`, freshly asked of the NameServer.
-    pub async fn queues(&self, topic: &str) -> Result<Vec<MessageQueue>> {
-        let route = self
-            .instance
+    /// The route of `topic` (asked of the NameServer again when `refresh`).
+    async fn route(&self, topic: &str, refresh: bool) -> Result<Arc<TopicRoute>> {
+        self.instance
             .send(GetRoute {
                 topic: topic.to_string(),
-                refresh: true,
+                refresh,
             })
             .await
-            .map_err(|_| ClientError::Stopped)??;
+            .map_err(|_| ClientError::Stopped)?
+    }
+
+    /// The readable queues of `topic`, freshly asked of the NameServer.
+    pub async fn queues(&self, topic: &str) -> Result<Vec<MessageQueue>> {
+        let route = self.route(topic, true).await?;
         if route.read_queues.is_empty() {
             return Err(ClientError::NoQueue {
                 topic: topic.to_string(),
@@ -110,14 +114,7 @@ impl PullConsumer {
     /// `topic`: where a consumer's heartbeats go, so a slave knows the
     /// group's members while its master is down.
     pub async fn broker_group_addrs(&self, topic: &str) -> Result<Vec<String>> {
-        let route = self
-            .instance
-            .send(GetRoute {
-                topic: topic.to_string(),
-                refresh: false,
-            })
-            .await
-            .map_err(|_| ClientError::Stopped)??;
+        let route = self.route(topic, false).await?;
         let mut addrs: Vec<String> = route
             .data
             .brokers
@@ -143,15 +140,7 @@ impl PullConsumer {
         R: skylark_codec::Rpc,
     {
         let mut addrs = vec![queue.broker_addr.clone()];
-        let route = self
-            .instance
-            .send(GetRoute {
-                topic: queue.topic.clone(),
-                refresh: false,
-            })
-            .await
-            .map_err(|_| ClientError::Stopped)?;
-        if let Ok(route) = route {
+        if let Ok(route) = self.route(&queue.topic, false).await {
             let group = route
                 .data
                 .brokers
@@ -361,46 +350,50 @@ impl PullConsumer {
         model: MessageModel,
         extra: &[String],
     ) -> Result<()> {
-        let req = HeartbeatRequest {
-            client_id: self.config.client_id.clone(),
-            producer_groups: Vec::new(),
-            consumer_groups: vec![ConsumerGroupData {
-                group: self.group.to_string(),
-                consume_type: ConsumeType::Pull,
-                message_model: model,
-                consume_from: ConsumeFrom::First,
-                subscriptions: subscriptions
-                    .iter()
-                    .map(|(topic, expr)| Subscription {
-                        topic: topic.clone(),
-                        expression_type: ExpressionType::Tag,
-                        expression: expr.clone().unwrap_or_else(|| "*".to_string()),
-                    })
-                    .collect(),
-            }],
-        };
+        let subs = subscriptions
+            .iter()
+            .map(|(topic, expr)| Subscription {
+                topic: topic.clone(),
+                expression_type: ExpressionType::Tag,
+                expression: expr.clone().unwrap_or_else(|| "*".to_string()),
+            })
+            .collect();
         let mut addrs = self
             .instance
             .send(ConnectedBrokers)
             .await
             .map_err(|_| ClientError::Stopped)?;
         addrs.extend(extra.iter().cloned());
-        addrs.sort();
-        addrs.dedup();
-        for addr in addrs {
-            let client = self.conn(&addr).await?;
-            client
-                .call(&req)
-                .await
-                .map_err(|e| ClientError::from_call(&addr, None, e))?;
-        }
-        Ok(())
+        self.send_heartbeat(subs, model, addrs, None).await
     }
 
     /// [`heartbeat`](Self::heartbeat) with one SQL-92 subscription: the
     /// broker checks the expression when the subscription is made and
     /// refuses a malformed one (`InvalidFilter`).
     pub async fn heartbeat_sql(&self, topic: &str, sql: &str, model: MessageModel) -> Result<()> {
+        let subs = vec![Subscription {
+            topic: topic.to_string(),
+            expression_type: ExpressionType::Sql,
+            expression: sql.to_string(),
+        }];
+        // Every broker serving the topic checks the subscription.
+        let addrs = self
+            .queues(topic)
+            .await?
+            .into_iter()
+            .map(|q| q.broker_addr)
+            .collect();
+        self.send_heartbeat(subs, model, addrs, Some(topic)).await
+    }
+
+    /// Sends one pull-consumer heartbeat with `subscriptions` to `addrs`.
+    async fn send_heartbeat(
+        &self,
+        subscriptions: Vec<Subscription>,
+        model: MessageModel,
+        mut addrs: Vec<String>,
+        topic: Option<&str>,
+    ) -> Result<()> {
         let req = HeartbeatRequest {
             client_id: self.config.client_id.clone(),
             producer_groups: Vec::new(),
@@ -409,20 +402,9 @@ impl PullConsumer {
                 consume_type: ConsumeType::Pull,
                 message_model: model,
                 consume_from: ConsumeFrom::First,
-                subscriptions: vec![Subscription {
-                    topic: topic.to_string(),
-                    expression_type: ExpressionType::Sql,
-                    expression: sql.to_string(),
-                }],
+                subscriptions,
             }],
         };
-        // Every broker serving the topic checks the subscription.
-        let mut addrs: Vec<String> = self
-            .queues(topic)
-            .await?
-            .into_iter()
-            .map(|q| q.broker_addr)
-            .collect();
         addrs.sort();
         addrs.dedup();
         for addr in addrs {
@@ -430,7 +412,7 @@ impl PullConsumer {
             client
                 .call(&req)
                 .await
-                .map_err(|e| ClientError::from_call(&addr, Some(topic), e))?;
+                .map_err(|e| ClientError::from_call(&addr, topic, e))?;
         }
         Ok(())
     }

@@ -592,3 +592,84 @@ fn replication_cluster_conf_files_describe_two_groups_and_two_namesrvs() {
         );
     }
 }
+
+/// Lag-based slave reads: a consumer far behind (more than
+/// `slave_read_lag_messages`) is told to read from the slave, and does:
+/// with the master frozen (SIGSTOP), its next pull is still answered.
+#[test]
+fn replication_consumer_far_behind_reads_from_the_slave() {
+    use skylark::client::{ClientConfig, PullConsumer};
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = Namesrv::start();
+    let lag = ("SKYLARK_SLAVE_READ_LAG_MESSAGES", "50");
+    let master = Broker::start(&tmp.path().join("m"), &ns.addr(), "broker-a", 0, &[lag]);
+    wait_registered(&ns.addr(), &master.addr());
+    let slave = Broker::start(&tmp.path().join("s"), &ns.addr(), "broker-a", 1, &[lag]);
+    wait_registered(&ns.addr(), &slave.addr());
+    let out = cli(
+        &ns.addr(),
+        &["admin", "topic", "create", "--name", "Lag", "--queues", "1"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(
+        &ns.addr(),
+        &[
+            "produce", "--topic", "Lag", "--count", "200", "--batch", "50", "--body", "x",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_caught_up(
+        &ns.addr(),
+        &master,
+        &slave,
+        Duration::from_secs(30)
+    ));
+    let master_pid = master.proc.as_ref().map(|p| p.0.id()).unwrap();
+    let namesrv = ns.addr();
+    actix::System::new().block_on(async move {
+        // A long request timeout: a pull sent to the frozen master would
+        // hang rather than fail over to the slave.
+        let cfg = ClientConfig {
+            request_timeout: Duration::from_secs(60),
+            ..ClientConfig::new(&namesrv)
+        };
+        let c = PullConsumer::start(cfg, "lagger").unwrap();
+        let q = c.queues("Lag").await.unwrap().remove(0);
+        // 200 behind, limit 50: the master answers and suggests the slave.
+        let first = c.pull(&q, 0, 32, None, Duration::ZERO).await.unwrap();
+        assert_eq!(first.messages.len(), 32);
+        // Freeze the master: only a pull that goes to the slave is answered.
+        let stop = |sig: &str| {
+            Command::new("kill")
+                .args([sig, &master_pid.to_string()])
+                .status()
+                .unwrap()
+        };
+        stop("-STOP");
+        let asked = std::time::Instant::now();
+        let second = c
+            .pull(&q, first.next_offset, 32, None, Duration::ZERO)
+            .await;
+        let took = asked.elapsed();
+        stop("-CONT");
+        let second = second.expect("the slave answers while the master is frozen");
+        // Sent to the frozen master, the pull would have waited out the 60 s
+        // request timeout before failing over to the slave.
+        assert!(
+            took < Duration::from_secs(20),
+            "the pull went to the frozen master ({took:?})"
+        );
+        assert_eq!(second.messages.len(), 32);
+        assert_eq!(second.messages[0].queue_offset, first.next_offset);
+    });
+    drop(slave);
+    drop(master);
+}

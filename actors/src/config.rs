@@ -119,6 +119,10 @@ pub struct BrokerConfig {
     pub master_ha_addr: Option<String>,
     /// Slave: how often topics and consumer offsets are copied from the master.
     pub metadata_sync_interval_secs: u64,
+    /// A consumer this many messages behind the end of a queue is told to
+    /// read that queue from a slave of the group (relieving the master);
+    /// 0 turns the suggestion off.
+    pub slave_read_lag_messages: u64,
 }
 
 /// A broker's replication role (RocketMQ's `brokerRole`).
@@ -178,6 +182,7 @@ impl Default for BrokerConfig {
             sync_replication_timeout_ms: 3000,
             master_ha_addr: None,
             metadata_sync_interval_secs: 10,
+            slave_read_lag_messages: 1_000_000,
         }
     }
 }

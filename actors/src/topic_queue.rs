@@ -338,5 +338,6 @@ fn to_pull_response(asked: u64, r: ReadResult) -> PullResponse {
         max_offset: r.max_offset,
         count: r.count,
         records: r.records,
+        suggest_slave: false,
     }
 }

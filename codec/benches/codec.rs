@@ -36,6 +36,7 @@ fn pull_response() -> PullResponse {
         max_offset: 1000,
         count: 32,
         records: Bytes::from(vec![7u8; 32 * 1024]),
+        suggest_slave: false,
     }
 }
 

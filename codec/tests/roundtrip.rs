@@ -211,7 +211,8 @@ proptest! {
             commit_offset in option::of(any::<u64>()),
             status in prop_oneof![Just(PullStatus::Found), Just(PullStatus::NoNewMessage),
                                   Just(PullStatus::NoMatchedMessage), Just(PullStatus::OffsetIllegal)],
-            offs in any::<(u64, u64, u64, u32)>(), records in bytes(2000)) {
+            offs in any::<(u64, u64, u64, u32)>(), records in bytes(2000),
+            suggest_slave in any::<bool>()) {
         let req = PullRequest {
             consumer_group: g, topic: t, queue_id: nums.0, queue_offset: nums.1,
             max_messages: nums.2, max_bytes: nums.3, suspend_timeout_ms: nums.4,
@@ -219,6 +220,7 @@ proptest! {
         };
         let resp = PullResponse {
             status, next_offset: offs.0, min_offset: offs.1, max_offset: offs.2, count: offs.3, records,
+            suggest_slave,
         };
         check_rpc(id, split, &req, &resp, &err);
     }

@@ -50,6 +50,9 @@ pub struct PullConsumer {
     namesrv: NameServerClient,
     config: Arc<ClientConfig>,
     group: Arc<str>,
+    /// Queues a broker told us to read from a slave (we are far behind);
+    /// cleared when a pull answer no longer suggests it.
+    slave_reads: Arc<std::sync::Mutex<std::collections::HashSet<MessageQueue>>>,
 }
 
 impl std::fmt::Debug for PullConsumer {
@@ -69,6 +72,7 @@ impl PullConsumer {
             namesrv,
             config,
             group: Arc::from(group),
+            slave_reads: Arc::default(),
         })
     }
 
@@ -139,6 +143,48 @@ impl PullConsumer {
     where
         R: skylark_codec::Rpc,
     {
+        self.call_group_ordered(queue, req, timeout, false).await
+    }
+
+    /// A pull through [`call_group`](Self::call_group), from a slave first
+    /// while the broker group suggests it (the consumer is far behind).
+    async fn pull_from_group(
+        &self,
+        queue: &MessageQueue,
+        req: &PullRequest,
+        timeout: Duration,
+    ) -> Result<skylark_codec::PullResponse> {
+        let prefer_slave = self.slave_reads().contains(queue);
+        let resp = self
+            .call_group_ordered(queue, req, timeout, prefer_slave)
+            .await?;
+        if resp.suggest_slave != prefer_slave {
+            let mut set = self.slave_reads();
+            if resp.suggest_slave {
+                set.insert(queue.clone());
+            } else {
+                set.remove(queue);
+            }
+        }
+        Ok(resp)
+    }
+
+    fn slave_reads(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<MessageQueue>> {
+        self.slave_reads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`call_group`](Self::call_group) trying the group's slaves (lowest id
+    /// first) before its master when `prefer_slave`.
+    async fn call_group_ordered<R>(
+        &self,
+        queue: &MessageQueue,
+        req: &R,
+        timeout: Duration,
+        prefer_slave: bool,
+    ) -> Result<R::Response>
+    where
+        R: skylark_codec::Rpc,
+    {
         let mut addrs = vec![queue.broker_addr.clone()];
         if let Ok(route) = self.route(&queue.topic, false).await {
             let group = route
@@ -146,9 +192,22 @@ impl PullConsumer {
                 .brokers
                 .iter()
                 .find(|b| b.broker_name == queue.broker_name);
-            for a in group.into_iter().flat_map(|b| b.addrs.values()) {
-                if !addrs.contains(a) {
-                    addrs.push(a.clone());
+            if let Some(b) = group {
+                if prefer_slave {
+                    let slaves: Vec<String> = b
+                        .addrs
+                        .iter()
+                        .filter(|(id, _)| **id > 0)
+                        .map(|(_, a)| a.clone())
+                        .collect();
+                    if !slaves.is_empty() {
+                        addrs = slaves;
+                    }
+                }
+                for a in b.addrs.values() {
+                    if !addrs.contains(a) {
+                        addrs.push(a.clone());
+                    }
                 }
             }
         }
@@ -228,7 +287,7 @@ impl PullConsumer {
             commit_offset,
         };
         let resp = self
-            .call_group(queue, &req, suspend + self.config.request_timeout)
+            .pull_from_group(queue, &req, suspend + self.config.request_timeout)
             .await?;
         let messages = decode_records(&resp.records, &queue.broker_addr, tags.as_deref())?;
         Ok(PullResult {
@@ -267,11 +326,9 @@ impl PullConsumer {
             sql: Some(sql.to_string()),
             commit_offset,
         };
-        let client = self.conn(&queue.broker_addr).await?;
-        let resp = client
-            .call_timeout(&req, suspend + self.config.request_timeout)
-            .await
-            .map_err(|e| ClientError::from_call(&queue.broker_addr, Some(&queue.topic), e))?;
+        let resp = self
+            .pull_from_group(queue, &req, suspend + self.config.request_timeout)
+            .await?;
         let messages = decode_records(&resp.records, &queue.broker_addr, None)?;
         Ok(PullResult {
             status: resp.status,

@@ -71,6 +71,11 @@ pub struct PullResponse {
     pub count: u32,
     /// The stored records, concatenated (one MessagePack `bin`).
     pub records: Bytes,
+    /// The consumer is far behind: read this queue from a slave of the
+    /// broker group for now (RocketMQ's `suggestWhichBrokerId`). Absent in
+    /// answers of older brokers.
+    #[serde(default)]
+    pub suggest_slave: bool,
 }
 
 rpc!(PullRequest => PullResponse, Command::PullMessage);

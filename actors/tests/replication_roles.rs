@@ -46,6 +46,24 @@ fn send(topic: &str, body: &str) -> SendRequest {
     }
 }
 
+/// A SYNC_MASTER and its slave, the slave's HA session established.
+async fn connected_pair(
+    md: &tempfile::TempDir,
+    sd: &tempfile::TempDir,
+) -> (BrokerHandle, RpcClient, BrokerHandle, RpcClient) {
+    let master = broker(md, 0, None).await;
+    let m = client(master.local_addr()).await;
+    let ha = status(&m).await.ha_addr.unwrap();
+    let slave = broker(sd, 1, Some(ha)).await;
+    let s = client(slave.local_addr()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&m).await.slaves.is_empty() {
+        assert!(Instant::now() < deadline, "slave never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (master, m, slave, s)
+}
+
 async fn status(c: &RpcClient) -> ReplicationStatus {
     c.call(&GetReplicationStatusRequest {}).await.unwrap()
 }
@@ -155,16 +173,7 @@ async fn replication_roles_sync_master_statuses_and_slave_reads() {
 #[actix_rt::test]
 async fn replication_slave_scheduler_stays_passive() {
     let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let master = broker(&md, 0, None).await;
-    let m = client(master.local_addr()).await;
-    let ha = status(&m).await.ha_addr.unwrap();
-    let slave = broker(&sd, 1, Some(ha)).await;
-    let s = client(slave.local_addr()).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status(&m).await.slaves.is_empty() {
-        assert!(Instant::now() < deadline, "slave never connected");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (master, m, slave, s) = connected_pair(&md, &sd).await;
     let mut delayed = send("Later", "soon");
     delayed.message.deliver_at_ms = Some(
         std::time::SystemTime::now()
@@ -245,16 +254,7 @@ async fn replication_slave_scheduler_stays_passive() {
 #[actix_rt::test]
 async fn replication_sync_master_commit_is_on_the_slave_when_acknowledged() {
     let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let master = broker(&md, 0, None).await;
-    let m = client(master.local_addr()).await;
-    let ha = status(&m).await.ha_addr.unwrap();
-    let slave = broker(&sd, 1, Some(ha)).await;
-    let s = client(slave.local_addr()).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status(&m).await.slaves.is_empty() {
-        assert!(Instant::now() < deadline, "slave never connected");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (master, m, slave, s) = connected_pair(&md, &sd).await;
     let mut half = send("Tx", "debit 10");
     half.message.properties = vec![
         (PROPERTY_TRANSACTION_PREPARED.into(), "true".into()),

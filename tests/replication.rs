@@ -673,3 +673,143 @@ fn replication_consumer_far_behind_reads_from_the_slave() {
     drop(slave);
     drop(master);
 }
+
+/// `(level pending, timer pending, per-level delivered offsets)` of one
+/// broker's Scheduler, from `admin delay stats --broker`.
+fn delay_stats(namesrv: &str, broker: &Broker) -> Option<(u64, u64, Vec<u64>)> {
+    let out = cli(
+        namesrv,
+        &[
+            "admin",
+            "--json",
+            "delay",
+            "stats",
+            "--broker",
+            &broker.addr(),
+        ],
+    );
+    if !out.status.success() {
+        return None;
+    }
+    let v = json_lines(&out.stdout).pop()?;
+    let delivered = v["levels"]
+        .as_array()?
+        .iter()
+        .map(|l| l["delivered_offset"].as_u64())
+        .collect::<Option<Vec<u64>>>()?;
+    Some((
+        v["level_pending"].as_u64()?,
+        v["timer_pending"].as_u64()?,
+        delivered,
+    ))
+}
+
+/// Scheduler progress reaches the slave with the metadata sync: after the
+/// master delivered part of its delayed messages and died, the slave
+/// promoted by hand (restarted with broker id 0 on its own data) delivers
+/// each pending one once it is due and none of the delivered ones again.
+#[test]
+fn replication_scheduler_progress_reaches_the_slave_and_survives_promotion() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = Namesrv::start();
+    let levels = ("SKYLARK_DELAY_LEVELS", "1s 2s 12s");
+    let mut master = Broker::start(&tmp.path().join("m"), &ns.addr(), "broker-a", 0, &[levels]);
+    wait_registered(&ns.addr(), &master.addr());
+    let mut slave = Broker::start(&tmp.path().join("s"), &ns.addr(), "broker-a", 1, &[levels]);
+    wait_registered(&ns.addr(), &slave.addr());
+    let run = |args: &[&str]| {
+        let out = cli(&ns.addr(), args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "admin", "topic", "create", "--name", "Later", "--queues", "2",
+    ]);
+    let sent_at = std::time::Instant::now();
+    for (body, delay) in [
+        ("soon-level", ["--delay-level", "1"]),
+        ("soon-timer", ["--delay-ms", "500"]),
+        ("late-level", ["--delay-level", "3"]),
+        ("late-timer", ["--delay-ms", "12000"]),
+    ] {
+        run(&[
+            "produce", "--topic", "Later", "--count", "50", "--batch", "10", "--body", body,
+            delay[0], delay[1],
+        ]);
+    }
+    // The master delivered the soon ones; the late ones are pending.
+    let master_stats = || delay_stats(&ns.addr(), &master);
+    assert!(
+        wait_until(Duration::from_secs(20), || master_stats()
+            .is_some_and(|(l, t, _)| (l, t) == (50, 50))),
+        "master: {:?}",
+        master_stats()
+    );
+    // The slave's Scheduler follows: the same progress, delivering nothing.
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            delay_stats(&ns.addr(), &slave) == master_stats()
+        }),
+        "slave {:?} vs master {:?}",
+        delay_stats(&ns.addr(), &slave),
+        master_stats()
+    );
+    assert!(
+        sent_at.elapsed() < Duration::from_secs(10),
+        "too slow for the test's premise: the late ones must still be pending"
+    );
+    master.kill9();
+
+    // Promote by hand: the slave's data, broker id 0.
+    for (k, v) in slave.env.iter_mut() {
+        if k == "SKYLARK_BROKER_ID" {
+            *v = "0".into();
+        }
+    }
+    slave.restart();
+    let promoted = || delay_stats(&ns.addr(), &slave);
+    assert!(
+        wait_until(Duration::from_secs(40), || promoted()
+            .is_some_and(|(l, t, _)| (l, t) == (0, 0))),
+        "promoted: {:?}",
+        promoted()
+    );
+    let out = cli(
+        &ns.addr(),
+        &[
+            "consume",
+            "--group",
+            "g",
+            "--topic",
+            "Later",
+            "--from",
+            "first",
+            "--count",
+            "1000",
+            "--idle-timeout",
+            "4",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "consume: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut seen = std::collections::HashMap::<String, u32>::new();
+    for v in json_lines(&out.stdout) {
+        *seen
+            .entry(v["body"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    for kind in ["soon-level", "soon-timer", "late-level", "late-timer"] {
+        for i in 0..50 {
+            let body = format!("{kind}-{i}");
+            assert_eq!(seen.get(&body), Some(&1), "{body}: {seen:?}");
+        }
+    }
+    assert_eq!(seen.values().sum::<u32>(), 200);
+}

@@ -23,6 +23,7 @@ use crate::consumer_offsets::{ConsumerOffsets, FlushOffsets};
 use crate::processor::{BrokerService, Shared};
 use crate::remoting::server::ServeOptions;
 use crate::remoting::{self, ServerHandle};
+use crate::replicator::Replicator;
 use crate::scheduler::Scheduler;
 use crate::storage::{Shutdown, Storage};
 use crate::transaction::Transaction;
@@ -139,6 +140,9 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     let live = broker.live_settings();
     let broker = broker.start();
 
+    // The Replicator's address exists before it runs: the Scheduler tells
+    // it about deliveries, and it hands the Scheduler the master's progress.
+    let replicator_ctx = Context::<Replicator>::new();
     let scheduler_arbiter = Arbiter::new();
     let scheduler = Scheduler::start_on(
         &scheduler_arbiter.handle(),
@@ -146,6 +150,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         storage.clone(),
         broker.clone(),
         registry.clone(),
+        replicator_ctx.address().recipient(),
         log.clone(),
     )
     .await
@@ -169,16 +174,19 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     };
     let group_manager =
         ConsumerGroups::new(groups.clone(), timings, config.max_frame_size, log.clone()).start();
-    let replicator = crate::replicator::Replicator::new(
+    let peers = crate::replicator::Peers {
+        storage: storage.clone(),
+        broker: broker.clone(),
+        offsets: offsets.clone(),
+        scheduler: scheduler.addr.clone(),
+        registry: registry.clone(),
+    };
+    let replicator = replicator_ctx.run(Replicator::new(
         config.clone(),
-        storage.clone(),
-        broker.clone(),
-        offsets.clone(),
-        registry.clone(),
+        peers,
         ha_listener,
         log.clone(),
-    )
-    .start();
+    ));
     if config.is_slave() {
         broker.do_send(crate::broker::WatchMaster(replicator.clone().recipient()));
     }

@@ -9,7 +9,7 @@
 //! | [`topic_queue::TopicQueue`] | topic | queue layout, parked long-poll pulls |
 //! | [`storage::Storage`] | broker | the mapped files: CommitLog, ConsumeQueues, IndexFiles, checkpoint |
 //! | [`consumer_offsets::ConsumerOffsets`] | broker | committed consumer offsets |
-//! | [`scheduler::Scheduler`] | broker | delay-level progress, the timer index |
+//! | [`scheduler::Scheduler`] | broker | delay-level progress, the timer index (a slave's follows its master's) |
 //! | [`transaction::Transaction`] | broker | half messages, the op log, check-back timing |
 //! | [`consumer_group::ConsumerGroup`] | consumer group | members, order locks |
 //! | [`consumer_groups::ConsumerGroups`] | broker | the registry of group actors |

@@ -12,7 +12,8 @@
 //! * **Slave** (broker id > 0): learns its master's addresses from the
 //!   NameServer's registration answers ([`MasterAddrs`], or
 //!   `master_ha_addr` in the config), replicates over the HA stream
-//!   ([`slave`]), and copies topics and consumer offsets every 10 s
+//!   ([`slave`]), and copies topics and consumer offsets every 10 s and
+//!   hands the master's Scheduler progress to the local Scheduler
 //!   ([`metadata`]).
 //!
 //! The HA wire format is in [`protocol`]. File I/O always goes through the
@@ -36,9 +37,19 @@ use tokio::sync::watch;
 use crate::broker::{Broker, TopicRegistry};
 use crate::config::BrokerConfig;
 use crate::consumer_offsets::ConsumerOffsets;
+use crate::scheduler::Scheduler;
 use crate::storage::{GetStorageStats, Storage};
 pub use acks::WaitOutcome;
 use acks::{AckTracker, Wait};
+
+/// The actors a [`Replicator`] talks to.
+pub struct Peers {
+    pub storage: Addr<Storage>,
+    pub broker: Addr<Broker>,
+    pub offsets: Addr<ConsumerOffsets>,
+    pub scheduler: Addr<Scheduler>,
+    pub registry: TopicRegistry,
+}
 
 /// The replication state owner of a broker.
 pub struct Replicator {
@@ -46,6 +57,7 @@ pub struct Replicator {
     storage: Addr<Storage>,
     broker: Addr<Broker>,
     offsets: Addr<ConsumerOffsets>,
+    scheduler: Addr<Scheduler>,
     registry: TopicRegistry,
     listener: Option<TcpListener>,
     /// Master: sessions and acks.
@@ -69,19 +81,24 @@ impl Replicator {
     /// A replicator; `listener` is the bound HA port of a master.
     pub fn new(
         config: Arc<BrokerConfig>,
-        storage: Addr<Storage>,
-        broker: Addr<Broker>,
-        offsets: Addr<ConsumerOffsets>,
-        registry: TopicRegistry,
+        peers: Peers,
         listener: Option<TcpListener>,
         log: Logger,
     ) -> Replicator {
+        let Peers {
+            storage,
+            broker,
+            offsets,
+            scheduler,
+            registry,
+        } = peers;
         let master_ha = config.master_ha_addr.clone();
         Replicator {
             config,
             storage,
             broker,
             offsets,
+            scheduler,
             registry,
             listener,
             acks: AckTracker::default(),
@@ -106,12 +123,15 @@ impl Replicator {
         }
         self.syncing = true;
         let push = self.push_offsets;
-        let (broker, offsets, id) = (
+        let (broker, offsets, scheduler, id) = (
             self.broker.clone(),
             self.offsets.clone(),
+            self.scheduler.clone(),
             self.config.broker_id,
         );
-        let fut = async move { metadata::sync_once(&addr, id, push, &broker, &offsets).await };
+        let fut = async move {
+            metadata::sync_once(&addr, id, push, &broker, &offsets, &scheduler).await
+        };
         ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
             act.syncing = false;
             match res {

@@ -18,24 +18,36 @@
 //!
 //! The actor runs on an Arbiter of its own ([`Scheduler::start_on`]): its
 //! index and progress files are read, written and fsynced there.
+//!
+//! On a slave the Scheduler is **passive**: it never delivers (its CommitLog
+//! is its master's byte for byte; the master's deliveries arrive through
+//! it). It follows its master instead ([`FollowMaster`], from the metadata
+//! sync): it takes the master's level offsets and timer cursor once its own
+//! CommitLog holds every delivery they account for, and indexes the timer
+//! records the master has indexed. A slave promoted by hand (restarted with
+//! broker id 0) then starts from its master's progress, and delivers again
+//! at most what the master delivered after the last sync.
 
 pub mod delivery;
 pub mod levels;
 pub mod timer_index;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
-use skylark_codec::{DelayLevelStats, ErrorCode, ScheduleStats, WireError};
+use skylark_codec::{DelayLevelStats, ErrorCode, ScheduleProgress, ScheduleStats, WireError};
 use slog::{error, info, warn, Logger};
 use tokio::sync::oneshot;
 
 use crate::broker::{Broker, EnsureTopic, TopicRegistry};
 use crate::persist;
-use crate::storage::{GetMessages, GetQueueOffsets, ReadAt, Storage, StoredMessage};
+use crate::replicator::Appended;
+use crate::storage::{
+    GetMessages, GetQueueOffsets, GetStorageStats, ReadAt, Storage, StoredMessage,
+};
 use crate::store::{decode, ReadResult, ReadStatus};
 use crate::topic_queue::Append;
 use delivery::delivery_copy;
@@ -51,6 +63,8 @@ const TIMER_INDEX_BATCH: u32 = 4096;
 const TIMER_DELIVER_BATCH: usize = 8192;
 /// Concurrent record reads in flight while delivering.
 const READ_CHUNK: usize = 512;
+/// Master snapshots a slave keeps while its CommitLog is behind them.
+const FOLLOW_BACKLOG: usize = 64;
 
 /// What the send path needs to know about scheduling.
 #[derive(Clone)]
@@ -72,12 +86,19 @@ pub struct Scheduler {
     level_head_due: BTreeMap<u32, i64>,
     offsets_path: PathBuf,
     timer: TimerIndex,
-    timer_max_offset: u64,
     max_delay_ms: u64,
     tick: Duration,
     busy: bool,
-    /// A slave's scheduler only answers stats; its master delivers.
+    /// A slave's scheduler follows its master's progress; it never delivers.
     passive: bool,
+    /// Slave: master snapshots, oldest first, waiting for the local
+    /// CommitLog to reach their `commit_log_end`.
+    following: VecDeque<ScheduleProgress>,
+    /// Slave: timer records below this queue offset were indexed by the
+    /// master (index them here too); from the last snapshot applied.
+    index_bound: u64,
+    /// Told the CommitLog end after each delivery (wakes slave sessions).
+    appended: Recipient<Appended>,
     /// When the level offsets were last fsynced.
     levels_synced: std::time::Instant,
     log: Logger,
@@ -87,6 +108,17 @@ pub struct Scheduler {
 #[derive(Message)]
 #[rtype(result = "ScheduleStats")]
 pub struct GetScheduleStats;
+
+/// Master: its persisted progress (`commit_log_end` is left 0 for the
+/// caller, who reads the CommitLog end after this answer).
+#[derive(Message)]
+#[rtype(result = "ScheduleProgress")]
+pub struct GetProgress;
+
+/// Slave: the master's progress from a metadata sync.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FollowMaster(pub ScheduleProgress);
 
 /// What one tick read from the store.
 struct Sources {
@@ -120,6 +152,7 @@ impl Scheduler {
         storage: Addr<Storage>,
         broker: Addr<Broker>,
         topics: TopicRegistry,
+        appended: Recipient<Appended>,
         log: Logger,
     ) -> Result<SchedulerHandle, String> {
         let levels = Arc::new(levels::parse_delay_levels(&config.delay_levels)?);
@@ -141,11 +174,13 @@ impl Scheduler {
                     level_head_due: BTreeMap::new(),
                     offsets_path: data_dir.join("config").join("delay_offsets.json"),
                     timer,
-                    timer_max_offset: 0,
                     max_delay_ms,
                     tick: Duration::from_millis(tick),
                     busy: false,
                     passive,
+                    following: VecDeque::new(),
+                    index_bound: 0,
+                    appended,
                     levels_synced: std::time::Instant::now(),
                     log: log.new(slog::o!("actor" => "scheduler")),
                 })
@@ -267,7 +302,6 @@ impl Scheduler {
         let mut changed = false;
         match read {
             Ok(r) => {
-                self.timer_max_offset = r.max_offset;
                 let mut new_entries = Vec::new();
                 let mut buf = &r.records[..];
                 while let Ok((d, n)) = decode(buf) {
@@ -343,6 +377,7 @@ impl Scheduler {
                 storage: act.storage.clone(),
                 broker: act.broker.clone(),
                 topics: act.topics.clone(),
+                appended: act.appended.clone(),
                 log: act.log.clone(),
             };
             async move {
@@ -366,11 +401,139 @@ impl Scheduler {
     }
 }
 
+impl Scheduler {
+    /// Slave: one step of following the master. Applies the newest master
+    /// snapshot the local CommitLog has caught up with, and indexes timer
+    /// records up to what the master indexed, without delivering any.
+    fn follow_tick(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        self.busy = true;
+        let started = std::time::Instant::now();
+        let storage = self.storage.clone();
+        let need_end = !self.following.is_empty();
+        let from = self.timer.progress().indexed_offset;
+        let max = self
+            .index_bound
+            .saturating_sub(from)
+            .min(TIMER_INDEX_BATCH as u64) as u32;
+        let fut = async move {
+            let end = match need_end {
+                true => storage.send(GetStorageStats).await.ok(),
+                false => None,
+            };
+            let read = match max {
+                0 => None,
+                _ => storage
+                    .send(GetMessages {
+                        topic: TIMER_TOPIC.into(),
+                        queue_id: 0,
+                        queue_offset: from,
+                        max_messages: max,
+                        max_bytes: 8 << 20,
+                        tag_filter: None,
+                        sql_filter: None,
+                    })
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+            };
+            (end.map(|s| s.max_physical_offset), read)
+        };
+        ctx.spawn(fut.into_actor(self).map(move |(end, read), act, ctx| {
+            act.busy = false;
+            if let Some(end) = end {
+                act.apply_followed(end);
+            }
+            let full = read
+                .as_ref()
+                .is_some_and(|r| r.status == ReadStatus::Found && r.count >= max);
+            if let Some(read) = read {
+                if let Err(e) = act.index_followed(read) {
+                    error!(act.log, "cannot index the master's timer records"; "error" => %e);
+                }
+            }
+            let next = match full {
+                true => Duration::ZERO,
+                false => act.tick.saturating_sub(started.elapsed()),
+            };
+            ctx.run_later(next, |act, ctx| act.follow_tick(ctx));
+        }));
+    }
+
+    /// Applies the newest snapshot whose deliveries the local CommitLog
+    /// (ending at `end`) holds; drops the older ones.
+    fn apply_followed(&mut self, end: u64) {
+        let Some(snap) = take_applicable(&mut self.following, end) else {
+            return;
+        };
+        let levels: LevelOffsets = snap.level_offsets.iter().copied().collect();
+        if levels != self.level_offsets {
+            match persist::write_json(&self.offsets_path, &levels) {
+                Ok(()) => self.level_offsets = levels,
+                Err(e) => error!(self.log, "cannot persist delay offsets"; "error" => %e),
+            }
+        }
+        match self
+            .timer
+            .follow_cursor(snap.timer_cursor_at, snap.timer_cursor_phys)
+        {
+            Ok(()) => self.index_bound = self.index_bound.max(snap.timer_indexed_offset),
+            Err(e) => error!(self.log, "cannot persist the timer progress"; "error" => %e),
+        }
+    }
+
+    /// Enters timer records the master indexed into the local index; those
+    /// behind the master's cursor were delivered there and are skipped.
+    fn index_followed(&mut self, read: ReadResult) -> std::io::Result<()> {
+        let mut progress = self.timer.progress();
+        match read.status {
+            ReadStatus::Found => {}
+            ReadStatus::OffsetTooSmall if read.next_queue_offset > progress.indexed_offset => {
+                progress.indexed_offset = read.next_queue_offset;
+                return self.timer.commit(progress, 0);
+            }
+            _ => return Ok(()),
+        }
+        let mut entries = Vec::new();
+        let mut buf = &read.records[..];
+        while let Ok((d, n)) = decode(buf) {
+            let e = TimerEntry {
+                deliver_at: delivery::deliver_at(&d),
+                physical_offset: d.physical_offset,
+                size: d.record_size,
+            };
+            if !self.timer.is_behind_cursor(&e) {
+                entries.push(e);
+            }
+            buf = &buf[n..];
+        }
+        if read.next_queue_offset <= progress.indexed_offset {
+            return Ok(());
+        }
+        self.timer.add(&entries)?;
+        progress.indexed_offset = read.next_queue_offset;
+        self.timer.commit(progress, 0)
+    }
+}
+
+/// The newest snapshot a CommitLog ending at `end` holds every delivery
+/// of, removed with the older ones; the newer ones wait.
+fn take_applicable(
+    following: &mut VecDeque<ScheduleProgress>,
+    end: u64,
+) -> Option<ScheduleProgress> {
+    let i = following.iter().rposition(|p| p.commit_log_end <= end)?;
+    following.drain(..=i).next_back()
+}
+
 /// The asynchronous half of a tick: read timer records, append copies.
 struct Deliverer {
     storage: Addr<Storage>,
     broker: Addr<Broker>,
     topics: TopicRegistry,
+    appended: Recipient<Appended>,
     log: Logger,
 }
 
@@ -453,7 +616,14 @@ impl Deliverer {
             Err(e) => Err(e),
         };
         match res {
-            Ok(_) => Ok(()),
+            Ok(r) => {
+                if let Some(last) = r.results.last() {
+                    self.appended.do_send(Appended {
+                        end_offset: last.physical_offset + u64::from(last.size),
+                    });
+                }
+                Ok(())
+            }
             Err(e)
                 if matches!(
                     e.code,
@@ -476,7 +646,9 @@ impl Actor for Scheduler {
         ctx.set_mailbox_capacity(256);
         info!(self.log, "scheduler started"; "levels" => self.levels.len(),
             "timer_pending" => self.timer.pending(), "passive" => self.passive);
-        if !self.passive {
+        if self.passive {
+            ctx.run_later(self.tick, |act, ctx| act.follow_tick(ctx));
+        } else {
             ctx.run_later(self.tick, |act, ctx| act.tick(ctx));
         }
     }
@@ -490,12 +662,18 @@ impl Handler<GetScheduleStats> for Scheduler {
         let levels = self.levels.clone();
         let offsets = self.level_offsets.clone();
         let progress = self.timer.progress();
-        let timer_pending = self.timer.pending()
-            + self
-                .timer_max_offset
-                .saturating_sub(progress.indexed_offset);
+        let indexed = self.timer.pending();
         let max_delay_ms = self.max_delay_ms;
         Box::pin(async move {
+            // Timer records not indexed yet are pending too.
+            let (_, timer_max) = storage
+                .send(GetQueueOffsets {
+                    topic: TIMER_TOPIC.into(),
+                    queue_id: 0,
+                })
+                .await
+                .unwrap_or((0, 0));
+            let timer_pending = indexed + timer_max.saturating_sub(progress.indexed_offset);
             let mut out = Vec::with_capacity(levels.len());
             for (i, &delay_ms) in levels.iter().enumerate() {
                 let level = i as u32 + 1;
@@ -521,5 +699,59 @@ impl Handler<GetScheduleStats> for Scheduler {
                 max_delay_ms,
             }
         })
+    }
+}
+
+impl Handler<GetProgress> for Scheduler {
+    type Result = MessageResult<GetProgress>;
+
+    fn handle(&mut self, _: GetProgress, _: &mut Self::Context) -> Self::Result {
+        let t = self.timer.progress();
+        MessageResult(ScheduleProgress {
+            level_offsets: self.level_offsets.iter().map(|(&l, &o)| (l, o)).collect(),
+            timer_indexed_offset: t.indexed_offset,
+            timer_cursor_at: t.cursor_at,
+            timer_cursor_phys: t.cursor_phys,
+            commit_log_end: 0,
+        })
+    }
+}
+
+impl Handler<FollowMaster> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, m: FollowMaster, _: &mut Self::Context) {
+        if !self.passive {
+            warn!(self.log, "a master's scheduler does not follow another");
+            return;
+        }
+        if self.following.len() == FOLLOW_BACKLOG {
+            self.following.pop_front();
+        }
+        self.following.push_back(m.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(end: u64) -> ScheduleProgress {
+        ScheduleProgress {
+            commit_log_end: end,
+            ..ScheduleProgress::default()
+        }
+    }
+
+    #[test]
+    fn a_snapshot_applies_only_once_the_commit_log_holds_its_deliveries() {
+        let mut q: VecDeque<_> = [snap(100), snap(200), snap(300)].into();
+        assert_eq!(take_applicable(&mut q, 99), None);
+        assert_eq!(q.len(), 3);
+        assert_eq!(take_applicable(&mut q, 250), Some(snap(200)));
+        assert_eq!(q, VecDeque::from([snap(300)]));
+        assert_eq!(take_applicable(&mut q, 299), None);
+        assert_eq!(take_applicable(&mut q, 300), Some(snap(300)));
+        assert!(q.is_empty());
     }
 }

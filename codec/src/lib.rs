@@ -98,7 +98,7 @@
 //! | 72 | `QueryMessageByTime` | [`QueryMessageByTimeRequest`] | [`QueryMessageResponse`] | Per queue, messages from the first stored at or after a timestamp. |
 //! | 73 | `GetBrokerConfig` | [`GetBrokerConfigRequest`] | [`BrokerSettings`] | The broker's live settings. |
 //! | 74 | `SetBrokerConfig` | [`SetBrokerConfigRequest`] | [`Ack`] | Change a live setting; unknown or non-live keys get `BadRequest` naming the key. |
-//! | 110 | `SyncMetadata` | [`SyncMetadataRequest`] | [`MetadataSnapshot`] | Slave → master every 10 s: the master's topics and consumer offsets; offsets committed on the slave while the master was away are merged (larger wins). |
+//! | 110 | `SyncMetadata` | [`SyncMetadataRequest`] | [`MetadataSnapshot`] | Slave → master every 10 s: the master's topics, consumer offsets and Scheduler progress; offsets committed on the slave while the master was away are merged (larger wins). |
 //! | 111 | `GetReplicationStatus` | [`GetReplicationStatusRequest`] | [`ReplicationStatus`] | Admin → broker: role, CommitLog end, slaves and their acked offsets (lag). |
 //!
 //! # Errors
@@ -144,8 +144,8 @@ pub use cmd::query::{
     SetBrokerConfigRequest, ViewMessageByIdRequest,
 };
 pub use cmd::replication::{
-    GetReplicationStatusRequest, MetadataSnapshot, OffsetEntry, ReplicationStatus, SlaveStatus,
-    SyncMetadataRequest,
+    GetReplicationStatusRequest, MetadataSnapshot, OffsetEntry, ReplicationStatus,
+    ScheduleProgress, SlaveStatus, SyncMetadataRequest,
 };
 pub use cmd::route::{
     BrokerData, ClusterInfo, GetClusterInfoRequest, GetRouteInfoRequest, GetTopicListRequest,

@@ -565,9 +565,18 @@ proptest! {
                             topics in vec(topic_config(), 0..4), offsets in vec(offset_entry(), 0..4),
                             names in (text(), text(), option::of(text()), option::of(text())),
                             nums in (any::<u64>(), any::<u64>(), any::<bool>()),
-                            slaves in vec((text(), any::<u64>()), 0..3)) {
+                            slaves in vec((text(), any::<u64>()), 0..3),
+                            schedule in option::of((vec((any::<u32>(), any::<u64>()), 0..4),
+                                any::<u64>(), any::<i64>(), any::<u64>(), any::<u64>()))) {
+        let schedule = schedule.map(|(level_offsets, indexed, at, phys, end)| ScheduleProgress {
+            level_offsets,
+            timer_indexed_offset: indexed,
+            timer_cursor_at: at,
+            timer_cursor_phys: phys,
+            commit_log_end: end,
+        });
         check_rpc(id, split, &SyncMetadataRequest { broker_id, slave_offsets },
-                  &MetadataSnapshot { topics, offsets }, &err);
+                  &MetadataSnapshot { topics, offsets, schedule }, &err);
         let status = ReplicationStatus {
             broker_name: names.0,
             broker_id,

@@ -14,6 +14,8 @@ use crate::broker::ListTopics;
 use crate::config::BrokerRole;
 use crate::consumer_offsets::{MergeOffsets, SnapshotOffsets};
 use crate::replicator::{Appended, GetStatus, WaitOutcome, WaitReplicated};
+use crate::scheduler::GetProgress;
+use crate::storage::GetStorageStats;
 
 /// A slave stores only what it replicates.
 pub fn refuse_on_slave(s: &Shared) -> Result<(), WireError> {
@@ -50,7 +52,7 @@ pub async fn after_append(s: &Shared, end_offset: u64, status: SendStatus) -> Se
 }
 
 /// `SyncMetadata`: merge the slave's pushed offsets (larger wins), answer
-/// topics and offsets.
+/// topics, offsets and the Scheduler's progress.
 pub async fn sync_metadata(
     s: Arc<Shared>,
     r: SyncMetadataRequest,
@@ -80,7 +82,25 @@ pub async fn sync_metadata(
         .send(SnapshotOffsets)
         .await
         .map_err(crate::mailbox_error)?;
-    Ok(MetadataSnapshot { topics, offsets })
+    // Progress first, then the CommitLog end: every delivery the progress
+    // counts was appended before it was persisted, so it lies below `end`.
+    let mut schedule = s
+        .scheduler
+        .addr
+        .send(GetProgress)
+        .await
+        .map_err(crate::mailbox_error)?;
+    schedule.commit_log_end = s
+        .storage
+        .send(GetStorageStats)
+        .await
+        .map_err(crate::mailbox_error)?
+        .max_physical_offset;
+    Ok(MetadataSnapshot {
+        topics,
+        offsets,
+        schedule: Some(schedule),
+    })
 }
 
 /// `GetReplicationStatus`.

@@ -1,6 +1,8 @@
 //! Slave side of the metadata sync (command `SyncMetadata`, 110): copy the
 //! master's topic configs and consumer offsets every
-//! `metadata_sync_interval_secs` (10 s).
+//! `metadata_sync_interval_secs` (10 s), and hand the master's Scheduler
+//! progress to the slave's (passive) Scheduler, which applies it once the
+//! local CommitLog holds the deliveries it counts.
 //!
 //! Offsets committed on the slave while the master was away (consumers read
 //! from the slave then) must not be lost when the master returns: after
@@ -18,6 +20,7 @@ use skylark_codec::{SyncMetadataRequest, TopicConfig};
 use crate::broker::{Broker, CreateTopic, ListTopics};
 use crate::consumer_offsets::{ConsumerOffsets, MergeOffsets, SnapshotOffsets};
 use crate::remoting::RpcClient;
+use crate::scheduler::{FollowMaster, Scheduler};
 
 /// Runs one sync against the master at `master_addr`.
 pub async fn sync_once(
@@ -26,6 +29,7 @@ pub async fn sync_once(
     push_offsets: bool,
     broker: &Addr<Broker>,
     offsets: &Addr<ConsumerOffsets>,
+    scheduler: &Addr<Scheduler>,
 ) -> Result<(), String> {
     let client = RpcClient::connect(master_addr, Duration::from_secs(3))
         .await
@@ -71,5 +75,9 @@ pub async fn sync_once(
             keep_larger: false,
         })
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    if let Some(p) = snap.schedule {
+        scheduler.do_send(FollowMaster(p));
+    }
+    Ok(())
 }

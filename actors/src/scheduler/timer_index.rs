@@ -212,6 +212,31 @@ impl TimerIndex {
         Ok((out, true))
     }
 
+    /// Moves the delivery cursor to `(at, phys)` as another broker's
+    /// Scheduler delivered up to there (a slave following its master): the
+    /// entries passed leave the pending count. A cursor behind the current
+    /// one is ignored. Durable like [`TimerIndex::commit`].
+    pub fn follow_cursor(&mut self, at: i64, phys: u64) -> io::Result<()> {
+        let (old, new) = (self.progress.cursor(), (at, phys));
+        if new <= old {
+            return Ok(());
+        }
+        let mut passed = 0u64;
+        for &b in self.buckets.range(bucket_of(old.0)..=bucket_of(at)) {
+            passed += self
+                .read_bucket(b)?
+                .iter()
+                .filter(|e| e.key() <= new)
+                .count() as u64;
+        }
+        let progress = TimerProgress {
+            cursor_at: at,
+            cursor_phys: phys,
+            ..self.progress
+        };
+        self.commit(progress, passed)
+    }
+
     /// Records progress: replaces the progress file atomically (safe
     /// against a killed process at once); every `SYNC_EVERY` it first fsyncs
     /// the buckets written meanwhile and the new file (safe against a
@@ -324,6 +349,29 @@ mod tests {
         assert!(!dir.path().join(format!("{:020}", 2)).exists());
         assert!(!dir.path().join(format!("{:020}", 7)).exists());
         assert!(ix.due(100_000, 10).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn follow_cursor_counts_what_it_passes_and_never_goes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ix = TimerIndex::open(dir.path()).unwrap();
+        ix.add(&[e(1_100, 1), e(2_500, 2), e(2_600, 3), e(9_000, 4)])
+            .unwrap();
+        ix.follow_cursor(2_500, 2).unwrap();
+        assert_eq!(ix.pending(), 2);
+        assert_eq!(
+            ix.due(10_000, 10).unwrap().0,
+            vec![e(2_600, 3), e(9_000, 4)]
+        );
+        assert!(!dir.path().join(format!("{:020}", 1)).exists());
+        // an older cursor changes nothing
+        ix.follow_cursor(1_000, 0).unwrap();
+        assert_eq!(ix.progress().cursor_at, 2_500);
+        assert_eq!(ix.pending(), 2);
+        ix.follow_cursor(5_000, u64::MAX).unwrap();
+        assert_eq!(ix.pending(), 1);
+        let ix = TimerIndex::open(dir.path()).unwrap();
+        assert_eq!((ix.progress().cursor_at, ix.pending()), (5_000, 1));
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //!   them its own. `slave_offsets` carries the offsets consumers committed
 //!   on the slave while the master was unreachable: the master merges them,
 //!   keeping the larger offset of each queue, so those commits are not lost.
+//!   The answer also carries the master's delayed-delivery progress
+//!   ([`ScheduleProgress`]), so a slave promoted by hand does not deliver
+//!   again what its master already delivered.
 //! * `GetReplicationStatus`: any broker; its role, CommitLog end, and per
 //!   slave (on a master) the offset acked, or (on a slave) its master and how
 //!   far it has applied.
@@ -49,6 +52,32 @@ pub struct MetadataSnapshot {
     pub topics: Vec<TopicConfig>,
     /// Every committed offset of the master (after the merge).
     pub offsets: Vec<OffsetEntry>,
+    /// The master Scheduler's progress; `None` from a master that did not
+    /// send it.
+    #[serde(default)]
+    pub schedule: Option<ScheduleProgress>,
+}
+
+/// How far a master's Scheduler has delivered delayed messages.
+///
+/// Every delivery it accounts for was appended to the master's CommitLog
+/// before `commit_log_end`: a slave applies it only once its own CommitLog
+/// reaches that offset, so it never counts as delivered a copy it does not
+/// hold.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ScheduleProgress {
+    /// `(level, next schedule-queue offset to deliver)`, levels from 1.
+    pub level_offsets: Vec<(u32, u64)>,
+    /// Timer-topic queue offset up to which records were indexed.
+    pub timer_indexed_offset: u64,
+    /// Delivery cursor: every timer entry ordered at or before
+    /// `(cursor_at, cursor_phys)` (deliver time, then physical offset) was
+    /// delivered.
+    pub timer_cursor_at: i64,
+    /// See `timer_cursor_at`.
+    pub timer_cursor_phys: u64,
+    /// The master's CommitLog end when the progress was taken.
+    pub commit_log_end: u64,
 }
 
 /// Ask a broker about its replication.
@@ -89,3 +118,26 @@ pub struct ReplicationStatus {
 
 rpc!(SyncMetadataRequest => MetadataSnapshot, Command::SyncMetadata);
 rpc!(GetReplicationStatusRequest => ReplicationStatus, Command::GetReplicationStatus);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A master that predates [`ScheduleProgress`] answers without it.
+    #[test]
+    fn snapshot_without_schedule_decodes() {
+        #[derive(Serialize)]
+        struct Old {
+            topics: Vec<TopicConfig>,
+            offsets: Vec<OffsetEntry>,
+        }
+        let bytes = rmp_serde::to_vec_named(&Old {
+            topics: vec![TopicConfig::new("T", 4)],
+            offsets: Vec::new(),
+        })
+        .unwrap();
+        let snap: MetadataSnapshot = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(snap.topics.len(), 1);
+        assert_eq!(snap.schedule, None);
+    }
+}

@@ -140,8 +140,9 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     let live = broker.live_settings();
     let broker = broker.start();
 
-    // The Replicator's address exists before it runs: the Scheduler tells
-    // it about deliveries, and it hands the Scheduler the master's progress.
+    // The Replicator's address exists before it runs: the Scheduler and
+    // Transaction tell it about their appends, and it hands the Scheduler
+    // the master's progress.
     let replicator_ctx = Context::<Replicator>::new();
     let scheduler_arbiter = Arbiter::new();
     let scheduler = Scheduler::start_on(
@@ -162,6 +163,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         broker.clone(),
         registry.clone(),
         store_host,
+        replicator_ctx.address().recipient(),
         log.clone(),
     )
     .await?

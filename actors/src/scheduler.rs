@@ -23,10 +23,11 @@
 //! is its master's byte for byte; the master's deliveries arrive through
 //! it). It follows its master instead ([`FollowMaster`], from the metadata
 //! sync): it takes the master's level offsets and timer cursor once its own
-//! CommitLog holds every delivery they account for, and indexes the timer
-//! records the master has indexed. A slave promoted by hand (restarted with
-//! broker id 0) then starts from its master's progress, and delivers again
-//! at most what the master delivered after the last sync.
+//! CommitLog durably holds every delivery they account for, indexes the
+//! timer records the master has indexed, and moves its cursor only once
+//! those are indexed. A slave promoted by hand (restarted with broker id 0)
+//! then starts from its master's progress, and delivers again at most what
+//! the master delivered after the last snapshot the slave applied.
 
 pub mod delivery;
 pub mod levels;
@@ -95,8 +96,11 @@ pub struct Scheduler {
     /// CommitLog to reach their `commit_log_end`.
     following: VecDeque<ScheduleProgress>,
     /// Slave: timer records below this queue offset were indexed by the
-    /// master (index them here too); from the last snapshot applied.
+    /// master (index them here too); from the last snapshot taken.
     index_bound: u64,
+    /// Slave: the snapshot taken whose timer cursor waits for the local
+    /// index to reach its `timer_indexed_offset`.
+    cursor_to_follow: Option<ScheduleProgress>,
     /// Told the CommitLog end after each delivery (wakes slave sessions).
     appended: Recipient<Appended>,
     /// When the level offsets were last fsynced.
@@ -180,6 +184,7 @@ impl Scheduler {
                     passive,
                     following: VecDeque::new(),
                     index_bound: 0,
+                    cursor_to_follow: None,
                     appended,
                     levels_synced: std::time::Instant::now(),
                     log: log.new(slog::o!("actor" => "scheduler")),
@@ -439,22 +444,25 @@ impl Scheduler {
                     .ok()
                     .and_then(Result::ok),
             };
-            (end.map(|s| s.max_physical_offset), read)
+            // Durable on this broker, not just written: the progress taken
+            // must survive whatever the copies it counts survive.
+            (end.map(|s| s.flushed_offset), read)
         };
         ctx.spawn(fut.into_actor(self).map(move |(end, read), act, ctx| {
             act.busy = false;
             if let Some(end) = end {
-                act.apply_followed(end);
+                act.take_followed(end);
             }
-            let full = read
-                .as_ref()
-                .is_some_and(|r| r.status == ReadStatus::Found && r.count >= max);
-            if let Some(read) = read {
-                if let Err(e) = act.index_followed(read) {
+            let more = match read.map(|r| act.index_followed(r)) {
+                Some(Ok(more)) => more,
+                Some(Err(e)) => {
                     error!(act.log, "cannot index the master's timer records"; "error" => %e);
+                    false
                 }
-            }
-            let next = match full {
+                None => false,
+            };
+            act.follow_cursor_once_indexed();
+            let next = match more {
                 true => Duration::ZERO,
                 false => act.tick.saturating_sub(started.elapsed()),
             };
@@ -462,9 +470,11 @@ impl Scheduler {
         }));
     }
 
-    /// Applies the newest snapshot whose deliveries the local CommitLog
-    /// (ending at `end`) holds; drops the older ones.
-    fn apply_followed(&mut self, end: u64) {
+    /// Takes the newest snapshot whose deliveries the local CommitLog
+    /// (durable up to `end`) holds, dropping the older ones: its level
+    /// offsets apply at once; its timer cursor once the timer records it
+    /// covers are indexed here ([`Scheduler::follow_cursor_once_indexed`]).
+    fn take_followed(&mut self, end: u64) {
         let Some(snap) = take_applicable(&mut self.following, end) else {
             return;
         };
@@ -475,46 +485,63 @@ impl Scheduler {
                 Err(e) => error!(self.log, "cannot persist delay offsets"; "error" => %e),
             }
         }
+        self.index_bound = self.index_bound.max(snap.timer_indexed_offset);
+        self.cursor_to_follow = Some(snap);
+    }
+
+    /// Moves the timer cursor to the taken snapshot's once every timer
+    /// record the master had indexed is indexed here too. Until then the
+    /// older cursor stays: a slave promoted meanwhile never skips a record
+    /// its index does not hold, it delivers it (at worst again).
+    fn follow_cursor_once_indexed(&mut self) {
+        let Some(snap) = &self.cursor_to_follow else {
+            return;
+        };
+        if self.timer.progress().indexed_offset < snap.timer_indexed_offset {
+            return;
+        }
         match self
             .timer
             .follow_cursor(snap.timer_cursor_at, snap.timer_cursor_phys)
         {
-            Ok(()) => self.index_bound = self.index_bound.max(snap.timer_indexed_offset),
+            Ok(()) => self.cursor_to_follow = None,
             Err(e) => error!(self.log, "cannot persist the timer progress"; "error" => %e),
         }
     }
 
-    /// Enters timer records the master indexed into the local index; those
-    /// behind the master's cursor were delivered there and are skipped.
-    fn index_followed(&mut self, read: ReadResult) -> std::io::Result<()> {
+    /// Enters the timer records below `index_bound` (the master indexed
+    /// them) into the local index; those behind the current cursor were
+    /// delivered and are skipped. Answers whether more can be read at once.
+    fn index_followed(&mut self, read: ReadResult) -> std::io::Result<bool> {
         let mut progress = self.timer.progress();
+        let bound = self.index_bound;
+        // Entries whose records retention deleted are skipped by the read
+        // (`NoMatchedMessage` when all were): that is progress too.
+        let next = read.next_queue_offset.min(bound);
         match read.status {
-            ReadStatus::Found => {}
-            ReadStatus::OffsetTooSmall if read.next_queue_offset > progress.indexed_offset => {
-                progress.indexed_offset = read.next_queue_offset;
-                return self.timer.commit(progress, 0);
-            }
-            _ => return Ok(()),
+            ReadStatus::Found | ReadStatus::NoMatchedMessage | ReadStatus::OffsetTooSmall => {}
+            _ => return Ok(false),
+        }
+        if next <= progress.indexed_offset {
+            return Ok(false);
         }
         let mut entries = Vec::new();
         let mut buf = &read.records[..];
         while let Ok((d, n)) = decode(buf) {
+            buf = &buf[n..];
             let e = TimerEntry {
                 deliver_at: delivery::deliver_at(&d),
                 physical_offset: d.physical_offset,
                 size: d.record_size,
             };
-            if !self.timer.is_behind_cursor(&e) {
+            if d.queue_offset < bound && !self.timer.is_behind_cursor(&e) {
                 entries.push(e);
             }
-            buf = &buf[n..];
-        }
-        if read.next_queue_offset <= progress.indexed_offset {
-            return Ok(());
         }
         self.timer.add(&entries)?;
-        progress.indexed_offset = read.next_queue_offset;
-        self.timer.commit(progress, 0)
+        progress.indexed_offset = next;
+        self.timer.commit(progress, 0)?;
+        Ok(next < bound)
     }
 }
 

@@ -762,6 +762,166 @@ impl Handler<FollowMaster> for Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::PutMessages;
+    use levels::{PROPERTY_DELIVER_AT, PROPERTY_REAL_QID, PROPERTY_REAL_TOPIC};
+
+    /// Stands in for the Replicator: a passive scheduler never tells it.
+    struct NoReplicator;
+    impl Actor for NoReplicator {
+        type Context = Context<Self>;
+    }
+    impl Handler<Appended> for NoReplicator {
+        type Result = ();
+        fn handle(&mut self, _: Appended, _: &mut Self::Context) {
+            panic!("a passive scheduler appended");
+        }
+    }
+
+    fn timer_record(deliver_at: i64) -> StoredMessage {
+        let host: std::net::SocketAddr = "127.0.0.1:10911".parse().unwrap();
+        StoredMessage {
+            topic: Arc::from(TIMER_TOPIC),
+            queue_id: 0,
+            flag: 0,
+            tags: None,
+            keys: None,
+            properties: vec![
+                (PROPERTY_REAL_TOPIC.into(), "Real".into()),
+                (PROPERTY_REAL_QID.into(), "0".into()),
+                (PROPERTY_DELIVER_AT.into(), deliver_at.to_string()),
+            ],
+            body: bytes::Bytes::from_static(b"later"),
+            born_timestamp: 1,
+            born_host: host,
+            store_host: host,
+            reconsume_times: 0,
+            sys_flag: 0,
+            prepared_tx_offset: 0,
+        }
+    }
+
+    async fn wait_for(
+        sched: &Addr<Scheduler>,
+        what: &str,
+        mut ok: impl FnMut(&ScheduleStats) -> bool,
+    ) -> ScheduleStats {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = sched.send(GetScheduleStats).await.unwrap();
+            if ok(&st) {
+                return st;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {st:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A passive (slave) Scheduler: a snapshot waits for the durable
+    /// CommitLog end; then the levels apply, the timer records below the
+    /// master's indexed offset (and only those) are indexed, and the cursor
+    /// follows once they are, counting what it passes as delivered.
+    #[actix_rt::test]
+    async fn a_slave_scheduler_follows_its_master_within_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::BrokerConfig {
+            broker_id: 1,
+            ..Default::default()
+        };
+        config.store = crate::store::config::StoreConfig {
+            segment_size: 1 << 20,
+            flush_interval_ms: 10,
+            ..crate::store::config::StoreConfig::new(dir.path())
+        };
+        let config = Arc::new(config);
+        let log = Logger::root(slog::Discard, slog::o!());
+        let (storage_arbiter, sched_arbiter) = (Arbiter::new(), Arbiter::new());
+        let storage =
+            Storage::start_on(&storage_arbiter.handle(), config.store.clone(), log.clone())
+                .await
+                .unwrap();
+        let registry: TopicRegistry = Arc::new(dashmap::DashMap::new());
+        let broker = Broker::new(
+            config.clone(),
+            storage.clone(),
+            registry.clone(),
+            log.clone(),
+        )
+        .unwrap()
+        .start();
+        let handle = Scheduler::start_on(
+            &sched_arbiter.handle(),
+            &config,
+            storage.clone(),
+            broker,
+            registry,
+            NoReplicator.start().recipient(),
+            log,
+        )
+        .await
+        .unwrap();
+        let sched = handle.addr;
+        // Six timer records (as replicated from the master), due at 1..6 s.
+        let put = storage
+            .send(PutMessages {
+                messages: (1..=6).map(|i| timer_record(i * 1000)).collect(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let end = put.end_offset;
+        let st = sched.send(GetScheduleStats).await.unwrap();
+        assert_eq!(st.timer_pending, 6, "nothing indexed yet");
+
+        // Two syncs: the first within this slave's CommitLog (once flushed),
+        // the second past its end.
+        let snap = |level, indexed, cursor_at, commit_log_end| ScheduleProgress {
+            level_offsets: vec![(1, level)],
+            timer_indexed_offset: indexed,
+            timer_cursor_at: cursor_at,
+            timer_cursor_phys: u64::MAX,
+            commit_log_end,
+        };
+        sched.do_send(FollowMaster(snap(5, 4, 2000, end)));
+        sched.do_send(FollowMaster(snap(6, 6, 6000, end + 1)));
+        let st = wait_for(&sched, "never followed", |st| {
+            st.levels[0].delivered_offset == 5 && st.timer_delivered_up_to_ms == 2000
+        })
+        .await;
+        // Records due at 1 s and 2 s were delivered by the master; 3 s and
+        // 4 s are indexed and pending; 5 s and 6 s the master had not
+        // indexed (pending, not indexed here either).
+        assert_eq!(st.timer_pending, 4);
+        let read_progress = || -> TimerProgress {
+            persist::read_json(&dir.path().join("timer").join("progress.json"))
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(read_progress().indexed_offset, 4, "indexed past the master");
+
+        // The CommitLog grows past the second sync's end: it applies.
+        storage
+            .send(PutMessages {
+                messages: vec![timer_record(7000)],
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let st = wait_for(&sched, "second sync never applied", |st| {
+            st.levels[0].delivered_offset == 6 && st.timer_delivered_up_to_ms == 6000
+        })
+        .await;
+        assert_eq!(st.timer_pending, 1, "only the record the master never saw");
+        let progress = read_progress();
+        assert_eq!(progress.indexed_offset, 6);
+        assert_eq!((progress.cursor_at, progress.cursor_phys), (6000, u64::MAX));
+        let levels: LevelOffsets =
+            persist::read_json(&dir.path().join("config").join("delay_offsets.json"))
+                .unwrap()
+                .unwrap();
+        assert_eq!(levels.get(&1), Some(&6));
+        storage_arbiter.stop();
+        sched_arbiter.stop();
+    }
 
     fn snap(end: u64) -> ScheduleProgress {
         ScheduleProgress {

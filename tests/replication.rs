@@ -632,6 +632,14 @@ fn replication_consumer_far_behind_reads_from_the_slave() {
         &slave,
         Duration::from_secs(30)
     ));
+    // The slave serves the topic once the metadata sync brought its config.
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            std::fs::read_to_string(slave.dir.join("config").join("topics.json"))
+                .is_ok_and(|t| t.contains("\"Lag\""))
+        }),
+        "the topic never reached the slave"
+    );
     let master_pid = master.proc.as_ref().map(|p| p.0.id()).unwrap();
     let namesrv = ns.addr();
     actix::System::new().block_on(async move {

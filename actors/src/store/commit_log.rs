@@ -19,10 +19,15 @@ use slog::{info, warn, Logger};
 use super::error::{Result, StoreError};
 use super::flush::SegmentFiles;
 use super::mapped_file::{file_name, list_files, MappedFile};
+use super::prefault::{self, Prefaulter};
 use super::record::{self, DecodedMessage, BLANK_MAGIC, EOF_MARKER_LEN, MESSAGE_MAGIC};
 
 /// The segmented append-only log.
 pub struct CommitLog {
+    /// First field: dropped (stopped and joined) before the segments.
+    prefault: Option<Prefaulter>,
+    /// Pages up to here were handed to the prefaulter.
+    prefaulted_to: u64,
     dir: PathBuf,
     segment_size: u64,
     segments: Vec<MappedFile>,
@@ -67,6 +72,8 @@ impl CommitLog {
         }
         let write_pos = segments.last().map_or(0, MappedFile::end);
         Ok(CommitLog {
+            prefault: Prefaulter::start(&logger),
+            prefaulted_to: write_pos,
             dir: dir.to_path_buf(),
             segment_size,
             segments,
@@ -206,7 +213,31 @@ impl CommitLog {
                 })?;
         encode(buf, pos);
         self.write_pos = pos + size as u64;
+        self.prefault_ahead();
         Ok(pos)
+    }
+
+    /// Hands the next pages of the active segment to the prefaulter once
+    /// the writer has used up a [`prefault::STEP`] of what was populated.
+    fn prefault_ahead(&mut self) {
+        let Some(p) = &self.prefault else {
+            return;
+        };
+        let pos = self.write_pos;
+        if pos + prefault::AHEAD < self.prefaulted_to + prefault::STEP {
+            return;
+        }
+        let seg_start = pos - pos % self.segment_size;
+        let from = self.prefaulted_to.max(pos);
+        let to = (pos + prefault::AHEAD).min(seg_start + self.segment_size);
+        self.prefaulted_to = self.prefaulted_to.max(to);
+        if from >= to {
+            return;
+        }
+        if let Some(seg) = self.segment_index(pos).map(|i| &self.segments[i]) {
+            let base = seg.bytes().as_ptr() as usize;
+            p.request(base + (from - seg_start) as usize, (to - from) as usize);
+        }
     }
 
     /// Replication (slave side): writes `bytes` as they are at `offset`,
@@ -239,6 +270,7 @@ impl CommitLog {
             .ok_or(StoreError::NoRecord(offset))?;
         buf.copy_from_slice(bytes);
         self.write_pos = offset + bytes.len() as u64;
+        self.prefault_ahead();
         Ok(())
     }
 

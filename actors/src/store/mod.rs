@@ -11,6 +11,8 @@
 //!   offset), written on append, rebuilt at open; `query` answers lookups
 //!   by key and by time and checks SQL-92 filters during reads.
 //! * [`flush`]: the flusher thread (fsync off the store thread, group commit).
+//! * [`prefault`]: a thread that maps the next pages of the active segment
+//!   before the writer touches them (page faults off the store thread).
 //! * [`checkpoint`] and [`recovery`]: what survives a crash and how the files
 //!   are made consistent again at open.
 //! * [`retention`]: deleting old segments, refusing writes on a full disk.
@@ -27,6 +29,7 @@ pub mod error;
 pub mod flush;
 pub mod index_file;
 pub mod mapped_file;
+pub mod prefault;
 mod query;
 pub mod record;
 mod recovery;

@@ -314,6 +314,7 @@ impl CommitLog {
             }
         }
         self.write_pos = end;
+        self.prefaulted_to = end;
         Ok(())
     }
 
@@ -331,6 +332,7 @@ impl CommitLog {
             }
         }
         self.write_pos = end;
+        self.prefaulted_to = end;
         Ok(())
     }
 

@@ -54,6 +54,9 @@ pub struct Broker {
     retry_scheduled: bool,
     data_version: u64,
     topics_path: PathBuf,
+    /// Where TopicQueues run: not on this actor's own thread, which fsyncs
+    /// topics.json on every topic change.
+    queue_arbiter: ArbiterHandle,
     log: Logger,
 }
 
@@ -88,6 +91,8 @@ impl Broker {
             retry_scheduled: false,
             data_version: 1,
             topics_path,
+            // The caller's arbiter (the System's, from `start_broker`).
+            queue_arbiter: Arbiter::current(),
             log: log.new(slog::o!("actor" => "broker")),
         })
     }
@@ -98,13 +103,13 @@ impl Broker {
     }
 
     fn start_topic_queue(&mut self, cfg: &TopicConfig) -> Addr<TopicQueue> {
-        let addr = TopicQueue::new(
+        let tq = TopicQueue::new(
             cfg.clone(),
             self.storage.clone(),
             self.config.clone(),
             self.log.clone(),
-        )
-        .start();
+        );
+        let addr = TopicQueue::start_in_arbiter(&self.queue_arbiter, move |_| tq);
         self.registry.insert(cfg.name.clone(), addr.clone());
         addr
     }

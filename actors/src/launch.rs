@@ -52,6 +52,7 @@ pub struct BrokerHandle {
     storage_arbiter: Arbiter,
     scheduler_arbiter: Arbiter,
     offsets_arbiter: Arbiter,
+    broker_arbiter: Arbiter,
     log: Logger,
 }
 
@@ -82,6 +83,7 @@ impl BrokerHandle {
         }
         self.storage_arbiter.stop();
         self.offsets_arbiter.stop();
+        self.broker_arbiter.stop();
     }
 }
 
@@ -138,7 +140,10 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         log.clone(),
     )?;
     let live = broker.live_settings();
-    let broker = broker.start();
+    // topics.json is fsynced by its owner on a thread of its own; the
+    // TopicQueues (on every send's path) stay on this one.
+    let broker_arbiter = Arbiter::new();
+    let broker = Broker::start_in_arbiter(&broker_arbiter.handle(), move |_| broker);
 
     // The Replicator's address exists before it runs: the Scheduler and
     // Transaction tell it about their appends, and it hands the Scheduler
@@ -231,6 +236,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         storage_arbiter,
         scheduler_arbiter,
         offsets_arbiter,
+        broker_arbiter,
         log,
     })
 }

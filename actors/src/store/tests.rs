@@ -427,17 +427,28 @@ fn sync_flush_group_commit() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(50);
     let mut sent = Vec::new();
     let mut store = Store::open(config(dir.path()), logger()).unwrap();
-    let mut replies = Vec::new();
+    // 200 writers each waiting for its own message: the requests queue up
+    // faster than one fsync takes, so the flusher answers them in a few
+    // batches. (Interleaving appends and requests made this depend on how
+    // fast the disk's fsync is against how fast the test appends.)
+    let mut ends = Vec::new();
     for _ in 0..200 {
         append_random(&mut store, &mut rng, 1, &mut sent);
-        replies.push(store.request_flush(store.max_physical_offset()));
+        ends.push(store.max_physical_offset());
     }
+    let replies: Vec<_> = ends.into_iter().map(|e| store.request_flush(e)).collect();
     for r in replies {
         futures::executor::block_on(r).unwrap().unwrap();
     }
     assert!(store.flushed_offset() >= store.max_physical_offset());
     let fsyncs = store.fsync_count();
-    assert!(fsyncs < 200, "fsyncs {fsyncs} for 200 appends");
+    // One fsync per request would be >= 200; a few batches sync each
+    // segment about once.
+    let segments = store.segment_count() as u64;
+    assert!(
+        fsyncs <= 2 * segments,
+        "fsyncs {fsyncs} for 200 appends over {segments} segments"
+    );
     // already covered: answered without a new fsync
     futures::executor::block_on(store.request_flush(1))
         .unwrap()

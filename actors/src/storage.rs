@@ -541,8 +541,12 @@ mod tests {
         }
         let stats = storage.send(GetStorageStats).await.unwrap();
         if mode == FlushMode::Sync {
+            // Every put was answered only once durable. How many fsyncs
+            // served them depends on this disk's fsync time against the
+            // actor's per-put time; that one fsync serves many waiting
+            // requests is checked in `store::tests::sync_flush_group_commit`.
             assert!(stats.flushed_offset >= stats.max_physical_offset);
-            assert!(stats.fsyncs < 32, "group commit: {} fsyncs", stats.fsyncs);
+            assert!(stats.fsyncs >= 1);
         }
         let read = storage
             .send(GetMessages {

@@ -145,10 +145,6 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     let broker_arbiter = Arbiter::new();
     let broker = Broker::start_in_arbiter(&broker_arbiter.handle(), move |_| broker);
 
-    // The Replicator's address exists before it runs: the Scheduler and
-    // Transaction tell it about their appends, and it hands the Scheduler
-    // the master's progress.
-    let replicator_ctx = Context::<Replicator>::new();
     let scheduler_arbiter = Arbiter::new();
     let scheduler = Scheduler::start_on(
         &scheduler_arbiter.handle(),
@@ -156,7 +152,6 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         storage.clone(),
         broker.clone(),
         registry.clone(),
-        replicator_ctx.address().recipient(),
         log.clone(),
     )
     .await
@@ -168,7 +163,6 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         broker.clone(),
         registry.clone(),
         store_host,
-        replicator_ctx.address().recipient(),
         log.clone(),
     )
     .await?
@@ -187,13 +181,12 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         offsets: offsets.clone(),
         scheduler: scheduler.addr.clone(),
         registry: registry.clone(),
+        appends: storage
+            .send(crate::storage::SubscribeAppends)
+            .await
+            .map_err(|_| crate::store::StoreError::ShutDown)?,
     };
-    let replicator = replicator_ctx.run(Replicator::new(
-        config.clone(),
-        peers,
-        ha_listener,
-        log.clone(),
-    ));
+    let replicator = Replicator::new(config.clone(), peers, ha_listener, log.clone()).start();
     if config.is_slave() {
         broker.do_send(crate::broker::WatchMaster(replicator.clone().recipient()));
     }

@@ -49,6 +49,8 @@ pub struct Peers {
     pub offsets: Addr<ConsumerOffsets>,
     pub scheduler: Addr<Scheduler>,
     pub registry: TopicRegistry,
+    /// From [`crate::storage::SubscribeAppends`].
+    pub appends: watch::Receiver<u64>,
 }
 
 /// The replication state owner of a broker.
@@ -62,8 +64,8 @@ pub struct Replicator {
     listener: Option<TcpListener>,
     /// Master: sessions and acks.
     acks: AckTracker,
-    /// Master: latest CommitLog end known to have been appended.
-    appended: watch::Sender<u64>,
+    /// Master: the Storage actor's CommitLog end (wakes idle sessions).
+    appends: watch::Receiver<u64>,
     /// Slave: the master's client and HA addresses.
     master_addr: Option<String>,
     master_ha: Option<String>,
@@ -91,6 +93,7 @@ impl Replicator {
             offsets,
             scheduler,
             registry,
+            appends,
         } = peers;
         let master_ha = config.master_ha_addr.clone();
         Replicator {
@@ -102,7 +105,7 @@ impl Replicator {
             registry,
             listener,
             acks: AckTracker::default(),
-            appended: watch::channel(0).0,
+            appends,
             master_addr: None,
             master_ha,
             connected: false,
@@ -170,7 +173,7 @@ impl Actor for Replicator {
                 listener,
                 self.storage.clone(),
                 ctx.address(),
-                self.appended.subscribe(),
+                self.appends.clone(),
                 self.log.clone(),
             );
             actix_rt::spawn(fut);
@@ -199,13 +202,6 @@ pub struct SessionClosed {
 pub struct SlaveAck {
     pub id: u64,
     pub offset: u64,
-}
-
-/// Master: the CommitLog now ends at `end_offset` (wakes idle sessions).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Appended {
-    pub end_offset: u64,
 }
 
 /// Master (SYNC_MASTER): answer once a slave has `..offset`, or on timeout.
@@ -263,29 +259,9 @@ impl Handler<SlaveAck> for Replicator {
     }
 }
 
-impl Handler<Appended> for Replicator {
-    type Result = ();
-    fn handle(&mut self, m: Appended, _: &mut Self::Context) {
-        self.appended.send_if_modified(|v| {
-            let bigger = m.end_offset > *v;
-            if bigger {
-                *v = m.end_offset;
-            }
-            bigger
-        });
-    }
-}
-
 impl Handler<WaitReplicated> for Replicator {
     type Result = ResponseFuture<WaitOutcome>;
-    fn handle(&mut self, m: WaitReplicated, ctx: &mut Self::Context) -> Self::Result {
-        <Self as Handler<Appended>>::handle(
-            self,
-            Appended {
-                end_offset: m.offset,
-            },
-            ctx,
-        );
+    fn handle(&mut self, m: WaitReplicated, _: &mut Self::Context) -> Self::Result {
         let timeout = Duration::from_millis(self.config.sync_replication_timeout_ms);
         match self.acks.wait(m.offset) {
             Wait::Now(o) => Box::pin(futures::future::ready(o)),

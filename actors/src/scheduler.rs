@@ -45,7 +45,6 @@ use tokio::sync::oneshot;
 
 use crate::broker::{Broker, EnsureTopic, TopicRegistry};
 use crate::persist;
-use crate::replicator::Appended;
 use crate::storage::{
     GetMessages, GetQueueOffsets, GetStorageStats, ReadAt, Storage, StoredMessage,
 };
@@ -101,8 +100,6 @@ pub struct Scheduler {
     /// Slave: the snapshot taken whose timer cursor waits for the local
     /// index to reach its `timer_indexed_offset`.
     cursor_to_follow: Option<ScheduleProgress>,
-    /// Told the CommitLog end after each delivery (wakes slave sessions).
-    appended: Recipient<Appended>,
     /// When the level offsets were last fsynced.
     levels_synced: std::time::Instant,
     log: Logger,
@@ -156,7 +153,6 @@ impl Scheduler {
         storage: Addr<Storage>,
         broker: Addr<Broker>,
         topics: TopicRegistry,
-        appended: Recipient<Appended>,
         log: Logger,
     ) -> Result<SchedulerHandle, String> {
         let levels = Arc::new(levels::parse_delay_levels(&config.delay_levels)?);
@@ -185,7 +181,6 @@ impl Scheduler {
                     following: VecDeque::new(),
                     index_bound: 0,
                     cursor_to_follow: None,
-                    appended,
                     levels_synced: std::time::Instant::now(),
                     log: log.new(slog::o!("actor" => "scheduler")),
                 })
@@ -310,11 +305,7 @@ impl Scheduler {
                 let mut new_entries = Vec::new();
                 let mut buf = &r.records[..];
                 while let Ok((d, n)) = decode(buf) {
-                    let e = TimerEntry {
-                        deliver_at: delivery::deliver_at(&d),
-                        physical_offset: d.physical_offset,
-                        size: d.record_size,
-                    };
+                    let e = delivery::timer_entry(&d);
                     if self.timer.is_behind_cursor(&e) {
                         if let Some(m) = delivery_copy(&d) {
                             plan.messages.push(m);
@@ -382,7 +373,6 @@ impl Scheduler {
                 storage: act.storage.clone(),
                 broker: act.broker.clone(),
                 topics: act.topics.clone(),
-                appended: act.appended.clone(),
                 log: act.log.clone(),
             };
             async move {
@@ -529,11 +519,7 @@ impl Scheduler {
         let mut buf = &read.records[..];
         while let Ok((d, n)) = decode(buf) {
             buf = &buf[n..];
-            let e = TimerEntry {
-                deliver_at: delivery::deliver_at(&d),
-                physical_offset: d.physical_offset,
-                size: d.record_size,
-            };
+            let e = delivery::timer_entry(&d);
             if d.queue_offset < bound && !self.timer.is_behind_cursor(&e) {
                 entries.push(e);
             }
@@ -560,7 +546,6 @@ struct Deliverer {
     storage: Addr<Storage>,
     broker: Addr<Broker>,
     topics: TopicRegistry,
-    appended: Recipient<Appended>,
     log: Logger,
 }
 
@@ -643,14 +628,7 @@ impl Deliverer {
             Err(e) => Err(e),
         };
         match res {
-            Ok(r) => {
-                if let Some(last) = r.results.last() {
-                    self.appended.do_send(Appended {
-                        end_offset: last.physical_offset + u64::from(last.size),
-                    });
-                }
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             Err(e)
                 if matches!(
                     e.code,
@@ -765,38 +743,14 @@ mod tests {
     use crate::storage::PutMessages;
     use levels::{PROPERTY_DELIVER_AT, PROPERTY_REAL_QID, PROPERTY_REAL_TOPIC};
 
-    /// Stands in for the Replicator: a passive scheduler never tells it.
-    struct NoReplicator;
-    impl Actor for NoReplicator {
-        type Context = Context<Self>;
-    }
-    impl Handler<Appended> for NoReplicator {
-        type Result = ();
-        fn handle(&mut self, _: Appended, _: &mut Self::Context) {
-            panic!("a passive scheduler appended");
-        }
-    }
-
     fn timer_record(deliver_at: i64) -> StoredMessage {
-        let host: std::net::SocketAddr = "127.0.0.1:10911".parse().unwrap();
         StoredMessage {
-            topic: Arc::from(TIMER_TOPIC),
-            queue_id: 0,
-            flag: 0,
-            tags: None,
-            keys: None,
             properties: vec![
                 (PROPERTY_REAL_TOPIC.into(), "Real".into()),
                 (PROPERTY_REAL_QID.into(), "0".into()),
                 (PROPERTY_DELIVER_AT.into(), deliver_at.to_string()),
             ],
-            body: bytes::Bytes::from_static(b"later"),
-            born_timestamp: 1,
-            born_host: host,
-            store_host: host,
-            reconsume_times: 0,
-            sys_flag: 0,
-            prepared_tx_offset: 0,
+            ..crate::storage::test_message(TIMER_TOPIC, 0, b"later")
         }
     }
 
@@ -854,7 +808,6 @@ mod tests {
             storage.clone(),
             broker,
             registry,
-            NoReplicator.start().recipient(),
             log,
         )
         .await
@@ -899,7 +852,7 @@ mod tests {
         assert_eq!(read_progress().indexed_offset, 4, "indexed past the master");
 
         // The CommitLog grows past the second sync's end: it applies.
-        storage
+        let last_put = storage
             .send(PutMessages {
                 messages: vec![timer_record(7000)],
             })
@@ -919,6 +872,9 @@ mod tests {
                 .unwrap()
                 .unwrap();
         assert_eq!(levels.get(&1), Some(&6));
+        // It delivered nothing: the CommitLog ends with the test's own put.
+        let stats = storage.send(GetStorageStats).await.unwrap();
+        assert_eq!(stats.max_physical_offset, last_put.end_offset);
         storage_arbiter.stop();
         sched_arbiter.stop();
     }

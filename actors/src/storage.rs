@@ -25,7 +25,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 use slog::{error, info, o, Logger};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::filter::SqlFilter;
 use crate::store::{
@@ -39,6 +39,9 @@ pub const MAILBOX_CAPACITY: usize = 4096;
 /// The actor owning the [`Store`].
 pub struct Storage {
     store: Option<Store>,
+    /// The CommitLog end after the latest append: whoever streams the log
+    /// (a master's HA sessions) waits on it ([`SubscribeAppends`]).
+    appended: watch::Sender<u64>,
     log: Logger,
     flush_mode: FlushMode,
     sync_flush_timeout: Duration,
@@ -214,6 +217,12 @@ pub struct StorageStats {
     pub disk_full: bool,
 }
 
+/// A receiver of the CommitLog end, updated after every append (local or
+/// replicated).
+#[derive(Message)]
+#[rtype(result = "watch::Receiver<u64>")]
+pub struct SubscribeAppends;
+
 /// Flush everything, write a clean checkpoint; later requests get `ShutDown`.
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
@@ -223,6 +232,7 @@ impl Storage {
     fn new(store: Store, log: Logger) -> Storage {
         let c = store.config();
         Storage {
+            appended: watch::channel(store.max_physical_offset()).0,
             flush_mode: c.flush_mode,
             sync_flush_timeout: Duration::from_millis(c.sync_flush_timeout_ms),
             flush_interval: Duration::from_millis(c.flush_interval_ms.max(1)),
@@ -265,6 +275,17 @@ impl Storage {
 
     fn store(&mut self) -> Result<&mut Store, StoreError> {
         self.store.as_mut().ok_or(StoreError::ShutDown)
+    }
+
+    /// Tells the subscribers the CommitLog now ends at `end`.
+    fn publish_end(&self, end: u64) {
+        self.appended.send_if_modified(|v| {
+            let further = end > *v;
+            if further {
+                *v = end;
+            }
+            further
+        });
     }
 
     fn flush_tick(&mut self) {
@@ -321,10 +342,11 @@ impl Handler<PutMessages> for Storage {
             Ok(r) => r,
             Err(e) => return Box::pin(futures::future::ready(Err(e))),
         };
-        if mode == FlushMode::Async {
+        let flushed = (mode == FlushMode::Sync).then(|| store.request_flush(res.end_offset));
+        self.publish_end(res.end_offset);
+        let Some(flushed) = flushed else {
             return Box::pin(futures::future::ready(Ok(res)));
-        }
-        let flushed = store.request_flush(res.end_offset);
+        };
         Box::pin(async move {
             let mut res = res;
             match tokio::time::timeout(timeout, flushed).await {
@@ -485,7 +507,38 @@ impl Handler<AppendReplicated> for Storage {
     type Result = Result<crate::store::replica::ReplicaAppend, StoreError>;
 
     fn handle(&mut self, m: AppendReplicated, _: &mut Self::Context) -> Self::Result {
-        self.store()?.append_replicated(m.offset, &m.data)
+        let r = self.store()?.append_replicated(m.offset, &m.data)?;
+        self.publish_end(r.end_offset);
+        Ok(r)
+    }
+}
+
+impl Handler<SubscribeAppends> for Storage {
+    type Result = MessageResult<SubscribeAppends>;
+
+    fn handle(&mut self, _: SubscribeAppends, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.appended.subscribe())
+    }
+}
+
+/// A message for tests: tag `TagA`, one `UNIQ_KEY` property.
+#[cfg(test)]
+pub(crate) fn test_message(topic: &str, queue_id: u32, body: &'static [u8]) -> StoredMessage {
+    let host: SocketAddr = "127.0.0.1:10911".parse().unwrap();
+    StoredMessage {
+        topic: Arc::from(topic),
+        queue_id,
+        flag: 0,
+        tags: Some("TagA".into()),
+        keys: None,
+        properties: vec![("UNIQ_KEY".into(), "id-1".into())],
+        body: Bytes::from_static(body),
+        born_timestamp: 1,
+        born_host: host,
+        store_host: host,
+        reconsume_times: 0,
+        sys_flag: 0,
+        prepared_tx_offset: 0,
     }
 }
 
@@ -493,25 +546,6 @@ impl Handler<AppendReplicated> for Storage {
 mod tests {
     use super::*;
     use crate::store::{decode, ReadStatus};
-
-    fn message(topic: &str, queue_id: u32, body: &'static [u8]) -> StoredMessage {
-        let host: SocketAddr = "127.0.0.1:10911".parse().unwrap();
-        StoredMessage {
-            topic: Arc::from(topic),
-            queue_id,
-            flag: 0,
-            tags: Some("TagA".into()),
-            keys: None,
-            properties: vec![("UNIQ_KEY".into(), "id-1".into())],
-            body: Bytes::from_static(body),
-            born_timestamp: 1,
-            born_host: host,
-            store_host: host,
-            reconsume_times: 0,
-            sys_flag: 0,
-            prepared_tx_offset: 0,
-        }
-    }
 
     async fn put_get(mode: FlushMode) {
         let dir = tempfile::tempdir().unwrap();
@@ -531,7 +565,7 @@ mod tests {
         // 32 concurrent writers of one message each
         let puts = (0..32).map(|i| {
             storage.send(PutMessages {
-                messages: vec![message("T", i % 4, b"hello")],
+                messages: vec![test_message("T", i % 4, b"hello")],
             })
         });
         for r in futures::future::join_all(puts).await {
@@ -598,7 +632,7 @@ mod tests {
         storage.send(Shutdown).await.unwrap().unwrap();
         let after = storage
             .send(PutMessages {
-                messages: vec![message("T", 0, b"x")],
+                messages: vec![test_message("T", 0, b"x")],
             })
             .await
             .unwrap();

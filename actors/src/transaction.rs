@@ -53,7 +53,6 @@ pub use records::{
 use crate::broker::{Broker, EnsureTopic, TopicRegistry};
 use crate::config::BrokerConfig;
 use crate::remoting::{wire, Connection, Push};
-use crate::replicator::Appended;
 use crate::storage::{PutMessages, ReadAt, Storage, StoredMessage};
 use crate::store::{decode, AppendBatchResult, StoreError};
 use crate::topic_queue::Append;
@@ -84,8 +83,6 @@ pub struct Transaction {
     broker: Addr<Broker>,
     topics: TopicRegistry,
     store_host: SocketAddr,
-    /// Told the CommitLog end after each decision (wakes slave sessions).
-    appended: Recipient<Appended>,
     progress_path: PathBuf,
     persisted: u64,
     persisting: bool,
@@ -143,7 +140,6 @@ impl Transaction {
         broker: Addr<Broker>,
         topics: TopicRegistry,
         store_host: SocketAddr,
-        appended: Recipient<Appended>,
         log: Logger,
     ) -> Result<Transaction, StoreError> {
         let log = log.new(slog::o!("actor" => "transaction"));
@@ -172,7 +168,6 @@ impl Transaction {
             broker,
             topics,
             store_host,
-            appended,
             progress_path,
             persisting: false,
             // A slave never checks back or decides: its master does, and
@@ -193,7 +188,6 @@ impl Transaction {
         let broker = self.broker.clone();
         let topics = self.topics.clone();
         let host = self.store_host;
-        let appended = self.appended.clone();
         let qo = half.queue_offset;
         // Errors are `(error, settled)`: `settled` = the real topic may hold
         // the committed copy, so the half must not be decided again in this
@@ -243,20 +237,13 @@ impl Transaction {
                     (e, written)
                 })?;
             }
-            let op = storage
+            storage
                 .send(PutMessages {
                     messages: vec![op_record(qo, decision, host)],
                 })
                 .await
                 .map_err(|e| (crate::mailbox_error(e), decision == Decision::Commit))?
                 .map_err(|e| (crate::store_error(e), decision == Decision::Commit))?;
-            // Wake the slave sessions: a check-back decision has no send
-            // path to do it.
-            if let Some(last) = op.results.last() {
-                appended.do_send(Appended {
-                    end_offset: last.physical_offset + u64::from(last.size),
-                });
-            }
             Ok(())
         };
         Box::pin(fut.into_actor(self).map(move |res, act, ctx| match res {

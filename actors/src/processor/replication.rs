@@ -13,7 +13,7 @@ use super::Shared;
 use crate::broker::ListTopics;
 use crate::config::BrokerRole;
 use crate::consumer_offsets::{MergeOffsets, SnapshotOffsets};
-use crate::replicator::{Appended, GetStatus, WaitOutcome, WaitReplicated};
+use crate::replicator::{GetStatus, WaitOutcome, WaitReplicated};
 use crate::scheduler::GetProgress;
 use crate::storage::GetStorageStats;
 
@@ -31,8 +31,9 @@ pub fn refuse_on_slave(s: &Shared) -> Result<(), WireError> {
     Ok(())
 }
 
-/// After a local append ending at `end_offset`: ASYNC_MASTER answers now
-/// (slave sessions are told there is more); SYNC_MASTER waits for a slave.
+/// After a local append ending at `end_offset`: ASYNC_MASTER answers now;
+/// SYNC_MASTER waits for a slave. (Slave sessions learn of every append
+/// from the Storage actor itself.)
 pub async fn after_append(s: &Shared, end_offset: u64, status: SendStatus) -> SendStatus {
     match s.config.role() {
         BrokerRole::SyncMaster => match s
@@ -44,10 +45,7 @@ pub async fn after_append(s: &Shared, end_offset: u64, status: SendStatus) -> Se
             Ok(WaitOutcome::Timeout) | Err(_) => SendStatus::FlushSlaveTimeout,
             Ok(WaitOutcome::NoSlave) => SendStatus::SlaveNotAvailable,
         },
-        _ => {
-            s.replicator.do_send(Appended { end_offset });
-            status
-        }
+        _ => status,
     }
 }
 

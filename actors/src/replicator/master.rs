@@ -3,7 +3,8 @@
 //! to the [`Replicator`](super::Replicator).
 //!
 //! The CommitLog is read through the Storage actor ([`ReadCommitLog`]); a
-//! session waits on the Replicator's "appended" watch when it has caught up,
+//! session waits on the Storage actor's CommitLog-end watch
+//! ([`SubscribeAppends`](crate::storage::SubscribeAppends)) when it has caught up,
 //! and sends a heartbeat after [`HEARTBEAT`](super::protocol::HEARTBEAT) of
 //! silence.
 

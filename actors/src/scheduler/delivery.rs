@@ -11,6 +11,7 @@ use super::levels::{
     delivered_properties, PROPERTY_DELIVER_AT, PROPERTY_REAL_QID, PROPERTY_REAL_TOPIC,
     SCHEDULE_TOPIC, TIMER_TOPIC,
 };
+use super::timer_index::TimerEntry;
 use crate::storage::StoredMessage;
 use crate::store::record::PROPERTY_DELAY;
 use crate::store::DecodedMessage;
@@ -88,6 +89,15 @@ pub fn deliver_at(d: &DecodedMessage<'_>) -> i64 {
     d.property(PROPERTY_DELIVER_AT)
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// The timer index entry of a timer record.
+pub fn timer_entry(d: &DecodedMessage<'_>) -> TimerEntry {
+    TimerEntry {
+        deliver_at: deliver_at(d),
+        physical_offset: d.physical_offset,
+        size: d.record_size,
+    }
 }
 
 #[cfg(test)]

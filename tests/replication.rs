@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{bin, free_port, json_lines, wait_until, KillOnDrop};
+use common::{bin, free_port, json_lines, wait_listening, wait_until, KillOnDrop};
 
 /// A NameServer process.
 struct Namesrv {
@@ -31,11 +31,12 @@ impl Namesrv {
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn namesrv");
-        assert!(wait_until(Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        }));
+        let mut child = KillOnDrop(child);
+        if let Err(e) = wait_listening(&mut child.0, &[port]) {
+            panic!("namesrv did not start: {e}");
+        }
         Namesrv {
-            proc: Some(KillOnDrop(child)),
+            proc: Some(child),
             port,
         }
     }
@@ -91,11 +92,10 @@ impl Broker {
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn broker");
-        self.proc = Some(KillOnDrop(child));
-        let port = self.port;
-        assert!(wait_until(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        }));
+        let child = self.proc.insert(KillOnDrop(child));
+        if let Err(e) = wait_listening(&mut child.0, &[self.port]) {
+            panic!("broker did not start: {e}");
+        }
     }
 
     fn addr(&self) -> String {

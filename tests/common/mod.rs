@@ -13,12 +13,68 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_skylark")
 }
 
-/// A port that was free a moment ago.
+/// A port for a test server, free when returned.
+///
+/// Ports come from outside the kernel's ephemeral range, so no outgoing
+/// connection and no server bound to port 0 (HA listeners, other tests'
+/// in-process servers) can take one between this call and the child's bind.
+/// Within a test binary a counter hands each port out once; the process id
+/// spreads test binaries run side by side (nextest) over the pool. Ports go
+/// in pairs, leaving `port + 1` free for a broker's default HA port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (base, pairs) = test_port_pool();
+    let start = std::process::id().wrapping_mul(7919) % pairs;
+    for _ in 0..pairs {
+        let n = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % pairs;
+        let port = (base + 2 * n) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port + 1)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free test port in {base}..{}", base + 2 * pairs);
+}
+
+/// First port and number of port pairs of the pool: the larger gap beside
+/// `ip_local_port_range` (32768–60999 by default).
+fn test_port_pool() -> (u32, u32) {
+    let (lo, hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    let below = lo.saturating_sub(10_000);
+    let above = 65_534u32.saturating_sub(hi + 1);
+    if below >= above {
+        (10_000, below / 2)
+    } else {
+        (hi + 1, above / 2)
+    }
+}
+
+/// Waits up to 30 s until `child` accepts connections on every port; fails
+/// at once, with its exit status, if the child exits first.
+pub fn wait_listening(child: &mut Child, ports: &[u16]) -> Result<(), String> {
+    let mut exited = None;
+    let up = wait_until(Duration::from_secs(30), || {
+        if let Ok(Some(st)) = child.try_wait() {
+            exited = Some(st);
+            return true;
+        }
+        ports
+            .iter()
+            .all(|&p| TcpStream::connect(("127.0.0.1", p)).is_ok())
+    });
+    match (up, exited) {
+        (_, Some(st)) => Err(format!("exited first ({st}) on ports {ports:?}")),
+        (true, None) => Ok(()),
+        (false, None) => Err(format!("not listening on {ports:?} after 30 s")),
+    }
 }
 
 /// Polls `f` until it is true or `timeout` passes; returns whether it became true.
@@ -73,15 +129,10 @@ impl Standalone {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn skylark standalone");
-        self.child = Some(child);
-        let (n, b) = (self.namesrv_port, self.broker_port);
-        assert!(
-            wait_until(Duration::from_secs(30), || {
-                TcpStream::connect(("127.0.0.1", n)).is_ok()
-                    && TcpStream::connect(("127.0.0.1", b)).is_ok()
-            }),
-            "standalone did not start listening"
-        );
+        let child = self.child.insert(child);
+        if let Err(e) = wait_listening(child, &[self.namesrv_port, self.broker_port]) {
+            panic!("standalone did not start listening: {e}");
+        }
         // Ready means the broker has registered with the NameServer.
         let broker = self.broker();
         assert!(

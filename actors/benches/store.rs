@@ -53,6 +53,30 @@ fn batch<'a>(body: &'a [u8], n: usize) -> Vec<AppendMessage<'a>> {
         .collect()
 }
 
+/// What the Storage actor's flush timer does: a `flush_tick` (fsync on the
+/// flusher thread) every `flush_interval_ms` (500 ms by default) of time,
+/// whatever the append rate.
+struct FlushTicker {
+    last: Instant,
+    every: Duration,
+}
+
+impl FlushTicker {
+    fn new() -> FlushTicker {
+        FlushTicker {
+            last: Instant::now(),
+            every: Duration::from_millis(StoreConfig::default().flush_interval_ms),
+        }
+    }
+
+    fn tick(&mut self, store: &mut Store) {
+        if self.last.elapsed() >= self.every {
+            store.flush_tick().expect("flush tick");
+            self.last = Instant::now();
+        }
+    }
+}
+
 fn append_async(c: &mut Criterion) {
     let mut g = c.benchmark_group("store_append_async");
     g.measurement_time(Duration::from_secs(5)).sample_size(10);
@@ -61,16 +85,12 @@ fn append_async(c: &mut Criterion) {
         let mut store = Store::open(config(dir.path(), FlushMode::Async), logger()).expect("open");
         let body = vec![b'x'; size];
         let msgs = batch(&body, BATCH);
-        let mut n = 0u64;
+        let mut ticker = FlushTicker::new();
         g.throughput(Throughput::Elements(BATCH as u64));
         g.bench_with_input(BenchmarkId::new("batch32", size), &size, |b, _| {
             b.iter(|| {
                 store.append(&msgs).expect("append");
-                n += 1;
-                if n.is_multiple_of(2048) {
-                    // what the actor's flush timer does (fsync on the flusher thread)
-                    store.flush_tick().expect("flush tick");
-                }
+                ticker.tick(&mut store);
             })
         });
     }
@@ -102,14 +122,13 @@ fn append_async_indexed(c: &mut Criterion) {
         })
         .collect();
     let mut n = 0usize;
+    let mut ticker = FlushTicker::new();
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("batch32/128", |b| {
         b.iter(|| {
             store.append(&batches[n % BATCHES]).expect("append");
             n += 1;
-            if n.is_multiple_of(2048) {
-                store.flush_tick().expect("flush tick");
-            }
+            ticker.tick(&mut store);
         })
     });
     g.finish();

@@ -138,6 +138,10 @@ pub struct Store {
     disk_usage: Box<dyn DiskUsage>,
     disk_full: Option<f64>,
     sizes: Vec<usize>,
+    /// Index key hashes of the batch being appended, and where each
+    /// message's hashes end in it (reused buffers).
+    key_hashes: Vec<u32>,
+    key_ends: Vec<usize>,
     shut_down: bool,
 }
 
@@ -225,6 +229,8 @@ impl Store {
             disk_usage,
             disk_full: None,
             sizes: Vec::new(),
+            key_hashes: Vec::new(),
+            key_ends: Vec::new(),
             shut_down: false,
         };
         store.check_disk();
@@ -261,8 +267,19 @@ impl Store {
                 }
             }
         }
-        let result = self.append_validated(batch, &sizes);
+        let mut hashes = std::mem::take(&mut self.key_hashes);
+        let mut ends = std::mem::take(&mut self.key_ends);
+        hashes.clear();
+        ends.clear();
+        for m in batch {
+            let keys = query::index_keys(m.keys, m.properties);
+            self.index.hash_and_prefetch(m.topic, keys, &mut hashes);
+            ends.push(hashes.len());
+        }
+        let result = self.append_validated(batch, &sizes, &hashes, &ends);
         self.sizes = sizes;
+        self.key_hashes = hashes;
+        self.key_ends = ends;
         result
     }
 
@@ -270,12 +287,15 @@ impl Store {
         &mut self,
         batch: &[AppendMessage<'_>],
         sizes: &[usize],
+        key_hashes: &[u32],
+        key_ends: &[usize],
     ) -> Result<AppendBatchResult> {
         self.commit_log.reserve(sizes.iter().copied())?;
         let store_timestamp = now_millis();
         let mut results = Vec::with_capacity(batch.len());
         let new_queue = queue_factory(&self.config);
-        for (m, &size) in batch.iter().zip(sizes) {
+        let mut key_start = 0;
+        for ((m, &size), &key_end) in batch.iter().zip(sizes).zip(key_ends) {
             let topic_queues = match self.queues.get_mut(m.topic) {
                 Some(q) => q,
                 None => self.queues.entry(m.topic.to_string()).or_default(),
@@ -301,13 +321,13 @@ impl Store {
                 tag_hash: tag_hash(m.tags.unwrap_or("")),
             };
             cq.put(queue_offset, entry)?;
-            self.index.index(
-                m.topic,
-                query::index_keys(m.keys, m.properties),
+            self.index.index_hashed(
+                key_hashes[key_start..key_end].iter().copied(),
                 physical_offset,
                 physical_offset + size as u64,
                 store_timestamp,
             )?;
+            key_start = key_end;
             results.push(AppendResult {
                 queue_id: m.queue_id,
                 queue_offset,

@@ -251,6 +251,77 @@ mod tests {
         assert_eq!(n, 5);
     }
 
+    /// One batch whose messages carry 0, 1, 2 or 3 index keys: each key
+    /// finds its own message, with index files rolling inside the batch,
+    /// and so does the index rebuilt after a crash.
+    #[test]
+    fn one_batch_with_uneven_keys_indexes_each_message_under_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = "127.0.0.1:10911".parse().unwrap();
+        let n = 24;
+        let keys: Vec<Option<String>> = (0..n)
+            .map(|i| match i % 3 {
+                0 => None,
+                1 => Some(format!("solo-{i}")),
+                _ => Some(format!("a-{i}  b-{i}")),
+            })
+            .collect();
+        let props: Vec<Vec<(String, String)>> = (0..n)
+            .map(|i| match i % 2 {
+                0 => vec![(PROPERTY_UNIQ_KEY.to_string(), format!("u-{i}"))],
+                _ => Vec::new(),
+            })
+            .collect();
+        let bodies_sent: Vec<String> = (0..n).map(|i| format!("body-{i}")).collect();
+        let batch: Vec<AppendMessage<'_>> = (0..n)
+            .map(|i| AppendMessage {
+                topic: "T",
+                queue_id: 0,
+                flag: 0,
+                tags: None,
+                keys: keys[i].as_deref(),
+                properties: &props[i],
+                body: bodies_sent[i].as_bytes(),
+                born_timestamp: 1,
+                born_host: host,
+                store_host: host,
+                reconsume_times: 0,
+                sys_flag: 0,
+                prepared_tx_offset: 0,
+            })
+            .collect();
+        let check = |store: &Store| {
+            for i in 0..n {
+                let mut own = Vec::new();
+                match i % 3 {
+                    1 => own.push(format!("solo-{i}")),
+                    2 => own.extend([format!("a-{i}"), format!("b-{i}")]),
+                    _ => {}
+                }
+                if i % 2 == 0 {
+                    own.push(format!("u-{i}"));
+                }
+                for key in &own {
+                    assert_eq!(by_key(store, "T", key), vec![format!("body-{i}")]);
+                    // The index itself holds one entry per key: no message
+                    // was indexed under another message's keys.
+                    let entries = store.index.lookup("T", key, 0, i64::MAX / 2, 8);
+                    assert_eq!(entries.len(), 1, "{key}");
+                }
+            }
+            assert!(by_key(store, "T", "solo-0").is_empty());
+        };
+        {
+            let mut store = Store::open(config(dir.path()), logger()).unwrap();
+            store.append(&batch).unwrap();
+            // 8 entries per file and 36 entries: the batch rolled files
+            assert!(store.index_file_count() >= 5);
+            check(&store);
+        }
+        let store = Store::open(config(dir.path()), logger()).unwrap();
+        check(&store);
+    }
+
     #[test]
     fn index_is_rebuilt_after_crash_and_after_loss() {
         let dir = tempfile::tempdir().unwrap();

@@ -97,7 +97,9 @@ fn pair_len(name: &str, value: &str) -> usize {
 }
 
 fn has_separator(s: &str) -> bool {
-    s.contains([NAME_VALUE_SEP, PROPERTY_SEP])
+    // Both separators are ASCII, so a byte search finds exactly them (a
+    // `char` pattern decodes UTF-8 and was 6% of an indexed append).
+    memchr::memchr2(NAME_VALUE_SEP as u8, PROPERTY_SEP as u8, s.as_bytes()).is_some()
 }
 
 impl AppendMessage<'_> {
@@ -474,6 +476,23 @@ mod tests {
             msg.validate(100, 1000),
             Err(StoreError::BadMessage(_))
         ));
+        let props = vec![("a".to_string(), "v\u{2}w".to_string())];
+        let msg = sample(&props, b"x");
+        assert!(matches!(
+            msg.validate(100, 1000),
+            Err(StoreError::BadMessage(_))
+        ));
+        let mut msg = sample(&[], b"x");
+        msg.keys = Some("k\u{1}");
+        assert!(matches!(
+            msg.validate(100, 1000),
+            Err(StoreError::BadMessage(_))
+        ));
+        // Non-ASCII text is not a separator.
+        let props = vec![("名".to_string(), "值 é \u{7f}".to_string())];
+        let mut msg = sample(&props, b"x");
+        msg.tags = Some("标签");
+        assert!(msg.validate(100, 1000).is_ok());
         let msg = sample(&[], &[0u8; 200]);
         assert!(matches!(
             msg.validate(100, 1000),

@@ -180,7 +180,6 @@ mod tests {
     /// Appends `n` messages to `topic` queue `i % 2`, keys `key-i common`,
     /// unique id `uniq-i`, tag `A|B|C` and property `a = i`.
     fn append(store: &mut Store, topic: &str, n: usize) {
-        let host = "127.0.0.1:10911".parse().unwrap();
         for i in 0..n {
             let keys = format!("key-{i} common");
             let tag = ["A", "B", "C"][i % 3];
@@ -190,19 +189,12 @@ mod tests {
             ];
             let body = format!("body-{i}");
             let m = AppendMessage {
-                topic,
                 queue_id: (i % 2) as u32,
-                flag: 0,
                 tags: Some(tag),
                 keys: Some(&keys),
                 properties: &props,
-                body: body.as_bytes(),
                 born_timestamp: 1,
-                born_host: host,
-                store_host: host,
-                reconsume_times: 0,
-                sys_flag: 0,
-                prepared_tx_offset: 0,
+                ..AppendMessage::for_test(topic, body.as_bytes())
             };
             store.append(&[m]).unwrap();
         }
@@ -257,7 +249,6 @@ mod tests {
     #[test]
     fn one_batch_with_uneven_keys_indexes_each_message_under_its_own() {
         let dir = tempfile::tempdir().unwrap();
-        let host = "127.0.0.1:10911".parse().unwrap();
         let n = 24;
         let keys: Vec<Option<String>> = (0..n)
             .map(|i| match i % 3 {
@@ -275,19 +266,9 @@ mod tests {
         let bodies_sent: Vec<String> = (0..n).map(|i| format!("body-{i}")).collect();
         let batch: Vec<AppendMessage<'_>> = (0..n)
             .map(|i| AppendMessage {
-                topic: "T",
-                queue_id: 0,
-                flag: 0,
-                tags: None,
                 keys: keys[i].as_deref(),
                 properties: &props[i],
-                body: bodies_sent[i].as_bytes(),
-                born_timestamp: 1,
-                born_host: host,
-                store_host: host,
-                reconsume_times: 0,
-                sys_flag: 0,
-                prepared_tx_offset: 0,
+                ..AppendMessage::for_test("T", bodies_sent[i].as_bytes())
             })
             .collect();
         let check = |store: &Store| {

@@ -102,6 +102,31 @@ fn has_separator(s: &str) -> bool {
     memchr::memchr2(NAME_VALUE_SEP as u8, PROPERTY_SEP as u8, s.as_bytes()).is_some()
 }
 
+#[cfg(test)]
+impl<'a> AppendMessage<'a> {
+    /// A message for tests: queue 0, no tags, keys or properties, born at
+    /// 0 ms, born and stored at 127.0.0.1:10911. Set the rest with struct
+    /// update syntax.
+    pub(crate) fn for_test(topic: &'a str, body: &'a [u8]) -> AppendMessage<'a> {
+        let host = SocketAddr::from(([127, 0, 0, 1], 10911));
+        AppendMessage {
+            topic,
+            queue_id: 0,
+            flag: 0,
+            tags: None,
+            keys: None,
+            properties: &[],
+            body,
+            born_timestamp: 0,
+            born_host: host,
+            store_host: host,
+            reconsume_times: 0,
+            sys_flag: 0,
+            prepared_tx_offset: 0,
+        }
+    }
+}
+
 impl AppendMessage<'_> {
     fn properties_len(&self) -> usize {
         let mut n = 0;

@@ -160,24 +160,14 @@ mod tests {
     }
 
     fn append_n(store: &mut Store, from: usize, n: usize) {
-        let host: std::net::SocketAddr = "127.0.0.1:10911".parse().unwrap();
         for i in from..from + n {
             let body = vec![b'x'; 100 + (i * 37) % 700];
             let topic = if i % 3 == 0 { "A" } else { "B" };
             let m = AppendMessage {
-                topic,
                 queue_id: (i % 4) as u32,
-                flag: 0,
                 tags: Some("T"),
-                keys: None,
-                properties: &[],
-                body: &body,
                 born_timestamp: i as i64,
-                born_host: host,
-                store_host: host,
-                reconsume_times: 0,
-                sys_flag: 0,
-                prepared_tx_offset: 0,
+                ..AppendMessage::for_test(topic, &body)
             };
             store.append(&[m]).unwrap();
         }

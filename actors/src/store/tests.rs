@@ -37,7 +37,6 @@ struct Sent {
 }
 
 fn append_random(store: &mut Store, rng: &mut impl Rng, batches: usize, sent: &mut Vec<Sent>) {
-    let host: std::net::SocketAddr = "127.0.0.1:10911".parse().unwrap();
     for _ in 0..batches {
         let n = rng.gen_range(1..8);
         let specs: Vec<(&'static str, u32, Vec<u8>, &'static str)> = (0..n)
@@ -51,19 +50,11 @@ fn append_random(store: &mut Store, rng: &mut impl Rng, batches: usize, sent: &m
         let batch: Vec<AppendMessage<'_>> = specs
             .iter()
             .map(|(t, q, b, tag)| AppendMessage {
-                topic: t,
                 queue_id: *q,
-                flag: 0,
                 tags: Some(tag),
                 keys: Some("k1"),
-                properties: &[],
-                body: b,
                 born_timestamp: 1,
-                born_host: host,
-                store_host: host,
-                reconsume_times: 0,
-                sys_flag: 0,
-                prepared_tx_offset: 0,
+                ..AppendMessage::for_test(t, b)
             })
             .collect();
         let res = store.append(&batch).unwrap();
@@ -247,23 +238,8 @@ fn read_statuses_limits_and_tag_filter() {
 fn oversized_message_fails_whole_batch() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(config(dir.path()), logger()).unwrap();
-    let host = "127.0.0.1:1".parse().unwrap();
     let big = vec![0u8; 5000];
-    let m = |body: &'static [u8]| AppendMessage {
-        topic: "T",
-        queue_id: 0,
-        flag: 0,
-        tags: None,
-        keys: None,
-        properties: &[],
-        body,
-        born_timestamp: 0,
-        born_host: host,
-        store_host: host,
-        reconsume_times: 0,
-        sys_flag: 0,
-        prepared_tx_offset: 0,
-    };
+    let m = |body: &'static [u8]| AppendMessage::for_test("T", body);
     let mut huge = m(b"x");
     huge.body = &big;
     let err = store.append(&[m(b"ok"), huge]).unwrap_err();
@@ -540,22 +516,7 @@ fn disk_full_refuses_writes_and_keeps_files_valid() {
     store.flush_tick().unwrap();
     assert!(store.is_disk_full());
     let end = store.max_physical_offset();
-    let host = "127.0.0.1:1".parse().unwrap();
-    let m = AppendMessage {
-        topic: "TopicA",
-        queue_id: 0,
-        flag: 0,
-        tags: None,
-        keys: None,
-        properties: &[],
-        body: b"refused",
-        born_timestamp: 0,
-        born_host: host,
-        store_host: host,
-        reconsume_times: 0,
-        sys_flag: 0,
-        prepared_tx_offset: 0,
-    };
+    let m = AppendMessage::for_test("TopicA", b"refused");
     assert!(matches!(
         store.append(&[m]),
         Err(StoreError::DiskFull { .. })
@@ -591,24 +552,13 @@ fn rss_stays_flat_over_ten_million_messages() {
         ..StoreConfig::new(dir.path())
     };
     let mut store = Store::open(cfg, logger()).unwrap();
-    let host = "127.0.0.1:1".parse().unwrap();
     let body = [7u8; 64];
     let topics: Vec<String> = (0..4).map(|i| format!("Topic{i}")).collect();
     let batch: Vec<AppendMessage<'_>> = (0..32)
         .map(|i| AppendMessage {
-            topic: &topics[i % 4],
             queue_id: (i % 8) as u32,
-            flag: 0,
             tags: Some("TagA"),
-            keys: None,
-            properties: &[],
-            body: &body,
-            born_timestamp: 0,
-            born_host: host,
-            store_host: host,
-            reconsume_times: 0,
-            sys_flag: 0,
-            prepared_tx_offset: 0,
+            ..AppendMessage::for_test(&topics[i % 4], &body)
         })
         .collect();
     let start = Instant::now();

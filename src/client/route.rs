@@ -107,7 +107,9 @@ impl TopicRoute {
 
 /// Round-robin over `queues`, skipping brokers the fault tracker avoids and
 /// the broker of the previous failed attempt; falls back to any other broker,
-/// then to any queue at all.
+/// then to any queue at all. The turn is taken among the eligible queues, so
+/// while a broker is avoided its share spreads evenly over the others'
+/// queues (not all onto the first queue after it).
 pub fn select_round_robin<'q>(
     queues: &'q [MessageQueue],
     counter: &mut usize,
@@ -119,16 +121,21 @@ pub fn select_round_robin<'q>(
     if n == 0 {
         return None;
     }
-    let start = *counter;
+    let turn = *counter;
     *counter = counter.wrapping_add(1);
-    let at = |i: usize| &queues[start.wrapping_add(i) % n];
-    let not_last = |q: &MessageQueue| Some(q.broker_name.as_str()) != last_failed;
-    let available = |q: &MessageQueue| fault.is_none_or_available(&q.broker_name, now);
-    (0..n)
-        .map(at)
-        .find(|q| not_last(q) && available(q))
-        .or_else(|| (0..n).map(at).find(|q| not_last(q)))
-        .or_else(|| Some(at(0)))
+    let not_last = |q: &&MessageQueue| Some(q.broker_name.as_str()) != last_failed;
+    let available = |q: &&MessageQueue| fault.is_none_or_available(&q.broker_name, now);
+    // The turn-th of the queues that pass `ok`, counted without allocating.
+    let nth_of = |ok: &dyn Fn(&&MessageQueue) -> bool| {
+        let m = queues.iter().filter(ok).count();
+        if m == 0 {
+            return None;
+        }
+        queues.iter().filter(ok).nth(turn % m)
+    };
+    nth_of(&|q| not_last(q) && available(q))
+        .or_else(|| nth_of(&not_last))
+        .or_else(|| queues.get(turn % n))
 }
 
 /// Helper so `None` (fault avoidance off) means "available".
@@ -256,6 +263,17 @@ mod tests {
             let q = select_round_robin(&r.write_queues, &mut c, None, Some(&fault), now);
             assert_eq!(q.map(|q| q.broker_name.as_str()), Some("b"));
         }
+        // a's turns spread over all of b's queues, not onto b's first one.
+        let mut per_queue = std::collections::BTreeMap::new();
+        for _ in 0..400 {
+            let q = select_round_robin(&r.write_queues, &mut c, None, Some(&fault), now).unwrap();
+            *per_queue
+                .entry((q.broker_name.clone(), q.queue_id))
+                .or_insert(0) += 1;
+        }
+        let shares: Vec<i32> = per_queue.values().copied().collect();
+        assert_eq!(per_queue.len(), r.write_queues.len() / 2, "{per_queue:?}");
+        assert!(shares.iter().all(|&s| s == shares[0]), "{per_queue:?}");
         // The retry after a failure on b goes elsewhere even if a is isolated.
         let q = select_round_robin(&r.write_queues, &mut c, Some("b"), Some(&fault), now);
         assert_eq!(q.map(|q| q.broker_name.as_str()), Some("a"));

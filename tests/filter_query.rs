@@ -374,6 +374,11 @@ fn admin_commands_against_a_live_broker() {
         out.contains("DefaultCluster") && out.contains(&broker),
         "{out}"
     );
+    let row = out
+        .lines()
+        .find(|l| l.contains(&broker))
+        .unwrap_or_default();
+    assert!(row.ends_with("  ok"), "a live master's STATE: {out}");
 
     // topic create / route / list / stats / update / delete
     ok(&node.cli(&[

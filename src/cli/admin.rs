@@ -331,7 +331,7 @@ async fn cluster(ns: &NameServerClient, cfg: &ClientConfig, json: bool) -> anyho
         return Ok(());
     }
     out!(
-        "{:<16} {:<20} {:>4} {:<22} {:<13} {:>14} {:>10}",
+        "{:<16} {:<20} {:>4} {:<22} {:<13} {:>14} {:>10}  STATE",
         "CLUSTER",
         "BROKER",
         "ID",
@@ -344,17 +344,30 @@ async fn cluster(ns: &NameServerClient, cfg: &ClientConfig, json: bool) -> anyho
         let text = |k: &str| m[k].as_str().unwrap_or("-").to_string();
         let num = |k: &str| m[k].as_u64().map_or("-".to_string(), |n| n.to_string());
         out!(
-            "{:<16} {:<20} {:>4} {:<22} {:<13} {:>14} {:>10}",
+            "{:<16} {:<20} {:>4} {:<22} {:<13} {:>14} {:>10}  {}",
             text("cluster"),
             text("broker_name"),
             num("broker_id"),
             text("addr"),
             text("role"),
             num("max_offset"),
-            num("lag")
+            num("lag"),
+            member_state(m)
         );
     }
     Ok(())
+}
+
+/// The STATE column: whether the member answered and, for a slave, whether
+/// it replicates (a slave cut off from its master shows the lag it had).
+fn member_state(m: &serde_json::Value) -> &'static str {
+    if m.get("error").is_some() {
+        "unreachable"
+    } else if m["master_connected"] == serde_json::Value::Bool(false) {
+        "not replicating"
+    } else {
+        "ok"
+    }
 }
 
 /// A broker's replication status, or why it could not be had.
@@ -404,4 +417,30 @@ fn member_row(
         Err(e) => v["error"] = e.clone().into(),
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::member_state;
+    use serde_json::json;
+
+    #[test]
+    fn member_state_tells_unreachable_and_cut_off_slaves() {
+        assert_eq!(
+            member_state(&json!({"broker_id": 0, "error": "refused"})),
+            "unreachable"
+        );
+        assert_eq!(
+            member_state(&json!({"broker_id": 1, "master_connected": false})),
+            "not replicating"
+        );
+        assert_eq!(
+            member_state(&json!({"broker_id": 1, "master_connected": true})),
+            "ok"
+        );
+        assert_eq!(
+            member_state(&json!({"broker_id": 0, "role": "SYNC_MASTER"})),
+            "ok"
+        );
+    }
 }

@@ -500,6 +500,31 @@ fn replication_one_namesrv_and_one_master_down_keeps_the_cluster_serving() {
         .iter()
         .all(|v| all.iter().any(|g| Some(g.as_str()) == v["msg_id"].as_str())));
 
+    // Admin reads fall back to a's slave: stats and progress of both groups.
+    let admin = |args: &[&str]| {
+        let out = cli(&both, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v
+    };
+    let stats = admin(&["admin", "--json", "topic", "stats", "--name", "Fail"]);
+    let brokers = stats["brokers"].as_array().cloned().unwrap_or_default();
+    let a = brokers.iter().find(|b| b["broker_name"] == "broker-a");
+    assert_eq!(brokers.len(), 2, "{stats}");
+    assert_eq!(a.map(|a| a["addr"].clone()), Some(a_slave.addr().into()), "{stats}");
+    assert_eq!(a.map(|a| a["from_slave"].clone()), Some(true.into()));
+    let progress = admin(&["admin", "--json", "group", "progress", "--group", "fresh"]);
+    let queues = progress["queues"].as_array().cloned().unwrap_or_default();
+    assert!(
+        queues.iter().any(|q| q["broker_name"] == "broker-a")
+            && queues.iter().any(|q| q["broker_name"] == "broker-b"),
+        "{progress}"
+    );
+
     // The offsets "fresh" committed on a's slave survive the master's return:
     // the slave pushes them on its next sync, the master keeps the larger.
     a_master.restart();

@@ -223,21 +223,21 @@ async fn stats(
         topic: name.to_string(),
     };
     let mut all = Vec::new();
+    let mut failed = Vec::new();
     for b in &route.brokers {
-        let Some(addr) = b.master_addr() else {
-            continue;
-        };
-        let c = crate::client::connect_broker(cfg, addr).await?;
-        let r = c.call(&req).await;
-        c.close();
-        let s = r.map_err(|e| ClientError::from_call(addr, Some(name), e))?;
-        all.push((b.broker_name.clone(), addr.to_string(), s));
+        match admin_group::read_group(cfg, b, Some(name), &req).await {
+            Ok(a) => all.push((b.broker_name.clone(), a)),
+            Err(e) => failed.push(e),
+        }
     }
+    admin_group::warn_unanswered(all.len(), failed)?;
     if json {
         let v: Vec<_> = all
             .iter()
-            .map(|(broker, addr, s)| {
-                json!({"broker_name": broker, "addr": addr, "queues": s.queues.iter().map(|q| json!({
+            .map(|(broker, a)| {
+                let s = &a.value;
+                json!({"broker_name": broker, "addr": a.addr, "from_slave": a.from_slave,
+                    "queues": s.queues.iter().map(|q| json!({
                     "queue_id": q.queue_id, "min_offset": q.min_offset, "max_offset": q.max_offset,
                 })).collect::<Vec<_>>(), "messages_put": s.messages_put, "parked_pulls": s.parked_pulls})
             })
@@ -252,8 +252,14 @@ async fn stats(
         "MIN_OFFSET",
         "MAX_OFFSET"
     );
-    for (broker, _, s) in &all {
-        for q in &s.queues {
+    for (broker, a) in &all {
+        if a.from_slave {
+            eprintln!(
+                "note: broker group '{broker}' answered from its slave {} (master unreachable)",
+                a.addr
+            );
+        }
+        for q in &a.value.queues {
             out!(
                 "{:<20} {:>6} {:>14} {:>14}",
                 broker,

@@ -1,8 +1,10 @@
 //! `skylark admin group (list|progress|delete)` and `admin offset reset`:
 //! consumer groups as the brokers see them.
 //!
-//! Group commands ask every master broker the NameServer knows (a group's
+//! Group commands ask every broker group the NameServer knows (a group's
 //! offsets live on each broker hosting its topics) and merge the answers;
+//! `list` and `progress` read from a group's slave when its master does not
+//! answer (see [`read_group`]), `delete` writes to masters only;
 //! `offset reset` asks every master hosting the topic to move the group's
 //! offsets to the first message stored at or after `--timestamp` (ms), and
 //! those brokers tell the group's live members to re-read them.
@@ -13,7 +15,8 @@ use std::io::Write;
 use anyhow::bail;
 use serde_json::json;
 use skylark_codec::{
-    DeleteGroupRequest, GetConsumeProgressRequest, GetGroupListRequest, ResetOffsetRequest, Rpc,
+    BrokerData, DeleteGroupRequest, GetConsumeProgressRequest, GetGroupListRequest,
+    ResetOffsetRequest, Rpc,
 };
 
 use crate::client::{ClientConfig, ClientError, NameServerClient};
@@ -41,6 +44,69 @@ async fn masters(ns: &NameServerClient) -> anyhow::Result<Vec<(String, String)>>
     Ok(v)
 }
 
+/// Where a read-only admin request was answered.
+pub(super) struct Answer<T> {
+    pub addr: String,
+    pub from_slave: bool,
+    pub value: T,
+}
+
+/// Sends a read-only `req` to broker group `b`: its master or, when the
+/// master cannot be reached (down, and not yet expired by the NameServers),
+/// its slaves in id order, which hold replicated queues and synced offsets.
+/// An error answer from a reachable broker is final. `Err` when no member
+/// answered, with each one's failure.
+pub(super) async fn read_group<R: Rpc>(
+    cfg: &ClientConfig,
+    b: &BrokerData,
+    topic: Option<&str>,
+    req: &R,
+) -> anyhow::Result<Answer<R::Response>> {
+    let mut failures = Vec::new();
+    for (&id, addr) in &b.addrs {
+        let conn = match crate::client::connect_broker(cfg, addr).await {
+            Ok(c) => c,
+            Err(e) => {
+                failures.push(e.to_string());
+                continue;
+            }
+        };
+        let r = conn.call(req).await;
+        conn.close();
+        match r.map_err(|e| ClientError::from_call(addr, topic, e)) {
+            Ok(value) => {
+                return Ok(Answer {
+                    addr: addr.clone(),
+                    from_slave: id != 0,
+                    value,
+                })
+            }
+            Err(e @ ClientError::Remote { .. }) => return Err(e.into()),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    bail!(
+        "broker group '{}' unreachable: {}",
+        b.broker_name,
+        failures.join("; ")
+    )
+}
+
+/// Prints a warning on stderr for each broker group that did not answer a
+/// read, and fails when none did.
+pub(super) fn warn_unanswered(answered: usize, failed: Vec<anyhow::Error>) -> anyhow::Result<()> {
+    if answered == 0 {
+        if let Some(e) = failed.into_iter().next() {
+            return Err(e);
+        }
+        return Ok(());
+    }
+    for e in failed {
+        eprintln!("warning: left out: {e}");
+    }
+    Ok(())
+}
+
 async fn call<R>(cfg: &ClientConfig, addr: &str, req: &R) -> anyhow::Result<R::Response>
 where
     R: Rpc,
@@ -54,9 +120,17 @@ where
 /// `admin group list`.
 pub async fn list(ns: &NameServerClient, cfg: &ClientConfig, json: bool) -> anyhow::Result<()> {
     let mut groups = BTreeSet::new();
-    for (_, addr) in masters(ns).await? {
-        groups.extend(call(cfg, &addr, &GetGroupListRequest {}).await?.groups);
+    let (mut answered, mut failed) = (0, Vec::new());
+    for b in ns.cluster_info().await?.brokers.values() {
+        match read_group(cfg, b, None, &GetGroupListRequest {}).await {
+            Ok(a) => {
+                answered += 1;
+                groups.extend(a.value.groups);
+            }
+            Err(e) => failed.push(e),
+        }
     }
+    warn_unanswered(answered, failed)?;
     if json {
         out!("{}", json!({ "groups": groups }));
     } else {
@@ -80,11 +154,29 @@ pub async fn progress(
     };
     let mut rows = Vec::new();
     let mut members = BTreeSet::new();
-    for (name, addr) in masters(ns).await? {
-        let p = call(cfg, &addr, &req).await?;
-        members.extend(p.client_ids);
-        rows.extend(p.queues.into_iter().map(|q| (name.clone(), q)));
+    let (mut answered, mut failed) = (0, Vec::new());
+    for b in ns.cluster_info().await?.brokers.values() {
+        match read_group(cfg, b, None, &req).await {
+            Ok(a) => {
+                answered += 1;
+                if a.from_slave {
+                    eprintln!(
+                        "note: broker group '{}' answered from its slave {} (master unreachable)",
+                        b.broker_name, a.addr
+                    );
+                }
+                members.extend(a.value.client_ids);
+                rows.extend(
+                    a.value
+                        .queues
+                        .into_iter()
+                        .map(|q| (b.broker_name.clone(), q)),
+                );
+            }
+            Err(e) => failed.push(e),
+        }
     }
+    warn_unanswered(answered, failed)?;
     if rows.is_empty() && members.is_empty() {
         bail!("consumer group '{group}' not found: no committed offsets and no live member");
     }

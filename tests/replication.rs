@@ -515,7 +515,11 @@ fn replication_one_namesrv_and_one_master_down_keeps_the_cluster_serving() {
     let brokers = stats["brokers"].as_array().cloned().unwrap_or_default();
     let a = brokers.iter().find(|b| b["broker_name"] == "broker-a");
     assert_eq!(brokers.len(), 2, "{stats}");
-    assert_eq!(a.map(|a| a["addr"].clone()), Some(a_slave.addr().into()), "{stats}");
+    assert_eq!(
+        a.map(|a| a["addr"].clone()),
+        Some(a_slave.addr().into()),
+        "{stats}"
+    );
     assert_eq!(a.map(|a| a["from_slave"].clone()), Some(true.into()));
     let progress = admin(&["admin", "--json", "group", "progress", "--group", "fresh"]);
     let queues = progress["queues"].as_array().cloned().unwrap_or_default();
@@ -541,6 +545,108 @@ fn replication_one_namesrv_and_one_master_down_keeps_the_cluster_serving() {
         again.is_empty(),
         "already consumed messages came again: {again:?}"
     );
+}
+
+/// kill -9 of one master while a producer streams: the producer finishes on
+/// the other group, every message it acknowledged is kept, and all of them
+/// are consumable once the master is back.
+#[test]
+fn replication_master_kill9_mid_stream_loses_no_acknowledged_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = Namesrv::start();
+    let mut a = Broker::start(&tmp.path().join("a"), &ns.addr(), "broker-a", 0, &[]);
+    let b = Broker::start(&tmp.path().join("b"), &ns.addr(), "broker-b", 0, &[]);
+    wait_registered(&ns.addr(), &a.addr());
+    wait_registered(&ns.addr(), &b.addr());
+    let out = cli(
+        &ns.addr(),
+        &[
+            "admin", "topic", "create", "--name", "Kill", "--queues", "4",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let acked_path = tmp.path().join("acked.jsonl");
+    let total = 6000;
+    let producer = Command::new(bin())
+        .args([
+            "--log-level",
+            "warn",
+            "produce",
+            "--topic",
+            "Kill",
+            "--size",
+            "64",
+        ])
+        .args(["--count", &total.to_string(), "--json"])
+        .env("SKYLARK_NAMESRV", ns.addr())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&acked_path).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut producer = KillOnDrop(producer);
+    let acked_lines = || {
+        std::fs::read_to_string(&acked_path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    assert!(wait_until(Duration::from_secs(60), || acked_lines() >= 500));
+    a.kill9();
+    assert!(
+        wait_until(Duration::from_secs(120), || matches!(
+            producer.0.try_wait(),
+            Ok(Some(_))
+        )),
+        "producer did not finish"
+    );
+    let status = producer.0.wait().unwrap();
+    let mut err = String::new();
+    if let Some(mut e) = producer.0.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+    }
+    assert!(status.success(), "producer failed after the kill: {err}");
+    let acked = json_lines(&std::fs::read(&acked_path).unwrap());
+    assert_eq!(acked.len(), total, "{err}");
+
+    a.restart();
+    wait_registered(&ns.addr(), &a.addr());
+    let out = cli(
+        &ns.addr(),
+        &[
+            "consume",
+            "--group",
+            "k",
+            "--topic",
+            "Kill",
+            "--from",
+            "first",
+            "--count",
+            &total.to_string(),
+            "--idle-timeout",
+            "10",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: std::collections::HashSet<String> = json_lines(&out.stdout)
+        .iter()
+        .filter_map(|v| v["msg_id"].as_str().map(String::from))
+        .collect();
+    let missing = acked
+        .iter()
+        .filter_map(|v| v["msg_id"].as_str())
+        .filter(|id| !got.contains(*id))
+        .count();
+    assert_eq!(missing, 0, "acknowledged messages lost");
 }
 
 /// Consumes all 200 messages of the first round with group `g`.

@@ -6,6 +6,13 @@
 //! Queue selection prefers available brokers and falls back to any broker
 //! when all are isolated (a single-broker cluster keeps working).
 //!
+//! Unlike RocketMQ, an answer only speaks for the time it was sent: a fast
+//! success of a request sent *before* the broker's last failure does not
+//! lift the isolation. With several sends in flight when a broker dies, the
+//! ones that were answered just before report after the failure, and would
+//! otherwise put the dead broker back into rotation, so that the retries of
+//! the failed sends chose it again.
+//!
 //! Plain logic with an explicit clock so it can be unit-tested.
 
 use std::collections::HashMap;
@@ -20,6 +27,8 @@ const NOT_AVAILABLE_MS: [u64; 7] = [0, 0, 30_000, 60_000, 120_000, 180_000, 600_
 pub struct LatencyFaultTolerance {
     isolation: Duration,
     avoid_until: HashMap<String, Instant>,
+    /// When each broker last failed.
+    failed_at: HashMap<String, Instant>,
 }
 
 impl LatencyFaultTolerance {
@@ -28,6 +37,7 @@ impl LatencyFaultTolerance {
         LatencyFaultTolerance {
             isolation,
             avoid_until: HashMap::new(),
+            failed_at: HashMap::new(),
         }
     }
 
@@ -43,9 +53,18 @@ impl LatencyFaultTolerance {
             .unwrap_or(Duration::ZERO)
     }
 
-    /// Records the outcome of a request to `broker`: `failed` isolates it,
-    /// otherwise its latency decides.
+    /// Records the outcome of a request to `broker` answered at `now` after
+    /// `latency`: `failed` isolates it, otherwise its latency decides, unless
+    /// the request was sent before the broker's last failure.
     pub fn update(&mut self, broker: &str, latency: Duration, failed: bool, now: Instant) {
+        if failed {
+            self.failed_at.insert(broker.to_string(), now);
+        } else {
+            let sent = now.checked_sub(latency).unwrap_or(now);
+            if self.failed_at.get(broker).is_some_and(|f| sent <= *f) {
+                return;
+            }
+        }
         let avoid = if failed {
             self.isolation
         } else {
@@ -56,6 +75,14 @@ impl LatencyFaultTolerance {
         } else {
             self.avoid_until.insert(broker.to_string(), now + avoid);
         }
+    }
+
+    /// Whether `broker` failed (not merely answered slowly) within the last
+    /// isolation window before `now`.
+    pub fn failed_recently(&self, broker: &str, now: Instant) -> bool {
+        self.failed_at
+            .get(broker)
+            .is_some_and(|f| now < *f + self.isolation)
     }
 
     /// Whether `broker` may be used at `now`.
@@ -107,5 +134,23 @@ mod tests {
         // A fast answer clears it.
         f.update("a", Duration::from_millis(1), false, t0);
         assert!(f.is_available("a", t0));
+    }
+
+    #[test]
+    fn an_answer_sent_before_the_failure_does_not_lift_the_isolation() {
+        let mut f = LatencyFaultTolerance::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        let fail_at = t0 + Duration::from_millis(10);
+        f.update("a", Duration::from_millis(3), true, fail_at);
+        // Sent at t0 + 8 ms, answered after the failure was recorded.
+        let late = fail_at + Duration::from_millis(2);
+        f.update("a", Duration::from_millis(4), false, late);
+        assert!(!f.is_available("a", late));
+        assert!(f.failed_recently("a", late));
+        assert!(!f.failed_recently("a", fail_at + Duration::from_secs(30)));
+        // A request sent after the failure that succeeds does lift it.
+        let fresh = fail_at + Duration::from_secs(1);
+        f.update("a", Duration::from_millis(1), false, fresh);
+        assert!(f.is_available("a", fresh));
     }
 }

@@ -106,8 +106,9 @@ impl TopicRoute {
 }
 
 /// Round-robin over `queues`, skipping brokers the fault tracker avoids and
-/// the broker of the previous failed attempt; falls back to any other broker,
-/// then to any queue at all. The turn is taken among the eligible queues, so
+/// the broker of the previous failed attempt; when every broker is avoided,
+/// falls back to one that is only slow rather than one that failed, then to
+/// any other broker, then to any queue at all. The turn is taken among the eligible queues, so
 /// while a broker is avoided its share spreads evenly over the others'
 /// queues (not all onto the first queue after it).
 pub fn select_round_robin<'q>(
@@ -133,7 +134,9 @@ pub fn select_round_robin<'q>(
         }
         queues.iter().filter(ok).nth(turn % m)
     };
+    let not_failed = |q: &&MessageQueue| fault.is_none_or_not_failed(&q.broker_name, now);
     nth_of(&|q| not_last(q) && available(q))
+        .or_else(|| nth_of(&|q| not_last(q) && not_failed(q)))
         .or_else(|| nth_of(&not_last))
         .or_else(|| queues.get(turn % n))
 }
@@ -141,14 +144,15 @@ pub fn select_round_robin<'q>(
 /// Helper so `None` (fault avoidance off) means "available".
 trait MaybeFault {
     fn is_none_or_available(&self, broker: &str, now: Instant) -> bool;
+    fn is_none_or_not_failed(&self, broker: &str, now: Instant) -> bool;
 }
 
 impl MaybeFault for Option<&LatencyFaultTolerance> {
     fn is_none_or_available(&self, broker: &str, now: Instant) -> bool {
-        match self {
-            Some(f) => f.is_available(broker, now),
-            None => true,
-        }
+        self.is_none_or(|f| f.is_available(broker, now))
+    }
+    fn is_none_or_not_failed(&self, broker: &str, now: Instant) -> bool {
+        self.is_none_or(|f| !f.failed_recently(broker, now))
     }
 }
 
@@ -277,6 +281,12 @@ mod tests {
         // The retry after a failure on b goes elsewhere even if a is isolated.
         let q = select_round_robin(&r.write_queues, &mut c, Some("b"), Some(&fault), now);
         assert_eq!(q.map(|q| q.broker_name.as_str()), Some("a"));
+        // a failed and b is only slow: b, the live one, every time.
+        fault.update("b", Duration::from_millis(700), false, now);
+        for _ in 0..4 {
+            let q = select_round_robin(&r.write_queues, &mut c, None, Some(&fault), now);
+            assert_eq!(q.map(|q| q.broker_name.as_str()), Some("b"));
+        }
         // Everything isolated: still answers.
         fault.update("b", Duration::ZERO, true, now);
         assert!(select_round_robin(&r.write_queues, &mut c, None, Some(&fault), now).is_some());

@@ -254,4 +254,48 @@ mod tests {
         assert!(r.route("T").is_none());
         assert_eq!(r.live_brokers(), 0);
     }
+
+    proptest::proptest! {
+        /// Whatever the order of registrations, unregistrations and expiry
+        /// scans of a fixed cluster (each address always with its own id),
+        /// the table never files an address under another broker's id.
+        #[test]
+        fn an_address_is_only_ever_listed_under_its_own_id(
+            ops in proptest::collection::vec((0usize..6, 0u64..200), 1..60)
+        ) {
+            let members = [("a", 0, "h:11"), ("a", 1, "h:21"), ("b", 0, "h:31"), ("b", 1, "h:41")];
+            let mut r = RouteInfo::default();
+            let t0 = Instant::now();
+            for (op, secs) in ops {
+                let now = t0 + Duration::from_secs(secs);
+                match op {
+                    0..=3 => {
+                        let (name, id, addr) = members[op];
+                        let topics: &[&str] = if id == 0 { &["T"] } else { &[] };
+                        r.register(reg(name, id, addr, topics), now);
+                    }
+                    4 => {
+                        r.scan_expired(now, Duration::from_secs(120));
+                    }
+                    _ => {
+                        let (name, id, addr) = members[(secs % 4) as usize];
+                        r.unregister(&UnregisterBrokerRequest {
+                            cluster_name: "c".into(),
+                            broker_name: name.into(),
+                            broker_id: id,
+                            broker_addr: addr.into(),
+                        });
+                    }
+                }
+                for b in r.cluster_info().brokers.values() {
+                    for (id, addr) in &b.addrs {
+                        let ok = members
+                            .iter()
+                            .any(|(n, i, a)| *n == b.broker_name && i == id && a == addr);
+                        proptest::prop_assert!(ok, "{} lists {} under id {}", b.broker_name, addr, id);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -230,7 +230,7 @@ async fn stats(
             Err(e) => failed.push(e),
         }
     }
-    admin_group::warn_unanswered(all.len(), failed)?;
+    let unanswered = admin_group::warn_unanswered(all.len(), failed)?;
     if json {
         let v: Vec<_> = all
             .iter()
@@ -242,7 +242,10 @@ async fn stats(
                 })).collect::<Vec<_>>(), "messages_put": s.messages_put, "parked_pulls": s.parked_pulls})
             })
             .collect();
-        out!("{}", json!({"topic": name, "brokers": v}));
+        out!(
+            "{}",
+            json!({"topic": name, "brokers": v, "unanswered": unanswered})
+        );
         return Ok(());
     }
     out!(

@@ -54,8 +54,9 @@ pub(super) struct Answer<T> {
 /// Sends a read-only `req` to broker group `b`: its master or, when the
 /// master cannot be reached (down, and not yet expired by the NameServers),
 /// its slaves in id order, which hold replicated queues and synced offsets.
-/// An error answer from a reachable broker is final. `Err` when no member
-/// answered, with each one's failure.
+/// An error answer from a reachable broker is final unless it is retryable
+/// (busy, starting, stopping). `Err` when no member answered, with each
+/// one's failure.
 pub(super) async fn read_group<R: Rpc>(
     cfg: &ClientConfig,
     b: &BrokerData,
@@ -81,9 +82,12 @@ pub(super) async fn read_group<R: Rpc>(
                     value,
                 })
             }
-            Err(e @ ClientError::Remote { .. }) => return Err(e.into()),
+            Err(e @ ClientError::Remote { .. }) if !e.is_retryable() => return Err(e.into()),
             Err(e) => failures.push(e.to_string()),
         }
+    }
+    if failures.is_empty() {
+        bail!("broker group '{}' has no registered member", b.broker_name);
     }
     bail!(
         "broker group '{}' unreachable: {}",
@@ -92,19 +96,30 @@ pub(super) async fn read_group<R: Rpc>(
     )
 }
 
-/// Prints a warning on stderr for each broker group that did not answer a
-/// read, and fails when none did.
-pub(super) fn warn_unanswered(answered: usize, failed: Vec<anyhow::Error>) -> anyhow::Result<()> {
-    if answered == 0 {
-        if let Some(e) = failed.into_iter().next() {
-            return Err(e);
-        }
-        return Ok(());
+/// Every broker group the NameServer knows; an error when there is none.
+pub(super) async fn broker_groups(ns: &NameServerClient) -> anyhow::Result<Vec<BrokerData>> {
+    let groups: Vec<BrokerData> = ns.cluster_info().await?.brokers.into_values().collect();
+    if groups.is_empty() {
+        bail!("no broker is registered with the NameServer");
     }
-    for e in failed {
+    Ok(groups)
+}
+
+/// Prints a warning on stderr for each broker group that did not answer a
+/// read and returns their messages (for `--json`'s `unanswered`); fails,
+/// naming every group, when none answered.
+pub(super) fn warn_unanswered(
+    answered: usize,
+    failed: Vec<anyhow::Error>,
+) -> anyhow::Result<Vec<String>> {
+    let failed: Vec<String> = failed.iter().map(|e| format!("{e:#}")).collect();
+    if answered == 0 && !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    for e in &failed {
         eprintln!("warning: left out: {e}");
     }
-    Ok(())
+    Ok(failed)
 }
 
 async fn call<R>(cfg: &ClientConfig, addr: &str, req: &R) -> anyhow::Result<R::Response>
@@ -121,7 +136,7 @@ where
 pub async fn list(ns: &NameServerClient, cfg: &ClientConfig, json: bool) -> anyhow::Result<()> {
     let mut groups = BTreeSet::new();
     let (mut answered, mut failed) = (0, Vec::new());
-    for b in ns.cluster_info().await?.brokers.values() {
+    for b in &broker_groups(ns).await? {
         match read_group(cfg, b, None, &GetGroupListRequest {}).await {
             Ok(a) => {
                 answered += 1;
@@ -130,9 +145,9 @@ pub async fn list(ns: &NameServerClient, cfg: &ClientConfig, json: bool) -> anyh
             Err(e) => failed.push(e),
         }
     }
-    warn_unanswered(answered, failed)?;
+    let unanswered = warn_unanswered(answered, failed)?;
     if json {
-        out!("{}", json!({ "groups": groups }));
+        out!("{}", json!({ "groups": groups, "unanswered": unanswered }));
     } else {
         for g in groups {
             out!("{g}");
@@ -155,7 +170,7 @@ pub async fn progress(
     let mut rows = Vec::new();
     let mut members = BTreeSet::new();
     let (mut answered, mut failed) = (0, Vec::new());
-    for b in ns.cluster_info().await?.brokers.values() {
+    for b in &broker_groups(ns).await? {
         match read_group(cfg, b, None, &req).await {
             Ok(a) => {
                 answered += 1;
@@ -176,7 +191,7 @@ pub async fn progress(
             Err(e) => failed.push(e),
         }
     }
-    warn_unanswered(answered, failed)?;
+    let unanswered = warn_unanswered(answered, failed)?;
     if rows.is_empty() && members.is_empty() {
         bail!("consumer group '{group}' not found: no committed offsets and no live member");
     }
@@ -199,7 +214,8 @@ pub async fn progress(
             .collect();
         out!(
             "{}",
-            json!({"group": group, "queues": queues, "total_lag": total_lag, "members": members})
+            json!({"group": group, "queues": queues, "total_lag": total_lag, "members": members,
+                "unanswered": unanswered})
         );
         return Ok(());
     }

@@ -22,12 +22,25 @@ use std::time::{Duration, Instant};
 const LATENCY_MAX_MS: [u64; 7] = [50, 100, 550, 1_000, 2_000, 3_000, 15_000];
 const NOT_AVAILABLE_MS: [u64; 7] = [0, 0, 30_000, 60_000, 120_000, 180_000, 600_000];
 
+/// What a request to a broker came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It answered: success, or an error retrying elsewhere would not fix.
+    Answered,
+    /// It answered with a retryable error (busy, flush or slave timeout):
+    /// alive, but avoided for the isolation window.
+    Refused,
+    /// It could not be reached: connecting failed, the connection broke, or
+    /// the request timed out.
+    Unreachable,
+}
+
 /// Which brokers to avoid until when, by broker name.
 #[derive(Debug, Clone)]
 pub struct LatencyFaultTolerance {
     isolation: Duration,
     avoid_until: HashMap<String, Instant>,
-    /// When each broker last failed.
+    /// When each broker was last found unreachable.
     failed_at: HashMap<String, Instant>,
 }
 
@@ -53,32 +66,35 @@ impl LatencyFaultTolerance {
             .unwrap_or(Duration::ZERO)
     }
 
-    /// Records the outcome of a request to `broker` answered at `now` after
-    /// `latency`: `failed` isolates it, otherwise its latency decides, unless
-    /// the request was sent before the broker's last failure.
-    pub fn update(&mut self, broker: &str, latency: Duration, failed: bool, now: Instant) {
-        if failed {
-            self.failed_at.insert(broker.to_string(), now);
-        } else {
-            let sent = now.checked_sub(latency).unwrap_or(now);
-            if self.failed_at.get(broker).is_some_and(|f| sent <= *f) {
-                return;
+    /// Records the outcome of a request to `broker` sent at `sent` and
+    /// settled `latency` later: a refusal or an unreachable broker isolates
+    /// it; an answer lets its latency decide, unless the request was sent
+    /// before the broker was last found unreachable.
+    pub fn update(&mut self, broker: &str, sent: Instant, latency: Duration, outcome: Outcome) {
+        let settled = sent + latency;
+        let avoid = match outcome {
+            Outcome::Unreachable => {
+                let f = self.failed_at.entry(broker.to_string()).or_insert(settled);
+                *f = (*f).max(settled);
+                self.isolation
             }
-        }
-        let avoid = if failed {
-            self.isolation
-        } else {
-            Self::not_available_for(latency)
+            Outcome::Refused => self.isolation,
+            Outcome::Answered => {
+                if self.failed_at.get(broker).is_some_and(|f| sent <= *f) {
+                    return;
+                }
+                Self::not_available_for(latency)
+            }
         };
         if avoid.is_zero() {
             self.avoid_until.remove(broker);
         } else {
-            self.avoid_until.insert(broker.to_string(), now + avoid);
+            self.avoid_until.insert(broker.to_string(), settled + avoid);
         }
     }
 
-    /// Whether `broker` failed (not merely answered slowly) within the last
-    /// isolation window before `now`.
+    /// Whether `broker` was found unreachable (not merely slow or busy)
+    /// within the last isolation window before `now`.
     pub fn failed_recently(&self, broker: &str, now: Instant) -> bool {
         self.failed_at
             .get(broker)
@@ -103,10 +119,15 @@ mod tests {
         let mut f = LatencyFaultTolerance::new(Duration::from_secs(30));
         let t0 = Instant::now();
         assert!(f.is_available("a", t0));
-        f.update("a", Duration::ZERO, true, t0);
+        f.update("a", t0, Duration::ZERO, Outcome::Unreachable);
         assert!(!f.is_available("a", t0 + Duration::from_secs(29)));
         assert!(f.is_available("a", t0 + Duration::from_secs(30)));
         assert!(f.is_available("b", t0));
+        // A busy broker is avoided too, but it is alive.
+        f.update("b", t0, Duration::ZERO, Outcome::Refused);
+        assert!(!f.is_available("b", t0 + Duration::from_secs(1)));
+        assert!(!f.failed_recently("b", t0 + Duration::from_secs(1)));
+        assert!(f.failed_recently("a", t0 + Duration::from_secs(1)));
     }
 
     #[test]
@@ -129,10 +150,10 @@ mod tests {
         );
         let mut f = LatencyFaultTolerance::new(Duration::from_secs(30));
         let t0 = Instant::now();
-        f.update("a", Duration::from_millis(700), false, t0);
+        f.update("a", t0, Duration::from_millis(700), Outcome::Answered);
         assert!(!f.is_available("a", t0 + Duration::from_secs(1)));
         // A fast answer clears it.
-        f.update("a", Duration::from_millis(1), false, t0);
+        f.update("a", t0, Duration::from_millis(1), Outcome::Answered);
         assert!(f.is_available("a", t0));
     }
 
@@ -140,17 +161,24 @@ mod tests {
     fn an_answer_sent_before_the_failure_does_not_lift_the_isolation() {
         let mut f = LatencyFaultTolerance::new(Duration::from_secs(30));
         let t0 = Instant::now();
-        let fail_at = t0 + Duration::from_millis(10);
-        f.update("a", Duration::from_millis(3), true, fail_at);
-        // Sent at t0 + 8 ms, answered after the failure was recorded.
-        let late = fail_at + Duration::from_millis(2);
-        f.update("a", Duration::from_millis(4), false, late);
-        assert!(!f.is_available("a", late));
-        assert!(f.failed_recently("a", late));
-        assert!(!f.failed_recently("a", fail_at + Duration::from_secs(30)));
+        // Sent at t0 + 7 ms, found unreachable 3 ms later.
+        let fail_sent = t0 + Duration::from_millis(7);
+        f.update(
+            "a",
+            fail_sent,
+            Duration::from_millis(3),
+            Outcome::Unreachable,
+        );
+        // Sent at t0 + 8 ms, answered (and reported) after the failure.
+        let early = t0 + Duration::from_millis(8);
+        f.update("a", early, Duration::from_millis(4), Outcome::Answered);
+        let later = t0 + Duration::from_millis(20);
+        assert!(!f.is_available("a", later));
+        assert!(f.failed_recently("a", later));
+        assert!(!f.failed_recently("a", fail_sent + Duration::from_secs(31)));
         // A request sent after the failure that succeeds does lift it.
-        let fresh = fail_at + Duration::from_secs(1);
-        f.update("a", Duration::from_millis(1), false, fresh);
+        let fresh = t0 + Duration::from_secs(1);
+        f.update("a", fresh, Duration::from_millis(1), Outcome::Answered);
         assert!(f.is_available("a", fresh));
     }
 }

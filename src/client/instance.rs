@@ -18,7 +18,7 @@ use skylark_actors::remoting::RpcClient;
 
 use super::config::ClientConfig;
 use super::error::{ClientError, Result};
-use super::fault::LatencyFaultTolerance;
+use super::fault::{LatencyFaultTolerance, Outcome};
 use super::namesrv::{connect, NameServerClient};
 use super::route::{select_by_key, select_round_robin, MessageQueue, TopicRoute};
 
@@ -160,6 +160,7 @@ impl ClientInstance {
         }
         let cfg = self.config.clone();
         let a = addr.clone();
+        let started = Instant::now();
         wrap_future::<_, Self>(async move {
             connect(
                 &a,
@@ -181,7 +182,8 @@ impl ClientInstance {
             }
             Err(e) => {
                 if let Some(b) = broker_name {
-                    act.fault.update(&b, Duration::ZERO, true, Instant::now());
+                    let took = started.elapsed();
+                    act.fault.update(&b, started, took, Outcome::Unreachable);
                 }
                 Err(e)
             }
@@ -291,8 +293,10 @@ impl Handler<GetConnection> for ClientInstance {
 pub struct ReportOutcome {
     pub topic: String,
     pub broker_name: String,
+    /// When the request was sent, and how long it took to settle.
+    pub sent: Instant,
     pub latency: Duration,
-    pub failed: bool,
+    pub outcome: Outcome,
 }
 
 impl Handler<ReportOutcome> for ClientInstance {
@@ -301,9 +305,9 @@ impl Handler<ReportOutcome> for ClientInstance {
     fn handle(&mut self, msg: ReportOutcome, ctx: &mut Self::Context) {
         if self.config.send_latency_fault_enable {
             self.fault
-                .update(&msg.broker_name, msg.latency, msg.failed, Instant::now());
+                .update(&msg.broker_name, msg.sent, msg.latency, msg.outcome);
         }
-        if msg.failed {
+        if msg.outcome != Outcome::Answered {
             if let Some(c) = self.routes.get_mut(&msg.topic) {
                 if !c.stale {
                     c.stale = true;

@@ -48,7 +48,7 @@ mod transaction;
 pub use config::ClientConfig;
 pub use consumer::{PullConsumer, PullResult};
 pub use error::{ClientError, Result};
-pub use fault::LatencyFaultTolerance;
+pub use fault::{LatencyFaultTolerance, Outcome};
 pub use instance::ClientInstance;
 pub use message::{decode_records, tag_matches, ReceivedMessage};
 pub use namesrv::NameServerClient;

@@ -17,6 +17,7 @@ use skylark_codec::{MessageData, SendBatchRequest, SendRequest, SendResult};
 
 use super::config::ClientConfig;
 use super::error::{ClientError, Result};
+use super::fault::Outcome;
 use super::instance::{ClientInstance, ReportOutcome, SelectQueue, Selected};
 use super::namesrv::NameServerClient;
 use super::now_ms;
@@ -208,11 +209,17 @@ impl Producer {
             let start = Instant::now();
             let res = req.call(&sel, topic).await;
             let failed = matches!(&res, Err(e) if e.is_retryable());
+            let outcome = match &res {
+                Err(ClientError::Connection { .. }) => Outcome::Unreachable,
+                _ if failed => Outcome::Refused,
+                _ => Outcome::Answered,
+            };
             self.instance.do_send(ReportOutcome {
                 topic: topic.to_string(),
                 broker_name: sel.queue.broker_name.clone(),
+                sent: start,
                 latency: start.elapsed(),
-                failed,
+                outcome,
             });
             match res {
                 Err(_) if failed && attempt < retries => {

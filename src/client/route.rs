@@ -185,6 +185,7 @@ mod tests {
     use skylark_codec::{BrokerData, QueueData};
 
     use super::*;
+    use crate::client::fault::Outcome;
 
     fn route() -> TopicRoute {
         let broker = |name: &str, addrs: &[(u64, &str)]| BrokerData {
@@ -261,7 +262,7 @@ mod tests {
         let r = route();
         let now = Instant::now();
         let mut fault = LatencyFaultTolerance::new(Duration::from_secs(30));
-        fault.update("a", Duration::ZERO, true, now);
+        fault.update("a", now, Duration::ZERO, Outcome::Unreachable);
         let mut c = 0;
         for _ in 0..4 {
             let q = select_round_robin(&r.write_queues, &mut c, None, Some(&fault), now);
@@ -282,13 +283,13 @@ mod tests {
         let q = select_round_robin(&r.write_queues, &mut c, Some("b"), Some(&fault), now);
         assert_eq!(q.map(|q| q.broker_name.as_str()), Some("a"));
         // a failed and b is only slow: b, the live one, every time.
-        fault.update("b", Duration::from_millis(700), false, now);
+        fault.update("b", now, Duration::from_millis(700), Outcome::Answered);
         for _ in 0..4 {
             let q = select_round_robin(&r.write_queues, &mut c, None, Some(&fault), now);
             assert_eq!(q.map(|q| q.broker_name.as_str()), Some("b"));
         }
         // Everything isolated: still answers.
-        fault.update("b", Duration::ZERO, true, now);
+        fault.update("b", now, Duration::ZERO, Outcome::Unreachable);
         assert!(select_round_robin(&r.write_queues, &mut c, None, Some(&fault), now).is_some());
         // After the window a is back.
         let later = now + Duration::from_secs(31);

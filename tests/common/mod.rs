@@ -25,6 +25,13 @@ pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let (base, pairs) = test_port_pool();
+    if pairs == 0 {
+        // No room beside the ephemeral range: let the kernel choose.
+        return TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+    }
     let start = std::process::id().wrapping_mul(7919) % pairs;
     for _ in 0..pairs {
         let n = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % pairs;

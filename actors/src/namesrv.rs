@@ -93,9 +93,18 @@ impl Handler<RegisterBroker> for NameServer {
             msg.0.broker_id,
             msg.0.broker_addr.clone(),
         );
+        let before = self.route.group_members(&name).cloned();
         let resp = self.route.register(msg.0, Instant::now());
+        let after = self.route.group_members(&name);
         if self.route.live_brokers() > known {
-            info!(self.log, "broker registered"; "broker_name" => name, "broker_id" => id, "addr" => addr);
+            info!(self.log, "broker registered"; "broker_name" => &name, "broker_id" => id, "addr" => &addr);
+        }
+        if before.is_some() && before.as_ref() != after {
+            // A group's id → address map changed under a live group: rare
+            // (a role or address change) and worth a trace.
+            info!(self.log, "broker group members changed"; "broker_name" => &name,
+                "by_id" => id, "by_addr" => &addr,
+                "before" => ?before, "after" => ?after);
         }
         MessageResult(resp)
     }

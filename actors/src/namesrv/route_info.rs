@@ -160,6 +160,11 @@ impl RouteInfo {
         Some(TopicRouteData { queues, brokers })
     }
 
+    /// The members (broker id → address) of broker group `name`.
+    pub fn group_members(&self, name: &str) -> Option<&BTreeMap<u64, String>> {
+        self.brokers.get(name).map(|b| &b.addrs)
+    }
+
     /// Every cluster and broker group.
     pub fn cluster_info(&self) -> ClusterInfo {
         ClusterInfo {

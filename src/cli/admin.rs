@@ -222,15 +222,7 @@ async fn stats(
     let req = GetTopicStatsRequest {
         topic: name.to_string(),
     };
-    let mut all = Vec::new();
-    let mut failed = Vec::new();
-    for b in &route.brokers {
-        match admin_group::read_group(cfg, b, Some(name), &req).await {
-            Ok(a) => all.push((b.broker_name.clone(), a)),
-            Err(e) => failed.push(e),
-        }
-    }
-    let unanswered = admin_group::warn_unanswered(all.len(), failed)?;
+    let (all, unanswered) = admin_group::read_groups(cfg, &route.brokers, Some(name), &req).await?;
     if json {
         let v: Vec<_> = all
             .iter()
@@ -256,12 +248,6 @@ async fn stats(
         "MAX_OFFSET"
     );
     for (broker, a) in &all {
-        if a.from_slave {
-            eprintln!(
-                "note: broker group '{broker}' answered from its slave {} (master unreachable)",
-                a.addr
-            );
-        }
         for q in &a.value.queues {
             out!(
                 "{:<20} {:>6} {:>14} {:>14}",

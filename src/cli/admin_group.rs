@@ -57,7 +57,7 @@ pub(super) struct Answer<T> {
 /// An error answer from a reachable broker is final unless it is retryable
 /// (busy, starting, stopping). `Err` when no member answered, with each
 /// one's failure.
-pub(super) async fn read_group<R: Rpc>(
+async fn read_group<R: Rpc>(
     cfg: &ClientConfig,
     b: &BrokerData,
     topic: Option<&str>,
@@ -65,16 +65,7 @@ pub(super) async fn read_group<R: Rpc>(
 ) -> anyhow::Result<Answer<R::Response>> {
     let mut failures = Vec::new();
     for (&id, addr) in &b.addrs {
-        let conn = match crate::client::connect_broker(cfg, addr).await {
-            Ok(c) => c,
-            Err(e) => {
-                failures.push(e.to_string());
-                continue;
-            }
-        };
-        let r = conn.call(req).await;
-        conn.close();
-        match r.map_err(|e| ClientError::from_call(addr, topic, e)) {
+        match try_call(cfg, addr, topic, req).await {
             Ok(value) => {
                 return Ok(Answer {
                     addr: addr.clone(),
@@ -105,47 +96,70 @@ pub(super) async fn broker_groups(ns: &NameServerClient) -> anyhow::Result<Vec<B
     Ok(groups)
 }
 
-/// Prints a warning on stderr for each broker group that did not answer a
-/// read and returns their messages (for `--json`'s `unanswered`); fails,
-/// naming every group, when none answered.
-pub(super) fn warn_unanswered(
-    answered: usize,
-    failed: Vec<anyhow::Error>,
-) -> anyhow::Result<Vec<String>> {
-    let failed: Vec<String> = failed.iter().map(|e| format!("{e:#}")).collect();
-    if answered == 0 && !failed.is_empty() {
-        bail!("{}", failed.join("; "));
+/// The groups' answers to a read, by broker name, and the messages of the
+/// groups none of whose members answered.
+pub(super) type GroupAnswers<T> = (Vec<(String, Answer<T>)>, Vec<String>);
+
+/// [`read_group`] on each of `groups`. Notes on stderr each group answered
+/// by its slave, warns about each group that did not answer (their
+/// messages are returned for `--json`'s `unanswered`), and fails, naming
+/// every group, when none answered.
+pub(super) async fn read_groups<R: Rpc>(
+    cfg: &ClientConfig,
+    groups: &[BrokerData],
+    topic: Option<&str>,
+    req: &R,
+) -> anyhow::Result<GroupAnswers<R::Response>> {
+    let (mut answers, mut unanswered) = (Vec::new(), Vec::new());
+    for b in groups {
+        match read_group(cfg, b, topic, req).await {
+            Ok(a) => {
+                if a.from_slave {
+                    eprintln!(
+                        "note: broker group '{}' answered from its slave {} (master unreachable)",
+                        b.broker_name, a.addr
+                    );
+                }
+                answers.push((b.broker_name.clone(), a));
+            }
+            Err(e) => unanswered.push(format!("{e:#}")),
+        }
     }
-    for e in &failed {
+    if answers.is_empty() && !unanswered.is_empty() {
+        bail!("{}", unanswered.join("; "));
+    }
+    for e in &unanswered {
         eprintln!("warning: left out: {e}");
     }
-    Ok(failed)
+    Ok((answers, unanswered))
 }
 
-async fn call<R>(cfg: &ClientConfig, addr: &str, req: &R) -> anyhow::Result<R::Response>
-where
-    R: Rpc,
-{
+/// One request on a fresh connection to `addr`.
+async fn try_call<R: Rpc>(
+    cfg: &ClientConfig,
+    addr: &str,
+    topic: Option<&str>,
+    req: &R,
+) -> Result<R::Response, ClientError> {
     let c = crate::client::connect_broker(cfg, addr).await?;
     let r = c.call(req).await;
     c.close();
-    r.map_err(|e| ClientError::from_call(addr, None, e).into())
+    r.map_err(|e| ClientError::from_call(addr, topic, e))
+}
+
+async fn call<R: Rpc>(cfg: &ClientConfig, addr: &str, req: &R) -> anyhow::Result<R::Response> {
+    Ok(try_call(cfg, addr, None, req).await?)
 }
 
 /// `admin group list`.
 pub async fn list(ns: &NameServerClient, cfg: &ClientConfig, json: bool) -> anyhow::Result<()> {
-    let mut groups = BTreeSet::new();
-    let (mut answered, mut failed) = (0, Vec::new());
-    for b in &broker_groups(ns).await? {
-        match read_group(cfg, b, None, &GetGroupListRequest {}).await {
-            Ok(a) => {
-                answered += 1;
-                groups.extend(a.value.groups);
-            }
-            Err(e) => failed.push(e),
-        }
-    }
-    let unanswered = warn_unanswered(answered, failed)?;
+    let groups_known = broker_groups(ns).await?;
+    let (answers, unanswered) =
+        read_groups(cfg, &groups_known, None, &GetGroupListRequest {}).await?;
+    let groups: BTreeSet<String> = answers
+        .into_iter()
+        .flat_map(|(_, a)| a.value.groups)
+        .collect();
     if json {
         out!("{}", json!({ "groups": groups, "unanswered": unanswered }));
     } else {
@@ -167,31 +181,13 @@ pub async fn progress(
     let req = GetConsumeProgressRequest {
         group: group.to_string(),
     };
+    let (answers, unanswered) = read_groups(cfg, &broker_groups(ns).await?, None, &req).await?;
     let mut rows = Vec::new();
     let mut members = BTreeSet::new();
-    let (mut answered, mut failed) = (0, Vec::new());
-    for b in &broker_groups(ns).await? {
-        match read_group(cfg, b, None, &req).await {
-            Ok(a) => {
-                answered += 1;
-                if a.from_slave {
-                    eprintln!(
-                        "note: broker group '{}' answered from its slave {} (master unreachable)",
-                        b.broker_name, a.addr
-                    );
-                }
-                members.extend(a.value.client_ids);
-                rows.extend(
-                    a.value
-                        .queues
-                        .into_iter()
-                        .map(|q| (b.broker_name.clone(), q)),
-                );
-            }
-            Err(e) => failed.push(e),
-        }
+    for (name, a) in answers {
+        members.extend(a.value.client_ids);
+        rows.extend(a.value.queues.into_iter().map(|q| (name.clone(), q)));
     }
-    let unanswered = warn_unanswered(answered, failed)?;
     if rows.is_empty() && members.is_empty() {
         bail!("consumer group '{group}' not found: no committed offsets and no live member");
     }

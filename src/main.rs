@@ -3,6 +3,14 @@
 use clap::Parser;
 use skylark::cli::{self, Cli, Cmd};
 
+/// mimalloc: the broker allocates and frees many small, short-lived
+/// buffers per request on several threads (frames, futures, answers);
+/// glibc's malloc spent ~10 % of a one-message-send run in `_int_malloc`,
+/// `_int_free` and `malloc_consolidate` (docs/benchmarks.md). Library users
+/// embedding the actors keep their own allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     let log = skylark::logging::logger(&cli.log_level, cli.log_json);

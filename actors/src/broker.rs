@@ -30,13 +30,14 @@ use crate::live_settings::{LiveSettings, SettingError};
 use crate::persist;
 use crate::remoting::RpcClient;
 use crate::storage::Storage;
-use crate::topic_queue::TopicQueue;
+use crate::topic_queue::{TopicHandle, TopicQueue};
 
 /// The pseudo topic whose route lists the brokers that auto-create topics.
 pub const AUTO_CREATE_TOPIC_KEY: &str = "TBW102";
 
-/// Topic name → its TopicQueue actor. Written by the Broker actor only.
-pub type TopicRegistry = Arc<DashMap<String, Addr<TopicQueue>>>;
+/// Topic name → its TopicQueue actor and config snapshot. Written by the
+/// Broker actor only (request handlers read it on every send and pull).
+pub type TopicRegistry = Arc<DashMap<String, TopicHandle>>;
 
 /// The broker's state owner.
 pub struct Broker {
@@ -102,7 +103,7 @@ impl Broker {
         self.live.clone()
     }
 
-    fn start_topic_queue(&mut self, cfg: &TopicConfig) -> Addr<TopicQueue> {
+    fn start_topic_queue(&mut self, cfg: &TopicConfig) -> TopicHandle {
         let tq = TopicQueue::new(
             cfg.clone(),
             self.storage.clone(),
@@ -110,8 +111,12 @@ impl Broker {
             self.log.clone(),
         );
         let addr = TopicQueue::start_in_arbiter(&self.queue_arbiter, move |_| tq);
-        self.registry.insert(cfg.name.clone(), addr.clone());
-        addr
+        let handle = TopicHandle {
+            addr,
+            config: Arc::new(cfg.clone()),
+        };
+        self.registry.insert(cfg.name.clone(), handle.clone());
+        handle
     }
 
     fn persist_topics(&self) -> Result<(), WireError> {
@@ -129,7 +134,7 @@ impl Broker {
         &mut self,
         cfg: TopicConfig,
         ctx: &mut Context<Self>,
-    ) -> Result<Addr<TopicQueue>, WireError> {
+    ) -> Result<TopicHandle, WireError> {
         validate_topic_name(&cfg.name).map_err(|e| WireError::new(ErrorCode::BadRequest, e))?;
         if cfg.write_queues == 0
             || cfg.read_queues == 0
@@ -149,10 +154,15 @@ impl Broker {
             };
             return Err(e);
         }
-        let addr = match self.registry.get(&cfg.name).map(|a| a.clone()) {
-            Some(a) => {
-                a.do_send(crate::topic_queue::UpdateConfig(cfg.clone()));
-                a
+        let addr = match self.registry.get(&cfg.name).map(|a| a.addr.clone()) {
+            Some(addr) => {
+                addr.do_send(crate::topic_queue::UpdateConfig(cfg.clone()));
+                let handle = TopicHandle {
+                    addr,
+                    config: Arc::new(cfg.clone()),
+                };
+                self.registry.insert(cfg.name.clone(), handle.clone());
+                handle
             }
             None => self.start_topic_queue(&cfg),
         };
@@ -264,9 +274,9 @@ impl Actor for Broker {
     }
 }
 
-/// The TopicQueue of `name`, auto-creating the topic when allowed.
+/// The handle of topic `name`, auto-creating the topic when allowed.
 #[derive(Message)]
-#[rtype(result = "Result<Addr<TopicQueue>, WireError>")]
+#[rtype(result = "Result<TopicHandle, WireError>")]
 pub struct EnsureTopic {
     pub name: String,
     /// Create the topic if it does not exist and auto-create is on.
@@ -294,7 +304,7 @@ pub struct ListTopics;
 pub struct Unregister;
 
 impl Handler<EnsureTopic> for Broker {
-    type Result = Result<Addr<TopicQueue>, WireError>;
+    type Result = Result<TopicHandle, WireError>;
     fn handle(&mut self, msg: EnsureTopic, ctx: &mut Self::Context) -> Self::Result {
         if let Some(a) = self.registry.get(&msg.name) {
             return Ok(a.clone());
@@ -330,8 +340,8 @@ impl Handler<DeleteTopic> for Broker {
             self.topics.insert(old.name.clone(), old);
             return Err(e);
         }
-        if let Some((_, addr)) = self.registry.remove(&msg.0) {
-            addr.do_send(crate::topic_queue::Close);
+        if let Some((_, handle)) = self.registry.remove(&msg.0) {
+            handle.addr.do_send(crate::topic_queue::Close);
         }
         info!(self.log, "topic deleted"; "topic" => &msg.0);
         self.data_version += 1;

@@ -226,6 +226,7 @@ impl Scheduler {
                     max_bytes: 8 << 20,
                     tag_filter: None,
                     sql_filter: None,
+                    park: None,
                 });
                 async move {
                     f.await
@@ -429,6 +430,7 @@ impl Scheduler {
                         max_bytes: 8 << 20,
                         tag_filter: None,
                         sql_filter: None,
+                        park: None,
                     })
                     .await
                     .ok()
@@ -622,6 +624,7 @@ impl Deliverer {
         };
         let res = match tq {
             Ok(tq) => tq
+                .addr
                 .send(Append { queue_id, messages })
                 .await
                 .map_err(|e| e.to_string())?,

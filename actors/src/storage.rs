@@ -14,10 +14,25 @@
 //!   fsync: group commit. A flush slower than `sync_flush_timeout_ms`
 //!   answers with `flush_timed_out = true` (data stored, RocketMQ's
 //!   `FLUSH_DISK_TIMEOUT`).
-//! * The answer of a put lists each message's queue id and queue offset, so
-//!   the caller (TopicQueue) can wake parked long-poll pulls.
+//! * [`PutGroups`] is the send path: the sends one connection thread decoded
+//!   together arrive as one message, each appended on its own (one bad send
+//!   fails only itself) and covered by one flush request, whose receiver
+//!   goes back to the caller so that the fsync is awaited on the caller's
+//!   thread, not here.
+//! * Long polling: a [`GetMessages`] that finds nothing new parks its waker
+//!   here ([`arrivals`]), and every append (local, replicated, scheduled,
+//!   transactional) wakes the pulls parked on the queues it reached.
 //! * A retention timer deletes expired files (`clean_interval_ms`).
+//!
+//! Messages answered: [`PutMessages`], [`PutGroups`], [`GetMessages`],
+//! [`QueryByKey`], [`QueryByTime`], [`ReadAt`], [`GetQueueOffsets`],
+//! [`QueueOffsetByTime`], [`ListQueues`], [`RunRetention`],
+//! [`GetStorageStats`], [`GetTopicActivity`], [`SubscribeAppends`],
+//! [`ReadCommitLog`], [`AppendReplicated`], [`Shutdown`].
 
+pub mod arrivals;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,9 +44,10 @@ use tokio::sync::{oneshot, watch};
 
 use crate::filter::SqlFilter;
 use crate::store::{
-    AppendBatchResult, AppendMessage, FlushMode, QueueInfo, ReadResult, RetentionReport, Store,
-    StoreConfig, StoreError,
+    AppendBatchResult, AppendMessage, AppendResult, FlushMode, FlushReply, QueueInfo, ReadResult,
+    ReadStatus, RetentionReport, Store, StoreConfig, StoreError,
 };
+use arrivals::ParkedPulls;
 
 /// Mailbox bound of the Storage actor (actix's default is 16).
 pub const MAILBOX_CAPACITY: usize = 4096;
@@ -42,6 +58,10 @@ pub struct Storage {
     /// The CommitLog end after the latest append: whoever streams the log
     /// (a master's HA sessions) waits on it ([`SubscribeAppends`]).
     appended: watch::Sender<u64>,
+    /// Long-poll pulls waiting for their queue to grow.
+    parked: ParkedPulls,
+    /// Messages appended per topic since start (topic stats).
+    puts: HashMap<String, u64>,
     log: Logger,
     flush_mode: FlushMode,
     sync_flush_timeout: Duration,
@@ -143,6 +163,35 @@ pub struct GetMessages {
     pub tag_filter: Option<Vec<u64>>,
     /// SQL-92 property filter, checked on the broker (None = all).
     pub sql_filter: Option<Arc<SqlFilter>>,
+    /// Long polling: if nothing new is there, park this waker; it fires
+    /// when an append reaches the queue past `queue_offset`.
+    pub park: Option<oneshot::Sender<()>>,
+}
+
+/// Store several independent sends at once: `messages[ends[i-1]..ends[i]]`
+/// is send `i`. Each send is appended on its own, so one that fails
+/// validation fails alone; one flush request covers them all.
+#[derive(Message)]
+#[rtype(result = "PutGroupsResult")]
+pub struct PutGroups {
+    pub messages: Vec<StoredMessage>,
+    pub ends: Vec<usize>,
+}
+
+/// What [`PutGroups`] answers: one result per send, and under sync flush
+/// the receiver that resolves once every appended byte is on disk (await
+/// it off this actor's thread).
+pub struct PutGroupsResult {
+    pub groups: Vec<Result<AppendBatchResult, StoreError>>,
+    pub flushed: Option<FlushReply>,
+}
+
+/// A topic's activity seen by Storage: `(messages appended since start,
+/// pulls parked)`.
+#[derive(Message)]
+#[rtype(result = "(u64, usize)")]
+pub struct GetTopicActivity {
+    pub topic: String,
 }
 
 /// Records of a topic with a key or unique id (IndexFile lookup):
@@ -233,6 +282,8 @@ impl Storage {
         let c = store.config();
         Storage {
             appended: watch::channel(store.max_physical_offset()).0,
+            parked: ParkedPulls::default(),
+            puts: HashMap::new(),
             flush_mode: c.flush_mode,
             sync_flush_timeout: Duration::from_millis(c.sync_flush_timeout_ms),
             flush_interval: Duration::from_millis(c.flush_interval_ms.max(1)),
@@ -286,6 +337,34 @@ impl Storage {
             }
             further
         });
+    }
+
+    /// After an append: count it per topic and wake the pulls parked on
+    /// the queues it reached.
+    fn note_appended(&mut self, messages: &[StoredMessage], results: &[AppendResult]) {
+        let mut i = 0;
+        while i < messages.len() {
+            // Count runs of one topic with one lookup.
+            let topic = &messages[i].topic;
+            let mut j = i + 1;
+            while j < messages.len() && Arc::ptr_eq(&messages[j].topic, topic) {
+                j += 1;
+            }
+            match self.puts.get_mut(&**topic) {
+                Some(n) => *n += (j - i) as u64,
+                None => {
+                    self.puts.insert(topic.to_string(), (j - i) as u64);
+                }
+            }
+            i = j;
+        }
+        if self.parked.is_empty() {
+            return;
+        }
+        for (m, r) in messages.iter().zip(results) {
+            self.parked
+                .arrived(&m.topic, r.queue_id, r.queue_offset + 1);
+        }
     }
 
     fn flush_tick(&mut self) {
@@ -342,8 +421,10 @@ impl Handler<PutMessages> for Storage {
             Ok(r) => r,
             Err(e) => return Box::pin(futures::future::ready(Err(e))),
         };
+        drop(batch);
         let flushed = (mode == FlushMode::Sync).then(|| store.request_flush(res.end_offset));
         self.publish_end(res.end_offset);
+        self.note_appended(&msg.messages, &res.results);
         let Some(flushed) = flushed else {
             return Box::pin(futures::future::ready(Ok(res)));
         };
@@ -362,11 +443,69 @@ impl Handler<PutMessages> for Storage {
     }
 }
 
+impl Handler<PutGroups> for Storage {
+    type Result = MessageResult<PutGroups>;
+
+    fn handle(&mut self, msg: PutGroups, _: &mut Self::Context) -> Self::Result {
+        let mode = self.flush_mode;
+        let mut groups = Vec::with_capacity(msg.ends.len());
+        let mut batch: Vec<AppendMessage<'_>> = Vec::with_capacity(msg.messages.len());
+        let mut end = None;
+        let mut start = 0;
+        for &stop in &msg.ends {
+            let stop = stop.min(msg.messages.len()).max(start);
+            let res = match self.store.as_mut() {
+                None => Err(StoreError::ShutDown),
+                Some(store) => {
+                    batch.clear();
+                    batch.extend(
+                        msg.messages[start..stop]
+                            .iter()
+                            .map(StoredMessage::as_append),
+                    );
+                    store.append(&batch)
+                }
+            };
+            if let Ok(r) = &res {
+                end = Some(r.end_offset);
+            }
+            groups.push(res);
+            start = stop;
+        }
+        drop(batch);
+        let flushed = match (end, self.store.as_ref()) {
+            (Some(end), Some(store)) => {
+                self.publish_end(end);
+                (mode == FlushMode::Sync).then(|| store.request_flush(end))
+            }
+            _ => None,
+        };
+        let mut start = 0;
+        for (&stop, res) in msg.ends.iter().zip(&groups) {
+            let stop = stop.min(msg.messages.len()).max(start);
+            if let Ok(r) = res {
+                self.note_appended(&msg.messages[start..stop], &r.results);
+            }
+            start = stop;
+        }
+        MessageResult(PutGroupsResult { groups, flushed })
+    }
+}
+
+impl Handler<GetTopicActivity> for Storage {
+    type Result = MessageResult<GetTopicActivity>;
+
+    fn handle(&mut self, m: GetTopicActivity, _: &mut Self::Context) -> Self::Result {
+        let puts = self.puts.get(&m.topic).copied().unwrap_or(0);
+        MessageResult((puts, self.parked.parked_on(&m.topic)))
+    }
+}
+
 impl Handler<GetMessages> for Storage {
     type Result = Result<ReadResult, StoreError>;
 
     fn handle(&mut self, m: GetMessages, _: &mut Self::Context) -> Self::Result {
-        self.store()?.read_filtered(
+        let read = self.store()?.read_filtered(
             &m.topic,
             m.queue_id,
             m.queue_offset,
@@ -374,7 +513,18 @@ impl Handler<GetMessages> for Storage {
             m.max_bytes as usize,
             m.tag_filter.as_deref(),
             m.sql_filter.as_deref(),
-        )
+        )?;
+        let nothing_new = match read.status {
+            ReadStatus::NoNewMessage => true,
+            // A queue never written to yet, read from its start.
+            ReadStatus::NoQueue => m.queue_offset == 0,
+            _ => false,
+        };
+        if let (true, Some(waker)) = (nothing_new, m.park) {
+            self.parked
+                .park(&m.topic, m.queue_id, m.queue_offset, waker);
+        }
+        Ok(read)
     }
 }
 
@@ -509,6 +659,11 @@ impl Handler<AppendReplicated> for Storage {
     fn handle(&mut self, m: AppendReplicated, _: &mut Self::Context) -> Self::Result {
         let r = self.store()?.append_replicated(m.offset, &m.data)?;
         self.publish_end(r.end_offset);
+        if !self.parked.is_empty() {
+            for (topic, queue_id, max_offset) in &r.touched {
+                self.parked.arrived(topic, *queue_id, *max_offset);
+            }
+        }
         Ok(r)
     }
 }
@@ -591,6 +746,7 @@ mod tests {
                 max_bytes: 1 << 20,
                 tag_filter: Some(vec![crate::store::tag_hash("TagA")]),
                 sql_filter: None,
+                park: None,
             })
             .await
             .unwrap()

@@ -224,18 +224,19 @@ impl Transaction {
                         .map_err(sure)?
                         .map_err(sure)?,
                 };
-                tq.send(Append {
-                    queue_id,
-                    messages: vec![message],
-                })
-                .await
-                .map_err(|e| (crate::mailbox_error(e), false))?
-                .map_err(|e| {
-                    // Flush failures happen after the write.
-                    let written =
-                        matches!(e.code, ErrorCode::FlushDiskTimeout | ErrorCode::Internal);
-                    (e, written)
-                })?;
+                tq.addr
+                    .send(Append {
+                        queue_id,
+                        messages: vec![message],
+                    })
+                    .await
+                    .map_err(|e| (crate::mailbox_error(e), false))?
+                    .map_err(|e| {
+                        // Flush failures happen after the write.
+                        let written =
+                            matches!(e.code, ErrorCode::FlushDiskTimeout | ErrorCode::Internal);
+                        (e, written)
+                    })?;
             }
             storage
                 .send(PutMessages {

@@ -195,8 +195,11 @@ impl RawFrame {
     /// Decodes the body as `T`. The body must be exactly one MessagePack
     /// value of `T`'s shape; anything else (trailing bytes, garbage, wrong
     /// type) is [`ProtocolError::Malformed`].
+    ///
+    /// Byte payloads marked with [`crate::shared_bytes`] (message bodies,
+    /// pulled records) come out as slices of this frame's buffer, not copies.
     pub fn decode_body<'a, T: Deserialize<'a>>(&'a self) -> Result<T> {
-        decode_value(&self.body)
+        crate::shared_bytes::with_base(&self.body, || decode_value(&self.body))
     }
 
     /// Decodes a request body after checking that the frame's command is

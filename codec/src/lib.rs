@@ -114,6 +114,7 @@ pub mod command;
 pub mod error;
 pub mod frame;
 pub mod message;
+pub mod shared_bytes;
 mod skip;
 
 pub use cmd::broker::{

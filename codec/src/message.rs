@@ -26,7 +26,8 @@ pub struct MessageData {
     pub keys: Option<String>,
     /// User properties, in order.
     pub properties: Vec<(String, String)>,
-    /// The payload (MessagePack `bin`).
+    /// The payload (MessagePack `bin`; decoded as a slice of the frame).
+    #[serde(deserialize_with = "crate::shared_bytes::deserialize")]
     pub body: Bytes,
     /// When the producer created the message (ms since the Unix epoch).
     pub born_timestamp: i64,
@@ -95,16 +96,23 @@ impl MessageId {
 
     /// Uppercase hex form.
     pub fn to_hex(&self) -> String {
-        let mut raw = Vec::with_capacity(28);
-        match self.addr.ip() {
-            IpAddr::V4(ip) => raw.extend_from_slice(&ip.octets()),
-            IpAddr::V6(ip) => raw.extend_from_slice(&ip.octets()),
-        }
-        raw.extend_from_slice(&u32::from(self.addr.port()).to_be_bytes());
-        raw.extend_from_slice(&self.physical_offset.to_be_bytes());
         const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+        let mut raw = [0u8; 28];
+        let ip_len = match self.addr.ip() {
+            IpAddr::V4(ip) => {
+                raw[..4].copy_from_slice(&ip.octets());
+                4
+            }
+            IpAddr::V6(ip) => {
+                raw[..16].copy_from_slice(&ip.octets());
+                16
+            }
+        };
+        raw[ip_len..ip_len + 4].copy_from_slice(&u32::from(self.addr.port()).to_be_bytes());
+        raw[ip_len + 4..ip_len + 12].copy_from_slice(&self.physical_offset.to_be_bytes());
+        let raw = &raw[..ip_len + 12];
         let mut out = String::with_capacity(raw.len() * 2);
-        for b in raw {
+        for &b in raw {
             out.push(char::from(DIGITS[usize::from(b >> 4)]));
             out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
         }

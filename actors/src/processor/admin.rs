@@ -10,7 +10,7 @@ use skylark_codec::{
 
 use super::Shared;
 use crate::broker::{CreateTopic, DeleteTopic};
-use crate::storage::GetQueueOffsets;
+use crate::storage::{GetQueueOffsets, GetTopicActivity};
 use crate::topic_queue::GetTopicStats;
 
 pub async fn create_topic(s: Arc<Shared>, r: CreateTopicRequest) -> Result<Ack, WireError> {
@@ -31,9 +31,20 @@ pub async fn delete_topic(s: Arc<Shared>, r: DeleteTopicRequest) -> Result<Ack, 
 
 pub async fn topic_stats(s: Arc<Shared>, r: GetTopicStatsRequest) -> Result<TopicStats, WireError> {
     let tq = s.topic_queue(&r.topic, false).await?;
-    let c = tq.send(GetTopicStats).await.map_err(crate::mailbox_error)?;
-    let mut queues = Vec::with_capacity(c.config.read_queues as usize);
-    for queue_id in 0..c.config.read_queues {
+    let config = tq
+        .addr
+        .send(GetTopicStats)
+        .await
+        .map_err(crate::mailbox_error)?;
+    let (messages_put, parked_pulls) = s
+        .storage
+        .send(GetTopicActivity {
+            topic: r.topic.clone(),
+        })
+        .await
+        .map_err(crate::mailbox_error)?;
+    let mut queues = Vec::with_capacity(config.read_queues as usize);
+    for queue_id in 0..config.read_queues {
         let (min_offset, max_offset) = s
             .storage
             .send(GetQueueOffsets {
@@ -49,9 +60,9 @@ pub async fn topic_stats(s: Arc<Shared>, r: GetTopicStatsRequest) -> Result<Topi
         });
     }
     Ok(TopicStats {
-        config: c.config,
+        config,
         queues,
-        messages_put: c.messages_put,
-        parked_pulls: c.parked_pulls as u64,
+        messages_put,
+        parked_pulls: parked_pulls as u64,
     })
 }

@@ -6,14 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix::Addr;
 use skylark_codec::{ErrorCode, MessageData, SendResult, WireError};
 
 use super::Shared;
 use crate::scheduler::delivery::{park, Park};
 use crate::scheduler::levels::clamp_level;
 use crate::storage::{PutMessages, StoredMessage};
-use crate::topic_queue::{GetTopicStats, TopicQueue};
+use crate::topic_queue::TopicHandle;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -73,18 +72,14 @@ pub fn parks(s: &Shared, messages: &[MessageData]) -> Result<Option<Vec<Park>>, 
 /// (offsets are those in the schedule/timer topic).
 pub async fn store_delayed(
     s: &Shared,
-    tq: &Addr<TopicQueue>,
+    tq: &TopicHandle,
     topic: String,
     queue_id: i32,
     parked: Vec<(MessageData, Park)>,
     peer: SocketAddr,
     reconsume_times: u32,
 ) -> Result<Vec<SendResult>, WireError> {
-    let cfg = tq
-        .send(GetTopicStats)
-        .await
-        .map_err(crate::mailbox_error)?
-        .config;
+    let cfg = &tq.config;
     if !cfg.is_writable() {
         return Err(WireError::new(
             ErrorCode::PermissionDenied,

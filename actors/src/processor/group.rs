@@ -154,9 +154,13 @@ pub async fn reset_offset(
 ) -> Result<ResetOffsetResponse, WireError> {
     group_ok(&r.group)?;
     let tq = s.topic_queue(&r.topic, false).await?;
-    let stats = tq.send(GetTopicStats).await.map_err(crate::mailbox_error)?;
-    let mut offsets = Vec::with_capacity(stats.config.read_queues as usize);
-    for queue_id in 0..stats.config.read_queues {
+    let config = tq
+        .addr
+        .send(GetTopicStats)
+        .await
+        .map_err(crate::mailbox_error)?;
+    let mut offsets = Vec::with_capacity(config.read_queues as usize);
+    for queue_id in 0..config.read_queues {
         let offset = offset_by_time(&s, &r.topic, queue_id, r.timestamp_ms).await?;
         s.offsets
             .send(CommitOffset {

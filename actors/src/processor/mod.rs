@@ -8,6 +8,7 @@
 //! ConsumerOffsets).
 
 mod admin;
+mod coalesce;
 mod delay;
 mod group;
 mod offset;
@@ -32,7 +33,7 @@ use crate::consumer_offsets::ConsumerOffsets;
 use crate::live_settings::LiveSettings;
 use crate::remoting::{wire, ConnInfo, Service};
 use crate::storage::Storage;
-use crate::topic_queue::TopicQueue;
+use crate::topic_queue::TopicHandle;
 use crate::transaction::Transaction;
 
 /// Everything a request handler may reach.
@@ -57,12 +58,13 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The TopicQueue of `topic`; `auto_create` applies on a send only.
+    /// The topic's handle (its TopicQueue and config snapshot);
+    /// `auto_create` applies on a send only.
     pub async fn topic_queue(
         &self,
         topic: &str,
         auto_create: bool,
-    ) -> Result<Addr<TopicQueue>, WireError> {
+    ) -> Result<TopicHandle, WireError> {
         if let Some(a) = self.topics.get(topic) {
             return Ok(a.clone());
         }
@@ -73,6 +75,11 @@ impl Shared {
             })
             .await
             .map_err(crate::mailbox_error)?
+    }
+
+    /// How long a send waits for its fsync under sync flush.
+    pub fn sync_flush_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.store.sync_flush_timeout_ms)
     }
 }
 
@@ -102,82 +109,108 @@ impl Service for BrokerService {
         let peer = conn.peer;
         transaction::note_client(&s, cmd, &frame, conn);
         let conn_addr = conn.addr.clone();
-        Box::pin(async move {
-            match cmd {
-                Command::SendMessage => wire::dispatch(frame, |r| send::send_one(s, r, peer)).await,
-                Command::SendBatch => wire::dispatch(frame, |r| send::send_batch(s, r, peer)).await,
-                Command::PullMessage => wire::dispatch(frame, |r| pull::pull(s, r)).await,
-                Command::QueryConsumerOffset => {
-                    wire::dispatch(frame, |r| offset::query(s, r)).await
-                }
-                Command::UpdateConsumerOffset => {
-                    wire::dispatch(frame, |r| offset::commit(s, r)).await
-                }
-                Command::GetQueueOffsets => {
-                    wire::dispatch(frame, |r| offset::queue_offsets(s, r)).await
-                }
-                Command::Heartbeat => {
-                    wire::dispatch(frame, |r| group::heartbeat(s, r, conn_addr)).await
-                }
-                Command::UnregisterClient => {
-                    wire::dispatch(frame, |r| group::unregister_client(s, r)).await
-                }
-                Command::CreateTopic => wire::dispatch(frame, |r| admin::create_topic(s, r)).await,
-                Command::DeleteTopic => wire::dispatch(frame, |r| admin::delete_topic(s, r)).await,
-                Command::GetTopicStats => wire::dispatch(frame, |r| admin::topic_stats(s, r)).await,
-                // Consumer groups: add here.
-                Command::GetConsumerList => {
-                    wire::dispatch(frame, |r| group::consumer_list(s, r)).await
-                }
-                Command::LockBatchMq => wire::dispatch(frame, |r| group::lock_batch(s, r)).await,
-                Command::UnlockBatchMq => {
-                    wire::dispatch(frame, |r| group::unlock_batch(s, r)).await
-                }
-                Command::ResetOffset => wire::dispatch(frame, |r| group::reset_offset(s, r)).await,
-                Command::GetConsumeProgress => {
-                    wire::dispatch(frame, |r| group::consume_progress(s, r)).await
-                }
-                Command::GetGroupList => wire::dispatch(frame, |r| group::group_list(s, r)).await,
-                Command::DeleteGroup => wire::dispatch(frame, |r| group::delete_group(s, r)).await,
-                Command::ConsumerSendBack => {
-                    wire::dispatch(frame, |r| group::send_back(s, r, peer)).await
-                }
-                // Queries and admin: add here.
-                Command::SearchOffsetByTime => {
-                    wire::dispatch(frame, |r| query::search_offset_by_time(s, r)).await
-                }
-                Command::QueryMessageByKey => wire::dispatch(frame, |r| query::by_key(s, r)).await,
-                Command::ViewMessageById => wire::dispatch(frame, |r| query::by_id(s, r)).await,
-                Command::QueryMessageByTime => {
-                    wire::dispatch(frame, |r| query::by_time(s, r)).await
-                }
-                Command::GetBrokerConfig => {
-                    wire::dispatch(frame, |r| query::get_config(s, r)).await
-                }
-                Command::SetBrokerConfig => {
-                    wire::dispatch(frame, |r| query::set_config(s, r)).await
-                }
-                Command::GetScheduleStats => {
-                    wire::dispatch(frame, |_: skylark_codec::GetScheduleStatsRequest| {
-                        let sched = s.scheduler.addr.clone();
-                        async move {
-                            sched
-                                .send(crate::scheduler::GetScheduleStats)
-                                .await
-                                .map_err(crate::mailbox_error)
-                        }
-                    })
-                    .await
-                }
-                Command::EndTransaction => wire::dispatch(frame, |r| transaction::end(s, r)).await,
-                Command::SyncMetadata => {
-                    wire::dispatch(frame, |r| replication::sync_metadata(s, r)).await
-                }
-                Command::GetReplicationStatus => {
-                    wire::dispatch(frame, |r| replication::status(s, r)).await
-                }
-                other => wire::not_served(&header, other, "broker"),
+        // Each command's future is boxed on its own: one async block over
+        // every arm would make every request allocate the largest one.
+        match cmd {
+            Command::SendMessage => {
+                boxed(wire::dispatch(frame, move |r| send::send_one(s, r, peer)))
             }
-        })
+            Command::SendBatch => {
+                boxed(wire::dispatch(frame, move |r| send::send_batch(s, r, peer)))
+            }
+            Command::PullMessage => boxed(wire::dispatch(frame, move |r| pull::pull(s, r))),
+            Command::QueryConsumerOffset => {
+                boxed(wire::dispatch(frame, move |r| offset::query(s, r)))
+            }
+            Command::UpdateConsumerOffset => {
+                boxed(wire::dispatch(frame, move |r| offset::commit(s, r)))
+            }
+            Command::GetQueueOffsets => {
+                boxed(wire::dispatch(frame, move |r| offset::queue_offsets(s, r)))
+            }
+            Command::Heartbeat => boxed(wire::dispatch(frame, move |r| {
+                group::heartbeat(s, r, conn_addr)
+            })),
+            Command::UnregisterClient => boxed(wire::dispatch(frame, move |r| {
+                group::unregister_client(s, r)
+            })),
+            Command::CreateTopic => {
+                boxed(wire::dispatch(frame, move |r| admin::create_topic(s, r)))
+            }
+            Command::DeleteTopic => {
+                boxed(wire::dispatch(frame, move |r| admin::delete_topic(s, r)))
+            }
+            Command::GetTopicStats => {
+                boxed(wire::dispatch(frame, move |r| admin::topic_stats(s, r)))
+            }
+            // Consumer groups: add here.
+            Command::GetConsumerList => {
+                boxed(wire::dispatch(frame, move |r| group::consumer_list(s, r)))
+            }
+            Command::LockBatchMq => boxed(wire::dispatch(frame, move |r| group::lock_batch(s, r))),
+            Command::UnlockBatchMq => {
+                boxed(wire::dispatch(frame, move |r| group::unlock_batch(s, r)))
+            }
+            Command::ResetOffset => {
+                boxed(wire::dispatch(frame, move |r| group::reset_offset(s, r)))
+            }
+            Command::GetConsumeProgress => boxed(wire::dispatch(frame, move |r| {
+                group::consume_progress(s, r)
+            })),
+            Command::GetGroupList => boxed(wire::dispatch(frame, move |r| group::group_list(s, r))),
+            Command::DeleteGroup => {
+                boxed(wire::dispatch(frame, move |r| group::delete_group(s, r)))
+            }
+            Command::ConsumerSendBack => {
+                boxed(wire::dispatch(frame, move |r| group::send_back(s, r, peer)))
+            }
+            // Queries and admin: add here.
+            Command::SearchOffsetByTime => boxed(wire::dispatch(frame, move |r| {
+                query::search_offset_by_time(s, r)
+            })),
+            Command::QueryMessageByKey => {
+                boxed(wire::dispatch(frame, move |r| query::by_key(s, r)))
+            }
+            Command::ViewMessageById => boxed(wire::dispatch(frame, move |r| query::by_id(s, r))),
+            Command::QueryMessageByTime => {
+                boxed(wire::dispatch(frame, move |r| query::by_time(s, r)))
+            }
+            Command::GetBrokerConfig => {
+                boxed(wire::dispatch(frame, move |r| query::get_config(s, r)))
+            }
+            Command::SetBrokerConfig => {
+                boxed(wire::dispatch(frame, move |r| query::set_config(s, r)))
+            }
+            Command::GetScheduleStats => boxed(wire::dispatch(
+                frame,
+                move |_: skylark_codec::GetScheduleStatsRequest| {
+                    let sched = s.scheduler.addr.clone();
+                    async move {
+                        sched
+                            .send(crate::scheduler::GetScheduleStats)
+                            .await
+                            .map_err(crate::mailbox_error)
+                    }
+                },
+            )),
+            Command::EndTransaction => {
+                boxed(wire::dispatch(frame, move |r| transaction::end(s, r)))
+            }
+            Command::SyncMetadata => boxed(wire::dispatch(frame, move |r| {
+                replication::sync_metadata(s, r)
+            })),
+            Command::GetReplicationStatus => {
+                boxed(wire::dispatch(frame, move |r| replication::status(s, r)))
+            }
+            other => boxed(futures::future::ready(wire::not_served(
+                &header, other, "broker",
+            ))),
+        }
     }
+}
+
+fn boxed(
+    f: impl std::future::Future<Output = Option<Bytes>> + 'static,
+) -> LocalBoxFuture<'static, Option<Bytes>> {
+    Box::pin(f)
 }

@@ -1,19 +1,24 @@
 //! PullMessage: validate the subscription (tag expression or SQL-92,
 //! compiled here and evaluated by the store), piggy-back the offset commit,
-//! and hand the pull to the topic's TopicQueue (which reads through Storage
-//! and parks the pull while the queue is empty).
+//! check the queue against the topic's config snapshot, and read through
+//! Storage. While the queue has nothing new the pull is parked in Storage
+//! (long polling), which wakes it from the append that reaches the queue.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use skylark_codec::{
-    parse_tag_expression, validate_group_name, ErrorCode, PullRequest, PullResponse, WireError,
+    parse_tag_expression, validate_group_name, ErrorCode, PullRequest, PullResponse, PullStatus,
+    WireError,
 };
+use tokio::sync::oneshot;
 
 use super::Shared;
 use crate::consumer_offsets::CommitOffset;
-use crate::store::tag_hash;
-use crate::topic_queue::Pull;
+use crate::filter::SqlFilter;
+use crate::storage::GetMessages;
+use crate::store::{tag_hash, ReadResult, ReadStatus};
+use crate::topic_queue::check_readable;
 
 pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<PullResponse, WireError> {
     validate_group_name(&r.consumer_group).map_err(|e| WireError::new(ErrorCode::BadRequest, e))?;
@@ -41,24 +46,87 @@ pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<PullResponse, WireEr
         });
     }
     let tq = s.topic_queue(&r.topic, false).await?;
+    check_readable(&tq.config, r.queue_id)?;
     let hold = Duration::from_millis(r.suspend_timeout_ms.min(s.live.long_poll_max_ms()));
     let max_bytes = r.max_bytes.clamp(1, s.live.max_pull_bytes().max(1));
     let max_messages = r.max_messages.clamp(1, 1024);
-    let mut resp = tq
-        .send(Pull {
-            topic: r.topic,
-            queue_id: r.queue_id,
-            queue_offset: r.queue_offset,
-            max_messages,
-            max_bytes,
-            tag_filter,
-            sql_filter,
-            hold,
-        })
-        .await
-        .map_err(crate::mailbox_error)??;
+    let read = Read {
+        topic: r.topic,
+        queue_id: r.queue_id,
+        queue_offset: r.queue_offset,
+        max_messages,
+        max_bytes,
+        tag_filter,
+        sql_filter,
+    };
+    let mut resp = long_poll(&s, &read, hold).await?;
     resp.suggest_slave = suggest_slave(s.config.slave_read_lag_messages, &resp);
     Ok(resp)
+}
+
+/// One queue read, as the pull asked for it.
+struct Read {
+    topic: String,
+    queue_id: u32,
+    queue_offset: u64,
+    max_messages: u32,
+    max_bytes: u32,
+    tag_filter: Option<Vec<u64>>,
+    sql_filter: Option<Arc<SqlFilter>>,
+}
+
+/// Reads; while there is nothing new and the hold lasts, parks in Storage
+/// and reads again when woken.
+async fn long_poll(s: &Shared, r: &Read, hold: Duration) -> Result<PullResponse, WireError> {
+    let deadline = tokio::time::Instant::now() + hold;
+    let mut expired = hold.is_zero();
+    loop {
+        let (waker, woken) = oneshot::channel();
+        let read = s
+            .storage
+            .send(GetMessages {
+                topic: r.topic.clone(),
+                queue_id: r.queue_id,
+                queue_offset: r.queue_offset,
+                max_messages: r.max_messages,
+                max_bytes: r.max_bytes,
+                tag_filter: r.tag_filter.clone(),
+                sql_filter: r.sql_filter.clone(),
+                park: (!expired).then_some(waker),
+            })
+            .await
+            .map_err(crate::mailbox_error)?
+            .map_err(crate::store_error)?;
+        let resp = to_pull_response(r.queue_offset, read);
+        if resp.status != PullStatus::NoNewMessage || expired {
+            return Ok(resp);
+        }
+        if tokio::time::timeout_at(deadline, woken).await.is_err() {
+            expired = true;
+        }
+    }
+}
+
+/// Maps a store read onto the wire's pull answer.
+fn to_pull_response(asked: u64, r: ReadResult) -> PullResponse {
+    let (status, next_offset) = match r.status {
+        ReadStatus::Found => (PullStatus::Found, r.next_queue_offset),
+        ReadStatus::NoMatchedMessage => (PullStatus::NoMatchedMessage, r.next_queue_offset),
+        ReadStatus::NoNewMessage => (PullStatus::NoNewMessage, asked),
+        ReadStatus::NoQueue if asked == 0 => (PullStatus::NoNewMessage, 0),
+        ReadStatus::NoQueue => (PullStatus::OffsetIllegal, 0),
+        ReadStatus::OffsetTooSmall => (PullStatus::OffsetIllegal, r.min_offset),
+        ReadStatus::OffsetTooBig => (PullStatus::OffsetIllegal, r.max_offset),
+    };
+    PullResponse {
+        status,
+        next_offset,
+        min_offset: r.min_offset,
+        max_offset: r.max_offset,
+        count: r.count,
+        records: r.records,
+        suggest_slave: false,
+    }
 }
 
 /// Whether a consumer at `resp.next_offset` is far enough behind the end of

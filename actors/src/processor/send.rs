@@ -1,5 +1,6 @@
-//! SendMessage and SendBatch: validate, hand the batch to the topic's
-//! TopicQueue (which appends through Storage), answer with ids and offsets.
+//! SendMessage and SendBatch: validate, pick the queue from the topic's
+//! config snapshot, append through Storage in this thread's batch
+//! ([`super::coalesce`]), answer with ids and offsets.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,9 +10,9 @@ use skylark_codec::{
     SendRequest, SendResult, SendStatus, WireError,
 };
 
-use super::{delay, Shared};
+use super::{coalesce, delay, Shared};
 use crate::storage::StoredMessage;
-use crate::topic_queue::Append;
+use crate::topic_queue::pick_queue;
 
 pub async fn send_one(
     s: Arc<Shared>,
@@ -112,6 +113,7 @@ pub(super) async fn store_with_reconsume(
         let parked = messages.into_iter().zip(parks).collect();
         return delay::store_delayed(s, &tq, topic, queue_id, parked, peer, reconsume_times).await;
     }
+    let queue_id = pick_queue(&tq.config, queue_id)?;
     let topic: Arc<str> = Arc::from(topic.as_str());
     let stored = messages
         .into_iter()
@@ -122,17 +124,12 @@ pub(super) async fn store_with_reconsume(
                 ..m
             };
             let mut m = StoredMessage::from_data(topic.clone(), m, peer, s.store_host);
+            m.queue_id = queue_id;
             m.reconsume_times = reconsume_times;
             m
         })
         .collect();
-    let res = tq
-        .send(Append {
-            queue_id,
-            messages: stored,
-        })
-        .await
-        .map_err(crate::mailbox_error)??;
+    let res = coalesce::put(&s.storage, stored, s.sync_flush_timeout()).await?;
     Ok(results(s, &res).await)
 }
 

@@ -6,12 +6,22 @@
 //! the socket gets one error frame and closes this connection only.
 //! Requests beyond `max_inflight` are answered `Busy` at once, so a client
 //! that never reads cannot make the server buffer without bound.
+//!
+//! The requests in flight live in one `FuturesUnordered` driven by a single
+//! actor future ([`Driver`]), not one `ctx.spawn` each: actix polls every
+//! spawned item of a context whenever any of them wakes, so with 32
+//! requests in flight each answer cost 32 polls; `FuturesUnordered` polls
+//! only the request that woke.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Poll, Waker};
 
 use actix::io::{WriteHandler, Writer};
 use actix::prelude::*;
 use bytes::Bytes;
+use futures::future::LocalBoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use skylark_codec::{
     Command, ErrorCode, FrameCodec, FrameKind, Handshake, Header, ProtocolError, RawFrame,
     WireError,
@@ -46,6 +56,12 @@ pub struct Connection {
     peer: SocketAddr,
     writer: Writer<WriteHalf<TcpStream>, std::io::Error>,
     service: Handle,
+    /// The requests being served; their answers are written as they finish.
+    pending: FuturesUnordered<LocalBoxFuture<'static, Option<Bytes>>>,
+    /// The [`Driver`]'s waker while `pending` is empty.
+    idle_driver: Option<Waker>,
+    /// No more requests will come: the driver ends once `pending` drains.
+    closing: bool,
     inflight: usize,
     max_inflight: usize,
     log: Logger,
@@ -69,11 +85,22 @@ impl Connection {
                 peer,
                 writer: Writer::new(w, ctx),
                 service: Box::new(move |cmd, f, c| service.call(cmd, f, c)),
+                pending: FuturesUnordered::new(),
+                idle_driver: None,
+                closing: false,
                 inflight: 0,
                 max_inflight,
                 log: log.new(slog::o!("peer" => peer.to_string())),
             }
         }))
+    }
+
+    /// No more requests: let the driver end once the last answer is out.
+    fn close_requests(&mut self) {
+        self.closing = true;
+        if let Some(w) = self.idle_driver.take() {
+            w.wake();
+        }
     }
 
     fn refuse(&mut self, header: &Header, code: ErrorCode, msg: String) {
@@ -87,8 +114,9 @@ impl Connection {
 impl Actor for Connection {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         debug!(self.log, "connection opened");
+        ctx.spawn(Driver);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -97,6 +125,39 @@ impl Actor for Connection {
 }
 
 impl WriteHandler<std::io::Error> for Connection {}
+
+/// Drives the connection's requests in flight and writes each answer as
+/// it completes. Lives as long as the connection.
+struct Driver;
+
+impl ActorFuture<Connection> for Driver {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut Connection,
+        _ctx: &mut Context<Connection>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        loop {
+            match act.pending.poll_next_unpin(task) {
+                Poll::Ready(Some(out)) => {
+                    act.inflight = act.inflight.saturating_sub(1);
+                    if let Some(frame) = out {
+                        act.writer.write(&frame);
+                    }
+                }
+                Poll::Ready(None) if act.closing => return Poll::Ready(()),
+                Poll::Ready(None) => {
+                    // Nothing in flight: wait for the next request.
+                    act.idle_driver = Some(task.waker().clone());
+                    return Poll::Pending;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
 
 /// An already-encoded frame to write to this connection (server push).
 #[derive(Message)]
@@ -125,6 +186,7 @@ impl StreamHandler<Result<RawFrame, ProtocolError>> for Connection {
                 let frame = wire::error_response(&h, WireError::new(e.code(), e.to_string()));
                 self.writer.write(&frame);
                 self.writer.close();
+                self.close_requests();
                 return;
             }
         };
@@ -179,16 +241,15 @@ impl StreamHandler<Result<RawFrame, ProtocolError>> for Connection {
             addr: ctx.address(),
         };
         let fut = (self.service)(cmd, frame, &info);
-        ctx.spawn(fut.into_actor(self).map(|out, act, _ctx| {
-            act.inflight = act.inflight.saturating_sub(1);
-            if let Some(frame) = out {
-                act.writer.write(&frame);
-            }
-        }));
+        self.pending.push(fut);
+        if let Some(w) = self.idle_driver.take() {
+            w.wake();
+        }
     }
 
     fn finished(&mut self, _ctx: &mut Self::Context) {
-        // Peer closed its side: flush what is written, then stop.
+        // Peer closed its side: answer what is in flight, flush, then stop.
         self.writer.close();
+        self.close_requests();
     }
 }

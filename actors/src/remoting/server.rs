@@ -1,10 +1,16 @@
 //! The accept loop: one listener, connections spread over worker arbiters.
 //!
 //! An actix `System` runs its actors on one thread, so connections are handed
-//! round-robin to a set of `Arbiter`s (one per core) to use every core; the
-//! state owners (Broker, TopicQueue, Storage, ...) stay single.
+//! to a set of `Arbiter`s (one per core) to use every core; the state owners
+//! (Broker, TopicQueue, Storage, ...) stay single. Each new connection goes
+//! to the worker with the fewest open connections (round-robin among ties):
+//! plain round-robin put both of a two-producer bench's connections on one
+//! worker whenever a short-lived connection (an admin call, a warm-up send)
+//! came in between, leaving a core idle.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use actix::ArbiterHandle;
 use slog::{error, info, Logger};
@@ -61,6 +67,7 @@ pub fn serve<S: Service>(
         workers
     };
     info!(log, "listening"; "addr" => %local_addr);
+    let loads: Vec<Arc<AtomicUsize>> = workers.iter().map(|_| Arc::default()).collect();
     actix_rt::spawn(async move {
         let mut next = 0usize;
         loop {
@@ -70,11 +77,13 @@ pub fn serve<S: Service>(
                     Ok((stream, _peer)) => {
                         let svc = service.clone();
                         let log2 = log.clone();
-                        let worker = &workers[next % workers.len()];
+                        let i = least_loaded(&loads, next);
                         next = next.wrapping_add(1);
-                        worker.spawn(async move {
-                            if let Err(e) = Connection::start(stream, svc, opts.max_frame_size, opts.max_inflight, log2.clone()) {
-                                error!(log2, "cannot start connection"; "error" => %e);
+                        let load = WorkerLoad::enter(loads[i].clone());
+                        workers[i].spawn(async move {
+                            match Connection::start(stream, svc, opts.max_frame_size, opts.max_inflight, log2.clone()) {
+                                Ok(addr) => load.hold_until_stopped(addr),
+                                Err(e) => error!(log2, "cannot start connection"; "error" => %e),
                             }
                         });
                     }
@@ -92,4 +101,63 @@ pub fn serve<S: Service>(
         local_addr,
         stop: Some(tx),
     })
+}
+
+/// The worker with the fewest open connections, starting the search at
+/// `next` so that ties go round-robin.
+fn least_loaded(loads: &[Arc<AtomicUsize>], next: usize) -> usize {
+    let n = loads.len().max(1);
+    (0..n)
+        .map(|k| (next + k) % n)
+        .min_by_key(|&i| loads.get(i).map_or(0, |l| l.load(Ordering::Relaxed)))
+        .unwrap_or(0)
+}
+
+/// One open connection counted against its worker until it stops.
+struct WorkerLoad(Arc<AtomicUsize>);
+
+impl WorkerLoad {
+    fn enter(load: Arc<AtomicUsize>) -> WorkerLoad {
+        load.fetch_add(1, Ordering::Relaxed);
+        WorkerLoad(load)
+    }
+
+    /// Keeps the count until the connection actor has stopped.
+    fn hold_until_stopped(self, addr: actix::Addr<Connection>) {
+        // A weak address: a strong one would keep the actor alive.
+        let weak = addr.downgrade();
+        drop(addr);
+        actix_rt::spawn(async move {
+            // Check on the connection's own thread every second.
+            while weak.upgrade().is_some_and(|a| a.connected()) {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            drop(self);
+        });
+    }
+}
+
+impl Drop for WorkerLoad {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_connections_go_to_the_least_loaded_worker() {
+        let loads: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::default()).collect();
+        let a = WorkerLoad::enter(loads[least_loaded(&loads, 0)].clone());
+        let short = WorkerLoad::enter(loads[least_loaded(&loads, 1)].clone());
+        drop(short); // a short-lived connection came and went
+        let b_at = least_loaded(&loads, 2);
+        assert_eq!(
+            b_at, 1,
+            "the second long connection goes to the idle worker"
+        );
+        drop(a);
+    }
 }

@@ -19,7 +19,6 @@ use super::protocol::{self, READ_TIMEOUT};
 use super::{GetMasterHa, Replicator, SlaveProgress};
 use crate::broker::TopicRegistry;
 use crate::storage::{AppendReplicated, GetStorageStats, Storage};
-use crate::topic_queue::Arrived;
 
 /// Pause between connection attempts.
 const RECONNECT: Duration = Duration::from_secs(1);
@@ -64,7 +63,7 @@ async fn replicate_from(
     addr: &str,
     replicator: &Addr<Replicator>,
     storage: &Addr<Storage>,
-    registry: &TopicRegistry,
+    _registry: &TopicRegistry,
     log: &Logger,
 ) -> std::io::Result<()> {
     let io_err = |m: String| std::io::Error::other(m);
@@ -101,15 +100,8 @@ async fn replicate_from(
                 .await
                 .map_err(|e| io_err(format!("storage gone: {e}")))?
                 .map_err(|e| io_err(format!("cannot apply chunk at {end}: {e}")))?;
+            // Storage itself woke the pulls parked on the touched queues.
             end = applied.end_offset;
-            for (topic, queue_id, max_offset) in applied.touched {
-                if let Some(tq) = registry.get(&topic) {
-                    tq.do_send(Arrived {
-                        queue_id,
-                        max_offset,
-                    });
-                }
-            }
         }
         protocol::write_offset(&mut wr, end).await?;
         replicator.do_send(SlaveProgress {

@@ -90,6 +90,7 @@ pub async fn scan(
                 max_bytes: 4 << 20,
                 tag_filter: None,
                 sql_filter: None,
+                park: None,
             })
             .await
             .map_err(|_| StoreError::ShutDown)??;

@@ -69,7 +69,9 @@ pub struct PullResponse {
     pub max_offset: u64,
     /// Number of records in `records`.
     pub count: u32,
-    /// The stored records, concatenated (one MessagePack `bin`).
+    /// The stored records, concatenated (one MessagePack `bin`; decoded as
+    /// a slice of the answer frame).
+    #[serde(deserialize_with = "crate::shared_bytes::deserialize")]
     pub records: Bytes,
     /// The consumer is far behind: read this queue from a slave of the
     /// broker group for now (RocketMQ's `suggestWhichBrokerId`). Absent in

@@ -111,10 +111,7 @@ impl Broker {
             self.log.clone(),
         );
         let addr = TopicQueue::start_in_arbiter(&self.queue_arbiter, move |_| tq);
-        let handle = TopicHandle {
-            addr,
-            config: Arc::new(cfg.clone()),
-        };
+        let handle = TopicHandle::new(addr, cfg);
         self.registry.insert(cfg.name.clone(), handle.clone());
         handle
     }
@@ -157,10 +154,7 @@ impl Broker {
         let addr = match self.registry.get(&cfg.name).map(|a| a.addr.clone()) {
             Some(addr) => {
                 addr.do_send(crate::topic_queue::UpdateConfig(cfg.clone()));
-                let handle = TopicHandle {
-                    addr,
-                    config: Arc::new(cfg.clone()),
-                };
+                let handle = TopicHandle::new(addr, &cfg);
                 self.registry.insert(cfg.name.clone(), handle.clone());
                 handle
             }

@@ -6,14 +6,19 @@
 //! |---|---|---|
 //! | [`namesrv::NameServer`] | nameserver | route table, broker liveness |
 //! | [`broker::Broker`] | broker | role, topic configs, live settings, NameServer registration |
-//! | [`topic_queue::TopicQueue`] | topic | queue layout, parked long-poll pulls |
-//! | [`storage::Storage`] | broker | the mapped files: CommitLog, ConsumeQueues, IndexFiles, checkpoint |
+//! | [`topic_queue::TopicQueue`] | topic | queue layout (config); its snapshot is published as a [`topic_queue::TopicHandle`] |
+//! | [`storage::Storage`] | broker | the mapped files: CommitLog, ConsumeQueues, IndexFiles, checkpoint; parked long-poll pulls (woken by its own appends) |
 //! | [`consumer_offsets::ConsumerOffsets`] | broker | committed consumer offsets |
 //! | [`scheduler::Scheduler`] | broker | delay-level progress, the timer index (a slave's follows its master's) |
 //! | [`transaction::Transaction`] | broker | half messages, the op log, check-back timing |
 //! | [`consumer_group::ConsumerGroup`] | consumer group | members, order locks |
 //! | [`consumer_groups::ConsumerGroups`] | broker | the registry of group actors |
 //! | [`replicator::Replicator`] | broker | master: slave sessions and acked offsets; slave: the stream from its master |
+//!
+//! The send path is connection thread → Storage → connection thread: the
+//! queue is picked from the topic's snapshot where the request is decoded,
+//! and the sends of one thread's turn go to Storage as one message
+//! (`processor::coalesce`).
 //!
 //! [`processor`] turns wire requests into messages to those owners;
 //! [`remoting`] is the TCP plumbing; [`store`] is the plain-Rust storage

@@ -30,6 +30,20 @@ use crate::store::AppendBatchResult;
 pub struct TopicHandle {
     pub addr: Addr<TopicQueue>,
     pub config: Arc<TopicConfig>,
+    /// The topic's name, shared by every message stored to it (no
+    /// allocation per send).
+    pub name: Arc<str>,
+}
+
+impl TopicHandle {
+    /// The handle of `addr` with this config.
+    pub fn new(addr: Addr<TopicQueue>, config: &TopicConfig) -> TopicHandle {
+        TopicHandle {
+            addr,
+            name: Arc::from(config.name.as_str()),
+            config: Arc::new(config.clone()),
+        }
+    }
 }
 
 thread_local! {

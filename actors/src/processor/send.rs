@@ -114,7 +114,7 @@ pub(super) async fn store_with_reconsume(
         return delay::store_delayed(s, &tq, topic, queue_id, parked, peer, reconsume_times).await;
     }
     let queue_id = pick_queue(&tq.config, queue_id)?;
-    let topic: Arc<str> = Arc::from(topic.as_str());
+    let topic = tq.name.clone();
     let stored = messages
         .into_iter()
         // A delivery time already past means "now": store it as a plain message.

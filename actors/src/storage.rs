@@ -62,6 +62,8 @@ pub struct Storage {
     parked: ParkedPulls,
     /// Messages appended per topic since start (topic stats).
     puts: HashMap<String, u64>,
+    /// [`PutGroups`] handled.
+    put_batches: u64,
     log: Logger,
     flush_mode: FlushMode,
     sync_flush_timeout: Duration,
@@ -264,6 +266,8 @@ pub struct StorageStats {
     pub flushed_offset: u64,
     pub fsyncs: u64,
     pub disk_full: bool,
+    /// [`PutGroups`] messages handled (each carrying one or more sends).
+    pub put_batches: u64,
 }
 
 /// A receiver of the CommitLog end, updated after every append (local or
@@ -284,6 +288,7 @@ impl Storage {
             appended: watch::channel(store.max_physical_offset()).0,
             parked: ParkedPulls::default(),
             puts: HashMap::new(),
+            put_batches: 0,
             flush_mode: c.flush_mode,
             sync_flush_timeout: Duration::from_millis(c.sync_flush_timeout_ms),
             flush_interval: Duration::from_millis(c.flush_interval_ms.max(1)),
@@ -448,6 +453,7 @@ impl Handler<PutGroups> for Storage {
 
     fn handle(&mut self, msg: PutGroups, _: &mut Self::Context) -> Self::Result {
         let mode = self.flush_mode;
+        self.put_batches += 1;
         let mut groups = Vec::with_capacity(msg.ends.len());
         let mut batch: Vec<AppendMessage<'_>> = Vec::with_capacity(msg.messages.len());
         let mut end = None;
@@ -602,6 +608,7 @@ impl Handler<GetStorageStats> for Storage {
     type Result = MessageResult<GetStorageStats>;
 
     fn handle(&mut self, _: GetStorageStats, _: &mut Self::Context) -> Self::Result {
+        let put_batches = self.put_batches;
         MessageResult(
             self.store()
                 .map_or(StorageStats::default(), |s| StorageStats {
@@ -610,6 +617,7 @@ impl Handler<GetStorageStats> for Storage {
                     flushed_offset: s.flushed_offset(),
                     fsyncs: s.fsync_count(),
                     disk_full: s.is_disk_full(),
+                    put_batches,
                 }),
         )
     }

@@ -135,3 +135,83 @@ async fn flush(storage: Addr<Storage>, sync_timeout: Duration) {
         let _ = reply.send(out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{test_message, GetStorageStats, Shutdown};
+    use crate::store::{FlushMode, StoreConfig};
+    use actix::Arbiter;
+    use slog::{o, Logger};
+
+    async fn storage(mode: FlushMode) -> (tempfile::TempDir, Arbiter, Addr<Storage>) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            segment_size: 1 << 20,
+            flush_mode: mode,
+            index_slots: 16,
+            index_entries: 256,
+            ..StoreConfig::new(dir.path())
+        };
+        let arbiter = Arbiter::new();
+        let log = Logger::root(slog::Discard, o!());
+        let addr = Storage::start_on(&arbiter.handle(), config, log)
+            .await
+            .unwrap();
+        (dir, arbiter, addr)
+    }
+
+    async fn one_batch_for_sends_of_one_turn(mode: FlushMode) {
+        let (_dir, arbiter, storage) = storage(mode).await;
+        // Ten sends started in one turn of this thread, the sixth invalid.
+        let sends = (0..10u32).map(|i| {
+            let mut m = test_message("T", i % 2, b"body");
+            if i == 5 {
+                m.properties = vec![("bad\u{1}name".into(), "v".into())];
+            }
+            put(&storage, vec![m], Duration::from_secs(5))
+        });
+        let results = futures::future::join_all(sends).await;
+        let stats = storage.send(GetStorageStats).await.unwrap();
+        assert_eq!(stats.put_batches, 1, "one PutGroups for the whole turn");
+        let mut next = [0u64; 2];
+        for (i, r) in results.into_iter().enumerate() {
+            if i == 5 {
+                let e = r.expect_err("the invalid send fails");
+                assert_eq!(e.code, ErrorCode::BadRequest);
+                continue;
+            }
+            let r = r.expect("the others are stored");
+            assert_eq!(r.results.len(), 1);
+            let q = (i % 2) as usize;
+            assert_eq!(r.results[0].queue_offset, next[q], "per-queue order kept");
+            next[q] += 1;
+            assert!(!r.flush_timed_out);
+            if mode == FlushMode::Sync {
+                // Answered only once an fsync covered it.
+                assert!(stats.flushed_offset >= r.end_offset);
+            }
+        }
+        // A second turn is a second batch.
+        put(
+            &storage,
+            vec![test_message("T", 0, b"x")],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(storage.send(GetStorageStats).await.unwrap().put_batches, 2);
+        storage.send(Shutdown).await.unwrap().unwrap();
+        arbiter.stop();
+    }
+
+    #[actix_rt::test]
+    async fn sends_of_one_turn_share_one_storage_batch_async_flush() {
+        one_batch_for_sends_of_one_turn(FlushMode::Async).await;
+    }
+
+    #[actix_rt::test]
+    async fn sends_of_one_turn_share_one_storage_batch_sync_flush() {
+        one_batch_for_sends_of_one_turn(FlushMode::Sync).await;
+    }
+}

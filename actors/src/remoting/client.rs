@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::dev::SendError;
 use actix::io::{WriteHandler, Writer};
 use actix::prelude::*;
 use bytes::Bytes;
@@ -235,14 +236,23 @@ impl RpcClient {
             req,
         );
         let (tx, rx) = oneshot::channel();
-        self.conn
-            .send(Outgoing {
-                id,
-                frame,
-                reply: Some(tx),
-            })
-            .await
-            .map_err(|_| closed(&self.remote))?;
+        let out = Outgoing {
+            id,
+            frame,
+            reply: Some(tx),
+        };
+        // `try_send` still respects the mailbox bound; only a full mailbox
+        // waits. (`send` always waited for the handler to run: one more
+        // scheduling round trip per call.)
+        match self.conn.try_send(out) {
+            Ok(()) => {}
+            Err(SendError::Full(out)) => self
+                .conn
+                .send(out)
+                .await
+                .map_err(|_| closed(&self.remote))?,
+            Err(SendError::Closed(_)) => return Err(closed(&self.remote)),
+        }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(frame)) => Ok(frame),
             Ok(Err(_)) => Err(closed(&self.remote)),

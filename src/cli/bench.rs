@@ -2,24 +2,43 @@
 //!
 //! Parameters (DESIGN §7): `--clients` connections, each a client of its
 //! own on its own arbiter thread (so a bench uses several cores); `--batch`
-//! messages per send request (a `SendBatch` when > 1); `--inflight`
-//! requests each client keeps outstanding; `--rate` a total msgs/s target
-//! (0 = as fast as possible), paced by a shared schedule so latency is
-//! measured at a known load.
+//! messages per send request (a `SendBatch` when > 1); `--rate` a total
+//! msgs/s target (0 = as fast as possible); `--inflight` requests each
+//! client keeps awaiting an answer (as fast as possible: exactly that many,
+//! default 1; with a rate: at most that many, default sized by the bench).
 //!
-//! * `produce`: latency per send request, send → answer.
+//! Without a rate, senders are closed-loop: each of a client's `--inflight`
+//! slots sends, waits for the answer, sends again. With a rate they are
+//! open-loop (`bench_open_loop.rs`): message `i` is due at `start + i/R` whatever
+//! the broker does, and latency counts from that scheduled time, so a slow
+//! broker shows up as latency and a missed rate instead of fewer samples.
+//!
+//! * `produce`: latency per send request, send → answer (with a rate:
+//!   due time → answer).
 //! * `consume`: reads the topic's backlog from each queue's min offset;
-//!   latency per pull request.
+//!   latency per pull request. It does not pace; `--rate` is ignored.
 //! * `e2e`: consumers long-poll from the current end while producers send;
-//!   latency per message = arrival time − born timestamp.
+//!   latency per message = arrival time − the time stamped in the message
+//!   (the scheduled time with a rate, the send time without).
 //!
 //! Latencies go to an HDR histogram in µs. `--json` prints one object
-//! `{"msgs_per_sec","mb_per_sec","p50_us","p99_us","p999_us","max_us","errors"}`
-//! (MB = 10^6 bytes of message body). A progress bar shows on stderr when it
-//! is a terminal.
+//! `{"msgs_per_sec","mb_per_sec","p50_us","p99_us","p999_us","max_us","errors",
+//! "client_cpu_secs"}` (MB = 10^6 bytes of message body; `client_cpu_secs` is
+//! this process's user + system CPU time), and with a rate also
+//! `"target_rate","achieved_rate","inflight_window","window_full_waits",
+//! "send_lag_p99_us","send_lag_max_us"`. `achieved_rate` is messages
+//! completed (acknowledged, or for e2e received) over the time from the
+//! first due send to the last completion; below [`RATE_REACHED`] of the
+//! target the command says why on stderr and exits non-zero, after printing
+//! the report. A progress bar shows on stderr when it is a terminal.
+
+// The pacing lives in a sibling file so this one stays about the modes.
+#[path = "bench_open_loop.rs"]
+mod open_loop;
 
 use std::future::Future;
 use std::io::Write;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +56,7 @@ use super::{BenchArgs, BenchMode};
 use crate::client::{
     now_ms, now_us, ClientConfig, MessageData, MessageQueue, Producer, PullConsumer,
 };
+use open_loop::{Load, Plan, SCHED_US};
 
 /// `println!` that returns an error (e.g. a closed pipe) instead of panicking.
 macro_rules! out {
@@ -49,6 +69,10 @@ macro_rules! out {
 const MAX_LATENCY_US: u64 = 600_000_000;
 /// How long e2e waits for stragglers once producers are done.
 const E2E_DRAIN: Duration = Duration::from_secs(10);
+/// A run with a rate passes when `achieved_rate ≥ RATE_REACHED × target_rate`.
+pub const RATE_REACHED: f64 = 0.95;
+/// Time between handing the schedule to the clients and message 0 being due.
+const SCHEDULE_LEAD: Duration = Duration::from_millis(5);
 
 /// The final report.
 #[derive(Debug, Serialize)]
@@ -60,6 +84,42 @@ struct Report {
     p999_us: u64,
     max_us: u64,
     errors: u64,
+    /// User + system CPU seconds of this bench process.
+    client_cpu_secs: f64,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    paced: Option<PacedReport>,
+}
+
+/// The part of the report that exists only with `--rate`.
+#[derive(Debug, Serialize)]
+struct PacedReport {
+    target_rate: u64,
+    achieved_rate: f64,
+    /// Requests each client could have awaiting an answer.
+    inflight_window: usize,
+    /// Requests that found that window full and went out late.
+    window_full_waits: u64,
+    /// How late requests left, send time − due time.
+    send_lag_p99_us: u64,
+    send_lag_max_us: u64,
+}
+
+/// What one mode measured.
+struct Run {
+    hist: Histogram<u64>,
+    /// When sending (or reading) started: message 0's due time with a rate.
+    started: Instant,
+    /// From `started` to the last completion.
+    elapsed: Duration,
+    paced: Option<Paced>,
+}
+
+/// What the open-loop senders saw, over all clients.
+struct Paced {
+    window: usize,
+    requests: u64,
+    window_full_waits: u64,
+    send_lag: Histogram<u64>,
 }
 
 /// State shared by every worker of a run.
@@ -72,23 +132,24 @@ struct Shared {
     bytes: AtomicU64,
     /// Failed requests.
     errors: AtomicU64,
+    /// When the last message completed, µs after `start`.
+    last_done_us: AtomicU64,
     /// Set when workers should stop.
     stop: AtomicBool,
     count: u64,
-    rate: u64,
     start: Instant,
 }
 
 impl Shared {
-    fn new(count: u64, rate: u64) -> Arc<Shared> {
+    fn new(count: u64) -> Arc<Shared> {
         Arc::new(Shared {
             claimed: AtomicU64::new(0),
             done: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            last_done_us: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             count,
-            rate,
             start: Instant::now(),
         })
     }
@@ -103,13 +164,15 @@ impl Shared {
         (batch.min(self.count - first), first)
     }
 
-    /// With a rate, waits until message `index` is due.
-    async fn pace(&self, index: u64) {
-        if self.rate == 0 {
-            return;
-        }
-        let due = self.start + Duration::from_secs_f64(index as f64 / self.rate as f64);
-        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+    /// Notes that a message completed now.
+    fn mark_done(&self) {
+        self.last_done_us
+            .fetch_max(micros(self.start.elapsed()), Ordering::Relaxed);
+    }
+
+    /// When the last message completed (`start` if none did).
+    fn last_done(&self) -> Instant {
+        self.start + Duration::from_micros(self.last_done_us.load(Ordering::Relaxed))
     }
 }
 
@@ -119,6 +182,18 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// User + system CPU time of this process so far, in seconds.
+fn client_cpu_secs() -> f64 {
+    // SAFETY: `rusage` is plain integers, valid all-zero; `getrusage` only
+    // writes into the struct it is given, which outlives the call.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
 }
 
 /// Runs `f` on a new arbiter thread; the receiver gets its output.
@@ -141,17 +216,25 @@ where
 
 /// Entry point of `skylark bench`.
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
-    if a.clients == 0 || a.batch == 0 || a.inflight == 0 {
+    if a.clients == 0 || a.batch == 0 || a.inflight == Some(0) {
         bail!("--clients, --batch and --inflight must be at least 1");
     }
     if a.count == 0 {
         bail!("--count must be at least 1");
     }
+    if a.mode == BenchMode::Consume && a.rate > 0 {
+        eprintln!("note: bench consume reads the backlog as fast as it can; --rate is ignored");
+    }
     actix::System::new().block_on(bench(a))
 }
 
+/// The rate asked for, if this mode paces.
+fn target_rate(a: &BenchArgs) -> Option<u64> {
+    (a.rate > 0 && a.mode != BenchMode::Consume).then_some(a.rate)
+}
+
 async fn bench(a: BenchArgs) -> anyhow::Result<()> {
-    let shared = Shared::new(a.count, a.rate);
+    let shared = Shared::new(a.count);
     let bar = progress_bar(a.count);
     let mut arbiters = Vec::new();
     let result = match a.mode {
@@ -163,43 +246,108 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     for arb in arbiters {
         arb.stop();
     }
-    let (hist, elapsed) = result?;
-    let secs = elapsed.as_secs_f64().max(1e-9);
+    let run = result?;
+    let secs = run.elapsed.as_secs_f64().max(1e-9);
     let done = shared.done.load(Ordering::Relaxed);
+    let hist = &run.hist;
+    let msgs_per_sec = done as f64 / secs;
     let report = Report {
-        msgs_per_sec: done as f64 / secs,
+        msgs_per_sec,
         mb_per_sec: shared.bytes.load(Ordering::Relaxed) as f64 / 1e6 / secs,
         p50_us: hist.value_at_quantile(0.5),
         p99_us: hist.value_at_quantile(0.99),
         p999_us: hist.value_at_quantile(0.999),
         max_us: hist.max(),
         errors: shared.errors.load(Ordering::Relaxed),
+        client_cpu_secs: client_cpu_secs(),
+        paced: target_rate(&a)
+            .zip(run.paced.as_ref())
+            .map(|(target, p)| PacedReport {
+                target_rate: target,
+                achieved_rate: msgs_per_sec,
+                inflight_window: p.window,
+                window_full_waits: p.window_full_waits,
+                send_lag_p99_us: p.send_lag.value_at_quantile(0.99),
+                send_lag_max_us: p.send_lag.max(),
+            }),
     };
-    if a.rate > 0 && report.msgs_per_sec < a.rate as f64 * 0.9 {
-        eprintln!(
-            "warning: reached {:.0} msgs/s of the {} asked for; raise --inflight, --batch or --clients",
-            report.msgs_per_sec, a.rate
-        );
-    }
     if a.json {
         out!("{}", serde_json::to_string(&report)?);
     } else {
-        out!(
-            "{:?}: {done} msgs in {secs:.2} s: {:.0} msgs/s, {:.2} MB/s; latency p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs; {} error(s)",
-            a.mode,
-            report.msgs_per_sec,
-            report.mb_per_sec,
-            report.p50_us,
-            report.p99_us,
-            report.p999_us,
-            report.max_us,
-            report.errors
-        );
+        print_human(&a, &report, done, secs)?;
     }
     if done == 0 && report.errors > 0 {
         bail!("every request failed ({} error(s))", report.errors);
     }
+    if let (Some(p), Some(paced)) = (&report.paced, &run.paced) {
+        if p.achieved_rate < RATE_REACHED * p.target_rate as f64 {
+            bail!("{}", shortfall(&report, p, paced, secs));
+        }
+    }
     Ok(())
+}
+
+fn print_human(a: &BenchArgs, r: &Report, done: u64, secs: f64) -> anyhow::Result<()> {
+    out!(
+        "{:?}: {done} msgs in {secs:.2} s: {:.0} msgs/s, {:.2} MB/s; latency p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs; {} error(s); client CPU {:.2} s",
+        a.mode,
+        r.msgs_per_sec,
+        r.mb_per_sec,
+        r.p50_us,
+        r.p99_us,
+        r.p999_us,
+        r.max_us,
+        r.errors,
+        r.client_cpu_secs
+    );
+    if let Some(p) = &r.paced {
+        out!(
+            "rate: target {} msgs/s, achieved {:.0} msgs/s; window {} request(s) per client, full {} time(s); send lag p99 {} µs, max {} µs",
+            p.target_rate,
+            p.achieved_rate,
+            p.inflight_window,
+            p.window_full_waits,
+            p.send_lag_p99_us,
+            p.send_lag_max_us
+        );
+    }
+    Ok(())
+}
+
+/// Why a paced run fell short of its rate, in words an operator can act on.
+fn shortfall(r: &Report, p: &PacedReport, paced: &Paced, secs: f64) -> String {
+    let head = format!(
+        "target rate not reached: {:.0} msgs/s achieved of the {} asked for (below the {:.0}% threshold)",
+        p.achieved_rate,
+        p.target_rate,
+        RATE_REACHED * 100.0
+    );
+    // A full window makes requests late too, so it is the broker's doing
+    // only when a good share of requests met it; lateness without it is the
+    // client's own (CPU, timers).
+    let why = if p.window_full_waits.saturating_mul(10) >= paced.requests {
+        format!(
+            "{} of {} requests found the in-flight window ({} per client) full and went out late; \
+             the broker answered too slowly for this window: add --clients or --batch, raise --inflight, \
+             or lower --rate",
+            p.window_full_waits, paced.requests, p.inflight_window
+        )
+    } else if p.send_lag_p99_us > 10_000 {
+        format!(
+            "the bench client fell behind its own schedule (send lag p99 {} µs, in-flight window full \
+             for {} of {} requests; it used {:.1} s of CPU in {secs:.1} s): the client is the limit; \
+             add --batch or --clients, or run the bench on a less loaded machine",
+            p.send_lag_p99_us, p.window_full_waits, paced.requests, r.client_cpu_secs
+        )
+    } else if r.errors > 0 {
+        format!("{} request(s) failed or message(s) went missing", r.errors)
+    } else {
+        format!(
+            "requests left on time but completions trailed them (latency p99 {} µs, max {} µs)",
+            r.p99_us, r.max_us
+        )
+    };
+    format!("{head}: {why}")
 }
 
 fn progress_bar(count: u64) -> ProgressBar {
@@ -223,22 +371,45 @@ async fn wait_with_progress<T>(
     }
 }
 
-/// Runs the producers; with `record`, their request latencies are the
-/// result's histogram.
+/// A random lowercase body of `size` bytes.
+fn random_body(size: usize) -> Bytes {
+    let mut rng = rand::thread_rng();
+    (0..size)
+        .map(|_| rng.gen_range(b'a'..=b'z'))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Runs the producers, open-loop with a rate, closed-loop without; with
+/// `record`, their request latencies are the result's histogram.
 async fn produce(
     a: &BenchArgs,
     shared: &Arc<Shared>,
     bar: &ProgressBar,
     arbiters: &mut Vec<Arbiter>,
     record: bool,
-) -> anyhow::Result<(Histogram<u64>, Duration)> {
-    let body: Bytes = {
-        let mut rng = rand::thread_rng();
-        (0..a.size)
-            .map(|_| rng.gen_range(b'a'..=b'z'))
-            .collect::<Vec<u8>>()
-            .into()
+) -> anyhow::Result<Run> {
+    let mut run = if a.rate > 0 {
+        produce_paced(a, shared, bar, arbiters).await?
+    } else {
+        produce_closed(a, shared, bar, arbiters).await?
     };
+    if !record {
+        run.hist.reset();
+    }
+    Ok(run)
+}
+
+/// Closed loop, as fast as possible: `--inflight` slots per client, each
+/// sending its next request when the previous one is answered.
+async fn produce_closed(
+    a: &BenchArgs,
+    shared: &Arc<Shared>,
+    bar: &ProgressBar,
+    arbiters: &mut Vec<Arbiter>,
+) -> anyhow::Result<Run> {
+    let body = random_body(a.size);
+    let started = Instant::now();
     let mut waits = Vec::new();
     for c in 0..a.clients {
         let cfg = ClientConfig::new(&a.namesrv);
@@ -248,20 +419,13 @@ async fn produce(
             body.clone(),
             shared.clone(),
         );
-        let (batch, inflight) = (a.batch, a.inflight);
-        let stamp_us = a.mode == BenchMode::E2e;
+        let (batch, inflight) = (a.batch, a.inflight.unwrap_or(1));
+        let stamp = a.mode == BenchMode::E2e;
         waits.push(on_arbiter(arbiters, move || async move {
             let producer = Producer::start(cfg, &format!("{group}-{c}"))?;
-            let slots = (0..inflight).map(|_| {
-                send_loop(
-                    producer.clone(),
-                    topic.clone(),
-                    body.clone(),
-                    batch,
-                    stamp_us,
-                    shared.clone(),
-                )
-            });
+            let load = Rc::new(Load { topic, body, stamp });
+            let slots = (0..inflight)
+                .map(|_| send_loop(producer.clone(), load.clone(), batch, shared.clone()));
             let mut hist = histogram()?;
             for h in futures::future::join_all(slots).await {
                 hist.add(h?)?;
@@ -278,40 +442,40 @@ async fn produce(
             None => first_err = first_err.or(Some(anyhow::anyhow!("a bench client stopped"))),
         }
     }
-    let elapsed = shared.start.elapsed();
+    let elapsed = started.elapsed();
     if let Some(e) = first_err {
         return Err(e);
     }
-    if !record {
-        hist.reset();
-    }
-    Ok((hist, elapsed))
+    Ok(Run {
+        hist,
+        started,
+        elapsed,
+        paced: None,
+    })
 }
 
-/// One in-flight slot of one producer client.
+/// One in-flight slot of one closed-loop producer client.
 async fn send_loop(
     p: Producer,
-    topic: String,
-    body: Bytes,
+    load: Rc<Load>,
     batch: usize,
-    stamp_us: bool,
     shared: Arc<Shared>,
 ) -> anyhow::Result<Histogram<u64>> {
     let mut hist = histogram()?;
     let batch = u64::try_from(batch).unwrap_or(1);
+    let body = &load.body;
     loop {
-        let (n, first) = shared.claim(batch);
+        let (n, _) = shared.claim(batch);
         if n == 0 {
             return Ok(hist);
         }
-        shared.pace(first).await;
-        // e2e measures arrival - born in µs: the born time in ms alone
-        // would overstate every sample by up to 999 µs.
+        // No schedule: the stamp is the send time, in µs (the born time in
+        // ms alone would overstate every e2e sample by up to 999 µs).
         let msg = || MessageData {
             body: body.clone(),
             born_timestamp: now_ms(),
-            properties: if stamp_us {
-                vec![(BORN_US.to_string(), now_us().to_string())]
+            properties: if load.stamp {
+                vec![(SCHED_US.to_string(), now_us().to_string())]
             } else {
                 Vec::new()
             },
@@ -319,9 +483,9 @@ async fn send_loop(
         };
         let t0 = Instant::now();
         let ok = if batch == 1 {
-            p.send(&topic, msg()).await.is_ok()
+            p.send(&load.topic, msg()).await.is_ok()
         } else {
-            p.send_batch(&topic, (0..n).map(|_| msg()).collect())
+            p.send_batch(&load.topic, (0..n).map(|_| msg()).collect())
                 .await
                 .is_ok()
         };
@@ -337,8 +501,89 @@ async fn send_loop(
     }
 }
 
-/// Property carrying the producer's clock in µs (e2e mode).
-const BORN_US: &str = "BENCH_BORN_US";
+/// Open loop at `--rate`: every client warms up (one unpaced send), then
+/// all get one schedule and send their share of it on time (`open_loop`).
+async fn produce_paced(
+    a: &BenchArgs,
+    shared: &Arc<Shared>,
+    bar: &ProgressBar,
+    arbiters: &mut Vec<Arbiter>,
+) -> anyhow::Result<Run> {
+    let body = random_body(a.size);
+    let window = open_loop::window(a.rate, a.batch, a.clients, a.inflight);
+    let mut waits = Vec::new();
+    let mut readies = Vec::new();
+    let mut gos = Vec::new();
+    for c in 0..a.clients {
+        let cfg = ClientConfig::new(&a.namesrv);
+        let (group, topic, body, shared) = (
+            a.group.clone(),
+            a.topic.clone(),
+            body.clone(),
+            shared.clone(),
+        );
+        let stamp = a.mode == BenchMode::E2e;
+        let (ready_tx, ready_rx) = oneshot::channel::<()>();
+        let (go_tx, go_rx) = oneshot::channel::<Arc<Plan>>();
+        readies.push(ready_rx);
+        gos.push(go_tx);
+        waits.push(on_arbiter(arbiters, move || async move {
+            let producer = Producer::start(cfg, &format!("{group}-{c}"))?;
+            producer
+                .send(&topic, MessageData::new("bench warm-up"))
+                .await?;
+            let _ = ready_tx.send(());
+            let plan = go_rx.await?;
+            let load = Rc::new(Load { topic, body, stamp });
+            open_loop::paced_client(producer, load, plan, c as u64, window, shared).await
+        }));
+    }
+    // A client that failed its warm-up drops its sender; its error comes
+    // out of its `wait` below.
+    for r in readies {
+        let _ = r.await;
+    }
+    let plan = Arc::new(Plan::new(
+        a.rate,
+        a.count,
+        a.batch as u64,
+        a.clients as u64,
+        SCHEDULE_LEAD,
+    ));
+    for g in gos {
+        let _ = g.send(plan.clone());
+    }
+    let mut hist = histogram()?;
+    let mut send_lag = histogram()?;
+    let mut window_full_waits = 0;
+    let mut first_err = None;
+    for w in waits {
+        match wait_with_progress(w, shared, bar).await {
+            Some(Ok(s)) => {
+                hist.add(s.latency)?;
+                send_lag.add(s.send_lag)?;
+                window_full_waits += s.window_full_waits;
+            }
+            Some(Err(e)) => first_err = first_err.or(Some(e)),
+            None => first_err = first_err.or(Some(anyhow::anyhow!("a bench client stopped"))),
+        }
+    }
+    let elapsed = shared.last_done().saturating_duration_since(plan.start);
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    Ok(Run {
+        hist,
+        started: plan.start,
+        elapsed,
+        paced: Some(Paced {
+            window,
+            requests: plan.requests(),
+            window_full_waits,
+            send_lag,
+        }),
+    })
+}
 
 /// Every queue of the topic with its (min, max) offsets.
 async fn queue_ranges(
@@ -360,7 +605,7 @@ async fn consume_backlog(
     shared: &Arc<Shared>,
     bar: &ProgressBar,
     arbiters: &mut Vec<Arbiter>,
-) -> anyhow::Result<(Histogram<u64>, Duration)> {
+) -> anyhow::Result<Run> {
     let probe = PullConsumer::start(ClientConfig::new(&a.namesrv), &a.group)?;
     let ranges = queue_ranges(&probe, &a.topic).await?;
     let backlog: u64 = ranges
@@ -407,7 +652,12 @@ async fn consume_backlog(
             None => bail!("a bench client stopped"),
         }
     }
-    Ok((hist, start.elapsed()))
+    Ok(Run {
+        hist,
+        started: start,
+        elapsed: start.elapsed(),
+        paced: None,
+    })
 }
 
 async fn drain_queue(
@@ -448,13 +698,14 @@ async fn drain_queue(
 }
 
 /// Consumers long-poll from the end of every queue while producers send;
-/// the histogram holds arrival − born per message.
+/// the histogram holds arrival − stamped (scheduled or send) time per
+/// message, and the run lasts until the last arrival.
 async fn e2e(
     a: &BenchArgs,
     shared: &Arc<Shared>,
     bar: &ProgressBar,
     arbiters: &mut Vec<Arbiter>,
-) -> anyhow::Result<(Histogram<u64>, Duration)> {
+) -> anyhow::Result<Run> {
     let consumer = PullConsumer::start(ClientConfig::new(&a.namesrv), &a.group)?;
     let ranges = match queue_ranges(&consumer, &a.topic).await {
         Ok(r) => r,
@@ -477,7 +728,7 @@ async fn e2e(
         }
     };
     // Received messages count separately from sent ones.
-    let received = Shared::new(a.count, 0);
+    let received = Shared::new(a.count);
     let mut tasks = Vec::new();
     for (q, _, hi) in ranges {
         let (c, recv) = (consumer.clone(), received.clone());
@@ -487,7 +738,6 @@ async fn e2e(
         });
         tasks.push(rx);
     }
-    let start = Instant::now();
     let sent = produce(a, shared, &ProgressBar::hidden(), arbiters, false).await;
     // Wait for the stragglers, or give up after a quiet period.
     let target = shared.done.load(Ordering::Relaxed);
@@ -502,9 +752,8 @@ async fn e2e(
             quiet_since = Instant::now();
         }
     }
-    let elapsed = start.elapsed();
     received.stop.store(true, Ordering::Relaxed);
-    sent?;
+    let sent = sent?;
     let mut hist = histogram()?;
     for rx in tasks {
         if let Ok(Ok(h)) = rx.await {
@@ -522,9 +771,16 @@ async fn e2e(
         received.errors.load(Ordering::Relaxed) + missing,
         Ordering::Relaxed,
     );
-    Ok((hist, elapsed))
+    Ok(Run {
+        hist,
+        started: sent.started,
+        elapsed: received.last_done().saturating_duration_since(sent.started),
+        paced: sent.paced,
+    })
 }
 
+/// Follows one queue from `offset`, recording arrival − stamp for every
+/// message that carries the bench's stamp (warm-up sends do not).
 async fn follow_queue(
     c: PullConsumer,
     q: MessageQueue,
@@ -539,20 +795,23 @@ async fn follow_queue(
         {
             Ok(r) => {
                 let now = now_us();
+                let mut n = 0;
                 for m in &r.messages {
-                    let born_us = m
-                        .property(BORN_US)
-                        .and_then(|v| v.parse::<i64>().ok())
-                        .unwrap_or_else(|| m.born_timestamp.saturating_mul(1000));
-                    let lat = now.saturating_sub(born_us);
+                    let Some(stamp) = m.property(SCHED_US).and_then(|v| v.parse::<i64>().ok())
+                    else {
+                        continue;
+                    };
+                    let lat = now.saturating_sub(stamp);
                     hist.saturating_record(u64::try_from(lat).unwrap_or(0));
                     shared
                         .bytes
                         .fetch_add(m.body.len() as u64, Ordering::Relaxed);
+                    n += 1;
                 }
-                shared
-                    .done
-                    .fetch_add(r.messages.len() as u64, Ordering::Relaxed);
+                if n > 0 {
+                    shared.done.fetch_add(n, Ordering::Relaxed);
+                    shared.mark_done();
+                }
                 offset = offset.max(r.next_offset);
             }
             Err(_) => {

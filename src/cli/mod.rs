@@ -487,10 +487,13 @@ pub struct BenchArgs {
     /// Messages per send request.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// Requests each client keeps awaiting an answer.
-    #[arg(long, default_value_t = 1)]
-    pub inflight: usize,
-    /// Target total msgs/s (0: as fast as possible).
+    /// Requests each client keeps awaiting an answer (default 1). With
+    /// --rate, the most each client may have awaiting an answer (default:
+    /// one second of its share of the rate, at most 1024).
+    #[arg(long)]
+    pub inflight: Option<usize>,
+    /// Target total msgs/s, sent open-loop on a schedule; the run fails
+    /// below 95% of it (0: as fast as possible, closed-loop).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
     /// Consumer group (consume / e2e).

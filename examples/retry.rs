@@ -30,6 +30,9 @@ use skylark::client::{
 const TOPIC: &str = "RetryExample";
 const MAX_RECONSUME: u32 = 2;
 
+/// One delivery: (body, reconsume_times, what the listener answered).
+type Delivery = (String, u32, &'static str);
+
 /// Waits up to `secs` for `done`.
 async fn wait(secs: u64, done: impl Fn() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -53,8 +56,7 @@ async fn run(namesrv: String) -> anyhow::Result<()> {
     }
     println!("sent 'flaky' and 'poison' to {TOPIC}");
 
-    // (body, reconsume_times, what the listener answered) per delivery.
-    let log: Arc<Mutex<Vec<(String, u32, &'static str)>>> = Arc::default();
+    let log: Arc<Mutex<Vec<Delivery>>> = Arc::default();
     let l = log.clone();
     let prefix = run_id.to_string();
     let opts = PushConsumerOptions {

@@ -158,7 +158,7 @@ impl FailPlan {
     /// Whether this delivery of `m` is to fail; counts the delivery.
     fn fails(&self, m: &ReceivedMessage) -> bool {
         let n = self.deliveries.fetch_add(1, Ordering::SeqCst) + 1;
-        let every = self.every.is_some_and(|e| n % e == 0);
+        let every = self.every.is_some_and(|e| n.is_multiple_of(e));
         let on = self
             .on
             .as_deref()

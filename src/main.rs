@@ -13,6 +13,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = Cli::parse();
+    if let Err(e) = skylark::logging::parse_level(&cli.log_level) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let log = skylark::logging::logger(&cli.log_level, cli.log_json);
     let result = match cli.cmd {
         Cmd::Standalone(a) => cli::server::standalone(a, log.clone()),
@@ -27,6 +31,6 @@ fn main() {
     drop(log);
     if let Err(e) = result {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(cli::exit_code(&e));
     }
 }

@@ -406,3 +406,788 @@ fn bench_modes_report_json() {
         "--json",
     ]);
 }
+
+/// Fails with the case's name unless the run neither panicked nor left its
+/// failure unexplained: no panic text on stderr, an exit status of 0 (when
+/// `ok`) or a documented failure status (1, 2 for usage, 3 for a not-OK
+/// send status) with an `error` line on stderr.
+fn assert_clean_exit(case: &str, out: &std::process::Output, ok: Option<bool>) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("no reactor running"),
+        "{case}: panic text on stderr: {err}"
+    );
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(0..=3)),
+        "{case}: exit status {code:?} (killed or panicked?), stderr: {err}"
+    );
+    if code != Some(0) {
+        assert!(
+            err.to_lowercase().contains("error"),
+            "{case}: failed without a reason on stderr: {err}"
+        );
+    }
+    if let Some(ok) = ok {
+        assert_eq!(
+            out.status.success(),
+            ok,
+            "{case}: exit status {code:?}, stderr: {err}"
+        );
+    }
+}
+
+#[test]
+fn every_subcommand_with_degenerate_arguments_exits_cleanly_without_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(dir.path(), &[]);
+    let out = node.cli(&[
+        "admin", "topic", "create", "--name", "Demo", "--queues", "2",
+    ]);
+    assert_clean_exit("create Demo", &out, Some(true));
+    // (arguments, Some(expected success) or None: either is fine)
+    let cases: &[(&[&str], Option<bool>)] = &[
+        (
+            &["produce", "--topic", "Demo", "--count", "0", "--body", "x"],
+            Some(true),
+        ),
+        (
+            &["produce", "--topic", "Demo", "--count", "0", "--json"],
+            Some(true),
+        ),
+        (
+            &[
+                "produce",
+                "--topic",
+                "Demo",
+                "--count",
+                "0",
+                "--transaction",
+                "commit",
+            ],
+            Some(true),
+        ),
+        (
+            &[
+                "produce",
+                "--topic",
+                "Demo",
+                "--count",
+                "0",
+                "--transaction",
+                "commit",
+                "--json",
+            ],
+            Some(true),
+        ),
+        (
+            &[
+                "produce",
+                "--topic",
+                "Demo",
+                "--count",
+                "0",
+                "--order-key",
+                "k",
+            ],
+            Some(true),
+        ),
+        (
+            &["produce", "--topic", "Demo", "--count", "0", "--batch", "4"],
+            Some(true),
+        ),
+        (&["produce", "--topic", "", "--body", "x"], Some(false)),
+        (
+            &["produce", "--topic", "bad topic", "--body", "x"],
+            Some(false),
+        ),
+        (&["produce", "--topic", "Demo", "--batch", "0"], Some(false)),
+        (
+            &["produce", "--topic", "Demo", "--delay-level", "0"],
+            Some(false),
+        ),
+        (
+            &["produce", "--topic", "Demo", "--property", "=x"],
+            Some(false),
+        ),
+        (&["produce", "--topic", "Demo", "--body", ""], None),
+        (&["produce", "--topic", "Demo", "--size", "0"], None),
+        (
+            &["produce", "--namesrv", "", "--topic", "Demo"],
+            Some(false),
+        ),
+        (
+            &["produce", "--namesrv", "nohost", "--topic", "Demo"],
+            Some(false),
+        ),
+        (
+            &["consume", "--group", "g", "--topic", "Demo", "--count", "0"],
+            Some(true),
+        ),
+        (
+            &[
+                "consume",
+                "--group",
+                "g",
+                "--topic",
+                "Demo",
+                "--idle-timeout",
+                "0",
+            ],
+            Some(true),
+        ),
+        (
+            &[
+                "consume",
+                "--group",
+                "",
+                "--topic",
+                "Demo",
+                "--idle-timeout",
+                "1",
+            ],
+            Some(false),
+        ),
+        (
+            &[
+                "consume",
+                "--group",
+                "g",
+                "--topic",
+                "",
+                "--idle-timeout",
+                "1",
+            ],
+            Some(false),
+        ),
+        (
+            &[
+                "consume",
+                "--group",
+                "g",
+                "--topic",
+                "bad topic",
+                "--idle-timeout",
+                "1",
+            ],
+            Some(false),
+        ),
+        (
+            &[
+                "consume",
+                "--group",
+                "g",
+                "--topic",
+                "Demo",
+                "--filter",
+                "",
+                "--idle-timeout",
+                "1",
+            ],
+            None,
+        ),
+        (
+            &["consume", "--group", "g", "--topic", "Demo", "--from", ""],
+            Some(false),
+        ),
+        (
+            &[
+                "consume",
+                "--group",
+                "g",
+                "--topic",
+                "Demo",
+                "--strategy",
+                "",
+            ],
+            Some(false),
+        ),
+        (&["admin", "topic", "create", "--name", ""], Some(false)),
+        (
+            &["admin", "topic", "create", "--name", "Z", "--queues", "0"],
+            Some(false),
+        ),
+        (&["admin", "topic", "update", "--name", ""], Some(false)),
+        (&["admin", "topic", "delete", "--name", ""], Some(false)),
+        (&["admin", "topic", "route", "--name", ""], Some(false)),
+        (&["admin", "topic", "stats", "--name", ""], Some(false)),
+        (
+            &["admin", "topic", "stats", "--name", "NoSuchTopic"],
+            Some(false),
+        ),
+        (&["admin", "message", "by-id", ""], Some(false)),
+        (&["admin", "message", "by-id", "zz"], Some(false)),
+        (&["admin", "message", "by-key", "--topic", "Demo", ""], None),
+        (
+            &["admin", "message", "by-key", "--topic", "", "k"],
+            Some(false),
+        ),
+        (
+            &[
+                "admin",
+                "message",
+                "by-time",
+                "--topic",
+                "Demo",
+                "--timestamp",
+                "0",
+                "--max-per-queue",
+                "0",
+            ],
+            None,
+        ),
+        (&["admin", "group", "progress", "--group", ""], Some(false)),
+        (&["admin", "group", "delete", "--group", ""], Some(false)),
+        (
+            &[
+                "admin",
+                "offset",
+                "reset",
+                "--group",
+                "",
+                "--topic",
+                "Demo",
+                "--timestamp",
+                "0",
+            ],
+            Some(false),
+        ),
+        (&["admin", "broker", "config", "set", "", ""], Some(false)),
+        (
+            &["admin", "broker", "config", "get", "--broker", ""],
+            Some(false),
+        ),
+        (&["admin", "delay", "stats", "--broker", ""], Some(false)),
+        (
+            &["bench", "produce", "--topic", "Demo", "--count", "0"],
+            Some(false),
+        ),
+        (
+            &["bench", "consume", "--topic", "Demo", "--count", "0"],
+            Some(false),
+        ),
+        (
+            &["bench", "e2e", "--topic", "Demo", "--count", "0"],
+            Some(false),
+        ),
+        (
+            &[
+                "bench",
+                "produce",
+                "--topic",
+                "Demo",
+                "--count",
+                "1",
+                "--clients",
+                "0",
+            ],
+            Some(false),
+        ),
+        (
+            &[
+                "bench", "produce", "--topic", "Demo", "--count", "1", "--batch", "0",
+            ],
+            Some(false),
+        ),
+    ];
+    for (args, ok) in cases {
+        let out = node.cli(args);
+        assert_clean_exit(&args.join(" "), &out, *ok);
+    }
+    // The server commands refuse nonsense without panicking too.
+    for args in [
+        &["broker", "-c", "/nonexistent.toml"][..],
+        &["--log-level", "loud", "namesrv"][..],
+        &["namesrv", "-c", "/nonexistent.toml"][..],
+        &["standalone", "-c", "/nonexistent.toml"][..],
+    ] {
+        let out = Command::new(bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_clean_exit(&args.join(" "), &out, Some(false));
+    }
+}
+
+#[test]
+fn produce_over_the_frame_limit_is_refused_by_the_client_as_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(dir.path(), &[]);
+    for size in ["5000000", "20000000"] {
+        let out = node.cli(&["produce", "--topic", "Big", "--size", size]);
+        assert_clean_exit(size, &out, Some(false));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("message too large: {size} bytes")),
+            "size {size}: {err}"
+        );
+        assert!(!err.contains("unexpected frame kind"), "{err}");
+    }
+    // The broker and its connections are fine afterwards.
+    let out = node.cli(&["produce", "--topic", "Big", "--body", "ok"]);
+    assert_clean_exit("small after big", &out, Some(true));
+}
+
+#[test]
+fn produce_to_sync_master_without_slave_exits_3_unless_accept_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("sync.toml");
+    std::fs::write(
+        &conf,
+        "broker_role = \"SYNC_MASTER\"\nsync_replication_timeout_ms = 200\n",
+    )
+    .unwrap();
+    let node = Standalone::start(&dir.path().join("data"), &["-c", conf.to_str().unwrap()]);
+    let out = node.cli(&[
+        "produce", "--topic", "Sync", "--count", "3", "--body", "b", "--json",
+    ]);
+    assert_clean_exit("no slave", &out, Some(false));
+    assert_eq!(out.status.code(), Some(3), "distinct exit status");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SlaveNotAvailable") || err.contains("FlushSlaveTimeout"),
+        "{err}"
+    );
+    assert!(err.contains("--accept-status"), "{err}");
+    // The stored message was printed, and the run stopped there.
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_ne!(lines[0]["status"], "SendOk");
+
+    let out = node.cli(&[
+        "produce",
+        "--topic",
+        "Sync",
+        "--count",
+        "3",
+        "--body",
+        "b",
+        "--json",
+        "--accept-status",
+    ]);
+    assert_clean_exit("accepted", &out, Some(true));
+    assert_eq!(json_lines(&out.stdout).len(), 3);
+
+    let out = node.cli(&[
+        "produce",
+        "--topic",
+        "Sync",
+        "--body",
+        "t",
+        "--transaction",
+        "commit",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn consume_fail_on_goes_through_retry_to_dlq_and_orderly_keeps_queue_order() {
+    let dir = tempfile::tempdir().unwrap();
+    // Short delay levels: the retry path takes milliseconds, not minutes.
+    let conf = dir.path().join("broker.toml");
+    let levels = vec!["50ms"; 18].join(" ");
+    std::fs::write(&conf, format!("delay_levels = \"{levels}\"\n")).unwrap();
+    let node = Standalone::start(&dir.path().join("data"), &["-c", conf.to_str().unwrap()]);
+    let out = node.cli(&[
+        "admin", "topic", "create", "--name", "Flaky", "--queues", "1",
+    ]);
+    assert_clean_exit("create", &out, Some(true));
+    for body in ["fine-0", "poison", "fine-1"] {
+        let out = node.cli(&["produce", "--topic", "Flaky", "--body", body]);
+        assert_clean_exit(body, &out, Some(true));
+    }
+    let out = node.cli(&[
+        "consume",
+        "--group",
+        "fg",
+        "--topic",
+        "Flaky",
+        "--fail-on",
+        "poison",
+        "--max-reconsume-times",
+        "1",
+        "--idle-timeout",
+        "4",
+        "--json",
+    ]);
+    assert_clean_exit("consume --fail-on", &out, Some(true));
+    let bodies: Vec<String> = json_lines(&out.stdout)
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(bodies, ["fine-0", "fine-1"], "the poison is never consumed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("failing on purpose").count(),
+        2,
+        "1 delivery + 1 retry: {err}"
+    );
+    assert!(err.contains("reconsume_times=1"), "{err}");
+    let out = node.cli(&[
+        "consume",
+        "--group",
+        "dlq-reader",
+        "--topic",
+        "%DLQ%fg",
+        "--idle-timeout",
+        "4",
+        "--json",
+    ]);
+    assert_clean_exit("consume DLQ", &out, Some(true));
+    let dead = json_lines(&out.stdout);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["body"], "poison");
+
+    // Orderly: every 2nd delivery fails and is retried in place, so the
+    // queue is still printed in offset order, each message once.
+    let out = node.cli(&[
+        "consume",
+        "--group",
+        "og",
+        "--topic",
+        "Flaky",
+        "--orderly",
+        "--fail-every",
+        "2",
+        "--count",
+        "3",
+        "--idle-timeout",
+        "10",
+        "--json",
+    ]);
+    assert_clean_exit("consume --orderly", &out, Some(true));
+    let offsets: Vec<u64> = json_lines(&out.stdout)
+        .iter()
+        .map(|m| m["queue_offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [0, 1, 2]);
+    let out = node.cli(&[
+        "consume",
+        "--group",
+        "x",
+        "--topic",
+        "Flaky",
+        "--fail-every",
+        "0",
+    ]);
+    assert_clean_exit("--fail-every 0", &out, Some(false));
+}
+
+#[test]
+fn consume_validates_the_topic_and_says_when_it_does_not_exist_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(dir.path(), &[]);
+    let out = node.cli(&[
+        "consume",
+        "--group",
+        "g",
+        "--topic",
+        "bad topic",
+        "--idle-timeout",
+        "1",
+    ]);
+    assert_clean_exit("bad topic", &out, Some(false));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("contains ' '"),
+        "validated like produce: {err}"
+    );
+
+    // Without --idle-timeout: a warning at once, then it keeps waiting and
+    // receives the message once the topic is created.
+    let mut consume = Command::new(bin())
+        .args([
+            "--log-level",
+            "warn",
+            "consume",
+            "--group",
+            "g",
+            "--topic",
+            "Later",
+        ])
+        .args(["--count", "1", "--json"])
+        .env("SKYLARK_NAMESRV", node.namesrv())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = consume.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let warning = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a warning on stderr");
+    assert!(
+        warning.contains("topic 'Later' does not exist (yet)") && warning.contains("waiting"),
+        "{warning}"
+    );
+    assert!(consume.try_wait().unwrap().is_none(), "keeps waiting");
+    let out = node.cli(&["produce", "--topic", "Later", "--body", "finally"]);
+    assert_clean_exit("produce", &out, Some(true));
+    let mut consume = common::KillOnDrop(consume);
+    assert!(
+        common::wait_until(Duration::from_secs(60), || matches!(
+            consume.0.try_wait(),
+            Ok(Some(_))
+        )),
+        "consume never got the message"
+    );
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut consume.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(stdout.contains("finally"), "{stdout}");
+
+    // With --idle-timeout: gives up naming the topic.
+    let out = node.cli(&[
+        "consume",
+        "--group",
+        "g",
+        "--topic",
+        "Never",
+        "--idle-timeout",
+        "1",
+    ]);
+    assert_clean_exit("never", &out, Some(false));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("topic 'Never' does not exist"), "{err}");
+}
+
+#[test]
+fn offset_reset_refuses_unknown_group_and_by_id_accepts_uniq_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(dir.path(), &[]);
+    let out = node.cli(&[
+        "produce", "--topic", "Q", "--body", "hello", "--key", "k1", "--json",
+    ]);
+    assert_clean_exit("produce", &out, Some(true));
+    let offset_id = json_lines(&out.stdout)[0]["msg_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let out = node.cli(&[
+        "admin",
+        "offset",
+        "reset",
+        "--group",
+        "nosuch",
+        "--topic",
+        "Q",
+        "--timestamp",
+        "0",
+    ]);
+    assert_clean_exit("reset nosuch", &out, Some(false));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("consumer group 'nosuch' not found"));
+    let out = node.cli(&["admin", "--json", "group", "list"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("nosuch"),
+        "no phantom group"
+    );
+
+    // A group that exists (it committed) can be reset.
+    let out = node.cli(&[
+        "consume", "--group", "real", "--topic", "Q", "--count", "1", "--json",
+    ]);
+    assert_clean_exit("consume", &out, Some(true));
+    let uniq = json_lines(&out.stdout)[0]["properties"]["UNIQ_KEY"]
+        .as_str()
+        .expect("UNIQ_KEY property")
+        .to_string();
+    let out = node.cli(&[
+        "admin",
+        "offset",
+        "reset",
+        "--group",
+        "real",
+        "--topic",
+        "Q",
+        "--timestamp",
+        "0",
+    ]);
+    assert_clean_exit("reset real", &out, Some(true));
+
+    for id in [offset_id.as_str(), uniq.as_str()] {
+        let out = node.cli(&["admin", "--json", "message", "by-id", id]);
+        assert_clean_exit(id, &out, Some(true));
+        let found = json_lines(&out.stdout);
+        assert_eq!(found.len(), 1, "{id}: {found:?}");
+        assert_eq!(found[0]["body"], "hello");
+    }
+    let out = node.cli(&["admin", "message", "by-id", &uniq, "--topic", "Q"]);
+    assert_clean_exit("uniq with topic", &out, Some(true));
+    let out = node.cli(&[
+        "admin",
+        "message",
+        "by-id",
+        "0123456789ABCDEF0123456789ABCDEF",
+    ]);
+    assert_clean_exit("unknown id", &out, Some(false));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+#[test]
+fn topic_update_keeps_unset_values_create_refuses_existing_and_queues_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(dir.path(), &[]);
+    let route = |name: &str| -> (u64, u64, bool) {
+        let out = node.cli(&["admin", "--json", "topic", "route", "--name", name]);
+        let v = &json_lines(&out.stdout)[0]["route"]["queues"][0];
+        (
+            v["read_queues"].as_u64().unwrap(),
+            v["write_queues"].as_u64().unwrap(),
+            v["order"].as_bool().unwrap(),
+        )
+    };
+    let until =
+        |want: (u64, u64, bool)| common::wait_until(Duration::from_secs(20), || route("T") == want);
+    let out = node.cli(&["admin", "topic", "create", "--name", "T", "--queues", "2"]);
+    assert_clean_exit("create", &out, Some(true));
+    assert!(until((2, 2, false)));
+    let out = node.cli(&["admin", "topic", "update", "--name", "T", "--order"]);
+    assert_clean_exit("update --order", &out, Some(true));
+    assert!(
+        until((2, 2, true)),
+        "update --order kept 2 queues: {:?}",
+        route("T")
+    );
+
+    let out = node.cli(&["admin", "topic", "create", "--name", "T", "--queues", "8"]);
+    assert_clean_exit("create again", &out, Some(false));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let out = node.cli(&[
+        "admin", "topic", "update", "--name", "Nope", "--queues", "3",
+    ]);
+    assert_clean_exit("update missing", &out, Some(false));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+
+    // Drain before shrinking: fewer write queues, the read queues stay.
+    let out = node.cli(&[
+        "admin",
+        "topic",
+        "update",
+        "--name",
+        "T",
+        "--write-queues",
+        "1",
+    ]);
+    assert_clean_exit("write-queues", &out, Some(true));
+    assert!(until((2, 1, true)), "{:?}", route("T"));
+    let out = node.cli(&["admin", "--json", "topic", "stats", "--name", "T"]);
+    let v = &json_lines(&out.stdout)[0]["brokers"][0];
+    assert_eq!(
+        (v["read_queues"].as_u64(), v["write_queues"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(v["queues"].as_array().unwrap().len(), 2);
+    let out = node.cli(&["admin", "topic", "stats", "--name", "T"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 read / 1 write queues"));
+    let out = node.cli(&[
+        "admin",
+        "topic",
+        "update",
+        "--name",
+        "T",
+        "--read-queues",
+        "0",
+    ]);
+    assert_clean_exit("read-queues 0", &out, Some(false));
+}
+
+#[test]
+fn standalone_new_store_is_laptop_sized() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not through the harness, which pins 64 MiB segments by environment.
+    let (np, bp) = (common::free_port(), common::free_port());
+    let child = Command::new(bin())
+        .args(["--log-level", "warn", "standalone", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--namesrv-port",
+            &np.to_string(),
+            "--broker-port",
+            &bp.to_string(),
+        ])
+        .env_remove("SKYLARK_STORE__SEGMENT_SIZE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = common::KillOnDrop(child);
+    common::wait_listening(&mut child.0, &[np, bp]).unwrap();
+    let produce = || {
+        Command::new(bin())
+            .args([
+                "--log-level",
+                "warn",
+                "produce",
+                "--topic",
+                "Small",
+                "--body",
+                "x",
+            ])
+            .env("SKYLARK_NAMESRV", format!("127.0.0.1:{np}"))
+            .output()
+            .unwrap()
+    };
+    assert!(common::wait_until(Duration::from_secs(30), || produce()
+        .status
+        .success()));
+    let total: u64 = walk(dir.path());
+    assert!(
+        total <= 100 << 20,
+        "a new standalone store takes {} MiB",
+        total >> 20
+    );
+    let segments: Vec<u64> = std::fs::read_dir(dir.path().join("commitlog"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    assert_eq!(segments, [64 << 20]);
+
+    // It starts again on the store it made.
+    drop(child);
+    let child = Command::new(bin())
+        .args(["--log-level", "warn", "standalone", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--namesrv-port",
+            &np.to_string(),
+            "--broker-port",
+            &bp.to_string(),
+        ])
+        .env_remove("SKYLARK_STORE__SEGMENT_SIZE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = common::KillOnDrop(child);
+    common::wait_listening(&mut child.0, &[np, bp]).unwrap();
+    assert!(common::wait_until(Duration::from_secs(30), || produce()
+        .status
+        .success()));
+}
+
+/// Bytes of every file under `dir`.
+fn walk(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

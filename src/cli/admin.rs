@@ -1,7 +1,7 @@
 //! `skylark admin`: topics and the cluster, through the NameServer.
 //!
-//! `topic create|update` sends `CreateTopic` to every master broker the
-//! NameServer knows (from `GetClusterInfo`), or to `--broker`; `topic delete`
+//! `topic create|update` (in [`admin_topic`]) writes the topic to every
+//! master broker the NameServer knows, or to `--broker`; `topic delete`
 //! to every master hosting the topic. `topic route|list` and `cluster list`
 //! print a table, or JSON with `--json`. Errors name the object
 //! (`topic 'X' not found`).
@@ -11,13 +11,10 @@ use std::io::Write;
 
 use anyhow::bail;
 use serde_json::json;
-use skylark_codec::{
-    CreateTopicRequest, DeleteTopicRequest, GetTopicStatsRequest, TopicConfig, PERM_READ,
-    PERM_WRITE,
-};
+use skylark_codec::{DeleteTopicRequest, GetTopicStatsRequest, PERM_READ, PERM_WRITE};
 
-use super::admin_group;
-use super::{AdminArgs, AdminCmd, ClusterCmd, GroupCmd, OffsetCmd, TopicCmd, TopicCreateArgs};
+use super::{admin_group, admin_topic};
+use super::{AdminArgs, AdminCmd, ClusterCmd, GroupCmd, OffsetCmd, TopicCmd};
 use crate::client::{ClientConfig, ClientError, NameServerClient};
 
 /// `println!` that returns an error (e.g. a closed pipe) instead of panicking.
@@ -29,15 +26,19 @@ macro_rules! out {
 
 /// Entry point of `skylark admin`.
 pub fn run(a: AdminArgs) -> anyhow::Result<()> {
-    actix::System::new().block_on(admin(a))
+    super::block_on(admin(a))
 }
 
 async fn admin(a: AdminArgs) -> anyhow::Result<()> {
     let cfg = ClientConfig::new(&a.namesrv);
     let ns = NameServerClient::new(&cfg.namesrv, cfg.request_timeout, &cfg.client_id)?;
     match a.cmd {
-        AdminCmd::Topic(TopicCmd::Create(t)) => create(&ns, &cfg, &t, "created", a.json).await,
-        AdminCmd::Topic(TopicCmd::Update(t)) => create(&ns, &cfg, &t, "updated", a.json).await,
+        AdminCmd::Topic(TopicCmd::Create(t)) => {
+            admin_topic::write(&ns, &cfg, &t, admin_topic::Verb::Create, a.json).await
+        }
+        AdminCmd::Topic(TopicCmd::Update(t)) => {
+            admin_topic::write(&ns, &cfg, &t, admin_topic::Verb::Update, a.json).await
+        }
         AdminCmd::Topic(TopicCmd::Delete(t)) => delete(&ns, &cfg, &t.name, a.json).await,
         AdminCmd::Topic(TopicCmd::Route(t)) => route(&ns, &t.name, a.json).await,
         AdminCmd::Topic(TopicCmd::Stats(t)) => stats(&ns, &cfg, &t.name, a.json).await,
@@ -72,67 +73,6 @@ where
     c.close();
     r.map(|_| ())
         .map_err(|e| ClientError::from_call(addr, Some(topic), e).into())
-}
-
-async fn create(
-    ns: &NameServerClient,
-    cfg: &ClientConfig,
-    t: &TopicCreateArgs,
-    verb: &str,
-    json: bool,
-) -> anyhow::Result<()> {
-    skylark_codec::validate_topic_name(&t.name).map_err(anyhow::Error::msg)?;
-    if t.queues == 0 {
-        bail!("--queues must be at least 1");
-    }
-    let targets: Vec<(String, String)> = match &t.broker {
-        Some(addr) => vec![(addr.clone(), addr.clone())],
-        None => ns
-            .cluster_info()
-            .await?
-            .brokers
-            .values()
-            .filter_map(|b| {
-                b.master_addr()
-                    .map(|a| (b.broker_name.clone(), a.to_string()))
-            })
-            .collect(),
-    };
-    if targets.is_empty() {
-        bail!(
-            "cannot create topic '{}': no master broker is registered with the NameServer",
-            t.name
-        );
-    }
-    let req = CreateTopicRequest {
-        config: TopicConfig {
-            order: t.order,
-            ..TopicConfig::new(t.name.clone(), t.queues)
-        },
-    };
-    for (_, addr) in &targets {
-        call_broker(cfg, addr, &t.name, &req).await?;
-    }
-    if json {
-        let brokers: Vec<_> = targets
-            .iter()
-            .map(|(n, a)| json!({"broker_name": n, "addr": a}))
-            .collect();
-        out!(
-            "{}",
-            json!({"topic": t.name, "queues": t.queues, "order": t.order, "brokers": brokers, "result": verb})
-        );
-    } else {
-        for (name, addr) in &targets {
-            out!(
-                "{verb} topic '{}' ({} queues{}) on {name} ({addr})",
-                t.name,
-                t.queues,
-                if t.order { ", ordered" } else { "" }
-            );
-        }
-    }
-    Ok(())
 }
 
 async fn delete(
@@ -229,6 +169,8 @@ async fn stats(
             .map(|(broker, a)| {
                 let s = &a.value;
                 json!({"broker_name": broker, "addr": a.addr, "from_slave": a.from_slave,
+                    "read_queues": s.config.read_queues, "write_queues": s.config.write_queues,
+                    "perm": perm_str(s.config.perm), "order": s.config.order,
                     "queues": s.queues.iter().map(|q| json!({
                     "queue_id": q.queue_id, "min_offset": q.min_offset, "max_offset": q.max_offset,
                 })).collect::<Vec<_>>(), "messages_put": s.messages_put, "parked_pulls": s.parked_pulls})
@@ -240,8 +182,18 @@ async fn stats(
         );
         return Ok(());
     }
+    for (broker, a) in &all {
+        let c = &a.value.config;
+        out!(
+            "{broker}: {} read / {} write queues, perm {}{}",
+            c.read_queues,
+            c.write_queues,
+            perm_str(c.perm),
+            if c.order { ", ordered" } else { "" }
+        );
+    }
     out!(
-        "{:<20} {:>6} {:>14} {:>14}",
+        "{:<20} {:>6} {:>14} {:>14}  WRITABLE",
         "BROKER",
         "QUEUE",
         "MIN_OFFSET",
@@ -249,12 +201,15 @@ async fn stats(
     );
     for (broker, a) in &all {
         for q in &a.value.queues {
+            // A queue at or above the write count only drains.
+            let writable = q.queue_id < a.value.config.write_queues;
             out!(
-                "{:<20} {:>6} {:>14} {:>14}",
+                "{:<20} {:>6} {:>14} {:>14}  {}",
                 broker,
                 q.queue_id,
                 q.min_offset,
-                q.max_offset
+                q.max_offset,
+                if writable { "yes" } else { "no (draining)" }
             );
         }
     }

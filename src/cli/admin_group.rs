@@ -7,7 +7,9 @@
 //! answer (see [`read_group`]), `delete` writes to masters only;
 //! `offset reset` asks every master hosting the topic to move the group's
 //! offsets to the first message stored at or after `--timestamp` (ms), and
-//! those brokers tell the group's live members to re-read them.
+//! those brokers tell the group's live members to re-read them. A group
+//! none of those brokers knows (`admin group list`) is refused rather than
+//! created.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -286,7 +288,20 @@ pub async fn reset(
     json: bool,
 ) -> anyhow::Result<()> {
     skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
+    skylark_codec::validate_topic_name(topic).map_err(anyhow::Error::msg)?;
     let route = ns.route(topic).await?;
+    // Resetting a group no broker knows would create it (a phantom group
+    // with offsets and no member): refuse, as RocketMQ refuses a reset of
+    // a group without a subscription.
+    let (known, _) = read_groups(cfg, &route.brokers, Some(topic), &GetGroupListRequest {}).await?;
+    if !known
+        .iter()
+        .any(|(_, a)| a.value.groups.iter().any(|g| g == group))
+    {
+        bail!(
+            "consumer group '{group}' not found on the brokers of topic '{topic}': it has no committed offsets and no live member (check the name with `admin group list`; start a consumer of it once to create it)"
+        );
+    }
     let req = ResetOffsetRequest {
         group: group.to_string(),
         topic: topic.to_string(),

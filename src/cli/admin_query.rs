@@ -4,7 +4,8 @@
 //! Message queries print each message as `consume` does (one JSON object
 //! per message with `--json`, the `consume --json` shape). `by-key` and
 //! `by-time` ask every master hosting the topic; `by-id` asks only the
-//! broker whose address is inside the id (one read there). Broker settings
+//! broker whose address is inside an offset message id (one read there), and
+//! looks a `UNIQ_KEY` up by key (see [`by_id`]). Broker settings
 //! go to `--broker` or to every master the NameServer knows. Errors name
 //! the object that is wrong (`message 'ID' not found on broker ADDR`).
 
@@ -94,20 +95,7 @@ pub async fn message(
             found.sort_by_key(|m| std::cmp::Reverse(m.store_timestamp));
             print_all(&found, json)
         }
-        MessageCmd::ById(a) => {
-            let id = MessageId::from_hex(&a.id)
-                .map_err(|e| anyhow::anyhow!("bad message id '{}': {e}", a.id))?;
-            let addr = id.addr.to_string();
-            let req = ViewMessageByIdRequest {
-                msg_id: a.id.clone(),
-            };
-            let resp = call(cfg, &addr, None, &req).await?;
-            let found = decode(&resp, &addr)?;
-            if found.is_empty() {
-                bail!("message '{}' not found on broker {addr}", a.id);
-            }
-            print_all(&found, json)
-        }
+        MessageCmd::ById(a) => by_id(ns, cfg, &a.id, a.topic.as_deref(), json).await,
         MessageCmd::ByTime(a) => {
             let req = QueryMessageByTimeRequest {
                 topic: a.topic.clone(),
@@ -130,6 +118,84 @@ pub async fn message(
         }
     }
 }
+
+/// `admin message by-id ID`: `ID` is an offset message id (the broker's
+/// address and the CommitLog offset, as `produce --json` prints it) or a
+/// `UNIQ_KEY` (the producer's unique id), as RocketMQ's `queryMsgById`
+/// accepts both. Both forms are 32 hex digits for an IPv4 broker, so an id
+/// is read as an offset id only when it names a broker the NameServer knows
+/// and a message starts at its offset there; else it is looked up as a
+/// unique key through the brokers' IndexFile (`by-key` on `--topic`, or on
+/// every topic the NameServer lists).
+async fn by_id(
+    ns: &NameServerClient,
+    cfg: &ClientConfig,
+    id: &str,
+    topic: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let hex = !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex {
+        bail!("bad message id '{id}': expected an offset message id or a UNIQ_KEY (hex digits)");
+    }
+    if let Some(t) = topic {
+        skylark_codec::validate_topic_name(t).map_err(anyhow::Error::msg)?;
+    }
+    let known: std::collections::BTreeSet<String> = ns
+        .cluster_info()
+        .await?
+        .brokers
+        .values()
+        .flat_map(|b| b.addrs.values().cloned())
+        .collect();
+    if let Ok(mid) = MessageId::from_hex(id) {
+        let addr = mid.addr.to_string();
+        if known.contains(&addr) {
+            let req = ViewMessageByIdRequest {
+                msg_id: id.to_string(),
+            };
+            let resp = call(cfg, &addr, None, &req).await?;
+            let found = decode(&resp, &addr)?;
+            if !found.is_empty() {
+                return print_all(&found, json);
+            }
+        }
+    }
+    let topics = match topic {
+        Some(t) => vec![t.to_string()],
+        None => ns.topic_list().await?.topics,
+    };
+    let mut found = Vec::new();
+    for t in &topics {
+        let req = QueryMessageByKeyRequest {
+            topic: t.clone(),
+            key: id.to_string(),
+            begin_ms: 0,
+            end_ms: now_ms(),
+            max: 64,
+        };
+        let Ok(masters) = masters_of(ns, t).await else {
+            continue;
+        };
+        for addr in masters {
+            let resp = call(cfg, &addr, Some(t), &req).await?;
+            found.extend(decode(&resp, &addr)?.into_iter().filter(|m| {
+                m.property(UNIQ_KEY)
+                    .is_some_and(|u| u.eq_ignore_ascii_case(id))
+            }));
+        }
+    }
+    if found.is_empty() {
+        let scope = match topic {
+            Some(t) => format!("topic '{t}'"),
+            None => format!("any of {} topic(s)", topics.len()),
+        };
+        bail!("message '{id}' not found: no broker holds it as an offset message id, and no message of {scope} has it as its UNIQ_KEY");
+    }
+    print_all(&found, json)
+}
+
+const UNIQ_KEY: &str = skylark_actors::store::record::PROPERTY_UNIQ_KEY;
 
 /// `--broker`, or every master the NameServer knows.
 async fn target_brokers(

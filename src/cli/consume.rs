@@ -16,7 +16,18 @@
 //! without a new message, or on Ctrl-C, and exits 0. `--sql` subscribes
 //! with a SQL-92 property filter evaluated on the broker; it is validated
 //! here first, so a malformed expression exits non-zero with the parser's
-//! reason.
+//! reason. The topic and group names are checked as `produce` checks
+//! them. A topic that does not exist (yet) is waited for — a warning on
+//! stderr says so at once and every 30 s — until it appears, or, with
+//! `--idle-timeout`, until that passes (then exit 1, naming the topic).
+//!
+//! `--orderly` consumes each queue in order under a broker lock (one member
+//! per queue). `--fail-every N` / `--fail-on TEXT` answer `Retry` for some
+//! deliveries (noted on stderr) to watch the retry path: a concurrent
+//! consumer sends the message back to `%RETRY%<group>` with the next delay
+//! level (10 s, 30 s, 1 min, ...), and after `--max-reconsume-times`
+//! failures (default 16) to `%DLQ%<group>`; an orderly one retries it in
+//! place. See `examples/retry.rs`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -59,6 +70,8 @@ fn parse_from(s: &str) -> anyhow::Result<From> {
 
 /// Entry point of `skylark consume`.
 pub fn run(a: ConsumeArgs) -> anyhow::Result<()> {
+    skylark_codec::validate_topic_name(&a.topic).map_err(anyhow::Error::msg)?;
+    skylark_codec::validate_group_name(&a.group).map_err(anyhow::Error::msg)?;
     if let Some(sql) = &a.sql {
         // Checked here first, so a malformed expression exits with the
         // parser's reason before anything connects.
@@ -67,30 +80,90 @@ pub fn run(a: ConsumeArgs) -> anyhow::Result<()> {
     if let Some(f) = &a.filter {
         parse_tag_expression(f).map_err(|e| anyhow::anyhow!("--filter {f:?}: {e}"))?;
     }
+    if a.fail_every == Some(0) {
+        bail!("--fail-every must be at least 1");
+    }
+    if a.orderly && a.broadcast {
+        bail!("--orderly and --broadcast do not mix: orderly consumption locks each queue to one member");
+    }
     let from = parse_from(&a.from)?;
     let strategy: AllocateStrategy = a.strategy.parse().map_err(anyhow::Error::msg)?;
-    actix::System::new().block_on(consume(a, from, strategy))
+    if a.count == Some(0) {
+        // Nothing to receive: done before joining the group.
+        return Ok(());
+    }
+    super::block_on(consume(a, from, strategy))
 }
+
+/// How often "still waiting for the topic" is repeated on stderr.
+const TOPIC_WAIT_NOTICE_EVERY: Duration = Duration::from_secs(30);
 
 /// The topic's readable queues. A topic with no route yet (not created, or
 /// its broker is still registering after a restart) is waited for, up to
-/// `idle` when given, as a RocketMQ consumer waits for its topic.
+/// `idle` when given, as a RocketMQ consumer waits for its topic — saying
+/// so on stderr at once and every 30 s, so a mistyped topic is not a
+/// silent hang. With `idle`, the wait ends in an error naming the topic.
 async fn wait_for_queues(
     consumer: &PullConsumer,
     topic: &str,
     idle: Option<Duration>,
 ) -> anyhow::Result<Vec<crate::client::MessageQueue>> {
-    let deadline = idle.map(|d| tokio::time::Instant::now() + d);
+    let started = tokio::time::Instant::now();
+    let deadline = idle.map(|d| started + d);
+    let mut next_notice = started;
     loop {
         match consumer.queues(topic).await {
             Ok(q) => return Ok(q),
             Err(crate::client::ClientError::TopicNotFound(_))
                 if deadline.is_none_or(|d| tokio::time::Instant::now() < d) =>
             {
+                let now = tokio::time::Instant::now();
+                if now >= next_notice {
+                    eprintln!("{}", topic_wait_notice(topic, idle, now - started));
+                    next_notice = now + TOPIC_WAIT_NOTICE_EVERY;
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            Err(crate::client::ClientError::TopicNotFound(_)) => bail!(
+                "topic '{topic}' does not exist (no broker hosts it); gave up after --idle-timeout {}s",
+                idle.map_or(0, |d| d.as_secs())
+            ),
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// The stderr line while waiting for a topic that has no route.
+fn topic_wait_notice(topic: &str, idle: Option<Duration>, waited: Duration) -> String {
+    let until = match idle {
+        Some(d) => format!("up to --idle-timeout {}s", d.as_secs()),
+        None => "until it is created (Ctrl-C to stop; --idle-timeout SECS to give up)".into(),
+    };
+    format!(
+        "warning: topic '{topic}' does not exist (yet): no broker hosts it; waiting {until} [{}s so far]",
+        waited.as_secs()
+    )
+}
+
+/// Which deliveries `--fail-every` / `--fail-on` fail on purpose.
+#[derive(Debug, Default)]
+struct FailPlan {
+    every: Option<u64>,
+    on: Option<String>,
+    /// Deliveries seen so far (failed ones included).
+    deliveries: AtomicU64,
+}
+
+impl FailPlan {
+    /// Whether this delivery of `m` is to fail; counts the delivery.
+    fn fails(&self, m: &ReceivedMessage) -> bool {
+        let n = self.deliveries.fetch_add(1, Ordering::SeqCst) + 1;
+        let every = self.every.is_some_and(|e| n.is_multiple_of(e));
+        let on = self
+            .on
+            .as_deref()
+            .is_some_and(|t| m.body_str().is_some_and(|b| b.contains(t)));
+        every || on
     }
 }
 
@@ -98,6 +171,7 @@ async fn wait_for_queues(
 struct Printer {
     json: bool,
     limit: Option<u64>,
+    fail: FailPlan,
     printed: AtomicU64,
     /// When the last message was printed.
     last: Mutex<Instant>,
@@ -116,6 +190,13 @@ impl Printer {
             {
                 // Over the limit: not consumed, so not committed.
                 return hold;
+            }
+            if self.fail.fails(m) {
+                eprintln!(
+                    "failing on purpose: msg_id={} queue={} offset={} reconsume_times={} (answered Retry)",
+                    m.msg_id, m.queue_id, m.queue_offset, m.reconsume_times
+                );
+                return ConsumeResult::Retry;
             }
             if let Err(e) = print_message(&mut out, m, self.json).and_then(|_| Ok(out.flush()?)) {
                 *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
@@ -168,6 +249,8 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
         commit_interval: COMMIT_EVERY,
         pull_suspend: idle.map_or(MAX_SUSPEND, |i| MAX_SUSPEND.min(i)),
         rebalance_interval: Duration::from_millis(a.rebalance_interval_ms.max(10)),
+        orderly: a.orderly,
+        max_reconsume_times: a.max_reconsume_times,
         instance_name: a.instance.clone(),
         local_offset_path: a.offset_file.clone().map(PathBuf::from),
         ..PushConsumerOptions::default()
@@ -175,6 +258,11 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
     let printer = Arc::new(Printer {
         json: a.json,
         limit: a.count,
+        fail: FailPlan {
+            every: a.fail_every,
+            on: a.fail_on.clone(),
+            deliveries: AtomicU64::new(0),
+        },
         printed: AtomicU64::new(0),
         last: Mutex::new(Instant::now()),
         failed: Mutex::new(None),

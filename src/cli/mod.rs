@@ -3,11 +3,18 @@
 //! Server commands (`standalone`, `namesrv`, `broker`) live in [`server`];
 //! client commands in [`produce`], [`consume`], [`admin`] and [`bench`].
 //! Every failure exits non-zero with a one-line reason on stderr.
+//!
+//! Exit status: 0 success; 1 failure (the reason on stderr); 2 bad usage
+//! (clap's own); [`EXIT_SEND_NOT_OK`] (3) when `produce` had a message
+//! stored but not as asked — a send status other than `SendOk`
+//! (`FlushDiskTimeout`, `FlushSlaveTimeout`, `SlaveNotAvailable`) — unless
+//! `--accept-status` was given.
 
 pub mod admin;
 pub mod admin_delay;
 pub mod admin_group;
 pub mod admin_query;
+pub mod admin_topic;
 pub mod bench;
 pub mod consume;
 pub mod produce;
@@ -19,6 +26,66 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
+
+/// Exit status of `produce` when the broker stored a message but answered a
+/// send status other than `SendOk` (not flushed / not replicated as the
+/// broker's role promises) and `--accept-status` was not given.
+pub const EXIT_SEND_NOT_OK: i32 = 3;
+
+/// A failure that asks for a specific exit status (see the module doc);
+/// `main` prints it as `error: ...` and exits with `code`.
+#[derive(Debug)]
+pub struct ExitError {
+    /// Process exit status.
+    pub code: i32,
+    /// The reason, printed on stderr.
+    pub message: String,
+}
+
+impl std::fmt::Display for ExitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ExitError {}
+
+/// The process exit status for a command's error: [`ExitError::code`] if it
+/// carries one, else 1.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    e.downcast_ref::<ExitError>().map_or(1, |x| x.code)
+}
+
+/// Runs a client command's future on a fresh actix `System`, and gives the
+/// actors it spawned a turn before the runtime goes.
+///
+/// Why: `Producer::start` and friends spawn actors (a `ClientInstance`, a
+/// `TransactionChecker`) whose `started` arms `run_interval` timers. An
+/// actor spawned but never polled (e.g. `produce --count 0`, which awaits
+/// nothing) is still unstarted when `block_on` returns; dropping the
+/// runtime then drops its task, and actix's context, on drop, polls it once
+/// so it can stop — which runs `started` for the first time, outside any
+/// Tokio runtime, and panics ("there is no reactor running"). Yielding to
+/// the local task set here lets every such actor start (and its timers bind
+/// to the live runtime), so they are torn down quietly with the runtime.
+pub fn block_on<F>(fut: F) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    actix::System::new().block_on(async move {
+        let r = fut.await;
+        settle().await;
+        r
+    })
+}
+
+/// Yields to the local task set until actors spawned by the command (and
+/// those they spawn in `started`) have been polled once.
+async fn settle() {
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+}
 
 /// A progress bar on stderr for long runs, drawn only when stderr is a
 /// terminal (hidden when piped, so scripts see clean output).
@@ -189,6 +256,12 @@ pub struct ProduceArgs {
     /// One JSON object per sent message on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Exit 0 even when the broker answers a send status other than SendOk
+    /// (FlushDiskTimeout, FlushSlaveTimeout, SlaveNotAvailable: stored, but
+    /// not flushed or replicated as its role promises). Without it such a
+    /// status stops the run with exit status 3 and the reason on stderr.
+    #[arg(long)]
+    pub accept_status: bool,
     /// Send transactional (half) messages; the local transaction decides this.
     #[arg(long, value_enum, conflicts_with_all = ["delay_level", "delay_ms", "deliver_at", "order_key"])]
     pub transaction: Option<produce_tx::TxStateArg>,
@@ -246,6 +319,25 @@ pub struct ConsumeArgs {
     /// One JSON object per received message on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Consume each queue in order under a broker lock (RocketMQ's
+    /// MessageListenerOrderly): one member per queue, messages in queue
+    /// order; a failed message is retried in place, blocking its queue.
+    #[arg(long)]
+    pub orderly: bool,
+    /// Fail every N-th delivery (answer Retry instead of consuming it), to
+    /// watch the retry path: concurrent mode sends it back to
+    /// %RETRY%<group> with the next delay level, and after
+    /// --max-reconsume-times failures to %DLQ%<group>.
+    #[arg(long, value_name = "N")]
+    pub fail_every: Option<u64>,
+    /// Fail every delivery whose body contains TEXT (it ends in %DLQ%<group>
+    /// after --max-reconsume-times retries).
+    #[arg(long, value_name = "TEXT")]
+    pub fail_on: Option<String>,
+    /// Failed deliveries after which a message goes to %DLQ%<group>
+    /// (RocketMQ's maxReconsumeTimes).
+    #[arg(long, default_value_t = 16)]
+    pub max_reconsume_times: u32,
 }
 
 #[derive(Debug, Args)]
@@ -299,7 +391,8 @@ pub enum DelayCmd {
 pub enum MessageCmd {
     /// Messages of a topic with a key (or unique id), through the brokers' index.
     ByKey(MessageByKeyArgs),
-    /// The message with this offset message id (as `produce --json` prints it).
+    /// The message with this id: an offset message id (as `produce --json`
+    /// prints it) or its UNIQ_KEY (the producer's unique id).
     ById(MessageByIdArgs),
     /// Per queue, messages from the first one stored at or after a time.
     ByTime(MessageByTimeArgs),
@@ -325,8 +418,12 @@ pub struct MessageByKeyArgs {
 
 #[derive(Debug, Args)]
 pub struct MessageByIdArgs {
-    /// Offset message id (hex; names the storing broker and the offset).
+    /// Offset message id (hex; names the storing broker and the offset), or
+    /// a UNIQ_KEY (the producer's unique id, looked up in the IndexFile).
     pub id: String,
+    /// Look a UNIQ_KEY up in this topic only (default: every topic).
+    #[arg(long)]
+    pub topic: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -414,9 +511,10 @@ pub struct OffsetResetArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum TopicCmd {
-    /// Create a topic on every master broker.
+    /// Create a topic on every master broker (refused where it exists).
     Create(TopicCreateArgs),
-    /// Update a topic's queue counts / order flag.
+    /// Update an existing topic's queue counts / order flag; flags not
+    /// given keep their current value.
     Update(TopicCreateArgs),
     /// Delete a topic.
     Delete(TopicNameArgs),
@@ -433,12 +531,24 @@ pub struct TopicCreateArgs {
     /// Topic name.
     #[arg(long)]
     pub name: String,
-    /// Read and write queue count.
-    #[arg(long, default_value_t = 8)]
-    pub queues: u32,
-    /// Mark the topic as ordered.
+    /// Read and write queue count (create: default 8; update: unchanged
+    /// unless given).
+    #[arg(long, conflicts_with_all = ["read_queues", "write_queues"])]
+    pub queues: Option<u32>,
+    /// Queues consumers read (RocketMQ's readQueueNums).
     #[arg(long)]
+    pub read_queues: Option<u32>,
+    /// Queues producers write (RocketMQ's writeQueueNums). To shrink a
+    /// topic, lower this first, let consumers drain the queues above it,
+    /// then lower --read-queues (docs/topics.md).
+    #[arg(long)]
+    pub write_queues: Option<u32>,
+    /// Mark the topic as ordered.
+    #[arg(long, conflicts_with = "no_order")]
     pub order: bool,
+    /// Update: mark the topic as not ordered.
+    #[arg(long)]
+    pub no_order: bool,
     /// Only on this broker address (default: every master the NameServer knows).
     #[arg(long)]
     pub broker: Option<String>,

@@ -5,7 +5,9 @@
 //! `{"msg_id","queue_id","queue_offset","status"}` per message, flushed
 //! right after its acknowledgement (a test kills the broker mid-run and
 //! checks that every printed message survived). The first failure stops the
-//! run with the broker's reason on stderr and a non-zero exit.
+//! run with the broker's reason on stderr and a non-zero exit. So does the
+//! first send status other than `SendOk` (stored, but not flushed or
+//! replicated as promised: exit status 3), unless `--accept-status`.
 //!
 //! Human output: one line per message for up to 100 messages, then only a
 //! summary.
@@ -19,7 +21,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::ProduceArgs;
-use crate::client::{now_ms, ClientConfig, MessageData, Producer, SendResult};
+use crate::client::{now_ms, ClientConfig, MessageData, Producer, SendResult, SendStatus};
 
 /// `println!` that returns an error (e.g. a closed pipe) instead of panicking.
 macro_rules! out {
@@ -45,7 +47,7 @@ pub fn run(a: ProduceArgs) -> anyhow::Result<()> {
     if a.transaction.is_some() {
         return super::produce_tx::run(a);
     }
-    actix::System::new().block_on(produce(a))
+    super::block_on(produce(a))
 }
 
 fn check_args(a: &ProduceArgs) -> anyhow::Result<()> {
@@ -133,6 +135,41 @@ async fn send(
     Ok(r?)
 }
 
+/// Why a stored message's send status is not `SendOk`, in an operator's words.
+fn status_reason(s: SendStatus) -> &'static str {
+    match s {
+        SendStatus::SendOk => "stored",
+        SendStatus::FlushDiskTimeout => {
+            "stored, but the synchronous disk flush timed out (SYNC_FLUSH)"
+        }
+        SendStatus::FlushSlaveTimeout => {
+            "stored on the master, but its slave did not acknowledge it in time (SYNC_MASTER)"
+        }
+        SendStatus::SlaveNotAvailable => {
+            "stored on the master, but no slave is connected to replicate it (SYNC_MASTER)"
+        }
+    }
+}
+
+/// Fails the run (exit status [`EXIT_SEND_NOT_OK`](super::EXIT_SEND_NOT_OK))
+/// at the first result that is not `SendOk`; the line already printed for
+/// it says where it was stored.
+pub(super) fn check_status(topic: &str, results: &[SendResult]) -> anyhow::Result<()> {
+    if let Some(r) = results.iter().find(|r| r.status != SendStatus::SendOk) {
+        return Err(super::ExitError {
+            code: super::EXIT_SEND_NOT_OK,
+            message: format!(
+                "send status {:?} for msg_id={} (topic '{topic}'): {}; pass --accept-status to accept it",
+                r.status,
+                r.msg_id,
+                status_reason(r.status)
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     let properties = parse_properties(&a.properties)?;
     let producer = Producer::start(ClientConfig::new(&a.namesrv), &a.group)?;
@@ -165,6 +202,10 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
             }
         }
         out.flush().context("writing to stdout")?;
+        drop(out);
+        if !a.accept_status {
+            check_status(&a.topic, &results)?;
+        }
         i += n;
         bar.inc(n);
     }

@@ -58,7 +58,7 @@ struct CheckJson<'a> {
 
 /// Entry point (called by `produce` when `--transaction` is given).
 pub fn run(a: ProduceArgs) -> anyhow::Result<()> {
-    actix::System::new().block_on(produce(a))
+    super::block_on(produce(a))
 }
 
 async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
@@ -120,6 +120,10 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
             }
         }
         out.flush().context("writing to stdout")?;
+        drop(out);
+        if !a.accept_status {
+            super::produce::check_status(&a.topic, std::slice::from_ref(&r.send_result))?;
+        }
     }
     if a.linger_secs > 0 {
         tokio::time::sleep(Duration::from_secs(a.linger_secs)).await;

@@ -81,7 +81,21 @@ fn broker_overrides<'a>(
     o
 }
 
-/// `skylark standalone`: a NameServer and a Broker in one process.
+/// Whether `data_dir` holds a CommitLog made with RocketMQ's 1 GiB
+/// segments (a standalone store from before its laptop-sized defaults).
+fn has_rocketmq_sized_commit_log(data_dir: &std::path::Path) -> bool {
+    let rocketmq_segment = skylark_actors::store::StoreConfig::default().segment_size;
+    std::fs::read_dir(data_dir.join("commitlog"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| e.metadata().is_ok_and(|m| m.len() == rocketmq_segment))
+        })
+        .unwrap_or(false)
+}
+
+/// `skylark standalone`: a NameServer and a Broker in one process, with
+/// laptop-sized store defaults for a new data directory
+/// ([`crate::config::STANDALONE_STORE_DEFAULTS`]).
 pub fn standalone(a: StandaloneArgs, log: Logger) -> anyhow::Result<()> {
     let host = a.host.clone().unwrap_or_else(|| "127.0.0.1".to_string());
     let namesrv_addr = format!("{host}:{}", a.namesrv_port);
@@ -98,7 +112,15 @@ pub fn standalone(a: StandaloneArgs, log: Logger) -> anyhow::Result<()> {
         &Some(namesrv_addr),
     );
     o.push(("broker_name", Value::from("standalone")));
-    let mut bcfg: BrokerConfig = load(a.config.as_deref(), &o)?;
+    // Laptop-sized store, except for a store made before these defaults
+    // (1 GiB segments): its files' geometry is fixed, so it keeps
+    // RocketMQ's sizes.
+    let defaults = match &data_dir {
+        Some(d) if has_rocketmq_sized_commit_log(std::path::Path::new(d)) => Vec::new(),
+        _ => crate::config::standalone_defaults(),
+    };
+    let mut bcfg: BrokerConfig =
+        crate::config::load_with_defaults(a.config.as_deref(), &defaults, &o)?;
     if bcfg.ha_port.is_none() {
         // No slave replicates a standalone broker unless configured to:
         // don't claim port + 1, take any free port for the HA listener.

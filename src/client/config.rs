@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+/// Default [`ClientConfig::max_message_size`]: 4 MiB, as RocketMQ.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 << 20;
+
 /// Settings shared by every handle of one [`ClientInstance`](super::ClientInstance).
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -25,8 +28,15 @@ pub struct ClientConfig {
     pub send_latency_fault_enable: bool,
     /// How long a broker is skipped after a connection failure.
     pub isolation: Duration,
-    /// Largest frame accepted from a server.
+    /// Largest frame accepted from a server (and sent to one: a send
+    /// request that would not fit is refused before it is sent).
     pub max_frame_size: usize,
+    /// Largest message body a producer sends (RocketMQ's producer-side
+    /// `maxMessageSize`, 4 MiB, the broker's default `max_message_size`);
+    /// a larger body is refused before sending with
+    /// [`ClientError::MessageTooLarge`](super::ClientError). Raise it
+    /// together with the broker's `store.max_message_size`.
+    pub max_message_size: usize,
 }
 
 impl ClientConfig {
@@ -62,6 +72,7 @@ impl Default for ClientConfig {
             send_latency_fault_enable: true,
             isolation: Duration::from_secs(30),
             max_frame_size: skylark_codec::DEFAULT_MAX_FRAME_SIZE,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 }

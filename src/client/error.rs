@@ -58,6 +58,19 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// A message refused by the client before sending: its body is over
+    /// [`ClientConfig::max_message_size`](super::ClientConfig) (RocketMQ's
+    /// producer-side `maxMessageSize` check), or a request would not fit in
+    /// one frame. Same wording as the broker's `MessageTooLarge` answer.
+    #[error("message too large: {size} bytes, limit {limit} (refused by the client before sending, topic '{topic}')")]
+    MessageTooLarge {
+        /// Topic of the send.
+        topic: String,
+        /// Body size (or a batch's total) in bytes.
+        size: usize,
+        /// The limit it is over.
+        limit: usize,
+    },
     /// A caller-side mistake (bad filter, bad name, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -131,6 +144,7 @@ impl ClientError {
         match self {
             ClientError::Remote { error, .. } => Some(error.code),
             ClientError::TopicNotFound(_) => Some(ErrorCode::TopicNotFound),
+            ClientError::MessageTooLarge { .. } => Some(ErrorCode::MessageTooLarge),
             _ => None,
         }
     }
@@ -168,6 +182,20 @@ mod tests {
         assert_eq!(e.to_string(), "Message too large: 5 > 4 (server b)");
         assert!(!e.is_retryable());
         assert_eq!(e.code(), Some(ErrorCode::MessageTooLarge));
+    }
+
+    #[test]
+    fn client_side_too_large_reads_like_the_brokers_answer() {
+        let e = ClientError::MessageTooLarge {
+            topic: "T".into(),
+            size: 20_000_000,
+            limit: 4_194_304,
+        };
+        assert!(e
+            .to_string()
+            .starts_with("message too large: 20000000 bytes, limit 4194304"));
+        assert_eq!(e.code(), Some(ErrorCode::MessageTooLarge));
+        assert!(!e.is_retryable());
     }
 
     #[test]

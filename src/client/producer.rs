@@ -5,9 +5,10 @@
 //! number of sends run concurrently on pipelined connections. A failed send
 //! (connection failure or a retryable broker error such as `Busy`) is
 //! retried on another broker up to `retry_times_when_send_failed` times,
-//! except ordered sends, which must stay on their queue. The client does not
-//! enforce the message size limit: the broker refuses an oversized message
-//! with `MessageTooLarge` and its reason is what the caller sees.
+//! except ordered sends, which must stay on their queue. A body over
+//! `ClientConfig::max_message_size` (4 MiB, as RocketMQ's producer), or a
+//! batch that cannot fit in one frame, is refused before sending with
+//! `ClientError::MessageTooLarge`, worded as the broker's own answer.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -116,6 +117,7 @@ impl Producer {
     /// Sends without waiting for (or getting) an answer; errors only if no
     /// broker could be reached.
     pub async fn send_oneway(&self, topic: &str, mut msg: MessageData) -> Result<()> {
+        check_size(&self.config, topic, std::slice::from_ref(&msg))?;
         stamp(&mut msg);
         let sel = self.select(topic, None, None).await?;
         let req = SendRequest {
@@ -165,6 +167,10 @@ impl Producer {
         payload: Payload,
         order_key: Option<String>,
     ) -> Result<Vec<SendResult>> {
+        match &payload {
+            Payload::One(m) => check_size(&self.config, topic, std::slice::from_ref(m))?,
+            Payload::Batch(ms) => check_size(&self.config, topic, ms)?,
+        }
         let mut req = match payload {
             Payload::One(mut m) => {
                 stamp(&mut m);
@@ -256,6 +262,33 @@ impl Request {
             }
         }
     }
+}
+
+/// Room in a frame for a send request's header, topic, group and message
+/// fields around the bodies.
+const FRAME_SLACK: usize = 64 * 1024;
+
+/// Refuses, before anything is sent, a body over the configured message
+/// size or a request whose bodies (and properties) cannot fit one frame.
+fn check_size(config: &ClientConfig, topic: &str, msgs: &[MessageData]) -> Result<()> {
+    let too_large = |size, limit| ClientError::MessageTooLarge {
+        topic: topic.to_string(),
+        size,
+        limit,
+    };
+    let mut total = 0usize;
+    for m in msgs {
+        if m.body.len() > config.max_message_size {
+            return Err(too_large(m.body.len(), config.max_message_size));
+        }
+        let props: usize = m.properties.iter().map(|(k, v)| k.len() + v.len()).sum();
+        total = total.saturating_add(m.body.len()).saturating_add(props);
+    }
+    let frame_room = config.max_frame_size.saturating_sub(FRAME_SLACK);
+    if total > frame_room {
+        return Err(too_large(total, frame_room));
+    }
+    Ok(())
 }
 
 fn queue_id(sel: &Selected) -> i32 {

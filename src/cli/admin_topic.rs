@@ -1,0 +1,238 @@
+//! `skylark admin topic create|update`: write a topic's configuration to
+//! every master broker (or to `--broker`).
+//!
+//! `create` refuses a topic that already exists on a target broker (it
+//! would silently overwrite its queue counts); `update` requires it to
+//! exist and changes only what its flags name: each broker's current
+//! configuration (read with `GetTopicStats`) is the starting point, so
+//! `update --order` on a 2-queue topic keeps 2 queues. Read and write queue
+//! counts are separate, as RocketMQ's `readQueueNums`/`writeQueueNums`:
+//! shrink a topic by lowering `--write-queues` first, letting consumers
+//! drain the queues above it, then lowering `--read-queues`.
+
+use std::io::Write;
+
+use anyhow::bail;
+use serde_json::json;
+use skylark_codec::{CreateTopicRequest, ErrorCode, GetTopicStatsRequest, TopicConfig};
+
+use super::TopicCreateArgs;
+use crate::client::{ClientConfig, ClientError, NameServerClient};
+
+macro_rules! out {
+    ($($t:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($t)*)?
+    };
+}
+
+/// Queue count of `topic create` without `--queues`.
+const DEFAULT_QUEUES: u32 = 8;
+
+/// Create or update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Create,
+    Update,
+}
+
+impl Verb {
+    fn done(self) -> &'static str {
+        match self {
+            Verb::Create => "created",
+            Verb::Update => "updated",
+        }
+    }
+}
+
+/// The configuration to write: `current` (update) or the defaults
+/// (create), with the flags given applied on top.
+pub fn merged(t: &TopicCreateArgs, current: Option<&TopicConfig>) -> anyhow::Result<TopicConfig> {
+    let mut c = match current {
+        Some(c) => c.clone(),
+        None => TopicConfig::new(t.name.clone(), DEFAULT_QUEUES),
+    };
+    if let Some(q) = t.queues {
+        c.read_queues = q;
+        c.write_queues = q;
+    }
+    if let Some(r) = t.read_queues {
+        c.read_queues = r;
+    }
+    if let Some(w) = t.write_queues {
+        c.write_queues = w;
+    }
+    if t.order {
+        c.order = true;
+    }
+    if t.no_order {
+        c.order = false;
+    }
+    if c.read_queues == 0 || c.write_queues == 0 {
+        bail!("--queues, --read-queues and --write-queues must be at least 1");
+    }
+    Ok(c)
+}
+
+/// The topic's configuration on the broker at `addr`, or `None` where it
+/// does not exist.
+async fn current(
+    cfg: &ClientConfig,
+    addr: &str,
+    topic: &str,
+) -> anyhow::Result<Option<TopicConfig>> {
+    let c = crate::client::connect_broker(cfg, addr).await?;
+    let r = c
+        .call(&GetTopicStatsRequest {
+            topic: topic.to_string(),
+        })
+        .await;
+    c.close();
+    match r.map_err(|e| ClientError::from_call(addr, Some(topic), e)) {
+        Ok(s) => Ok(Some(s.config)),
+        Err(e) if e.code() == Some(ErrorCode::TopicNotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// (broker name, address) of the brokers to write to.
+async fn targets(
+    ns: &NameServerClient,
+    t: &TopicCreateArgs,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let targets: Vec<(String, String)> = match &t.broker {
+        Some(addr) => vec![(addr.clone(), addr.clone())],
+        None => ns
+            .cluster_info()
+            .await?
+            .brokers
+            .values()
+            .filter_map(|b| {
+                b.master_addr()
+                    .map(|a| (b.broker_name.clone(), a.to_string()))
+            })
+            .collect(),
+    };
+    if targets.is_empty() {
+        bail!(
+            "cannot write topic '{}': no master broker is registered with the NameServer",
+            t.name
+        );
+    }
+    Ok(targets)
+}
+
+/// `admin topic create|update`.
+pub async fn write(
+    ns: &NameServerClient,
+    cfg: &ClientConfig,
+    t: &TopicCreateArgs,
+    verb: Verb,
+    json: bool,
+) -> anyhow::Result<()> {
+    skylark_codec::validate_topic_name(&t.name).map_err(anyhow::Error::msg)?;
+    merged(t, None)?;
+    let targets = targets(ns, t).await?;
+    // Check every target first, so a refusal writes nothing.
+    let mut plan = Vec::new();
+    for (name, addr) in &targets {
+        let now = current(cfg, addr, &t.name).await?;
+        match (verb, &now) {
+            (Verb::Create, Some(c)) => bail!(
+                "topic '{}' already exists on {name} ({addr}) with {} read / {} write queues{}; use `admin topic update` to change it",
+                t.name,
+                c.read_queues,
+                c.write_queues,
+                if c.order { ", ordered" } else { "" }
+            ),
+            (Verb::Update, None) => bail!(
+                "topic '{}' does not exist on {name} ({addr}); use `admin topic create` (or --broker to update one broker)",
+                t.name
+            ),
+            _ => {}
+        }
+        plan.push((name, addr, merged(t, now.as_ref())?));
+    }
+    for (_, addr, config) in &plan {
+        let req = CreateTopicRequest {
+            config: config.clone(),
+        };
+        let c = crate::client::connect_broker(cfg, addr).await?;
+        let r = c.call(&req).await;
+        c.close();
+        r.map_err(|e| ClientError::from_call(addr, Some(&t.name), e))?;
+    }
+    let verb = verb.done();
+    if json {
+        let brokers: Vec<_> = plan
+            .iter()
+            .map(|(n, a, c)| {
+                json!({"broker_name": n, "addr": a, "read_queues": c.read_queues,
+                    "write_queues": c.write_queues, "order": c.order})
+            })
+            .collect();
+        let first = &plan[0].2;
+        out!(
+            "{}",
+            json!({"topic": t.name, "queues": first.read_queues.max(first.write_queues),
+                "read_queues": first.read_queues, "write_queues": first.write_queues,
+                "order": first.order, "brokers": brokers, "result": verb})
+        );
+    } else {
+        for (name, addr, c) in &plan {
+            out!(
+                "{verb} topic '{}' ({}{}) on {name} ({addr})",
+                t.name,
+                queue_counts(c),
+                if c.order { ", ordered" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// "8 queues", or "4 read / 2 write queues" when they differ.
+fn queue_counts(c: &TopicConfig) -> String {
+    if c.read_queues == c.write_queues {
+        format!("{} queues", c.read_queues)
+    } else {
+        format!("{} read / {} write queues", c.read_queues, c.write_queues)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(f: impl FnOnce(&mut TopicCreateArgs)) -> TopicCreateArgs {
+        let mut a = TopicCreateArgs {
+            name: "T".into(),
+            queues: None,
+            read_queues: None,
+            write_queues: None,
+            order: false,
+            no_order: false,
+            broker: None,
+        };
+        f(&mut a);
+        a
+    }
+
+    #[test]
+    fn update_keeps_current_values_for_flags_not_given() {
+        let two = TopicConfig::new("T", 2);
+        let c = merged(&args(|a| a.order = true), Some(&two)).unwrap();
+        assert_eq!((c.read_queues, c.write_queues, c.order), (2, 2, true));
+        let c = merged(&args(|a| a.write_queues = Some(1)), Some(&c)).unwrap();
+        assert_eq!((c.read_queues, c.write_queues, c.order), (2, 1, true));
+        let c = merged(&args(|a| a.no_order = true), Some(&c)).unwrap();
+        assert!(!c.order);
+    }
+
+    #[test]
+    fn create_defaults_and_zero_counts() {
+        let c = merged(&args(|_| {}), None).unwrap();
+        assert_eq!((c.read_queues, c.write_queues), (8, 8));
+        assert!(merged(&args(|a| a.read_queues = Some(0)), None).is_err());
+        assert!(merged(&args(|a| a.queues = Some(0)), None).is_err());
+    }
+}

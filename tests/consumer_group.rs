@@ -868,3 +868,284 @@ fn a_listener_failing_17_times_sends_the_message_to_the_dlq_through_retries() {
         consumer.shutdown().await;
     });
 }
+
+/// Two members of a new group started in the same instant over messages
+/// already stored: whichever member first sees only itself takes every
+/// queue, then hands half of them over. The new owner takes a queue only
+/// once the broker grants it the queue's lease, which the previous owner
+/// releases after its final commit was acknowledged, and reads the offset
+/// only then: nothing is delivered twice. 20 rounds, one fresh group each.
+#[test]
+fn members_started_together_deliver_nothing_twice() {
+    use skylark::client::{
+        ClientConfig, ConsumeFrom, ConsumeResult, PushConsumer, PushConsumerOptions,
+        ReceivedMessage,
+    };
+    use std::sync::{Arc, Mutex};
+
+    const ROUNDS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(&dir.path().join("data"), &[]);
+    create_topic(&node, "Together", "4");
+    let keys: BTreeSet<Key> = produce(&node, "Together", 400).into_iter().collect();
+    assert_eq!(keys.len(), 400);
+    let mut max: BTreeMap<u64, u64> = BTreeMap::new();
+    for (q, o) in &keys {
+        let m = max.entry(*q).or_default();
+        *m = (*m).max(o + 1);
+    }
+    let namesrv = node.namesrv();
+    let started = std::time::Instant::now();
+    actix::System::new().block_on(async move {
+        let mut handovers = 0;
+        for round in 0..ROUNDS {
+            let group = format!("together-{round}");
+            // (member, queue id, queue offset) per delivery.
+            let seen: Arc<Mutex<Vec<(usize, u64, u64)>>> = Arc::default();
+            let mut members = Vec::new();
+            for i in 0..2 {
+                if i == 1 {
+                    // "Together": the second member within 0-200 ms of the
+                    // first, so some rounds see the first take every queue
+                    // and hand half of them over mid-way.
+                    let gap = (round % 5) as u64 * 50;
+                    tokio::time::sleep(Duration::from_millis(gap)).await;
+                }
+                let mut cfg = ClientConfig::new(&namesrv);
+                cfg.client_id = format!("{group}-{i}");
+                let s = seen.clone();
+                let opts = PushConsumerOptions {
+                    consume_from: ConsumeFrom::First,
+                    consume_threads: 4,
+                    ..PushConsumerOptions::default()
+                };
+                let c = PushConsumer::builder(cfg, &group)
+                    .subscribe("Together", "*")
+                    .options(opts)
+                    .start(move |msgs: &[ReceivedMessage]| {
+                        // Slow enough that the first member is mid-queue
+                        // when the second one arrives.
+                        std::thread::sleep(Duration::from_millis(1));
+                        let mut s = s.lock().unwrap();
+                        for m in msgs {
+                            s.push((i, u64::from(m.queue_id), m.queue_offset));
+                        }
+                        ConsumeResult::Success
+                    })
+                    .unwrap();
+                members.push(c);
+            }
+            // Done: every message seen, the queues split between the two,
+            // each pulled to its end with nothing left in flight (so a
+            // duplicate would have been delivered by now).
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let done = loop {
+                let distinct: BTreeSet<Key> = seen
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(_, q, o)| (*q, *o))
+                    .collect();
+                let pos: Vec<Vec<(u64, u64)>> = members
+                    .iter()
+                    .map(|m| {
+                        m.positions()
+                            .into_iter()
+                            .filter(|(q, _)| q.topic == "Together")
+                            .map(|(q, o)| (u64::from(q.queue_id), o))
+                            .collect()
+                    })
+                    .collect();
+                let split = pos.iter().all(|p| !p.is_empty())
+                    && pos.iter().map(Vec::len).sum::<usize>() == max.len()
+                    && pos.iter().flatten().all(|(q, o)| max.get(q) == Some(o));
+                let idle = members
+                    .iter()
+                    .all(|m| m.cached().iter().all(|(_, n, _)| *n == 0));
+                if (distinct == keys && split && idle) || std::time::Instant::now() > deadline {
+                    break distinct == keys && split && idle;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            for m in members {
+                m.shutdown().await;
+            }
+            let seen = seen.lock().unwrap().clone();
+            assert!(
+                done,
+                "round {round}: not settled; {} deliveries",
+                seen.len()
+            );
+            let mut count: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
+            for (member, q, o) in &seen {
+                count.entry((*q, *o)).or_default().push(*member);
+            }
+            let shared: BTreeSet<u64> = (0..max.len() as u64)
+                .filter(|q| {
+                    let by: BTreeSet<usize> = seen
+                        .iter()
+                        .filter(|(_, sq, _)| sq == q)
+                        .map(|(m, _, _)| *m)
+                        .collect();
+                    by.len() > 1
+                })
+                .collect();
+            if !shared.is_empty() {
+                handovers += 1; // a queue moved from one member to the other
+            }
+            let twice: Vec<_> = count.iter().filter(|(_, by)| by.len() > 1).collect();
+            assert!(
+                twice.is_empty(),
+                "round {round}: {} of {} messages delivered twice, e.g. {:?}",
+                twice.len(),
+                keys.len(),
+                &twice[..twice.len().min(5)]
+            );
+        }
+        eprintln!(
+            "{ROUNDS} rounds in {:?}, {handovers} with a queue handed over mid-way",
+            started.elapsed()
+        );
+    });
+}
+
+/// A `skylark standalone` whose log goes to a file (the shared harness
+/// inherits stderr).
+struct LoggedStandalone {
+    _child: KillOnDrop,
+    namesrv: String,
+    broker: String,
+    log: PathBuf,
+}
+
+impl LoggedStandalone {
+    fn start(dir: &Path) -> LoggedStandalone {
+        let (n, b) = (common::free_port(), common::free_port());
+        let log = dir.join("standalone.log");
+        let mut child = Command::new(bin())
+            .args(["--log-level", "info", "standalone", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--namesrv-port", &n.to_string()])
+            .args(["--broker-port", &b.to_string()])
+            .env("SKYLARK_STORE__SEGMENT_SIZE", "67108864")
+            .stdin(Stdio::null())
+            .stdout(File::create(&log).unwrap())
+            .stderr(File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .unwrap();
+        common::wait_listening(&mut child, &[n, b]).unwrap();
+        let s = LoggedStandalone {
+            _child: KillOnDrop(child),
+            namesrv: format!("127.0.0.1:{n}"),
+            broker: format!("127.0.0.1:{b}"),
+            log,
+        };
+        assert!(wait_until(Duration::from_secs(30), || {
+            let out = s.cli(&["admin", "--json", "cluster", "list"]);
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&s.broker)
+        }));
+        s
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin())
+            .args(["--log-level", "warn"])
+            .args(args)
+            .env("SKYLARK_NAMESRV", &self.namesrv)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Members of one group that filter differently (`--filter A`, `--filter
+/// B`) would each skip the other's messages in their own queues: the
+/// broker warns once in its log and reports the inconsistency in the group
+/// progress answer; it is gone from the answer when one member leaves.
+#[test]
+fn members_subscribing_differently_are_reported_in_the_log_and_progress() {
+    use skylark::client::{connect_broker, ClientConfig};
+    use skylark::codec::GetConsumeProgressRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = LoggedStandalone::start(dir.path());
+    ok(&node.cli(&[
+        "admin", "topic", "create", "--name", "Mixed", "--queues", "4",
+    ]));
+    let consume = |name: &str, filter: &str| {
+        let out = dir.path().join(format!("{name}.jsonl"));
+        KillOnDrop(
+            Command::new(bin())
+                .args(["--log-level", "warn", "consume", "--json"])
+                .args(["--group", "mixed", "--topic", "Mixed", "--filter", filter])
+                .env("SKYLARK_NAMESRV", &node.namesrv)
+                .stdin(Stdio::null())
+                .stdout(File::create(out).unwrap())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let a = consume("a", "A");
+    let b = consume("b", "B");
+    let broker = node.broker.clone();
+    let namesrv = node.namesrv.clone();
+    let progress = move || {
+        let (broker, namesrv) = (broker.clone(), namesrv.clone());
+        actix::System::new().block_on(async move {
+            let c = connect_broker(&ClientConfig::new(&namesrv), &broker)
+                .await
+                .unwrap();
+            c.call(&GetConsumeProgressRequest {
+                group: "mixed".into(),
+            })
+            .await
+            .unwrap()
+        })
+    };
+    let mut last = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let p = progress();
+            let found = p.client_ids.len() == 2 && !p.subscription_conflicts.is_empty();
+            last = Some(p);
+            found
+        }),
+        "no conflict reported: {last:?}"
+    );
+    let p = last.unwrap();
+    let c = p
+        .subscription_conflicts
+        .iter()
+        .find(|c| c.topic == "Mixed")
+        .unwrap_or_else(|| panic!("{p:?}"));
+    let exprs: Vec<Option<&str>> = c.variants.iter().map(|v| v.expression.as_deref()).collect();
+    assert_eq!(exprs, vec![Some("A"), Some("B")], "{c:?}");
+    assert!(c.variants.iter().all(|v| v.client_ids.len() == 1), "{c:?}");
+    let text = c.to_string();
+    assert!(text.starts_with("topic Mixed: 'A' by "), "{text}");
+    assert!(wait_until(Duration::from_secs(10), || node
+        .log()
+        .contains("subscribe differently")));
+    let log = node.log();
+    assert_eq!(
+        log.matches("subscribe differently").count(),
+        1,
+        "one warning per change:\n{log}"
+    );
+    assert!(log.contains("'A' by") && log.contains("'B' by"), "{log}");
+    // One member leaves: the members subscribe alike again.
+    drop(b);
+    assert!(wait_until(Duration::from_secs(20), || {
+        let p = progress();
+        p.client_ids.len() == 1 && p.subscription_conflicts.is_empty()
+    }));
+    assert!(wait_until(Duration::from_secs(10), || node
+        .log()
+        .contains("subscribe alike again")));
+    drop(a);
+}

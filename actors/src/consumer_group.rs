@@ -8,6 +8,16 @@
 //! * Every `group_scan_interval_ms` members whose connection closed, or that
 //!   have been silent for `client_expire_secs` (120 s), are dropped — with
 //!   the same push to the others — and expired locks are freed.
+//! * Locks are queue leases: orderly members and, since concurrent members
+//!   must not pull a queue before its previous owner committed and released
+//!   it, every clustering member holds them (see the client's
+//!   `push_consumer::assign`). Releasing a lock pushes
+//!   `NotifyConsumerIdsChanged` too, so a member waiting for the queue
+//!   takes it at once.
+//! * Members that subscribe differently lose messages (a queue is read with
+//!   its owner's filter only): on every membership change the group checks
+//!   the members' subscriptions and logs a WARN once per new inconsistency
+//!   (and an INFO when it is gone); `GetConsumeProgress` reports it.
 //! * Committed offsets are not here: [`ConsumerOffsets`](crate::consumer_offsets)
 //!   owns and persists every group's offsets; this actor only tells members
 //!   about a reset ([`NotifyReset`]).
@@ -16,7 +26,8 @@
 //! [`ConsumerGroups`](crate::consumer_groups::ConsumerGroups).
 //!
 //! Messages answered: [`GroupHeartbeat`], [`LeaveGroup`], [`GetMembers`],
-//! [`LockQueues`], [`UnlockQueues`], [`NotifyReset`], [`CloseGroup`].
+//! [`LockQueues`], [`UnlockQueues`], [`NotifyReset`], [`CloseGroup`],
+//! [`GetSubscriptionConflicts`].
 
 pub mod members;
 pub mod send_back;
@@ -26,6 +37,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::BytesMut;
 use serde::Serialize;
+use skylark_codec::cmd::group::SubscriptionConflict;
 use skylark_codec::{
     encode_frame, Command, ConsumerGroupData, ConsumerIdsChanged, Header, QueueRef,
     ResetOffsetNotify,
@@ -52,6 +64,8 @@ pub struct ConsumerGroup {
     state: GroupState<Addr<Connection>>,
     timings: GroupTimings,
     max_frame_size: usize,
+    /// The inconsistent subscriptions last logged.
+    conflicts: Vec<SubscriptionConflict>,
     log: Logger,
 }
 
@@ -63,6 +77,7 @@ impl ConsumerGroup {
             state: GroupState::default(),
             timings,
             max_frame_size,
+            conflicts: Vec::new(),
         }
     }
 
@@ -85,14 +100,32 @@ impl ConsumerGroup {
         }
     }
 
-    fn membership_changed(&self) {
+    fn membership_changed(&mut self) {
         info!(self.log, "group membership changed"; "members" => self.state.client_ids().join(","));
+        self.check_subscriptions();
         self.push_all(
             Command::NotifyConsumerIdsChanged,
             &ConsumerIdsChanged {
                 group: self.group.clone(),
             },
         );
+    }
+
+    /// Logs once per change whether the members subscribe alike.
+    fn check_subscriptions(&mut self) {
+        let now = self.state.subscription_conflicts();
+        if now == self.conflicts {
+            return;
+        }
+        if now.is_empty() {
+            info!(self.log, "group members subscribe alike again");
+        } else {
+            let detail: Vec<String> = now.iter().map(|c| c.to_string()).collect();
+            warn!(self.log,
+                "members of one group subscribe differently: messages only some members' filters match will be skipped; give every member the same subscriptions or use separate groups";
+                "inconsistent" => detail.join(" | "));
+        }
+        self.conflicts = now;
     }
 
     fn scan(&mut self) {
@@ -159,6 +192,11 @@ pub struct UnlockQueues {
 #[rtype(result = "()")]
 pub struct NotifyReset(pub ResetOffsetNotify);
 
+/// Topics the live members subscribe to differently.
+#[derive(Message)]
+#[rtype(result = "Vec<SubscriptionConflict>")]
+pub struct GetSubscriptionConflicts;
+
 /// The group was deleted: stop.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -192,6 +230,17 @@ impl Handler<GetMembers> for ConsumerGroup {
     }
 }
 
+impl Handler<GetSubscriptionConflicts> for ConsumerGroup {
+    type Result = Vec<SubscriptionConflict>;
+    fn handle(
+        &mut self,
+        _: GetSubscriptionConflicts,
+        _: &mut Self::Context,
+    ) -> Vec<SubscriptionConflict> {
+        self.state.subscription_conflicts()
+    }
+}
+
 impl Handler<LockQueues> for ConsumerGroup {
     type Result = Vec<QueueRef>;
     fn handle(&mut self, m: LockQueues, _: &mut Self::Context) -> Vec<QueueRef> {
@@ -207,7 +256,16 @@ impl Handler<LockQueues> for ConsumerGroup {
 impl Handler<UnlockQueues> for ConsumerGroup {
     type Result = ();
     fn handle(&mut self, m: UnlockQueues, _: &mut Self::Context) {
-        self.state.unlock(&m.client_id, &m.queues);
+        if self.state.unlock(&m.client_id, &m.queues) {
+            // A member waiting for these queues takes them now rather than
+            // at its next retry.
+            self.push_all(
+                Command::NotifyConsumerIdsChanged,
+                &ConsumerIdsChanged {
+                    group: self.group.clone(),
+                },
+            );
+        }
     }
 }
 

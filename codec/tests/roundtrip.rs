@@ -538,6 +538,14 @@ proptest! {
             queues: vec![QueueProgress { topic: t.clone(), queue_id: q, broker_offset: o,
                                          consumer_offset: o2, last_commit_ms: last }],
             client_ids: ids.clone(),
+            subscription_conflicts: vec![skylark_codec::cmd::group::SubscriptionConflict {
+                topic: t.clone(),
+                variants: vec![skylark_codec::cmd::group::SubscriptionVariant {
+                    expression_type: skylark_codec::ExpressionType::Tag,
+                    expression: Some(g.clone()),
+                    client_ids: ids.clone(),
+                }],
+            }],
         };
         check_rpc(id, split, &GetConsumeProgressRequest { group: g.clone() }, &progress, &err);
         check_rpc(id, split, &GetGroupListRequest {}, &GroupList { groups: ids }, &err);

@@ -8,10 +8,17 @@
 //! listener has not returned success. The cache counters drive flow
 //! control: the puller stops while the queue holds too many messages or
 //! bytes.
+//!
+//! Handing a queue to another member without duplicates rests on
+//! [`ProcessQueue::begin_consume`] and [`ProcessQueue::drop_queue`]: both
+//! take the state lock, so once `drop_queue` returns no new listener call
+//! starts on the queue, and [`ProcessQueue::is_busy`] turning false means
+//! the running ones have finished and recorded their result — the safe
+//! offset is then final and can be committed before the queue is released.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::message::ReceivedMessage;
@@ -27,6 +34,8 @@ struct State {
     suspend_until: Option<Instant>,
     /// The last offset committed (or read at assignment).
     committed: Option<u64>,
+    /// Listener calls running on this queue's messages.
+    running: usize,
 }
 
 /// One assigned queue's cache and progress; shared by its puller and the
@@ -40,8 +49,19 @@ pub struct ProcessQueue {
     /// The queue was dropped by an offset reset: its progress must not be
     /// committed.
     discard: AtomicBool,
-    /// An orderly worker is running the listener on this queue's messages.
-    busy: AtomicBool,
+}
+
+/// A listener call in progress on a queue (from
+/// [`ProcessQueue::begin_consume`]); dropping it ends the call. Drop it only
+/// after the call's result is recorded ([`ProcessQueue::remove`]).
+#[derive(Debug)]
+pub struct ConsumeGuard(Arc<ProcessQueue>);
+
+impl Drop for ConsumeGuard {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.running = s.running.saturating_sub(1);
+    }
 }
 
 impl ProcessQueue {
@@ -128,8 +148,26 @@ impl ProcessQueue {
         self.lock().suspend_until.filter(|u| *u > now)
     }
 
+    /// Stops the queue: no listener call starts on it after this returns.
     pub fn drop_queue(&self) {
+        let _s = self.lock();
         self.dropped.store(true, Ordering::SeqCst);
+    }
+
+    /// Starts a listener call on this queue's messages, unless the queue
+    /// was dropped (its next owner delivers them).
+    pub fn begin_consume(self: &Arc<Self>) -> Option<ConsumeGuard> {
+        let mut s = self.lock();
+        if self.is_dropped() {
+            return None;
+        }
+        s.running += 1;
+        Some(ConsumeGuard(self.clone()))
+    }
+
+    /// True while a listener call runs on this queue's messages.
+    pub fn is_busy(&self) -> bool {
+        self.lock().running > 0
     }
 
     pub fn is_dropped(&self) -> bool {
@@ -142,14 +180,6 @@ impl ProcessQueue {
 
     pub fn is_locked(&self) -> bool {
         self.locked.load(Ordering::SeqCst)
-    }
-
-    pub fn set_busy(&self, busy: bool) {
-        self.busy.store(busy, Ordering::SeqCst);
-    }
-
-    pub fn is_busy(&self) -> bool {
-        self.busy.load(Ordering::SeqCst)
     }
 
     pub fn set_discard(&self) {
@@ -218,5 +248,21 @@ mod tests {
         assert!(!pq.is_dropped());
         pq.drop_queue();
         assert!(pq.is_dropped());
+    }
+
+    #[test]
+    fn no_listener_call_starts_after_a_drop_and_running_ones_are_tracked() {
+        let pq = Arc::new(ProcessQueue::new(0, None));
+        pq.put(&[msg(0, 1), msg(1, 1)], 2);
+        let g = pq.begin_consume().expect("not dropped yet");
+        assert!(pq.is_busy());
+        pq.drop_queue();
+        assert!(pq.begin_consume().is_none());
+        // The running call finishes and records its result: only then is
+        // the safe offset final.
+        pq.remove([0]);
+        drop(g);
+        assert!(!pq.is_busy());
+        assert_eq!(pq.commit_offset(), 1);
     }
 }

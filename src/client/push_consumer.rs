@@ -9,8 +9,11 @@
 //!   members and allocates the topic's queues with the chosen
 //!   [`AllocateStrategy`] — at start, every `rebalance_interval` (20 s), and
 //!   at once when the broker pushes `NotifyConsumerIdsChanged`. A queue that
-//!   moves away is dropped and its safe offset committed; a new one starts
-//!   at the group's committed offset, else per [`ConsumeFrom`].
+//!   moves away is dropped, its running listener calls are waited for
+//!   (`release_timeout`), its safe offset is committed and only then its
+//!   broker lease released; a new queue is taken once its lease is granted
+//!   and starts at the group's committed offset read after that, else per
+//!   [`ConsumeFrom`]. So members started together deliver nothing twice.
 //! * **Broadcasting**: every member takes every queue and keeps its offsets
 //!   in a local file ([`LocalOffsetStore`]).
 //! * **At-least-once**: offsets are committed every `commit_interval` and
@@ -22,9 +25,9 @@
 //!   after `retry_delay` (locally, with `reconsume_times` + 1);
 //!   [`ConsumeResult::Suspend`] pauses the queue's pulling for that long and
 //!   redelivers the batch then, without counting a failure.
-//! * **Orderly** (`orderly = true`): the member locks its queues on the
-//!   broker (lease 60 s, renewed every `lock_renew_interval`) and consumes
-//!   each locked queue with one worker, in queue order.
+//! * **Orderly** (`orderly = true`): like every clustering member, it holds
+//!   its queues' broker leases (60 s, renewed every `lock_renew_interval`);
+//!   it consumes each queue with one worker, in queue order.
 //! * **Backtrack**: a broker push `NotifyResetOffset` drops the queues of
 //!   that topic (discarding their in-memory progress) and rebalances, which
 //!   re-reads the reset offsets.
@@ -129,8 +132,12 @@ pub struct PushConsumerOptions {
     /// Failed deliveries after which a (clustering, concurrent) message
     /// goes to `%DLQ%<group>`.
     pub max_reconsume_times: u32,
-    /// How often orderly locks are renewed.
+    /// How often queue leases (clustering) are renewed.
     pub lock_renew_interval: Duration,
+    /// Longest wait, when a queue moves to another member, for the
+    /// listener calls running on it before its offset is committed and its
+    /// lease released (a call still running then may be delivered again).
+    pub release_timeout: Duration,
     /// Names the local offset file of a broadcasting consumer.
     pub instance_name: String,
     /// Overrides the local offset file
@@ -157,6 +164,7 @@ impl Default for PushConsumerOptions {
             orderly: false,
             max_reconsume_times: skylark_codec::DEFAULT_MAX_RECONSUME_TIMES,
             lock_renew_interval: Duration::from_secs(20),
+            release_timeout: Duration::from_secs(3),
             instance_name: "DEFAULT".to_string(),
             local_offset_path: None,
         }
@@ -194,6 +202,10 @@ struct Inner {
     local: Option<Arc<LocalOffsetStore>>,
     work_tx: mpsc::UnboundedSender<Work>,
     orderly_permits: Semaphore,
+    /// Held while queues are taken, released or their leases renewed.
+    ownership: tokio::sync::Mutex<()>,
+    /// Held while offsets are committed, so commits never reorder.
+    commit_lock: tokio::sync::Mutex<()>,
 }
 
 /// A running push consumer; [`shutdown`](Self::shutdown) it to commit and
@@ -254,34 +266,33 @@ impl PushConsumer {
         v
     }
 
+    /// Per assigned queue, the offset it pulls next.
+    pub fn positions(&self) -> Vec<(MessageQueue, u64)> {
+        let mut v: Vec<(MessageQueue, u64)> = self
+            .inner
+            .queues()
+            .iter()
+            .map(|(q, pq)| (q.clone(), pq.next_pull()))
+            .collect();
+        v.sort_by(|a, b| (&a.0.topic, a.0.queue_id).cmp(&(&b.0.topic, b.0.queue_id)));
+        v
+    }
+
     /// Rebalance now (as on a broker push).
     pub fn rebalance_now(&self) {
         self.inner.rebalance.notify_one();
     }
 
-    /// Stops pulling, commits every queue's safe offset, releases order
-    /// locks and leaves the group (the others rebalance at once).
+    /// Stops pulling, waits for running listener calls (up to
+    /// `release_timeout`), commits every queue's safe offset, releases the
+    /// queue leases and leaves the group (the others rebalance at once).
     pub async fn shutdown(self) {
         let inner = self.inner.clone();
         inner.stopped.store(true, Ordering::SeqCst);
         let _ = inner.stop.send(true);
-        let queues: Vec<(MessageQueue, Arc<ProcessQueue>)> = inner
-            .queues()
-            .iter()
-            .map(|(q, p)| (q.clone(), p.clone()))
-            .collect();
-        for (_, pq) in &queues {
-            pq.drop_queue();
-        }
-        for (q, pq) in &queues {
-            inner.commit_final(q, pq).await;
-        }
-        inner.persist_local().await;
-        if inner.opts.orderly {
-            inner
-                .unlock(queues.iter().map(|(q, _)| q.clone()).collect())
-                .await;
-        }
+        let _owning = inner.ownership.lock().await;
+        let queues: Vec<(MessageQueue, Arc<ProcessQueue>)> = inner.queues().drain().collect();
+        inner.release(queues).await;
         for addr in inner.broker_addrs().await {
             if let Ok(c) = inner.consumer.conn(&addr).await {
                 let req = UnregisterClientRequest {
@@ -394,6 +405,8 @@ impl PushConsumerBuilder {
             stop,
             local,
             work_tx,
+            ownership: tokio::sync::Mutex::new(()),
+            commit_lock: tokio::sync::Mutex::new(()),
         });
         let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
         for _ in 0..inner.opts.consume_threads {
@@ -418,12 +431,13 @@ impl PushConsumerBuilder {
             inner.opts.commit_interval,
             |i| async move { i.commit_all().await },
         ));
-        if inner.opts.orderly {
+        if !inner.broadcasting() {
             actix::spawn(every(
                 inner.clone(),
                 inner.opts.lock_renew_interval,
                 |i| async move {
-                    i.lock_all().await;
+                    let _owning = i.ownership.lock().await;
+                    i.renew_leases().await;
                 },
             ));
         }

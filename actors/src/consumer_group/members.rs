@@ -4,16 +4,21 @@
 //! * A member is known by its client id; every heartbeat refreshes it. A
 //!   member whose connection is gone, or that has been silent longer than the
 //!   expiry, is dropped by [`GroupState::expire`].
-//! * A lock gives one member a queue for orderly consumption until its lease
-//!   runs out; asking again renews it. A member's locks go with it.
+//! * A lock (lease) gives one member a queue until it runs out; asking
+//!   again renews it. A member's locks go with it. Every clustering member
+//!   holds its queues' leases (orderly or not): a new owner waits for the
+//!   old one to commit and release.
+//! * Members must subscribe alike; [`GroupState::subscription_conflicts`]
+//!   lists the topics where they do not.
 //!
 //! `C` is whatever reaches the member (the broker uses its connection
 //! actor's address).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use skylark_codec::{ConsumerGroupData, QueueRef};
+use skylark_codec::cmd::group::{SubscriptionConflict, SubscriptionVariant};
+use skylark_codec::{ConsumerGroupData, ExpressionType, QueueRef};
 
 /// One live member.
 #[derive(Debug, Clone)]
@@ -120,6 +125,54 @@ impl<C: Clone> GroupState<C> {
         self.members.values().map(|m| m.conn.clone()).collect()
     }
 
+    /// Topics the members subscribe to differently (a different filter, or
+    /// some members not subscribing to the topic at all), sorted by topic.
+    pub fn subscription_conflicts(&self) -> Vec<SubscriptionConflict> {
+        // topic -> (expression type, expression or None) -> members
+        type Variants = BTreeMap<(u8, Option<String>), (ExpressionType, BTreeSet<String>)>;
+        let mut topics: BTreeMap<&str, Variants> = BTreeMap::new();
+        for m in self.members.values() {
+            for sub in &m.data.subscriptions {
+                topics.entry(sub.topic.as_str()).or_default();
+            }
+        }
+        for (id, m) in &self.members {
+            for (topic, variants) in topics.iter_mut() {
+                let sub = m.data.subscriptions.iter().find(|s| s.topic == *topic);
+                let key = match sub {
+                    Some(s) => (
+                        expression_rank(s.expression_type),
+                        Some(s.expression.clone()),
+                    ),
+                    None => (u8::MAX, None),
+                };
+                let ty = sub.map_or(ExpressionType::Tag, |s| s.expression_type);
+                variants
+                    .entry(key)
+                    .or_insert_with(|| (ty, BTreeSet::new()))
+                    .1
+                    .insert(id.clone());
+            }
+        }
+        topics
+            .into_iter()
+            .filter(|(_, v)| v.len() > 1)
+            .map(|(topic, v)| SubscriptionConflict {
+                topic: topic.to_string(),
+                variants: v
+                    .into_iter()
+                    .map(
+                        |((_, expression), (expression_type, ids))| SubscriptionVariant {
+                            expression_type,
+                            expression,
+                            client_ids: ids.into_iter().collect(),
+                        },
+                    )
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// True if the group has no member.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
@@ -154,13 +207,24 @@ impl<C: Clone> GroupState<C> {
         got
     }
 
-    /// Releases the locks `client_id` holds among `queues`.
-    pub fn unlock(&mut self, client_id: &str, queues: &[QueueRef]) {
+    /// Releases the locks `client_id` holds among `queues`; true if it held
+    /// any of them.
+    pub fn unlock(&mut self, client_id: &str, queues: &[QueueRef]) -> bool {
+        let mut freed = false;
         for q in queues {
             if self.locks.get(q).is_some_and(|l| l.client_id == client_id) {
                 self.locks.remove(q);
+                freed = true;
             }
         }
+        freed
+    }
+}
+
+fn expression_rank(t: ExpressionType) -> u8 {
+    match t {
+        ExpressionType::Tag => 0,
+        ExpressionType::Sql => 1,
     }
 }
 
@@ -232,10 +296,50 @@ mod tests {
         // q(0)'s lease ran out; q(1) was renewed.
         let later = t + Duration::from_secs(70);
         assert_eq!(g.lock("b", &[q(0), q(1)], later, lease), vec![q(0)]);
-        g.unlock("b", &[q(1)]); // not b's: ignored
+        assert!(!g.unlock("b", &[q(1)])); // not b's: ignored
         assert_eq!(g.lock("b", &[q(1)], later, lease), Vec::<QueueRef>::new());
-        g.unlock("a", &[q(1)]);
+        assert!(g.unlock("a", &[q(1)]));
         assert_eq!(g.lock("b", &[q(1)], later, lease), vec![q(1)]);
+    }
+
+    fn sub(topic: &str, expr: &str) -> Subscription {
+        Subscription {
+            topic: topic.into(),
+            expression: expr.into(),
+            ..Subscription::default()
+        }
+    }
+
+    fn subs(list: &[Subscription]) -> ConsumerGroupData {
+        ConsumerGroupData {
+            group: "g".into(),
+            subscriptions: list.to_vec(),
+            ..ConsumerGroupData::default()
+        }
+    }
+
+    #[test]
+    fn members_subscribing_differently_are_reported_per_topic() {
+        let mut g = GroupState::default();
+        let t = Instant::now();
+        g.heartbeat("a", 1, subs(&[sub("T", "A"), sub("R", "*")]), t);
+        g.heartbeat("b", 2, subs(&[sub("T", "A"), sub("R", "*")]), t);
+        assert!(g.subscription_conflicts().is_empty());
+        g.heartbeat("c", 3, subs(&[sub("T", "B")]), t);
+        let c = g.subscription_conflicts();
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!(c[0].topic, "R");
+        assert_eq!(c[0].variants[0].expression.as_deref(), Some("*"));
+        assert_eq!(c[0].variants[1].expression, None);
+        assert_eq!(c[0].variants[1].client_ids, vec!["c".to_string()]);
+        assert_eq!(
+            c[1].to_string(),
+            "topic T: 'A' by a, b; 'B' by c",
+            "{:?}",
+            c[1]
+        );
+        g.unregister("c");
+        assert!(g.subscription_conflicts().is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Consumer groups: heartbeats and membership (Heartbeat, UnregisterClient,
-//! GetConsumerList), order locks (LockBatchMq, UnlockBatchMq), backtrack
-//! (ResetOffset) and group admin (GetConsumeProgress,
+//! GetConsumerList), queue leases / order locks (LockBatchMq, UnlockBatchMq),
+//! backtrack (ResetOffset) and group admin (GetConsumeProgress — with the
+//! members' inconsistent subscriptions,
 //! GetGroupList, DeleteGroup) and retry / dead-letter (ConsumerSendBack).
 
 use std::collections::BTreeSet;
@@ -19,7 +20,8 @@ use super::Shared;
 use crate::broker::CreateTopic;
 use crate::consumer_group::send_back;
 use crate::consumer_group::{
-    ConsumerGroup, GetMembers, GroupHeartbeat, LeaveGroup, LockQueues, NotifyReset, UnlockQueues,
+    ConsumerGroup, GetMembers, GetSubscriptionConflicts, GroupHeartbeat, LeaveGroup, LockQueues,
+    NotifyReset, UnlockQueues,
 };
 use crate::consumer_groups::{EnsureGroup, RemoveGroup};
 use crate::consumer_offsets::{CommitOffset, DeleteGroupOffsets, GroupOffsets, ListOffsetGroups};
@@ -212,9 +214,17 @@ pub async fn consume_progress(
             last_commit_ms: c.last_commit_ms,
         });
     }
+    let subscription_conflicts = match s.groups.get(&r.group).map(|a| a.clone()) {
+        Some(a) => a
+            .send(GetSubscriptionConflicts)
+            .await
+            .map_err(crate::mailbox_error)?,
+        None => Vec::new(),
+    };
     Ok(ConsumeProgress {
         queues,
         client_ids: members(&s, &r.group).await?,
+        subscription_conflicts,
     })
 }
 

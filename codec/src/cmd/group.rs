@@ -146,6 +146,55 @@ pub struct ConsumeProgress {
     pub queues: Vec<QueueProgress>,
     /// Live members.
     pub client_ids: Vec<String>,
+    /// Topics the live members subscribe to differently, sorted by topic;
+    /// empty when they all subscribe alike. Members of one group must
+    /// subscribe alike: each queue is read by one member with its filter,
+    /// so a message only another member's filter matches is skipped. Absent
+    /// from older brokers (read as empty).
+    #[serde(default)]
+    pub subscription_conflicts: Vec<SubscriptionConflict>,
+}
+
+/// One topic that the live members of a group subscribe to differently
+/// (RocketMQ's "subscription inconsistent" consumer-connection check).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SubscriptionConflict {
+    /// Topic.
+    pub topic: String,
+    /// Each distinct subscription of the topic among the members, with the
+    /// members that use it, sorted by expression; members that do not
+    /// subscribe to the topic at all are one entry with `expression: None`.
+    pub variants: Vec<SubscriptionVariant>,
+}
+
+/// A subscription of one topic and the members that use it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SubscriptionVariant {
+    /// How `expression` is read.
+    pub expression_type: crate::ExpressionType,
+    /// Tag expression or SQL filter; `None`: not subscribed to the topic.
+    pub expression: Option<String>,
+    /// The members, sorted.
+    pub client_ids: Vec<String>,
+}
+
+impl std::fmt::Display for SubscriptionConflict {
+    /// `topic T: 'TagA' by c1; 'TagB' by c2, c3; not subscribed by c4`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "topic {}: ", self.topic)?;
+        for (i, v) in self.variants.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            match (&v.expression, v.expression_type) {
+                (None, _) => f.write_str("not subscribed")?,
+                (Some(e), crate::ExpressionType::Tag) => write!(f, "'{e}'")?,
+                (Some(e), crate::ExpressionType::Sql) => write!(f, "SQL '{e}'")?,
+            }
+            write!(f, " by {}", v.client_ids.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 /// Every consumer group this broker knows (committed offsets or members).

@@ -1,5 +1,13 @@
-//! Which queues this member consumes and from where: rebalance, start
-//! offsets, commits, orderly locks and offset resets.
+//! Which queues this member consumes and from where: rebalance, queue
+//! leases, start offsets, commits and offset resets.
+//!
+//! A clustering member owns a queue while it holds the queue's lease on the
+//! broker (`LockBatchMq`, the same table as RocketMQ's orderly locks, kept
+//! by the group actor; lease `order_lock_lease_secs`, renewed at every
+//! rebalance and every `lock_renew_interval`, freed when the member leaves
+//! or its connection closes). Orderly and concurrent members alike take a
+//! queue only once granted its lease and read its committed offset only
+//! then; a member giving a queue up commits first and releases after.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -21,21 +29,28 @@ use crate::client::route::MessageQueue;
 
 impl Inner {
     /// Recomputes this member's queues of every subscribed topic; false if
-    /// some topic could not be settled (no route, member list unknown).
+    /// some topic could not be settled (no route, member list unknown, a
+    /// queue another member has not released yet).
     pub(super) async fn rebalance(self: &Arc<Self>) -> bool {
+        // One change of ownership at a time: a lease renewal must not take
+        // back a queue this rebalance is releasing.
+        let _owning = self.ownership.lock().await;
+        if self.stopped.load(Ordering::SeqCst) {
+            return true;
+        }
         let mut settled = true;
         for (topic, expr) in self.subs.clone() {
             match self.allocation(&topic).await {
-                Some(mine) => self.update_queues(&topic, expr, mine).await,
+                Some(mine) => settled &= self.update_queues(&topic, expr, mine).await,
                 // The retry topic exists only once something was sent back.
                 None if topic.starts_with(RETRY_TOPIC_PREFIX) => {}
                 None => settled = false,
             }
         }
-        if self.opts.orderly {
-            // A queue whose lock another member still holds is asked for
-            // again soon (that member releases it after its rebalance).
-            settled &= self.lock_all().await;
+        if !self.broadcasting() {
+            // Renew the leases of the queues kept; a queue whose lease was
+            // lost is dropped and taken again at the next rebalance.
+            settled &= self.renew_leases().await;
         }
         settled
     }
@@ -71,12 +86,20 @@ impl Inner {
         ))
     }
 
+    /// Releases the queues of `topic` this member no longer owns and takes
+    /// the new ones; false if some new queue could not be taken yet.
+    ///
+    /// Clustering: a queue is taken only once the broker grants this member
+    /// its lease (`LockBatchMq`), and its start offset is read only after
+    /// that. The previous owner releases the lease only after its final
+    /// commit was acknowledged (see [`Inner::release`]), so the offset read
+    /// is that commit: on a quiet group nothing is delivered twice.
     pub(super) async fn update_queues(
         self: &Arc<Self>,
         topic: &str,
         expr: super::SubFilter,
         mine: Vec<MessageQueue>,
-    ) {
+    ) -> bool {
         let wanted: HashSet<&MessageQueue> = mine.iter().collect();
         let removed: Vec<(MessageQueue, Arc<ProcessQueue>)> = {
             let mut map = self.queues();
@@ -89,35 +112,63 @@ impl Inner {
                 .filter_map(|q| map.remove(&q).map(|pq| (q, pq)))
                 .collect()
         };
-        for (q, pq) in &removed {
-            pq.drop_queue();
-            if self.opts.orderly {
-                // Let a running batch finish before another member may start.
-                let deadline = Instant::now() + Duration::from_secs(1);
-                while pq.is_busy() && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-            self.commit_final(q, pq).await;
+        self.release(removed).await;
+        let added: Vec<MessageQueue> = {
+            let map = self.queues();
+            mine.into_iter().filter(|q| !map.contains_key(q)).collect()
+        };
+        if added.is_empty() {
+            return true;
         }
-        if self.opts.orderly && !removed.is_empty() {
-            self.unlock(removed.into_iter().map(|(q, _)| q).collect())
-                .await;
-        }
-        self.persist_local().await;
-        for q in mine {
-            if self.queues().contains_key(&q) {
-                continue;
-            }
+        let granted = if self.broadcasting() {
+            added.clone()
+        } else {
+            self.lock(&added).await.0
+        };
+        let mut all = granted.len() == added.len();
+        for q in granted {
             let Ok((start, committed)) = self.start_offset(&q).await else {
-                continue; // retried at the next rebalance
+                all = false; // retried at the next (soon) rebalance
+                continue;
             };
-            let pq = Arc::new(ProcessQueue::new(start, committed));
             if self.stopped.load(Ordering::SeqCst) {
-                return;
+                return true;
             }
+            let pq = Arc::new(ProcessQueue::new(start, committed));
+            pq.set_locked(!self.broadcasting());
             self.queues().insert(q.clone(), pq.clone());
             actix::spawn(pull_loop(self.clone(), q, pq, expr.clone()));
+        }
+        all
+    }
+
+    /// Hands queues back: stops them, waits (up to `release_timeout`) for
+    /// the listener calls running on them, commits their safe offsets and
+    /// only then releases their leases, so the next owner starts exactly
+    /// where this member stopped.
+    pub(super) async fn release(&self, queues: Vec<(MessageQueue, Arc<ProcessQueue>)>) {
+        if queues.is_empty() {
+            return;
+        }
+        for (_, pq) in &queues {
+            pq.drop_queue();
+        }
+        let deadline = Instant::now() + self.opts.release_timeout;
+        while queues.iter().any(|(_, pq)| pq.is_busy()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        {
+            // After any periodic commit in flight, never before it: an older
+            // offset must not land after the final one.
+            let _committing = self.commit_lock.lock().await;
+            for (q, pq) in &queues {
+                self.commit_final(q, pq).await;
+            }
+        }
+        self.persist_local().await;
+        if !self.broadcasting() {
+            self.unlock(queues.into_iter().map(|(q, _)| q).collect())
+                .await;
         }
     }
 
@@ -167,6 +218,7 @@ impl Inner {
 
     /// Commits every queue whose safe offset moved.
     pub(super) async fn commit_all(&self) {
+        let _committing = self.commit_lock.lock().await;
         let queues: Vec<(MessageQueue, Arc<ProcessQueue>)> = self
             .queues()
             .iter()
@@ -204,73 +256,71 @@ impl Inner {
         }
     }
 
-    /// Locks (or renews) every assigned queue on its broker; marks which
-    /// ones this member holds. True if it holds all of them.
-    pub(super) async fn lock_all(&self) -> bool {
-        let mut all = true;
-        let queues: Vec<(MessageQueue, Arc<ProcessQueue>)> = self
-            .queues()
-            .iter()
-            .map(|(q, p)| (q.clone(), p.clone()))
-            .collect();
-        let mut by_broker: HashMap<String, Vec<(MessageQueue, Arc<ProcessQueue>)>> = HashMap::new();
-        for (q, pq) in queues {
-            by_broker
-                .entry(q.broker_addr.clone())
-                .or_default()
-                .push((q, pq));
-        }
-        for (addr, qs) in by_broker {
+    /// Asks the brokers for the leases of `queues` (a lease this member
+    /// holds is renewed). Answers the queues this member now holds and
+    /// those whose broker group could not be asked.
+    pub(super) async fn lock(
+        &self,
+        queues: &[MessageQueue],
+    ) -> (Vec<MessageQueue>, Vec<MessageQueue>) {
+        let (mut held, mut unknown) = (Vec::new(), Vec::new());
+        for qs in by_broker(queues.to_vec()) {
             let req = LockBatchRequest {
                 group: self.consumer.group().to_string(),
                 client_id: self.client_id.clone(),
-                queues: qs
-                    .iter()
-                    .map(|(q, _)| QueueRef {
-                        topic: q.topic.clone(),
-                        queue_id: q.queue_id,
-                    })
-                    .collect(),
+                queues: qs.iter().map(queue_ref).collect(),
             };
-            let locked: HashSet<QueueRef> = match self.consumer.conn(&addr).await {
-                Ok(c) => match c.call(&req).await {
-                    Ok(r) => r.locked.into_iter().collect(),
-                    Err(_) => HashSet::new(),
-                },
-                Err(_) => HashSet::new(),
-            };
-            for (q, pq) in qs {
-                let held = locked.contains(&QueueRef {
-                    topic: q.topic.clone(),
-                    queue_id: q.queue_id,
-                });
-                pq.set_locked(held);
-                all &= held;
+            // Like offsets, leases are asked of the queue's master, or of a
+            // slave of its group while the master is down.
+            let timeout = self.consumer.config().request_timeout;
+            match self.consumer.call_group(&qs[0], &req, timeout).await {
+                Ok(r) => {
+                    let locked: HashSet<QueueRef> = r.locked.into_iter().collect();
+                    held.extend(qs.into_iter().filter(|q| locked.contains(&queue_ref(q))));
+                }
+                Err(_) => unknown.extend(qs),
+            }
+        }
+        (held, unknown)
+    }
+
+    /// Renews the lease of every owned queue. A queue whose lease was lost
+    /// (it expired and another member may have taken it) is dropped without
+    /// committing; false if that happened. A queue whose broker group did
+    /// not answer is kept (its lease runs 60 s).
+    pub(super) async fn renew_leases(&self) -> bool {
+        let owned: Vec<MessageQueue> = self.queues().keys().cloned().collect();
+        if owned.is_empty() {
+            return true;
+        }
+        let (held, unknown) = self.lock(&owned).await;
+        let keep: HashSet<MessageQueue> = held.into_iter().chain(unknown).collect();
+        let mut map = self.queues();
+        let mut all = true;
+        for q in owned {
+            if keep.contains(&q) {
+                continue;
+            }
+            all = false;
+            if let Some(pq) = map.remove(&q) {
+                pq.set_locked(false);
+                pq.set_discard();
+                pq.drop_queue();
             }
         }
         all
     }
 
+    /// Releases the leases of `queues`.
     pub(super) async fn unlock(&self, queues: Vec<MessageQueue>) {
-        let mut by_broker: HashMap<String, Vec<QueueRef>> = HashMap::new();
-        for q in queues {
-            by_broker
-                .entry(q.broker_addr.clone())
-                .or_default()
-                .push(QueueRef {
-                    topic: q.topic,
-                    queue_id: q.queue_id,
-                });
-        }
-        for (addr, queues) in by_broker {
-            if let Ok(c) = self.consumer.conn(&addr).await {
-                let req = UnlockBatchRequest {
-                    group: self.consumer.group().to_string(),
-                    client_id: self.client_id.clone(),
-                    queues,
-                };
-                let _ = c.call(&req).await;
-            }
+        for qs in by_broker(queues) {
+            let req = UnlockBatchRequest {
+                group: self.consumer.group().to_string(),
+                client_id: self.client_id.clone(),
+                queues: qs.iter().map(queue_ref).collect(),
+            };
+            let timeout = self.consumer.config().request_timeout;
+            let _ = self.consumer.call_group(&qs[0], &req, timeout).await;
         }
     }
 
@@ -297,6 +347,22 @@ impl Inner {
         }
         drop(map);
         self.rebalance.notify_one();
+    }
+}
+
+/// `queues` grouped by broker (each group non-empty).
+fn by_broker(queues: Vec<MessageQueue>) -> Vec<Vec<MessageQueue>> {
+    let mut map: HashMap<String, Vec<MessageQueue>> = HashMap::new();
+    for q in queues {
+        map.entry(q.broker_addr.clone()).or_default().push(q);
+    }
+    map.into_values().collect()
+}
+
+fn queue_ref(q: &MessageQueue) -> QueueRef {
+    QueueRef {
+        topic: q.topic.clone(),
+        queue_id: q.queue_id,
     }
 }
 

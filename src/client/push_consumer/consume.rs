@@ -25,9 +25,12 @@ pub(super) async fn worker(
             _ = stop.changed() => return,
         };
         let Some(w) = work else { return };
-        if w.pq.is_dropped() {
-            continue; // the queue's next owner delivers it again
-        }
+        // A dropped queue's messages are its next owner's to deliver. The
+        // guard is held until the result is recorded, so a releasing member
+        // can wait for it and commit past what this call consumed.
+        let Some(_running) = w.pq.begin_consume() else {
+            continue;
+        };
         let Some((msgs, result)) = run_listener(&inner, w.msgs).await else {
             continue;
         };
@@ -185,18 +188,21 @@ pub(super) async fn consume_orderly(
         let rest = msgs.split_off(inner.opts.batch_size.min(msgs.len()));
         let mut batch = msgs;
         loop {
-            if pq.is_dropped() || !pq.is_locked() {
+            if !pq.is_locked() {
                 return;
             }
             let Ok(_permit) = inner.orderly_permits.acquire().await else {
                 return;
             };
-            pq.set_busy(true);
-            let out = run_listener(inner, batch).await;
-            pq.set_busy(false);
-            let Some((back, result)) = out else { return };
+            // Held until the result is recorded (see `worker`).
+            let Some(running) = pq.begin_consume() else {
+                return;
+            };
+            let Some((back, result)) = run_listener(inner, batch).await else {
+                return;
+            };
             batch = back;
-            match result {
+            let pause = match result {
                 ConsumeResult::Success => {
                     pq.remove(batch.iter().map(|m| m.queue_offset));
                     break;
@@ -218,10 +224,12 @@ pub(super) async fn consume_orderly(
                     for m in &mut batch {
                         m.reconsume_times += 1;
                     }
-                    tokio::time::sleep(inner.opts.retry_delay).await;
+                    inner.opts.retry_delay
                 }
-                ConsumeResult::Suspend(d) => tokio::time::sleep(d).await,
-            }
+                ConsumeResult::Suspend(d) => d,
+            };
+            drop(running);
+            tokio::time::sleep(pause).await;
         }
         msgs = rest;
     }

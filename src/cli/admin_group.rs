@@ -186,8 +186,10 @@ pub async fn progress(
     let (answers, unanswered) = read_groups(cfg, &broker_groups(ns).await?, None, &req).await?;
     let mut rows = Vec::new();
     let mut members = BTreeSet::new();
+    let mut conflicts = BTreeSet::new();
     for (name, a) in answers {
         members.extend(a.value.client_ids);
+        conflicts.extend(a.value.subscription_conflicts.iter().map(|c| c.to_string()));
         rows.extend(a.value.queues.into_iter().map(|q| (name.clone(), q)));
     }
     if rows.is_empty() && members.is_empty() {
@@ -213,7 +215,7 @@ pub async fn progress(
         out!(
             "{}",
             json!({"group": group, "queues": queues, "total_lag": total_lag, "members": members,
-                "unanswered": unanswered})
+                "subscription_conflicts": conflicts, "unanswered": unanswered})
         );
         return Ok(());
     }
@@ -242,6 +244,10 @@ pub async fn progress(
         );
     }
     out!("total lag: {total_lag}; members: {}", members.len());
+    for c in &conflicts {
+        // Members of one group must subscribe alike (docs/consumer-groups.md).
+        out!("WARNING: members subscribe differently, messages are skipped: {c}");
+    }
     Ok(())
 }
 

@@ -339,5 +339,6 @@ fn to_pull_response(asked: u64, r: ReadResult) -> PullResponse {
         count: r.count,
         records: r.records,
         suggest_slave: false,
+        damaged: r.damaged.into_iter().map(Into::into).collect(),
     }
 }

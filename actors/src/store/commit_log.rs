@@ -21,6 +21,7 @@ use super::flush::SegmentFiles;
 use super::mapped_file::{file_name, list_files, MappedFile};
 use super::prefault::{self, Prefaulter};
 use super::record::{self, DecodedMessage, BLANK_MAGIC, EOF_MARKER_LEN, MESSAGE_MAGIC};
+use super::retention::{DiskUsage, StatvfsDiskUsage};
 
 /// The segmented append-only log.
 pub struct CommitLog {
@@ -35,6 +36,60 @@ pub struct CommitLog {
     files: Arc<SegmentFiles>,
     logger: Logger,
     first_short_segment: Option<u64>,
+    /// Below this offset a bad record is damage, not a torn tail: [`scan`]
+    /// steps over it to the next intact record (set by recovery to the
+    /// recovered end, so that rebuilding the index sees every record).
+    ///
+    /// [`scan`]: CommitLog::scan
+    resync_below: u64,
+    /// The configured `disk_hard_limit_ratio`, for the error text when a
+    /// new segment finds no space (ENOSPC).
+    disk_hard_limit: f64,
+}
+
+/// One step of a scan: what starts at a position.
+enum Step<'a> {
+    Record(DecodedMessage<'a>, usize),
+    EndOfFile,
+    Invalid,
+}
+
+/// What starts at `at` of a segment starting at `base`.
+fn step_at(bytes: &[u8], at: usize, base: u64) -> Step<'_> {
+    let Some(rest) = bytes.get(at..) else {
+        return Step::Invalid;
+    };
+    match record::peek_header(rest) {
+        Some((size, BLANK_MAGIC)) if size as usize == rest.len() => Step::EndOfFile,
+        Some((_, MESSAGE_MAGIC)) => match record::decode(rest) {
+            Ok((m, n)) if m.physical_offset == base + at as u64 => Step::Record(m, n),
+            _ => Step::Invalid,
+        },
+        _ => Step::Invalid,
+    }
+}
+
+/// The first index in `(at, limit)` of a segment where an intact record
+/// (its magic, size, CRC and own physical offset check out) or the
+/// end-of-file marker starts: where a scan resumes after damage.
+fn find_resync(bytes: &[u8], at: usize, limit: usize, base: u64) -> Option<usize> {
+    let limit = limit.min(bytes.len());
+    let from = at + 1;
+    if from >= limit {
+        return None;
+    }
+    // A magic sits 4 bytes into a record: search the magic of a record
+    // starting in `from..limit`.
+    let hay = bytes.get(from + 4..(limit + 4).min(bytes.len()))?;
+    let first = |magic: u32| {
+        memchr::memmem::find_iter(hay, &magic.to_be_bytes())
+            .map(|i| from + i)
+            .find(|&p| !matches!(step_at(bytes, p, base), Step::Invalid))
+    };
+    match (first(MESSAGE_MAGIC), first(BLANK_MAGIC)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl CommitLog {
@@ -81,7 +136,14 @@ impl CommitLog {
             files,
             logger,
             first_short_segment,
+            resync_below: 0,
+            disk_hard_limit: 1.0,
         })
+    }
+
+    /// The configured hard disk limit, quoted by a `DiskFull` error.
+    pub fn set_disk_hard_limit(&mut self, limit: f64) {
+        self.disk_hard_limit = limit;
     }
 
     /// The segment handles shared with the flusher.
@@ -157,7 +219,18 @@ impl CommitLog {
             return Ok(());
         }
         let path = self.dir.join(file_name(start));
-        let seg = MappedFile::open(&path, start, self.segment_size)?;
+        let seg = match MappedFile::open(&path, start, self.segment_size) {
+            Err(StoreError::DiskFull { .. }) => {
+                // ENOSPC while preallocating: say how full the disk is and
+                // what the limit is, not a placeholder.
+                let usage = StatvfsDiskUsage.usage_ratio(&self.dir).unwrap_or(1.0);
+                return Err(StoreError::DiskFull {
+                    usage,
+                    limit: self.disk_hard_limit,
+                });
+            }
+            r => r?,
+        };
         self.files.add(start, seg.try_clone_file()?);
         info!(self.logger, "commit log segment created"; "start" => start);
         self.segments.push(seg);
@@ -277,24 +350,62 @@ impl CommitLog {
     /// Walks valid records from `from` (a record boundary) and calls
     /// `on_record` for each; stops at the first thing that is not a valid
     /// record or end-of-file marker and returns that offset: the valid end.
-    pub fn scan(&self, from: u64, mut on_record: impl FnMut(&DecodedMessage<'_>)) -> u64 {
+    /// Damage below the recovered end (see [`CommitLog::set_resync_below`])
+    /// is stepped over silently: recovery already reported it.
+    pub fn scan(&self, from: u64, on_record: impl FnMut(&DecodedMessage<'_>)) -> u64 {
+        self.scan_resync(from, self.resync_below, on_record, |_, _| {})
+    }
+
+    /// Records below `end` are known: later scans step over damage there.
+    pub fn set_resync_below(&mut self, end: u64) {
+        self.resync_below = end;
+    }
+
+    /// [`CommitLog::scan`] that treats a bad record below `trusted_end`
+    /// (the flushed checkpoint: acknowledged, fsynced data) as damage, not
+    /// as the end: `on_damage(from, to)` gets the damaged byte range and
+    /// the walk resumes at the next intact record. If none follows below
+    /// `trusted_end` in that segment, it resumes at `trusted_end` (a record
+    /// boundary) or at the next segment. A bad record at or past
+    /// `trusted_end` is the torn tail: the walk stops there.
+    pub fn scan_resync(
+        &self,
+        from: u64,
+        trusted_end: u64,
+        mut on_record: impl FnMut(&DecodedMessage<'_>),
+        mut on_damage: impl FnMut(u64, u64),
+    ) -> u64 {
         let mut pos = from;
         while let Some(idx) = self.segment_index(pos) {
             let seg = &self.segments[idx];
-            let bytes = &seg.bytes()[(pos - seg.start()) as usize..];
-            match record::peek_header(bytes) {
-                Some((size, BLANK_MAGIC)) if size as usize == bytes.len() => pos = seg.end(),
-                Some((_, MESSAGE_MAGIC)) => match record::decode(bytes) {
-                    Ok((m, n)) if m.physical_offset == pos => {
-                        on_record(&m);
-                        pos += n as u64;
-                    }
-                    _ => break,
-                },
-                _ => break,
+            let (base, bytes) = (seg.start(), seg.bytes());
+            let at = (pos - base) as usize;
+            match step_at(bytes, at, base) {
+                Step::Record(m, n) => {
+                    on_record(&m);
+                    pos += n as u64;
+                }
+                Step::EndOfFile => pos = seg.end(),
+                Step::Invalid if pos >= trusted_end => break,
+                Step::Invalid => {
+                    let limit = trusted_end.min(seg.end());
+                    let next = find_resync(bytes, at, (limit - base) as usize, base)
+                        .map_or(limit, |i| base + i as u64);
+                    on_damage(pos, next);
+                    pos = next;
+                }
             }
         }
         pos
+    }
+
+    /// The stored bytes of `from..to` (at most one segment's worth), for
+    /// quarantining a damaged range.
+    pub fn bytes_between(&self, from: u64, to: u64) -> Option<&[u8]> {
+        let seg = &self.segments[self.segment_index(from)?];
+        let a = (from - seg.start()) as usize;
+        let b = (to.min(seg.end()) - seg.start()) as usize;
+        seg.bytes().get(a..b)
     }
 
     /// Cuts the log at `end`: zeros the rest of the segment holding it and

@@ -318,17 +318,24 @@ fn recovery_truncated_last_segment() {
     }
 }
 
-/// (b) a flipped byte inside a record: it and everything after are gone.
+/// (b) a flipped byte inside a record of the unflushed tail (past the
+/// checkpoint: never acknowledged under sync flush): it and everything
+/// after are cut. Below the checkpoint see
+/// `hardening_flipped_byte_below_checkpoint_after_crash`.
 #[test]
 fn recovery_flipped_byte() {
     let base = tempfile::tempdir().unwrap();
     let sent = crashed_store(base.path(), 20, 120);
+    let flushed = Checkpoint::load(&base.path().join("checkpoint"))
+        .unwrap()
+        .unwrap()
+        .commit_log_flushed;
     let mut rng = rand::rngs::StdRng::seed_from_u64(21);
     let last = sent.iter().map(|s| s.at.physical_offset).max().unwrap();
     let seg_start = last - last % 16384;
     let in_last: Vec<&Sent> = sent
         .iter()
-        .filter(|s| s.at.physical_offset >= seg_start)
+        .filter(|s| s.at.physical_offset >= seg_start.max(flushed))
         .collect();
     for _ in 0..4 {
         let victim = in_last[rng.gen_range(0..in_last.len())];
@@ -584,4 +591,270 @@ fn rss_stays_flat_over_ten_million_messages() {
         rss_anon_kb(),
         start.elapsed().as_secs_f64()
     );
+}
+
+/// Appends `n` messages (bodies `msg-<i>`, 200 bytes) to `Hard/0`, flushes
+/// and waits for the checkpoint to cover them all (as sync flush would).
+fn filled_and_flushed(dir: &Path, n: usize) -> (Store, Vec<AppendResult>) {
+    let mut store = Store::open(config(dir), logger()).unwrap();
+    let mut at = Vec::new();
+    for i in 0..n {
+        let body = format!("msg-{i:0>196}");
+        let m = AppendMessage::for_test("Hard", body.as_bytes());
+        at.push(store.append(&[m]).unwrap().results[0]);
+    }
+    store.flush_tick().unwrap();
+    wait_checkpoint(dir, store.max_physical_offset());
+    (store, at)
+}
+
+/// Reads `Hard/0` from its min to its max in batches of 7: the bodies'
+/// indexes served and the damaged entries reported.
+fn read_hard(store: &Store) -> (Vec<usize>, Vec<DamagedEntry>) {
+    let (mut got, mut damaged) = (Vec::new(), Vec::new());
+    let max = store.max_queue_offset("Hard", 0).unwrap();
+    let mut off = store.min_queue_offset("Hard", 0).unwrap();
+    while off < max {
+        let r = store.read("Hard", 0, off, 7, 1 << 20, None).unwrap();
+        assert!(r.next_queue_offset > off, "read stalled at {off}");
+        let mut buf = &r.records[..];
+        while !buf.is_empty() {
+            let (m, n) = decode(buf).unwrap();
+            let body = std::str::from_utf8(m.body).unwrap();
+            got.push(body[4..].trim_start_matches('0').parse().unwrap_or(0));
+            buf = &buf[n..];
+        }
+        damaged.extend(r.damaged);
+        off = r.next_queue_offset;
+    }
+    (got, damaged)
+}
+
+fn flip(dir: &Path, physical_offset: u64, segment_size: u64) -> Vec<u8> {
+    let seg_start = physical_offset - physical_offset % segment_size;
+    let path = segment_path(dir, seg_start);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[(physical_offset - seg_start) as usize] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    bytes
+}
+
+/// kill -9 after everything was flushed, then one flipped byte in a record
+/// in the middle of the log (body, size field or magic). Whether recovery
+/// walks over it (ConsumeQueue lost and rebuilt; a checkpoint far behind)
+/// or not (the scan starts at the checkpoint, past it): every other record
+/// is read, the damaged one is reported by the read at its queue offset,
+/// recovery quarantines what it walked over, nothing is zeroed.
+#[test]
+fn hardening_flipped_byte_below_checkpoint_after_crash() {
+    let seg = 16 * 1024;
+    for mode in ["queues intact", "queues lost", "old checkpoint"] {
+        for (case, delta) in [("body", 150u64), ("size field", 2), ("magic", 5)] {
+            let what = format!("{mode}, {case}");
+            let dir = tempfile::tempdir().unwrap();
+            let (store, at) = filled_and_flushed(dir.path(), 300);
+            let end = store.max_physical_offset();
+            drop(store); // crash: no clean checkpoint
+            let victim = at[150];
+            let flipped = flip(dir.path(), victim.physical_offset + delta, seg);
+            match mode {
+                "queues lost" => {
+                    std::fs::remove_dir_all(dir.path().join("consumequeue")).unwrap();
+                }
+                "old checkpoint" => Checkpoint {
+                    commit_log_flushed: end,
+                    cq_safe: at[10].physical_offset,
+                    clean: false,
+                }
+                .store(&dir.path().join("checkpoint"))
+                .unwrap(),
+                _ => {}
+            }
+            let store = Store::open(config(dir.path()), logger()).unwrap();
+            let rep = store.recovery_report().clone();
+            assert_eq!(rep.kind, OpenKind::Unclean, "{what}");
+            assert_eq!(store.max_physical_offset(), end, "{what}: log cut");
+            if mode == "queues intact" {
+                assert!(rep.damaged.is_empty(), "{what}: scan starts past it");
+            } else {
+                assert_eq!(rep.damaged.len(), 1, "{what}: {rep:?}");
+                let d = &rep.damaged[0];
+                assert_eq!(d.from, victim.physical_offset, "{what}");
+                assert_eq!(d.to, victim.physical_offset + u64::from(victim.size));
+                assert_eq!(store.damaged_records(), 1);
+                // The quarantine copy holds the damaged bytes as they were.
+                let q = std::fs::read(d.quarantined.as_ref().unwrap()).unwrap();
+                let in_seg = (victim.physical_offset % seg) as usize;
+                assert_eq!(q, flipped[in_seg..in_seg + victim.size as usize]);
+            }
+            // Nothing zeroed: the segment is byte for byte what was there.
+            let seg_start = victim.physical_offset - victim.physical_offset % seg;
+            let now = std::fs::read(segment_path(dir.path(), seg_start)).unwrap();
+            assert!(now == flipped, "{what}: segment changed");
+            let (got, damaged) = read_hard(&store);
+            let want: Vec<usize> = (0..300).filter(|i| *i != 150).collect();
+            assert_eq!(got, want, "{what}");
+            assert_eq!(damaged.len(), 1, "{what}");
+            assert_eq!(damaged[0].queue_offset, 150);
+            assert_eq!(damaged[0].physical_offset, victim.physical_offset);
+            assert_eq!(store.damaged_records(), 1, "{what}: counted once");
+            // The store goes on; a later crash does not walk the damage again.
+            let mut store = store;
+            store
+                .append(&[AppendMessage::for_test("Hard", b"msg-300")])
+                .unwrap();
+            drop(store);
+            let store = Store::open(config(dir.path()), logger()).unwrap();
+            assert!(store.recovery_report().damaged.is_empty(), "{what}");
+            assert_eq!(store.recovery_report().scanned_records, 1, "{what}");
+            let (got, damaged) = read_hard(&store);
+            assert_eq!((got.len(), damaged.len()), (300, 1), "{what}");
+        }
+    }
+}
+
+/// After a clean stop, a flipped byte: reads serve the records around it,
+/// report it with its queue offset and move past it; a read of only the bad
+/// record answers `NoMatchedMessage` past it; lookup by offset refuses it.
+#[test]
+fn hardening_flipped_byte_after_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, at) = filled_and_flushed(dir.path(), 120);
+    store.shutdown().unwrap();
+    drop(store);
+    let victim = at[60];
+    flip(dir.path(), victim.physical_offset + 130, 16 * 1024);
+    let store = Store::open(config(dir.path()), logger()).unwrap();
+    assert_eq!(store.recovery_report().kind, OpenKind::Clean);
+    let (got, damaged) = read_hard(&store);
+    assert_eq!(got, (0..120).filter(|i| *i != 60).collect::<Vec<_>>());
+    assert_eq!(damaged.len(), 1);
+    assert_eq!(damaged[0].queue_offset, 60);
+    assert!(damaged[0].reason.contains("CRC"), "{}", damaged[0].reason);
+    // A read from the bad record answers the next good one.
+    let r = store.read("Hard", 0, 60, 1, 1 << 20, None).unwrap();
+    assert_eq!(
+        (r.status, r.count, r.next_queue_offset),
+        (ReadStatus::Found, 1, 62)
+    );
+    assert_eq!(r.damaged.len(), 1);
+    let r = store.read("Hard", 0, 58, 4, 1 << 20, None).unwrap();
+    assert_eq!(
+        (r.status, r.count, r.next_queue_offset),
+        (ReadStatus::Found, 4, 63)
+    );
+    assert!(matches!(
+        store.read_at(victim.physical_offset, victim.size),
+        Err(StoreError::NoRecord(_))
+    ));
+    assert!(store.read_at(at[61].physical_offset, 0).is_ok());
+    assert_eq!(store.damaged_records(), 1, "counted once over many reads");
+    // Only a damaged record left to read: `NoMatchedMessage` past it.
+    drop(store);
+    flip(dir.path(), at[119].physical_offset + 130, 16 * 1024);
+    let store = Store::open(config(dir.path()), logger()).unwrap();
+    let r = store.read("Hard", 0, 119, 8, 1 << 20, None).unwrap();
+    assert_eq!(r.status, ReadStatus::NoMatchedMessage);
+    assert_eq!((r.count, r.next_queue_offset), (0, 120));
+    assert_eq!(r.damaged[0].queue_offset, 119);
+}
+
+/// Recovery after kill -9 starts at the checkpoint and walks only what was
+/// written after it (it used to start at the checkpoint's segment start:
+/// offset 0 for the first GiB). A new directory says so; a clean stop
+/// scans nothing.
+#[test]
+fn hardening_recovery_scan_bounded_by_checkpoint_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path()), logger()).unwrap();
+    assert_eq!(store.recovery_report().kind, OpenKind::NewStore);
+    drop(store);
+    let (mut store, _) = filled_and_flushed(dir.path(), 40);
+    let cp = Checkpoint::load(&dir.path().join("checkpoint"))
+        .unwrap()
+        .unwrap();
+    assert!(
+        cp.commit_log_flushed % (16 * 1024) != 0,
+        "checkpoint mid-segment"
+    );
+    for i in 0..7 {
+        let body = format!("after-{i}");
+        store
+            .append(&[AppendMessage::for_test("Hard", body.as_bytes())])
+            .unwrap();
+    }
+    let end = store.max_physical_offset();
+    drop(store);
+    let store = Store::open(config(dir.path()), logger()).unwrap();
+    let rep = store.recovery_report();
+    assert_eq!(rep.kind, OpenKind::Unclean);
+    assert_eq!(rep.scanned_from, cp.commit_log_flushed.min(cp.cq_safe));
+    assert_eq!(rep.scanned_records, 7, "{rep:?}");
+    assert_eq!(rep.scanned_bytes, end - rep.scanned_from);
+    assert_eq!(store.max_queue_offset("Hard", 0), Some(47));
+    let mut store = store;
+    store.shutdown().unwrap();
+    drop(store);
+    let store = Store::open(config(dir.path()), logger()).unwrap();
+    assert_eq!(store.recovery_report().kind, OpenKind::Clean);
+    assert_eq!(store.recovery_report().scanned_records, 0);
+}
+
+/// Collects log lines (level, message) for assertions.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<(slog::Level, String)>>>);
+
+impl slog::Drain for Captured {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, r: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        if let Ok(mut v) = self.0.lock() {
+            v.push((r.level(), r.msg().to_string()));
+        }
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn has(&self, level: slog::Level, text: &str) -> bool {
+        let v = self.0.lock().unwrap();
+        v.iter().any(|(l, m)| *l == level && m.contains(text))
+    }
+    fn count(&self, text: &str) -> usize {
+        let v = self.0.lock().unwrap();
+        v.iter().filter(|(_, m)| m.contains(text)).count()
+    }
+}
+
+/// Disk full is visible: one WARN when writes start being refused, one
+/// INFO when they resume, and the error gives the real ratio and limit.
+#[test]
+fn hardening_disk_full_logs_and_error_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Captured::default();
+    let usage = FixedDiskUsage::new(0.5);
+    let cfg = StoreConfig {
+        disk_hard_limit_ratio: 0.85,
+        ..config(dir.path())
+    };
+    let root = Logger::root(log.clone(), slog::o!());
+    let mut store = Store::open_with_disk_usage(cfg, root, Box::new(usage.clone())).unwrap();
+    usage.set(0.953);
+    store.check_disk();
+    store.check_disk();
+    assert!(log.has(slog::Level::Warning, "writes are now refused"));
+    assert_eq!(
+        log.count("writes are now refused"),
+        1,
+        "once, not per check"
+    );
+    let err = store
+        .append(&[AppendMessage::for_test("T", b"x")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("95.3%") && err.contains("85.0%"), "{err}");
+    usage.set(0.6);
+    store.check_disk();
+    assert!(log.has(slog::Level::Info, "writes resume"));
+    store.append(&[AppendMessage::for_test("T", b"x")]).unwrap();
 }

@@ -47,6 +47,11 @@ pub struct CommitLog {
     disk_hard_limit: f64,
 }
 
+/// Past the flushed checkpoint, how far after a bad record an intact one
+/// is looked for before the bad record is taken for the torn tail (more
+/// than one record of the largest configurable size).
+pub const RESYNC_WINDOW: u64 = 8 << 20;
+
 /// One step of a scan: what starts at a position.
 enum Step<'a> {
     Record(DecodedMessage<'a>, usize),
@@ -361,13 +366,22 @@ impl CommitLog {
         self.resync_below = end;
     }
 
-    /// [`CommitLog::scan`] that treats a bad record below `trusted_end`
-    /// (the flushed checkpoint: acknowledged, fsynced data) as damage, not
-    /// as the end: `on_damage(from, to)` gets the damaged byte range and
-    /// the walk resumes at the next intact record. If none follows below
-    /// `trusted_end` in that segment, it resumes at `trusted_end` (a record
-    /// boundary) or at the next segment. A bad record at or past
-    /// `trusted_end` is the torn tail: the walk stops there.
+    /// [`CommitLog::scan`] that tells damage from a torn tail; returns the
+    /// valid end. `on_damage(from, to)` gets each damaged byte range
+    /// stepped over:
+    ///
+    /// * below `trusted_end` (the flushed checkpoint: fsynced, acknowledged
+    ///   data) a bad record is damage. The walk resumes at the next intact
+    ///   record (magic, size, CRC and own physical offset check out) or
+    ///   end-of-file marker; if none follows below `trusted_end` in that
+    ///   segment, at `trusted_end` (a record boundary) or the next segment.
+    /// * at or past `trusted_end` a bad record is damage only when an intact
+    ///   record follows within [`RESYNC_WINDOW`] in its segment, or the next
+    ///   segment starts with one. A record torn by a crash has nothing
+    ///   written after it (one writer appends in order), and under sync
+    ///   flush a later record acknowledged means this one was fsynced too:
+    ///   such a record was acknowledged after the last checkpoint was
+    ///   written. Otherwise it is the torn tail: the walk stops there.
     pub fn scan_resync(
         &self,
         from: u64,
@@ -386,17 +400,32 @@ impl CommitLog {
                     pos += n as u64;
                 }
                 Step::EndOfFile => pos = seg.end(),
-                Step::Invalid if pos >= trusted_end => break,
                 Step::Invalid => {
-                    let limit = trusted_end.min(seg.end());
-                    let next = find_resync(bytes, at, (limit - base) as usize, base)
-                        .map_or(limit, |i| base + i as u64);
+                    let trusted = pos < trusted_end;
+                    let limit = if trusted {
+                        trusted_end.min(seg.end())
+                    } else {
+                        pos.saturating_add(RESYNC_WINDOW).min(seg.end())
+                    };
+                    let next = match find_resync(bytes, at, (limit - base) as usize, base) {
+                        Some(i) => base + i as u64,
+                        None if trusted => limit,
+                        None if self.starts_with_record(idx + 1) => seg.end(),
+                        None => break,
+                    };
                     on_damage(pos, next);
                     pos = next;
                 }
             }
         }
         pos
+    }
+
+    /// Whether segment `idx` exists and starts with an intact record.
+    fn starts_with_record(&self, idx: usize) -> bool {
+        self.segments
+            .get(idx)
+            .is_some_and(|s| matches!(step_at(s.bytes(), 0, s.start()), Step::Record(..)))
     }
 
     /// The stored bytes of `from..to` (at most one segment's worth), for

@@ -20,10 +20,17 @@
 //!   ConsumeQueue entry, if any, is kept: a read meets it, reports it and
 //!   steps over it (see `Store::read_filtered`), so queue offsets are never
 //!   reused;
-//! * only at or past the flushed checkpoint is a bad record the torn tail:
-//!   the log is cut there (the rest of that segment is zeroed and later
-//!   segments are deleted, so nothing unacknowledged is ever served and
-//!   nothing stale can resurface under a later append);
+//! * past the flushed checkpoint a bad record is damage too when an intact
+//!   record follows it (within `commit_log::RESYNC_WINDOW`, or at the start
+//!   of the next segment): a crash tears only the last record written, and
+//!   under sync flush a later acknowledged record means this one was
+//!   fsynced — acknowledged after the last checkpoint was written;
+//! * only a bad record past the flushed checkpoint with nothing intact
+//!   after it is the torn tail: the log is cut there (the rest of that
+//!   segment is zeroed and later segments are deleted, so nothing
+//!   unacknowledged is ever served and nothing stale can resurface under a
+//!   later append). Without a checkpoint (lost or damaged) "flushed" means
+//!   every segment before the last;
 //! * ConsumeQueue entries pointing at or past the valid end are cut.
 
 use std::path::PathBuf;
@@ -323,7 +330,7 @@ fn quarantine(
             None
         }
     };
-    error!(logger, "DAMAGED RECORD below the flushed checkpoint: skipped, later records kept";
+    error!(logger, "DAMAGED RECORD in the commit log: skipped, the records after it kept";
         "from" => from, "to" => to, "bytes" => to - from,
         "quarantine" => quarantined.as_ref().map(|p| p.display().to_string()));
     DamagedRange {

@@ -37,6 +37,7 @@ fn pull_response() -> PullResponse {
         count: 32,
         records: Bytes::from(vec![7u8; 32 * 1024]),
         suggest_slave: false,
+        damaged: Vec::new(),
     }
 }
 

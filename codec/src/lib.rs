@@ -65,7 +65,7 @@
 //! | 1 | `Handshake` | [`Handshake`] | [`HandshakeResponse`] | First request on a connection. The server answers `UnsupportedVersion` if it does not speak `protocol_version`. |
 //! | 10 | `SendMessage` | [`SendRequest`] | [`SendResult`] | Store one message in a topic; `queue_id < 0` lets the broker pick the queue. `status` tells whether flush/replication finished in time. Errors: `TopicNotFound`, `MessageTooLarge`, `NotMaster`, `PermissionDenied`, `DiskFull`, `Busy`. |
 //! | 11 | `SendBatch` | [`SendBatchRequest`] | [`SendBatchResponse`] | Store several messages in one queue, in order; one [`SendResult`] per message. |
-//! | 20 | `PullMessage` | [`PullRequest`] | [`PullResponse`] | Read up to `max_messages` / `max_bytes` of stored records from `queue_offset`, filtered by tag expression or SQL; with `suspend_timeout_ms > 0` the broker long-polls. May piggy-back an offset commit. |
+//! | 20 | `PullMessage` | [`PullRequest`] | [`PullResponse`] | Read up to `max_messages` / `max_bytes` of stored records from `queue_offset`, filtered by tag expression or SQL; with `suspend_timeout_ms > 0` the broker long-polls. May piggy-back an offset commit. Damaged records are not sent: they are listed in `damaged` and `next_offset` is past them. |
 //! | 30 | `QueryConsumerOffset` | [`QueryOffsetRequest`] | [`QueryOffsetResponse`] | A consumer group's committed offset for a queue (`None` = never committed). |
 //! | 31 | `UpdateConsumerOffset` | [`CommitOffsetRequest`] | [`Ack`] | Commit a consumer group's offset for a queue. |
 //! | 32 | `GetQueueOffsets` | [`GetQueueOffsetsRequest`] | [`QueueOffsets`] | A queue's min and max offsets. |
@@ -138,7 +138,7 @@ pub use cmd::offset::{
     CommitOffsetRequest, GetQueueOffsetsRequest, QueryOffsetRequest, QueryOffsetResponse,
     QueueOffsets,
 };
-pub use cmd::pull::{parse_tag_expression, PullRequest, PullResponse, PullStatus};
+pub use cmd::pull::{parse_tag_expression, DamagedRecord, PullRequest, PullResponse, PullStatus};
 pub use cmd::query::{
     BrokerSettings, GetBrokerConfigRequest, QueryMessageByKeyRequest, QueryMessageByTimeRequest,
     QueryMessageResponse, SearchOffsetByTimeRequest, SearchOffsetByTimeResponse,

@@ -220,7 +220,7 @@ proptest! {
         };
         let resp = PullResponse {
             status, next_offset: offs.0, min_offset: offs.1, max_offset: offs.2, count: offs.3, records,
-            suggest_slave,
+            suggest_slave, damaged: Vec::new(),
         };
         check_rpc(id, split, &req, &resp, &err);
     }

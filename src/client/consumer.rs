@@ -14,8 +14,8 @@ use actix::Addr;
 use skylark_actors::remoting::RpcClient;
 use skylark_codec::{
     parse_tag_expression, CommitOffsetRequest, ConsumeFrom, ConsumeType, ConsumerGroupData,
-    ExpressionType, GetQueueOffsetsRequest, HeartbeatRequest, MessageModel, PullRequest,
-    PullStatus, QueryOffsetRequest, QueueOffsets, Subscription,
+    DamagedRecord, ExpressionType, GetQueueOffsetsRequest, HeartbeatRequest, MessageModel,
+    PullRequest, PullStatus, QueryOffsetRequest, QueueOffsets, Subscription,
 };
 
 use super::config::ClientConfig;
@@ -41,6 +41,11 @@ pub struct PullResult {
     pub max_offset: u64,
     /// Matching messages, in queue-offset order.
     pub messages: Vec<ReceivedMessage>,
+    /// Messages of the pulled range the broker found damaged (CRC, magic or
+    /// size check failed) and did not send; `next_offset` is already past
+    /// them, so pulling on from it moves on. Report them: they are lost
+    /// unless restored from the broker's quarantine or a replica.
+    pub damaged: Vec<DamagedRecord>,
 }
 
 /// A pull consumer of one group; clone it freely.
@@ -296,6 +301,7 @@ impl PullConsumer {
             min_offset: resp.min_offset,
             max_offset: resp.max_offset,
             messages,
+            damaged: resp.damaged,
         })
     }
 
@@ -336,6 +342,7 @@ impl PullConsumer {
             min_offset: resp.min_offset,
             max_offset: resp.max_offset,
             messages,
+            damaged: resp.damaged,
         })
     }
 

@@ -37,7 +37,7 @@ mod consume;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -206,6 +206,8 @@ struct Inner {
     ownership: tokio::sync::Mutex<()>,
     /// Held while offsets are committed, so commits never reorder.
     commit_lock: tokio::sync::Mutex<()>,
+    /// Messages the brokers reported damaged and skipped (never delivered).
+    damaged_skipped: AtomicU64,
 }
 
 /// A running push consumer; [`shutdown`](Self::shutdown) it to commit and
@@ -276,6 +278,13 @@ impl PushConsumer {
             .collect();
         v.sort_by(|a, b| (&a.0.topic, a.0.queue_id).cmp(&(&b.0.topic, b.0.queue_id)));
         v
+    }
+
+    /// Messages the brokers found damaged (CRC, magic or size check failed)
+    /// and skipped: they were never delivered to the listener; pulling went
+    /// on past them. The broker logs each with its offsets.
+    pub fn damaged_skipped(&self) -> u64 {
+        self.inner.damaged_skipped.load(Ordering::Relaxed)
     }
 
     /// Rebalance now (as on a broker push).
@@ -407,6 +416,7 @@ impl PushConsumerBuilder {
             work_tx,
             ownership: tokio::sync::Mutex::new(()),
             commit_lock: tokio::sync::Mutex::new(()),
+            damaged_skipped: AtomicU64::new(0),
         });
         let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
         for _ in 0..inner.opts.consume_threads {

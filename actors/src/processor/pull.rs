@@ -126,6 +126,7 @@ fn to_pull_response(asked: u64, r: ReadResult) -> PullResponse {
         count: r.count,
         records: r.records,
         suggest_slave: false,
+        damaged: r.damaged.into_iter().map(Into::into).collect(),
     }
 }
 

@@ -21,6 +21,7 @@ use super::flush::SegmentFiles;
 use super::mapped_file::{file_name, list_files, MappedFile};
 use super::prefault::{self, Prefaulter};
 use super::record::{self, DecodedMessage, BLANK_MAGIC, EOF_MARKER_LEN, MESSAGE_MAGIC};
+use super::retention::{DiskUsage, StatvfsDiskUsage};
 
 /// The segmented append-only log.
 pub struct CommitLog {
@@ -35,6 +36,65 @@ pub struct CommitLog {
     files: Arc<SegmentFiles>,
     logger: Logger,
     first_short_segment: Option<u64>,
+    /// Below this offset a bad record is damage, not a torn tail: [`scan`]
+    /// steps over it to the next intact record (set by recovery to the
+    /// recovered end, so that rebuilding the index sees every record).
+    ///
+    /// [`scan`]: CommitLog::scan
+    resync_below: u64,
+    /// The configured `disk_hard_limit_ratio`, for the error text when a
+    /// new segment finds no space (ENOSPC).
+    disk_hard_limit: f64,
+}
+
+/// Past the flushed checkpoint, how far after a bad record an intact one
+/// is looked for before the bad record is taken for the torn tail (more
+/// than one record of the largest configurable size).
+pub const RESYNC_WINDOW: u64 = 8 << 20;
+
+/// One step of a scan: what starts at a position.
+enum Step<'a> {
+    Record(DecodedMessage<'a>, usize),
+    EndOfFile,
+    Invalid,
+}
+
+/// What starts at `at` of a segment starting at `base`.
+fn step_at(bytes: &[u8], at: usize, base: u64) -> Step<'_> {
+    let Some(rest) = bytes.get(at..) else {
+        return Step::Invalid;
+    };
+    match record::peek_header(rest) {
+        Some((size, BLANK_MAGIC)) if size as usize == rest.len() => Step::EndOfFile,
+        Some((_, MESSAGE_MAGIC)) => match record::decode(rest) {
+            Ok((m, n)) if m.physical_offset == base + at as u64 => Step::Record(m, n),
+            _ => Step::Invalid,
+        },
+        _ => Step::Invalid,
+    }
+}
+
+/// The first index in `(at, limit)` of a segment where an intact record
+/// (its magic, size, CRC and own physical offset check out) or the
+/// end-of-file marker starts: where a scan resumes after damage.
+fn find_resync(bytes: &[u8], at: usize, limit: usize, base: u64) -> Option<usize> {
+    let limit = limit.min(bytes.len());
+    let from = at + 1;
+    if from >= limit {
+        return None;
+    }
+    // A magic sits 4 bytes into a record: search the magic of a record
+    // starting in `from..limit`.
+    let hay = bytes.get(from + 4..(limit + 4).min(bytes.len()))?;
+    let first = |magic: u32| {
+        memchr::memmem::find_iter(hay, &magic.to_be_bytes())
+            .map(|i| from + i)
+            .find(|&p| !matches!(step_at(bytes, p, base), Step::Invalid))
+    };
+    match (first(MESSAGE_MAGIC), first(BLANK_MAGIC)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl CommitLog {
@@ -81,7 +141,14 @@ impl CommitLog {
             files,
             logger,
             first_short_segment,
+            resync_below: 0,
+            disk_hard_limit: 1.0,
         })
+    }
+
+    /// The configured hard disk limit, quoted by a `DiskFull` error.
+    pub fn set_disk_hard_limit(&mut self, limit: f64) {
+        self.disk_hard_limit = limit;
     }
 
     /// The segment handles shared with the flusher.
@@ -157,7 +224,18 @@ impl CommitLog {
             return Ok(());
         }
         let path = self.dir.join(file_name(start));
-        let seg = MappedFile::open(&path, start, self.segment_size)?;
+        let seg = match MappedFile::open(&path, start, self.segment_size) {
+            Err(StoreError::DiskFull { .. }) => {
+                // ENOSPC while preallocating: say how full the disk is and
+                // what the limit is, not a placeholder.
+                let usage = StatvfsDiskUsage.usage_ratio(&self.dir).unwrap_or(1.0);
+                return Err(StoreError::DiskFull {
+                    usage,
+                    limit: self.disk_hard_limit,
+                });
+            }
+            r => r?,
+        };
         self.files.add(start, seg.try_clone_file()?);
         info!(self.logger, "commit log segment created"; "start" => start);
         self.segments.push(seg);
@@ -277,24 +355,86 @@ impl CommitLog {
     /// Walks valid records from `from` (a record boundary) and calls
     /// `on_record` for each; stops at the first thing that is not a valid
     /// record or end-of-file marker and returns that offset: the valid end.
-    pub fn scan(&self, from: u64, mut on_record: impl FnMut(&DecodedMessage<'_>)) -> u64 {
+    /// Damage below the recovered end (see [`CommitLog::set_resync_below`])
+    /// is stepped over silently: recovery already reported it.
+    pub fn scan(&self, from: u64, on_record: impl FnMut(&DecodedMessage<'_>)) -> u64 {
+        self.scan_resync(from, self.resync_below, on_record, |_, _| {})
+    }
+
+    /// Records below `end` are known: later scans step over damage there.
+    pub fn set_resync_below(&mut self, end: u64) {
+        self.resync_below = end;
+    }
+
+    /// [`CommitLog::scan`] that tells damage from a torn tail; returns the
+    /// valid end. `on_damage(from, to)` gets each damaged byte range
+    /// stepped over:
+    ///
+    /// * below `trusted_end` (the flushed checkpoint: fsynced, acknowledged
+    ///   data) a bad record is damage. The walk resumes at the next intact
+    ///   record (magic, size, CRC and own physical offset check out) or
+    ///   end-of-file marker; if none follows below `trusted_end` in that
+    ///   segment, at `trusted_end` (a record boundary) or the next segment.
+    /// * at or past `trusted_end` a bad record is damage only when an intact
+    ///   record follows within [`RESYNC_WINDOW`] in its segment, or the next
+    ///   segment starts with one. A record torn by a crash has nothing
+    ///   written after it (one writer appends in order), and under sync
+    ///   flush a later record acknowledged means this one was fsynced too:
+    ///   such a record was acknowledged after the last checkpoint was
+    ///   written. Otherwise it is the torn tail: the walk stops there.
+    pub fn scan_resync(
+        &self,
+        from: u64,
+        trusted_end: u64,
+        mut on_record: impl FnMut(&DecodedMessage<'_>),
+        mut on_damage: impl FnMut(u64, u64),
+    ) -> u64 {
         let mut pos = from;
         while let Some(idx) = self.segment_index(pos) {
             let seg = &self.segments[idx];
-            let bytes = &seg.bytes()[(pos - seg.start()) as usize..];
-            match record::peek_header(bytes) {
-                Some((size, BLANK_MAGIC)) if size as usize == bytes.len() => pos = seg.end(),
-                Some((_, MESSAGE_MAGIC)) => match record::decode(bytes) {
-                    Ok((m, n)) if m.physical_offset == pos => {
-                        on_record(&m);
-                        pos += n as u64;
-                    }
-                    _ => break,
-                },
-                _ => break,
+            let (base, bytes) = (seg.start(), seg.bytes());
+            let at = (pos - base) as usize;
+            match step_at(bytes, at, base) {
+                Step::Record(m, n) => {
+                    on_record(&m);
+                    pos += n as u64;
+                }
+                Step::EndOfFile => pos = seg.end(),
+                Step::Invalid => {
+                    let trusted = pos < trusted_end;
+                    let limit = if trusted {
+                        trusted_end.min(seg.end())
+                    } else {
+                        pos.saturating_add(RESYNC_WINDOW).min(seg.end())
+                    };
+                    let next = match find_resync(bytes, at, (limit - base) as usize, base) {
+                        Some(i) => base + i as u64,
+                        None if trusted => limit,
+                        None if self.starts_with_record(idx + 1) => seg.end(),
+                        None => break,
+                    };
+                    on_damage(pos, next);
+                    pos = next;
+                }
             }
         }
         pos
+    }
+
+    /// Whether segment `idx` exists and starts with an intact record.
+    fn starts_with_record(&self, idx: usize) -> bool {
+        self.segments
+            .get(idx)
+            .is_some_and(|s| matches!(step_at(s.bytes(), 0, s.start()), Step::Record(..)))
+    }
+
+    /// The stored bytes of `from..to` (at most one segment's worth), for
+    /// quarantining a damaged range.
+    pub fn bytes_between(&self, from: u64, to: u64) -> Option<&[u8]> {
+        let seg = &self.segments[self.segment_index(from)?];
+        let a = (from - seg.start()) as usize;
+        let b = (to.min(seg.end()) - seg.start()) as usize;
+        seg.bytes().get(a..b)
     }
 
     /// Cuts the log at `end`: zeros the rest of the segment holding it and

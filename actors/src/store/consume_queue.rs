@@ -133,6 +133,12 @@ impl ConsumeQueue {
         (e.size != 0).then_some(e)
     }
 
+    /// The entry stored in slot `idx`, whatever the min and max say
+    /// (recovery looks for holes with it).
+    pub fn slot(&self, idx: u64) -> Option<CqEntry> {
+        self.raw_get(idx)
+    }
+
     /// The entry at queue offset `idx`, if within `[min, max)`.
     pub fn get(&self, idx: u64) -> Option<CqEntry> {
         if idx < self.min_offset || idx >= self.max_offset {

@@ -9,9 +9,11 @@ use std::sync::Arc;
 /// Errors of the storage engine.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// Disk usage is above the hard limit: the write was refused, nothing
-    /// was written.
-    #[error("disk full: usage {usage:.3} is above the hard limit {limit:.3}")]
+    /// Disk usage is above the hard limit (`usage > limit`), or the file
+    /// system had no space left for a new file (`usage <= limit`; `limit`
+    /// 1.0 when the configured one was not known where it happened): the
+    /// write was refused, nothing was written.
+    #[error("{}", disk_full_text(*usage, *limit))]
     DiskFull { usage: f64, limit: f64 },
     /// A message (body, properties or whole record) exceeds a size limit.
     #[error("message too large: {size} bytes, limit {limit}")]
@@ -44,6 +46,19 @@ pub enum StoreError {
     ShutDown,
 }
 
+/// The text of [`StoreError::DiskFull`]: the measured ratio and the limit,
+/// in percent (a ratio printed to 3 decimals made 0.9996 read as 1.000).
+fn disk_full_text(usage: f64, limit: f64) -> String {
+    let (u, l) = (usage * 100.0, limit * 100.0);
+    if usage > limit {
+        format!("disk full: usage {u:.1}% is above the hard limit {l:.1}% (disk_hard_limit_ratio); writes are refused until space is freed")
+    } else if limit >= 1.0 {
+        "disk full: no space left on the device for a new store file (ENOSPC); writes are refused until space is freed".to_string()
+    } else {
+        format!("disk full: no space left on the device for a new store file (ENOSPC) at usage {u:.1}%, below the hard limit {l:.1}% (disk_hard_limit_ratio); writes are refused until space is freed")
+    }
+}
+
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
         StoreError::Io(Arc::new(e))
@@ -52,3 +67,33 @@ impl From<std::io::Error> for StoreError {
 
 /// Result alias of the storage engine.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hardening_disk_full_text_gives_real_ratio_and_limit() {
+        let e = StoreError::DiskFull {
+            usage: 0.9531,
+            limit: 0.85,
+        };
+        let t = e.to_string();
+        assert!(t.contains("95.3%") && t.contains("85.0%"), "{t}");
+        let t = StoreError::DiskFull {
+            usage: 0.8,
+            limit: 0.9,
+        }
+        .to_string();
+        assert!(
+            t.contains("ENOSPC") && t.contains("80.0%") && t.contains("90.0%"),
+            "{t}"
+        );
+        let t = StoreError::DiskFull {
+            usage: 1.0,
+            limit: 1.0,
+        }
+        .to_string();
+        assert!(t.contains("ENOSPC") && !t.contains("above"), "{t}");
+    }
+}

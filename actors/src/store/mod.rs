@@ -51,6 +51,7 @@ pub use consume_queue::CqEntry;
 pub use error::{Result, StoreError};
 pub use flush::FlushReply;
 pub use record::{decode, tag_hash, AppendMessage, DecodedMessage};
+pub use recovery::{DamagedRange, OpenKind, RecoveryReport};
 pub use retention::{DiskUsage, FixedDiskUsage, RetentionReport, StatvfsDiskUsage};
 
 use crate::filter::SqlFilter;
@@ -104,6 +105,28 @@ pub enum ReadStatus {
     NoQueue,
 }
 
+/// A ConsumeQueue entry whose record failed validation on a read: it was
+/// not served, the read went on past it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedEntry {
+    pub queue_offset: u64,
+    pub physical_offset: u64,
+    pub size: u32,
+    /// Why the record was refused (CRC mismatch, bad magic, size mismatch).
+    pub reason: String,
+}
+
+impl From<DamagedEntry> for skylark_codec::DamagedRecord {
+    fn from(d: DamagedEntry) -> Self {
+        skylark_codec::DamagedRecord {
+            queue_offset: d.queue_offset,
+            physical_offset: d.physical_offset,
+            size: d.size,
+            reason: d.reason,
+        }
+    }
+}
+
 /// The outcome of [`Store::read`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadResult {
@@ -116,6 +139,41 @@ pub struct ReadResult {
     pub next_queue_offset: u64,
     pub min_offset: u64,
     pub max_offset: u64,
+    /// Entries of the scanned range whose records are damaged: skipped
+    /// (`next_queue_offset` is past them) and reported, so a consumer moves
+    /// on and an operator sees what was lost. When a read met only damaged
+    /// records the status is `NoMatchedMessage`.
+    pub damaged: Vec<DamagedEntry>,
+}
+
+/// Damaged records this store knows of (found by recovery or by reads);
+/// each is logged once.
+#[derive(Default)]
+struct DamageLog {
+    /// Physical offsets already logged (bounded; past the bound a damaged
+    /// record is counted once per read that meets it).
+    seen: std::sync::Mutex<std::collections::HashSet<u64>>,
+    count: std::sync::atomic::AtomicU64,
+}
+
+/// Distinct damaged offsets remembered for log-once.
+const MAX_DAMAGE_SEEN: usize = 65_536;
+
+impl DamageLog {
+    /// Records damage at `offset`; true the first time it is seen.
+    fn note(&self, offset: u64) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let new = if seen.len() < MAX_DAMAGE_SEEN {
+            seen.insert(offset)
+        } else {
+            !seen.contains(&offset)
+        };
+        if new {
+            self.count
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        new
+    }
 }
 
 /// A topic/queue and its offsets.
@@ -143,6 +201,9 @@ pub struct Store {
     key_hashes: Vec<u32>,
     key_ends: Vec<usize>,
     shut_down: bool,
+    /// What recovery did at open.
+    recovery: RecoveryReport,
+    damage: DamageLog,
 }
 
 fn now_millis() -> i64 {
@@ -183,19 +244,22 @@ impl Store {
             config.segment_size,
             logger.clone(),
         )?;
+        commit_log.set_disk_hard_limit(config.disk_hard_limit_ratio);
         let (mut queues, damaged_from) = load_queues(&config, commit_log.min_offset(), &logger)?;
         let input = recovery::RecoveryInput {
             checkpoint,
             damaged_from,
             no_queues: queues.is_empty(),
+            quarantine_dir: config.data_dir.join("quarantine"),
         };
-        let end = recovery::recover(
+        let report = recovery::recover(
             &mut commit_log,
             &mut queues,
             queue_factory(&config),
             input,
             &logger,
         )?;
+        let end = report.valid_end;
         // Make the recovered state durable and mark the store as running
         // (not clean) before accepting writes.
         commit_log.sync_all()?;
@@ -232,7 +296,13 @@ impl Store {
             key_hashes: Vec::new(),
             key_ends: Vec::new(),
             shut_down: false,
+            recovery: RecoveryReport::default(),
+            damage: DamageLog::default(),
         };
+        for d in &report.damaged {
+            store.damage.note(d.from);
+        }
+        store.recovery = report;
         store.check_disk();
         Ok(store)
     }
@@ -240,6 +310,36 @@ impl Store {
     /// The configuration the store runs with.
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    /// What recovery did when the store was opened (kind of open, scan
+    /// length, damaged ranges skipped and quarantined).
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Damaged records known since open: ranges recovery skipped below the
+    /// flushed checkpoint plus records reads refused (each counted once).
+    /// For the admin view and metrics.
+    pub fn damaged_records(&self) -> u64 {
+        self.damage.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Checks the record a ConsumeQueue entry points at; a damaged one is
+    /// logged (once) and counted, and its reason returned.
+    fn check_record(&self, queue: Option<(&str, u32, u64)>, e: &CqEntry) -> Option<String> {
+        let bytes = self
+            .commit_log
+            .slice(e.physical_offset, e.size as usize)
+            .unwrap_or_default();
+        let reason = record::verify(bytes, e.size, e.physical_offset).err()?;
+        if self.damage.note(e.physical_offset) {
+            error!(self.logger, "DAMAGED RECORD met by a read: not served, skipped";
+                "queue" => queue.map(|(t, q, o)| format!("{t}/{q} at queue offset {o}")),
+                "physical_offset" => e.physical_offset, "size" => e.size,
+                "reason" => &reason);
+        }
+        Some(reason)
     }
 
     /// Stores a batch of messages (any topics/queues). The whole batch is
@@ -390,6 +490,7 @@ impl Store {
             next_queue_offset: next,
             min_offset: min,
             max_offset: max,
+            damaged: Vec::new(),
         };
         let Some(cq) = self.queue(topic, queue_id) else {
             return Ok(empty(ReadStatus::NoQueue, 0, 0, 0));
@@ -402,21 +503,47 @@ impl Store {
             return Ok(empty(ReadStatus::OffsetTooBig, max, min, max));
         }
         let mut picked: Vec<CqEntry> = Vec::with_capacity(max_messages.min(256));
+        let mut damaged = Vec::new();
         let (mut idx, mut bytes, mut skipped) = (queue_offset, 0usize, 0u64);
         let scan_end = max.min(queue_offset + MAX_FILTER_SCAN + max_messages as u64);
+        let cl_min = self.commit_log.min_offset();
         while idx < scan_end && picked.len() < max_messages {
-            let Some(e) = cq.get(idx) else { break };
-            let cl_min = self.commit_log.min_offset();
-            if tag_filter.is_some_and(|f| !f.contains(&e.tag_hash))
-                || e.physical_offset < cl_min
-                || sql.is_some_and(|f| !self.sql_matches(&e, f))
-            {
+            let Some(e) = cq.get(idx) else {
+                // A hole below the max (an entry lost with its record when
+                // a ConsumeQueue was rebuilt past damage): report, step on.
+                damaged.push(DamagedEntry {
+                    queue_offset: idx,
+                    physical_offset: 0,
+                    size: 0,
+                    reason: "consume queue entry missing".into(),
+                });
+                idx += 1;
+                continue;
+            };
+            if tag_filter.is_some_and(|f| !f.contains(&e.tag_hash)) || e.physical_offset < cl_min {
                 skipped += 1;
                 idx += 1;
                 continue;
             }
             if !picked.is_empty() && bytes + e.size as usize > max_bytes {
                 break;
+            }
+            // A damaged record is never served: it is reported and the
+            // read goes on past it, so the queue does not stall on it.
+            if let Some(reason) = self.check_record(Some((topic, queue_id, idx)), &e) {
+                damaged.push(DamagedEntry {
+                    queue_offset: idx,
+                    physical_offset: e.physical_offset,
+                    size: e.size,
+                    reason,
+                });
+                idx += 1;
+                continue;
+            }
+            if sql.is_some_and(|f| !self.sql_matches(&e, f)) {
+                skipped += 1;
+                idx += 1;
+                continue;
             }
             bytes += e.size as usize;
             picked.push(e);
@@ -449,7 +576,7 @@ impl Store {
         }
         let status = if !picked.is_empty() {
             ReadStatus::Found
-        } else if skipped > 0 {
+        } else if skipped > 0 || !damaged.is_empty() {
             ReadStatus::NoMatchedMessage
         } else {
             ReadStatus::NoNewMessage
@@ -461,11 +588,13 @@ impl Store {
             next_queue_offset: idx,
             min_offset: min,
             max_offset: max,
+            damaged,
         })
     }
 
     /// The record at `physical_offset` (lookup by message id). `size` 0
-    /// means "read it from the record header".
+    /// means "read it from the record header". A damaged record answers
+    /// `NoRecord`.
     pub fn read_at(&self, physical_offset: u64, size: u32) -> Result<Bytes> {
         let not_found = StoreError::NoRecord(physical_offset);
         let head = self
@@ -479,7 +608,17 @@ impl Store {
         let rec = self
             .commit_log
             .slice(physical_offset, stored as usize)
-            .ok_or(not_found)?;
+            .ok_or(not_found.clone())?;
+        // A damaged record is not served: every caller treats `NoRecord` as
+        // "gone" and moves on (the damage is logged once and counted).
+        let entry = CqEntry {
+            physical_offset,
+            size: stored,
+            tag_hash: 0,
+        };
+        if self.check_record(None, &entry).is_some() {
+            return Err(not_found);
+        }
         Ok(Bytes::copy_from_slice(rec))
     }
 
@@ -631,9 +770,18 @@ impl Store {
                 return self.disk_full.unwrap_or(0.0);
             }
         };
-        let full = usage > self.config.disk_hard_limit_ratio;
-        if full != self.disk_full.is_some() {
-            warn!(self.logger, "disk full state changed"; "full" => full, "usage" => usage);
+        let limit = self.config.disk_hard_limit_ratio;
+        let full = usage > limit;
+        match (self.disk_full.is_some(), full) {
+            (false, true) => warn!(self.logger,
+                "disk full: writes are now refused until usage falls below the hard limit";
+                "usage" => format!("{:.1}%", usage * 100.0),
+                "hard_limit" => format!("{:.1}%", limit * 100.0),
+                "data_dir" => %self.config.data_dir.display()),
+            (true, false) => info!(self.logger, "disk usage below the hard limit: writes resume";
+                "usage" => format!("{:.1}%", usage * 100.0),
+                "hard_limit" => format!("{:.1}%", limit * 100.0)),
+            _ => {}
         }
         self.disk_full = full.then_some(usage);
         usage

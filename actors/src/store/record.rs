@@ -394,6 +394,32 @@ pub fn decode(buf: &[u8]) -> Result<(DecodedMessage<'_>, usize)> {
     Ok((msg, total))
 }
 
+/// Checks that `buf` starts with an intact record of exactly `size` bytes
+/// stored at `physical_offset` (what a ConsumeQueue entry says): magic,
+/// size, CRC, structure and the record's own offset. Returns why not.
+/// Used by the read path, so that a damaged record is reported and skipped
+/// instead of being served.
+pub fn verify(buf: &[u8], size: u32, physical_offset: u64) -> std::result::Result<(), String> {
+    match peek_header(buf) {
+        None => return Err("record header is not stored".into()),
+        Some((_, magic)) if magic != MESSAGE_MAGIC => return Err("bad record magic".into()),
+        Some((stored, _)) if stored != size => {
+            return Err(format!(
+                "record size {stored} does not match the consume queue entry ({size})"
+            ))
+        }
+        Some(_) => {}
+    }
+    let (m, _) = decode(buf).map_err(|e| e.to_string())?;
+    if m.physical_offset != physical_offset {
+        return Err(format!(
+            "record says it is at offset {}, not {physical_offset}",
+            m.physical_offset
+        ));
+    }
+    Ok(())
+}
+
 /// Hash of a tag as stored in ConsumeQueue entries: 64-bit FNV-1a. Stable
 /// forever (it is on disk). No tag (or an empty one) hashes to 0; a tag whose
 /// FNV-1a is 0 is stored as 1 so that 0 always means "no tag".
@@ -554,6 +580,28 @@ mod tests {
         for cut in 0..good.len() {
             assert!(decode(&good[..cut]).is_err());
         }
+    }
+
+    #[test]
+    fn verify_names_the_damage() {
+        let msg = sample(&[], b"payload");
+        let at = Placement {
+            queue_offset: 0,
+            physical_offset: 64,
+            store_timestamp: 1,
+        };
+        let buf = encode(&msg, at);
+        let size = buf.len() as u32;
+        assert_eq!(verify(&buf, size, 64), Ok(()));
+        assert!(verify(&buf, size + 1, 64).unwrap_err().contains("size"));
+        assert!(verify(&buf, size, 65).unwrap_err().contains("offset"));
+        let mut b = buf.clone();
+        b[HEADER_LEN] ^= 1;
+        assert!(verify(&b, size, 64).unwrap_err().contains("CRC"));
+        b = buf.clone();
+        b[5] ^= 1;
+        assert!(verify(&b, size, 64).unwrap_err().contains("magic"));
+        assert!(verify(&buf[..4], size, 64).is_err());
     }
 
     #[test]

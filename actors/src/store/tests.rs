@@ -74,6 +74,13 @@ fn append_random(store: &mut Store, rng: &mut impl Rng, batches: usize, sent: &m
 /// order), that queue offsets are contiguous and that every entry points at
 /// a valid record of its own topic/queue.
 fn check(store: &Store, expected: &[Sent]) {
+    check_except(store, expected, None);
+}
+
+/// [`check`], where `damaged` (one of `expected`) is not served but
+/// reported as damaged at its queue offset.
+fn check_except(store: &Store, expected: &[Sent], damaged: Option<&Sent>) {
+    let is_damaged = |s: &Sent| damaged.is_some_and(|d| d.at == s.at && d.topic == s.topic);
     for topic in TOPICS {
         for q in 0..2 {
             let want: Vec<&Sent> = expected
@@ -83,24 +90,42 @@ fn check(store: &Store, expected: &[Sent]) {
             let max = store.max_queue_offset(topic, q).unwrap_or(0);
             let min = store.min_queue_offset(topic, q).unwrap_or(0);
             assert_eq!(max, want.len() as u64, "{topic}/{q} max offset");
-            let mut got = Vec::new();
+            let (mut got, mut bad) = (Vec::new(), Vec::new());
             let mut off = min;
             while off < max {
                 let r = store.read(topic, q, off, 7, 1 << 20, None).unwrap();
-                assert_eq!(r.status, ReadStatus::Found);
+                if damaged.is_none() {
+                    assert_eq!(r.status, ReadStatus::Found);
+                }
+                assert!(r.next_queue_offset > off, "{topic}/{q} stalled at {off}");
                 let mut buf = &r.records[..];
+                let mut damaged_here = r.damaged.iter().map(|d| d.queue_offset).peekable();
                 while !buf.is_empty() {
                     let (m, n) = decode(buf).unwrap();
+                    while damaged_here.next_if(|d| *d < m.queue_offset).is_some() {
+                        bad.push(min + (got.len() + bad.len()) as u64);
+                    }
                     assert_eq!(m.topic, topic);
                     assert_eq!(m.queue_id, q);
-                    assert_eq!(m.queue_offset, off + got.len() as u64 - (off - min));
+                    assert_eq!(m.queue_offset, min + (got.len() + bad.len()) as u64);
                     got.push(m.body.to_vec());
                     buf = &buf[n..];
                 }
+                bad.extend(damaged_here);
                 off = r.next_queue_offset;
             }
-            let want_bodies: Vec<Vec<u8>> = want.iter().map(|s| s.body.clone()).collect();
+            let want_bodies: Vec<Vec<u8>> = want
+                .iter()
+                .filter(|s| !is_damaged(s))
+                .map(|s| s.body.clone())
+                .collect();
             assert_eq!(got, want_bodies, "{topic}/{q} bodies");
+            let want_bad: Vec<u64> = want
+                .iter()
+                .filter(|s| is_damaged(s))
+                .map(|s| s.at.queue_offset)
+                .collect();
+            assert_eq!(bad, want_bad, "{topic}/{q} damaged");
         }
     }
 }
@@ -318,20 +343,31 @@ fn recovery_truncated_last_segment() {
     }
 }
 
-/// (b) a flipped byte inside a record: it and everything after are gone.
+/// (b) a flipped byte inside a record past the checkpoint: when intact
+/// records follow, only that record is lost (skipped, reported by reads:
+/// a crash tears only the last record written); as the last record it is
+/// the torn tail and cut. Below the checkpoint see
+/// `hardening_flipped_byte_below_checkpoint_after_crash`.
 #[test]
 fn recovery_flipped_byte() {
     let base = tempfile::tempdir().unwrap();
     let sent = crashed_store(base.path(), 20, 120);
+    let flushed = Checkpoint::load(&base.path().join("checkpoint"))
+        .unwrap()
+        .unwrap()
+        .commit_log_flushed;
     let mut rng = rand::rngs::StdRng::seed_from_u64(21);
     let last = sent.iter().map(|s| s.at.physical_offset).max().unwrap();
     let seg_start = last - last % 16384;
     let in_last: Vec<&Sent> = sent
         .iter()
-        .filter(|s| s.at.physical_offset >= seg_start)
+        .filter(|s| s.at.physical_offset >= seg_start.max(flushed))
         .collect();
-    for _ in 0..4 {
-        let victim = in_last[rng.gen_range(0..in_last.len())];
+    let mut victims: Vec<&Sent> = (0..4)
+        .map(|_| in_last[rng.gen_range(0..in_last.len())])
+        .collect();
+    victims.push(in_last[in_last.len() - 1]); // the last record: a torn tail
+    for victim in victims {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(base.path(), dir.path());
         let path = segment_path(dir.path(), seg_start);
@@ -340,14 +376,19 @@ fn recovery_flipped_byte() {
             + rng.gen_range(0..victim.at.size as usize);
         bytes[at] ^= 0x10;
         std::fs::write(&path, bytes).unwrap();
-        let survivors: Vec<Sent> = sent
-            .iter()
-            .filter(|s| s.at.physical_offset < victim.at.physical_offset)
-            .cloned()
-            .collect();
         let store = Store::open(config(dir.path()), logger()).unwrap();
-        check(&store, &survivors);
-        assert_eq!(store.max_physical_offset(), victim.at.physical_offset);
+        if victim.at.physical_offset == last {
+            let survivors: Vec<Sent> = sent
+                .iter()
+                .filter(|s| s.at.physical_offset < victim.at.physical_offset)
+                .cloned()
+                .collect();
+            check(&store, &survivors);
+            assert_eq!(store.max_physical_offset(), victim.at.physical_offset);
+        } else {
+            check_except(&store, &sent, Some(victim));
+            assert_eq!(store.recovery_report().damaged.len(), 1);
+        }
     }
 }
 
@@ -584,4 +625,270 @@ fn rss_stays_flat_over_ten_million_messages() {
         rss_anon_kb(),
         start.elapsed().as_secs_f64()
     );
+}
+
+/// Appends `n` messages (bodies `msg-<i>`, 200 bytes) to `Hard/0`, flushes
+/// and waits for the checkpoint to cover them all (as sync flush would).
+fn filled_and_flushed(dir: &Path, n: usize) -> (Store, Vec<AppendResult>) {
+    let mut store = Store::open(config(dir), logger()).unwrap();
+    let mut at = Vec::new();
+    for i in 0..n {
+        let body = format!("msg-{i:0>196}");
+        let m = AppendMessage::for_test("Hard", body.as_bytes());
+        at.push(store.append(&[m]).unwrap().results[0]);
+    }
+    store.flush_tick().unwrap();
+    wait_checkpoint(dir, store.max_physical_offset());
+    (store, at)
+}
+
+/// Reads `Hard/0` from its min to its max in batches of 7: the bodies'
+/// indexes served and the damaged entries reported.
+fn read_hard(store: &Store) -> (Vec<usize>, Vec<DamagedEntry>) {
+    let (mut got, mut damaged) = (Vec::new(), Vec::new());
+    let max = store.max_queue_offset("Hard", 0).unwrap();
+    let mut off = store.min_queue_offset("Hard", 0).unwrap();
+    while off < max {
+        let r = store.read("Hard", 0, off, 7, 1 << 20, None).unwrap();
+        assert!(r.next_queue_offset > off, "read stalled at {off}");
+        let mut buf = &r.records[..];
+        while !buf.is_empty() {
+            let (m, n) = decode(buf).unwrap();
+            let body = std::str::from_utf8(m.body).unwrap();
+            got.push(body[4..].trim_start_matches('0').parse().unwrap_or(0));
+            buf = &buf[n..];
+        }
+        damaged.extend(r.damaged);
+        off = r.next_queue_offset;
+    }
+    (got, damaged)
+}
+
+fn flip(dir: &Path, physical_offset: u64, segment_size: u64) -> Vec<u8> {
+    let seg_start = physical_offset - physical_offset % segment_size;
+    let path = segment_path(dir, seg_start);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[(physical_offset - seg_start) as usize] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    bytes
+}
+
+/// kill -9 after everything was flushed, then one flipped byte in a record
+/// in the middle of the log (body, size field or magic). Whether recovery
+/// walks over it (ConsumeQueue lost and rebuilt; a checkpoint far behind)
+/// or not (the scan starts at the checkpoint, past it): every other record
+/// is read, the damaged one is reported by the read at its queue offset,
+/// recovery quarantines what it walked over, nothing is zeroed.
+#[test]
+fn hardening_flipped_byte_below_checkpoint_after_crash() {
+    let seg = 16 * 1024;
+    for mode in ["queues intact", "queues lost", "old checkpoint"] {
+        for (case, delta) in [("body", 150u64), ("size field", 2), ("magic", 5)] {
+            let what = format!("{mode}, {case}");
+            let dir = tempfile::tempdir().unwrap();
+            let (store, at) = filled_and_flushed(dir.path(), 300);
+            let end = store.max_physical_offset();
+            drop(store); // crash: no clean checkpoint
+            let victim = at[150];
+            let flipped = flip(dir.path(), victim.physical_offset + delta, seg);
+            match mode {
+                "queues lost" => {
+                    std::fs::remove_dir_all(dir.path().join("consumequeue")).unwrap();
+                }
+                "old checkpoint" => Checkpoint {
+                    commit_log_flushed: end,
+                    cq_safe: at[10].physical_offset,
+                    clean: false,
+                }
+                .store(&dir.path().join("checkpoint"))
+                .unwrap(),
+                _ => {}
+            }
+            let store = Store::open(config(dir.path()), logger()).unwrap();
+            let rep = store.recovery_report().clone();
+            assert_eq!(rep.kind, OpenKind::Unclean, "{what}");
+            assert_eq!(store.max_physical_offset(), end, "{what}: log cut");
+            if mode == "queues intact" {
+                assert!(rep.damaged.is_empty(), "{what}: scan starts past it");
+            } else {
+                assert_eq!(rep.damaged.len(), 1, "{what}: {rep:?}");
+                let d = &rep.damaged[0];
+                assert_eq!(d.from, victim.physical_offset, "{what}");
+                assert_eq!(d.to, victim.physical_offset + u64::from(victim.size));
+                assert_eq!(store.damaged_records(), 1);
+                // The quarantine copy holds the damaged bytes as they were.
+                let q = std::fs::read(d.quarantined.as_ref().unwrap()).unwrap();
+                let in_seg = (victim.physical_offset % seg) as usize;
+                assert_eq!(q, flipped[in_seg..in_seg + victim.size as usize]);
+            }
+            // Nothing zeroed: the segment is byte for byte what was there.
+            let seg_start = victim.physical_offset - victim.physical_offset % seg;
+            let now = std::fs::read(segment_path(dir.path(), seg_start)).unwrap();
+            assert!(now == flipped, "{what}: segment changed");
+            let (got, damaged) = read_hard(&store);
+            let want: Vec<usize> = (0..300).filter(|i| *i != 150).collect();
+            assert_eq!(got, want, "{what}");
+            assert_eq!(damaged.len(), 1, "{what}");
+            assert_eq!(damaged[0].queue_offset, 150);
+            assert_eq!(damaged[0].physical_offset, victim.physical_offset);
+            assert_eq!(store.damaged_records(), 1, "{what}: counted once");
+            // The store goes on; a later crash does not walk the damage again.
+            let mut store = store;
+            store
+                .append(&[AppendMessage::for_test("Hard", b"msg-300")])
+                .unwrap();
+            drop(store);
+            let store = Store::open(config(dir.path()), logger()).unwrap();
+            assert!(store.recovery_report().damaged.is_empty(), "{what}");
+            assert_eq!(store.recovery_report().scanned_records, 1, "{what}");
+            let (got, damaged) = read_hard(&store);
+            assert_eq!((got.len(), damaged.len()), (300, 1), "{what}");
+        }
+    }
+}
+
+/// After a clean stop, a flipped byte: reads serve the records around it,
+/// report it with its queue offset and move past it; a read of only the bad
+/// record answers `NoMatchedMessage` past it; lookup by offset refuses it.
+#[test]
+fn hardening_flipped_byte_after_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, at) = filled_and_flushed(dir.path(), 120);
+    store.shutdown().unwrap();
+    drop(store);
+    let victim = at[60];
+    flip(dir.path(), victim.physical_offset + 130, 16 * 1024);
+    let store = Store::open(config(dir.path()), logger()).unwrap();
+    assert_eq!(store.recovery_report().kind, OpenKind::Clean);
+    let (got, damaged) = read_hard(&store);
+    assert_eq!(got, (0..120).filter(|i| *i != 60).collect::<Vec<_>>());
+    assert_eq!(damaged.len(), 1);
+    assert_eq!(damaged[0].queue_offset, 60);
+    assert!(damaged[0].reason.contains("CRC"), "{}", damaged[0].reason);
+    // A read from the bad record answers the next good one.
+    let r = store.read("Hard", 0, 60, 1, 1 << 20, None).unwrap();
+    assert_eq!(
+        (r.status, r.count, r.next_queue_offset),
+        (ReadStatus::Found, 1, 62)
+    );
+    assert_eq!(r.damaged.len(), 1);
+    let r = store.read("Hard", 0, 58, 4, 1 << 20, None).unwrap();
+    assert_eq!(
+        (r.status, r.count, r.next_queue_offset),
+        (ReadStatus::Found, 4, 63)
+    );
+    assert!(matches!(
+        store.read_at(victim.physical_offset, victim.size),
+        Err(StoreError::NoRecord(_))
+    ));
+    assert!(store.read_at(at[61].physical_offset, 0).is_ok());
+    assert_eq!(store.damaged_records(), 1, "counted once over many reads");
+    // Only a damaged record left to read: `NoMatchedMessage` past it.
+    drop(store);
+    flip(dir.path(), at[119].physical_offset + 130, 16 * 1024);
+    let store = Store::open(config(dir.path()), logger()).unwrap();
+    let r = store.read("Hard", 0, 119, 8, 1 << 20, None).unwrap();
+    assert_eq!(r.status, ReadStatus::NoMatchedMessage);
+    assert_eq!((r.count, r.next_queue_offset), (0, 120));
+    assert_eq!(r.damaged[0].queue_offset, 119);
+}
+
+/// Recovery after kill -9 starts at the checkpoint and walks only what was
+/// written after it (it used to start at the checkpoint's segment start:
+/// offset 0 for the first GiB). A new directory says so; a clean stop
+/// scans nothing.
+#[test]
+fn hardening_recovery_scan_bounded_by_checkpoint_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path()), logger()).unwrap();
+    assert_eq!(store.recovery_report().kind, OpenKind::NewStore);
+    drop(store);
+    let (mut store, _) = filled_and_flushed(dir.path(), 40);
+    let cp = Checkpoint::load(&dir.path().join("checkpoint"))
+        .unwrap()
+        .unwrap();
+    assert!(
+        !cp.commit_log_flushed.is_multiple_of(16 * 1024),
+        "checkpoint mid-segment"
+    );
+    for i in 0..7 {
+        let body = format!("after-{i}");
+        store
+            .append(&[AppendMessage::for_test("Hard", body.as_bytes())])
+            .unwrap();
+    }
+    let end = store.max_physical_offset();
+    drop(store);
+    let store = Store::open(config(dir.path()), logger()).unwrap();
+    let rep = store.recovery_report();
+    assert_eq!(rep.kind, OpenKind::Unclean);
+    assert_eq!(rep.scanned_from, cp.commit_log_flushed.min(cp.cq_safe));
+    assert_eq!(rep.scanned_records, 7, "{rep:?}");
+    assert_eq!(rep.scanned_bytes, end - rep.scanned_from);
+    assert_eq!(store.max_queue_offset("Hard", 0), Some(47));
+    let mut store = store;
+    store.shutdown().unwrap();
+    drop(store);
+    let store = Store::open(config(dir.path()), logger()).unwrap();
+    assert_eq!(store.recovery_report().kind, OpenKind::Clean);
+    assert_eq!(store.recovery_report().scanned_records, 0);
+}
+
+/// Collects log lines (level, message) for assertions.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<(slog::Level, String)>>>);
+
+impl slog::Drain for Captured {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, r: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        if let Ok(mut v) = self.0.lock() {
+            v.push((r.level(), r.msg().to_string()));
+        }
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn has(&self, level: slog::Level, text: &str) -> bool {
+        let v = self.0.lock().unwrap();
+        v.iter().any(|(l, m)| *l == level && m.contains(text))
+    }
+    fn count(&self, text: &str) -> usize {
+        let v = self.0.lock().unwrap();
+        v.iter().filter(|(_, m)| m.contains(text)).count()
+    }
+}
+
+/// Disk full is visible: one WARN when writes start being refused, one
+/// INFO when they resume, and the error gives the real ratio and limit.
+#[test]
+fn hardening_disk_full_logs_and_error_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Captured::default();
+    let usage = FixedDiskUsage::new(0.5);
+    let cfg = StoreConfig {
+        disk_hard_limit_ratio: 0.85,
+        ..config(dir.path())
+    };
+    let root = Logger::root(log.clone(), slog::o!());
+    let mut store = Store::open_with_disk_usage(cfg, root, Box::new(usage.clone())).unwrap();
+    usage.set(0.953);
+    store.check_disk();
+    store.check_disk();
+    assert!(log.has(slog::Level::Warning, "writes are now refused"));
+    assert_eq!(
+        log.count("writes are now refused"),
+        1,
+        "once, not per check"
+    );
+    let err = store
+        .append(&[AppendMessage::for_test("T", b"x")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("95.3%") && err.contains("85.0%"), "{err}");
+    usage.set(0.6);
+    store.check_disk();
+    assert!(log.has(slog::Level::Info, "writes resume"));
+    store.append(&[AppendMessage::for_test("T", b"x")]).unwrap();
 }

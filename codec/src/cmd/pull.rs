@@ -6,6 +6,18 @@
 //! record bytes concatenated in one `bin`, so the broker copies no message
 //! and the client decodes records itself. Tag filtering happens on the broker
 //! (by tag hash in the consume queue, then by tag string).
+//!
+//! Damaged records: the broker checks every record it is about to serve
+//! (magic, size against the consume queue entry, CRC). A damaged one is
+//! never sent; it is listed in [`PullResponse::damaged`] with its queue
+//! offset and the reason, and `next_offset` is past it, so the consumer
+//! moves on and can report what was lost. The status stays `Found` when
+//! good records come with it and is `NoMatchedMessage` when the answer held
+//! only damaged records. Decision: no new [`PullStatus`] variant for it —
+//! an older client would fail to decode the whole answer (unknown variant)
+//! and stall on that queue exactly as before; with an extra field (absent =
+//! none, ignored by older clients) old clients skip the bad record and new
+//! ones also report it.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -78,6 +90,25 @@ pub struct PullResponse {
     /// answers of older brokers.
     #[serde(default)]
     pub suggest_slave: bool,
+    /// Records of the pulled range that the broker found damaged and did
+    /// not send (`next_offset` is already past them). Absent in answers of
+    /// older brokers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<DamagedRecord>,
+}
+
+/// A record the broker refused to serve because it failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct DamagedRecord {
+    /// Queue offset of the damaged message.
+    pub queue_offset: u64,
+    /// Its CommitLog (physical) offset; 0 if its index entry was lost.
+    pub physical_offset: u64,
+    /// Its size in the consume queue entry.
+    pub size: u32,
+    /// Why it was refused: `record CRC mismatch`, `bad record magic`, a
+    /// size mismatch, ...
+    pub reason: String,
 }
 
 rpc!(PullRequest => PullResponse, Command::PullMessage);
@@ -108,6 +139,57 @@ pub fn parse_tag_expression(expr: &str) -> Result<Option<Vec<String>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hardening_damaged_records_are_backwards_compatible() {
+        // An answer of an older broker (no `damaged` field) decodes.
+        #[derive(Serialize)]
+        struct Old {
+            status: PullStatus,
+            next_offset: u64,
+            min_offset: u64,
+            max_offset: u64,
+            count: u32,
+            #[serde(with = "serde_bytes")]
+            records: Vec<u8>,
+        }
+        let old = Old {
+            status: PullStatus::Found,
+            next_offset: 3,
+            min_offset: 0,
+            max_offset: 9,
+            count: 0,
+            records: vec![],
+        };
+        let bytes = rmp_serde::to_vec_named(&old).unwrap();
+        let resp: PullResponse = rmp_serde::from_slice(&bytes).unwrap();
+        assert!(resp.damaged.is_empty());
+        assert_eq!(resp.next_offset, 3);
+        // A new answer round-trips its damaged list ...
+        let new = PullResponse {
+            status: PullStatus::NoMatchedMessage,
+            next_offset: 8,
+            damaged: vec![DamagedRecord {
+                queue_offset: 7,
+                physical_offset: 4096,
+                size: 300,
+                reason: "record CRC mismatch".into(),
+            }],
+            ..PullResponse::default()
+        };
+        let bytes = rmp_serde::to_vec_named(&new).unwrap();
+        let back: PullResponse = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, new);
+        // ... and an older client, which knows no such field, still reads
+        // the status and the next offset (it skips past the bad record).
+        #[derive(Deserialize)]
+        struct OldClient {
+            status: PullStatus,
+            next_offset: u64,
+        }
+        let o: OldClient = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!((o.status, o.next_offset), (PullStatus::NoMatchedMessage, 8));
+    }
 
     #[test]
     fn tag_expressions() {

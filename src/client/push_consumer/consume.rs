@@ -133,6 +133,11 @@ pub(super) async fn pull_loop(
         if pq.is_dropped() {
             return;
         }
+        // Damaged records were not sent and `next_offset` is past them:
+        // count them and move on like every other answer.
+        inner
+            .damaged_skipped
+            .fetch_add(r.damaged.len() as u64, Ordering::Relaxed);
         match r.status {
             PullStatus::Found => {
                 pq.put(&r.messages, r.next_offset);

@@ -1,65 +1,96 @@
 //! The `Broker` actor: this broker's role, its topic configs, and its
 //! registration with every NameServer.
 //!
-//! * Owns the topic table (persisted atomically to `<data_dir>/config/topics.json`)
-//!   and starts one [`TopicQueue`] actor per topic; the address of each is
-//!   published in a `DashMap` read cache that connection handlers read and
-//!   only this actor writes.
-//! * Registers with **every** NameServer in `namesrv` at start, every
-//!   `register_interval_secs` (30 s), and at once when a topic changes;
-//!   unregisters on a clean shutdown.
+//! * Owns the topic table (`<data_dir>/config/topics.json` plus the
+//!   append-only `topics.log`, see [`topic_store`]: a change costs one
+//!   append, and one fsync shared by every change made meanwhile, run on a
+//!   blocking thread) and starts one [`TopicQueue`] actor per topic; the
+//!   address of each is published in a `DashMap` read cache that connection
+//!   handlers read and only this actor writes. A create or delete is
+//!   answered once its log entry is durable.
+//! * Registers with **every** NameServer in `namesrv` ([`registration`]):
+//!   the full table at start, a delta of the changed topics at once when
+//!   topics change (coalesced while a registration is in flight), and a
+//!   light heartbeat on its own connection every `register_interval_secs`
+//!   (30 s); unregisters on a clean shutdown.
+//!
+//! * A slave also learns topics from the records it replicates
+//!   ([`LearnTopics`]), so it serves every message it holds even before the
+//!   metadata sync has copied the master's topic configs.
 //!
 //! Messages answered: [`EnsureTopic`], [`CreateTopic`], [`DeleteTopic`],
-//! [`ListTopics`], [`Unregister`] (+ the registration tick).
+//! [`CreateTopics`], [`ListTopics`], [`LearnTopics`], [`Unregister`], [`GetBrokerSettings`],
+//! [`SetBrokerSetting`], [`WatchMaster`] (+ the registration tick).
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod registration;
+pub mod topic_store;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use dashmap::DashMap;
+use futures::future::LocalBoxFuture;
+use skylark_codec::cmd::broker::RegisterKind;
 use skylark_codec::{
     validate_topic_name, ErrorCode, RegisterBrokerRequest, TopicConfig, UnregisterBrokerRequest,
     WireError,
 };
 use slog::{error, info, warn, Logger};
+use tokio::sync::oneshot;
 
 use crate::config::BrokerConfig;
 use crate::live_settings::{LiveSettings, SettingError};
-use crate::persist;
 use crate::remoting::RpcClient;
 use crate::storage::Storage;
 use crate::topic_queue::{TopicHandle, TopicQueue};
+use registration::{NsLink, Sent};
+use topic_store::TopicStore;
 
 /// The pseudo topic whose route lists the brokers that auto-create topics.
 pub const AUTO_CREATE_TOPIC_KEY: &str = "TBW102";
 
-/// Topic name → its TopicQueue actor and config snapshot. Written by the
-/// Broker actor only (request handlers read it on every send and pull).
+/// Topic name → its TopicQueue actor. Written by the Broker actor only.
 pub type TopicRegistry = Arc<DashMap<String, TopicHandle>>;
+
+/// Group commit of the topic log: appends are numbered; one fsync (on a
+/// blocking thread) answers every append it covers.
+#[derive(Default)]
+struct TopicSync {
+    appended: u64,
+    synced: u64,
+    in_flight: bool,
+    waiters: Vec<(u64, oneshot::Sender<Result<(), String>>)>,
+}
 
 /// The broker's state owner.
 pub struct Broker {
     config: Arc<BrokerConfig>,
     live: Arc<LiveSettings>,
     topics: BTreeMap<String, TopicConfig>,
+    store: TopicStore,
+    sync: TopicSync,
     registry: TopicRegistry,
     storage: Addr<Storage>,
-    namesrv: Vec<(String, Option<RpcClient>)>,
+    links: Vec<NsLink>,
+    /// Topic names changed since the last registration round.
+    changed: BTreeSet<String>,
     registering: bool,
+    heartbeating: bool,
     /// Slave: told the master's addresses from each registration answer.
     master_watch: Option<Recipient<crate::replicator::MasterAddrs>>,
     register_again: bool,
     /// A quick retry for unreachable NameServers is pending.
     retry_scheduled: bool,
     data_version: u64,
-    topics_path: PathBuf,
-    /// Where TopicQueues run: not on this actor's own thread, which fsyncs
-    /// topics.json on every topic change.
+    /// Where TopicQueues run: not on this actor's own thread.
     queue_arbiter: ArbiterHandle,
     log: Logger,
 }
+
+/// A wait for the topic log to be durable up to some append.
+type Durable = LocalBoxFuture<'static, Result<(), WireError>>;
 
 impl Broker {
     /// Loads the persisted topic table; fails if it is unreadable.
@@ -69,32 +100,39 @@ impl Broker {
         registry: TopicRegistry,
         log: Logger,
     ) -> std::io::Result<Broker> {
-        let topics_path = PathBuf::from(&config.store.data_dir)
-            .join("config")
-            .join("topics.json");
-        let list: Vec<TopicConfig> = persist::read_json(&topics_path)?.unwrap_or_default();
-        let topics = list.into_iter().map(|t| (t.name.clone(), t)).collect();
-        let namesrv = config
+        let log = log.new(slog::o!("actor" => "broker"));
+        let dir = std::path::PathBuf::from(&config.store.data_dir).join("config");
+        let (store, topics) = TopicStore::open(&dir, &log)?;
+        let links = config
             .namesrv_addrs()
             .into_iter()
-            .map(|a| (a, None))
+            .map(NsLink::new)
             .collect();
+        // A new incarnation never reuses a version a NameServer may hold.
+        let data_version = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(1)
+            << 16;
         Ok(Broker {
             live: Arc::new(LiveSettings::from_config(&config)),
             config,
             topics,
+            store,
+            sync: TopicSync::default(),
             registry,
             storage,
-            namesrv,
+            links,
+            changed: BTreeSet::new(),
             registering: false,
+            heartbeating: false,
             master_watch: None,
             register_again: false,
             retry_scheduled: false,
-            data_version: 1,
-            topics_path,
+            data_version,
             // The caller's arbiter (the System's, from `start_broker`).
             queue_arbiter: Arbiter::current(),
-            log: log.new(slog::o!("actor" => "broker")),
+            log,
         })
     }
 
@@ -116,22 +154,85 @@ impl Broker {
         handle
     }
 
-    fn persist_topics(&self) -> Result<(), WireError> {
-        let list: Vec<&TopicConfig> = self.topics.values().collect();
-        persist::write_json(&self.topics_path, &list).map_err(|e| {
-            error!(self.log, "cannot persist topic configs"; "error" => %e);
-            WireError::new(
-                ErrorCode::Internal,
-                format!("cannot persist topic configs: {e}"),
-            )
+    fn persist_error(&self, e: impl std::fmt::Display) -> WireError {
+        error!(self.log, "cannot persist topic configs"; "error" => %e);
+        WireError::new(
+            ErrorCode::Internal,
+            format!("cannot persist topic configs: {e}"),
+        )
+    }
+
+    /// Answers once the topic log is durable up to append `seq`.
+    fn durable(&mut self, seq: u64, ctx: &mut Context<Self>) -> Durable {
+        if self.sync.synced >= seq {
+            return Box::pin(futures::future::ready(Ok(())));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.sync.waiters.push((seq, tx));
+        self.sync_topic_log(ctx);
+        Box::pin(async move {
+            match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(WireError::new(
+                    ErrorCode::Internal,
+                    format!("cannot persist topic configs: {e}"),
+                )),
+                Err(_) => Err(WireError::new(ErrorCode::Internal, "broker stopped")),
+            }
         })
     }
 
+    /// Starts one fsync of the topic log if appends wait and none runs.
+    fn sync_topic_log(&mut self, ctx: &mut Context<Self>) {
+        if self.sync.in_flight || self.sync.synced >= self.sync.appended {
+            return;
+        }
+        let target = self.sync.appended;
+        let file = match self.store.sync_handle() {
+            Ok(f) => f,
+            Err(e) => return self.synced(target, Err(e.to_string()), ctx),
+        };
+        self.sync.in_flight = true;
+        let fut = tokio::task::spawn_blocking(move || file.sync_data());
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.sync.in_flight = false;
+            let res = match res {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            act.synced(target, res, ctx);
+        }));
+    }
+
+    fn synced(&mut self, target: u64, res: Result<(), String>, ctx: &mut Context<Self>) {
+        if let Err(e) = &res {
+            error!(self.log, "cannot fsync the topic log"; "error" => e);
+        } else {
+            self.sync.synced = target;
+        }
+        let (done, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sync.waiters)
+            .into_iter()
+            .partition(|(seq, _)| *seq <= target);
+        self.sync.waiters = wait;
+        for (_, tx) in done {
+            let _ = tx.send(res.clone());
+        }
+        if res.is_ok() && self.store.wants_compaction(self.topics.len()) {
+            if let Err(e) = self.store.compact(&self.topics) {
+                error!(self.log, "topic log compaction failed (the log keeps growing)"; "error" => %e);
+            }
+        }
+        self.sync_topic_log(ctx);
+    }
+
+    /// Saves `cfg` (an append to the topic log) and starts or updates its
+    /// TopicQueue; answers the queue and the append to wait on.
     fn put_topic(
         &mut self,
         cfg: TopicConfig,
         ctx: &mut Context<Self>,
-    ) -> Result<TopicHandle, WireError> {
+    ) -> Result<(TopicHandle, u64), WireError> {
         validate_topic_name(&cfg.name).map_err(|e| WireError::new(ErrorCode::BadRequest, e))?;
         if cfg.write_queues == 0
             || cfg.read_queues == 0
@@ -143,17 +244,16 @@ impl Broker {
                 "queue counts must be between 1 and 1024",
             ));
         }
-        let previous = self.topics.insert(cfg.name.clone(), cfg.clone());
-        if let Err(e) = self.persist_topics() {
-            match previous {
-                Some(p) => self.topics.insert(p.name.clone(), p),
-                None => self.topics.remove(&cfg.name),
-            };
-            return Err(e);
+        if let Err(e) = self.store.put(&cfg) {
+            return Err(self.persist_error(e));
         }
+        self.sync.appended += 1;
+        let seq = self.sync.appended;
+        self.topics.insert(cfg.name.clone(), cfg.clone());
         let addr = match self.registry.get(&cfg.name).map(|a| a.addr.clone()) {
             Some(addr) => {
                 addr.do_send(crate::topic_queue::UpdateConfig(cfg.clone()));
+                // A new snapshot for the request handlers.
                 let handle = TopicHandle::new(addr, &cfg);
                 self.registry.insert(cfg.name.clone(), handle.clone());
                 handle
@@ -161,22 +261,18 @@ impl Broker {
             None => self.start_topic_queue(&cfg),
         };
         info!(self.log, "topic saved"; "topic" => &cfg.name, "queues" => cfg.write_queues);
-        self.data_version += 1;
-        self.register_all(ctx);
-        Ok(addr)
+        self.topic_changed(cfg.name, ctx);
+        Ok((addr, seq))
     }
 
-    fn register_request(&self) -> RegisterBrokerRequest {
-        let mut topics: Vec<TopicConfig> = self.topics.values().cloned().collect();
-        if self.live.auto_create_topic() {
-            // RocketMQ's convention: a broker that creates topics on first
-            // send publishes the pseudo topic TBW102, so a producer that
-            // finds no route for a new topic knows where it may send.
-            topics.push(TopicConfig::new(
-                AUTO_CREATE_TOPIC_KEY,
-                self.live.default_topic_queues(),
-            ));
-        }
+    /// Registers a change of topic `name` with the NameServers.
+    fn topic_changed(&mut self, name: String, ctx: &mut Context<Self>) {
+        self.data_version += 1;
+        self.changed.insert(name);
+        self.register_all(ctx);
+    }
+
+    fn request(&self, kind: RegisterKind, topics: Vec<TopicConfig>) -> RegisterBrokerRequest {
         RegisterBrokerRequest {
             cluster_name: self.config.cluster_name.clone(),
             broker_name: self.config.broker_name.clone(),
@@ -185,67 +281,218 @@ impl Broker {
             ha_addr: self.config.ha_advertised(),
             topics,
             data_version: self.data_version,
+            kind,
+            base_version: 0,
+            deleted_topics: Vec::new(),
         }
     }
 
-    /// Registers with every NameServer at once, (re)connecting where needed.
-    /// A request made while one is in flight runs right after it.
+    /// The pseudo topic TBW102 when auto-create is on: RocketMQ's
+    /// convention, so a producer that finds no route for a new topic knows
+    /// where it may send.
+    fn auto_create_key(&self) -> Option<TopicConfig> {
+        self.live
+            .auto_create_topic()
+            .then(|| TopicConfig::new(AUTO_CREATE_TOPIC_KEY, self.live.default_topic_queues()))
+    }
+
+    /// A full registration: a `Full` request with the first topics and
+    /// `Delta`s on the same version with the rest (see
+    /// [`registration::TOPICS_PER_REQUEST`]).
+    fn full_requests(&self) -> Vec<Arc<RegisterBrokerRequest>> {
+        let mut all: Vec<TopicConfig> = self.topics.values().cloned().collect();
+        all.extend(self.auto_create_key());
+        let mut chunks = all.chunks(registration::TOPICS_PER_REQUEST);
+        let first = chunks.next().map(|c| c.to_vec()).unwrap_or_default();
+        let mut reqs = vec![Arc::new(self.request(RegisterKind::Full, first))];
+        for c in chunks {
+            let mut r = self.request(RegisterKind::Delta, c.to_vec());
+            r.base_version = self.data_version;
+            reqs.push(Arc::new(r));
+        }
+        reqs
+    }
+
+    /// The changed topics as they are now, and the deleted ones.
+    fn delta(&self, changed: &BTreeSet<String>) -> (Vec<TopicConfig>, Vec<String>) {
+        let (mut topics, mut deleted) = (Vec::new(), Vec::new());
+        for name in changed {
+            let now = if name == AUTO_CREATE_TOPIC_KEY {
+                self.auto_create_key()
+            } else {
+                self.topics.get(name).cloned()
+            };
+            match now {
+                Some(t) => topics.push(t),
+                None => deleted.push(name.clone()),
+            }
+        }
+        (topics, deleted)
+    }
+
+    /// One registration round with every NameServer: a full registration
+    /// where one is due, else a delta of the topics changed since the last
+    /// round. A request made while a round is in flight runs right after it.
     fn register_all(&mut self, ctx: &mut Context<Self>) {
         if self.registering {
             self.register_again = true;
             return;
         }
+        let changed = std::mem::take(&mut self.changed);
+        if changed.is_empty() && !self.links.iter().any(NsLink::needs_full) {
+            return;
+        }
         self.registering = true;
-        let req = Arc::new(self.register_request());
-        let conns = std::mem::take(&mut self.namesrv);
-        let log = self.log.clone();
-        let watch = self.master_watch.clone();
-        let each = conns.into_iter().map(move |(addr, client)| {
-            let (req, log, watch) = (req.clone(), log.clone(), watch.clone());
-            async move {
-                let client = match client.filter(|c| c.is_connected()) {
-                    Some(c) => Some(c),
-                    None => match RpcClient::connect(&addr, Duration::from_secs(3)).await {
-                        Ok(c) => Some(c),
-                        Err(e) => {
-                            warn!(log, "nameserver unreachable"; "namesrv" => &addr, "error" => %e);
-                            None
-                        }
-                    },
-                };
-                if let Some(c) = &client {
-                    match c.call(&*req).await {
-                        Ok(resp) => {
-                            if let Some(w) = &watch {
-                                w.do_send(crate::replicator::MasterAddrs {
-                                    master_addr: resp.master_addr,
-                                    ha_master_addr: resp.ha_master_addr,
-                                });
-                            }
-                        }
-                        Err(e) => {
-                            warn!(log, "register with nameserver failed"; "namesrv" => &addr, "error" => %e)
-                        }
-                    }
+        let version = self.data_version;
+        let full = self
+            .links
+            .iter()
+            .any(NsLink::needs_full)
+            .then(|| self.full_requests());
+        let (topics, deleted) = self.delta(&changed);
+        // What each NameServer gets: nothing, the full table, or the delta
+        // from the version it acknowledged.
+        let plans: Vec<Vec<Arc<RegisterBrokerRequest>>> = self
+            .links
+            .iter()
+            .map(|link| match link.acked {
+                _ if link.needs_full() => full.clone().unwrap_or_default(),
+                Some(_) if changed.is_empty() => Vec::new(),
+                base => {
+                    let mut r = self.request(RegisterKind::Delta, topics.clone());
+                    r.base_version = base.unwrap_or_default();
+                    r.deleted_topics = deleted.clone();
+                    vec![Arc::new(r)]
                 }
-                (addr, client)
+            })
+            .collect();
+        let log = self.log.clone();
+        let sends = self.links.iter_mut().zip(plans).map(|(link, reqs)| {
+            let (addr, client, log) = (link.addr.clone(), link.client.take(), log.clone());
+            async move {
+                if reqs.is_empty() {
+                    let sent = Sent {
+                        client,
+                        answer: None,
+                    };
+                    return (true, sent);
+                }
+                let timeout = registration::REGISTER_TIMEOUT;
+                (
+                    false,
+                    registration::send_all(addr, client, reqs, timeout, log).await,
+                )
             }
         });
-        let fut = futures::future::join_all(each);
-        ctx.spawn(fut.into_actor(self).map(|conns, act, ctx| {
-            // A NameServer that could not be reached (e.g. still starting)
-            // is tried again in 2 s rather than at the next 30 s round.
-            let unreachable = conns.iter().any(|(_, c)| c.is_none());
-            act.namesrv = conns;
+        let fut = futures::future::join_all(sends.collect::<Vec<_>>());
+        ctx.spawn(fut.into_actor(self).map(move |results, act, ctx| {
             act.registering = false;
-            if std::mem::take(&mut act.register_again) {
+            let (mut retry, mut full_due) = (false, false);
+            for (link, (skipped, sent)) in act.links.iter_mut().zip(results) {
+                link.client = sent.client;
+                if skipped {
+                    continue;
+                }
+                match sent.answer {
+                    Some(resp) => {
+                        link.supports_delta = resp.supports_delta;
+                        link.acked = (!resp.need_full).then_some(version);
+                        full_due |= resp.need_full;
+                        if let Some(w) = &act.master_watch {
+                            w.do_send(crate::replicator::MasterAddrs {
+                                master_addr: resp.master_addr,
+                                ha_master_addr: resp.ha_master_addr,
+                            });
+                        }
+                    }
+                    None => {
+                        link.acked = None;
+                        retry = true;
+                    }
+                }
+            }
+            if std::mem::take(&mut act.register_again) || full_due {
                 act.register_all(ctx);
-            } else if unreachable && !act.retry_scheduled {
+            } else if retry && !act.retry_scheduled {
+                // A NameServer that could not be reached (e.g. still
+                // starting) is tried again in 2 s, not at the next tick.
                 act.retry_scheduled = true;
                 ctx.run_later(Duration::from_secs(2), |act, ctx| {
                     act.retry_scheduled = false;
                     act.register_all(ctx);
                 });
+            }
+        }));
+    }
+
+    /// The periodic tick: a heartbeat to every NameServer that takes them
+    /// (on its own connection), a full registration to any other.
+    fn heartbeat_all(&mut self, ctx: &mut Context<Self>) {
+        self.register_all(ctx);
+        if self.heartbeating {
+            return;
+        }
+        let mut sends = Vec::new();
+        let template = self.request(RegisterKind::Heartbeat, Vec::new());
+        for (i, link) in self.links.iter_mut().enumerate() {
+            if let (false, Some(v)) = (link.needs_full(), link.acked) {
+                let mut hb = template.clone();
+                hb.data_version = v;
+                sends.push((i, link.addr.clone(), link.hb_client.take(), hb));
+            }
+        }
+        if sends.is_empty() {
+            return;
+        }
+        self.heartbeating = true;
+        let log = self.log.clone();
+        let each = sends.into_iter().map(move |(i, addr, client, hb)| {
+            let log = log.clone();
+            async move {
+                let client = registration::connected(&addr, client, &log).await;
+                let answer = match &client {
+                    Some(c) => c.call_timeout(&hb, registration::HEARTBEAT_TIMEOUT).await,
+                    None => return (i, client, None),
+                };
+                if let Err(e) = &answer {
+                    warn!(log, "heartbeat to nameserver failed"; "namesrv" => &addr, "error" => %e);
+                }
+                (i, client, Some(answer))
+            }
+        });
+        let fut = futures::future::join_all(each);
+        ctx.spawn(fut.into_actor(self).map(|results, act, ctx| {
+            act.heartbeating = false;
+            let mut full_due = false;
+            for (i, client, answer) in results {
+                let Some(link) = act.links.get_mut(i) else {
+                    continue;
+                };
+                link.hb_client = client;
+                match answer {
+                    Some(Ok(resp)) => {
+                        if resp.need_full || !resp.supports_delta {
+                            link.acked = None;
+                            full_due = true;
+                        }
+                        if let Some(w) = &act.master_watch {
+                            w.do_send(crate::replicator::MasterAddrs {
+                                master_addr: resp.master_addr,
+                                ha_master_addr: resp.ha_master_addr,
+                            });
+                        }
+                    }
+                    // The NameServer answered with an error: it may not
+                    // know heartbeats after all.
+                    Some(Err(skylark_codec::ProtocolError::Remote(_))) => {
+                        link.supports_delta = false;
+                        full_due = true;
+                    }
+                    _ => {}
+                }
+            }
+            if full_due {
+                act.register_all(ctx);
             }
         }));
     }
@@ -264,7 +511,7 @@ impl Actor for Broker {
               "broker_id" => self.config.broker_id, "topics" => topics.len());
         self.register_all(ctx);
         let every = Duration::from_secs(self.config.register_interval_secs.max(1));
-        ctx.run_interval(every, |act, ctx| act.register_all(ctx));
+        ctx.run_interval(every, |act, ctx| act.heartbeat_all(ctx));
     }
 }
 
@@ -282,6 +529,12 @@ pub struct EnsureTopic {
 #[rtype(result = "Result<(), WireError>")]
 pub struct CreateTopic(pub TopicConfig);
 
+/// Create or update several topics; answered after one fsync (a slave's
+/// metadata sync).
+#[derive(Message)]
+#[rtype(result = "Result<(), WireError>")]
+pub struct CreateTopics(pub Vec<TopicConfig>);
+
 /// Delete a topic's config (its stored messages age out with retention).
 #[derive(Message)]
 #[rtype(result = "Result<(), WireError>")]
@@ -297,50 +550,78 @@ pub struct ListTopics;
 #[rtype(result = "()")]
 pub struct Unregister;
 
+fn ready<T: 'static>(r: Result<T, WireError>) -> LocalBoxFuture<'static, Result<T, WireError>> {
+    Box::pin(futures::future::ready(r))
+}
+
 impl Handler<EnsureTopic> for Broker {
-    type Result = Result<TopicHandle, WireError>;
+    type Result = LocalBoxFuture<'static, Result<TopicHandle, WireError>>;
     fn handle(&mut self, msg: EnsureTopic, ctx: &mut Self::Context) -> Self::Result {
         if let Some(a) = self.registry.get(&msg.name) {
-            return Ok(a.clone());
+            return ready(Ok(a.clone()));
         }
         if !(msg.auto_create && self.live.auto_create_topic()) {
-            return Err(WireError::new(
+            return ready(Err(WireError::new(
                 ErrorCode::TopicNotFound,
                 format!("topic '{}' does not exist", msg.name),
-            ));
+            )));
         }
         let cfg = TopicConfig::new(msg.name, self.live.default_topic_queues());
-        self.put_topic(cfg, ctx)
+        match self.put_topic(cfg, ctx) {
+            Ok((addr, seq)) => {
+                let durable = self.durable(seq, ctx);
+                Box::pin(async move { durable.await.map(|()| addr) })
+            }
+            Err(e) => ready(Err(e)),
+        }
     }
 }
 
 impl Handler<CreateTopic> for Broker {
-    type Result = Result<(), WireError>;
+    type Result = Durable;
     fn handle(&mut self, msg: CreateTopic, ctx: &mut Self::Context) -> Self::Result {
-        self.put_topic(msg.0, ctx).map(|_| ())
+        match self.put_topic(msg.0, ctx) {
+            Ok((_, seq)) => self.durable(seq, ctx),
+            Err(e) => ready(Err(e)),
+        }
+    }
+}
+
+impl Handler<CreateTopics> for Broker {
+    type Result = Durable;
+    fn handle(&mut self, msg: CreateTopics, ctx: &mut Self::Context) -> Self::Result {
+        let mut last = 0;
+        for cfg in msg.0 {
+            match self.put_topic(cfg, ctx) {
+                Ok((_, seq)) => last = seq,
+                Err(e) => return ready(Err(e)),
+            }
+        }
+        self.durable(last, ctx)
     }
 }
 
 impl Handler<DeleteTopic> for Broker {
-    type Result = Result<(), WireError>;
+    type Result = Durable;
     fn handle(&mut self, msg: DeleteTopic, ctx: &mut Self::Context) -> Self::Result {
-        let Some(old) = self.topics.remove(&msg.0) else {
-            return Err(WireError::new(
+        if !self.topics.contains_key(&msg.0) {
+            return ready(Err(WireError::new(
                 ErrorCode::TopicNotFound,
                 format!("topic '{}' does not exist", msg.0),
-            ));
-        };
-        if let Err(e) = self.persist_topics() {
-            self.topics.insert(old.name.clone(), old);
-            return Err(e);
+            )));
         }
+        if let Err(e) = self.store.delete(&msg.0) {
+            return ready(Err(self.persist_error(e)));
+        }
+        self.sync.appended += 1;
+        let seq = self.sync.appended;
+        self.topics.remove(&msg.0);
         if let Some((_, handle)) = self.registry.remove(&msg.0) {
             handle.addr.do_send(crate::topic_queue::Close);
         }
         info!(self.log, "topic deleted"; "topic" => &msg.0);
-        self.data_version += 1;
-        self.register_all(ctx);
-        Ok(())
+        self.topic_changed(msg.0, ctx);
+        self.durable(seq, ctx)
     }
 }
 
@@ -360,7 +641,11 @@ impl Handler<Unregister> for Broker {
             broker_id: self.config.broker_id,
             broker_addr: self.config.advertised(),
         };
-        let clients: Vec<RpcClient> = self.namesrv.iter().filter_map(|(_, c)| c.clone()).collect();
+        let clients: Vec<RpcClient> = self
+            .links
+            .iter()
+            .filter_map(|l| l.client.clone().or_else(|| l.hb_client.clone()))
+            .collect();
         let log = self.log.clone();
         Box::pin(async move {
             for c in clients {
@@ -400,10 +685,52 @@ impl Handler<SetBrokerSetting> for Broker {
         info!(self.log, "broker setting changed"; "key" => &m.key,
             "from" => before.unwrap_or_default(), "to" => self.live.get(&m.key).unwrap_or_default());
         if m.key == "auto_create_topic" || m.key == "default_topic_queues" {
-            self.data_version += 1;
-            self.register_all(ctx);
+            self.topic_changed(AUTO_CREATE_TOPIC_KEY.to_string(), ctx);
         }
         Ok(())
+    }
+}
+
+/// Slave: topics seen in replicated records, each with the smallest queue
+/// count that covers the queue ids seen. A topic this broker does not know
+/// is created (at least `default_topic_queues` queues); a known topic with
+/// fewer queues grows. Answers every named topic's read queue count after
+/// the change, once it is persisted and its TopicQueue runs, so the slave
+/// can serve the records before it acks them.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<(String, u32)>, WireError>")]
+pub struct LearnTopics(pub Vec<(String, u32)>);
+
+impl Handler<LearnTopics> for Broker {
+    type Result = LocalBoxFuture<'static, Result<Vec<(String, u32)>, WireError>>;
+    fn handle(&mut self, msg: LearnTopics, ctx: &mut Self::Context) -> Self::Result {
+        let mut known = Vec::with_capacity(msg.0.len());
+        let mut last = 0;
+        for (name, min_queues) in msg.0 {
+            let min_queues = min_queues.clamp(1, 1024);
+            let cfg = match self.topics.get(&name) {
+                Some(t) if t.read_queues >= min_queues => {
+                    known.push((name, t.read_queues));
+                    continue;
+                }
+                Some(t) => TopicConfig {
+                    read_queues: min_queues,
+                    write_queues: t.write_queues.max(min_queues),
+                    ..t.clone()
+                },
+                None => TopicConfig::new(&name, min_queues.max(self.live.default_topic_queues())),
+            };
+            info!(self.log, "topic learned from replicated records"; "topic" => &name,
+                "queues" => cfg.read_queues);
+            let queues = cfg.read_queues;
+            match self.put_topic(cfg, ctx) {
+                Ok((_, seq)) => last = seq,
+                Err(e) => return ready(Err(e)),
+            }
+            known.push((name, queues));
+        }
+        let durable = self.durable(last, ctx);
+        Box::pin(async move { durable.await.map(|()| known) })
     }
 }
 

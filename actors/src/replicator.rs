@@ -12,7 +12,8 @@
 //! * **Slave** (broker id > 0): learns its master's addresses from the
 //!   NameServer's registration answers ([`MasterAddrs`], or
 //!   `master_ha_addr` in the config), replicates over the HA stream
-//!   ([`slave`]), and copies topics and consumer offsets every 10 s and
+//!   ([`slave`]), creating every topic it receives records of before it
+//!   acks them, and copies topics and consumer offsets every 10 s and
 //!   hands the master's Scheduler progress to the local Scheduler
 //!   ([`metadata`]).
 //!
@@ -156,12 +157,13 @@ impl Actor for Replicator {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
         if self.config.is_slave() {
-            let fut = slave::run(
-                ctx.address(),
-                self.storage.clone(),
-                self.registry.clone(),
-                self.log.clone(),
-            );
+            let peers = slave::SlavePeers {
+                replicator: ctx.address(),
+                storage: self.storage.clone(),
+                broker: self.broker.clone(),
+                registry: self.registry.clone(),
+            };
+            let fut = slave::run(peers, self.log.clone());
             actix_rt::spawn(fut);
             let every = Duration::from_secs(self.config.metadata_sync_interval_secs.max(1));
             ctx.run_interval(every, |act, ctx| act.sync_metadata(ctx));
@@ -233,6 +235,12 @@ pub struct SlaveProgress {
     pub master_max: Option<u64>,
 }
 
+/// Slave: a topic was learned from replicated records; fetch the master's
+/// configs now rather than at the next tick.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SyncSoon;
+
 /// This broker's replication state (command `GetReplicationStatus`).
 #[derive(Message)]
 #[rtype(result = "ReplicationStatus")]
@@ -291,6 +299,13 @@ impl Handler<MasterAddrs> for Replicator {
         if first {
             self.sync_metadata(ctx);
         }
+    }
+}
+
+impl Handler<SyncSoon> for Replicator {
+    type Result = ();
+    fn handle(&mut self, _: SyncSoon, ctx: &mut Self::Context) {
+        self.sync_metadata(ctx);
     }
 }
 

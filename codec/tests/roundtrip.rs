@@ -257,9 +257,11 @@ proptest! {
         let (cluster_name, broker_name, broker_addr) = names;
         let reg = RegisterBrokerRequest {
             cluster_name: cluster_name.clone(), broker_name: broker_name.clone(), broker_id,
-            broker_addr: broker_addr.clone(), ha_addr, topics, data_version,
+            broker_addr: broker_addr.clone(), ha_addr, topics, data_version, ..Default::default()
         };
-        let resp = RegisterBrokerResponse { master_addr: master.0, ha_master_addr: master.1 };
+        let resp = RegisterBrokerResponse {
+            master_addr: master.0, ha_master_addr: master.1, ..Default::default()
+        };
         check_rpc(id, split, &reg, &resp, &err);
         let unreg = UnregisterBrokerRequest { cluster_name, broker_name, broker_id, broker_addr };
         check_rpc(id, split, &unreg, &Ack {}, &err);

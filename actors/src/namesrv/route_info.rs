@@ -2,16 +2,21 @@
 //!
 //! cluster → broker names, broker name → {broker id → address}, topic →
 //! queue data per broker name, and the liveness of every broker address.
-//! Only masters (broker id 0) publish topic queue data; a broker name's
-//! queue data goes away when its last address does, so while a master is
-//! down its slave still appears in routes and can serve reads.
+//! Masters (broker id 0) publish topic queue data; a broker name's queue
+//! data goes away when its last address does, so while a master is down its
+//! slave still appears in routes and can serve reads. A slave's topics fill
+//! in only while its group has no registered master, and only for topics the
+//! group has no queue data for: a slave that learned a topic from replicated
+//! records after its master died (or after this NameServer restarted) still
+//! gets a route for it, and a live master stays the only authority.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use skylark_codec::cmd::broker::RegisterKind;
 use skylark_codec::{
-    BrokerData, ClusterInfo, QueueData, RegisterBrokerRequest, RegisterBrokerResponse, TopicList,
-    TopicRouteData, UnregisterBrokerRequest,
+    BrokerData, ClusterInfo, QueueData, RegisterBrokerRequest, RegisterBrokerResponse, TopicConfig,
+    TopicList, TopicRouteData, UnregisterBrokerRequest,
 };
 
 #[derive(Debug, Clone)]
@@ -20,6 +25,18 @@ struct Live {
     broker_name: String,
     broker_id: u64,
     ha_addr: Option<String>,
+    /// The broker's topics as of this version are in the table.
+    data_version: u64,
+}
+
+fn queue_data(broker_name: &str, t: &TopicConfig) -> QueueData {
+    QueueData {
+        broker_name: broker_name.to_string(),
+        read_queues: t.read_queues,
+        write_queues: t.write_queues,
+        perm: t.perm,
+        order: t.order,
+    }
 }
 
 /// Everything a NameServer knows. Not shared with other NameServers.
@@ -32,8 +49,80 @@ pub struct RouteInfo {
 }
 
 impl RouteInfo {
-    /// Records a (re-)registration; returns the group's master addresses.
+    /// Records a registration (full, delta or heartbeat: see
+    /// [`RegisterKind`]); answers the group's master addresses, and
+    /// `need_full` when a delta or heartbeat does not match the version held.
     pub fn register(&mut self, req: RegisterBrokerRequest, now: Instant) -> RegisterBrokerResponse {
+        let held = self
+            .live
+            .get_mut(&req.broker_addr)
+            .filter(|l| l.broker_name == req.broker_name && l.broker_id == req.broker_id);
+        let matches = match req.kind {
+            RegisterKind::Full => true,
+            RegisterKind::Delta => held
+                .as_ref()
+                .is_some_and(|l| l.data_version == req.base_version),
+            RegisterKind::Heartbeat => held
+                .as_ref()
+                .is_some_and(|l| l.data_version == req.data_version),
+        };
+        if !matches || req.kind == RegisterKind::Heartbeat {
+            // A known broker is alive whatever its version; an unknown one
+            // becomes known only by a full registration.
+            if let Some(l) = held {
+                l.last_update = now;
+            }
+            return self.answer(&req.broker_name, !matches);
+        }
+        self.add_member(&req);
+        let has_master = self
+            .brokers
+            .get(&req.broker_name)
+            .is_some_and(|b| b.addrs.contains_key(&0));
+        match (req.broker_id == 0, req.kind) {
+            (true, RegisterKind::Full) => self.replace_topics(&req),
+            (true, _) => {
+                for t in &req.topics {
+                    self.topics
+                        .entry(t.name.clone())
+                        .or_default()
+                        .insert(req.broker_name.clone(), queue_data(&req.broker_name, t));
+                }
+                for name in &req.deleted_topics {
+                    if let Some(per_broker) = self.topics.get_mut(name) {
+                        per_broker.remove(&req.broker_name);
+                        if per_broker.is_empty() {
+                            self.topics.remove(name);
+                        }
+                    }
+                }
+            }
+            (false, _) if !has_master => {
+                for t in &req.topics {
+                    self.topics
+                        .entry(t.name.clone())
+                        .or_default()
+                        .entry(req.broker_name.clone())
+                        .or_insert_with(|| queue_data(&req.broker_name, t));
+                }
+            }
+            (false, _) => {}
+        }
+        self.live.insert(
+            req.broker_addr.clone(),
+            Live {
+                last_update: now,
+                broker_name: req.broker_name.clone(),
+                broker_id: req.broker_id,
+                ha_addr: req.ha_addr.clone(),
+                data_version: req.data_version,
+            },
+        );
+        self.answer(&req.broker_name, false)
+    }
+
+    /// Files the registering address under its group and id.
+    fn add_member(&mut self, req: &RegisterBrokerRequest) {
         self.clusters
             .entry(req.cluster_name.clone())
             .or_default()
@@ -56,39 +145,29 @@ impl RouteInfo {
         // The same address registered under another id (role change) leaves its old slot.
         data.addrs
             .retain(|id, a| *id == req.broker_id || *a != req.broker_addr);
-        if req.broker_id == 0 {
-            let listed: BTreeSet<&str> = req.topics.iter().map(|t| t.name.as_str()).collect();
-            for (topic, per_broker) in self.topics.iter_mut() {
-                if !listed.contains(topic.as_str()) {
-                    per_broker.remove(&req.broker_name);
-                }
+    }
+
+    /// A master's full registration: its topic set replaces the group's.
+    fn replace_topics(&mut self, req: &RegisterBrokerRequest) {
+        let listed: BTreeSet<&str> = req.topics.iter().map(|t| t.name.as_str()).collect();
+        for (topic, per_broker) in self.topics.iter_mut() {
+            if !listed.contains(topic.as_str()) {
+                per_broker.remove(&req.broker_name);
             }
-            for t in &req.topics {
-                self.topics.entry(t.name.clone()).or_default().insert(
-                    req.broker_name.clone(),
-                    QueueData {
-                        broker_name: req.broker_name.clone(),
-                        read_queues: t.read_queues,
-                        write_queues: t.write_queues,
-                        perm: t.perm,
-                        order: t.order,
-                    },
-                );
-            }
-            self.topics.retain(|_, per_broker| !per_broker.is_empty());
         }
-        self.live.insert(
-            req.broker_addr.clone(),
-            Live {
-                last_update: now,
-                broker_name: req.broker_name.clone(),
-                broker_id: req.broker_id,
-                ha_addr: req.ha_addr.clone(),
-            },
-        );
+        for t in &req.topics {
+            self.topics
+                .entry(t.name.clone())
+                .or_default()
+                .insert(req.broker_name.clone(), queue_data(&req.broker_name, t));
+        }
+        self.topics.retain(|_, per_broker| !per_broker.is_empty());
+    }
+
+    fn answer(&self, broker_name: &str, need_full: bool) -> RegisterBrokerResponse {
         let master_addr = self
             .brokers
-            .get(&req.broker_name)
+            .get(broker_name)
             .and_then(|b| b.addrs.get(&0))
             .cloned();
         let ha_master_addr = master_addr
@@ -98,6 +177,8 @@ impl RouteInfo {
         RegisterBrokerResponse {
             master_addr,
             ha_master_addr,
+            supports_delta: true,
+            need_full,
         }
     }
 
@@ -193,7 +274,6 @@ impl RouteInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skylark_codec::TopicConfig;
 
     fn reg(name: &str, id: u64, addr: &str, topics: &[&str]) -> RegisterBrokerRequest {
         RegisterBrokerRequest {
@@ -204,6 +284,7 @@ mod tests {
             ha_addr: None,
             topics: topics.iter().map(|t| TopicConfig::new(*t, 4)).collect(),
             data_version: 1,
+            ..Default::default()
         }
     }
 
@@ -257,6 +338,106 @@ mod tests {
             broker_addr: "h:1".into(),
         });
         assert!(r.route("T").is_none());
+        assert_eq!(r.live_brokers(), 0);
+    }
+
+    #[test]
+    fn slave_topics_fill_in_only_without_a_master() {
+        let mut r = RouteInfo::default();
+        let now = Instant::now();
+        // With a master: the slave's topics are not the master's say.
+        r.register(reg("a", 0, "h:1", &["T"]), now);
+        r.register(reg("a", 1, "h:3", &["T", "S"]), now);
+        assert!(r.route("S").is_none());
+        // The master leaves: the slave's topic gets a route, T keeps the
+        // master's queue data.
+        r.unregister(&UnregisterBrokerRequest {
+            cluster_name: "c".into(),
+            broker_name: "a".into(),
+            broker_id: 0,
+            broker_addr: "h:1".into(),
+        });
+        r.register(reg("a", 1, "h:3", &["T", "S"]), now);
+        let route = r.route("S").unwrap();
+        assert_eq!(
+            route.brokers[0].addrs.get(&1).map(String::as_str),
+            Some("h:3")
+        );
+        assert!(r.route("T").is_some());
+        // The master returns without S: its list wins.
+        r.register(reg("a", 0, "h:1", &["T"]), now);
+        assert!(r.route("S").is_none());
+    }
+
+    fn with(
+        mut r: RegisterBrokerRequest,
+        kind: RegisterKind,
+        base: u64,
+        version: u64,
+        deleted: &[&str],
+    ) -> RegisterBrokerRequest {
+        r.kind = kind;
+        r.base_version = base;
+        r.data_version = version;
+        r.deleted_topics = deleted.iter().map(|d| d.to_string()).collect();
+        r
+    }
+
+    #[test]
+    fn deltas_apply_only_on_their_base_version() {
+        let mut r = RouteInfo::default();
+        let t0 = Instant::now();
+        let resp = r.register(reg("a", 0, "h:1", &["T", "U"]), t0);
+        assert!(resp.supports_delta && !resp.need_full);
+        // 1 -> 2: V added, U deleted.
+        let d = with(
+            reg("a", 0, "h:1", &["V"]),
+            RegisterKind::Delta,
+            1,
+            2,
+            &["U"],
+        );
+        assert!(!r.register(d, t0).need_full);
+        assert_eq!(r.topic_list().topics, ["T", "V"]);
+        // A delta on another base changes nothing and asks for a full one.
+        let d = with(
+            reg("a", 0, "h:1", &["W"]),
+            RegisterKind::Delta,
+            7,
+            8,
+            &["T"],
+        );
+        assert!(r.register(d, t0).need_full);
+        assert_eq!(r.topic_list().topics, ["T", "V"]);
+        // An unknown broker's delta does not make it known.
+        let d = with(reg("b", 0, "h:2", &["X"]), RegisterKind::Delta, 1, 2, &[]);
+        assert!(r.register(d, t0).need_full);
+        assert!(r.route("X").is_none() && r.group_members("b").is_none());
+    }
+
+    #[test]
+    fn heartbeats_keep_a_broker_alive_and_report_version_drift() {
+        let mut r = RouteInfo::default();
+        let t0 = Instant::now();
+        r.register(reg("a", 0, "h:1", &["T"]), t0);
+        let expire = Duration::from_secs(120);
+        for i in 1..=5u64 {
+            let hb = with(reg("a", 0, "h:1", &[]), RegisterKind::Heartbeat, 0, 1, &[]);
+            let resp = r.register(hb, t0 + Duration::from_secs(100 * i));
+            assert!(!resp.need_full);
+            assert!(r
+                .scan_expired(t0 + Duration::from_secs(100 * i + 60), expire)
+                .is_empty());
+        }
+        // A heartbeat never touches topics, even with no topic listed.
+        assert!(r.route("T").is_some());
+        // Version drift (the broker changed topics this NameServer missed).
+        let hb = with(reg("a", 0, "h:1", &[]), RegisterKind::Heartbeat, 0, 9, &[]);
+        assert!(r.register(hb, t0).need_full);
+        // Expired, then a heartbeat: unknown, so a full registration is due.
+        r.scan_expired(t0 + Duration::from_secs(10_000), expire);
+        let hb = with(reg("a", 0, "h:1", &[]), RegisterKind::Heartbeat, 0, 1, &[]);
+        assert!(r.register(hb, t0 + Duration::from_secs(10_001)).need_full);
         assert_eq!(r.live_brokers(), 0);
     }
 

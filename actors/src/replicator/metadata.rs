@@ -17,7 +17,7 @@ use std::time::Duration;
 use actix::Addr;
 use skylark_codec::{SyncMetadataRequest, TopicConfig};
 
-use crate::broker::{Broker, CreateTopic, ListTopics};
+use crate::broker::{Broker, CreateTopics, ListTopics};
 use crate::consumer_offsets::{ConsumerOffsets, MergeOffsets, SnapshotOffsets};
 use crate::remoting::RpcClient;
 use crate::scheduler::{FollowMaster, Scheduler};
@@ -60,14 +60,17 @@ pub async fn sync_once(
         .into_iter()
         .map(|t| (t.name.clone(), t))
         .collect();
-    for t in snap.topics {
-        if mine.get(&t.name) != Some(&t) {
-            broker
-                .send(CreateTopic(t))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-        }
+    let changed: Vec<TopicConfig> = snap
+        .topics
+        .into_iter()
+        .filter(|t| mine.get(&t.name) != Some(t))
+        .collect();
+    if !changed.is_empty() {
+        broker
+            .send(CreateTopics(changed))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
     }
     offsets
         .send(MergeOffsets {

@@ -8,7 +8,16 @@
 //! on the queues the chunk touched. Any error closes the connection; the
 //! loop reconnects a second later and resumes from the store's own end, so a
 //! restarted slave resumes where its files end.
+//!
+//! A slave serves every message it holds as soon as it holds it: before a
+//! chunk is acked, every topic it touched that this broker does not know
+//! (or knows with too few queues) is created through the Broker
+//! ([`LearnTopics`]); the same is done at each connect for every queue the
+//! store already holds (records replicated before a crash). The learned
+//! config is replaced by the master's own at the next metadata sync, which
+//! a newly learned topic asks for at once ([`SyncSoon`]).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::Addr;
@@ -16,20 +25,38 @@ use slog::{info, warn, Logger};
 use tokio::net::TcpStream;
 
 use super::protocol::{self, READ_TIMEOUT};
-use super::{GetMasterHa, Replicator, SlaveProgress};
-use crate::broker::TopicRegistry;
-use crate::storage::{AppendReplicated, GetStorageStats, Storage};
+use super::{GetMasterHa, Replicator, SlaveProgress, SyncSoon};
+use crate::broker::{Broker, LearnTopics, TopicRegistry};
+use crate::storage::{AppendReplicated, GetStorageStats, ListQueues, Storage};
 
 /// Pause between connection attempts.
 const RECONNECT: Duration = Duration::from_secs(1);
 
+/// The actors the slave loop talks to.
+pub struct SlavePeers {
+    pub replicator: Addr<Replicator>,
+    pub storage: Addr<Storage>,
+    pub broker: Addr<Broker>,
+    pub registry: TopicRegistry,
+}
+
+/// Topic → the read queue count this broker is known to serve.
+type KnownQueues = HashMap<String, u32>;
+
 /// Replicates from the master for as long as the System runs.
-pub async fn run(
-    replicator: Addr<Replicator>,
-    storage: Addr<Storage>,
-    registry: TopicRegistry,
-    log: Logger,
-) {
+pub async fn run(peers: SlavePeers, log: Logger) {
+    let SlavePeers {
+        replicator,
+        storage,
+        broker,
+        registry,
+    } = peers;
+    let mut topics = TopicLearner {
+        broker,
+        replicator: replicator.clone(),
+        registry,
+        known: KnownQueues::new(),
+    };
     let mut last_error = String::new();
     loop {
         let addr = match replicator.send(GetMasterHa).await {
@@ -40,7 +67,7 @@ pub async fn run(
             }
             Err(_) => return,
         };
-        match replicate_from(&addr, &replicator, &storage, &registry, &log).await {
+        match replicate_from(&addr, &replicator, &storage, &mut topics, &log).await {
             Ok(()) => {}
             Err(e) => {
                 let msg = e.to_string();
@@ -63,10 +90,18 @@ async fn replicate_from(
     addr: &str,
     replicator: &Addr<Replicator>,
     storage: &Addr<Storage>,
-    _registry: &TopicRegistry,
+    topics: &mut TopicLearner,
     log: &Logger,
 ) -> std::io::Result<()> {
     let io_err = |m: String| std::io::Error::other(m);
+    // Records replicated before a restart whose topic was never saved.
+    let held = storage
+        .send(ListQueues)
+        .await
+        .map_err(|e| io_err(format!("storage gone: {e}")))?;
+    topics
+        .learn(held.into_iter().map(|q| (q.topic, q.queue_id)), log)
+        .await?;
     let stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr))
         .await
         .map_err(|_| io_err(format!("connect to {addr} timed out")))??;
@@ -100,8 +135,10 @@ async fn replicate_from(
                 .await
                 .map_err(|e| io_err(format!("storage gone: {e}")))?
                 .map_err(|e| io_err(format!("cannot apply chunk at {end}: {e}")))?;
-            // Storage itself woke the pulls parked on the touched queues.
             end = applied.end_offset;
+            let seen = applied.touched.iter().map(|(t, q, _)| (t.clone(), *q));
+            // Storage itself woke the pulls parked on the touched queues.
+            topics.learn(seen, log).await?;
         }
         protocol::write_offset(&mut wr, end).await?;
         replicator.do_send(SlaveProgress {
@@ -109,5 +146,52 @@ async fn replicate_from(
             applied: Some(end),
             master_max: Some(h.master_max),
         });
+    }
+}
+
+/// Makes sure this broker serves every topic and queue it holds records of.
+struct TopicLearner {
+    broker: Addr<Broker>,
+    replicator: Addr<Replicator>,
+    registry: TopicRegistry,
+    known: KnownQueues,
+}
+
+impl TopicLearner {
+    /// Creates (or grows) every topic in `seen` this broker does not serve
+    /// yet; returns once they are saved. Cheap when nothing is new: one
+    /// map look-up per topic and queue.
+    async fn learn(
+        &mut self,
+        seen: impl Iterator<Item = (String, u32)>,
+        log: &Logger,
+    ) -> std::io::Result<()> {
+        let mut wanted: HashMap<String, u32> = HashMap::new();
+        for (topic, queue_id) in seen {
+            let need = queue_id.saturating_add(1);
+            if self.known.get(&topic).is_some_and(|&q| q >= need) {
+                continue;
+            }
+            let w = wanted.entry(topic).or_default();
+            *w = (*w).max(need);
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let new = wanted.keys().any(|t| !self.registry.contains_key(t));
+        let answer = self
+            .broker
+            .send(LearnTopics(wanted.into_iter().collect()))
+            .await
+            .map_err(|e| std::io::Error::other(format!("broker gone: {e}")))?
+            .map_err(|e| {
+                warn!(log, "cannot create replicated topics"; "error" => %e);
+                std::io::Error::other(format!("cannot create replicated topics: {e}"))
+            })?;
+        self.known.extend(answer);
+        if new {
+            self.replicator.do_send(SyncSoon);
+        }
+        Ok(())
     }
 }

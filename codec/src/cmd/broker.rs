@@ -1,11 +1,24 @@
 //! `RegisterBroker` (50) and `UnregisterBroker` (51): brokers announcing
 //! themselves and their topics to the NameServer.
 //!
-//! Mirrors RocketMQ's `RouteInfoManager.registerBroker`: every broker sends
-//! its full topic configuration periodically (and on change, with a bumped
-//! `data_version`); the NameServer answers with the master's addresses so a
-//! slave knows whom to replicate from. A broker that stops registering is
-//! dropped after a timeout.
+//! Mirrors RocketMQ's `RouteInfoManager.registerBroker`: a broker sends its
+//! full topic configuration with a `data_version`; the NameServer answers
+//! with the master's addresses so a slave knows whom to replicate from. A
+//! broker that stops registering is dropped after a timeout.
+//!
+//! Three kinds of registration share the command ([`RegisterKind`]):
+//! * `Full` (the default, and all an older broker sends): every topic.
+//! * `Delta`: the topics changed and deleted since `base_version`; applied
+//!   only if the NameServer holds exactly that version of this broker,
+//!   otherwise answered `need_full`.
+//! * `Heartbeat` (RocketMQ 5's `BROKER_HEARTBEAT`): no topics, only
+//!   liveness and the broker's `data_version`; answered `need_full` when the
+//!   NameServer does not hold that version (unknown or expired broker, a
+//!   restarted NameServer). A broker keeps heartbeats on their own
+//!   connection, so liveness never waits behind a large topic payload.
+//!
+//! A NameServer that understands the last two says so in every answer
+//! (`supports_delta`); a broker sends them only to such NameServers.
 
 use serde::{Deserialize, Serialize};
 
@@ -71,10 +84,32 @@ pub struct RegisterBrokerRequest {
     pub broker_addr: String,
     /// Address slaves replicate from, for a master.
     pub ha_addr: Option<String>,
-    /// All topics hosted by the broker.
+    /// All topics hosted by the broker (`Full`), the changed ones
+    /// (`Delta`), none (`Heartbeat`).
     pub topics: Vec<TopicConfig>,
-    /// Bumped whenever `topics` changes.
+    /// Bumped whenever the broker's topics change.
     pub data_version: u64,
+    /// What this registration carries.
+    #[serde(default)]
+    pub kind: RegisterKind,
+    /// `Delta`: the version the NameServer must hold for it to apply.
+    #[serde(default)]
+    pub base_version: u64,
+    /// `Delta`: topics deleted since `base_version`.
+    #[serde(default)]
+    pub deleted_topics: Vec<String>,
+}
+
+/// The kind of a [`RegisterBrokerRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RegisterKind {
+    /// Every topic: replaces what the NameServer holds for the broker.
+    #[default]
+    Full,
+    /// Changes since `base_version`.
+    Delta,
+    /// Liveness and data version only.
+    Heartbeat,
 }
 
 /// The NameServer's answer to a registration.
@@ -84,6 +119,13 @@ pub struct RegisterBrokerResponse {
     pub master_addr: Option<String>,
     /// The master's replication address (for a slave), if registered.
     pub ha_master_addr: Option<String>,
+    /// This NameServer accepts `Delta` and `Heartbeat` registrations.
+    #[serde(default)]
+    pub supports_delta: bool,
+    /// The NameServer does not hold the broker's topics at the version sent
+    /// (the delta or heartbeat changed nothing): send a `Full` one.
+    #[serde(default)]
+    pub need_full: bool,
 }
 
 /// A broker leaving (clean shutdown).

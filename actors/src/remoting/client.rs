@@ -97,7 +97,12 @@ impl StreamHandler<Result<RawFrame, ProtocolError>> for ClientConn {
                     if let Some(tx) = self.pending.remove(&frame.header.request_id) {
                         let _ = tx.send(frame);
                     } else if frame.header.request_id == 0 {
-                        // The server's last word before closing on bad input.
+                        // The server's last word before it closes (bad
+                        // input, a timeout, a connection cap): every call
+                        // waiting here gets that error, not a bare close.
+                        for (_, tx) in self.pending.drain() {
+                            let _ = tx.send(frame.clone());
+                        }
                         ctx.stop();
                     }
                 }

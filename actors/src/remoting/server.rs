@@ -3,21 +3,127 @@
 //! An actix `System` runs its actors on one thread, so connections are handed
 //! round-robin to a set of `Arbiter`s (one per core) to use every core; the
 //! state owners (Broker, TopicQueue, Storage, ...) stay single.
+//!
+//! Connection caps: a listener holds at most `max_connections` open
+//! connections, and the whole process at most `RLIMIT_NOFILE` minus
+//! `fd_reserve` (the soft limit is first raised to the hard one), so the
+//! store's flusher, checkpoint and segment files always find a descriptor.
+//! A connection over a cap gets one `Busy` error frame saying so and is
+//! closed.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use actix::ArbiterHandle;
-use slog::{error, info, Logger};
-use tokio::net::TcpListener;
+use bytes::Bytes;
+use skylark_codec::{ErrorCode, FrameKind, Header, WireError};
+use slog::{error, info, warn, Logger};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use super::{Connection, Service};
+use super::connection::FlowLimits;
+use super::{wire, Connection, Service};
 
 /// Limits applied to every connection of a server.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
-    pub max_frame_size: usize,
-    pub max_inflight: usize,
+    /// Per-connection flow control and timeouts.
+    pub limits: FlowLimits,
+    /// Open connections this listener accepts at most.
+    pub max_connections: usize,
+    /// Descriptors kept free for everything but client connections.
+    pub fd_reserve: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            limits: FlowLimits::default(),
+            max_connections: 10_000,
+            fd_reserve: 256,
+        }
+    }
+}
+
+/// Client connections open in this process, over every listener.
+static PROCESS_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// One open connection, counted by its listener and by the process; the
+/// counts drop when the socket is closed (the slot is dropped).
+pub(crate) struct ConnSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        PROCESS_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The descriptor limit (soft `RLIMIT_NOFILE`, raised to the hard limit
+/// once per process when allowed); `None` if unknown or unlimited.
+pub fn descriptor_limit() -> Option<usize> {
+    static LIMIT: OnceLock<Option<usize>> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct given.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+                return None;
+            }
+            if rl.rlim_cur < rl.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: rl.rlim_max,
+                    rlim_max: rl.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    rl.rlim_cur = rl.rlim_max;
+                }
+            }
+        }
+        if rl.rlim_cur == libc::RLIM_INFINITY {
+            None
+        } else {
+            usize::try_from(rl.rlim_cur).ok()
+        }
+    })
+}
+
+/// Why a new connection must be refused, if it must.
+fn over_cap(open: &AtomicUsize, opts: &ServeOptions, fd_cap: usize) -> Option<String> {
+    if open.load(Ordering::Relaxed) >= opts.max_connections {
+        return Some(format!(
+            "too many connections: this listener's cap of {} (max_connections) is reached",
+            opts.max_connections
+        ));
+    }
+    if PROCESS_CONNECTIONS.load(Ordering::Relaxed) >= fd_cap {
+        return Some(format!(
+            "too many connections: {fd_cap} open, the descriptor limit minus a reserve of {} (fd_reserve)",
+            opts.fd_reserve
+        ));
+    }
+    None
+}
+
+/// Writes one error frame (request id 0) and closes, within a second.
+async fn refuse(mut stream: TcpStream, reason: String) {
+    let h = Header {
+        request_id: 0,
+        kind: FrameKind::Response,
+        command: 0,
+    };
+    let frame: Bytes = wire::error_response(&h, WireError::new(ErrorCode::Busy, reason));
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(&frame).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// A running accept loop. Dropping it stops accepting new connections;
@@ -60,20 +166,38 @@ pub fn serve<S: Service>(
     } else {
         workers
     };
-    info!(log, "listening"; "addr" => %local_addr);
+    let fd_cap = descriptor_limit()
+        .map(|n| n.saturating_sub(opts.fd_reserve).max(1))
+        .unwrap_or(usize::MAX);
+    info!(log, "listening"; "addr" => %local_addr,
+        "max_connections" => opts.max_connections, "process_connection_cap" => fd_cap);
+    let open = Arc::new(AtomicUsize::new(0));
     actix_rt::spawn(async move {
         let mut next = 0usize;
+        let mut refused = 0u64;
         loop {
             tokio::select! {
                 _ = &mut rx => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => {
+                    Ok((stream, peer)) => {
+                        if let Some(reason) = over_cap(&open, &opts, fd_cap) {
+                            // Say so once in a while, not per connection.
+                            if refused % 1000 == 0 {
+                                warn!(log, "refusing connection"; "peer" => %peer, "reason" => &reason, "refused" => refused + 1);
+                            }
+                            refused += 1;
+                            actix_rt::spawn(refuse(stream, reason));
+                            continue;
+                        }
+                        open.fetch_add(1, Ordering::Relaxed);
+                        PROCESS_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+                        let slot = ConnSlot(open.clone());
                         let svc = service.clone();
                         let log2 = log.clone();
                         let worker = &workers[next % workers.len()];
                         next = next.wrapping_add(1);
                         worker.spawn(async move {
-                            if let Err(e) = Connection::start(stream, svc, opts.max_frame_size, opts.max_inflight, log2.clone()) {
+                            if let Err(e) = Connection::start_with_slot(stream, svc, opts.limits, Some(slot), log2.clone()) {
                                 error!(log2, "cannot start connection"; "error" => %e);
                             }
                         });

@@ -35,6 +35,8 @@ pub struct ClientConn {
     writer: Writer<WriteHalf<TcpStream>, io::Error>,
     pending: HashMap<u64, oneshot::Sender<RawFrame>>,
     push: Option<Recipient<PushFrame>>,
+    /// The server's error frame sent before it closed, for later calls.
+    last_word: Arc<std::sync::Mutex<Option<RawFrame>>>,
 }
 
 impl Actor for ClientConn {
@@ -103,6 +105,9 @@ impl StreamHandler<Result<RawFrame, ProtocolError>> for ClientConn {
                         for (_, tx) in self.pending.drain() {
                             let _ = tx.send(frame.clone());
                         }
+                        if let Ok(mut w) = self.last_word.lock() {
+                            *w = Some(frame);
+                        }
                         ctx.stop();
                     }
                 }
@@ -128,6 +133,7 @@ pub struct RpcClient {
     next_id: Arc<AtomicU64>,
     remote: Arc<str>,
     timeout: Duration,
+    last_word: Arc<std::sync::Mutex<Option<RawFrame>>>,
 }
 
 impl std::fmt::Debug for RpcClient {
@@ -169,12 +175,15 @@ impl RpcClient {
             })?;
         let _ = stream.set_nodelay(true);
         let (r, w) = tokio::io::split(stream);
+        let last_word = Arc::new(std::sync::Mutex::new(None));
+        let lw = last_word.clone();
         let conn = ClientConn::create(move |ctx| {
             ctx.add_stream(FramedRead::new(r, FrameCodec::new(max_frame)));
             ClientConn {
                 writer: Writer::new(w, ctx),
                 pending: HashMap::new(),
                 push: None,
+                last_word: lw,
             }
         });
         Ok(RpcClient {
@@ -182,6 +191,7 @@ impl RpcClient {
             next_id: Arc::new(AtomicU64::new(1)),
             remote: Arc::from(addr),
             timeout,
+            last_word,
         })
     }
 
@@ -247,10 +257,10 @@ impl RpcClient {
                 reply: Some(tx),
             })
             .await
-            .map_err(|_| closed(&self.remote))?;
+            .map_err(|_| self.closed())?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(frame)) => Ok(frame),
-            Ok(Err(_)) => Err(closed(&self.remote)),
+            Ok(Err(_)) => Err(self.closed()),
             Err(_) => {
                 self.conn.do_send(Cancel(id));
                 Err(ProtocolError::Io(io::Error::new(
@@ -280,6 +290,16 @@ impl RpcClient {
             })
             .await
             .map_err(|_| closed(&self.remote))
+    }
+
+    /// Why calls fail on a closed connection: the server's last error
+    /// frame if it sent one (e.g. "too many connections"), else "closed".
+    fn closed(&self) -> ProtocolError {
+        let last = self.last_word.lock().ok().and_then(|w| w.clone());
+        match last.map(|f| f.decode_response::<()>()) {
+            Some(Err(e @ ProtocolError::Remote(_))) => e,
+            _ => closed(&self.remote),
+        }
     }
 
     /// Closes the connection.

@@ -182,7 +182,7 @@ pub fn serve<S: Service>(
                     Ok((stream, peer)) => {
                         if let Some(reason) = over_cap(&open, &opts, fd_cap) {
                             // Say so once in a while, not per connection.
-                            if refused % 1000 == 0 {
+                            if refused.is_multiple_of(1000) {
                                 warn!(log, "refusing connection"; "peer" => %peer, "reason" => &reason, "refused" => refused + 1);
                             }
                             refused += 1;

@@ -348,8 +348,6 @@ pub struct Connection {
     peer: SocketAddr,
     out: Output,
     service: Handle,
-    /// The peer closed its side: stop once the last answer is queued.
-    read_done: bool,
     log: Logger,
 }
 
@@ -404,7 +402,6 @@ impl Connection {
                     closing,
                 },
                 service: Box::new(move |cmd, f, c| service.call(cmd, f, c)),
-                read_done: false,
                 log: log.new(slog::o!("peer" => peer.to_string())),
             }
         }))
@@ -483,7 +480,7 @@ impl Connection {
             addr: ctx.address(),
         };
         let fut = (self.service)(cmd, frame, &info);
-        ctx.spawn(fut.into_actor(self).map(|out, act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(|out, act, _ctx| {
             let gate = &act.out.gate;
             gate.inflight.set(gate.inflight.get().saturating_sub(1));
             if let Some(frame) = out {
@@ -491,9 +488,6 @@ impl Connection {
             }
             if gate.paused.get() {
                 gate.wake_reader();
-            }
-            if act.read_done && gate.inflight.get() == 0 {
-                ctx.stop();
             }
         }));
     }
@@ -548,12 +542,10 @@ impl StreamHandler<Input> for Connection {
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
-        // Peer closed its side (or the socket failed): answer what is in
-        // flight, then stop.
-        self.read_done = true;
-        if self.out.gate.inflight.get() == 0 || self.out.gate.broken.get() {
-            ctx.stop();
-        }
+        // Peer closed (or the socket failed): stop now, so whoever watches
+        // this connection (consumer groups, parked pulls) learns at once;
+        // what is already queued is still written within the linger time.
+        ctx.stop();
     }
 }
 

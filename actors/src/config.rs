@@ -25,6 +25,28 @@ pub struct NameServerConfig {
     pub scan_interval_secs: u64,
     /// Largest accepted frame in bytes.
     pub max_frame_size: usize,
+    /// Connection limits (see README "Limits"): open connections this
+    /// listener accepts; more get one `Busy` error frame and are closed.
+    pub max_connections: usize,
+    /// Descriptors kept free for the store and everything else: the
+    /// process accepts at most `RLIMIT_NOFILE - fd_reserve` connections.
+    pub fd_reserve: usize,
+    /// A frame begun must be complete within this (ms), or the connection
+    /// is closed (slowloris).
+    pub frame_read_timeout_ms: u64,
+    /// A connection with no frame in and no byte out for this long is closed.
+    pub connection_idle_secs: u64,
+    /// A connection stops reading requests at this many unsent answer bytes ...
+    pub write_high_water_bytes: usize,
+    /// ... and reads again at or below this many.
+    pub write_low_water_bytes: usize,
+    /// A connection stops reading requests at this many in flight ...
+    pub inflight_high_water: usize,
+    /// ... and reads again at or below this many.
+    pub inflight_low_water: usize,
+    /// Unsent answer bytes over all connections of the process: every
+    /// connection stops reading while they are above this.
+    pub buffered_answer_budget_bytes: usize,
 }
 
 impl Default for NameServerConfig {
@@ -35,6 +57,15 @@ impl Default for NameServerConfig {
             broker_expire_secs: 120,
             scan_interval_secs: 10,
             max_frame_size: skylark_codec::DEFAULT_MAX_FRAME_SIZE,
+            max_connections: 10_000,
+            fd_reserve: 256,
+            frame_read_timeout_ms: 30_000,
+            connection_idle_secs: 120,
+            write_high_water_bytes: 4 << 20,
+            write_low_water_bytes: 1 << 20,
+            inflight_high_water: 256,
+            inflight_low_water: 128,
+            buffered_answer_budget_bytes: 256 << 20,
         }
     }
 }
@@ -123,6 +154,28 @@ pub struct BrokerConfig {
     /// read that queue from a slave of the group (relieving the master);
     /// 0 turns the suggestion off.
     pub slave_read_lag_messages: u64,
+    /// Connection limits (see README "Limits"): open connections this
+    /// listener accepts; more get one `Busy` error frame and are closed.
+    pub max_connections: usize,
+    /// Descriptors kept free for the store and everything else: the
+    /// process accepts at most `RLIMIT_NOFILE - fd_reserve` connections.
+    pub fd_reserve: usize,
+    /// A frame begun must be complete within this (ms), or the connection
+    /// is closed (slowloris).
+    pub frame_read_timeout_ms: u64,
+    /// A connection with no frame in and no byte out for this long is closed.
+    pub connection_idle_secs: u64,
+    /// A connection stops reading requests at this many unsent answer bytes ...
+    pub write_high_water_bytes: usize,
+    /// ... and reads again at or below this many.
+    pub write_low_water_bytes: usize,
+    /// A connection stops reading requests at this many in flight ...
+    pub inflight_high_water: usize,
+    /// ... and reads again at or below this many.
+    pub inflight_low_water: usize,
+    /// Unsent answer bytes over all connections of the process: every
+    /// connection stops reading while they are above this.
+    pub buffered_answer_budget_bytes: usize,
 }
 
 /// A broker's replication role (RocketMQ's `brokerRole`).
@@ -183,6 +236,15 @@ impl Default for BrokerConfig {
             master_ha_addr: None,
             metadata_sync_interval_secs: 10,
             slave_read_lag_messages: 1_000_000,
+            max_connections: 10_000,
+            fd_reserve: 256,
+            frame_read_timeout_ms: 30_000,
+            connection_idle_secs: 120,
+            write_high_water_bytes: 4 << 20,
+            write_low_water_bytes: 1 << 20,
+            inflight_high_water: 256,
+            inflight_low_water: 128,
+            buffered_answer_budget_bytes: 256 << 20,
         }
     }
 }
@@ -239,4 +301,40 @@ pub fn split_addrs(s: &str) -> Vec<String> {
         .filter(|a| !a.is_empty())
         .map(String::from)
         .collect()
+}
+
+/// The connection limits of a listener, from a configuration's keys.
+macro_rules! serve_options {
+    ($c:expr, $max_inflight:expr) => {
+        crate::remoting::server::ServeOptions {
+            limits: crate::remoting::connection::FlowLimits {
+                max_frame_size: $c.max_frame_size,
+                max_inflight: $max_inflight,
+                inflight_high_water: $c.inflight_high_water.max(1),
+                inflight_low_water: $c.inflight_low_water.min($c.inflight_high_water),
+                write_high_water_bytes: $c.write_high_water_bytes.max(1),
+                write_low_water_bytes: $c.write_low_water_bytes.min($c.write_high_water_bytes),
+                buffered_answer_budget: $c.buffered_answer_budget_bytes.max(1),
+                frame_read_timeout: Duration::from_millis($c.frame_read_timeout_ms.max(1)),
+                idle_timeout: Duration::from_secs($c.connection_idle_secs.max(1)),
+                ..Default::default()
+            },
+            max_connections: $c.max_connections.max(1),
+            fd_reserve: $c.fd_reserve,
+        }
+    };
+}
+
+impl NameServerConfig {
+    /// Limits of the NameServer's listener.
+    pub fn serve_options(&self) -> crate::remoting::server::ServeOptions {
+        serve_options!(self, 1024)
+    }
+}
+
+impl BrokerConfig {
+    /// Limits of the broker's client listener.
+    pub fn serve_options(&self) -> crate::remoting::server::ServeOptions {
+        serve_options!(self, self.max_inflight_per_connection.max(1))
+    }
 }

@@ -1,7 +1,8 @@
 //! Starting and stopping a whole broker inside any actix System.
 //!
-//! [`start_broker`] opens the store (recovery runs here) on a dedicated
-//! Arbiter, starts the ConsumerOffsets, Broker and TopicQueue actors, and
+//! [`start_broker`] binds the client port, opens the store (recovery runs
+//! here) on a dedicated Arbiter, only then listens (ready means ready: no
+//! client waits on a recovering broker), starts the ConsumerOffsets, Broker and TopicQueue actors, and
 //! accepts connections on one worker Arbiter per core. [`BrokerHandle::shutdown`]
 //! is the graceful stop: no new connections, unregister from the
 //! NameServers, persist offsets, flush and write a clean checkpoint so the
@@ -21,7 +22,6 @@ use crate::consumer_group::GroupTimings;
 use crate::consumer_groups::ConsumerGroups;
 use crate::consumer_offsets::{ConsumerOffsets, FlushOffsets};
 use crate::processor::{BrokerService, Shared};
-use crate::remoting::server::ServeOptions;
 use crate::remoting::{self, ServerHandle};
 use crate::replicator::Replicator;
 use crate::scheduler::Scheduler;
@@ -87,10 +87,33 @@ impl BrokerHandle {
     }
 }
 
+/// Backlog of the client listener.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A TCP socket bound to `host:port` that does not listen yet: connects to
+/// it are refused until [`tokio::net::TcpSocket::listen`].
+async fn bind_unlistened(host: &str, port: u16) -> std::io::Result<tokio::net::TcpSocket> {
+    let addr = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
 /// Starts a broker inside the current actix System.
 pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHandle, LaunchError> {
     let log = log.new(slog::o!("broker" => config.broker_name.clone()));
-    let listener = tokio::net::TcpListener::bind((config.listen_host.as_str(), config.port))
+    // Bound now (the port is ours and known), listening only once the
+    // store is recovered: until then a client is refused at once instead
+    // of hanging on a socket nobody answers.
+    let socket = bind_unlistened(&config.listen_host, config.port)
         .await
         .map_err(|err| LaunchError::Bind {
             addr: format!("{}:{}", config.listen_host, config.port),
@@ -98,7 +121,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         })?;
     let mut config = config;
     if config.port == 0 {
-        config.port = listener.local_addr()?.port();
+        config.port = socket.local_addr()?.port();
     }
     let ha_listener = if config.is_slave() {
         None
@@ -126,6 +149,10 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     let storage_arbiter = Arbiter::new();
     let storage =
         Storage::start_on(&storage_arbiter.handle(), config.store.clone(), log.clone()).await?;
+    // Recovery is done: accept clients (they queue in the backlog until
+    // the service below is up, which takes no disk scan).
+    let listener = socket.listen(LISTEN_BACKLOG)?;
+    info!(log, "store recovered, accepting connections"; "port" => config.port);
     // Offsets are written and fsynced by their owner: on a thread of its own.
     let offsets_state =
         ConsumerOffsets::open(&config.store.data_dir, Duration::from_secs(5), log.clone())?;
@@ -208,10 +235,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         .map(|n| n.get())
         .unwrap_or(2);
     let workers: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
-    let opts = ServeOptions {
-        max_frame_size: config.max_frame_size,
-        max_inflight: config.max_inflight_per_connection,
-    };
+    let opts = config.serve_options();
     let server = remoting::serve(
         listener,
         BrokerService::new(shared),

@@ -244,10 +244,7 @@ pub async fn start_namesrv(
                 ),
             )
         })?;
-    let opts = remoting::server::ServeOptions {
-        max_frame_size: config.max_frame_size,
-        max_inflight: 1024,
-    };
+    let opts = config.serve_options();
     let addr = NameServer::new(config, log.clone()).start();
     let server = remoting::serve(
         listener,

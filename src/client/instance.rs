@@ -27,6 +27,53 @@ struct CachedRoute {
     stale: bool,
 }
 
+/// How long a send waits for a topic's route (its own, or `TBW102`'s)
+/// when the NameServer knows neither — right after a restart, before the
+/// broker has registered: RocketMQ's producer waits likewise.
+pub const DEFAULT_ROUTE_WAIT: Duration = Duration::from_secs(3);
+
+/// The route wait: `SKYLARK_ROUTE_WAIT_MS` if set (0: fail at once), else
+/// [`DEFAULT_ROUTE_WAIT`].
+pub fn route_wait() -> Duration {
+    std::env::var("SKYLARK_ROUTE_WAIT_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_ROUTE_WAIT)
+}
+
+/// Asks the NameServer for `topic`'s route, then for `TBW102`'s (brokers
+/// that create topics on first send), every 200 ms for up to `wait`; says
+/// on stderr once that it is waiting. `TopicNotFound` when `wait` passes.
+async fn wait_for_route(
+    ns: NameServerClient,
+    topic: String,
+    wait: Duration,
+) -> Result<Arc<TopicRoute>> {
+    let deadline = Instant::now() + wait;
+    let mut said = false;
+    loop {
+        if let Ok(data) = ns.route(AUTO_CREATE_TOPIC_KEY).await {
+            return Ok(Arc::new(TopicRoute::new(&topic, data)));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(ClientError::TopicNotFound(topic));
+        }
+        if !said {
+            said = true;
+            eprintln!(
+                "waiting up to {} ms for a route of topic '{topic}' (no broker has registered it with the NameServer yet)",
+                wait.as_millis()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200).min(deadline - now)).await;
+        if let Ok(data) = ns.route(&topic).await {
+            return Ok(Arc::new(TopicRoute::new(&topic, data)));
+        }
+    }
+}
+
 /// The actor; start it with [`ClientInstance::start_with`] (or through
 /// [`Producer::start`](super::Producer::start) /
 /// [`PullConsumer::start`](super::PullConsumer::start)).
@@ -136,13 +183,9 @@ impl ClientInstance {
         let ns = self.namesrv.clone();
         self.route(topic, false, ctx)
             .then(move |res, _act, _ctx| match res {
-                Err(ClientError::TopicNotFound(t)) => wrap_future::<_, Self>(async move {
-                    match ns.route(AUTO_CREATE_TOPIC_KEY).await {
-                        Ok(data) => Ok(Arc::new(TopicRoute::new(&t, data))),
-                        Err(_) => Err(ClientError::TopicNotFound(t)),
-                    }
-                })
-                .boxed_local(),
+                Err(ClientError::TopicNotFound(t)) => {
+                    wrap_future::<_, Self>(wait_for_route(ns, t, route_wait())).boxed_local()
+                }
                 other => ready(other).boxed_local(),
             })
             .boxed_local()

@@ -36,6 +36,8 @@ pub struct ClientConn {
     writer: Writer<WriteHalf<TcpStream>, io::Error>,
     pending: HashMap<u64, oneshot::Sender<RawFrame>>,
     push: Option<Recipient<PushFrame>>,
+    /// The server's error frame sent before it closed, for later calls.
+    last_word: Arc<std::sync::Mutex<Option<RawFrame>>>,
 }
 
 impl Actor for ClientConn {
@@ -98,7 +100,15 @@ impl StreamHandler<Result<RawFrame, ProtocolError>> for ClientConn {
                     if let Some(tx) = self.pending.remove(&frame.header.request_id) {
                         let _ = tx.send(frame);
                     } else if frame.header.request_id == 0 {
-                        // The server's last word before closing on bad input.
+                        // The server's last word before it closes (bad
+                        // input, a timeout, a connection cap): every call
+                        // waiting here gets that error, not a bare close.
+                        for (_, tx) in self.pending.drain() {
+                            let _ = tx.send(frame.clone());
+                        }
+                        if let Ok(mut w) = self.last_word.lock() {
+                            *w = Some(frame);
+                        }
                         ctx.stop();
                     }
                 }
@@ -124,6 +134,7 @@ pub struct RpcClient {
     next_id: Arc<AtomicU64>,
     remote: Arc<str>,
     timeout: Duration,
+    last_word: Arc<std::sync::Mutex<Option<RawFrame>>>,
 }
 
 impl std::fmt::Debug for RpcClient {
@@ -165,12 +176,15 @@ impl RpcClient {
             })?;
         let _ = stream.set_nodelay(true);
         let (r, w) = tokio::io::split(stream);
+        let last_word = Arc::new(std::sync::Mutex::new(None));
+        let lw = last_word.clone();
         let conn = ClientConn::create(move |ctx| {
             ctx.add_stream(FramedRead::new(r, FrameCodec::new(max_frame)));
             ClientConn {
                 writer: Writer::new(w, ctx),
                 pending: HashMap::new(),
                 push: None,
+                last_word: lw,
             }
         });
         Ok(RpcClient {
@@ -178,6 +192,7 @@ impl RpcClient {
             next_id: Arc::new(AtomicU64::new(1)),
             remote: Arc::from(addr),
             timeout,
+            last_word,
         })
     }
 
@@ -250,12 +265,12 @@ impl RpcClient {
                 .conn
                 .send(out)
                 .await
-                .map_err(|_| closed(&self.remote))?,
-            Err(SendError::Closed(_)) => return Err(closed(&self.remote)),
+                .map_err(|_| self.closed())?,
+            Err(SendError::Closed(_)) => return Err(self.closed()),
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(frame)) => Ok(frame),
-            Ok(Err(_)) => Err(closed(&self.remote)),
+            Ok(Err(_)) => Err(self.closed()),
             Err(_) => {
                 self.conn.do_send(Cancel(id));
                 Err(ProtocolError::Io(io::Error::new(
@@ -285,6 +300,16 @@ impl RpcClient {
             })
             .await
             .map_err(|_| closed(&self.remote))
+    }
+
+    /// Why calls fail on a closed connection: the server's last error
+    /// frame if it sent one (e.g. "too many connections"), else "closed".
+    fn closed(&self) -> ProtocolError {
+        let last = self.last_word.lock().ok().and_then(|w| w.clone());
+        match last.map(|f| f.decode_response::<()>()) {
+            Some(Err(e @ ProtocolError::Remote(_))) => e,
+            _ => closed(&self.remote),
+        }
     }
 
     /// Closes the connection.

@@ -1,37 +1,331 @@
-//! The server side of one TCP connection (actix chat-tcp pattern).
+//! The server side of one TCP connection (actix chat-tcp pattern), with
+//! back-pressure.
 //!
 //! Reads frames with [`FrameCodec`], hands each request to the server's
 //! [`Service`], and writes the answers back as they complete — answers may
 //! overtake each other; the client matches them by request id. Garbage on
 //! the socket gets one error frame and closes this connection only.
-//! Requests beyond `max_inflight` are answered `Busy` at once, so a client
-//! that never reads cannot make the server buffer without bound.
 //!
-//! The requests in flight live in one `FuturesUnordered` driven by a single
-//! actor future ([`Driver`]), not one `ctx.spawn` each: actix polls every
-//! spawned item of a context whenever any of them wakes, so with 32
-//! requests in flight each answer cost 32 polls; `FuturesUnordered` polls
-//! only the request that woke.
+//! Why the flow control lives here: a client that sends requests and never
+//! reads the answers used to make the broker queue those answers without
+//! bound (actix's `io::Writer` buffers whatever it is given). Now:
+//!
+//! * answers go to a write task of this connection through a queue whose
+//!   bytes are counted, per connection and for the whole process
+//!   ([`buffered_answer_bytes`]);
+//! * the read side stops pulling frames off the socket while this
+//!   connection's unsent bytes or requests in flight are above their
+//!   high-water marks, or the process-wide budget is spent, and resumes once
+//!   they are back under the low-water marks — the kernel's socket buffers
+//!   then push back on the sender (TCP flow control), as Netty's
+//!   `WRITE_BUFFER_WATER_MARK` + `autoRead` do in RocketMQ;
+//! * requests beyond `max_inflight` are still answered `Busy` at once;
+//! * a frame that has started must be complete within `frame_read_timeout`
+//!   (slowloris), and a connection that neither delivers a frame nor accepts
+//!   a byte of output for `idle_timeout` is closed (RocketMQ closes idle
+//!   channels after 120 s).
+//!
+//! Everything of one connection (actor, read stream, write task) runs on
+//! the same arbiter thread, so the shared [`Gate`] uses `Cell`s.
 
+use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Poll, Waker};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use actix::io::{WriteHandler, Writer};
 use actix::prelude::*;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::future::LocalBoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::Stream;
 use skylark_codec::{
     Command, ErrorCode, FrameCodec, FrameKind, Handshake, Header, ProtocolError, RawFrame,
     WireError,
 };
-use slog::{debug, warn, Logger};
-use tokio::io::WriteHalf;
+use slog::{debug, info, warn, Logger};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::codec::FramedRead;
 
 use super::{wire, Service};
+
+/// Answer bytes queued for writing, over every connection of the process.
+static BUFFERED_ANSWER_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Answer bytes queued (not yet written to a socket) by every connection of
+/// this process.
+pub fn buffered_answer_bytes() -> usize {
+    BUFFERED_ANSWER_BYTES.load(Ordering::Relaxed)
+}
+
+/// The flow-control limits of one connection (see the module doc).
+#[derive(Debug, Clone, Copy)]
+pub struct FlowLimits {
+    /// Largest accepted frame.
+    pub max_frame_size: usize,
+    /// Requests in flight beyond this are answered `Busy`.
+    pub max_inflight: usize,
+    /// Stop reading at this many requests in flight ...
+    pub inflight_high_water: usize,
+    /// ... and resume at or below this many.
+    pub inflight_low_water: usize,
+    /// Stop reading at this many unsent answer bytes ...
+    pub write_high_water_bytes: usize,
+    /// ... and resume at or below this many.
+    pub write_low_water_bytes: usize,
+    /// Process-wide budget of unsent answer bytes: every connection stops
+    /// reading while it is spent, and resumes below three quarters of it.
+    pub buffered_answer_budget: usize,
+    /// A frame begun must be complete within this.
+    pub frame_read_timeout: Duration,
+    /// Closed after this long without a frame in or a byte out.
+    pub idle_timeout: Duration,
+    /// How long a closing connection may take to write its last bytes.
+    pub close_linger: Duration,
+}
+
+impl Default for FlowLimits {
+    fn default() -> Self {
+        FlowLimits {
+            max_frame_size: skylark_codec::DEFAULT_MAX_FRAME_SIZE,
+            max_inflight: 1024,
+            inflight_high_water: 256,
+            inflight_low_water: 128,
+            write_high_water_bytes: 4 << 20,
+            write_low_water_bytes: 1 << 20,
+            buffered_answer_budget: 256 << 20,
+            frame_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            close_linger: Duration::from_secs(2),
+        }
+    }
+}
+
+/// State shared by a connection's actor, read stream and write task.
+struct Gate {
+    limits: FlowLimits,
+    /// Unsent answer bytes of this connection.
+    queued_bytes: Cell<usize>,
+    /// Requests handed to the service and not answered yet.
+    inflight: Cell<usize>,
+    /// Reading is paused (between high and low water).
+    paused: Cell<bool>,
+    /// The socket failed or the write task ended: stop reading.
+    broken: Cell<bool>,
+    /// Last frame read or output bytes accepted by the peer.
+    last_progress: Cell<Instant>,
+    reader: RefCell<Option<Waker>>,
+}
+
+impl Gate {
+    fn over_high(&self) -> bool {
+        let l = &self.limits;
+        self.queued_bytes.get() >= l.write_high_water_bytes
+            || self.inflight.get() >= l.inflight_high_water
+            || buffered_answer_bytes() >= l.buffered_answer_budget
+    }
+
+    fn under_low(&self) -> bool {
+        let l = &self.limits;
+        self.queued_bytes.get() <= l.write_low_water_bytes
+            && self.inflight.get() <= l.inflight_low_water
+            && buffered_answer_bytes() <= l.buffered_answer_budget / 4 * 3
+    }
+
+    /// Lets the read stream look at the marks again.
+    fn wake_reader(&self) {
+        if let Some(w) = self.reader.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+/// The write side: a counted queue drained by a write task.
+struct Output {
+    tx: Option<mpsc::UnboundedSender<Bytes>>,
+    gate: Rc<Gate>,
+    closing: Rc<Notify>,
+}
+
+impl Output {
+    fn write(&self, frame: Bytes) {
+        let Some(tx) = &self.tx else { return };
+        if self.gate.broken.get() {
+            return;
+        }
+        let n = frame.len();
+        if tx.send(frame).is_ok() {
+            self.gate.queued_bytes.set(self.gate.queued_bytes.get() + n);
+            BUFFERED_ANSWER_BYTES.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// No more output: the write task sends what is queued (within the
+    /// linger time) and closes the socket.
+    fn close(&mut self) {
+        self.tx = None;
+        self.closing.notify_one();
+    }
+}
+
+/// Writes queued frames, coalescing small ones into one syscall.
+async fn write_loop(
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    mut w: WriteHalf<TcpStream>,
+    gate: Rc<Gate>,
+) -> std::io::Result<()> {
+    const COALESCE: usize = 64 * 1024;
+    let mut batch = BytesMut::new();
+    while let Some(first) = rx.recv().await {
+        let mut n = first.len();
+        if first.len() >= COALESCE {
+            w.write_all(&first).await?;
+        } else {
+            batch.clear();
+            batch.extend_from_slice(&first);
+            while batch.len() < COALESCE {
+                match rx.try_recv() {
+                    Ok(f) => {
+                        n += f.len();
+                        batch.extend_from_slice(&f);
+                    }
+                    Err(_) => break,
+                }
+            }
+            w.write_all(&batch).await?;
+        }
+        gate.queued_bytes
+            .set(gate.queued_bytes.get().saturating_sub(n));
+        BUFFERED_ANSWER_BYTES.fetch_sub(n, Ordering::Relaxed);
+        gate.last_progress.set(Instant::now());
+        if gate.paused.get() {
+            gate.wake_reader();
+        }
+    }
+    w.shutdown().await
+}
+
+/// The write task: runs [`write_loop`] until the queue is closed and
+/// drained, the socket fails, or a close has lingered too long; then gives
+/// back the bytes it still counted and drops the socket (and `slot`).
+async fn write_task(
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    w: WriteHalf<TcpStream>,
+    gate: Rc<Gate>,
+    closing: Rc<Notify>,
+    slot: Option<super::server::ConnSlot>,
+) {
+    let linger = gate.limits.close_linger;
+    tokio::select! {
+        _ = write_loop(rx, w, gate.clone()) => {}
+        _ = async { closing.notified().await; tokio::time::sleep(linger).await } => {}
+    }
+    BUFFERED_ANSWER_BYTES.fetch_sub(gate.queued_bytes.replace(0), Ordering::Relaxed);
+    gate.broken.set(true);
+    gate.wake_reader();
+    drop(slot);
+}
+
+/// What the read side delivers to the actor.
+enum Input {
+    Frame(RawFrame),
+    Bad(ProtocolError),
+    /// A frame was begun and not finished within the read timeout.
+    ReadTimeout,
+    /// Nothing in or out for the idle timeout.
+    Idle,
+}
+
+/// The framed read half, paused by the [`Gate`] and watching the timeouts.
+struct GatedRead {
+    inner: FramedRead<ReadHalf<TcpStream>, FrameCodec>,
+    gate: Rc<Gate>,
+    /// When the frame now in the read buffer began (None: buffer empty).
+    frame_began: Option<Instant>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl GatedRead {
+    /// Arms the timer for the earliest of the deadlines that apply.
+    fn arm(&mut self, cx: &mut TaskContext<'_>, deadline: Instant) -> Poll<Option<Input>> {
+        self.timer
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(deadline));
+        // Registers the waker; a deadline already past is seen next poll.
+        if self.timer.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}
+
+impl Stream for GatedRead {
+    type Item = Input;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Input>> {
+        let this = &mut *self;
+        let gate = this.gate.clone();
+        if gate.broken.get() {
+            return Poll::Ready(None);
+        }
+        {
+            let mut r = gate.reader.borrow_mut();
+            if !r.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *r = Some(cx.waker().clone());
+            }
+        }
+        let now = Instant::now();
+        let mut idle_at = gate.last_progress.get() + gate.limits.idle_timeout;
+        if now >= idle_at {
+            // Idle: nothing in flight, or answers the peer does not take.
+            if gate.inflight.get() == 0 || gate.queued_bytes.get() > 0 {
+                return Poll::Ready(Some(Input::Idle));
+            }
+            idle_at = now + gate.limits.idle_timeout;
+        }
+        if gate.paused.get() && gate.under_low() {
+            gate.paused.set(false);
+        } else if !gate.paused.get() && gate.over_high() {
+            gate.paused.set(true);
+        }
+        if gate.paused.get() {
+            // The time the peer waits on us does not count against it.
+            this.frame_began = None;
+            // Our own queue wakes us; the process-wide budget is freed by
+            // other connections, so look again now and then.
+            let recheck = now + Duration::from_millis(20);
+            return this.arm(cx, recheck.min(idle_at));
+        }
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(item)) => {
+                this.frame_began = None;
+                gate.last_progress.set(now);
+                Poll::Ready(Some(match item {
+                    Ok(f) => Input::Frame(f),
+                    Err(e) => Input::Bad(e),
+                }))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if this.inner.read_buffer().is_empty() {
+                    this.frame_began = None;
+                    return this.arm(cx, idle_at);
+                }
+                let began = *this.frame_began.get_or_insert(now);
+                let timeout_at = began + gate.limits.frame_read_timeout;
+                if now >= timeout_at {
+                    return Poll::Ready(Some(Input::ReadTimeout));
+                }
+                this.arm(cx, timeout_at.min(idle_at))
+            }
+        }
+    }
+}
 
 /// What a handler may know about the connection a request came on.
 #[derive(Clone)]
@@ -54,16 +348,15 @@ type Handle = Box<
 /// Server session for one TCP connection.
 pub struct Connection {
     peer: SocketAddr,
-    writer: Writer<WriteHalf<TcpStream>, std::io::Error>,
+    out: Output,
     service: Handle,
-    /// The requests being served; their answers are written as they finish.
+    /// The requests being served, driven by [`Driver`]: actix polls every
+    /// `ctx.spawn`ed item of a context whenever any of them wakes, so with
+    /// 32 requests in flight each answer cost 32 polls; `FuturesUnordered`
+    /// polls only the request that woke.
     pending: FuturesUnordered<LocalBoxFuture<'static, Option<Bytes>>>,
-    /// The [`Driver`]'s waker while `pending` is empty.
+    /// The driver's waker while `pending` is empty.
     idle_driver: Option<Waker>,
-    /// No more requests will come: the driver ends once `pending` drains.
-    closing: bool,
-    inflight: usize,
-    max_inflight: usize,
     log: Logger,
 }
 
@@ -72,124 +365,79 @@ impl Connection {
     pub fn start<S: Service>(
         stream: TcpStream,
         service: S,
-        max_frame_size: usize,
-        max_inflight: usize,
+        limits: FlowLimits,
+        log: Logger,
+    ) -> std::io::Result<Addr<Connection>> {
+        Self::start_with_slot(stream, service, limits, None, log)
+    }
+
+    /// As [`Connection::start`]; `slot` (the listener's count of open
+    /// connections) is released when the socket is closed.
+    pub(crate) fn start_with_slot<S: Service>(
+        stream: TcpStream,
+        service: S,
+        limits: FlowLimits,
+        slot: Option<super::server::ConnSlot>,
         log: Logger,
     ) -> std::io::Result<Addr<Connection>> {
         let peer = stream.peer_addr()?;
         let _ = stream.set_nodelay(true);
         let (r, w) = tokio::io::split(stream);
+        let gate = Rc::new(Gate {
+            limits,
+            queued_bytes: Cell::new(0),
+            inflight: Cell::new(0),
+            paused: Cell::new(false),
+            broken: Cell::new(false),
+            last_progress: Cell::new(Instant::now()),
+            reader: RefCell::new(None),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let closing = Rc::new(Notify::new());
+        actix_rt::spawn(write_task(rx, w, gate.clone(), closing.clone(), slot));
+        let read = GatedRead {
+            inner: FramedRead::new(r, FrameCodec::new(limits.max_frame_size)),
+            gate: gate.clone(),
+            frame_began: None,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        };
         Ok(Connection::create(move |ctx| {
-            ctx.add_stream(FramedRead::new(r, FrameCodec::new(max_frame_size)));
+            ctx.add_stream(read);
             Connection {
                 peer,
-                writer: Writer::new(w, ctx),
+                out: Output {
+                    tx: Some(tx),
+                    gate,
+                    closing,
+                },
                 service: Box::new(move |cmd, f, c| service.call(cmd, f, c)),
                 pending: FuturesUnordered::new(),
                 idle_driver: None,
-                closing: false,
-                inflight: 0,
-                max_inflight,
                 log: log.new(slog::o!("peer" => peer.to_string())),
             }
         }))
     }
 
-    /// No more requests: let the driver end once the last answer is out.
-    fn close_requests(&mut self) {
-        self.closing = true;
-        if let Some(w) = self.idle_driver.take() {
-            w.wake();
-        }
-    }
-
     fn refuse(&mut self, header: &Header, code: ErrorCode, msg: String) {
         if header.kind != FrameKind::Oneway {
-            let frame = wire::error_response(header, WireError::new(code, msg));
-            self.writer.write(&frame);
+            self.out
+                .write(wire::error_response(header, WireError::new(code, msg)));
         }
     }
-}
 
-impl Actor for Connection {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        debug!(self.log, "connection opened");
-        ctx.spawn(Driver);
-    }
-
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
-        debug!(self.log, "connection closed");
-    }
-}
-
-impl WriteHandler<std::io::Error> for Connection {}
-
-/// Drives the connection's requests in flight and writes each answer as
-/// it completes. Lives as long as the connection.
-struct Driver;
-
-impl ActorFuture<Connection> for Driver {
-    type Output = ();
-
-    fn poll(
-        self: Pin<&mut Self>,
-        act: &mut Connection,
-        _ctx: &mut Context<Connection>,
-        task: &mut std::task::Context<'_>,
-    ) -> Poll<()> {
-        loop {
-            match act.pending.poll_next_unpin(task) {
-                Poll::Ready(Some(out)) => {
-                    act.inflight = act.inflight.saturating_sub(1);
-                    if let Some(frame) = out {
-                        act.writer.write(&frame);
-                    }
-                }
-                Poll::Ready(None) if act.closing => return Poll::Ready(()),
-                Poll::Ready(None) => {
-                    // Nothing in flight: wait for the next request.
-                    act.idle_driver = Some(task.waker().clone());
-                    return Poll::Pending;
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
-/// An already-encoded frame to write to this connection (server push).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Push(pub Bytes);
-
-impl Handler<Push> for Connection {
-    type Result = ();
-    fn handle(&mut self, msg: Push, _ctx: &mut Self::Context) {
-        self.writer.write(&msg.0);
-    }
-}
-
-impl StreamHandler<Result<RawFrame, ProtocolError>> for Connection {
-    fn handle(&mut self, item: Result<RawFrame, ProtocolError>, ctx: &mut Self::Context) {
-        let frame = match item {
-            Ok(f) => f,
-            Err(e) => {
-                // The byte stream is out of step: say why once, then close.
-                warn!(self.log, "closing connection on bad input"; "error" => %e);
-                let h = Header {
-                    request_id: 0,
-                    kind: FrameKind::Response,
-                    command: 0,
-                };
-                let frame = wire::error_response(&h, WireError::new(e.code(), e.to_string()));
-                self.writer.write(&frame);
-                self.writer.close();
-                self.close_requests();
-                return;
-            }
+    /// Says why in one error frame (request id 0), then closes.
+    fn close_with(&mut self, code: ErrorCode, msg: String, ctx: &mut Context<Self>) {
+        let h = Header {
+            request_id: 0,
+            kind: FrameKind::Response,
+            command: 0,
         };
+        self.out
+            .write(wire::error_response(&h, WireError::new(code, msg)));
+        ctx.stop();
+    }
+
+    fn on_frame(&mut self, frame: RawFrame, ctx: &mut Context<Self>) {
         match frame.header.kind {
             FrameKind::Request | FrameKind::Oneway => {}
             // Clients never send answers or pushes to a server.
@@ -222,20 +470,22 @@ impl StreamHandler<Result<RawFrame, ProtocolError>> for Connection {
                     Ok(r) => wire::response(&frame.header, &r),
                     Err(e) => wire::error_response(&frame.header, e),
                 };
-                self.writer.write(&out);
+                self.out.write(out);
             }
             return;
         }
-        if self.inflight >= self.max_inflight {
+        let gate = self.out.gate.clone();
+        let max = gate.limits.max_inflight;
+        if gate.inflight.get() >= max {
             let h = frame.header;
             self.refuse(
                 &h,
                 ErrorCode::Busy,
-                format!("more than {} requests in flight", self.max_inflight),
+                format!("more than {max} requests in flight"),
             );
             return;
         }
-        self.inflight += 1;
+        gate.inflight.set(gate.inflight.get() + 1);
         let info = ConnInfo {
             peer: self.peer,
             addr: ctx.address(),
@@ -246,10 +496,139 @@ impl StreamHandler<Result<RawFrame, ProtocolError>> for Connection {
             w.wake();
         }
     }
+}
 
-    fn finished(&mut self, _ctx: &mut Self::Context) {
-        // Peer closed its side: answer what is in flight, flush, then stop.
-        self.writer.close();
-        self.close_requests();
+/// Drives the connection's requests in flight and queues each answer as
+/// it completes. Lives as long as the connection.
+struct Driver;
+
+impl ActorFuture<Connection> for Driver {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut Connection,
+        _ctx: &mut Context<Connection>,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<()> {
+        loop {
+            match act.pending.poll_next_unpin(task) {
+                Poll::Ready(Some(out)) => {
+                    let gate = act.out.gate.clone();
+                    gate.inflight.set(gate.inflight.get().saturating_sub(1));
+                    if let Some(frame) = out {
+                        act.out.write(frame);
+                    }
+                    if gate.paused.get() {
+                        gate.wake_reader();
+                    }
+                }
+                Poll::Ready(None) => {
+                    // Nothing in flight: wait for the next request.
+                    act.idle_driver = Some(task.waker().clone());
+                    return Poll::Pending;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        debug!(self.log, "connection opened");
+        ctx.spawn(Driver);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.out.close();
+        debug!(self.log, "connection closed");
+    }
+}
+
+/// An already-encoded frame to write to this connection (server push).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Push(pub Bytes);
+
+impl Handler<Push> for Connection {
+    type Result = ();
+    fn handle(&mut self, msg: Push, _ctx: &mut Self::Context) {
+        self.out.write(msg.0);
+    }
+}
+
+impl StreamHandler<Input> for Connection {
+    fn handle(&mut self, item: Input, ctx: &mut Self::Context) {
+        match item {
+            Input::Frame(f) => self.on_frame(f, ctx),
+            Input::Bad(e) => {
+                // The byte stream is out of step: say why once, then close.
+                warn!(self.log, "closing connection on bad input"; "error" => %e);
+                self.close_with(e.code(), e.to_string(), ctx);
+            }
+            Input::ReadTimeout => {
+                let ms = self.out.gate.limits.frame_read_timeout.as_millis();
+                info!(self.log, "closing connection: frame not completed in time"; "timeout_ms" => ms);
+                let msg = format!("a frame was not completed within {ms} ms");
+                self.close_with(ErrorCode::BadRequest, msg, ctx);
+            }
+            Input::Idle => {
+                let s = self.out.gate.limits.idle_timeout.as_secs();
+                debug!(self.log, "closing idle connection"; "idle_secs" => s);
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // Peer closed (or the socket failed): stop now, so whoever watches
+        // this connection (consumer groups, parked pulls) learns at once;
+        // what is already queued is still written within the linger time.
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(limits: FlowLimits) -> Gate {
+        Gate {
+            limits,
+            queued_bytes: Cell::new(0),
+            inflight: Cell::new(0),
+            paused: Cell::new(false),
+            broken: Cell::new(false),
+            last_progress: Cell::new(Instant::now()),
+            reader: RefCell::new(None),
+        }
+    }
+
+    #[test]
+    fn water_marks_have_hysteresis() {
+        let g = gate(FlowLimits {
+            write_high_water_bytes: 100,
+            write_low_water_bytes: 10,
+            inflight_high_water: 4,
+            inflight_low_water: 2,
+            buffered_answer_budget: usize::MAX,
+            ..FlowLimits::default()
+        });
+        assert!(!g.over_high() && g.under_low());
+        g.queued_bytes.set(50);
+        assert!(!g.over_high() && !g.under_low());
+        g.queued_bytes.set(100);
+        assert!(g.over_high());
+        g.queued_bytes.set(10);
+        assert!(g.under_low());
+        g.inflight.set(4);
+        assert!(g.over_high());
+        g.inflight.set(3);
+        assert!(!g.over_high() && !g.under_low());
+        g.inflight.set(2);
+        assert!(g.under_low());
     }
 }

@@ -1,29 +1,144 @@
 //! The accept loop: one listener, connections spread over worker arbiters.
 //!
 //! An actix `System` runs its actors on one thread, so connections are handed
-//! to a set of `Arbiter`s (one per core) to use every core; the state owners
-//! (Broker, TopicQueue, Storage, ...) stay single. Each new connection goes
-//! to the worker with the fewest open connections (round-robin among ties):
-//! plain round-robin put both of a two-producer bench's connections on one
-//! worker whenever a short-lived connection (an admin call, a warm-up send)
-//! came in between, leaving a core idle.
+//! to a set of `Arbiter`s (one per core) to use every core, each new one to
+//! the worker with the fewest open connections; the state owners (Broker,
+//! TopicQueue, Storage, ...) stay single.
+//!
+//! Connection caps: a listener holds at most `max_connections` open
+//! connections, and the whole process at most `RLIMIT_NOFILE` minus
+//! `fd_reserve` (the soft limit is first raised to the hard one), so the
+//! store's flusher, checkpoint and segment files always find a descriptor.
+//! A connection over a cap gets one `Busy` error frame saying so and is
+//! closed.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use actix::ArbiterHandle;
-use slog::{error, info, Logger};
-use tokio::net::TcpListener;
+use bytes::Bytes;
+use skylark_codec::{ErrorCode, FrameKind, Header, WireError};
+use slog::{error, info, warn, Logger};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use super::{Connection, Service};
+use super::connection::FlowLimits;
+use super::{wire, Connection, Service};
 
 /// Limits applied to every connection of a server.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
-    pub max_frame_size: usize,
-    pub max_inflight: usize,
+    /// Per-connection flow control and timeouts.
+    pub limits: FlowLimits,
+    /// Open connections this listener accepts at most.
+    pub max_connections: usize,
+    /// Descriptors kept free for everything but client connections.
+    pub fd_reserve: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            limits: FlowLimits::default(),
+            max_connections: 10_000,
+            fd_reserve: 256,
+        }
+    }
+}
+
+/// Client connections open in this process, over every listener.
+static PROCESS_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// One open connection, counted by its listener and by the process; the
+/// counts drop when the socket is closed (the slot is dropped).
+/// The second count is the worker arbiter's, which spreads new connections.
+pub(crate) struct ConnSlot(Arc<AtomicUsize>, Arc<AtomicUsize>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.1.fetch_sub(1, Ordering::Relaxed);
+        PROCESS_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The worker with the fewest open connections, searching from `next` so
+/// that ties go round-robin. Plain round-robin put both connections of a
+/// two-producer bench on one worker whenever a short-lived connection (an
+/// admin call, a warm-up send) came in between, leaving a core idle.
+fn least_loaded(loads: &[Arc<AtomicUsize>], next: usize) -> usize {
+    let n = loads.len().max(1);
+    (0..n)
+        .map(|k| (next + k) % n)
+        .min_by_key(|&i| loads.get(i).map_or(0, |l| l.load(Ordering::Relaxed)))
+        .unwrap_or(0)
+}
+
+/// The descriptor limit (soft `RLIMIT_NOFILE`, raised to the hard limit
+/// once per process when allowed); `None` if unknown or unlimited.
+pub fn descriptor_limit() -> Option<usize> {
+    static LIMIT: OnceLock<Option<usize>> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct given.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+                return None;
+            }
+            if rl.rlim_cur < rl.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: rl.rlim_max,
+                    rlim_max: rl.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    rl.rlim_cur = rl.rlim_max;
+                }
+            }
+        }
+        if rl.rlim_cur == libc::RLIM_INFINITY {
+            None
+        } else {
+            usize::try_from(rl.rlim_cur).ok()
+        }
+    })
+}
+
+/// Why a new connection must be refused, if it must.
+fn over_cap(open: &AtomicUsize, opts: &ServeOptions, fd_cap: usize) -> Option<String> {
+    if open.load(Ordering::Relaxed) >= opts.max_connections {
+        return Some(format!(
+            "too many connections: this listener's cap of {} (max_connections) is reached",
+            opts.max_connections
+        ));
+    }
+    if PROCESS_CONNECTIONS.load(Ordering::Relaxed) >= fd_cap {
+        return Some(format!(
+            "too many connections: {fd_cap} open, the descriptor limit minus a reserve of {} (fd_reserve)",
+            opts.fd_reserve
+        ));
+    }
+    None
+}
+
+/// Writes one error frame (request id 0) and closes, within a second.
+async fn refuse(mut stream: TcpStream, reason: String) {
+    let h = Header {
+        request_id: 0,
+        kind: FrameKind::Response,
+        command: 0,
+    };
+    let frame: Bytes = wire::error_response(&h, WireError::new(ErrorCode::Busy, reason));
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(&frame).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// A running accept loop. Dropping it stops accepting new connections;
@@ -66,24 +181,41 @@ pub fn serve<S: Service>(
     } else {
         workers
     };
-    info!(log, "listening"; "addr" => %local_addr);
+    let fd_cap = descriptor_limit()
+        .map(|n| n.saturating_sub(opts.fd_reserve).max(1))
+        .unwrap_or(usize::MAX);
+    info!(log, "listening"; "addr" => %local_addr,
+        "max_connections" => opts.max_connections, "process_connection_cap" => fd_cap);
+    let open = Arc::new(AtomicUsize::new(0));
     let loads: Vec<Arc<AtomicUsize>> = workers.iter().map(|_| Arc::default()).collect();
     actix_rt::spawn(async move {
         let mut next = 0usize;
+        let mut refused = 0u64;
         loop {
             tokio::select! {
                 _ = &mut rx => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => {
-                        let svc = service.clone();
-                        let log2 = log.clone();
+                    Ok((stream, peer)) => {
+                        if let Some(reason) = over_cap(&open, &opts, fd_cap) {
+                            // Say so once in a while, not per connection.
+                            if refused.is_multiple_of(1000) {
+                                warn!(log, "refusing connection"; "peer" => %peer, "reason" => &reason, "refused" => refused + 1);
+                            }
+                            refused += 1;
+                            actix_rt::spawn(refuse(stream, reason));
+                            continue;
+                        }
+                        open.fetch_add(1, Ordering::Relaxed);
+                        PROCESS_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
                         let i = least_loaded(&loads, next);
                         next = next.wrapping_add(1);
-                        let load = WorkerLoad::enter(loads[i].clone());
+                        loads[i].fetch_add(1, Ordering::Relaxed);
+                        let slot = ConnSlot(open.clone(), loads[i].clone());
+                        let svc = service.clone();
+                        let log2 = log.clone();
                         workers[i].spawn(async move {
-                            match Connection::start(stream, svc, opts.max_frame_size, opts.max_inflight, log2.clone()) {
-                                Ok(addr) => load.hold_until_stopped(addr),
-                                Err(e) => error!(log2, "cannot start connection"; "error" => %e),
+                            if let Err(e) = Connection::start_with_slot(stream, svc, opts.limits, Some(slot), log2.clone()) {
+                                error!(log2, "cannot start connection"; "error" => %e);
                             }
                         });
                     }
@@ -103,46 +235,6 @@ pub fn serve<S: Service>(
     })
 }
 
-/// The worker with the fewest open connections, starting the search at
-/// `next` so that ties go round-robin.
-fn least_loaded(loads: &[Arc<AtomicUsize>], next: usize) -> usize {
-    let n = loads.len().max(1);
-    (0..n)
-        .map(|k| (next + k) % n)
-        .min_by_key(|&i| loads.get(i).map_or(0, |l| l.load(Ordering::Relaxed)))
-        .unwrap_or(0)
-}
-
-/// One open connection counted against its worker until it stops.
-struct WorkerLoad(Arc<AtomicUsize>);
-
-impl WorkerLoad {
-    fn enter(load: Arc<AtomicUsize>) -> WorkerLoad {
-        load.fetch_add(1, Ordering::Relaxed);
-        WorkerLoad(load)
-    }
-
-    /// Keeps the count until the connection actor has stopped.
-    fn hold_until_stopped(self, addr: actix::Addr<Connection>) {
-        // A weak address: a strong one would keep the actor alive.
-        let weak = addr.downgrade();
-        drop(addr);
-        actix_rt::spawn(async move {
-            // Check on the connection's own thread every second.
-            while weak.upgrade().is_some_and(|a| a.connected()) {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-            drop(self);
-        });
-    }
-}
-
-impl Drop for WorkerLoad {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,14 +242,16 @@ mod tests {
     #[test]
     fn new_connections_go_to_the_least_loaded_worker() {
         let loads: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::default()).collect();
-        let a = WorkerLoad::enter(loads[least_loaded(&loads, 0)].clone());
-        let short = WorkerLoad::enter(loads[least_loaded(&loads, 1)].clone());
+        let slot = |i: usize| {
+            loads[i].fetch_add(1, Ordering::Relaxed);
+            PROCESS_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+            ConnSlot(Arc::new(AtomicUsize::new(1)), loads[i].clone())
+        };
+        let a = slot(least_loaded(&loads, 0));
+        let short = slot(least_loaded(&loads, 1));
         drop(short); // a short-lived connection came and went
-        let b_at = least_loaded(&loads, 2);
-        assert_eq!(
-            b_at, 1,
-            "the second long connection goes to the idle worker"
-        );
+        let b = least_loaded(&loads, 2);
+        assert_eq!(b, 1, "the second long connection goes to the idle worker");
         drop(a);
     }
 }

@@ -445,15 +445,10 @@ fn replication_one_namesrv_and_one_master_down_keeps_the_cluster_serving() {
             .is_ok_and(|t| t.contains(what))
     };
     assert!(
-        wait_until(Duration::from_secs(30), || synced(
-            "topics.json",
-            "\"Fail\""
-        ) && synced(
-            "consumer_offsets.json",
-            "\"g\""
-        )),
+        wait_until(Duration::from_secs(30), || topic_saved(&a_slave.dir, "Fail")
+            && synced("consumer_offsets.json", "\"g\"")),
         "metadata never reached the slave: {:?} {:?}",
-        std::fs::read_to_string(a_slave.dir.join("config/topics.json")),
+        std::fs::read_to_string(a_slave.dir.join("config/topics.log")),
         std::fs::read_to_string(a_master.dir.join("config/consumer_offsets.json")),
     );
 
@@ -764,10 +759,7 @@ fn replication_consumer_far_behind_reads_from_the_slave() {
     ));
     // The slave serves the topic once the metadata sync brought its config.
     assert!(
-        wait_until(Duration::from_secs(30), || {
-            std::fs::read_to_string(slave.dir.join("config").join("topics.json"))
-                .is_ok_and(|t| t.contains("\"Lag\""))
-        }),
+        wait_until(Duration::from_secs(30), || topic_saved(&slave.dir, "Lag")),
         "the topic never reached the slave"
     );
     let master_pid = master.proc.as_ref().map(|p| p.0.id()).unwrap();
@@ -952,4 +944,13 @@ fn replication_scheduler_progress_reaches_the_slave_and_survives_promotion() {
         }
     }
     assert_eq!(seen.values().sum::<u32>(), 200);
+}
+
+/// Whether the broker with data dir `dir` has saved topic `name`: in its
+/// topic snapshot (`topics.json`) or its change log (`topics.log`).
+fn topic_saved(dir: &std::path::Path, name: &str) -> bool {
+    let quoted = format!("\"{name}\"");
+    ["topics.json", "topics.log"].iter().any(|f| {
+        std::fs::read_to_string(dir.join("config").join(f)).is_ok_and(|t| t.contains(&quoted))
+    })
 }

@@ -49,6 +49,15 @@ const STATIC_KEYS: &[&str] = &[
     "register_interval_secs",
     "max_inflight_per_connection",
     "max_frame_size",
+    "max_connections",
+    "fd_reserve",
+    "frame_read_timeout_ms",
+    "connection_idle_secs",
+    "write_high_water_bytes",
+    "write_low_water_bytes",
+    "inflight_high_water",
+    "inflight_low_water",
+    "buffered_answer_budget_bytes",
     "store",
 ];
 

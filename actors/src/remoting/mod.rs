@@ -1,10 +1,11 @@
 //! TCP plumbing shared by every Skylark server and client.
 //!
 //! * [`server`] accepts connections and hands each one to a [`connection::Connection`]
-//!   actor on one of several arbiters (one per core), round-robin.
+//!   actor on one of several arbiters (one per core), the least loaded first.
 //! * [`connection`] is the server-side session actor (actix chat-tcp pattern):
-//!   a framed read stream in, an `actix::io::Writer` out, requests handed to a
-//!   [`Service`] and answered by request id, in whatever order they finish.
+//!   a gated framed read stream in, a counted write queue drained by a write
+//!   task out, requests handed to a [`Service`] and answered by request id,
+//!   in whatever order they finish.
 //! * [`client`] is the client-side connection actor: typed calls
 //!   (`RpcClient::call::<SendRequest>(..)`) matched to answers by request id.
 //!

@@ -445,8 +445,13 @@ fn replication_one_namesrv_and_one_master_down_keeps_the_cluster_serving() {
             .is_ok_and(|t| t.contains(what))
     };
     assert!(
-        wait_until(Duration::from_secs(30), || topic_saved(&a_slave.dir, "Fail")
-            && synced("consumer_offsets.json", "\"g\"")),
+        wait_until(Duration::from_secs(30), || topic_saved(
+            &a_slave.dir,
+            "Fail"
+        ) && synced(
+            "consumer_offsets.json",
+            "\"g\""
+        )),
         "metadata never reached the slave: {:?} {:?}",
         std::fs::read_to_string(a_slave.dir.join("config/topics.log")),
         std::fs::read_to_string(a_master.dir.join("config/consumer_offsets.json")),

@@ -261,11 +261,7 @@ impl RpcClient {
         // scheduling round trip per call.)
         match self.conn.try_send(out) {
             Ok(()) => {}
-            Err(SendError::Full(out)) => self
-                .conn
-                .send(out)
-                .await
-                .map_err(|_| self.closed())?,
+            Err(SendError::Full(out)) => self.conn.send(out).await.map_err(|_| self.closed())?,
             Err(SendError::Closed(_)) => return Err(self.closed()),
         }
         match tokio::time::timeout(timeout, rx).await {

@@ -183,7 +183,7 @@ mod tests {
             }
             let r = r.expect("the others are stored");
             assert_eq!(r.results.len(), 1);
-            let q = (i % 2) as usize;
+            let q = i % 2;
             assert_eq!(r.results[0].queue_offset, next[q], "per-queue order kept");
             next[q] += 1;
             assert!(!r.flush_timed_out);

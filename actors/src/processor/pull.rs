@@ -81,7 +81,12 @@ async fn long_poll(s: &Shared, r: &Read, hold: Duration) -> Result<PullResponse,
     let deadline = tokio::time::Instant::now() + hold;
     let mut expired = hold.is_zero();
     loop {
-        let (waker, woken) = oneshot::channel();
+        let (park, woken) = if expired {
+            (None, None)
+        } else {
+            let (waker, woken) = oneshot::channel();
+            (Some(waker), Some(woken))
+        };
         let read = s
             .storage
             .send(GetMessages {
@@ -92,15 +97,15 @@ async fn long_poll(s: &Shared, r: &Read, hold: Duration) -> Result<PullResponse,
                 max_bytes: r.max_bytes,
                 tag_filter: r.tag_filter.clone(),
                 sql_filter: r.sql_filter.clone(),
-                park: (!expired).then_some(waker),
+                park,
             })
             .await
             .map_err(crate::mailbox_error)?
             .map_err(crate::store_error)?;
         let resp = to_pull_response(r.queue_offset, read);
-        if resp.status != PullStatus::NoNewMessage || expired {
+        let Some(woken) = woken.filter(|_| resp.status == PullStatus::NoNewMessage) else {
             return Ok(resp);
-        }
+        };
         if tokio::time::timeout_at(deadline, woken).await.is_err() {
             expired = true;
         }

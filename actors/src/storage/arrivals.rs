@@ -59,18 +59,16 @@ impl ParkedPulls {
             return;
         };
         let before = waiters.len();
-        waiters.retain_mut(|w| {
-            if w.waker.is_closed() {
-                return false;
+        let mut i = 0;
+        while i < waiters.len() {
+            if waiters[i].waker.is_closed() {
+                waiters.swap_remove(i);
+            } else if max_offset > waiters[i].offset {
+                let _ = waiters.swap_remove(i).waker.send(());
+            } else {
+                i += 1;
             }
-            if max_offset > w.offset {
-                // Take the sender out to fire it; a closed one is skipped.
-                let (dead, _) = oneshot::channel();
-                let _ = std::mem::replace(&mut w.waker, dead).send(());
-                return false;
-            }
-            true
-        });
+        }
         self.count -= before - waiters.len();
         if waiters.is_empty() {
             queues.remove(&queue_id);

@@ -123,6 +123,19 @@ struct Gate {
 }
 
 impl Gate {
+    /// A fresh connection's gate: nothing queued or in flight, reading.
+    fn new(limits: FlowLimits) -> Gate {
+        Gate {
+            limits,
+            queued_bytes: Cell::new(0),
+            inflight: Cell::new(0),
+            paused: Cell::new(false),
+            broken: Cell::new(false),
+            last_progress: Cell::new(Instant::now()),
+            reader: RefCell::new(None),
+        }
+    }
+
     fn over_high(&self) -> bool {
         let l = &self.limits;
         self.queued_bytes.get() >= l.write_high_water_bytes
@@ -383,15 +396,7 @@ impl Connection {
         let peer = stream.peer_addr()?;
         let _ = stream.set_nodelay(true);
         let (r, w) = tokio::io::split(stream);
-        let gate = Rc::new(Gate {
-            limits,
-            queued_bytes: Cell::new(0),
-            inflight: Cell::new(0),
-            paused: Cell::new(false),
-            broken: Cell::new(false),
-            last_progress: Cell::new(Instant::now()),
-            reader: RefCell::new(None),
-        });
+        let gate = Rc::new(Gate::new(limits));
         let (tx, rx) = mpsc::unbounded_channel();
         let closing = Rc::new(Notify::new());
         actix_rt::spawn(write_task(rx, w, gate.clone(), closing.clone(), slot));
@@ -596,15 +601,7 @@ mod tests {
     use super::*;
 
     fn gate(limits: FlowLimits) -> Gate {
-        Gate {
-            limits,
-            queued_bytes: Cell::new(0),
-            inflight: Cell::new(0),
-            paused: Cell::new(false),
-            broken: Cell::new(false),
-            last_progress: Cell::new(Instant::now()),
-            reader: RefCell::new(None),
-        }
+        Gate::new(limits)
     }
 
     #[test]

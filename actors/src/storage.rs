@@ -458,6 +458,11 @@ impl Handler<PutGroups> for Storage {
         let mut batch: Vec<AppendMessage<'_>> = Vec::with_capacity(msg.messages.len());
         let mut end = None;
         let mut start = 0;
+        if let Some(store) = self.store.as_mut() {
+            // One pwrite for every send of the batch, before anything reads
+            // or flushes (see `store::commit_log`, "Writes").
+            store.defer_writes();
+        }
         for &stop in &msg.ends {
             let stop = stop.min(msg.messages.len()).max(start);
             let res = match self.store.as_mut() {
@@ -479,6 +484,12 @@ impl Handler<PutGroups> for Storage {
             start = stop;
         }
         drop(batch);
+        if let Some(Err(e)) = self.store.as_mut().map(Store::commit_writes) {
+            for g in groups.iter_mut().filter(|g| g.is_ok()) {
+                *g = Err(e.clone());
+            }
+            end = None;
+        }
         let flushed = match (end, self.store.as_ref()) {
             (Some(end), Some(store)) => {
                 self.publish_end(end);

@@ -148,6 +148,25 @@ impl MappedFile {
         &mut self.map
     }
 
+    /// Writes `bytes` at `at` (file-relative) with `pwrite`, not through the
+    /// mapping: the page cache is shared, so the mapping reads them back at
+    /// once, and the pages' table entries stay read-only, so writeback of
+    /// them needs no TLB shootdown and the next append takes no
+    /// write-protect fault (see [`super::commit_log`], "Writes").
+    pub fn write_at(&self, at: usize, bytes: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let end = at.checked_add(bytes.len()).filter(|&e| e <= self.map.len());
+        if end.is_none() {
+            return Err(StoreError::Corrupt(format!(
+                "write of {} bytes at {at} past the end of {}",
+                bytes.len(),
+                self.path.display()
+            )));
+        }
+        self.file.write_all_at(bytes, at as u64)?;
+        Ok(())
+    }
+
     /// A second handle on the file, for fsync on the flusher thread.
     pub fn try_clone_file(&self) -> Result<File> {
         Ok(self.file.try_clone()?)

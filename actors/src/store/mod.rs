@@ -201,6 +201,12 @@ pub struct Store {
     key_hashes: Vec<u32>,
     key_ends: Vec<usize>,
     shut_down: bool,
+    /// Appends are staged and written by [`Store::commit_writes`], not at
+    /// the end of each [`Store::append`].
+    defer_writes: bool,
+    /// A CommitLog write failed: the log's end counts bytes that are not in
+    /// the file, so no further append is taken until a restart recovers.
+    write_failed: Option<String>,
     /// What recovery did at open.
     recovery: RecoveryReport,
     damage: DamageLog,
@@ -296,6 +302,8 @@ impl Store {
             key_hashes: Vec::new(),
             key_ends: Vec::new(),
             shut_down: false,
+            defer_writes: false,
+            write_failed: None,
             recovery: RecoveryReport::default(),
             damage: DamageLog::default(),
         };
@@ -349,6 +357,11 @@ impl Store {
         if self.shut_down {
             return Err(StoreError::ShutDown);
         }
+        if let Some(e) = &self.write_failed {
+            return Err(StoreError::FlushFailed(format!(
+                "an earlier commit log write failed ({e}); writes are refused until a restart recovers the store"
+            )));
+        }
         if let Some(usage) = self.disk_full {
             return Err(StoreError::DiskFull {
                 usage,
@@ -376,11 +389,41 @@ impl Store {
             self.index.hash_and_prefetch(m.topic, keys, &mut hashes);
             ends.push(hashes.len());
         }
-        let result = self.append_validated(batch, &sizes, &hashes, &ends);
+        let mut result = self.append_validated(batch, &sizes, &hashes, &ends);
         self.sizes = sizes;
         self.key_hashes = hashes;
         self.key_ends = ends;
+        if !self.defer_writes {
+            if let Err(e) = self.commit_writes() {
+                result = Err(e);
+            }
+        }
         result
+    }
+
+    /// From now on [`Store::append`] only stages its records; the caller
+    /// writes them with [`Store::commit_writes`] before it reads, flushes
+    /// or answers (the Storage actor does so once per `PutGroups`: one
+    /// `pwrite` for every send of the batch).
+    pub fn defer_writes(&mut self) {
+        self.defer_writes = true;
+    }
+
+    /// Writes what appends staged to the CommitLog and ends a
+    /// [`Store::defer_writes`] span. A failed write fails every append it
+    /// held (the caller must answer them with this error) and the store
+    /// refuses later appends: the log's end already counts those bytes.
+    pub fn commit_writes(&mut self) -> Result<()> {
+        self.defer_writes = false;
+        match self.commit_log.commit() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                error!(self.logger, "COMMIT LOG WRITE FAILED: refusing writes until restart";
+                    "error" => %e, "end" => self.commit_log.max_offset());
+                self.write_failed = Some(e.to_string());
+                Err(e)
+            }
+        }
     }
 
     fn append_validated(
@@ -732,6 +775,7 @@ impl Store {
 
     /// Flushes everything on the calling thread (tests, tools).
     pub fn flush_blocking(&mut self) -> Result<()> {
+        self.commit_writes()?;
         self.commit_log.sync_all()?;
         for cq in self.queues.values_mut().flat_map(HashMap::values_mut) {
             cq.sync_all()?;

@@ -177,6 +177,7 @@ mod tests {
         let mut cl = CommitLog::open(dir.path(), seg, log.clone()).unwrap();
         cl.reserve([4096usize].into_iter()).unwrap();
         cl.append_with(4096, |buf, _| buf.fill(7)).unwrap();
+        cl.commit().unwrap();
         wait_populated(4096);
         drop(cl);
 
@@ -187,6 +188,7 @@ mod tests {
         cl.truncate(4096).unwrap();
         cl.reserve([4096usize].into_iter()).unwrap();
         cl.append_with(4096, |buf, _| buf.fill(8)).unwrap();
+        cl.commit().unwrap();
         wait_populated(8192);
         drop(cl);
 

@@ -272,7 +272,8 @@ impl Scheduler {
             return;
         }
         let delay = self.levels.get(level as usize - 1).copied().unwrap_or(0) as i64;
-        let (mut buf, mut next) = (&read.records[..], from);
+        let records = read.records.to_bytes();
+        let (mut buf, mut next) = (&records[..], from);
         self.level_head_due.remove(&level);
         while let Ok((d, n)) = decode(buf) {
             let due_at = d.store_timestamp.saturating_add(delay);
@@ -304,7 +305,8 @@ impl Scheduler {
         match read {
             Ok(r) => {
                 let mut new_entries = Vec::new();
-                let mut buf = &r.records[..];
+                let records = r.records.to_bytes();
+                let mut buf = &records[..];
                 while let Ok((d, n)) = decode(buf) {
                     let e = delivery::timer_entry(&d);
                     if self.timer.is_behind_cursor(&e) {
@@ -518,7 +520,8 @@ impl Scheduler {
             return Ok(false);
         }
         let mut entries = Vec::new();
-        let mut buf = &read.records[..];
+        let records = read.records.to_bytes();
+        let mut buf = &records[..];
         while let Ok((d, n)) = decode(buf) {
             buf = &buf[n..];
             let e = delivery::timer_entry(&d);

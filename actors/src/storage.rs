@@ -774,7 +774,8 @@ mod tests {
             (read.status, read.count, read.next_queue_offset),
             (ReadStatus::Found, 8, 8)
         );
-        let (m, n) = decode(&read.records).unwrap();
+        let records = read.records.to_bytes();
+        let (m, n) = decode(&records).unwrap();
         assert_eq!((m.body, m.topic, m.queue_id), (&b"hello"[..], "T", 1));
         assert_eq!(m.property("UNIQ_KEY"), Some("id-1"));
         let one = storage
@@ -785,7 +786,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(&one[..], &read.records[..n]);
+        assert_eq!(&one[..], &read.records.to_bytes()[..n]);
         let offsets = storage
             .send(GetQueueOffsets {
                 topic: "T".into(),

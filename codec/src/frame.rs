@@ -331,6 +331,49 @@ fn write_frame<B: Serialize + ?Sized>(
     Ok(())
 }
 
+/// [`encode_frame`] for a body whose serialization ends with an empty
+/// MessagePack `bin` (an empty `Bytes` field declared last, as
+/// [`crate::PullResponse::records`]): the frame is written as if that `bin`
+/// held `tail_len` more bytes, which the caller sends right after `dst`
+/// from wherever they are (a pull answer's records, from the mapped
+/// CommitLog) instead of copying them in. The receiver decodes an ordinary
+/// frame. On error `dst` is left as it was.
+pub fn encode_frame_with_tail<B: Serialize + ?Sized>(
+    header: &Header,
+    body: &B,
+    tail_len: usize,
+    dst: &mut BytesMut,
+    max_frame_size: usize,
+) -> Result<()> {
+    const EMPTY_BIN: [u8; 2] = [0xc4, 0x00];
+    let start = dst.len();
+    let result = write_frame(header, body, dst, start, max_frame_size).and_then(|()| {
+        if !dst[start..].ends_with(&EMPTY_BIN) {
+            return Err(ProtocolError::Encode(
+                "the body does not end with an empty bin".into(),
+            ));
+        }
+        let too_large = |size| ProtocolError::FrameTooLarge {
+            size,
+            max: max_frame_size,
+        };
+        let tail = u32::try_from(tail_len).map_err(|_| too_large(tail_len))?;
+        dst.truncate(dst.len() - EMPTY_BIN.len());
+        dst.put_u8(0xc6);
+        dst.put_u32(tail);
+        let len = dst.len() - start - LENGTH_PREFIX_LEN + tail_len;
+        if len > max_frame_size || len > u32::MAX as usize {
+            return Err(too_large(len));
+        }
+        dst[start..start + LENGTH_PREFIX_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    });
+    if result.is_err() {
+        dst.truncate(start);
+    }
+    result
+}
+
 /// Splits a frame payload (after the length prefix) into header and body.
 fn parse_payload(payload: Bytes) -> Result<RawFrame> {
     if payload.first() != Some(&ENVELOPE_MARKER) {
@@ -462,6 +505,43 @@ impl Encoder<RawFrame> for FrameCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_with_its_tail_sent_apart_decodes_as_the_whole() {
+        let records = Bytes::from(vec![7u8; 300]);
+        let full = crate::PullResponse {
+            status: crate::PullStatus::Found,
+            next_offset: 9,
+            count: 2,
+            records: records.clone(),
+            damaged: vec![crate::DamagedRecord {
+                queue_offset: 3,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let header = Header::response(5, Command::PullMessage as u16);
+        let mut head = BytesMut::new();
+        let empty = crate::PullResponse {
+            records: Bytes::new(),
+            ..full.clone()
+        };
+        let body: std::result::Result<_, crate::WireError> = Ok(&empty);
+        encode_frame_with_tail(&header, &body, records.len(), &mut head, 1 << 20).unwrap();
+        head.extend_from_slice(&records);
+        let frame = FrameCodec::default().decode(&mut head).unwrap().unwrap();
+        assert!(head.is_empty());
+        let got: crate::PullResponse = frame.decode_response().unwrap();
+        assert_eq!(got, full);
+
+        // The tail counts against the frame limit, and a body that does not
+        // end with an empty bin is refused, leaving the buffer as it was.
+        let mut buf = BytesMut::from(&b"xy"[..]);
+        assert!(encode_frame_with_tail(&header, &body, 2 << 20, &mut buf, 1 << 20).is_err());
+        let no_tail: std::result::Result<u32, crate::WireError> = Ok(1);
+        assert!(encode_frame_with_tail(&header, &no_tail, 1, &mut buf, 1 << 20).is_err());
+        assert_eq!(&buf[..], b"xy");
+    }
 
     #[test]
     fn header_layout_is_positional() {

@@ -167,8 +167,8 @@ pub use cmd::Ack;
 pub use command::{Command, Rpc};
 pub use error::{ErrorCode, ProtocolError, Result, WireError};
 pub use frame::{
-    decode_value, encode_frame, FrameCodec, FrameKind, Header, OutFrame, RawFrame, ResponseBody,
-    LENGTH_PREFIX_LEN, MIN_FRAME_LEN,
+    decode_value, encode_frame, encode_frame_with_tail, FrameCodec, FrameKind, Header, OutFrame,
+    RawFrame, ResponseBody, LENGTH_PREFIX_LEN, MIN_FRAME_LEN,
 };
 pub use message::{MessageData, MessageId};
 

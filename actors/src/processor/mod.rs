@@ -118,7 +118,9 @@ impl Service for BrokerService {
             Command::SendBatch => {
                 boxed(wire::dispatch(frame, move |r| send::send_batch(s, r, peer)))
             }
-            Command::PullMessage => boxed(wire::dispatch(frame, move |r| pull::pull(s, r))),
+            Command::PullMessage => boxed(wire::dispatch_with_tail(frame, conn_addr, move |r| {
+                pull::pull(s, r)
+            })),
             Command::QueryConsumerOffset => {
                 boxed(wire::dispatch(frame, move |r| offset::query(s, r)))
             }

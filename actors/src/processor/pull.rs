@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use skylark_codec::{
     parse_tag_expression, validate_group_name, ErrorCode, PullRequest, PullResponse, PullStatus,
     WireError,
@@ -17,10 +19,13 @@ use super::Shared;
 use crate::consumer_offsets::CommitOffset;
 use crate::filter::SqlFilter;
 use crate::storage::GetMessages;
-use crate::store::{tag_hash, ReadResult, ReadStatus};
+use crate::store::{tag_hash, ReadResult, ReadStatus, Records};
 use crate::topic_queue::check_readable;
 
-pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<PullResponse, WireError> {
+/// Answers a pull: the response with `records` left empty, and the records
+/// as slices of the mapped CommitLog, which the connection writes behind
+/// the response's frame as they are ([`crate::remoting::wire::dispatch_with_tail`]).
+pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<(PullResponse, Vec<Bytes>), WireError> {
     validate_group_name(&r.consumer_group).map_err(|e| WireError::new(ErrorCode::BadRequest, e))?;
     let sql_filter = match r.sql.as_deref() {
         Some(expr) => Some(super::query::compile_sql(&s, &r.topic, expr)?),
@@ -59,9 +64,9 @@ pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<PullResponse, WireEr
         tag_filter,
         sql_filter,
     };
-    let mut resp = long_poll(&s, &read, hold).await?;
+    let (mut resp, records) = long_poll(&s, &read, hold).await?;
     resp.suggest_slave = suggest_slave(s.config.slave_read_lag_messages, &resp);
-    Ok(resp)
+    Ok((resp, records.into_chunks()))
 }
 
 /// One queue read, as the pull asked for it.
@@ -77,7 +82,11 @@ struct Read {
 
 /// Reads; while there is nothing new and the hold lasts, parks in Storage
 /// and reads again when woken.
-async fn long_poll(s: &Shared, r: &Read, hold: Duration) -> Result<PullResponse, WireError> {
+async fn long_poll(
+    s: &Shared,
+    r: &Read,
+    hold: Duration,
+) -> Result<(PullResponse, Records), WireError> {
     let deadline = tokio::time::Instant::now() + hold;
     let mut expired = hold.is_zero();
     loop {
@@ -102,9 +111,9 @@ async fn long_poll(s: &Shared, r: &Read, hold: Duration) -> Result<PullResponse,
             .await
             .map_err(crate::mailbox_error)?
             .map_err(crate::store_error)?;
-        let resp = to_pull_response(r.queue_offset, read);
+        let (resp, records) = to_pull_response(r.queue_offset, read);
         let Some(woken) = woken.filter(|_| resp.status == PullStatus::NoNewMessage) else {
-            return Ok(resp);
+            return Ok((resp, records));
         };
         if tokio::time::timeout_at(deadline, woken).await.is_err() {
             expired = true;
@@ -112,8 +121,8 @@ async fn long_poll(s: &Shared, r: &Read, hold: Duration) -> Result<PullResponse,
     }
 }
 
-/// Maps a store read onto the wire's pull answer.
-fn to_pull_response(asked: u64, r: ReadResult) -> PullResponse {
+/// Maps a store read onto the wire's pull answer (records apart).
+fn to_pull_response(asked: u64, r: ReadResult) -> (PullResponse, Records) {
     let (status, next_offset) = match r.status {
         ReadStatus::Found => (PullStatus::Found, r.next_queue_offset),
         ReadStatus::NoMatchedMessage => (PullStatus::NoMatchedMessage, r.next_queue_offset),
@@ -123,16 +132,17 @@ fn to_pull_response(asked: u64, r: ReadResult) -> PullResponse {
         ReadStatus::OffsetTooSmall => (PullStatus::OffsetIllegal, r.min_offset),
         ReadStatus::OffsetTooBig => (PullStatus::OffsetIllegal, r.max_offset),
     };
-    PullResponse {
+    let resp = PullResponse {
         status,
         next_offset,
         min_offset: r.min_offset,
         max_offset: r.max_offset,
         count: r.count,
-        records: r.records,
+        records: Bytes::new(),
         suggest_slave: false,
         damaged: r.damaged.into_iter().map(Into::into).collect(),
-    }
+    };
+    (resp, r.records)
 }
 
 /// Whether a consumer at `resp.next_offset` is far enough behind the end of

@@ -30,6 +30,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -158,21 +159,43 @@ impl Gate {
     }
 }
 
+/// One answer queued for the socket.
+enum Out {
+    /// A whole frame.
+    Frame(Bytes),
+    /// A frame's head, then its tail in slices (a pull answer: the records
+    /// as they are in the mapped CommitLog), written with `writev`.
+    Chunks(Bytes, Vec<Bytes>),
+}
+
+impl Out {
+    fn len(&self) -> usize {
+        match self {
+            Out::Frame(f) => f.len(),
+            Out::Chunks(head, tail) => head.len() + tail.iter().map(Bytes::len).sum::<usize>(),
+        }
+    }
+}
+
 /// The write side: a counted queue drained by a write task.
 struct Output {
-    tx: Option<mpsc::UnboundedSender<Bytes>>,
+    tx: Option<mpsc::UnboundedSender<Out>>,
     gate: Rc<Gate>,
     closing: Rc<Notify>,
 }
 
 impl Output {
     fn write(&self, frame: Bytes) {
+        self.send(Out::Frame(frame));
+    }
+
+    fn send(&self, out: Out) {
         let Some(tx) = &self.tx else { return };
         if self.gate.broken.get() {
             return;
         }
-        let n = frame.len();
-        if tx.send(frame).is_ok() {
+        let n = out.len();
+        if tx.send(out).is_ok() {
             self.gate.queued_bytes.set(self.gate.queued_bytes.get() + n);
             BUFFERED_ANSWER_BYTES.fetch_add(n, Ordering::Relaxed);
         }
@@ -186,30 +209,44 @@ impl Output {
     }
 }
 
-/// Writes queued frames, coalescing small ones into one syscall.
+/// Writes queued frames, coalescing small ones into one syscall; a large
+/// tail of slices goes out with `writev` behind what is coalesced, without
+/// being copied.
 async fn write_loop(
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    mut rx: mpsc::UnboundedReceiver<Out>,
     mut w: WriteHalf<TcpStream>,
     gate: Rc<Gate>,
 ) -> std::io::Result<()> {
     const COALESCE: usize = 64 * 1024;
+    /// Tails below this are copied into the batch: cheaper than more slices.
+    const COPY_TAIL: usize = 16 * 1024;
     let mut batch = BytesMut::new();
     while let Some(first) = rx.recv().await {
-        let mut n = first.len();
-        if first.len() >= COALESCE {
-            w.write_all(&first).await?;
-        } else {
-            batch.clear();
-            batch.extend_from_slice(&first);
-            while batch.len() < COALESCE {
-                match rx.try_recv() {
-                    Ok(f) => {
-                        n += f.len();
-                        batch.extend_from_slice(&f);
+        let mut n = 0;
+        let mut next = Some(first);
+        batch.clear();
+        while let Some(out) = next.take() {
+            n += out.len();
+            match out {
+                Out::Frame(f) if batch.is_empty() && f.len() >= COALESCE => w.write_all(&f).await?,
+                Out::Frame(f) => batch.extend_from_slice(&f),
+                Out::Chunks(head, tail) => {
+                    batch.extend_from_slice(&head);
+                    if tail.iter().map(Bytes::len).sum::<usize>() < COPY_TAIL {
+                        for c in &tail {
+                            batch.extend_from_slice(c);
+                        }
+                    } else {
+                        write_all_vectored(&mut w, &batch, &tail).await?;
+                        batch.clear();
                     }
-                    Err(_) => break,
                 }
             }
+            if batch.len() < COALESCE {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
             w.write_all(&batch).await?;
         }
         gate.queued_bytes
@@ -223,11 +260,36 @@ async fn write_loop(
     w.shutdown().await
 }
 
+/// Writes `head` then every slice of `tail`, with as few `writev` calls as
+/// the socket takes (at most `IOV_MAX` slices each).
+async fn write_all_vectored(
+    w: &mut WriteHalf<TcpStream>,
+    head: &[u8],
+    tail: &[Bytes],
+) -> std::io::Result<()> {
+    const IOV_MAX: usize = 1024;
+    let mut slices: Vec<IoSlice<'_>> = std::iter::once(head)
+        .chain(tail.iter().map(|b| &b[..]))
+        .filter(|s| !s.is_empty())
+        .map(IoSlice::new)
+        .collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let upto = rest.len().min(IOV_MAX);
+        let written = w.write_vectored(&rest[..upto]).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, written);
+    }
+    Ok(())
+}
+
 /// The write task: runs [`write_loop`] until the queue is closed and
 /// drained, the socket fails, or a close has lingered too long; then gives
 /// back the bytes it still counted and drops the socket (and `slot`).
 async fn write_task(
-    rx: mpsc::UnboundedReceiver<Bytes>,
+    rx: mpsc::UnboundedReceiver<Out>,
     w: WriteHalf<TcpStream>,
     gate: Rc<Gate>,
     closing: Rc<Notify>,
@@ -562,6 +624,24 @@ impl Handler<Push> for Connection {
     type Result = ();
     fn handle(&mut self, msg: Push, _ctx: &mut Self::Context) {
         self.out.write(msg.0);
+    }
+}
+
+/// An answer whose frame ends with `tail` (see
+/// [`skylark_codec::encode_frame_with_tail`]): the head is queued, then the
+/// slices as they are, so a pull answer's records go from the mapped
+/// CommitLog to the socket with one copy, the kernel's.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AnswerWithTail {
+    pub head: Bytes,
+    pub tail: Vec<Bytes>,
+}
+
+impl Handler<AnswerWithTail> for Connection {
+    type Result = ();
+    fn handle(&mut self, msg: AnswerWithTail, _ctx: &mut Self::Context) {
+        self.out.send(Out::Chunks(msg.head, msg.tail));
     }
 }
 

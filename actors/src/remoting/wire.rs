@@ -78,6 +78,66 @@ where
     answer(&header, result)
 }
 
+/// [`dispatch`] for a command whose answer ends with a large `bin` held as
+/// slices elsewhere (a pull answer's records, in the mapped CommitLog):
+/// `f` answers the body with that field left empty, plus the slices. The
+/// head is encoded with [`skylark_codec::encode_frame_with_tail`] and
+/// queued on `conn` with the slices behind it, so they reach the socket
+/// without being copied into the frame; without slices the answer is an
+/// ordinary frame.
+pub async fn dispatch_with_tail<R, F, Fut>(
+    frame: RawFrame,
+    conn: actix::Addr<super::Connection>,
+    f: F,
+) -> Option<Bytes>
+where
+    R: Rpc + serde::de::DeserializeOwned,
+    R::Response: Serialize,
+    F: FnOnce(R) -> Fut,
+    Fut: Future<Output = Result<(R::Response, Vec<Bytes>), WireError>>,
+{
+    let header = frame.header;
+    let req: R = match frame.decode_body() {
+        Ok(r) => r,
+        Err(e) => {
+            let e = WireError::new(ErrorCode::BadRequest, format!("bad request body: {e}"));
+            return answer::<()>(&header, Err(e));
+        }
+    };
+    let (body, tail) = match f(req).await {
+        Ok(ok) => ok,
+        Err(e) => return answer::<()>(&header, Err(e)),
+    };
+    if header.kind == FrameKind::Oneway {
+        return None;
+    }
+    if tail.is_empty() {
+        return Some(response(&header, &body));
+    }
+    let h = Header {
+        request_id: header.request_id,
+        kind: FrameKind::Response,
+        command: header.command,
+    };
+    let tail_len = tail.iter().map(Bytes::len).sum();
+    let mut head = BytesMut::new();
+    let ok = Ok::<&R::Response, WireError>(&body);
+    let max = skylark_codec::DEFAULT_MAX_FRAME_SIZE;
+    match skylark_codec::encode_frame_with_tail(&h, &ok, tail_len, &mut head, max) {
+        Ok(()) => {
+            conn.do_send(super::connection::AnswerWithTail {
+                head: head.freeze(),
+                tail,
+            });
+            None
+        }
+        Err(e) => Some(error_response(
+            &header,
+            WireError::new(ErrorCode::Internal, e.to_string()),
+        )),
+    }
+}
+
 fn answer<T: Serialize>(header: &Header, result: Result<T, WireError>) -> Option<Bytes> {
     if header.kind == FrameKind::Oneway {
         return None;

@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use slog::{info, warn, Logger};
 
 use super::error::{Result, StoreError};
@@ -154,7 +155,8 @@ impl CommitLog {
                 warn!(logger, "commit log segment is short (torn)"; "start" => start, "len" => len);
                 first_short_segment = Some(start);
             }
-            let seg = MappedFile::open(&path, start, segment_size)?;
+            let mut seg = MappedFile::open(&path, start, segment_size)?;
+            seg.share();
             files.add(start, seg.try_clone_file()?);
             segments.push(seg);
         }
@@ -240,6 +242,18 @@ impl CommitLog {
         seg.bytes().get(from..from + len)
     }
 
+    /// [`CommitLog::slice`] as `Bytes` sharing the mapping: no copy (pull
+    /// answers go from here to the socket as they are).
+    pub fn slice_shared(&self, offset: u64, len: usize) -> Option<Bytes> {
+        debug_assert!(self.pending.is_empty(), "commit log read before commit");
+        let end = offset.checked_add(len as u64)?;
+        if end > self.write_pos {
+            return None;
+        }
+        let seg = &self.segments[self.segment_index(offset)?];
+        seg.shared((offset - seg.start()) as usize, len)
+    }
+
     /// Where a record of `size` bytes appended at `pos` would start.
     fn placement(&self, pos: u64, size: usize) -> u64 {
         let seg_off = pos % self.segment_size;
@@ -255,7 +269,7 @@ impl CommitLog {
             return Ok(());
         }
         let path = self.dir.join(file_name(start));
-        let seg = match MappedFile::open(&path, start, self.segment_size) {
+        let mut seg = match MappedFile::open(&path, start, self.segment_size) {
             Err(StoreError::DiskFull { .. }) => {
                 // ENOSPC while preallocating: say how full the disk is and
                 // what the limit is, not a placeholder.
@@ -267,6 +281,7 @@ impl CommitLog {
             }
             r => r?,
         };
+        seg.share();
         self.files.add(start, seg.try_clone_file()?);
         info!(self.logger, "commit log segment created"; "start" => start);
         self.segments.push(seg);

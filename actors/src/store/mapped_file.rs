@@ -13,7 +13,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use bytes::Bytes;
 use memmap2::MmapMut;
 
 use super::error::{Result, StoreError};
@@ -23,7 +25,22 @@ pub struct MappedFile {
     path: PathBuf,
     start: u64,
     file: File,
-    map: MmapMut,
+    /// Shared with the [`Bytes`] that [`MappedFile::shared`] hands out (the
+    /// mapping outlives the file's deletion until the last one is dropped).
+    /// Only CommitLog segments are shared, and those are written with
+    /// [`MappedFile::write_at`], never through the map.
+    map: Arc<MmapMut>,
+    /// The whole map as one `Bytes`, made on first [`MappedFile::shared`].
+    shared: Option<Bytes>,
+}
+
+/// The owner a shared `Bytes` of a mapping keeps alive.
+struct SharedMap(Arc<MmapMut>);
+
+impl AsRef<[u8]> for SharedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0[..]
+    }
 }
 
 impl std::fmt::Debug for MappedFile {
@@ -109,7 +126,8 @@ impl MappedFile {
             path: path.to_path_buf(),
             start,
             file,
-            map,
+            map: Arc::new(map),
+            shared: None,
         })
     }
 
@@ -143,9 +161,31 @@ impl MappedFile {
         &self.map
     }
 
-    /// The mapped bytes, writable.
+    /// The mapped bytes, writable. Only for files never [`shared`]
+    /// (ConsumeQueue and index files): a shared map is read by answers
+    /// being written to sockets and is written with `pwrite` only.
+    ///
+    /// [`shared`]: MappedFile::shared
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.map
+        Arc::get_mut(&mut self.map).expect("bytes_mut on a shared mapping (a CommitLog segment)")
+    }
+
+    /// Lets [`MappedFile::shared`] hand out slices of the map (CommitLog
+    /// segments, from their creation: the map is then written with
+    /// [`MappedFile::write_at`] only).
+    pub fn share(&mut self) {
+        if self.shared.is_none() {
+            self.shared = Some(Bytes::from_owner(SharedMap(self.map.clone())));
+        }
+    }
+
+    /// `from..from + len` of the map as `Bytes` sharing the mapping (no
+    /// copy, one reference count); `None` out of range or if not [`share`]d.
+    ///
+    /// [`share`]: MappedFile::share
+    pub fn shared(&self, from: usize, len: usize) -> Option<Bytes> {
+        let end = from.checked_add(len).filter(|&e| e <= self.map.len())?;
+        Some(self.shared.as_ref()?.slice(from..end))
     }
 
     /// Writes `bytes` at `at` (file-relative) with `pwrite`, not through the
@@ -188,10 +228,23 @@ impl MappedFile {
         let from = from.min(len);
         let page_end = from.div_ceil(4096) * 4096;
         if page_end < len && self.punch_hole(page_end, len - page_end) {
-            self.map[from..page_end].fill(0);
+            self.zero(from, page_end);
             return;
         }
         self.zero_scan(from);
+    }
+
+    /// Zeros `from..to`: through the map when nothing shares it, else with
+    /// `pwrite` (best effort, as the rest of truncation).
+    fn zero(&mut self, from: usize, to: usize) {
+        if from >= to {
+            return;
+        }
+        if let Some(map) = Arc::get_mut(&mut self.map) {
+            map[from..to].fill(0);
+        } else {
+            let _ = self.write_at(from, &vec![0; to - from]);
+        }
     }
 
     #[cfg(target_os = "linux")]
@@ -218,14 +271,12 @@ impl MappedFile {
     }
 
     fn zero_scan(&mut self, from: usize) {
-        let map = &mut self.map[..];
-        let mut pos = from.min(map.len());
-        while pos < map.len() {
-            let end = ((pos / 4096) + 1) * 4096;
-            let end = end.min(map.len());
-            let chunk = &mut map[pos..end];
-            if chunk.iter().any(|b| *b != 0) {
-                chunk.fill(0);
+        let len = self.map.len();
+        let mut pos = from.min(len);
+        while pos < len {
+            let end = (((pos / 4096) + 1) * 4096).min(len);
+            if self.map[pos..end].iter().any(|b| *b != 0) {
+                self.zero(pos, end);
             }
             pos = end;
         }

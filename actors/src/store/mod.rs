@@ -131,9 +131,9 @@ impl From<DamagedEntry> for skylark_codec::DamagedRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadResult {
     pub status: ReadStatus,
-    /// Stored records, concatenated as they are on disk (decode each with
-    /// [`record::decode`]).
-    pub records: Bytes,
+    /// Stored records as they are on disk, as slices of the mapped
+    /// CommitLog (decode each with [`record::decode`]).
+    pub records: Records,
     pub count: u32,
     /// Where the next read of this queue should start.
     pub next_queue_offset: u64,
@@ -144,6 +144,66 @@ pub struct ReadResult {
     /// on and an operator sees what was lost. When a read met only damaged
     /// records the status is `NoMatchedMessage`.
     pub damaged: Vec<DamagedEntry>,
+}
+
+/// The records of one read: slices of the mapped CommitLog, one per run
+/// of records adjacent on disk, that concatenated are the records as
+/// stored. Pull answers write the slices to the socket as they are (one
+/// copy, the kernel's); other readers take [`Records::to_bytes`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Records {
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+impl Records {
+    /// Records from slices in order.
+    pub fn from_chunks(chunks: Vec<Bytes>) -> Records {
+        let len = chunks.iter().map(Bytes::len).sum();
+        Records { chunks, len }
+    }
+
+    /// The slices, in order.
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+
+    /// Total bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The records as one contiguous buffer (a copy only when they are in
+    /// more than one slice).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.chunks.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => {
+                let mut b = BytesMut::with_capacity(self.len);
+                for c in many {
+                    b.extend_from_slice(c);
+                }
+                b.freeze()
+            }
+        }
+    }
+
+    /// Takes the slices out.
+    pub fn into_chunks(self) -> Vec<Bytes> {
+        self.chunks
+    }
+}
+
+impl From<Bytes> for Records {
+    fn from(b: Bytes) -> Records {
+        Records::from_chunks(if b.is_empty() { Vec::new() } else { vec![b] })
+    }
 }
 
 /// Damaged records this store knows of (found by recovery or by reads);
@@ -528,7 +588,7 @@ impl Store {
     ) -> Result<ReadResult> {
         let empty = |status, next, min, max| ReadResult {
             status,
-            records: Bytes::new(),
+            records: Records::default(),
             count: 0,
             next_queue_offset: next,
             min_offset: min,
@@ -592,10 +652,10 @@ impl Store {
             picked.push(e);
             idx += 1;
         }
-        let mut buf = BytesMut::with_capacity(bytes);
+        let mut chunks = Vec::new();
         let mut i = 0;
         while i < picked.len() {
-            // Copy runs of records adjacent in the CommitLog in one go.
+            // Runs of records adjacent in the CommitLog are one slice.
             let start = picked[i].physical_offset;
             let mut end = picked[i].end();
             let mut j = i + 1;
@@ -603,15 +663,15 @@ impl Store {
                 end = picked[j].end();
                 j += 1;
             }
-            match self.commit_log.slice(start, (end - start) as usize) {
-                Some(s) => buf.extend_from_slice(s),
+            match self.commit_log.slice_shared(start, (end - start) as usize) {
+                Some(s) => chunks.push(s),
                 None => {
                     for e in &picked[i..j] {
                         let s = self
                             .commit_log
-                            .slice(e.physical_offset, e.size as usize)
+                            .slice_shared(e.physical_offset, e.size as usize)
                             .ok_or(StoreError::NoRecord(e.physical_offset))?;
-                        buf.extend_from_slice(s);
+                        chunks.push(s);
                     }
                 }
             }
@@ -626,7 +686,7 @@ impl Store {
         };
         Ok(ReadResult {
             status,
-            records: buf.freeze(),
+            records: Records::from_chunks(chunks),
             count: picked.len() as u32,
             next_queue_offset: idx,
             min_offset: min,

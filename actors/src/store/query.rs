@@ -143,7 +143,9 @@ impl Store {
         for id in ids {
             let offset = self.queue_offset_by_time(topic, id, millis);
             let r = self.read(topic, id, offset, per_queue.max(1), 4 << 20, None)?;
-            buf.extend_from_slice(&r.records);
+            for c in r.records.chunks() {
+                buf.extend_from_slice(c);
+            }
             count += r.count;
         }
         Ok((buf.freeze(), count))
@@ -367,7 +369,7 @@ mod tests {
             .filter(|i| i % 2 == 0 && i % 3 != 1)
             .map(|i| format!("body-{i}"))
             .collect();
-        assert_eq!(bodies(&r.records), want);
+        assert_eq!(bodies(&r.records.to_bytes()), want);
         assert_eq!((r.status, r.next_queue_offset), (ReadStatus::Found, 15));
         let none = SqlFilter::compile("a > 1000").unwrap();
         let r = store

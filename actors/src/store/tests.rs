@@ -98,7 +98,8 @@ fn check_except(store: &Store, expected: &[Sent], damaged: Option<&Sent>) {
                     assert_eq!(r.status, ReadStatus::Found);
                 }
                 assert!(r.next_queue_offset > off, "{topic}/{q} stalled at {off}");
-                let mut buf = &r.records[..];
+                let records = r.records.to_bytes();
+                let mut buf = &records[..];
                 let mut damaged_here = r.damaged.iter().map(|d| d.queue_offset).peekable();
                 while !buf.is_empty() {
                     let (m, n) = decode(buf).unwrap();
@@ -238,7 +239,8 @@ fn read_statuses_limits_and_tag_filter() {
         let r = store
             .read("TopicA", 0, off, 3, 1 << 20, Some(&filter))
             .unwrap();
-        let mut buf = &r.records[..];
+        let records = r.records.to_bytes();
+        let mut buf = &records[..];
         while !buf.is_empty() {
             let (m, n) = decode(buf).unwrap();
             assert_eq!(m.tags(), Some("TagA"));
@@ -540,7 +542,7 @@ fn retention_deletes_expired_segments_and_queues() {
         let r = store
             .read(s.topic, s.queue_id, s.at.queue_offset, 1, 1, None)
             .unwrap();
-        assert_eq!(decode(&r.records).unwrap().0.body, &s.body[..]);
+        assert_eq!(decode(&r.records.to_bytes()).unwrap().0.body, &s.body[..]);
     }
 }
 
@@ -651,7 +653,8 @@ fn read_hard(store: &Store) -> (Vec<usize>, Vec<DamagedEntry>) {
     while off < max {
         let r = store.read("Hard", 0, off, 7, 1 << 20, None).unwrap();
         assert!(r.next_queue_offset > off, "read stalled at {off}");
-        let mut buf = &r.records[..];
+        let records = r.records.to_bytes();
+        let mut buf = &records[..];
         while !buf.is_empty() {
             let (m, n) = decode(buf).unwrap();
             let body = std::str::from_utf8(m.body).unwrap();

@@ -102,9 +102,9 @@ pub async fn scan(
             }
             _ => return Ok(()),
         }
-        let mut pos = 0;
-        while pos < r.records.len() {
-            let (d, len) = decode(&r.records[pos..])?;
+        let (records, mut pos) = (r.records.to_bytes(), 0);
+        while pos < records.len() {
+            let (d, len) = decode(&records[pos..])?;
             pos += len.max(1);
             f(&d);
         }

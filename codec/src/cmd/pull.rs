@@ -81,10 +81,6 @@ pub struct PullResponse {
     pub max_offset: u64,
     /// Number of records in `records`.
     pub count: u32,
-    /// The stored records, concatenated (one MessagePack `bin`; decoded as
-    /// a slice of the answer frame).
-    #[serde(deserialize_with = "crate::shared_bytes::deserialize")]
-    pub records: Bytes,
     /// The consumer is far behind: read this queue from a slave of the
     /// broker group for now (RocketMQ's `suggestWhichBrokerId`). Absent in
     /// answers of older brokers.
@@ -95,6 +91,13 @@ pub struct PullResponse {
     /// older brokers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub damaged: Vec<DamagedRecord>,
+    /// The stored records, concatenated (one MessagePack `bin`; decoded as
+    /// a slice of the answer frame). Declared last, so it is the end of
+    /// the answer: the broker writes the frame up to it and then the
+    /// records straight from the mapped CommitLog
+    /// ([`crate::encode_frame_with_tail`]).
+    #[serde(deserialize_with = "crate::shared_bytes::deserialize")]
+    pub records: Bytes,
 }
 
 /// A record the broker refused to serve because it failed validation.

@@ -217,18 +217,30 @@ async fn write_loop(
     mut w: WriteHalf<TcpStream>,
     gate: Rc<Gate>,
 ) -> std::io::Result<()> {
+    use super::wire::COPY_TAIL;
     const COALESCE: usize = 64 * 1024;
-    /// Tails below this are copied into the batch: cheaper than more slices.
-    const COPY_TAIL: usize = 16 * 1024;
     let mut batch = BytesMut::new();
-    while let Some(first) = rx.recv().await {
+    // What was taken from the queue when the batch filled up.
+    let mut carry: Option<Out> = None;
+    loop {
+        let first = match carry.take() {
+            Some(out) => out,
+            None => match rx.recv().await {
+                Some(out) => out,
+                None => break,
+            },
+        };
         let mut n = 0;
         let mut next = Some(first);
         batch.clear();
         while let Some(out) = next.take() {
+            let more = rx.try_recv().ok();
             n += out.len();
             match out {
-                Out::Frame(f) if batch.is_empty() && f.len() >= COALESCE => w.write_all(&f).await?,
+                // Alone, or too large to coalesce: written as it is.
+                Out::Frame(f) if batch.is_empty() && (more.is_none() || f.len() >= COALESCE) => {
+                    w.write_all(&f).await?
+                }
                 Out::Frame(f) => batch.extend_from_slice(&f),
                 Out::Chunks(head, tail) => {
                     batch.extend_from_slice(&head);
@@ -243,7 +255,9 @@ async fn write_loop(
                 }
             }
             if batch.len() < COALESCE {
-                next = rx.try_recv().ok();
+                next = more;
+            } else {
+                carry = more;
             }
         }
         if !batch.is_empty() {

@@ -78,6 +78,10 @@ where
     answer(&header, result)
 }
 
+/// Tails below this are copied into the answer frame (see
+/// [`dispatch_with_tail`]).
+pub const COPY_TAIL: usize = 16 * 1024;
+
 /// [`dispatch`] for a command whose answer ends with a large `bin` held as
 /// slices elsewhere (a pull answer's records, in the mapped CommitLog):
 /// `f` answers the body with that field left empty, plus the slices. The
@@ -124,6 +128,15 @@ where
     let ok = Ok::<&R::Response, WireError>(&body);
     let max = skylark_codec::DEFAULT_MAX_FRAME_SIZE;
     match skylark_codec::encode_frame_with_tail(&h, &ok, tail_len, &mut head, max) {
+        Ok(()) if tail_len < COPY_TAIL => {
+            // A small tail is copied behind the head: cheaper than a trip
+            // through the connection's mailbox and more iovecs.
+            head.reserve(tail_len);
+            for c in &tail {
+                head.extend_from_slice(c);
+            }
+            Some(head.freeze())
+        }
         Ok(()) => {
             conn.do_send(super::connection::AnswerWithTail {
                 head: head.freeze(),

@@ -108,7 +108,8 @@ impl Service for BrokerService {
         let header = frame.header;
         let peer = conn.peer;
         transaction::note_client(&s, cmd, &frame, conn);
-        let conn_addr = conn.addr.clone();
+        // The connection's address is cloned only where it is kept (a clone
+        // and its drop are two atomic operations on every request).
         // Each command's future is boxed on its own: one async block over
         // every arm would make every request allocate the largest one.
         match cmd {
@@ -118,9 +119,11 @@ impl Service for BrokerService {
             Command::SendBatch => {
                 boxed(wire::dispatch(frame, move |r| send::send_batch(s, r, peer)))
             }
-            Command::PullMessage => boxed(wire::dispatch_with_tail(frame, conn_addr, move |r| {
-                pull::pull(s, r)
-            })),
+            Command::PullMessage => boxed(wire::dispatch_with_tail(
+                frame,
+                conn.addr.clone(),
+                move |r| pull::pull(s, r),
+            )),
             Command::QueryConsumerOffset => {
                 boxed(wire::dispatch(frame, move |r| offset::query(s, r)))
             }
@@ -130,9 +133,12 @@ impl Service for BrokerService {
             Command::GetQueueOffsets => {
                 boxed(wire::dispatch(frame, move |r| offset::queue_offsets(s, r)))
             }
-            Command::Heartbeat => boxed(wire::dispatch(frame, move |r| {
-                group::heartbeat(s, r, conn_addr)
-            })),
+            Command::Heartbeat => {
+                let conn_addr = conn.addr.clone();
+                boxed(wire::dispatch(frame, move |r| {
+                    group::heartbeat(s, r, conn_addr)
+                }))
+            }
             Command::UnregisterClient => boxed(wire::dispatch(frame, move |r| {
                 group::unregister_client(s, r)
             })),

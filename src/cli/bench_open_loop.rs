@@ -23,9 +23,10 @@
 //! * Each message carries its own scheduled time (µs since the Unix epoch)
 //!   in the [`SCHED_US`] property: e2e latency = arrival − scheduled.
 //!   `produce` latency per request = answer − the request's due time.
-//! * `send_lag` is how late each request actually left (tokio timers tick
-//!   in milliseconds, so up to ~1 ms of it is the bench's own timer, and it
-//!   is counted against the broker like any other lateness).
+//! * `send_lag` is how late each request actually left (it is counted
+//!   against the broker like any other lateness). Requests are handed to
+//!   the sender by a pacing thread ([`pacer`]) that sleeps with the OS's
+//!   timer, not tokio's millisecond wheel.
 //!
 //! The schedule starts once every client has made one unpaced warm-up send
 //! (route looked up, connection open), so client start-up is not lateness.
@@ -159,17 +160,12 @@ pub(super) async fn paced_client(
     let latency = Rc::new(RefCell::new(histogram()?));
     let mut send_lag = histogram()?;
     let mut window_full_waits = 0;
-    let mut b = client;
-    while b < plan.requests() {
+    let mut due_requests = pacer(plan.clone(), client)?;
+    while let Some(b) = due_requests.recv().await {
         let (first, n) = plan.request(b);
-        b += plan.clients;
         let due = plan.due(first + n - 1);
-        if due > Instant::now() {
-            tokio::time::sleep_until(due.into()).await;
-        } else {
-            // Behind schedule: still let the sends already spawned run.
-            tokio::task::yield_now().await;
-        }
+        // Let the sends already spawned run between two of ours.
+        tokio::task::yield_now().await;
         let slot = match slots.clone().try_acquire_owned() {
             Ok(s) => s,
             Err(_) => {
@@ -206,6 +202,38 @@ pub(super) async fn paced_client(
         send_lag,
         window_full_waits,
     })
+}
+
+/// Hands client `client`'s requests over as each falls due, from a thread
+/// of its own: tokio's timers tick in milliseconds, so a request paced by
+/// them left up to a millisecond late (the bench's own lag, counted
+/// against the broker); `thread::sleep` wakes within tens of µs.
+fn pacer(
+    plan: Arc<Plan>,
+    client: u64,
+) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<u64>> {
+    /// Closer than this to its time, a request is handed over at once.
+    const SLACK: Duration = Duration::from_micros(20);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name(format!("bench-pacer-{client}"))
+        .spawn(move || {
+            let mut b = client;
+            while b < plan.requests() {
+                let (first, n) = plan.request(b);
+                let wait = plan
+                    .due(first + n - 1)
+                    .saturating_duration_since(Instant::now());
+                if wait > SLACK {
+                    std::thread::sleep(wait);
+                }
+                if tx.send(b).is_err() {
+                    return;
+                }
+                b += plan.clients;
+            }
+        })?;
+    Ok(rx)
 }
 
 /// Message `i` of the schedule.

@@ -38,7 +38,8 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use skylark::actors::remoting::wire;
 use skylark::codec::{
     Command as Cmd, FrameCodec, Handshake, HandshakeResponse, Header, MessageData, PullRequest,
-    PullResponse, PullStatus, RawFrame, SendRequest, SendResult, SendStatus, PROTOCOL_VERSION,
+    PullResponse, PullStatus, QueryMessageByKeyRequest, QueryMessageResponse, RawFrame,
+    SendRequest, SendResult, SendStatus, PROTOCOL_VERSION,
 };
 use tokio_util::codec::Decoder;
 
@@ -320,6 +321,11 @@ fn body(queue: u32, seq: u64) -> Vec<u8> {
     b
 }
 
+/// The message key of (queue, seq), for the index check.
+fn key(queue: u32, seq: u64) -> String {
+    format!("pl-{queue}-{seq}")
+}
+
 fn parse_body(b: &[u8]) -> Option<(u32, u64)> {
     let s = std::str::from_utf8(b).ok()?;
     let mut it = s.split(':');
@@ -364,7 +370,10 @@ fn produce(
                 producer_group: "power-loss".into(),
                 topic: TOPIC.into(),
                 queue_id: queue as i32,
-                message: MessageData::new(body(queue, seq)),
+                message: MessageData {
+                    keys: Some(key(queue, seq)),
+                    ..MessageData::new(body(queue, seq))
+                },
             };
             let frame = wire::encode(Header::request(seq + 1, Cmd::SendMessage), &req);
             log.sent_at.push(t0.elapsed());
@@ -494,6 +503,12 @@ struct Counts {
     unknown: u64,
     /// Records the broker reported damaged while reading back.
     damaged: u64,
+    /// Lost messages below a recovered one of the same queue (a hole
+    /// rather than a lost tail).
+    holes: u64,
+    /// Recovered messages looked up by key, and how many the index missed.
+    index_checked: u64,
+    unindexed: u64,
     /// CommitLog segments and ConsumeQueue files in the recovered store.
     segments: usize,
     cq_files: usize,
@@ -550,9 +565,15 @@ fn count(logs: &[ProducerLog], back: &[Recovered], damaged: usize, cut: Duration
         per_queue[q as usize].push((r.queue_offset, seq));
     }
     for (q, log) in logs.iter().enumerate() {
-        for (seq, (st, _, at)) in &log.acks {
+        let msgs = &mut per_queue[q];
+        msgs.sort_unstable();
+        let end = msgs.last().map_or(0, |(off, _)| off + 1);
+        for (seq, (st, off, at)) in &log.acks {
             if *st == SendStatus::SendOk && !seen.contains_key(&(q as u32, *seq)) {
                 c.lost += 1;
+                if *off < end {
+                    c.holes += 1;
+                }
                 let age = cut.saturating_sub(*at);
                 c.lost_max_age = c.lost_max_age.max(age);
                 if age > ASYNC_LOSS_WINDOW {
@@ -563,8 +584,6 @@ fn count(logs: &[ProducerLog], back: &[Recovered], damaged: usize, cut: Duration
         // Walking the queue backwards, keep the earliest answer time of
         // everything stored after: a message sent after that answer
         // arrived, yet stored before it, is out of order.
-        let msgs = &mut per_queue[q];
-        msgs.sort_unstable();
         let mut earliest_later_ack = Duration::MAX;
         for (_, seq) in msgs.iter().rev() {
             if log.sent_at[*seq as usize] > earliest_later_ack {
@@ -582,7 +601,7 @@ fn count(logs: &[ProducerLog], back: &[Recovered], damaged: usize, cut: Duration
 
 /// One power cut: load, freeze at `freeze_after`, copy the image, recover
 /// from the copy, count.
-fn round(work: &Path, flush: &str, freeze_after: Duration) -> Counts {
+fn round(work: &Path, flush: &str, freeze_after: Duration, stray: Option<&mut StdRng>) -> Counts {
     let image = work.join("disk.img");
     let copy = work.join("after-cut.img");
     make_ext4_image(&image).unwrap_or_else(|e| panic!("mkfs: {e}"));
@@ -623,6 +642,9 @@ fn round(work: &Path, flush: &str, freeze_after: Duration) -> Counts {
         std::thread::sleep(freeze_after);
         freeze(node.child.0.id());
         let cut = t0.elapsed();
+        if let Some(rng) = stray {
+            stray_writeback(&disk.mnt.join("data"), rng);
+        }
         // The power cut: the disk is the image as the loop driver left it.
         run(
             "cp",
@@ -648,6 +670,8 @@ fn round(work: &Path, flush: &str, freeze_after: Duration) -> Counts {
         .unwrap_or_else(|e| panic!("mount the copy (journal replay): {e}"));
     let node = Node::start(&restored.mnt.join("data"), flush);
     let (back, damaged) = read_back(&node.broker());
+    let sample = index_sample(&back);
+    let unindexed = unindexed(&node.broker(), &sample);
     drop(node);
     let data = restored.mnt.join("data");
     let segments = files_under(&data.join("commitlog"));
@@ -657,7 +681,111 @@ fn round(work: &Path, flush: &str, freeze_after: Duration) -> Counts {
     Counts {
         segments,
         cq_files,
+        index_checked: sample.len() as u64,
+        unindexed,
         ..count(&logs, &back, damaged, cut)
+    }
+}
+
+/// Keys of recovered messages to look up: per queue the newest 25 (the
+/// ones whose index entries were most likely still unflushed at the cut)
+/// and every 50th before them.
+fn index_sample(back: &[Recovered]) -> Vec<String> {
+    let mut per_queue: Vec<Vec<(u64, u32, u64)>> = vec![Vec::new(); QUEUES as usize];
+    for r in back {
+        if let Some((q, seq)) = parse_body(&r.body) {
+            if let Some(v) = per_queue.get_mut(q as usize) {
+                v.push((r.queue_offset, q, seq));
+            }
+        }
+    }
+    let mut keys = Vec::new();
+    for mut v in per_queue {
+        v.sort_unstable();
+        let newest = v.len().saturating_sub(25);
+        for (i, (_, q, seq)) in v.iter().enumerate() {
+            if i >= newest || i % 50 == 0 {
+                keys.push(key(*q, *seq));
+            }
+        }
+    }
+    keys
+}
+
+/// How many of `keys` a query by key does not find.
+fn unindexed(addr: &str, keys: &[String]) -> u64 {
+    let mut s = connect(addr);
+    let mut buf = BytesMut::new();
+    let mut missing = 0;
+    for (i, k) in keys.iter().enumerate() {
+        let req = QueryMessageByKeyRequest {
+            topic: TOPIC.into(),
+            key: k.clone(),
+            begin_ms: 0,
+            end_ms: i64::MAX,
+            max: 4,
+        };
+        let id = i as u64 + 1;
+        s.write_all(&wire::encode(
+            Header::request(id, Cmd::QueryMessageByKey),
+            &req,
+        ))
+        .unwrap();
+        let Read1::Frame(f) = read_frame(&mut s, &mut buf) else {
+            panic!("no answer to a query by key");
+        };
+        assert_eq!(f.header.request_id, id);
+        let r: QueryMessageResponse = f
+            .decode_response()
+            .unwrap_or_else(|e| panic!("query by key {k} failed: {e}"));
+        let found = skylark::client::decode_records(&r.records, addr, None)
+            .unwrap_or_else(|e| panic!("undecodable query answer: {e}"))
+            .iter()
+            .any(|m| m.keys.as_deref() == Some(k.as_str()));
+        if !found {
+            missing += 1;
+        }
+    }
+    missing
+}
+
+/// The kernel may write any dirty page back at any time, in any order:
+/// before the cut, write a random quarter of the pages of every store file
+/// (CommitLog, ConsumeQueue, index, checkpoint, topic log) to the device,
+/// so the image also holds some writes no fsync covered — a later page
+/// without an earlier one, an index header without its entries.
+fn stray_writeback(dir: &Path, rng: &mut StdRng) {
+    use std::os::fd::AsRawFd;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => stray_writeback(&path, rng),
+            Ok(t) if t.is_file() => {
+                let Ok(f) = std::fs::File::open(&path) else {
+                    continue;
+                };
+                let len = f.metadata().map_or(0, |m| m.len());
+                for page in 0..len.div_ceil(4096) {
+                    if rng.gen_ratio(1, 4) {
+                        // SAFETY: a plain syscall on an open descriptor.
+                        unsafe {
+                            libc::sync_file_range(
+                                f.as_raw_fd(),
+                                (page * 4096) as libc::off64_t,
+                                4096,
+                                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                                    | libc::SYNC_FILE_RANGE_WRITE
+                                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                            );
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -696,13 +824,17 @@ fn rounds(test: &str, flush: &str, n: usize) -> Vec<Counts> {
     let mut all = Vec::new();
     for i in 0..n {
         let freeze_after = Duration::from_millis(rng.gen_range(0..2500));
-        let c = round(work.path(), flush, freeze_after);
+        // Every other round, stray writeback before the cut.
+        let stray = i % 2 == 1;
+        let c = round(work.path(), flush, freeze_after, stray.then_some(&mut rng));
         eprintln!(
-            "round {:2} {flush:5} cut +{:4} ms: sent {:6} acked {:6} (flush timeout {}) \
+            "round {:2} {flush:5}{} cut +{:4} ms: sent {:6} acked {:6} (flush timeout {}) \
              refused {} | recovered {:6} = acked {:6} + in doubt {:3} | lost {} \
              (oldest {} ms before the cut) duplicated {} out of order {} misplaced {} \
-             unknown {} damaged {} | {} segments, {} consume queue files",
+             unknown {} damaged {} holes {} | index misses {} of {} | {} segments, \
+             {} consume queue files",
             i + 1,
+            if stray { " +stray writeback" } else { "" },
             freeze_after.as_millis(),
             c.sent,
             c.acked,
@@ -718,6 +850,9 @@ fn rounds(test: &str, flush: &str, n: usize) -> Vec<Counts> {
             c.misplaced,
             c.unknown,
             c.damaged,
+            c.holes,
+            c.unindexed,
+            c.index_checked,
             c.segments,
             c.cq_files
         );
@@ -726,7 +861,7 @@ fn rounds(test: &str, flush: &str, n: usize) -> Vec<Counts> {
     let sum = |f: fn(&Counts) -> u64| all.iter().map(f).sum::<u64>();
     eprintln!(
         "{test} totals over {n} rounds: acked {} recovered {} lost {} duplicated {} \
-         out of order {} misplaced {} unknown {} damaged {}",
+         out of order {} misplaced {} unknown {} damaged {} holes {} index misses {} of {}",
         sum(|c| c.acked),
         sum(|c| c.recovered),
         sum(|c| c.lost),
@@ -734,7 +869,10 @@ fn rounds(test: &str, flush: &str, n: usize) -> Vec<Counts> {
         sum(|c| c.out_of_order),
         sum(|c| c.misplaced),
         sum(|c| c.unknown),
-        sum(|c| c.damaged)
+        sum(|c| c.damaged),
+        sum(|c| c.holes),
+        sum(|c| c.unindexed),
+        sum(|c| c.index_checked)
     );
     all
 }
@@ -754,6 +892,11 @@ fn assert_consistent(all: &[Counts]) {
             "round {r}: messages at another queue offset"
         );
         assert_eq!(c.unknown, 0, "round {r}: messages nobody sent");
+        assert_eq!(
+            c.unindexed, 0,
+            "round {r}: {} of {} recovered messages not found by key",
+            c.unindexed, c.index_checked
+        );
     }
 }
 

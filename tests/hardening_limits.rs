@@ -158,10 +158,12 @@ fn flood(addr: String, frame: bytes::Bytes, stop: Arc<AtomicBool>) {
     }
 }
 
-/// Issue 19 #1, shortened to 20 s of flooding (the issue asks 60 s): one
-/// connection floods 32 x 1 KiB pulls and another floods sends, never
-/// reading; the broker's RSS grows by less than 256 MiB and a third client
-/// keeps producing within its usual time meanwhile.
+/// How long the hostile clients flood (the issue's 60 s).
+const FLOOD: Duration = Duration::from_secs(60);
+
+/// Issue 19 #1: for 60 s one connection floods 32 x 1 KiB pulls and another
+/// floods sends, never reading; the broker's RSS grows by less than 256 MiB
+/// and a third client keeps producing within its usual time meanwhile.
 #[test]
 fn hardening_flood_without_reading_keeps_memory_bounded() {
     let dir = tempfile::tempdir().unwrap();
@@ -228,7 +230,9 @@ fn hardening_flood_without_reading_keeps_memory_bounded() {
     let mut peak = base;
     let mut served = 0;
     let mut slowest = Duration::ZERO;
-    while start.elapsed() < Duration::from_secs(20) {
+    // Peak RSS of each 10 s of the flood: it should level off, not climb.
+    let mut peak_per_10s = vec![0u64; FLOOD.as_secs().div_ceil(10) as usize];
+    while start.elapsed() < FLOOD {
         let t = Instant::now();
         let out = node.cli(&["produce", "--topic", "Other", "--count", "1", "--body", "x"]);
         assert!(
@@ -238,7 +242,11 @@ fn hardening_flood_without_reading_keeps_memory_bounded() {
         );
         slowest = slowest.max(t.elapsed());
         served += 1;
-        peak = peak.max(rss_bytes(node.pid()));
+        let rss = rss_bytes(node.pid());
+        peak = peak.max(rss);
+        if let Some(p) = peak_per_10s.get_mut((start.elapsed().as_secs() / 10) as usize) {
+            *p = (*p).max(rss);
+        }
     }
     stop.store(true, Ordering::Relaxed);
     for f in floods {
@@ -246,12 +254,14 @@ fn hardening_flood_without_reading_keeps_memory_bounded() {
     }
     let growth = peak.saturating_sub(base);
     eprintln!(
-        "flood: base RSS {} MiB, peak {} MiB, {served} healthy produces, slowest {slowest:?}",
+        "flood: base RSS {} MiB, peak {} MiB (per 10 s: {:?} MiB), {served} healthy \
+         produces, slowest {slowest:?}",
         base >> 20,
-        peak >> 20
+        peak >> 20,
+        peak_per_10s.iter().map(|p| p >> 20).collect::<Vec<_>>()
     );
     assert!(growth < 256 << 20, "RSS grew by {} MiB", growth >> 20);
-    assert!(served >= 5, "only {served} healthy produces in 20 s");
+    assert!(served >= 5, "only {served} healthy produces in {FLOOD:?}");
     assert!(
         slowest < Duration::from_secs(5),
         "a healthy produce took {slowest:?}"

@@ -263,6 +263,72 @@ impl IndexFile {
         }
     }
 
+    /// Recovery after an unclean stop: keeps only the entries a checkpoint
+    /// made durable (those of records below `durable`) and rebuilds the
+    /// slot table from them. After a power cut any page of this file may
+    /// have reached the disk newer than another: a header whose
+    /// `end_phys_offset` claims records whose entries were lost (so the
+    /// rebuild would skip them), or a slot pointing at a lost entry (so the
+    /// older, durable entries of its chain become unreachable). Entries are
+    /// written once, in CommitLog order, and the checkpoint fsyncs the file
+    /// before it names a safe offset, so the entries below `durable` are
+    /// intact; everything past them is re-indexed from the CommitLog.
+    /// Returns how many entries were dropped.
+    pub fn trim_to_durable(&mut self, durable: u64) -> u32 {
+        let end = self.end_phys.min(durable);
+        let b = self.map.bytes();
+        let mut kept = 0u32;
+        let mut last_phys = 0u64;
+        let mut clean_stop = true;
+        for n in 1..self.count {
+            let at = self.entry_at(n);
+            let phys = get_u64(b, at + 4);
+            if phys >= end {
+                break;
+            }
+            // A lost (zeroed) or out-of-order entry below the safe point:
+            // the file is damaged there; re-index from the last good one.
+            if b[at..at + ENTRY_LEN].iter().all(|x| *x == 0) || phys < last_phys {
+                clean_stop = false;
+                break;
+            }
+            last_phys = phys;
+            kept = n;
+        }
+        let mut new_end = end;
+        if !clean_stop {
+            // The record of the last kept entry may have other keys whose
+            // entries were lost: drop its entries too and index it again.
+            new_end = last_phys;
+            while kept > 0 && get_u64(b, self.entry_at(kept) + 4) >= new_end {
+                kept -= 1;
+            }
+        }
+        let dropped = self.count - 1 - kept;
+        let slots_at = HEADER_LEN;
+        let slots_len = self.slots as usize * SLOT_LEN;
+        let entries_at = self.entry_at(0);
+        let slots = self.slots;
+        let bytes = self.map.bytes_mut();
+        bytes[slots_at..slots_at + slots_len].fill(0);
+        for n in 1..=kept {
+            let at = entries_at + n as usize * ENTRY_LEN;
+            let hash = get_u32(bytes, at);
+            let slot = slots_at + (hash % slots) as usize * SLOT_LEN;
+            bytes[slot..slot + SLOT_LEN].copy_from_slice(&n.to_be_bytes());
+        }
+        self.count = kept + 1;
+        if kept == 0 {
+            self.begin_ts = 0;
+            self.end_ts = 0;
+            self.begin_phys = 0;
+        }
+        self.end_phys = new_end;
+        self.dirty = true;
+        self.write_header();
+        dropped
+    }
+
     /// The file to fsync if written since the last call.
     pub fn take_dirty(&mut self) -> Result<Option<std::fs::File>> {
         if !self.dirty {
@@ -453,6 +519,29 @@ impl IndexService {
         Ok(deleted)
     }
 
+    /// Recovery after an unclean stop: every file keeps only the entries
+    /// below `durable` (the last checkpoint's safe offset; see
+    /// [`IndexFile::trim_to_durable`]); a file left with none is deleted,
+    /// except the newest, whose `end_phys_offset` says where the rebuild
+    /// resumes. Returns the entries dropped.
+    pub fn trim_to_durable(&mut self, durable: u64) -> Result<u64> {
+        let mut dropped = 0u64;
+        for f in &mut self.files {
+            dropped += u64::from(f.trim_to_durable(durable));
+        }
+        let last = self.files.len().saturating_sub(1);
+        let mut kept = Vec::with_capacity(self.files.len());
+        for (i, f) in std::mem::take(&mut self.files).into_iter().enumerate() {
+            if f.entries() == 0 && i != last {
+                f.delete()?;
+            } else {
+                kept.push(f);
+            }
+        }
+        self.files = kept;
+        Ok(dropped)
+    }
+
     /// After recovery cut the CommitLog at `valid_end`: nothing is indexed
     /// past it any more (stale entries there are filtered on lookup).
     pub fn cut_past(&mut self, valid_end: u64) {
@@ -588,5 +677,107 @@ mod tests {
         let svc = IndexService::open(idx.clone(), 4, 5, &log()).unwrap();
         assert_eq!(svc.file_count(), 0);
         assert_eq!(std::fs::read_dir(&idx).unwrap().count(), 0);
+    }
+
+    /// A power cut kept the header and slots of the index newer than its
+    /// entries: after the trim every key below the checkpoint is found
+    /// again and the rebuild resumes at the checkpoint (issue 19).
+    #[test]
+    fn hardening_trim_to_durable_after_lost_entry_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = dir.path().join("index");
+        let (slots, entries) = (7u32, 1000u32);
+        let add = |svc: &mut IndexService, i: u64| {
+            let key = format!("k{i}");
+            svc.index(
+                "T",
+                [key.as_str()].into_iter(),
+                i * 100,
+                i * 100 + 100,
+                1_000_000,
+            )
+            .unwrap();
+        };
+        let found = |svc: &IndexService, i: u64| {
+            svc.lookup("T", &format!("k{i}"), 0, i64::MAX / 2, 4)
+                .contains(&(i * 100))
+        };
+        {
+            let mut svc = IndexService::open(idx.clone(), slots, entries, &log()).unwrap();
+            for i in 0..100 {
+                add(&mut svc, i);
+            }
+            svc.sync_all().unwrap();
+        }
+        // Records 50.. were indexed after the last checkpoint (durable =
+        // 5000) and their entries' pages never reached the disk; the
+        // header and slot pages (written later) did.
+        let path = mapped_file::list_files(&idx).unwrap()[0].1.clone();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let entry = |n: usize| HEADER_LEN + slots as usize * SLOT_LEN + n * ENTRY_LEN;
+        bytes[entry(51)..entry(101)].fill(0);
+        std::fs::write(&path, bytes).unwrap();
+
+        let mut svc = IndexService::open(idx.clone(), slots, entries, &log()).unwrap();
+        // Without the trim, the chains are cut at the lost entries.
+        let lost_before = (0..50).filter(|i| !found(&svc, *i)).count();
+        assert!(lost_before > 0, "the damage must hide durable keys");
+        assert_eq!(svc.end_phys_offset(), 10_000);
+        // A zeroed entry does not say where its record was, so the last
+        // intact one's record (49) is dropped and indexed again too.
+        assert_eq!(svc.trim_to_durable(5000).unwrap(), 51);
+        assert_eq!(svc.end_phys_offset(), 4900);
+        for i in 0..49 {
+            assert!(found(&svc, i), "durable key k{i} lost");
+        }
+        // The rebuild re-indexes 49.. from the CommitLog.
+        for i in 49..100 {
+            add(&mut svc, i);
+        }
+        for i in 0..100 {
+            assert!(found(&svc, i), "key k{i} not found after the rebuild");
+            assert_eq!(
+                svc.lookup("T", &format!("k{i}"), 0, i64::MAX / 2, 4).len(),
+                1
+            );
+        }
+    }
+
+    /// A lost entry below the checkpoint (damage): the trim keeps the
+    /// entries before it and moves the rebuild point back to its record.
+    #[test]
+    fn hardening_trim_to_durable_stops_at_a_lost_durable_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = dir.path().join("index");
+        {
+            let mut svc = IndexService::open(idx.clone(), 7, 1000, &log()).unwrap();
+            for i in 0..20u64 {
+                let key = format!("k{i}");
+                svc.index(
+                    "T",
+                    [key.as_str()].into_iter(),
+                    i * 100,
+                    i * 100 + 100,
+                    1_000_000,
+                )
+                .unwrap();
+            }
+            svc.sync_all().unwrap();
+        }
+        let path = mapped_file::list_files(&idx).unwrap()[0].1.clone();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = HEADER_LEN + 7 * SLOT_LEN + 11 * ENTRY_LEN; // record 10
+        bytes[at..at + ENTRY_LEN].fill(0);
+        std::fs::write(&path, bytes).unwrap();
+        let mut svc = IndexService::open(idx, 7, 1000, &log()).unwrap();
+        // Entry 10 (record 9, at 900) is the last kept one and is dropped
+        // too: the rebuild resumes at its record.
+        assert_eq!(svc.trim_to_durable(2000).unwrap(), 11);
+        assert_eq!(svc.end_phys_offset(), 900);
+        for i in 0..9u64 {
+            assert!(svc
+                .lookup("T", &format!("k{i}"), 0, i64::MAX / 2, 4)
+                .contains(&(i * 100)));
+        }
     }
 }

@@ -326,19 +326,25 @@ impl Store {
             &logger,
         )?;
         let end = report.valid_end;
+        // After an unclean stop the index is trusted only up to where the
+        // old checkpoint says its files were fsynced; it is repaired before
+        // the new checkpoint below vouches for it.
+        let index_durable = (report.kind == recovery::OpenKind::Unclean)
+            .then(|| checkpoint.map_or(0, |c| c.cq_safe.min(c.commit_log_flushed)));
+        let mut index = query::open_index(&config, &commit_log, end, index_durable, &logger)?;
         // Make the recovered state durable and mark the store as running
         // (not clean) before accepting writes.
         commit_log.sync_all()?;
         for cq in queues.values_mut().flat_map(HashMap::values_mut) {
             cq.sync_all()?;
         }
+        index.sync_all()?;
         Checkpoint {
             commit_log_flushed: end,
             cq_safe: end,
             clean: false,
         }
         .store(&cp_path)?;
-        let index = query::open_index(&config, &commit_log, end, &logger)?;
         let flusher = Flusher::start(
             commit_log.segment_files(),
             config.segment_size,

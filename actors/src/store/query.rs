@@ -37,6 +37,7 @@ pub(crate) fn open_index(
     config: &StoreConfig,
     commit_log: &CommitLog,
     valid_end: u64,
+    durable: Option<u64>,
     logger: &Logger,
 ) -> Result<IndexService> {
     let mut index = IndexService::open(
@@ -45,6 +46,16 @@ pub(crate) fn open_index(
         config.index_entries,
         logger,
     )?;
+    // After an unclean stop only what the last checkpoint fsynced is
+    // trusted: a power cut may have kept newer pages of an index file and
+    // lost older ones (issue 19, found by tests/power_loss.rs).
+    if let Some(durable) = durable {
+        let dropped = index.trim_to_durable(durable)?;
+        if dropped > 0 {
+            info!(logger, "index entries past the last checkpoint dropped, re-indexing";
+                "entries" => dropped, "from" => durable);
+        }
+    }
     index.cut_past(valid_end);
     let from = index.end_phys_offset().max(commit_log.min_offset());
     if from >= valid_end {

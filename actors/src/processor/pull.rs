@@ -60,6 +60,15 @@ pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<PullResponse, WireEr
         sql_filter,
     };
     let mut resp = long_poll(&s, &read, hold).await?;
+    let (n, bytes) = (resp.count, resp.records.len());
+    s.metrics.note_pull(
+        &r.consumer_group,
+        &read.topic,
+        read.queue_id,
+        n,
+        bytes,
+        resp.next_offset,
+    );
     resp.suggest_slave = suggest_slave(s.config.slave_read_lag_messages, &resp);
     Ok(resp)
 }

@@ -256,3 +256,112 @@ fn other_paths_are_not_found() {
     s.read_to_string(&mut raw).unwrap();
     assert!(raw.starts_with("HTTP/1.1 404"), "{raw}");
 }
+
+/// Disk usage above the write-refusal ratio (lowered to 1 % so the test
+/// disk is "full") shows as `skylark_alert_disk_full` 1.
+#[test]
+fn the_disk_alert_fires_above_the_write_refusal_ratio() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("broker.toml");
+    std::fs::write(&conf, "[store]\ndisk_hard_limit_ratio = 0.01\n").unwrap();
+    let port = free_port();
+    let _sa = Standalone::start(
+        &tmp.path().join("data"),
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "--metrics-port",
+            &port.to_string(),
+        ],
+    );
+    let s = scrape(port).unwrap();
+    assert_eq!(sum(&s, "skylark_disk_write_refusal_ratio", &[]), Some(0.01));
+    assert!(sum(&s, "skylark_disk_usage_ratio", &[]).unwrap() > 0.01);
+    assert_eq!(sum(&s, "skylark_alert_disk_full", &[]), Some(1.0));
+}
+
+/// Sends a signal to a process.
+fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// A master (standalone) and its slave: replication lag per slave on the
+/// master, and the not-replicating alert while the slave is frozen.
+#[test]
+fn replication_lag_and_the_slave_alert_follow_a_frozen_slave() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("broker.toml");
+    std::fs::write(&conf, "metrics_replication_stall_secs = 1\n").unwrap();
+    let (mport, sport) = (free_port(), free_port());
+    let sa = Standalone::start(
+        &tmp.path().join("m"),
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "--metrics-port",
+            &mport.to_string(),
+        ],
+    );
+    let slave_port = free_port();
+    let child = Command::new(bin())
+        .args(["--log-level", "error", "broker", "--namesrv", &sa.namesrv()])
+        .arg("--data-dir")
+        .arg(tmp.path().join("s"))
+        .args(["--port", &slave_port.to_string()])
+        .env("SKYLARK_BROKER_NAME", "standalone")
+        .env("SKYLARK_BROKER_ID", "1")
+        .env("SKYLARK_METRICS_PORT", sport.to_string())
+        .env("SKYLARK_METRICS_REPLICATION_STALL_SECS", "1")
+        .env("SKYLARK_REGISTER_INTERVAL_SECS", "1")
+        .env("SKYLARK_STORE__SEGMENT_SIZE", "67108864")
+        .env_remove("SKYLARK_NAMESRV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut slave = common::KillOnDrop(child);
+    common::wait_listening(&mut slave.0, &[slave_port, sport]).unwrap();
+    let pid = slave.0.id();
+    ok(sa.cli(&[
+        "produce", "--topic", TOPIC, "--count", "100", "--batch", "10", "--size", "10",
+    ]));
+    let lag = |port: u16| {
+        scrape(port)
+            .ok()
+            .and_then(|s| sum(&s, "skylark_replication_lag_bytes", &[]))
+    };
+    let alert = |port: u16| {
+        scrape(port)
+            .ok()
+            .and_then(|s| sum(&s, "skylark_alert_slave_not_replicating", &[]))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || lag(mport) == Some(0.0)
+            && lag(sport) == Some(0.0)),
+        "the slave never caught up: master says {:?}, slave {:?}",
+        lag(mport),
+        lag(sport)
+    );
+    assert_eq!(alert(mport), Some(0.0));
+    assert_eq!(alert(sport), Some(0.0));
+
+    signal(pid, "-STOP");
+    ok(sa.cli(&[
+        "produce", "--topic", TOPIC, "--count", "100", "--batch", "10", "--size", "10",
+    ]));
+    let fired = wait_until(Duration::from_secs(30), || alert(mport) == Some(1.0));
+    let behind = lag(mport);
+    signal(pid, "-CONT");
+    assert!(fired, "no alert for a frozen slave: {:?}", alert(mport));
+    assert!(behind.unwrap() > 0.0, "lag while frozen: {behind:?}");
+    assert!(
+        wait_until(Duration::from_secs(30), || alert(mport) == Some(0.0)
+            && lag(mport) == Some(0.0)),
+        "the alert did not clear after the slave resumed: {:?}",
+        alert(mport)
+    );
+}

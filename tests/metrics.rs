@@ -15,6 +15,8 @@ use prometheus_parse::{Scrape, Value};
 
 const TOPIC: &str = "MetricsTopic";
 const GROUP: &str = "metrics-group";
+/// Config lines that let a test write on a shared, nearly full disk.
+const ROOMY_DISK: &str = "[store]\ndisk_hard_limit_ratio = 0.99\n";
 /// Body bytes of every message produced (`--size`).
 const SIZE: usize = 10;
 
@@ -107,7 +109,13 @@ fn consume_exactly(namesrv: &str, per_queue: u64) {
 fn metrics_show_exact_counts_latencies_lag_and_the_lag_alert() {
     let tmp = tempfile::tempdir().unwrap();
     let conf = tmp.path().join("broker.toml");
-    std::fs::write(&conf, "metrics_lag_alert_threshold = 500\n").unwrap();
+    // The box's disk is shared and often past the default 90 % refusal
+    // ratio; this test is not about that.
+    std::fs::write(
+        &conf,
+        format!("metrics_lag_alert_threshold = 500\n{ROOMY_DISK}"),
+    )
+    .unwrap();
     let port = free_port();
     let sa = Standalone::start(
         &tmp.path().join("data"),
@@ -295,7 +303,11 @@ fn signal(pid: u32, sig: &str) {
 fn replication_lag_and_the_slave_alert_follow_a_frozen_slave() {
     let tmp = tempfile::tempdir().unwrap();
     let conf = tmp.path().join("broker.toml");
-    std::fs::write(&conf, "metrics_replication_stall_secs = 1\n").unwrap();
+    std::fs::write(
+        &conf,
+        format!("metrics_replication_stall_secs = 1\n{ROOMY_DISK}"),
+    )
+    .unwrap();
     let (mport, sport) = (free_port(), free_port());
     let sa = Standalone::start(
         &tmp.path().join("m"),
@@ -316,6 +328,7 @@ fn replication_lag_and_the_slave_alert_follow_a_frozen_slave() {
         .env("SKYLARK_BROKER_ID", "1")
         .env("SKYLARK_METRICS_PORT", sport.to_string())
         .env("SKYLARK_METRICS_REPLICATION_STALL_SECS", "1")
+        .env("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO", "0.99")
         .env("SKYLARK_REGISTER_INTERVAL_SECS", "1")
         .env("SKYLARK_STORE__SEGMENT_SIZE", "67108864")
         .env_remove("SKYLARK_NAMESRV")
@@ -364,4 +377,51 @@ fn replication_lag_and_the_slave_alert_follow_a_frozen_slave() {
         "the alert did not clear after the slave resumed: {:?}",
         alert(mport)
     );
+}
+
+/// A connection over the broker's cap is refused with `Busy` and counted.
+#[test]
+fn busy_rejections_are_counted_by_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("broker.toml");
+    std::fs::write(&conf, "max_connections = 1\n").unwrap();
+    let port = free_port();
+    let sa = Standalone::start(
+        &tmp.path().join("data"),
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "--metrics-port",
+            &port.to_string(),
+        ],
+    );
+    let busy = || {
+        scrape(port).ok().and_then(|s| {
+            sum(
+                &s,
+                "skylark_busy_rejections_total",
+                &[("reason", "connections")],
+            )
+        })
+    };
+    assert_eq!(busy(), None, "nothing refused yet");
+    // Accepted in connect order (the listener's backlog is FIFO): the
+    // first takes the one slot, the second gets one Busy error frame and
+    // is closed.
+    let _first = TcpStream::connect(sa.broker()).unwrap();
+    let mut second = TcpStream::connect(sa.broker()).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = second.read_to_end(&mut sink);
+    assert!(!sink.is_empty(), "no error frame before the close");
+    assert!(
+        wait_until(Duration::from_secs(10), || busy() == Some(1.0)),
+        "busy rejections: {:?}",
+        busy()
+    );
+    // The first is still open (and the broker's own connection to its
+    // NameServer counts too).
+    assert!(sum(&scrape(port).unwrap(), "skylark_connections", &[]).unwrap() >= 1.0);
 }

@@ -47,6 +47,9 @@ pub struct NameServerConfig {
     /// Unsent answer bytes over all connections of the process: every
     /// connection stops reading while they are above this.
     pub buffered_answer_budget_bytes: usize,
+    /// Metrics (docs/metrics.md): serve `GET /metrics` on this port of
+    /// `listen_host`; absent = off.
+    pub metrics_port: Option<u16>,
 }
 
 impl Default for NameServerConfig {
@@ -66,6 +69,7 @@ impl Default for NameServerConfig {
             inflight_high_water: 256,
             inflight_low_water: 128,
             buffered_answer_budget_bytes: 256 << 20,
+            metrics_port: None,
         }
     }
 }
@@ -176,6 +180,15 @@ pub struct BrokerConfig {
     /// Unsent answer bytes over all connections of the process: every
     /// connection stops reading while they are above this.
     pub buffered_answer_budget_bytes: usize,
+    /// Metrics (docs/metrics.md): serve `GET /metrics` on this port of
+    /// `listen_host`; absent = off.
+    pub metrics_port: Option<u16>,
+    /// `skylark_alert_consumer_lag` is 1 while a group's lag on a topic is
+    /// above this many messages; 0 = no lag alert.
+    pub metrics_lag_alert_threshold: u64,
+    /// `skylark_alert_slave_not_replicating` is 1 once a slave behind has
+    /// acked nothing new for this long.
+    pub metrics_replication_stall_secs: u64,
 }
 
 /// A broker's replication role (RocketMQ's `brokerRole`).
@@ -245,6 +258,9 @@ impl Default for BrokerConfig {
             inflight_high_water: 256,
             inflight_low_water: 128,
             buffered_answer_budget_bytes: 256 << 20,
+            metrics_port: None,
+            metrics_lag_alert_threshold: 100_000,
+            metrics_replication_stall_secs: 30,
         }
     }
 }

@@ -48,6 +48,10 @@ pub struct BrokerHandle {
     pub offsets: Addr<ConsumerOffsets>,
     pub replicator: Addr<crate::replicator::Replicator>,
     server: ServerHandle,
+    /// `GET /metrics` when `metrics_port` is set; the source below feeds
+    /// every metrics endpoint of the process while the broker runs.
+    metrics: Option<crate::metrics::MetricsServer>,
+    _metrics_source: Arc<dyn crate::metrics::Source>,
     workers: Vec<Arbiter>,
     storage_arbiter: Arbiter,
     scheduler_arbiter: Arbiter,
@@ -66,6 +70,9 @@ impl BrokerHandle {
     /// checkpoint the store.
     pub async fn shutdown(mut self) {
         self.server.stop_accepting();
+        if let Some(m) = self.metrics.take() {
+            m.stop().await;
+        }
         self.scheduler_arbiter.stop();
         let _ = self.broker.send(Unregister).await;
         match self.offsets.send(FlushOffsets).await {
@@ -140,6 +147,18 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         };
         config.ha_port = Some(l.local_addr()?.port());
         Some(l)
+    };
+    // Bound before anything starts: a taken metrics port fails the start.
+    let metrics_server = match config.metrics_port {
+        Some(port) => Some(
+            crate::metrics::serve(&config.listen_host, port, &log)
+                .await
+                .map_err(|err| LaunchError::Bind {
+                    addr: format!("{}:{port} (metrics_port)", config.listen_host),
+                    err,
+                })?,
+        ),
+        None => None,
     };
     let store_host: SocketAddr = config.advertised().parse().map_err(|e| {
         LaunchError::Config(format!("advertised address '{}': {e}", config.advertised()))
@@ -217,7 +236,27 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     if config.is_slave() {
         broker.do_send(crate::broker::WatchMaster(replicator.clone().recipient()));
     }
+    let metrics = Arc::new(crate::metrics::broker::BrokerMetrics::new(
+        &config.cluster_name,
+        &config.broker_name,
+    ));
+    let metrics_source: Arc<dyn crate::metrics::Source> =
+        Arc::new(crate::metrics::broker_source::BrokerSource::new(
+            config.clone(),
+            metrics.clone(),
+            crate::metrics::broker_source::BrokerOwners {
+                storage: storage.clone(),
+                offsets: offsets.clone(),
+                replicator: replicator.clone(),
+                scheduler: scheduler.addr.clone(),
+                transaction: transaction.clone(),
+                topics: registry.clone(),
+                groups: groups.clone(),
+            },
+        ));
+    crate::metrics::register_source(&metrics_source);
     let shared = Shared {
+        metrics,
         live,
         config: config.clone(),
         broker: broker.clone(),
@@ -249,6 +288,8 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         offsets,
         replicator,
         server,
+        metrics: metrics_server,
+        _metrics_source: metrics_source,
         workers,
         storage_arbiter,
         scheduler_arbiter,

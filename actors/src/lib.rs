@@ -22,7 +22,8 @@
 //!
 //! [`processor`] turns wire requests into messages to those owners;
 //! [`remoting`] is the TCP plumbing; [`store`] is the plain-Rust storage
-//! engine the Storage actor drives; [`launch`] starts a whole broker.
+//! engine the Storage actor drives; [`launch`] starts a whole broker;
+//! [`metrics`] serves Prometheus metrics.
 
 pub mod broker;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod consumer_offsets;
 pub mod filter;
 pub mod launch;
 pub mod live_settings;
+pub mod metrics;
 pub mod namesrv;
 pub mod persist;
 pub mod processor;
@@ -49,10 +51,13 @@ use store::StoreError;
 /// A message to an actor that is gone or overloaded.
 pub(crate) fn mailbox_error(e: actix::MailboxError) -> WireError {
     match e {
-        actix::MailboxError::Timeout => WireError::new(
-            ErrorCode::Busy,
-            "broker busy: request timed out in a mailbox",
-        ),
+        actix::MailboxError::Timeout => {
+            metrics::note_busy(metrics::BusyReason::Mailbox);
+            WireError::new(
+                ErrorCode::Busy,
+                "broker busy: request timed out in a mailbox",
+            )
+        }
         actix::MailboxError::Closed => {
             WireError::new(ErrorCode::ServiceNotAvailable, "service is shutting down")
         }

@@ -219,6 +219,10 @@ impl Service for NameServerService {
 pub struct NameServerHandle {
     pub addr: Addr<NameServer>,
     pub server: remoting::ServerHandle,
+    /// `GET /metrics` when `metrics_port` is set; the source feeds every
+    /// metrics endpoint of the process while this handle lives.
+    pub metrics: Option<crate::metrics::MetricsServer>,
+    _metrics_source: std::sync::Arc<dyn crate::metrics::Source>,
 }
 
 impl NameServerHandle {
@@ -245,7 +249,16 @@ pub async fn start_namesrv(
             )
         })?;
     let opts = config.serve_options();
+    let metrics = match config.metrics_port {
+        Some(port) => Some(crate::metrics::serve(&config.listen_host, port, &log).await?),
+        None => None,
+    };
+    let node_id = listener.local_addr()?.to_string();
     let addr = NameServer::new(config, log.clone()).start();
+    let metrics_source: std::sync::Arc<dyn crate::metrics::Source> = std::sync::Arc::new(
+        crate::metrics::namesrv::NameServerSource::new(addr.clone(), &node_id),
+    );
+    crate::metrics::register_source(&metrics_source);
     let server = remoting::serve(
         listener,
         NameServerService::new(addr.clone()),
@@ -253,7 +266,12 @@ pub async fn start_namesrv(
         Vec::new(),
         log,
     )?;
-    Ok(NameServerHandle { addr, server })
+    Ok(NameServerHandle {
+        addr,
+        server,
+        metrics,
+        _metrics_source: metrics_source,
+    })
 }
 
 /// The answer every server gives to a handshake.

@@ -27,7 +27,7 @@
 //! Messages answered: [`PutMessages`], [`PutGroups`], [`GetMessages`],
 //! [`QueryByKey`], [`QueryByTime`], [`ReadAt`], [`GetQueueOffsets`],
 //! [`QueueOffsetByTime`], [`ListQueues`], [`RunRetention`],
-//! [`GetStorageStats`], [`GetTopicActivity`], [`SubscribeAppends`],
+//! [`GetStorageStats`], [`GetTopicActivity`], [`GetTopicPuts`], [`SubscribeAppends`],
 //! [`ReadCommitLog`], [`AppendReplicated`], [`Shutdown`].
 
 pub mod arrivals;
@@ -60,8 +60,9 @@ pub struct Storage {
     appended: watch::Sender<u64>,
     /// Long-poll pulls waiting for their queue to grow.
     parked: ParkedPulls,
-    /// Messages appended per topic since start (topic stats).
-    puts: HashMap<String, u64>,
+    /// Messages and body bytes appended per topic since start (topic
+    /// stats, metrics).
+    puts: HashMap<String, TopicPuts>,
     /// [`PutGroups`] handled.
     put_batches: u64,
     log: Logger,
@@ -194,6 +195,25 @@ pub struct PutGroupsResult {
 #[rtype(result = "(u64, usize)")]
 pub struct GetTopicActivity {
     pub topic: String,
+}
+
+/// Messages and body bytes appended per topic since start (metrics).
+#[derive(Message)]
+#[rtype(result = "Vec<(String, TopicPuts)>")]
+pub struct GetTopicPuts;
+
+/// What one topic got appended since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TopicPuts {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+impl TopicPuts {
+    fn add(&mut self, messages: u64, bytes: u64) {
+        self.messages += messages;
+        self.bytes += bytes;
+    }
 }
 
 /// Records of a topic with a key or unique id (IndexFile lookup):
@@ -355,10 +375,13 @@ impl Storage {
             while j < messages.len() && Arc::ptr_eq(&messages[j].topic, topic) {
                 j += 1;
             }
+            let bytes: u64 = messages[i..j].iter().map(|m| m.body.len() as u64).sum();
             match self.puts.get_mut(&**topic) {
-                Some(n) => *n += (j - i) as u64,
+                Some(n) => n.add((j - i) as u64, bytes),
                 None => {
-                    self.puts.insert(topic.to_string(), (j - i) as u64);
+                    let mut n = TopicPuts::default();
+                    n.add((j - i) as u64, bytes);
+                    self.puts.insert(topic.to_string(), n);
                 }
             }
             i = j;
@@ -513,8 +536,16 @@ impl Handler<GetTopicActivity> for Storage {
     type Result = MessageResult<GetTopicActivity>;
 
     fn handle(&mut self, m: GetTopicActivity, _: &mut Self::Context) -> Self::Result {
-        let puts = self.puts.get(&m.topic).copied().unwrap_or(0);
+        let puts = self.puts.get(&m.topic).map_or(0, |p| p.messages);
         MessageResult((puts, self.parked.parked_on(&m.topic)))
+    }
+}
+
+impl Handler<GetTopicPuts> for Storage {
+    type Result = MessageResult<GetTopicPuts>;
+
+    fn handle(&mut self, _: GetTopicPuts, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.puts.iter().map(|(t, p)| (t.clone(), *p)).collect())
     }
 }
 

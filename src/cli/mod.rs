@@ -169,6 +169,13 @@ pub struct StandaloneArgs {
     /// async: flush on an interval; sync: every acknowledged send is on disk.
     #[arg(long, value_enum)]
     pub flush: Option<FlushArg>,
+    /// Serve Prometheus metrics (GET /metrics) on this port [default: 5557,
+    /// skipped with a warning when taken; a port given here must be free].
+    #[arg(long, conflicts_with = "no_metrics")]
+    pub metrics_port: Option<u16>,
+    /// Do not serve metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
 }
 
 #[derive(Debug, Args)]

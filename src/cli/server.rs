@@ -126,12 +126,33 @@ pub fn standalone(a: StandaloneArgs, log: Logger) -> anyhow::Result<()> {
         // don't claim port + 1, take any free port for the HA listener.
         bcfg.ha_port = Some(0);
     }
+    // One metrics endpoint for the process (it shows the NameServer and
+    // the Broker): started here, not by the broker.
+    let metrics_port = match (a.no_metrics, a.metrics_port, bcfg.metrics_port.take()) {
+        (true, _, _) => None,
+        (false, Some(p), _) | (false, None, Some(p)) => Some((p, true)),
+        (false, None, None) => Some((skylark_actors::metrics::STANDALONE_METRICS_PORT, false)),
+    };
     let ncfg = NameServerConfig {
-        listen_host: host,
+        listen_host: host.clone(),
         port: a.namesrv_port,
         ..NameServerConfig::default()
     };
     run_system(async move {
+        let _metrics = match metrics_port {
+            None => None,
+            Some((port, explicit)) => {
+                match skylark_actors::metrics::serve(&host, port, &log).await {
+                    Ok(m) => Some(m),
+                    Err(e) if explicit => return Err(e.into()),
+                    Err(e) => {
+                        slog::warn!(log, "default metrics port unavailable, metrics off";
+                            "port" => port, "error" => %e);
+                        None
+                    }
+                }
+            }
+        };
         let ns = embedded::start_namesrv(ncfg, log.clone())
             .await
             .context("cannot start the nameserver")?;

@@ -55,6 +55,8 @@ pub struct Shared {
     pub scheduler: crate::scheduler::SchedulerHandle,
     /// Half messages and their outcomes.
     pub transaction: Addr<Transaction>,
+    /// Request-path metrics (latency per command, pulls per group).
+    pub metrics: Arc<crate::metrics::broker::BrokerMetrics>,
 }
 
 impl Shared {
@@ -99,6 +101,18 @@ impl BrokerService {
 
 impl Service for BrokerService {
     fn call(
+        &self,
+        cmd: Command,
+        frame: RawFrame,
+        conn: &ConnInfo,
+    ) -> LocalBoxFuture<'static, Option<Bytes>> {
+        let fut = self.route(cmd, frame, conn);
+        self.shared.metrics.time_request(cmd, fut)
+    }
+}
+
+impl BrokerService {
+    fn route(
         &self,
         cmd: Command,
         frame: RawFrame,

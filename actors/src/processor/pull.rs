@@ -65,6 +65,14 @@ pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<(PullResponse, Vec<B
         sql_filter,
     };
     let (mut resp, records) = long_poll(&s, &read, hold).await?;
+    s.metrics.note_pull(
+        &r.consumer_group,
+        &read.topic,
+        read.queue_id,
+        resp.count,
+        records.len(),
+        resp.next_offset,
+    );
     resp.suggest_slave = suggest_slave(s.config.slave_read_lag_messages, &resp);
     Ok((resp, records.into_chunks()))
 }

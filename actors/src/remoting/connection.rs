@@ -558,6 +558,7 @@ impl Connection {
         let gate = self.out.gate.clone();
         let max = gate.limits.max_inflight;
         if gate.inflight.get() >= max {
+            crate::metrics::note_busy(crate::metrics::BusyReason::Inflight);
             let h = frame.header;
             self.refuse(
                 &h,

@@ -52,6 +52,11 @@ impl Default for ServeOptions {
 /// Client connections open in this process, over every listener.
 static PROCESS_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 
+/// Client connections open in this process now (metrics).
+pub fn open_connections() -> usize {
+    PROCESS_CONNECTIONS.load(Ordering::Relaxed)
+}
+
 /// One open connection, counted by its listener and by the process; the
 /// counts drop when the socket is closed (the slot is dropped).
 /// The second count is the worker arbiter's, which spreads new connections.
@@ -128,6 +133,7 @@ fn over_cap(open: &AtomicUsize, opts: &ServeOptions, fd_cap: usize) -> Option<St
 
 /// Writes one error frame (request id 0) and closes, within a second.
 async fn refuse(mut stream: TcpStream, reason: String) {
+    crate::metrics::note_busy(crate::metrics::BusyReason::Connections);
     let h = Header {
         request_id: 0,
         kind: FrameKind::Response,

@@ -244,7 +244,10 @@ fn sync_to(s: &Shared, target: u64) -> Result<()> {
         return Ok(());
     }
     for f in s.segments.covering(from, target, s.segment_size) {
-        if let Err(e) = f.sync_data() {
+        let started = std::time::Instant::now();
+        let synced = f.sync_data();
+        crate::metrics::observe_flush(started.elapsed());
+        if let Err(e) = synced {
             error!(s.logger, "commit log fsync failed"; "error" => %e);
             return Err(StoreError::FlushFailed(e.to_string()));
         }

@@ -1,0 +1,427 @@
+//! Prometheus metrics of a live `skylark standalone` (issue 14): after a
+//! known produce and consume, `GET /metrics` parses as the Prometheus text
+//! format and carries the exact counts, latency histograms with samples,
+//! and a lag alert that flips when the lag crosses its threshold.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{bin, free_port, wait_until, Standalone};
+use prometheus_parse::{Scrape, Value};
+
+const TOPIC: &str = "MetricsTopic";
+const GROUP: &str = "metrics-group";
+/// Config lines that let a test write on a shared, nearly full disk.
+const ROOMY_DISK: &str = "[store]\ndisk_hard_limit_ratio = 0.99\n";
+/// Body bytes of every message produced (`--size`).
+const SIZE: usize = 10;
+
+/// `GET /metrics` over plain HTTP/1.1, parsed with `prometheus-parse`.
+fn scrape(port: u16) -> Result<Scrape, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).map_err(|e| e.to_string())?;
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or("no HTTP header")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("answer: {head}"));
+    }
+    if !head
+        .to_ascii_lowercase()
+        .contains("content-type: text/plain")
+    {
+        return Err(format!("not the text format: {head}"));
+    }
+    Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).map_err(|e| e.to_string())
+}
+
+/// Sum of the samples of `metric` whose labels include every `want` pair.
+fn sum(s: &Scrape, metric: &str, want: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for x in s.samples.iter().filter(|x| x.metric == metric) {
+        if want.iter().all(|(k, v)| x.labels.get(k) == Some(*v)) {
+            let v = match &x.value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+                Value::Histogram(_) | Value::Summary(_) => continue,
+            };
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+/// Observations in the histogram `metric` with the labels `want` (its +Inf bucket).
+fn histogram_count(s: &Scrape, metric: &str, want: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == metric && want.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .filter_map(|x| match &x.value {
+            Value::Histogram(b) => b
+                .iter()
+                .find(|b| b.less_than.is_infinite())
+                .map(|b| b.count),
+            _ => None,
+        })
+        .sum()
+}
+
+fn ok(out: std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Pulls exactly `per_queue` messages from each queue of the topic as
+/// `GROUP` and commits where it stopped.
+fn consume_exactly(namesrv: &str, per_queue: u64) {
+    use skylark::client::{ClientConfig, PullConsumer};
+    let namesrv = namesrv.to_string();
+    actix::System::new().block_on(async move {
+        let c = PullConsumer::start(ClientConfig::new(&namesrv), GROUP).unwrap();
+        for q in c.queues(TOPIC).await.unwrap() {
+            let mut offset = 0;
+            while offset < per_queue {
+                let max = (per_queue - offset).min(32) as u32;
+                let r = c.pull(&q, offset, max, None, Duration::ZERO).await.unwrap();
+                assert!(
+                    !r.messages.is_empty(),
+                    "queue {} ran dry at {offset}",
+                    q.queue_id
+                );
+                offset = r.next_offset;
+            }
+            assert_eq!(offset, per_queue);
+            c.commit_offset(&q, offset).await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn metrics_show_exact_counts_latencies_lag_and_the_lag_alert() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("broker.toml");
+    // The box's disk is shared and often past the default 90 % refusal
+    // ratio; this test is not about that.
+    std::fs::write(
+        &conf,
+        format!("metrics_lag_alert_threshold = 500\n{ROOMY_DISK}"),
+    )
+    .unwrap();
+    let port = free_port();
+    let sa = Standalone::start(
+        &tmp.path().join("data"),
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "--metrics-port",
+            &port.to_string(),
+        ],
+    );
+    ok(sa.cli(&["admin", "topic", "create", "--name", TOPIC, "--queues", "2"]));
+    ok(sa.cli(&[
+        "produce", "--topic", TOPIC, "--count", "1000", "--batch", "10", "--size", "10",
+    ]));
+    // 1000 round-robin over 2 queues: 500 each; take 300 of each.
+    consume_exactly(&sa.namesrv(), 300);
+
+    let t = [("topic", TOPIC)];
+    let tg = [("topic", TOPIC), ("consumer_group", GROUP)];
+    // Offsets are committed asynchronously: wait for the lag to settle.
+    let mut last = None;
+    let settled = wait_until(Duration::from_secs(30), || {
+        last = scrape(port).ok();
+        last.as_ref()
+            .is_some_and(|s| sum(s, "rocketmq_consumer_lag_messages", &tg) == Some(400.0))
+    });
+    let s = last.expect("metrics endpoint answers");
+    assert!(
+        settled,
+        "lag never reached 400: {:?}",
+        sum(&s, "rocketmq_consumer_lag_messages", &tg)
+    );
+
+    assert_eq!(sum(&s, "rocketmq_messages_in_total", &t), Some(1000.0));
+    assert_eq!(
+        sum(&s, "rocketmq_throughput_in_total", &t),
+        Some((1000 * SIZE) as f64)
+    );
+    assert_eq!(sum(&s, "rocketmq_messages_out_total", &tg), Some(600.0));
+    assert!(sum(&s, "rocketmq_throughput_out_total", &tg).unwrap() > 6000.0);
+    assert_eq!(
+        sum(&s, "rocketmq_consumer_inflight_messages", &tg),
+        Some(0.0)
+    );
+    // Per queue: 500 stored, 300 committed.
+    for q in ["0", "1"] {
+        let tq = [("topic", TOPIC), ("consumer_group", GROUP), ("queue_id", q)];
+        assert_eq!(sum(&s, "rocketmq_consumer_lag_messages", &tq), Some(200.0));
+    }
+    // The labels RIP-46 asks for.
+    let lag = s
+        .samples
+        .iter()
+        .find(|x| x.metric == "rocketmq_messages_in_total")
+        .unwrap();
+    assert_eq!(lag.labels.get("cluster"), Some("DefaultCluster"));
+    assert_eq!(lag.labels.get("node_id"), Some("standalone"));
+    // Latency histograms with samples: 100 batch sends, 20 pulls or more.
+    let sends = histogram_count(&s, "rocketmq_rpc_latency", &[("request_code", "11")]);
+    assert_eq!(sends, 100.0, "one observation per SendBatch request");
+    let pulls = histogram_count(&s, "rocketmq_rpc_latency", &[("request_code", "20")]);
+    assert!(pulls >= 20.0, "pull latency samples: {pulls}");
+    // Async flush fsyncs on its interval: the appends above were flushed.
+    let flushed = wait_until(Duration::from_secs(30), || {
+        scrape(port).is_ok_and(|s| {
+            histogram_count(&s, "skylark_commitlog_flush_latency_seconds", &[]) > 0.0
+        })
+    });
+    assert!(flushed, "no CommitLog fsync was timed");
+    // The rest of the broker and the NameServer of the process.
+    assert!(sum(&s, "rocketmq_storage_size", &[]).unwrap() > 10_000.0);
+    assert!(sum(&s, "skylark_disk_usage_ratio", &[]).is_some());
+    assert_eq!(sum(&s, "skylark_alert_disk_full", &[]), Some(0.0));
+    assert_eq!(sum(&s, "skylark_half_messages_pending", &[]), Some(0.0));
+    assert_eq!(
+        sum(
+            &s,
+            "skylark_delayed_messages_pending",
+            &[("delay_level", "1")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sum(
+            &s,
+            "skylark_namesrv_brokers",
+            &[("cluster", "DefaultCluster")]
+        ),
+        Some(1.0)
+    );
+    assert!(sum(&s, "skylark_connections", &[]).is_some());
+
+    // Lag 400 is below the threshold of 500; 200 more make it 600.
+    assert_eq!(
+        sum(&s, "skylark_alert_consumer_lag_threshold", &[]),
+        Some(500.0)
+    );
+    assert_eq!(sum(&s, "skylark_alert_consumer_lag", &tg), Some(0.0));
+    ok(sa.cli(&[
+        "produce", "--topic", TOPIC, "--count", "200", "--batch", "10", "--size", "10",
+    ]));
+    let mut alert = None;
+    let flipped = wait_until(Duration::from_secs(30), || {
+        alert = scrape(port)
+            .ok()
+            .and_then(|s| sum(&s, "skylark_alert_consumer_lag", &tg));
+        alert == Some(1.0)
+    });
+    assert!(flipped, "the lag alert did not fire at lag 600: {alert:?}");
+    let s = scrape(port).unwrap();
+    assert_eq!(sum(&s, "rocketmq_consumer_lag_messages", &tg), Some(600.0));
+    assert_eq!(sum(&s, "rocketmq_messages_in_total", &t), Some(1200.0));
+}
+
+/// A metrics port that is asked for and taken fails the start with a reason.
+#[test]
+fn a_taken_metrics_port_fails_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = Command::new(bin())
+        .args(["--log-level", "warn", "standalone", "--data-dir"])
+        .arg(tmp.path())
+        .args(["--namesrv-port", &free_port().to_string()])
+        .args(["--broker-port", &free_port().to_string()])
+        .args(["--metrics-port", &port.to_string()])
+        .env("SKYLARK_STORE__SEGMENT_SIZE", "67108864")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot serve metrics"), "{err}");
+}
+
+/// Only `/metrics` is served.
+#[test]
+fn other_paths_are_not_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _sa = Standalone::start(tmp.path(), &["--metrics-port", &port.to_string()]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /nope HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 404"), "{raw}");
+}
+
+/// Disk usage above the write-refusal ratio (lowered to 1 % so the test
+/// disk is "full") shows as `skylark_alert_disk_full` 1.
+#[test]
+fn the_disk_alert_fires_above_the_write_refusal_ratio() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("broker.toml");
+    std::fs::write(&conf, "[store]\ndisk_hard_limit_ratio = 0.01\n").unwrap();
+    let port = free_port();
+    let _sa = Standalone::start(
+        &tmp.path().join("data"),
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "--metrics-port",
+            &port.to_string(),
+        ],
+    );
+    let s = scrape(port).unwrap();
+    assert_eq!(sum(&s, "skylark_disk_write_refusal_ratio", &[]), Some(0.01));
+    assert!(sum(&s, "skylark_disk_usage_ratio", &[]).unwrap() > 0.01);
+    assert_eq!(sum(&s, "skylark_alert_disk_full", &[]), Some(1.0));
+}
+
+/// Sends a signal to a process.
+fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// A master (standalone) and its slave: replication lag per slave on the
+/// master, and the not-replicating alert while the slave is frozen.
+#[test]
+fn replication_lag_and_the_slave_alert_follow_a_frozen_slave() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("broker.toml");
+    std::fs::write(
+        &conf,
+        format!("metrics_replication_stall_secs = 1\n{ROOMY_DISK}"),
+    )
+    .unwrap();
+    let (mport, sport) = (free_port(), free_port());
+    let sa = Standalone::start(
+        &tmp.path().join("m"),
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "--metrics-port",
+            &mport.to_string(),
+        ],
+    );
+    let slave_port = free_port();
+    let child = Command::new(bin())
+        .args(["--log-level", "error", "broker", "--namesrv", &sa.namesrv()])
+        .arg("--data-dir")
+        .arg(tmp.path().join("s"))
+        .args(["--port", &slave_port.to_string()])
+        .env("SKYLARK_BROKER_NAME", "standalone")
+        .env("SKYLARK_BROKER_ID", "1")
+        .env("SKYLARK_METRICS_PORT", sport.to_string())
+        .env("SKYLARK_METRICS_REPLICATION_STALL_SECS", "1")
+        .env("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO", "0.99")
+        .env("SKYLARK_REGISTER_INTERVAL_SECS", "1")
+        .env("SKYLARK_STORE__SEGMENT_SIZE", "67108864")
+        .env_remove("SKYLARK_NAMESRV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut slave = common::KillOnDrop(child);
+    common::wait_listening(&mut slave.0, &[slave_port, sport]).unwrap();
+    let pid = slave.0.id();
+    ok(sa.cli(&[
+        "produce", "--topic", TOPIC, "--count", "100", "--batch", "10", "--size", "10",
+    ]));
+    let lag = |port: u16| {
+        scrape(port)
+            .ok()
+            .and_then(|s| sum(&s, "skylark_replication_lag_bytes", &[]))
+    };
+    let alert = |port: u16| {
+        scrape(port)
+            .ok()
+            .and_then(|s| sum(&s, "skylark_alert_slave_not_replicating", &[]))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || lag(mport) == Some(0.0)
+            && lag(sport) == Some(0.0)),
+        "the slave never caught up: master says {:?}, slave {:?}",
+        lag(mport),
+        lag(sport)
+    );
+    assert_eq!(alert(mport), Some(0.0));
+    assert_eq!(alert(sport), Some(0.0));
+
+    signal(pid, "-STOP");
+    ok(sa.cli(&[
+        "produce", "--topic", TOPIC, "--count", "100", "--batch", "10", "--size", "10",
+    ]));
+    let fired = wait_until(Duration::from_secs(30), || alert(mport) == Some(1.0));
+    let behind = lag(mport);
+    signal(pid, "-CONT");
+    assert!(fired, "no alert for a frozen slave: {:?}", alert(mport));
+    assert!(behind.unwrap() > 0.0, "lag while frozen: {behind:?}");
+    assert!(
+        wait_until(Duration::from_secs(30), || alert(mport) == Some(0.0)
+            && lag(mport) == Some(0.0)),
+        "the alert did not clear after the slave resumed: {:?}",
+        alert(mport)
+    );
+}
+
+/// A connection over the broker's cap is refused with `Busy` and counted.
+#[test]
+fn busy_rejections_are_counted_by_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("broker.toml");
+    std::fs::write(&conf, "max_connections = 1\n").unwrap();
+    let port = free_port();
+    let sa = Standalone::start(
+        &tmp.path().join("data"),
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "--metrics-port",
+            &port.to_string(),
+        ],
+    );
+    let busy = || {
+        scrape(port).ok().and_then(|s| {
+            sum(
+                &s,
+                "skylark_busy_rejections_total",
+                &[("reason", "connections")],
+            )
+        })
+    };
+    assert_eq!(busy(), None, "nothing refused yet");
+    // Accepted in connect order (the listener's backlog is FIFO): the
+    // first takes the one slot, the second gets one Busy error frame and
+    // is closed.
+    let _first = TcpStream::connect(sa.broker()).unwrap();
+    let mut second = TcpStream::connect(sa.broker()).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = second.read_to_end(&mut sink);
+    assert!(!sink.is_empty(), "no error frame before the close");
+    assert!(
+        wait_until(Duration::from_secs(10), || busy() == Some(1.0)),
+        "busy rejections: {:?}",
+        busy()
+    );
+    // The first is still open (and the broker's own connection to its
+    // NameServer counts too).
+    assert!(sum(&scrape(port).unwrap(), "skylark_connections", &[]).unwrap() >= 1.0);
+}

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# usage: run.sh BIN FLUSH LABEL -- bench args...
+# usage: [STANDALONE_ARGS=...] run.sh BIN FLUSH LABEL -- bench args...
 # Starts a fresh standalone, runs `bench` with the args, prints one line:
 # label, bench json, broker cpu secs, broker cpu us/msg
 set -u
 BIN=$1; FLUSH=$2; LABEL=$3; shift 4
 D=$(mktemp -d /tmp/skybench.XXXX)
 NP=$((20000 + RANDOM % 5000)); BP=$((NP + 10000))
-$BIN --log-level warn standalone --data-dir $D --namesrv-port $NP --broker-port $BP --flush $FLUSH >$D/log 2>&1 &
+$BIN --log-level warn standalone --data-dir $D --namesrv-port $NP --broker-port $BP --flush $FLUSH ${STANDALONE_ARGS:-} >$D/log 2>&1 &
 PID=$!
 for i in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/$BP) 2>/dev/null && break; sleep 0.1; done
 sleep 0.5

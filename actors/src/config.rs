@@ -47,6 +47,12 @@ pub struct NameServerConfig {
     /// Unsent answer bytes over all connections of the process: every
     /// connection stops reading while they are above this.
     pub buffered_answer_budget_bytes: usize,
+    /// Web dashboard (docs/dashboard.md): HTTP port; absent = off.
+    pub dashboard_port: Option<u16>,
+    /// How often the dashboard samples the brokers, in seconds.
+    pub dashboard_sample_secs: u64,
+    /// The dashboard alerts on a consumer group lagging above this many messages.
+    pub dashboard_lag_alert: u64,
 }
 
 impl Default for NameServerConfig {
@@ -66,6 +72,9 @@ impl Default for NameServerConfig {
             inflight_high_water: 256,
             inflight_low_water: 128,
             buffered_answer_budget_bytes: 256 << 20,
+            dashboard_port: None,
+            dashboard_sample_secs: 5,
+            dashboard_lag_alert: 10_000,
         }
     }
 }

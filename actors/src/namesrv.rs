@@ -7,7 +7,9 @@
 //!
 //! Messages answered: [`RegisterBroker`], [`UnregisterBroker`],
 //! [`GetRouteInfo`], [`GetClusterInfo`], [`GetTopicList`] (+ the scan tick).
+//! With `dashboard_port` set it also serves the web [`dashboard`].
 
+pub mod dashboard;
 mod route_info;
 
 pub use route_info::RouteInfo;
@@ -219,6 +221,8 @@ impl Service for NameServerService {
 pub struct NameServerHandle {
     pub addr: Addr<NameServer>,
     pub server: remoting::ServerHandle,
+    /// The web dashboard, when `dashboard_port` is set.
+    pub dashboard: Option<dashboard::DashboardHandle>,
 }
 
 impl NameServerHandle {
@@ -245,7 +249,12 @@ pub async fn start_namesrv(
             )
         })?;
     let opts = config.serve_options();
+    let dash = dashboard::DashboardConfig::of(&config);
     let addr = NameServer::new(config, log.clone()).start();
+    let dashboard = match dash {
+        Some(d) => Some(dashboard::start(d, addr.clone(), log.clone())?),
+        None => None,
+    };
     let server = remoting::serve(
         listener,
         NameServerService::new(addr.clone()),
@@ -253,7 +262,11 @@ pub async fn start_namesrv(
         Vec::new(),
         log,
     )?;
-    Ok(NameServerHandle { addr, server })
+    Ok(NameServerHandle {
+        addr,
+        server,
+        dashboard,
+    })
 }
 
 /// The answer every server gives to a handshake.

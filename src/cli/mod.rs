@@ -169,6 +169,13 @@ pub struct StandaloneArgs {
     /// async: flush on an interval; sync: every acknowledged send is on disk.
     #[arg(long, value_enum)]
     pub flush: Option<FlushArg>,
+    /// Web dashboard port (docs/dashboard.md). Default 8088, served only if
+    /// that port is free; a port given here must be free.
+    #[arg(long, conflicts_with = "no_dashboard")]
+    pub dashboard_port: Option<u16>,
+    /// Serve no dashboard.
+    #[arg(long)]
+    pub no_dashboard: bool,
 }
 
 #[derive(Debug, Args)]

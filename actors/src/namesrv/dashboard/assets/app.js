@@ -111,7 +111,7 @@ function chart(id) {
       animation: false,
       maintainAspectRatio: false,
       parsing: false,
-      elements: { point: { radius: 0 } },
+      elements: { point: { radius: 2 } },
       scales: {
         x: { type: "linear", ticks: { callback: (v) => time(v), maxTicksLimit: 6 } },
         y: { beginAtZero: true },
@@ -122,8 +122,11 @@ function chart(id) {
   return charts[id];
 }
 
-function drawSeries(id, series) {
+function drawSeries(id, series, now) {
   const c = chart(id);
+  // Always the last 10 minutes, even with one point or none yet.
+  c.options.scales.x.min = now - 10 * 60 * 1000;
+  c.options.scales.x.max = now;
   const names = Object.keys(series).slice(0, MAX_SERIES);
   c.data.datasets = names.map((name, i) => ({
     label: name,
@@ -153,10 +156,10 @@ async function refresh() {
     renderAlerts(s.alerts);
     document.getElementById("topics-note").textContent = s.topics_not_sampled > 0
       ? s.topics_not_sampled + " more topics not sampled" : "";
-    drawSeries("chart-tps-in", h.topic_tps_in);
-    drawSeries("chart-tps-out", h.topic_tps_out);
-    drawSeries("chart-lag", h.group_lag);
-    drawSeries("chart-group-tps", h.group_tps);
+    drawSeries("chart-tps-in", h.topic_tps_in, s.sampled_at_ms || Date.now());
+    drawSeries("chart-tps-out", h.topic_tps_out, s.sampled_at_ms || Date.now());
+    drawSeries("chart-lag", h.group_lag, s.sampled_at_ms || Date.now());
+    drawSeries("chart-group-tps", h.group_tps, s.sampled_at_ms || Date.now());
     status.textContent = s.sampled_at_ms
       ? "sampled " + time(s.sampled_at_ms) + (s.errors.length ? " · " + s.errors.length + " errors: " + s.errors.join("; ") : "")
       : "waiting for the first sample…";

@@ -65,7 +65,7 @@ fn browse(profile: &Path, url: &str, extra: &[&str]) -> String {
 
 /// The text of the first element matching `css` inside the row `row`.
 fn cell(dom: &Html, row: &str, css: &str) -> Option<String> {
-    let sel = Selector::parse(&format!("{row} {css}")).expect("selector");
+    let sel = Selector::parse(format!("{row} {css}").trim()).expect("selector");
     dom.select(&sel)
         .next()
         .map(|e| e.text().collect::<String>().trim().to_string())
@@ -86,7 +86,12 @@ fn dashboard_renders_topic_count_and_group_lag_in_chromium() {
     let port = free_port();
     let node = Standalone::start(
         &dir.path().join("data"),
-        &["--dashboard-port", &port.to_string()],
+        &[
+            "--dashboard-port",
+            &port.to_string(),
+            "--dashboard-lag-alert",
+            "399",
+        ],
     );
     let out = node.cli(&[
         "produce", "--topic", TOPIC, "--count", "1000", "--body", "dash", "--key", "dash-key",
@@ -124,6 +129,10 @@ fn dashboard_renders_topic_count_and_group_lag_in_chromium() {
             );
             let queues = Selector::parse(&format!("{group_row} div[data-queue]")).unwrap();
             assert_eq!(dom.select(&queues).count(), 4, "one line per queue");
+            // Lag 400 is above the threshold of 399: the alert is shown.
+            let alert = format!("#alerts li[data-kind=\"group_lag\"][data-subject=\"{GROUP}\"]");
+            let text = cell(&dom, &alert, "").unwrap_or_default();
+            assert!(text.contains("lags 400 messages"), "alert: {text:?}");
             break (messages, lag);
         }
         assert!(

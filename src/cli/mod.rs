@@ -176,6 +176,9 @@ pub struct StandaloneArgs {
     /// Serve no dashboard.
     #[arg(long)]
     pub no_dashboard: bool,
+    /// The dashboard alerts on a consumer group lagging above this many messages.
+    #[arg(long, default_value_t = 10_000)]
+    pub dashboard_lag_alert: u64,
 }
 
 #[derive(Debug, Args)]

@@ -109,6 +109,7 @@ fn standalone_dashboard(
     let port = a.dashboard_port.unwrap_or(dashboard::STANDALONE_PORT);
     let cfg = dashboard::DashboardConfig::of(&NameServerConfig {
         dashboard_port: Some(port),
+        dashboard_lag_alert: a.dashboard_lag_alert,
         ..ncfg.clone()
     });
     let Some(cfg) = cfg else { return Ok(None) };

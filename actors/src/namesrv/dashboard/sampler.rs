@@ -189,16 +189,21 @@ async fn collect(ns: Addr<NameServer>, pool: BrokerPool) -> Snapshot {
             return s;
         }
     };
-    let answered = brokers(&pool, &info, &mut s).await;
+    let (answered, half) = brokers(&pool, &info, &mut s).await;
     let readers = readers(&info, &answered);
-    pending(&pool, &info, &mut s).await;
+    pending(&pool, &info, &half, &mut s).await;
     topic_rows(&ns, &pool, &readers, topics, &mut s).await;
     group_rows(&pool, &readers, &mut s).await;
     s
 }
 
-/// Fills `s.brokers`; answers the addresses that answered.
-async fn brokers(pool: &BrokerPool, info: &ClusterInfo, s: &mut Snapshot) -> BTreeSet<String> {
+/// Fills `s.brokers`; answers the addresses that answered and their
+/// undecided half messages.
+async fn brokers(
+    pool: &BrokerPool,
+    info: &ClusterInfo,
+    s: &mut Snapshot,
+) -> (BTreeSet<String>, BTreeMap<String, u64>) {
     let members: Vec<(&BrokerData, u64, &String)> = info
         .brokers
         .values()
@@ -206,7 +211,11 @@ async fn brokers(pool: &BrokerPool, info: &ClusterInfo, s: &mut Snapshot) -> BTr
         .collect();
     let statuses: Vec<_> = stream::iter(members.iter().map(|&(_, _, addr)| async move {
         let status = pool.call(addr, &GetReplicationStatusRequest {}).await;
-        let runtime = pool.call(addr, &GetBrokerRuntimeRequest {}).await;
+        // A broker that did not answer is not asked twice (two timeouts).
+        let runtime = match &status {
+            Ok(_) => Some(pool.call(addr, &GetBrokerRuntimeRequest {}).await),
+            Err(_) => None,
+        };
         (status, runtime)
     }))
     .buffered(PARALLEL)
@@ -221,7 +230,7 @@ async fn brokers(pool: &BrokerPool, info: &ClusterInfo, s: &mut Snapshot) -> BTr
             .find(|((b, id, _), _)| b.broker_name == name && *id == 0)
             .and_then(|(_, (st, _))| st.as_ref().ok().map(|st| st.max_offset))
     };
-    let mut answered = BTreeSet::new();
+    let (mut answered, mut half) = (BTreeSet::new(), BTreeMap::new());
     for ((b, id, addr), (status, runtime)) in members.iter().zip(&statuses) {
         let mut row = BrokerRow {
             cluster: b.cluster.clone(),
@@ -238,16 +247,17 @@ async fn brokers(pool: &BrokerPool, info: &ClusterInfo, s: &mut Snapshot) -> BTr
             Err(e) => row.error = Some(e.clone()),
         }
         match runtime {
-            Ok(r) => {
+            Some(Ok(r)) => {
                 row.disk_usage_ratio = Some(r.disk_usage_ratio);
                 row.disk_hard_limit_ratio = Some(r.disk_hard_limit_ratio);
+                half.insert((*addr).clone(), r.half_pending);
             }
-            Err(e) if status.is_ok() => s.errors.push(e.clone()),
-            Err(_) => {}
+            Some(Err(e)) => s.errors.push(e.clone()),
+            None => {}
         }
         s.brokers.push(row);
     }
-    answered
+    (answered, half)
 }
 
 fn fill_status(row: &mut BrokerRow, st: &ReplicationStatus, master_end: Option<u64>) {
@@ -261,7 +271,12 @@ fn fill_status(row: &mut BrokerRow, st: &ReplicationStatus, master_end: Option<u
 }
 
 /// Fills `s.pending`: delayed and half messages of every master.
-async fn pending(pool: &BrokerPool, info: &ClusterInfo, s: &mut Snapshot) {
+async fn pending(
+    pool: &BrokerPool,
+    info: &ClusterInfo,
+    half: &BTreeMap<String, u64>,
+    s: &mut Snapshot,
+) {
     for b in info.brokers.values() {
         let Some(addr) = b.master_addr() else {
             continue;
@@ -273,7 +288,6 @@ async fn pending(pool: &BrokerPool, info: &ClusterInfo, s: &mut Snapshot) {
                 continue;
             }
         };
-        let half = pool.call(addr, &GetBrokerRuntimeRequest {}).await.ok();
         s.pending.push(PendingRow {
             broker_name: b.broker_name.clone(),
             addr: addr.to_string(),
@@ -284,7 +298,7 @@ async fn pending(pool: &BrokerPool, info: &ClusterInfo, s: &mut Snapshot) {
                 .map(|l| (l.level, l.delay_ms, l.pending))
                 .collect(),
             timer_pending: sched.timer_pending,
-            half_pending: half.map(|h| h.half_pending),
+            half_pending: half.get(addr).copied(),
         });
     }
 }

@@ -50,6 +50,12 @@ pub struct NameServerConfig {
     /// Metrics (docs/metrics.md): serve `GET /metrics` on this port of
     /// `listen_host`; absent = off.
     pub metrics_port: Option<u16>,
+    /// Web dashboard (docs/dashboard.md): HTTP port; absent = off.
+    pub dashboard_port: Option<u16>,
+    /// How often the dashboard samples the brokers, in seconds.
+    pub dashboard_sample_secs: u64,
+    /// The dashboard alerts on a consumer group lagging above this many messages.
+    pub dashboard_lag_alert: u64,
 }
 
 impl Default for NameServerConfig {
@@ -70,6 +76,9 @@ impl Default for NameServerConfig {
             inflight_low_water: 128,
             buffered_answer_budget_bytes: 256 << 20,
             metrics_port: None,
+            dashboard_port: None,
+            dashboard_sample_secs: 5,
+            dashboard_lag_alert: 10_000,
         }
     }
 }

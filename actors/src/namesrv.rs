@@ -7,7 +7,9 @@
 //!
 //! Messages answered: [`RegisterBroker`], [`UnregisterBroker`],
 //! [`GetRouteInfo`], [`GetClusterInfo`], [`GetTopicList`] (+ the scan tick).
+//! With `dashboard_port` set it also serves the web [`dashboard`].
 
+pub mod dashboard;
 mod route_info;
 
 pub use route_info::RouteInfo;
@@ -223,6 +225,8 @@ pub struct NameServerHandle {
     /// metrics endpoint of the process while this handle lives.
     pub metrics: Option<crate::metrics::MetricsServer>,
     _metrics_source: std::sync::Arc<dyn crate::metrics::Source>,
+    /// The web dashboard, when `dashboard_port` is set.
+    pub dashboard: Option<dashboard::DashboardHandle>,
 }
 
 impl NameServerHandle {
@@ -254,7 +258,12 @@ pub async fn start_namesrv(
         None => None,
     };
     let node_id = listener.local_addr()?.to_string();
+    let dash = dashboard::DashboardConfig::of(&config);
     let addr = NameServer::new(config, log.clone()).start();
+    let dashboard = match dash {
+        Some(d) => Some(dashboard::start(d, addr.clone(), log.clone())?),
+        None => None,
+    };
     let metrics_source: std::sync::Arc<dyn crate::metrics::Source> = std::sync::Arc::new(
         crate::metrics::namesrv::NameServerSource::new(addr.clone(), &node_id),
     );
@@ -271,6 +280,7 @@ pub async fn start_namesrv(
         server,
         metrics,
         _metrics_source: metrics_source,
+        dashboard,
     })
 }
 

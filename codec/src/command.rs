@@ -91,6 +91,8 @@ pub enum Command {
     GetBrokerConfig = 73,
     /// [`crate::SetBrokerConfigRequest`] → [`crate::Ack`].
     SetBrokerConfig = 74,
+    /// [`crate::GetBrokerRuntimeRequest`] → [`crate::BrokerRuntime`].
+    GetBrokerRuntime = 89,
     // Scheduler (90-99): add here.
     // Transactions (100-109).
     /// [`crate::EndTransactionRequest`] → [`crate::Ack`].
@@ -143,6 +145,7 @@ impl Command {
         Command::QueryMessageByTime,
         Command::GetBrokerConfig,
         Command::SetBrokerConfig,
+        Command::GetBrokerRuntime,
         // Scheduler: add here.
         // Transactions.
         Command::EndTransaction,

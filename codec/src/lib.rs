@@ -98,6 +98,7 @@
 //! | 72 | `QueryMessageByTime` | [`QueryMessageByTimeRequest`] | [`QueryMessageResponse`] | Per queue, messages from the first stored at or after a timestamp. |
 //! | 73 | `GetBrokerConfig` | [`GetBrokerConfigRequest`] | [`BrokerSettings`] | The broker's live settings. |
 //! | 74 | `SetBrokerConfig` | [`SetBrokerConfigRequest`] | [`Ack`] | Change a live setting; unknown or non-live keys get `BadRequest` naming the key. |
+//! | 89 | `GetBrokerRuntime` | [`GetBrokerRuntimeRequest`] | [`BrokerRuntime`] | Admin → broker: disk usage and its write-refusal ratio, half messages pending (the dashboard). |
 //! | 110 | `SyncMetadata` | [`SyncMetadataRequest`] | [`MetadataSnapshot`] | Slave → master every 10 s: the master's topics, consumer offsets and Scheduler progress; offsets committed on the slave while the master was away are merged (larger wins). |
 //! | 111 | `GetReplicationStatus` | [`GetReplicationStatusRequest`] | [`ReplicationStatus`] | Admin → broker: role, CommitLog end, slaves and their acked offsets (lag). |
 //!
@@ -152,6 +153,7 @@ pub use cmd::route::{
     BrokerData, ClusterInfo, GetClusterInfoRequest, GetRouteInfoRequest, GetTopicListRequest,
     QueueData, TopicList, TopicRouteData,
 };
+pub use cmd::runtime::{BrokerRuntime, GetBrokerRuntimeRequest};
 pub use cmd::schedule::{DelayLevelStats, GetScheduleStatsRequest, ScheduleStats};
 pub use cmd::send::{SendBatchRequest, SendBatchResponse, SendRequest, SendResult, SendStatus};
 pub use cmd::topic::{

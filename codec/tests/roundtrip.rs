@@ -601,4 +601,14 @@ proptest! {
         };
         check_rpc(id, split, &GetReplicationStatusRequest {}, &status, &err);
     }
+
+    #[test]
+    fn broker_runtime(id in any::<u64>(), split in any::<usize>(), err in wire_error(),
+                      usage in 0.0f64..=1.0, limit in 0.0f64..=1.0, full in any::<bool>(),
+                      half in any::<u64>()) {
+        let r = BrokerRuntime {
+            disk_usage_ratio: usage, disk_hard_limit_ratio: limit, disk_full: full, half_pending: half,
+        };
+        check_rpc(id, split, &GetBrokerRuntimeRequest {}, &r, &err);
+    }
 }

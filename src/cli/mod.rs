@@ -176,6 +176,16 @@ pub struct StandaloneArgs {
     /// Do not serve metrics.
     #[arg(long)]
     pub no_metrics: bool,
+    /// Web dashboard port (docs/dashboard.md). Default 8088, served only if
+    /// that port is free; a port given here must be free.
+    #[arg(long, conflicts_with = "no_dashboard")]
+    pub dashboard_port: Option<u16>,
+    /// Serve no dashboard.
+    #[arg(long)]
+    pub no_dashboard: bool,
+    /// The dashboard alerts on a consumer group lagging above this many messages.
+    #[arg(long, default_value_t = 10_000)]
+    pub dashboard_lag_alert: u64,
 }
 
 #[derive(Debug, Args)]

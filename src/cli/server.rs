@@ -6,7 +6,8 @@
 use anyhow::Context as _;
 use config::Value;
 use skylark_actors::config::{BrokerConfig, NameServerConfig};
-use slog::{info, Logger};
+use skylark_actors::namesrv::dashboard;
+use slog::{info, warn, Logger};
 
 use super::{BrokerArgs, NamesrvArgs, StandaloneArgs};
 use crate::config::load;
@@ -93,6 +94,38 @@ fn has_rocketmq_sized_commit_log(data_dir: &std::path::Path) -> bool {
         .unwrap_or(false)
 }
 
+/// The dashboard of `skylark standalone`: on `--dashboard-port`, else on
+/// the default port when it is free (a warning when it is not, so several
+/// standalone nodes can run on one host), or none with `--no-dashboard`.
+fn standalone_dashboard(
+    a: &StandaloneArgs,
+    ncfg: &NameServerConfig,
+    ns: &embedded::NameServerHandle,
+    log: &Logger,
+) -> anyhow::Result<Option<dashboard::DashboardHandle>> {
+    if a.no_dashboard {
+        return Ok(None);
+    }
+    let port = a.dashboard_port.unwrap_or(dashboard::STANDALONE_PORT);
+    let cfg = dashboard::DashboardConfig::of(&NameServerConfig {
+        dashboard_port: Some(port),
+        dashboard_lag_alert: a.dashboard_lag_alert,
+        ..ncfg.clone()
+    });
+    let Some(cfg) = cfg else { return Ok(None) };
+    match dashboard::start(cfg, ns.addr.clone(), log.clone()) {
+        Ok(d) => {
+            info!(log, "dashboard"; "url" => format!("http://{}/", d.local_addr));
+            Ok(Some(d))
+        }
+        Err(e) if a.dashboard_port.is_none() => {
+            warn!(log, "no dashboard: default port taken (use --dashboard-port)"; "error" => %e);
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("cannot start the dashboard")),
+    }
+}
+
 /// `skylark standalone`: a NameServer and a Broker in one process, with
 /// laptop-sized store defaults for a new data directory
 /// ([`crate::config::STANDALONE_STORE_DEFAULTS`]).
@@ -153,9 +186,10 @@ pub fn standalone(a: StandaloneArgs, log: Logger) -> anyhow::Result<()> {
                 }
             }
         };
-        let ns = embedded::start_namesrv(ncfg, log.clone())
+        let ns = embedded::start_namesrv(ncfg.clone(), log.clone())
             .await
             .context("cannot start the nameserver")?;
+        let _dashboard = standalone_dashboard(&a, &ncfg, &ns, &log)?;
         let broker = embedded::start_broker(bcfg, log.clone())
             .await
             .context("cannot start the broker")?;

@@ -15,6 +15,7 @@ mod offset;
 mod pull;
 mod query;
 mod replication;
+mod runtime;
 mod send;
 mod transaction;
 
@@ -202,6 +203,9 @@ impl BrokerService {
             }
             Command::SetBrokerConfig => {
                 boxed(wire::dispatch(frame, move |r| query::set_config(s, r)))
+            }
+            Command::GetBrokerRuntime => {
+                boxed(wire::dispatch(frame, move |r| runtime::runtime(s, r)))
             }
             Command::GetScheduleStats => boxed(wire::dispatch(
                 frame,

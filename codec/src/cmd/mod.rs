@@ -13,6 +13,7 @@ pub mod pull;
 pub mod query;
 pub mod replication;
 pub mod route;
+pub mod runtime;
 pub mod schedule;
 pub mod send;
 pub mod topic;

@@ -1,0 +1,82 @@
+//! The dashboard's connections to the brokers: one [`RpcClient`] per broker
+//! address, opened (with the handshake) on first use and again after it
+//! closed. The NameServer asks brokers only over the admin RPCs `skylark
+//! admin` uses; nothing here is on a broker's send or pull path.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use skylark_codec::{Handshake, ProtocolError, Rpc};
+
+use crate::remoting::RpcClient;
+
+/// Connections to brokers, shared by the futures of one actor (one thread).
+#[derive(Clone, Default)]
+pub struct BrokerPool {
+    conns: Rc<RefCell<HashMap<String, RpcClient>>>,
+    timeout: Duration,
+}
+
+impl BrokerPool {
+    pub fn new(timeout: Duration) -> Self {
+        BrokerPool {
+            conns: Rc::default(),
+            timeout,
+        }
+    }
+
+    async fn client(&self, addr: &str) -> Result<RpcClient, String> {
+        let held = self.conns.borrow().get(addr).cloned();
+        if let Some(c) = held.filter(RpcClient::is_connected) {
+            return Ok(c);
+        }
+        let c = RpcClient::connect(addr, self.timeout)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let hello = Handshake::new("skylark-dashboard", env!("CARGO_PKG_VERSION"));
+        if let Err(e) = c.call(&hello).await {
+            c.close();
+            return Err(format!("{addr}: handshake: {e}"));
+        }
+        if let Some(old) = self.conns.borrow_mut().insert(addr.to_string(), c.clone()) {
+            old.close();
+        }
+        Ok(c)
+    }
+
+    /// Calls `req` on the broker at `addr`; the error names the broker.
+    pub async fn call<R: Rpc>(&self, addr: &str, req: &R) -> Result<R::Response, String> {
+        let c = self.client(addr).await?;
+        match c.call(req).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                if !matches!(e, ProtocolError::Remote(_)) {
+                    // A transport failure: reconnect next time.
+                    self.conns.borrow_mut().remove(addr);
+                    c.close();
+                }
+                Err(format!("{addr}: {e}"))
+            }
+        }
+    }
+
+    /// Closes the connections to brokers no longer in `live`.
+    pub fn retain(&self, live: &[String]) {
+        self.conns.borrow_mut().retain(|addr, c| {
+            let keep = live.iter().any(|l| l == addr);
+            if !keep {
+                c.close();
+            }
+            keep
+        });
+    }
+
+    /// Closes every connection.
+    pub fn close_all(&self) {
+        for (_, c) in self.conns.borrow_mut().drain() {
+            c.close();
+        }
+    }
+}

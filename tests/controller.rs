@@ -232,8 +232,8 @@ fn controllers_elect_replicate_survive_leader_kill_and_restart_from_disk() {
 #[test]
 fn controller_elects_an_in_sync_slave_when_the_master_goes_silent() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let cs = group(tmp.path(), 1_000);
-    wait_leader(&cs, None);
+    let mut cs = group(tmp.path(), 1_000);
+    let first_leader = wait_leader(&cs, None);
     let rt = rt();
     let mut client = ControllerClient::new(&all_addrs(&cs), Duration::from_secs(3));
     let name = "broker-b";
@@ -282,9 +282,60 @@ fn controller_elects_an_in_sync_slave_when_the_master_goes_silent() {
         elected = Some(g.clone());
         g.master_id != Some(0)
     });
-    let g = elected.expect("heartbeats answered");
+    let g = elected.clone().expect("heartbeats answered");
     assert!(ok, "no election after the master went silent: {g:?}");
     assert_eq!(g.master_id, Some(1));
     assert_eq!(g.master_epoch, 2);
     assert_eq!(g.sync_state_set, BTreeSet::from([1]));
+
+    // The controller leader dies; the next one still handles a broker
+    // failure: master 1 goes silent, only out-of-sync slave 2 is alive, so
+    // the group is left without a master (no unclean election)...
+    let i = cs
+        .iter()
+        .position(|c| c.id == first_leader)
+        .expect("listed");
+    cs[i].kill9();
+    wait_leader(&cs, Some(first_leader));
+    let ok = wait_until(Duration::from_secs(20), || {
+        let g = expect_group(heartbeat(&rt, &mut client, name, 2));
+        elected = Some(g.clone());
+        g.master_id.is_none()
+    });
+    let g = elected.clone().expect("heartbeats answered");
+    assert!(ok, "master 1 was never replaced: {g:?}");
+    assert_eq!(g.master_epoch, 3);
+    // ... until the in-sync broker comes back and takes it again.
+    let g = expect_group(heartbeat(&rt, &mut client, name, 1));
+    assert_eq!((g.master_id, g.master_epoch), (Some(1), 4));
+}
+
+#[test]
+fn controller_answers_a_malformed_frame_with_an_error_and_keeps_the_connection() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cs = group(tmp.path(), 10_000);
+    let mut s = std::net::TcpStream::connect(cs[0].addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let read_frame = |s: &mut std::net::TcpStream| -> Response {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).expect("answer length");
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).expect("answer body");
+        rmp_serde::from_slice(&body).expect("answer decodes")
+    };
+    let garbage = [0xc1u8, 0xff, 0x00, 0x13];
+    s.write_all(&(garbage.len() as u32).to_be_bytes())
+        .expect("write");
+    s.write_all(&garbage).expect("write");
+    assert!(matches!(read_frame(&mut s), Response::Error(_)));
+    let status = rmp_serde::to_vec_named(&Request::Status).expect("encode");
+    s.write_all(&(status.len() as u32).to_be_bytes())
+        .expect("write");
+    s.write_all(&status).expect("write");
+    match read_frame(&mut s) {
+        Response::Status(st) => assert_eq!(st.node_id, 1),
+        other => panic!("expected a status, got {other:?}"),
+    }
 }

@@ -232,7 +232,7 @@ fn controllers_elect_replicate_survive_leader_kill_and_restart_from_disk() {
 #[test]
 fn controller_elects_an_in_sync_slave_when_the_master_goes_silent() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut cs = group(tmp.path(), 1_000);
+    let mut cs = group(tmp.path(), 2_000);
     let first_leader = wait_leader(&cs, None);
     let rt = rt();
     let mut client = ControllerClient::new(&all_addrs(&cs), Duration::from_secs(3));
@@ -338,4 +338,36 @@ fn controller_answers_a_malformed_frame_with_an_error_and_keeps_the_connection()
         Response::Status(st) => assert_eq!(st.node_id, 1),
         other => panic!("expected a status, got {other:?}"),
     }
+}
+
+#[test]
+fn controller_conf_files_form_one_group_on_ports_no_other_conf_uses() {
+    use skylark::actors::config::{BrokerConfig, NameServerConfig};
+    use skylark::actors::controller::ControllerConfig;
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut taken = BTreeSet::new();
+    for entry in std::fs::read_dir(&conf).expect("conf dir") {
+        let path = entry.expect("conf entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("namesrv") {
+            let c: NameServerConfig = skylark::config::load(Some(&path), &[]).expect(name);
+            taken.insert(c.port);
+        } else if name.starts_with("broker") {
+            let c: BrokerConfig = skylark::config::load(Some(&path), &[]).expect(name);
+            taken.insert(c.port);
+            taken.insert(c.ha_bind_port());
+        }
+    }
+    let mut peers = BTreeSet::new();
+    for id in 1..=3u64 {
+        let file = conf.join(format!("controller-{id}.toml"));
+        let c: ControllerConfig = skylark::config::load(Some(&file), &[]).expect("loads");
+        assert_eq!(c.node_id, id);
+        let map = c.peer_map().expect("valid peers");
+        assert_eq!(map.len(), 3);
+        assert_eq!(map[&id], format!("{}:{}", c.listen_host, c.port));
+        assert!(!taken.contains(&c.port), "port {} clashes", c.port);
+        peers.insert(c.peers.clone());
+    }
+    assert_eq!(peers.len(), 1, "every member lists the same group");
 }

@@ -367,6 +367,10 @@ impl Shared {
         Some(
             seen.get(&(broker_name.to_string(), id))
                 .copied()
+                .map(|s| Seen {
+                    at: s.at.max(since),
+                    ..s
+                })
                 .unwrap_or(Seen {
                     at: since,
                     max_offset: 0,
@@ -409,6 +413,11 @@ impl Shared {
             _ => {
                 let now = Instant::now();
                 *leading = Some((m.current_term, now));
+                // Heartbeats heard in an earlier term are stale: brokers
+                // talked to another leader meanwhile.
+                if let Ok(mut seen) = self.seen.lock() {
+                    seen.clear();
+                }
                 info!(self.log, "leading the controller group"; "term" => m.current_term);
                 Some(now)
             }

@@ -22,6 +22,7 @@ fn main() {
         Cmd::Standalone(a) => cli::server::standalone(a, log.clone()),
         Cmd::Namesrv(a) => cli::server::namesrv(a, log.clone()),
         Cmd::Broker(a) => cli::server::broker(a, log.clone()),
+        Cmd::Controller(a) => cli::controller::run(a, log.clone()),
         Cmd::Produce(a) => cli::produce::run(a),
         Cmd::Consume(a) => cli::consume::run(a),
         Cmd::Admin(a) => cli::admin::run(a),

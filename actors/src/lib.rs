@@ -30,6 +30,7 @@ pub mod config;
 pub mod consumer_group;
 pub mod consumer_groups;
 pub mod consumer_offsets;
+pub mod controller;
 pub mod filter;
 pub mod launch;
 pub mod live_settings;

@@ -59,6 +59,7 @@ async fn admin(a: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::Offset(OffsetCmd::Reset(r)) => {
             admin_group::reset(&ns, &cfg, &r.group, &r.topic, r.timestamp, a.json).await
         }
+        AdminCmd::Controller(c) => super::controller::admin(c, a.json).await,
     }
 }
 

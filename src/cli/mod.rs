@@ -17,6 +17,7 @@ pub mod admin_query;
 pub mod admin_topic;
 pub mod bench;
 pub mod consume;
+pub mod controller;
 pub mod produce;
 pub mod produce_tx;
 pub mod server;
@@ -124,6 +125,8 @@ pub enum Cmd {
     Namesrv(NamesrvArgs),
     /// Run a Broker.
     Broker(BrokerArgs),
+    /// Run one controller of the failover group (openraft; docs/controller.md).
+    Controller(controller::ControllerArgs),
     /// Send messages.
     Produce(ProduceArgs),
     /// Receive messages.
@@ -392,6 +395,9 @@ pub enum AdminCmd {
     /// Consumer offsets: reset (backtrack) to a time.
     #[command(subcommand)]
     Offset(OffsetCmd),
+    /// The failover controllers: status, elect.
+    #[command(subcommand)]
+    Controller(controller::ControllerCmd),
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,0 +1,95 @@
+//! The side of brokers and the admin CLI: sends a request to the
+//! controller leader, following `NotLeader` answers and trying every listed
+//! controller in turn.
+
+use std::time::Duration;
+
+use super::proto::{self, CallError, Conn, Request, Response};
+
+/// A client of a controller group (`controller_addr = "a;b;c"`).
+pub struct ControllerClient {
+    addrs: Vec<String>,
+    timeout: Duration,
+    /// The leader as last heard, and an open connection to whom we talked last.
+    leader: Option<String>,
+    conn: Option<(String, Conn)>,
+}
+
+impl ControllerClient {
+    /// `addrs`: `HOST:PORT` separated by `;`.
+    pub fn new(addrs: &str, timeout: Duration) -> ControllerClient {
+        ControllerClient {
+            addrs: addrs
+                .split(';')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(String::from)
+                .collect(),
+            timeout,
+            leader: None,
+            conn: None,
+        }
+    }
+
+    /// The controller addresses.
+    pub fn addrs(&self) -> &[String] {
+        &self.addrs
+    }
+
+    /// Asks one controller (whichever answers; for `Status`).
+    pub async fn ask(&mut self, addr: &str, req: &Request) -> Result<Response, CallError> {
+        let mut conn = match self.conn.take() {
+            Some((a, c)) if a == addr => c,
+            _ => proto::connect(addr, self.timeout).await?,
+        };
+        let r = proto::call(&mut conn, addr, req, self.timeout).await?;
+        self.conn = Some((addr.to_string(), conn));
+        Ok(r)
+    }
+
+    /// Sends `req` to the leader; answers its response (never `NotLeader`
+    /// unless no controller knows a leader).
+    pub async fn leader_request(&mut self, req: &Request) -> Result<Response, CallError> {
+        let mut tried: Vec<String> = Vec::new();
+        let mut last_err = None;
+        let mut candidates: Vec<String> = self.leader.iter().cloned().collect();
+        candidates.extend(self.addrs.iter().cloned());
+        let mut i = 0;
+        // Bounded: every address once, plus leader hints.
+        while i < candidates.len() && tried.len() < self.addrs.len() * 2 + 2 {
+            let addr = candidates[i].clone();
+            i += 1;
+            if tried.contains(&addr) {
+                continue;
+            }
+            tried.push(addr.clone());
+            match self.ask(&addr, req).await {
+                Ok(Response::NotLeader { leader }) => {
+                    if let Some(l) = leader {
+                        if !tried.contains(&l) {
+                            candidates.insert(i, l);
+                        }
+                    }
+                    last_err = Some(CallError {
+                        addr,
+                        reason: "not the leader".into(),
+                    });
+                }
+                Ok(r) => {
+                    self.leader = Some(addr);
+                    return Ok(r);
+                }
+                Err(e) => {
+                    if self.leader.as_deref() == Some(addr.as_str()) {
+                        self.leader = None;
+                    }
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(last_err.unwrap_or(CallError {
+            addr: self.addrs.join(";"),
+            reason: "no controller address".into(),
+        }))
+    }
+}

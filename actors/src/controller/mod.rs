@@ -1,0 +1,145 @@
+//! The controller (RocketMQ 5's controller mode): three (or five)
+//! controllers form an **openraft** group whose replicated state machine
+//! holds, per broker group, the master's broker id and address, the master
+//! epoch and the in-sync replica set with its epoch ([`types`]). Brokers in
+//! controller mode heartbeat the leader; when a master misses heartbeats for
+//! `controller_broker_timeout_ms` the leader elects a new one from the
+//! in-sync set (from any live replica only with
+//! `enable_elect_unclean_master`) and bumps the epoch.
+//!
+//! * [`types`] — the state and its commands (compare-and-set on epochs).
+//! * [`log_store`], [`state_machine`] — openraft's storage, fsynced under
+//!   `<data_dir>/raft/`; a restarted controller rejoins from it.
+//! * [`proto`], [`network`] — MessagePack frames over TCP, for the raft RPCs
+//!   between controllers and for brokers and the admin CLI.
+//! * [`client`] — the broker's and the CLI's side: finds the leader.
+//! * [`server`] — the listener and the leader's duties (heartbeats, election).
+//!
+//! Consensus (election of the controller leader, log replication, snapshot
+//! transfer) is openraft's; only the broker-group rules are ours. The
+//! controller runs on a tokio runtime (openraft spawns its tasks with
+//! `tokio::spawn`); its log and snapshot writes are small and rare and run
+//! inline on that runtime — a process embedding it gives it a runtime of
+//! its own (the `skylark controller` daemon does).
+
+pub mod client;
+pub mod log_store;
+pub mod network;
+pub mod proto;
+pub mod server;
+pub mod state_machine;
+pub mod types;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use server::{start, ControllerHandle};
+
+/// `conf/controller-N.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// This controller's id in the raft group (a key of `peers`).
+    pub node_id: u64,
+    /// Address to listen on.
+    pub listen_host: String,
+    /// Port for the other controllers, brokers and the admin CLI.
+    pub port: u16,
+    /// Raft log, vote and snapshots live under `<data_dir>/raft/`.
+    pub data_dir: String,
+    /// The whole group, this controller included: `ID=HOST:PORT;...`.
+    pub peers: String,
+    /// A master silent this long is replaced (RocketMQ's default 10 s).
+    pub controller_broker_timeout_ms: u64,
+    /// Elect a live replica outside the in-sync set when no in-sync one is
+    /// left (it may lack acknowledged messages).
+    pub enable_elect_unclean_master: bool,
+    /// Raft leader heartbeat interval.
+    pub raft_heartbeat_interval_ms: u64,
+    /// Raft election timeout range.
+    pub raft_election_timeout_min_ms: u64,
+    pub raft_election_timeout_max_ms: u64,
+    /// Take a snapshot (and purge the log before it) after this many entries.
+    pub snapshot_logs_since_last: u64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            node_id: 1,
+            listen_host: "127.0.0.1".to_string(),
+            port: 9881,
+            data_dir: "./data/controller-1".to_string(),
+            peers: "1=127.0.0.1:9881".to_string(),
+            controller_broker_timeout_ms: 10_000,
+            enable_elect_unclean_master: false,
+            raft_heartbeat_interval_ms: 250,
+            raft_election_timeout_min_ms: 1_000,
+            raft_election_timeout_max_ms: 2_000,
+            snapshot_logs_since_last: 5_000,
+        }
+    }
+}
+
+/// A configuration the controller cannot run with.
+#[derive(Debug, thiserror::Error)]
+#[error("controller configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl ControllerConfig {
+    /// `peers` as id → address; checks this controller is one of them.
+    pub fn peer_map(&self) -> Result<BTreeMap<u64, String>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for part in self
+            .peers
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (id, addr) = part
+                .split_once('=')
+                .ok_or_else(|| ConfigError(format!("peer {part:?} is not ID=HOST:PORT")))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError(format!("peer id {id:?} is not a number")))?;
+            if out.insert(id, addr.trim().to_string()).is_some() {
+                return Err(ConfigError(format!("peer id {id} is listed twice")));
+            }
+        }
+        if !out.contains_key(&self.node_id) {
+            return Err(ConfigError(format!(
+                "node_id {} is not in peers {:?}",
+                self.node_id, self.peers
+            )));
+        }
+        if self.controller_broker_timeout_ms == 0 {
+            return Err(ConfigError(
+                "controller_broker_timeout_ms must be positive".into(),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_bad_ones_are_errors() {
+        let mut c = ControllerConfig {
+            node_id: 2,
+            peers: "1=127.0.0.1:1; 2=127.0.0.1:2;3=h:3".into(),
+            ..ControllerConfig::default()
+        };
+        assert_eq!(c.peer_map().unwrap().len(), 3);
+        c.node_id = 4;
+        assert!(c.peer_map().is_err());
+        c.peers = "x=1".into();
+        assert!(c.peer_map().is_err());
+        c.peers = "1=a;1=b".into();
+        assert!(c.peer_map().is_err());
+    }
+}

@@ -1,0 +1,503 @@
+//! A running controller: the raft node, the TCP listener, and the leader's
+//! broker duties.
+//!
+//! Broker liveness is the leader's memory only (as in RocketMQ's
+//! `BrokerHeartbeatManager`): it is not replicated. A controller that
+//! becomes leader counts every broker as seen at that moment, so a master
+//! gets a full `controller_broker_timeout_ms` to reach the new leader
+//! before it is replaced. Decisions (register, elect, in-sync set) go
+//! through the raft log as [`Command`]s.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use openraft::{BasicNode, Raft, ServerState};
+use slog::{info, warn, Logger};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
+
+use super::log_store::LogStore;
+use super::network::Network;
+use super::proto::{self, BrokerHeartbeat, ControllerStatus, Request, Response};
+use super::state_machine::{SharedState, StateMachine};
+use super::types::{Command, CommandResult, GroupInfo, NodeId, TypeConfig};
+use super::{ConfigError, ControllerConfig};
+
+/// Why a controller could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(String);
+
+impl StartError {
+    fn new(s: impl Into<String>) -> StartError {
+        StartError(s.into())
+    }
+}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> StartError {
+        StartError(e.to_string())
+    }
+}
+
+/// What the leader last heard from a broker.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    at: Instant,
+    max_offset: u64,
+}
+
+struct Shared {
+    id: NodeId,
+    addr: String,
+    cfg: ControllerConfig,
+    raft: Raft<TypeConfig>,
+    state: SharedState,
+    peers: BTreeMap<NodeId, String>,
+    /// (broker name, broker id) → last heartbeat (leader only).
+    seen: Mutex<HashMap<(String, u64), Seen>>,
+    /// The term this controller leads, and since when.
+    leading: Mutex<Option<(u64, Instant)>>,
+    log: Logger,
+}
+
+/// A started controller; dropping it does not stop it, [`ControllerHandle::shutdown`] does.
+pub struct ControllerHandle {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ControllerHandle {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The raft node (metrics, tests).
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.shared.raft
+    }
+
+    /// Stops the listener, the leader duties and the raft node.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.shared.raft.shutdown().await;
+    }
+}
+
+/// Opens the raft storage in `cfg.data_dir`, starts the node and the
+/// listener, and initializes the group on first start (every member may:
+/// openraft accepts the same initial membership from each).
+pub async fn start(cfg: ControllerConfig, log: Logger) -> Result<ControllerHandle, StartError> {
+    let peers = cfg.peer_map()?;
+    let log = log.new(slog::o!("actor" => "controller", "node_id" => cfg.node_id));
+    let raft_dir = std::path::Path::new(&cfg.data_dir).join("raft");
+    let log_store = LogStore::open(&raft_dir).map_err(|e| {
+        StartError::new(format!(
+            "cannot open the raft log in {}: {e}",
+            raft_dir.display()
+        ))
+    })?;
+    let sm = StateMachine::open(&raft_dir).map_err(|e| {
+        StartError::new(format!(
+            "cannot open the snapshot in {}: {e}",
+            raft_dir.display()
+        ))
+    })?;
+    let state = sm.shared();
+    let raft_cfg = openraft::Config {
+        cluster_name: "skylark-controller".to_string(),
+        heartbeat_interval: cfg.raft_heartbeat_interval_ms,
+        election_timeout_min: cfg.raft_election_timeout_min_ms,
+        election_timeout_max: cfg.raft_election_timeout_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: 100,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::new(e.to_string()))?;
+    let listener = TcpListener::bind((cfg.listen_host.as_str(), cfg.port))
+        .await
+        .map_err(|e| {
+            StartError::new(format!(
+                "cannot listen on {}:{}: {e}",
+                cfg.listen_host, cfg.port
+            ))
+        })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| StartError::new(e.to_string()))?;
+    let raft = Raft::new(cfg.node_id, Arc::new(raft_cfg), Network, log_store, sm)
+        .await
+        .map_err(|e| StartError::new(format!("cannot start raft: {e}")))?;
+    let addr = peers
+        .get(&cfg.node_id)
+        .cloned()
+        .unwrap_or_else(|| local_addr.to_string());
+    let shared = Arc::new(Shared {
+        id: cfg.node_id,
+        addr,
+        cfg,
+        raft,
+        state,
+        peers,
+        seen: Mutex::default(),
+        leading: Mutex::default(),
+        log,
+    });
+    let members: BTreeMap<NodeId, BasicNode> = shared
+        .peers
+        .iter()
+        .map(|(id, a)| (*id, BasicNode::new(a.clone())))
+        .collect();
+    let initialized = shared
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::new(e.to_string()))?;
+    if !initialized {
+        if let Err(e) = shared.raft.initialize(members).await {
+            // Another member initialized first: this one joins as it hears.
+            info!(shared.log, "group already initialized"; "reason" => %e);
+        }
+    }
+    info!(shared.log, "controller started"; "addr" => %local_addr);
+    let tasks = vec![
+        tokio::spawn(accept_loop(shared.clone(), listener)),
+        tokio::spawn(leader_duties(shared.clone())),
+    ];
+    Ok(ControllerHandle {
+        shared,
+        local_addr,
+        tasks,
+    })
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve(shared.clone(), Framed::new(stream, proto::codec())));
+            }
+            Err(e) => {
+                warn!(shared.log, "accept failed"; "error" => %e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One connection: requests answered in order. A frame that does not decode
+/// gets [`Response::Error`]; a frame over the limit closes the connection.
+async fn serve(shared: Arc<Shared>, mut conn: proto::Conn) {
+    while let Some(Ok(frame)) = conn.next().await {
+        let resp = match rmp_serde::from_slice::<Request>(&frame) {
+            Ok(req) => handle(&shared, req).await,
+            Err(e) => Response::Error(format!("bad request: {e}")),
+        };
+        let Ok(bytes) = rmp_serde::to_vec_named(&resp) else {
+            break;
+        };
+        if conn.send(bytes::Bytes::from(bytes)).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn handle(s: &Arc<Shared>, req: Request) -> Response {
+    match req {
+        Request::AppendEntries(r) => Response::AppendEntries(s.raft.append_entries(r).await),
+        Request::Vote(r) => Response::Vote(s.raft.vote(r).await),
+        Request::InstallSnapshot(r) => Response::InstallSnapshot(s.raft.install_snapshot(r).await),
+        Request::Status => Response::Status(status(s)),
+        Request::BrokerHeartbeat(hb) => match not_leader(s) {
+            Some(r) => r,
+            None => heartbeat(s, hb).await,
+        },
+        Request::AlterSyncStateSet(a) => match not_leader(s) {
+            Some(r) => r,
+            None => {
+                write(
+                    s,
+                    Command::AlterSyncStateSet {
+                        broker_name: a.broker_name,
+                        master_id: a.master_id,
+                        master_epoch: a.master_epoch,
+                        sync_state_set_epoch: a.sync_state_set_epoch,
+                        new_set: a.new_set,
+                    },
+                )
+                .await
+            }
+        },
+        Request::ElectMaster {
+            broker_name,
+            broker_id,
+        } => match not_leader(s) {
+            Some(r) => r,
+            None => elect_by_request(s, &broker_name, broker_id).await,
+        },
+    }
+}
+
+fn leader_addr(s: &Shared, leader: Option<NodeId>) -> Option<String> {
+    leader.and_then(|l| s.peers.get(&l).cloned())
+}
+
+/// `Some(NotLeader)` unless this controller leads.
+fn not_leader(s: &Shared) -> Option<Response> {
+    let m = s.raft.metrics().borrow().clone();
+    if m.state == ServerState::Leader && m.current_leader == Some(s.id) {
+        None
+    } else {
+        Some(Response::NotLeader {
+            leader: leader_addr(s, m.current_leader),
+        })
+    }
+}
+
+fn status(s: &Shared) -> ControllerStatus {
+    let m = s.raft.metrics().borrow().clone();
+    let groups = s
+        .state
+        .read()
+        .map(|a| a.state.groups.values().cloned().collect())
+        .unwrap_or_default();
+    ControllerStatus {
+        node_id: s.id,
+        addr: s.addr.clone(),
+        leader_id: m.current_leader,
+        leader_addr: leader_addr(s, m.current_leader),
+        term: m.current_term,
+        last_applied_index: m.last_applied.map(|l| l.index),
+        members: s.peers.iter().map(|(i, a)| (*i, a.clone())).collect(),
+        groups,
+    }
+}
+
+fn group(s: &Shared, broker_name: &str) -> Option<GroupInfo> {
+    s.state
+        .read()
+        .ok()
+        .and_then(|a| a.state.groups.get(broker_name).cloned())
+}
+
+/// Proposes `cmd` and answers its result.
+async fn write(s: &Shared, cmd: Command) -> Response {
+    match s.raft.client_write(cmd).await {
+        Ok(r) => match r.data {
+            CommandResult::Group(g) => Response::Group(g),
+            CommandResult::Rejected(why) => Response::Refused(why),
+            CommandResult::None => Response::Error("no result".into()),
+        },
+        Err(e) => match e.forward_to_leader() {
+            Some(f) => Response::NotLeader {
+                leader: f.leader_node.as_ref().map(|n| n.addr.clone()),
+            },
+            None => Response::Error(format!("raft write failed: {e}")),
+        },
+    }
+}
+
+async fn heartbeat(s: &Arc<Shared>, hb: BrokerHeartbeat) -> Response {
+    if let Ok(mut seen) = s.seen.lock() {
+        seen.insert(
+            (hb.broker_name.clone(), hb.broker_id),
+            Seen {
+                at: Instant::now(),
+                max_offset: hb.max_offset,
+            },
+        );
+    }
+    let g = group(s, &hb.broker_name);
+    let known = g
+        .as_ref()
+        .is_some_and(|g| g.replicas.get(&hb.broker_id) == Some(&hb.addr));
+    let may_take_masterless = g.as_ref().is_none_or(|g| {
+        g.master_id.is_none()
+            && (g.sync_state_set.is_empty() || g.sync_state_set.contains(&hb.broker_id))
+    });
+    if !known || may_take_masterless {
+        return write(
+            s,
+            Command::RegisterBroker {
+                cluster: hb.cluster,
+                broker_name: hb.broker_name,
+                broker_id: hb.broker_id,
+                addr: hb.addr,
+            },
+        )
+        .await;
+    }
+    let Some(g) = g else {
+        return Response::Error("group vanished".into());
+    };
+    if g.master_id.is_none() && s.cfg.enable_elect_unclean_master {
+        info!(s.log, "unclean election: no in-sync broker is alive";
+            "broker_name" => &g.broker_name, "new_master" => hb.broker_id);
+        return write(
+            s,
+            Command::ElectMaster {
+                broker_name: g.broker_name.clone(),
+                expected_master_epoch: g.master_epoch,
+                new_master: Some(hb.broker_id),
+            },
+        )
+        .await;
+    }
+    Response::Group(g)
+}
+
+impl Shared {
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.controller_broker_timeout_ms)
+    }
+
+    /// When the leader last heard from a broker (its leadership start if never).
+    fn last_seen(&self, broker_name: &str, id: u64, since: Instant) -> Option<Seen> {
+        let seen = self.seen.lock().ok()?;
+        Some(
+            seen.get(&(broker_name.to_string(), id))
+                .copied()
+                .map(|s| Seen {
+                    at: s.at.max(since),
+                    ..s
+                })
+                .unwrap_or(Seen {
+                    at: since,
+                    max_offset: 0,
+                }),
+        )
+    }
+
+    fn alive(&self, broker_name: &str, id: u64, since: Instant) -> Option<Seen> {
+        self.last_seen(broker_name, id, since)
+            .filter(|s| s.at.elapsed() <= self.timeout())
+    }
+
+    /// The best live replica other than `exclude`: in the in-sync set, or
+    /// (with `enable_elect_unclean_master`) any; the most advanced first.
+    fn pick_candidate(&self, g: &GroupInfo, exclude: Option<u64>, since: Instant) -> Option<u64> {
+        let best = |ids: &mut dyn Iterator<Item = u64>| {
+            ids.filter(|id| Some(*id) != exclude)
+                .filter_map(|id| self.alive(&g.broker_name, id, since).map(|s| (id, s)))
+                .max_by_key(|(id, s)| (s.max_offset, std::cmp::Reverse(*id)))
+                .map(|(id, _)| id)
+        };
+        best(&mut g.sync_state_set.iter().copied()).or_else(|| {
+            if self.cfg.enable_elect_unclean_master {
+                best(&mut g.replicas.keys().copied())
+            } else {
+                None
+            }
+        })
+    }
+
+    fn leading_since(&self) -> Option<Instant> {
+        let m = self.raft.metrics().borrow().clone();
+        let mut leading = self.leading.lock().ok()?;
+        if m.state != ServerState::Leader {
+            *leading = None;
+            return None;
+        }
+        match *leading {
+            Some((term, since)) if term == m.current_term => Some(since),
+            _ => {
+                let now = Instant::now();
+                *leading = Some((m.current_term, now));
+                // Heartbeats heard in an earlier term are stale: brokers
+                // talked to another leader meanwhile.
+                if let Ok(mut seen) = self.seen.lock() {
+                    seen.clear();
+                }
+                info!(self.log, "leading the controller group"; "term" => m.current_term);
+                Some(now)
+            }
+        }
+    }
+}
+
+async fn elect_by_request(s: &Arc<Shared>, broker_name: &str, broker_id: Option<u64>) -> Response {
+    let Some(g) = group(s, broker_name) else {
+        return Response::Refused(format!("no broker group {broker_name}"));
+    };
+    let since = s.leading_since().unwrap_or_else(Instant::now);
+    let new_master = match broker_id {
+        Some(id) => {
+            if !g.replicas.contains_key(&id) {
+                return Response::Refused(format!("broker {broker_name} id {id} is not known"));
+            }
+            if !g.sync_state_set.contains(&id) && !s.cfg.enable_elect_unclean_master {
+                return Response::Refused(format!(
+                    "broker {broker_name} id {id} is not in the in-sync set {:?} \
+                     (enable_elect_unclean_master is off)",
+                    g.sync_state_set
+                ));
+            }
+            if s.alive(broker_name, id, since).is_none() {
+                return Response::Refused(format!("broker {broker_name} id {id} is not alive"));
+            }
+            id
+        }
+        None => match s.pick_candidate(&g, g.master_id, since) {
+            Some(id) => id,
+            None => return Response::Refused("no live candidate to elect".into()),
+        },
+    };
+    info!(s.log, "election requested"; "broker_name" => broker_name, "new_master" => new_master);
+    write(
+        s,
+        Command::ElectMaster {
+            broker_name: broker_name.to_string(),
+            expected_master_epoch: g.master_epoch,
+            new_master: Some(new_master),
+        },
+    )
+    .await
+}
+
+/// While leading: replace every master silent past the timeout.
+async fn leader_duties(s: Arc<Shared>) {
+    let tick = (s.timeout() / 5).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(since) = s.leading_since() else {
+            continue;
+        };
+        let groups: Vec<GroupInfo> = match s.state.read() {
+            Ok(a) => a.state.groups.values().cloned().collect(),
+            Err(_) => continue,
+        };
+        for g in groups {
+            let Some(master) = g.master_id else { continue };
+            if s.alive(&g.broker_name, master, since).is_some() {
+                continue;
+            }
+            let candidate = s.pick_candidate(&g, Some(master), since);
+            warn!(s.log, "master missed its heartbeats, electing";
+                "broker_name" => &g.broker_name, "old_master" => master,
+                "new_master" => ?candidate, "epoch" => g.master_epoch + 1);
+            match write(
+                &s,
+                Command::ElectMaster {
+                    broker_name: g.broker_name.clone(),
+                    expected_master_epoch: g.master_epoch,
+                    new_master: candidate,
+                },
+            )
+            .await
+            {
+                Response::Group(_) => {}
+                other => warn!(s.log, "election not applied"; "answer" => ?other),
+            }
+        }
+    }
+}

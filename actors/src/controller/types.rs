@@ -1,0 +1,290 @@
+//! The controller's replicated state: per broker group, who is master, the
+//! master epoch and the in-sync replica set (RocketMQ's `SyncStateSet`) with
+//! its epoch; and the commands that change it.
+//!
+//! Every command is decided by the controller leader and applied by every
+//! controller in log order. Commands carry the epochs they expect
+//! (compare-and-set), so two decisions raced against the same state cannot
+//! both win: the second is answered [`CommandResult::Rejected`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration of the controller group.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+);
+
+/// A controller's id in the raft group.
+pub type NodeId = u64;
+
+/// One broker group (a broker name: one master and its slaves).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub cluster: String,
+    pub broker_name: String,
+    /// broker id → the broker's client address, every broker that ever joined.
+    pub replicas: BTreeMap<u64, String>,
+    /// The master's broker id; `None` while the group has no master.
+    pub master_id: Option<u64>,
+    /// Bumped by every election (also one that leaves no master).
+    pub master_epoch: u64,
+    /// The in-sync replica set, the master included.
+    pub sync_state_set: BTreeSet<u64>,
+    /// Bumped by every change of the in-sync set.
+    pub sync_state_set_epoch: u64,
+}
+
+impl GroupInfo {
+    /// The master's client address.
+    pub fn master_addr(&self) -> Option<&str> {
+        self.master_id
+            .and_then(|id| self.replicas.get(&id))
+            .map(String::as_str)
+    }
+}
+
+/// A change to the controller's state, proposed by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A broker joined (or came back with a new address). A group with no
+    /// master takes it as master when it may be one: the group is new (no
+    /// in-sync set yet) or the broker is in the in-sync set.
+    RegisterBroker {
+        cluster: String,
+        broker_name: String,
+        broker_id: u64,
+        addr: String,
+    },
+    /// Makes `new_master` the master (`None`: no master) if the master epoch
+    /// is still `expected_master_epoch`; bumps the master epoch. A new master
+    /// starts with an in-sync set of itself.
+    ElectMaster {
+        broker_name: String,
+        expected_master_epoch: u64,
+        new_master: Option<u64>,
+    },
+    /// The master reports its in-sync set; applied only if master, master
+    /// epoch and set epoch are the current ones.
+    AlterSyncStateSet {
+        broker_name: String,
+        master_id: u64,
+        master_epoch: u64,
+        sync_state_set_epoch: u64,
+        new_set: BTreeSet<u64>,
+    },
+}
+
+/// The result of applying a [`Command`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Applied (or a no-op); the group as it is now.
+    Group(GroupInfo),
+    /// Not applied: the state moved on, or the command is invalid.
+    Rejected(String),
+    /// Raft-internal entries (blank, membership) have no result.
+    None,
+}
+
+/// Everything the state machine holds besides raft bookkeeping.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerState {
+    /// broker name → its group.
+    pub groups: BTreeMap<String, GroupInfo>,
+}
+
+impl ControllerState {
+    /// Applies one command (deterministic: every controller gets the same result).
+    pub fn apply(&mut self, cmd: &Command) -> CommandResult {
+        match cmd {
+            Command::RegisterBroker {
+                cluster,
+                broker_name,
+                broker_id,
+                addr,
+            } => {
+                let g = self
+                    .groups
+                    .entry(broker_name.clone())
+                    .or_insert_with(|| GroupInfo {
+                        cluster: cluster.clone(),
+                        broker_name: broker_name.clone(),
+                        ..GroupInfo::default()
+                    });
+                g.cluster = cluster.clone();
+                g.replicas.insert(*broker_id, addr.clone());
+                if g.master_id.is_none()
+                    && (g.sync_state_set.is_empty() || g.sync_state_set.contains(broker_id))
+                {
+                    g.master_id = Some(*broker_id);
+                    g.master_epoch += 1;
+                    g.sync_state_set = BTreeSet::from([*broker_id]);
+                    g.sync_state_set_epoch += 1;
+                }
+                CommandResult::Group(g.clone())
+            }
+            Command::ElectMaster {
+                broker_name,
+                expected_master_epoch,
+                new_master,
+            } => {
+                let Some(g) = self.groups.get_mut(broker_name) else {
+                    return CommandResult::Rejected(format!("no broker group {broker_name}"));
+                };
+                if g.master_epoch != *expected_master_epoch {
+                    return CommandResult::Rejected(format!(
+                        "master epoch is {}, not {expected_master_epoch}",
+                        g.master_epoch
+                    ));
+                }
+                if let Some(id) = new_master {
+                    if !g.replicas.contains_key(id) {
+                        return CommandResult::Rejected(format!(
+                            "broker {broker_name} id {id} never joined the group"
+                        ));
+                    }
+                    g.sync_state_set = BTreeSet::from([*id]);
+                    g.sync_state_set_epoch += 1;
+                }
+                g.master_id = *new_master;
+                g.master_epoch += 1;
+                CommandResult::Group(g.clone())
+            }
+            Command::AlterSyncStateSet {
+                broker_name,
+                master_id,
+                master_epoch,
+                sync_state_set_epoch,
+                new_set,
+            } => {
+                let Some(g) = self.groups.get_mut(broker_name) else {
+                    return CommandResult::Rejected(format!("no broker group {broker_name}"));
+                };
+                if g.master_id != Some(*master_id) || g.master_epoch != *master_epoch {
+                    return CommandResult::Rejected(format!(
+                        "broker {master_id} at epoch {master_epoch} is not the master (epoch {})",
+                        g.master_epoch
+                    ));
+                }
+                if g.sync_state_set_epoch != *sync_state_set_epoch {
+                    return CommandResult::Rejected(format!(
+                        "in-sync set epoch is {}, not {sync_state_set_epoch}",
+                        g.sync_state_set_epoch
+                    ));
+                }
+                if !new_set.contains(master_id)
+                    || new_set.iter().any(|b| !g.replicas.contains_key(b))
+                {
+                    return CommandResult::Rejected(
+                        "an in-sync set holds the master and only known replicas".to_string(),
+                    );
+                }
+                if *new_set != g.sync_state_set {
+                    g.sync_state_set = new_set.clone();
+                    g.sync_state_set_epoch += 1;
+                }
+                CommandResult::Group(g.clone())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(id: u64) -> Command {
+        Command::RegisterBroker {
+            cluster: "c".into(),
+            broker_name: "b".into(),
+            broker_id: id,
+            addr: format!("127.0.0.1:{}", 1000 + id),
+        }
+    }
+
+    fn group(r: CommandResult) -> GroupInfo {
+        match r {
+            CommandResult::Group(g) => g,
+            other => panic!("expected a group, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn first_broker_becomes_master_and_others_join() {
+        let mut s = ControllerState::default();
+        let g = group(s.apply(&reg(0)));
+        assert_eq!((g.master_id, g.master_epoch), (Some(0), 1));
+        let g = group(s.apply(&reg(1)));
+        assert_eq!((g.master_id, g.master_epoch), (Some(0), 1));
+        assert_eq!(g.sync_state_set, BTreeSet::from([0]));
+        assert_eq!(g.master_addr(), Some("127.0.0.1:1000"));
+    }
+
+    #[test]
+    fn elect_is_compare_and_set_on_the_epoch() {
+        let mut s = ControllerState::default();
+        s.apply(&reg(0));
+        s.apply(&reg(1));
+        let elect = |e, m| Command::ElectMaster {
+            broker_name: "b".into(),
+            expected_master_epoch: e,
+            new_master: m,
+        };
+        let g = group(s.apply(&elect(1, Some(1))));
+        assert_eq!((g.master_id, g.master_epoch), (Some(1), 2));
+        assert_eq!(g.sync_state_set, BTreeSet::from([1]));
+        assert!(matches!(
+            s.apply(&elect(1, Some(0))),
+            CommandResult::Rejected(_)
+        ));
+        assert!(matches!(
+            s.apply(&elect(2, Some(7))),
+            CommandResult::Rejected(_)
+        ));
+        // No candidate: the group is left without a master, the set kept.
+        let g = group(s.apply(&elect(2, None)));
+        assert_eq!((g.master_id, g.master_epoch), (None, 3));
+        assert_eq!(g.sync_state_set, BTreeSet::from([1]));
+        // Only an in-sync broker takes a masterless group by registering.
+        let g = group(s.apply(&reg(0)));
+        assert_eq!(g.master_id, None);
+        let g = group(s.apply(&reg(1)));
+        assert_eq!((g.master_id, g.master_epoch), (Some(1), 4));
+    }
+
+    #[test]
+    fn alter_sync_state_set_checks_master_and_epochs() {
+        let mut s = ControllerState::default();
+        s.apply(&reg(0));
+        s.apply(&reg(1));
+        let alter = |m, me, se, set: &[u64]| Command::AlterSyncStateSet {
+            broker_name: "b".into(),
+            master_id: m,
+            master_epoch: me,
+            sync_state_set_epoch: se,
+            new_set: set.iter().copied().collect(),
+        };
+        let g = group(s.apply(&alter(0, 1, 1, &[0, 1])));
+        assert_eq!((g.sync_state_set.len(), g.sync_state_set_epoch), (2, 2));
+        assert!(matches!(
+            s.apply(&alter(0, 1, 1, &[0])),
+            CommandResult::Rejected(_)
+        ));
+        assert!(matches!(
+            s.apply(&alter(1, 1, 2, &[1])),
+            CommandResult::Rejected(_)
+        ));
+        assert!(matches!(
+            s.apply(&alter(0, 1, 2, &[1])),
+            CommandResult::Rejected(_)
+        ));
+        assert!(matches!(
+            s.apply(&alter(0, 1, 2, &[0, 9])),
+            CommandResult::Rejected(_)
+        ));
+    }
+}

@@ -1,0 +1,373 @@
+//! The failover controller group (issue 13, docs/controller.md): three real
+//! `skylark controller` processes elect a raft leader, replicate writes,
+//! survive the leader's kill -9, and a restarted member catches up from its
+//! disk. The brokers' side is played by a client speaking the controller
+//! protocol (heartbeats, in-sync set reports), so the election rules are
+//! tested against the real controllers.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{bin, free_port, wait_listening, wait_until, KillOnDrop};
+use skylark::actors::controller::client::ControllerClient;
+use skylark::actors::controller::proto::{AlterSyncStateSet, BrokerHeartbeat, Request, Response};
+use skylark::actors::controller::types::GroupInfo;
+
+struct Controller {
+    id: u64,
+    port: u16,
+    dir: PathBuf,
+    peers: String,
+    timeout_ms: u64,
+    child: Option<KillOnDrop>,
+}
+
+impl Controller {
+    fn spawn(&mut self) {
+        let mut child = Command::new(bin())
+            .args(["--log-level", "warn", "controller", "--node-id"])
+            .arg(self.id.to_string())
+            .args(["--port", &self.port.to_string(), "--peers", &self.peers])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .env(
+                "SKYLARK_CONTROLLER_BROKER_TIMEOUT_MS",
+                self.timeout_ms.to_string(),
+            )
+            .env("SKYLARK_RAFT_HEARTBEAT_INTERVAL_MS", "100")
+            .env("SKYLARK_RAFT_ELECTION_TIMEOUT_MIN_MS", "500")
+            .env("SKYLARK_RAFT_ELECTION_TIMEOUT_MAX_MS", "1000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn skylark controller");
+        wait_listening(&mut child, &[self.port]).expect("controller listening");
+        self.child = Some(KillOnDrop(child));
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn kill9(&mut self) {
+        self.child = None;
+    }
+}
+
+fn group(root: &Path, timeout_ms: u64) -> Vec<Controller> {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let peers = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(";");
+    let mut cs: Vec<Controller> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &port)| Controller {
+            id: i as u64 + 1,
+            port,
+            dir: root.join(format!("c{}", i + 1)),
+            peers: peers.clone(),
+            timeout_ms,
+            child: None,
+        })
+        .collect();
+    for c in &mut cs {
+        c.spawn();
+    }
+    cs
+}
+
+fn all_addrs(cs: &[Controller]) -> String {
+    cs.iter()
+        .map(Controller::addr)
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// `skylark admin controller status --json` against one controller.
+fn status(addr: &str) -> Option<serde_json::Value> {
+    let out = Command::new(bin())
+        .args(["--log-level", "warn", "admin", "--namesrv", "127.0.0.1:1"])
+        .args(["controller", "status", "--json", "--controller", addr])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run skylark admin");
+    if !out.status.success() {
+        return None;
+    }
+    common::json_lines(&out.stdout)
+        .into_iter()
+        .next()
+        .filter(|v| v.get("error").is_none())
+}
+
+/// The leader id every live controller agrees on.
+fn agreed_leader(cs: &[Controller]) -> Option<u64> {
+    let mut leaders = BTreeSet::new();
+    for c in cs.iter().filter(|c| c.child.is_some()) {
+        leaders.insert(status(&c.addr())?.get("leader_id")?.as_u64()?);
+    }
+    (leaders.len() == 1).then(|| *leaders.iter().next().unwrap_or(&0))
+}
+
+fn wait_leader(cs: &[Controller], not: Option<u64>) -> u64 {
+    let mut leader = None;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            leader = agreed_leader(cs).filter(|l| Some(*l) != not);
+            leader.is_some()
+        }),
+        "no agreed controller leader (other than {not:?})"
+    );
+    leader.unwrap_or_default()
+}
+
+/// The group `name` as controller `addr` has applied it.
+fn group_at(addr: &str, name: &str) -> Option<serde_json::Value> {
+    status(addr)?
+        .get("groups")?
+        .as_array()?
+        .iter()
+        .find(|g| g["broker_name"] == name)
+        .cloned()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn heartbeat(
+    rt: &tokio::runtime::Runtime,
+    c: &mut ControllerClient,
+    name: &str,
+    id: u64,
+) -> Response {
+    let hb = BrokerHeartbeat {
+        cluster: "DefaultCluster".into(),
+        broker_name: name.into(),
+        broker_id: id,
+        addr: format!("127.0.0.1:{}", 20000 + id),
+        epoch: 0,
+        max_offset: 100 * id,
+    };
+    rt.block_on(c.leader_request(&Request::BrokerHeartbeat(hb)))
+        .expect("heartbeat answered")
+}
+
+fn expect_group(r: Response) -> GroupInfo {
+    match r {
+        Response::Group(g) => g,
+        other => panic!("expected a group, got {other:?}"),
+    }
+}
+
+#[test]
+fn controllers_elect_replicate_survive_leader_kill_and_restart_from_disk() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cs = group(tmp.path(), 10_000);
+    let first = wait_leader(&cs, None);
+    let rt = rt();
+    let mut client = ControllerClient::new(&all_addrs(&cs), Duration::from_secs(3));
+
+    // A write (a broker registering) replicates to every controller.
+    let g = expect_group(heartbeat(&rt, &mut client, "broker-a", 0));
+    assert_eq!((g.master_id, g.master_epoch), (Some(0), 1));
+    for c in &cs {
+        assert!(
+            wait_until(Duration::from_secs(10), || group_at(&c.addr(), "broker-a")
+                .is_some_and(|g| g["master_id"] == 0)),
+            "controller {} never applied the registration",
+            c.id
+        );
+    }
+
+    // The leader dies: another takes over and takes writes.
+    let killed = cs
+        .iter()
+        .position(|c| c.id == first)
+        .expect("leader listed");
+    cs[killed].kill9();
+    let second = wait_leader(&cs, Some(first));
+    assert_ne!(second, first);
+    let g = expect_group(heartbeat(&rt, &mut client, "broker-a", 1));
+    assert_eq!(g.replicas.len(), 2);
+
+    // The killed one restarts and catches up (its own disk plus the leader).
+    cs[killed].spawn();
+    let addr = cs[killed].addr();
+    assert!(
+        wait_until(Duration::from_secs(20), || group_at(&addr, "broker-a")
+            .is_some_and(|g| g["replicas"]
+                .as_object()
+                .is_some_and(|r| r.len() == 2))),
+        "the restarted controller never caught up"
+    );
+
+    // Everything from disk alone: kill -9 all three, restart all.
+    for c in &mut cs {
+        c.kill9();
+    }
+    for c in &mut cs {
+        c.spawn();
+    }
+    wait_leader(&cs, None);
+    for c in &cs {
+        let g = group_at(&c.addr(), "broker-a").expect("state survived a restart");
+        assert_eq!(g["replicas"].as_object().map(|r| r.len()), Some(2));
+        assert_eq!(g["master_id"], 0);
+    }
+}
+
+#[test]
+fn controller_elects_an_in_sync_slave_when_the_master_goes_silent() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cs = group(tmp.path(), 2_000);
+    let first_leader = wait_leader(&cs, None);
+    let rt = rt();
+    let mut client = ControllerClient::new(&all_addrs(&cs), Duration::from_secs(3));
+    let name = "broker-b";
+    let g = expect_group(heartbeat(&rt, &mut client, name, 0));
+    assert_eq!(g.master_id, Some(0));
+    heartbeat(&rt, &mut client, name, 1);
+    let g = expect_group(heartbeat(&rt, &mut client, name, 2));
+    assert_eq!(g.sync_state_set, BTreeSet::from([0]));
+
+    // The master reports slave 1 in sync (slave 2 is not).
+    let alter = AlterSyncStateSet {
+        broker_name: name.into(),
+        master_id: 0,
+        master_epoch: g.master_epoch,
+        sync_state_set_epoch: g.sync_state_set_epoch,
+        new_set: BTreeSet::from([0, 1]),
+    };
+    let g = expect_group(
+        rt.block_on(client.leader_request(&Request::AlterSyncStateSet(alter.clone())))
+            .expect("alter answered"),
+    );
+    assert_eq!(g.sync_state_set, BTreeSet::from([0, 1]));
+    // The same report again carries a stale set epoch: refused.
+    let stale = rt
+        .block_on(client.leader_request(&Request::AlterSyncStateSet(alter)))
+        .expect("alter answered");
+    assert!(matches!(stale, Response::Refused(_)), "{stale:?}");
+
+    // Forcing the out-of-sync slave is refused without unclean elections.
+    let out = Command::new(bin())
+        .args(["--log-level", "warn", "admin", "--namesrv", "127.0.0.1:1"])
+        .args(["controller", "elect", "--controller", &all_addrs(&cs)])
+        .args(["--broker-name", name, "--broker-id", "2"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run skylark admin");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in-sync"));
+
+    // The master goes silent; both slaves keep heartbeating. Slave 2 is more
+    // advanced (max_offset) but not in sync: slave 1 must win.
+    let mut elected = None;
+    let ok = wait_until(Duration::from_secs(20), || {
+        heartbeat(&rt, &mut client, name, 2);
+        let g = expect_group(heartbeat(&rt, &mut client, name, 1));
+        elected = Some(g.clone());
+        g.master_id != Some(0)
+    });
+    let g = elected.clone().expect("heartbeats answered");
+    assert!(ok, "no election after the master went silent: {g:?}");
+    assert_eq!(g.master_id, Some(1));
+    assert_eq!(g.master_epoch, 2);
+    assert_eq!(g.sync_state_set, BTreeSet::from([1]));
+
+    // The controller leader dies; the next one still handles a broker
+    // failure: master 1 goes silent, only out-of-sync slave 2 is alive, so
+    // the group is left without a master (no unclean election)...
+    let i = cs
+        .iter()
+        .position(|c| c.id == first_leader)
+        .expect("listed");
+    cs[i].kill9();
+    wait_leader(&cs, Some(first_leader));
+    let ok = wait_until(Duration::from_secs(20), || {
+        let g = expect_group(heartbeat(&rt, &mut client, name, 2));
+        elected = Some(g.clone());
+        g.master_id.is_none()
+    });
+    let g = elected.clone().expect("heartbeats answered");
+    assert!(ok, "master 1 was never replaced: {g:?}");
+    assert_eq!(g.master_epoch, 3);
+    // ... until the in-sync broker comes back and takes it again.
+    let g = expect_group(heartbeat(&rt, &mut client, name, 1));
+    assert_eq!((g.master_id, g.master_epoch), (Some(1), 4));
+}
+
+#[test]
+fn controller_answers_a_malformed_frame_with_an_error_and_keeps_the_connection() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cs = group(tmp.path(), 10_000);
+    let mut s = std::net::TcpStream::connect(cs[0].addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let read_frame = |s: &mut std::net::TcpStream| -> Response {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).expect("answer length");
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).expect("answer body");
+        rmp_serde::from_slice(&body).expect("answer decodes")
+    };
+    let garbage = [0xc1u8, 0xff, 0x00, 0x13];
+    s.write_all(&(garbage.len() as u32).to_be_bytes())
+        .expect("write");
+    s.write_all(&garbage).expect("write");
+    assert!(matches!(read_frame(&mut s), Response::Error(_)));
+    let status = rmp_serde::to_vec_named(&Request::Status).expect("encode");
+    s.write_all(&(status.len() as u32).to_be_bytes())
+        .expect("write");
+    s.write_all(&status).expect("write");
+    match read_frame(&mut s) {
+        Response::Status(st) => assert_eq!(st.node_id, 1),
+        other => panic!("expected a status, got {other:?}"),
+    }
+}
+
+#[test]
+fn controller_conf_files_form_one_group_on_ports_no_other_conf_uses() {
+    use skylark::actors::config::{BrokerConfig, NameServerConfig};
+    use skylark::actors::controller::ControllerConfig;
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut taken = BTreeSet::new();
+    for entry in std::fs::read_dir(&conf).expect("conf dir") {
+        let path = entry.expect("conf entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("namesrv") {
+            let c: NameServerConfig = skylark::config::load(Some(&path), &[]).expect(name);
+            taken.insert(c.port);
+        } else if name.starts_with("broker") {
+            let c: BrokerConfig = skylark::config::load(Some(&path), &[]).expect(name);
+            taken.insert(c.port);
+            taken.insert(c.ha_bind_port());
+        }
+    }
+    let mut peers = BTreeSet::new();
+    for id in 1..=3u64 {
+        let file = conf.join(format!("controller-{id}.toml"));
+        let c: ControllerConfig = skylark::config::load(Some(&file), &[]).expect("loads");
+        assert_eq!(c.node_id, id);
+        let map = c.peer_map().expect("valid peers");
+        assert_eq!(map.len(), 3);
+        assert_eq!(map[&id], format!("{}:{}", c.listen_host, c.port));
+        assert!(!taken.contains(&c.port), "port {} clashes", c.port);
+        peers.insert(c.peers.clone());
+    }
+    assert_eq!(peers.len(), 1, "every member lists the same group");
+}

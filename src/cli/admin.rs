@@ -43,6 +43,9 @@ async fn admin(a: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::Topic(TopicCmd::Route(t)) => route(&ns, &t.name, a.json).await,
         AdminCmd::Topic(TopicCmd::Stats(t)) => stats(&ns, &cfg, &t.name, a.json).await,
         AdminCmd::Topic(TopicCmd::List) => list(&ns, a.json).await,
+        AdminCmd::Topic(TopicCmd::Perm(t)) => {
+            super::admin_ops::topic_perm(&ns, &cfg, &t, a.json).await
+        }
         AdminCmd::Cluster(ClusterCmd::List) => cluster(&ns, &cfg, a.json).await,
         AdminCmd::Delay(super::DelayCmd::Stats { broker }) => {
             super::admin_delay::stats(&ns, &cfg, broker.as_deref(), a.json).await

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod admin_delay;
 pub mod admin_group;
+pub mod admin_ops;
 pub mod admin_query;
 pub mod admin_topic;
 pub mod bench;
@@ -396,6 +397,8 @@ pub enum MessageCmd {
     ById(MessageByIdArgs),
     /// Per queue, messages from the first one stored at or after a time.
     ByTime(MessageByTimeArgs),
+    /// The message at a queue offset, with its properties (RocketMQ queryMsgByOffset).
+    ByOffset(admin_ops::MessageByOffsetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -444,6 +447,9 @@ pub enum BrokerCmd {
     /// Live settings: `get` lists them, `set KEY VALUE` changes one.
     #[command(subcommand)]
     Config(BrokerConfigCmd),
+    /// The whole broker's write permission: wipe-write, add-write.
+    #[command(subcommand)]
+    Perm(admin_ops::BrokerPermCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -524,6 +530,8 @@ pub enum TopicCmd {
     Stats(TopicNameArgs),
     /// List topics.
     List,
+    /// Set a topic's read/write permission (RocketMQ updateTopicPerm).
+    Perm(admin_ops::TopicPermArgs),
 }
 
 #[derive(Debug, Args)]

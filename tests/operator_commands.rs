@@ -70,7 +70,11 @@ fn raw_send(broker: &str, topic: &str) -> Result<(), ProtocolError> {
 
 /// One raw pull of queue 0 from offset 0.
 fn raw_pull(broker: &str, topic: &str, group: &str) -> Result<u32, ProtocolError> {
-    run(async {
+    run(pull_async(broker, topic, group))
+}
+
+async fn pull_async(broker: &str, topic: &str, group: &str) -> Result<u32, ProtocolError> {
+    {
         let c = RpcClient::connect(broker, Duration::from_secs(5)).await?;
         let r = c
             .call(&PullRequest {
@@ -88,7 +92,7 @@ fn raw_pull(broker: &str, topic: &str, group: &str) -> Result<u32, ProtocolError
             .await;
         c.close();
         r.map(|p| p.count)
-    })
+    }
 }
 
 fn denied(r: Result<impl std::fmt::Debug, ProtocolError>, says: &str) {
@@ -284,4 +288,328 @@ fn query_msg_by_offset_prints_the_message_and_its_properties() {
         "0",
     ]));
     assert!(err.contains("queue 5 does not exist"), "{err}");
+}
+
+use skylark::codec::{
+    ConsumerGroupData, HeartbeatRequest, MessageId, MessageModel, SendBackRequest, Subscription,
+};
+
+fn group_config(s: &Standalone, args: &[&str]) -> Output {
+    let mut a = vec!["admin", "group", "config"];
+    a.extend_from_slice(args);
+    s.cli(&a)
+}
+
+#[test]
+fn sub_group_consume_disable_refuses_pulls_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Standalone::start(dir.path(), &[]);
+    create_topic(&s, "SubT", 1);
+    ok(&produce(&s, "SubT", &["--body", "m"]));
+    assert_eq!(raw_pull(&s.broker(), "SubT", "CG1").unwrap(), 1);
+
+    let out = ok(&group_config(&s, &["show", "--group", "CG1"]));
+    assert!(
+        out.contains("consume_enable=true") && out.contains("(defaults)"),
+        "{out}"
+    );
+    ok(&group_config(
+        &s,
+        &["set", "--group", "CG1", "--consume-enable", "false"],
+    ));
+    denied(raw_pull(&s.broker(), "SubT", "CG1"), "may not consume");
+    // Another group is not affected.
+    assert_eq!(raw_pull(&s.broker(), "SubT", "CG2").unwrap(), 1);
+
+    s.restart();
+    denied(raw_pull(&s.broker(), "SubT", "CG1"), "may not consume");
+    let out = ok(&s.cli(&[
+        "admin", "--json", "group", "config", "show", "--group", "CG1",
+    ]));
+    let v = &json_lines(out.as_bytes())[0];
+    assert_eq!(v["consume_enable"], false, "{v}");
+    assert_eq!(v["stored"], true, "{v}");
+
+    ok(&group_config(
+        &s,
+        &["set", "--group", "CG1", "--consume-enable", "true"],
+    ));
+    assert_eq!(raw_pull(&s.broker(), "SubT", "CG1").unwrap(), 1);
+
+    let err = fails(&group_config(
+        &s,
+        &["set", "--group", "CG1", "--retry-max", "100"],
+    ));
+    assert!(err.contains("over the limit"), "{err}");
+    let err = fails(&group_config(&s, &["set", "--group", "CG1"]));
+    assert!(err.contains("nothing to set"), "{err}");
+    let err = fails(&group_config(
+        &s,
+        &["set", "--group", "bad group", "--broadcast", "false"],
+    ));
+    assert!(err.contains("bad group"), "{err}");
+}
+
+#[test]
+fn sub_group_retry_max_sends_a_failed_message_to_the_dlq_sooner() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(dir.path(), &[]);
+    create_topic(&s, "RetryT", 1);
+    let out = ok(&produce(&s, "RetryT", &["--body", "fails"]));
+    let msg_id = json_lines(out.as_bytes())[0]["msg_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let offset = MessageId::from_hex(&msg_id).unwrap().physical_offset;
+    // Second failure, the consumer allowing its default 16 attempts.
+    let send_back = || {
+        run(async {
+            let c = RpcClient::connect(&s.broker(), Duration::from_secs(5))
+                .await
+                .unwrap();
+            let r = c
+                .call(&SendBackRequest {
+                    group: "RG".into(),
+                    physical_offset: offset,
+                    reconsume_times: 1,
+                    max_reconsume_times: Some(16),
+                })
+                .await
+                .unwrap();
+            c.close();
+            r.topic
+        })
+    };
+    assert_eq!(send_back(), "%RETRY%RG");
+    ok(&group_config(
+        &s,
+        &["set", "--group", "RG", "--retry-max", "1"],
+    ));
+    let out = ok(&group_config(&s, &["show", "--group", "RG"]));
+    assert!(out.contains("retry_max=1"), "{out}");
+    assert_eq!(send_back(), "%DLQ%RG");
+    ok(&group_config(
+        &s,
+        &["set", "--group", "RG", "--client-retry-max"],
+    ));
+    assert_eq!(send_back(), "%RETRY%RG");
+}
+
+fn heartbeat(group: &str, model: MessageModel, producer_group: Option<&str>) -> HeartbeatRequest {
+    HeartbeatRequest {
+        client_id: format!("raw-{group}"),
+        producer_groups: producer_group.into_iter().map(String::from).collect(),
+        consumer_groups: vec![ConsumerGroupData {
+            group: group.into(),
+            message_model: model,
+            subscriptions: vec![Subscription {
+                topic: "BcT".into(),
+                expression: "*".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        language: "TEST".into(),
+        version: "9.9".into(),
+    }
+}
+
+#[test]
+fn sub_group_broadcast_disable_refuses_broadcasting_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(dir.path(), &[]);
+    create_topic(&s, "BcT", 1);
+    ok(&produce(&s, "BcT", &["--body", "m"]));
+    ok(&group_config(
+        &s,
+        &["set", "--group", "BG", "--broadcast", "false"],
+    ));
+    run(async {
+        let c = RpcClient::connect(&s.broker(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        denied(
+            c.call(&heartbeat("BG", MessageModel::Broadcasting, None))
+                .await,
+            "broadcasting",
+        );
+        // Clustering members of the group are welcome.
+        c.call(&heartbeat("BG", MessageModel::Clustering, None))
+            .await
+            .unwrap();
+        c.close();
+    });
+    // A broadcasting member known from before the change cannot pull.
+    ok(&group_config(
+        &s,
+        &["set", "--group", "BG2", "--broadcast", "true"],
+    ));
+    run(async {
+        let c = RpcClient::connect(&s.broker(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        c.call(&heartbeat("BG2", MessageModel::Broadcasting, None))
+            .await
+            .unwrap();
+        ok(&group_config(
+            &s,
+            &["set", "--group", "BG2", "--broadcast", "false"],
+        ));
+        denied(pull_async(&s.broker(), "BcT", "BG2").await, "broadcasting");
+        c.close();
+    });
+}
+
+#[test]
+fn consumer_and_producer_connections_come_from_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(dir.path(), &[]);
+    create_topic(&s, "ConnT", 1);
+    let consumer = common::KillOnDrop(
+        std::process::Command::new(common::bin())
+            .args([
+                "--log-level",
+                "warn",
+                "consume",
+                "--group",
+                "ConnG",
+                "--topic",
+                "ConnT",
+            ])
+            .args(["--filter", "TagA || TagB", "--idle-timeout", "60"])
+            .env("SKYLARK_NAMESRV", s.namesrv())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut member = serde_json::Value::Null;
+    assert!(wait_until(WAIT, || {
+        let out = s.cli(&[
+            "admin",
+            "--json",
+            "group",
+            "connections",
+            "--group",
+            "ConnG",
+        ]);
+        match json_lines(&out.stdout).into_iter().next() {
+            Some(v) if out.status.success() => {
+                member = v;
+                true
+            }
+            _ => false,
+        }
+    }));
+    assert_eq!(member["language"], "RUST", "{member}");
+    assert_eq!(member["version"], env!("CARGO_PKG_VERSION"), "{member}");
+    assert!(
+        member["addr"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{member}"
+    );
+    assert_eq!(member["message_model"], "Clustering", "{member}");
+    assert_eq!(member["subscriptions"][0]["topic"], "ConnT", "{member}");
+    assert_eq!(
+        member["subscriptions"][0]["expression"], "TagA || TagB",
+        "{member}"
+    );
+    drop(consumer);
+    // A member whose connection closed is no longer listed.
+    assert!(wait_until(WAIT, || {
+        !s.cli(&["admin", "group", "connections", "--group", "ConnG"])
+            .status
+            .success()
+    }));
+
+    let err = fails(&s.cli(&["admin", "producer", "connections", "--group", "PG1"]));
+    assert!(err.contains("no live client"), "{err}");
+    run(async {
+        let c = RpcClient::connect(&s.broker(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        c.call(&heartbeat("unused", MessageModel::Clustering, Some("PG1")))
+            .await
+            .unwrap();
+        let out = ok(&s.cli(&[
+            "admin",
+            "--json",
+            "producer",
+            "connections",
+            "--group",
+            "PG1",
+        ]));
+        let v = &json_lines(out.as_bytes())[0];
+        assert_eq!(v["client_id"], "raw-unused", "{v}");
+        assert_eq!(v["language"], "TEST", "{v}");
+        assert_eq!(v["version"], "9.9", "{v}");
+        c.close();
+    });
+    assert!(wait_until(WAIT, || {
+        !s.cli(&["admin", "producer", "connections", "--group", "PG1"])
+            .status
+            .success()
+    }));
+}
+
+fn status(s: &Standalone) -> serde_json::Value {
+    let out = ok(&s.cli(&["admin", "--json", "broker", "status"]));
+    json_lines(out.as_bytes())[0]["status"].clone()
+}
+
+#[test]
+fn broker_status_reports_tps_disk_flush_and_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Standalone::start(dir.path(), &[]);
+    create_topic(&s, "StatT", 1);
+    ok(&s.cli(&[
+        "produce", "--topic", "StatT", "--count", "20", "--body", "x",
+    ]));
+    let v = status(&s);
+    assert_eq!(v["recovery_kind"], "NewStore", "{v}");
+    assert_eq!(v["recovery_damaged_records"], "0", "{v}");
+    assert_eq!(v["broker_permission"], "rw", "{v}");
+    assert!(
+        v["put_messages_total"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 20,
+        "{v}"
+    );
+    let ratio: f64 = v["commit_log_disk_ratio"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.0..=1.0).contains(&ratio) && ratio > 0.0, "{v}");
+    assert!(v["commit_log_max_offset"].as_str().unwrap() != "0", "{v}");
+    for k in [
+        "flush_latency_max_us",
+        "commit_log_mapped_bytes",
+        "get_found_tps_10s",
+    ] {
+        assert!(v.get(k).is_some(), "{k} missing: {v}");
+    }
+    // TPS comes from once-a-second samples.
+    assert!(wait_until(WAIT, || {
+        status(&s)["put_tps_10s"]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+            > 0.0
+    }));
+    assert!(raw_pull(&s.broker(), "StatT", "SG").unwrap() > 0);
+    assert!(status(&s)["get_found_messages_total"].as_str().unwrap() != "0");
+
+    s.kill9();
+    s.restart();
+    let v = status(&s);
+    assert_eq!(v["recovery_kind"], "Unclean", "{v}");
+    let human = ok(&s.cli(&["admin", "broker", "status", "--broker", "standalone"]));
+    assert!(human.contains("recovery_damaged_records"), "{human}");
+    let err = fails(&s.cli(&["admin", "broker", "status", "--broker", "nosuch"]));
+    assert!(err.contains("nosuch"), "{err}");
 }

@@ -25,6 +25,7 @@
 //! engine the Storage actor drives; [`launch`] starts a whole broker.
 
 pub mod broker;
+pub mod client_registry;
 pub mod config;
 pub mod consumer_group;
 pub mod consumer_groups;
@@ -40,6 +41,7 @@ pub mod replicator;
 pub mod scheduler;
 pub mod storage;
 pub mod store;
+pub mod subscription_groups;
 pub mod topic_queue;
 pub mod transaction;
 

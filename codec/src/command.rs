@@ -91,6 +91,16 @@ pub enum Command {
     GetBrokerConfig = 73,
     /// [`crate::SetBrokerConfigRequest`] → [`crate::Ack`].
     SetBrokerConfig = 74,
+    /// [`crate::UpdateSubscriptionGroupRequest`] → [`crate::Ack`].
+    UpdateSubscriptionGroup = 75,
+    /// [`crate::GetSubscriptionGroupRequest`] → [`crate::SubscriptionGroupInfo`].
+    GetSubscriptionGroup = 76,
+    /// [`crate::GetConsumerConnectionsRequest`] → [`crate::ConsumerConnections`].
+    GetConsumerConnections = 77,
+    /// [`crate::GetProducerConnectionsRequest`] → [`crate::ProducerConnections`].
+    GetProducerConnections = 78,
+    /// [`crate::GetBrokerRuntimeStatusRequest`] → [`crate::BrokerRuntimeStatus`].
+    GetBrokerRuntimeStatus = 79,
     // Scheduler (90-99): add here.
     // Transactions (100-109).
     /// [`crate::EndTransactionRequest`] → [`crate::Ack`].
@@ -143,6 +153,11 @@ impl Command {
         Command::QueryMessageByTime,
         Command::GetBrokerConfig,
         Command::SetBrokerConfig,
+        Command::UpdateSubscriptionGroup,
+        Command::GetSubscriptionGroup,
+        Command::GetConsumerConnections,
+        Command::GetProducerConnections,
+        Command::GetBrokerRuntimeStatus,
         // Scheduler: add here.
         // Transactions.
         Command::EndTransaction,

@@ -59,6 +59,15 @@ async fn admin(a: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::Group(GroupCmd::Delete(g)) => {
             admin_group::delete(&ns, &cfg, &g.group, a.json).await
         }
+        AdminCmd::Group(GroupCmd::Config(c)) => {
+            super::admin_ops::group_config(&ns, &cfg, &c, a.json).await
+        }
+        AdminCmd::Group(GroupCmd::Connections(g)) => {
+            super::admin_ops::consumer_connections(&ns, &cfg, &g.group, a.json).await
+        }
+        AdminCmd::Producer(super::admin_ops::ProducerCmd::Connections(g)) => {
+            super::admin_ops::producer_connections(&ns, &cfg, &g.group, a.json).await
+        }
         AdminCmd::Offset(OffsetCmd::Reset(r)) => {
             admin_group::reset(&ns, &cfg, &r.group, &r.topic, r.timestamp, a.json).await
         }

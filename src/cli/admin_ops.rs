@@ -10,6 +10,13 @@
 //!   show its queues as not writable.
 //! * `message by-offset` (`queryMsgByOffset`): the message at a queue offset,
 //!   read with a pull that commits nothing.
+//! * `group config set|show` (`updateSubGroup`): a consumer group's retry
+//!   max, consume enable and broadcast enable, stored by each master.
+//! * `group connections` / `producer connections` (`consumerConnection` /
+//!   `producerConnection`): live clients as the brokers know them from
+//!   heartbeats (id, address, language, version, subscriptions).
+//! * `broker status` (`brokerStatus`): put/get TPS, CommitLog, disk, flush
+//!   latency and the recovery report, from every broker or `--broker`.
 //!
 //! Errors name the object that is wrong; the exit status is non-zero.
 
@@ -317,4 +324,284 @@ pub async fn message_by_offset(
 /// `ErrorCode` of an error chain, if it carries one (tests and callers).
 pub fn error_code(e: &anyhow::Error) -> Option<ErrorCode> {
     e.downcast_ref::<ClientError>().and_then(ClientError::code)
+}
+
+/// `admin group config ...`.
+#[derive(Debug, Subcommand)]
+pub enum GroupConfigCmd {
+    /// Change a group's settings on every master (RocketMQ updateSubGroup);
+    /// settings not given keep their current value.
+    Set(GroupConfigSetArgs),
+    /// A group's settings on every broker.
+    Show(super::GroupNameArgs),
+}
+
+/// `admin group config set`.
+#[derive(Debug, Args)]
+pub struct GroupConfigSetArgs {
+    /// Consumer group.
+    #[arg(long)]
+    pub group: String,
+    /// Deliveries before the dead-letter topic (0-64; wins over the consumer's own value).
+    #[arg(long)]
+    pub retry_max: Option<u32>,
+    /// Go back to the consumer's own retry max (16 unless it says otherwise).
+    #[arg(long, conflicts_with = "retry_max")]
+    pub client_retry_max: bool,
+    /// Whether members may pull (false: pulls are refused).
+    #[arg(long)]
+    pub consume_enable: Option<bool>,
+    /// Whether members may consume in broadcasting mode.
+    #[arg(long)]
+    pub broadcast: Option<bool>,
+    /// Only on this broker (name or address; default: every master).
+    #[arg(long)]
+    pub broker: Option<String>,
+}
+
+/// `admin producer ...`.
+#[derive(Debug, Subcommand)]
+pub enum ProducerCmd {
+    /// The live clients of a producer group on every broker (RocketMQ producerConnection).
+    Connections(super::GroupNameArgs),
+}
+
+/// `admin broker status`.
+#[derive(Debug, Args)]
+pub struct BrokerStatusArgs {
+    /// Broker name or address (default: every broker, masters and slaves).
+    #[arg(long)]
+    pub broker: Option<String>,
+}
+
+/// Every registered broker as (broker name, id, address), or the one named.
+async fn brokers(
+    ns: &NameServerClient,
+    only: Option<&str>,
+    masters_only: bool,
+) -> anyhow::Result<Vec<(String, u64, String)>> {
+    if let Some(b) = only {
+        let (name, addr) = resolve_broker(ns, b).await?;
+        return Ok(vec![(name, 0, addr)]);
+    }
+    let info = ns.cluster_info().await?;
+    let mut all: Vec<(String, u64, String)> = info
+        .brokers
+        .values()
+        .flat_map(|b| {
+            b.addrs
+                .iter()
+                .filter(|(id, _)| !masters_only || **id == 0)
+                .map(|(id, a)| (b.broker_name.clone(), *id, a.clone()))
+        })
+        .collect();
+    all.sort();
+    if all.is_empty() {
+        bail!("no broker is registered with the NameServer");
+    }
+    Ok(all)
+}
+
+/// `admin group config set|show`.
+pub async fn group_config(
+    ns: &NameServerClient,
+    cfg: &ClientConfig,
+    cmd: &GroupConfigCmd,
+    json: bool,
+) -> anyhow::Result<()> {
+    use skylark_codec::{GetSubscriptionGroupRequest, UpdateSubscriptionGroupRequest};
+    let (group, set) = match cmd {
+        GroupConfigCmd::Set(a) => (&a.group, Some(a)),
+        GroupConfigCmd::Show(g) => (&g.group, None),
+    };
+    skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
+    if let Some(a) = set {
+        if a.retry_max.is_none()
+            && !a.client_retry_max
+            && a.consume_enable.is_none()
+            && a.broadcast.is_none()
+        {
+            bail!("nothing to set: give --retry-max, --client-retry-max, --consume-enable or --broadcast");
+        }
+    }
+    let only = set.and_then(|a| a.broker.as_deref());
+    let targets = brokers(ns, only, true).await?;
+    let get = GetSubscriptionGroupRequest {
+        group: group.clone(),
+    };
+    for (name, _, addr) in &targets {
+        let mut info = call(cfg, addr, None, &get).await?;
+        if let Some(a) = set {
+            let c = &mut info.config;
+            if let Some(n) = a.retry_max {
+                c.retry_max_times = Some(n);
+            }
+            if a.client_retry_max {
+                c.retry_max_times = None;
+            }
+            if let Some(e) = a.consume_enable {
+                c.consume_enable = e;
+            }
+            if let Some(b) = a.broadcast {
+                c.consume_broadcast_enable = b;
+            }
+            let req = UpdateSubscriptionGroupRequest {
+                config: info.config.clone(),
+            };
+            call(cfg, addr, None, &req).await?;
+            info.stored = true;
+        }
+        let c = &info.config;
+        let retry = c
+            .retry_max_times
+            .map_or_else(|| "client's (default 16)".to_string(), |n| n.to_string());
+        if json {
+            out!(
+                "{}",
+                json!({"group": group, "broker_name": name, "addr": addr, "stored": info.stored,
+                    "consume_enable": c.consume_enable,
+                    "consume_broadcast_enable": c.consume_broadcast_enable,
+                    "retry_max_times": c.retry_max_times})
+            );
+        } else {
+            out!(
+                "{name} ({addr}) group '{group}': consume_enable={} broadcast={} retry_max={retry}{}",
+                c.consume_enable,
+                c.consume_broadcast_enable,
+                if info.stored { "" } else { " (defaults)" }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `admin group connections --group G` (RocketMQ consumerConnection).
+pub async fn consumer_connections(
+    ns: &NameServerClient,
+    cfg: &ClientConfig,
+    group: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
+    let req = skylark_codec::GetConsumerConnectionsRequest {
+        group: group.to_string(),
+    };
+    let mut rows = Vec::new();
+    for (name, _, addr) in brokers(ns, None, true).await? {
+        for c in call(cfg, &addr, None, &req).await?.connections {
+            rows.push((name.clone(), c));
+        }
+    }
+    if rows.is_empty() {
+        bail!("consumer group '{group}' has no live member on any master broker");
+    }
+    for (broker, c) in &rows {
+        let subs: Vec<String> = c
+            .subscriptions
+            .iter()
+            .map(|s| match s.expression_type {
+                skylark_codec::ExpressionType::Tag => format!("{} '{}'", s.topic, s.expression),
+                skylark_codec::ExpressionType::Sql => {
+                    format!("{} SQL '{}'", s.topic, s.expression)
+                }
+            })
+            .collect();
+        let k = &c.connection;
+        if json {
+            out!(
+                "{}",
+                json!({"group": group, "broker_name": broker, "client_id": k.client_id,
+                    "addr": k.addr, "language": k.language, "version": k.version,
+                    "last_heartbeat_ms": k.last_heartbeat_ms,
+                    "consume_type": format!("{:?}", c.consume_type),
+                    "message_model": format!("{:?}", c.message_model),
+                    "subscriptions": c.subscriptions.iter().map(|s| json!({
+                        "topic": s.topic, "expression_type": format!("{:?}", s.expression_type),
+                        "expression": s.expression})).collect::<Vec<_>>()})
+            );
+        } else {
+            out!(
+                "{broker} {} {} {} {} {:?} {:?} subscriptions: {}",
+                k.client_id,
+                k.addr,
+                k.language,
+                k.version,
+                c.consume_type,
+                c.message_model,
+                subs.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `admin producer connections --group PG` (RocketMQ producerConnection).
+pub async fn producer_connections(
+    ns: &NameServerClient,
+    cfg: &ClientConfig,
+    group: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
+    let req = skylark_codec::GetProducerConnectionsRequest {
+        group: group.to_string(),
+    };
+    let mut rows = Vec::new();
+    for (name, _, addr) in brokers(ns, None, true).await? {
+        for c in call(cfg, &addr, None, &req).await?.connections {
+            rows.push((name.clone(), c));
+        }
+    }
+    if rows.is_empty() {
+        bail!("producer group '{group}' has no live client on any master broker (producers are known from their heartbeats)");
+    }
+    for (broker, k) in &rows {
+        if json {
+            out!(
+                "{}",
+                json!({"group": group, "broker_name": broker, "client_id": k.client_id,
+                    "addr": k.addr, "language": k.language, "version": k.version,
+                    "last_heartbeat_ms": k.last_heartbeat_ms})
+            );
+        } else {
+            out!(
+                "{broker} {} {} {} {}",
+                k.client_id,
+                k.addr,
+                k.language,
+                k.version
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `admin broker status` (RocketMQ brokerStatus).
+pub async fn broker_status(
+    ns: &NameServerClient,
+    cfg: &ClientConfig,
+    a: &BrokerStatusArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    let req = skylark_codec::GetBrokerRuntimeStatusRequest {};
+    for (name, id, addr) in brokers(ns, a.broker.as_deref(), false).await? {
+        let status = call(cfg, &addr, None, &req).await?;
+        if json {
+            let table: serde_json::Map<String, serde_json::Value> = status
+                .table
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            out!(
+                "{}",
+                json!({"broker_name": name, "broker_id": id, "addr": addr, "status": table})
+            );
+        } else {
+            out!("{name} ({addr}):");
+            for (k, v) in &status.table {
+                out!("  {k:<32} {v}");
+            }
+        }
+    }
+    Ok(())
 }

@@ -227,12 +227,14 @@ pub async fn broker(
     cmd: BrokerCmd,
     json: bool,
 ) -> anyhow::Result<()> {
-    if let BrokerCmd::Perm(p) = &cmd {
-        return super::admin_ops::broker_perm(ns, cfg, p, json).await;
+    match &cmd {
+        BrokerCmd::Perm(p) => return super::admin_ops::broker_perm(ns, cfg, p, json).await,
+        BrokerCmd::Status(a) => return super::admin_ops::broker_status(ns, cfg, a, json).await,
+        BrokerCmd::Config(_) => {}
     }
     let mut out = std::io::stdout().lock();
     match cmd {
-        BrokerCmd::Perm(_) => {}
+        BrokerCmd::Perm(_) | BrokerCmd::Status(_) => {}
         BrokerCmd::Config(BrokerConfigCmd::Get(a)) => {
             for addr in target_brokers(ns, a.broker).await? {
                 let s = call(cfg, &addr, None, &GetBrokerConfigRequest {}).await?;

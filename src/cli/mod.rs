@@ -376,6 +376,9 @@ pub enum AdminCmd {
     /// Consumer offsets: reset (backtrack) to a time.
     #[command(subcommand)]
     Offset(OffsetCmd),
+    /// Producer groups: their live connections.
+    #[command(subcommand)]
+    Producer(admin_ops::ProducerCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -450,6 +453,8 @@ pub enum BrokerCmd {
     /// The whole broker's write permission: wipe-write, add-write.
     #[command(subcommand)]
     Perm(admin_ops::BrokerPermCmd),
+    /// Runtime figures: put/get TPS, disk ratio, flush latency, CommitLog, recovery.
+    Status(admin_ops::BrokerStatusArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -486,6 +491,11 @@ pub enum GroupCmd {
     Progress(GroupNameArgs),
     /// Forget a group's offsets, members and locks on every broker.
     Delete(GroupNameArgs),
+    /// The group's settings: retry max, consume enable, broadcast (RocketMQ updateSubGroup).
+    #[command(subcommand)]
+    Config(admin_ops::GroupConfigCmd),
+    /// The group's live members: client id, address, language, version, subscriptions.
+    Connections(GroupNameArgs),
 }
 
 #[derive(Debug, Args)]

@@ -55,6 +55,10 @@ pub struct Shared {
     pub scheduler: crate::scheduler::SchedulerHandle,
     /// Half messages and their outcomes.
     pub transaction: Addr<Transaction>,
+    /// Consumer groups' settings (updateSubGroup) and the clients known
+    /// from heartbeats (operator commands).
+    pub sub_groups: crate::subscription_groups::SubscriptionGroupsHandle,
+    pub clients: Addr<crate::client_registry::ClientRegistry>,
 }
 
 impl Shared {
@@ -129,7 +133,7 @@ impl Service for BrokerService {
                 boxed(wire::dispatch(frame, move |r| offset::queue_offsets(s, r)))
             }
             Command::Heartbeat => boxed(wire::dispatch(frame, move |r| {
-                group::heartbeat(s, r, conn_addr)
+                group::heartbeat(s, r, conn_addr, peer)
             })),
             Command::UnregisterClient => boxed(wire::dispatch(frame, move |r| {
                 group::unregister_client(s, r)
@@ -163,6 +167,22 @@ impl Service for BrokerService {
             }
             Command::ConsumerSendBack => {
                 boxed(wire::dispatch(frame, move |r| group::send_back(s, r, peer)))
+            }
+            // Operator commands (75-79).
+            Command::UpdateSubscriptionGroup => boxed(wire::dispatch(frame, move |r| {
+                group::update_sub_group(s, r)
+            })),
+            Command::GetSubscriptionGroup => {
+                boxed(wire::dispatch(frame, move |r| group::get_sub_group(s, r)))
+            }
+            Command::GetConsumerConnections => boxed(wire::dispatch(frame, move |r| {
+                group::consumer_connections(s, r)
+            })),
+            Command::GetProducerConnections => boxed(wire::dispatch(frame, move |r| {
+                group::producer_connections(s, r)
+            })),
+            Command::GetBrokerRuntimeStatus => {
+                boxed(wire::dispatch(frame, move |r| admin::runtime_status(s, r)))
             }
             // Queries and admin: add here.
             Command::SearchOffsetByTime => boxed(wire::dispatch(frame, move |r| {

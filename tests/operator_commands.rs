@@ -613,3 +613,47 @@ fn broker_status_reports_tps_disk_flush_and_recovery() {
     let err = fails(&s.cli(&["admin", "broker", "status", "--broker", "nosuch"]));
     assert!(err.contains("nosuch"), "{err}");
 }
+
+/// Issue 18 item 2 (broker side): a frame over the limit is answered with a
+/// typed `FrameTooLarge` error that says so, echoing the request's id and
+/// command so the client can tell which request it was; only that
+/// connection closes.
+#[test]
+fn oversize_frame_gets_a_typed_too_large_answer_on_a_raw_socket() {
+    use skylark::codec::{FrameCodec, FrameKind};
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(dir.path(), &[]);
+    let mut sock = std::net::TcpStream::connect(s.broker()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // Length 20,000,000, then the envelope and header [77, Request, SendMessage(10)].
+    let mut frame = 20_000_000u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&[0x92, 0x93, 77, 0, 10]);
+    frame.extend_from_slice(&[0x80; 64]);
+    sock.write_all(&frame).unwrap();
+    let mut answer = Vec::new();
+    // The broker answers, then closes this connection.
+    let _ = sock.read_to_end(&mut answer);
+    let mut buf = bytes::BytesMut::from(&answer[..]);
+    let mut codec = FrameCodec::new(skylark::codec::DEFAULT_MAX_FRAME_SIZE);
+    let f = tokio_util::codec::Decoder::decode(&mut codec, &mut buf)
+        .unwrap()
+        .expect("an answer frame");
+    assert_eq!(f.header.kind, FrameKind::Response);
+    assert_eq!((f.header.request_id, f.header.command), (77, 10));
+    let e = match f.decode_response::<skylark::codec::Ack>() {
+        Err(ProtocolError::Remote(e)) => e,
+        other => panic!("expected an error answer, got {other:?}"),
+    };
+    assert_eq!(e.code, ErrorCode::FrameTooLarge, "{e:?}");
+    assert!(
+        e.message.contains("too large") && e.message.contains("20000000"),
+        "{}",
+        e.message
+    );
+    // The broker still serves everyone else.
+    raw_send(&s.broker(), "TBW102").ok();
+    create_topic(&s, "AfterT", 1);
+    ok(&produce(&s, "AfterT", &["--body", "fine"]));
+}

@@ -657,3 +657,39 @@ fn oversize_frame_gets_a_typed_too_large_answer_on_a_raw_socket() {
     create_topic(&s, "AfterT", 1);
     ok(&produce(&s, "AfterT", &["--body", "fine"]));
 }
+
+/// `recovery_damaged_records` is the store's count (`Store::damaged_records`),
+/// not a constant: a record damaged on disk while the broker was down is
+/// counted once a read meets it.
+#[test]
+fn broker_status_counts_a_damaged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Standalone::start(dir.path(), &[]);
+    create_topic(&s, "DmgT", 1);
+    for body in ["first-intact-body", "DAMAGE-ME-PLEASE", "third-intact-body"] {
+        ok(&produce(&s, "DmgT", &["--body", body]));
+    }
+    assert!(s.terminate(), "clean shutdown");
+    let log_dir = dir.path().join("commitlog");
+    let segment = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .expect("a CommitLog segment");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes
+        .windows(16)
+        .position(|w| w == b"DAMAGE-ME-PLEASE")
+        .expect("the body on disk");
+    bytes[at] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+    drop(bytes);
+
+    s.restart();
+    assert_eq!(status(&s)["recovery_damaged_records"], "0");
+    // Reading the queue meets the damaged record (skipped, reported).
+    let _ = raw_pull(&s.broker(), "DmgT", "DG");
+    let v = status(&s);
+    assert_eq!(v["recovery_damaged_records"], "1", "{v}");
+    assert_eq!(v["recovery_kind"], "Clean", "{v}");
+}

@@ -539,6 +539,8 @@ fn broker_refuses_malformed_sql_on_pull_and_heartbeat() {
         assert_eq!(found, 1);
         let hb = |expr: &str| HeartbeatRequest {
             client_id: "raw-client".into(),
+            language: String::new(),
+            version: String::new(),
             producer_groups: Vec::new(),
             consumer_groups: vec![ConsumerGroupData {
                 group: "raw".into(),

@@ -22,6 +22,7 @@
 //! [`CreateTopics`], [`ListTopics`], [`LearnTopics`], [`Unregister`], [`GetBrokerSettings`],
 //! [`SetBrokerSetting`], [`WatchMaster`] (+ the registration tick).
 
+pub mod permission;
 mod registration;
 pub mod topic_store;
 
@@ -103,6 +104,8 @@ impl Broker {
         let log = log.new(slog::o!("actor" => "broker"));
         let dir = std::path::PathBuf::from(&config.store.data_dir).join("config");
         let (store, topics) = TopicStore::open(&dir, &log)?;
+        let live = Arc::new(LiveSettings::from_config(&config));
+        permission::load(&dir, &live)?;
         let links = config
             .namesrv_addrs()
             .into_iter()
@@ -115,7 +118,7 @@ impl Broker {
             .unwrap_or(1)
             << 16;
         Ok(Broker {
-            live: Arc::new(LiveSettings::from_config(&config)),
+            live,
             config,
             topics,
             store,
@@ -265,6 +268,22 @@ impl Broker {
         Ok((addr, seq))
     }
 
+    /// A full registration with every NameServer now (after the broker
+    /// permission changed every topic's registered permission); waits for
+    /// a round in flight, whose answer would mark the old version acked.
+    fn register_full_now(&mut self, ctx: &mut Context<Self>) {
+        if self.registering {
+            ctx.run_later(Duration::from_millis(20), |act, ctx| {
+                act.register_full_now(ctx)
+            });
+            return;
+        }
+        for link in &mut self.links {
+            link.acked = None;
+        }
+        self.register_all(ctx);
+    }
+
     /// Registers a change of topic `name` with the NameServers.
     fn topic_changed(&mut self, name: String, ctx: &mut Context<Self>) {
         self.data_version += 1;
@@ -279,7 +298,10 @@ impl Broker {
             broker_id: self.config.broker_id,
             broker_addr: self.config.advertised(),
             ha_addr: self.config.ha_advertised(),
-            topics,
+            topics: topics
+                .into_iter()
+                .map(|t| permission::registered(t, self.live.broker_permission()))
+                .collect(),
             data_version: self.data_version,
             kind,
             base_version: 0,
@@ -678,16 +700,43 @@ impl Handler<GetBrokerSettings> for Broker {
 }
 
 impl Handler<SetBrokerSetting> for Broker {
-    type Result = Result<(), SettingError>;
+    type Result = ResponseActFuture<Self, Result<(), SettingError>>;
     fn handle(&mut self, m: SetBrokerSetting, ctx: &mut Self::Context) -> Self::Result {
         let before = self.live.get(&m.key);
-        self.live.set(&m.key, &m.value)?;
+        if let Err(e) = self.live.set(&m.key, &m.value) {
+            return Box::pin(fut::ready(Err(e)));
+        }
         info!(self.log, "broker setting changed"; "key" => &m.key,
-            "from" => before.unwrap_or_default(), "to" => self.live.get(&m.key).unwrap_or_default());
+            "from" => before.clone().unwrap_or_default(), "to" => self.live.get(&m.key).unwrap_or_default());
         if m.key == "auto_create_topic" || m.key == "default_topic_queues" {
             self.topic_changed(AUTO_CREATE_TOPIC_KEY.to_string(), ctx);
         }
-        Ok(())
+        if m.key != permission::KEY {
+            return Box::pin(fut::ready(Ok(())));
+        }
+        // The broker permission lasts across restarts: answered once it is
+        // on disk, then every NameServer gets the full table with the new
+        // permissions at once.
+        let dir = std::path::PathBuf::from(&self.config.store.data_dir).join("config");
+        let perm = self.live.broker_permission();
+        let saved = tokio::task::spawn_blocking(move || permission::save(&dir, perm));
+        Box::pin(saved.into_actor(self).map(move |res, act, ctx| {
+            let res = match res {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = res {
+                error!(act.log, "cannot persist the broker permission"; "error" => &e);
+                if let Some(b) = &before {
+                    let _ = act.live.set(permission::KEY, b);
+                }
+                return Err(SettingError::Persist(permission::KEY.to_string(), e));
+            }
+            act.data_version += 1;
+            act.register_full_now(ctx);
+            Ok(())
+        }))
     }
 }
 

@@ -178,6 +178,9 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     let offsets_arbiter = Arbiter::new();
     let offsets =
         ConsumerOffsets::start_in_arbiter(&offsets_arbiter.handle(), move |_| offsets_state);
+    let sub_groups =
+        crate::subscription_groups::SubscriptionGroups::open(&config.store.data_dir, &log)?
+            .start_on(&offsets_arbiter.handle());
     let registry = Arc::new(DashMap::new());
     let broker = Broker::new(
         config.clone(),
@@ -269,6 +272,11 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         store_host,
         scheduler,
         transaction,
+        sub_groups,
+        clients: crate::client_registry::ClientRegistry::new(Duration::from_secs(
+            config.client_expire_secs.max(1),
+        ))
+        .start(),
     };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())

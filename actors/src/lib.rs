@@ -26,6 +26,7 @@
 //! [`metrics`] serves Prometheus metrics.
 
 pub mod broker;
+pub mod client_registry;
 pub mod config;
 pub mod consumer_group;
 pub mod consumer_groups;
@@ -43,6 +44,7 @@ pub mod replicator;
 pub mod scheduler;
 pub mod storage;
 pub mod store;
+pub mod subscription_groups;
 pub mod topic_queue;
 pub mod transaction;
 

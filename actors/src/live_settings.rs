@@ -8,7 +8,7 @@
 //! DESIGN §2 allows). Changes last until the broker stops; the
 //! configuration file stays the source of the values at start.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use crate::config::BrokerConfig;
 
@@ -19,6 +19,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "long_poll_max_ms",
     "max_pull_bytes",
     "enable_property_filter",
+    "broker_permission",
 ];
 
 /// Why a setting was refused.
@@ -28,6 +29,8 @@ pub enum SettingError {
     Unknown(String),
     #[error("broker setting '{0}' cannot be changed while the broker runs (live settings: {keys})", keys = LIVE_KEYS.join(", "))]
     NotLive(String),
+    #[error("cannot persist broker setting '{0}': {1}")]
+    Persist(String, String),
     #[error("bad value '{value}' for broker setting '{key}': {reason}")]
     BadValue {
         key: String,
@@ -69,6 +72,9 @@ pub struct LiveSettings {
     long_poll_max_ms: AtomicU64,
     max_pull_bytes: AtomicU32,
     enable_property_filter: AtomicBool,
+    /// The broker's own read/write permission (RocketMQ `brokerPermission`,
+    /// `PERM_READ | PERM_WRITE` bits); persisted by the Broker actor.
+    broker_permission: AtomicU8,
 }
 
 impl LiveSettings {
@@ -80,6 +86,7 @@ impl LiveSettings {
             long_poll_max_ms: AtomicU64::new(c.long_poll_max_ms),
             max_pull_bytes: AtomicU32::new(c.max_pull_bytes),
             enable_property_filter: AtomicBool::new(c.enable_property_filter),
+            broker_permission: AtomicU8::new(skylark_codec::PERM_READ | skylark_codec::PERM_WRITE),
         }
     }
 
@@ -98,6 +105,10 @@ impl LiveSettings {
     pub fn enable_property_filter(&self) -> bool {
         self.enable_property_filter.load(Relaxed)
     }
+    /// `PERM_READ | PERM_WRITE` bits of the whole broker.
+    pub fn broker_permission(&self) -> u8 {
+        self.broker_permission.load(Relaxed)
+    }
 
     /// Every live setting as `(key, value)` text.
     pub fn list(&self) -> Vec<(String, String)> {
@@ -115,6 +126,7 @@ impl LiveSettings {
             "long_poll_max_ms" => self.long_poll_max_ms().to_string(),
             "max_pull_bytes" => self.max_pull_bytes().to_string(),
             "enable_property_filter" => self.enable_property_filter().to_string(),
+            "broker_permission" => perm_text(self.broker_permission()),
             _ => return None,
         })
     }
@@ -138,6 +150,9 @@ impl LiveSettings {
         match key {
             "auto_create_topic" => self.auto_create_topic.store(boolean()?, Relaxed),
             "enable_property_filter" => self.enable_property_filter.store(boolean()?, Relaxed),
+            "broker_permission" => self
+                .broker_permission
+                .store(parse_perm(value).map_err(|e| bad(&e))?, Relaxed),
             "default_topic_queues" => self
                 .default_topic_queues
                 .store(positive(1024)? as u32, Relaxed),
@@ -152,6 +167,34 @@ impl LiveSettings {
         }
         Ok(())
     }
+}
+
+/// `rw`, `r-`, `-w` or `--` for `PERM_READ | PERM_WRITE` bits.
+pub fn perm_text(perm: u8) -> String {
+    let r = if perm & skylark_codec::PERM_READ != 0 {
+        'r'
+    } else {
+        '-'
+    };
+    let w = if perm & skylark_codec::PERM_WRITE != 0 {
+        'w'
+    } else {
+        '-'
+    };
+    format!("{r}{w}")
+}
+
+/// Reads a permission: `rw`, `r`, `w`, `-`/`none` (also `r-`, `-w`, `--`)
+/// or RocketMQ's numbers 6, 4, 2, 0.
+pub fn parse_perm(value: &str) -> Result<u8, String> {
+    use skylark_codec::{PERM_READ as R, PERM_WRITE as W};
+    Ok(match value.trim().to_ascii_lowercase().as_str() {
+        "rw" | "6" => R | W,
+        "r" | "r-" | "4" => R,
+        "w" | "-w" | "2" => W,
+        "-" | "--" | "none" | "0" => 0,
+        _ => return Err("expected rw, r, w or - (or RocketMQ's 6, 4, 2, 0)".to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -178,5 +221,11 @@ mod tests {
         let e = s.set("auto_create_topic", "yes").unwrap_err();
         assert!(e.to_string().contains("'auto_create_topic'"), "{e}");
         assert!(s.auto_create_topic());
+        assert_eq!(s.get("broker_permission").as_deref(), Some("rw"));
+        s.set("broker_permission", "4").unwrap();
+        assert_eq!(s.get("broker_permission").as_deref(), Some("r-"));
+        s.set("broker_permission", "-").unwrap();
+        assert_eq!(s.broker_permission(), 0);
+        assert!(s.set("broker_permission", "x").is_err());
     }
 }

@@ -28,9 +28,11 @@
 //! [`QueryByKey`], [`QueryByTime`], [`ReadAt`], [`GetQueueOffsets`],
 //! [`QueueOffsetByTime`], [`ListQueues`], [`RunRetention`],
 //! [`GetStorageStats`], [`GetTopicActivity`], [`GetTopicPuts`], [`SubscribeAppends`],
+//! [`status::GetRuntimeStatus`],
 //! [`ReadCommitLog`], [`AppendReplicated`], [`Shutdown`].
 
 pub mod arrivals;
+pub mod status;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -65,6 +67,8 @@ pub struct Storage {
     puts: HashMap<String, TopicPuts>,
     /// [`PutGroups`] handled.
     put_batches: u64,
+    /// Message counters and their samples ([`status`]).
+    runtime: status::RuntimeCounters,
     log: Logger,
     flush_mode: FlushMode,
     sync_flush_timeout: Duration,
@@ -309,6 +313,7 @@ impl Storage {
             parked: ParkedPulls::default(),
             puts: HashMap::new(),
             put_batches: 0,
+            runtime: status::RuntimeCounters::default(),
             flush_mode: c.flush_mode,
             sync_flush_timeout: Duration::from_millis(c.sync_flush_timeout_ms),
             flush_interval: Duration::from_millis(c.flush_interval_ms.max(1)),
@@ -367,6 +372,7 @@ impl Storage {
     /// After an append: count it per topic and wake the pulls parked on
     /// the queues it reached.
     fn note_appended(&mut self, messages: &[StoredMessage], results: &[AppendResult]) {
+        self.runtime.put_messages += messages.len() as u64;
         let mut i = 0;
         while i < messages.len() {
             // Count runs of one topic with one lookup.
@@ -423,6 +429,9 @@ impl Actor for Storage {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         ctx.run_interval(self.flush_interval, |act, _| act.flush_tick());
         ctx.run_interval(self.clean_interval, |act, _| act.retention_tick());
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            act.runtime.sample(std::time::Instant::now())
+        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -568,6 +577,9 @@ impl Handler<GetMessages> for Storage {
             ReadStatus::NoQueue => m.queue_offset == 0,
             _ => false,
         };
+        if read.status == ReadStatus::Found {
+            self.runtime.got_messages += read.count as u64;
+        }
         if let (true, Some(waker)) = (nothing_new, m.park) {
             self.parked
                 .park(&m.topic, m.queue_id, m.queue_offset, waker);

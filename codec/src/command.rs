@@ -91,6 +91,16 @@ pub enum Command {
     GetBrokerConfig = 73,
     /// [`crate::SetBrokerConfigRequest`] → [`crate::Ack`].
     SetBrokerConfig = 74,
+    /// [`crate::UpdateSubscriptionGroupRequest`] → [`crate::Ack`].
+    UpdateSubscriptionGroup = 75,
+    /// [`crate::GetSubscriptionGroupRequest`] → [`crate::SubscriptionGroupInfo`].
+    GetSubscriptionGroup = 76,
+    /// [`crate::GetConsumerConnectionsRequest`] → [`crate::ConsumerConnections`].
+    GetConsumerConnections = 77,
+    /// [`crate::GetProducerConnectionsRequest`] → [`crate::ProducerConnections`].
+    GetProducerConnections = 78,
+    /// [`crate::GetBrokerRuntimeStatusRequest`] → [`crate::BrokerRuntimeStatus`].
+    GetBrokerRuntimeStatus = 79,
     /// [`crate::GetBrokerRuntimeRequest`] → [`crate::BrokerRuntime`].
     GetBrokerRuntime = 89,
     // Scheduler (90-99): add here.
@@ -145,6 +155,11 @@ impl Command {
         Command::QueryMessageByTime,
         Command::GetBrokerConfig,
         Command::SetBrokerConfig,
+        Command::UpdateSubscriptionGroup,
+        Command::GetSubscriptionGroup,
+        Command::GetConsumerConnections,
+        Command::GetProducerConnections,
+        Command::GetBrokerRuntimeStatus,
         Command::GetBrokerRuntime,
         // Scheduler: add here.
         // Transactions.

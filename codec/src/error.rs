@@ -192,7 +192,7 @@ pub enum ProtocolError {
     Io(#[from] std::io::Error),
     /// A frame's length prefix exceeds the configured maximum. The bytes are
     /// not consumed: the connection cannot resynchronise and must close.
-    #[error("frame of {size} bytes exceeds the maximum of {max} bytes")]
+    #[error("frame too large: {size} bytes exceeds the maximum of {max} bytes")]
     FrameTooLarge {
         /// Length announced (or produced) for the frame.
         size: usize,

@@ -174,6 +174,16 @@ impl<'de> Deserialize<'de> for Header {
     }
 }
 
+/// The header of a frame from its first payload bytes (after the length
+/// prefix), if they hold the envelope marker and a whole header: how a
+/// server answers a frame it will not read (too large) with the request's
+/// id and command, so the client knows which request failed.
+pub fn peek_header(payload: &[u8]) -> Option<Header> {
+    let rest = payload.strip_prefix(&[ENVELOPE_MARKER])?;
+    let mut de = rmp_serde::Deserializer::from_read_ref(rest);
+    Header::deserialize(&mut de).ok()
+}
+
 /// The body of every response: the success body or a [`WireError`].
 pub type ResponseBody<T> = std::result::Result<T, WireError>;
 
@@ -541,6 +551,22 @@ mod tests {
         let no_tail: std::result::Result<u32, crate::WireError> = Ok(1);
         assert!(encode_frame_with_tail(&header, &no_tail, 1, &mut buf, 1 << 20).is_err());
         assert_eq!(&buf[..], b"xy");
+    }
+
+    #[test]
+    fn peek_header_reads_a_header_from_a_payload_prefix() {
+        let h = Header::request(77, Command::SendMessage);
+        let mut buf = BytesMut::new();
+        FrameCodec::new(1 << 20)
+            .encode(OutFrame::new(h, &crate::Ack {}), &mut buf)
+            .unwrap();
+        assert_eq!(peek_header(&buf[LENGTH_PREFIX_LEN..]), Some(h));
+        assert_eq!(
+            peek_header(&buf[LENGTH_PREFIX_LEN..LENGTH_PREFIX_LEN + 2]),
+            None
+        );
+        assert_eq!(peek_header(&[0x00, 0x93]), None);
+        assert_eq!(peek_header(&[]), None);
     }
 
     #[test]

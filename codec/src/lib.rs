@@ -98,6 +98,11 @@
 //! | 72 | `QueryMessageByTime` | [`QueryMessageByTimeRequest`] | [`QueryMessageResponse`] | Per queue, messages from the first stored at or after a timestamp. |
 //! | 73 | `GetBrokerConfig` | [`GetBrokerConfigRequest`] | [`BrokerSettings`] | The broker's live settings. |
 //! | 74 | `SetBrokerConfig` | [`SetBrokerConfigRequest`] | [`Ack`] | Change a live setting; unknown or non-live keys get `BadRequest` naming the key. |
+//! | 75 | `UpdateSubscriptionGroup` | [`UpdateSubscriptionGroupRequest`] | [`Ack`] | Store a consumer group's settings (consume enable, broadcast enable, retry max), persisted by the broker. Errors: `BadRequest` (bad group name, retry max over 64). |
+//! | 76 | `GetSubscriptionGroup` | [`GetSubscriptionGroupRequest`] | [`SubscriptionGroupInfo`] | A group's settings in force (defaults when none is stored). |
+//! | 77 | `GetConsumerConnections` | [`GetConsumerConnectionsRequest`] | [`ConsumerConnections`] | A group's live members: client id, address, language, version, model, subscriptions. |
+//! | 78 | `GetProducerConnections` | [`GetProducerConnectionsRequest`] | [`ProducerConnections`] | A producer group's clients that heartbeat this broker. |
+//! | 79 | `GetBrokerRuntimeStatus` | [`GetBrokerRuntimeStatusRequest`] | [`BrokerRuntimeStatus`] | Put/get TPS, disk ratio, flush latency, CommitLog / page-cache figures and the recovery report. |
 //! | 89 | `GetBrokerRuntime` | [`GetBrokerRuntimeRequest`] | [`BrokerRuntime`] | Admin → broker: disk usage and its write-refusal ratio, half messages pending (the dashboard). |
 //! | 110 | `SyncMetadata` | [`SyncMetadataRequest`] | [`MetadataSnapshot`] | Slave → master every 10 s: the master's topics, consumer offsets and Scheduler progress; offsets committed on the slave while the master was away are merged (larger wins). |
 //! | 111 | `GetReplicationStatus` | [`GetReplicationStatusRequest`] | [`ReplicationStatus`] | Admin → broker: role, CommitLog end, slaves and their acked offsets (lag). |
@@ -138,6 +143,12 @@ pub use cmd::heartbeat::{
 pub use cmd::offset::{
     CommitOffsetRequest, GetQueueOffsetsRequest, QueryOffsetRequest, QueryOffsetResponse,
     QueueOffsets,
+};
+pub use cmd::ops::{
+    BrokerRuntimeStatus, ClientConnection, ConsumerConnection, ConsumerConnections,
+    GetBrokerRuntimeStatusRequest, GetConsumerConnectionsRequest, GetProducerConnectionsRequest,
+    GetSubscriptionGroupRequest, ProducerConnections, SubscriptionGroupConfig,
+    SubscriptionGroupInfo, UpdateSubscriptionGroupRequest,
 };
 pub use cmd::pull::{parse_tag_expression, DamagedRecord, PullRequest, PullResponse, PullStatus};
 pub use cmd::query::{

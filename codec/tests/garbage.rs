@@ -49,6 +49,8 @@ fn sample_frames() -> Vec<Vec<u8>> {
     let mut b = BytesMut::new();
     let hb = HeartbeatRequest {
         client_id: "c".into(),
+        language: "RUST".into(),
+        version: "1".into(),
         producer_groups: vec!["p".into()],
         consumer_groups: vec![ConsumerGroupData {
             group: "g".into(),

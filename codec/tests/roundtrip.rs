@@ -242,7 +242,7 @@ proptest! {
                  client_id in text(), producer_groups in vec(text(), 0..3),
                  consumer_groups in vec(consumer_group(), 0..3),
                  pg in option::of(text()), cg in option::of(text())) {
-        let hb = HeartbeatRequest { client_id: client_id.clone(), producer_groups, consumer_groups };
+        let hb = HeartbeatRequest { client_id: client_id.clone(), producer_groups, consumer_groups, language: "RUST".into(), version: String::new() };
         check_rpc(id, split, &hb, &Ack {}, &err);
         let unreg = UnregisterClientRequest { client_id, producer_group: pg, consumer_group: cg };
         check_rpc(id, split, &unreg, &Ack {}, &err);

@@ -43,6 +43,9 @@ async fn admin(a: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::Topic(TopicCmd::Route(t)) => route(&ns, &t.name, a.json).await,
         AdminCmd::Topic(TopicCmd::Stats(t)) => stats(&ns, &cfg, &t.name, a.json).await,
         AdminCmd::Topic(TopicCmd::List) => list(&ns, a.json).await,
+        AdminCmd::Topic(TopicCmd::Perm(t)) => {
+            super::admin_ops::topic_perm(&ns, &cfg, &t, a.json).await
+        }
         AdminCmd::Cluster(ClusterCmd::List) => cluster(&ns, &cfg, a.json).await,
         AdminCmd::Delay(super::DelayCmd::Stats { broker }) => {
             super::admin_delay::stats(&ns, &cfg, broker.as_deref(), a.json).await
@@ -55,6 +58,15 @@ async fn admin(a: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCmd::Group(GroupCmd::Delete(g)) => {
             admin_group::delete(&ns, &cfg, &g.group, a.json).await
+        }
+        AdminCmd::Group(GroupCmd::Config(c)) => {
+            super::admin_ops::group_config(&ns, &cfg, &c, a.json).await
+        }
+        AdminCmd::Group(GroupCmd::Connections(g)) => {
+            super::admin_ops::consumer_connections(&ns, &cfg, &g.group, a.json).await
+        }
+        AdminCmd::Producer(super::admin_ops::ProducerCmd::Connections(g)) => {
+            super::admin_ops::producer_connections(&ns, &cfg, &g.group, a.json).await
         }
         AdminCmd::Offset(OffsetCmd::Reset(r)) => {
             admin_group::reset(&ns, &cfg, &r.group, &r.topic, r.timestamp, a.json).await

@@ -96,6 +96,7 @@ pub async fn message(
             print_all(&found, json)
         }
         MessageCmd::ById(a) => by_id(ns, cfg, &a.id, a.topic.as_deref(), json).await,
+        MessageCmd::ByOffset(a) => super::admin_ops::message_by_offset(ns, cfg, &a, json).await,
         MessageCmd::ByTime(a) => {
             let req = QueryMessageByTimeRequest {
                 topic: a.topic.clone(),
@@ -226,8 +227,14 @@ pub async fn broker(
     cmd: BrokerCmd,
     json: bool,
 ) -> anyhow::Result<()> {
+    match &cmd {
+        BrokerCmd::Perm(p) => return super::admin_ops::broker_perm(ns, cfg, p, json).await,
+        BrokerCmd::Status(a) => return super::admin_ops::broker_status(ns, cfg, a, json).await,
+        BrokerCmd::Config(_) => {}
+    }
     let mut out = std::io::stdout().lock();
     match cmd {
+        BrokerCmd::Perm(_) | BrokerCmd::Status(_) => {}
         BrokerCmd::Config(BrokerConfigCmd::Get(a)) => {
             for addr in target_brokers(ns, a.broker).await? {
                 let s = call(cfg, &addr, None, &GetBrokerConfigRequest {}).await?;

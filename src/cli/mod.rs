@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod admin_delay;
 pub mod admin_group;
+pub mod admin_ops;
 pub mod admin_query;
 pub mod admin_topic;
 pub mod bench;
@@ -398,6 +399,9 @@ pub enum AdminCmd {
     /// The failover controllers: status, elect.
     #[command(subcommand)]
     Controller(controller::ControllerCmd),
+    /// Producer groups: their live connections.
+    #[command(subcommand)]
+    Producer(admin_ops::ProducerCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -419,6 +423,8 @@ pub enum MessageCmd {
     ById(MessageByIdArgs),
     /// Per queue, messages from the first one stored at or after a time.
     ByTime(MessageByTimeArgs),
+    /// The message at a queue offset, with its properties (RocketMQ queryMsgByOffset).
+    ByOffset(admin_ops::MessageByOffsetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -467,6 +473,11 @@ pub enum BrokerCmd {
     /// Live settings: `get` lists them, `set KEY VALUE` changes one.
     #[command(subcommand)]
     Config(BrokerConfigCmd),
+    /// The whole broker's write permission: wipe-write, add-write.
+    #[command(subcommand)]
+    Perm(admin_ops::BrokerPermCmd),
+    /// Runtime figures: put/get TPS, disk ratio, flush latency, CommitLog, recovery.
+    Status(admin_ops::BrokerStatusArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -503,6 +514,11 @@ pub enum GroupCmd {
     Progress(GroupNameArgs),
     /// Forget a group's offsets, members and locks on every broker.
     Delete(GroupNameArgs),
+    /// The group's settings: retry max, consume enable, broadcast (RocketMQ updateSubGroup).
+    #[command(subcommand)]
+    Config(admin_ops::GroupConfigCmd),
+    /// The group's live members: client id, address, language, version, subscriptions.
+    Connections(GroupNameArgs),
 }
 
 #[derive(Debug, Args)]
@@ -547,6 +563,8 @@ pub enum TopicCmd {
     Stats(TopicNameArgs),
     /// List topics.
     List,
+    /// Set a topic's read/write permission (RocketMQ updateTopicPerm).
+    Perm(admin_ops::TopicPermArgs),
 }
 
 #[derive(Debug, Args)]

@@ -460,6 +460,8 @@ impl PullConsumer {
     ) -> Result<()> {
         let req = HeartbeatRequest {
             client_id: self.config.client_id.clone(),
+            language: crate::client::CLIENT_LANGUAGE.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
             producer_groups: Vec::new(),
             consumer_groups: vec![ConsumerGroupData {
                 group: self.group.to_string(),

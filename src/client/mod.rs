@@ -46,6 +46,10 @@ mod route;
 mod transaction;
 
 pub use config::ClientConfig;
+
+/// The language this client reports in its heartbeats (the broker's
+/// connection admin commands show it, as RocketMQ shows `JAVA`).
+pub const CLIENT_LANGUAGE: &str = "RUST";
 pub use consumer::{PullConsumer, PullResult};
 pub use error::{ClientError, Result};
 pub use fault::{LatencyFaultTolerance, Outcome};

@@ -607,6 +607,8 @@ impl Inner {
     pub(super) async fn heartbeat(&self, pushes: &Recipient<PushFrame>) {
         let req = HeartbeatRequest {
             client_id: self.client_id.clone(),
+            language: crate::client::CLIENT_LANGUAGE.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
             producer_groups: Vec::new(),
             consumer_groups: vec![ConsumerGroupData {
                 group: self.consumer.group().to_string(),

@@ -241,6 +241,8 @@ impl TransactionChecker {
         let me = ctx.address().recipient::<PushFrame>();
         let req = HeartbeatRequest {
             client_id: self.client_id.to_string(),
+            language: crate::client::CLIENT_LANGUAGE.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
             producer_groups: vec![self.group.to_string()],
             consumer_groups: Vec::new(),
         };

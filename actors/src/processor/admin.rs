@@ -1,11 +1,12 @@
-//! Topic management (CreateTopic, DeleteTopic, GetTopicStats); client
+//! Topic management (CreateTopic, DeleteTopic, GetTopicStats), the broker's
+//! runtime status (GetBrokerRuntimeStatus, RocketMQ `brokerStatus`); client
 //! bookkeeping moved to [`super::group`].
 
 use std::sync::Arc;
 
 use skylark_codec::{
-    Ack, CreateTopicRequest, DeleteTopicRequest, GetTopicStatsRequest, QueueStats, TopicStats,
-    WireError,
+    Ack, BrokerRuntimeStatus, CreateTopicRequest, DeleteTopicRequest,
+    GetBrokerRuntimeStatusRequest, GetTopicStatsRequest, QueueStats, TopicStats, WireError,
 };
 
 use super::Shared;
@@ -65,4 +66,32 @@ pub async fn topic_stats(s: Arc<Shared>, r: GetTopicStatsRequest) -> Result<Topi
         messages_put,
         parked_pulls: parked_pulls as u64,
     })
+}
+
+/// `brokerStatus`: who this broker is, its permission, and the store's
+/// figures (TPS, CommitLog, flush, disk, recovery; see
+/// [`crate::storage::status`]).
+pub async fn runtime_status(
+    s: Arc<Shared>,
+    _r: GetBrokerRuntimeStatusRequest,
+) -> Result<BrokerRuntimeStatus, WireError> {
+    let c = &s.config;
+    let mut table = vec![
+        ("broker_name".to_string(), c.broker_name.clone()),
+        ("broker_id".to_string(), c.broker_id.to_string()),
+        ("broker_addr".to_string(), c.advertised()),
+        (
+            "broker_permission".to_string(),
+            crate::live_settings::perm_text(s.live.broker_permission()),
+        ),
+        ("topics".to_string(), s.topics.len().to_string()),
+        ("consumer_groups".to_string(), s.groups.len().to_string()),
+    ];
+    table.extend(
+        s.storage
+            .send(crate::storage::status::GetRuntimeStatus)
+            .await
+            .map_err(crate::mailbox_error)?,
+    );
+    Ok(BrokerRuntimeStatus { table })
 }

@@ -2,7 +2,10 @@
 //! GetConsumerList), queue leases / order locks (LockBatchMq, UnlockBatchMq),
 //! backtrack (ResetOffset) and group admin (GetConsumeProgress — with the
 //! members' inconsistent subscriptions,
-//! GetGroupList, DeleteGroup) and retry / dead-letter (ConsumerSendBack).
+//! GetGroupList, DeleteGroup), retry / dead-letter (ConsumerSendBack), and
+//! the operator commands on groups and clients (UpdateSubscriptionGroup,
+//! GetSubscriptionGroup, GetConsumerConnections, GetProducerConnections) with
+//! the pull-side checks of a group's settings ([`check_pull_allowed`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -15,9 +18,17 @@ use skylark_codec::{
     ResetOffsetNotify, ResetOffsetRequest, ResetOffsetResponse, SendBackRequest, SendBackResponse,
     UnlockBatchRequest, UnregisterClientRequest, WireError,
 };
+use skylark_codec::{
+    ConsumerConnections, GetConsumerConnectionsRequest, GetProducerConnectionsRequest,
+    GetSubscriptionGroupRequest, MessageModel, ProducerConnections, SubscriptionGroupConfig,
+    SubscriptionGroupInfo, UpdateSubscriptionGroupRequest,
+};
 
 use super::Shared;
 use crate::broker::CreateTopic;
+use crate::client_registry::{
+    ClientHeartbeat, ClientUnregister, GetConsumerConnections, GetProducerConnections,
+};
 use crate::consumer_group::send_back;
 use crate::consumer_group::{
     ConsumerGroup, GetMembers, GetSubscriptionConflicts, GroupHeartbeat, LeaveGroup, LockQueues,
@@ -28,6 +39,7 @@ use crate::consumer_offsets::{CommitOffset, DeleteGroupOffsets, GroupOffsets, Li
 use crate::remoting::Connection;
 use crate::storage::{GetQueueOffsets, QueueOffsetByTime, ReadAt};
 use crate::store::record;
+use crate::subscription_groups::{RemoveSubscriptionGroup, UpdateSubscriptionGroup};
 use crate::topic_queue::GetTopicStats;
 
 fn group_ok(g: &str) -> Result<(), WireError> {
@@ -49,12 +61,24 @@ pub async fn heartbeat(
     s: Arc<Shared>,
     r: HeartbeatRequest,
     conn: Addr<Connection>,
+    peer: std::net::SocketAddr,
 ) -> Result<Ack, WireError> {
     for g in &r.consumer_groups {
         group_ok(&g.group)?;
+        if g.message_model == MessageModel::Broadcasting {
+            check_broadcast_allowed(&s, &g.group)?;
+        }
     }
     // A malformed SQL subscription is refused before the group records it.
     super::query::check_subscriptions(&s, &r)?;
+    s.clients
+        .send(ClientHeartbeat {
+            peer,
+            conn: conn.clone(),
+            heartbeat: r.clone(),
+        })
+        .await
+        .map_err(crate::mailbox_error)?;
     for g in r.consumer_groups {
         let actor = group_actor(&s, &g.group).await?;
         actor
@@ -74,6 +98,7 @@ pub async fn unregister_client(
     s: Arc<Shared>,
     r: UnregisterClientRequest,
 ) -> Result<Ack, WireError> {
+    s.clients.do_send(ClientUnregister(r.clone()));
     if let Some(g) = r.consumer_group {
         if let Some(a) = s.groups.get(&g).map(|a| a.clone()) {
             a.send(LeaveGroup {
@@ -250,7 +275,14 @@ pub async fn delete_group(s: Arc<Shared>, r: DeleteGroupRequest) -> Result<Ack, 
         .await
         .map_err(crate::mailbox_error)?;
     let had_actor = s.groups.contains_key(&r.group);
-    if !had_offsets && !had_actor {
+    let had_settings = s
+        .sub_groups
+        .addr
+        .send(RemoveSubscriptionGroup(r.group.clone()))
+        .await
+        .map_err(crate::mailbox_error)?
+        .map_err(|e| WireError::new(ErrorCode::Internal, e))?;
+    if !had_offsets && !had_actor && !had_settings {
         return Err(WireError::new(
             ErrorCode::BadRequest,
             format!("consumer group '{}' does not exist", r.group),
@@ -285,8 +317,12 @@ pub async fn send_back(
         .map_err(crate::store_error)?;
     let (m, _) = record::decode(&raw).map_err(crate::store_error)?;
     let reconsume_times = r.reconsume_times.max(m.reconsume_times);
-    let max = r
-        .max_reconsume_times
+    // The group's stored retry max (updateSubGroup) wins over the client's.
+    let max = s
+        .sub_groups
+        .get(&r.group)
+        .and_then(|c| c.retry_max_times)
+        .or(r.max_reconsume_times)
         .unwrap_or(skylark_codec::DEFAULT_MAX_RECONSUME_TIMES);
     let target = send_back::target(&r.group, reconsume_times, max);
     let msg_id = skylark_codec::MessageId::new(m.store_host, m.physical_offset).to_hex();
@@ -317,4 +353,122 @@ pub async fn send_back(
         topic,
         queue_offset: res.queue_offset,
     })
+}
+
+/// Most deliveries an operator may set before the dead-letter topic.
+const MAX_RETRY_MAX_TIMES: u32 = 64;
+
+/// `updateSubGroup`: store a group's settings (persisted before the answer).
+pub async fn update_sub_group(
+    s: Arc<Shared>,
+    r: UpdateSubscriptionGroupRequest,
+) -> Result<Ack, WireError> {
+    group_ok(&r.config.group)?;
+    if let Some(n) = r
+        .config
+        .retry_max_times
+        .filter(|n| *n > MAX_RETRY_MAX_TIMES)
+    {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            format!("retry max times {n} is over the limit of {MAX_RETRY_MAX_TIMES}"),
+        ));
+    }
+    super::replication::refuse_on_slave(&s)?;
+    s.sub_groups
+        .addr
+        .send(UpdateSubscriptionGroup(r.config))
+        .await
+        .map_err(crate::mailbox_error)?
+        .map_err(|e| WireError::new(ErrorCode::Internal, e))?;
+    Ok(Ack {})
+}
+
+/// A group's settings in force.
+pub async fn get_sub_group(
+    s: Arc<Shared>,
+    r: GetSubscriptionGroupRequest,
+) -> Result<SubscriptionGroupInfo, WireError> {
+    group_ok(&r.group)?;
+    Ok(match s.sub_groups.get(&r.group) {
+        Some(config) => SubscriptionGroupInfo {
+            config,
+            stored: true,
+        },
+        None => SubscriptionGroupInfo {
+            config: SubscriptionGroupConfig::new(r.group),
+            stored: false,
+        },
+    })
+}
+
+pub async fn consumer_connections(
+    s: Arc<Shared>,
+    r: GetConsumerConnectionsRequest,
+) -> Result<ConsumerConnections, WireError> {
+    group_ok(&r.group)?;
+    let connections = s
+        .clients
+        .send(GetConsumerConnections(r.group))
+        .await
+        .map_err(crate::mailbox_error)?;
+    Ok(ConsumerConnections { connections })
+}
+
+pub async fn producer_connections(
+    s: Arc<Shared>,
+    r: GetProducerConnectionsRequest,
+) -> Result<ProducerConnections, WireError> {
+    group_ok(&r.group)?;
+    let connections = s
+        .clients
+        .send(GetProducerConnections(r.group))
+        .await
+        .map_err(crate::mailbox_error)?;
+    Ok(ProducerConnections { connections })
+}
+
+/// Refuses a broadcasting member of a group whose settings forbid it.
+fn check_broadcast_allowed(s: &Shared, group: &str) -> Result<(), WireError> {
+    match s.sub_groups.get(group) {
+        Some(c) if !c.consume_broadcast_enable => Err(WireError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "consumer group '{group}' may not consume in broadcasting mode (consume_broadcast_enable is off; `skylark admin group config set --group {group} --broadcast true`)"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The checks a pull passes before it reads: the broker is readable, and
+/// the group's settings allow it to consume (and, if its members
+/// broadcast, to broadcast). One read-cache lookup when nothing is stored.
+pub async fn check_pull_allowed(s: &Shared, group: &str) -> Result<(), WireError> {
+    crate::broker::permission::check_readable(&s.live, &s.config.broker_name)?;
+    let Some(c) = s.sub_groups.get(group) else {
+        return Ok(());
+    };
+    if !c.consume_enable {
+        return Err(WireError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "consumer group '{group}' may not consume (consume_enable is off; `skylark admin group config set --group {group} --consume-enable true`)"
+            ),
+        ));
+    }
+    if !c.consume_broadcast_enable {
+        let members = s
+            .clients
+            .send(GetConsumerConnections(group.to_string()))
+            .await
+            .map_err(crate::mailbox_error)?;
+        if members
+            .iter()
+            .any(|m| m.message_model == MessageModel::Broadcasting)
+        {
+            check_broadcast_allowed(s, group)?;
+        }
+    }
+    Ok(())
 }

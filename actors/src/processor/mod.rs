@@ -58,6 +58,10 @@ pub struct Shared {
     pub transaction: Addr<Transaction>,
     /// Request-path metrics (latency per command, pulls per group).
     pub metrics: Arc<crate::metrics::broker::BrokerMetrics>,
+    /// Consumer groups' settings (updateSubGroup) and the clients known
+    /// from heartbeats (operator commands).
+    pub sub_groups: crate::subscription_groups::SubscriptionGroupsHandle,
+    pub clients: Addr<crate::client_registry::ClientRegistry>,
 }
 
 impl Shared {
@@ -151,7 +155,7 @@ impl BrokerService {
             Command::Heartbeat => {
                 let conn_addr = conn.addr.clone();
                 boxed(wire::dispatch(frame, move |r| {
-                    group::heartbeat(s, r, conn_addr)
+                    group::heartbeat(s, r, conn_addr, peer)
                 }))
             }
             Command::UnregisterClient => boxed(wire::dispatch(frame, move |r| {
@@ -186,6 +190,22 @@ impl BrokerService {
             }
             Command::ConsumerSendBack => {
                 boxed(wire::dispatch(frame, move |r| group::send_back(s, r, peer)))
+            }
+            // Operator commands (75-79).
+            Command::UpdateSubscriptionGroup => boxed(wire::dispatch(frame, move |r| {
+                group::update_sub_group(s, r)
+            })),
+            Command::GetSubscriptionGroup => {
+                boxed(wire::dispatch(frame, move |r| group::get_sub_group(s, r)))
+            }
+            Command::GetConsumerConnections => boxed(wire::dispatch(frame, move |r| {
+                group::consumer_connections(s, r)
+            })),
+            Command::GetProducerConnections => boxed(wire::dispatch(frame, move |r| {
+                group::producer_connections(s, r)
+            })),
+            Command::GetBrokerRuntimeStatus => {
+                boxed(wire::dispatch(frame, move |r| admin::runtime_status(s, r)))
             }
             // Queries and admin: add here.
             Command::SearchOffsetByTime => boxed(wire::dispatch(frame, move |r| {

@@ -27,6 +27,7 @@ use crate::topic_queue::check_readable;
 /// the response's frame as they are ([`crate::remoting::wire::dispatch_with_tail`]).
 pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<(PullResponse, Vec<Bytes>), WireError> {
     validate_group_name(&r.consumer_group).map_err(|e| WireError::new(ErrorCode::BadRequest, e))?;
+    super::group::check_pull_allowed(&s, &r.consumer_group).await?;
     let sql_filter = match r.sql.as_deref() {
         Some(expr) => Some(super::query::compile_sql(&s, &r.topic, expr)?),
         None => None,

@@ -108,6 +108,7 @@ pub(super) async fn store_with_reconsume(
 ) -> Result<Vec<SendResult>, WireError> {
     check(s, &topic, &messages)?;
     super::replication::refuse_on_slave(s)?;
+    crate::broker::permission::check_writable(&s.live, &s.config.broker_name)?;
     let tq = s.topic_queue(&topic, true).await?;
     if let Some(parks) = delay::parks(s, &messages)? {
         let parked = messages.into_iter().zip(parks).collect();

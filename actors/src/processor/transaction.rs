@@ -57,6 +57,7 @@ pub async fn send_half(
     peer: SocketAddr,
 ) -> Result<SendResult, WireError> {
     super::replication::refuse_on_slave(&s)?;
+    crate::broker::permission::check_writable(&s.live, &s.config.broker_name)?;
     validate_topic_name(&r.topic).map_err(|e| WireError::new(ErrorCode::BadRequest, e))?;
     let max = s.config.store.max_message_size;
     if r.message.body.len() > max {

@@ -323,7 +323,8 @@ async fn write_task(
 /// What the read side delivers to the actor.
 enum Input {
     Frame(RawFrame),
-    Bad(ProtocolError),
+    /// Undecodable input, with the header of the refused frame if known.
+    Bad(ProtocolError, Option<Header>),
     /// A frame was begun and not finished within the read timeout.
     ReadTimeout,
     /// Nothing in or out for the idle timeout.
@@ -396,7 +397,18 @@ impl Stream for GatedRead {
                 gate.last_progress.set(now);
                 Poll::Ready(Some(match item {
                     Ok(f) => Input::Frame(f),
-                    Err(e) => Input::Bad(e),
+                    // A frame too large is left unread: answer it as the
+                    // request it starts (its id and command) if the header
+                    // is in, so the client knows which request failed.
+                    Err(e @ ProtocolError::FrameTooLarge { .. }) => {
+                        let payload = this
+                            .inner
+                            .read_buffer()
+                            .get(skylark_codec::LENGTH_PREFIX_LEN..);
+                        let header = payload.and_then(skylark_codec::frame::peek_header);
+                        Input::Bad(e, header)
+                    }
+                    Err(e) => Input::Bad(e, None),
                 }))
             }
             Poll::Ready(None) => Poll::Ready(None),
@@ -508,11 +520,22 @@ impl Connection {
 
     /// Says why in one error frame (request id 0), then closes.
     fn close_with(&mut self, code: ErrorCode, msg: String, ctx: &mut Context<Self>) {
-        let h = Header {
+        self.close_with_header(None, code, msg, ctx)
+    }
+
+    /// [`Self::close_with`] answering `header` (request id 0 without one).
+    fn close_with_header(
+        &mut self,
+        header: Option<Header>,
+        code: ErrorCode,
+        msg: String,
+        ctx: &mut Context<Self>,
+    ) {
+        let h = header.unwrap_or(Header {
             request_id: 0,
             kind: FrameKind::Response,
             command: 0,
-        };
+        });
         self.out
             .write(wire::error_response(&h, WireError::new(code, msg)));
         ctx.stop();
@@ -664,10 +687,13 @@ impl StreamHandler<Input> for Connection {
     fn handle(&mut self, item: Input, ctx: &mut Self::Context) {
         match item {
             Input::Frame(f) => self.on_frame(f, ctx),
-            Input::Bad(e) => {
+            Input::Bad(e, header) => {
                 // The byte stream is out of step: say why once, then close.
                 warn!(self.log, "closing connection on bad input"; "error" => %e);
-                self.close_with(e.code(), e.to_string(), ctx);
+                let h = header
+                    .filter(|h| h.kind == FrameKind::Request)
+                    .map(|h| h.response_to());
+                self.close_with_header(h, e.code(), e.to_string(), ctx);
             }
             Input::ReadTimeout => {
                 let ms = self.out.gate.limits.frame_read_timeout.as_millis();

@@ -87,6 +87,10 @@ struct Shared {
     segment_size: u64,
     flushed: AtomicU64,
     fsyncs: AtomicU64,
+    /// Duration of the latest and of the longest flush (µs), for the
+    /// broker's runtime status.
+    last_flush_us: AtomicU64,
+    max_flush_us: AtomicU64,
     checkpoint_path: PathBuf,
     logger: Logger,
 }
@@ -112,6 +116,8 @@ impl Flusher {
             segment_size,
             flushed: AtomicU64::new(flushed),
             fsyncs: AtomicU64::new(0),
+            last_flush_us: AtomicU64::new(0),
+            max_flush_us: AtomicU64::new(0),
             checkpoint_path,
             logger,
         });
@@ -170,6 +176,14 @@ impl Flusher {
     /// Number of fdatasync calls made on CommitLog segments so far.
     pub fn fsync_count(&self) -> u64 {
         self.shared.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// Duration of the latest and of the longest flush so far, in µs.
+    pub fn flush_latency_us(&self) -> (u64, u64) {
+        (
+            self.shared.last_flush_us.load(Ordering::Relaxed),
+            self.shared.max_flush_us.load(Ordering::Relaxed),
+        )
     }
 
     /// Lets the thread finish what is queued and joins it.
@@ -243,6 +257,7 @@ fn sync_to(s: &Shared, target: u64) -> Result<()> {
     if target <= from {
         return Ok(());
     }
+    let started = std::time::Instant::now();
     for f in s.segments.covering(from, target, s.segment_size) {
         let started = std::time::Instant::now();
         let synced = f.sync_data();
@@ -253,6 +268,9 @@ fn sync_to(s: &Shared, target: u64) -> Result<()> {
         }
         s.fsyncs.fetch_add(1, Ordering::Relaxed);
     }
+    let us = started.elapsed().as_micros() as u64;
+    s.last_flush_us.store(us, Ordering::Relaxed);
+    s.max_flush_us.fetch_max(us, Ordering::Relaxed);
     s.flushed.fetch_max(target, Ordering::AcqRel);
     Ok(())
 }

@@ -806,6 +806,11 @@ impl Store {
         self.flusher.fsync_count()
     }
 
+    /// Duration of the latest and of the longest CommitLog flush, in µs.
+    pub fn flush_latency_us(&self) -> (u64, u64) {
+        self.flusher.flush_latency_us()
+    }
+
     /// Number of CommitLog segment files.
     pub fn segment_count(&self) -> usize {
         self.commit_log.segment_count()

@@ -20,6 +20,13 @@ pub struct HeartbeatRequest {
     pub producer_groups: Vec<String>,
     /// Consumer groups this client belongs to.
     pub consumer_groups: Vec<ConsumerGroupData>,
+    /// Client language (`RUST`), shown by the connection admin commands;
+    /// empty from older clients.
+    #[serde(default)]
+    pub language: String,
+    /// Client software version; empty from older clients.
+    #[serde(default)]
+    pub version: String,
 }
 
 /// One consumer group as seen by one of its members.

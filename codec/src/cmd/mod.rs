@@ -9,6 +9,7 @@ pub mod group;
 pub mod handshake;
 pub mod heartbeat;
 pub mod offset;
+pub mod ops;
 pub mod pull;
 pub mod query;
 pub mod replication;

@@ -12,8 +12,12 @@ use skylark::cli::{self, Cli, Cmd};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     if let Err(e) = skylark::logging::parse_level(&cli.log_level) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+    if let Err(e) = cli::set_credentials(cli.access_key.take(), cli.secret_key.take()) {
         eprintln!("error: {e}");
         std::process::exit(2);
     }

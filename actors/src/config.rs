@@ -47,6 +47,11 @@ pub struct NameServerConfig {
     /// Unsent answer bytes over all connections of the process: every
     /// connection stops reading while they are above this.
     pub buffered_answer_budget_bytes: usize,
+    /// ACL (docs/security.md): every request must be signed by an account
+    /// of `acl_file` and have the permission its command needs.
+    pub acl_enabled: bool,
+    /// The ACL file (accounts, permissions), reloaded when it changes.
+    pub acl_file: String,
 }
 
 impl Default for NameServerConfig {
@@ -66,6 +71,8 @@ impl Default for NameServerConfig {
             inflight_high_water: 256,
             inflight_low_water: 128,
             buffered_answer_budget_bytes: 256 << 20,
+            acl_enabled: false,
+            acl_file: "conf/acl.toml".into(),
         }
     }
 }
@@ -176,6 +183,16 @@ pub struct BrokerConfig {
     /// Unsent answer bytes over all connections of the process: every
     /// connection stops reading while they are above this.
     pub buffered_answer_budget_bytes: usize,
+    /// ACL (docs/security.md): every request must be signed by an account
+    /// of `acl_file` and have the permission its command needs.
+    pub acl_enabled: bool,
+    /// The ACL file (accounts, permissions), reloaded when it changes.
+    pub acl_file: String,
+    /// The cluster's broker credential this broker signs with when it
+    /// registers with NameServers and, as a slave, talks to its master.
+    pub access_key: Option<String>,
+    /// Its secret (never logged).
+    pub secret_key: Option<String>,
 }
 
 /// A broker's replication role (RocketMQ's `brokerRole`).
@@ -245,6 +262,10 @@ impl Default for BrokerConfig {
             inflight_high_water: 256,
             inflight_low_water: 128,
             buffered_answer_budget_bytes: 256 << 20,
+            acl_enabled: false,
+            acl_file: "conf/acl.toml".into(),
+            access_key: None,
+            secret_key: None,
         }
     }
 }
@@ -285,6 +306,16 @@ impl BrokerConfig {
             .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
             .unwrap_or_else(|| self.listen_host.clone());
         self.ha_port.map(|p| format!("{host}:{p}"))
+    }
+    /// The credential this broker signs its own requests with, if set.
+    pub fn credentials(&self) -> Option<std::sync::Arc<skylark_codec::Credentials>> {
+        match (&self.access_key, &self.secret_key) {
+            (Some(a), Some(s)) => Some(std::sync::Arc::new(skylark_codec::Credentials::new(
+                a.as_str(),
+                s.as_str(),
+            ))),
+            _ => None,
+        }
     }
     /// The address published to NameServers and written into message ids.
     pub fn advertised(&self) -> String {

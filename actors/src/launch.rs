@@ -141,6 +141,12 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         config.ha_port = Some(l.local_addr()?.port());
         Some(l)
     };
+    let acl = if config.acl_enabled {
+        let a = crate::acl::AclWatcher::start(&config.acl_file, log.clone());
+        Some(a.map_err(LaunchError::Config)?)
+    } else {
+        None
+    };
     let store_host: SocketAddr = config.advertised().parse().map_err(|e| {
         LaunchError::Config(format!("advertised address '{}': {e}", config.advertised()))
     })?;
@@ -212,6 +218,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
             .send(crate::storage::SubscribeAppends)
             .await
             .map_err(|_| crate::store::StoreError::ShutDown)?,
+        acl: acl.clone(),
     };
     let replicator = Replicator::new(config.clone(), peers, ha_listener, log.clone()).start();
     if config.is_slave() {
@@ -230,6 +237,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         store_host,
         scheduler,
         transaction,
+        acl,
     };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())

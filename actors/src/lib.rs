@@ -24,6 +24,7 @@
 //! [`remoting`] is the TCP plumbing; [`store`] is the plain-Rust storage
 //! engine the Storage actor drives; [`launch`] starts a whole broker.
 
+pub mod acl;
 pub mod broker;
 pub mod config;
 pub mod consumer_group;

@@ -143,11 +143,20 @@ impl Handler<GetTopicList> for NameServer {
 #[derive(Clone)]
 pub struct NameServerService {
     ns: Addr<NameServer>,
+    /// Access control (None: ACL off); broker registration needs the
+    /// cluster's broker credential.
+    acl: Option<crate::acl::Acl>,
 }
 
 impl NameServerService {
     pub fn new(ns: Addr<NameServer>) -> Self {
-        NameServerService { ns }
+        NameServerService { ns, acl: None }
+    }
+
+    /// The same service checking every request against `acl`.
+    pub fn with_acl(mut self, acl: Option<crate::acl::Acl>) -> Self {
+        self.acl = acl;
+        self
     }
 }
 
@@ -213,6 +222,10 @@ impl Service for NameServerService {
             }
         })
     }
+
+    fn acl(&self) -> Option<crate::acl::Acl> {
+        self.acl.clone()
+    }
 }
 
 /// A running NameServer: the actor and its listener.
@@ -245,10 +258,16 @@ pub async fn start_namesrv(
             )
         })?;
     let opts = config.serve_options();
+    let acl = if config.acl_enabled {
+        let a = crate::acl::AclWatcher::start(&config.acl_file, log.clone());
+        Some(a.map_err(std::io::Error::other)?)
+    } else {
+        None
+    };
     let addr = NameServer::new(config, log.clone()).start();
     let server = remoting::serve(
         listener,
-        NameServerService::new(addr.clone()),
+        NameServerService::new(addr.clone()).with_acl(acl),
         opts,
         Vec::new(),
         log,

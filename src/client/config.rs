@@ -37,6 +37,9 @@ pub struct ClientConfig {
     /// [`ClientError::MessageTooLarge`](super::ClientError). Raise it
     /// together with the broker's `store.max_message_size`.
     pub max_message_size: usize,
+    /// ACL credentials every request is signed with
+    /// ([`ClientConfig::with_credentials`]); `None`: unsigned.
+    pub credentials: Option<std::sync::Arc<skylark_codec::Credentials>>,
 }
 
 impl ClientConfig {
@@ -46,6 +49,18 @@ impl ClientConfig {
             namesrv: namesrv.into(),
             ..ClientConfig::default()
         }
+    }
+
+    /// Signs every request with this account (servers with ACL on).
+    pub fn with_credentials(
+        mut self,
+        access_key: impl Into<String>,
+        secret_key: impl Into<String>,
+    ) -> Self {
+        self.credentials = Some(std::sync::Arc::new(skylark_codec::Credentials::new(
+            access_key, secret_key,
+        )));
+        self
     }
 
     /// The NameServer addresses as a list (empty parts dropped).
@@ -73,6 +88,7 @@ impl Default for ClientConfig {
             isolation: Duration::from_secs(30),
             max_frame_size: skylark_codec::DEFAULT_MAX_FRAME_SIZE,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            credentials: None,
         }
     }
 }

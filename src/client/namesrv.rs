@@ -26,7 +26,7 @@ pub(crate) async fn connect(
     connect_timeout: Duration,
     request_timeout: Duration,
     max_frame: usize,
-    client_id: &str,
+    (client_id, creds): (&str, Option<Arc<skylark_codec::Credentials>>),
 ) -> Result<RpcClient> {
     let conn_err = |error| ClientError::Connection {
         addr: addr.to_string(),
@@ -43,7 +43,8 @@ pub(crate) async fn connect(
             format!("connect to {addr} timed out"),
         )))
     })?
-    .map_err(conn_err)?;
+    .map_err(conn_err)?
+    .with_credentials(creds);
     let hello = Handshake::new(client_id, env!("CARGO_PKG_VERSION"));
     match client.call(&hello).await {
         Ok(_) => Ok(client),
@@ -63,6 +64,7 @@ pub struct NameServerClient {
     conns: Arc<Mutex<Vec<Option<RpcClient>>>>,
     timeout: Duration,
     client_id: Arc<str>,
+    creds: Option<Arc<skylark_codec::Credentials>>,
 }
 
 impl std::fmt::Debug for NameServerClient {
@@ -91,7 +93,14 @@ impl NameServerClient {
             preferred: Arc::new(AtomicUsize::new(0)),
             timeout,
             client_id: Arc::from(client_id),
+            creds: None,
         })
+    }
+
+    /// Signs every request with `creds` (ACL); `None`: unsigned.
+    pub fn with_credentials(mut self, creds: Option<Arc<skylark_codec::Credentials>>) -> Self {
+        self.creds = creds;
+        self
     }
 
     fn cached(&self, i: usize) -> Option<RpcClient> {
@@ -121,7 +130,7 @@ impl NameServerClient {
             self.timeout,
             self.timeout,
             skylark_codec::DEFAULT_MAX_FRAME_SIZE,
-            &self.client_id,
+            (&self.client_id, self.creds.clone()),
         )
         .await?;
         self.store(i, Some(c.clone()));

@@ -55,6 +55,8 @@ pub struct Shared {
     pub scheduler: crate::scheduler::SchedulerHandle,
     /// Half messages and their outcomes.
     pub transaction: Addr<Transaction>,
+    /// Access control, checked by each connection (None: ACL off).
+    pub acl: Option<crate::acl::Acl>,
 }
 
 impl Shared {
@@ -206,6 +208,10 @@ impl Service for BrokerService {
                 &header, other, "broker",
             ))),
         }
+    }
+
+    fn acl(&self) -> Option<crate::acl::Acl> {
+        self.shared.acl.clone()
     }
 }
 

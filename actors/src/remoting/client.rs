@@ -135,6 +135,8 @@ pub struct RpcClient {
     remote: Arc<str>,
     timeout: Duration,
     last_word: Arc<std::sync::Mutex<Option<RawFrame>>>,
+    /// Signs every request (ACL) when set.
+    creds: Option<Arc<skylark_codec::Credentials>>,
 }
 
 impl std::fmt::Debug for RpcClient {
@@ -193,7 +195,15 @@ impl RpcClient {
             remote: Arc::from(addr),
             timeout,
             last_word,
+            creds: None,
         })
+    }
+
+    /// Signs every later request of this handle with `creds` (ACL); `None`
+    /// sends them unsigned.
+    pub fn with_credentials(mut self, creds: Option<Arc<skylark_codec::Credentials>>) -> Self {
+        self.creds = creds;
+        self
     }
 
     /// The address this client talks to.
@@ -242,13 +252,14 @@ impl RpcClient {
         timeout: Duration,
     ) -> Result<RawFrame, ProtocolError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = wire::encode(
+        let frame = wire::encode_request(
             Header {
                 request_id: id,
                 kind: FrameKind::Request,
                 command,
             },
             req,
+            self.creds.as_deref(),
         );
         let (tx, rx) = oneshot::channel();
         let out = Outgoing {
@@ -280,13 +291,14 @@ impl RpcClient {
     /// Sends `req` without waiting for (or getting) an answer.
     pub async fn oneway<R: Rpc + Serialize>(&self, req: &R) -> Result<(), ProtocolError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = wire::encode(
+        let frame = wire::encode_request(
             Header {
                 request_id: id,
                 kind: FrameKind::Oneway,
                 command: R::COMMAND as u16,
             },
             req,
+            self.creds.as_deref(),
         );
         self.conn
             .send(Outgoing {

@@ -363,6 +363,8 @@ pub struct Connection {
     peer: SocketAddr,
     out: Output,
     service: Handle,
+    /// ACL checked on every request before the service sees it (None: off).
+    acl: Option<crate::acl::Acl>,
     /// The requests being served, driven by [`Driver`]: actix polls every
     /// `ctx.spawn`ed item of a context whenever any of them wakes, so with
     /// 32 requests in flight each answer cost 32 polls; `FuturesUnordered`
@@ -399,6 +401,7 @@ impl Connection {
         let gate = Rc::new(Gate::new(limits));
         let (tx, rx) = mpsc::unbounded_channel();
         let closing = Rc::new(Notify::new());
+        let acl = service.acl();
         actix_rt::spawn(write_task(rx, w, gate.clone(), closing.clone(), slot));
         let read = GatedRead {
             inner: FramedRead::new(r, FrameCodec::new(limits.max_frame_size)),
@@ -416,6 +419,7 @@ impl Connection {
                     closing,
                 },
                 service: Box::new(move |cmd, f, c| service.call(cmd, f, c)),
+                acl,
                 pending: FuturesUnordered::new(),
                 idle_driver: None,
                 log: log.new(slog::o!("peer" => peer.to_string())),
@@ -478,6 +482,14 @@ impl Connection {
                 self.out.write(out);
             }
             return;
+        }
+        if let Some(acl) = &self.acl {
+            if let Err(e) = acl.check(cmd, &frame, self.peer.ip()) {
+                debug!(self.log, "request refused by ACL"; "command" => ?cmd, "error" => &e.message);
+                let h = frame.header;
+                self.refuse(&h, e.code, e.message);
+                return;
+            }
         }
         let gate = self.out.gate.clone();
         let max = gate.limits.max_inflight;

@@ -12,6 +12,7 @@
 //! the master reaches the slave instead of being undone by it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
@@ -24,7 +25,7 @@ use crate::scheduler::{FollowMaster, Scheduler};
 
 /// Runs one sync against the master at `master_addr`.
 pub async fn sync_once(
-    master_addr: &str,
+    (master_addr, creds): (&str, Option<Arc<skylark_codec::Credentials>>),
     broker_id: u64,
     push_offsets: bool,
     broker: &Addr<Broker>,
@@ -33,7 +34,8 @@ pub async fn sync_once(
 ) -> Result<(), String> {
     let client = RpcClient::connect(master_addr, Duration::from_secs(3))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_credentials(creds);
     let slave_offsets = if push_offsets {
         offsets
             .send(SnapshotOffsets)

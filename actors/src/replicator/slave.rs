@@ -38,6 +38,8 @@ pub struct SlavePeers {
     pub storage: Addr<Storage>,
     pub broker: Addr<Broker>,
     pub registry: TopicRegistry,
+    /// The cluster's broker credential, proved to the master (ACL).
+    pub creds: Option<std::sync::Arc<skylark_codec::Credentials>>,
 }
 
 /// Topic → the read queue count this broker is known to serve.
@@ -50,6 +52,7 @@ pub async fn run(peers: SlavePeers, log: Logger) {
         storage,
         broker,
         registry,
+        creds,
     } = peers;
     let mut topics = TopicLearner {
         broker,
@@ -67,7 +70,8 @@ pub async fn run(peers: SlavePeers, log: Logger) {
             }
             Err(_) => return,
         };
-        match replicate_from(&addr, &replicator, &storage, &mut topics, &log).await {
+        let master = (addr.as_str(), creds.as_deref());
+        match replicate_from(master, &replicator, &storage, &mut topics, &log).await {
             Ok(()) => {}
             Err(e) => {
                 let msg = e.to_string();
@@ -87,7 +91,7 @@ pub async fn run(peers: SlavePeers, log: Logger) {
 }
 
 async fn replicate_from(
-    addr: &str,
+    (addr, creds): (&str, Option<&skylark_codec::Credentials>),
     replicator: &Addr<Replicator>,
     storage: &Addr<Storage>,
     topics: &mut TopicLearner,
@@ -112,6 +116,13 @@ async fn replicate_from(
         .await
         .map_err(|e| io_err(format!("storage gone: {e}")))?
         .max_physical_offset;
+    if let Some(creds) = creds {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        protocol::write_hello(&mut wr, creds, now).await?;
+    }
     protocol::write_offset(&mut wr, end).await?;
     info!(log, "replicating from master"; "master_ha" => addr, "from" => end);
     replicator.do_send(SlaveProgress {

@@ -17,7 +17,9 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(2);
     }
-    if let Err(e) = cli::set_credentials(cli.access_key.take(), cli.secret_key.take()) {
+    let security = cli::set_credentials(cli.access_key.take(), cli.secret_key.take())
+        .and_then(|_| cli::set_tls_ca(cli.tls_ca.as_deref()));
+    if let Err(e) = security {
         eprintln!("error: {e}");
         std::process::exit(2);
     }

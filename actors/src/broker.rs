@@ -367,7 +367,7 @@ impl Broker {
             })
             .collect();
         let log = self.log.clone();
-        let creds = self.config.credentials();
+        let creds = self.config.clone();
         let sends = self.links.iter_mut().zip(plans).map(|(link, reqs)| {
             let (addr, client, log) = (link.addr.clone(), link.client.take(), log.clone());
             let addr = (addr, creds.clone());
@@ -448,7 +448,7 @@ impl Broker {
         }
         self.heartbeating = true;
         let log = self.log.clone();
-        let creds = self.config.credentials();
+        let creds = self.config.clone();
         let each = sends.into_iter().map(move |(i, addr, client, hb)| {
             let (log, creds) = (log.clone(), creds.clone());
             async move {

@@ -52,6 +52,12 @@ pub struct NameServerConfig {
     pub acl_enabled: bool,
     /// The ACL file (accounts, permissions), reloaded when it changes.
     pub acl_file: String,
+    /// TLS on the client port: `disabled`, `permissive` or `enforcing`.
+    pub tls_mode: crate::tls::TlsMode,
+    /// PEM certificate chain of this server (TLS on).
+    pub tls_cert_file: Option<String>,
+    /// PEM private key of this server (TLS on).
+    pub tls_key_file: Option<String>,
 }
 
 impl Default for NameServerConfig {
@@ -73,6 +79,9 @@ impl Default for NameServerConfig {
             buffered_answer_budget_bytes: 256 << 20,
             acl_enabled: false,
             acl_file: "conf/acl.toml".into(),
+            tls_mode: crate::tls::TlsMode::Disabled,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -193,6 +202,18 @@ pub struct BrokerConfig {
     pub access_key: Option<String>,
     /// Its secret (never logged).
     pub secret_key: Option<String>,
+    /// TLS on the client port: `disabled`, `permissive` or `enforcing`.
+    pub tls_mode: crate::tls::TlsMode,
+    /// PEM certificate chain of this server (TLS on).
+    pub tls_cert_file: Option<String>,
+    /// PEM private key of this server (TLS on).
+    pub tls_key_file: Option<String>,
+    /// CA (PEM) that NameServers' and the master's certificates chain to:
+    /// set, this broker's own connections to them use TLS.
+    pub tls_ca_file: Option<String>,
+    /// Loaded from `tls_ca_file` at start (not a configuration key).
+    #[serde(skip)]
+    pub outgoing_tls: Option<crate::tls::ClientTls>,
 }
 
 /// A broker's replication role (RocketMQ's `brokerRole`).
@@ -266,6 +287,11 @@ impl Default for BrokerConfig {
             acl_file: "conf/acl.toml".into(),
             access_key: None,
             secret_key: None,
+            tls_mode: crate::tls::TlsMode::Disabled,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            outgoing_tls: None,
         }
     }
 }
@@ -316,6 +342,21 @@ impl BrokerConfig {
             ))),
             _ => None,
         }
+    }
+    /// A connection to a NameServer or the master, signed and over TLS as
+    /// configured.
+    pub async fn connect_peer(
+        &self,
+        addr: &str,
+    ) -> Result<crate::remoting::RpcClient, skylark_codec::ProtocolError> {
+        let c = crate::remoting::RpcClient::connect_tls(
+            addr,
+            Duration::from_secs(3),
+            skylark_codec::DEFAULT_MAX_FRAME_SIZE,
+            self.outgoing_tls.as_ref(),
+        )
+        .await?;
+        Ok(c.with_credentials(self.credentials()))
     }
     /// The address published to NameServers and written into message ids.
     pub fn advertised(&self) -> String {

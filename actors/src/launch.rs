@@ -141,6 +141,16 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         config.ha_port = Some(l.local_addr()?.port());
         Some(l)
     };
+    let server_tls = crate::tls::ServerTls::load(
+        config.tls_mode,
+        config.tls_cert_file.as_deref(),
+        config.tls_key_file.as_deref(),
+    )
+    .map_err(LaunchError::Config)?;
+    if let Some(ca) = config.tls_ca_file.as_deref() {
+        config.outgoing_tls =
+            Some(crate::tls::ClientTls::from_ca_file(ca).map_err(LaunchError::Config)?);
+    }
     let acl = if config.acl_enabled {
         let a = crate::acl::AclWatcher::start(&config.acl_file, log.clone());
         Some(a.map_err(LaunchError::Config)?)
@@ -244,11 +254,12 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         .unwrap_or(2);
     let workers: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
     let opts = config.serve_options();
-    let server = remoting::serve(
+    let server = remoting::server::serve_tls(
         listener,
         BrokerService::new(shared),
         opts,
         workers.iter().map(|w| w.handle()).collect(),
+        server_tls,
         log.clone(),
     )?;
     Ok(BrokerHandle {

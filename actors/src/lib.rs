@@ -41,6 +41,7 @@ pub mod replicator;
 pub mod scheduler;
 pub mod storage;
 pub mod store;
+pub mod tls;
 pub mod topic_queue;
 pub mod transaction;
 

@@ -264,12 +264,19 @@ pub async fn start_namesrv(
     } else {
         None
     };
+    let tls = crate::tls::ServerTls::load(
+        config.tls_mode,
+        config.tls_cert_file.as_deref(),
+        config.tls_key_file.as_deref(),
+    )
+    .map_err(std::io::Error::other)?;
     let addr = NameServer::new(config, log.clone()).start();
-    let server = remoting::serve(
+    let server = remoting::server::serve_tls(
         listener,
         NameServerService::new(addr.clone()).with_acl(acl),
         opts,
         Vec::new(),
+        tls,
         log,
     )?;
     Ok(NameServerHandle { addr, server })

@@ -138,7 +138,7 @@ impl Replicator {
             self.scheduler.clone(),
             self.config.broker_id,
         );
-        let creds = self.config.credentials();
+        let creds = self.config.clone();
         let fut = async move {
             let master = (addr.as_str(), creds);
             metadata::sync_once(master, id, push, &broker, &offsets, &scheduler).await

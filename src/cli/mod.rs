@@ -104,6 +104,17 @@ pub fn progress_bar(len: u64) -> ProgressBar {
 
 /// The ACL credentials given on the command line, for every client command.
 static CREDENTIALS: std::sync::OnceLock<skylark_codec::Credentials> = std::sync::OnceLock::new();
+/// The `--tls-ca` of the command line, loaded.
+static TLS: std::sync::OnceLock<skylark_actors::tls::ClientTls> = std::sync::OnceLock::new();
+
+/// Loads `--tls-ca` for [`client_config`].
+pub fn set_tls_ca(ca_file: Option<&str>) -> anyhow::Result<()> {
+    if let Some(f) = ca_file {
+        let tls = skylark_actors::tls::ClientTls::from_ca_file(f).map_err(anyhow::Error::msg)?;
+        let _ = TLS.set(tls);
+    }
+    Ok(())
+}
 
 /// Remembers `--access-key/--secret-key` for [`client_config`]; both or
 /// neither must be given.
@@ -128,6 +139,7 @@ pub fn set_credentials(
 pub fn client_config(namesrv: &str) -> crate::client::ClientConfig {
     let mut c = crate::client::ClientConfig::new(namesrv);
     c.credentials = CREDENTIALS.get().cloned().map(std::sync::Arc::new);
+    c.tls = TLS.get().cloned();
     c
 }
 
@@ -152,6 +164,10 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub secret_key: Option<String>,
+    /// Connect to NameServers and brokers over TLS, verifying them against
+    /// the CA certificates in this PEM file.
+    #[arg(long, global = true, env = "SKYLARK_TLS_CA")]
+    pub tls_ca: Option<String>,
     #[command(subcommand)]
     pub cmd: Cmd,
 }

@@ -40,6 +40,9 @@ pub struct ClientConfig {
     /// ACL credentials every request is signed with
     /// ([`ClientConfig::with_credentials`]); `None`: unsigned.
     pub credentials: Option<std::sync::Arc<skylark_codec::Credentials>>,
+    /// TLS to NameServers and brokers, verifying them against a CA
+    /// ([`ClientConfig::with_tls_ca`]); `None`: plain TCP.
+    pub tls: Option<skylark_actors::tls::ClientTls>,
 }
 
 impl ClientConfig {
@@ -61,6 +64,15 @@ impl ClientConfig {
             access_key, secret_key,
         )));
         self
+    }
+
+    /// Connects over TLS, verifying servers against the CA certificates in
+    /// the PEM file `ca_file`.
+    pub fn with_tls_ca(mut self, ca_file: &str) -> Result<Self, super::ClientError> {
+        let tls = skylark_actors::tls::ClientTls::from_ca_file(ca_file)
+            .map_err(super::ClientError::InvalidArgument)?;
+        self.tls = Some(tls);
+        Ok(self)
     }
 
     /// The NameServer addresses as a list (empty parts dropped).
@@ -89,6 +101,7 @@ impl Default for ClientConfig {
             max_frame_size: skylark_codec::DEFAULT_MAX_FRAME_SIZE,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             credentials: None,
+            tls: None,
         }
     }
 }

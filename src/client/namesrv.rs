@@ -26,7 +26,11 @@ pub(crate) async fn connect(
     connect_timeout: Duration,
     request_timeout: Duration,
     max_frame: usize,
-    (client_id, creds): (&str, Option<Arc<skylark_codec::Credentials>>),
+    (client_id, creds, tls): (
+        &str,
+        Option<Arc<skylark_codec::Credentials>>,
+        Option<&skylark_actors::tls::ClientTls>,
+    ),
 ) -> Result<RpcClient> {
     let conn_err = |error| ClientError::Connection {
         addr: addr.to_string(),
@@ -34,7 +38,7 @@ pub(crate) async fn connect(
     };
     let client = tokio::time::timeout(
         connect_timeout,
-        RpcClient::connect_with(addr, request_timeout, max_frame),
+        RpcClient::connect_tls(addr, request_timeout, max_frame, tls),
     )
     .await
     .map_err(|_| {
@@ -65,6 +69,7 @@ pub struct NameServerClient {
     timeout: Duration,
     client_id: Arc<str>,
     creds: Option<Arc<skylark_codec::Credentials>>,
+    tls: Option<skylark_actors::tls::ClientTls>,
 }
 
 impl std::fmt::Debug for NameServerClient {
@@ -94,12 +99,19 @@ impl NameServerClient {
             timeout,
             client_id: Arc::from(client_id),
             creds: None,
+            tls: None,
         })
     }
 
     /// Signs every request with `creds` (ACL); `None`: unsigned.
     pub fn with_credentials(mut self, creds: Option<Arc<skylark_codec::Credentials>>) -> Self {
         self.creds = creds;
+        self
+    }
+
+    /// Connects over TLS with `tls` (`None`: plain TCP).
+    pub fn with_tls(mut self, tls: Option<skylark_actors::tls::ClientTls>) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -130,7 +142,7 @@ impl NameServerClient {
             self.timeout,
             self.timeout,
             skylark_codec::DEFAULT_MAX_FRAME_SIZE,
-            (&self.client_id, self.creds.clone()),
+            (&self.client_id, self.creds.clone(), self.tls.as_ref()),
         )
         .await?;
         self.store(i, Some(c.clone()));

@@ -60,15 +60,15 @@ impl NsLink {
 /// A connected client: `client` if still open, else a new connection.
 /// New connections sign with `creds` (the cluster's broker credential, ACL).
 pub async fn connected(
-    (addr, creds): (&str, Option<Arc<skylark_codec::Credentials>>),
+    (addr, cfg): (&str, Arc<crate::config::BrokerConfig>),
     client: Option<RpcClient>,
     log: &Logger,
 ) -> Option<RpcClient> {
     if let Some(c) = client.filter(|c| c.is_connected()) {
         return Some(c);
     }
-    match RpcClient::connect(addr, Duration::from_secs(3)).await {
-        Ok(c) => Some(c.with_credentials(creds)),
+    match cfg.connect_peer(addr).await {
+        Ok(c) => Some(c),
         Err(e) => {
             warn!(log, "nameserver unreachable"; "namesrv" => addr, "error" => %e);
             None
@@ -86,7 +86,7 @@ pub struct Sent {
 /// Sends `reqs` in order on the registration connection; stops at the first
 /// failure or `need_full` answer.
 pub async fn send_all(
-    (addr, creds): (String, Option<Arc<skylark_codec::Credentials>>),
+    (addr, creds): (String, Arc<crate::config::BrokerConfig>),
     client: Option<RpcClient>,
     reqs: Vec<Arc<RegisterBrokerRequest>>,
     timeout: Duration,

@@ -33,7 +33,7 @@ pub struct PushFrame(pub RawFrame);
 
 /// Actor owning one client socket and its pending calls.
 pub struct ClientConn {
-    writer: Writer<WriteHalf<TcpStream>, io::Error>,
+    writer: Writer<WriteHalf<crate::tls::MaybeTls>, io::Error>,
     pending: HashMap<u64, oneshot::Sender<RawFrame>>,
     push: Option<Recipient<PushFrame>>,
     /// The server's error frame sent before it closed, for later calls.
@@ -165,6 +165,17 @@ impl RpcClient {
         timeout: Duration,
         max_frame: usize,
     ) -> Result<RpcClient, ProtocolError> {
+        Self::connect_tls(addr, timeout, max_frame, None).await
+    }
+
+    /// Like [`connect_with`](Self::connect_with), over TLS when `tls` is
+    /// given (the server's certificate is verified against its CA).
+    pub async fn connect_tls(
+        addr: &str,
+        timeout: Duration,
+        max_frame: usize,
+        tls: Option<&crate::tls::ClientTls>,
+    ) -> Result<RpcClient, ProtocolError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| {
@@ -177,6 +188,12 @@ impl RpcClient {
                 ProtocolError::Io(io::Error::new(e.kind(), format!("connect to {addr}: {e}")))
             })?;
         let _ = stream.set_nodelay(true);
+        let stream = match tls {
+            None => crate::tls::MaybeTls::Plain(stream),
+            Some(t) => t.connect(addr, stream).await.map_err(|e| {
+                ProtocolError::Io(io::Error::new(e.kind(), format!("TLS to {addr}: {e}")))
+            })?,
+        };
         let (r, w) = tokio::io::split(stream);
         let last_word = Arc::new(std::sync::Mutex::new(None));
         let lw = last_word.clone();

@@ -53,6 +53,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::codec::FramedRead;
 
 use super::{wire, Service};
+use crate::tls::MaybeTls;
 
 /// Answer bytes queued for writing, over every connection of the process.
 static BUFFERED_ANSWER_BYTES: AtomicUsize = AtomicUsize::new(0);
@@ -189,7 +190,7 @@ impl Output {
 /// Writes queued frames, coalescing small ones into one syscall.
 async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<Bytes>,
-    mut w: WriteHalf<TcpStream>,
+    mut w: WriteHalf<MaybeTls>,
     gate: Rc<Gate>,
 ) -> std::io::Result<()> {
     const COALESCE: usize = 64 * 1024;
@@ -228,7 +229,7 @@ async fn write_loop(
 /// back the bytes it still counted and drops the socket (and `slot`).
 async fn write_task(
     rx: mpsc::UnboundedReceiver<Bytes>,
-    w: WriteHalf<TcpStream>,
+    w: WriteHalf<MaybeTls>,
     gate: Rc<Gate>,
     closing: Rc<Notify>,
     slot: Option<super::server::ConnSlot>,
@@ -256,7 +257,7 @@ enum Input {
 
 /// The framed read half, paused by the [`Gate`] and watching the timeouts.
 struct GatedRead {
-    inner: FramedRead<ReadHalf<TcpStream>, FrameCodec>,
+    inner: FramedRead<ReadHalf<MaybeTls>, FrameCodec>,
     gate: Rc<Gate>,
     /// When the frame now in the read buffer began (None: buffer empty).
     frame_began: Option<Instant>,
@@ -383,13 +384,13 @@ impl Connection {
         limits: FlowLimits,
         log: Logger,
     ) -> std::io::Result<Addr<Connection>> {
-        Self::start_with_slot(stream, service, limits, None, log)
+        Self::start_with_slot(stream.into(), service, limits, None, log)
     }
 
     /// As [`Connection::start`]; `slot` (the listener's count of open
     /// connections) is released when the socket is closed.
     pub(crate) fn start_with_slot<S: Service>(
-        stream: TcpStream,
+        stream: MaybeTls,
         service: S,
         limits: FlowLimits,
         slot: Option<super::server::ConnSlot>,

@@ -20,22 +20,21 @@ use skylark_codec::{SyncMetadataRequest, TopicConfig};
 
 use crate::broker::{Broker, CreateTopics, ListTopics};
 use crate::consumer_offsets::{ConsumerOffsets, MergeOffsets, SnapshotOffsets};
-use crate::remoting::RpcClient;
 use crate::scheduler::{FollowMaster, Scheduler};
 
 /// Runs one sync against the master at `master_addr`.
 pub async fn sync_once(
-    (master_addr, creds): (&str, Option<Arc<skylark_codec::Credentials>>),
+    (master_addr, cfg): (&str, Arc<crate::config::BrokerConfig>),
     broker_id: u64,
     push_offsets: bool,
     broker: &Addr<Broker>,
     offsets: &Addr<ConsumerOffsets>,
     scheduler: &Addr<Scheduler>,
 ) -> Result<(), String> {
-    let client = RpcClient::connect(master_addr, Duration::from_secs(3))
+    let client = cfg
+        .connect_peer(master_addr)
         .await
-        .map_err(|e| e.to_string())?
-        .with_credentials(creds);
+        .map_err(|e| e.to_string())?;
     let slave_offsets = if push_offsets {
         offsets
             .send(SnapshotOffsets)

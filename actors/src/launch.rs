@@ -229,6 +229,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
             .await
             .map_err(|_| crate::store::StoreError::ShutDown)?,
         acl: acl.clone(),
+        tls: server_tls.clone(),
     };
     let replicator = Replicator::new(config.clone(), peers, ha_listener, log.clone()).start();
     if config.is_slave() {

@@ -54,6 +54,8 @@ pub struct Peers {
     pub appends: watch::Receiver<u64>,
     /// Master: slaves must prove the cluster's broker credential (ACL on).
     pub acl: Option<crate::acl::Acl>,
+    /// Master: TLS on the HA port (the broker's `tls_mode`).
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 /// The replication state owner of a broker.
@@ -66,6 +68,7 @@ pub struct Replicator {
     registry: TopicRegistry,
     listener: Option<TcpListener>,
     acl: Option<crate::acl::Acl>,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     /// Master: sessions and acks.
     acks: AckTracker,
     /// Master: the Storage actor's CommitLog end (wakes idle sessions).
@@ -99,6 +102,7 @@ impl Replicator {
             registry,
             appends,
             acl,
+            tls,
         } = peers;
         let master_ha = config.master_ha_addr.clone();
         Replicator {
@@ -110,6 +114,7 @@ impl Replicator {
             registry,
             listener,
             acl,
+            tls,
             acks: AckTracker::default(),
             appends,
             master_addr: None,
@@ -170,6 +175,7 @@ impl Actor for Replicator {
                 broker: self.broker.clone(),
                 registry: self.registry.clone(),
                 creds: self.config.credentials(),
+                tls: self.config.outgoing_tls.clone(),
             };
             let fut = slave::run(peers, self.log.clone());
             actix_rt::spawn(fut);
@@ -184,7 +190,7 @@ impl Actor for Replicator {
                 self.storage.clone(),
                 ctx.address(),
                 self.appends.clone(),
-                self.acl.clone(),
+                (self.acl.clone(), self.tls.clone()),
                 self.log.clone(),
             );
             actix_rt::spawn(fut);

@@ -14,7 +14,9 @@ use std::time::Instant;
 
 use actix::Addr;
 use slog::{info, warn, Logger};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+use crate::tls::{MaybeTls, ServerTls};
 use tokio::sync::watch;
 
 use super::protocol::{self, HEARTBEAT, MAX_CHUNK};
@@ -29,7 +31,7 @@ pub async fn accept_loop(
     storage: Addr<Storage>,
     replicator: Addr<Replicator>,
     appended: watch::Receiver<u64>,
-    acl: Option<crate::acl::Acl>,
+    (acl, tls): (Option<crate::acl::Acl>, Option<Arc<ServerTls>>),
     log: Logger,
 ) {
     loop {
@@ -49,8 +51,19 @@ pub async fn accept_loop(
             log.clone(),
             acl.clone(),
         );
+        let tls = tls.clone();
         actix_rt::spawn(async move {
             let addr = peer.to_string();
+            let stream: MaybeTls = match tls {
+                None => stream.into(),
+                Some(t) => match t.accept(stream).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(log, "HA connection refused by TLS"; "peer" => &addr, "error" => %e);
+                        return;
+                    }
+                },
+            };
             info!(log, "slave connected"; "slave" => &addr);
             let res = session(
                 id,
@@ -72,13 +85,13 @@ pub async fn accept_loop(
 async fn session(
     id: u64,
     (addr, ip): (String, std::net::IpAddr),
-    stream: TcpStream,
+    stream: MaybeTls,
     (storage, acl): (Addr<Storage>, Option<crate::acl::Acl>),
     replicator: Addr<Replicator>,
     mut appended: watch::Receiver<u64>,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (hello, start) = protocol::read_first(&mut rd).await?;
     // ACL: only a holder of the cluster's broker credential gets the stream.
     if let Some(acl) = &acl {

@@ -40,6 +40,8 @@ pub struct SlavePeers {
     pub registry: TopicRegistry,
     /// The cluster's broker credential, proved to the master (ACL).
     pub creds: Option<std::sync::Arc<skylark_codec::Credentials>>,
+    /// TLS to the master's HA port (the broker's `tls_ca_file`).
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 /// Topic → the read queue count this broker is known to serve.
@@ -53,6 +55,7 @@ pub async fn run(peers: SlavePeers, log: Logger) {
         broker,
         registry,
         creds,
+        tls,
     } = peers;
     let mut topics = TopicLearner {
         broker,
@@ -70,7 +73,7 @@ pub async fn run(peers: SlavePeers, log: Logger) {
             }
             Err(_) => return,
         };
-        let master = (addr.as_str(), creds.as_deref());
+        let master = (addr.as_str(), creds.as_deref(), tls.as_ref());
         match replicate_from(master, &replicator, &storage, &mut topics, &log).await {
             Ok(()) => {}
             Err(e) => {
@@ -91,7 +94,11 @@ pub async fn run(peers: SlavePeers, log: Logger) {
 }
 
 async fn replicate_from(
-    (addr, creds): (&str, Option<&skylark_codec::Credentials>),
+    (addr, creds, tls): (
+        &str,
+        Option<&skylark_codec::Credentials>,
+        Option<&crate::tls::ClientTls>,
+    ),
     replicator: &Addr<Replicator>,
     storage: &Addr<Storage>,
     topics: &mut TopicLearner,
@@ -110,7 +117,11 @@ async fn replicate_from(
         .await
         .map_err(|_| io_err(format!("connect to {addr} timed out")))??;
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let stream = match tls {
+        None => crate::tls::MaybeTls::Plain(stream),
+        Some(t) => t.connect(addr, stream).await?,
+    };
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut end = storage
         .send(GetStorageStats)
         .await

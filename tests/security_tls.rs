@@ -361,3 +361,19 @@ admin = true
         members()
     );
 }
+
+#[test]
+fn tls_and_acl_keys_of_the_conf_files_load() {
+    use skylark::actors::config::{BrokerConfig, NameServerConfig};
+    use skylark::actors::tls::TlsMode;
+    let b: BrokerConfig = skylark::config::load(Some(Path::new("conf/broker.toml")), &[]).unwrap();
+    assert_eq!(b.tls_mode, TlsMode::Disabled);
+    assert!(!b.acl_enabled && b.acl_file == "conf/acl.toml" && b.access_key.is_none());
+    let n: NameServerConfig =
+        skylark::config::load(Some(Path::new("conf/namesrv.toml")), &[]).unwrap();
+    assert_eq!(n.tls_mode, TlsMode::Disabled);
+    assert!(!n.acl_enabled);
+    // The modes are spelled in lowercase.
+    let mode: TlsMode = serde_json::from_str("\"enforcing\"").unwrap();
+    assert_eq!(mode, TlsMode::Enforcing);
+}

@@ -369,6 +369,11 @@ fn tls_and_acl_keys_of_the_conf_files_load() {
     let b: BrokerConfig = skylark::config::load(Some(Path::new("conf/broker.toml")), &[]).unwrap();
     assert_eq!(b.tls_mode, TlsMode::Disabled);
     assert!(!b.acl_enabled && b.acl_file == "conf/acl.toml" && b.access_key.is_none());
+    let with_secret = BrokerConfig {
+        secret_key: Some(skylark::actors::acl::Secret("hunter2".into())),
+        ..b
+    };
+    assert!(!format!("{with_secret:?}").contains("hunter2"));
     let n: NameServerConfig =
         skylark::config::load(Some(Path::new("conf/namesrv.toml")), &[]).unwrap();
     assert_eq!(n.tls_mode, TlsMode::Disabled);

@@ -200,8 +200,8 @@ pub struct BrokerConfig {
     /// The cluster's broker credential this broker signs with when it
     /// registers with NameServers and, as a slave, talks to its master.
     pub access_key: Option<String>,
-    /// Its secret (never logged).
-    pub secret_key: Option<String>,
+    /// Its secret (never logged: `Debug` shows `***`).
+    pub secret_key: Option<crate::acl::Secret>,
     /// TLS on the client port: `disabled`, `permissive` or `enforcing`.
     pub tls_mode: crate::tls::TlsMode,
     /// PEM certificate chain of this server (TLS on).
@@ -338,7 +338,7 @@ impl BrokerConfig {
         match (&self.access_key, &self.secret_key) {
             (Some(a), Some(s)) => Some(std::sync::Arc::new(skylark_codec::Credentials::new(
                 a.as_str(),
-                s.as_str(),
+                s.0.as_str(),
             ))),
             _ => None,
         }

@@ -38,6 +38,18 @@ use slog::{error, info, Logger};
 
 pub use table::{Account, AclTable, Perm};
 
+/// A secret read from a configuration: `Debug` shows `***`, so printing
+/// a config struct never shows it.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// How often the watcher looks at the ACL file.
 pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 

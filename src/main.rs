@@ -12,8 +12,14 @@ use skylark::cli::{self, Cli, Cmd};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     if let Err(e) = skylark::logging::parse_level(&cli.log_level) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+    let security = cli::set_credentials(cli.access_key.take(), cli.secret_key.take())
+        .and_then(|_| cli::set_tls_ca(cli.tls_ca.as_deref()));
+    if let Err(e) = security {
         eprintln!("error: {e}");
         std::process::exit(2);
     }

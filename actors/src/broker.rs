@@ -389,8 +389,10 @@ impl Broker {
             })
             .collect();
         let log = self.log.clone();
+        let creds = self.config.clone();
         let sends = self.links.iter_mut().zip(plans).map(|(link, reqs)| {
             let (addr, client, log) = (link.addr.clone(), link.client.take(), log.clone());
+            let addr = (addr, creds.clone());
             async move {
                 if reqs.is_empty() {
                     let sent = Sent {
@@ -468,10 +470,11 @@ impl Broker {
         }
         self.heartbeating = true;
         let log = self.log.clone();
+        let creds = self.config.clone();
         let each = sends.into_iter().map(move |(i, addr, client, hb)| {
-            let log = log.clone();
+            let (log, creds) = (log.clone(), creds.clone());
             async move {
-                let client = registration::connected(&addr, client, &log).await;
+                let client = registration::connected((&addr, creds), client, &log).await;
                 let answer = match &client {
                     Some(c) => c.call_timeout(&hb, registration::HEARTBEAT_TIMEOUT).await,
                     None => return (i, client, None),

@@ -56,6 +56,17 @@ pub struct NameServerConfig {
     pub dashboard_sample_secs: u64,
     /// The dashboard alerts on a consumer group lagging above this many messages.
     pub dashboard_lag_alert: u64,
+    /// ACL (docs/security.md): every request must be signed by an account
+    /// of `acl_file` and have the permission its command needs.
+    pub acl_enabled: bool,
+    /// The ACL file (accounts, permissions), reloaded when it changes.
+    pub acl_file: String,
+    /// TLS on the client port: `disabled`, `permissive` or `enforcing`.
+    pub tls_mode: crate::tls::TlsMode,
+    /// PEM certificate chain of this server (TLS on).
+    pub tls_cert_file: Option<String>,
+    /// PEM private key of this server (TLS on).
+    pub tls_key_file: Option<String>,
 }
 
 impl Default for NameServerConfig {
@@ -79,6 +90,11 @@ impl Default for NameServerConfig {
             dashboard_port: None,
             dashboard_sample_secs: 5,
             dashboard_lag_alert: 10_000,
+            acl_enabled: false,
+            acl_file: "conf/acl.toml".into(),
+            tls_mode: crate::tls::TlsMode::Disabled,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -198,6 +214,28 @@ pub struct BrokerConfig {
     /// `skylark_alert_slave_not_replicating` is 1 once a slave behind has
     /// acked nothing new for this long.
     pub metrics_replication_stall_secs: u64,
+    /// ACL (docs/security.md): every request must be signed by an account
+    /// of `acl_file` and have the permission its command needs.
+    pub acl_enabled: bool,
+    /// The ACL file (accounts, permissions), reloaded when it changes.
+    pub acl_file: String,
+    /// The cluster's broker credential this broker signs with when it
+    /// registers with NameServers and, as a slave, talks to its master.
+    pub access_key: Option<String>,
+    /// Its secret (never logged: `Debug` shows `***`).
+    pub secret_key: Option<crate::acl::Secret>,
+    /// TLS on the client port: `disabled`, `permissive` or `enforcing`.
+    pub tls_mode: crate::tls::TlsMode,
+    /// PEM certificate chain of this server (TLS on).
+    pub tls_cert_file: Option<String>,
+    /// PEM private key of this server (TLS on).
+    pub tls_key_file: Option<String>,
+    /// CA (PEM) that NameServers' and the master's certificates chain to:
+    /// set, this broker's own connections to them use TLS.
+    pub tls_ca_file: Option<String>,
+    /// Loaded from `tls_ca_file` at start (not a configuration key).
+    #[serde(skip)]
+    pub outgoing_tls: Option<crate::tls::ClientTls>,
 }
 
 /// A broker's replication role (RocketMQ's `brokerRole`).
@@ -270,6 +308,15 @@ impl Default for BrokerConfig {
             metrics_port: None,
             metrics_lag_alert_threshold: 100_000,
             metrics_replication_stall_secs: 30,
+            acl_enabled: false,
+            acl_file: "conf/acl.toml".into(),
+            access_key: None,
+            secret_key: None,
+            tls_mode: crate::tls::TlsMode::Disabled,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            outgoing_tls: None,
         }
     }
 }
@@ -310,6 +357,31 @@ impl BrokerConfig {
             .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
             .unwrap_or_else(|| self.listen_host.clone());
         self.ha_port.map(|p| format!("{host}:{p}"))
+    }
+    /// The credential this broker signs its own requests with, if set.
+    pub fn credentials(&self) -> Option<std::sync::Arc<skylark_codec::Credentials>> {
+        match (&self.access_key, &self.secret_key) {
+            (Some(a), Some(s)) => Some(std::sync::Arc::new(skylark_codec::Credentials::new(
+                a.as_str(),
+                s.0.as_str(),
+            ))),
+            _ => None,
+        }
+    }
+    /// A connection to a NameServer or the master, signed and over TLS as
+    /// configured.
+    pub async fn connect_peer(
+        &self,
+        addr: &str,
+    ) -> Result<crate::remoting::RpcClient, skylark_codec::ProtocolError> {
+        let c = crate::remoting::RpcClient::connect_tls(
+            addr,
+            Duration::from_secs(3),
+            skylark_codec::DEFAULT_MAX_FRAME_SIZE,
+            self.outgoing_tls.as_ref(),
+        )
+        .await?;
+        Ok(c.with_credentials(self.credentials()))
     }
     /// The address published to NameServers and written into message ids.
     pub fn advertised(&self) -> String {

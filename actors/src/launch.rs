@@ -160,6 +160,22 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         ),
         None => None,
     };
+    let server_tls = crate::tls::ServerTls::load(
+        config.tls_mode,
+        config.tls_cert_file.as_deref(),
+        config.tls_key_file.as_deref(),
+    )
+    .map_err(LaunchError::Config)?;
+    if let Some(ca) = config.tls_ca_file.as_deref() {
+        config.outgoing_tls =
+            Some(crate::tls::ClientTls::from_ca_file(ca).map_err(LaunchError::Config)?);
+    }
+    let acl = if config.acl_enabled {
+        let a = crate::acl::AclWatcher::start(&config.acl_file, log.clone());
+        Some(a.map_err(LaunchError::Config)?)
+    } else {
+        None
+    };
     let store_host: SocketAddr = config.advertised().parse().map_err(|e| {
         LaunchError::Config(format!("advertised address '{}': {e}", config.advertised()))
     })?;
@@ -234,6 +250,8 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
             .send(crate::storage::SubscribeAppends)
             .await
             .map_err(|_| crate::store::StoreError::ShutDown)?,
+        acl: acl.clone(),
+        tls: server_tls.clone(),
     };
     let replicator = Replicator::new(config.clone(), peers, ha_listener, log.clone()).start();
     if config.is_slave() {
@@ -277,17 +295,19 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
             config.client_expire_secs.max(1),
         ))
         .start(),
+        acl,
     };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
     let workers: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
     let opts = config.serve_options();
-    let server = remoting::serve(
+    let server = remoting::server::serve_tls(
         listener,
         BrokerService::new(shared),
         opts,
         workers.iter().map(|w| w.handle()).collect(),
+        server_tls,
         log.clone(),
     )?;
     Ok(BrokerHandle {

@@ -25,6 +25,7 @@
 //! engine the Storage actor drives; [`launch`] starts a whole broker;
 //! [`metrics`] serves Prometheus metrics.
 
+pub mod acl;
 pub mod broker;
 pub mod client_registry;
 pub mod config;
@@ -45,6 +46,7 @@ pub mod scheduler;
 pub mod storage;
 pub mod store;
 pub mod subscription_groups;
+pub mod tls;
 pub mod topic_queue;
 pub mod transaction;
 

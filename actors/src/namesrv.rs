@@ -145,11 +145,20 @@ impl Handler<GetTopicList> for NameServer {
 #[derive(Clone)]
 pub struct NameServerService {
     ns: Addr<NameServer>,
+    /// Access control (None: ACL off); broker registration needs the
+    /// cluster's broker credential.
+    acl: Option<crate::acl::Acl>,
 }
 
 impl NameServerService {
     pub fn new(ns: Addr<NameServer>) -> Self {
-        NameServerService { ns }
+        NameServerService { ns, acl: None }
+    }
+
+    /// The same service checking every request against `acl`.
+    pub fn with_acl(mut self, acl: Option<crate::acl::Acl>) -> Self {
+        self.acl = acl;
+        self
     }
 }
 
@@ -215,6 +224,10 @@ impl Service for NameServerService {
             }
         })
     }
+
+    fn acl(&self) -> Option<crate::acl::Acl> {
+        self.acl.clone()
+    }
 }
 
 /// A running NameServer: the actor and its listener.
@@ -259,6 +272,18 @@ pub async fn start_namesrv(
     };
     let node_id = listener.local_addr()?.to_string();
     let dash = dashboard::DashboardConfig::of(&config);
+    let acl = if config.acl_enabled {
+        let a = crate::acl::AclWatcher::start(&config.acl_file, log.clone());
+        Some(a.map_err(std::io::Error::other)?)
+    } else {
+        None
+    };
+    let tls = crate::tls::ServerTls::load(
+        config.tls_mode,
+        config.tls_cert_file.as_deref(),
+        config.tls_key_file.as_deref(),
+    )
+    .map_err(std::io::Error::other)?;
     let addr = NameServer::new(config, log.clone()).start();
     let dashboard = match dash {
         Some(d) => Some(dashboard::start(d, addr.clone(), log.clone())?),
@@ -268,11 +293,12 @@ pub async fn start_namesrv(
         crate::metrics::namesrv::NameServerSource::new(addr.clone(), &node_id),
     );
     crate::metrics::register_source(&metrics_source);
-    let server = remoting::serve(
+    let server = remoting::server::serve_tls(
         listener,
-        NameServerService::new(addr.clone()),
+        NameServerService::new(addr.clone()).with_acl(acl),
         opts,
         Vec::new(),
+        tls,
         log,
     )?;
     Ok(NameServerHandle {

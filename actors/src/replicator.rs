@@ -52,6 +52,10 @@ pub struct Peers {
     pub registry: TopicRegistry,
     /// From [`crate::storage::SubscribeAppends`].
     pub appends: watch::Receiver<u64>,
+    /// Master: slaves must prove the cluster's broker credential (ACL on).
+    pub acl: Option<crate::acl::Acl>,
+    /// Master: TLS on the HA port (the broker's `tls_mode`).
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 /// The replication state owner of a broker.
@@ -63,6 +67,8 @@ pub struct Replicator {
     scheduler: Addr<Scheduler>,
     registry: TopicRegistry,
     listener: Option<TcpListener>,
+    acl: Option<crate::acl::Acl>,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     /// Master: sessions and acks.
     acks: AckTracker,
     /// Master: the Storage actor's CommitLog end (wakes idle sessions).
@@ -95,6 +101,8 @@ impl Replicator {
             scheduler,
             registry,
             appends,
+            acl,
+            tls,
         } = peers;
         let master_ha = config.master_ha_addr.clone();
         Replicator {
@@ -105,6 +113,8 @@ impl Replicator {
             scheduler,
             registry,
             listener,
+            acl,
+            tls,
             acks: AckTracker::default(),
             appends,
             master_addr: None,
@@ -133,8 +143,10 @@ impl Replicator {
             self.scheduler.clone(),
             self.config.broker_id,
         );
+        let creds = self.config.clone();
         let fut = async move {
-            metadata::sync_once(&addr, id, push, &broker, &offsets, &scheduler).await
+            let master = (addr.as_str(), creds);
+            metadata::sync_once(master, id, push, &broker, &offsets, &scheduler).await
         };
         ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
             act.syncing = false;
@@ -162,6 +174,8 @@ impl Actor for Replicator {
                 storage: self.storage.clone(),
                 broker: self.broker.clone(),
                 registry: self.registry.clone(),
+                creds: self.config.credentials(),
+                tls: self.config.outgoing_tls.clone(),
             };
             let fut = slave::run(peers, self.log.clone());
             actix_rt::spawn(fut);
@@ -176,6 +190,7 @@ impl Actor for Replicator {
                 self.storage.clone(),
                 ctx.address(),
                 self.appends.clone(),
+                (self.acl.clone(), self.tls.clone()),
                 self.log.clone(),
             );
             actix_rt::spawn(fut);

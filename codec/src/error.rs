@@ -68,11 +68,14 @@ pub enum ErrorCode {
     TransactionNotFound = 19,
     /// No committed offset exists for the (group, topic, queue).
     OffsetNotFound = 20,
+    /// ACL: the account is valid but lacks the permission the request
+    /// needs (the message names it, e.g. `PUB on topic 'T'`).
+    NoPermission = 21,
 }
 
 impl ErrorCode {
     /// Every known code, in numeric order (without [`ErrorCode::Unknown`]).
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::Internal,
         ErrorCode::Busy,
         ErrorCode::BadRequest,
@@ -93,6 +96,7 @@ impl ErrorCode {
         ErrorCode::ServiceNotAvailable,
         ErrorCode::TransactionNotFound,
         ErrorCode::OffsetNotFound,
+        ErrorCode::NoPermission,
     ];
 
     /// The number sent on the wire.

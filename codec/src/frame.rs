@@ -29,12 +29,16 @@
 //! only checked to be exactly one well-formed MessagePack value and kept as a
 //! zero-copy slice, so a server can route on the command (and answer an
 //! unknown one) before decoding the body with [`RawFrame::decode_body`].
+//!
+//! A signed request (ACL, see [`crate::auth`]) is a `fixarray` of 3
+//! (`0x93`): `[header, body, auth]`; the trailer lands in [`RawFrame::auth`].
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::auth::FrameAuth;
 use crate::command::{Command, Rpc};
 use crate::error::{ProtocolError, Result, WireError};
 use crate::skip::skip_value;
@@ -49,6 +53,8 @@ pub const MIN_FRAME_LEN: usize = 1 + 4 + 1;
 
 /// The MessagePack marker of the `[header, body]` envelope (fixarray of 2).
 const ENVELOPE_MARKER: u8 = 0x92;
+/// The marker of a signed `[header, body, auth]` envelope (fixarray of 3).
+const SIGNED_ENVELOPE_MARKER: u8 = 0x93;
 
 /// Maximum nesting accepted when decoding a body (our types nest < 10 deep;
 /// the bound keeps hostile input from using deep recursion).
@@ -194,6 +200,8 @@ pub struct RawFrame {
     pub header: Header,
     /// The MessagePack bytes of the body value (a slice of the frame buffer).
     pub body: Bytes,
+    /// The signature trailer of a signed request (ACL), if any.
+    pub auth: Option<Box<FrameAuth>>,
 }
 
 impl RawFrame {
@@ -319,16 +327,50 @@ fn write_frame<B: Serialize + ?Sized>(
     start: usize,
     max_frame_size: usize,
 ) -> Result<()> {
+    write_frame_parts::<B, fn(&mut BytesMut, usize) -> Result<()>>(
+        header,
+        body,
+        dst,
+        start,
+        max_frame_size,
+        None,
+    )
+}
+
+/// Writes prefix, envelope, header and body; then, for a signed frame,
+/// `trailer(dst, body_start)` appends the auth trailer. The caller
+/// truncates `dst` on error.
+pub(crate) fn write_frame_parts<B, F>(
+    header: &Header,
+    body: &B,
+    dst: &mut BytesMut,
+    start: usize,
+    max_frame_size: usize,
+    trailer: Option<F>,
+) -> Result<()>
+where
+    B: Serialize + ?Sized,
+    F: FnOnce(&mut BytesMut, usize) -> Result<()>,
+{
     dst.reserve(LENGTH_PREFIX_LEN + 64);
     dst.put_u32(0);
-    dst.put_u8(ENVELOPE_MARKER);
+    dst.put_u8(if trailer.is_some() {
+        SIGNED_ENVELOPE_MARKER
+    } else {
+        ENVELOPE_MARKER
+    });
+    let body_at;
     {
         let mut ser = rmp_serde::Serializer::new((&mut *dst).writer()).with_struct_map();
         header
             .serialize(&mut ser)
             .map_err(|e| ProtocolError::Encode(e.to_string()))?;
+        body_at = ser.get_ref().get_ref().len();
         body.serialize(&mut ser)
             .map_err(|e| ProtocolError::Encode(e.to_string()))?;
+    }
+    if let Some(t) = trailer {
+        t(dst, body_at)?;
     }
     let len = dst.len() - start - LENGTH_PREFIX_LEN;
     if len > max_frame_size || len > u32::MAX as usize {
@@ -386,23 +428,32 @@ pub fn encode_frame_with_tail<B: Serialize + ?Sized>(
 
 /// Splits a frame payload (after the length prefix) into header and body.
 fn parse_payload(payload: Bytes) -> Result<RawFrame> {
-    if payload.first() != Some(&ENVELOPE_MARKER) {
-        return Err(ProtocolError::Malformed(
-            "frame is not a [header, body] array".into(),
-        ));
-    }
+    let signed = match payload.first() {
+        Some(&ENVELOPE_MARKER) => false,
+        Some(&SIGNED_ENVELOPE_MARKER) => true,
+        _ => {
+            return Err(ProtocolError::Malformed(
+                "frame is not a [header, body] array".into(),
+            ))
+        }
+    };
     let rest = &payload[1..];
     let header_len = skip_value(rest).map_err(ProtocolError::Malformed)?;
     let header: Header = decode_value(&rest[..header_len])?;
-    let body = payload.slice(1 + header_len..);
+    let mut body = payload.slice(1 + header_len..);
     let body_len = skip_value(&body).map_err(ProtocolError::Malformed)?;
-    if body_len != body.len() {
+    let mut auth = None;
+    if signed {
+        let trailer: FrameAuth = decode_value(&body[body_len..])?;
+        auth = Some(Box::new(trailer));
+        body.truncate(body_len);
+    } else if body_len != body.len() {
         return Err(ProtocolError::Malformed(format!(
             "{} trailing bytes after the body",
             body.len() - body_len
         )));
     }
-    Ok(RawFrame { header, body })
+    Ok(RawFrame { header, body, auth })
 }
 
 /// Length-prefixed MessagePack frames for `tokio_util::codec`
@@ -461,7 +512,7 @@ impl Decoder for FrameCodec {
         // made up: every frame starts with the `[header, body]` marker.
         let total = LENGTH_PREFIX_LEN + len;
         if let Some(&marker) = src.get(LENGTH_PREFIX_LEN) {
-            if marker != ENVELOPE_MARKER {
+            if marker != ENVELOPE_MARKER && marker != SIGNED_ENVELOPE_MARKER {
                 let _ = src.split_to(total.min(src.len()));
                 return Err(ProtocolError::Malformed(format!(
                     "frame does not start with the envelope marker 0x{ENVELOPE_MARKER:02x} (got 0x{marker:02x})"
@@ -492,13 +543,23 @@ impl Encoder<RawFrame> for FrameCodec {
     fn encode(&mut self, item: RawFrame, dst: &mut BytesMut) -> Result<()> {
         let start = dst.len();
         dst.put_u32(0);
-        dst.put_u8(ENVELOPE_MARKER);
+        dst.put_u8(if item.auth.is_some() {
+            SIGNED_ENVELOPE_MARKER
+        } else {
+            ENVELOPE_MARKER
+        });
         let header_result = rmp_serde::encode::write(&mut (&mut *dst).writer(), &item.header);
         if let Err(e) = header_result {
             dst.truncate(start);
             return Err(ProtocolError::Encode(e.to_string()));
         }
         dst.extend_from_slice(&item.body);
+        if let Some(auth) = &item.auth {
+            if let Err(e) = rmp_serde::encode::write(&mut (&mut *dst).writer(), auth) {
+                dst.truncate(start);
+                return Err(ProtocolError::Encode(e.to_string()));
+            }
+        }
         let len = dst.len() - start - LENGTH_PREFIX_LEN;
         if len > self.max_frame_size || len > u32::MAX as usize {
             dst.truncate(start);

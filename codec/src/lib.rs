@@ -115,6 +115,7 @@
 //! and [`ProtocolError::code`] / [`ProtocolError::to_wire`] map it onto the
 //! wire code in one place.
 
+pub mod auth;
 pub mod cmd;
 pub mod command;
 pub mod error;
@@ -123,6 +124,7 @@ pub mod message;
 pub mod shared_bytes;
 mod skip;
 
+pub use auth::{Credentials, FrameAuth};
 pub use cmd::broker::{
     RegisterBrokerRequest, RegisterBrokerResponse, TopicConfig, UnregisterBrokerRequest,
     PERM_INHERIT, PERM_READ, PERM_WRITE,

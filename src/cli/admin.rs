@@ -30,8 +30,10 @@ pub fn run(a: AdminArgs) -> anyhow::Result<()> {
 }
 
 async fn admin(a: AdminArgs) -> anyhow::Result<()> {
-    let cfg = ClientConfig::new(&a.namesrv);
-    let ns = NameServerClient::new(&cfg.namesrv, cfg.request_timeout, &cfg.client_id)?;
+    let cfg = super::client_config(&a.namesrv);
+    let ns = NameServerClient::new(&cfg.namesrv, cfg.request_timeout, &cfg.client_id)?
+        .with_credentials(cfg.credentials.clone())
+        .with_tls(cfg.tls.clone());
     match a.cmd {
         AdminCmd::Topic(TopicCmd::Create(t)) => {
             admin_topic::write(&ns, &cfg, &t, admin_topic::Verb::Create, a.json).await

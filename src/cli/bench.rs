@@ -53,9 +53,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::{BenchArgs, BenchMode};
-use crate::client::{
-    now_ms, now_us, ClientConfig, MessageData, MessageQueue, Producer, PullConsumer,
-};
+use crate::client::{now_ms, now_us, MessageData, MessageQueue, Producer, PullConsumer};
 use open_loop::{Load, Plan, SCHED_US};
 
 /// `println!` that returns an error (e.g. a closed pipe) instead of panicking.
@@ -412,7 +410,7 @@ async fn produce_closed(
     let started = Instant::now();
     let mut waits = Vec::new();
     for c in 0..a.clients {
-        let cfg = ClientConfig::new(&a.namesrv);
+        let cfg = super::client_config(&a.namesrv);
         let (group, topic, body, shared) = (
             a.group.clone(),
             a.topic.clone(),
@@ -515,7 +513,7 @@ async fn produce_paced(
     let mut readies = Vec::new();
     let mut gos = Vec::new();
     for c in 0..a.clients {
-        let cfg = ClientConfig::new(&a.namesrv);
+        let cfg = super::client_config(&a.namesrv);
         let (group, topic, body, shared) = (
             a.group.clone(),
             a.topic.clone(),
@@ -606,7 +604,7 @@ async fn consume_backlog(
     bar: &ProgressBar,
     arbiters: &mut Vec<Arbiter>,
 ) -> anyhow::Result<Run> {
-    let probe = PullConsumer::start(ClientConfig::new(&a.namesrv), &a.group)?;
+    let probe = PullConsumer::start(super::client_config(&a.namesrv), &a.group)?;
     let ranges = queue_ranges(&probe, &a.topic).await?;
     let backlog: u64 = ranges
         .iter()
@@ -627,7 +625,7 @@ async fn consume_backlog(
             continue;
         }
         let (cfg, group, shared) = (
-            ClientConfig::new(&a.namesrv),
+            super::client_config(&a.namesrv),
             a.group.clone(),
             shared.clone(),
         );
@@ -706,14 +704,14 @@ async fn e2e(
     bar: &ProgressBar,
     arbiters: &mut Vec<Arbiter>,
 ) -> anyhow::Result<Run> {
-    let consumer = PullConsumer::start(ClientConfig::new(&a.namesrv), &a.group)?;
+    let consumer = PullConsumer::start(super::client_config(&a.namesrv), &a.group)?;
     let ranges = match queue_ranges(&consumer, &a.topic).await {
         Ok(r) => r,
         Err(_) => {
             // A new topic: one warm-up send creates it (auto-create), then
             // the consumers start after it.
             let p = Producer::start(
-                ClientConfig::new(&a.namesrv),
+                super::client_config(&a.namesrv),
                 &format!("{}-warmup", a.group),
             )?;
             p.send(&a.topic, MessageData::new("warm-up")).await?;

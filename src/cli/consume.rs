@@ -40,7 +40,7 @@ use skylark_codec::{parse_tag_expression, ConsumeFrom, MessageModel};
 
 use super::ConsumeArgs;
 use crate::client::{
-    AllocateStrategy, ClientConfig, ConsumeResult, PullConsumer, PushConsumer, PushConsumerOptions,
+    AllocateStrategy, ConsumeResult, PullConsumer, PushConsumer, PushConsumerOptions,
     ReceivedMessage,
 };
 
@@ -213,7 +213,7 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
     let idle = a.idle_timeout.map(Duration::from_secs);
     {
         // Wait for the topic's route (e.g. a broker still registering).
-        let probe = PullConsumer::start(ClientConfig::new(&a.namesrv), &a.group)?;
+        let probe = PullConsumer::start(super::client_config(&a.namesrv), &a.group)?;
         wait_for_queues(&probe, &a.topic, idle).await?;
         // A SQL subscription the broker refuses (filtering switched off, or
         // an expression it cannot evaluate) is fatal, with its reason.
@@ -268,7 +268,7 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
         failed: Mutex::new(None),
     });
     let p = printer.clone();
-    let builder = PushConsumer::builder(ClientConfig::new(&a.namesrv), &a.group);
+    let builder = PushConsumer::builder(super::client_config(&a.namesrv), &a.group);
     let builder = match &a.sql {
         Some(sql) => builder.subscribe_sql(&a.topic, sql),
         None => builder.subscribe(&a.topic, a.filter.as_deref().unwrap_or("*")),

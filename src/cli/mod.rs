@@ -104,6 +104,47 @@ pub fn progress_bar(len: u64) -> ProgressBar {
     bar
 }
 
+/// The ACL credentials given on the command line, for every client command.
+static CREDENTIALS: std::sync::OnceLock<skylark_codec::Credentials> = std::sync::OnceLock::new();
+/// The `--tls-ca` of the command line, loaded.
+static TLS: std::sync::OnceLock<skylark_actors::tls::ClientTls> = std::sync::OnceLock::new();
+
+/// Loads `--tls-ca` for [`client_config`].
+pub fn set_tls_ca(ca_file: Option<&str>) -> anyhow::Result<()> {
+    if let Some(f) = ca_file {
+        let tls = skylark_actors::tls::ClientTls::from_ca_file(f).map_err(anyhow::Error::msg)?;
+        let _ = TLS.set(tls);
+    }
+    Ok(())
+}
+
+/// Remembers `--access-key/--secret-key` for [`client_config`]; both or
+/// neither must be given.
+pub fn set_credentials(
+    access_key: Option<String>,
+    secret_key: Option<String>,
+) -> anyhow::Result<()> {
+    match (access_key, secret_key) {
+        (Some(a), Some(s)) => {
+            let _ = CREDENTIALS.set(skylark_codec::Credentials::new(a, s));
+            Ok(())
+        }
+        (None, None) => Ok(()),
+        _ => anyhow::bail!(
+            "--access-key and --secret-key (SKYLARK_ACCESS_KEY / SKYLARK_SECRET_KEY) go together"
+        ),
+    }
+}
+
+/// The client configuration of a CLI command: these NameServers, signed
+/// with the command line's credentials if any.
+pub fn client_config(namesrv: &str) -> crate::client::ClientConfig {
+    let mut c = crate::client::ClientConfig::new(namesrv);
+    c.credentials = CREDENTIALS.get().cloned().map(std::sync::Arc::new);
+    c.tls = TLS.get().cloned();
+    c
+}
+
 /// Skylark: a distributed message broker in the family of Apache RocketMQ.
 #[derive(Debug, Parser)]
 #[command(name = "skylark", version, about, propagate_version = true)]
@@ -114,6 +155,21 @@ pub struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true)]
     pub log_json: bool,
+    /// ACL access key every client request is signed with (docs/security.md).
+    #[arg(long, global = true, env = "SKYLARK_ACCESS_KEY")]
+    pub access_key: Option<String>,
+    /// ACL secret key (prefer the environment variable: flags show in `ps`).
+    #[arg(
+        long,
+        global = true,
+        env = "SKYLARK_SECRET_KEY",
+        hide_env_values = true
+    )]
+    pub secret_key: Option<String>,
+    /// Connect to NameServers and brokers over TLS, verifying them against
+    /// the CA certificates in this PEM file.
+    #[arg(long, global = true, env = "SKYLARK_TLS_CA")]
+    pub tls_ca: Option<String>,
     #[command(subcommand)]
     pub cmd: Cmd,
 }

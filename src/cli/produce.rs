@@ -21,7 +21,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::ProduceArgs;
-use crate::client::{now_ms, ClientConfig, MessageData, Producer, SendResult, SendStatus};
+use crate::client::{now_ms, MessageData, Producer, SendResult, SendStatus};
 
 /// `println!` that returns an error (e.g. a closed pipe) instead of panicking.
 macro_rules! out {
@@ -172,7 +172,7 @@ pub(super) fn check_status(topic: &str, results: &[SendResult]) -> anyhow::Resul
 
 async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     let properties = parse_properties(&a.properties)?;
-    let producer = Producer::start(ClientConfig::new(&a.namesrv), &a.group)?;
+    let producer = Producer::start(super::client_config(&a.namesrv), &a.group)?;
     let stdout = std::io::stdout();
     let started = Instant::now();
     let batch = u64::try_from(a.batch).unwrap_or(u64::MAX);

@@ -17,7 +17,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use super::ProduceArgs;
-use crate::client::{ClientConfig, TransactionProducer, TransactionState};
+use crate::client::{TransactionProducer, TransactionState};
 
 /// A transaction state on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,7 +67,7 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     let answer: TransactionState = a.check_answer.into();
     let json = a.json;
     let producer = TransactionProducer::start_with(
-        ClientConfig::new(&a.namesrv),
+        super::client_config(&a.namesrv),
         &a.group,
         Duration::from_secs(1),
         move |m| {

@@ -37,6 +37,12 @@ pub struct ClientConfig {
     /// [`ClientError::MessageTooLarge`](super::ClientError). Raise it
     /// together with the broker's `store.max_message_size`.
     pub max_message_size: usize,
+    /// ACL credentials every request is signed with
+    /// ([`ClientConfig::with_credentials`]); `None`: unsigned.
+    pub credentials: Option<std::sync::Arc<skylark_codec::Credentials>>,
+    /// TLS to NameServers and brokers, verifying them against a CA
+    /// ([`ClientConfig::with_tls_ca`]); `None`: plain TCP.
+    pub tls: Option<skylark_actors::tls::ClientTls>,
 }
 
 impl ClientConfig {
@@ -46,6 +52,27 @@ impl ClientConfig {
             namesrv: namesrv.into(),
             ..ClientConfig::default()
         }
+    }
+
+    /// Signs every request with this account (servers with ACL on).
+    pub fn with_credentials(
+        mut self,
+        access_key: impl Into<String>,
+        secret_key: impl Into<String>,
+    ) -> Self {
+        self.credentials = Some(std::sync::Arc::new(skylark_codec::Credentials::new(
+            access_key, secret_key,
+        )));
+        self
+    }
+
+    /// Connects over TLS, verifying servers against the CA certificates in
+    /// the PEM file `ca_file`.
+    pub fn with_tls_ca(mut self, ca_file: &str) -> Result<Self, super::ClientError> {
+        let tls = skylark_actors::tls::ClientTls::from_ca_file(ca_file)
+            .map_err(super::ClientError::InvalidArgument)?;
+        self.tls = Some(tls);
+        Ok(self)
     }
 
     /// The NameServer addresses as a list (empty parts dropped).
@@ -73,6 +100,8 @@ impl Default for ClientConfig {
             isolation: Duration::from_secs(30),
             max_frame_size: skylark_codec::DEFAULT_MAX_FRAME_SIZE,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            credentials: None,
+            tls: None,
         }
     }
 }

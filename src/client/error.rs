@@ -103,6 +103,7 @@ fn phrase(code: ErrorCode) -> &'static str {
         ErrorCode::ServiceNotAvailable => "service not available",
         ErrorCode::TransactionNotFound => "transaction not found",
         ErrorCode::OffsetNotFound => "offset not found",
+        ErrorCode::NoPermission => "no permission",
     }
 }
 

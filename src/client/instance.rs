@@ -109,7 +109,9 @@ impl ClientInstance {
         config: ClientConfig,
     ) -> Result<(Addr<Self>, NameServerClient, Arc<ClientConfig>)> {
         let namesrv =
-            NameServerClient::new(&config.namesrv, config.request_timeout, &config.client_id)?;
+            NameServerClient::new(&config.namesrv, config.request_timeout, &config.client_id)?
+                .with_credentials(config.credentials.clone())
+                .with_tls(config.tls.clone());
         let config = Arc::new(config);
         let actor = ClientInstance {
             fault: LatencyFaultTolerance::new(config.isolation),
@@ -210,7 +212,7 @@ impl ClientInstance {
                 cfg.connect_timeout,
                 cfg.request_timeout,
                 cfg.max_frame_size,
-                &cfg.client_id,
+                (&cfg.client_id, cfg.credentials.clone(), cfg.tls.as_ref()),
             )
             .await
         })

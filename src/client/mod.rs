@@ -80,7 +80,11 @@ pub async fn connect_broker(
         config.connect_timeout,
         config.request_timeout,
         config.max_frame_size,
-        &config.client_id,
+        (
+            &config.client_id,
+            config.credentials.clone(),
+            config.tls.as_ref(),
+        ),
     )
     .await
 }

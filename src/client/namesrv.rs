@@ -26,7 +26,11 @@ pub(crate) async fn connect(
     connect_timeout: Duration,
     request_timeout: Duration,
     max_frame: usize,
-    client_id: &str,
+    (client_id, creds, tls): (
+        &str,
+        Option<Arc<skylark_codec::Credentials>>,
+        Option<&skylark_actors::tls::ClientTls>,
+    ),
 ) -> Result<RpcClient> {
     let conn_err = |error| ClientError::Connection {
         addr: addr.to_string(),
@@ -34,7 +38,7 @@ pub(crate) async fn connect(
     };
     let client = tokio::time::timeout(
         connect_timeout,
-        RpcClient::connect_with(addr, request_timeout, max_frame),
+        RpcClient::connect_tls(addr, request_timeout, max_frame, tls),
     )
     .await
     .map_err(|_| {
@@ -43,7 +47,8 @@ pub(crate) async fn connect(
             format!("connect to {addr} timed out"),
         )))
     })?
-    .map_err(conn_err)?;
+    .map_err(conn_err)?
+    .with_credentials(creds);
     let hello = Handshake::new(client_id, env!("CARGO_PKG_VERSION"));
     match client.call(&hello).await {
         Ok(_) => Ok(client),
@@ -63,6 +68,8 @@ pub struct NameServerClient {
     conns: Arc<Mutex<Vec<Option<RpcClient>>>>,
     timeout: Duration,
     client_id: Arc<str>,
+    creds: Option<Arc<skylark_codec::Credentials>>,
+    tls: Option<skylark_actors::tls::ClientTls>,
 }
 
 impl std::fmt::Debug for NameServerClient {
@@ -91,7 +98,21 @@ impl NameServerClient {
             preferred: Arc::new(AtomicUsize::new(0)),
             timeout,
             client_id: Arc::from(client_id),
+            creds: None,
+            tls: None,
         })
+    }
+
+    /// Signs every request with `creds` (ACL); `None`: unsigned.
+    pub fn with_credentials(mut self, creds: Option<Arc<skylark_codec::Credentials>>) -> Self {
+        self.creds = creds;
+        self
+    }
+
+    /// Connects over TLS with `tls` (`None`: plain TCP).
+    pub fn with_tls(mut self, tls: Option<skylark_actors::tls::ClientTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     fn cached(&self, i: usize) -> Option<RpcClient> {
@@ -121,7 +142,7 @@ impl NameServerClient {
             self.timeout,
             self.timeout,
             skylark_codec::DEFAULT_MAX_FRAME_SIZE,
-            &self.client_id,
+            (&self.client_id, self.creds.clone(), self.tls.as_ref()),
         )
         .await?;
         self.store(i, Some(c.clone()));

@@ -58,11 +58,16 @@ impl NsLink {
 }
 
 /// A connected client: `client` if still open, else a new connection.
-pub async fn connected(addr: &str, client: Option<RpcClient>, log: &Logger) -> Option<RpcClient> {
+/// New connections sign with `creds` (the cluster's broker credential, ACL).
+pub async fn connected(
+    (addr, cfg): (&str, Arc<crate::config::BrokerConfig>),
+    client: Option<RpcClient>,
+    log: &Logger,
+) -> Option<RpcClient> {
     if let Some(c) = client.filter(|c| c.is_connected()) {
         return Some(c);
     }
-    match RpcClient::connect(addr, Duration::from_secs(3)).await {
+    match cfg.connect_peer(addr).await {
         Ok(c) => Some(c),
         Err(e) => {
             warn!(log, "nameserver unreachable"; "namesrv" => addr, "error" => %e);
@@ -81,13 +86,13 @@ pub struct Sent {
 /// Sends `reqs` in order on the registration connection; stops at the first
 /// failure or `need_full` answer.
 pub async fn send_all(
-    addr: String,
+    (addr, creds): (String, Arc<crate::config::BrokerConfig>),
     client: Option<RpcClient>,
     reqs: Vec<Arc<RegisterBrokerRequest>>,
     timeout: Duration,
     log: Logger,
 ) -> Sent {
-    let Some(c) = connected(&addr, client, &log).await else {
+    let Some(c) = connected((&addr, creds), client, &log).await else {
         return Sent {
             client: None,
             answer: None,

@@ -62,6 +62,8 @@ pub struct Shared {
     /// from heartbeats (operator commands).
     pub sub_groups: crate::subscription_groups::SubscriptionGroupsHandle,
     pub clients: Addr<crate::client_registry::ClientRegistry>,
+    /// Access control, checked by each connection (None: ACL off).
+    pub acl: Option<crate::acl::Acl>,
 }
 
 impl Shared {
@@ -113,6 +115,10 @@ impl Service for BrokerService {
     ) -> LocalBoxFuture<'static, Option<Bytes>> {
         let fut = self.route(cmd, frame, conn);
         self.shared.metrics.time_request(cmd, fut)
+    }
+
+    fn acl(&self) -> Option<crate::acl::Acl> {
+        self.shared.acl.clone()
     }
 }
 

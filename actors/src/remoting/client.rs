@@ -33,7 +33,7 @@ pub struct PushFrame(pub RawFrame);
 
 /// Actor owning one client socket and its pending calls.
 pub struct ClientConn {
-    writer: Writer<WriteHalf<TcpStream>, io::Error>,
+    writer: Writer<WriteHalf<crate::tls::MaybeTls>, io::Error>,
     pending: HashMap<u64, oneshot::Sender<RawFrame>>,
     push: Option<Recipient<PushFrame>>,
     /// The server's error frame sent before it closed, for later calls.
@@ -135,6 +135,8 @@ pub struct RpcClient {
     remote: Arc<str>,
     timeout: Duration,
     last_word: Arc<std::sync::Mutex<Option<RawFrame>>>,
+    /// Signs every request (ACL) when set.
+    creds: Option<Arc<skylark_codec::Credentials>>,
 }
 
 impl std::fmt::Debug for RpcClient {
@@ -163,6 +165,17 @@ impl RpcClient {
         timeout: Duration,
         max_frame: usize,
     ) -> Result<RpcClient, ProtocolError> {
+        Self::connect_tls(addr, timeout, max_frame, None).await
+    }
+
+    /// Like [`connect_with`](Self::connect_with), over TLS when `tls` is
+    /// given (the server's certificate is verified against its CA).
+    pub async fn connect_tls(
+        addr: &str,
+        timeout: Duration,
+        max_frame: usize,
+        tls: Option<&crate::tls::ClientTls>,
+    ) -> Result<RpcClient, ProtocolError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| {
@@ -175,6 +188,12 @@ impl RpcClient {
                 ProtocolError::Io(io::Error::new(e.kind(), format!("connect to {addr}: {e}")))
             })?;
         let _ = stream.set_nodelay(true);
+        let stream = match tls {
+            None => crate::tls::MaybeTls::Plain(stream),
+            Some(t) => t.connect(addr, stream).await.map_err(|e| {
+                ProtocolError::Io(io::Error::new(e.kind(), format!("TLS to {addr}: {e}")))
+            })?,
+        };
         let (r, w) = tokio::io::split(stream);
         let last_word = Arc::new(std::sync::Mutex::new(None));
         let lw = last_word.clone();
@@ -193,7 +212,15 @@ impl RpcClient {
             remote: Arc::from(addr),
             timeout,
             last_word,
+            creds: None,
         })
+    }
+
+    /// Signs every later request of this handle with `creds` (ACL); `None`
+    /// sends them unsigned.
+    pub fn with_credentials(mut self, creds: Option<Arc<skylark_codec::Credentials>>) -> Self {
+        self.creds = creds;
+        self
     }
 
     /// The address this client talks to.
@@ -242,13 +269,14 @@ impl RpcClient {
         timeout: Duration,
     ) -> Result<RawFrame, ProtocolError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = wire::encode(
+        let frame = wire::encode_request(
             Header {
                 request_id: id,
                 kind: FrameKind::Request,
                 command,
             },
             req,
+            self.creds.as_deref(),
         );
         let (tx, rx) = oneshot::channel();
         let out = Outgoing {
@@ -280,13 +308,14 @@ impl RpcClient {
     /// Sends `req` without waiting for (or getting) an answer.
     pub async fn oneway<R: Rpc + Serialize>(&self, req: &R) -> Result<(), ProtocolError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = wire::encode(
+        let frame = wire::encode_request(
             Header {
                 request_id: id,
                 kind: FrameKind::Oneway,
                 command: R::COMMAND as u16,
             },
             req,
+            self.creds.as_deref(),
         );
         self.conn
             .send(Outgoing {

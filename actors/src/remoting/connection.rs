@@ -54,6 +54,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::codec::FramedRead;
 
 use super::{wire, Service};
+use crate::tls::MaybeTls;
 
 /// Answer bytes queued for writing, over every connection of the process.
 static BUFFERED_ANSWER_BYTES: AtomicUsize = AtomicUsize::new(0);
@@ -214,7 +215,7 @@ impl Output {
 /// being copied.
 async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<Out>,
-    mut w: WriteHalf<TcpStream>,
+    mut w: WriteHalf<MaybeTls>,
     gate: Rc<Gate>,
 ) -> std::io::Result<()> {
     use super::wire::COPY_TAIL;
@@ -277,7 +278,7 @@ async fn write_loop(
 /// Writes `head` then every slice of `tail`, with as few `writev` calls as
 /// the socket takes (at most `IOV_MAX` slices each).
 async fn write_all_vectored(
-    w: &mut WriteHalf<TcpStream>,
+    w: &mut WriteHalf<MaybeTls>,
     head: &[u8],
     tail: &[Bytes],
 ) -> std::io::Result<()> {
@@ -304,7 +305,7 @@ async fn write_all_vectored(
 /// back the bytes it still counted and drops the socket (and `slot`).
 async fn write_task(
     rx: mpsc::UnboundedReceiver<Out>,
-    w: WriteHalf<TcpStream>,
+    w: WriteHalf<MaybeTls>,
     gate: Rc<Gate>,
     closing: Rc<Notify>,
     slot: Option<super::server::ConnSlot>,
@@ -333,7 +334,7 @@ enum Input {
 
 /// The framed read half, paused by the [`Gate`] and watching the timeouts.
 struct GatedRead {
-    inner: FramedRead<ReadHalf<TcpStream>, FrameCodec>,
+    inner: FramedRead<ReadHalf<MaybeTls>, FrameCodec>,
     gate: Rc<Gate>,
     /// When the frame now in the read buffer began (None: buffer empty).
     frame_began: Option<Instant>,
@@ -451,6 +452,8 @@ pub struct Connection {
     peer: SocketAddr,
     out: Output,
     service: Handle,
+    /// ACL checked on every request before the service sees it (None: off).
+    acl: Option<crate::acl::Acl>,
     /// The requests being served, driven by [`Driver`]: actix polls every
     /// `ctx.spawn`ed item of a context whenever any of them wakes, so with
     /// 32 requests in flight each answer cost 32 polls; `FuturesUnordered`
@@ -469,13 +472,13 @@ impl Connection {
         limits: FlowLimits,
         log: Logger,
     ) -> std::io::Result<Addr<Connection>> {
-        Self::start_with_slot(stream, service, limits, None, log)
+        Self::start_with_slot(stream.into(), service, limits, None, log)
     }
 
     /// As [`Connection::start`]; `slot` (the listener's count of open
     /// connections) is released when the socket is closed.
     pub(crate) fn start_with_slot<S: Service>(
-        stream: TcpStream,
+        stream: MaybeTls,
         service: S,
         limits: FlowLimits,
         slot: Option<super::server::ConnSlot>,
@@ -487,6 +490,7 @@ impl Connection {
         let gate = Rc::new(Gate::new(limits));
         let (tx, rx) = mpsc::unbounded_channel();
         let closing = Rc::new(Notify::new());
+        let acl = service.acl();
         actix_rt::spawn(write_task(rx, w, gate.clone(), closing.clone(), slot));
         let read = GatedRead {
             inner: FramedRead::new(r, FrameCodec::new(limits.max_frame_size)),
@@ -504,6 +508,7 @@ impl Connection {
                     closing,
                 },
                 service: Box::new(move |cmd, f, c| service.call(cmd, f, c)),
+                acl,
                 pending: FuturesUnordered::new(),
                 idle_driver: None,
                 log: log.new(slog::o!("peer" => peer.to_string())),
@@ -577,6 +582,14 @@ impl Connection {
                 self.out.write(out);
             }
             return;
+        }
+        if let Some(acl) = &self.acl {
+            if let Err(e) = acl.check(cmd, &frame, self.peer.ip()) {
+                debug!(self.log, "request refused by ACL"; "command" => ?cmd, "error" => &e.message);
+                let h = frame.header;
+                self.refuse(&h, e.code, e.message);
+                return;
+            }
         }
         let gate = self.out.gate.clone();
         let max = gate.limits.max_inflight;

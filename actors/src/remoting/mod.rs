@@ -40,4 +40,10 @@ pub trait Service: Clone + Send + 'static {
         frame: RawFrame,
         conn: &ConnInfo,
     ) -> LocalBoxFuture<'static, Option<Bytes>>;
+
+    /// The access control the connection applies to every request before
+    /// `call` (see [`crate::acl`]); `None` (the default): ACL is off.
+    fn acl(&self) -> Option<crate::acl::Acl> {
+        None
+    }
 }

@@ -180,6 +180,19 @@ pub fn serve<S: Service>(
     workers: Vec<ArbiterHandle>,
     log: Logger,
 ) -> std::io::Result<ServerHandle> {
+    serve_tls(listener, service, opts, workers, None, log)
+}
+
+/// [`serve`] with TLS on this port per `tls` (see [`crate::tls`]); the
+/// handshake runs on the connection's worker before its session starts.
+pub fn serve_tls<S: Service>(
+    listener: TcpListener,
+    service: S,
+    opts: ServeOptions,
+    workers: Vec<ArbiterHandle>,
+    tls: Option<Arc<crate::tls::ServerTls>>,
+    log: Logger,
+) -> std::io::Result<ServerHandle> {
     let local_addr = listener.local_addr()?;
     let (tx, mut rx) = oneshot::channel::<()>();
     let workers = if workers.is_empty() {
@@ -219,7 +232,18 @@ pub fn serve<S: Service>(
                         let slot = ConnSlot(open.clone(), loads[i].clone());
                         let svc = service.clone();
                         let log2 = log.clone();
+                        let tls = tls.clone();
                         workers[i].spawn(async move {
+                            let stream = match tls {
+                                None => stream.into(),
+                                Some(t) => match t.accept(stream).await {
+                                    Ok(s) => s,
+                                    Err(e) => {
+                                        slog::debug!(log2, "connection refused by TLS"; "peer" => %peer, "error" => %e);
+                                        return;
+                                    }
+                                },
+                            };
                             if let Err(e) = Connection::start_with_slot(stream, svc, opts.limits, Some(slot), log2.clone()) {
                                 error!(log2, "cannot start connection"; "error" => %e);
                             }

@@ -32,6 +32,34 @@ pub fn encode<T: Serialize>(header: Header, body: &T) -> Bytes {
     }
 }
 
+/// Encodes one request frame, signed with `creds` when given (ACL).
+pub fn encode_request<T: Serialize>(
+    header: Header,
+    body: &T,
+    creds: Option<&skylark_codec::Credentials>,
+) -> Bytes {
+    let Some(creds) = creds else {
+        return encode(header, body);
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut buf = BytesMut::new();
+    match skylark_codec::auth::encode_signed_frame(
+        &header,
+        body,
+        creds,
+        now,
+        &mut buf,
+        skylark_codec::DEFAULT_MAX_FRAME_SIZE,
+    ) {
+        Ok(()) => buf.freeze(),
+        // Same fallback as `encode`: the peer gets a frame it can answer.
+        Err(_) => encode(header, body),
+    }
+}
+
 /// The answer frame to `req` carrying `Ok(body)`.
 pub fn response<T: Serialize>(req: &Header, body: &T) -> Bytes {
     let h = Header {

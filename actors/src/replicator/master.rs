@@ -14,7 +14,9 @@ use std::time::Instant;
 
 use actix::Addr;
 use slog::{info, warn, Logger};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+use crate::tls::{MaybeTls, ServerTls};
 use tokio::sync::watch;
 
 use super::protocol::{self, HEARTBEAT, MAX_CHUNK};
@@ -29,6 +31,7 @@ pub async fn accept_loop(
     storage: Addr<Storage>,
     replicator: Addr<Replicator>,
     appended: watch::Receiver<u64>,
+    (acl, tls): (Option<crate::acl::Acl>, Option<Arc<ServerTls>>),
     log: Logger,
 ) {
     loop {
@@ -41,20 +44,32 @@ pub async fn accept_loop(
             }
         };
         let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-        let (storage, replicator, appended, log) = (
+        let (storage, replicator, appended, log, acl) = (
             storage.clone(),
             replicator.clone(),
             appended.clone(),
             log.clone(),
+            acl.clone(),
         );
+        let tls = tls.clone();
         actix_rt::spawn(async move {
             let addr = peer.to_string();
+            let stream: MaybeTls = match tls {
+                None => stream.into(),
+                Some(t) => match t.accept(stream).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(log, "HA connection refused by TLS"; "peer" => &addr, "error" => %e);
+                        return;
+                    }
+                },
+            };
             info!(log, "slave connected"; "slave" => &addr);
             let res = session(
                 id,
-                addr.clone(),
+                (addr.clone(), peer.ip()),
                 stream,
-                storage,
+                (storage, acl),
                 replicator.clone(),
                 appended,
             )
@@ -69,15 +84,25 @@ pub async fn accept_loop(
 
 async fn session(
     id: u64,
-    addr: String,
-    stream: TcpStream,
-    storage: Addr<Storage>,
+    (addr, ip): (String, std::net::IpAddr),
+    stream: MaybeTls,
+    (storage, acl): (Addr<Storage>, Option<crate::acl::Acl>),
     replicator: Addr<Replicator>,
     mut appended: watch::Receiver<u64>,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
-    let start = protocol::read_offset(&mut rd).await?;
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (hello, start) = protocol::read_first(&mut rd).await?;
+    // ACL: only a holder of the cluster's broker credential gets the stream.
+    if let Some(acl) = &acl {
+        let Some(h) = hello else {
+            return Err(std::io::Error::other(
+                "slave sent no HA hello: ACL is on, set the broker's access_key/secret_key",
+            ));
+        };
+        acl.check_ha_hello(&h.access_key, &h.proof, ip)
+            .map_err(|e| std::io::Error::other(format!("slave refused: {e}")))?;
+    }
     let end = match storage.send(GetStorageStats).await {
         Ok(s) => s.max_physical_offset,
         Err(e) => return Err(std::io::Error::other(format!("storage gone: {e}"))),

@@ -12,6 +12,7 @@
 //! the master reaches the slave instead of being undone by it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
@@ -19,19 +20,19 @@ use skylark_codec::{SyncMetadataRequest, TopicConfig};
 
 use crate::broker::{Broker, CreateTopics, ListTopics};
 use crate::consumer_offsets::{ConsumerOffsets, MergeOffsets, SnapshotOffsets};
-use crate::remoting::RpcClient;
 use crate::scheduler::{FollowMaster, Scheduler};
 
 /// Runs one sync against the master at `master_addr`.
 pub async fn sync_once(
-    master_addr: &str,
+    (master_addr, cfg): (&str, Arc<crate::config::BrokerConfig>),
     broker_id: u64,
     push_offsets: bool,
     broker: &Addr<Broker>,
     offsets: &Addr<ConsumerOffsets>,
     scheduler: &Addr<Scheduler>,
 ) -> Result<(), String> {
-    let client = RpcClient::connect(master_addr, Duration::from_secs(3))
+    let client = cfg
+        .connect_peer(master_addr)
         .await
         .map_err(|e| e.to_string())?;
     let slave_offsets = if push_offsets {

@@ -104,6 +104,57 @@ pub async fn write_offset<W: AsyncWrite + Unpin>(w: &mut W, offset: u64) -> io::
     w.flush().await
 }
 
+/// First 8 bytes of a slave's HA hello (ACL): never a real CommitLog
+/// offset, so a master tells a hello from a plain first report.
+pub const HELLO_MAGIC: u64 = u64::from_be_bytes(*b"SKYLKHA1");
+
+/// Longest access key accepted in an HA hello.
+const MAX_HELLO_KEY: usize = 1024;
+
+/// Slave: proves `creds` (the cluster's broker credential) before its
+/// first report: magic, then [`skylark_codec::auth::ha_hello`].
+pub async fn write_hello<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    creds: &skylark_codec::Credentials,
+    timestamp_ms: u64,
+) -> io::Result<()> {
+    w.write_all(&HELLO_MAGIC.to_be_bytes()).await?;
+    w.write_all(&skylark_codec::auth::ha_hello(creds, timestamp_ms))
+        .await
+}
+
+/// A slave's HA hello: its access key, and the timestamp and signature.
+pub struct Hello {
+    pub access_key: String,
+    pub proof: Vec<u8>,
+}
+
+/// Master: reads the slave's first report, and the hello before it if
+/// the slave sent one.
+pub async fn read_first<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<(Option<Hello>, u64)> {
+    let first = read_offset(r).await?;
+    if first != HELLO_MAGIC {
+        return Ok((None, first));
+    }
+    let mut n = [0u8; 2];
+    r.read_exact(&mut n).await?;
+    let n = u16::from_be_bytes(n) as usize;
+    if n > MAX_HELLO_KEY {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "HA hello access key too long",
+        ));
+    }
+    let mut key = vec![0u8; n];
+    r.read_exact(&mut key).await?;
+    let access_key = String::from_utf8(key)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "HA hello key is not UTF-8"))?;
+    let mut proof = vec![0u8; 8 + skylark_codec::auth::SIGNATURE_LEN];
+    r.read_exact(&mut proof).await?;
+    let start = read_offset(r).await?;
+    Ok((Some(Hello { access_key, proof }), start))
+}
+
 /// Master: reads the slave's next report.
 pub async fn read_offset<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<u64> {
     let mut b = [0u8; 8];

@@ -38,6 +38,10 @@ pub struct SlavePeers {
     pub storage: Addr<Storage>,
     pub broker: Addr<Broker>,
     pub registry: TopicRegistry,
+    /// The cluster's broker credential, proved to the master (ACL).
+    pub creds: Option<std::sync::Arc<skylark_codec::Credentials>>,
+    /// TLS to the master's HA port (the broker's `tls_ca_file`).
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 /// Topic → the read queue count this broker is known to serve.
@@ -50,6 +54,8 @@ pub async fn run(peers: SlavePeers, log: Logger) {
         storage,
         broker,
         registry,
+        creds,
+        tls,
     } = peers;
     let mut topics = TopicLearner {
         broker,
@@ -67,7 +73,8 @@ pub async fn run(peers: SlavePeers, log: Logger) {
             }
             Err(_) => return,
         };
-        match replicate_from(&addr, &replicator, &storage, &mut topics, &log).await {
+        let master = (addr.as_str(), creds.as_deref(), tls.as_ref());
+        match replicate_from(master, &replicator, &storage, &mut topics, &log).await {
             Ok(()) => {}
             Err(e) => {
                 let msg = e.to_string();
@@ -87,7 +94,11 @@ pub async fn run(peers: SlavePeers, log: Logger) {
 }
 
 async fn replicate_from(
-    addr: &str,
+    (addr, creds, tls): (
+        &str,
+        Option<&skylark_codec::Credentials>,
+        Option<&crate::tls::ClientTls>,
+    ),
     replicator: &Addr<Replicator>,
     storage: &Addr<Storage>,
     topics: &mut TopicLearner,
@@ -106,12 +117,23 @@ async fn replicate_from(
         .await
         .map_err(|_| io_err(format!("connect to {addr} timed out")))??;
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let stream = match tls {
+        None => crate::tls::MaybeTls::Plain(stream),
+        Some(t) => t.connect(addr, stream).await?,
+    };
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut end = storage
         .send(GetStorageStats)
         .await
         .map_err(|e| io_err(format!("storage gone: {e}")))?
         .max_physical_offset;
+    if let Some(creds) = creds {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        protocol::write_hello(&mut wr, creds, now).await?;
+    }
     protocol::write_offset(&mut wr, end).await?;
     info!(log, "replicating from master"; "master_ha" => addr, "from" => end);
     replicator.do_send(SlaveProgress {

@@ -1,0 +1,488 @@
+//! ACL end to end (issue 15): a NameServer and a broker with
+//! `acl_enabled = true` as real processes, driven by the CLI and by raw
+//! frames on a socket (to send exactly the unsigned, tampered, replayed
+//! and forged requests an attacker would).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use common::{bin, free_port, wait_listening, wait_until, KillOnDrop};
+use skylark::codec::auth::{encode_signed_frame, ha_hello};
+use skylark::codec::{
+    Credentials, ErrorCode, FrameCodec, GetTopicListRequest, Header, OutFrame, RawFrame,
+    RegisterBrokerRequest, SendRequest, TopicConfig, WireError,
+};
+use tokio_util::codec::{Decoder, Encoder};
+
+const BROKER_SECRET: &str = "cluster-broker-secret";
+const ADMIN_SECRET: &str = "admin-secret";
+const APP_SECRET: &str = "app-secret";
+
+fn acl_file(app_orders_perm: &str) -> String {
+    format!(
+        r#"
+timestamp_window_secs = 30
+[[accounts]]
+access_key = "broker"
+secret_key = "{BROKER_SECRET}"
+broker = true
+[[accounts]]
+access_key = "admin"
+secret_key = "{ADMIN_SECRET}"
+admin = true
+[[accounts]]
+access_key = "app"
+secret_key = "{APP_SECRET}"
+default_topic_perm = "DENY"
+default_group_perm = "SUB"
+topic_perms = {{ orders = "{app_orders_perm}" }}
+"#
+    )
+}
+
+/// A NameServer and a master broker, both with ACL on.
+struct Cluster {
+    _namesrv: KillOnDrop,
+    _broker: KillOnDrop,
+    namesrv_port: u16,
+    broker_port: u16,
+    ha_port: u16,
+    acl_path: PathBuf,
+}
+
+fn spawn(args: &[&str], env: &[(&str, String)]) -> KillOnDrop {
+    let mut c = Command::new(bin());
+    c.args(["--log-level", "warn"]).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    KillOnDrop(
+        c.env_remove("SKYLARK_ACCESS_KEY")
+            .env_remove("SKYLARK_SECRET_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn skylark"),
+    )
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Cluster {
+        let acl_path = dir.join("acl.toml");
+        std::fs::write(&acl_path, acl_file("PUB|SUB")).unwrap();
+        let acl_env = vec![
+            ("SKYLARK_ACL_ENABLED", "true".to_string()),
+            ("SKYLARK_ACL_FILE", acl_path.display().to_string()),
+        ];
+        let namesrv_port = free_port();
+        let mut ns = spawn(&["namesrv", "--port", &namesrv_port.to_string()], &acl_env);
+        wait_listening(&mut ns.0, &[namesrv_port]).expect("namesrv up");
+        let broker_port = free_port();
+        let ha_port = broker_port + 1;
+        let mut env = acl_env.clone();
+        env.extend([
+            ("SKYLARK_HA_PORT", ha_port.to_string()),
+            ("SKYLARK_STORE__SEGMENT_SIZE", "67108864".to_string()),
+            ("SKYLARK_REGISTER_INTERVAL_SECS", "1".to_string()),
+            // Seven developers share this disk; these tests are not about it.
+            ("SKYLARK_STORE__DISK_SOFT_LIMIT_RATIO", "0.99".to_string()),
+            ("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO", "1.0".to_string()),
+        ]);
+        let data = dir.join("broker");
+        let mut broker = Command::new(bin());
+        broker
+            .args(["--log-level", "warn", "broker", "--namesrv"])
+            .arg(format!("127.0.0.1:{namesrv_port}"))
+            .args(["--port", &broker_port.to_string(), "--data-dir"])
+            .arg(&data)
+            // The broker's own credential comes from its configuration
+            // (here the environment: access_key / secret_key).
+            .env("SKYLARK_ACCESS_KEY", "broker")
+            .env("SKYLARK_SECRET_KEY", BROKER_SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        for (k, v) in &env {
+            broker.env(k, v);
+        }
+        let mut broker = KillOnDrop(broker.spawn().expect("spawn broker"));
+        wait_listening(&mut broker.0, &[broker_port, ha_port]).expect("broker up");
+        let c = Cluster {
+            _namesrv: ns,
+            _broker: broker,
+            namesrv_port,
+            broker_port,
+            ha_port,
+            acl_path,
+        };
+        let addr = c.broker_addr();
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                let out = c.cli(Some(("admin", ADMIN_SECRET)), &["admin", "cluster", "list"]);
+                out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&addr)
+            }),
+            "the broker never registered with its credential"
+        );
+        c
+    }
+
+    fn namesrv(&self) -> String {
+        format!("127.0.0.1:{}", self.namesrv_port)
+    }
+
+    fn broker_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.broker_port)
+    }
+
+    /// Runs a client command with `(access_key, secret_key)` in the
+    /// environment (or none).
+    fn cli(&self, creds: Option<(&str, &str)>, args: &[&str]) -> Output {
+        let mut c = Command::new(bin());
+        c.args(["--log-level", "warn"])
+            .args(args)
+            .env("SKYLARK_NAMESRV", self.namesrv())
+            .env_remove("SKYLARK_ACCESS_KEY")
+            .env_remove("SKYLARK_SECRET_KEY")
+            .stdin(Stdio::null());
+        if let Some((a, s)) = creds {
+            c.env("SKYLARK_ACCESS_KEY", a).env("SKYLARK_SECRET_KEY", s);
+        }
+        c.output().expect("run skylark")
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a refused CLI run: non-zero, a one-line reason containing
+/// `want`, and no secret anywhere in its output.
+fn assert_refused(o: &Output, want: &str) {
+    let err = stderr(o);
+    assert!(
+        !o.status.success(),
+        "expected a refusal, got success: {err}"
+    );
+    assert!(err.contains(want), "stderr lacks {want:?}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    for secret in [APP_SECRET, ADMIN_SECRET, BROKER_SECRET, "wrong-secret"] {
+        assert!(!err.contains(secret), "a secret leaked: {err}");
+        assert!(!String::from_utf8_lossy(&o.stdout).contains(secret));
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Sends one frame (raw bytes) on a fresh connection, returns the answer.
+fn exchange(addr: &str, frame: &[u8]) -> RawFrame {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(frame).unwrap();
+    let mut buf = BytesMut::new();
+    let mut codec = FrameCodec::default();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(f) = codec.decode(&mut buf).unwrap() {
+            return f;
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "connection closed without an answer");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn signed<B: serde::Serialize>(header: Header, body: &B, creds: &Credentials, ts: u64) -> BytesMut {
+    let mut buf = BytesMut::new();
+    encode_signed_frame(&header, body, creds, ts, &mut buf, 1 << 20).unwrap();
+    buf
+}
+
+fn unsigned<B: serde::Serialize>(header: Header, body: &B) -> BytesMut {
+    let mut buf = BytesMut::new();
+    FrameCodec::default()
+        .encode(OutFrame::new(header, body), &mut buf)
+        .unwrap();
+    buf
+}
+
+fn error_of(f: &RawFrame) -> WireError {
+    match f.decode_body::<Result<serde::de::IgnoredAny, WireError>>() {
+        Ok(Err(e)) => e,
+        Ok(Ok(_)) => panic!("expected an error answer"),
+        Err(e) => panic!("undecodable answer: {e}"),
+    }
+}
+
+fn is_ok(f: &RawFrame) -> bool {
+    matches!(
+        f.decode_body::<Result<serde::de::IgnoredAny, WireError>>(),
+        Ok(Ok(_))
+    )
+}
+
+fn send_req(topic: &str) -> SendRequest {
+    SendRequest {
+        producer_group: "pg".into(),
+        topic: topic.into(),
+        queue_id: 0,
+        message: skylark::codec::MessageData::new(bytes::Bytes::from_static(b"hello")),
+    }
+}
+
+#[test]
+fn acl_cli_permissions_are_enforced_and_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path());
+    let admin = Some(("admin", ADMIN_SECRET));
+    let app = Some(("app", APP_SECRET));
+
+    // Admin commands: an admin account only.
+    let create = [
+        "admin", "topic", "create", "--name", "orders", "--queues", "2",
+    ];
+    assert_refused(&c.cli(app, &create), "admin rights");
+    let out = c.cli(admin, &create);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let create_secret = [
+        "admin", "topic", "create", "--name", "payroll", "--queues", "1",
+    ];
+    assert!(c.cli(admin, &create_secret).status.success());
+
+    // Sends: topic PUB.
+    let produce = |creds, topic: &str| {
+        c.cli(
+            creds,
+            &[
+                "produce", "--topic", topic, "--count", "3", "--body", "x", "--json",
+            ],
+        )
+    };
+    let out = produce(app, "orders");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_refused(&produce(app, "payroll"), "PUB on topic 'payroll'");
+    assert_refused(&produce(None, "orders"), "not signed");
+    assert_refused(
+        &produce(Some(("app", "wrong-secret")), "orders"),
+        "signature mismatch",
+    );
+    assert_refused(
+        &produce(Some(("nobody", "x")), "orders"),
+        "unknown access key",
+    );
+
+    // Pulls, offsets, heartbeats: group SUB + topic SUB.
+    let out = c.cli(
+        app,
+        &[
+            "consume",
+            "--group",
+            "g1",
+            "--topic",
+            "orders",
+            "--count",
+            "3",
+            "--from",
+            "first",
+            "--idle-timeout",
+            "20",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(common::json_lines(&out.stdout).len(), 3);
+
+    // The file changes: app loses PUB on orders, without a restart.
+    std::fs::write(&c.acl_path, acl_file("SUB")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let out = produce(app, "orders");
+            !out.status.success() && stderr(&out).contains("PUB on topic 'orders'")
+        }),
+        "the ACL file change never took effect"
+    );
+    // A file that does not parse is refused; the last good one stays.
+    std::fs::write(&c.acl_path, "this is [not toml").unwrap();
+    std::fs::write(&c.acl_path, acl_file("PUB")).unwrap();
+    assert!(wait_until(Duration::from_secs(20), || produce(
+        app, "orders"
+    )
+    .status
+    .success()));
+}
+
+#[test]
+fn acl_raw_requests_get_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path());
+    let admin = Credentials::new("admin", ADMIN_SECRET);
+    let out = c.cli(
+        Some(("admin", ADMIN_SECRET)),
+        &[
+            "admin", "topic", "create", "--name", "orders", "--queues", "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let broker = c.broker_addr();
+    let app = Credentials::new("app", APP_SECRET);
+    let h = Header::request(1, skylark::codec::Command::SendMessage);
+
+    // The right account works.
+    let f = exchange(&broker, &signed(h, &send_req("orders"), &app, now_ms()));
+    assert!(is_ok(&f), "{:?}", error_of(&f));
+
+    let refused = |frame: &[u8]| error_of(&exchange(&broker, frame));
+    let e = refused(&unsigned(h, &send_req("orders")));
+    assert_eq!(e.code, ErrorCode::AuthFailed, "{e:?}");
+    let wrong = Credentials::new("app", "wrong-secret");
+    let e = refused(&signed(h, &send_req("orders"), &wrong, now_ms()));
+    assert_eq!(e.code, ErrorCode::AuthFailed, "{e:?}");
+    assert!(!e.message.contains("wrong-secret") && !e.message.contains(APP_SECRET));
+    // Replayed: a valid signature with a timestamp a minute old.
+    let e = refused(&signed(h, &send_req("orders"), &app, now_ms() - 60_000));
+    assert_eq!(e.code, ErrorCode::AuthFailed, "{e:?}");
+    assert!(e.message.contains("window"), "{e:?}");
+    // Tampered: signed for `orders`, the topic changed on the way.
+    let mut frame = signed(h, &send_req("orders"), &app, now_ms()).to_vec();
+    let at = frame.windows(6).position(|w| w == b"orders").unwrap();
+    frame[at..at + 6].copy_from_slice(b"ordery");
+    let e = refused(&frame);
+    assert_eq!(e.code, ErrorCode::AuthFailed, "{e:?}");
+    // No PUB on the topic.
+    let e = refused(&signed(h, &send_req("payroll"), &app, now_ms()));
+    assert_eq!(e.code, ErrorCode::NoPermission, "{e:?}");
+    assert!(e.message.contains("PUB on topic 'payroll'"), "{e:?}");
+    // An admin command from a non-admin account.
+    let del = Header::request(2, skylark::codec::Command::DeleteTopic);
+    let body = skylark::codec::DeleteTopicRequest {
+        topic: "orders".into(),
+    };
+    let e = refused(&signed(del, &body, &app, now_ms()));
+    assert_eq!(e.code, ErrorCode::NoPermission, "{e:?}");
+    // The NameServer checks too.
+    let list = Header::request(3, skylark::codec::Command::GetTopicList);
+    let e = error_of(&exchange(
+        &c.namesrv(),
+        &unsigned(list, &GetTopicListRequest {}),
+    ));
+    assert_eq!(e.code, ErrorCode::AuthFailed, "{e:?}");
+    let f = exchange(
+        &c.namesrv(),
+        &signed(list, &GetTopicListRequest {}, &admin, now_ms()),
+    );
+    assert!(is_ok(&f));
+}
+
+/// The issue's attack: one RegisterBroker frame naming the real broker
+/// with an attacker's address. Without the cluster's broker credential it
+/// is refused, the route keeps the real address and no made-up cluster
+/// appears.
+#[test]
+fn acl_forged_register_broker_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path());
+    let admin = Some(("admin", ADMIN_SECRET));
+    let out = c.cli(
+        admin,
+        &[
+            "admin", "topic", "create", "--name", "orders", "--queues", "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let forged = RegisterBrokerRequest {
+        cluster_name: "EvilCluster".into(),
+        broker_name: "broker-a".into(),
+        broker_id: 0,
+        broker_addr: "127.0.0.1:1".into(),
+        ha_addr: None,
+        topics: vec![TopicConfig {
+            name: "orders".into(),
+            ..TopicConfig::default()
+        }],
+        data_version: u64::MAX / 2,
+        ..RegisterBrokerRequest::default()
+    };
+    let h = Header::request(7, skylark::codec::Command::RegisterBroker);
+    let ns = c.namesrv();
+    let e = error_of(&exchange(&ns, &unsigned(h, &forged)));
+    assert_eq!(e.code, ErrorCode::AuthFailed, "{e:?}");
+    for who in [
+        Credentials::new("app", APP_SECRET),
+        Credentials::new("admin", ADMIN_SECRET),
+    ] {
+        let e = error_of(&exchange(&ns, &signed(h, &forged, &who, now_ms())));
+        assert_eq!(e.code, ErrorCode::NoPermission, "{e:?}");
+        assert!(e.message.contains("broker credential"), "{e:?}");
+    }
+    let e = error_of(&exchange(
+        &ns,
+        &signed(h, &forged, &Credentials::new("broker", "guess"), now_ms()),
+    ));
+    assert_eq!(e.code, ErrorCode::AuthFailed, "{e:?}");
+
+    let route = c.cli(
+        admin,
+        &["admin", "--json", "topic", "route", "--name", "orders"],
+    );
+    let text = String::from_utf8_lossy(&route.stdout);
+    assert!(route.status.success(), "{}", stderr(&route));
+    assert!(text.contains(&c.broker_addr()), "{text}");
+    assert!(!text.contains("127.0.0.1:1\""), "{text}");
+    let clusters = c.cli(admin, &["admin", "--json", "cluster", "list"]);
+    assert!(!String::from_utf8_lossy(&clusters.stdout).contains("EvilCluster"));
+}
+
+/// Reads from the HA port until a 20-byte chunk header arrives (true) or
+/// the master closes the connection (false).
+fn ha_answers(port: u16, first: &[u8]) -> bool {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(first).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < 20 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
+#[test]
+fn acl_fake_slave_cannot_pull_the_ha_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path());
+    let offset0 = 0u64.to_be_bytes();
+    // A plain slave report: the stream is not served.
+    assert!(!ha_answers(c.ha_port, &offset0));
+    let hello = |creds: &Credentials| {
+        let mut v = u64::from_be_bytes(*b"SKYLKHA1").to_be_bytes().to_vec();
+        v.extend(ha_hello(creds, now_ms()));
+        v.extend_from_slice(&offset0);
+        v
+    };
+    // A valid account that is not the broker credential, a wrong secret.
+    assert!(!ha_answers(
+        c.ha_port,
+        &hello(&Credentials::new("app", APP_SECRET))
+    ));
+    assert!(!ha_answers(
+        c.ha_port,
+        &hello(&Credentials::new("broker", "guess"))
+    ));
+    // The cluster's broker credential gets the stream (a heartbeat at least).
+    assert!(ha_answers(
+        c.ha_port,
+        &hello(&Credentials::new("broker", BROKER_SECRET))
+    ));
+}

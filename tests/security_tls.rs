@@ -1,0 +1,384 @@
+//! TLS end to end (issue 15): certificates made here with rcgen, a
+//! NameServer and a broker with `tls_mode = enforcing` as real processes,
+//! the broker registering over TLS, the CLI producing and consuming over
+//! TLS, a plain client refused; and a permissive port taking both.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::{bin, free_port, json_lines, wait_listening, wait_until, KillOnDrop};
+use skylark::codec::{FrameCodec, GetTopicListRequest, OutFrame, WireError};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Writes ca.pem, and server.pem / server.key signed by it for 127.0.0.1
+/// and localhost; `other-ca.pem` is a CA that signed nothing.
+fn make_certs(dir: &Path) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let mut other = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    other.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other = other.self_signed(&other_key).unwrap();
+    std::fs::write(dir.join("other-ca.pem"), other.pem()).unwrap();
+}
+
+fn tls_env(dir: &Path, mode: &str) -> Vec<(String, String)> {
+    vec![
+        ("SKYLARK_TLS_MODE".into(), mode.into()),
+        (
+            "SKYLARK_TLS_CERT_FILE".into(),
+            dir.join("server.pem").display().to_string(),
+        ),
+        (
+            "SKYLARK_TLS_KEY_FILE".into(),
+            dir.join("server.key").display().to_string(),
+        ),
+    ]
+}
+
+fn spawn(args: &[String], env: &[(String, String)]) -> KillOnDrop {
+    let mut c = Command::new(bin());
+    c.args(["--log-level", "warn"]).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    KillOnDrop(
+        c.env_remove("SKYLARK_TLS_CA")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn skylark"),
+    )
+}
+
+fn namesrv(dir: &Path, mode: &str) -> (KillOnDrop, u16) {
+    let port = free_port();
+    let mut ns = spawn(
+        &["namesrv".into(), "--port".into(), port.to_string()],
+        &tls_env(dir, mode),
+    );
+    wait_listening(&mut ns.0, &[port]).expect("namesrv up");
+    (ns, port)
+}
+
+fn cli(namesrv_port: u16, ca: Option<&Path>, args: &[&str]) -> Output {
+    let mut c = Command::new(bin());
+    c.args(["--log-level", "warn"])
+        .args(args)
+        .env("SKYLARK_NAMESRV", format!("127.0.0.1:{namesrv_port}"))
+        .env_remove("SKYLARK_TLS_CA")
+        .stdin(Stdio::null());
+    if let Some(ca) = ca {
+        c.arg("--tls-ca").arg(ca);
+    }
+    c.output().expect("run skylark")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// One plain frame on a plain socket; the answer (an error) if any.
+fn plain_exchange(port: u16) -> Option<WireError> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = BytesMut::new();
+    FrameCodec::default()
+        .encode(OutFrame::request(1, &GetTopicListRequest {}), &mut out)
+        .unwrap();
+    let _ = s.write_all(&out);
+    let mut buf = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Ok(Some(f)) = FrameCodec::default().decode(&mut buf) {
+            return f
+                .decode_body::<Result<serde::de::IgnoredAny, WireError>>()
+                .ok()?
+                .err();
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[test]
+fn tls_enforcing_serves_tls_clients_and_refuses_plain_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let ca = dir.path().join("ca.pem");
+    let (_ns, ns_port) = namesrv(dir.path(), "enforcing");
+
+    let broker_port = free_port();
+    let mut env = tls_env(dir.path(), "enforcing");
+    env.extend([
+        // The broker's own connections (registration) use TLS too.
+        ("SKYLARK_TLS_CA_FILE".to_string(), ca.display().to_string()),
+        ("SKYLARK_HA_PORT".into(), (broker_port + 1).to_string()),
+        ("SKYLARK_STORE__SEGMENT_SIZE".into(), "67108864".into()),
+        ("SKYLARK_REGISTER_INTERVAL_SECS".into(), "1".into()),
+        ("SKYLARK_STORE__DISK_SOFT_LIMIT_RATIO".into(), "0.99".into()),
+        ("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO".into(), "1.0".into()),
+    ]);
+    let data = dir.path().join("broker");
+    let mut broker = spawn(
+        &[
+            "broker".into(),
+            "--namesrv".into(),
+            format!("127.0.0.1:{ns_port}"),
+            "--port".into(),
+            broker_port.to_string(),
+            "--data-dir".into(),
+            data.display().to_string(),
+        ],
+        &env,
+    );
+    wait_listening(&mut broker.0, &[broker_port]).expect("broker up");
+    let addr = format!("127.0.0.1:{broker_port}");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let out = cli(ns_port, Some(&ca), &["admin", "cluster", "list"]);
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&addr)
+        }),
+        "the broker never registered over TLS"
+    );
+
+    // Plain TCP: refused with a reason, on both ports.
+    for port in [ns_port, broker_port] {
+        let e = plain_exchange(port).expect("a plain client gets an error frame");
+        assert!(e.message.contains("TLS"), "{e:?}");
+    }
+    let out = cli(ns_port, None, &["admin", "cluster", "list"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("TLS"), "{}", stderr(&out));
+    // A CA that did not sign the server's certificate: refused.
+    let other = dir.path().join("other-ca.pem");
+    let out = cli(ns_port, Some(&other), &["admin", "cluster", "list"]);
+    assert!(!out.status.success(), "an unknown CA was accepted");
+
+    // Produce and consume over TLS.
+    let out = cli(
+        ns_port,
+        Some(&ca),
+        &[
+            "admin", "topic", "create", "--name", "secure", "--queues", "2",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli(
+        ns_port,
+        Some(&ca),
+        &[
+            "produce", "--topic", "secure", "--count", "5", "--body", "hi", "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli(
+        ns_port,
+        Some(&ca),
+        &[
+            "consume",
+            "--group",
+            "g",
+            "--topic",
+            "secure",
+            "--count",
+            "5",
+            "--from",
+            "first",
+            "--idle-timeout",
+            "20",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = json_lines(&out.stdout);
+    assert_eq!(got.len(), 5);
+    let mut bodies: Vec<String> = got
+        .iter()
+        .map(|m| m["body"].as_str().unwrap_or_default().to_string())
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies, ["hi-0", "hi-1", "hi-2", "hi-3", "hi-4"], "{got:?}");
+}
+
+#[test]
+fn tls_permissive_accepts_tls_and_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let ca = dir.path().join("ca.pem");
+    let (_ns, port) = namesrv(dir.path(), "permissive");
+    let plain = cli(port, None, &["admin", "topic", "list"]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    let tls = cli(port, Some(&ca), &["admin", "topic", "list"]);
+    assert!(tls.status.success(), "{}", stderr(&tls));
+    assert!(plain_exchange(port).is_none(), "plain request refused");
+}
+
+/// ACL and TLS together on every port: a slave with the cluster's broker
+/// credential replicates from its master over TLS (HA stream and metadata
+/// sync), while clients produce and read over TLS with their own accounts.
+#[test]
+fn tls_and_acl_replication_reaches_the_slave() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let ca = dir.path().join("ca.pem");
+    let acl = dir.path().join("acl.toml");
+    std::fs::write(
+        &acl,
+        r#"
+[[accounts]]
+access_key = "broker"
+secret_key = "b-secret"
+broker = true
+[[accounts]]
+access_key = "admin"
+secret_key = "a-secret"
+admin = true
+"#,
+    )
+    .unwrap();
+    let mut env = tls_env(dir.path(), "enforcing");
+    env.extend([
+        ("SKYLARK_ACL_ENABLED".to_string(), "true".to_string()),
+        ("SKYLARK_ACL_FILE".to_string(), acl.display().to_string()),
+    ]);
+    let ns_port = free_port();
+    let mut ns = spawn(
+        &["namesrv".into(), "--port".into(), ns_port.to_string()],
+        &env,
+    );
+    wait_listening(&mut ns.0, &[ns_port]).expect("namesrv up");
+    env.extend([
+        ("SKYLARK_TLS_CA_FILE".to_string(), ca.display().to_string()),
+        ("SKYLARK_ACCESS_KEY".into(), "broker".into()),
+        ("SKYLARK_SECRET_KEY".into(), "b-secret".into()),
+        ("SKYLARK_STORE__SEGMENT_SIZE".into(), "67108864".into()),
+        ("SKYLARK_REGISTER_INTERVAL_SECS".into(), "1".into()),
+        ("SKYLARK_METADATA_SYNC_INTERVAL_SECS".into(), "1".into()),
+        ("SKYLARK_STORE__DISK_SOFT_LIMIT_RATIO".into(), "0.99".into()),
+        ("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO".into(), "1.0".into()),
+    ]);
+    let start = |id: u64, port: u16| {
+        let mut e = env.clone();
+        e.push(("SKYLARK_BROKER_ID".into(), id.to_string()));
+        e.push(("SKYLARK_HA_PORT".into(), (port + 1).to_string()));
+        let data = dir.path().join(format!("broker-{id}"));
+        let mut b = spawn(
+            &[
+                "broker".into(),
+                "--namesrv".into(),
+                format!("127.0.0.1:{ns_port}"),
+                "--port".into(),
+                port.to_string(),
+                "--data-dir".into(),
+                data.display().to_string(),
+            ],
+            &e,
+        );
+        wait_listening(&mut b.0, &[port]).expect("broker up");
+        b
+    };
+    let (mport, sport) = (free_port(), free_port());
+    let _master = start(0, mport);
+    let _slave = start(1, sport);
+    let admin = |args: &[&str]| {
+        let mut c = Command::new(bin());
+        c.args(["--log-level", "warn", "--tls-ca"])
+            .arg(&ca)
+            .args(args)
+            .env("SKYLARK_NAMESRV", format!("127.0.0.1:{ns_port}"))
+            .env("SKYLARK_ACCESS_KEY", "admin")
+            .env("SKYLARK_SECRET_KEY", "a-secret")
+            .stdin(Stdio::null());
+        c.output().expect("run skylark")
+    };
+    let members = || {
+        let out = admin(&["admin", "--json", "cluster", "list"]);
+        json_lines(&out.stdout)
+            .pop()
+            .and_then(|v| v["members"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let (maddr, saddr) = (format!("127.0.0.1:{mport}"), format!("127.0.0.1:{sport}"));
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let m = members();
+            m.iter().any(|x| x["addr"] == maddr.as_str())
+                && m.iter().any(|x| x["addr"] == saddr.as_str())
+        }),
+        "master and slave never both registered over TLS with the broker credential"
+    );
+    let out = admin(&[
+        "admin",
+        "topic",
+        "create",
+        "--name",
+        "replicated",
+        "--queues",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = admin(&[
+        "produce",
+        "--topic",
+        "replicated",
+        "--count",
+        "20",
+        "--size",
+        "100",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let m = members();
+            let find = |a: &str| m.iter().find(|x| x["addr"] == a).cloned();
+            let (Some(master), Some(slave)) = (find(&maddr), find(&saddr)) else {
+                return false;
+            };
+            slave["master_connected"].as_bool() == Some(true)
+                && master["max_offset"].as_u64().unwrap_or(0) > 0
+                && master["max_offset"] == slave["max_offset"]
+        }),
+        "the slave never caught up over TLS: {:?}",
+        members()
+    );
+}
+
+#[test]
+fn tls_and_acl_keys_of_the_conf_files_load() {
+    use skylark::actors::config::{BrokerConfig, NameServerConfig};
+    use skylark::actors::tls::TlsMode;
+    let b: BrokerConfig = skylark::config::load(Some(Path::new("conf/broker.toml")), &[]).unwrap();
+    assert_eq!(b.tls_mode, TlsMode::Disabled);
+    assert!(!b.acl_enabled && b.acl_file == "conf/acl.toml" && b.access_key.is_none());
+    let with_secret = BrokerConfig {
+        secret_key: Some(skylark::actors::acl::Secret("hunter2".into())),
+        ..b
+    };
+    assert!(!format!("{with_secret:?}").contains("hunter2"));
+    let n: NameServerConfig =
+        skylark::config::load(Some(Path::new("conf/namesrv.toml")), &[]).unwrap();
+    assert_eq!(n.tls_mode, TlsMode::Disabled);
+    assert!(!n.acl_enabled);
+    // The modes are spelled in lowercase.
+    let mode: TlsMode = serde_json::from_str("\"enforcing\"").unwrap();
+    assert_eq!(mode, TlsMode::Enforcing);
+}

@@ -263,58 +263,44 @@ impl IndexFile {
         }
     }
 
-    /// Recovery after an unclean stop: keeps only the entries a checkpoint
-    /// made durable (those of records below `durable`) and rebuilds the
-    /// slot table from them. After a power cut any page of this file may
-    /// have reached the disk newer than another: a header whose
-    /// `end_phys_offset` claims records whose entries were lost (so the
-    /// rebuild would skip them), or a slot pointing at a lost entry (so the
-    /// older, durable entries of its chain become unreachable). Entries are
-    /// written once, in CommitLog order, and the checkpoint fsyncs the file
-    /// before it names a safe offset, so the entries below `durable` are
-    /// intact; everything past them is re-indexed from the CommitLog.
-    /// Returns how many entries were dropped.
-    pub fn trim_to_durable(&mut self, durable: u64) -> u32 {
-        let end = self.end_phys.min(durable);
+    /// How many leading entries belong to records below `end` (those a
+    /// checkpoint made durable, see [`IndexService::trim_to_durable`]),
+    /// and, if an entry below `end` is lost (zeroed) or out of order, the
+    /// CommitLog offset from which everything must be indexed again.
+    fn durable_prefix(&self, end: u64) -> (u32, Option<u64>) {
         let b = self.map.bytes();
         let mut kept = 0u32;
         let mut last_phys = 0u64;
-        let mut clean_stop = true;
         for n in 1..self.count {
             let at = self.entry_at(n);
             let phys = get_u64(b, at + 4);
             if phys >= end {
                 break;
             }
-            // A lost (zeroed) or out-of-order entry below the safe point:
-            // the file is damaged there; re-index from the last good one.
             if b[at..at + ENTRY_LEN].iter().all(|x| *x == 0) || phys < last_phys {
-                clean_stop = false;
-                break;
+                // A zeroed entry does not say where its record was: the
+                // record of the last intact one is indexed again too.
+                return (kept, Some(last_phys));
             }
             last_phys = phys;
             kept = n;
         }
-        let mut new_end = end;
-        if !clean_stop {
-            // The record of the last kept entry may have other keys whose
-            // entries were lost: drop its entries too and index it again.
-            new_end = last_phys;
-            while kept > 0 && get_u64(b, self.entry_at(kept) + 4) >= new_end {
-                kept -= 1;
-            }
-        }
+        (kept, None)
+    }
+
+    /// Keeps the first `kept` entries, rebuilds the slot table from them
+    /// and lowers `end_phys_offset` to at most `end`. Returns how many
+    /// entries were dropped.
+    fn truncate_entries(&mut self, kept: u32, end: u64) -> u32 {
         let dropped = self.count - 1 - kept;
-        let slots_at = HEADER_LEN;
         let slots_len = self.slots as usize * SLOT_LEN;
         let entries_at = self.entry_at(0);
         let slots = self.slots;
         let bytes = self.map.bytes_mut();
-        bytes[slots_at..slots_at + slots_len].fill(0);
+        bytes[HEADER_LEN..HEADER_LEN + slots_len].fill(0);
         for n in 1..=kept {
-            let at = entries_at + n as usize * ENTRY_LEN;
-            let hash = get_u32(bytes, at);
-            let slot = slots_at + (hash % slots) as usize * SLOT_LEN;
+            let hash = get_u32(bytes, entries_at + n as usize * ENTRY_LEN);
+            let slot = HEADER_LEN + (hash % slots) as usize * SLOT_LEN;
             bytes[slot..slot + SLOT_LEN].copy_from_slice(&n.to_be_bytes());
         }
         self.count = kept + 1;
@@ -323,7 +309,7 @@ impl IndexFile {
             self.end_ts = 0;
             self.begin_phys = 0;
         }
-        self.end_phys = new_end;
+        self.end_phys = self.end_phys.min(end);
         self.dirty = true;
         self.write_header();
         dropped
@@ -519,15 +505,32 @@ impl IndexService {
         Ok(deleted)
     }
 
-    /// Recovery after an unclean stop: every file keeps only the entries
-    /// below `durable` (the last checkpoint's safe offset; see
-    /// [`IndexFile::trim_to_durable`]); a file left with none is deleted,
-    /// except the newest, whose `end_phys_offset` says where the rebuild
-    /// resumes. Returns the entries dropped.
+    /// Recovery after an unclean stop: keeps only the entries a checkpoint
+    /// made durable (those of records below `durable`, the old
+    /// checkpoint's safe offset) and rebuilds each file's slot table from
+    /// them. After a power cut any page of a file may have reached the disk
+    /// newer than another: a header whose `end_phys_offset` claims records
+    /// whose entries were lost (so the rebuild would skip them), or a slot
+    /// pointing at a lost entry (so the older, durable entries of its chain
+    /// become unreachable). Entries are written once, in CommitLog order,
+    /// and the checkpoint fsyncs the files before it names a safe offset,
+    /// so the entries below it are intact; the CommitLog is re-indexed from
+    /// there. A file left with no entry is deleted, except the newest,
+    /// whose `end_phys_offset` says where the rebuild resumes. Returns the
+    /// entries dropped.
     pub fn trim_to_durable(&mut self, durable: u64) -> Result<u64> {
+        // One bound for every file: a record's entries can span two files,
+        // so a file's own end_phys_offset is no bound for its entries.
+        let mut end = durable.min(self.end_phys_offset());
+        for f in &self.files {
+            if let (_, Some(p)) = f.durable_prefix(end) {
+                end = end.min(p);
+            }
+        }
         let mut dropped = 0u64;
         for f in &mut self.files {
-            dropped += u64::from(f.trim_to_durable(durable));
+            let (kept, _) = f.durable_prefix(end);
+            dropped += u64::from(f.truncate_entries(kept, end));
         }
         let last = self.files.len().saturating_sub(1);
         let mut kept = Vec::with_capacity(self.files.len());

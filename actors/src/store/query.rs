@@ -341,6 +341,28 @@ mod tests {
         assert_eq!(by_key(&store, "T", "common").len(), 13);
     }
 
+    /// A crash with a checkpoint in the middle of several index files
+    /// (issue 19's index repair keeps what the checkpoint covered).
+    #[test]
+    fn hardening_index_after_crash_with_checkpoint_between_files() {
+        for before in [0, 1, 3, 5, 8, 11] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let mut store = Store::open(config(dir.path()), logger()).unwrap();
+                append(&mut store, "T", before);
+                store.flush_tick().unwrap();
+                append(&mut store, "T", 12 - before);
+                // dropped without shutdown: a crash as far as the files go
+            }
+            let store = Store::open(config(dir.path()), logger()).unwrap();
+            assert_eq!(
+                by_key(&store, "T", "common").len(),
+                12,
+                "checkpoint after {before} messages"
+            );
+        }
+    }
+
     #[test]
     fn hash_collisions_are_filtered_by_the_record() {
         let dir = tempfile::tempdir().unwrap();

@@ -11,12 +11,9 @@
 //! batch send, and a thread's coalesced sends, are each one request.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::{Mutex, MutexGuard};
 
-use futures::future::LocalBoxFuture;
 use prometheus::core::Collector;
 use prometheus::local::LocalHistogram;
 use prometheus::proto::MetricFamily;
@@ -87,24 +84,6 @@ impl BrokerMetrics {
 
     fn shard(&self) -> MutexGuard<'_, Shard> {
         lock(&self.shards[shard_index()])
-    }
-
-    /// Wraps a request's future so its latency is recorded when it answers
-    /// (when the process serves metrics; otherwise `fut` as it is).
-    pub fn time_request(
-        self: &Arc<Self>,
-        cmd: Command,
-        fut: LocalBoxFuture<'static, Option<bytes::Bytes>>,
-    ) -> LocalBoxFuture<'static, Option<bytes::Bytes>> {
-        if !super::recording() {
-            return fut;
-        }
-        let start = Instant::now();
-        let me = self.clone();
-        Box::pin(Timed {
-            fut,
-            done: Some(move || me.observe(cmd, start.elapsed().as_secs_f64() * 1000.0)),
-        })
     }
 
     /// One request of `cmd` took `ms`.
@@ -196,32 +175,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A future that calls `done` once when `fut` completes.
-struct Timed<F: FnOnce()> {
-    fut: LocalBoxFuture<'static, Option<bytes::Bytes>>,
-    done: Option<F>,
-}
-
-impl<F: FnOnce() + Unpin> Future for Timed<F> {
-    type Output = Option<bytes::Bytes>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let r = self.fut.as_mut().poll(cx);
-        if r.is_ready() {
-            if let Some(done) = self.done.take() {
-                done();
-            }
-        }
-        r
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn text(m: &BrokerMetrics) -> String {
         super::super::encode(m.latency_families())

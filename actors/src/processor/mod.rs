@@ -113,8 +113,17 @@ impl Service for BrokerService {
         frame: RawFrame,
         conn: &ConnInfo,
     ) -> LocalBoxFuture<'static, Option<Bytes>> {
-        let fut = self.route(cmd, frame, conn);
-        self.shared.metrics.time_request(cmd, fut)
+        self.route(cmd, frame, conn)
+    }
+
+    fn times_requests(&self) -> bool {
+        true
+    }
+
+    fn observe(&self, cmd: Command, elapsed: std::time::Duration) {
+        self.shared
+            .metrics
+            .observe(cmd, elapsed.as_secs_f64() * 1000.0);
     }
 
     fn acl(&self) -> Option<crate::acl::Acl> {

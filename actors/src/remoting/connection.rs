@@ -447,6 +447,27 @@ type Handle = Box<
     ) -> futures::future::LocalBoxFuture<'static, Option<Bytes>>,
 >;
 
+/// A request in flight, timed from when it was handed to the service (the
+/// timing lives in the `FuturesUnordered` node the request needs anyway:
+/// no allocation of its own).
+struct InFlight {
+    fut: LocalBoxFuture<'static, Option<Bytes>>,
+    cmd: Command,
+    start: Option<Instant>,
+}
+
+impl Future for InFlight {
+    type Output = (Option<Bytes>, Command, Option<Instant>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let out = std::task::ready!(self.fut.as_mut().poll(cx));
+        Poll::Ready((out, self.cmd, self.start))
+    }
+}
+
+/// Where a connection reports each request's latency ([`Service::observe`]).
+type Observe = Box<dyn Fn(Command, Duration)>;
+
 /// Server session for one TCP connection.
 pub struct Connection {
     peer: SocketAddr,
@@ -458,7 +479,9 @@ pub struct Connection {
     /// `ctx.spawn`ed item of a context whenever any of them wakes, so with
     /// 32 requests in flight each answer cost 32 polls; `FuturesUnordered`
     /// polls only the request that woke.
-    pending: FuturesUnordered<LocalBoxFuture<'static, Option<Bytes>>>,
+    pending: FuturesUnordered<InFlight>,
+    /// Set when the service times its requests.
+    observe: Option<Observe>,
     /// The driver's waker while `pending` is empty.
     idle_driver: Option<Waker>,
     log: Logger,
@@ -491,6 +514,10 @@ impl Connection {
         let (tx, rx) = mpsc::unbounded_channel();
         let closing = Rc::new(Notify::new());
         let acl = service.acl();
+        let observe: Option<Observe> = service.times_requests().then(|| {
+            let svc = service.clone();
+            Box::new(move |cmd, d| svc.observe(cmd, d)) as Observe
+        });
         actix_rt::spawn(write_task(rx, w, gate.clone(), closing.clone(), slot));
         let read = GatedRead {
             inner: FramedRead::new(r, FrameCodec::new(limits.max_frame_size)),
@@ -510,6 +537,7 @@ impl Connection {
                 service: Box::new(move |cmd, f, c| service.call(cmd, f, c)),
                 acl,
                 pending: FuturesUnordered::new(),
+                observe,
                 idle_driver: None,
                 log: log.new(slog::o!("peer" => peer.to_string())),
             }
@@ -608,8 +636,9 @@ impl Connection {
             peer: self.peer,
             addr: ctx.address(),
         };
+        let start = (self.observe.is_some() && crate::metrics::recording()).then(Instant::now);
         let fut = (self.service)(cmd, frame, &info);
-        self.pending.push(fut);
+        self.pending.push(InFlight { fut, cmd, start });
         if let Some(w) = self.idle_driver.take() {
             w.wake();
         }
@@ -631,7 +660,10 @@ impl ActorFuture<Connection> for Driver {
     ) -> Poll<()> {
         loop {
             match act.pending.poll_next_unpin(task) {
-                Poll::Ready(Some(out)) => {
+                Poll::Ready(Some((out, cmd, start))) => {
+                    if let (Some(observe), Some(start)) = (&act.observe, start) {
+                        observe(cmd, start.elapsed());
+                    }
                     let gate = act.out.gate.clone();
                     gate.inflight.set(gate.inflight.get().saturating_sub(1));
                     if let Some(frame) = out {

@@ -46,4 +46,17 @@ pub trait Service: Clone + Send + 'static {
     fn acl(&self) -> Option<crate::acl::Acl> {
         None
     }
+
+    /// Whether the connection should time each request for [`observe`]
+    /// (read once per connection; a request is timed only while the
+    /// process records metrics).
+    ///
+    /// [`observe`]: Service::observe
+    fn times_requests(&self) -> bool {
+        false
+    }
+
+    /// A request of `cmd` was answered `elapsed` after it was handed to
+    /// [`call`](Service::call).
+    fn observe(&self, _cmd: Command, _elapsed: std::time::Duration) {}
 }

@@ -76,16 +76,7 @@ impl Node {
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin())
-            .args(["--log-level", "warn"])
-            .args(args)
-            .env(
-                "SKYLARK_NAMESRV",
-                format!("127.0.0.1:{}", self.namesrv_port),
-            )
-            .stdin(Stdio::null())
-            .output()
-            .expect("run skylark")
+        common::cli(&format!("127.0.0.1:{}", self.namesrv_port), args)
     }
 
     fn kill9(mut self) -> (u16, u16) {

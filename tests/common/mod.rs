@@ -198,14 +198,19 @@ impl Standalone {
 
     /// Runs a client subcommand (`produce`, `consume`, `admin`, ...) against this cluster.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin())
-            .args(["--log-level", "warn"])
-            .args(args)
-            .env("SKYLARK_NAMESRV", self.namesrv())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run skylark")
+        cli(&self.namesrv(), args)
     }
+}
+
+/// Runs a client subcommand against the NameServer at `namesrv`.
+pub fn cli(namesrv: &str, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(["--log-level", "warn"])
+        .args(args)
+        .env("SKYLARK_NAMESRV", namesrv)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run skylark")
 }
 
 impl Drop for Standalone {

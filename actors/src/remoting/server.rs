@@ -233,7 +233,27 @@ pub fn serve_tls<S: Service>(
                         let svc = service.clone();
                         let log2 = log.clone();
                         let tls = tls.clone();
+                        // Registered with this thread's reactor, the socket's
+                        // every readiness event would pass through this thread
+                        // and wake the worker from here (two wake-ups per
+                        // event, and the accept thread busy with every
+                        // connection's I/O): hand the worker a plain socket
+                        // that it registers with its own reactor.
+                        let stream = match stream.into_std() {
+                            Ok(s) => s,
+                            Err(e) => {
+                                error!(log, "cannot hand the connection to a worker"; "peer" => %peer, "error" => %e);
+                                continue;
+                            }
+                        };
                         workers[i].spawn(async move {
+                            let stream = match TcpStream::from_std(stream) {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    error!(log2, "cannot register the connection"; "peer" => %peer, "error" => %e);
+                                    return;
+                                }
+                            };
                             let stream = match tls {
                                 None => stream.into(),
                                 Some(t) => match t.accept(stream).await {

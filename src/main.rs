@@ -17,8 +17,14 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(2);
     }
-    let security = cli::set_credentials(cli.access_key.take(), cli.secret_key.take())
-        .and_then(|_| cli::set_tls_ca(cli.tls_ca.as_deref()));
+    let security =
+        cli::set_credentials(cli.access_key.take(), cli.secret_key.take()).and_then(|_| {
+            cli::set_tls_ca(
+                cli.tls_ca.as_deref(),
+                cli.tls_cert.as_deref(),
+                cli.tls_key.as_deref(),
+            )
+        });
     if let Err(e) = security {
         eprintln!("error: {e}");
         std::process::exit(2);

@@ -67,6 +67,9 @@ pub struct NameServerConfig {
     pub tls_cert_file: Option<String>,
     /// PEM private key of this server (TLS on).
     pub tls_key_file: Option<String>,
+    /// CA (PEM) client certificates must chain to (mutual TLS): set, TLS
+    /// clients without such a certificate are refused (`enforcing`).
+    pub tls_client_ca_file: Option<String>,
 }
 
 impl Default for NameServerConfig {
@@ -95,6 +98,7 @@ impl Default for NameServerConfig {
             tls_mode: crate::tls::TlsMode::Disabled,
             tls_cert_file: None,
             tls_key_file: None,
+            tls_client_ca_file: None,
         }
     }
 }
@@ -233,6 +237,14 @@ pub struct BrokerConfig {
     /// CA (PEM) that NameServers' and the master's certificates chain to:
     /// set, this broker's own connections to them use TLS.
     pub tls_ca_file: Option<String>,
+    /// CA (PEM) client certificates must chain to on the client and HA
+    /// ports (mutual TLS): set, TLS clients without one are refused.
+    pub tls_client_ca_file: Option<String>,
+    /// Certificate chain and key (PEM) this broker presents when a server
+    /// asks for one (NameServers, its master); unset: `tls_cert_file` and
+    /// `tls_key_file`.
+    pub tls_client_cert_file: Option<String>,
+    pub tls_client_key_file: Option<String>,
     /// Loaded from `tls_ca_file` at start (not a configuration key).
     #[serde(skip)]
     pub outgoing_tls: Option<crate::tls::ClientTls>,
@@ -316,6 +328,9 @@ impl Default for BrokerConfig {
             tls_cert_file: None,
             tls_key_file: None,
             tls_ca_file: None,
+            tls_client_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
             outgoing_tls: None,
         }
     }
@@ -366,6 +381,18 @@ impl BrokerConfig {
                 s.0.as_str(),
             ))),
             _ => None,
+        }
+    }
+    /// The certificate and key this broker presents to servers asking for
+    /// one: `tls_client_cert_file`/`tls_client_key_file`, else its server
+    /// identity; `None` when neither pair is complete.
+    pub fn outgoing_client_cert(&self) -> Option<(&str, &str)> {
+        match (&self.tls_client_cert_file, &self.tls_client_key_file) {
+            (Some(c), Some(k)) => Some((c, k)),
+            _ => Some((
+                self.tls_cert_file.as_deref()?,
+                self.tls_key_file.as_deref()?,
+            )),
         }
     }
     /// A connection to a NameServer or the master, signed and over TLS as

@@ -164,11 +164,17 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         config.tls_mode,
         config.tls_cert_file.as_deref(),
         config.tls_key_file.as_deref(),
+        config.tls_client_ca_file.as_deref(),
     )
     .map_err(LaunchError::Config)?;
     if let Some(ca) = config.tls_ca_file.as_deref() {
-        config.outgoing_tls =
-            Some(crate::tls::ClientTls::from_ca_file(ca).map_err(LaunchError::Config)?);
+        let mut tls = crate::tls::ClientTls::from_ca_file(ca).map_err(LaunchError::Config)?;
+        if let Some((cert, key)) = config.outgoing_client_cert() {
+            tls = tls
+                .with_client_cert(cert, key)
+                .map_err(LaunchError::Config)?;
+        }
+        config.outgoing_tls = Some(tls);
     }
     let acl = if config.acl_enabled {
         let a = crate::acl::AclWatcher::start(&config.acl_file, log.clone());

@@ -282,6 +282,7 @@ pub async fn start_namesrv(
         config.tls_mode,
         config.tls_cert_file.as_deref(),
         config.tls_key_file.as_deref(),
+        config.tls_client_ca_file.as_deref(),
     )
     .map_err(std::io::Error::other)?;
     let addr = NameServer::new(config, log.clone()).start();

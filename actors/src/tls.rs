@@ -11,6 +11,14 @@
 //! ([`ClientTls::from_ca_file`]); the name checked is the host part of the
 //! address dialled (an IP address or a DNS name).
 //!
+//! Client certificates (mutual TLS) are optional: a server given a client
+//! CA (`tls_client_ca_file`) asks every TLS client for a certificate and
+//! verifies it with rustls' `WebPkiClientVerifier`. In `enforcing` mode a
+//! client without a certificate chaining to that CA fails the handshake;
+//! in `permissive` mode (which takes plain clients anyway) a TLS client may
+//! come without one, but a certificate it does present must verify. A
+//! client presents one with [`ClientTls::with_client_cert`].
+//!
 //! [`MaybeTls`] is the stream type connections run on: an enum rather than
 //! a boxed trait object, so plain TCP costs one `match` per read or write.
 
@@ -26,6 +34,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -62,6 +71,21 @@ fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("cannot read a private key from {path}: {e}"))
+}
+
+fn read_roots(path: &str) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for c in read_certs(path)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("bad CA certificate in {path}: {e}"))?;
+    }
+    Ok(roots)
+}
+
 /// The server side: mode and certificate.
 pub struct ServerTls {
     mode: TlsMode,
@@ -76,13 +100,19 @@ impl std::fmt::Debug for ServerTls {
 
 impl ServerTls {
     /// TLS for a server port, or `None` when `mode` is disabled. The
-    /// certificate chain and private key are PEM files.
+    /// certificate chain and private key are PEM files; with `client_ca`
+    /// (PEM) TLS clients must present a certificate it signed (see the
+    /// module doc for `permissive`).
     pub fn load(
         mode: TlsMode,
         cert_file: Option<&str>,
         key_file: Option<&str>,
+        client_ca: Option<&str>,
     ) -> Result<Option<Arc<ServerTls>>, String> {
         if mode == TlsMode::Disabled {
+            if client_ca.is_some() {
+                return Err("tls_client_ca_file is set but tls_mode = disabled".into());
+            }
             return Ok(None);
         }
         let (Some(cert), Some(key)) = (cert_file, key_file) else {
@@ -91,12 +121,25 @@ impl ServerTls {
             ));
         };
         let certs = read_certs(cert)?;
-        let key = PrivateKeyDer::from_pem_file(key)
-            .map_err(|e| format!("cannot read a private key from {key}: {e}"))?;
-        let config = ServerConfig::builder_with_provider(provider())
+        let key = read_key(key)?;
+        let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_no_client_auth()
+            .map_err(|e| e.to_string())?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let roots = Arc::new(read_roots(ca)?);
+                let v = WebPkiClientVerifier::builder_with_provider(roots, provider());
+                let v = if mode == TlsMode::Permissive {
+                    v.allow_unauthenticated()
+                } else {
+                    v
+                };
+                let verifier = v.build().map_err(|e| format!("client CA {ca}: {e}"))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder
             .with_single_cert(certs, key)
             .map_err(|e| format!("certificate and key do not make a TLS identity: {e}"))?;
         Ok(Some(Arc::new(ServerTls {
@@ -150,9 +193,11 @@ async fn refuse_plain(mut tcp: TcpStream) {
     .await;
 }
 
-/// The client side: the CA that server certificates must chain to.
+/// The client side: the CA that server certificates must chain to, and
+/// the certificate this client presents if a server asks for one.
 #[derive(Clone)]
 pub struct ClientTls {
+    roots: Arc<RootCertStore>,
     connector: TlsConnector,
 }
 
@@ -165,18 +210,31 @@ impl std::fmt::Debug for ClientTls {
 impl ClientTls {
     /// Verifies servers against the CA certificates in `path` (PEM).
     pub fn from_ca_file(path: &str) -> Result<ClientTls, String> {
-        let mut roots = RootCertStore::empty();
-        for c in read_certs(path)? {
-            roots
-                .add(c)
-                .map_err(|e| format!("bad CA certificate in {path}: {e}"))?;
-        }
+        let roots = Arc::new(read_roots(path)?);
         let config = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
+            .with_root_certificates(roots.clone())
             .with_no_client_auth();
         Ok(ClientTls {
+            roots,
+            connector: TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// The same, presenting the certificate chain `cert_file` with its
+    /// private key `key_file` (PEM) to servers that ask for one (mutual TLS).
+    pub fn with_client_cert(self, cert_file: &str, key_file: &str) -> Result<ClientTls, String> {
+        let certs = read_certs(cert_file)?;
+        let key = read_key(key_file)?;
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(self.roots.clone())
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| format!("client certificate and key do not make a TLS identity: {e}"))?;
+        Ok(ClientTls {
+            roots: self.roots,
             connector: TlsConnector::from(Arc::new(config)),
         })
     }

@@ -109,12 +109,30 @@ static CREDENTIALS: std::sync::OnceLock<skylark_codec::Credentials> = std::sync:
 /// The `--tls-ca` of the command line, loaded.
 static TLS: std::sync::OnceLock<skylark_actors::tls::ClientTls> = std::sync::OnceLock::new();
 
-/// Loads `--tls-ca` for [`client_config`].
-pub fn set_tls_ca(ca_file: Option<&str>) -> anyhow::Result<()> {
-    if let Some(f) = ca_file {
-        let tls = skylark_actors::tls::ClientTls::from_ca_file(f).map_err(anyhow::Error::msg)?;
-        let _ = TLS.set(tls);
+/// Loads `--tls-ca` (and `--tls-cert`/`--tls-key`) for [`client_config`].
+pub fn set_tls_ca(
+    ca_file: Option<&str>,
+    cert_file: Option<&str>,
+    key_file: Option<&str>,
+) -> anyhow::Result<()> {
+    let identity = match (cert_file, key_file) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => anyhow::bail!(
+            "--tls-cert and --tls-key (SKYLARK_TLS_CERT / SKYLARK_TLS_KEY) go together"
+        ),
+    };
+    let Some(f) = ca_file else {
+        if identity.is_some() {
+            anyhow::bail!("--tls-cert needs --tls-ca (SKYLARK_TLS_CA): a client certificate is sent over TLS only");
+        }
+        return Ok(());
+    };
+    let mut tls = skylark_actors::tls::ClientTls::from_ca_file(f).map_err(anyhow::Error::msg)?;
+    if let Some((c, k)) = identity {
+        tls = tls.with_client_cert(c, k).map_err(anyhow::Error::msg)?;
     }
+    let _ = TLS.set(tls);
     Ok(())
 }
 
@@ -170,6 +188,13 @@ pub struct Cli {
     /// the CA certificates in this PEM file.
     #[arg(long, global = true, env = "SKYLARK_TLS_CA")]
     pub tls_ca: Option<String>,
+    /// Client certificate chain (PEM) presented to servers that require
+    /// one (mutual TLS); with --tls-key and --tls-ca.
+    #[arg(long, global = true, env = "SKYLARK_TLS_CERT")]
+    pub tls_cert: Option<String>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, global = true, env = "SKYLARK_TLS_KEY")]
+    pub tls_key: Option<String>,
     #[command(subcommand)]
     pub cmd: Cmd,
 }

@@ -75,6 +75,27 @@ impl ClientConfig {
         Ok(self)
     }
 
+    /// Presents the certificate chain `cert_file` and its private key
+    /// `key_file` (PEM) to servers that require client certificates
+    /// (`tls_client_ca_file`, mutual TLS). Call after
+    /// [`with_tls_ca`](Self::with_tls_ca).
+    pub fn with_tls_client_cert(
+        mut self,
+        cert_file: &str,
+        key_file: &str,
+    ) -> Result<Self, super::ClientError> {
+        let Some(tls) = self.tls.take() else {
+            return Err(super::ClientError::InvalidArgument(
+                "a client certificate needs TLS: call with_tls_ca first".into(),
+            ));
+        };
+        let tls = tls
+            .with_client_cert(cert_file, key_file)
+            .map_err(super::ClientError::InvalidArgument)?;
+        self.tls = Some(tls);
+        Ok(self)
+    }
+
     /// The NameServer addresses as a list (empty parts dropped).
     pub fn namesrv_addrs(&self) -> Vec<String> {
         self.namesrv

@@ -52,8 +52,8 @@ pub struct BrokerHandle {
     /// every metrics endpoint of the process while the broker runs.
     metrics: Option<crate::metrics::MetricsServer>,
     _metrics_source: Arc<dyn crate::metrics::Source>,
+    /// Connection workers; the first also runs Storage.
     workers: Vec<Arbiter>,
-    storage_arbiter: Arbiter,
     scheduler_arbiter: Arbiter,
     offsets_arbiter: Arbiter,
     broker_arbiter: Arbiter,
@@ -88,7 +88,6 @@ impl BrokerHandle {
         for w in &self.workers {
             w.stop();
         }
-        self.storage_arbiter.stop();
         self.offsets_arbiter.stop();
         self.broker_arbiter.stop();
     }
@@ -187,9 +186,18 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     })?;
     let config = Arc::new(config);
 
-    let storage_arbiter = Arbiter::new();
+    // Connection workers, one per core. Storage lives on the first: the
+    // sends of the connections served there reach it without crossing
+    // threads (no wake-up syscalls, no context switch per batch), which on
+    // a small box is a quarter of a send's broker CPU (docs/benchmarks.md,
+    // "Storage on a connection worker"). Connections on the other workers
+    // hand it their batches as before.
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let workers: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
     let storage =
-        Storage::start_on(&storage_arbiter.handle(), config.store.clone(), log.clone()).await?;
+        Storage::start_on(&workers[0].handle(), config.store.clone(), log.clone()).await?;
     // Recovery is done: accept clients (they queue in the backlog until
     // the service below is up, which takes no disk scan).
     let listener = socket.listen(LISTEN_BACKLOG)?;
@@ -303,10 +311,6 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         .start(),
         acl,
     };
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let workers: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
     let opts = config.serve_options();
     let server = remoting::server::serve_tls(
         listener,
@@ -325,7 +329,6 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         metrics: metrics_server,
         _metrics_source: metrics_source,
         workers,
-        storage_arbiter,
         scheduler_arbiter,
         offsets_arbiter,
         broker_arbiter,

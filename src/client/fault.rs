@@ -101,6 +101,12 @@ impl LatencyFaultTolerance {
             .is_some_and(|f| now < *f + self.isolation)
     }
 
+    /// Whether no broker is being avoided: a fast answer then changes
+    /// nothing, and the producer need not report it.
+    pub fn is_quiet(&self) -> bool {
+        self.avoid_until.is_empty()
+    }
+
     /// Whether `broker` may be used at `now`.
     pub fn is_available(&self, broker: &str, now: Instant) -> bool {
         match self.avoid_until.get(broker) {

@@ -241,10 +241,15 @@ impl ClientInstance {
         let picked = match &msg.order_key {
             Some(key) => select_by_key(queues, key),
             None => {
+                // No key allocation per send: insert only the first time.
+                if !self.counters.contains_key(&route.topic) {
+                    self.counters
+                        .insert(route.topic.clone(), usize::from(rand::random::<u16>()));
+                }
                 let counter = self
                     .counters
-                    .entry(route.topic.clone())
-                    .or_insert_with(|| usize::from(rand::random::<u16>()));
+                    .get_mut(&route.topic)
+                    .expect("inserted above");
                 let fault = self.config.send_latency_fault_enable.then_some(&self.fault);
                 select_round_robin(
                     queues,
@@ -269,6 +274,11 @@ pub struct Selected {
     pub queue: MessageQueue,
     /// A connection to `queue.broker_addr`.
     pub client: RpcClient,
+    /// Whether an answer that was not slow must still be reported with
+    /// [`ReportOutcome`]: fault avoidance is on and some broker is being
+    /// avoided (a fast answer may lift that). Otherwise such a report would
+    /// change nothing, and skipping it saves an actor message per send.
+    pub report_answers: bool,
 }
 
 /// Pick a writable queue of `topic` (round-robin with fault avoidance, or by
@@ -289,10 +299,19 @@ impl Handler<SelectQueue> for ClientInstance {
         self.route_for_send(msg.topic.clone(), ctx)
             .then(
                 move |res, act, _| match res.and_then(|route| act.select(&route, &msg)) {
-                    Ok(queue) => act
-                        .connection(queue.broker_addr.clone(), Some(queue.broker_name.clone()))
-                        .map(move |c, _, _| c.map(|client| Selected { queue, client }))
-                        .boxed_local(),
+                    Ok(queue) => {
+                        let report_answers =
+                            act.config.send_latency_fault_enable && !act.fault.is_quiet();
+                        act.connection(queue.broker_addr.clone(), Some(queue.broker_name.clone()))
+                            .map(move |c, _, _| {
+                                c.map(|client| Selected {
+                                    queue,
+                                    client,
+                                    report_answers,
+                                })
+                            })
+                            .boxed_local()
+                    }
                     Err(e) => ready(Err(e)).boxed_local(),
                 },
             )

@@ -18,7 +18,7 @@ use skylark_codec::{MessageData, SendBatchRequest, SendRequest, SendResult};
 
 use super::config::ClientConfig;
 use super::error::{ClientError, Result};
-use super::fault::Outcome;
+use super::fault::{LatencyFaultTolerance, Outcome};
 use super::instance::{ClientInstance, ReportOutcome, SelectQueue, Selected};
 use super::namesrv::NameServerClient;
 use super::now_ms;
@@ -220,13 +220,19 @@ impl Producer {
                 _ if failed => Outcome::Refused,
                 _ => Outcome::Answered,
             };
-            self.instance.do_send(ReportOutcome {
-                topic: topic.to_string(),
-                broker_name: sel.queue.broker_name.clone(),
-                sent: start,
-                latency: start.elapsed(),
-                outcome,
-            });
+            let latency = start.elapsed();
+            let changes_nothing = outcome == Outcome::Answered
+                && !sel.report_answers
+                && LatencyFaultTolerance::not_available_for(latency).is_zero();
+            if !changes_nothing {
+                self.instance.do_send(ReportOutcome {
+                    topic: topic.to_string(),
+                    broker_name: sel.queue.broker_name.clone(),
+                    sent: start,
+                    latency,
+                    outcome,
+                });
+            }
             match res {
                 Err(_) if failed && attempt < retries => {
                     attempt += 1;

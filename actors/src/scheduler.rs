@@ -28,6 +28,10 @@
 //! those are indexed. A slave promoted by hand (restarted with broker id 0)
 //! then starts from its master's progress, and delivers again at most what
 //! the master delivered after the last snapshot the slave applied.
+//!
+//! Messages answered: [`GetScheduleStats`], [`GetProgress`] (master: its
+//! persisted progress, for a slave's metadata sync), [`FollowMaster`]
+//! (slave) (+ the delivery tick).
 
 pub mod delivery;
 pub mod levels;

@@ -1,4 +1,4 @@
-//! The `skylark` binary: a thin `main` around the library (DESIGN §7).
+//! The `skylark` binary: a thin `main` around the library (docs/architecture.md).
 
 use clap::Parser;
 use skylark::cli::{self, Cli, Cmd};

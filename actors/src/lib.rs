@@ -1,6 +1,7 @@
 //! Skylark's server actors and storage engine, embeddable in any actix System.
 //!
-//! Who owns what (DESIGN §2):
+//! Who owns what (docs/architecture.md has the messages and the paths of a
+//! send and a pull):
 //!
 //! | actor | one per | owns |
 //! |---|---|---|

@@ -1,6 +1,6 @@
 //! A broker's scrape: every value computed now from state its owners keep
-//! (DESIGN §2), each asked once by message, plus the request-path shards of
-//! [`BrokerMetrics`]. Nothing here runs per message.
+//! (docs/architecture.md, "Actors"), each asked once by message, plus the
+//! request-path shards of [`BrokerMetrics`]. Nothing here runs per message.
 //!
 //! | asked | gives |
 //! |---|---|

@@ -34,8 +34,8 @@ use crate::consumer_group::{
     ConsumerGroup, GetMembers, GetSubscriptionConflicts, GroupHeartbeat, LeaveGroup, LockQueues,
     NotifyReset, UnlockQueues,
 };
-use crate::consumer_groups::{EnsureGroup, RemoveGroup};
 use crate::consumer_offsets::{CommitOffset, DeleteGroupOffsets, GroupOffsets, ListOffsetGroups};
+use crate::group_registry::{EnsureGroup, RemoveGroup};
 use crate::remoting::Connection;
 use crate::storage::{GetQueueOffsets, QueueOffsetByTime, ReadAt};
 use crate::store::record;

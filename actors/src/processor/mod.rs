@@ -29,8 +29,8 @@ use skylark_codec::{Command, RawFrame, WireError};
 
 use crate::broker::{Broker, EnsureTopic, TopicRegistry};
 use crate::config::BrokerConfig;
-use crate::consumer_groups::{ConsumerGroups, GroupRegistry};
 use crate::consumer_offsets::ConsumerOffsets;
+use crate::group_registry::{ConsumerGroups, GroupRegistry};
 use crate::live_settings::LiveSettings;
 use crate::remoting::{wire, ConnInfo, Service};
 use crate::storage::Storage;

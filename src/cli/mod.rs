@@ -12,6 +12,7 @@
 //! `--accept-status` was given.
 
 pub mod admin;
+pub mod admin_broker;
 pub mod admin_delay;
 pub mod admin_group;
 pub mod admin_ops;

@@ -1,11 +1,18 @@
 //! How the `admin` subcommands reach brokers: one request on a fresh
-//! connection ([`call`]), and the masters of a topic's route or of the
-//! whole cluster. A leaf: the `admin*` modules use it, it uses none of them.
+//! connection ([`call`]), the masters of a topic's route or of the whole
+//! cluster, and the checked group name a request carries. A leaf: the
+//! `admin*` modules use it, it uses none of them.
 
 use anyhow::bail;
 use skylark_codec::{BrokerData, Rpc};
 
 use crate::client::{ClientConfig, ClientError, NameServerClient};
+
+/// `group`, checked, as a request carries it.
+pub(super) fn group_name(group: &str) -> anyhow::Result<String> {
+    skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
+    Ok(group.to_string())
+}
 
 /// One request on a fresh connection to `addr`; errors name the broker
 /// (and `topic`, where given).

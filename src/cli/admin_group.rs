@@ -21,7 +21,7 @@ use skylark_codec::{
     ResetOffsetRequest, Rpc,
 };
 
-use super::admin_broker::{call, cluster_masters, masters};
+use super::admin_broker::{call, cluster_masters, group_name, masters};
 use crate::client::{ClientConfig, ClientError, NameServerClient};
 
 macro_rules! out {
@@ -146,9 +146,8 @@ pub async fn progress(
     group: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
     let req = GetConsumeProgressRequest {
-        group: group.to_string(),
+        group: group_name(group)?,
     };
     let (answers, unanswered) = read_groups(cfg, &broker_groups(ns).await?, None, &req).await?;
     let mut rows = Vec::new();
@@ -225,9 +224,8 @@ pub async fn delete(
     group: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
     let req = DeleteGroupRequest {
-        group: group.to_string(),
+        group: group_name(group)?,
     };
     let mut deleted = 0;
     let mut last_err = None;

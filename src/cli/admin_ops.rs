@@ -31,7 +31,7 @@ use skylark_codec::{
     PullStatus, Rpc, SetBrokerConfigRequest, PERM_WRITE,
 };
 
-use super::admin_broker::{call, masters, topic_masters};
+use super::admin_broker::{call, group_name, masters, topic_masters};
 use crate::client::{ClientConfig, ClientError, NameServerClient};
 
 macro_rules! out {
@@ -466,9 +466,8 @@ pub async fn consumer_connections(
     group: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
     let req = skylark_codec::GetConsumerConnectionsRequest {
-        group: group.to_string(),
+        group: group_name(group)?,
     };
     let rows = on_masters(ns, cfg, &req, |r| r.connections).await?;
     if rows.is_empty() {
@@ -521,9 +520,8 @@ pub async fn producer_connections(
     group: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
     let req = skylark_codec::GetProducerConnectionsRequest {
-        group: group.to_string(),
+        group: group_name(group)?,
     };
     let rows = on_masters(ns, cfg, &req, |r| r.connections).await?;
     if rows.is_empty() {

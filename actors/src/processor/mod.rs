@@ -86,6 +86,15 @@ impl Shared {
             .map_err(crate::mailbox_error)?
     }
 
+    /// The live config of an existing topic, asked of its TopicQueue.
+    pub async fn topic_config(&self, topic: &str) -> Result<skylark_codec::TopicConfig, WireError> {
+        let tq = self.topic_queue(topic, false).await?;
+        tq.addr
+            .send(crate::topic_queue::GetTopicStats)
+            .await
+            .map_err(crate::mailbox_error)
+    }
+
     /// How long a send waits for its fsync under sync flush.
     pub fn sync_flush_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.config.store.sync_flush_timeout_ms)

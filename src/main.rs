@@ -1,4 +1,4 @@
-//! The `skylark` binary: a thin `main` around the library (DESIGN §7).
+//! The `skylark` binary: a thin `main` around the library (docs/architecture.md).
 
 use clap::Parser;
 use skylark::cli::{self, Cli, Cmd};
@@ -35,6 +35,7 @@ fn main() {
         Cmd::Namesrv(a) => cli::server::namesrv(a, log.clone()),
         Cmd::Broker(a) => cli::server::broker(a, log.clone()),
         Cmd::Controller(a) => cli::controller::run(a, log.clone()),
+        Cmd::Produce(a) if a.transaction.is_some() => cli::produce_tx::run(a),
         Cmd::Produce(a) => cli::produce::run(a),
         Cmd::Consume(a) => cli::consume::run(a),
         Cmd::Admin(a) => cli::admin::run(a),

@@ -12,7 +12,7 @@ use actix::Arbiter;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use skylark_actors::storage::{PutMessages, Storage, StoredMessage};
-use skylark_actors::store::{AppendMessage, FlushMode, Store, StoreConfig};
+use skylark_actors::store::{AppendMessage, FlushMode, Store, StoreConfig, UNFILTERED};
 use slog::{o, Logger};
 
 const BATCH: usize = 32;
@@ -216,7 +216,7 @@ fn read_sequential(c: &mut Criterion) {
     g.bench_function("batch32_128B", |b| {
         b.iter(|| {
             let r = store
-                .read("BenchTopic", 0, off, BATCH, 1 << 20, None)
+                .read_filtered("BenchTopic", 0, off, BATCH, 1 << 20, None, UNFILTERED)
                 .expect("read");
             off = if r.next_queue_offset >= max {
                 0

@@ -23,7 +23,7 @@
 //!   about a reset ([`NotifyReset`]).
 //!
 //! The plain rules live in [`members`]. Actors are started and found through
-//! [`ConsumerGroups`](crate::consumer_groups::ConsumerGroups).
+//! [`ConsumerGroups`](crate::group_registry::ConsumerGroups).
 //!
 //! Messages answered: [`GroupHeartbeat`], [`LeaveGroup`], [`GetMembers`],
 //! [`LockQueues`], [`UnlockQueues`], [`NotifyReset`], [`CloseGroup`],

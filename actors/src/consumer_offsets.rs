@@ -11,7 +11,9 @@
 //! schedule.
 //!
 //! Messages answered: [`CommitOffset`], [`QueryOffset`], [`FlushOffsets`],
-//! [`GroupOffsets`], [`ListOffsetGroups`], [`DeleteGroupOffsets`].
+//! [`GroupOffsets`], [`ListOffsetGroups`], [`DeleteGroupOffsets`], and for
+//! replication [`SnapshotOffsets`] (every offset, for a slave's sync) and
+//! [`MergeOffsets`] (take another broker's offsets) (+ the flush tick).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! Skylark's server actors and storage engine, embeddable in any actix System.
 //!
-//! Who owns what (DESIGN §2):
+//! Who owns what (docs/architecture.md has the messages and the paths of a
+//! send and a pull):
 //!
 //! | actor | one per | owns |
 //! |---|---|---|
@@ -12,7 +13,7 @@
 //! | [`scheduler::Scheduler`] | broker | delay-level progress, the timer index (a slave's follows its master's) |
 //! | [`transaction::Transaction`] | broker | half messages, the op log, check-back timing |
 //! | [`consumer_group::ConsumerGroup`] | consumer group | members, order locks |
-//! | [`consumer_groups::ConsumerGroups`] | broker | the registry of group actors |
+//! | [`group_registry::ConsumerGroups`] | broker | the registry of group actors |
 //! | [`replicator::Replicator`] | broker | master: slave sessions and acked offsets; slave: the stream from its master |
 //!
 //! The send path is connection thread → Storage → connection thread: the
@@ -30,10 +31,10 @@ pub mod broker;
 pub mod client_registry;
 pub mod config;
 pub mod consumer_group;
-pub mod consumer_groups;
 pub mod consumer_offsets;
 pub mod controller;
 pub mod filter;
+pub mod group_registry;
 pub mod launch;
 pub mod live_settings;
 pub mod metrics;

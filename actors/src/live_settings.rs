@@ -5,7 +5,7 @@
 //! The [`Broker`](crate::broker::Broker) actor owns them and is the only
 //! writer (its `SetBrokerSetting` handler); request handlers read them
 //! through the shared `Arc` (atomics: a read cache the owner writes, as
-//! DESIGN §2 allows). Changes last until the broker stops; the
+//! docs/architecture.md allows). Changes last until the broker stops; the
 //! configuration file stays the source of the values at start.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};

@@ -28,6 +28,10 @@
 //! those are indexed. A slave promoted by hand (restarted with broker id 0)
 //! then starts from its master's progress, and delivers again at most what
 //! the master delivered after the last snapshot the slave applied.
+//!
+//! Messages answered: [`GetScheduleStats`], [`GetProgress`] (master: its
+//! persisted progress, for a slave's metadata sync), [`FollowMaster`]
+//! (slave) (+ the delivery tick).
 
 pub mod delivery;
 pub mod levels;
@@ -218,16 +222,7 @@ impl Scheduler {
         let timer_from = self.timer.progress().indexed_offset;
         async move {
             let get = |topic: &str, queue_id: u32, from: u64, max: u32| {
-                let f = storage.send(GetMessages {
-                    topic: topic.to_string(),
-                    queue_id,
-                    queue_offset: from,
-                    max_messages: max,
-                    max_bytes: 8 << 20,
-                    tag_filter: None,
-                    sql_filter: None,
-                    park: None,
-                });
+                let f = storage.send(read_from(topic, queue_id, from, max));
                 async move {
                     f.await
                         .map_err(crate::mailbox_error)?
@@ -424,16 +419,7 @@ impl Scheduler {
             let read = match max {
                 0 => None,
                 _ => storage
-                    .send(GetMessages {
-                        topic: TIMER_TOPIC.into(),
-                        queue_id: 0,
-                        queue_offset: from,
-                        max_messages: max,
-                        max_bytes: 8 << 20,
-                        tag_filter: None,
-                        sql_filter: None,
-                        park: None,
-                    })
+                    .send(read_from(TIMER_TOPIC, 0, from, max))
                     .await
                     .ok()
                     .and_then(Result::ok),
@@ -647,6 +633,21 @@ impl Deliverer {
             }
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+/// A read of up to `max` records (8 MiB) of a schedule or timer queue from
+/// `from`, unfiltered and never parked.
+fn read_from(topic: &str, queue_id: u32, from: u64, max: u32) -> GetMessages {
+    GetMessages {
+        topic: topic.to_string(),
+        queue_id,
+        queue_offset: from,
+        max_messages: max,
+        max_bytes: 8 << 20,
+        tag_filter: None,
+        sql_filter: None,
+        park: None,
     }
 }
 

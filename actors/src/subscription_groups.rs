@@ -4,7 +4,7 @@
 //! every change.
 //!
 //! Request handlers read the settings from a `DashMap` read cache that only
-//! this actor writes (DESIGN §2); the actor runs on a thread of its own
+//! this actor writes (docs/architecture.md); the actor runs on a thread of its own
 //! (the offsets' arbiter), so its file writes never block a connection.
 //! What the settings do:
 //! * `consume_enable = false`: the group's pulls are refused

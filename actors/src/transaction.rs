@@ -25,6 +25,9 @@
 //!   the same reason a commit that fails once the copy may be written (a
 //!   flush failure, or the op record not written) is not retried in this
 //!   run: the half stays undecided-but-settled until the next start.
+//!
+//! Messages answered: [`PutHalf`], [`End`], [`ProducerHeartbeat`],
+//! [`ProducerUnregister`], [`GetTransactionStats`] (+ the check-back tick).
 
 mod half_table;
 mod producers;

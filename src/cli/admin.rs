@@ -13,9 +13,9 @@ use anyhow::bail;
 use serde_json::json;
 use skylark_codec::{DeleteTopicRequest, GetTopicStatsRequest, PERM_READ, PERM_WRITE};
 
-use super::{admin_group, admin_topic};
+use super::{admin_broker, admin_group, admin_topic};
 use super::{AdminArgs, AdminCmd, ClusterCmd, GroupCmd, OffsetCmd, TopicCmd};
-use crate::client::{ClientConfig, ClientError, NameServerClient};
+use crate::client::{ClientConfig, NameServerClient};
 
 /// `println!` that returns an error (e.g. a closed pipe) instead of panicking.
 macro_rules! out {
@@ -77,19 +77,6 @@ async fn admin(a: AdminArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Calls `req` on the broker at `addr`.
-async fn call_broker<R>(cfg: &ClientConfig, addr: &str, topic: &str, req: &R) -> anyhow::Result<()>
-where
-    R: skylark_codec::Rpc + serde::Serialize,
-    R::Response: serde::de::DeserializeOwned,
-{
-    let c = crate::client::connect_broker(cfg, addr).await?;
-    let r = c.call(req).await;
-    c.close();
-    r.map(|_| ())
-        .map_err(|e| ClientError::from_call(addr, Some(topic), e).into())
-}
-
 async fn delete(
     ns: &NameServerClient,
     cfg: &ClientConfig,
@@ -97,10 +84,9 @@ async fn delete(
     json: bool,
 ) -> anyhow::Result<()> {
     let route = ns.route(name).await?;
-    let masters: Vec<String> = route
-        .brokers
-        .iter()
-        .filter_map(|b| b.master_addr().map(String::from))
+    let masters: Vec<String> = admin_broker::masters(&route.brokers)
+        .into_iter()
+        .map(|(_, addr)| addr)
         .collect();
     if masters.is_empty() {
         bail!("cannot delete topic '{name}': no master broker hosts it");
@@ -109,7 +95,7 @@ async fn delete(
         topic: name.to_string(),
     };
     for addr in &masters {
-        call_broker(cfg, addr, name, &req).await?;
+        admin_broker::call(cfg, addr, Some(name), &req).await?;
     }
     if json {
         out!(

@@ -7,7 +7,7 @@ use std::io::Write;
 use serde_json::json;
 use skylark_codec::GetScheduleStatsRequest;
 
-use crate::client::{ClientConfig, ClientError, NameServerClient};
+use crate::client::{ClientConfig, NameServerClient};
 
 /// Prints the Scheduler's backlog of every master (or of `broker` only).
 pub async fn stats(
@@ -18,20 +18,11 @@ pub async fn stats(
 ) -> anyhow::Result<()> {
     let targets: Vec<(String, String)> = match broker {
         Some(addr) => vec![(addr.to_string(), addr.to_string())],
-        None => ns
-            .cluster_info()
-            .await?
-            .brokers
-            .values()
-            .filter_map(|b| Some((b.broker_name.clone(), b.master_addr()?.to_string())))
-            .collect(),
+        None => super::admin_broker::masters(ns.cluster_info().await?.brokers.values()),
     };
     let mut out = std::io::stdout().lock();
     for (name, addr) in targets {
-        let c = crate::client::connect_broker(cfg, &addr).await?;
-        let r = c.call(&GetScheduleStatsRequest {}).await;
-        c.close();
-        let s = r.map_err(|e| ClientError::from_call(&addr, None, e))?;
+        let s = super::admin_broker::call(cfg, &addr, None, &GetScheduleStatsRequest {}).await?;
         if json {
             let v = json!({
                 "broker_name": name,

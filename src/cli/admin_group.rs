@@ -21,29 +21,13 @@ use skylark_codec::{
     ResetOffsetRequest, Rpc,
 };
 
+use super::admin_broker::{call, cluster_masters, group_name, masters};
 use crate::client::{ClientConfig, ClientError, NameServerClient};
 
 macro_rules! out {
     ($($t:tt)*) => {
         writeln!(std::io::stdout().lock(), $($t)*)?
     };
-}
-
-/// (broker name, master address) of every master broker.
-async fn masters(ns: &NameServerClient) -> anyhow::Result<Vec<(String, String)>> {
-    let info = ns.cluster_info().await?;
-    let v: Vec<(String, String)> = info
-        .brokers
-        .values()
-        .filter_map(|b| {
-            b.master_addr()
-                .map(|a| (b.broker_name.clone(), a.to_string()))
-        })
-        .collect();
-    if v.is_empty() {
-        bail!("no master broker is registered with the NameServer");
-    }
-    Ok(v)
 }
 
 /// Where a read-only admin request was answered.
@@ -67,7 +51,7 @@ async fn read_group<R: Rpc>(
 ) -> anyhow::Result<Answer<R::Response>> {
     let mut failures = Vec::new();
     for (&id, addr) in &b.addrs {
-        match try_call(cfg, addr, topic, req).await {
+        match call(cfg, addr, topic, req).await {
             Ok(value) => {
                 return Ok(Answer {
                     addr: addr.clone(),
@@ -136,23 +120,6 @@ pub(super) async fn read_groups<R: Rpc>(
     Ok((answers, unanswered))
 }
 
-/// One request on a fresh connection to `addr`.
-async fn try_call<R: Rpc>(
-    cfg: &ClientConfig,
-    addr: &str,
-    topic: Option<&str>,
-    req: &R,
-) -> Result<R::Response, ClientError> {
-    let c = crate::client::connect_broker(cfg, addr).await?;
-    let r = c.call(req).await;
-    c.close();
-    r.map_err(|e| ClientError::from_call(addr, topic, e))
-}
-
-async fn call<R: Rpc>(cfg: &ClientConfig, addr: &str, req: &R) -> anyhow::Result<R::Response> {
-    Ok(try_call(cfg, addr, None, req).await?)
-}
-
 /// `admin group list`.
 pub async fn list(ns: &NameServerClient, cfg: &ClientConfig, json: bool) -> anyhow::Result<()> {
     let groups_known = broker_groups(ns).await?;
@@ -179,9 +146,8 @@ pub async fn progress(
     group: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
     let req = GetConsumeProgressRequest {
-        group: group.to_string(),
+        group: group_name(group)?,
     };
     let (answers, unanswered) = read_groups(cfg, &broker_groups(ns).await?, None, &req).await?;
     let mut rows = Vec::new();
@@ -258,21 +224,20 @@ pub async fn delete(
     group: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
     let req = DeleteGroupRequest {
-        group: group.to_string(),
+        group: group_name(group)?,
     };
     let mut deleted = 0;
     let mut last_err = None;
-    for (_, addr) in masters(ns).await? {
-        match call(cfg, &addr, &req).await {
+    for (_, addr) in cluster_masters(ns).await? {
+        match call(cfg, &addr, None, &req).await {
             Ok(_) => deleted += 1,
             Err(e) => last_err = Some(e),
         }
     }
     if deleted == 0 {
         match last_err {
-            Some(e) => return Err(e),
+            Some(e) => return Err(e.into()),
             None => bail!("consumer group '{group}' not found"),
         }
     }
@@ -314,12 +279,9 @@ pub async fn reset(
         timestamp_ms,
     };
     let mut rows = Vec::new();
-    for b in &route.brokers {
-        let Some(addr) = b.master_addr() else {
-            continue;
-        };
-        let r = call(cfg, addr, &req).await?;
-        rows.extend(r.offsets.into_iter().map(|o| (b.broker_name.clone(), o)));
+    for (name, addr) in masters(&route.brokers) {
+        let r = call(cfg, &addr, None, &req).await?;
+        rows.extend(r.offsets.into_iter().map(|o| (name.clone(), o)));
     }
     if json {
         let v: Vec<_> = rows

@@ -31,6 +31,7 @@ use skylark_codec::{
     PullStatus, Rpc, SetBrokerConfigRequest, PERM_WRITE,
 };
 
+use super::admin_broker::{call, group_name, masters, topic_masters};
 use crate::client::{ClientConfig, ClientError, NameServerClient};
 
 macro_rules! out {
@@ -88,19 +89,6 @@ pub struct MessageByOffsetArgs {
     pub broker: Option<String>,
 }
 
-/// One request on a fresh connection to `addr`; errors name the broker.
-pub(super) async fn call<R: Rpc>(
-    cfg: &ClientConfig,
-    addr: &str,
-    topic: Option<&str>,
-    req: &R,
-) -> Result<R::Response, ClientError> {
-    let c = crate::client::connect_broker(cfg, addr).await?;
-    let r = c.call(req).await;
-    c.close();
-    r.map_err(|e| ClientError::from_call(addr, topic, e))
-}
-
 /// (broker name, master address) for `--broker NAME|ADDR`: a broker name
 /// the NameServer knows is its master, anything else an address of a
 /// registered broker.
@@ -143,21 +131,8 @@ pub async fn topic_perm(
     let perm = parse_perm(&a.perm).map_err(|e| anyhow::anyhow!("bad --perm '{}': {e}", a.perm))?;
     let targets: Vec<(String, String)> = match &a.broker {
         Some(b) => vec![resolve_broker(ns, b).await?],
-        None => {
-            let route = ns.route(&a.name).await?;
-            route
-                .brokers
-                .iter()
-                .filter_map(|b| {
-                    b.master_addr()
-                        .map(|m| (b.broker_name.clone(), m.to_string()))
-                })
-                .collect()
-        }
+        None => topic_masters(ns, &a.name).await?,
     };
-    if targets.is_empty() {
-        bail!("topic '{}': no master broker hosts it", a.name);
-    }
     let stats = GetTopicStatsRequest {
         topic: a.name.clone(),
     };
@@ -251,14 +226,7 @@ pub async fn message_by_offset(
     let (name, addr) = match &a.broker {
         Some(b) => resolve_broker(ns, b).await?,
         None => {
-            let hosts: Vec<_> = route
-                .brokers
-                .iter()
-                .filter_map(|b| {
-                    b.master_addr()
-                        .map(|m| (b.broker_name.clone(), m.to_string()))
-                })
-                .collect();
+            let hosts = masters(&route.brokers);
             match hosts.as_slice() {
                 [one] => one.clone(),
                 [] => bail!("topic '{}': no master broker hosts it", a.topic),
@@ -475,6 +443,22 @@ pub async fn group_config(
     Ok(())
 }
 
+/// `req` on every master broker: the rows `rows` takes from each answer,
+/// with the broker's name.
+async fn on_masters<R: Rpc, T>(
+    ns: &NameServerClient,
+    cfg: &ClientConfig,
+    req: &R,
+    rows: impl Fn(R::Response) -> Vec<T>,
+) -> anyhow::Result<Vec<(String, T)>> {
+    let mut all = Vec::new();
+    for (name, _, addr) in brokers(ns, None, true).await? {
+        let answer = call(cfg, &addr, None, req).await?;
+        all.extend(rows(answer).into_iter().map(|row| (name.clone(), row)));
+    }
+    Ok(all)
+}
+
 /// `admin group connections --group G` (RocketMQ consumerConnection).
 pub async fn consumer_connections(
     ns: &NameServerClient,
@@ -482,16 +466,10 @@ pub async fn consumer_connections(
     group: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
     let req = skylark_codec::GetConsumerConnectionsRequest {
-        group: group.to_string(),
+        group: group_name(group)?,
     };
-    let mut rows = Vec::new();
-    for (name, _, addr) in brokers(ns, None, true).await? {
-        for c in call(cfg, &addr, None, &req).await?.connections {
-            rows.push((name.clone(), c));
-        }
-    }
+    let rows = on_masters(ns, cfg, &req, |r| r.connections).await?;
     if rows.is_empty() {
         bail!("consumer group '{group}' has no live member on any master broker");
     }
@@ -542,16 +520,10 @@ pub async fn producer_connections(
     group: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
     let req = skylark_codec::GetProducerConnectionsRequest {
-        group: group.to_string(),
+        group: group_name(group)?,
     };
-    let mut rows = Vec::new();
-    for (name, _, addr) in brokers(ns, None, true).await? {
-        for c in call(cfg, &addr, None, &req).await?.connections {
-            rows.push((name.clone(), c));
-        }
-    }
+    let rows = on_masters(ns, cfg, &req, |r| r.connections).await?;
     if rows.is_empty() {
         bail!("producer group '{group}' has no live client on any master broker (producers are known from their heartbeats)");
     }

@@ -15,12 +15,13 @@ use anyhow::bail;
 use serde_json::json;
 use skylark_codec::{
     GetBrokerConfigRequest, MessageId, QueryMessageByKeyRequest, QueryMessageByTimeRequest,
-    QueryMessageResponse, Rpc, SetBrokerConfigRequest, ViewMessageByIdRequest,
+    QueryMessageResponse, SetBrokerConfigRequest, ViewMessageByIdRequest,
 };
 
+use super::admin_broker::{self, call};
 use super::{BrokerCmd, BrokerConfigCmd, MessageCmd};
 use crate::client::decode_records;
-use crate::client::{ClientConfig, ClientError, NameServerClient, ReceivedMessage};
+use crate::client::{ClientConfig, NameServerClient, ReceivedMessage};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -28,31 +29,10 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Calls `req` on the broker at `addr`; errors name the broker and topic.
-async fn call<R: Rpc>(
-    cfg: &ClientConfig,
-    addr: &str,
-    topic: Option<&str>,
-    req: &R,
-) -> anyhow::Result<R::Response> {
-    let c = crate::client::connect_broker(cfg, addr).await?;
-    let r = c.call(req).await;
-    c.close();
-    Ok(r.map_err(|e| ClientError::from_call(addr, topic, e))?)
-}
-
 /// Master addresses of the brokers hosting `topic`.
 async fn masters_of(ns: &NameServerClient, topic: &str) -> anyhow::Result<Vec<String>> {
-    let route = ns.route(topic).await?;
-    let masters: Vec<String> = route
-        .brokers
-        .iter()
-        .filter_map(|b| b.master_addr().map(String::from))
-        .collect();
-    if masters.is_empty() {
-        bail!("topic '{topic}': no master broker hosts it");
-    }
-    Ok(masters)
+    let masters = admin_broker::topic_masters(ns, topic).await?;
+    Ok(masters.into_iter().map(|(_, addr)| addr).collect())
 }
 
 fn decode(resp: &QueryMessageResponse, addr: &str) -> anyhow::Result<Vec<ReceivedMessage>> {
@@ -206,17 +186,12 @@ async fn target_brokers(
     if let Some(b) = broker {
         return Ok(vec![b]);
     }
-    let mut all: Vec<String> = ns
-        .cluster_info()
+    let mut all: Vec<String> = admin_broker::cluster_masters(ns)
         .await?
-        .brokers
-        .values()
-        .filter_map(|b| b.master_addr().map(String::from))
+        .into_iter()
+        .map(|(_, addr)| addr)
         .collect();
     all.sort();
-    if all.is_empty() {
-        bail!("no master broker is registered with the NameServer");
-    }
     Ok(all)
 }
 

@@ -16,8 +16,8 @@ use anyhow::bail;
 use serde_json::json;
 use skylark_codec::{CreateTopicRequest, ErrorCode, GetTopicStatsRequest, TopicConfig};
 
-use super::TopicCreateArgs;
-use crate::client::{ClientConfig, ClientError, NameServerClient};
+use super::{admin_broker, TopicCreateArgs};
+use crate::client::{ClientConfig, NameServerClient};
 
 macro_rules! out {
     ($($t:tt)*) => {
@@ -80,14 +80,10 @@ async fn current(
     addr: &str,
     topic: &str,
 ) -> anyhow::Result<Option<TopicConfig>> {
-    let c = crate::client::connect_broker(cfg, addr).await?;
-    let r = c
-        .call(&GetTopicStatsRequest {
-            topic: topic.to_string(),
-        })
-        .await;
-    c.close();
-    match r.map_err(|e| ClientError::from_call(addr, Some(topic), e)) {
+    let req = GetTopicStatsRequest {
+        topic: topic.to_string(),
+    };
+    match admin_broker::call(cfg, addr, Some(topic), &req).await {
         Ok(s) => Ok(Some(s.config)),
         Err(e) if e.code() == Some(ErrorCode::TopicNotFound) => Ok(None),
         Err(e) => Err(e.into()),
@@ -101,16 +97,7 @@ async fn targets(
 ) -> anyhow::Result<Vec<(String, String)>> {
     let targets: Vec<(String, String)> = match &t.broker {
         Some(addr) => vec![(addr.clone(), addr.clone())],
-        None => ns
-            .cluster_info()
-            .await?
-            .brokers
-            .values()
-            .filter_map(|b| {
-                b.master_addr()
-                    .map(|a| (b.broker_name.clone(), a.to_string()))
-            })
-            .collect(),
+        None => admin_broker::masters(ns.cluster_info().await?.brokers.values()),
     };
     if targets.is_empty() {
         bail!(
@@ -156,10 +143,7 @@ pub async fn write(
         let req = CreateTopicRequest {
             config: config.clone(),
         };
-        let c = crate::client::connect_broker(cfg, addr).await?;
-        let r = c.call(&req).await;
-        c.close();
-        r.map_err(|e| ClientError::from_call(addr, Some(&t.name), e))?;
+        admin_broker::call(cfg, addr, Some(&t.name), &req).await?;
     }
     let verb = verb.done();
     if json {

@@ -1,6 +1,6 @@
 //! `skylark bench produce|consume|e2e`: whole-system throughput and latency.
 //!
-//! Parameters (DESIGN §7): `--clients` connections, each a client of its
+//! Parameters (README "Command line"): `--clients` connections, each a client of its
 //! own on its own arbiter thread (so a bench uses several cores); `--batch`
 //! messages per send request (a `SendBatch` when > 1); `--rate` a total
 //! msgs/s target (0 = as fast as possible); `--inflight` requests each

@@ -1,4 +1,5 @@
-//! The `skylark` command line (DESIGN §7): a contract scripts depend on.
+//! The `skylark` command line (README "Command line", docs/architecture.md):
+//! a contract scripts depend on.
 //!
 //! Server commands (`standalone`, `namesrv`, `broker`) live in [`server`];
 //! client commands in [`produce`], [`consume`], [`admin`] and [`bench`].
@@ -11,6 +12,7 @@
 //! `--accept-status` was given.
 
 pub mod admin;
+pub mod admin_broker;
 pub mod admin_delay;
 pub mod admin_group;
 pub mod admin_ops;

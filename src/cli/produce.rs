@@ -33,24 +33,36 @@ macro_rules! out {
 /// Above this many messages the human output is only a summary.
 const MAX_HUMAN_LINES: u64 = 100;
 
+/// The `--json` line of one sent message (`produce_tx` adds its fields).
 #[derive(Serialize)]
-struct SentJson<'a> {
+pub(super) struct SentJson<'a> {
     msg_id: &'a str,
     queue_id: u32,
     queue_offset: u64,
     status: String,
 }
 
-/// Entry point of `skylark produce`.
+impl<'a> SentJson<'a> {
+    pub(super) fn of(r: &'a SendResult) -> Self {
+        SentJson {
+            msg_id: &r.msg_id,
+            queue_id: r.queue_id,
+            queue_offset: r.queue_offset,
+            status: format!("{:?}", r.status),
+        }
+    }
+}
+
+/// Entry point of `skylark produce` without `--transaction` (with it, the
+/// binary calls `produce_tx`'s `run`, which builds its messages with
+/// this module's helpers; this module does not know it).
 pub fn run(a: ProduceArgs) -> anyhow::Result<()> {
     check_args(&a)?;
-    if a.transaction.is_some() {
-        return super::produce_tx::run(a);
-    }
     super::block_on(produce(a))
 }
 
-fn check_args(a: &ProduceArgs) -> anyhow::Result<()> {
+/// The checks of the arguments that both kinds of produce run first.
+pub(super) fn check_args(a: &ProduceArgs) -> anyhow::Result<()> {
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
@@ -185,13 +197,7 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
         let mut out = stdout.lock();
         for r in &results {
             if a.json {
-                let line = SentJson {
-                    msg_id: &r.msg_id,
-                    queue_id: r.queue_id,
-                    queue_offset: r.queue_offset,
-                    status: format!("{:?}", r.status),
-                };
-                serde_json::to_writer(&mut out, &line)?;
+                serde_json::to_writer(&mut out, &SentJson::of(r))?;
                 writeln!(out)?;
             } else if a.count <= MAX_HUMAN_LINES {
                 writeln!(

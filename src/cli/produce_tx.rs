@@ -39,10 +39,8 @@ impl From<TxStateArg> for TransactionState {
 
 #[derive(Serialize)]
 struct SentJson<'a> {
-    msg_id: &'a str,
-    queue_id: u32,
-    queue_offset: u64,
-    status: String,
+    #[serde(flatten)]
+    sent: super::produce::SentJson<'a>,
     transaction_id: &'a str,
     local_state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,8 +54,9 @@ struct CheckJson<'a> {
     answer: String,
 }
 
-/// Entry point (called by `produce` when `--transaction` is given).
+/// Entry point of `skylark produce --transaction ...`.
 pub fn run(a: ProduceArgs) -> anyhow::Result<()> {
+    super::produce::check_args(&a)?;
     super::block_on(produce(a))
 }
 
@@ -96,10 +95,7 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         if a.json {
             let line = SentJson {
-                msg_id: &r.send_result.msg_id,
-                queue_id: r.send_result.queue_id,
-                queue_offset: r.send_result.queue_offset,
-                status: format!("{:?}", r.send_result.status),
+                sent: super::produce::SentJson::of(&r.send_result),
                 transaction_id: &r.transaction_id,
                 local_state: format!("{:?}", r.local_state),
                 end_error: r.end_error.as_deref(),

@@ -1,5 +1,5 @@
 //! The controller's wire protocol: frames of a 4-byte big-endian length and
-//! one MessagePack value (the framing of DESIGN §5, through
+//! one MessagePack value (the framing of docs/architecture.md, through
 //! `tokio_util`'s `LengthDelimitedCodec`), one request answered by one
 //! response, in order, on a connection.
 //!

@@ -28,6 +28,8 @@ use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 
+use crate::store::{DecodedMessage, RecordFilter};
+
 /// Longest accepted expression, in bytes.
 pub const MAX_EXPRESSION_LEN: usize = 4096;
 
@@ -146,6 +148,14 @@ impl SqlFilter {
     /// true; unknown does not match).
     pub fn matches<'a>(&self, property: impl Fn(&str) -> Option<&'a str>) -> bool {
         eval(&self.root, &property) == Some(true)
+    }
+}
+
+/// The store runs the filter during a read: it decodes each record whose tag
+/// hash matched and asks the filter about its properties.
+impl RecordFilter for SqlFilter {
+    fn accepts(&self, message: &DecodedMessage<'_>) -> bool {
+        self.matches(|name| message.property(name))
     }
 }
 

@@ -1,6 +1,6 @@
 //! A broker's scrape: every value computed now from state its owners keep
-//! (DESIGN §2), each asked once by message, plus the request-path shards of
-//! [`BrokerMetrics`]. Nothing here runs per message.
+//! (docs/architecture.md, "Actors"), each asked once by message, plus the
+//! request-path shards of [`BrokerMetrics`]. Nothing here runs per message.
 //!
 //! | asked | gives |
 //! |---|---|
@@ -30,8 +30,8 @@ use super::broker::{BrokerMetrics, PullTotals};
 use super::families::Families;
 use crate::broker::TopicRegistry;
 use crate::config::BrokerConfig;
-use crate::consumer_groups::GroupRegistry;
 use crate::consumer_offsets::{ConsumerOffsets, SnapshotOffsets};
+use crate::group_registry::GroupRegistry;
 use crate::replicator::{GetStatus, Replicator};
 use crate::scheduler::{GetScheduleStats, Scheduler};
 use crate::storage::{GetStorageStats, GetTopicPuts, ListQueues, Storage, StorageStats, TopicPuts};

@@ -12,7 +12,6 @@ use skylark_codec::{
 use super::Shared;
 use crate::broker::{CreateTopic, DeleteTopic};
 use crate::storage::{GetQueueOffsets, GetTopicActivity};
-use crate::topic_queue::GetTopicStats;
 
 pub async fn create_topic(s: Arc<Shared>, r: CreateTopicRequest) -> Result<Ack, WireError> {
     s.broker
@@ -31,12 +30,7 @@ pub async fn delete_topic(s: Arc<Shared>, r: DeleteTopicRequest) -> Result<Ack, 
 }
 
 pub async fn topic_stats(s: Arc<Shared>, r: GetTopicStatsRequest) -> Result<TopicStats, WireError> {
-    let tq = s.topic_queue(&r.topic, false).await?;
-    let config = tq
-        .addr
-        .send(GetTopicStats)
-        .await
-        .map_err(crate::mailbox_error)?;
+    let config = s.topic_config(&r.topic).await?;
     let (messages_put, parked_pulls) = s
         .storage
         .send(GetTopicActivity {

@@ -34,13 +34,12 @@ use crate::consumer_group::{
     ConsumerGroup, GetMembers, GetSubscriptionConflicts, GroupHeartbeat, LeaveGroup, LockQueues,
     NotifyReset, UnlockQueues,
 };
-use crate::consumer_groups::{EnsureGroup, RemoveGroup};
 use crate::consumer_offsets::{CommitOffset, DeleteGroupOffsets, GroupOffsets, ListOffsetGroups};
+use crate::group_registry::{EnsureGroup, RemoveGroup};
 use crate::remoting::Connection;
 use crate::storage::{GetQueueOffsets, QueueOffsetByTime, ReadAt};
 use crate::store::record;
 use crate::subscription_groups::{RemoveSubscriptionGroup, UpdateSubscriptionGroup};
-use crate::topic_queue::GetTopicStats;
 
 fn group_ok(g: &str) -> Result<(), WireError> {
     validate_group_name(g).map_err(|e| WireError::new(ErrorCode::BadRequest, e))
@@ -180,12 +179,7 @@ pub async fn reset_offset(
     r: ResetOffsetRequest,
 ) -> Result<ResetOffsetResponse, WireError> {
     group_ok(&r.group)?;
-    let tq = s.topic_queue(&r.topic, false).await?;
-    let config = tq
-        .addr
-        .send(GetTopicStats)
-        .await
-        .map_err(crate::mailbox_error)?;
+    let config = s.topic_config(&r.topic).await?;
     let mut offsets = Vec::with_capacity(config.read_queues as usize);
     for queue_id in 0..config.read_queues {
         let offset = offset_by_time(&s, &r.topic, queue_id, r.timestamp_ms).await?;

@@ -29,8 +29,8 @@ use skylark_codec::{Command, RawFrame, WireError};
 
 use crate::broker::{Broker, EnsureTopic, TopicRegistry};
 use crate::config::BrokerConfig;
-use crate::consumer_groups::{ConsumerGroups, GroupRegistry};
 use crate::consumer_offsets::ConsumerOffsets;
+use crate::group_registry::{ConsumerGroups, GroupRegistry};
 use crate::live_settings::LiveSettings;
 use crate::remoting::{wire, ConnInfo, Service};
 use crate::storage::Storage;
@@ -84,6 +84,15 @@ impl Shared {
             })
             .await
             .map_err(crate::mailbox_error)?
+    }
+
+    /// The live config of an existing topic, asked of its TopicQueue.
+    pub async fn topic_config(&self, topic: &str) -> Result<skylark_codec::TopicConfig, WireError> {
+        let tq = self.topic_queue(topic, false).await?;
+        tq.addr
+            .send(crate::topic_queue::GetTopicStats)
+            .await
+            .map_err(crate::mailbox_error)
     }
 
     /// How long a send waits for its fsync under sync flush.

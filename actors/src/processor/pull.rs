@@ -17,7 +17,6 @@ use tokio::sync::oneshot;
 
 use super::Shared;
 use crate::consumer_offsets::CommitOffset;
-use crate::filter::SqlFilter;
 use crate::storage::GetMessages;
 use crate::store::{tag_hash, ReadResult, ReadStatus, Records};
 use crate::topic_queue::check_readable;
@@ -56,20 +55,21 @@ pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<(PullResponse, Vec<B
     let hold = Duration::from_millis(r.suspend_timeout_ms.min(s.live.long_poll_max_ms()));
     let max_bytes = r.max_bytes.clamp(1, s.live.max_pull_bytes().max(1));
     let max_messages = r.max_messages.clamp(1, 1024);
-    let read = Read {
-        topic: r.topic,
+    let read = |park| GetMessages {
+        topic: r.topic.clone(),
         queue_id: r.queue_id,
         queue_offset: r.queue_offset,
         max_messages,
         max_bytes,
-        tag_filter,
-        sql_filter,
+        tag_filter: tag_filter.clone(),
+        sql_filter: sql_filter.clone(),
+        park,
     };
-    let (mut resp, records) = long_poll(&s, &read, hold).await?;
+    let (mut resp, records) = long_poll(&s, r.queue_offset, read, hold).await?;
     s.metrics.note_pull(
         &r.consumer_group,
-        &read.topic,
-        read.queue_id,
+        &r.topic,
+        r.queue_id,
         resp.count,
         records.len(),
         resp.next_offset,
@@ -78,22 +78,13 @@ pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<(PullResponse, Vec<B
     Ok((resp, records.into_chunks()))
 }
 
-/// One queue read, as the pull asked for it.
-struct Read {
-    topic: String,
-    queue_id: u32,
-    queue_offset: u64,
-    max_messages: u32,
-    max_bytes: u32,
-    tag_filter: Option<Vec<u64>>,
-    sql_filter: Option<Arc<SqlFilter>>,
-}
-
-/// Reads; while there is nothing new and the hold lasts, parks in Storage
-/// and reads again when woken.
+/// Reads (the pull's read from `queue_offset`, given the waker to park);
+/// while there is nothing new and the hold lasts, parks in Storage and reads
+/// again when woken.
 async fn long_poll(
     s: &Shared,
-    r: &Read,
+    queue_offset: u64,
+    read: impl Fn(Option<oneshot::Sender<()>>) -> GetMessages,
     hold: Duration,
 ) -> Result<(PullResponse, Records), WireError> {
     let deadline = tokio::time::Instant::now() + hold;
@@ -105,22 +96,13 @@ async fn long_poll(
             let (waker, woken) = oneshot::channel();
             (Some(waker), Some(woken))
         };
-        let read = s
+        let answer = s
             .storage
-            .send(GetMessages {
-                topic: r.topic.clone(),
-                queue_id: r.queue_id,
-                queue_offset: r.queue_offset,
-                max_messages: r.max_messages,
-                max_bytes: r.max_bytes,
-                tag_filter: r.tag_filter.clone(),
-                sql_filter: r.sql_filter.clone(),
-                park,
-            })
+            .send(read(park))
             .await
             .map_err(crate::mailbox_error)?
             .map_err(crate::store_error)?;
-        let (resp, records) = to_pull_response(r.queue_offset, read);
+        let (resp, records) = to_pull_response(queue_offset, answer);
         let Some(woken) = woken.filter(|_| resp.status == PullStatus::NoNewMessage) else {
             return Ok((resp, records));
         };

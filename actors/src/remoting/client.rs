@@ -5,6 +5,11 @@
 //! awaits the answer with the same request id. Many calls may be in flight
 //! at once on one connection (pipelining). Server pushes go to an optional
 //! recipient. When the socket closes every pending call fails at once.
+//!
+//! Messages answered by [`ClientConn`] (all private, sent by
+//! [`RpcClient`]): `Outgoing` (write a request, remember its reply),
+//! `Cancel` (forget a call that timed out), `SetPush` (where server pushes
+//! go), `Close`; its input is the socket's frame stream.
 
 use std::collections::HashMap;
 use std::io;

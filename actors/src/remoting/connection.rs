@@ -27,6 +27,11 @@
 //!
 //! Everything of one connection (actor, read stream, write task) runs on
 //! the same arbiter thread, so the shared [`Gate`] uses `Cell`s.
+//!
+//! Messages answered by [`Connection`]: [`Push`] (a server-push frame, from
+//! a `ConsumerGroup` or the Transaction check-back), [`AnswerWithTail`] (a
+//! pull answer whose records follow the header as mapped slices); its input
+//! is the socket's frame stream.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;

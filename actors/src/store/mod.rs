@@ -9,7 +9,8 @@
 //!   offset is an entry index.
 //! * [`index_file`]: RocketMQ's IndexFile (hash of `topic#key` → CommitLog
 //!   offset), written on append, rebuilt at open; `query` answers lookups
-//!   by key and by time and checks SQL-92 filters during reads.
+//!   by key and by time and runs a caller's [`RecordFilter`] (the broker's
+//!   SQL-92 filter) during reads; the engine itself knows no filter syntax.
 //! * [`flush`]: the flusher thread (fsync off the store thread, group commit).
 //! * [`prefault`]: a thread that maps the next pages of the active segment
 //!   before the writer touches them (page faults off the store thread).
@@ -54,7 +55,6 @@ pub use record::{decode, tag_hash, AppendMessage, DecodedMessage};
 pub use recovery::{DamagedRange, OpenKind, RecoveryReport};
 pub use retention::{DiskUsage, FixedDiskUsage, RetentionReport, StatvfsDiskUsage};
 
-use crate::filter::SqlFilter;
 use commit_log::CommitLog;
 use consume_queue::ConsumeQueue;
 use flush::Flusher;
@@ -62,6 +62,24 @@ use index_file::IndexService;
 use record::{Placement, MESSAGE_MAGIC, OFF_STORE_TIMESTAMP};
 
 type Queues = HashMap<String, HashMap<u32, ConsumeQueue>>;
+
+/// A check on a stored record, run by [`Store::read_filtered`] after the
+/// tag hash matched. The store decodes the record and asks; what the check
+/// means (the broker's SQL-92 property filter, a test's closure) is the
+/// caller's business, so the engine does not depend on any filter language.
+pub trait RecordFilter {
+    /// Whether `message` is served.
+    fn accepts(&self, message: &DecodedMessage<'_>) -> bool;
+}
+
+/// No record filter, for [`Store::read_filtered`].
+pub const UNFILTERED: Option<&dyn RecordFilter> = None;
+
+impl<F: Fn(&DecodedMessage<'_>) -> bool> RecordFilter for F {
+    fn accepts(&self, message: &DecodedMessage<'_>) -> bool {
+        self(message)
+    }
+}
 
 /// Entries a read may skip over (tag filter) before answering.
 const MAX_FILTER_SCAN: u64 = 16_000;
@@ -127,7 +145,7 @@ impl From<DamagedEntry> for skylark_codec::DamagedRecord {
     }
 }
 
-/// The outcome of [`Store::read`].
+/// The outcome of [`Store::read_filtered`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadResult {
     pub status: ReadStatus,
@@ -558,31 +576,11 @@ impl Store {
 
     /// Reads up to `max_messages` records (and about `max_bytes`, at least
     /// one record) of a queue from `queue_offset`. With a tag filter, entries
-    /// whose tag hash is not listed are skipped using the ConsumeQueue only.
-    pub fn read(
-        &self,
-        topic: &str,
-        queue_id: u32,
-        queue_offset: u64,
-        max_messages: usize,
-        max_bytes: usize,
-        tag_filter: Option<&[u64]>,
-    ) -> Result<ReadResult> {
-        self.read_filtered(
-            topic,
-            queue_id,
-            queue_offset,
-            max_messages,
-            max_bytes,
-            tag_filter,
-            None,
-        )
-    }
-
-    /// [`Store::read`] that also skips records whose properties do not match
-    /// `sql` (decoded from the mapped file; the tag hash is checked first).
+    /// whose tag hash is not listed are skipped using the ConsumeQueue only;
+    /// then records `filter` does not accept are skipped (decoded from the
+    /// mapped file). [`UNFILTERED`] reads without a record filter.
     #[allow(clippy::too_many_arguments)]
-    pub fn read_filtered(
+    pub fn read_filtered<F: RecordFilter + ?Sized>(
         &self,
         topic: &str,
         queue_id: u32,
@@ -590,7 +588,7 @@ impl Store {
         max_messages: usize,
         max_bytes: usize,
         tag_filter: Option<&[u64]>,
-        sql: Option<&SqlFilter>,
+        filter: Option<&F>,
     ) -> Result<ReadResult> {
         let empty = |status, next, min, max| ReadResult {
             status,
@@ -649,7 +647,7 @@ impl Store {
                 idx += 1;
                 continue;
             }
-            if sql.is_some_and(|f| !self.sql_matches(&e, f)) {
+            if filter.is_some_and(|f| !self.record_accepted(&e, f)) {
                 skipped += 1;
                 idx += 1;
                 continue;

@@ -1,6 +1,6 @@
 //! Lookups beside the pull path: query by key (through the IndexFile), by
-//! time (per queue, binary search on store timestamps) and the SQL filter
-//! check of a read. Also opens and rebuilds the index at store open.
+//! time (per queue, binary search on store timestamps) and the
+//! [`RecordFilter`] check of a read. Also opens and rebuilds the index at store open.
 
 use bytes::{Bytes, BytesMut};
 use slog::{info, Logger};
@@ -11,8 +11,7 @@ use super::consume_queue::CqEntry;
 use super::error::Result;
 use super::index_file::IndexService;
 use super::record::{self, PROPERTY_UNIQ_KEY};
-use super::Store;
-use crate::filter::SqlFilter;
+use super::{RecordFilter, Store, UNFILTERED};
 
 /// The index keys of a message: each of its space-separated keys, then its
 /// unique id.
@@ -83,14 +82,18 @@ pub(crate) fn open_index(
 }
 
 impl Store {
-    /// Whether the record of `e` matches `filter` (an unreadable record
-    /// does not).
-    pub(crate) fn sql_matches(&self, e: &CqEntry, filter: &SqlFilter) -> bool {
+    /// Whether `filter` accepts the record of `e` (an unreadable record is
+    /// not accepted).
+    pub(crate) fn record_accepted<F: RecordFilter + ?Sized>(
+        &self,
+        e: &CqEntry,
+        filter: &F,
+    ) -> bool {
         let Some(bytes) = self.commit_log.slice(e.physical_offset, e.size as usize) else {
             return false;
         };
         match record::decode(bytes) {
-            Ok((m, _)) => filter.matches(|name| m.property(name)),
+            Ok((m, _)) => filter.accepts(&m),
             Err(_) => false,
         }
     }
@@ -153,7 +156,15 @@ impl Store {
         let mut count = 0;
         for id in ids {
             let offset = self.queue_offset_by_time(topic, id, millis);
-            let r = self.read(topic, id, offset, per_queue.max(1), 4 << 20, None)?;
+            let r = self.read_filtered(
+                topic,
+                id,
+                offset,
+                per_queue.max(1),
+                4 << 20,
+                None,
+                UNFILTERED,
+            )?;
             for c in r.records.chunks() {
                 buf.extend_from_slice(c);
             }
@@ -172,7 +183,7 @@ impl Store {
 mod tests {
     use std::path::Path;
 
-    use super::super::{AppendMessage, FlushMode, ReadStatus, Store, StoreConfig};
+    use super::super::{AppendMessage, DecodedMessage, FlushMode, ReadStatus, Store, StoreConfig};
     use super::*;
 
     fn logger() -> Logger {
@@ -389,13 +400,15 @@ mod tests {
     }
 
     #[test]
-    fn sql_filtered_read_skips_non_matching_records() {
+    fn filtered_read_skips_records_the_filter_refuses() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(config(dir.path()), logger()).unwrap();
         append(&mut store, "T", 30);
-        let f = SqlFilter::compile("TAGS IN ('A','C') AND a >= 4").unwrap();
+        let a = |m: &DecodedMessage<'_>| m.property("a").and_then(|v| v.parse::<u32>().ok());
+        let a_or_c_from_4 =
+            |m: &DecodedMessage<'_>| matches!(m.tags(), Some("A" | "C")) && a(m) >= Some(4);
         let r = store
-            .read_filtered("T", 0, 0, 100, 1 << 20, None, Some(&f))
+            .read_filtered("T", 0, 0, 100, 1 << 20, None, Some(&a_or_c_from_4))
             .unwrap();
         // queue 0 holds the even i; of those A (i%3==0) or C (i%3==2), i >= 4
         let want: Vec<String> = (4..30)
@@ -404,7 +417,7 @@ mod tests {
             .collect();
         assert_eq!(bodies(&r.records.to_bytes()), want);
         assert_eq!((r.status, r.next_queue_offset), (ReadStatus::Found, 15));
-        let none = SqlFilter::compile("a > 1000").unwrap();
+        let none = |m: &DecodedMessage<'_>| a(m) > Some(1000);
         let r = store
             .read_filtered("T", 0, 0, 100, 1 << 20, None, Some(&none))
             .unwrap();

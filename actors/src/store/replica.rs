@@ -144,7 +144,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::store::{AppendMessage, ReadStatus, StoreConfig};
+    use crate::store::{AppendMessage, ReadStatus, StoreConfig, UNFILTERED};
 
     fn logger() -> slog::Logger {
         slog::Logger::root(slog::Discard, slog::o!())
@@ -209,8 +209,12 @@ mod tests {
         assert_same_files(&master, &slave);
         for t in ["A", "B"] {
             for q in 0..4 {
-                let a = master.read(t, q, 0, 1000, 1 << 20, None).unwrap();
-                let b = slave.read(t, q, 0, 1000, 1 << 20, None).unwrap();
+                let a = master
+                    .read_filtered(t, q, 0, 1000, 1 << 20, None, UNFILTERED)
+                    .unwrap();
+                let b = slave
+                    .read_filtered(t, q, 0, 1000, 1 << 20, None, UNFILTERED)
+                    .unwrap();
                 assert_eq!(a, b);
             }
         }
@@ -220,7 +224,9 @@ mod tests {
         append_n(&mut master, 150, 100);
         catch_up(&master, &mut slave, 1 << 20);
         assert_same_files(&master, &slave);
-        let r = slave.read("B", 1, 0, 1000, 1 << 20, None).unwrap();
+        let r = slave
+            .read_filtered("B", 1, 0, 1000, 1 << 20, None, UNFILTERED)
+            .unwrap();
         assert_eq!(r.status, ReadStatus::Found);
         assert_eq!(
             Some(r.next_queue_offset),

@@ -93,7 +93,9 @@ fn check_except(store: &Store, expected: &[Sent], damaged: Option<&Sent>) {
             let (mut got, mut bad) = (Vec::new(), Vec::new());
             let mut off = min;
             while off < max {
-                let r = store.read(topic, q, off, 7, 1 << 20, None).unwrap();
+                let r = store
+                    .read_filtered(topic, q, off, 7, 1 << 20, None, UNFILTERED)
+                    .unwrap();
                 if damaged.is_none() {
                     assert_eq!(r.status, ReadStatus::Found);
                 }
@@ -213,20 +215,28 @@ fn read_statuses_limits_and_tag_filter() {
     let mut store = Store::open(config(dir.path()), logger()).unwrap();
     append_random(&mut store, &mut rng, 60, &mut sent);
     let max = store.max_queue_offset("TopicA", 0).unwrap();
-    let r = store.read("nope", 0, 0, 32, 1 << 20, None).unwrap();
+    let r = store
+        .read_filtered("nope", 0, 0, 32, 1 << 20, None, UNFILTERED)
+        .unwrap();
     assert_eq!(r.status, ReadStatus::NoQueue);
-    let r = store.read("TopicA", 0, max, 32, 1 << 20, None).unwrap();
+    let r = store
+        .read_filtered("TopicA", 0, max, 32, 1 << 20, None, UNFILTERED)
+        .unwrap();
     assert_eq!(
         (r.status, r.next_queue_offset),
         (ReadStatus::NoNewMessage, max)
     );
-    let r = store.read("TopicA", 0, max + 1, 32, 1 << 20, None).unwrap();
+    let r = store
+        .read_filtered("TopicA", 0, max + 1, 32, 1 << 20, None, UNFILTERED)
+        .unwrap();
     assert_eq!(
         (r.status, r.next_queue_offset),
         (ReadStatus::OffsetTooBig, max)
     );
     // max_bytes: at least one record, never more than asked beyond that
-    let r = store.read("TopicA", 0, 0, 32, 1, None).unwrap();
+    let r = store
+        .read_filtered("TopicA", 0, 0, 32, 1, None, UNFILTERED)
+        .unwrap();
     assert_eq!(r.count, 1);
     // tag filter: only TagA, offsets advance past skipped entries
     let want: Vec<&Sent> = sent
@@ -237,7 +247,7 @@ fn read_statuses_limits_and_tag_filter() {
     let (mut off, mut got) = (0, 0);
     while off < max {
         let r = store
-            .read("TopicA", 0, off, 3, 1 << 20, Some(&filter))
+            .read_filtered("TopicA", 0, off, 3, 1 << 20, Some(&filter), UNFILTERED)
             .unwrap();
         let records = r.records.to_bytes();
         let mut buf = &records[..];
@@ -253,7 +263,15 @@ fn read_statuses_limits_and_tag_filter() {
     }
     assert_eq!(got, want.len());
     let r = store
-        .read("TopicA", 0, 0, 3, 1 << 20, Some(&[tag_hash("None")]))
+        .read_filtered(
+            "TopicA",
+            0,
+            0,
+            3,
+            1 << 20,
+            Some(&[tag_hash("None")]),
+            UNFILTERED,
+        )
         .unwrap();
     assert_eq!(
         (r.status, r.next_queue_offset),
@@ -521,11 +539,13 @@ fn retention_deletes_expired_segments_and_queues() {
                 .unwrap_or(all.len());
             assert_eq!(store.min_queue_offset(topic, q), Some(first_kept as u64));
             if first_kept > 0 {
-                let r = store.read(topic, q, 0, 1, 1 << 20, None).unwrap();
+                let r = store
+                    .read_filtered(topic, q, 0, 1, 1 << 20, None, UNFILTERED)
+                    .unwrap();
                 assert_eq!(r.status, ReadStatus::OffsetTooSmall);
             }
             let r = store
-                .read(topic, q, first_kept as u64, 1000, 1 << 30, None)
+                .read_filtered(topic, q, first_kept as u64, 1000, 1 << 30, None, UNFILTERED)
                 .unwrap();
             assert_eq!(r.count as usize, all.len() - first_kept);
         }
@@ -540,7 +560,15 @@ fn retention_deletes_expired_segments_and_queues() {
     assert_eq!(store.min_physical_offset(), 6 * 16384);
     for s in sent.iter().filter(|s| s.at.physical_offset >= 6 * 16384) {
         let r = store
-            .read(s.topic, s.queue_id, s.at.queue_offset, 1, 1, None)
+            .read_filtered(
+                s.topic,
+                s.queue_id,
+                s.at.queue_offset,
+                1,
+                1,
+                None,
+                UNFILTERED,
+            )
             .unwrap();
         assert_eq!(decode(&r.records.to_bytes()).unwrap().0.body, &s.body[..]);
     }
@@ -651,7 +679,9 @@ fn read_hard(store: &Store) -> (Vec<usize>, Vec<DamagedEntry>) {
     let max = store.max_queue_offset("Hard", 0).unwrap();
     let mut off = store.min_queue_offset("Hard", 0).unwrap();
     while off < max {
-        let r = store.read("Hard", 0, off, 7, 1 << 20, None).unwrap();
+        let r = store
+            .read_filtered("Hard", 0, off, 7, 1 << 20, None, UNFILTERED)
+            .unwrap();
         assert!(r.next_queue_offset > off, "read stalled at {off}");
         let records = r.records.to_bytes();
         let mut buf = &records[..];
@@ -769,13 +799,17 @@ fn hardening_flipped_byte_after_clean_stop() {
     assert_eq!(damaged[0].queue_offset, 60);
     assert!(damaged[0].reason.contains("CRC"), "{}", damaged[0].reason);
     // A read from the bad record answers the next good one.
-    let r = store.read("Hard", 0, 60, 1, 1 << 20, None).unwrap();
+    let r = store
+        .read_filtered("Hard", 0, 60, 1, 1 << 20, None, UNFILTERED)
+        .unwrap();
     assert_eq!(
         (r.status, r.count, r.next_queue_offset),
         (ReadStatus::Found, 1, 62)
     );
     assert_eq!(r.damaged.len(), 1);
-    let r = store.read("Hard", 0, 58, 4, 1 << 20, None).unwrap();
+    let r = store
+        .read_filtered("Hard", 0, 58, 4, 1 << 20, None, UNFILTERED)
+        .unwrap();
     assert_eq!(
         (r.status, r.count, r.next_queue_offset),
         (ReadStatus::Found, 4, 63)
@@ -790,7 +824,9 @@ fn hardening_flipped_byte_after_clean_stop() {
     drop(store);
     flip(dir.path(), at[119].physical_offset + 130, 16 * 1024);
     let store = Store::open(config(dir.path()), logger()).unwrap();
-    let r = store.read("Hard", 0, 119, 8, 1 << 20, None).unwrap();
+    let r = store
+        .read_filtered("Hard", 0, 119, 8, 1 << 20, None, UNFILTERED)
+        .unwrap();
     assert_eq!(r.status, ReadStatus::NoMatchedMessage);
     assert_eq!((r.count, r.next_queue_offset), (0, 120));
     assert_eq!(r.damaged[0].queue_offset, 119);

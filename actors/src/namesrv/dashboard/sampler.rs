@@ -7,7 +7,9 @@
 //! still running is skipped. A broker group is read from its master, or
 //! from a slave when the master does not answer.
 //!
-//! Messages answered: [`GetSnapshot`], [`GetHistory`], [`Search`].
+//! Messages answered: [`GetSnapshot`], [`GetHistory`], [`Search`], and
+//! `StopSampler` (from the dashboard's server handle, in [`super`], when
+//! the NameServer stops) (+ the sample tick).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

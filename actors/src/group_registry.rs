@@ -2,6 +2,9 @@
 //! on first use and publishes their addresses in a `DashMap` read cache
 //! ([`GroupRegistry`]) that request handlers read and only this actor
 //! writes (like the Broker's topic registry).
+//! One group's own state lives in its actor,
+//! [`consumer_group`](crate::consumer_group); this file is the registry of
+//! those actors.
 //!
 //! Messages answered: [`EnsureGroup`], [`RemoveGroup`].
 

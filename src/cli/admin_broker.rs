@@ -1,0 +1,64 @@
+//! How the `admin` subcommands reach brokers: one request on a fresh
+//! connection ([`call`]), the masters of a topic's route or of the whole
+//! cluster, and the checked group name a request carries. A leaf: the
+//! `admin*` modules use it, it uses none of them.
+
+use anyhow::bail;
+use skylark_codec::{BrokerData, Rpc};
+
+use crate::client::{ClientConfig, ClientError, NameServerClient};
+
+/// `group`, checked, as a request carries it.
+pub(super) fn group_name(group: &str) -> anyhow::Result<String> {
+    skylark_codec::validate_group_name(group).map_err(anyhow::Error::msg)?;
+    Ok(group.to_string())
+}
+
+/// One request on a fresh connection to `addr`; errors name the broker
+/// (and `topic`, where given).
+pub(super) async fn call<R: Rpc>(
+    cfg: &ClientConfig,
+    addr: &str,
+    topic: Option<&str>,
+    req: &R,
+) -> Result<R::Response, ClientError> {
+    let c = crate::client::connect_broker(cfg, addr).await?;
+    let r = c.call(req).await;
+    c.close();
+    r.map_err(|e| ClientError::from_call(addr, topic, e))
+}
+
+/// (broker name, master address) of each of `brokers` that has a master,
+/// in their order.
+pub(super) fn masters<'a>(
+    brokers: impl IntoIterator<Item = &'a BrokerData>,
+) -> Vec<(String, String)> {
+    brokers
+        .into_iter()
+        .filter_map(|b| Some((b.broker_name.clone(), b.master_addr()?.to_string())))
+        .collect()
+}
+
+/// [`masters`] of the brokers hosting `topic`; an error when none has one.
+pub(super) async fn topic_masters(
+    ns: &NameServerClient,
+    topic: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let all = masters(&ns.route(topic).await?.brokers);
+    if all.is_empty() {
+        bail!("topic '{topic}': no master broker hosts it");
+    }
+    Ok(all)
+}
+
+/// [`masters`] of every broker group registered with the NameServer, by
+/// broker name; an error when there is none.
+pub(super) async fn cluster_masters(
+    ns: &NameServerClient,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let all = masters(ns.cluster_info().await?.brokers.values());
+    if all.is_empty() {
+        bail!("no master broker is registered with the NameServer");
+    }
+    Ok(all)
+}

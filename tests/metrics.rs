@@ -82,12 +82,35 @@ fn ok(out: std::process::Output) {
 
 /// Pulls exactly `per_queue` messages from each queue of the topic as
 /// `GROUP` and commits where it stopped.
-fn consume_exactly(namesrv: &str, per_queue: u64) {
-    use skylark::client::{ClientConfig, PullConsumer};
+/// ... and, while the consumer is a member of the group (it heartbeats),
+/// checks that the broker counts one connection for the group.
+fn consume_exactly(namesrv: &str, broker: &str, per_queue: u64, metrics_port: u16) {
+    use skylark::client::{ClientConfig, MessageModel, PullConsumer};
     let namesrv = namesrv.to_string();
+    let broker = broker.to_string();
     actix::System::new().block_on(async move {
         let c = PullConsumer::start(ClientConfig::new(&namesrv), GROUP).unwrap();
-        for q in c.queues(TOPIC).await.unwrap() {
+        let queues = c.queues(TOPIC).await.unwrap();
+        c.heartbeat(
+            &[(TOPIC.to_string(), None)],
+            MessageModel::Clustering,
+            &[broker],
+        )
+        .await
+        .unwrap();
+        let g = [("consumer_group", GROUP)];
+        let mut seen = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while seen != Some(1.0) && std::time::Instant::now() < deadline {
+            seen = scrape(metrics_port)
+                .ok()
+                .and_then(|s| sum(&s, "rocketmq_consumer_connections", &g));
+            if seen != Some(1.0) {
+                actix_rt::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        assert_eq!(seen, Some(1.0), "one consumer connection for {GROUP}");
+        for q in queues {
             let mut offset = 0;
             while offset < per_queue {
                 let max = (per_queue - offset).min(32) as u32;
@@ -131,7 +154,7 @@ fn metrics_show_exact_counts_latencies_lag_and_the_lag_alert() {
         "produce", "--topic", TOPIC, "--count", "1000", "--batch", "10", "--size", "10",
     ]));
     // 1000 round-robin over 2 queues: 500 each; take 300 of each.
-    consume_exactly(&sa.namesrv(), 300);
+    consume_exactly(&sa.namesrv(), &sa.broker(), 300, port);
 
     let t = [("topic", TOPIC)];
     let tg = [("topic", TOPIC), ("consumer_group", GROUP)];
@@ -207,6 +230,16 @@ fn metrics_show_exact_counts_latencies_lag_and_the_lag_alert() {
         Some(1.0)
     );
     assert!(sum(&s, "skylark_connections", &[]).is_some());
+    // The NameServer times its requests too: routes were asked for above.
+    let routes = histogram_count(
+        &s,
+        "rocketmq_rpc_latency",
+        &[("node_type", "namesrv"), ("request", "GetRouteInfo")],
+    );
+    assert!(
+        routes >= 1.0,
+        "NameServer GetRouteInfo latency samples: {routes}"
+    );
 
     // Lag 400 is below the threshold of 500; 200 more make it 600.
     assert_eq!(

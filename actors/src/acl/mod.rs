@@ -116,30 +116,14 @@ impl Acl {
             )));
         };
         let table = self.snapshot();
-        let key = &auth.access_key;
-        let Some(account) = table.accounts.get(key) else {
-            return Err(auth_failed(format!("unknown access key '{key}'")));
-        };
-        let skew = now_ms().abs_diff(auth.timestamp_ms);
-        if skew > table.window_ms {
-            return Err(auth_failed(format!(
-                "request timestamp is {skew} ms away from the server's clock, outside the {} ms window (replayed or stale request, or clock skew)",
-                table.window_ms
-            )));
-        }
-        if !verify_request(&account.secret_key, auth, &frame.header, &frame.body) {
-            return Err(auth_failed(format!(
-                "signature mismatch for access key '{key}' (wrong secret key, or the request was altered)"
-            )));
-        }
-        self.not_replayed(auth.timestamp_ms, &auth.signature, &table)
-            .map_err(auth_failed)?;
-        if !account.address_allowed(peer) {
-            return Err(WireError::new(
-                ErrorCode::NoPermission,
-                format!("access key '{key}' may not be used from address {peer}"),
-            ));
-        }
+        let account = self.authenticate(
+            &table,
+            &auth.access_key,
+            auth.timestamp_ms,
+            &auth.signature,
+            |a| verify_request(&a.secret_key, auth, &frame.header, &frame.body),
+            Some(peer),
+        )?;
         rules::authorize(account, cmd, &frame.body)
     }
 
@@ -200,31 +184,14 @@ impl Acl {
         let auth = skylark_codec::auth::parse_http_authorization(value).map_err(auth_failed)?;
         let table = self.snapshot();
         let key = &auth.access_key;
-        let Some(account) = table.accounts.get(key) else {
-            return Err(auth_failed(format!("unknown access key '{key}'")));
-        };
-        let skew = now_ms().abs_diff(auth.timestamp_ms);
-        if skew > table.window_ms {
-            return Err(auth_failed(format!(
-                "request timestamp is {skew} ms away from the server's clock, outside the {} ms window",
-                table.window_ms
-            )));
-        }
-        if !skylark_codec::auth::verify_http(&account.secret_key, &auth, method, path_and_query) {
-            return Err(auth_failed(format!(
-                "signature mismatch for access key '{key}' (wrong secret key, or the request was altered)"
-            )));
-        }
-        self.not_replayed(auth.timestamp_ms, &auth.signature, &table)
-            .map_err(auth_failed)?;
-        if let Some(ip) = peer {
-            if !account.address_allowed(ip) {
-                return Err(WireError::new(
-                    ErrorCode::NoPermission,
-                    format!("access key '{key}' may not be used from address {ip}"),
-                ));
-            }
-        }
+        let account = self.authenticate(
+            &table,
+            key,
+            auth.timestamp_ms,
+            &auth.signature,
+            |a| skylark_codec::auth::verify_http(&a.secret_key, &auth, method, path_and_query),
+            peer,
+        )?;
         if !account.admin {
             return Err(WireError::new(
                 ErrorCode::NoPermission,
@@ -234,6 +201,44 @@ impl Acl {
             ));
         }
         Ok(())
+    }
+
+    /// The account `key` if the request is its: known key, timestamp in
+    /// the window, `verify` true (the signature under its secret), not a
+    /// replay, and `peer` among its allowed addresses.
+    fn authenticate<'t>(
+        &self,
+        table: &'t AclTable,
+        key: &str,
+        timestamp_ms: u64,
+        signature: &[u8; skylark_codec::auth::SIGNATURE_LEN],
+        verify: impl FnOnce(&Account) -> bool,
+        peer: Option<IpAddr>,
+    ) -> Result<&'t Account, WireError> {
+        let Some(account) = table.accounts.get(key) else {
+            return Err(auth_failed(format!("unknown access key '{key}'")));
+        };
+        let skew = now_ms().abs_diff(timestamp_ms);
+        if skew > table.window_ms {
+            return Err(auth_failed(format!(
+                "request timestamp is {skew} ms away from the server's clock, outside the {} ms window (replayed or stale request, or clock skew)",
+                table.window_ms
+            )));
+        }
+        if !verify(account) {
+            return Err(auth_failed(format!(
+                "signature mismatch for access key '{key}' (wrong secret key, or the request was altered)"
+            )));
+        }
+        self.not_replayed(timestamp_ms, signature, table)
+            .map_err(auth_failed)?;
+        if let Some(ip) = peer.filter(|ip| !account.address_allowed(*ip)) {
+            return Err(WireError::new(
+                ErrorCode::NoPermission,
+                format!("access key '{key}' may not be used from address {ip}"),
+            ));
+        }
+        Ok(account)
     }
 
     /// Records a verified signature; an error text if it was seen before in

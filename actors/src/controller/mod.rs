@@ -62,6 +62,9 @@ pub struct ControllerConfig {
     pub raft_election_timeout_max_ms: u64,
     /// Take a snapshot (and purge the log before it) after this many entries.
     pub snapshot_logs_since_last: u64,
+    /// Metrics (docs/metrics.md): serve `GET /metrics` on this port of
+    /// `listen_host`; absent = off.
+    pub metrics_port: Option<u16>,
 }
 
 impl Default for ControllerConfig {
@@ -78,6 +81,7 @@ impl Default for ControllerConfig {
             raft_election_timeout_min_ms: 1_000,
             raft_election_timeout_max_ms: 2_000,
             snapshot_logs_since_last: 5_000,
+            metrics_port: None,
         }
     }
 }

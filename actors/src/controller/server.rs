@@ -70,6 +70,8 @@ pub struct ControllerHandle {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
+    /// `GET /metrics` when `metrics_port` is set (a thread of its own).
+    metrics: Option<crate::metrics::controller::MetricsThread>,
 }
 
 impl ControllerHandle {
@@ -83,10 +85,20 @@ impl ControllerHandle {
         &self.shared.raft
     }
 
-    /// Stops the listener, the leader duties and the raft node.
-    pub async fn shutdown(self) {
+    /// Where `GET /metrics` listens, when `metrics_port` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.local_addr)
+    }
+
+    /// Stops the listener, the leader duties, the metrics endpoint and the
+    /// raft node.
+    pub async fn shutdown(mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+        if let Some(mut m) = self.metrics.take() {
+            // Joins the endpoint's thread: off the runtime's threads.
+            let _ = tokio::task::spawn_blocking(move || m.stop()).await;
         }
         let _ = self.shared.raft.shutdown().await;
     }
@@ -168,6 +180,29 @@ pub async fn start(cfg: ControllerConfig, log: Logger) -> Result<ControllerHandl
             info!(shared.log, "group already initialized"; "reason" => %e);
         }
     }
+    let metrics = match shared.cfg.metrics_port {
+        Some(port) => {
+            let source: Arc<dyn crate::metrics::Source> =
+                Arc::new(crate::metrics::controller::ControllerSource::new(
+                    shared.raft.clone(),
+                    shared.state.clone(),
+                    shared.id,
+                ));
+            match crate::metrics::controller::serve_on_own_thread(
+                &shared.cfg.listen_host,
+                port,
+                source,
+                shared.log.clone(),
+            ) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    let _ = shared.raft.shutdown().await;
+                    return Err(StartError::new(e.to_string()));
+                }
+            }
+        }
+        None => None,
+    };
     info!(shared.log, "controller started"; "addr" => %local_addr);
     let tasks = vec![
         tokio::spawn(accept_loop(shared.clone(), listener)),
@@ -177,6 +212,7 @@ pub async fn start(cfg: ControllerConfig, log: Logger) -> Result<ControllerHandl
         shared,
         local_addr,
         tasks,
+        metrics,
     })
 }
 

@@ -551,3 +551,112 @@ fn acl_dashboard_message_search_needs_an_admin_signature() {
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("replayed"), "{body}");
 }
+
+/// With ACL on, a controller serves `ElectMaster` only signed by an admin
+/// account: unsigned → `AuthFailed`, a non-admin → `NoPermission`, the CLI
+/// without credentials exits non-zero with the reason, with an admin's it
+/// elects.
+#[test]
+fn acl_controller_election_needs_an_admin() {
+    use skylark::actors::controller::client::ControllerClient;
+    use skylark::actors::controller::proto::{BrokerHeartbeat, Request, Response};
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl.toml");
+    std::fs::write(&acl, acl_file("PUB")).unwrap();
+    let port = free_port();
+    let mut ctl = spawn(
+        &[
+            "controller",
+            "--node-id",
+            "1",
+            "--port",
+            &port.to_string(),
+            "--peers",
+            &format!("1=127.0.0.1:{port}"),
+            "--data-dir",
+            &dir.path().join("ctl").display().to_string(),
+        ],
+        &[
+            ("SKYLARK_ACL_ENABLED", "true".to_string()),
+            ("SKYLARK_ACL_FILE", acl.display().to_string()),
+            ("SKYLARK_RAFT_HEARTBEAT_INTERVAL_MS", "100".to_string()),
+            ("SKYLARK_RAFT_ELECTION_TIMEOUT_MIN_MS", "300".to_string()),
+            ("SKYLARK_RAFT_ELECTION_TIMEOUT_MAX_MS", "600".to_string()),
+        ],
+    );
+    wait_listening(&mut ctl.0, &[port]).expect("controller up");
+    let addr = format!("127.0.0.1:{port}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut c = ControllerClient::new(&addr, Duration::from_secs(5));
+    let hb = Request::BrokerHeartbeat(BrokerHeartbeat {
+        cluster: "DefaultCluster".into(),
+        broker_name: "g1".into(),
+        broker_id: 0,
+        addr: "127.0.0.1:1".into(),
+        epoch: 0,
+        max_offset: 0,
+    });
+    let mut registered = None;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            registered = rt.block_on(c.leader_request(&hb)).ok();
+            matches!(registered, Some(Response::Group(_)))
+        }),
+        "the broker never registered: {registered:?}"
+    );
+    let elect = Request::ElectMaster {
+        broker_name: "g1".into(),
+        broker_id: Some(0),
+    };
+    let mut ask = |r: &Request| rt.block_on(c.leader_request(r)).expect("answered");
+    match ask(&elect) {
+        Response::AccessDenied(e) => {
+            assert_eq!(e.code, ErrorCode::AuthFailed, "{e:?}");
+            assert!(e.message.contains("admin account"), "{e:?}");
+        }
+        other => panic!("unsigned election not refused: {other:?}"),
+    }
+    let app = Credentials::new("app", APP_SECRET);
+    match ask(&elect.signed(&app).unwrap()) {
+        Response::AccessDenied(e) => assert_eq!(e.code, ErrorCode::NoPermission, "{e:?}"),
+        other => panic!("non-admin election not refused: {other:?}"),
+    }
+    let wrong = Credentials::new("admin", "guess");
+    match ask(&elect.signed(&wrong).unwrap()) {
+        Response::AccessDenied(e) => assert_eq!(e.code, ErrorCode::AuthFailed, "{e:?}"),
+        other => panic!("wrong secret not refused: {other:?}"),
+    }
+    let root = Credentials::new("admin", ADMIN_SECRET);
+    let signed = elect.signed(&root).unwrap();
+    match ask(&signed) {
+        Response::Group(g) => assert_eq!(g.master_id, Some(0)),
+        other => panic!("admin election refused: {other:?}"),
+    }
+    match ask(&signed) {
+        Response::AccessDenied(e) => assert!(e.message.contains("replayed"), "{e:?}"),
+        other => panic!("replayed election served: {other:?}"),
+    }
+
+    let cli = |creds: Option<(&str, &str)>| {
+        let mut cmd = Command::new(bin());
+        // `admin` requires a NameServer; elections never use it.
+        cmd.args(["--log-level", "warn", "admin", "--namesrv", "127.0.0.1:1"])
+            .args(["controller", "elect", "--controller", &addr])
+            .args(["--broker-name", "g1", "--broker-id", "0"])
+            .env_remove("SKYLARK_ACCESS_KEY")
+            .env_remove("SKYLARK_SECRET_KEY")
+            .stdin(Stdio::null());
+        if let Some((a, s)) = creds {
+            cmd.env("SKYLARK_ACCESS_KEY", a)
+                .env("SKYLARK_SECRET_KEY", s);
+        }
+        cmd.output().expect("run skylark")
+    };
+    assert_refused(&cli(None), "admin account");
+    assert_refused(&cli(Some(("app", APP_SECRET))), "admin rights needed");
+    let out = cli(Some(("admin", ADMIN_SECRET)));
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -192,15 +192,49 @@ impl Acl {
             |a| skylark_codec::auth::verify_http(&a.secret_key, &auth, method, path_and_query),
             peer,
         )?;
-        if !account.admin {
-            return Err(WireError::new(
-                ErrorCode::NoPermission,
-                format!(
-                    "admin rights needed for {what}: access key '{key}' is not an admin account"
-                ),
-            ));
-        }
-        Ok(())
+        require_admin(account, what)
+    }
+
+    /// Checks a signed opaque payload that needs an admin account (a
+    /// controller request that changes state):
+    /// [`skylark_codec::auth::sign_payload`]'s signature, window, replay,
+    /// address and the admin flag.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_payload_admin(
+        &self,
+        access_key: &str,
+        timestamp_ms: u64,
+        nonce: u64,
+        signature: &[u8],
+        payload: &[u8],
+        peer: Option<IpAddr>,
+        what: &str,
+    ) -> Result<(), WireError> {
+        let Ok(sig) = <[u8; skylark_codec::auth::SIGNATURE_LEN]>::try_from(signature) else {
+            return Err(auth_failed(format!(
+                "signature must be {} bytes",
+                skylark_codec::auth::SIGNATURE_LEN
+            )));
+        };
+        let table = self.snapshot();
+        let account = self.authenticate(
+            &table,
+            access_key,
+            timestamp_ms,
+            &sig,
+            |a| {
+                skylark_codec::auth::verify_payload(
+                    &a.secret_key,
+                    access_key,
+                    timestamp_ms,
+                    nonce,
+                    payload,
+                    &sig,
+                )
+            },
+            peer,
+        )?;
+        require_admin(account, what)
     }
 
     /// The account `key` if the request is its: known key, timestamp in
@@ -267,12 +301,72 @@ impl Acl {
     }
 }
 
+fn require_admin(account: &Account, what: &str) -> Result<(), WireError> {
+    if account.admin {
+        return Ok(());
+    }
+    Err(WireError::new(
+        ErrorCode::NoPermission,
+        format!(
+            "admin rights needed for {what}: access key '{}' is not an admin account",
+            account.access_key
+        ),
+    ))
+}
+
+/// The ACL file as last loaded: re-reads it when its modification time or
+/// size changed. Shared by [`AclWatcher`] (actix) and [`watch_on_tokio`].
+struct FileWatch {
+    path: PathBuf,
+    seen: Option<(SystemTime, u64)>,
+}
+
+impl FileWatch {
+    fn reload(&mut self, acl: &Acl, log: &Logger) -> Result<bool, String> {
+        let now = stamp(&self.path);
+        if now.is_none() || now == self.seen {
+            return Ok(false);
+        }
+        self.seen = now;
+        let table = AclTable::load(&self.path)?;
+        info!(log, "ACL reloaded"; "file" => %self.path.display(), "accounts" => table.accounts.len());
+        acl.replace(table);
+        Ok(true)
+    }
+}
+
+/// Loads `path` and re-reads it every [`RELOAD_CHECK_INTERVAL`] from a
+/// tokio task, for a process without an actix System (the controller);
+/// abort the task to stop watching.
+pub fn watch_on_tokio(
+    path: impl Into<PathBuf>,
+    log: Logger,
+) -> Result<(Acl, tokio::task::JoinHandle<()>), String> {
+    let path = path.into();
+    let seen = stamp(&path);
+    let table = AclTable::load(&path)?;
+    let log = log.new(slog::o!("actor" => "acl"));
+    info!(log, "ACL loaded"; "file" => %path.display(), "accounts" => table.accounts.len());
+    let acl = Acl::new(table);
+    let mut watch = FileWatch { path, seen };
+    let a = acl.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(RELOAD_CHECK_INTERVAL).await;
+            // A small file, read once a second: not worth a blocking thread.
+            if let Err(e) = watch.reload(&a, &log) {
+                error!(log, "ACL file refused, the previous ACL stays in force"; "error" => e);
+            }
+        }
+    });
+    Ok((acl, task))
+}
+
 /// Owner of the ACL table: reloads it when the file changes.
 pub struct AclWatcher {
     acl: Acl,
-    path: PathBuf,
-    /// Modification time and length of the file last loaded.
-    seen: Option<(SystemTime, u64)>,
+    /// The file and its modification time and length as last loaded.
+    watch: FileWatch,
     log: Logger,
 }
 
@@ -333,8 +427,7 @@ impl AclWatcher {
         let acl = Acl::new(table);
         let watcher = AclWatcher {
             acl: acl.clone(),
-            path,
-            seen,
+            watch: FileWatch { path, seen },
             log,
         };
         let arbiter = Arbiter::new();
@@ -349,15 +442,7 @@ impl AclWatcher {
     }
 
     fn reload(&mut self) -> Result<bool, String> {
-        let now = stamp(&self.path);
-        if now.is_none() || now == self.seen {
-            return Ok(false);
-        }
-        self.seen = now;
-        let table = AclTable::load(&self.path)?;
-        info!(self.log, "ACL reloaded"; "file" => %self.path.display(), "accounts" => table.accounts.len());
-        self.acl.replace(table);
-        Ok(true)
+        self.watch.reload(&self.acl, &self.log)
     }
 }
 

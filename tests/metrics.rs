@@ -82,12 +82,35 @@ fn ok(out: std::process::Output) {
 
 /// Pulls exactly `per_queue` messages from each queue of the topic as
 /// `GROUP` and commits where it stopped.
-fn consume_exactly(namesrv: &str, per_queue: u64) {
-    use skylark::client::{ClientConfig, PullConsumer};
+/// ... and, while the consumer is a member of the group (it heartbeats),
+/// checks that the broker counts one connection for the group.
+fn consume_exactly(namesrv: &str, broker: &str, per_queue: u64, metrics_port: u16) {
+    use skylark::client::{ClientConfig, MessageModel, PullConsumer};
     let namesrv = namesrv.to_string();
+    let broker = broker.to_string();
     actix::System::new().block_on(async move {
         let c = PullConsumer::start(ClientConfig::new(&namesrv), GROUP).unwrap();
-        for q in c.queues(TOPIC).await.unwrap() {
+        let queues = c.queues(TOPIC).await.unwrap();
+        c.heartbeat(
+            &[(TOPIC.to_string(), None)],
+            MessageModel::Clustering,
+            &[broker],
+        )
+        .await
+        .unwrap();
+        let g = [("consumer_group", GROUP)];
+        let mut seen = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while seen != Some(1.0) && std::time::Instant::now() < deadline {
+            seen = scrape(metrics_port)
+                .ok()
+                .and_then(|s| sum(&s, "rocketmq_consumer_connections", &g));
+            if seen != Some(1.0) {
+                actix_rt::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        assert_eq!(seen, Some(1.0), "one consumer connection for {GROUP}");
+        for q in queues {
             let mut offset = 0;
             while offset < per_queue {
                 let max = (per_queue - offset).min(32) as u32;
@@ -131,7 +154,7 @@ fn metrics_show_exact_counts_latencies_lag_and_the_lag_alert() {
         "produce", "--topic", TOPIC, "--count", "1000", "--batch", "10", "--size", "10",
     ]));
     // 1000 round-robin over 2 queues: 500 each; take 300 of each.
-    consume_exactly(&sa.namesrv(), 300);
+    consume_exactly(&sa.namesrv(), &sa.broker(), 300, port);
 
     let t = [("topic", TOPIC)];
     let tg = [("topic", TOPIC), ("consumer_group", GROUP)];
@@ -207,6 +230,16 @@ fn metrics_show_exact_counts_latencies_lag_and_the_lag_alert() {
         Some(1.0)
     );
     assert!(sum(&s, "skylark_connections", &[]).is_some());
+    // The NameServer times its requests too: routes were asked for above.
+    let routes = histogram_count(
+        &s,
+        "rocketmq_rpc_latency",
+        &[("node_type", "namesrv"), ("request", "GetRouteInfo")],
+    );
+    assert!(
+        routes >= 1.0,
+        "NameServer GetRouteInfo latency samples: {routes}"
+    );
 
     // Lag 400 is below the threshold of 500; 200 more make it 600.
     assert_eq!(
@@ -446,4 +479,67 @@ fn busy_rejections_are_counted_by_reason() {
     // NameServer counts too).
     assert!(first.is_some());
     assert!(sum(&scrape(port).unwrap(), "skylark_connections", &[]).unwrap() >= 1.0);
+}
+
+/// A `skylark controller` with `metrics_port` serves its raft role and its
+/// broker groups: leader 1, then, after a broker's heartbeat, the group
+/// with a master at epoch 1 and an in-sync set of one.
+#[test]
+fn a_controller_serves_its_role_and_groups() {
+    use skylark::actors::controller::client::ControllerClient;
+    use skylark::actors::controller::proto::{BrokerHeartbeat, Request, Response};
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, mport) = (free_port(), free_port());
+    let child = Command::new(bin())
+        .args(["--log-level", "warn", "controller", "--node-id", "1"])
+        .args(["--port", &port.to_string()])
+        .args(["--peers", &format!("1=127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(tmp.path())
+        .env("SKYLARK_METRICS_PORT", mport.to_string())
+        .env("SKYLARK_RAFT_HEARTBEAT_INTERVAL_MS", "100")
+        .env("SKYLARK_RAFT_ELECTION_TIMEOUT_MIN_MS", "300")
+        .env("SKYLARK_RAFT_ELECTION_TIMEOUT_MAX_MS", "600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn skylark controller");
+    let mut child = common::KillOnDrop(child);
+    common::wait_listening(&mut child.0, &[port, mport]).expect("controller and metrics up");
+    let me = [("node_type", "controller"), ("node_id", "1")];
+    let leads = wait_until(Duration::from_secs(30), || {
+        scrape(mport).is_ok_and(|s| sum(&s, "skylark_controller_is_leader", &me) == Some(1.0))
+    });
+    assert!(leads, "the only controller never reported leading");
+    let s = scrape(mport).unwrap();
+    assert!(sum(&s, "skylark_controller_term", &me).unwrap() >= 1.0);
+    assert_eq!(sum(&s, "skylark_controller_broker_groups", &me), Some(0.0));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut c = ControllerClient::new(&format!("127.0.0.1:{port}"), Duration::from_secs(5));
+    let hb = BrokerHeartbeat {
+        cluster: "DefaultCluster".into(),
+        broker_name: "g1".into(),
+        broker_id: 0,
+        addr: "127.0.0.1:1".into(),
+        epoch: 0,
+        max_offset: 0,
+    };
+    let r = rt
+        .block_on(c.leader_request(&Request::BrokerHeartbeat(hb)))
+        .expect("heartbeat answered");
+    assert!(matches!(r, Response::Group(_)), "{r:?}");
+    let g = [("broker_name", "g1")];
+    let s = scrape(mport).unwrap();
+    assert_eq!(sum(&s, "skylark_controller_broker_groups", &me), Some(1.0));
+    assert_eq!(sum(&s, "skylark_controller_has_master", &g), Some(1.0));
+    assert_eq!(sum(&s, "skylark_controller_master_epoch", &g), Some(1.0));
+    assert_eq!(
+        sum(&s, "skylark_controller_sync_state_set_size", &g),
+        Some(1.0)
+    );
+    assert!(sum(&s, "skylark_controller_last_applied_index", &me).unwrap() >= 1.0);
 }

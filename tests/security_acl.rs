@@ -18,7 +18,7 @@ use skylark::codec::{
     Credentials, ErrorCode, FrameCodec, GetTopicListRequest, Header, OutFrame, RawFrame,
     RegisterBrokerRequest, SendRequest, TopicConfig, WireError,
 };
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Encoder;
 
 const BROKER_SECRET: &str = "cluster-broker-secret";
 const ADMIN_SECRET: &str = "admin-secret";
@@ -58,14 +58,15 @@ struct Cluster {
 
 fn spawn(args: &[&str], env: &[(&str, String)]) -> KillOnDrop {
     let mut c = Command::new(bin());
-    c.args(["--log-level", "warn"]).args(args);
+    c.args(["--log-level", "warn"])
+        .args(args)
+        .env_remove("SKYLARK_ACCESS_KEY")
+        .env_remove("SKYLARK_SECRET_KEY");
     for (k, v) in env {
         c.env(k, v);
     }
     KillOnDrop(
-        c.env_remove("SKYLARK_ACCESS_KEY")
-            .env_remove("SKYLARK_SECRET_KEY")
-            .stdin(Stdio::null())
+        c.stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn skylark"),
@@ -74,6 +75,12 @@ fn spawn(args: &[&str], env: &[(&str, String)]) -> KillOnDrop {
 
 impl Cluster {
     fn start(dir: &Path) -> Cluster {
+        Cluster::start_with_dashboard(dir, None)
+    }
+
+    /// The cluster, its NameServer serving the dashboard on `dashboard`
+    /// (signing its broker RPCs as the admin account) if given.
+    fn start_with_dashboard(dir: &Path, dashboard: Option<u16>) -> Cluster {
         let acl_path = dir.join("acl.toml");
         std::fs::write(&acl_path, acl_file("PUB|SUB")).unwrap();
         let acl_env = vec![
@@ -81,8 +88,18 @@ impl Cluster {
             ("SKYLARK_ACL_FILE", acl_path.display().to_string()),
         ];
         let namesrv_port = free_port();
-        let mut ns = spawn(&["namesrv", "--port", &namesrv_port.to_string()], &acl_env);
-        wait_listening(&mut ns.0, &[namesrv_port]).expect("namesrv up");
+        let mut ns_env = acl_env.clone();
+        if let Some(port) = dashboard {
+            ns_env.extend([
+                ("SKYLARK_DASHBOARD_PORT", port.to_string()),
+                ("SKYLARK_ACCESS_KEY", "admin".to_string()),
+                ("SKYLARK_SECRET_KEY", ADMIN_SECRET.to_string()),
+            ]);
+        }
+        let mut ns = spawn(&["namesrv", "--port", &namesrv_port.to_string()], &ns_env);
+        let mut ns_ports = vec![namesrv_port];
+        ns_ports.extend(dashboard);
+        wait_listening(&mut ns.0, &ns_ports).expect("namesrv up");
         let broker_port = free_port();
         let ha_port = broker_port + 1;
         let mut env = acl_env.clone();
@@ -185,20 +202,7 @@ fn now_ms() -> u64 {
 
 /// Sends one frame (raw bytes) on a fresh connection, returns the answer.
 fn exchange(addr: &str, frame: &[u8]) -> RawFrame {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(frame).unwrap();
-    let mut buf = BytesMut::new();
-    let mut codec = FrameCodec::default();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(f) = codec.decode(&mut buf).unwrap() {
-            return f;
-        }
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "connection closed without an answer");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    common::raw_exchange(addr, frame).expect("connection closed without an answer")
 }
 
 fn signed<B: serde::Serialize>(header: Header, body: &B, creds: &Credentials, ts: u64) -> BytesMut {
@@ -281,23 +285,7 @@ fn acl_cli_permissions_are_enforced_and_reloaded() {
     );
 
     // Pulls, offsets, heartbeats: group SUB + topic SUB.
-    let out = c.cli(
-        app,
-        &[
-            "consume",
-            "--group",
-            "g1",
-            "--topic",
-            "orders",
-            "--count",
-            "3",
-            "--from",
-            "first",
-            "--idle-timeout",
-            "20",
-            "--json",
-        ],
-    );
+    let out = c.cli(app, &common::consume_args("g1", "orders", "3"));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(common::json_lines(&out.stdout).len(), 3);
 
@@ -337,10 +325,18 @@ fn acl_raw_requests_get_typed_errors() {
     let h = Header::request(1, skylark::codec::Command::SendMessage);
 
     // The right account works.
-    let f = exchange(&broker, &signed(h, &send_req("orders"), &app, now_ms()));
+    let good = signed(h, &send_req("orders"), &app, now_ms());
+    let f = exchange(&broker, &good);
     assert!(is_ok(&f), "{:?}", error_of(&f));
 
     let refused = |frame: &[u8]| error_of(&exchange(&broker, frame));
+    // Replayed inside the window: the very same signed bytes again, on a
+    // new connection, are refused (the nonce makes honest repeats differ).
+    let e = refused(&good);
+    assert_eq!(e.code, ErrorCode::AuthFailed, "{e:?}");
+    assert!(e.message.contains("replayed request"), "{e:?}");
+    let again = signed(h, &send_req("orders"), &app, now_ms());
+    assert!(is_ok(&exchange(&broker, &again)), "a fresh signature works");
     let e = refused(&unsigned(h, &send_req("orders")));
     assert_eq!(e.code, ErrorCode::AuthFailed, "{e:?}");
     let wrong = Credentials::new("app", "wrong-secret");
@@ -485,4 +481,182 @@ fn acl_fake_slave_cannot_pull_the_ha_stream() {
         c.ha_port,
         &hello(&Credentials::new("broker", BROKER_SECRET))
     ));
+}
+
+/// With ACL on, the dashboard's message search (message bodies) needs an
+/// admin account's signed `Authorization` header; the overview stays open.
+#[test]
+fn acl_dashboard_message_search_needs_an_admin_signature() {
+    use skylark::codec::auth::http_authorization;
+    let dir = tempfile::tempdir().unwrap();
+    let dport = free_port();
+    let c = Cluster::start_with_dashboard(dir.path(), Some(dport));
+    let admin = Some(("admin", ADMIN_SECRET));
+    let out = c.cli(
+        admin,
+        &[
+            "admin", "topic", "create", "--name", "orders", "--queues", "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.cli(
+        Some(("app", APP_SECRET)),
+        &[
+            "produce",
+            "--topic",
+            "orders",
+            "--count",
+            "2",
+            "--body",
+            "secret-body",
+            "--key",
+            "k1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let (code, body) = common::http_get(dport, "/api/overview", None);
+    assert_eq!(code, 200, "the overview stays open: {body}");
+    let path = "/api/messages?topic=orders&key=k1";
+    let (code, body) = common::http_get(dport, path, None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("admin account"), "{body}");
+    assert!(!body.contains("secret-body"));
+
+    let sign = |who: &Credentials, p: &str| http_authorization(who, "GET", p, now_ms());
+    let app = Credentials::new("app", APP_SECRET);
+    let (code, body) = common::http_get(dport, path, Some(&sign(&app, path)));
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("admin rights needed"), "{body}");
+    let wrong = Credentials::new("admin", "guess");
+    let (code, body) = common::http_get(dport, path, Some(&sign(&wrong, path)));
+    assert_eq!(code, 401, "{body}");
+    assert!(!body.contains("guess") && !body.contains(ADMIN_SECRET));
+
+    let root = Credentials::new("admin", ADMIN_SECRET);
+    // Signed for another query: the signature covers path and query.
+    let other = sign(&root, "/api/messages?topic=orders&key=k2");
+    let (code, body) = common::http_get(dport, path, Some(&other));
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("signature mismatch"), "{body}");
+
+    let header = sign(&root, path);
+    let (code, body) = common::http_get(dport, path, Some(&header));
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["messages"].as_array().map(Vec::len), Some(2), "{body}");
+    assert!(body.contains("secret-body"), "{body}");
+    // The same header again: a replay.
+    let (code, body) = common::http_get(dport, path, Some(&header));
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("replayed"), "{body}");
+}
+
+/// With ACL on, a controller serves `ElectMaster` only signed by an admin
+/// account: unsigned → `AuthFailed`, a non-admin → `NoPermission`, the CLI
+/// without credentials exits non-zero with the reason, with an admin's it
+/// elects.
+#[test]
+fn acl_controller_election_needs_an_admin() {
+    use skylark::actors::controller::client::ControllerClient;
+    use skylark::actors::controller::proto::{BrokerHeartbeat, Request, Response};
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl.toml");
+    std::fs::write(&acl, acl_file("PUB")).unwrap();
+    let port = free_port();
+    let mut ctl = spawn(
+        &[
+            "controller",
+            "--node-id",
+            "1",
+            "--port",
+            &port.to_string(),
+            "--peers",
+            &format!("1=127.0.0.1:{port}"),
+            "--data-dir",
+            &dir.path().join("ctl").display().to_string(),
+        ],
+        &[
+            ("SKYLARK_ACL_ENABLED", "true".to_string()),
+            ("SKYLARK_ACL_FILE", acl.display().to_string()),
+            ("SKYLARK_RAFT_HEARTBEAT_INTERVAL_MS", "100".to_string()),
+            ("SKYLARK_RAFT_ELECTION_TIMEOUT_MIN_MS", "300".to_string()),
+            ("SKYLARK_RAFT_ELECTION_TIMEOUT_MAX_MS", "600".to_string()),
+        ],
+    );
+    wait_listening(&mut ctl.0, &[port]).expect("controller up");
+    let addr = format!("127.0.0.1:{port}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut c = ControllerClient::new(&addr, Duration::from_secs(5));
+    let hb = Request::BrokerHeartbeat(BrokerHeartbeat {
+        cluster: "DefaultCluster".into(),
+        broker_name: "g1".into(),
+        broker_id: 0,
+        addr: "127.0.0.1:1".into(),
+        epoch: 0,
+        max_offset: 0,
+    });
+    let mut registered = None;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            registered = rt.block_on(c.leader_request(&hb)).ok();
+            matches!(registered, Some(Response::Group(_)))
+        }),
+        "the broker never registered: {registered:?}"
+    );
+    let elect = Request::ElectMaster {
+        broker_name: "g1".into(),
+        broker_id: Some(0),
+    };
+    let mut ask = |r: &Request| rt.block_on(c.leader_request(r)).expect("answered");
+    match ask(&elect) {
+        Response::AccessDenied(e) => {
+            assert_eq!(e.code, ErrorCode::AuthFailed, "{e:?}");
+            assert!(e.message.contains("admin account"), "{e:?}");
+        }
+        other => panic!("unsigned election not refused: {other:?}"),
+    }
+    let app = Credentials::new("app", APP_SECRET);
+    match ask(&elect.signed(&app).unwrap()) {
+        Response::AccessDenied(e) => assert_eq!(e.code, ErrorCode::NoPermission, "{e:?}"),
+        other => panic!("non-admin election not refused: {other:?}"),
+    }
+    let wrong = Credentials::new("admin", "guess");
+    match ask(&elect.signed(&wrong).unwrap()) {
+        Response::AccessDenied(e) => assert_eq!(e.code, ErrorCode::AuthFailed, "{e:?}"),
+        other => panic!("wrong secret not refused: {other:?}"),
+    }
+    let root = Credentials::new("admin", ADMIN_SECRET);
+    let signed = elect.signed(&root).unwrap();
+    match ask(&signed) {
+        Response::Group(g) => assert_eq!(g.master_id, Some(0)),
+        other => panic!("admin election refused: {other:?}"),
+    }
+    match ask(&signed) {
+        Response::AccessDenied(e) => assert!(e.message.contains("replayed"), "{e:?}"),
+        other => panic!("replayed election served: {other:?}"),
+    }
+
+    let cli = |creds: Option<(&str, &str)>| {
+        let mut cmd = Command::new(bin());
+        // `admin` requires a NameServer; elections never use it.
+        cmd.args(["--log-level", "warn", "admin", "--namesrv", "127.0.0.1:1"])
+            .args(["controller", "elect", "--controller", &addr])
+            .args(["--broker-name", "g1", "--broker-id", "0"])
+            .env_remove("SKYLARK_ACCESS_KEY")
+            .env_remove("SKYLARK_SECRET_KEY")
+            .stdin(Stdio::null());
+        if let Some((a, s)) = creds {
+            cmd.env("SKYLARK_ACCESS_KEY", a)
+                .env("SKYLARK_SECRET_KEY", s);
+        }
+        cmd.output().expect("run skylark")
+    };
+    assert_refused(&cli(None), "admin account");
+    assert_refused(&cli(Some(("app", APP_SECRET))), "admin rights needed");
+    let out = cli(Some(("admin", ADMIN_SECRET)));
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -14,7 +12,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use common::{bin, free_port, json_lines, wait_listening, wait_until, KillOnDrop};
 use skylark::codec::{FrameCodec, GetTopicListRequest, OutFrame, WireError};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Encoder;
 
 /// Writes ca.pem, and server.pem / server.key signed by it for 127.0.0.1
 /// and localhost; `other-ca.pem` is a CA that signed nothing.
@@ -155,29 +153,79 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A NameServer, and a master (broker id 0) with its slave (id 1), as
+/// real processes: all with `env`; the brokers also trust `<dir>/ca.pem`
+/// (registration, sync and replication over TLS) and get `broker_env`.
+struct MasterSlave {
+    _procs: [KillOnDrop; 3],
+    ns_port: u16,
+    mport: u16,
+    sport: u16,
+}
+
+impl MasterSlave {
+    fn start(dir: &Path, env: &[(String, String)], broker_env: &[(String, String)]) -> MasterSlave {
+        let ns_port = free_port();
+        let mut ns = spawn(
+            &["namesrv".into(), "--port".into(), ns_port.to_string()],
+            env,
+        );
+        wait_listening(&mut ns.0, &[ns_port]).expect("namesrv up");
+        let mut env = env.to_vec();
+        env.extend([
+            (
+                "SKYLARK_TLS_CA_FILE".to_string(),
+                dir.join("ca.pem").display().to_string(),
+            ),
+            ("SKYLARK_STORE__SEGMENT_SIZE".into(), "67108864".into()),
+            ("SKYLARK_REGISTER_INTERVAL_SECS".into(), "1".into()),
+            ("SKYLARK_METADATA_SYNC_INTERVAL_SECS".into(), "1".into()),
+            ("SKYLARK_STORE__DISK_SOFT_LIMIT_RATIO".into(), "0.99".into()),
+            ("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO".into(), "1.0".into()),
+        ]);
+        env.extend_from_slice(broker_env);
+        let start = |id: u64, port: u16| {
+            let mut e = env.clone();
+            e.push(("SKYLARK_BROKER_ID".into(), id.to_string()));
+            e.push(("SKYLARK_HA_PORT".into(), (port + 1).to_string()));
+            let data = dir.join(format!("broker-{id}"));
+            let mut b = spawn(
+                &[
+                    "broker".into(),
+                    "--namesrv".into(),
+                    format!("127.0.0.1:{ns_port}"),
+                    "--port".into(),
+                    port.to_string(),
+                    "--data-dir".into(),
+                    data.display().to_string(),
+                ],
+                &e,
+            );
+            wait_listening(&mut b.0, &[port]).expect("broker up");
+            b
+        };
+        let (mport, sport) = (free_port(), free_port());
+        let master = start(0, mport);
+        let slave = start(1, sport);
+        MasterSlave {
+            _procs: [ns, master, slave],
+            ns_port,
+            mport,
+            sport,
+        }
+    }
+}
+
 /// One plain frame on a plain socket; the answer (an error) if any.
 fn plain_exchange(port: u16) -> Option<WireError> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut out = BytesMut::new();
     FrameCodec::default()
         .encode(OutFrame::request(1, &GetTopicListRequest {}), &mut out)
         .unwrap();
-    let _ = s.write_all(&out);
-    let mut buf = BytesMut::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Ok(Some(f)) = FrameCodec::default().decode(&mut buf) {
-            return f
-                .decode_body::<Result<serde::de::IgnoredAny, WireError>>()
-                .ok()?
-                .err();
-        }
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
+    common::raw_exchange(&format!("127.0.0.1:{port}"), &out)?
+        .decode_body::<Result<serde::de::IgnoredAny, WireError>>()
+        .ok()?
+        .err()
 }
 
 #[test]
@@ -254,20 +302,7 @@ fn tls_enforcing_serves_tls_clients_and_refuses_plain_ones() {
     let out = cli(
         ns_port,
         Some(&ca),
-        &[
-            "consume",
-            "--group",
-            "g",
-            "--topic",
-            "secure",
-            "--count",
-            "5",
-            "--from",
-            "first",
-            "--idle-timeout",
-            "20",
-            "--json",
-        ],
+        &common::consume_args("g", "secure", "5"),
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let got = json_lines(&out.stdout);
@@ -321,45 +356,12 @@ admin = true
         ("SKYLARK_ACL_ENABLED".to_string(), "true".to_string()),
         ("SKYLARK_ACL_FILE".to_string(), acl.display().to_string()),
     ]);
-    let ns_port = free_port();
-    let mut ns = spawn(
-        &["namesrv".into(), "--port".into(), ns_port.to_string()],
-        &env,
-    );
-    wait_listening(&mut ns.0, &[ns_port]).expect("namesrv up");
-    env.extend([
-        ("SKYLARK_TLS_CA_FILE".to_string(), ca.display().to_string()),
-        ("SKYLARK_ACCESS_KEY".into(), "broker".into()),
-        ("SKYLARK_SECRET_KEY".into(), "b-secret".into()),
-        ("SKYLARK_STORE__SEGMENT_SIZE".into(), "67108864".into()),
-        ("SKYLARK_REGISTER_INTERVAL_SECS".into(), "1".into()),
-        ("SKYLARK_METADATA_SYNC_INTERVAL_SECS".into(), "1".into()),
-        ("SKYLARK_STORE__DISK_SOFT_LIMIT_RATIO".into(), "0.99".into()),
-        ("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO".into(), "1.0".into()),
-    ]);
-    let start = |id: u64, port: u16| {
-        let mut e = env.clone();
-        e.push(("SKYLARK_BROKER_ID".into(), id.to_string()));
-        e.push(("SKYLARK_HA_PORT".into(), (port + 1).to_string()));
-        let data = dir.path().join(format!("broker-{id}"));
-        let mut b = spawn(
-            &[
-                "broker".into(),
-                "--namesrv".into(),
-                format!("127.0.0.1:{ns_port}"),
-                "--port".into(),
-                port.to_string(),
-                "--data-dir".into(),
-                data.display().to_string(),
-            ],
-            &e,
-        );
-        wait_listening(&mut b.0, &[port]).expect("broker up");
-        b
-    };
-    let (mport, sport) = (free_port(), free_port());
-    let _master = start(0, mport);
-    let _slave = start(1, sport);
+    let creds = [
+        ("SKYLARK_ACCESS_KEY".to_string(), "broker".to_string()),
+        ("SKYLARK_SECRET_KEY".to_string(), "b-secret".to_string()),
+    ];
+    let pair = MasterSlave::start(dir.path(), &env, &creds);
+    let (ns_port, mport, sport) = (pair.ns_port, pair.mport, pair.sport);
     let admin = |args: &[&str]| {
         let mut c = Command::new(bin());
         c.args(["--log-level", "warn", "--tls-ca"])
@@ -459,43 +461,8 @@ fn tls_client_certificates_are_required_when_a_client_ca_is_set() {
         "SKYLARK_TLS_CLIENT_CA_FILE".to_string(),
         ca.display().to_string(),
     ));
-    let ns_port = free_port();
-    let mut ns = spawn(
-        &["namesrv".into(), "--port".into(), ns_port.to_string()],
-        &env,
-    );
-    wait_listening(&mut ns.0, &[ns_port]).expect("namesrv up");
-    env.extend([
-        ("SKYLARK_TLS_CA_FILE".to_string(), ca.display().to_string()),
-        ("SKYLARK_STORE__SEGMENT_SIZE".into(), "67108864".into()),
-        ("SKYLARK_REGISTER_INTERVAL_SECS".into(), "1".into()),
-        ("SKYLARK_METADATA_SYNC_INTERVAL_SECS".into(), "1".into()),
-        ("SKYLARK_STORE__DISK_SOFT_LIMIT_RATIO".into(), "0.99".into()),
-        ("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO".into(), "1.0".into()),
-    ]);
-    let start = |id: u64, port: u16| {
-        let mut e = env.clone();
-        e.push(("SKYLARK_BROKER_ID".into(), id.to_string()));
-        e.push(("SKYLARK_HA_PORT".into(), (port + 1).to_string()));
-        let data = dir.path().join(format!("broker-{id}"));
-        let mut b = spawn(
-            &[
-                "broker".into(),
-                "--namesrv".into(),
-                format!("127.0.0.1:{ns_port}"),
-                "--port".into(),
-                port.to_string(),
-                "--data-dir".into(),
-                data.display().to_string(),
-            ],
-            &e,
-        );
-        wait_listening(&mut b.0, &[port]).expect("broker up");
-        b
-    };
-    let (mport, sport) = (free_port(), free_port());
-    let _master = start(0, mport);
-    let _slave = start(1, sport);
+    let pair = MasterSlave::start(dir.path(), &env, &[]);
+    let (ns_port, mport, sport) = (pair.ns_port, pair.mport, pair.sport);
     let d = dir.path();
 
     // No client certificate, or one from another CA: refused, on the
@@ -555,20 +522,7 @@ fn tls_client_certificates_are_required_when_a_client_ca_is_set() {
         ns_port,
         d,
         Some("client"),
-        &[
-            "consume",
-            "--group",
-            "g",
-            "--topic",
-            "mutual",
-            "--count",
-            "5",
-            "--from",
-            "first",
-            "--idle-timeout",
-            "20",
-            "--json",
-        ],
+        &common::consume_args("g", "mutual", "5"),
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json_lines(&out.stdout).len(), 5);

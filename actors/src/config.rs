@@ -61,6 +61,12 @@ pub struct NameServerConfig {
     pub acl_enabled: bool,
     /// The ACL file (accounts, permissions), reloaded when it changes.
     pub acl_file: String,
+    /// The account the dashboard signs its broker RPCs with when the
+    /// brokers have ACL on (an admin account: message search by id is an
+    /// admin command).
+    pub access_key: Option<String>,
+    /// Its secret (never logged: `Debug` shows `***`).
+    pub secret_key: Option<crate::acl::Secret>,
     /// TLS on the client port: `disabled`, `permissive` or `enforcing`.
     pub tls_mode: crate::tls::TlsMode,
     /// PEM certificate chain of this server (TLS on).
@@ -95,6 +101,8 @@ impl Default for NameServerConfig {
             dashboard_lag_alert: 10_000,
             acl_enabled: false,
             acl_file: "conf/acl.toml".into(),
+            access_key: None,
+            secret_key: None,
             tls_mode: crate::tls::TlsMode::Disabled,
             tls_cert_file: None,
             tls_key_file: None,

@@ -57,6 +57,8 @@ pub struct BrokerHandle {
     scheduler_arbiter: Arbiter,
     offsets_arbiter: Arbiter,
     broker_arbiter: Arbiter,
+    /// The ACL file's watcher (ACL on): stopped with the broker.
+    acl_watcher: Option<crate::acl::AclWatcherHandle>,
     log: Logger,
 }
 
@@ -90,6 +92,9 @@ impl BrokerHandle {
         }
         self.offsets_arbiter.stop();
         self.broker_arbiter.stop();
+        if let Some(w) = self.acl_watcher.as_mut() {
+            w.stop();
+        }
     }
 }
 
@@ -175,11 +180,12 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         }
         config.outgoing_tls = Some(tls);
     }
-    let acl = if config.acl_enabled {
-        let a = crate::acl::AclWatcher::start(&config.acl_file, log.clone());
-        Some(a.map_err(LaunchError::Config)?)
+    let (acl, acl_watcher) = if config.acl_enabled {
+        let (a, w) = crate::acl::AclWatcher::start(&config.acl_file, log.clone())
+            .map_err(LaunchError::Config)?;
+        (Some(a), Some(w))
     } else {
-        None
+        (None, None)
     };
     let store_host: SocketAddr = config.advertised().parse().map_err(|e| {
         LaunchError::Config(format!("advertised address '{}': {e}", config.advertised()))
@@ -332,6 +338,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         scheduler_arbiter,
         offsets_arbiter,
         broker_arbiter,
+        acl_watcher,
         log,
     })
 }

@@ -148,11 +148,26 @@ pub struct NameServerService {
     /// Access control (None: ACL off); broker registration needs the
     /// cluster's broker credential.
     acl: Option<crate::acl::Acl>,
+    /// Request latency (`rocketmq_rpc_latency`) when metrics are served.
+    metrics: Option<std::sync::Arc<crate::metrics::namesrv::NameServerMetrics>>,
 }
 
 impl NameServerService {
     pub fn new(ns: Addr<NameServer>) -> Self {
-        NameServerService { ns, acl: None }
+        NameServerService {
+            ns,
+            acl: None,
+            metrics: None,
+        }
+    }
+
+    /// The same service timing each request into `metrics`.
+    pub fn with_metrics(
+        mut self,
+        metrics: Option<std::sync::Arc<crate::metrics::namesrv::NameServerMetrics>>,
+    ) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The same service checking every request against `acl`.
@@ -228,6 +243,16 @@ impl Service for NameServerService {
     fn acl(&self) -> Option<crate::acl::Acl> {
         self.acl.clone()
     }
+
+    fn times_requests(&self) -> bool {
+        self.metrics.is_some()
+    }
+
+    fn observe(&self, cmd: Command, elapsed: std::time::Duration) {
+        if let Some(m) = &self.metrics {
+            m.observe(cmd, elapsed);
+        }
+    }
 }
 
 /// A running NameServer: the actor and its listener.
@@ -240,6 +265,8 @@ pub struct NameServerHandle {
     _metrics_source: std::sync::Arc<dyn crate::metrics::Source>,
     /// The web dashboard, when `dashboard_port` is set.
     pub dashboard: Option<dashboard::DashboardHandle>,
+    /// The ACL file's watcher (ACL on); dropping the handle stops it.
+    pub acl_watcher: Option<crate::acl::AclWatcherHandle>,
 }
 
 impl NameServerHandle {
@@ -271,13 +298,17 @@ pub async fn start_namesrv(
         None => None,
     };
     let node_id = listener.local_addr()?.to_string();
-    let dash = dashboard::DashboardConfig::of(&config);
-    let acl = if config.acl_enabled {
-        let a = crate::acl::AclWatcher::start(&config.acl_file, log.clone());
-        Some(a.map_err(std::io::Error::other)?)
+    let mut dash = dashboard::DashboardConfig::of(&config);
+    let (acl, acl_watcher) = if config.acl_enabled {
+        let (a, w) = crate::acl::AclWatcher::start(&config.acl_file, log.clone())
+            .map_err(std::io::Error::other)?;
+        (Some(a), Some(w))
     } else {
-        None
+        (None, None)
     };
+    if let Some(d) = dash.as_mut() {
+        d.acl = acl.clone();
+    }
     let tls = crate::tls::ServerTls::load(
         config.tls_mode,
         config.tls_cert_file.as_deref(),
@@ -290,13 +321,16 @@ pub async fn start_namesrv(
         Some(d) => Some(dashboard::start(d, addr.clone(), log.clone())?),
         None => None,
     };
+    let ns_metrics = std::sync::Arc::new(crate::metrics::namesrv::NameServerMetrics::new(&node_id));
     let metrics_source: std::sync::Arc<dyn crate::metrics::Source> = std::sync::Arc::new(
-        crate::metrics::namesrv::NameServerSource::new(addr.clone(), &node_id),
+        crate::metrics::namesrv::NameServerSource::new(addr.clone(), &node_id, ns_metrics.clone()),
     );
     crate::metrics::register_source(&metrics_source);
     let server = remoting::server::serve_tls(
         listener,
-        NameServerService::new(addr.clone()).with_acl(acl),
+        NameServerService::new(addr.clone())
+            .with_acl(acl)
+            .with_metrics(Some(ns_metrics)),
         opts,
         Vec::new(),
         tls,
@@ -308,6 +342,7 @@ pub async fn start_namesrv(
         metrics,
         _metrics_source: metrics_source,
         dashboard,
+        acl_watcher,
     })
 }
 

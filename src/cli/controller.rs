@@ -182,10 +182,14 @@ fn group_json(g: &GroupInfo) -> serde_json::Value {
 
 async fn elect(e: ElectArgs, json: bool) -> anyhow::Result<()> {
     let mut client = ControllerClient::new(&e.addr.controller, TIMEOUT);
-    let req = Request::ElectMaster {
+    let mut req = Request::ElectMaster {
         broker_name: e.broker_name.clone(),
         broker_id: Some(e.broker_id),
     };
+    // With ACL on the controllers, an election needs an admin's signature.
+    if let Some(creds) = super::credentials() {
+        req = req.signed(creds).map_err(anyhow::Error::msg)?;
+    }
     match client.leader_request(&req).await? {
         Response::Group(g) => {
             if json {
@@ -202,6 +206,7 @@ async fn elect(e: ElectArgs, json: bool) -> anyhow::Result<()> {
             Ok(())
         }
         Response::Refused(why) => bail!("election refused: {why}"),
+        Response::AccessDenied(e) => bail!("election refused: {e}"),
         Response::NotLeader { .. } => bail!("no controller leader is known yet; try again"),
         other => bail!("unexpected answer: {other:?}"),
     }

@@ -138,6 +138,11 @@ pub fn set_tls_ca(
     Ok(())
 }
 
+/// The command line's credentials (`--access-key/--secret-key`), if given.
+pub fn credentials() -> Option<&'static skylark_codec::Credentials> {
+    CREDENTIALS.get()
+}
+
 /// Remembers `--access-key/--secret-key` for [`client_config`]; both or
 /// neither must be given.
 pub fn set_credentials(

@@ -244,3 +244,72 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Sends `frame` (the raw bytes of one or more frames) on a fresh plain
+/// connection to `addr` and reads one answer frame; `None` if the server
+/// closes the connection (or says nothing for 10 s) before a whole frame.
+pub fn raw_exchange(addr: &str, frame: &[u8]) -> Option<skylark::codec::RawFrame> {
+    use std::io::{Read, Write};
+    use tokio_util::codec::Decoder;
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    // A server that refuses at once may close before taking every byte.
+    let _ = s.write_all(frame);
+    let mut buf = bytes::BytesMut::new();
+    let mut codec = skylark::codec::FrameCodec::default();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Ok(Some(f)) = codec.decode(&mut buf) {
+            return Some(f);
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The arguments of a `consume` run: `count` messages of `topic` as
+/// `group`, from the first offset, JSON lines out, giving up after 20 s idle.
+pub fn consume_args<'a>(group: &'a str, topic: &'a str, count: &'a str) -> [&'a str; 12] {
+    [
+        "consume",
+        "--group",
+        group,
+        "--topic",
+        topic,
+        "--count",
+        count,
+        "--from",
+        "first",
+        "--idle-timeout",
+        "20",
+        "--json",
+    ]
+}
+
+/// `GET path` on 127.0.0.1:`port`, with an `Authorization` header if
+/// given: (status code, body).
+pub fn http_get(port: u16, path: &str, authorization: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect HTTP server");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read answer");
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {raw:?}"));
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}

@@ -7,7 +7,8 @@
 //! decodes the frame, before any actor sees the request:
 //!
 //! 1. unsigned, unknown access key, timestamp outside the window (a
-//!    replayed or stale request) or a wrong signature → `AuthFailed`;
+//!    stale request), a wrong signature, or a signed frame already seen
+//!    inside the window (a replay: [`replay`]) → `AuthFailed`;
 //! 2. an address outside the account's `allowed_addresses`, or a missing
 //!    permission ([`rules`]) → `NoPermission`, naming what was missing.
 //!
@@ -19,10 +20,12 @@
 //! second and publishes a new snapshot when it changed; connections read the
 //! current snapshot (an `Arc` behind a read lock). A file that no longer
 //! parses is refused with an error in the log and the old table stays.
+//! [`AclWatcherHandle`] stops that arbiter (its owner's shutdown, or drop).
 //! Secrets never appear in logs or error texts.
 //!
 //! Messages answered by [`AclWatcher`]: [`Reload`] (look at the file now).
 
+pub mod replay;
 pub mod rules;
 pub mod table;
 
@@ -57,6 +60,7 @@ pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Acl {
     table: Arc<RwLock<Arc<AclTable>>>,
+    replay: Arc<replay::ReplayCache>,
 }
 
 impl std::fmt::Debug for Acl {
@@ -80,6 +84,7 @@ impl Acl {
     /// An ACL with this table (fixed until [`Acl::replace`]).
     pub fn new(table: AclTable) -> Acl {
         Acl {
+            replay: Arc::new(replay::ReplayCache::new(table.replay_cache_entries)),
             table: Arc::new(RwLock::new(Arc::new(table))),
         }
     }
@@ -94,6 +99,7 @@ impl Acl {
 
     /// Puts `table` in force for every later request.
     pub fn replace(&self, table: AclTable) {
+        self.replay.set_capacity(table.replay_cache_entries);
         let t = Arc::new(table);
         match self.table.write() {
             Ok(mut g) => *g = t,
@@ -110,28 +116,14 @@ impl Acl {
             )));
         };
         let table = self.snapshot();
-        let key = &auth.access_key;
-        let Some(account) = table.accounts.get(key) else {
-            return Err(auth_failed(format!("unknown access key '{key}'")));
-        };
-        let skew = now_ms().abs_diff(auth.timestamp_ms);
-        if skew > table.window_ms {
-            return Err(auth_failed(format!(
-                "request timestamp is {skew} ms away from the server's clock, outside the {} ms window (replayed or stale request, or clock skew)",
-                table.window_ms
-            )));
-        }
-        if !verify_request(&account.secret_key, auth, &frame.header, &frame.body) {
-            return Err(auth_failed(format!(
-                "signature mismatch for access key '{key}' (wrong secret key, or the request was altered)"
-            )));
-        }
-        if !account.address_allowed(peer) {
-            return Err(WireError::new(
-                ErrorCode::NoPermission,
-                format!("access key '{key}' may not be used from address {peer}"),
-            ));
-        }
+        let account = self.authenticate(
+            &table,
+            &auth.access_key,
+            auth.timestamp_ms,
+            &auth.signature,
+            |a| verify_request(&a.secret_key, auth, &frame.header, &frame.body),
+            Some(peer),
+        )?;
         rules::authorize(account, cmd, &frame.body)
     }
 
@@ -158,6 +150,9 @@ impl Acl {
         if now_ms().abs_diff(ts) > table.window_ms {
             return Err("HA hello timestamp outside the window".into());
         }
+        let mut sig = [0u8; skylark_codec::auth::SIGNATURE_LEN];
+        sig.copy_from_slice(&rest[8..]);
+        self.not_replayed(ts, &sig, &table)?;
         if !account.address_allowed(peer) {
             return Err(format!(
                 "access key '{access_key}' may not be used from address {peer}"
@@ -167,12 +162,211 @@ impl Acl {
     }
 }
 
+impl Acl {
+    /// Checks a signed HTTP request that needs an admin account (the
+    /// dashboard's message bodies): the `Authorization` header
+    /// ([`skylark_codec::auth::http_authorization`]), window, replay,
+    /// address and the admin flag. `AuthFailed` / `NoPermission` as for
+    /// frames.
+    pub fn check_http_admin(
+        &self,
+        authorization: Option<&str>,
+        method: &str,
+        path_and_query: &str,
+        peer: Option<IpAddr>,
+        what: &str,
+    ) -> Result<(), WireError> {
+        let Some(value) = authorization else {
+            return Err(auth_failed(format!(
+                "{what} needs an admin account's signed Authorization header (ACL is on)"
+            )));
+        };
+        let auth = skylark_codec::auth::parse_http_authorization(value).map_err(auth_failed)?;
+        let table = self.snapshot();
+        let key = &auth.access_key;
+        let account = self.authenticate(
+            &table,
+            key,
+            auth.timestamp_ms,
+            &auth.signature,
+            |a| skylark_codec::auth::verify_http(&a.secret_key, &auth, method, path_and_query),
+            peer,
+        )?;
+        require_admin(account, what)
+    }
+
+    /// Checks a signed opaque payload that needs an admin account (a
+    /// controller request that changes state):
+    /// [`skylark_codec::auth::sign_payload`]'s signature, window, replay,
+    /// address and the admin flag.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_payload_admin(
+        &self,
+        access_key: &str,
+        timestamp_ms: u64,
+        nonce: u64,
+        signature: &[u8],
+        payload: &[u8],
+        peer: Option<IpAddr>,
+        what: &str,
+    ) -> Result<(), WireError> {
+        let Ok(sig) = <[u8; skylark_codec::auth::SIGNATURE_LEN]>::try_from(signature) else {
+            return Err(auth_failed(format!(
+                "signature must be {} bytes",
+                skylark_codec::auth::SIGNATURE_LEN
+            )));
+        };
+        let table = self.snapshot();
+        let account = self.authenticate(
+            &table,
+            access_key,
+            timestamp_ms,
+            &sig,
+            |a| {
+                skylark_codec::auth::verify_payload(
+                    &a.secret_key,
+                    access_key,
+                    timestamp_ms,
+                    nonce,
+                    payload,
+                    &sig,
+                )
+            },
+            peer,
+        )?;
+        require_admin(account, what)
+    }
+
+    /// The account `key` if the request is its: known key, timestamp in
+    /// the window, `verify` true (the signature under its secret), not a
+    /// replay, and `peer` among its allowed addresses.
+    fn authenticate<'t>(
+        &self,
+        table: &'t AclTable,
+        key: &str,
+        timestamp_ms: u64,
+        signature: &[u8; skylark_codec::auth::SIGNATURE_LEN],
+        verify: impl FnOnce(&Account) -> bool,
+        peer: Option<IpAddr>,
+    ) -> Result<&'t Account, WireError> {
+        let Some(account) = table.accounts.get(key) else {
+            return Err(auth_failed(format!("unknown access key '{key}'")));
+        };
+        let skew = now_ms().abs_diff(timestamp_ms);
+        if skew > table.window_ms {
+            return Err(auth_failed(format!(
+                "request timestamp is {skew} ms away from the server's clock, outside the {} ms window (replayed or stale request, or clock skew)",
+                table.window_ms
+            )));
+        }
+        if !verify(account) {
+            return Err(auth_failed(format!(
+                "signature mismatch for access key '{key}' (wrong secret key, or the request was altered)"
+            )));
+        }
+        self.not_replayed(timestamp_ms, signature, table)
+            .map_err(auth_failed)?;
+        if let Some(ip) = peer.filter(|ip| !account.address_allowed(*ip)) {
+            return Err(WireError::new(
+                ErrorCode::NoPermission,
+                format!("access key '{key}' may not be used from address {ip}"),
+            ));
+        }
+        Ok(account)
+    }
+
+    /// Records a verified signature; an error text if it was seen before in
+    /// the window, or is older than the replay cache still covers.
+    fn not_replayed(
+        &self,
+        ts: u64,
+        signature: &[u8; skylark_codec::auth::SIGNATURE_LEN],
+        table: &AclTable,
+    ) -> Result<(), String> {
+        match self
+            .replay
+            .check_and_record(ts, signature, now_ms(), table.window_ms)
+        {
+            Ok(()) => Ok(()),
+            Err(replay::Refusal::Replayed) => Err(format!(
+                "replayed request: this signed frame was already received within the {} ms window",
+                table.window_ms
+            )),
+            Err(replay::Refusal::BeyondReach { floor_ms }) => Err(format!(
+                "request timestamp {ts} is not after {floor_ms}, the oldest the replay cache still covers \
+                 (more signed requests arrived within the window than replay_cache_entries holds); \
+                 send a fresh request"
+            )),
+        }
+    }
+}
+
+fn require_admin(account: &Account, what: &str) -> Result<(), WireError> {
+    if account.admin {
+        return Ok(());
+    }
+    Err(WireError::new(
+        ErrorCode::NoPermission,
+        format!(
+            "admin rights needed for {what}: access key '{}' is not an admin account",
+            account.access_key
+        ),
+    ))
+}
+
+/// The ACL file as last loaded: re-reads it when its modification time or
+/// size changed. Shared by [`AclWatcher`] (actix) and [`watch_on_tokio`].
+struct FileWatch {
+    path: PathBuf,
+    seen: Option<(SystemTime, u64)>,
+}
+
+impl FileWatch {
+    fn reload(&mut self, acl: &Acl, log: &Logger) -> Result<bool, String> {
+        let now = stamp(&self.path);
+        if now.is_none() || now == self.seen {
+            return Ok(false);
+        }
+        self.seen = now;
+        let table = AclTable::load(&self.path)?;
+        info!(log, "ACL reloaded"; "file" => %self.path.display(), "accounts" => table.accounts.len());
+        acl.replace(table);
+        Ok(true)
+    }
+}
+
+/// Loads `path` and re-reads it every [`RELOAD_CHECK_INTERVAL`] from a
+/// tokio task, for a process without an actix System (the controller);
+/// abort the task to stop watching.
+pub fn watch_on_tokio(
+    path: impl Into<PathBuf>,
+    log: Logger,
+) -> Result<(Acl, tokio::task::JoinHandle<()>), String> {
+    let path = path.into();
+    let seen = stamp(&path);
+    let table = AclTable::load(&path)?;
+    let log = log.new(slog::o!("actor" => "acl"));
+    info!(log, "ACL loaded"; "file" => %path.display(), "accounts" => table.accounts.len());
+    let acl = Acl::new(table);
+    let mut watch = FileWatch { path, seen };
+    let a = acl.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(RELOAD_CHECK_INTERVAL).await;
+            // A small file, read once a second: not worth a blocking thread.
+            if let Err(e) = watch.reload(&a, &log) {
+                error!(log, "ACL file refused, the previous ACL stays in force"; "error" => e);
+            }
+        }
+    });
+    Ok((acl, task))
+}
+
 /// Owner of the ACL table: reloads it when the file changes.
 pub struct AclWatcher {
     acl: Acl,
-    path: PathBuf,
-    /// Modification time and length of the file last loaded.
-    seen: Option<(SystemTime, u64)>,
+    /// The file and its modification time and length as last loaded.
+    watch: FileWatch,
     log: Logger,
 }
 
@@ -186,10 +380,45 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
+/// A running [`AclWatcher`]: [`AclWatcherHandle::stop`] (or dropping it)
+/// stops the watcher's arbiter. The [`Acl`] keeps working with the table
+/// last loaded.
+pub struct AclWatcherHandle {
+    arbiter: Option<Arbiter>,
+    addr: Addr<AclWatcher>,
+}
+
+impl AclWatcherHandle {
+    /// The watcher (send it [`Reload`]).
+    pub fn addr(&self) -> &Addr<AclWatcher> {
+        &self.addr
+    }
+
+    /// Stops the watcher and its arbiter's thread.
+    pub fn stop(&mut self) {
+        if let Some(a) = self.arbiter.take() {
+            a.stop();
+        }
+    }
+}
+
+impl Drop for AclWatcherHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl std::fmt::Debug for AclWatcherHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AclWatcherHandle(running: {})", self.arbiter.is_some())
+    }
+}
+
 impl AclWatcher {
     /// Loads `path` (an error if it cannot be read or parsed) and starts
-    /// the watcher on an arbiter of its own; returns the shared [`Acl`].
-    pub fn start(path: impl Into<PathBuf>, log: Logger) -> Result<Acl, String> {
+    /// the watcher on an arbiter of its own; returns the shared [`Acl`] and
+    /// the handle that stops the watcher.
+    pub fn start(path: impl Into<PathBuf>, log: Logger) -> Result<(Acl, AclWatcherHandle), String> {
         let path = path.into();
         let seen = stamp(&path);
         let table = AclTable::load(&path)?;
@@ -198,25 +427,22 @@ impl AclWatcher {
         let acl = Acl::new(table);
         let watcher = AclWatcher {
             acl: acl.clone(),
-            path,
-            seen,
+            watch: FileWatch { path, seen },
             log,
         };
         let arbiter = Arbiter::new();
-        AclWatcher::start_in_arbiter(&arbiter.handle(), move |_| watcher);
-        Ok(acl)
+        let addr = AclWatcher::start_in_arbiter(&arbiter.handle(), move |_| watcher);
+        Ok((
+            acl,
+            AclWatcherHandle {
+                arbiter: Some(arbiter),
+                addr,
+            },
+        ))
     }
 
     fn reload(&mut self) -> Result<bool, String> {
-        let now = stamp(&self.path);
-        if now.is_none() || now == self.seen {
-            return Ok(false);
-        }
-        self.seen = now;
-        let table = AclTable::load(&self.path)?;
-        info!(self.log, "ACL reloaded"; "file" => %self.path.display(), "accounts" => table.accounts.len());
-        self.acl.replace(table);
-        Ok(true)
+        self.watch.reload(&self.acl, &self.log)
     }
 }
 
@@ -352,6 +578,82 @@ mod tests {
             code(&f, Command::RegisterBroker).code,
             ErrorCode::NoPermission
         );
+    }
+
+    #[test]
+    fn acl_refuses_a_replayed_frame_but_not_a_fresh_copy() {
+        let acl = acl();
+        let app = Credentials::new("app", "app-secret");
+        let f = signed(Command::SendMessage, &send("orders"), &app, now_ms());
+        acl.check(Command::SendMessage, &f, LOCAL).unwrap();
+        let e = acl.check(Command::SendMessage, &f, LOCAL).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AuthFailed);
+        assert!(e.message.contains("replayed request"), "{}", e.message);
+        // The same request signed again in the same millisecond: a new nonce.
+        let ts = f.auth.as_deref().unwrap().timestamp_ms;
+        let again = signed(Command::SendMessage, &send("orders"), &app, ts);
+        acl.check(Command::SendMessage, &again, LOCAL).unwrap();
+        // A first-version frame (no nonce) verifies once, and not twice.
+        let mut buf = BytesMut::new();
+        skylark_codec::auth::encode_signed_frame_with_nonce(
+            &Header::request(2, Command::SendMessage),
+            &send("orders"),
+            &app,
+            now_ms(),
+            None,
+            &mut buf,
+            1 << 20,
+        )
+        .unwrap();
+        let v1 = FrameCodec::default().decode(&mut buf).unwrap().unwrap();
+        acl.check(Command::SendMessage, &v1, LOCAL).unwrap();
+        assert_eq!(
+            acl.check(Command::SendMessage, &v1, LOCAL)
+                .unwrap_err()
+                .code,
+            ErrorCode::AuthFailed
+        );
+    }
+
+    #[test]
+    fn acl_refuses_a_replayed_ha_hello() {
+        let acl = Acl::new(
+            AclTable::parse(
+                r#"[[accounts]]
+                access_key = "broker"
+                secret_key = "bs"
+                broker = true"#,
+            )
+            .unwrap(),
+        );
+        let hello = skylark_codec::auth::ha_hello(&Credentials::new("broker", "bs"), now_ms());
+        let rest = &hello[2 + "broker".len()..];
+        acl.check_ha_hello("broker", rest, LOCAL).unwrap();
+        let e = acl.check_ha_hello("broker", rest, LOCAL).unwrap_err();
+        assert!(e.contains("replayed"), "{e}");
+    }
+
+    #[actix_rt::test]
+    async fn acl_watcher_stops_with_its_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("acl.toml");
+        std::fs::write(&path, FILE).unwrap();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let (acl, mut handle) = AclWatcher::start(&path, log).unwrap();
+        let addr = handle.addr().clone();
+        assert_eq!(addr.send(Reload).await.unwrap(), Ok(false));
+        handle.stop();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while addr.connected() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watcher still runs after stop"
+            );
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(addr.send(Reload).await.is_err());
+        // The table last loaded stays in force.
+        assert_eq!(acl.snapshot().accounts.len(), 2);
     }
 
     #[test]

@@ -113,12 +113,18 @@ struct AccountFile {
 struct AclFile {
     #[serde(default = "default_window")]
     timestamp_window_secs: u64,
+    #[serde(default = "default_replay_entries")]
+    replay_cache_entries: usize,
     #[serde(default)]
     accounts: Vec<AccountFile>,
 }
 
 fn default_window() -> u64 {
     60
+}
+
+fn default_replay_entries() -> usize {
+    super::replay::DEFAULT_ENTRIES
 }
 
 /// One account, ready to check requests against.
@@ -180,14 +186,27 @@ impl Account {
     }
 }
 
-/// Every account, by access key, and the replay window.
-#[derive(Debug, Clone, Default)]
+/// Every account, by access key, the replay window and the replay cache's
+/// bound.
+#[derive(Debug, Clone)]
 pub struct AclTable {
     /// Accounts by access key.
     pub accounts: HashMap<String, Account>,
     /// A signed request's timestamp may differ from this server's clock by
     /// at most this much (ms).
     pub window_ms: u64,
+    /// Signed requests remembered within the window (replay detection).
+    pub replay_cache_entries: usize,
+}
+
+impl Default for AclTable {
+    fn default() -> Self {
+        AclTable {
+            accounts: HashMap::new(),
+            window_ms: default_window() * 1000,
+            replay_cache_entries: default_replay_entries(),
+        }
+    }
 }
 
 impl AclTable {
@@ -204,6 +223,9 @@ impl AclTable {
                 None => e.message().to_string(),
             }
         })?;
+        if file.replay_cache_entries == 0 {
+            return Err("replay_cache_entries must be positive".into());
+        }
         let mut accounts = HashMap::new();
         for a in file.accounts {
             let key = a.access_key.clone();
@@ -218,6 +240,7 @@ impl AclTable {
         Ok(AclTable {
             accounts,
             window_ms: file.timestamp_window_secs.saturating_mul(1000),
+            replay_cache_entries: file.replay_cache_entries,
         })
     }
 

@@ -62,6 +62,14 @@ pub struct ControllerConfig {
     pub raft_election_timeout_max_ms: u64,
     /// Take a snapshot (and purge the log before it) after this many entries.
     pub snapshot_logs_since_last: u64,
+    /// Metrics (docs/metrics.md): serve `GET /metrics` on this port of
+    /// `listen_host`; absent = off.
+    pub metrics_port: Option<u16>,
+    /// ACL (docs/security.md): `ElectMaster` needs a request signed by an
+    /// admin account of `acl_file` (re-read when it changes).
+    pub acl_enabled: bool,
+    /// The ACL file (accounts).
+    pub acl_file: String,
 }
 
 impl Default for ControllerConfig {
@@ -78,6 +86,9 @@ impl Default for ControllerConfig {
             raft_election_timeout_min_ms: 1_000,
             raft_election_timeout_max_ms: 2_000,
             snapshot_logs_since_last: 5_000,
+            metrics_port: None,
+            acl_enabled: false,
+            acl_file: "conf/acl.toml".to_string(),
         }
     }
 }

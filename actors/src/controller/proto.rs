@@ -81,6 +81,47 @@ pub enum Request {
     },
     /// Any controller: its view (groups as it has applied them).
     Status,
+    /// Another request signed by an account (ACL): with `acl_enabled`,
+    /// `ElectMaster` is served only inside one signed by an admin.
+    Signed(SignedRequest),
+}
+
+/// A request (`request`: its MessagePack bytes, as [`call`] encodes one)
+/// signed with [`skylark_codec::auth::sign_payload`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignedRequest {
+    pub access_key: String,
+    pub timestamp_ms: u64,
+    pub nonce: u64,
+    pub signature: Vec<u8>,
+    pub request: Vec<u8>,
+}
+
+impl Request {
+    /// This request signed with `creds` now.
+    pub fn signed(&self, creds: &skylark_codec::Credentials) -> Result<Request, String> {
+        let request = rmp_serde::to_vec_named(self).map_err(|e| format!("encode: {e}"))?;
+        let timestamp_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let nonce = skylark_codec::auth::fresh_nonce();
+        let signature = skylark_codec::auth::sign_payload(
+            &creds.secret_key,
+            &creds.access_key,
+            timestamp_ms,
+            nonce,
+            &request,
+        )
+        .to_vec();
+        Ok(Request::Signed(SignedRequest {
+            access_key: creds.access_key.clone(),
+            timestamp_ms,
+            nonce,
+            signature,
+            request,
+        }))
+    }
 }
 
 /// A controller's answer.
@@ -102,6 +143,9 @@ pub enum Response {
     Refused(String),
     /// The request could not be decoded or served.
     Error(String),
+    /// ACL: `AuthFailed` (unsigned, bad signature, stale, replayed) or
+    /// `NoPermission` (not an admin account), with the reason.
+    AccessDenied(skylark_codec::WireError),
 }
 
 /// A framed connection to a controller.

@@ -62,6 +62,8 @@ struct Shared {
     seen: Mutex<HashMap<(String, u64), Seen>>,
     /// The term this controller leads, and since when.
     leading: Mutex<Option<(u64, Instant)>>,
+    /// ACL on: state-changing admin requests must be signed by an admin.
+    acl: Option<crate::acl::Acl>,
     log: Logger,
 }
 
@@ -70,6 +72,8 @@ pub struct ControllerHandle {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
+    /// `GET /metrics` when `metrics_port` is set (a thread of its own).
+    metrics: Option<crate::metrics::controller::MetricsThread>,
 }
 
 impl ControllerHandle {
@@ -83,10 +87,20 @@ impl ControllerHandle {
         &self.shared.raft
     }
 
-    /// Stops the listener, the leader duties and the raft node.
-    pub async fn shutdown(self) {
+    /// Where `GET /metrics` listens, when `metrics_port` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.local_addr)
+    }
+
+    /// Stops the listener, the leader duties, the metrics endpoint and the
+    /// raft node.
+    pub async fn shutdown(mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+        if let Some(mut m) = self.metrics.take() {
+            // Joins the endpoint's thread: off the runtime's threads.
+            let _ = tokio::task::spawn_blocking(move || m.stop()).await;
         }
         let _ = self.shared.raft.shutdown().await;
     }
@@ -134,6 +148,13 @@ pub async fn start(cfg: ControllerConfig, log: Logger) -> Result<ControllerHandl
     let local_addr = listener
         .local_addr()
         .map_err(|e| StartError::new(e.to_string()))?;
+    let (acl, acl_task) = if cfg.acl_enabled {
+        let (a, t) =
+            crate::acl::watch_on_tokio(&cfg.acl_file, log.clone()).map_err(StartError::new)?;
+        (Some(a), Some(t))
+    } else {
+        (None, None)
+    };
     let raft = Raft::new(cfg.node_id, Arc::new(raft_cfg), Network, log_store, sm)
         .await
         .map_err(|e| StartError::new(format!("cannot start raft: {e}")))?;
@@ -150,6 +171,7 @@ pub async fn start(cfg: ControllerConfig, log: Logger) -> Result<ControllerHandl
         peers,
         seen: Mutex::default(),
         leading: Mutex::default(),
+        acl,
         log,
     });
     let members: BTreeMap<NodeId, BasicNode> = shared
@@ -168,24 +190,53 @@ pub async fn start(cfg: ControllerConfig, log: Logger) -> Result<ControllerHandl
             info!(shared.log, "group already initialized"; "reason" => %e);
         }
     }
+    let metrics = match shared.cfg.metrics_port {
+        Some(port) => {
+            let source: Arc<dyn crate::metrics::Source> =
+                Arc::new(crate::metrics::controller::ControllerSource::new(
+                    shared.raft.clone(),
+                    shared.state.clone(),
+                    shared.id,
+                ));
+            match crate::metrics::controller::serve_on_own_thread(
+                &shared.cfg.listen_host,
+                port,
+                source,
+                shared.log.clone(),
+            ) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    let _ = shared.raft.shutdown().await;
+                    return Err(StartError::new(e.to_string()));
+                }
+            }
+        }
+        None => None,
+    };
     info!(shared.log, "controller started"; "addr" => %local_addr);
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(accept_loop(shared.clone(), listener)),
         tokio::spawn(leader_duties(shared.clone())),
     ];
+    tasks.extend(acl_task);
     Ok(ControllerHandle {
         shared,
         local_addr,
         tasks,
+        metrics,
     })
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve(shared.clone(), Framed::new(stream, proto::codec())));
+                tokio::spawn(serve(
+                    shared.clone(),
+                    Framed::new(stream, proto::codec()),
+                    peer.ip(),
+                ));
             }
             Err(e) => {
                 warn!(shared.log, "accept failed"; "error" => %e);
@@ -197,10 +248,13 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 
 /// One connection: requests answered in order. A frame that does not decode
 /// gets [`Response::Error`]; a frame over the limit closes the connection.
-async fn serve(shared: Arc<Shared>, mut conn: proto::Conn) {
+async fn serve(shared: Arc<Shared>, mut conn: proto::Conn, peer: std::net::IpAddr) {
     while let Some(Ok(frame)) = conn.next().await {
         let resp = match rmp_serde::from_slice::<Request>(&frame) {
-            Ok(req) => handle(&shared, req).await,
+            Ok(req) => match authorize(&shared, req, peer) {
+                Ok(req) => handle(&shared, req).await,
+                Err(refused) => *refused,
+            },
             Err(e) => Response::Error(format!("bad request: {e}")),
         };
         let Ok(bytes) = rmp_serde::to_vec_named(&resp) else {
@@ -209,6 +263,46 @@ async fn serve(shared: Arc<Shared>, mut conn: proto::Conn) {
         if conn.send(bytes::Bytes::from(bytes)).await.is_err() {
             break;
         }
+    }
+}
+
+/// ACL: unwraps a [`Request::Signed`] (checked for an admin account when
+/// ACL is on), and refuses an unsigned `ElectMaster` when ACL is on. Raft
+/// RPCs and broker heartbeats are not checked (docs/security.md).
+fn authorize(s: &Shared, req: Request, peer: std::net::IpAddr) -> Result<Request, Box<Response>> {
+    use skylark_codec::{ErrorCode, WireError};
+    match req {
+        Request::Signed(sr) => {
+            if let Some(acl) = &s.acl {
+                acl.check_payload_admin(
+                    &sr.access_key,
+                    sr.timestamp_ms,
+                    sr.nonce,
+                    &sr.signature,
+                    &sr.request,
+                    Some(peer),
+                    "controller admin requests",
+                )
+                .map_err(|e| Box::new(Response::AccessDenied(e)))?;
+            }
+            match rmp_serde::from_slice::<Request>(&sr.request) {
+                Ok(Request::Signed(_)) => {
+                    Err(Box::new(Response::Error("nested signed request".into())))
+                }
+                Ok(inner) => Ok(inner),
+                Err(e) => Err(Box::new(Response::Error(format!(
+                    "bad signed request: {e}"
+                )))),
+            }
+        }
+        Request::ElectMaster { .. } if s.acl.is_some() => {
+            Err(Box::new(Response::AccessDenied(WireError::new(
+                ErrorCode::AuthFailed,
+                "ElectMaster request is not signed: with ACL on it needs an admin account \
+                 (--access-key/--secret-key or SKYLARK_ACCESS_KEY/SKYLARK_SECRET_KEY)",
+            ))))
+        }
+        other => Ok(other),
     }
 }
 
@@ -245,6 +339,8 @@ async fn handle(s: &Arc<Shared>, req: Request) -> Response {
             Some(r) => r,
             None => elect_by_request(s, &broker_name, broker_id).await,
         },
+        // `authorize` unwrapped it; a nested one is refused there.
+        Request::Signed(_) => Response::Error("nested signed request".into()),
     }
 }
 

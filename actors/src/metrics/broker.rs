@@ -25,7 +25,7 @@ const SHARDS: usize = 16;
 
 /// Upper bounds (ms) of `rocketmq_rpc_latency`'s buckets. A pull's
 /// latency includes its long-poll hold (up to 15 s).
-const LATENCY_BUCKETS_MS: &[f64] = &[
+pub(crate) const LATENCY_BUCKETS_MS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
     5000.0, 15000.0, 30000.0,
 ];

@@ -71,6 +71,8 @@ struct Snapshot {
     half_pending: Option<usize>,
     replication: Option<ReplicationStatus>,
     disk_ratio: Option<f64>,
+    /// Live members (consumer connections) per consumer group.
+    group_members: Vec<(String, usize)>,
 }
 
 impl BrokerSource {
@@ -110,7 +112,24 @@ impl Inner {
             o.transaction.send(GetTransactionStats),
             o.replicator.send(GetStatus),
         );
+        let groups: Vec<_> = o
+            .groups
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        let group_members =
+            futures::future::join_all(groups.into_iter().map(|(g, addr)| async move {
+                addr.send(crate::consumer_group::GetMembers)
+                    .await
+                    .ok()
+                    .map(|m| (g, m.len()))
+            }))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         Snapshot {
+            group_members,
             puts: puts.unwrap_or_default(),
             queues: queues.unwrap_or_default(),
             stats: stats.ok(),
@@ -169,6 +188,14 @@ impl Inner {
             "Consumer groups with members on this broker.",
             &[],
             [([] as [&str; 0], self.owners.groups.len() as f64)],
+        );
+        f.gauge(
+            "rocketmq_consumer_connections",
+            "Consumer clients (live members, by heartbeat) of each consumer group on this broker.",
+            &["consumer_group"],
+            s.group_members
+                .iter()
+                .map(|(g, n)| ([g.as_str()], *n as f64)),
         );
         f.extend(self.metrics.latency_families());
         f.finish()

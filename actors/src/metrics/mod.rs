@@ -21,13 +21,14 @@
 //! * Process-wide instruments that fire rarely (a CommitLog fsync, a `Busy`
 //!   rejection) are plain atomic prometheus metrics in [`process_registry`].
 //!
-//! Each running Broker and NameServer registers a [`Source`] here at start
+//! Each running Broker, NameServer and controller registers a [`Source`] here at start
 //! (a weak reference, gone when it stops); every `/metrics` endpoint of the
 //! process serves the process registry plus every live source, so
 //! `standalone`'s one endpoint shows its NameServer and its Broker.
 
 pub mod broker;
 pub mod broker_source;
+pub mod controller;
 pub mod families;
 pub mod namesrv;
 pub mod server;

@@ -1,5 +1,8 @@
 //! A NameServer's scrape: the route table's size, asked of the NameServer
-//! actor (`GetClusterInfo`, `GetTopicList`) when scraped.
+//! actor (`GetClusterInfo`, `GetTopicList`) when scraped, and the latency
+//! of the requests it answered (`rocketmq_rpc_latency`, recorded by the
+//! connections through [`NameServerMetrics::observe`]: a NameServer's
+//! requests are few, so one shared atomic histogram is cheap enough).
 
 use std::sync::Arc;
 
@@ -10,17 +13,55 @@ use prometheus::proto::MetricFamily;
 use super::families::Families;
 use crate::namesrv::{GetClusterInfo, GetTopicList, NameServer};
 
+/// A NameServer's request-path instrument.
+pub struct NameServerMetrics {
+    rpc_latency: prometheus::HistogramVec,
+}
+
+impl NameServerMetrics {
+    /// `rocketmq_rpc_latency` labelled `node_type="namesrv"`, `node_id`.
+    pub fn new(node_id: &str) -> NameServerMetrics {
+        let opts = prometheus::HistogramOpts::new(
+            "rocketmq_rpc_latency",
+            "Time from a request frame's dispatch to its answer, in milliseconds, \
+             by request code (10 = SendMessage, 11 = SendBatch, 20 = PullMessage).",
+        )
+        .const_label("node_type", "namesrv")
+        .const_label("node_id", node_id)
+        .buckets(super::broker::LATENCY_BUCKETS_MS.to_vec());
+        NameServerMetrics {
+            rpc_latency: prometheus::HistogramVec::new(opts, &["request_code", "request"])
+                .expect("valid histogram options"),
+        }
+    }
+
+    /// One request of `cmd` took `elapsed`.
+    pub fn observe(&self, cmd: skylark_codec::Command, elapsed: std::time::Duration) {
+        let code = cmd.as_u16().to_string();
+        let name = format!("{cmd:?}");
+        self.rpc_latency
+            .with_label_values(&[code.as_str(), name.as_str()])
+            .observe(elapsed.as_secs_f64() * 1000.0);
+    }
+}
+
 /// A NameServer as a [`super::Source`]; `node_id` is its listen address.
 pub struct NameServerSource {
     addr: Addr<NameServer>,
     node_id: Arc<str>,
+    metrics: Arc<NameServerMetrics>,
 }
 
 impl NameServerSource {
-    pub fn new(addr: Addr<NameServer>, node_id: &str) -> NameServerSource {
+    pub fn new(
+        addr: Addr<NameServer>,
+        node_id: &str,
+        metrics: Arc<NameServerMetrics>,
+    ) -> NameServerSource {
         NameServerSource {
             addr,
             node_id: node_id.into(),
+            metrics,
         }
     }
 }
@@ -29,6 +70,10 @@ impl super::Source for NameServerSource {
     fn collect(&self) -> LocalBoxFuture<'static, Vec<MetricFamily>> {
         let addr = self.addr.clone();
         let node_id = self.node_id.clone();
+        let latency = {
+            use prometheus::core::Collector;
+            self.metrics.rpc_latency.collect()
+        };
         Box::pin(async move {
             let (clusters, topics) =
                 futures::join!(addr.send(GetClusterInfo), addr.send(GetTopicList));
@@ -53,6 +98,7 @@ impl super::Source for NameServerSource {
                     [([] as [&str; 0], t.topics.len() as f64)],
                 );
             }
+            f.extend(latency);
             f.finish()
         })
     }

@@ -17,6 +17,8 @@ use crate::remoting::RpcClient;
 pub struct BrokerPool {
     conns: Rc<RefCell<HashMap<String, RpcClient>>>,
     timeout: Duration,
+    /// Signs every request when the brokers have ACL on.
+    creds: Option<std::sync::Arc<skylark_codec::Credentials>>,
 }
 
 impl BrokerPool {
@@ -24,7 +26,17 @@ impl BrokerPool {
         BrokerPool {
             conns: Rc::default(),
             timeout,
+            creds: None,
         }
+    }
+
+    /// The same pool signing its requests with `creds`.
+    pub fn with_credentials(
+        mut self,
+        creds: Option<std::sync::Arc<skylark_codec::Credentials>>,
+    ) -> Self {
+        self.creds = creds;
+        self
     }
 
     async fn client(&self, addr: &str) -> Result<RpcClient, String> {
@@ -34,7 +46,8 @@ impl BrokerPool {
         }
         let c = RpcClient::connect(addr, self.timeout)
             .await
-            .map_err(|e| format!("{addr}: {e}"))?;
+            .map_err(|e| format!("{addr}: {e}"))?
+            .with_credentials(self.creds.clone());
         let hello = Handshake::new("skylark-dashboard", env!("CARGO_PKG_VERSION"));
         if let Err(e) = c.call(&hello).await {
             c.close();

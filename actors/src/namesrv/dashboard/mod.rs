@@ -8,6 +8,10 @@
 //!   latest snapshot and ten minutes of history.
 //! * An actix-web server with one worker thread answers the page, its
 //!   assets and the JSON under `/api/`, asking the sampler by message.
+//! * With ACL on, `/api/messages` (message bodies) needs a signed
+//!   `Authorization` header from an admin account
+//!   ([`crate::acl::Acl::check_http_admin`]); the overview endpoints stay
+//!   open (docs/security.md says why).
 //! * The assets (`assets/`: the page, its script and style, and Chart.js
 //!   4, MIT licence in `assets/chart.js.LICENSE.md`) are compiled into the
 //!   binary with `include_str!`: nothing is installed or built at run time.
@@ -45,6 +49,10 @@ pub struct DashboardConfig {
     pub port: u16,
     pub sample_interval: Duration,
     pub rules: AlertRules,
+    /// The NameServer's ACL (ACL on): message search needs an admin.
+    pub acl: Option<crate::acl::Acl>,
+    /// What the sampler signs its broker RPCs with (brokers with ACL on).
+    pub creds: Option<std::sync::Arc<skylark_codec::Credentials>>,
 }
 
 impl DashboardConfig {
@@ -56,6 +64,14 @@ impl DashboardConfig {
             sample_interval: Duration::from_secs(c.dashboard_sample_secs.max(1)),
             rules: AlertRules {
                 group_lag: c.dashboard_lag_alert,
+            },
+            acl: None,
+            creds: match (&c.access_key, &c.secret_key) {
+                (Some(k), Some(s)) => Some(std::sync::Arc::new(skylark_codec::Credentials::new(
+                    k.clone(),
+                    s.0.clone(),
+                ))),
+                _ => None,
             },
         })
     }
@@ -105,11 +121,20 @@ pub fn start(
         })?;
     let local_addr = listener.local_addr()?;
     let log = log.new(slog::o!("actor" => "dashboard"));
-    let sampler = Sampler::new(ns, config.sample_interval, config.rules, log.clone()).start();
+    let sampler = Sampler::new(
+        ns,
+        config.sample_interval,
+        config.rules,
+        config.creds,
+        log.clone(),
+    )
+    .start();
     let s = sampler.clone();
+    let acl = web::Data::new(MessageAcl(config.acl));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(s.clone()))
+            .app_data(acl.clone())
             .route(
                 "/",
                 web::get().to(|| asset(INDEX_HTML, "text/html; charset=utf-8")),
@@ -230,10 +255,53 @@ async fn history(s: SamplerData) -> HttpResponse {
     }
 }
 
+/// The ACL guarding `/api/messages`, if on.
+struct MessageAcl(Option<crate::acl::Acl>);
+
+/// `None` if `req` may read message bodies, else the refusal: 401 for
+/// `AuthFailed` (with `WWW-Authenticate`), 403 for `NoPermission`.
+fn refuse_unless_admin(acl: &MessageAcl, req: &actix_web::HttpRequest) -> Option<HttpResponse> {
+    let acl = acl.0.as_ref()?;
+    let authorization = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or(req.path(), |p| p.as_str());
+    let peer = req.peer_addr().map(|a| a.ip());
+    let e = acl
+        .check_http_admin(
+            authorization,
+            req.method().as_str(),
+            pq,
+            peer,
+            "message search",
+        )
+        .err()?;
+    let mut r = if e.code == skylark_codec::ErrorCode::AuthFailed {
+        let mut r = HttpResponse::Unauthorized();
+        r.insert_header((
+            actix_web::http::header::WWW_AUTHENTICATE,
+            skylark_codec::auth::HTTP_AUTH_SCHEME,
+        ));
+        r
+    } else {
+        HttpResponse::Forbidden()
+    };
+    Some(r.json(serde_json::json!({ "error": e.message, "code": e.code as u16 })))
+}
+
 async fn messages(
     s: SamplerData,
+    acl: web::Data<MessageAcl>,
+    req: actix_web::HttpRequest,
     q: Result<web::Query<SearchQuery>, actix_web::Error>,
 ) -> HttpResponse {
+    if let Some(refused) = refuse_unless_admin(&acl, &req) {
+        return refused;
+    }
     let q = match q {
         Ok(q) => q.into_inner(),
         Err(e) => {

@@ -50,10 +50,16 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn new(ns: Addr<NameServer>, interval: Duration, rules: AlertRules, log: Logger) -> Self {
+    pub fn new(
+        ns: Addr<NameServer>,
+        interval: Duration,
+        rules: AlertRules,
+        creds: Option<std::sync::Arc<skylark_codec::Credentials>>,
+        log: Logger,
+    ) -> Self {
         Sampler {
             ns,
-            pool: BrokerPool::new(Duration::from_secs(3)),
+            pool: BrokerPool::new(Duration::from_secs(3)).with_credentials(creds),
             interval,
             rules,
             snapshot: Snapshot {

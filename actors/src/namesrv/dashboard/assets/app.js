@@ -138,8 +138,29 @@ function drawSeries(id, series, now) {
   c.update();
 }
 
-async function getJson(url) {
-  const r = await fetch(url, { cache: "no-store" });
+// With ACL on, message search needs an admin account: the request is
+// signed here (HMAC-SHA256 with WebCrypto, see docs/security.md), the
+// secret never leaves the page.
+async function signedHeaders(url, ak, sk) {
+  if (!ak) return {};
+  if (!window.crypto || !window.crypto.subtle) {
+    throw new Error("signing needs WebCrypto, which browsers give https and localhost pages only");
+  }
+  const u = new URL(url, window.location.href);
+  const ts = String(Date.now());
+  const words = window.crypto.getRandomValues(new Uint32Array(2));
+  const nonce = String((BigInt(words[0]) << 32n) | BigInt(words[1]));
+  const text = ["skylark-http-v1", "GET", u.pathname + u.search, ts, nonce, ak].join("\n");
+  const enc = new TextEncoder();
+  const key = await window.crypto.subtle.importKey(
+    "raw", enc.encode(sk), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const sig = new Uint8Array(await window.crypto.subtle.sign("HMAC", key, enc.encode(text)));
+  const hex = Array.from(sig, (b) => b.toString(16).padStart(2, "0")).join("");
+  return { Authorization: "Skylark " + ak + ":" + ts + ":" + nonce + ":" + hex };
+}
+
+async function getJson(url, headers) {
+  const r = await fetch(url, { cache: "no-store", headers: headers || {} });
   const body = await r.json();
   if (!r.ok) throw new Error(body.error || r.statusText);
   return body;
@@ -206,7 +227,10 @@ function setupSearch() {
     q.set(by.value, v);
     st.textContent = "searching…";
     try {
-      const r = await getJson("/api/messages?" + q.toString());
+      const url = "/api/messages?" + q.toString();
+      const ak = document.getElementById("search-ak").value.trim();
+      const sk = document.getElementById("search-sk").value;
+      const r = await getJson(url, await signedHeaders(url, ak, sk));
       st.textContent = r.messages.length + " message(s)";
       out.replaceChildren(...showMessages(r.messages));
     } catch (e) {

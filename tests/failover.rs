@@ -30,7 +30,13 @@ const GROUP: &str = "broker-f";
 fn spawn_namesrv() -> (KillOnDrop, String) {
     let port = free_port();
     let mut child = Command::new(bin())
-        .args(["--log-level", "warn", "namesrv", "--port", &port.to_string()])
+        .args([
+            "--log-level",
+            "warn",
+            "namesrv",
+            "--port",
+            &port.to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
@@ -57,7 +63,10 @@ fn spawn_controllers(root: &Path, timeout_ms: u64) -> (Vec<KillOnDrop>, String) 
             .args(["--port", &port.to_string(), "--peers", &peers])
             .arg("--data-dir")
             .arg(root.join(format!("c{}", i + 1)))
-            .env("SKYLARK_CONTROLLER_BROKER_TIMEOUT_MS", timeout_ms.to_string())
+            .env(
+                "SKYLARK_CONTROLLER_BROKER_TIMEOUT_MS",
+                timeout_ms.to_string(),
+            )
             .env("SKYLARK_RAFT_HEARTBEAT_INTERVAL_MS", "100")
             .env("SKYLARK_RAFT_ELECTION_TIMEOUT_MIN_MS", "500")
             .env("SKYLARK_RAFT_ELECTION_TIMEOUT_MAX_MS", "1000")
@@ -178,7 +187,8 @@ fn group(controllers: &str) -> Option<serde_json::Value> {
         let Some(st) = json_lines(&out.stdout).into_iter().next() else {
             continue;
         };
-        if st.get("leader_id").and_then(|l| l.as_u64()) != st.get("node_id").and_then(|n| n.as_u64())
+        if st.get("leader_id").and_then(|l| l.as_u64())
+            != st.get("node_id").and_then(|n| n.as_u64())
         {
             continue;
         }
@@ -231,7 +241,8 @@ fn start_group(
         .collect();
     bs[0].spawn();
     assert!(
-        wait_until(Duration::from_secs(20), || master_of(controllers) == Some(1)),
+        wait_until(Duration::from_secs(20), || master_of(controllers)
+            == Some(1)),
         "broker 1 never became master"
     );
     bs[1].spawn();
@@ -247,7 +258,8 @@ fn start_group(
         "topic never created"
     );
     assert!(
-        wait_until(Duration::from_secs(30), || in_sync(controllers) == vec![1, 2, 3]),
+        wait_until(Duration::from_secs(30), || in_sync(controllers)
+            == vec![1, 2, 3]),
         "the slaves never joined the in-sync set: {:?}",
         in_sync(controllers)
     );
@@ -451,7 +463,9 @@ fn failover_old_master_rejoins_as_slave_truncates_and_converges() {
     let new_master = master_of(&controllers).unwrap_or(0) as usize - 1;
     // The new master takes writes (the master alone may be the in-sync set).
     assert!(
-        wait_until(Duration::from_secs(15), || produce("50", false).status.success()),
+        wait_until(Duration::from_secs(15), || produce("50", false)
+            .status
+            .success()),
         "the new master takes no writes"
     );
     // The old master comes back: a slave now, cut back and caught up.
@@ -461,8 +475,15 @@ fn failover_old_master_rejoins_as_slave_truncates_and_converges() {
         let e = max_offsets(&namesrv);
         e.get(&old).is_some() && e.get(&old) == e.get(&new) && in_sync(&controllers).len() == 3
     });
-    assert!(converged, "old master never caught up: {:?}", max_offsets(&namesrv));
-    assert!(max_offsets(&namesrv)[&old] > before, "nothing written after the cut");
+    assert!(
+        converged,
+        "old master never caught up: {:?}",
+        max_offsets(&namesrv)
+    );
+    assert!(
+        max_offsets(&namesrv)[&old] > before,
+        "nothing written after the cut"
+    );
     let (a, b) = (bs[new_master].segments(), bs[0].segments());
     assert_eq!(
         a.iter().map(|p| p.file_name()).collect::<Vec<_>>(),
@@ -471,21 +492,39 @@ fn failover_old_master_rejoins_as_slave_truncates_and_converges() {
     );
     for (x, y) in a.iter().zip(&b) {
         let (x, y) = (std::fs::read(x).unwrap(), std::fs::read(y).unwrap());
-        assert!(x == y, "a segment of {} bytes differs from the new master's", x.len());
+        assert!(
+            x == y,
+            "a segment of {} bytes differs from the new master's",
+            x.len()
+        );
     }
     // What only the old master had (never acknowledged) is gone.
     let out = cli(
         &namesrv,
         &[
-            "consume", "--group", "after", "--topic", topic, "--from", "first", "--count",
-            "1000", "--idle-timeout", "3", "--json",
+            "consume",
+            "--group",
+            "after",
+            "--topic",
+            topic,
+            "--from",
+            "first",
+            "--count",
+            "1000",
+            "--idle-timeout",
+            "3",
+            "--json",
         ],
     );
     let ids: Vec<String> = json_lines(&out.stdout)
         .iter()
         .filter_map(|v| v["msg_id"].as_str().map(String::from))
         .collect();
-    assert!(ids.len() >= 150, "100 before, 50 after the failover: {}", ids.len());
+    assert!(
+        ids.len() >= 150,
+        "100 before, 50 after the failover: {}",
+        ids.len()
+    );
     for l in &lost {
         assert!(!ids.iter().any(|i| Some(i.as_str()) == l["msg_id"].as_str()));
     }

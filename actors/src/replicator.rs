@@ -169,18 +169,21 @@ impl Actor for Replicator {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
         if self.config.is_slave() {
-            let peers = slave::SlavePeers {
-                replicator: ctx.address(),
-                storage: self.storage.clone(),
-                broker: self.broker.clone(),
-                registry: self.registry.clone(),
-                creds: self.config.credentials(),
-                tls: self.config.outgoing_tls.clone(),
-                controller: self.config.controller_view.clone().map(|v| slave::ControllerSide {
-                    view: v,
-                    data_dir: self.config.store.data_dir.clone(),
-                }),
-            };
+            let peers =
+                slave::SlavePeers {
+                    replicator: ctx.address(),
+                    storage: self.storage.clone(),
+                    broker: self.broker.clone(),
+                    registry: self.registry.clone(),
+                    creds: self.config.credentials(),
+                    tls: self.config.outgoing_tls.clone(),
+                    controller: self.config.controller_view.clone().map(|v| {
+                        slave::ControllerSide {
+                            view: v,
+                            data_dir: self.config.store.data_dir.clone(),
+                        }
+                    }),
+                };
             let fut = slave::run(peers, self.log.clone());
             actix_rt::spawn(fut);
             let every = Duration::from_secs(self.config.metadata_sync_interval_secs.max(1));

@@ -476,12 +476,20 @@ mod tests {
         assert!(!m.changed_by(&group(Some(1), 1, true), 1));
         assert!(m.changed_by(&group(Some(2), 2, true), 1), "deposed");
         assert!(m.changed_by(&group(None, 2, true), 1), "left masterless");
-        assert!(m.changed_by(&group(Some(1), 3, true), 1), "re-elected, new epoch");
+        assert!(
+            m.changed_by(&group(Some(1), 3, true), 1),
+            "re-elected, new epoch"
+        );
 
         let s = Role::of(&group(Some(1), 1, true), 2);
-        assert!(matches!(&s, Role::Slave { master: Some((1, 1, a, h)) } if a == "h:1" && h == "h:101"));
+        assert!(
+            matches!(&s, Role::Slave { master: Some((1, 1, a, h)) } if a == "h:1" && h == "h:101")
+        );
         assert!(!s.changed_by(&group(None, 2, true), 2), "masterless: keep");
-        assert!(!s.changed_by(&group(Some(3), 2, false), 2), "HA address unknown yet");
+        assert!(
+            !s.changed_by(&group(Some(3), 2, false), 2),
+            "HA address unknown yet"
+        );
         assert!(s.changed_by(&group(Some(3), 2, true), 2), "new master");
         assert!(s.changed_by(&group(Some(2), 2, true), 2), "elected");
     }

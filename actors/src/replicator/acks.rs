@@ -132,8 +132,7 @@ impl AckTracker {
             }
             let Some(b) = s.broker_id else { continue };
             if end.saturating_sub(s.acked) <= max_gap
-                && s
-                    .caught_up_at
+                && s.caught_up_at
                     .is_some_and(|t| now.duration_since(t) <= max_time)
             {
                 set.insert(b);
@@ -254,7 +253,10 @@ mod tests {
         t.open(2, "b".into(), Some(3));
         t.open(3, "c".into(), None);
         let long = Duration::from_secs(60);
-        assert!(t.in_sync(1000, 100, long).is_empty(), "nobody caught up yet");
+        assert!(
+            t.in_sync(1000, 100, long).is_empty(),
+            "nobody caught up yet"
+        );
         t.ack(1, 1000);
         t.ack(2, 950);
         assert_eq!(t.in_sync(1000, 100, long), BTreeSet::from([2]));

@@ -27,7 +27,11 @@ use crate::storage::{GetStorageStats, ReadCommitLog, Storage};
 /// What a master answers a slave that named itself: its epochs, unless it
 /// is not the master of the epoch the slave follows (a stale master never
 /// serves a slave of a newer epoch).
-fn epoch_answer(view: Option<&RoleView>, ident: protocol::Ident, end: u64) -> protocol::EpochAnswer {
+fn epoch_answer(
+    view: Option<&RoleView>,
+    ident: protocol::Ident,
+    end: u64,
+) -> protocol::EpochAnswer {
     let Some(view) = view else {
         return protocol::EpochAnswer::Refused("this broker is not in controller mode".into());
     };

@@ -220,6 +220,9 @@ async fn replicate_from(
             let seen = applied.touched.iter().map(|(t, q, _)| (t.clone(), *q));
             // Storage itself woke the pulls parked on the touched queues.
             topics.learn(seen, log).await?;
+            if let Some(side) = controller {
+                side.adopt(&master_epochs, end).await?;
+            }
         }
         protocol::write_offset(&mut wr, end).await?;
         replicator.do_send(SlaveProgress {

@@ -113,7 +113,11 @@ pub fn common_end(
 /// ConsumeQueues and the index to match (docs/storage.md, "Recovery").
 /// Call only while no Store has the directory open.
 pub fn truncate_commit_log(config: &StoreConfig, end: u64, logger: &Logger) -> Result<()> {
-    let mut log = CommitLog::open(&config.commit_log_dir(), config.segment_size, logger.clone())?;
+    let mut log = CommitLog::open(
+        &config.commit_log_dir(),
+        config.segment_size,
+        logger.clone(),
+    )?;
     let cut = end.max(log.min_offset());
     if cut >= log.max_offset() {
         return Ok(());
@@ -123,7 +127,10 @@ pub fn truncate_commit_log(config: &StoreConfig, end: u64, logger: &Logger) -> R
     log.truncate(cut)?;
     log.sync_all()?;
     let cp_path = config.checkpoint_path();
-    let old = Checkpoint::load(&cp_path).ok().flatten().unwrap_or_default();
+    let old = Checkpoint::load(&cp_path)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     Checkpoint {
         commit_log_flushed: old.commit_log_flushed.min(cut),
         cq_safe: old.cq_safe.min(cut),

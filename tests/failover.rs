@@ -87,7 +87,6 @@ fn spawn_controllers(root: &Path, timeout_ms: u64) -> (Vec<KillOnDrop>, String) 
 
 /// A broker of the group in controller mode.
 struct Broker {
-    id: u64,
     port: u16,
     dir: PathBuf,
     env: Vec<(String, String)>,
@@ -117,7 +116,6 @@ impl Broker {
             env.push((k.to_string(), v.to_string()));
         }
         Broker {
-            id,
             port: free_port(),
             dir: root.join(format!("b{id}")),
             env,

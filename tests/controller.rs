@@ -160,6 +160,7 @@ fn heartbeat(
         addr: format!("127.0.0.1:{}", 20000 + id),
         epoch: 0,
         max_offset: 100 * id,
+        ha_addr: None,
     };
     rt.block_on(c.leader_request(&Request::BrokerHeartbeat(hb)))
         .expect("heartbeat answered")

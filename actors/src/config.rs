@@ -253,9 +253,35 @@ pub struct BrokerConfig {
     /// `tls_key_file`.
     pub tls_client_cert_file: Option<String>,
     pub tls_client_key_file: Option<String>,
+    /// Controller mode (docs/failover.md): no fixed role; the controller
+    /// group (`controller_addr`) decides who is master and fails over.
+    /// `broker_id` is then this broker's identity in its group (1, 2, ...),
+    /// and it registers with the NameServers as id 0 while it is master.
+    pub enable_controller_mode: bool,
+    /// Controller mode: the controllers, `HOST:PORT` separated by `;`.
+    pub controller_addr: String,
+    /// Controller mode: how often this broker heartbeats the controller
+    /// leader (and a master reports its in-sync set).
+    pub controller_heartbeat_interval_ms: u64,
+    /// Controller mode: a slave is in sync while it is at most this many
+    /// bytes behind the master's CommitLog end ...
+    pub ha_max_gap_bytes: u64,
+    /// ... and caught up with the master's end within this long (ms).
+    pub ha_max_time_slave_not_catchup_ms: u64,
+    /// Controller mode: a send is acknowledged once every member of the
+    /// in-sync set has it (RocketMQ's `allAckInSyncStateSet`); false: as
+    /// `broker_role` says for a master.
+    pub in_sync_ack: bool,
+    /// Controller mode: a master refuses sends (`SLAVE_NOT_AVAILABLE`)
+    /// while its in-sync set, itself included, is smaller than this.
+    pub min_in_sync_replicas: usize,
     /// Loaded from `tls_ca_file` at start (not a configuration key).
     #[serde(skip)]
     pub outgoing_tls: Option<crate::tls::ClientTls>,
+    /// Controller mode: the role and in-sync set as the controller last
+    /// answered, written by the controller-mode driver (not a key).
+    #[serde(skip)]
+    pub controller_view: Option<std::sync::Arc<crate::controller::view::RoleView>>,
 }
 
 /// A broker's replication role (RocketMQ's `brokerRole`).
@@ -339,7 +365,15 @@ impl Default for BrokerConfig {
             tls_client_ca_file: None,
             tls_client_cert_file: None,
             tls_client_key_file: None,
+            enable_controller_mode: false,
+            controller_addr: String::new(),
+            controller_heartbeat_interval_ms: 500,
+            ha_max_gap_bytes: 256 << 20,
+            ha_max_time_slave_not_catchup_ms: 15_000,
+            in_sync_ack: false,
+            min_in_sync_replicas: 1,
             outgoing_tls: None,
+            controller_view: None,
         }
     }
 }

@@ -47,6 +47,8 @@ pub struct BrokerHandle {
     pub storage: Addr<Storage>,
     pub offsets: Addr<ConsumerOffsets>,
     pub replicator: Addr<crate::replicator::Replicator>,
+    /// The configuration it runs with (ports as bound).
+    pub config: Arc<BrokerConfig>,
     server: ServerHandle,
     /// `GET /metrics` when `metrics_port` is set; the source below feeds
     /// every metrics endpoint of the process while the broker runs.
@@ -331,6 +333,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         storage,
         offsets,
         replicator,
+        config,
         server,
         metrics: metrics_server,
         _metrics_source: metrics_source,

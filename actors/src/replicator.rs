@@ -169,14 +169,21 @@ impl Actor for Replicator {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
         if self.config.is_slave() {
-            let peers = slave::SlavePeers {
-                replicator: ctx.address(),
-                storage: self.storage.clone(),
-                broker: self.broker.clone(),
-                registry: self.registry.clone(),
-                creds: self.config.credentials(),
-                tls: self.config.outgoing_tls.clone(),
-            };
+            let peers =
+                slave::SlavePeers {
+                    replicator: ctx.address(),
+                    storage: self.storage.clone(),
+                    broker: self.broker.clone(),
+                    registry: self.registry.clone(),
+                    creds: self.config.credentials(),
+                    tls: self.config.outgoing_tls.clone(),
+                    controller: self.config.controller_view.clone().map(|v| {
+                        slave::ControllerSide {
+                            view: v,
+                            data_dir: self.config.store.data_dir.clone(),
+                        }
+                    }),
+                };
             let fut = slave::run(peers, self.log.clone());
             actix_rt::spawn(fut);
             let every = Duration::from_secs(self.config.metadata_sync_interval_secs.max(1));
@@ -190,7 +197,11 @@ impl Actor for Replicator {
                 self.storage.clone(),
                 ctx.address(),
                 self.appends.clone(),
-                (self.acl.clone(), self.tls.clone()),
+                (
+                    self.acl.clone(),
+                    self.tls.clone(),
+                    self.config.controller_view.clone(),
+                ),
                 self.log.clone(),
             );
             actix_rt::spawn(fut);
@@ -204,6 +215,8 @@ impl Actor for Replicator {
 pub struct SessionOpened {
     pub id: u64,
     pub addr: String,
+    /// The slave's broker id, when it named itself (controller mode).
+    pub broker_id: Option<u64>,
 }
 
 /// Master: a slave session ended.
@@ -227,6 +240,18 @@ pub struct SlaveAck {
 pub struct WaitReplicated {
     pub offset: u64,
 }
+
+/// Master (controller mode): the broker ids of the slaves in sync now
+/// (`ha_max_gap_bytes`, `ha_max_time_slave_not_catchup_ms`).
+#[derive(Message)]
+#[rtype(result = "std::collections::BTreeSet<u64>")]
+pub struct InSyncSlaves;
+
+/// Master (controller mode, `in_sync_ack`): the slaves every send must
+/// reach before it is answered.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetRequiredSlaves(pub Option<std::collections::BTreeSet<u64>>);
 
 /// Slave: the master's addresses as a NameServer answered a registration.
 #[derive(Message, Debug, Clone)]
@@ -264,7 +289,7 @@ pub struct GetStatus;
 impl Handler<SessionOpened> for Replicator {
     type Result = ();
     fn handle(&mut self, m: SessionOpened, _: &mut Self::Context) {
-        self.acks.open(m.id, m.addr);
+        self.acks.open(m.id, m.addr, m.broker_id);
     }
 }
 
@@ -305,7 +330,9 @@ impl Handler<MasterAddrs> for Replicator {
         if m.master_addr.is_some() {
             self.master_addr = m.master_addr;
         }
-        if self.config.master_ha_addr.is_none() && m.ha_master_addr.is_some() {
+        // Controller mode: only the controller names the master.
+        let from_ns = self.config.controller_view.is_none();
+        if from_ns && self.config.master_ha_addr.is_none() && m.ha_master_addr.is_some() {
             if self.master_ha != m.ha_master_addr {
                 info!(self.log, "master HA address"; "addr" => m.ha_master_addr.as_deref());
             }
@@ -314,6 +341,25 @@ impl Handler<MasterAddrs> for Replicator {
         if first {
             self.sync_metadata(ctx);
         }
+    }
+}
+
+impl Handler<InSyncSlaves> for Replicator {
+    type Result = MessageResult<InSyncSlaves>;
+    fn handle(&mut self, _: InSyncSlaves, _: &mut Self::Context) -> Self::Result {
+        let end = *self.appends.borrow();
+        let max_time = Duration::from_millis(self.config.ha_max_time_slave_not_catchup_ms);
+        MessageResult(
+            self.acks
+                .in_sync(end, self.config.ha_max_gap_bytes, max_time),
+        )
+    }
+}
+
+impl Handler<SetRequiredSlaves> for Replicator {
+    type Result = ();
+    fn handle(&mut self, m: SetRequiredSlaves, _: &mut Self::Context) {
+        self.acks.set_required(m.0);
     }
 }
 

@@ -228,6 +228,16 @@ pub fn namesrv(a: NamesrvArgs, log: Logger) -> anyhow::Result<()> {
 pub fn broker(a: BrokerArgs, log: Logger) -> anyhow::Result<()> {
     let o = broker_overrides(&a.data_dir, a.port, &a.host, a.flush, &a.namesrv);
     let cfg: BrokerConfig = load(a.config.as_deref(), &o)?;
+    if cfg.enable_controller_mode {
+        // The role comes from the controller (docs/failover.md).
+        return run_system(async move {
+            skylark_actors::controller::member::run(cfg, log.clone(), shutdown_signal())
+                .await
+                .context("broker in controller mode")?;
+            info!(log, "stopped");
+            Ok(())
+        });
+    }
     run_system(async move {
         let broker = embedded::start_broker(cfg, log.clone())
             .await

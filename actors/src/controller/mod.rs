@@ -24,11 +24,13 @@
 
 pub mod client;
 pub mod log_store;
+pub mod member;
 pub mod network;
 pub mod proto;
 pub mod server;
 pub mod state_machine;
 pub mod types;
+pub mod view;
 
 use std::collections::BTreeMap;
 

@@ -39,6 +39,9 @@ pub struct BrokerHeartbeat {
     pub epoch: u64,
     /// The broker's CommitLog max offset, to elect the most advanced.
     pub max_offset: u64,
+    /// The HA address slaves replicate from while it is master.
+    #[serde(default)]
+    pub ha_addr: Option<String>,
 }
 
 /// A master's report of its in-sync set.

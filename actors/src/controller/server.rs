@@ -414,9 +414,10 @@ async fn heartbeat(s: &Arc<Shared>, hb: BrokerHeartbeat) -> Response {
         );
     }
     let g = group(s, &hb.broker_name);
-    let known = g
-        .as_ref()
-        .is_some_and(|g| g.replicas.get(&hb.broker_id) == Some(&hb.addr));
+    let known = g.as_ref().is_some_and(|g| {
+        g.replicas.get(&hb.broker_id) == Some(&hb.addr)
+            && (hb.ha_addr.is_none() || g.ha_addrs.get(&hb.broker_id) == hb.ha_addr.as_ref())
+    });
     let may_take_masterless = g.as_ref().is_none_or(|g| {
         g.master_id.is_none()
             && (g.sync_state_set.is_empty() || g.sync_state_set.contains(&hb.broker_id))
@@ -429,6 +430,7 @@ async fn heartbeat(s: &Arc<Shared>, hb: BrokerHeartbeat) -> Response {
                 broker_name: hb.broker_name,
                 broker_id: hb.broker_id,
                 addr: hb.addr,
+                ha_addr: hb.ha_addr,
             },
         )
         .await;

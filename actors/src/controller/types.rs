@@ -29,6 +29,10 @@ pub struct GroupInfo {
     pub broker_name: String,
     /// broker id → the broker's client address, every broker that ever joined.
     pub replicas: BTreeMap<u64, String>,
+    /// broker id → its HA address (where slaves replicate from while it
+    /// is master), as it last reported.
+    #[serde(default)]
+    pub ha_addrs: BTreeMap<u64, String>,
     /// The master's broker id; `None` while the group has no master.
     pub master_id: Option<u64>,
     /// Bumped by every election (also one that leaves no master).
@@ -46,6 +50,13 @@ impl GroupInfo {
             .and_then(|id| self.replicas.get(&id))
             .map(String::as_str)
     }
+
+    /// The master's HA address.
+    pub fn master_ha_addr(&self) -> Option<&str> {
+        self.master_id
+            .and_then(|id| self.ha_addrs.get(&id))
+            .map(String::as_str)
+    }
 }
 
 /// A change to the controller's state, proposed by the leader.
@@ -59,6 +70,8 @@ pub enum Command {
         broker_name: String,
         broker_id: u64,
         addr: String,
+        #[serde(default)]
+        ha_addr: Option<String>,
     },
     /// Makes `new_master` the master (`None`: no master) if the master epoch
     /// is still `expected_master_epoch`; bumps the master epoch. A new master
@@ -106,6 +119,7 @@ impl ControllerState {
                 broker_name,
                 broker_id,
                 addr,
+                ha_addr,
             } => {
                 let g = self
                     .groups
@@ -117,6 +131,9 @@ impl ControllerState {
                     });
                 g.cluster = cluster.clone();
                 g.replicas.insert(*broker_id, addr.clone());
+                if let Some(ha) = ha_addr {
+                    g.ha_addrs.insert(*broker_id, ha.clone());
+                }
                 if g.master_id.is_none()
                     && (g.sync_state_set.is_empty() || g.sync_state_set.contains(broker_id))
                 {
@@ -203,6 +220,7 @@ mod tests {
             broker_name: "b".into(),
             broker_id: id,
             addr: format!("127.0.0.1:{}", 1000 + id),
+            ha_addr: None,
         }
     }
 

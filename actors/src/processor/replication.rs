@@ -17,8 +17,38 @@ use crate::replicator::{GetStatus, WaitOutcome, WaitReplicated};
 use crate::scheduler::GetProgress;
 use crate::storage::GetStorageStats;
 
-/// A slave stores only what it replicates.
+/// A slave stores only what it replicates. In controller mode the
+/// controller's answer decides (a master not yet confirmed, or deposed,
+/// refuses too, naming the current master), and a master refuses while
+/// its in-sync set is below `min_in_sync_replicas`.
 pub fn refuse_on_slave(s: &Shared) -> Result<(), WireError> {
+    if let Some(view) = &s.config.controller_view {
+        let v = view.get();
+        if !v.is_master {
+            return Err(WireError::new(
+                ErrorCode::NotMaster,
+                format!(
+                    "broker {} (id {}) is not the master of epoch {}: the master is {}",
+                    s.config.broker_name,
+                    v.broker_id,
+                    v.master_epoch,
+                    v.master_addr.as_deref().unwrap_or("not elected yet")
+                ),
+            ));
+        }
+        if v.in_sync.len() < s.config.min_in_sync_replicas {
+            return Err(WireError::new(
+                ErrorCode::SlaveNotAvailable,
+                format!(
+                    "in-sync set {:?} has {} member(s), below min_in_sync_replicas {}",
+                    v.in_sync,
+                    v.in_sync.len(),
+                    s.config.min_in_sync_replicas
+                ),
+            ));
+        }
+        return Ok(());
+    }
     if s.config.is_slave() {
         return Err(WireError::new(
             ErrorCode::NotMaster,

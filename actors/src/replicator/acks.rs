@@ -1,8 +1,15 @@
 //! Plain logic of a master's replication bookkeeping: connected slave
 //! sessions, the offset each has acked, and the sends waiting for an ack
 //! (SYNC_MASTER). No actix here, so it is unit-tested directly.
+//!
+//! Controller mode with `in_sync_ack` sets a **required set** (the slaves
+//! of the in-sync set, by broker id): a send is then answered once every
+//! one of them acked it, and at once when the set holds only the master.
+//! Each session also tracks when its slave last caught up with the
+//! master's end, for the in-sync set ([`AckTracker::in_sync`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -22,6 +29,14 @@ pub enum WaitOutcome {
 pub struct Session {
     pub addr: String,
     pub acked: u64,
+    /// The slave's broker id (controller mode: it names itself).
+    pub broker_id: Option<u64>,
+    /// When the slave last had everything the master had (never: `None`) ...
+    pub caught_up_at: Option<Instant>,
+    /// ... and the master's end sampled at `target_at`: an ack reaching it
+    /// means the slave was caught up at that time.
+    target: u64,
+    target_at: Instant,
 }
 
 /// Sessions, acks and waiters.
@@ -29,6 +44,8 @@ pub struct Session {
 pub struct AckTracker {
     sessions: HashMap<u64, Session>,
     waiters: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+    /// Controller mode with `in_sync_ack`: every one of these slaves must ack.
+    required: Option<BTreeSet<u64>>,
 }
 
 /// What [`AckTracker::wait`] decided.
@@ -41,8 +58,19 @@ pub enum Wait {
 
 impl AckTracker {
     /// A slave connected.
-    pub fn open(&mut self, id: u64, addr: String) {
-        self.sessions.insert(id, Session { addr, acked: 0 });
+    pub fn open(&mut self, id: u64, addr: String, broker_id: Option<u64>) {
+        let now = Instant::now();
+        self.sessions.insert(
+            id,
+            Session {
+                addr,
+                acked: 0,
+                broker_id,
+                caught_up_at: None,
+                target: u64::MAX,
+                target_at: now,
+            },
+        );
     }
 
     /// A slave disconnected.
@@ -54,8 +82,67 @@ impl AckTracker {
     pub fn ack(&mut self, id: u64, offset: u64) {
         if let Some(s) = self.sessions.get_mut(&id) {
             s.acked = s.acked.max(offset);
+            if s.acked >= s.target {
+                s.caught_up_at = Some(s.target_at);
+                s.target = u64::MAX;
+            }
         }
-        let max = self.max_acked();
+        self.release();
+    }
+
+    /// Controller mode: the slaves every send must reach (`None`: any one
+    /// slave, as SYNC_MASTER). Waiters the new set already covers are
+    /// answered.
+    pub fn set_required(&mut self, required: Option<BTreeSet<u64>>) {
+        self.required = required;
+        self.release();
+    }
+
+    /// The offset every send up to which is answered as replicated.
+    fn watermark(&self) -> u64 {
+        let Some(req) = &self.required else {
+            return self.max_acked();
+        };
+        req.iter()
+            .map(|b| {
+                self.sessions
+                    .values()
+                    .filter(|s| s.broker_id == Some(*b))
+                    .map(|s| s.acked)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// The broker ids of the slaves in sync with a master ending at `end`
+    /// now: at most `max_gap` bytes behind and caught up within `max_time`.
+    /// Also samples `end` as the next catch-up target of every session.
+    pub fn in_sync(&mut self, end: u64, max_gap: u64, max_time: Duration) -> BTreeSet<u64> {
+        let now = Instant::now();
+        let mut set = BTreeSet::new();
+        for s in self.sessions.values_mut() {
+            if s.acked >= end {
+                s.caught_up_at = Some(now);
+            }
+            if s.target == u64::MAX || s.acked >= s.target {
+                s.target = end;
+                s.target_at = now;
+            }
+            let Some(b) = s.broker_id else { continue };
+            if end.saturating_sub(s.acked) <= max_gap
+                && s.caught_up_at
+                    .is_some_and(|t| now.duration_since(t) <= max_time)
+            {
+                set.insert(b);
+            }
+        }
+        set
+    }
+
+    fn release(&mut self) {
+        let max = self.watermark();
         let later = match max.checked_add(1) {
             Some(next) => self.waiters.split_off(&next),
             None => BTreeMap::new(),
@@ -86,10 +173,10 @@ impl AckTracker {
 
     /// A send ending at `offset` wants a slave to have it.
     pub fn wait(&mut self, offset: u64) -> Wait {
-        if !self.has_slaves() {
+        if self.required.is_none() && !self.has_slaves() {
             return Wait::Now(WaitOutcome::NoSlave);
         }
-        if self.max_acked() >= offset {
+        if self.watermark() >= offset {
             return Wait::Now(WaitOutcome::Replicated);
         }
         let (tx, rx) = oneshot::channel();
@@ -108,8 +195,8 @@ mod tests {
     fn acks_release_covered_waiters_only() {
         let mut t = AckTracker::default();
         assert!(matches!(t.wait(10), Wait::Now(WaitOutcome::NoSlave)));
-        t.open(1, "a".into());
-        t.open(2, "b".into());
+        t.open(1, "a".into(), None);
+        t.open(2, "b".into(), None);
         let Wait::Later(mut w100) = t.wait(100) else {
             panic!("must wait")
         };
@@ -129,11 +216,59 @@ mod tests {
         t.close(1);
         assert!(matches!(t.wait(1), Wait::Now(WaitOutcome::NoSlave)));
         // A peer's absurd ack never panics.
-        t.open(3, "c".into());
+        t.open(3, "c".into(), None);
         let Wait::Later(mut w) = t.wait(u64::MAX) else {
             panic!("must wait")
         };
         t.ack(3, u64::MAX);
         assert!(w.try_recv().is_ok());
+    }
+
+    #[test]
+    fn required_set_waits_for_every_member_and_shrinks_release_waiters() {
+        let mut t = AckTracker::default();
+        t.set_required(Some(BTreeSet::new()));
+        // The in-sync set is the master alone: answered at once.
+        assert!(matches!(t.wait(10), Wait::Now(WaitOutcome::Replicated)));
+        t.open(1, "a".into(), Some(2));
+        t.open(2, "b".into(), Some(3));
+        t.set_required(Some(BTreeSet::from([2, 3])));
+        let Wait::Later(mut w) = t.wait(100) else {
+            panic!("must wait")
+        };
+        t.ack(1, 150);
+        assert!(w.try_recv().is_err(), "slave 3 has not acked");
+        // Slave 3 leaves the in-sync set: the wait is over.
+        t.set_required(Some(BTreeSet::from([2])));
+        assert!(w.try_recv().is_ok());
+        // A required slave with no session holds every send.
+        t.set_required(Some(BTreeSet::from([2, 9])));
+        assert!(matches!(t.wait(1), Wait::Later(_)));
+    }
+
+    #[test]
+    fn in_sync_needs_a_small_gap_and_a_recent_catch_up() {
+        let mut t = AckTracker::default();
+        t.open(1, "a".into(), Some(2));
+        t.open(2, "b".into(), Some(3));
+        t.open(3, "c".into(), None);
+        let long = Duration::from_secs(60);
+        assert!(
+            t.in_sync(1000, 100, long).is_empty(),
+            "nobody caught up yet"
+        );
+        t.ack(1, 1000);
+        t.ack(2, 950);
+        assert_eq!(t.in_sync(1000, 100, long), BTreeSet::from([2]));
+        // Slave 3 reaches the end sampled before: caught up then.
+        t.ack(2, 1000);
+        assert_eq!(t.in_sync(1000, 100, long), BTreeSet::from([2, 3]));
+        // Too far behind.
+        assert_eq!(t.in_sync(5000, 100, long), BTreeSet::new());
+        // Caught up too long ago (slave 3), just now (slave 2).
+        t.ack(1, 5000);
+        std::thread::sleep(Duration::from_millis(5));
+        let quick = Duration::from_millis(2);
+        assert_eq!(t.in_sync(5000, 10_000, quick), BTreeSet::from([2]));
     }
 }

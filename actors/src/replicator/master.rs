@@ -21,7 +21,35 @@ use tokio::sync::watch;
 
 use super::protocol::{self, HEARTBEAT, MAX_CHUNK};
 use super::{Replicator, SessionClosed, SessionOpened, SlaveAck};
+use crate::controller::view::RoleView;
 use crate::storage::{GetStorageStats, ReadCommitLog, Storage};
+
+/// What a master answers a slave that named itself: its epochs, unless it
+/// is not the master of the epoch the slave follows (a stale master never
+/// serves a slave of a newer epoch).
+fn epoch_answer(
+    view: Option<&RoleView>,
+    ident: protocol::Ident,
+    end: u64,
+) -> protocol::EpochAnswer {
+    let Some(view) = view else {
+        return protocol::EpochAnswer::Refused("this broker is not in controller mode".into());
+    };
+    let v = view.get();
+    if !v.is_master || ident.epoch > v.master_epoch {
+        return protocol::EpochAnswer::Refused(format!(
+            "broker {} is not the master of epoch {} (it runs under epoch {}{})",
+            v.broker_id,
+            ident.epoch,
+            v.master_epoch,
+            if v.is_master { "" } else { " as a slave" }
+        ));
+    }
+    protocol::EpochAnswer::Epochs {
+        entries: v.epochs,
+        end,
+    }
+}
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -31,7 +59,11 @@ pub async fn accept_loop(
     storage: Addr<Storage>,
     replicator: Addr<Replicator>,
     appended: watch::Receiver<u64>,
-    (acl, tls): (Option<crate::acl::Acl>, Option<Arc<ServerTls>>),
+    (acl, tls, view): (
+        Option<crate::acl::Acl>,
+        Option<Arc<ServerTls>>,
+        Option<Arc<RoleView>>,
+    ),
     log: Logger,
 ) {
     loop {
@@ -51,7 +83,7 @@ pub async fn accept_loop(
             log.clone(),
             acl.clone(),
         );
-        let tls = tls.clone();
+        let (tls, view) = (tls.clone(), view.clone());
         actix_rt::spawn(async move {
             let addr = peer.to_string();
             let stream: MaybeTls = match tls {
@@ -69,7 +101,7 @@ pub async fn accept_loop(
                 id,
                 (addr.clone(), peer.ip()),
                 stream,
-                (storage, acl),
+                (storage, acl, view),
                 replicator.clone(),
                 appended,
             )
@@ -86,13 +118,17 @@ async fn session(
     id: u64,
     (addr, ip): (String, std::net::IpAddr),
     stream: MaybeTls,
-    (storage, acl): (Addr<Storage>, Option<crate::acl::Acl>),
+    (storage, acl, view): (
+        Addr<Storage>,
+        Option<crate::acl::Acl>,
+        Option<Arc<RoleView>>,
+    ),
     replicator: Addr<Replicator>,
     mut appended: watch::Receiver<u64>,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let (hello, start) = protocol::read_first(&mut rd).await?;
+    let (hello, mut start) = protocol::read_first(&mut rd).await?;
     // ACL: only a holder of the cluster's broker credential gets the stream.
     if let Some(acl) = &acl {
         let Some(h) = hello else {
@@ -107,12 +143,27 @@ async fn session(
         Ok(s) => s.max_physical_offset,
         Err(e) => return Err(std::io::Error::other(format!("storage gone: {e}"))),
     };
+    let mut broker_id = None;
+    if start == protocol::ID_MAGIC {
+        let ident = protocol::read_ident(&mut rd).await?;
+        let answer = epoch_answer(view.as_deref(), ident, end);
+        protocol::write_epochs(&mut wr, &answer).await?;
+        if let protocol::EpochAnswer::Refused(r) = answer {
+            return Err(std::io::Error::other(format!("slave refused: {r}")));
+        }
+        broker_id = Some(ident.broker_id);
+        start = protocol::read_offset(&mut rd).await?;
+    }
     if start > end {
         return Err(std::io::Error::other(format!(
             "slave is at {start}, past the master's end {end}: refusing to replicate"
         )));
     }
-    replicator.do_send(SessionOpened { id, addr });
+    replicator.do_send(SessionOpened {
+        id,
+        addr,
+        broker_id,
+    });
     replicator.do_send(SlaveAck { id, offset: start });
     // What has been sent: an ack above it is a confused peer, clamped.
     let sent = Arc::new(AtomicU64::new(start));

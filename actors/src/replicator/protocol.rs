@@ -162,6 +162,108 @@ pub async fn read_offset<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<u64> {
     Ok(u64::from_be_bytes(b))
 }
 
+/// Controller mode: after the hello (if any) a slave names itself and the
+/// master epoch it follows: `ID_MAGIC`, broker id u64, epoch u64. The
+/// master answers [`write_epochs`] (or a refusal), then the slave sends its
+/// start offset as usual.
+pub const ID_MAGIC: u64 = u64::from_be_bytes(*b"SKYLKID1");
+
+/// Most epoch entries a master's answer may carry.
+const MAX_EPOCHS: u32 = 1 << 16;
+
+/// The slave's identity (controller mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ident {
+    pub broker_id: u64,
+    pub epoch: u64,
+}
+
+/// Slave: sends its identity (controller mode).
+pub async fn write_ident<W: AsyncWrite + Unpin>(w: &mut W, ident: Ident) -> io::Result<()> {
+    w.write_all(&ID_MAGIC.to_be_bytes()).await?;
+    w.write_all(&ident.broker_id.to_be_bytes()).await?;
+    w.write_all(&ident.epoch.to_be_bytes()).await?;
+    w.flush().await
+}
+
+/// Master: reads the identity after [`ID_MAGIC`].
+pub async fn read_ident<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Ident> {
+    let broker_id = read_offset(r).await?;
+    let epoch = read_offset(r).await?;
+    Ok(Ident { broker_id, epoch })
+}
+
+/// The master's answer to an identity: its epochs and CommitLog end, or a
+/// refusal (it is not the master of that epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EpochAnswer {
+    Epochs {
+        entries: Vec<crate::store::epoch::EpochEntry>,
+        end: u64,
+    },
+    Refused(String),
+}
+
+/// Master: `0u8, count u32, (epoch u64, start u64)*, end u64`, or
+/// `1u8, len u16, reason`.
+pub async fn write_epochs<W: AsyncWrite + Unpin>(w: &mut W, a: &EpochAnswer) -> io::Result<()> {
+    let mut b = Vec::new();
+    match a {
+        EpochAnswer::Epochs { entries, end } => {
+            b.push(0u8);
+            b.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+            for e in entries {
+                b.extend_from_slice(&e.epoch.to_be_bytes());
+                b.extend_from_slice(&e.start_offset.to_be_bytes());
+            }
+            b.extend_from_slice(&end.to_be_bytes());
+        }
+        EpochAnswer::Refused(reason) => {
+            let r = &reason.as_bytes()[..reason.len().min(1024)];
+            b.push(1u8);
+            b.extend_from_slice(&(r.len() as u16).to_be_bytes());
+            b.extend_from_slice(r);
+        }
+    }
+    w.write_all(&b).await?;
+    w.flush().await
+}
+
+/// Slave: reads the master's [`EpochAnswer`].
+pub async fn read_epochs<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<EpochAnswer> {
+    let mut kind = [0u8; 1];
+    r.read_exact(&mut kind).await?;
+    if kind[0] == 1 {
+        let mut n = [0u8; 2];
+        r.read_exact(&mut n).await?;
+        let mut reason = vec![0u8; u16::from_be_bytes(n) as usize];
+        r.read_exact(&mut reason).await?;
+        return Ok(EpochAnswer::Refused(
+            String::from_utf8_lossy(&reason).into_owned(),
+        ));
+    }
+    let mut n = [0u8; 4];
+    r.read_exact(&mut n).await?;
+    let n = u32::from_be_bytes(n);
+    if n > MAX_EPOCHS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{n} epochs is above the limit"),
+        ));
+    }
+    let mut entries = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let epoch = read_offset(r).await?;
+        let start_offset = read_offset(r).await?;
+        entries.push(crate::store::epoch::EpochEntry {
+            epoch,
+            start_offset,
+        });
+    }
+    let end = read_offset(r).await?;
+    Ok(EpochAnswer::Epochs { entries, end })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +282,40 @@ mod tests {
         let (h, d) = read_chunk(&mut b).await.unwrap();
         assert_eq!((h.offset, h.len, d.len()), (4103, 0, 0));
         assert_eq!(read_offset(&mut b).await.unwrap(), 77);
+    }
+
+    #[actix_rt::test]
+    async fn ident_and_epochs_round_trip() {
+        use crate::store::epoch::EpochEntry;
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let ident = Ident {
+            broker_id: 2,
+            epoch: 5,
+        };
+        write_ident(&mut a, ident).await.unwrap();
+        assert_eq!(read_offset(&mut b).await.unwrap(), ID_MAGIC);
+        assert_eq!(read_ident(&mut b).await.unwrap(), ident);
+        let ok = EpochAnswer::Epochs {
+            entries: vec![
+                EpochEntry {
+                    epoch: 1,
+                    start_offset: 0,
+                },
+                EpochEntry {
+                    epoch: 5,
+                    start_offset: 999,
+                },
+            ],
+            end: 4242,
+        };
+        write_epochs(&mut a, &ok).await.unwrap();
+        assert_eq!(read_epochs(&mut b).await.unwrap(), ok);
+        let no = EpochAnswer::Refused("stale".into());
+        write_epochs(&mut a, &no).await.unwrap();
+        assert_eq!(read_epochs(&mut b).await.unwrap(), no);
+        // A count past the limit is an error, not an allocation.
+        a.write_all(&[0u8, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+        assert!(read_epochs(&mut b).await.is_err());
     }
 
     #[actix_rt::test]

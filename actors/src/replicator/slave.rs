@@ -28,6 +28,7 @@ use super::protocol::{self, READ_TIMEOUT};
 use super::{GetMasterHa, Replicator, SlaveProgress, SyncSoon};
 use crate::broker::{Broker, LearnTopics, TopicRegistry};
 use crate::storage::{AppendReplicated, GetStorageStats, ListQueues, Storage};
+use crate::store::epoch::{self, EpochEntry};
 
 /// Pause between connection attempts.
 const RECONNECT: Duration = Duration::from_secs(1);
@@ -42,6 +43,33 @@ pub struct SlavePeers {
     pub creds: Option<std::sync::Arc<skylark_codec::Credentials>>,
     /// TLS to the master's HA port (the broker's `tls_ca_file`).
     pub tls: Option<crate::tls::ClientTls>,
+    /// Controller mode: name this slave to the master and compare epochs.
+    pub controller: Option<ControllerSide>,
+}
+
+/// A controller-mode slave's epoch bookkeeping.
+#[derive(Clone)]
+pub struct ControllerSide {
+    pub view: std::sync::Arc<crate::controller::view::RoleView>,
+    /// Where the epoch file lives.
+    pub data_dir: std::path::PathBuf,
+}
+
+impl ControllerSide {
+    /// Copies the master's epochs as far as this slave's log reaches
+    /// (fsynced before anything later is acked).
+    async fn adopt(&self, master: &[EpochEntry], end: u64) -> std::io::Result<()> {
+        let mut local = self.view.get().epochs;
+        if !epoch::adopt(&mut local, master, end) {
+            return Ok(());
+        }
+        let (dir, entries) = (self.data_dir.clone(), local.clone());
+        tokio::task::spawn_blocking(move || epoch::store(&dir, &entries))
+            .await
+            .map_err(std::io::Error::other)??;
+        self.view.update(|v| v.epochs = local);
+        Ok(())
+    }
 }
 
 /// Topic → the read queue count this broker is known to serve.
@@ -56,6 +84,7 @@ pub async fn run(peers: SlavePeers, log: Logger) {
         registry,
         creds,
         tls,
+        controller,
     } = peers;
     let mut topics = TopicLearner {
         broker,
@@ -74,7 +103,8 @@ pub async fn run(peers: SlavePeers, log: Logger) {
             Err(_) => return,
         };
         let master = (addr.as_str(), creds.as_deref(), tls.as_ref());
-        match replicate_from(master, &replicator, &storage, &mut topics, &log).await {
+        let side = controller.as_ref();
+        match replicate_from(master, side, (&replicator, &storage), &mut topics, &log).await {
             Ok(()) => {}
             Err(e) => {
                 let msg = e.to_string();
@@ -99,8 +129,8 @@ async fn replicate_from(
         Option<&skylark_codec::Credentials>,
         Option<&crate::tls::ClientTls>,
     ),
-    replicator: &Addr<Replicator>,
-    storage: &Addr<Storage>,
+    controller: Option<&ControllerSide>,
+    (replicator, storage): (&Addr<Replicator>, &Addr<Storage>),
     topics: &mut TopicLearner,
     log: &Logger,
 ) -> std::io::Result<()> {
@@ -134,6 +164,35 @@ async fn replicate_from(
             .unwrap_or(0);
         protocol::write_hello(&mut wr, creds, now).await?;
     }
+    let mut master_epochs = Vec::new();
+    if let Some(side) = controller {
+        let v = side.view.get();
+        let ident = protocol::Ident {
+            broker_id: v.broker_id,
+            epoch: v.master_epoch,
+        };
+        protocol::write_ident(&mut wr, ident).await?;
+        let answer = tokio::time::timeout(READ_TIMEOUT, protocol::read_epochs(&mut rd))
+            .await
+            .map_err(|_| io_err(format!("master {addr} sent no epochs")))??;
+        let (entries, master_end) = match answer {
+            protocol::EpochAnswer::Epochs { entries, end } => (entries, end),
+            protocol::EpochAnswer::Refused(r) => {
+                return Err(io_err(format!("master {addr} refused: {r}")))
+            }
+        };
+        let common = epoch::common_end(&v.epochs, end, &entries, master_end);
+        if common < end {
+            warn!(log, "commit log diverged from the master's: relaunching to cut it";
+                "end" => end, "common" => common, "master_end" => master_end);
+            side.view.request_truncation(common);
+            return Err(io_err(format!(
+                "this slave's log ends at {end}, past the last epoch it shares with the master ({common})"
+            )));
+        }
+        side.adopt(&entries, end).await?;
+        master_epochs = entries;
+    }
     protocol::write_offset(&mut wr, end).await?;
     info!(log, "replicating from master"; "master_ha" => addr, "from" => end);
     replicator.do_send(SlaveProgress {
@@ -161,6 +220,9 @@ async fn replicate_from(
             let seen = applied.touched.iter().map(|(t, q, _)| (t.clone(), *q));
             // Storage itself woke the pulls parked on the touched queues.
             topics.learn(seen, log).await?;
+            if let Some(side) = controller {
+                side.adopt(&master_epochs, end).await?;
+            }
         }
         protocol::write_offset(&mut wr, end).await?;
         replicator.do_send(SlaveProgress {

@@ -26,6 +26,7 @@ pub mod checkpoint;
 pub mod commit_log;
 pub mod config;
 pub mod consume_queue;
+pub mod epoch;
 pub mod error;
 pub mod flush;
 pub mod index_file;

@@ -1,0 +1,496 @@
+//! A broker in controller mode (`enable_controller_mode = true`,
+//! docs/failover.md): the driver that heartbeats the controller leader and
+//! runs the broker in the role the controller answers.
+//!
+//! The broker itself ([`crate::launch::start_broker`]) keeps a fixed role
+//! for its lifetime, so a role change **relaunches it in-process**: the
+//! running incarnation is shut down gracefully (unregistered from the
+//! NameServers, store flushed and checkpointed, so the next open skips the
+//! recovery scan) and a new one is started with the new role — as master
+//! it registers with the NameServers as broker id 0 and opens the HA port,
+//! as slave it registers under its own id and replicates from the master
+//! the controller named. Every incarnation runs on an Arbiter of its own,
+//! stopped with it, so nothing of the old role survives.
+//!
+//! Each heartbeat carries the CommitLog end (the controller elects the most
+//! advanced in-sync replica). A master also reports its in-sync set — the
+//! slaves the Replicator finds within `ha_max_gap_bytes` and caught up
+//! within `ha_max_time_slave_not_catchup_ms` — when it differs from the
+//! controller's; with `in_sync_ack`, sends wait for the union of the
+//! confirmed and the proposed set until the controller answers.
+//!
+//! A new master writes `(epoch, CommitLog end)` to its epoch file before
+//! it takes a single write; a slave whose log diverged from its master's
+//! (see [`crate::store::epoch`]) is relaunched after cutting the log back
+//! to the last common epoch. A controller that cannot be reached changes
+//! nothing: the broker keeps its role (and a master whose slaves left it
+//! stops acknowledging `in_sync_ack` sends, see docs/failover.md).
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use slog::{info, warn, Logger};
+use tokio::sync::oneshot;
+
+use super::client::ControllerClient;
+use super::proto::{AlterSyncStateSet, BrokerHeartbeat, Request, Response};
+use super::types::GroupInfo;
+use super::view::{RoleView, ViewState};
+use crate::config::{BrokerConfig, BrokerRole};
+use crate::launch::{start_broker, LaunchError};
+use crate::replicator::{InSyncSlaves, MasterAddrs, Replicator, SetRequiredSlaves};
+use crate::storage::{GetStorageStats, Storage};
+use crate::store::epoch;
+
+/// The role the controller's answer gives this broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    Master {
+        epoch: u64,
+    },
+    /// `master`: the master's id, epoch, client and HA address (`None`
+    /// while the group has no master or its HA address is not known yet).
+    Slave {
+        master: Option<(u64, u64, String, String)>,
+    },
+}
+
+impl Role {
+    fn of(g: &GroupInfo, me: u64) -> Role {
+        match g.master_id {
+            Some(m) if m == me => Role::Master {
+                epoch: g.master_epoch,
+            },
+            Some(m) => Role::Slave {
+                master: match (g.master_addr(), g.master_ha_addr()) {
+                    (Some(a), Some(h)) => Some((m, g.master_epoch, a.to_string(), h.to_string())),
+                    _ => None,
+                },
+            },
+            None => Role::Slave { master: None },
+        }
+    }
+
+    /// Whether the broker running as `self` must relaunch for `g`.
+    fn changed_by(&self, g: &GroupInfo, me: u64) -> bool {
+        let next = Role::of(g, me);
+        match (self, &next) {
+            (Role::Master { .. }, _) => *self != next,
+            (Role::Slave { .. }, Role::Master { .. }) => true,
+            // Masterless, or the new master's HA address is not known yet:
+            // keep following (or waiting) as now.
+            (Role::Slave { .. }, Role::Slave { master: None }) => false,
+            (Role::Slave { master }, Role::Slave { master: n }) => master != n,
+        }
+    }
+}
+
+/// One running broker (an incarnation in one role).
+struct Incarnation {
+    stop: oneshot::Sender<()>,
+    done: oneshot::Receiver<()>,
+    arbiter: Arbiter,
+    storage: Addr<Storage>,
+    replicator: Addr<Replicator>,
+    config: Arc<BrokerConfig>,
+}
+
+type Started = (Addr<Storage>, Addr<Replicator>, Arc<BrokerConfig>);
+
+impl Incarnation {
+    /// Starts a broker on an Arbiter of its own.
+    async fn start(cfg: BrokerConfig, log: Logger) -> Result<Incarnation, LaunchError> {
+        let arbiter = Arbiter::new();
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<Started, LaunchError>>();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        arbiter.spawn_fn(move || {
+            actix_rt::spawn(async move {
+                match start_broker(cfg, log).await {
+                    Ok(h) => {
+                        let parts = (h.storage.clone(), h.replicator.clone(), h.config.clone());
+                        let _ = ready_tx.send(Ok(parts));
+                        let _ = stop_rx.await;
+                        h.shutdown().await;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+                let _ = done_tx.send(());
+            });
+        });
+        let started = ready_rx
+            .await
+            .map_err(|_| LaunchError::Config("the broker's arbiter stopped".into()));
+        match started.and_then(|r| r) {
+            Ok((storage, replicator, config)) => Ok(Incarnation {
+                stop: stop_tx,
+                done: done_rx,
+                arbiter,
+                storage,
+                replicator,
+                config,
+            }),
+            Err(e) => {
+                arbiter.stop();
+                Err(e)
+            }
+        }
+    }
+
+    /// Graceful stop, then the Arbiter and everything on it.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.done.await;
+        self.arbiter.stop();
+        let arbiter = self.arbiter;
+        let _ = tokio::task::spawn_blocking(move || arbiter.join()).await;
+    }
+}
+
+/// What the driver keeps between incarnations.
+struct Driver {
+    base: BrokerConfig,
+    me: u64,
+    client: ControllerClient,
+    view: Arc<RoleView>,
+    interval: Duration,
+    log: Logger,
+}
+
+/// Runs a controller-mode broker until `stop` completes.
+pub async fn run(
+    base: BrokerConfig,
+    log: Logger,
+    stop: impl Future<Output = ()>,
+) -> Result<(), LaunchError> {
+    if base.controller_addr.trim().is_empty() {
+        return Err(LaunchError::Config(
+            "enable_controller_mode needs controller_addr".into(),
+        ));
+    }
+    if base.broker_id == 0 {
+        return Err(LaunchError::Config(
+            "in controller mode broker_id is the broker's identity in its group and must be > 0 \
+             (it registers as id 0 while it is master)"
+                .into(),
+        ));
+    }
+    if base.port == 0 {
+        return Err(LaunchError::Config(
+            "controller mode needs a fixed port (the controller publishes it)".into(),
+        ));
+    }
+    let log = log.new(slog::o!("broker" => base.broker_name.clone(), "mode" => "controller"));
+    let me = base.broker_id;
+    let view = Arc::new(RoleView::new(ViewState {
+        broker_id: me,
+        epochs: epoch::load(&base.store.data_dir)?,
+        ..ViewState::default()
+    }));
+    let mut d = Driver {
+        client: ControllerClient::new(&base.controller_addr, Duration::from_secs(2)),
+        interval: Duration::from_millis(base.controller_heartbeat_interval_ms.max(20)),
+        base,
+        me,
+        view,
+        log,
+    };
+    tokio::pin!(stop);
+    // The group as the controller knows it, before anything starts.
+    let mut group = loop {
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            g = d.heartbeat(None) => match g {
+                Some(g) => break g,
+                None => tokio::time::sleep(d.interval).await,
+            },
+        }
+    };
+    let mut truncate_to: Option<u64> = None;
+    loop {
+        if let Some(cut) = truncate_to.take() {
+            d.truncate(cut)?;
+        }
+        let role = Role::of(&group, me);
+        let inc = match d.launch(&role, &group).await {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(d.log, "cannot start the broker in its new role, retrying"; "error" => %e);
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    _ = tokio::time::sleep(d.interval) => {}
+                }
+                if let Some(g) = d.heartbeat(None).await {
+                    group = g;
+                }
+                continue;
+            }
+        };
+        if let Role::Master { epoch } = role {
+            if let Err(e) = d.begin_epoch(&inc, epoch).await {
+                warn!(d.log, "cannot write the epoch file; not taking writes"; "error" => %e);
+            }
+        }
+        // Run until the role changes or the broker is stopped.
+        let stopped = loop {
+            tokio::select! {
+                _ = &mut stop => break true,
+                _ = d.view.relaunch.notified() => {
+                    if let Some(cut) = d.view.get().truncate_to {
+                        truncate_to = Some(cut);
+                        break false;
+                    }
+                }
+                _ = tokio::time::sleep(d.interval) => {}
+            }
+            let Some(g) = d.heartbeat(Some(&inc)).await else {
+                continue;
+            };
+            group = g;
+            if role.changed_by(&group, me) {
+                info!(d.log, "role change"; "from" => ?role, "to" => ?Role::of(&group, me),
+                    "epoch" => group.master_epoch);
+                break false;
+            }
+            if matches!(role, Role::Master { .. }) {
+                if let Some(g) = d.report_in_sync(&inc, &group).await {
+                    group = g;
+                }
+            }
+            d.view.update(|v| {
+                v.in_sync = group.sync_state_set.clone();
+                v.master_addr = group.master_addr().map(String::from);
+            });
+        };
+        d.view.update(|v| {
+            v.is_master = false;
+            v.truncate_to = None;
+        });
+        inc.stop().await;
+        if stopped {
+            return Ok(());
+        }
+    }
+}
+
+impl Driver {
+    /// One heartbeat; the group as the controller answers it.
+    async fn heartbeat(&mut self, inc: Option<&Incarnation>) -> Option<GroupInfo> {
+        let (max_offset, ha_addr) = match inc {
+            Some(i) => {
+                let end = i.storage.send(GetStorageStats).await.ok()?;
+                (end.max_physical_offset, i.config.ha_advertised())
+            }
+            None => (0, None),
+        };
+        let hb = BrokerHeartbeat {
+            cluster: self.base.cluster_name.clone(),
+            broker_name: self.base.broker_name.clone(),
+            broker_id: self.me,
+            addr: self.base.advertised(),
+            epoch: self.view.get().master_epoch,
+            max_offset,
+            ha_addr,
+        };
+        match self
+            .client
+            .leader_request(&Request::BrokerHeartbeat(hb))
+            .await
+        {
+            Ok(Response::Group(g)) => Some(g),
+            Ok(other) => {
+                warn!(self.log, "controller refused the heartbeat"; "answer" => ?other);
+                None
+            }
+            Err(e) => {
+                warn!(self.log, "controller unreachable"; "error" => %e);
+                None
+            }
+        }
+    }
+
+    /// Cuts the CommitLog (no store is open) and the epochs past `cut`.
+    fn truncate(&mut self, cut: u64) -> Result<(), LaunchError> {
+        epoch::truncate_commit_log(&self.base.store, cut, &self.log)?;
+        let mut entries = self.view.get().epochs;
+        if cut == 0 {
+            entries.clear();
+        } else {
+            entries.retain(|e| e.start_offset <= cut);
+        }
+        epoch::store(&self.base.store.data_dir, &entries)?;
+        self.view.update(|v| v.epochs = entries);
+        Ok(())
+    }
+
+    /// The configuration of an incarnation in `role`.
+    fn role_config(&self, role: &Role) -> BrokerConfig {
+        let mut c = self.base.clone();
+        c.controller_view = Some(self.view.clone());
+        match role {
+            Role::Master { .. } => {
+                c.broker_id = 0;
+                c.broker_role = if c.in_sync_ack {
+                    BrokerRole::SyncMaster
+                } else if c.broker_role == BrokerRole::Slave {
+                    BrokerRole::AsyncMaster
+                } else {
+                    c.broker_role
+                };
+                c.master_ha_addr = None;
+            }
+            Role::Slave { master } => {
+                c.broker_role = BrokerRole::Slave;
+                c.master_ha_addr = master.as_ref().map(|(_, _, _, ha)| ha.clone());
+            }
+        }
+        c
+    }
+
+    async fn launch(&mut self, role: &Role, g: &GroupInfo) -> Result<Incarnation, LaunchError> {
+        self.view.update(|v| {
+            v.is_master = false;
+            v.master_epoch = g.master_epoch;
+            v.master_addr = g.master_addr().map(String::from);
+            v.in_sync = g.sync_state_set.clone();
+        });
+        let cfg = self.role_config(role);
+        info!(self.log, "starting"; "role" => ?role, "epoch" => g.master_epoch);
+        let inc = Incarnation::start(cfg, self.log.clone()).await?;
+        match role {
+            Role::Slave {
+                master: Some((_, _, addr, _)),
+            } => inc.replicator.do_send(MasterAddrs {
+                master_addr: Some(addr.clone()),
+                ha_master_addr: None,
+            }),
+            Role::Master { .. } if self.base.in_sync_ack => {
+                let slaves = without(&g.sync_state_set, self.me);
+                inc.replicator.do_send(SetRequiredSlaves(Some(slaves)));
+            }
+            _ => {}
+        }
+        Ok(inc)
+    }
+
+    /// A new master: `(epoch, CommitLog end)` into the epoch file, then
+    /// writes are taken (the view says master only now).
+    async fn begin_epoch(&mut self, inc: &Incarnation, epoch: u64) -> Result<(), LaunchError> {
+        let end = inc
+            .storage
+            .send(GetStorageStats)
+            .await
+            .map_err(|_| crate::store::StoreError::ShutDown)?
+            .max_physical_offset;
+        let mut entries = self.view.get().epochs;
+        if epoch::begin_epoch(&mut entries, epoch, end) {
+            epoch::store(&self.base.store.data_dir, &entries)?;
+        }
+        info!(self.log, "master"; "epoch" => epoch, "start_offset" => end);
+        self.view.update(|v| {
+            v.epochs = entries;
+            v.is_master = true;
+        });
+        Ok(())
+    }
+
+    /// Master: reports the in-sync set when it differs from the
+    /// controller's; answers the group after an accepted change.
+    async fn report_in_sync(&mut self, inc: &Incarnation, g: &GroupInfo) -> Option<GroupInfo> {
+        let mut set = inc.replicator.send(InSyncSlaves).await.ok()?;
+        set.insert(self.me);
+        set.retain(|b| g.replicas.contains_key(b));
+        let in_sync_ack = self.base.in_sync_ack;
+        if set == g.sync_state_set {
+            if in_sync_ack {
+                let slaves = without(&g.sync_state_set, self.me);
+                inc.replicator.do_send(SetRequiredSlaves(Some(slaves)));
+            }
+            return None;
+        }
+        if in_sync_ack {
+            // Until the controller answers, wait for both sets.
+            let both: BTreeSet<u64> = g.sync_state_set.union(&set).copied().collect();
+            let _ = inc
+                .replicator
+                .send(SetRequiredSlaves(Some(without(&both, self.me))))
+                .await;
+        }
+        let req = Request::AlterSyncStateSet(AlterSyncStateSet {
+            broker_name: g.broker_name.clone(),
+            master_id: self.me,
+            master_epoch: g.master_epoch,
+            sync_state_set_epoch: g.sync_state_set_epoch,
+            new_set: set.clone(),
+        });
+        match self.client.leader_request(&req).await {
+            Ok(Response::Group(n)) => {
+                info!(self.log, "in-sync set"; "set" => ?n.sync_state_set,
+                    "epoch" => n.sync_state_set_epoch);
+                if in_sync_ack {
+                    let slaves = without(&n.sync_state_set, self.me);
+                    inc.replicator.do_send(SetRequiredSlaves(Some(slaves)));
+                }
+                Some(n)
+            }
+            other => {
+                warn!(self.log, "in-sync set change not accepted"; "set" => ?set, "answer" => ?other);
+                None
+            }
+        }
+    }
+}
+
+fn without(set: &BTreeSet<u64>, me: u64) -> BTreeSet<u64> {
+    set.iter().copied().filter(|b| *b != me).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(master: Option<u64>, epoch: u64, ha: bool) -> GroupInfo {
+        let mut g = GroupInfo {
+            master_id: master,
+            master_epoch: epoch,
+            ..GroupInfo::default()
+        };
+        for id in 1..=3 {
+            g.replicas.insert(id, format!("h:{id}"));
+            if ha {
+                g.ha_addrs.insert(id, format!("h:{}", id + 100));
+            }
+        }
+        g
+    }
+
+    #[test]
+    fn roles_follow_the_controllers_answer() {
+        let m = Role::of(&group(Some(1), 1, true), 1);
+        assert_eq!(m, Role::Master { epoch: 1 });
+        assert!(!m.changed_by(&group(Some(1), 1, true), 1));
+        assert!(m.changed_by(&group(Some(2), 2, true), 1), "deposed");
+        assert!(m.changed_by(&group(None, 2, true), 1), "left masterless");
+        assert!(
+            m.changed_by(&group(Some(1), 3, true), 1),
+            "re-elected, new epoch"
+        );
+
+        let s = Role::of(&group(Some(1), 1, true), 2);
+        assert!(
+            matches!(&s, Role::Slave { master: Some((1, 1, a, h)) } if a == "h:1" && h == "h:101")
+        );
+        assert!(!s.changed_by(&group(None, 2, true), 2), "masterless: keep");
+        assert!(
+            !s.changed_by(&group(Some(3), 2, false), 2),
+            "HA address unknown yet"
+        );
+        assert!(s.changed_by(&group(Some(3), 2, true), 2), "new master");
+        assert!(s.changed_by(&group(Some(2), 2, true), 2), "elected");
+    }
+}

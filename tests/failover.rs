@@ -487,7 +487,7 @@ fn failover_old_master_rejoins_as_slave_truncates_and_converges() {
     let (old, new) = (bs[0].addr(), bs[new_master].addr());
     let converged = wait_until(Duration::from_secs(30), || {
         let e = max_offsets(&namesrv);
-        e.get(&old).is_some() && e.get(&old) == e.get(&new) && in_sync(&controllers).len() == 3
+        e.contains_key(&old) && e.get(&old) == e.get(&new) && in_sync(&controllers).len() == 3
     });
     assert!(
         converged,

@@ -527,6 +527,7 @@ fn a_controller_serves_its_role_and_groups() {
         addr: "127.0.0.1:1".into(),
         epoch: 0,
         max_offset: 0,
+        ha_addr: None,
     };
     let r = rt
         .block_on(c.leader_request(&Request::BrokerHeartbeat(hb)))

@@ -598,6 +598,7 @@ fn acl_controller_election_needs_an_admin() {
         addr: "127.0.0.1:1".into(),
         epoch: 0,
         max_offset: 0,
+        ha_addr: None,
     });
     let mut registered = None;
     assert!(

@@ -246,10 +246,7 @@ impl ClientInstance {
                     self.counters
                         .insert(route.topic.clone(), usize::from(rand::random::<u16>()));
                 }
-                let counter = self
-                    .counters
-                    .get_mut(&route.topic)
-                    .expect("inserted above");
+                let counter = self.counters.get_mut(&route.topic).expect("inserted above");
                 let fault = self.config.send_latency_fault_enable.then_some(&self.fault);
                 select_round_robin(
                     queues,

@@ -109,5 +109,5 @@ pub async fn store_delayed(
         .await
         .map_err(crate::mailbox_error)?
         .map_err(crate::store_error)?;
-    Ok(super::send::results(s, &res).await)
+    Ok(super::replication::send_results(s, &res).await)
 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use skylark_codec::{
-    ErrorCode, GetReplicationStatusRequest, MetadataSnapshot, ReplicationStatus, SendStatus,
-    SyncMetadataRequest, WireError,
+    ErrorCode, GetReplicationStatusRequest, MessageId, MetadataSnapshot, ReplicationStatus,
+    SendResult, SendStatus, SyncMetadataRequest, WireError,
 };
 
 use super::Shared;
@@ -140,4 +140,27 @@ pub async fn status(
         .send(GetStatus)
         .await
         .map_err(crate::mailbox_error)
+}
+
+/// The send answers of an append, in order: after the flush (sync flush)
+/// and, on a SYNC_MASTER, after a slave has the batch.
+pub(super) async fn send_results(
+    s: &Shared,
+    res: &crate::store::AppendBatchResult,
+) -> Vec<SendResult> {
+    let status = if res.flush_timed_out {
+        SendStatus::FlushDiskTimeout
+    } else {
+        SendStatus::SendOk
+    };
+    let status = after_append(s, res.end_offset, status).await;
+    res.results
+        .iter()
+        .map(|it| SendResult {
+            status,
+            msg_id: MessageId::new(s.store_host, it.physical_offset).to_hex(),
+            queue_id: it.queue_id,
+            queue_offset: it.queue_offset,
+        })
+        .collect()
 }

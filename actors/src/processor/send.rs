@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use skylark_codec::{
-    validate_topic_name, ErrorCode, MessageData, MessageId, SendBatchRequest, SendBatchResponse,
-    SendRequest, SendResult, SendStatus, WireError,
+    validate_topic_name, ErrorCode, MessageData, SendBatchRequest, SendBatchResponse, SendRequest,
+    SendResult, WireError,
 };
 
 use super::{coalesce, delay, Shared};
@@ -131,25 +131,5 @@ pub(super) async fn store_with_reconsume(
         })
         .collect();
     let res = coalesce::put(&s.storage, stored, s.sync_flush_timeout()).await?;
-    Ok(results(s, &res).await)
-}
-
-/// The send answers of an append, in order: after the flush (sync flush)
-/// and, on a SYNC_MASTER, after a slave has the batch.
-pub(super) async fn results(s: &Shared, res: &crate::store::AppendBatchResult) -> Vec<SendResult> {
-    let status = if res.flush_timed_out {
-        SendStatus::FlushDiskTimeout
-    } else {
-        SendStatus::SendOk
-    };
-    let status = super::replication::after_append(s, res.end_offset, status).await;
-    res.results
-        .iter()
-        .map(|it| SendResult {
-            status,
-            msg_id: MessageId::new(s.store_host, it.physical_offset).to_hex(),
-            queue_id: it.queue_id,
-            queue_offset: it.queue_offset,
-        })
-        .collect()
+    Ok(super::replication::send_results(s, &res).await)
 }

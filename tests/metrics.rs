@@ -487,7 +487,7 @@ fn busy_rejections_are_counted_by_reason() {
 #[test]
 fn a_controller_serves_its_role_and_groups() {
     use skylark::actors::controller::client::ControllerClient;
-    use skylark::actors::controller::proto::{BrokerHeartbeat, Request, Response};
+    use skylark::actors::controller::proto::Response;
     let tmp = tempfile::tempdir().unwrap();
     let (port, mport) = (free_port(), free_port());
     let child = Command::new(bin())
@@ -515,22 +515,10 @@ fn a_controller_serves_its_role_and_groups() {
     assert!(sum(&s, "skylark_controller_term", &me).unwrap() >= 1.0);
     assert_eq!(sum(&s, "skylark_controller_broker_groups", &me), Some(0.0));
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::tokio_rt();
     let mut c = ControllerClient::new(&format!("127.0.0.1:{port}"), Duration::from_secs(5));
-    let hb = BrokerHeartbeat {
-        cluster: "DefaultCluster".into(),
-        broker_name: "g1".into(),
-        broker_id: 0,
-        addr: "127.0.0.1:1".into(),
-        epoch: 0,
-        max_offset: 0,
-        ha_addr: None,
-    };
     let r = rt
-        .block_on(c.leader_request(&Request::BrokerHeartbeat(hb)))
+        .block_on(c.leader_request(&common::controller_heartbeat("g1", 0)))
         .expect("heartbeat answered");
     assert!(matches!(r, Response::Group(_)), "{r:?}");
     let g = [("broker_name", "g1")];

@@ -559,7 +559,7 @@ fn acl_dashboard_message_search_needs_an_admin_signature() {
 #[test]
 fn acl_controller_election_needs_an_admin() {
     use skylark::actors::controller::client::ControllerClient;
-    use skylark::actors::controller::proto::{BrokerHeartbeat, Request, Response};
+    use skylark::actors::controller::proto::{Request, Response};
     let dir = tempfile::tempdir().unwrap();
     let acl = dir.path().join("acl.toml");
     std::fs::write(&acl, acl_file("PUB")).unwrap();
@@ -586,20 +586,9 @@ fn acl_controller_election_needs_an_admin() {
     );
     wait_listening(&mut ctl.0, &[port]).expect("controller up");
     let addr = format!("127.0.0.1:{port}");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::tokio_rt();
     let mut c = ControllerClient::new(&addr, Duration::from_secs(5));
-    let hb = Request::BrokerHeartbeat(BrokerHeartbeat {
-        cluster: "DefaultCluster".into(),
-        broker_name: "g1".into(),
-        broker_id: 0,
-        addr: "127.0.0.1:1".into(),
-        epoch: 0,
-        max_offset: 0,
-        ha_addr: None,
-    });
+    let hb = common::controller_heartbeat("g1", 0);
     let mut registered = None;
     assert!(
         wait_until(Duration::from_secs(30), || {

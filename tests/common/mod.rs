@@ -313,3 +313,29 @@ pub fn http_get(port: u16, path: &str, authorization: Option<&str>) -> (u16, Str
         .to_string();
     (status, body)
 }
+
+/// A current-thread tokio runtime (to drive a controller client).
+pub fn tokio_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A controller request: broker `id` of group `broker_name` (at
+/// 127.0.0.1:1, nothing stored yet) heartbeats.
+pub fn controller_heartbeat(
+    broker_name: &str,
+    id: u64,
+) -> skylark::actors::controller::proto::Request {
+    use skylark::actors::controller::proto::{BrokerHeartbeat, Request};
+    Request::BrokerHeartbeat(BrokerHeartbeat {
+        cluster: "DefaultCluster".into(),
+        broker_name: broker_name.into(),
+        broker_id: id,
+        addr: "127.0.0.1:1".into(),
+        epoch: 0,
+        max_offset: 0,
+        ha_addr: None,
+    })
+}

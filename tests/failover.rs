@@ -487,7 +487,7 @@ fn failover_old_master_rejoins_as_slave_truncates_and_converges() {
     let (old, new) = (bs[0].addr(), bs[new_master].addr());
     let converged = wait_until(Duration::from_secs(30), || {
         let e = max_offsets(&namesrv);
-        e.get(&old).is_some() && e.get(&old) == e.get(&new) && in_sync(&controllers).len() == 3
+        e.contains_key(&old) && e.get(&old) == e.get(&new) && in_sync(&controllers).len() == 3
     });
     assert!(
         converged,
@@ -548,4 +548,47 @@ fn failover_old_master_rejoins_as_slave_truncates_and_converges() {
         "every message only the old master had survived: nothing was cut"
     );
     eprintln!("{cut} of 48 unacknowledged messages were cut from the old master");
+}
+
+#[test]
+fn failover_conf_files_describe_one_controller_mode_group() {
+    use skylark::actors::config::BrokerConfig;
+    use skylark::actors::controller::ControllerConfig;
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let controllers: Vec<String> = (1..=3)
+        .map(|i| {
+            let c: ControllerConfig =
+                skylark::config::load(Some(&conf.join(format!("controller-{i}.toml"))), &[])
+                    .expect("controller conf");
+            format!("{}:{}", c.listen_host, c.port)
+        })
+        .collect();
+    // Every port any broker file claims, the controller-mode ones included.
+    let mut ports = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(&conf).expect("conf dir") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !name.starts_with("broker-") {
+            continue;
+        }
+        let c: BrokerConfig = skylark::config::load(Some(&path), &[]).expect(name);
+        assert!(ports.insert(c.port), "{name}: port {} reused", c.port);
+        if c.enable_controller_mode || !c.is_slave() {
+            assert!(ports.insert(c.ha_bind_port()), "{name}: HA port reused");
+        }
+    }
+    let mut dirs = std::collections::HashSet::new();
+    for id in 1..=3u64 {
+        let file = conf.join(format!("broker-c-{id}.toml"));
+        let c: BrokerConfig = skylark::config::load(Some(&file), &[]).expect("broker-c conf");
+        assert!(c.enable_controller_mode && c.in_sync_ack);
+        assert_eq!((c.broker_name.as_str(), c.broker_id), ("broker-c", id));
+        assert_eq!(
+            c.controller_addr.split(';').collect::<Vec<_>>(),
+            controllers,
+            "broker-c-{id} lists the controllers of conf/controller-*.toml"
+        );
+        assert!(c.min_in_sync_replicas >= 1 && c.min_in_sync_replicas <= 3);
+        assert!(dirs.insert(c.store.data_dir.clone()), "data dir reused");
+    }
 }

@@ -592,3 +592,55 @@ fn failover_conf_files_describe_one_controller_mode_group() {
         assert!(dirs.insert(c.store.data_dir.clone()), "data dir reused");
     }
 }
+
+/// The controller leader's node id, as the first answering controller sees it.
+fn controller_leader(controllers: &str) -> Option<u64> {
+    controllers.split(';').find_map(|addr| {
+        let out = Command::new(bin())
+            .args(["--log-level", "error", "admin", "--namesrv", "127.0.0.1:1"])
+            .args(["controller", "status", "--json", "--controller", addr])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        json_lines(&out.stdout)
+            .into_iter()
+            .next()?
+            .get("leader_id")?
+            .as_u64()
+    })
+}
+
+#[test]
+fn failover_after_the_controller_leader_is_killed_still_elects_a_new_master() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_ns, namesrv) = spawn_namesrv();
+    let (mut ctrls, controllers) = spawn_controllers(tmp.path(), 2000);
+    let topic = "LeaderKill";
+    let mut bs = start_group(tmp.path(), &namesrv, &controllers, &[], topic);
+    let leader = controller_leader(&controllers).expect("a controller leader");
+    let victim = &mut ctrls[leader as usize - 1].0;
+    let _ = victim.kill();
+    let _ = victim.wait();
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            controller_leader(&controllers).is_some_and(|l| l != leader)
+        }),
+        "no new controller leader"
+    );
+    // The healthy master stays master under the new leader ...
+    assert_eq!(master_of(&controllers), Some(1));
+    let send = |n: &str| cli(&namesrv, &["produce", "--topic", topic, "--count", n]);
+    assert!(send("20").status.success(), "the master takes writes");
+    // ... and its death is still handled.
+    bs[0].kill9();
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            matches!(master_of(&controllers), Some(2) | Some(3))
+        }),
+        "no new master after the controller leader changed"
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || send("20").status.success()),
+        "the new master takes no writes"
+    );
+}

@@ -12,6 +12,9 @@
 //!   restarted: it rejoins as a slave, cuts those messages (the last epoch
 //!   it shares with the new master) and its CommitLog becomes byte for
 //!   byte the new master's.
+//! * `failover_after_the_controller_leader_is_killed_still_elects_a_new_master`,
+//!   `failover_min_in_sync_replicas_refuses_writes_while_the_set_is_too_small`,
+//!   `failover_conf_files_describe_one_controller_mode_group`.
 
 mod common;
 
@@ -643,4 +646,44 @@ fn failover_after_the_controller_leader_is_killed_still_elects_a_new_master() {
         wait_until(Duration::from_secs(15), || send("20").status.success()),
         "the new master takes no writes"
     );
+}
+
+#[test]
+fn failover_min_in_sync_replicas_refuses_writes_while_the_set_is_too_small() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_ns, namesrv) = spawn_namesrv();
+    let (_ctrls, controllers) = spawn_controllers(tmp.path(), 2000);
+    let topic = "MinIsr";
+    let extra = [("SKYLARK_MIN_IN_SYNC_REPLICAS", "2")];
+    let mut bs = start_group(tmp.path(), &namesrv, &controllers, &extra, topic);
+    let send = || cli(&namesrv, &["produce", "--topic", topic, "--count", "10"]);
+    let out = send();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Both slaves die: the master reports an in-sync set of itself ...
+    bs[1].kill9();
+    bs[2].kill9();
+    assert!(
+        wait_until(Duration::from_secs(15), || in_sync(&controllers) == vec![1]),
+        "the in-sync set never shrank: {:?}",
+        in_sync(&controllers)
+    );
+    // ... and refuses sends, saying why.
+    let out = send();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a send was accepted with one in-sync replica"
+    );
+    assert!(err.contains("min_in_sync_replicas"), "{err}");
+    // A slave back in sync: writes are taken again.
+    bs[1].spawn();
+    assert!(
+        wait_until(Duration::from_secs(20), || send().status.success()),
+        "writes never resumed"
+    );
+    assert!(in_sync(&controllers).len() >= 2);
 }

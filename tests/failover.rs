@@ -12,6 +12,9 @@
 //!   restarted: it rejoins as a slave, cuts those messages (the last epoch
 //!   it shares with the new master) and its CommitLog becomes byte for
 //!   byte the new master's.
+//! * `failover_after_the_controller_leader_is_killed_still_elects_a_new_master`,
+//!   `failover_min_in_sync_replicas_refuses_writes_while_the_set_is_too_small`,
+//!   `failover_conf_files_describe_one_controller_mode_group`.
 
 mod common;
 
@@ -548,4 +551,139 @@ fn failover_old_master_rejoins_as_slave_truncates_and_converges() {
         "every message only the old master had survived: nothing was cut"
     );
     eprintln!("{cut} of 48 unacknowledged messages were cut from the old master");
+}
+
+#[test]
+fn failover_conf_files_describe_one_controller_mode_group() {
+    use skylark::actors::config::BrokerConfig;
+    use skylark::actors::controller::ControllerConfig;
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let controllers: Vec<String> = (1..=3)
+        .map(|i| {
+            let c: ControllerConfig =
+                skylark::config::load(Some(&conf.join(format!("controller-{i}.toml"))), &[])
+                    .expect("controller conf");
+            format!("{}:{}", c.listen_host, c.port)
+        })
+        .collect();
+    // Every port any broker file claims, the controller-mode ones included.
+    let mut ports = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(&conf).expect("conf dir") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !name.starts_with("broker-") {
+            continue;
+        }
+        let c: BrokerConfig = skylark::config::load(Some(&path), &[]).expect(name);
+        assert!(ports.insert(c.port), "{name}: port {} reused", c.port);
+        if c.enable_controller_mode || !c.is_slave() {
+            assert!(ports.insert(c.ha_bind_port()), "{name}: HA port reused");
+        }
+    }
+    let mut dirs = std::collections::HashSet::new();
+    for id in 1..=3u64 {
+        let file = conf.join(format!("broker-c-{id}.toml"));
+        let c: BrokerConfig = skylark::config::load(Some(&file), &[]).expect("broker-c conf");
+        assert!(c.enable_controller_mode && c.in_sync_ack);
+        assert_eq!((c.broker_name.as_str(), c.broker_id), ("broker-c", id));
+        assert_eq!(
+            c.controller_addr.split(';').collect::<Vec<_>>(),
+            controllers,
+            "broker-c-{id} lists the controllers of conf/controller-*.toml"
+        );
+        assert!(c.min_in_sync_replicas >= 1 && c.min_in_sync_replicas <= 3);
+        assert!(dirs.insert(c.store.data_dir.clone()), "data dir reused");
+    }
+}
+
+/// The controller leader's node id, as the first answering controller sees it.
+fn controller_leader(controllers: &str) -> Option<u64> {
+    controllers.split(';').find_map(|addr| {
+        let out = Command::new(bin())
+            .args(["--log-level", "error", "admin", "--namesrv", "127.0.0.1:1"])
+            .args(["controller", "status", "--json", "--controller", addr])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        json_lines(&out.stdout)
+            .into_iter()
+            .next()?
+            .get("leader_id")?
+            .as_u64()
+    })
+}
+
+#[test]
+fn failover_after_the_controller_leader_is_killed_still_elects_a_new_master() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_ns, namesrv) = spawn_namesrv();
+    let (mut ctrls, controllers) = spawn_controllers(tmp.path(), 2000);
+    let topic = "LeaderKill";
+    let mut bs = start_group(tmp.path(), &namesrv, &controllers, &[], topic);
+    let leader = controller_leader(&controllers).expect("a controller leader");
+    let victim = &mut ctrls[leader as usize - 1].0;
+    let _ = victim.kill();
+    let _ = victim.wait();
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            controller_leader(&controllers).is_some_and(|l| l != leader)
+        }),
+        "no new controller leader"
+    );
+    // The healthy master stays master under the new leader ...
+    assert_eq!(master_of(&controllers), Some(1));
+    let send = |n: &str| cli(&namesrv, &["produce", "--topic", topic, "--count", n]);
+    assert!(send("20").status.success(), "the master takes writes");
+    // ... and its death is still handled.
+    bs[0].kill9();
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            matches!(master_of(&controllers), Some(2) | Some(3))
+        }),
+        "no new master after the controller leader changed"
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || send("20").status.success()),
+        "the new master takes no writes"
+    );
+}
+
+#[test]
+fn failover_min_in_sync_replicas_refuses_writes_while_the_set_is_too_small() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_ns, namesrv) = spawn_namesrv();
+    let (_ctrls, controllers) = spawn_controllers(tmp.path(), 2000);
+    let topic = "MinIsr";
+    let extra = [("SKYLARK_MIN_IN_SYNC_REPLICAS", "2")];
+    let mut bs = start_group(tmp.path(), &namesrv, &controllers, &extra, topic);
+    let send = || cli(&namesrv, &["produce", "--topic", topic, "--count", "10"]);
+    let out = send();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Both slaves die: the master reports an in-sync set of itself ...
+    bs[1].kill9();
+    bs[2].kill9();
+    assert!(
+        wait_until(Duration::from_secs(15), || in_sync(&controllers) == vec![1]),
+        "the in-sync set never shrank: {:?}",
+        in_sync(&controllers)
+    );
+    // ... and refuses sends, saying why.
+    let out = send();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a send was accepted with one in-sync replica"
+    );
+    assert!(err.contains("min_in_sync_replicas"), "{err}");
+    // A slave back in sync: writes are taken again.
+    bs[1].spawn();
+    assert!(
+        wait_until(Duration::from_secs(20), || send().status.success()),
+        "writes never resumed"
+    );
+    assert!(in_sync(&controllers).len() >= 2);
 }

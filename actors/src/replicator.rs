@@ -19,6 +19,11 @@
 //!
 //! The HA wire format is in [`protocol`]. File I/O always goes through the
 //! Storage actor: this actor and its tasks never touch the mapped files.
+//!
+//! Messages answered: [`SessionOpened`], [`SessionClosed`], [`SlaveAck`],
+//! [`WaitReplicated`], [`InSyncSlaves`], [`SetRequiredSlaves`] (master);
+//! [`MasterAddrs`], [`GetMasterHa`], [`SlaveProgress`], [`SyncSoon`]
+//! (slave); [`GetStatus`] (both).
 
 pub mod acks;
 pub mod master;

@@ -14,6 +14,7 @@
 //!   byte the new master's.
 //! * `failover_after_the_controller_leader_is_killed_still_elects_a_new_master`,
 //!   `failover_min_in_sync_replicas_refuses_writes_while_the_set_is_too_small`,
+//!   `failover_master_cut_off_from_the_controllers_acknowledges_nothing_the_new_master_lacks`,
 //!   `failover_conf_files_describe_one_controller_mode_group`.
 
 mod common;
@@ -237,8 +238,22 @@ fn start_group(
     extra: &[(&str, &str)],
     topic: &str,
 ) -> Vec<Broker> {
+    start_group_via(root, namesrv, (controllers, controllers), extra, topic)
+}
+
+/// [`start_group`] with broker 1 reaching the controllers at `first`.
+fn start_group_via(
+    root: &Path,
+    namesrv: &str,
+    (controllers, first): (&str, &str),
+    extra: &[(&str, &str)],
+    topic: &str,
+) -> Vec<Broker> {
     let mut bs: Vec<Broker> = (1..=3)
-        .map(|id| Broker::new(root, id, namesrv, controllers, extra))
+        .map(|id| {
+            let via = if id == 1 { first } else { controllers };
+            Broker::new(root, id, namesrv, via, extra)
+        })
         .collect();
     bs[0].spawn();
     assert!(
@@ -686,4 +701,151 @@ fn failover_min_in_sync_replicas_refuses_writes_while_the_set_is_too_small() {
         "writes never resumed"
     );
     assert!(in_sync(&controllers).len() >= 2);
+}
+
+/// A TCP forwarder the test can cut: while `cut` is set it drops every
+/// connection it carries and refuses new ones.
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(target: String) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let c = cut.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if c.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ] {
+                    let (Ok(from), Ok(to)) = (from, to) else {
+                        continue;
+                    };
+                    let c = c.clone();
+                    std::thread::spawn(move || pipe(from, to, &c));
+                }
+            }
+        });
+        Proxy { port, cut }
+    }
+}
+
+fn pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream, cut: &AtomicBool) {
+    use std::io::{Read, Write};
+    let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut buf = [0u8; 16384];
+    while !cut.load(Ordering::Relaxed) {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+#[test]
+fn failover_master_cut_off_from_the_controllers_acknowledges_nothing_the_new_master_lacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_ns, namesrv) = spawn_namesrv();
+    let (_ctrls, controllers) = spawn_controllers(tmp.path(), 2000);
+    let proxies: Vec<Proxy> = controllers
+        .split(';')
+        .map(|a| Proxy::start(a.to_string()))
+        .collect();
+    let via = proxies
+        .iter()
+        .map(|p| format!("127.0.0.1:{}", p.port))
+        .collect::<Vec<_>>()
+        .join(";");
+    let topic = "Partition";
+    let mut bs = start_group_via(tmp.path(), &namesrv, (&controllers, &via), &[], topic);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = produce_until(namesrv.clone(), topic.into(), stop.clone());
+    assert!(wait_until(Duration::from_secs(30), || acked_count(&acked) >= 200));
+    // The master loses the controllers (it keeps running, thinking it is master).
+    for p in &proxies {
+        p.cut.store(true, Ordering::Relaxed);
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            matches!(master_of(&controllers), Some(2) | Some(3))
+        }),
+        "no new master while the old one is cut off"
+    );
+    let target = acked_count(&acked) + 100;
+    assert!(
+        wait_until(Duration::from_secs(30), || acked_count(&acked) >= target),
+        "no writes during the partition"
+    );
+    // The partition heals: the old master learns it was replaced and rejoins.
+    for p in &proxies {
+        p.cut.store(false, Ordering::Relaxed);
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || in_sync(&controllers).len() == 3),
+        "the old master never rejoined: {:?}",
+        in_sync(&controllers)
+    );
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<Acked> = acked.lock().unwrap().clone();
+    bs[0].kill9();
+    let out = cli(
+        &namesrv,
+        &[
+            "consume",
+            "--group",
+            "after-partition",
+            "--topic",
+            topic,
+            "--from",
+            "first",
+            "--count",
+            &(acked.len() + 2000).to_string(),
+            "--idle-timeout",
+            "5",
+            "--json",
+        ],
+    );
+    let got: HashMap<String, (u64, u64)> = json_lines(&out.stdout)
+        .iter()
+        .filter_map(|v| {
+            Some((
+                v["msg_id"].as_str()?.to_string(),
+                (v["queue_id"].as_u64()?, v["queue_offset"].as_u64()?),
+            ))
+        })
+        .collect();
+    let missing: Vec<&Acked> = acked
+        .iter()
+        .filter(|a| got.get(&a.msg_id) != Some(&(a.queue_id, a.queue_offset)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages missing or moved (split brain), first: {:?}",
+        missing.len(),
+        acked.len(),
+        missing.first()
+    );
 }

@@ -1,6 +1,6 @@
 //! The side of brokers and the admin CLI: sends a request to the
-//! controller leader, following `NotLeader` answers and trying every listed
-//! controller in turn.
+//! controller leader, following `NotLeader` answers (when they name one of
+//! the listed addresses) and trying every listed controller in turn.
 
 use std::time::Duration;
 
@@ -65,7 +65,10 @@ impl ControllerClient {
             tried.push(addr.clone());
             match self.ask(&addr, req).await {
                 Ok(Response::NotLeader { leader }) => {
-                    if let Some(l) = leader {
+                    // A hint outside the configured list (a controller
+                    // reached through a proxy or NAT under another
+                    // address) is not followed: the list is tried in turn.
+                    if let Some(l) = leader.filter(|l| self.addrs.contains(l)) {
                         if !tried.contains(&l) {
                             candidates.insert(i, l);
                         }

@@ -22,12 +22,12 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bin, free_port, json_lines, wait_listening, wait_until, KillOnDrop};
+use common::{bin, cli, free_port, json_lines, wait_listening, wait_until, KillOnDrop};
 
 const GROUP: &str = "broker-f";
 
@@ -159,22 +159,8 @@ impl Broker {
     }
 
     fn segments(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.join("commitlog"))
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        v.sort();
-        v
+        common::commitlog_segments(&self.dir)
     }
-}
-
-fn cli(namesrv: &str, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(["--log-level", "error"])
-        .args(args)
-        .env("SKYLARK_NAMESRV", namesrv)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run skylark")
 }
 
 /// The group as the first answering controller has applied it.

@@ -5,10 +5,10 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{bin, free_port, json_lines, wait_listening, wait_until, KillOnDrop};
+use common::{bin, cli, free_port, json_lines, wait_listening, wait_until, KillOnDrop};
 
 /// A NameServer process.
 struct Namesrv {
@@ -116,22 +116,8 @@ impl Broker {
     }
 
     fn segments(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.join("commitlog"))
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        v.sort();
-        v
+        common::commitlog_segments(&self.dir)
     }
-}
-
-fn cli(namesrv: &str, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(["--log-level", "warn"])
-        .args(args)
-        .env("SKYLARK_NAMESRV", namesrv)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run skylark")
 }
 
 /// `admin cluster list --json` members, by broker address.

@@ -202,6 +202,15 @@ impl Standalone {
     }
 }
 
+/// The CommitLog segment files under a broker's data dir, in order.
+pub fn commitlog_segments(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(data_dir.join("commitlog"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 /// Runs a client subcommand against the NameServer at `namesrv`.
 pub fn cli(namesrv: &str, args: &[&str]) -> Output {
     Command::new(bin())

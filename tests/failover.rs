@@ -22,7 +22,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,21 +32,30 @@ use common::{bin, cli, free_port, json_lines, wait_listening, wait_until, KillOn
 const GROUP: &str = "broker-f";
 
 fn spawn_namesrv() -> (KillOnDrop, String) {
-    let port = free_port();
-    let mut child = Command::new(bin())
-        .args([
-            "--log-level",
-            "warn",
-            "namesrv",
-            "--port",
-            &port.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn namesrv");
-    wait_listening(&mut child, &[port]).expect("namesrv listening");
-    (KillOnDrop(child), format!("127.0.0.1:{port}"))
+    let (child, port) = common::spawn_namesrv();
+    (child, format!("127.0.0.1:{port}"))
+}
+
+/// `consume --from first` of up to `count` messages of `topic` as `group`,
+/// stopping after 5 s without a message; JSON lines on stdout.
+fn consume_from_first(namesrv: &str, group: &str, topic: &str, count: usize) -> Output {
+    cli(
+        namesrv,
+        &[
+            "consume",
+            "--group",
+            group,
+            "--topic",
+            topic,
+            "--from",
+            "first",
+            "--count",
+            &count.to_string(),
+            "--idle-timeout",
+            "5",
+            "--json",
+        ],
+    )
 }
 
 /// Three controllers with a short broker timeout; answers them and their
@@ -363,23 +372,7 @@ fn failover_kill9_master_elects_a_new_master_and_keeps_every_acked_message() {
     let acked: Vec<Acked> = acked.lock().unwrap().clone();
 
     // Every acknowledged message is there, at its acknowledged queue offset.
-    let out = cli(
-        &namesrv,
-        &[
-            "consume",
-            "--group",
-            "after-failover",
-            "--topic",
-            topic,
-            "--from",
-            "first",
-            "--count",
-            &(acked.len() + 2000).to_string(),
-            "--idle-timeout",
-            "5",
-            "--json",
-        ],
-    );
+    let out = consume_from_first(&namesrv, "after-failover", topic, acked.len() + 2000);
     assert!(
         out.status.success(),
         "consume: {}",
@@ -797,23 +790,7 @@ fn failover_master_cut_off_from_the_controllers_acknowledges_nothing_the_new_mas
     stop.store(true, Ordering::Relaxed);
     let acked: Vec<Acked> = acked.lock().unwrap().clone();
     bs[0].kill9();
-    let out = cli(
-        &namesrv,
-        &[
-            "consume",
-            "--group",
-            "after-partition",
-            "--topic",
-            topic,
-            "--from",
-            "first",
-            "--count",
-            &(acked.len() + 2000).to_string(),
-            "--idle-timeout",
-            "5",
-            "--json",
-        ],
-    );
+    let out = consume_from_first(&namesrv, "after-partition", topic, acked.len() + 2000);
     let got: HashMap<String, (u64, u64)> = json_lines(&out.stdout)
         .iter()
         .filter_map(|v| {

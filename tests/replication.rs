@@ -18,23 +18,7 @@ struct Namesrv {
 
 impl Namesrv {
     fn start() -> Namesrv {
-        let port = free_port();
-        let child = Command::new(bin())
-            .args([
-                "--log-level",
-                "warn",
-                "namesrv",
-                "--port",
-                &port.to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn namesrv");
-        let mut child = KillOnDrop(child);
-        if let Err(e) = wait_listening(&mut child.0, &[port]) {
-            panic!("namesrv did not start: {e}");
-        }
+        let (child, port) = common::spawn_namesrv();
         Namesrv {
             proc: Some(child),
             port,

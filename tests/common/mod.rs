@@ -202,6 +202,29 @@ impl Standalone {
     }
 }
 
+/// A NameServer process on a fresh port, listening when this returns; its
+/// port.
+pub fn spawn_namesrv() -> (KillOnDrop, u16) {
+    let port = free_port();
+    let child = Command::new(bin())
+        .args([
+            "--log-level",
+            "warn",
+            "namesrv",
+            "--port",
+            &port.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn namesrv");
+    let mut child = KillOnDrop(child);
+    if let Err(e) = wait_listening(&mut child.0, &[port]) {
+        panic!("namesrv did not start: {e}");
+    }
+    (child, port)
+}
+
 /// The CommitLog segment files under a broker's data dir, in order.
 pub fn commitlog_segments(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(data_dir.join("commitlog"))

@@ -26,6 +26,23 @@
 //! [`super::Store`] commits at the end of each append (or of a deferred
 //! group of appends) on the thread that owns it, before anything can read.
 //!
+//! # Zero-ahead
+//!
+//! Segments are preallocated with `posix_fallocate`, which on ext4 and XFS
+//! leaves *unwritten* extents: the first writeback of each range converts
+//! it to written, a metadata change that every `fdatasync` covering fresh
+//! data must also write (a second device write per fsync). Under sync flush
+//! ([`CommitLog::set_zero_ahead`]) the log therefore writes zeros with
+//! `pwrite` a few MB ahead of its write position, one [`prefault::STEP`] at
+//! a time, and asks the prefault thread to start their writeback: by the
+//! time records reach a range its extent is written, and a group-commit
+//! fsync writes the records' pages and nothing else. The zeros are written
+//! by this thread, only past the write position, so they never overwrite a
+//! record; the flusher syncs only the range it answers for, so it never
+//! waits on them either (see [`super::flush`]). Measured on the
+//! development box: 4 KiB `O_DSYNC` writes take 0.18 ms into a fallocated
+//! file and 0.12 ms into a written one (docs/benchmarks.md).
+//!
 //! This module only stores and finds bytes; what a record means lives in
 //! [`super::record`], and indexing in [`super::consume_queue`].
 
@@ -49,6 +66,10 @@ pub struct CommitLog {
     prefault: Option<Prefaulter>,
     /// Pages up to here were handed to the prefaulter.
     prefaulted_to: u64,
+    /// Write zeros ahead of the write position (module doc, "Zero-ahead").
+    zero_ahead: bool,
+    /// Zeros were written up to here.
+    zeroed_to: u64,
     dir: PathBuf,
     segment_size: u64,
     segments: Vec<MappedFile>,
@@ -157,13 +178,15 @@ impl CommitLog {
             }
             let mut seg = MappedFile::open(&path, start, segment_size)?;
             seg.share();
-            files.add(start, seg.try_clone_file()?);
+            files.add(start, seg.try_clone_file()?, seg.map_handle());
             segments.push(seg);
         }
         let write_pos = segments.last().map_or(0, MappedFile::end);
         Ok(CommitLog {
             prefault: Prefaulter::start(&logger),
             prefaulted_to: write_pos,
+            zero_ahead: false,
+            zeroed_to: write_pos,
             dir: dir.to_path_buf(),
             segment_size,
             segments,
@@ -181,6 +204,11 @@ impl CommitLog {
     /// The configured hard disk limit, quoted by a `DiskFull` error.
     pub fn set_disk_hard_limit(&mut self, limit: f64) {
         self.disk_hard_limit = limit;
+    }
+
+    /// Turns zero-ahead on or off (module doc); on under sync flush.
+    pub fn set_zero_ahead(&mut self, on: bool) {
+        self.zero_ahead = on;
     }
 
     /// The segment handles shared with the flusher.
@@ -282,7 +310,8 @@ impl CommitLog {
             r => r?,
         };
         seg.share();
-        self.files.add(start, seg.try_clone_file()?);
+        self.files
+            .add(start, seg.try_clone_file()?, seg.map_handle());
         info!(self.logger, "commit log segment created"; "start" => start);
         self.segments.push(seg);
         Ok(())
@@ -383,6 +412,9 @@ impl CommitLog {
     /// Hands the next pages of the active segment to the prefaulter once
     /// the writer has used up a [`prefault::STEP`] of what was populated.
     fn prefault_ahead(&mut self) {
+        if self.zero_ahead {
+            self.zero_step();
+        }
         let Some(p) = &self.prefault else {
             return;
         };
@@ -400,6 +432,39 @@ impl CommitLog {
         if let Some(seg) = self.segment_index(pos).map(|i| &self.segments[i]) {
             let base = seg.bytes().as_ptr() as usize;
             p.request(base + (from - seg_start) as usize, (to - from) as usize);
+        }
+    }
+
+    /// Writes zeros over at most one [`prefault::STEP`] past both the write
+    /// position and what was zeroed before, up to [`prefault::AHEAD`] ahead
+    /// within the active segment, and has the prefault thread start their
+    /// writeback (module doc, "Zero-ahead"). Only ever past `write_pos`:
+    /// what is staged and not yet committed lies below it.
+    fn zero_step(&mut self) {
+        let pos = self.write_pos;
+        let seg_start = pos - pos % self.segment_size;
+        let seg_end = seg_start + self.segment_size;
+        let from = self.zeroed_to.max(pos);
+        if from >= seg_end {
+            return;
+        }
+        // Whole steps (or the segment's rest), once one fits in the window.
+        let to = (from + prefault::STEP).min(seg_end);
+        if pos + prefault::AHEAD < to {
+            return;
+        }
+        let Some(seg) = self.segment_index(pos).map(|i| &self.segments[i]) else {
+            return;
+        };
+        let at = (from - seg_start) as usize;
+        if seg.write_zeros(at, (to - from) as usize).is_err() {
+            // A failed write of zeros loses nothing: the range is still
+            // unwritten extents, and an append there reports its own error.
+            return;
+        }
+        self.zeroed_to = to;
+        if let (Some(p), Ok(file)) = (&self.prefault, seg.try_clone_file()) {
+            p.writeback(file, at as u64, to - from);
         }
     }
 
@@ -538,6 +603,7 @@ impl CommitLog {
         self.write_pos = end;
         self.pending_start = end;
         self.prefaulted_to = end;
+        self.zeroed_to = end;
         Ok(())
     }
 
@@ -558,6 +624,7 @@ impl CommitLog {
         self.write_pos = end;
         self.pending_start = end;
         self.prefaulted_to = end;
+        self.zeroed_to = end;
         Ok(())
     }
 
@@ -600,5 +667,51 @@ impl CommitLog {
             s.sync()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Zero-ahead writes zeros only past the write position: records of
+    /// mixed sizes, committed in batches across several steps and segment
+    /// rolls, all read back as written, and the rest of the active segment
+    /// reads as zeros.
+    #[test]
+    fn zero_ahead_never_overwrites_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let seg = 3 * prefault::STEP + 12_345;
+        let mut cl = CommitLog::open(dir.path(), seg, log).unwrap();
+        cl.set_zero_ahead(true);
+        let mut written = Vec::new();
+        let mut n = 0u32;
+        while written.len() < 6000 {
+            let sizes: Vec<usize> = (0..7)
+                .map(|i| 64 + ((n as usize + i) * 997) % 3000)
+                .collect();
+            cl.reserve(sizes.iter().copied()).unwrap();
+            for size in sizes {
+                n += 1;
+                let fill = (n % 251) as u8 + 1;
+                let at = cl.append_with(size, |buf, _| buf.fill(fill)).unwrap();
+                written.push((at, size, fill));
+            }
+            cl.commit().unwrap();
+        }
+        assert!(cl.write_pos > 2 * seg, "the test must cross segment rolls");
+        for &(at, size, fill) in &written {
+            let got = cl.slice(at, size).unwrap();
+            assert!(got.iter().all(|&b| b == fill), "record at {at} overwritten");
+        }
+        let end = cl.write_pos;
+        let active = cl.segments.last().unwrap();
+        let rest = &active.bytes()[(end - active.start()) as usize..];
+        assert!(
+            rest.iter().all(|&b| b == 0),
+            "tail of the active segment not zero"
+        );
+        assert!(cl.zeroed_to > end, "zero-ahead did not run");
     }
 }

@@ -4,16 +4,22 @@
 //! the disk. Durability requests go over a channel to one dedicated thread
 //! that owns duplicated `File` handles of the segments ([`SegmentFiles`],
 //! shared behind a mutex touched only when a segment is created or deleted).
-//! It takes one request, drains everything else queued, calls `fdatasync` once
-//! on each segment covering `[flushed, max requested end)` and then answers
-//! every request it covered: one fsync answers many appends (group commit),
-//! and the store keeps appending while an fsync runs.
+//! It takes one request, drains everything else queued, syncs once each
+//! segment covering `[flushed, max requested end)` and then answers every
+//! request it covered: one fsync answers many appends (group commit), and
+//! the store keeps appending while an fsync runs.
 //!
-//! Why `fdatasync` on the file descriptor rather than `msync` on the map: on
-//! Linux pages dirtied through a shared mapping are ordinary page-cache pages
-//! of the file, and `fsync`/`fdatasync` write back every dirty page of the
-//! file (that is also how `msync(MS_SYNC)` is implemented). Using the fd lets
-//! the flusher thread work without sharing the `MmapMut` the store writes to.
+//! The sync is range-limited: `msync(MS_SYNC)` on exactly that range of the
+//! segment's mapping, which on Linux is `vfs_fsync_range(.., datasync)` —
+//! the range's dirty pages are written and waited for, the inode is written
+//! if a change needed to read the data back (an extent conversion) made it
+//! dirty, and the disk's write cache is flushed, as `fdatasync` does. The
+//! difference is what it leaves alone: the zeros the CommitLog writes ahead
+//! of itself (see [`super::commit_log`], "Zero-ahead") are dirty pages past
+//! the range, written back in the background, never by a sync waiting to
+//! answer a send. The flusher holds its own `Arc` of each mapping, so the
+//! address stays mapped while it is used; if `msync` fails all the same,
+//! it falls back to `fdatasync` of the whole file.
 //!
 //! The periodic checkpoint also runs here: it syncs the CommitLog up to the
 //! current end, the ConsumeQueue files dirtied since the last checkpoint, and
@@ -26,44 +32,58 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use memmap2::MmapMut;
 use slog::{error, Logger};
 use tokio::sync::oneshot;
 
 use super::checkpoint::Checkpoint;
 use super::error::{Result, StoreError};
 
-/// Duplicated handles of the CommitLog segments, by start offset. Written by
-/// the store thread on segment creation/deletion, read by the flusher.
+/// One segment as the flusher sees it.
+#[derive(Clone)]
+struct Segment {
+    start: u64,
+    file: Arc<File>,
+    map: Arc<MmapMut>,
+}
+
+/// Duplicated handles of the CommitLog segments (file and mapping), by start
+/// offset. Written by the store thread on segment creation/deletion, read by
+/// the flusher.
 #[derive(Default)]
 pub struct SegmentFiles {
-    files: Mutex<Vec<(u64, Arc<File>)>>,
+    files: Mutex<Vec<Segment>>,
 }
 
 impl SegmentFiles {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Arc<File>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Segment>> {
         self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Registers a new segment (appended: segments are created in order).
-    pub fn add(&self, start: u64, file: File) {
-        self.lock().push((start, Arc::new(file)));
+    pub fn add(&self, start: u64, file: File, map: Arc<MmapMut>) {
+        self.lock().push(Segment {
+            start,
+            file: Arc::new(file),
+            map,
+        });
     }
 
     /// Forgets every segment starting below `start`.
     pub fn remove_below(&self, start: u64) {
-        self.lock().retain(|(s, _)| *s >= start);
+        self.lock().retain(|s| s.start >= start);
     }
 
     /// Forgets every segment starting at or after `start`.
     pub fn remove_from(&self, start: u64) {
-        self.lock().retain(|(s, _)| *s < start);
+        self.lock().retain(|s| s.start < start);
     }
 
-    fn covering(&self, from: u64, to: u64, segment_size: u64) -> Vec<Arc<File>> {
+    fn covering(&self, from: u64, to: u64, segment_size: u64) -> Vec<Segment> {
         self.lock()
             .iter()
-            .filter(|(s, _)| *s < to && s + segment_size > from)
-            .map(|(_, f)| f.clone())
+            .filter(|s| s.start < to && s.start + segment_size > from)
+            .cloned()
             .collect()
     }
 }
@@ -252,15 +272,31 @@ fn run(s: &Shared, rx: &mpsc::Receiver<Request>) {
     }
 }
 
+/// Makes `from..to` of `seg` (global offsets, clamped to the segment)
+/// durable: `msync(MS_SYNC)` of that range, or `fdatasync` of the whole
+/// file if that fails (module doc).
+fn sync_range(seg: &Segment, from: u64, to: u64) -> std::io::Result<()> {
+    let len = seg.map.len() as u64;
+    let a = from.saturating_sub(seg.start).min(len);
+    let b = to.saturating_sub(seg.start).min(len);
+    if a >= b {
+        return Ok(());
+    }
+    match seg.map.flush_range(a as usize, (b - a) as usize) {
+        Ok(()) => Ok(()),
+        Err(_) => seg.file.sync_data(),
+    }
+}
+
 fn sync_to(s: &Shared, target: u64) -> Result<()> {
     let from = s.flushed.load(Ordering::Acquire);
     if target <= from {
         return Ok(());
     }
     let started = std::time::Instant::now();
-    for f in s.segments.covering(from, target, s.segment_size) {
+    for seg in s.segments.covering(from, target, s.segment_size) {
         let started = std::time::Instant::now();
-        let synced = f.sync_data();
+        let synced = sync_range(&seg, from, target);
         crate::metrics::observe_flush(started.elapsed());
         if let Err(e) = synced {
             error!(s.logger, "commit log fsync failed"; "error" => %e);

@@ -207,6 +207,25 @@ impl MappedFile {
         Ok(())
     }
 
+    /// The mapping itself, for range-limited `msync` on the flusher thread
+    /// (it keeps the mapping alive for as long as it holds it).
+    pub fn map_handle(&self) -> Arc<MmapMut> {
+        self.map.clone()
+    }
+
+    /// Writes zeros over `at..at + len` (file-relative) with `pwrite`, for
+    /// [`super::commit_log`]'s zero-ahead: only ever past the write position.
+    pub fn write_zeros(&self, at: usize, len: usize) -> Result<()> {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZEROS.len());
+            self.write_at(at + done, &ZEROS[..n])?;
+            done += n;
+        }
+        Ok(())
+    }
+
     /// A second handle on the file, for fsync on the flusher thread.
     pub fn try_clone_file(&self) -> Result<File> {
         Ok(self.file.try_clone()?)

@@ -330,6 +330,7 @@ impl Store {
             logger.clone(),
         )?;
         commit_log.set_disk_hard_limit(config.disk_hard_limit_ratio);
+        commit_log.set_zero_ahead(config.flush_mode == FlushMode::Sync);
         let (mut queues, damaged_from) = load_queues(&config, commit_log.min_offset(), &logger)?;
         let input = recovery::RecoveryInput {
             checkpoint,

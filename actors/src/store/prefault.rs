@@ -28,9 +28,18 @@ pub const AHEAD: u64 = 8 << 20;
 /// Populate in steps of this many bytes (one request per step written).
 pub const STEP: u64 = 1 << 20;
 
+/// Work for the thread.
+enum Job {
+    /// Populate `len` bytes of mapped memory at this address.
+    Populate(usize, usize),
+    /// Start writeback of `len` bytes of the file at this offset (the
+    /// CommitLog's zero-ahead, see [`super::commit_log`]).
+    Writeback(std::fs::File, u64, u64),
+}
+
 /// The pre-faulting thread; dropped, it stops and is joined.
 pub struct Prefaulter {
-    tx: Option<mpsc::Sender<(usize, usize)>>,
+    tx: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -38,7 +47,7 @@ impl Prefaulter {
     /// Starts the thread; `None` if it cannot be spawned (appends then
     /// simply fault as they would without it).
     pub fn start(logger: &Logger) -> Option<Prefaulter> {
-        let (tx, rx) = mpsc::channel::<(usize, usize)>();
+        let (tx, rx) = mpsc::channel::<Job>();
         let log = logger.clone();
         let thread = std::thread::Builder::new()
             .name("skylark-prefault".into())
@@ -54,7 +63,15 @@ impl Prefaulter {
     pub fn request(&self, addr: usize, len: usize) {
         if let Some(tx) = &self.tx {
             // A stopped thread (unsupported kernel) just drops requests.
-            let _ = tx.send((addr, len));
+            let _ = tx.send(Job::Populate(addr, len));
+        }
+    }
+
+    /// Asks for writeback of `file`'s `offset..offset + len` to be started
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: nothing waits for it).
+    pub fn writeback(&self, file: std::fs::File, offset: u64, len: u64) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Job::Writeback(file, offset, len));
         }
     }
 }
@@ -90,20 +107,45 @@ fn populate(addr: usize, len: usize, page: usize) -> Result<(), std::io::Error> 
     }
 }
 
-fn run(rx: &mpsc::Receiver<(usize, usize)>, log: &Logger) {
+/// Starts writeback of a file range without waiting for it.
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(n)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(len),
+    ) else {
+        return;
+    };
+    // SAFETY: plain syscall on a descriptor this thread owns; no memory is
+    // passed. Failure only means the kernel writes the pages back later.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+fn run(rx: &mpsc::Receiver<Job>, log: &Logger) {
     let page = page_size();
-    while let Ok(mut req) = rx.recv() {
-        // Behind the writer: only the furthest range ahead is worth doing.
-        while let Ok(next) = rx.try_recv() {
-            req = next;
+    let mut populate_ok = true;
+    while let Ok(first) = rx.recv() {
+        // Behind the writer: only the furthest range ahead is worth
+        // populating; every writeback is started.
+        let mut furthest = None;
+        for job in std::iter::once(first).chain(rx.try_iter()) {
+            match job {
+                Job::Populate(addr, len) => furthest = Some((addr, len)),
+                Job::Writeback(file, offset, len) => start_writeback(&file, offset, len),
+            }
         }
+        let Some(req) = furthest.filter(|_| populate_ok) else {
+            continue;
+        };
         if let Err(e) = populate(req.0, req.1, page) {
             if e.raw_os_error() == Some(libc::EINVAL) {
                 info!(
                     log,
                     "kernel without MADV_POPULATE_READ: commit log pages fault on write"
                 );
-                return;
+                populate_ok = false;
             }
         }
     }

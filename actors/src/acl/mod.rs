@@ -675,6 +675,65 @@ mod tests {
         assert!(e.contains("replayed"), "{e}");
     }
 
+    #[test]
+    fn acl_payload_checks_the_need_and_own_broker_credential() {
+        use skylark_codec::auth::{fresh_nonce, sign_payload};
+        let acl = Acl::new(
+            AclTable::parse(&format!(
+                "{FILE}\n[[accounts]]\naccess_key = \"broker\"\nsecret_key = \"bs\"\nbroker = true"
+            ))
+            .unwrap(),
+        );
+        let check = |creds: &Credentials, need| {
+            let (ts, nonce) = (now_ms(), fresh_nonce());
+            let sig = sign_payload(&creds.secret_key, &creds.access_key, ts, nonce, b"req");
+            acl.check_payload(
+                &creds.access_key,
+                ts,
+                nonce,
+                &sig,
+                b"req",
+                Some(LOCAL),
+                need,
+                "BrokerHeartbeat",
+            )
+        };
+        let broker = Credentials::new("broker", "bs");
+        let root = Credentials::new("root", "root-secret");
+        check(&broker, rules::Need::Broker).unwrap();
+        let e = check(&root, rules::Need::Broker).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NoPermission);
+        assert!(e
+            .message
+            .contains("broker credential needed for BrokerHeartbeat"));
+        check(&root, rules::Need::Admin).unwrap();
+        let e = check(&broker, rules::Need::Admin).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NoPermission);
+        check(
+            &Credentials::new("app", "app-secret"),
+            rules::Need::Authenticated,
+        )
+        .unwrap();
+        let e = check(&Credentials::new("broker", "guess"), rules::Need::Broker).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AuthFailed);
+        // Needs the payload check does not know fail closed (as admin).
+        let e = check(&broker, rules::Need::TopicPub).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NoPermission);
+
+        acl.check_own_broker_credential(&broker).unwrap();
+        for (c, want) in [
+            (
+                Credentials::new("root", "root-secret"),
+                "not the cluster's broker",
+            ),
+            (Credentials::new("broker", "guess"), "does not match"),
+            (Credentials::new("nobody", "x"), "not in the ACL file"),
+        ] {
+            let e = acl.check_own_broker_credential(&c).unwrap_err();
+            assert!(e.contains(want) && !e.contains("guess"), "{e}");
+        }
+    }
+
     #[actix_rt::test]
     async fn acl_watcher_stops_with_its_handle() {
         let dir = tempfile::tempdir().unwrap();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use openraft::{BasicNode, Raft, ServerState};
-use slog::{info, warn, Logger};
+use slog::{debug, info, warn, Logger};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
@@ -273,7 +273,12 @@ async fn serve(shared: Arc<Shared>, mut conn: proto::Conn, peer: std::net::IpAdd
         let resp = match rmp_serde::from_slice::<Request>(&frame) {
             Ok(req) => match authorize(&shared, req, peer) {
                 Ok(req) => handle(&shared, req).await,
-                Err(refused) => *refused,
+                Err(refused) => {
+                    if let Response::AccessDenied(e) = &*refused {
+                        debug!(shared.log, "request refused by ACL"; "peer" => %peer, "error" => &e.message);
+                    }
+                    *refused
+                }
             },
             Err(e) => Response::Error(format!("bad request: {e}")),
         };

@@ -579,6 +579,9 @@ fn acl_controller_election_needs_an_admin() {
         &[
             ("SKYLARK_ACL_ENABLED", "true".to_string()),
             ("SKYLARK_ACL_FILE", acl.display().to_string()),
+            // The cluster's broker credential (signs its raft RPCs).
+            ("SKYLARK_ACCESS_KEY", "broker".to_string()),
+            ("SKYLARK_SECRET_KEY", BROKER_SECRET.to_string()),
             ("SKYLARK_RAFT_HEARTBEAT_INTERVAL_MS", "100".to_string()),
             ("SKYLARK_RAFT_ELECTION_TIMEOUT_MIN_MS", "300".to_string()),
             ("SKYLARK_RAFT_ELECTION_TIMEOUT_MAX_MS", "600".to_string()),
@@ -589,10 +592,14 @@ fn acl_controller_election_needs_an_admin() {
     let rt = common::tokio_rt();
     let mut c = ControllerClient::new(&addr, Duration::from_secs(5));
     let hb = common::controller_heartbeat("g1", 0);
+    // Heartbeats need the cluster's broker credential (signed afresh each try).
+    let broker = Credentials::new("broker", BROKER_SECRET);
     let mut registered = None;
     assert!(
         wait_until(Duration::from_secs(30), || {
-            registered = rt.block_on(c.leader_request(&hb)).ok();
+            registered = rt
+                .block_on(c.leader_request(&hb.signed(&broker).unwrap()))
+                .ok();
             matches!(registered, Some(Response::Group(_)))
         }),
         "the broker never registered: {registered:?}"

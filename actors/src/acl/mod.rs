@@ -195,12 +195,14 @@ impl Acl {
         require_admin(account, what)
     }
 
-    /// Checks a signed opaque payload that needs an admin account (a
-    /// controller request that changes state):
+    /// Checks a signed opaque payload (a controller request):
     /// [`skylark_codec::auth::sign_payload`]'s signature, window, replay,
-    /// address and the admin flag.
+    /// address, and what `need` asks of the account
+    /// ([`rules::Need::Authenticated`], [`rules::Need::Admin`] or
+    /// [`rules::Need::Broker`]; any other need is refused, failing closed).
+    /// `what` names the request in a `NoPermission` text.
     #[allow(clippy::too_many_arguments)]
-    pub fn check_payload_admin(
+    pub fn check_payload(
         &self,
         access_key: &str,
         timestamp_ms: u64,
@@ -208,6 +210,7 @@ impl Acl {
         signature: &[u8],
         payload: &[u8],
         peer: Option<IpAddr>,
+        need: rules::Need,
         what: &str,
     ) -> Result<(), WireError> {
         let Ok(sig) = <[u8; skylark_codec::auth::SIGNATURE_LEN]>::try_from(signature) else {
@@ -234,7 +237,33 @@ impl Acl {
             },
             peer,
         )?;
-        require_admin(account, what)
+        match need {
+            rules::Need::Authenticated => Ok(()),
+            rules::Need::Broker => require_broker(account, what),
+            _ => require_admin(account, what),
+        }
+    }
+
+    /// Whether `creds` is a broker account (`broker = true`) of the table
+    /// in force with this secret: a server that signs its own requests
+    /// with it (a controller's raft RPCs) checks this at start, so a typo
+    /// fails there and not as refused RPCs. The error never shows a secret.
+    pub fn check_own_broker_credential(
+        &self,
+        creds: &skylark_codec::Credentials,
+    ) -> Result<(), String> {
+        let table = self.snapshot();
+        let key = &creds.access_key;
+        match table.accounts.get(key) {
+            None => Err(format!("access key '{key}' is not in the ACL file")),
+            Some(a) if !a.broker => Err(format!(
+                "access key '{key}' is not the cluster's broker credential (broker = true)"
+            )),
+            Some(a) if a.secret_key != creds.secret_key => Err(format!(
+                "the secret key of access key '{key}' does not match the ACL file's"
+            )),
+            Some(_) => Ok(()),
+        }
     }
 
     /// The account `key` if the request is its: known key, timestamp in
@@ -299,6 +328,19 @@ impl Acl {
             )),
         }
     }
+}
+
+fn require_broker(account: &Account, what: &str) -> Result<(), WireError> {
+    if account.broker {
+        return Ok(());
+    }
+    Err(WireError::new(
+        ErrorCode::NoPermission,
+        format!(
+            "the cluster's broker credential needed for {what}: access key '{}' is not a broker account",
+            account.access_key
+        ),
+    ))
 }
 
 fn require_admin(account: &Account, what: &str) -> Result<(), WireError> {
@@ -631,6 +673,65 @@ mod tests {
         acl.check_ha_hello("broker", rest, LOCAL).unwrap();
         let e = acl.check_ha_hello("broker", rest, LOCAL).unwrap_err();
         assert!(e.contains("replayed"), "{e}");
+    }
+
+    #[test]
+    fn acl_payload_checks_the_need_and_own_broker_credential() {
+        use skylark_codec::auth::{fresh_nonce, sign_payload};
+        let acl = Acl::new(
+            AclTable::parse(&format!(
+                "{FILE}\n[[accounts]]\naccess_key = \"broker\"\nsecret_key = \"bs\"\nbroker = true"
+            ))
+            .unwrap(),
+        );
+        let check = |creds: &Credentials, need| {
+            let (ts, nonce) = (now_ms(), fresh_nonce());
+            let sig = sign_payload(&creds.secret_key, &creds.access_key, ts, nonce, b"req");
+            acl.check_payload(
+                &creds.access_key,
+                ts,
+                nonce,
+                &sig,
+                b"req",
+                Some(LOCAL),
+                need,
+                "BrokerHeartbeat",
+            )
+        };
+        let broker = Credentials::new("broker", "bs");
+        let root = Credentials::new("root", "root-secret");
+        check(&broker, rules::Need::Broker).unwrap();
+        let e = check(&root, rules::Need::Broker).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NoPermission);
+        assert!(e
+            .message
+            .contains("broker credential needed for BrokerHeartbeat"));
+        check(&root, rules::Need::Admin).unwrap();
+        let e = check(&broker, rules::Need::Admin).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NoPermission);
+        check(
+            &Credentials::new("app", "app-secret"),
+            rules::Need::Authenticated,
+        )
+        .unwrap();
+        let e = check(&Credentials::new("broker", "guess"), rules::Need::Broker).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AuthFailed);
+        // Needs the payload check does not know fail closed (as admin).
+        let e = check(&broker, rules::Need::TopicPub).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NoPermission);
+
+        acl.check_own_broker_credential(&broker).unwrap();
+        for (c, want) in [
+            (
+                Credentials::new("root", "root-secret"),
+                "not the cluster's broker",
+            ),
+            (Credentials::new("broker", "guess"), "does not match"),
+            (Credentials::new("nobody", "x"), "not in the ACL file"),
+        ] {
+            let e = acl.check_own_broker_credential(&c).unwrap_err();
+            assert!(e.contains(want) && !e.contains("guess"), "{e}");
+        }
     }
 
     #[actix_rt::test]

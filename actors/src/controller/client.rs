@@ -1,7 +1,11 @@
 //! The side of brokers and the admin CLI: sends a request to the
 //! controller leader, following `NotLeader` answers (when they name one of
 //! the listed addresses) and trying every listed controller in turn.
+//! With credentials ([`ControllerClient::with_credentials`]) every request
+//! is signed afresh for each send (a retry to another controller, or the
+//! same one, is a new signature, never a replay).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::proto::{self, CallError, Conn, Request, Response};
@@ -13,6 +17,8 @@ pub struct ControllerClient {
     /// The leader as last heard, and an open connection to whom we talked last.
     leader: Option<String>,
     conn: Option<(String, Conn)>,
+    /// Signs every request not signed already.
+    creds: Option<Arc<skylark_codec::Credentials>>,
 }
 
 impl ControllerClient {
@@ -28,7 +34,18 @@ impl ControllerClient {
             timeout,
             leader: None,
             conn: None,
+            creds: None,
         }
+    }
+
+    /// Signs every request with `creds` (a broker: the cluster's broker
+    /// credential); `None` sends them as they are.
+    pub fn with_credentials(
+        mut self,
+        creds: Option<Arc<skylark_codec::Credentials>>,
+    ) -> ControllerClient {
+        self.creds = creds;
+        self
     }
 
     /// The controller addresses.
@@ -38,6 +55,17 @@ impl ControllerClient {
 
     /// Asks one controller (whichever answers; for `Status`).
     pub async fn ask(&mut self, addr: &str, req: &Request) -> Result<Response, CallError> {
+        let signed;
+        let req = match (&self.creds, req) {
+            (Some(c), r) if !matches!(r, Request::Signed(_)) => {
+                signed = r.signed(c).map_err(|reason| CallError {
+                    addr: addr.to_string(),
+                    reason,
+                })?;
+                &signed
+            }
+            _ => req,
+        };
         let mut conn = match self.conn.take() {
             Some((a, c)) if a == addr => c,
             _ => proto::connect(addr, self.timeout).await?,

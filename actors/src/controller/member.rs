@@ -193,7 +193,10 @@ pub async fn run(
         ..ViewState::default()
     }));
     let mut d = Driver {
-        client: ControllerClient::new(&base.controller_addr, Duration::from_secs(2)),
+        // Signed with the cluster's broker credential: a controller with
+        // ACL on serves heartbeats and in-sync reports only from it.
+        client: ControllerClient::new(&base.controller_addr, Duration::from_secs(2))
+            .with_credentials(base.credentials()),
         interval: Duration::from_millis(base.controller_heartbeat_interval_ms.max(20)),
         base,
         me,

@@ -36,6 +36,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// openraft, for code that builds raft RPCs ([`proto::Request::Vote`], ...).
+pub use openraft;
 pub use server::{start, ControllerHandle};
 
 /// `conf/controller-N.toml`.
@@ -67,11 +69,20 @@ pub struct ControllerConfig {
     /// Metrics (docs/metrics.md): serve `GET /metrics` on this port of
     /// `listen_host`; absent = off.
     pub metrics_port: Option<u16>,
-    /// ACL (docs/security.md): `ElectMaster` needs a request signed by an
-    /// admin account of `acl_file` (re-read when it changes).
+    /// ACL (docs/security.md): every request but `Status` must be signed
+    /// by an account of `acl_file` (re-read when it changes) — raft RPCs,
+    /// broker heartbeats and in-sync set reports by the cluster's broker
+    /// credential (`broker = true`), `ElectMaster` by an admin account.
     pub acl_enabled: bool,
     /// The ACL file (accounts).
     pub acl_file: String,
+    /// The cluster's broker credential this controller signs its raft RPCs
+    /// to the other controllers with (env `SKYLARK_ACCESS_KEY`); needed
+    /// with `acl_enabled`, and signs even without it when set.
+    pub access_key: Option<String>,
+    /// Its secret (env `SKYLARK_SECRET_KEY`; never logged or serialized).
+    #[serde(skip_serializing)]
+    pub secret_key: Option<crate::acl::Secret>,
 }
 
 impl Default for ControllerConfig {
@@ -91,6 +102,8 @@ impl Default for ControllerConfig {
             metrics_port: None,
             acl_enabled: false,
             acl_file: "conf/acl.toml".to_string(),
+            access_key: None,
+            secret_key: None,
         }
     }
 }
@@ -101,6 +114,17 @@ impl Default for ControllerConfig {
 pub struct ConfigError(pub String);
 
 impl ControllerConfig {
+    /// The credential this controller signs its raft RPCs with, if set.
+    pub fn credentials(&self) -> Option<std::sync::Arc<skylark_codec::Credentials>> {
+        match (&self.access_key, &self.secret_key) {
+            (Some(a), Some(s)) => Some(std::sync::Arc::new(skylark_codec::Credentials::new(
+                a.as_str(),
+                s.0.as_str(),
+            ))),
+            _ => None,
+        }
+    }
+
     /// `peers` as id → address; checks this controller is one of them.
     pub fn peer_map(&self) -> Result<BTreeMap<u64, String>, ConfigError> {
         let mut out = BTreeMap::new();

@@ -1,6 +1,10 @@
 //! openraft's network between controllers over [`super::proto`]: one
 //! connection per peer, opened on first use and again after a failure.
+//! With a credential (the cluster's broker credential) every RPC travels
+//! as a [`Request::Signed`], signed afresh for each send, so a peer with
+//! ACL on can tell a controller from a forger (docs/security.md).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
@@ -16,7 +20,10 @@ use super::types::{NodeId, TypeConfig};
 
 /// Makes a [`PeerClient`] per peer.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    /// Signs every RPC when set.
+    pub creds: Option<Arc<skylark_codec::Credentials>>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
@@ -26,6 +33,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             conn: None,
+            creds: self.creds.clone(),
         }
     }
 }
@@ -35,6 +43,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     conn: Option<Conn>,
+    creds: Option<Arc<skylark_codec::Credentials>>,
 }
 
 type RpcErr<E> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
@@ -46,6 +55,16 @@ impl PeerClient {
         option: &RPCOption,
     ) -> Result<Response, RpcErr<E>> {
         let timeout = option.hard_ttl().max(Duration::from_millis(50));
+        let req = match &self.creds {
+            Some(c) => req.signed(c).map_err(|reason| {
+                let e = proto::CallError {
+                    addr: self.addr.clone(),
+                    reason,
+                };
+                RPCError::Network(NetworkError::new(&e))
+            })?,
+            None => req,
+        };
         let mut conn = match self.conn.take() {
             Some(c) => c,
             None => proto::connect(&self.addr, timeout)

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use openraft::{BasicNode, Raft, ServerState};
-use slog::{info, warn, Logger};
+use slog::{debug, info, warn, Logger};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
@@ -26,6 +26,7 @@ use super::proto::{self, BrokerHeartbeat, ControllerStatus, Request, Response};
 use super::state_machine::{SharedState, StateMachine};
 use super::types::{Command, CommandResult, GroupInfo, NodeId, TypeConfig};
 use super::{ConfigError, ControllerConfig};
+use crate::acl::rules::Need;
 
 /// Why a controller could not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +63,7 @@ struct Shared {
     seen: Mutex<HashMap<(String, u64), Seen>>,
     /// The term this controller leads, and since when.
     leading: Mutex<Option<(u64, Instant)>>,
-    /// ACL on: state-changing admin requests must be signed by an admin.
+    /// ACL on: requests must be signed (see [`authorize`]).
     acl: Option<crate::acl::Acl>,
     log: Logger,
 }
@@ -148,16 +149,35 @@ pub async fn start(cfg: ControllerConfig, log: Logger) -> Result<ControllerHandl
     let local_addr = listener
         .local_addr()
         .map_err(|e| StartError::new(e.to_string()))?;
+    let creds = cfg.credentials();
     let (acl, acl_task) = if cfg.acl_enabled {
         let (a, t) =
             crate::acl::watch_on_tokio(&cfg.acl_file, log.clone()).map_err(StartError::new)?;
+        let checked = match &creds {
+            None => Err("acl_enabled needs the cluster's broker credential \
+                 (access_key/secret_key, or SKYLARK_ACCESS_KEY/SKYLARK_SECRET_KEY) \
+                 to sign the raft RPCs to the other controllers"
+                .to_string()),
+            Some(c) => a.check_own_broker_credential(c),
+        };
+        if let Err(e) = checked {
+            t.abort();
+            return Err(StartError::new(e));
+        }
         (Some(a), Some(t))
     } else {
         (None, None)
     };
-    let raft = Raft::new(cfg.node_id, Arc::new(raft_cfg), Network, log_store, sm)
-        .await
-        .map_err(|e| StartError::new(format!("cannot start raft: {e}")))?;
+    let network = Network { creds };
+    let raft = match Raft::new(cfg.node_id, Arc::new(raft_cfg), network, log_store, sm).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(t) = acl_task {
+                t.abort();
+            }
+            return Err(StartError::new(format!("cannot start raft: {e}")));
+        }
+    };
     let addr = peers
         .get(&cfg.node_id)
         .cloned()
@@ -253,7 +273,12 @@ async fn serve(shared: Arc<Shared>, mut conn: proto::Conn, peer: std::net::IpAdd
         let resp = match rmp_serde::from_slice::<Request>(&frame) {
             Ok(req) => match authorize(&shared, req, peer) {
                 Ok(req) => handle(&shared, req).await,
-                Err(refused) => *refused,
+                Err(refused) => {
+                    if let Response::AccessDenied(e) = &*refused {
+                        debug!(shared.log, "request refused by ACL"; "peer" => %peer, "error" => &e.message);
+                    }
+                    *refused
+                }
             },
             Err(e) => Response::Error(format!("bad request: {e}")),
         };
@@ -266,42 +291,79 @@ async fn serve(shared: Arc<Shared>, mut conn: proto::Conn, peer: std::net::IpAdd
     }
 }
 
-/// ACL: unwraps a [`Request::Signed`] (checked for an admin account when
-/// ACL is on), and refuses an unsigned `ElectMaster` when ACL is on. Raft
-/// RPCs and broker heartbeats are not checked (docs/security.md).
+/// What a request needs of its signer with ACL on, and its name in a
+/// refusal; `None`: served unsigned (`Status` only reads).
+fn need_of(req: &Request) -> Option<(Need, &'static str)> {
+    Some(match req {
+        Request::AppendEntries(_) => (Need::Broker, "AppendEntries (controller raft RPC)"),
+        Request::Vote(_) => (Need::Broker, "Vote (controller raft RPC)"),
+        Request::InstallSnapshot(_) => (Need::Broker, "InstallSnapshot (controller raft RPC)"),
+        Request::BrokerHeartbeat(_) => (Need::Broker, "BrokerHeartbeat"),
+        Request::AlterSyncStateSet(_) => (Need::Broker, "AlterSyncStateSet"),
+        Request::ElectMaster { .. } => (Need::Admin, "ElectMaster"),
+        Request::Status => return None,
+        // Unwrapped before; a nested one is refused in `authorize`.
+        Request::Signed(_) => (Need::Admin, "a nested signed request"),
+    })
+}
+
+/// ACL: unwraps a [`Request::Signed`]. With ACL on the signature is
+/// checked (window, replay, address) and the inner request's need: the
+/// cluster's broker credential for raft RPCs, heartbeats and in-sync set
+/// reports, an admin account for `ElectMaster`, any account for `Status`;
+/// an unsigned request other than `Status` is refused with `AuthFailed`.
+/// The refusal comes before anything is served: a forged request changes
+/// neither the raft state nor the leader's liveness records.
 fn authorize(s: &Shared, req: Request, peer: std::net::IpAddr) -> Result<Request, Box<Response>> {
     use skylark_codec::{ErrorCode, WireError};
+    let denied = |e: WireError| Box::new(Response::AccessDenied(e));
     match req {
         Request::Signed(sr) => {
+            let inner = match rmp_serde::from_slice::<Request>(&sr.request) {
+                Ok(Request::Signed(_)) => {
+                    return Err(Box::new(Response::Error("nested signed request".into())))
+                }
+                Ok(inner) => inner,
+                Err(e) => {
+                    return Err(Box::new(Response::Error(format!(
+                        "bad signed request: {e}"
+                    ))))
+                }
+            };
             if let Some(acl) = &s.acl {
-                acl.check_payload_admin(
+                let (need, what) = need_of(&inner).unwrap_or((Need::Authenticated, "Status"));
+                acl.check_payload(
                     &sr.access_key,
                     sr.timestamp_ms,
                     sr.nonce,
                     &sr.signature,
                     &sr.request,
                     Some(peer),
-                    "controller admin requests",
+                    need,
+                    what,
                 )
-                .map_err(|e| Box::new(Response::AccessDenied(e)))?;
+                .map_err(denied)?;
             }
-            match rmp_serde::from_slice::<Request>(&sr.request) {
-                Ok(Request::Signed(_)) => {
-                    Err(Box::new(Response::Error("nested signed request".into())))
-                }
-                Ok(inner) => Ok(inner),
-                Err(e) => Err(Box::new(Response::Error(format!(
-                    "bad signed request: {e}"
-                )))),
-            }
+            Ok(inner)
         }
-        Request::ElectMaster { .. } if s.acl.is_some() => {
-            Err(Box::new(Response::AccessDenied(WireError::new(
+        other if s.acl.is_some() => match need_of(&other) {
+            None => Ok(other),
+            Some((Need::Admin, what)) => Err(denied(WireError::new(
                 ErrorCode::AuthFailed,
-                "ElectMaster request is not signed: with ACL on it needs an admin account \
-                 (--access-key/--secret-key or SKYLARK_ACCESS_KEY/SKYLARK_SECRET_KEY)",
-            ))))
-        }
+                format!(
+                    "{what} request is not signed: with ACL on it needs an admin account \
+                     (--access-key/--secret-key or SKYLARK_ACCESS_KEY/SKYLARK_SECRET_KEY)"
+                ),
+            ))),
+            Some((_, what)) => Err(denied(WireError::new(
+                ErrorCode::AuthFailed,
+                format!(
+                    "{what} request is not signed: with ACL on the controller serves it only \
+                     signed by the cluster's broker credential (access_key/secret_key in the \
+                     broker's or controller's configuration)"
+                ),
+            ))),
+        },
         other => Ok(other),
     }
 }

@@ -141,7 +141,22 @@ pub fn decode_records(
             });
         }
         pos += len;
-        if !tag_matches(tags, d.tags()) {
+        // One pass over the properties: tags and keys apart, the rest kept
+        // (the first of a repeated tags or keys entry wins, as `property`).
+        let (mut msg_tags, mut msg_keys) = (None, None);
+        let mut properties = Vec::new();
+        for (k, v) in d.properties() {
+            match k {
+                record::PROPERTY_TAGS => {
+                    msg_tags.get_or_insert(v);
+                }
+                record::PROPERTY_KEYS => {
+                    msg_keys.get_or_insert(v);
+                }
+                _ => properties.push((k.to_string(), v.to_string())),
+            }
+        }
+        if !tag_matches(tags, msg_tags) {
             continue;
         }
         out.push(ReceivedMessage {
@@ -150,13 +165,9 @@ pub fn decode_records(
             queue_offset: d.queue_offset,
             physical_offset: d.physical_offset,
             msg_id: MessageId::new(d.store_host, d.physical_offset).to_hex(),
-            tags: d.tags().map(String::from),
-            keys: d.keys().map(String::from),
-            properties: d
-                .properties()
-                .filter(|(k, _)| *k != record::PROPERTY_TAGS && *k != record::PROPERTY_KEYS)
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            tags: msg_tags.map(String::from),
+            keys: msg_keys.map(String::from),
+            properties,
             body: records.slice_ref(d.body),
             born_timestamp: d.born_timestamp,
             store_timestamp: d.store_timestamp,

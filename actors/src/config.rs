@@ -195,6 +195,12 @@ pub struct BrokerConfig {
     /// read that queue from a slave of the group (relieving the master);
     /// 0 turns the suggestion off.
     pub slave_read_lag_messages: u64,
+    /// Threads serving client connections (decode, answers); the first
+    /// also runs Storage. 0 = one per core but one, at least one: on two
+    /// cores one worker left the second to the flusher, the prefaulter
+    /// and the kernel's network work, and cut broker CPU per message by a
+    /// quarter (docs/benchmarks.md, "Connection workers").
+    pub connection_workers: usize,
     /// Connection limits (see README "Limits"): open connections this
     /// listener accepts; more get one `Busy` error frame and are closed.
     pub max_connections: usize,
@@ -342,6 +348,7 @@ impl Default for BrokerConfig {
             master_ha_addr: None,
             metadata_sync_interval_secs: 10,
             slave_read_lag_messages: 1_000_000,
+            connection_workers: 0,
             max_connections: 10_000,
             fd_reserve: 256,
             frame_read_timeout_ms: 30_000,

@@ -194,16 +194,16 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     })?;
     let config = Arc::new(config);
 
-    // Connection workers, one per core. Storage lives on the first: the
-    // sends of the connections served there reach it without crossing
-    // threads (no wake-up syscalls, no context switch per batch), which on
-    // a small box is a quarter of a send's broker CPU (docs/benchmarks.md,
-    // "Storage on a connection worker"). Connections on the other workers
-    // hand it their batches as before.
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let workers: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
+    // Connection workers (`connection_workers`, by default one per core
+    // but one). Storage lives on the first: the sends of the connections
+    // served there reach it without crossing threads (no wake-up syscalls,
+    // no context switch per batch), which on a small box is a quarter of a
+    // send's broker CPU (docs/benchmarks.md, "Storage on a connection
+    // worker"). Connections on the other workers hand it their batches.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers: Vec<Arbiter> = (0..worker_count(config.connection_workers, cores))
+        .map(|_| Arbiter::new())
+        .collect();
     let storage =
         Storage::start_on(&workers[0].handle(), config.store.clone(), log.clone()).await?;
     // Recovery is done: accept clients (they queue in the backlog until
@@ -344,4 +344,26 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         acl_watcher,
         log,
     })
+}
+
+/// Connection workers for `connection_workers = configured` on `cores`
+/// cores: as configured, or for 0 one per core but one, at least one.
+fn worker_count(configured: usize, cores: usize) -> usize {
+    match configured {
+        0 => cores.saturating_sub(1).max(1),
+        n => n,
+    }
+}
+
+#[cfg(test)]
+mod worker_tests {
+    use super::worker_count;
+
+    #[test]
+    fn connection_workers_default_leaves_a_core() {
+        assert_eq!(worker_count(0, 1), 1);
+        assert_eq!(worker_count(0, 2), 1);
+        assert_eq!(worker_count(0, 8), 7);
+        assert_eq!(worker_count(3, 2), 3);
+    }
 }

@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::Serialize;
-use skylark_actors::store::record;
+use skylark_codec::message::{PROPERTY_KEYS, PROPERTY_TAGS};
+use skylark_codec::record;
 use skylark_codec::MessageId;
 
 use super::error::{ClientError, Result};
@@ -154,7 +155,7 @@ pub fn decode_records(
             keys: d.keys().map(String::from),
             properties: d
                 .properties()
-                .filter(|(k, _)| *k != record::PROPERTY_TAGS && *k != record::PROPERTY_KEYS)
+                .filter(|(k, _)| *k != PROPERTY_TAGS && *k != PROPERTY_KEYS)
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             body: records.slice_ref(d.body),

@@ -50,7 +50,7 @@ use registration::{NsLink, Sent};
 use topic_store::TopicStore;
 
 /// The pseudo topic whose route lists the brokers that auto-create topics.
-pub const AUTO_CREATE_TOPIC_KEY: &str = "TBW102";
+pub use skylark_codec::AUTO_CREATE_TOPIC_KEY;
 
 /// Topic name → its TopicQueue actor. Written by the Broker actor only.
 pub type TopicRegistry = Arc<DashMap<String, TopicHandle>>;

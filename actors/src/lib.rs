@@ -39,7 +39,7 @@ pub mod launch;
 pub mod live_settings;
 pub mod metrics;
 pub mod namesrv;
-pub mod persist;
+pub use skylark_codec::persist;
 pub mod processor;
 pub mod remoting;
 pub mod replicator;

@@ -131,7 +131,10 @@ impl StoredMessage {
             ));
         }
         if let Some(at) = m.deliver_at_ms {
-            properties.push(("__STARTDELIVERTIME".to_string(), at.to_string()));
+            properties.push((
+                skylark_codec::message::PROPERTY_DELIVER_AT.to_string(),
+                at.to_string(),
+            ));
         }
         StoredMessage {
             topic,

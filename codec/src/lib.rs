@@ -119,10 +119,20 @@ pub mod auth;
 pub mod cmd;
 pub mod command;
 pub mod error;
+#[cfg(feature = "filter")]
+pub mod filter;
 pub mod frame;
 pub mod message;
+#[cfg(feature = "persist")]
+pub mod persist;
+pub mod record;
+#[cfg(feature = "rpc")]
+pub mod rpc;
 pub mod shared_bytes;
 mod skip;
+#[cfg(feature = "rpc")]
+pub mod tls;
+pub mod wire;
 
 pub use auth::{Credentials, FrameAuth};
 pub use cmd::broker::{
@@ -171,7 +181,8 @@ pub use cmd::schedule::{DelayLevelStats, GetScheduleStatsRequest, ScheduleStats}
 pub use cmd::send::{SendBatchRequest, SendBatchResponse, SendRequest, SendResult, SendStatus};
 pub use cmd::topic::{
     validate_group_name, validate_topic_name, CreateTopicRequest, DeleteTopicRequest,
-    GetTopicStatsRequest, QueueStats, TopicStats, GROUP_MAX_LENGTH, TOPIC_MAX_LENGTH,
+    GetTopicStatsRequest, QueueStats, TopicStats, AUTO_CREATE_TOPIC_KEY, GROUP_MAX_LENGTH,
+    TOPIC_MAX_LENGTH,
 };
 pub use cmd::transaction::{
     CheckTransactionStateRequest, EndTransactionRequest, TransactionState, PROPERTY_PRODUCER_GROUP,

@@ -15,6 +15,42 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ProtocolError, Result};
 
+// Every message property name the broker and the client use, in one place.
+// Properties travel in a stored record as `name\u{1}value\u{2}` pairs
+// (`crate::record`).
+
+/// Property name of the message tag.
+pub const PROPERTY_TAGS: &str = "TAGS";
+/// Property name of the message keys (space separated).
+pub const PROPERTY_KEYS: &str = "KEYS";
+/// Property name of the producer-assigned unique id.
+pub const PROPERTY_UNIQ_KEY: &str = "UNIQ_KEY";
+/// Property name of the delay level.
+pub const PROPERTY_DELAY: &str = "DELAY";
+/// Property: the delivery time (Unix ms) of a timer message.
+pub const PROPERTY_DELIVER_AT: &str = "__STARTDELIVERTIME";
+/// Property: the topic a half or delayed message is meant for.
+pub const PROPERTY_REAL_TOPIC: &str = "REAL_TOPIC";
+/// Property: the queue a half or delayed message is meant for (-1: any,
+/// for a delayed one).
+pub const PROPERTY_REAL_QUEUE_ID: &str = "REAL_QID";
+/// Property that marks a half message (`"true"`).
+pub const PROPERTY_TRANSACTION_PREPARED: &str = "TRAN_MSG";
+/// Property naming the producer group of a half message.
+pub const PROPERTY_PRODUCER_GROUP: &str = "PGROUP";
+/// Property: the producer's transaction id (the message's unique key).
+pub const PROPERTY_TRANSACTION_ID: &str = "__transactionId__";
+/// Property of a committed message: the queue offset of the half message
+/// it was committed from (with `prepared_tx_offset` = the half's physical
+/// offset, it lets recovery recognise a commit whose op record was lost).
+pub const PROPERTY_HALF_QUEUE_OFFSET: &str = "TRAN_HALF_QOFFSET";
+/// Property of a transaction op record: `commit`, `rollback` or `discard`.
+pub const PROPERTY_OP: &str = "TRAN_OP";
+/// Property naming a retried message's original topic.
+pub const PROPERTY_RETRY_TOPIC: &str = "RETRY_TOPIC";
+/// Property naming a retried message's original id.
+pub const PROPERTY_ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";
+
 /// A message as sent by a producer.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct MessageData {

@@ -42,7 +42,7 @@ pub struct ClientConfig {
     pub credentials: Option<std::sync::Arc<skylark_codec::Credentials>>,
     /// TLS to NameServers and brokers, verifying them against a CA
     /// ([`ClientConfig::with_tls_ca`]); `None`: plain TCP.
-    pub tls: Option<skylark_actors::tls::ClientTls>,
+    pub tls: Option<skylark_codec::tls::ClientTls>,
 }
 
 impl ClientConfig {
@@ -69,7 +69,7 @@ impl ClientConfig {
     /// Connects over TLS, verifying servers against the CA certificates in
     /// the PEM file `ca_file`.
     pub fn with_tls_ca(mut self, ca_file: &str) -> Result<Self, super::ClientError> {
-        let tls = skylark_actors::tls::ClientTls::from_ca_file(ca_file)
+        let tls = skylark_codec::tls::ClientTls::from_ca_file(ca_file)
             .map_err(super::ClientError::InvalidArgument)?;
         self.tls = Some(tls);
         Ok(self)

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
-use skylark_actors::remoting::RpcClient;
+use skylark_codec::rpc::RpcClient;
 use skylark_codec::{
     parse_tag_expression, CommitOffsetRequest, ConsumeFrom, ConsumeType, ConsumerGroupData,
     DamagedRecord, ExpressionType, GetQueueOffsetsRequest, HeartbeatRequest, MessageModel,
@@ -318,7 +318,7 @@ impl PullConsumer {
         suspend: Duration,
         commit_offset: Option<u64>,
     ) -> Result<PullResult> {
-        skylark_actors::filter::validate(sql)
+        skylark_codec::filter::validate(sql)
             .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
         let req = PullRequest {
             consumer_group: self.group.to_string(),

@@ -7,14 +7,14 @@
 //! it for routing decisions and report outcomes; they run the RPCs
 //! themselves.
 
-use skylark_actors::broker::AUTO_CREATE_TOPIC_KEY;
+use skylark_codec::AUTO_CREATE_TOPIC_KEY;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::fut::{ready, wrap_future, ActorFutureExt, LocalBoxActorFuture};
 use actix::prelude::*;
-use skylark_actors::remoting::RpcClient;
+use skylark_codec::rpc::RpcClient;
 
 use super::config::ClientConfig;
 use super::error::{ClientError, Result};

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use skylark_actors::persist;
+use skylark_codec::persist;
 
 use super::route::MessageQueue;
 

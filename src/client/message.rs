@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::Serialize;
-use skylark_actors::store::record;
+use skylark_codec::message::{PROPERTY_KEYS, PROPERTY_TAGS};
+use skylark_codec::record;
 use skylark_codec::MessageId;
 
 use super::error::{ClientError, Result};
@@ -147,10 +148,10 @@ pub fn decode_records(
         let mut properties = Vec::new();
         for (k, v) in d.properties() {
             match k {
-                record::PROPERTY_TAGS => {
+                PROPERTY_TAGS => {
                     msg_tags.get_or_insert(v);
                 }
-                record::PROPERTY_KEYS => {
+                PROPERTY_KEYS => {
                     msg_keys.get_or_insert(v);
                 }
                 _ => properties.push((k.to_string(), v.to_string())),

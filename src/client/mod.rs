@@ -6,7 +6,7 @@
 //!
 //! * [`ClientInstance`] is one actor per client that owns everything shared
 //!   and mutable: topic routes learnt from the NameServers, one
-//!   [`RpcClient`](skylark_actors::remoting::RpcClient) per broker address,
+//!   [`RpcClient`](skylark_codec::rpc::RpcClient) per broker address,
 //!   the producer's round-robin counters and its latency fault tolerance.
 //! * [`Producer`] and [`PullConsumer`] are cheap `Send + Clone` handles. They
 //!   ask the actor only for a routing decision (a broker connection and a
@@ -74,7 +74,7 @@ pub use transaction::{
 pub async fn connect_broker(
     config: &ClientConfig,
     addr: &str,
-) -> Result<skylark_actors::remoting::RpcClient> {
+) -> Result<skylark_codec::rpc::RpcClient> {
     namesrv::connect(
         addr,
         config.connect_timeout,

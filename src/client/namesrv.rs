@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use skylark_actors::remoting::RpcClient;
+use skylark_codec::rpc::RpcClient;
 use skylark_codec::{
     ClusterInfo, ErrorCode, GetClusterInfoRequest, GetRouteInfoRequest, GetTopicListRequest,
     Handshake, ProtocolError, Rpc, TopicList, TopicRouteData,
@@ -29,7 +29,7 @@ pub(crate) async fn connect(
     (client_id, creds, tls): (
         &str,
         Option<Arc<skylark_codec::Credentials>>,
-        Option<&skylark_actors::tls::ClientTls>,
+        Option<&skylark_codec::tls::ClientTls>,
     ),
 ) -> Result<RpcClient> {
     let conn_err = |error| ClientError::Connection {
@@ -69,7 +69,7 @@ pub struct NameServerClient {
     timeout: Duration,
     client_id: Arc<str>,
     creds: Option<Arc<skylark_codec::Credentials>>,
-    tls: Option<skylark_actors::tls::ClientTls>,
+    tls: Option<skylark_codec::tls::ClientTls>,
 }
 
 impl std::fmt::Debug for NameServerClient {
@@ -110,7 +110,7 @@ impl NameServerClient {
     }
 
     /// Connects over TLS with `tls` (`None`: plain TCP).
-    pub fn with_tls(mut self, tls: Option<skylark_actors::tls::ClientTls>) -> Self {
+    pub fn with_tls(mut self, tls: Option<skylark_codec::tls::ClientTls>) -> Self {
         self.tls = tls;
         self
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::Addr;
+use skylark_codec::message::PROPERTY_UNIQ_KEY;
 use skylark_codec::{MessageData, SendBatchRequest, SendRequest, SendResult};
 
 use super::config::ClientConfig;
@@ -325,8 +326,6 @@ pub fn unique_id() -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}{n:016X}")
 }
-
-const PROPERTY_UNIQ_KEY: &str = skylark_actors::store::record::PROPERTY_UNIQ_KEY;
 
 fn empty_answer(topic: &str) -> ClientError {
     ClientError::InvalidArgument(format!(

@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use skylark_actors::remoting::client::PushFrame;
+use skylark_codec::rpc::PushFrame;
 use skylark_codec::{
     Command, ConsumeFrom, ConsumeType, ConsumerGroupData, ExpressionType, HeartbeatRequest,
     MessageModel, ResetOffsetNotify, SendBackRequest, Subscription, UnregisterClientRequest,
@@ -365,7 +365,7 @@ impl PushConsumerBuilder {
                 }
                 SubFilter::Tags(None) => {}
                 SubFilter::Sql(sql) => {
-                    skylark_actors::filter::validate(sql)
+                    skylark_codec::filter::validate(sql)
                         .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
                 }
             }

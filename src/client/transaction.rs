@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use skylark_actors::remoting::client::PushFrame;
+use skylark_codec::rpc::PushFrame;
 pub use skylark_codec::TransactionState;
 use skylark_codec::{
     CheckTransactionStateRequest, Command, EndTransactionRequest, HeartbeatRequest, MessageData,

@@ -8,14 +8,18 @@
 //!   in whatever order they finish.
 //! * [`client`] is the client-side connection actor: typed calls
 //!   (`RpcClient::call::<SendRequest>(..)`) matched to answers by request id.
+//!   It is the protocol crate's `skylark_codec::rpc` (a client needs it
+//!   without the broker), re-exported here for the broker's own outgoing
+//!   connections.
 //!
 //! Nothing here knows what a command means; the NameServer and Broker each
 //! implement [`Service`].
 
-pub mod client;
 pub mod connection;
 pub mod server;
 pub mod wire;
+
+pub use skylark_codec::rpc as client;
 
 pub use client::RpcClient;
 pub use connection::{ConnInfo, Connection, Push};

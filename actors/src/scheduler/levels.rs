@@ -10,12 +10,10 @@ pub const DEFAULT_DELAY_LEVELS: &str = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m
 pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
 /// Topic holding arbitrary-time (timer) messages, one queue.
 pub const TIMER_TOPIC: &str = "TIMER_TOPIC_XXXX";
-/// Property: the topic a delayed message is delivered to.
-pub const PROPERTY_REAL_TOPIC: &str = "REAL_TOPIC";
-/// Property: the queue a delayed message is delivered to (-1: any).
-pub const PROPERTY_REAL_QID: &str = "REAL_QID";
-/// Property: the delivery time (Unix ms) of a timer message.
-pub const PROPERTY_DELIVER_AT: &str = "__STARTDELIVERTIME";
+// Property names are the protocol's (one definition each).
+pub use skylark_codec::message::{
+    PROPERTY_DELIVER_AT, PROPERTY_REAL_QUEUE_ID as PROPERTY_REAL_QID, PROPERTY_REAL_TOPIC,
+};
 
 /// Properties the broker adds for scheduling and removes on delivery.
 pub const SCHEDULING_PROPERTIES: [&str; 4] = [

@@ -65,6 +65,12 @@ impl From<std::io::Error> for StoreError {
     }
 }
 
+impl From<skylark_codec::record::CorruptRecord> for StoreError {
+    fn from(e: skylark_codec::record::CorruptRecord) -> Self {
+        StoreError::Corrupt(e.0)
+    }
+}
+
 /// Result alias of the storage engine.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

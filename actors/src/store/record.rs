@@ -1,9 +1,11 @@
-//! The on-disk (and on-the-wire) record format of the CommitLog.
+//! The on-disk (and on-the-wire) record format of the CommitLog: the
+//! writing side.
 //!
 //! A record is what the broker stores for one message and what it sends back
-//! as-is in pull responses, so this module is both the writer (the store
-//! encodes straight into the mapped segment, no intermediate buffer) and the
-//! reader a client uses ([`decode`]). All integers are big-endian:
+//! as-is in pull responses. The store encodes straight into the mapped
+//! segment, no intermediate buffer ([`encode_into`]); the reader, which a
+//! client uses too, is `skylark_codec::record` ([`decode`], re-exported here
+//! with the format's constants). All integers are big-endian:
 //!
 //! | offset | field | type |
 //! |---|---|---|
@@ -36,42 +38,28 @@
 //! The tail of a segment that cannot hold the next record is filled by an
 //! end-of-file marker: total size (the remaining bytes) + [`BLANK_MAGIC`].
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use super::error::{Result, StoreError};
 
-/// Magic of a message record.
-pub const MESSAGE_MAGIC: u32 = 0x534B_4D31; // "SKM1"
-/// Magic of the end-of-file marker filling a segment's tail.
-pub const BLANK_MAGIC: u32 = 0x534B_4546; // "SKEF"
-/// Bytes of the end-of-file marker header (size + magic); a segment always
-/// keeps at least this much room after its last record.
-pub const EOF_MARKER_LEN: usize = 8;
-/// Length of the fixed part, up to and including the body length.
-pub const HEADER_LEN: usize = 108;
-/// Smallest possible record: empty body, empty topic, no properties.
-pub const MIN_RECORD_SIZE: usize = HEADER_LEN + 2 + 2;
 /// Longest accepted topic name in bytes.
 pub const MAX_TOPIC_LEN: usize = 255;
 /// Longest encoded properties block in bytes.
 pub const MAX_PROPERTIES_LEN: usize = u16::MAX as usize;
 
-/// Property name of the message tag.
-pub const PROPERTY_TAGS: &str = "TAGS";
-/// Property name of the message keys (space separated).
-pub const PROPERTY_KEYS: &str = "KEYS";
-/// Property name of the producer-assigned unique id.
-pub const PROPERTY_UNIQ_KEY: &str = "UNIQ_KEY";
-/// Property name of the delay level.
-pub const PROPERTY_DELAY: &str = "DELAY";
+// The format's constants and its reader live with the protocol (a client
+// decodes pull answers with them); the store uses them from here.
+pub use skylark_codec::message::{PROPERTY_DELAY, PROPERTY_KEYS, PROPERTY_TAGS, PROPERTY_UNIQ_KEY};
+pub use skylark_codec::record::{
+    be_u32, be_u64, peek_header, CorruptRecord, DecodedMessage, BLANK_MAGIC, EOF_MARKER_LEN,
+    HEADER_LEN, MESSAGE_MAGIC, MIN_RECORD_SIZE, NAME_VALUE_SEP, OFF_PHYSICAL_OFFSET, OFF_QUEUE_ID,
+    OFF_QUEUE_OFFSET, OFF_STORE_TIMESTAMP, PROPERTY_SEP,
+};
 
-const NAME_VALUE_SEP: char = '\u{1}';
-const PROPERTY_SEP: char = '\u{2}';
-
-pub(crate) const OFF_QUEUE_ID: usize = 12;
-pub(crate) const OFF_QUEUE_OFFSET: usize = 20;
-pub(crate) const OFF_PHYSICAL_OFFSET: usize = 28;
-pub(crate) const OFF_STORE_TIMESTAMP: usize = 66;
+/// [`skylark_codec::record::decode`] with the store's error type.
+pub fn decode(buf: &[u8]) -> Result<(DecodedMessage<'_>, usize)> {
+    Ok(skylark_codec::record::decode(buf)?)
+}
 
 /// One message to append, borrowed from the caller.
 #[derive(Debug, Clone, Copy)]
@@ -261,137 +249,6 @@ pub(crate) fn encode_into(msg: &AppendMessage<'_>, at: Placement, buf: &mut [u8]
     debug_assert_eq!(w.pos, total);
     let crc = crc32fast::hash(&w.buf[12..total]);
     w.buf[8..12].copy_from_slice(&crc.to_be_bytes());
-}
-
-/// A record parsed in place; borrows from the buffer it was decoded from.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DecodedMessage<'a> {
-    pub record_size: u32,
-    pub queue_id: u32,
-    pub flag: i32,
-    pub queue_offset: u64,
-    pub physical_offset: u64,
-    pub sys_flag: u32,
-    pub born_timestamp: i64,
-    pub born_host: SocketAddr,
-    pub store_timestamp: i64,
-    pub store_host: SocketAddr,
-    pub reconsume_times: u32,
-    pub prepared_tx_offset: u64,
-    pub body: &'a [u8],
-    pub topic: &'a str,
-    /// The raw `name\u{1}value\u{2}` block.
-    pub raw_properties: &'a str,
-}
-
-impl<'a> DecodedMessage<'a> {
-    /// All properties, in stored order (tags and keys included).
-    pub fn properties(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
-        self.raw_properties
-            .split(PROPERTY_SEP)
-            .filter_map(|p| p.split_once(NAME_VALUE_SEP))
-    }
-    /// The first property called `name`.
-    pub fn property(&self, name: &str) -> Option<&'a str> {
-        self.properties().find(|(k, _)| *k == name).map(|(_, v)| v)
-    }
-    /// The message tag.
-    pub fn tags(&self) -> Option<&'a str> {
-        self.property(PROPERTY_TAGS)
-    }
-    /// The message keys.
-    pub fn keys(&self) -> Option<&'a str> {
-        self.property(PROPERTY_KEYS)
-    }
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(what.to_string())
-}
-
-fn be_u16(b: &[u8], at: usize) -> u16 {
-    let mut a = [0u8; 2];
-    a.copy_from_slice(&b[at..at + 2]);
-    u16::from_be_bytes(a)
-}
-pub(crate) fn be_u32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_be_bytes(a)
-}
-pub(crate) fn be_u64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(a)
-}
-fn host(b: &[u8], at: usize) -> SocketAddr {
-    let mut ip = [0u8; 16];
-    ip.copy_from_slice(&b[at..at + 16]);
-    let ip = Ipv6Addr::from(ip);
-    let port = be_u16(b, at + 16);
-    match ip.to_ipv4_mapped() {
-        Some(v4) => SocketAddr::new(IpAddr::V4(v4), port),
-        None => SocketAddr::new(IpAddr::V6(ip), port),
-    }
-}
-
-/// Reads the `(total size, magic)` prefix of whatever starts at `buf`.
-pub(crate) fn peek_header(buf: &[u8]) -> Option<(u32, u32)> {
-    (buf.len() >= 8).then(|| (be_u32(buf, 0), be_u32(buf, 4)))
-}
-
-/// Decodes the record at the start of `buf`, validating sizes, magic and
-/// CRC; returns it and its length, so that a buffer of concatenated records
-/// (a pull response) is walked by repeated calls. Never panics.
-pub fn decode(buf: &[u8]) -> Result<(DecodedMessage<'_>, usize)> {
-    let (total, magic) = peek_header(buf).ok_or_else(|| corrupt("truncated record header"))?;
-    if magic != MESSAGE_MAGIC {
-        return Err(corrupt("bad record magic"));
-    }
-    let total = total as usize;
-    if total < MIN_RECORD_SIZE || total > buf.len() {
-        return Err(corrupt("record size out of bounds"));
-    }
-    let rec = &buf[..total];
-    if crc32fast::hash(&rec[12..]) != be_u32(rec, 8) {
-        return Err(corrupt("record CRC mismatch"));
-    }
-    let body_len = be_u32(rec, HEADER_LEN - 4) as usize;
-    let body_end = HEADER_LEN
-        .checked_add(body_len)
-        .filter(|e| e + 2 <= total)
-        .ok_or_else(|| corrupt("body length out of bounds"))?;
-    let topic_len = be_u16(rec, body_end) as usize;
-    let topic_end = body_end + 2 + topic_len;
-    if topic_end + 2 > total {
-        return Err(corrupt("topic length out of bounds"));
-    }
-    let props_len = be_u16(rec, topic_end) as usize;
-    if topic_end + 2 + props_len != total {
-        return Err(corrupt("properties length does not match record size"));
-    }
-    let topic = std::str::from_utf8(&rec[body_end + 2..topic_end])
-        .map_err(|_| corrupt("topic is not UTF-8"))?;
-    let raw_properties = std::str::from_utf8(&rec[topic_end + 2..total])
-        .map_err(|_| corrupt("properties are not UTF-8"))?;
-    let msg = DecodedMessage {
-        record_size: total as u32,
-        queue_id: be_u32(rec, OFF_QUEUE_ID),
-        flag: be_u32(rec, 16) as i32,
-        queue_offset: be_u64(rec, OFF_QUEUE_OFFSET),
-        physical_offset: be_u64(rec, OFF_PHYSICAL_OFFSET),
-        sys_flag: be_u32(rec, 36),
-        born_timestamp: be_u64(rec, 40) as i64,
-        born_host: host(rec, 48),
-        store_timestamp: be_u64(rec, OFF_STORE_TIMESTAMP) as i64,
-        store_host: host(rec, 74),
-        reconsume_times: be_u32(rec, 92),
-        prepared_tx_offset: be_u64(rec, 96),
-        body: &rec[HEADER_LEN..body_end],
-        topic,
-        raw_properties,
-    };
-    Ok((msg, total))
 }
 
 /// Checks that `buf` starts with an intact record of exactly `size` bytes

@@ -28,12 +28,7 @@ pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
 pub const OP_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
 /// Tag of an op record (RocketMQ's `REMOVETAG`).
 pub const OP_TAG: &str = "d";
-/// Property of a committed message: the queue offset of the half message
-/// it was committed from (with `prepared_tx_offset` = the half's physical
-/// offset, it lets recovery recognise a commit whose op record was lost).
-pub const PROPERTY_HALF_QUEUE_OFFSET: &str = "TRAN_HALF_QOFFSET";
-/// Property of an op record: `commit`, `rollback` or `discard`.
-pub const PROPERTY_OP: &str = "TRAN_OP";
+pub use skylark_codec::message::{PROPERTY_HALF_QUEUE_OFFSET, PROPERTY_OP};
 
 /// What an op record says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

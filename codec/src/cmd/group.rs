@@ -219,10 +219,7 @@ pub struct DeleteGroupRequest {
 pub const RETRY_TOPIC_PREFIX: &str = "%RETRY%";
 /// Prefix of a group's dead-letter topic: `%DLQ%<group>`.
 pub const DLQ_TOPIC_PREFIX: &str = "%DLQ%";
-/// Property naming a retried message's original topic.
-pub const PROPERTY_RETRY_TOPIC: &str = "RETRY_TOPIC";
-/// Property naming a retried message's original id.
-pub const PROPERTY_ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";
+pub use crate::message::{PROPERTY_ORIGIN_MESSAGE_ID, PROPERTY_RETRY_TOPIC};
 /// Attempts after which a message goes to the dead-letter topic.
 pub const DEFAULT_MAX_RECONSUME_TIMES: u32 = 16;
 

@@ -11,6 +11,9 @@ use crate::cmd::broker::TopicConfig;
 use crate::cmd::Ack;
 use crate::command::{rpc, Command};
 
+/// The pseudo topic whose route lists the brokers that auto-create topics
+/// (RocketMQ's `TBW102`).
+pub const AUTO_CREATE_TOPIC_KEY: &str = "TBW102";
 /// Longest topic name (RocketMQ `TopicValidator.TOPIC_MAX_LENGTH`).
 pub const TOPIC_MAX_LENGTH: usize = 127;
 /// Longest group name (RocketMQ `Validators.CHARACTER_MAX_LENGTH`).

@@ -16,16 +16,10 @@ use serde::{Deserialize, Serialize};
 use crate::cmd::Ack;
 use crate::command::{rpc, Command};
 
-/// Property that marks a half message (`"true"`).
-pub const PROPERTY_TRANSACTION_PREPARED: &str = "TRAN_MSG";
-/// Property naming the producer group of a half message.
-pub const PROPERTY_PRODUCER_GROUP: &str = "PGROUP";
-/// Property: the topic a half message is meant for.
-pub const PROPERTY_REAL_TOPIC: &str = "REAL_TOPIC";
-/// Property: the queue a half message is meant for.
-pub const PROPERTY_REAL_QUEUE_ID: &str = "REAL_QID";
-/// Property: the producer's transaction id (the message's unique key).
-pub const PROPERTY_TRANSACTION_ID: &str = "__transactionId__";
+pub use crate::message::{
+    PROPERTY_PRODUCER_GROUP, PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC, PROPERTY_TRANSACTION_ID,
+    PROPERTY_TRANSACTION_PREPARED,
+};
 
 /// A local transaction's outcome, as the producer reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

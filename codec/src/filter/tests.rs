@@ -124,27 +124,3 @@ fn compiles_into_the_small_tree() {
         )
     );
 }
-
-#[test]
-fn a_stored_record_is_judged_by_its_tag_and_properties() {
-    use crate::store::record::{decode, encode_into, AppendMessage, Placement};
-    let props = vec![("a".to_string(), "6".to_string())];
-    let msg = AppendMessage {
-        tags: Some("A"),
-        properties: &props,
-        ..AppendMessage::for_test("T", b"body")
-    };
-    let mut buf = vec![0u8; msg.encoded_size()];
-    let at = Placement {
-        queue_offset: 0,
-        physical_offset: 0,
-        store_timestamp: 1,
-    };
-    encode_into(&msg, at, &mut buf);
-    let (m, _) = decode(&buf).unwrap();
-    let accepts = |expr: &str| SqlFilter::compile(expr).unwrap().accepts(&m);
-    assert!(accepts("TAGS IN ('A') AND a > 5"));
-    assert!(!accepts("TAGS = 'B'"));
-    assert!(!accepts("a > 6"));
-    assert!(!accepts("missing = 'x'"), "a missing property is NULL");
-}

@@ -1,4 +1,4 @@
-//! The client side of one TCP connection, as an actor.
+//! The client side of one TCP connection, as an actor (feature `rpc`).
 //!
 //! [`RpcClient`] is a cheap, `Send` handle: `call::<R>(&req)` encodes the
 //! request, hands it to the [`ClientConn`] actor that owns the socket, and
@@ -17,19 +17,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::{FrameCodec, FrameKind, Header, ProtocolError, RawFrame, Rpc};
 use actix::dev::SendError;
 use actix::io::{WriteHandler, Writer};
 use actix::prelude::*;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use skylark_codec::{FrameCodec, FrameKind, Header, ProtocolError, RawFrame, Rpc};
 use tokio::io::WriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
-use super::wire;
+use crate::wire;
 
 /// A frame the server pushed without being asked.
 #[derive(Message, Debug, Clone)]
@@ -141,7 +141,7 @@ pub struct RpcClient {
     timeout: Duration,
     last_word: Arc<std::sync::Mutex<Option<RawFrame>>>,
     /// Signs every request (ACL) when set.
-    creds: Option<Arc<skylark_codec::Credentials>>,
+    creds: Option<Arc<crate::Credentials>>,
 }
 
 impl std::fmt::Debug for RpcClient {
@@ -161,7 +161,7 @@ impl RpcClient {
     /// Connects to `addr` (`host:port`). Must run inside an actix System;
     /// the connection actor lives on the current arbiter.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<RpcClient, ProtocolError> {
-        Self::connect_with(addr, timeout, skylark_codec::DEFAULT_MAX_FRAME_SIZE).await
+        Self::connect_with(addr, timeout, crate::DEFAULT_MAX_FRAME_SIZE).await
     }
 
     /// Like [`connect`](Self::connect) with an explicit frame size limit.
@@ -223,7 +223,7 @@ impl RpcClient {
 
     /// Signs every later request of this handle with `creds` (ACL); `None`
     /// sends them unsigned.
-    pub fn with_credentials(mut self, creds: Option<Arc<skylark_codec::Credentials>>) -> Self {
+    pub fn with_credentials(mut self, creds: Option<Arc<crate::Credentials>>) -> Self {
         self.creds = creds;
         self
     }

@@ -1,0 +1,394 @@
+//! RocketMQ's SQL-92 property filter (feature `filter`): a consumer
+//! subscribes with a boolean expression over message properties (and
+//! `TAGS`, the tag), and the broker only returns messages for which it is
+//! true. The client validates an expression before subscribing; the broker
+//! compiles it and evaluates it during a read (`skylark-actors`' `filter`
+//! plugs [`SqlFilter`] into its store).
+//!
+//! The text is parsed by the `sqlparser` crate (generic dialect) and compiled
+//! into the small [`SqlFilter`] tree below, which is all the broker keeps; a
+//! construct outside RocketMQ's subset is refused at compile time with the
+//! reason, so a subscription is checked once, when it is made.
+//!
+//! Supported: `=`, `<>` (`!=`), `<`, `<=`, `>`, `>=`, `[NOT] IN (...)`,
+//! `[NOT] BETWEEN a AND b`, `IS [NOT] NULL`, `AND`, `OR`, `NOT`, parentheses,
+//! numeric (signed, decimal), string (`'x'`) and boolean (`TRUE`/`FALSE`)
+//! literals. An identifier is a property name (case-sensitive; `TAGS` is the
+//! tag, `KEYS` the keys).
+//!
+//! Semantics (RocketMQ / JMS selectors): properties are strings; compared
+//! with a number they are read as numbers, with a boolean as `true`/`false`.
+//! A missing property — or one that does not read as the literal's type — is
+//! NULL, and any comparison with NULL is *unknown*. `AND`, `OR` and `NOT`
+//! follow three-valued logic (`NOT unknown` is unknown) and a message matches
+//! only when the whole expression is *true*.
+
+#[cfg(test)]
+mod tests;
+
+use sqlparser::ast::{BinaryOperator, Expr as SqlExpr, UnaryOperator, Value};
+use sqlparser::dialect::GenericDialect;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Token;
+
+/// Longest accepted expression, in bytes.
+pub const MAX_EXPRESSION_LEN: usize = 4096;
+
+/// Why an expression was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid SQL filter '{expression}': {reason}")]
+pub struct FilterError {
+    pub expression: String,
+    pub reason: String,
+}
+
+/// A literal of the expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    Num(f64),
+    Str(String),
+    Bool(bool),
+}
+
+/// One side of a comparison.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operand {
+    /// A property, by name (`TAGS` included).
+    Prop(String),
+    Lit(Literal),
+}
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// The compiled expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    Cmp(CmpOp, Operand, Operand),
+    In {
+        operand: Operand,
+        list: Vec<Literal>,
+        negated: bool,
+    },
+    Between {
+        operand: Operand,
+        low: Literal,
+        high: Literal,
+        negated: bool,
+    },
+    IsNull {
+        operand: Operand,
+        negated: bool,
+    },
+    And(Box<Node>, Box<Node>),
+    Or(Box<Node>, Box<Node>),
+    Not(Box<Node>),
+    /// A bare boolean operand (`TRUE`, or a property holding `true`).
+    Truth(Operand),
+}
+
+/// A compiled filter, ready to evaluate against a message's properties.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlFilter {
+    expression: String,
+    root: Node,
+}
+
+impl SqlFilter {
+    /// Parses and compiles `expression`.
+    pub fn compile(expression: &str) -> Result<SqlFilter, FilterError> {
+        let fail = |reason: String| FilterError {
+            expression: expression.to_string(),
+            reason,
+        };
+        if expression.trim().is_empty() {
+            return Err(fail("the expression is empty".into()));
+        }
+        if expression.len() > MAX_EXPRESSION_LEN {
+            return Err(fail(format!("longer than {MAX_EXPRESSION_LEN} bytes")));
+        }
+        let dialect = GenericDialect {};
+        let mut parser = Parser::new(&dialect)
+            .with_recursion_limit(64)
+            .try_with_sql(expression)
+            .map_err(|e| fail(e.to_string()))?;
+        let expr = parser.parse_expr().map_err(|e| fail(e.to_string()))?;
+        let next = parser.peek_token();
+        if next.token != Token::EOF {
+            return Err(fail(format!(
+                "unexpected '{}' after the expression{}",
+                next.token, next.span.start
+            )));
+        }
+        let root = compile(&expr).map_err(fail)?;
+        Ok(SqlFilter {
+            expression: expression.to_string(),
+            root,
+        })
+    }
+
+    /// The source text.
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    /// The compiled tree.
+    pub fn root(&self) -> &Node {
+        &self.root
+    }
+
+    /// Whether a message with these properties matches (the expression is
+    /// true; unknown does not match).
+    pub fn matches<'a>(&self, property: impl Fn(&str) -> Option<&'a str>) -> bool {
+        eval(&self.root, &property) == Some(true)
+    }
+}
+
+/// Validates `expression` without keeping it: `Err` carries the reason.
+pub fn validate(expression: &str) -> Result<(), FilterError> {
+    SqlFilter::compile(expression).map(|_| ())
+}
+
+fn compile(e: &SqlExpr) -> Result<Node, String> {
+    Ok(match e {
+        SqlExpr::Nested(inner) => compile(inner)?,
+        SqlExpr::BinaryOp { left, op, right } => match op {
+            BinaryOperator::And => Node::And(Box::new(compile(left)?), Box::new(compile(right)?)),
+            BinaryOperator::Or => Node::Or(Box::new(compile(left)?), Box::new(compile(right)?)),
+            _ => {
+                let op = match op {
+                    BinaryOperator::Eq => CmpOp::Eq,
+                    BinaryOperator::NotEq => CmpOp::Ne,
+                    BinaryOperator::Lt => CmpOp::Lt,
+                    BinaryOperator::LtEq => CmpOp::Le,
+                    BinaryOperator::Gt => CmpOp::Gt,
+                    BinaryOperator::GtEq => CmpOp::Ge,
+                    other => return Err(format!("operator '{other}' is not supported")),
+                };
+                Node::Cmp(op, operand(left)?, operand(right)?)
+            }
+        },
+        SqlExpr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr,
+        } => Node::Not(Box::new(compile(expr)?)),
+        SqlExpr::InList {
+            expr,
+            list,
+            negated,
+        } => Node::In {
+            operand: operand(expr)?,
+            list: list.iter().map(literal).collect::<Result<_, _>>()?,
+            negated: *negated,
+        },
+        SqlExpr::Between {
+            expr,
+            negated,
+            low,
+            high,
+        } => Node::Between {
+            operand: operand(expr)?,
+            low: literal(low)?,
+            high: literal(high)?,
+            negated: *negated,
+        },
+        SqlExpr::IsNull(e) => Node::IsNull {
+            operand: operand(e)?,
+            negated: false,
+        },
+        SqlExpr::IsNotNull(e) => Node::IsNull {
+            operand: operand(e)?,
+            negated: true,
+        },
+        SqlExpr::IsTrue(e) => Node::Cmp(CmpOp::Eq, operand(e)?, Operand::Lit(Literal::Bool(true))),
+        SqlExpr::IsFalse(e) => {
+            Node::Cmp(CmpOp::Eq, operand(e)?, Operand::Lit(Literal::Bool(false)))
+        }
+        SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_) | SqlExpr::Value(_) => {
+            match operand(e)? {
+                Operand::Lit(Literal::Num(_) | Literal::Str(_)) => {
+                    return Err(format!("'{e}' is not a boolean condition"))
+                }
+                o => Node::Truth(o),
+            }
+        }
+        other => return Err(format!("'{other}' is not supported in a filter")),
+    })
+}
+
+fn operand(e: &SqlExpr) -> Result<Operand, String> {
+    match e {
+        SqlExpr::Nested(inner) => operand(inner),
+        SqlExpr::Identifier(id) => Ok(Operand::Prop(id.value.clone())),
+        SqlExpr::CompoundIdentifier(ids) => Ok(Operand::Prop(
+            ids.iter()
+                .map(|i| i.value.as_str())
+                .collect::<Vec<_>>()
+                .join("."),
+        )),
+        _ => literal(e).map(Operand::Lit),
+    }
+}
+
+fn literal(e: &SqlExpr) -> Result<Literal, String> {
+    match e {
+        SqlExpr::Nested(inner) => literal(inner),
+        SqlExpr::Value(v) => match &v.value {
+            Value::Number(n, _) => n
+                .parse::<f64>()
+                .map(Literal::Num)
+                .map_err(|_| format!("bad number '{n}'")),
+            Value::SingleQuotedString(s) => Ok(Literal::Str(s.clone())),
+            Value::Boolean(b) => Ok(Literal::Bool(*b)),
+            Value::Null => Err("NULL is only allowed in IS [NOT] NULL".into()),
+            other => Err(format!("literal {other} is not supported")),
+        },
+        SqlExpr::UnaryOp { op, expr } => match (op, literal(expr)?) {
+            (UnaryOperator::Minus, Literal::Num(n)) => Ok(Literal::Num(-n)),
+            (UnaryOperator::Plus, Literal::Num(n)) => Ok(Literal::Num(n)),
+            _ => Err(format!("'{e}' is not a literal")),
+        },
+        other => Err(format!("'{other}' is not a literal")),
+    }
+}
+
+/// A property or literal value at evaluation time.
+#[derive(Debug, Clone, Copy)]
+enum Val<'a> {
+    /// Property text, typed by what it is compared with.
+    Text(&'a str),
+    Lit(&'a Literal),
+}
+
+fn resolve<'a, 'b>(o: &'b Operand, property: &impl Fn(&str) -> Option<&'a str>) -> Option<Val<'b>>
+where
+    'a: 'b,
+{
+    match o {
+        Operand::Prop(name) => property(name).map(Val::Text),
+        Operand::Lit(l) => Some(Val::Lit(l)),
+    }
+}
+
+/// A value read as the type of a literal.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+enum Typed<'a> {
+    Num(f64),
+    Str(&'a str),
+    Bool(bool),
+}
+
+fn as_literal(l: &Literal) -> Typed<'_> {
+    match l {
+        Literal::Num(n) => Typed::Num(*n),
+        Literal::Str(s) => Typed::Str(s),
+        Literal::Bool(b) => Typed::Bool(*b),
+    }
+}
+
+/// Reads `text` as the type of `like`; None when it does not read (NULL).
+fn as_type_of<'a>(text: &'a str, like: &Typed<'_>) -> Option<Typed<'a>> {
+    match like {
+        Typed::Num(_) => text.trim().parse::<f64>().ok().map(Typed::Num),
+        Typed::Str(_) => Some(Typed::Str(text)),
+        Typed::Bool(_) => match text.trim() {
+            t if t.eq_ignore_ascii_case("true") => Some(Typed::Bool(true)),
+            t if t.eq_ignore_ascii_case("false") => Some(Typed::Bool(false)),
+            _ => None,
+        },
+    }
+}
+
+/// Both values under one type, or None (unknown).
+fn unify<'a>(a: Val<'a>, b: Val<'a>) -> Option<(Typed<'a>, Typed<'a>)> {
+    match (a, b) {
+        (Val::Lit(x), Val::Lit(y)) => Some((as_literal(x), as_literal(y))),
+        (Val::Text(t), Val::Lit(l)) => {
+            let l = as_literal(l);
+            Some((as_type_of(t, &l)?, l))
+        }
+        (Val::Lit(l), Val::Text(t)) => {
+            let l = as_literal(l);
+            Some((l.clone(), as_type_of(t, &l)?))
+        }
+        (Val::Text(x), Val::Text(y)) => match (x.trim().parse::<f64>(), y.trim().parse::<f64>()) {
+            (Ok(a), Ok(b)) => Some((Typed::Num(a), Typed::Num(b))),
+            _ => Some((Typed::Str(x), Typed::Str(y))),
+        },
+    }
+}
+
+fn compare(op: CmpOp, a: Val<'_>, b: Val<'_>) -> Option<bool> {
+    let (a, b) = unify(a, b)?;
+    if std::mem::discriminant(&a) != std::mem::discriminant(&b) {
+        return None;
+    }
+    let ord = a.partial_cmp(&b)?;
+    use std::cmp::Ordering::*;
+    Some(match op {
+        CmpOp::Eq => ord == Equal,
+        CmpOp::Ne => ord != Equal,
+        CmpOp::Lt => ord == Less,
+        CmpOp::Le => ord != Greater,
+        CmpOp::Gt => ord == Greater,
+        CmpOp::Ge => ord != Less,
+    })
+}
+
+fn eval<'a>(n: &Node, property: &impl Fn(&str) -> Option<&'a str>) -> Option<bool> {
+    match n {
+        Node::Cmp(op, l, r) => compare(*op, resolve(l, property)?, resolve(r, property)?),
+        Node::In {
+            operand,
+            list,
+            negated,
+        } => {
+            let v = resolve(operand, property)?;
+            let mut unknown = false;
+            for l in list {
+                match compare(CmpOp::Eq, v, Val::Lit(l)) {
+                    Some(true) => return Some(!negated),
+                    Some(false) => {}
+                    None => unknown = true,
+                }
+            }
+            (!unknown).then_some(*negated)
+        }
+        Node::Between {
+            operand,
+            low,
+            high,
+            negated,
+        } => {
+            let v = resolve(operand, property)?;
+            let ge = compare(CmpOp::Ge, v, Val::Lit(low))?;
+            let le = compare(CmpOp::Le, v, Val::Lit(high))?;
+            Some((ge && le) != *negated)
+        }
+        Node::IsNull { operand, negated } => Some(resolve(operand, property).is_none() != *negated),
+        Node::And(a, b) => match (eval(a, property), eval(b, property)) {
+            (Some(false), _) | (_, Some(false)) => Some(false),
+            (Some(true), Some(true)) => Some(true),
+            _ => None,
+        },
+        Node::Or(a, b) => match (eval(a, property), eval(b, property)) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (Some(false), Some(false)) => Some(false),
+            _ => None,
+        },
+        Node::Not(a) => eval(a, property).map(|b| !b),
+        Node::Truth(o) => compare(
+            CmpOp::Eq,
+            resolve(o, property)?,
+            Val::Lit(&Literal::Bool(true)),
+        ),
+    }
+}

@@ -128,6 +128,8 @@ pub mod persist;
 pub mod record;
 #[cfg(feature = "rpc")]
 pub mod rpc;
+#[cfg(feature = "remoting")]
+pub mod remoting;
 pub mod shared_bytes;
 mod skip;
 #[cfg(feature = "rpc")]

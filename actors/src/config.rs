@@ -52,6 +52,9 @@ pub struct NameServerConfig {
     pub metrics_port: Option<u16>,
     /// Web dashboard (docs/dashboard.md): HTTP port; absent = off.
     pub dashboard_port: Option<u16>,
+    /// RocketMQ remoting protocol (docs/rocketmq-compat.md): port of
+    /// `listen_host` for unmodified RocketMQ clients; absent = off.
+    pub remoting_port: Option<u16>,
     /// How often the dashboard samples the brokers, in seconds.
     pub dashboard_sample_secs: u64,
     /// The dashboard alerts on a consumer group lagging above this many messages.
@@ -97,6 +100,7 @@ impl Default for NameServerConfig {
             buffered_answer_budget_bytes: 256 << 20,
             metrics_port: None,
             dashboard_port: None,
+            remoting_port: None,
             dashboard_sample_secs: 5,
             dashboard_lag_alert: 10_000,
             acl_enabled: false,

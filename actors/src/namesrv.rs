@@ -7,9 +7,11 @@
 //!
 //! Messages answered: [`RegisterBroker`], [`UnregisterBroker`],
 //! [`GetRouteInfo`], [`GetClusterInfo`], [`GetTopicList`] (+ the scan tick).
-//! With `dashboard_port` set it also serves the web [`dashboard`].
+//! With `dashboard_port` set it also serves the web [`dashboard`]; with
+//! `remoting_port` set, RocketMQ's remoting protocol ([`rocketmq`]).
 
 pub mod dashboard;
+pub mod rocketmq;
 mod route_info;
 
 pub use route_info::RouteInfo;
@@ -267,6 +269,8 @@ pub struct NameServerHandle {
     pub dashboard: Option<dashboard::DashboardHandle>,
     /// The ACL file's watcher (ACL on); dropping the handle stops it.
     pub acl_watcher: Option<crate::acl::AclWatcherHandle>,
+    /// The RocketMQ remoting listener, when `remoting_port` is set.
+    pub remoting: Option<rocketmq::RemotingListenerHandle>,
 }
 
 impl NameServerHandle {
@@ -293,6 +297,14 @@ pub async fn start_namesrv(
             )
         })?;
     let opts = config.serve_options();
+    check_remoting(&config)?;
+    let remoting = config.remoting_port.map(|p| {
+        (
+            config.listen_host.clone(),
+            p,
+            rocketmq::RemotingLimits::of(&config),
+        )
+    });
     let metrics = match config.metrics_port {
         Some(port) => Some(crate::metrics::serve(&config.listen_host, port, &log).await?),
         None => None,
@@ -321,6 +333,12 @@ pub async fn start_namesrv(
         Some(d) => Some(dashboard::start(d, addr.clone(), log.clone())?),
         None => None,
     };
+    let remoting = match remoting {
+        Some((host, port, limits)) => {
+            Some(rocketmq::start(&host, port, addr.clone(), limits, log.clone()).await?)
+        }
+        None => None,
+    };
     let ns_metrics = std::sync::Arc::new(crate::metrics::namesrv::NameServerMetrics::new(&node_id));
     let metrics_source: std::sync::Arc<dyn crate::metrics::Source> = std::sync::Arc::new(
         crate::metrics::namesrv::NameServerSource::new(addr.clone(), &node_id, ns_metrics.clone()),
@@ -343,7 +361,23 @@ pub async fn start_namesrv(
         _metrics_source: metrics_source,
         dashboard,
         acl_watcher,
+        remoting,
     })
+}
+
+/// The remoting listener is plain TCP and does not check RocketMQ ACL
+/// signatures yet: refuse it where it would bypass ACL or enforced TLS.
+pub fn check_remoting(config: &NameServerConfig) -> std::io::Result<()> {
+    if config.remoting_port.is_none() {
+        return Ok(());
+    }
+    if config.acl_enabled || config.tls_mode == crate::tls::TlsMode::Enforcing {
+        return Err(std::io::Error::other(
+            "remoting_port is not supported yet with acl_enabled or tls_mode = enforcing \
+             (it would bypass them; docs/rocketmq-compat.md)",
+        ));
+    }
+    Ok(())
 }
 
 /// The answer every server gives to a handshake.

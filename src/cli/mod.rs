@@ -278,6 +278,14 @@ pub struct StandaloneArgs {
     /// The dashboard alerts on a consumer group lagging above this many messages.
     #[arg(long, default_value_t = 10_000)]
     pub dashboard_lag_alert: u64,
+    /// NameServer port for unmodified RocketMQ clients (RocketMQ remoting
+    /// protocol, docs/rocketmq-compat.md). Default 9886, served only if that
+    /// port is free; a port given here must be free.
+    #[arg(long, conflicts_with = "no_remoting")]
+    pub namesrv_remoting_port: Option<u16>,
+    /// Serve no RocketMQ remoting port.
+    #[arg(long)]
+    pub no_remoting: bool,
 }
 
 #[derive(Debug, Args)]

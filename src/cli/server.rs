@@ -6,7 +6,7 @@
 use anyhow::Context as _;
 use config::Value;
 use skylark_actors::config::{BrokerConfig, NameServerConfig};
-use skylark_actors::namesrv::dashboard;
+use skylark_actors::namesrv::{dashboard, rocketmq};
 use slog::{info, warn, Logger};
 
 use super::{BrokerArgs, NamesrvArgs, StandaloneArgs};
@@ -126,6 +126,38 @@ fn standalone_dashboard(
     }
 }
 
+/// The RocketMQ remoting port of `skylark standalone`'s NameServer: on
+/// `--namesrv-remoting-port`, else on the default port when it is free (a
+/// warning when it is not), or none with `--no-remoting`.
+async fn standalone_remoting(
+    a: &StandaloneArgs,
+    ncfg: &NameServerConfig,
+    ns: &embedded::NameServerHandle,
+    log: &Logger,
+) -> anyhow::Result<Option<rocketmq::RemotingListenerHandle>> {
+    if a.no_remoting {
+        return Ok(None);
+    }
+    let port = a.namesrv_remoting_port.unwrap_or(rocketmq::STANDALONE_PORT);
+    let limits = rocketmq::RemotingLimits::of(ncfg);
+    match rocketmq::start(
+        &ncfg.listen_host,
+        port,
+        ns.addr.clone(),
+        limits,
+        log.clone(),
+    )
+    .await
+    {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if a.namesrv_remoting_port.is_none() => {
+            warn!(log, "no RocketMQ remoting port: default port taken (use --namesrv-remoting-port)"; "error" => %e);
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("cannot start the RocketMQ remoting listener")),
+    }
+}
+
 /// `skylark standalone`: a NameServer and a Broker in one process, with
 /// laptop-sized store defaults for a new data directory
 /// ([`crate::config::STANDALONE_STORE_DEFAULTS`]).
@@ -190,6 +222,7 @@ pub fn standalone(a: StandaloneArgs, log: Logger) -> anyhow::Result<()> {
             .await
             .context("cannot start the nameserver")?;
         let _dashboard = standalone_dashboard(&a, &ncfg, &ns, &log)?;
+        let _remoting = standalone_remoting(&a, &ncfg, &ns, &log).await?;
         let broker = embedded::start_broker(bcfg, log.clone())
             .await
             .context("cannot start the broker")?;

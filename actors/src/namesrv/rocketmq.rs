@@ -1,0 +1,225 @@
+//! The NameServer's RocketMQ remoting listener (issue 17, first slice):
+//! unmodified RocketMQ clients pointed at `remoting_port` with their usual
+//! `namesrvAddr` get their routes from the same [`NameServer`] actor that
+//! Skylark clients ask.
+//!
+//! Answered: GET_ROUTEINFO_BY_TOPIC (105; TOPIC_NOT_EXIST, 17, when no live
+//! broker serves the topic), GET_BROKER_CLUSTER_INFO (106), GET_KV_CONFIG
+//! (101; always QUERY_NOT_FOUND, 22: Skylark keeps no KV config). Any other
+//! request gets REQUEST_CODE_NOT_SUPPORTED (3) with a remark. Each answer
+//! uses the header codec (JSON or ROCKETMQ binary) of its request; oneway
+//! requests get no answer; responses sent to us are ignored.
+//!
+//! A frame that cannot be decoded (bad length, over 16 MiB, bad header)
+//! closes that one connection, as RocketMQ's `NettyDecoder` does: nothing
+//! after a broken frame can be trusted to start a frame. A connection silent
+//! for `connection_idle_secs` is closed; above `max_connections` open
+//! remoting connections a new one is closed at once.
+//!
+//! The routes name the brokers' Skylark addresses: brokers have no remoting
+//! port yet (docs/rocketmq-compat.md).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use futures::{SinkExt, StreamExt};
+use skylark_codec::remoting::{
+    request, response, route, RemotingCodec, RemotingCommand, RemotingError,
+};
+use slog::{debug, info, warn, Logger};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use super::{GetClusterInfo, GetRouteInfo, NameServer};
+use crate::config::NameServerConfig;
+
+/// The port `skylark standalone` serves RocketMQ remoting on unless told
+/// otherwise. No default of ours uses it (NameServer 9876, controllers
+/// 9881-9883, brokers 109x1/109x2, dashboard 8088, metrics 5557).
+pub const STANDALONE_PORT: u16 = 9886;
+
+/// Limits of the listener, from [`NameServerConfig`].
+#[derive(Debug, Clone)]
+pub struct RemotingLimits {
+    pub max_frame_size: usize,
+    pub max_connections: usize,
+    pub idle: Duration,
+}
+
+impl RemotingLimits {
+    pub fn of(config: &NameServerConfig) -> Self {
+        RemotingLimits {
+            max_frame_size: config
+                .max_frame_size
+                .min(skylark_codec::remoting::DEFAULT_MAX_FRAME_SIZE),
+            max_connections: config.max_connections,
+            idle: Duration::from_secs(config.connection_idle_secs.max(1)),
+        }
+    }
+}
+
+/// The running listener; dropping it stops accepting.
+pub struct RemotingListenerHandle {
+    /// The address actually bound (useful with port 0).
+    pub local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for RemotingListenerHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Binds `host:port` and serves RocketMQ remoting requests from `ns`.
+/// Must be called inside a running actix System.
+pub async fn start(
+    host: &str,
+    port: u16,
+    ns: Addr<NameServer>,
+    limits: RemotingLimits,
+    log: Logger,
+) -> std::io::Result<RemotingListenerHandle> {
+    let listener = TcpListener::bind((host, port)).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen for RocketMQ remoting on {host}:{port}: {e}"),
+        )
+    })?;
+    let local_addr = listener.local_addr()?;
+    let log = log.new(slog::o!("listener" => "rocketmq-remoting"));
+    info!(log, "RocketMQ remoting listener"; "addr" => %local_addr);
+    let (tx, mut rx) = oneshot::channel();
+    let open = Arc::new(AtomicUsize::new(0));
+    actix::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut rx => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        if open.load(Ordering::Relaxed) >= limits.max_connections {
+                            warn!(log, "too many remoting connections, closing"; "peer" => %peer);
+                            continue;
+                        }
+                        open.fetch_add(1, Ordering::Relaxed);
+                        let (ns, limits, log, open) =
+                            (ns.clone(), limits.clone(), log.clone(), open.clone());
+                        actix::spawn(async move {
+                            serve_connection(stream, peer, ns, &limits, &log).await;
+                            open.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                    Err(e) => {
+                        warn!(log, "remoting accept failed"; "error" => %e);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+    });
+    Ok(RemotingListenerHandle {
+        local_addr,
+        stop: Some(tx),
+    })
+}
+
+/// Reads requests until the peer leaves, goes idle or sends a broken frame.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ns: Addr<NameServer>,
+    limits: &RemotingLimits,
+    log: &Logger,
+) {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut reader = FramedRead::new(r, RemotingCodec::new(limits.max_frame_size));
+    let mut writer = FramedWrite::new(w, RemotingCodec::new(limits.max_frame_size));
+    loop {
+        let req = match tokio::time::timeout(limits.idle, reader.next()).await {
+            Err(_) => {
+                debug!(log, "idle remoting connection closed"; "peer" => %peer);
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(Err(e))) => {
+                warn!(log, "bad remoting frame, closing the connection"; "peer" => %peer, "error" => %e);
+                return;
+            }
+            Ok(Some(Ok(req))) => req,
+        };
+        if req.is_response() {
+            continue;
+        }
+        let resp = answer(&ns, &req).await;
+        if req.is_oneway() {
+            continue;
+        }
+        if let Err(e) = writer.send(resp).await {
+            if !matches!(e, RemotingError::Io(_)) {
+                warn!(log, "cannot encode a remoting answer"; "peer" => %peer, "error" => %e);
+            }
+            return;
+        }
+    }
+}
+
+/// The answer to one request.
+pub async fn answer(ns: &Addr<NameServer>, req: &RemotingCommand) -> RemotingCommand {
+    match req.code {
+        request::GET_ROUTEINFO_BY_TOPIC => {
+            let Some(topic) = req.ext("topic") else {
+                return req.response_to(
+                    response::SYSTEM_ERROR,
+                    Some("the request header has no 'topic' field".into()),
+                );
+            };
+            match ns.send(GetRouteInfo(topic.to_string())).await {
+                Ok(Some(r)) => req
+                    .response_to(response::SUCCESS, None)
+                    .with_body(route::to_json(&route::TopicRouteData::from(&r))),
+                Ok(None) => req.response_to(
+                    response::TOPIC_NOT_EXIST,
+                    Some(format!(
+                        "No topic route info in name server for the topic: {topic}"
+                    )),
+                ),
+                Err(e) => unavailable(req, e),
+            }
+        }
+        request::GET_BROKER_CLUSTER_INFO => match ns.send(GetClusterInfo).await {
+            Ok(c) => req
+                .response_to(response::SUCCESS, None)
+                .with_body(route::to_json(&route::ClusterInfo::from(&c))),
+            Err(e) => unavailable(req, e),
+        },
+        request::GET_KV_CONFIG => req.response_to(
+            response::QUERY_NOT_FOUND,
+            Some(format!(
+                "No config item, Namespace: {} Key: {}",
+                req.ext("namespace").unwrap_or(""),
+                req.ext("key").unwrap_or("")
+            )),
+        ),
+        other => req.response_to(
+            response::REQUEST_CODE_NOT_SUPPORTED,
+            Some(format!(
+                "request code {other} is not supported by the Skylark NameServer \
+                 (docs/rocketmq-compat.md)"
+            )),
+        ),
+    }
+}
+
+fn unavailable(req: &RemotingCommand, e: actix::MailboxError) -> RemotingCommand {
+    req.response_to(
+        response::SYSTEM_ERROR,
+        Some(format!("nameserver unavailable: {e}")),
+    )
+}

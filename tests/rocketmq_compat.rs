@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
-use common::{free_port, wait_until, Standalone};
+use common::{bin, free_port, wait_listening, wait_until, KillOnDrop, Standalone};
 use skylark::codec::remoting::{decode_frame, RemotingCommand, SerializeType};
 
 /// One request frame with a JSON header, written as a Java client's
@@ -179,6 +179,17 @@ fn rocketmq_compat_namesrv_answers_route_and_cluster_in_both_codecs() {
         assert_eq!(c["clusterAddrTable"][cluster][0], "standalone", "{c}");
     }
 
+    // A oneway request gets no answer: the next answer is the next request's.
+    let mut oneway = json_request(106, 40, &[]);
+    let mark = 4 + 4;
+    let oneway_header = String::from_utf8(oneway[mark..].to_vec())
+        .unwrap()
+        .replace("\"flag\":0", "\"flag\":2");
+    oneway = frame(0, oneway_header.as_bytes());
+    conn.0.write_all(&oneway).unwrap();
+    let a = conn.call(&binary_request(106, 41, &[])).unwrap();
+    assert_eq!((a.code, a.opaque), (0, 41));
+
     // KV config: not found (Skylark keeps none); unknown codes: 3.
     let a = conn
         .call(&json_request(
@@ -219,4 +230,58 @@ fn rocketmq_compat_garbage_closes_only_that_connection() {
     let mut c = Conn::open(port);
     let a = c.call(&binary_request(106, 9, &[])).unwrap();
     assert_eq!((a.code, a.opaque), (0, 9));
+}
+
+#[test]
+fn rocketmq_compat_namesrv_remoting_port_from_config() {
+    let (port, remoting) = (free_port(), free_port());
+    let child = std::process::Command::new(bin())
+        .args([
+            "--log-level",
+            "warn",
+            "namesrv",
+            "--port",
+            &port.to_string(),
+        ])
+        .env("SKYLARK_REMOTING_PORT", remoting.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    wait_listening(&mut child.0, &[port, remoting]).unwrap();
+    // No broker registered: an empty cluster table, no route.
+    let mut c = Conn::open(remoting);
+    let a = c.call(&json_request(106, 1, &[])).unwrap();
+    assert_eq!(a.code, 0);
+    assert_eq!(
+        body_json(&a),
+        serde_json::json!({"brokerAddrTable": {}, "clusterAddrTable": {}})
+    );
+    let a = c.call(&binary_request(105, 2, &[("topic", "T")])).unwrap();
+    assert_eq!((a.code, a.opaque), (17, 2));
+    // A request without its topic field: SYSTEM_ERROR with a remark.
+    let a = c.call(&json_request(105, 3, &[])).unwrap();
+    assert_eq!(a.code, 1);
+    assert!(a.remark.unwrap().contains("topic"));
+}
+
+#[test]
+fn rocketmq_compat_remoting_port_refused_with_acl() {
+    let out = std::process::Command::new(bin())
+        .args([
+            "--log-level",
+            "warn",
+            "namesrv",
+            "--port",
+            &free_port().to_string(),
+        ])
+        .env("SKYLARK_REMOTING_PORT", free_port().to_string())
+        .env("SKYLARK_ACL_ENABLED", "true")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("remoting_port"), "{err}");
 }

@@ -179,6 +179,12 @@ fn rocketmq_compat_namesrv_answers_route_and_cluster_in_both_codecs() {
         assert_eq!(c["clusterAddrTable"][cluster][0], "standalone", "{c}");
     }
 
+    // Every topic, RmqRoute among them.
+    let a = conn.call(&binary_request(206, 7, &[])).unwrap();
+    assert_eq!((a.code, a.opaque), (0, 7));
+    let topics = body_json(&a)["topicList"].as_array().unwrap().clone();
+    assert!(topics.iter().any(|t| t == "RmqRoute"), "{topics:?}");
+
     // A oneway request gets no answer: the next answer is the next request's.
     let mut oneway = json_request(106, 40, &[]);
     let mark = 4 + 4;

@@ -4,7 +4,8 @@
 //! Skylark clients ask.
 //!
 //! Answered: GET_ROUTEINFO_BY_TOPIC (105; TOPIC_NOT_EXIST, 17, when no live
-//! broker serves the topic), GET_BROKER_CLUSTER_INFO (106), GET_KV_CONFIG
+//! broker serves the topic), GET_BROKER_CLUSTER_INFO (106),
+//! GET_ALL_TOPIC_LIST_FROM_NAMESERVER (206), GET_KV_CONFIG
 //! (101; always QUERY_NOT_FOUND, 22: Skylark keeps no KV config). Any other
 //! request gets REQUEST_CODE_NOT_SUPPORTED (3) with a remark. Each answer
 //! uses the header codec (JSON or ROCKETMQ binary) of its request; oneway
@@ -34,7 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use super::{GetClusterInfo, GetRouteInfo, NameServer};
+use super::{GetClusterInfo, GetRouteInfo, GetTopicList, NameServer};
 use crate::config::NameServerConfig;
 
 /// The port `skylark standalone` serves RocketMQ remoting on unless told
@@ -197,6 +198,12 @@ pub async fn answer(ns: &Addr<NameServer>, req: &RemotingCommand) -> RemotingCom
             Ok(c) => req
                 .response_to(response::SUCCESS, None)
                 .with_body(route::to_json(&route::ClusterInfo::from(&c))),
+            Err(e) => unavailable(req, e),
+        },
+        request::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => match ns.send(GetTopicList).await {
+            Ok(t) => req
+                .response_to(response::SUCCESS, None)
+                .with_body(route::to_json(&route::TopicList::from(&t))),
             Err(e) => unavailable(req, e),
         },
         request::GET_KV_CONFIG => req.response_to(

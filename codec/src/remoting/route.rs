@@ -1,6 +1,6 @@
 //! NameServer bodies in RocketMQ's JSON shape: `TopicRouteData` (answer
 //! to GET_ROUTEINFO_BY_TOPIC, 105) and `ClusterInfo` (GET_BROKER_CLUSTER_INFO,
-//! 106), built from Skylark's own route types.
+//! 106), `TopicList` (GET_ALL_TOPIC_LIST_FROM_NAMESERVER, 206), built from Skylark's own route types.
 //!
 //! Field names are RocketMQ's (`queueDatas`, `brokerDatas`, `brokerAddrs`,
 //! ...). Broker ids are map keys, written as standard JSON strings (`"0"`)
@@ -60,6 +60,25 @@ pub struct ClusterInfo {
     pub broker_addr_table: BTreeMap<String, BrokerData>,
     /// Cluster name → broker names.
     pub cluster_addr_table: BTreeMap<String, Vec<String>>,
+}
+
+/// RocketMQ `TopicList` (GET_ALL_TOPIC_LIST_FROM_NAMESERVER, 206).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicList {
+    pub topic_list: Vec<String>,
+    /// Set by brokers answering for themselves; the NameServer leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_addr: Option<String>,
+}
+
+impl From<&crate::TopicList> for TopicList {
+    fn from(t: &crate::TopicList) -> Self {
+        TopicList {
+            topic_list: t.topics.clone(),
+            broker_addr: None,
+        }
+    }
 }
 
 impl From<&crate::BrokerData> for BrokerData {

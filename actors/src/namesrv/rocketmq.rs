@@ -230,3 +230,126 @@ fn unavailable(req: &RemotingCommand, e: actix::MailboxError) -> RemotingCommand
         Some(format!("nameserver unavailable: {e}")),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use actix::Actor;
+    use skylark_codec::remoting::{RemotingCommand, SerializeType};
+    use skylark_codec::{RegisterBrokerRequest, TopicConfig};
+
+    use super::*;
+    use crate::namesrv::RegisterBroker;
+
+    fn nameserver() -> Addr<NameServer> {
+        let log = Logger::root(slog::Discard, slog::o!());
+        NameServer::new(NameServerConfig::default(), log).start()
+    }
+
+    async fn register(ns: &Addr<NameServer>, id: u64, addr: &str, topics: &[&str]) {
+        ns.send(RegisterBroker(RegisterBrokerRequest {
+            cluster_name: "c1".into(),
+            broker_name: "b1".into(),
+            broker_id: id,
+            broker_addr: addr.into(),
+            topics: topics.iter().map(|t| TopicConfig::new(*t, 4)).collect(),
+            data_version: 1,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    }
+
+    fn req(code: i32, ty: SerializeType, ext: &[(&str, &str)]) -> RemotingCommand {
+        let mut r = RemotingCommand::request(code, 11);
+        r.serialize_type = ty;
+        for (k, v) in ext {
+            r.ext_fields.insert(k.to_string(), v.to_string());
+        }
+        r
+    }
+
+    fn json(cmd: &RemotingCommand) -> serde_json::Value {
+        serde_json::from_slice(&cmd.body).unwrap()
+    }
+
+    #[actix_rt::test]
+    async fn route_names_master_and_slave_in_the_request_codec() {
+        let ns = nameserver();
+        register(&ns, 0, "h:1", &["T"]).await;
+        register(&ns, 1, "h:2", &[]).await;
+        let a = answer(
+            &ns,
+            &req(
+                request::GET_ROUTEINFO_BY_TOPIC,
+                SerializeType::RocketMq,
+                &[("topic", "T")],
+            ),
+        )
+        .await;
+        assert_eq!((a.code, a.opaque, a.flag), (response::SUCCESS, 11, 1));
+        assert_eq!(a.serialize_type, SerializeType::RocketMq);
+        let j = json(&a);
+        assert_eq!(
+            j["brokerDatas"][0]["brokerAddrs"],
+            serde_json::json!({"0": "h:1", "1": "h:2"})
+        );
+        assert_eq!(j["brokerDatas"][0]["cluster"], "c1");
+        assert_eq!(j["queueDatas"][0]["readQueueNums"], 4);
+        assert_eq!(j["queueDatas"][0]["writeQueueNums"], 4);
+
+        let a = answer(
+            &ns,
+            &req(request::GET_BROKER_CLUSTER_INFO, SerializeType::Json, &[]),
+        )
+        .await;
+        let j = json(&a);
+        assert_eq!(j["clusterAddrTable"]["c1"], serde_json::json!(["b1"]));
+        assert_eq!(j["brokerAddrTable"]["b1"]["brokerAddrs"]["1"], "h:2");
+
+        let a = answer(
+            &ns,
+            &req(
+                request::GET_ALL_TOPIC_LIST_FROM_NAMESERVER,
+                SerializeType::Json,
+                &[],
+            ),
+        )
+        .await;
+        assert_eq!(json(&a)["topicList"], serde_json::json!(["T"]));
+    }
+
+    #[actix_rt::test]
+    async fn unknown_topic_kv_config_and_unknown_code() {
+        let ns = nameserver();
+        let a = answer(
+            &ns,
+            &req(
+                request::GET_ROUTEINFO_BY_TOPIC,
+                SerializeType::Json,
+                &[("topic", "X")],
+            ),
+        )
+        .await;
+        assert_eq!(a.code, response::TOPIC_NOT_EXIST);
+        assert!(a.remark.unwrap().ends_with("topic: X"));
+        assert!(a.body.is_empty());
+        let a = answer(
+            &ns,
+            &req(
+                request::GET_KV_CONFIG,
+                SerializeType::Json,
+                &[("namespace", "ORDER_TOPIC_CONFIG"), ("key", "X")],
+            ),
+        )
+        .await;
+        assert_eq!(a.code, response::QUERY_NOT_FOUND);
+        assert!(a.remark.unwrap().contains("ORDER_TOPIC_CONFIG"));
+        let a = answer(
+            &ns,
+            &req(request::SEND_MESSAGE, SerializeType::RocketMq, &[]),
+        )
+        .await;
+        assert_eq!(a.code, response::REQUEST_CODE_NOT_SUPPORTED);
+        assert!(a.remark.unwrap().contains("request code 10"));
+    }
+}

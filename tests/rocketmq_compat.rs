@@ -291,3 +291,34 @@ fn rocketmq_compat_remoting_port_refused_with_acl() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("remoting_port"), "{err}");
 }
+
+#[test]
+fn rocketmq_compat_standalone_starts_when_default_remoting_port_is_taken() {
+    // Hold the default port (unless another test's standalone already does).
+    let _held = std::net::TcpListener::bind(("127.0.0.1", 9886));
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(dir.path(), &["--no-dashboard"]);
+    let out = node.cli(&["admin", "--json", "cluster", "list"]);
+    assert!(out.status.success(), "{out:?}");
+    // An explicit port that is taken fails the start.
+    let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = std::process::Command::new(bin())
+        .args(["--log-level", "warn", "standalone", "--data-dir"])
+        .arg(dir.path().join("second"))
+        .args(["--namesrv-port", &free_port().to_string()])
+        .args(["--broker-port", &free_port().to_string()])
+        .args([
+            "--namesrv-remoting-port",
+            &port.to_string(),
+            "--no-dashboard",
+        ])
+        .args(["--no-metrics"])
+        .env("SKYLARK_STORE__SEGMENT_SIZE", "67108864")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RocketMQ remoting"), "{err}");
+}

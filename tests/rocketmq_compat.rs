@@ -322,3 +322,38 @@ fn rocketmq_compat_standalone_starts_when_default_remoting_port_is_taken() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("RocketMQ remoting"), "{err}");
 }
+
+#[test]
+fn rocketmq_compat_unfinished_frame_is_closed_after_frame_read_timeout() {
+    let (port, remoting) = (free_port(), free_port());
+    let child = std::process::Command::new(bin())
+        .args([
+            "--log-level",
+            "error",
+            "namesrv",
+            "--port",
+            &port.to_string(),
+        ])
+        .env("SKYLARK_REMOTING_PORT", remoting.to_string())
+        .env("SKYLARK_FRAME_READ_TIMEOUT_MS", "300")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    wait_listening(&mut child.0, &[port, remoting]).unwrap();
+    let mut quiet = Conn::open(remoting);
+    let mut slow = Conn::open(remoting);
+    let whole = json_request(106, 1, &[]);
+    let started = std::time::Instant::now();
+    slow.0.write_all(&whole[..6]).unwrap();
+    assert!(slow.closed_by_server(), "an unfinished frame was kept open");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // A connection with no frame begun is only subject to the idle timeout.
+    let a = quiet.call(&whole).unwrap();
+    assert_eq!((a.code, a.opaque), (0, 1));
+}

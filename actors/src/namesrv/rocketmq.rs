@@ -14,8 +14,9 @@
 //! A frame that cannot be decoded (bad length, over 16 MiB, bad header)
 //! closes that one connection, as RocketMQ's `NettyDecoder` does: nothing
 //! after a broken frame can be trusted to start a frame. A connection silent
-//! for `connection_idle_secs` is closed; above `max_connections` open
-//! remoting connections a new one is closed at once.
+//! for `connection_idle_secs` is closed, and so is one whose begun frame is
+//! not complete within `frame_read_timeout_ms` (slowloris); above
+//! `max_connections` open remoting connections a new one is closed at once.
 //!
 //! The routes name the brokers' Skylark addresses: brokers have no remoting
 //! port yet (docs/rocketmq-compat.md).
@@ -23,7 +24,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 use futures::{SinkExt, StreamExt};
@@ -49,6 +50,8 @@ pub struct RemotingLimits {
     pub max_frame_size: usize,
     pub max_connections: usize,
     pub idle: Duration,
+    /// A begun frame must be complete within this.
+    pub frame_read: Duration,
 }
 
 impl RemotingLimits {
@@ -59,6 +62,7 @@ impl RemotingLimits {
                 .min(skylark_codec::remoting::DEFAULT_MAX_FRAME_SIZE),
             max_connections: config.max_connections,
             idle: Duration::from_secs(config.connection_idle_secs.max(1)),
+            frame_read: Duration::from_millis(config.frame_read_timeout_ms.max(1)),
         }
     }
 }
@@ -142,11 +146,27 @@ async fn serve_connection(
     let (r, w) = stream.into_split();
     let mut reader = FramedRead::new(r, RemotingCodec::new(limits.max_frame_size));
     let mut writer = FramedWrite::new(w, RemotingCodec::new(limits.max_frame_size));
+    // Wake at least every half frame timeout to check both deadlines; a
+    // cancelled `next()` loses nothing (the bytes stay in the read buffer).
+    let tick = (limits.frame_read / 2).clamp(Duration::from_millis(1), limits.idle);
+    let mut last_frame = Instant::now();
+    let mut partial_since: Option<Instant> = None;
     loop {
-        let req = match tokio::time::timeout(limits.idle, reader.next()).await {
+        let req = match tokio::time::timeout(tick, reader.next()).await {
             Err(_) => {
-                debug!(log, "idle remoting connection closed"; "peer" => %peer);
-                return;
+                let now = Instant::now();
+                if reader.read_buffer().is_empty() {
+                    partial_since = None;
+                    if now.duration_since(last_frame) >= limits.idle {
+                        debug!(log, "idle remoting connection closed"; "peer" => %peer);
+                        return;
+                    }
+                } else if now.duration_since(*partial_since.get_or_insert(now)) >= limits.frame_read
+                {
+                    warn!(log, "remoting frame not completed in time, closing"; "peer" => %peer);
+                    return;
+                }
+                continue;
             }
             Ok(None) => return,
             Ok(Some(Err(e))) => {
@@ -155,6 +175,8 @@ async fn serve_connection(
             }
             Ok(Some(Ok(req))) => req,
         };
+        last_frame = Instant::now();
+        partial_since = None;
         if req.is_response() {
             continue;
         }

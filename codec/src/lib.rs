@@ -126,10 +126,10 @@ pub mod message;
 #[cfg(feature = "persist")]
 pub mod persist;
 pub mod record;
-#[cfg(feature = "rpc")]
-pub mod rpc;
 #[cfg(feature = "remoting")]
 pub mod remoting;
+#[cfg(feature = "rpc")]
+pub mod rpc;
 pub mod shared_bytes;
 mod skip;
 #[cfg(feature = "rpc")]

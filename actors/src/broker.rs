@@ -22,6 +22,7 @@
 //! [`CreateTopics`], [`ListTopics`], [`LearnTopics`], [`Unregister`], [`GetBrokerSettings`],
 //! [`SetBrokerSetting`], [`WatchMaster`] (+ the registration tick).
 
+mod master_watch;
 pub mod permission;
 mod registration;
 pub mod topic_store;
@@ -46,6 +47,7 @@ use crate::live_settings::{LiveSettings, SettingError};
 use crate::remoting::RpcClient;
 use crate::storage::Storage;
 use crate::topic_queue::{TopicHandle, TopicQueue};
+pub use master_watch::{MasterAddrs, WatchMaster};
 use registration::{NsLink, Sent};
 use topic_store::TopicStore;
 
@@ -80,7 +82,7 @@ pub struct Broker {
     registering: bool,
     heartbeating: bool,
     /// Slave: told the master's addresses from each registration answer.
-    master_watch: Option<Recipient<crate::replicator::MasterAddrs>>,
+    master_watch: Option<Recipient<MasterAddrs>>,
     register_again: bool,
     /// A quick retry for unreachable NameServers is pending.
     retry_scheduled: bool,
@@ -423,7 +425,7 @@ impl Broker {
                         link.acked = (!resp.need_full).then_some(version);
                         full_due |= resp.need_full;
                         if let Some(w) = &act.master_watch {
-                            w.do_send(crate::replicator::MasterAddrs {
+                            w.do_send(MasterAddrs {
                                 master_addr: resp.master_addr,
                                 ha_master_addr: resp.ha_master_addr,
                             });
@@ -501,7 +503,7 @@ impl Broker {
                             full_due = true;
                         }
                         if let Some(w) = &act.master_watch {
-                            w.do_send(crate::replicator::MasterAddrs {
+                            w.do_send(MasterAddrs {
                                 master_addr: resp.master_addr,
                                 ha_master_addr: resp.ha_master_addr,
                             });
@@ -785,12 +787,6 @@ impl Handler<LearnTopics> for Broker {
         Box::pin(async move { durable.await.map(|()| known) })
     }
 }
-
-/// Slave: send the master's addresses from every registration answer to
-/// this recipient (the Replicator).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct WatchMaster(pub Recipient<crate::replicator::MasterAddrs>);
 
 impl Handler<WatchMaster> for Broker {
     type Result = ();

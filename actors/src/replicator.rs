@@ -40,6 +40,9 @@ use slog::{info, warn, Logger};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// Published by the Broker (`broker/master_watch.rs`); re-exported
+/// for the controller's member, which sends it too.
+pub use crate::broker::MasterAddrs;
 use crate::broker::{Broker, TopicRegistry};
 use crate::config::BrokerConfig;
 use crate::consumer_offsets::ConsumerOffsets;
@@ -257,14 +260,6 @@ pub struct InSyncSlaves;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetRequiredSlaves(pub Option<std::collections::BTreeSet<u64>>);
-
-/// Slave: the master's addresses as a NameServer answered a registration.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct MasterAddrs {
-    pub master_addr: Option<String>,
-    pub ha_master_addr: Option<String>,
-}
 
 /// Slave: the HA address to replicate from, if known.
 #[derive(Message)]

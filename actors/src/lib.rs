@@ -23,7 +23,7 @@
 //!
 //! [`processor`] turns wire requests into messages to those owners;
 //! [`remoting`] is the TCP plumbing; [`store`] is the plain-Rust storage
-//! engine the Storage actor drives; [`launch`] starts a whole broker;
+//! engine the Storage actor drives; [`launch`] starts a whole broker or a NameServer;
 //! [`metrics`] serves Prometheus metrics.
 
 pub mod acl;

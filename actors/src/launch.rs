@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use dashmap::DashMap;
 use slog::{error, info, Logger};
 
 use crate::broker::{Broker, Unregister};
@@ -221,13 +220,8 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     let sub_groups =
         crate::subscription_groups::SubscriptionGroups::open(&config.store.data_dir, &log)?
             .start_on(&offsets_arbiter.handle());
-    let registry = Arc::new(DashMap::new());
-    let broker = Broker::new(
-        config.clone(),
-        storage.clone(),
-        registry.clone(),
-        log.clone(),
-    )?;
+    let broker = Broker::new(config.clone(), storage.clone(), log.clone())?;
+    let registry = broker.topics_view();
     let live = broker.live_settings();
     // topics.json is fsynced by its owner on a thread of its own; the
     // TopicQueues (on every send's path) stay on this one.
@@ -256,14 +250,14 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     )
     .await?
     .start();
-    let groups = Arc::new(DashMap::new());
     let timings = GroupTimings {
         client_expire: Duration::from_secs(config.client_expire_secs.max(1)),
         scan_interval: Duration::from_millis(config.group_scan_interval_ms.max(10)),
         lock_lease: Duration::from_secs(config.order_lock_lease_secs.max(1)),
     };
-    let group_manager =
-        ConsumerGroups::new(groups.clone(), timings, config.max_frame_size, log.clone()).start();
+    let group_manager = ConsumerGroups::new(timings, config.max_frame_size, log.clone());
+    let groups = group_manager.groups_view();
+    let group_manager = group_manager.start();
     let peers = crate::replicator::Peers {
         storage: storage.clone(),
         broker: broker.clone(),

@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod namesrv;
 pub mod persist;
 pub mod processor;
+pub mod read_cache;
 pub mod remoting;
 pub mod replicator;
 pub mod scheduler;

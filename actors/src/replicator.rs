@@ -43,7 +43,7 @@ use tokio::sync::watch;
 /// Published by the Broker (`broker/master_watch.rs`); re-exported
 /// for the controller's member, which sends it too.
 pub use crate::broker::MasterAddrs;
-use crate::broker::{Broker, TopicRegistry};
+use crate::broker::{Broker, TopicsView};
 use crate::config::BrokerConfig;
 use crate::consumer_offsets::ConsumerOffsets;
 use crate::scheduler::Scheduler;
@@ -57,7 +57,7 @@ pub struct Peers {
     pub broker: Addr<Broker>,
     pub offsets: Addr<ConsumerOffsets>,
     pub scheduler: Addr<Scheduler>,
-    pub registry: TopicRegistry,
+    pub registry: TopicsView,
     /// From [`crate::storage::SubscribeAppends`].
     pub appends: watch::Receiver<u64>,
     /// Master: slaves must prove the cluster's broker credential (ACL on).
@@ -73,7 +73,7 @@ pub struct Replicator {
     broker: Addr<Broker>,
     offsets: Addr<ConsumerOffsets>,
     scheduler: Addr<Scheduler>,
-    registry: TopicRegistry,
+    registry: TopicsView,
     listener: Option<TcpListener>,
     acl: Option<crate::acl::Acl>,
     tls: Option<Arc<crate::tls::ServerTls>>,

@@ -27,10 +27,10 @@ use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use skylark_codec::{Command, RawFrame, WireError};
 
-use crate::broker::{Broker, EnsureTopic, TopicRegistry};
+use crate::broker::{Broker, EnsureTopic, TopicsView};
 use crate::config::BrokerConfig;
 use crate::consumer_offsets::ConsumerOffsets;
-use crate::group_registry::{ConsumerGroups, GroupRegistry};
+use crate::group_registry::{ConsumerGroups, GroupsView};
 use crate::live_settings::LiveSettings;
 use crate::remoting::{wire, ConnInfo, Service};
 use crate::storage::Storage;
@@ -45,9 +45,9 @@ pub struct Shared {
     pub broker: Addr<Broker>,
     pub storage: Addr<Storage>,
     pub offsets: Addr<ConsumerOffsets>,
-    pub topics: TopicRegistry,
+    pub topics: TopicsView,
     /// Group name → its ConsumerGroup actor (written by `group_manager`).
-    pub groups: GroupRegistry,
+    pub groups: GroupsView,
     pub group_manager: Addr<ConsumerGroups>,
     pub replicator: Addr<crate::replicator::Replicator>,
     /// This broker's address as written into message ids.

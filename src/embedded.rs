@@ -17,8 +17,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 pub use skylark_actors::config::{BrokerConfig, NameServerConfig};
-pub use skylark_actors::launch::{start_broker, BrokerHandle, LaunchError};
-pub use skylark_actors::namesrv::{start_namesrv, NameServerHandle};
+pub use skylark_actors::launch::{
+    start_broker, start_namesrv, BrokerHandle, LaunchError, NameServerHandle,
+};
 
 /// A NameServer and a Broker started together (what `skylark standalone` runs).
 pub struct Standalone {

@@ -5,8 +5,9 @@
 //!   append-only `topics.log`, see [`topic_store`]: a change costs one
 //!   append, and one fsync shared by every change made meanwhile, run on a
 //!   blocking thread) and starts one [`TopicQueue`] actor per topic; the
-//!   address of each is published in a `DashMap` read cache that connection
-//!   handlers read and only this actor writes. A create or delete is
+//!   address of each is published in a read cache ([`crate::read_cache`])
+//!   that only this actor writes; connection handlers and the other actors
+//!   get a read-only [`TopicsView`]. A create or delete is
 //!   answered once its log entry is durable.
 //! * Registers with **every** NameServer in `namesrv` ([`registration`]):
 //!   the full table at start, a delta of the changed topics at once when
@@ -22,6 +23,7 @@
 //! [`CreateTopics`], [`ListTopics`], [`LearnTopics`], [`Unregister`], [`GetBrokerSettings`],
 //! [`SetBrokerSetting`], [`WatchMaster`] (+ the registration tick).
 
+mod master_watch;
 pub mod permission;
 mod registration;
 pub mod topic_store;
@@ -31,7 +33,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use dashmap::DashMap;
 use futures::future::LocalBoxFuture;
 use skylark_codec::cmd::broker::RegisterKind;
 use skylark_codec::{
@@ -43,17 +44,20 @@ use tokio::sync::oneshot;
 
 use crate::config::BrokerConfig;
 use crate::live_settings::{LiveSettings, SettingError};
+use crate::read_cache::{CacheView, ReadCache};
 use crate::remoting::RpcClient;
 use crate::storage::Storage;
 use crate::topic_queue::{TopicHandle, TopicQueue};
+pub use master_watch::{MasterAddrs, WatchMaster};
 use registration::{NsLink, Sent};
 use topic_store::TopicStore;
 
 /// The pseudo topic whose route lists the brokers that auto-create topics.
 pub use skylark_codec::AUTO_CREATE_TOPIC_KEY;
 
-/// Topic name → its TopicQueue actor. Written by the Broker actor only.
-pub type TopicRegistry = Arc<DashMap<String, TopicHandle>>;
+/// Topic name → its TopicQueue actor, as every actor but the Broker sees
+/// it: read-only ([`Broker::topics_view`]); the Broker alone writes it.
+pub type TopicsView = CacheView<TopicHandle>;
 
 /// Group commit of the topic log: appends are numbered; one fsync (on a
 /// blocking thread) answers every append it covers.
@@ -72,7 +76,8 @@ pub struct Broker {
     topics: BTreeMap<String, TopicConfig>,
     store: TopicStore,
     sync: TopicSync,
-    registry: TopicRegistry,
+    /// Topic name → its TopicQueue actor; [`TopicsView`]s read it.
+    registry: ReadCache<TopicHandle>,
     storage: Addr<Storage>,
     links: Vec<NsLink>,
     /// Topic names changed since the last registration round.
@@ -80,7 +85,7 @@ pub struct Broker {
     registering: bool,
     heartbeating: bool,
     /// Slave: told the master's addresses from each registration answer.
-    master_watch: Option<Recipient<crate::replicator::MasterAddrs>>,
+    master_watch: Option<Recipient<MasterAddrs>>,
     register_again: bool,
     /// A quick retry for unreachable NameServers is pending.
     retry_scheduled: bool,
@@ -98,7 +103,6 @@ impl Broker {
     pub fn new(
         config: Arc<BrokerConfig>,
         storage: Addr<Storage>,
-        registry: TopicRegistry,
         log: Logger,
     ) -> std::io::Result<Broker> {
         let log = log.new(slog::o!("actor" => "broker"));
@@ -123,7 +127,7 @@ impl Broker {
             topics,
             store,
             sync: TopicSync::default(),
-            registry,
+            registry: ReadCache::new(),
             storage,
             links,
             changed: BTreeSet::new(),
@@ -137,6 +141,11 @@ impl Broker {
             queue_arbiter: Arbiter::current(),
             log,
         })
+    }
+
+    /// The topic registry, read-only: the TopicQueue of each topic.
+    pub fn topics_view(&self) -> TopicsView {
+        self.registry.view()
     }
 
     /// The live settings this broker owns (request handlers read them).
@@ -423,7 +432,7 @@ impl Broker {
                         link.acked = (!resp.need_full).then_some(version);
                         full_due |= resp.need_full;
                         if let Some(w) = &act.master_watch {
-                            w.do_send(crate::replicator::MasterAddrs {
+                            w.do_send(MasterAddrs {
                                 master_addr: resp.master_addr,
                                 ha_master_addr: resp.ha_master_addr,
                             });
@@ -501,7 +510,7 @@ impl Broker {
                             full_due = true;
                         }
                         if let Some(w) = &act.master_watch {
-                            w.do_send(crate::replicator::MasterAddrs {
+                            w.do_send(MasterAddrs {
                                 master_addr: resp.master_addr,
                                 ha_master_addr: resp.ha_master_addr,
                             });
@@ -785,12 +794,6 @@ impl Handler<LearnTopics> for Broker {
         Box::pin(async move { durable.await.map(|()| known) })
     }
 }
-
-/// Slave: send the master's addresses from every registration answer to
-/// this recipient (the Replicator).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct WatchMaster(pub Recipient<crate::replicator::MasterAddrs>);
 
 impl Handler<WatchMaster> for Broker {
     type Result = ();

@@ -191,6 +191,28 @@ pub struct QueryOffset {
     pub queue_id: u32,
 }
 
+/// The wire requests carry exactly these fields.
+impl From<skylark_codec::CommitOffsetRequest> for CommitOffset {
+    fn from(r: skylark_codec::CommitOffsetRequest) -> Self {
+        CommitOffset {
+            group: r.group,
+            topic: r.topic,
+            queue_id: r.queue_id,
+            offset: r.offset,
+        }
+    }
+}
+
+impl From<skylark_codec::QueryOffsetRequest> for QueryOffset {
+    fn from(r: skylark_codec::QueryOffsetRequest) -> Self {
+        QueryOffset {
+            group: r.group,
+            topic: r.topic,
+            queue_id: r.queue_id,
+        }
+    }
+}
+
 /// Persist now (clean shutdown).
 #[derive(Message)]
 #[rtype(result = "std::io::Result<()>")]

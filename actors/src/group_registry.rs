@@ -1,45 +1,44 @@
 //! The `ConsumerGroups` actor: starts one [`ConsumerGroup`] actor per group
-//! on first use and publishes their addresses in a `DashMap` read cache
-//! ([`GroupRegistry`]) that request handlers read and only this actor
-//! writes (like the Broker's topic registry).
+//! on first use and publishes their addresses in a read cache
+//! ([`crate::read_cache`]) that only this actor writes; request handlers
+//! get a read-only [`GroupsView`] (like the Broker's topic registry).
 //! One group's own state lives in its actor,
 //! [`consumer_group`](crate::consumer_group); this file is the registry of
 //! those actors.
 //!
 //! Messages answered: [`EnsureGroup`], [`RemoveGroup`].
 
-use std::sync::Arc;
-
 use actix::prelude::*;
-use dashmap::DashMap;
 use slog::Logger;
 
 use crate::consumer_group::{CloseGroup, ConsumerGroup, GroupTimings};
+use crate::read_cache::{CacheView, ReadCache};
 
-/// Group name → its ConsumerGroup actor. Written by [`ConsumerGroups`] only.
-pub type GroupRegistry = Arc<DashMap<String, Addr<ConsumerGroup>>>;
+/// Group name → its ConsumerGroup actor, read-only
+/// ([`ConsumerGroups::groups_view`]); [`ConsumerGroups`] alone writes it.
+pub type GroupsView = CacheView<Addr<ConsumerGroup>>;
 
 /// Starts and stops group actors.
 pub struct ConsumerGroups {
-    registry: GroupRegistry,
+    registry: ReadCache<Addr<ConsumerGroup>>,
     timings: GroupTimings,
     max_frame_size: usize,
     log: Logger,
 }
 
 impl ConsumerGroups {
-    pub fn new(
-        registry: GroupRegistry,
-        timings: GroupTimings,
-        max_frame_size: usize,
-        log: Logger,
-    ) -> Self {
+    pub fn new(timings: GroupTimings, max_frame_size: usize, log: Logger) -> Self {
         ConsumerGroups {
-            registry,
+            registry: ReadCache::new(),
             timings,
             max_frame_size,
             log,
         }
+    }
+
+    /// The group registry, read-only: the ConsumerGroup actor of each group.
+    pub fn groups_view(&self) -> GroupsView {
+        self.registry.view()
     }
 }
 

@@ -1,4 +1,5 @@
-//! Starting and stopping a whole broker inside any actix System.
+//! Starting and stopping a whole broker, or a NameServer
+//! ([`start_namesrv`]), inside any actix System.
 //!
 //! [`start_broker`] binds the client port, opens the store (recovery runs
 //! here) on a dedicated Arbiter, only then listens (ready means ready: no
@@ -13,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use dashmap::DashMap;
 use slog::{error, info, Logger};
 
 use crate::broker::{Broker, Unregister};
@@ -21,6 +21,7 @@ use crate::config::BrokerConfig;
 use crate::consumer_group::GroupTimings;
 use crate::consumer_offsets::{ConsumerOffsets, FlushOffsets};
 use crate::group_registry::ConsumerGroups;
+use crate::namesrv::{NameServer, NameServerService};
 use crate::processor::{BrokerService, Shared};
 use crate::remoting::{self, ServerHandle};
 use crate::replicator::Replicator;
@@ -219,13 +220,8 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     let sub_groups =
         crate::subscription_groups::SubscriptionGroups::open(&config.store.data_dir, &log)?
             .start_on(&offsets_arbiter.handle());
-    let registry = Arc::new(DashMap::new());
-    let broker = Broker::new(
-        config.clone(),
-        storage.clone(),
-        registry.clone(),
-        log.clone(),
-    )?;
+    let broker = Broker::new(config.clone(), storage.clone(), log.clone())?;
+    let registry = broker.topics_view();
     let live = broker.live_settings();
     // topics.json is fsynced by its owner on a thread of its own; the
     // TopicQueues (on every send's path) stay on this one.
@@ -254,14 +250,14 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     )
     .await?
     .start();
-    let groups = Arc::new(DashMap::new());
     let timings = GroupTimings {
         client_expire: Duration::from_secs(config.client_expire_secs.max(1)),
         scan_interval: Duration::from_millis(config.group_scan_interval_ms.max(10)),
         lock_lease: Duration::from_secs(config.order_lock_lease_secs.max(1)),
     };
-    let group_manager =
-        ConsumerGroups::new(groups.clone(), timings, config.max_frame_size, log.clone()).start();
+    let group_manager = ConsumerGroups::new(timings, config.max_frame_size, log.clone());
+    let groups = group_manager.groups_view();
+    let group_manager = group_manager.start();
     let peers = crate::replicator::Peers {
         storage: storage.clone(),
         broker: broker.clone(),
@@ -343,6 +339,122 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         broker_arbiter,
         acl_watcher,
         log,
+    })
+}
+
+/// A running NameServer: the actor and its listener.
+pub struct NameServerHandle {
+    pub addr: Addr<NameServer>,
+    pub server: ServerHandle,
+    /// `GET /metrics` when `metrics_port` is set; the source feeds every
+    /// metrics endpoint of the process while this handle lives.
+    pub metrics: Option<crate::metrics::MetricsServer>,
+    _metrics_source: std::sync::Arc<dyn crate::metrics::Source>,
+    /// The web dashboard, when `dashboard_port` is set.
+    pub dashboard: Option<crate::namesrv::dashboard::DashboardHandle>,
+    /// The ACL file's watcher (ACL on); dropping the handle stops it.
+    pub acl_watcher: Option<crate::acl::AclWatcherHandle>,
+    /// The RocketMQ remoting listener, when `remoting_port` is set.
+    pub remoting: Option<crate::namesrv::rocketmq::RemotingListenerHandle>,
+}
+
+impl NameServerHandle {
+    /// The bound address (useful when the port was 0).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr
+    }
+}
+
+/// Starts a NameServer inside the current actix System: its listener, the
+/// actor, the dashboard and the metrics source when configured.
+pub async fn start_namesrv(
+    config: crate::config::NameServerConfig,
+    log: Logger,
+) -> std::io::Result<NameServerHandle> {
+    let listener = tokio::net::TcpListener::bind((config.listen_host.as_str(), config.port))
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot listen on {}:{}: {e}",
+                    config.listen_host, config.port
+                ),
+            )
+        })?;
+    let opts = config.serve_options();
+    crate::namesrv::check_remoting(&config)?;
+    let remoting = config.remoting_port.map(|p| {
+        (
+            config.listen_host.clone(),
+            p,
+            crate::namesrv::rocketmq::RemotingLimits::of(&config),
+        )
+    });
+    let metrics = match config.metrics_port {
+        Some(port) => Some(crate::metrics::serve(&config.listen_host, port, &log).await?),
+        None => None,
+    };
+    let node_id = listener.local_addr()?.to_string();
+    let mut dash = crate::namesrv::dashboard::DashboardConfig::of(&config);
+    let (acl, acl_watcher) = if config.acl_enabled {
+        let (a, w) = crate::acl::AclWatcher::start(&config.acl_file, log.clone())
+            .map_err(std::io::Error::other)?;
+        (Some(a), Some(w))
+    } else {
+        (None, None)
+    };
+    if let Some(d) = dash.as_mut() {
+        d.acl = acl.clone();
+    }
+    let tls = crate::tls::ServerTls::load(
+        config.tls_mode,
+        config.tls_cert_file.as_deref(),
+        config.tls_key_file.as_deref(),
+        config.tls_client_ca_file.as_deref(),
+    )
+    .map_err(std::io::Error::other)?;
+    let addr = NameServer::new(config, log.clone()).start();
+    let dashboard = match dash {
+        Some(d) => Some(crate::namesrv::dashboard::start(
+            d,
+            addr.clone(),
+            log.clone(),
+        )?),
+        None => None,
+    };
+    let remoting = match remoting {
+        Some((host, port, limits)) => Some(
+            crate::namesrv::rocketmq::start(&host, port, addr.clone(), limits, log.clone()).await?,
+        ),
+        None => None,
+    };
+    let ns_metrics = std::sync::Arc::new(crate::metrics::namesrv::NameServerMetrics::new(&node_id));
+    let metrics_source: std::sync::Arc<dyn crate::metrics::Source> =
+        std::sync::Arc::new(crate::metrics::namesrv_source::NameServerSource::new(
+            addr.clone(),
+            &node_id,
+            ns_metrics.clone(),
+        ));
+    crate::metrics::register_source(&metrics_source);
+    let server = remoting::server::serve_tls(
+        listener,
+        NameServerService::new(addr.clone())
+            .with_acl(acl)
+            .with_metrics(Some(ns_metrics)),
+        opts,
+        Vec::new(),
+        tls,
+        log,
+    )?;
+    Ok(NameServerHandle {
+        addr,
+        server,
+        metrics,
+        _metrics_source: metrics_source,
+        dashboard,
+        acl_watcher,
+        remoting,
     })
 }
 

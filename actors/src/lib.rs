@@ -23,7 +23,7 @@
 //!
 //! [`processor`] turns wire requests into messages to those owners;
 //! [`remoting`] is the TCP plumbing; [`store`] is the plain-Rust storage
-//! engine the Storage actor drives; [`launch`] starts a whole broker;
+//! engine the Storage actor drives; [`launch`] starts a whole broker or a NameServer;
 //! [`metrics`] serves Prometheus metrics.
 
 pub mod acl;
@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod namesrv;
 pub use skylark_codec::persist;
 pub mod processor;
+pub mod read_cache;
 pub mod remoting;
 pub mod replicator;
 pub mod scheduler;

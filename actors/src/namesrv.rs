@@ -29,7 +29,7 @@ use skylark_codec::{
 use slog::{info, warn, Logger};
 
 use crate::config::NameServerConfig;
-use crate::remoting::{self, wire, ConnInfo, Service};
+use crate::remoting::{wire, ConnInfo, Service};
 
 /// The NameServer's state owner.
 pub struct NameServer {
@@ -255,114 +255,6 @@ impl Service for NameServerService {
             m.observe(cmd, elapsed);
         }
     }
-}
-
-/// A running NameServer: the actor and its listener.
-pub struct NameServerHandle {
-    pub addr: Addr<NameServer>,
-    pub server: remoting::ServerHandle,
-    /// `GET /metrics` when `metrics_port` is set; the source feeds every
-    /// metrics endpoint of the process while this handle lives.
-    pub metrics: Option<crate::metrics::MetricsServer>,
-    _metrics_source: std::sync::Arc<dyn crate::metrics::Source>,
-    /// The web dashboard, when `dashboard_port` is set.
-    pub dashboard: Option<dashboard::DashboardHandle>,
-    /// The ACL file's watcher (ACL on); dropping the handle stops it.
-    pub acl_watcher: Option<crate::acl::AclWatcherHandle>,
-    /// The RocketMQ remoting listener, when `remoting_port` is set.
-    pub remoting: Option<rocketmq::RemotingListenerHandle>,
-}
-
-impl NameServerHandle {
-    /// The bound address (useful when the port was 0).
-    pub fn local_addr(&self) -> std::net::SocketAddr {
-        self.server.local_addr
-    }
-}
-
-/// Starts a NameServer inside the current actix System.
-pub async fn start_namesrv(
-    config: NameServerConfig,
-    log: Logger,
-) -> std::io::Result<NameServerHandle> {
-    let listener = tokio::net::TcpListener::bind((config.listen_host.as_str(), config.port))
-        .await
-        .map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot listen on {}:{}: {e}",
-                    config.listen_host, config.port
-                ),
-            )
-        })?;
-    let opts = config.serve_options();
-    check_remoting(&config)?;
-    let remoting = config.remoting_port.map(|p| {
-        (
-            config.listen_host.clone(),
-            p,
-            rocketmq::RemotingLimits::of(&config),
-        )
-    });
-    let metrics = match config.metrics_port {
-        Some(port) => Some(crate::metrics::serve(&config.listen_host, port, &log).await?),
-        None => None,
-    };
-    let node_id = listener.local_addr()?.to_string();
-    let mut dash = dashboard::DashboardConfig::of(&config);
-    let (acl, acl_watcher) = if config.acl_enabled {
-        let (a, w) = crate::acl::AclWatcher::start(&config.acl_file, log.clone())
-            .map_err(std::io::Error::other)?;
-        (Some(a), Some(w))
-    } else {
-        (None, None)
-    };
-    if let Some(d) = dash.as_mut() {
-        d.acl = acl.clone();
-    }
-    let tls = crate::tls::ServerTls::load(
-        config.tls_mode,
-        config.tls_cert_file.as_deref(),
-        config.tls_key_file.as_deref(),
-        config.tls_client_ca_file.as_deref(),
-    )
-    .map_err(std::io::Error::other)?;
-    let addr = NameServer::new(config, log.clone()).start();
-    let dashboard = match dash {
-        Some(d) => Some(dashboard::start(d, addr.clone(), log.clone())?),
-        None => None,
-    };
-    let remoting = match remoting {
-        Some((host, port, limits)) => {
-            Some(rocketmq::start(&host, port, addr.clone(), limits, log.clone()).await?)
-        }
-        None => None,
-    };
-    let ns_metrics = std::sync::Arc::new(crate::metrics::namesrv::NameServerMetrics::new(&node_id));
-    let metrics_source: std::sync::Arc<dyn crate::metrics::Source> = std::sync::Arc::new(
-        crate::metrics::namesrv::NameServerSource::new(addr.clone(), &node_id, ns_metrics.clone()),
-    );
-    crate::metrics::register_source(&metrics_source);
-    let server = remoting::server::serve_tls(
-        listener,
-        NameServerService::new(addr.clone())
-            .with_acl(acl)
-            .with_metrics(Some(ns_metrics)),
-        opts,
-        Vec::new(),
-        tls,
-        log,
-    )?;
-    Ok(NameServerHandle {
-        addr,
-        server,
-        metrics,
-        _metrics_source: metrics_source,
-        dashboard,
-        acl_watcher,
-        remoting,
-    })
 }
 
 /// The remoting listener is plain TCP and does not check RocketMQ ACL

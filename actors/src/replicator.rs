@@ -40,7 +40,10 @@ use slog::{info, warn, Logger};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::broker::{Broker, TopicRegistry};
+/// Published by the Broker (`broker/master_watch.rs`); re-exported
+/// for the controller's member, which sends it too.
+pub use crate::broker::MasterAddrs;
+use crate::broker::{Broker, TopicsView};
 use crate::config::BrokerConfig;
 use crate::consumer_offsets::ConsumerOffsets;
 use crate::scheduler::Scheduler;
@@ -54,7 +57,7 @@ pub struct Peers {
     pub broker: Addr<Broker>,
     pub offsets: Addr<ConsumerOffsets>,
     pub scheduler: Addr<Scheduler>,
-    pub registry: TopicRegistry,
+    pub registry: TopicsView,
     /// From [`crate::storage::SubscribeAppends`].
     pub appends: watch::Receiver<u64>,
     /// Master: slaves must prove the cluster's broker credential (ACL on).
@@ -70,7 +73,7 @@ pub struct Replicator {
     broker: Addr<Broker>,
     offsets: Addr<ConsumerOffsets>,
     scheduler: Addr<Scheduler>,
-    registry: TopicRegistry,
+    registry: TopicsView,
     listener: Option<TcpListener>,
     acl: Option<crate::acl::Acl>,
     tls: Option<Arc<crate::tls::ServerTls>>,
@@ -257,14 +260,6 @@ pub struct InSyncSlaves;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetRequiredSlaves(pub Option<std::collections::BTreeSet<u64>>);
-
-/// Slave: the master's addresses as a NameServer answered a registration.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct MasterAddrs {
-    pub master_addr: Option<String>,
-    pub ha_master_addr: Option<String>,
-}
 
 /// Slave: the HA address to replicate from, if known.
 #[derive(Message)]

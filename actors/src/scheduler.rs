@@ -47,7 +47,7 @@ use skylark_codec::{DelayLevelStats, ErrorCode, ScheduleProgress, ScheduleStats,
 use slog::{error, info, warn, Logger};
 use tokio::sync::oneshot;
 
-use crate::broker::{Broker, EnsureTopic, TopicRegistry};
+use crate::broker::{Broker, EnsureTopic, TopicsView};
 use crate::persist;
 use crate::storage::{
     GetMessages, GetQueueOffsets, GetStorageStats, ReadAt, Storage, StoredMessage,
@@ -83,7 +83,7 @@ pub struct SchedulerHandle {
 pub struct Scheduler {
     storage: Addr<Storage>,
     broker: Addr<Broker>,
-    topics: TopicRegistry,
+    topics: TopicsView,
     levels: Arc<Vec<u64>>,
     level_offsets: LevelOffsets,
     /// Per level: the head is not due before this time (skip reading).
@@ -156,7 +156,7 @@ impl Scheduler {
         config: &crate::config::BrokerConfig,
         storage: Addr<Storage>,
         broker: Addr<Broker>,
-        topics: TopicRegistry,
+        topics: TopicsView,
         log: Logger,
     ) -> Result<SchedulerHandle, String> {
         let levels = Arc::new(levels::parse_delay_levels(&config.delay_levels)?);
@@ -536,7 +536,7 @@ fn take_applicable(
 struct Deliverer {
     storage: Addr<Storage>,
     broker: Addr<Broker>,
-    topics: TopicRegistry,
+    topics: TopicsView,
     log: Logger,
 }
 
@@ -800,15 +800,9 @@ mod tests {
             Storage::start_on(&storage_arbiter.handle(), config.store.clone(), log.clone())
                 .await
                 .unwrap();
-        let registry: TopicRegistry = Arc::new(dashmap::DashMap::new());
-        let broker = Broker::new(
-            config.clone(),
-            storage.clone(),
-            registry.clone(),
-            log.clone(),
-        )
-        .unwrap()
-        .start();
+        let broker = Broker::new(config.clone(), storage.clone(), log.clone()).unwrap();
+        let registry = broker.topics_view();
+        let broker = broker.start();
         let handle = Scheduler::start_on(
             &sched_arbiter.handle(),
             &config,

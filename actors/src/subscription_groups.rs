@@ -3,8 +3,9 @@
 //! `<data_dir>/config/subscriptionGroup.json` and replaced atomically on
 //! every change.
 //!
-//! Request handlers read the settings from a `DashMap` read cache that only
-//! this actor writes (docs/architecture.md); the actor runs on a thread of its own
+//! Request handlers read the settings from a read cache that only this
+//! actor writes ([`crate::read_cache`]; they hold a read-only
+//! [`SubscriptionGroupsView`], docs/architecture.md); the actor runs on a thread of its own
 //! (the offsets' arbiter), so its file writes never block a connection.
 //! What the settings do:
 //! * `consume_enable = false`: the group's pulls are refused
@@ -18,21 +19,22 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use actix::prelude::*;
-use dashmap::DashMap;
 use skylark_codec::SubscriptionGroupConfig;
 use slog::{error, info, Logger};
 
-/// Group name → its stored settings. Written by [`SubscriptionGroups`] only.
-pub type SubscriptionGroupTable = Arc<DashMap<String, SubscriptionGroupConfig>>;
+use crate::read_cache::{CacheView, ReadCache};
 
-/// What request handlers hold: the owner and its read cache.
+/// Group name → its stored settings, read-only; [`SubscriptionGroups`]
+/// alone writes them.
+pub type SubscriptionGroupsView = CacheView<SubscriptionGroupConfig>;
+
+/// What request handlers hold: the owner and a view of its read cache.
 #[derive(Clone)]
 pub struct SubscriptionGroupsHandle {
     pub addr: Addr<SubscriptionGroups>,
-    pub table: SubscriptionGroupTable,
+    pub table: SubscriptionGroupsView,
 }
 
 impl SubscriptionGroupsHandle {
@@ -45,7 +47,7 @@ impl SubscriptionGroupsHandle {
 /// Owner of the subscription-group settings.
 pub struct SubscriptionGroups {
     path: PathBuf,
-    table: SubscriptionGroupTable,
+    table: ReadCache<SubscriptionGroupConfig>,
     log: Logger,
 }
 
@@ -57,14 +59,14 @@ impl SubscriptionGroups {
             crate::persist::read_json(&path)?.unwrap_or_default();
         Ok(SubscriptionGroups {
             path,
-            table: Arc::new(stored.into_iter().collect()),
+            table: stored.into_iter().collect(),
             log: log.new(slog::o!("actor" => "subscription_groups")),
         })
     }
 
     /// Starts the actor on `arbiter`; answers its handle.
     pub fn start_on(self, arbiter: &ArbiterHandle) -> SubscriptionGroupsHandle {
-        let table = self.table.clone();
+        let table = self.table.view();
         let addr = SubscriptionGroups::start_in_arbiter(arbiter, move |_| self);
         SubscriptionGroupsHandle { addr, table }
     }

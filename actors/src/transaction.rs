@@ -53,7 +53,7 @@ pub use records::{
     to_half, Decision, HALF_TOPIC, OP_TAG, OP_TOPIC, PROPERTY_OP,
 };
 
-use crate::broker::{Broker, EnsureTopic, TopicRegistry};
+use crate::broker::{Broker, EnsureTopic, TopicsView};
 use crate::config::BrokerConfig;
 use crate::remoting::{wire, Connection, Push};
 use crate::storage::{PutMessages, ReadAt, Storage, StoredMessage};
@@ -84,7 +84,7 @@ pub struct Transaction {
     producers: ProducerManager<Addr<Connection>>,
     storage: Addr<Storage>,
     broker: Addr<Broker>,
-    topics: TopicRegistry,
+    topics: TopicsView,
     store_host: SocketAddr,
     progress_path: PathBuf,
     persisted: u64,
@@ -141,7 +141,7 @@ impl Transaction {
         config: &BrokerConfig,
         storage: Addr<Storage>,
         broker: Addr<Broker>,
-        topics: TopicRegistry,
+        topics: TopicsView,
         store_host: SocketAddr,
         log: Logger,
     ) -> Result<Transaction, StoreError> {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use skylark_actors::config::{BrokerConfig, NameServerConfig};
 use skylark_actors::launch::{start_broker, BrokerHandle};
-use skylark_actors::namesrv::{start_namesrv, NameServerHandle};
+use skylark_actors::launch::{start_namesrv, NameServerHandle};
 use skylark_actors::remoting::RpcClient;
 use skylark_actors::store::record;
 use skylark_codec::*;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use skylark_actors::config::{BrokerConfig, NameServerConfig};
 use skylark_actors::launch::start_broker;
-use skylark_actors::namesrv::start_namesrv;
+use skylark_actors::launch::start_namesrv;
 use skylark_actors::remoting::RpcClient;
 use skylark_actors::storage::{PutMessages, StoredMessage};
 use skylark_actors::store::record;

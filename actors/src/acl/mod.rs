@@ -364,6 +364,24 @@ struct FileWatch {
 }
 
 impl FileWatch {
+    /// Loads `path` (an error if it cannot be read or parsed): the shared
+    /// [`Acl`], the watch of its file and the watcher's logger.
+    fn open(path: PathBuf, log: Logger) -> Result<(Acl, FileWatch, Logger), String> {
+        let seen = stamp(&path);
+        let table = AclTable::load(&path)?;
+        let log = log.new(slog::o!("actor" => "acl"));
+        info!(log, "ACL loaded"; "file" => %path.display(), "accounts" => table.accounts.len());
+        Ok((Acl::new(table), FileWatch { path, seen }, log))
+    }
+
+    /// [`FileWatch::reload`] on the watcher's tick: a refused file is
+    /// logged and the previous table stays in force.
+    fn tick(&mut self, acl: &Acl, log: &Logger) {
+        if let Err(e) = self.reload(acl, log) {
+            error!(log, "ACL file refused, the previous ACL stays in force"; "error" => e);
+        }
+    }
+
     fn reload(&mut self, acl: &Acl, log: &Logger) -> Result<bool, String> {
         let now = stamp(&self.path);
         if now.is_none() || now == self.seen {
@@ -384,21 +402,13 @@ pub fn watch_on_tokio(
     path: impl Into<PathBuf>,
     log: Logger,
 ) -> Result<(Acl, tokio::task::JoinHandle<()>), String> {
-    let path = path.into();
-    let seen = stamp(&path);
-    let table = AclTable::load(&path)?;
-    let log = log.new(slog::o!("actor" => "acl"));
-    info!(log, "ACL loaded"; "file" => %path.display(), "accounts" => table.accounts.len());
-    let acl = Acl::new(table);
-    let mut watch = FileWatch { path, seen };
+    let (acl, mut watch, log) = FileWatch::open(path.into(), log)?;
     let a = acl.clone();
     let task = tokio::spawn(async move {
         loop {
             tokio::time::sleep(RELOAD_CHECK_INTERVAL).await;
             // A small file, read once a second: not worth a blocking thread.
-            if let Err(e) = watch.reload(&a, &log) {
-                error!(log, "ACL file refused, the previous ACL stays in force"; "error" => e);
-            }
+            watch.tick(&a, &log);
         }
     });
     Ok((acl, task))
@@ -461,15 +471,10 @@ impl AclWatcher {
     /// the watcher on an arbiter of its own; returns the shared [`Acl`] and
     /// the handle that stops the watcher.
     pub fn start(path: impl Into<PathBuf>, log: Logger) -> Result<(Acl, AclWatcherHandle), String> {
-        let path = path.into();
-        let seen = stamp(&path);
-        let table = AclTable::load(&path)?;
-        let log = log.new(slog::o!("actor" => "acl"));
-        info!(log, "ACL loaded"; "file" => %path.display(), "accounts" => table.accounts.len());
-        let acl = Acl::new(table);
+        let (acl, watch, log) = FileWatch::open(path.into(), log)?;
         let watcher = AclWatcher {
             acl: acl.clone(),
-            watch: FileWatch { path, seen },
+            watch,
             log,
         };
         let arbiter = Arbiter::new();
@@ -493,9 +498,7 @@ impl Actor for AclWatcher {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(RELOAD_CHECK_INTERVAL, |act, _| {
-            if let Err(e) = act.reload() {
-                error!(act.log, "ACL file refused, the previous ACL stays in force"; "error" => e);
-            }
+            act.watch.tick(&act.acl, &act.log);
         });
     }
 }
@@ -527,7 +530,11 @@ mod tests {
     "#;
 
     fn acl() -> Acl {
-        Acl::new(AclTable::parse(FILE).unwrap())
+        acl_of(FILE)
+    }
+
+    fn acl_of(file: &str) -> Acl {
+        Acl::new(AclTable::parse(file).unwrap())
     }
 
     fn signed<B: serde::Serialize>(
@@ -659,14 +666,11 @@ mod tests {
 
     #[test]
     fn acl_refuses_a_replayed_ha_hello() {
-        let acl = Acl::new(
-            AclTable::parse(
-                r#"[[accounts]]
+        let acl = acl_of(
+            r#"[[accounts]]
                 access_key = "broker"
                 secret_key = "bs"
                 broker = true"#,
-            )
-            .unwrap(),
         );
         let hello = skylark_codec::auth::ha_hello(&Credentials::new("broker", "bs"), now_ms());
         let rest = &hello[2 + "broker".len()..];
@@ -759,16 +763,13 @@ mod tests {
 
     #[test]
     fn acl_heartbeat_needs_group_and_topic_sub() {
-        let acl = Acl::new(
-            AclTable::parse(
-                r#"[[accounts]]
+        let acl = acl_of(
+            r#"[[accounts]]
                 access_key = "c"
                 secret_key = "s"
                 default_group_perm = "DENY"
                 group_perms = { g = "SUB" }
                 topic_perms = { t = "SUB", w = "PUB" }"#,
-            )
-            .unwrap(),
         );
         let creds = Credentials::new("c", "s");
         let hb = |group: &str, topic: &str| skylark_codec::HeartbeatRequest {

@@ -54,30 +54,39 @@ pub fn registered(mut t: TopicConfig, broker_perm: u8) -> TopicConfig {
 
 /// Refuses a write while the broker's write permission is wiped.
 pub fn check_writable(live: &LiveSettings, broker_name: &str) -> Result<(), WireError> {
-    if live.broker_permission() & PERM_WRITE == 0 {
-        return Err(WireError::new(
-            ErrorCode::PermissionDenied,
-            format!(
-                "broker '{broker_name}' is not writable (broker permission {}; `skylark admin broker perm add-write` restores it)",
-                perm_text(live.broker_permission())
-            ),
-        ));
-    }
-    Ok(())
+    check_broker_perm(
+        live,
+        PERM_WRITE,
+        broker_name,
+        "writable",
+        "; `skylark admin broker perm add-write` restores it",
+    )
 }
 
 /// Refuses a pull while the broker's read permission is off.
 pub fn check_readable(live: &LiveSettings, broker_name: &str) -> Result<(), WireError> {
-    if live.broker_permission() & PERM_READ == 0 {
-        return Err(WireError::new(
-            ErrorCode::PermissionDenied,
-            format!(
-                "broker '{broker_name}' is not readable (broker permission {})",
-                perm_text(live.broker_permission())
-            ),
-        ));
+    check_broker_perm(live, PERM_READ, broker_name, "readable", "")
+}
+
+/// `PermissionDenied` unless the broker's permission has `bit`.
+fn check_broker_perm(
+    live: &LiveSettings,
+    bit: u8,
+    broker_name: &str,
+    wanted: &str,
+    hint: &str,
+) -> Result<(), WireError> {
+    let perm = live.broker_permission();
+    if perm & bit != 0 {
+        return Ok(());
     }
-    Ok(())
+    Err(WireError::new(
+        ErrorCode::PermissionDenied,
+        format!(
+            "broker '{broker_name}' is not {wanted} (broker permission {}{hint})",
+            perm_text(perm)
+        ),
+    ))
 }
 
 #[cfg(test)]

@@ -88,30 +88,20 @@ pub fn copy_for(m: &DecodedMessage<'_>, msg_id: &str, target: &SendBackTarget) -
 mod tests {
     use super::*;
 
+    /// A retry of group `g` at `delay_level`.
+    fn retry_g(delay_level: u32) -> SendBackTarget {
+        SendBackTarget::Retry {
+            topic: "%RETRY%g".into(),
+            delay_level,
+        }
+    }
+
     #[test]
     fn retry_levels_then_dead_letter_after_sixteen() {
-        assert_eq!(
-            target("g", 0, 16),
-            SendBackTarget::Retry {
-                topic: "%RETRY%g".into(),
-                delay_level: 3
-            }
-        );
-        assert_eq!(
-            target("g", 5, 16),
-            SendBackTarget::Retry {
-                topic: "%RETRY%g".into(),
-                delay_level: 8
-            }
-        );
+        assert_eq!(target("g", 0, 16), retry_g(3));
+        assert_eq!(target("g", 5, 16), retry_g(8));
         // Level 18 (2 h) is the last; the 16th redelivery is the last try.
-        assert_eq!(
-            target("g", 15, 16),
-            SendBackTarget::Retry {
-                topic: "%RETRY%g".into(),
-                delay_level: 18
-            }
-        );
+        assert_eq!(target("g", 15, 16), retry_g(18));
         assert_eq!(
             target("g", 16, 16),
             SendBackTarget::Dlq {

@@ -28,10 +28,10 @@ use skylark_codec::{OffsetEntry, ReplicationStatus, ScheduleStats};
 
 use super::broker::{BrokerMetrics, PullTotals};
 use super::families::Families;
-use crate::broker::TopicRegistry;
+use crate::broker::TopicsView;
 use crate::config::BrokerConfig;
 use crate::consumer_offsets::{ConsumerOffsets, SnapshotOffsets};
-use crate::group_registry::GroupRegistry;
+use crate::group_registry::GroupsView;
 use crate::replicator::{GetStatus, Replicator};
 use crate::scheduler::{GetScheduleStats, Scheduler};
 use crate::storage::{GetStorageStats, GetTopicPuts, ListQueues, Storage, StorageStats, TopicPuts};
@@ -45,8 +45,8 @@ pub struct BrokerOwners {
     pub replicator: Addr<Replicator>,
     pub scheduler: Addr<Scheduler>,
     pub transaction: Addr<Transaction>,
-    pub topics: TopicRegistry,
-    pub groups: GroupRegistry,
+    pub topics: TopicsView,
+    pub groups: GroupsView,
 }
 
 /// A broker as a [`super::Source`].

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use prometheus::core::Collector;
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::proto::MetricFamily;
 use prometheus::{GaugeVec, IntCounterVec, Opts};
 
@@ -45,16 +45,8 @@ impl Families {
         L: AsRef<[S]>,
         S: AsRef<str>,
     {
-        let Ok(v) = IntCounterVec::new(self.opts(name, help), labels) else {
-            return;
-        };
-        for (l, n) in rows {
-            let vals: Vec<&str> = l.as_ref().iter().map(AsRef::as_ref).collect();
-            if let Ok(c) = v.get_metric_with_label_values(&vals) {
-                c.inc_by(n);
-            }
-        }
-        self.out.extend(v.collect());
+        let v = IntCounterVec::new(self.opts(name, help), labels);
+        self.fill(v, rows, |c, n| c.inc_by(n));
     }
 
     /// A gauge family: one sample per `(label values, value)` row.
@@ -68,13 +60,29 @@ impl Families {
         L: AsRef<[S]>,
         S: AsRef<str>,
     {
-        let Ok(v) = GaugeVec::new(self.opts(name, help), labels) else {
+        let v = GaugeVec::new(self.opts(name, help), labels);
+        self.fill(v, rows, |g, x| g.set(x));
+    }
+
+    /// Sets each row's sample of the fresh vector `v` with `set`, then
+    /// collects it (a vector the crate refused adds nothing).
+    fn fill<B, L, S, X>(
+        &mut self,
+        v: prometheus::Result<MetricVec<B>>,
+        rows: impl IntoIterator<Item = (L, X)>,
+        set: impl Fn(&B::M, X),
+    ) where
+        B: MetricVecBuilder,
+        L: AsRef<[S]>,
+        S: AsRef<str>,
+    {
+        let Ok(v) = v else {
             return;
         };
         for (l, x) in rows {
             let vals: Vec<&str> = l.as_ref().iter().map(AsRef::as_ref).collect();
-            if let Ok(g) = v.get_metric_with_label_values(&vals) {
-                g.set(x);
+            if let Ok(m) = v.get_metric_with_label_values(&vals) {
+                set(&m, x);
             }
         }
         self.out.extend(v.collect());

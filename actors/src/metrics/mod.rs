@@ -31,6 +31,7 @@ pub mod broker_source;
 pub mod controller;
 pub mod families;
 pub mod namesrv;
+pub mod namesrv_source;
 pub mod server;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,17 +1,11 @@
-//! A NameServer's scrape: the route table's size, asked of the NameServer
-//! actor (`GetClusterInfo`, `GetTopicList`) when scraped, and the latency
-//! of the requests it answered (`rocketmq_rpc_latency`, recorded by the
-//! connections through [`NameServerMetrics::observe`]: a NameServer's
-//! requests are few, so one shared atomic histogram is cheap enough).
+//! A NameServer's request-path instrument: the latency of the requests it
+//! answered (`rocketmq_rpc_latency`, recorded by the connections through
+//! [`NameServerMetrics::observe`]: a NameServer's requests are few, so one
+//! shared atomic histogram is cheap enough). The scrape that also asks the
+//! NameServer actor for the route table's size is
+//! [`super::namesrv_source`].
 
-use std::sync::Arc;
-
-use actix::Addr;
-use futures::future::LocalBoxFuture;
 use prometheus::proto::MetricFamily;
-
-use super::families::Families;
-use crate::namesrv::{GetClusterInfo, GetTopicList, NameServer};
 
 /// A NameServer's request-path instrument.
 pub struct NameServerMetrics {
@@ -43,63 +37,10 @@ impl NameServerMetrics {
             .with_label_values(&[code.as_str(), name.as_str()])
             .observe(elapsed.as_secs_f64() * 1000.0);
     }
-}
 
-/// A NameServer as a [`super::Source`]; `node_id` is its listen address.
-pub struct NameServerSource {
-    addr: Addr<NameServer>,
-    node_id: Arc<str>,
-    metrics: Arc<NameServerMetrics>,
-}
-
-impl NameServerSource {
-    pub fn new(
-        addr: Addr<NameServer>,
-        node_id: &str,
-        metrics: Arc<NameServerMetrics>,
-    ) -> NameServerSource {
-        NameServerSource {
-            addr,
-            node_id: node_id.into(),
-            metrics,
-        }
-    }
-}
-
-impl super::Source for NameServerSource {
-    fn collect(&self) -> LocalBoxFuture<'static, Vec<MetricFamily>> {
-        let addr = self.addr.clone();
-        let node_id = self.node_id.clone();
-        let latency = {
-            use prometheus::core::Collector;
-            self.metrics.rpc_latency.collect()
-        };
-        Box::pin(async move {
-            let (clusters, topics) =
-                futures::join!(addr.send(GetClusterInfo), addr.send(GetTopicList));
-            let mut f = Families::new(&[("node_type", "namesrv"), ("node_id", &node_id)]);
-            if let Ok(c) = clusters {
-                let mut per_cluster: std::collections::BTreeMap<&str, u64> = Default::default();
-                for b in c.brokers.values() {
-                    *per_cluster.entry(b.cluster.as_str()).or_default() += b.addrs.len() as u64;
-                }
-                f.gauge(
-                    "skylark_namesrv_brokers",
-                    "Broker processes (masters and slaves) registered and alive, per cluster.",
-                    &["cluster"],
-                    per_cluster.iter().map(|(k, n)| ([*k], *n as f64)),
-                );
-            }
-            if let Ok(t) = topics {
-                f.gauge(
-                    "skylark_namesrv_topics",
-                    "Topics in the route table.",
-                    &[],
-                    [([] as [&str; 0], t.topics.len() as f64)],
-                );
-            }
-            f.extend(latency);
-            f.finish()
-        })
+    /// The latency histogram's families, for a scrape.
+    pub fn latency_families(&self) -> Vec<MetricFamily> {
+        use prometheus::core::Collector;
+        self.rpc_latency.collect()
     }
 }

@@ -27,10 +27,10 @@ use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use skylark_codec::{Command, RawFrame, WireError};
 
-use crate::broker::{Broker, EnsureTopic, TopicRegistry};
+use crate::broker::{Broker, EnsureTopic, TopicsView};
 use crate::config::BrokerConfig;
 use crate::consumer_offsets::ConsumerOffsets;
-use crate::group_registry::{ConsumerGroups, GroupRegistry};
+use crate::group_registry::{ConsumerGroups, GroupsView};
 use crate::live_settings::LiveSettings;
 use crate::remoting::{wire, ConnInfo, Service};
 use crate::storage::Storage;
@@ -45,9 +45,9 @@ pub struct Shared {
     pub broker: Addr<Broker>,
     pub storage: Addr<Storage>,
     pub offsets: Addr<ConsumerOffsets>,
-    pub topics: TopicRegistry,
+    pub topics: TopicsView,
     /// Group name → its ConsumerGroup actor (written by `group_manager`).
-    pub groups: GroupRegistry,
+    pub groups: GroupsView,
     pub group_manager: Addr<ConsumerGroups>,
     pub replicator: Addr<crate::replicator::Replicator>,
     /// This broker's address as written into message ids.
@@ -155,6 +155,12 @@ impl BrokerService {
         // and its drop are two atomic operations on every request).
         // Each command's future is boxed on its own: one async block over
         // every arm would make every request allocate the largest one.
+        // `call!(f)`: decode the request, answer `f(shared, request)`.
+        macro_rules! call {
+            ($f:path) => {
+                boxed(wire::dispatch(frame, move |r| $f(s, r)))
+            };
+        }
         match cmd {
             Command::SendMessage => {
                 boxed(wire::dispatch(frame, move |r| send::send_one(s, r, peer)))
@@ -167,90 +173,44 @@ impl BrokerService {
                 conn.addr.clone(),
                 move |r| pull::pull(s, r),
             )),
-            Command::QueryConsumerOffset => {
-                boxed(wire::dispatch(frame, move |r| offset::query(s, r)))
-            }
-            Command::UpdateConsumerOffset => {
-                boxed(wire::dispatch(frame, move |r| offset::commit(s, r)))
-            }
-            Command::GetQueueOffsets => {
-                boxed(wire::dispatch(frame, move |r| offset::queue_offsets(s, r)))
-            }
+            Command::QueryConsumerOffset => call!(offset::query),
+            Command::UpdateConsumerOffset => call!(offset::commit),
+            Command::GetQueueOffsets => call!(offset::queue_offsets),
             Command::Heartbeat => {
                 let conn_addr = conn.addr.clone();
                 boxed(wire::dispatch(frame, move |r| {
                     group::heartbeat(s, r, conn_addr, peer)
                 }))
             }
-            Command::UnregisterClient => boxed(wire::dispatch(frame, move |r| {
-                group::unregister_client(s, r)
-            })),
-            Command::CreateTopic => {
-                boxed(wire::dispatch(frame, move |r| admin::create_topic(s, r)))
-            }
-            Command::DeleteTopic => {
-                boxed(wire::dispatch(frame, move |r| admin::delete_topic(s, r)))
-            }
-            Command::GetTopicStats => {
-                boxed(wire::dispatch(frame, move |r| admin::topic_stats(s, r)))
-            }
+            Command::UnregisterClient => call!(group::unregister_client),
+            Command::CreateTopic => call!(admin::create_topic),
+            Command::DeleteTopic => call!(admin::delete_topic),
+            Command::GetTopicStats => call!(admin::topic_stats),
             // Consumer groups: add here.
-            Command::GetConsumerList => {
-                boxed(wire::dispatch(frame, move |r| group::consumer_list(s, r)))
-            }
-            Command::LockBatchMq => boxed(wire::dispatch(frame, move |r| group::lock_batch(s, r))),
-            Command::UnlockBatchMq => {
-                boxed(wire::dispatch(frame, move |r| group::unlock_batch(s, r)))
-            }
-            Command::ResetOffset => {
-                boxed(wire::dispatch(frame, move |r| group::reset_offset(s, r)))
-            }
-            Command::GetConsumeProgress => boxed(wire::dispatch(frame, move |r| {
-                group::consume_progress(s, r)
-            })),
-            Command::GetGroupList => boxed(wire::dispatch(frame, move |r| group::group_list(s, r))),
-            Command::DeleteGroup => {
-                boxed(wire::dispatch(frame, move |r| group::delete_group(s, r)))
-            }
+            Command::GetConsumerList => call!(group::consumer_list),
+            Command::LockBatchMq => call!(group::lock_batch),
+            Command::UnlockBatchMq => call!(group::unlock_batch),
+            Command::ResetOffset => call!(group::reset_offset),
+            Command::GetConsumeProgress => call!(group::consume_progress),
+            Command::GetGroupList => call!(group::group_list),
+            Command::DeleteGroup => call!(group::delete_group),
             Command::ConsumerSendBack => {
                 boxed(wire::dispatch(frame, move |r| group::send_back(s, r, peer)))
             }
             // Operator commands (75-79).
-            Command::UpdateSubscriptionGroup => boxed(wire::dispatch(frame, move |r| {
-                group::update_sub_group(s, r)
-            })),
-            Command::GetSubscriptionGroup => {
-                boxed(wire::dispatch(frame, move |r| group::get_sub_group(s, r)))
-            }
-            Command::GetConsumerConnections => boxed(wire::dispatch(frame, move |r| {
-                group::consumer_connections(s, r)
-            })),
-            Command::GetProducerConnections => boxed(wire::dispatch(frame, move |r| {
-                group::producer_connections(s, r)
-            })),
-            Command::GetBrokerRuntimeStatus => {
-                boxed(wire::dispatch(frame, move |r| admin::runtime_status(s, r)))
-            }
+            Command::UpdateSubscriptionGroup => call!(group::update_sub_group),
+            Command::GetSubscriptionGroup => call!(group::get_sub_group),
+            Command::GetConsumerConnections => call!(group::consumer_connections),
+            Command::GetProducerConnections => call!(group::producer_connections),
+            Command::GetBrokerRuntimeStatus => call!(admin::runtime_status),
             // Queries and admin: add here.
-            Command::SearchOffsetByTime => boxed(wire::dispatch(frame, move |r| {
-                query::search_offset_by_time(s, r)
-            })),
-            Command::QueryMessageByKey => {
-                boxed(wire::dispatch(frame, move |r| query::by_key(s, r)))
-            }
-            Command::ViewMessageById => boxed(wire::dispatch(frame, move |r| query::by_id(s, r))),
-            Command::QueryMessageByTime => {
-                boxed(wire::dispatch(frame, move |r| query::by_time(s, r)))
-            }
-            Command::GetBrokerConfig => {
-                boxed(wire::dispatch(frame, move |r| query::get_config(s, r)))
-            }
-            Command::SetBrokerConfig => {
-                boxed(wire::dispatch(frame, move |r| query::set_config(s, r)))
-            }
-            Command::GetBrokerRuntime => {
-                boxed(wire::dispatch(frame, move |r| runtime::runtime(s, r)))
-            }
+            Command::SearchOffsetByTime => call!(query::search_offset_by_time),
+            Command::QueryMessageByKey => call!(query::by_key),
+            Command::ViewMessageById => call!(query::by_id),
+            Command::QueryMessageByTime => call!(query::by_time),
+            Command::GetBrokerConfig => call!(query::get_config),
+            Command::SetBrokerConfig => call!(query::set_config),
+            Command::GetBrokerRuntime => call!(runtime::runtime),
             Command::GetScheduleStats => boxed(wire::dispatch(
                 frame,
                 move |_: skylark_codec::GetScheduleStatsRequest| {
@@ -263,15 +223,9 @@ impl BrokerService {
                     }
                 },
             )),
-            Command::EndTransaction => {
-                boxed(wire::dispatch(frame, move |r| transaction::end(s, r)))
-            }
-            Command::SyncMetadata => boxed(wire::dispatch(frame, move |r| {
-                replication::sync_metadata(s, r)
-            })),
-            Command::GetReplicationStatus => {
-                boxed(wire::dispatch(frame, move |r| replication::status(s, r)))
-            }
+            Command::EndTransaction => call!(transaction::end),
+            Command::SyncMetadata => call!(replication::sync_metadata),
+            Command::GetReplicationStatus => call!(replication::status),
             other => boxed(futures::future::ready(wire::not_served(
                 &header, other, "broker",
             ))),

@@ -23,11 +23,7 @@ pub async fn query(
     group_ok(&r.group)?;
     let offset = s
         .offsets
-        .send(QueryOffset {
-            group: r.group,
-            topic: r.topic,
-            queue_id: r.queue_id,
-        })
+        .send(QueryOffset::from(r))
         .await
         .map_err(crate::mailbox_error)?;
     Ok(QueryOffsetResponse { offset })
@@ -36,12 +32,7 @@ pub async fn query(
 pub async fn commit(s: Arc<Shared>, r: CommitOffsetRequest) -> Result<Ack, WireError> {
     group_ok(&r.group)?;
     s.offsets
-        .send(CommitOffset {
-            group: r.group,
-            topic: r.topic,
-            queue_id: r.queue_id,
-            offset: r.offset,
-        })
+        .send(CommitOffset::from(r))
         .await
         .map_err(crate::mailbox_error)?;
     Ok(Ack {})

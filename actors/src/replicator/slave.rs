@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 
 use super::protocol::{self, READ_TIMEOUT};
 use super::{GetMasterHa, Replicator, SlaveProgress, SyncSoon};
-use crate::broker::{Broker, LearnTopics, TopicRegistry};
+use crate::broker::{Broker, LearnTopics, TopicsView};
 use crate::storage::{AppendReplicated, GetStorageStats, ListQueues, Storage};
 use crate::store::epoch::{self, EpochEntry};
 
@@ -38,7 +38,7 @@ pub struct SlavePeers {
     pub replicator: Addr<Replicator>,
     pub storage: Addr<Storage>,
     pub broker: Addr<Broker>,
-    pub registry: TopicRegistry,
+    pub registry: TopicsView,
     /// The cluster's broker credential, proved to the master (ACL).
     pub creds: Option<std::sync::Arc<skylark_codec::Credentials>>,
     /// TLS to the master's HA port (the broker's `tls_ca_file`).
@@ -237,7 +237,7 @@ async fn replicate_from(
 struct TopicLearner {
     broker: Addr<Broker>,
     replicator: Addr<Replicator>,
-    registry: TopicRegistry,
+    registry: TopicsView,
     known: KnownQueues,
 }
 

@@ -560,6 +560,25 @@ impl IndexService {
 mod tests {
     use super::*;
 
+    /// Indexes key `k{i}` of topic `T` for the record at `i * 100`.
+    fn add_key(svc: &mut IndexService, i: u64) {
+        let key = format!("k{i}");
+        svc.index(
+            "T",
+            [key.as_str()].into_iter(),
+            i * 100,
+            i * 100 + 100,
+            1_000_000,
+        )
+        .unwrap();
+    }
+
+    /// Whether [`add_key`]'s entry for `i` is found.
+    fn has_key(svc: &IndexService, i: u64) -> bool {
+        svc.lookup("T", &format!("k{i}"), 0, i64::MAX / 2, 4)
+            .contains(&(i * 100))
+    }
+
     fn log() -> slog::Logger {
         slog::Logger::root(slog::Discard, slog::o!())
     }
@@ -690,25 +709,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let idx = dir.path().join("index");
         let (slots, entries) = (7u32, 1000u32);
-        let add = |svc: &mut IndexService, i: u64| {
-            let key = format!("k{i}");
-            svc.index(
-                "T",
-                [key.as_str()].into_iter(),
-                i * 100,
-                i * 100 + 100,
-                1_000_000,
-            )
-            .unwrap();
-        };
-        let found = |svc: &IndexService, i: u64| {
-            svc.lookup("T", &format!("k{i}"), 0, i64::MAX / 2, 4)
-                .contains(&(i * 100))
-        };
         {
             let mut svc = IndexService::open(idx.clone(), slots, entries, &log()).unwrap();
             for i in 0..100 {
-                add(&mut svc, i);
+                add_key(&mut svc, i);
             }
             svc.sync_all().unwrap();
         }
@@ -723,7 +727,7 @@ mod tests {
 
         let mut svc = IndexService::open(idx.clone(), slots, entries, &log()).unwrap();
         // Without the trim, the chains are cut at the lost entries.
-        let lost_before = (0..50).filter(|i| !found(&svc, *i)).count();
+        let lost_before = (0..50).filter(|i| !has_key(&svc, *i)).count();
         assert!(lost_before > 0, "the damage must hide durable keys");
         assert_eq!(svc.end_phys_offset(), 10_000);
         // A zeroed entry does not say where its record was, so the last
@@ -731,14 +735,14 @@ mod tests {
         assert_eq!(svc.trim_to_durable(5000).unwrap(), 51);
         assert_eq!(svc.end_phys_offset(), 4900);
         for i in 0..49 {
-            assert!(found(&svc, i), "durable key k{i} lost");
+            assert!(has_key(&svc, i), "durable key k{i} lost");
         }
         // The rebuild re-indexes 49.. from the CommitLog.
         for i in 49..100 {
-            add(&mut svc, i);
+            add_key(&mut svc, i);
         }
         for i in 0..100 {
-            assert!(found(&svc, i), "key k{i} not found after the rebuild");
+            assert!(has_key(&svc, i), "key k{i} not found after the rebuild");
             assert_eq!(
                 svc.lookup("T", &format!("k{i}"), 0, i64::MAX / 2, 4).len(),
                 1
@@ -755,15 +759,7 @@ mod tests {
         {
             let mut svc = IndexService::open(idx.clone(), 7, 1000, &log()).unwrap();
             for i in 0..20u64 {
-                let key = format!("k{i}");
-                svc.index(
-                    "T",
-                    [key.as_str()].into_iter(),
-                    i * 100,
-                    i * 100 + 100,
-                    1_000_000,
-                )
-                .unwrap();
+                add_key(&mut svc, i);
             }
             svc.sync_all().unwrap();
         }
@@ -778,9 +774,7 @@ mod tests {
         assert_eq!(svc.trim_to_durable(2000).unwrap(), 11);
         assert_eq!(svc.end_phys_offset(), 900);
         for i in 0..9u64 {
-            assert!(svc
-                .lookup("T", &format!("k{i}"), 0, i64::MAX / 2, 4)
-                .contains(&(i * 100)));
+            assert!(has_key(&svc, i), "durable key k{i} lost");
         }
     }
 }

@@ -91,7 +91,7 @@ pub(super) async fn pull_loop(
 ) {
     let o = &inner.opts;
     loop {
-        if pq.is_dropped() || inner.stopped.load(Ordering::SeqCst) {
+        if pq.is_dropped() || inner.is_stopped() {
             return;
         }
         // Each wait below ends when the queue changes (the lease taken, a

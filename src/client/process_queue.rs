@@ -60,6 +60,9 @@ pub struct ProcessQueue {
     /// may be waiting for; a wake-up with nobody waiting is kept for the
     /// next wait, so none is lost between its check and its wait.
     changed: Notify,
+    /// Wakes whoever waits for the running listener calls to finish
+    /// ([`ProcessQueue::wait_idle`]) when the last one ends.
+    idle: Notify,
 }
 
 /// A listener call in progress on a queue (from
@@ -70,8 +73,14 @@ pub struct ConsumeGuard(Arc<ProcessQueue>);
 
 impl Drop for ConsumeGuard {
     fn drop(&mut self) {
-        let mut s = self.0.lock();
-        s.running = s.running.saturating_sub(1);
+        let idle = {
+            let mut s = self.0.lock();
+            s.running = s.running.saturating_sub(1);
+            s.running == 0
+        };
+        if idle {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
@@ -192,6 +201,25 @@ impl ProcessQueue {
         }
         s.running += 1;
         Some(ConsumeGuard(self.clone()))
+    }
+
+    /// Waits until no listener call runs on this queue's messages, or
+    /// `deadline` passes; true if none runs.
+    pub async fn wait_idle(&self, deadline: Instant) -> bool {
+        loop {
+            // Registered before the check, so the last call's end is not
+            // missed between the two.
+            let ended = self.idle.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if !self.is_busy() {
+                return true;
+            }
+            tokio::select! {
+                _ = ended => {}
+                _ = tokio::time::sleep_until(deadline.into()) => return !self.is_busy(),
+            }
+        }
     }
 
     /// True while a listener call runs on this queue's messages.
@@ -336,5 +364,26 @@ mod tests {
         let t = Instant::now();
         pq.wait_change(Some(t + Duration::from_millis(30))).await;
         assert!(t.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[tokio::test]
+    async fn a_release_waits_for_the_last_running_call_not_a_poll() {
+        use std::time::Duration;
+        let pq = Arc::new(ProcessQueue::new(0, None));
+        assert!(pq.wait_idle(Instant::now()).await, "idle from the start");
+        let g = pq.begin_consume().unwrap();
+        // Busy until the deadline.
+        let t = Instant::now();
+        assert!(!pq.wait_idle(t + Duration::from_millis(30)).await);
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        let waiter = tokio::spawn({
+            let pq = pq.clone();
+            async move { pq.wait_idle(Instant::now() + Duration::from_secs(30)).await }
+        });
+        tokio::task::yield_now().await;
+        let t = Instant::now();
+        drop(g);
+        assert!(waiter.await.unwrap());
+        assert!(t.elapsed() < Duration::from_secs(10), "woken by the end");
     }
 }

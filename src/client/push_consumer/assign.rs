@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use skylark_codec::{
     ConsumeFrom, GetConsumerListRequest, LockBatchRequest, QueueRef, ResetOffsetNotify,
@@ -153,8 +153,8 @@ impl Inner {
             pq.drop_queue();
         }
         let deadline = Instant::now() + self.opts.release_timeout;
-        while queues.iter().any(|(_, pq)| pq.is_busy()) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        for (_, pq) in &queues {
+            pq.wait_idle(deadline).await;
         }
         {
             // After any periodic commit in flight, never before it: an older

@@ -20,7 +20,9 @@ use skylark_codec::{
 
 use super::config::ClientConfig;
 use super::error::{ClientError, Result};
-use super::instance::{ClientInstance, ConnectedBrokers, GetConnection, GetRoute};
+use super::instance::{
+    ClientInstance, ConnectedBrokers, GetConnection, GetRoute, ReadsFromSlave, SuggestSlave,
+};
 use super::message::{decode_records, ReceivedMessage};
 use super::namesrv::NameServerClient;
 use super::route::{MessageQueue, TopicRoute};
@@ -55,9 +57,6 @@ pub struct PullConsumer {
     namesrv: NameServerClient,
     config: Arc<ClientConfig>,
     group: Arc<str>,
-    /// Queues a broker told us to read from a slave (we are far behind);
-    /// cleared when a pull answer no longer suggests it.
-    slave_reads: Arc<std::sync::Mutex<std::collections::HashSet<MessageQueue>>>,
 }
 
 impl std::fmt::Debug for PullConsumer {
@@ -77,7 +76,6 @@ impl PullConsumer {
             namesrv,
             config,
             group: Arc::from(group),
-            slave_reads: Arc::default(),
         })
     }
 
@@ -159,23 +157,23 @@ impl PullConsumer {
         req: &PullRequest,
         timeout: Duration,
     ) -> Result<skylark_codec::PullResponse> {
-        let prefer_slave = self.slave_reads().contains(queue);
+        // The client instance owns the preference (per queue, shared by
+        // every clone of this handle).
+        let prefer_slave = self
+            .instance
+            .send(ReadsFromSlave(queue.clone()))
+            .await
+            .map_err(|_| ClientError::Stopped)?;
         let resp = self
             .call_group_ordered(queue, req, timeout, prefer_slave)
             .await?;
         if resp.suggest_slave != prefer_slave {
-            let mut set = self.slave_reads();
-            if resp.suggest_slave {
-                set.insert(queue.clone());
-            } else {
-                set.remove(queue);
-            }
+            self.instance.do_send(SuggestSlave {
+                queue: queue.clone(),
+                suggest: resp.suggest_slave,
+            });
         }
         Ok(resp)
-    }
-
-    fn slave_reads(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<MessageQueue>> {
-        self.slave_reads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// [`call_group`](Self::call_group) trying the group's slaves (lowest id

@@ -3,12 +3,13 @@
 //! One per client (RocketMQ's `MQClientInstance`): topic routes learnt from
 //! the NameServers (refreshed every `route_refresh` and after failures), one
 //! connection per broker address (re-established when it closed), the
-//! producer's round-robin counters and latency fault tolerance. Handles ask
+//! producer's round-robin counters and latency fault tolerance, the queues a
+//! broker told the consumer to read from a slave. Handles ask
 //! it for routing decisions and report outcomes; they run the RPCs
 //! themselves.
 
 use skylark_codec::AUTO_CREATE_TOPIC_KEY;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,6 +85,9 @@ pub struct ClientInstance {
     brokers: HashMap<String, RpcClient>,
     fault: LatencyFaultTolerance,
     counters: HashMap<String, usize>,
+    /// Queues a broker told us to read from a slave (we are far behind);
+    /// cleared when a pull answer no longer suggests it.
+    slave_reads: HashSet<MessageQueue>,
 }
 
 impl Actor for ClientInstance {
@@ -120,6 +124,7 @@ impl ClientInstance {
             routes: HashMap::new(),
             brokers: HashMap::new(),
             counters: HashMap::new(),
+            slave_reads: HashSet::new(),
         };
         Ok((actor.start(), namesrv, config))
     }
@@ -391,5 +396,69 @@ impl Handler<ConnectedBrokers> for ClientInstance {
         let mut v: Vec<String> = self.brokers.keys().cloned().collect();
         v.sort();
         v
+    }
+}
+
+/// Whether pulls of `0` go to a slave first (its broker suggested it).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct ReadsFromSlave(pub MessageQueue);
+
+impl Handler<ReadsFromSlave> for ClientInstance {
+    type Result = bool;
+
+    fn handle(&mut self, msg: ReadsFromSlave, _ctx: &mut Self::Context) -> bool {
+        self.slave_reads.contains(&msg.0)
+    }
+}
+
+/// A pull answer of `queue` suggested (`suggest`) reading from a slave, or
+/// no longer does.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SuggestSlave {
+    pub queue: MessageQueue,
+    pub suggest: bool,
+}
+
+impl Handler<SuggestSlave> for ClientInstance {
+    type Result = ();
+
+    fn handle(&mut self, msg: SuggestSlave, _ctx: &mut Self::Context) {
+        if msg.suggest {
+            self.slave_reads.insert(msg.queue);
+        } else {
+            self.slave_reads.remove(&msg.queue);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn the_instance_owns_which_queues_read_from_a_slave() {
+        let (instance, _, _) =
+            ClientInstance::start_with(ClientConfig::new("127.0.0.1:1")).unwrap();
+        let q = |id| MessageQueue {
+            topic: "T".into(),
+            broker_name: "b".into(),
+            broker_addr: "127.0.0.1:2".into(),
+            queue_id: id,
+        };
+        assert!(!instance.send(ReadsFromSlave(q(0))).await.unwrap());
+        instance.do_send(SuggestSlave {
+            queue: q(0),
+            suggest: true,
+        });
+        // In mailbox order: the next question sees the suggestion.
+        assert!(instance.send(ReadsFromSlave(q(0))).await.unwrap());
+        assert!(!instance.send(ReadsFromSlave(q(1))).await.unwrap());
+        instance.do_send(SuggestSlave {
+            queue: q(0),
+            suggest: false,
+        });
+        assert!(!instance.send(ReadsFromSlave(q(0))).await.unwrap());
     }
 }

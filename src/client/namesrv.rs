@@ -6,8 +6,7 @@
 //! answers with an error (e.g. `TopicNotFound`) has answered: its error is
 //! returned, the next one is not asked.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -59,13 +58,22 @@ pub(crate) async fn connect(
     }
 }
 
+/// The connections to the NameServers and the one that answered last: one
+/// piece of state, behind one lock, shared by every clone of the handle.
+#[derive(Debug)]
+struct Links {
+    /// The NameServer asked first (the last one that answered).
+    preferred: usize,
+    /// One slot per address; `None` until connected, or after it failed.
+    conns: Vec<Option<RpcClient>>,
+}
+
 /// A cheap, clonable handle on the NameServer list. Must be used inside an
 /// actix System.
 #[derive(Clone)]
 pub struct NameServerClient {
     addrs: Arc<[String]>,
-    preferred: Arc<AtomicUsize>,
-    conns: Arc<Mutex<Vec<Option<RpcClient>>>>,
+    links: Arc<Mutex<Links>>,
     timeout: Duration,
     client_id: Arc<str>,
     creds: Option<Arc<skylark_codec::Credentials>>,
@@ -93,9 +101,11 @@ impl NameServerClient {
             ));
         }
         Ok(NameServerClient {
-            conns: Arc::new(Mutex::new(vec![None; addrs.len()])),
+            links: Arc::new(Mutex::new(Links {
+                preferred: 0,
+                conns: vec![None; addrs.len()],
+            })),
             addrs: addrs.into(),
-            preferred: Arc::new(AtomicUsize::new(0)),
             timeout,
             client_id: Arc::from(client_id),
             creds: None,
@@ -115,9 +125,15 @@ impl NameServerClient {
         self
     }
 
+    fn links(&self) -> MutexGuard<'_, Links> {
+        // Nothing is left half-updated by a panic under this lock (each
+        // update is one assignment).
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn cached(&self, i: usize) -> Option<RpcClient> {
-        let conns = self.conns.lock().ok()?;
-        conns
+        self.links()
+            .conns
             .get(i)
             .cloned()
             .flatten()
@@ -125,10 +141,8 @@ impl NameServerClient {
     }
 
     fn store(&self, i: usize, c: Option<RpcClient>) {
-        if let Ok(mut conns) = self.conns.lock() {
-            if let Some(slot) = conns.get_mut(i) {
-                *slot = c;
-            }
+        if let Some(slot) = self.links().conns.get_mut(i) {
+            *slot = c;
         }
     }
 
@@ -156,7 +170,7 @@ impl NameServerClient {
         R::Response: DeserializeOwned,
     {
         let n = self.addrs.len();
-        let first = self.preferred.load(Ordering::Relaxed);
+        let first = self.links().preferred;
         let mut last = String::new();
         for k in 0..n {
             let i = (first + k) % n;
@@ -173,7 +187,7 @@ impl NameServerClient {
                     last = error.to_string();
                 }
                 other => {
-                    self.preferred.store(i, Ordering::Relaxed);
+                    self.links().preferred = i;
                     return other;
                 }
             }
@@ -205,5 +219,37 @@ impl NameServerClient {
     /// Every topic the NameServer knows.
     pub async fn topic_list(&self) -> Result<TopicList> {
         self.call(&GetTopicListRequest {}).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two addresses nobody listens on: every one is tried, the error names
+    /// them all, and the handle (shared by its clones) keeps no connection.
+    #[actix_rt::test]
+    async fn every_nameserver_is_tried_and_named_when_none_answers() {
+        let closed = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let (a, b) = (closed(), closed());
+        let ns = NameServerClient::new(&format!("{a}; {b};"), Duration::from_secs(2), "t").unwrap();
+        let clone = ns.clone();
+        match clone.topic_list().await {
+            Err(ClientError::NameServerUnavailable { addrs, .. }) => {
+                assert_eq!(addrs, format!("{a};{b}"))
+            }
+            other => panic!("expected NameServerUnavailable, got {other:?}"),
+        }
+        let links = ns.links();
+        assert_eq!(links.preferred, 0);
+        assert!(links.conns.iter().all(Option::is_none));
+        drop(links);
+        assert!(matches!(
+            NameServerClient::new(" ; ", Duration::from_secs(1), "t"),
+            Err(ClientError::InvalidArgument(_))
+        ));
     }
 }

@@ -15,11 +15,17 @@
 //! starts on the queue, and [`ProcessQueue::is_busy`] turning false means
 //! the running ones have finished and recorded their result — the safe
 //! offset is then final and can be committed before the queue is released.
+//!
+//! One owner for all of it: every field, the flags included, sits behind the
+//! one state lock, and each change the puller may be waiting for (a message
+//! consumed, the lease taken or lost, the queue dropped) wakes it through
+//! [`ProcessQueue::wait_change`] instead of the puller polling.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use tokio::sync::Notify;
 
 use super::message::ReceivedMessage;
 
@@ -36,6 +42,13 @@ struct State {
     committed: Option<u64>,
     /// Listener calls running on this queue's messages.
     running: usize,
+    /// Stopped: no listener call starts on it any more.
+    dropped: bool,
+    /// An orderly consumer holds the broker lock of this queue.
+    locked: bool,
+    /// The queue was dropped by an offset reset: its progress must not be
+    /// committed.
+    discard: bool,
 }
 
 /// One assigned queue's cache and progress; shared by its puller and the
@@ -43,12 +56,13 @@ struct State {
 #[derive(Debug, Default)]
 pub struct ProcessQueue {
     state: Mutex<State>,
-    dropped: AtomicBool,
-    /// An orderly consumer holds the broker lock of this queue.
-    locked: AtomicBool,
-    /// The queue was dropped by an offset reset: its progress must not be
-    /// committed.
-    discard: AtomicBool,
+    /// Wakes the puller (one per queue) when the state changed in a way it
+    /// may be waiting for; a wake-up with nobody waiting is kept for the
+    /// next wait, so none is lost between its check and its wait.
+    changed: Notify,
+    /// Wakes whoever waits for the running listener calls to finish
+    /// ([`ProcessQueue::wait_idle`]) when the last one ends.
+    idle: Notify,
 }
 
 /// A listener call in progress on a queue (from
@@ -59,8 +73,14 @@ pub struct ConsumeGuard(Arc<ProcessQueue>);
 
 impl Drop for ConsumeGuard {
     fn drop(&mut self) {
-        let mut s = self.0.lock();
-        s.running = s.running.saturating_sub(1);
+        let idle = {
+            let mut s = self.0.lock();
+            s.running = s.running.saturating_sub(1);
+            s.running == 0
+        };
+        if idle {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
@@ -93,12 +113,30 @@ impl ProcessQueue {
         s.next_pull = next_pull;
     }
 
-    /// Removes consumed messages.
+    /// Removes consumed messages (the cache shrank: wakes the puller).
     pub fn remove(&self, offsets: impl IntoIterator<Item = u64>) {
-        let mut s = self.lock();
-        for o in offsets {
-            if let Some(n) = s.inflight.remove(&o) {
-                s.bytes -= n;
+        {
+            let mut s = self.lock();
+            for o in offsets {
+                if let Some(n) = s.inflight.remove(&o) {
+                    s.bytes -= n;
+                }
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    /// Waits until the queue changes (a message consumed, the lease taken or
+    /// lost, the queue dropped) or, when given, `deadline` passes. The
+    /// caller checks again what it was waiting for.
+    pub async fn wait_change(&self, deadline: Option<Instant>) {
+        match deadline {
+            None => self.changed.notified().await,
+            Some(d) => {
+                tokio::select! {
+                    _ = self.changed.notified() => {}
+                    _ = tokio::time::sleep_until(d.into()) => {}
+                }
             }
         }
     }
@@ -150,19 +188,38 @@ impl ProcessQueue {
 
     /// Stops the queue: no listener call starts on it after this returns.
     pub fn drop_queue(&self) {
-        let _s = self.lock();
-        self.dropped.store(true, Ordering::SeqCst);
+        self.lock().dropped = true;
+        self.changed.notify_one();
     }
 
     /// Starts a listener call on this queue's messages, unless the queue
     /// was dropped (its next owner delivers them).
     pub fn begin_consume(self: &Arc<Self>) -> Option<ConsumeGuard> {
         let mut s = self.lock();
-        if self.is_dropped() {
+        if s.dropped {
             return None;
         }
         s.running += 1;
         Some(ConsumeGuard(self.clone()))
+    }
+
+    /// Waits until no listener call runs on this queue's messages, or
+    /// `deadline` passes; true if none runs.
+    pub async fn wait_idle(&self, deadline: Instant) -> bool {
+        loop {
+            // Registered before the check, so the last call's end is not
+            // missed between the two.
+            let ended = self.idle.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if !self.is_busy() {
+                return true;
+            }
+            tokio::select! {
+                _ = ended => {}
+                _ = tokio::time::sleep_until(deadline.into()) => return !self.is_busy(),
+            }
+        }
     }
 
     /// True while a listener call runs on this queue's messages.
@@ -171,23 +228,28 @@ impl ProcessQueue {
     }
 
     pub fn is_dropped(&self) -> bool {
-        self.dropped.load(Ordering::SeqCst)
+        self.lock().dropped
     }
 
+    /// An orderly consumer took (`true`) or lost the queue's broker lock;
+    /// a change wakes the puller.
     pub fn set_locked(&self, locked: bool) {
-        self.locked.store(locked, Ordering::SeqCst);
+        let was = std::mem::replace(&mut self.lock().locked, locked);
+        if was != locked {
+            self.changed.notify_one();
+        }
     }
 
     pub fn is_locked(&self) -> bool {
-        self.locked.load(Ordering::SeqCst)
+        self.lock().locked
     }
 
     pub fn set_discard(&self) {
-        self.discard.store(true, Ordering::SeqCst);
+        self.lock().discard = true;
     }
 
     pub fn is_discarded(&self) -> bool {
-        self.discard.load(Ordering::SeqCst)
+        self.lock().discard
     }
 }
 
@@ -264,5 +326,64 @@ mod tests {
         drop(g);
         assert!(!pq.is_busy());
         assert_eq!(pq.commit_offset(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_puller_wakes_on_a_change_not_on_a_poll() {
+        use std::time::Duration;
+        let pq = Arc::new(ProcessQueue::new(0, None));
+        pq.put(&[msg(0, 1)], 1);
+        // A deadline ends a wait without a change.
+        let t = Instant::now();
+        pq.wait_change(Some(t + Duration::from_millis(30))).await;
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        // A consumed message wakes a waiter at once.
+        let waiter = tokio::spawn({
+            let pq = pq.clone();
+            async move { pq.wait_change(None).await }
+        });
+        tokio::task::yield_now().await;
+        pq.remove([0]);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by remove")
+            .unwrap();
+        // A change while nobody waits is kept for the next wait; so are
+        // taking the lease and the drop.
+        pq.set_locked(true);
+        tokio::time::timeout(Duration::from_secs(5), pq.wait_change(None))
+            .await
+            .expect("woken by the lease");
+        assert!(pq.is_locked());
+        pq.drop_queue();
+        tokio::time::timeout(Duration::from_secs(5), pq.wait_change(None))
+            .await
+            .expect("woken by the drop");
+        assert!(pq.is_dropped());
+        // Nothing changed since: the wait runs to its deadline.
+        let t = Instant::now();
+        pq.wait_change(Some(t + Duration::from_millis(30))).await;
+        assert!(t.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[tokio::test]
+    async fn a_release_waits_for_the_last_running_call_not_a_poll() {
+        use std::time::Duration;
+        let pq = Arc::new(ProcessQueue::new(0, None));
+        assert!(pq.wait_idle(Instant::now()).await, "idle from the start");
+        let g = pq.begin_consume().unwrap();
+        // Busy until the deadline.
+        let t = Instant::now();
+        assert!(!pq.wait_idle(t + Duration::from_millis(30)).await);
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        let waiter = tokio::spawn({
+            let pq = pq.clone();
+            async move { pq.wait_idle(Instant::now() + Duration::from_secs(30)).await }
+        });
+        tokio::task::yield_now().await;
+        let t = Instant::now();
+        drop(g);
+        assert!(waiter.await.unwrap());
+        assert!(t.elapsed() < Duration::from_secs(10), "woken by the end");
     }
 }

@@ -37,7 +37,7 @@ mod consume;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -187,17 +187,40 @@ pub enum SubFilter {
     Sql(String),
 }
 
+#[derive(Default)]
+struct Assignment {
+    queues: HashMap<MessageQueue, Arc<ProcessQueue>>,
+    /// Offsets a reset pushed, used when the queue is taken again.
+    resets: HashMap<MessageQueue, u64>,
+}
+
+/// The owned queues, borrowed from the locked [`Assignment`].
+pub(super) struct OwnedQueues<'a>(std::sync::MutexGuard<'a, Assignment>);
+
+impl std::ops::Deref for OwnedQueues<'_> {
+    type Target = HashMap<MessageQueue, Arc<ProcessQueue>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0.queues
+    }
+}
+
+impl std::ops::DerefMut for OwnedQueues<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0.queues
+    }
+}
+
 struct Inner {
     consumer: PullConsumer,
     client_id: String,
     opts: PushConsumerOptions,
     subs: Vec<(String, SubFilter)>,
     listener: Arc<dyn MessageListener>,
-    queues: Mutex<HashMap<MessageQueue, Arc<ProcessQueue>>>,
-    /// Offsets a reset pushed, used when the queue is taken again.
-    resets: Mutex<HashMap<MessageQueue, u64>>,
+    /// The queues this member owns and the offsets a reset pushed for them:
+    /// one piece of state behind one lock.
+    assignment: Mutex<Assignment>,
     rebalance: tokio::sync::Notify,
-    stopped: AtomicBool,
+    /// `true` once stopped: read by every loop, watched by the waiting ones.
     stop: watch::Sender<bool>,
     local: Option<Arc<LocalOffsetStore>>,
     work_tx: mpsc::UnboundedSender<Work>,
@@ -297,8 +320,7 @@ impl PushConsumer {
     /// queue leases and leaves the group (the others rebalance at once).
     pub async fn shutdown(self) {
         let inner = self.inner.clone();
-        inner.stopped.store(true, Ordering::SeqCst);
-        let _ = inner.stop.send(true);
+        inner.stop.send_replace(true);
         let _owning = inner.ownership.lock().await;
         let queues: Vec<(MessageQueue, Arc<ProcessQueue>)> = inner.queues().drain().collect();
         inner.release(queues).await;
@@ -320,8 +342,7 @@ impl Drop for PushConsumer {
     /// consuming (nothing more is committed; the next owner of the queues
     /// re-delivers what was in flight).
     fn drop(&mut self) {
-        self.inner.stopped.store(true, Ordering::SeqCst);
-        let _ = self.inner.stop.send(true);
+        self.inner.stop.send_replace(true);
         for pq in self.inner.queues().values() {
             pq.drop_queue();
         }
@@ -407,10 +428,8 @@ impl PushConsumerBuilder {
             opts,
             subs,
             listener: Arc::new(listener),
-            queues: Mutex::new(HashMap::new()),
-            resets: Mutex::new(HashMap::new()),
+            assignment: Mutex::new(Assignment::default()),
             rebalance: tokio::sync::Notify::new(),
-            stopped: AtomicBool::new(false),
             stop,
             local,
             work_tx,
@@ -494,7 +513,7 @@ where
             _ = tokio::time::sleep(period) => {}
             _ = stop.changed() => return,
         }
-        if inner.stopped.load(Ordering::SeqCst) {
+        if inner.is_stopped() {
             return;
         }
         f(inner.clone()).await;
@@ -505,7 +524,7 @@ async fn rebalance_loop(inner: Arc<Inner>, pushes: Recipient<PushFrame>) {
     let mut stop = inner.stop.subscribe();
     inner.heartbeat(&pushes).await;
     loop {
-        if inner.stopped.load(Ordering::SeqCst) {
+        if inner.is_stopped() {
             return;
         }
         // A topic without a route yet, or a group whose member list does not
@@ -531,14 +550,18 @@ async fn rebalance_loop(inner: Arc<Inner>, pushes: Recipient<PushFrame>) {
 }
 
 impl Inner {
-    pub(super) fn queues(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<MessageQueue, Arc<ProcessQueue>>> {
-        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    fn assignment(&self) -> std::sync::MutexGuard<'_, Assignment> {
+        self.assignment.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn resets(&self) -> std::sync::MutexGuard<'_, HashMap<MessageQueue, u64>> {
-        self.resets.lock().unwrap_or_else(|e| e.into_inner())
+    /// The owned queues (the assignment stays locked while this lives).
+    pub(super) fn queues(&self) -> OwnedQueues<'_> {
+        OwnedQueues(self.assignment())
+    }
+
+    /// Whether the consumer was stopped (shut down or dropped).
+    pub(super) fn is_stopped(&self) -> bool {
+        *self.stop.borrow()
     }
 
     pub(super) fn broadcasting(&self) -> bool {

@@ -10,9 +10,8 @@
 //! then; a member giving a queue up commits first and releases after.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use skylark_codec::{
     ConsumeFrom, GetConsumerListRequest, LockBatchRequest, QueueRef, ResetOffsetNotify,
@@ -35,7 +34,7 @@ impl Inner {
         // One change of ownership at a time: a lease renewal must not take
         // back a queue this rebalance is releasing.
         let _owning = self.ownership.lock().await;
-        if self.stopped.load(Ordering::SeqCst) {
+        if self.is_stopped() {
             return true;
         }
         let mut settled = true;
@@ -131,7 +130,7 @@ impl Inner {
                 all = false; // retried at the next (soon) rebalance
                 continue;
             };
-            if self.stopped.load(Ordering::SeqCst) {
+            if self.is_stopped() {
                 return true;
             }
             let pq = Arc::new(ProcessQueue::new(start, committed));
@@ -154,8 +153,8 @@ impl Inner {
             pq.drop_queue();
         }
         let deadline = Instant::now() + self.opts.release_timeout;
-        while queues.iter().any(|(_, pq)| pq.is_busy()) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        for (_, pq) in &queues {
+            pq.wait_idle(deadline).await;
         }
         {
             // After any periodic commit in flight, never before it: an older
@@ -177,7 +176,8 @@ impl Inner {
         // A reset's offset wins over whatever is stored (a commit of the old
         // progress may have landed after the reset); `None` as the committed
         // value makes the next commit store it again.
-        if let Some(o) = self.resets().remove(q) {
+        let reset = self.assignment().resets.remove(q);
+        if let Some(o) = reset {
             return Ok((o, None));
         }
         let stored = match &self.local {
@@ -330,22 +330,23 @@ impl Inner {
         if n.group != self.consumer.group() {
             return;
         }
-        let mut map = self.queues();
-        let hit: Vec<MessageQueue> = map
+        let mut a = self.assignment();
+        let hit: Vec<MessageQueue> = a
+            .queues
             .keys()
             .filter(|q| q.topic == n.topic && q.broker_addr == n.broker_addr)
             .cloned()
             .collect();
         for q in hit {
-            if let Some(pq) = map.remove(&q) {
+            if let Some(pq) = a.queues.remove(&q) {
                 pq.set_discard();
                 pq.drop_queue();
             }
             if let Some(e) = n.offsets.iter().find(|e| e.queue_id == q.queue_id) {
-                self.resets().insert(q, e.offset);
+                a.resets.insert(q, e.offset);
             }
         }
-        drop(map);
+        drop(a);
         self.rebalance.notify_one();
     }
 }

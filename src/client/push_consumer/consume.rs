@@ -76,6 +76,12 @@ pub(super) async fn run_listener(
     .ok()
 }
 
+/// How long the puller backs off after a failed pull.
+const PULL_ERROR_BACKOFF: Duration = Duration::from_secs(1);
+/// How long it backs off after an empty answer that came back at once
+/// (not held by the broker's long poll).
+const EMPTY_ANSWER_BACKOFF: Duration = Duration::from_millis(200);
+
 /// Pulls one queue until it is dropped.
 pub(super) async fn pull_loop(
     inner: Arc<Inner>,
@@ -85,20 +91,23 @@ pub(super) async fn pull_loop(
 ) {
     let o = &inner.opts;
     loop {
-        if pq.is_dropped() || inner.stopped.load(Ordering::SeqCst) {
+        if pq.is_dropped() || inner.is_stopped() {
             return;
         }
+        // Each wait below ends when the queue changes (the lease taken, a
+        // message consumed, the queue dropped) or its deadline passes; the
+        // loop then checks again.
         if o.orderly && !pq.is_locked() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            pq.wait_change(None).await;
             continue;
         }
         let (n, bytes) = pq.cached();
         if n > o.cache_max_messages || bytes > o.cache_max_bytes {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            pq.wait_change(None).await;
             continue;
         }
         if let Some(until) = pq.suspended_until(Instant::now()) {
-            tokio::time::sleep_until(until.into()).await;
+            pq.wait_change(Some(until)).await;
             continue;
         }
         let offset = pq.next_pull();
@@ -126,7 +135,9 @@ pub(super) async fn pull_loop(
         let r = match pulled {
             Ok(r) => r,
             Err(_) => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                // Back off from a failing broker (a drop ends the wait).
+                pq.wait_change(Some(Instant::now() + PULL_ERROR_BACKOFF))
+                    .await;
                 continue;
             }
         };
@@ -173,7 +184,8 @@ pub(super) async fn pull_loop(
                 pq.set_next_pull(r.next_offset);
                 if started.elapsed() < o.pull_suspend / 2 && r.next_offset == offset {
                     // Answered at once with nothing: do not spin.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    pq.wait_change(Some(Instant::now() + EMPTY_ANSWER_BACKOFF))
+                        .await;
                 }
             }
         }

@@ -172,44 +172,14 @@ impl Broker {
     }
 }
 
-/// The group as the first answering controller has applied it.
-fn group(controllers: &str) -> Option<serde_json::Value> {
-    for addr in controllers.split(';') {
-        let out = Command::new(bin())
-            .args(["--log-level", "error", "admin", "--namesrv", "127.0.0.1:1"])
-            .args(["controller", "status", "--json", "--controller", addr])
-            .stdin(Stdio::null())
-            .output()
-            .ok()?;
-        let Some(st) = json_lines(&out.stdout).into_iter().next() else {
-            continue;
-        };
-        if st.get("leader_id").and_then(|l| l.as_u64())
-            != st.get("node_id").and_then(|n| n.as_u64())
-        {
-            continue;
-        }
-        return st["groups"]
-            .as_array()?
-            .iter()
-            .find(|g| g["broker_name"] == GROUP)
-            .cloned();
-    }
-    None
-}
-
+/// The group's master and in-sync set as the controller leader has
+/// applied them.
 fn master_of(controllers: &str) -> Option<u64> {
-    group(controllers)?.get("master_id")?.as_u64()
+    common::controller_master(controllers, GROUP)
 }
 
 fn in_sync(controllers: &str) -> Vec<u64> {
-    group(controllers)
-        .and_then(|g| {
-            g["sync_state_set"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
-        })
-        .unwrap_or_default()
+    common::controller_in_sync(controllers, GROUP)
 }
 
 /// CommitLog ends by broker address (`admin cluster list`).

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{bin, free_port, json_lines, wait_listening, wait_until, KillOnDrop};
+use common::{bin, free_port, wait_listening, wait_until, KillOnDrop};
 use skylark::actors::controller::client::ControllerClient;
 use skylark::actors::controller::openraft::raft::{AppendEntriesRequest, VoteRequest};
 use skylark::actors::controller::openraft::Vote;
@@ -313,40 +313,17 @@ fn acl_controller_without_the_broker_credential_does_not_start() {
     }
 }
 
-/// The group as the controller leader has applied it (`admin controller
-/// status --json`, open with ACL on).
+/// The group as the controller leader has applied it.
 fn group(controllers: &str) -> Option<serde_json::Value> {
-    controllers.split(';').find_map(|addr| {
-        let out = Command::new(bin())
-            .args(["--log-level", "error", "admin", "--namesrv", "127.0.0.1:1"])
-            .args(["controller", "status", "--json", "--controller", addr])
-            .stdin(Stdio::null())
-            .output()
-            .ok()?;
-        let st = json_lines(&out.stdout).into_iter().next()?;
-        if st.get("leader_id")?.as_u64() != st.get("node_id")?.as_u64() {
-            return None;
-        }
-        st["groups"]
-            .as_array()?
-            .iter()
-            .find(|g| g["broker_name"] == GROUP)
-            .cloned()
-    })
+    common::controller_group(controllers, GROUP)
 }
 
 fn master_of(controllers: &str) -> Option<u64> {
-    group(controllers)?.get("master_id")?.as_u64()
+    common::controller_master(controllers, GROUP)
 }
 
 fn in_sync(controllers: &str) -> Vec<u64> {
-    group(controllers)
-        .and_then(|g| {
-            g["sync_state_set"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
-        })
-        .unwrap_or_default()
+    common::controller_in_sync(controllers, GROUP)
 }
 
 #[test]

@@ -266,6 +266,47 @@ pub fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Broker group `name` as the controller leader among `controllers`
+/// (`;`-separated) has applied it (`admin controller status --json`; open
+/// with ACL on). `None` while no controller answers as the leader.
+pub fn controller_group(controllers: &str, name: &str) -> Option<serde_json::Value> {
+    controllers.split(';').find_map(|addr| {
+        let out = Command::new(bin())
+            .args(["--log-level", "error", "admin", "--namesrv", "127.0.0.1:1"])
+            .args(["controller", "status", "--json", "--controller", addr])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        let st = json_lines(&out.stdout).into_iter().next()?;
+        if st.get("leader_id")?.as_u64() != st.get("node_id")?.as_u64() {
+            return None;
+        }
+        st["groups"]
+            .as_array()?
+            .iter()
+            .find(|g| g["broker_name"] == name)
+            .cloned()
+    })
+}
+
+/// The master's broker id of group `name` ([`controller_group`]).
+pub fn controller_master(controllers: &str, name: &str) -> Option<u64> {
+    controller_group(controllers, name)?
+        .get("master_id")?
+        .as_u64()
+}
+
+/// The in-sync set of group `name` ([`controller_group`]); empty if unknown.
+pub fn controller_in_sync(controllers: &str, name: &str) -> Vec<u64> {
+    controller_group(controllers, name)
+        .and_then(|g| {
+            g["sync_state_set"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+        })
+        .unwrap_or_default()
+}
+
 /// Kills (and reaps) a child process when dropped, so a failing test
 /// leaves no server behind.
 pub struct KillOnDrop(pub Child);

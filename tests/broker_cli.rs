@@ -348,6 +348,7 @@ fn namesrv_and_broker_as_separate_processes_with_conf_files() {
     std::fs::write(&bad, "port = \"not a number\"\n").unwrap();
     let out = Command::new(bin())
         .args(["broker", "-c"])
+        .envs(common::ROOMY_DISK)
         .arg(&bad)
         .output()
         .unwrap();
@@ -1110,6 +1111,7 @@ fn standalone_new_store_is_laptop_sized() {
     let (np, bp) = (common::free_port(), common::free_port());
     let child = Command::new(bin())
         .args(["--log-level", "warn", "standalone", "--data-dir"])
+        .envs(common::ROOMY_DISK)
         .arg(dir.path())
         .args([
             "--namesrv-port",
@@ -1158,6 +1160,7 @@ fn standalone_new_store_is_laptop_sized() {
     drop(child);
     let child = Command::new(bin())
         .args(["--log-level", "warn", "standalone", "--data-dir"])
+        .envs(common::ROOMY_DISK)
         .arg(dir.path())
         .args([
             "--namesrv-port",

@@ -1024,6 +1024,7 @@ impl LoggedStandalone {
         let log = dir.join("standalone.log");
         let mut child = Command::new(bin())
             .args(["--log-level", "info", "standalone", "--data-dir"])
+            .envs(common::ROOMY_DISK)
             .arg(dir.join("data"))
             .args(["--namesrv-port", &n.to_string()])
             .args(["--broker-port", &b.to_string()])

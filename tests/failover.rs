@@ -139,6 +139,7 @@ impl Broker {
     fn spawn(&mut self) {
         let mut child = Command::new(bin())
             .args(["--log-level", "warn", "broker", "--data-dir"])
+            .envs(common::ROOMY_DISK)
             .arg(&self.dir)
             .args(["--port", &self.port.to_string()])
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

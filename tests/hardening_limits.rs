@@ -36,6 +36,7 @@ impl Node {
         let (namesrv_port, broker_port) = ports.unwrap_or_else(|| (free_port(), free_port()));
         let mut cmd = Command::new(bin());
         cmd.args(["--log-level", "warn", "standalone", "--data-dir"])
+            .envs(common::ROOMY_DISK)
             .arg(dir)
             .args(["--namesrv-port", &namesrv_port.to_string()])
             .args(["--broker-port", &broker_port.to_string()])

@@ -10,13 +10,12 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{bin, free_port, wait_until, Standalone};
+use common::{bin, free_port, wait_until, Standalone, ROOMY_DISK};
 use prometheus_parse::{Scrape, Value};
 
 const TOPIC: &str = "MetricsTopic";
 const GROUP: &str = "metrics-group";
 /// Config lines that let a test write on a shared, nearly full disk.
-const ROOMY_DISK: &str = "[store]\ndisk_hard_limit_ratio = 0.99\n";
 /// Body bytes of every message produced (`--size`).
 const SIZE: usize = 10;
 
@@ -132,13 +131,7 @@ fn consume_exactly(namesrv: &str, broker: &str, per_queue: u64, metrics_port: u1
 fn metrics_show_exact_counts_latencies_lag_and_the_lag_alert() {
     let tmp = tempfile::tempdir().unwrap();
     let conf = tmp.path().join("broker.toml");
-    // The box's disk is shared and often past the default 90 % refusal
-    // ratio; this test is not about that.
-    std::fs::write(
-        &conf,
-        format!("metrics_lag_alert_threshold = 500\n{ROOMY_DISK}"),
-    )
-    .unwrap();
+    std::fs::write(&conf, "metrics_lag_alert_threshold = 500\n").unwrap();
     let port = free_port();
     let sa = Standalone::start(
         &tmp.path().join("data"),
@@ -271,6 +264,7 @@ fn a_taken_metrics_port_fails_the_start() {
     let port = taken.local_addr().unwrap().port();
     let out = Command::new(bin())
         .args(["--log-level", "warn", "standalone", "--data-dir"])
+        .envs(common::ROOMY_DISK)
         .arg(tmp.path())
         .args(["--namesrv-port", &free_port().to_string()])
         .args(["--broker-port", &free_port().to_string()])
@@ -303,16 +297,13 @@ fn other_paths_are_not_found() {
 #[test]
 fn the_disk_alert_fires_above_the_write_refusal_ratio() {
     let tmp = tempfile::tempdir().unwrap();
-    let conf = tmp.path().join("broker.toml");
-    std::fs::write(&conf, "[store]\ndisk_hard_limit_ratio = 0.01\n").unwrap();
     let port = free_port();
-    let _sa = Standalone::start(
+    let _sa = Standalone::start_env(
         &tmp.path().join("data"),
+        &["--metrics-port", &port.to_string()],
         &[
-            "-c",
-            conf.to_str().unwrap(),
-            "--metrics-port",
-            &port.to_string(),
+            ("SKYLARK_STORE__DISK_SOFT_LIMIT_RATIO", "0.01"),
+            ("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO", "0.01"),
         ],
     );
     let s = scrape(port).unwrap();
@@ -336,11 +327,7 @@ fn signal(pid: u32, sig: &str) {
 fn replication_lag_and_the_slave_alert_follow_a_frozen_slave() {
     let tmp = tempfile::tempdir().unwrap();
     let conf = tmp.path().join("broker.toml");
-    std::fs::write(
-        &conf,
-        format!("metrics_replication_stall_secs = 1\n{ROOMY_DISK}"),
-    )
-    .unwrap();
+    std::fs::write(&conf, "metrics_replication_stall_secs = 1\n").unwrap();
     let (mport, sport) = (free_port(), free_port());
     let sa = Standalone::start(
         &tmp.path().join("m"),
@@ -361,7 +348,7 @@ fn replication_lag_and_the_slave_alert_follow_a_frozen_slave() {
         .env("SKYLARK_BROKER_ID", "1")
         .env("SKYLARK_METRICS_PORT", sport.to_string())
         .env("SKYLARK_METRICS_REPLICATION_STALL_SECS", "1")
-        .env("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO", "0.99")
+        .envs(ROOMY_DISK)
         .env("SKYLARK_REGISTER_INTERVAL_SECS", "1")
         .env("SKYLARK_STORE__SEGMENT_SIZE", "67108864")
         .env_remove("SKYLARK_NAMESRV")

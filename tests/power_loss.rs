@@ -219,6 +219,7 @@ impl Node {
         let (namesrv_port, broker_port) = (free_port(), free_port());
         let child = Command::new(bin())
             .args(["--log-level", "warn", "standalone", "--data-dir"])
+            .envs(common::ROOMY_DISK)
             .arg(data_dir)
             .args(["--namesrv-port", &namesrv_port.to_string()])
             .args(["--broker-port", &broker_port.to_string()])

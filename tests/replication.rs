@@ -67,6 +67,7 @@ impl Broker {
     fn spawn(&mut self) {
         let child = Command::new(bin())
             .args(["--log-level", "error", "broker", "--namesrv", &self.namesrv])
+            .envs(common::ROOMY_DISK)
             .arg("--data-dir")
             .arg(&self.dir)
             .args(["--port", &self.port.to_string()])

@@ -305,6 +305,7 @@ fn rocketmq_compat_standalone_starts_when_default_remoting_port_is_taken() {
     let port = taken.local_addr().unwrap().port();
     let out = std::process::Command::new(bin())
         .args(["--log-level", "warn", "standalone", "--data-dir"])
+        .envs(common::ROOMY_DISK)
         .arg(dir.path().join("second"))
         .args(["--namesrv-port", &free_port().to_string()])
         .args(["--broker-port", &free_port().to_string()])

@@ -115,6 +115,7 @@ impl Cluster {
         let mut broker = Command::new(bin());
         broker
             .args(["--log-level", "warn", "broker", "--namesrv"])
+            .envs(common::ROOMY_DISK)
             .arg(format!("127.0.0.1:{namesrv_port}"))
             .args(["--port", &broker_port.to_string(), "--data-dir"])
             .arg(&data)

@@ -51,6 +51,7 @@ fn spawn_broker(port: u16, namesrv: &str, dir: &std::path::Path) -> KillOnDrop {
     let mut child = KillOnDrop(
         Command::new(bin())
             .args(["--log-level", "warn", "broker", "--namesrv", namesrv])
+            .envs(common::ROOMY_DISK)
             .arg("--data-dir")
             .arg(dir)
             .args(["--port", &port.to_string()])

@@ -98,6 +98,13 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Disk limits for test brokers: write refusal only when the disk is
+/// really full, so a busy shared disk does not fail unrelated tests.
+pub const ROOMY_DISK: [(&str, &str); 2] = [
+    ("SKYLARK_STORE__DISK_SOFT_LIMIT_RATIO", "0.99"),
+    ("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO", "0.999"),
+];
+
 /// A `skylark standalone` process.
 pub struct Standalone {
     pub child: Option<Child>,
@@ -105,17 +112,28 @@ pub struct Standalone {
     pub broker_port: u16,
     pub data_dir: PathBuf,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Standalone {
     /// Starts standalone on fresh ports in `data_dir` with extra flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Standalone {
+        Self::start_env(data_dir, extra, &[])
+    }
+
+    /// Like [`Standalone::start`], with extra `SKYLARK_*` environment; these
+    /// win over the harness's own (the disk limits below).
+    pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Standalone {
         let mut s = Standalone {
             child: None,
             namesrv_port: free_port(),
             broker_port: free_port(),
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         s.spawn();
         s
@@ -131,6 +149,11 @@ impl Standalone {
             // 64 MiB segments: each broker preallocates its active segment,
             // and many tests run at once on one disk.
             .env("SKYLARK_STORE__SEGMENT_SIZE", "67108864")
+            // The test disk is shared with builds and other machines' work:
+            // a nearly full disk must not refuse the writes of tests that
+            // are not about disk space (the default refuses above 90 %).
+            .envs(ROOMY_DISK)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

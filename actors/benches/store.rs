@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use actix::Arbiter;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use skylark_actors::message_store::{AppendMessage, FlushMode, Store, StoreConfig, UNFILTERED};
 use skylark_actors::storage::{PutMessages, Storage, StoredMessage};
-use skylark_actors::store::{AppendMessage, FlushMode, Store, StoreConfig, UNFILTERED};
 use slog::{o, Logger};
 
 const BATCH: usize = 32;

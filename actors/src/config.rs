@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::store::StoreConfig;
+use crate::message_store::StoreConfig;
 
 /// NameServer settings (`conf/namesrv.toml`).
 #[derive(Debug, Clone, Deserialize)]

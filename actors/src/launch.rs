@@ -33,7 +33,7 @@ use crate::transaction::Transaction;
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error("cannot open the store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::message_store::StoreError),
     #[error("cannot listen on {addr}: {err}")]
     Bind { addr: String, err: std::io::Error },
     #[error(transparent)]
@@ -267,7 +267,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         appends: storage
             .send(crate::storage::SubscribeAppends)
             .await
-            .map_err(|_| crate::store::StoreError::ShutDown)?,
+            .map_err(|_| crate::message_store::StoreError::ShutDown)?,
         acl: acl.clone(),
         tls: server_tls.clone(),
     };

@@ -22,7 +22,7 @@
 //! (`processor::coalesce`).
 //!
 //! [`processor`] turns wire requests into messages to those owners;
-//! [`remoting`] is the TCP plumbing; [`store`] is the plain-Rust storage
+//! [`remoting`] is the TCP plumbing; [`message_store`] is the plain-Rust storage
 //! engine the Storage actor drives; [`launch`] starts a whole broker or a NameServer;
 //! [`metrics`] serves Prometheus metrics.
 
@@ -40,20 +40,20 @@ pub mod live_settings;
 pub mod metrics;
 pub mod namesrv;
 pub use skylark_codec::persist;
+pub mod message_store;
 pub mod processor;
 pub mod read_cache;
 pub mod remoting;
 pub mod replicator;
 pub mod scheduler;
 pub mod storage;
-pub mod store;
 pub mod subscription_groups;
 pub mod tls;
 pub mod topic_queue;
 pub mod transaction;
 
+use message_store::StoreError;
 use skylark_codec::{ErrorCode, Handshake, HandshakeResponse, WireError};
-use store::StoreError;
 
 /// A message to an actor that is gone or overloaded.
 pub(crate) fn mailbox_error(e: actix::MailboxError) -> WireError {

@@ -48,11 +48,11 @@ use slog::{error, info, warn, Logger};
 use tokio::sync::oneshot;
 
 use crate::broker::{Broker, EnsureTopic, TopicsView};
+use crate::message_store::{decode, ReadResult, ReadStatus};
 use crate::persist;
 use crate::storage::{
     GetMessages, GetQueueOffsets, GetStorageStats, ReadAt, Storage, StoredMessage,
 };
-use crate::store::{decode, ReadResult, ReadStatus};
 use crate::topic_queue::Append;
 use delivery::delivery_copy;
 use levels::LevelOffsets;
@@ -560,7 +560,7 @@ impl Deliverer {
                         None => warn!(self.log, "timer record unreadable, dropped";
                             "offset" => e.physical_offset),
                     },
-                    Err(crate::store::StoreError::NoRecord(o)) => {
+                    Err(crate::message_store::StoreError::NoRecord(o)) => {
                         warn!(self.log, "timer record gone (retention), dropped"; "offset" => o)
                     }
                     Err(err) => return Err(err.to_string()),
@@ -788,10 +788,10 @@ mod tests {
             broker_id: 1,
             ..Default::default()
         };
-        config.store = crate::store::config::StoreConfig {
+        config.store = crate::message_store::config::StoreConfig {
             segment_size: 1 << 20,
             flush_interval_ms: 10,
-            ..crate::store::config::StoreConfig::new(dir.path())
+            ..crate::message_store::config::StoreConfig::new(dir.path())
         };
         let config = Arc::new(config);
         let log = Logger::root(slog::Discard, slog::o!());

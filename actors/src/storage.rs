@@ -45,7 +45,7 @@ use slog::{error, info, o, Logger};
 use tokio::sync::{oneshot, watch};
 
 use crate::filter::SqlFilter;
-use crate::store::{
+use crate::message_store::{
     AppendBatchResult, AppendMessage, AppendResult, FlushMode, FlushReply, QueueInfo, ReadResult,
     ReadStatus, RetentionReport, Store, StoreConfig, StoreError,
 };
@@ -126,7 +126,7 @@ impl StoredMessage {
         let mut properties = m.properties;
         if m.delay_level > 0 {
             properties.push((
-                crate::store::record::PROPERTY_DELAY.to_string(),
+                crate::message_store::record::PROPERTY_DELAY.to_string(),
                 m.delay_level.to_string(),
             ));
         }
@@ -495,7 +495,7 @@ impl Handler<PutGroups> for Storage {
         let mut start = 0;
         if let Some(store) = self.store.as_mut() {
             // One pwrite for every send of the batch, before anything reads
-            // or flushes (see `store::commit_log`, "Writes").
+            // or flushes (see `message_store::commit_log`, "Writes").
             store.defer_writes();
         }
         for &stop in &msg.ends {
@@ -691,7 +691,7 @@ impl Handler<Shutdown> for Storage {
 }
 
 /// Replication, master side: whole records of the CommitLog from `offset`
-/// (see [`crate::store::replica`]), with the CommitLog end.
+/// (see [`crate::message_store::replica`]), with the CommitLog end.
 #[derive(Message)]
 #[rtype(result = "Result<(Bytes, u64), StoreError>")]
 pub struct ReadCommitLog {
@@ -702,7 +702,7 @@ pub struct ReadCommitLog {
 /// Replication, slave side: append the master's bytes at `offset` and
 /// dispatch them.
 #[derive(Message)]
-#[rtype(result = "Result<crate::store::replica::ReplicaAppend, StoreError>")]
+#[rtype(result = "Result<crate::message_store::replica::ReplicaAppend, StoreError>")]
 pub struct AppendReplicated {
     pub offset: u64,
     pub data: Bytes,
@@ -719,7 +719,7 @@ impl Handler<ReadCommitLog> for Storage {
 }
 
 impl Handler<AppendReplicated> for Storage {
-    type Result = Result<crate::store::replica::ReplicaAppend, StoreError>;
+    type Result = Result<crate::message_store::replica::ReplicaAppend, StoreError>;
 
     fn handle(&mut self, m: AppendReplicated, _: &mut Self::Context) -> Self::Result {
         let r = self.store()?.append_replicated(m.offset, &m.data)?;
@@ -765,7 +765,7 @@ pub(crate) fn test_message(topic: &str, queue_id: u32, body: &'static [u8]) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{decode, ReadStatus};
+    use crate::message_store::{decode, ReadStatus};
 
     async fn put_get(mode: FlushMode) {
         let dir = tempfile::tempdir().unwrap();
@@ -798,7 +798,7 @@ mod tests {
             // Every put was answered only once durable. How many fsyncs
             // served them depends on this disk's fsync time against the
             // actor's per-put time; that one fsync serves many waiting
-            // requests is checked in `store::tests::sync_flush_group_commit`.
+            // requests is checked in `message_store::tests::sync_flush_group_commit`.
             assert!(stats.flushed_offset >= stats.max_physical_offset);
             assert!(stats.fsyncs >= 1);
         }
@@ -809,7 +809,7 @@ mod tests {
                 queue_offset: 0,
                 max_messages: 32,
                 max_bytes: 1 << 20,
-                tag_filter: Some(vec![crate::store::tag_hash("TagA")]),
+                tag_filter: Some(vec![crate::message_store::tag_hash("TagA")]),
                 sql_filter: None,
                 park: None,
             })

@@ -20,8 +20,8 @@ use skylark_codec::{ErrorCode, TopicConfig, WireError};
 use slog::Logger;
 
 use crate::config::BrokerConfig;
+use crate::message_store::AppendBatchResult;
 use crate::storage::{PutMessages, Storage, StoredMessage};
-use crate::store::AppendBatchResult;
 
 /// What request handlers may read of a topic without asking its owner:
 /// the actor and a snapshot of its config. Published (and replaced on

@@ -55,9 +55,9 @@ pub use records::{
 
 use crate::broker::{Broker, EnsureTopic, TopicsView};
 use crate::config::BrokerConfig;
+use crate::message_store::{decode, AppendBatchResult, StoreError};
 use crate::remoting::{wire, Connection, Push};
 use crate::storage::{PutMessages, ReadAt, Storage, StoredMessage};
-use crate::store::{decode, AppendBatchResult, StoreError};
 use crate::topic_queue::Append;
 
 /// Producers silent this long are not asked any more (RocketMQ: 120 s).

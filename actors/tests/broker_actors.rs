@@ -7,8 +7,8 @@ use bytes::Bytes;
 use skylark_actors::config::{BrokerConfig, NameServerConfig};
 use skylark_actors::launch::{start_broker, BrokerHandle};
 use skylark_actors::launch::{start_namesrv, NameServerHandle};
+use skylark_actors::message_store::record;
 use skylark_actors::remoting::RpcClient;
-use skylark_actors::store::record;
 use skylark_codec::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

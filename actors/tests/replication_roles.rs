@@ -146,7 +146,7 @@ async fn replication_roles_sync_master_statuses_and_slave_reads() {
         started.elapsed() < Duration::from_secs(5),
         "pull was not woken"
     );
-    let (rec, _) = skylark_actors::store::record::decode(&pulled.records).unwrap();
+    let (rec, _) = skylark_actors::message_store::record::decode(&pulled.records).unwrap();
     assert_eq!(rec.body, b"third");
     assert_eq!(
         r.msg_id,

@@ -10,9 +10,9 @@ use bytes::Bytes;
 use skylark_actors::config::{BrokerConfig, NameServerConfig};
 use skylark_actors::launch::start_broker;
 use skylark_actors::launch::start_namesrv;
+use skylark_actors::message_store::record;
 use skylark_actors::remoting::RpcClient;
 use skylark_actors::storage::{PutMessages, StoredMessage};
-use skylark_actors::store::record;
 use skylark_codec::*;
 
 fn log() -> slog::Logger {

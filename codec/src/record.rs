@@ -4,7 +4,7 @@
 //! A record is what the broker stores for one message and what it sends back
 //! as-is in pull responses, so the broker's store and the client both read
 //! it with [`decode`]; the writer (the store encodes straight into the mapped
-//! segment) is `skylark-actors`' `store::record`. All integers are big-endian:
+//! segment) is `skylark-actors`' `message_store::record`. All integers are big-endian:
 //!
 //! | offset | field | type |
 //! |---|---|---|

@@ -176,7 +176,7 @@ async fn by_id(
     print_all(&found, json)
 }
 
-const UNIQ_KEY: &str = skylark_actors::store::record::PROPERTY_UNIQ_KEY;
+const UNIQ_KEY: &str = skylark_actors::message_store::record::PROPERTY_UNIQ_KEY;
 
 /// `--broker`, or every master the NameServer knows.
 async fn target_brokers(

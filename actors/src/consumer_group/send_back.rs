@@ -15,7 +15,7 @@ use skylark_codec::{
     RETRY_TOPIC_PREFIX,
 };
 
-use crate::store::record::{DecodedMessage, PROPERTY_DELAY, PROPERTY_KEYS, PROPERTY_TAGS};
+use crate::message_store::record::{DecodedMessage, PROPERTY_DELAY, PROPERTY_KEYS, PROPERTY_TAGS};
 
 /// The highest delay level (2 h).
 pub const MAX_DELAY_LEVEL: u32 = 18;
@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn copy_keeps_content_and_records_origin() {
-        use crate::store::record::{decode, AppendMessage};
+        use crate::message_store::record::{decode, AppendMessage};
         let props = vec![("user".to_string(), "1".to_string())];
         let host: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
         let a = AppendMessage {
@@ -133,12 +133,12 @@ mod tests {
             prepared_tx_offset: 0,
         };
         let mut buf = vec![0u8; a.encoded_size()];
-        let at = crate::store::record::Placement {
+        let at = crate::message_store::record::Placement {
             queue_offset: 0,
             physical_offset: 0,
             store_timestamp: 1,
         };
-        crate::store::record::encode_into(&a, at, &mut buf);
+        crate::message_store::record::encode_into(&a, at, &mut buf);
         let (m, _) = decode(&buf).unwrap();
         let t = target("g", 0, 16);
         let c = copy_for(&m, "ID1", &t);

@@ -21,7 +21,7 @@
 //!
 //! A new master writes `(epoch, CommitLog end)` to its epoch file before
 //! it takes a single write; a slave whose log diverged from its master's
-//! (see [`crate::store::epoch`]) is relaunched after cutting the log back
+//! (see [`crate::message_store::epoch`]) is relaunched after cutting the log back
 //! to the last common epoch. A controller that cannot be reached changes
 //! nothing: the broker keeps its role (and a master whose slaves left it
 //! stops acknowledging `in_sync_ack` sends, see docs/failover.md).
@@ -41,9 +41,9 @@ use super::types::GroupInfo;
 use super::view::{RoleView, ViewState};
 use crate::config::{BrokerConfig, BrokerRole};
 use crate::launch::{start_broker, LaunchError};
+use crate::message_store::epoch;
 use crate::replicator::{InSyncSlaves, MasterAddrs, Replicator, SetRequiredSlaves};
 use crate::storage::{GetStorageStats, Storage};
-use crate::store::epoch;
 
 /// The role the controller's answer gives this broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -388,7 +388,7 @@ impl Driver {
             .storage
             .send(GetStorageStats)
             .await
-            .map_err(|_| crate::store::StoreError::ShutDown)?
+            .map_err(|_| crate::message_store::StoreError::ShutDown)?
             .max_physical_offset;
         let mut entries = self.view.get().epochs;
         if epoch::begin_epoch(&mut entries, epoch, end) {

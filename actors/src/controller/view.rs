@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-use crate::store::epoch::EpochEntry;
+use crate::message_store::epoch::EpochEntry;
 
 /// The state itself (a snapshot is cloned out).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

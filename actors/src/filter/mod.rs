@@ -6,7 +6,7 @@
 
 pub use skylark_codec::filter::*;
 
-use crate::store::{DecodedMessage, RecordFilter};
+use crate::message_store::{DecodedMessage, RecordFilter};
 
 /// The store runs the filter during a read: it decodes each record whose tag
 /// hash matched and asks the filter about its properties.
@@ -22,7 +22,7 @@ mod tests {
 
     #[test]
     fn a_stored_record_is_judged_by_its_tag_and_properties() {
-        use crate::store::record::{decode, encode_into, AppendMessage, Placement};
+        use crate::message_store::record::{decode, encode_into, AppendMessage, Placement};
         let props = vec![("a".to_string(), "6".to_string())];
         let msg = AppendMessage {
             tags: Some("A"),

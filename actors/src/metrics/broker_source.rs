@@ -32,10 +32,10 @@ use crate::broker::TopicsView;
 use crate::config::BrokerConfig;
 use crate::consumer_offsets::{ConsumerOffsets, SnapshotOffsets};
 use crate::group_registry::GroupsView;
+use crate::message_store::{DiskUsage, QueueInfo, StatvfsDiskUsage};
 use crate::replicator::{GetStatus, Replicator};
 use crate::scheduler::{GetScheduleStats, Scheduler};
 use crate::storage::{GetStorageStats, GetTopicPuts, ListQueues, Storage, StorageStats, TopicPuts};
-use crate::store::{DiskUsage, QueueInfo, StatvfsDiskUsage};
 use crate::transaction::{GetTransactionStats, Transaction};
 
 /// The owners a broker's scrape asks.

@@ -23,8 +23,8 @@ use actix::Addr;
 use skylark_codec::{ErrorCode, WireError};
 use tokio::sync::oneshot;
 
+use crate::message_store::{AppendBatchResult, StoreError};
 use crate::storage::{PutGroups, Storage, StoredMessage};
-use crate::store::{AppendBatchResult, StoreError};
 
 type Reply = oneshot::Sender<Result<AppendBatchResult, WireError>>;
 
@@ -139,8 +139,8 @@ async fn flush(storage: Addr<Storage>, sync_timeout: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message_store::{FlushMode, StoreConfig};
     use crate::storage::{test_message, GetStorageStats, Shutdown};
-    use crate::store::{FlushMode, StoreConfig};
     use actix::Arbiter;
     use slog::{o, Logger};
 

@@ -36,9 +36,9 @@ use crate::consumer_group::{
 };
 use crate::consumer_offsets::{CommitOffset, DeleteGroupOffsets, GroupOffsets, ListOffsetGroups};
 use crate::group_registry::{EnsureGroup, RemoveGroup};
+use crate::message_store::record;
 use crate::remoting::Connection;
 use crate::storage::{GetQueueOffsets, QueueOffsetByTime, ReadAt};
-use crate::store::record;
 use crate::subscription_groups::{RemoveSubscriptionGroup, UpdateSubscriptionGroup};
 
 fn group_ok(g: &str) -> Result<(), WireError> {

@@ -17,8 +17,8 @@ use tokio::sync::oneshot;
 
 use super::Shared;
 use crate::consumer_offsets::CommitOffset;
+use crate::message_store::{tag_hash, ReadResult, ReadStatus, Records};
 use crate::storage::GetMessages;
-use crate::store::{tag_hash, ReadResult, ReadStatus, Records};
 use crate::topic_queue::check_readable;
 
 /// Answers a pull: the response with `records` left empty, and the records

@@ -13,8 +13,8 @@ use skylark_codec::{
 use super::Shared;
 use crate::broker::{GetBrokerSettings, SetBrokerSetting};
 use crate::filter::SqlFilter;
+use crate::message_store::StoreError;
 use crate::storage::{QueryByKey, QueryByTime, QueueOffsetByTime, ReadAt};
-use crate::store::StoreError;
 
 /// Most messages one query answers.
 const MAX_QUERY_MESSAGES: u32 = 1024;
@@ -109,7 +109,7 @@ pub async fn by_id(
     match read {
         // An offset inside another record is not a message id.
         Ok(records)
-            if crate::store::decode(&records)
+            if crate::message_store::decode(&records)
                 .is_ok_and(|(m, _)| m.physical_offset == id.physical_offset) =>
         {
             Ok(QueryMessageResponse { count: 1, records })

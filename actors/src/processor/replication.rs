@@ -146,7 +146,7 @@ pub async fn status(
 /// and, on a SYNC_MASTER, after a slave has the batch.
 pub(super) async fn send_results(
     s: &Shared,
-    res: &crate::store::AppendBatchResult,
+    res: &crate::message_store::AppendBatchResult,
 ) -> Vec<SendResult> {
     let status = if res.flush_timed_out {
         SendStatus::FlushDiskTimeout

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use skylark_codec::{BrokerRuntime, ErrorCode, GetBrokerRuntimeRequest, WireError};
 
 use super::Shared;
+use crate::message_store::{DiskUsage, StatvfsDiskUsage};
 use crate::storage::GetStorageStats;
-use crate::store::{DiskUsage, StatvfsDiskUsage};
 use crate::transaction::GetTransactionStats;
 
 pub async fn runtime(

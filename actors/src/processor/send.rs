@@ -96,7 +96,7 @@ async fn store(
     store_with_reconsume(s, topic, queue_id, messages, peer, 0).await
 }
 
-/// [`store`] with the records' reconsume count set (a consumer's send-back
+/// [`message_store`] with the records' reconsume count set (a consumer's send-back
 /// to the retry or dead-letter topic).
 pub(super) async fn store_with_reconsume(
     s: &Shared,

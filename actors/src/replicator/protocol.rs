@@ -7,7 +7,7 @@
 //!   ack (sent after each chunk is applied and after each heartbeat).
 //! * master → slave: a 20-byte header — chunk start offset (`u64` BE), the
 //!   master's CommitLog end (`u64` BE), data length (`u32` BE) — then the
-//!   data: whole records of one segment (see [`crate::store::replica`]). A
+//!   data: whole records of one segment (see [`crate::message_store::replica`]). A
 //!   length of 0 is a heartbeat, sent when the master has had nothing new
 //!   for [`HEARTBEAT`].
 
@@ -198,7 +198,7 @@ pub async fn read_ident<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Ident> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EpochAnswer {
     Epochs {
-        entries: Vec<crate::store::epoch::EpochEntry>,
+        entries: Vec<crate::message_store::epoch::EpochEntry>,
         end: u64,
     },
     Refused(String),
@@ -255,7 +255,7 @@ pub async fn read_epochs<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<EpochAns
     for _ in 0..n {
         let epoch = read_offset(r).await?;
         let start_offset = read_offset(r).await?;
-        entries.push(crate::store::epoch::EpochEntry {
+        entries.push(crate::message_store::epoch::EpochEntry {
             epoch,
             start_offset,
         });
@@ -286,7 +286,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn ident_and_epochs_round_trip() {
-        use crate::store::epoch::EpochEntry;
+        use crate::message_store::epoch::EpochEntry;
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
         let ident = Ident {
             broker_id: 2,

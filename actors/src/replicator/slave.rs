@@ -27,8 +27,8 @@ use tokio::net::TcpStream;
 use super::protocol::{self, READ_TIMEOUT};
 use super::{GetMasterHa, Replicator, SlaveProgress, SyncSoon};
 use crate::broker::{Broker, LearnTopics, TopicsView};
+use crate::message_store::epoch::{self, EpochEntry};
 use crate::storage::{AppendReplicated, GetStorageStats, ListQueues, Storage};
-use crate::store::epoch::{self, EpochEntry};
 
 /// Pause between connection attempts.
 const RECONNECT: Duration = Duration::from_secs(1);

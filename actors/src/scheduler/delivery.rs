@@ -12,9 +12,9 @@ use super::levels::{
     SCHEDULE_TOPIC, TIMER_TOPIC,
 };
 use super::timer_index::TimerEntry;
+use crate::message_store::record::PROPERTY_DELAY;
+use crate::message_store::DecodedMessage;
 use crate::storage::StoredMessage;
-use crate::store::record::PROPERTY_DELAY;
-use crate::store::DecodedMessage;
 
 /// Where a delayed message waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,7 @@ pub fn timer_entry(d: &DecodedMessage<'_>) -> TimerEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::record::{encode_into, Placement};
+    use crate::message_store::record::{encode_into, Placement};
 
     fn message() -> StoredMessage {
         let host = "127.0.0.1:1".parse().unwrap();
@@ -148,7 +148,7 @@ mod tests {
         park(&mut m, Park::Level(2), 3);
         assert_eq!((&*m.topic, m.queue_id), (SCHEDULE_TOPIC, 1));
         let buf = round_trip(&m);
-        let (d, _) = crate::store::decode(&buf).unwrap();
+        let (d, _) = crate::message_store::decode(&buf).unwrap();
         assert_eq!(d.property("DELAY"), Some("2"));
         let (q, back) = delivery_copy(&d).unwrap();
         assert_eq!(q, 3);
@@ -167,7 +167,7 @@ mod tests {
         park(&mut m, Park::At(123_456), -1);
         assert_eq!((&*m.topic, m.queue_id), (TIMER_TOPIC, 0));
         let buf = round_trip(&m);
-        let (d, _) = crate::store::decode(&buf).unwrap();
+        let (d, _) = crate::message_store::decode(&buf).unwrap();
         assert_eq!(deliver_at(&d), 123_456);
         assert_eq!(delivery_copy(&d).unwrap().0, -1);
     }

@@ -17,7 +17,7 @@ pub use skylark_codec::message::{
 
 /// Properties the broker adds for scheduling and removes on delivery.
 pub const SCHEDULING_PROPERTIES: [&str; 4] = [
-    crate::store::record::PROPERTY_DELAY,
+    crate::message_store::record::PROPERTY_DELAY,
     PROPERTY_DELIVER_AT,
     PROPERTY_REAL_TOPIC,
     PROPERTY_REAL_QID,
@@ -76,8 +76,8 @@ pub fn delivered_properties<'a>(
     props
         .filter(|(k, _)| {
             !SCHEDULING_PROPERTIES.contains(k)
-                && *k != crate::store::record::PROPERTY_TAGS
-                && *k != crate::store::record::PROPERTY_KEYS
+                && *k != crate::message_store::record::PROPERTY_TAGS
+                && *k != crate::message_store::record::PROPERTY_KEYS
         })
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()

@@ -18,9 +18,9 @@ use skylark_codec::{
     PROPERTY_TRANSACTION_PREPARED,
 };
 
+use crate::message_store::record::{PROPERTY_KEYS, PROPERTY_TAGS};
+use crate::message_store::DecodedMessage;
 use crate::storage::StoredMessage;
-use crate::store::record::{PROPERTY_KEYS, PROPERTY_TAGS};
-use crate::store::DecodedMessage;
 
 /// Where half messages are stored (RocketMQ's name).
 pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
@@ -168,7 +168,7 @@ pub fn op_target(d: &DecodedMessage<'_>) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{decode, Store, StoreConfig};
+    use crate::message_store::{decode, Store, StoreConfig};
 
     fn host() -> SocketAddr {
         "127.0.0.1:10911".parse().unwrap()

@@ -21,8 +21,8 @@ use super::records::{
     committed_from, half_owner, op_record, op_target, real_destination, Decision, HALF_TOPIC,
     OP_TOPIC,
 };
+use crate::message_store::{decode, DecodedMessage, ReadStatus, StoreError};
 use crate::storage::{GetMessages, ListQueues, PutMessages, QueueOffsetByTime, Storage};
-use crate::store::{decode, DecodedMessage, ReadStatus, StoreError};
 
 /// The state on disk: decided halves from the op log, undecided ones from
 /// the half queue at and after `floor`.

@@ -12,8 +12,8 @@ use skylark_codec::{
 };
 
 use super::brokers::BrokerPool;
+use crate::message_store::record;
 use crate::namesrv::{GetClusterInfo, GetRouteInfo, NameServer};
-use crate::store::record;
 
 /// At most this many bytes of a body are shown.
 pub const BODY_SHOWN: usize = 4096;

@@ -144,7 +144,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::store::{AppendMessage, ReadStatus, StoreConfig, UNFILTERED};
+    use crate::message_store::{AppendMessage, ReadStatus, StoreConfig, UNFILTERED};
 
     fn logger() -> slog::Logger {
         slog::Logger::root(slog::Discard, slog::o!())

@@ -156,7 +156,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::store::commit_log::CommitLog;
+    use crate::message_store::commit_log::CommitLog;
 
     /// Pages of `path` in the page cache, from a mapping of its own
     /// (residency is per file, not per mapping).
@@ -189,7 +189,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Logger::root(slog::Discard, slog::o!());
         let seg = 32u64 << 20;
-        let path = dir.path().join(crate::store::mapped_file::file_name(0));
+        let path = dir
+            .path()
+            .join(crate::message_store::mapped_file::file_name(0));
         let pages =
             |from: u64| (from / page as u64) as usize..((from + AHEAD) / page as u64) as usize;
         let wait_populated = |from: u64| {

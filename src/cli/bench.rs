@@ -231,17 +231,29 @@ fn target_rate(a: &BenchArgs) -> Option<u64> {
     (a.rate > 0 && a.mode != BenchMode::Consume).then_some(a.rate)
 }
 
+/// What every mode runs with: the arguments, the counters the progress bar
+/// and the report read, and the arbiters (threads) its clients run on.
+struct Ctx<'a> {
+    a: &'a BenchArgs,
+    shared: &'a Arc<Shared>,
+    arbiters: Vec<Arbiter>,
+}
+
 async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let shared = Shared::new(a.count);
     let bar = progress_bar(a.count);
-    let mut arbiters = Vec::new();
+    let mut cx = Ctx {
+        a: &a,
+        shared: &shared,
+        arbiters: Vec::new(),
+    };
     let result = match a.mode {
-        BenchMode::Produce => produce(&a, &shared, &bar, &mut arbiters, true).await,
-        BenchMode::Consume => consume_backlog(&a, &shared, &bar, &mut arbiters).await,
-        BenchMode::E2e => e2e(&a, &shared, &bar, &mut arbiters).await,
+        BenchMode::Produce => produce(&mut cx, &bar, true).await,
+        BenchMode::Consume => consume_backlog(&mut cx, &bar).await,
+        BenchMode::E2e => e2e(&mut cx, &bar).await,
     };
     bar.finish_and_clear();
-    for arb in arbiters {
+    for arb in cx.arbiters {
         arb.stop();
     }
     let run = result?;
@@ -380,17 +392,11 @@ fn random_body(size: usize) -> Bytes {
 
 /// Runs the producers, open-loop with a rate, closed-loop without; with
 /// `record`, their request latencies are the result's histogram.
-async fn produce(
-    a: &BenchArgs,
-    shared: &Arc<Shared>,
-    bar: &ProgressBar,
-    arbiters: &mut Vec<Arbiter>,
-    record: bool,
-) -> anyhow::Result<Run> {
-    let mut run = if a.rate > 0 {
-        produce_paced(a, shared, bar, arbiters).await?
+async fn produce(cx: &mut Ctx<'_>, bar: &ProgressBar, record: bool) -> anyhow::Result<Run> {
+    let mut run = if cx.a.rate > 0 {
+        produce_paced(cx, bar).await?
     } else {
-        produce_closed(a, shared, bar, arbiters).await?
+        produce_closed(cx, bar).await?
     };
     if !record {
         run.hist.reset();
@@ -398,30 +404,53 @@ async fn produce(
     Ok(run)
 }
 
+/// What one producer client takes onto its arbiter.
+struct Client {
+    cfg: crate::client::ClientConfig,
+    group: String,
+    topic: String,
+    body: Bytes,
+    shared: Arc<Shared>,
+    /// e2e: every message carries its scheduled (or send) time.
+    stamp: bool,
+}
+
+impl Client {
+    fn new(a: &BenchArgs, body: &Bytes, shared: &Arc<Shared>) -> Client {
+        Client {
+            cfg: super::client_config(&a.namesrv),
+            group: a.group.clone(),
+            topic: a.topic.clone(),
+            body: body.clone(),
+            shared: shared.clone(),
+            stamp: a.mode == BenchMode::E2e,
+        }
+    }
+
+    /// On the client's arbiter: its producer and what it sends.
+    fn start(self, c: usize) -> anyhow::Result<(Producer, Rc<Load>, Arc<Shared>)> {
+        let producer = Producer::start(self.cfg, &format!("{}-{c}", self.group))?;
+        let load = Rc::new(Load {
+            topic: self.topic,
+            body: self.body,
+            stamp: self.stamp,
+        });
+        Ok((producer, load, self.shared))
+    }
+}
+
 /// Closed loop, as fast as possible: `--inflight` slots per client, each
 /// sending its next request when the previous one is answered.
-async fn produce_closed(
-    a: &BenchArgs,
-    shared: &Arc<Shared>,
-    bar: &ProgressBar,
-    arbiters: &mut Vec<Arbiter>,
-) -> anyhow::Result<Run> {
+async fn produce_closed(cx: &mut Ctx<'_>, bar: &ProgressBar) -> anyhow::Result<Run> {
+    let (a, shared) = (cx.a, cx.shared);
     let body = random_body(a.size);
     let started = Instant::now();
     let mut waits = Vec::new();
     for c in 0..a.clients {
-        let cfg = super::client_config(&a.namesrv);
-        let (group, topic, body, shared) = (
-            a.group.clone(),
-            a.topic.clone(),
-            body.clone(),
-            shared.clone(),
-        );
+        let client = Client::new(a, &body, shared);
         let (batch, inflight) = (a.batch, a.inflight.unwrap_or(1));
-        let stamp = a.mode == BenchMode::E2e;
-        waits.push(on_arbiter(arbiters, move || async move {
-            let producer = Producer::start(cfg, &format!("{group}-{c}"))?;
-            let load = Rc::new(Load { topic, body, stamp });
+        waits.push(on_arbiter(&mut cx.arbiters, move || async move {
+            let (producer, load, shared) = client.start(c)?;
             let slots = (0..inflight)
                 .map(|_| send_loop(producer.clone(), load.clone(), batch, shared.clone()));
             let mut hist = histogram()?;
@@ -501,38 +530,26 @@ async fn send_loop(
 
 /// Open loop at `--rate`: every client warms up (one unpaced send), then
 /// all get one schedule and send their share of it on time (`open_loop`).
-async fn produce_paced(
-    a: &BenchArgs,
-    shared: &Arc<Shared>,
-    bar: &ProgressBar,
-    arbiters: &mut Vec<Arbiter>,
-) -> anyhow::Result<Run> {
+async fn produce_paced(cx: &mut Ctx<'_>, bar: &ProgressBar) -> anyhow::Result<Run> {
+    let (a, shared) = (cx.a, cx.shared);
     let body = random_body(a.size);
     let window = open_loop::window(a.rate, a.batch, a.clients, a.inflight);
     let mut waits = Vec::new();
     let mut readies = Vec::new();
     let mut gos = Vec::new();
     for c in 0..a.clients {
-        let cfg = super::client_config(&a.namesrv);
-        let (group, topic, body, shared) = (
-            a.group.clone(),
-            a.topic.clone(),
-            body.clone(),
-            shared.clone(),
-        );
-        let stamp = a.mode == BenchMode::E2e;
+        let client = Client::new(a, &body, shared);
         let (ready_tx, ready_rx) = oneshot::channel::<()>();
         let (go_tx, go_rx) = oneshot::channel::<Arc<Plan>>();
         readies.push(ready_rx);
         gos.push(go_tx);
-        waits.push(on_arbiter(arbiters, move || async move {
-            let producer = Producer::start(cfg, &format!("{group}-{c}"))?;
+        waits.push(on_arbiter(&mut cx.arbiters, move || async move {
+            let (producer, load, shared) = client.start(c)?;
             producer
-                .send(&topic, MessageData::new("bench warm-up"))
+                .send(&load.topic, MessageData::new("bench warm-up"))
                 .await?;
             let _ = ready_tx.send(());
             let plan = go_rx.await?;
-            let load = Rc::new(Load { topic, body, stamp });
             open_loop::paced_client(producer, load, plan, c as u64, window, shared).await
         }));
     }
@@ -598,12 +615,8 @@ async fn queue_ranges(
 
 /// Reads the backlog: each client pulls its share of the queues from their
 /// min offset up to the max offset seen at start.
-async fn consume_backlog(
-    a: &BenchArgs,
-    shared: &Arc<Shared>,
-    bar: &ProgressBar,
-    arbiters: &mut Vec<Arbiter>,
-) -> anyhow::Result<Run> {
+async fn consume_backlog(cx: &mut Ctx<'_>, bar: &ProgressBar) -> anyhow::Result<Run> {
+    let (a, shared) = (cx.a, cx.shared);
     let probe = PullConsumer::start(super::client_config(&a.namesrv), &a.group)?;
     let ranges = queue_ranges(&probe, &a.topic).await?;
     let backlog: u64 = ranges
@@ -631,7 +644,7 @@ async fn consume_backlog(
         );
         // Large pulls: a backlog read is bounded by round trips, not bytes.
         let max = u32::try_from(a.batch.max(256)).unwrap_or(256);
-        waits.push(on_arbiter(arbiters, move || async move {
+        waits.push(on_arbiter(&mut cx.arbiters, move || async move {
             let consumer = PullConsumer::start(cfg, &group)?;
             let tasks = mine
                 .into_iter()
@@ -698,12 +711,8 @@ async fn drain_queue(
 /// Consumers long-poll from the end of every queue while producers send;
 /// the histogram holds arrival − stamped (scheduled or send) time per
 /// message, and the run lasts until the last arrival.
-async fn e2e(
-    a: &BenchArgs,
-    shared: &Arc<Shared>,
-    bar: &ProgressBar,
-    arbiters: &mut Vec<Arbiter>,
-) -> anyhow::Result<Run> {
+async fn e2e(cx: &mut Ctx<'_>, bar: &ProgressBar) -> anyhow::Result<Run> {
+    let (a, shared) = (cx.a, cx.shared);
     let consumer = PullConsumer::start(super::client_config(&a.namesrv), &a.group)?;
     let ranges = match queue_ranges(&consumer, &a.topic).await {
         Ok(r) => r,
@@ -736,7 +745,7 @@ async fn e2e(
         });
         tasks.push(rx);
     }
-    let sent = produce(a, shared, &ProgressBar::hidden(), arbiters, false).await;
+    let sent = produce(cx, &ProgressBar::hidden(), false).await;
     // Wait for the stragglers, or give up after a quiet period.
     let target = shared.done.load(Ordering::Relaxed);
     let mut last = received.done.load(Ordering::Relaxed);

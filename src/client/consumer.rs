@@ -277,30 +277,9 @@ impl PullConsumer {
                 .map_err(|e| ClientError::InvalidArgument(e.to_string()))?,
             None => None,
         };
-        let req = PullRequest {
-            consumer_group: self.group.to_string(),
-            topic: queue.topic.clone(),
-            queue_id: queue.queue_id,
-            queue_offset: offset,
-            max_messages: max.max(1),
-            max_bytes: MAX_PULL_BYTES,
-            suspend_timeout_ms: u64::try_from(suspend.as_millis()).unwrap_or(u64::MAX),
-            subscription: tags.as_ref().map(|t| t.join(" || ")),
-            sql: None,
-            commit_offset,
-        };
-        let resp = self
-            .pull_from_group(queue, &req, suspend + self.config.request_timeout)
-            .await?;
-        let messages = decode_records(&resp.records, &queue.broker_addr, tags.as_deref())?;
-        Ok(PullResult {
-            status: resp.status,
-            next_offset: resp.next_offset,
-            min_offset: resp.min_offset,
-            max_offset: resp.max_offset,
-            messages,
-            damaged: resp.damaged,
-        })
+        let filter = PullFilter { tags, sql: None };
+        self.pull_filtered(queue, offset, max, filter, suspend, commit_offset)
+            .await
     }
 
     /// Pulls with a SQL-92 property filter (`sql`, e.g. `"TAGS IN ('A')
@@ -318,6 +297,24 @@ impl PullConsumer {
     ) -> Result<PullResult> {
         skylark_codec::filter::validate(sql)
             .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+        let filter = PullFilter {
+            tags: None,
+            sql: Some(sql.to_string()),
+        };
+        self.pull_filtered(queue, offset, max, filter, suspend, commit_offset)
+            .await
+    }
+
+    /// One pull request with its broker-side filter.
+    async fn pull_filtered(
+        &self,
+        queue: &MessageQueue,
+        offset: u64,
+        max: u32,
+        filter: PullFilter,
+        suspend: Duration,
+        commit_offset: Option<u64>,
+    ) -> Result<PullResult> {
         let req = PullRequest {
             consumer_group: self.group.to_string(),
             topic: queue.topic.clone(),
@@ -326,14 +323,15 @@ impl PullConsumer {
             max_messages: max.max(1),
             max_bytes: MAX_PULL_BYTES,
             suspend_timeout_ms: u64::try_from(suspend.as_millis()).unwrap_or(u64::MAX),
-            subscription: None,
-            sql: Some(sql.to_string()),
+            subscription: filter.tags.as_ref().map(|t| t.join(" || ")),
+            sql: filter.sql,
             commit_offset,
         };
         let resp = self
             .pull_from_group(queue, &req, suspend + self.config.request_timeout)
             .await?;
-        let messages = decode_records(&resp.records, &queue.broker_addr, None)?;
+        // Tags are checked on this side too (see `decode_records`).
+        let messages = decode_records(&resp.records, &queue.broker_addr, filter.tags.as_deref())?;
         Ok(PullResult {
             status: resp.status,
             next_offset: resp.next_offset,
@@ -480,4 +478,11 @@ impl PullConsumer {
         }
         Ok(())
     }
+}
+
+/// The broker-side filter of one pull: tags (an `||` expression on the
+/// wire) or SQL-92.
+struct PullFilter {
+    tags: Option<Vec<String>>,
+    sql: Option<String>,
 }

@@ -293,6 +293,9 @@ fn namesrv_and_broker_as_separate_processes_with_conf_files() {
                 "--data-dir",
             ])
             .arg(dir.path())
+            // conf/broker.toml's 0.90 hard limit would refuse sends on a
+            // busy shared CI disk; the env layer overrides it.
+            .envs(common::ROOMY_DISK)
             .env("SKYLARK_STORE__FLUSH_MODE", "sync")
             .env("SKYLARK_DEFAULT_TOPIC_QUEUES", "2")
             // Any free HA port: port + 1 may belong to a parallel test.

@@ -52,7 +52,7 @@ struct State {
 }
 
 /// One assigned queue's cache and progress; shared by its puller and the
-/// consume workers.
+/// listener calls running on its batches.
 #[derive(Debug, Default)]
 pub struct ProcessQueue {
     state: Mutex<State>,

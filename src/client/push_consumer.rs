@@ -2,9 +2,12 @@
 //!
 //! RocketMQ's `DefaultMQPushConsumer` in actix terms. One long-polling
 //! puller task per assigned queue fills that queue's [`ProcessQueue`];
-//! batches go to a bounded pool of `consume_threads` workers that run the
-//! listener on tokio's blocking threads. Around that:
+//! batches go to one dispatcher that runs the listener on tokio's blocking
+//! threads, at most `consume_threads` calls at once. Around that:
 //!
+//! * **One owner**: a single task, the owner loop, rebalances, renews the
+//!   queue leases and commits offsets; nothing else changes the assignment
+//!   until it has ended (at shutdown), so none of this needs a lock.
 //! * **Rebalance** (clustering): every member asks a broker for the group's
 //!   members and allocates the topic's queues with the chosen
 //!   [`AllocateStrategy`] — at start, every `rebalance_interval` (20 s), and
@@ -225,10 +228,6 @@ struct Inner {
     local: Option<Arc<LocalOffsetStore>>,
     work_tx: mpsc::UnboundedSender<Work>,
     orderly_permits: Semaphore,
-    /// Held while queues are taken, released or their leases renewed.
-    ownership: tokio::sync::Mutex<()>,
-    /// Held while offsets are committed, so commits never reorder.
-    commit_lock: tokio::sync::Mutex<()>,
     /// Messages the brokers reported damaged and skipped (never delivered).
     damaged_skipped: AtomicU64,
 }
@@ -237,6 +236,8 @@ struct Inner {
 /// leave the group cleanly.
 pub struct PushConsumer {
     inner: Arc<Inner>,
+    /// The [`owner_loop`]; `shutdown` waits for it before the final release.
+    owner: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for PushConsumer {
@@ -318,10 +319,14 @@ impl PushConsumer {
     /// Stops pulling, waits for running listener calls (up to
     /// `release_timeout`), commits every queue's safe offset, releases the
     /// queue leases and leaves the group (the others rebalance at once).
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let inner = self.inner.clone();
         inner.stop.send_replace(true);
-        let _owning = inner.ownership.lock().await;
+        // The owner loop ends at its next await; after it, this is the only
+        // one changing the assignment.
+        if let Some(owner) = self.owner.take() {
+            let _ = owner.await;
+        }
         let queues: Vec<(MessageQueue, Arc<ProcessQueue>)> = inner.queues().drain().collect();
         inner.release(queues).await;
         for addr in inner.broker_addrs().await {
@@ -433,20 +438,15 @@ impl PushConsumerBuilder {
             stop,
             local,
             work_tx,
-            ownership: tokio::sync::Mutex::new(()),
-            commit_lock: tokio::sync::Mutex::new(()),
             damaged_skipped: AtomicU64::new(0),
         });
-        let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
-        for _ in 0..inner.opts.consume_threads {
-            actix::spawn(consume::worker(inner.clone(), work_rx.clone()));
-        }
+        actix::spawn(consume::dispatch(inner.clone(), work_rx));
         let pushes = PushReceiver {
             inner: Arc::downgrade(&inner),
         }
         .start()
         .recipient();
-        actix::spawn(rebalance_loop(inner.clone(), pushes.clone()));
+        let owner = actix::spawn(owner_loop(inner.clone(), pushes.clone()));
         actix::spawn(every(
             inner.clone(),
             inner.opts.heartbeat_interval,
@@ -455,22 +455,10 @@ impl PushConsumerBuilder {
                 async move { i.heartbeat(&p).await }
             },
         ));
-        actix::spawn(every(
-            inner.clone(),
-            inner.opts.commit_interval,
-            |i| async move { i.commit_all().await },
-        ));
-        if !inner.broadcasting() {
-            actix::spawn(every(
-                inner.clone(),
-                inner.opts.lock_renew_interval,
-                |i| async move {
-                    let _owning = i.ownership.lock().await;
-                    i.renew_leases().await;
-                },
-            ));
-        }
-        Ok(PushConsumer { inner })
+        Ok(PushConsumer {
+            inner,
+            owner: Some(owner),
+        })
     }
 }
 
@@ -520,12 +508,42 @@ where
     }
 }
 
-async fn rebalance_loop(inner: Arc<Inner>, pushes: Recipient<PushFrame>) {
+/// The one task that changes what this member owns and commits its
+/// progress: it rebalances (at start, on a broker push, a reset, the first
+/// send-back, and every `rebalance_interval`), renews the queue leases every
+/// `lock_renew_interval` and commits every `commit_interval`. Being the only
+/// one, it needs no lock: a renewal never takes back a queue a rebalance is
+/// releasing, and commits never reorder. It ends when the consumer stops;
+/// [`PushConsumer::shutdown`] then does the final release alone.
+async fn owner_loop(inner: Arc<Inner>, pushes: Recipient<PushFrame>) {
+    use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior};
     let mut stop = inner.stop.subscribe();
     inner.heartbeat(&pushes).await;
+    let ticker = |period: Duration| {
+        let mut t = interval_at(Instant::now() + period, period);
+        t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        t
+    };
+    let mut commit = ticker(inner.opts.commit_interval);
+    let mut renew = ticker(inner.opts.lock_renew_interval);
+    let mut next_rebalance = Instant::now();
     loop {
         if inner.is_stopped() {
             return;
+        }
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            _ = inner.rebalance.notified() => {}
+            _ = sleep_until(next_rebalance) => {}
+            _ = commit.tick() => {
+                inner.commit_all().await;
+                continue;
+            }
+            _ = renew.tick(), if !inner.broadcasting() => {
+                inner.renew_leases().await;
+                continue;
+            }
         }
         // A topic without a route yet, or a group whose member list does not
         // show us yet, is retried soon rather than at the next period.
@@ -541,11 +559,7 @@ async fn rebalance_loop(inner: Arc<Inner>, pushes: Recipient<PushFrame>) {
                 .rebalance_interval
                 .min(Duration::from_millis(500))
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = inner.rebalance.notified() => {}
-            _ = stop.changed() => return,
-        }
+        next_rebalance = Instant::now() + wait;
     }
 }
 

@@ -31,9 +31,8 @@ impl Inner {
     /// some topic could not be settled (no route, member list unknown, a
     /// queue another member has not released yet).
     pub(super) async fn rebalance(self: &Arc<Self>) -> bool {
-        // One change of ownership at a time: a lease renewal must not take
-        // back a queue this rebalance is releasing.
-        let _owning = self.ownership.lock().await;
+        // Called by the owner loop only (see `owner_loop`): one change of
+        // ownership at a time.
         if self.is_stopped() {
             return true;
         }
@@ -156,13 +155,10 @@ impl Inner {
         for (_, pq) in &queues {
             pq.wait_idle(deadline).await;
         }
-        {
-            // After any periodic commit in flight, never before it: an older
-            // offset must not land after the final one.
-            let _committing = self.commit_lock.lock().await;
-            for (q, pq) in &queues {
-                self.commit_final(q, pq).await;
-            }
+        // Commits run on the owner loop (or after it, at shutdown) only, so
+        // no periodic commit of an older offset can land after these.
+        for (q, pq) in &queues {
+            self.commit_final(q, pq).await;
         }
         self.persist_local().await;
         if !self.broadcasting() {
@@ -218,7 +214,6 @@ impl Inner {
 
     /// Commits every queue whose safe offset moved.
     pub(super) async fn commit_all(&self) {
-        let _committing = self.commit_lock.lock().await;
         let queues: Vec<(MessageQueue, Arc<ProcessQueue>)> = self
             .queues()
             .iter()

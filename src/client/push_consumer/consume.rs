@@ -1,62 +1,76 @@
 //! Pulling and consuming: one puller per assigned queue, the consume
-//! workers, and the orderly per-queue worker.
+//! dispatcher, and the orderly per-queue worker.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use skylark_codec::{PullStatus, PROPERTY_RETRY_TOPIC, RETRY_TOPIC_PREFIX};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::{ConsumeResult, Inner, Work};
 use crate::client::message::ReceivedMessage;
 use crate::client::process_queue::ProcessQueue;
 use crate::client::route::MessageQueue;
 
-/// One consume worker: takes batches in arrival order and runs the listener.
-pub(super) async fn worker(
-    inner: Arc<Inner>,
-    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Work>>>,
-) {
+/// The consume dispatcher, sole reader of the work queue: takes batches in
+/// arrival order and runs the listener on each, at most `consume_threads`
+/// at once (RocketMQ's consume thread pool).
+pub(super) async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Work>) {
     let mut stop = inner.stop.subscribe();
+    let slots = Arc::new(Semaphore::new(inner.opts.consume_threads));
     loop {
         let work = tokio::select! {
-            w = async { rx.lock().await.recv().await } => w,
+            w = rx.recv() => w,
             _ = stop.changed() => return,
         };
         let Some(w) = work else { return };
-        // A dropped queue's messages are its next owner's to deliver. The
-        // guard is held until the result is recorded, so a releasing member
-        // can wait for it and commit past what this call consumed.
-        let Some(_running) = w.pq.begin_consume() else {
-            continue;
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s,
+            _ = stop.changed() => return,
         };
-        let Some((msgs, result)) = run_listener(&inner, w.msgs).await else {
-            continue;
-        };
-        match result {
-            ConsumeResult::Success => w.pq.remove(msgs.iter().map(|m| m.queue_offset)),
-            ConsumeResult::Retry => {
-                // Clustering: hand each message back to the broker (retry
-                // topic, or the dead-letter topic after the maximum); what
-                // the broker does not take is retried here.
-                let mut local = Vec::new();
-                for mut m in msgs {
-                    if inner.send_back(&w.queue, &m).await {
-                        w.pq.remove([m.queue_offset]);
-                    } else {
-                        m.reconsume_times += 1;
-                        local.push(m);
-                    }
-                }
-                if !local.is_empty() {
-                    inner.redeliver_later(w.queue, w.pq, local, inner.opts.retry_delay);
+        let Ok(slot) = slot else { return };
+        let inner = inner.clone();
+        actix::spawn(async move {
+            consume(inner, w).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Runs the listener on one batch and records its result.
+async fn consume(inner: Arc<Inner>, w: Work) {
+    // A dropped queue's messages are its next owner's to deliver. The
+    // guard is held until the result is recorded, so a releasing member
+    // can wait for it and commit past what this call consumed.
+    let Some(_running) = w.pq.begin_consume() else {
+        return;
+    };
+    let Some((msgs, result)) = run_listener(&inner, w.msgs).await else {
+        return;
+    };
+    match result {
+        ConsumeResult::Success => w.pq.remove(msgs.iter().map(|m| m.queue_offset)),
+        ConsumeResult::Retry => {
+            // Clustering: hand each message back to the broker (retry
+            // topic, or the dead-letter topic after the maximum); what
+            // the broker does not take is retried here.
+            let mut local = Vec::new();
+            for mut m in msgs {
+                if inner.send_back(&w.queue, &m).await {
+                    w.pq.remove([m.queue_offset]);
+                } else {
+                    m.reconsume_times += 1;
+                    local.push(m);
                 }
             }
-            ConsumeResult::Suspend(d) => {
-                w.pq.suspend(Instant::now() + d);
-                inner.redeliver_later(w.queue, w.pq, msgs, d);
+            if !local.is_empty() {
+                inner.redeliver_later(w.queue, w.pq, local, inner.opts.retry_delay);
             }
+        }
+        ConsumeResult::Suspend(d) => {
+            w.pq.suspend(Instant::now() + d);
+            inner.redeliver_later(w.queue, w.pq, msgs, d);
         }
     }
 }
@@ -211,7 +225,7 @@ pub(super) async fn consume_orderly(
             let Ok(_permit) = inner.orderly_permits.acquire().await else {
                 return;
             };
-            // Held until the result is recorded (see `worker`).
+            // Held until the result is recorded (see `consume`).
             let Some(running) = pq.begin_consume() else {
                 return;
             };

@@ -1,5 +1,6 @@
-//! RocketMQ remoting protocol on the NameServer (issue 17, first slice):
-//! a real `skylark standalone` with `--namesrv-remoting-port`, raw TCP
+//! RocketMQ remoting protocol on the NameServer and the Broker (issue 17):
+//! a real `skylark standalone` with `--namesrv-remoting-port` and
+//! `--broker-remoting-port`, raw TCP
 //! connections, RocketMQ `RemotingCommand` frames encoded by hand here (JSON
 //! and ROCKETMQ binary headers) and the answers checked field by field.
 
@@ -92,17 +93,47 @@ fn body_json(cmd: &RemotingCommand) -> serde_json::Value {
 }
 
 fn start() -> (tempfile::TempDir, Standalone, u16) {
+    let (dir, node, port, _) = start_both();
+    (dir, node, port)
+}
+
+/// A standalone with both remoting ports and one queue per new topic;
+/// answers the NameServer's and the Broker's remoting ports.
+fn start_both() -> (tempfile::TempDir, Standalone, u16, u16) {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let node = Standalone::start(
+    let (port, bport) = (free_port(), free_port());
+    let node = Standalone::start_env(
         dir.path(),
         &[
             "--namesrv-remoting-port",
             &port.to_string(),
+            "--broker-remoting-port",
+            &bport.to_string(),
             "--no-dashboard",
         ],
+        &[("SKYLARK_DEFAULT_TOPIC_QUEUES", "1")],
     );
-    (dir, node, port)
+    wait_listening_port(bport);
+    (dir, node, port, bport)
+}
+
+fn wait_listening_port(port: u16) {
+    assert!(
+        wait_until(Duration::from_secs(30), || TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "the broker's remoting port {port} never listened"
+    );
+}
+
+/// `frame` with a body after the header.
+fn with_body(mut f: Vec<u8>, body: &[u8]) -> Vec<u8> {
+    let total = i32::from_be_bytes([f[0], f[1], f[2], f[3]]) + body.len() as i32;
+    f[..4].copy_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(body);
+    f
 }
 
 #[test]
@@ -134,7 +165,9 @@ fn rocketmq_compat_namesrv_answers_route_and_cluster_in_both_codecs() {
     assert_eq!(brokers.len(), 1, "{j}");
     assert_eq!(brokers[0]["brokerName"], "standalone");
     assert!(brokers[0]["cluster"].is_string());
-    assert_eq!(brokers[0]["brokerAddrs"]["0"], node.broker());
+    // The broker is named at its RocketMQ remoting address.
+    let remoting_broker = brokers[0]["brokerAddrs"]["0"].as_str().unwrap().to_string();
+    assert_ne!(remoting_broker, node.broker(), "{j}");
     let queues = j["queueDatas"].as_array().unwrap();
     assert_eq!(queues.len(), 1, "{j}");
     assert_eq!(queues[0]["brokerName"], "standalone");
@@ -174,7 +207,7 @@ fn rocketmq_compat_namesrv_answers_route_and_cluster_in_both_codecs() {
         assert_eq!((a.code, a.opaque), (0, 4));
         let c = body_json(&a);
         let group = &c["brokerAddrTable"]["standalone"];
-        assert_eq!(group["brokerAddrs"]["0"], node.broker(), "{c}");
+        assert_eq!(group["brokerAddrs"]["0"], remoting_broker.as_str(), "{c}");
         let cluster = group["cluster"].as_str().unwrap();
         assert_eq!(c["clusterAddrTable"][cluster][0], "standalone", "{c}");
     }
@@ -357,4 +390,226 @@ fn rocketmq_compat_unfinished_frame_is_closed_after_frame_read_timeout() {
     // A connection with no frame begun is only subject to the idle timeout.
     let a = quiet.call(&whole).unwrap();
     assert_eq!((a.code, a.opaque), (0, 1));
+}
+
+fn ext<'a>(a: &'a RemotingCommand, k: &str) -> &'a str {
+    a.ext(k)
+        .unwrap_or_else(|| panic!("answer has no {k}: {a:?}"))
+}
+
+#[test]
+fn rocketmq_compat_broker_send_pull_offsets_cross_both_protocols() {
+    use skylark::codec::remoting::message::decode_stored_all;
+    let (_dir, node, ns_port, bport) = start_both();
+    // A Skylark client's message first (it also creates the topic).
+    let out = node.cli(&[
+        "produce",
+        "--topic",
+        "RmqX",
+        "--body",
+        "from-skylark",
+        "--tag",
+        "TagS",
+        "--key",
+        "ks",
+    ]);
+    assert!(out.status.success(), "produce: {out:?}");
+    // The route a RocketMQ client gets names the broker's remoting port.
+    let mut ns = Conn::open(ns_port);
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            ns.call(&json_request(105, 1, &[("topic", "RmqX")]))
+                .is_some_and(|a| {
+                    a.code == 0
+                        && body_json(&a)["brokerDatas"][0]["brokerAddrs"]["0"]
+                            == format!("127.0.0.1:{bport}").as_str()
+                })
+        }),
+        "the route never named 127.0.0.1:{bport}"
+    );
+
+    // SEND_MESSAGE_V2 (short keys), binary header, properties as RocketMQ
+    // writes them.
+    let mut b = Conn::open(bport);
+    let props = "TAGS\u{1}TagR\u{2}KEYS\u{1}kr\u{2}UNIQ_KEY\u{1}C0A80001000000000001\u{2}color\u{1}red\u{2}";
+    let born = "1700000000000";
+    let send = with_body(
+        binary_request(
+            310,
+            21,
+            &[
+                ("a", "PG"),
+                ("b", "RmqX"),
+                ("c", "TBW102"),
+                ("d", "4"),
+                ("e", "0"),
+                ("f", "0"),
+                ("g", born),
+                ("h", "0"),
+                ("i", props),
+                ("j", "0"),
+                ("k", "false"),
+            ],
+        ),
+        b"from-rocketmq",
+    );
+    let a = b.call(&send).expect("a send answer");
+    assert_eq!((a.code, a.opaque), (0, 21), "{a:?}");
+    assert_eq!(ext(&a, "queueId"), "0");
+    assert_eq!(ext(&a, "queueOffset"), "1");
+    let msg_id = ext(&a, "msgId").to_string();
+    assert_eq!(msg_id.len(), 32, "RocketMQ's offsetMsgId: {msg_id}");
+
+    // PULL_MESSAGE, JSON header: both messages in RocketMQ's stored layout.
+    let pull = |c: &mut Conn, opaque: i32, offset: &str, sub: &str, extra: &[(&str, &str)]| {
+        let mut f = vec![
+            ("consumerGroup", "RG"),
+            ("topic", "RmqX"),
+            ("queueId", "0"),
+            ("queueOffset", offset),
+            ("maxMsgNums", "32"),
+            ("sysFlag", "0"),
+            ("commitOffset", "0"),
+            ("suspendTimeoutMillis", "0"),
+            ("subscription", sub),
+            ("subVersion", "0"),
+            ("expressionType", "TAG"),
+        ];
+        for (k, v) in extra {
+            f.retain(|(fk, _)| fk != k);
+            f.push((k, v));
+        }
+        c.call(&json_request(11, opaque, &f))
+            .expect("a pull answer")
+    };
+    let a = pull(&mut b, 22, "0", "*", &[]);
+    assert_eq!((a.code, a.opaque), (0, 22), "{a:?}");
+    assert_eq!(ext(&a, "nextBeginOffset"), "2");
+    assert_eq!(ext(&a, "minOffset"), "0");
+    assert_eq!(ext(&a, "maxOffset"), "2");
+    assert_eq!(ext(&a, "suggestWhichBrokerId"), "0");
+    let msgs = decode_stored_all(&a.body).expect("RocketMQ stored messages");
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[0].body, b"from-skylark");
+    assert_eq!(msgs[0].property("TAGS"), Some("TagS"));
+    assert_eq!(msgs[0].property("KEYS"), Some("ks"));
+    let r = &msgs[1];
+    assert_eq!(r.body, b"from-rocketmq");
+    assert_eq!(
+        (r.topic.as_str(), r.queue_id, r.queue_offset),
+        ("RmqX", 0, 1)
+    );
+    assert_eq!(r.property("TAGS"), Some("TagR"));
+    assert_eq!(r.property("KEYS"), Some("kr"));
+    assert_eq!(r.property("color"), Some("red"));
+    assert_eq!(r.property("UNIQ_KEY"), Some("C0A80001000000000001"));
+    assert_eq!(r.born_timestamp, 1_700_000_000_000);
+    assert_eq!(
+        r.offset_msg_id(),
+        msg_id,
+        "the message id resolves to the stored record"
+    );
+
+    // A tag the messages do not carry: nothing is returned.
+    let a = pull(&mut b, 23, "0", "NoSuchTag", &[]);
+    assert!(matches!(a.code, 19 | 20), "{a:?}");
+    assert!(a.body.is_empty());
+    // SQL92 on a user property, filtered on the broker.
+    let a = pull(
+        &mut b,
+        24,
+        "0",
+        "color = 'red'",
+        &[("expressionType", "SQL92")],
+    );
+    assert_eq!(a.code, 0, "{a:?}");
+    let msgs = decode_stored_all(&a.body).unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].body, b"from-rocketmq");
+    // Long polling at the end of the queue answers PULL_NOT_FOUND once the
+    // suspend time is over.
+    let a = pull(
+        &mut b,
+        25,
+        "2",
+        "*",
+        &[("sysFlag", "2"), ("suspendTimeoutMillis", "200")],
+    );
+    assert_eq!((a.code, a.opaque), (19, 25), "{a:?}");
+
+    // Offsets: not found before a commit, the committed one after.
+    let q = json_request(
+        14,
+        26,
+        &[("consumerGroup", "RG"), ("topic", "RmqX"), ("queueId", "0")],
+    );
+    assert_eq!(b.call(&q).unwrap().code, 22);
+    let a = b
+        .call(&json_request(
+            15,
+            27,
+            &[
+                ("consumerGroup", "RG"),
+                ("topic", "RmqX"),
+                ("queueId", "0"),
+                ("commitOffset", "2"),
+            ],
+        ))
+        .unwrap();
+    assert_eq!((a.code, a.opaque), (0, 27), "{a:?}");
+    let a = b.call(&q).unwrap();
+    assert_eq!((a.code, ext(&a, "offset")), (0, "2"));
+    for (code, want) in [(30, "2"), (31, "0")] {
+        let a = b
+            .call(&binary_request(
+                code,
+                28,
+                &[("topic", "RmqX"), ("queueId", "0")],
+            ))
+            .unwrap();
+        assert_eq!((a.code, ext(&a, "offset")), (0, want), "{a:?}");
+    }
+    let a = b
+        .call(&json_request(
+            29,
+            29,
+            &[("topic", "RmqX"), ("queueId", "0"), ("timestamp", "0")],
+        ))
+        .unwrap();
+    assert_eq!((a.code, ext(&a, "offset")), (0, "0"), "{a:?}");
+
+    // Bad input: a missing field is a typed error, an unknown code 3; the
+    // connection stays usable.
+    let a = b.call(&json_request(11, 30, &[("topic", "RmqX")])).unwrap();
+    assert_eq!(a.code, 13, "{a:?}");
+    assert!(a.remark.unwrap().contains("consumerGroup"));
+    let a = b.call(&binary_request(999, 31, &[])).unwrap();
+    assert_eq!(a.code, 3);
+    assert!(a.remark.unwrap().contains("not supported"));
+
+    // The RocketMQ client's message reaches a Skylark consumer intact.
+    let out = node.cli(&[
+        "consume",
+        "--topic",
+        "RmqX",
+        "--group",
+        "SkyG",
+        "--from",
+        "first",
+        "--count",
+        "2",
+        "--idle-timeout",
+        "20",
+        "--json",
+    ]);
+    assert!(out.status.success(), "consume: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("from-rocketmq"))
+        .unwrap_or_else(|| panic!("no RocketMQ message in {text}"));
+    let j: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(j["tags"], "TagR", "{j}");
+    assert_eq!(j["keys"], "kr", "{j}");
+    assert!(line.contains("red"), "{line}");
 }

@@ -307,6 +307,7 @@ impl Broker {
             broker_id: self.config.broker_id,
             broker_addr: self.config.advertised(),
             ha_addr: self.config.ha_advertised(),
+            remoting_addr: self.config.remoting_advertised(),
             topics: topics
                 .into_iter()
                 .map(|t| permission::registered(t, self.live.broker_permission()))

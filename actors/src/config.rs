@@ -230,6 +230,9 @@ pub struct BrokerConfig {
     /// Metrics (docs/metrics.md): serve `GET /metrics` on this port of
     /// `listen_host`; absent = off.
     pub metrics_port: Option<u16>,
+    /// RocketMQ remoting protocol (docs/rocketmq-compat.md): port of
+    /// `listen_host` for unmodified RocketMQ clients; absent = off.
+    pub remoting_port: Option<u16>,
     /// `skylark_alert_consumer_lag` is 1 while a group's lag on a topic is
     /// above this many messages; 0 = no lag alert.
     pub metrics_lag_alert_threshold: u64,
@@ -363,6 +366,7 @@ impl Default for BrokerConfig {
             inflight_low_water: 128,
             buffered_answer_budget_bytes: 256 << 20,
             metrics_port: None,
+            remoting_port: None,
             metrics_lag_alert_threshold: 100_000,
             metrics_replication_stall_secs: 30,
             acl_enabled: false,
@@ -468,6 +472,17 @@ impl BrokerConfig {
         self.advertised_addr
             .clone()
             .unwrap_or_else(|| format!("{}:{}", self.listen_host, self.port))
+    }
+
+    /// The RocketMQ remoting address published to the NameServers: the
+    /// advertised host with `remoting_port`, if that is set.
+    pub fn remoting_advertised(&self) -> Option<String> {
+        let host = self
+            .advertised_addr
+            .as_deref()
+            .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
+            .unwrap_or_else(|| self.listen_host.clone());
+        self.remoting_port.map(|p| format!("{host}:{p}"))
     }
 }
 

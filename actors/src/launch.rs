@@ -62,6 +62,8 @@ pub struct BrokerHandle {
     broker_arbiter: Arbiter,
     /// The ACL file's watcher (ACL on): stopped with the broker.
     acl_watcher: Option<crate::acl::AclWatcherHandle>,
+    /// The RocketMQ remoting listener, when `remoting_port` is set.
+    rocketmq: Option<remoting::rocketmq::RemotingListenerHandle>,
     log: Logger,
 }
 
@@ -71,10 +73,16 @@ impl BrokerHandle {
         self.server.local_addr
     }
 
+    /// The RocketMQ remoting address, when `remoting_port` is set.
+    pub fn remoting_addr(&self) -> Option<SocketAddr> {
+        self.rocketmq.as_ref().map(|r| r.local_addr)
+    }
+
     /// Graceful stop: stop accepting, unregister, persist offsets, flush and
     /// checkpoint the store.
     pub async fn shutdown(mut self) {
         self.server.stop_accepting();
+        self.rocketmq.take();
         if let Some(m) = self.metrics.take() {
             m.stop().await;
         }
@@ -316,9 +324,32 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         acl,
     };
     let opts = config.serve_options();
+    let service = BrokerService::new(shared);
+    let rocketmq = match config.remoting_port {
+        Some(port) => {
+            if config.acl_enabled || config.tls_mode == crate::tls::TlsMode::Enforcing {
+                return Err(LaunchError::Config(
+                    "remoting_port is not supported yet with acl_enabled or tls_mode = enforcing \
+                     (it would bypass them; docs/rocketmq-compat.md)"
+                        .into(),
+                ));
+            }
+            Some(
+                remoting::rocketmq::start(
+                    &config.listen_host,
+                    port,
+                    service.rocketmq_answer(),
+                    service.rocketmq_limits(),
+                    log.clone(),
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
     let server = remoting::server::serve_tls(
         listener,
-        BrokerService::new(shared),
+        service,
         opts,
         workers.iter().map(|w| w.handle()).collect(),
         server_tls,
@@ -338,6 +369,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         offsets_arbiter,
         broker_arbiter,
         acl_watcher,
+        rocketmq,
         log,
     })
 }

@@ -6,7 +6,8 @@
 //! to each other: each one's table is rebuilt from registrations alone.
 //!
 //! Messages answered: [`RegisterBroker`], [`UnregisterBroker`],
-//! [`GetRouteInfo`], [`GetClusterInfo`], [`GetTopicList`] (+ the scan tick).
+//! [`GetRouteInfo`], [`GetClusterInfo`], [`GetTopicList`], [`GetRemotingAddrs`]
+//! (+ the scan tick).
 //! With `dashboard_port` set it also serves the web [`dashboard`]; with
 //! `remoting_port` set, RocketMQ's remoting protocol ([`rocketmq`]).
 
@@ -82,6 +83,19 @@ pub struct GetRouteInfo(pub String);
 #[derive(Message)]
 #[rtype(result = "ClusterInfo")]
 pub struct GetClusterInfo;
+
+/// Skylark address → RocketMQ remoting address of the live brokers that
+/// serve one ([`rocketmq`] routes name those).
+#[derive(Message)]
+#[rtype(result = "std::collections::HashMap<String, String>")]
+pub struct GetRemotingAddrs;
+
+impl Handler<GetRemotingAddrs> for NameServer {
+    type Result = MessageResult<GetRemotingAddrs>;
+    fn handle(&mut self, _: GetRemotingAddrs, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.route.remoting_addrs())
+    }
+}
 
 /// Every topic with a live master.
 #[derive(Message)]

@@ -1,4 +1,4 @@
-//! The NameServer's RocketMQ remoting listener (issue 17, first slice):
+//! The NameServer's RocketMQ remoting listener (issue 17):
 //! unmodified RocketMQ clients pointed at `remoting_port` with their usual
 //! `namesrvAddr` get their routes from the same [`NameServer`] actor that
 //! Skylark clients ask.
@@ -11,74 +11,40 @@
 //! uses the header codec (JSON or ROCKETMQ binary) of its request; oneway
 //! requests get no answer; responses sent to us are ignored.
 //!
-//! A frame that cannot be decoded (bad length, over 16 MiB, bad header)
-//! closes that one connection, as RocketMQ's `NettyDecoder` does: nothing
-//! after a broken frame can be trusted to start a frame. A connection silent
-//! for `connection_idle_secs` is closed, and so is one whose begun frame is
-//! not complete within `frame_read_timeout_ms` (slowloris); above
-//! `max_connections` open remoting connections a new one is closed at once.
+//! Framing, limits and connection handling are the shared listener's
+//! ([`crate::remoting::rocketmq`]; `connection_idle_secs`,
+//! `frame_read_timeout_ms`, `max_connections` of the NameServer config).
 //!
-//! The routes name the brokers' Skylark addresses: brokers have no remoting
-//! port yet (docs/rocketmq-compat.md).
+//! Routes and cluster info name each broker at the remoting address it
+//! registered (`remoting_port` of the broker); brokers without one are left
+//! out, since a RocketMQ client cannot speak to their Skylark port.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use actix::Addr;
-use futures::{SinkExt, StreamExt};
-use skylark_codec::remoting::{
-    request, response, route, RemotingCodec, RemotingCommand, RemotingError,
-};
-use slog::{debug, info, warn, Logger};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use skylark_codec::remoting::{request, response, route, RemotingCommand};
+use slog::Logger;
 
-use super::{GetClusterInfo, GetRouteInfo, GetTopicList, NameServer};
+use super::{GetClusterInfo, GetRemotingAddrs, GetRouteInfo, GetTopicList, NameServer};
 use crate::config::NameServerConfig;
+pub use crate::remoting::rocketmq::{RemotingLimits, RemotingListenerHandle};
 
 /// The port `skylark standalone` serves RocketMQ remoting on unless told
 /// otherwise. No default of ours uses it (NameServer 9876, controllers
-/// 9881-9883, brokers 109x1/109x2, dashboard 8088, metrics 5557).
+/// 9881-9883, brokers 109x1/109x2, dashboard 8088, metrics 5557, the
+/// standalone broker's remoting port 9887).
 pub const STANDALONE_PORT: u16 = 9886;
 
-/// Limits of the listener, from [`NameServerConfig`].
-#[derive(Debug, Clone)]
-pub struct RemotingLimits {
-    pub max_frame_size: usize,
-    pub max_connections: usize,
-    pub idle: Duration,
-    /// A begun frame must be complete within this.
-    pub frame_read: Duration,
-}
-
 impl RemotingLimits {
+    /// The NameServer's limits.
     pub fn of(config: &NameServerConfig) -> Self {
-        RemotingLimits {
-            max_frame_size: config
-                .max_frame_size
-                .min(skylark_codec::remoting::DEFAULT_MAX_FRAME_SIZE),
-            max_connections: config.max_connections,
-            idle: Duration::from_secs(config.connection_idle_secs.max(1)),
-            frame_read: Duration::from_millis(config.frame_read_timeout_ms.max(1)),
-        }
-    }
-}
-
-/// The running listener; dropping it stops accepting.
-pub struct RemotingListenerHandle {
-    /// The address actually bound (useful with port 0).
-    pub local_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for RemotingListenerHandle {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+        RemotingLimits::new(
+            config.max_frame_size,
+            config.max_connections,
+            config.connection_idle_secs,
+            config.frame_read_timeout_ms,
+        )
     }
 }
 
@@ -91,106 +57,31 @@ pub async fn start(
     limits: RemotingLimits,
     log: Logger,
 ) -> std::io::Result<RemotingListenerHandle> {
-    let listener = TcpListener::bind((host, port)).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot listen for RocketMQ remoting on {host}:{port}: {e}"),
-        )
-    })?;
-    let local_addr = listener.local_addr()?;
-    let log = log.new(slog::o!("listener" => "rocketmq-remoting"));
-    info!(log, "RocketMQ remoting listener"; "addr" => %local_addr);
-    let (tx, mut rx) = oneshot::channel();
-    let open = Arc::new(AtomicUsize::new(0));
-    actix::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = &mut rx => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        if open.load(Ordering::Relaxed) >= limits.max_connections {
-                            warn!(log, "too many remoting connections, closing"; "peer" => %peer);
-                            continue;
-                        }
-                        open.fetch_add(1, Ordering::Relaxed);
-                        let (ns, limits, log, open) =
-                            (ns.clone(), limits.clone(), log.clone(), open.clone());
-                        actix::spawn(async move {
-                            serve_connection(stream, peer, ns, &limits, &log).await;
-                            open.fetch_sub(1, Ordering::Relaxed);
-                        });
-                    }
-                    Err(e) => {
-                        warn!(log, "remoting accept failed"; "error" => %e);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-            }
-        }
+    let answer: crate::remoting::rocketmq::Answer = Rc::new(move |req, _peer| {
+        let ns = ns.clone();
+        Box::pin(async move { answer(&ns, &req).await })
     });
-    Ok(RemotingListenerHandle {
-        local_addr,
-        stop: Some(tx),
-    })
+    crate::remoting::rocketmq::start(host, port, answer, limits, log).await
 }
 
-/// Reads requests until the peer leaves, goes idle or sends a broken frame.
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    ns: Addr<NameServer>,
-    limits: &RemotingLimits,
-    log: &Logger,
-) {
-    let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
-    let mut reader = FramedRead::new(r, RemotingCodec::new(limits.max_frame_size));
-    let mut writer = FramedWrite::new(w, RemotingCodec::new(limits.max_frame_size));
-    // Wake at least every half frame timeout to check both deadlines; a
-    // cancelled `next()` loses nothing (the bytes stay in the read buffer).
-    let tick = (limits.frame_read / 2).clamp(Duration::from_millis(1), limits.idle);
-    let mut last_frame = Instant::now();
-    let mut partial_since: Option<Instant> = None;
-    loop {
-        let req = match tokio::time::timeout(tick, reader.next()).await {
-            Err(_) => {
-                let now = Instant::now();
-                if reader.read_buffer().is_empty() {
-                    partial_since = None;
-                    if now.duration_since(last_frame) >= limits.idle {
-                        debug!(log, "idle remoting connection closed"; "peer" => %peer);
-                        return;
-                    }
-                } else if now.duration_since(*partial_since.get_or_insert(now)) >= limits.frame_read
-                {
-                    warn!(log, "remoting frame not completed in time, closing"; "peer" => %peer);
-                    return;
-                }
-                continue;
-            }
-            Ok(None) => return,
-            Ok(Some(Err(e))) => {
-                warn!(log, "bad remoting frame, closing the connection"; "peer" => %peer, "error" => %e);
-                return;
-            }
-            Ok(Some(Ok(req))) => req,
-        };
-        last_frame = Instant::now();
-        partial_since = None;
-        if req.is_response() {
-            continue;
-        }
-        let resp = answer(&ns, &req).await;
-        if req.is_oneway() {
-            continue;
-        }
-        if let Err(e) = writer.send(resp).await {
-            if !matches!(e, RemotingError::Io(_)) {
-                warn!(log, "cannot encode a remoting answer"; "peer" => %peer, "error" => %e);
-            }
-            return;
-        }
+/// Rewrites a route for RocketMQ clients: each broker is listed at its
+/// remoting address; a broker without a remoting port is left out (a
+/// RocketMQ client could not talk to it).
+fn remoting_route(
+    mut r: route::TopicRouteData,
+    remoting: &HashMap<String, String>,
+) -> route::TopicRouteData {
+    for b in &mut r.broker_datas {
+        remote_addrs(b, remoting);
     }
+    r
+}
+
+fn remote_addrs(b: &mut route::BrokerData, remoting: &HashMap<String, String>) {
+    b.broker_addrs = std::mem::take(&mut b.broker_addrs)
+        .into_iter()
+        .filter_map(|(id, a)| remoting.get(&a).map(|r| (id, r.clone())))
+        .collect();
 }
 
 /// The answer to one request.
@@ -203,10 +94,14 @@ pub async fn answer(ns: &Addr<NameServer>, req: &RemotingCommand) -> RemotingCom
                     Some("the request header has no 'topic' field".into()),
                 );
             };
+            let remoting = ns.send(GetRemotingAddrs).await.unwrap_or_default();
             match ns.send(GetRouteInfo(topic.to_string())).await {
                 Ok(Some(r)) => req
                     .response_to(response::SUCCESS, None)
-                    .with_body(route::to_json(&route::TopicRouteData::from(&r))),
+                    .with_body(route::to_json(&remoting_route(
+                        route::TopicRouteData::from(&r),
+                        &remoting,
+                    ))),
                 Ok(None) => req.response_to(
                     response::TOPIC_NOT_EXIST,
                     Some(format!(
@@ -217,9 +112,15 @@ pub async fn answer(ns: &Addr<NameServer>, req: &RemotingCommand) -> RemotingCom
             }
         }
         request::GET_BROKER_CLUSTER_INFO => match ns.send(GetClusterInfo).await {
-            Ok(c) => req
-                .response_to(response::SUCCESS, None)
-                .with_body(route::to_json(&route::ClusterInfo::from(&c))),
+            Ok(c) => {
+                let remoting = ns.send(GetRemotingAddrs).await.unwrap_or_default();
+                let mut c = route::ClusterInfo::from(&c);
+                for b in c.broker_addr_table.values_mut() {
+                    remote_addrs(b, &remoting);
+                }
+                req.response_to(response::SUCCESS, None)
+                    .with_body(route::to_json(&c))
+            }
             Err(e) => unavailable(req, e),
         },
         request::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => match ns.send(GetTopicList).await {
@@ -273,6 +174,7 @@ mod tests {
             broker_name: "b1".into(),
             broker_id: id,
             broker_addr: addr.into(),
+            remoting_addr: Some(format!("r{addr}")),
             topics: topics.iter().map(|t| TopicConfig::new(*t, 4)).collect(),
             data_version: 1,
             ..Default::default()
@@ -313,7 +215,7 @@ mod tests {
         let j = json(&a);
         assert_eq!(
             j["brokerDatas"][0]["brokerAddrs"],
-            serde_json::json!({"0": "h:1", "1": "h:2"})
+            serde_json::json!({"0": "rh:1", "1": "rh:2"})
         );
         assert_eq!(j["brokerDatas"][0]["cluster"], "c1");
         assert_eq!(j["queueDatas"][0]["readQueueNums"], 4);
@@ -326,7 +228,7 @@ mod tests {
         .await;
         let j = json(&a);
         assert_eq!(j["clusterAddrTable"]["c1"], serde_json::json!(["b1"]));
-        assert_eq!(j["brokerAddrTable"]["b1"]["brokerAddrs"]["1"], "h:2");
+        assert_eq!(j["brokerAddrTable"]["b1"]["brokerAddrs"]["1"], "rh:2");
 
         let a = answer(
             &ns,

@@ -25,6 +25,8 @@ struct Live {
     broker_name: String,
     broker_id: u64,
     ha_addr: Option<String>,
+    /// Its RocketMQ remoting address, if it serves one.
+    remoting_addr: Option<String>,
     /// The broker's topics as of this version are in the table.
     data_version: u64,
 }
@@ -115,6 +117,7 @@ impl RouteInfo {
                 broker_name: req.broker_name.clone(),
                 broker_id: req.broker_id,
                 ha_addr: req.ha_addr.clone(),
+                remoting_addr: req.remoting_addr.clone(),
                 data_version: req.data_version,
             },
         );
@@ -268,6 +271,15 @@ impl RouteInfo {
     /// Number of live broker addresses.
     pub fn live_brokers(&self) -> usize {
         self.live.len()
+    }
+
+    /// Skylark address → RocketMQ remoting address, of every live broker
+    /// that serves one.
+    pub fn remoting_addrs(&self) -> std::collections::HashMap<String, String> {
+        self.live
+            .iter()
+            .filter_map(|(a, l)| Some((a.clone(), l.remoting_addr.clone()?)))
+            .collect()
     }
 }
 

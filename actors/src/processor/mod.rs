@@ -15,6 +15,7 @@ mod offset;
 mod pull;
 mod query;
 mod replication;
+pub mod rocketmq;
 mod runtime;
 mod send;
 mod transaction;

@@ -12,10 +12,14 @@
 //!   without the broker), re-exported here for the broker's own outgoing
 //!   connections.
 //!
+//! * [`rocketmq`] is the listener for RocketMQ's own remoting protocol
+//!   (NameServer and Broker each give it their answer function).
+//!
 //! Nothing here knows what a command means; the NameServer and Broker each
 //! implement [`Service`].
 
 pub mod connection;
+pub mod rocketmq;
 pub mod server;
 pub mod wire;
 

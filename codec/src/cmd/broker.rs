@@ -84,6 +84,11 @@ pub struct RegisterBrokerRequest {
     pub broker_addr: String,
     /// Address slaves replicate from, for a master.
     pub ha_addr: Option<String>,
+    /// Address of the broker's RocketMQ remoting port, if it serves one
+    /// (the NameServer names it in routes for RocketMQ clients). Absent
+    /// from older brokers.
+    #[serde(default)]
+    pub remoting_addr: Option<String>,
     /// All topics hosted by the broker (`Full`), the changed ones
     /// (`Delta`), none (`Heartbeat`).
     pub topics: Vec<TopicConfig>,

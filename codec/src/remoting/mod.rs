@@ -34,6 +34,7 @@ mod error;
 mod frame;
 mod header_binary;
 mod header_json;
+pub mod message;
 pub mod route;
 
 use std::collections::BTreeMap;

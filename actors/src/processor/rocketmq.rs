@@ -1,0 +1,358 @@
+//! The Broker's answers to RocketMQ remoting requests (issue 17,
+//! docs/rocketmq-compat.md): each request is translated into the Skylark
+//! request of the same meaning and run by the same handler a Skylark client
+//! reaches, so messages, offsets and filters are shared by both protocols.
+//!
+//! Answered: SEND_MESSAGE (10), SEND_MESSAGE_V2 (310, short header keys
+//! `a`–`m`), PULL_MESSAGE (11, long polling with `suspendTimeoutMillis`, tag
+//! or SQL92 `subscription`, piggy-backed commit; the body is the messages in
+//! RocketMQ's stored-message layout), QUERY_CONSUMER_OFFSET (14),
+//! UPDATE_CONSUMER_OFFSET (15), SEARCH_OFFSET_BY_TIMESTAMP (29),
+//! GET_MAX_OFFSET (30), GET_MIN_OFFSET (31). Any other code gets
+//! REQUEST_CODE_NOT_SUPPORTED (3) with a remark.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use skylark_codec::message::{PROPERTY_DELAY, PROPERTY_DELIVER_AT, PROPERTY_KEYS, PROPERTY_TAGS};
+use skylark_codec::remoting::message::{encode_stored, parse_properties, SYSFLAG_COMPRESSED};
+use skylark_codec::remoting::{request, response, RemotingCommand};
+use skylark_codec::{
+    CommitOffsetRequest, ErrorCode, GetQueueOffsetsRequest, MessageData, PullRequest, PullStatus,
+    QueryOffsetRequest, SearchOffsetByTimeRequest, SendRequest, SendStatus, WireError,
+};
+
+use super::{offset, pull, query, send, BrokerService, Shared};
+use crate::remoting::rocketmq::{Answer, RemotingLimits};
+
+/// The broker remoting port `skylark standalone` serves unless told
+/// otherwise (its NameServer's is 9886; no other default of ours uses it).
+pub const STANDALONE_PORT: u16 = 9887;
+
+impl BrokerService {
+    /// The answer function of the broker's RocketMQ remoting listener.
+    pub fn rocketmq_answer(&self) -> Answer {
+        let s = self.shared.clone();
+        Rc::new(move |req, peer| {
+            let s = s.clone();
+            Box::pin(async move { answer(s, req, peer).await })
+        })
+    }
+
+    /// The listener's limits, from the broker config.
+    pub fn rocketmq_limits(&self) -> RemotingLimits {
+        let c = &self.shared.config;
+        RemotingLimits::new(
+            c.max_frame_size,
+            c.max_connections,
+            c.connection_idle_secs,
+            c.frame_read_timeout_ms,
+        )
+    }
+}
+
+/// The answer to one request.
+pub async fn answer(s: Arc<Shared>, req: RemotingCommand, peer: SocketAddr) -> RemotingCommand {
+    let result = match req.code {
+        request::SEND_MESSAGE | request::SEND_MESSAGE_V2 => send_message(s, &req, peer).await,
+        request::PULL_MESSAGE => pull_message(s, &req).await,
+        request::QUERY_CONSUMER_OFFSET => query_offset(s, &req).await,
+        request::UPDATE_CONSUMER_OFFSET => update_offset(s, &req).await,
+        request::GET_MAX_OFFSET | request::GET_MIN_OFFSET => queue_offset(s, &req).await,
+        request::SEARCH_OFFSET_BY_TIMESTAMP => search_offset(s, &req).await,
+        other => Ok(req.response_to(
+            response::REQUEST_CODE_NOT_SUPPORTED,
+            Some(format!(
+                "request code {other} is not supported by the Skylark broker \
+                 (docs/rocketmq-compat.md)"
+            )),
+        )),
+    };
+    result.unwrap_or_else(|e| req.response_to(code_of(e.code), Some(e.message)))
+}
+
+/// RocketMQ's response code for a Skylark error.
+fn code_of(code: ErrorCode) -> i32 {
+    match code {
+        ErrorCode::Busy | ErrorCode::DiskFull => response::SYSTEM_BUSY,
+        ErrorCode::TopicNotFound => response::TOPIC_NOT_EXIST,
+        ErrorCode::MessageTooLarge | ErrorCode::BadRequest => response::MESSAGE_ILLEGAL,
+        ErrorCode::NotMaster => response::SERVICE_NOT_AVAILABLE,
+        ErrorCode::FlushDiskTimeout => response::FLUSH_DISK_TIMEOUT,
+        ErrorCode::FlushSlaveTimeout => response::FLUSH_SLAVE_TIMEOUT,
+        ErrorCode::SlaveNotAvailable => response::SLAVE_NOT_AVAILABLE,
+        ErrorCode::PermissionDenied | ErrorCode::AuthFailed => response::NO_PERMISSION,
+        ErrorCode::InvalidFilter => response::SUBSCRIPTION_PARSE_FAILED,
+        ErrorCode::GroupNotFound => response::SUBSCRIPTION_GROUP_NOT_EXIST,
+        _ => response::SYSTEM_ERROR,
+    }
+}
+
+fn bad(msg: String) -> WireError {
+    WireError::new(ErrorCode::BadRequest, msg)
+}
+
+/// A header field, by its long name or (SEND_MESSAGE_V2) its short one.
+fn field<'a>(req: &'a RemotingCommand, long: &str, short: &str) -> Option<&'a str> {
+    req.ext(long).or_else(|| {
+        (req.code == request::SEND_MESSAGE_V2)
+            .then(|| req.ext(short))
+            .flatten()
+    })
+}
+
+fn required<'a>(req: &'a RemotingCommand, long: &str, short: &str) -> Result<&'a str, WireError> {
+    field(req, long, short).ok_or_else(|| bad(format!("the request header has no '{long}' field")))
+}
+
+fn number<T: std::str::FromStr>(
+    req: &RemotingCommand,
+    long: &str,
+    short: &str,
+) -> Result<Option<T>, WireError> {
+    field(req, long, short)
+        .map(|v| {
+            v.trim()
+                .parse()
+                .map_err(|_| bad(format!("header field '{long}' is not a number: {v:?}")))
+        })
+        .transpose()
+}
+
+fn required_number<T: std::str::FromStr>(
+    req: &RemotingCommand,
+    long: &str,
+) -> Result<T, WireError> {
+    number(req, long, "")?.ok_or_else(|| bad(format!("the request header has no '{long}' field")))
+}
+
+/// SEND_MESSAGE (10) / SEND_MESSAGE_V2 (310): one message.
+async fn send_message(
+    s: Arc<Shared>,
+    req: &RemotingCommand,
+    peer: SocketAddr,
+) -> Result<RemotingCommand, WireError> {
+    if number::<u8>(req, "batch", "m")?.unwrap_or(0) != 0
+        || field(req, "batch", "m") == Some("true")
+    {
+        return Err(bad(
+            "batch sends (SEND_BATCH_MESSAGE) are not supported yet (docs/rocketmq-compat.md)"
+                .into(),
+        ));
+    }
+    let producer_group = required(req, "producerGroup", "a")?.to_string();
+    let topic = required(req, "topic", "b")?.to_string();
+    let queue_id: i32 = number(req, "queueId", "e")?.unwrap_or(-1);
+    let sys_flag: i32 = number(req, "sysFlag", "f")?.unwrap_or(0);
+    let mut message = MessageData {
+        flag: number(req, "flag", "h")?.unwrap_or(0),
+        born_timestamp: number(req, "bornTimestamp", "g")?.unwrap_or(0),
+        body: body_of(&req.body, sys_flag)?,
+        ..MessageData::default()
+    };
+    for (k, v) in parse_properties(field(req, "properties", "i").unwrap_or("")) {
+        match k.as_str() {
+            PROPERTY_TAGS => message.tags = Some(v),
+            PROPERTY_KEYS => message.keys = Some(v),
+            PROPERTY_DELAY => {
+                message.delay_level = v
+                    .parse()
+                    .map_err(|_| bad(format!("property DELAY is not a level: {v:?}")))?
+            }
+            PROPERTY_DELIVER_AT => {
+                message.deliver_at_ms = Some(v.parse().map_err(|_| {
+                    bad(format!(
+                        "property {PROPERTY_DELIVER_AT} is not a time: {v:?}"
+                    ))
+                })?)
+            }
+            _ => message.properties.push((k, v)),
+        }
+    }
+    let r = send::send_one(
+        s,
+        SendRequest {
+            producer_group,
+            topic,
+            queue_id,
+            message,
+        },
+        peer,
+    )
+    .await?;
+    let code = match r.status {
+        SendStatus::SendOk => response::SUCCESS,
+        SendStatus::FlushDiskTimeout => response::FLUSH_DISK_TIMEOUT,
+        SendStatus::FlushSlaveTimeout => response::FLUSH_SLAVE_TIMEOUT,
+        SendStatus::SlaveNotAvailable => response::SLAVE_NOT_AVAILABLE,
+    };
+    let mut resp = req.response_to(code, None);
+    resp.ext_fields.insert("msgId".into(), r.msg_id);
+    resp.ext_fields
+        .insert("queueId".into(), r.queue_id.to_string());
+    resp.ext_fields
+        .insert("queueOffset".into(), r.queue_offset.to_string());
+    resp.ext_fields
+        .insert("MSG_REGION".into(), "DefaultRegion".into());
+    resp.ext_fields.insert("TRACE_ON".into(), "false".into());
+    Ok(resp)
+}
+
+/// The stored body: RocketMQ clients zlib-compress large bodies (sys flag
+/// bit 0); Skylark stores them uncompressed so both protocols read them.
+fn body_of(body: &Bytes, sys_flag: i32) -> Result<Bytes, WireError> {
+    if sys_flag & SYSFLAG_COMPRESSED == 0 {
+        return Ok(body.clone());
+    }
+    let mut out = Vec::with_capacity(body.len() * 4);
+    flate2::read::ZlibDecoder::new(&body[..])
+        .take(skylark_codec::DEFAULT_MAX_FRAME_SIZE as u64)
+        .read_to_end(&mut out)
+        .map_err(|e| bad(format!("the compressed body does not inflate: {e}")))?;
+    Ok(out.into())
+}
+
+/// PULL_MESSAGE (11).
+async fn pull_message(s: Arc<Shared>, req: &RemotingCommand) -> Result<RemotingCommand, WireError> {
+    const FLAG_COMMIT_OFFSET: i32 = 0x1;
+    const FLAG_SUSPEND: i32 = 0x2;
+    let sys_flag: i32 = number(req, "sysFlag", "")?.unwrap_or(0);
+    let expression = field(req, "subscription", "").map(str::to_string);
+    let is_sql = field(req, "expressionType", "").is_some_and(|t| t.eq_ignore_ascii_case("SQL92"));
+    let (subscription, sql) = if is_sql {
+        (None, expression)
+    } else {
+        (expression, None)
+    };
+    let commit: u64 = number(req, "commitOffset", "")?.unwrap_or(0);
+    let r = PullRequest {
+        consumer_group: required(req, "consumerGroup", "")?.to_string(),
+        topic: required(req, "topic", "")?.to_string(),
+        queue_id: required_number(req, "queueId")?,
+        queue_offset: required_number(req, "queueOffset")?,
+        max_messages: number(req, "maxMsgNums", "")?.unwrap_or(32),
+        max_bytes: number(req, "maxMsgBytes", "")?.unwrap_or(s.config.max_pull_bytes),
+        suspend_timeout_ms: if sys_flag & FLAG_SUSPEND != 0 {
+            number(req, "suspendTimeoutMillis", "")?.unwrap_or(0)
+        } else {
+            0
+        },
+        subscription,
+        sql,
+        commit_offset: (sys_flag & FLAG_COMMIT_OFFSET != 0 && commit > 0).then_some(commit),
+    };
+    let (p, tail) = pull::pull(s, r).await?;
+    let code = match p.status {
+        PullStatus::Found => response::SUCCESS,
+        PullStatus::NoNewMessage => response::PULL_NOT_FOUND,
+        PullStatus::NoMatchedMessage => response::PULL_RETRY_IMMEDIATELY,
+        PullStatus::OffsetIllegal => response::PULL_OFFSET_MOVED,
+    };
+    let mut body = BytesMut::new();
+    for chunk in std::iter::once(&p.records).chain(tail.iter()) {
+        let mut at = 0;
+        while at < chunk.len() {
+            let (m, used) = skylark_codec::record::decode(&chunk[at..])
+                .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
+            encode_stored(&m, &mut body)
+                .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
+            at += used.max(1);
+        }
+    }
+    let mut resp = req.response_to(code, None).with_body(body.freeze());
+    let ext = &mut resp.ext_fields;
+    ext.insert("nextBeginOffset".into(), p.next_offset.to_string());
+    ext.insert("minOffset".into(), p.min_offset.to_string());
+    ext.insert("maxOffset".into(), p.max_offset.to_string());
+    ext.insert(
+        "suggestWhichBrokerId".into(),
+        if p.suggest_slave { "1" } else { "0" }.into(),
+    );
+    Ok(resp)
+}
+
+/// QUERY_CONSUMER_OFFSET (14): QUERY_NOT_FOUND when the group never
+/// committed on the queue.
+async fn query_offset(s: Arc<Shared>, req: &RemotingCommand) -> Result<RemotingCommand, WireError> {
+    let r = offset::query(
+        s,
+        QueryOffsetRequest {
+            group: required(req, "consumerGroup", "")?.to_string(),
+            topic: required(req, "topic", "")?.to_string(),
+            queue_id: required_number(req, "queueId")?,
+        },
+    )
+    .await?;
+    Ok(match r.offset {
+        Some(o) => {
+            let mut resp = req.response_to(response::SUCCESS, None);
+            resp.ext_fields.insert("offset".into(), o.to_string());
+            resp
+        }
+        None => req.response_to(
+            response::QUERY_NOT_FOUND,
+            Some("Not found, maybe this group consumer boot first".into()),
+        ),
+    })
+}
+
+/// UPDATE_CONSUMER_OFFSET (15).
+async fn update_offset(
+    s: Arc<Shared>,
+    req: &RemotingCommand,
+) -> Result<RemotingCommand, WireError> {
+    offset::commit(
+        s,
+        CommitOffsetRequest {
+            group: required(req, "consumerGroup", "")?.to_string(),
+            topic: required(req, "topic", "")?.to_string(),
+            queue_id: required_number(req, "queueId")?,
+            offset: required_number(req, "commitOffset")?,
+        },
+    )
+    .await?;
+    Ok(req.response_to(response::SUCCESS, None))
+}
+
+/// GET_MAX_OFFSET (30) / GET_MIN_OFFSET (31).
+async fn queue_offset(s: Arc<Shared>, req: &RemotingCommand) -> Result<RemotingCommand, WireError> {
+    let o = offset::queue_offsets(
+        s,
+        GetQueueOffsetsRequest {
+            topic: required(req, "topic", "")?.to_string(),
+            queue_id: required_number(req, "queueId")?,
+        },
+    )
+    .await?;
+    let v = if req.code == request::GET_MAX_OFFSET {
+        o.max_offset
+    } else {
+        o.min_offset
+    };
+    let mut resp = req.response_to(response::SUCCESS, None);
+    resp.ext_fields.insert("offset".into(), v.to_string());
+    Ok(resp)
+}
+
+/// SEARCH_OFFSET_BY_TIMESTAMP (29).
+async fn search_offset(
+    s: Arc<Shared>,
+    req: &RemotingCommand,
+) -> Result<RemotingCommand, WireError> {
+    let o = query::search_offset_by_time(
+        s,
+        SearchOffsetByTimeRequest {
+            topic: required(req, "topic", "")?.to_string(),
+            queue_id: required_number(req, "queueId")?,
+            timestamp_ms: required_number(req, "timestamp")?,
+        },
+    )
+    .await?;
+    let mut resp = req.response_to(response::SUCCESS, None);
+    resp.ext_fields
+        .insert("offset".into(), o.offset.to_string());
+    Ok(resp)
+}

@@ -1,0 +1,221 @@
+//! The RocketMQ remoting listener shared by the NameServer and the Broker
+//! (issue 17, docs/rocketmq-compat.md): frames in and out with
+//! [`RemotingCodec`], each request handed to the server's answer function.
+//!
+//! Requests of one connection are answered concurrently, answers leaving
+//! as they finish and matched by `opaque` (a RocketMQ client sends and
+//! long-polls on one connection per broker, so a parked pull must not hold
+//! up a send). Above [`MAX_INFLIGHT`] unanswered requests the connection
+//! stops reading until one is answered; TCP then pushes back on the client.
+//!
+//! A frame that cannot be decoded (bad length, over the frame limit, bad
+//! header) closes that one connection, as RocketMQ's `NettyDecoder` does:
+//! nothing after a broken frame can be trusted to start a frame. A
+//! connection silent for `idle` is closed, and so is one whose begun frame
+//! is not complete within `frame_read` (slowloris); above `max_connections`
+//! open remoting connections a new one is closed at once. Oneway requests
+//! are executed and never answered; responses sent to us are ignored.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::LocalBoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{SinkExt, StreamExt};
+use skylark_codec::remoting::{RemotingCodec, RemotingCommand, RemotingError};
+use slog::{debug, info, warn, Logger};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+/// Requests of one connection answered at the same time, at most.
+pub const MAX_INFLIGHT: usize = 256;
+
+/// What a server answers to one request (`peer` is the client's address).
+pub type Answer =
+    Rc<dyn Fn(RemotingCommand, SocketAddr) -> LocalBoxFuture<'static, RemotingCommand>>;
+
+/// Limits of a listener.
+#[derive(Debug, Clone)]
+pub struct RemotingLimits {
+    pub max_frame_size: usize,
+    pub max_connections: usize,
+    pub idle: Duration,
+    /// A begun frame must be complete within this.
+    pub frame_read: Duration,
+}
+
+impl RemotingLimits {
+    /// From a server's settings; the frame limit is at most RocketMQ's 16 MiB.
+    pub fn new(
+        max_frame_size: usize,
+        max_connections: usize,
+        idle_secs: u64,
+        frame_read_ms: u64,
+    ) -> Self {
+        RemotingLimits {
+            max_frame_size: max_frame_size.min(skylark_codec::remoting::DEFAULT_MAX_FRAME_SIZE),
+            max_connections,
+            idle: Duration::from_secs(idle_secs.max(1)),
+            frame_read: Duration::from_millis(frame_read_ms.max(1)),
+        }
+    }
+}
+
+/// The running listener; dropping it stops accepting.
+pub struct RemotingListenerHandle {
+    /// The address actually bound (useful with port 0).
+    pub local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for RemotingListenerHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Binds `host:port` and answers RocketMQ remoting requests with `answer`.
+/// Must be called inside a running actix System; connections run on the
+/// calling arbiter.
+pub async fn start(
+    host: &str,
+    port: u16,
+    answer: Answer,
+    limits: RemotingLimits,
+    log: Logger,
+) -> std::io::Result<RemotingListenerHandle> {
+    let listener = TcpListener::bind((host, port)).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen for RocketMQ remoting on {host}:{port}: {e}"),
+        )
+    })?;
+    let local_addr = listener.local_addr()?;
+    let log = log.new(slog::o!("listener" => "rocketmq-remoting"));
+    info!(log, "RocketMQ remoting listener"; "addr" => %local_addr);
+    let (tx, mut rx) = oneshot::channel();
+    let open = Arc::new(AtomicUsize::new(0));
+    actix::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut rx => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        if open.load(Ordering::Relaxed) >= limits.max_connections {
+                            warn!(log, "too many remoting connections, closing"; "peer" => %peer);
+                            continue;
+                        }
+                        open.fetch_add(1, Ordering::Relaxed);
+                        let (answer, limits, log, open) =
+                            (answer.clone(), limits.clone(), log.clone(), open.clone());
+                        actix::spawn(async move {
+                            serve_connection(stream, peer, answer, &limits, &log).await;
+                            open.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                    Err(e) => {
+                        warn!(log, "remoting accept failed"; "error" => %e);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+    });
+    Ok(RemotingListenerHandle {
+        local_addr,
+        stop: Some(tx),
+    })
+}
+
+/// Reads requests until the peer leaves, goes idle or sends a broken frame;
+/// answers them concurrently.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    answer: Answer,
+    limits: &RemotingLimits,
+    log: &Logger,
+) {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut reader = FramedRead::new(r, RemotingCodec::new(limits.max_frame_size));
+    let mut writer = FramedWrite::new(w, RemotingCodec::new(limits.max_frame_size));
+    // Wake at least every half frame timeout to check both deadlines; a
+    // cancelled `next()` loses nothing (the bytes stay in the read buffer).
+    let tick = (limits.frame_read / 2).clamp(Duration::from_millis(1), limits.idle);
+    let mut last_frame = Instant::now();
+    let mut partial_since: Option<Instant> = None;
+    let mut inflight: FuturesUnordered<LocalBoxFuture<'static, Option<RemotingCommand>>> =
+        FuturesUnordered::new();
+    loop {
+        let full = inflight.len() >= MAX_INFLIGHT;
+        let read = async {
+            if full {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::timeout(tick, reader.next()).await
+        };
+        let next = tokio::select! {
+            Some(done) = inflight.next(), if !inflight.is_empty() => {
+                if let Some(resp) = done {
+                    if let Err(e) = writer.send(resp).await {
+                        if !matches!(e, RemotingError::Io(_)) {
+                            warn!(log, "cannot encode a remoting answer"; "peer" => %peer, "error" => %e);
+                        }
+                        return;
+                    }
+                }
+                continue;
+            }
+            next = read => next,
+        };
+        let req = match next {
+            Err(_) => {
+                let now = Instant::now();
+                if reader.read_buffer().is_empty() {
+                    partial_since = None;
+                    if inflight.is_empty() && now.duration_since(last_frame) >= limits.idle {
+                        debug!(log, "idle remoting connection closed"; "peer" => %peer);
+                        return;
+                    }
+                } else if now.duration_since(*partial_since.get_or_insert(now)) >= limits.frame_read
+                {
+                    warn!(log, "remoting frame not completed in time, closing"; "peer" => %peer);
+                    return;
+                }
+                continue;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                warn!(log, "bad remoting frame, closing the connection"; "peer" => %peer, "error" => %e);
+                return;
+            }
+            Ok(Some(Ok(req))) => req,
+        };
+        last_frame = Instant::now();
+        partial_since = None;
+        if req.is_response() {
+            continue;
+        }
+        let oneway = req.is_oneway();
+        let fut = answer(req, peer);
+        inflight.push(Box::pin(async move {
+            let resp = fut.await;
+            (!oneway).then_some(resp)
+        }));
+    }
+    // The peer closed its side: finish what it asked, as far as it still reads.
+    while let Some(done) = inflight.next().await {
+        if let Some(resp) = done {
+            if writer.send(resp).await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -58,23 +58,36 @@ fn frame(serialize_type: u8, header: &[u8]) -> Vec<u8> {
 }
 
 /// A connection to the remoting port reading whole answer frames.
-struct Conn(TcpStream);
+/// Server-initiated requests read while waiting for an answer are kept in
+/// the second field.
+struct Conn(TcpStream, Vec<RemotingCommand>);
 
 impl Conn {
     fn open(port: u16) -> Conn {
         let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the remoting port");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Conn(s)
+        Conn(s, Vec::new())
+    }
+
+    /// Reads one frame; `None` if the server closed first.
+    fn read_frame(&mut self) -> Option<RemotingCommand> {
+        let mut len = [0u8; 4];
+        self.0.read_exact(&mut len).ok()?;
+        let mut rest = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.0.read_exact(&mut rest).ok()?;
+        Some(decode_frame(Bytes::from(rest)).expect("a well-formed frame"))
     }
 
     /// Sends `frame`, reads one answer; `None` if the server closed first.
     fn call(&mut self, frame: &[u8]) -> Option<RemotingCommand> {
         let _ = self.0.write_all(frame);
-        let mut len = [0u8; 4];
-        self.0.read_exact(&mut len).ok()?;
-        let mut rest = vec![0u8; i32::from_be_bytes(len) as usize];
-        self.0.read_exact(&mut rest).ok()?;
-        Some(decode_frame(Bytes::from(rest)).expect("a well-formed answer"))
+        loop {
+            let f = self.read_frame()?;
+            if f.is_response() {
+                return Some(f);
+            }
+            self.1.push(f);
+        }
     }
 
     /// Whether the server closed the connection (no answer within 10 s
@@ -612,4 +625,106 @@ fn rocketmq_compat_broker_send_pull_offsets_cross_both_protocols() {
     assert_eq!(j["tags"], "TagR", "{j}");
     assert_eq!(j["keys"], "kr", "{j}");
     assert!(line.contains("red"), "{line}");
+}
+
+fn heartbeat(client: &str, group: &str) -> Vec<u8> {
+    let body = serde_json::json!({
+        "clientID": client,
+        "producerDataSet": [{"groupName": "PG"}],
+        "consumerDataSet": [{
+            "groupName": group,
+            "consumeType": "CONSUME_PASSIVELY",
+            "messageModel": "CLUSTERING",
+            "consumeFromWhere": "CONSUME_FROM_LAST_OFFSET",
+            "subscriptionDataSet": [{
+                "classFilterMode": false, "topic": "RmqG", "subString": "*",
+                "tagsSet": [], "codeSet": [], "subVersion": 1, "expressionType": "TAG"
+            }],
+            "unitMode": false
+        }]
+    });
+    with_body(json_request(34, 50, &[]), body.to_string().as_bytes())
+}
+
+#[test]
+fn rocketmq_compat_broker_heartbeats_form_a_group_with_locks_and_notifications() {
+    let (_dir, node, _ns_port, bport) = start_both();
+    let out = node.cli(&["produce", "--topic", "RmqG", "--body", "x"]);
+    assert!(out.status.success(), "produce: {out:?}");
+    let (mut a, mut b) = (Conn::open(bport), Conn::open(bport));
+    let r = a.call(&heartbeat("client-a", "RG2")).unwrap();
+    assert_eq!((r.code, r.opaque), (0, 50), "{r:?}");
+    let list = json_request(38, 51, &[("consumerGroup", "RG2")]);
+    let r = a.call(&list).unwrap();
+    assert_eq!(
+        body_json(&r)["consumerIdList"],
+        serde_json::json!(["client-a"])
+    );
+
+    // A second member: the first is told (oneway NOTIFY_CONSUMER_IDS_CHANGED).
+    a.1.clear();
+    let r = b.call(&heartbeat("client-b", "RG2")).unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    let notify = a.read_frame().expect("a notification");
+    assert_eq!(notify.code, 40, "{notify:?}");
+    assert!(notify.is_oneway() && !notify.is_response());
+    assert_eq!(notify.ext("consumerGroup"), Some("RG2"));
+    let r = a.call(&list).unwrap();
+    assert_eq!(
+        body_json(&r)["consumerIdList"],
+        serde_json::json!(["client-a", "client-b"])
+    );
+    // The admin CLI lists the RocketMQ client among the group's connections.
+    let out = node.cli(&["admin", "--json", "group", "connections", "--group", "RG2"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("client-b"));
+
+    // Queue locks: the first asker gets the queue, the other does not
+    // until it is released.
+    let lock = |client: &str, code: i32| {
+        let body = serde_json::json!({
+            "consumerGroup": "RG2", "clientId": client,
+            "mqSet": [{"topic": "RmqG", "brokerName": "standalone", "queueId": 0}]
+        });
+        with_body(json_request(code, 52, &[]), body.to_string().as_bytes())
+    };
+    let r = a.call(&lock("client-a", 41)).unwrap();
+    assert_eq!(body_json(&r)["lockOKMQSet"][0]["queueId"], 0, "{r:?}");
+    assert_eq!(body_json(&r)["lockOKMQSet"][0]["brokerName"], "standalone");
+    let r = b.call(&lock("client-b", 41)).unwrap();
+    assert_eq!(body_json(&r)["lockOKMQSet"], serde_json::json!([]));
+    assert_eq!(a.call(&lock("client-a", 42)).unwrap().code, 0);
+    let r = b.call(&lock("client-b", 41)).unwrap();
+    assert_eq!(body_json(&r)["lockOKMQSet"][0]["queueId"], 0, "{r:?}");
+
+    // Unregistering leaves the group; a bad heartbeat body is a typed error.
+    let r = a
+        .call(&json_request(
+            35,
+            53,
+            &[("clientID", "client-a"), ("consumerGroup", "RG2")],
+        ))
+        .unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = b.call(&list).unwrap();
+    assert_eq!(
+        body_json(&r)["consumerIdList"],
+        serde_json::json!(["client-b"])
+    );
+    let r = b
+        .call(&with_body(json_request(34, 54, &[]), b"{not json"))
+        .unwrap();
+    assert_eq!(r.code, 13, "{r:?}");
+    assert!(r.remark.unwrap().contains("HeartbeatData"));
+    // A member whose connection closes is dropped from the group.
+    drop(a);
+    drop(b);
+    let mut c = Conn::open(bport);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let r = c.call(&list).unwrap();
+            body_json(&r)["consumerIdList"] == serde_json::json!([])
+        }),
+        "closed members stayed in the group"
+    );
 }

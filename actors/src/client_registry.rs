@@ -21,11 +21,11 @@ use skylark_codec::{
     UnregisterClientRequest,
 };
 
-use crate::remoting::Connection;
+use crate::remoting::ClientConn;
 
 /// One client as last heard.
 struct Seen {
-    conn: Addr<Connection>,
+    conn: ClientConn,
     info: ClientConnection,
     at: Instant,
 }
@@ -69,7 +69,7 @@ fn now_ms() -> i64 {
 #[rtype(result = "()")]
 pub struct ClientHeartbeat {
     pub peer: SocketAddr,
-    pub conn: Addr<Connection>,
+    pub conn: ClientConn,
     pub heartbeat: HeartbeatRequest,
 }
 

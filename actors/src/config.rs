@@ -233,6 +233,11 @@ pub struct BrokerConfig {
     /// RocketMQ remoting protocol (docs/rocketmq-compat.md): port of
     /// `listen_host` for unmodified RocketMQ clients; absent = off.
     pub remoting_port: Option<u16>,
+    /// Set by `skylark standalone` for its default `remoting_port`: when
+    /// that port is taken, an ephemeral one is used (RocketMQ clients learn
+    /// it from the routes). Not a config file key.
+    #[serde(skip)]
+    pub remoting_port_fallback: bool,
     /// `skylark_alert_consumer_lag` is 1 while a group's lag on a topic is
     /// above this many messages; 0 = no lag alert.
     pub metrics_lag_alert_threshold: u64,
@@ -367,6 +372,7 @@ impl Default for BrokerConfig {
             buffered_answer_budget_bytes: 256 << 20,
             metrics_port: None,
             remoting_port: None,
+            remoting_port_fallback: false,
             metrics_lag_alert_threshold: 100_000,
             metrics_replication_stall_secs: 30,
             acl_enabled: false,

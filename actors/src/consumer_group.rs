@@ -44,7 +44,7 @@ use skylark_codec::{
 };
 use slog::{info, warn, Logger};
 
-use crate::remoting::{Connection, Push};
+use crate::remoting::{ClientConn, Push};
 use members::GroupState;
 
 /// Timing of a group's bookkeeping.
@@ -61,7 +61,7 @@ pub struct GroupTimings {
 /// Owner of one group's members and locks.
 pub struct ConsumerGroup {
     group: String,
-    state: GroupState<Addr<Connection>>,
+    state: GroupState<ClientConn>,
     timings: GroupTimings,
     max_frame_size: usize,
     /// The inconsistent subscriptions last logged.
@@ -96,7 +96,18 @@ impl ConsumerGroup {
         let frame = buf.freeze();
         for c in self.state.conns() {
             // A closed connection is dropped at the next scan.
-            let _ = c.try_send(Push(frame.clone()));
+            match c {
+                ClientConn::Skylark(a) => {
+                    let _ = a.try_send(Push(frame.clone()));
+                }
+                ClientConn::RocketMq(r) => {
+                    if command == Command::NotifyConsumerIdsChanged {
+                        r.push(crate::processor::rocketmq::consumer_ids_changed(
+                            &self.group,
+                        ));
+                    }
+                }
+            }
         }
     }
 
@@ -155,7 +166,7 @@ impl Actor for ConsumerGroup {
 #[rtype(result = "()")]
 pub struct GroupHeartbeat {
     pub client_id: String,
-    pub conn: Addr<Connection>,
+    pub conn: ClientConn,
     pub data: ConsumerGroupData,
 }
 

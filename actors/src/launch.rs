@@ -163,6 +163,32 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         config.ha_port = Some(l.local_addr()?.port());
         Some(l)
     };
+    // Bound before anything starts: a taken remoting port fails the start
+    // (standalone's default falls back to an ephemeral port instead).
+    let rocketmq_listener = match config.remoting_port {
+        None => None,
+        Some(_) if config.acl_enabled || config.tls_mode == crate::tls::TlsMode::Enforcing => {
+            return Err(LaunchError::Config(
+                "remoting_port is not supported yet with acl_enabled or tls_mode = enforcing \
+                 (it would bypass them; docs/rocketmq-compat.md)"
+                    .into(),
+            ));
+        }
+        Some(port) => {
+            let host = config.listen_host.as_str();
+            let l = match remoting::rocketmq::bind(host, port).await {
+                Ok(l) => l,
+                Err(e) if config.remoting_port_fallback => {
+                    slog::warn!(log, "default RocketMQ remoting port unavailable, using an ephemeral one (named in the routes)";
+                        "port" => port, "error" => %e);
+                    remoting::rocketmq::bind(host, 0).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            config.remoting_port = Some(l.local_addr()?.port());
+            Some(l)
+        }
+    };
     // Bound before anything starts: a taken metrics port fails the start.
     let metrics_server = match config.metrics_port {
         Some(port) => Some(
@@ -325,26 +351,13 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     };
     let opts = config.serve_options();
     let service = BrokerService::new(shared);
-    let rocketmq = match config.remoting_port {
-        Some(port) => {
-            if config.acl_enabled || config.tls_mode == crate::tls::TlsMode::Enforcing {
-                return Err(LaunchError::Config(
-                    "remoting_port is not supported yet with acl_enabled or tls_mode = enforcing \
-                     (it would bypass them; docs/rocketmq-compat.md)"
-                        .into(),
-                ));
-            }
-            Some(
-                remoting::rocketmq::start(
-                    &config.listen_host,
-                    port,
-                    service.rocketmq_answer(),
-                    service.rocketmq_limits(),
-                    log.clone(),
-                )
-                .await?,
-            )
-        }
+    let rocketmq = match rocketmq_listener {
+        Some(l) => Some(remoting::rocketmq::serve(
+            l,
+            service.rocketmq_answer(),
+            service.rocketmq_limits(),
+            log.clone(),
+        )?),
         None => None,
     };
     let server = remoting::server::serve_tls(

@@ -284,8 +284,8 @@ pub struct StandaloneArgs {
     #[arg(long, conflicts_with = "no_remoting")]
     pub namesrv_remoting_port: Option<u16>,
     /// Broker port for unmodified RocketMQ clients (the routes they get
-    /// name it). Default 9887, served only if that port is free; a port
-    /// given here must be free.
+    /// name it). Default 9887, or an ephemeral port when that one is taken;
+    /// a port given here must be free.
     #[arg(long, conflicts_with = "no_remoting")]
     pub broker_remoting_port: Option<u16>,
     /// Serve no RocketMQ remoting port.

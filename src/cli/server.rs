@@ -158,26 +158,6 @@ async fn standalone_remoting(
     }
 }
 
-/// The standalone broker's RocketMQ remoting port: `--broker-remoting-port`,
-/// else the default when it is free (a warning when it is not).
-fn standalone_broker_remoting_port(a: &StandaloneArgs, host: &str, log: &Logger) -> Option<u16> {
-    if let Some(p) = a.broker_remoting_port {
-        return Some(p);
-    }
-    let port = skylark_actors::processor::rocketmq::STANDALONE_PORT;
-    match std::net::TcpListener::bind((host, port)) {
-        Ok(probe) => {
-            drop(probe);
-            Some(port)
-        }
-        Err(e) => {
-            warn!(log, "no broker RocketMQ remoting port: default port taken (use --broker-remoting-port)";
-                "port" => port, "error" => %e);
-            None
-        }
-    }
-}
-
 /// `skylark standalone`: a NameServer and a Broker in one process, with
 /// laptop-sized store defaults for a new data directory
 /// ([`crate::config::STANDALONE_STORE_DEFAULTS`]).
@@ -244,8 +224,15 @@ pub fn standalone(a: StandaloneArgs, log: Logger) -> anyhow::Result<()> {
         let _dashboard = standalone_dashboard(&a, &ncfg, &ns, &log)?;
         let _remoting = standalone_remoting(&a, &ncfg, &ns, &log).await?;
         let mut bcfg = bcfg;
+        // The broker's RocketMQ remoting port: the flag's (it must be
+        // free), else the default, or an ephemeral port when that is taken
+        // (RocketMQ clients learn it from the routes).
         if bcfg.remoting_port.is_none() && !a.no_remoting {
-            bcfg.remoting_port = standalone_broker_remoting_port(&a, &host, &log);
+            bcfg.remoting_port = Some(
+                a.broker_remoting_port
+                    .unwrap_or(skylark_actors::processor::rocketmq::STANDALONE_PORT),
+            );
+            bcfg.remoting_port_fallback = a.broker_remoting_port.is_none();
         }
         let broker = embedded::start_broker(bcfg, log.clone())
             .await

@@ -57,7 +57,7 @@ pub async fn start(
     limits: RemotingLimits,
     log: Logger,
 ) -> std::io::Result<RemotingListenerHandle> {
-    let answer: crate::remoting::rocketmq::Answer = Rc::new(move |req, _peer| {
+    let answer: crate::remoting::rocketmq::Answer = Rc::new(move |req, _conn| {
         let ns = ns.clone();
         Box::pin(async move { answer(&ns, &req).await })
     });

@@ -37,7 +37,6 @@ use crate::consumer_group::{
 use crate::consumer_offsets::{CommitOffset, DeleteGroupOffsets, GroupOffsets, ListOffsetGroups};
 use crate::group_registry::{EnsureGroup, RemoveGroup};
 use crate::message_store::record;
-use crate::remoting::Connection;
 use crate::storage::{GetQueueOffsets, QueueOffsetByTime, ReadAt};
 use crate::subscription_groups::{RemoveSubscriptionGroup, UpdateSubscriptionGroup};
 
@@ -59,7 +58,7 @@ async fn group_actor(s: &Shared, group: &str) -> Result<Addr<ConsumerGroup>, Wir
 pub async fn heartbeat(
     s: Arc<Shared>,
     r: HeartbeatRequest,
-    conn: Addr<Connection>,
+    conn: crate::remoting::ClientConn,
     peer: std::net::SocketAddr,
 ) -> Result<Ack, WireError> {
     for g in &r.consumer_groups {

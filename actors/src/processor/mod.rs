@@ -180,7 +180,7 @@ impl BrokerService {
             Command::Heartbeat => {
                 let conn_addr = conn.addr.clone();
                 boxed(wire::dispatch(frame, move |r| {
-                    group::heartbeat(s, r, conn_addr, peer)
+                    group::heartbeat(s, r, crate::remoting::ClientConn::Skylark(conn_addr), peer)
                 }))
             }
             Command::UnregisterClient => call!(group::unregister_client),

@@ -8,7 +8,12 @@
 //! or SQL92 `subscription`, piggy-backed commit; the body is the messages in
 //! RocketMQ's stored-message layout), QUERY_CONSUMER_OFFSET (14),
 //! UPDATE_CONSUMER_OFFSET (15), SEARCH_OFFSET_BY_TIMESTAMP (29),
-//! GET_MAX_OFFSET (30), GET_MIN_OFFSET (31). Any other code gets
+//! GET_MAX_OFFSET (30), GET_MIN_OFFSET (31), HEART_BEAT (34, the JSON
+//! `HeartbeatData` body: the client joins its consumer groups and is
+//! listed by the admin connection commands), UNREGISTER_CLIENT (35),
+//! GET_CONSUMER_LIST_BY_GROUP (38), LOCK_BATCH_MQ (41), UNLOCK_BATCH_MQ
+//! (42). The broker pushes NOTIFY_CONSUMER_IDS_CHANGED (40, oneway) to a
+//! RocketMQ member when its group changes. Any other code gets
 //! REQUEST_CODE_NOT_SUPPORTED (3) with a remark.
 
 use std::io::Read;
@@ -26,7 +31,8 @@ use skylark_codec::{
 };
 
 use super::{offset, pull, query, send, BrokerService, Shared};
-use crate::remoting::rocketmq::{Answer, RemotingLimits};
+use crate::remoting::rocketmq::{Answer, RemotingConn, RemotingLimits};
+use crate::remoting::ClientConn;
 
 /// The broker remoting port `skylark standalone` serves unless told
 /// otherwise (its NameServer's is 9886; no other default of ours uses it).
@@ -36,9 +42,9 @@ impl BrokerService {
     /// The answer function of the broker's RocketMQ remoting listener.
     pub fn rocketmq_answer(&self) -> Answer {
         let s = self.shared.clone();
-        Rc::new(move |req, peer| {
-            let s = s.clone();
-            Box::pin(async move { answer(s, req, peer).await })
+        Rc::new(move |req, conn| {
+            let (s, conn) = (s.clone(), conn.clone());
+            Box::pin(async move { answer(s, req, conn).await })
         })
     }
 
@@ -55,9 +61,13 @@ impl BrokerService {
 }
 
 /// The answer to one request.
-pub async fn answer(s: Arc<Shared>, req: RemotingCommand, peer: SocketAddr) -> RemotingCommand {
+pub async fn answer(s: Arc<Shared>, req: RemotingCommand, conn: RemotingConn) -> RemotingCommand {
     let result = match req.code {
-        request::SEND_MESSAGE | request::SEND_MESSAGE_V2 => send_message(s, &req, peer).await,
+        request::SEND_MESSAGE | request::SEND_MESSAGE_V2 => send_message(s, &req, conn.peer).await,
+        request::HEART_BEAT => heart_beat(s, &req, conn).await,
+        request::UNREGISTER_CLIENT => unregister_client(s, &req).await,
+        request::GET_CONSUMER_LIST_BY_GROUP => consumer_list(s, &req).await,
+        request::LOCK_BATCH_MQ | request::UNLOCK_BATCH_MQ => lock_batch(s, &req).await,
         request::PULL_MESSAGE => pull_message(s, &req).await,
         request::QUERY_CONSUMER_OFFSET => query_offset(s, &req).await,
         request::UPDATE_CONSUMER_OFFSET => update_offset(s, &req).await,
@@ -355,4 +365,227 @@ async fn search_offset(
     resp.ext_fields
         .insert("offset".into(), o.offset.to_string());
     Ok(resp)
+}
+
+/// NOTIFY_CONSUMER_IDS_CHANGED (40), oneway, as a broker sends it to the
+/// members of a group whose membership changed.
+pub fn consumer_ids_changed(group: &str) -> RemotingCommand {
+    static OPAQUE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(1);
+    let mut cmd = RemotingCommand::request(
+        request::NOTIFY_CONSUMER_IDS_CHANGED,
+        OPAQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    );
+    cmd.flag = skylark_codec::remoting::FLAG_ONEWAY;
+    cmd.ext_fields
+        .insert("consumerGroup".into(), group.to_string());
+    cmd
+}
+
+/// RocketMQ's `HeartbeatData` body (JSON), the fields Skylark uses.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HeartbeatData {
+    #[serde(rename = "clientID", alias = "clientId")]
+    client_id: String,
+    #[serde(default)]
+    producer_data_set: Vec<ProducerData>,
+    #[serde(default)]
+    consumer_data_set: Vec<ConsumerData>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProducerData {
+    group_name: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConsumerData {
+    group_name: String,
+    #[serde(default)]
+    consume_type: String,
+    #[serde(default)]
+    message_model: String,
+    #[serde(default)]
+    consume_from_where: String,
+    #[serde(default)]
+    subscription_data_set: Vec<SubscriptionData>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscriptionData {
+    topic: String,
+    #[serde(default)]
+    sub_string: String,
+    #[serde(default)]
+    expression_type: String,
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(
+    req: &RemotingCommand,
+    what: &str,
+) -> Result<T, WireError> {
+    serde_json::from_slice(&req.body).map_err(|e| bad(format!("bad {what} body: {e}")))
+}
+
+/// HEART_BEAT (34).
+async fn heart_beat(
+    s: Arc<Shared>,
+    req: &RemotingCommand,
+    conn: RemotingConn,
+) -> Result<RemotingCommand, WireError> {
+    use skylark_codec::{
+        ConsumeFrom, ConsumeType, ConsumerGroupData, ExpressionType, HeartbeatRequest,
+        MessageModel, Subscription,
+    };
+    let hb: HeartbeatData = json_body(req, "HeartbeatData")?;
+    let r = HeartbeatRequest {
+        client_id: hb.client_id,
+        producer_groups: hb
+            .producer_data_set
+            .into_iter()
+            .map(|p| p.group_name)
+            .collect(),
+        consumer_groups: hb
+            .consumer_data_set
+            .into_iter()
+            .map(|c| ConsumerGroupData {
+                group: c.group_name,
+                consume_type: if c.consume_type == "CONSUME_ACTIVELY" {
+                    ConsumeType::Pull
+                } else {
+                    ConsumeType::Push
+                },
+                message_model: if c.message_model == "BROADCASTING" {
+                    MessageModel::Broadcasting
+                } else {
+                    MessageModel::Clustering
+                },
+                consume_from: if c.consume_from_where.contains("FIRST") {
+                    ConsumeFrom::First
+                } else {
+                    ConsumeFrom::Last
+                },
+                subscriptions: c
+                    .subscription_data_set
+                    .into_iter()
+                    .map(|d| Subscription {
+                        topic: d.topic,
+                        expression_type: if d.expression_type.eq_ignore_ascii_case("SQL92") {
+                            ExpressionType::Sql
+                        } else {
+                            ExpressionType::Tag
+                        },
+                        expression: d.sub_string,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        language: req.language.name().to_string(),
+        version: req.version.to_string(),
+    };
+    let peer = conn.peer;
+    super::group::heartbeat(s, r, ClientConn::RocketMq(conn), peer).await?;
+    Ok(req.response_to(response::SUCCESS, None))
+}
+
+/// UNREGISTER_CLIENT (35).
+async fn unregister_client(
+    s: Arc<Shared>,
+    req: &RemotingCommand,
+) -> Result<RemotingCommand, WireError> {
+    let r = skylark_codec::UnregisterClientRequest {
+        client_id: required(req, "clientID", "")?.to_string(),
+        producer_group: field(req, "producerGroup", "").map(str::to_string),
+        consumer_group: field(req, "consumerGroup", "").map(str::to_string),
+    };
+    super::group::unregister_client(s, r).await?;
+    Ok(req.response_to(response::SUCCESS, None))
+}
+
+/// GET_CONSUMER_LIST_BY_GROUP (38): body `{"consumerIdList": [...]}`.
+async fn consumer_list(
+    s: Arc<Shared>,
+    req: &RemotingCommand,
+) -> Result<RemotingCommand, WireError> {
+    let l = super::group::consumer_list(
+        s,
+        skylark_codec::GetConsumerListRequest {
+            group: required(req, "consumerGroup", "")?.to_string(),
+        },
+    )
+    .await?;
+    let body = serde_json::json!({ "consumerIdList": l.client_ids });
+    Ok(req
+        .response_to(response::SUCCESS, None)
+        .with_body(body.to_string()))
+}
+
+/// RocketMQ's `LockBatchRequestBody` / `UnlockBatchRequestBody`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LockBody {
+    consumer_group: String,
+    client_id: String,
+    #[serde(default)]
+    mq_set: Vec<MessageQueueJson>,
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageQueueJson {
+    topic: String,
+    broker_name: String,
+    queue_id: u32,
+}
+
+/// LOCK_BATCH_MQ (41) → `{"lockOKMQSet": [...]}`; UNLOCK_BATCH_MQ (42).
+async fn lock_batch(s: Arc<Shared>, req: &RemotingCommand) -> Result<RemotingCommand, WireError> {
+    use skylark_codec::QueueRef;
+    let b: LockBody = json_body(req, "lock")?;
+    let broker_name = s.config.broker_name.clone();
+    let queues: Vec<QueueRef> = b
+        .mq_set
+        .iter()
+        .map(|q| QueueRef {
+            topic: q.topic.clone(),
+            queue_id: q.queue_id,
+        })
+        .collect();
+    if req.code == request::UNLOCK_BATCH_MQ {
+        super::group::unlock_batch(
+            s,
+            skylark_codec::UnlockBatchRequest {
+                group: b.consumer_group,
+                client_id: b.client_id,
+                queues,
+            },
+        )
+        .await?;
+        return Ok(req.response_to(response::SUCCESS, None));
+    }
+    let locked = super::group::lock_batch(
+        s,
+        skylark_codec::LockBatchRequest {
+            group: b.consumer_group,
+            client_id: b.client_id,
+            queues,
+        },
+    )
+    .await?;
+    let set: Vec<MessageQueueJson> = locked
+        .locked
+        .into_iter()
+        .map(|q| MessageQueueJson {
+            topic: q.topic,
+            broker_name: broker_name.clone(),
+            queue_id: q.queue_id,
+        })
+        .collect();
+    let body = serde_json::json!({ "lockOKMQSet": set });
+    Ok(req
+        .response_to(response::SUCCESS, None)
+        .with_body(body.to_string()))
 }

@@ -29,6 +29,7 @@ pub use client::RpcClient;
 pub use connection::{ConnInfo, Connection, Push};
 pub use server::{serve, ServerHandle};
 
+use actix::Addr;
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use skylark_codec::{Command, RawFrame};
@@ -67,4 +68,25 @@ pub trait Service: Clone + Send + 'static {
     /// A request of `cmd` was answered `elapsed` after it was handed to
     /// [`call`](Service::call).
     fn observe(&self, _cmd: Command, _elapsed: std::time::Duration) {}
+}
+
+/// The connection a client's heartbeat came in on, whichever protocol it
+/// speaks: consumer groups and the client registry keep one per member, to
+/// tell whether it is still connected and to push notifications to it.
+#[derive(Clone)]
+pub enum ClientConn {
+    /// A Skylark connection.
+    Skylark(Addr<Connection>),
+    /// A RocketMQ remoting connection.
+    RocketMq(rocketmq::RemotingConn),
+}
+
+impl ClientConn {
+    /// Whether the connection is still open.
+    pub fn connected(&self) -> bool {
+        match self {
+            ClientConn::Skylark(a) => a.connected(),
+            ClientConn::RocketMq(r) => r.connected(),
+        }
+    }
 }

@@ -36,7 +36,28 @@ pub const MAX_INFLIGHT: usize = 256;
 
 /// What a server answers to one request (`peer` is the client's address).
 pub type Answer =
-    Rc<dyn Fn(RemotingCommand, SocketAddr) -> LocalBoxFuture<'static, RemotingCommand>>;
+    Rc<dyn Fn(RemotingCommand, &RemotingConn) -> LocalBoxFuture<'static, RemotingCommand>>;
+
+/// A handle on one remoting connection: its peer, and a queue of requests
+/// the server initiates on it (NOTIFY_CONSUMER_IDS_CHANGED, ...), written
+/// between answers. Closed once the connection is.
+#[derive(Clone, Debug)]
+pub struct RemotingConn {
+    pub peer: SocketAddr,
+    push: tokio::sync::mpsc::UnboundedSender<RemotingCommand>,
+}
+
+impl RemotingConn {
+    /// Whether the connection is still open.
+    pub fn connected(&self) -> bool {
+        !self.push.is_closed()
+    }
+
+    /// Queues a server-initiated command; false if the connection is gone.
+    pub fn push(&self, cmd: RemotingCommand) -> bool {
+        self.push.send(cmd).is_ok()
+    }
+}
 
 /// Limits of a listener.
 #[derive(Debug, Clone)]
@@ -90,12 +111,26 @@ pub async fn start(
     limits: RemotingLimits,
     log: Logger,
 ) -> std::io::Result<RemotingListenerHandle> {
-    let listener = TcpListener::bind((host, port)).await.map_err(|e| {
+    serve(bind(host, port).await?, answer, limits, log)
+}
+
+/// Binds the remoting port (a clear error naming it when taken).
+pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    TcpListener::bind((host, port)).await.map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("cannot listen for RocketMQ remoting on {host}:{port}: {e}"),
         )
-    })?;
+    })
+}
+
+/// Serves RocketMQ remoting on a bound `listener` with `answer`.
+pub fn serve(
+    listener: TcpListener,
+    answer: Answer,
+    limits: RemotingLimits,
+    log: Logger,
+) -> std::io::Result<RemotingListenerHandle> {
     let local_addr = listener.local_addr()?;
     let log = log.new(slog::o!("listener" => "rocketmq-remoting"));
     info!(log, "RocketMQ remoting listener"; "addr" => %local_addr);
@@ -153,6 +188,8 @@ async fn serve_connection(
     let mut partial_since: Option<Instant> = None;
     let mut inflight: FuturesUnordered<LocalBoxFuture<'static, Option<RemotingCommand>>> =
         FuturesUnordered::new();
+    let (push, mut pushed) = tokio::sync::mpsc::unbounded_channel();
+    let conn = RemotingConn { peer, push };
     loop {
         let full = inflight.len() >= MAX_INFLIGHT;
         let read = async {
@@ -162,6 +199,12 @@ async fn serve_connection(
             tokio::time::timeout(tick, reader.next()).await
         };
         let next = tokio::select! {
+            Some(cmd) = pushed.recv() => {
+                if writer.send(cmd).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             Some(done) = inflight.next(), if !inflight.is_empty() => {
                 if let Some(resp) = done {
                     if let Err(e) = writer.send(resp).await {
@@ -204,7 +247,7 @@ async fn serve_connection(
             continue;
         }
         let oneway = req.is_oneway();
-        let fut = answer(req, peer);
+        let fut = answer(req, &conn);
         inflight.push(Box::pin(async move {
             let resp = fut.await;
             (!oneway).then_some(resp)

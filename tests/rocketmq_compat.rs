@@ -600,6 +600,88 @@ fn rocketmq_compat_broker_send_pull_offsets_cross_both_protocols() {
     assert_eq!(a.code, 3);
     assert!(a.remark.unwrap().contains("not supported"));
 
+    // SEND_BATCH_MESSAGE: RocketMQ's batch body, one queue, every id.
+    let mut batch = Vec::new();
+    for (body, tag) in [(&b"b1"[..], "T1"), (&b"b2"[..], "T2")] {
+        let props = format!("TAGS\u{1}{tag}\u{2}");
+        let total = 4 + 4 + 4 + 4 + 4 + body.len() + 2 + props.len();
+        batch.put_i32(total as i32);
+        batch.put_i32(0);
+        batch.put_i32(0);
+        batch.put_i32(0);
+        batch.put_i32(body.len() as i32);
+        batch.put_slice(body);
+        batch.put_i16(props.len() as i16);
+        batch.put_slice(props.as_bytes());
+    }
+    let a = b
+        .call(&with_body(
+            binary_request(
+                320,
+                32,
+                &[
+                    ("a", "PG"),
+                    ("b", "RmqX"),
+                    ("e", "0"),
+                    ("g", born),
+                    ("m", "true"),
+                ],
+            ),
+            &batch,
+        ))
+        .unwrap();
+    assert_eq!((a.code, ext(&a, "queueOffset")), (0, "2"), "{a:?}");
+    assert_eq!(ext(&a, "msgId").split(',').count(), 2);
+    let a = pull(&mut b, 33, "2", "T2", &[]);
+    let msgs = decode_stored_all(&a.body).unwrap();
+    assert_eq!(msgs.len(), 1, "{a:?}");
+    assert_eq!(
+        (msgs[0].body.as_slice(), msgs[0].queue_offset),
+        (&b"b2"[..], 3)
+    );
+    // A cut batch body is a typed error.
+    let a = b
+        .call(&with_body(
+            binary_request(320, 34, &[("a", "PG"), ("b", "RmqX"), ("m", "true")]),
+            &batch[..batch.len() - 3],
+        ))
+        .unwrap();
+    assert_eq!(a.code, 13, "{a:?}");
+
+    // VIEW_MESSAGE_BY_ID by the physical offset the message id carries.
+    let a = b
+        .call(&json_request(
+            33,
+            35,
+            &[("offset", &r.physical_offset.to_string())],
+        ))
+        .unwrap();
+    assert_eq!(a.code, 0, "{a:?}");
+    let viewed = decode_stored_all(&a.body).unwrap();
+    assert_eq!(viewed[0].body, b"from-rocketmq");
+
+    // CONSUMER_SEND_MSG_BACK with delay level -1: straight to the DLQ.
+    let a = b
+        .call(&json_request(
+            36,
+            36,
+            &[
+                ("offset", &r.physical_offset.to_string()),
+                ("group", "RG"),
+                ("delayLevel", "-1"),
+                ("originMsgId", &msg_id),
+                ("originTopic", "RmqX"),
+                ("maxReconsumeTimes", "16"),
+            ],
+        ))
+        .unwrap();
+    assert_eq!(a.code, 0, "{a:?}");
+    let a = pull(&mut b, 37, "0", "*", &[("topic", "%DLQ%RG")]);
+    assert_eq!(a.code, 0, "{a:?}");
+    let dlq = decode_stored_all(&a.body).unwrap();
+    assert_eq!(dlq[0].body, b"from-rocketmq");
+    assert_eq!(dlq[0].property("TAGS"), Some("TagR"));
+
     // The RocketMQ client's message reaches a Skylark consumer intact.
     let out = node.cli(&[
         "consume",

@@ -12,7 +12,10 @@
 //! `HeartbeatData` body: the client joins its consumer groups and is
 //! listed by the admin connection commands), UNREGISTER_CLIENT (35),
 //! GET_CONSUMER_LIST_BY_GROUP (38), LOCK_BATCH_MQ (41), UNLOCK_BATCH_MQ
-//! (42). The broker pushes NOTIFY_CONSUMER_IDS_CHANGED (40, oneway) to a
+//! (42), SEND_BATCH_MESSAGE (320, RocketMQ's batch body encoding),
+//! CONSUMER_SEND_MSG_BACK (36, to the group's retry topic or its DLQ),
+//! VIEW_MESSAGE_BY_ID (33, the record at a physical offset in the stored
+//! layout). The broker pushes NOTIFY_CONSUMER_IDS_CHANGED (40, oneway) to a
 //! RocketMQ member when its group changes. Any other code gets
 //! REQUEST_CODE_NOT_SUPPORTED (3) with a remark.
 
@@ -68,6 +71,9 @@ pub async fn answer(s: Arc<Shared>, req: RemotingCommand, conn: RemotingConn) ->
         request::UNREGISTER_CLIENT => unregister_client(s, &req).await,
         request::GET_CONSUMER_LIST_BY_GROUP => consumer_list(s, &req).await,
         request::LOCK_BATCH_MQ | request::UNLOCK_BATCH_MQ => lock_batch(s, &req).await,
+        request::SEND_BATCH_MESSAGE => send_batch(s, &req, conn.peer).await,
+        request::CONSUMER_SEND_MSG_BACK => send_back(s, &req, conn.peer).await,
+        request::VIEW_MESSAGE_BY_ID => view_by_id(s, &req).await,
         request::PULL_MESSAGE => pull_message(s, &req).await,
         request::QUERY_CONSUMER_OFFSET => query_offset(s, &req).await,
         request::UPDATE_CONSUMER_OFFSET => update_offset(s, &req).await,
@@ -105,12 +111,16 @@ fn bad(msg: String) -> WireError {
     WireError::new(ErrorCode::BadRequest, msg)
 }
 
-/// A header field, by its long name or (SEND_MESSAGE_V2) its short one.
+/// A header field, by its long name or (SEND_MESSAGE_V2 and
+/// SEND_BATCH_MESSAGE, which RocketMQ sends with the V2 header) its short one.
 fn field<'a>(req: &'a RemotingCommand, long: &str, short: &str) -> Option<&'a str> {
     req.ext(long).or_else(|| {
-        (req.code == request::SEND_MESSAGE_V2)
-            .then(|| req.ext(short))
-            .flatten()
+        matches!(
+            req.code,
+            request::SEND_MESSAGE_V2 | request::SEND_BATCH_MESSAGE
+        )
+        .then(|| req.ext(short))
+        .flatten()
     })
 }
 
@@ -139,31 +149,21 @@ fn required_number<T: std::str::FromStr>(
     number(req, long, "")?.ok_or_else(|| bad(format!("the request header has no '{long}' field")))
 }
 
-/// SEND_MESSAGE (10) / SEND_MESSAGE_V2 (310): one message.
-async fn send_message(
-    s: Arc<Shared>,
+/// The message fields of a send header (`properties`, `flag`, born time),
+/// with `body`.
+fn message_of(
     req: &RemotingCommand,
-    peer: SocketAddr,
-) -> Result<RemotingCommand, WireError> {
-    if number::<u8>(req, "batch", "m")?.unwrap_or(0) != 0
-        || field(req, "batch", "m") == Some("true")
-    {
-        return Err(bad(
-            "batch sends (SEND_BATCH_MESSAGE) are not supported yet (docs/rocketmq-compat.md)"
-                .into(),
-        ));
-    }
-    let producer_group = required(req, "producerGroup", "a")?.to_string();
-    let topic = required(req, "topic", "b")?.to_string();
-    let queue_id: i32 = number(req, "queueId", "e")?.unwrap_or(-1);
-    let sys_flag: i32 = number(req, "sysFlag", "f")?.unwrap_or(0);
+    props: &str,
+    flag: i32,
+    body: Bytes,
+) -> Result<MessageData, WireError> {
     let mut message = MessageData {
-        flag: number(req, "flag", "h")?.unwrap_or(0),
+        flag,
         born_timestamp: number(req, "bornTimestamp", "g")?.unwrap_or(0),
-        body: body_of(&req.body, sys_flag)?,
+        body,
         ..MessageData::default()
     };
-    for (k, v) in parse_properties(field(req, "properties", "i").unwrap_or("")) {
+    for (k, v) in parse_properties(props) {
         match k.as_str() {
             PROPERTY_TAGS => message.tags = Some(v),
             PROPERTY_KEYS => message.keys = Some(v),
@@ -182,33 +182,207 @@ async fn send_message(
             _ => message.properties.push((k, v)),
         }
     }
+    Ok(message)
+}
+
+fn send_code(status: SendStatus) -> i32 {
+    match status {
+        SendStatus::SendOk => response::SUCCESS,
+        SendStatus::FlushDiskTimeout => response::FLUSH_DISK_TIMEOUT,
+        SendStatus::FlushSlaveTimeout => response::FLUSH_SLAVE_TIMEOUT,
+        SendStatus::SlaveNotAvailable => response::SLAVE_NOT_AVAILABLE,
+    }
+}
+
+fn send_answer(
+    req: &RemotingCommand,
+    status: SendStatus,
+    msg_id: String,
+    queue_id: u32,
+    queue_offset: u64,
+) -> RemotingCommand {
+    let mut resp = req.response_to(send_code(status), None);
+    let ext = &mut resp.ext_fields;
+    ext.insert("msgId".into(), msg_id);
+    ext.insert("queueId".into(), queue_id.to_string());
+    ext.insert("queueOffset".into(), queue_offset.to_string());
+    ext.insert("MSG_REGION".into(), "DefaultRegion".into());
+    ext.insert("TRACE_ON".into(), "false".into());
+    resp
+}
+
+/// SEND_MESSAGE (10) / SEND_MESSAGE_V2 (310): one message.
+async fn send_message(
+    s: Arc<Shared>,
+    req: &RemotingCommand,
+    peer: SocketAddr,
+) -> Result<RemotingCommand, WireError> {
+    if matches!(field(req, "batch", "m"), Some("true" | "1")) {
+        return send_batch(s, req, peer).await;
+    }
+    let sys_flag: i32 = number(req, "sysFlag", "f")?.unwrap_or(0);
+    let message = message_of(
+        req,
+        field(req, "properties", "i").unwrap_or(""),
+        number(req, "flag", "h")?.unwrap_or(0),
+        body_of(&req.body, sys_flag)?,
+    )?;
     let r = send::send_one(
         s,
         SendRequest {
-            producer_group,
-            topic,
-            queue_id,
+            producer_group: required(req, "producerGroup", "a")?.to_string(),
+            topic: required(req, "topic", "b")?.to_string(),
+            queue_id: number(req, "queueId", "e")?.unwrap_or(-1),
             message,
         },
         peer,
     )
     .await?;
-    let code = match r.status {
-        SendStatus::SendOk => response::SUCCESS,
-        SendStatus::FlushDiskTimeout => response::FLUSH_DISK_TIMEOUT,
-        SendStatus::FlushSlaveTimeout => response::FLUSH_SLAVE_TIMEOUT,
-        SendStatus::SlaveNotAvailable => response::SLAVE_NOT_AVAILABLE,
+    Ok(send_answer(
+        req,
+        r.status,
+        r.msg_id,
+        r.queue_id,
+        r.queue_offset,
+    ))
+}
+
+/// SEND_BATCH_MESSAGE (320): the body is RocketMQ's batch encoding, per
+/// message `total size: i32 | magic: i32 | body CRC: i32 | flag: i32 |
+/// body length: i32 + body | properties length: i16 + properties`. One
+/// queue, stored together; `msgId` lists every id, comma separated.
+async fn send_batch(
+    s: Arc<Shared>,
+    req: &RemotingCommand,
+    peer: SocketAddr,
+) -> Result<RemotingCommand, WireError> {
+    let mut messages = Vec::new();
+    let mut b = req.body.clone();
+    let short = |what: &str| bad(format!("batch body cut short in {what}"));
+    while !b.is_empty() {
+        use bytes::Buf;
+        if b.len() < 20 {
+            return Err(short("a message header"));
+        }
+        let total = b.get_i32();
+        if total < 24 || total as usize - 4 > b.len() {
+            return Err(bad(format!("batch message size {total} is out of range")));
+        }
+        let mut m = b.split_to(total as usize - 4);
+        let (_magic, _crc, flag) = (m.get_i32(), m.get_i32(), m.get_i32());
+        let body_len = m.get_i32();
+        if body_len < 0 || body_len as usize + 2 > m.len() {
+            return Err(short("a body"));
+        }
+        let body = m.split_to(body_len as usize);
+        let props_len = m.get_i16();
+        if props_len < 0 || props_len as usize > m.len() {
+            return Err(short("properties"));
+        }
+        let props = std::str::from_utf8(&m[..props_len as usize])
+            .map_err(|_| bad("batch message properties are not UTF-8".into()))?;
+        messages.push(message_of(req, props, flag, body)?);
+    }
+    if messages.is_empty() {
+        return Err(bad("an empty batch".into()));
+    }
+    let r = send::send_batch(
+        s,
+        skylark_codec::SendBatchRequest {
+            producer_group: required(req, "producerGroup", "a")?.to_string(),
+            topic: required(req, "topic", "b")?.to_string(),
+            queue_id: number(req, "queueId", "e")?.unwrap_or(-1),
+            messages,
+        },
+        peer,
+    )
+    .await?;
+    let first = r
+        .results
+        .first()
+        .ok_or_else(|| WireError::new(ErrorCode::Internal, "empty append result"))?;
+    let status = r
+        .results
+        .iter()
+        .map(|x| x.status)
+        .find(|st| *st != SendStatus::SendOk)
+        .unwrap_or(SendStatus::SendOk);
+    let ids: Vec<&str> = r.results.iter().map(|x| x.msg_id.as_str()).collect();
+    Ok(send_answer(
+        req,
+        status,
+        ids.join(","),
+        first.queue_id,
+        first.queue_offset,
+    ))
+}
+
+/// CONSUMER_SEND_MSG_BACK (36): header `offset` (physical), `group`,
+/// `delayLevel` (-1: straight to the dead-letter topic), `maxReconsumeTimes`.
+async fn send_back(
+    s: Arc<Shared>,
+    req: &RemotingCommand,
+    peer: SocketAddr,
+) -> Result<RemotingCommand, WireError> {
+    let max: Option<u32> = number(req, "maxReconsumeTimes", "")?;
+    let delay: i32 = number(req, "delayLevel", "")?.unwrap_or(0);
+    let group = required(req, "group", "")?.to_string();
+    // The stored record's count is used when higher; -1 asks for the
+    // dead-letter topic at once (the count the group's limit reaches).
+    let reconsume_times = if delay < 0 {
+        s.sub_groups
+            .get(&group)
+            .and_then(|c| c.retry_max_times)
+            .or(max)
+            .unwrap_or(skylark_codec::DEFAULT_MAX_RECONSUME_TIMES)
+    } else {
+        0
     };
-    let mut resp = req.response_to(code, None);
-    resp.ext_fields.insert("msgId".into(), r.msg_id);
-    resp.ext_fields
-        .insert("queueId".into(), r.queue_id.to_string());
-    resp.ext_fields
-        .insert("queueOffset".into(), r.queue_offset.to_string());
-    resp.ext_fields
-        .insert("MSG_REGION".into(), "DefaultRegion".into());
-    resp.ext_fields.insert("TRACE_ON".into(), "false".into());
-    Ok(resp)
+    super::group::send_back(
+        s,
+        skylark_codec::SendBackRequest {
+            group,
+            physical_offset: required_number(req, "offset")?,
+            reconsume_times,
+            max_reconsume_times: max,
+        },
+        peer,
+    )
+    .await?;
+    Ok(req.response_to(response::SUCCESS, None))
+}
+
+/// VIEW_MESSAGE_BY_ID (33): header `offset` (physical offset on this
+/// broker); the body is the record in RocketMQ's stored layout.
+async fn view_by_id(s: Arc<Shared>, req: &RemotingCommand) -> Result<RemotingCommand, WireError> {
+    let offset: u64 = required_number(req, "offset")?;
+    let msg_id = skylark_codec::MessageId::new(s.store_host, offset).to_hex();
+    let r = query::by_id(s, skylark_codec::ViewMessageByIdRequest { msg_id }).await?;
+    let body = stored_layout(&[r.records])?;
+    if body.is_empty() {
+        return Ok(req.response_to(
+            response::SYSTEM_ERROR,
+            Some(format!("no message at offset {offset}")),
+        ));
+    }
+    Ok(req.response_to(response::SUCCESS, None).with_body(body))
+}
+
+/// Skylark records (concatenated, in any number of chunks) rewritten in
+/// RocketMQ's stored-message layout.
+fn stored_layout(chunks: &[Bytes]) -> Result<Bytes, WireError> {
+    let mut body = BytesMut::new();
+    for chunk in chunks {
+        let mut at = 0;
+        while at < chunk.len() {
+            let (m, used) = skylark_codec::record::decode(&chunk[at..])
+                .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
+            encode_stored(&m, &mut body)
+                .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
+            at += used.max(1);
+        }
+    }
+    Ok(body.freeze())
 }
 
 /// The stored body: RocketMQ clients zlib-compress large bodies (sys flag
@@ -261,18 +435,10 @@ async fn pull_message(s: Arc<Shared>, req: &RemotingCommand) -> Result<RemotingC
         PullStatus::NoMatchedMessage => response::PULL_RETRY_IMMEDIATELY,
         PullStatus::OffsetIllegal => response::PULL_OFFSET_MOVED,
     };
-    let mut body = BytesMut::new();
-    for chunk in std::iter::once(&p.records).chain(tail.iter()) {
-        let mut at = 0;
-        while at < chunk.len() {
-            let (m, used) = skylark_codec::record::decode(&chunk[at..])
-                .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
-            encode_stored(&m, &mut body)
-                .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
-            at += used.max(1);
-        }
-    }
-    let mut resp = req.response_to(code, None).with_body(body.freeze());
+    let mut chunks = tail;
+    chunks.insert(0, p.records);
+    let body = stored_layout(&chunks)?;
+    let mut resp = req.response_to(code, None).with_body(body);
     let ext = &mut resp.ext_fields;
     ext.insert("nextBeginOffset".into(), p.next_offset.to_string());
     ext.insert("minOffset".into(), p.min_offset.to_string());

@@ -113,6 +113,10 @@ fn start() -> (tempfile::TempDir, Standalone, u16) {
 /// A standalone with both remoting ports and one queue per new topic;
 /// answers the NameServer's and the Broker's remoting ports.
 fn start_both() -> (tempfile::TempDir, Standalone, u16, u16) {
+    start_both_env(&[])
+}
+
+fn start_both_env(env: &[(&str, &str)]) -> (tempfile::TempDir, Standalone, u16, u16) {
     let dir = tempfile::tempdir().unwrap();
     let (port, bport) = (free_port(), free_port());
     let node = Standalone::start_env(
@@ -124,7 +128,7 @@ fn start_both() -> (tempfile::TempDir, Standalone, u16, u16) {
             &bport.to_string(),
             "--no-dashboard",
         ],
-        &[("SKYLARK_DEFAULT_TOPIC_QUEUES", "1")],
+        &[&[("SKYLARK_DEFAULT_TOPIC_QUEUES", "1")], env].concat(),
     );
     wait_listening_port(bport);
     (dir, node, port, bport)
@@ -809,4 +813,146 @@ fn rocketmq_compat_broker_heartbeats_form_a_group_with_locks_and_notifications()
         }),
         "closed members stayed in the group"
     );
+}
+
+#[test]
+fn rocketmq_compat_broker_transactions_commit_rollback_and_check_back() {
+    use skylark::codec::remoting::message::{decode_stored, decode_stored_all};
+    let (_dir, node, _ns, bport) = start_both_env(&[
+        ("SKYLARK_TRANSACTION_TIMEOUT_MS", "100"),
+        ("SKYLARK_TRANSACTION_CHECK_INTERVAL_MS", "200"),
+    ]);
+    let out = node.cli(&["produce", "--topic", "RmqT", "--body", "plain"]);
+    assert!(out.status.success(), "produce: {out:?}");
+    let mut p = Conn::open(bport);
+    let hb = serde_json::json!({
+        "clientID": "tx-producer", "producerDataSet": [{"groupName": "TXG"}],
+        "consumerDataSet": []
+    });
+    let r = p
+        .call(&with_body(
+            json_request(34, 60, &[]),
+            hb.to_string().as_bytes(),
+        ))
+        .unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    let half = |c: &mut Conn, opaque: i32, uniq: &str, body: &[u8]| {
+        let props = format!("TRAN_MSG\u{1}true\u{2}PGROUP\u{1}TXG\u{2}UNIQ_KEY\u{1}{uniq}\u{2}");
+        let a = c
+            .call(&with_body(
+                binary_request(
+                    310,
+                    opaque,
+                    &[
+                        ("a", "TXG"),
+                        ("b", "RmqT"),
+                        ("e", "0"),
+                        ("f", "4"),
+                        ("i", &props),
+                    ],
+                ),
+                body,
+            ))
+            .unwrap();
+        assert_eq!(a.code, 0, "{a:?}");
+        let id = ext(&a, "msgId").to_string();
+        let physical = u64::from_str_radix(&id[id.len() - 16..], 16).unwrap();
+        (physical, ext(&a, "queueOffset").to_string())
+    };
+    let end = |c: &mut Conn, opaque: i32, physical: u64, qoff: &str, uniq: &str, how: &str| {
+        c.call(&json_request(
+            37,
+            opaque,
+            &[
+                ("producerGroup", "TXG"),
+                ("tranStateTableOffset", qoff),
+                ("commitLogOffset", &physical.to_string()),
+                ("commitOrRollback", how),
+                ("fromTransactionCheck", "false"),
+                ("msgId", uniq),
+                ("transactionId", uniq),
+            ],
+        ))
+        .unwrap()
+    };
+    let visible = |c: &mut Conn| -> Vec<Vec<u8>> {
+        let a = c
+            .call(&json_request(
+                11,
+                61,
+                &[
+                    ("consumerGroup", "TXC"),
+                    ("topic", "RmqT"),
+                    ("queueId", "0"),
+                    ("queueOffset", "0"),
+                    ("maxMsgNums", "32"),
+                    ("sysFlag", "0"),
+                    ("subscription", "*"),
+                ],
+            ))
+            .unwrap();
+        decode_stored_all(&a.body)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body)
+            .collect()
+    };
+    // Commit: the message appears; rollback: it never does.
+    let (ph, qo) = half(&mut p, 62, "TX1", b"committed");
+    assert_eq!(visible(&mut p), vec![b"plain".to_vec()]);
+    assert_eq!(end(&mut p, 63, ph, &qo, "TX1", "8").code, 0);
+    let (ph2, qo2) = half(&mut p, 64, "TX2", b"rolled-back");
+    assert_eq!(end(&mut p, 65, ph2, &qo2, "TX2", "12").code, 0);
+    assert_eq!(
+        visible(&mut p),
+        vec![b"plain".to_vec(), b"committed".to_vec()]
+    );
+    // A bad outcome is a typed error.
+    let a = end(&mut p, 66, ph2, &qo2, "TX2", "5");
+    assert_eq!(a.code, 13, "{a:?}");
+
+    // Unknown: the broker asks this producer (oneway CHECK_TRANSACTION_STATE
+    // with the half message under its real topic); the producer's answer
+    // commits it.
+    let (_, _) = half(&mut p, 67, "TX3", b"checked");
+    let check = loop {
+        let f = p
+            .read_frame()
+            .expect("a check-back before the connection closed");
+        if f.code == 39 {
+            break f;
+        }
+    };
+    assert!(check.is_oneway());
+    assert_eq!(check.ext("transactionId"), Some("TX3"));
+    let (m, _) = decode_stored(&check.body).unwrap();
+    assert_eq!(
+        (m.topic.as_str(), m.body.as_slice()),
+        ("RmqT", &b"checked"[..])
+    );
+    let physical: u64 = check.ext("commitLogOffset").unwrap().parse().unwrap();
+    let qoff = check.ext("tranStateTableOffset").unwrap().to_string();
+    let mut answer = json_request(
+        37,
+        68,
+        &[
+            ("producerGroup", "TXG"),
+            ("tranStateTableOffset", &qoff),
+            ("commitLogOffset", &physical.to_string()),
+            ("commitOrRollback", "8"),
+            ("fromTransactionCheck", "true"),
+            ("transactionId", "TX3"),
+        ],
+    );
+    // Oneway, as RocketMQ's producer answers a check.
+    let header = String::from_utf8(answer[8..].to_vec())
+        .unwrap()
+        .replace("\"flag\":0", "\"flag\":2");
+    answer = frame(0, header.as_bytes());
+    p.0.write_all(&answer).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || visible(&mut p).len() == 3),
+        "the checked transaction was never committed"
+    );
+    assert_eq!(visible(&mut p)[2], b"checked");
 }

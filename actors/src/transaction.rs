@@ -56,7 +56,7 @@ pub use records::{
 use crate::broker::{Broker, EnsureTopic, TopicsView};
 use crate::config::BrokerConfig;
 use crate::message_store::{decode, AppendBatchResult, StoreError};
-use crate::remoting::{wire, Connection, Push};
+use crate::remoting::{wire, ClientConn, Push};
 use crate::storage::{PutMessages, ReadAt, Storage, StoredMessage};
 use crate::topic_queue::Append;
 
@@ -81,7 +81,7 @@ struct Progress {
 /// State owner of transactional messages.
 pub struct Transaction {
     table: HalfTable,
-    producers: ProducerManager<Addr<Connection>>,
+    producers: ProducerManager<ClientConn>,
     storage: Addr<Storage>,
     broker: Addr<Broker>,
     topics: TopicsView,
@@ -111,7 +111,7 @@ pub struct End(pub EndTransactionRequest);
 pub struct ProducerHeartbeat {
     pub peer: SocketAddr,
     pub groups: Vec<String>,
-    pub conn: Addr<Connection>,
+    pub conn: ClientConn,
 }
 
 /// The client at `peer` leaves `group` (or all its groups).
@@ -348,8 +348,20 @@ impl Transaction {
                 check_times: h.checks,
                 record,
             };
-            let frame = wire::encode(Header::push(0, Command::CheckTransactionState), &req);
-            conn.do_send(Push(frame));
+            match conn {
+                ClientConn::Skylark(a) => {
+                    let frame = wire::encode(Header::push(0, Command::CheckTransactionState), &req);
+                    a.do_send(Push(frame));
+                }
+                ClientConn::RocketMq(r) => {
+                    match crate::processor::rocketmq::check_transaction_state(&req, host) {
+                        Ok(cmd) => {
+                            r.push(cmd);
+                        }
+                        Err(e) => error!(log, "cannot encode a RocketMQ check-back"; "error" => %e),
+                    }
+                }
+            }
         });
     }
 }

@@ -15,7 +15,10 @@
 //! (42), SEND_BATCH_MESSAGE (320, RocketMQ's batch body encoding),
 //! CONSUMER_SEND_MSG_BACK (36, to the group's retry topic or its DLQ),
 //! VIEW_MESSAGE_BY_ID (33, the record at a physical offset in the stored
-//! layout). The broker pushes NOTIFY_CONSUMER_IDS_CHANGED (40, oneway) to a
+//! layout), END_TRANSACTION (37, commit or rollback of a half message,
+//! also the producer's answer to a check-back). The broker pushes
+//! CHECK_TRANSACTION_STATE (39, oneway, the half message in the stored
+//! layout under its real topic) to a RocketMQ producer of the group, and NOTIFY_CONSUMER_IDS_CHANGED (40, oneway) to a
 //! RocketMQ member when its group changes. Any other code gets
 //! REQUEST_CODE_NOT_SUPPORTED (3) with a remark.
 
@@ -74,6 +77,7 @@ pub async fn answer(s: Arc<Shared>, req: RemotingCommand, conn: RemotingConn) ->
         request::SEND_BATCH_MESSAGE => send_batch(s, &req, conn.peer).await,
         request::CONSUMER_SEND_MSG_BACK => send_back(s, &req, conn.peer).await,
         request::VIEW_MESSAGE_BY_ID => view_by_id(s, &req).await,
+        request::END_TRANSACTION => end_transaction(s, &req).await,
         request::PULL_MESSAGE => pull_message(s, &req).await,
         request::QUERY_CONSUMER_OFFSET => query_offset(s, &req).await,
         request::UPDATE_CONSUMER_OFFSET => update_offset(s, &req).await,
@@ -653,6 +657,15 @@ async fn heart_beat(
         version: req.version.to_string(),
     };
     let peer = conn.peer;
+    if !r.producer_groups.is_empty() {
+        // Check-backs of the groups' half messages may go to this client.
+        s.transaction
+            .do_send(crate::transaction::ProducerHeartbeat {
+                peer,
+                groups: r.producer_groups.clone(),
+                conn: ClientConn::RocketMq(conn.clone()),
+            });
+    }
     super::group::heartbeat(s, r, ClientConn::RocketMq(conn), peer).await?;
     Ok(req.response_to(response::SUCCESS, None))
 }
@@ -754,4 +767,75 @@ async fn lock_batch(s: Arc<Shared>, req: &RemotingCommand) -> Result<RemotingCom
     Ok(req
         .response_to(response::SUCCESS, None)
         .with_body(body.to_string()))
+}
+
+/// END_TRANSACTION (37): `commitOrRollback` 8 commits, 12 rolls back, 0
+/// leaves the half message to the check-back; `commitLogOffset` and
+/// `tranStateTableOffset` name the half message.
+async fn end_transaction(
+    s: Arc<Shared>,
+    req: &RemotingCommand,
+) -> Result<RemotingCommand, WireError> {
+    use skylark_codec::{EndTransactionRequest, TransactionState};
+    let state = match required_number::<i32>(req, "commitOrRollback")? {
+        8 => TransactionState::Commit,
+        12 => TransactionState::Rollback,
+        0 => TransactionState::Unknown,
+        other => return Err(bad(format!("commitOrRollback {other} is not 0, 8 or 12"))),
+    };
+    let physical: u64 = required_number(req, "commitLogOffset")?;
+    let r = EndTransactionRequest {
+        producer_group: required(req, "producerGroup", "")?.to_string(),
+        transaction_id: field(req, "transactionId", "").unwrap_or("").to_string(),
+        msg_id: skylark_codec::MessageId::new(s.store_host, physical).to_hex(),
+        queue_offset: required_number(req, "tranStateTableOffset")?,
+        state,
+        from_check: field(req, "fromTransactionCheck", "") == Some("true"),
+    };
+    super::transaction::end(s, r).await?;
+    Ok(req.response_to(response::SUCCESS, None))
+}
+
+/// CHECK_TRANSACTION_STATE (39), oneway, as RocketMQ's broker sends it: the
+/// half message in the stored layout under its real topic and queue.
+pub fn check_transaction_state(
+    r: &skylark_codec::CheckTransactionStateRequest,
+    store_host: SocketAddr,
+) -> Result<RemotingCommand, String> {
+    use skylark_codec::message::{PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC};
+    static OPAQUE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(1);
+    let (m, _) = skylark_codec::record::decode(&r.record).map_err(|e| e.to_string())?;
+    let real = skylark_codec::record::DecodedMessage {
+        topic: m.property(PROPERTY_REAL_TOPIC).unwrap_or(m.topic),
+        queue_id: m
+            .property(PROPERTY_REAL_QUEUE_ID)
+            .and_then(|q| q.parse().ok())
+            .unwrap_or(m.queue_id),
+        ..m
+    };
+    let mut body = BytesMut::new();
+    encode_stored(&real, &mut body).map_err(|e| e.to_string())?;
+    let mut cmd = RemotingCommand::request(
+        request::CHECK_TRANSACTION_STATE,
+        OPAQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    );
+    cmd.flag = skylark_codec::remoting::FLAG_ONEWAY;
+    let ext = &mut cmd.ext_fields;
+    ext.insert("tranStateTableOffset".into(), r.queue_offset.to_string());
+    ext.insert("commitLogOffset".into(), m.physical_offset.to_string());
+    // RocketMQ's transaction id is the producer's unique key.
+    let tx_id = if r.transaction_id.is_empty() {
+        m.property(skylark_codec::message::PROPERTY_UNIQ_KEY)
+            .unwrap_or("")
+            .to_string()
+    } else {
+        r.transaction_id.clone()
+    };
+    ext.insert("msgId".into(), tx_id.clone());
+    ext.insert("transactionId".into(), tx_id);
+    ext.insert(
+        "offsetMsgId".into(),
+        skylark_codec::MessageId::new(store_host, m.physical_offset).to_hex(),
+    );
+    Ok(cmd.with_body(body.freeze()))
 }

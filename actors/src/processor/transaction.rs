@@ -136,7 +136,7 @@ pub fn note_client(s: &Shared, cmd: Command, frame: &RawFrame, conn: &ConnInfo) 
                     s.transaction.do_send(ProducerHeartbeat {
                         peer: conn.peer,
                         groups: hb.producer_groups,
-                        conn: conn.addr.clone(),
+                        conn: crate::remoting::ClientConn::Skylark(conn.addr.clone()),
                     });
                 }
             }

@@ -102,7 +102,7 @@ impl ConsumerGroup {
                 }
                 ClientConn::RocketMq(r) => {
                     if command == Command::NotifyConsumerIdsChanged {
-                        r.push(crate::processor::rocketmq::consumer_ids_changed(
+                        r.push(skylark_codec::remoting::notify::consumer_ids_changed(
                             &self.group,
                         ));
                     }

@@ -153,7 +153,7 @@ async fn refuse_plain(mut tcp: TcpStream) {
         skylark_codec::ErrorCode::AuthFailed,
         "this port accepts TLS connections only (tls_mode = enforcing): connect with TLS",
     );
-    let frame = crate::remoting::wire::error_response(&h, e);
+    let frame = skylark_codec::wire::error_response(&h, e);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = tcp.write_all(&frame).await;
         let _ = tcp.shutdown().await;

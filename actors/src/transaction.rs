@@ -354,7 +354,7 @@ impl Transaction {
                     a.do_send(Push(frame));
                 }
                 ClientConn::RocketMq(r) => {
-                    match crate::processor::rocketmq::check_transaction_state(&req, host) {
+                    match skylark_codec::remoting::notify::check_transaction_state(&req, host) {
                         Ok(cmd) => {
                             r.push(cmd);
                         }

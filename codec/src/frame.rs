@@ -30,7 +30,7 @@
 //! zero-copy slice, so a server can route on the command (and answer an
 //! unknown one) before decoding the body with [`RawFrame::decode_body`].
 //!
-//! A signed request (ACL, see [`crate::auth`]) is a `fixarray` of 3
+//! A signed request (ACL, see `crate::auth`) is a `fixarray` of 3
 //! (`0x93`): `[header, body, auth]`; the trailer lands in [`RawFrame::auth`].
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -38,9 +38,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::auth::FrameAuth;
 use crate::command::{Command, Rpc};
 use crate::error::{ProtocolError, Result, WireError};
+use crate::frame_auth::FrameAuth;
 use crate::skip::skip_value;
 use crate::DEFAULT_MAX_FRAME_SIZE;
 

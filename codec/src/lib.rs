@@ -122,6 +122,7 @@ pub mod error;
 #[cfg(feature = "filter")]
 pub mod filter;
 pub mod frame;
+pub mod frame_auth;
 pub mod message;
 #[cfg(feature = "persist")]
 pub mod persist;
@@ -136,7 +137,7 @@ mod skip;
 pub mod tls;
 pub mod wire;
 
-pub use auth::{Credentials, FrameAuth};
+pub use auth::Credentials;
 pub use cmd::broker::{
     RegisterBrokerRequest, RegisterBrokerResponse, TopicConfig, UnregisterBrokerRequest,
     PERM_INHERIT, PERM_READ, PERM_WRITE,
@@ -198,6 +199,7 @@ pub use frame::{
     decode_value, encode_frame, encode_frame_with_tail, FrameCodec, FrameKind, Header, OutFrame,
     RawFrame, ResponseBody, LENGTH_PREFIX_LEN, MIN_FRAME_LEN,
 };
+pub use frame_auth::FrameAuth;
 pub use message::{MessageData, MessageId};
 
 /// Version of this protocol, sent in [`Handshake`].

@@ -33,6 +33,7 @@ use crate::config::BrokerConfig;
 use crate::consumer_offsets::ConsumerOffsets;
 use crate::group_registry::{ConsumerGroups, GroupsView};
 use crate::live_settings::LiveSettings;
+use crate::remoting::connection::AnswerWithTail;
 use crate::remoting::{wire, ConnInfo, Service};
 use crate::storage::Storage;
 use crate::topic_queue::TopicHandle;
@@ -169,11 +170,14 @@ impl BrokerService {
             Command::SendBatch => {
                 boxed(wire::dispatch(frame, move |r| send::send_batch(s, r, peer)))
             }
-            Command::PullMessage => boxed(wire::dispatch_with_tail(
-                frame,
-                conn.addr.clone(),
-                move |r| pull::pull(s, r),
-            )),
+            Command::PullMessage => {
+                let addr = conn.addr.clone();
+                boxed(wire::dispatch_with_tail(
+                    frame,
+                    move |head, tail| addr.do_send(AnswerWithTail { head, tail }),
+                    move |r| pull::pull(s, r),
+                ))
+            }
             Command::QueryConsumerOffset => call!(offset::query),
             Command::UpdateConsumerOffset => call!(offset::commit),
             Command::GetQueueOffsets => call!(offset::queue_offsets),

@@ -537,20 +537,6 @@ async fn search_offset(
     Ok(resp)
 }
 
-/// NOTIFY_CONSUMER_IDS_CHANGED (40), oneway, as a broker sends it to the
-/// members of a group whose membership changed.
-pub fn consumer_ids_changed(group: &str) -> RemotingCommand {
-    static OPAQUE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(1);
-    let mut cmd = RemotingCommand::request(
-        request::NOTIFY_CONSUMER_IDS_CHANGED,
-        OPAQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-    );
-    cmd.flag = skylark_codec::remoting::FLAG_ONEWAY;
-    cmd.ext_fields
-        .insert("consumerGroup".into(), group.to_string());
-    cmd
-}
-
 /// RocketMQ's `HeartbeatData` body (JSON), the fields Skylark uses.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -794,48 +780,4 @@ async fn end_transaction(
     };
     super::transaction::end(s, r).await?;
     Ok(req.response_to(response::SUCCESS, None))
-}
-
-/// CHECK_TRANSACTION_STATE (39), oneway, as RocketMQ's broker sends it: the
-/// half message in the stored layout under its real topic and queue.
-pub fn check_transaction_state(
-    r: &skylark_codec::CheckTransactionStateRequest,
-    store_host: SocketAddr,
-) -> Result<RemotingCommand, String> {
-    use skylark_codec::message::{PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC};
-    static OPAQUE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(1);
-    let (m, _) = skylark_codec::record::decode(&r.record).map_err(|e| e.to_string())?;
-    let real = skylark_codec::record::DecodedMessage {
-        topic: m.property(PROPERTY_REAL_TOPIC).unwrap_or(m.topic),
-        queue_id: m
-            .property(PROPERTY_REAL_QUEUE_ID)
-            .and_then(|q| q.parse().ok())
-            .unwrap_or(m.queue_id),
-        ..m
-    };
-    let mut body = BytesMut::new();
-    encode_stored(&real, &mut body).map_err(|e| e.to_string())?;
-    let mut cmd = RemotingCommand::request(
-        request::CHECK_TRANSACTION_STATE,
-        OPAQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-    );
-    cmd.flag = skylark_codec::remoting::FLAG_ONEWAY;
-    let ext = &mut cmd.ext_fields;
-    ext.insert("tranStateTableOffset".into(), r.queue_offset.to_string());
-    ext.insert("commitLogOffset".into(), m.physical_offset.to_string());
-    // RocketMQ's transaction id is the producer's unique key.
-    let tx_id = if r.transaction_id.is_empty() {
-        m.property(skylark_codec::message::PROPERTY_UNIQ_KEY)
-            .unwrap_or("")
-            .to_string()
-    } else {
-        r.transaction_id.clone()
-    };
-    ext.insert("msgId".into(), tx_id.clone());
-    ext.insert("transactionId".into(), tx_id);
-    ext.insert(
-        "offsetMsgId".into(),
-        skylark_codec::MessageId::new(store_host, m.physical_offset).to_hex(),
-    );
-    Ok(cmd.with_body(body.freeze()))
 }

@@ -40,6 +40,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -110,6 +111,19 @@ impl Default for FlowLimits {
             idle_timeout: Duration::from_secs(120),
             close_linger: Duration::from_secs(2),
         }
+    }
+}
+
+/// One open connection, counted by its listener and by the process; the
+/// counts drop when the socket is closed (the slot is dropped).
+/// The second count is the worker arbiter's, which spreads new connections.
+pub(crate) struct ConnSlot(pub(crate) Arc<AtomicUsize>, pub(crate) Arc<AtomicUsize>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.1.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::PROCESS_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -313,7 +327,7 @@ async fn write_task(
     w: WriteHalf<MaybeTls>,
     gate: Rc<Gate>,
     closing: Rc<Notify>,
-    slot: Option<super::server::ConnSlot>,
+    slot: Option<ConnSlot>,
 ) {
     let linger = gate.limits.close_linger;
     tokio::select! {
@@ -509,7 +523,7 @@ impl Connection {
         stream: MaybeTls,
         service: S,
         limits: FlowLimits,
-        slot: Option<super::server::ConnSlot>,
+        slot: Option<ConnSlot>,
         log: Logger,
     ) -> std::io::Result<Addr<Connection>> {
         let peer = stream.peer_addr()?;

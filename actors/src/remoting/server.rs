@@ -25,6 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
+use super::connection::ConnSlot;
 use super::connection::FlowLimits;
 use super::{wire, Connection, Service};
 
@@ -49,26 +50,9 @@ impl Default for ServeOptions {
     }
 }
 
-/// Client connections open in this process, over every listener.
-static PROCESS_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
-
-/// Client connections open in this process now (metrics).
-pub fn open_connections() -> usize {
-    PROCESS_CONNECTIONS.load(Ordering::Relaxed)
-}
-
-/// One open connection, counted by its listener and by the process; the
-/// counts drop when the socket is closed (the slot is dropped).
-/// The second count is the worker arbiter's, which spreads new connections.
-pub(crate) struct ConnSlot(Arc<AtomicUsize>, Arc<AtomicUsize>);
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-        self.1.fetch_sub(1, Ordering::Relaxed);
-        PROCESS_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+// Client connections open in this process, over every listener: the
+// counter lives with the metrics, which export it; the listeners count.
+use crate::metrics::PROCESS_CONNECTIONS;
 
 /// The worker with the fewest open connections, searching from `next` so
 /// that ties go round-robin. Plain round-robin put both connections of a

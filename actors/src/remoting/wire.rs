@@ -47,18 +47,15 @@ pub const COPY_TAIL: usize = 16 * 1024;
 /// slices elsewhere (a pull answer's records, in the mapped CommitLog):
 /// `f` answers the body with that field left empty, plus the slices. The
 /// head is encoded with [`skylark_codec::encode_frame_with_tail`] and
-/// queued on `conn` with the slices behind it, so they reach the socket
-/// without being copied into the frame; without slices the answer is an
-/// ordinary frame.
-pub async fn dispatch_with_tail<R, F, Fut>(
-    frame: RawFrame,
-    conn: actix::Addr<super::Connection>,
-    f: F,
-) -> Option<Bytes>
+/// handed with the slices behind it to `queue` (the connection's
+/// `AnswerWithTail`), so they reach the socket without being copied into
+/// the frame; without slices the answer is an ordinary frame.
+pub async fn dispatch_with_tail<R, F, Fut, Q>(frame: RawFrame, queue: Q, f: F) -> Option<Bytes>
 where
     R: Rpc + serde::de::DeserializeOwned,
     R::Response: Serialize,
     F: FnOnce(R) -> Fut,
+    Q: FnOnce(Bytes, Vec<Bytes>),
     Fut: Future<Output = Result<(R::Response, Vec<Bytes>), WireError>>,
 {
     let header = frame.header;
@@ -99,10 +96,7 @@ where
             Some(head.freeze())
         }
         Ok(()) => {
-            conn.do_send(super::connection::AnswerWithTail {
-                head: head.freeze(),
-                tail,
-            });
+            queue(head.freeze(), tail);
             None
         }
         Err(e) => Some(error_response(

@@ -35,6 +35,7 @@ mod frame;
 mod header_binary;
 mod header_json;
 pub mod message;
+pub mod notify;
 pub mod route;
 
 use std::collections::BTreeMap;

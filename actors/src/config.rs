@@ -438,13 +438,7 @@ impl BrokerConfig {
     }
     /// The credential this broker signs its own requests with, if set.
     pub fn credentials(&self) -> Option<std::sync::Arc<skylark_codec::Credentials>> {
-        match (&self.access_key, &self.secret_key) {
-            (Some(a), Some(s)) => Some(std::sync::Arc::new(skylark_codec::Credentials::new(
-                a.as_str(),
-                s.0.as_str(),
-            ))),
-            _ => None,
-        }
+        crate::acl::own_credentials(&self.access_key, &self.secret_key)
     }
     /// The certificate and key this broker presents to servers asking for
     /// one: `tls_client_cert_file`/`tls_client_key_file`, else its server

@@ -142,10 +142,16 @@ fn request_mac(
     if let Some(n) = nonce {
         mac.update(&n.to_be_bytes());
     }
+    signer_and(mac, access_key, body)
+}
+
+/// The tail every signature covers: the signer's key (length-prefixed) and
+/// then the signed bytes.
+fn signer_and(mut mac: HmacSha256, access_key: &str, data: &[u8]) -> HmacSha256 {
     let key = access_key.as_bytes();
     mac.update(&(key.len().min(u16::MAX as usize) as u16).to_be_bytes());
     mac.update(key);
-    mac.update(body);
+    mac.update(data);
     mac
 }
 
@@ -373,11 +379,7 @@ fn payload_mac(
     mac.update(PAYLOAD_TAG);
     mac.update(&timestamp_ms.to_be_bytes());
     mac.update(&nonce.to_be_bytes());
-    let key = access_key.as_bytes();
-    mac.update(&(key.len().min(u16::MAX as usize) as u16).to_be_bytes());
-    mac.update(key);
-    mac.update(payload);
-    mac
+    signer_and(mac, access_key, payload)
 }
 
 /// The signature of an opaque payload (a controller request's bytes):

@@ -510,6 +510,21 @@ impl Handler<Reload> for AclWatcher {
     }
 }
 
+/// The credential a server signs its own requests with, when both halves
+/// are configured (`access_key`, `secret_key` of a broker or controller).
+pub fn own_credentials(
+    access_key: &Option<String>,
+    secret_key: &Option<Secret>,
+) -> Option<std::sync::Arc<skylark_codec::Credentials>> {
+    match (access_key, secret_key) {
+        (Some(a), Some(s)) => Some(std::sync::Arc::new(skylark_codec::Credentials::new(
+            a.as_str(),
+            s.0.as_str(),
+        ))),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

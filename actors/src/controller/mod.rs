@@ -116,13 +116,7 @@ pub struct ConfigError(pub String);
 impl ControllerConfig {
     /// The credential this controller signs its raft RPCs with, if set.
     pub fn credentials(&self) -> Option<std::sync::Arc<skylark_codec::Credentials>> {
-        match (&self.access_key, &self.secret_key) {
-            (Some(a), Some(s)) => Some(std::sync::Arc::new(skylark_codec::Credentials::new(
-                a.as_str(),
-                s.0.as_str(),
-            ))),
-            _ => None,
-        }
+        crate::acl::own_credentials(&self.access_key, &self.secret_key)
     }
 
     /// `peers` as id → address; checks this controller is one of them.

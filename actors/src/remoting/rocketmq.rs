@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::LocalBoxFuture;
 use futures::stream::FuturesUnordered;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use skylark_codec::remoting::{RemotingCodec, RemotingCommand, RemotingError};
 use slog::{debug, info, warn, Logger};
 use tokio::net::{TcpListener, TcpStream};
@@ -206,13 +206,22 @@ async fn serve_connection(
                 continue;
             }
             Some(done) = inflight.next(), if !inflight.is_empty() => {
-                if let Some(resp) = done {
-                    if let Err(e) = writer.send(resp).await {
-                        if !matches!(e, RemotingError::Io(_)) {
-                            warn!(log, "cannot encode a remoting answer"; "peer" => %peer, "error" => %e);
+                // Every answer ready now goes out in one write (a syscall
+                // per answer was a third of the broker's time under load).
+                let mut done = Some(done);
+                while let Some(d) = done.take() {
+                    if let Some(resp) = d {
+                        if let Err(e) = writer.feed(resp).await {
+                            if !matches!(e, RemotingError::Io(_)) {
+                                warn!(log, "cannot encode a remoting answer"; "peer" => %peer, "error" => %e);
+                            }
+                            return;
                         }
-                        return;
                     }
+                    done = inflight.next().now_or_never().flatten();
+                }
+                if writer.flush().await.is_err() {
+                    return;
                 }
                 continue;
             }

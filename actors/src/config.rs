@@ -429,11 +429,7 @@ impl BrokerConfig {
         if self.is_slave() {
             return None;
         }
-        let host = self
-            .advertised_addr
-            .as_deref()
-            .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
-            .unwrap_or_else(|| self.listen_host.clone());
+        let host = self.advertised_host();
         self.ha_port.map(|p| format!("{host}:{p}"))
     }
     /// The credential this broker signs its own requests with, if set.
@@ -477,12 +473,16 @@ impl BrokerConfig {
     /// The RocketMQ remoting address published to the NameServers: the
     /// advertised host with `remoting_port`, if that is set.
     pub fn remoting_advertised(&self) -> Option<String> {
-        let host = self
-            .advertised_addr
+        let host = self.advertised_host();
+        self.remoting_port.map(|p| format!("{host}:{p}"))
+    }
+
+    /// The host part of the advertised address (`listen_host` without one).
+    fn advertised_host(&self) -> String {
+        self.advertised_addr
             .as_deref()
             .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
-            .unwrap_or_else(|| self.listen_host.clone());
-        self.remoting_port.map(|p| format!("{host}:{p}"))
+            .unwrap_or_else(|| self.listen_host.clone())
     }
 }
 

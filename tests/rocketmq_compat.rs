@@ -543,6 +543,42 @@ fn rocketmq_compat_broker_send_pull_offsets_cross_both_protocols() {
     let msgs = decode_stored_all(&a.body).unwrap();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].body, b"from-rocketmq");
+    // A pull without its subscription (a RocketMQ push consumer's default)
+    // is filtered by the group's, from its heartbeat.
+    let hb = serde_json::json!({
+        "clientID": "sql-member", "producerDataSet": [],
+        "consumerDataSet": [{
+            "groupName": "SqlG", "consumeType": "CONSUME_PASSIVELY",
+            "messageModel": "CLUSTERING", "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET",
+            "subscriptionDataSet": [{"topic": "RmqX", "subString": "color = 'red'",
+                                     "expressionType": "SQL92"}]
+        }]
+    });
+    let a = b
+        .call(&with_body(
+            json_request(34, 40, &[]),
+            hb.to_string().as_bytes(),
+        ))
+        .unwrap();
+    assert_eq!(a.code, 0, "{a:?}");
+    let a = b
+        .call(&json_request(
+            11,
+            41,
+            &[
+                ("consumerGroup", "SqlG"),
+                ("topic", "RmqX"),
+                ("queueId", "0"),
+                ("queueOffset", "0"),
+                ("maxMsgNums", "32"),
+                ("sysFlag", "0"),
+            ],
+        ))
+        .unwrap();
+    assert_eq!(a.code, 0, "{a:?}");
+    let msgs = decode_stored_all(&a.body).unwrap();
+    assert_eq!(msgs.len(), 1, "the group's SQL92 filter applies");
+    assert_eq!(msgs[0].body, b"from-rocketmq");
     // Long polling at the end of the queue answers PULL_NOT_FOUND once the
     // suspend time is over.
     let a = pull(

@@ -27,7 +27,7 @@
 //!
 //! Messages answered: [`GroupHeartbeat`], [`LeaveGroup`], [`GetMembers`],
 //! [`LockQueues`], [`UnlockQueues`], [`NotifyReset`], [`CloseGroup`],
-//! [`GetSubscriptionConflicts`].
+//! [`GetSubscriptionConflicts`], [`GetSubscription`].
 
 pub mod members;
 pub mod send_back;
@@ -207,6 +207,19 @@ pub struct NotifyReset(pub ResetOffsetNotify);
 #[derive(Message)]
 #[rtype(result = "Vec<SubscriptionConflict>")]
 pub struct GetSubscriptionConflicts;
+
+/// The group's subscription to a topic, from its members' heartbeats (for
+/// pulls that do not carry one: RocketMQ push consumers by default).
+#[derive(Message)]
+#[rtype(result = "Option<skylark_codec::Subscription>")]
+pub struct GetSubscription(pub String);
+
+impl Handler<GetSubscription> for ConsumerGroup {
+    type Result = Option<skylark_codec::Subscription>;
+    fn handle(&mut self, m: GetSubscription, _: &mut Self::Context) -> Self::Result {
+        self.state.subscription(&m.0)
+    }
+}
 
 /// The group was deleted: stop.
 #[derive(Message)]

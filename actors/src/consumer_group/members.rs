@@ -115,6 +115,20 @@ impl<C: Clone> GroupState<C> {
         gone
     }
 
+    /// The group's subscription to `topic`: that of the member heard from
+    /// last among those subscribing to it (RocketMQ keeps one per group and
+    /// topic, the latest heartbeat's).
+    pub fn subscription(&self, topic: &str) -> Option<skylark_codec::Subscription> {
+        self.members
+            .values()
+            .filter_map(|m| {
+                let sub = m.data.subscriptions.iter().find(|s| s.topic == topic)?;
+                Some((m.last_seen, sub))
+            })
+            .max_by_key(|(seen, _)| *seen)
+            .map(|(_, sub)| sub.clone())
+    }
+
     /// Member ids, sorted.
     pub fn client_ids(&self) -> Vec<String> {
         self.members.keys().cloned().collect()

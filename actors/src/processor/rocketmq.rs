@@ -215,6 +215,15 @@ fn send_answer(
     resp
 }
 
+/// Producer group, topic and queue (-1: the broker picks) of a send header.
+fn send_target(req: &RemotingCommand) -> Result<(String, String, i32), WireError> {
+    Ok((
+        required(req, "producerGroup", "a")?.to_string(),
+        required(req, "topic", "b")?.to_string(),
+        number(req, "queueId", "e")?.unwrap_or(-1),
+    ))
+}
+
 /// SEND_MESSAGE (10) / SEND_MESSAGE_V2 (310): one message.
 async fn send_message(
     s: Arc<Shared>,
@@ -231,12 +240,13 @@ async fn send_message(
         number(req, "flag", "h")?.unwrap_or(0),
         body_of(&req.body, sys_flag)?,
     )?;
+    let (producer_group, topic, queue_id) = send_target(req)?;
     let r = send::send_one(
         s,
         SendRequest {
-            producer_group: required(req, "producerGroup", "a")?.to_string(),
-            topic: required(req, "topic", "b")?.to_string(),
-            queue_id: number(req, "queueId", "e")?.unwrap_or(-1),
+            producer_group,
+            topic,
+            queue_id,
             message,
         },
         peer,
@@ -290,12 +300,13 @@ async fn send_batch(
     if messages.is_empty() {
         return Err(bad("an empty batch".into()));
     }
+    let (producer_group, topic, queue_id) = send_target(req)?;
     let r = send::send_batch(
         s,
         skylark_codec::SendBatchRequest {
-            producer_group: required(req, "producerGroup", "a")?.to_string(),
-            topic: required(req, "topic", "b")?.to_string(),
-            queue_id: number(req, "queueId", "e")?.unwrap_or(-1),
+            producer_group,
+            topic,
+            queue_id,
             messages,
         },
         peer,
@@ -408,8 +419,34 @@ async fn pull_message(s: Arc<Shared>, req: &RemotingCommand) -> Result<RemotingC
     const FLAG_COMMIT_OFFSET: i32 = 0x1;
     const FLAG_SUSPEND: i32 = 0x2;
     let sys_flag: i32 = number(req, "sysFlag", "")?.unwrap_or(0);
-    let expression = field(req, "subscription", "").map(str::to_string);
-    let is_sql = field(req, "expressionType", "").is_some_and(|t| t.eq_ignore_ascii_case("SQL92"));
+    let group = required(req, "consumerGroup", "")?;
+    let topic = required(req, "topic", "")?;
+    // Java clients leave the field out unless they post it (and then set
+    // FLAG_SUBSCRIPTION, bit 2); its presence is what counts.
+    let carried = field(req, "subscription", "").map(|e| {
+        let sql = field(req, "expressionType", "").is_some_and(|t| t.eq_ignore_ascii_case("SQL92"));
+        (e.to_string(), sql)
+    });
+    // A pull without its subscription (RocketMQ push consumers send it only
+    // with postSubscriptionWhenPull) is filtered by the group's, from the
+    // heartbeats, as RocketMQ's broker does.
+    let (expression, is_sql) = match carried {
+        Some(c) => (Some(c.0), c.1),
+        None => match s.groups.get(group).map(|a| a.clone()) {
+            Some(a) => match a
+                .send(crate::consumer_group::GetSubscription(topic.to_string()))
+                .await
+                .map_err(crate::mailbox_error)?
+            {
+                Some(sub) => (
+                    Some(sub.expression),
+                    sub.expression_type == skylark_codec::ExpressionType::Sql,
+                ),
+                None => (None, false),
+            },
+            None => (None, false),
+        },
+    };
     let (subscription, sql) = if is_sql {
         (None, expression)
     } else {
@@ -417,8 +454,8 @@ async fn pull_message(s: Arc<Shared>, req: &RemotingCommand) -> Result<RemotingC
     };
     let commit: u64 = number(req, "commitOffset", "")?.unwrap_or(0);
     let r = PullRequest {
-        consumer_group: required(req, "consumerGroup", "")?.to_string(),
-        topic: required(req, "topic", "")?.to_string(),
+        consumer_group: group.to_string(),
+        topic: topic.to_string(),
         queue_id: required_number(req, "queueId")?,
         queue_offset: required_number(req, "queueOffset")?,
         max_messages: number(req, "maxMsgNums", "")?.unwrap_or(32),

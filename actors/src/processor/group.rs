@@ -288,6 +288,21 @@ pub async fn delete_group(s: Arc<Shared>, r: DeleteGroupRequest) -> Result<Ack, 
     Ok(Ack {})
 }
 
+/// Creates `topic` with one queue unless it exists (a group's retry or
+/// dead-letter topic).
+pub async fn ensure_topic_of_one_queue(s: &Shared, topic: &str) -> Result<(), WireError> {
+    if s.topics.get(topic).is_none() {
+        s.broker
+            .send(CreateTopic(skylark_codec::TopicConfig::new(
+                topic.to_string(),
+                1,
+            )))
+            .await
+            .map_err(crate::mailbox_error)??;
+    }
+    Ok(())
+}
+
 /// A consumer failed a message: store a copy in the group's retry topic
 /// (delay level 3 + reconsume times) or, after the maximum, in its
 /// dead-letter topic. Both topics are created on first use (one queue).
@@ -321,15 +336,7 @@ pub async fn send_back(
     let msg_id = skylark_codec::MessageId::new(m.store_host, m.physical_offset).to_hex();
     let copy = send_back::copy_for(&m, &msg_id, &target);
     let topic = target.topic().to_string();
-    if s.topics.get(&topic).is_none() {
-        s.broker
-            .send(CreateTopic(skylark_codec::TopicConfig::new(
-                topic.clone(),
-                1,
-            )))
-            .await
-            .map_err(crate::mailbox_error)??;
-    }
+    ensure_topic_of_one_queue(&s, &topic).await?;
     let mut results = super::send::store_with_reconsume(
         &s,
         topic.clone(),

@@ -74,6 +74,7 @@ pub async fn answer(s: Arc<Shared>, req: RemotingCommand, conn: RemotingConn) ->
         request::UNREGISTER_CLIENT => unregister_client(s, &req).await,
         request::GET_CONSUMER_LIST_BY_GROUP => consumer_list(s, &req).await,
         request::LOCK_BATCH_MQ | request::UNLOCK_BATCH_MQ => lock_batch(s, &req).await,
+        request::CHECK_CLIENT_CONFIG => check_client_config(&req),
         request::SEND_BATCH_MESSAGE => send_batch(s, &req, conn.peer).await,
         request::CONSUMER_SEND_MSG_BACK => send_back(s, &req, conn.peer).await,
         request::VIEW_MESSAGE_BY_ID => view_by_id(s, &req).await,
@@ -418,41 +419,49 @@ fn body_of(body: &Bytes, sys_flag: i32) -> Result<Bytes, WireError> {
 async fn pull_message(s: Arc<Shared>, req: &RemotingCommand) -> Result<RemotingCommand, WireError> {
     const FLAG_COMMIT_OFFSET: i32 = 0x1;
     const FLAG_SUSPEND: i32 = 0x2;
+    const FLAG_SUBSCRIPTION: i32 = 0x4;
     let sys_flag: i32 = number(req, "sysFlag", "")?.unwrap_or(0);
     let group = required(req, "consumerGroup", "")?;
     let topic = required(req, "topic", "")?;
-    // Java clients leave the field out unless they post it (and then set
-    // FLAG_SUBSCRIPTION, bit 2); its presence is what counts.
-    let carried = field(req, "subscription", "").map(|e| {
+    let header_sub = || {
         let sql = field(req, "expressionType", "").is_some_and(|t| t.eq_ignore_ascii_case("SQL92"));
-        (e.to_string(), sql)
-    });
-    // A pull without its subscription (RocketMQ push consumers send it only
-    // with postSubscriptionWhenPull) is filtered by the group's, from the
-    // heartbeats, as RocketMQ's broker does.
-    let (expression, is_sql) = match carried {
-        Some(c) => (Some(c.0), c.1),
-        None => match s.groups.get(group).map(|a| a.clone()) {
-            Some(a) => match a
+        field(req, "subscription", "")
+            .filter(|e| !e.is_empty())
+            .map(|e| (e.to_string(), sql))
+    };
+    // The header's subscription counts when FLAG_SUBSCRIPTION says so
+    // (postSubscriptionWhenPull); otherwise the group's from the heartbeats
+    // filters, as on RocketMQ's broker (clients may send an empty field).
+    // A pull of a group without heartbeats falls back to the header's.
+    let carried = if sys_flag & FLAG_SUBSCRIPTION != 0 {
+        header_sub()
+    } else {
+        match s.groups.get(group).map(|a| a.clone()) {
+            Some(a) => a
                 .send(crate::consumer_group::GetSubscription(topic.to_string()))
                 .await
                 .map_err(crate::mailbox_error)?
-            {
-                Some(sub) => (
-                    Some(sub.expression),
-                    sub.expression_type == skylark_codec::ExpressionType::Sql,
-                ),
-                None => (None, false),
-            },
-            None => (None, false),
-        },
+                .map(|sub| {
+                    (
+                        sub.expression,
+                        sub.expression_type == skylark_codec::ExpressionType::Sql,
+                    )
+                })
+                .or_else(header_sub),
+            None => header_sub(),
+        }
+    };
+    let (expression, is_sql) = match carried {
+        Some((e, sql)) => (Some(e), sql),
+        None => (None, false),
     };
     let (subscription, sql) = if is_sql {
         (None, expression)
     } else {
         (expression, None)
     };
-    let commit: u64 = number(req, "commitOffset", "")?.unwrap_or(0);
+    // Clients send -1 when they have nothing to commit.
+    let commit: i64 = number(req, "commitOffset", "")?.unwrap_or(0);
     let r = PullRequest {
         consumer_group: group.to_string(),
         topic: topic.to_string(),
@@ -467,7 +476,7 @@ async fn pull_message(s: Arc<Shared>, req: &RemotingCommand) -> Result<RemotingC
         },
         subscription,
         sql,
-        commit_offset: (sys_flag & FLAG_COMMIT_OFFSET != 0 && commit > 0).then_some(commit),
+        commit_offset: (sys_flag & FLAG_COMMIT_OFFSET != 0 && commit > 0).then_some(commit as u64),
     };
     let (p, tail) = pull::pull(s, r).await?;
     let code = match p.status {
@@ -616,6 +625,33 @@ struct SubscriptionData {
     expression_type: String,
 }
 
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CheckClientRequestBody {
+    subscription_data: Option<SubscriptionData>,
+}
+
+/// CHECK_CLIENT_CONFIG (46): a push consumer asks, before it starts,
+/// whether the broker can filter by its subscription; an SQL92 expression
+/// that does not compile is refused with SUBSCRIPTION_PARSE_FAILED.
+fn check_client_config(req: &RemotingCommand) -> Result<RemotingCommand, WireError> {
+    let body: CheckClientRequestBody = json_body(req, "CheckClientRequestBody")?;
+    if let Some(sub) = body.subscription_data {
+        if sub.expression_type.eq_ignore_ascii_case("SQL92") {
+            if let Err(e) = skylark_codec::filter::validate(&sub.sub_string) {
+                return Ok(req.response_to(
+                    response::SUBSCRIPTION_PARSE_FAILED,
+                    Some(format!(
+                        "the SQL92 expression of topic '{}' does not compile: {e}",
+                        sub.topic
+                    )),
+                ));
+            }
+        }
+    }
+    Ok(req.response_to(response::SUCCESS, None))
+}
+
 fn json_body<T: serde::de::DeserializeOwned>(
     req: &RemotingCommand,
     what: &str,
@@ -679,6 +715,17 @@ async fn heart_beat(
         language: req.language.name().to_string(),
         version: req.version.to_string(),
     };
+    // As RocketMQ's broker does, a clustering consumer group's retry topic
+    // exists from its first heartbeat, so the client finds its route when it
+    // starts instead of after a send-back and its next route poll (30 s).
+    if super::replication::refuse_on_slave(&s).is_ok() {
+        for g in &r.consumer_groups {
+            if g.message_model == MessageModel::Clustering {
+                let retry = format!("{}{}", skylark_codec::RETRY_TOPIC_PREFIX, g.group);
+                super::group::ensure_topic_of_one_queue(&s, &retry).await?;
+            }
+        }
+    }
     let peer = conn.peer;
     if !r.producer_groups.is_empty() {
         // Check-backs of the groups' half messages may go to this client.

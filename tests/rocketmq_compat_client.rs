@@ -1,0 +1,866 @@
+//! Issue 17's "done when": the published `rocketmq-client-rust` crate,
+//! unmodified, against a live `skylark standalone` serving its RocketMQ
+//! remoting ports. The same cases are also covered frame by frame in
+//! `tests/rocketmq_compat.rs`; these show that a real RocketMQ client library
+//! gets what it expects.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::{free_port, json_lines, wait_until, Standalone};
+use rocketmq_client_rust::{
+    ClientConfig, ClientRuntime, ClientRuntimeConfig, ConsumeConcurrentlyContext,
+    ConsumeConcurrentlyStatus, ConsumeOrderlyContext, ConsumeOrderlyStatus, DefaultMQProducer,
+    DefaultMQPushConsumer, DefaultMQPushConsumerBuilder, LocalTransactionState, MQPushConsumer,
+    MessageListenerConcurrently, MessageListenerOrderly, TransactionListener,
+    TransactionMQProducer,
+};
+use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
+use rocketmq_model::common::message::message_ext::MessageExt;
+use rocketmq_model::common::message::message_single::Message;
+use rocketmq_model::common::message::MessageTrait;
+use rocketmq_protocol::protocol::heartbeat::message_model::MessageModel;
+use skylark::codec::remoting::{decode_frame, encode_frame, request, RemotingCommand};
+
+/// One client runtime for the whole test binary (the crate's runtime owner
+/// and its telemetry are process-wide); kept for the life of the process.
+fn client_runtime() -> Arc<ClientRuntime> {
+    static RT: OnceLock<Arc<ClientRuntime>> = OnceLock::new();
+    RT.get_or_init(|| {
+        // The client's blocking lanes are sized from the cores (2 here:
+        // 32 queued listener calls); several consumers in one process
+        // overflow that, and a broadcasting consumer drops what does not
+        // fit (its documented behaviour). Size them as for 8 cores.
+        let mut config =
+            rocketmq_runtime::RuntimeConfig::for_parallelism("rocketmq-compat-client", 8);
+        config.worker_threads = 2;
+        let owner = rocketmq_runtime::RuntimeOwner::plan(config)
+            .expect("runtime plan")
+            .build()
+            .expect("client runtime");
+        let owner: &'static rocketmq_runtime::RuntimeOwner = Box::leak(Box::new(owner));
+        // RMQ_CLIENT_LOG=1 shows the client's own log on stderr.
+        let telemetry = if std::env::var_os("RMQ_CLIENT_LOG").is_some() {
+            let guard = rocketmq_observability::install_global(
+                &rocketmq_observability::TelemetryBootstrapConfig::default(),
+            )
+            .expect("client telemetry");
+            let handle = guard.handle();
+            Box::leak(Box::new(guard));
+            handle
+        } else {
+            rocketmq_observability::TelemetryHandle::noop()
+        };
+        ClientRuntime::try_new(
+            owner.root_context().component("client"),
+            ClientRuntimeConfig::default(),
+            telemetry,
+        )
+        .expect("client runtime")
+    })
+    .clone()
+}
+
+/// A standalone with both remoting ports; its NameServer remoting address
+/// is what a RocketMQ client is given as `namesrvAddr`.
+struct Node {
+    _dir: tempfile::TempDir,
+    node: Standalone,
+    remoting_namesrv: String,
+    broker_remoting: u16,
+}
+
+fn start() -> Node {
+    start_env(&[])
+}
+
+fn start_env(env: &[(&str, &str)]) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, bport) = (free_port(), free_port());
+    let node = Standalone::start_env(
+        dir.path(),
+        &[
+            "--namesrv-remoting-port",
+            &port.to_string(),
+            "--broker-remoting-port",
+            &bport.to_string(),
+            "--no-dashboard",
+        ],
+        env,
+    );
+    for p in [port, bport] {
+        assert!(
+            wait_until(Duration::from_secs(30), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                p
+            ))
+            .is_ok()),
+            "remoting port {p} never listened"
+        );
+    }
+    Node {
+        _dir: dir,
+        node,
+        remoting_namesrv: format!("127.0.0.1:{port}"),
+        broker_remoting: bport,
+    }
+}
+
+/// One RocketMQ request with a JSON body, by hand, to the broker's remoting
+/// port; its answer.
+fn raw_request(port: u16, code: i32, body: serde_json::Value) -> RemotingCommand {
+    use std::io::{Read, Write};
+    let mut out = bytes::BytesMut::new();
+    let req = RemotingCommand::request(code, 1).with_body(serde_json::to_vec(&body).unwrap());
+    encode_frame(&req, &mut out).unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&out).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut rest).unwrap();
+    decode_frame(bytes::Bytes::from(rest)).unwrap()
+}
+
+fn producer(n: &Node, group: &str) -> DefaultMQProducer {
+    DefaultMQProducer::builder(client_runtime())
+        .producer_group(group.to_string())
+        .name_server_addr(n.remoting_namesrv.clone())
+        .build()
+}
+
+/// What a listener saw: every delivered message, in delivery order.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<Delivered>>>);
+
+#[derive(Clone, Debug)]
+struct Delivered {
+    body: String,
+    tags: String,
+    keys: String,
+    props: HashMap<String, String>,
+    queue_id: i32,
+    queue_offset: i64,
+    reconsume_times: i32,
+    at: Instant,
+}
+
+impl Seen {
+    fn record(&self, m: &MessageExt) {
+        let props = m
+            .properties()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.0.lock().unwrap().push(Delivered {
+            body: String::from_utf8_lossy(&m.body().unwrap_or_default()).into_owned(),
+            tags: m.get_tags().map(|t| t.to_string()).unwrap_or_default(),
+            keys: m.get_keys().map(|t| t.to_string()).unwrap_or_default(),
+            props,
+            queue_id: m.queue_id(),
+            queue_offset: m.queue_offset(),
+            reconsume_times: m.reconsume_times(),
+            at: Instant::now(),
+        });
+    }
+
+    fn bodies(&self) -> HashSet<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| d.body.clone())
+            .collect()
+    }
+
+    fn all(&self) -> Vec<Delivered> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits until every body of `want` was delivered.
+    async fn wait_for(&self, want: &HashSet<String>, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.bodies();
+            if want.is_subset(&got) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "missing after {within:?}: {:?}; got {:?}",
+                want.difference(&got).collect::<Vec<_>>(),
+                self.all()
+                    .iter()
+                    .map(|d| (d.body.clone(), d.queue_id, d.queue_offset))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+struct Concurrently(Seen, ConsumeConcurrentlyStatus);
+
+impl MessageListenerConcurrently for Concurrently {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        _context: &ConsumeConcurrentlyContext,
+    ) -> rocketmq_client_rust::ClientResult<ConsumeConcurrentlyStatus> {
+        for m in msgs {
+            self.0.record(m);
+        }
+        Ok(self.1)
+    }
+}
+
+/// A started push consumer of `topic` filtered by `selector` (a tag
+/// expression) whose listener records what it gets.
+async fn push_consumer(
+    n: &Node,
+    group: &str,
+    topic: &str,
+    tags: &str,
+    model: MessageModel,
+    seen: &Seen,
+) -> DefaultMQPushConsumer {
+    let mut c = consumer_builder(n, group).message_model(model).build();
+    c.subscribe(topic, tags).await.expect("subscribe");
+    c.register_message_listener_concurrently(Concurrently(
+        seen.clone(),
+        ConsumeConcurrentlyStatus::ConsumeSuccess,
+    ));
+    started(c.start().await, "push consumer");
+    c
+}
+
+/// A push consumer of `group` reading from the first offset, as its own
+/// client instance (as if each were a process of its own: one instance
+/// holds one consumer per group).
+fn consumer_builder(n: &Node, group: &str) -> DefaultMQPushConsumerBuilder {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let mut config = ClientConfig {
+        namesrv_addr: Some(n.remoting_namesrv.clone().into()),
+        ..Default::default()
+    };
+    config
+        .set_instance_name(format!("skylark-test-{}", NEXT.fetch_add(1, Ordering::Relaxed)).into());
+    DefaultMQPushConsumer::builder(client_runtime())
+        .client_config(config)
+        .consumer_group(group.to_string())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+}
+
+/// Panics with the client's error in full (its `Debug` redacts the message).
+fn started<T>(r: rocketmq_client_rust::ClientResult<T>, what: &str) -> T {
+    r.unwrap_or_else(|e| {
+        let mut chain = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            chain.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        panic!("start {what}: {chain}")
+    })
+}
+
+fn message(topic: &str, tag: &str, key: &str, body: &str) -> Message {
+    Message::builder()
+        .topic(topic)
+        .tags(tag)
+        .key(key)
+        .body_slice(body.as_bytes())
+        .build_unchecked()
+}
+
+/// The committed offsets of `group` on `topic` at the broker, summed over
+/// its queues (`skylark admin group progress`).
+fn committed(n: &Node, group: &str, topic: &str) -> i64 {
+    let out = n
+        .node
+        .cli(&["admin", "--json", "group", "progress", "--group", group]);
+    if !out.status.success() {
+        return -1;
+    }
+    json_lines(&out.stdout)
+        .iter()
+        .filter_map(|v| v["queues"].as_array().cloned())
+        .flatten()
+        .filter(|q| q["topic"] == topic)
+        .filter_map(|q| q["consumer_offset"].as_i64())
+        .filter(|c| *c > 0)
+        .sum()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn rocketmq_compat_client_sends_every_way_and_push_consumers_get_all() {
+    let n = start();
+    runtime().block_on(async {
+        let topic = "RmqSends";
+        let mut p = producer(&n, "rmq-sends-pg");
+        p.start().await.expect("start producer");
+        let mut want = HashSet::new();
+        for i in 0..10 {
+            let body = format!("sync-{i}");
+            let r = p
+                .send_with_timeout(message(topic, "TagA", &format!("K{i}"), &body), 5000)
+                .await
+                .expect("sync send")
+                .expect("a send result");
+            assert_eq!(
+                format!("{:?}", r.send_status),
+                "SendOk",
+                "sync send answered {r:?}"
+            );
+            assert!(r.offset_msg_id.is_some(), "no offsetMsgId in {r:?}");
+            want.insert(body);
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..10 {
+            let body = format!("async-{i}");
+            let tx = tx.clone();
+            p.send_with_callback(message(topic, "TagA", "KA", &body), move |r, e| {
+                let _ = tx.send(
+                    r.map(|r| format!("{:?}", r.send_status))
+                        .ok_or(format!("{e:?}")),
+                );
+            })
+            .await
+            .expect("async send");
+            want.insert(body);
+        }
+        for _ in 0..10 {
+            let answer = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("an async send's callback")
+                .unwrap();
+            assert_eq!(answer, Ok("SendOk".to_string()));
+        }
+        for i in 0..10 {
+            let body = format!("oneway-{i}");
+            p.send_oneway(message(topic, "TagA", "KO", &body))
+                .await
+                .expect("oneway send");
+            want.insert(body);
+        }
+        let batch: Vec<Message> = (0..10)
+            .map(|i| message(topic, "TagA", "KB", &format!("batch-{i}")))
+            .collect();
+        want.extend((0..10).map(|i| format!("batch-{i}")));
+        let r = p.send_batch(batch).await.expect("batch send");
+        assert_eq!(format!("{:?}", r.send_status), "SendOk");
+        assert_eq!(
+            r.msg_id.as_deref().unwrap_or("").split(',').count(),
+            10,
+            "one id per batched message: {r:?}"
+        );
+
+        // Clustering: one consumer gets every message, with what was sent.
+        let seen = Seen::default();
+        let mut c = push_consumer(&n, "rmq-cg", topic, "*", MessageModel::Clustering, &seen).await;
+        seen.wait_for(&want, Duration::from_secs(60)).await;
+        let first = seen.all().into_iter().find(|d| d.body == "sync-3").unwrap();
+        assert_eq!((first.tags.as_str(), first.keys.as_str()), ("TagA", "K3"));
+        assert!(first.props.contains_key("UNIQ_KEY"), "{:?}", first.props);
+        // The group's offsets reach the broker; after a restart the group
+        // goes on from there and gets only what is new.
+        assert!(
+            wait_until(Duration::from_secs(30), || committed(&n, "rmq-cg", topic)
+                >= 40),
+            "offsets never committed: {}",
+            committed(&n, "rmq-cg", topic)
+        );
+        c.shutdown().await;
+        let mut fresh = HashSet::new();
+        for i in 0..5 {
+            let body = format!("after-restart-{i}");
+            p.send_with_timeout(message(topic, "TagA", "KR", &body), 5000)
+                .await
+                .expect("send");
+            fresh.insert(body);
+        }
+        let again = Seen::default();
+        let mut c = push_consumer(&n, "rmq-cg", topic, "*", MessageModel::Clustering, &again).await;
+        again.wait_for(&fresh, Duration::from_secs(60)).await;
+        let old: Vec<_> = again.bodies().difference(&fresh).cloned().collect();
+        assert!(old.is_empty(), "redelivered after restart: {old:?}");
+        c.shutdown().await;
+
+        // Broadcasting: each of two members gets every message.
+        want.extend(fresh);
+        let (b1, b2) = (Seen::default(), Seen::default());
+        let mut c1 = push_consumer(&n, "rmq-bc", topic, "*", MessageModel::Broadcasting, &b1).await;
+        let mut c2 = push_consumer(&n, "rmq-bc", topic, "*", MessageModel::Broadcasting, &b2).await;
+        b1.wait_for(&want, Duration::from_secs(60)).await;
+        b2.wait_for(&want, Duration::from_secs(60)).await;
+        c1.shutdown().await;
+        c2.shutdown().await;
+        p.shutdown().await;
+    });
+}
+
+struct Orderly(Seen);
+
+impl MessageListenerOrderly for Orderly {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        _context: &mut ConsumeOrderlyContext,
+    ) -> rocketmq_client_rust::ClientResult<ConsumeOrderlyStatus> {
+        for m in msgs {
+            self.0.record(m);
+        }
+        Ok(ConsumeOrderlyStatus::Success)
+    }
+}
+
+#[test]
+fn rocketmq_compat_client_orderly_by_selector_key_with_queue_locks() {
+    let n = start();
+    runtime().block_on(async {
+        let topic = "RmqOrder";
+        let mut p = producer(&n, "rmq-order-pg");
+        p.start().await.expect("start producer");
+        let mut want = HashSet::new();
+        for i in 0..60 {
+            let order = i % 3;
+            let body = format!("o{order}-{i}");
+            p.send_with_selector(
+                message(topic, "TagA", &format!("order-{order}"), &body),
+                |mqs, _m, order: &usize| Some(mqs[order % mqs.len()].clone()),
+                order,
+            )
+            .await
+            .expect("send with selector");
+            want.insert(body);
+        }
+        let seen = Seen::default();
+        let mut c = consumer_builder(&n, "rmq-order-cg").build();
+        c.subscribe(topic, "*").await.expect("subscribe");
+        c.register_message_listener_orderly(Orderly(seen.clone()));
+        started(c.start().await, "orderly consumer");
+        seen.wait_for(&want, Duration::from_secs(60)).await;
+        // Per order key: one queue, and the sending order.
+        let all = seen.all();
+        for order in 0..3 {
+            let of: Vec<&Delivered> = all
+                .iter()
+                .filter(|d| d.body.starts_with(&format!("o{order}-")))
+                .collect();
+            let queues: HashSet<i32> = of.iter().map(|d| d.queue_id).collect();
+            assert_eq!(queues.len(), 1, "order key {order} spread over {queues:?}");
+            let idx: Vec<usize> = of
+                .iter()
+                .map(|d| d.body.rsplit('-').next().unwrap().parse().unwrap())
+                .collect();
+            let mut sorted = idx.clone();
+            sorted.sort();
+            assert_eq!(idx, sorted, "order key {order} out of order");
+        }
+        // The orderly consumer holds its queues' locks on the broker: another
+        // client of the group is refused every one of them.
+        let order_queues: HashSet<i32> = all.iter().map(|d| d.queue_id).collect();
+        let answer = raw_request(
+            n.broker_remoting,
+            request::LOCK_BATCH_MQ,
+            serde_json::json!({
+                "consumerGroup": "rmq-order-cg",
+                "clientId": "someone-else@1",
+                "onlyThisBroker": true,
+                "mqSet": order_queues.iter().map(|q| serde_json::json!(
+                    {"topic": topic, "brokerName": "standalone", "queueId": q}
+                )).collect::<Vec<_>>(),
+            }),
+        );
+        assert_eq!(answer.code, 0, "{answer:?}");
+        let granted: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(
+            granted["lockOKMQSet"].as_array().map(Vec::len),
+            Some(0),
+            "locks held by the orderly consumer were granted to another client: {granted}"
+        );
+        c.shutdown().await;
+        p.shutdown().await;
+    });
+}
+
+#[test]
+fn rocketmq_compat_client_tag_and_sql92_filters_on_the_broker() {
+    let n = start();
+    runtime().block_on(async {
+        let topic = "RmqFilter";
+        let mut p = producer(&n, "rmq-filter-pg");
+        p.start().await.expect("start producer");
+        for i in 0..20 {
+            let tag = ["TagA", "TagB", "TagC"][i % 3];
+            let m = Message::builder()
+                .topic(topic)
+                .tags(tag)
+                .body_slice(format!("{tag}-{i}").as_bytes())
+                .raw_property("price", (i * 10).to_string())
+                .unwrap()
+                .build_unchecked();
+            p.send_with_timeout(m, 5000).await.expect("send");
+        }
+        let by_tag = Seen::default();
+        let mut c1 = push_consumer(
+            &n,
+            "rmq-tag-cg",
+            topic,
+            "TagA || TagC",
+            MessageModel::Clustering,
+            &by_tag,
+        )
+        .await;
+        let by_sql = Seen::default();
+        let mut c2 = consumer_builder(&n, "rmq-sql-cg").build();
+        c2.subscribe_with_selector(
+            topic,
+            Some(rocketmq_client_rust::MessageSelector::by_sql(
+                "TAGS = 'TagB' AND price >= 100",
+            )),
+        )
+        .await
+        .expect("subscribe by SQL92");
+        c2.register_message_listener_concurrently(Concurrently(
+            by_sql.clone(),
+            ConsumeConcurrentlyStatus::ConsumeSuccess,
+        ));
+        started(c2.start().await, "SQL92 consumer");
+
+        let tag_want: HashSet<String> = (0..20)
+            .filter(|i| i % 3 != 1)
+            .map(|i| format!("{}-{i}", ["TagA", "TagB", "TagC"][i % 3]))
+            .collect();
+        let sql_want: HashSet<String> = (0..20)
+            .filter(|i| i % 3 == 1 && i * 10 >= 100)
+            .map(|i| format!("TagB-{i}"))
+            .collect();
+        by_tag.wait_for(&tag_want, Duration::from_secs(60)).await;
+        by_sql.wait_for(&sql_want, Duration::from_secs(60)).await;
+        // Everything is consumed once its offsets are committed past the
+        // end: only then is "nothing else came" a fact.
+        assert!(wait_until(Duration::from_secs(30), || {
+            committed(&n, "rmq-tag-cg", topic) >= 20 && committed(&n, "rmq-sql-cg", topic) >= 20
+        }));
+        // What the client asked before starting (CHECK_CLIENT_CONFIG): an
+        // expression that does not compile is refused, typed.
+        let check = |sql: &str| {
+            raw_request(
+                n.broker_remoting,
+                request::CHECK_CLIENT_CONFIG,
+                serde_json::json!({
+                    "clientId": "checker@1", "group": "rmq-sql-cg",
+                    "subscriptionData": {"topic": topic, "subString": sql,
+                        "expressionType": "SQL92", "tagsSet": [], "codeSet": [], "subVersion": 1}
+                }),
+            )
+        };
+        assert_eq!(check("price >= 100").code, 0);
+        let refused = check("price >=");
+        assert_eq!(refused.code, 23, "{refused:?}");
+        assert!(refused.remark.unwrap_or_default().contains("SQL92"));
+        assert_eq!(by_tag.bodies(), tag_want);
+        assert_eq!(by_sql.bodies(), sql_want);
+        c1.shutdown().await;
+        c2.shutdown().await;
+        p.shutdown().await;
+    });
+}
+
+/// Rejects the first delivery of every body that starts with "retry-".
+struct RejectOnce(Seen, Mutex<HashSet<String>>);
+
+impl MessageListenerConcurrently for RejectOnce {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        _context: &ConsumeConcurrentlyContext,
+    ) -> rocketmq_client_rust::ClientResult<ConsumeConcurrentlyStatus> {
+        let mut status = ConsumeConcurrentlyStatus::ConsumeSuccess;
+        for m in msgs {
+            self.0.record(m);
+            let body = String::from_utf8_lossy(&m.body().unwrap_or_default()).into_owned();
+            if body.starts_with("retry-") && self.1.lock().unwrap().insert(body) {
+                status = ConsumeConcurrentlyStatus::ReconsumeLater;
+            }
+        }
+        Ok(status)
+    }
+}
+
+#[test]
+fn rocketmq_compat_client_delay_level_and_reconsume_later_through_the_retry_topic() {
+    let n = start();
+    runtime().block_on(async {
+        let topic = "RmqDelay";
+        let mut p = producer(&n, "rmq-delay-pg");
+        p.start().await.expect("start producer");
+        // The topic exists before the consumer subscribes to it.
+        p.send_with_timeout(message(topic, "TagA", "K0", "plain"), 5000)
+            .await
+            .expect("send");
+        let seen = Seen::default();
+        let mut c = consumer_builder(&n, "rmq-delay-cg").build();
+        c.subscribe(topic, "*").await.expect("subscribe");
+        c.register_message_listener_concurrently(RejectOnce(seen.clone(), Mutex::default()));
+        started(c.start().await, "push consumer");
+        seen.wait_for(
+            &HashSet::from(["plain".to_string()]),
+            Duration::from_secs(60),
+        )
+        .await;
+
+        // Delay level 2 is 5 s.
+        let sent_at = Instant::now();
+        let delayed = Message::builder()
+            .topic(topic)
+            .tags("TagD")
+            .body_slice(b"delayed")
+            .delay_level(2)
+            .build_unchecked();
+        p.send_with_timeout(delayed, 5000)
+            .await
+            .expect("send delayed");
+        seen.wait_for(
+            &HashSet::from(["delayed".to_string()]),
+            Duration::from_secs(60),
+        )
+        .await;
+        let got = seen
+            .all()
+            .into_iter()
+            .find(|d| d.body == "delayed")
+            .unwrap();
+        assert!(
+            got.at.duration_since(sent_at) >= Duration::from_secs(5),
+            "delay level 2 arrived after {:?}",
+            got.at.duration_since(sent_at)
+        );
+        assert_eq!(got.tags, "TagD");
+
+        // RECONSUME_LATER: the message comes again, through the group's
+        // retry topic (delay level 3, 10 s), with its reconsume count.
+        p.send_with_timeout(message(topic, "TagR", "KR", "retry-1"), 5000)
+            .await
+            .expect("send");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let deliveries = loop {
+            let d: Vec<Delivered> = seen
+                .all()
+                .into_iter()
+                .filter(|d| d.body == "retry-1")
+                .collect();
+            if d.len() >= 2 {
+                break d;
+            }
+            assert!(Instant::now() < deadline, "redelivered {} times", d.len());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(deliveries[0].reconsume_times, 0);
+        assert!(deliveries[1].reconsume_times >= 1, "{:?}", deliveries[1]);
+        assert_eq!(
+            (deliveries[1].tags.as_str(), deliveries[1].keys.as_str()),
+            ("TagR", "KR")
+        );
+        assert!(
+            deliveries[1].at.duration_since(deliveries[0].at) >= Duration::from_secs(9),
+            "the retry came after {:?}",
+            deliveries[1].at.duration_since(deliveries[0].at)
+        );
+        c.shutdown().await;
+        p.shutdown().await;
+    });
+}
+
+/// Decides by the body's prefix; "unknown-" is left open and answered
+/// COMMIT when the broker checks back.
+struct TxListener(Arc<Mutex<Vec<String>>>);
+
+impl TransactionListener for TxListener {
+    fn execute_local_transaction(
+        &self,
+        msg: &dyn MessageTrait,
+        _arg: Option<&(dyn std::any::Any + Send + Sync)>,
+    ) -> LocalTransactionState {
+        let body = msg
+            .get_body()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        if body.starts_with("commit-") {
+            LocalTransactionState::CommitMessage
+        } else if body.starts_with("rollback-") {
+            LocalTransactionState::RollbackMessage
+        } else {
+            LocalTransactionState::Unknown
+        }
+    }
+
+    fn check_local_transaction(&self, msg: &MessageExt) -> LocalTransactionState {
+        let body = String::from_utf8_lossy(&msg.body().unwrap_or_default()).into_owned();
+        self.0.lock().unwrap().push(body.clone());
+        if body.starts_with("unknown-") {
+            LocalTransactionState::CommitMessage
+        } else {
+            LocalTransactionState::RollbackMessage
+        }
+    }
+}
+
+#[test]
+fn rocketmq_compat_client_transactions_commit_rollback_and_check_back() {
+    let n = start_env(&[
+        ("SKYLARK_TRANSACTION_TIMEOUT_MS", "500"),
+        ("SKYLARK_TRANSACTION_CHECK_INTERVAL_MS", "500"),
+    ]);
+    runtime().block_on(async {
+        let topic = "RmqTx";
+        let checked = Arc::new(Mutex::new(Vec::new()));
+        let mut p = TransactionMQProducer::builder(client_runtime())
+            .producer_group("rmq-tx-pg".to_string())
+            .name_server_addr(n.remoting_namesrv.clone())
+            .topics(vec![topic])
+            .transaction_listener(TxListener(checked.clone()))
+            .build();
+        p.start().await.expect("start transactional producer");
+        for body in ["commit-1", "rollback-1", "unknown-1"] {
+            let r = p
+                .send_message_in_transaction::<(), _>(message(topic, "TagT", "KT", body), None)
+                .await
+                .expect("send in transaction");
+            assert_eq!(
+                format!("{:?}", r.send_result.as_ref().map(|r| r.send_status)),
+                "Some(SendOk)",
+                "{body}"
+            );
+        }
+        let seen = Seen::default();
+        let mut c =
+            push_consumer(&n, "rmq-tx-cg", topic, "*", MessageModel::Clustering, &seen).await;
+        let want: HashSet<String> = ["commit-1", "unknown-1"].map(String::from).into();
+        seen.wait_for(&want, Duration::from_secs(60)).await;
+        assert!(
+            checked.lock().unwrap().iter().any(|b| b == "unknown-1"),
+            "no check-back reached the producer: {:?}",
+            checked.lock().unwrap()
+        );
+        // The rolled-back one never shows, even once everything the group
+        // can see is consumed.
+        assert!(wait_until(Duration::from_secs(30), || committed(
+            &n,
+            "rmq-tx-cg",
+            topic
+        ) >= 2));
+        assert!(!seen.bodies().contains("rollback-1"), "{:?}", seen.bodies());
+        c.shutdown().await;
+        p.shutdown().await;
+    });
+}
+
+#[test]
+fn rocketmq_compat_client_messages_cross_to_and_from_skylark_clients() {
+    let n = start();
+    runtime().block_on(async {
+        let topic = "RmqCross";
+        // RocketMQ producer -> Skylark consumer (the CLI), intact.
+        let mut p = producer(&n, "rmq-cross-pg");
+        p.start().await.expect("start producer");
+        let m = Message::builder()
+            .topic(topic)
+            .tags("FromRmq")
+            .keys(vec!["k1".into(), "k2".into()])
+            .body_slice(b"from rocketmq")
+            .raw_property("colour", "blue")
+            .unwrap()
+            .build_unchecked();
+        let r = p
+            .send_with_timeout(m, 5000)
+            .await
+            .expect("send")
+            .expect("a send result");
+        let got = n.node.cli(&common::consume_args("sk-cross-cg", topic, "1"));
+        assert!(got.status.success(), "{got:?}");
+        let got = json_lines(&got.stdout);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let g = &got[0];
+        assert_eq!(g["body"], "from rocketmq");
+        assert_eq!(g["tags"], "FromRmq");
+        assert_eq!(g["keys"], "k1 k2");
+        assert_eq!(g["properties"]["colour"], "blue");
+        // Its ids resolve on the Skylark side: the offset id and the
+        // producer's unique id.
+        for id in [
+            r.offset_msg_id.clone().unwrap(),
+            r.msg_id.clone().unwrap().to_string(),
+        ] {
+            let out = n
+                .node
+                .cli(&["admin", "--json", "message", "by-id", id.as_str()]);
+            assert!(out.status.success(), "by-id {id}: {out:?}");
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("from rocketmq"),
+                "by-id {id}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+
+        // Skylark producer (the CLI) -> RocketMQ push consumer, intact.
+        let out = n.node.cli(&[
+            "produce",
+            "--topic",
+            topic,
+            "--tag",
+            "FromSkylark",
+            "--key",
+            "s1 s2",
+            "--property",
+            "size=XL",
+            "--body",
+            "from skylark",
+            "--exact-body",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        let seen = Seen::default();
+        let mut c = push_consumer(
+            &n,
+            "rmq-cross-cg",
+            topic,
+            "FromSkylark",
+            MessageModel::Clustering,
+            &seen,
+        )
+        .await;
+        seen.wait_for(
+            &HashSet::from(["from skylark".to_string()]),
+            Duration::from_secs(60),
+        )
+        .await;
+        let d = seen
+            .all()
+            .into_iter()
+            .find(|d| d.body == "from skylark")
+            .unwrap();
+        assert_eq!(d.tags, "FromSkylark");
+        assert_eq!(d.keys, "s1 s2");
+        assert_eq!(d.props.get("size").map(String::as_str), Some("XL"));
+        assert!(
+            !seen.bodies().contains("from rocketmq"),
+            "the tag filter let FromRmq through"
+        );
+        c.shutdown().await;
+        p.shutdown().await;
+    });
+}

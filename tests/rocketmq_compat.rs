@@ -323,7 +323,7 @@ fn rocketmq_compat_namesrv_remoting_port_from_config() {
 }
 
 #[test]
-fn rocketmq_compat_remoting_port_refused_with_acl() {
+fn rocketmq_compat_remoting_port_refused_with_enforcing_tls() {
     let out = std::process::Command::new(bin())
         .args([
             "--log-level",
@@ -333,7 +333,7 @@ fn rocketmq_compat_remoting_port_refused_with_acl() {
             &free_port().to_string(),
         ])
         .env("SKYLARK_REMOTING_PORT", free_port().to_string())
-        .env("SKYLARK_ACL_ENABLED", "true")
+        .env("SKYLARK_TLS_MODE", "enforcing")
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();

@@ -113,10 +113,17 @@ fn start_env(env: &[(&str, &str)]) -> Node {
 /// One RocketMQ request with a JSON body, by hand, to the broker's remoting
 /// port; its answer.
 fn raw_request(port: u16, code: i32, body: serde_json::Value) -> RemotingCommand {
+    raw_frame(
+        port,
+        &RemotingCommand::request(code, 1).with_body(serde_json::to_vec(&body).unwrap()),
+    )
+}
+
+/// `req` sent by hand to a remoting port; its answer.
+fn raw_frame(port: u16, req: &RemotingCommand) -> RemotingCommand {
     use std::io::{Read, Write};
     let mut out = bytes::BytesMut::new();
-    let req = RemotingCommand::request(code, 1).with_body(serde_json::to_vec(&body).unwrap());
-    encode_frame(&req, &mut out).unwrap();
+    encode_frame(req, &mut out).unwrap();
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(&out).unwrap();
@@ -243,9 +250,13 @@ async fn push_consumer(
 /// client instance (as if each were a process of its own: one instance
 /// holds one consumer per group).
 fn consumer_builder(n: &Node, group: &str) -> DefaultMQPushConsumerBuilder {
+    consumer_builder_at(&n.remoting_namesrv, group)
+}
+
+fn consumer_builder_at(namesrv: &str, group: &str) -> DefaultMQPushConsumerBuilder {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let mut config = ClientConfig {
-        namesrv_addr: Some(n.remoting_namesrv.clone().into()),
+        namesrv_addr: Some(namesrv.to_string().into()),
         ..Default::default()
     };
     config
@@ -862,5 +873,215 @@ fn rocketmq_compat_client_messages_cross_to_and_from_skylark_clients() {
         );
         c.shutdown().await;
         p.shutdown().await;
+    });
+}
+
+/// A NameServer and a Broker with ACL on (`conf/acl.toml` format) and both
+/// remoting ports: the RocketMQ client signs with `AclClientRPCHook`.
+#[test]
+fn rocketmq_compat_client_acl_signed_requests_on_the_remoting_ports() {
+    use rocketmq_client_rust::{AclClientRPCHook, SessionCredentials};
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl.toml");
+    std::fs::write(
+        &acl,
+        r#"
+[[accounts]]
+access_key = "broker"
+secret_key = "broker-secret"
+broker = true
+[[accounts]]
+access_key = "app"
+secret_key = "app-secret"
+default_topic_perm = "DENY"
+default_group_perm = "SUB"
+topic_perms = { orders = "PUB|SUB", TBW102 = "PUB|SUB" }
+"#,
+    )
+    .unwrap();
+    let (ns_port, ns_remoting, broker_port, broker_remoting) =
+        (free_port(), free_port(), free_port(), free_port());
+    let spawn = |args: &[&str], env: &[(&str, String)]| {
+        let mut c = std::process::Command::new(common::bin());
+        c.args(["--log-level", "warn"])
+            .args(args)
+            .env("SKYLARK_ACL_ENABLED", "true")
+            .env("SKYLARK_ACL_FILE", &acl)
+            .envs(common::ROOMY_DISK)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        common::KillOnDrop(c.spawn().expect("spawn skylark"))
+    };
+    let mut ns = spawn(
+        &["namesrv", "--port", &ns_port.to_string()],
+        &[("SKYLARK_REMOTING_PORT", ns_remoting.to_string())],
+    );
+    common::wait_listening(&mut ns.0, &[ns_port, ns_remoting]).expect("namesrv up");
+    let data = dir.path().join("broker");
+    let mut broker = spawn(
+        &[
+            "broker",
+            "--namesrv",
+            &format!("127.0.0.1:{ns_port}"),
+            "--port",
+            &broker_port.to_string(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[
+            ("SKYLARK_REMOTING_PORT", broker_remoting.to_string()),
+            ("SKYLARK_HA_PORT", free_port().to_string()),
+            ("SKYLARK_ACCESS_KEY", "broker".into()),
+            ("SKYLARK_SECRET_KEY", "broker-secret".into()),
+            ("SKYLARK_STORE__SEGMENT_SIZE", "67108864".into()),
+            ("SKYLARK_REGISTER_INTERVAL_SECS", "1".into()),
+        ],
+    );
+    common::wait_listening(&mut broker.0, &[broker_port, broker_remoting]).expect("broker up");
+    let namesrv = format!("127.0.0.1:{ns_remoting}");
+    let hook = |ak: &str, sk: &str| -> Arc<dyn rocketmq_transport::api::RPCHook> {
+        Arc::new(AclClientRPCHook::new(SessionCredentials::with_keys(ak, sk)))
+    };
+    let producer_as = |group: &str, creds: Option<(&str, &str)>| {
+        let b = DefaultMQProducer::builder(client_runtime())
+            .producer_group(group.to_string())
+            .name_server_addr(namesrv.clone());
+        match creds {
+            Some((ak, sk)) => b.rpc_hook(hook(ak, sk)).build(),
+            None => b.build(),
+        }
+    };
+    // The client keeps a refusal's response code, not its remark (checked
+    // with raw frames below).
+    let code = |r: rocketmq_client_rust::ClientResult<Option<rocketmq_client_rust::SendResult>>| {
+        r.err().and_then(|e| e.broker_response_code())
+    };
+    runtime().block_on(async {
+        // The right account: sent, and consumed by a signed consumer.
+        let mut p = producer_as("acl-pg", Some(("app", "app-secret")));
+        p.start().await.expect("start producer");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // The broker registers within a second or so.
+            match p
+                .send_with_timeout(message("orders", "TagA", "K1", "signed"), 5000)
+                .await
+            {
+                Ok(Some(r)) => {
+                    assert_eq!(format!("{:?}", r.send_status), "SendOk");
+                    break;
+                }
+                other => {
+                    let other = other.map_err(|e| e.broker_response_code());
+                    assert!(Instant::now() < deadline, "signed send: {other:?}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        // The same account on a topic it may not publish to: NO_PERMISSION.
+        let r = p
+            .send_with_timeout(message("payroll", "TagA", "K1", "denied"), 5000)
+            .await;
+        assert_eq!(code(r), Some(16), "a send without PUB is refused");
+        p.shutdown().await;
+
+        // A wrong secret and no credentials at all are refused.
+        let mut wrong = producer_as("acl-pg-wrong", Some(("app", "not-the-secret")));
+        wrong.start().await.expect("start producer");
+        let r = wrong
+            .send_with_timeout(message("orders", "TagA", "K1", "forged"), 5000)
+            .await;
+        assert!(r.is_err(), "a wrong secret is refused: {r:?}");
+        wrong.shutdown().await;
+        let mut anonymous = producer_as("acl-pg-anon", None);
+        anonymous.start().await.expect("start producer");
+        let r = anonymous
+            .send_with_timeout(message("orders", "TagA", "K1", "unsigned"), 5000)
+            .await;
+        assert!(r.is_err(), "an unsigned client is refused: {r:?}");
+        anonymous.shutdown().await;
+
+        // The same refusals by hand, with the reasons they carry.
+        let send = |ak: Option<(&str, &str)>, topic: &str| {
+            let mut req = RemotingCommand::request(request::SEND_MESSAGE, 7).with_body(&b"raw"[..]);
+            for (k, v) in [
+                ("producerGroup", "acl-raw"),
+                ("topic", topic),
+                ("defaultTopic", "TBW102"),
+                ("defaultTopicQueueNums", "4"),
+                ("queueId", "0"),
+                ("sysFlag", "0"),
+                ("bornTimestamp", "0"),
+                ("flag", "0"),
+            ] {
+                req.ext_fields.insert(k.into(), v.into());
+            }
+            if let Some((ak, sk)) = ak {
+                req.ext_fields.insert("AccessKey".into(), ak.into());
+                let sig = skylark::codec::remoting::acl::sign(sk, &req);
+                req.ext_fields.insert("Signature".into(), sig);
+            }
+            raw_frame(broker_remoting, &req)
+        };
+        let r = send(None, "orders");
+        assert_eq!(r.code, 16, "{r:?}");
+        assert!(
+            r.remark.as_deref().unwrap_or("").contains("not signed"),
+            "{r:?}"
+        );
+        let r = send(Some(("app", "wrong")), "orders");
+        assert_eq!(r.code, 16, "{r:?}");
+        assert!(
+            r.remark
+                .as_deref()
+                .unwrap_or("")
+                .contains("signature mismatch"),
+            "{r:?}"
+        );
+        let r = send(Some(("app", "app-secret")), "payroll");
+        assert_eq!(r.code, 16, "{r:?}");
+        assert!(
+            r.remark
+                .as_deref()
+                .unwrap_or("")
+                .contains("PUB on topic 'payroll'"),
+            "{r:?}"
+        );
+        let r = send(Some(("app", "app-secret")), "orders");
+        assert_eq!(r.code, 0, "{r:?}");
+        // The NameServer's remoting port checks signatures too.
+        let mut route = RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC, 8);
+        route.ext_fields.insert("topic".into(), "orders".into());
+        let r = raw_frame(ns_remoting, &route);
+        assert_eq!(r.code, 16, "{r:?}");
+        route.ext_fields.insert("AccessKey".into(), "app".into());
+        let sig = skylark::codec::remoting::acl::sign("app-secret", &route);
+        route.ext_fields.insert("Signature".into(), sig);
+        assert_eq!(raw_frame(ns_remoting, &route).code, 0);
+
+        let seen = Seen::default();
+        let mut c = consumer_builder_at(&namesrv, "acl-cg")
+            .rpc_hook(Some(hook("app", "app-secret")))
+            .build();
+        c.subscribe("orders", "*").await.expect("subscribe");
+        c.register_message_listener_concurrently(Concurrently(
+            seen.clone(),
+            ConsumeConcurrentlyStatus::ConsumeSuccess,
+        ));
+        started(c.start().await, "signed push consumer");
+        seen.wait_for(
+            &HashSet::from(["signed".to_string()]),
+            Duration::from_secs(60),
+        )
+        .await;
+        let bodies = seen.bodies();
+        assert!(
+            !bodies.contains("forged") && !bodies.contains("unsigned"),
+            "{bodies:?}"
+        );
+        c.shutdown().await;
     });
 }

@@ -167,10 +167,10 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     // (standalone's default falls back to an ephemeral port instead).
     let rocketmq_listener = match config.remoting_port {
         None => None,
-        Some(_) if config.acl_enabled || config.tls_mode == crate::tls::TlsMode::Enforcing => {
+        Some(_) if config.tls_mode == crate::tls::TlsMode::Enforcing => {
             return Err(LaunchError::Config(
-                "remoting_port is not supported yet with acl_enabled or tls_mode = enforcing \
-                 (it would bypass them; docs/rocketmq-compat.md)"
+                "remoting_port is plain TCP and not served with tls_mode = enforcing \
+                 (it would bypass it; docs/rocketmq-compat.md)"
                     .into(),
             ));
         }
@@ -470,7 +470,15 @@ pub async fn start_namesrv(
     };
     let remoting = match remoting {
         Some((host, port, limits)) => Some(
-            crate::namesrv::rocketmq::start(&host, port, addr.clone(), limits, log.clone()).await?,
+            crate::namesrv::rocketmq::start(
+                &host,
+                port,
+                addr.clone(),
+                acl.clone(),
+                limits,
+                log.clone(),
+            )
+            .await?,
         ),
         None => None,
     };

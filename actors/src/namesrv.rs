@@ -271,16 +271,16 @@ impl Service for NameServerService {
     }
 }
 
-/// The remoting listener is plain TCP and does not check RocketMQ ACL
-/// signatures yet: refuse it where it would bypass ACL or enforced TLS.
+/// The remoting listener is plain TCP (it checks RocketMQ ACL signatures
+/// when ACL is on): refuse it where it would bypass enforced TLS.
 pub fn check_remoting(config: &NameServerConfig) -> std::io::Result<()> {
     if config.remoting_port.is_none() {
         return Ok(());
     }
-    if config.acl_enabled || config.tls_mode == crate::tls::TlsMode::Enforcing {
+    if config.tls_mode == crate::tls::TlsMode::Enforcing {
         return Err(std::io::Error::other(
-            "remoting_port is not supported yet with acl_enabled or tls_mode = enforcing \
-             (it would bypass them; docs/rocketmq-compat.md)",
+            "remoting_port is plain TCP and not served with tls_mode = enforcing \
+             (it would bypass it; docs/rocketmq-compat.md)",
         ));
     }
     Ok(())

@@ -144,6 +144,7 @@ async fn standalone_remoting(
         &ncfg.listen_host,
         port,
         ns.addr.clone(),
+        None,
         limits,
         log.clone(),
     )

@@ -127,6 +127,43 @@ impl Acl {
         rules::authorize(account, cmd, &frame.body)
     }
 
+    /// Checks a request on a RocketMQ remoting port, signed as RocketMQ's
+    /// `AclClientRPCHook` signs ([`skylark_codec::remoting::acl`]): known
+    /// access key, the signature under its secret, an allowed address, then
+    /// `authorize` with the account (the permission the request needs).
+    /// RocketMQ's signatures carry no timestamp: there is no replay window.
+    pub fn check_remoting(
+        &self,
+        req: &skylark_codec::remoting::RemotingCommand,
+        peer: IpAddr,
+        authorize: impl FnOnce(&Account) -> Result<(), WireError>,
+    ) -> Result<(), WireError> {
+        use skylark_codec::remoting::acl;
+        let Some(key) = req.ext(acl::ACCESS_KEY) else {
+            return Err(auth_failed(format!(
+                "request code {} is not signed: this server requires ACL credentials \
+                 (the client's AclClientRPCHook with an access key and secret key)",
+                req.code
+            )));
+        };
+        let table = self.snapshot();
+        let Some(account) = table.accounts.get(key) else {
+            return Err(auth_failed(format!("unknown access key '{key}'")));
+        };
+        if !acl::verify(&account.secret_key, req) {
+            return Err(auth_failed(format!(
+                "signature mismatch for access key '{key}' (wrong secret key, or the request was altered)"
+            )));
+        }
+        if !account.address_allowed(peer) {
+            return Err(WireError::new(
+                ErrorCode::NoPermission,
+                format!("access key '{key}' may not be used from address {peer}"),
+            ));
+        }
+        authorize(account)
+    }
+
     /// Checks a slave's HA hello: the access key must be a broker account,
     /// `rest` (timestamp and signature) valid and within the window.
     pub fn check_ha_hello(

@@ -132,53 +132,70 @@ fn group_needs(account: &Account, group: &str) -> Result<(), WireError> {
     }
 }
 
+/// The decision for needs that look at no resource name (and for admins,
+/// who pass the rest); `None` when the names decide.
+fn gate(account: &Account, cmd: Command, need: Need) -> Option<Result<(), WireError>> {
+    match need {
+        Need::Authenticated => Some(Ok(())),
+        Need::Broker if account.broker => Some(Ok(())),
+        Need::Broker => Some(Err(denied(
+            account,
+            format_args!("the cluster's broker credential needed for {cmd:?}"),
+        ))),
+        Need::Admin if account.admin => Some(Ok(())),
+        Need::Admin => Some(Err(denied(
+            account,
+            format_args!("admin rights needed for {cmd:?}"),
+        ))),
+        _ if account.admin => Some(Ok(())),
+        _ => None,
+    }
+}
+
 /// Whether `account` may run `cmd` with this `body`.
 pub fn authorize(account: &Account, cmd: Command, body: &[u8]) -> Result<(), WireError> {
     let need = need(cmd);
-    match need {
-        Need::Authenticated => return Ok(()),
-        Need::Broker => {
-            return if account.broker {
-                Ok(())
-            } else {
-                Err(denied(
-                    account,
-                    format_args!("the cluster's broker credential needed for {cmd:?}"),
-                ))
-            };
-        }
-        Need::Admin => {
-            return if account.admin {
-                Ok(())
-            } else {
-                Err(denied(
-                    account,
-                    format_args!("admin rights needed for {cmd:?}"),
-                ))
-            };
-        }
-        _ if account.admin => return Ok(()),
-        _ => {}
+    if let Some(decided) = gate(account, cmd, need) {
+        return decided;
     }
     if need == Need::Heartbeat {
         let hb: HeartbeatView<'_> = decode_value(body).map_err(bad_body)?;
-        for g in &hb.consumer_groups {
-            group_needs(account, g.group)?;
-            for s in &g.subscriptions {
-                topic_needs(account, s.topic, Perm::SUB)?;
-            }
-        }
-        return Ok(());
+        return authorize_heartbeat(
+            account,
+            hb.consumer_groups
+                .iter()
+                .map(|g| (g.group, g.subscriptions.iter().map(|s| s.topic))),
+        );
     }
     let names: Names<'_> = decode_value(body).map_err(bad_body)?;
+    authorize_names(
+        account,
+        cmd,
+        names.group.or(names.consumer_group),
+        names.topic,
+    )
+}
+
+/// [`authorize`] for a request whose group and topic were read already
+/// (a RocketMQ request's header fields): `cmd`'s need of them.
+pub fn authorize_names(
+    account: &Account,
+    cmd: Command,
+    group: Option<&str>,
+    topic: Option<&str>,
+) -> Result<(), WireError> {
+    let need = need(cmd);
+    if let Some(decided) = gate(account, cmd, need) {
+        return decided;
+    }
     let missing = |field: &str| {
         WireError::new(
             ErrorCode::BadRequest,
             format!("{cmd:?} request without a {field}"),
         )
     };
-    let group = || names.group.or(names.consumer_group).ok_or(missing("group"));
-    let topic = || names.topic.ok_or(missing("topic"));
+    let group = || group.ok_or(missing("group"));
+    let topic = || topic.ok_or(missing("topic"));
     match need {
         Need::TopicPub => topic_needs(account, topic()?, Perm::PUB),
         Need::TopicSub => topic_needs(account, topic()?, Perm::SUB),
@@ -187,6 +204,29 @@ pub fn authorize(account: &Account, cmd: Command, body: &[u8]) -> Result<(), Wir
             group_needs(account, group()?)?;
             topic_needs(account, topic()?, Perm::SUB)
         }
-        _ => Ok(()),
+        // Decided by `gate`; a heartbeat's names are a list
+        // (`authorize_heartbeat`): refuse rather than pass by mistake.
+        _ => Err(WireError::new(
+            ErrorCode::Internal,
+            format!("{cmd:?}: no rule for its names"),
+        )),
     }
+}
+
+/// A heartbeat's need: SUB on every consumer group and on every topic it
+/// subscribes to (admins pass).
+pub fn authorize_heartbeat<'a, T: IntoIterator<Item = &'a str>>(
+    account: &Account,
+    groups: impl IntoIterator<Item = (&'a str, T)>,
+) -> Result<(), WireError> {
+    if account.admin {
+        return Ok(());
+    }
+    for (group, topics) in groups {
+        group_needs(account, group)?;
+        for topic in topics {
+            topic_needs(account, topic, Perm::SUB)?;
+        }
+    }
+    Ok(())
 }

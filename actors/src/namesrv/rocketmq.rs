@@ -49,17 +49,28 @@ impl RemotingLimits {
 }
 
 /// Binds `host:port` and serves RocketMQ remoting requests from `ns`.
+/// With `acl`, every request must be signed as RocketMQ clients sign
+/// (any valid account may read routes, as on Skylark's own port).
 /// Must be called inside a running actix System.
 pub async fn start(
     host: &str,
     port: u16,
     ns: Addr<NameServer>,
+    acl: Option<crate::acl::Acl>,
     limits: RemotingLimits,
     log: Logger,
 ) -> std::io::Result<RemotingListenerHandle> {
-    let answer: crate::remoting::rocketmq::Answer = Rc::new(move |req, _conn| {
+    let answer: crate::remoting::rocketmq::Answer = Rc::new(move |req, conn| {
         let ns = ns.clone();
-        Box::pin(async move { answer(&ns, &req).await })
+        let refused = acl
+            .as_ref()
+            .and_then(|acl| acl.check_remoting(&req, conn.peer.ip(), |_| Ok(())).err());
+        Box::pin(async move {
+            match refused {
+                Some(e) => req.response_to(response::NO_PERMISSION, Some(e.message)),
+                None => answer(&ns, &req).await,
+            }
+        })
     });
     crate::remoting::rocketmq::start(host, port, answer, limits, log).await
 }

@@ -68,6 +68,11 @@ impl BrokerService {
 
 /// The answer to one request.
 pub async fn answer(s: Arc<Shared>, req: RemotingCommand, conn: RemotingConn) -> RemotingCommand {
+    if let Some(acl) = &s.acl {
+        if let Err(e) = acl.check_remoting(&req, conn.peer.ip(), |a| authorize(a, &req)) {
+            return req.response_to(code_of(e.code), Some(e.message));
+        }
+    }
     let result = match req.code {
         request::SEND_MESSAGE | request::SEND_MESSAGE_V2 => send_message(s, &req, conn.peer).await,
         request::HEART_BEAT => heart_beat(s, &req, conn).await,
@@ -95,6 +100,56 @@ pub async fn answer(s: Arc<Shared>, req: RemotingCommand, conn: RemotingConn) ->
     result.unwrap_or_else(|e| req.response_to(code_of(e.code), Some(e.message)))
 }
 
+/// What a RocketMQ request needs of its signed account: the rule of the
+/// Skylark command it is translated into ([`crate::acl::rules`]), with the
+/// group and topic read from its header (or, for heartbeats and locks, its
+/// body). Codes not served need nothing: they are refused anyway.
+fn authorize(account: &crate::acl::Account, req: &RemotingCommand) -> Result<(), WireError> {
+    use crate::acl::rules::{authorize_heartbeat, authorize_names};
+    use skylark_codec::Command as C;
+    let names = |cmd, group: &str| {
+        authorize_names(
+            account,
+            cmd,
+            field(req, group, ""),
+            field(req, "topic", "b"),
+        )
+    };
+    match req.code {
+        request::SEND_MESSAGE | request::SEND_MESSAGE_V2 | request::SEND_BATCH_MESSAGE => {
+            names(C::SendMessage, "producerGroup")
+        }
+        request::PULL_MESSAGE
+        | request::QUERY_CONSUMER_OFFSET
+        | request::UPDATE_CONSUMER_OFFSET => names(C::PullMessage, "consumerGroup"),
+        request::GET_MAX_OFFSET | request::GET_MIN_OFFSET | request::SEARCH_OFFSET_BY_TIMESTAMP => {
+            names(C::GetQueueOffsets, "consumerGroup")
+        }
+        request::VIEW_MESSAGE_BY_ID => names(C::ViewMessageById, "consumerGroup"),
+        request::GET_CONSUMER_LIST_BY_GROUP => names(C::GetConsumerList, "consumerGroup"),
+        request::CONSUMER_SEND_MSG_BACK => names(C::ConsumerSendBack, "group"),
+        request::LOCK_BATCH_MQ | request::UNLOCK_BATCH_MQ => {
+            let b: LockBody = json_body(req, "lock")?;
+            authorize_names(account, C::LockBatchMq, Some(&b.consumer_group), None)
+        }
+        request::HEART_BEAT => {
+            let hb: HeartbeatData = json_body(req, "HeartbeatData")?;
+            authorize_heartbeat(
+                account,
+                hb.consumer_data_set.iter().map(|c| {
+                    (
+                        c.group_name.as_str(),
+                        c.subscription_data_set.iter().map(|d| d.topic.as_str()),
+                    )
+                }),
+            )
+        }
+        // Unregister, end of a transaction (its half message was sent with
+        // PUB), a consumer's config check: any valid account.
+        _ => Ok(()),
+    }
+}
+
 /// RocketMQ's response code for a Skylark error.
 fn code_of(code: ErrorCode) -> i32 {
     match code {
@@ -105,7 +160,9 @@ fn code_of(code: ErrorCode) -> i32 {
         ErrorCode::FlushDiskTimeout => response::FLUSH_DISK_TIMEOUT,
         ErrorCode::FlushSlaveTimeout => response::FLUSH_SLAVE_TIMEOUT,
         ErrorCode::SlaveNotAvailable => response::SLAVE_NOT_AVAILABLE,
-        ErrorCode::PermissionDenied | ErrorCode::AuthFailed => response::NO_PERMISSION,
+        ErrorCode::PermissionDenied | ErrorCode::NoPermission | ErrorCode::AuthFailed => {
+            response::NO_PERMISSION
+        }
         ErrorCode::InvalidFilter => response::SUBSCRIPTION_PARSE_FAILED,
         ErrorCode::GroupNotFound => response::SUBSCRIPTION_GROUP_NOT_EXIST,
         _ => response::SYSTEM_ERROR,

@@ -29,6 +29,7 @@
 //! `flag` bit 0 marks a response, bit 1 a oneway request (never answered);
 //! `opaque` correlates a response with its request.
 
+pub mod acl;
 mod codes;
 mod error;
 mod frame;

@@ -896,6 +896,11 @@ secret_key = "app-secret"
 default_topic_perm = "DENY"
 default_group_perm = "SUB"
 topic_perms = { orders = "PUB|SUB", TBW102 = "PUB|SUB" }
+[[accounts]]
+access_key = "narrow"
+secret_key = "narrow-secret"
+default_topic_perm = "PUB|SUB"
+default_group_perm = "DENY"
 "#,
     )
     .unwrap();
@@ -1052,6 +1057,77 @@ topic_perms = { orders = "PUB|SUB", TBW102 = "PUB|SUB" }
         );
         let r = send(Some(("app", "app-secret")), "orders");
         assert_eq!(r.code, 0, "{r:?}");
+        let offset_msg_id = r.ext_fields["msgId"].clone();
+        // A signed request of an account whose groups are all DENY.
+        let signed = |code: i32, fields: &[(&str, &str)], body: &[u8], ak: &str, sk: &str| {
+            let mut req = RemotingCommand::request(code, 9).with_body(body.to_vec());
+            for (k, v) in fields {
+                req.ext_fields.insert(k.to_string(), v.to_string());
+            }
+            req.ext_fields.insert("AccessKey".into(), ak.into());
+            let sig = skylark::codec::remoting::acl::sign(sk, &req);
+            req.ext_fields.insert("Signature".into(), sig);
+            raw_frame(broker_remoting, &req)
+        };
+        let pull = [
+            ("consumerGroup", "acl-cg"),
+            ("topic", "orders"),
+            ("queueId", "0"),
+            ("queueOffset", "0"),
+            ("maxMsgNums", "32"),
+            ("sysFlag", "0"),
+            ("commitOffset", "-1"),
+            ("suspendTimeoutMillis", "0"),
+            ("subVersion", "0"),
+        ];
+        let r = signed(request::PULL_MESSAGE, &pull, b"", "narrow", "narrow-secret");
+        assert_eq!(r.code, 16, "{r:?}");
+        assert!(
+            r.remark
+                .as_deref()
+                .unwrap_or("")
+                .contains("SUB on group 'acl-cg'"),
+            "{r:?}"
+        );
+        let hb = serde_json::json!({"clientID": "narrow@1", "producerDataSet": [],
+            "consumerDataSet": [{"groupName": "acl-cg", "consumeType": "CONSUME_PASSIVELY",
+                "messageModel": "CLUSTERING", "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET",
+                "subscriptionDataSet": [{"topic": "orders", "subString": "*"}]}]});
+        let r = signed(
+            request::HEART_BEAT,
+            &[],
+            hb.to_string().as_bytes(),
+            "narrow",
+            "narrow-secret",
+        );
+        assert_eq!(r.code, 16, "{r:?}");
+        let r = signed(request::PULL_MESSAGE, &pull, b"", "app", "app-secret");
+        assert!([0, 19, 20].contains(&r.code), "app may pull: {r:?}");
+        // A send-back copies a message into the group's retry topic: only
+        // one of a topic the group subscribes to (none subscribes yet).
+        let physical = u64::from_str_radix(&offset_msg_id[offset_msg_id.len() - 16..], 16)
+            .unwrap()
+            .to_string();
+        let back = [
+            ("group", "acl-cg"),
+            ("offset", physical.as_str()),
+            ("delayLevel", "0"),
+            ("originMsgId", offset_msg_id.as_str()),
+            ("originTopic", "orders"),
+            ("maxReconsumeTimes", "16"),
+        ];
+        let r = signed(
+            request::CONSUMER_SEND_MSG_BACK,
+            &back,
+            b"",
+            "app",
+            "app-secret",
+        );
+        assert_eq!(r.code, 16, "{r:?}");
+        assert!(
+            r.remark.as_deref().unwrap_or("").contains("subscribes to"),
+            "{r:?}"
+        );
         // The NameServer's remoting port checks signatures too.
         let mut route = RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC, 8);
         route.ext_fields.insert("topic".into(), "orders".into());

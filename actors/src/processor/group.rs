@@ -288,6 +288,31 @@ pub async fn delete_group(s: Arc<Shared>, r: DeleteGroupRequest) -> Result<Ack, 
     Ok(Ack {})
 }
 
+/// Whether `group` consumes `topic`: a member subscribes to it, or it is
+/// the group's own retry topic.
+async fn subscribed(s: &Shared, group: &str, topic: &str) -> Result<(), WireError> {
+    if topic.strip_prefix(skylark_codec::RETRY_TOPIC_PREFIX) == Some(group) {
+        return Ok(());
+    }
+    let sub = match s.groups.get(group).map(|a| a.clone()) {
+        Some(a) => a
+            .send(crate::consumer_group::GetSubscription(topic.to_string()))
+            .await
+            .map_err(crate::mailbox_error)?,
+        None => None,
+    };
+    match sub {
+        Some(_) => Ok(()),
+        None => Err(WireError::new(
+            ErrorCode::NoPermission,
+            format!(
+                "the message to send back is on topic '{topic}', which no member of group \
+                 '{group}' subscribes to"
+            ),
+        )),
+    }
+}
+
 /// Creates `topic` with one queue unless it exists (a group's retry or
 /// dead-letter topic).
 pub async fn ensure_topic_of_one_queue(s: &Shared, topic: &str) -> Result<(), WireError> {
@@ -324,6 +349,12 @@ pub async fn send_back(
         .map_err(crate::mailbox_error)?
         .map_err(crate::store_error)?;
     let (m, _) = record::decode(&raw).map_err(crate::store_error)?;
+    if s.acl.is_some() {
+        // Under ACL the send-back is checked for SUB on the group only: the
+        // record must be one the group consumes, or any record on the
+        // broker could be copied into a retry topic and read from there.
+        subscribed(&s, &r.group, m.topic).await?;
+    }
     let reconsume_times = r.reconsume_times.max(m.reconsume_times);
     // The group's stored retry max (updateSubGroup) wins over the client's.
     let max = s

@@ -144,9 +144,29 @@ fn authorize(account: &crate::acl::Account, req: &RemotingCommand) -> Result<(),
                 }),
             )
         }
-        // Unregister, end of a transaction (its half message was sent with
-        // PUB), a consumer's config check: any valid account.
-        _ => Ok(()),
+        // Unregistering a member needs SUB on its group (a producer's
+        // unregister names none); ending a transaction PUB on its topic
+        // when the header names it (RocketMQ 5 clients do; older ones
+        // leave it out and need a valid account, as on Skylark's port).
+        request::UNREGISTER_CLIENT => match field(req, "consumerGroup", "") {
+            Some(g) => authorize_names(account, C::GetConsumerList, Some(g), None),
+            None => Ok(()),
+        },
+        request::END_TRANSACTION => match field(req, "topic", "") {
+            Some(t) => authorize_names(account, C::SendMessage, None, Some(t)),
+            None => Ok(()),
+        },
+        request::CHECK_CLIENT_CONFIG => Ok(()),
+        // Codes not served are refused anyway; a code added to `answer`
+        // later fails closed until it gets its rule here.
+        _ if account.admin => Ok(()),
+        other => Err(WireError::new(
+            ErrorCode::NoPermission,
+            format!(
+                "access key '{}' lacks admin rights needed for request code {other}",
+                account.access_key
+            ),
+        )),
     }
 }
 
@@ -772,17 +792,13 @@ async fn heart_beat(
         language: req.language.name().to_string(),
         version: req.version.to_string(),
     };
-    // As RocketMQ's broker does, a clustering consumer group's retry topic
-    // exists from its first heartbeat, so the client finds its route when it
-    // starts instead of after a send-back and its next route poll (30 s).
-    if super::replication::refuse_on_slave(&s).is_ok() {
-        for g in &r.consumer_groups {
-            if g.message_model == MessageModel::Clustering {
-                let retry = format!("{}{}", skylark_codec::RETRY_TOPIC_PREFIX, g.group);
-                super::group::ensure_topic_of_one_queue(&s, &retry).await?;
-            }
-        }
-    }
+    let retry_topics: Vec<String> = r
+        .consumer_groups
+        .iter()
+        .filter(|g| g.message_model == MessageModel::Clustering)
+        .map(|g| format!("{}{}", skylark_codec::RETRY_TOPIC_PREFIX, g.group))
+        .filter(|t| skylark_codec::cmd::topic::validate_topic_name(t).is_ok())
+        .collect();
     let peer = conn.peer;
     if !r.producer_groups.is_empty() {
         // Check-backs of the groups' half messages may go to this client.
@@ -793,7 +809,16 @@ async fn heart_beat(
                 conn: ClientConn::RocketMq(conn.clone()),
             });
     }
-    super::group::heartbeat(s, r, ClientConn::RocketMq(conn), peer).await?;
+    super::group::heartbeat(s.clone(), r, ClientConn::RocketMq(conn), peer).await?;
+    // As RocketMQ's broker does, a clustering consumer group's retry topic
+    // exists from its first accepted heartbeat, so the client finds its
+    // route when it starts instead of after a send-back and its next route
+    // poll (30 s). Best effort: a send-back creates it too.
+    if super::replication::refuse_on_slave(&s).is_ok() {
+        for t in retry_topics {
+            let _ = super::group::ensure_topic_of_one_queue(&s, &t).await;
+        }
+    }
     Ok(req.response_to(response::SUCCESS, None))
 }
 

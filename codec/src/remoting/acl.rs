@@ -2,8 +2,9 @@
 //! signed request carries `AccessKey` and `Signature` (and an optional
 //! `SecurityToken`) among its header fields. The signature is
 //! `base64(HmacSHA1(secret key, the values of every other header field in
-//! key order, then the body))`; the field `_UNIQUE_KEY_QUERY` is left out,
-//! as RocketMQ's broker leaves it out.
+//! key order, then the body))`. (RocketMQ clients up to 4.9.3 left
+//! `_UNIQUE_KEY_QUERY` out of the signature; it belongs to QUERY_MESSAGE,
+//! which Skylark's remoting port does not serve, so every field is signed.)
 //!
 //! Unlike Skylark's own signatures (`crate::auth`), RocketMQ's carry no
 //! timestamp or nonce: a captured request verifies again later
@@ -21,7 +22,6 @@ pub const ACCESS_KEY: &str = "AccessKey";
 pub const SIGNATURE: &str = "Signature";
 /// Header field of a temporary credential's token (signed like the others).
 pub const SECURITY_TOKEN: &str = "SecurityToken";
-const UNIQUE_MSG_QUERY_FLAG: &str = "_UNIQUE_KEY_QUERY";
 
 fn mac(secret: &str, req: &RemotingCommand) -> Hmac<Sha1> {
     // HMAC takes a key of any length.
@@ -29,7 +29,7 @@ fn mac(secret: &str, req: &RemotingCommand) -> Hmac<Sha1> {
     // `ext_fields` is a BTreeMap: keys in order, as Java's TreeMap sorts
     // them (header field names are ASCII).
     for (k, v) in &req.ext_fields {
-        if k != SIGNATURE && k != UNIQUE_MSG_QUERY_FLAG {
+        if k != SIGNATURE {
             mac.update(v.as_bytes());
         }
     }

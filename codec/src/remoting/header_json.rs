@@ -5,101 +5,199 @@
 //! Reading is lenient where clients differ: `language` may be a name or a
 //! number, extFields values may be numbers or booleans (kept as their JSON
 //! text), unknown fields are ignored. `code` is required.
+//!
+//! Both directions go straight between the bytes and [`RemotingCommand`]
+//! (typed serde, no `serde_json::Value` tree in between): each header field
+//! is allocated once, on the request path of every JSON-header client.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use serde_json::{Map, Value};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 
 use super::{LanguageCode, RemotingCommand, RemotingError, Result};
 
-pub(super) fn encode(cmd: &RemotingCommand) -> Result<Vec<u8>> {
-    // serde_json's map is ordered by key: the same order fastjson uses.
-    let mut m = Map::new();
-    m.insert("code".into(), cmd.code.into());
-    if !cmd.ext_fields.is_empty() {
-        let ext: Map<String, Value> = cmd
-            .ext_fields
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        m.insert("extFields".into(), Value::Object(ext));
-    }
-    m.insert("flag".into(), cmd.flag.into());
-    m.insert("language".into(), cmd.language.name().into());
-    m.insert("opaque".into(), cmd.opaque.into());
-    if let Some(r) = &cmd.remark {
-        m.insert("remark".into(), r.clone().into());
-    }
-    m.insert(
-        "serializeTypeCurrentRPC".into(),
-        cmd.serialize_type.name().into(),
-    );
-    m.insert("version".into(), cmd.version.into());
-    serde_json::to_vec(&Value::Object(m)).map_err(|e| RemotingError::Json(e.to_string()))
+/// The header as written: borrowed from the command, keys in fastjson's
+/// (alphabetical) order.
+#[derive(Serialize)]
+struct Out<'a> {
+    code: i32,
+    #[serde(rename = "extFields", skip_serializing_if = "BTreeMap::is_empty")]
+    ext_fields: &'a BTreeMap<String, String>,
+    flag: i32,
+    language: &'static str,
+    opaque: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remark: &'a Option<String>,
+    #[serde(rename = "serializeTypeCurrentRPC")]
+    serialize_type: &'static str,
+    version: i32,
 }
 
-fn int(m: &Map<String, Value>, key: &str, required: bool) -> Result<i32> {
-    match m.get(key) {
-        None | Some(Value::Null) if !required => Ok(0),
-        None | Some(Value::Null) => Err(RemotingError::Json(format!("no '{key}' field"))),
-        Some(v) => v
-            .as_i64()
-            .and_then(|n| i32::try_from(n).ok())
-            .ok_or_else(|| RemotingError::Json(format!("'{key}' is not a 32-bit integer: {v}"))),
+pub(super) fn encode(cmd: &RemotingCommand) -> Result<Vec<u8>> {
+    serde_json::to_vec(&Out {
+        code: cmd.code,
+        ext_fields: &cmd.ext_fields,
+        flag: cmd.flag,
+        language: cmd.language.name(),
+        opaque: cmd.opaque,
+        remark: &cmd.remark,
+        serialize_type: cmd.serialize_type.name(),
+        version: cmd.version,
+    })
+    .map_err(|e| RemotingError::Json(e.to_string()))
+}
+
+/// The header as read.
+#[derive(Deserialize)]
+struct In {
+    code: Option<i32>,
+    #[serde(default)]
+    language: Option<Language>,
+    #[serde(default)]
+    version: Option<i32>,
+    #[serde(default)]
+    opaque: Option<i32>,
+    #[serde(default)]
+    flag: Option<i32>,
+    #[serde(default)]
+    remark: Option<String>,
+    #[serde(rename = "extFields", default)]
+    ext_fields: Option<ExtFields>,
+}
+
+/// `language`: a name (`"JAVA"`) or RocketMQ's number.
+struct Language(LanguageCode);
+
+impl<'de> Deserialize<'de> for Language {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Language;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a language name or number")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<Language, E> {
+                Ok(Language(LanguageCode::from_name(s)))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> std::result::Result<Language, E> {
+                u8::try_from(n)
+                    .map(|n| Language(LanguageCode(n)))
+                    .map_err(|_| E::custom(format!("bad 'language': {n}")))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> std::result::Result<Language, E> {
+                u8::try_from(n)
+                    .map(|n| Language(LanguageCode(n)))
+                    .map_err(|_| E::custom(format!("bad 'language': {n}")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `extFields`: string values as they are, numbers and booleans as their
+/// JSON text, nulls left out.
+struct ExtFields(BTreeMap<String, String>);
+
+/// One extFields value.
+struct ExtValue(Option<String>);
+
+impl<'de> Deserialize<'de> for ExtValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ExtValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number, boolean or null")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<ExtValue, E> {
+                Ok(ExtValue(Some(s.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> std::result::Result<ExtValue, E> {
+                Ok(ExtValue(Some(s)))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> std::result::Result<ExtValue, E> {
+                Ok(ExtValue(Some(n.to_string())))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> std::result::Result<ExtValue, E> {
+                Ok(ExtValue(Some(n.to_string())))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> std::result::Result<ExtValue, E> {
+                Ok(ExtValue(Some(
+                    serde_json::Number::from_f64(n)
+                        .map_or_else(|| n.to_string(), |n| n.to_string()),
+                )))
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> std::result::Result<ExtValue, E> {
+                Ok(ExtValue(Some(b.to_string())))
+            }
+            fn visit_unit<E: de::Error>(self) -> std::result::Result<ExtValue, E> {
+                Ok(ExtValue(None))
+            }
+            fn visit_none<E: de::Error>(self) -> std::result::Result<ExtValue, E> {
+                Ok(ExtValue(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, _: A) -> std::result::Result<ExtValue, A::Error> {
+                Err(de::Error::custom("an extFields value is not a string"))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                _: A,
+            ) -> std::result::Result<ExtValue, A::Error> {
+                Err(de::Error::custom("an extFields value is not a string"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for ExtFields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ExtFields;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of header fields")
+            }
+            fn visit_unit<E: de::Error>(self) -> std::result::Result<ExtFields, E> {
+                Ok(ExtFields(BTreeMap::new()))
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<ExtFields, A::Error> {
+                let mut fields = BTreeMap::new();
+                while let Some(k) = m.next_key::<String>()? {
+                    if let ExtValue(Some(v)) = m.next_value()? {
+                        fields.insert(k, v);
+                    }
+                }
+                Ok(ExtFields(fields))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
 pub(super) fn decode(header: &[u8]) -> Result<RemotingCommand> {
-    let v: Value =
-        serde_json::from_slice(header).map_err(|e| RemotingError::Json(e.to_string()))?;
-    let Value::Object(m) = v else {
+    // A derived struct would also read a JSON array (fields by position).
+    if header.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(RemotingError::Json(
             "the header is not a JSON object".into(),
         ));
-    };
-    let language = match m.get("language") {
-        None | Some(Value::Null) => LanguageCode::JAVA,
-        Some(Value::String(s)) => LanguageCode::from_name(s),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .and_then(|n| u8::try_from(n).ok())
-            .map(LanguageCode)
-            .ok_or_else(|| RemotingError::Json(format!("bad 'language': {n}")))?,
-        Some(other) => return Err(RemotingError::Json(format!("bad 'language': {other}"))),
-    };
-    let remark = match m.get("remark") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => return Err(RemotingError::Json(format!("bad 'remark': {other}"))),
-    };
-    let mut ext_fields = BTreeMap::new();
-    match m.get("extFields") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(ext)) => {
-            for (k, v) in ext {
-                let s = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Null => continue,
-                    Value::Number(_) | Value::Bool(_) => v.to_string(),
-                    other => {
-                        return Err(RemotingError::Json(format!(
-                            "extFields '{k}' is not a string: {other}"
-                        )))
-                    }
-                };
-                ext_fields.insert(k.clone(), s);
-            }
-        }
-        Some(other) => return Err(RemotingError::Json(format!("bad 'extFields': {other}"))),
     }
+    let h: In = serde_json::from_slice(header).map_err(|e| RemotingError::Json(e.to_string()))?;
     Ok(RemotingCommand {
-        code: int(&m, "code", true)?,
-        language,
-        version: int(&m, "version", false)?,
-        opaque: int(&m, "opaque", false)?,
-        flag: int(&m, "flag", false)?,
-        remark,
-        ext_fields,
+        code: h
+            .code
+            .ok_or_else(|| RemotingError::Json("no 'code' field".into()))?,
+        language: h.language.map_or(LanguageCode::JAVA, |l| l.0),
+        version: h.version.unwrap_or(0),
+        opaque: h.opaque.unwrap_or(0),
+        flag: h.flag.unwrap_or(0),
+        remark: h.remark,
+        ext_fields: h.ext_fields.map(|e| e.0).unwrap_or_default(),
         ..Default::default()
     })
 }

@@ -129,6 +129,43 @@ fn language_names_and_numbers() {
     assert_eq!(cmd.language, LanguageCode::GO);
 }
 
+#[test]
+fn json_header_read_leniently_and_refused_clearly() {
+    use super::header_json::decode;
+    // Numbers, booleans and nulls among the fields; unknown fields; nulls
+    // for the optional numbers and the remark.
+    let h = br#"{"code":11,"extFields":{"a":1,"b":true,"c":null,"d":"x","e":-2},"flag":null,"remark":null,"unknown":{"deep":[1,2]},"opaque":5}"#;
+    let cmd = decode(h).unwrap();
+    assert_eq!((cmd.code, cmd.flag, cmd.opaque, cmd.version), (11, 0, 5, 0));
+    assert_eq!(cmd.language, LanguageCode::JAVA);
+    assert_eq!(cmd.remark, None);
+    let ext: Vec<(&str, &str)> = cmd
+        .ext_fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(ext, [("a", "1"), ("b", "true"), ("d", "x"), ("e", "-2")]);
+    // Escapes are decoded.
+    let cmd = decode(br#"{"code":1,"extFields":{"k":"a\"b\u00e9"}}"#).unwrap();
+    assert_eq!(cmd.ext_fields["k"], "a\"b\u{e9}");
+    for bad in [
+        &br#"[1,2]"#[..],
+        br#"{"extFields":{}}"#,
+        br#"{"code":"eleven"}"#,
+        br#"{"code":4294967296}"#,
+        br#"{"code":1,"extFields":{"k":{"nested":1}}}"#,
+        br#"{"code":1,"extFields":[1]}"#,
+        br#"{"code":1,"language":300}"#,
+        br#"{"code":1,"remark":7}"#,
+    ] {
+        assert!(
+            matches!(decode(bad), Err(RemotingError::Json(_))),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
 fn frame_of(mark: u32, header: &[u8], total: Option<i32>) -> BytesMut {
     let mut f = BytesMut::new();
     f.put_i32(total.unwrap_or((4 + header.len()) as i32));

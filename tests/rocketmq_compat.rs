@@ -323,26 +323,6 @@ fn rocketmq_compat_namesrv_remoting_port_from_config() {
 }
 
 #[test]
-fn rocketmq_compat_remoting_port_refused_with_enforcing_tls() {
-    let out = std::process::Command::new(bin())
-        .args([
-            "--log-level",
-            "warn",
-            "namesrv",
-            "--port",
-            &free_port().to_string(),
-        ])
-        .env("SKYLARK_REMOTING_PORT", free_port().to_string())
-        .env("SKYLARK_TLS_MODE", "enforcing")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("remoting_port"), "{err}");
-}
-
-#[test]
 fn rocketmq_compat_standalone_starts_when_default_remoting_port_is_taken() {
     // Hold the default port (unless another test's standalone already does).
     let _held = std::net::TcpListener::bind(("127.0.0.1", 9886));

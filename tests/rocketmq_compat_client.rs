@@ -1153,6 +1153,19 @@ default_group_perm = "DENY"
             Duration::from_secs(60),
         )
         .await;
+        // Now that the group subscribes to "orders", the same send-back is
+        // accepted.
+        let r = signed(
+            request::CONSUMER_SEND_MSG_BACK,
+            &back,
+            b"",
+            "app",
+            "app-secret",
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        // A code without an ACL rule needs an admin account.
+        let r = signed(999, &[], b"", "app", "app-secret");
+        assert_eq!(r.code, 16, "{r:?}");
         let bodies = seen.bodies();
         assert!(
             !bodies.contains("forged") && !bodies.contains("unsigned"),

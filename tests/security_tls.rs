@@ -541,3 +541,140 @@ fn tls_client_certificates_are_required_when_a_client_ca_is_set() {
         members()
     );
 }
+
+/// One RocketMQ remoting request over `stream`; its answer.
+async fn remoting_call<S>(
+    stream: &mut S,
+    req: &skylark::codec::remoting::RemotingCommand,
+) -> std::io::Result<skylark::codec::remoting::RemotingCommand>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut out = BytesMut::new();
+    skylark::codec::remoting::encode_frame(req, &mut out).unwrap();
+    stream.write_all(&out).await?;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await?;
+    let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut rest).await?;
+    skylark::codec::remoting::decode_frame(bytes::Bytes::from(rest))
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// The RocketMQ remoting ports under `tls_mode = enforcing`: a TLS client
+/// trusting the CA gets the route (naming the broker's remoting address)
+/// and sends over TLS; a plain connection is closed without an answer.
+#[test]
+fn tls_rocketmq_compat_remoting_ports_serve_tls_and_refuse_plain() {
+    use skylark::codec::remoting::{request, RemotingCommand};
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let ca = dir.path().join("ca.pem");
+    let (ns_port, ns_remoting, broker_port, broker_remoting) =
+        (free_port(), free_port(), free_port(), free_port());
+    let mut ns_env = tls_env(dir.path(), "enforcing");
+    ns_env.push(("SKYLARK_REMOTING_PORT".into(), ns_remoting.to_string()));
+    let mut ns = spawn(
+        &["namesrv".into(), "--port".into(), ns_port.to_string()],
+        &ns_env,
+    );
+    wait_listening(&mut ns.0, &[ns_port, ns_remoting]).expect("namesrv up");
+    let mut env = tls_env(dir.path(), "enforcing");
+    env.extend([
+        ("SKYLARK_TLS_CA_FILE".to_string(), ca.display().to_string()),
+        ("SKYLARK_REMOTING_PORT".into(), broker_remoting.to_string()),
+        ("SKYLARK_HA_PORT".into(), free_port().to_string()),
+        ("SKYLARK_STORE__SEGMENT_SIZE".into(), "67108864".into()),
+        ("SKYLARK_REGISTER_INTERVAL_SECS".into(), "1".into()),
+        ("SKYLARK_STORE__DISK_SOFT_LIMIT_RATIO".into(), "0.99".into()),
+        ("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO".into(), "1.0".into()),
+    ]);
+    let data = dir.path().join("broker");
+    let mut broker = spawn(
+        &[
+            "broker".into(),
+            "--namesrv".into(),
+            format!("127.0.0.1:{ns_port}"),
+            "--port".into(),
+            broker_port.to_string(),
+            "--data-dir".into(),
+            data.display().to_string(),
+        ],
+        &env,
+    );
+    wait_listening(&mut broker.0, &[broker_port, broker_remoting]).expect("broker up");
+    let out = cli(
+        ns_port,
+        Some(&ca),
+        &["produce", "--topic", "secure", "--body", "hi"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let tls = skylark::actors::tls::ClientTls::from_ca_file(&ca.display().to_string()).unwrap();
+    common::tokio_rt().block_on(async {
+        let connect = |port: u16| {
+            let tls = &tls;
+            async move {
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+                tls.connect(&format!("127.0.0.1:{port}"), tcp).await
+            }
+        };
+        // The route over TLS names the broker's remoting port.
+        let mut route = RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC, 1);
+        route.ext_fields.insert("topic".into(), "secure".into());
+        let mut s = connect(ns_remoting).await.expect("TLS to the NameServer");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let want = format!("127.0.0.1:{broker_remoting}");
+        loop {
+            let r = remoting_call(&mut s, &route).await.expect("route over TLS");
+            if r.code == 0 && String::from_utf8_lossy(&r.body).contains(&want) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no route naming {want}: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // A send over TLS to the broker's remoting port.
+        let mut send =
+            RemotingCommand::request(request::SEND_MESSAGE, 2).with_body(&b"over tls"[..]);
+        for (k, v) in [
+            ("producerGroup", "tls-pg"),
+            ("topic", "secure"),
+            ("queueId", "0"),
+            ("sysFlag", "0"),
+            ("bornTimestamp", "0"),
+            ("flag", "0"),
+        ] {
+            send.ext_fields.insert(k.into(), v.into());
+        }
+        let mut b = connect(broker_remoting).await.expect("TLS to the broker");
+        let r = remoting_call(&mut b, &send).await.expect("send over TLS");
+        assert_eq!(r.code, 0, "{r:?}");
+        // Plain TCP on either enforcing port: closed, no answer.
+        for port in [ns_remoting, broker_remoting] {
+            let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let r =
+                tokio::time::timeout(Duration::from_secs(10), remoting_call(&mut plain, &route))
+                    .await
+                    .expect("the server closes a plain connection");
+            assert!(r.is_err(), "a plain client was answered on {port}: {r:?}");
+        }
+    });
+    // The message sent over TLS is there.
+    let out = cli(
+        ns_port,
+        Some(&ca),
+        &common::consume_args("tls-g", "secure", "2"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bodies: Vec<String> = json_lines(&out.stdout)
+        .iter()
+        .map(|m| m["body"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(bodies.contains(&"over tls".to_string()), "{bodies:?}");
+}

@@ -167,13 +167,6 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     // (standalone's default falls back to an ephemeral port instead).
     let rocketmq_listener = match config.remoting_port {
         None => None,
-        Some(_) if config.tls_mode == crate::tls::TlsMode::Enforcing => {
-            return Err(LaunchError::Config(
-                "remoting_port is plain TCP and not served with tls_mode = enforcing \
-                 (it would bypass it; docs/rocketmq-compat.md)"
-                    .into(),
-            ));
-        }
         Some(port) => {
             let host = config.listen_host.as_str();
             let l = match remoting::rocketmq::bind(host, port).await {
@@ -356,6 +349,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
             l,
             service.rocketmq_answer(),
             service.rocketmq_limits(),
+            server_tls.clone(),
             log.clone(),
         )?),
         None => None,
@@ -428,7 +422,6 @@ pub async fn start_namesrv(
             )
         })?;
     let opts = config.serve_options();
-    crate::namesrv::check_remoting(&config)?;
     let remoting = config.remoting_port.map(|p| {
         (
             config.listen_host.clone(),
@@ -476,6 +469,7 @@ pub async fn start_namesrv(
                 addr.clone(),
                 acl.clone(),
                 limits,
+                tls.clone(),
                 log.clone(),
             )
             .await?,

@@ -271,21 +271,6 @@ impl Service for NameServerService {
     }
 }
 
-/// The remoting listener is plain TCP (it checks RocketMQ ACL signatures
-/// when ACL is on): refuse it where it would bypass enforced TLS.
-pub fn check_remoting(config: &NameServerConfig) -> std::io::Result<()> {
-    if config.remoting_port.is_none() {
-        return Ok(());
-    }
-    if config.tls_mode == crate::tls::TlsMode::Enforcing {
-        return Err(std::io::Error::other(
-            "remoting_port is plain TCP and not served with tls_mode = enforcing \
-             (it would bypass it; docs/rocketmq-compat.md)",
-        ));
-    }
-    Ok(())
-}
-
 /// The answer every server gives to a handshake.
 pub(crate) fn handshake_response() -> HandshakeResponse {
     HandshakeResponse {

@@ -119,6 +119,17 @@ impl ServerTls {
     /// Turns an accepted connection into the stream to serve, or says why
     /// it is refused (a plain client on an enforcing port has been told).
     pub async fn accept(&self, tcp: TcpStream) -> io::Result<MaybeTls> {
+        self.accept_then(tcp, true).await
+    }
+
+    /// [`ServerTls::accept`] for a port of another protocol (RocketMQ
+    /// remoting): a plain client on an enforcing port is closed without a
+    /// Skylark error frame, which it could not read.
+    pub async fn accept_foreign(&self, tcp: TcpStream) -> io::Result<MaybeTls> {
+        self.accept_then(tcp, false).await
+    }
+
+    async fn accept_then(&self, tcp: TcpStream, tell_plain: bool) -> io::Result<MaybeTls> {
         let mut first = [0u8; 1];
         let n = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first))
             .await
@@ -134,7 +145,9 @@ impl ServerTls {
         if self.mode == TlsMode::Permissive {
             return Ok(MaybeTls::Plain(tcp));
         }
-        refuse_plain(tcp).await;
+        if tell_plain {
+            refuse_plain(tcp).await;
+        }
         Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             "plain TCP on a TLS-only port",

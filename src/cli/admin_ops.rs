@@ -331,7 +331,15 @@ pub struct GroupConfigSetArgs {
 #[derive(Debug, Subcommand)]
 pub enum ProducerCmd {
     /// The live clients of a producer group on every broker (RocketMQ producerConnection).
-    Connections(super::GroupNameArgs),
+    Connections(ProducerGroupArgs),
+}
+
+/// `admin producer connections`.
+#[derive(Debug, Args)]
+pub struct ProducerGroupArgs {
+    /// Producer group.
+    #[arg(long)]
+    pub group: String,
 }
 
 /// `admin broker status`.

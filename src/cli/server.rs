@@ -146,6 +146,7 @@ async fn standalone_remoting(
         ns.addr.clone(),
         None,
         limits,
+        None,
         log.clone(),
     )
     .await

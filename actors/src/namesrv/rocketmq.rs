@@ -58,6 +58,7 @@ pub async fn start(
     ns: Addr<NameServer>,
     acl: Option<crate::acl::Acl>,
     limits: RemotingLimits,
+    tls: Option<std::sync::Arc<crate::tls::ServerTls>>,
     log: Logger,
 ) -> std::io::Result<RemotingListenerHandle> {
     let answer: crate::remoting::rocketmq::Answer = Rc::new(move |req, conn| {
@@ -72,7 +73,7 @@ pub async fn start(
             }
         })
     });
-    crate::remoting::rocketmq::start(host, port, answer, limits, log).await
+    crate::remoting::rocketmq::start(host, port, answer, limits, tls, log).await
 }
 
 /// Rewrites a route for RocketMQ clients: each broker is listed at its

@@ -103,7 +103,7 @@ pub async fn answer(s: Arc<Shared>, req: RemotingCommand, conn: RemotingConn) ->
 /// What a RocketMQ request needs of its signed account: the rule of the
 /// Skylark command it is translated into ([`crate::acl::rules`]), with the
 /// group and topic read from its header (or, for heartbeats and locks, its
-/// body). Codes not served need nothing: they are refused anyway.
+/// body). A code without a rule here needs an admin account.
 fn authorize(account: &crate::acl::Account, req: &RemotingCommand) -> Result<(), WireError> {
     use crate::acl::rules::{authorize_heartbeat, authorize_names};
     use skylark_codec::Command as C;
@@ -144,21 +144,18 @@ fn authorize(account: &crate::acl::Account, req: &RemotingCommand) -> Result<(),
                 }),
             )
         }
-        // Unregistering a member needs SUB on its group (a producer's
-        // unregister names none); ending a transaction PUB on its topic
-        // when the header names it (RocketMQ 5 clients do; older ones
-        // leave it out and need a valid account, as on Skylark's port).
+        // Unregistering a consumer needs SUB on its group; a producer's
+        // unregister (no consumer group) and the end of a transaction (its
+        // half message is found by offset, its topic known only after the
+        // lookup) need a valid account, as on Skylark's port
+        // (docs/security.md, "Not covered").
         request::UNREGISTER_CLIENT => match field(req, "consumerGroup", "") {
             Some(g) => authorize_names(account, C::GetConsumerList, Some(g), None),
             None => Ok(()),
         },
-        request::END_TRANSACTION => match field(req, "topic", "") {
-            Some(t) => authorize_names(account, C::SendMessage, None, Some(t)),
-            None => Ok(()),
-        },
-        request::CHECK_CLIENT_CONFIG => Ok(()),
-        // Codes not served are refused anyway; a code added to `answer`
-        // later fails closed until it gets its rule here.
+        request::END_TRANSACTION | request::CHECK_CLIENT_CONFIG => Ok(()),
+        // Any other code (not served, or added to `answer` later without a
+        // rule here) needs an admin account: it fails closed.
         _ if account.admin => Ok(()),
         other => Err(WireError::new(
             ErrorCode::NoPermission,
@@ -816,6 +813,8 @@ async fn heart_beat(
     // poll (30 s). Best effort: a send-back creates it too.
     if super::replication::refuse_on_slave(&s).is_ok() {
         for t in retry_topics {
+            // A refusal here (disk full, a slave) leaves the send-back to
+            // create it; the heartbeat itself was accepted.
             let _ = super::group::ensure_topic_of_one_queue(&s, &t).await;
         }
     }

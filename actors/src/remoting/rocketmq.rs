@@ -27,7 +27,9 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
 use skylark_codec::remoting::{RemotingCodec, RemotingCommand, RemotingError};
 use slog::{debug, info, warn, Logger};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+use crate::tls::{MaybeTls, ServerTls};
 use tokio::sync::oneshot;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
@@ -109,9 +111,10 @@ pub async fn start(
     port: u16,
     answer: Answer,
     limits: RemotingLimits,
+    tls: Option<Arc<ServerTls>>,
     log: Logger,
 ) -> std::io::Result<RemotingListenerHandle> {
-    serve(bind(host, port).await?, answer, limits, log)
+    serve(bind(host, port).await?, answer, limits, tls, log)
 }
 
 /// Binds the remoting port (a clear error naming it when taken).
@@ -124,11 +127,14 @@ pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
     })
 }
 
-/// Serves RocketMQ remoting on a bound `listener` with `answer`.
+/// Serves RocketMQ remoting on a bound `listener` with `answer`; with
+/// `tls`, connections are TLS (RocketMQ clients' `useTLS`) or, in
+/// permissive mode, either.
 pub fn serve(
     listener: TcpListener,
     answer: Answer,
     limits: RemotingLimits,
+    tls: Option<Arc<ServerTls>>,
     log: Logger,
 ) -> std::io::Result<RemotingListenerHandle> {
     let local_addr = listener.local_addr()?;
@@ -147,10 +153,18 @@ pub fn serve(
                             continue;
                         }
                         open.fetch_add(1, Ordering::Relaxed);
-                        let (answer, limits, log, open) =
-                            (answer.clone(), limits.clone(), log.clone(), open.clone());
+                        let (answer, limits, log, open, tls) =
+                            (answer.clone(), limits.clone(), log.clone(), open.clone(), tls.clone());
                         actix::spawn(async move {
-                            serve_connection(stream, peer, answer, &limits, &log).await;
+                            let _ = stream.set_nodelay(true);
+                            let stream = match &tls {
+                                None => Ok(MaybeTls::Plain(stream)),
+                                Some(t) => t.accept_foreign(stream).await,
+                            };
+                            match stream {
+                                Ok(s) => serve_connection(s, peer, answer, &limits, &log).await,
+                                Err(e) => debug!(log, "remoting connection refused"; "peer" => %peer, "error" => %e),
+                            }
                             open.fetch_sub(1, Ordering::Relaxed);
                         });
                     }
@@ -171,14 +185,13 @@ pub fn serve(
 /// Reads requests until the peer leaves, goes idle or sends a broken frame;
 /// answers them concurrently.
 async fn serve_connection(
-    stream: TcpStream,
+    stream: MaybeTls,
     peer: SocketAddr,
     answer: Answer,
     limits: &RemotingLimits,
     log: &Logger,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
+    let (r, w) = tokio::io::split(stream);
     let mut reader = FramedRead::new(r, RemotingCodec::new(limits.max_frame_size));
     let mut writer = FramedWrite::new(w, RemotingCodec::new(limits.max_frame_size));
     // Wake at least every half frame timeout to check both deadlines; a

@@ -6,6 +6,9 @@
 //! number, extFields values may be numbers or booleans (kept as their JSON
 //! text), unknown fields are ignored. `code` is required.
 //!
+//! A repeated top-level field is refused (fastjson would keep the last);
+//! no client sends one.
+//!
 //! Both directions go straight between the bytes and [`RemotingCommand`]
 //! (typed serde, no `serde_json::Value` tree in between): each header field
 //! is allocated once, on the request path of every JSON-header client.
@@ -168,10 +171,12 @@ impl<'de> Deserialize<'de> for ExtFields {
                 mut m: A,
             ) -> std::result::Result<ExtFields, A::Error> {
                 let mut fields = BTreeMap::new();
+                // A repeated key: the last value wins (null removes it).
                 while let Some(k) = m.next_key::<String>()? {
-                    if let ExtValue(Some(v)) = m.next_value()? {
-                        fields.insert(k, v);
-                    }
+                    match m.next_value()? {
+                        ExtValue(Some(v)) => fields.insert(k, v),
+                        ExtValue(None) => fields.remove(&k),
+                    };
                 }
                 Ok(ExtFields(fields))
             }

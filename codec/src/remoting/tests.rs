@@ -134,7 +134,7 @@ fn json_header_read_leniently_and_refused_clearly() {
     use super::header_json::decode;
     // Numbers, booleans and nulls among the fields; unknown fields; nulls
     // for the optional numbers and the remark.
-    let h = br#"{"code":11,"extFields":{"a":1,"b":true,"c":null,"d":"x","e":-2},"flag":null,"remark":null,"unknown":{"deep":[1,2]},"opaque":5}"#;
+    let h = br#"{"code":11,"extFields":{"a":1,"b":true,"c":null,"d":"x","e":-2,"f":1.5,"g":18446744073709551615,"h":"y","h":null},"flag":null,"remark":null,"unknown":{"deep":[1,2]},"opaque":5}"#;
     let cmd = decode(h).unwrap();
     assert_eq!((cmd.code, cmd.flag, cmd.opaque, cmd.version), (11, 0, 5, 0));
     assert_eq!(cmd.language, LanguageCode::JAVA);
@@ -144,7 +144,17 @@ fn json_header_read_leniently_and_refused_clearly() {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    assert_eq!(ext, [("a", "1"), ("b", "true"), ("d", "x"), ("e", "-2")]);
+    assert_eq!(
+        ext,
+        [
+            ("a", "1"),
+            ("b", "true"),
+            ("d", "x"),
+            ("e", "-2"),
+            ("f", "1.5"),
+            ("g", "18446744073709551615")
+        ]
+    );
     // Escapes are decoded.
     let cmd = decode(br#"{"code":1,"extFields":{"k":"a\"b\u00e9"}}"#).unwrap();
     assert_eq!(cmd.ext_fields["k"], "a\"b\u{e9}");

@@ -31,6 +31,9 @@ use skylark::codec::remoting::{decode_frame, encode_frame, request, RemotingComm
 fn client_runtime() -> Arc<ClientRuntime> {
     static RT: OnceLock<Arc<ClientRuntime>> = OnceLock::new();
     RT.get_or_init(|| {
+        // The client's TLS (useTLS) asks rustls for the process's default
+        // crypto provider; the build has more than one, so name it.
+        let _ = (*skylark::codec::tls::provider()).clone().install_default();
         // The client's blocking lanes are sized from the cores (2 here:
         // 32 queued listener calls); several consumers in one process
         // overflow that, and a broadcasting consumer drops what does not
@@ -1171,6 +1174,131 @@ default_group_perm = "DENY"
             !bodies.contains("forged") && !bodies.contains("unsigned"),
             "{bodies:?}"
         );
+        c.shutdown().await;
+    });
+}
+
+/// A NameServer and a Broker with `tls_mode = enforcing` on their remoting
+/// ports: the client with `useTLS`, trusting the test CA, sends and
+/// consumes; a client without TLS is not served.
+#[test]
+fn rocketmq_compat_client_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    common::make_certs(dir.path());
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let (ns_port, ns_remoting, broker_port, broker_remoting) =
+        (free_port(), free_port(), free_port(), free_port());
+    let spawn = |args: &[&str], env: &[(&str, String)]| {
+        let mut c = std::process::Command::new(common::bin());
+        c.args(["--log-level", "warn"])
+            .args(args)
+            .env("SKYLARK_TLS_MODE", "enforcing")
+            .env("SKYLARK_TLS_CERT_FILE", file("server.pem"))
+            .env("SKYLARK_TLS_KEY_FILE", file("server.key"))
+            .env_remove("SKYLARK_TLS_CA")
+            .envs(common::ROOMY_DISK)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        common::KillOnDrop(c.spawn().expect("spawn skylark"))
+    };
+    let mut ns = spawn(
+        &["namesrv", "--port", &ns_port.to_string()],
+        &[("SKYLARK_REMOTING_PORT", ns_remoting.to_string())],
+    );
+    common::wait_listening(&mut ns.0, &[ns_port, ns_remoting]).expect("namesrv up");
+    let data = dir.path().join("broker");
+    let mut broker = spawn(
+        &[
+            "broker",
+            "--namesrv",
+            &format!("127.0.0.1:{ns_port}"),
+            "--port",
+            &broker_port.to_string(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[
+            ("SKYLARK_TLS_CA_FILE", file("ca.pem")),
+            ("SKYLARK_REMOTING_PORT", broker_remoting.to_string()),
+            ("SKYLARK_HA_PORT", free_port().to_string()),
+            ("SKYLARK_STORE__SEGMENT_SIZE", "67108864".into()),
+            ("SKYLARK_REGISTER_INTERVAL_SECS", "1".into()),
+        ],
+    );
+    common::wait_listening(&mut broker.0, &[broker_port, broker_remoting]).expect("broker up");
+    let namesrv = format!("127.0.0.1:{ns_remoting}");
+    let config = |tls: bool, instance: &str| {
+        let mut c = ClientConfig {
+            namesrv_addr: Some(namesrv.clone().into()),
+            ..Default::default()
+        };
+        c.set_instance_name(instance.to_string().into());
+        if tls {
+            c.set_use_tls(true);
+            c.tls_config.client.auth_server = true;
+            c.tls_config.client.trust_cert_path = Some(file("ca.pem"));
+        }
+        c
+    };
+    runtime().block_on(async {
+        let mut p = DefaultMQProducer::builder(client_runtime())
+            .client_config(config(true, "tls-producer"))
+            .producer_group("tls-pg".to_string())
+            .name_server_addr(namesrv.clone())
+            .build();
+        started(p.start().await, "TLS producer");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // The broker registers within a second or so.
+            match p
+                .send_with_timeout(message("secure", "TagT", "K1", "over tls"), 5000)
+                .await
+            {
+                Ok(Some(r)) => {
+                    assert_eq!(format!("{:?}", r.send_status), "SendOk");
+                    break;
+                }
+                other => {
+                    let other = other.map_err(|e| e.to_string());
+                    assert!(Instant::now() < deadline, "send over TLS: {other:?}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        p.shutdown().await;
+        let mut plain = DefaultMQProducer::builder(client_runtime())
+            .client_config(config(false, "plain-producer"))
+            .producer_group("plain-pg".to_string())
+            .name_server_addr(namesrv.clone())
+            .build();
+        plain.start().await.expect("start producer");
+        let r = plain
+            .send_with_timeout(message("secure", "TagT", "K2", "plain"), 3000)
+            .await;
+        assert!(r.is_err(), "a plain client was served: {r:?}");
+        plain.shutdown().await;
+
+        let seen = Seen::default();
+        let mut c = DefaultMQPushConsumer::builder(client_runtime())
+            .client_config(config(true, "tls-consumer"))
+            .consumer_group("tls-cg".to_string())
+            .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+            .build();
+        c.subscribe("secure", "*").await.expect("subscribe");
+        c.register_message_listener_concurrently(Concurrently(
+            seen.clone(),
+            ConsumeConcurrentlyStatus::ConsumeSuccess,
+        ));
+        started(c.start().await, "TLS push consumer");
+        seen.wait_for(
+            &HashSet::from(["over tls".to_string()]),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(!seen.bodies().contains("plain"), "{:?}", seen.bodies());
         c.shutdown().await;
     });
 }

@@ -10,44 +10,12 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common::{bin, free_port, json_lines, wait_listening, wait_until, KillOnDrop};
+use common::{bin, free_port, json_lines, make_certs, wait_listening, wait_until, KillOnDrop};
 use skylark::codec::{FrameCodec, GetTopicListRequest, OutFrame, WireError};
 use tokio_util::codec::Encoder;
 
 /// Writes ca.pem, and server.pem / server.key signed by it for 127.0.0.1
 /// and localhost; `other-ca.pem` is a CA that signed nothing.
-fn make_certs(dir: &Path) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-    let other_key = rcgen::KeyPair::generate().unwrap();
-    let mut other = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    other.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let other = other.self_signed(&other_key).unwrap();
-    std::fs::write(dir.join("other-ca.pem"), other.pem()).unwrap();
-    // Client certificates (mutual TLS): one from the CA, one from the other.
-    for (name, issuer, issuer_key) in [("client", &ca, &ca_key), ("stranger", &other, &other_key)] {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = params.signed_by(&key, issuer, issuer_key).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
-}
-
 fn tls_env(dir: &Path, mode: &str) -> Vec<(String, String)> {
     vec![
         ("SKYLARK_TLS_MODE".into(), mode.into()),

@@ -879,6 +879,88 @@ fn rocketmq_compat_client_messages_cross_to_and_from_skylark_clients() {
     });
 }
 
+/// A NameServer and a Broker as separate processes (standalone serves
+/// neither ACL nor TLS on its NameServer), both with `env`, the broker also
+/// with `broker_env`; each serves a remoting port.
+struct Pair {
+    _namesrv: common::KillOnDrop,
+    _broker: common::KillOnDrop,
+    ns_remoting: u16,
+    broker_remoting: u16,
+}
+
+impl Pair {
+    fn start(dir: &std::path::Path, env: &[(&str, String)], broker_env: &[(&str, String)]) -> Pair {
+        let (ns_port, ns_remoting, broker_port, broker_remoting) =
+            (free_port(), free_port(), free_port(), free_port());
+        let spawn = |args: &[&str], own: &[(&str, String)]| {
+            let mut c = std::process::Command::new(common::bin());
+            c.args(["--log-level", "warn"])
+                .args(args)
+                .env_remove("SKYLARK_TLS_CA")
+                .env_remove("SKYLARK_ACCESS_KEY")
+                .env_remove("SKYLARK_SECRET_KEY")
+                .envs(common::ROOMY_DISK)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .envs(own.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null());
+            common::KillOnDrop(c.spawn().expect("spawn skylark"))
+        };
+        let mut ns = spawn(
+            &["namesrv", "--port", &ns_port.to_string()],
+            &[("SKYLARK_REMOTING_PORT", ns_remoting.to_string())],
+        );
+        common::wait_listening(&mut ns.0, &[ns_port, ns_remoting]).expect("namesrv up");
+        let data = dir.join("broker");
+        let mut own = vec![
+            ("SKYLARK_REMOTING_PORT", broker_remoting.to_string()),
+            ("SKYLARK_HA_PORT", free_port().to_string()),
+            ("SKYLARK_STORE__SEGMENT_SIZE", "67108864".into()),
+            ("SKYLARK_REGISTER_INTERVAL_SECS", "1".into()),
+        ];
+        own.extend(broker_env.iter().cloned());
+        let mut broker = spawn(
+            &[
+                "broker",
+                "--namesrv",
+                &format!("127.0.0.1:{ns_port}"),
+                "--port",
+                &broker_port.to_string(),
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            &own,
+        );
+        common::wait_listening(&mut broker.0, &[broker_port, broker_remoting]).expect("broker up");
+        Pair {
+            _namesrv: ns,
+            _broker: broker,
+            ns_remoting,
+            broker_remoting,
+        }
+    }
+}
+
+/// Sends `m()` until the broker has registered (a second or so after it
+/// listens) and the send is acknowledged; panics after 30 s.
+async fn send_once_registered(p: &DefaultMQProducer, m: impl Fn() -> Message) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match p.send_with_timeout(m(), 5000).await {
+            Ok(Some(r)) => {
+                assert_eq!(format!("{:?}", r.send_status), "SendOk");
+                return;
+            }
+            other => {
+                let other = other.map_err(|e| (e.broker_response_code(), e.to_string()));
+                assert!(Instant::now() < deadline, "send: {other:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 /// A NameServer and a Broker with ACL on (`conf/acl.toml` format) and both
 /// remoting ports: the RocketMQ client signs with `AclClientRPCHook`.
 #[test]
@@ -907,48 +989,18 @@ default_group_perm = "DENY"
 "#,
     )
     .unwrap();
-    let (ns_port, ns_remoting, broker_port, broker_remoting) =
-        (free_port(), free_port(), free_port(), free_port());
-    let spawn = |args: &[&str], env: &[(&str, String)]| {
-        let mut c = std::process::Command::new(common::bin());
-        c.args(["--log-level", "warn"])
-            .args(args)
-            .env("SKYLARK_ACL_ENABLED", "true")
-            .env("SKYLARK_ACL_FILE", &acl)
-            .envs(common::ROOMY_DISK)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        common::KillOnDrop(c.spawn().expect("spawn skylark"))
-    };
-    let mut ns = spawn(
-        &["namesrv", "--port", &ns_port.to_string()],
-        &[("SKYLARK_REMOTING_PORT", ns_remoting.to_string())],
-    );
-    common::wait_listening(&mut ns.0, &[ns_port, ns_remoting]).expect("namesrv up");
-    let data = dir.path().join("broker");
-    let mut broker = spawn(
+    let pair = Pair::start(
+        dir.path(),
         &[
-            "broker",
-            "--namesrv",
-            &format!("127.0.0.1:{ns_port}"),
-            "--port",
-            &broker_port.to_string(),
-            "--data-dir",
-            data.to_str().unwrap(),
+            ("SKYLARK_ACL_ENABLED", "true".into()),
+            ("SKYLARK_ACL_FILE", acl.display().to_string()),
         ],
         &[
-            ("SKYLARK_REMOTING_PORT", broker_remoting.to_string()),
-            ("SKYLARK_HA_PORT", free_port().to_string()),
             ("SKYLARK_ACCESS_KEY", "broker".into()),
             ("SKYLARK_SECRET_KEY", "broker-secret".into()),
-            ("SKYLARK_STORE__SEGMENT_SIZE", "67108864".into()),
-            ("SKYLARK_REGISTER_INTERVAL_SECS", "1".into()),
         ],
     );
-    common::wait_listening(&mut broker.0, &[broker_port, broker_remoting]).expect("broker up");
+    let (ns_remoting, broker_remoting) = (pair.ns_remoting, pair.broker_remoting);
     let namesrv = format!("127.0.0.1:{ns_remoting}");
     let hook = |ak: &str, sk: &str| -> Arc<dyn rocketmq_transport::api::RPCHook> {
         Arc::new(AclClientRPCHook::new(SessionCredentials::with_keys(ak, sk)))
@@ -971,24 +1023,7 @@ default_group_perm = "DENY"
         // The right account: sent, and consumed by a signed consumer.
         let mut p = producer_as("acl-pg", Some(("app", "app-secret")));
         p.start().await.expect("start producer");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            // The broker registers within a second or so.
-            match p
-                .send_with_timeout(message("orders", "TagA", "K1", "signed"), 5000)
-                .await
-            {
-                Ok(Some(r)) => {
-                    assert_eq!(format!("{:?}", r.send_status), "SendOk");
-                    break;
-                }
-                other => {
-                    let other = other.map_err(|e| e.broker_response_code());
-                    assert!(Instant::now() < deadline, "signed send: {other:?}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
+        send_once_registered(&p, || message("orders", "TagA", "K1", "signed")).await;
         // The same account on a topic it may not publish to: NO_PERMISSION.
         let r = p
             .send_with_timeout(message("payroll", "TagA", "K1", "denied"), 5000)
@@ -1186,49 +1221,16 @@ fn rocketmq_compat_client_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     common::make_certs(dir.path());
     let file = |name: &str| dir.path().join(name).display().to_string();
-    let (ns_port, ns_remoting, broker_port, broker_remoting) =
-        (free_port(), free_port(), free_port(), free_port());
-    let spawn = |args: &[&str], env: &[(&str, String)]| {
-        let mut c = std::process::Command::new(common::bin());
-        c.args(["--log-level", "warn"])
-            .args(args)
-            .env("SKYLARK_TLS_MODE", "enforcing")
-            .env("SKYLARK_TLS_CERT_FILE", file("server.pem"))
-            .env("SKYLARK_TLS_KEY_FILE", file("server.key"))
-            .env_remove("SKYLARK_TLS_CA")
-            .envs(common::ROOMY_DISK)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        common::KillOnDrop(c.spawn().expect("spawn skylark"))
-    };
-    let mut ns = spawn(
-        &["namesrv", "--port", &ns_port.to_string()],
-        &[("SKYLARK_REMOTING_PORT", ns_remoting.to_string())],
-    );
-    common::wait_listening(&mut ns.0, &[ns_port, ns_remoting]).expect("namesrv up");
-    let data = dir.path().join("broker");
-    let mut broker = spawn(
+    let pair = Pair::start(
+        dir.path(),
         &[
-            "broker",
-            "--namesrv",
-            &format!("127.0.0.1:{ns_port}"),
-            "--port",
-            &broker_port.to_string(),
-            "--data-dir",
-            data.to_str().unwrap(),
+            ("SKYLARK_TLS_MODE", "enforcing".into()),
+            ("SKYLARK_TLS_CERT_FILE", file("server.pem")),
+            ("SKYLARK_TLS_KEY_FILE", file("server.key")),
         ],
-        &[
-            ("SKYLARK_TLS_CA_FILE", file("ca.pem")),
-            ("SKYLARK_REMOTING_PORT", broker_remoting.to_string()),
-            ("SKYLARK_HA_PORT", free_port().to_string()),
-            ("SKYLARK_STORE__SEGMENT_SIZE", "67108864".into()),
-            ("SKYLARK_REGISTER_INTERVAL_SECS", "1".into()),
-        ],
+        &[("SKYLARK_TLS_CA_FILE", file("ca.pem"))],
     );
-    common::wait_listening(&mut broker.0, &[broker_port, broker_remoting]).expect("broker up");
+    let ns_remoting = pair.ns_remoting;
     let namesrv = format!("127.0.0.1:{ns_remoting}");
     let config = |tls: bool, instance: &str| {
         let mut c = ClientConfig {
@@ -1250,24 +1252,7 @@ fn rocketmq_compat_client_over_tls() {
             .name_server_addr(namesrv.clone())
             .build();
         started(p.start().await, "TLS producer");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            // The broker registers within a second or so.
-            match p
-                .send_with_timeout(message("secure", "TagT", "K1", "over tls"), 5000)
-                .await
-            {
-                Ok(Some(r)) => {
-                    assert_eq!(format!("{:?}", r.send_status), "SendOk");
-                    break;
-                }
-                other => {
-                    let other = other.map_err(|e| e.to_string());
-                    assert!(Instant::now() < deadline, "send over TLS: {other:?}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
+        send_once_registered(&p, || message("secure", "TagT", "K1", "over tls")).await;
         p.shutdown().await;
         let mut plain = DefaultMQProducer::builder(client_runtime())
             .client_config(config(false, "plain-producer"))

@@ -196,25 +196,25 @@ fn plain_exchange(port: u16) -> Option<WireError> {
         .err()
 }
 
-#[test]
-fn tls_enforcing_serves_tls_clients_and_refuses_plain_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path());
-    let ca = dir.path().join("ca.pem");
-    let (_ns, ns_port) = namesrv(dir.path(), "enforcing");
-
+/// A broker with `tls_mode = enforcing` registering over TLS with the
+/// NameServer on `ns_port`, listening when this returns; extra `env` too.
+fn enforcing_broker(dir: &Path, ns_port: u16, extra: &[(String, String)]) -> (KillOnDrop, u16) {
     let broker_port = free_port();
-    let mut env = tls_env(dir.path(), "enforcing");
+    let mut env = tls_env(dir, "enforcing");
     env.extend([
         // The broker's own connections (registration) use TLS too.
-        ("SKYLARK_TLS_CA_FILE".to_string(), ca.display().to_string()),
-        ("SKYLARK_HA_PORT".into(), (broker_port + 1).to_string()),
+        (
+            "SKYLARK_TLS_CA_FILE".to_string(),
+            dir.join("ca.pem").display().to_string(),
+        ),
+        ("SKYLARK_HA_PORT".into(), free_port().to_string()),
         ("SKYLARK_STORE__SEGMENT_SIZE".into(), "67108864".into()),
         ("SKYLARK_REGISTER_INTERVAL_SECS".into(), "1".into()),
         ("SKYLARK_STORE__DISK_SOFT_LIMIT_RATIO".into(), "0.99".into()),
         ("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO".into(), "1.0".into()),
     ]);
-    let data = dir.path().join("broker");
+    env.extend(extra.iter().cloned());
+    let data = dir.join(format!("broker-{broker_port}"));
     let mut broker = spawn(
         &[
             "broker".into(),
@@ -228,6 +228,17 @@ fn tls_enforcing_serves_tls_clients_and_refuses_plain_ones() {
         &env,
     );
     wait_listening(&mut broker.0, &[broker_port]).expect("broker up");
+    (broker, broker_port)
+}
+
+#[test]
+fn tls_enforcing_serves_tls_clients_and_refuses_plain_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let ca = dir.path().join("ca.pem");
+    let (_ns, ns_port) = namesrv(dir.path(), "enforcing");
+
+    let (_broker, broker_port) = enforcing_broker(dir.path(), ns_port, &[]);
     let addr = format!("127.0.0.1:{broker_port}");
     assert!(
         wait_until(Duration::from_secs(30), || {
@@ -539,8 +550,7 @@ fn tls_rocketmq_compat_remoting_ports_serve_tls_and_refuse_plain() {
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path());
     let ca = dir.path().join("ca.pem");
-    let (ns_port, ns_remoting, broker_port, broker_remoting) =
-        (free_port(), free_port(), free_port(), free_port());
+    let (ns_port, ns_remoting, broker_remoting) = (free_port(), free_port(), free_port());
     let mut ns_env = tls_env(dir.path(), "enforcing");
     ns_env.push(("SKYLARK_REMOTING_PORT".into(), ns_remoting.to_string()));
     let mut ns = spawn(
@@ -548,30 +558,17 @@ fn tls_rocketmq_compat_remoting_ports_serve_tls_and_refuse_plain() {
         &ns_env,
     );
     wait_listening(&mut ns.0, &[ns_port, ns_remoting]).expect("namesrv up");
-    let mut env = tls_env(dir.path(), "enforcing");
-    env.extend([
-        ("SKYLARK_TLS_CA_FILE".to_string(), ca.display().to_string()),
-        ("SKYLARK_REMOTING_PORT".into(), broker_remoting.to_string()),
-        ("SKYLARK_HA_PORT".into(), free_port().to_string()),
-        ("SKYLARK_STORE__SEGMENT_SIZE".into(), "67108864".into()),
-        ("SKYLARK_REGISTER_INTERVAL_SECS".into(), "1".into()),
-        ("SKYLARK_STORE__DISK_SOFT_LIMIT_RATIO".into(), "0.99".into()),
-        ("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO".into(), "1.0".into()),
-    ]);
-    let data = dir.path().join("broker");
-    let mut broker = spawn(
-        &[
-            "broker".into(),
-            "--namesrv".into(),
-            format!("127.0.0.1:{ns_port}"),
-            "--port".into(),
-            broker_port.to_string(),
-            "--data-dir".into(),
-            data.display().to_string(),
-        ],
-        &env,
+    let (_broker, _) = enforcing_broker(
+        dir.path(),
+        ns_port,
+        &[("SKYLARK_REMOTING_PORT".into(), broker_remoting.to_string())],
     );
-    wait_listening(&mut broker.0, &[broker_port, broker_remoting]).expect("broker up");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", broker_remoting)).is_ok()
+        }),
+        "the broker's remoting port never listened"
+    );
     let out = cli(
         ns_port,
         Some(&ca),

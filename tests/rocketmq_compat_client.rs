@@ -122,6 +122,15 @@ fn raw_request(port: u16, code: i32, body: serde_json::Value) -> RemotingCommand
     )
 }
 
+/// `r` is NO_PERMISSION with `why` in its remark.
+fn refused(r: &RemotingCommand, why: &str) {
+    assert_eq!(r.code, 16, "{r:?}");
+    assert!(
+        r.remark.as_deref().unwrap_or("").contains(why),
+        "{why}: {r:?}"
+    );
+}
+
 /// `req` sent by hand to a remoting port; its answer.
 fn raw_frame(port: u16, req: &RemotingCommand) -> RemotingCommand {
     use std::io::{Read, Write};
@@ -1070,29 +1079,11 @@ default_group_perm = "DENY"
             raw_frame(broker_remoting, &req)
         };
         let r = send(None, "orders");
-        assert_eq!(r.code, 16, "{r:?}");
-        assert!(
-            r.remark.as_deref().unwrap_or("").contains("not signed"),
-            "{r:?}"
-        );
+        refused(&r, "not signed");
         let r = send(Some(("app", "wrong")), "orders");
-        assert_eq!(r.code, 16, "{r:?}");
-        assert!(
-            r.remark
-                .as_deref()
-                .unwrap_or("")
-                .contains("signature mismatch"),
-            "{r:?}"
-        );
+        refused(&r, "signature mismatch");
         let r = send(Some(("app", "app-secret")), "payroll");
-        assert_eq!(r.code, 16, "{r:?}");
-        assert!(
-            r.remark
-                .as_deref()
-                .unwrap_or("")
-                .contains("PUB on topic 'payroll'"),
-            "{r:?}"
-        );
+        refused(&r, "PUB on topic 'payroll'");
         let r = send(Some(("app", "app-secret")), "orders");
         assert_eq!(r.code, 0, "{r:?}");
         let offset_msg_id = r.ext_fields["msgId"].clone();
@@ -1119,14 +1110,7 @@ default_group_perm = "DENY"
             ("subVersion", "0"),
         ];
         let r = signed(request::PULL_MESSAGE, &pull, b"", "narrow", "narrow-secret");
-        assert_eq!(r.code, 16, "{r:?}");
-        assert!(
-            r.remark
-                .as_deref()
-                .unwrap_or("")
-                .contains("SUB on group 'acl-cg'"),
-            "{r:?}"
-        );
+        refused(&r, "SUB on group 'acl-cg'");
         let hb = serde_json::json!({"clientID": "narrow@1", "producerDataSet": [],
             "consumerDataSet": [{"groupName": "acl-cg", "consumeType": "CONSUME_PASSIVELY",
                 "messageModel": "CLUSTERING", "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET",
@@ -1138,7 +1122,7 @@ default_group_perm = "DENY"
             "narrow",
             "narrow-secret",
         );
-        assert_eq!(r.code, 16, "{r:?}");
+        refused(&r, "SUB on group");
         let r = signed(request::PULL_MESSAGE, &pull, b"", "app", "app-secret");
         assert!([0, 19, 20].contains(&r.code), "app may pull: {r:?}");
         // A send-back copies a message into the group's retry topic: only
@@ -1161,16 +1145,12 @@ default_group_perm = "DENY"
             "app",
             "app-secret",
         );
-        assert_eq!(r.code, 16, "{r:?}");
-        assert!(
-            r.remark.as_deref().unwrap_or("").contains("subscribes to"),
-            "{r:?}"
-        );
+        refused(&r, "subscribes to");
         // The NameServer's remoting port checks signatures too.
         let mut route = RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC, 8);
         route.ext_fields.insert("topic".into(), "orders".into());
         let r = raw_frame(ns_remoting, &route);
-        assert_eq!(r.code, 16, "{r:?}");
+        refused(&r, "not signed");
         route.ext_fields.insert("AccessKey".into(), "app".into());
         let sig = skylark::codec::remoting::acl::sign("app-secret", &route);
         route.ext_fields.insert("Signature".into(), sig);
@@ -1203,7 +1183,7 @@ default_group_perm = "DENY"
         assert_eq!(r.code, 0, "{r:?}");
         // A code without an ACL rule needs an admin account.
         let r = signed(999, &[], b"", "app", "app-secret");
-        assert_eq!(r.code, 16, "{r:?}");
+        refused(&r, "admin rights");
         let bodies = seen.bodies();
         assert!(
             !bodies.contains("forged") && !bodies.contains("unsigned"),

@@ -360,6 +360,8 @@ fn acl_controller_mode_cluster_elects_and_fails_over() {
         ];
         let args = ["broker", "--data-dir", &data, "--port", &port_s];
         let mut child = spawn(&args, &acl, Some(("broker", BROKER_SECRET)), &env)
+            // A busy shared disk must not refuse these writes.
+            .envs(common::ROOMY_DISK)
             .spawn()
             .expect("spawn broker");
         wait_listening(&mut child, &[port]).expect("broker listening");

@@ -118,31 +118,11 @@ fn start_both() -> (tempfile::TempDir, Standalone, u16, u16) {
 
 fn start_both_env(env: &[(&str, &str)]) -> (tempfile::TempDir, Standalone, u16, u16) {
     let dir = tempfile::tempdir().unwrap();
-    let (port, bport) = (free_port(), free_port());
-    let node = Standalone::start_env(
+    let (node, port, bport) = Standalone::start_with_remoting(
         dir.path(),
-        &[
-            "--namesrv-remoting-port",
-            &port.to_string(),
-            "--broker-remoting-port",
-            &bport.to_string(),
-            "--no-dashboard",
-        ],
         &[&[("SKYLARK_DEFAULT_TOPIC_QUEUES", "1")], env].concat(),
     );
-    wait_listening_port(bport);
     (dir, node, port, bport)
-}
-
-fn wait_listening_port(port: u16) {
-    assert!(
-        wait_until(Duration::from_secs(30), || TcpStream::connect((
-            "127.0.0.1",
-            port
-        ))
-        .is_ok()),
-        "the broker's remoting port {port} never listened"
-    );
 }
 
 /// `frame` with a body after the header.

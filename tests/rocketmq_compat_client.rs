@@ -83,28 +83,7 @@ fn start() -> Node {
 
 fn start_env(env: &[(&str, &str)]) -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let (port, bport) = (free_port(), free_port());
-    let node = Standalone::start_env(
-        dir.path(),
-        &[
-            "--namesrv-remoting-port",
-            &port.to_string(),
-            "--broker-remoting-port",
-            &bport.to_string(),
-            "--no-dashboard",
-        ],
-        env,
-    );
-    for p in [port, bport] {
-        assert!(
-            wait_until(Duration::from_secs(30), || std::net::TcpStream::connect((
-                "127.0.0.1",
-                p
-            ))
-            .is_ok()),
-            "remoting port {p} never listened"
-        );
-    }
+    let (node, port, bport) = Standalone::start_with_remoting(dir.path(), env);
     Node {
         _dir: dir,
         node,
@@ -146,11 +125,14 @@ fn raw_frame(port: u16, req: &RemotingCommand) -> RemotingCommand {
     decode_frame(bytes::Bytes::from(rest)).unwrap()
 }
 
-fn producer(n: &Node, group: &str) -> DefaultMQProducer {
-    DefaultMQProducer::builder(client_runtime())
+/// A started producer of `group`.
+async fn producer(n: &Node, group: &str) -> DefaultMQProducer {
+    let mut p = DefaultMQProducer::builder(client_runtime())
         .producer_group(group.to_string())
         .name_server_addr(n.remoting_namesrv.clone())
-        .build()
+        .build();
+    started(p.start().await, "producer");
+    p
 }
 
 /// What a listener saw: every delivered message, in delivery order.
@@ -333,8 +315,7 @@ fn rocketmq_compat_client_sends_every_way_and_push_consumers_get_all() {
     let n = start();
     runtime().block_on(async {
         let topic = "RmqSends";
-        let mut p = producer(&n, "rmq-sends-pg");
-        p.start().await.expect("start producer");
+        let mut p = producer(&n, "rmq-sends-pg").await;
         let mut want = HashSet::new();
         for i in 0..10 {
             let body = format!("sync-{i}");
@@ -455,8 +436,7 @@ fn rocketmq_compat_client_orderly_by_selector_key_with_queue_locks() {
     let n = start();
     runtime().block_on(async {
         let topic = "RmqOrder";
-        let mut p = producer(&n, "rmq-order-pg");
-        p.start().await.expect("start producer");
+        let mut p = producer(&n, "rmq-order-pg").await;
         let mut want = HashSet::new();
         for i in 0..60 {
             let order = i % 3;
@@ -525,8 +505,7 @@ fn rocketmq_compat_client_tag_and_sql92_filters_on_the_broker() {
     let n = start();
     runtime().block_on(async {
         let topic = "RmqFilter";
-        let mut p = producer(&n, "rmq-filter-pg");
-        p.start().await.expect("start producer");
+        let mut p = producer(&n, "rmq-filter-pg").await;
         for i in 0..20 {
             let tag = ["TagA", "TagB", "TagC"][i % 3];
             let m = Message::builder()
@@ -630,8 +609,7 @@ fn rocketmq_compat_client_delay_level_and_reconsume_later_through_the_retry_topi
     let n = start();
     runtime().block_on(async {
         let topic = "RmqDelay";
-        let mut p = producer(&n, "rmq-delay-pg");
-        p.start().await.expect("start producer");
+        let mut p = producer(&n, "rmq-delay-pg").await;
         // The topic exists before the consumer subscribes to it.
         p.send_with_timeout(message(topic, "TagA", "K0", "plain"), 5000)
             .await
@@ -799,8 +777,7 @@ fn rocketmq_compat_client_messages_cross_to_and_from_skylark_clients() {
     runtime().block_on(async {
         let topic = "RmqCross";
         // RocketMQ producer -> Skylark consumer (the CLI), intact.
-        let mut p = producer(&n, "rmq-cross-pg");
-        p.start().await.expect("start producer");
+        let mut p = producer(&n, "rmq-cross-pg").await;
         let m = Message::builder()
             .topic(topic)
             .tags("FromRmq")

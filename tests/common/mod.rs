@@ -174,6 +174,35 @@ impl Standalone {
         );
     }
 
+    /// Like [`Standalone::start_env`], also serving RocketMQ's remoting
+    /// protocol on fresh ports (no dashboard): `(node, NameServer remoting
+    /// port, broker remoting port)`, both listening when this returns.
+    pub fn start_with_remoting(data_dir: &Path, env: &[(&str, &str)]) -> (Standalone, u16, u16) {
+        let (ns, broker) = (free_port(), free_port());
+        let node = Self::start_env(
+            data_dir,
+            &[
+                "--namesrv-remoting-port",
+                &ns.to_string(),
+                "--broker-remoting-port",
+                &broker.to_string(),
+                "--no-dashboard",
+            ],
+            env,
+        );
+        for port in [ns, broker] {
+            assert!(
+                wait_until(Duration::from_secs(30), || TcpStream::connect((
+                    "127.0.0.1",
+                    port
+                ))
+                .is_ok()),
+                "remoting port {port} never listened"
+            );
+        }
+        (node, ns, broker)
+    }
+
     /// `127.0.0.1:<namesrv port>`.
     pub fn namesrv(&self) -> String {
         format!("127.0.0.1:{}", self.namesrv_port)

@@ -19,7 +19,8 @@ use serde::de::DeserializeOwned;
 pub struct ConfigError(String);
 
 /// Loads `T` from (optional) `file`, then the environment, then `overrides`
-/// (`key`, value) pairs from command-line flags. Unknown keys are errors.
+/// (`key`, value) pairs from command-line flags. A key of the file that
+/// `T` has no setting for is an error that names it.
 pub fn load<T: DeserializeOwned>(
     file: Option<&Path>,
     overrides: &[(&str, config::Value)],
@@ -60,8 +61,44 @@ pub fn load_with_defaults<T: DeserializeOwned>(
             .map_err(|e| ConfigError(e.to_string()))?;
     }
     let cfg = b.build().map_err(|e| ConfigError(e.to_string()))?;
-    cfg.try_deserialize()
-        .map_err(|e| ConfigError(e.to_string()))
+    let mut ignored = Vec::new();
+    let value: T = serde_ignored::deserialize(cfg, |path| ignored.push(path.to_string()))
+        .map_err(|e| ConfigError(e.to_string()))?;
+    if let Some(f) = file {
+        refuse_unknown_keys(f, &ignored)?;
+    }
+    Ok(value)
+}
+
+/// A key of the file that no setting has is an error naming it: a typo
+/// (`flush_mod = "sync"`) must not leave a broker running on the default
+/// it meant to change. Unknown `SKYLARK_*` variables are passed over: the
+/// environment also carries the CLI's own (`SKYLARK_NAMESRV`, ...).
+fn refuse_unknown_keys(file: &Path, ignored: &[String]) -> Result<(), ConfigError> {
+    if ignored.is_empty() {
+        return Ok(());
+    }
+    let in_file = Config::builder()
+        .add_source(File::from(file).format(FileFormat::Toml).required(true))
+        .build()
+        .map_err(|e| ConfigError(e.to_string()))?;
+    let unknown: Vec<&str> = ignored
+        .iter()
+        .filter(|k| in_file.get::<config::Value>(k).is_ok())
+        .map(String::as_str)
+        .collect();
+    match unknown.as_slice() {
+        [] => Ok(()),
+        keys => Err(ConfigError(format!(
+            "{}: unknown key{} {} (no such setting; conf/*.toml lists every key with its default)",
+            file.display(),
+            if keys.len() > 1 { "s" } else { "" },
+            keys.iter()
+                .map(|k| format!("'{k}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 /// Store sizes `skylark standalone` uses unless the file, the environment or
@@ -112,5 +149,58 @@ mod tests {
         let flag = [("store.segment_size", config::Value::from(1i64 << 20))];
         let cfg: BrokerConfig = load_with_defaults(None, &standalone_defaults(), &flag).unwrap();
         assert_eq!(cfg.store.segment_size, 1 << 20);
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn a_key_of_the_file_that_no_setting_has_is_refused_by_name() {
+        let f = file("port = 10999\nflush_mod = \"sync\"\n[store]\nflush_mode = \"sync\"\nflushinterval_ms = 5\n");
+        let e = load::<BrokerConfig>(Some(f.path()), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'flush_mod'"), "{e}");
+        assert!(e.contains("'store.flushinterval_ms'"), "{e}");
+        assert!(e.contains("unknown keys"), "{e}");
+        assert!(
+            !e.contains("'port'") && !e.contains("'store.flush_mode'"),
+            "{e}"
+        );
+
+        let ok = file("port = 10999\n[store]\nflush_mode = \"sync\"\n");
+        let cfg: BrokerConfig = load(Some(ok.path()), &[]).unwrap();
+        assert_eq!(cfg.port, 10999);
+        // A NameServer file with a broker's key is refused too.
+        let ns = file("port = 9877\nbroker_name = \"b\"\n");
+        let e = load::<skylark_actors::config::NameServerConfig>(Some(ns.path()), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown key 'broker_name'"), "{e}");
+    }
+
+    #[test]
+    fn every_shipped_configuration_file_loads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&root).unwrap() {
+            let p = entry.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let r = if name.starts_with("namesrv") {
+                load::<skylark_actors::config::NameServerConfig>(Some(&p), &[]).map(drop)
+            } else if name.starts_with("broker") || name.starts_with("standalone") {
+                load::<BrokerConfig>(Some(&p), &[]).map(drop)
+            } else if name.starts_with("controller") {
+                load::<skylark_actors::controller::ControllerConfig>(Some(&p), &[]).map(drop)
+            } else {
+                continue;
+            };
+            r.unwrap_or_else(|e| panic!("{name}: {e}"));
+            n += 1;
+        }
+        assert!(n >= 3, "only {n} configuration files under conf/");
     }
 }

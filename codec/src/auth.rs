@@ -162,20 +162,29 @@ fn unreachable_key() -> ! {
     panic!("HMAC-SHA256 refused a key")
 }
 
-/// The signature of a request frame (see the module doc); `nonce: None`
-/// makes the first version's signature.
+/// The signed trailer of a request frame under `creds` (see the module
+/// doc); `nonce: None` makes the first version's signature.
 pub fn sign_request(
-    secret: &str,
-    access_key: &str,
+    creds: &Credentials,
     header: &Header,
     timestamp_ms: u64,
     nonce: Option<u64>,
     body: &[u8],
-) -> [u8; SIGNATURE_LEN] {
-    request_mac(secret, access_key, header, timestamp_ms, nonce, body)
-        .finalize()
-        .into_bytes()
-        .into()
+) -> FrameAuth {
+    let mac = request_mac(
+        &creds.secret_key,
+        &creds.access_key,
+        header,
+        timestamp_ms,
+        nonce,
+        body,
+    );
+    FrameAuth {
+        access_key: creds.access_key.clone(),
+        timestamp_ms,
+        signature: mac.finalize().into_bytes().into(),
+        nonce,
+    }
 }
 
 /// Whether `auth` is a valid signature of this frame under `secret`,
@@ -228,20 +237,7 @@ pub fn encode_signed_frame_with_nonce<B: Serialize + ?Sized>(
 ) -> Result<()> {
     let start = dst.len();
     let sign = |dst: &mut BytesMut, body_at: usize| {
-        let signature = sign_request(
-            &creds.secret_key,
-            &creds.access_key,
-            header,
-            timestamp_ms,
-            nonce,
-            &dst[body_at..],
-        );
-        let auth = FrameAuth {
-            access_key: creds.access_key.clone(),
-            timestamp_ms,
-            signature,
-            nonce,
-        };
+        let auth = sign_request(creds, header, timestamp_ms, nonce, &dst[body_at..]);
         rmp_serde::encode::write(&mut (&mut *dst).writer(), &auth)
             .map_err(|e| ProtocolError::Encode(e.to_string()))
     };

@@ -113,100 +113,132 @@ pub struct ControllerState {
 impl ControllerState {
     /// Applies one command (deterministic: every controller gets the same result).
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
-        match cmd {
+        let applied = match cmd {
             Command::RegisterBroker {
                 cluster,
                 broker_name,
                 broker_id,
                 addr,
                 ha_addr,
-            } => {
-                let g = self
-                    .groups
-                    .entry(broker_name.clone())
-                    .or_insert_with(|| GroupInfo {
-                        cluster: cluster.clone(),
-                        broker_name: broker_name.clone(),
-                        ..GroupInfo::default()
-                    });
-                g.cluster = cluster.clone();
-                g.replicas.insert(*broker_id, addr.clone());
-                if let Some(ha) = ha_addr {
-                    g.ha_addrs.insert(*broker_id, ha.clone());
-                }
-                if g.master_id.is_none()
-                    && (g.sync_state_set.is_empty() || g.sync_state_set.contains(broker_id))
-                {
-                    g.master_id = Some(*broker_id);
-                    g.master_epoch += 1;
-                    g.sync_state_set = BTreeSet::from([*broker_id]);
-                    g.sync_state_set_epoch += 1;
-                }
-                CommandResult::Group(g.clone())
-            }
+            } => Ok(self.register(cluster, broker_name, *broker_id, addr, ha_addr.as_deref())),
             Command::ElectMaster {
                 broker_name,
                 expected_master_epoch,
                 new_master,
-            } => {
-                let Some(g) = self.groups.get_mut(broker_name) else {
-                    return CommandResult::Rejected(format!("no broker group {broker_name}"));
-                };
-                if g.master_epoch != *expected_master_epoch {
-                    return CommandResult::Rejected(format!(
-                        "master epoch is {}, not {expected_master_epoch}",
-                        g.master_epoch
-                    ));
-                }
-                if let Some(id) = new_master {
-                    if !g.replicas.contains_key(id) {
-                        return CommandResult::Rejected(format!(
-                            "broker {broker_name} id {id} never joined the group"
-                        ));
-                    }
-                    g.sync_state_set = BTreeSet::from([*id]);
-                    g.sync_state_set_epoch += 1;
-                }
-                g.master_id = *new_master;
-                g.master_epoch += 1;
-                CommandResult::Group(g.clone())
-            }
+            } => self.elect(broker_name, *expected_master_epoch, *new_master),
             Command::AlterSyncStateSet {
                 broker_name,
                 master_id,
                 master_epoch,
                 sync_state_set_epoch,
                 new_set,
-            } => {
-                let Some(g) = self.groups.get_mut(broker_name) else {
-                    return CommandResult::Rejected(format!("no broker group {broker_name}"));
-                };
-                if g.master_id != Some(*master_id) || g.master_epoch != *master_epoch {
-                    return CommandResult::Rejected(format!(
-                        "broker {master_id} at epoch {master_epoch} is not the master (epoch {})",
-                        g.master_epoch
-                    ));
-                }
-                if g.sync_state_set_epoch != *sync_state_set_epoch {
-                    return CommandResult::Rejected(format!(
-                        "in-sync set epoch is {}, not {sync_state_set_epoch}",
-                        g.sync_state_set_epoch
-                    ));
-                }
-                if !new_set.contains(master_id)
-                    || new_set.iter().any(|b| !g.replicas.contains_key(b))
-                {
-                    return CommandResult::Rejected(
-                        "an in-sync set holds the master and only known replicas".to_string(),
-                    );
-                }
-                if *new_set != g.sync_state_set {
-                    g.sync_state_set = new_set.clone();
-                    g.sync_state_set_epoch += 1;
-                }
-                CommandResult::Group(g.clone())
-            }
+            } => self.alter_sync_state_set(
+                broker_name,
+                (*master_id, *master_epoch),
+                *sync_state_set_epoch,
+                new_set,
+            ),
+        };
+        match applied {
+            Ok(g) => CommandResult::Group(g.clone()),
+            Err(why) => CommandResult::Rejected(why),
         }
+    }
+
+    fn group(&mut self, broker_name: &str) -> Result<&mut GroupInfo, String> {
+        self.groups
+            .get_mut(broker_name)
+            .ok_or_else(|| format!("no broker group {broker_name}"))
+    }
+
+    fn register(
+        &mut self,
+        cluster: &str,
+        broker_name: &str,
+        broker_id: u64,
+        addr: &str,
+        ha_addr: Option<&str>,
+    ) -> &GroupInfo {
+        let g = self
+            .groups
+            .entry(broker_name.to_string())
+            .or_insert_with(|| GroupInfo {
+                cluster: cluster.to_string(),
+                broker_name: broker_name.to_string(),
+                ..GroupInfo::default()
+            });
+        g.cluster = cluster.to_string();
+        g.replicas.insert(broker_id, addr.to_string());
+        if let Some(ha) = ha_addr {
+            g.ha_addrs.insert(broker_id, ha.to_string());
+        }
+        if g.master_id.is_none()
+            && (g.sync_state_set.is_empty() || g.sync_state_set.contains(&broker_id))
+        {
+            g.master_id = Some(broker_id);
+            g.master_epoch += 1;
+            g.sync_state_set = BTreeSet::from([broker_id]);
+            g.sync_state_set_epoch += 1;
+        }
+        g
+    }
+
+    fn elect(
+        &mut self,
+        broker_name: &str,
+        expected_master_epoch: u64,
+        new_master: Option<u64>,
+    ) -> Result<&GroupInfo, String> {
+        let g = self.group(broker_name)?;
+        if g.master_epoch != expected_master_epoch {
+            return Err(format!(
+                "master epoch is {}, not {expected_master_epoch}",
+                g.master_epoch
+            ));
+        }
+        if let Some(id) = new_master {
+            if !g.replicas.contains_key(&id) {
+                return Err(format!(
+                    "broker {broker_name} id {id} never joined the group"
+                ));
+            }
+            g.sync_state_set = BTreeSet::from([id]);
+            g.sync_state_set_epoch += 1;
+        }
+        g.master_id = new_master;
+        g.master_epoch += 1;
+        Ok(g)
+    }
+
+    /// `master`: the reporting master's id and the master epoch it is at.
+    fn alter_sync_state_set(
+        &mut self,
+        broker_name: &str,
+        (master_id, master_epoch): (u64, u64),
+        sync_state_set_epoch: u64,
+        new_set: &BTreeSet<u64>,
+    ) -> Result<&GroupInfo, String> {
+        let g = self.group(broker_name)?;
+        if g.master_id != Some(master_id) || g.master_epoch != master_epoch {
+            return Err(format!(
+                "broker {master_id} at epoch {master_epoch} is not the master (epoch {})",
+                g.master_epoch
+            ));
+        }
+        if g.sync_state_set_epoch != sync_state_set_epoch {
+            return Err(format!(
+                "in-sync set epoch is {}, not {sync_state_set_epoch}",
+                g.sync_state_set_epoch
+            ));
+        }
+        if !new_set.contains(&master_id) || new_set.iter().any(|b| !g.replicas.contains_key(b)) {
+            return Err("an in-sync set holds the master and only known replicas".to_string());
+        }
+        if *new_set != g.sync_state_set {
+            g.sync_state_set = new_set.clone();
+            g.sync_state_set_epoch += 1;
+        }
+        Ok(g)
     }
 }
 

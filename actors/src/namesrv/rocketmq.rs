@@ -73,7 +73,8 @@ pub async fn start(
             }
         })
     });
-    crate::remoting::rocketmq::start(host, port, answer, limits, tls, log).await
+    let listener = crate::remoting::rocketmq::bind(host, port).await?;
+    crate::remoting::rocketmq::serve(listener, answer, limits, tls, log)
 }
 
 /// Rewrites a route for RocketMQ clients: each broker is listed at its

@@ -103,20 +103,6 @@ impl Drop for RemotingListenerHandle {
     }
 }
 
-/// Binds `host:port` and answers RocketMQ remoting requests with `answer`.
-/// Must be called inside a running actix System; connections run on the
-/// calling arbiter.
-pub async fn start(
-    host: &str,
-    port: u16,
-    answer: Answer,
-    limits: RemotingLimits,
-    tls: Option<Arc<ServerTls>>,
-    log: Logger,
-) -> std::io::Result<RemotingListenerHandle> {
-    serve(bind(host, port).await?, answer, limits, tls, log)
-}
-
 /// Binds the remoting port (a clear error naming it when taken).
 pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
     TcpListener::bind((host, port)).await.map_err(|e| {
@@ -127,9 +113,10 @@ pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
     })
 }
 
-/// Serves RocketMQ remoting on a bound `listener` with `answer`; with
-/// `tls`, connections are TLS (RocketMQ clients' `useTLS`) or, in
-/// permissive mode, either.
+/// Serves RocketMQ remoting on a bound `listener` (from [`bind`]) with
+/// `answer`; with `tls`, connections are TLS (RocketMQ clients' `useTLS`)
+/// or, in permissive mode, either. Must be called inside a running actix
+/// System; connections run on the calling arbiter.
 pub fn serve(
     listener: TcpListener,
     answer: Answer,

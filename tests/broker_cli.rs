@@ -363,6 +363,72 @@ fn namesrv_and_broker_as_separate_processes_with_conf_files() {
     );
 }
 
+/// A producer started before any broker waits for a route (the NameServer
+/// holds its request) and sends as soon as a broker registers.
+#[test]
+fn a_producer_started_before_any_broker_sends_once_one_registers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ns, np) = common::spawn_namesrv();
+    let ns_addr = format!("127.0.0.1:{np}");
+    let mut producer = common::KillOnDrop(
+        Command::new(bin())
+            .args(["--log-level", "warn", "produce", "--topic", "Early"])
+            .args(["--count", "3", "--body", "x", "--json"])
+            .env("SKYLARK_NAMESRV", &ns_addr)
+            .env("SKYLARK_ROUTE_WAIT_MS", "60000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = producer.0.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let said = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("producer says it waits");
+    assert!(said.contains("waiting up to 60000 ms"), "{said}");
+
+    let bp = common::free_port();
+    let _broker = common::KillOnDrop(
+        Command::new(bin())
+            .args(["--log-level", "warn", "broker", "-c"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/broker.toml"))
+            .args([
+                "--namesrv",
+                &ns_addr,
+                "--port",
+                &bp.to_string(),
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .envs(common::ROOMY_DISK)
+            .env("SKYLARK_HA_PORT", "0")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let done = common::wait_until(Duration::from_secs(60), || {
+        matches!(producer.0.try_wait(), Ok(Some(_)))
+    });
+    assert!(
+        done,
+        "the producer did not finish after the broker registered"
+    );
+    let status = producer.0.wait().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut producer.0.stdout.take().unwrap(), &mut out).unwrap();
+    let errs: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "{status}: {errs:?}");
+    let sent = json_lines(out.as_bytes());
+    assert_eq!(sent.len(), 3, "{out}");
+}
+
 #[test]
 fn bench_modes_report_json() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,8 +6,12 @@
 //! to each other: each one's table is rebuilt from registrations alone.
 //!
 //! Messages answered: [`RegisterBroker`], [`UnregisterBroker`],
-//! [`GetRouteInfo`], [`GetClusterInfo`], [`GetTopicList`], [`GetRemotingAddrs`]
-//! (+ the scan tick).
+//! [`GetRouteInfo`], [`WaitRouteInfo`], [`GetClusterInfo`], [`GetTopicList`],
+//! [`GetRemotingAddrs`] (+ the scan tick).
+//!
+//! A client that finds no route for a topic (no broker has registered it
+//! yet) can ask with `wait_ms` ([`WaitRouteInfo`]): its answer is held
+//! until a registration brings the topic, instead of the client polling.
 //! With `dashboard_port` set it also serves the web [`dashboard`]; with
 //! `remoting_port` set, RocketMQ's remoting protocol ([`rocketmq`]).
 
@@ -17,7 +21,8 @@ mod route_info;
 
 pub use route_info::RouteInfo;
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -35,14 +40,21 @@ use crate::remoting::{wire, ConnInfo, Service};
 /// The NameServer's state owner.
 pub struct NameServer {
     route: RouteInfo,
+    /// Held route requests ([`WaitRouteInfo`]) by topic, answered when a
+    /// registration brings the topic; at most [`MAX_WAITING`] in all.
+    waiting: HashMap<String, Vec<tokio::sync::oneshot::Sender<TopicRouteData>>>,
     config: NameServerConfig,
     log: Logger,
 }
+
+/// Route requests held at most at once; more are answered at once.
+pub const MAX_WAITING: usize = 10_000;
 
 impl NameServer {
     pub fn new(config: NameServerConfig, log: Logger) -> Self {
         NameServer {
             route: RouteInfo::default(),
+            waiting: HashMap::new(),
             config,
             log: log.new(slog::o!("actor" => "namesrv")),
         }
@@ -60,6 +72,30 @@ impl Actor for NameServer {
             {
                 warn!(act.log, "broker expired"; "addr" => addr);
             }
+            // Held requests whose client gave up (timed out, went away).
+            act.waiting.retain(|_, held| {
+                held.retain(|tx| !tx.is_closed());
+                !held.is_empty()
+            });
+        });
+    }
+}
+
+impl NameServer {
+    /// Answers the held requests of every topic a registration brought.
+    fn answer_waiting(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let route = &self.route;
+        self.waiting.retain(|topic, held| match route.route(topic) {
+            Some(data) => {
+                for tx in held.drain(..) {
+                    let _ = tx.send(data.clone());
+                }
+                false
+            }
+            None => true,
         });
     }
 }
@@ -78,6 +114,16 @@ pub struct UnregisterBroker(pub UnregisterBrokerRequest);
 #[derive(Message)]
 #[rtype(result = "Option<TopicRouteData>")]
 pub struct GetRouteInfo(pub String);
+
+/// The route of one topic, held up to `wait` (capped at
+/// [`skylark_codec::MAX_ROUTE_WAIT_MS`]) while no live broker serves it;
+/// `None` when none registered it by then.
+#[derive(Message)]
+#[rtype(result = "Option<TopicRouteData>")]
+pub struct WaitRouteInfo {
+    pub topic: String,
+    pub wait: Duration,
+}
 
 /// Every cluster and broker group.
 #[derive(Message)]
@@ -113,6 +159,7 @@ impl Handler<RegisterBroker> for NameServer {
         );
         let before = self.route.group_members(&name).cloned();
         let resp = self.route.register(msg.0, Instant::now());
+        self.answer_waiting();
         let after = self.route.group_members(&name);
         if self.route.live_brokers() > known {
             info!(self.log, "broker registered"; "broker_name" => &name, "broker_id" => id, "addr" => &addr);
@@ -140,6 +187,30 @@ impl Handler<GetRouteInfo> for NameServer {
     type Result = Option<TopicRouteData>;
     fn handle(&mut self, msg: GetRouteInfo, _: &mut Self::Context) -> Self::Result {
         self.route.route(&msg.0)
+    }
+}
+
+impl Handler<WaitRouteInfo> for NameServer {
+    type Result = ResponseFuture<Option<TopicRouteData>>;
+    fn handle(&mut self, msg: WaitRouteInfo, _: &mut Self::Context) -> Self::Result {
+        let route = self.route.route(&msg.topic);
+        if route.is_some()
+            || msg.wait.is_zero()
+            || self.waiting.values().map(Vec::len).sum::<usize>() >= MAX_WAITING
+        {
+            return Box::pin(std::future::ready(route));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiting.entry(msg.topic).or_default().push(tx);
+        let wait = msg.wait.min(Duration::from_millis(u64::from(
+            skylark_codec::MAX_ROUTE_WAIT_MS,
+        )));
+        Box::pin(async move {
+            match tokio::time::timeout(wait, rx).await {
+                Ok(Ok(data)) => Some(data),
+                _ => None,
+            }
+        })
     }
 }
 
@@ -227,15 +298,17 @@ impl Service for NameServerService {
                 Command::GetRouteInfo => {
                     wire::dispatch(frame, |r: GetRouteInfoRequest| async move {
                         let topic = r.topic;
-                        ns.send(GetRouteInfo(topic.clone()))
-                            .await
-                            .map_err(mailbox)?
-                            .ok_or_else(|| {
-                                WireError::new(
-                                    ErrorCode::TopicNotFound,
-                                    format!("no route for topic '{topic}'"),
-                                )
-                            })
+                        let wait = Duration::from_millis(u64::from(r.wait_ms));
+                        let asked = WaitRouteInfo {
+                            topic: topic.clone(),
+                            wait,
+                        };
+                        ns.send(asked).await.map_err(mailbox)?.ok_or_else(|| {
+                            WireError::new(
+                                ErrorCode::TopicNotFound,
+                                format!("no route for topic '{topic}'"),
+                            )
+                        })
                     })
                     .await
                 }
@@ -276,5 +349,64 @@ pub(crate) fn handshake_response() -> HandshakeResponse {
     HandshakeResponse {
         protocol_version: skylark_codec::PROTOCOL_VERSION,
         server_version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skylark_codec::TopicConfig;
+
+    fn reg(topics: &[&str]) -> RegisterBroker {
+        RegisterBroker(RegisterBrokerRequest {
+            cluster_name: "c".into(),
+            broker_name: "b".into(),
+            broker_id: 0,
+            broker_addr: "127.0.0.1:1".into(),
+            topics: topics.iter().map(|t| TopicConfig::new(*t, 4)).collect(),
+            data_version: 1,
+            ..Default::default()
+        })
+    }
+
+    fn start() -> Addr<NameServer> {
+        let log = Logger::root(slog::Discard, slog::o!());
+        NameServer::new(NameServerConfig::default(), log).start()
+    }
+
+    fn wait(topic: &str, ms: u64) -> WaitRouteInfo {
+        WaitRouteInfo {
+            topic: topic.into(),
+            wait: Duration::from_millis(ms),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_held_route_request_is_answered_by_the_registration_that_brings_the_topic() {
+        let ns = start();
+        let held = ns.send(wait("T", 20_000));
+        let other = ns.send(wait("U", 20_000));
+        let (route, _) = futures::join!(held, async {
+            // Registrations of other topics leave it held; the one that
+            // brings T answers it, long before the 20 s.
+            ns.send(reg(&["V"])).await.unwrap();
+            ns.send(reg(&["V", "T"])).await.unwrap();
+        });
+        let route = route.unwrap().expect("answered with the route");
+        assert_eq!(route.queues[0].broker_name, "b");
+        // U is still held; a registration of U answers it too.
+        let (u, _) = futures::join!(other, ns.send(reg(&["T", "U"])));
+        assert!(u.unwrap().is_some());
+        assert!(ns.send(GetRouteInfo("T".into())).await.unwrap().is_some());
+    }
+
+    #[actix_rt::test]
+    async fn a_held_route_request_ends_without_a_route_after_its_wait() {
+        let ns = start();
+        let begun = Instant::now();
+        assert!(ns.send(wait("T", 50)).await.unwrap().is_none());
+        assert!(begun.elapsed() >= Duration::from_millis(50));
+        // wait 0: at once.
+        assert!(ns.send(wait("T", 0)).await.unwrap().is_none());
     }
 }

@@ -130,7 +130,10 @@ async fn send_pull_route_and_offsets() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while route.is_none() && Instant::now() < deadline {
         route = ns
-            .call(&GetRouteInfoRequest { topic: "T".into() })
+            .call(&GetRouteInfoRequest {
+                topic: "T".into(),
+                wait_ms: 0,
+            })
             .await
             .ok();
         if route.is_none() {

@@ -84,7 +84,7 @@
 //! | 46 | `ConsumerSendBack` | [`SendBackRequest`] | [`SendBackResponse`] | A consumer failed a message: the broker stores a copy in `%RETRY%<group>` with delay level 3 + reconsume times, or in `%DLQ%<group>` after `max_reconsume_times` (16). |
 //! | 50 | `RegisterBroker` | [`RegisterBrokerRequest`] | [`RegisterBrokerResponse`] | Broker → NameServer, periodic: the broker's addresses and all its topics; the answer gives a slave its master's addresses. |
 //! | 51 | `UnregisterBroker` | [`UnregisterBrokerRequest`] | [`Ack`] | Broker → NameServer on clean shutdown. |
-//! | 52 | `GetRouteInfo` | [`GetRouteInfoRequest`] | [`TopicRouteData`] | Client → NameServer: which brokers host a topic's queues. `TopicNotFound` if none. |
+//! | 52 | `GetRouteInfo` | [`GetRouteInfoRequest`] | [`TopicRouteData`] | Client → NameServer: which brokers host a topic's queues. `TopicNotFound` if none — at once, or with `wait_ms` once no broker registered it within that time. |
 //! | 53 | `GetClusterInfo` | [`GetClusterInfoRequest`] | [`ClusterInfo`] | Clusters, their brokers and addresses. |
 //! | 54 | `GetTopicList` | [`GetTopicListRequest`] | [`TopicList`] | Every topic known to the NameServer. |
 //! | 60 | `CreateTopic` | [`CreateTopicRequest`] | [`Ack`] | Admin → broker: create or update a topic (name checked with [`validate_topic_name`]). |
@@ -177,7 +177,7 @@ pub use cmd::replication::{
 };
 pub use cmd::route::{
     BrokerData, ClusterInfo, GetClusterInfoRequest, GetRouteInfoRequest, GetTopicListRequest,
-    QueueData, TopicList, TopicRouteData,
+    QueueData, TopicList, TopicRouteData, MAX_ROUTE_WAIT_MS,
 };
 pub use cmd::runtime::{BrokerRuntime, GetBrokerRuntimeRequest};
 pub use cmd::schedule::{DelayLevelStats, GetScheduleStatsRequest, ScheduleStats};

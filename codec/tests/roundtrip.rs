@@ -277,7 +277,7 @@ proptest! {
         let queues = queues.into_iter().map(|(broker_name, read_queues, write_queues, perm, order)| {
             QueueData { broker_name, read_queues, write_queues, perm, order }
         }).collect();
-        check_rpc(id, split, &GetRouteInfoRequest { topic }, &TopicRouteData { queues, brokers }, &err);
+        check_rpc(id, split, &GetRouteInfoRequest { topic, wait_ms: 0 }, &TopicRouteData { queues, brokers }, &err);
         let info = ClusterInfo { clusters, brokers: by_name };
         check_rpc(id, split, &GetClusterInfoRequest {}, &info, &err);
         check_rpc(id, split, &GetTopicListRequest {}, &TopicList { topics }, &err);

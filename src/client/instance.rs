@@ -43,22 +43,26 @@ pub fn route_wait() -> Duration {
         .unwrap_or(DEFAULT_ROUTE_WAIT)
 }
 
-/// Asks the NameServer for `topic`'s route, then for `TBW102`'s (brokers
-/// that create topics on first send), every 200 ms for up to `wait`; says
-/// on stderr once that it is waiting. `TopicNotFound` when `wait` passes.
+/// Asks the NameServer for `topic`'s route, or else `TBW102`'s (brokers
+/// that create topics on first send), for up to `wait`; says on stderr once
+/// that it is waiting. The NameServer holds both requests until a broker
+/// registers either topic (`wait_ms`), so the route comes the moment it
+/// exists; against a NameServer that answers at once (an older one) the
+/// requests are repeated every 200 ms. `TopicNotFound` when `wait` passes.
 async fn wait_for_route(
     ns: NameServerClient,
     topic: String,
     wait: Duration,
 ) -> Result<Arc<TopicRoute>> {
+    const PACE: Duration = Duration::from_millis(200);
     let deadline = Instant::now() + wait;
     let mut said = false;
     loop {
         if let Ok(data) = ns.route(AUTO_CREATE_TOPIC_KEY).await {
             return Ok(Arc::new(TopicRoute::new(&topic, data)));
         }
-        let now = Instant::now();
-        if now >= deadline {
+        let asked = Instant::now();
+        if asked >= deadline {
             return Err(ClientError::TopicNotFound(topic));
         }
         if !said {
@@ -68,11 +72,38 @@ async fn wait_for_route(
                 wait.as_millis()
             );
         }
-        tokio::time::sleep(Duration::from_millis(200).min(deadline - now)).await;
-        if let Ok(data) = ns.route(&topic).await {
+        let left = deadline - asked;
+        if let Some(data) = first_route(&ns, &topic, left).await {
             return Ok(Arc::new(TopicRoute::new(&topic, data)));
         }
+        let now = Instant::now();
+        if now - asked < PACE && now < deadline {
+            tokio::time::sleep((PACE - (now - asked)).min(deadline - now)).await;
+        }
     }
+}
+
+/// The first route the NameServer gives within `wait`, of `topic` or of
+/// `TBW102`, asked for both at once; `None` when neither came.
+async fn first_route(
+    ns: &NameServerClient,
+    topic: &str,
+    wait: Duration,
+) -> Option<skylark_codec::TopicRouteData> {
+    let own = ns.route_within(topic, wait);
+    let auto = ns.route_within(AUTO_CREATE_TOPIC_KEY, wait);
+    tokio::pin!(own, auto);
+    let (mut own_done, mut auto_done) = (false, false);
+    while !(own_done && auto_done) {
+        let answer = tokio::select! {
+            r = &mut own, if !own_done => { own_done = true; r }
+            r = &mut auto, if !auto_done => { auto_done = true; r }
+        };
+        if let Ok(data) = answer {
+            return Some(data);
+        }
+    }
+    None
 }
 
 /// The actor; start it with [`ClientInstance::start_with`] (or through

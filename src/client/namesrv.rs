@@ -169,6 +169,15 @@ impl NameServerClient {
         R: Rpc + Serialize,
         R::Response: DeserializeOwned,
     {
+        self.call_within(req, self.timeout).await
+    }
+
+    /// [`call`](Self::call) with each NameServer given `timeout` to answer.
+    async fn call_within<R>(&self, req: &R, timeout: Duration) -> Result<R::Response>
+    where
+        R: Rpc + Serialize,
+        R::Response: DeserializeOwned,
+    {
         let n = self.addrs.len();
         let first = self.links().preferred;
         let mut last = String::new();
@@ -176,7 +185,7 @@ impl NameServerClient {
             let i = (first + k) % n;
             let answer = match self.conn(i).await {
                 Ok(c) => c
-                    .call(req)
+                    .call_timeout(req, timeout)
                     .await
                     .map_err(|e| ClientError::from_call(&self.addrs[i], None, e)),
                 Err(e) => Err(e),
@@ -200,10 +209,23 @@ impl NameServerClient {
 
     /// The route of `topic`; [`ClientError::TopicNotFound`] if there is none.
     pub async fn route(&self, topic: &str) -> Result<TopicRouteData> {
+        self.route_within(topic, Duration::ZERO).await
+    }
+
+    /// [`route`](Self::route), but a NameServer without a route for
+    /// `topic` holds the answer until a broker registers the topic, for at
+    /// most `wait` (capped at [`skylark_codec::MAX_ROUTE_WAIT_MS`]). An
+    /// older NameServer answers at once.
+    pub async fn route_within(&self, topic: &str, wait: Duration) -> Result<TopicRouteData> {
+        let wait_ms = wait
+            .as_millis()
+            .min(u128::from(skylark_codec::MAX_ROUTE_WAIT_MS)) as u32;
         let req = GetRouteInfoRequest {
             topic: topic.to_string(),
+            wait_ms,
         };
-        match self.call(&req).await {
+        let held = Duration::from_millis(u64::from(wait_ms));
+        match self.call_within(&req, self.timeout + held).await {
             Err(e) if e.code() == Some(ErrorCode::TopicNotFound) => {
                 Err(ClientError::TopicNotFound(topic.to_string()))
             }

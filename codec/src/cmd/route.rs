@@ -16,6 +16,20 @@ use crate::command::{rpc, Command};
 pub struct GetRouteInfoRequest {
     /// Topic.
     pub topic: String,
+    /// When no live broker serves the topic, the NameServer holds the
+    /// answer until one registers it, for at most this many milliseconds
+    /// (capped at [`MAX_ROUTE_WAIT_MS`]), and only then answers
+    /// `TopicNotFound`. 0 (the default, and what an older client sends by
+    /// leaving it out): answer at once. An older NameServer ignores it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wait_ms: u32,
+}
+
+/// The longest a NameServer holds a [`GetRouteInfoRequest`].
+pub const MAX_ROUTE_WAIT_MS: u32 = 30_000;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A topic's route: its queues per broker and the brokers' addresses.

@@ -32,14 +32,22 @@ use crate::transaction::Transaction;
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
+    // Not a `#[source]`: the text already carries it, and an error chain
+    // printed with its sources would say it twice.
     #[error("cannot open the store: {0}")]
-    Store(#[from] crate::message_store::StoreError),
+    Store(crate::message_store::StoreError),
     #[error("cannot listen on {addr}: {err}")]
     Bind { addr: String, err: std::io::Error },
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
+}
+
+impl From<crate::message_store::StoreError> for LaunchError {
+    fn from(e: crate::message_store::StoreError) -> Self {
+        LaunchError::Store(e)
+    }
 }
 
 /// A running broker.
@@ -131,6 +139,7 @@ async fn bind_unlistened(host: &str, port: u16) -> std::io::Result<tokio::net::T
 
 /// Starts a broker inside the current actix System.
 pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHandle, LaunchError> {
+    config.validate().map_err(LaunchError::Config)?;
     let log = log.new(slog::o!("broker" => config.broker_name.clone()));
     // Bound now (the port is ours and known), listening only once the
     // store is recovered: until then a client is refused at once instead

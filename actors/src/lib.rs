@@ -83,7 +83,8 @@ pub(crate) fn store_error(e: StoreError) -> WireError {
         StoreError::InvalidConfig(_)
         | StoreError::Io(_)
         | StoreError::Corrupt(_)
-        | StoreError::FlushFailed(_) => ErrorCode::Internal,
+        | StoreError::FlushFailed(_)
+        | StoreError::InUse { .. } => ErrorCode::Internal,
     };
     WireError::new(code, e.to_string())
 }

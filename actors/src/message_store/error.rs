@@ -44,6 +44,11 @@ pub enum StoreError {
     /// The store was shut down.
     #[error("store is shut down")]
     ShutDown,
+    /// Another process has this data directory open (its `lock` file is
+    /// held): two brokers on one directory would overwrite each other's
+    /// messages.
+    #[error("data directory {dir} is in use by another process{holder} (it holds {dir}/lock); stop that broker first or choose another data directory")]
+    InUse { dir: String, holder: String },
 }
 
 /// The text of [`StoreError::DiskFull`]: the measured ratio and the limit,

@@ -289,6 +289,45 @@ pub struct Store {
     /// What recovery did at open.
     recovery: RecoveryReport,
     damage: DamageLog,
+    /// `<data_dir>/lock`, locked while this store is open (released when
+    /// the file closes, also when the process dies).
+    _dir_lock: std::fs::File,
+}
+
+/// Locks `<dir>/lock` for this process (an advisory `flock`, as RocketMQ's
+/// store locks its `lock` file) and writes our pid into it;
+/// [`StoreError::InUse`] naming the holder's pid when another process has
+/// it.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    use std::io::{Read, Write};
+    let path = dir.join("lock");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    match f.try_lock() {
+        Ok(()) => {
+            f.set_len(0)?;
+            writeln!(f, "{}", std::process::id())?;
+            Ok(f)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            let pid = pid.trim();
+            Err(StoreError::InUse {
+                dir: dir.display().to_string(),
+                holder: if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                },
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
 }
 
 fn now_millis() -> i64 {
@@ -319,6 +358,7 @@ impl Store {
         config.validate()?;
         let logger = logger.new(o!("component" => "store"));
         std::fs::create_dir_all(&config.data_dir)?;
+        let dir_lock = lock_data_dir(&config.data_dir)?;
         let cp_path = config.checkpoint_path();
         let checkpoint = Checkpoint::load(&cp_path).unwrap_or_else(|e| {
             warn!(logger, "ignoring checkpoint"; "error" => %e);
@@ -392,6 +432,7 @@ impl Store {
             write_failed: None,
             recovery: RecoveryReport::default(),
             damage: DamageLog::default(),
+            _dir_lock: dir_lock,
         };
         for d in &report.damaged {
             store.damage.note(d.from);

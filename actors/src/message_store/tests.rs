@@ -931,3 +931,21 @@ fn hardening_disk_full_logs_and_error_text() {
     assert!(log.has(slog::Level::Info, "writes resume"));
     store.append(&[AppendMessage::for_test("T", b"x")]).unwrap();
 }
+
+#[test]
+fn a_data_directory_open_in_one_store_is_refused_to_another_until_it_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(config(dir.path()), logger()).unwrap();
+    let Err(e) = Store::open(config(dir.path()), logger()) else {
+        panic!("a second store opened a data directory in use");
+    };
+    assert!(matches!(e, StoreError::InUse { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("in use by another process"), "{text}");
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())),
+        "{text}"
+    );
+    drop(first);
+    Store::open(config(dir.path()), logger()).expect("reopened once the first closed");
+}

@@ -46,6 +46,12 @@ pub fn load_with_defaults<T: DeserializeOwned>(
         if !f.exists() {
             return Err(ConfigError(format!("file {} does not exist", f.display())));
         }
+        if f.is_dir() {
+            return Err(ConfigError(format!(
+                "{} is a directory, not a configuration file",
+                f.display()
+            )));
+        }
         b = b.add_source(File::from(f).format(FileFormat::Toml).required(true));
     }
     b = b.add_source(

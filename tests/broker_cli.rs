@@ -361,6 +361,79 @@ fn namesrv_and_broker_as_separate_processes_with_conf_files() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Settings it could start with but not work with fail the start, before
+    // it binds or registers, naming the key.
+    for (text, says) in [
+        ("default_topic_queues = 0\n", "default_topic_queues must be"),
+        (
+            "delay_levels = \"1s 5x\"\n",
+            "delay_levels: delay level '5x'",
+        ),
+        (
+            "[store]\ndelete_when_hour = 30\n",
+            "store: delete_when_hour",
+        ),
+    ] {
+        std::fs::write(&bad, text).unwrap();
+        let out = Command::new(bin())
+            .args(["--log-level", "warn", "broker", "-c"])
+            .arg(&bad)
+            .args(["--port", &common::free_port().to_string(), "--data-dir"])
+            .arg(dir.path().join("never"))
+            .envs(common::ROOMY_DISK)
+            .env("SKYLARK_HA_PORT", "0")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}: {err}");
+        assert!(err.contains(says), "{text}: {err}");
+        assert_eq!(err.matches(says).count(), 1, "said twice: {err}");
+    }
+    // A directory is not a configuration file.
+    let out = Command::new(bin())
+        .args(["namesrv", "-c"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is a directory, not a configuration file"),
+        "{err}"
+    );
+}
+
+/// Two brokers on one data directory would overwrite each other's
+/// acknowledged messages: the second is refused, naming the first's pid.
+#[test]
+fn a_second_broker_on_a_data_directory_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(dir.path(), &[]);
+    let out = Command::new(bin())
+        .args(["--log-level", "warn", "broker", "--data-dir"])
+        .arg(dir.path())
+        .args(["--port", &common::free_port().to_string()])
+        .args(["--namesrv", &node.namesrv()])
+        .envs(common::ROOMY_DISK)
+        .env("SKYLARK_HA_PORT", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is in use by another process (pid "), "{err}");
+    assert_eq!(err.matches("in use by another process").count(), 1, "{err}");
+    // The first one still serves, and TBW102 is not a topic to send to.
+    let sent = node.cli(&["produce", "--topic", "Kept", "--count", "1", "--body", "x"]);
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let tbw = node.cli(&[
+        "produce", "--topic", "TBW102", "--count", "1", "--body", "x",
+    ]);
+    let err = String::from_utf8_lossy(&tbw.stderr);
+    assert!(!tbw.status.success(), "a send to TBW102 was accepted");
+    assert!(err.contains("'TBW102' is reserved"), "{err}");
 }
 
 /// A producer started before any broker waits for a route (the NameServer
@@ -1171,6 +1244,36 @@ fn topic_update_keeps_unset_values_create_refuses_existing_and_queues_split() {
         "0",
     ]);
     assert_clean_exit("read-queues 0", &out, Some(false));
+    // More write queues than read queues would fill queues nobody reads.
+    let out = node.cli(&[
+        "admin",
+        "topic",
+        "update",
+        "--name",
+        "T",
+        "--write-queues",
+        "4",
+    ]);
+    assert_clean_exit("write above read", &out, Some(false));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("4 write queues above 2 read queues"), "{err}");
+    assert!(
+        until((2, 1, true)),
+        "refused update changed the route: {:?}",
+        route("T")
+    );
+    let out = node.cli(&[
+        "admin",
+        "topic",
+        "create",
+        "--name",
+        "W",
+        "--read-queues",
+        "2",
+        "--write-queues",
+        "4",
+    ]);
+    assert_clean_exit("create write above read", &out, Some(false));
 }
 
 #[test]

@@ -400,6 +400,23 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// Refuses settings the broker could start with but not work with, so
+    /// that the start fails before the broker binds or registers.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=1024).contains(&self.default_topic_queues) {
+            return Err(format!(
+                "default_topic_queues must be a whole number from 1 to 1024, not {}",
+                self.default_topic_queues
+            ));
+        }
+        crate::scheduler::levels::parse_delay_levels(&self.delay_levels)
+            .map_err(|e| format!("delay_levels: {e}"))?;
+        self.store.validate().map_err(|e| match e {
+            crate::message_store::StoreError::InvalidConfig(why) => format!("store: {why}"),
+            other => other.to_string(),
+        })
+    }
+
     /// The NameServer addresses, split on `;` (and `,`), blanks removed.
     pub fn namesrv_addrs(&self) -> Vec<String> {
         split_addrs(&self.namesrv)

@@ -615,6 +615,19 @@ impl Handler<EnsureTopic> for Broker {
 impl Handler<CreateTopic> for Broker {
     type Result = Durable;
     fn handle(&mut self, msg: CreateTopic, ctx: &mut Self::Context) -> Self::Result {
+        let cfg = &msg.0;
+        if cfg.write_queues > cfg.read_queues {
+            // Sends would fill queues no consumer reads, and no stats or
+            // lag would show them. Read queues above write queues is fine:
+            // that is how a topic drains before it shrinks.
+            return ready(Err(WireError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "topic '{}': {} write queues above {} read queues would store messages in queues no consumer reads; raise the read queues first (or both together), lower the write queues first to shrink",
+                    cfg.name, cfg.write_queues, cfg.read_queues
+                ),
+            )));
+        }
         match self.put_topic(msg.0, ctx) {
             Ok((_, seq)) => self.durable(seq, ctx),
             Err(e) => ready(Err(e)),

@@ -109,10 +109,7 @@ impl PullConsumer {
     pub async fn queues(&self, topic: &str) -> Result<Vec<MessageQueue>> {
         let route = self.route(topic, true).await?;
         if route.read_queues.is_empty() {
-            return Err(ClientError::NoQueue {
-                topic: topic.to_string(),
-                what: "readable",
-            });
+            return Err(route.no_queue(false));
         }
         Ok(route.read_queues.clone())
     }

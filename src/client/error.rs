@@ -32,6 +32,15 @@ pub enum ClientError {
         /// "writable" or "readable".
         what: &'static str,
     },
+    /// Every broker hosting the topic denies what was asked: a topic permission (`admin topic perm`) or a drained
+    /// broker (`admin broker perm wipe-write`).
+    #[error("topic '{topic}' is not {what} on any broker hosting it (a topic permission set with `admin topic perm`, or a broker's write permission taken with `admin broker perm`; `admin topic route` shows PERM)")]
+    PermissionDenied {
+        /// Topic name.
+        topic: String,
+        /// "writable" or "readable".
+        what: &'static str,
+    },
     /// A server answered with an error.
     #[error("{}", remote_line(.addr, .topic.as_deref(), .error))]
     Remote {

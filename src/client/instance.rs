@@ -293,10 +293,7 @@ impl ClientInstance {
                 )
             }
         };
-        picked.cloned().ok_or_else(|| ClientError::NoQueue {
-            topic: route.topic.clone(),
-            what: "writable",
-        })
+        picked.cloned().ok_or_else(|| route.no_queue(true))
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Instant;
 use serde::Serialize;
 use skylark_codec::{TopicRouteData, PERM_READ, PERM_WRITE};
 
+use super::error::ClientError;
 use super::fault::LatencyFaultTolerance;
 
 /// One queue of a topic on one broker.
@@ -92,6 +93,27 @@ impl TopicRoute {
             data,
             write_queues,
             read_queues,
+        }
+    }
+
+    /// Whether the route lists queues but every one of them lacks `perm`
+    /// (`PERM_WRITE` or `PERM_READ`): the topic exists and is denied.
+    pub fn denies(&self, perm: u8) -> bool {
+        !self.data.queues.is_empty() && self.data.queues.iter().all(|q| q.perm & perm == 0)
+    }
+
+    /// The error for a route with no queue to write (`write`) or read.
+    pub fn no_queue(&self, write: bool) -> ClientError {
+        let (perm, what) = if write {
+            (PERM_WRITE, "writable")
+        } else {
+            (PERM_READ, "readable")
+        };
+        let topic = self.topic.clone();
+        if self.denies(perm) {
+            ClientError::PermissionDenied { topic, what }
+        } else {
+            ClientError::NoQueue { topic, what }
         }
     }
 
@@ -218,6 +240,37 @@ mod tests {
                 ],
             },
         )
+    }
+
+    #[test]
+    fn a_route_denied_everywhere_says_permission_not_missing_queues() {
+        let mut data = route().data;
+        assert!(matches!(
+            route().no_queue(true),
+            ClientError::NoQueue { .. }
+        ));
+        for q in &mut data.queues {
+            q.perm = PERM_READ;
+        }
+        let r = TopicRoute::new("T", data.clone());
+        assert!(r.write_queues.is_empty());
+        let e = r.no_queue(true);
+        assert!(
+            matches!(
+                e,
+                ClientError::PermissionDenied {
+                    what: "writable",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("topic 'T' is not writable"), "{e}");
+        // Readable, so a reader is not denied.
+        assert!(matches!(r.no_queue(false), ClientError::NoQueue { .. }));
+        // One writable broker left: not a permission problem.
+        data.queues[0].perm = PERM_READ | PERM_WRITE;
+        assert!(!TopicRoute::new("T", data).denies(PERM_WRITE));
     }
 
     #[test]

@@ -83,6 +83,14 @@ fn check(s: &Shared, topic: &str, messages: &[MessageData]) -> Result<(), WireEr
             format!("topic '{topic}' is reserved for the scheduler"),
         ));
     }
+    if topic == skylark_codec::AUTO_CREATE_TOPIC_KEY {
+        // A pseudo topic: its route names the brokers that create topics on
+        // first send. Messages in it would make it a real topic.
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            format!("topic '{topic}' is reserved: it names the brokers that create topics on first send"),
+        ));
+    }
     delay::check(s, messages)
 }
 

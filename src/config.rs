@@ -189,6 +189,41 @@ mod tests {
     }
 
     #[test]
+    fn a_word_setting_with_a_wrong_word_lists_the_right_ones() {
+        for (text, says) in [
+            (
+                "[store]\nflush_mode = \"syncc\"\n",
+                "'syncc' is not a value of flush_mode (one of: async, sync)",
+            ),
+            (
+                "broker_role = \"MASTER\"\n",
+                "'MASTER' is not a value of broker_role (one of: ASYNC_MASTER, SYNC_MASTER, SLAVE)",
+            ),
+            (
+                "tls_mode = \"on\"\n",
+                "'on' is not a value of tls_mode (one of: disabled, permissive, enforcing)",
+            ),
+        ] {
+            let f = file(text);
+            let e = load::<BrokerConfig>(Some(f.path()), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+        let f = file("broker_role = \"SYNC_MASTER\"\ntls_mode = \"permissive\"\n[store]\nflush_mode = \"sync\"\n");
+        let cfg: BrokerConfig = load(Some(f.path()), &[]).unwrap();
+        assert_eq!(
+            cfg.broker_role,
+            skylark_actors::config::BrokerRole::SyncMaster
+        );
+        assert_eq!(cfg.tls_mode, skylark_actors::tls::TlsMode::Permissive);
+        assert_eq!(
+            cfg.store.flush_mode,
+            skylark_actors::message_store::FlushMode::Sync
+        );
+    }
+
+    #[test]
     fn every_shipped_configuration_file_loads() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
         let mut n = 0;

@@ -304,7 +304,7 @@ pub struct BrokerConfig {
 
 /// A broker's replication role (RocketMQ's `brokerRole`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(try_from = "String")]
 pub enum BrokerRole {
     /// Answer a send once it is stored locally; slaves catch up after.
     #[default]
@@ -313,6 +313,15 @@ pub enum BrokerRole {
     SyncMaster,
     /// Replicates from the master, serves reads, refuses sends.
     Slave,
+}
+
+impl TryFrom<String> for BrokerRole {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        use BrokerRole::*;
+        let roles = [AsyncMaster, SyncMaster, Slave].map(|r| (r.as_str(), r));
+        choice(&s, "broker_role", &roles)
+    }
 }
 
 impl BrokerRole {
@@ -500,6 +509,23 @@ impl BrokerConfig {
             .as_deref()
             .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
             .unwrap_or_else(|| self.listen_host.clone())
+    }
+}
+
+/// The value of a setting that takes one of a few words (`choices`), or an
+/// error listing them: `'syncc' is not a value of flush_mode (one of:
+/// async, sync)`.
+pub fn choice<T: Copy>(value: &str, what: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    match choices.iter().find(|(name, _)| *name == value) {
+        Some((_, v)) => Ok(*v),
+        None => Err(format!(
+            "'{value}' is not a value of {what} (one of: {})",
+            choices
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 

@@ -40,7 +40,7 @@ pub use skylark_codec::tls::{ClientTls, MaybeTls};
 
 /// How a port treats TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum TlsMode {
     /// Plain TCP only.
     #[default]
@@ -49,6 +49,19 @@ pub enum TlsMode {
     Permissive,
     /// TLS only.
     Enforcing,
+}
+
+impl TryFrom<String> for TlsMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        use TlsMode::*;
+        let modes = [
+            ("disabled", Disabled),
+            ("permissive", Permissive),
+            ("enforcing", Enforcing),
+        ];
+        crate::config::choice(&s, "tls_mode", &modes)
+    }
 }
 
 /// First byte of a TLS record carrying a handshake (the ClientHello).

@@ -13,7 +13,7 @@ use super::error::{Result, StoreError};
 
 /// When appended data is forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum FlushMode {
     /// Flush on an interval (`flush_interval_ms`); an append is answered as
     /// soon as it is in the page cache. RocketMQ's `ASYNC_FLUSH`.
@@ -22,6 +22,17 @@ pub enum FlushMode {
     /// An append is answered after an fsync covers it; fsyncs are
     /// group-committed. RocketMQ's `SYNC_FLUSH`.
     Sync,
+}
+
+impl TryFrom<String> for FlushMode {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        crate::config::choice(
+            &s,
+            "flush_mode",
+            &[("async", FlushMode::Async), ("sync", FlushMode::Sync)],
+        )
+    }
 }
 
 /// Storage engine configuration. Every field has a default.

@@ -1,7 +1,9 @@
 //! How the `admin` subcommands reach brokers: one request on a fresh
 //! connection ([`call`]), the masters of a topic's route or of the whole
-//! cluster, and the checked group name a request carries. A leaf: the
-//! `admin*` modules use it, it uses none of them.
+//! cluster, the broker a `--broker NAME|ADDR` names ([`resolve_broker`],
+//! for every subcommand that takes `--broker`), and the checked group name
+//! a request carries. A leaf: the `admin*` modules use it, it uses none of
+//! them.
 
 use anyhow::bail;
 use skylark_codec::{BrokerData, Rpc};
@@ -61,4 +63,35 @@ pub(super) async fn cluster_masters(
         bail!("no master broker is registered with the NameServer");
     }
     Ok(all)
+}
+
+/// (broker name, master address) for `--broker NAME|ADDR`: a broker name
+/// the NameServer knows is its master, anything else an address of a
+/// registered broker.
+pub(super) async fn resolve_broker(
+    ns: &NameServerClient,
+    broker: &str,
+) -> anyhow::Result<(String, String)> {
+    let info = ns.cluster_info().await?;
+    if let Some(b) = info.brokers.get(broker) {
+        let Some(addr) = b.master_addr() else {
+            bail!("broker '{broker}' has no master registered with the NameServer");
+        };
+        return Ok((broker.to_string(), addr.to_string()));
+    }
+    for b in info.brokers.values() {
+        if b.addrs.values().any(|a| a == broker) {
+            return Ok((b.broker_name.clone(), broker.to_string()));
+        }
+    }
+    let mut known: Vec<&str> = info.brokers.keys().map(String::as_str).collect();
+    known.sort();
+    bail!(
+        "broker '{broker}' is not registered with the NameServer (known brokers: {})",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    )
 }

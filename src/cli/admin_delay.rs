@@ -9,7 +9,8 @@ use skylark_codec::GetScheduleStatsRequest;
 
 use crate::client::{ClientConfig, NameServerClient};
 
-/// Prints the Scheduler's backlog of every master (or of `broker` only).
+/// Prints the Scheduler's backlog of every master (or of `broker` only: a
+/// broker name or address, as for `broker status`).
 pub async fn stats(
     ns: &NameServerClient,
     cfg: &ClientConfig,
@@ -17,7 +18,7 @@ pub async fn stats(
     json: bool,
 ) -> anyhow::Result<()> {
     let targets: Vec<(String, String)> = match broker {
-        Some(addr) => vec![(addr.to_string(), addr.to_string())],
+        Some(b) => vec![super::admin_broker::resolve_broker(ns, b).await?],
         None => super::admin_broker::masters(ns.cluster_info().await?.brokers.values()),
     };
     let mut out = std::io::stdout().lock();

@@ -31,7 +31,7 @@ use skylark_codec::{
     PullStatus, Rpc, SetBrokerConfigRequest, PERM_WRITE,
 };
 
-use super::admin_broker::{call, group_name, masters, topic_masters};
+use super::admin_broker::{call, group_name, masters, resolve_broker, topic_masters};
 use crate::client::{ClientConfig, ClientError, NameServerClient};
 
 macro_rules! out {
@@ -87,37 +87,6 @@ pub struct MessageByOffsetArgs {
     /// Broker name or address; needed when several brokers host the topic.
     #[arg(long)]
     pub broker: Option<String>,
-}
-
-/// (broker name, master address) for `--broker NAME|ADDR`: a broker name
-/// the NameServer knows is its master, anything else an address of a
-/// registered broker.
-pub(super) async fn resolve_broker(
-    ns: &NameServerClient,
-    broker: &str,
-) -> anyhow::Result<(String, String)> {
-    let info = ns.cluster_info().await?;
-    if let Some(b) = info.brokers.get(broker) {
-        let Some(addr) = b.master_addr() else {
-            bail!("broker '{broker}' has no master registered with the NameServer");
-        };
-        return Ok((broker.to_string(), addr.to_string()));
-    }
-    for b in info.brokers.values() {
-        if b.addrs.values().any(|a| a == broker) {
-            return Ok((b.broker_name.clone(), broker.to_string()));
-        }
-    }
-    let mut known: Vec<&str> = info.brokers.keys().map(String::as_str).collect();
-    known.sort();
-    bail!(
-        "broker '{broker}' is not registered with the NameServer (known brokers: {})",
-        if known.is_empty() {
-            "none".to_string()
-        } else {
-            known.join(", ")
-        }
-    )
 }
 
 /// `admin topic perm --name T --perm P`.

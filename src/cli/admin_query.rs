@@ -6,7 +6,9 @@
 //! `by-time` ask every master hosting the topic; `by-id` asks only the
 //! broker whose address is inside an offset message id (one read there), and
 //! looks a `UNIQ_KEY` up by key (see [`by_id`]). Broker settings
-//! go to `--broker` or to every master the NameServer knows. Errors name
+//! go to `--broker` (a broker name or address) or to every master the
+//! NameServer knows. `by-key` refuses a time range that ends before it
+//! begins; clap refuses `--max 0` and `--max-per-queue 0`. Errors name
 //! the object that is wrong (`message 'ID' not found on broker ADDR`).
 
 use std::io::Write;
@@ -48,6 +50,23 @@ fn print_all(messages: &[ReceivedMessage], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `[begin, end]` store-time range of `by-key`: `--begin` defaults to
+/// 0 and `--end` to `now`; a range that ends before it begins is refused
+/// (it would match nothing, silently).
+fn time_range(begin: Option<i64>, end: Option<i64>, now: i64) -> anyhow::Result<(i64, i64)> {
+    let b = begin.unwrap_or(0);
+    let e = end.unwrap_or(now);
+    if b > e {
+        match end {
+            Some(_) => bail!("--begin {b} is after --end {e}: the time range is empty"),
+            None => bail!(
+                "--begin {b} is after now ({e} ms since the epoch, the default --end): the time range is empty"
+            ),
+        }
+    }
+    Ok((b, e))
+}
+
 /// Entry point of `admin message ...`.
 pub async fn message(
     ns: &NameServerClient,
@@ -57,12 +76,14 @@ pub async fn message(
 ) -> anyhow::Result<()> {
     match cmd {
         MessageCmd::ByKey(a) => {
+            let (begin_ms, end_ms) = time_range(a.begin, a.end, now_ms())?;
             let req = QueryMessageByKeyRequest {
                 topic: a.topic.clone(),
                 key: a.key.clone(),
-                begin_ms: a.begin.unwrap_or(0),
-                end_ms: a.end.unwrap_or_else(now_ms),
-                max: a.max.max(1),
+                begin_ms,
+                end_ms,
+                // At least 1: clap refuses `--max 0`.
+                max: a.max,
             };
             let mut found = Vec::new();
             for addr in masters_of(ns, &a.topic).await? {
@@ -81,7 +102,8 @@ pub async fn message(
             let req = QueryMessageByTimeRequest {
                 topic: a.topic.clone(),
                 timestamp_ms: a.timestamp,
-                max_per_queue: a.max_per_queue.max(1),
+                // At least 1: clap refuses `--max-per-queue 0`.
+                max_per_queue: a.max_per_queue,
             };
             let mut found = Vec::new();
             for addr in masters_of(ns, &a.topic).await? {
@@ -178,13 +200,14 @@ async fn by_id(
 
 const UNIQ_KEY: &str = skylark_actors::message_store::record::PROPERTY_UNIQ_KEY;
 
-/// `--broker`, or every master the NameServer knows.
+/// The address of `--broker` (a broker name or address, as for `broker
+/// status`), or of every master the NameServer knows.
 async fn target_brokers(
     ns: &NameServerClient,
     broker: Option<String>,
 ) -> anyhow::Result<Vec<String>> {
     if let Some(b) = broker {
-        return Ok(vec![b]);
+        return Ok(vec![admin_broker::resolve_broker(ns, &b).await?.1]);
     }
     let mut all: Vec<String> = admin_broker::cluster_masters(ns)
         .await?
@@ -247,4 +270,19 @@ pub async fn broker(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_range;
+
+    #[test]
+    fn time_range_defaults_and_refuses_a_reversed_range() {
+        assert_eq!(time_range(None, None, 100).unwrap(), (0, 100));
+        assert_eq!(time_range(Some(5), Some(5), 100).unwrap(), (5, 5));
+        let e = time_range(Some(5), Some(1), 100).unwrap_err().to_string();
+        assert!(e.contains("--begin 5 is after --end 1"), "{e}");
+        let e = time_range(Some(200), None, 100).unwrap_err().to_string();
+        assert!(e.contains("default --end"), "{e}");
+    }
 }

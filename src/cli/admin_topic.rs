@@ -3,7 +3,8 @@
 //!
 //! `create` refuses a topic that already exists on a target broker (it
 //! would silently overwrite its queue counts); `update` requires it to
-//! exist and changes only what its flags name: each broker's current
+//! exist and changes only what its flags name (with none, it is refused:
+//! "nothing to update"): each broker's current
 //! configuration (read with `GetTopicStats`) is the starting point, so
 //! `update --order` on a 2-queue topic keeps 2 queues. Read and write queue
 //! counts are separate, as RocketMQ's `readQueueNums`/`writeQueueNums`:
@@ -73,6 +74,16 @@ pub fn merged(t: &TopicCreateArgs, current: Option<&TopicConfig>) -> anyhow::Res
     Ok(c)
 }
 
+/// Whether `update` was given a flag that changes the configuration
+/// (`--broker` only picks where).
+fn changes_anything(t: &TopicCreateArgs) -> bool {
+    t.queues.is_some()
+        || t.read_queues.is_some()
+        || t.write_queues.is_some()
+        || t.order
+        || t.no_order
+}
+
 /// The topic's configuration on the broker at `addr`, or `None` where it
 /// does not exist.
 async fn current(
@@ -96,7 +107,7 @@ async fn targets(
     t: &TopicCreateArgs,
 ) -> anyhow::Result<Vec<(String, String)>> {
     let targets: Vec<(String, String)> = match &t.broker {
-        Some(addr) => vec![(addr.clone(), addr.clone())],
+        Some(b) => vec![admin_broker::resolve_broker(ns, b).await?],
         None => admin_broker::masters(ns.cluster_info().await?.brokers.values()),
     };
     if targets.is_empty() {
@@ -117,6 +128,9 @@ pub async fn write(
     json: bool,
 ) -> anyhow::Result<()> {
     skylark_codec::validate_topic_name(&t.name).map_err(anyhow::Error::msg)?;
+    if verb == Verb::Update && !changes_anything(t) {
+        bail!("nothing to update: give --queues, --read-queues, --write-queues, --order or --no-order");
+    }
     merged(t, None)?;
     let targets = targets(ns, t).await?;
     // Check every target first, so a refusal writes nothing.
@@ -210,6 +224,13 @@ mod tests {
         assert_eq!((c.read_queues, c.write_queues, c.order), (2, 1, true));
         let c = merged(&args(|a| a.no_order = true), Some(&c)).unwrap();
         assert!(!c.order);
+    }
+
+    #[test]
+    fn update_needs_a_change() {
+        assert!(!changes_anything(&args(|a| a.broker = Some("b".into()))));
+        assert!(changes_anything(&args(|a| a.no_order = true)));
+        assert!(changes_anything(&args(|a| a.write_queues = Some(2))));
     }
 
     #[test]

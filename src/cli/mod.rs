@@ -370,7 +370,7 @@ pub struct ProduceArgs {
     #[arg(long, default_value = "skylark-cli-producer")]
     pub group: String,
     /// Send --body as is, without the "-{i}" suffix when --count > 1.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "size")]
     pub exact_body: bool,
     /// User property NAME=VALUE (repeatable).
     #[arg(long = "property", value_name = "NAME=VALUE")]
@@ -388,10 +388,10 @@ pub struct ProduceArgs {
     #[arg(long, value_enum, conflicts_with_all = ["delay_level", "delay_ms", "deliver_at", "order_key"])]
     pub transaction: Option<produce_tx::TxStateArg>,
     /// With --transaction: the answer to the broker's check-backs.
-    #[arg(long, value_enum, default_value = "unknown")]
+    #[arg(long, value_enum, default_value = "unknown", requires = "transaction")]
     pub check_answer: produce_tx::TxStateArg,
     /// With --transaction: keep answering check-backs this many seconds.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, requires = "transaction")]
     pub linger_secs: u64,
 }
 
@@ -436,7 +436,7 @@ pub struct ConsumeArgs {
     #[arg(long, default_value = "DEFAULT")]
     pub instance: String,
     /// Local offset file of a broadcast consumer (overrides --instance).
-    #[arg(long)]
+    #[arg(long, requires = "broadcast")]
     pub offset_file: Option<String>,
     /// One JSON object per received message on stdout.
     #[arg(long)]
@@ -509,7 +509,7 @@ pub enum AdminCmd {
 pub enum DelayCmd {
     /// Pending delayed messages per level and in the timer, per master.
     Stats {
-        /// Only this broker address (default: every master).
+        /// Only this broker (name or address; default: every master).
         #[arg(long)]
         broker: Option<String>,
     },
@@ -542,7 +542,7 @@ pub struct MessageByKeyArgs {
     #[arg(long)]
     pub end: Option<i64>,
     /// At most this many messages per broker.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max: u32,
 }
 
@@ -565,7 +565,7 @@ pub struct MessageByTimeArgs {
     #[arg(long)]
     pub timestamp: i64,
     /// Messages printed per queue, from the first at or after the time.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_per_queue: u32,
 }
 
@@ -591,7 +591,7 @@ pub enum BrokerConfigCmd {
 
 #[derive(Debug, Args)]
 pub struct BrokerAddrArgs {
-    /// Only this broker (default: every master the NameServer knows).
+    /// Only this broker (name or address; default: every master the NameServer knows).
     #[arg(long)]
     pub broker: Option<String>,
 }
@@ -602,7 +602,7 @@ pub struct BrokerSetArgs {
     pub key: String,
     /// New value.
     pub value: String,
-    /// Only this broker (default: every master the NameServer knows).
+    /// Only this broker (name or address; default: every master the NameServer knows).
     #[arg(long)]
     pub broker: Option<String>,
 }
@@ -691,7 +691,7 @@ pub struct TopicCreateArgs {
     /// Update: mark the topic as not ordered.
     #[arg(long)]
     pub no_order: bool,
-    /// Only on this broker address (default: every master the NameServer knows).
+    /// Only on this broker (name or address; default: every master the NameServer knows).
     #[arg(long)]
     pub broker: Option<String>,
 }

@@ -1,0 +1,394 @@
+//! Arguments the CLI must refuse (a clear reason on stderr, a non-zero
+//! exit) instead of silently doing nothing, found by a new-user
+//! walkthrough; and `--broker NAME` in every admin command that takes
+//! `--broker`. Usage errors run with no server (they are refused before
+//! anything connects); the rest share one standalone.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{bin, json_lines, Standalone};
+
+/// No NameServer listens here: a command that got as far as connecting
+/// would fail with a connection error, not the reason asserted.
+const NO_NAMESRV: &str = "127.0.0.1:1";
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts `o` exited with `code` and its stderr says every one of `says`.
+fn refused(o: &Output, code: i32, says: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "exit status; stderr: {err}");
+    for s in says {
+        assert!(err.contains(s), "stderr should say {s:?}: {err}");
+    }
+    assert!(
+        o.stdout.is_empty(),
+        "nothing on stdout: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+fn offline(args: &[&str]) -> Output {
+    common::cli(NO_NAMESRV, args)
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn flags_that_do_nothing_are_usage_errors() {
+    // clap's usage errors: exit 2, naming both flags.
+    refused(
+        &offline(&[
+            "consume",
+            "--group",
+            "g",
+            "--topic",
+            "T",
+            "--offset-file",
+            "/tmp/x.json",
+        ]),
+        2,
+        &["--broadcast", "--offset-file"],
+    );
+    refused(
+        &offline(&["produce", "--topic", "T", "--linger-secs", "5"]),
+        2,
+        &["--transaction", "--linger-secs"],
+    );
+    refused(
+        &offline(&["produce", "--topic", "T", "--check-answer", "commit"]),
+        2,
+        &["--transaction", "--check-answer"],
+    );
+    refused(
+        &offline(&["produce", "--topic", "T", "--size", "10", "--exact-body"]),
+        2,
+        &["--exact-body", "--size"],
+    );
+    // The defaults of --check-answer and --linger-secs do not count as
+    // given: a plain produce parses (and --count 0 sends nothing, so it
+    // needs no server).
+    let o = offline(&["produce", "--topic", "T", "--count", "0", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn zero_limits_and_a_reversed_time_range_are_refused() {
+    refused(
+        &offline(&[
+            "admin", "message", "by-key", "--topic", "Demo", "order-42", "--max", "0",
+        ]),
+        2,
+        &["'0'", "--max"],
+    );
+    refused(
+        &offline(&[
+            "admin",
+            "message",
+            "by-time",
+            "--topic",
+            "Demo",
+            "--timestamp",
+            "0",
+            "--max-per-queue",
+            "0",
+        ]),
+        2,
+        &["'0'", "--max-per-queue"],
+    );
+    refused(
+        &offline(&[
+            "admin", "message", "by-key", "--topic", "Demo", "order-42", "--begin", "5", "--end",
+            "1",
+        ]),
+        1,
+        &["--begin 5 is after --end 1"],
+    );
+    // Only --begin, in the future: after the default --end (now).
+    refused(
+        &offline(&[
+            "admin",
+            "message",
+            "by-key",
+            "--topic",
+            "Demo",
+            "order-42",
+            "--begin",
+            "99999999999999",
+        ]),
+        1,
+        &["--begin 99999999999999 is after now"],
+    );
+}
+
+#[test]
+fn topic_update_without_a_change_is_refused() {
+    refused(
+        &offline(&["admin", "topic", "update", "--name", "Q5"]),
+        1,
+        &["nothing to update", "--queues", "--order"],
+    );
+    refused(
+        &offline(&[
+            "admin",
+            "topic",
+            "update",
+            "--name",
+            "Q5",
+            "--broker",
+            "standalone",
+        ]),
+        1,
+        &["nothing to update"],
+    );
+}
+
+#[test]
+fn an_unwritable_broadcast_offset_file_is_refused_before_joining() {
+    // The walkthrough's command: it used to wait out --idle-timeout and exit 0.
+    refused(
+        &offline(&[
+            "consume",
+            "--group",
+            "bc",
+            "--topic",
+            "T",
+            "--broadcast",
+            "--offset-file",
+            "/proc/nope/off.json",
+            "--count",
+            "1",
+            "--idle-timeout",
+            "5",
+        ]),
+        1,
+        &["cannot write the local offset file /proc/nope/off.json"],
+    );
+    // A regular file where the file's directory should be (refused even
+    // for root, who may write anywhere else).
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let file = blocker.join("off.json");
+    refused(
+        &offline(&[
+            "consume",
+            "--group",
+            "bc",
+            "--topic",
+            "T",
+            "--broadcast",
+            "--offset-file",
+            file.to_str().unwrap(),
+            "--idle-timeout",
+            "5",
+        ]),
+        1,
+        &["cannot write the local offset file", file.to_str().unwrap()],
+    );
+    // A directory given as the file.
+    refused(
+        &offline(&[
+            "consume",
+            "--group",
+            "bc",
+            "--topic",
+            "T",
+            "--broadcast",
+            "--offset-file",
+            dir.path().to_str().unwrap(),
+            "--idle-timeout",
+            "5",
+        ]),
+        1,
+        &["cannot write the local offset file", "is a directory"],
+    );
+}
+
+#[test]
+fn with_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(
+        &dir.path().join("data"),
+        &["--no-dashboard", "--no-metrics"],
+    );
+    let addr = node.broker();
+
+    // --broker NAME in every admin command that takes --broker (it worked
+    // only for `broker status|perm` before: "invalid socket address").
+    let out = ok(&node.cli(&[
+        "admin",
+        "--json",
+        "topic",
+        "create",
+        "--name",
+        "V",
+        "--queues",
+        "2",
+        "--broker",
+        "standalone",
+    ]));
+    let v = &json_lines(out.as_bytes())[0];
+    assert_eq!(v["brokers"][0]["broker_name"], "standalone", "{out}");
+    assert_eq!(v["brokers"][0]["addr"], addr.as_str(), "{out}");
+    let out = ok(&node.cli(&[
+        "admin",
+        "topic",
+        "update",
+        "--name",
+        "V",
+        "--read-queues",
+        "2",
+        "--broker",
+        "standalone",
+    ]));
+    assert!(out.contains("updated topic 'V'"), "{out}");
+    let out = ok(&node.cli(&["admin", "broker", "config", "get", "--broker", "standalone"]));
+    assert!(
+        out.contains(&format!("{addr} long_poll_max_ms = ")),
+        "{out}"
+    );
+    let out = ok(&node.cli(&[
+        "admin",
+        "broker",
+        "config",
+        "set",
+        "long_poll_max_ms",
+        "4000",
+        "--broker",
+        "standalone",
+    ]));
+    assert!(out.contains("long_poll_max_ms = 4000"), "{out}");
+    let out = ok(&node.cli(&[
+        "admin",
+        "--json",
+        "delay",
+        "stats",
+        "--broker",
+        "standalone",
+    ]));
+    let v = &json_lines(out.as_bytes())[0];
+    assert_eq!(v["broker_name"], "standalone", "{out}");
+    assert_eq!(v["addr"], addr.as_str(), "{out}");
+    // An address still works; an unknown name is an error naming the known ones.
+    ok(&node.cli(&["admin", "broker", "config", "get", "--broker", &addr]));
+    for args in [
+        &["admin", "broker", "config", "get", "--broker", "nosuch"][..],
+        &["admin", "delay", "stats", "--broker", "nosuch"],
+        &[
+            "admin", "topic", "create", "--name", "W", "--broker", "nosuch",
+        ],
+    ] {
+        refused(
+            &node.cli(args),
+            1,
+            &["broker 'nosuch' is not registered", "standalone"],
+        );
+    }
+
+    // A key query with --max 1 still works (the range check lets it through).
+    ok(&node.cli(&[
+        "produce", "--topic", "V", "--key", "order-42", "--body", "a",
+    ]));
+    let found = |args: &[&str]| {
+        let out = node.cli(args);
+        out.status.success() && !out.stdout.is_empty()
+    };
+    assert!(
+        common::wait_until(Duration::from_secs(20), || found(&[
+            "admin", "message", "by-key", "--topic", "V", "order-42", "--max", "1",
+        ])),
+        "by-key --max 1 found nothing"
+    );
+
+    // A broadcast consumer with a writable file: exit 0, the file holds
+    // its offset.
+    let offsets = dir.path().join("offsets");
+    let good = offsets.join("good.json");
+    let out = ok(&node.cli(&[
+        "consume",
+        "--group",
+        "bc",
+        "--topic",
+        "V",
+        "--broadcast",
+        "--from",
+        "first",
+        "--offset-file",
+        good.to_str().unwrap(),
+        "--count",
+        "1",
+        "--idle-timeout",
+        "20",
+    ]));
+    assert!(out.contains("body=a"), "{out}");
+    let stored = std::fs::read_to_string(&good).unwrap();
+    assert!(stored.contains("V@standalone@"), "{stored}");
+
+    // The file's directory turns into a regular file mid-run: the final
+    // persist fails, which the client does not report; the CLI does.
+    let sub = offsets.join("sub");
+    let file = sub.join("off.json");
+    let mut child = Command::new(bin())
+        .args([
+            "--log-level",
+            "warn",
+            "consume",
+            "--group",
+            "bc2",
+            "--topic",
+            "V",
+        ])
+        .args(["--broadcast", "--from", "first", "--count", "2"])
+        .args(["--idle-timeout", "60", "--offset-file"])
+        .arg(&file)
+        .env("SKYLARK_NAMESRV", node.namesrv())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the broadcast consumer printed the first message");
+    assert!(first.contains("body=a"), "{first}");
+    // Its periodic persist may be writing in `sub` right now: retry.
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            std::fs::remove_dir_all(&sub).is_ok() && std::fs::write(&sub, "x").is_ok()
+        }),
+        "could not replace {} with a file",
+        sub.display()
+    );
+    ok(&node.cli(&["produce", "--topic", "V", "--body", "b"]));
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    let second: Vec<String> = rx.try_iter().collect();
+    assert!(second.iter().any(|l| l.contains("body=b")), "{second:?}");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(
+        err.contains("cannot write the local offset file") && err.contains("off.json"),
+        "{err}"
+    );
+    assert!(err.contains("receives its messages again"), "{err}");
+}

@@ -8,12 +8,9 @@
 //! joins or leaves; with `--broadcast` every member reads every queue and
 //! keeps its offsets in a local file (`--offset-file`, default
 //! `~/.skylark_offsets/<instance>/<group>/offsets.json`; `--offset-file`
-//! without `--broadcast` is a usage error). The client writes that file in
-//! the background and does not report a failed write, so this command
-//! checks it itself: before joining, that the file's directory exists (or
-//! can be created) and takes a new file, and after the run, that it still
-//! does and that the file holds an offset past every printed message. A
-//! failure exits 1 naming the file, since the next run would receive those
+//! without `--broadcast` is a usage error). A file that cannot be written
+//! is refused before joining, and a failed last write (at the end of the
+//! run) exits 1 naming the file, since the next run would receive those
 //! messages again.
 //!
 //! A queue starts at the group's committed offset, else per `--from`
@@ -36,20 +33,19 @@
 //! failures (default 16) to `%DLQ%<group>`; an orderly one retries it in
 //! place. See `examples/retry.rs`.
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use skylark_codec::{parse_tag_expression, ConsumeFrom, MessageModel};
 
 use super::ConsumeArgs;
 use crate::client::{
-    AllocateStrategy, ConsumeResult, PullConsumer, PushConsumer, PushConsumerOptions,
-    ReceivedMessage,
+    local_offset_path, AllocateStrategy, ConsumeResult, LocalOffsetStore, PullConsumer,
+    PushConsumer, PushConsumerOptions, ReceivedMessage,
 };
 
 /// Longest a pull is parked on the broker.
@@ -101,110 +97,20 @@ pub fn run(a: ConsumeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if a.broadcast {
-        // Before joining: a file that cannot be written would otherwise
-        // lose this run's progress without a word.
-        let path = offset_file(&a);
-        check_writable(&path)?;
-        read_offsets(&path)?;
-    }
-    super::block_on(consume(a, from, strategy))
-}
-
-/// The local offset file of a broadcast consumer: `--offset-file`, else the
-/// client's default, `$HOME/.skylark_offsets/<instance>/<group>/offsets.json`.
-fn offset_file(a: &ConsumeArgs) -> PathBuf {
-    if let Some(f) = &a.offset_file {
-        return PathBuf::from(f);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    home.join(".skylark_offsets")
-        .join(&a.instance)
-        .join(&a.group)
-        .join("offsets.json")
-}
-
-/// The offsets in the local file (`"topic@broker@queue": next offset`);
-/// `None` when it does not exist.
-fn read_offsets(path: &Path) -> anyhow::Result<Option<BTreeMap<String, u64>>> {
-    skylark_codec::persist::read_json(path).with_context(|| {
-        format!(
-            "cannot read the local offset file {} of this broadcast consumer",
-            path.display()
-        )
-    })
-}
-
-/// Checks the local offset file can be replaced as the client does it
-/// (a new file in its directory, fsynced, renamed over it): creates the
-/// directory if needed, then writes and removes a probe file beside it.
-fn check_writable(path: &Path) -> anyhow::Result<()> {
-    let what = || {
-        format!(
-            "cannot write the local offset file {} of this broadcast consumer",
-            path.display()
-        )
-    };
-    if path.is_dir() {
-        return Err(anyhow::anyhow!("it is a directory")).with_context(what);
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating directory {}", dir.display()))
-        .with_context(what)?;
-    let name = path
-        .file_name()
-        .map_or_else(|| "offsets".into(), |n| n.to_string_lossy().into_owned());
-    let probe = dir.join(format!(".{name}.probe-{}", std::process::id()));
-    let written = std::fs::File::create(&probe)
-        .and_then(|mut f| f.write_all(b"{}\n").and_then(|_| f.sync_all()));
-    let _ = std::fs::remove_file(&probe);
-    written
-        .with_context(|| format!("writing a file in {}", dir.display()))
-        .with_context(what)
-}
-
-/// After the run: the local offset file is still writable and holds, for
-/// every queue a message was printed from, an offset past the last one
-/// printed (the client persists it on shutdown but does not report a
-/// failure). `check_covered` is false when some deliveries were failed on
-/// purpose: those hold their queue's offset back.
-fn check_persisted(
-    path: &Path,
-    printed: &BTreeMap<(String, u32), u64>,
-    check_covered: bool,
-) -> anyhow::Result<()> {
-    let lost = "the offsets of this run may not be saved: the next run receives its messages again";
-    if let Err(e) = check_writable(path) {
-        bail!("{e:#}; {lost}");
-    }
-    if !check_covered || printed.is_empty() {
-        return Ok(());
-    }
-    let stored = read_offsets(path)?.unwrap_or_default();
-    for ((topic, queue), last) in printed {
-        let covered = stored.iter().any(|(k, &next)| {
-            stored_queue(k).is_some_and(|(t, q)| t == topic && q == *queue) && next > *last
-        });
-        if !covered {
+        // Before anything else: the consumer would refuse it too, but only
+        // after finding the NameServer and the topic.
+        let path = a
+            .offset_file
+            .clone()
+            .map_or_else(|| local_offset_path(&a.instance, &a.group), PathBuf::from);
+        if let Err(e) = LocalOffsetStore::open(&path) {
             bail!(
-                "the local offset file {} of this broadcast consumer was not updated: it holds no offset past topic '{topic}' queue {queue} offset {last}, the last one printed; {lost}",
+                "cannot write the local offset file {} of this broadcasting consumer: {e}",
                 path.display()
             );
         }
     }
-    Ok(())
-}
-
-/// (topic, queue id) of a local offset file key, `topic@broker@queue`.
-fn stored_queue(key: &str) -> Option<(&str, u32)> {
-    let (rest, queue) = key.rsplit_once('@')?;
-    let (topic, _broker) = rest.split_once('@')?;
-    Some((topic, queue.parse().ok()?))
+    super::block_on(consume(a, from, strategy))
 }
 
 /// How often "still waiting for the topic" is repeated on stderr.
@@ -285,8 +191,6 @@ struct Printer {
     limit: Option<u64>,
     fail: FailPlan,
     printed: AtomicU64,
-    /// Per (topic, queue id), the offset of the last message printed.
-    last_offsets: Mutex<BTreeMap<(String, u32), u64>>,
     /// When the last message was printed.
     last: Mutex<Instant>,
     /// A write to stdout failed (closed pipe): stop.
@@ -316,12 +220,6 @@ impl Printer {
                 *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                 return hold;
             }
-            self.last_offsets
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry((m.topic.clone(), m.queue_id))
-                .and_modify(|o| *o = (*o).max(m.queue_offset))
-                .or_insert(m.queue_offset);
             self.printed.fetch_add(1, Ordering::SeqCst);
             *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         }
@@ -384,7 +282,6 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
             deliveries: AtomicU64::new(0),
         },
         printed: AtomicU64::new(0),
-        last_offsets: Mutex::new(BTreeMap::new()),
         last: Mutex::new(Instant::now()),
         failed: Mutex::new(None),
     });
@@ -423,6 +320,7 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
             break;
         }
     }
+    let local_offsets = consumer.local_offsets();
     consumer.shutdown().await;
     if let Some(e) = printer
         .failed
@@ -432,14 +330,14 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
     {
         bail!("writing to stdout: {e}");
     }
-    if a.broadcast {
-        let printed = printer
-            .last_offsets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let no_failures = a.fail_every.is_none() && a.fail_on.is_none();
-        check_persisted(&offset_file(&a), &printed, no_failures)?;
+    if let Some(why) = local_offsets.as_ref().and_then(|l| l.last_failure()) {
+        let path = local_offsets
+            .as_ref()
+            .map(|l| l.path().display().to_string());
+        bail!(
+            "cannot write the local offset file {} of this broadcasting consumer: {why}; the offsets of this run are not saved: the next run receives its messages again",
+            path.unwrap_or_default()
+        );
     }
     Ok(())
 }
@@ -498,39 +396,6 @@ mod tests {
             Some(From::Timestamp(1_700_000_000_000))
         );
         assert!(parse_from("yesterday").is_err());
-    }
-
-    #[test]
-    fn offset_file_keys() {
-        assert_eq!(stored_queue("T@broker-a@3"), Some(("T", 3)));
-        assert_eq!(stored_queue("T@b@x"), None);
-        assert_eq!(stored_queue("T3"), None);
-    }
-
-    #[test]
-    fn offset_file_checks() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a/b/offsets.json");
-        check_writable(&path).unwrap();
-        assert!(path.parent().unwrap().is_dir());
-        assert_eq!(
-            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
-            0
-        );
-        // A regular file where the directory should be.
-        let blocked = dir.path().join("file");
-        std::fs::write(&blocked, "x").unwrap();
-        let e = check_writable(&blocked.join("offsets.json")).unwrap_err();
-        assert!(
-            format!("{e:#}").contains("cannot write the local offset file"),
-            "{e:#}"
-        );
-        let printed = BTreeMap::from([(("T".to_string(), 1), 7)]);
-        std::fs::write(&path, r#"{"T@b@1": 7}"#).unwrap();
-        assert!(check_persisted(&path, &printed, true).is_err());
-        assert!(check_persisted(&path, &printed, false).is_ok());
-        std::fs::write(&path, r#"{"T@b@1": 8}"#).unwrap();
-        check_persisted(&path, &printed, true).unwrap();
     }
 
     #[test]

@@ -32,16 +32,42 @@ fn key(q: &MessageQueue) -> String {
 pub struct LocalOffsetStore {
     path: PathBuf,
     table: Mutex<BTreeMap<String, u64>>,
+    /// Why the last [`persist`](Self::persist) failed (`None`: it worked).
+    failure: Mutex<Option<String>>,
 }
 
 impl LocalOffsetStore {
-    /// Loads `path` (an absent file is an empty table).
+    /// Loads `path` (an absent file is an empty table) and writes it back
+    /// at once, so a file that cannot be written is an error now, not a
+    /// silent loss of every offset later.
     pub fn open(path: &Path) -> std::io::Result<Self> {
+        if path.is_dir() {
+            return Err(std::io::Error::other("it is a directory"));
+        }
         let table = persist::read_json(path)?.unwrap_or_default();
-        Ok(LocalOffsetStore {
+        let store = LocalOffsetStore {
             path: path.to_path_buf(),
             table: Mutex::new(table),
-        })
+            failure: Mutex::new(None),
+        };
+        store.persist()?;
+        Ok(store)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Why the last write of the file failed; `None` when it succeeded.
+    /// The consumer writes it in the background and on shutdown: ask after
+    /// [`PushConsumer::shutdown`](super::PushConsumer::shutdown) whether
+    /// the offsets were saved.
+    pub fn last_failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
@@ -62,7 +88,10 @@ impl LocalOffsetStore {
     /// the async threads).
     pub fn persist(&self) -> std::io::Result<()> {
         let snapshot = self.table().clone();
-        persist::write_json(&self.path, &snapshot)
+        let written = persist::write_json(&self.path, &snapshot);
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) =
+            written.as_ref().err().map(ToString::to_string);
+        written
     }
 }
 

@@ -54,6 +54,7 @@ pub use consumer::{PullConsumer, PullResult};
 pub use error::{ClientError, Result};
 pub use fault::{LatencyFaultTolerance, Outcome};
 pub use instance::ClientInstance;
+pub use local_offsets::{default_path as local_offset_path, LocalOffsetStore};
 pub use message::{decode_records, tag_matches, ReceivedMessage};
 pub use namesrv::NameServerClient;
 pub use producer::Producer;

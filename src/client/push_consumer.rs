@@ -311,6 +311,14 @@ impl PushConsumer {
         self.inner.damaged_skipped.load(Ordering::Relaxed)
     }
 
+    /// Broadcasting: the local offset file, which tells whether its last
+    /// write worked ([`LocalOffsetStore::last_failure`]); keep it to ask
+    /// after [`shutdown`](Self::shutdown), which writes it a last time.
+    /// `None` in clustering mode (the brokers keep the offsets).
+    pub fn local_offsets(&self) -> Option<Arc<LocalOffsetStore>> {
+        self.inner.local.clone()
+    }
+
     /// Rebalance now (as on a broker push).
     pub fn rebalance_now(&self) {
         self.inner.rebalance.notify_one();
@@ -407,7 +415,7 @@ impl PushConsumerBuilder {
                     .unwrap_or_else(|| default_path(&opts.instance_name, &self.group));
                 Some(LocalOffsetStore::open(&path).map(Arc::new).map_err(|e| {
                     ClientError::InvalidArgument(format!(
-                        "local offset file {}: {e}",
+                        "cannot write the local offset file {} of this broadcasting consumer: {e}",
                         path.display()
                     ))
                 })?)

@@ -241,8 +241,13 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     let workers: Vec<Arbiter> = (0..worker_count(config.connection_workers, cores))
         .map(|_| Arbiter::new())
         .collect();
+    let mut started = StartGuard {
+        storage: None,
+        arbiters: workers.iter().map(Arbiter::handle).collect(),
+    };
     let storage =
         Storage::start_on(&workers[0].handle(), config.store.clone(), log.clone()).await?;
+    started.storage = Some(storage.clone());
     // Recovery is done: accept clients (they queue in the backlog until
     // the service below is up, which takes no disk scan).
     let listener = socket.listen(LISTEN_BACKLOG)?;
@@ -251,6 +256,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     let offsets_state =
         ConsumerOffsets::open(&config.store.data_dir, Duration::from_secs(5), log.clone())?;
     let offsets_arbiter = Arbiter::new();
+    started.arbiters.push(offsets_arbiter.handle());
     let offsets =
         ConsumerOffsets::start_in_arbiter(&offsets_arbiter.handle(), move |_| offsets_state);
     let sub_groups =
@@ -262,9 +268,11 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     // topics.json is fsynced by its owner on a thread of its own; the
     // TopicQueues (on every send's path) stay on this one.
     let broker_arbiter = Arbiter::new();
+    started.arbiters.push(broker_arbiter.handle());
     let broker = Broker::start_in_arbiter(&broker_arbiter.handle(), move |_| broker);
 
     let scheduler_arbiter = Arbiter::new();
+    started.arbiters.push(scheduler_arbiter.handle());
     let scheduler = Scheduler::start_on(
         &scheduler_arbiter.handle(),
         &config,
@@ -371,6 +379,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         server_tls,
         log.clone(),
     )?;
+    started.disarm();
     Ok(BrokerHandle {
         broker,
         storage,
@@ -388,6 +397,35 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         rocketmq,
         log,
     })
+}
+
+/// Undoes a broker start that failed after its store opened: closes the
+/// store (and with it the data directory's lock, so a retry in this
+/// process, as controller mode does, can open it) and stops the threads
+/// started so far. Disarmed once the broker is up.
+struct StartGuard {
+    storage: Option<Addr<Storage>>,
+    arbiters: Vec<ArbiterHandle>,
+}
+
+impl StartGuard {
+    fn disarm(&mut self) {
+        self.storage = None;
+        self.arbiters.clear();
+    }
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        if let Some(storage) = self.storage.take() {
+            storage.do_send(Shutdown);
+        }
+        // Stopping Storage's thread drops the actor and its store even if
+        // the Shutdown above was not handled first.
+        for a in self.arbiters.drain(..) {
+            a.stop();
+        }
+    }
 }
 
 /// A running NameServer: the actor and its listener.

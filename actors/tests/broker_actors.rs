@@ -416,3 +416,81 @@ async fn topics_and_offsets_survive_a_clean_restart() {
     );
     drop(_dir);
 }
+
+/// A start that fails after the store opened closes it again: the data
+/// directory's lock is free for the next start in the same process (as
+/// controller mode retries), and that start works.
+#[actix_rt::test]
+async fn a_start_failing_after_the_store_opened_frees_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = BrokerConfig {
+        port: 0,
+        namesrv: "127.0.0.1:1".into(),
+        ha_port: Some(0),
+        ..Default::default()
+    };
+    cfg.store.data_dir = dir.path().to_path_buf();
+    cfg.store.segment_size = 1 << 20;
+    let groups = dir.path().join("config").join("subscriptionGroup.json");
+    std::fs::create_dir_all(groups.parent().unwrap()).unwrap();
+    std::fs::write(&groups, "not json").unwrap();
+    let Err(e) = start_broker(cfg.clone(), log()).await else {
+        panic!("started with a corrupt subscriptionGroup.json");
+    };
+    assert!(!e.to_string().contains("in use"), "{e}");
+    std::fs::remove_file(&groups).unwrap();
+    // The failed start's threads stop asynchronously: allow them a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let broker = loop {
+        match start_broker(cfg.clone(), log()).await {
+            Ok(b) => break b,
+            Err(e) if e.to_string().contains("in use") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the retry failed: {e}"),
+        }
+    };
+    broker.shutdown().await;
+}
+
+/// More write than read queues is refused when a create or update sets it,
+/// but a topic already laid out that way (made before the check) can still
+/// have its permission or order changed.
+#[actix_rt::test]
+async fn write_queues_above_read_queues_are_refused_unless_the_layout_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut legacy = TopicConfig::new("Legacy", 2);
+    legacy.write_queues = 4;
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(
+        config_dir.join("topics.json"),
+        serde_json::to_vec(&vec![legacy.clone()]).unwrap(),
+    )
+    .unwrap();
+    let node = start(dir).await;
+    let b = client(node.broker.local_addr()).await;
+    let create = |config: TopicConfig| CreateTopicRequest { config };
+    let mut fresh = TopicConfig::new("Fresh", 2);
+    fresh.write_queues = 3;
+    let e = b.call(&create(fresh)).await.unwrap_err();
+    assert!(
+        e.to_string().contains("3 write queues above 2 read queues"),
+        "{e}"
+    );
+    // The kept layout with another permission: accepted.
+    let mut read_only = legacy.clone();
+    read_only.perm = PERM_READ;
+    b.call(&create(read_only)).await.unwrap();
+    // Changing its counts keeps the rule.
+    let mut more = legacy.clone();
+    more.write_queues = 5;
+    let e = b.call(&create(more)).await.unwrap_err();
+    assert!(
+        e.to_string().contains("5 write queues above 2 read queues"),
+        "{e}"
+    );
+    let Node { ns, broker, _dir } = node;
+    broker.shutdown().await;
+    drop(ns);
+}

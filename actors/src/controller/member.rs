@@ -168,6 +168,9 @@ pub async fn run(
     log: Logger,
     stop: impl Future<Output = ()>,
 ) -> Result<(), LaunchError> {
+    // Here, not only in each start: a bad setting would otherwise be
+    // retried every heartbeat for ever.
+    base.validate().map_err(LaunchError::Config)?;
     if base.controller_addr.trim().is_empty() {
         return Err(LaunchError::Config(
             "enable_controller_mode needs controller_addr".into(),

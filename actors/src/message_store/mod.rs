@@ -298,7 +298,7 @@ pub struct Store {
 /// store locks its `lock` file) and writes our pid into it;
 /// [`StoreError::InUse`] naming the holder's pid when another process has
 /// it.
-fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+fn lock_data_dir(dir: &std::path::Path, logger: &Logger) -> Result<std::fs::File> {
     use std::io::{Read, Write};
     let path = dir.join("lock");
     let mut f = std::fs::OpenOptions::new()
@@ -325,6 +325,15 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
                     format!(" (pid {pid})")
                 },
             })
+        }
+        // A file system without locks (some NFS or CIFS mounts): run as
+        // before, unguarded, and say so.
+        Err(std::fs::TryLockError::Error(e))
+            if e.kind() == std::io::ErrorKind::Unsupported || e.raw_os_error() == Some(37) /* ENOLCK */ =>
+        {
+            warn!(logger, "the file system cannot lock the data directory: nothing stops a second broker from opening it";
+                "lock" => %path.display(), "error" => %e);
+            Ok(f)
         }
         Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
     }
@@ -358,7 +367,7 @@ impl Store {
         config.validate()?;
         let logger = logger.new(o!("component" => "store"));
         std::fs::create_dir_all(&config.data_dir)?;
-        let dir_lock = lock_data_dir(&config.data_dir)?;
+        let dir_lock = lock_data_dir(&config.data_dir, &logger)?;
         let cp_path = config.checkpoint_path();
         let checkpoint = Checkpoint::load(&cp_path).unwrap_or_else(|e| {
             warn!(logger, "ignoring checkpoint"; "error" => %e);

@@ -616,7 +616,13 @@ impl Handler<CreateTopic> for Broker {
     type Result = Durable;
     fn handle(&mut self, msg: CreateTopic, ctx: &mut Self::Context) -> Self::Result {
         let cfg = &msg.0;
-        if cfg.write_queues > cfg.read_queues {
+        // A layout kept as it is (a permission or order change of a topic
+        // made before this check) is not refused.
+        let counts_change = self
+            .topics
+            .get(&cfg.name)
+            .is_none_or(|t| (t.read_queues, t.write_queues) != (cfg.read_queues, cfg.write_queues));
+        if cfg.write_queues > cfg.read_queues && counts_change {
             // Sends would fill queues no consumer reads, and no stats or
             // lag would show them. Read queues above write queues is fine:
             // that is how a topic drains before it shrinks.

@@ -71,6 +71,18 @@ pub fn merged(t: &TopicCreateArgs, current: Option<&TopicConfig>) -> anyhow::Res
     if c.read_queues == 0 || c.write_queues == 0 {
         bail!("--queues, --read-queues and --write-queues must be at least 1");
     }
+    let counts_change =
+        current.is_none_or(|t| (t.read_queues, t.write_queues) != (c.read_queues, c.write_queues));
+    if c.write_queues > c.read_queues && counts_change {
+        // Checked here too (the broker refuses it), so that a refusal on
+        // one broker cannot leave another one updated.
+        bail!(
+            "topic '{}': {} write queues above {} read queues would store messages in queues no consumer reads; raise the read queues first (or both together), lower the write queues first to shrink",
+            c.name,
+            c.write_queues,
+            c.read_queues
+        );
+    }
     Ok(c)
 }
 
@@ -131,7 +143,13 @@ pub async fn write(
     if verb == Verb::Update && !changes_anything(t) {
         bail!("nothing to update: give --queues, --read-queues, --write-queues, --order or --no-order");
     }
-    merged(t, None)?;
+    // The flags alone, before connecting (an update's layout is checked
+    // against each broker's current one below).
+    if verb == Verb::Create {
+        merged(t, None)?;
+    } else if [t.queues, t.read_queues, t.write_queues].contains(&Some(0)) {
+        bail!("--queues, --read-queues and --write-queues must be at least 1");
+    }
     let targets = targets(ns, t).await?;
     // Check every target first, so a refusal writes nothing.
     let mut plan = Vec::new();

@@ -315,14 +315,15 @@ pub enum BrokerRole {
     Slave,
 }
 
-impl TryFrom<String> for BrokerRole {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        use BrokerRole::*;
-        let roles = [AsyncMaster, SyncMaster, Slave].map(|r| (r.as_str(), r));
-        choice(&s, "broker_role", &roles)
-    }
-}
+crate::config::setting_words!(
+    BrokerRole,
+    "broker_role",
+    [
+        ("ASYNC_MASTER", BrokerRole::AsyncMaster),
+        ("SYNC_MASTER", BrokerRole::SyncMaster),
+        ("SLAVE", BrokerRole::Slave),
+    ]
+);
 
 impl BrokerRole {
     /// The role's name as in the configuration.
@@ -511,6 +512,21 @@ impl BrokerConfig {
             .unwrap_or_else(|| self.listen_host.clone())
     }
 }
+
+/// `impl TryFrom<String>` for an enum setting that takes one of a few words
+/// (the enum has `#[serde(try_from = "String")]`): a wrong word is an error
+/// naming the key and listing the words ([`choice`]).
+macro_rules! setting_words {
+    ($ty:ty, $key:literal, [$(($word:literal, $value:expr)),+ $(,)?]) => {
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                $crate::config::choice(&s, $key, &[$(($word, $value)),+])
+            }
+        }
+    };
+}
+pub(crate) use setting_words;
 
 /// The value of a setting that takes one of a few words (`choices`), or an
 /// error listing them: `'syncc' is not a value of flush_mode (one of:

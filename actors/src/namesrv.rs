@@ -82,6 +82,20 @@ impl Actor for NameServer {
 }
 
 impl NameServer {
+    /// Whether fewer than [`MAX_WAITING`] requests are held, not counting
+    /// those whose client gave up (dropped first when the count is high).
+    fn may_hold_another(&mut self) -> bool {
+        let held = |w: &HashMap<String, Vec<_>>| w.values().map(Vec::len).sum::<usize>();
+        if held(&self.waiting) < MAX_WAITING {
+            return true;
+        }
+        self.waiting.retain(|_, held| {
+            held.retain(|tx| !tx.is_closed());
+            !held.is_empty()
+        });
+        held(&self.waiting) < MAX_WAITING
+    }
+
     /// Answers the held requests of every topic a registration brought.
     fn answer_waiting(&mut self) {
         if self.waiting.is_empty() {
@@ -194,10 +208,7 @@ impl Handler<WaitRouteInfo> for NameServer {
     type Result = ResponseFuture<Option<TopicRouteData>>;
     fn handle(&mut self, msg: WaitRouteInfo, _: &mut Self::Context) -> Self::Result {
         let route = self.route.route(&msg.topic);
-        if route.is_some()
-            || msg.wait.is_zero()
-            || self.waiting.values().map(Vec::len).sum::<usize>() >= MAX_WAITING
-        {
+        if route.is_some() || msg.wait.is_zero() || !self.may_hold_another() {
             return Box::pin(std::future::ready(route));
         }
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -51,18 +51,15 @@ pub enum TlsMode {
     Enforcing,
 }
 
-impl TryFrom<String> for TlsMode {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        use TlsMode::*;
-        let modes = [
-            ("disabled", Disabled),
-            ("permissive", Permissive),
-            ("enforcing", Enforcing),
-        ];
-        crate::config::choice(&s, "tls_mode", &modes)
-    }
-}
+crate::config::setting_words!(
+    TlsMode,
+    "tls_mode",
+    [
+        ("disabled", TlsMode::Disabled),
+        ("permissive", TlsMode::Permissive),
+        ("enforcing", TlsMode::Enforcing),
+    ]
+);
 
 /// First byte of a TLS record carrying a handshake (the ClientHello).
 const TLS_HANDSHAKE: u8 = 0x16;

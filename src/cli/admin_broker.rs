@@ -66,13 +66,24 @@ pub(super) async fn cluster_masters(
 }
 
 /// (broker name, master address) for `--broker NAME|ADDR`: a broker name
-/// the NameServer knows is its master, anything else an address of a
-/// registered broker.
+/// the NameServer knows is its master, an address of a registered broker
+/// has that broker's name, and any other `HOST:PORT` is used as given
+/// (named by itself).
 pub(super) async fn resolve_broker(
     ns: &NameServerClient,
     broker: &str,
 ) -> anyhow::Result<(String, String)> {
-    let info = ns.cluster_info().await?;
+    // An address is used as given when the NameServer does not know it (or
+    // does not answer): a broker that failed to register can still be
+    // inspected.
+    let is_addr = broker
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    let info = match ns.cluster_info().await {
+        Ok(info) => info,
+        Err(_) if is_addr => return Ok((broker.to_string(), broker.to_string())),
+        Err(e) => return Err(e.into()),
+    };
     if let Some(b) = info.brokers.get(broker) {
         let Some(addr) = b.master_addr() else {
             bail!("broker '{broker}' has no master registered with the NameServer");
@@ -83,6 +94,9 @@ pub(super) async fn resolve_broker(
         if b.addrs.values().any(|a| a == broker) {
             return Ok((b.broker_name.clone(), broker.to_string()));
         }
+    }
+    if is_addr {
+        return Ok((broker.to_string(), broker.to_string()));
     }
     let mut known: Vec<&str> = info.brokers.keys().map(String::as_str).collect();
     known.sort();

@@ -155,6 +155,7 @@ impl ClientError {
             ClientError::Remote { error, .. } => Some(error.code),
             ClientError::TopicNotFound(_) => Some(ErrorCode::TopicNotFound),
             ClientError::MessageTooLarge { .. } => Some(ErrorCode::MessageTooLarge),
+            ClientError::PermissionDenied { .. } => Some(ErrorCode::PermissionDenied),
             _ => None,
         }
     }

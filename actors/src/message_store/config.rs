@@ -24,16 +24,11 @@ pub enum FlushMode {
     Sync,
 }
 
-impl TryFrom<String> for FlushMode {
-    type Error = String;
-    fn try_from(s: String) -> std::result::Result<Self, String> {
-        crate::config::choice(
-            &s,
-            "flush_mode",
-            &[("async", FlushMode::Async), ("sync", FlushMode::Sync)],
-        )
-    }
-}
+crate::config::setting_words!(
+    FlushMode,
+    "flush_mode",
+    [("async", FlushMode::Async), ("sync", FlushMode::Sync),]
+);
 
 /// Storage engine configuration. Every field has a default.
 #[derive(Debug, Clone, Deserialize)]

@@ -75,10 +75,48 @@ fn flags_that_do_nothing_are_usage_errors() {
         2,
         &["--exact-body", "--size"],
     );
-    // The defaults of --check-answer and --linger-secs do not count as
-    // given: a plain produce parses (and --count 0 sends nothing, so it
-    // needs no server).
+    refused(
+        &offline(&[
+            "consume",
+            "--group",
+            "g",
+            "--topic",
+            "T",
+            "--instance",
+            "i2",
+        ]),
+        2,
+        &["--broadcast", "--instance"],
+    );
+    refused(
+        &offline(&[
+            "produce",
+            "--topic",
+            "T",
+            "--transaction",
+            "commit",
+            "--batch",
+            "4",
+        ]),
+        2,
+        &["--transaction", "--batch"],
+    );
+    // The defaults of --check-answer, --linger-secs, --batch and
+    // --instance do not count as given: a plain produce or consume parses
+    // (and --count 0 does nothing, so it needs no server).
     let o = offline(&["produce", "--topic", "T", "--count", "0", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = offline(&[
+        "produce",
+        "--topic",
+        "T",
+        "--transaction",
+        "commit",
+        "--count",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = offline(&["consume", "--group", "g", "--topic", "T", "--count", "0"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 

@@ -385,7 +385,7 @@ pub struct ProduceArgs {
     #[arg(long)]
     pub accept_status: bool,
     /// Send transactional (half) messages; the local transaction decides this.
-    #[arg(long, value_enum, conflicts_with_all = ["delay_level", "delay_ms", "deliver_at", "order_key"])]
+    #[arg(long, value_enum, conflicts_with_all = ["delay_level", "delay_ms", "deliver_at", "order_key", "batch"])]
     pub transaction: Option<produce_tx::TxStateArg>,
     /// With --transaction: the answer to the broker's check-backs.
     #[arg(long, value_enum, default_value = "unknown", requires = "transaction")]
@@ -433,7 +433,7 @@ pub struct ConsumeArgs {
     #[arg(long, default_value_t = 20_000)]
     pub rebalance_interval_ms: u64,
     /// Instance name: names the local offset file of a broadcast consumer.
-    #[arg(long, default_value = "DEFAULT")]
+    #[arg(long, default_value = "DEFAULT", requires = "broadcast")]
     pub instance: String,
     /// Local offset file of a broadcast consumer (overrides --instance).
     #[arg(long, requires = "broadcast")]

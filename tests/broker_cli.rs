@@ -4,10 +4,9 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{bin, json_lines, Standalone};
@@ -36,15 +35,7 @@ fn kill9_under_sync_flush_loses_no_acknowledged_message() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = produce.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (rx, reader) = common::pipe_lines(produce.stdout.take().unwrap());
     let mut acked = Vec::new();
     while acked.len() < 500 {
         match rx.recv_timeout(Duration::from_secs(60)) {
@@ -455,13 +446,7 @@ fn a_producer_started_before_any_broker_sends_once_one_registers() {
             .spawn()
             .unwrap(),
     );
-    let stderr = producer.0.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (rx, _) = common::pipe_lines(producer.0.stderr.take().unwrap());
     let said = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("producer says it waits");
@@ -1061,13 +1046,7 @@ fn consume_validates_the_topic_and_says_when_it_does_not_exist_yet() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = consume.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (rx, _) = common::pipe_lines(consume.stderr.take().unwrap());
     let warning = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("a warning on stderr");

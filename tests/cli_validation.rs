@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{bin, json_lines, Standalone};
@@ -193,9 +191,8 @@ fn topic_update_without_a_change_is_refused() {
 
 #[test]
 fn an_unwritable_broadcast_offset_file_is_refused_before_joining() {
-    // The walkthrough's command: it used to wait out --idle-timeout and exit 0.
-    refused(
-        &offline(&[
+    let broadcast = |file: &str| {
+        offline(&[
             "consume",
             "--group",
             "bc",
@@ -203,12 +200,16 @@ fn an_unwritable_broadcast_offset_file_is_refused_before_joining() {
             "T",
             "--broadcast",
             "--offset-file",
-            "/proc/nope/off.json",
+            file,
             "--count",
             "1",
             "--idle-timeout",
             "5",
-        ]),
+        ])
+    };
+    // The walkthrough's command: it used to wait out --idle-timeout and exit 0.
+    refused(
+        &broadcast("/proc/nope/off.json"),
         1,
         &["cannot write the local offset file /proc/nope/off.json"],
     );
@@ -218,36 +219,15 @@ fn an_unwritable_broadcast_offset_file_is_refused_before_joining() {
     let blocker = dir.path().join("not-a-dir");
     std::fs::write(&blocker, "x").unwrap();
     let file = blocker.join("off.json");
+    let file = file.to_str().unwrap();
     refused(
-        &offline(&[
-            "consume",
-            "--group",
-            "bc",
-            "--topic",
-            "T",
-            "--broadcast",
-            "--offset-file",
-            file.to_str().unwrap(),
-            "--idle-timeout",
-            "5",
-        ]),
+        &broadcast(file),
         1,
-        &["cannot write the local offset file", file.to_str().unwrap()],
+        &["cannot write the local offset file", file],
     );
     // A directory given as the file.
     refused(
-        &offline(&[
-            "consume",
-            "--group",
-            "bc",
-            "--topic",
-            "T",
-            "--broadcast",
-            "--offset-file",
-            dir.path().to_str().unwrap(),
-            "--idle-timeout",
-            "5",
-        ]),
+        &broadcast(dir.path().to_str().unwrap()),
         1,
         &["cannot write the local offset file", "is a directory"],
     );
@@ -396,15 +376,7 @@ fn with_a_server() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (rx, reader) = common::pipe_lines(child.stdout.take().unwrap());
     let first = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the broadcast consumer printed the first message");

@@ -500,3 +500,24 @@ pub fn make_certs(dir: &Path) {
         std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
     }
 }
+
+/// The lines of a child's pipe (`stdout` or `stderr` taken from it), as
+/// they come, on a channel fed by a thread that ends with the pipe (or
+/// when the receiver is dropped); join it to wait for the last line.
+pub fn pipe_lines(
+    pipe: impl std::io::Read + Send + 'static,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (rx, reader)
+}

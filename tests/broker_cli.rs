@@ -638,8 +638,9 @@ fn every_subcommand_with_degenerate_arguments_exits_cleanly_without_panic() {
             &["produce", "--topic", "Demo", "--property", "=x"],
             Some(false),
         ),
-        (&["produce", "--topic", "Demo", "--body", ""], None),
-        (&["produce", "--topic", "Demo", "--size", "0"], None),
+        // Refused by the client, as RocketMQ's producer refuses an empty body.
+        (&["produce", "--topic", "Demo", "--body", ""], Some(false)),
+        (&["produce", "--topic", "Demo", "--size", "0"], Some(false)),
         (
             &["produce", "--namesrv", "", "--topic", "Demo"],
             Some(false),
@@ -852,6 +853,10 @@ fn produce_over_the_frame_limit_is_refused_by_the_client_as_too_large() {
         );
         assert!(!err.contains("unexpected frame kind"), "{err}");
     }
+    let out = node.cli(&["produce", "--topic", "Big", "--body", ""]);
+    assert_clean_exit("empty body", &out, Some(false));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("message body is empty"), "{err}");
     // The broker and its connections are fine afterwards.
     let out = node.cli(&["produce", "--topic", "Big", "--body", "ok"]);
     assert_clean_exit("small after big", &out, Some(true));

@@ -220,6 +220,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.count == 0 {
         bail!("--count must be at least 1");
     }
+    if a.size == 0 {
+        bail!("--size must be at least 1 (a message needs a body)");
+    }
     if a.mode == BenchMode::Consume && a.rate > 0 {
         eprintln!("note: bench consume reads the backlog as fast as it can; --rate is ignored");
     }

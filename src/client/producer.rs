@@ -275,8 +275,10 @@ impl Request {
 /// fields around the bodies.
 const FRAME_SLACK: usize = 64 * 1024;
 
-/// Refuses, before anything is sent, a body over the configured message
-/// size or a request whose bodies (and properties) cannot fit one frame.
+/// Refuses, before anything is sent, an empty body (as RocketMQ's producer
+/// does: "the message body length is zero"), a body over the configured
+/// message size, or a request whose bodies (and properties) cannot fit one
+/// frame.
 fn check_size(config: &ClientConfig, topic: &str, msgs: &[MessageData]) -> Result<()> {
     let too_large = |size, limit| ClientError::MessageTooLarge {
         topic: topic.to_string(),
@@ -285,6 +287,11 @@ fn check_size(config: &ClientConfig, topic: &str, msgs: &[MessageData]) -> Resul
     };
     let mut total = 0usize;
     for m in msgs {
+        if m.body.is_empty() {
+            return Err(ClientError::InvalidArgument(format!(
+                "message body is empty (topic '{topic}'): a message needs a body of at least one byte"
+            )));
+        }
         if m.body.len() > config.max_message_size {
             return Err(too_large(m.body.len(), config.max_message_size));
         }

@@ -135,6 +135,21 @@ fn topic_perm_read_only_refuses_sends_and_write_only_refuses_pulls() {
     assert!(wait_until(WAIT, || routed_perm(&s, "PermT") == PERM_READ));
     let err = fails(&produce(&s, "PermT", &["--body", "refused"]));
     assert!(err.contains("topic 'PermT' is not writable"), "{err}");
+    // A bench into the same refusal stops after 100 failures in a row,
+    // names the first error and exits non-zero.
+    let out = s.cli(&[
+        "bench", "produce", "--topic", "PermT", "--count", "1000000", "--json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("stopped after 100 failures in a row"), "{err}");
+    assert!(err.contains("is not writable"), "{err}");
+    let r = &json_lines(&out.stdout)[0];
+    assert_eq!(r["errors"], 100, "{r}");
+    assert!(
+        r["first_error"].as_str().unwrap().contains("not writable"),
+        "{r}"
+    );
     assert_eq!(raw_pull(&s.broker(), "PermT", "g1").unwrap(), 1);
 
     // RocketMQ's number for write-only.

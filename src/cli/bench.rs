@@ -30,7 +30,12 @@
 //! completed (acknowledged, or for e2e received) over the time from the
 //! first due send to the last completion; below [`RATE_REACHED`] of the
 //! target the command says why on stderr and exits non-zero, after printing
-//! the report. A progress bar shows on stderr when it is a terminal.
+//! the report. A run in which any request failed (or, for e2e, a message
+//! went missing) also exits non-zero, naming the first error (it is also
+//! `"first_error"` in the JSON); after 100 failures in a row the bench
+//! stops rather than send the rest into the same error (a full disk, a
+//! topic without write permission). A progress bar shows on stderr when it
+//! is a terminal.
 
 // The pacing lives in a sibling file so this one stays about the modes.
 #[path = "bench_open_loop.rs"]
@@ -63,6 +68,9 @@ macro_rules! out {
     };
 }
 
+/// Failed requests in a row after which a bench stops (see `Shared::fail`).
+const GIVE_UP_AFTER: u64 = 100;
+
 /// Highest latency the histograms track (µs); above is clamped.
 const MAX_LATENCY_US: u64 = 600_000_000;
 /// How long e2e waits for stragglers once producers are done.
@@ -82,6 +90,9 @@ struct Report {
     p999_us: u64,
     max_us: u64,
     errors: u64,
+    /// The first failed request's error, when one failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_error: Option<String>,
     /// User + system CPU seconds of this bench process.
     client_cpu_secs: f64,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -130,6 +141,11 @@ struct Shared {
     bytes: AtomicU64,
     /// Failed requests.
     errors: AtomicU64,
+    /// Requests failed since the last success (a run of them stops the
+    /// bench: [`GIVE_UP_AFTER`]).
+    failing: AtomicU64,
+    /// The first failure's text, for the report.
+    first_error: std::sync::Mutex<Option<String>>,
     /// When the last message completed, µs after `start`.
     last_done_us: AtomicU64,
     /// Set when workers should stop.
@@ -145,11 +161,36 @@ impl Shared {
             done: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            failing: AtomicU64::new(0),
+            first_error: std::sync::Mutex::new(None),
             last_done_us: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             count,
             start: Instant::now(),
         })
+    }
+
+    /// Counts a failed request and keeps the first one's text. After
+    /// [`GIVE_UP_AFTER`] failures in a row (a full disk, a topic without
+    /// write permission) the senders stop: the rest would fail the same way.
+    fn fail(&self, e: &dyn std::fmt::Display) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut first) = self.first_error.lock() {
+            first.get_or_insert_with(|| e.to_string());
+        }
+        if self.failing.fetch_add(1, Ordering::Relaxed) + 1 >= GIVE_UP_AFTER {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes a successful request (ends a run of failures).
+    fn succeeded(&self) {
+        self.failing.store(0, Ordering::Relaxed);
+    }
+
+    /// The first failure's text, if any.
+    fn first_error(&self) -> Option<String> {
+        self.first_error.lock().ok().and_then(|f| f.clone())
     }
 
     /// Claims up to `batch` messages to send; returns how many and the index
@@ -272,6 +313,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         p999_us: hist.value_at_quantile(0.999),
         max_us: hist.max(),
         errors: shared.errors.load(Ordering::Relaxed),
+        first_error: shared.first_error(),
         client_cpu_secs: client_cpu_secs(),
         paced: target_rate(&a)
             .zip(run.paced.as_ref())
@@ -289,13 +331,32 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     } else {
         print_human(&a, &report, done, secs)?;
     }
+    let first = report
+        .first_error
+        .as_deref()
+        .map(|e| format!("; the first: {e}"))
+        .unwrap_or_default();
+    let gave_up = if shared.failing.load(Ordering::Relaxed) >= GIVE_UP_AFTER {
+        format!(" (stopped after {GIVE_UP_AFTER} failures in a row)")
+    } else {
+        String::new()
+    };
     if done == 0 && report.errors > 0 {
-        bail!("every request failed ({} error(s))", report.errors);
+        bail!(
+            "every request failed ({} error(s)){gave_up}{first}",
+            report.errors
+        );
     }
     if let (Some(p), Some(paced)) = (&report.paced, &run.paced) {
         if p.achieved_rate < RATE_REACHED * p.target_rate as f64 {
-            bail!("{}", shortfall(&report, p, paced, secs));
+            bail!("{}{first}", shortfall(&report, p, paced, secs));
         }
+    }
+    if report.errors > 0 {
+        bail!(
+            "{} request(s) failed or message(s) went missing{gave_up}{first}",
+            report.errors
+        );
     }
     Ok(())
 }
@@ -512,21 +573,22 @@ async fn send_loop(
             ..MessageData::default()
         };
         let t0 = Instant::now();
-        let ok = if batch == 1 {
-            p.send(&load.topic, msg()).await.is_ok()
+        let res = if batch == 1 {
+            p.send(&load.topic, msg()).await.map(drop)
         } else {
             p.send_batch(&load.topic, (0..n).map(|_| msg()).collect())
                 .await
-                .is_ok()
+                .map(drop)
         };
-        if ok {
+        if let Err(e) = res {
+            shared.fail(&e);
+        } else {
+            shared.succeeded();
             hist.saturating_record(micros(t0.elapsed()));
             shared.done.fetch_add(n, Ordering::Relaxed);
             shared
                 .bytes
                 .fetch_add(n * body.len() as u64, Ordering::Relaxed);
-        } else {
-            shared.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -688,6 +750,7 @@ async fn drain_queue(
         let t0 = Instant::now();
         match c.pull(&q, offset, max, None, Duration::ZERO).await {
             Ok(r) => {
+                shared.succeeded();
                 hist.saturating_record(micros(t0.elapsed()));
                 let n = r.messages.len() as u64;
                 let bytes: u64 = r.messages.iter().map(|m| m.body.len() as u64).sum();
@@ -699,7 +762,7 @@ async fn drain_queue(
                 offset = r.next_offset;
             }
             Err(e) => {
-                shared.errors.fetch_add(1, Ordering::Relaxed);
+                shared.fail(&e);
                 failures += 1;
                 if failures > 10 {
                     return Err(e.into());
@@ -781,6 +844,9 @@ async fn e2e(cx: &mut Ctx<'_>, bar: &ProgressBar) -> anyhow::Result<Run> {
         received.errors.load(Ordering::Relaxed) + missing,
         Ordering::Relaxed,
     );
+    if let (Some(e), Ok(mut first)) = (received.first_error(), shared.first_error.lock()) {
+        first.get_or_insert(e);
+    }
     Ok(Run {
         hist,
         started: sent.started,
@@ -824,8 +890,8 @@ async fn follow_queue(
                 }
                 offset = offset.max(r.next_offset);
             }
-            Err(_) => {
-                shared.errors.fetch_add(1, Ordering::Relaxed);
+            Err(e) => {
+                shared.fail(&e);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

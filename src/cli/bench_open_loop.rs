@@ -179,8 +179,10 @@ pub(super) async fn paced_client(
             .collect();
         let (p, load, latency, shared) = (p.clone(), load.clone(), latency.clone(), shared.clone());
         actix::spawn(async move {
-            let ok = send(&p, &load.topic, msgs).await;
-            if ok {
+            if let Err(e) = send(&p, &load.topic, msgs).await {
+                shared.fail(&e);
+            } else {
+                shared.succeeded();
                 let lat = micros(Instant::now().saturating_duration_since(due));
                 latency.borrow_mut().saturating_record(lat);
                 shared.done.fetch_add(n, Ordering::Relaxed);
@@ -188,8 +190,6 @@ pub(super) async fn paced_client(
                     .bytes
                     .fetch_add(n * load.body.len() as u64, Ordering::Relaxed);
                 shared.mark_done();
-            } else {
-                shared.errors.fetch_add(1, Ordering::Relaxed);
             }
             drop(slot);
         });
@@ -251,13 +251,17 @@ fn message(load: &Load, plan: &Plan, i: u64) -> MessageData {
 }
 
 /// One request: a plain send for one message at `--batch 1`, else a batch.
-async fn send(p: &Producer, topic: &str, mut msgs: Vec<MessageData>) -> bool {
+async fn send(
+    p: &Producer,
+    topic: &str,
+    mut msgs: Vec<MessageData>,
+) -> Result<(), crate::client::ClientError> {
     if msgs.len() == 1 {
         if let Some(m) = msgs.pop() {
-            return p.send(topic, m).await.is_ok();
+            return p.send(topic, m).await.map(drop);
         }
     }
-    p.send_batch(topic, msgs).await.is_ok()
+    p.send_batch(topic, msgs).await.map(drop)
 }
 
 #[cfg(test)]

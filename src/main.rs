@@ -11,10 +11,18 @@ use skylark::cli::{self, Cli, Cmd};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The last line of a failed command. Not `eprintln!`, which panics when
+/// stderr is a closed pipe (`... 2>&1 | head -1`) and would turn the exit
+/// code into 101.
+fn say_error(e: &dyn std::fmt::Display) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "error: {e}");
+}
+
 fn main() {
     let mut cli = Cli::parse();
     if let Err(e) = skylark::logging::parse_level(&cli.log_level) {
-        eprintln!("error: {e}");
+        say_error(&e);
         std::process::exit(2);
     }
     let security =
@@ -26,7 +34,7 @@ fn main() {
             )
         });
     if let Err(e) = security {
-        eprintln!("error: {e}");
+        say_error(&e);
         std::process::exit(2);
     }
     let log = skylark::logging::logger(&cli.log_level, cli.log_json);
@@ -44,7 +52,7 @@ fn main() {
     // Let the async log drain flush before exiting.
     drop(log);
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        say_error(&format_args!("{e:#}"));
         std::process::exit(cli::exit_code(&e));
     }
 }

@@ -1350,3 +1350,37 @@ fn walk(dir: &std::path::Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+#[test]
+fn a_command_whose_stdout_and_stderr_are_closed_pipes_exits_1_not_by_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(dir.path(), &[]);
+    // `skylark produce ... 2>&1 | head -1`: the reader goes away, the next
+    // line on stdout fails, and so does the error line on stderr.
+    for args in [
+        &["produce", "--topic", "Pipe", "--body", "x", "--count", "50"][..],
+        &[
+            "consume",
+            "--group",
+            "g",
+            "--topic",
+            "NoSuchTopic",
+            "--idle-timeout",
+            "1",
+        ][..],
+    ] {
+        let mut child = Command::new(bin())
+            .args(["--log-level", "warn"])
+            .args(args)
+            .env("SKYLARK_NAMESRV", node.namesrv())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        drop(child.stderr.take());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(1), "{args:?}: {status}");
+    }
+}

@@ -333,6 +333,16 @@ fn sub_group_consume_disable_refuses_pulls_and_survives_restart() {
         &["set", "--group", "CG1", "--consume-enable", "false"],
     ));
     denied(raw_pull(&s.broker(), "SubT", "CG1"), "may not consume");
+    // The CLI consumer says so and exits non-zero, with or without an
+    // idle timeout (it used to exit 0 having read nothing, or wait forever).
+    for extra in [&["--idle-timeout", "3"][..], &[][..]] {
+        let mut a = vec![
+            "consume", "--group", "CG1", "--topic", "SubT", "--count", "1",
+        ];
+        a.extend_from_slice(extra);
+        let err = fails(&s.cli(&a));
+        assert!(err.contains("may not consume"), "{extra:?}: {err}");
+    }
     // Another group is not affected.
     assert_eq!(raw_pull(&s.broker(), "SubT", "CG2").unwrap(), 1);
 
@@ -454,6 +464,22 @@ fn sub_group_broadcast_disable_refuses_broadcasting_members() {
             .unwrap();
         c.close();
     });
+    // The CLI's broadcasting consumer is refused with the reason (it used
+    // to pull everything without being a member).
+    let off = dir.path().join("bg.json");
+    let err = fails(&s.cli(&[
+        "consume",
+        "--group",
+        "BG",
+        "--topic",
+        "BcT",
+        "--broadcast",
+        "--offset-file",
+        off.to_str().unwrap(),
+        "--idle-timeout",
+        "3",
+    ]));
+    assert!(err.contains("broadcasting"), "{err}");
     // A broadcasting member known from before the change cannot pull.
     ok(&group_config(
         &s,

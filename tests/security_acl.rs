@@ -307,6 +307,12 @@ fn acl_cli_permissions_are_enforced_and_reloaded() {
     )
     .status
     .success()));
+    // PUB only: a consumer is refused at once with the reason (it used to
+    // wait out --idle-timeout and exit 0 having read nothing).
+    assert_refused(
+        &c.cli(app, &common::consume_args("g1", "orders", "3")),
+        "SUB on topic 'orders'",
+    );
 }
 
 #[test]

@@ -101,9 +101,10 @@ pub(super) async fn read_groups<R: Rpc>(
         match read_group(cfg, b, topic, req).await {
             Ok(a) => {
                 if a.from_slave {
-                    eprintln!(
+                    note!(
                         "note: broker group '{}' answered from its slave {} (master unreachable)",
-                        b.broker_name, a.addr
+                        b.broker_name,
+                        a.addr
                     );
                 }
                 answers.push((b.broker_name.clone(), a));
@@ -115,7 +116,7 @@ pub(super) async fn read_groups<R: Rpc>(
         bail!("{}", unanswered.join("; "));
     }
     for e in &unanswered {
-        eprintln!("warning: left out: {e}");
+        note!("warning: left out: {e}");
     }
     Ok((answers, unanswered))
 }

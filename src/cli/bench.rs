@@ -265,7 +265,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         bail!("--size must be at least 1 (a message needs a body)");
     }
     if a.mode == BenchMode::Consume && a.rate > 0 {
-        eprintln!("note: bench consume reads the backlog as fast as it can; --rate is ignored");
+        note!("note: bench consume reads the backlog as fast as it can; --rate is ignored");
     }
     actix::System::new().block_on(bench(a))
 }

@@ -137,7 +137,7 @@ async fn wait_for_queues(
             {
                 let now = tokio::time::Instant::now();
                 if now >= next_notice {
-                    eprintln!("{}", topic_wait_notice(topic, idle, now - started));
+                    note!("{}", topic_wait_notice(topic, idle, now - started));
                     next_notice = now + TOPIC_WAIT_NOTICE_EVERY;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -148,6 +148,33 @@ async fn wait_for_queues(
             ),
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// Refuses at once a group the broker will not serve: a pull the ACL denies
+/// (`NoPermission`, `AuthFailed`) or one its settings forbid
+/// (`consume_enable` off: `PermissionDenied`). The consumer would otherwise
+/// retry those pulls quietly forever (or until `--idle-timeout`, exiting 0
+/// with nothing read). A probe pull of one message from the first queue,
+/// without a commit; any other answer lets the consumer start.
+async fn check_may_consume(
+    probe: &PullConsumer,
+    queues: &[crate::client::MessageQueue],
+) -> anyhow::Result<()> {
+    use skylark_codec::ErrorCode;
+    let Some(q) = queues.first() else {
+        return Ok(());
+    };
+    match probe.pull(q, 0, 1, None, Duration::ZERO).await {
+        Err(e)
+            if matches!(
+                e.code(),
+                Some(ErrorCode::NoPermission | ErrorCode::PermissionDenied | ErrorCode::AuthFailed)
+            ) =>
+        {
+            bail!("{e}")
+        }
+        _ => Ok(()),
     }
 }
 
@@ -210,7 +237,7 @@ impl Printer {
                 return hold;
             }
             if self.fail.fails(m) {
-                eprintln!(
+                note!(
                     "failing on purpose: msg_id={} queue={} offset={} reconsume_times={} (answered Retry)",
                     m.msg_id, m.queue_id, m.queue_offset, m.reconsume_times
                 );
@@ -232,7 +259,8 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
     {
         // Wait for the topic's route (e.g. a broker still registering).
         let probe = PullConsumer::start(super::client_config(&a.namesrv), &a.group)?;
-        wait_for_queues(&probe, &a.topic, idle).await?;
+        let queues = wait_for_queues(&probe, &a.topic, idle).await?;
+        check_may_consume(&probe, &queues).await?;
         // A SQL subscription the broker refuses (filtering switched off, or
         // an expression it cannot evaluate) is fatal, with its reason.
         if let Some(sql) = &a.sql {
@@ -246,6 +274,26 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
             {
                 if error.code == skylark_codec::ErrorCode::InvalidFilter {
                     bail!("{}", error.message);
+                }
+            }
+        } else if a.broadcast {
+            // A group whose settings forbid broadcasting refuses the
+            // member's heartbeat, and the push consumer would go on
+            // without being a member: refuse it here, with the reason.
+            let addrs: Vec<String> = queues.iter().map(|q| q.broker_addr.clone()).collect();
+            let subs = [(a.topic.clone(), a.filter.clone())];
+            if let Err(e) = probe
+                .heartbeat(&subs, MessageModel::Broadcasting, &addrs)
+                .await
+            {
+                if matches!(
+                    e.code(),
+                    Some(
+                        skylark_codec::ErrorCode::PermissionDenied
+                            | skylark_codec::ErrorCode::NoPermission
+                    )
+                ) {
+                    bail!("{e}");
                 }
             }
         }

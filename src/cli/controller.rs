@@ -98,6 +98,14 @@ pub fn run(a: ControllerArgs, log: Logger) -> anyhow::Result<()> {
     })
 }
 
+/// A line on stdout; a closed pipe is an error of the command, not a panic.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*)?
+    }};
+}
+
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `skylark admin controller ...`.
@@ -136,14 +144,14 @@ async fn status(addrs: &str, json: bool) -> anyhow::Result<()> {
                 }),
                 Err(e) => serde_json::json!({ "error": e }),
             };
-            println!("{line}");
+            out!("{line}");
         }
         return Ok(());
     }
     for v in &views {
         match v {
             Ok(s) => {
-                println!(
+                out!(
                     "controller {} {} term {} leader {} applied {}",
                     s.node_id,
                     s.addr,
@@ -152,7 +160,7 @@ async fn status(addrs: &str, json: bool) -> anyhow::Result<()> {
                     s.last_applied_index.map_or("-".into(), |i| i.to_string()),
                 );
                 for g in &s.groups {
-                    println!(
+                    out!(
                         "  {} master {} ({}) epoch {} in-sync {:?} (epoch {}) replicas {:?}",
                         g.broker_name,
                         g.master_id.map_or("-".into(), |i| i.to_string()),
@@ -164,7 +172,7 @@ async fn status(addrs: &str, json: bool) -> anyhow::Result<()> {
                     );
                 }
             }
-            Err(e) => println!("unreachable: {e}"),
+            Err(e) => out!("unreachable: {e}"),
         }
     }
     Ok(())
@@ -193,9 +201,9 @@ async fn elect(e: ElectArgs, json: bool) -> anyhow::Result<()> {
     match client.leader_request(&req).await? {
         Response::Group(g) => {
             if json {
-                println!("{}", group_json(&g));
+                out!("{}", group_json(&g));
             } else {
-                println!(
+                out!(
                     "{}: master {} ({}) epoch {}",
                     g.broker_name,
                     e.broker_id,

@@ -11,6 +11,16 @@
 //! (`FlushDiskTimeout`, `FlushSlaveTimeout`, `SlaveNotAvailable`) — unless
 //! `--accept-status` was given.
 
+/// `eprintln!` that cannot panic: a line on stderr, dropped when stderr is
+/// a closed pipe (`skylark produce ... 2>&1 | head -1`); `eprintln!` would
+/// panic there, and a failing command must exit with its own code.
+macro_rules! note {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 pub mod admin;
 pub mod admin_broker;
 pub mod admin_delay;

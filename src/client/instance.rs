@@ -67,7 +67,9 @@ async fn wait_for_route(
         }
         if !said {
             said = true;
-            eprintln!(
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
                 "waiting up to {} ms for a route of topic '{topic}' (no broker has registered it with the NameServer yet)",
                 wait.as_millis()
             );

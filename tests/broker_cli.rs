@@ -631,6 +631,24 @@ fn every_subcommand_with_degenerate_arguments_exits_cleanly_without_panic() {
         ),
         (&["produce", "--topic", "Demo", "--batch", "0"], Some(false)),
         (
+            &["produce", "--topic", "Demo", "--body", "x", "--group", ""],
+            Some(false),
+        ),
+        (
+            &[
+                "produce",
+                "--topic",
+                "Demo",
+                "--body",
+                "x",
+                "--group",
+                "",
+                "--transaction",
+                "commit",
+            ],
+            Some(false),
+        ),
+        (
             &["produce", "--topic", "Demo", "--delay-level", "0"],
             Some(false),
         ),

@@ -49,6 +49,9 @@ impl Producer {
     /// Starts a client instance (on the current arbiter) and returns a
     /// producer of `group` on it. Must run inside an actix System.
     pub fn start(config: ClientConfig, group: &str) -> Result<Producer> {
+        // The group names the producer in heartbeats and, for transactions,
+        // is whom the broker asks back: the consumer's rules apply.
+        skylark_codec::validate_group_name(group).map_err(ClientError::InvalidArgument)?;
         let (instance, namesrv, config) = ClientInstance::start_with(config)?;
         Ok(Producer::on(instance, namesrv, config, group))
     }

@@ -1150,3 +1150,63 @@ fn members_subscribing_differently_are_reported_in_the_log_and_progress() {
         .contains("subscribe alike again")));
     drop(a);
 }
+
+#[test]
+fn a_broadcasting_consumer_drops_a_message_still_failing_after_its_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(&dir.path().join("data"), &[]);
+    let create = node.cli(&[
+        "admin", "topic", "create", "--name", "BcFail", "--queues", "1",
+    ]);
+    assert!(create.status.success());
+    for body in ["poison", "fine"] {
+        let out = node.cli(&[
+            "produce",
+            "--topic",
+            "BcFail",
+            "--body",
+            body,
+            "--exact-body",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let offsets = dir.path().join("bc.json");
+    let consume = || {
+        node.cli(&[
+            "consume",
+            "--group",
+            "bcfail",
+            "--topic",
+            "BcFail",
+            "--broadcast",
+            "--offset-file",
+            offsets.to_str().unwrap(),
+            "--from",
+            "first",
+            "--fail-on",
+            "poison",
+            "--max-reconsume-times",
+            "1",
+            "--idle-timeout",
+            "4",
+            "--json",
+        ])
+    };
+    // It used to retry "poison" once a second for as long as it ran, and
+    // every later run again.
+    let out = consume();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let got: Vec<String> = json_lines(&out.stdout)
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, ["fine"], "{err}");
+    assert!(err.contains("1 message(s) still failing"), "{err}");
+    // The offset moved past it: the next run has nothing to retry.
+    let out = consume();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(json_lines(&out.stdout).is_empty(), "{err}");
+    assert!(!err.contains("still failing"), "{err}");
+}

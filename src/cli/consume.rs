@@ -369,7 +369,14 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
         }
     }
     let local_offsets = consumer.local_offsets();
+    let given_up = consumer.given_up();
     consumer.shutdown().await;
+    if given_up > 0 {
+        note!(
+            "{given_up} message(s) still failing after --max-reconsume-times {} local retries were dropped (a broadcasting consumer has no retry or dead-letter topic)",
+            a.max_reconsume_times
+        );
+    }
     if let Some(e) = printer
         .failed
         .lock()

@@ -463,11 +463,12 @@ pub struct ConsumeArgs {
     #[arg(long, value_name = "N")]
     pub fail_every: Option<u64>,
     /// Fail every delivery whose body contains TEXT (it ends in %DLQ%<group>
-    /// after --max-reconsume-times retries).
+    /// after --max-reconsume-times retries; broadcasting, it is dropped then).
     #[arg(long, value_name = "TEXT")]
     pub fail_on: Option<String>,
-    /// Failed deliveries after which a message goes to %DLQ%<group>
-    /// (RocketMQ's maxReconsumeTimes).
+    /// Retries after which a failed message goes to %DLQ%<group>
+    /// (RocketMQ's maxReconsumeTimes); broadcasting, after which it is
+    /// dropped.
     #[arg(long, default_value_t = 16)]
     pub max_reconsume_times: u32,
 }

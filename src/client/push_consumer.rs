@@ -230,6 +230,8 @@ struct Inner {
     orderly_permits: Semaphore,
     /// Messages the brokers reported damaged and skipped (never delivered).
     damaged_skipped: AtomicU64,
+    /// Broadcasting: messages dropped after `max_reconsume_times` retries.
+    given_up: AtomicU64,
 }
 
 /// A running push consumer; [`shutdown`](Self::shutdown) it to commit and
@@ -309,6 +311,15 @@ impl PushConsumer {
     /// on past them. The broker logs each with its offsets.
     pub fn damaged_skipped(&self) -> u64 {
         self.inner.damaged_skipped.load(Ordering::Relaxed)
+    }
+
+    /// Broadcasting: messages whose listener still asked for a retry after
+    /// `max_reconsume_times` local retries, and which were dropped. A
+    /// broadcasting member has no retry or dead-letter topic of its own (as
+    /// in RocketMQ, which drops a failed broadcast message at once); the
+    /// consumer moves on rather than retry one message forever.
+    pub fn given_up(&self) -> u64 {
+        self.inner.given_up.load(Ordering::Relaxed)
     }
 
     /// Broadcasting: the local offset file, which tells whether its last
@@ -447,6 +458,7 @@ impl PushConsumerBuilder {
             local,
             work_tx,
             damaged_skipped: AtomicU64::new(0),
+            given_up: AtomicU64::new(0),
         });
         actix::spawn(consume::dispatch(inner.clone(), work_rx));
         let pushes = PushReceiver {
@@ -588,6 +600,16 @@ impl Inner {
 
     pub(super) fn broadcasting(&self) -> bool {
         self.opts.model == MessageModel::Broadcasting
+    }
+
+    /// Broadcasting: whether a failed message has had its retries and is
+    /// to be dropped (counted in [`PushConsumer::given_up`]).
+    pub(super) fn give_up(&self, m: &ReceivedMessage) -> bool {
+        let over = self.broadcasting() && m.reconsume_times >= self.opts.max_reconsume_times;
+        if over {
+            self.given_up.fetch_add(1, Ordering::Relaxed);
+        }
+        over
     }
 
     /// Sends a failed message back to its broker (clustering only); true if

@@ -54,10 +54,11 @@ async fn consume(inner: Arc<Inner>, w: Work) {
         ConsumeResult::Retry => {
             // Clustering: hand each message back to the broker (retry
             // topic, or the dead-letter topic after the maximum); what
-            // the broker does not take is retried here.
+            // the broker does not take is retried here. Broadcasting:
+            // retried here, dropped after the maximum.
             let mut local = Vec::new();
             for mut m in msgs {
-                if inner.send_back(&w.queue, &m).await {
+                if inner.give_up(&m) || inner.send_back(&w.queue, &m).await {
                     w.pq.remove([m.queue_offset]);
                 } else {
                     m.reconsume_times += 1;
@@ -208,7 +209,8 @@ pub(super) async fn pull_loop(
 
 /// Orderly: the queue's one worker consumes its batches in order, retrying
 /// a batch (after a pause) until it succeeds, goes to the dead-letter topic
-/// after `max_reconsume_times` retries, or the queue is dropped.
+/// after `max_reconsume_times` retries (broadcasting: is dropped then), or
+/// the queue is dropped.
 pub(super) async fn consume_orderly(
     inner: &Arc<Inner>,
     q: &MessageQueue,
@@ -245,7 +247,7 @@ pub(super) async fn consume_orderly(
                     if batch.iter().all(|m| m.reconsume_times >= max) {
                         let mut all_sent = true;
                         for m in &batch {
-                            all_sent &= inner.send_back(q, m).await;
+                            all_sent &= inner.give_up(m) || inner.send_back(q, m).await;
                         }
                         if all_sent {
                             pq.remove(batch.iter().map(|m| m.queue_offset));

@@ -178,7 +178,17 @@ impl Handler<RegisterBroker> for NameServer {
         if self.route.live_brokers() > known {
             info!(self.log, "broker registered"; "broker_name" => &name, "broker_id" => id, "addr" => &addr);
         }
-        if before.is_some() && before.as_ref() != after {
+        let displaced = before
+            .as_ref()
+            .and_then(|b| b.get(&id))
+            .filter(|prev| **prev != addr && after.and_then(|a| a.get(&id)) == Some(&addr));
+        if let Some(prev) = displaced {
+            // Either the broker moved, or a second broker started with the
+            // same name and id (a default config, a wrong `-c`) and took
+            // the live one's place in every route.
+            warn!(self.log, "broker id taken over by another address: if the broker at the old address still runs, two brokers share one broker_name and broker_id (check their configs)";
+                "broker_name" => &name, "broker_id" => id, "old_addr" => prev, "new_addr" => &addr);
+        } else if before.is_some() && before.as_ref() != after {
             // A group's id → address map changed under a live group: rare
             // (a role or address change) and worth a trace.
             info!(self.log, "broker group members changed"; "broker_name" => &name,

@@ -203,14 +203,20 @@ async fn stats(
     for (broker, a) in &all {
         for q in &a.value.queues {
             // A queue at or above the write count only drains.
-            let writable = q.queue_id < a.value.config.write_queues;
+            let writable = if a.from_slave {
+                "no (from its slave: no master)"
+            } else if q.queue_id < a.value.config.write_queues {
+                "yes"
+            } else {
+                "no (draining)"
+            };
             out!(
                 "{:<20} {:>6} {:>14} {:>14}  {}",
                 broker,
                 q.queue_id,
                 q.min_offset,
                 q.max_offset,
-                if writable { "yes" } else { "no (draining)" }
+                writable
             );
         }
     }

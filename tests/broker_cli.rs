@@ -364,6 +364,18 @@ fn namesrv_and_broker_as_separate_processes_with_conf_files() {
             "[store]\ndelete_when_hour = 30\n",
             "store: delete_when_hour",
         ),
+        (
+            "namesrv = \"nonsense\"\n",
+            "namesrv: 'nonsense' is not HOST:PORT",
+        ),
+        (
+            "namesrv = \"127.0.0.1:9876;host:0\"\n",
+            "namesrv: 'host:0' is not HOST:PORT",
+        ),
+        (
+            "write_high_water_bytes = 10\nwrite_low_water_bytes = 100\n",
+            "write_high_water_bytes (10) is below write_low_water_bytes (100)",
+        ),
     ] {
         std::fs::write(&bad, text).unwrap();
         let out = Command::new(bin())

@@ -409,6 +409,22 @@ impl Default for BrokerConfig {
     }
 }
 
+/// `HOST:PORT` with a port from 1 to 65535 and a host (a name or an
+/// address; `[v6]:PORT` too). Names are resolved when used, not here.
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("'{addr}' is not HOST:PORT ({why})"));
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return bad("no port");
+    };
+    if host.is_empty() || host.chars().any(char::is_whitespace) {
+        return bad("no host");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => bad("the port must be a number from 1 to 65535"),
+    }
+}
+
 impl BrokerConfig {
     /// Refuses settings the broker could start with but not work with, so
     /// that the start fails before the broker binds or registers.
@@ -421,6 +437,15 @@ impl BrokerConfig {
         }
         crate::scheduler::levels::parse_delay_levels(&self.delay_levels)
             .map_err(|e| format!("delay_levels: {e}"))?;
+        for addr in self.namesrv_addrs() {
+            check_host_port(&addr).map_err(|why| format!("namesrv: {why}"))?;
+        }
+        if self.write_high_water_bytes < self.write_low_water_bytes {
+            return Err(format!(
+                "write_high_water_bytes ({}) is below write_low_water_bytes ({}): a connection would stop reading before it could ever resume",
+                self.write_high_water_bytes, self.write_low_water_bytes
+            ));
+        }
         self.store.validate().map_err(|e| match e {
             crate::message_store::StoreError::InvalidConfig(why) => format!("store: {why}"),
             other => other.to_string(),

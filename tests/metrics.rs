@@ -166,6 +166,14 @@ fn metrics_show_exact_counts_latencies_lag_and_the_lag_alert() {
     );
 
     assert_eq!(sum(&s, "rocketmq_messages_in_total", &t), Some(1000.0));
+    // No request was refused, and the counter says 0 rather than nothing.
+    for reason in ["inflight", "connections", "mailbox"] {
+        assert_eq!(
+            sum(&s, "skylark_busy_rejections_total", &[("reason", reason)]),
+            Some(0.0),
+            "{reason}"
+        );
+    }
     assert_eq!(
         sum(&s, "rocketmq_throughput_in_total", &t),
         Some((1000 * SIZE) as f64)

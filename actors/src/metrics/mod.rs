@@ -113,6 +113,11 @@ static PROCESS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
         &["reason"],
     )
     .expect("valid counter options");
+    // Every reason exported from the start, at 0: an alert on the rate of
+    // rejections sees 0 rather than an absent series.
+    for reason in ["inflight", "connections", "mailbox"] {
+        let _ = busy.with_label_values(&[reason]);
+    }
     // Distinct names, so registering cannot fail.
     let _ = registry.register(Box::new(flush_latency.clone()));
     let _ = registry.register(Box::new(busy.clone()));

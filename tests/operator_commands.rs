@@ -150,6 +150,13 @@ fn topic_perm_read_only_refuses_sends_and_write_only_refuses_pulls() {
         r["first_error"].as_str().unwrap().contains("not writable"),
         "{r}"
     );
+    // An open-loop (paced) one stops at its warm-up send, with the reason.
+    let out = s.cli(&[
+        "bench", "produce", "--topic", "PermT", "--count", "1000000", "--rate", "2000", "--json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("is not writable"), "{err}");
     assert_eq!(raw_pull(&s.broker(), "PermT", "g1").unwrap(), 1);
 
     // RocketMQ's number for write-only.

@@ -442,7 +442,7 @@ impl BrokerConfig {
         }
         if self.write_high_water_bytes < self.write_low_water_bytes {
             return Err(format!(
-                "write_high_water_bytes ({}) is below write_low_water_bytes ({}): a connection would stop reading before it could ever resume",
+                "write_high_water_bytes ({}) is below write_low_water_bytes ({}): a connection paused at the high mark would resume at once, so its back-pressure would never hold",
                 self.write_high_water_bytes, self.write_low_water_bytes
             ));
         }

@@ -43,6 +43,9 @@ pub struct NameServer {
     /// Held route requests ([`WaitRouteInfo`]) by topic, answered when a
     /// registration brings the topic; at most [`MAX_WAITING`] in all.
     waiting: HashMap<String, Vec<tokio::sync::oneshot::Sender<TopicRouteData>>>,
+    /// By (broker name, id): the address another one took the place of.
+    /// When it registers again the two alternate (see `RegisterBroker`).
+    displaced: HashMap<(String, u64), String>,
     config: NameServerConfig,
     log: Logger,
 }
@@ -55,6 +58,7 @@ impl NameServer {
         NameServer {
             route: RouteInfo::default(),
             waiting: HashMap::new(),
+            displaced: HashMap::new(),
             config,
             log: log.new(slog::o!("actor" => "namesrv")),
         }
@@ -183,11 +187,19 @@ impl Handler<RegisterBroker> for NameServer {
             .and_then(|b| b.get(&id))
             .filter(|prev| **prev != addr && after.and_then(|a| a.get(&id)) == Some(&addr));
         if let Some(prev) = displaced {
-            // Either the broker moved, or a second broker started with the
-            // same name and id (a default config, a wrong `-c`) and took
-            // the live one's place in every route.
-            warn!(self.log, "broker id taken over by another address: if the broker at the old address still runs, two brokers share one broker_name and broker_id (check their configs)";
-                "broker_name" => &name, "broker_id" => id, "old_addr" => prev, "new_addr" => &addr);
+            // A broker that moved (or a failover's new master) does this
+            // once; two live brokers with one name and id (a default
+            // config, a wrong `-c`) take each other's place at every
+            // registration, each hiding the other from every route.
+            let key = (name.clone(), id);
+            if self.displaced.get(&key) == Some(&addr) {
+                warn!(self.log, "two brokers register with one broker_name and broker_id and take each other's place in the routes: give each its own (check their configs)";
+                    "broker_name" => &name, "broker_id" => id, "addrs" => format!("{prev}, {addr}"));
+            } else {
+                info!(self.log, "broker id taken over by another address";
+                    "broker_name" => &name, "broker_id" => id, "old_addr" => prev, "new_addr" => &addr);
+            }
+            self.displaced.insert(key, prev.clone());
         } else if before.is_some() && before.as_ref() != after {
             // A group's id → address map changed under a live group: rare
             // (a role or address change) and worth a trace.

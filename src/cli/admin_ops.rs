@@ -279,7 +279,8 @@ pub struct GroupConfigSetArgs {
     /// Consumer group.
     #[arg(long)]
     pub group: String,
-    /// Deliveries before the dead-letter topic (0-64; wins over the consumer's own value).
+    /// Retries before the dead-letter topic (0-64; the broker applies it to
+    /// every message sent back, over the consumer's own value).
     #[arg(long)]
     pub retry_max: Option<u32>,
     /// Go back to the consumer's own retry max (16 unless it says otherwise).

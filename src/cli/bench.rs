@@ -146,6 +146,8 @@ struct Shared {
     failing: AtomicU64,
     /// The first failure's text, for the report.
     first_error: std::sync::Mutex<Option<String>>,
+    /// Set when a run of failures stopped the senders.
+    gave_up: AtomicBool,
     /// When the last message completed, µs after `start`.
     last_done_us: AtomicU64,
     /// Set when workers should stop.
@@ -163,6 +165,7 @@ impl Shared {
             errors: AtomicU64::new(0),
             failing: AtomicU64::new(0),
             first_error: std::sync::Mutex::new(None),
+            gave_up: AtomicBool::new(false),
             last_done_us: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             count,
@@ -174,12 +177,19 @@ impl Shared {
     /// [`GIVE_UP_AFTER`] failures in a row (a full disk, a topic without
     /// write permission) the senders stop: the rest would fail the same way.
     fn fail(&self, e: &dyn std::fmt::Display) {
+        self.note_error(e);
+        if self.failing.fetch_add(1, Ordering::Relaxed) + 1 >= GIVE_UP_AFTER {
+            self.gave_up.store(true, Ordering::Relaxed);
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a failed request and keeps the first one's text, without
+    /// stopping anything (pulls, which retry on their own).
+    fn note_error(&self, e: &dyn std::fmt::Display) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut first) = self.first_error.lock() {
             first.get_or_insert_with(|| e.to_string());
-        }
-        if self.failing.fetch_add(1, Ordering::Relaxed) + 1 >= GIVE_UP_AFTER {
-            self.stop.store(true, Ordering::Relaxed);
         }
     }
 
@@ -336,7 +346,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|e| format!("; the first: {e}"))
         .unwrap_or_default();
-    let gave_up = if shared.failing.load(Ordering::Relaxed) >= GIVE_UP_AFTER {
+    let gave_up = if shared.gave_up.load(Ordering::Relaxed) {
         format!(" (stopped after {GIVE_UP_AFTER} failures in a row)")
     } else {
         String::new()
@@ -762,7 +772,7 @@ async fn drain_queue(
                 offset = r.next_offset;
             }
             Err(e) => {
-                shared.fail(&e);
+                shared.note_error(&e);
                 failures += 1;
                 if failures > 10 {
                     return Err(e.into());
@@ -891,7 +901,7 @@ async fn follow_queue(
                 offset = offset.max(r.next_offset);
             }
             Err(e) => {
-                shared.fail(&e);
+                shared.note_error(&e);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

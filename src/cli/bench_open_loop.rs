@@ -162,6 +162,9 @@ pub(super) async fn paced_client(
     let mut window_full_waits = 0;
     let mut due_requests = pacer(plan.clone(), client)?;
     while let Some(b) = due_requests.recv().await {
+        if shared.stop.load(Ordering::Relaxed) {
+            break; // a run of failures (`Shared::fail`); the pacer ends too
+        }
         let (first, n) = plan.request(b);
         let due = plan.due(first + n - 1);
         // Let the sends already spawned run between two of ours.

@@ -151,30 +151,49 @@ async fn wait_for_queues(
     }
 }
 
-/// Refuses at once a group the broker will not serve: a pull the ACL denies
-/// (`NoPermission`, `AuthFailed`) or one its settings forbid
-/// (`consume_enable` off: `PermissionDenied`). The consumer would otherwise
-/// retry those pulls quietly forever (or until `--idle-timeout`, exiting 0
-/// with nothing read). A probe pull of one message from the first queue,
-/// without a commit; any other answer lets the consumer start.
+/// Whether a broker's answer refuses the group (or this client) outright.
+fn refuses(e: &crate::client::ClientError) -> bool {
+    use skylark_codec::ErrorCode;
+    matches!(
+        e.code(),
+        Some(ErrorCode::NoPermission | ErrorCode::PermissionDenied | ErrorCode::AuthFailed)
+    )
+}
+
+/// Refuses at once a group no broker of the topic will serve: a pull the
+/// ACL denies (`NoPermission`, `AuthFailed`) or one the group's settings
+/// forbid (`consume_enable` off: `PermissionDenied`). The consumer would
+/// otherwise retry those pulls quietly forever (or until `--idle-timeout`,
+/// exiting 0 with nothing read). One probe pull per broker, at the end of
+/// one of its queues (it reads nothing and commits nothing); a topic that
+/// some brokers serve starts as before.
 async fn check_may_consume(
     probe: &PullConsumer,
     queues: &[crate::client::MessageQueue],
 ) -> anyhow::Result<()> {
-    use skylark_codec::ErrorCode;
-    let Some(q) = queues.first() else {
-        return Ok(());
-    };
-    match probe.pull(q, 0, 1, None, Duration::ZERO).await {
-        Err(e)
-            if matches!(
-                e.code(),
-                Some(ErrorCode::NoPermission | ErrorCode::PermissionDenied | ErrorCode::AuthFailed)
-            ) =>
-        {
-            bail!("{e}")
+    let mut first_refusal = None;
+    let mut brokers = std::collections::BTreeSet::new();
+    for q in queues {
+        if !brokers.insert(q.broker_addr.clone()) {
+            continue;
         }
-        _ => Ok(()),
+        let answer = match probe.queue_offsets(q).await {
+            Ok(o) => probe
+                .pull(q, o.max_offset, 1, None, Duration::ZERO)
+                .await
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Err(e) if refuses(&e) => {
+                first_refusal.get_or_insert(e);
+            }
+            _ => return Ok(()),
+        }
+    }
+    match first_refusal {
+        Some(e) => bail!("{e}"),
+        None => Ok(()),
     }
 }
 
@@ -269,12 +288,14 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
             } else {
                 MessageModel::Clustering
             };
-            if let Err(crate::client::ClientError::Remote { error, .. }) =
-                probe.heartbeat_sql(&a.topic, sql, model).await
-            {
-                if error.code == skylark_codec::ErrorCode::InvalidFilter {
+            match probe.heartbeat_sql(&a.topic, sql, model).await {
+                Err(crate::client::ClientError::Remote { error, .. })
+                    if error.code == skylark_codec::ErrorCode::InvalidFilter =>
+                {
                     bail!("{}", error.message);
                 }
+                Err(e) if refuses(&e) => bail!("{e}"),
+                _ => {}
             }
         } else if a.broadcast {
             // A group whose settings forbid broadcasting refuses the
@@ -286,13 +307,7 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
                 .heartbeat(&subs, MessageModel::Broadcasting, &addrs)
                 .await
             {
-                if matches!(
-                    e.code(),
-                    Some(
-                        skylark_codec::ErrorCode::PermissionDenied
-                            | skylark_codec::ErrorCode::NoPermission
-                    )
-                ) {
+                if refuses(&e) {
                     bail!("{e}");
                 }
             }

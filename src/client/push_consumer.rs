@@ -132,8 +132,11 @@ pub struct PushConsumerOptions {
     pub retry_delay: Duration,
     /// Consume each queue in order under a broker lock.
     pub orderly: bool,
-    /// Failed deliveries after which a (clustering, concurrent) message
-    /// goes to `%DLQ%<group>`.
+    /// Retries after which a failed message goes to `%DLQ%<group>`
+    /// (clustering; the group's `retry_max` on the broker wins). When
+    /// broadcasting, the local retries after which a still-failing message
+    /// is dropped and counted in [`PushConsumer::given_up`] (before
+    /// 2026-12-06 it was retried forever).
     pub max_reconsume_times: u32,
     /// How often queue leases (clustering) are renewed.
     pub lock_renew_interval: Duration,

@@ -386,7 +386,7 @@ pub async fn send_back(
     })
 }
 
-/// Most deliveries an operator may set before the dead-letter topic.
+/// Most retries an operator may set before the dead-letter topic.
 const MAX_RETRY_MAX_TIMES: u32 = 64;
 
 /// `updateSubGroup`: store a group's settings (persisted before the answer).

@@ -719,6 +719,20 @@ fn orderly_retries_in_place_then_dead_letters_and_moves_on() {
     let dir = tempfile::tempdir().unwrap();
     let node = Standalone::start(&dir.path().join("data"), &[]);
     create_topic(&node, "OrdFail", "1");
+    // A group retry max above the consumer's own: the orderly consumer's
+    // give-up still goes to the DLQ (a retry copy would come back out of
+    // the queue's order).
+    let set = node.cli(&[
+        "admin",
+        "group",
+        "config",
+        "set",
+        "--group",
+        "ordfail",
+        "--retry-max",
+        "16",
+    ]);
+    assert!(set.status.success(), "{set:?}");
     let namesrv = node.namesrv();
     actix::System::new().block_on(async move {
         let producer = Producer::start(ClientConfig::new(&namesrv), "p").unwrap();

@@ -405,6 +405,7 @@ fn sub_group_retry_max_sends_a_failed_message_to_the_dlq_sooner() {
                     physical_offset: offset,
                     reconsume_times: 1,
                     max_reconsume_times: Some(16),
+                    dead_letter: false,
                 })
                 .await
                 .unwrap();

@@ -553,7 +553,8 @@ proptest! {
         check_rpc(id, split, &GetGroupListRequest {}, &GroupList { groups: ids }, &err);
         check_rpc(id, split, &DeleteGroupRequest { group: g.clone() }, &Ack {}, &err);
         check_rpc(id, split, &SendBackRequest { group: g.clone(), physical_offset: o,
-                                                reconsume_times: q, max_reconsume_times: Some(q) },
+                                                reconsume_times: q, max_reconsume_times: Some(q),
+                                                dead_letter: q % 2 == 0 },
                   &SendBackResponse { topic: t.clone(), queue_offset: o2 }, &err);
         check_push(Command::NotifyConsumerIdsChanged, split, &ConsumerIdsChanged { group: g.clone() });
         check_push(Command::NotifyResetOffset, split,

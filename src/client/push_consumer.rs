@@ -618,6 +618,17 @@ impl Inner {
     /// Sends a failed message back to its broker (clustering only); true if
     /// the broker stored it in the retry or dead-letter topic.
     pub(super) async fn send_back(&self, q: &MessageQueue, m: &ReceivedMessage) -> bool {
+        self.send_back_to(q, m, false).await
+    }
+
+    /// Orderly: the message had its retries in place; the broker stores it
+    /// in the dead-letter topic (a retry copy would come back out of its
+    /// queue's order).
+    pub(super) async fn dead_letter(&self, q: &MessageQueue, m: &ReceivedMessage) -> bool {
+        self.send_back_to(q, m, true).await
+    }
+
+    async fn send_back_to(&self, q: &MessageQueue, m: &ReceivedMessage, dead_letter: bool) -> bool {
         if self.broadcasting() {
             return false;
         }
@@ -626,6 +637,7 @@ impl Inner {
             physical_offset: m.physical_offset,
             reconsume_times: m.reconsume_times,
             max_reconsume_times: Some(self.opts.max_reconsume_times),
+            dead_letter,
         };
         let stored = match self.consumer.conn(&q.broker_addr).await {
             Ok(c) => c.call(&req).await.is_ok(),

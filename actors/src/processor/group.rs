@@ -363,7 +363,11 @@ pub async fn send_back(
         .and_then(|c| c.retry_max_times)
         .or(r.max_reconsume_times)
         .unwrap_or(skylark_codec::DEFAULT_MAX_RECONSUME_TIMES);
-    let target = send_back::target(&r.group, reconsume_times, max);
+    let target = if r.dead_letter {
+        send_back::target(&r.group, max, max)
+    } else {
+        send_back::target(&r.group, reconsume_times, max)
+    };
     let msg_id = skylark_codec::MessageId::new(m.store_host, m.physical_offset).to_hex();
     let copy = send_back::copy_for(&m, &msg_id, &target);
     let topic = target.topic().to_string();

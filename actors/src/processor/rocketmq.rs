@@ -435,6 +435,7 @@ async fn send_back(
             physical_offset: required_number(req, "offset")?,
             reconsume_times,
             max_reconsume_times: max,
+            dead_letter: delay < 0,
         },
         peer,
     )

@@ -236,6 +236,12 @@ pub struct SendBackRequest {
     pub reconsume_times: u32,
     /// Attempts before the dead-letter topic (`None`: 16).
     pub max_reconsume_times: Option<u32>,
+    /// Straight to the dead-letter topic, whatever the counts: an orderly
+    /// consumer that gave the message up after its own retries in place
+    /// (a retry copy would be delivered again out of its queue's order;
+    /// RocketMQ's delay level -1). Omitted when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dead_letter: bool,
 }
 
 /// Where a sent-back message went.

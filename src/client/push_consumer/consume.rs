@@ -247,7 +247,7 @@ pub(super) async fn consume_orderly(
                     if batch.iter().all(|m| m.reconsume_times >= max) {
                         let mut all_sent = true;
                         for m in &batch {
-                            all_sent &= inner.give_up(m) || inner.send_back(q, m).await;
+                            all_sent &= inner.give_up(m) || inner.dead_letter(q, m).await;
                         }
                         if all_sent {
                             pq.remove(batch.iter().map(|m| m.queue_offset));

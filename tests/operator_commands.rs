@@ -195,6 +195,14 @@ fn wipe_write_perm_refuses_sends_routes_elsewhere_and_survives_restart() {
     // (re-registered), so producers have nowhere to send.
     assert!(wait_until(WAIT, || routed_perm(&s, "WipeT") & PERM_WRITE == 0));
     fails(&produce(&s, "WipeT", &["--body", "refused"]));
+    // A topic that does not exist yet has the route of TBW102, which is
+    // not writable either: the error says the topic does not exist.
+    assert!(wait_until(WAIT, || routed_perm(&s, "TBW102") & PERM_WRITE == 0));
+    let err = fails(&produce(&s, "BrandNewT", &["--body", "refused"]));
+    assert!(
+        err.contains("topic 'BrandNewT' does not exist, and no broker that would create it"),
+        "{err}"
+    );
     // Reads go on.
     assert_eq!(raw_pull(&broker, "WipeT", "g1").unwrap(), 1);
 

@@ -41,6 +41,13 @@ pub enum ClientError {
         /// "writable" or "readable".
         what: &'static str,
     },
+    /// The topic does not exist, and every broker that would create it on
+    /// first send (the route of `TBW102`) refuses writes.
+    #[error("topic '{topic}' does not exist, and no broker that would create it on first send is writable (a broker's write permission taken with `admin broker perm`; `admin topic route --name TBW102` shows PERM); create it with `admin topic create`, or give a broker back its write permission")]
+    AutoCreateDenied {
+        /// Topic name.
+        topic: String,
+    },
     /// A server answered with an error.
     #[error("{}", remote_line(.addr, .topic.as_deref(), .error))]
     Remote {
@@ -155,7 +162,9 @@ impl ClientError {
             ClientError::Remote { error, .. } => Some(error.code),
             ClientError::TopicNotFound(_) => Some(ErrorCode::TopicNotFound),
             ClientError::MessageTooLarge { .. } => Some(ErrorCode::MessageTooLarge),
-            ClientError::PermissionDenied { .. } => Some(ErrorCode::PermissionDenied),
+            ClientError::PermissionDenied { .. } | ClientError::AutoCreateDenied { .. } => {
+                Some(ErrorCode::PermissionDenied)
+            }
             _ => None,
         }
     }

@@ -59,7 +59,7 @@ async fn wait_for_route(
     let mut said = false;
     loop {
         if let Ok(data) = ns.route(AUTO_CREATE_TOPIC_KEY).await {
-            return Ok(Arc::new(TopicRoute::new(&topic, data)));
+            return Ok(Arc::new(TopicRoute::auto_create(&topic, data)));
         }
         let asked = Instant::now();
         if asked >= deadline {
@@ -75,8 +75,8 @@ async fn wait_for_route(
             );
         }
         let left = deadline - asked;
-        if let Some(data) = first_route(&ns, &topic, left).await {
-            return Ok(Arc::new(TopicRoute::new(&topic, data)));
+        if let Some(route) = first_route(&ns, &topic, left).await {
+            return Ok(Arc::new(route));
         }
         let now = Instant::now();
         if now - asked < PACE && now < deadline {
@@ -87,22 +87,18 @@ async fn wait_for_route(
 
 /// The first route the NameServer gives within `wait`, of `topic` or of
 /// `TBW102`, asked for both at once; `None` when neither came.
-async fn first_route(
-    ns: &NameServerClient,
-    topic: &str,
-    wait: Duration,
-) -> Option<skylark_codec::TopicRouteData> {
+async fn first_route(ns: &NameServerClient, topic: &str, wait: Duration) -> Option<TopicRoute> {
     let own = ns.route_within(topic, wait);
     let auto = ns.route_within(AUTO_CREATE_TOPIC_KEY, wait);
     tokio::pin!(own, auto);
     let (mut own_done, mut auto_done) = (false, false);
     while !(own_done && auto_done) {
         let answer = tokio::select! {
-            r = &mut own, if !own_done => { own_done = true; r }
-            r = &mut auto, if !auto_done => { auto_done = true; r }
+            r = &mut own, if !own_done => { own_done = true; r.map(|d| TopicRoute::new(topic, d)) }
+            r = &mut auto, if !auto_done => { auto_done = true; r.map(|d| TopicRoute::auto_create(topic, d)) }
         };
-        if let Ok(data) = answer {
-            return Some(data);
+        if let Ok(route) = answer {
+            return Some(route);
         }
     }
     None

@@ -52,6 +52,9 @@ pub struct TopicRoute {
     pub read_queues: Vec<MessageQueue>,
     /// Whether any broker marks the topic as ordered.
     pub order: bool,
+    /// The topic does not exist yet: these are the queues of `TBW102`, the
+    /// brokers that create it on first send.
+    pub via_auto_create: bool,
 }
 
 impl TopicRoute {
@@ -93,6 +96,15 @@ impl TopicRoute {
             data,
             write_queues,
             read_queues,
+            via_auto_create: false,
+        }
+    }
+
+    /// The route of a topic that does not exist yet, from `TBW102`'s.
+    pub fn auto_create(topic: &str, data: TopicRouteData) -> Self {
+        TopicRoute {
+            via_auto_create: true,
+            ..TopicRoute::new(topic, data)
         }
     }
 
@@ -110,7 +122,9 @@ impl TopicRoute {
             (PERM_READ, "readable")
         };
         let topic = self.topic.clone();
-        if self.denies(perm) {
+        if self.denies(perm) && self.via_auto_create {
+            ClientError::AutoCreateDenied { topic }
+        } else if self.denies(perm) {
             ClientError::PermissionDenied { topic, what }
         } else {
             ClientError::NoQueue { topic, what }

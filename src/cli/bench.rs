@@ -193,9 +193,13 @@ impl Shared {
         }
     }
 
-    /// Notes a successful request (ends a run of failures).
+    /// Notes a successful request (ends a run of failures). Only a read
+    /// while nothing fails: every client's sends pass here, and a store
+    /// would bounce the line between their threads on every answer.
     fn succeeded(&self) {
-        self.failing.store(0, Ordering::Relaxed);
+        if self.failing.load(Ordering::Relaxed) != 0 {
+            self.failing.store(0, Ordering::Relaxed);
+        }
     }
 
     /// The first failure's text, if any.

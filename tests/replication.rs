@@ -930,3 +930,153 @@ fn topic_saved(dir: &std::path::Path, name: &str) -> bool {
         std::fs::read_to_string(dir.join("config").join(f)).is_ok_and(|t| t.contains(&quoted))
     })
 }
+
+/// Every master's total of max queue offsets of `topic` (`topic stats
+/// --json`); None while the topic is not routed.
+fn stored_per_broker(namesrv: &str, topic: &str) -> Option<Vec<u64>> {
+    let out = cli(
+        namesrv,
+        &["admin", "--json", "topic", "stats", "--name", topic],
+    );
+    if !out.status.success() {
+        return None;
+    }
+    let v = json_lines(&out.stdout).pop()?;
+    v["brokers"]
+        .as_array()?
+        .iter()
+        .map(|b| {
+            b["queues"].as_array().map(|qs| {
+                qs.iter()
+                    .map(|q| q["max_offset"].as_u64().unwrap_or(0))
+                    .sum()
+            })
+        })
+        .collect()
+}
+
+/// ConsumeQueue entries of `topic` in the data directory `dir` (a slave
+/// is not asked by `topic stats` while its master answers).
+fn cq_entries(dir: &Path, topic: &str) -> u64 {
+    let Ok(queues) = std::fs::read_dir(dir.join("consumequeue").join(topic)) else {
+        return 0;
+    };
+    let mut n = 0;
+    for q in queues.flatten() {
+        for f in std::fs::read_dir(q.path()).into_iter().flatten().flatten() {
+            let bytes = std::fs::read(f.path()).unwrap_or_default();
+            // An entry: offset u64, size u32, tag hash u64; size 0 is unwritten.
+            n += bytes
+                .chunks_exact(20)
+                .filter(|e| e[8..12] != [0, 0, 0, 0])
+                .count() as u64;
+        }
+    }
+    n
+}
+
+/// `topic delete` drops the topic's queues and every group's offsets of it,
+/// on the master and its slave, as RocketMQ's `deleteTopic` does: a topic
+/// created again under the name starts empty, for an old group and a new
+/// one alike, also after a kill -9 of both brokers.
+#[test]
+fn replication_a_deleted_topic_comes_back_empty_on_master_and_slave() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = Namesrv::start();
+    let ns_addr = ns.addr();
+    let mut master = Broker::start(&tmp.path().join("m"), &ns_addr, "broker-a", 0, &[]);
+    wait_registered(&ns_addr, &master.addr());
+    let mut slave = Broker::start(&tmp.path().join("s"), &ns_addr, "broker-a", 1, &[]);
+    wait_registered(&ns_addr, &slave.addr());
+    let produce = |count: &str, body: &str| {
+        let out = cli(
+            &ns_addr,
+            &[
+                "produce", "--topic", "Del", "--count", count, "--body", body,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let consume = |group: &str| -> Vec<String> {
+        let out = cli(
+            &ns_addr,
+            &[
+                "consume",
+                "--group",
+                group,
+                "--topic",
+                "Del",
+                "--count",
+                "100",
+                "--from",
+                "first",
+                "--idle-timeout",
+                "3",
+                "--json",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_lines(&out.stdout)
+            .iter()
+            .map(|m| m["body"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    produce("20", "old");
+    assert_eq!(consume("G").len(), 20);
+    assert!(
+        wait_until(Duration::from_secs(30), || cq_entries(&slave.dir, "Del")
+            == 20),
+        "the slave never held the topic: {}",
+        cq_entries(&slave.dir, "Del")
+    );
+    let out = cli(&ns_addr, &["admin", "topic", "delete", "--name", "Del"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its route goes once the slave's metadata sync dropped it too.
+    assert!(
+        wait_until(Duration::from_secs(30), || stored_per_broker(
+            &ns_addr, "Del"
+        )
+        .is_none()),
+        "a deleted topic is still routed: {:?}",
+        stored_per_broker(&ns_addr, "Del")
+    );
+    produce("3", "new");
+    let slave_dir = slave.dir.clone();
+    let both = || {
+        (
+            stored_per_broker(&ns_addr, "Del"),
+            cq_entries(&slave_dir, "Del"),
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || both() == (Some(vec![3]), 3)),
+        "the topic did not start again from 0 on both brokers: {:?}",
+        both()
+    );
+    master.kill9();
+    slave.kill9();
+    master.restart();
+    slave.restart();
+    assert!(
+        wait_until(Duration::from_secs(30), || both() == (Some(vec![3]), 3)),
+        "after kill -9: {:?}",
+        both()
+    );
+    for group in ["G", "H"] {
+        let mut got = consume(group);
+        got.sort();
+        assert_eq!(got, ["new-0", "new-1", "new-2"], "group {group}");
+    }
+}

@@ -570,7 +570,8 @@ pub struct CreateTopic(pub TopicConfig);
 #[rtype(result = "Result<(), WireError>")]
 pub struct CreateTopics(pub Vec<TopicConfig>);
 
-/// Delete a topic's config (its stored messages age out with retention).
+/// Delete a topic's config (`processor::admin::delete_topic` then drops its
+/// queues and offsets; its stored messages age out with retention).
 #[derive(Message)]
 #[rtype(result = "Result<(), WireError>")]
 pub struct DeleteTopic(pub String);

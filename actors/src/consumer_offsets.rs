@@ -11,7 +11,8 @@
 //! schedule.
 //!
 //! Messages answered: [`CommitOffset`], [`QueryOffset`], [`FlushOffsets`],
-//! [`GroupOffsets`], [`ListOffsetGroups`], [`DeleteGroupOffsets`], and for
+//! [`GroupOffsets`], [`ListOffsetGroups`], [`DeleteGroupOffsets`],
+//! [`DeleteTopicOffsets`], and for
 //! replication [`SnapshotOffsets`] (every offset, for a slave's sync) and
 //! [`MergeOffsets`] (take another broker's offsets) (+ the flush tick).
 
@@ -131,6 +132,23 @@ impl ConsumerOffsets {
         had
     }
 
+    /// Forgets every group's offsets of `topic` (a deleted topic: one
+    /// created again under the name starts at 0); answers how many groups
+    /// had some.
+    pub fn delete_topic(&mut self, topic: &str) -> usize {
+        let mut groups = 0;
+        self.table.retain(|_, topics| {
+            groups += usize::from(topics.remove(topic).is_some());
+            !topics.is_empty()
+        });
+        self.dirty |= groups > 0;
+        self.last_commit.retain(|_, topics| {
+            self.times_dirty |= topics.remove(topic).is_some();
+            !topics.is_empty()
+        });
+        groups
+    }
+
     /// The committed offset, if the group ever committed one.
     pub fn query(&self, group: &str, topic: &str, queue_id: u32) -> Option<u64> {
         self.table.get(group)?.get(topic)?.get(&queue_id).copied()
@@ -233,6 +251,27 @@ pub struct ListOffsetGroups;
 #[rtype(result = "bool")]
 pub struct DeleteGroupOffsets(pub String);
 
+/// Forget every group's offsets of a topic, persisted at once; answers how
+/// many groups had some.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct DeleteTopicOffsets(pub String);
+
+impl Handler<DeleteTopicOffsets> for ConsumerOffsets {
+    type Result = usize;
+    fn handle(&mut self, m: DeleteTopicOffsets, _: &mut Self::Context) -> usize {
+        let groups = self.delete_topic(&m.0);
+        // At once, not at the next tick: offsets of the old topic coming
+        // back after a crash would skip the new topic's first messages.
+        if groups > 0 {
+            if let Err(e) = self.flush() {
+                error!(self.log, "cannot persist consumer offsets"; "error" => %e);
+            }
+        }
+        groups
+    }
+}
+
 impl Handler<GroupOffsets> for ConsumerOffsets {
     type Result = MessageResult<GroupOffsets>;
     fn handle(&mut self, m: GroupOffsets, _: &mut Self::Context) -> Self::Result {
@@ -314,6 +353,28 @@ mod tests {
         assert_eq!(o.query("h", "T", 0), Some(1));
         // The last-commit time survived the restart.
         assert!(o.group_offsets("h")[0].last_commit_ms.is_some());
+    }
+
+    #[test]
+    fn a_deleted_topic_loses_every_groups_offsets_and_only_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let mut o = ConsumerOffsets::open(dir.path(), Duration::from_secs(5), log.clone()).unwrap();
+        o.commit("g", "T", 1, 42);
+        o.commit("g", "U", 0, 5);
+        o.commit("h", "T", 0, 1);
+        o.flush().unwrap();
+        assert_eq!(o.delete_topic("T"), 2);
+        assert_eq!(o.delete_topic("T"), 0);
+        o.flush().unwrap();
+        let o = ConsumerOffsets::open(dir.path(), Duration::from_secs(5), log).unwrap();
+        assert_eq!(o.query("g", "T", 1), None);
+        assert_eq!(o.query("h", "T", 0), None);
+        assert_eq!(o.query("g", "U", 0), Some(5));
+        assert!(
+            o.group_offsets("h").is_empty(),
+            "a group left with no topic is gone"
+        );
     }
 }
 

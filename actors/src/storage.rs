@@ -29,7 +29,7 @@
 //! [`QueueOffsetByTime`], [`ListQueues`], [`RunRetention`],
 //! [`GetStorageStats`], [`GetTopicActivity`], [`GetTopicPuts`], [`SubscribeAppends`],
 //! [`status::GetRuntimeStatus`],
-//! [`ReadCommitLog`], [`AppendReplicated`], [`Shutdown`].
+//! [`ReadCommitLog`], [`AppendReplicated`], [`DropTopic`], [`Shutdown`].
 
 pub mod arrivals;
 pub mod status;
@@ -730,6 +730,42 @@ impl Handler<AppendReplicated> for Storage {
             }
         }
         Ok(r)
+    }
+}
+
+/// Delete a topic's ConsumeQueues ([`Store::drop_topic`]); answered with
+/// how many there were, once the CommitLog record of the deletion is on
+/// disk.
+#[derive(Message)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub struct DropTopic {
+    pub topic: String,
+    /// This broker's address, written into the deletion record.
+    pub host: SocketAddr,
+}
+
+impl Handler<DropTopic> for Storage {
+    type Result = ResponseFuture<Result<usize, StoreError>>;
+
+    fn handle(&mut self, m: DropTopic, _: &mut Self::Context) -> Self::Result {
+        let dropped = self.store().and_then(|store| {
+            let (queues, end) = store.drop_topic(&m.topic, m.host)?;
+            Ok((queues, end, store.request_flush(end)))
+        });
+        let (queues, flushed) = match dropped {
+            Ok((queues, end, flushed)) => {
+                self.publish_end(end);
+                self.puts.remove(&m.topic);
+                (queues, flushed)
+            }
+            Err(e) => return Box::pin(futures::future::ready(Err(e))),
+        };
+        Box::pin(async move {
+            flushed
+                .await
+                .map_err(|_| StoreError::FlushFailed("flusher stopped".into()))??;
+            Ok(queues)
+        })
     }
 }
 

@@ -291,4 +291,14 @@ impl ConsumeQueue {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Unmaps the queue and removes its directory (a deleted topic).
+    pub fn destroy(self) -> Result<()> {
+        let ConsumeQueue { dir, files, .. } = self;
+        drop(files);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
 }

@@ -64,6 +64,12 @@ use record::{Placement, MESSAGE_MAGIC, OFF_STORE_TIMESTAMP};
 
 type Queues = HashMap<String, HashMap<u32, ConsumeQueue>>;
 
+/// The topic of the record [`Store::drop_topic`] writes, whose body names
+/// the deleted topic. No client can send to it: `:` is in no valid topic
+/// name (`skylark_codec::validate_topic_name`), and [`Store::append`]
+/// refuses it whatever the path.
+pub const TOPIC_DELETED: &str = "skylark:topic-deleted";
+
 /// A check on a stored record, run by [`Store::read_filtered`] after the
 /// tag hash matched. The store decodes the record and asks; what the check
 /// means (the broker's SQL-92 property filter, a test's closure) is the
@@ -490,14 +496,7 @@ impl Store {
     /// validated first: an invalid or oversized message fails the batch with
     /// nothing written. Returns where each message went.
     pub fn append(&mut self, batch: &[AppendMessage<'_>]) -> Result<AppendBatchResult> {
-        if self.shut_down {
-            return Err(StoreError::ShutDown);
-        }
-        if let Some(e) = &self.write_failed {
-            return Err(StoreError::FlushFailed(format!(
-                "an earlier commit log write failed ({e}); writes are refused until a restart recovers the store"
-            )));
-        }
+        self.check_writable()?;
         if let Some(usage) = self.disk_full {
             return Err(StoreError::DiskFull {
                 usage,
@@ -508,7 +507,14 @@ impl Store {
         let mut sizes = std::mem::take(&mut self.sizes);
         sizes.clear();
         for m in batch {
-            match m.validate(self.config.max_message_size, max_record) {
+            let checked = if m.topic == TOPIC_DELETED {
+                Err(StoreError::BadMessage(format!(
+                    "topic {TOPIC_DELETED:?} is reserved"
+                )))
+            } else {
+                m.validate(self.config.max_message_size, max_record)
+            };
+            match checked {
                 Ok(s) => sizes.push(s),
                 Err(e) => {
                     self.sizes = sizes;
@@ -535,6 +541,71 @@ impl Store {
             }
         }
         result
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.shut_down {
+            return Err(StoreError::ShutDown);
+        }
+        if let Some(e) = &self.write_failed {
+            return Err(StoreError::FlushFailed(format!(
+                "an earlier commit log write failed ({e}); writes are refused until a restart recovers the store"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Deletes `topic`'s ConsumeQueues, as RocketMQ's `deleteTopics` does:
+    /// its messages stay in the CommitLog until retention deletes their
+    /// segments, but no queue serves them any more, and a topic created
+    /// again under the name starts at queue offset 0. The deletion is
+    /// itself a record of the CommitLog ([`TOPIC_DELETED`]), so a slave
+    /// replicating the log, and a recovery re-dispatching it, drop the same
+    /// queues at the same point. Allowed on a full disk (the record is a
+    /// few bytes). A topic without queues writes nothing. Returns how many
+    /// queues there were and the log's end after the record: flush to it
+    /// before answering.
+    pub fn drop_topic(&mut self, topic: &str, host: std::net::SocketAddr) -> Result<(usize, u64)> {
+        self.check_writable()?;
+        if !self.queues.contains_key(topic) {
+            return Ok((0, self.commit_log.max_offset()));
+        }
+        let store_timestamp = now_millis();
+        let m = AppendMessage {
+            topic: TOPIC_DELETED,
+            queue_id: 0,
+            flag: 0,
+            tags: None,
+            keys: None,
+            properties: &[],
+            body: topic.as_bytes(),
+            born_timestamp: store_timestamp,
+            born_host: host,
+            store_host: host,
+            reconsume_times: 0,
+            sys_flag: 0,
+            prepared_tx_offset: 0,
+        };
+        let size = m.validate(
+            self.config.max_message_size,
+            self.commit_log.max_record_size(),
+        )?;
+        self.commit_log.reserve(std::iter::once(size))?;
+        self.commit_log.append_with(size, |buf, physical_offset| {
+            let at = Placement {
+                queue_offset: 0,
+                physical_offset,
+                store_timestamp,
+            };
+            record::encode_into(&m, at, buf);
+        })?;
+        if !self.defer_writes {
+            self.commit_writes()?;
+        }
+        let queues = recovery::drop_topic_queues(&mut self.queues, topic)?;
+        info!(self.logger, "topic's consume queues deleted"; "topic" => topic, "queues" => queues,
+            "at" => self.commit_log.max_offset());
+        Ok((queues, self.commit_log.max_offset()))
     }
 
     /// From now on [`Store::append`] only stages its records; the caller

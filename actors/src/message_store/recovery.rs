@@ -43,7 +43,7 @@ use super::consume_queue::{ConsumeQueue, CqEntry};
 use super::error::Result;
 use super::mapped_file::file_name;
 use super::record::{tag_hash, DecodedMessage};
-use super::Queues;
+use super::{Queues, TOPIC_DELETED};
 
 /// Everything recovery needs to know besides the files.
 pub(crate) struct RecoveryInput {
@@ -171,12 +171,19 @@ fn fill_holes(queues: &mut Queues, holes: &[Hole], damaged: &[(u64, u64)]) -> Re
     Ok(filled)
 }
 
-/// Writes the ConsumeQueue entry of a stored record.
+/// Writes the ConsumeQueue entry of a stored record; a
+/// [`TOPIC_DELETED`] record drops the queues of the topic it names instead.
 pub(crate) fn dispatch(
     queues: &mut Queues,
     new_queue: impl Fn(&str, u32) -> ConsumeQueue,
     m: &DecodedMessage<'_>,
 ) -> Result<()> {
+    if m.topic == TOPIC_DELETED {
+        if let Ok(topic) = std::str::from_utf8(m.body) {
+            drop_topic_queues(queues, topic)?;
+        }
+        return Ok(());
+    }
     let topic_queues = match queues.get_mut(m.topic) {
         Some(q) => q,
         None => queues.entry(m.topic.to_string()).or_default(),
@@ -192,6 +199,31 @@ pub(crate) fn dispatch(
             tag_hash: tag_hash(m.tags().unwrap_or("")),
         },
     )
+}
+
+/// Removes every ConsumeQueue of `topic`, in memory and on disk (the
+/// topic's directory too, made durable by an fsync of the queues' root);
+/// returns how many there were.
+pub(crate) fn drop_topic_queues(queues: &mut Queues, topic: &str) -> Result<usize> {
+    let Some(topic_queues) = queues.remove(topic) else {
+        return Ok(0);
+    };
+    let n = topic_queues.len();
+    let mut topic_dir = None;
+    for cq in topic_queues.into_values() {
+        topic_dir = cq.dir().parent().map(std::path::Path::to_path_buf);
+        cq.destroy()?;
+    }
+    if let Some(dir) = topic_dir {
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        if let Some(root) = dir.parent() {
+            std::fs::File::open(root)?.sync_all()?;
+        }
+    }
+    Ok(n)
 }
 
 /// Runs recovery; returns what it did (the valid end of the CommitLog

@@ -125,6 +125,9 @@ impl Store {
         let mut touched: HashMap<(&str, u32), u64> = HashMap::new();
         for m in &records {
             recovery::dispatch(&mut self.queues, &new_queue, m)?;
+            if m.topic == super::TOPIC_DELETED {
+                continue;
+            }
             let max = touched.entry((m.topic, m.queue_id)).or_default();
             *max = (*max).max(m.queue_offset + 1);
         }
@@ -233,6 +236,36 @@ mod tests {
             master.max_queue_offset("B", 1),
             "every B/1 message is on the slave"
         );
+    }
+
+    #[test]
+    fn a_topic_dropped_on_the_master_is_dropped_on_the_slave_at_the_same_point() {
+        let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut master = Store::open(config(md.path()), logger()).unwrap();
+        let mut slave = Store::open(config(sd.path()), logger()).unwrap();
+        append_n(&mut master, 0, 60);
+        catch_up(&master, &mut slave, 3000);
+        append_n(&mut master, 60, 30); // not shipped before the deletion
+        let host = "127.0.0.1:10911".parse().unwrap();
+        assert_eq!(master.drop_topic("A", host).unwrap().0, 4);
+        append_n(&mut master, 90, 60);
+        catch_up(&master, &mut slave, 3000);
+        let same = |slave: &Store| {
+            for t in ["A", "B"] {
+                for q in 0..4 {
+                    let a = master.read_filtered(t, q, 0, 1000, 1 << 20, None, UNFILTERED);
+                    let b = slave.read_filtered(t, q, 0, 1000, 1 << 20, None, UNFILTERED);
+                    assert_eq!(a.unwrap(), b.unwrap(), "{t}/{q}");
+                }
+            }
+        };
+        same(&slave);
+        // Only what was sent after the deletion is in A, from offset 0.
+        let a0 = master.max_queue_offset("A", 0).unwrap();
+        assert!(a0 > 0 && a0 < 10, "A/0 holds {a0} messages");
+        drop(slave); // a crash
+        let slave = Store::open(config(sd.path()), logger()).unwrap();
+        same(&slave);
     }
 
     #[test]

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use skylark_codec::{
-    Ack, BrokerRuntimeStatus, CreateTopicRequest, DeleteTopicRequest,
+    Ack, BrokerRuntimeStatus, CreateTopicRequest, DeleteTopicRequest, ErrorCode,
     GetBrokerRuntimeStatusRequest, GetTopicStatsRequest, QueueStats, TopicStats, WireError,
 };
 
 use super::Shared;
 use crate::broker::{CreateTopic, DeleteTopic};
-use crate::storage::{GetQueueOffsets, GetTopicActivity};
+use crate::consumer_offsets::DeleteTopicOffsets;
+use crate::storage::{DropTopic, GetQueueOffsets, GetTopicActivity};
 
 pub async fn create_topic(s: Arc<Shared>, r: CreateTopicRequest) -> Result<Ack, WireError> {
     s.broker
@@ -21,12 +22,53 @@ pub async fn create_topic(s: Arc<Shared>, r: CreateTopicRequest) -> Result<Ack, 
     Ok(Ack {})
 }
 
+/// Deletes the topic's config, then its ConsumeQueues (a CommitLog record
+/// that slaves replicate) and every group's offsets of it, as RocketMQ's
+/// `deleteTopicInBroker` does; the stored messages age out with retention.
+/// A topic whose config is already gone but whose queues or offsets are
+/// left (a delete interrupted half-way, or made by a version that kept
+/// them) is cleaned up the same way. A slave refuses: it follows its
+/// master's deletions (the record, and the metadata sync for the config
+/// and offsets).
 pub async fn delete_topic(s: Arc<Shared>, r: DeleteTopicRequest) -> Result<Ack, WireError> {
-    s.broker
-        .send(DeleteTopic(r.topic))
+    super::replication::refuse_unless_master(&s)?;
+    let config = s
+        .broker
+        .send(DeleteTopic(r.topic.clone()))
         .await
-        .map_err(crate::mailbox_error)??;
-    Ok(Ack {})
+        .map_err(crate::mailbox_error)?;
+    if let Err(e) = &config {
+        if e.code != ErrorCode::TopicNotFound {
+            return config.map(|()| Ack {});
+        }
+    }
+    let queues = s
+        .storage
+        .send(DropTopic {
+            topic: r.topic.clone(),
+            host: s.store_host,
+        })
+        .await
+        .map_err(crate::mailbox_error)?
+        .map_err(|e| {
+            let e = crate::store_error(e);
+            WireError::new(
+                e.code,
+                format!(
+                    "topic '{}': its queues were not deleted ({}); delete it again to retry",
+                    r.topic, e.message
+                ),
+            )
+        })?;
+    let groups = s
+        .offsets
+        .send(DeleteTopicOffsets(r.topic))
+        .await
+        .map_err(crate::mailbox_error)?;
+    match config {
+        Err(e) if queues == 0 && groups == 0 => Err(e),
+        _ => Ok(Ack {}),
+    }
 }
 
 pub async fn topic_stats(s: Arc<Shared>, r: GetTopicStatsRequest) -> Result<TopicStats, WireError> {

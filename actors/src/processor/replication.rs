@@ -17,6 +17,26 @@ use crate::replicator::{GetStatus, WaitOutcome, WaitReplicated};
 use crate::scheduler::GetProgress;
 use crate::storage::GetStorageStats;
 
+/// Whether this broker is its group's master now (in controller mode: the
+/// controller's answer); a `NotMaster` error naming the master otherwise.
+pub fn refuse_unless_master(s: &Shared) -> Result<(), WireError> {
+    let master = match &s.config.controller_view {
+        Some(view) => view.get().is_master,
+        None => !s.config.is_slave(),
+    };
+    if master {
+        return Ok(());
+    }
+    // The same refusal, with its reasons, as a send gets.
+    refuse_on_slave(s).and(Err(WireError::new(
+        ErrorCode::NotMaster,
+        format!(
+            "broker {} (id {}) is not its group's master",
+            s.config.broker_name, s.config.broker_id
+        ),
+    )))
+}
+
 /// A slave stores only what it replicates. In controller mode the
 /// controller's answer decides (a master not yet confirmed, or deposed,
 /// refuses too, naming the current master), and a master refuses while
@@ -91,20 +111,28 @@ pub async fn sync_metadata(
             "metadata is synced from a master",
         ));
     }
-    if !r.slave_offsets.is_empty() {
-        s.offsets
-            .send(MergeOffsets {
-                entries: r.slave_offsets,
-                keep_larger: true,
-            })
-            .await
-            .map_err(crate::mailbox_error)?;
-    }
     let topics = s
         .broker
         .send(ListTopics)
         .await
         .map_err(crate::mailbox_error)?;
+    // Offsets of a topic deleted here while the slave was away are not
+    // taken back: the topic, if created again, starts from 0.
+    let mut entries = r.slave_offsets;
+    if !entries.is_empty() {
+        let names: std::collections::HashSet<&str> =
+            topics.iter().map(|t| t.name.as_str()).collect();
+        entries.retain(|e| names.contains(e.topic.as_str()));
+    }
+    if !entries.is_empty() {
+        s.offsets
+            .send(MergeOffsets {
+                entries,
+                keep_larger: true,
+            })
+            .await
+            .map_err(crate::mailbox_error)?;
+    }
     let offsets = s
         .offsets
         .send(SnapshotOffsets)

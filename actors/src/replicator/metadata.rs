@@ -1,5 +1,6 @@
 //! Slave side of the metadata sync (command `SyncMetadata`, 110): copy the
-//! master's topic configs and consumer offsets every
+//! master's topic configs (deleting those it no longer has) and consumer
+//! offsets every
 //! `metadata_sync_interval_secs` (10 s), and hand the master's Scheduler
 //! progress to the slave's (passive) Scheduler, which applies it once the
 //! local CommitLog holds the deliveries it counts.
@@ -18,8 +19,8 @@ use std::time::Duration;
 use actix::Addr;
 use skylark_codec::{SyncMetadataRequest, TopicConfig};
 
-use crate::broker::{Broker, CreateTopics, ListTopics};
-use crate::consumer_offsets::{ConsumerOffsets, MergeOffsets, SnapshotOffsets};
+use crate::broker::{Broker, CreateTopics, DeleteTopic, ListTopics};
+use crate::consumer_offsets::{ConsumerOffsets, DeleteTopicOffsets, MergeOffsets, SnapshotOffsets};
 use crate::scheduler::{FollowMaster, Scheduler};
 
 /// Runs one sync against the master at `master_addr`.
@@ -61,6 +62,17 @@ pub async fn sync_once(
         .into_iter()
         .map(|t| (t.name.clone(), t))
         .collect();
+    // As RocketMQ's slave does, the table becomes the master's: a topic
+    // the master deleted goes here too, with its offsets (its queues went
+    // with the deletion record in the replicated CommitLog).
+    let masters: std::collections::HashSet<&str> =
+        snap.topics.iter().map(|t| t.name.as_str()).collect();
+    let gone: Vec<String> = mine
+        .keys()
+        .filter(|name| !masters.contains(name.as_str()))
+        .cloned()
+        .collect();
+    drop(masters);
     let changed: Vec<TopicConfig> = snap
         .topics
         .into_iter()
@@ -71,6 +83,17 @@ pub async fn sync_once(
             .send(CreateTopics(changed))
             .await
             .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    }
+    for name in gone {
+        broker
+            .send(DeleteTopic(name.clone()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        offsets
+            .send(DeleteTopicOffsets(name))
+            .await
             .map_err(|e| e.to_string())?;
     }
     offsets

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use actix::Arbiter;
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use skylark_actors::message_store::{AppendMessage, FlushMode, Store, StoreConfig, UNFILTERED};
 use skylark_actors::storage::{PutMessages, Storage, StoredMessage};
 use slog::{o, Logger};
@@ -33,24 +36,49 @@ fn config(dir: &std::path::Path, mode: FlushMode) -> StoreConfig {
     }
 }
 
-fn batch<'a>(body: &'a [u8], n: usize) -> Vec<AppendMessage<'a>> {
-    (0..n)
-        .map(|i| AppendMessage {
-            topic: "BenchTopic",
-            queue_id: (i % 4) as u32,
-            flag: 0,
-            tags: Some("TagA"),
-            keys: None,
-            properties: &[],
-            body,
-            born_timestamp: 0,
-            born_host: host(),
-            store_host: host(),
-            reconsume_times: 0,
-            sys_flag: 0,
-            prepared_tx_offset: 0,
-        })
-        .collect()
+/// A benchmark group with this file's measurement settings (5 s, 10 samples).
+fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.measurement_time(Duration::from_secs(5)).sample_size(10);
+    g
+}
+
+/// An async-flush store in a fresh temporary directory (removed when the
+/// returned `TempDir` is dropped, so keep it alive as long as the store).
+fn async_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(config(dir.path(), FlushMode::Async), logger()).expect("open");
+    (dir, store)
+}
+
+/// The message every benchmark stores: topic `BenchTopic`, tag `TagA`, no
+/// keys or properties.
+fn message(body: &Bytes, queue_id: u32) -> StoredMessage {
+    StoredMessage {
+        topic: Arc::from("BenchTopic"),
+        queue_id,
+        flag: 0,
+        tags: Some("TagA".into()),
+        keys: None,
+        properties: Vec::new(),
+        body: body.clone(),
+        born_timestamp: 0,
+        born_host: host(),
+        store_host: host(),
+        reconsume_times: 0,
+        sys_flag: 0,
+        prepared_tx_offset: 0,
+    }
+}
+
+/// `n` messages spread over queues 0-3.
+fn batch(body: &Bytes, n: usize) -> Vec<StoredMessage> {
+    (0..n).map(|i| message(body, (i % 4) as u32)).collect()
+}
+
+/// The borrowed form [`Store::append`] takes.
+fn as_append(msgs: &[StoredMessage]) -> Vec<AppendMessage<'_>> {
+    msgs.iter().map(StoredMessage::as_append).collect()
 }
 
 /// What the Storage actor's flush timer does: a `flush_tick` (fsync on the
@@ -78,13 +106,12 @@ impl FlushTicker {
 }
 
 fn append_async(c: &mut Criterion) {
-    let mut g = c.benchmark_group("store_append_async");
-    g.measurement_time(Duration::from_secs(5)).sample_size(10);
+    let mut g = group(c, "store_append_async");
     for size in [128usize, 1024] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Store::open(config(dir.path(), FlushMode::Async), logger()).expect("open");
-        let body = vec![b'x'; size];
-        let msgs = batch(&body, BATCH);
+        let (_dir, mut store) = async_store();
+        let body = Bytes::from(vec![b'x'; size]);
+        let stored = batch(&body, BATCH);
+        let msgs = as_append(&stored);
         let mut ticker = FlushTicker::new();
         g.throughput(Throughput::Elements(BATCH as u64));
         g.bench_with_input(BenchmarkId::new("batch32", size), &size, |b, _| {
@@ -102,25 +129,22 @@ fn append_async(c: &mut Criterion) {
 /// IndexFile entries per message on the append path. 131 072 distinct ids
 /// are cycled so slot writes spread over the whole slot table.
 fn append_async_indexed(c: &mut Criterion) {
-    let mut g = c.benchmark_group("store_append_async_indexed");
-    g.measurement_time(Duration::from_secs(5)).sample_size(10);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = Store::open(config(dir.path(), FlushMode::Async), logger()).expect("open");
-    let body = vec![b'x'; 128];
+    let mut g = group(c, "store_append_async_indexed");
+    let (_dir, mut store) = async_store();
+    let body = Bytes::from(vec![b'x'; 128]);
     const BATCHES: usize = 4096;
-    let props: Vec<Vec<(String, String)>> = (0..BATCHES * BATCH)
-        .map(|i| vec![("UNIQ_KEY".to_string(), format!("7F000001{i:024X}"))])
-        .collect();
-    let batches: Vec<Vec<AppendMessage<'_>>> = (0..BATCHES)
+    let stored: Vec<Vec<StoredMessage>> = (0..BATCHES)
         .map(|b| {
             let mut msgs = batch(&body, BATCH);
             for (i, m) in msgs.iter_mut().enumerate() {
-                m.keys = Some("order-1");
-                m.properties = &props[b * BATCH + i];
+                let id = b * BATCH + i;
+                m.keys = Some("order-1".into());
+                m.properties = vec![("UNIQ_KEY".to_string(), format!("7F000001{id:024X}"))];
             }
             msgs
         })
         .collect();
+    let batches: Vec<Vec<AppendMessage<'_>>> = stored.iter().map(|b| as_append(b)).collect();
     let mut n = 0usize;
     let mut ticker = FlushTicker::new();
     g.throughput(Throughput::Elements(BATCH as u64));
@@ -135,8 +159,7 @@ fn append_async_indexed(c: &mut Criterion) {
 }
 
 fn sync_writers(c: &mut Criterion) {
-    let mut g = c.benchmark_group("store_append_sync_32_writers");
-    g.measurement_time(Duration::from_secs(5)).sample_size(10);
+    let mut g = group(c, "store_append_sync_32_writers");
     let sys = actix_rt::System::new();
     for per_put in [1usize, 32] {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -148,21 +171,7 @@ fn sync_writers(c: &mut Criterion) {
                 .expect("start");
             (arbiter, storage)
         });
-        let msg = StoredMessage {
-            topic: Arc::from("BenchTopic"),
-            queue_id: 0,
-            flag: 0,
-            tags: Some("TagA".into()),
-            keys: None,
-            properties: Vec::new(),
-            body: Bytes::from(vec![b'x'; 128]),
-            born_timestamp: 0,
-            born_host: host(),
-            store_host: host(),
-            reconsume_times: 0,
-            sys_flag: 0,
-            prepared_tx_offset: 0,
-        };
+        let msg = message(&Bytes::from(vec![b'x'; 128]), 0);
         g.throughput(Throughput::Elements((32 * per_put) as u64));
         g.bench_with_input(
             BenchmarkId::new("msgs_per_put", per_put),
@@ -195,18 +204,11 @@ fn sync_writers(c: &mut Criterion) {
 }
 
 fn read_sequential(c: &mut Criterion) {
-    let mut g = c.benchmark_group("store_read_sequential");
-    g.measurement_time(Duration::from_secs(5)).sample_size(10);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = Store::open(config(dir.path(), FlushMode::Async), logger()).expect("open");
-    let body = vec![b'x'; 128];
-    let msgs: Vec<AppendMessage<'_>> = batch(&body, BATCH)
-        .into_iter()
-        .map(|mut m| {
-            m.queue_id = 0;
-            m
-        })
-        .collect();
+    let mut g = group(c, "store_read_sequential");
+    let (_dir, mut store) = async_store();
+    let body = Bytes::from(vec![b'x'; 128]);
+    let stored: Vec<StoredMessage> = (0..BATCH).map(|_| message(&body, 0)).collect();
+    let msgs = as_append(&stored);
     for _ in 0..(500_000 / BATCH) {
         store.append(&msgs).expect("append");
     }

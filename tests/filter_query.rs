@@ -424,6 +424,9 @@ fn admin_commands_against_a_live_broker() {
     );
     let err = fails(&node.cli(&["admin", "topic", "stats", "--name", "AdmT"]));
     assert!(err.contains("AdmT"), "{err}");
+    // Nothing is left to delete: every master is asked, none has it.
+    let err = fails(&node.cli(&["admin", "topic", "delete", "--name", "AdmT"]));
+    assert!(err.contains("does not exist on any master"), "{err}");
 
     // broker config get / set
     let out = ok(&node.cli(&["admin", "--json", "broker", "config", "get"]));

@@ -1080,3 +1080,70 @@ fn replication_a_deleted_topic_comes_back_empty_on_master_and_slave() {
         assert_eq!(got, ["new-0", "new-1", "new-2"], "group {group}");
     }
 }
+
+/// A topic deleted by a version that kept its queues and offsets (only its
+/// config went, done here to the topic table while the broker is down) is
+/// cleaned up by deleting it again, although no route names it any more.
+#[test]
+fn replication_delete_again_cleans_up_what_an_older_delete_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = Namesrv::start();
+    let ns_addr = ns.addr();
+    let dir = tmp.path().join("m");
+    let mut master = Broker::start(&dir, &ns_addr, "broker-a", 0, &[]);
+    wait_registered(&ns_addr, &master.addr());
+    let run = |args: &[&str]| {
+        let out = cli(&ns_addr, args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let consume = |group: &str| {
+        run(&[
+            "consume",
+            "--group",
+            group,
+            "--topic",
+            "Left",
+            "--count",
+            "100",
+            "--from",
+            "first",
+            "--idle-timeout",
+            "3",
+            "--json",
+        ])
+    };
+    run(&[
+        "produce", "--topic", "Left", "--count", "5", "--body", "old",
+    ]);
+    assert_eq!(consume("G"), 5);
+    master.kill9();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let (mut table, _) =
+        skylark::actors::broker::topic_store::TopicStore::open(&dir.join("config"), &log).unwrap();
+    table.delete("Left").unwrap();
+    table.sync_handle().unwrap().sync_all().unwrap();
+    drop(table);
+    master.restart();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let out = cli(&ns_addr, &["admin", "topic", "route", "--name", "Left"]);
+            !out.status.success() && member(&ns_addr, &master.addr()).is_some()
+        }),
+        "the topic's config should be gone"
+    );
+    assert!(
+        cq_entries(&dir, "Left") == 5,
+        "the old delete left the queues"
+    );
+    run(&["admin", "topic", "delete", "--name", "Left"]);
+    assert_eq!(cq_entries(&dir, "Left"), 0);
+    run(&[
+        "produce", "--topic", "Left", "--count", "2", "--body", "new",
+    ]);
+    assert_eq!(consume("G"), 2, "the group's old offsets are gone too");
+}

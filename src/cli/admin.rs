@@ -11,7 +11,7 @@ use std::io::Write;
 
 use anyhow::bail;
 use serde_json::json;
-use skylark_codec::{DeleteTopicRequest, GetTopicStatsRequest, PERM_READ, PERM_WRITE};
+use skylark_codec::{DeleteTopicRequest, ErrorCode, GetTopicStatsRequest, PERM_READ, PERM_WRITE};
 
 use super::{admin_broker, admin_group, admin_topic};
 use super::{AdminArgs, AdminCmd, ClusterCmd, GroupCmd, OffsetCmd, TopicCmd};
@@ -83,19 +83,33 @@ async fn delete(
     name: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    let route = ns.route(name).await?;
-    let masters: Vec<String> = admin_broker::masters(&route.brokers)
-        .into_iter()
-        .map(|(_, addr)| addr)
-        .collect();
-    if masters.is_empty() {
+    // Without a route (no broker has the topic's config any more), every
+    // master is asked: one that still holds the topic's queues or offsets
+    // (a delete cut short, or made by an older version) cleans them up,
+    // and the others answer TopicNotFound.
+    let (hosts, routed) = match ns.route(name).await {
+        Ok(route) => (admin_broker::masters(&route.brokers), true),
+        Err(e) if e.code() == Some(ErrorCode::TopicNotFound) => {
+            (admin_broker::cluster_masters(ns).await?, false)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if hosts.is_empty() {
         bail!("cannot delete topic '{name}': no master broker hosts it");
     }
     let req = DeleteTopicRequest {
         topic: name.to_string(),
     };
-    for addr in &masters {
-        admin_broker::call(cfg, addr, Some(name), &req).await?;
+    let mut masters = Vec::new();
+    for (_, addr) in hosts {
+        match admin_broker::call(cfg, &addr, Some(name), &req).await {
+            Ok(_) => masters.push(addr),
+            Err(e) if !routed && e.code() == Some(ErrorCode::TopicNotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if masters.is_empty() {
+        bail!("topic '{name}' does not exist on any master");
     }
     if json {
         out!(

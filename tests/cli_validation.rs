@@ -168,6 +168,23 @@ fn zero_limits_and_a_reversed_time_range_are_refused() {
 }
 
 #[test]
+fn a_delay_past_the_largest_delivery_time_is_a_usage_error() {
+    // Sent saturated before, as a delivery time of i64::MAX ms.
+    for huge in ["18446744073709551615", "9223372036854775807"] {
+        refused(
+            &offline(&["produce", "--topic", "T", "--body", "x", "--delay-ms", huge]),
+            2,
+            &[
+                "--delay-ms",
+                huge,
+                "the delay must be at most",
+                "max_delay_ms",
+            ],
+        );
+    }
+}
+
+#[test]
 fn topic_update_without_a_change_is_refused() {
     refused(
         &offline(&["admin", "topic", "update", "--name", "Q5"]),

@@ -185,6 +185,18 @@ fn a_delay_past_the_largest_delivery_time_is_a_usage_error() {
 }
 
 #[test]
+fn a_single_bar_in_a_tag_filter_is_refused_suggesting_two() {
+    // Taken as the literal tag "TagA | TagB" before: it matched nothing.
+    for f in ["TagA | TagB", "TagA|TagB"] {
+        refused(
+            &offline(&["consume", "--group", "g", "--topic", "T", "--filter", f]),
+            1,
+            &["--filter", "contains '|'", "'||'"],
+        );
+    }
+}
+
+#[test]
 fn topic_update_without_a_change_is_refused() {
     refused(
         &offline(&["admin", "topic", "update", "--name", "Q5"]),

@@ -418,7 +418,7 @@ pub struct ConsumeArgs {
     /// Topic to consume.
     #[arg(long)]
     pub topic: String,
-    /// Tag filter, e.g. 'TagA || TagB'.
+    /// Tag filter, e.g. 'TagA || TagB' (a tag cannot contain '|').
     #[arg(long, conflicts_with = "sql")]
     pub filter: Option<String>,
     /// SQL-92 property filter.

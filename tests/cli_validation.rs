@@ -168,6 +168,35 @@ fn zero_limits_and_a_reversed_time_range_are_refused() {
 }
 
 #[test]
+fn a_delay_past_the_largest_delivery_time_is_a_usage_error() {
+    // Sent saturated before, as a delivery time of i64::MAX ms.
+    for huge in ["18446744073709551615", "9223372036854775807"] {
+        refused(
+            &offline(&["produce", "--topic", "T", "--body", "x", "--delay-ms", huge]),
+            2,
+            &[
+                "--delay-ms",
+                huge,
+                "the delay must be at most",
+                "max_delay_ms",
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_single_bar_in_a_tag_filter_is_refused_suggesting_two() {
+    // Taken as the literal tag "TagA | TagB" before: it matched nothing.
+    for f in ["TagA | TagB", "TagA|TagB"] {
+        refused(
+            &offline(&["consume", "--group", "g", "--topic", "T", "--filter", f]),
+            1,
+            &["--filter", "contains '|'", "'||'"],
+        );
+    }
+}
+
+#[test]
 fn topic_update_without_a_change_is_refused() {
     refused(
         &offline(&["admin", "topic", "update", "--name", "Q5"]),

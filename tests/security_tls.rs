@@ -255,7 +255,13 @@ fn tls_enforcing_serves_tls_clients_and_refuses_plain_ones() {
     }
     let out = cli(ns_port, None, &["admin", "cluster", "list"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("TLS"), "{}", stderr(&out));
+    // Named as a TLS problem, not as an ACL one ("auth failed").
+    let err = stderr(&out);
+    assert!(
+        err.contains("TLS required: this port accepts TLS connections only"),
+        "{err}"
+    );
+    assert!(!err.contains("auth failed"), "{err}");
     // A CA that did not sign the server's certificate: refused.
     let other = dir.path().join("other-ca.pem");
     let out = cli(ns_port, Some(&other), &["admin", "cluster", "list"]);

@@ -172,9 +172,11 @@ async fn refuse_plain(mut tcp: TcpStream) {
         kind: skylark_codec::FrameKind::Response,
         command: 0,
     };
+    // `AuthFailed` as before (older clients refuse at once on it); the
+    // message says what is wrong, and newer clients print it as such.
     let e = skylark_codec::WireError::new(
         skylark_codec::ErrorCode::AuthFailed,
-        "this port accepts TLS connections only (tls_mode = enforcing): connect with TLS",
+        skylark_codec::tls::PLAIN_REFUSAL,
     );
     let frame = skylark_codec::wire::error_response(&h, e);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {

@@ -28,6 +28,25 @@ use tokio_rustls::TlsConnector;
 /// A peer must finish the TLS handshake (a server: start it) within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The message of the one error frame a server under `tls_mode =
+/// enforcing` sends a plain-TCP client before closing. The frame's code is
+/// `AuthFailed`, as it always was, so older clients keep treating it as a
+/// refusal; the message starts with "TLS required" so that they print
+/// `auth failed: TLS required: ...`, and newer ones, which recognise it
+/// ([`is_plain_refusal`]), print it without the misleading "auth failed".
+pub const PLAIN_REFUSAL: &str =
+    "TLS required: this port accepts TLS connections only (tls_mode = enforcing): connect with TLS";
+
+/// Whether `e` is a server's refusal of a plain-TCP client on a TLS-only
+/// port ([`PLAIN_REFUSAL`], or the wording of servers before it, which
+/// lacked the "TLS required" lead), not an ACL failure.
+pub fn is_plain_refusal(e: &crate::WireError) -> bool {
+    let msg = e.message.trim_start().to_ascii_lowercase();
+    e.code == crate::ErrorCode::AuthFailed
+        && (msg.starts_with("tls required")
+            || msg.starts_with("this port accepts tls connections only"))
+}
+
 /// The crypto provider every TLS config uses (ring).
 pub fn provider() -> Arc<tokio_rustls::rustls::crypto::CryptoProvider> {
     Arc::new(tokio_rustls::rustls::crypto::ring::default_provider())

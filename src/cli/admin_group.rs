@@ -59,7 +59,11 @@ async fn read_group<R: Rpc>(
                     value,
                 })
             }
-            Err(e @ ClientError::Remote { .. }) if !e.is_retryable() => return Err(e.into()),
+            Err(e @ (ClientError::Remote { .. } | ClientError::TlsRequired { .. }))
+                if !e.is_retryable() =>
+            {
+                return Err(e.into())
+            }
             Err(e) => failures.push(e.to_string()),
         }
     }

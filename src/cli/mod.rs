@@ -364,8 +364,10 @@ pub struct ProduceArgs {
     /// RocketMQ delay level (1..=18).
     #[arg(long, conflicts_with_all = ["delay_ms", "deliver_at"])]
     pub delay_level: Option<u32>,
-    /// Deliver after this many milliseconds.
-    #[arg(long, conflicts_with = "deliver_at")]
+    /// Deliver after this many milliseconds (brokers accept up to their
+    /// max_delay_ms, 3 days by default; one whose delivery time would not
+    /// fit in a Unix time in milliseconds is a usage error).
+    #[arg(long, conflicts_with = "deliver_at", value_parser = produce::parse_delay_ms)]
     pub delay_ms: Option<u64>,
     /// Deliver at this Unix time in milliseconds.
     #[arg(long)]
@@ -416,7 +418,7 @@ pub struct ConsumeArgs {
     /// Topic to consume.
     #[arg(long)]
     pub topic: String,
-    /// Tag filter, e.g. 'TagA || TagB'.
+    /// Tag filter, e.g. 'TagA || TagB' (a tag cannot contain '|').
     #[arg(long, conflicts_with = "sql")]
     pub filter: Option<String>,
     /// SQL-92 property filter.

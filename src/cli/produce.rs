@@ -102,6 +102,24 @@ fn body(a: &ProduceArgs, i: u64) -> Bytes {
     }
 }
 
+/// `--delay-ms`: a number of milliseconds that, added to now, is still a
+/// Unix time in milliseconds (below 2^63, what `deliver_at_ms` holds). A
+/// longer delay could only be sent saturated, as an absurd delivery time no
+/// broker accepts (each refuses more than its `max_delay_ms` ahead), so it
+/// is a usage error that names the limit.
+pub(super) fn parse_delay_ms(s: &str) -> Result<u64, String> {
+    let ms: u64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    let max = u64::try_from(i64::MAX.saturating_sub(now_ms())).unwrap_or(0);
+    if ms > max {
+        return Err(format!(
+            "the delay must be at most {max} ms (now + the delay must be a Unix time in \
+             milliseconds below 2^63); brokers refuse any delay over their max_delay_ms \
+             (default 259200000 ms, 3 days; `admin delay status` shows it)"
+        ));
+    }
+    Ok(ms)
+}
+
 pub(super) fn message(a: &ProduceArgs, i: u64, properties: &[(String, String)]) -> MessageData {
     let now = now_ms();
     let deliver_at_ms = match (a.deliver_at, a.delay_ms) {
@@ -226,4 +244,25 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delay_past_the_largest_delivery_time_is_refused() {
+        assert_eq!(parse_delay_ms("1500"), Ok(1500));
+        assert_eq!(parse_delay_ms("0"), Ok(0));
+        for huge in [u64::MAX, i64::MAX as u64 + 1, i64::MAX as u64] {
+            let e = parse_delay_ms(&huge.to_string()).unwrap_err();
+            assert!(e.contains("the delay must be at most"), "{e}");
+            assert!(e.contains("max_delay_ms"), "{e}");
+        }
+        // A minute under the limit (which moves with the clock) is taken.
+        let limit = u64::try_from(i64::MAX - now_ms()).unwrap();
+        assert!(parse_delay_ms(&(limit - 60_000).to_string()).is_ok());
+        assert!(parse_delay_ms("-1").is_err());
+        assert!(parse_delay_ms("soon").is_err());
+    }
 }

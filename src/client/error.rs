@@ -58,6 +58,18 @@ pub enum ClientError {
         /// The server's error.
         error: WireError,
     },
+    /// A server with `tls_mode = enforcing` refused this plain-TCP client
+    /// (its answer is [`skylark_codec::tls::PLAIN_REFUSAL`], code
+    /// `AuthFailed` on the wire): connect with TLS (`--tls-ca`,
+    /// [`ClientConfig::tls`](super::ClientConfig)). Not an ACL failure,
+    /// so it does not say "auth failed".
+    #[error("{} (server {addr})", tls_required_line(.reason))]
+    TlsRequired {
+        /// Server address.
+        addr: String,
+        /// The server's reason.
+        reason: String,
+    },
     /// The connection failed, closed or timed out.
     #[error("broker {addr}: {error}")]
     Connection {
@@ -139,11 +151,28 @@ fn remote_line(addr: &str, topic: Option<&str>, error: &WireError) -> String {
     }
 }
 
+/// The server's reason, led by "TLS required" (servers before that
+/// wording sent the reason alone).
+fn tls_required_line(reason: &str) -> String {
+    let reason = reason.trim();
+    if reason.to_ascii_lowercase().starts_with("tls required") {
+        reason.to_string()
+    } else {
+        format!("TLS required: {reason}")
+    }
+}
+
 impl ClientError {
     /// Wraps a failed call to `addr`: server errors keep their code, the rest
     /// are connection failures.
     pub fn from_call(addr: &str, topic: Option<&str>, e: ProtocolError) -> Self {
         match e {
+            ProtocolError::Remote(error) if skylark_codec::tls::is_plain_refusal(&error) => {
+                ClientError::TlsRequired {
+                    addr: addr.to_string(),
+                    reason: error.message,
+                }
+            }
             ProtocolError::Remote(error) => ClientError::Remote {
                 addr: addr.to_string(),
                 topic: topic.map(String::from),
@@ -165,6 +194,9 @@ impl ClientError {
             ClientError::PermissionDenied { .. } | ClientError::AutoCreateDenied { .. } => {
                 Some(ErrorCode::PermissionDenied)
             }
+            // The wire code of the refusal: callers that stop at once on
+            // `AuthFailed` (a consumer's probe) stop on this too.
+            ClientError::TlsRequired { .. } => Some(ErrorCode::AuthFailed),
             _ => None,
         }
     }
@@ -216,6 +248,37 @@ mod tests {
             .starts_with("message too large: 20000000 bytes, limit 4194304"));
         assert_eq!(e.code(), Some(ErrorCode::MessageTooLarge));
         assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn a_plain_refusal_says_tls_required_not_auth_failed() {
+        // This server's wording, and that of servers before it.
+        for msg in [
+            skylark_codec::tls::PLAIN_REFUSAL,
+            "this port accepts TLS connections only (tls_mode = enforcing): connect with TLS",
+        ] {
+            let e = ClientError::from_call(
+                "127.0.0.1:9876",
+                None,
+                ProtocolError::Remote(WireError::new(ErrorCode::AuthFailed, msg)),
+            );
+            assert!(matches!(e, ClientError::TlsRequired { .. }), "{e:?}");
+            assert_eq!(
+                e.to_string(),
+                "TLS required: this port accepts TLS connections only (tls_mode = enforcing): \
+                 connect with TLS (server 127.0.0.1:9876)"
+            );
+            assert_eq!(e.code(), Some(ErrorCode::AuthFailed));
+            assert!(!e.is_retryable());
+        }
+        // An ACL failure is still one.
+        let e = ClientError::from_call(
+            "b:1",
+            Some("T"),
+            ProtocolError::Remote(WireError::new(ErrorCode::AuthFailed, "signature mismatch")),
+        );
+        assert!(matches!(e, ClientError::Remote { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("auth failed: signature mismatch"));
     }
 
     #[test]

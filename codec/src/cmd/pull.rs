@@ -120,7 +120,11 @@ rpc!(PullRequest => PullResponse, Command::PullMessage);
 ///
 /// `"*"`, `""` (or only spaces) → `Ok(None)`: every tag matches.
 /// `"A || B"` → `Ok(Some(["A", "B"]))`, each tag trimmed. An empty tag
-/// between `||` (`"A || || B"`, `"A ||"`) is [`ProtocolError::InvalidFilter`].
+/// between `||` (`"A || || B"`, `"A ||"`) is [`ProtocolError::InvalidFilter`],
+/// and so is a tag with a `|` in it (`"A | B"`, `"A|||B"`): RocketMQ's
+/// clients refuse `|` in a tag (`tag should not contain "|"`), so no
+/// message carries one and such an expression would silently match
+/// nothing; the error suggests `||`.
 pub fn parse_tag_expression(expr: &str) -> Result<Option<Vec<String>>> {
     let expr = expr.trim();
     if expr.is_empty() || expr == "*" {
@@ -132,6 +136,12 @@ pub fn parse_tag_expression(expr: &str) -> Result<Option<Vec<String>>> {
         if tag.is_empty() {
             return Err(ProtocolError::InvalidFilter(format!(
                 "empty tag in expression {expr:?}"
+            )));
+        }
+        if tag.contains('|') {
+            return Err(ProtocolError::InvalidFilter(format!(
+                "tag {tag:?} in expression {expr:?} contains '|', which no tag may: \
+                 to match any of several tags, separate them with '||' (e.g. \"TagA || TagB\")"
             )));
         }
         tags.push(tag.to_string());
@@ -206,7 +216,16 @@ mod tests {
             parse_tag_expression("A").unwrap(),
             Some(vec!["A".to_string()])
         );
-        for bad in ["A || || B", "A ||", "|| A", "||"] {
+        for bad in [
+            "A || || B",
+            "A ||",
+            "|| A",
+            "||",
+            "A | B",
+            "A|B",
+            "A ||| B",
+            "|",
+        ] {
             assert!(
                 matches!(
                     parse_tag_expression(bad),
@@ -215,5 +234,9 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // A single bar: the reason names the tag and suggests `||`.
+        let e = parse_tag_expression("TagA | TagB").unwrap_err().to_string();
+        assert!(e.contains("\"TagA | TagB\""), "{e}");
+        assert!(e.contains("'||'"), "{e}");
     }
 }

@@ -91,7 +91,18 @@ pub struct CommitLog {
     /// segment.
     pending: Vec<u8>,
     pending_start: u64,
+    /// The last failure to create a segment (start, when, error): appends
+    /// needing that segment get the same error at once until
+    /// `segment_retry` has passed.
+    segment_failed: Option<(u64, std::time::Instant, StoreError)>,
+    segment_retry: Duration,
 }
+
+/// How long a failed segment creation (no space, most often) is answered
+/// from memory before it is tried again. Each try is a failed fallocate of
+/// a whole segment, about 12 ms for 64 MiB, on the Storage thread that
+/// also serves the pulls which could drain the disk.
+pub const SEGMENT_RETRY: Duration = Duration::from_secs(1);
 
 /// A staging buffer grown past this by one large batch is given back after
 /// its commit.
@@ -198,7 +209,15 @@ impl CommitLog {
             disk_hard_limit: 1.0,
             pending: Vec::new(),
             pending_start: write_pos,
+            segment_failed: None,
+            segment_retry: SEGMENT_RETRY,
         })
+    }
+
+    /// How long a failed segment creation is answered from memory
+    /// ([`SEGMENT_RETRY`] unless set).
+    pub fn set_segment_retry(&mut self, retry: Duration) {
+        self.segment_retry = retry;
     }
 
     /// The configured hard disk limit, quoted by a `DiskFull` error.
@@ -296,19 +315,35 @@ impl CommitLog {
         if self.segments.last().is_some_and(|s| s.start() >= start) {
             return Ok(());
         }
+        if let Some((at, when, e)) = &self.segment_failed {
+            if *at == start && when.elapsed() < self.segment_retry {
+                return Err(e.clone());
+            }
+        }
         let path = self.dir.join(file_name(start));
         let mut seg = match MappedFile::open(&path, start, self.segment_size) {
-            Err(StoreError::DiskFull { .. }) => {
-                // ENOSPC while preallocating: say how full the disk is and
-                // what the limit is, not a placeholder.
-                let usage = StatvfsDiskUsage.usage_ratio(&self.dir).unwrap_or(1.0);
-                return Err(StoreError::DiskFull {
-                    usage,
-                    limit: self.disk_hard_limit,
-                });
+            Ok(seg) => seg,
+            Err(e) => {
+                let e = match e {
+                    // ENOSPC while preallocating: say how full the disk is
+                    // and what the limit is, not a placeholder.
+                    StoreError::DiskFull { .. } => StoreError::DiskFull {
+                        usage: StatvfsDiskUsage.usage_ratio(&self.dir).unwrap_or(1.0),
+                        limit: self.disk_hard_limit,
+                    },
+                    e => e,
+                };
+                if self.segment_failed.is_none() {
+                    warn!(self.logger, "cannot create a commit log segment: appends needing it are refused, retried every second";
+                        "start" => start, "error" => %e);
+                }
+                self.segment_failed = Some((start, std::time::Instant::now(), e.clone()));
+                return Err(e);
             }
-            r => r?,
         };
+        if self.segment_failed.take().is_some() {
+            info!(self.logger, "commit log segment created after earlier failures"; "start" => start);
+        }
         seg.share();
         self.files
             .add(start, seg.try_clone_file()?, seg.map_handle());
@@ -673,6 +708,30 @@ impl CommitLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A segment that cannot be created is not tried again on every append
+    /// until [`SEGMENT_RETRY`] has passed: the same error comes back at
+    /// once; after the retry time the next append creates it.
+    #[test]
+    fn a_failed_segment_creation_is_answered_from_memory_until_its_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let mut cl = CommitLog::open(dir.path(), 64 * 1024, log).unwrap();
+        // A directory where the first segment's file goes: creating it fails.
+        let blocker = dir.path().join(file_name(0));
+        std::fs::create_dir(&blocker).unwrap();
+        assert!(cl.reserve(std::iter::once(100)).is_err());
+        std::fs::remove_dir(&blocker).unwrap();
+        // It could be created now, but is not tried yet.
+        assert!(cl.reserve(std::iter::once(100)).is_err());
+        assert!(!blocker.exists(), "no new attempt within the retry time");
+        cl.set_segment_retry(Duration::ZERO);
+        cl.reserve(std::iter::once(100)).unwrap();
+        assert!(blocker.is_file());
+        cl.append_with(100, |buf, _| buf.fill(7)).unwrap();
+        cl.commit().unwrap();
+        assert_eq!(cl.slice(0, 100).unwrap(), &[7u8; 100][..]);
+    }
 
     /// Zero-ahead writes zeros only past the write position: records of
     /// mixed sizes, committed in batches across several steps and segment

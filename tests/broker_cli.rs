@@ -887,6 +887,11 @@ fn produce_over_the_frame_limit_is_refused_by_the_client_as_too_large() {
     assert_clean_exit("empty body", &out, Some(false));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("message body is empty"), "{err}");
+    // A tag no tag filter could select (`||` separates tags).
+    let out = node.cli(&["produce", "--topic", "Big", "--body", "x", "--tag", "A|B"]);
+    assert_clean_exit("tag with a bar", &out, Some(false));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("contains '|'"), "{err}");
     // The broker and its connections are fine afterwards.
     let out = node.cli(&["produce", "--topic", "Big", "--body", "ok"]);
     assert_clean_exit("small after big", &out, Some(true));

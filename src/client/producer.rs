@@ -279,7 +279,8 @@ impl Request {
 const FRAME_SLACK: usize = 64 * 1024;
 
 /// Refuses, before anything is sent, an empty body (as RocketMQ's producer
-/// does: "the message body length is zero"), a body over the configured
+/// does: "the message body length is zero"), a tag with a `|` in it (as
+/// RocketMQ 5's does), a body over the configured
 /// message size, or a request whose bodies (and properties) cannot fit one
 /// frame.
 fn check_size(config: &ClientConfig, topic: &str, msgs: &[MessageData]) -> Result<()> {
@@ -293,6 +294,13 @@ fn check_size(config: &ClientConfig, topic: &str, msgs: &[MessageData]) -> Resul
         if m.body.is_empty() {
             return Err(ClientError::InvalidArgument(format!(
                 "message body is empty (topic '{topic}'): a message needs a body of at least one byte"
+            )));
+        }
+        if let Some(tag) = m.tags.as_deref().filter(|t| t.contains('|')) {
+            // RocketMQ 5's producer refuses it too: no tag expression can
+            // select such a message (`||` separates tags).
+            return Err(ClientError::InvalidArgument(format!(
+                "message tag {tag:?} (topic '{topic}') contains '|', which no tag may: a consumer's tag filter could never select it"
             )));
         }
         if m.body.len() > config.max_message_size {

@@ -1121,6 +1121,14 @@ fn replication_delete_again_cleans_up_what_an_older_delete_left() {
         "produce", "--topic", "Left", "--count", "5", "--body", "old",
     ]);
     assert_eq!(consume("G"), 5);
+    // The group's offsets reach the disk (every 5 s) before the kill.
+    let saved = dir.join("config").join("consumer_offsets.json");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            std::fs::read_to_string(&saved).is_ok_and(|t| t.contains("\"Left\""))
+        }),
+        "the group's offsets were never saved"
+    );
     master.kill9();
     let log = slog::Logger::root(slog::Discard, slog::o!());
     let (mut table, _) =

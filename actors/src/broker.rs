@@ -19,7 +19,7 @@
 //!   ([`LearnTopics`]), so it serves every message it holds even before the
 //!   metadata sync has copied the master's topic configs.
 //!
-//! Messages answered: [`EnsureTopic`], [`CreateTopic`], [`DeleteTopic`],
+//! Messages answered: [`EnsureTopic`], [`CreateTopic`], [`DeleteTopic`], [`TopicDeleted`],
 //! [`CreateTopics`], [`ListTopics`], [`LearnTopics`], [`Unregister`], [`GetBrokerSettings`],
 //! [`SetBrokerSetting`], [`WatchMaster`] (+ the registration tick).
 
@@ -28,7 +28,7 @@ pub mod permission;
 mod registration;
 pub mod topic_store;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,8 +92,17 @@ pub struct Broker {
     data_version: u64,
     /// Where TopicQueues run: not on this actor's own thread.
     queue_arbiter: ArbiterHandle,
+    /// Topics being deleted, since when: not created again (auto-create
+    /// included) until their queues and offsets are gone
+    /// ([`TopicDeleted`]), or [`DELETE_HOLD`] has passed (a delete whose
+    /// caller went away). A message acknowledged into a topic created
+    /// again meanwhile would be dropped with the old queues.
+    deleting: HashMap<String, std::time::Instant>,
     log: Logger,
 }
+
+/// The longest a topic being deleted refuses to be created again.
+const DELETE_HOLD: Duration = Duration::from_secs(60);
 
 /// A wait for the topic log to be durable up to some append.
 type Durable = LocalBoxFuture<'static, Result<(), WireError>>;
@@ -128,6 +137,7 @@ impl Broker {
             store,
             sync: TopicSync::default(),
             registry: ReadCache::new(),
+            deleting: HashMap::new(),
             storage,
             links,
             changed: BTreeSet::new(),
@@ -576,6 +586,12 @@ pub struct CreateTopics(pub Vec<TopicConfig>);
 #[rtype(result = "Result<(), WireError>")]
 pub struct DeleteTopic(pub String);
 
+/// A deletion begun by [`DeleteTopic`] is over (its queues and offsets
+/// are gone, or it failed): the topic may be created again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TopicDeleted(pub String);
+
 /// Every topic config.
 #[derive(Message)]
 #[rtype(result = "Vec<TopicConfig>")]
@@ -590,11 +606,31 @@ fn ready<T: 'static>(r: Result<T, WireError>) -> LocalBoxFuture<'static, Result<
     Box::pin(futures::future::ready(r))
 }
 
+impl Broker {
+    /// `Busy` (a client retries it) while `name` is being deleted.
+    fn refuse_while_deleting(&mut self, name: &str) -> Result<(), WireError> {
+        match self.deleting.get(name) {
+            Some(since) if since.elapsed() < DELETE_HOLD => Err(WireError::new(
+                ErrorCode::Busy,
+                format!("topic '{name}' is being deleted: retry once the delete is done"),
+            )),
+            Some(_) => {
+                self.deleting.remove(name);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
 impl Handler<EnsureTopic> for Broker {
     type Result = LocalBoxFuture<'static, Result<TopicHandle, WireError>>;
     fn handle(&mut self, msg: EnsureTopic, ctx: &mut Self::Context) -> Self::Result {
         if let Some(a) = self.registry.get(&msg.name) {
             return ready(Ok(a.clone()));
+        }
+        if let Err(e) = self.refuse_while_deleting(&msg.name) {
+            return ready(Err(e));
         }
         if !(msg.auto_create && self.live.auto_create_topic()) {
             return ready(Err(WireError::new(
@@ -617,6 +653,9 @@ impl Handler<CreateTopic> for Broker {
     type Result = Durable;
     fn handle(&mut self, msg: CreateTopic, ctx: &mut Self::Context) -> Self::Result {
         let cfg = &msg.0;
+        if let Err(e) = self.refuse_while_deleting(&cfg.name) {
+            return ready(Err(e));
+        }
         // A layout kept as it is (a permission or order change of a topic
         // made before this check) is not refused.
         let counts_change = self
@@ -659,6 +698,10 @@ impl Handler<CreateTopics> for Broker {
 impl Handler<DeleteTopic> for Broker {
     type Result = Durable;
     fn handle(&mut self, msg: DeleteTopic, ctx: &mut Self::Context) -> Self::Result {
+        // Also when the config is gone: the caller may go on to drop what
+        // is left of the topic.
+        self.deleting
+            .insert(msg.0.clone(), std::time::Instant::now());
         if !self.topics.contains_key(&msg.0) {
             return ready(Err(WireError::new(
                 ErrorCode::TopicNotFound,
@@ -677,6 +720,13 @@ impl Handler<DeleteTopic> for Broker {
         info!(self.log, "topic deleted"; "topic" => &msg.0);
         self.topic_changed(msg.0, ctx);
         self.durable(seq, ctx)
+    }
+}
+
+impl Handler<TopicDeleted> for Broker {
+    type Result = ();
+    fn handle(&mut self, msg: TopicDeleted, _: &mut Self::Context) {
+        self.deleting.remove(&msg.0);
     }
 }
 

@@ -251,24 +251,22 @@ pub struct ListOffsetGroups;
 #[rtype(result = "bool")]
 pub struct DeleteGroupOffsets(pub String);
 
-/// Forget every group's offsets of a topic, persisted at once; answers how
-/// many groups had some.
+/// Forget every group's offsets of these topics, persisted at once (one
+/// write); answers how many (group, topic) pairs had some.
 #[derive(Message)]
-#[rtype(result = "usize")]
-pub struct DeleteTopicOffsets(pub String);
+#[rtype(result = "std::io::Result<usize>")]
+pub struct DeleteTopicOffsets(pub Vec<String>);
 
 impl Handler<DeleteTopicOffsets> for ConsumerOffsets {
-    type Result = usize;
-    fn handle(&mut self, m: DeleteTopicOffsets, _: &mut Self::Context) -> usize {
-        let groups = self.delete_topic(&m.0);
+    type Result = std::io::Result<usize>;
+    fn handle(&mut self, m: DeleteTopicOffsets, _: &mut Self::Context) -> Self::Result {
+        let groups: usize = m.0.iter().map(|t| self.delete_topic(t)).sum();
         // At once, not at the next tick: offsets of the old topic coming
-        // back after a crash would skip the new topic's first messages.
+        // back after a crash would be those of a topic created again.
         if groups > 0 {
-            if let Err(e) = self.flush() {
-                error!(self.log, "cannot persist consumer offsets"; "error" => %e);
-            }
+            self.flush()?;
         }
-        groups
+        Ok(groups)
     }
 }
 

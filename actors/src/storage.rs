@@ -734,10 +734,10 @@ impl Handler<AppendReplicated> for Storage {
 }
 
 /// Delete a topic's ConsumeQueues ([`Store::drop_topic`]); answered with
-/// how many there were, once the CommitLog record of the deletion is on
-/// disk.
+/// how many there were and the CommitLog end after the deletion's record,
+/// once that record is on disk.
 #[derive(Message)]
-#[rtype(result = "Result<usize, StoreError>")]
+#[rtype(result = "Result<(usize, u64), StoreError>")]
 pub struct DropTopic {
     pub topic: String,
     /// This broker's address, written into the deletion record.
@@ -745,18 +745,18 @@ pub struct DropTopic {
 }
 
 impl Handler<DropTopic> for Storage {
-    type Result = ResponseFuture<Result<usize, StoreError>>;
+    type Result = ResponseFuture<Result<(usize, u64), StoreError>>;
 
     fn handle(&mut self, m: DropTopic, _: &mut Self::Context) -> Self::Result {
         let dropped = self.store().and_then(|store| {
             let (queues, end) = store.drop_topic(&m.topic, m.host)?;
             Ok((queues, end, store.request_flush(end)))
         });
-        let (queues, flushed) = match dropped {
+        let (queues, end, flushed) = match dropped {
             Ok((queues, end, flushed)) => {
                 self.publish_end(end);
                 self.puts.remove(&m.topic);
-                (queues, flushed)
+                (queues, end, flushed)
             }
             Err(e) => return Box::pin(futures::future::ready(Err(e))),
         };
@@ -764,7 +764,7 @@ impl Handler<DropTopic> for Storage {
             flushed
                 .await
                 .map_err(|_| StoreError::FlushFailed("flusher stopped".into()))??;
-            Ok(queues)
+            Ok((queues, end))
         })
     }
 }

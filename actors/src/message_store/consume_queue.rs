@@ -293,10 +293,10 @@ impl ConsumeQueue {
     }
 
     /// Unmaps the queue and removes its directory (a deleted topic).
-    pub fn destroy(self) -> Result<()> {
-        let ConsumeQueue { dir, files, .. } = self;
-        drop(files);
-        match std::fs::remove_dir_all(&dir) {
+    pub fn destroy(&mut self) -> Result<()> {
+        self.files.clear();
+        self.dirty_from = None;
+        match std::fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }

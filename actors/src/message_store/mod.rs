@@ -561,8 +561,9 @@ impl Store {
     /// again under the name starts at queue offset 0. The deletion is
     /// itself a record of the CommitLog ([`TOPIC_DELETED`]), so a slave
     /// replicating the log, and a recovery re-dispatching it, drop the same
-    /// queues at the same point. Allowed on a full disk (the record is a
-    /// few bytes). A topic without queues writes nothing. Returns how many
+    /// queues at the same point. Allowed above the disk's hard limit (the
+    /// record is a few bytes; it needs no new segment unless the current
+    /// one is full). A topic without queues writes nothing. Returns how many
     /// queues there were and the log's end after the record: flush to it
     /// before answering.
     pub fn drop_topic(&mut self, topic: &str, host: std::net::SocketAddr) -> Result<(usize, u64)> {
@@ -1074,6 +1075,14 @@ fn load_queues(config: &StoreConfig, cl_min: u64, logger: &Logger) -> Result<(Qu
             continue;
         };
         if !topic_dir.file_type()?.is_dir() {
+            continue;
+        }
+        if topic == TOPIC_DELETED {
+            // Built by a slave of an older version, which took a deletion
+            // record for a message: this version drops queues there instead.
+            warn!(logger, "removing the queues an older version built of topic deletion records";
+                "dir" => %topic_dir.path().display());
+            std::fs::remove_dir_all(topic_dir.path())?;
             continue;
         }
         for qdir in std::fs::read_dir(topic_dir.path())? {

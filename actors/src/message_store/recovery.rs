@@ -205,15 +205,22 @@ pub(crate) fn dispatch(
 /// topic's directory too, made durable by an fsync of the queues' root);
 /// returns how many there were.
 pub(crate) fn drop_topic_queues(queues: &mut Queues, topic: &str) -> Result<usize> {
-    let Some(topic_queues) = queues.remove(topic) else {
+    let Some(topic_queues) = queues.get_mut(topic) else {
         return Ok(0);
     };
     let n = topic_queues.len();
     let mut topic_dir = None;
-    for cq in topic_queues.into_values() {
-        topic_dir = cq.dir().parent().map(std::path::Path::to_path_buf);
-        cq.destroy()?;
+    // A queue leaves the map once its files are gone: a failure part-way
+    // leaves the rest for the next try (the topic still has queues).
+    let ids: Vec<u32> = topic_queues.keys().copied().collect();
+    for id in ids {
+        if let Some(cq) = topic_queues.get_mut(&id) {
+            topic_dir = cq.dir().parent().map(std::path::Path::to_path_buf);
+            cq.destroy()?;
+            topic_queues.remove(&id);
+        }
     }
+    queues.remove(topic);
     if let Some(dir) = topic_dir {
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use skylark_codec::{
     Ack, BrokerRuntimeStatus, CreateTopicRequest, DeleteTopicRequest, ErrorCode,
-    GetBrokerRuntimeStatusRequest, GetTopicStatsRequest, QueueStats, TopicStats, WireError,
+    GetBrokerRuntimeStatusRequest, GetTopicStatsRequest, QueueStats, SendStatus, TopicStats,
+    WireError,
 };
 
 use super::Shared;
-use crate::broker::{CreateTopic, DeleteTopic};
+use crate::broker::{CreateTopic, DeleteTopic, TopicDeleted};
 use crate::consumer_offsets::DeleteTopicOffsets;
 use crate::storage::{DropTopic, GetQueueOffsets, GetTopicActivity};
 
@@ -22,6 +23,15 @@ pub async fn create_topic(s: Arc<Shared>, r: CreateTopicRequest) -> Result<Ack, 
     Ok(Ack {})
 }
 
+/// Topics whose queues the broker itself keeps (no config of their own).
+const INTERNAL_TOPICS: [&str; 5] = [
+    skylark_codec::AUTO_CREATE_TOPIC_KEY,
+    crate::scheduler::SCHEDULE_TOPIC,
+    crate::scheduler::TIMER_TOPIC,
+    crate::transaction::HALF_TOPIC,
+    crate::transaction::OP_TOPIC,
+];
+
 /// Deletes the topic's config, then its ConsumeQueues (a CommitLog record
 /// that slaves replicate) and every group's offsets of it, as RocketMQ's
 /// `deleteTopicInBroker` does; the stored messages age out with retention.
@@ -32,39 +42,73 @@ pub async fn create_topic(s: Arc<Shared>, r: CreateTopicRequest) -> Result<Ack, 
 /// and offsets).
 pub async fn delete_topic(s: Arc<Shared>, r: DeleteTopicRequest) -> Result<Ack, WireError> {
     super::replication::refuse_unless_master(&s)?;
+    if INTERNAL_TOPICS.contains(&r.topic.as_str()) {
+        // Their queues hold pending delayed and transactional messages
+        // (the Scheduler's and the Transaction actor's progress point into
+        // them), and TBW102 is the auto-create route.
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "topic '{}' is the broker's own and cannot be deleted",
+                r.topic
+            ),
+        ));
+    }
     let config = s
         .broker
         .send(DeleteTopic(r.topic.clone()))
         .await
         .map_err(crate::mailbox_error)?;
+    let result = drop_what_is_left(&s, &r.topic, config).await;
+    // The topic may be created again from now on (also after a failure:
+    // deleting it again finishes the job).
+    s.broker.do_send(TopicDeleted(r.topic));
+    result
+}
+
+/// [`delete_topic`] once the config is gone (`config` says whether there
+/// was one): the queues, then the offsets.
+async fn drop_what_is_left(
+    s: &Shared,
+    topic: &str,
+    config: Result<(), WireError>,
+) -> Result<Ack, WireError> {
     if let Err(e) = &config {
         if e.code != ErrorCode::TopicNotFound {
             return config.map(|()| Ack {});
         }
     }
-    let queues = s
+    let again = |what: &str, e: String| {
+        format!("topic '{topic}': {what} failed ({e}); delete it again to finish")
+    };
+    let (queues, end) = s
         .storage
         .send(DropTopic {
-            topic: r.topic.clone(),
+            topic: topic.to_string(),
             host: s.store_host,
         })
         .await
         .map_err(crate::mailbox_error)?
         .map_err(|e| {
             let e = crate::store_error(e);
-            WireError::new(
-                e.code,
-                format!(
-                    "topic '{}': its queues were not deleted ({}); delete it again to retry",
-                    r.topic, e.message
-                ),
-            )
+            WireError::new(e.code, again("deleting its queues", e.message))
         })?;
+    if queues > 0 {
+        // A SYNC_MASTER answers once a slave holds the deletion too (best
+        // effort: the slave gets it anyway when it catches up).
+        super::replication::after_append(s, end, SendStatus::SendOk).await;
+    }
     let groups = s
         .offsets
-        .send(DeleteTopicOffsets(r.topic))
+        .send(DeleteTopicOffsets(vec![topic.to_string()]))
         .await
-        .map_err(crate::mailbox_error)?;
+        .map_err(crate::mailbox_error)?
+        .map_err(|e| {
+            WireError::new(
+                ErrorCode::Internal,
+                again("saving the consumer offsets without it", e.to_string()),
+            )
+        })?;
     match config {
         Err(e) if queues == 0 && groups == 0 => Err(e),
         _ => Ok(Ack {}),

@@ -66,6 +66,20 @@ pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<(PullResponse, Vec<B
         park,
     };
     let (mut resp, records) = long_poll(&s, r.queue_offset, read, hold).await?;
+    if resp.status == PullStatus::OffsetIllegal
+        && r.queue_offset > resp.max_offset
+        && resp.min_offset == 0
+        && super::replication::refuse_unless_master(&s).is_ok()
+    {
+        // As RocketMQ's store does: past the end of a queue that retention
+        // never shortened, start again at its beginning rather than its
+        // end. Such an offset is the old one of a topic deleted and
+        // created again (a consumer, or a slave, committed it after the
+        // delete), and correcting it to the end would skip every message
+        // of the new topic. A slave does not correct so (its end may lag
+        // its master's).
+        resp.next_offset = 0;
+    }
     s.metrics.note_pull(
         &r.consumer_group,
         &r.topic,

@@ -85,15 +85,18 @@ pub async fn sync_once(
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
     }
-    for name in gone {
+    for name in &gone {
         broker
             .send(DeleteTopic(name.clone()))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
+    }
+    if !gone.is_empty() {
         offsets
-            .send(DeleteTopicOffsets(name))
+            .send(DeleteTopicOffsets(gone))
             .await
+            .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
     }
     offsets

@@ -256,6 +256,14 @@ impl TopicLearner {
             if self.known.get(&topic).is_some_and(|&q| q >= need) {
                 continue;
             }
+            if let Err(e) = skylark_codec::validate_topic_name(&topic) {
+                // No config can have this name (the queues of an older
+                // version's dispatch of a record it did not know, such as
+                // a topic deletion's): skip it, never fail replication.
+                warn!(log, "replicated queue of a name no topic can have: not served"; "topic" => &topic, "error" => e);
+                self.known.insert(topic, u32::MAX);
+                continue;
+            }
             let w = wanted.entry(topic).or_default();
             *w = (*w).max(need);
         }

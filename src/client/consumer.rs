@@ -241,7 +241,7 @@ impl PullConsumer {
             .map_err(|_| ClientError::Stopped)?
     }
 
-    /// Pulls up to `max` messages from `offset`. `subscription` is a tag
+    /// Pulls up to `max` messages (at least 1) from `offset`. `subscription` is a tag
     /// expression (`"TagA || TagB"`, `None` or `"*"` = all); the broker
     /// filters by tag hash and this method re-checks the exact tag.
     /// `suspend` > 0 makes the broker hold the request until a message

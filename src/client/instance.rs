@@ -141,6 +141,13 @@ impl ClientInstance {
     pub fn start_with(
         config: ClientConfig,
     ) -> Result<(Addr<Self>, NameServerClient, Arc<ClientConfig>)> {
+        if actix::System::try_current().is_none() || tokio::runtime::Handle::try_current().is_err()
+        {
+            // Starting the actor would panic (no LocalSet, no reactor).
+            return Err(ClientError::InvalidArgument(
+                "a Skylark client must start inside a running actix System (actix::System::new().block_on(..), #[actix::main] or #[actix_rt::main])".into(),
+            ));
+        }
         let namesrv =
             NameServerClient::new(&config.namesrv, config.request_timeout, &config.client_id)?
                 .with_credentials(config.credentials.clone())

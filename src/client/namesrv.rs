@@ -97,7 +97,7 @@ impl NameServerClient {
             .collect();
         if addrs.is_empty() {
             return Err(ClientError::InvalidArgument(
-                "no NameServer address given (--namesrv or SKYLARK_NAMESRV)".into(),
+                "no NameServer address given (ClientConfig::namesrv; the CLI: --namesrv or SKYLARK_NAMESRV)".into(),
             ));
         }
         Ok(NameServerClient {

@@ -121,6 +121,8 @@ impl Producer {
     /// Sends without waiting for (or getting) an answer; errors only if no
     /// broker could be reached.
     pub async fn send_oneway(&self, topic: &str, mut msg: MessageData) -> Result<()> {
+        // No answer comes back to refuse a bad name: check it here.
+        skylark_codec::validate_topic_name(topic).map_err(ClientError::InvalidArgument)?;
         check_size(&self.config, topic, std::slice::from_ref(&msg))?;
         stamp(&mut msg);
         let sel = self.select(topic, None, None).await?;

@@ -25,7 +25,12 @@
 //! * **Flow control**: a queue's puller waits while its cache holds more
 //!   than `cache_max_messages` messages or `cache_max_bytes` bytes.
 //! * **Retry / suspend**: [`ConsumeResult::Retry`] redelivers the batch
-//!   after `retry_delay` (locally, with `reconsume_times` + 1);
+//!   with `reconsume_times` + 1 — clustering: through the broker, which
+//!   stores it in `%RETRY%<group>` and delivers it after the next delay
+//!   level (10 s, 30 s, 1 min, ... as RocketMQ; docs/consumer-groups.md),
+//!   falling back to a local redelivery after `retry_delay` when the
+//!   send-back fails; broadcasting and orderly: locally after
+//!   `retry_delay`;
 //!   [`ConsumeResult::Suspend`] pauses the queue's pulling for that long and
 //!   redelivers the batch then, without counting a failure.
 //! * **Orderly** (`orderly = true`): like every clustering member, it holds
@@ -128,7 +133,10 @@ pub struct PushConsumerOptions {
     pub commit_interval: Duration,
     /// Longest time the broker parks a pull.
     pub pull_suspend: Duration,
-    /// Delay before a batch answered `Retry` is delivered again.
+    /// Delay before a batch answered `Retry` is delivered again locally:
+    /// orderly and broadcasting consumers, and a clustering one whose
+    /// send-back to the broker failed (otherwise the broker redelivers it
+    /// through `%RETRY%<group>` after its delay level).
     pub retry_delay: Duration,
     /// Consume each queue in order under a broker lock.
     pub orderly: bool,
@@ -243,6 +251,38 @@ pub struct PushConsumer {
     inner: Arc<Inner>,
     /// The [`owner_loop`]; `shutdown` waits for it before the final release.
     owner: Option<tokio::task::JoinHandle<()>>,
+    _member: LiveMember,
+}
+
+/// The (client id, group) pairs of the push consumers running in this
+/// process: the broker knows a member by its client id, so a second one
+/// with the same pair would be granted the same queues and deliver every
+/// message twice (RocketMQ's client refuses it too: "the consumer group has
+/// been created before").
+static LIVE_MEMBERS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// This consumer's entry in [`LIVE_MEMBERS`], removed when it goes.
+struct LiveMember((String, String));
+
+impl LiveMember {
+    fn join(client_id: &str, group: &str) -> Result<LiveMember> {
+        let key = (client_id.to_string(), group.to_string());
+        let mut live = LIVE_MEMBERS.lock().unwrap_or_else(|e| e.into_inner());
+        if live.contains(&key) {
+            return Err(ClientError::InvalidArgument(format!(
+                "a push consumer of group '{group}' with client id '{client_id}' already runs in this process: give each member its own ClientConfig::client_id (the broker tells members apart by it)"
+            )));
+        }
+        live.push(key.clone());
+        Ok(LiveMember(key))
+    }
+}
+
+impl Drop for LiveMember {
+    fn drop(&mut self) {
+        let mut live = LIVE_MEMBERS.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|k| k != &self.0);
+    }
 }
 
 impl std::fmt::Debug for PushConsumer {
@@ -366,8 +406,11 @@ impl PushConsumer {
 
 impl Drop for PushConsumer {
     /// Dropped without [`shutdown`](Self::shutdown): stop pulling and
-    /// consuming (nothing more is committed; the next owner of the queues
-    /// re-delivers what was in flight).
+    /// consuming. Nothing more is committed, and the group is not told: the
+    /// broker drops this member when its heartbeats stop
+    /// (`client_expire_secs`, 120 s by default), and only then do the
+    /// other members take its queues and re-deliver what was in flight.
+    /// Call `shutdown` for a prompt hand-over.
     fn drop(&mut self) {
         self.inner.stop.send_replace(true);
         for pq in self.inner.queues().values() {
@@ -418,6 +461,23 @@ impl PushConsumerBuilder {
                 }
             }
         }
+        for (topic, _) in &self.subs {
+            skylark_codec::validate_topic_name(topic).map_err(ClientError::InvalidArgument)?;
+        }
+        let o = &self.opts;
+        for (name, d) in [
+            ("commit_interval", o.commit_interval),
+            ("lock_renew_interval", o.lock_renew_interval),
+            ("rebalance_interval", o.rebalance_interval),
+            ("heartbeat_interval", o.heartbeat_interval),
+        ] {
+            if d.is_zero() {
+                return Err(ClientError::InvalidArgument(format!(
+                    "PushConsumerOptions::{name} is zero: it is the period of a timer"
+                )));
+            }
+        }
+        let member = LiveMember::join(&self.config.client_id, &self.group)?;
         let mut opts = self.opts;
         opts.consume_threads = opts.consume_threads.max(1);
         opts.batch_size = opts.batch_size.max(1);
@@ -481,6 +541,7 @@ impl PushConsumerBuilder {
         Ok(PushConsumer {
             inner,
             owner: Some(owner),
+            _member: member,
         })
     }
 }
@@ -721,5 +782,82 @@ impl Inner {
                 let _ = c.call(&req).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(_: &[ReceivedMessage]) -> ConsumeResult {
+        ConsumeResult::Success
+    }
+
+    fn config(client_id: &str) -> ClientConfig {
+        ClientConfig {
+            client_id: client_id.to_string(),
+            ..ClientConfig::new("127.0.0.1:1")
+        }
+    }
+
+    fn refused(r: Result<PushConsumer>) -> String {
+        match r {
+            Err(ClientError::InvalidArgument(m)) => m,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    /// What `start` refuses before anything runs: a second member with the
+    /// same client id and group in this process (the broker would grant
+    /// both the same queues), a timer period of zero, a bad topic name.
+    #[test]
+    fn start_refuses_a_twin_member_a_zero_period_and_a_bad_topic() {
+        actix::System::new().block_on(async {
+            let first = PushConsumer::builder(config("twin@1"), "PCG")
+                .subscribe("T", "*")
+                .start(ok)
+                .unwrap();
+            let e = refused(
+                PushConsumer::builder(config("twin@1"), "PCG")
+                    .subscribe("T", "*")
+                    .start(ok),
+            );
+            assert!(e.contains("already runs in this process"), "{e}");
+            // Another client id, or another group, is another member.
+            let other = PushConsumer::builder(config("twin@2"), "PCG")
+                .subscribe("T", "*")
+                .start(ok)
+                .unwrap();
+            first.shutdown().await;
+            let again = PushConsumer::builder(config("twin@1"), "PCG")
+                .subscribe("T", "*")
+                .start(ok)
+                .unwrap();
+            drop(again);
+            drop(other);
+            let zero = PushConsumerOptions {
+                commit_interval: Duration::ZERO,
+                ..PushConsumerOptions::default()
+            };
+            let e = refused(
+                PushConsumer::builder(config("z@1"), "PCG")
+                    .subscribe("T", "*")
+                    .options(zero)
+                    .start(ok),
+            );
+            assert!(e.contains("commit_interval"), "{e}");
+            let e = refused(
+                PushConsumer::builder(config("b@1"), "PCG")
+                    .subscribe("bad topic", "*")
+                    .start(ok),
+            );
+            assert!(e.contains("bad topic"), "{e}");
+        });
+    }
+
+    #[test]
+    fn a_client_started_outside_an_actix_system_is_an_error_not_a_panic() {
+        let e = PullConsumer::start(config("out@1"), "PCG").unwrap_err();
+        assert!(e.to_string().contains("actix System"), "{e}");
     }
 }

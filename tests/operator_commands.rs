@@ -796,3 +796,52 @@ fn a_stale_offset_past_a_queue_end_starts_again_at_0_and_internal_topics_stay() 
         assert!(err.contains("cannot be deleted"), "{internal}: {err}");
     }
 }
+
+/// A consumer running while its topic is deleted and at once created
+/// again reads the new topic from its start: its pull parked on the old
+/// queue is woken by the delete (and told its offset is gone) instead of
+/// reading the new queue at the old offset.
+#[test]
+fn a_live_consumer_reads_a_topic_deleted_and_created_again_from_its_start() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(dir.path(), &[]);
+    let create = || ok(&node.cli(&["admin", "topic", "create", "--name", "LV", "--queues", "1"]));
+    create();
+    ok(&node.cli(&["produce", "--topic", "LV", "--count", "5", "--body", "old"]));
+    let mut consume = common::KillOnDrop(
+        Command::new(common::bin())
+            .args([
+                "consume", "--group", "lvg", "--topic", "LV", "--count", "13", "--json",
+            ])
+            .env("SKYLARK_NAMESRV", node.namesrv())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (rx, _) = common::pipe_lines(consume.0.stdout.take().unwrap());
+    let mut bodies = Vec::new();
+    let mut next = |bodies: &mut Vec<String>| {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no more messages after {bodies:?}"));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        bodies.push(v["body"].as_str().unwrap_or_default().to_string());
+    };
+    for _ in 0..5 {
+        next(&mut bodies);
+    }
+    // Its next pull is parked on the old queue at offset 5.
+    ok(&node.cli(&["admin", "topic", "delete", "--name", "LV"]));
+    create();
+    ok(&node.cli(&["produce", "--topic", "LV", "--count", "8", "--body", "new"]));
+    for _ in 0..8 {
+        next(&mut bodies);
+    }
+    let new: Vec<&String> = bodies[5..].iter().collect();
+    let want: Vec<String> = (0..8).map(|i| format!("new-{i}")).collect();
+    assert_eq!(new, want.iter().collect::<Vec<_>>(), "{bodies:?}");
+    let _ = consume.0.wait();
+}

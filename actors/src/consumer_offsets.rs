@@ -37,6 +37,13 @@ pub struct ConsumerOffsets {
     path: PathBuf,
     times_path: PathBuf,
     flush_interval: Duration,
+    /// Groups and topics whose offsets were deleted since this process
+    /// started (and not committed again here since): another broker's
+    /// offsets for them (a slave that was away pushing its own) are not
+    /// taken back, or a deleted group, or a deleted topic's offsets, would
+    /// return.
+    forgotten_groups: std::collections::HashSet<String>,
+    forgotten_topics: std::collections::HashSet<String>,
     log: Logger,
 }
 
@@ -63,6 +70,8 @@ impl ConsumerOffsets {
             path,
             times_path,
             flush_interval,
+            forgotten_groups: Default::default(),
+            forgotten_topics: Default::default(),
             log: log.new(slog::o!("actor" => "consumer_offsets")),
         })
     }
@@ -126,6 +135,7 @@ impl ConsumerOffsets {
 
     /// Forgets a group's offsets; true if it had any.
     pub fn delete_group(&mut self, group: &str) -> bool {
+        self.forgotten_groups.insert(group.to_string());
         self.times_dirty |= self.last_commit.remove(group).is_some();
         let had = self.table.remove(group).is_some();
         self.dirty |= had;
@@ -136,6 +146,7 @@ impl ConsumerOffsets {
     /// created again under the name starts at 0); answers how many groups
     /// had some.
     pub fn delete_topic(&mut self, topic: &str) -> usize {
+        self.forgotten_topics.insert(topic.to_string());
         let mut groups = 0;
         self.table.retain(|_, topics| {
             groups += usize::from(topics.remove(topic).is_some());
@@ -294,6 +305,10 @@ impl Handler<DeleteGroupOffsets> for ConsumerOffsets {
 impl Handler<CommitOffset> for ConsumerOffsets {
     type Result = ();
     fn handle(&mut self, m: CommitOffset, _: &mut Self::Context) {
+        // A consumer of this broker commits again: the group (and the
+        // topic) are live here once more.
+        self.forgotten_groups.remove(&m.group);
+        self.forgotten_topics.remove(&m.topic);
         self.commit(&m.group, &m.topic, m.queue_id, m.offset);
     }
 }
@@ -353,6 +368,62 @@ mod tests {
         assert!(o.group_offsets("h")[0].last_commit_ms.is_some());
     }
 
+    /// A slave that was away pushes the offsets it kept: a group or topic
+    /// deleted here meanwhile does not come back, until it commits here
+    /// again.
+    #[test]
+    fn offsets_pushed_back_for_a_deleted_group_or_topic_are_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Logger::root(slog::Discard, slog::o!());
+        actix::System::new().block_on(async move {
+            let o = ConsumerOffsets::open(dir.path(), Duration::from_secs(5), log)
+                .unwrap()
+                .start();
+            let entry = |group: &str, topic: &str| skylark_codec::OffsetEntry {
+                group: group.into(),
+                topic: topic.into(),
+                queue_id: 0,
+                offset: 10,
+            };
+            let commit = |group: &str, topic: &str| CommitOffset {
+                group: group.into(),
+                topic: topic.into(),
+                queue_id: 0,
+                offset: 3,
+            };
+            o.send(commit("G", "T")).await.unwrap();
+            o.send(commit("H", "U")).await.unwrap();
+            assert!(o.send(DeleteGroupOffsets("G".into())).await.unwrap());
+            assert_eq!(
+                o.send(DeleteTopicOffsets(vec!["U".into()]))
+                    .await
+                    .unwrap()
+                    .unwrap(),
+                1
+            );
+            let push = MergeOffsets {
+                entries: vec![entry("G", "T"), entry("H", "U"), entry("K", "V")],
+                keep_larger: true,
+            };
+            o.send(push).await.unwrap();
+            assert!(o.send(GroupOffsets("G".into())).await.unwrap().is_empty());
+            assert!(o.send(GroupOffsets("H".into())).await.unwrap().is_empty());
+            assert_eq!(o.send(GroupOffsets("K".into())).await.unwrap().len(), 1);
+            // Committed here again: a later push raises it as before.
+            o.send(commit("G", "T")).await.unwrap();
+            o.send(MergeOffsets {
+                entries: vec![entry("G", "T")],
+                keep_larger: true,
+            })
+            .await
+            .unwrap();
+            assert_eq!(
+                o.send(GroupOffsets("G".into())).await.unwrap()[0].offset,
+                10
+            );
+        });
+    }
+
     #[test]
     fn a_deleted_topic_loses_every_groups_offsets_and_only_its_own() {
         let dir = tempfile::tempdir().unwrap();
@@ -382,8 +453,9 @@ mod tests {
 pub struct SnapshotOffsets;
 
 /// Take offsets from another broker of the group: with `keep_larger`, an
-/// entry only raises an offset (a master merging a slave's commits);
-/// otherwise it replaces it (a slave copying its master).
+/// entry only raises an offset (a master merging a slave's commits), and
+/// none is taken for a group or topic deleted here since start; otherwise
+/// it replaces it (a slave copying its master).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct MergeOffsets {
@@ -415,6 +487,12 @@ impl Handler<MergeOffsets> for ConsumerOffsets {
     type Result = ();
     fn handle(&mut self, m: MergeOffsets, _: &mut Self::Context) {
         for e in m.entries {
+            if m.keep_larger
+                && (self.forgotten_groups.contains(&e.group)
+                    || self.forgotten_topics.contains(&e.topic))
+            {
+                continue;
+            }
             let current = self.query(&e.group, &e.topic, e.queue_id);
             if !m.keep_larger || current.is_none_or(|c| e.offset > c) {
                 self.commit(&e.group, &e.topic, e.queue_id, e.offset);

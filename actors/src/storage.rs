@@ -724,6 +724,10 @@ impl Handler<AppendReplicated> for Storage {
     fn handle(&mut self, m: AppendReplicated, _: &mut Self::Context) -> Self::Result {
         let r = self.store()?.append_replicated(m.offset, &m.data)?;
         self.publish_end(r.end_offset);
+        for topic in &r.dropped {
+            self.puts.remove(topic);
+            self.parked.topic_gone(topic);
+        }
         if !self.parked.is_empty() {
             for (topic, queue_id, max_offset) in &r.touched {
                 self.parked.arrived(topic, *queue_id, *max_offset);
@@ -756,6 +760,7 @@ impl Handler<DropTopic> for Storage {
             Ok((queues, end, flushed)) => {
                 self.publish_end(end);
                 self.puts.remove(&m.topic);
+                self.parked.topic_gone(&m.topic);
                 (queues, end, flushed)
             }
             Err(e) => return Box::pin(futures::future::ready(Err(e))),

@@ -29,6 +29,8 @@ pub struct ReplicaAppend {
     pub touched: Vec<(String, u32, u64)>,
     /// Records dispatched.
     pub records: usize,
+    /// Topics whose queues a deletion record of the chunk dropped.
+    pub dropped: Vec<String>,
 }
 
 fn corrupt(msg: String) -> StoreError {
@@ -123,9 +125,14 @@ impl Store {
         self.commit_log.append_raw(offset, data)?;
         let new_queue = queue_factory(&self.config);
         let mut touched: HashMap<(&str, u32), u64> = HashMap::new();
+        let mut dropped = Vec::new();
         for m in &records {
             recovery::dispatch(&mut self.queues, &new_queue, m)?;
             if m.topic == super::TOPIC_DELETED {
+                if let Ok(topic) = std::str::from_utf8(m.body) {
+                    touched.retain(|(t, _), _| *t != topic);
+                    dropped.push(topic.to_string());
+                }
                 continue;
             }
             let max = touched.entry((m.topic, m.queue_id)).or_default();
@@ -138,6 +145,7 @@ impl Store {
                 .map(|((t, q), max)| (t.to_string(), q, max))
                 .collect(),
             records: records.len(),
+            dropped,
         })
     }
 }

@@ -78,6 +78,18 @@ impl ParkedPulls {
         }
     }
 
+    /// `topic`'s queues were deleted: wake every pull parked on it, so it
+    /// reads again now (and is told its offset is gone) instead of waking
+    /// on a topic created again under the name.
+    pub fn topic_gone(&mut self, topic: &str) {
+        if let Some(queues) = self.by_topic.remove(topic) {
+            for w in queues.into_values().flatten() {
+                self.count -= 1;
+                let _ = w.waker.send(());
+            }
+        }
+    }
+
     /// Pulls parked on `topic` (all queues), for topic stats.
     pub fn parked_on(&self, topic: &str) -> usize {
         self.by_topic.get(topic).map_or(0, |qs| {

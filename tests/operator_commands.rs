@@ -823,7 +823,7 @@ fn a_live_consumer_reads_a_topic_deleted_and_created_again_from_its_start() {
     );
     let (rx, _) = common::pipe_lines(consume.0.stdout.take().unwrap());
     let mut bodies = Vec::new();
-    let mut next = |bodies: &mut Vec<String>| {
+    let next = |bodies: &mut Vec<String>| {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("no more messages after {bodies:?}"));

@@ -376,6 +376,14 @@ fn namesrv_and_broker_as_separate_processes_with_conf_files() {
             "write_high_water_bytes = 10\nwrite_low_water_bytes = 100\n",
             "write_high_water_bytes (10) is below write_low_water_bytes (100)",
         ),
+        (
+            "[store]\nflush_interval_ms = 0\n",
+            "store: flush_interval_ms and clean_interval_ms must be positive",
+        ),
+        (
+            "[store]\nmax_message_size = 100000000\n",
+            "store.max_message_size (100000000) does not fit a frame",
+        ),
     ] {
         std::fs::write(&bad, text).unwrap();
         let out = Command::new(bin())
@@ -642,6 +650,36 @@ fn every_subcommand_with_degenerate_arguments_exits_cleanly_without_panic() {
             Some(false),
         ),
         (&["produce", "--topic", "Demo", "--batch", "0"], Some(false)),
+        // Counts that size memory up front: refused, not an abort.
+        (
+            &["produce", "--topic", "Demo", "--batch", "100000000"],
+            Some(false),
+        ),
+        (
+            &[
+                "bench",
+                "produce",
+                "--topic",
+                "Demo",
+                "--count",
+                "3",
+                "--inflight",
+                "4294967295",
+            ],
+            Some(false),
+        ),
+        (
+            &[
+                "consume",
+                "--group",
+                "g",
+                "--topic",
+                "Demo",
+                "--idle-timeout",
+                "18446744073709551615",
+            ],
+            Some(false),
+        ),
         (
             &["produce", "--topic", "Demo", "--body", "x", "--group", ""],
             Some(false),

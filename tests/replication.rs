@@ -1037,6 +1037,21 @@ fn replication_a_deleted_topic_comes_back_empty_on_master_and_slave() {
         "the slave never held the topic: {}",
         cq_entries(&slave.dir, "Del")
     );
+    // A slave takes no topic change of its own (the sync would undo it).
+    let out = cli(
+        &ns_addr,
+        &[
+            "admin",
+            "topic",
+            "create",
+            "--name",
+            "OnSlave",
+            "--broker",
+            &slave.addr(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("slave"), "{err}");
     let out = cli(&ns_addr, &["admin", "topic", "delete", "--name", "Del"]);
     assert!(
         out.status.success(),

@@ -446,6 +446,12 @@ impl BrokerConfig {
                 self.write_high_water_bytes, self.write_low_water_bytes
             ));
         }
+        if self.store.max_message_size.saturating_add(64 * 1024) > self.max_frame_size {
+            return Err(format!(
+                "store.max_message_size ({}) does not fit a frame of max_frame_size ({}) with room for its headers (64 KiB): such messages could never be sent",
+                self.store.max_message_size, self.max_frame_size
+            ));
+        }
         self.store.validate().map_err(|e| match e {
             crate::message_store::StoreError::InvalidConfig(why) => format!("store: {why}"),
             other => other.to_string(),

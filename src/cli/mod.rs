@@ -66,6 +66,18 @@ impl std::error::Error for ExitError {}
 
 /// The process exit status for a command's error: [`ExitError::code`] if it
 /// carries one, else 1.
+/// A count within `LO..=HI`: the counts that size memory or threads up
+/// front (a batch is built whole, each in-flight slot and client holds
+/// buffers), so an absurd value is a usage error, not an abort.
+fn within<const LO: usize, const HI: usize>(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if (LO..=HI).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} is not within {LO}..={HI}"))
+    }
+}
+
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     e.downcast_ref::<ExitError>().map_or(1, |x| x.code)
 }
@@ -376,7 +388,7 @@ pub struct ProduceArgs {
     #[arg(long)]
     pub order_key: Option<String>,
     /// Messages per batch send.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = within::<1, 10_000>)]
     pub batch: usize,
     /// Producer group.
     #[arg(long, default_value = "skylark-cli-producer")]
@@ -428,7 +440,7 @@ pub struct ConsumeArgs {
     #[arg(long)]
     pub count: Option<u64>,
     /// Stop after this many seconds without a message.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     pub idle_timeout: Option<u64>,
     /// Every member of the group gets every message (offsets kept locally).
     #[arg(long)]
@@ -747,15 +759,15 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub count: u64,
     /// Connections.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = within::<1, 1024>)]
     pub clients: usize,
     /// Messages per send request.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = within::<1, 10_000>)]
     pub batch: usize,
     /// Requests each client keeps awaiting an answer (default 1). With
     /// --rate, the most each client may have awaiting an answer (default:
     /// one second of its share of the rate, at most 1024).
-    #[arg(long)]
+    #[arg(long, value_parser = within::<1, 65_536>)]
     pub inflight: Option<usize>,
     /// Target total msgs/s, sent open-loop on a schedule; the run fails
     /// below 95% of it (0: as fast as possible, closed-loop).

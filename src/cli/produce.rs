@@ -114,7 +114,7 @@ pub(super) fn parse_delay_ms(s: &str) -> Result<u64, String> {
         return Err(format!(
             "the delay must be at most {max} ms (now + the delay must be a Unix time in \
              milliseconds below 2^63); brokers refuse any delay over their max_delay_ms \
-             (default 259200000 ms, 3 days; `admin delay status` shows it)"
+             (default 259200000 ms, 3 days; `admin delay stats` shows it)"
         ));
     }
     Ok(ms)

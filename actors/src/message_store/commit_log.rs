@@ -394,6 +394,7 @@ impl CommitLog {
         let seg = &self.segments[idx];
         if (pos - seg.start()) as usize + size > seg.len() as usize {
             return Err(StoreError::MessageTooLarge {
+                what: "stored record",
                 size,
                 limit: self.segment_size as usize - EOF_MARKER_LEN,
             });

@@ -119,6 +119,12 @@ impl StoreConfig {
         {
             return bad("disk limit ratios must be within 0.0..=1.0");
         }
+        if self.disk_soft_limit_ratio > self.disk_hard_limit_ratio {
+            return bad("disk_soft_limit_ratio is above disk_hard_limit_ratio: writes would be refused before the early clean-up ever starts");
+        }
+        if self.flush_interval_ms == 0 || self.clean_interval_ms == 0 {
+            return bad("flush_interval_ms and clean_interval_ms must be positive (they are timer periods; defaults 500 and 10000)");
+        }
         if self.index_slots == 0 || self.index_entries < 2 {
             return bad("index_slots must be positive and index_entries at least 2");
         }
@@ -139,5 +145,21 @@ impl StoreConfig {
 
     pub(crate) fn checkpoint_path(&self) -> PathBuf {
         self.data_dir.join("checkpoint")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_soft_disk_limit_above_the_hard_one_is_refused() {
+        let c = StoreConfig {
+            disk_soft_limit_ratio: 0.95,
+            disk_hard_limit_ratio: 0.90,
+            ..StoreConfig::new("/tmp/x")
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("disk_soft_limit_ratio is above"), "{e}");
     }
 }

@@ -15,9 +15,14 @@ pub enum StoreError {
     /// write was refused, nothing was written.
     #[error("{}", disk_full_text(*usage, *limit))]
     DiskFull { usage: f64, limit: f64 },
-    /// A message (body, properties or whole record) exceeds a size limit.
-    #[error("message too large: {size} bytes, limit {limit}")]
-    MessageTooLarge { size: usize, limit: usize },
+    /// A message (body, properties or whole record, as `what` says)
+    /// exceeds a size limit.
+    #[error("message too large: {what} of {size} bytes, limit {limit}")]
+    MessageTooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
     /// A message is malformed (empty or too long topic, reserved characters
     /// in properties, ...).
     #[error("bad message: {0}")]

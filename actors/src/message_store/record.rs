@@ -140,6 +140,7 @@ impl AppendMessage<'_> {
     pub fn validate(&self, max_body: usize, max_record: usize) -> Result<usize> {
         if self.body.len() > max_body {
             return Err(StoreError::MessageTooLarge {
+                what: "body",
                 size: self.body.len(),
                 limit: max_body,
             });
@@ -153,6 +154,7 @@ impl AppendMessage<'_> {
         let props = self.properties_len();
         if props > MAX_PROPERTIES_LEN {
             return Err(StoreError::MessageTooLarge {
+                what: "properties (tags, keys and user properties)",
                 size: props,
                 limit: MAX_PROPERTIES_LEN,
             });
@@ -164,13 +166,30 @@ impl AppendMessage<'_> {
                 .iter()
                 .any(|(k, v)| k.is_empty() || has_separator(k) || has_separator(v));
         if bad_prop {
-            return Err(StoreError::BadMessage(
-                "property names/values must be non-empty names without \\u{1} or \\u{2}".into(),
-            ));
+            let bad = self
+                .tags
+                .filter(|t| has_separator(t))
+                .map(|_| "the tag".to_string())
+                .or_else(|| {
+                    self.keys
+                        .filter(|k| has_separator(k))
+                        .map(|_| "the keys".to_string())
+                })
+                .or_else(|| {
+                    self.properties
+                        .iter()
+                        .find(|(k, v)| k.is_empty() || has_separator(k) || has_separator(v))
+                        .map(|(k, _)| format!("property {k:?}"))
+                })
+                .unwrap_or_default();
+            return Err(StoreError::BadMessage(format!(
+                "{bad}: property names must be non-empty, and no name or value may contain \\u{{1}} or \\u{{2}}"
+            )));
         }
         let size = self.encoded_size();
         if size > max_record {
             return Err(StoreError::MessageTooLarge {
+                what: "stored record",
                 size,
                 limit: max_record,
             });

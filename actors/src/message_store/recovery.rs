@@ -252,7 +252,10 @@ pub(crate) fn recover(
     }
     let clean = input.checkpoint.filter(|c| c.clean);
     if let Some(cp) = clean {
+        // No ConsumeQueue at all while the log holds records (the
+        // directory was removed): rebuild them, clean stop or not.
         if input.damaged_from.is_empty()
+            && !input.no_queues
             && cl.first_short_segment().is_none()
             && cp.commit_log_flushed >= cl_min
             && cp.commit_log_flushed <= mapped_end

@@ -454,6 +454,12 @@ fn recovery_rebuilds_consume_queues() {
     drop(store);
     // the whole consumequeue directory gone
     std::fs::remove_dir_all(dir.path().join("consumequeue")).unwrap();
+    let mut store = Store::open(config(dir.path()), logger()).unwrap();
+    check(&store, &sent);
+    // ... also after a clean shutdown (no scan otherwise)
+    store.shutdown().unwrap();
+    drop(store);
+    std::fs::remove_dir_all(dir.path().join("consumequeue")).unwrap();
     let store = Store::open(config(dir.path()), logger()).unwrap();
     check(&store, &sent);
 }

@@ -15,7 +15,11 @@ use crate::broker::{CreateTopic, DeleteTopic, TopicDeleted};
 use crate::consumer_offsets::DeleteTopicOffsets;
 use crate::storage::{DropTopic, GetQueueOffsets, GetTopicActivity};
 
+/// Creates or updates a topic (`topic create`, `update`, `perm`). A slave
+/// refuses: its topic table is its master's, and the next metadata sync
+/// would undo the change.
 pub async fn create_topic(s: Arc<Shared>, r: CreateTopicRequest) -> Result<Ack, WireError> {
+    super::replication::refuse_unless_master(&s)?;
     s.broker
         .send(CreateTopic(r.config))
         .await

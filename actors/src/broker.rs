@@ -86,6 +86,9 @@ pub struct Broker {
     heartbeating: bool,
     /// Slave: told the master's addresses from each registration answer.
     master_watch: Option<Recipient<MasterAddrs>>,
+    /// The latest of those answers, for a watcher subscribing after it
+    /// came (it would otherwise wait for the next heartbeat's, 30 s).
+    master_seen: Option<MasterAddrs>,
     register_again: bool,
     /// A quick retry for unreachable NameServers is pending.
     retry_scheduled: bool,
@@ -144,6 +147,7 @@ impl Broker {
             registering: false,
             heartbeating: false,
             master_watch: None,
+            master_seen: None,
             register_again: false,
             retry_scheduled: false,
             data_version,
@@ -432,6 +436,7 @@ impl Broker {
         ctx.spawn(fut.into_actor(self).map(move |results, act, ctx| {
             act.registering = false;
             let (mut retry, mut full_due) = (false, false);
+            let mut masters = Vec::new();
             for (link, (skipped, sent)) in act.links.iter_mut().zip(results) {
                 link.client = sent.client;
                 if skipped {
@@ -442,18 +447,19 @@ impl Broker {
                         link.supports_delta = resp.supports_delta;
                         link.acked = (!resp.need_full).then_some(version);
                         full_due |= resp.need_full;
-                        if let Some(w) = &act.master_watch {
-                            w.do_send(MasterAddrs {
-                                master_addr: resp.master_addr,
-                                ha_master_addr: resp.ha_master_addr,
-                            });
-                        }
+                        masters.push(MasterAddrs {
+                            master_addr: resp.master_addr,
+                            ha_master_addr: resp.ha_master_addr,
+                        });
                     }
                     None => {
                         link.acked = None;
                         retry = true;
                     }
                 }
+            }
+            for m in masters {
+                act.note_master(m);
             }
             if std::mem::take(&mut act.register_again) || full_due {
                 act.register_all(ctx);
@@ -520,12 +526,10 @@ impl Broker {
                             link.acked = None;
                             full_due = true;
                         }
-                        if let Some(w) = &act.master_watch {
-                            w.do_send(MasterAddrs {
-                                master_addr: resp.master_addr,
-                                ha_master_addr: resp.ha_master_addr,
-                            });
-                        }
+                        act.note_master(MasterAddrs {
+                            master_addr: resp.master_addr,
+                            ha_master_addr: resp.ha_master_addr,
+                        });
                     }
                     // The NameServer answered with an error: it may not
                     // know heartbeats after all.
@@ -866,9 +870,24 @@ impl Handler<LearnTopics> for Broker {
     }
 }
 
+impl Broker {
+    /// A NameServer answered with the master's addresses: keep them and
+    /// tell the watcher.
+    fn note_master(&mut self, addrs: MasterAddrs) {
+        if let Some(w) = &self.master_watch {
+            w.do_send(addrs.clone());
+        }
+        self.master_seen = Some(addrs);
+    }
+}
+
 impl Handler<WatchMaster> for Broker {
     type Result = ();
     fn handle(&mut self, msg: WatchMaster, ctx: &mut Self::Context) {
+        // An answer that came before the watcher subscribed is not lost.
+        if let Some(seen) = &self.master_seen {
+            msg.0.do_send(seen.clone());
+        }
         self.master_watch = Some(msg.0);
         self.register_all(ctx);
     }

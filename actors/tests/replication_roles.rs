@@ -107,13 +107,24 @@ async fn replication_roles_sync_master_statuses_and_slave_reads() {
         assert!(Instant::now() < deadline, "slave never caught up: {st:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The slave needs the topic for pulls (metadata sync needs a master
-    // client address from a NameServer; create it directly here).
-    s.call(&CreateTopicRequest {
-        config: TopicConfig::new("T", 4),
-    })
-    .await
-    .unwrap();
+    // The slave serves the topic once it learned it from the replicated
+    // records (a slave takes no topic change of its own: NotMaster).
+    let refused = s
+        .call(&CreateTopicRequest {
+            config: TopicConfig::new("T", 4),
+        })
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("slave"), "{refused}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s
+        .call(&GetTopicStatsRequest { topic: "T".into() })
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the slave never learned topic T");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // A pull parked on the slave is woken by replicated data.
     let parked = {
         let s = s.clone();
@@ -223,13 +234,8 @@ async fn replication_slave_scheduler_stays_passive() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Without NameServers there is no metadata sync here: give the slave
-    // the topic's config by hand; it then serves the one delivered copy.
-    s.call(&CreateTopicRequest {
-        config: TopicConfig::new("Later", 4),
-    })
-    .await
-    .unwrap();
+    // Without NameServers there is no metadata sync here: the slave learns
+    // the topic from the replicated delivery and serves its one copy.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(r) = pull(s.clone()).await {

@@ -751,50 +751,31 @@ fn broker_status_counts_a_damaged_record() {
     assert_eq!(v["recovery_kind"], "Clean", "{v}");
 }
 
-/// An offset past the end of a queue retention never shortened (the old
-/// offset of a topic deleted and created again, committed by a consumer
-/// still running, or pushed back by a slave) is corrected to the queue's
-/// start, as RocketMQ's store does, not to its end, which would skip every
-/// message of the new topic. Deleting the broker's own topics is refused.
+/// Deleting the broker's own topics is refused: their queues hold pending
+/// delayed and transactional messages, and TBW102 is the auto-create route.
 #[test]
-fn a_stale_offset_past_a_queue_end_starts_again_at_0_and_internal_topics_stay() {
+fn the_brokers_own_topics_cannot_be_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let node = Standalone::start(dir.path(), &[]);
     ok(&node.cli(&[
-        "admin", "topic", "create", "--name", "Stale", "--queues", "1",
-    ]));
-    ok(&node.cli(&["produce", "--topic", "Stale", "--count", "4", "--body", "m"]));
-    run(async {
-        let c = RpcClient::connect(&node.broker(), Duration::from_secs(5))
-            .await
-            .unwrap();
-        c.call(&skylark::codec::CommitOffsetRequest {
-            group: "G".into(),
-            topic: "Stale".into(),
-            queue_id: 0,
-            offset: 50,
-        })
-        .await
-        .unwrap();
-        c.close();
-    });
-    let out = ok(&node.cli(&[
-        "consume",
-        "--group",
-        "G",
+        "produce",
         "--topic",
-        "Stale",
-        "--count",
-        "4",
-        "--idle-timeout",
-        "5",
-        "--json",
+        "Own",
+        "--body",
+        "m",
+        "--delay-level",
+        "10",
     ]));
-    assert_eq!(json_lines(out.as_bytes()).len(), 4, "{out}");
     for internal in ["SCHEDULE_TOPIC_XXXX", "RMQ_SYS_TRANS_HALF_TOPIC", "TBW102"] {
         let err = fails(&node.cli(&["admin", "topic", "delete", "--name", internal]));
         assert!(err.contains("cannot be deleted"), "{internal}: {err}");
     }
+    assert!(
+        wait_until(WAIT, || {
+            ok(&node.cli(&["admin", "--json", "delay", "stats"])).contains("\"level_pending\":1")
+        }),
+        "the delayed message is no longer pending"
+    );
 }
 
 /// A consumer running while its topic is deleted and at once created

@@ -64,8 +64,6 @@ impl std::fmt::Display for ExitError {
 
 impl std::error::Error for ExitError {}
 
-/// The process exit status for a command's error: [`ExitError::code`] if it
-/// carries one, else 1.
 /// A count within `LO..=HI`: the counts that size memory or threads up
 /// front (a batch is built whole, each in-flight slot and client holds
 /// buffers), so an absurd value is a usage error, not an abort.
@@ -78,6 +76,8 @@ fn within<const LO: usize, const HI: usize>(s: &str) -> Result<usize, String> {
     }
 }
 
+/// The process exit status for a command's error: [`ExitError::code`] if it
+/// carries one, else 1.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     e.downcast_ref::<ExitError>().map_or(1, |x| x.code)
 }

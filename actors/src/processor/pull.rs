@@ -67,18 +67,16 @@ pub async fn pull(s: Arc<Shared>, r: PullRequest) -> Result<(PullResponse, Vec<B
     };
     let (mut resp, records) = long_poll(&s, r.queue_offset, read, hold).await?;
     if resp.status == PullStatus::OffsetIllegal
-        && r.queue_offset > resp.max_offset
-        && resp.min_offset == 0
-        && super::replication::refuse_unless_master(&s).is_ok()
+        && super::replication::refuse_unless_master(&s).is_err()
     {
-        // As RocketMQ's store does: past the end of a queue that retention
-        // never shortened, start again at its beginning rather than its
-        // end. Such an offset is the old one of a topic deleted and
-        // created again (a consumer, or a slave, committed it after the
-        // delete), and correcting it to the end would skip every message
-        // of the new topic. A slave does not correct so (its end may lag
-        // its master's).
-        resp.next_offset = 0;
+        // A slave does not move a consumer's offset (RocketMQ's default,
+        // `offsetCheckInSlave = false`): its queue may lag its master's,
+        // or not exist yet on a slave still catching up, and resetting a
+        // consumer sent here for its lag would replay the queue. It answers
+        // "nothing here" at the same offset; with no lag to suggest the
+        // slave, the consumer's next pull goes to the master, which corrects.
+        resp.status = PullStatus::NoNewMessage;
+        resp.next_offset = r.queue_offset;
     }
     s.metrics.note_pull(
         &r.consumer_group,

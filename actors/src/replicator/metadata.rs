@@ -19,7 +19,7 @@ use std::time::Duration;
 use actix::Addr;
 use skylark_codec::{SyncMetadataRequest, TopicConfig};
 
-use crate::broker::{Broker, CreateTopics, DeleteTopic, ListTopics};
+use crate::broker::{Broker, CreateTopics, DeleteTopic, ListTopics, TopicDeleted};
 use crate::consumer_offsets::{ConsumerOffsets, DeleteTopicOffsets, MergeOffsets, SnapshotOffsets};
 use crate::scheduler::{FollowMaster, Scheduler};
 
@@ -91,6 +91,7 @@ pub async fn sync_once(
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
+        broker.do_send(TopicDeleted(name.clone()));
     }
     if !gone.is_empty() {
         offsets

@@ -955,6 +955,31 @@ fn stored_per_broker(namesrv: &str, topic: &str) -> Option<Vec<u64>> {
         .collect()
 }
 
+/// Every message `group` can consume of `topic` now (from the first
+/// offset when it has none; it stops after 3 s without one).
+fn drain(namesrv: &str, group: &str, topic: &str) -> Vec<serde_json::Value> {
+    let out = cli(
+        namesrv,
+        &[
+            "consume",
+            "--group",
+            group,
+            "--topic",
+            topic,
+            "--count",
+            "100",
+            "--from",
+            "first",
+            "--idle-timeout",
+            "3",
+            "--json",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    json_lines(&out.stdout)
+}
+
 /// ConsumeQueue entries of `topic` in the data directory `dir` (a slave
 /// is not asked by `topic stats` while its master answers).
 fn cq_entries(dir: &Path, topic: &str) -> u64 {
@@ -1002,29 +1027,7 @@ fn replication_a_deleted_topic_comes_back_empty_on_master_and_slave() {
         );
     };
     let consume = |group: &str| -> Vec<String> {
-        let out = cli(
-            &ns_addr,
-            &[
-                "consume",
-                "--group",
-                group,
-                "--topic",
-                "Del",
-                "--count",
-                "100",
-                "--from",
-                "first",
-                "--idle-timeout",
-                "3",
-                "--json",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        json_lines(&out.stdout)
+        drain(&ns_addr, group, "Del")
             .iter()
             .map(|m| m["body"].as_str().unwrap_or_default().to_string())
             .collect()
@@ -1116,22 +1119,7 @@ fn replication_delete_again_cleans_up_what_an_older_delete_left() {
         );
         String::from_utf8_lossy(&out.stdout).lines().count()
     };
-    let consume = |group: &str| {
-        run(&[
-            "consume",
-            "--group",
-            group,
-            "--topic",
-            "Left",
-            "--count",
-            "100",
-            "--from",
-            "first",
-            "--idle-timeout",
-            "3",
-            "--json",
-        ])
-    };
+    let consume = |group: &str| drain(&ns_addr, group, "Left").len();
     run(&[
         "produce", "--topic", "Left", "--count", "5", "--body", "old",
     ]);

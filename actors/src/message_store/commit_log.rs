@@ -623,6 +623,9 @@ impl CommitLog {
     /// deletes every later segment.
     pub fn truncate(&mut self, end: u64) -> Result<()> {
         self.pending.clear();
+        // The log moves: a cached segment failure is for a start it may
+        // no longer need.
+        self.segment_failed = None;
         while self.segments.last().is_some_and(|s| s.start() >= end) {
             if let Some(seg) = self.segments.pop() {
                 self.files.remove_from(seg.start());

@@ -46,8 +46,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::filter::SqlFilter;
 use crate::message_store::{
-    AppendBatchResult, AppendMessage, AppendResult, FlushMode, FlushReply, QueueInfo, ReadResult,
-    ReadStatus, RetentionReport, Store, StoreConfig, StoreError,
+    AppendBatchResult, AppendMessage, AppendResult, FlushMode, FlushReply, KeyWindow, MessageOf,
+    QueueInfo, ReadResult, ReadStatus, RetentionReport, Store, StoreConfig, StoreError,
 };
 use arrivals::ParkedPulls;
 
@@ -77,22 +77,7 @@ pub struct Storage {
 }
 
 /// An owned message to store: [`AppendMessage`] without the borrows.
-#[derive(Debug, Clone)]
-pub struct StoredMessage {
-    pub topic: Arc<str>,
-    pub queue_id: u32,
-    pub flag: i32,
-    pub tags: Option<String>,
-    pub keys: Option<String>,
-    pub properties: Vec<(String, String)>,
-    pub body: Bytes,
-    pub born_timestamp: i64,
-    pub born_host: SocketAddr,
-    pub store_host: SocketAddr,
-    pub reconsume_times: u32,
-    pub sys_flag: u32,
-    pub prepared_tx_offset: u64,
-}
+pub type StoredMessage = MessageOf<Arc<str>, String, Vec<(String, String)>, Bytes>;
 
 impl StoredMessage {
     /// The borrowed form the store appends.
@@ -595,8 +580,12 @@ impl Handler<QueryByKey> for Storage {
     type Result = Result<(Bytes, u32), StoreError>;
 
     fn handle(&mut self, m: QueryByKey, _: &mut Self::Context) -> Self::Result {
-        self.store()?
-            .query_by_key(&m.topic, &m.key, m.begin_ms, m.end_ms, m.max as usize)
+        let window = KeyWindow {
+            begin_ms: m.begin_ms,
+            end_ms: m.end_ms,
+            max: m.max as usize,
+        };
+        self.store()?.query_by_key(&m.topic, &m.key, window)
     }
 }
 

@@ -38,6 +38,31 @@ const OFF_END_PHYS: usize = 24;
 const OFF_SLOTS: usize = 32;
 const OFF_COUNT: usize = 36;
 
+/// Which entries of a key a lookup wants: those stored within
+/// `[begin_ms, end_ms]`, at most `max` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyWindow {
+    pub begin_ms: i64,
+    pub end_ms: i64,
+    pub max: usize,
+}
+
+impl KeyWindow {
+    /// Up to `max` entries, whenever they were stored.
+    pub fn any_time(max: usize) -> KeyWindow {
+        KeyWindow {
+            begin_ms: 0,
+            end_ms: i64::MAX / 2,
+            max,
+        }
+    }
+
+    /// Whether a record stored at `ts` (milliseconds) is inside.
+    pub fn holds(&self, ts: i64) -> bool {
+        (self.begin_ms..=self.end_ms).contains(&ts)
+    }
+}
+
 /// The hash of an index key (`topic#key`).
 pub fn key_hash(topic: &str, key: &str) -> u32 {
     let mut h = crc32fast::Hasher::new();
@@ -237,13 +262,14 @@ impl IndexFile {
         self.write_header();
     }
 
-    /// Offsets of entries with `hash` stored within `[begin_ms, end_ms]`
-    /// (second precision, widened by a second), newest first, at most `max`.
-    pub fn lookup(&self, hash: u32, begin_ms: i64, end_ms: i64, max: usize, out: &mut Vec<u64>) {
+    /// Offsets of entries with `hash` stored within the window (second
+    /// precision, widened by a second), newest first, until `out` holds
+    /// `w.max`.
+    pub fn lookup(&self, hash: u32, w: KeyWindow, out: &mut Vec<u64>) {
         let b = self.map.bytes();
         let mut n = get_u32(b, self.slot_at(hash));
         let mut steps = 0u32;
-        while n != 0 && n < self.count && out.len() < max && steps < self.count {
+        while n != 0 && n < self.count && out.len() < w.max && steps < self.count {
             steps += 1;
             let at = self.entry_at(n);
             let h = get_u32(b, at);
@@ -251,7 +277,9 @@ impl IndexFile {
             let delta = get_u32(b, at + 12) as i32 as i64;
             let prev = get_u32(b, at + 16);
             let ts = self.begin_ts.saturating_add(delta.saturating_mul(1000));
-            if h == hash && ts.saturating_add(1000) >= begin_ms && ts.saturating_sub(1000) <= end_ms
+            if h == hash
+                && ts.saturating_add(1000) >= w.begin_ms
+                && ts.saturating_sub(1000) <= w.end_ms
             {
                 out.push(phys);
             }
@@ -454,26 +482,23 @@ impl IndexService {
         Ok(())
     }
 
-    /// CommitLog offsets of entries for `topic#key` stored within
-    /// `[begin_ms, end_ms]`, newest file first, duplicates removed.
-    pub fn lookup(
-        &self,
-        topic: &str,
-        key: &str,
-        begin_ms: i64,
-        end_ms: i64,
-        max: usize,
-    ) -> Vec<u64> {
+    /// CommitLog offsets of entries for `topic#key` stored within the
+    /// window, newest file first, duplicates removed.
+    pub fn lookup(&self, topic: &str, key: &str, w: KeyWindow) -> Vec<u64> {
         let hash = key_hash(topic, key);
         let mut out = Vec::new();
         for f in self.files.iter().rev() {
-            if out.len() >= max {
+            if out.len() >= w.max {
                 break;
             }
-            if f.entries() == 0 || f.end_ts + 1000 < begin_ms || f.begin_ts - 1000 > end_ms {
+            if f.entries() == 0 || f.end_ts + 1000 < w.begin_ms || f.begin_ts - 1000 > w.end_ms {
                 continue;
             }
-            f.lookup(hash, begin_ms, end_ms, max * 2, &mut out);
+            let room = KeyWindow {
+                max: w.max.saturating_mul(2),
+                ..w
+            };
+            f.lookup(hash, room, &mut out);
         }
         let mut seen = std::collections::HashSet::new();
         out.retain(|o| seen.insert(*o));
@@ -557,8 +582,17 @@ impl IndexService {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The window `[begin_ms, end_ms]`, at most `max`.
+    pub(crate) fn win(begin_ms: i64, end_ms: i64, max: usize) -> KeyWindow {
+        KeyWindow {
+            begin_ms,
+            end_ms,
+            max,
+        }
+    }
 
     /// Indexes key `k{i}` of topic `T` for the record at `i * 100`.
     fn add_key(svc: &mut IndexService, i: u64) {
@@ -575,7 +609,7 @@ mod tests {
 
     /// Whether [`add_key`]'s entry for `i` is found.
     fn has_key(svc: &IndexService, i: u64) -> bool {
-        svc.lookup("T", &format!("k{i}"), 0, i64::MAX / 2, 4)
+        svc.lookup("T", &format!("k{i}"), KeyWindow::any_time(4))
             .contains(&(i * 100))
     }
 
@@ -596,18 +630,16 @@ mod tests {
             let mut out = Vec::new();
             f.lookup(
                 key_hash("T", &format!("k{i}")),
-                0,
-                i64::MAX / 2,
-                10,
+                win(0, i64::MAX / 2, 10),
                 &mut out,
             );
             assert_eq!(out, vec![i * 100], "key k{i}");
         }
         let mut none = Vec::new();
-        f.lookup(key_hash("T", "absent"), 0, i64::MAX / 2, 10, &mut none);
+        f.lookup(key_hash("T", "absent"), win(0, i64::MAX / 2, 10), &mut none);
         assert!(none.is_empty());
         // the same key under another topic is another key
-        f.lookup(key_hash("U", "k1"), 0, i64::MAX / 2, 10, &mut none);
+        f.lookup(key_hash("U", "k1"), win(0, i64::MAX / 2, 10), &mut none);
         assert!(none.is_empty());
         assert_eq!(f.entries(), 50);
         assert_eq!(
@@ -625,13 +657,13 @@ mod tests {
             assert!(f.put(h, i, 10_000 + i as i64 * 10_000));
         }
         let mut out = Vec::new();
-        f.lookup(h, 0, i64::MAX / 2, 10, &mut out);
+        f.lookup(h, win(0, i64::MAX / 2, 10), &mut out);
         assert_eq!(out, vec![4, 3, 2, 1, 0]);
         out.clear();
-        f.lookup(h, 30_000, 40_000, 10, &mut out);
+        f.lookup(h, win(30_000, 40_000, 10), &mut out);
         assert_eq!(out, vec![3, 2]);
         out.clear();
-        f.lookup(h, 0, i64::MAX / 2, 2, &mut out);
+        f.lookup(h, win(0, i64::MAX / 2, 2), &mut out);
         assert_eq!(out, vec![4, 3]);
     }
 
@@ -648,7 +680,7 @@ mod tests {
         let f = IndexFile::load(&path, 5).unwrap();
         assert_eq!((f.entries(), f.end_phys_offset()), (1, 99));
         let mut out = Vec::new();
-        f.lookup(key_hash("T", "a"), 0, 10_000, 5, &mut out);
+        f.lookup(key_hash("T", "a"), win(0, 10_000, 5), &mut out);
         assert_eq!(out, vec![42]);
     }
 
@@ -672,22 +704,22 @@ mod tests {
         assert_eq!(svc.end_phys_offset(), 100);
         for i in 0..10u64 {
             assert_eq!(
-                svc.lookup("T", &format!("k{i}"), 0, i64::MAX / 2, 10),
+                svc.lookup("T", &format!("k{i}"), KeyWindow::any_time(10)),
                 vec![i * 10]
             );
         }
-        let shared = svc.lookup("T", "shared", 0, i64::MAX / 2, 100);
+        let shared = svc.lookup("T", "shared", KeyWindow::any_time(100));
         assert_eq!(shared, (0..10u64).rev().map(|i| i * 10).collect::<Vec<_>>());
         drop(svc);
         // reopen: the same files and answers
         let mut svc = IndexService::open(dir.path().join("index"), 4, 5, &log()).unwrap();
         assert_eq!(svc.file_count(), 5);
-        assert_eq!(svc.lookup("T", "k7", 0, i64::MAX / 2, 10), vec![70]);
+        assert_eq!(svc.lookup("T", "k7", KeyWindow::any_time(10)), vec![70]);
         assert_eq!(svc.end_phys_offset(), 100);
         // retention removes whole files below the CommitLog minimum
         assert_eq!(svc.delete_below(45).unwrap(), 2);
-        assert!(svc.lookup("T", "k0", 0, i64::MAX / 2, 10).is_empty());
-        assert_eq!(svc.lookup("T", "k9", 0, i64::MAX / 2, 10), vec![90]);
+        assert!(svc.lookup("T", "k0", KeyWindow::any_time(10)).is_empty());
+        assert_eq!(svc.lookup("T", "k9", KeyWindow::any_time(10)), vec![90]);
     }
 
     #[test]
@@ -744,7 +776,8 @@ mod tests {
         for i in 0..100 {
             assert!(has_key(&svc, i), "key k{i} not found after the rebuild");
             assert_eq!(
-                svc.lookup("T", &format!("k{i}"), 0, i64::MAX / 2, 4).len(),
+                svc.lookup("T", &format!("k{i}"), KeyWindow::any_time(4))
+                    .len(),
                 1
             );
         }

@@ -52,7 +52,8 @@ pub use config::{FlushMode, StoreConfig};
 pub use consume_queue::CqEntry;
 pub use error::{Result, StoreError};
 pub use flush::FlushReply;
-pub use record::{decode, tag_hash, AppendMessage, DecodedMessage};
+pub use index_file::KeyWindow;
+pub use record::{decode, tag_hash, AppendMessage, DecodedMessage, MessageOf};
 pub use recovery::{DamagedRange, OpenKind, RecoveryReport};
 pub use retention::{DiskUsage, FixedDiskUsage, RetentionReport, StatvfsDiskUsage};
 

@@ -9,7 +9,7 @@ use super::commit_log::CommitLog;
 use super::config::StoreConfig;
 use super::consume_queue::CqEntry;
 use super::error::Result;
-use super::index_file::IndexService;
+use super::index_file::{IndexService, KeyWindow};
 use super::record::{self, PROPERTY_UNIQ_KEY};
 use super::{RecordFilter, Store, UNFILTERED};
 
@@ -99,23 +99,17 @@ impl Store {
     }
 
     /// Stored records of `topic` whose keys or unique id equal `key`, stored
-    /// within `[begin_ms, end_ms]`, newest first, at most `max`;
-    /// concatenated as a pull answer carries them.
-    pub fn query_by_key(
-        &self,
-        topic: &str,
-        key: &str,
-        begin_ms: i64,
-        end_ms: i64,
-        max: usize,
-    ) -> Result<(Bytes, u32)> {
+    /// within the window, newest first, at most `w.max`; concatenated as a
+    /// pull answer carries them.
+    pub fn query_by_key(&self, topic: &str, key: &str, w: KeyWindow) -> Result<(Bytes, u32)> {
         let mut buf = BytesMut::new();
         let mut count = 0u32;
-        for phys in self
-            .index
-            .lookup(topic, key, begin_ms, end_ms, max.saturating_mul(2))
-        {
-            if count as usize >= max {
+        let candidates = KeyWindow {
+            max: w.max.saturating_mul(2),
+            ..w
+        };
+        for phys in self.index.lookup(topic, key, candidates) {
+            if count as usize >= w.max {
                 break;
             }
             if phys < self.commit_log.min_offset() {
@@ -130,7 +124,7 @@ impl Store {
             };
             let has_key = split_keys(m.keys()).any(|k| k == key)
                 || m.property(PROPERTY_UNIQ_KEY) == Some(key);
-            if m.topic == topic && has_key && (begin_ms..=end_ms).contains(&m.store_timestamp) {
+            if m.topic == topic && has_key && w.holds(m.store_timestamp) {
                 buf.extend_from_slice(&rec);
                 count += 1;
             }
@@ -183,6 +177,7 @@ impl Store {
 mod tests {
     use std::path::Path;
 
+    use super::super::index_file::tests::win;
     use super::super::{AppendMessage, DecodedMessage, FlushMode, ReadStatus, Store, StoreConfig};
     use super::*;
 
@@ -236,7 +231,9 @@ mod tests {
     }
 
     fn by_key(store: &Store, topic: &str, key: &str) -> Vec<String> {
-        let (recs, n) = store.query_by_key(topic, key, 0, i64::MAX / 2, 64).unwrap();
+        let (recs, n) = store
+            .query_by_key(topic, key, KeyWindow::any_time(64))
+            .unwrap();
         let b = bodies(&recs);
         assert_eq!(b.len(), n as usize);
         b
@@ -259,10 +256,10 @@ mod tests {
         assert_eq!(common.len(), 20);
         assert_eq!(common[0], "body-19", "newest first");
         // a time range before everything finds nothing
-        let (_, n) = store.query_by_key("T", "key-7", 0, 1, 64).unwrap();
+        let (_, n) = store.query_by_key("T", "key-7", win(0, 1, 64)).unwrap();
         assert_eq!(n, 0);
         let (_, n) = store
-            .query_by_key("T", "common", 0, i64::MAX / 2, 5)
+            .query_by_key("T", "common", KeyWindow::any_time(5))
             .unwrap();
         assert_eq!(n, 5);
     }
@@ -310,7 +307,7 @@ mod tests {
                     assert_eq!(by_key(store, "T", key), vec![format!("body-{i}")]);
                     // The index itself holds one entry per key: no message
                     // was indexed under another message's keys.
-                    let entries = store.index.lookup("T", key, 0, i64::MAX / 2, 8);
+                    let entries = store.index.lookup("T", key, KeyWindow::any_time(8));
                     assert_eq!(entries.len(), 1, "{key}");
                 }
             }
@@ -393,7 +390,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            store.index.lookup("T", "ghost", 0, i64::MAX / 2, 8),
+            store.index.lookup("T", "ghost", KeyWindow::any_time(8)),
             vec![phys]
         );
         assert!(by_key(&store, "T", "ghost").is_empty());

@@ -61,17 +61,22 @@ pub fn decode(buf: &[u8]) -> Result<(DecodedMessage<'_>, usize)> {
     Ok(skylark_codec::record::decode(buf)?)
 }
 
-/// One message to append, borrowed from the caller.
+/// A message as the store writes it, before the store gives it its place
+/// (offsets and store time). One definition for its two forms:
+/// [`AppendMessage`] borrows its names and bytes for an append, and the
+/// Storage actor's `StoredMessage` owns them to travel between actors.
+/// `Name` is the topic's type, `Text` that of tags and keys, `Props` that of
+/// the property list, `Body` that of the body.
 #[derive(Debug, Clone, Copy)]
-pub struct AppendMessage<'a> {
-    pub topic: &'a str,
+pub struct MessageOf<Name, Text, Props, Body> {
+    pub topic: Name,
     pub queue_id: u32,
     pub flag: i32,
-    pub tags: Option<&'a str>,
-    pub keys: Option<&'a str>,
+    pub tags: Option<Text>,
+    pub keys: Option<Text>,
     /// User and system properties (unique id, delay level, ...).
-    pub properties: &'a [(String, String)],
-    pub body: &'a [u8],
+    pub properties: Props,
+    pub body: Body,
     pub born_timestamp: i64,
     pub born_host: SocketAddr,
     pub store_host: SocketAddr,
@@ -79,6 +84,9 @@ pub struct AppendMessage<'a> {
     pub sys_flag: u32,
     pub prepared_tx_offset: u64,
 }
+
+/// One message to append, borrowed from the caller.
+pub type AppendMessage<'a> = MessageOf<&'a str, &'a str, &'a [(String, String)], &'a [u8]>;
 
 fn pair_len(name: &str, value: &str) -> usize {
     name.len() + value.len() + 2

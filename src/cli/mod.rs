@@ -189,6 +189,12 @@ pub fn client_config(namesrv: &str) -> crate::client::ClientConfig {
     let mut c = crate::client::ClientConfig::new(namesrv);
     c.credentials = CREDENTIALS.get().cloned().map(std::sync::Arc::new);
     c.tls = TLS.get().cloned();
+    c.route_wait_notice = Some(crate::client::RouteWaitNotice::new(|topic, wait| {
+        note!(
+            "waiting up to {} ms for a route of topic '{topic}' (no broker has registered it with the NameServer yet)",
+            wait.as_millis()
+        );
+    }));
     c
 }
 

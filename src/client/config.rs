@@ -43,6 +43,38 @@ pub struct ClientConfig {
     /// TLS to NameServers and brokers, verifying them against a CA
     /// ([`ClientConfig::with_tls_ca`]); `None`: plain TCP.
     pub tls: Option<skylark_codec::tls::ClientTls>,
+    /// Told, once per wait, when a send waits for a topic no broker has
+    /// registered yet (the wait is `SKYLARK_ROUTE_WAIT_MS`, 3 s by
+    /// default); `None` (the default): the library says nothing and the
+    /// send ends with `TopicNotFound` when the wait passes. The `skylark`
+    /// CLI prints it on stderr.
+    pub route_wait_notice: Option<RouteWaitNotice>,
+}
+
+/// What a client calls when a send starts waiting for a topic's route:
+/// the topic and how long it will wait
+/// ([`ClientConfig::route_wait_notice`]).
+#[derive(Clone)]
+pub struct RouteWaitNotice(std::sync::Arc<NoticeFn>);
+
+type NoticeFn = dyn Fn(&str, Duration) + Send + Sync;
+
+impl RouteWaitNotice {
+    /// A notice that calls `f`.
+    pub fn new(f: impl Fn(&str, Duration) + Send + Sync + 'static) -> Self {
+        RouteWaitNotice(std::sync::Arc::new(f))
+    }
+
+    /// Tells it that a send waits up to `wait` for `topic`'s route.
+    pub fn tell(&self, topic: &str, wait: Duration) {
+        (self.0)(topic, wait)
+    }
+}
+
+impl std::fmt::Debug for RouteWaitNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteWaitNotice(..)")
+    }
 }
 
 impl ClientConfig {
@@ -123,6 +155,7 @@ impl Default for ClientConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             credentials: None,
             tls: None,
+            route_wait_notice: None,
         }
     }
 }

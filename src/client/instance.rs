@@ -17,7 +17,7 @@ use actix::fut::{ready, wrap_future, ActorFutureExt, LocalBoxActorFuture};
 use actix::prelude::*;
 use skylark_codec::rpc::RpcClient;
 
-use super::config::ClientConfig;
+use super::config::{ClientConfig, RouteWaitNotice};
 use super::error::{ClientError, Result};
 use super::fault::{LatencyFaultTolerance, Outcome};
 use super::namesrv::{connect, NameServerClient};
@@ -44,8 +44,8 @@ pub fn route_wait() -> Duration {
 }
 
 /// Asks the NameServer for `topic`'s route, or else `TBW102`'s (brokers
-/// that create topics on first send), for up to `wait`; says on stderr once
-/// that it is waiting. The NameServer holds both requests until a broker
+/// that create topics on first send), for up to `wait`; tells `notice`
+/// once that it is waiting. The NameServer holds both requests until a broker
 /// registers either topic (`wait_ms`), so the route comes the moment it
 /// exists; against a NameServer that answers at once (an older one) the
 /// requests are repeated every 200 ms. `TopicNotFound` when `wait` passes.
@@ -53,6 +53,7 @@ async fn wait_for_route(
     ns: NameServerClient,
     topic: String,
     wait: Duration,
+    notice: Option<RouteWaitNotice>,
 ) -> Result<Arc<TopicRoute>> {
     const PACE: Duration = Duration::from_millis(200);
     let deadline = Instant::now() + wait;
@@ -67,12 +68,9 @@ async fn wait_for_route(
         }
         if !said {
             said = true;
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "waiting up to {} ms for a route of topic '{topic}' (no broker has registered it with the NameServer yet)",
-                wait.as_millis()
-            );
+            if let Some(notice) = &notice {
+                notice.tell(&topic, wait);
+            }
         }
         let left = deadline - asked;
         if let Some(route) = first_route(&ns, &topic, left).await {
@@ -224,10 +222,12 @@ impl ClientInstance {
         ctx: &mut Context<Self>,
     ) -> LocalBoxActorFuture<Self, Result<Arc<TopicRoute>>> {
         let ns = self.namesrv.clone();
+        let notice = self.config.route_wait_notice.clone();
         self.route(topic, false, ctx)
             .then(move |res, _act, _ctx| match res {
                 Err(ClientError::TopicNotFound(t)) => {
-                    wrap_future::<_, Self>(wait_for_route(ns, t, route_wait())).boxed_local()
+                    wrap_future::<_, Self>(wait_for_route(ns, t, route_wait(), notice))
+                        .boxed_local()
                 }
                 other => ready(other).boxed_local(),
             })
@@ -493,5 +493,23 @@ mod tests {
             suggest: false,
         });
         assert!(!instance.send(ReadsFromSlave(q(0))).await.unwrap());
+    }
+
+    #[actix_rt::test]
+    async fn a_route_wait_tells_its_notice_once_and_ends_with_topic_not_found() {
+        // Nothing listens on port 1: every route request fails at once.
+        let ns = NameServerClient::new("127.0.0.1:1", Duration::from_secs(1), "t@1").unwrap();
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = told.clone();
+        let notice = RouteWaitNotice::new(move |topic, wait| {
+            log.lock().unwrap().push((topic.to_string(), wait));
+        });
+        let wait = Duration::from_millis(450);
+        let r = wait_for_route(ns.clone(), "Early".into(), wait, Some(notice)).await;
+        assert!(matches!(r, Err(ClientError::TopicNotFound(t)) if t == "Early"));
+        assert_eq!(*told.lock().unwrap(), vec![("Early".to_string(), wait)]);
+        // Without a notice the library says nothing and ends the same way.
+        let r = wait_for_route(ns, "Early".into(), Duration::from_millis(50), None).await;
+        assert!(matches!(r, Err(ClientError::TopicNotFound(_))));
     }
 }

@@ -770,6 +770,22 @@ fn the_brokers_own_topics_cannot_be_deleted() {
         let err = fails(&node.cli(&["admin", "topic", "delete", "--name", internal]));
         assert!(err.contains("cannot be deleted"), "{internal}: {err}");
     }
+    // Nor can a client write into them; all answer one code.
+    for internal in [
+        "SCHEDULE_TOPIC_XXXX",
+        "TIMER_TOPIC_XXXX",
+        "RMQ_SYS_TRANS_HALF_TOPIC",
+        "RMQ_SYS_TRANS_OP_HALF_TOPIC",
+        "TBW102",
+    ] {
+        match raw_send(&node.broker(), internal) {
+            Err(ProtocolError::Remote(e)) => {
+                assert_eq!(e.code, ErrorCode::PermissionDenied, "{internal}: {e:?}");
+                assert!(e.message.contains("reserved"), "{internal}: {e:?}");
+            }
+            other => panic!("a send to {internal} answered {other:?}"),
+        }
+    }
     assert!(
         wait_until(WAIT, || {
             ok(&node.cli(&["admin", "--json", "delay", "stats"])).contains("\"level_pending\":1")

@@ -77,9 +77,12 @@ fn check(s: &Shared, topic: &str, messages: &[MessageData]) -> Result<(), WireEr
             ));
         }
     }
+    // The broker's own topics answer PermissionDenied, as RocketMQ's
+    // NO_PERMISSION "sending message to topic ... is forbidden" (and as the
+    // transaction topics, `transaction::refuse_system_topic`).
     if crate::scheduler::levels::is_schedule_topic(topic) {
         return Err(WireError::new(
-            ErrorCode::BadRequest,
+            ErrorCode::PermissionDenied,
             format!("topic '{topic}' is reserved for the scheduler"),
         ));
     }
@@ -87,7 +90,7 @@ fn check(s: &Shared, topic: &str, messages: &[MessageData]) -> Result<(), WireEr
         // A pseudo topic: its route names the brokers that create topics on
         // first send. Messages in it would make it a real topic.
         return Err(WireError::new(
-            ErrorCode::BadRequest,
+            ErrorCode::PermissionDenied,
             format!("topic '{topic}' is reserved: it names the brokers that create topics on first send"),
         ));
     }

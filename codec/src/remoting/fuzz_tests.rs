@@ -312,6 +312,42 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn transaction_checks_of_any_record_never_panic(
+        record in vec(any::<u8>(), 0..200),
+        magic in any::<bool>(),
+    ) {
+        let mut record = record;
+        if magic && record.len() >= 12 {
+            let len = record.len() as u32;
+            record[..4].copy_from_slice(&len.to_be_bytes());
+            record[4..8].copy_from_slice(&crate::record::MESSAGE_MAGIC.to_be_bytes());
+            let crc = crc32fast::hash(&record[12..]);
+            record[8..12].copy_from_slice(&crc.to_be_bytes());
+        }
+        let req = crate::CheckTransactionStateRequest {
+            record: Bytes::from(record),
+            ..Default::default()
+        };
+        let _ = notify::check_transaction_state(&req, "127.0.0.1:10911".parse().unwrap());
+    }
+
+    #[test]
+    fn route_bodies_of_any_bytes_decode_or_fail(
+        body in prop_oneof![
+            vec(any::<u8>(), 0..128),
+            "[\\[\\]{}\":,0-9a-zA-Z ]{0,128}".prop_map(String::into_bytes),
+        ],
+    ) {
+        let _ = serde_json::from_slice::<route::TopicRouteData>(&body);
+        let _ = serde_json::from_slice::<route::ClusterInfo>(&body);
+        let _ = serde_json::from_slice::<route::TopicList>(&body);
+    }
+}
+
 #[test]
 fn stored_message_lengths_are_checked() {
     let parts: StoredParts = (

@@ -22,6 +22,14 @@
 //! NULL, and any comparison with NULL is *unknown*. `AND`, `OR` and `NOT`
 //! follow three-valued logic (`NOT unknown` is unknown) and a message matches
 //! only when the whole expression is *true*.
+//!
+//! Limits, so that hostile text costs an error and nothing else: at most
+//! [`MAX_EXPRESSION_LEN`] bytes, and nesting (parentheses, `NOT`, unary
+//! signs) about eight levels deep; chains of `AND` / `OR` may be as long
+//! as the text allows (they compile into one flat node). Nothing here
+//! recurses deeper than the parser's limit, so compiling, evaluating and
+//! printing a filter fit a 2 MiB thread stack even in a debug build
+//! (`fuzz_tests.rs` checks it).
 
 #[cfg(test)]
 mod fuzz_tests;

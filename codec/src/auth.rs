@@ -614,6 +614,76 @@ mod tests {
         assert!(!s.contains("hunter2"), "{s}");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn any_authorization_header_parses_or_is_refused(value in "\\PC{0,120}") {
+            if let Ok(a) = parse_http_authorization(&value) {
+                proptest::prop_assert!(!a.access_key.is_empty());
+                let _ = verify_http("sk", &a, "GET", "/");
+            }
+            let _ = parse_http_authorization(&format!("{HTTP_AUTH_SCHEME} {value}"));
+        }
+
+        #[test]
+        fn signed_http_headers_round_trip_and_mutations_do_not_verify(
+            key in "[!-~]{1,12}",
+            ts in proptest::prelude::any::<u64>(),
+            path in "/[a-z?=&]{0,16}",
+            at in proptest::prelude::any::<usize>(),
+            x in 1u8..=127,
+        ) {
+            let creds = Credentials::new(key.clone(), "sk");
+            let v = http_authorization(&creds, "GET", &path, ts);
+            let a = parse_http_authorization(&v).unwrap();
+            proptest::prop_assert_eq!((&a.access_key, a.timestamp_ms), (&key, ts));
+            proptest::prop_assert!(verify_http("sk", &a, "GET", &path));
+            // One changed ASCII byte: refused, or a header that fails to
+            // verify (a hex digit's case, or a '+' sign, may still parse
+            // to the same numbers: then it verifies, and that is fine).
+            let mut bytes = v.into_bytes();
+            let at = at % bytes.len();
+            bytes[at] = (bytes[at] ^ x) & 0x7f;
+            let changed = String::from_utf8(bytes).unwrap();
+            if let Ok(b) = parse_http_authorization(&changed) {
+                if verify_http("sk", &b, "GET", &path) {
+                    proptest::prop_assert_eq!(b, a);
+                }
+            }
+        }
+
+        #[test]
+        fn any_ha_hello_tail_is_checked_without_panicking(
+            rest in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            proptest::prop_assert_eq!(verify_ha_hello("sk", "broker", &rest), None);
+        }
+
+        #[test]
+        fn any_trailer_bytes_decode_or_are_malformed(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let _ = crate::frame::decode_value::<FrameAuth>(&bytes);
+        }
+
+        #[test]
+        fn trailers_round_trip(
+            key in "\\PC{0,16}",
+            ts in proptest::prelude::any::<u64>(),
+            signature in proptest::prelude::any::<[u8; SIGNATURE_LEN]>(),
+            nonce in proptest::option::of(proptest::prelude::any::<u64>()),
+            cut in proptest::prelude::any::<usize>(),
+        ) {
+            let auth = FrameAuth { access_key: key, timestamp_ms: ts, signature, nonce };
+            let bytes = rmp_serde::to_vec(&auth).unwrap();
+            let back: FrameAuth = crate::frame::decode_value(&bytes).unwrap();
+            proptest::prop_assert_eq!(&back, &auth);
+            let cut = cut % bytes.len();
+            proptest::prop_assert!(crate::frame::decode_value::<FrameAuth>(&bytes[..cut]).is_err());
+        }
+    }
+
     #[test]
     fn ha_hello_verifies_only_with_the_secret() {
         let creds = Credentials::new("broker", "cluster-secret");

@@ -244,6 +244,36 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn any_text_is_an_id_or_invalid(s in "\\PC{0,64}", hex in "[0-9a-fA-F]{32}|[0-9a-fA-F]{56}") {
+            let _ = MessageId::from_hex(&s);
+            // Any 32 or 56 hex digits: an id unless the port is over 65535.
+            if let Ok(id) = MessageId::from_hex(&hex) {
+                proptest::prop_assert_eq!(id.to_hex(), hex.to_uppercase());
+            }
+        }
+
+        #[test]
+        fn ids_round_trip(
+            v6 in proptest::prelude::any::<bool>(),
+            ip in proptest::prelude::any::<[u8; 16]>(),
+            port in proptest::prelude::any::<u16>(),
+            offset in proptest::prelude::any::<u64>(),
+        ) {
+            let ip = if v6 {
+                IpAddr::V6(Ipv6Addr::from(ip))
+            } else {
+                IpAddr::V4(Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]))
+            };
+            let id = MessageId::new(SocketAddr::new(ip, port), offset);
+            proptest::prop_assert_eq!(MessageId::from_hex(&id.to_hex()).unwrap(), id);
+            proptest::prop_assert_eq!(id.to_hex().to_lowercase().parse::<MessageId>().unwrap(), id);
+        }
+    }
+
     #[test]
     fn body_is_msgpack_bin() {
         let bytes = rmp_serde::to_vec(&Bytes::from_static(&[1, 2, 3])).unwrap();

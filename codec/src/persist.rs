@@ -69,4 +69,31 @@ mod tests {
         fs::write(&p, b"{not json").unwrap();
         assert!(read_json::<Vec<u32>>(&p).is_err());
     }
+
+    #[test]
+    fn deeply_nested_json_is_an_error_not_a_stack_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.json");
+        fs::write(&p, "[".repeat(1_000_000)).unwrap();
+        assert!(read_json::<Vec<u32>>(&p).is_err());
+        assert!(read_json::<serde_json::Value>(&p).is_err());
+    }
+
+    proptest::proptest! {
+        // Each case writes a file: few of them.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_file_content_reads_or_is_invalid_data(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..128),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("x.json");
+            fs::write(&p, &data).unwrap();
+            type Offsets = std::collections::BTreeMap<String, Vec<(u32, u64)>>;
+            if let Err(e) = read_json::<Offsets>(&p) {
+                proptest::prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+            }
+        }
+    }
 }

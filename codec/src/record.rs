@@ -207,6 +207,183 @@ pub fn decode(buf: &[u8]) -> Result<(DecodedMessage<'_>, usize), CorruptRecord> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    /// The fields a record is written from (the writer itself lives in
+    /// `skylark-actors`; this one follows the layout in the module doc).
+    #[derive(Debug, Clone)]
+    struct Fields {
+        ints: [u64; 6],
+        born_host: SocketAddr,
+        store_host: SocketAddr,
+        body: Vec<u8>,
+        topic: String,
+        properties: String,
+    }
+
+    fn put_host(out: &mut Vec<u8>, a: &SocketAddr) {
+        let ip = match a.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        out.extend_from_slice(&ip.octets());
+        out.extend_from_slice(&a.port().to_be_bytes());
+    }
+
+    fn encode(f: &Fields) -> Vec<u8> {
+        let [a, b, c, d, e, g] = f.ints;
+        let mut out = vec![0u8; 12];
+        out.extend_from_slice(&(a as u32).to_be_bytes()); // queue id
+        out.extend_from_slice(&((a >> 32) as u32).to_be_bytes()); // flag
+        out.extend_from_slice(&b.to_be_bytes()); // queue offset
+        out.extend_from_slice(&c.to_be_bytes()); // physical offset
+        out.extend_from_slice(&(d as u32).to_be_bytes()); // sys flag
+        out.extend_from_slice(&e.to_be_bytes()); // born timestamp
+        put_host(&mut out, &f.born_host);
+        out.extend_from_slice(&g.to_be_bytes()); // store timestamp
+        put_host(&mut out, &f.store_host);
+        out.extend_from_slice(&((d >> 32) as u32).to_be_bytes()); // reconsume
+        out.extend_from_slice(&g.rotate_left(7).to_be_bytes()); // prepared tx
+        out.extend_from_slice(&(f.body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&f.body);
+        out.extend_from_slice(&(f.topic.len() as u16).to_be_bytes());
+        out.extend_from_slice(f.topic.as_bytes());
+        out.extend_from_slice(&(f.properties.len() as u16).to_be_bytes());
+        out.extend_from_slice(f.properties.as_bytes());
+        let total = out.len() as u32;
+        out[..4].copy_from_slice(&total.to_be_bytes());
+        out[4..8].copy_from_slice(&MESSAGE_MAGIC.to_be_bytes());
+        reseal(&mut out);
+        out
+    }
+
+    /// Recomputes the CRC, so that a test reaches the checks behind it.
+    fn reseal(rec: &mut [u8]) {
+        let crc = crc32fast::hash(&rec[12..]);
+        rec[8..12].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    fn host() -> impl Strategy<Value = SocketAddr> {
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| {
+            let ip = Ipv6Addr::from(ip);
+            match ip.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::new(IpAddr::V4(v4), port),
+                None => SocketAddr::new(IpAddr::V6(ip), port),
+            }
+        })
+    }
+
+    fn fields() -> impl Strategy<Value = Fields> {
+        (
+            any::<[u64; 6]>(),
+            host(),
+            prop_oneof![
+                host(),
+                (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, p)| (ip, p).into())
+            ],
+            vec(any::<u8>(), 0..96),
+            "\\PC{0,24}",
+            "(\\PC{0,6}\u{1}\\PC{0,6}\u{2}){0,3}",
+        )
+            .prop_map(
+                |(ints, born_host, store_host, body, topic, properties)| Fields {
+                    ints,
+                    born_host,
+                    store_host,
+                    body,
+                    topic,
+                    properties,
+                },
+            )
+    }
+
+    fn check_fields(m: &DecodedMessage<'_>, f: &Fields, len: usize) {
+        let [a, b, c, d, e, g] = f.ints;
+        assert_eq!(m.record_size as usize, len);
+        assert_eq!((m.queue_id, m.flag), (a as u32, (a >> 32) as i32));
+        assert_eq!((m.queue_offset, m.physical_offset), (b, c));
+        assert_eq!(
+            (m.sys_flag, m.reconsume_times),
+            (d as u32, (d >> 32) as u32)
+        );
+        assert_eq!((m.born_timestamp, m.store_timestamp), (e as i64, g as i64));
+        assert_eq!(m.prepared_tx_offset, g.rotate_left(7));
+        assert_eq!((m.born_host, m.store_host), (f.born_host, f.store_host));
+        assert_eq!((m.body, m.topic), (&f.body[..], f.topic.as_str()));
+        assert_eq!(m.raw_properties, f.properties);
+        let _ = (m.tags(), m.keys(), m.properties().count());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn arbitrary_bytes_are_an_error_or_a_record_inside_them(
+            mut input in vec(any::<u8>(), 0..300),
+            magic in any::<bool>(),
+        ) {
+            if magic && input.len() >= 8 {
+                // Reach past the magic check, and past the CRC check.
+                let len = input.len() as u32;
+                input[..4].copy_from_slice(&len.to_be_bytes());
+                input[4..8].copy_from_slice(&MESSAGE_MAGIC.to_be_bytes());
+                if input.len() >= 12 {
+                    reseal(&mut input);
+                }
+            }
+            let _ = peek_header(&input);
+            if let Ok((m, n)) = decode(&input) {
+                prop_assert!((MIN_RECORD_SIZE..=input.len()).contains(&n));
+                prop_assert_eq!(m.record_size as usize, n);
+                let _ = (m.tags(), m.keys(), m.properties().count());
+            }
+        }
+
+        #[test]
+        fn records_round_trip_and_walk(f in fields(), g in fields(), tail in vec(any::<u8>(), 0..8)) {
+            let (a, b) = (encode(&f), encode(&g));
+            let mut buf = [a.clone(), b.clone(), tail].concat();
+            let (m, n) = decode(&buf).unwrap();
+            check_fields(&m, &f, a.len());
+            prop_assert_eq!(n, a.len());
+            let (m, n) = decode(&buf[a.len()..]).unwrap();
+            check_fields(&m, &g, b.len());
+            prop_assert_eq!(n, b.len());
+            // Every strict prefix of a record is an error.
+            buf.truncate(a.len());
+            for cut in 0..a.len() {
+                prop_assert!(decode(&buf[..cut]).is_err(), "prefix {}", cut);
+            }
+        }
+
+        #[test]
+        fn any_changed_byte_is_an_error(f in fields(), at in any::<usize>(), x in 1u8..=255) {
+            // CRC-32 catches every error burst of up to 32 bits; the size and
+            // magic fields are checked by themselves.
+            let mut rec = encode(&f);
+            let at = at % rec.len();
+            rec[at] ^= x;
+            prop_assert!(decode(&rec).is_err(), "byte {} ^ {:#x}", at, x);
+        }
+
+        #[test]
+        fn length_fields_that_disagree_are_errors(
+            f in fields(),
+            which in 0usize..4,
+            value in prop_oneof![Just(u32::MAX), Just(0), Just(1), any::<u32>()],
+        ) {
+            let mut rec = encode(&f);
+            let body_end = HEADER_LEN + f.body.len();
+            let topic_end = body_end + 2 + f.topic.len();
+            let (at, width) = [(0, 4), (HEADER_LEN - 4, 4), (body_end, 2), (topic_end, 2)][which];
+            let old = rec[at..at + width].to_vec();
+            rec[at..at + width].copy_from_slice(&value.to_be_bytes()[4 - width..]);
+            let same = rec[at..at + width] == old[..];
+            reseal(&mut rec);
+            prop_assert_eq!(decode(&rec).is_ok(), same);
+        }
+    }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {

@@ -83,6 +83,22 @@ fn sample_frames() -> Vec<Vec<u8>> {
         .encode(OutFrame::response_err(&h, err), &mut b)
         .unwrap();
     push(b);
+    // Signed requests ([header, body, auth]): with a nonce and without.
+    let creds = Credentials::new("ak", "sk");
+    for nonce in [Some(77), None] {
+        let mut b = BytesMut::new();
+        skylark_codec::auth::encode_signed_frame_with_nonce(
+            &Header::request(10, Command::SendBatch),
+            &req,
+            &creds,
+            1_700_000_000_000,
+            nonce,
+            &mut b,
+            1 << 20,
+        )
+        .unwrap();
+        push(b);
+    }
     out
 }
 
@@ -94,6 +110,9 @@ fn poke_body(frame: &RawFrame) {
     let _ = frame.decode_response::<PullResponse>();
     let _ = frame.decode_response::<Ack>();
     let _ = frame.command();
+    if let Some(auth) = &frame.auth {
+        let _ = skylark_codec::auth::verify_request("sk", auth, &frame.header, &frame.body);
+    }
 }
 
 /// Feeds `input` to a fresh decoder until it stops producing frames;
@@ -364,6 +383,31 @@ proptest! {
         let mut buf = BytesMut::new();
         buf.put_u32(payload.len() as u32 + 1);
         buf.put_u8(0x92);
+        buf.put_slice(&payload);
+        match FrameCodec::default().decode(&mut buf) {
+            Ok(Some(frame)) => poke_body(&frame),
+            Err(ProtocolError::Malformed(_)) => {}
+            other => prop_assert!(false, "unexpected {:?}", other),
+        }
+    }
+
+    #[test]
+    fn random_payload_prefixes_give_a_header_or_none(
+        payload in proptest::collection::vec(any::<u8>(), 0..24),
+    ) {
+        let mut with_marker = vec![0x92];
+        with_marker.extend_from_slice(&payload);
+        let _ = skylark_codec::frame::peek_header(&payload);
+        let _ = skylark_codec::frame::peek_header(&with_marker);
+    }
+
+    #[test]
+    fn random_signed_envelopes_decode_or_are_malformed(
+        payload in proptest::collection::vec(any::<u8>(), 5..200),
+    ) {
+        let mut buf = BytesMut::new();
+        buf.put_u32(payload.len() as u32 + 1);
+        buf.put_u8(0x93);
         buf.put_slice(&payload);
         match FrameCodec::default().decode(&mut buf) {
             Ok(Some(frame)) => poke_body(&frame),

@@ -1,6 +1,8 @@
 //! Property tests: every request and response type survives the full
 //! `FrameCodec` round trip (encode → decode → typed body), including error
-//! responses, with the bytes delivered in two arbitrary pieces.
+//! responses, with the bytes delivered in two arbitrary pieces; and hostile
+//! copies of each of those bodies (bytes changed, cut short, extended, a
+//! huge length spliced in) decode or are `Malformed`, never panic.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -29,12 +31,57 @@ fn decode_split(wire: &[u8], split: usize) -> RawFrame {
     frame
 }
 
+/// Markers that change what a value is, or claim a length.
+const HOSTILE_MARKERS: [u8; 22] = [
+    0x00, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1, 0xc2, 0xc4, 0xc6, 0xca, 0xcb, 0xcf,
+    0xd3, 0xd9, 0xdc, 0xdd, 0xdf, 0xff,
+];
+
+/// Hostile copies of a valid body, derived from `seed`: each must decode
+/// as `T` or be `Malformed` (or, for a response, an error answer), never
+/// panic.
+fn poke_mutations<T: DeserializeOwned>(frame: &RawFrame, seed: u64) {
+    let body = frame.body.to_vec();
+    let mut s = seed | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s as usize
+    };
+    for round in 0..10 {
+        let mut b = body.clone();
+        let at = next() % b.len();
+        match round % 5 {
+            0 => b[at] ^= 1 << (next() % 8),
+            1 => b[at] = HOSTILE_MARKERS[next() % HOSTILE_MARKERS.len()],
+            2 => b.truncate(at),
+            3 => b.extend_from_slice(&HOSTILE_MARKERS[..next() % 4]),
+            // A 32-bit array, map, str or bin length claiming ~4 GiB.
+            _ => {
+                let marker = [0xdd, 0xdf, 0xdb, 0xc6][next() % 4];
+                b.splice(at..at, [marker, 0xff, 0xff, 0xff, 0xf0]);
+            }
+        }
+        let hostile = RawFrame {
+            header: frame.header,
+            body: Bytes::from(b),
+            auth: None,
+        };
+        match hostile.decode_body::<T>() {
+            Ok(_) | Err(ProtocolError::Malformed(_)) => {}
+            Err(e) => panic!("round {round}: {e:?}"),
+        }
+    }
+}
+
 fn check_request<R: Rpc + PartialEq + Debug>(id: u64, split: usize, req: &R) {
     let mut wire = BytesMut::new();
     FrameCodec::default()
         .encode(OutFrame::request(id, req), &mut wire)
         .unwrap();
     let frame = decode_split(&wire, split);
+    poke_mutations::<R>(&frame, id ^ split as u64);
     assert_eq!(frame.header, Header::request(id, R::COMMAND));
     assert_eq!(frame.command().unwrap(), R::COMMAND);
     assert_eq!(&frame.decode_request::<R>().unwrap(), req);
@@ -70,6 +117,7 @@ fn check_response<T: Serialize + DeserializeOwned + PartialEq + Debug>(
     assert_eq!(frame.header, request.response_to());
     assert_eq!(frame.header.kind, FrameKind::Response);
     assert_eq!(&frame.decode_response::<T>().unwrap(), resp);
+    poke_mutations::<ResponseBody<T>>(&frame, request.request_id ^ split as u64);
 
     let mut wire = BytesMut::new();
     codec

@@ -204,6 +204,38 @@ mod tests {
         assert_eq!((o.status, o.next_offset), (PullStatus::NoMatchedMessage, 8));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn any_tag_expression_parses_or_is_invalid_filter(expr in "\\PC{0,64}|[ |*A-Za-z]{0,64}") {
+            match parse_tag_expression(&expr) {
+                Ok(Some(tags)) => {
+                    proptest::prop_assert!(!tags.is_empty());
+                    for t in &tags {
+                        proptest::prop_assert!(!t.is_empty() && !t.contains('|') && t.trim() == t);
+                    }
+                }
+                Ok(None) | Err(ProtocolError::InvalidFilter(_)) => {}
+                Err(e) => proptest::prop_assert!(false, "{e:?}"),
+            }
+        }
+
+        #[test]
+        fn joined_tags_parse_back(
+            tags in proptest::collection::vec("[A-Za-z0-9_\\-]{1,8}", 1..6),
+            spaces in proptest::collection::vec(" {0,2}", 6),
+        ) {
+            let expr = tags
+                .iter()
+                .zip(&spaces)
+                .map(|(t, s)| format!("{s}{t}{s}"))
+                .collect::<Vec<_>>()
+                .join("||");
+            proptest::prop_assert_eq!(parse_tag_expression(&expr).unwrap(), Some(tags));
+        }
+    }
+
     #[test]
     fn tag_expressions() {
         assert_eq!(parse_tag_expression("*").unwrap(), None);

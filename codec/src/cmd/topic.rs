@@ -106,6 +106,22 @@ fn validate_name(what: &str, name: &str, max: usize) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn any_name_is_valid_or_explained(name in "\\PC{0,300}|[%|a-zA-Z0-9_-]{0,300}") {
+            let ok = !name.is_empty()
+                && name.len() <= TOPIC_MAX_LENGTH
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || "%|_-".contains(c));
+            match validate_topic_name(&name) {
+                Ok(()) => proptest::prop_assert!(ok),
+                Err(why) => proptest::prop_assert!(!ok && !why.is_empty()),
+            }
+            let _ = validate_group_name(&name);
+        }
+    }
+
     #[test]
     fn topic_names() {
         assert!(validate_topic_name("TopicTest").is_ok());

@@ -22,7 +22,17 @@
 //! NULL, and any comparison with NULL is *unknown*. `AND`, `OR` and `NOT`
 //! follow three-valued logic (`NOT unknown` is unknown) and a message matches
 //! only when the whole expression is *true*.
+//!
+//! Limits, so that hostile text costs an error and nothing else: at most
+//! [`MAX_EXPRESSION_LEN`] bytes, and nesting (parentheses, `NOT`, unary
+//! signs) about eight levels deep; chains of `AND` / `OR` may be as long
+//! as the text allows (they compile into one flat node). Nothing here
+//! recurses deeper than the parser's limit, so compiling, evaluating and
+//! printing a filter fit a 2 MiB thread stack even in a debug build
+//! (`fuzz_tests.rs` checks it).
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +43,18 @@ use sqlparser::tokenizer::Token;
 
 /// Longest accepted expression, in bytes.
 pub const MAX_EXPRESSION_LEN: usize = 4096;
+
+/// The parser's recursion limit: about eight levels of parentheses around
+/// `a = 1 AND (...)`, or 20 `NOT`s in a row; anything deeper is refused.
+/// The parser's frames are large (tens of KiB a level in a debug build),
+/// so 64 levels overflowed a 2 MiB thread stack — an abort of the whole
+/// process, not an error.
+const PARSER_RECURSION_LIMIT: usize = 20;
+
+/// Longest expression whose offending part is quoted in an error: quoting
+/// prints it, which recurses once per level of it, and only a short text
+/// is sure to nest shallowly (`a = a = a ...` is a level every 2 bytes).
+const QUOTE_MAX_LEN: usize = 256;
 
 /// Why an expression was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,8 +110,13 @@ pub enum Node {
         operand: Operand,
         negated: bool,
     },
-    And(Box<Node>, Box<Node>),
-    Or(Box<Node>, Box<Node>),
+    /// Every term holds. A chain `a AND b AND c` is one node, however
+    /// long: the parser builds such a chain without recursing, so a tree
+    /// one level per term could be thousands deep and overflow the stack
+    /// of whatever walks it (compile, evaluate, drop, print).
+    And(Vec<Node>),
+    /// Some term holds; flat like [`Node::And`].
+    Or(Vec<Node>),
     Not(Box<Node>),
     /// A bare boolean operand (`TRUE`, or a property holding `true`).
     Truth(Operand),
@@ -117,7 +144,7 @@ impl SqlFilter {
         }
         let dialect = GenericDialect {};
         let mut parser = Parser::new(&dialect)
-            .with_recursion_limit(64)
+            .with_recursion_limit(PARSER_RECURSION_LIMIT)
             .try_with_sql(expression)
             .map_err(|e| fail(e.to_string()))?;
         let expr = parser.parse_expr().map_err(|e| fail(e.to_string()))?;
@@ -128,7 +155,7 @@ impl SqlFilter {
                 next.token, next.span.start
             )));
         }
-        let root = compile(&expr).map_err(fail)?;
+        let root = compile(&expr).map_err(|r| fail(r.describe(expression.len())))?;
         Ok(SqlFilter {
             expression: expression.to_string(),
             root,
@@ -157,12 +184,50 @@ pub fn validate(expression: &str) -> Result<(), FilterError> {
     SqlFilter::compile(expression).map(|_| ())
 }
 
-fn compile(e: &SqlExpr) -> Result<Node, String> {
+/// Why a parsed expression does not compile. An unsupported part is kept,
+/// not printed, until the length of the whole text says whether printing
+/// it is safe (see [`QUOTE_MAX_LEN`]).
+enum Refusal<'e> {
+    Reason(String),
+    /// The part, and what is wrong with it (`"is not a literal"`).
+    Unsupported(&'e SqlExpr, &'static str),
+}
+
+impl From<String> for Refusal<'_> {
+    fn from(reason: String) -> Self {
+        Refusal::Reason(reason)
+    }
+}
+
+impl Refusal<'_> {
+    fn describe(self, expression_len: usize) -> String {
+        match self {
+            Refusal::Reason(reason) => reason,
+            Refusal::Unsupported(e, why) if expression_len <= QUOTE_MAX_LEN => {
+                format!("'{e}' {why}")
+            }
+            Refusal::Unsupported(e, why) => format!("{} {why}", kind(e)),
+        }
+    }
+}
+
+/// A name for `e` that is not printed recursively.
+fn kind(e: &SqlExpr) -> String {
+    match e {
+        SqlExpr::Function(f) => format!("function {}", f.name),
+        SqlExpr::BinaryOp { op, .. } => format!("an expression with '{op}'"),
+        SqlExpr::UnaryOp { op, .. } => format!("an expression with '{op}'"),
+        SqlExpr::Like { .. } | SqlExpr::ILike { .. } => "a LIKE".into(),
+        _ => "an expression".into(),
+    }
+}
+
+fn compile(e: &SqlExpr) -> Result<Node, Refusal<'_>> {
     Ok(match e {
         SqlExpr::Nested(inner) => compile(inner)?,
         SqlExpr::BinaryOp { left, op, right } => match op {
-            BinaryOperator::And => Node::And(Box::new(compile(left)?), Box::new(compile(right)?)),
-            BinaryOperator::Or => Node::Or(Box::new(compile(left)?), Box::new(compile(right)?)),
+            BinaryOperator::And => Node::And(compile_chain(e, &BinaryOperator::And)?),
+            BinaryOperator::Or => Node::Or(compile_chain(e, &BinaryOperator::Or)?),
             _ => {
                 let op = match op {
                     BinaryOperator::Eq => CmpOp::Eq,
@@ -171,7 +236,7 @@ fn compile(e: &SqlExpr) -> Result<Node, String> {
                     BinaryOperator::LtEq => CmpOp::Le,
                     BinaryOperator::Gt => CmpOp::Gt,
                     BinaryOperator::GtEq => CmpOp::Ge,
-                    other => return Err(format!("operator '{other}' is not supported")),
+                    other => return Err(format!("operator '{other}' is not supported").into()),
                 };
                 Node::Cmp(op, operand(left)?, operand(right)?)
             }
@@ -215,16 +280,50 @@ fn compile(e: &SqlExpr) -> Result<Node, String> {
         SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_) | SqlExpr::Value(_) => {
             match operand(e)? {
                 Operand::Lit(Literal::Num(_) | Literal::Str(_)) => {
-                    return Err(format!("'{e}' is not a boolean condition"))
+                    return Err(format!("'{e}' is not a boolean condition").into())
                 }
                 o => Node::Truth(o),
             }
         }
-        other => return Err(format!("'{other}' is not supported in a filter")),
+        other => return Err(Refusal::Unsupported(other, "is not supported in a filter")),
     })
 }
 
-fn operand(e: &SqlExpr) -> Result<Operand, String> {
+/// The terms of the chain `t1 OP t2 OP ... tn` rooted at `e`, in order.
+///
+/// The parser builds such a chain left-deep and without recursion, so a
+/// 4 KiB expression can be an 800-term chain: it is walked down its left
+/// spine in a loop, and a term that is itself an `OP` chain (in
+/// parentheses) is spliced in. What recursion is left follows the
+/// parser's own (bounded) recursion: parentheses, `NOT`, the other
+/// operator.
+fn compile_chain<'e>(e: &'e SqlExpr, chain_op: &BinaryOperator) -> Result<Vec<Node>, Refusal<'e>> {
+    let mut later = Vec::new();
+    let mut first = e;
+    loop {
+        match first {
+            SqlExpr::Nested(inner) => first = inner,
+            SqlExpr::BinaryOp { left, op, right } if op == chain_op => {
+                later.push(&**right);
+                first = left;
+            }
+            _ => break,
+        }
+    }
+    later.push(first);
+    let mut terms = Vec::with_capacity(later.len());
+    for term in later.into_iter().rev() {
+        match (compile(term)?, chain_op) {
+            (Node::And(inner), BinaryOperator::And) | (Node::Or(inner), BinaryOperator::Or) => {
+                terms.extend(inner)
+            }
+            (node, _) => terms.push(node),
+        }
+    }
+    Ok(terms)
+}
+
+fn operand(e: &SqlExpr) -> Result<Operand, Refusal<'_>> {
     match e {
         SqlExpr::Nested(inner) => operand(inner),
         SqlExpr::Identifier(id) => Ok(Operand::Prop(id.value.clone())),
@@ -238,25 +337,27 @@ fn operand(e: &SqlExpr) -> Result<Operand, String> {
     }
 }
 
-fn literal(e: &SqlExpr) -> Result<Literal, String> {
+fn literal(e: &SqlExpr) -> Result<Literal, Refusal<'_>> {
     match e {
         SqlExpr::Nested(inner) => literal(inner),
         SqlExpr::Value(v) => match &v.value {
             Value::Number(n, _) => n
                 .parse::<f64>()
                 .map(Literal::Num)
-                .map_err(|_| format!("bad number '{n}'")),
+                .map_err(|_| format!("bad number '{n}'").into()),
             Value::SingleQuotedString(s) => Ok(Literal::Str(s.clone())),
             Value::Boolean(b) => Ok(Literal::Bool(*b)),
-            Value::Null => Err("NULL is only allowed in IS [NOT] NULL".into()),
-            other => Err(format!("literal {other} is not supported")),
+            Value::Null => Err(Refusal::Reason(
+                "NULL is only allowed in IS [NOT] NULL".into(),
+            )),
+            other => Err(format!("literal {other} is not supported").into()),
         },
         SqlExpr::UnaryOp { op, expr } => match (op, literal(expr)?) {
             (UnaryOperator::Minus, Literal::Num(n)) => Ok(Literal::Num(-n)),
             (UnaryOperator::Plus, Literal::Num(n)) => Ok(Literal::Num(n)),
-            _ => Err(format!("'{e}' is not a literal")),
+            _ => Err(format!("'{e}' is not a literal").into()),
         },
-        other => Err(format!("'{other}' is not a literal")),
+        other => Err(Refusal::Unsupported(other, "is not a literal")),
     }
 }
 
@@ -374,16 +475,31 @@ fn eval<'a>(n: &Node, property: &impl Fn(&str) -> Option<&'a str>) -> Option<boo
             Some((ge && le) != *negated)
         }
         Node::IsNull { operand, negated } => Some(resolve(operand, property).is_none() != *negated),
-        Node::And(a, b) => match (eval(a, property), eval(b, property)) {
-            (Some(false), _) | (_, Some(false)) => Some(false),
-            (Some(true), Some(true)) => Some(true),
-            _ => None,
-        },
-        Node::Or(a, b) => match (eval(a, property), eval(b, property)) {
-            (Some(true), _) | (_, Some(true)) => Some(true),
-            (Some(false), Some(false)) => Some(false),
-            _ => None,
-        },
+        // Three-valued: one false term makes AND false whatever the
+        // others are (one true makes OR true); else any unknown term makes
+        // it unknown.
+        Node::And(terms) => {
+            let mut unknown = false;
+            for t in terms {
+                match eval(t, property) {
+                    Some(false) => return Some(false),
+                    Some(true) => {}
+                    None => unknown = true,
+                }
+            }
+            (!unknown).then_some(true)
+        }
+        Node::Or(terms) => {
+            let mut unknown = false;
+            for t in terms {
+                match eval(t, property) {
+                    Some(true) => return Some(true),
+                    Some(false) => {}
+                    None => unknown = true,
+                }
+            }
+            (!unknown).then_some(false)
+        }
         Node::Not(a) => eval(a, property).map(|b| !b),
         Node::Truth(o) => compare(
             CmpOp::Eq,

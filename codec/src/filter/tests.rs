@@ -110,17 +110,17 @@ fn compiles_into_the_small_tree() {
     assert_eq!(f.expression(), "TAGS IN ('A') AND a > 5");
     assert_eq!(
         f.root(),
-        &Node::And(
-            Box::new(Node::In {
+        &Node::And(vec![
+            Node::In {
                 operand: Operand::Prop("TAGS".into()),
                 list: vec![Literal::Str("A".into())],
                 negated: false
-            }),
-            Box::new(Node::Cmp(
+            },
+            Node::Cmp(
                 CmpOp::Gt,
                 Operand::Prop("a".into()),
                 Operand::Lit(Literal::Num(5.0))
-            ))
-        )
+            )
+        ])
     );
 }

@@ -246,7 +246,11 @@ pub fn decode_stored(buf: &[u8]) -> Result<(StoredMessage, usize)> {
     let store_host = r.host(sys_flag & SYSFLAG_STOREHOST_V6 != 0)?;
     let reconsume_times = r.i32()?;
     let prepared_tx_offset = r.i64()?;
-    let body_len = r.i32()?.max(0) as usize;
+    let body_len = r.i32()?;
+    let body_len = usize::try_from(body_len).map_err(|_| RemotingError::OutOfRange {
+        field: "stored message body length",
+        value: body_len.into(),
+    })?;
     let body = r.take(body_len)?.to_vec();
     let topic_len = usize::from(r.take(1)?[0]);
     let topic = String::from_utf8_lossy(r.take(topic_len)?).into_owned();

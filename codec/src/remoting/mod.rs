@@ -214,4 +214,6 @@ impl RemotingCommand {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;

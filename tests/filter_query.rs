@@ -564,3 +564,53 @@ fn broker_refuses_malformed_sql_on_pull_and_heartbeat() {
         c.close();
     });
 }
+
+/// Filters built to exhaust the broker's stack (found by the codec's
+/// fuzz tests): a long `OR` chain is served, deep nesting is refused with
+/// `InvalidFilter`, and the broker goes on serving. Before, each of them
+/// overflowed the stack of the thread compiling it and aborted the broker.
+#[test]
+fn hostile_sql_filters_do_not_bring_the_broker_down() {
+    use skylark::client::{connect_broker, ClientConfig};
+    use skylark_codec::{ErrorCode, ProtocolError, PullRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    ok(&node.cli(&["produce", "--topic", "Hostile", "--body", "x", "--tag", "A"]));
+    let (broker, namesrv) = (node.broker(), node.namesrv());
+    let chain = vec!["a=1"; 500].join(" OR ");
+    let nots = format!("{}a = 1", "NOT ".repeat(63));
+    let parens = format!("{}a = 1{}", "(".repeat(62), ")".repeat(62));
+    actix::System::new().block_on(async move {
+        let cfg = ClientConfig::new(&namesrv);
+        let c = connect_broker(&cfg, &broker).await.unwrap();
+        let pull = |sql: &str, queue_id| PullRequest {
+            consumer_group: "hostile".into(),
+            topic: "Hostile".into(),
+            queue_id,
+            queue_offset: 0,
+            max_messages: 32,
+            max_bytes: 1 << 20,
+            sql: Some(sql.into()),
+            ..PullRequest::default()
+        };
+        // A flat chain is a filter like any other (no message has `a`).
+        for q in 0..4 {
+            let r = c.call(&pull(&chain, q)).await.unwrap();
+            assert_eq!(r.count, 0, "queue {q}");
+        }
+        for deep in [&nots, &parens] {
+            match c.call(&pull(deep, 0)).await {
+                Err(ProtocolError::Remote(w)) => {
+                    assert_eq!(w.code, ErrorCode::InvalidFilter, "{w:?}")
+                }
+                other => panic!("expected InvalidFilter, got {other:?}"),
+            }
+        }
+        let mut found = 0;
+        for q in 0..4 {
+            found += c.call(&pull("TAGS = 'A'", q)).await.unwrap().count;
+        }
+        assert_eq!(found, 1, "the broker still serves");
+        c.close();
+    });
+}

@@ -417,6 +417,42 @@ proptest! {
     }
 
     #[test]
+    fn frames_delivered_in_any_chunks_decode_as_sent(
+        order in proptest::collection::vec(0usize..6, 1..8),
+        chunks in proptest::collection::vec(1usize..64, 1..40),
+    ) {
+        let samples = sample_frames();
+        let mut codec = FrameCodec::default();
+        let want: Vec<RawFrame> = order
+            .iter()
+            .map(|&i| {
+                let mut b = BytesMut::from(&samples[i % samples.len()][..]);
+                codec.decode(&mut b).unwrap().unwrap()
+            })
+            .collect();
+        let wire: Vec<u8> = order
+            .iter()
+            .flat_map(|&i| samples[i % samples.len()].clone())
+            .collect();
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        let mut at = 0;
+        for &n in chunks.iter().cycle() {
+            if at >= wire.len() {
+                break;
+            }
+            let end = (at + n).min(wire.len());
+            buf.extend_from_slice(&wire[at..end]);
+            at = end;
+            while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                got.push(frame);
+            }
+        }
+        prop_assert!(buf.is_empty());
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
     fn random_bodies_give_errors_not_panics(
         body in proptest::collection::vec(any::<u8>(), 0..200),
     ) {

@@ -58,10 +58,24 @@ const QUOTE_MAX_LEN: usize = 256;
 
 /// Why an expression was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid SQL filter '{expression}': {reason}")]
+#[error("invalid SQL filter '{}': {reason}", quoted(expression))]
 pub struct FilterError {
     pub expression: String,
     pub reason: String,
+}
+
+/// The expression as an error quotes it: whole up to [`QUOTE_MAX_LEN`]
+/// bytes, else its start and its length (a refused 4 KiB text is not
+/// echoed back whole).
+fn quoted(expression: &str) -> std::borrow::Cow<'_, str> {
+    if expression.len() <= QUOTE_MAX_LEN {
+        return expression.into();
+    }
+    let mut end = QUOTE_MAX_LEN / 2;
+    while !expression.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &expression[..end], expression.len()).into()
 }
 
 /// A literal of the expression.

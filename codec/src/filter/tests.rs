@@ -96,7 +96,20 @@ fn malformed_expressions_give_the_parser_reason() {
     let e = SqlFilter::compile("TAGS IN (").unwrap_err();
     assert!(e.to_string().contains("Expected"), "{e}");
     let long = format!("a = '{}'", "x".repeat(MAX_EXPRESSION_LEN));
-    assert!(SqlFilter::compile(&long).is_err());
+    let e = SqlFilter::compile(&long).unwrap_err();
+    assert_eq!(e.expression, long, "the error keeps the whole text");
+    // ... but its message quotes only the start (and the length).
+    let said = e.to_string();
+    assert!(said.len() < 400, "{said}");
+    assert!(
+        said.contains("… (4102 bytes)") && said.contains("longer than 4096"),
+        "{said}"
+    );
+    let multibyte = format!("a = '{}", "é".repeat(300)); // unterminated
+    assert!(SqlFilter::compile(&multibyte)
+        .unwrap_err()
+        .to_string()
+        .contains("(605 bytes)"));
     let deep = format!("{}a = 1{}", "(".repeat(500), ")".repeat(500));
     assert!(
         SqlFilter::compile(&deep).is_err(),

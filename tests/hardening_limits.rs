@@ -433,3 +433,68 @@ fn hardening_produce_right_after_restart_succeeds() {
         );
     }
 }
+
+/// A send whose answer does not come within the request timeout (the
+/// broker frozen with SIGSTOP) is not sent again: it went out and may be
+/// stored, and each resend was stored too (an operator found one message
+/// three times after a hung slave held a SYNC_MASTER's answers).
+#[test]
+fn hardening_a_send_that_timed_out_is_not_sent_again() {
+    use skylark::client::{ClientConfig, Producer};
+    use skylark::codec::MessageData;
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::Standalone::start(dir.path(), &[]);
+    let created = node.cli(&[
+        "admin", "topic", "create", "--name", "Once", "--queues", "4",
+    ]);
+    assert!(created.status.success(), "{created:?}");
+    let pid = node.child.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let namesrv = node.namesrv();
+    actix::System::new().block_on(async {
+        let cfg = ClientConfig {
+            request_timeout: Duration::from_millis(1500),
+            ..ClientConfig::new(&namesrv)
+        };
+        let p = Producer::start(cfg, "once-pg").unwrap();
+        p.send("Once", MessageData::new("warm")).await.unwrap();
+        signal("-STOP");
+        let r = p.send("Once", MessageData::new("dup-me")).await;
+        signal("-CONT");
+        let e = r.expect_err("no answer from a frozen broker");
+        assert!(e.is_answer_timeout(), "{e}");
+        // One connection, answered in order: once this is stored, so is
+        // whatever the frozen broker had been sent.
+        p.send("Once", MessageData::new("after")).await.unwrap();
+    });
+    let out = node.cli(&[
+        "consume",
+        "--group",
+        "once-g",
+        "--topic",
+        "Once",
+        "--count",
+        "10",
+        "--from",
+        "first",
+        "--idle-timeout",
+        "2",
+        "--json",
+    ]);
+    let bodies: Vec<String> = common::json_lines(&out.stdout)
+        .iter()
+        .filter_map(|m| m["body"].as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        bodies.iter().filter(|b| *b == "dup-me").count(),
+        1,
+        "stored once: {bodies:?}"
+    );
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+}

@@ -201,6 +201,13 @@ impl ClientError {
         }
     }
 
+    /// Whether a request went out and its answer did not come within the
+    /// request timeout: the server may have done it.
+    pub fn is_answer_timeout(&self) -> bool {
+        matches!(self, ClientError::Connection { error: ProtocolError::Io(e), .. }
+            if e.kind() == std::io::ErrorKind::TimedOut)
+    }
+
     /// Whether the same send may succeed on another broker.
     pub fn is_retryable(&self) -> bool {
         match self {

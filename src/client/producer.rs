@@ -5,7 +5,9 @@
 //! number of sends run concurrently on pipelined connections. A failed send
 //! (connection failure or a retryable broker error such as `Busy`) is
 //! retried on another broker up to `retry_times_when_send_failed` times,
-//! except ordered sends, which must stay on their queue. A body over
+//! except ordered sends, which must stay on their queue, and a request that
+//! got no answer within `request_timeout` (it may be stored: sent again it
+//! would be stored twice). A body over
 //! `ClientConfig::max_message_size` (4 MiB, as RocketMQ's producer), or a
 //! batch that cannot fit in one frame, is refused before sending with
 //! `ClientError::MessageTooLarge`, worded as the broker's own answer.
@@ -221,6 +223,11 @@ impl Producer {
             let start = Instant::now();
             let res = req.call(&sel, topic).await;
             let failed = matches!(&res, Err(e) if e.is_retryable());
+            // A request that got no answer in time was sent and may be
+            // stored: sending it again elsewhere would store it twice. As
+            // RocketMQ's producer, whose send timeout covers all its
+            // retries, it ends here (the fault tracker still hears of it).
+            let resend = failed && !matches!(&res, Err(e) if e.is_answer_timeout());
             let outcome = match &res {
                 Err(ClientError::Connection { .. }) => Outcome::Unreachable,
                 _ if failed => Outcome::Refused,
@@ -240,7 +247,7 @@ impl Producer {
                 });
             }
             match res {
-                Err(_) if failed && attempt < retries => {
+                Err(_) if resend && attempt < retries => {
                     attempt += 1;
                     last_failed = Some(sel.queue.broker_name);
                 }

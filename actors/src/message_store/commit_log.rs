@@ -311,6 +311,16 @@ impl CommitLog {
         }
     }
 
+    /// Whether appends are refused because the last try to create the
+    /// next segment ran out of space (ENOSPC below the hard ratio): a
+    /// disk-full state as real as the ratio's, until a segment is created.
+    pub fn segment_refused_for_space(&self) -> bool {
+        matches!(
+            self.segment_failed,
+            Some((_, _, StoreError::DiskFull { .. }))
+        )
+    }
+
     fn ensure_segment(&mut self, start: u64) -> Result<()> {
         if self.segments.last().is_some_and(|s| s.start() >= start) {
             return Ok(());
@@ -725,6 +735,7 @@ mod tests {
         let blocker = dir.path().join(file_name(0));
         std::fs::create_dir(&blocker).unwrap();
         assert!(cl.reserve(std::iter::once(100)).is_err());
+        assert!(!cl.segment_refused_for_space(), "not for lack of space");
         std::fs::remove_dir(&blocker).unwrap();
         // It could be created now, but is not tried yet.
         assert!(cl.reserve(std::iter::once(100)).is_err());
@@ -735,6 +746,28 @@ mod tests {
         cl.append_with(100, |buf, _| buf.fill(7)).unwrap();
         cl.commit().unwrap();
         assert_eq!(cl.slice(0, 100).unwrap(), &[7u8; 100][..]);
+    }
+
+    /// A segment refused for lack of space (ENOSPC) is a disk-full state
+    /// until a segment is created again.
+    #[test]
+    fn a_segment_refused_for_space_reads_as_disk_full_until_one_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let mut cl = CommitLog::open(dir.path(), 64 * 1024, log).unwrap();
+        let full = StoreError::DiskFull {
+            usage: 0.82,
+            limit: 0.9,
+        };
+        cl.segment_failed = Some((0, std::time::Instant::now(), full));
+        assert!(cl.segment_refused_for_space());
+        assert!(matches!(
+            cl.reserve(std::iter::once(100)),
+            Err(StoreError::DiskFull { .. })
+        ));
+        cl.set_segment_retry(Duration::ZERO);
+        cl.reserve(std::iter::once(100)).unwrap();
+        assert!(!cl.segment_refused_for_space());
     }
 
     /// Zero-ahead writes zeros only past the write position: records of

@@ -1025,9 +1025,10 @@ impl Store {
         usage
     }
 
-    /// Whether appends are currently refused for lack of disk.
+    /// Whether appends are currently refused for lack of disk: usage over
+    /// the hard ratio, or the next segment refused with ENOSPC below it.
     pub fn is_disk_full(&self) -> bool {
-        self.disk_full.is_some()
+        self.disk_full.is_some() || self.commit_log.segment_refused_for_space()
     }
 
     /// Runs retention now (see [`retention`]).

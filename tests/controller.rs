@@ -372,3 +372,42 @@ fn controller_conf_files_form_one_group_on_ports_no_other_conf_uses() {
     }
     assert_eq!(peers.len(), 1, "every member lists the same group");
 }
+
+/// A second controller on a data directory in use is refused before it
+/// opens the raft files: a stray `skylark controller` started with the
+/// default data directory from a cluster's working directory took the
+/// running node 1's log, stood for election as node 1, won, and made the
+/// group elect away a healthy master (operator walkthrough).
+#[test]
+fn a_second_controller_on_a_data_directory_in_use_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let cs = group(root.path(), 3000);
+    wait_leader(&cs, None);
+    let stray_port = free_port();
+    let mut stray = KillOnDrop(
+        Command::new(bin())
+            .args(["--log-level", "warn", "controller", "--node-id", "1"])
+            .args(["--port", &stray_port.to_string(), "--peers", &cs[0].peers])
+            .arg("--data-dir")
+            .arg(&cs[0].dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Before the lock it ran (and campaigned) instead of exiting.
+    let exited = wait_until(Duration::from_secs(20), || {
+        matches!(stray.0.try_wait(), Ok(Some(_)))
+    });
+    assert!(
+        exited,
+        "a second controller on a data directory in use kept running"
+    );
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut stray.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(stray.0.wait().unwrap().code(), Some(1), "{err}");
+    assert!(err.contains("is in use by another process (pid "), "{err}");
+    // The group kept its leader and its members.
+    assert!(agreed_leader(&cs).is_some(), "the group lost its leader");
+}

@@ -75,6 +75,10 @@ pub struct ControllerHandle {
     tasks: Vec<JoinHandle<()>>,
     /// `GET /metrics` when `metrics_port` is set (a thread of its own).
     metrics: Option<crate::metrics::controller::MetricsThread>,
+    /// `<data_dir>/lock`, held while this controller runs: a second
+    /// controller on the same raft files (a stray `skylark controller` with
+    /// the default data directory) stood for election as this node.
+    _dir_lock: std::fs::File,
 }
 
 impl ControllerHandle {
@@ -113,7 +117,16 @@ impl ControllerHandle {
 pub async fn start(cfg: ControllerConfig, log: Logger) -> Result<ControllerHandle, StartError> {
     let peers = cfg.peer_map()?;
     let log = log.new(slog::o!("actor" => "controller", "node_id" => cfg.node_id));
-    let raft_dir = std::path::Path::new(&cfg.data_dir).join("raft");
+    let data_dir = std::path::Path::new(&cfg.data_dir);
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        StartError::new(format!(
+            "cannot create the data directory {}: {e}",
+            data_dir.display()
+        ))
+    })?;
+    let dir_lock = crate::message_store::lock_data_dir(data_dir, &log)
+        .map_err(|e| StartError::new(e.to_string()))?;
+    let raft_dir = data_dir.join("raft");
     let log_store = LogStore::open(&raft_dir).map_err(|e| {
         StartError::new(format!(
             "cannot open the raft log in {}: {e}",
@@ -244,6 +257,7 @@ pub async fn start(cfg: ControllerConfig, log: Logger) -> Result<ControllerHandl
         local_addr,
         tasks,
         metrics,
+        _dir_lock: dir_lock,
     })
 }
 

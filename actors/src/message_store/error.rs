@@ -52,7 +52,7 @@ pub enum StoreError {
     /// Another process has this data directory open (its `lock` file is
     /// held): two brokers on one directory would overwrite each other's
     /// messages.
-    #[error("data directory {dir} is in use by another process{holder} (it holds {dir}/lock); stop that broker first or choose another data directory")]
+    #[error("data directory {dir} is in use by another process{holder} (it holds {dir}/lock); stop that process first or choose another data directory")]
     InUse { dir: String, holder: String },
 }
 

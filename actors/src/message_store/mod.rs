@@ -305,7 +305,7 @@ pub struct Store {
 /// store locks its `lock` file) and writes our pid into it;
 /// [`StoreError::InUse`] naming the holder's pid when another process has
 /// it.
-fn lock_data_dir(dir: &std::path::Path, logger: &Logger) -> Result<std::fs::File> {
+pub(crate) fn lock_data_dir(dir: &std::path::Path, logger: &Logger) -> Result<std::fs::File> {
     use std::io::{Read, Write};
     let path = dir.join("lock");
     let mut f = std::fs::OpenOptions::new()
@@ -338,7 +338,7 @@ fn lock_data_dir(dir: &std::path::Path, logger: &Logger) -> Result<std::fs::File
         Err(std::fs::TryLockError::Error(e))
             if e.kind() == std::io::ErrorKind::Unsupported || e.raw_os_error() == Some(37) /* ENOLCK */ =>
         {
-            warn!(logger, "the file system cannot lock the data directory: nothing stops a second broker from opening it";
+            warn!(logger, "the file system cannot lock the data directory: nothing stops a second process from opening it";
                 "lock" => %path.display(), "error" => %e);
             Ok(f)
         }

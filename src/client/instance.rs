@@ -221,11 +221,12 @@ impl ClientInstance {
         topic: String,
         ctx: &mut Context<Self>,
     ) -> LocalBoxActorFuture<Self, Result<Arc<TopicRoute>>> {
-        let ns = self.namesrv.clone();
-        let notice = self.config.route_wait_notice.clone();
         self.route(topic, false, ctx)
-            .then(move |res, _act, _ctx| match res {
+            .then(move |res, act, _ctx| match res {
+                // Only a send that must wait pays for these clones.
                 Err(ClientError::TopicNotFound(t)) => {
+                    let ns = act.namesrv.clone();
+                    let notice = act.config.route_wait_notice.clone();
                     wrap_future::<_, Self>(wait_for_route(ns, t, route_wait(), notice))
                         .boxed_local()
                 }

@@ -321,6 +321,13 @@ impl CommitLog {
         )
     }
 
+    /// Tests: as if creating the segment at the write position had just
+    /// failed with `e`.
+    #[cfg(test)]
+    pub(crate) fn fail_next_segment(&mut self, e: StoreError) {
+        self.segment_failed = Some((self.write_pos, std::time::Instant::now(), e));
+    }
+
     fn ensure_segment(&mut self, start: u64) -> Result<()> {
         if self.segments.last().is_some_and(|s| s.start() >= start) {
             return Ok(());

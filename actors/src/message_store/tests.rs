@@ -580,6 +580,26 @@ fn retention_deletes_expired_segments_and_queues() {
     }
 }
 
+/// A segment refused with ENOSPC below the hard ratio makes the store
+/// report disk full (metrics, dashboard, status), though usage is low.
+#[test]
+fn a_segment_refused_for_space_is_disk_full_below_the_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let usage = FixedDiskUsage::new(0.5);
+    let mut store =
+        Store::open_with_disk_usage(config(dir.path()), logger(), Box::new(usage)).unwrap();
+    assert!(!store.is_disk_full());
+    store.commit_log.fail_next_segment(StoreError::DiskFull {
+        usage: 0.82,
+        limit: 0.9,
+    });
+    assert!(store.is_disk_full());
+    store
+        .commit_log
+        .fail_next_segment(StoreError::Corrupt("not space".into()));
+    assert!(!store.is_disk_full(), "only a refusal for space counts");
+}
+
 #[test]
 fn disk_full_refuses_writes_and_keeps_files_valid() {
     let dir = tempfile::tempdir().unwrap();

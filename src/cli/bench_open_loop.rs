@@ -52,6 +52,10 @@ pub(super) const SCHED_US: &str = "BENCH_SCHED_US";
 /// `max_inflight_per_connection`, above which it answers `Busy`.
 pub(super) const MAX_AUTO_WINDOW: usize = 1024;
 
+/// Most due requests spawned before the earlier sends get to run: after a
+/// stall the backlog goes out in rounds, not all at once.
+const MAX_BURST: usize = 64;
+
 /// The latency the automatic window is sized to absorb at full rate.
 const WINDOW_COVERS: Duration = Duration::from_secs(1);
 
@@ -161,41 +165,49 @@ pub(super) async fn paced_client(
     let mut send_lag = histogram()?;
     let mut window_full_waits = 0;
     let mut due_requests = pacer(plan.clone(), client)?;
-    while let Some(b) = due_requests.recv().await {
-        if shared.stop.load(Ordering::Relaxed) {
-            break; // a run of failures (`Shared::fail`); the pacer ends too
+    let mut due_now = Vec::new();
+    'run: while due_requests.recv_many(&mut due_now, MAX_BURST).await > 0 {
+        // Every request already due is spawned before any of them runs, so
+        // their frames reach the connection together and leave in one
+        // write, as a busy producer's would (one write per request was most
+        // of the bench's own send lag). Then the sends spawned earlier run.
+        for b in due_now.drain(..) {
+            if shared.stop.load(Ordering::Relaxed) {
+                break 'run; // a run of failures (`Shared::fail`); the pacer ends too
+            }
+            let (first, n) = plan.request(b);
+            let due = plan.due(first + n - 1);
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(s) => s,
+                Err(_) => {
+                    window_full_waits += 1;
+                    slots.clone().acquire_owned().await?
+                }
+            };
+            send_lag.saturating_record(micros(Instant::now().saturating_duration_since(due)));
+            let msgs: Vec<MessageData> = (first..first + n)
+                .map(|i| message(&load, &plan, i))
+                .collect();
+            let (p, load, latency, shared) =
+                (p.clone(), load.clone(), latency.clone(), shared.clone());
+            actix::spawn(async move {
+                if let Err(e) = send(&p, &load.topic, msgs).await {
+                    shared.fail(&e);
+                } else {
+                    shared.succeeded();
+                    let lat = micros(Instant::now().saturating_duration_since(due));
+                    latency.borrow_mut().saturating_record(lat);
+                    shared.done.fetch_add(n, Ordering::Relaxed);
+                    shared
+                        .bytes
+                        .fetch_add(n * load.body.len() as u64, Ordering::Relaxed);
+                    shared.mark_done();
+                }
+                drop(slot);
+            });
         }
-        let (first, n) = plan.request(b);
-        let due = plan.due(first + n - 1);
-        // Let the sends already spawned run between two of ours.
+        // Let the sends spawned so far run before taking more.
         tokio::task::yield_now().await;
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(s) => s,
-            Err(_) => {
-                window_full_waits += 1;
-                slots.clone().acquire_owned().await?
-            }
-        };
-        send_lag.saturating_record(micros(Instant::now().saturating_duration_since(due)));
-        let msgs: Vec<MessageData> = (first..first + n)
-            .map(|i| message(&load, &plan, i))
-            .collect();
-        let (p, load, latency, shared) = (p.clone(), load.clone(), latency.clone(), shared.clone());
-        actix::spawn(async move {
-            if let Err(e) = send(&p, &load.topic, msgs).await {
-                shared.fail(&e);
-            } else {
-                shared.succeeded();
-                let lat = micros(Instant::now().saturating_duration_since(due));
-                latency.borrow_mut().saturating_record(lat);
-                shared.done.fetch_add(n, Ordering::Relaxed);
-                shared
-                    .bytes
-                    .fetch_add(n * load.body.len() as u64, Ordering::Relaxed);
-                shared.mark_done();
-            }
-            drop(slot);
-        });
     }
     // Every request has been sent; wait for the answers still out.
     let _all = slots.acquire_many(permits).await?;

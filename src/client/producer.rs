@@ -351,11 +351,47 @@ pub fn unique_id() -> String {
     let prefix =
         PREFIX.get_or_init(|| format!("{:08X}{:08X}", std::process::id(), rand::random::<u32>()));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}{n:016X}")
+    // One allocation and no formatting machinery: this runs for every send.
+    let mut id = String::with_capacity(prefix.len() + 16);
+    id.push_str(prefix);
+    for shift in (0..16).rev() {
+        let digit = ((n >> (shift * 4)) & 0xF) as u8;
+        id.push(char::from(b"0123456789ABCDEF"[usize::from(digit)]));
+    }
+    id
 }
 
 fn empty_answer(topic: &str) -> ClientError {
     ClientError::InvalidArgument(format!(
         "broker returned no send result for topic '{topic}'"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unique_id;
+
+    #[test]
+    fn unique_ids_are_32_hex_digits_counting_up() {
+        let (a, b) = (unique_id(), unique_id());
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase()),
+                "{id}"
+            );
+        }
+        assert_eq!(a[..16], b[..16], "one prefix per process");
+        let (na, nb) = (
+            u64::from_str_radix(&a[16..], 16).unwrap(),
+            u64::from_str_radix(&b[16..], 16).unwrap(),
+        );
+        assert!(nb > na, "{a} then {b}");
+        assert_eq!(
+            &b[16..],
+            format!("{nb:016X}"),
+            "the counter's digits, zero-padded"
+        );
+    }
 }

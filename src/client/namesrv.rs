@@ -5,6 +5,15 @@
 //! `NettyRemotingClient.getAndCreateNameserverChannel`). A server that
 //! answers with an error (e.g. `TopicNotFound`) has answered: its error is
 //! returned, the next one is not asked.
+//!
+//! One connection per NameServer, shared by every request of the handle and
+//! its clones. Opening it is single flight: the first request that finds no
+//! live connection dials, every request that comes meanwhile waits for that
+//! one attempt and shares its outcome (the connection, or the failure — the
+//! request after a failure dials again), so a burst of first requests opens
+//! one connection, not one each (RocketMQ takes a lock around the same
+//! step). A connection a request saw fail is dropped from its slot once,
+//! by whichever request noticed first; the others find the new attempt.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -16,6 +25,7 @@ use skylark_codec::{
     ClusterInfo, ErrorCode, GetClusterInfoRequest, GetRouteInfoRequest, GetTopicListRequest,
     Handshake, ProtocolError, Rpc, TopicList, TopicRouteData,
 };
+use tokio::sync::OnceCell;
 
 use super::error::{ClientError, Result};
 
@@ -58,14 +68,33 @@ pub(crate) async fn connect(
     }
 }
 
+/// One attempt to connect to a NameServer: the first caller runs it
+/// (`get_or_init`), the callers that come meanwhile wait on it, and all of
+/// them get its outcome. Should the caller running it be cancelled, one of
+/// those waiting takes the attempt over (tokio's `OnceCell`).
+type Dial = Arc<OnceCell<Result<RpcClient>>>;
+
+/// Whether `dial` is over and no use: it failed, or its connection closed.
+/// Still running, or connected: it is the one to wait on, or to use.
+fn spent(dial: &Dial) -> bool {
+    match dial.get() {
+        None => false,
+        Some(Ok(c)) => !c.is_connected(),
+        Some(Err(_)) => true,
+    }
+}
+
 /// The connections to the NameServers and the one that answered last: one
 /// piece of state, behind one lock, shared by every clone of the handle.
+/// The lock is never held across an await: waiting on a connect is waiting
+/// on the slot's [`Dial`], outside it.
 #[derive(Debug)]
 struct Links {
     /// The NameServer asked first (the last one that answered).
     preferred: usize,
-    /// One slot per address; `None` until connected, or after it failed.
-    conns: Vec<Option<RpcClient>>,
+    /// One slot per address: its current attempt (a fresh, empty one before
+    /// the first connect and once the last one is spent).
+    conns: Vec<Dial>,
 }
 
 /// A cheap, clonable handle on the NameServer list. Must be used inside an
@@ -103,7 +132,7 @@ impl NameServerClient {
         Ok(NameServerClient {
             links: Arc::new(Mutex::new(Links {
                 preferred: 0,
-                conns: vec![None; addrs.len()],
+                conns: addrs.iter().map(|_| Dial::default()).collect(),
             })),
             addrs: addrs.into(),
             timeout,
@@ -131,36 +160,46 @@ impl NameServerClient {
         self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn cached(&self, i: usize) -> Option<RpcClient> {
-        self.links()
-            .conns
-            .get(i)
-            .cloned()
-            .flatten()
-            .filter(RpcClient::is_connected)
-    }
-
-    fn store(&self, i: usize, c: Option<RpcClient>) {
-        if let Some(slot) = self.links().conns.get_mut(i) {
-            *slot = c;
-        }
-    }
-
-    async fn conn(&self, i: usize) -> Result<RpcClient> {
-        if let Some(c) = self.cached(i) {
-            return Ok(c);
-        }
+    /// The connection to NameServer `i`, and the attempt that made it (to
+    /// [`forget`](Self::forget) it by). Joins the attempt under way, or
+    /// starts one if the last is spent; a failed attempt's error goes to
+    /// every caller that waited on it.
+    async fn conn(&self, i: usize) -> Result<(RpcClient, Dial)> {
+        let dial = {
+            let mut links = self.links();
+            let slot = &mut links.conns[i];
+            if spent(slot) {
+                *slot = Dial::default();
+            }
+            slot.clone()
+        };
         let addr = &self.addrs[i];
-        let c = connect(
-            addr,
-            self.timeout,
-            self.timeout,
-            skylark_codec::DEFAULT_MAX_FRAME_SIZE,
-            (&self.client_id, self.creds.clone(), self.tls.as_ref()),
-        )
-        .await?;
-        self.store(i, Some(c.clone()));
-        Ok(c)
+        let outcome = dial
+            .get_or_init(|| {
+                connect(
+                    addr,
+                    self.timeout,
+                    self.timeout,
+                    skylark_codec::DEFAULT_MAX_FRAME_SIZE,
+                    (&self.client_id, self.creds.clone(), self.tls.as_ref()),
+                )
+            })
+            .await;
+        match outcome {
+            Ok(c) => Ok((c.clone(), dial.clone())),
+            Err(e) => Err(replay(addr, e)),
+        }
+    }
+
+    /// Drops `dial`'s connection from slot `i` (a request on it failed), if
+    /// it is still the slot's: of many requests that saw one connection
+    /// fail, the first replaces it and the others leave the new one be.
+    fn forget(&self, i: usize, dial: &Dial) {
+        let mut links = self.links();
+        let slot = &mut links.conns[i];
+        if Arc::ptr_eq(slot, dial) {
+            *slot = Dial::default();
+        }
     }
 
     /// Calls the preferred NameServer, then the others in turn.
@@ -184,17 +223,20 @@ impl NameServerClient {
         for k in 0..n {
             let i = (first + k) % n;
             let answer = match self.conn(i).await {
-                Ok(c) => c
-                    .call_timeout(req, timeout)
-                    .await
-                    .map_err(|e| ClientError::from_call(&self.addrs[i], None, e)),
+                Ok((c, dial)) => {
+                    let answer = c
+                        .call_timeout(req, timeout)
+                        .await
+                        .map_err(|e| ClientError::from_call(&self.addrs[i], None, e));
+                    if let Err(ClientError::Connection { .. }) = answer {
+                        self.forget(i, &dial);
+                    }
+                    answer
+                }
                 Err(e) => Err(e),
             };
             match answer {
-                Err(ClientError::Connection { error, .. }) => {
-                    self.store(i, None);
-                    last = error.to_string();
-                }
+                Err(ClientError::Connection { error, .. }) => last = error.to_string(),
                 other => {
                     self.links().preferred = i;
                     return other;
@@ -244,6 +286,54 @@ impl NameServerClient {
     }
 }
 
+/// Each caller's own copy of a shared attempt's failure (`ClientError`
+/// holds an `io::Error`, which is not `Clone`: its kind and message are
+/// kept). `connect` fails only with the first three kinds.
+fn replay(addr: &str, e: &ClientError) -> ClientError {
+    match e {
+        ClientError::Connection { addr, error } => ClientError::Connection {
+            addr: addr.clone(),
+            error: replay_protocol(error),
+        },
+        ClientError::Remote { addr, topic, error } => ClientError::Remote {
+            addr: addr.clone(),
+            topic: topic.clone(),
+            error: error.clone(),
+        },
+        ClientError::TlsRequired { addr, reason } => ClientError::TlsRequired {
+            addr: addr.clone(),
+            reason: reason.clone(),
+        },
+        other => ClientError::Connection {
+            addr: addr.to_string(),
+            error: ProtocolError::Io(std::io::Error::other(other.to_string())),
+        },
+    }
+}
+
+/// [`replay`] for the codec's error.
+fn replay_protocol(e: &ProtocolError) -> ProtocolError {
+    use ProtocolError as P;
+    match e {
+        P::Io(io) => P::Io(std::io::Error::new(io.kind(), io.to_string())),
+        P::FrameTooLarge { size, max } => P::FrameTooLarge {
+            size: *size,
+            max: *max,
+        },
+        P::MessageTooLarge { size, max } => P::MessageTooLarge {
+            size: *size,
+            max: *max,
+        },
+        P::Malformed(m) => P::Malformed(m.clone()),
+        P::UnknownCommand(c) => P::UnknownCommand(*c),
+        P::UnsupportedVersion(v) => P::UnsupportedVersion(*v),
+        P::InvalidArgument(m) => P::InvalidArgument(m.clone()),
+        P::InvalidFilter(m) => P::InvalidFilter(m.clone()),
+        P::Encode(m) => P::Encode(m.clone()),
+        P::Remote(w) => P::Remote(w.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,11 +357,49 @@ mod tests {
         }
         let links = ns.links();
         assert_eq!(links.preferred, 0);
-        assert!(links.conns.iter().all(Option::is_none));
+        assert!(links.conns.iter().all(|d| !matches!(d.get(), Some(Ok(_)))));
         drop(links);
         assert!(matches!(
             NameServerClient::new(" ; ", Duration::from_secs(1), "t"),
             Err(ClientError::InvalidArgument(_))
         ));
+    }
+
+    /// Many requests see one connection fail; the first one's `forget`
+    /// empties the slot, and a later one (its request failed after the
+    /// slot moved on) leaves the new attempt alone.
+    #[test]
+    fn a_failed_connection_is_forgotten_once() {
+        let ns = NameServerClient::new("127.0.0.1:1", Duration::from_secs(1), "t").unwrap();
+        let old = ns.links().conns[0].clone();
+        ns.forget(0, &old);
+        let new = ns.links().conns[0].clone();
+        assert!(!Arc::ptr_eq(&old, &new));
+        ns.forget(0, &old);
+        assert!(Arc::ptr_eq(&ns.links().conns[0], &new));
+    }
+
+    /// Each waiter's copy of a shared failure reads and classifies like the
+    /// original (an answer timeout stays one).
+    #[test]
+    fn a_replayed_failure_keeps_its_kind_and_words() {
+        let timed_out = ClientError::Connection {
+            addr: "a:1".into(),
+            error: ProtocolError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer from a:1 within 1s",
+            )),
+        };
+        let copy = replay("a:1", &timed_out);
+        assert!(copy.is_answer_timeout());
+        assert_eq!(copy.to_string(), timed_out.to_string());
+        let refused = ClientError::Remote {
+            addr: "a:1".into(),
+            topic: None,
+            error: skylark_codec::WireError::new(ErrorCode::AuthFailed, "bad signature"),
+        };
+        let copy = replay("a:1", &refused);
+        assert_eq!(copy.code(), Some(ErrorCode::AuthFailed));
+        assert_eq!(copy.to_string(), refused.to_string());
     }
 }

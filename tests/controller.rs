@@ -38,6 +38,9 @@ impl Controller {
                 "SKYLARK_CONTROLLER_BROKER_TIMEOUT_MS",
                 self.timeout_ms.to_string(),
             )
+            // As the README's quickstart exports it: the CLI's own variable
+            // is passed over (it was an unknown field of the controller).
+            .env("SKYLARK_NAMESRV", "127.0.0.1:9876")
             .env("SKYLARK_RAFT_HEARTBEAT_INTERVAL_MS", "100")
             .env("SKYLARK_RAFT_ELECTION_TIMEOUT_MIN_MS", "500")
             .env("SKYLARK_RAFT_ELECTION_TIMEOUT_MAX_MS", "1000")

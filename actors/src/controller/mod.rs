@@ -40,10 +40,16 @@ use serde::{Deserialize, Serialize};
 pub use openraft;
 pub use server::{start, ControllerHandle};
 
-/// `conf/controller-N.toml`.
+/// `conf/controller-N.toml`. A key of the file that no setting has is
+/// refused by name when it is loaded (`skylark::config`), as for the other
+/// servers; unknown `SKYLARK_*` variables (the CLI's `SKYLARK_NAMESRV`) are
+/// passed over.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct ControllerConfig {
+    /// The server the file is written for ([`crate::config::ConfRole`]); a
+    /// file whose `role` is not `controller` is refused when it is loaded.
+    pub role: Option<crate::config::ConfRole>,
     /// This controller's id in the raft group (a key of `peers`).
     pub node_id: u64,
     /// Address to listen on.
@@ -88,6 +94,7 @@ pub struct ControllerConfig {
 impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
+            role: None,
             node_id: 1,
             listen_host: "127.0.0.1".to_string(),
             port: 9881,

@@ -251,7 +251,9 @@ pub struct BrokerConfig {
     /// when `port` is 0 or `port + 1` is taken); 0: ephemeral.
     pub ha_port: Option<u16>,
     /// SYNC_MASTER: longest wait for a slave's ack before answering
-    /// `FLUSH_SLAVE_TIMEOUT`.
+    /// `FLUSH_SLAVE_TIMEOUT` (default 2000 ms: below the client's 3 s
+    /// request timeout, so a producer gets that answer, not a timeout of
+    /// its own, when a slave hangs).
     pub sync_replication_timeout_ms: u64,
     /// Slave: the master's HA address; absent = as the NameServer reports it.
     pub master_ha_addr: Option<String>,
@@ -429,7 +431,7 @@ impl Default for BrokerConfig {
             store: StoreConfig::default(),
             broker_role: BrokerRole::AsyncMaster,
             ha_port: None,
-            sync_replication_timeout_ms: 3000,
+            sync_replication_timeout_ms: 2000,
             master_ha_addr: None,
             metadata_sync_interval_secs: 10,
             slave_read_lag_messages: 1_000_000,

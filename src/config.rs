@@ -7,11 +7,38 @@
 //!
 //! [`STANDALONE_STORE_DEFAULTS`] are the laptop-sized store sizes
 //! `skylark standalone` starts from (`broker` keeps RocketMQ's).
+//!
+//! Each server refuses a file written for another ([`RoleConfig`]): by its
+//! `role` key, which every file of `conf/` carries, or, in a file without
+//! one, when it has keys this server lacks and every key is another
+//! server's setting. A file of keys every server has (`port = 10999`, or
+//! no key at all) is taken as it is: nothing in it says whose it is.
 
 use std::path::Path;
 
 use config::{Config, Environment, File, FileFormat};
 use serde::de::DeserializeOwned;
+use skylark_actors::config::{BrokerConfig, ConfRole, NameServerConfig};
+use skylark_actors::controller::ControllerConfig;
+
+/// The configuration of one server: the loader refuses a file written for
+/// another ([`ConfRole`]).
+pub trait RoleConfig: DeserializeOwned {
+    /// The `role` a file of this server may declare.
+    const ROLE: ConfRole;
+}
+
+impl RoleConfig for NameServerConfig {
+    const ROLE: ConfRole = ConfRole::Namesrv;
+}
+
+impl RoleConfig for BrokerConfig {
+    const ROLE: ConfRole = ConfRole::Broker;
+}
+
+impl RoleConfig for ControllerConfig {
+    const ROLE: ConfRole = ConfRole::Controller;
+}
 
 /// A configuration that could not be loaded, with the reason.
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +47,9 @@ pub struct ConfigError(String);
 
 /// Loads `T` from (optional) `file`, then the environment, then `overrides`
 /// (`key`, value) pairs from command-line flags. A key of the file that
-/// `T` has no setting for is an error that names it.
-pub fn load<T: DeserializeOwned>(
+/// `T` has no setting for is an error that names it; so is a file written
+/// for another server.
+pub fn load<T: RoleConfig>(
     file: Option<&Path>,
     overrides: &[(&str, config::Value)],
 ) -> Result<T, ConfigError> {
@@ -31,7 +59,7 @@ pub fn load<T: DeserializeOwned>(
 /// [`load`] with `defaults` (`key`, value) layered under everything else:
 /// they replace `T`'s serde defaults and lose to the file, the environment
 /// and the flags. `standalone` uses it for its laptop-sized store.
-pub fn load_with_defaults<T: DeserializeOwned>(
+pub fn load_with_defaults<T: RoleConfig>(
     file: Option<&Path>,
     defaults: &[(&str, config::Value)],
     overrides: &[(&str, config::Value)],
@@ -52,6 +80,7 @@ pub fn load_with_defaults<T: DeserializeOwned>(
                 f.display()
             )));
         }
+        refuse_another_role(f, T::ROLE)?;
         b = b.add_source(File::from(f).format(FileFormat::Toml).required(true));
     }
     b = b.add_source(
@@ -71,40 +100,106 @@ pub fn load_with_defaults<T: DeserializeOwned>(
     let value: T = serde_ignored::deserialize(cfg, |path| ignored.push(path.to_string()))
         .map_err(|e| ConfigError(e.to_string()))?;
     if let Some(f) = file {
-        refuse_unknown_keys(f, &ignored)?;
+        refuse_unknown_keys(f, T::ROLE, &ignored)?;
     }
     Ok(value)
 }
 
+/// The file alone: no defaults, no environment, no flags.
+fn file_only(file: &Path) -> Result<Config, ConfigError> {
+    Config::builder()
+        .add_source(File::from(file).format(FileFormat::Toml).required(true))
+        .build()
+        .map_err(|e| ConfigError(e.to_string()))
+}
+
+/// A file whose `role` names another server is refused, naming the file,
+/// its role and the command that runs it.
+fn refuse_another_role(file: &Path, role: ConfRole) -> Result<(), ConfigError> {
+    let Ok(declared) = file_only(file)?.get::<config::Value>("role") else {
+        return Ok(());
+    };
+    let declared = declared
+        .into_string()
+        .map_err(|e| e.to_string())
+        .and_then(ConfRole::try_from)
+        .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
+    if declared == role {
+        return Ok(());
+    }
+    Err(ConfigError(format!(
+        "{f} is a {theirs}'s configuration (role = \"{word}\"), not a {ours}'s: run it with `skylark {word} -c {f}`",
+        f = file.display(),
+        theirs = declared.server(),
+        word = declared.as_str(),
+        ours = role.server(),
+    )))
+}
+
 /// A key of the file that no setting has is an error naming it: a typo
 /// (`flush_mod = "sync"`) must not leave a broker running on the default
-/// it meant to change. Unknown `SKYLARK_*` variables are passed over: the
-/// environment also carries the CLI's own (`SKYLARK_NAMESRV`, ...).
-fn refuse_unknown_keys(file: &Path, ignored: &[String]) -> Result<(), ConfigError> {
+/// it meant to change. When another server has a setting for every key of
+/// a file without `role`, the error says whose the file looks. Unknown
+/// `SKYLARK_*` variables are passed over: the environment also carries the
+/// CLI's own (`SKYLARK_NAMESRV`, ...).
+fn refuse_unknown_keys(file: &Path, role: ConfRole, ignored: &[String]) -> Result<(), ConfigError> {
     if ignored.is_empty() {
         return Ok(());
     }
-    let in_file = Config::builder()
-        .add_source(File::from(file).format(FileFormat::Toml).required(true))
-        .build()
-        .map_err(|e| ConfigError(e.to_string()))?;
+    let in_file = file_only(file)?;
     let unknown: Vec<&str> = ignored
         .iter()
         .filter(|k| in_file.get::<config::Value>(k).is_ok())
         .map(String::as_str)
         .collect();
-    match unknown.as_slice() {
-        [] => Ok(()),
-        keys => Err(ConfigError(format!(
-            "{}: unknown key{} {} (no such setting; conf/*.toml lists every key with its default)",
-            file.display(),
-            if keys.len() > 1 { "s" } else { "" },
-            keys.iter()
-                .map(|k| format!("'{k}'"))
-                .collect::<Vec<_>>()
-                .join(", ")
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let keys = format!(
+        "{}: unknown key{} {}",
+        file.display(),
+        if unknown.len() > 1 { "s" } else { "" },
+        unknown
+            .iter()
+            .map(|k| format!("'{k}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    match looks_written_for(&in_file, role) {
+        Some(theirs) => Err(ConfigError(format!(
+            "{keys} for a {ours}: the file looks like a {theirs}'s configuration (a {theirs} has a setting for every key of it): run it with `skylark {word} -c {f}`",
+            ours = role.server(),
+            theirs = theirs.server(),
+            word = theirs.as_str(),
+            f = file.display(),
+        ))),
+        None => Err(ConfigError(format!(
+            "{keys} (no such setting; conf/*.toml lists every key with its default)"
         ))),
     }
+}
+
+/// The other server with a setting for every key of a file that does not
+/// say whose it is (no `role`), if there is one.
+fn looks_written_for(in_file: &Config, role: ConfRole) -> Option<ConfRole> {
+    if in_file.get::<config::Value>("role").is_ok() {
+        return None;
+    }
+    ConfRole::ALL.into_iter().find(|&r| {
+        r != role
+            && match r {
+                ConfRole::Namesrv => fits::<NameServerConfig>(in_file),
+                ConfRole::Broker => fits::<BrokerConfig>(in_file),
+                ConfRole::Controller => fits::<ControllerConfig>(in_file),
+            }
+    })
+}
+
+/// Whether `T` has a setting for every key of `in_file`.
+fn fits<T: DeserializeOwned>(in_file: &Config) -> bool {
+    let mut ignored = false;
+    let value: Result<T, _> = serde_ignored::deserialize(in_file.clone(), |_| ignored = true);
+    value.is_ok() && !ignored
 }
 
 /// Store sizes `skylark standalone` uses unless the file, the environment or
@@ -137,7 +232,6 @@ pub fn standalone_defaults() -> Vec<(&'static str, config::Value)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skylark_actors::config::BrokerConfig;
 
     #[test]
     fn standalone_defaults_are_laptop_sized_and_lose_to_the_environment_and_flags() {
@@ -223,25 +317,98 @@ mod tests {
         );
     }
 
+    /// The role a file of `conf/` is written for, by its name.
+    fn role_by_name(name: &str) -> Option<ConfRole> {
+        ConfRole::ALL
+            .into_iter()
+            .find(|r| name.starts_with(r.as_str()))
+    }
+
+    fn load_as(role: ConfRole, p: &Path) -> Result<Option<ConfRole>, ConfigError> {
+        match role {
+            ConfRole::Namesrv => load::<NameServerConfig>(Some(p), &[]).map(|c| c.role),
+            ConfRole::Broker => load::<BrokerConfig>(Some(p), &[]).map(|c| c.role),
+            ConfRole::Controller => load::<ControllerConfig>(Some(p), &[]).map(|c| c.role),
+        }
+    }
+
+    /// Every server file of `conf/` says whose it is, loads for its own
+    /// server and is refused by the others, naming the file and the
+    /// command that runs it.
     #[test]
-    fn every_shipped_configuration_file_loads() {
+    fn every_shipped_configuration_file_loads_for_its_role_only() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
         let mut n = 0;
         for entry in std::fs::read_dir(&root).unwrap() {
             let p = entry.unwrap().path();
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            let r = if name.starts_with("namesrv") {
-                load::<skylark_actors::config::NameServerConfig>(Some(&p), &[]).map(drop)
-            } else if name.starts_with("broker") || name.starts_with("standalone") {
-                load::<BrokerConfig>(Some(&p), &[]).map(drop)
-            } else if name.starts_with("controller") {
-                load::<skylark_actors::controller::ControllerConfig>(Some(&p), &[]).map(drop)
-            } else {
+            let Some(own) = role_by_name(&name) else {
                 continue;
             };
-            r.unwrap_or_else(|e| panic!("{name}: {e}"));
+            let declared = load_as(own, &p).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(declared, Some(own), "{name} says whose it is");
+            for other in ConfRole::ALL.into_iter().filter(|&r| r != own) {
+                let e = load_as(other, &p).unwrap_err().to_string();
+                for says in [
+                    format!("{} is a {}'s configuration", p.display(), own.server()),
+                    format!("not a {}'s", other.server()),
+                    format!("skylark {} -c {}", own.as_str(), p.display()),
+                ] {
+                    assert!(e.contains(&says), "{name} as {other:?}: {e}");
+                }
+            }
             n += 1;
         }
         assert!(n >= 3, "only {n} configuration files under conf/");
+    }
+
+    /// A file without `role`: refused, naming whose it looks, only when this
+    /// server lacks some of its keys and another has them all; a file of
+    /// keys every server has (or of none) loads.
+    #[test]
+    fn a_file_without_role_is_refused_only_when_its_keys_are_another_servers() {
+        let ns = file("port = 9877\nbroker_expire_secs = 60\n");
+        let e = load_as(ConfRole::Broker, ns.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("looks like a NameServer's configuration")
+                && e.contains("skylark namesrv -c"),
+            "{e}"
+        );
+        let broker = file("broker_name = \"b\"\n[store]\nflush_mode = \"sync\"\n");
+        for role in [ConfRole::Namesrv, ConfRole::Controller] {
+            let e = load_as(role, broker.path()).unwrap_err().to_string();
+            assert!(
+                e.contains("looks like a broker's configuration")
+                    && e.contains("skylark broker -c"),
+                "{role:?}: {e}"
+            );
+        }
+        let controller = file("node_id = 2\npeers = \"2=127.0.0.1:9882\"\n");
+        let e = load_as(ConfRole::Broker, controller.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("looks like a controller's configuration"), "{e}");
+        // A typo fits no server: the unknown key is named as before.
+        let typo = file("port = 9877\nbroker_expire_sec = 60\n");
+        let e = load_as(ConfRole::Namesrv, typo.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown key 'broker_expire_sec'"), "{e}");
+        for text in ["", "port = 10999\nlisten_host = \"0.0.0.0\"\n"] {
+            let f = file(text);
+            for role in ConfRole::ALL {
+                load_as(role, f.path()).unwrap_or_else(|e| panic!("{text:?} as {role:?}: {e}"));
+            }
+        }
+        let f = file("role = \"nameserver\"\n");
+        let e = load_as(ConfRole::Namesrv, f.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'nameserver' is not a value of role (one of: namesrv, broker, controller)"),
+            "{e}"
+        );
     }
 }

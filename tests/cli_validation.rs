@@ -262,6 +262,106 @@ fn an_unwritable_broadcast_offset_file_is_refused_before_joining() {
     );
 }
 
+/// Runs `skylark CMD -c FILE` and returns its output once it exits; a
+/// server that starts instead is killed after a deadline and the test
+/// fails. Flags give it free ports and a temporary data directory, so a
+/// server that does start takes no shipped port.
+fn refused_start(cmd: &str, file: &std::path::Path, dir: &std::path::Path) -> Output {
+    let mut c = Command::new(bin());
+    c.args(["--log-level", "warn", cmd, "-c"]).arg(file);
+    let port = common::free_port().to_string();
+    let data = dir.join(format!("{cmd}-{port}"));
+    match cmd {
+        "namesrv" => c.args(["--port", &port]),
+        "broker" => c
+            .args(["--port", &port, "--namesrv", NO_NAMESRV, "--data-dir"])
+            .arg(&data)
+            .env("SKYLARK_HA_PORT", "0")
+            .envs(common::ROOMY_DISK),
+        "controller" => c.args(["--port", &port, "--data-dir"]).arg(&data),
+        "standalone" => c
+            .args(["--namesrv-port", &port])
+            .args(["--broker-port", &common::free_port().to_string()])
+            .args([
+                "--no-dashboard",
+                "--no-metrics",
+                "--no-remoting",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .envs(common::ROOMY_DISK),
+        other => panic!("no such server {other}"),
+    };
+    let mut child = common::KillOnDrop(
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let exited = common::wait_until(Duration::from_secs(20), || {
+        matches!(child.0.try_wait(), Ok(Some(_)))
+    });
+    assert!(exited, "`skylark {cmd} -c {}` started", file.display());
+    let read = |pipe: Option<&mut dyn std::io::Read>| {
+        let mut bytes = Vec::new();
+        pipe.unwrap().read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    let stdout = read(child.0.stdout.as_mut().map(|p| p as _));
+    let stderr = read(child.0.stderr.as_mut().map(|p| p as _));
+    Output {
+        status: child.0.wait().unwrap(),
+        stdout,
+        stderr,
+    }
+}
+
+/// `skylark broker -c conf/namesrv-1.toml` started a broker on the
+/// NameServer's port with every other setting at its default: each key of
+/// that file is a broker key too (operator walkthrough). Every server
+/// refuses every shipped file written for another, naming the file, whose
+/// it is and the command that runs it; `standalone -c` takes broker files.
+#[test]
+fn a_shipped_conf_file_is_refused_by_every_other_server() {
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let dir = tempfile::tempdir().unwrap();
+    let servers = [
+        ("namesrv", "NameServer"),
+        ("broker", "broker"),
+        ("controller", "controller"),
+    ];
+    let mut refusals = 0;
+    for entry in std::fs::read_dir(&conf).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some((own, server)) = servers.iter().find(|(r, _)| name.starts_with(r)) else {
+            continue;
+        };
+        for cmd in ["namesrv", "broker", "controller", "standalone"] {
+            if cmd == *own || (cmd == "standalone" && *own == "broker") {
+                continue;
+            }
+            let out = refused_start(cmd, &path, dir.path());
+            refused(
+                &out,
+                1,
+                &[
+                    &format!("{} is a {server}'s configuration", path.display()),
+                    &format!("role = \"{own}\""),
+                    &format!("run it with `skylark {own} -c {}`", path.display()),
+                ],
+            );
+            refusals += 1;
+        }
+    }
+    // 3 NameServer, 8 broker and 3 controller files.
+    assert!(
+        refusals >= 3 * 3 + 8 * 2 + 3 * 3,
+        "only {refusals} refusals"
+    );
+}
+
 #[test]
 fn with_a_server() {
     let dir = tempfile::tempdir().unwrap();

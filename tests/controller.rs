@@ -38,6 +38,9 @@ impl Controller {
                 "SKYLARK_CONTROLLER_BROKER_TIMEOUT_MS",
                 self.timeout_ms.to_string(),
             )
+            // As the README's quickstart exports it: the CLI's own variable
+            // is passed over (it was an unknown field of the controller).
+            .env("SKYLARK_NAMESRV", "127.0.0.1:9876")
             .env("SKYLARK_RAFT_HEARTBEAT_INTERVAL_MS", "100")
             .env("SKYLARK_RAFT_ELECTION_TIMEOUT_MIN_MS", "500")
             .env("SKYLARK_RAFT_ELECTION_TIMEOUT_MAX_MS", "1000")
@@ -383,11 +386,12 @@ fn a_second_controller_on_a_data_directory_in_use_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let cs = group(root.path(), 3000);
     wait_leader(&cs, None);
-    let stray_port = free_port();
+    // Node 1's own address (another is refused before the lock is tried):
+    // the data directory is locked before the port is bound.
     let mut stray = KillOnDrop(
         Command::new(bin())
             .args(["--log-level", "warn", "controller", "--node-id", "1"])
-            .args(["--port", &stray_port.to_string(), "--peers", &cs[0].peers])
+            .args(["--port", &cs[0].port.to_string(), "--peers", &cs[0].peers])
             .arg("--data-dir")
             .arg(&cs[0].dir)
             .stdin(Stdio::null())
@@ -409,5 +413,68 @@ fn a_second_controller_on_a_data_directory_in_use_is_refused() {
     assert_eq!(stray.0.wait().unwrap().code(), Some(1), "{err}");
     assert!(err.contains("is in use by another process (pid "), "{err}");
     // The group kept its leader and its members.
+    assert!(agreed_leader(&cs).is_some(), "the group lost its leader");
+}
+
+/// Runs a controller that must refuse to start; its exit code and stderr.
+fn refused_controller(args: &[&str], data_dir: &Path) -> (Option<i32>, String) {
+    let mut c = KillOnDrop(
+        Command::new(bin())
+            .args(["--log-level", "warn", "controller"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let exited = wait_until(Duration::from_secs(20), || {
+        matches!(c.0.try_wait(), Ok(Some(_)))
+    });
+    assert!(exited, "controller {args:?} kept running");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut c.0.stderr.take().unwrap(), &mut err).unwrap();
+    (c.0.wait().unwrap().code(), err)
+}
+
+/// A controller whose listen address is not the one `peers` lists for its
+/// `node_id` is refused before it binds: started with conf/controller-2.toml
+/// and `--node-id 1`, or with a copy of controller-1.toml whose port was
+/// changed, it took part in the group's elections as node 1 from node 2's
+/// (or a new) address (operator walkthrough).
+#[test]
+fn a_controller_not_at_its_node_ids_address_in_peers_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let conf2 = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/controller-2.toml");
+    let (code, err) = refused_controller(&["-c", conf2, "--node-id", "1"], &root.path().join("c"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("node_id 1 is at 127.0.0.1:9881 in peers")
+            && err.contains("listens on 127.0.0.1:9882 (peers lists it for node 2)"),
+        "{err}"
+    );
+    // Against a running group: node 1's peers, another port.
+    let cs = group(root.path(), 3000);
+    wait_leader(&cs, None);
+    let stray_port = free_port();
+    let (code, err) = refused_controller(
+        &[
+            "--node-id",
+            "1",
+            "--port",
+            &stray_port.to_string(),
+            "--peers",
+            &cs[0].peers,
+        ],
+        &root.path().join("stray"),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("node_id 1 is at {} in peers", cs[0].addr()))
+            && err.contains(&format!("listens on 127.0.0.1:{stray_port}:")),
+        "{err}"
+    );
     assert!(agreed_leader(&cs).is_some(), "the group lost its leader");
 }

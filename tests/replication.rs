@@ -36,10 +36,23 @@ struct Broker {
     dir: PathBuf,
     namesrv: String,
     env: Vec<(String, String)>,
+    /// More arguments of `skylark broker` (`-c FILE`).
+    args: Vec<String>,
 }
 
 impl Broker {
     fn start(dir: &Path, namesrv: &str, name: &str, id: u64, env: &[(&str, &str)]) -> Broker {
+        Broker::start_with(dir, namesrv, name, id, env, &[])
+    }
+
+    fn start_with(
+        dir: &Path,
+        namesrv: &str,
+        name: &str,
+        id: u64,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Broker {
         let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -59,6 +72,7 @@ impl Broker {
             dir: dir.to_path_buf(),
             namesrv: namesrv.to_string(),
             env,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         b.spawn();
         b
@@ -67,6 +81,7 @@ impl Broker {
     fn spawn(&mut self) {
         let child = Command::new(bin())
             .args(["--log-level", "error", "broker", "--namesrv", &self.namesrv])
+            .args(&self.args)
             .envs(common::ROOMY_DISK)
             .arg("--data-dir")
             .arg(&self.dir)
@@ -692,6 +707,76 @@ fn replication_cluster_conf_files_describe_two_groups_and_two_namesrvs() {
             "{file}: data dir reused"
         );
     }
+}
+
+/// A SYNC_MASTER whose slave hangs (frozen with SIGSTOP: its connection
+/// stays open, it acks nothing) answers `FlushSlaveTimeout` before the
+/// producer's default request timeout gives up. The shipped
+/// `sync_replication_timeout_ms` was 3000, the client's 3 s: the producer
+/// got a timeout of its own instead of the documented answer. The master
+/// runs conf/broker-a-master.toml (SYNC_MASTER, sync flush) as shipped but
+/// for its ports and data directory; the producer has the default config.
+#[test]
+fn replication_a_hung_slave_is_answered_flush_slave_timeout_with_shipped_defaults() {
+    use skylark::client::{ClientConfig, Producer};
+    use skylark::codec::{MessageData, SendStatus};
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = Namesrv::start();
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/broker-a-master.toml");
+    let master = Broker::start_with(
+        &tmp.path().join("m"),
+        &ns.addr(),
+        "broker-a",
+        0,
+        &[],
+        &["-c", conf],
+    );
+    wait_registered(&ns.addr(), &master.addr());
+    let slave = Broker::start(&tmp.path().join("s"), &ns.addr(), "broker-a", 1, &[]);
+    wait_registered(&ns.addr(), &slave.addr());
+    let out = cli(
+        &ns.addr(),
+        &[
+            "admin", "topic", "create", "--name", "Hung", "--queues", "1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A send the slave acked: it is connected and replicating.
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            cli(
+                &ns.addr(),
+                &["produce", "--topic", "Hung", "--body", "warm"],
+            )
+            .status
+            .success()
+        }),
+        "no send was acked by the slave"
+    );
+    let slave_pid = slave.proc.as_ref().map(|p| p.0.id()).unwrap().to_string();
+    let signal = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &slave_pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let namesrv = ns.addr();
+    signal("-STOP");
+    let sent = actix::System::new().block_on(async move {
+        let cfg = ClientConfig::new(&namesrv);
+        let p = Producer::start(cfg, "hung-pg").unwrap();
+        p.send("Hung", MessageData::new("unsafe")).await
+    });
+    signal("-CONT");
+    let sent = sent.expect("the master answers before the producer gives up");
+    assert_eq!(sent.status, SendStatus::FlushSlaveTimeout, "{sent:?}");
+    drop(slave);
+    drop(master);
 }
 
 /// Lag-based slave reads: a consumer far behind (more than

@@ -11,10 +11,68 @@ use serde::Deserialize;
 
 use crate::message_store::StoreConfig;
 
+/// The server a configuration file is written for: its `role` key, which
+/// every file of `conf/` carries. Each server refuses a file whose `role`
+/// is another's (`skylark::config` checks it when it loads the file), so
+/// an operator who picks the wrong file gets an error, not a broker on the
+/// NameServer's port with every other setting at its default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ConfRole {
+    /// `skylark namesrv`.
+    Namesrv,
+    /// `skylark broker` (and `skylark standalone`, which takes a broker file).
+    Broker,
+    /// `skylark controller`.
+    Controller,
+}
+
+crate::config::setting_words!(
+    ConfRole,
+    "role",
+    [
+        ("namesrv", ConfRole::Namesrv),
+        ("broker", ConfRole::Broker),
+        ("controller", ConfRole::Controller),
+    ]
+);
+
+impl ConfRole {
+    /// Every role, in the order errors list them.
+    pub const ALL: [ConfRole; 3] = [ConfRole::Namesrv, ConfRole::Broker, ConfRole::Controller];
+
+    /// The value of the `role` key, and the `skylark` subcommand that runs it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfRole::Namesrv => "namesrv",
+            ConfRole::Broker => "broker",
+            ConfRole::Controller => "controller",
+        }
+    }
+
+    /// The server, as an error names it ("a NameServer's configuration").
+    pub fn server(self) -> &'static str {
+        match self {
+            ConfRole::Namesrv => "NameServer",
+            ConfRole::Broker => "broker",
+            ConfRole::Controller => "controller",
+        }
+    }
+}
+
+impl From<ConfRole> for String {
+    fn from(r: ConfRole) -> String {
+        r.as_str().to_string()
+    }
+}
+
 /// NameServer settings (`conf/namesrv.toml`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct NameServerConfig {
+    /// The server the file is written for ([`ConfRole`]); a file whose
+    /// `role` is not `namesrv` is refused when it is loaded.
+    pub role: Option<ConfRole>,
     /// Address to listen on.
     pub listen_host: String,
     /// TCP port for brokers and clients.
@@ -84,6 +142,7 @@ pub struct NameServerConfig {
 impl Default for NameServerConfig {
     fn default() -> Self {
         NameServerConfig {
+            role: None,
             listen_host: "127.0.0.1".into(),
             port: 9876,
             broker_expire_secs: 120,
@@ -128,6 +187,9 @@ impl NameServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct BrokerConfig {
+    /// The server the file is written for ([`ConfRole`]); a file whose
+    /// `role` is not `broker` is refused when it is loaded.
+    pub role: Option<ConfRole>,
     /// Cluster this broker belongs to.
     pub cluster_name: String,
     /// Broker group name, shared by a master and its slaves.
@@ -189,7 +251,9 @@ pub struct BrokerConfig {
     /// when `port` is 0 or `port + 1` is taken); 0: ephemeral.
     pub ha_port: Option<u16>,
     /// SYNC_MASTER: longest wait for a slave's ack before answering
-    /// `FLUSH_SLAVE_TIMEOUT`.
+    /// `FLUSH_SLAVE_TIMEOUT` (default 2000 ms: below the client's 3 s
+    /// request timeout, so a producer gets that answer, not a timeout of
+    /// its own, when a slave hangs).
     pub sync_replication_timeout_ms: u64,
     /// Slave: the master's HA address; absent = as the NameServer reports it.
     pub master_ha_addr: Option<String>,
@@ -339,6 +403,7 @@ impl BrokerRole {
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
+            role: None,
             cluster_name: "DefaultCluster".into(),
             broker_name: "broker-a".into(),
             broker_id: 0,
@@ -366,7 +431,7 @@ impl Default for BrokerConfig {
             store: StoreConfig::default(),
             broker_role: BrokerRole::AsyncMaster,
             ha_port: None,
-            sync_replication_timeout_ms: 3000,
+            sync_replication_timeout_ms: 2000,
             master_ha_addr: None,
             metadata_sync_interval_secs: 10,
             slave_read_lag_messages: 1_000_000,

@@ -188,6 +188,9 @@ pub fn standalone(a: StandaloneArgs, log: Logger) -> anyhow::Result<()> {
     };
     let mut bcfg: BrokerConfig =
         crate::config::load_with_defaults(a.config.as_deref(), &defaults, &o)?;
+    for w in waits_past_the_client_timeout(&bcfg) {
+        warn!(log, "{w}");
+    }
     if bcfg.ha_port.is_none() {
         // No slave replicates a standalone broker unless configured to:
         // don't claim port + 1, take any free port for the HA listener.
@@ -270,10 +273,48 @@ pub fn namesrv(a: NamesrvArgs, log: Logger) -> anyhow::Result<()> {
     })
 }
 
+/// The broker's waits that are not shorter than a client's default
+/// request timeout, as warnings: a producer that gives up first gets a
+/// timeout of its own instead of the broker's `FlushSlaveTimeout` /
+/// `FlushDiskTimeout`, and cannot tell whether its message was stored.
+fn waits_past_the_client_timeout(cfg: &BrokerConfig) -> Vec<String> {
+    let client = crate::client::ClientConfig::default().request_timeout;
+    let client_ms = u64::try_from(client.as_millis()).unwrap_or(u64::MAX);
+    let waits_for_slaves = cfg.role() == skylark_actors::config::BrokerRole::SyncMaster
+        || (cfg.enable_controller_mode && cfg.in_sync_ack);
+    let sync_flush = cfg.store.flush_mode == skylark_actors::message_store::FlushMode::Sync;
+    [
+        (
+            waits_for_slaves,
+            "sync_replication_timeout_ms",
+            cfg.sync_replication_timeout_ms,
+            "FlushSlaveTimeout",
+        ),
+        (
+            sync_flush,
+            "store.sync_flush_timeout_ms",
+            cfg.store.sync_flush_timeout_ms,
+            "FlushDiskTimeout",
+        ),
+    ]
+    .into_iter()
+    .filter(|&(applies, _, ms, _)| applies && ms >= client_ms)
+    .map(|(_, key, ms, answer)| {
+        format!(
+            "{key} = {ms} is not below the clients' default request timeout ({client_ms} ms): \
+             a producer gives up before the broker answers {answer}"
+        )
+    })
+    .collect()
+}
+
 /// `skylark broker`.
 pub fn broker(a: BrokerArgs, log: Logger) -> anyhow::Result<()> {
     let o = broker_overrides(&a.data_dir, a.port, &a.host, a.flush, &a.namesrv);
     let cfg: BrokerConfig = load(a.config.as_deref(), &o)?;
+    for w in waits_past_the_client_timeout(&cfg) {
+        warn!(log, "{w}");
+    }
     if cfg.enable_controller_mode {
         // The role comes from the controller (docs/failover.md).
         return run_system(async move {
@@ -295,4 +336,36 @@ pub fn broker(a: BrokerArgs, log: Logger) -> anyhow::Result<()> {
         info!(log, "stopped");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_not_below_the_client_timeout_are_warned_about_where_they_apply() {
+        let defaults = BrokerConfig {
+            broker_role: skylark_actors::config::BrokerRole::SyncMaster,
+            ..BrokerConfig::default()
+        };
+        let mut sync = defaults.clone();
+        sync.store.flush_mode = skylark_actors::message_store::FlushMode::Sync;
+        assert!(waits_past_the_client_timeout(&sync).is_empty(), "defaults");
+        let mut slow = sync.clone();
+        slow.sync_replication_timeout_ms = 3000;
+        slow.store.sync_flush_timeout_ms = 5000;
+        let w = waits_past_the_client_timeout(&slow);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("sync_replication_timeout_ms = 3000 is not below"),
+            "{w:?}"
+        );
+        assert!(w[1].contains("FlushDiskTimeout"), "{w:?}");
+        // An ASYNC_MASTER with async flush waits for neither.
+        let quiet = BrokerConfig {
+            sync_replication_timeout_ms: 3000,
+            ..BrokerConfig::default()
+        };
+        assert!(waits_past_the_client_timeout(&quiet).is_empty());
+    }
 }

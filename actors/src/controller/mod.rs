@@ -40,10 +40,16 @@ use serde::{Deserialize, Serialize};
 pub use openraft;
 pub use server::{start, ControllerHandle};
 
-/// `conf/controller-N.toml`.
+/// `conf/controller-N.toml`. A key of the file that no setting has is
+/// refused by name when it is loaded (`skylark::config`), as for the other
+/// servers; unknown `SKYLARK_*` variables (the CLI's `SKYLARK_NAMESRV`) are
+/// passed over.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct ControllerConfig {
+    /// The server the file is written for ([`crate::config::ConfRole`]); a
+    /// file whose `role` is not `controller` is refused when it is loaded.
+    pub role: Option<crate::config::ConfRole>,
     /// This controller's id in the raft group (a key of `peers`).
     pub node_id: u64,
     /// Address to listen on.
@@ -88,6 +94,7 @@ pub struct ControllerConfig {
 impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
+            role: None,
             node_id: 1,
             listen_host: "127.0.0.1".to_string(),
             port: 9881,
@@ -139,10 +146,24 @@ impl ControllerConfig {
                 return Err(ConfigError(format!("peer id {id} is listed twice")));
             }
         }
-        if !out.contains_key(&self.node_id) {
+        let Some(own) = out.get(&self.node_id) else {
             return Err(ConfigError(format!(
                 "node_id {} is not in peers {:?}",
                 self.node_id, self.peers
+            )));
+        };
+        if !self.listens_at(own) {
+            let listen = format!("{}:{}", self.listen_host, self.port);
+            let whose = out
+                .iter()
+                .find(|(_, a)| self.listens_at(a))
+                .map(|(id, _)| format!(" (peers lists it for node {id})"))
+                .unwrap_or_default();
+            return Err(ConfigError(format!(
+                "node_id {id} is at {own} in peers, but this controller listens on {listen}{whose}: \
+                 it would join the group as node {id} from another node's address; \
+                 give it the node_id that peers lists for {listen}, or fix port, listen_host or peers",
+                id = self.node_id,
             )));
         }
         if self.controller_broker_timeout_ms == 0 {
@@ -154,6 +175,43 @@ impl ControllerConfig {
     }
 }
 
+impl ControllerConfig {
+    /// Whether `addr` (an entry of `peers`) is where this controller
+    /// listens: the same port, and the same host unless `listen_host` is
+    /// unspecified (`0.0.0.0`, `::`: every address of the host). Hosts
+    /// written differently are compared by the addresses they resolve to;
+    /// a name that does not resolve is not held against the entry.
+    fn listens_at(&self, addr: &str) -> bool {
+        let Some((host, port)) = addr.rsplit_once(':') else {
+            return false;
+        };
+        port.parse::<u16>() == Ok(self.port) && same_host(&self.listen_host, host)
+    }
+}
+
+/// Whether a listener on `listen` is reached at `peer` (see
+/// [`ControllerConfig::listens_at`]).
+fn same_host(listen: &str, peer: &str) -> bool {
+    use std::net::{IpAddr, ToSocketAddrs};
+    let bare = |h: &str| h.trim_start_matches('[').trim_end_matches(']').to_string();
+    let (listen, peer) = (bare(listen), bare(peer));
+    if listen.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+        return true;
+    }
+    if listen.eq_ignore_ascii_case(&peer) {
+        return true;
+    }
+    let resolve = |h: &str| {
+        (h, 0)
+            .to_socket_addrs()
+            .map(|a| a.map(|a| a.ip()).collect::<Vec<IpAddr>>())
+    };
+    match (resolve(&listen), resolve(&peer)) {
+        (Ok(l), Ok(p)) => l.iter().any(|ip| p.contains(ip)),
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +220,7 @@ mod tests {
     fn peers_parse_and_bad_ones_are_errors() {
         let mut c = ControllerConfig {
             node_id: 2,
+            port: 2,
             peers: "1=127.0.0.1:1; 2=127.0.0.1:2;3=h:3".into(),
             ..ControllerConfig::default()
         };
@@ -172,5 +231,45 @@ mod tests {
         assert!(c.peer_map().is_err());
         c.peers = "1=a;1=b".into();
         assert!(c.peer_map().is_err());
+    }
+
+    /// A controller whose listen address is not its node's entry in
+    /// `peers` would join the group as another node: refused, naming both
+    /// addresses (and whose the listen address is).
+    #[test]
+    fn the_listen_address_must_be_the_nodes_entry_in_peers() {
+        let peers = "1=127.0.0.1:9881;2=127.0.0.1:9882;3=localhost:9883";
+        let c = |node_id, listen_host: &str, port| ControllerConfig {
+            node_id,
+            listen_host: listen_host.into(),
+            port,
+            peers: peers.into(),
+            ..ControllerConfig::default()
+        };
+        for ok in [
+            c(1, "127.0.0.1", 9881),
+            c(1, "0.0.0.0", 9881),
+            c(2, "::", 9882),
+            c(3, "127.0.0.1", 9883),
+            c(3, "localhost", 9883),
+        ] {
+            ok.peer_map()
+                .unwrap_or_else(|e| panic!("{}:{}: {e}", ok.listen_host, ok.port));
+        }
+        let e = c(1, "127.0.0.1", 9882).peer_map().unwrap_err().to_string();
+        assert!(
+            e.contains("node_id 1 is at 127.0.0.1:9881 in peers")
+                && e.contains("listens on 127.0.0.1:9882 (peers lists it for node 2)"),
+            "{e}"
+        );
+        for bad in [
+            c(1, "0.0.0.0", 9882),
+            c(1, "127.0.0.2", 9881),
+            c(1, "127.0.0.1", 0),
+        ] {
+            let e = bad.peer_map().unwrap_err().to_string();
+            let listen = format!("listens on {}:{}", bad.listen_host, bad.port);
+            assert!(e.contains(&listen), "{e}");
+        }
     }
 }

@@ -241,7 +241,10 @@ impl RawFrame {
     }
 }
 
-/// Decodes one MessagePack value that must fill `buf` exactly.
+/// Decodes one MessagePack value that must fill `buf` exactly, into at
+/// most [`crate::budget::budget_for`]`(buf.len())` bytes of memory: a value
+/// that would take more (a hostile array of millions of empty strings) is
+/// [`ProtocolError::Malformed`] before it is built.
 pub fn decode_value<'a, T: Deserialize<'a>>(buf: &'a [u8]) -> Result<T> {
     let end = skip_value(buf).map_err(ProtocolError::Malformed)?;
     if end != buf.len() {
@@ -252,7 +255,8 @@ pub fn decode_value<'a, T: Deserialize<'a>>(buf: &'a [u8]) -> Result<T> {
     }
     let mut de = rmp_serde::Deserializer::from_read_ref(buf);
     de.set_max_depth(MAX_DECODE_DEPTH);
-    T::deserialize(&mut de).map_err(|e| ProtocolError::Malformed(e.to_string()))
+    crate::budget::decode(&mut de, crate::budget::budget_for(buf.len()))
+        .map_err(|e| ProtocolError::Malformed(e.to_string()))
 }
 
 /// A frame to encode: a header and any serializable body (usually a

@@ -52,7 +52,10 @@
 //! * Limits: frames above [`DEFAULT_MAX_FRAME_SIZE`] (configurable in
 //!   [`FrameCodec`]) are refused before anything is allocated; message bodies
 //!   above [`DEFAULT_MAX_MESSAGE_SIZE`] are refused by the broker with
-//!   `MessageTooLarge` ([`MessageData::check_size`]).
+//!   `MessageTooLarge` ([`MessageData::check_size`]). A body of N bytes
+//!   decodes into at most [`budget_for`]`(N)` = 8 × N + 16 KiB of memory
+//!   ([`budget`]); a body that would take more is `Malformed`, which a
+//!   server answers `BadRequest`.
 //!
 //! # Commands
 //!
@@ -116,6 +119,7 @@
 //! wire code in one place.
 
 pub mod auth;
+pub mod budget;
 pub mod cmd;
 pub mod command;
 pub mod error;
@@ -138,6 +142,7 @@ pub mod tls;
 pub mod wire;
 
 pub use auth::Credentials;
+pub use budget::{budget_for, DECODE_BUDGET_FACTOR, DECODE_BUDGET_SLACK};
 pub use cmd::broker::{
     RegisterBrokerRequest, RegisterBrokerResponse, TopicConfig, UnregisterBrokerRequest,
     PERM_INHERIT, PERM_READ, PERM_WRITE,

@@ -478,3 +478,71 @@ fn a_controller_not_at_its_node_ids_address_in_peers_is_refused() {
     );
     assert!(agreed_leader(&cs).is_some(), "the group lost its leader");
 }
+
+/// A frame of blank raft entries costs ~13 bytes each on the wire and ~160
+/// decoded: without the codec's decode budget one 12 MiB frame, from anyone
+/// who can connect (ACL is checked after decoding), took ~200 MB of the
+/// controller's memory. Refused before it is built; the connection serves on.
+#[test]
+fn controller_refuses_a_frame_that_would_decode_into_far_more_memory() {
+    use skylark::actors::controller::openraft::{
+        raft::AppendEntriesRequest, CommittedLeaderId, Entry, EntryPayload, LogId, Vote,
+    };
+    use skylark::actors::controller::types::TypeConfig;
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cs = group(tmp.path(), 10_000);
+    let entry = Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(0, 0), 0),
+        payload: EntryPayload::Blank,
+    };
+    let one = rmp_serde::to_vec(&Request::AppendEntries(AppendEntriesRequest {
+        vote: Vote::new(0, 0),
+        prev_log_id: None,
+        entries: vec![entry.clone()],
+        leader_commit: None,
+    }))
+    .expect("encode");
+    let e = rmp_serde::to_vec(&entry).expect("encode entry");
+    // The one-entry array (0x91, then the entry) becomes one of `n`.
+    let mut one_entry = vec![0x91u8];
+    one_entry.extend_from_slice(&e);
+    let at = one
+        .windows(one_entry.len())
+        .position(|w| w == one_entry.as_slice())
+        .expect("the entries array in the encoding");
+    let n: u32 = 12 * 1024 * 1024 / u32::try_from(e.len()).expect("entry size");
+    let mut frame = one[..at].to_vec();
+    frame.push(0xdd);
+    frame.extend_from_slice(&n.to_be_bytes());
+    for _ in 0..n {
+        frame.extend_from_slice(&e);
+    }
+    frame.extend_from_slice(&one[at + one_entry.len()..]);
+
+    let mut s = std::net::TcpStream::connect(cs[0].addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let read_frame = |s: &mut std::net::TcpStream| -> Response {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).expect("answer length");
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).expect("answer body");
+        rmp_serde::from_slice(&body).expect("answer decodes")
+    };
+    s.write_all(&u32::try_from(frame.len()).expect("len").to_be_bytes())
+        .expect("write");
+    s.write_all(&frame).expect("write");
+    match read_frame(&mut s) {
+        Response::Error(e) => assert!(e.contains("would exceed"), "{e}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let status = rmp_serde::to_vec_named(&Request::Status).expect("encode");
+    s.write_all(&(status.len() as u32).to_be_bytes())
+        .expect("write");
+    s.write_all(&status).expect("write");
+    match read_frame(&mut s) {
+        Response::Status(st) => assert_eq!(st.node_id, 1),
+        other => panic!("expected a status, got {other:?}"),
+    }
+}

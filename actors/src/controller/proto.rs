@@ -200,9 +200,8 @@ pub async fn call(
             .await
             .map_err(|e| err(format!("send: {e}")))?;
         match conn.next().await {
-            Some(Ok(frame)) => {
-                rmp_serde::from_slice(&frame).map_err(|e| err(format!("bad answer: {e}")))
-            }
+            Some(Ok(frame)) => skylark_codec::frame::decode_value(&frame)
+                .map_err(|e| err(format!("bad answer: {e}"))),
             Some(Err(e)) => Err(err(format!("receive: {e}"))),
             None => Err(err("connection closed".into())),
         }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use openraft::{BasicNode, Raft, ServerState};
+use skylark_codec::frame::decode_value;
 use slog::{debug, info, warn, Logger};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -281,10 +282,13 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 /// One connection: requests answered in order. A frame that does not decode
-/// gets [`Response::Error`]; a frame over the limit closes the connection.
+/// gets [`Response::Error`] — as does one that would decode into more than
+/// the codec's budget (8 × its size + 16 KiB: a few bytes per blank raft
+/// entry are ~160 bytes decoded), refused before anything is built, ahead
+/// of the ACL check; a frame over the limit closes the connection.
 async fn serve(shared: Arc<Shared>, mut conn: proto::Conn, peer: std::net::IpAddr) {
     while let Some(Ok(frame)) = conn.next().await {
-        let resp = match rmp_serde::from_slice::<Request>(&frame) {
+        let resp = match decode_value::<Request>(&frame) {
             Ok(req) => match authorize(&shared, req, peer) {
                 Ok(req) => handle(&shared, req).await,
                 Err(refused) => {
@@ -333,7 +337,7 @@ fn authorize(s: &Shared, req: Request, peer: std::net::IpAddr) -> Result<Request
     let denied = |e: WireError| Box::new(Response::AccessDenied(e));
     match req {
         Request::Signed(sr) => {
-            let inner = match rmp_serde::from_slice::<Request>(&sr.request) {
+            let inner = match decode_value::<Request>(&sr.request) {
                 Ok(Request::Signed(_)) => {
                     return Err(Box::new(Response::Error("nested signed request".into())))
                 }

@@ -314,34 +314,46 @@ fn controller_elects_an_in_sync_slave_when_the_master_goes_silent() {
     assert_eq!((g.master_id, g.master_epoch), (Some(1), 4));
 }
 
+/// Writes one length-prefixed frame to a controller.
+fn write_frame(s: &mut std::net::TcpStream, body: &[u8]) {
+    use std::io::Write;
+    let len = u32::try_from(body.len()).expect("frame length");
+    s.write_all(&len.to_be_bytes()).expect("write");
+    s.write_all(body).expect("write");
+}
+
+/// Reads one answer from a controller.
+fn read_frame(s: &mut std::net::TcpStream) -> Response {
+    use std::io::Read;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).expect("answer length");
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).expect("answer body");
+    rmp_serde::from_slice(&body).expect("answer decodes")
+}
+
+/// Asks for a `Status` on `s` and checks node 1 answers: the connection serves.
+fn expect_status_of_node_1(s: &mut std::net::TcpStream) {
+    write_frame(
+        s,
+        &rmp_serde::to_vec_named(&Request::Status).expect("encode"),
+    );
+    match read_frame(s) {
+        Response::Status(st) => assert_eq!(st.node_id, 1),
+        other => panic!("expected a status, got {other:?}"),
+    }
+}
+
 #[test]
 fn controller_answers_a_malformed_frame_with_an_error_and_keeps_the_connection() {
-    use std::io::{Read, Write};
     let tmp = tempfile::tempdir().expect("tempdir");
     let cs = group(tmp.path(), 10_000);
     let mut s = std::net::TcpStream::connect(cs[0].addr()).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let read_frame = |s: &mut std::net::TcpStream| -> Response {
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).expect("answer length");
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut body).expect("answer body");
-        rmp_serde::from_slice(&body).expect("answer decodes")
-    };
-    let garbage = [0xc1u8, 0xff, 0x00, 0x13];
-    s.write_all(&(garbage.len() as u32).to_be_bytes())
-        .expect("write");
-    s.write_all(&garbage).expect("write");
+    write_frame(&mut s, &[0xc1u8, 0xff, 0x00, 0x13]);
     assert!(matches!(read_frame(&mut s), Response::Error(_)));
-    let status = rmp_serde::to_vec_named(&Request::Status).expect("encode");
-    s.write_all(&(status.len() as u32).to_be_bytes())
-        .expect("write");
-    s.write_all(&status).expect("write");
-    match read_frame(&mut s) {
-        Response::Status(st) => assert_eq!(st.node_id, 1),
-        other => panic!("expected a status, got {other:?}"),
-    }
+    expect_status_of_node_1(&mut s);
 }
 
 #[test]
@@ -489,7 +501,6 @@ fn controller_refuses_a_frame_that_would_decode_into_far_more_memory() {
         raft::AppendEntriesRequest, CommittedLeaderId, Entry, EntryPayload, LogId, Vote,
     };
     use skylark::actors::controller::types::TypeConfig;
-    use std::io::{Read, Write};
     let tmp = tempfile::tempdir().expect("tempdir");
     let cs = group(tmp.path(), 10_000);
     let entry = Entry::<TypeConfig> {
@@ -523,26 +534,10 @@ fn controller_refuses_a_frame_that_would_decode_into_far_more_memory() {
     let mut s = std::net::TcpStream::connect(cs[0].addr()).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
-    let read_frame = |s: &mut std::net::TcpStream| -> Response {
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).expect("answer length");
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut body).expect("answer body");
-        rmp_serde::from_slice(&body).expect("answer decodes")
-    };
-    s.write_all(&u32::try_from(frame.len()).expect("len").to_be_bytes())
-        .expect("write");
-    s.write_all(&frame).expect("write");
+    write_frame(&mut s, &frame);
     match read_frame(&mut s) {
         Response::Error(e) => assert!(e.contains("would exceed"), "{e}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
-    let status = rmp_serde::to_vec_named(&Request::Status).expect("encode");
-    s.write_all(&(status.len() as u32).to_be_bytes())
-        .expect("write");
-    s.write_all(&status).expect("write");
-    match read_frame(&mut s) {
-        Response::Status(st) => assert_eq!(st.node_id, 1),
-        other => panic!("expected a status, got {other:?}"),
-    }
+    expect_status_of_node_1(&mut s);
 }

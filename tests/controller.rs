@@ -400,29 +400,13 @@ fn a_second_controller_on_a_data_directory_in_use_is_refused() {
     wait_leader(&cs, None);
     // Node 1's own address (another is refused before the lock is tried):
     // the data directory is locked before the port is bound.
-    let mut stray = KillOnDrop(
-        Command::new(bin())
-            .args(["--log-level", "warn", "controller", "--node-id", "1"])
-            .args(["--port", &cs[0].port.to_string(), "--peers", &cs[0].peers])
-            .arg("--data-dir")
-            .arg(&cs[0].dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
     // Before the lock it ran (and campaigned) instead of exiting.
-    let exited = wait_until(Duration::from_secs(20), || {
-        matches!(stray.0.try_wait(), Ok(Some(_)))
-    });
-    assert!(
-        exited,
-        "a second controller on a data directory in use kept running"
+    let port = cs[0].port.to_string();
+    let (code, err) = refused_controller(
+        &["--node-id", "1", "--port", &port, "--peers", &cs[0].peers],
+        &cs[0].dir,
     );
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut stray.0.stderr.take().unwrap(), &mut err).unwrap();
-    assert_eq!(stray.0.wait().unwrap().code(), Some(1), "{err}");
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("is in use by another process (pid "), "{err}");
     // The group kept its leader and its members.
     assert!(agreed_leader(&cs).is_some(), "the group lost its leader");

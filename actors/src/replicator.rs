@@ -32,7 +32,7 @@ pub mod protocol;
 pub mod slave;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use skylark_codec::{ReplicationStatus, SlaveStatus};
@@ -242,11 +242,18 @@ pub struct SlaveAck {
     pub offset: u64,
 }
 
-/// Master (SYNC_MASTER): answer once a slave has `..offset`, or on timeout.
+/// Master (SYNC_MASTER): answer once a slave has `..offset`, or once
+/// `sync_replication_timeout_ms` has passed since `since`.
+///
+/// `since` is when the send reached this broker's store: the wait for the
+/// slave runs alongside the wait for the local fsync (sync flush), as
+/// RocketMQ 5's `handleDiskFlushAndHA` does, so a slow disk and a hung slave
+/// at once cost the longer of the two timeouts, not their sum.
 #[derive(Message)]
 #[rtype(result = "WaitOutcome")]
 pub struct WaitReplicated {
     pub offset: u64,
+    pub since: Instant,
 }
 
 /// Master (controller mode): the broker ids of the slaves in sync now
@@ -310,11 +317,11 @@ impl Handler<SlaveAck> for Replicator {
 impl Handler<WaitReplicated> for Replicator {
     type Result = ResponseFuture<WaitOutcome>;
     fn handle(&mut self, m: WaitReplicated, _: &mut Self::Context) -> Self::Result {
-        let timeout = Duration::from_millis(self.config.sync_replication_timeout_ms);
+        let deadline = m.since + Duration::from_millis(self.config.sync_replication_timeout_ms);
         match self.acks.wait(m.offset) {
             Wait::Now(o) => Box::pin(futures::future::ready(o)),
             Wait::Later(rx) => Box::pin(async move {
-                match tokio::time::timeout(timeout, rx).await {
+                match tokio::time::timeout_at(deadline.into(), rx).await {
                     Ok(Ok(())) => WaitOutcome::Replicated,
                     _ => WaitOutcome::Timeout,
                 }

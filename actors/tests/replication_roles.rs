@@ -16,6 +16,12 @@ fn log() -> slog::Logger {
 }
 
 async fn broker(dir: &tempfile::TempDir, id: u64, master_ha: Option<String>) -> BrokerHandle {
+    start_broker(config(dir, id, master_ha), log())
+        .await
+        .unwrap()
+}
+
+fn config(dir: &tempfile::TempDir, id: u64, master_ha: Option<String>) -> BrokerConfig {
     let mut cfg = BrokerConfig {
         port: 0,
         broker_id: id,
@@ -28,7 +34,7 @@ async fn broker(dir: &tempfile::TempDir, id: u64, master_ha: Option<String>) -> 
     };
     cfg.store.data_dir = dir.path().to_path_buf();
     cfg.store.segment_size = 1 << 20;
-    start_broker(cfg, log()).await.unwrap()
+    cfg
 }
 
 async fn client(addr: std::net::SocketAddr) -> RpcClient {
@@ -68,6 +74,19 @@ async fn status(c: &RpcClient) -> ReplicationStatus {
     c.call(&GetReplicationStatusRequest {}).await.unwrap()
 }
 
+/// A "slave" of the master behind `m` that opens an HA session at `start`
+/// and never acks; returned once the master lists a slave.
+async fn mute_slave(m: &RpcClient, start: u64) -> tokio::net::TcpStream {
+    let ha = status(m).await.ha_addr.unwrap();
+    let mut mute = tokio::net::TcpStream::connect(&ha).await.unwrap();
+    mute.write_all(&start.to_be_bytes()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(m).await.slaves.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    mute
+}
+
 #[actix_rt::test]
 async fn replication_roles_sync_master_statuses_and_slave_reads() {
     let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -80,15 +99,11 @@ async fn replication_roles_sync_master_statuses_and_slave_reads() {
     let r = m.call(&send("T", "first")).await.unwrap();
     assert_eq!(r.status, SendStatus::SlaveNotAvailable);
 
-    // A "slave" that connects and never acks: FlushSlaveTimeout.
+    // A "slave" that connects and never acks: FlushSlaveTimeout (and one
+    // past the master's end, refused).
     let mut mute = tokio::net::TcpStream::connect(&ha).await.unwrap();
     mute.write_all(&u64::MAX.to_be_bytes()).await.unwrap();
-    let mut mute2 = tokio::net::TcpStream::connect(&ha).await.unwrap();
-    mute2.write_all(&0u64.to_be_bytes()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while status(&m).await.slaves.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mute2 = mute_slave(&m, 0).await;
     let started = Instant::now();
     let r = m.call(&send("T", "second")).await.unwrap();
     assert_eq!(r.status, SendStatus::FlushSlaveTimeout);
@@ -283,5 +298,44 @@ async fn replication_sync_master_commit_is_on_the_slave_when_acknowledged() {
     let (ms, ss) = (status(&m).await, status(&s).await);
     assert_eq!(ms.max_offset, ss.max_offset, "{ms:?} vs {ss:?}");
     slave.shutdown().await;
+    master.shutdown().await;
+}
+
+/// The wait for a slave counts from when the send went to the store, so it
+/// runs alongside the fsync wait (sync flush) instead of after it: a send
+/// whose fsync took most of `sync_replication_timeout_ms` gets only the
+/// rest of it from a hung slave. Before, a slow disk and a hung slave cost
+/// the two timeouts added up (2.5 s + 2 s shipped), past the client's 3 s,
+/// and the producer could not tell whether its message was stored.
+#[actix_rt::test]
+async fn replication_the_slave_wait_overlaps_the_fsync_wait() {
+    let md = tempfile::tempdir().unwrap();
+    let mut cfg = config(&md, 0, None);
+    cfg.sync_replication_timeout_ms = 20_000;
+    let master = start_broker(cfg, log()).await.unwrap();
+    let m = client(master.local_addr()).await;
+    let _mute = mute_slave(&m, 0).await;
+
+    // A send that went to the store 19.7 s ago (its fsync took that long)
+    // and that the slave has not acked: 0.3 s of the slave's timeout left.
+    let started = Instant::now();
+    let since = started
+        .checked_sub(Duration::from_millis(19_700))
+        .expect("the machine has been up for 20 s");
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        master
+            .replicator
+            .send(skylark_actors::replicator::WaitReplicated { offset: 1, since }),
+    )
+    .await
+    .expect("the slave wait restarted its 20 s after the fsync")
+    .unwrap();
+    assert_eq!(outcome, skylark_actors::replicator::WaitOutcome::Timeout);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "waited only {waited:?} of the 0.3 s left"
+    );
     master.shutdown().await;
 }

@@ -85,6 +85,7 @@ async fn drop_what_is_left(
     let again = |what: &str, e: String| {
         format!("topic '{topic}': {what} failed ({e}); delete it again to finish")
     };
+    let since = std::time::Instant::now();
     let (queues, end) = s
         .storage
         .send(DropTopic {
@@ -100,7 +101,7 @@ async fn drop_what_is_left(
     if queues > 0 {
         // A SYNC_MASTER answers once a slave holds the deletion too (best
         // effort: the slave gets it anyway when it catches up).
-        super::replication::after_append(s, end, SendStatus::SendOk).await;
+        super::replication::after_append(s, end, SendStatus::SendOk, since).await;
     }
     let groups = s
         .offsets

@@ -3,6 +3,7 @@
 //! `SyncMetadata` (110) / `GetReplicationStatus` (111) commands.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use skylark_codec::{
     ErrorCode, GetReplicationStatusRequest, MessageId, MetadataSnapshot, ReplicationStatus,
@@ -82,13 +83,24 @@ pub fn refuse_on_slave(s: &Shared) -> Result<(), WireError> {
 }
 
 /// After a local append ending at `end_offset`: ASYNC_MASTER answers now;
-/// SYNC_MASTER waits for a slave. (Slave sessions learn of every append
-/// from the Storage actor itself.)
-pub async fn after_append(s: &Shared, end_offset: u64, status: SendStatus) -> SendStatus {
+/// SYNC_MASTER waits for a slave, up to `sync_replication_timeout_ms`
+/// counted from `since`, the moment the request went to the store: the
+/// slave streams the records as soon as they are appended, so its wait
+/// overlaps the fsync wait (sync flush) instead of following it. (Slave
+/// sessions learn of every append from the Storage actor itself.)
+pub async fn after_append(
+    s: &Shared,
+    end_offset: u64,
+    status: SendStatus,
+    since: Instant,
+) -> SendStatus {
     match s.config.role() {
         BrokerRole::SyncMaster => match s
             .replicator
-            .send(WaitReplicated { offset: end_offset })
+            .send(WaitReplicated {
+                offset: end_offset,
+                since,
+            })
             .await
         {
             Ok(WaitOutcome::Replicated) => status,
@@ -175,13 +187,14 @@ pub async fn status(
 pub(super) async fn send_results(
     s: &Shared,
     res: &crate::message_store::AppendBatchResult,
+    since: Instant,
 ) -> Vec<SendResult> {
     let status = if res.flush_timed_out {
         SendStatus::FlushDiskTimeout
     } else {
         SendStatus::SendOk
     };
-    let status = after_append(s, res.end_offset, status).await;
+    let status = after_append(s, res.end_offset, status, since).await;
     res.results
         .iter()
         .map(|it| SendResult {

@@ -82,6 +82,7 @@ pub async fn send_half(
     let topic: Arc<str> = Arc::from(r.topic.as_str());
     let m = StoredMessage::from_data(topic, r.message, peer, s.store_host);
     let half = transaction::to_half(m, &r.producer_group, r.queue_id);
+    let since = std::time::Instant::now();
     let res = s
         .transaction
         .send(PutHalf(half))
@@ -97,7 +98,7 @@ pub async fn send_half(
         SendStatus::SendOk
     };
     // On a SYNC_MASTER the half is acknowledged once a slave has it.
-    let status = super::replication::after_append(&s, res.end_offset, status).await;
+    let status = super::replication::after_append(&s, res.end_offset, status, since).await;
     Ok(SendResult {
         status,
         msg_id: MessageId::new(s.store_host, it.physical_offset).to_hex(),
@@ -112,6 +113,7 @@ pub async fn send_half(
 /// a slave has everything stored so far.
 pub async fn end(s: Arc<Shared>, r: EndTransactionRequest) -> Result<Ack, WireError> {
     super::replication::refuse_on_slave(&s)?;
+    let since = std::time::Instant::now();
     let ack = s
         .transaction
         .send(End(r))
@@ -122,7 +124,8 @@ pub async fn end(s: Arc<Shared>, r: EndTransactionRequest) -> Result<Ack, WireEr
         .send(crate::storage::GetStorageStats)
         .await
         .map_err(crate::mailbox_error)?;
-    super::replication::after_append(&s, stored.max_physical_offset, SendStatus::SendOk).await;
+    super::replication::after_append(&s, stored.max_physical_offset, SendStatus::SendOk, since)
+        .await;
     Ok(ack)
 }
 

@@ -159,6 +159,9 @@ struct Driver {
     client: ControllerClient,
     view: Arc<RoleView>,
     interval: Duration,
+    /// Given to each incarnation's `start_broker`, which names the broker.
+    launch_log: Logger,
+    /// The driver's own lines: the broker's name and the mode.
     log: Logger,
 }
 
@@ -188,7 +191,10 @@ pub async fn run(
             "controller mode needs a fixed port (the controller publishes it)".into(),
         ));
     }
-    let log = log.new(slog::o!("broker" => base.broker_name.clone(), "mode" => "controller"));
+    // The broker adds its own name to its log (`start_broker`); the driver's
+    // lines get it here, so no line names it twice.
+    let launch_log = log.new(slog::o!("mode" => "controller"));
+    let log = launch_log.new(slog::o!("broker" => base.broker_name.clone()));
     let me = base.broker_id;
     let view = Arc::new(RoleView::new(ViewState {
         broker_id: me,
@@ -204,6 +210,7 @@ pub async fn run(
         base,
         me,
         view,
+        launch_log,
         log,
     };
     tokio::pin!(stop);
@@ -367,7 +374,7 @@ impl Driver {
         });
         let cfg = self.role_config(role);
         info!(self.log, "starting"; "role" => ?role, "epoch" => g.master_epoch);
-        let inc = Incarnation::start(cfg, self.log.clone()).await?;
+        let inc = Incarnation::start(cfg, self.launch_log.clone()).await?;
         match role {
             Role::Slave {
                 master: Some((_, _, addr, _)),

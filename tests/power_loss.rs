@@ -20,6 +20,9 @@
 //! `SKYLARK_SKIP_POWER_LOSS=1` to skip them explicitly (they then print a
 //! loud SKIPPED line). `SKYLARK_POWER_LOSS_SEED` replays a run's freeze
 //! moments (each run prints its seed).
+//!
+//! The same loop-device file system also holds the disk-full test at the
+//! end: a real ENOSPC, not a usage ratio.
 
 mod common;
 
@@ -181,7 +184,13 @@ fn make_ext4_image(path: &Path) -> Result<(), String> {
     let f = std::fs::File::create(path).map_err(|e| e.to_string())?;
     f.set_len(IMAGE_BYTES).map_err(|e| e.to_string())?;
     drop(f);
-    run("mkfs.ext4", &["-q", "-F", &path.to_string_lossy()]).map(|_| ())
+    // No blocks reserved for root: the broker runs as root, and the
+    // disk-full test fills the file system to what `statvfs` calls free.
+    run(
+        "mkfs.ext4",
+        &["-q", "-F", "-m", "0", &path.to_string_lossy()],
+    )
+    .map(|_| ())
 }
 
 /// Stops `pid` and waits until every one of its threads is stopped: a
@@ -216,6 +225,11 @@ struct Node {
 
 impl Node {
     fn start(data_dir: &Path, flush: &str) -> Node {
+        Node::start_with(data_dir, flush, &[])
+    }
+
+    /// [`Node::start`] with more settings (`SKYLARK_…` variables).
+    fn start_with(data_dir: &Path, flush: &str, env: &[(&str, &str)]) -> Node {
         let (namesrv_port, broker_port) = (free_port(), free_port());
         let child = Command::new(bin())
             .args(["--log-level", "warn", "standalone", "--data-dir"])
@@ -226,6 +240,7 @@ impl Node {
             .args(["--flush", flush])
             .env("SKYLARK_STORE__SEGMENT_SIZE", SEGMENT_SIZE)
             .env("SKYLARK_STORE__CQ_ENTRIES_PER_FILE", CQ_ENTRIES_PER_FILE)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -255,6 +270,19 @@ impl Node {
 
     fn cli(&self, args: &[&str]) -> Output {
         common::cli(&format!("127.0.0.1:{}", self.namesrv_port), args)
+    }
+
+    /// Creates TOPIC with QUEUES queues.
+    fn create_topic(&self) {
+        let queues = QUEUES.to_string();
+        let out = self.cli(&[
+            "admin", "topic", "create", "--name", TOPIC, "--queues", &queues,
+        ]);
+        assert!(
+            out.status.success(),
+            "topic create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -326,6 +354,20 @@ fn parse_body(b: &[u8]) -> Option<(u32, u64)> {
     (b.len() == BODY_LEN && it.next()?.bytes().all(|c| c == b'.')).then_some((q, seq))
 }
 
+/// The send of message `seq` to `queue` (request id `seq + 1`).
+fn send_frame(queue: u32, seq: u64) -> bytes::Bytes {
+    let req = SendRequest {
+        producer_group: "power-loss".into(),
+        topic: TOPIC.into(),
+        queue_id: queue as i32,
+        message: MessageData {
+            keys: Some(key(queue, seq)),
+            ..MessageData::new(body(queue, seq))
+        },
+    };
+    wire::encode(Header::request(seq + 1, Cmd::SendMessage), &req)
+}
+
 /// What one producer connection did. Times are from the round's start.
 #[derive(Default)]
 struct ProducerLog {
@@ -358,16 +400,7 @@ fn produce(
     loop {
         while can_send && !stop.load(Ordering::Relaxed) && outstanding < INFLIGHT {
             let seq = log.sent_at.len() as u64;
-            let req = SendRequest {
-                producer_group: "power-loss".into(),
-                topic: TOPIC.into(),
-                queue_id: queue as i32,
-                message: MessageData {
-                    keys: Some(key(queue, seq)),
-                    ..MessageData::new(body(queue, seq))
-                },
-            };
-            let frame = wire::encode(Header::request(seq + 1, Cmd::SendMessage), &req);
+            let frame = send_frame(queue, seq);
             log.sent_at.push(t0.elapsed());
             outstanding += 1;
             if s.write_all(&frame).is_err() {
@@ -602,20 +635,7 @@ fn round(work: &Path, flush: &str, freeze_after: Duration, stray: Option<&mut St
         let mut disk = Mounted::mount(&image, &work.join("disk"))
             .unwrap_or_else(|e| panic!("mount the loop device: {e}"));
         let node = Node::start(&disk.mnt.join("data"), flush);
-        let out = node.cli(&[
-            "admin",
-            "topic",
-            "create",
-            "--name",
-            TOPIC,
-            "--queues",
-            &QUEUES.to_string(),
-        ]);
-        assert!(
-            out.status.success(),
-            "topic create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        node.create_topic();
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
         let producers: Vec<_> = (0..QUEUES)
@@ -935,4 +955,185 @@ fn hardening_power_loss_async_flush_loss_is_bounded() {
             c.lost_max_age
         );
     }
+}
+
+// ---------------------------------------------------------------- disk full
+
+/// Sends to `queue` from `seq` on, INFLIGHT in flight, until the broker
+/// refuses one (or `count` are answered). Returns the acknowledged
+/// `(seq, queue offset)` pairs and the first refusal.
+fn send_until_refused(
+    addr: &str,
+    queue: u32,
+    seq: u64,
+    count: u64,
+) -> (Vec<(u64, u64)>, Option<skylark::codec::WireError>) {
+    let mut s = connect(addr);
+    let mut buf = BytesMut::new();
+    let (mut next, mut outstanding) = (seq, 0usize);
+    let (mut acked, mut refused) = (Vec::new(), None);
+    loop {
+        while refused.is_none() && next < seq + count && outstanding < INFLIGHT {
+            s.write_all(&send_frame(queue, next)).unwrap();
+            next += 1;
+            outstanding += 1;
+        }
+        if outstanding == 0 {
+            return (acked, refused);
+        }
+        let Read1::Frame(f) = read_frame(&mut s, &mut buf) else {
+            panic!("queue {queue}: no answer from the broker");
+        };
+        outstanding -= 1;
+        let sent = f.header.request_id - 1;
+        match f.decode_response::<SendResult>() {
+            Ok(r) => {
+                assert_eq!(r.status, SendStatus::SendOk, "queue {queue} seq {sent}");
+                acked.push((sent, r.queue_offset));
+            }
+            Err(e) => {
+                refused.get_or_insert(skylark::codec::WireError::from(&e));
+            }
+        }
+    }
+}
+
+/// Every acknowledged `(queue, seq, offset)` is read back at its offset
+/// with its own body, nothing else is there (a refused send was not
+/// stored), and no record is damaged.
+fn assert_all_there(addr: &str, acked: &[(u32, u64, u64)], when: &str) {
+    let (back, damaged) = read_back(addr);
+    assert_eq!(damaged, 0, "{when}: damaged records");
+    assert_eq!(
+        back.len(),
+        acked.len(),
+        "{when}: messages read back vs acknowledged"
+    );
+    let at: HashMap<(u32, u64), Option<(u32, u64)>> = back
+        .iter()
+        .map(|r| ((r.queue, r.queue_offset), parse_body(&r.body)))
+        .collect();
+    for &(q, seq, offset) in acked {
+        assert_eq!(
+            at.get(&(q, offset)),
+            Some(&Some((q, seq))),
+            "{when}: acknowledged message {q}:{seq} is not at queue offset {offset}"
+        );
+    }
+}
+
+/// A real full disk, not a usage ratio: the data directory on a small ext4
+/// file system filled until a new store file gets ENOSPC (both limit ratios
+/// at 1.0, so only the file system refuses). Sends are refused `DiskFull`
+/// and nothing acknowledged is lost: every message is read back while the
+/// disk is full, after a kill -9 and a restart on the still-full disk, and
+/// after space is freed, when writes resume by themselves.
+#[test]
+fn hardening_a_really_full_disk_refuses_sends_and_keeps_every_acknowledged_message() {
+    let test = "hardening_a_really_full_disk_refuses_sends_and_keeps_every_acknowledged_message";
+    if !require_loop_devices(test) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("disk.img");
+    make_ext4_image(&image).unwrap_or_else(|e| panic!("mkfs: {e}"));
+    let disk = Mounted::mount(&image, &work.path().join("disk"))
+        .unwrap_or_else(|e| panic!("mount the loop device: {e}"));
+    let env = [
+        ("SKYLARK_STORE__DISK_SOFT_LIMIT_RATIO", "1.0"),
+        ("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO", "1.0"),
+        ("SKYLARK_STORE__INDEX_SLOTS", "1000"),
+        ("SKYLARK_STORE__INDEX_ENTRIES", "4000"),
+    ];
+    let data = disk.mnt.join("data");
+    let mut node = Node::start_with(&data, "sync", &env);
+    node.create_topic();
+
+    // Leave about 3 MiB: a dozen 256 KiB segments and their queue files.
+    let filler = disk.mnt.join("filler");
+    {
+        // SAFETY: statvfs on a valid NUL-terminated path into a zeroed struct.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let path = std::ffi::CString::new(disk.mnt.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut st) }, 0);
+        let free = st.f_bavail as u64 * st.f_frsize as u64;
+        let f = std::fs::File::create(&filler).unwrap();
+        use std::os::unix::io::AsRawFd;
+        // The filler's own extent blocks come out of the same space: step
+        // down until it fits.
+        let filled = (0..64u64).any(|i| {
+            let len = (free - (3 << 20) - i * (64 << 10)) as libc::off_t;
+            // SAFETY: fallocate on an open descriptor.
+            unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len) == 0 }
+        });
+        assert!(filled, "cannot fill the file system");
+    }
+
+    // Fill it, 500 messages to each queue in turn, until the broker refuses.
+    let mut acked: Vec<(u32, u64, u64)> = Vec::new();
+    let mut next = [0u64; QUEUES as usize];
+    let refusal = 'fill: loop {
+        for q in 0..QUEUES {
+            let (ok, refused) = send_until_refused(&node.broker(), q, next[q as usize], 500);
+            next[q as usize] += ok.len() as u64 + u64::from(refused.is_some());
+            acked.extend(ok.into_iter().map(|(s, o)| (q, s, o)));
+            if let Some(e) = refused {
+                break 'fill e;
+            }
+        }
+    };
+    assert_eq!(
+        refusal.code,
+        skylark::codec::ErrorCode::DiskFull,
+        "{refusal}"
+    );
+    assert!(
+        refusal.message.contains("ENOSPC"),
+        "the file system refused: {refusal}"
+    );
+    eprintln!(
+        "{test}: {} messages acknowledged before the disk was full",
+        acked.len()
+    );
+    assert!(acked.len() > 2000, "only {} messages fitted", acked.len());
+    assert_all_there(&node.broker(), &acked, "disk full");
+
+    // kill -9 and a restart with the disk still full.
+    drop(node);
+    node = Node::start_with(&data, "sync", &env);
+    assert_all_there(&node.broker(), &acked, "restarted on the full disk");
+    let (_, refused) = send_until_refused(&node.broker(), 0, next[0], 1);
+    assert_eq!(
+        refused.map(|e| e.code),
+        Some(skylark::codec::ErrorCode::DiskFull)
+    );
+
+    // Space freed: writes resume without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let mut resumed = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let (ok, refused) = send_until_refused(&node.broker(), 0, next[0], 1);
+            resumed.extend(ok);
+            refused.is_none()
+        }),
+        "sends still refused after space was freed"
+    );
+    for q in 0..QUEUES {
+        let from = if q == 0 {
+            next[0] + 1
+        } else {
+            next[q as usize]
+        };
+        let (ok, refused) = send_until_refused(&node.broker(), q, from, 200);
+        assert!(
+            refused.is_none(),
+            "queue {q} refused after space was freed: {refused:?}"
+        );
+        acked.extend(ok.into_iter().map(|(s, o)| (q, s, o)));
+    }
+    acked.extend(resumed.into_iter().map(|(s, o)| (0, s, o)));
+    assert_all_there(&node.broker(), &acked, "after space was freed");
+    drop(node);
 }

@@ -184,6 +184,13 @@ fn client(addrs: &str) -> NameServerClient {
     NameServerClient::new(addrs, Duration::from_secs(10), "namesrv-client-test").unwrap()
 }
 
+/// Runs `test` in an actix System with a NameServer behind a new proxy.
+fn behind_proxy<F: std::future::Future<Output = ()>>(test: impl FnOnce(Proxy) -> F) {
+    let (_ns, port) = common::spawn_namesrv();
+    actix::System::new()
+        .block_on(async move { test(Proxy::start(format!("127.0.0.1:{port}")).await).await });
+}
+
 #[test]
 fn concurrent_first_lookups_share_one_connection() {
     let (_ns, port) = common::spawn_namesrv();
@@ -278,9 +285,7 @@ fn a_burst_fails_over_to_the_next_nameserver_with_one_attempt_each() {
 /// the NameServer's 120 s idle close (one more per timeout, before).
 #[test]
 fn a_connection_forgotten_after_a_timeout_is_closed() {
-    let (_ns, port) = common::spawn_namesrv();
-    actix::System::new().block_on(async move {
-        let mut proxy = Proxy::start(format!("127.0.0.1:{port}")).await;
+    behind_proxy(|mut proxy| async move {
         let ns = NameServerClient::new(&proxy.addr, Duration::from_secs(1), "ns-timeout").unwrap();
         assert!(answered(&ns.route("NoSuchTopic").await.map(|_| ())));
         proxy.wait_open(1, DEADLINE).await;
@@ -327,9 +332,7 @@ fn a_connection_forgotten_after_a_timeout_is_closed() {
 /// socket left open that nobody uses.
 #[test]
 fn a_connection_dialled_for_a_cancelled_request_serves_the_next_one() {
-    let (_ns, port) = common::spawn_namesrv();
-    actix::System::new().block_on(async move {
-        let mut proxy = Proxy::start(format!("127.0.0.1:{port}")).await;
+    behind_proxy(|mut proxy| async move {
         let ns = client(&proxy.addr);
         proxy.stall(false);
         let cancelled = tokio::time::timeout(DEADLINE, async {

@@ -4,7 +4,10 @@
 //! failure (one attempt) and the next request dials again, and a dead
 //! connection is replaced once. A real `skylark namesrv` answers; a counting
 //! TCP proxy in front of it is how the test sees the NameServer's side: every
-//! connection the NameServer gets from the client is one the proxy accepted.
+//! connection the NameServer gets from the client is one the proxy accepted,
+//! and one it still forwards is one the client has not closed. The proxy
+//! can also stall connections (hold what the client sends), which is how a
+//! NameServer that answers slowly looks from the client.
 
 mod common;
 
@@ -14,6 +17,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use skylark::client::{ClientError, NameServerClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -34,6 +39,38 @@ struct Proxy {
     open: watch::Receiver<usize>,
     /// Bumped to cut every connection being forwarded.
     cut: Arc<watch::Sender<u64>>,
+    /// Connections numbered below this (in accept order, from 0) are
+    /// stalled: what their client sends is read and held, not forwarded,
+    /// until the number drops to or below theirs again.
+    stall_below: Arc<watch::Sender<usize>>,
+}
+
+/// Forwards what the client sends to the NameServer, holding it while
+/// connection number `me` is stalled; returns when the client closes.
+async fn forward_up(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    me: usize,
+    mut stall_below: watch::Receiver<usize>,
+) {
+    let mut held = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let stalled = *stall_below.borrow_and_update() > me;
+        if !stalled && !held.is_empty() {
+            if to.write_all(&held).await.is_err() {
+                return;
+            }
+            held.clear();
+        }
+        tokio::select! {
+            n = from.read(&mut buf) => match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) => held.extend_from_slice(&buf[..n]),
+            },
+            _ = stall_below.changed() => {}
+        }
+    }
 }
 
 impl Proxy {
@@ -46,26 +83,39 @@ impl Proxy {
         let (open_tx, open) = watch::channel(0usize);
         let open_tx = Arc::new(open_tx);
         let cut = Arc::new(watch::channel(0u64).0);
-        let (a, r, c) = (accepted.clone(), refuse.clone(), cut.clone());
+        let stall_below = Arc::new(watch::channel(0usize).0);
+        let (a, r, c, st) = (
+            accepted.clone(),
+            refuse.clone(),
+            cut.clone(),
+            stall_below.clone(),
+        );
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                a.fetch_add(1, Ordering::SeqCst);
+            while let Ok((client, _)) = listener.accept().await {
+                let me = a.fetch_add(1, Ordering::SeqCst);
                 if r.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
                 }
-                let (upstream, open_tx, mut cut) =
-                    (upstream.clone(), open_tx.clone(), c.subscribe());
+                let (upstream, open_tx, mut cut, stall) = (
+                    upstream.clone(),
+                    open_tx.clone(),
+                    c.subscribe(),
+                    st.subscribe(),
+                );
                 open_tx.send_modify(|n| *n += 1);
                 tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(&upstream).await {
+                    if let Ok(server) = TcpStream::connect(&upstream).await {
+                        let (cr, mut cw) = client.into_split();
+                        let (mut sr, sw) = server.into_split();
                         tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = forward_up(cr, sw, me, stall) => {}
+                            _ = tokio::io::copy(&mut sr, &mut cw) => {}
                             _ = cut.changed() => {}
                         }
                     }
-                    // Both sockets are closed before `open` says so.
-                    drop(client);
+                    // Both sockets are closed before `open` says so (the
+                    // halves were dropped with the select's futures).
                     open_tx.send_modify(|n| *n -= 1);
                 });
             }
@@ -76,7 +126,37 @@ impl Proxy {
             refuse,
             open,
             cut,
+            stall_below,
         }
+    }
+
+    /// Stalls every connection accepted so far (`true`) or every one from
+    /// now on as well (`false`).
+    fn stall(&self, only_open_ones: bool) {
+        let below = if only_open_ones {
+            self.accepted()
+        } else {
+            usize::MAX
+        };
+        self.stall_below.send_replace(below);
+    }
+
+    /// Forwards every connection again, with what was held.
+    fn unstall(&self) {
+        self.stall_below.send_replace(0);
+    }
+
+    /// Waits until the proxy forwards exactly `n` connections.
+    async fn wait_open(&mut self, n: usize, within: Duration) {
+        let seen = matches!(
+            tokio::time::timeout(within, self.open.wait_for(|o| *o == n)).await,
+            Ok(Ok(_))
+        );
+        assert!(
+            seen,
+            "connections forwarded: {} after {within:?}, want {n}",
+            *self.open.borrow()
+        );
     }
 
     fn accepted(&self) -> usize {
@@ -86,10 +166,7 @@ impl Proxy {
     /// Closes every connection being forwarded; returns once they are.
     async fn cut_all(&mut self) {
         self.cut.send_modify(|g| *g += 1);
-        tokio::time::timeout(DEADLINE, self.open.wait_for(|n| *n == 0))
-            .await
-            .expect("the proxy's connections never closed")
-            .expect("proxy gone");
+        self.wait_open(0, DEADLINE).await;
     }
 }
 
@@ -105,6 +182,13 @@ fn answered(r: &Result<(), ClientError>) -> bool {
 
 fn client(addrs: &str) -> NameServerClient {
     NameServerClient::new(addrs, Duration::from_secs(10), "namesrv-client-test").unwrap()
+}
+
+/// Runs `test` in an actix System with a NameServer behind a new proxy.
+fn behind_proxy<F: std::future::Future<Output = ()>>(test: impl FnOnce(Proxy) -> F) {
+    let (_ns, port) = common::spawn_namesrv();
+    actix::System::new()
+        .block_on(async move { test(Proxy::start(format!("127.0.0.1:{port}")).await).await });
 }
 
 #[test]
@@ -192,5 +276,80 @@ fn a_burst_fails_over_to_the_next_nameserver_with_one_attempt_each() {
         // The one that answered is asked first from now on.
         assert!(burst(&ns).await.iter().all(answered));
         assert_eq!((down.accepted(), up.accepted()), (1, 1));
+    });
+}
+
+/// A NameServer that stops answering: the request on the connection times
+/// out, the connection is forgotten and the next request dials a new one —
+/// and the old socket is closed by the client at once, not left open until
+/// the NameServer's 120 s idle close (one more per timeout, before).
+#[test]
+fn a_connection_forgotten_after_a_timeout_is_closed() {
+    behind_proxy(|mut proxy| async move {
+        let ns = NameServerClient::new(&proxy.addr, Duration::from_secs(1), "ns-timeout").unwrap();
+        assert!(answered(&ns.route("NoSuchTopic").await.map(|_| ())));
+        proxy.wait_open(1, DEADLINE).await;
+        proxy.stall(true);
+        match ns.route("NoSuchTopic").await {
+            Err(ClientError::NameServerUnavailable { last, .. }) => {
+                assert!(last.contains("no answer"), "{last}")
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        // A new connection answers; the stalled one is closed by the
+        // client (the NameServer would keep it 120 s).
+        assert!(answered(&ns.route("NoSuchTopic").await.map(|_| ())));
+        assert_eq!(proxy.accepted(), 2);
+        proxy.wait_open(1, Duration::from_secs(10)).await;
+        // A request still on a forgotten connection keeps it open until it
+        // is over: a route lookup held 3 s more than the plain one, both
+        // on a stalled connection; the plain one times out, the next one
+        // dials, and the held one's connection stays until it times out.
+        proxy.stall(true);
+        let held = async {
+            ns.route_within("NoSuchTopic", Duration::from_secs(3))
+                .await
+                .map(|_| ())
+        };
+        let plain = async {
+            assert!(ns.route("NoSuchTopic").await.is_err(), "stalled");
+            assert!(answered(&ns.route("NoSuchTopic").await.map(|_| ())));
+            assert_eq!(proxy.accepted(), 3, "one connection per timeout");
+            assert_eq!(*proxy.open.borrow(), 2, "closed under a request");
+        };
+        let (held, ()) = tokio::join!(held, plain);
+        assert!(
+            matches!(held, Err(ClientError::NameServerUnavailable { .. })),
+            "{held:?}"
+        );
+        proxy.wait_open(1, Duration::from_secs(10)).await;
+    });
+}
+
+/// The request that dialled is cancelled while the connection is being
+/// made (its handshake not answered yet): the attempt goes on, and the
+/// connection it makes serves the next request — no second dial, no
+/// socket left open that nobody uses.
+#[test]
+fn a_connection_dialled_for_a_cancelled_request_serves_the_next_one() {
+    behind_proxy(|mut proxy| async move {
+        let ns = client(&proxy.addr);
+        proxy.stall(false);
+        let cancelled = tokio::time::timeout(DEADLINE, async {
+            tokio::select! {
+                r = ns.route("NoSuchTopic") => panic!("answered while stalled: {r:?}"),
+                _ = proxy.open.wait_for(|n| *n == 1) => {}
+            }
+        })
+        .await;
+        assert!(cancelled.is_ok(), "the proxy never saw the connect");
+        proxy.unstall();
+        assert!(answered(&ns.route("NoSuchTopic").await.map(|_| ())));
+        assert_eq!(
+            proxy.accepted(),
+            1,
+            "the cancelled request's connection was used"
+        );
+        proxy.wait_open(1, DEADLINE).await;
     });
 }

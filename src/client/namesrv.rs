@@ -14,6 +14,15 @@
 //! one connection, not one each (RocketMQ takes a lock around the same
 //! step). A connection a request saw fail is dropped from its slot once,
 //! by whichever request noticed first; the others find the new attempt.
+//!
+//! No socket is left behind. An attempt runs as a task of its own, so a
+//! caller cancelled while it connects (the one that started it too) cancels
+//! nothing: the connection lands in the slot for the next caller. A
+//! connection dropped from its slot (a request on it timed out or failed)
+//! is closed once the requests still on it have answered or timed out —
+//! when its last holder lets go ([`Link`]) — not left open until the
+//! NameServer closes it for idleness (120 s), one more socket per timeout
+//! under a NameServer slow to answer.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -25,7 +34,7 @@ use skylark_codec::{
     ClusterInfo, ErrorCode, GetClusterInfoRequest, GetRouteInfoRequest, GetTopicListRequest,
     Handshake, ProtocolError, Rpc, TopicList, TopicRouteData,
 };
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
 use super::error::{ClientError, Result};
 
@@ -68,18 +77,34 @@ pub(crate) async fn connect(
     }
 }
 
-/// One attempt to connect to a NameServer: the first caller runs it
-/// (`get_or_init`), the callers that come meanwhile wait on it, and all of
-/// them get its outcome. Should the caller running it be cancelled, one of
-/// those waiting takes the attempt over (tokio's `OnceCell`).
-type Dial = Arc<OnceCell<Result<RpcClient>>>;
+/// A connection to a NameServer, shared by its slot and the requests on
+/// it. Its socket closes when the last holder lets go: once the slot has
+/// forgotten it (or the handle is dropped) and every request still on it
+/// has answered or timed out (a timed-out call leaves nothing pending on
+/// the connection).
+#[derive(Debug)]
+struct Link(RpcClient);
 
-/// Whether `dial` is over and no use: it failed, or its connection closed.
-/// Still running, or connected: it is the one to wait on, or to use.
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// One attempt to connect to a NameServer, run as a task of its own
+/// ([`NameServerClient::dial`]): the first caller that finds the slot
+/// spent starts it, the callers that come meanwhile wait on it, and all of
+/// them get its outcome (`None` while it runs). A cancelled caller cancels
+/// nothing: the attempt runs on and its connection stays in the slot.
+type Dial = Arc<watch::Receiver<Option<Result<Arc<Link>>>>>;
+
+/// Whether `dial` is over and no use: it failed, its connection closed, or
+/// its task ended without an outcome (the System stopping). Still running,
+/// or connected: it is the one to wait on, or to use.
 fn spent(dial: &Dial) -> bool {
-    match dial.get() {
-        None => false,
-        Some(Ok(c)) => !c.is_connected(),
+    match &*dial.borrow() {
+        None => dial.has_changed().is_err(),
+        Some(Ok(link)) => !link.0.is_connected(),
         Some(Err(_)) => true,
     }
 }
@@ -92,9 +117,9 @@ fn spent(dial: &Dial) -> bool {
 struct Links {
     /// The NameServer asked first (the last one that answered).
     preferred: usize,
-    /// One slot per address: its current attempt (a fresh, empty one before
-    /// the first connect and once the last one is spent).
-    conns: Vec<Dial>,
+    /// One slot per address: its current attempt (none before the first
+    /// connect and once the last one was forgotten).
+    conns: Vec<Option<Dial>>,
 }
 
 /// A cheap, clonable handle on the NameServer list. Must be used inside an
@@ -132,7 +157,7 @@ impl NameServerClient {
         Ok(NameServerClient {
             links: Arc::new(Mutex::new(Links {
                 preferred: 0,
-                conns: addrs.iter().map(|_| Dial::default()).collect(),
+                conns: addrs.iter().map(|_| None).collect(),
             })),
             addrs: addrs.into(),
             timeout,
@@ -162,43 +187,71 @@ impl NameServerClient {
 
     /// The connection to NameServer `i`, and the attempt that made it (to
     /// [`forget`](Self::forget) it by). Joins the attempt under way, or
-    /// starts one if the last is spent; a failed attempt's error goes to
-    /// every caller that waited on it.
-    async fn conn(&self, i: usize) -> Result<(RpcClient, Dial)> {
+    /// starts one if there is none or the last is spent; a failed attempt's
+    /// error goes to every caller that waited on it.
+    async fn conn(&self, i: usize) -> Result<(Arc<Link>, Dial)> {
         let dial = {
             let mut links = self.links();
             let slot = &mut links.conns[i];
-            if spent(slot) {
-                *slot = Dial::default();
+            match slot {
+                Some(d) if !spent(d) => d.clone(),
+                _ => slot.insert(self.dial(i)).clone(),
             }
-            slot.clone()
         };
         let addr = &self.addrs[i];
-        let outcome = dial
-            .get_or_init(|| {
-                connect(
-                    addr,
-                    self.timeout,
-                    self.timeout,
-                    skylark_codec::DEFAULT_MAX_FRAME_SIZE,
-                    (&self.client_id, self.creds.clone(), self.tls.as_ref()),
-                )
-            })
-            .await;
-        match outcome {
-            Ok(c) => Ok((c.clone(), dial.clone())),
-            Err(e) => Err(replay(addr, e)),
-        }
+        let mut outcome = (*dial).clone();
+        let ended = || ClientError::Connection {
+            addr: addr.clone(),
+            error: ProtocolError::Io(std::io::Error::other(format!(
+                "the connect task for {addr} ended"
+            ))),
+        };
+        let link = match &*outcome
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| ended())?
+        {
+            Some(Ok(link)) => link.clone(),
+            Some(Err(e)) => return Err(replay(addr, e)),
+            None => return Err(ended()),
+        };
+        Ok((link, dial))
+    }
+
+    /// Starts an attempt to connect to NameServer `i` on the current
+    /// arbiter. Its outcome stays in the attempt until the slot lets go of
+    /// it, whether any caller still waits or not.
+    fn dial(&self, i: usize) -> Dial {
+        let (tx, rx) = watch::channel(None);
+        let addr = self.addrs[i].clone();
+        let (timeout, client_id) = (self.timeout, self.client_id.clone());
+        let (creds, tls) = (self.creds.clone(), self.tls.clone());
+        actix::spawn(async move {
+            let link = connect(
+                &addr,
+                timeout,
+                timeout,
+                skylark_codec::DEFAULT_MAX_FRAME_SIZE,
+                (&client_id, creds, tls.as_ref()),
+            )
+            .await
+            .map(|c| Arc::new(Link(c)));
+            // Nobody left to take it (the handle was dropped): the
+            // connection closes with the refused value.
+            let _ = tx.send(Some(link));
+        });
+        Arc::new(rx)
     }
 
     /// Drops `dial`'s connection from slot `i` (a request on it failed), if
     /// it is still the slot's: of many requests that saw one connection
-    /// fail, the first replaces it and the others leave the new one be.
+    /// fail, the first drops it and the others leave the new one be. The
+    /// connection closes once the requests still on it are over.
     fn forget(&self, i: usize, dial: &Dial) {
         let mut links = self.links();
         let slot = &mut links.conns[i];
-        if Arc::ptr_eq(slot, dial) {
-            *slot = Dial::default();
+        if slot.as_ref().is_some_and(|d| Arc::ptr_eq(d, dial)) {
+            *slot = None;
         }
     }
 
@@ -223,8 +276,9 @@ impl NameServerClient {
         for k in 0..n {
             let i = (first + k) % n;
             let answer = match self.conn(i).await {
-                Ok((c, dial)) => {
-                    let answer = c
+                Ok((link, dial)) => {
+                    let answer = link
+                        .0
                         .call_timeout(req, timeout)
                         .await
                         .map_err(|e| ClientError::from_call(&self.addrs[i], None, e));
@@ -357,7 +411,7 @@ mod tests {
         }
         let links = ns.links();
         assert_eq!(links.preferred, 0);
-        assert!(links.conns.iter().all(|d| !matches!(d.get(), Some(Ok(_)))));
+        assert!(links.conns.iter().flatten().all(spent));
         drop(links);
         assert!(matches!(
             NameServerClient::new(" ; ", Duration::from_secs(1), "t"),
@@ -371,12 +425,17 @@ mod tests {
     #[test]
     fn a_failed_connection_is_forgotten_once() {
         let ns = NameServerClient::new("127.0.0.1:1", Duration::from_secs(1), "t").unwrap();
-        let old = ns.links().conns[0].clone();
+        let attempt = || -> Dial { Arc::new(watch::channel(None).1) };
+        let old = attempt();
+        ns.links().conns[0] = Some(old.clone());
         ns.forget(0, &old);
-        let new = ns.links().conns[0].clone();
-        assert!(!Arc::ptr_eq(&old, &new));
+        assert!(ns.links().conns[0].is_none());
+        let new = attempt();
+        ns.links().conns[0] = Some(new.clone());
         ns.forget(0, &old);
-        assert!(Arc::ptr_eq(&ns.links().conns[0], &new));
+        assert!(ns.links().conns[0]
+            .as_ref()
+            .is_some_and(|d| Arc::ptr_eq(d, &new)));
     }
 
     /// Each waiter's copy of a shared failure reads and classifies like the

@@ -2,12 +2,15 @@
 //!
 //! It records the CommitLog offset known to be on disk, the offset up to
 //! which ConsumeQueue entries are known to be on disk (`cq_safe`), and a
-//! clean-shutdown flag. It is tiny, carries its own CRC and is replaced
+//! clean-shutdown flag with, beside it, whether the store held no
+//! ConsumeQueue at all (every topic deleted). It is tiny, carries its own CRC and is replaced
 //! atomically (write a temp file, fsync, rename, fsync the directory), so a
 //! crash leaves either the old or the new one.
 //!
-//! Layout (big-endian, 28 bytes): magic u32, version u16, clean u8, pad u8,
-//! commitlog flushed u64, cq safe u64, CRC32 of the preceding 24 bytes u32.
+//! Layout (big-endian, 28 bytes): magic u32, version u16, clean u8, no
+//! queues u8 (0 in files written before it existed, which read it as pad:
+//! the two read each other's files), commitlog flushed u64, cq safe u64,
+//! CRC32 of the preceding 24 bytes u32.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -29,6 +32,11 @@ pub struct Checkpoint {
     pub cq_safe: u64,
     /// The store was shut down cleanly and everything is consistent.
     pub clean: bool,
+    /// No ConsumeQueue existed when this checkpoint was written (every
+    /// topic was deleted). With `clean`, an empty `consumequeue` directory
+    /// at the next open is what the checkpoint describes, not a lost one
+    /// to rebuild from the log. False when unknown (older files).
+    pub no_queues: bool,
 }
 
 impl Checkpoint {
@@ -37,6 +45,7 @@ impl Checkpoint {
         b[0..4].copy_from_slice(&MAGIC.to_be_bytes());
         b[4..6].copy_from_slice(&VERSION.to_be_bytes());
         b[6] = u8::from(self.clean);
+        b[7] = u8::from(self.no_queues);
         b[8..16].copy_from_slice(&self.commit_log_flushed.to_be_bytes());
         b[16..24].copy_from_slice(&self.cq_safe.to_be_bytes());
         let crc = crc32fast::hash(&b[..24]);
@@ -50,6 +59,7 @@ impl Checkpoint {
         }
         Ok(Checkpoint {
             clean: b[6] == 1,
+            no_queues: b[7] == 1,
             commit_log_flushed: be_u64(b, 8),
             cq_safe: be_u64(b, 16),
         })
@@ -97,9 +107,16 @@ mod tests {
             commit_log_flushed: 12345,
             cq_safe: 999,
             clean: true,
+            no_queues: false,
         };
         cp.store(&path).unwrap();
         assert_eq!(Checkpoint::load(&path).unwrap(), Some(cp));
+        let empty = Checkpoint {
+            no_queues: true,
+            ..cp
+        };
+        empty.store(&path).unwrap();
+        assert_eq!(Checkpoint::load(&path).unwrap(), Some(empty));
         let mut b = std::fs::read(&path).unwrap();
         b[10] ^= 1;
         std::fs::write(&path, b).unwrap();

@@ -135,6 +135,7 @@ pub fn truncate_commit_log(config: &StoreConfig, end: u64, logger: &Logger) -> R
         commit_log_flushed: old.commit_log_flushed.min(cut),
         cq_safe: old.cq_safe.min(cut),
         clean: false,
+        no_queues: false,
     }
     .store(&cp_path)?;
     Ok(())

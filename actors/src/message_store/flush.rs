@@ -256,6 +256,7 @@ fn run(s: &Shared, rx: &mpsc::Receiver<Request>) {
                 commit_log_flushed: s.flushed.load(Ordering::Acquire),
                 cq_safe,
                 clean: false,
+                no_queues: false,
             };
             if let Err(e) = cp.store(&s.checkpoint_path) {
                 error!(s.logger, "checkpoint write failed"; "error" => %e);

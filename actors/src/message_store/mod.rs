@@ -419,6 +419,7 @@ impl Store {
             commit_log_flushed: end,
             cq_safe: end,
             clean: false,
+            no_queues: false,
         }
         .store(&cp_path)?;
         let flusher = Flusher::start(
@@ -988,14 +989,18 @@ impl Store {
         self.flusher.stop();
         self.flush_blocking()?;
         let end = self.commit_log.max_offset();
+        // Every topic deleted: say so, or the next open would take the
+        // empty queue directory for a lost one and rescan the whole log.
+        let no_queues = self.queues.values().all(HashMap::is_empty);
         Checkpoint {
             commit_log_flushed: end,
             cq_safe: end,
             clean: true,
+            no_queues,
         }
         .store(&self.config.checkpoint_path())?;
         self.shut_down = true;
-        info!(self.logger, "store shut down cleanly"; "end" => end);
+        info!(self.logger, "store shut down cleanly"; "end" => end, "no_queues" => no_queues);
         Ok(())
     }
 

@@ -2,6 +2,10 @@
 //!
 //! After a clean shutdown (checkpoint flag set, every ConsumeQueue intact)
 //! the checkpoint's offset is the end of the log and nothing is scanned.
+//! That holds when no ConsumeQueue is left because every topic was deleted:
+//! the clean checkpoint says so ([`Checkpoint::no_queues`]); without it an
+//! empty queue directory means a lost one, rebuilt by a scan of the whole
+//! log.
 //! A brand-new directory (no checkpoint, no segment) has nothing to scan
 //! either. Otherwise the CommitLog is validated record by record (size,
 //! magic, CRC and the record's own physical offset) from the checkpoint's
@@ -252,10 +256,11 @@ pub(crate) fn recover(
     }
     let clean = input.checkpoint.filter(|c| c.clean);
     if let Some(cp) = clean {
-        // No ConsumeQueue at all while the log holds records (the
-        // directory was removed): rebuild them, clean stop or not.
+        // No ConsumeQueue at all while the log holds records: the
+        // directory was removed (rebuild them, clean stop or not) unless
+        // the clean checkpoint says there were none (every topic deleted).
         if input.damaged_from.is_empty()
-            && !input.no_queues
+            && (!input.no_queues || cp.no_queues)
             && cl.first_short_segment().is_none()
             && cp.commit_log_flushed >= cl_min
             && cp.commit_log_flushed <= mapped_end

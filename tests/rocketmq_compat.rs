@@ -952,3 +952,52 @@ fn rocketmq_compat_broker_transactions_commit_rollback_and_check_back() {
     );
     assert_eq!(visible(&mut p)[2], b"checked");
 }
+
+/// A JSON header of `n` unique 6-character `extFields` keys with empty
+/// values (12 bytes each, ~100 decoded): within the 16 MiB frame limit, but
+/// 8.5 × its length once decoded.
+fn hostile_json_header(code: i32, opaque: i32, n: usize) -> Vec<u8> {
+    let mut h = format!("{{\"code\":{code},\"opaque\":{opaque},\"extFields\":{{").into_bytes();
+    h.reserve(n * 12);
+    for i in 0..n {
+        if i > 0 {
+            h.push(b',');
+        }
+        h.extend_from_slice(format!("\"{i:06x}\":\"\"").as_bytes());
+    }
+    h.extend_from_slice(b"}}");
+    h
+}
+
+#[test]
+fn rocketmq_compat_a_header_over_the_decode_budget_is_answered_message_illegal_then_closed() {
+    let (_dir, _node, ns_port, bport) = start_both();
+    let n = (16 * 1024 * 1024 - 4096) / 12;
+    for (port, code) in [(bport, 10), (ns_port, 105)] {
+        let mut c = Conn::open(port);
+        c.0.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let a = c
+            .call(&frame(0, &hostile_json_header(code, 41, n)))
+            .expect("an answer before the close");
+        assert_eq!((a.code, a.opaque), (13, 41), "MESSAGE_ILLEGAL: {a:?}");
+        let remark = a.remark.unwrap_or_default();
+        assert!(remark.contains("would decode into more than"), "{remark}");
+        assert!(c.closed_by_server(), "connection left open on port {port}");
+        // The server serves on, and a big legitimate header still decodes.
+        let fields: Vec<(String, String)> = (0..5_000)
+            .map(|i| (format!("customHeader{i:05}"), format!("value-{i:05}")))
+            .collect();
+        let mut fields: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        fields.push(("topic", "NoSuchTopic"));
+        let mut c = Conn::open(port);
+        let a = c.call(&json_request(105, 42, &fields)).unwrap();
+        // The NameServer finds no route; the Broker does not serve 105.
+        assert_eq!(
+            (a.opaque, a.code),
+            (42, if port == ns_port { 17 } else { 3 })
+        );
+    }
+}

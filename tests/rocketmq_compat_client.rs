@@ -1161,6 +1161,20 @@ default_group_perm = "DENY"
         // A code without an ACL rule needs an admin account.
         let r = signed(999, &[], b"", "app", "app-secret");
         refused(&r, "admin rights");
+        // The refusal names the request as RocketMQ does, with what it tried.
+        let topic = [("topic", "orders")];
+        let r = signed(
+            request::UPDATE_AND_CREATE_TOPIC,
+            &topic,
+            b"",
+            "app",
+            "app-secret",
+        );
+        refused(
+            &r,
+            "access key 'app' lacks admin rights needed to create or update topic 'orders' \
+             (UPDATE_AND_CREATE_TOPIC, request code 17)",
+        );
         let bodies = seen.bodies();
         assert!(
             !bodies.contains("forged") && !bodies.contains("unsigned"),

@@ -255,9 +255,18 @@ fn acl_cli_permissions_are_enforced_and_reloaded() {
     let create = [
         "admin", "topic", "create", "--name", "orders", "--queues", "2",
     ];
-    assert_refused(&c.cli(app, &create), "admin rights");
+    assert_refused(
+        &c.cli(app, &create),
+        "admin rights needed to create or update topic 'orders'",
+    );
     let out = c.cli(admin, &create);
     assert!(out.status.success(), "{}", stderr(&out));
+    // `topic perm` is a topic update on the broker: said so, by name.
+    let perm = ["admin", "topic", "perm", "--name", "orders", "--perm", "r"];
+    assert_refused(
+        &c.cli(app, &perm),
+        "access key 'app' lacks admin rights needed to create or update topic 'orders'",
+    );
     let create_secret = [
         "admin", "topic", "create", "--name", "payroll", "--queues", "1",
     ];
@@ -371,6 +380,9 @@ fn acl_raw_requests_get_typed_errors() {
     };
     let e = refused(&signed(del, &body, &app, now_ms()));
     assert_eq!(e.code, ErrorCode::NoPermission, "{e:?}");
+    // Said in the user's words, not as the internal command name.
+    let want = "access key 'app' lacks admin rights needed to delete topic 'orders'";
+    assert!(e.message.contains(want), "{e:?}");
     // The NameServer checks too.
     let list = Header::request(3, skylark::codec::Command::GetTopicList);
     let e = error_of(&exchange(

@@ -91,20 +91,35 @@ where
     T: de::Deserialize<'de>,
     D: Deserializer<'de>,
 {
+    decode_or_refused(de, budget).map_err(|(e, _)| e)
+}
+
+/// [`decode`], telling a refusal by the budget (`true` with the error)
+/// apart from input that is bad otherwise: the RocketMQ remoting header
+/// answers the first and closes on the second.
+pub(crate) fn decode_or_refused<'de, T, D>(de: D, budget: usize) -> Result<T, (D::Error, bool)>
+where
+    T: de::Deserialize<'de>,
+    D: Deserializer<'de>,
+{
     let budget = Budget {
         left: Cell::new(budget),
         total: budget,
+        refused: Cell::new(false),
     };
     T::deserialize(De {
         inner: de,
         b: &budget,
     })
+    .map_err(|e| (e, budget.refused.get()))
 }
 
 /// What is left of one decode's budget.
 struct Budget {
     left: Cell<usize>,
     total: usize,
+    /// The budget refused something (the error is [`Budget::exceeded`]'s).
+    refused: Cell<bool>,
 }
 
 impl Budget {
@@ -120,6 +135,7 @@ impl Budget {
 
     #[cold]
     fn exceeded<E: de::Error>(&self) -> E {
+        self.refused.set(true);
         E::custom(format_args!(
             "the decoded value would exceed {} bytes ({DECODE_BUDGET_FACTOR} x the input + {DECODE_BUDGET_SLACK})",
             self.total

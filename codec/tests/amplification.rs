@@ -341,3 +341,188 @@ fn a_list_of_100k_topic_names_still_decodes() {
         frame.decode_response::<TopicList>()
     });
 }
+
+/// RocketMQ remoting headers (`skylark_codec::remoting`): the JSON header's
+/// `extFields` and the ROCKETMQ binary header's are decoded under the same
+/// budget, counted on the header's length.
+#[cfg(feature = "remoting")]
+mod remoting_header {
+    use super::*;
+    use skylark_codec::remoting::{
+        decode_frame, RemotingCommand, RemotingError, SerializeType,
+        DEFAULT_MAX_FRAME_SIZE as REMOTING_MAX,
+    };
+
+    /// The `i`-th 4-character key in ascending order: unique, and inserted
+    /// in order they leave the B-tree's nodes only about half full (the
+    /// costliest map; in random order they fill to about two thirds).
+    fn sorted_key(i: usize, out: &mut Vec<u8>) {
+        const ALPHABET: &[u8; 64] =
+            b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
+        for shift in [18, 12, 6, 0] {
+            out.push(ALPHABET[(i >> shift) & 63]);
+        }
+    }
+
+    /// A frame's content (what follows the length prefix) with `header`.
+    fn frame(ty: SerializeType, header: &[u8]) -> Bytes {
+        let mut f = Vec::with_capacity(4 + header.len());
+        f.extend_from_slice(&((u32::from(ty.code()) << 24) | header.len() as u32).to_be_bytes());
+        f.extend_from_slice(header);
+        Bytes::from(f)
+    }
+
+    /// Header bytes allowed: the header mark's 24 bits, within the frame.
+    const HEADER_MAX: usize = REMOTING_MAX - 4096;
+
+    /// `{"code":10,"opaque":7,"extFields":{"----":"","---0":"",...}}` up
+    /// to about `len` bytes: 10 bytes of JSON per entry.
+    fn hostile_json(len: usize) -> Vec<u8> {
+        let mut h = Vec::with_capacity(len + 64);
+        h.extend_from_slice(br#"{"code":10,"opaque":7,"extFields":{"#);
+        let mut i = 0;
+        while h.len() < len - 16 {
+            if i > 0 {
+                h.push(b',');
+            }
+            h.push(b'"');
+            sorted_key(i, &mut h);
+            h.extend_from_slice(br#"":"""#);
+            i += 1;
+        }
+        h.extend_from_slice(b"}}");
+        h
+    }
+
+    /// A ROCKETMQ binary header with `extFields` of unique 4-character keys
+    /// and empty values (10 bytes per entry) up to about `len` bytes.
+    fn hostile_binary(len: usize) -> Vec<u8> {
+        let mut ext = Vec::with_capacity(len);
+        let mut i = 0;
+        let mut key = Vec::new();
+        while ext.len() < len - 64 {
+            key.clear();
+            sorted_key(i, &mut key);
+            ext.extend_from_slice(&(key.len() as i16).to_be_bytes());
+            ext.extend_from_slice(&key);
+            ext.extend_from_slice(&0i32.to_be_bytes());
+            i += 1;
+        }
+        let mut h = Vec::with_capacity(ext.len() + 32);
+        h.extend_from_slice(&10i16.to_be_bytes()); // code
+        h.push(0); // JAVA
+        h.extend_from_slice(&317i16.to_be_bytes()); // version
+        h.extend_from_slice(&7i32.to_be_bytes()); // opaque
+        h.extend_from_slice(&0i32.to_be_bytes()); // flag
+        h.extend_from_slice(&0i32.to_be_bytes()); // no remark
+        h.extend_from_slice(&(ext.len() as i32).to_be_bytes());
+        h.extend_from_slice(&ext);
+        h
+    }
+
+    fn assert_header_refused_within_budget(what: &str, ty: SerializeType, header: &[u8]) {
+        let f = frame(ty, header);
+        let (result, peak) = peak_of(|| decode_frame(f));
+        let budget = budget_for(header.len());
+        eprintln!(
+            "{what}: {} bytes, peak {peak} ({:.1} x), budget {budget}",
+            header.len(),
+            peak as f64 / header.len() as f64
+        );
+        assert!(
+            peak <= budget,
+            "{what}: {}-byte header took {peak} bytes (budget {budget})",
+            header.len()
+        );
+        match result {
+            Err(RemotingError::HeaderOverBudget { request, .. }) => {
+                // What the listener needs to answer: code, opaque, codec.
+                assert_eq!((request.code, request.opaque), (10, 7), "{what}");
+                assert_eq!(request.serialize_type, ty, "{what}");
+                assert!(request.ext_fields.is_empty(), "{what}");
+            }
+            Err(e) => panic!("{what}: expected HeaderOverBudget, got {e}"),
+            Ok(cmd) => panic!("{what}: decoded {} extFields", cmd.ext_fields.len()),
+        }
+    }
+
+    #[test]
+    fn a_json_header_of_a_million_empty_ext_fields_is_refused_within_budget() {
+        let header = hostile_json(HEADER_MAX);
+        assert_header_refused_within_budget("JSON extFields", SerializeType::Json, &header);
+    }
+
+    #[test]
+    fn a_binary_header_of_a_million_empty_ext_fields_is_refused_within_budget() {
+        let header = hostile_binary(HEADER_MAX);
+        assert_header_refused_within_budget("binary extFields", SerializeType::RocketMq, &header);
+    }
+
+    /// A SEND_MESSAGE request as a Java producer writes it, with `props`
+    /// user properties in `properties` (`name\u0001value\u0002`, escaped
+    /// by fastjson) and `extra` more header fields of realistic size.
+    fn send_message(ty: SerializeType, props: usize, extra: usize) -> RemotingCommand {
+        let mut cmd = RemotingCommand::request(10, 7);
+        cmd.serialize_type = ty;
+        cmd.version = 453;
+        let mut p = String::from("UNIQ_KEY\u{1}7F0000010B3418B4AAC2123456780000\u{2}WAIT\u{1}true\u{2}TAGS\u{1}TagA\u{2}");
+        for i in 0..props {
+            p.push_str(&format!("userProperty{i:05}\u{1}some value {i:05}\u{2}"));
+        }
+        let fields: [(&str, String); 12] = [
+            ("producerGroup", "please_rename_unique_group_name".into()),
+            ("topic", "TopicTest".into()),
+            ("defaultTopic", "TBW102".into()),
+            ("defaultTopicQueueNums", "4".into()),
+            ("queueId", "3".into()),
+            ("sysFlag", "0".into()),
+            ("bornTimestamp", "1700000000000".into()),
+            ("flag", "0".into()),
+            ("properties", p),
+            ("reconsumeTimes", "0".into()),
+            ("unitMode", "false".into()),
+            ("batch", "false".into()),
+        ];
+        for (k, v) in fields {
+            cmd.ext_fields.insert(k.into(), v);
+        }
+        for i in 0..extra {
+            cmd.ext_fields
+                .insert(format!("customHeader{i:05}"), format!("value-{i:05}"));
+        }
+        cmd
+    }
+
+    fn assert_header_decodes_within_budget(what: &str, cmd: &RemotingCommand) {
+        let header = cmd.encode_header().unwrap();
+        let f = frame(cmd.serialize_type, &header);
+        let (got, peak) = peak_of(|| decode_frame(f));
+        let got = got.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let budget = budget_for(header.len());
+        eprintln!(
+            "{what}: {} bytes, peak {peak} ({:.1} x), budget {budget}",
+            header.len(),
+            peak as f64 / header.len() as f64
+        );
+        assert!(peak <= budget, "{what}: {} bytes took {peak}", header.len());
+        assert_eq!(&got, cmd, "{what}: decoded header differs");
+    }
+
+    #[test]
+    fn legitimate_send_message_headers_still_decode() {
+        for ty in [SerializeType::Json, SerializeType::RocketMq] {
+            assert_header_decodes_within_budget(
+                &format!("{ty:?} plain send"),
+                &send_message(ty, 0, 0),
+            );
+            assert_header_decodes_within_budget(
+                &format!("{ty:?} send, 10k properties"),
+                &send_message(ty, 10_000, 0),
+            );
+            assert_header_decodes_within_budget(
+                &format!("{ty:?} send, 10k extra header fields"),
+                &send_message(ty, 0, 10_000),
+            );
+        }
+    }
+}

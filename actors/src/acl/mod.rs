@@ -10,7 +10,8 @@
 //!    stale request), a wrong signature, or a signed frame already seen
 //!    inside the window (a replay: [`replay`]) → `AuthFailed`;
 //! 2. an address outside the account's `allowed_addresses`, or a missing
-//!    permission ([`rules`]) → `NoPermission`, naming what was missing.
+//!    permission ([`rules`]) → `NoPermission`, naming what was missing
+//!    and what the request tried, in the user's words ([`phrase`]).
 //!
 //! With ACL off no [`Acl`] exists and the connection skips the check: the
 //! request path costs one `Option` test.
@@ -25,6 +26,7 @@
 //!
 //! Messages answered by [`AclWatcher`]: [`Reload`] (look at the file now).
 
+pub mod phrase;
 pub mod replay;
 pub mod rules;
 pub mod table;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use skylark_codec::frame::decode_value;
 use skylark_codec::{Command, ErrorCode, WireError};
 
+use super::phrase::{self, Target};
 use super::table::{Account, Perm};
 
 /// What a command requires of the signed account.
@@ -133,29 +134,45 @@ fn group_needs(account: &Account, group: &str) -> Result<(), WireError> {
 }
 
 /// The decision for needs that look at no resource name (and for admins,
-/// who pass the rest); `None` when the names decide.
-fn gate(account: &Account, cmd: Command, need: Need) -> Option<Result<(), WireError>> {
+/// who pass the rest); `None` when the names decide. A refusal says what
+/// the request tried in the user's words ([`phrase`]); `target` (the names
+/// it touches) is only read then.
+fn gate<'a>(
+    account: &Account,
+    cmd: Command,
+    need: Need,
+    target: impl FnOnce() -> Target<'a>,
+) -> Option<Result<(), WireError>> {
     match need {
         Need::Authenticated => Some(Ok(())),
         Need::Broker if account.broker => Some(Ok(())),
         Need::Broker => Some(Err(denied(
             account,
-            format_args!("the cluster's broker credential needed for {cmd:?}"),
+            format_args!(
+                "the cluster's broker credential needed to {}",
+                phrase::skylark(cmd, &target())
+            ),
         ))),
         Need::Admin if account.admin => Some(Ok(())),
-        Need::Admin => Some(Err(denied(
+        Need::Admin => Some(Err(admin_denied(
             account,
-            format_args!("admin rights needed for {cmd:?}"),
+            format_args!("to {}", phrase::skylark(cmd, &target())),
         ))),
         _ if account.admin => Some(Ok(())),
         _ => None,
     }
 }
 
+/// `NoPermission`: `account` is not an admin account, and `what` (from
+/// [`phrase`], with `to` or `for`) needed one.
+pub fn admin_denied(account: &Account, what: std::fmt::Arguments<'_>) -> WireError {
+    denied(account, format_args!("admin rights needed {what}"))
+}
+
 /// Whether `account` may run `cmd` with this `body`.
 pub fn authorize(account: &Account, cmd: Command, body: &[u8]) -> Result<(), WireError> {
     let need = need(cmd);
-    if let Some(decided) = gate(account, cmd, need) {
+    if let Some(decided) = gate(account, cmd, need, || Target::of_body(body)) {
         return decided;
     }
     if need == Need::Heartbeat {
@@ -185,7 +202,7 @@ pub fn authorize_names(
     topic: Option<&str>,
 ) -> Result<(), WireError> {
     let need = need(cmd);
-    if let Some(decided) = gate(account, cmd, need) {
+    if let Some(decided) = gate(account, cmd, need, || Target::names(group, topic)) {
         return decided;
     }
     let missing = |field: &str| {

@@ -157,12 +157,9 @@ fn authorize(account: &crate::acl::Account, req: &RemotingCommand) -> Result<(),
         // Any other code (not served, or added to `answer` later without a
         // rule here) needs an admin account: it fails closed.
         _ if account.admin => Ok(()),
-        other => Err(WireError::new(
-            ErrorCode::NoPermission,
-            format!(
-                "access key '{}' lacks admin rights needed for request code {other}",
-                account.access_key
-            ),
+        _ => Err(crate::acl::rules::admin_denied(
+            account,
+            format_args!("{}", crate::acl::phrase::rocketmq(req)),
         )),
     }
 }

@@ -10,7 +10,11 @@
 //!
 //! A frame that cannot be decoded (bad length, over the frame limit, bad
 //! header) closes that one connection, as RocketMQ's `NettyDecoder` does:
-//! nothing after a broken frame can be trusted to start a frame. A
+//! nothing after a broken frame can be trusted to start a frame. A whole
+//! frame whose header would decode into more than its budget (8 × its
+//! length + 16 KiB, `skylark_codec::budget`) is first answered
+//! `MESSAGE_ILLEGAL` with the reason (its opaque and codec are read
+//! without the refused fields), then closed the same way. A
 //! connection silent for `idle` is closed, and so is one whose begun frame
 //! is not complete within `frame_read` (slowloris); above `max_connections`
 //! open remoting connections a new one is closed at once. Oneway requests
@@ -35,6 +39,11 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// Requests of one connection answered at the same time, at most.
 pub const MAX_INFLIGHT: usize = 256;
+
+/// The answer to a header refused by the decode budget: `MESSAGE_ILLEGAL`,
+/// what the Broker answers any other bad request with (its `BadRequest`),
+/// and which a RocketMQ producer does not retry.
+const OVER_BUDGET_CODE: i32 = skylark_codec::remoting::response::MESSAGE_ILLEGAL;
 
 /// What a server answers to one request (`peer` is the client's address).
 pub type Answer =
@@ -246,6 +255,13 @@ async fn serve_connection(
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 warn!(log, "bad remoting frame, closing the connection"; "peer" => %peer, "error" => %e);
+                if let RemotingError::HeaderOverBudget { request, .. } = &e {
+                    // The frame was whole: say why before closing.
+                    if !request.is_oneway() && !request.is_response() {
+                        let refusal = request.response_to(OVER_BUDGET_CODE, Some(e.to_string()));
+                        let _ = writer.send(refusal).await;
+                    }
+                }
                 return;
             }
             Ok(Some(Ok(req))) => req,

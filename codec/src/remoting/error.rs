@@ -2,7 +2,8 @@
 //!
 //! Every malformed input maps onto one of these; the listener closes the
 //! connection on any of them (a broken frame leaves no way to find the
-//! next one), as RocketMQ's own `NettyDecoder` does.
+//! next one), as RocketMQ's own `NettyDecoder` does, answering first the
+//! one it can: [`RemotingError::HeaderOverBudget`].
 
 /// What went wrong while reading or writing a `RemotingCommand`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +35,17 @@ pub enum RemotingError {
     /// A JSON header that does not parse, or lacks `code`.
     #[error("JSON remoting header: {0}")]
     Json(String),
+    /// A header (JSON or binary) that would decode into more than its
+    /// budget (`skylark_codec::budget`: 8 × its length + 16 KiB), e.g. a
+    /// million empty `extFields`. The frame itself was whole, so `request`
+    /// holds what the listener needs to answer it: code, language, version,
+    /// opaque, flag and codec (no remark, extFields or body).
+    #[error("remoting header of {len} bytes would decode into more than {budget} bytes (8 x its length + 16 KiB)")]
+    HeaderOverBudget {
+        len: usize,
+        budget: usize,
+        request: Box<super::RemotingCommand>,
+    },
     /// A value does not fit its binary field (e.g. a code above i16).
     #[error("{field} = {value} does not fit the ROCKETMQ binary header")]
     OutOfRange { field: &'static str, value: i64 },

@@ -7,6 +7,12 @@
 //! extFields length: i32 | extFields: (key length: i16 | key | value length: i32 | value)*
 //! ```
 //!
+//! The remark and the extFields are charged against the decode budget of
+//! Skylark's own frames ([`crate::budget`]: 8 × the header's length +
+//! 16 KiB) as they are read: a header of a million tiny entries is
+//! [`RemotingError::HeaderOverBudget`] (with the fixed fields, so the
+//! listener can answer it) before the map is built.
+//!
 //! An absent or empty remark and empty extFields are written with length 0
 //! and read back as `None` / empty.
 
@@ -14,7 +20,8 @@ use std::collections::BTreeMap;
 
 use bytes::BufMut;
 
-use super::{LanguageCode, RemotingCommand, RemotingError, Result};
+use super::{LanguageCode, RemotingCommand, RemotingError, Result, SerializeType};
+use crate::budget::budget_for;
 
 /// Fixed part: code, language, version, opaque, flag, two lengths.
 const FIXED_LEN: usize = 2 + 1 + 2 + 4 + 4 + 4 + 4;
@@ -92,10 +99,7 @@ impl<'a> Reader<'a> {
         self.take(len as usize, what)
     }
     fn string(&mut self, len: i64, what: &'static str) -> Result<String> {
-        let b = self.sized(len, what)?;
-        std::str::from_utf8(b)
-            .map(str::to_owned)
-            .map_err(|_| RemotingError::InvalidUtf8(what))
+        utf8(self.sized(len, what)?, what).map(str::to_owned)
     }
 }
 
@@ -110,25 +114,53 @@ pub(super) fn decode(header: &[u8]) -> Result<RemotingCommand> {
     let remark = r.string(remark_len.into(), "remark")?;
     let ext_len = r.i32("extFields length")?;
     let mut ext = Reader(r.sized(ext_len.into(), "extFields")?);
-    let mut ext_fields = BTreeMap::new();
-    while !ext.0.is_empty() {
-        let klen = ext.i16("extFields key length")?;
-        let key = ext.string(klen.into(), "extFields key")?;
-        let vlen = ext.i32("extFields value length")?;
-        let value = ext.string(vlen.into(), "extFields value")?;
-        ext_fields.insert(key, value);
-    }
-    if !r.0.is_empty() {
-        return Err(RemotingError::TrailingBytes(r.0.len()));
-    }
-    Ok(RemotingCommand {
+    let scalars = RemotingCommand {
         code: code.into(),
         language: LanguageCode(language),
         version: version.into(),
         opaque,
         flag,
+        serialize_type: SerializeType::RocketMq,
+        ..Default::default()
+    };
+    let budget = budget_for(header.len());
+    let mut left = budget.saturating_sub(remark.len());
+    let mut ext_fields = BTreeMap::new();
+    while !ext.0.is_empty() {
+        let klen = ext.i16("extFields key length")?;
+        let key = ext.sized(klen.into(), "extFields key")?;
+        let vlen = ext.i32("extFields value length")?;
+        let value = ext.sized(vlen.into(), "extFields value")?;
+        // Charged before anything is built, as `crate::budget` charges a map.
+        let cost = ENTRY_COST + key.len() + value.len();
+        if cost > left {
+            return Err(RemotingError::HeaderOverBudget {
+                len: header.len(),
+                budget,
+                request: Box::new(scalars),
+            });
+        }
+        left -= cost;
+        ext_fields.insert(
+            utf8(key, "extFields key")?.to_owned(),
+            utf8(value, "extFields value")?.to_owned(),
+        );
+    }
+    if !r.0.is_empty() {
+        return Err(RemotingError::TrailingBytes(r.0.len()));
+    }
+    Ok(RemotingCommand {
         remark: (!remark.is_empty()).then_some(remark),
         ext_fields,
-        ..Default::default()
+        ..scalars
     })
+}
+
+/// What one extFields entry is charged besides its strings: twice its
+/// key and value (`crate::budget` charges a map entry so: B-tree nodes are
+/// at worst half full).
+const ENTRY_COST: usize = 2 * std::mem::size_of::<(String, String)>();
+
+fn utf8<'a>(b: &'a [u8], what: &'static str) -> Result<&'a str> {
+    std::str::from_utf8(b).map_err(|_| RemotingError::InvalidUtf8(what))
 }

@@ -9,6 +9,11 @@
 //! A repeated top-level field is refused (fastjson would keep the last);
 //! no client sends one.
 //!
+//! Reading is under the decode budget of Skylark's own frames
+//! ([`crate::budget`]: 8 × the header's length + 16 KiB): a header of a
+//! million empty `extFields` is [`RemotingError::HeaderOverBudget`], with
+//! its scalar fields read again so that the listener can answer it.
+//!
 //! Both directions go straight between the bytes and [`RemotingCommand`]
 //! (typed serde, no `serde_json::Value` tree in between): each header field
 //! is allocated once, on the request path of every JSON-header client.
@@ -16,10 +21,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::{LanguageCode, RemotingCommand, RemotingError, Result};
+use super::{LanguageCode, RemotingCommand, RemotingError, Result, SerializeType};
+use crate::budget::{budget_for, decode_or_refused};
 
 /// The header as written: borrowed from the command, keys in fastjson's
 /// (alphabetical) order.
@@ -52,9 +58,12 @@ pub(super) fn encode(cmd: &RemotingCommand) -> Result<Vec<u8>> {
     .map_err(|e| RemotingError::Json(e.to_string()))
 }
 
-/// The header as read.
+/// The header as read: `In<String, ExtFields>`; `In<IgnoredAny,
+/// IgnoredAny>` reads the scalar fields alone, skipping the others without
+/// building them (what answers a header refused by the budget).
 #[derive(Deserialize)]
-struct In {
+#[serde(bound(deserialize = "R: Deserialize<'de>, E: Deserialize<'de>"))]
+struct In<R, E> {
     code: Option<i32>,
     #[serde(default)]
     language: Option<Language>,
@@ -65,9 +74,26 @@ struct In {
     #[serde(default)]
     flag: Option<i32>,
     #[serde(default)]
-    remark: Option<String>,
+    remark: Option<R>,
     #[serde(rename = "extFields", default)]
-    ext_fields: Option<ExtFields>,
+    ext_fields: Option<E>,
+}
+
+impl<R, E> In<R, E> {
+    /// The command's scalar fields (`code` required); no remark, extFields
+    /// or body.
+    fn scalars(&self) -> Result<RemotingCommand> {
+        Ok(RemotingCommand {
+            code: self
+                .code
+                .ok_or_else(|| RemotingError::Json("no 'code' field".into()))?,
+            language: self.language.as_ref().map_or(LanguageCode::JAVA, |l| l.0),
+            version: self.version.unwrap_or(0),
+            opaque: self.opaque.unwrap_or(0),
+            flag: self.flag.unwrap_or(0),
+            ..Default::default()
+        })
+    }
 }
 
 /// `language`: a name (`"JAVA"`) or RocketMQ's number.
@@ -185,6 +211,10 @@ impl<'de> Deserialize<'de> for ExtFields {
     }
 }
 
+fn json_error(e: serde_json::Error) -> RemotingError {
+    RemotingError::Json(e.to_string())
+}
+
 pub(super) fn decode(header: &[u8]) -> Result<RemotingCommand> {
     // A derived struct would also read a JSON array (fields by position).
     if header.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -192,17 +222,40 @@ pub(super) fn decode(header: &[u8]) -> Result<RemotingCommand> {
             "the header is not a JSON object".into(),
         ));
     }
-    let h: In = serde_json::from_slice(header).map_err(|e| RemotingError::Json(e.to_string()))?;
+    let budget = budget_for(header.len());
+    let mut de = serde_json::Deserializer::from_slice(header);
+    let h: In<String, ExtFields> = match decode_or_refused(&mut de, budget) {
+        Ok(h) => h,
+        Err((_, true)) => return Err(over_budget(header, budget)),
+        Err((e, false)) => return Err(json_error(e)),
+    };
+    de.end().map_err(json_error)?;
+    let scalars = h.scalars()?;
     Ok(RemotingCommand {
-        code: h
-            .code
-            .ok_or_else(|| RemotingError::Json("no 'code' field".into()))?,
-        language: h.language.map_or(LanguageCode::JAVA, |l| l.0),
-        version: h.version.unwrap_or(0),
-        opaque: h.opaque.unwrap_or(0),
-        flag: h.flag.unwrap_or(0),
         remark: h.remark,
         ext_fields: h.ext_fields.map(|e| e.0).unwrap_or_default(),
-        ..Default::default()
+        ..scalars
     })
+}
+
+/// A header refused by the budget: its scalar fields read again (the
+/// skipped ones cost nothing), so the listener can answer it; a header
+/// whose scalars do not read either is just bad JSON.
+fn over_budget(header: &[u8], budget: usize) -> RemotingError {
+    let scalars = serde_json::from_slice::<In<IgnoredAny, IgnoredAny>>(header)
+        .ok()
+        .and_then(|h| h.scalars().ok());
+    match scalars {
+        Some(request) => RemotingError::HeaderOverBudget {
+            len: header.len(),
+            budget,
+            request: Box::new(RemotingCommand {
+                serialize_type: SerializeType::Json,
+                ..request
+            }),
+        },
+        None => RemotingError::Json(format!(
+            "the decoded header would exceed {budget} bytes (8 x its length + 16 KiB)"
+        )),
+    }
 }

@@ -546,7 +546,10 @@ fn acl_dashboard_message_search_needs_an_admin_signature() {
     let app = Credentials::new("app", APP_SECRET);
     let (code, body) = common::http_get(dport, path, Some(&sign(&app, path)));
     assert_eq!(code, 403, "{body}");
-    assert!(body.contains("admin rights needed"), "{body}");
+    assert!(
+        body.contains("admin rights needed to search messages on the dashboard"),
+        "{body}"
+    );
     let wrong = Credentials::new("admin", "guess");
     let (code, body) = common::http_get(dport, path, Some(&sign(&wrong, path)));
     assert_eq!(code, 401, "{body}");
@@ -672,7 +675,10 @@ fn acl_controller_election_needs_an_admin() {
         cmd.output().expect("run skylark")
     };
     assert_refused(&cli(None), "admin account");
-    assert_refused(&cli(Some(("app", APP_SECRET))), "admin rights needed");
+    assert_refused(
+        &cli(Some(("app", APP_SECRET))),
+        "admin rights needed to elect a master (admin controller elect)",
+    );
     let out = cli(Some(("admin", ADMIN_SECRET)));
     assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -217,7 +217,7 @@ impl Acl {
     ) -> Result<(), WireError> {
         let Some(value) = authorization else {
             return Err(auth_failed(format!(
-                "{what} needs an admin account's signed Authorization header (ACL is on)"
+                "an admin account's signed Authorization header is needed to {what} (ACL is on)"
             )));
         };
         let auth = skylark_codec::auth::parse_http_authorization(value).map_err(auth_failed)?;
@@ -389,7 +389,7 @@ fn require_admin(account: &Account, what: &str) -> Result<(), WireError> {
     Err(WireError::new(
         ErrorCode::NoPermission,
         format!(
-            "admin rights needed for {what}: access key '{}' is not an admin account",
+            "admin rights needed to {what}: access key '{}' is not an admin account",
             account.access_key
         ),
     ))

@@ -318,10 +318,10 @@ fn need_of(req: &Request) -> Option<(Need, &'static str)> {
         Request::InstallSnapshot(_) => (Need::Broker, "InstallSnapshot (controller raft RPC)"),
         Request::BrokerHeartbeat(_) => (Need::Broker, "BrokerHeartbeat"),
         Request::AlterSyncStateSet(_) => (Need::Broker, "AlterSyncStateSet"),
-        Request::ElectMaster { .. } => (Need::Admin, "ElectMaster"),
+        Request::ElectMaster { .. } => (Need::Admin, "elect a master (admin controller elect)"),
         Request::Status => return None,
         // Unwrapped before; a nested one is refused in `authorize`.
-        Request::Signed(_) => (Need::Admin, "a nested signed request"),
+        Request::Signed(_) => (Need::Admin, "send a nested signed request"),
     })
 }
 

@@ -277,7 +277,7 @@ fn refuse_unless_admin(acl: &MessageAcl, req: &actix_web::HttpRequest) -> Option
             req.method().as_str(),
             pq,
             peer,
-            "message search",
+            "search messages on the dashboard",
         )
         .err()?;
     let mut r = if e.code == skylark_codec::ErrorCode::AuthFailed {

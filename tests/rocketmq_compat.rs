@@ -1001,3 +1001,28 @@ fn rocketmq_compat_a_header_over_the_decode_budget_is_answered_message_illegal_t
         );
     }
 }
+
+/// A HEART_BEAT body of half a million one-letter consumers (9.4 MB of
+/// JSON that would decode into some 125 MB) is refused as a bad request
+/// (MESSAGE_ILLEGAL) within the decode budget, and the same connection
+/// then forms a group with a real heartbeat.
+#[test]
+fn rocketmq_compat_a_heartbeat_body_over_the_decode_budget_is_refused_and_the_connection_serves_on()
+{
+    let (_dir, _node, _ns_port, bport) = start_both();
+    let mut body = br#"{"clientID":"x","consumerDataSet":["#.to_vec();
+    for _ in 0..1 << 19 {
+        body.extend_from_slice(br#"{"groupName":"g"},"#);
+    }
+    body.extend_from_slice(br#"{"groupName":"g"}]}"#);
+    let mut c = Conn::open(bport);
+    c.0.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let r = c
+        .call(&with_body(json_request(34, 60, &[]), &body))
+        .unwrap();
+    assert_eq!((r.code, r.opaque), (13, 60), "{r:?}");
+    let remark = r.remark.unwrap_or_default();
+    assert!(remark.contains("would decode into more than"), "{remark}");
+    let r = c.call(&heartbeat("client-a", "RGB")).unwrap();
+    assert_eq!((r.code, r.opaque), (0, 50), "{r:?}");
+}

@@ -348,6 +348,7 @@ fn a_list_of_100k_topic_names_still_decodes() {
 #[cfg(feature = "remoting")]
 mod remoting_header {
     use super::*;
+    use skylark_codec::remoting::heartbeat::HeartbeatData;
     use skylark_codec::remoting::{
         decode_frame, RemotingCommand, RemotingError, SerializeType,
         DEFAULT_MAX_FRAME_SIZE as REMOTING_MAX,
@@ -444,6 +445,40 @@ mod remoting_header {
             Err(e) => panic!("{what}: expected HeaderOverBudget, got {e}"),
             Ok(cmd) => panic!("{what}: decoded {} extFields", cmd.ext_fields.len()),
         }
+    }
+
+    /// A `HeartbeatData` body of 2^19 + 1 `{"groupName":""}`s (8.9 MB)
+    /// costs about 14 times its size decoded as it is (the list's capacity
+    /// has just doubled to 2^20); under the budget it is refused at a
+    /// fraction of that, and a real heartbeat still decodes.
+    #[test]
+    fn a_json_body_of_half_a_million_empty_consumers_is_refused_within_budget() {
+        let mut body = br#"{"clientID":"x","consumerDataSet":["#.to_vec();
+        for _ in 0..1 << 19 {
+            body.extend_from_slice(br#"{"groupName":""},"#);
+        }
+        body.extend_from_slice(br#"{"groupName":""}]}"#);
+        let budget = budget_for(body.len());
+        let (plain, unbudgeted) = peak_of(|| serde_json::from_slice::<HeartbeatData>(&body));
+        assert!(plain.is_ok());
+        assert!(
+            unbudgeted > budget + budget / 2,
+            "the hostile body is not hostile: {unbudgeted} bytes decoded"
+        );
+        let (result, peak) =
+            peak_of(|| skylark_codec::remoting::decode_json_body::<HeartbeatData>(&body));
+        eprintln!(
+            "HeartbeatData: {} bytes, {unbudgeted} decoded as it is ({:.1} x), \
+             peak {peak} under the budget {budget}",
+            body.len(),
+            unbudgeted as f64 / body.len() as f64
+        );
+        let e = result.err().expect("refused");
+        assert!(e.contains("would decode into more than"), "{e}");
+        assert!(peak <= budget, "took {peak} bytes (budget {budget})");
+        let real = br#"{"clientID":"c","consumerDataSet":[{"groupName":"G","consumeType":"CONSUME_PASSIVELY","subscriptionDataSet":[]}]}"#;
+        let hb: HeartbeatData = skylark_codec::remoting::decode_json_body(real).unwrap();
+        assert_eq!(hb.consumer_data_set[0].group_name, "G");
     }
 
     #[test]

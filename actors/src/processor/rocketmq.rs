@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use skylark_codec::message::{PROPERTY_DELAY, PROPERTY_DELIVER_AT, PROPERTY_KEYS, PROPERTY_TAGS};
+use skylark_codec::remoting::heartbeat::{CheckClientRequestBody, HeartbeatData};
 use skylark_codec::remoting::message::{encode_stored, parse_properties, SYSFLAG_COMPRESSED};
 use skylark_codec::remoting::{request, response, RemotingCommand};
 use skylark_codec::{
@@ -655,54 +656,6 @@ async fn search_offset(
     Ok(resp)
 }
 
-/// RocketMQ's `HeartbeatData` body (JSON), the fields Skylark uses.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct HeartbeatData {
-    #[serde(rename = "clientID", alias = "clientId")]
-    client_id: String,
-    #[serde(default)]
-    producer_data_set: Vec<ProducerData>,
-    #[serde(default)]
-    consumer_data_set: Vec<ConsumerData>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ProducerData {
-    group_name: String,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ConsumerData {
-    group_name: String,
-    #[serde(default)]
-    consume_type: String,
-    #[serde(default)]
-    message_model: String,
-    #[serde(default)]
-    consume_from_where: String,
-    #[serde(default)]
-    subscription_data_set: Vec<SubscriptionData>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SubscriptionData {
-    topic: String,
-    #[serde(default)]
-    sub_string: String,
-    #[serde(default)]
-    expression_type: String,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CheckClientRequestBody {
-    subscription_data: Option<SubscriptionData>,
-}
-
 /// CHECK_CLIENT_CONFIG (46): a push consumer asks, before it starts,
 /// whether the broker can filter by its subscription; an SQL92 expression
 /// that does not compile is refused with SUBSCRIPTION_PARSE_FAILED.
@@ -728,7 +681,8 @@ fn json_body<T: serde::de::DeserializeOwned>(
     req: &RemotingCommand,
     what: &str,
 ) -> Result<T, WireError> {
-    serde_json::from_slice(&req.body).map_err(|e| bad(format!("bad {what} body: {e}")))
+    skylark_codec::remoting::decode_json_body(&req.body)
+        .map_err(|e| bad(format!("bad {what} body: {e}")))
 }
 
 /// HEART_BEAT (34).

@@ -35,6 +35,7 @@ mod error;
 mod frame;
 mod header_binary;
 mod header_json;
+pub mod heartbeat;
 pub mod message;
 pub mod notify;
 pub mod route;
@@ -46,6 +47,32 @@ use bytes::Bytes;
 pub use codes::{request, response};
 pub use error::{RemotingError, Result};
 pub use frame::{decode_frame, encode_frame, RemotingCodec, DEFAULT_MAX_FRAME_SIZE};
+
+/// Decodes a JSON request body (RocketMQ's `HeartbeatData`, lock and
+/// client-config bodies) under the decode budget every Skylark frame and
+/// remoting header gets (`8 × its length + 16 KiB`, see `budget.rs`):
+/// without it a body of tiny list elements (`{"groupName":""},` is 17
+/// bytes, a 120-byte struct in a doubling `Vec`) decodes into up to 15
+/// times its size, some 250 MB for one 16 MiB frame. The error says why;
+/// the caller answers it as a bad request.
+pub fn decode_json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> std::result::Result<T, String> {
+    let budget = crate::budget::budget_for(body.len());
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = match crate::budget::decode_or_refused(&mut de, budget) {
+        Ok(v) => v,
+        Err((_, true)) => {
+            return Err(format!(
+                "{} bytes of JSON would decode into more than {budget} bytes",
+                body.len()
+            ))
+        }
+        Err((e, false)) => return Err(e.to_string()),
+    };
+    de.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
 
 /// `flag` bit of a response.
 pub const FLAG_RESPONSE: i32 = 1;

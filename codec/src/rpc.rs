@@ -132,10 +132,16 @@ impl StreamHandler<Result<RawFrame, ProtocolError>> for ClientConn {
     }
 }
 
-/// A handle on one connection; clone it freely.
+/// A handle on one connection; clone it freely. The connection closes
+/// when the last clone is dropped (or at [`RpcClient::close`]): a call in
+/// flight holds its handle, so it finishes first.
 #[derive(Clone)]
 pub struct RpcClient {
     conn: Addr<ClientConn>,
+    /// Shared by every clone: the last one dropped closes the socket, which
+    /// the connection actor would otherwise keep open as long as the peer
+    /// does (its read stream keeps it alive).
+    _closer: Arc<Closer>,
     next_id: Arc<AtomicU64>,
     remote: Arc<str>,
     timeout: Duration,
@@ -212,6 +218,7 @@ impl RpcClient {
             }
         });
         Ok(RpcClient {
+            _closer: Arc::new(Closer(conn.clone())),
             conn,
             next_id: Arc::new(AtomicU64::new(1)),
             remote: Arc::from(addr),
@@ -352,6 +359,15 @@ impl RpcClient {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Close;
+
+/// Closes the connection when dropped (with the last [`RpcClient`]).
+struct Closer(Addr<ClientConn>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.do_send(Close);
+    }
+}
 
 impl Handler<Close> for ClientConn {
     type Result = ();

@@ -148,6 +148,26 @@ impl Budget {
     fn cap_hint(&self, hint: Option<usize>) -> Option<usize> {
         hint.map(|h| h.min(self.left.get() / HINT_ELEMENT_SIZE))
     }
+
+    /// The size hint of a sequence or map: cut ([`Self::cap_hint`]) when
+    /// its elements are owned, as it is otherwise.
+    #[inline]
+    fn hint_of(&self, owned: bool, hint: Option<usize>) -> Option<usize> {
+        if owned {
+            self.cap_hint(hint)
+        } else {
+            hint
+        }
+    }
+
+    /// `seed`, decoding under this budget.
+    #[inline]
+    fn seed<S>(&self, seed: S) -> Seed<'_, S> {
+        Seed {
+            inner: seed,
+            b: self,
+        }
+    }
 }
 
 /// The budgeted deserializer: forwards to `inner`, wrapping visitors.
@@ -378,10 +398,7 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Seq<'_, A> {
         if charged && self.len == 0 {
             self.start(size)?;
         }
-        let element = self.inner.next_element_seed(Seed {
-            inner: seed,
-            b: self.b,
-        })?;
+        let element = self.inner.next_element_seed(self.b.seed(seed))?;
         if element.is_some() {
             if charged && self.len == self.cap {
                 self.grow(size)?;
@@ -392,12 +409,7 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Seq<'_, A> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        let hint = self.inner.size_hint();
-        if self.owned {
-            self.b.cap_hint(hint)
-        } else {
-            hint
-        }
+        self.b.hint_of(self.owned, self.inner.size_hint())
     }
 }
 
@@ -445,17 +457,11 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Map<'_, A> {
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
         self.key_size = size_of::<K::Value>();
-        self.inner.next_key_seed(Seed {
-            inner: seed,
-            b: self.b,
-        })
+        self.inner.next_key_seed(self.b.seed(seed))
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
-        let value = self.inner.next_value_seed(Seed {
-            inner: seed,
-            b: self.b,
-        })?;
+        let value = self.inner.next_value_seed(self.b.seed(seed))?;
         if self.owned {
             let entry = self.key_size.saturating_add(size_of::<V::Value>());
             self.b.charge(entry.saturating_mul(2))?;
@@ -464,12 +470,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Map<'_, A> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        let hint = self.inner.size_hint();
-        if self.owned {
-            self.b.cap_hint(hint)
-        } else {
-            hint
-        }
+        self.b.hint_of(self.owned, self.inner.size_hint())
     }
 }
 
@@ -501,10 +502,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Enum<'_, A> {
     }
 
     fn newtype_variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, A::Error> {
-        self.inner.newtype_variant_seed(Seed {
-            inner: seed,
-            b: self.b,
-        })
+        self.inner.newtype_variant_seed(self.b.seed(seed))
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {

@@ -481,6 +481,26 @@ mod remoting_header {
         assert_eq!(hb.consumer_data_set[0].group_name, "G");
     }
 
+    /// A 16 MiB `properties` string of `a\u{1}\u{2}` entries (what a
+    /// binary SEND_MESSAGE header can carry) is refused before it is split
+    /// into owned pairs, which would take some 26 times its size.
+    #[test]
+    fn a_properties_string_longer_than_any_record_is_not_split() {
+        let props = "a\u{1}\u{2}".repeat(HEADER_MAX / 3);
+        let (parsed, peak) = peak_of(|| {
+            skylark_codec::remoting::message::parse_properties(&props, u16::MAX as usize)
+        });
+        assert!(parsed.is_none(), "refused");
+        assert!(peak < 1024, "{peak} bytes allocated to refuse it");
+        let (parsed, _) = peak_of(|| {
+            skylark_codec::remoting::message::parse_properties("TAGS\u{1}t\u{2}a\u{1}b", 64)
+        });
+        assert_eq!(
+            parsed,
+            Some(vec![("TAGS".into(), "t".into()), ("a".into(), "b".into())])
+        );
+    }
+
     #[test]
     fn a_json_header_of_a_million_empty_ext_fields_is_refused_within_budget() {
         let header = hostile_json(HEADER_MAX);

@@ -240,7 +240,19 @@ fn message_of(
         body,
         ..MessageData::default()
     };
-    for (k, v) in parse_properties(props) {
+    // Longer than any record's properties (the few bytes of DELAY and
+    // __STARTDELIVERTIME become fields): refused before parsing.
+    let limit = crate::message_store::record::MAX_PROPERTIES_LEN;
+    let parsed = parse_properties(props, limit + 64).ok_or_else(|| {
+        WireError::new(
+            ErrorCode::MessageTooLarge,
+            format!(
+                "message properties of {} bytes exceed the limit of {limit} bytes",
+                props.len()
+            ),
+        )
+    })?;
+    for (k, v) in parsed {
         match k.as_str() {
             PROPERTY_TAGS => message.tags = Some(v),
             PROPERTY_KEYS => message.keys = Some(v),

@@ -36,12 +36,20 @@ pub const SYSFLAG_BORNHOST_V6: i32 = 1 << 4;
 pub const SYSFLAG_STOREHOST_V6: i32 = 1 << 5;
 
 /// Properties parsed from `name\u{1}value\u{2}...`; entries without a
-/// separator are skipped.
-pub fn parse_properties(s: &str) -> Vec<(String, String)> {
-    s.split(PROPERTY_SEP)
-        .filter_map(|p| p.split_once(NAME_VALUE_SEP))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+/// separator are skipped. A string longer than `limit` bytes is refused
+/// (`None`) before it is split: each entry becomes two owned strings, so
+/// `a\u{1}\u{2}` repeated costs some 26 times its length (400 MB for the
+/// 16 MiB a binary header can carry), for properties no store could hold.
+pub fn parse_properties(s: &str, limit: usize) -> Option<Vec<(String, String)>> {
+    if s.len() > limit {
+        return None;
+    }
+    Some(
+        s.split(PROPERTY_SEP)
+            .filter_map(|p| p.split_once(NAME_VALUE_SEP))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
 }
 
 fn host_len(a: &SocketAddr) -> usize {
@@ -271,7 +279,8 @@ pub fn decode_stored(buf: &[u8]) -> Result<(StoredMessage, usize)> {
             prepared_tx_offset,
             body,
             topic,
-            properties: parse_properties(&props),
+            // At most u16::MAX bytes: always within the limit.
+            properties: parse_properties(&props, usize::from(u16::MAX)).unwrap_or_default(),
         },
         total as usize,
     ))

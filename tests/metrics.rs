@@ -329,6 +329,48 @@ fn signal(pid: u32, sig: &str) {
     assert!(st.success());
 }
 
+/// Slave 1 of standalone's `standalone` group, on `port`, serving metrics
+/// on `metrics_port`; once both listen.
+fn spawn_slave(
+    sa: &Standalone,
+    data_dir: &std::path::Path,
+    port: u16,
+    metrics_port: u16,
+) -> common::KillOnDrop {
+    let child = Command::new(bin())
+        .args(["--log-level", "error", "broker", "--namesrv", &sa.namesrv()])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--port", &port.to_string()])
+        .env("SKYLARK_BROKER_NAME", "standalone")
+        .env("SKYLARK_BROKER_ID", "1")
+        .env("SKYLARK_METRICS_PORT", metrics_port.to_string())
+        .env("SKYLARK_METRICS_REPLICATION_STALL_SECS", "1")
+        .envs(ROOMY_DISK)
+        .env("SKYLARK_REGISTER_INTERVAL_SECS", "1")
+        .env("SKYLARK_STORE__SEGMENT_SIZE", "67108864")
+        .env_remove("SKYLARK_NAMESRV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut slave = common::KillOnDrop(child);
+    common::wait_listening(&mut slave.0, &[port, metrics_port]).unwrap();
+    slave
+}
+
+/// The `(slave label, value)` samples of `metric`.
+fn by_slave(s: &Scrape, metric: &str) -> Vec<(String, f64)> {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == metric)
+        .filter_map(|x| match x.value {
+            Value::Gauge(v) => Some((x.labels.get("slave")?.to_string(), v)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A master (standalone) and its slave: replication lag per slave on the
 /// master, and the not-replicating alert while the slave is frozen.
 #[test]
@@ -347,25 +389,7 @@ fn replication_lag_and_the_slave_alert_follow_a_frozen_slave() {
         ],
     );
     let slave_port = free_port();
-    let child = Command::new(bin())
-        .args(["--log-level", "error", "broker", "--namesrv", &sa.namesrv()])
-        .arg("--data-dir")
-        .arg(tmp.path().join("s"))
-        .args(["--port", &slave_port.to_string()])
-        .env("SKYLARK_BROKER_NAME", "standalone")
-        .env("SKYLARK_BROKER_ID", "1")
-        .env("SKYLARK_METRICS_PORT", sport.to_string())
-        .env("SKYLARK_METRICS_REPLICATION_STALL_SECS", "1")
-        .envs(ROOMY_DISK)
-        .env("SKYLARK_REGISTER_INTERVAL_SECS", "1")
-        .env("SKYLARK_STORE__SEGMENT_SIZE", "67108864")
-        .env_remove("SKYLARK_NAMESRV")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut slave = common::KillOnDrop(child);
-    common::wait_listening(&mut slave.0, &[slave_port, sport]).unwrap();
+    let slave = spawn_slave(&sa, &tmp.path().join("s"), slave_port, sport);
     let pid = slave.0.id();
     ok(sa.cli(&[
         "produce", "--topic", TOPIC, "--count", "100", "--batch", "10", "--size", "10",
@@ -404,6 +428,182 @@ fn replication_lag_and_the_slave_alert_follow_a_frozen_slave() {
             && lag(mport) == Some(0.0)),
         "the alert did not clear after the slave resumed: {:?}",
         alert(mport)
+    );
+}
+
+/// A slave names itself on the HA connection: its master keys its series
+/// by its broker id (`slave="1"`), not by the connection's ephemeral port,
+/// so a slave killed and restarted continues the one series it had, with
+/// its name and address in `skylark_replication_slave_info`, and the
+/// master's status lists it once, by id.
+#[test]
+fn a_restarted_slave_continues_its_series_keyed_by_its_broker_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mport = free_port();
+    let sa = Standalone::start(
+        &tmp.path().join("m"),
+        &["--metrics-port", &mport.to_string()],
+    );
+    let (slave_port, sport) = (free_port(), free_port());
+    let mut slave = spawn_slave(&sa, &tmp.path().join("s"), slave_port, sport);
+    let produce = || {
+        ok(sa.cli(&[
+            "produce", "--topic", TOPIC, "--count", "50", "--batch", "10", "--size", "10",
+        ]))
+    };
+    let lags = |port: u16| {
+        scrape(port)
+            .map(|s| by_slave(&s, "skylark_replication_lag_bytes"))
+            .unwrap_or_default()
+    };
+    let caught_up = |port: u16| lags(port) == [("1".to_string(), 0.0)];
+    produce();
+    assert!(
+        wait_until(Duration::from_secs(30), || caught_up(mport)),
+        "the master never showed one caught-up series for slave 1: {:?}",
+        lags(mport)
+    );
+    assert!(
+        caught_up(sport),
+        "the slave's own series: {:?}",
+        lags(sport)
+    );
+    let me = format!("127.0.0.1:{slave_port}");
+    let info = [
+        ("slave", "1"),
+        ("broker_name", "standalone"),
+        ("addr", me.as_str()),
+    ];
+    for port in [mport, sport] {
+        let s = scrape(port).unwrap();
+        assert_eq!(
+            sum(&s, "skylark_replication_slave_info", &info),
+            Some(1.0),
+            "{:?}",
+            by_slave(&s, "skylark_replication_slave_info")
+        );
+    }
+
+    // kill -9 and a restart: a new HA connection, from a new port.
+    drop(slave);
+    produce();
+    slave = spawn_slave(&sa, &tmp.path().join("s"), slave_port, sport);
+    produce();
+    let mut seen = Vec::new();
+    let resumed = wait_until(Duration::from_secs(30), || {
+        let now = lags(mport);
+        // Never a second series for the same slave, not even for a scrape.
+        assert!(now.len() <= 1, "two series for one slave: {now:?}");
+        seen = now;
+        seen == [("1".to_string(), 0.0)]
+    });
+    assert!(resumed, "slave 1's series did not resume: {seen:?}");
+    let s = scrape(mport).unwrap();
+    assert_eq!(
+        by_slave(&s, "skylark_replication_slave_info"),
+        [("1".to_string(), 1.0)]
+    );
+    // The status names the slave too (admin cluster list --json).
+    let master = master_row(&sa);
+    let slaves = master["slaves"].as_array().expect("slaves listed");
+    assert_eq!(slaves.len(), 1, "{slaves:?}");
+    assert_eq!(slaves[0]["broker_id"], 1, "{slaves:?}");
+    assert_eq!(slaves[0]["broker_addr"], me.as_str(), "{slaves:?}");
+    drop(slave);
+}
+
+/// `admin cluster list --json`: the master's row of standalone's group.
+fn master_row(sa: &Standalone) -> serde_json::Value {
+    let out = sa.cli(&["admin", "--json", "cluster", "list"]);
+    common::json_lines(&out.stdout)
+        .iter()
+        .flat_map(|v| v["members"].as_array().cloned().unwrap_or_default())
+        .find(|m| m["broker_id"] == 0)
+        .expect("the master's row")
+}
+
+/// A second HA session of a slave whose first one the master still holds
+/// (a connection dropped without a FIN) replaces the first at once: the
+/// master closes the old stream, lists the slave once and exports one
+/// series for it. A slave that sends no name (older than its master) is
+/// still served, labelled by its connection's address.
+#[test]
+fn a_new_session_of_the_same_slave_replaces_its_old_one() {
+    use skylark::actors::replicator::protocol;
+    let tmp = tempfile::tempdir().unwrap();
+    let mport = free_port();
+    let sa = Standalone::start(
+        &tmp.path().join("m"),
+        &["--metrics-port", &mport.to_string()],
+    );
+    ok(sa.cli(&["produce", "--topic", TOPIC, "--count", "10", "--size", "10"]));
+    let ha = master_row(&sa)["ha_addr"]
+        .as_str()
+        .expect("the master's HA address")
+        .to_string();
+    let name = protocol::SlaveName {
+        broker_name: "standalone".into(),
+        broker_id: 1,
+        addr: "127.0.0.1:1".into(),
+    };
+    let rt = common::tokio_rt();
+    // A session that has its first chunk: the master holds it.
+    let open = |name: Option<&protocol::SlaveName>| {
+        rt.block_on(async {
+            let mut c = tokio::net::TcpStream::connect(&ha).await.unwrap();
+            if let Some(n) = name {
+                protocol::write_name(&mut c, n).await.unwrap();
+            }
+            protocol::write_offset(&mut c, 0).await.unwrap();
+            let (h, data) = protocol::read_chunk(&mut c).await.unwrap();
+            assert_eq!(h.offset, 0);
+            assert!(!data.is_empty());
+            c
+        })
+    };
+    let series = || {
+        scrape(mport)
+            .map(|s| by_slave(&s, "skylark_replication_lag_bytes"))
+            .unwrap_or_default()
+    };
+    let labels = || series().into_iter().map(|(l, _)| l).collect::<Vec<_>>();
+    let mut first = open(Some(&name));
+    assert!(
+        wait_until(Duration::from_secs(10), || labels() == ["1"]),
+        "{:?}",
+        series()
+    );
+    let second = open(Some(&name));
+    let second_addr = second.local_addr().unwrap().to_string();
+    assert_eq!(labels(), ["1"], "one series for one slave");
+    let slaves = master_row(&sa)["slaves"].clone();
+    assert_eq!(slaves.as_array().map(Vec::len), Some(1), "{slaves}");
+    assert_eq!(slaves[0]["addr"], second_addr.as_str(), "{slaves}");
+    // The old stream is closed by the master: EOF after what was sent.
+    let closed = rt.block_on(async {
+        let read = async { while protocol::read_chunk(&mut first).await.is_ok() {} };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .is_ok()
+    });
+    assert!(closed, "the superseded session was not closed");
+    // A slave without a name.
+    let old = open(None);
+    let old_addr = old.local_addr().unwrap().to_string();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let mut l = labels();
+            l.sort();
+            l == ["1".to_string(), old_addr.clone()]
+        }),
+        "{:?}",
+        series()
+    );
+    drop((second, old));
+    assert!(
+        wait_until(Duration::from_secs(10), || series().is_empty()),
+        "the closed sessions' series stayed: {:?}",
+        series()
     );
 }
 
@@ -479,19 +679,22 @@ fn busy_rejections_are_counted_by_reason() {
 /// A `skylark controller` with `metrics_port` serves its raft role and its
 /// broker groups: leader 1, then, after a broker's heartbeat, the group
 /// with a master at epoch 1 and an in-sync set of one.
-#[test]
-fn a_controller_serves_its_role_and_groups() {
-    use skylark::actors::controller::client::ControllerClient;
-    use skylark::actors::controller::proto::Response;
-    let tmp = tempfile::tempdir().unwrap();
-    let (port, mport) = (free_port(), free_port());
+/// `skylark controller` node `id` on `port` of the group `peers`, serving
+/// metrics on `metrics_port`; once both listen.
+fn spawn_controller(
+    id: u64,
+    (port, metrics_port): (u16, u16),
+    peers: &str,
+    data_dir: &std::path::Path,
+) -> common::KillOnDrop {
     let child = Command::new(bin())
-        .args(["--log-level", "warn", "controller", "--node-id", "1"])
+        .args(["--log-level", "warn", "controller", "--node-id"])
+        .arg(id.to_string())
         .args(["--port", &port.to_string()])
-        .args(["--peers", &format!("1=127.0.0.1:{port}")])
+        .args(["--peers", peers])
         .arg("--data-dir")
-        .arg(tmp.path())
-        .env("SKYLARK_METRICS_PORT", mport.to_string())
+        .arg(data_dir)
+        .env("SKYLARK_METRICS_PORT", metrics_port.to_string())
         .env("SKYLARK_RAFT_HEARTBEAT_INTERVAL_MS", "100")
         .env("SKYLARK_RAFT_ELECTION_TIMEOUT_MIN_MS", "300")
         .env("SKYLARK_RAFT_ELECTION_TIMEOUT_MAX_MS", "600")
@@ -500,7 +703,18 @@ fn a_controller_serves_its_role_and_groups() {
         .spawn()
         .expect("spawn skylark controller");
     let mut child = common::KillOnDrop(child);
-    common::wait_listening(&mut child.0, &[port, mport]).expect("controller and metrics up");
+    common::wait_listening(&mut child.0, &[port, metrics_port]).expect("controller and metrics up");
+    child
+}
+
+#[test]
+fn a_controller_serves_its_role_and_groups() {
+    use skylark::actors::controller::client::ControllerClient;
+    use skylark::actors::controller::proto::Response;
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, mport) = (free_port(), free_port());
+    let peers = format!("1=127.0.0.1:{port}");
+    let _child = spawn_controller(1, (port, mport), &peers, tmp.path());
     let me = [("node_type", "controller"), ("node_id", "1")];
     let leads = wait_until(Duration::from_secs(30), || {
         scrape(mport).is_ok_and(|s| sum(&s, "skylark_controller_is_leader", &me) == Some(1.0))
@@ -526,4 +740,115 @@ fn a_controller_serves_its_role_and_groups() {
         Some(1.0)
     );
     assert!(sum(&s, "skylark_controller_last_applied_index", &me).unwrap() >= 1.0);
+}
+
+/// Every family a 3-node controller group documents (docs/metrics.md)
+/// carries a plausible value on every node: one leader they agree on, a
+/// term of at least 1, three voters, log and applied indexes, requests
+/// counted by kind; and none of the process families a controller cannot
+/// feed (it has no CommitLog and never answers `Busy`).
+#[test]
+fn a_controller_group_reports_real_values_in_every_family() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let peers = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (p, _))| format!("{}=127.0.0.1:{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(";");
+    let _nodes: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| spawn_controller(i as u64 + 1, p, &peers, &tmp.path().join(i.to_string())))
+        .collect();
+    let value = |s: &Scrape, m: &str| sum(s, m, &[]).unwrap_or(-1.0);
+    let scrapes =
+        || -> Option<Vec<Scrape>> { ports.iter().map(|(_, m)| scrape(*m).ok()).collect() };
+    // Settled: one leader, known to all, that has counted its term.
+    let settled = |all: &[Scrape]| {
+        let leaders: Vec<f64> = all
+            .iter()
+            .map(|s| value(s, "skylark_controller_leader_id"))
+            .collect();
+        all.iter()
+            .map(|s| value(s, "skylark_controller_is_leader"))
+            .sum::<f64>()
+            == 1.0
+            && leaders.iter().all(|l| *l >= 1.0 && *l == leaders[0])
+            && all
+                .iter()
+                .map(|s| value(s, "skylark_controller_leader_terms_total"))
+                .sum::<f64>()
+                >= 1.0
+            && all
+                .iter()
+                .all(|s| value(s, "skylark_controller_last_applied_index") >= 1.0)
+    };
+    let mut last = None;
+    let ok = wait_until(Duration::from_secs(30), || {
+        last = scrapes();
+        last.as_deref().is_some_and(settled)
+    });
+    let shown = |all: &[Scrape]| -> Vec<Vec<(String, f64)>> {
+        let keys = [
+            "skylark_controller_is_leader",
+            "skylark_controller_leader_id",
+            "skylark_controller_leader_terms_total",
+            "skylark_controller_last_applied_index",
+        ];
+        all.iter()
+            .map(|s| keys.iter().map(|k| (k.to_string(), value(s, k))).collect())
+            .collect()
+    };
+    assert!(
+        ok,
+        "the group never settled on one leader (-1: no sample): {:?}",
+        last.as_deref().map(shown)
+    );
+    let all = last.unwrap();
+    let documented = [
+        "skylark_controller_is_leader",
+        "skylark_controller_term",
+        "skylark_controller_leader_id",
+        "skylark_controller_last_log_index",
+        "skylark_controller_last_applied_index",
+        "skylark_controller_voters",
+        "skylark_controller_broker_groups",
+        "skylark_controller_requests_total",
+        "skylark_controller_leader_terms_total",
+        "skylark_connections",
+    ];
+    for (i, s) in all.iter().enumerate() {
+        let node = (i + 1).to_string();
+        let mut names: Vec<&str> = s.samples.iter().map(|x| x.metric.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for m in documented {
+            assert!(names.contains(&m), "node {node} has no {m}: {names:?}");
+        }
+        for m in names
+            .iter()
+            .filter(|m| !m.starts_with("skylark_controller_"))
+        {
+            assert_eq!(*m, "skylark_connections", "node {node} serves {m}");
+        }
+        assert!(value(s, "skylark_controller_term") >= 1.0);
+        assert_eq!(value(s, "skylark_controller_voters"), 3.0);
+        assert!(value(s, "skylark_controller_last_log_index") >= 1.0);
+        assert!(value(s, "skylark_controller_last_applied_index") >= 1.0);
+        assert_eq!(value(s, "skylark_controller_broker_groups"), 0.0);
+        // Raft RPCs between the three: a follower holds the leader's
+        // connection and has served its AppendEntries.
+        let leads = value(s, "skylark_controller_is_leader") == 1.0;
+        if !leads {
+            assert!(value(s, "skylark_connections") >= 1.0, "node {node}");
+            let ae = sum(
+                s,
+                "skylark_controller_requests_total",
+                &[("request", "AppendEntries")],
+            );
+            assert!(ae.unwrap_or(0.0) >= 1.0, "node {node}: {ae:?}");
+        }
+    }
 }

@@ -79,6 +79,9 @@ pub struct Replicator {
     tls: Option<Arc<crate::tls::ServerTls>>,
     /// Master: sessions and acks.
     acks: AckTracker,
+    /// Master: per session, what ends its stream when a newer session of
+    /// the same slave supersedes it.
+    kicks: std::collections::HashMap<u64, tokio::sync::oneshot::Sender<()>>,
     /// Master: the Storage actor's CommitLog end (wakes idle sessions).
     appends: watch::Receiver<u64>,
     /// Slave: the master's client and HA addresses.
@@ -124,6 +127,7 @@ impl Replicator {
             acl,
             tls,
             acks: AckTracker::default(),
+            kicks: Default::default(),
             appends,
             master_addr: None,
             master_ha,
@@ -191,6 +195,11 @@ impl Actor for Replicator {
                             data_dir: self.config.store.data_dir.clone(),
                         }
                     }),
+                    name: protocol::SlaveName {
+                        broker_name: self.config.broker_name.clone(),
+                        broker_id: self.config.broker_id,
+                        addr: self.config.advertised(),
+                    },
                 };
             let fut = slave::run(peers, self.log.clone());
             actix_rt::spawn(fut);
@@ -223,8 +232,14 @@ impl Actor for Replicator {
 pub struct SessionOpened {
     pub id: u64,
     pub addr: String,
-    /// The slave's broker id, when it named itself (controller mode).
+    /// The slave's broker id from its controller-mode identity.
     pub broker_id: Option<u64>,
+    /// The slave's name (broker name, id, advertised address), unless it
+    /// predates names.
+    pub name: Option<protocol::SlaveName>,
+    /// Fired (or dropped) to end the session: a newer one of the same
+    /// slave replaced it.
+    pub kick: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Master: a slave session ended.
@@ -296,7 +311,16 @@ pub struct GetStatus;
 impl Handler<SessionOpened> for Replicator {
     type Result = ();
     fn handle(&mut self, m: SessionOpened, _: &mut Self::Context) {
-        self.acks.open(m.id, m.addr, m.broker_id);
+        let addr = m.addr.clone();
+        let superseded = self.acks.open_named(m.id, m.addr, m.broker_id, m.name);
+        for old in superseded {
+            info!(self.log, "slave reconnected: its previous session is closed";
+                "session" => old, "slave" => &addr);
+            if let Some(k) = self.kicks.remove(&old) {
+                let _ = k.send(());
+            }
+        }
+        self.kicks.insert(m.id, m.kick);
     }
 }
 
@@ -304,6 +328,7 @@ impl Handler<SessionClosed> for Replicator {
     type Result = ();
     fn handle(&mut self, m: SessionClosed, _: &mut Self::Context) {
         self.acks.close(m.id);
+        self.kicks.remove(&m.id);
     }
 }
 
@@ -415,6 +440,9 @@ impl Handler<GetStatus> for Replicator {
                 .map(|s| SlaveStatus {
                     addr: s.addr,
                     acked_offset: s.acked,
+                    broker_id: s.broker_id,
+                    broker_name: s.name.as_ref().map(|n| n.broker_name.clone()),
+                    broker_addr: s.name.map(|n| n.addr),
                 })
                 .collect(),
             master_ha_addr: if slave { self.master_ha.clone() } else { None },

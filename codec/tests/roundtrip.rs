@@ -643,7 +643,7 @@ proptest! {
             max_offset: nums.0,
             ha_addr: names.2,
             slaves: slaves.into_iter()
-                .map(|(addr, acked_offset)| SlaveStatus { addr, acked_offset }).collect(),
+                .map(|(addr, acked_offset)| SlaveStatus { addr, acked_offset, ..Default::default() }).collect(),
             master_ha_addr: names.3,
             master_connected: nums.2,
             master_max_offset: nums.1,

@@ -66,6 +66,8 @@ struct Shared {
     leading: Mutex<Option<(u64, Instant)>>,
     /// ACL on: requests must be signed (see [`authorize`]).
     acl: Option<crate::acl::Acl>,
+    /// Requests served and terms led, for `GET /metrics`.
+    counters: Arc<crate::metrics::controller::ControllerCounters>,
     log: Logger,
 }
 
@@ -206,6 +208,7 @@ pub async fn start(cfg: ControllerConfig, log: Logger) -> Result<ControllerHandl
         seen: Mutex::default(),
         leading: Mutex::default(),
         acl,
+        counters: Arc::default(),
         log,
     });
     let members: BTreeMap<NodeId, BasicNode> = shared
@@ -230,6 +233,7 @@ pub async fn start(cfg: ControllerConfig, log: Logger) -> Result<ControllerHandl
                 Arc::new(crate::metrics::controller::ControllerSource::new(
                     shared.raft.clone(),
                     shared.state.clone(),
+                    shared.counters.clone(),
                     shared.id,
                 ));
             match crate::metrics::controller::serve_on_own_thread(
@@ -287,6 +291,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 /// entry are ~160 bytes decoded), refused before anything is built, ahead
 /// of the ACL check; a frame over the limit closes the connection.
 async fn serve(shared: Arc<Shared>, mut conn: proto::Conn, peer: std::net::IpAddr) {
+    let _counted = crate::metrics::CountedConnection::new();
     while let Some(Ok(frame)) = conn.next().await {
         let resp = match decode_value::<Request>(&frame) {
             Ok(req) => match authorize(&shared, req, peer) {
@@ -387,6 +392,7 @@ fn authorize(s: &Shared, req: Request, peer: std::net::IpAddr) -> Result<Request
 }
 
 async fn handle(s: &Arc<Shared>, req: Request) -> Response {
+    s.counters.request(request_name(&req));
     match req {
         Request::AppendEntries(r) => Response::AppendEntries(s.raft.append_entries(r).await),
         Request::Vote(r) => Response::Vote(s.raft.vote(r).await),
@@ -421,6 +427,20 @@ async fn handle(s: &Arc<Shared>, req: Request) -> Response {
         },
         // `authorize` unwrapped it; a nested one is refused there.
         Request::Signed(_) => Response::Error("nested signed request".into()),
+    }
+}
+
+/// A request's `request` label in `skylark_controller_requests_total`.
+fn request_name(req: &Request) -> &'static str {
+    match req {
+        Request::AppendEntries(_) => "AppendEntries",
+        Request::Vote(_) => "Vote",
+        Request::InstallSnapshot(_) => "InstallSnapshot",
+        Request::Status => "Status",
+        Request::BrokerHeartbeat(_) => "BrokerHeartbeat",
+        Request::AlterSyncStateSet(_) => "AlterSyncStateSet",
+        Request::ElectMaster { .. } => "ElectMaster",
+        Request::Signed(_) => "Signed",
     }
 }
 
@@ -597,6 +617,7 @@ impl Shared {
                     seen.clear();
                 }
                 info!(self.log, "leading the controller group"; "term" => m.current_term);
+                self.counters.led_a_term();
                 Some(now)
             }
         }

@@ -371,8 +371,19 @@ impl Inner {
             lag_rows.push(([name.clone()], behind as f64));
             alert_rows.push(([name], f64::from(u8::from(stalled))));
         };
+        // Keyed by the slave's broker id (a reconnect continues its series);
+        // a slave that predates names by its HA connection's address.
+        let mut info_rows = Vec::new();
         if self.config.is_slave() {
-            let me = self.config.advertised();
+            let me = self.config.broker_id.to_string();
+            info_rows.push((
+                [
+                    me.clone(),
+                    self.config.broker_name.clone(),
+                    self.config.advertised(),
+                ],
+                1.0,
+            ));
             let behind = r.master_max_offset.saturating_sub(r.max_offset);
             if r.master_connected {
                 track(me, r.max_offset, behind);
@@ -382,8 +393,14 @@ impl Inner {
             }
         } else {
             for sl in &r.slaves {
+                let key = sl
+                    .broker_id
+                    .map_or_else(|| sl.addr.clone(), |b| b.to_string());
+                if let (Some(name), Some(addr)) = (&sl.broker_name, &sl.broker_addr) {
+                    info_rows.push(([key.clone(), name.clone(), addr.clone()], 1.0));
+                }
                 track(
-                    sl.addr.clone(),
+                    key,
                     sl.acked_offset,
                     r.max_offset.saturating_sub(sl.acked_offset),
                 );
@@ -393,9 +410,15 @@ impl Inner {
         drop(stalls);
         f.gauge(
             "skylark_replication_lag_bytes",
-            "CommitLog bytes a slave is behind its master (on a master: per connected slave; on a slave: itself).",
+            "CommitLog bytes a slave is behind its master (on a master: per connected slave; on a slave: itself), by the slave's broker id.",
             &["slave"],
             lag_rows,
+        );
+        f.gauge(
+            "skylark_replication_slave_info",
+            "1 per slave (on a master: each connected slave; on a slave: itself): its broker id, broker name and advertised address.",
+            &["slave", "broker_name", "addr"],
+            info_rows,
         );
         f.gauge(
             "skylark_alert_slave_not_replicating",

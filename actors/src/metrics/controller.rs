@@ -1,7 +1,9 @@
-//! A controller's scrape (issue 14): its raft role and term, what it has
-//! applied, and per broker group the master, its epoch and the in-sync
-//! set — read from openraft's metrics and the applied state, both readable
-//! from any thread without asking the node.
+//! A controller's scrape (issue 14): its raft role, term, leader, log and
+//! applied indexes and voters, the requests it served and the terms it
+//! came to lead, and per broker group the master, its epoch and the
+//! in-sync set — read from openraft's metrics, the applied state and
+//! [`ControllerCounters`], all readable from any thread without asking the
+//! node.
 //!
 //! The controller runs on a plain tokio runtime, while `GET /metrics`
 //! ([`super::serve`]) is an actix-web server that needs an actix System:
@@ -9,6 +11,7 @@
 //! with the controller.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::future::LocalBoxFuture;
@@ -20,18 +23,60 @@ use super::families::Families;
 use crate::controller::state_machine::SharedState;
 use crate::controller::types::{NodeId, TypeConfig};
 
+/// The controller's requests by kind (the `request` label).
+pub const REQUESTS: [&str; 7] = [
+    "AppendEntries",
+    "Vote",
+    "InstallSnapshot",
+    "Status",
+    "BrokerHeartbeat",
+    "AlterSyncStateSet",
+    "ElectMaster",
+];
+
+/// What only the controller's request path sees: requests served by kind
+/// and the raft terms it came to lead. Plain shared atomics: a controller
+/// serves a few requests a second.
+#[derive(Debug, Default)]
+pub struct ControllerCounters {
+    requests: [AtomicU64; REQUESTS.len()],
+    /// Raft terms in which this controller became the leader.
+    pub leader_terms: AtomicU64,
+}
+
+impl ControllerCounters {
+    /// Counts one served request of kind `request` (one of [`REQUESTS`]).
+    pub fn request(&self, request: &str) {
+        if let Some(i) = REQUESTS.iter().position(|r| *r == request) {
+            self.requests[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// This controller leads a new term.
+    pub fn led_a_term(&self) {
+        self.leader_terms.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// A controller as a [`super::Source`].
 pub struct ControllerSource {
     raft: Raft<TypeConfig>,
     state: SharedState,
+    counters: Arc<ControllerCounters>,
     node_id: String,
 }
 
 impl ControllerSource {
-    pub fn new(raft: Raft<TypeConfig>, state: SharedState, node_id: NodeId) -> ControllerSource {
+    pub fn new(
+        raft: Raft<TypeConfig>,
+        state: SharedState,
+        counters: Arc<ControllerCounters>,
+        node_id: NodeId,
+    ) -> ControllerSource {
         ControllerSource {
             raft,
             state,
+            counters,
             node_id: node_id.to_string(),
         }
     }
@@ -53,10 +98,43 @@ impl ControllerSource {
             one(m.current_term as f64),
         );
         f.gauge(
+            "skylark_controller_leader_id",
+            "Raft id of the leader this controller knows of (0: none known).",
+            &[],
+            one(m.current_leader.unwrap_or(0) as f64),
+        );
+        f.gauge(
+            "skylark_controller_last_log_index",
+            "Index of the last entry in this controller's raft log.",
+            &[],
+            one(m.last_log_index.unwrap_or(0) as f64),
+        );
+        f.gauge(
             "skylark_controller_last_applied_index",
             "Index of the last raft log entry applied to the state machine.",
             &[],
             one(m.last_applied.map_or(0, |l| l.index) as f64),
+        );
+        f.gauge(
+            "skylark_controller_voters",
+            "Voting members of the raft group in this controller's membership.",
+            &[],
+            one(m.membership_config.membership().voter_ids().count() as f64),
+        );
+        f.counter(
+            "skylark_controller_requests_total",
+            "Requests this controller served, by kind (raft RPCs, broker heartbeats, admin requests).",
+            &["request"],
+            REQUESTS.iter().zip(&self.counters.requests).map(|(r, n)| ([*r], n.load(Ordering::Relaxed))),
+        );
+        f.counter(
+            "skylark_controller_leader_terms_total",
+            "Raft terms in which this controller became the leader (elections it won).",
+            &[],
+            [(
+                [] as [&str; 0],
+                self.counters.leader_terms.load(Ordering::Relaxed),
+            )],
         );
         let groups: Vec<_> = match self.state.read() {
             Ok(a) => a.state.groups.values().cloned().collect(),
@@ -100,6 +178,11 @@ impl ControllerSource {
 }
 
 impl super::Source for ControllerSource {
+    /// A controller has no CommitLog and never answers `Busy`.
+    fn feeds(&self) -> super::Feeds {
+        super::Feeds::default()
+    }
+
     fn collect(&self) -> LocalBoxFuture<'static, Vec<MetricFamily>> {
         let fams = self.families();
         Box::pin(async move { fams })

@@ -56,6 +56,26 @@ const SOURCE_TIMEOUT: Duration = Duration::from_secs(5);
 pub trait Source: Send + Sync {
     /// The families as of now (asks the owning actors).
     fn collect(&self) -> LocalBoxFuture<'static, Vec<MetricFamily>>;
+
+    /// Which process-wide families this source's role feeds (a Broker:
+    /// all of them).
+    fn feeds(&self) -> Feeds {
+        Feeds {
+            commit_log: true,
+            busy: true,
+        }
+    }
+}
+
+/// Process-wide families a role can feed: one no live source feeds is left
+/// out of the scrape rather than shown forever at 0 (a controller has no
+/// CommitLog and never answers `Busy`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Feeds {
+    /// `skylark_commitlog_flush_latency_seconds` (a Broker).
+    pub commit_log: bool,
+    /// `skylark_busy_rejections_total` (the remoting listeners).
+    pub busy: bool,
 }
 
 static SOURCES: LazyLock<Mutex<Vec<Weak<dyn Source>>>> = LazyLock::new(Mutex::default);
@@ -171,9 +191,55 @@ pub fn open_connections() -> usize {
     PROCESS_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// One connection counted in [`PROCESS_CONNECTIONS`] while this lives
+/// (listeners other than `remoting`'s: the controller's).
+pub struct CountedConnection(());
+
+impl CountedConnection {
+    pub fn new() -> CountedConnection {
+        PROCESS_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        CountedConnection(())
+    }
+}
+
+impl Default for CountedConnection {
+    fn default() -> Self {
+        CountedConnection::new()
+    }
+}
+
+impl Drop for CountedConnection {
+    fn drop(&mut self) {
+        PROCESS_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The process registry's families the live sources feed (all of them
+/// before any source registered).
+fn process_families(sources: &[Arc<dyn Source>]) -> Vec<MetricFamily> {
+    let mut feeds = Feeds::default();
+    for s in sources {
+        let f = s.feeds();
+        feeds.commit_log |= f.commit_log;
+        feeds.busy |= f.busy;
+    }
+    let all = sources.is_empty();
+    PROCESS
+        .registry
+        .gather()
+        .into_iter()
+        .filter(|f| match f.name() {
+            "skylark_commitlog_flush_latency_seconds" => all || feeds.commit_log,
+            "skylark_busy_rejections_total" => all || feeds.busy,
+            _ => true,
+        })
+        .collect()
+}
+
 /// Everything this process exports, in the Prometheus text format.
 pub async fn scrape() -> String {
-    let mut all = PROCESS.registry.gather();
+    let sources = live_sources();
+    let mut all = process_families(&sources);
     let mut f = families::Families::new(&[]);
     f.gauge(
         "skylark_connections",
@@ -182,7 +248,7 @@ pub async fn scrape() -> String {
         [(Vec::<String>::new(), open_connections() as f64)],
     );
     all.extend(f.finish());
-    let collects = live_sources().into_iter().map(|s| async move {
+    let collects = sources.into_iter().map(|s| async move {
         tokio::time::timeout(SOURCE_TIMEOUT, s.collect())
             .await
             .unwrap_or_default()

@@ -34,6 +34,14 @@ impl NameServerSource {
 }
 
 impl super::Source for NameServerSource {
+    /// A NameServer has no CommitLog; its listener answers `Busy`.
+    fn feeds(&self) -> super::Feeds {
+        super::Feeds {
+            commit_log: false,
+            busy: true,
+        }
+    }
+
     fn collect(&self) -> LocalBoxFuture<'static, Vec<MetricFamily>> {
         let addr = self.addr.clone();
         let node_id = self.node_id.clone();

@@ -7,11 +7,18 @@
 //! one of them acked it, and at once when the set holds only the master.
 //! Each session also tracks when its slave last caught up with the
 //! master's end, for the in-sync set ([`AckTracker::in_sync`]).
+//!
+//! A slave that names itself ([`super::protocol::SlaveName`]) is known by
+//! its broker id: a new session of the same slave (same id and advertised
+//! address) supersedes its older one at once, so a reconnect never shows
+//! two sessions, two series or two status rows for one slave.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
+
+use super::protocol::SlaveName;
 
 /// What a SYNC_MASTER send waits on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +36,11 @@ pub enum WaitOutcome {
 pub struct Session {
     pub addr: String,
     pub acked: u64,
-    /// The slave's broker id (controller mode: it names itself).
+    /// The slave's broker id (from its name, or its controller-mode
+    /// identity; `None`: a slave that predates names).
     pub broker_id: Option<u64>,
+    /// The slave's name, unless it predates names.
+    pub name: Option<SlaveName>,
     /// When the slave last had everything the master had (never: `None`) ...
     pub caught_up_at: Option<Instant>,
     /// ... and the master's end sampled at `target_at`: an ack reaching it
@@ -59,6 +69,32 @@ pub enum Wait {
 impl AckTracker {
     /// A slave connected.
     pub fn open(&mut self, id: u64, addr: String, broker_id: Option<u64>) {
+        self.open_named(id, addr, broker_id, None);
+    }
+
+    /// A slave connected and, if `name` is set, named itself: its older
+    /// sessions (same broker id and advertised address) are closed here
+    /// and their ids returned, for the caller to end their streams.
+    pub fn open_named(
+        &mut self,
+        id: u64,
+        addr: String,
+        broker_id: Option<u64>,
+        name: Option<SlaveName>,
+    ) -> Vec<u64> {
+        let broker_id = broker_id.or(name.as_ref().map(|n| n.broker_id));
+        let mut superseded = Vec::new();
+        if let Some(n) = &name {
+            for (old, s) in &self.sessions {
+                let same = s.name.as_ref().is_some_and(|o| o.addr == n.addr);
+                if *old != id && same && s.broker_id == broker_id {
+                    superseded.push(*old);
+                }
+            }
+        }
+        for old in &superseded {
+            self.sessions.remove(old);
+        }
         let now = Instant::now();
         self.sessions.insert(
             id,
@@ -66,11 +102,13 @@ impl AckTracker {
                 addr,
                 acked: 0,
                 broker_id,
+                name,
                 caught_up_at: None,
                 target: u64::MAX,
                 target_at: now,
             },
         );
+        superseded
     }
 
     /// A slave disconnected.
@@ -164,10 +202,17 @@ impl AckTracker {
         !self.sessions.is_empty()
     }
 
-    /// Connected slaves, sorted by address.
+    /// Connected slaves: named ones by broker id, then the others by
+    /// address.
     pub fn sessions(&self) -> Vec<Session> {
         let mut v: Vec<Session> = self.sessions.values().cloned().collect();
-        v.sort_by(|a, b| a.addr.cmp(&b.addr));
+        v.sort_by(|a, b| {
+            (a.broker_id.is_none(), a.broker_id, &a.addr).cmp(&(
+                b.broker_id.is_none(),
+                b.broker_id,
+                &b.addr,
+            ))
+        });
         v
     }
 
@@ -270,5 +315,33 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         let quick = Duration::from_millis(2);
         assert_eq!(t.in_sync(5000, 10_000, quick), BTreeSet::from([2]));
+    }
+
+    #[test]
+    fn a_named_slave_reconnecting_supersedes_its_old_session() {
+        let name = |id: u64, addr: &str| SlaveName {
+            broker_name: "b".into(),
+            broker_id: id,
+            addr: addr.into(),
+        };
+        let mut t = AckTracker::default();
+        assert!(t
+            .open_named(1, "h:5001".into(), None, Some(name(1, "h:10911")))
+            .is_empty());
+        t.ack(1, 50);
+        // An unnamed (older) slave and another slave stay.
+        t.open(2, "h:5002".into(), None);
+        t.open_named(3, "h:5003".into(), None, Some(name(2, "h:10921")));
+        let gone = t.open_named(4, "h:5004".into(), None, Some(name(1, "h:10911")));
+        assert_eq!(gone, vec![1]);
+        let s = t.sessions();
+        let keys: Vec<_> = s.iter().map(|s| (s.broker_id, s.addr.as_str())).collect();
+        assert_eq!(
+            keys,
+            vec![(Some(1), "h:5004"), (Some(2), "h:5003"), (None, "h:5002")]
+        );
+        // The old session's late acks are ignored.
+        t.ack(1, 99);
+        assert_eq!(t.max_acked(), 0);
     }
 }

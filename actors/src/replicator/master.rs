@@ -128,7 +128,11 @@ async fn session(
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let (hello, mut start) = protocol::read_first(&mut rd).await?;
+    let protocol::First {
+        hello,
+        name,
+        next: mut start,
+    } = protocol::read_first(&mut rd).await?;
     // ACL: only a holder of the cluster's broker credential gets the stream.
     if let Some(acl) = &acl {
         let Some(h) = hello else {
@@ -159,10 +163,13 @@ async fn session(
             "slave is at {start}, past the master's end {end}: refusing to replicate"
         )));
     }
+    let (kick, kicked) = tokio::sync::oneshot::channel();
     replicator.do_send(SessionOpened {
         id,
         addr,
         broker_id,
+        name,
+        kick,
     });
     replicator.do_send(SlaveAck { id, offset: start });
     // What has been sent: an ack above it is a confused peer, clamped.
@@ -176,10 +183,33 @@ async fn session(
         }
         acks.do_send(SessionClosed { id });
     });
+    let result = tokio::select! {
+        r = stream_log(start, (&storage, &sent), &mut wr, &mut appended, &reader) => r,
+        kick = kicked => match kick {
+            Ok(()) => Err(std::io::Error::other(
+                "superseded by a newer session of the same slave",
+            )),
+            // The Replicator closed the session (its reader ended) or stopped.
+            Err(_) => Ok(()),
+        },
+    };
+    reader.abort();
+    result
+}
+
+/// Streams the CommitLog from `start` until the reader ends or an error;
+/// `sent` is what has been written.
+async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
+    start: u64,
+    (storage, sent): (&Addr<Storage>, &AtomicU64),
+    wr: &mut W,
+    appended: &mut watch::Receiver<u64>,
+    reader: &tokio::task::JoinHandle<()>,
+) -> std::io::Result<()> {
     let io_err = |m: String| std::io::Error::other(m);
     let mut pos = start;
     let mut last_write = Instant::now();
-    let result = loop {
+    loop {
         if reader.is_finished() {
             break Ok(());
         }
@@ -200,14 +230,14 @@ async fn session(
             )));
         }
         if !data.is_empty() {
-            protocol::write_chunk(&mut wr, pos, end, &data).await?;
+            protocol::write_chunk(wr, pos, end, &data).await?;
             pos += data.len() as u64;
             sent.store(pos, Ordering::Release);
             last_write = Instant::now();
             continue;
         }
         if last_write.elapsed() >= HEARTBEAT {
-            protocol::write_chunk(&mut wr, pos, end, &[]).await?;
+            protocol::write_chunk(wr, pos, end, &[]).await?;
             last_write = Instant::now();
         }
         // Caught up: wait for an append (or the heartbeat interval).
@@ -215,7 +245,5 @@ async fn session(
             // The watch is gone (shutting down): do not spin.
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-    };
-    reader.abort();
-    result
+    }
 }

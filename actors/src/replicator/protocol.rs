@@ -5,6 +5,12 @@
 //! * slave → master: 8 bytes, a big-endian `u64`: the slave's CommitLog end.
 //!   The first one tells the master where to start; every later one is an
 //!   ack (sent after each chunk is applied and after each heartbeat).
+//!   Before the first report a slave may send, in this order, an ACL hello
+//!   ([`write_hello`]), its name ([`write_name`]: broker name, broker id,
+//!   advertised address) and, in controller mode, its epoch
+//!   ([`write_ident`]); each starts with an 8-byte magic no CommitLog offset
+//!   can equal, so a master tells them from a plain report and a slave that
+//!   predates one simply does not send it.
 //! * master → slave: a 20-byte header — chunk start offset (`u64` BE), the
 //!   master's CommitLog end (`u64` BE), data length (`u32` BE) — then the
 //!   data: whole records of one segment (see [`crate::message_store::replica`]). A
@@ -129,30 +135,109 @@ pub struct Hello {
     pub proof: Vec<u8>,
 }
 
-/// Master: reads the slave's first report, and the hello before it if
-/// the slave sent one.
-pub async fn read_first<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<(Option<Hello>, u64)> {
-    let first = read_offset(r).await?;
-    if first != HELLO_MAGIC {
-        return Ok((None, first));
+/// What a master reads before a slave's epoch or first report.
+pub struct First {
+    /// The ACL hello, if the slave sent one.
+    pub hello: Option<Hello>,
+    /// The slave's name, unless it predates [`NAME_MAGIC`].
+    pub name: Option<SlaveName>,
+    /// The next 8 bytes: [`ID_MAGIC`] or the start offset.
+    pub next: u64,
+}
+
+/// Master: reads the slave's hello and name (each if sent) and the next
+/// 8 bytes.
+pub async fn read_first<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<First> {
+    let mut next = read_offset(r).await?;
+    let mut hello = None;
+    if next == HELLO_MAGIC {
+        hello = Some(read_hello(r).await?);
+        next = read_offset(r).await?;
     }
+    let mut name = None;
+    if next == NAME_MAGIC {
+        name = Some(read_name(r).await?);
+        next = read_offset(r).await?;
+    }
+    Ok(First { hello, name, next })
+}
+
+/// Reads the hello after [`HELLO_MAGIC`].
+async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Hello> {
+    let access_key = read_str(r, MAX_HELLO_KEY, "HA hello access key").await?;
+    let mut proof = vec![0u8; 8 + skylark_codec::auth::SIGNATURE_LEN];
+    r.read_exact(&mut proof).await?;
+    Ok(Hello { access_key, proof })
+}
+
+/// A slave names itself after the hello (if any): `NAME_MAGIC`, broker id
+/// u64, then broker name and advertised address, each a u16 length and
+/// UTF-8 bytes. The master keys the slave's session, metrics and status by
+/// it, so a reconnecting slave is the same slave.
+pub const NAME_MAGIC: u64 = u64::from_be_bytes(*b"SKYLKNM1");
+
+/// Longest broker name or address accepted in a slave's name.
+const MAX_NAME_FIELD: usize = 1024;
+
+/// Who a slave is: what it registers with the NameServers under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaveName {
+    pub broker_name: String,
+    pub broker_id: u64,
+    /// The slave's advertised client address (`host:port`).
+    pub addr: String,
+}
+
+/// Slave: sends its name (longer fields are cut at 1024 bytes).
+pub async fn write_name<W: AsyncWrite + Unpin>(w: &mut W, name: &SlaveName) -> io::Result<()> {
+    let mut b = Vec::with_capacity(20 + name.broker_name.len() + name.addr.len());
+    b.extend_from_slice(&NAME_MAGIC.to_be_bytes());
+    b.extend_from_slice(&name.broker_id.to_be_bytes());
+    for field in [&name.broker_name, &name.addr] {
+        let f = cut(field, MAX_NAME_FIELD);
+        b.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        b.extend_from_slice(f.as_bytes());
+    }
+    w.write_all(&b).await?;
+    w.flush().await
+}
+
+/// The longest prefix of `s` of at most `max` bytes on a char boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Master: reads the name after [`NAME_MAGIC`].
+pub async fn read_name<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<SlaveName> {
+    let broker_id = read_offset(r).await?;
+    let broker_name = read_str(r, MAX_NAME_FIELD, "slave's broker name").await?;
+    let addr = read_str(r, MAX_NAME_FIELD, "slave's address").await?;
+    Ok(SlaveName {
+        broker_name,
+        broker_id,
+        addr,
+    })
+}
+
+/// A u16 length and that many bytes of UTF-8, at most `max` bytes.
+async fn read_str<R: AsyncRead + Unpin>(r: &mut R, max: usize, what: &str) -> io::Result<String> {
     let mut n = [0u8; 2];
     r.read_exact(&mut n).await?;
     let n = u16::from_be_bytes(n) as usize;
-    if n > MAX_HELLO_KEY {
+    if n > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            "HA hello access key too long",
+            format!("{what} is {n} bytes, above the limit of {max}"),
         ));
     }
-    let mut key = vec![0u8; n];
-    r.read_exact(&mut key).await?;
-    let access_key = String::from_utf8(key)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "HA hello key is not UTF-8"))?;
-    let mut proof = vec![0u8; 8 + skylark_codec::auth::SIGNATURE_LEN];
-    r.read_exact(&mut proof).await?;
-    let start = read_offset(r).await?;
-    Ok((Some(Hello { access_key, proof }), start))
+    let mut b = vec![0u8; n];
+    r.read_exact(&mut b).await?;
+    String::from_utf8(b)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{what} is not UTF-8")))
 }
 
 /// Master: reads the slave's next report.
@@ -162,8 +247,9 @@ pub async fn read_offset<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<u64> {
     Ok(u64::from_be_bytes(b))
 }
 
-/// Controller mode: after the hello (if any) a slave names itself and the
-/// master epoch it follows: `ID_MAGIC`, broker id u64, epoch u64. The
+/// Controller mode: after the hello (if any) and its name, a slave gives
+/// its broker id and the master epoch it follows: `ID_MAGIC`, broker id
+/// u64, epoch u64. The
 /// master answers [`write_epochs`] (or a refusal), then the slave sends its
 /// start offset as usual.
 pub const ID_MAGIC: u64 = u64::from_be_bytes(*b"SKYLKID1");
@@ -316,6 +402,32 @@ mod tests {
         // A count past the limit is an error, not an allocation.
         a.write_all(&[0u8, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
         assert!(read_epochs(&mut b).await.is_err());
+    }
+
+    #[actix_rt::test]
+    async fn a_name_round_trips_and_a_slave_without_one_still_reads() {
+        let name = SlaveName {
+            broker_name: "broker-a".into(),
+            broker_id: 2,
+            addr: "10.0.0.7:10911".into(),
+        };
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        write_name(&mut a, &name).await.unwrap();
+        write_offset(&mut a, 4096).await.unwrap();
+        let f = read_first(&mut b).await.unwrap();
+        assert!(f.hello.is_none());
+        assert_eq!((f.name, f.next), (Some(name), 4096));
+        // A slave that predates names: its first report as before.
+        write_offset(&mut a, 77).await.unwrap();
+        let f = read_first(&mut b).await.unwrap();
+        assert_eq!((f.name, f.next), (None, 77));
+        // A length past the limit is an error, not an allocation.
+        a.write_all(&NAME_MAGIC.to_be_bytes()).await.unwrap();
+        a.write_all(&[0u8; 8]).await.unwrap();
+        a.write_all(&u16::MAX.to_be_bytes()).await.unwrap();
+        assert!(read_first(&mut b).await.is_err());
+        // A field cut to the limit stays valid UTF-8.
+        assert_eq!(cut("aé", 2), "a");
     }
 
     #[actix_rt::test]

@@ -1,7 +1,9 @@
 //! Slave side: the HA connection to the master and the metadata sync.
 //!
 //! [`run`] loops forever: ask the [`Replicator`](super::Replicator) for the
-//! master's HA address, connect, report this store's CommitLog end, then
+//! master's HA address, connect, name this slave ([`protocol::SlaveName`]:
+//! the master keys its session, metrics and status by it), report this
+//! store's CommitLog end, then
 //! apply every chunk through the Storage actor ([`AppendReplicated`]: the
 //! bytes land at the same physical offsets, records are CRC-checked and
 //! dispatched to ConsumeQueues), ack the new end, and wake the pulls parked
@@ -45,6 +47,8 @@ pub struct SlavePeers {
     pub tls: Option<crate::tls::ClientTls>,
     /// Controller mode: name this slave to the master and compare epochs.
     pub controller: Option<ControllerSide>,
+    /// Who this slave is, sent first on every connection.
+    pub name: protocol::SlaveName,
 }
 
 /// A controller-mode slave's epoch bookkeeping.
@@ -85,6 +89,7 @@ pub async fn run(peers: SlavePeers, log: Logger) {
         creds,
         tls,
         controller,
+        name,
     } = peers;
     let mut topics = TopicLearner {
         broker,
@@ -103,8 +108,8 @@ pub async fn run(peers: SlavePeers, log: Logger) {
             Err(_) => return,
         };
         let master = (addr.as_str(), creds.as_deref(), tls.as_ref());
-        let side = controller.as_ref();
-        match replicate_from(master, side, (&replicator, &storage), &mut topics, &log).await {
+        let me = (&name, controller.as_ref());
+        match replicate_from(master, me, (&replicator, &storage), &mut topics, &log).await {
             Ok(()) => {}
             Err(e) => {
                 let msg = e.to_string();
@@ -129,7 +134,7 @@ async fn replicate_from(
         Option<&skylark_codec::Credentials>,
         Option<&crate::tls::ClientTls>,
     ),
-    controller: Option<&ControllerSide>,
+    (name, controller): (&protocol::SlaveName, Option<&ControllerSide>),
     (replicator, storage): (&Addr<Replicator>, &Addr<Storage>),
     topics: &mut TopicLearner,
     log: &Logger,
@@ -164,6 +169,12 @@ async fn replicate_from(
             .unwrap_or(0);
         protocol::write_hello(&mut wr, creds, now).await?;
     }
+    let mut name = name.clone();
+    if let Some(side) = controller {
+        // Controller mode: the identity the controller knows this broker by.
+        name.broker_id = side.view.get().broker_id;
+    }
+    protocol::write_name(&mut wr, &name).await?;
     let mut master_epochs = Vec::new();
     if let Some(side) = controller {
         let v = side.view.get();
@@ -174,7 +185,8 @@ async fn replicate_from(
         protocol::write_ident(&mut wr, ident).await?;
         let answer = tokio::time::timeout(READ_TIMEOUT, protocol::read_epochs(&mut rd))
             .await
-            .map_err(|_| io_err(format!("master {addr} sent no epochs")))??;
+            .map_err(|_| io_err(format!("master {addr} sent no epochs")))?
+            .map_err(|e| before_stream(e, false, addr))?;
         let (entries, master_end) = match answer {
             protocol::EpochAnswer::Epochs { entries, end } => (entries, end),
             protocol::EpochAnswer::Refused(r) => {
@@ -200,10 +212,13 @@ async fn replicate_from(
         applied: Some(end),
         master_max: None,
     });
+    let mut streaming = false;
     loop {
         let (h, data) = tokio::time::timeout(READ_TIMEOUT, protocol::read_chunk(&mut rd))
             .await
-            .map_err(|_| io_err("master silent: no chunk nor heartbeat".into()))??;
+            .map_err(|_| io_err("master silent: no chunk nor heartbeat".into()))?
+            .map_err(|e| before_stream(e, streaming, addr))?;
+        streaming = true;
         if h.offset != end {
             return Err(io_err(format!(
                 "master sent a chunk at {} but this slave ends at {end}",
@@ -231,6 +246,20 @@ async fn replicate_from(
             master_max: Some(h.master_max),
         });
     }
+}
+
+/// A connection closed before the master's first chunk: it refused this
+/// slave, and says why in its log. A master older than this slave refuses
+/// every slave's name that way.
+fn before_stream(e: std::io::Error, streaming: bool, addr: &str) -> std::io::Error {
+    if streaming || e.kind() != std::io::ErrorKind::UnexpectedEof {
+        return e;
+    }
+    std::io::Error::other(format!(
+        "master {addr} closed the HA connection before streaming: it refused this slave \
+         (see the master's log; a master older than its slaves does not know the slave's \
+         name on the HA connection: upgrade masters before slaves)"
+    ))
 }
 
 /// Makes sure this broker serves every topic and queue it holds records of.
@@ -285,5 +314,23 @@ impl TopicLearner {
             self.replicator.do_send(SyncSoon);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::before_stream;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn a_close_before_the_first_chunk_says_why_it_may_be() {
+        let eof = || Error::new(ErrorKind::UnexpectedEof, "early eof");
+        let e = before_stream(eof(), false, "10.0.0.1:10912");
+        assert!(e.to_string().contains("10.0.0.1:10912"), "{e}");
+        assert!(e.to_string().contains("upgrade masters"), "{e}");
+        // Once streaming, or another error: as it was.
+        assert_eq!(before_stream(eof(), true, "m").to_string(), "early eof");
+        let other = Error::new(ErrorKind::InvalidData, "bad");
+        assert_eq!(before_stream(other, false, "m").to_string(), "bad");
     }
 }

@@ -87,10 +87,20 @@ pub struct GetReplicationStatusRequest {}
 /// A slave as its master sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SlaveStatus {
-    /// The slave's address on the HA connection.
+    /// The slave's address on the HA connection (an ephemeral port).
     pub addr: String,
     /// Highest CommitLog offset the slave acked.
     pub acked_offset: u64,
+    /// The slave's broker id, as it named itself on the HA connection
+    /// (absent from a slave, or a master, that predates names).
+    #[serde(default)]
+    pub broker_id: Option<u64>,
+    /// The slave's broker name, as it named itself.
+    #[serde(default)]
+    pub broker_name: Option<String>,
+    /// The slave's advertised client address, as it named itself.
+    #[serde(default)]
+    pub broker_addr: Option<String>,
 }
 
 /// A broker's replication state.

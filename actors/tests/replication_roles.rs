@@ -339,3 +339,39 @@ async fn replication_the_slave_wait_overlaps_the_fsync_wait() {
     );
     master.shutdown().await;
 }
+
+/// A slave newer than its master: the master refuses the slave's name
+/// (it reads it as an offset past its end and closes), and the slave's
+/// next connection goes without it, as an older slave's would, so a
+/// rolling upgrade can take the slaves first.
+#[actix_rt::test]
+async fn replication_a_slave_whose_name_a_master_refuses_connects_again_without_it() {
+    use skylark_actors::replicator::protocol::NAME_MAGIC;
+    use tokio::io::AsyncReadExt;
+    let old_master = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ha = old_master.local_addr().unwrap().to_string();
+    let sd = tempfile::tempdir().unwrap();
+    let slave = broker(&sd, 1, Some(ha)).await;
+    let first_word = |mut s: tokio::net::TcpStream| async move {
+        let mut w = [0u8; 8];
+        s.read_exact(&mut w).await.unwrap();
+        u64::from_be_bytes(w)
+    };
+    let within = Duration::from_secs(10);
+    let (s, _) = tokio::time::timeout(within, old_master.accept())
+        .await
+        .expect("the slave connects")
+        .unwrap();
+    assert_eq!(first_word(s).await, NAME_MAGIC, "a new slave names itself");
+    // Dropped: closed before streaming, as an old master does.
+    let (s, _) = tokio::time::timeout(within, old_master.accept())
+        .await
+        .expect("the slave connects again")
+        .unwrap();
+    assert_eq!(
+        first_word(s).await,
+        0,
+        "the second attempt starts at the slave's end offset, without the name"
+    );
+    slave.shutdown().await;
+}

@@ -98,6 +98,12 @@ pub async fn run(peers: SlavePeers, log: Logger) {
         known: KnownQueues::new(),
     };
     let mut last_error = String::new();
+    // Whether the next connection names this slave. A master older than
+    // its slaves refuses the name (it reads it as an offset past its end)
+    // and closes before streaming: the next attempt goes without it, so a
+    // rolling upgrade may take the slaves first. Any other outcome names it
+    // again (the master may have been upgraded meanwhile).
+    let mut named = true;
     loop {
         let addr = match replicator.send(GetMasterHa).await {
             Ok(Some(a)) => a,
@@ -108,8 +114,12 @@ pub async fn run(peers: SlavePeers, log: Logger) {
             Err(_) => return,
         };
         let master = (addr.as_str(), creds.as_deref(), tls.as_ref());
-        let me = (&name, controller.as_ref());
-        match replicate_from(master, me, (&replicator, &storage), &mut topics, &log).await {
+        let me = (named.then_some(&name), controller.as_ref());
+        let outcome = replicate_from(master, me, (&replicator, &storage), &mut topics, &log).await;
+        let refused =
+            matches!(&outcome, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+        named = !(refused && named);
+        match outcome {
             Ok(()) => {}
             Err(e) => {
                 let msg = e.to_string();
@@ -134,7 +144,7 @@ async fn replicate_from(
         Option<&skylark_codec::Credentials>,
         Option<&crate::tls::ClientTls>,
     ),
-    (name, controller): (&protocol::SlaveName, Option<&ControllerSide>),
+    (name, controller): (Option<&protocol::SlaveName>, Option<&ControllerSide>),
     (replicator, storage): (&Addr<Replicator>, &Addr<Storage>),
     topics: &mut TopicLearner,
     log: &Logger,
@@ -169,12 +179,14 @@ async fn replicate_from(
             .unwrap_or(0);
         protocol::write_hello(&mut wr, creds, now).await?;
     }
-    let mut name = name.clone();
-    if let Some(side) = controller {
-        // Controller mode: the identity the controller knows this broker by.
-        name.broker_id = side.view.get().broker_id;
+    if let Some(name) = name {
+        let mut name = name.clone();
+        if let Some(side) = controller {
+            // Controller mode: the identity the controller knows this broker by.
+            name.broker_id = side.view.get().broker_id;
+        }
+        protocol::write_name(&mut wr, &name).await?;
     }
-    protocol::write_name(&mut wr, &name).await?;
     let mut master_epochs = Vec::new();
     if let Some(side) = controller {
         let v = side.view.get();
@@ -182,7 +194,9 @@ async fn replicate_from(
             broker_id: v.broker_id,
             epoch: v.master_epoch,
         };
-        protocol::write_ident(&mut wr, ident).await?;
+        protocol::write_ident(&mut wr, ident)
+            .await
+            .map_err(|e| before_stream(e, false, addr))?;
         let answer = tokio::time::timeout(READ_TIMEOUT, protocol::read_epochs(&mut rd))
             .await
             .map_err(|_| io_err(format!("master {addr} sent no epochs")))?
@@ -205,7 +219,9 @@ async fn replicate_from(
         side.adopt(&entries, end).await?;
         master_epochs = entries;
     }
-    protocol::write_offset(&mut wr, end).await?;
+    protocol::write_offset(&mut wr, end)
+        .await
+        .map_err(|e| before_stream(e, false, addr))?;
     info!(log, "replicating from master"; "master_ha" => addr, "from" => end);
     replicator.do_send(SlaveProgress {
         connected: true,
@@ -249,17 +265,27 @@ async fn replicate_from(
 }
 
 /// A connection closed before the master's first chunk: it refused this
-/// slave, and says why in its log. A master older than this slave refuses
-/// every slave's name that way.
+/// slave, and says why in its log (`ConnectionRefused`, which [`run`]
+/// answers by trying once without the slave's name: a master older than
+/// this slave refuses every name that way).
 fn before_stream(e: std::io::Error, streaming: bool, addr: &str) -> std::io::Error {
-    if streaming || e.kind() != std::io::ErrorKind::UnexpectedEof {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    // A master that closes with our name unread in its buffer resets.
+    let closed = matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted
+    );
+    if streaming || !closed {
         return e;
     }
-    std::io::Error::other(format!(
-        "master {addr} closed the HA connection before streaming: it refused this slave \
-         (see the master's log; a master older than its slaves does not know the slave's \
-         name on the HA connection: upgrade masters before slaves)"
-    ))
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        format!(
+            "master {addr} closed the HA connection before streaming: it refused this slave \
+             (see the master's log; a master older than this slave refuses its name, so \
+             every other attempt goes without it)"
+        ),
+    )
 }
 
 /// Makes sure this broker serves every topic and queue it holds records of.
@@ -327,7 +353,8 @@ mod tests {
         let eof = || Error::new(ErrorKind::UnexpectedEof, "early eof");
         let e = before_stream(eof(), false, "10.0.0.1:10912");
         assert!(e.to_string().contains("10.0.0.1:10912"), "{e}");
-        assert!(e.to_string().contains("upgrade masters"), "{e}");
+        assert!(e.to_string().contains("refuses its name"), "{e}");
+        assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
         // Once streaming, or another error: as it was.
         assert_eq!(before_stream(eof(), true, "m").to_string(), "early eof");
         let other = Error::new(ErrorKind::InvalidData, "bad");

@@ -601,19 +601,13 @@ fn rocketmq_compat_broker_send_pull_offsets_cross_both_protocols() {
     assert!(a.remark.unwrap().contains("not supported"));
 
     // SEND_BATCH_MESSAGE: RocketMQ's batch body, one queue, every id.
-    let mut batch = Vec::new();
-    for (body, tag) in [(&b"b1"[..], "T1"), (&b"b2"[..], "T2")] {
-        let props = format!("TAGS\u{1}{tag}\u{2}");
-        let total = 4 + 4 + 4 + 4 + 4 + body.len() + 2 + props.len();
-        batch.put_i32(total as i32);
-        batch.put_i32(0);
-        batch.put_i32(0);
-        batch.put_i32(0);
-        batch.put_i32(body.len() as i32);
-        batch.put_slice(body);
-        batch.put_i16(props.len() as i16);
-        batch.put_slice(props.as_bytes());
-    }
+    let batch = batch_body(
+        [
+            (&b"b1"[..], "TAGS\u{1}T1\u{2}"),
+            (&b"b2"[..], "TAGS\u{1}T2\u{2}"),
+        ]
+        .into_iter(),
+    );
     let a = b
         .call(&with_body(
             binary_request(
@@ -1025,4 +1019,56 @@ fn rocketmq_compat_a_heartbeat_body_over_the_decode_budget_is_refused_and_the_co
     assert!(remark.contains("would decode into more than"), "{remark}");
     let r = c.call(&heartbeat("client-a", "RGB")).unwrap();
     assert_eq!((r.code, r.opaque), (0, 50), "{r:?}");
+}
+
+/// RocketMQ's SEND_BATCH_MESSAGE body of `(body, properties)` messages.
+fn batch_body<'a>(messages: impl Iterator<Item = (&'a [u8], &'a str)>) -> Vec<u8> {
+    let mut batch = Vec::new();
+    for (body, props) in messages {
+        let total = 4 + 4 + 4 + 4 + 4 + body.len() + 2 + props.len();
+        batch.put_i32(total as i32);
+        batch.put_i32(0);
+        batch.put_i32(0);
+        batch.put_i32(0);
+        batch.put_i32(body.len() as i32);
+        batch.put_slice(body);
+        batch.put_i16(props.len() as i16);
+        batch.put_slice(props.as_bytes());
+    }
+    batch
+}
+
+/// A SEND_BATCH_MESSAGE of half a million 27-byte messages, each with one
+/// empty property (about 230 bytes apiece decoded, 8.5 times the body) is
+/// refused MESSAGE_ILLEGAL within the decode budget, stores nothing, and
+/// the connection serves on.
+#[test]
+fn rocketmq_compat_a_batch_over_the_decode_budget_is_refused_and_stores_nothing() {
+    let (_dir, node, _ns_port, bport) = start_both();
+    let out = node.cli(&[
+        "admin", "topic", "create", "--name", "RmqB", "--queues", "1",
+    ]);
+    assert!(out.status.success(), "topic create: {out:?}");
+    let header = [
+        ("a", "PG"),
+        ("b", "RmqB"),
+        ("e", "0"),
+        ("g", "0"),
+        ("m", "true"),
+    ];
+    let hostile = batch_body(std::iter::repeat_n((&b"x"[..], "a\u{1}\u{2}"), 500_000));
+    let mut c = Conn::open(bport);
+    c.0.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let a = c
+        .call(&with_body(binary_request(320, 70, &header), &hostile))
+        .unwrap();
+    assert_eq!((a.code, a.opaque), (13, 70), "answered {:?}", a.remark);
+    let remark = a.remark.unwrap_or_default();
+    assert!(remark.contains("would decode into more than"), "{remark}");
+    // A real batch on the same connection: stored from offset 0.
+    let real = batch_body([(&b"b1"[..], "TAGS\u{1}T1\u{2}")].into_iter());
+    let a = c
+        .call(&with_body(binary_request(320, 71, &header), &real))
+        .unwrap();
+    assert_eq!((a.code, ext(&a, "queueOffset")), (0, "0"), "{a:?}");
 }

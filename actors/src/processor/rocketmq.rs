@@ -346,6 +346,33 @@ async fn send_message(
     ))
 }
 
+/// How many messages a batch body holds, by their size fields (the decode
+/// checks each one): the list is allocated once, at its size.
+fn batch_len(body: &[u8]) -> usize {
+    let (mut n, mut at) = (0, 0);
+    while let Some(total) = body.get(at..at + 4) {
+        let total = i32::from_be_bytes(total.try_into().unwrap_or_default());
+        if total < 24 {
+            break;
+        }
+        n += 1;
+        at += total as usize;
+    }
+    n
+}
+
+/// What a decoded message holds on the heap beyond its own struct.
+fn decoded_size(m: &MessageData) -> usize {
+    let pair = std::mem::size_of::<(String, String)>();
+    m.properties.capacity() * pair
+        + m.properties
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + m.tags.as_ref().map_or(0, String::len)
+        + m.keys.as_ref().map_or(0, String::len)
+}
+
 /// SEND_BATCH_MESSAGE (320): the body is RocketMQ's batch encoding, per
 /// message `total size: i32 | magic: i32 | body CRC: i32 | flag: i32 |
 /// body length: i32 + body | properties length: i16 + properties`. One
@@ -355,7 +382,21 @@ async fn send_batch(
     req: &RemotingCommand,
     peer: SocketAddr,
 ) -> Result<RemotingCommand, WireError> {
-    let mut messages = Vec::new();
+    // Decoded under the budget of every frame (8 x its length + 16 KiB):
+    // a 24-byte message becomes a MessageData, its properties owned pairs.
+    let budget = skylark_codec::budget::budget_for(req.body.len());
+    let over = || {
+        bad(format!(
+            "a batch body of {} bytes would decode into more than {budget} bytes",
+            req.body.len()
+        ))
+    };
+    let n = batch_len(&req.body);
+    let mut charged = n.saturating_mul(std::mem::size_of::<MessageData>());
+    if charged > budget {
+        return Err(over());
+    }
+    let mut messages = Vec::with_capacity(n);
     let mut b = req.body.clone();
     let short = |what: &str| bad(format!("batch body cut short in {what}"));
     while !b.is_empty() {
@@ -380,7 +421,12 @@ async fn send_batch(
         }
         let props = std::str::from_utf8(&m[..props_len as usize])
             .map_err(|_| bad("batch message properties are not UTF-8".into()))?;
-        messages.push(message_of(req, props, flag, body)?);
+        let m = message_of(req, props, flag, body)?;
+        charged += decoded_size(&m);
+        if charged > budget {
+            return Err(over());
+        }
+        messages.push(m);
     }
     if messages.is_empty() {
         return Err(bad("an empty batch".into()));

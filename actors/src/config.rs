@@ -253,8 +253,8 @@ pub struct BrokerConfig {
     /// SYNC_MASTER: longest wait for a slave's ack before answering
     /// `FLUSH_SLAVE_TIMEOUT` (default 2000 ms: below the client's 3 s
     /// request timeout, so a producer gets that answer, not a timeout of
-    /// its own, when a slave hangs). Counted from when the send reached the
-    /// store, so it runs alongside the sync-flush wait.
+    /// its own, when a slave hangs). Counted from the append, so it runs
+    /// alongside the sync-flush wait.
     pub sync_replication_timeout_ms: u64,
     /// Slave: the master's HA address; absent = as the NameServer reports it.
     pub master_ha_addr: Option<String>,

@@ -260,7 +260,7 @@ pub struct SlaveAck {
 /// Master (SYNC_MASTER): answer once a slave has `..offset`, or once
 /// `sync_replication_timeout_ms` has passed since `since`.
 ///
-/// `since` is when the send reached this broker's store: the wait for the
+/// `since` is when the send was appended to this broker's store: the wait for the
 /// slave runs alongside the wait for the local fsync (sync flush), as
 /// RocketMQ 5's `handleDiskFlushAndHA` does, so a slow disk and a hung slave
 /// at once cost the longer of the two timeouts, not their sum.

@@ -42,7 +42,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use slog::{error, info, o, warn, Logger};
@@ -112,6 +112,9 @@ pub struct AppendBatchResult {
     /// `sync_flush_timeout_ms`. The messages are stored (RocketMQ's
     /// `FLUSH_DISK_TIMEOUT` send status). Always false from [`Store::append`].
     pub flush_timed_out: bool,
+    /// When the batch was appended: a SYNC_MASTER's wait for a slave counts
+    /// from here, alongside the fsync wait.
+    pub appended_at: Instant,
 }
 
 /// Status of a read, in RocketMQ's terms.
@@ -693,6 +696,7 @@ impl Store {
             results,
             end_offset: self.commit_log.max_offset(),
             flush_timed_out: false,
+            appended_at: Instant::now(),
         })
     }
 

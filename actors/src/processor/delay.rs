@@ -103,12 +103,11 @@ pub async fn store_delayed(
             sm
         })
         .collect();
-    let since = std::time::Instant::now();
     let res = s
         .storage
         .send(PutMessages { messages: stored })
         .await
         .map_err(crate::mailbox_error)?
         .map_err(crate::store_error)?;
-    Ok(super::replication::send_results(s, &res, since).await)
+    Ok(super::replication::send_results(s, &res).await)
 }

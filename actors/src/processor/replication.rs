@@ -84,9 +84,9 @@ pub fn refuse_on_slave(s: &Shared) -> Result<(), WireError> {
 
 /// After a local append ending at `end_offset`: ASYNC_MASTER answers now;
 /// SYNC_MASTER waits for a slave, up to `sync_replication_timeout_ms`
-/// counted from `since`, the moment the request went to the store: the
-/// slave streams the records as soon as they are appended, so its wait
-/// overlaps the fsync wait (sync flush) instead of following it. (Slave
+/// counted from `since`, the moment of the append: the slave streams the
+/// records as soon as they are appended, so its wait overlaps the fsync
+/// wait (sync flush) instead of following it. (Slave
 /// sessions learn of every append from the Storage actor itself.)
 pub async fn after_append(
     s: &Shared,
@@ -187,14 +187,13 @@ pub async fn status(
 pub(super) async fn send_results(
     s: &Shared,
     res: &crate::message_store::AppendBatchResult,
-    since: Instant,
 ) -> Vec<SendResult> {
     let status = if res.flush_timed_out {
         SendStatus::FlushDiskTimeout
     } else {
         SendStatus::SendOk
     };
-    let status = after_append(s, res.end_offset, status, since).await;
+    let status = after_append(s, res.end_offset, status, res.appended_at).await;
     res.results
         .iter()
         .map(|it| SendResult {

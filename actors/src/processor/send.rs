@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use skylark_codec::{
     validate_topic_name, ErrorCode, MessageData, SendBatchRequest, SendBatchResponse, SendRequest,
@@ -142,7 +141,6 @@ pub(super) async fn store_with_reconsume(
             m
         })
         .collect();
-    let since = Instant::now();
     let res = coalesce::put(&s.storage, stored, s.sync_flush_timeout()).await?;
-    Ok(super::replication::send_results(s, &res, since).await)
+    Ok(super::replication::send_results(s, &res).await)
 }

@@ -82,7 +82,6 @@ pub async fn send_half(
     let topic: Arc<str> = Arc::from(r.topic.as_str());
     let m = StoredMessage::from_data(topic, r.message, peer, s.store_host);
     let half = transaction::to_half(m, &r.producer_group, r.queue_id);
-    let since = std::time::Instant::now();
     let res = s
         .transaction
         .send(PutHalf(half))
@@ -98,7 +97,8 @@ pub async fn send_half(
         SendStatus::SendOk
     };
     // On a SYNC_MASTER the half is acknowledged once a slave has it.
-    let status = super::replication::after_append(&s, res.end_offset, status, since).await;
+    let status =
+        super::replication::after_append(&s, res.end_offset, status, res.appended_at).await;
     Ok(SendResult {
         status,
         msg_id: MessageId::new(s.store_host, it.physical_offset).to_hex(),

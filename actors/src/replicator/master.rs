@@ -132,7 +132,10 @@ async fn session(
         hello,
         name,
         next: mut start,
-    } = protocol::read_first(&mut rd).await?;
+    } = tokio::time::timeout(protocol::READ_TIMEOUT, protocol::read_first(&mut rd))
+        .await
+        // A peer that connects and says nothing is let go, not waited on.
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "peer sent nothing"))??;
     // ACL: only a holder of the cluster's broker credential gets the stream.
     if let Some(acl) = &acl {
         let Some(h) = hello else {
@@ -208,7 +211,13 @@ async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let io_err = |m: String| std::io::Error::other(m);
     let mut pos = start;
-    let mut last_write = Instant::now();
+    // As if the last write were a heartbeat ago: the first pass writes at
+    // once (a chunk, or an empty one when the slave is caught up), so the
+    // slave knows it was accepted and never takes a later close for a
+    // refusal of its name (`slave::before_stream`).
+    let mut last_write = Instant::now()
+        .checked_sub(HEARTBEAT)
+        .unwrap_or_else(Instant::now);
     loop {
         if reader.is_finished() {
             break Ok(());

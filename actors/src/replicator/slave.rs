@@ -116,8 +116,7 @@ pub async fn run(peers: SlavePeers, log: Logger) {
         let master = (addr.as_str(), creds.as_deref(), tls.as_ref());
         let me = (named.then_some(&name), controller.as_ref());
         let outcome = replicate_from(master, me, (&replicator, &storage), &mut topics, &log).await;
-        let refused =
-            matches!(&outcome, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+        let refused = outcome.as_ref().is_err_and(RefusedBeforeStream::is);
         named = !(refused && named);
         match outcome {
             Ok(()) => {}
@@ -264,10 +263,29 @@ async fn replicate_from(
     }
 }
 
+/// The master closed an HA connection it had accepted before its first
+/// chunk (a master writes one at once, empty when the slave is caught up):
+/// it refused this slave. [`run`] answers by trying once without the
+/// slave's name, which a master older than this slave refuses that way.
+#[derive(Debug)]
+struct RefusedBeforeStream(String);
+
+impl std::fmt::Display for RefusedBeforeStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RefusedBeforeStream {}
+
+impl RefusedBeforeStream {
+    fn is(e: &std::io::Error) -> bool {
+        e.get_ref().is_some_and(|i| i.is::<RefusedBeforeStream>())
+    }
+}
+
 /// A connection closed before the master's first chunk: it refused this
-/// slave, and says why in its log (`ConnectionRefused`, which [`run`]
-/// answers by trying once without the slave's name: a master older than
-/// this slave refuses every name that way).
+/// slave, and says why in its log ([`RefusedBeforeStream`]).
 fn before_stream(e: std::io::Error, streaming: bool, addr: &str) -> std::io::Error {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     // A master that closes with our name unread in its buffer resets.
@@ -278,14 +296,11 @@ fn before_stream(e: std::io::Error, streaming: bool, addr: &str) -> std::io::Err
     if streaming || !closed {
         return e;
     }
-    std::io::Error::new(
-        std::io::ErrorKind::ConnectionRefused,
-        format!(
-            "master {addr} closed the HA connection before streaming: it refused this slave \
-             (see the master's log; a master older than this slave refuses its name, so \
-             every other attempt goes without it)"
-        ),
-    )
+    std::io::Error::other(RefusedBeforeStream(format!(
+        "master {addr} closed the HA connection before streaming: it refused this slave \
+         (see the master's log; a master older than this slave refuses its name, so \
+         every other attempt goes without it)"
+    )))
 }
 
 /// Makes sure this broker serves every topic and queue it holds records of.
@@ -354,7 +369,11 @@ mod tests {
         let e = before_stream(eof(), false, "10.0.0.1:10912");
         assert!(e.to_string().contains("10.0.0.1:10912"), "{e}");
         assert!(e.to_string().contains("refuses its name"), "{e}");
-        assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
+        assert!(super::RefusedBeforeStream::is(&e));
+        // A master that is down refuses the TCP connect: not a refusal of
+        // the name.
+        let down = Error::new(ErrorKind::ConnectionRefused, "connection refused");
+        assert!(!super::RefusedBeforeStream::is(&down));
         // Once streaming, or another error: as it was.
         assert_eq!(before_stream(eof(), true, "m").to_string(), "early eof");
         let other = Error::new(ErrorKind::InvalidData, "bad");

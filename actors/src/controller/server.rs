@@ -374,8 +374,8 @@ fn authorize(s: &Shared, req: Request, peer: std::net::IpAddr) -> Result<Request
             Some((Need::Admin, what)) => Err(denied(WireError::new(
                 ErrorCode::AuthFailed,
                 format!(
-                    "{what} request is not signed: with ACL on it needs an admin account \
-                     (--access-key/--secret-key or SKYLARK_ACCESS_KEY/SKYLARK_SECRET_KEY)"
+                    "the request is not signed: with ACL on, to {what} needs an admin \
+                     account (--access-key/--secret-key or SKYLARK_ACCESS_KEY/SKYLARK_SECRET_KEY)"
                 ),
             ))),
             Some((_, what)) => Err(denied(WireError::new(

@@ -129,7 +129,7 @@ impl ControllerSource {
         );
         f.counter(
             "skylark_controller_leader_terms_total",
-            "Raft terms in which this controller became the leader (elections it won).",
+            "Raft terms in which this controller led and served a broker or election request (a term led without one is not counted).",
             &[],
             [(
                 [] as [&str; 0],

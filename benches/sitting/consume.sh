@@ -2,7 +2,9 @@
 # usage: consume.sh BIN LABEL COUNT : produce COUNT (batch 32), then bench consume them; prints consume json + broker cpu
 BIN=$1; LABEL=$2; N=$3
 D=$(mktemp -d /tmp/skybench.XXXX)
-NP=$((20000 + RANDOM % 5000)); BP=$((NP + 10000))
+# Ports below 32768: the kernel hands out ephemeral ports from 32768 up, and
+# a broker port taken by one (TIME_WAIT of an earlier run) fails the start.
+NP=$((20000 + RANDOM % 5000)); BP=$((NP + 5000))
 $BIN --log-level warn standalone --data-dir $D --namesrv-port $NP --broker-port $BP >$D/log 2>&1 &
 PID=$!
 for i in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/$BP) 2>/dev/null && break; sleep 0.1; done

@@ -1,7 +1,7 @@
 #!/bin/bash
 # fsyncstat.sh BIN -- bench produce args : sync-flush run, prints bench json + fsync count/mean
 BIN=$1; shift 2
-D=$(mktemp -d /tmp/skyfs.XXXX); NP=$((20000 + RANDOM % 5000)); BP=$((NP + 10000)); MP=$((BP+3000))
+D=$(mktemp -d /tmp/skyfs.XXXX); NP=$((20000 + RANDOM % 5000)); BP=$((NP + 5000)); MP=$((NP + 7500)) # below the ephemeral range (32768+)
 $BIN --log-level warn standalone --data-dir $D --namesrv-port $NP --broker-port $BP --metrics-port $MP --flush sync >$D/log 2>&1 &
 PID=$!
 for i in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/$BP) 2>/dev/null && break; sleep 0.1; done

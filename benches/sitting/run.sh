@@ -5,7 +5,9 @@
 set -u
 BIN=$1; FLUSH=$2; LABEL=$3; shift 4
 D=$(mktemp -d /tmp/skybench.XXXX)
-NP=$((20000 + RANDOM % 5000)); BP=$((NP + 10000))
+# Ports below 32768: the kernel hands out ephemeral ports from 32768 up, and
+# a broker port taken by one (TIME_WAIT of an earlier run) fails the start.
+NP=$((20000 + RANDOM % 5000)); BP=$((NP + 5000))
 $BIN --log-level warn standalone --data-dir $D --namesrv-port $NP --broker-port $BP --flush $FLUSH ${STANDALONE_ARGS:-} >$D/log 2>&1 &
 PID=$!
 for i in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/$BP) 2>/dev/null && break; sleep 0.1; done
@@ -15,6 +17,9 @@ export SKYLARK_NAMESRV=127.0.0.1:$NP
 T=T$RANDOM
 $BIN produce --topic $T --count 1 --body w >/dev/null 2>&1
 for i in $(seq 1 50); do $BIN produce --topic $T --count 1 --body w >/dev/null 2>&1 && break; sleep 0.1; done
+if ! kill -0 $PID 2>/dev/null; then
+  echo "$LABEL broker did not start: $(tail -3 $D/log | tr '\n' ' ')"; rm -rf $D; exit 1
+fi
 t0=$(awk '{print $14+$15}' /proc/$PID/stat)
 OUT=$($BIN bench "$@" --topic $T --json 2>/dev/null | tail -1)
 t1=$(awk '{print $14+$15}' /proc/$PID/stat)

@@ -7,7 +7,7 @@
 #     -days 2 -extfile <(echo subjectAltName=IP:127.0.0.1)
 # [BIN=..] [CERTS=dir] secbench.sh MODE(plain|acl|acltls) LABEL [COUNT] : namesrv + broker processes, one 1-msg async produce bench; prints msgs/s, p99, broker CPU us/msg
 MODE=$1; LABEL=$2; N=${3:-300000}; BIN=${BIN:-target/release/skylark}; K=${CERTS:-/tmp/tlsb}
-D=$(mktemp -d /tmp/secb.XXXX); NP=$((21000 + RANDOM % 4000)); BP=$((NP + 10000))
+D=$(mktemp -d /tmp/secb.XXXX); NP=$((21000 + RANDOM % 4000)); BP=$((NP + 5000)) # below the ephemeral range (32768+)
 E=(); C=()
 if [ $MODE != plain ]; then E+=(SKYLARK_ACL_ENABLED=true SKYLARK_ACL_FILE=$K/acl.toml); C+=(SKYLARK_ACCESS_KEY=app SKYLARK_SECRET_KEY=app-secret-0123456789); fi
 if [ $MODE = acltls ]; then E+=(SKYLARK_TLS_MODE=enforcing SKYLARK_TLS_CERT_FILE=$K/server.pem SKYLARK_TLS_KEY_FILE=$K/server.key); C+=(SKYLARK_TLS_CA=$K/ca.pem); BTLS=(SKYLARK_TLS_CA_FILE=$K/ca.pem); else BTLS=(); fi

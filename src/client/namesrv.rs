@@ -20,7 +20,7 @@
 //! nothing: the connection lands in the slot for the next caller. A
 //! connection dropped from its slot (a request on it timed out or failed)
 //! is closed once the requests still on it have answered or timed out —
-//! when its last holder lets go ([`Link`]) — not left open until the
+//! when the last clone of its `RpcClient` goes — not left open until the
 //! NameServer closes it for idleness (120 s), one more socket per timeout
 //! under a NameServer slow to answer.
 
@@ -77,26 +77,16 @@ pub(crate) async fn connect(
     }
 }
 
-/// A connection to a NameServer, shared by its slot and the requests on
-/// it. Its socket closes when the last holder lets go: once the slot has
-/// forgotten it (or the handle is dropped) and every request still on it
-/// has answered or timed out (a timed-out call leaves nothing pending on
-/// the connection).
-#[derive(Debug)]
-struct Link(RpcClient);
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        self.0.close();
-    }
-}
-
 /// One attempt to connect to a NameServer, run as a task of its own
 /// ([`NameServerClient::dial`]): the first caller that finds the slot
 /// spent starts it, the callers that come meanwhile wait on it, and all of
 /// them get its outcome (`None` while it runs). A cancelled caller cancels
 /// nothing: the attempt runs on and its connection stays in the slot.
-type Dial = Arc<watch::Receiver<Option<Result<Arc<Link>>>>>;
+/// The connection is shared by its slot and the requests on it; its socket
+/// closes with the last clone (`RpcClient`): once the slot has forgotten it
+/// (or the handle is dropped) and every request still on it has answered
+/// or timed out.
+type Dial = Arc<watch::Receiver<Option<Result<RpcClient>>>>;
 
 /// Whether `dial` is over and no use: it failed, its connection closed, or
 /// its task ended without an outcome (the System stopping). Still running,
@@ -104,7 +94,7 @@ type Dial = Arc<watch::Receiver<Option<Result<Arc<Link>>>>>;
 fn spent(dial: &Dial) -> bool {
     match &*dial.borrow() {
         None => dial.has_changed().is_err(),
-        Some(Ok(link)) => !link.0.is_connected(),
+        Some(Ok(c)) => !c.is_connected(),
         Some(Err(_)) => true,
     }
 }
@@ -189,7 +179,7 @@ impl NameServerClient {
     /// [`forget`](Self::forget) it by). Joins the attempt under way, or
     /// starts one if there is none or the last is spent; a failed attempt's
     /// error goes to every caller that waited on it.
-    async fn conn(&self, i: usize) -> Result<(Arc<Link>, Dial)> {
+    async fn conn(&self, i: usize) -> Result<(RpcClient, Dial)> {
         let dial = {
             let mut links = self.links();
             let slot = &mut links.conns[i];
@@ -234,8 +224,7 @@ impl NameServerClient {
                 skylark_codec::DEFAULT_MAX_FRAME_SIZE,
                 (&client_id, creds, tls.as_ref()),
             )
-            .await
-            .map(|c| Arc::new(Link(c)));
+            .await;
             // Nobody left to take it (the handle was dropped): the
             // connection closes with the refused value.
             let _ = tx.send(Some(link));
@@ -278,7 +267,6 @@ impl NameServerClient {
             let answer = match self.conn(i).await {
                 Ok((link, dial)) => {
                     let answer = link
-                        .0
                         .call_timeout(req, timeout)
                         .await
                         .map_err(|e| ClientError::from_call(&self.addrs[i], None, e));

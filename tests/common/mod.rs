@@ -65,7 +65,10 @@ fn test_port_pool() -> (u32, u32) {
 }
 
 /// Waits up to 30 s until `child` accepts connections on every port; fails
-/// at once, with its exit status, if the child exits first.
+/// at once, with its exit status, if the child exits first. A child still
+/// running but not listening after 30 s is killed before the error: a
+/// caller that panics on it (most `expect` it) leaves no process behind,
+/// wrapped in [`KillOnDrop`] yet or not.
 pub fn wait_listening(child: &mut Child, ports: &[u16]) -> Result<(), String> {
     let mut exited = None;
     let up = wait_until(Duration::from_secs(30), || {
@@ -80,7 +83,11 @@ pub fn wait_listening(child: &mut Child, ports: &[u16]) -> Result<(), String> {
     match (up, exited) {
         (_, Some(st)) => Err(format!("exited first ({st}) on ports {ports:?}")),
         (true, None) => Ok(()),
-        (false, None) => Err(format!("not listening on {ports:?} after 30 s")),
+        (false, None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("not listening on {ports:?} after 30 s (killed)"))
+        }
     }
 }
 

@@ -301,6 +301,55 @@ async fn replication_sync_master_commit_is_on_the_slave_when_acknowledged() {
     master.shutdown().await;
 }
 
+/// SYNC_MASTER without a slave: a commit is stored on the master only, and
+/// the producer is told so (`SlaveNotAvailable`), as it is for a send.
+/// Before, `EndTransaction` answered OK whatever the slave wait gave. Once a
+/// slave is back, repeating the commit is answered OK, after the slave has
+/// it.
+#[actix_rt::test]
+async fn replication_sync_master_commit_without_a_slave_is_not_answered_ok() {
+    let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = broker(&md, 0, None).await;
+    let m = client(master.local_addr()).await;
+    let mut half = send("Tx", "debit 10");
+    half.message.properties = vec![
+        (PROPERTY_TRANSACTION_PREPARED.into(), "true".into()),
+        (PROPERTY_PRODUCER_GROUP.into(), "txp".into()),
+        (PROPERTY_TRANSACTION_ID.into(), "tx-1".into()),
+    ];
+    let r = m.call(&half).await.unwrap();
+    assert_eq!(r.status, SendStatus::SlaveNotAvailable);
+    let end = |state| EndTransactionRequest {
+        producer_group: "txp".into(),
+        transaction_id: "tx-1".into(),
+        msg_id: r.msg_id.clone(),
+        queue_offset: r.queue_offset,
+        state,
+        from_check: false,
+    };
+    // "Unknown" stores nothing, so it has nothing to wait for.
+    m.call(&end(TransactionState::Unknown)).await.unwrap();
+    let err = m.call(&end(TransactionState::Commit)).await.unwrap_err();
+    assert!(
+        matches!(err, ProtocolError::Remote(ref w) if w.code == ErrorCode::SlaveNotAvailable),
+        "{err}"
+    );
+
+    let ha = status(&m).await.ha_addr.unwrap();
+    let slave = broker(&sd, 1, Some(ha)).await;
+    let s = client(slave.local_addr()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&m).await.slaves.is_empty() {
+        assert!(Instant::now() < deadline, "slave never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    m.call(&end(TransactionState::Commit)).await.unwrap();
+    let (ms, ss) = (status(&m).await, status(&s).await);
+    assert_eq!(ms.max_offset, ss.max_offset, "{ms:?} vs {ss:?}");
+    slave.shutdown().await;
+    master.shutdown().await;
+}
+
 /// The wait for a slave counts from when the send went to the store, so it
 /// runs alongside the fsync wait (sync flush) instead of after it: a send
 /// whose fsync took most of `sync_replication_timeout_ms` gets only the

@@ -110,23 +110,42 @@ pub async fn send_half(
 /// `EndTransaction`: commit, roll back or leave unknown. The decision's
 /// appends (the committed copy, the op record) are replicated like a send:
 /// on a SYNC_MASTER the answer waits (up to the replication timeout) until
-/// a slave has everything stored so far.
+/// a slave has everything stored so far. When no slave has it in time the
+/// answer is `FlushSlaveTimeout` or `SlaveNotAvailable`: the decision is
+/// stored on the master (a repeated `EndTransaction` is answered as
+/// already decided, after the same wait), but not yet on a slave, which a
+/// SYNC_MASTER's producer must be told as it is for a send.
 pub async fn end(s: Arc<Shared>, r: EndTransactionRequest) -> Result<Ack, WireError> {
     super::replication::refuse_on_slave(&s)?;
     let since = std::time::Instant::now();
+    // "Still unknown" stores nothing: there is nothing for a slave to have.
+    let stores = r.state != skylark_codec::TransactionState::Unknown;
     let ack = s
         .transaction
         .send(End(r))
         .await
         .map_err(crate::mailbox_error)??;
+    if !stores {
+        return Ok(ack);
+    }
     let stored = s
         .storage
         .send(crate::storage::GetStorageStats)
         .await
         .map_err(crate::mailbox_error)?;
-    super::replication::after_append(&s, stored.max_physical_offset, SendStatus::SendOk, since)
-        .await;
-    Ok(ack)
+    match super::replication::after_append(&s, stored.max_physical_offset, SendStatus::SendOk, since)
+        .await
+    {
+        SendStatus::FlushSlaveTimeout => Err(WireError::new(
+            ErrorCode::FlushSlaveTimeout,
+            "the transaction's outcome is stored on the master, but no slave acknowledged it in time",
+        )),
+        SendStatus::SlaveNotAvailable => Err(WireError::new(
+            ErrorCode::SlaveNotAvailable,
+            "the transaction's outcome is stored on the master, but no slave is connected",
+        )),
+        _ => Ok(ack),
+    }
 }
 
 /// Tells the Transaction actor about producer groups in a heartbeat or an

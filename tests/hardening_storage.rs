@@ -1,15 +1,17 @@
 //! End-to-end: one flipped byte in the middle of the CommitLog, after a
 //! kill -9 and after a clean stop. Every other acknowledged message is
 //! consumed through the real binary (push consumer); the damaged one is
-//! skipped, not served, and does not freeze its queue (issue 19 items 2, 3).
+//! skipped, not served, and does not freeze its queue (issue 19 items 2, 3);
+//! the operator sees it in `/metrics` and on the dashboard's alerts.
 
 mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use common::{json_lines, Standalone};
+use common::{free_port, http_get, json_lines, wait_until, Standalone};
 use skylark::codec::MessageId;
+use std::time::Duration;
 
 /// The segment size the test harness gives every standalone broker.
 const SEGMENT_SIZE: u64 = 67_108_864;
@@ -65,10 +67,35 @@ fn consume_all(node: &Standalone) -> Vec<serde_json::Value> {
     json_lines(&out.stdout)
 }
 
+/// The value of the one series of `name` in the broker's `/metrics`.
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let (_, body) = http_get(port, "/metrics", None);
+    body.lines()
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(['{', ' ']))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 fn run(clean_stop: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = Standalone::start(dir.path(), &["--flush", "sync"]);
+    let (metrics, dashboard) = (free_port(), free_port());
+    let ports = [metrics.to_string(), dashboard.to_string()];
+    let mut node = Standalone::start(
+        dir.path(),
+        &[
+            "--flush",
+            "sync",
+            "--metrics-port",
+            &ports[0],
+            "--dashboard-port",
+            &ports[1],
+        ],
+    );
     let acked = produce(&node, 300);
+    assert_eq!(metric(metrics, "skylark_store_damaged_records"), Some(0.0));
+    assert_eq!(metric(metrics, "skylark_alert_damaged_records"), Some(0.0));
     if clean_stop {
         assert!(node.terminate(), "clean stop failed");
     } else {
@@ -93,6 +120,19 @@ fn run(clean_stop: bool) {
         }
     }
     assert_eq!(got.len(), 299);
+    // Counted once, however often it was met, and raised as an alert.
+    assert_eq!(metric(metrics, "skylark_store_damaged_records"), Some(1.0));
+    assert_eq!(metric(metrics, "skylark_alert_damaged_records"), Some(1.0));
+    let broker = node.broker();
+    let mut alerts = String::new();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            alerts = http_get(dashboard, "/api/alerts", None).1;
+            alerts.contains("damaged_records")
+        }),
+        "no damaged_records alert on the dashboard: {alerts}"
+    );
+    assert!(alerts.contains(&broker), "{alerts}");
 }
 
 #[test]

@@ -280,6 +280,9 @@ pub struct StorageStats {
     pub disk_full: bool,
     /// [`PutGroups`] messages handled (each carrying one or more sends).
     pub put_batches: u64,
+    /// Damaged records known since the store opened: the ranges recovery
+    /// skipped plus the records reads refused to serve (each counted once).
+    pub damaged_records: u64,
 }
 
 /// A receiver of the CommitLog end, updated after every append (local or
@@ -664,6 +667,7 @@ impl Handler<GetStorageStats> for Storage {
                     fsyncs: s.fsync_count(),
                     disk_full: s.is_disk_full(),
                     put_batches,
+                    damaged_records: s.damaged_records(),
                 }),
         )
     }

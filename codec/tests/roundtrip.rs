@@ -654,9 +654,10 @@ proptest! {
     #[test]
     fn broker_runtime(id in any::<u64>(), split in any::<usize>(), err in wire_error(),
                       usage in 0.0f64..=1.0, limit in 0.0f64..=1.0, full in any::<bool>(),
-                      half in any::<u64>()) {
+                      half in any::<u64>(), damaged in any::<u64>()) {
         let r = BrokerRuntime {
             disk_usage_ratio: usage, disk_hard_limit_ratio: limit, disk_full: full, half_pending: half,
+            damaged_records: damaged,
         };
         check_rpc(id, split, &GetBrokerRuntimeRequest {}, &r, &err);
     }

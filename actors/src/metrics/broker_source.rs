@@ -324,6 +324,18 @@ impl Inner {
                 &[],
                 one(st.max_physical_offset),
             );
+            f.gauge(
+                "skylark_store_damaged_records",
+                "Damaged CommitLog records known since start: ranges recovery skipped plus records reads refused to serve.",
+                &[],
+                one(st.damaged_records),
+            );
+            f.gauge(
+                "skylark_alert_damaged_records",
+                "1 while the broker knows of a damaged CommitLog record (skylark_store_damaged_records > 0).",
+                &[],
+                one(u64::from(st.damaged_records > 0)),
+            );
         }
         if let Some(r) = s.disk_ratio {
             f.gauge(

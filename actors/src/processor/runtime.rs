@@ -1,6 +1,6 @@
 //! GetBrokerRuntime: the broker's disk usage against the ratio at which it
-//! refuses writes, and its undecided half messages, for the NameServer's
-//! dashboard. The usage is read with `statvfs` (as the store's own check)
+//! refuses writes, its undecided half messages and the damaged records it
+//! met, for the NameServer's dashboard. The usage is read with `statvfs` (as the store's own check)
 //! on the blocking pool, never on the connection's thread.
 
 use std::sync::Arc;
@@ -36,5 +36,6 @@ pub async fn runtime(
         disk_hard_limit_ratio: s.config.store.disk_hard_limit_ratio,
         disk_full: stats.disk_full,
         half_pending: tx.pending as u64,
+        damaged_records: stats.damaged_records,
     })
 }

@@ -31,6 +31,8 @@ pub struct BrokerRow {
     pub disk_usage_ratio: Option<f64>,
     /// Writes are refused at or above this usage ratio.
     pub disk_hard_limit_ratio: Option<f64>,
+    /// Damaged CommitLog records the broker met since it started.
+    pub damaged_records: Option<u64>,
     /// Why the broker did not answer.
     pub error: Option<String>,
 }
@@ -102,7 +104,8 @@ pub struct PendingRow {
 /// Something an operator should look at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Alert {
-    /// `group_lag`, `slave_not_replicating`, `broker_unreachable`, `disk_full`.
+    /// `group_lag`, `slave_not_replicating`, `broker_unreachable`, `disk_full`,
+    /// `damaged_records`.
     pub kind: &'static str,
     /// The group or broker address concerned.
     pub subject: String,
@@ -230,7 +233,8 @@ pub struct AlertRules {
 
 /// The alerts a snapshot raises: a group lagging above the threshold, a
 /// slave whose connection to its master is down, a broker that did not
-/// answer, a disk at or above the ratio where the broker refuses writes.
+/// answer, a disk at or above the ratio where the broker refuses writes, a
+/// broker that met damaged records.
 pub fn alerts(s: &Snapshot, rules: AlertRules) -> Vec<Alert> {
     let mut out = Vec::new();
     for b in &s.brokers {
@@ -269,6 +273,16 @@ pub fn alerts(s: &Snapshot, rules: AlertRules) -> Vec<Alert> {
                     ),
                 });
             }
+        }
+        if let Some(n) = b.damaged_records.filter(|&n| n > 0) {
+            out.push(Alert {
+                kind: "damaged_records",
+                subject: b.addr.clone(),
+                message: format!(
+                    "broker {} met {n} damaged CommitLog record(s) since it started: they are not served (see its log and <data_dir>/quarantine)",
+                    b.addr
+                ),
+            });
         }
     }
     for g in &s.groups {
@@ -359,7 +373,7 @@ mod tests {
     }
 
     #[test]
-    fn alerts_for_lag_slave_disk_and_unreachable() {
+    fn alerts_for_lag_slave_disk_damage_and_unreachable() {
         let mut s = snapshot(0, 0.0, 101);
         s.brokers = vec![
             BrokerRow {
@@ -376,6 +390,12 @@ mod tests {
                 replication_lag: Some(42),
                 disk_usage_ratio: Some(0.5),
                 disk_hard_limit_ratio: Some(0.95),
+                damaged_records: Some(0),
+                ..Default::default()
+            },
+            BrokerRow {
+                addr: "d".into(),
+                damaged_records: Some(2),
                 ..Default::default()
             },
             BrokerRow {
@@ -391,6 +411,7 @@ mod tests {
             vec![
                 ("disk_full", "m"),
                 ("slave_not_replicating", "s"),
+                ("damaged_records", "d"),
                 ("broker_unreachable", "x"),
                 ("group_lag", "G"),
             ]

@@ -258,6 +258,7 @@ async fn brokers(
             Some(Ok(r)) => {
                 row.disk_usage_ratio = Some(r.disk_usage_ratio);
                 row.disk_hard_limit_ratio = Some(r.disk_hard_limit_ratio);
+                row.damaged_records = Some(r.damaged_records);
                 half.insert((*addr).clone(), r.half_pending);
             }
             Some(Err(e)) => s.errors.push(e.clone()),

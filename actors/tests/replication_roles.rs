@@ -62,12 +62,40 @@ async fn connected_pair(
     let ha = status(&m).await.ha_addr.unwrap();
     let slave = broker(sd, 1, Some(ha)).await;
     let s = client(slave.local_addr()).await;
+    wait_for_slave(&m).await;
+    (master, m, slave, s)
+}
+
+/// Returns once the master behind `m` lists a connected slave.
+async fn wait_for_slave(m: &RpcClient) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while status(&m).await.slaves.is_empty() {
+    while status(m).await.slaves.is_empty() {
         assert!(Instant::now() < deadline, "slave never connected");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    (master, m, slave, s)
+}
+
+/// A half message of transaction `tx-1` of producer group `txp`.
+fn half() -> SendRequest {
+    let mut half = send("Tx", "debit 10");
+    half.message.properties = vec![
+        (PROPERTY_TRANSACTION_PREPARED.into(), "true".into()),
+        (PROPERTY_PRODUCER_GROUP.into(), "txp".into()),
+        (PROPERTY_TRANSACTION_ID.into(), "tx-1".into()),
+    ];
+    half
+}
+
+/// The producer's outcome for the half stored as `r`.
+fn end(r: &SendResult, state: TransactionState) -> EndTransactionRequest {
+    EndTransactionRequest {
+        producer_group: "txp".into(),
+        transaction_id: "tx-1".into(),
+        msg_id: r.msg_id.clone(),
+        queue_offset: r.queue_offset,
+        state,
+        from_check: false,
+    }
 }
 
 async fn status(c: &RpcClient) -> ReplicationStatus {
@@ -276,24 +304,9 @@ async fn replication_slave_scheduler_stays_passive() {
 async fn replication_sync_master_commit_is_on_the_slave_when_acknowledged() {
     let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (master, m, slave, s) = connected_pair(&md, &sd).await;
-    let mut half = send("Tx", "debit 10");
-    half.message.properties = vec![
-        (PROPERTY_TRANSACTION_PREPARED.into(), "true".into()),
-        (PROPERTY_PRODUCER_GROUP.into(), "txp".into()),
-        (PROPERTY_TRANSACTION_ID.into(), "tx-1".into()),
-    ];
-    let r = m.call(&half).await.unwrap();
+    let r = m.call(&half()).await.unwrap();
     assert_eq!(r.status, SendStatus::SendOk, "the slave has the half");
-    m.call(&EndTransactionRequest {
-        producer_group: "txp".into(),
-        transaction_id: "tx-1".into(),
-        msg_id: r.msg_id.clone(),
-        queue_offset: r.queue_offset,
-        state: TransactionState::Commit,
-        from_check: false,
-    })
-    .await
-    .unwrap();
+    m.call(&end(&r, TransactionState::Commit)).await.unwrap();
     // Right after the acknowledgement: the slave holds everything.
     let (ms, ss) = (status(&m).await, status(&s).await);
     assert_eq!(ms.max_offset, ss.max_offset, "{ms:?} vs {ss:?}");
@@ -311,25 +324,14 @@ async fn replication_sync_master_commit_without_a_slave_is_not_answered_ok() {
     let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let master = broker(&md, 0, None).await;
     let m = client(master.local_addr()).await;
-    let mut half = send("Tx", "debit 10");
-    half.message.properties = vec![
-        (PROPERTY_TRANSACTION_PREPARED.into(), "true".into()),
-        (PROPERTY_PRODUCER_GROUP.into(), "txp".into()),
-        (PROPERTY_TRANSACTION_ID.into(), "tx-1".into()),
-    ];
-    let r = m.call(&half).await.unwrap();
+    let r = m.call(&half()).await.unwrap();
     assert_eq!(r.status, SendStatus::SlaveNotAvailable);
-    let end = |state| EndTransactionRequest {
-        producer_group: "txp".into(),
-        transaction_id: "tx-1".into(),
-        msg_id: r.msg_id.clone(),
-        queue_offset: r.queue_offset,
-        state,
-        from_check: false,
-    };
     // "Unknown" stores nothing, so it has nothing to wait for.
-    m.call(&end(TransactionState::Unknown)).await.unwrap();
-    let err = m.call(&end(TransactionState::Commit)).await.unwrap_err();
+    m.call(&end(&r, TransactionState::Unknown)).await.unwrap();
+    let err = m
+        .call(&end(&r, TransactionState::Commit))
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, ProtocolError::Remote(ref w) if w.code == ErrorCode::SlaveNotAvailable),
         "{err}"
@@ -338,12 +340,8 @@ async fn replication_sync_master_commit_without_a_slave_is_not_answered_ok() {
     let ha = status(&m).await.ha_addr.unwrap();
     let slave = broker(&sd, 1, Some(ha)).await;
     let s = client(slave.local_addr()).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status(&m).await.slaves.is_empty() {
-        assert!(Instant::now() < deadline, "slave never connected");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    m.call(&end(TransactionState::Commit)).await.unwrap();
+    wait_for_slave(&m).await;
+    m.call(&end(&r, TransactionState::Commit)).await.unwrap();
     let (ms, ss) = (status(&m).await, status(&s).await);
     assert_eq!(ms.max_offset, ss.max_offset, "{ms:?} vs {ss:?}");
     slave.shutdown().await;

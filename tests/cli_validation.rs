@@ -292,6 +292,12 @@ fn refused_start(cmd: &str, file: &std::path::Path, dir: &std::path::Path) -> Ou
             .envs(common::ROOMY_DISK),
         other => panic!("no such server {other}"),
     };
+    exit_of(c, &format!("`skylark {cmd} -c {}`", file.display()))
+}
+
+/// The output of `c` once it exits; killed, failing the test, if it is
+/// still running after a deadline (a server that started).
+fn exit_of(mut c: Command, what: &str) -> Output {
     let mut child = common::KillOnDrop(
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -302,7 +308,7 @@ fn refused_start(cmd: &str, file: &std::path::Path, dir: &std::path::Path) -> Ou
     let exited = common::wait_until(Duration::from_secs(20), || {
         matches!(child.0.try_wait(), Ok(Some(_)))
     });
-    assert!(exited, "`skylark {cmd} -c {}` started", file.display());
+    assert!(exited, "{what} started");
     let read = |pipe: Option<&mut dyn std::io::Read>| {
         let mut bytes = Vec::new();
         pipe.unwrap().read_to_end(&mut bytes).unwrap();
@@ -359,6 +365,48 @@ fn a_shipped_conf_file_is_refused_by_every_other_server() {
     assert!(
         refusals >= 3 * 3 + 8 * 2 + 3 * 3,
         "only {refusals} refusals"
+    );
+}
+
+/// A copy of a NameServer's file without its `role` holds only keys a
+/// broker has too: `skylark broker -c` started a broker on the NameServer's
+/// port, which then registered with itself (its default `namesrv` is that
+/// port on this host; here it comes from the environment, to use a free
+/// port). Refused, saying what the file looks like.
+#[test]
+fn a_broker_on_the_port_of_its_own_namesrv_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port().to_string();
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/namesrv-1.toml"),
+    )
+    .unwrap();
+    let copy: String = shipped
+        .lines()
+        .filter(|l| !l.starts_with("role"))
+        .map(|l| match l.starts_with("port") {
+            true => format!("port = {port}\n"),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    let file = dir.path().join("namesrv-copy.toml");
+    std::fs::write(&file, copy).unwrap();
+    let mut c = Command::new(bin());
+    c.args(["--log-level", "warn", "broker", "-c"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path().join("never"))
+        .envs(common::ROOMY_DISK)
+        .env("SKYLARK_HA_PORT", "0")
+        .env("SKYLARK_NAMESRV", format!("127.0.0.1:{port}"));
+    let out = exit_of(c, "a broker on its NameServer's port");
+    refused(
+        &out,
+        1,
+        &[
+            &format!("port {port} is also the port of the NameServer this broker registers with"),
+            "skylark namesrv -c FILE",
+        ],
     );
 }
 

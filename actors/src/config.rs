@@ -505,6 +505,12 @@ impl BrokerConfig {
             .map_err(|e| format!("delay_levels: {e}"))?;
         for addr in self.namesrv_addrs() {
             check_host_port(&addr).map_err(|why| format!("namesrv: {why}"))?;
+            if self.registers_with_itself(&addr) {
+                return Err(format!(
+                    "port {} is also the port of the NameServer this broker registers with (namesrv = \"{}\"): a broker cannot be its own NameServer. A NameServer's file is run with `skylark namesrv -c FILE`; a broker's needs another port (RocketMQ's is 10911)",
+                    self.port, self.namesrv
+                ));
+            }
         }
         if self.write_high_water_bytes < self.write_low_water_bytes {
             return Err(format!(
@@ -522,6 +528,24 @@ impl BrokerConfig {
             crate::message_store::StoreError::InvalidConfig(why) => format!("store: {why}"),
             other => other.to_string(),
         })
+    }
+
+    /// Whether NameServer address `addr` (HOST:PORT) is this broker's own
+    /// port on this machine: a copy of a NameServer's file without its
+    /// `role` (`port = 9876`) would start a broker there, registering
+    /// with itself.
+    fn registers_with_itself(&self, addr: &str) -> bool {
+        let Some((host, port)) = addr.rsplit_once(':') else {
+            return false;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let local = ["127.0.0.1", "localhost", "::1", "0.0.0.0", "::"].contains(&host)
+            || host == self.listen_host
+            || self
+                .advertised_addr
+                .as_deref()
+                .is_some_and(|a| a.rsplit_once(':').is_some_and(|(h, _)| h == host));
+        self.port != 0 && port.parse() == Ok(self.port) && local
     }
 
     /// The NameServer addresses, split on `;` (and `,`), blanks removed.

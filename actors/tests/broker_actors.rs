@@ -494,3 +494,78 @@ async fn write_queues_above_read_queues_are_refused_unless_the_layout_is_kept() 
     broker.shutdown().await;
     drop(ns);
 }
+
+/// The broker's own topics cannot be created, updated or deleted by hand:
+/// a config of one routed consumers to pending delayed messages and to
+/// half and rolled-back transactional ones (new-user walkthrough). A config
+/// made by hand before that (here: in the topics file) can be deleted, and
+/// only it goes: the delayed message in its queue stays pending.
+#[actix_rt::test]
+async fn the_brokers_own_topics_are_refused_by_create_and_a_hand_made_config_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(
+        config_dir.join("topics.json"),
+        serde_json::to_vec(&vec![TopicConfig::new("SCHEDULE_TOPIC_XXXX", 18)]).unwrap(),
+    )
+    .unwrap();
+    let node = start(dir).await;
+    let b = client(node.broker.local_addr()).await;
+    let mut delayed = SendRequest {
+        producer_group: "p".into(),
+        topic: "Later".into(),
+        queue_id: 0,
+        message: msg("in an hour", None),
+    };
+    delayed.message.delay_level = 3;
+    b.call(&delayed).await.unwrap();
+    for internal in [
+        "SCHEDULE_TOPIC_XXXX",
+        "TIMER_TOPIC_XXXX",
+        "RMQ_SYS_TRANS_HALF_TOPIC",
+        "RMQ_SYS_TRANS_OP_HALF_TOPIC",
+        "TBW102",
+    ] {
+        let e = b
+            .call(&CreateTopicRequest {
+                config: TopicConfig::new(internal, 1),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ProtocolError::Remote(ref w) if w.code == ErrorCode::BadRequest
+                && w.message.contains("cannot be created or changed by hand")),
+            "{internal}: {e}"
+        );
+    }
+    let broker = node.broker.broker.clone();
+    let listed = || async {
+        let topics = broker
+            .send(skylark_actors::broker::ListTopics)
+            .await
+            .unwrap();
+        topics.iter().any(|t| t.name == "SCHEDULE_TOPIC_XXXX")
+    };
+    assert!(listed().await, "the hand-made config was loaded");
+    let delete = DeleteTopicRequest {
+        topic: "SCHEDULE_TOPIC_XXXX".into(),
+    };
+    b.call(&delete).await.unwrap();
+    assert!(!listed().await, "the hand-made config is gone");
+    let (_, max) = node
+        .broker
+        .storage
+        .send(skylark_actors::storage::GetQueueOffsets {
+            topic: "SCHEDULE_TOPIC_XXXX".into(),
+            queue_id: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(max, 1, "the delayed message's queue is kept");
+    let e = b.call(&delete).await.unwrap_err();
+    assert!(e.to_string().contains("cannot be deleted"), "{e}");
+    let Node { ns, broker, _dir } = node;
+    broker.shutdown().await;
+    drop(ns);
+}

@@ -20,6 +20,18 @@ use crate::storage::{DropTopic, GetQueueOffsets, GetTopicActivity};
 /// would undo the change.
 pub async fn create_topic(s: Arc<Shared>, r: CreateTopicRequest) -> Result<Ack, WireError> {
     super::replication::refuse_unless_master(&s)?;
+    if INTERNAL_TOPICS.contains(&r.config.name.as_str()) {
+        // A config of one would route consumers to its queues: pending
+        // delayed messages, half and rolled-back transactional ones.
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "topic '{}' is the broker's own (it holds {}): it cannot be created or changed by hand",
+                r.config.name,
+                internal_contents(&r.config.name)
+            ),
+        ));
+    }
     s.broker
         .send(CreateTopic(r.config))
         .await
@@ -36,6 +48,19 @@ const INTERNAL_TOPICS: [&str; 5] = [
     crate::transaction::OP_TOPIC,
 ];
 
+/// What the broker keeps in internal topic `topic`, in a user's words.
+fn internal_contents(topic: &str) -> &'static str {
+    match topic {
+        crate::scheduler::SCHEDULE_TOPIC => "delayed messages not yet due",
+        crate::scheduler::TIMER_TOPIC => "messages scheduled for a time not yet come",
+        crate::transaction::HALF_TOPIC => {
+            "transactional messages not yet committed, and rolled-back ones"
+        }
+        crate::transaction::OP_TOPIC => "the outcomes of transactional messages",
+        _ => "the route of topics created on their first send",
+    }
+}
+
 /// Deletes the topic's config, then its ConsumeQueues (a CommitLog record
 /// that slaves replicate) and every group's offsets of it, as RocketMQ's
 /// `deleteTopicInBroker` does; the stored messages age out with retention.
@@ -49,7 +74,18 @@ pub async fn delete_topic(s: Arc<Shared>, r: DeleteTopicRequest) -> Result<Ack, 
     if INTERNAL_TOPICS.contains(&r.topic.as_str()) {
         // Their queues hold pending delayed and transactional messages
         // (the Scheduler's and the Transaction actor's progress point into
-        // them), and TBW102 is the auto-create route.
+        // them), and TBW102 is the auto-create route. A config created by
+        // hand (before creating one was refused) is removed, and only it.
+        if s.broker
+            .send(DeleteTopic(r.topic.clone()))
+            .await
+            .map_err(crate::mailbox_error)?
+            .is_ok()
+        {
+            s.broker.do_send(TopicDeleted(r.topic));
+            return Ok(Ack {});
+        }
+        s.broker.do_send(TopicDeleted(r.topic.clone()));
         return Err(WireError::new(
             ErrorCode::BadRequest,
             format!(

@@ -196,6 +196,33 @@ fn a_single_bar_in_a_tag_filter_is_refused_suggesting_two() {
     }
 }
 
+/// `--property TRAN_MSG=true` without `--transaction` was answered SendOk
+/// at an offset of the half queue: a half message no producer would
+/// commit, never delivered (new-user walkthrough). System property names
+/// are refused, naming the flag that sets them.
+#[test]
+fn a_system_property_is_refused_naming_its_flag() {
+    for (p, flag) in [
+        ("TRAN_MSG=true", "--transaction"),
+        ("PGROUP=g", "--transaction"),
+        ("DELAY=3", "--delay-level"),
+        ("TAGS=A", "--tag"),
+        ("REAL_TOPIC=Other", "the broker"),
+    ] {
+        for cmd in [
+            &["produce"][..],
+            &["produce", "--transaction", "commit"][..],
+        ] {
+            let args = [cmd, &["--topic", "T", "--property", p]].concat();
+            refused(
+                &offline(&args),
+                1,
+                &["is a system property", &format!("set by {flag}")],
+            );
+        }
+    }
+}
+
 #[test]
 fn topic_update_without_a_change_is_refused() {
     refused(

@@ -51,6 +51,26 @@ pub const PROPERTY_RETRY_TOPIC: &str = "RETRY_TOPIC";
 /// Property naming a retried message's original id.
 pub const PROPERTY_ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";
 
+/// Every property name above: set by the client or the broker from the
+/// message's own fields and flags, never a user property (RocketMQ's
+/// `Message.putUserProperty` refuses its system names likewise).
+pub const SYSTEM_PROPERTIES: [&str; 14] = [
+    PROPERTY_TAGS,
+    PROPERTY_KEYS,
+    PROPERTY_UNIQ_KEY,
+    PROPERTY_DELAY,
+    PROPERTY_DELIVER_AT,
+    PROPERTY_REAL_TOPIC,
+    PROPERTY_REAL_QUEUE_ID,
+    PROPERTY_TRANSACTION_PREPARED,
+    PROPERTY_PRODUCER_GROUP,
+    PROPERTY_TRANSACTION_ID,
+    PROPERTY_HALF_QUEUE_OFFSET,
+    PROPERTY_OP,
+    PROPERTY_RETRY_TOPIC,
+    PROPERTY_ORIGIN_MESSAGE_ID,
+];
+
 /// A message as sent by a producer.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct MessageData {

@@ -72,13 +72,32 @@ pub(super) fn check_args(a: &ProduceArgs) -> anyhow::Result<()> {
         }
     }
     skylark_codec::validate_topic_name(&a.topic).map_err(anyhow::Error::msg)?;
+    parse_properties(&a.properties)?;
     Ok(())
 }
 
+/// `--property NAME=VALUE`s. A system property name is refused, naming
+/// the flag that sets it: `TRAN_MSG=true` alone stored a half message no
+/// producer would ever commit, acknowledged at an offset of the half queue.
 pub(super) fn parse_properties(props: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    use skylark_codec::message::*;
     props
         .iter()
         .map(|p| match p.split_once('=') {
+            Some((k, _)) if SYSTEM_PROPERTIES.contains(&k) => {
+                let by = match k {
+                    PROPERTY_TAGS => "--tag",
+                    PROPERTY_KEYS => "--key",
+                    PROPERTY_DELAY => "--delay-level",
+                    PROPERTY_DELIVER_AT => "--deliver-at or --delay-ms",
+                    PROPERTY_TRANSACTION_PREPARED
+                    | PROPERTY_PRODUCER_GROUP
+                    | PROPERTY_TRANSACTION_ID => "--transaction",
+                    PROPERTY_UNIQ_KEY => "the producer itself",
+                    _ => "the broker",
+                };
+                bail!("--property {k} is a system property, set by {by}, not a user property")
+            }
             Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
             _ => bail!("--property must be NAME=VALUE, got {p:?}"),
         })

@@ -440,6 +440,21 @@ fn hardening_produce_right_after_restart_succeeds() {
 /// three times after a hung slave held a SYNC_MASTER's answers).
 #[test]
 fn hardening_a_send_that_timed_out_is_not_sent_again() {
+    /// Whether every thread of process `pid` is stopped (`T` in its stat).
+    fn stopped(pid: &str) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|st| {
+                    st.rsplit_once(')')
+                        .map(|(_, r)| r.trim_start().starts_with('T'))
+                })
+                .unwrap_or(false)
+        })
+    }
     use skylark::client::{ClientConfig, Producer};
     use skylark::codec::MessageData;
     let dir = tempfile::tempdir().unwrap();
@@ -465,6 +480,12 @@ fn hardening_a_send_that_timed_out_is_not_sent_again() {
         let p = Producer::start(cfg, "once-pg").unwrap();
         p.send("Once", MessageData::new("warm")).await.unwrap();
         signal("-STOP");
+        // A stop takes effect on each thread as it is next scheduled: on a
+        // loaded machine a thread could still answer right after `kill`.
+        assert!(
+            common::wait_until(Duration::from_secs(10), || stopped(&pid)),
+            "the broker never stopped"
+        );
         let r = p.send("Once", MessageData::new("dup-me")).await;
         signal("-CONT");
         let e = r.expect_err("no answer from a frozen broker");

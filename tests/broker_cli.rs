@@ -411,6 +411,33 @@ fn namesrv_and_broker_as_separate_processes_with_conf_files() {
         err.contains("is a directory, not a configuration file"),
         "{err}"
     );
+    // A data directory that is a file: the error names it (it said only
+    // "File exists"), and the file is left as it was.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let out = Command::new(bin())
+        .args(["--log-level", "warn", "broker", "--data-dir"])
+        .arg(&file)
+        .args([
+            "--port",
+            &common::free_port().to_string(),
+            "--namesrv",
+            "127.0.0.1:1",
+        ])
+        .envs(common::ROOMY_DISK)
+        .env("SKYLARK_HA_PORT", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot create the data directory {}",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
 
 /// Two brokers on one data directory would overwrite each other's

@@ -376,7 +376,16 @@ impl Store {
     ) -> Result<Store> {
         config.validate()?;
         let logger = logger.new(o!("component" => "store"));
-        std::fs::create_dir_all(&config.data_dir)?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            // The bare error ("File exists") would not say which path.
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create the data directory {}: {e}",
+                    config.data_dir.display()
+                ),
+            )
+        })?;
         let dir_lock = lock_data_dir(&config.data_dir, &logger)?;
         let cp_path = config.checkpoint_path();
         let checkpoint = Checkpoint::load(&cp_path).unwrap_or_else(|e| {

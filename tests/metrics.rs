@@ -109,6 +109,10 @@ fn consume_exactly(namesrv: &str, broker: &str, per_queue: u64, metrics_port: u1
             }
         }
         assert_eq!(seen, Some(1.0), "one consumer connection for {GROUP}");
+        let groups = scrape(metrics_port)
+            .ok()
+            .and_then(|s| sum(&s, "rocketmq_consumer_group_number", &[]));
+        assert_eq!(groups, Some(1.0), "one group with members");
         for q in queues {
             let mut offset = 0;
             while offset < per_queue {
@@ -166,6 +170,18 @@ fn metrics_show_exact_counts_latencies_lag_and_the_lag_alert() {
     );
 
     assert_eq!(sum(&s, "rocketmq_messages_in_total", &t), Some(1000.0));
+    // The consumer is gone: its group has no member left (the broker still
+    // knows the group: its offsets, its actor). It counted every group seen.
+    let mut groups = None;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            groups = scrape(port)
+                .ok()
+                .and_then(|s| sum(&s, "rocketmq_consumer_group_number", &[]));
+            groups == Some(0.0)
+        }),
+        "groups with members: {groups:?}"
+    );
     // No request was refused, and the counter says 0 rather than nothing.
     for reason in ["inflight", "connections", "mailbox"] {
         assert_eq!(

@@ -187,7 +187,11 @@ impl Inner {
             "rocketmq_consumer_group_number",
             "Consumer groups with members on this broker.",
             &[],
-            [([] as [&str; 0], self.owners.groups.len() as f64)],
+            // Every group seen has an actor, members or not.
+            [(
+                [] as [&str; 0],
+                s.group_members.iter().filter(|(_, n)| *n > 0).count() as f64,
+            )],
         );
         f.gauge(
             "rocketmq_consumer_connections",

@@ -48,7 +48,8 @@ fn flip_body_byte(data_dir: &Path, physical_offset: u64) {
     std::fs::write(&path, bytes).unwrap();
 }
 
-fn consume_all(node: &Standalone) -> Vec<serde_json::Value> {
+/// Every message the CLI consumer receives, and what it said on stderr.
+fn consume_all(node: &Standalone) -> (Vec<serde_json::Value>, String) {
     let out = node.cli(&[
         "consume",
         "--group",
@@ -64,7 +65,10 @@ fn consume_all(node: &Standalone) -> Vec<serde_json::Value> {
         "consume failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    json_lines(&out.stdout)
+    (
+        json_lines(&out.stdout),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The value of the one series of `name` in the broker's `/metrics`.
@@ -106,7 +110,12 @@ fn run(clean_stop: bool) {
     let offset = MessageId::from_hex(&victim_id).unwrap().physical_offset;
     flip_body_byte(dir.path(), offset);
     node.restart();
-    let got = consume_all(&node);
+    let (got, said) = consume_all(&node);
+    // The consumer tells its user: nothing was delivered for it.
+    assert!(
+        said.contains("message(s) were damaged on the broker"),
+        "{said}"
+    );
     let ids: HashSet<&str> = got.iter().map(|m| m["msg_id"].as_str().unwrap()).collect();
     assert_eq!(got.len(), ids.len(), "duplicates");
     assert!(

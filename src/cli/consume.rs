@@ -385,7 +385,13 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
     }
     let local_offsets = consumer.local_offsets();
     let given_up = consumer.given_up();
+    let damaged = consumer.damaged_skipped();
     consumer.shutdown().await;
+    if damaged > 0 {
+        note!(
+            "{damaged} message(s) were damaged on the broker (failed their checks) and skipped, never delivered: the broker's log names each (DAMAGED RECORD) and its data directory's quarantine/ keeps a copy"
+        );
+    }
     if given_up > 0 {
         note!(
             "{given_up} message(s) still failing after --max-reconsume-times {} local retries were dropped (a broadcasting consumer has no retry or dead-letter topic)",

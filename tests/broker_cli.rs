@@ -1017,6 +1017,15 @@ fn produce_to_sync_master_without_slave_exits_3_unless_accept_status() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The commit is stored on the master only, and the producer is told
+    // so (it was answered OK whatever the slave wait gave).
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("outcome not confirmed")
+            && said.contains("no slave is connected")
+            && said.contains("end_transaction again confirms it"),
+        "{said}"
+    );
 }
 
 #[test]

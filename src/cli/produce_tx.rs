@@ -109,10 +109,7 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
                 r.send_result.msg_id, r.transaction_id, r.local_state
             )?;
             if let Some(e) = &r.end_error {
-                writeln!(
-                    out,
-                    "  outcome not reported ({e}); the broker will check back"
-                )?;
+                writeln!(out, "  outcome not confirmed: {e}")?;
             }
         }
         out.flush().context("writing to stdout")?;

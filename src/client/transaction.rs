@@ -26,9 +26,9 @@ use actix::prelude::*;
 use skylark_codec::rpc::PushFrame;
 pub use skylark_codec::TransactionState;
 use skylark_codec::{
-    CheckTransactionStateRequest, Command, EndTransactionRequest, HeartbeatRequest, MessageData,
-    MessageId, SendResult, PROPERTY_PRODUCER_GROUP, PROPERTY_REAL_TOPIC, PROPERTY_TRANSACTION_ID,
-    PROPERTY_TRANSACTION_PREPARED,
+    CheckTransactionStateRequest, Command, EndTransactionRequest, ErrorCode, HeartbeatRequest,
+    MessageData, MessageId, SendResult, PROPERTY_PRODUCER_GROUP, PROPERTY_REAL_TOPIC,
+    PROPERTY_TRANSACTION_ID, PROPERTY_TRANSACTION_PREPARED,
 };
 
 use super::config::ClientConfig;
@@ -54,7 +54,10 @@ pub struct TransactionSendResult {
     /// What the local transaction decided.
     pub local_state: TransactionState,
     /// Why the outcome could not be reported (the broker's check-back will
-    /// ask again), if it could not.
+    /// ask again), if it could not; or, on a SYNC_MASTER, why it is not
+    /// known to be on a slave yet (`FlushSlaveTimeout`,
+    /// `SlaveNotAvailable`: decided and stored on the master, and
+    /// repeating [`TransactionProducer::end_transaction`] confirms it).
     pub end_error: Option<String>,
 }
 
@@ -163,7 +166,12 @@ impl TransactionProducer {
             .end_transaction(&send_result, &transaction_id, local_state)
             .await
             .err()
-            .map(|e| e.to_string());
+            .map(|e| match e.code() {
+                Some(ErrorCode::FlushSlaveTimeout | ErrorCode::SlaveNotAvailable) => format!(
+                    "{e} (the outcome is decided; end_transaction again confirms it reached a slave)"
+                ),
+                _ => format!("{e} (the broker will check back)"),
+            });
         Ok(TransactionSendResult {
             send_result,
             transaction_id,

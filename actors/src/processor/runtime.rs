@@ -1,7 +1,8 @@
 //! GetBrokerRuntime: the broker's disk usage against the ratio at which it
 //! refuses writes, its undecided half messages and the damaged records it
-//! met, for the NameServer's dashboard. The usage is read with `statvfs` (as the store's own check)
-//! on the blocking pool, never on the connection's thread.
+//! met, for the NameServer's dashboard. The usage is read with `statvfs`
+//! (as the store's own check) on the blocking pool, never on the
+//! connection's thread.
 
 use std::sync::Arc;
 

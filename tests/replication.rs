@@ -153,6 +153,17 @@ fn wait_caught_up(namesrv: &str, master: &Broker, slave: &Broker, timeout: Durat
     })
 }
 
+/// `skylark ARGS` against `namesrv`, which must succeed.
+fn cli_ok(namesrv: &str, args: &[&str]) -> std::process::Output {
+    let out = cli(namesrv, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn wait_registered(namesrv: &str, addr: &str) {
     assert!(
         wait_until(Duration::from_secs(30), || member(namesrv, addr).is_some()),
@@ -488,12 +499,7 @@ fn replication_one_namesrv_and_one_master_down_keeps_the_cluster_serving() {
 
     // Admin reads fall back to a's slave: stats and progress of both groups.
     let admin = |args: &[&str]| {
-        let out = cli(&both, args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = cli_ok(&both, args);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v
     };
@@ -1242,4 +1248,132 @@ fn replication_delete_again_cleans_up_what_an_older_delete_left() {
         "produce", "--topic", "Left", "--count", "2", "--body", "new",
     ]);
     assert_eq!(consume("G"), 2, "the group's old offsets are gone too");
+}
+
+/// Message queries while a master is down (kill -9, still registered):
+/// `admin message by-id` (offset id naming the master), `by-key` and
+/// `by-time` are answered by the group's slave and say so on stderr, as
+/// the dashboard's search by id is; with the slave down too, the id is
+/// reported unreachable, not "not found".
+#[test]
+fn replication_message_queries_fall_back_to_the_slave_when_the_master_is_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ns1 = Namesrv::start();
+    let dashboard = free_port();
+    let (ns2_proc, ns2_port) = common::spawn_namesrv_with(Some(dashboard));
+    let ns2 = Namesrv {
+        proc: Some(ns2_proc),
+        port: ns2_port,
+    };
+    let both = format!("{};{}", ns1.addr(), ns2.addr());
+    let mut master = Broker::start(&tmp.path().join("m"), &both, "broker-a", 0, &[]);
+    for ns in [&ns1, &ns2] {
+        wait_registered(&ns.addr(), &master.addr());
+    }
+    let mut slave = Broker::start(&tmp.path().join("s"), &both, "broker-a", 1, &[]);
+    wait_registered(&ns2.addr(), &slave.addr());
+    let ok = |args: &[&str]| cli_ok(&both, args);
+    ok(&[
+        "admin", "topic", "create", "--name", "OnlyA", "--queues", "2",
+    ]);
+    let sent = json_lines(
+        &ok(&[
+            "produce", "--topic", "OnlyA", "--count", "3", "--body", "q", "--key", "k", "--json",
+        ])
+        .stdout,
+    );
+    let ids: Vec<String> = sent
+        .iter()
+        .filter_map(|v| v["msg_id"].as_str().map(String::from))
+        .collect();
+    assert_eq!(ids.len(), 3, "{sent:?}");
+    assert!(wait_caught_up(
+        &ns2.addr(),
+        &master,
+        &slave,
+        Duration::from_secs(30)
+    ));
+    // A slave adds replicated records to its IndexFile (which `by-key`
+    // reads) only when it opens its store, not as they arrive: restart it
+    // so that its index covers them.
+    slave.restart();
+    assert!(wait_caught_up(
+        &ns2.addr(),
+        &master,
+        &slave,
+        Duration::from_secs(30)
+    ));
+
+    master.kill9();
+    // Each query, until the slave has indexed what it replicated: the ids
+    // it printed, and its stderr.
+    let query = |args: &[&str]| {
+        let mut last = None;
+        let found = wait_until(Duration::from_secs(30), || {
+            let out = cli(&both, args);
+            let done = out.status.success();
+            last = Some(out);
+            done
+        });
+        let out = last.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(found, "{args:?} with the master down: {stderr}");
+        let mut got: Vec<String> = json_lines(&out.stdout)
+            .iter()
+            .filter_map(|v| v["msg_id"].as_str().map(String::from))
+            .collect();
+        got.sort();
+        (got, stderr)
+    };
+    let mut all = ids.clone();
+    all.sort();
+    let from_slave = format!(
+        "broker group 'broker-a' answered from its slave {}",
+        slave.addr()
+    );
+    let (got, stderr) = query(&["admin", "--json", "message", "by-id", &ids[1]]);
+    assert_eq!(got, vec![ids[1].clone()]);
+    assert!(stderr.contains(&from_slave), "{stderr}");
+    for args in [
+        &[
+            "admin", "--json", "message", "by-key", "--topic", "OnlyA", "k",
+        ][..],
+        &[
+            "admin",
+            "--json",
+            "message",
+            "by-time",
+            "--topic",
+            "OnlyA",
+            "--timestamp",
+            "0",
+            "--max-per-queue",
+            "3",
+        ],
+    ] {
+        let (got, stderr) = query(args);
+        assert_eq!(got, all, "{args:?}");
+        assert!(stderr.contains(&from_slave), "{args:?}: {stderr}");
+    }
+    let by_id = format!("/api/messages?id={}", ids[2]);
+    let (code, body) = common::http_get(dashboard, &by_id, None);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["messages"][0]["msg_id"].as_str(),
+        Some(ids[2].as_str()),
+        "{body}"
+    );
+
+    // Neither member answers: unreachable, not "not found".
+    slave.kill9();
+    let (code, body) = common::http_get(dashboard, &by_id, None);
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("unreachable"), "{body}");
+    let out = cli(&both, &["admin", "message", "by-id", &ids[2]]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("unreachable"),
+        "{stderr}"
+    );
 }

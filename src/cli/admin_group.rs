@@ -11,6 +11,7 @@
 //! none of those brokers knows (`admin group list`) is refused rather than
 //! created.
 
+use std::borrow::Borrow;
 use std::collections::BTreeSet;
 use std::io::Write;
 
@@ -49,9 +50,21 @@ async fn read_group<R: Rpc>(
     topic: Option<&str>,
     req: &R,
 ) -> anyhow::Result<Answer<R::Response>> {
+    read_group_each::<R, _>(cfg, b, topic, |_| req).await
+}
+
+/// [`read_group`] with a request made for each member: `req(addr)` is
+/// sent to the member at `addr` (an offset message id must name the
+/// broker that reads it).
+pub(super) async fn read_group_each<R: Rpc, Q: Borrow<R>>(
+    cfg: &ClientConfig,
+    b: &BrokerData,
+    topic: Option<&str>,
+    req: impl Fn(&str) -> Q,
+) -> anyhow::Result<Answer<R::Response>> {
     let mut failures = Vec::new();
     for (&id, addr) in &b.addrs {
-        match call(cfg, addr, topic, req).await {
+        match call(cfg, addr, topic, req(addr).borrow()).await {
             Ok(value) => {
                 return Ok(Answer {
                     addr: addr.clone(),
@@ -75,6 +88,16 @@ async fn read_group<R: Rpc>(
         b.broker_name,
         failures.join("; ")
     )
+}
+
+/// Notes on stderr that broker group `name` was answered by its slave.
+pub(super) fn note_from_slave<T>(name: &str, a: &Answer<T>) {
+    if a.from_slave {
+        note!(
+            "note: broker group '{name}' answered from its slave {} (master unreachable)",
+            a.addr
+        );
+    }
 }
 
 /// Every broker group the NameServer knows; an error when there is none.
@@ -104,13 +127,7 @@ pub(super) async fn read_groups<R: Rpc>(
     for b in groups {
         match read_group(cfg, b, topic, req).await {
             Ok(a) => {
-                if a.from_slave {
-                    note!(
-                        "note: broker group '{}' answered from its slave {} (master unreachable)",
-                        b.broker_name,
-                        a.addr
-                    );
-                }
+                note_from_slave(&b.broker_name, &a);
                 answers.push((b.broker_name.clone(), a));
             }
             Err(e) => unanswered.push(format!("{e:#}")),

@@ -3,9 +3,11 @@
 //!
 //! Message queries print each message as `consume` does (one JSON object
 //! per message with `--json`, the `consume --json` shape). `by-key` and
-//! `by-time` ask every master hosting the topic; `by-id` asks only the
-//! broker whose address is inside an offset message id (one read there), and
-//! looks a `UNIQ_KEY` up by key (see [`by_id`]). Broker settings
+//! `by-time` ask every broker group hosting the topic; `by-id` asks only the
+//! group of the broker whose address is inside an offset message id (one
+//! read there), and looks a `UNIQ_KEY` up by key (see [`by_id`]). Each
+//! group is read on its master, or on a slave when the master does not
+//! answer (`admin_group::read_group`, noted on stderr). Broker settings
 //! go to `--broker` (a broker name or address) or to every master the
 //! NameServer knows. `by-key` refuses a time range that ends before it
 //! begins; clap refuses `--max 0` and `--max-per-queue 0`. Errors name
@@ -17,10 +19,11 @@ use anyhow::bail;
 use serde_json::json;
 use skylark_codec::{
     GetBrokerConfigRequest, MessageId, QueryMessageByKeyRequest, QueryMessageByTimeRequest,
-    QueryMessageResponse, SetBrokerConfigRequest, ViewMessageByIdRequest,
+    QueryMessageResponse, Rpc, SetBrokerConfigRequest, ViewMessageByIdRequest,
 };
 
 use super::admin_broker::{self, call};
+use super::admin_group;
 use super::{BrokerCmd, BrokerConfigCmd, MessageCmd};
 use crate::client::decode_records;
 use crate::client::{ClientConfig, NameServerClient, ReceivedMessage};
@@ -31,10 +34,25 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Master addresses of the brokers hosting `topic`.
-async fn masters_of(ns: &NameServerClient, topic: &str) -> anyhow::Result<Vec<String>> {
-    let masters = admin_broker::topic_masters(ns, topic).await?;
-    Ok(masters.into_iter().map(|(_, addr)| addr).collect())
+/// `req` on every broker group hosting `topic`: its master, or a slave
+/// when the master does not answer (noted on stderr, as `topic stats`
+/// does); the messages found, decoded. Fails when no group answered.
+async fn on_topic<R>(
+    ns: &NameServerClient,
+    cfg: &ClientConfig,
+    topic: &str,
+    req: &R,
+) -> anyhow::Result<Vec<ReceivedMessage>>
+where
+    R: Rpc<Response = QueryMessageResponse>,
+{
+    let route = ns.route(topic).await?;
+    let (answers, _) = admin_group::read_groups(cfg, &route.brokers, Some(topic), req).await?;
+    let mut found = Vec::new();
+    for (_, a) in answers {
+        found.extend(decode(&a.value, &a.addr)?);
+    }
+    Ok(found)
 }
 
 fn decode(resp: &QueryMessageResponse, addr: &str) -> anyhow::Result<Vec<ReceivedMessage>> {
@@ -85,11 +103,7 @@ pub async fn message(
                 // At least 1: clap refuses `--max 0`.
                 max: a.max,
             };
-            let mut found = Vec::new();
-            for addr in masters_of(ns, &a.topic).await? {
-                let resp = call(cfg, &addr, Some(&a.topic), &req).await?;
-                found.extend(decode(&resp, &addr)?);
-            }
+            let mut found = on_topic(ns, cfg, &a.topic, &req).await?;
             if found.is_empty() {
                 bail!("no message with key '{}' in topic '{}'", a.key, a.topic);
             }
@@ -105,11 +119,7 @@ pub async fn message(
                 // At least 1: clap refuses `--max-per-queue 0`.
                 max_per_queue: a.max_per_queue,
             };
-            let mut found = Vec::new();
-            for addr in masters_of(ns, &a.topic).await? {
-                let resp = call(cfg, &addr, Some(&a.topic), &req).await?;
-                found.extend(decode(&resp, &addr)?);
-            }
+            let found = on_topic(ns, cfg, &a.topic, &req).await?;
             if found.is_empty() {
                 bail!(
                     "no message in topic '{}' stored at or after {}",
@@ -127,7 +137,9 @@ pub async fn message(
 /// `UNIQ_KEY` (the producer's unique id), as RocketMQ's `queryMsgById`
 /// accepts both. Both forms are 32 hex digits for an IPv4 broker, so an id
 /// is read as an offset id only when it names a broker the NameServer knows
-/// and a message starts at its offset there; else it is looked up as a
+/// and a message starts at its offset there (or on a slave of that broker's
+/// group when it does not answer: a group none of whose members answers is
+/// an error naming each member's failure); else it is looked up as a
 /// unique key through the brokers' IndexFile (`by-key` on `--topic`, or on
 /// every topic the NameServer lists).
 async fn by_id(
@@ -144,21 +156,24 @@ async fn by_id(
     if let Some(t) = topic {
         skylark_codec::validate_topic_name(t).map_err(anyhow::Error::msg)?;
     }
-    let known: std::collections::BTreeSet<String> = ns
-        .cluster_info()
-        .await?
-        .brokers
-        .values()
-        .flat_map(|b| b.addrs.values().cloned())
-        .collect();
     if let Ok(mid) = MessageId::from_hex(id) {
         let addr = mid.addr.to_string();
-        if known.contains(&addr) {
-            let req = ViewMessageByIdRequest {
-                msg_id: id.to_string(),
-            };
-            let resp = call(cfg, &addr, None, &req).await?;
-            let found = decode(&resp, &addr)?;
+        let info = ns.cluster_info().await?;
+        // The group of the broker the id names: its slaves hold the same
+        // CommitLog at the same offsets.
+        if let Some(b) = info
+            .brokers
+            .values()
+            .find(|b| b.addrs.values().any(|a| *a == addr))
+        {
+            let a = admin_group::read_group_each::<ViewMessageByIdRequest, _>(cfg, b, None, |m| {
+                ViewMessageByIdRequest {
+                    msg_id: id_on(&mid, m).unwrap_or_else(|| id.to_string()),
+                }
+            })
+            .await?;
+            admin_group::note_from_slave(&b.broker_name, &a);
+            let found = decode(&a.value, &a.addr)?;
             if !found.is_empty() {
                 return print_all(&found, json);
             }
@@ -177,12 +192,12 @@ async fn by_id(
             end_ms: now_ms(),
             max: 64,
         };
-        let Ok(masters) = masters_of(ns, t).await else {
+        let Ok(route) = ns.route(t).await else {
             continue;
         };
-        for addr in masters {
-            let resp = call(cfg, &addr, Some(t), &req).await?;
-            found.extend(decode(&resp, &addr)?.into_iter().filter(|m| {
+        let (answers, _) = admin_group::read_groups(cfg, &route.brokers, Some(t), &req).await?;
+        for (_, a) in answers {
+            found.extend(decode(&a.value, &a.addr)?.into_iter().filter(|m| {
                 m.property(UNIQ_KEY)
                     .is_some_and(|u| u.eq_ignore_ascii_case(id))
             }));
@@ -196,6 +211,16 @@ async fn by_id(
         bail!("message '{id}' not found: no broker holds it as an offset message id, and no message of {scope} has it as its UNIQ_KEY");
     }
     print_all(&found, json)
+}
+
+/// The offset message id `mid` as the group member at `member` reads it: a
+/// broker answers only ids naming itself, and a slave's CommitLog holds
+/// the master's records at the same offsets (the record still names the
+/// master, so the id printed is the one asked for). `None` when `member`
+/// is not an `IP:PORT`.
+fn id_on(mid: &MessageId, member: &str) -> Option<String> {
+    let addr = member.parse().ok()?;
+    Some(MessageId::new(addr, mid.physical_offset).to_hex())
 }
 
 const UNIQ_KEY: &str = skylark_actors::message_store::record::PROPERTY_UNIQ_KEY;

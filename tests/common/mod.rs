@@ -264,6 +264,12 @@ impl Standalone {
 /// A NameServer process on a fresh port, listening when this returns; its
 /// port.
 pub fn spawn_namesrv() -> (KillOnDrop, u16) {
+    spawn_namesrv_with(None)
+}
+
+/// [`spawn_namesrv`], serving its dashboard on `dashboard` if given
+/// (listening there too when this returns).
+pub fn spawn_namesrv_with(dashboard: Option<u16>) -> (KillOnDrop, u16) {
     let port = free_port();
     let child = Command::new(bin())
         .args([
@@ -273,12 +279,14 @@ pub fn spawn_namesrv() -> (KillOnDrop, u16) {
             "--port",
             &port.to_string(),
         ])
+        .envs(dashboard.map(|d| ("SKYLARK_DASHBOARD_PORT", d.to_string())))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn namesrv");
     let mut child = KillOnDrop(child);
-    if let Err(e) = wait_listening(&mut child.0, &[port]) {
+    let ports: Vec<u16> = std::iter::once(port).chain(dashboard).collect();
+    if let Err(e) = wait_listening(&mut child.0, &ports) {
         panic!("namesrv did not start: {e}");
     }
     (child, port)

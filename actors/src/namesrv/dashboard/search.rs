@@ -1,14 +1,17 @@
 //! Message search for the dashboard, as `skylark admin message` does it: by
 //! key and by time on every master hosting the topic (a slave when its
-//! master does not answer), by offset message id on the broker named inside
-//! the id, else by id as a `UNIQ_KEY` through the topic's IndexFiles.
+//! master does not answer), by offset message id on the group of the broker
+//! named inside the id (again a slave when the master does not answer),
+//! else by id as a `UNIQ_KEY` through the topic's IndexFiles.
 //! Bad input is a [`SearchError::BadRequest`] (HTTP 400), never a panic.
+
+use std::borrow::Borrow;
 
 use actix::Addr;
 use serde::{Deserialize, Serialize};
 use skylark_codec::{
-    MessageId, QueryMessageByKeyRequest, QueryMessageByTimeRequest, QueryMessageResponse,
-    ViewMessageByIdRequest,
+    BrokerData, MessageId, QueryMessageByKeyRequest, QueryMessageByTimeRequest,
+    QueryMessageResponse, Rpc, ViewMessageByIdRequest,
 };
 
 use super::brokers::BrokerPool;
@@ -178,19 +181,11 @@ where
     let mut found = Vec::new();
     let mut failures = Vec::new();
     for b in &route.brokers {
-        let mut answered = false;
-        for addr in b.addrs.values() {
-            match pool.call(addr, req).await {
-                Ok(resp) => {
-                    found.extend(views(&resp, addr).map_err(SearchError::Unavailable)?);
-                    answered = true;
-                    break;
-                }
-                Err(e) => failures.push(e),
+        match read_group::<R, _>(pool, b, |_| req).await {
+            Ok((addr, resp)) => {
+                found.extend(views(&resp, &addr).map_err(SearchError::Unavailable)?)
             }
-        }
-        if !answered && b.addrs.is_empty() {
-            failures.push(format!("broker group '{}' has no member", b.broker_name));
+            Err(e) => failures.push(e),
         }
     }
     if found.is_empty() && !failures.is_empty() {
@@ -199,8 +194,36 @@ where
     Ok(found)
 }
 
-/// An offset message id read on the broker it names, else the id as a
-/// `UNIQ_KEY` on `topic`.
+/// `req(addr)` on the members of group `b` in id order (its master, then
+/// its slaves) until one answers: that member's address and answer, or
+/// why none did.
+async fn read_group<R: Rpc, Q: Borrow<R>>(
+    pool: &BrokerPool,
+    b: &BrokerData,
+    req: impl Fn(&str) -> Q,
+) -> Result<(String, R::Response), String> {
+    let mut failures = Vec::new();
+    for addr in b.addrs.values() {
+        match pool.call(addr, req(addr).borrow()).await {
+            Ok(resp) => return Ok((addr.clone(), resp)),
+            Err(e) => failures.push(e),
+        }
+    }
+    if failures.is_empty() {
+        return Err(format!("broker group '{}' has no member", b.broker_name));
+    }
+    Err(format!(
+        "broker group '{}' unreachable: {}",
+        b.broker_name,
+        failures.join("; ")
+    ))
+}
+
+/// An offset message id read on the group of the broker it names (a slave
+/// when the master does not answer: it holds the same CommitLog at the
+/// same offsets, and answers ids naming itself), else the id as a
+/// `UNIQ_KEY` on `topic`. A group none of whose members answers is
+/// [`SearchError::Unavailable`], not "not found".
 async fn by_id(
     ns: &Addr<NameServer>,
     pool: &BrokerPool,
@@ -219,19 +242,23 @@ async fn by_id(
             .send(GetClusterInfo)
             .await
             .map_err(|e| SearchError::Unavailable(format!("nameserver: {e}")))?;
-        let known = info
+        let group = info
             .brokers
             .values()
-            .any(|b| b.addrs.values().any(|a| *a == addr));
-        if known {
-            let req = ViewMessageByIdRequest {
-                msg_id: id.to_string(),
+            .find(|b| b.addrs.values().any(|a| *a == addr));
+        if let Some(b) = group {
+            let on = |member: &str| ViewMessageByIdRequest {
+                msg_id: member.parse().map_or_else(
+                    |_| id.to_string(),
+                    |m| MessageId::new(m, mid.physical_offset).to_hex(),
+                ),
             };
-            if let Ok(resp) = pool.call(&addr, &req).await {
-                let found = views(&resp, &addr).map_err(SearchError::Unavailable)?;
-                if !found.is_empty() {
-                    return Ok(found);
-                }
+            let (member, resp) = read_group::<ViewMessageByIdRequest, _>(pool, b, on)
+                .await
+                .map_err(|e| SearchError::Unavailable(format!("message '{id}': {e}")))?;
+            let found = views(&resp, &member).map_err(SearchError::Unavailable)?;
+            if !found.is_empty() {
+                return Ok(found);
             }
         }
     }

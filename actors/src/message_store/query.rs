@@ -30,6 +30,15 @@ fn split_keys(keys: Option<&str>) -> impl Iterator<Item = &str> {
     keys.unwrap_or("").split(' ').filter(|k| !k.is_empty())
 }
 
+/// Indexes stored record `m` by its keys and unique id (a record read back
+/// from the CommitLog: at open, or replicated to a slave).
+pub(crate) fn index_record(index: &mut IndexService, m: &record::DecodedMessage<'_>) -> Result<()> {
+    let uniq = m.property(PROPERTY_UNIQ_KEY).filter(|u| !u.is_empty());
+    let keys = split_keys(m.keys()).chain(uniq);
+    let end = m.physical_offset + m.record_size as u64;
+    index.index(m.topic, keys, m.physical_offset, end, m.store_timestamp)
+}
+
 /// Opens the index files and indexes every record of the CommitLog past the
 /// index's end (`valid_end`: the recovered end of the log).
 pub(crate) fn open_index(
@@ -67,10 +76,7 @@ pub(crate) fn open_index(
             return;
         }
         records += 1;
-        let uniq = m.property(PROPERTY_UNIQ_KEY).filter(|u| !u.is_empty());
-        let keys = split_keys(m.keys()).chain(uniq);
-        let end = m.physical_offset + m.record_size as u64;
-        if let Err(e) = index.index(m.topic, keys, m.physical_offset, end, m.store_timestamp) {
+        if let Err(e) = index_record(&mut index, m) {
             first_err = Some(e);
         }
     });

@@ -128,6 +128,10 @@ impl Store {
         let mut dropped = Vec::new();
         for m in &records {
             recovery::dispatch(&mut self.queues, &new_queue, m)?;
+            // By key and unique id, as the master indexed it: `by-key` and
+            // `by-id` on a slave (its master down) found only what was
+            // replicated before the slave last opened its store.
+            super::query::index_record(&mut self.index, m)?;
             if m.topic == super::TOPIC_DELETED {
                 if let Ok(topic) = std::str::from_utf8(m.body) {
                     touched.retain(|(t, _), _| *t != topic);
@@ -244,6 +248,29 @@ mod tests {
             master.max_queue_offset("B", 1),
             "every B/1 message is on the slave"
         );
+    }
+
+    /// A slave indexes what it replicates as it arrives, so a query by key
+    /// or unique id on it (its master down) finds it without a restart.
+    #[test]
+    fn replicated_records_are_indexed_by_key_and_unique_id_at_once() {
+        let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut master = Store::open(config(md.path()), logger()).unwrap();
+        let mut slave = Store::open(config(sd.path()), logger()).unwrap();
+        let props = [(record::PROPERTY_UNIQ_KEY.to_string(), "U-1".to_string())];
+        master
+            .append(&[AppendMessage {
+                keys: Some("order-7 customer-3"),
+                properties: &props,
+                ..AppendMessage::for_test("K", b"found")
+            }])
+            .unwrap();
+        catch_up(&master, &mut slave, 1 << 20);
+        let window = crate::message_store::KeyWindow::any_time(8);
+        for key in ["order-7", "customer-3", "U-1"] {
+            let (_, n) = slave.query_by_key("K", key, window).unwrap();
+            assert_eq!(n, 1, "{key}");
+        }
     }
 
     #[test]

@@ -176,6 +176,12 @@ pub async fn progress(
     let mut members = BTreeSet::new();
     let mut conflicts = BTreeSet::new();
     for (name, a) in answers {
+        if a.from_slave {
+            // Offsets reach a slave with the metadata sync, not at once.
+            note!(
+                "note: a slave has the group's offsets as of its last metadata sync with the master (every metadata_sync_interval_secs, 10 s by default): newer commits are missing (their lag shows higher) and queues first committed since are not listed (their lag is not counted)"
+            );
+        }
         members.extend(a.value.client_ids);
         conflicts.extend(a.value.subscription_conflicts.iter().map(|c| c.to_string()));
         rows.extend(a.value.queues.into_iter().map(|q| (name.clone(), q)));

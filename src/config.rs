@@ -6,7 +6,9 @@
 //! `SKYLARK_PORT=10912`. (`SKYLARK_NAMESRV` also feeds the CLI's `--namesrv`.)
 //!
 //! [`STANDALONE_STORE_DEFAULTS`] are the laptop-sized store sizes
-//! `skylark standalone` starts from (`broker` keeps RocketMQ's).
+//! `skylark standalone` starts from (`broker` keeps RocketMQ's), and
+//! [`STANDALONE_BROKER_DEFAULTS`] its own data directory, host and name:
+//! defaults, under the file, the environment and the flags.
 //!
 //! Each server refuses a file written for another ([`RoleConfig`]): by its
 //! `role` key, which every file of `conf/` carries, or, in a file without
@@ -220,6 +222,38 @@ pub const STANDALONE_STORE_DEFAULTS: [(&str, i64); 4] = [
     ("store.index_slots", 100_000),
     ("store.index_entries", 400_000),
 ];
+
+/// The broker settings of `skylark standalone` unless the file, the
+/// environment or a flag says otherwise: its own data directory, port,
+/// host and name. `namesrv` is not among them: standalone's broker
+/// registers with standalone's own NameServer, whatever the file says.
+pub const STANDALONE_BROKER_DEFAULTS: [(&str, &str); 3] = [
+    ("store.data_dir", "./data/standalone"),
+    ("listen_host", "127.0.0.1"),
+    ("broker_name", "standalone"),
+];
+
+/// The broker port of `skylark standalone` unless the file, the
+/// environment or `--broker-port` says otherwise (RocketMQ's).
+pub const STANDALONE_BROKER_PORT: u16 = 10911;
+
+/// Every default of `skylark standalone`'s broker as `config` values: the
+/// [`STANDALONE_BROKER_DEFAULTS`], the port, and the laptop-sized store
+/// ([`STANDALONE_STORE_DEFAULTS`]) when `store_sizes`.
+pub fn standalone_broker_defaults(store_sizes: bool) -> Vec<(&'static str, config::Value)> {
+    let mut d: Vec<(&str, config::Value)> = STANDALONE_BROKER_DEFAULTS
+        .iter()
+        .map(|(k, v)| (*k, config::Value::from(*v)))
+        .collect();
+    d.push((
+        "port",
+        config::Value::from(i64::from(STANDALONE_BROKER_PORT)),
+    ));
+    if store_sizes {
+        d.extend(standalone_defaults());
+    }
+    d
+}
 
 /// [`STANDALONE_STORE_DEFAULTS`] as `config` values.
 pub fn standalone_defaults() -> Vec<(&'static str, config::Value)> {

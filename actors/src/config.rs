@@ -200,7 +200,8 @@ pub struct BrokerConfig {
     pub listen_host: String,
     /// TCP port for clients.
     pub port: u16,
-    /// Address published to the NameServers (default: listen_host:port).
+    /// Address published to the NameServers and written into message ids
+    /// (default: listen_host:port; on 0.0.0.0 or ::, this machine's address).
     pub advertised_addr: Option<String>,
     /// NameServer addresses, `host:port` separated by `;`.
     pub namesrv: String,
@@ -611,11 +612,13 @@ impl BrokerConfig {
         .await?;
         Ok(c.with_credentials(self.credentials()))
     }
-    /// The address published to NameServers and written into message ids.
+    /// The address published to NameServers and written into message ids
+    /// (and, with their ports, the HA and RocketMQ remoting addresses):
+    /// `advertised_addr`, else [`Self::advertised_host`] with `port`.
     pub fn advertised(&self) -> String {
         self.advertised_addr
             .clone()
-            .unwrap_or_else(|| format!("{}:{}", self.listen_host, self.port))
+            .unwrap_or_else(|| format!("{}:{}", self.advertised_host(), self.port))
     }
 
     /// The RocketMQ remoting address published to the NameServers: the
@@ -625,12 +628,95 @@ impl BrokerConfig {
         self.remoting_port.map(|p| format!("{host}:{p}"))
     }
 
-    /// The host part of the advertised address (`listen_host` without one).
+    /// The host part of the advertised address (`[v6]` bracketed):
+    /// `advertised_addr`'s; without one `listen_host`, or, when that is
+    /// every address (`0.0.0.0`, `::`), [`Self::every_address_advertises`]
+    /// — a client given `0.0.0.0` would connect to itself.
     fn advertised_host(&self) -> String {
-        self.advertised_addr
+        if let Some((host, _)) = self
+            .advertised_addr
             .as_deref()
-            .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
-            .unwrap_or_else(|| self.listen_host.clone())
+            .and_then(|a| a.rsplit_once(':'))
+        {
+            return host.to_string();
+        }
+        match self.every_address_advertises() {
+            Some(h) => bracketed(&h.ip().to_string()),
+            None => bracketed(&self.listen_host),
+        }
+    }
+
+    /// The host advertised instead of `listen_host` when that is every
+    /// address (`0.0.0.0`, `::`) and `advertised_addr` is not set; `None`
+    /// otherwise. RocketMQ's broker does the same (brokerIP1 defaults to
+    /// a local address): the address this machine sends from to a public
+    /// address ([`LocalHost::Found`]), else 127.0.0.1
+    /// ([`LocalHost::Loopback`], reachable from this machine only).
+    pub fn every_address_advertises(&self) -> Option<LocalHost> {
+        if self.advertised_addr.is_some() {
+            return None;
+        }
+        let host = self
+            .listen_host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let ip: std::net::IpAddr = host.parse().ok()?;
+        if !ip.is_unspecified() {
+            return None;
+        }
+        Some(local_host(ip.is_ipv6()))
+    }
+}
+
+/// What a broker listening on every address advertises
+/// ([`BrokerConfig::every_address_advertises`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalHost {
+    /// The address this machine sends from to other hosts.
+    Found(std::net::IpAddr),
+    /// No such address (no route off this machine): 127.0.0.1.
+    Loopback(std::net::IpAddr),
+}
+
+impl LocalHost {
+    /// The address advertised.
+    pub fn ip(self) -> std::net::IpAddr {
+        match self {
+            LocalHost::Found(ip) | LocalHost::Loopback(ip) => ip,
+        }
+    }
+}
+
+/// This machine's address towards other hosts, looked up once per process
+/// (it is on the path of every registration): the source address the
+/// kernel picks for a UDP socket connected to a public address (connecting
+/// a UDP socket sends nothing). IPv4 first; an IPv6 one only for a broker
+/// on `::`, which also accepts IPv4.
+fn local_host(v6_listener: bool) -> LocalHost {
+    use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+    use std::sync::OnceLock;
+    fn source(bind: &str, public: &str) -> Option<IpAddr> {
+        let s = UdpSocket::bind(bind).ok()?;
+        s.connect(public).ok()?;
+        let ip = s.local_addr().ok()?.ip();
+        (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+    }
+    static V4: OnceLock<Option<IpAddr>> = OnceLock::new();
+    static V6: OnceLock<Option<IpAddr>> = OnceLock::new();
+    let v4 = *V4.get_or_init(|| source("0.0.0.0:0", "8.8.8.8:53"));
+    let v6 = || *V6.get_or_init(|| source("[::]:0", "[2001:4860:4860::8888]:53"));
+    match v4.or_else(|| if v6_listener { v6() } else { None }) {
+        Some(ip) => LocalHost::Found(ip),
+        None => LocalHost::Loopback(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    }
+}
+
+/// `host` as the host part of `HOST:PORT`: an IPv6 address in brackets.
+pub fn bracketed(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
     }
 }
 
@@ -708,5 +794,51 @@ impl BrokerConfig {
     /// Limits of the broker's client listener.
     pub fn serve_options(&self) -> crate::remoting::server::ServeOptions {
         serve_options!(self, self.max_inflight_per_connection.max(1))
+    }
+}
+
+#[cfg(test)]
+mod advertised_tests {
+    use super::*;
+
+    fn broker(listen_host: &str, advertised_addr: Option<&str>) -> BrokerConfig {
+        BrokerConfig {
+            listen_host: listen_host.into(),
+            port: 10911,
+            ha_port: Some(10912),
+            remoting_port: Some(9887),
+            advertised_addr: advertised_addr.map(str::to_string),
+            ..BrokerConfig::default()
+        }
+    }
+
+    /// On every address, the message ids, the registration, the HA and the
+    /// remoting address all name one real host of this machine.
+    #[test]
+    fn a_broker_on_every_address_advertises_one_address_of_this_machine() {
+        for any in ["0.0.0.0", "::", "[::]"] {
+            let c = broker(any, None);
+            let host = c.every_address_advertises().expect(any).ip();
+            assert!(!host.is_unspecified(), "{any}: {host}");
+            let host = bracketed(&host.to_string());
+            assert_eq!(c.advertised(), format!("{host}:10911"), "{any}");
+            assert_eq!(c.ha_advertised(), Some(format!("{host}:10912")), "{any}");
+            assert_eq!(c.remoting_advertised(), Some(format!("{host}:9887")));
+            c.advertised()
+                .parse::<std::net::SocketAddr>()
+                .expect("a message id's store host");
+        }
+    }
+
+    #[test]
+    fn advertised_addr_or_a_specific_listen_host_is_advertised_as_it_is() {
+        let c = broker("0.0.0.0", Some("10.0.0.5:10911"));
+        assert_eq!(c.every_address_advertises(), None);
+        assert_eq!(c.advertised(), "10.0.0.5:10911");
+        assert_eq!(c.ha_advertised().as_deref(), Some("10.0.0.5:10912"));
+        let c = broker("127.0.0.1", None);
+        assert_eq!(c.every_address_advertises(), None);
+        assert_eq!(c.advertised(), "127.0.0.1:10911");
+        assert_eq!(broker("::1", None).advertised(), "[::1]:10911");
     }
 }

@@ -271,19 +271,26 @@ impl FlushArg {
 
 #[derive(Debug, Args)]
 pub struct StandaloneArgs {
-    /// Broker configuration file (the [store] and broker keys of conf/broker.toml).
+    /// Broker configuration file (the [store] and broker keys of
+    /// conf/broker.toml; its `namesrv` is ignored: the broker registers
+    /// with this process's NameServer). A flag wins over the file and the
+    /// SKYLARK_* environment, which win over standalone's defaults.
     #[arg(short = 'c', long = "config")]
     pub config: Option<PathBuf>,
-    /// Data directory.
+    /// Data directory [default: the file's or environment's
+    /// `[store] data_dir`, else ./data/standalone].
     #[arg(long)]
     pub data_dir: Option<String>,
     /// NameServer port.
     #[arg(long, default_value_t = 9876)]
     pub namesrv_port: u16,
-    /// Broker port.
-    #[arg(long, default_value_t = 10911)]
-    pub broker_port: u16,
-    /// Address to listen on.
+    /// Broker port [default: the file's or environment's `port`, else 10911].
+    #[arg(long)]
+    pub broker_port: Option<u16>,
+    /// Address the NameServer and the broker listen on [default: the
+    /// file's or environment's `listen_host`, else 127.0.0.1]. On 0.0.0.0
+    /// the broker advertises this machine's address unless
+    /// `advertised_addr` is set.
     #[arg(long)]
     pub host: Option<String>,
     /// async: flush on an interval; sync: every acknowledged send is on disk.

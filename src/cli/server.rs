@@ -5,7 +5,7 @@
 
 use anyhow::Context as _;
 use config::Value;
-use skylark_actors::config::{BrokerConfig, NameServerConfig};
+use skylark_actors::config::{BrokerConfig, LocalHost, NameServerConfig};
 use skylark_actors::namesrv::{dashboard, rocketmq};
 use slog::{info, warn, Logger};
 
@@ -160,34 +160,73 @@ async fn standalone_remoting(
     }
 }
 
+/// The broker configuration of `skylark standalone`: its defaults
+/// ([`crate::config::standalone_broker_defaults`]) under the file, the
+/// environment and the flags given. The broker registers with this
+/// process's NameServer: a `namesrv` of the file or the environment is
+/// ignored with a warning (a copy of conf/broker.toml names one, and
+/// `SKYLARK_NAMESRV` is also the clients' variable, so refusing them would
+/// refuse ordinary setups).
+fn standalone_broker_config(a: &StandaloneArgs, log: &Logger) -> anyhow::Result<BrokerConfig> {
+    let o = broker_overrides(&a.data_dir, a.broker_port, &a.host, a.flush, &None);
+    let load = |store_sizes: bool| {
+        let mut d = crate::config::standalone_broker_defaults(store_sizes);
+        // Empty unless the file or the environment sets one.
+        d.push(("namesrv", Value::from("")));
+        crate::config::load_with_defaults::<BrokerConfig>(a.config.as_deref(), &d, &o)
+    };
+    let mut bcfg = load(true)?;
+    // Laptop-sized store, except for a store made before these defaults
+    // (1 GiB segments): its files' geometry is fixed, so it keeps
+    // RocketMQ's sizes.
+    if has_rocketmq_sized_commit_log(&bcfg.store.data_dir) {
+        bcfg = load(false)?;
+    }
+    let own = standalone_namesrv_addr(&bcfg.listen_host, a.namesrv_port);
+    if !bcfg.namesrv.trim().is_empty() && bcfg.namesrv_addrs() != [own.clone()] {
+        warn!(log, "namesrv of the configuration file or the environment ignored: the standalone broker registers with its own NameServer";
+            "ignored" => &bcfg.namesrv, "namesrv" => &own);
+    }
+    bcfg.namesrv = own;
+    Ok(bcfg)
+}
+
+/// The address standalone's broker registers at with its NameServer,
+/// which listens on `host`: the loopback address when that is every
+/// address.
+fn standalone_namesrv_addr(host: &str, port: u16) -> String {
+    let every = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified());
+    let host = if every { "127.0.0.1" } else { host };
+    format!("{}:{port}", skylark_actors::config::bracketed(host))
+}
+
+/// Says which address a broker listening on every address advertises
+/// ([`BrokerConfig::every_address_advertises`]): at INFO when it is this
+/// machine's, with a warning when it is the loopback address.
+fn log_advertised(cfg: &BrokerConfig, log: &Logger) {
+    match cfg.every_address_advertises() {
+        None => {}
+        Some(LocalHost::Found(ip)) => {
+            info!(log, "listening on every address: advertising this machine's address (set advertised_addr to choose another)";
+            "listen_host" => &cfg.listen_host, "advertised_host" => %ip)
+        }
+        Some(LocalHost::Loopback(ip)) => {
+            warn!(log, "listening on every address but no address of this machine routes off it: advertising the loopback address, which other hosts cannot reach; set advertised_addr";
+            "listen_host" => &cfg.listen_host, "advertised_host" => %ip)
+        }
+    }
+}
+
 /// `skylark standalone`: a NameServer and a Broker in one process, with
 /// laptop-sized store defaults for a new data directory
 /// ([`crate::config::STANDALONE_STORE_DEFAULTS`]).
 pub fn standalone(a: StandaloneArgs, log: Logger) -> anyhow::Result<()> {
-    let host = a.host.clone().unwrap_or_else(|| "127.0.0.1".to_string());
-    let namesrv_addr = format!("{host}:{}", a.namesrv_port);
-    let data_dir = Some(
-        a.data_dir
-            .clone()
-            .unwrap_or_else(|| "./data/standalone".to_string()),
-    );
-    let mut o = broker_overrides(
-        &data_dir,
-        Some(a.broker_port),
-        &Some(host.clone()),
-        a.flush,
-        &Some(namesrv_addr),
-    );
-    o.push(("broker_name", Value::from("standalone")));
-    // Laptop-sized store, except for a store made before these defaults
-    // (1 GiB segments): its files' geometry is fixed, so it keeps
-    // RocketMQ's sizes.
-    let defaults = match &data_dir {
-        Some(d) if has_rocketmq_sized_commit_log(std::path::Path::new(d)) => Vec::new(),
-        _ => crate::config::standalone_defaults(),
-    };
-    let mut bcfg: BrokerConfig =
-        crate::config::load_with_defaults(a.config.as_deref(), &defaults, &o)?;
+    let mut bcfg = standalone_broker_config(&a, &log)?;
+    let host = bcfg.listen_host.clone();
     for w in waits_past_the_client_timeout(&bcfg) {
         warn!(log, "{w}");
     }
@@ -203,6 +242,7 @@ pub fn standalone(a: StandaloneArgs, log: Logger) -> anyhow::Result<()> {
         (false, Some(p), _) | (false, None, Some(p)) => Some((p, true)),
         (false, None, None) => Some((skylark_actors::metrics::STANDALONE_METRICS_PORT, false)),
     };
+    log_advertised(&bcfg, &log);
     let ncfg = NameServerConfig {
         listen_host: host.clone(),
         port: a.namesrv_port,
@@ -315,6 +355,7 @@ pub fn broker(a: BrokerArgs, log: Logger) -> anyhow::Result<()> {
     for w in waits_past_the_client_timeout(&cfg) {
         warn!(log, "{w}");
     }
+    log_advertised(&cfg, &log);
     if cfg.enable_controller_mode {
         // The role comes from the controller (docs/failover.md).
         return run_system(async move {

@@ -97,14 +97,57 @@ pub fn load_with_defaults<T: RoleConfig>(
             .set_override(*k, v.clone())
             .map_err(|e| ConfigError(e.to_string()))?;
     }
-    let cfg = b.build().map_err(|e| ConfigError(e.to_string()))?;
+    let cfg = b
+        .build()
+        .map_err(|e| ConfigError(one_line(&e.to_string())))?;
     let mut ignored = Vec::new();
     let value: T = serde_ignored::deserialize(cfg, |path| ignored.push(path.to_string()))
-        .map_err(|e| ConfigError(e.to_string()))?;
+        .map_err(|e| ConfigError(with_origin(file, overrides, &e.to_string())))?;
     if let Some(f) = file {
         refuse_unknown_keys(f, T::ROLE, &ignored)?;
     }
     Ok(value)
+}
+
+/// A parse error of the `toml` crate on one line: its excerpt of the file
+/// with a caret (`1 | port =` / `  |        ^`) dropped, the rest joined.
+fn one_line(msg: &str) -> String {
+    let excerpt = |l: &str| {
+        let l = l.trim_start();
+        l.trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start()
+            .starts_with('|')
+    };
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !excerpt(l))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A value's error ("... for key `port`") with where the value came from,
+/// in the order the layers win: a flag, the environment variable, the file.
+fn with_origin(file: Option<&Path>, overrides: &[(&str, config::Value)], msg: &str) -> String {
+    let Some(key) = msg
+        .rsplit_once("for key `")
+        .and_then(|(_, k)| k.split_once('`'))
+        .map(|(k, _)| k)
+    else {
+        return msg.to_string();
+    };
+    let var = format!("SKYLARK_{}", key.to_uppercase().replace('.', "__"));
+    let in_file =
+        || file.filter(|f| file_only(f).is_ok_and(|c| c.get::<config::Value>(key).is_ok()));
+    let from = if overrides.iter().any(|(k, _)| *k == key) {
+        "from a command-line flag".to_string()
+    } else if std::env::var_os(&var).is_some() {
+        format!("from the environment, {var}")
+    } else if let Some(f) = in_file() {
+        format!("in {}", f.display())
+    } else {
+        return msg.to_string();
+    };
+    format!("{msg} ({from})")
 }
 
 /// The file alone: no defaults, no environment, no flags.
@@ -112,7 +155,7 @@ fn file_only(file: &Path) -> Result<Config, ConfigError> {
     Config::builder()
         .add_source(File::from(file).format(FileFormat::Toml).required(true))
         .build()
-        .map_err(|e| ConfigError(e.to_string()))
+        .map_err(|e| ConfigError(one_line(&e.to_string())))
 }
 
 /// A file whose `role` names another server is refused, naming the file,
@@ -314,6 +357,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown key 'broker_name'"), "{e}");
+    }
+
+    /// A TOML syntax error is one line (the `toml` crate's excerpt with a
+    /// caret dropped), and a bad value says where it came from: the file
+    /// (its error named only the key) or a flag.
+    #[test]
+    fn errors_are_one_line_and_say_where_a_bad_value_came_from() {
+        let f = file("port = \n");
+        let e = load::<BrokerConfig>(Some(f.path()), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\n') && !e.contains('^'), "{e}");
+        assert!(
+            e.contains("line 1, column 8") && e.contains("invalid string"),
+            "{e}"
+        );
+        let f = file("port = 99999\n");
+        let e = load::<BrokerConfig>(Some(f.path()), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("for key `port`") && e.contains(&format!("(in {})", f.path().display())),
+            "{e}"
+        );
+        let e = load::<BrokerConfig>(Some(f.path()), &[("port", config::Value::from(70000))])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`70000`") && e.contains("(from a command-line flag)"),
+            "{e}"
+        );
     }
 
     #[test]

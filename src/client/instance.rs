@@ -102,6 +102,9 @@ async fn first_route(ns: &NameServerClient, topic: &str, wait: Duration) -> Opti
     None
 }
 
+/// How often the actor checks whether any handle still refers to it.
+const UNREFERENCED_CHECK: Duration = Duration::from_millis(500);
+
 /// The actor; start it with [`ClientInstance::start_with`] (or through
 /// [`Producer::start`](super::Producer::start) /
 /// [`PullConsumer::start`](super::PullConsumer::start)).
@@ -122,6 +125,15 @@ impl Actor for ClientInstance {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
+        // The intervals keep an actor running after its last handle is gone,
+        // and with it every broker and NameServer connection it holds: a
+        // process making a producer per request kept two sockets of each.
+        // Once no handle is left, it stops (its RpcClients close with it).
+        ctx.run_interval(UNREFERENCED_CHECK, |_, ctx| {
+            if !ctx.connected() {
+                ctx.stop();
+            }
+        });
         ctx.run_interval(self.config.route_refresh, |act, ctx| {
             for c in act.routes.values_mut() {
                 c.stale = true;

@@ -107,6 +107,9 @@ impl PullConsumer {
 
     /// The readable queues of `topic`, freshly asked of the NameServer.
     pub async fn queues(&self, topic: &str) -> Result<Vec<MessageQueue>> {
+        // As the producer and the push consumer: a name no topic can have
+        // is refused as such, not reported as a topic not found.
+        skylark_codec::validate_topic_name(topic).map_err(ClientError::InvalidArgument)?;
         let route = self.route(topic, true).await?;
         if route.read_queues.is_empty() {
             return Err(route.no_queue(false));
@@ -482,4 +485,18 @@ impl PullConsumer {
 struct PullFilter {
     tags: Option<Vec<String>>,
     sql: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name no topic can have is refused before anything is asked (it
+    /// was answered "topic not found"), as the producer refuses it.
+    #[actix_rt::test]
+    async fn an_illegal_topic_name_is_an_invalid_argument() {
+        let c = PullConsumer::start(ClientConfig::new("127.0.0.1:1"), "g").unwrap();
+        let e = c.queues("a b").await.unwrap_err();
+        assert!(matches!(e, ClientError::InvalidArgument(_)), "{e:?}");
+    }
 }

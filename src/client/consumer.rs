@@ -427,6 +427,14 @@ impl PullConsumer {
         self.send_heartbeat(subs, model, addrs, None).await
     }
 
+    /// The brokers this client is connected to (none asked for).
+    pub(crate) async fn connected_brokers(&self) -> Vec<String> {
+        self.instance
+            .send(ConnectedBrokers)
+            .await
+            .unwrap_or_default()
+    }
+
     /// [`heartbeat`](Self::heartbeat) with one SQL-92 subscription: the
     /// broker checks the expression when the subscription is made and
     /// refuses a malformed one (`InvalidFilter`).

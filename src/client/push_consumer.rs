@@ -391,7 +391,10 @@ impl PushConsumer {
         }
         let queues: Vec<(MessageQueue, Arc<ProcessQueue>)> = inner.queues().drain().collect();
         inner.release(queues).await;
-        for addr in inner.broker_addrs().await {
+        // The brokers it heartbeated are those it is connected to; looking
+        // the topics' routes up again would wait on a NameServer that does
+        // not answer.
+        for addr in inner.consumer.connected_brokers().await {
             if let Ok(c) = inner.consumer.conn(&addr).await {
                 let req = UnregisterClientRequest {
                     client_id: inner.client_id.clone(),
@@ -602,7 +605,21 @@ where
 async fn owner_loop(inner: Arc<Inner>, pushes: Recipient<PushFrame>) {
     use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior};
     let mut stop = inner.stop.subscribe();
-    inner.heartbeat(&pushes).await;
+    // Each request of the loop gives way to a stop: `shutdown` waits for
+    // this loop, and a NameServer that accepts and never answers held it
+    // for a heartbeat and a rebalance (10 s). What it left undone,
+    // `shutdown` does itself (commits, releases, unregisters).
+    let mut stopper = inner.stop.subscribe();
+    macro_rules! unless_stopped {
+        ($fut:expr) => {
+            tokio::select! {
+                biased;
+                _ = stopper.wait_for(|stopped| *stopped) => return,
+                v = $fut => v,
+            }
+        };
+    }
+    unless_stopped!(inner.heartbeat(&pushes));
     let ticker = |period: Duration| {
         let mut t = interval_at(Instant::now() + period, period);
         t.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -621,19 +638,19 @@ async fn owner_loop(inner: Arc<Inner>, pushes: Recipient<PushFrame>) {
             _ = inner.rebalance.notified() => {}
             _ = sleep_until(next_rebalance) => {}
             _ = commit.tick() => {
-                inner.commit_all().await;
+                unless_stopped!(inner.commit_all());
                 continue;
             }
             _ = renew.tick(), if !inner.broadcasting() => {
-                inner.renew_leases().await;
+                unless_stopped!(inner.renew_leases());
                 continue;
             }
         }
         // A topic without a route yet, or a group whose member list does not
         // show us yet, is retried soon rather than at the next period.
-        let settled = inner.rebalance().await;
+        let settled = unless_stopped!(inner.rebalance());
         if !settled {
-            inner.heartbeat(&pushes).await;
+            unless_stopped!(inner.heartbeat(&pushes));
         }
         let wait = if settled {
             inner.opts.rebalance_interval
@@ -805,6 +822,39 @@ mod tests {
             Err(ClientError::InvalidArgument(m)) => m,
             other => panic!("expected InvalidArgument, got {other:?}"),
         }
+    }
+
+    /// A NameServer that accepts and never answers: `shutdown` does not
+    /// wait out the heartbeat and the rebalance the consumer was in the
+    /// middle of (it took 10 s, past every request timeout).
+    #[test]
+    fn shutdown_does_not_wait_for_a_silent_namesrv() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        let accepted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in silent.incoming().flatten() {
+                seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                held.push(c);
+            }
+        });
+        actix::System::new().block_on(async move {
+            let c = PushConsumer::builder(ClientConfig::new(&addr), "PCG")
+                .subscribe("T", "*")
+                .start(ok)
+                .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !accepted.load(std::sync::atomic::Ordering::SeqCst) {
+                assert!(std::time::Instant::now() < deadline, "never connected");
+                actix_rt::time::sleep(Duration::from_millis(10)).await;
+            }
+            let started = std::time::Instant::now();
+            c.shutdown().await;
+            let took = started.elapsed();
+            assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+        });
     }
 
     /// What `start` refuses before anything runs: a second member with the

@@ -98,6 +98,12 @@ fn end(r: &SendResult, state: TransactionState) -> EndTransactionRequest {
     }
 }
 
+/// The slave behind `s` holds everything the master behind `m` stored.
+async fn slave_has_everything(m: &RpcClient, s: &RpcClient) {
+    let (ms, ss) = (status(m).await, status(s).await);
+    assert_eq!(ms.max_offset, ss.max_offset, "{ms:?} vs {ss:?}");
+}
+
 async fn status(c: &RpcClient) -> ReplicationStatus {
     c.call(&GetReplicationStatusRequest {}).await.unwrap()
 }
@@ -308,8 +314,7 @@ async fn replication_sync_master_commit_is_on_the_slave_when_acknowledged() {
     assert_eq!(r.status, SendStatus::SendOk, "the slave has the half");
     m.call(&end(&r, TransactionState::Commit)).await.unwrap();
     // Right after the acknowledgement: the slave holds everything.
-    let (ms, ss) = (status(&m).await, status(&s).await);
-    assert_eq!(ms.max_offset, ss.max_offset, "{ms:?} vs {ss:?}");
+    slave_has_everything(&m, &s).await;
     slave.shutdown().await;
     master.shutdown().await;
 }
@@ -342,8 +347,7 @@ async fn replication_sync_master_commit_without_a_slave_is_not_answered_ok() {
     let s = client(slave.local_addr()).await;
     wait_for_slave(&m).await;
     m.call(&end(&r, TransactionState::Commit)).await.unwrap();
-    let (ms, ss) = (status(&m).await, status(&s).await);
-    assert_eq!(ms.max_offset, ss.max_offset, "{ms:?} vs {ss:?}");
+    slave_has_everything(&m, &s).await;
     slave.shutdown().await;
     master.shutdown().await;
 }

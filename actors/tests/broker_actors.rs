@@ -569,3 +569,36 @@ async fn the_brokers_own_topics_are_refused_by_create_and_a_hand_made_config_del
     broker.shutdown().await;
     drop(ns);
 }
+
+/// `BrokerHandle::shutdown` closes the HA listener: it stayed open before,
+/// so an in-process restart fell back to an ephemeral HA port and each
+/// start/stop cycle leaked the listener.
+#[actix_rt::test]
+async fn shutdown_closes_the_ha_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = BrokerConfig {
+        port: 0,
+        namesrv: "127.0.0.1:1".into(),
+        ha_port: Some(0),
+        ..Default::default()
+    };
+    cfg.store.data_dir = dir.path().to_path_buf();
+    cfg.store.segment_size = 1 << 20;
+    let broker = start_broker(cfg, log()).await.unwrap();
+    let host = broker.config.listen_host.clone();
+    let ha = broker.config.ha_port.expect("a master binds an HA port");
+    assert!(tokio::net::TcpListener::bind((host.as_str(), ha))
+        .await
+        .is_err());
+    broker.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpListener::bind((host.as_str(), ha)).await {
+            Ok(_) => break,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("HA port {ha} still taken after shutdown: {e}"),
+        }
+    }
+}

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! `SKYLARK_HTTP_PORT` (default 8080) and `SKYLARK_DATA_DIR` (default a
-//! temporary directory) change where it listens and stores.
+//! temporary directory, removed on exit) change where it listens and
+//! stores. The store has `skylark standalone`'s laptop-sized defaults
+//! (64 MiB CommitLog segments).
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use skylark::client::{ClientConfig, Producer};
@@ -34,9 +36,16 @@ async fn send(
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let log = skylark::logging::logger("info", false);
-    let dir = match std::env::var("SKYLARK_DATA_DIR") {
-        Ok(d) => std::path::PathBuf::from(d),
-        Err(_) => std::env::temp_dir().join(format!("skylark-embedded-{}", std::process::id())),
+    // The temporary directory (when SKYLARK_DATA_DIR names none) is
+    // removed when `temp` drops, on exit; a directory of the user's is kept.
+    let (dir, _temp) = match std::env::var("SKYLARK_DATA_DIR") {
+        Ok(d) => (std::path::PathBuf::from(d), None),
+        Err(_) => {
+            let t = tempfile::Builder::new()
+                .prefix("skylark-embedded-")
+                .tempdir()?;
+            (t.path().to_path_buf(), Some(t))
+        }
     };
     // Port 0: let the OS pick free ports for the NameServer and the Broker.
     let node = skylark::embedded::start_standalone(&dir, 0, 0, log).await?;

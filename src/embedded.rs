@@ -12,6 +12,11 @@
 //! ```
 //!
 //! Port 0 picks free ports; [`Standalone::namesrv_addr`] tells which.
+//!
+//! The store has `skylark standalone`'s laptop-sized defaults
+//! ([`crate::config::STANDALONE_STORE_DEFAULTS`]: 64 MiB CommitLog
+//! segments, ≈8.4 MB IndexFiles), except in a data directory whose
+//! CommitLog was made with RocketMQ's 1 GiB segments, which keeps them.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -62,7 +67,23 @@ pub async fn start_standalone(
         namesrv: namesrv.local_addr().to_string(),
         ..BrokerConfig::default()
     };
+    if !crate::cli::server::has_rocketmq_sized_commit_log(data_dir) {
+        bcfg.store = standalone_store()?;
+    }
     bcfg.store.data_dir = data_dir.to_path_buf();
     let broker = start_broker(bcfg, log).await?;
     Ok(Standalone { namesrv, broker })
+}
+
+/// The store of `skylark standalone` ([`crate::config::standalone_defaults`]
+/// over the store's serde defaults), without the file or the environment
+/// `skylark standalone` also reads: an embedding application configures
+/// through [`start_broker`].
+fn standalone_store() -> anyhow::Result<skylark_actors::message_store::StoreConfig> {
+    let mut b = config::Config::builder();
+    for (k, v) in crate::config::standalone_defaults() {
+        b = b.set_default(k, v)?;
+    }
+    let cfg: BrokerConfig = b.build()?.try_deserialize()?;
+    Ok(cfg.store)
 }

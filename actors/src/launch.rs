@@ -91,6 +91,10 @@ impl BrokerHandle {
     pub async fn shutdown(mut self) {
         self.server.stop_accepting();
         self.rocketmq.take();
+        let _ = self
+            .replicator
+            .send(crate::replicator::StopReplication)
+            .await;
         if let Some(m) = self.metrics.take() {
             m.stop().await;
         }

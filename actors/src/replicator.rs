@@ -94,6 +94,9 @@ pub struct Replicator {
     /// Slave: push local offsets on the next successful metadata sync.
     push_offsets: bool,
     syncing: bool,
+    /// The HA accept loop (master) or the HA client (slave): aborted when
+    /// the replicator stops, which closes the HA listener.
+    ha_task: Option<tokio::task::JoinHandle<()>>,
     log: Logger,
 }
 
@@ -136,6 +139,7 @@ impl Replicator {
             master_max: 0,
             push_offsets: true,
             syncing: false,
+            ha_task: None,
             log: log.new(slog::o!("actor" => "replicator")),
         }
     }
@@ -202,7 +206,7 @@ impl Actor for Replicator {
                     },
                 };
             let fut = slave::run(peers, self.log.clone());
-            actix_rt::spawn(fut);
+            self.ha_task = Some(actix_rt::spawn(fut));
             let every = Duration::from_secs(self.config.metadata_sync_interval_secs.max(1));
             ctx.run_interval(every, |act, ctx| act.sync_metadata(ctx));
         } else if let Some(listener) = self.listener.take() {
@@ -221,8 +225,29 @@ impl Actor for Replicator {
                 ),
                 self.log.clone(),
             );
-            actix_rt::spawn(fut);
+            self.ha_task = Some(actix_rt::spawn(fut));
         }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(t) = self.ha_task.take() {
+            t.abort();
+        }
+        // Ends every slave session (each waits on its kick).
+        self.kicks.clear();
+    }
+}
+
+/// Stops replication: the HA listener closes, slave sessions end (the
+/// broker's shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopReplication;
+
+impl Handler<StopReplication> for Replicator {
+    type Result = ();
+    fn handle(&mut self, _: StopReplication, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 

@@ -47,6 +47,19 @@ async fn start(dir: tempfile::TempDir) -> Node {
     }
 }
 
+/// A master on ephemeral client and HA ports, with no reachable NameServer.
+fn master_on_ephemeral_ports(dir: &tempfile::TempDir) -> BrokerConfig {
+    let mut cfg = BrokerConfig {
+        port: 0,
+        namesrv: "127.0.0.1:1".into(),
+        ha_port: Some(0),
+        ..Default::default()
+    };
+    cfg.store.data_dir = dir.path().to_path_buf();
+    cfg.store.segment_size = 1 << 20;
+    cfg
+}
+
 async fn client(addr: std::net::SocketAddr) -> RpcClient {
     RpcClient::connect(&addr.to_string(), Duration::from_secs(5))
         .await
@@ -423,14 +436,7 @@ async fn topics_and_offsets_survive_a_clean_restart() {
 #[actix_rt::test]
 async fn a_start_failing_after_the_store_opened_frees_the_data_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = BrokerConfig {
-        port: 0,
-        namesrv: "127.0.0.1:1".into(),
-        ha_port: Some(0),
-        ..Default::default()
-    };
-    cfg.store.data_dir = dir.path().to_path_buf();
-    cfg.store.segment_size = 1 << 20;
+    let cfg = master_on_ephemeral_ports(&dir);
     let groups = dir.path().join("config").join("subscriptionGroup.json");
     std::fs::create_dir_all(groups.parent().unwrap()).unwrap();
     std::fs::write(&groups, "not json").unwrap();
@@ -568,4 +574,30 @@ async fn the_brokers_own_topics_are_refused_by_create_and_a_hand_made_config_del
     let Node { ns, broker, _dir } = node;
     broker.shutdown().await;
     drop(ns);
+}
+
+/// `BrokerHandle::shutdown` closes the HA listener: it stayed open before,
+/// so an in-process restart fell back to an ephemeral HA port and each
+/// start/stop cycle leaked the listener.
+#[actix_rt::test]
+async fn shutdown_closes_the_ha_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = master_on_ephemeral_ports(&dir);
+    let broker = start_broker(cfg, log()).await.unwrap();
+    let host = broker.config.listen_host.clone();
+    let ha = broker.config.ha_port.expect("a master binds an HA port");
+    assert!(tokio::net::TcpListener::bind((host.as_str(), ha))
+        .await
+        .is_err());
+    broker.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpListener::bind((host.as_str(), ha)).await {
+            Ok(_) => break,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("HA port {ha} still taken after shutdown: {e}"),
+        }
+    }
 }

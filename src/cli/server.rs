@@ -84,7 +84,7 @@ fn broker_overrides<'a>(
 
 /// Whether `data_dir` holds a CommitLog made with RocketMQ's 1 GiB
 /// segments (a standalone store from before its laptop-sized defaults).
-fn has_rocketmq_sized_commit_log(data_dir: &std::path::Path) -> bool {
+pub(crate) fn has_rocketmq_sized_commit_log(data_dir: &std::path::Path) -> bool {
     let rocketmq_segment = skylark_actors::message_store::StoreConfig::default().segment_size;
     std::fs::read_dir(data_dir.join("commitlog"))
         .map(|d| {

@@ -23,7 +23,7 @@
 //! Messages answered: [`SessionOpened`], [`SessionClosed`], [`SlaveAck`],
 //! [`WaitReplicated`], [`InSyncSlaves`], [`SetRequiredSlaves`] (master);
 //! [`MasterAddrs`], [`GetMasterHa`], [`SlaveProgress`], [`SyncSoon`]
-//! (slave); [`GetStatus`] (both).
+//! (slave); [`GetStatus`], [`StopReplication`] (both).
 
 pub mod acks;
 pub mod master;

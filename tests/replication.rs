@@ -1287,6 +1287,9 @@ fn replication_message_queries_fall_back_to_the_slave_when_the_master_is_down() 
     ok(&[
         "admin", "topic", "create", "--name", "OnlyA", "--queues", "2",
     ]);
+    ok(&[
+        "admin", "topic", "create", "--name", "OnlyA2", "--queues", "1",
+    ]);
     let sent = json_lines(
         &ok(&[
             "produce", "--topic", "OnlyA", "--count", "3", "--body", "q", "--key", "k", "--json",
@@ -1357,6 +1360,22 @@ fn replication_message_queries_fall_back_to_the_slave_when_the_master_is_down() 
         assert_eq!(got, all, "{args:?}");
         assert!(stderr.contains(&from_slave), "{args:?}: {stderr}");
     }
+    // A unique key no message has is looked up on every topic: the note
+    // is said once, not once per topic.
+    let out = cli(
+        &both,
+        &[
+            "admin",
+            "message",
+            "by-id",
+            "0123456789ABCDEF0123456789ABCDEF",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.matches(&from_slave).count() == 1,
+        "{stderr}"
+    );
     let by_id = format!("/api/messages?id={}", ids[2]);
     let (code, body) = common::http_get(dashboard, &by_id, None);
     assert_eq!(code, 200, "{body}");

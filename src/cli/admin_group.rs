@@ -90,13 +90,26 @@ pub(super) async fn read_group_each<R: Rpc, Q: Borrow<R>>(
     )
 }
 
-/// Notes on stderr that broker group `name` was answered by its slave.
+/// Notes on stderr that broker group `name` was answered by its slave,
+/// once per command: a query over every topic reads each group many times.
 pub(super) fn note_from_slave<T>(name: &str, a: &Answer<T>) {
     if a.from_slave {
-        note!(
+        note_once(format!(
             "note: broker group '{name}' answered from its slave {} (master unreachable)",
             a.addr
-        );
+        ));
+    }
+}
+
+/// Writes `line` on stderr unless this process already wrote it.
+fn note_once(line: String) {
+    static SEEN: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+    let first = SEEN
+        .lock()
+        .map(|mut s| s.insert(line.clone()))
+        .unwrap_or(true);
+    if first {
+        note!("{line}");
     }
 }
 
@@ -137,7 +150,7 @@ pub(super) async fn read_groups<R: Rpc>(
         bail!("{}", unanswered.join("; "));
     }
     for e in &unanswered {
-        note!("warning: left out: {e}");
+        note_once(format!("warning: left out: {e}"));
     }
     Ok((answers, unanswered))
 }

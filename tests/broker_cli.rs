@@ -474,6 +474,64 @@ fn a_second_broker_on_a_data_directory_in_use_is_refused() {
     assert!(err.contains("'TBW102' is reserved"), "{err}");
 }
 
+/// A data directory a controller-mode broker wrote (it has `epoch.json`)
+/// started with a fixed role would take writes the group's master never
+/// has, and could not rejoin: it is refused, for `broker` and `standalone`.
+#[test]
+fn a_controller_mode_data_directory_is_refused_with_a_fixed_role() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("epoch.json"),
+        br#"[{"epoch":3,"start_offset":0}]"#,
+    )
+    .unwrap();
+    let port = common::free_port().to_string();
+    let ns = format!("127.0.0.1:{}", common::free_port());
+    for args in [
+        &["broker", "--port", &port, "--namesrv", &ns][..],
+        &[
+            "standalone",
+            "--broker-port",
+            &port,
+            "--namesrv-port",
+            &ns[10..],
+            "--no-metrics",
+            "--no-dashboard",
+            "--no-remoting",
+        ],
+    ] {
+        let mut child = Command::new(bin())
+            .args(["--log-level", "warn"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("SKYLARK_HA_PORT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let exited = common::wait_until(Duration::from_secs(20), || {
+            child.try_wait().ok().flatten().is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(exited, "{args:?} started on a controller-mode data dir");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("was written by a broker in controller mode")
+                && err.contains("enable_controller_mode = true"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !dir.path().join("commitlog").exists(),
+            "{args:?} wrote a store"
+        );
+    }
+}
+
 /// A producer started before any broker waits for a route (the NameServer
 /// holds its request) and sends as soon as a broker registers.
 #[test]

@@ -226,6 +226,7 @@ fn log_advertised(cfg: &BrokerConfig, log: &Logger) {
 /// ([`crate::config::STANDALONE_STORE_DEFAULTS`]).
 pub fn standalone(a: StandaloneArgs, log: Logger) -> anyhow::Result<()> {
     let mut bcfg = standalone_broker_config(&a, &log)?;
+    refuse_controller_data_dir(&bcfg)?;
     let host = bcfg.listen_host.clone();
     for w in waits_past_the_client_timeout(&bcfg) {
         warn!(log, "{w}");
@@ -348,10 +349,30 @@ fn waits_past_the_client_timeout(cfg: &BrokerConfig) -> Vec<String> {
     .collect()
 }
 
+/// Refuses a fixed role on a data directory a controller-mode broker
+/// wrote (it has `epoch.json`): such a broker takes writes outside the
+/// controller's epochs, the group's master never has them, and when the
+/// directory rejoins controller mode its log cannot be reconciled — its
+/// acknowledged messages are lost and its replication stalls.
+fn refuse_controller_data_dir(cfg: &BrokerConfig) -> anyhow::Result<()> {
+    let epochs = skylark_actors::message_store::epoch::path(&cfg.store.data_dir);
+    if !cfg.enable_controller_mode && epochs.exists() {
+        anyhow::bail!(
+            "data directory {} was written by a broker in controller mode ({} exists): \
+             start it with enable_controller_mode = true; to run it with a fixed role \
+             instead, give the broker a new data directory",
+            cfg.store.data_dir.display(),
+            epochs.display()
+        );
+    }
+    Ok(())
+}
+
 /// `skylark broker`.
 pub fn broker(a: BrokerArgs, log: Logger) -> anyhow::Result<()> {
     let o = broker_overrides(&a.data_dir, a.port, &a.host, a.flush, &a.namesrv);
     let cfg: BrokerConfig = load(a.config.as_deref(), &o)?;
+    refuse_controller_data_dir(&cfg)?;
     for w in waits_past_the_client_timeout(&cfg) {
         warn!(log, "{w}");
     }

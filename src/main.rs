@@ -1,6 +1,6 @@
 //! The `skylark` binary: a thin `main` around the library (docs/architecture.md).
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use skylark::cli::{self, Cli, Cmd};
 
 /// mimalloc: the broker allocates and frees many small, short-lived
@@ -19,8 +19,25 @@ fn say_error(e: &dyn std::fmt::Display) {
     let _ = writeln!(std::io::stderr(), "error: {e}");
 }
 
+/// Whether argument `id` was typed on the command line (not taken from
+/// the environment), before or after the subcommand.
+fn typed(m: &clap::ArgMatches, id: &str) -> bool {
+    m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        || m.subcommand().is_some_and(|(_, sub)| typed(sub, id))
+}
+
 fn main() {
-    let mut cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let server = cli::ServerFlags {
+        credentials: cli.access_key.clone().zip(cli.secret_key.clone()),
+        tls: [
+            ("tls_ca", &cli.tls_ca),
+            ("tls_cert", &cli.tls_cert),
+            ("tls_key", &cli.tls_key),
+        ]
+        .map(|(id, v)| v.clone().filter(|_| typed(&matches, id))),
+    };
     if let Err(e) = skylark::logging::parse_level(&cli.log_level) {
         say_error(&e);
         std::process::exit(2);
@@ -39,10 +56,10 @@ fn main() {
     }
     let log = skylark::logging::logger(&cli.log_level, cli.log_json);
     let result = match cli.cmd {
-        Cmd::Standalone(a) => cli::server::standalone(a, log.clone()),
-        Cmd::Namesrv(a) => cli::server::namesrv(a, log.clone()),
-        Cmd::Broker(a) => cli::server::broker(a, log.clone()),
-        Cmd::Controller(a) => cli::controller::run(a, log.clone()),
+        Cmd::Standalone(a) => cli::server::standalone(a, &server, log.clone()),
+        Cmd::Namesrv(a) => cli::server::namesrv(a, &server, log.clone()),
+        Cmd::Broker(a) => cli::server::broker(a, &server, log.clone()),
+        Cmd::Controller(a) => cli::controller::run(a, &server, log.clone()),
         Cmd::Produce(a) if a.transaction.is_some() => cli::produce_tx::run(a),
         Cmd::Produce(a) => cli::produce::run(a),
         Cmd::Consume(a) => cli::consume::run(a),

@@ -119,10 +119,10 @@ impl Cluster {
             .arg(format!("127.0.0.1:{namesrv_port}"))
             .args(["--port", &broker_port.to_string(), "--data-dir"])
             .arg(&data)
-            // The broker's own credential comes from its configuration
-            // (here the environment: access_key / secret_key).
-            .env("SKYLARK_ACCESS_KEY", "broker")
-            .env("SKYLARK_SECRET_KEY", BROKER_SECRET)
+            // The broker's own credential: its flags (they set its
+            // access_key / secret_key; they were ignored, and the broker
+            // ran unsigned). The NameServer's comes from the environment.
+            .args(["--access-key", "broker", "--secret-key", BROKER_SECRET])
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         for (k, v) in &env {

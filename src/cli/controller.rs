@@ -64,7 +64,7 @@ pub struct ElectArgs {
 }
 
 /// `skylark controller`: runs until SIGTERM or Ctrl-C.
-pub fn run(a: ControllerArgs, log: Logger) -> anyhow::Result<()> {
+pub fn run(a: ControllerArgs, flags: &super::ServerFlags, log: Logger) -> anyhow::Result<()> {
     let mut o: Vec<(&str, Value)> = Vec::new();
     if let Some(n) = a.node_id {
         o.push(("node_id", Value::from(n)));
@@ -78,6 +78,7 @@ pub fn run(a: ControllerArgs, log: Logger) -> anyhow::Result<()> {
     if let Some(p) = a.peers {
         o.push(("peers", Value::from(p)));
     }
+    o.extend(flags.overrides("controller", None)?);
     let cfg: ControllerConfig = load(a.config.as_deref(), &o)?;
     cfg.peer_map()?;
     let rt = tokio::runtime::Builder::new_multi_thread()

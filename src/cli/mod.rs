@@ -183,6 +183,54 @@ pub fn set_credentials(
     }
 }
 
+/// The global security flags as a server subcommand takes them: settings
+/// of the server itself (its own account, the CA it verifies the servers
+/// it dials against, the certificate it presents), winning over its file
+/// and environment like its other flags (docs/security.md).
+#[derive(Debug, Default)]
+pub struct ServerFlags {
+    /// `--access-key`/`--secret-key` (or `SKYLARK_ACCESS_KEY` /
+    /// `SKYLARK_SECRET_KEY`, which are the servers' own environment keys).
+    pub credentials: Option<(String, String)>,
+    /// `--tls-ca`, `--tls-cert`, `--tls-key` when typed on the command
+    /// line: their environment variables are a client's, and a server's
+    /// are `SKYLARK_TLS_CA_FILE`, ... .
+    pub tls: [Option<String>; 3],
+}
+
+impl ServerFlags {
+    /// The flags as configuration overrides of `skylark {server}`:
+    /// `tls_keys` are the keys the three TLS flags set, `None` when the
+    /// server dials nothing over TLS (the flags are then refused).
+    pub fn overrides(
+        &self,
+        server: &str,
+        tls_keys: Option<[&'static str; 3]>,
+    ) -> anyhow::Result<Vec<(&'static str, config::Value)>> {
+        const FLAGS: [&str; 3] = ["--tls-ca", "--tls-cert", "--tls-key"];
+        let mut o = Vec::new();
+        if let Some((a, s)) = &self.credentials {
+            o.push(("access_key", config::Value::from(a.clone())));
+            o.push(("secret_key", config::Value::from(s.clone())));
+        }
+        for (flag, (v, key)) in FLAGS.iter().zip(self.tls.iter().zip(0..)) {
+            let Some(v) = v else { continue };
+            match tls_keys {
+                Some(keys) => o.push((keys[key], config::Value::from(v.clone()))),
+                None => anyhow::bail!(
+                    "{flag} is not a setting of `skylark {server}`: it dials no server over TLS \
+                     (its own TLS is tls_mode, tls_cert_file and tls_key_file in its file)"
+                ),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// The keys a broker's `--tls-ca`, `--tls-cert` and `--tls-key` set.
+pub const BROKER_TLS_KEYS: [&str; 3] =
+    ["tls_ca_file", "tls_client_cert_file", "tls_client_key_file"];
+
 /// The client configuration of a CLI command: these NameServers, signed
 /// with the command line's credentials if any.
 pub fn client_config(namesrv: &str) -> crate::client::ClientConfig {
@@ -792,4 +840,42 @@ pub struct BenchArgs {
     /// Print one final JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ServerFlags, BROKER_TLS_KEYS};
+
+    #[test]
+    fn server_flags_become_the_servers_keys_or_are_refused() {
+        let flags = ServerFlags {
+            credentials: Some(("broker".into(), "s".into())),
+            tls: [Some("ca.pem".into()), None, Some("c.key".into())],
+        };
+        let keys: Vec<&str> = flags
+            .overrides("broker", Some(BROKER_TLS_KEYS))
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "access_key",
+                "secret_key",
+                "tls_ca_file",
+                "tls_client_key_file"
+            ]
+        );
+        let e = flags.overrides("namesrv", None).unwrap_err().to_string();
+        assert!(
+            e.contains("--tls-ca is not a setting of `skylark namesrv`"),
+            "{e}"
+        );
+        let creds_only = ServerFlags {
+            credentials: Some(("admin".into(), "s".into())),
+            ..ServerFlags::default()
+        };
+        assert_eq!(creds_only.overrides("controller", None).unwrap().len(), 2);
+    }
 }

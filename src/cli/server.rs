@@ -9,7 +9,7 @@ use skylark_actors::config::{BrokerConfig, LocalHost, NameServerConfig};
 use skylark_actors::namesrv::{dashboard, rocketmq};
 use slog::{info, warn, Logger};
 
-use super::{BrokerArgs, NamesrvArgs, StandaloneArgs};
+use super::{BrokerArgs, NamesrvArgs, ServerFlags, StandaloneArgs};
 use crate::config::load;
 use crate::embedded;
 
@@ -167,8 +167,13 @@ async fn standalone_remoting(
 /// ignored with a warning (a copy of conf/broker.toml names one, and
 /// `SKYLARK_NAMESRV` is also the clients' variable, so refusing them would
 /// refuse ordinary setups).
-fn standalone_broker_config(a: &StandaloneArgs, log: &Logger) -> anyhow::Result<BrokerConfig> {
-    let o = broker_overrides(&a.data_dir, a.broker_port, &a.host, a.flush, &None);
+fn standalone_broker_config(
+    a: &StandaloneArgs,
+    flags: &ServerFlags,
+    log: &Logger,
+) -> anyhow::Result<BrokerConfig> {
+    let mut o = broker_overrides(&a.data_dir, a.broker_port, &a.host, a.flush, &None);
+    o.extend(flags.overrides("standalone", Some(super::BROKER_TLS_KEYS))?);
     let load = |store_sizes: bool| {
         let mut d = crate::config::standalone_broker_defaults(store_sizes);
         // Empty unless the file or the environment sets one.
@@ -224,8 +229,8 @@ fn log_advertised(cfg: &BrokerConfig, log: &Logger) {
 /// `skylark standalone`: a NameServer and a Broker in one process, with
 /// laptop-sized store defaults for a new data directory
 /// ([`crate::config::STANDALONE_STORE_DEFAULTS`]).
-pub fn standalone(a: StandaloneArgs, log: Logger) -> anyhow::Result<()> {
-    let mut bcfg = standalone_broker_config(&a, &log)?;
+pub fn standalone(a: StandaloneArgs, flags: &ServerFlags, log: Logger) -> anyhow::Result<()> {
+    let mut bcfg = standalone_broker_config(&a, flags, &log)?;
     refuse_controller_data_dir(&bcfg)?;
     let host = bcfg.listen_host.clone();
     for w in waits_past_the_client_timeout(&bcfg) {
@@ -294,7 +299,7 @@ pub fn standalone(a: StandaloneArgs, log: Logger) -> anyhow::Result<()> {
 }
 
 /// `skylark namesrv`.
-pub fn namesrv(a: NamesrvArgs, log: Logger) -> anyhow::Result<()> {
+pub fn namesrv(a: NamesrvArgs, flags: &ServerFlags, log: Logger) -> anyhow::Result<()> {
     let mut o: Vec<(&str, Value)> = Vec::new();
     if let Some(p) = a.port {
         o.push(("port", Value::from(p as i64)));
@@ -302,6 +307,7 @@ pub fn namesrv(a: NamesrvArgs, log: Logger) -> anyhow::Result<()> {
     if let Some(h) = a.host {
         o.push(("listen_host", Value::from(h)));
     }
+    o.extend(flags.overrides("namesrv", None)?);
     let cfg: NameServerConfig = load(a.config.as_deref(), &o)?;
     run_system(async move {
         let ns = embedded::start_namesrv(cfg, log.clone())
@@ -369,8 +375,9 @@ fn refuse_controller_data_dir(cfg: &BrokerConfig) -> anyhow::Result<()> {
 }
 
 /// `skylark broker`.
-pub fn broker(a: BrokerArgs, log: Logger) -> anyhow::Result<()> {
-    let o = broker_overrides(&a.data_dir, a.port, &a.host, a.flush, &a.namesrv);
+pub fn broker(a: BrokerArgs, flags: &ServerFlags, log: Logger) -> anyhow::Result<()> {
+    let mut o = broker_overrides(&a.data_dir, a.port, &a.host, a.flush, &a.namesrv);
+    o.extend(flags.overrides("broker", Some(super::BROKER_TLS_KEYS))?);
     let cfg: BrokerConfig = load(a.config.as_deref(), &o)?;
     refuse_controller_data_dir(&cfg)?;
     for w in waits_past_the_client_timeout(&cfg) {

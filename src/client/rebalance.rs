@@ -102,26 +102,26 @@ pub fn allocate(
             .map(|(_, q)| q.clone())
             .collect(),
         AllocateStrategy::ConsistentHash { virtual_nodes } => {
-            let mut ring: Vec<(u64, usize)> = members
-                .iter()
-                .enumerate()
-                .flat_map(|(i, m)| {
-                    (0..virtual_nodes.max(1))
-                        .map(move |v| (fnv1a(format!("{m}-{v}").as_bytes()), i))
-                })
-                .collect();
-            ring.sort_unstable();
+            // RocketMQ's ConsistentHashRouter: a member's virtual node `v`
+            // sits at hash("{member}-{v}"), inserted in member order (a
+            // later node on the same point replaces an earlier one, as in
+            // its TreeMap); a queue belongs to the first node at or after
+            // its hash, wrapping around.
+            let mut ring = std::collections::BTreeMap::new();
+            for (i, m) in members.iter().enumerate() {
+                for v in 0..virtual_nodes.max(1) {
+                    ring.insert(ring_hash(&format!("{m}-{v}")), i);
+                }
+            }
             queues
                 .iter()
                 .filter(|q| {
-                    let h =
-                        fnv1a(format!("{}@{}@{}", q.topic, q.broker_name, q.queue_id).as_bytes());
-                    let owner = ring
-                        .iter()
-                        .find(|(p, _)| *p >= h)
-                        .or_else(|| ring.first())
-                        .map(|(_, i)| *i);
-                    owner == Some(index)
+                    let h = ring_hash(&format!(
+                        "MessageQueue [topic={}, brokerName={}, queueId={}]",
+                        q.topic, q.broker_name, q.queue_id
+                    ));
+                    let owner = ring.range(h..).next().or_else(|| ring.iter().next());
+                    owner.map(|(_, i)| *i) == Some(index)
                 })
                 .cloned()
                 .collect()
@@ -129,11 +129,14 @@ pub fn allocate(
     }
 }
 
-/// 64-bit FNV-1a: stable across processes and versions (unlike std's hasher).
-fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+/// RocketMQ's `MD5Hash`: the first four bytes of the key's MD5, big-endian.
+/// (A 64-bit FNV-1a, used before, put keys that differ in their last
+/// character next to each other: every queue of a topic fell into one arc
+/// of the ring and went to one member.)
+fn ring_hash(key: &str) -> u64 {
+    use md5::Digest as _;
+    let d = md5::Md5::digest(key.as_bytes());
+    u64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]]))
 }
 
 #[cfg(test)]
@@ -211,6 +214,32 @@ mod tests {
         let s = AllocateStrategy::AverageByCircle;
         assert_eq!(ids(&allocate(s, "c0", &ms, &qs)), vec![0, 3, 6]);
         assert_eq!(ids(&allocate(s, "c2", &ms, &qs)), vec![2, 5]);
+    }
+
+    #[test]
+    fn consistent_hash_is_rocketmqs_ring_and_spreads_the_queues() {
+        let s = AllocateStrategy::ConsistentHash { virtual_nodes: 10 };
+        // RocketMQ's AllocateMessageQueueConsistentHash on the same lists
+        // (computed apart, from its MD5Hash and MessageQueue.toString()).
+        let ms = members(3);
+        let qs = queues(16);
+        let got: Vec<Vec<u32>> = ms.iter().map(|m| ids(&allocate(s, m, &ms, &qs))).collect();
+        assert_eq!(
+            got,
+            [
+                vec![3, 4, 6, 10, 15],
+                vec![1, 2, 5, 9, 11],
+                vec![0, 7, 8, 12, 13, 14]
+            ]
+        );
+        // Every member of a small group gets some of a topic's queues (the
+        // FNV ring gave all of them to one member).
+        for nm in 2..4 {
+            let ms = members(nm);
+            for m in &ms {
+                assert!(!allocate(s, m, &ms, &queues(8)).is_empty(), "{m} of {nm}");
+            }
+        }
     }
 
     #[test]

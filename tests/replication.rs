@@ -1376,6 +1376,24 @@ fn replication_message_queries_fall_back_to_the_slave_when_the_master_is_down() 
         !out.status.success() && stderr.matches(&from_slave).count() == 1,
         "{stderr}"
     );
+    // Broker status: the slave's, and the master said unreachable (it
+    // printed nothing and failed on the first broker that did not answer).
+    let out = cli(&both, &["admin", "--json", "broker", "status"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines = json_lines(&out.stdout);
+    let answered = |id: u64| {
+        lines
+            .iter()
+            .find(|v| v["broker_id"] == id)
+            .map(|v| v["status"].is_object())
+    };
+    assert_eq!(answered(1), Some(true), "{lines:?}");
+    assert_eq!(answered(0), Some(false), "{lines:?}");
+    assert!(
+        stderr.contains("left out: broker broker-a (id 0"),
+        "{stderr}"
+    );
     let by_id = format!("/api/messages?id={}", ids[2]);
     let (code, body) = common::http_get(dashboard, &by_id, None);
     assert_eq!(code, 200, "{body}");

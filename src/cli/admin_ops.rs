@@ -534,8 +534,25 @@ pub async fn broker_status(
     json: bool,
 ) -> anyhow::Result<()> {
     let req = skylark_codec::GetBrokerRuntimeStatusRequest {};
-    for (name, id, addr) in brokers(ns, a.broker.as_deref(), false).await? {
-        let status = call(cfg, &addr, None, &req).await?;
+    let targets = brokers(ns, a.broker.as_deref(), false).await?;
+    let mut failed = Vec::new();
+    for (name, id, addr) in &targets {
+        // A broker that does not answer is reported and left out: the
+        // others' status is what an operator needs while one is down.
+        let status = match call(cfg, addr, None, &req).await {
+            Ok(s) => s,
+            Err(e) => {
+                let e = format!("broker {name} (id {id}, {addr}) unreachable: {e}");
+                if json {
+                    out!(
+                        "{}",
+                        json!({"broker_name": name, "broker_id": id, "addr": addr, "error": e})
+                    );
+                }
+                failed.push(e);
+                continue;
+            }
+        };
         if json {
             let table: serde_json::Map<String, serde_json::Value> = status
                 .table
@@ -552,6 +569,12 @@ pub async fn broker_status(
                 out!("  {k:<32} {v}");
             }
         }
+    }
+    if failed.len() == targets.len() && !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    for e in &failed {
+        note!("warning: left out: {e}");
     }
     Ok(())
 }

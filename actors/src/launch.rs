@@ -7,7 +7,10 @@
 //! accepts connections on one worker Arbiter per core. [`BrokerHandle::shutdown`]
 //! is the graceful stop: no new connections, unregister from the
 //! NameServers, persist offsets, flush and write a clean checkpoint so the
-//! next start skips the recovery scan.
+//! next start skips the recovery scan; it also stops what runs on the
+//! caller's arbiter (the RocketMQ remoting connections), so that a
+//! stopped broker answers nobody.
+//! [`NameServerHandle::shutdown`] stops a NameServer with its connections.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -87,10 +90,15 @@ impl BrokerHandle {
     }
 
     /// Graceful stop: stop accepting, unregister, persist offsets, flush and
-    /// checkpoint the store.
+    /// checkpoint the store, then close every client connection (both
+    /// ports) and stop the broker's threads.
     pub async fn shutdown(mut self) {
         self.server.stop_accepting();
-        self.rocketmq.take();
+        // Its connections run on this arbiter, not on the workers stopped
+        // below: closed here.
+        if let Some(r) = self.rocketmq.take() {
+            r.shutdown().await;
+        }
         let _ = self
             .replicator
             .send(crate::replicator::StopReplication)
@@ -110,6 +118,9 @@ impl BrokerHandle {
             Ok(Err(e)) => error!(self.log, "store shutdown failed"; "error" => %e),
             Err(e) => error!(self.log, "storage actor gone"; "error" => %e),
         }
+        // Connections closed before their threads stop: when this
+        // returns, no client is still connected.
+        self.server.shutdown().await;
         for w in &self.workers {
             w.stop();
         }
@@ -452,6 +463,33 @@ impl NameServerHandle {
     /// The bound address (useful when the port was 0).
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.server.local_addr
+    }
+
+    /// Stops the NameServer: no new connections, every established one
+    /// closed (client port and RocketMQ remoting port: a client that was
+    /// connected gets a connection error, not answers from a stopped
+    /// server), the dashboard, metrics endpoint and ACL watcher stopped.
+    /// Returns once the connections' sockets are closed. Dropping the
+    /// handle instead only stops accepting.
+    pub async fn shutdown(self) {
+        let NameServerHandle {
+            addr,
+            mut server,
+            metrics,
+            _metrics_source,
+            dashboard,
+            acl_watcher,
+            remoting,
+        } = self;
+        server.shutdown().await;
+        if let Some(r) = remoting {
+            r.shutdown().await;
+        }
+        if let Some(m) = metrics {
+            m.stop().await;
+        }
+        drop((dashboard, acl_watcher, _metrics_source));
+        let _ = addr.send(crate::namesrv::StopNameServer).await;
     }
 }
 

@@ -8,8 +8,9 @@
 //! is the graceful stop: no new connections, unregister from the
 //! NameServers, persist offsets, flush and write a clean checkpoint so the
 //! next start skips the recovery scan; it also stops what runs on the
-//! caller's arbiter (the RocketMQ remoting connections), so that a
-//! stopped broker answers nobody.
+//! caller's arbiter (the RocketMQ remoting connections, the Transaction
+//! actor, whose tick would pin the stopped threads' runtimes), so that
+//! starts and stops in one process leave nothing open.
 //! [`NameServerHandle::shutdown`] stops a NameServer with its connections.
 
 use std::net::SocketAddr;
@@ -59,6 +60,8 @@ pub struct BrokerHandle {
     pub storage: Addr<Storage>,
     pub offsets: Addr<ConsumerOffsets>,
     pub replicator: Addr<crate::replicator::Replicator>,
+    /// Stopped at shutdown: it runs on the caller's arbiter, which lives on.
+    transaction: Addr<Transaction>,
     /// The configuration it runs with (ports as bound).
     pub config: Arc<BrokerConfig>,
     server: ServerHandle,
@@ -113,6 +116,10 @@ impl BrokerHandle {
             Ok(Err(e)) => error!(self.log, "cannot persist consumer offsets"; "error" => %e),
             Err(e) => error!(self.log, "consumer offsets actor gone"; "error" => %e),
         }
+        let _ = self
+            .transaction
+            .send(crate::transaction::StopTransaction)
+            .await;
         match self.storage.send(Shutdown).await {
             Ok(Ok(())) => info!(self.log, "store flushed and checkpointed"),
             Ok(Err(e)) => error!(self.log, "store shutdown failed"; "error" => %e),
@@ -366,7 +373,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         replicator: replicator.clone(),
         store_host,
         scheduler,
-        transaction,
+        transaction: transaction.clone(),
         sub_groups,
         clients: crate::client_registry::ClientRegistry::new(Duration::from_secs(
             config.client_expire_secs.max(1),
@@ -400,6 +407,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         storage,
         offsets,
         replicator,
+        transaction,
         config,
         server,
         metrics: metrics_server,

@@ -180,3 +180,27 @@ fn standalone_restarts_leave_no_descriptor_open() {
         );
     });
 }
+
+/// A System whose future returned before its first await, with a client
+/// started in it: the client's actor was first polled while the System was
+/// torn down (actix polls an actor once when dropping it), outside any
+/// runtime, and starting its timers there panicked ("there is no reactor
+/// running").
+#[test]
+fn a_client_started_and_never_run_does_not_panic_at_teardown() {
+    static PANICS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let _serial = serial();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(info.to_string());
+        previous(info)
+    }));
+    actix::System::new().block_on(async {
+        let _p = Producer::start(ClientConfig::new("127.0.0.1:9"), "never-run").unwrap();
+    });
+    let panics = PANICS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(panics.is_empty(), "panics at teardown: {panics:?}");
+}

@@ -13,6 +13,11 @@
 //!
 //! Port 0 picks free ports; [`Standalone::namesrv_addr`] tells which.
 //!
+//! [`Standalone::shutdown`] stops both completely: listeners closed,
+//! established connections closed (a connected client gets a connection
+//! error), threads stopped and store files closed, so a start after it in
+//! the same process and System begins from nothing left over.
+//!
 //! The store has `skylark standalone`'s laptop-sized defaults
 //! ([`crate::config::STANDALONE_STORE_DEFAULTS`]: 64 MiB CommitLog
 //! segments, ≈8.4 MB IndexFiles), except in a data directory whose
@@ -41,10 +46,13 @@ impl Standalone {
     pub fn broker_addr(&self) -> SocketAddr {
         self.broker.local_addr()
     }
-    /// Graceful stop of both.
+    /// Graceful stop of both: the broker first (it unregisters from the
+    /// NameServer), then the NameServer with its connections
+    /// ([`NameServerHandle::shutdown`]): a client still connected gets a
+    /// connection error, not answers from a stopped server.
     pub async fn shutdown(self) {
         self.broker.shutdown().await;
-        drop(self.namesrv);
+        self.namesrv.shutdown().await;
     }
 }
 

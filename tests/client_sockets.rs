@@ -8,23 +8,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_until, Standalone};
+use common::{open_sockets as sockets, wait_until, wait_until_async, Standalone};
 use skylark::client::{
     ClientConfig, ConsumeResult, Producer, PullConsumer, PushConsumer, ReceivedMessage,
     TransactionProducer, TransactionState,
 };
 use skylark::codec::MessageData;
-
-/// Sockets this process has open.
-fn sockets() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
-        })
-        .count()
-}
 
 #[test]
 fn dropped_clients_close_their_connections() {
@@ -63,13 +52,8 @@ fn dropped_clients_close_their_connections() {
             t.shutdown();
         }
         assert!(sockets() > before, "the clients connected");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut now = sockets();
-        while now > before && std::time::Instant::now() < deadline {
-            actix_rt::time::sleep(Duration::from_millis(50)).await;
-            now = sockets();
-        }
-        let closed = now <= before;
+        let closed = wait_until_async(Duration::from_secs(10), || sockets() <= before).await;
+        let now = sockets();
         assert!(
             closed,
             "{before} sockets before, {now} after every client was dropped"

@@ -7,7 +7,11 @@
 //! accepts connections on one worker Arbiter per core. [`BrokerHandle::shutdown`]
 //! is the graceful stop: no new connections, unregister from the
 //! NameServers, persist offsets, flush and write a clean checkpoint so the
-//! next start skips the recovery scan.
+//! next start skips the recovery scan; it also stops what runs on the
+//! caller's arbiter (the RocketMQ remoting connections, the Transaction
+//! actor, whose tick would pin the stopped threads' runtimes), so that
+//! starts and stops in one process leave nothing open.
+//! [`NameServerHandle::shutdown`] stops a NameServer with its connections.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,6 +60,8 @@ pub struct BrokerHandle {
     pub storage: Addr<Storage>,
     pub offsets: Addr<ConsumerOffsets>,
     pub replicator: Addr<crate::replicator::Replicator>,
+    /// Stopped at shutdown: it runs on the caller's arbiter, which lives on.
+    transaction: Addr<Transaction>,
     /// The configuration it runs with (ports as bound).
     pub config: Arc<BrokerConfig>,
     server: ServerHandle,
@@ -87,10 +93,15 @@ impl BrokerHandle {
     }
 
     /// Graceful stop: stop accepting, unregister, persist offsets, flush and
-    /// checkpoint the store.
+    /// checkpoint the store, then close every client connection (both
+    /// ports) and stop the broker's threads.
     pub async fn shutdown(mut self) {
         self.server.stop_accepting();
-        self.rocketmq.take();
+        // Its connections run on this arbiter, not on the workers stopped
+        // below: closed here.
+        if let Some(r) = self.rocketmq.take() {
+            r.shutdown().await;
+        }
         let _ = self
             .replicator
             .send(crate::replicator::StopReplication)
@@ -105,11 +116,18 @@ impl BrokerHandle {
             Ok(Err(e)) => error!(self.log, "cannot persist consumer offsets"; "error" => %e),
             Err(e) => error!(self.log, "consumer offsets actor gone"; "error" => %e),
         }
+        let _ = self
+            .transaction
+            .send(crate::transaction::StopTransaction)
+            .await;
         match self.storage.send(Shutdown).await {
             Ok(Ok(())) => info!(self.log, "store flushed and checkpointed"),
             Ok(Err(e)) => error!(self.log, "store shutdown failed"; "error" => %e),
             Err(e) => error!(self.log, "storage actor gone"; "error" => %e),
         }
+        // Connections closed before their threads stop: when this
+        // returns, no client is still connected.
+        self.server.shutdown().await;
         for w in &self.workers {
             w.stop();
         }
@@ -355,7 +373,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         replicator: replicator.clone(),
         store_host,
         scheduler,
-        transaction,
+        transaction: transaction.clone(),
         sub_groups,
         clients: crate::client_registry::ClientRegistry::new(Duration::from_secs(
             config.client_expire_secs.max(1),
@@ -389,6 +407,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         storage,
         offsets,
         replicator,
+        transaction,
         config,
         server,
         metrics: metrics_server,
@@ -452,6 +471,33 @@ impl NameServerHandle {
     /// The bound address (useful when the port was 0).
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.server.local_addr
+    }
+
+    /// Stops the NameServer: no new connections, every established one
+    /// closed (client port and RocketMQ remoting port: a client that was
+    /// connected gets a connection error, not answers from a stopped
+    /// server), the dashboard, metrics endpoint and ACL watcher stopped.
+    /// Returns once the connections' sockets are closed. Dropping the
+    /// handle instead only stops accepting.
+    pub async fn shutdown(self) {
+        let NameServerHandle {
+            addr,
+            mut server,
+            metrics,
+            _metrics_source,
+            dashboard,
+            acl_watcher,
+            remoting,
+        } = self;
+        server.shutdown().await;
+        if let Some(r) = remoting {
+            r.shutdown().await;
+        }
+        if let Some(m) = metrics {
+            m.stop().await;
+        }
+        drop((dashboard, acl_watcher, _metrics_source));
+        let _ = addr.send(crate::namesrv::StopNameServer).await;
     }
 }
 

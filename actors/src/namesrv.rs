@@ -7,7 +7,7 @@
 //!
 //! Messages answered: [`RegisterBroker`], [`UnregisterBroker`],
 //! [`GetRouteInfo`], [`WaitRouteInfo`], [`GetClusterInfo`], [`GetTopicList`],
-//! [`GetRemotingAddrs`] (+ the scan tick).
+//! [`GetRemotingAddrs`], [`StopNameServer`] (+ the scan tick).
 //!
 //! A client that finds no route for a topic (no broker has registered it
 //! yet) can ask with `wait_ms` ([`WaitRouteInfo`]): its answer is held
@@ -158,6 +158,19 @@ impl Handler<GetRemotingAddrs> for NameServer {
     type Result = MessageResult<GetRemotingAddrs>;
     fn handle(&mut self, _: GetRemotingAddrs, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.route.remoting_addrs())
+    }
+}
+
+/// Stops the actor (its scan tick would keep it alive for ever):
+/// [`crate::launch::NameServerHandle::shutdown`] sends it last.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopNameServer;
+
+impl Handler<StopNameServer> for NameServer {
+    type Result = ();
+    fn handle(&mut self, _: StopNameServer, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 

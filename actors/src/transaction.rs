@@ -27,7 +27,8 @@
 //!   run: the half stays undecided-but-settled until the next start.
 //!
 //! Messages answered: [`PutHalf`], [`End`], [`ProducerHeartbeat`],
-//! [`ProducerUnregister`], [`GetTransactionStats`] (+ the check-back tick).
+//! [`ProducerUnregister`], [`GetTransactionStats`], [`StopTransaction`]
+//! (+ the check-back tick).
 
 mod half_table;
 mod producers;
@@ -126,6 +127,20 @@ pub struct ProducerUnregister {
 #[derive(Message)]
 #[rtype(result = "TransactionStats")]
 pub struct GetTransactionStats;
+
+/// Stops the actor at the broker's shutdown: its check-back tick would
+/// keep it, and the Storage and Broker addresses it holds (with the
+/// stopped threads' runtimes those pin), alive for ever.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopTransaction;
+
+impl Handler<StopTransaction> for Transaction {
+    type Result = ();
+    fn handle(&mut self, _: StopTransaction, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
 
 /// What [`GetTransactionStats`] answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

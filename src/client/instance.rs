@@ -125,6 +125,13 @@ impl Actor for ClientInstance {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
+        // Stopped before it ever ran: its System is being torn down, and
+        // actix polls the actor once while dropping it, outside any
+        // runtime, where creating a timer panics ("there is no reactor
+        // running"). It has nothing to do but stop.
+        if ctx.state().stopping() {
+            return;
+        }
         // The intervals keep an actor running after its last handle is gone,
         // and with it every broker and NameServer connection it holds: a
         // process making a producer per request kept two sockets of each.

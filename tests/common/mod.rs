@@ -91,18 +91,59 @@ pub fn wait_listening(child: &mut Child, ports: &[u16]) -> Result<(), String> {
     }
 }
 
+/// Pause between two looks of [`wait_until`] and [`wait_until_async`].
+const WAIT_PACE: Duration = Duration::from_millis(20);
+
+/// One look at `f` in a wait ending at `deadline`: the wait's answer once
+/// it is over, `None` while it goes on.
+fn wait_over(deadline: Instant, f: &mut impl FnMut() -> bool) -> Option<bool> {
+    if f() {
+        Some(true)
+    } else {
+        (Instant::now() >= deadline).then_some(false)
+    }
+}
+
 /// Polls `f` until it is true or `timeout` passes; returns whether it became true.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        if f() {
-            return true;
+        match wait_over(deadline, &mut f) {
+            Some(answer) => return answer,
+            None => std::thread::sleep(WAIT_PACE),
         }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// [`wait_until`] inside an actix System: waits with the System's timer,
+/// so the actors whose work is awaited keep running.
+pub async fn wait_until_async(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match wait_over(deadline, &mut f) {
+            Some(answer) => return answer,
+            None => actix_rt::time::sleep(WAIT_PACE).await,
+        }
+    }
+}
+
+/// What each descriptor this process has open refers to (`socket:[..]`,
+/// `anon_inode:[eventpoll]`, a file's path, ...), from /proc/self/fd.
+pub fn open_descriptors() -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Sockets this process has open.
+pub fn open_sockets() -> usize {
+    open_descriptors()
+        .iter()
+        .filter(|t| t.starts_with("socket:"))
+        .count()
 }
 
 /// Disk limits for test brokers: write refusal only when the disk is

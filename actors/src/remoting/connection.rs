@@ -116,8 +116,25 @@ impl Default for FlowLimits {
 
 /// One open connection, counted by its listener and by the process; the
 /// counts drop when the socket is closed (the slot is dropped).
-/// The second count is the worker arbiter's, which spreads new connections.
-pub(crate) struct ConnSlot(pub(crate) Arc<AtomicUsize>, pub(crate) Arc<AtomicUsize>);
+/// The second count is the worker arbiter's, which spreads new connections;
+/// the tracker lets the listener's owner close the connection
+/// ([`super::ServerHandle::shutdown`]) and know when it is closed.
+pub(crate) struct ConnSlot(
+    pub(crate) Arc<AtomicUsize>,
+    pub(crate) Arc<AtomicUsize>,
+    pub(crate) Option<super::server::Tracker>,
+);
+
+impl ConnSlot {
+    /// Resolves when the listener's owner closes its connections (never
+    /// without a tracker).
+    pub(crate) async fn closed(&self) {
+        match &self.2 {
+            Some(t) => t.closed.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
+}
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
@@ -320,8 +337,10 @@ async fn write_all_vectored(
 }
 
 /// The write task: runs [`write_loop`] until the queue is closed and
-/// drained, the socket fails, or a close has lingered too long; then gives
-/// back the bytes it still counted and drops the socket (and `slot`).
+/// drained, the socket fails, a close has lingered too long, or the
+/// listener's owner closes its connections; then gives back the bytes it
+/// still counted, drops the socket's write half (and `slot`) and stops the
+/// read side, whose end stops the actor and drops the read half.
 async fn write_task(
     rx: mpsc::UnboundedReceiver<Out>,
     w: WriteHalf<MaybeTls>,
@@ -330,9 +349,16 @@ async fn write_task(
     slot: Option<ConnSlot>,
 ) {
     let linger = gate.limits.close_linger;
+    let closed = async {
+        match &slot {
+            Some(s) => s.closed().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = write_loop(rx, w, gate.clone()) => {}
         _ = async { closing.notified().await; tokio::time::sleep(linger).await } => {}
+        _ = closed => {}
     }
     BUFFERED_ANSWER_BYTES.fetch_sub(gate.queued_bytes.replace(0), Ordering::Relaxed);
     gate.broken.set(true);
@@ -358,6 +384,10 @@ struct GatedRead {
     /// When the frame now in the read buffer began (None: buffer empty).
     frame_began: Option<Instant>,
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// Held with the read half, so the listener's owner waiting on its
+    /// connections ([`super::ServerHandle::shutdown`]) waits for this half
+    /// too.
+    _tracker: Option<super::server::Tracker>,
 }
 
 impl GatedRead {
@@ -537,12 +567,14 @@ impl Connection {
             let svc = service.clone();
             Box::new(move |cmd, d| svc.observe(cmd, d)) as Observe
         });
+        let tracker = slot.as_ref().and_then(|s| s.2.clone());
         actix_rt::spawn(write_task(rx, w, gate.clone(), closing.clone(), slot));
         let read = GatedRead {
             inner: FramedRead::new(r, FrameCodec::new(limits.max_frame_size)),
             gate: gate.clone(),
             frame_began: None,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            _tracker: tracker,
         };
         Ok(Connection::create(move |ctx| {
             ctx.add_stream(read);

@@ -19,6 +19,7 @@
 //! is not complete within `frame_read` (slowloris); above `max_connections`
 //! open remoting connections a new one is closed at once. Oneway requests
 //! are executed and never answered; responses sent to us are ignored.
+//! [`RemotingListenerHandle::shutdown`] closes every connection.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -33,6 +34,7 @@ use skylark_codec::remoting::{RemotingCodec, RemotingCommand, RemotingError};
 use slog::{debug, info, warn, Logger};
 use tokio::net::TcpListener;
 
+use super::server::{track_connections, Connections};
 use crate::tls::{MaybeTls, ServerTls};
 use tokio::sync::oneshot;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -97,18 +99,34 @@ impl RemotingLimits {
     }
 }
 
-/// The running listener; dropping it stops accepting.
+/// The running listener; dropping it stops accepting (established
+/// connections live on until [`RemotingListenerHandle::shutdown`] or their
+/// peers close them).
 pub struct RemotingListenerHandle {
     /// The address actually bound (useful with port 0).
     pub local_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    connections: Connections,
+}
+
+impl RemotingListenerHandle {
+    fn stop_accepting(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Stops accepting, closes every established connection (answers not
+    /// yet written are dropped) and returns once their sockets are closed.
+    pub async fn shutdown(mut self) {
+        self.stop_accepting();
+        self.connections.close_all().await;
+    }
 }
 
 impl Drop for RemotingListenerHandle {
     fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+        self.stop_accepting();
     }
 }
 
@@ -137,6 +155,7 @@ pub fn serve(
     let log = log.new(slog::o!("listener" => "rocketmq-remoting"));
     info!(log, "RocketMQ remoting listener"; "addr" => %local_addr);
     let (tx, mut rx) = oneshot::channel();
+    let (tracker, connections) = track_connections();
     let open = Arc::new(AtomicUsize::new(0));
     actix::spawn(async move {
         loop {
@@ -151,17 +170,26 @@ pub fn serve(
                         open.fetch_add(1, Ordering::Relaxed);
                         let (answer, limits, log, open, tls) =
                             (answer.clone(), limits.clone(), log.clone(), open.clone(), tls.clone());
+                        let tracker = tracker.for_connection();
                         actix::spawn(async move {
-                            let _ = stream.set_nodelay(true);
-                            let stream = match &tls {
-                                None => Ok(MaybeTls::Plain(stream)),
-                                Some(t) => t.accept_foreign(stream).await,
+                            let served = async {
+                                let _ = stream.set_nodelay(true);
+                                let stream = match &tls {
+                                    None => Ok(MaybeTls::Plain(stream)),
+                                    Some(t) => t.accept_foreign(stream).await,
+                                };
+                                match stream {
+                                    Ok(s) => serve_connection(s, peer, answer, &limits, &log).await,
+                                    Err(e) => debug!(log, "remoting connection refused"; "peer" => %peer, "error" => %e),
+                                }
                             };
-                            match stream {
-                                Ok(s) => serve_connection(s, peer, answer, &limits, &log).await,
-                                Err(e) => debug!(log, "remoting connection refused"; "peer" => %peer, "error" => %e),
+                            // Closed by the owner: the socket drops with `served`.
+                            tokio::select! {
+                                _ = served => {}
+                                _ = tracker.closed.cancelled() => {}
                             }
                             open.fetch_sub(1, Ordering::Relaxed);
+                            drop(tracker);
                         });
                     }
                     Err(e) => {
@@ -171,10 +199,12 @@ pub fn serve(
                 },
             }
         }
+        drop(tracker);
     });
     Ok(RemotingListenerHandle {
         local_addr,
         stop: Some(tx),
+        connections,
     })
 }
 

@@ -11,6 +11,10 @@
 //! store's flusher, checkpoint and segment files always find a descriptor.
 //! A connection over a cap gets one `Busy` error frame saying so and is
 //! closed.
+//!
+//! [`ServerHandle::shutdown`] stops accepting, closes every established
+//! connection and returns once their sockets are closed: a stopped server
+//! answers nobody (dropping the handle only stops accepting).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +27,8 @@ use skylark_codec::{ErrorCode, FrameKind, Header, WireError};
 use slog::{error, info, warn, Logger};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::connection::ConnSlot;
 use super::connection::FlowLimits;
@@ -131,12 +136,64 @@ async fn refuse(mut stream: TcpStream, reason: String) {
     .await;
 }
 
+/// Held by a listener's accept loop and, one each, by its connections:
+/// [`Connections::close_all`] cancels `closed` and waits until every
+/// holder is dropped (the accept loop ended, every socket closed).
+#[derive(Clone)]
+pub(crate) struct Tracker {
+    /// Cancelled when the listener's owner closes all its connections.
+    pub(crate) closed: CancellationToken,
+    _alive: mpsc::Sender<()>,
+}
+
+impl Tracker {
+    /// A tracker for one new connection. Its token is a child of the
+    /// listener's: waiting on it locks no state shared with the other
+    /// connections (they run on other threads).
+    pub(crate) fn for_connection(&self) -> Tracker {
+        Tracker {
+            closed: self.closed.child_token(),
+            _alive: self._alive.clone(),
+        }
+    }
+}
+
+/// The owner's side of a listener's [`Tracker`]s.
+pub(crate) struct Connections {
+    closed: CancellationToken,
+    gone: mpsc::Receiver<()>,
+}
+
+impl Connections {
+    /// Closes every connection and waits until each has dropped its
+    /// tracker, and the accept loop its own (stop accepting first).
+    pub(crate) async fn close_all(&mut self) {
+        self.closed.cancel();
+        let _ = self.gone.recv().await;
+    }
+}
+
+/// A tracker for an accept loop, and its owner's side.
+pub(crate) fn track_connections() -> (Tracker, Connections) {
+    let closed = CancellationToken::new();
+    let (alive, gone) = mpsc::channel(1);
+    (
+        Tracker {
+            closed: closed.clone(),
+            _alive: alive,
+        },
+        Connections { closed, gone },
+    )
+}
+
 /// A running accept loop. Dropping it stops accepting new connections;
-/// established connections live on until their peers close them.
+/// established connections live on until their peers close them, or
+/// [`ServerHandle::shutdown`] closes them.
 pub struct ServerHandle {
     /// The address actually bound (useful with port 0).
     pub local_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    connections: Connections,
 }
 
 impl ServerHandle {
@@ -145,6 +202,14 @@ impl ServerHandle {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// Stops accepting, closes every established connection (answers not
+    /// yet written are dropped) and returns once all their sockets are
+    /// closed.
+    pub async fn shutdown(&mut self) {
+        self.stop_accepting();
+        self.connections.close_all().await;
     }
 }
 
@@ -179,6 +244,7 @@ pub fn serve_tls<S: Service>(
 ) -> std::io::Result<ServerHandle> {
     let local_addr = listener.local_addr()?;
     let (tx, mut rx) = oneshot::channel::<()>();
+    let (tracker, connections) = track_connections();
     let workers = if workers.is_empty() {
         vec![actix::Arbiter::current()]
     } else {
@@ -213,7 +279,7 @@ pub fn serve_tls<S: Service>(
                         let i = least_loaded(&loads, next);
                         next = next.wrapping_add(1);
                         loads[i].fetch_add(1, Ordering::Relaxed);
-                        let slot = ConnSlot(open.clone(), loads[i].clone());
+                        let slot = ConnSlot(open.clone(), loads[i].clone(), Some(tracker.for_connection()));
                         let svc = service.clone();
                         let log2 = log.clone();
                         let tls = tls.clone();
@@ -240,13 +306,19 @@ pub fn serve_tls<S: Service>(
                             };
                             let stream = match tls {
                                 None => stream.into(),
-                                Some(t) => match t.accept(stream).await {
-                                    Ok(s) => s,
-                                    Err(e) => {
-                                        slog::debug!(log2, "connection refused by TLS"; "peer" => %peer, "error" => %e);
-                                        return;
+                                Some(t) => {
+                                    let accepted = tokio::select! {
+                                        a = t.accept(stream) => a,
+                                        _ = slot.closed() => return,
+                                    };
+                                    match accepted {
+                                        Ok(s) => s,
+                                        Err(e) => {
+                                            slog::debug!(log2, "connection refused by TLS"; "peer" => %peer, "error" => %e);
+                                            return;
+                                        }
                                     }
-                                },
+                                }
                             };
                             if let Err(e) = Connection::start_with_slot(stream, svc, opts.limits, Some(slot), log2.clone()) {
                                 error!(log2, "cannot start connection"; "error" => %e);
@@ -262,10 +334,12 @@ pub fn serve_tls<S: Service>(
             }
         }
         info!(log, "stopped accepting"; "addr" => %local_addr);
+        drop(tracker);
     });
     Ok(ServerHandle {
         local_addr,
         stop: Some(tx),
+        connections,
     })
 }
 
@@ -279,7 +353,7 @@ mod tests {
         let slot = |i: usize| {
             loads[i].fetch_add(1, Ordering::Relaxed);
             PROCESS_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-            ConnSlot(Arc::new(AtomicUsize::new(1)), loads[i].clone())
+            ConnSlot(Arc::new(AtomicUsize::new(1)), loads[i].clone(), None)
         };
         let a = slot(least_loaded(&loads, 0));
         let short = slot(least_loaded(&loads, 1));

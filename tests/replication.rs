@@ -1266,6 +1266,66 @@ fn replication_delete_again_cleans_up_what_an_older_delete_left() {
 /// `by-time` are answered by the group's slave and say so on stderr, as
 /// the dashboard's search by id is; with the slave down too, the id is
 /// reported unreachable, not "not found".
+/// With the master down, a group's reads go to the slave that holds the
+/// most of the CommitLog, not the lowest id: slave 1 was stopped before
+/// the second batch and restarted after the master died, slave 2 has
+/// everything.
+#[test]
+fn replication_reads_with_the_master_down_go_to_the_slave_holding_most() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = Namesrv::start();
+    let mut master = Broker::start(&tmp.path().join("m"), &ns.addr(), "broker-a", 0, &[]);
+    wait_registered(&ns.addr(), &master.addr());
+    let mut behind = Broker::start(&tmp.path().join("s1"), &ns.addr(), "broker-a", 1, &[]);
+    let full = Broker::start(&tmp.path().join("s2"), &ns.addr(), "broker-a", 2, &[]);
+    wait_registered(&ns.addr(), &behind.addr());
+    wait_registered(&ns.addr(), &full.addr());
+    let ok = |args: &[&str]| cli_ok(&ns.addr(), args);
+    ok(&[
+        "admin", "topic", "create", "--name", "Most", "--queues", "1",
+    ]);
+    let batch = |key: &str| {
+        ok(&[
+            "produce", "--topic", "Most", "--count", "2", "--body", "m", "--key", key,
+        ]);
+    };
+    batch("first");
+    for s in [&behind, &full] {
+        assert!(wait_caught_up(
+            &ns.addr(),
+            &master,
+            s,
+            Duration::from_secs(30)
+        ));
+    }
+    behind.kill9();
+    batch("second");
+    assert!(wait_caught_up(
+        &ns.addr(),
+        &master,
+        &full,
+        Duration::from_secs(30)
+    ));
+    master.kill9();
+    behind.restart();
+    let mut last = String::new();
+    let found = wait_until(Duration::from_secs(30), || {
+        let out = cli(
+            &ns.addr(),
+            &[
+                "admin", "--json", "message", "by-key", "--topic", "Most", "second",
+            ],
+        );
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        out.status.success() && json_lines(&out.stdout).len() == 2
+    });
+    assert!(found, "{last}");
+    assert!(
+        last.contains(&format!("answered from its slave {}", full.addr())),
+        "{last}"
+    );
+}
+
 #[test]
 fn replication_message_queries_fall_back_to_the_slave_when_the_master_is_down() {
     let tmp = tempfile::tempdir().unwrap();

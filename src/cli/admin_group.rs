@@ -63,8 +63,8 @@ pub(super) async fn read_group_each<R: Rpc, Q: Borrow<R>>(
     req: impl Fn(&str) -> Q,
 ) -> anyhow::Result<Answer<R::Response>> {
     let mut failures = Vec::new();
-    for (&id, addr) in &b.addrs {
-        match call(cfg, addr, topic, req(addr).borrow()).await {
+    for (id, addr) in members_in_read_order(cfg, b).await {
+        match call(cfg, &addr, topic, req(&addr).borrow()).await {
             Ok(value) => {
                 return Ok(Answer {
                     addr: addr.clone(),
@@ -88,6 +88,35 @@ pub(super) async fn read_group_each<R: Rpc, Q: Borrow<R>>(
         b.broker_name,
         failures.join("; ")
     )
+}
+
+/// The order [`read_group_each`] asks a group's members in: the master
+/// first, then the slaves holding the most of the CommitLog first (asked
+/// for it only when the master does not answer and there are several: a
+/// slave cut off long ago is the last to be read, not the first by id).
+async fn members_in_read_order(cfg: &ClientConfig, b: &BrokerData) -> Vec<(u64, String)> {
+    let mut members: Vec<(u64, String)> = b.addrs.iter().map(|(i, a)| (*i, a.clone())).collect();
+    if members.iter().filter(|(id, _)| *id != 0).count() < 2 {
+        return members;
+    }
+    let master_answers = match b.addrs.get(&0) {
+        Some(m) => crate::client::connect_broker(cfg, m)
+            .await
+            .map(|c| c.close())
+            .is_ok(),
+        None => false,
+    };
+    if !master_answers {
+        let mut held = std::collections::BTreeMap::new();
+        for (id, addr) in &members {
+            let req = skylark_codec::GetReplicationStatusRequest {};
+            if let Ok(s) = call(cfg, addr, None, &req).await {
+                held.insert(*id, s.max_offset);
+            }
+        }
+        members.sort_by_key(|(id, _)| (*id != 0, std::cmp::Reverse(held.get(id).copied()), *id));
+    }
+    members
 }
 
 /// Notes on stderr that broker group `name` was answered by its slave,

@@ -1143,6 +1143,16 @@ fn members_subscribing_differently_are_reported_in_the_log_and_progress() {
     assert!(c.variants.iter().all(|v| v.client_ids.len() == 1), "{c:?}");
     let text = c.to_string();
     assert!(text.starts_with("topic Mixed: 'A' by "), "{text}");
+    // The CLI's --json keeps the structure (it printed the text).
+    let out = node.cli(&["admin", "--json", "group", "progress", "--group", "mixed"]);
+    let v = &common::json_lines(&out.stdout)[0]["subscription_conflicts"][0];
+    assert_eq!(v["topic"], "Mixed", "{v}");
+    assert_eq!(v["variants"][0]["expression"], "A", "{v}");
+    assert_eq!(
+        v["variants"][1]["client_ids"].as_array().map(Vec::len),
+        Some(1),
+        "{v}"
+    );
     assert!(wait_until(Duration::from_secs(10), || node
         .log()
         .contains("subscribe differently")));

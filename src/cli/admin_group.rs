@@ -216,7 +216,9 @@ pub async fn progress(
     let (answers, unanswered) = read_groups(cfg, &broker_groups(ns).await?, None, &req).await?;
     let mut rows = Vec::new();
     let mut members = BTreeSet::new();
-    let mut conflicts = BTreeSet::new();
+    // By their text, which also orders them: one per topic and variants
+    // however many brokers report it.
+    let mut conflicts = std::collections::BTreeMap::new();
     for (name, a) in answers {
         if a.from_slave {
             // Offsets reach a slave with the metadata sync, not at once.
@@ -225,7 +227,12 @@ pub async fn progress(
             );
         }
         members.extend(a.value.client_ids);
-        conflicts.extend(a.value.subscription_conflicts.iter().map(|c| c.to_string()));
+        conflicts.extend(
+            a.value
+                .subscription_conflicts
+                .into_iter()
+                .map(|c| (c.to_string(), c)),
+        );
         rows.extend(a.value.queues.into_iter().map(|q| (name.clone(), q)));
     }
     if rows.is_empty() && members.is_empty() {
@@ -251,7 +258,8 @@ pub async fn progress(
         out!(
             "{}",
             json!({"group": group, "queues": queues, "total_lag": total_lag, "members": members,
-                "subscription_conflicts": conflicts, "unanswered": unanswered})
+                "subscription_conflicts": conflicts.values().collect::<Vec<_>>(),
+                "unanswered": unanswered})
         );
         return Ok(());
     }
@@ -280,7 +288,7 @@ pub async fn progress(
         );
     }
     out!("total lag: {total_lag}; members: {}", members.len());
-    for c in &conflicts {
+    for c in conflicts.keys() {
         // Members of one group must subscribe alike (docs/consumer-groups.md).
         out!("WARNING: members subscribe differently, messages are skipped: {c}");
     }

@@ -156,11 +156,22 @@ fn heartbeat(
     name: &str,
     id: u64,
 ) -> Response {
+    heartbeat_at(rt, c, name, id, &format!("127.0.0.1:{}", 20000 + id))
+}
+
+/// [`heartbeat`] from broker `id` at `addr`.
+fn heartbeat_at(
+    rt: &tokio::runtime::Runtime,
+    c: &mut ControllerClient,
+    name: &str,
+    id: u64,
+    addr: &str,
+) -> Response {
     let hb = BrokerHeartbeat {
         cluster: "DefaultCluster".into(),
         broker_name: name.into(),
         broker_id: id,
-        addr: format!("127.0.0.1:{}", 20000 + id),
+        addr: addr.into(),
         epoch: 0,
         max_offset: 100 * id,
         ha_addr: None,
@@ -414,13 +425,20 @@ fn a_second_controller_on_a_data_directory_in_use_is_refused() {
 
 /// Runs a controller that must refuse to start; its exit code and stderr.
 fn refused_controller(args: &[&str], data_dir: &Path) -> (Option<i32>, String) {
-    let mut c = KillOnDrop(
+    refused(
         Command::new(bin())
             .args(["--log-level", "warn", "controller"])
             .args(args)
             .arg("--data-dir")
-            .arg(data_dir)
-            .stdin(Stdio::null())
+            .arg(data_dir),
+    )
+}
+
+/// Runs a server that must refuse to start (within 20 s); its exit code
+/// and stderr.
+fn refused(cmd: &mut Command) -> (Option<i32>, String) {
+    let mut c = KillOnDrop(
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -429,7 +447,7 @@ fn refused_controller(args: &[&str], data_dir: &Path) -> (Option<i32>, String) {
     let exited = wait_until(Duration::from_secs(20), || {
         matches!(c.0.try_wait(), Ok(Some(_)))
     });
-    assert!(exited, "controller {args:?} kept running");
+    assert!(exited, "{cmd:?} kept running");
     let mut err = String::new();
     std::io::Read::read_to_string(&mut c.0.stderr.take().unwrap(), &mut err).unwrap();
     (c.0.wait().unwrap().code(), err)
@@ -524,4 +542,155 @@ fn controller_refuses_a_frame_that_would_decode_into_far_more_memory() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     expect_status_of_node_1(&mut s);
+}
+
+/// A broker id alive at one address is refused to a heartbeat from
+/// another (a copy of a broker's configuration with another port): the
+/// walkthrough's copy took over replica 1's address, and both brokers with
+/// id 1 became master of one epoch (143 acknowledged sends lost). The id
+/// moves once its holder is dead past the broker timeout (the same broker
+/// restarted on a new port). `status` marks a dead replica `alive: false`.
+#[test]
+fn a_live_broker_id_is_refused_to_another_address_until_it_is_dead() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cs = group(tmp.path(), 2_000);
+    wait_leader(&cs, None);
+    let rt = rt();
+    let mut client = ControllerClient::new(&all_addrs(&cs), Duration::from_secs(3));
+    let (name, a, b) = ("broker-dup", "127.0.0.1:21001", "127.0.0.1:22001");
+    let g = expect_group(heartbeat_at(&rt, &mut client, name, 1, a));
+    assert_eq!(g.master_id, Some(1));
+    expect_group(heartbeat(&rt, &mut client, name, 2));
+    match heartbeat_at(&rt, &mut client, name, 1, b) {
+        Response::IdInUse {
+            broker_id, holder, ..
+        } => assert_eq!((broker_id, holder.as_str()), (1, a)),
+        other => panic!("expected IdInUse, got {other:?}"),
+    }
+    let leader = all_addrs(&cs);
+    let replica = |id: &str| {
+        let g = common::controller_group(&leader, name)?;
+        Some((g["replicas"][id].clone(), g["alive"][id].clone()))
+    };
+    assert_eq!(replica("1"), Some((a.into(), true.into())));
+    // Broker 2 goes silent: still listed, marked dead.
+    let mut seen = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            expect_group(heartbeat_at(&rt, &mut client, name, 1, a));
+            seen = replica("2");
+            seen.as_ref().is_some_and(|(_, alive)| alive == false)
+        }),
+        "replica 2 still alive: {seen:?}"
+    );
+    assert_eq!(seen.map(|r| r.0), Some("127.0.0.1:20002".into()));
+    // Broker 1 at `a` goes silent; the id moves to `b` once it is dead,
+    // and then `a` is the one refused.
+    let mut last = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let r = heartbeat_at(&rt, &mut client, name, 1, b);
+            let moved = matches!(&r, Response::Group(g) if g.replicas[&1] == b);
+            last = Some(r);
+            moved
+        }),
+        "the id never moved to {b}: {last:?}"
+    );
+    assert!(matches!(
+        heartbeat_at(&rt, &mut client, name, 1, a),
+        Response::IdInUse { .. }
+    ));
+}
+
+/// A controller-mode broker (`skylark broker`, broker-dup group) with the
+/// controllers at `controllers` and a NameServer at `namesrv`.
+fn controller_mode_broker(
+    id: u64,
+    port: u16,
+    dir: &Path,
+    namesrv: &str,
+    controllers: &str,
+) -> Command {
+    let mut c = Command::new(bin());
+    c.args(["--log-level", "warn", "broker", "--data-dir"])
+        .arg(dir)
+        .args(["--port", &port.to_string()])
+        .envs(common::ROOMY_DISK)
+        .env("SKYLARK_NAMESRV", namesrv)
+        .env("SKYLARK_BROKER_NAME", "broker-dup")
+        .env("SKYLARK_BROKER_ID", id.to_string())
+        .env("SKYLARK_HA_PORT", free_port().to_string())
+        .env("SKYLARK_ENABLE_CONTROLLER_MODE", "true")
+        .env("SKYLARK_CONTROLLER_ADDR", controllers)
+        .env("SKYLARK_CONTROLLER_HEARTBEAT_INTERVAL_MS", "200")
+        .env("SKYLARK_IN_SYNC_ACK", "true");
+    c
+}
+
+/// Real brokers: a copy of broker 1's configuration on another port and
+/// data directory exits at startup naming the live holder of its id (it
+/// ran as a second master); a broker whose data directory another broker
+/// holds exits as in a fixed role, without registering (it retried every
+/// 0.5 s for ever and stayed listed by the controllers).
+#[test]
+fn a_controller_mode_broker_with_a_taken_id_or_data_dir_exits_at_startup() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cs = group(tmp.path(), 10_000);
+    wait_leader(&cs, None);
+    let ctl = all_addrs(&cs);
+    let (_ns, ns_port) = common::spawn_namesrv();
+    let namesrv = format!("127.0.0.1:{ns_port}");
+    let port = free_port();
+    let dir = tmp.path().join("b1");
+    let mut b1 = controller_mode_broker(1, port, &dir, &namesrv, &ctl)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn broker");
+    wait_listening(&mut b1, &[port]).expect("broker listening");
+    let _b1 = KillOnDrop(b1);
+    assert!(
+        wait_until(Duration::from_secs(20), || common::controller_master(
+            &ctl,
+            "broker-dup"
+        ) == Some(1)),
+        "broker 1 never became master"
+    );
+    let addr1 = format!("127.0.0.1:{port}");
+
+    let copy_port = free_port();
+    let (code, err) = refused(&mut controller_mode_broker(
+        1,
+        copy_port,
+        &tmp.path().join("copy"),
+        &namesrv,
+        &ctl,
+    ));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "broker_id 1 of broker-dup is in use by a live broker at {addr1} \
+             (this broker is 127.0.0.1:{copy_port})"
+        )),
+        "{err}"
+    );
+
+    let (code, err) = refused(&mut controller_mode_broker(
+        2,
+        free_port(),
+        &dir,
+        &namesrv,
+        &ctl,
+    ));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("error: cannot start the broker: cannot open the store: data directory")
+            && err.contains("is in use by another process (pid"),
+        "{err}"
+    );
+    assert!(!err.contains("retrying"), "{err}");
+
+    let g = common::controller_group(&ctl, "broker-dup").expect("group");
+    assert_eq!(g["master_id"], 1);
+    assert_eq!(g["replicas"], serde_json::json!({ "1": addr1 }), "{g}");
 }

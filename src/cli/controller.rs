@@ -141,7 +141,11 @@ async fn status(addrs: &str, json: bool) -> anyhow::Result<()> {
                     "node_id": s.node_id, "addr": s.addr, "leader_id": s.leader_id,
                     "leader_addr": s.leader_addr, "term": s.term,
                     "last_applied_index": s.last_applied_index,
-                    "groups": s.groups.iter().map(group_json).collect::<Vec<_>>(),
+                    "groups": s.groups.iter().map(|g| {
+                        let mut j = group_json(g);
+                        j["alive"] = alive_json(s, g);
+                        j
+                    }).collect::<Vec<_>>(),
                 }),
                 Err(e) => serde_json::json!({ "error": e }),
             };
@@ -161,15 +165,17 @@ async fn status(addrs: &str, json: bool) -> anyhow::Result<()> {
                     s.last_applied_index.map_or("-".into(), |i| i.to_string()),
                 );
                 for g in &s.groups {
+                    let alive = s.alive.as_ref().and_then(|a| a.get(&g.broker_name));
                     out!(
-                        "  {} master {} ({}) epoch {} in-sync {:?} (epoch {}) replicas {:?}",
+                        "  {} master {} ({}) epoch {} in-sync {:?} (epoch {}) replicas {:?} alive {}",
                         g.broker_name,
                         g.master_id.map_or("-".into(), |i| i.to_string()),
                         g.master_addr().unwrap_or("-"),
                         g.master_epoch,
                         g.sync_state_set,
                         g.sync_state_set_epoch,
-                        g.replicas
+                        g.replicas,
+                        alive.map_or("- (not the leader)".into(), |a| format!("{a:?}")),
                     );
                 }
             }
@@ -177,6 +183,20 @@ async fn status(addrs: &str, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Replica id → whether the leader heard from it within the broker
+/// timeout; `null` from a follower (liveness is the leader's memory).
+fn alive_json(s: &ControllerStatus, g: &GroupInfo) -> serde_json::Value {
+    match s.alive.as_ref() {
+        Some(a) => {
+            let live = a.get(&g.broker_name);
+            let ids = g.replicas.keys();
+            let by_id = ids.map(|id| (id.to_string(), live.is_some_and(|l| l.contains(id))));
+            serde_json::Value::Object(by_id.map(|(k, v)| (k, v.into())).collect())
+        }
+        None => serde_json::Value::Null,
+    }
 }
 
 fn group_json(g: &GroupInfo) -> serde_json::Value {

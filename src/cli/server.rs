@@ -389,7 +389,7 @@ pub fn broker(a: BrokerArgs, flags: &ServerFlags, log: Logger) -> anyhow::Result
         return run_system(async move {
             skylark_actors::controller::member::run(cfg, log.clone(), shutdown_signal())
                 .await
-                .context("broker in controller mode")?;
+                .context("cannot start the broker")?;
             info!(log, "stopped");
             Ok(())
         });

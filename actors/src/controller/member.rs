@@ -19,6 +19,12 @@
 //! controller's; with `in_sync_ack`, sends wait for the union of the
 //! confirmed and the proposed set until the controller answers.
 //!
+//! At startup every failure is fatal, as for a fixed-role broker: the data
+//! directory is checked before the first heartbeat registers the broker,
+//! and a heartbeat answered `IdInUse` (its `broker_id` is alive at another
+//! address) ends it. Later, a broker whose id the controller has at another
+//! address is displaced (`Role::Displaced`): neither master nor replicating.
+//!
 //! A new master writes `(epoch, CommitLog end)` to its epoch file before
 //! it takes a single write; a slave whose log diverged from its master's
 //! (see [`crate::message_store::epoch`]) is relaunched after cutting the log back
@@ -32,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use slog::{info, warn, Logger};
+use slog::{error, info, warn, Logger};
 use tokio::sync::oneshot;
 
 use super::client::ControllerClient;
@@ -56,10 +62,22 @@ enum Role {
     Slave {
         master: Option<(u64, u64, String, String)>,
     },
+    /// The controller has this broker's id at another address (another
+    /// broker took the id over while this one was dead): neither master
+    /// nor replicating, until the id is free again.
+    Displaced,
 }
 
+/// `(broker_id, client address)`: who a broker is to the controller.
+type Me<'a> = (u64, &'a str);
+
 impl Role {
-    fn of(g: &GroupInfo, me: u64) -> Role {
+    fn of(g: &GroupInfo, (me, addr): Me) -> Role {
+        // By id *and* address: two brokers with one id must never both
+        // see themselves as master.
+        if g.replicas.get(&me).is_some_and(|a| a != addr) {
+            return Role::Displaced;
+        }
         match g.master_id {
             Some(m) if m == me => Role::Master {
                 epoch: g.master_epoch,
@@ -75,10 +93,10 @@ impl Role {
     }
 
     /// Whether the broker running as `self` must relaunch for `g`.
-    fn changed_by(&self, g: &GroupInfo, me: u64) -> bool {
+    fn changed_by(&self, g: &GroupInfo, me: Me) -> bool {
         let next = Role::of(g, me);
         match (self, &next) {
-            (Role::Master { .. }, _) => *self != next,
+            (Role::Master { .. } | Role::Displaced, _) | (_, Role::Displaced) => *self != next,
             (Role::Slave { .. }, Role::Master { .. }) => true,
             // Masterless, or the new master's HA address is not known yet:
             // keep following (or waiting) as now.
@@ -86,6 +104,16 @@ impl Role {
             (Role::Slave { master }, Role::Slave { master: n }) => master != n,
         }
     }
+}
+
+/// A heartbeat's outcome.
+enum Beat {
+    /// The group as the controller answered it.
+    Group(GroupInfo),
+    /// Refused: this broker's id is alive at `holder`, another address.
+    IdInUse { holder: String },
+    /// No answer (or another refusal): nothing changes.
+    Lost,
 }
 
 /// One running broker (an incarnation in one role).
@@ -156,6 +184,8 @@ impl Incarnation {
 struct Driver {
     base: BrokerConfig,
     me: u64,
+    /// This broker's client address, as it heartbeats it.
+    addr: String,
     client: ControllerClient,
     view: Arc<RoleView>,
     interval: Duration,
@@ -196,6 +226,10 @@ pub async fn run(
     let launch_log = log.new(slog::o!("mode" => "controller"));
     let log = launch_log.new(slog::o!("broker" => base.broker_name.clone()));
     let me = base.broker_id;
+    // Before the first heartbeat registers this broker: a data directory
+    // another broker holds would leave a replica the controller lists, and
+    // no broker behind it.
+    probe_data_dir(&base, &log)?;
     let view = Arc::new(RoleView::new(ViewState {
         broker_id: me,
         epochs: epoch::load(&base.store.data_dir)?,
@@ -207,6 +241,7 @@ pub async fn run(
         client: ControllerClient::new(&base.controller_addr, Duration::from_secs(2))
             .with_credentials(base.credentials()),
         interval: Duration::from_millis(base.controller_heartbeat_interval_ms.max(20)),
+        addr: base.advertised(),
         base,
         me,
         view,
@@ -219,12 +254,16 @@ pub async fn run(
         tokio::select! {
             _ = &mut stop => return Ok(()),
             g = d.heartbeat(None) => match g {
-                Some(g) => break g,
-                None => tokio::time::sleep(d.interval).await,
+                Beat::Group(g) => break g,
+                Beat::IdInUse { holder } => return Err(d.id_in_use(&holder)),
+                Beat::Lost => tokio::time::sleep(d.interval).await,
             },
         }
     };
+    let my_addr = d.addr.clone();
+    let me: Me = (me, &my_addr);
     let mut truncate_to: Option<u64> = None;
+    let mut first = true;
     loop {
         if let Some(cut) = truncate_to.take() {
             d.truncate(cut)?;
@@ -232,18 +271,19 @@ pub async fn run(
         let role = Role::of(&group, me);
         let inc = match d.launch(&role, &group).await {
             Ok(i) => i,
+            // At startup as in a fixed role: the broker cannot run.
+            Err(e) if first => return Err(e),
             Err(e) => {
                 warn!(d.log, "cannot start the broker in its new role, retrying"; "error" => %e);
                 tokio::select! {
                     _ = &mut stop => return Ok(()),
                     _ = tokio::time::sleep(d.interval) => {}
                 }
-                if let Some(g) = d.heartbeat(None).await {
-                    group = g;
-                }
+                d.heartbeat(None).await.apply_to(&mut group, me.0);
                 continue;
             }
         };
+        first = false;
         if let Role::Master { epoch } = role {
             if let Err(e) = d.begin_epoch(&inc, epoch).await {
                 warn!(d.log, "cannot write the epoch file; not taking writes"; "error" => %e);
@@ -261,10 +301,9 @@ pub async fn run(
                 }
                 _ = tokio::time::sleep(d.interval) => {}
             }
-            let Some(g) = d.heartbeat(Some(&inc)).await else {
+            if !d.heartbeat(Some(&inc)).await.apply_to(&mut group, me.0) {
                 continue;
-            };
-            group = g;
+            }
             if role.changed_by(&group, me) {
                 info!(d.log, "role change"; "from" => ?role, "to" => ?Role::of(&group, me),
                     "epoch" => group.master_epoch);
@@ -293,19 +332,19 @@ pub async fn run(
 
 impl Driver {
     /// One heartbeat; the group as the controller answers it.
-    async fn heartbeat(&mut self, inc: Option<&Incarnation>) -> Option<GroupInfo> {
+    async fn heartbeat(&mut self, inc: Option<&Incarnation>) -> Beat {
         let (max_offset, ha_addr) = match inc {
-            Some(i) => {
-                let end = i.storage.send(GetStorageStats).await.ok()?;
-                (end.max_physical_offset, i.config.ha_advertised())
-            }
+            Some(i) => match i.storage.send(GetStorageStats).await {
+                Ok(end) => (end.max_physical_offset, i.config.ha_advertised()),
+                Err(_) => return Beat::Lost,
+            },
             None => (0, None),
         };
         let hb = BrokerHeartbeat {
             cluster: self.base.cluster_name.clone(),
             broker_name: self.base.broker_name.clone(),
             broker_id: self.me,
-            addr: self.base.advertised(),
+            addr: self.addr.clone(),
             epoch: self.view.get().master_epoch,
             max_offset,
             ha_addr,
@@ -315,16 +354,34 @@ impl Driver {
             .leader_request(&Request::BrokerHeartbeat(hb))
             .await
         {
-            Ok(Response::Group(g)) => Some(g),
+            Ok(Response::Group(g)) => Beat::Group(g),
+            Ok(Response::IdInUse { holder, .. }) => {
+                error!(self.log, "controller refused the heartbeat: this broker_id is in use by a live broker at another address";
+                    "broker_id" => self.me, "addr" => &self.addr, "holder" => &holder);
+                Beat::IdInUse { holder }
+            }
             Ok(other) => {
                 warn!(self.log, "controller refused the heartbeat"; "answer" => ?other);
-                None
+                Beat::Lost
             }
             Err(e) => {
                 warn!(self.log, "controller unreachable"; "error" => %e);
-                None
+                Beat::Lost
             }
         }
+    }
+
+    /// The error a broker refused at startup exits with.
+    fn id_in_use(&self, holder: &str) -> LaunchError {
+        LaunchError::Config(format!(
+            "broker_id {id} of {name} is in use by a live broker at {holder} (this broker is {addr}): \
+             two brokers with one broker_id would both act as master; give this broker its own \
+             broker_id and data_dir, or stop the other one (the id is free again \
+             controller_broker_timeout_ms after its broker stops)",
+            id = self.me,
+            name = self.base.broker_name,
+            addr = self.addr,
+        ))
     }
 
     /// Cuts the CommitLog (no store is open) and the epochs past `cut`.
@@ -360,6 +417,10 @@ impl Driver {
             Role::Slave { master } => {
                 c.broker_role = BrokerRole::Slave;
                 c.master_ha_addr = master.as_ref().map(|(_, _, _, ha)| ha.clone());
+            }
+            Role::Displaced => {
+                c.broker_role = BrokerRole::Slave;
+                c.master_ha_addr = None;
             }
         }
         c
@@ -459,6 +520,31 @@ impl Driver {
     }
 }
 
+impl Beat {
+    /// Brings `group` up to this answer (a refusal: the controller has
+    /// `me` at the holder's address); whether there was an answer.
+    fn apply_to(self, group: &mut GroupInfo, me: u64) -> bool {
+        match self {
+            Beat::Group(g) => *group = g,
+            Beat::IdInUse { holder } => {
+                group.replicas.insert(me, holder);
+            }
+            Beat::Lost => return false,
+        }
+        true
+    }
+}
+
+/// Fails as opening the store would if another process holds the data
+/// directory; a directory not made yet is nobody's.
+fn probe_data_dir(base: &BrokerConfig, log: &Logger) -> Result<(), LaunchError> {
+    let dir = std::path::Path::new(&base.store.data_dir);
+    if dir.is_dir() {
+        drop(crate::message_store::lock_data_dir(dir, log)?);
+    }
+    Ok(())
+}
+
 fn without(set: &BTreeSet<u64>, me: u64) -> BTreeSet<u64> {
     set.iter().copied().filter(|b| *b != me).collect()
 }
@@ -484,26 +570,61 @@ mod tests {
 
     #[test]
     fn roles_follow_the_controllers_answer() {
-        let m = Role::of(&group(Some(1), 1, true), 1);
+        let m = Role::of(&group(Some(1), 1, true), (1, "h:1"));
         assert_eq!(m, Role::Master { epoch: 1 });
-        assert!(!m.changed_by(&group(Some(1), 1, true), 1));
-        assert!(m.changed_by(&group(Some(2), 2, true), 1), "deposed");
-        assert!(m.changed_by(&group(None, 2, true), 1), "left masterless");
+        assert!(!m.changed_by(&group(Some(1), 1, true), (1, "h:1")));
         assert!(
-            m.changed_by(&group(Some(1), 3, true), 1),
+            m.changed_by(&group(Some(2), 2, true), (1, "h:1")),
+            "deposed"
+        );
+        assert!(
+            m.changed_by(&group(None, 2, true), (1, "h:1")),
+            "left masterless"
+        );
+        assert!(
+            m.changed_by(&group(Some(1), 3, true), (1, "h:1")),
             "re-elected, new epoch"
         );
 
-        let s = Role::of(&group(Some(1), 1, true), 2);
+        let s = Role::of(&group(Some(1), 1, true), (2, "h:2"));
         assert!(
             matches!(&s, Role::Slave { master: Some((1, 1, a, h)) } if a == "h:1" && h == "h:101")
         );
-        assert!(!s.changed_by(&group(None, 2, true), 2), "masterless: keep");
         assert!(
-            !s.changed_by(&group(Some(3), 2, false), 2),
+            !s.changed_by(&group(None, 2, true), (2, "h:2")),
+            "masterless: keep"
+        );
+        assert!(
+            !s.changed_by(&group(Some(3), 2, false), (2, "h:2")),
             "HA address unknown yet"
         );
-        assert!(s.changed_by(&group(Some(3), 2, true), 2), "new master");
-        assert!(s.changed_by(&group(Some(2), 2, true), 2), "elected");
+        assert!(
+            s.changed_by(&group(Some(3), 2, true), (2, "h:2")),
+            "new master"
+        );
+        assert!(
+            s.changed_by(&group(Some(2), 2, true), (2, "h:2")),
+            "elected"
+        );
+    }
+
+    /// Two brokers with one id: only the one at the replica's address is
+    /// ever master; the other is displaced (walkthrough: both became
+    /// master of one epoch and acknowledged sends were lost).
+    #[test]
+    fn a_broker_not_at_its_ids_address_is_never_master() {
+        let g = group(Some(1), 1, true);
+        assert_eq!(Role::of(&g, (1, "h:1")), Role::Master { epoch: 1 });
+        assert_eq!(Role::of(&g, (1, "h:9")), Role::Displaced);
+        assert_eq!(Role::of(&g, (2, "h:9")), Role::Displaced);
+        let m = Role::Master { epoch: 1 };
+        assert!(m.changed_by(&g, (1, "h:9")), "a master steps down");
+        let s = Role::of(&g, (2, "h:2"));
+        assert!(s.changed_by(&g, (2, "h:9")), "a slave stops replicating");
+        assert!(!Role::Displaced.changed_by(&g, (1, "h:9")));
+        assert!(
+            Role::Displaced.changed_by(&g, (1, "h:1")),
+            "the id is free again"
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! A request that only the leader answers gets [`Response::NotLeader`]
 //! naming the leader when this controller knows it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -65,6 +65,11 @@ pub struct ControllerStatus {
     pub last_applied_index: Option<u64>,
     pub members: Vec<(NodeId, String)>,
     pub groups: Vec<GroupInfo>,
+    /// broker name → the replicas heard from within
+    /// `controller_broker_timeout_ms` (the rest of `replicas` are dead).
+    /// Liveness is the leader's memory: `None` from a follower.
+    #[serde(default)]
+    pub alive: Option<BTreeMap<String, BTreeSet<u64>>>,
 }
 
 /// A request to a controller.
@@ -146,6 +151,15 @@ pub enum Response {
     Refused(String),
     /// The request could not be decoded or served.
     Error(String),
+    /// A heartbeat refused: `broker_id` of `broker_name` is held by a live
+    /// broker (heard within `controller_broker_timeout_ms`) at `holder`,
+    /// another address than the heartbeat's — two brokers with one id
+    /// would both act as master (split brain).
+    IdInUse {
+        broker_name: String,
+        broker_id: u64,
+        holder: String,
+    },
     /// ACL: `AuthFailed` (unsigned, bad signature, stale, replayed) or
     /// `NoPermission` (not an admin account), with the reason.
     AccessDenied(skylark_codec::WireError),

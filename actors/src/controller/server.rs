@@ -7,6 +7,11 @@
 //! gets a full `controller_broker_timeout_ms` to reach the new leader
 //! before it is replaced. Decisions (register, elect, in-sync set) go
 //! through the raft log as [`Command`]s.
+//!
+//! One broker per id: a heartbeat for an id alive at another address (a
+//! copied configuration) is answered [`Response::IdInUse`] and not counted;
+//! the id moves to a new address only once its holder is dead past the
+//! timeout. `Status` marks each replica alive or not (leader only).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -25,7 +30,7 @@ use super::log_store::LogStore;
 use super::network::Network;
 use super::proto::{self, BrokerHeartbeat, ControllerStatus, Request, Response};
 use super::state_machine::{SharedState, StateMachine};
-use super::types::{Command, CommandResult, GroupInfo, NodeId, TypeConfig};
+use super::types::{AddrGuard, Command, CommandResult, GroupInfo, NodeId, TypeConfig};
 use super::{ConfigError, ControllerConfig};
 use crate::acl::rules::Need;
 
@@ -462,11 +467,21 @@ fn not_leader(s: &Shared) -> Option<Response> {
 
 fn status(s: &Shared) -> ControllerStatus {
     let m = s.raft.metrics().borrow().clone();
-    let groups = s
+    let groups: Vec<GroupInfo> = s
         .state
         .read()
         .map(|a| a.state.groups.values().cloned().collect())
         .unwrap_or_default();
+    let alive = s.leading_since().map(|since| {
+        groups
+            .iter()
+            .map(|g| {
+                let ids = g.replicas.keys().copied();
+                let live = ids.filter(|id| s.alive(&g.broker_name, *id, since).is_some());
+                (g.broker_name.clone(), live.collect())
+            })
+            .collect()
+    });
     ControllerStatus {
         node_id: s.id,
         addr: s.addr.clone(),
@@ -476,6 +491,7 @@ fn status(s: &Shared) -> ControllerStatus {
         last_applied_index: m.last_applied.map(|l| l.index),
         members: s.peers.iter().map(|(i, a)| (*i, a.clone())).collect(),
         groups,
+        alive,
     }
 }
 
@@ -504,6 +520,28 @@ async fn write(s: &Shared, cmd: Command) -> Response {
 }
 
 async fn heartbeat(s: &Arc<Shared>, hb: BrokerHeartbeat) -> Response {
+    let g = group(s, &hb.broker_name);
+    let current = g
+        .as_ref()
+        .and_then(|g| g.replicas.get(&hb.broker_id))
+        .cloned();
+    // The id is alive at another address: a second broker with the same
+    // broker_id (a copied configuration). Refused before its heartbeat
+    // counts, so it cannot keep the id alive nor take it over; the id
+    // moves only once its holder is dead past the timeout.
+    if let Some(holder) = current.as_ref().filter(|a| **a != hb.addr) {
+        let since = s.leading_since().unwrap_or_else(Instant::now);
+        if s.alive(&hb.broker_name, hb.broker_id, since).is_some() {
+            warn!(s.log, "refused a heartbeat: its broker id is alive at another address";
+                "broker_name" => &hb.broker_name, "broker_id" => hb.broker_id,
+                "addr" => &hb.addr, "holder" => holder);
+            return Response::IdInUse {
+                broker_name: hb.broker_name,
+                broker_id: hb.broker_id,
+                holder: holder.clone(),
+            };
+        }
+    }
     if let Ok(mut seen) = s.seen.lock() {
         seen.insert(
             (hb.broker_name.clone(), hb.broker_id),
@@ -513,9 +551,8 @@ async fn heartbeat(s: &Arc<Shared>, hb: BrokerHeartbeat) -> Response {
             },
         );
     }
-    let g = group(s, &hb.broker_name);
     let known = g.as_ref().is_some_and(|g| {
-        g.replicas.get(&hb.broker_id) == Some(&hb.addr)
+        current.as_ref() == Some(&hb.addr)
             && (hb.ha_addr.is_none() || g.ha_addrs.get(&hb.broker_id) == hb.ha_addr.as_ref())
     });
     let may_take_masterless = g.as_ref().is_none_or(|g| {
@@ -531,6 +568,7 @@ async fn heartbeat(s: &Arc<Shared>, hb: BrokerHeartbeat) -> Response {
                 broker_id: hb.broker_id,
                 addr: hb.addr,
                 ha_addr: hb.ha_addr,
+                replaces: AddrGuard::of(current.as_ref()),
             },
         )
         .await;

@@ -72,6 +72,11 @@ pub enum Command {
         addr: String,
         #[serde(default)]
         ha_addr: Option<String>,
+        /// The replica's address the leader decided against (compare-and-set:
+        /// two brokers registering the same id at once cannot both win).
+        /// Entries written before it existed apply unchecked.
+        #[serde(default)]
+        replaces: AddrGuard,
     },
     /// Makes `new_master` the master (`None`: no master) if the master epoch
     /// is still `expected_master_epoch`; bumps the master epoch. A new master
@@ -90,6 +95,33 @@ pub enum Command {
         sync_state_set_epoch: u64,
         new_set: BTreeSet<u64>,
     },
+}
+
+/// What [`Command::RegisterBroker`] expects of the id's current address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AddrGuard {
+    /// No check (log entries written before the guard existed).
+    #[default]
+    Unchecked,
+    /// The id has no address yet.
+    Vacant,
+    /// The id is at this address.
+    At(String),
+}
+
+impl AddrGuard {
+    /// The guard that holds for `current` (the id's address now).
+    pub fn of(current: Option<&String>) -> AddrGuard {
+        current.map_or(AddrGuard::Vacant, |a| AddrGuard::At(a.clone()))
+    }
+
+    fn holds(&self, current: Option<&String>) -> bool {
+        match self {
+            AddrGuard::Unchecked => true,
+            AddrGuard::Vacant => current.is_none(),
+            AddrGuard::At(a) => current == Some(a),
+        }
+    }
 }
 
 /// The result of applying a [`Command`].
@@ -120,7 +152,14 @@ impl ControllerState {
                 broker_id,
                 addr,
                 ha_addr,
-            } => Ok(self.register(cluster, broker_name, *broker_id, addr, ha_addr.as_deref())),
+                replaces,
+            } => self.register(
+                cluster,
+                broker_name,
+                (*broker_id, addr),
+                ha_addr.as_deref(),
+                replaces,
+            ),
             Command::ElectMaster {
                 broker_name,
                 expected_master_epoch,
@@ -151,14 +190,25 @@ impl ControllerState {
             .ok_or_else(|| format!("no broker group {broker_name}"))
     }
 
+    /// `(broker_id, addr)`: who registers, and where.
     fn register(
         &mut self,
         cluster: &str,
         broker_name: &str,
-        broker_id: u64,
-        addr: &str,
+        (broker_id, addr): (u64, &str),
         ha_addr: Option<&str>,
-    ) -> &GroupInfo {
+        replaces: &AddrGuard,
+    ) -> Result<&GroupInfo, String> {
+        let current = self
+            .groups
+            .get(broker_name)
+            .and_then(|g| g.replicas.get(&broker_id));
+        if current.map(String::as_str) != Some(addr) && !replaces.holds(current) {
+            return Err(format!(
+                "broker {broker_name} id {broker_id} moved to {} meanwhile",
+                current.map_or("-", String::as_str)
+            ));
+        }
         let g = self
             .groups
             .entry(broker_name.to_string())
@@ -180,7 +230,7 @@ impl ControllerState {
             g.sync_state_set = BTreeSet::from([broker_id]);
             g.sync_state_set_epoch += 1;
         }
-        g
+        Ok(g)
     }
 
     fn elect(
@@ -253,6 +303,7 @@ mod tests {
             broker_id: id,
             addr: format!("127.0.0.1:{}", 1000 + id),
             ha_addr: None,
+            replaces: AddrGuard::Unchecked,
         }
     }
 
@@ -272,6 +323,34 @@ mod tests {
         assert_eq!((g.master_id, g.master_epoch), (Some(0), 1));
         assert_eq!(g.sync_state_set, BTreeSet::from([0]));
         assert_eq!(g.master_addr(), Some("127.0.0.1:1000"));
+    }
+
+    /// Two brokers registering one id from two addresses, decided against
+    /// the same state: only the first is applied.
+    #[test]
+    fn register_is_compare_and_set_on_the_ids_address() {
+        let mut s = ControllerState::default();
+        let at = |port: u16, replaces: AddrGuard| Command::RegisterBroker {
+            cluster: "c".into(),
+            broker_name: "b".into(),
+            broker_id: 1,
+            addr: format!("127.0.0.1:{port}"),
+            ha_addr: None,
+            replaces,
+        };
+        group(s.apply(&at(1, AddrGuard::Vacant)));
+        assert!(matches!(
+            s.apply(&at(2, AddrGuard::Vacant)),
+            CommandResult::Rejected(_)
+        ));
+        // The same broker again, and a move decided against the address now.
+        group(s.apply(&at(1, AddrGuard::Vacant)));
+        let g = group(s.apply(&at(2, AddrGuard::At("127.0.0.1:1".into()))));
+        assert_eq!(g.replicas[&1], "127.0.0.1:2");
+        assert!(matches!(
+            s.apply(&at(3, AddrGuard::At("127.0.0.1:1".into()))),
+            CommandResult::Rejected(_)
+        ));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
@@ -16,7 +17,7 @@ use common::{bin, free_port, wait_listening, wait_until, KillOnDrop};
 use skylark::codec::auth::{encode_signed_frame, ha_hello};
 use skylark::codec::{
     Credentials, ErrorCode, FrameCodec, GetTopicListRequest, Header, OutFrame, RawFrame,
-    RegisterBrokerRequest, SendRequest, TopicConfig, WireError,
+    RegisterBrokerRequest, SendRequest, SendResult, TopicConfig, WireError,
 };
 use tokio_util::codec::Encoder;
 
@@ -54,6 +55,15 @@ struct Cluster {
     broker_port: u16,
     ha_port: u16,
     acl_path: PathBuf,
+    /// `/metrics` of the NameServer and of the broker.
+    namesrv_metrics: u16,
+    broker_metrics: u16,
+    /// The broker's environment, to start it again the same way.
+    broker_env: Vec<(&'static str, String)>,
+    broker_data: PathBuf,
+    /// The servers' log lines (their stderr), as they come.
+    namesrv_log: Receiver<String>,
+    broker_log: Receiver<String>,
 }
 
 fn spawn(args: &[&str], env: &[(&str, String)]) -> KillOnDrop {
@@ -68,9 +78,76 @@ fn spawn(args: &[&str], env: &[(&str, String)]) -> KillOnDrop {
     KillOnDrop(
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn skylark"),
     )
+}
+
+/// The lines of `child`'s stderr (taken from it).
+fn log_of(child: &mut KillOnDrop) -> Receiver<String> {
+    common::pipe_lines(child.0.stderr.take().expect("stderr piped")).0
+}
+
+/// Waits until a line of `log` contains every one of `want`; the lines
+/// seen, if none did within 30 s.
+fn wait_log_line(log: &Receiver<String>, want: &[&str]) -> Result<String, Vec<String>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match log.recv_timeout(left) {
+            Ok(line) if want.iter().all(|w| line.contains(w)) => return Ok(line),
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    Err(seen)
+}
+
+/// The value of the `skylark_auth_refusals_total` series for `reason`
+/// on the `/metrics` served at `port`.
+fn auth_refusals(port: u16, reason: &str) -> u64 {
+    let (status, body) = common::http_get(port, "/metrics", None);
+    assert_eq!(status, 200, "{body}");
+    let series = format!("skylark_auth_refusals_total{{reason=\"{reason}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A master broker with ACL on, listening when this returns, and its log.
+fn spawn_broker(
+    namesrv_port: u16,
+    broker_port: u16,
+    data: &Path,
+    env: &[(&'static str, String)],
+    metrics_port: u16,
+) -> (KillOnDrop, Receiver<String>) {
+    let mut broker = Command::new(bin());
+    broker
+        .args(["--log-level", "warn", "broker", "--namesrv"])
+        .envs(common::ROOMY_DISK)
+        .arg(format!("127.0.0.1:{namesrv_port}"))
+        .args(["--port", &broker_port.to_string(), "--data-dir"])
+        .arg(data)
+        // The broker's own credential: its flags (they set its
+        // access_key / secret_key; they were ignored, and the broker ran
+        // unsigned). The NameServer's comes from the environment.
+        .args(["--access-key", "broker", "--secret-key", BROKER_SECRET])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        broker.env(k, v);
+    }
+    let mut broker = KillOnDrop(broker.spawn().expect("spawn broker"));
+    let ha_port = broker_port + 1;
+    wait_listening(&mut broker.0, &[broker_port, ha_port, metrics_port]).expect("broker up");
+    let log = log_of(&mut broker);
+    (broker, log)
 }
 
 impl Cluster {
@@ -88,7 +165,9 @@ impl Cluster {
             ("SKYLARK_ACL_FILE", acl_path.display().to_string()),
         ];
         let namesrv_port = free_port();
+        let namesrv_metrics = free_port();
         let mut ns_env = acl_env.clone();
+        ns_env.push(("SKYLARK_METRICS_PORT", namesrv_metrics.to_string()));
         if let Some(port) = dashboard {
             ns_env.extend([
                 ("SKYLARK_DASHBOARD_PORT", port.to_string()),
@@ -97,39 +176,31 @@ impl Cluster {
             ]);
         }
         let mut ns = spawn(&["namesrv", "--port", &namesrv_port.to_string()], &ns_env);
-        let mut ns_ports = vec![namesrv_port];
+        let mut ns_ports = vec![namesrv_port, namesrv_metrics];
         ns_ports.extend(dashboard);
         wait_listening(&mut ns.0, &ns_ports).expect("namesrv up");
+        let namesrv_log = log_of(&mut ns);
         let broker_port = free_port();
         let ha_port = broker_port + 1;
+        let broker_metrics = free_port();
         let mut env = acl_env.clone();
         env.extend([
             ("SKYLARK_HA_PORT", ha_port.to_string()),
+            ("SKYLARK_METRICS_PORT", broker_metrics.to_string()),
             ("SKYLARK_STORE__SEGMENT_SIZE", "67108864".to_string()),
             ("SKYLARK_REGISTER_INTERVAL_SECS", "1".to_string()),
             // Seven developers share this disk; these tests are not about it.
             ("SKYLARK_STORE__DISK_SOFT_LIMIT_RATIO", "0.99".to_string()),
             ("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO", "1.0".to_string()),
         ]);
-        let data = dir.join("broker");
-        let mut broker = Command::new(bin());
-        broker
-            .args(["--log-level", "warn", "broker", "--namesrv"])
-            .envs(common::ROOMY_DISK)
-            .arg(format!("127.0.0.1:{namesrv_port}"))
-            .args(["--port", &broker_port.to_string(), "--data-dir"])
-            .arg(&data)
-            // The broker's own credential: its flags (they set its
-            // access_key / secret_key; they were ignored, and the broker
-            // ran unsigned). The NameServer's comes from the environment.
-            .args(["--access-key", "broker", "--secret-key", BROKER_SECRET])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        for (k, v) in &env {
-            broker.env(k, v);
-        }
-        let mut broker = KillOnDrop(broker.spawn().expect("spawn broker"));
-        wait_listening(&mut broker.0, &[broker_port, ha_port]).expect("broker up");
+        let broker_data = dir.join("broker");
+        let (broker, broker_log) = spawn_broker(
+            namesrv_port,
+            broker_port,
+            &broker_data,
+            &env,
+            broker_metrics,
+        );
         let c = Cluster {
             _namesrv: ns,
             _broker: broker,
@@ -137,6 +208,12 @@ impl Cluster {
             broker_port,
             ha_port,
             acl_path,
+            namesrv_metrics,
+            broker_metrics,
+            broker_env: env,
+            broker_data,
+            namesrv_log,
+            broker_log,
         };
         let addr = c.broker_addr();
         assert!(
@@ -147,6 +224,29 @@ impl Cluster {
             "the broker never registered with its credential"
         );
         c
+    }
+
+    /// kill -9 the broker and start it again on the same ports and data
+    /// directory (a new process: a new replay cache).
+    fn restart_broker(&mut self) {
+        let _ = self._broker.0.kill();
+        let _ = self._broker.0.wait();
+        let port = self.broker_port;
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            }),
+            "the old broker's port stayed taken"
+        );
+        let (broker, log) = spawn_broker(
+            self.namesrv_port,
+            port,
+            &self.broker_data,
+            &self.broker_env,
+            self.broker_metrics,
+        );
+        self._broker = broker;
+        self.broker_log = log;
     }
 
     fn namesrv(&self) -> String {
@@ -681,4 +781,134 @@ fn acl_controller_election_needs_an_admin() {
     );
     let out = cli(Some(("admin", ADMIN_SECRET)));
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn queue_offset(f: &RawFrame) -> u64 {
+    match f.decode_body::<Result<SendResult, WireError>>() {
+        Ok(Ok(r)) => r.queue_offset,
+        other => panic!("expected SendOk, got {other:?}"),
+    }
+}
+
+/// A signed request captured and sent again after the broker restarted
+/// (its replay cache empty, the timestamp still inside the window) is
+/// refused: the restarted server takes nothing signed before it started.
+#[test]
+fn acl_a_request_captured_before_a_restart_is_refused_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path());
+    let out = c.cli(
+        Some(("admin", ADMIN_SECRET)),
+        &[
+            "admin", "topic", "create", "--name", "orders", "--queues", "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let app = Credentials::new("app", APP_SECRET);
+    let h = Header::request(1, skylark::codec::Command::SendMessage);
+    let captured = signed(h, &send_req("orders"), &app, now_ms());
+    assert_eq!(queue_offset(&exchange(&c.broker_addr(), &captured)), 0);
+
+    c.restart_broker();
+    let e = error_of(&exchange(&c.broker_addr(), &captured));
+    assert_eq!(e.code, ErrorCode::AuthFailed, "{e:?}");
+    assert!(e.message.contains("before"), "{e:?}");
+    assert!(e.message.contains("when this server started"), "{e:?}");
+    // Stored once: a fresh request gets the next offset.
+    let fresh = signed(h, &send_req("orders"), &app, now_ms());
+    assert_eq!(queue_offset(&exchange(&c.broker_addr(), &fresh)), 1);
+    assert!(auth_refusals(c.broker_metrics, "stale") >= 1);
+}
+
+/// Every kind of refusal counts in `skylark_auth_refusals_total{reason}`
+/// and is logged at WARN with peer, access key, request and reason (never
+/// a secret); a flood of one kind from one peer logs one line.
+#[test]
+fn acl_refusals_are_counted_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path());
+    let out = c.cli(
+        Some(("admin", ADMIN_SECRET)),
+        &[
+            "admin", "topic", "create", "--name", "orders", "--queues", "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let broker = c.broker_addr();
+    let app = Credentials::new("app", APP_SECRET);
+    let h = Header::request(1, skylark::codec::Command::SendMessage);
+    let reasons = [
+        "bad_signature",
+        "unknown_key",
+        "unsigned",
+        "stale",
+        "replayed",
+        "no_permission",
+    ];
+    let before: Vec<u64> = reasons
+        .iter()
+        .map(|r| auth_refusals(c.broker_metrics, r))
+        .collect();
+
+    // A wrong secret, 20 times: counted 20 times, logged once.
+    let wrong = Credentials::new("app", "wrong-secret");
+    for _ in 0..20 {
+        let f = exchange(&broker, &signed(h, &send_req("orders"), &wrong, now_ms()));
+        assert_eq!(error_of(&f).code, ErrorCode::AuthFailed);
+    }
+    let line = wait_log_line(&c.broker_log, &["request refused by ACL", "bad_signature"])
+        .unwrap_or_else(|seen| panic!("no refusal line in the broker log: {seen:#?}"));
+    for want in [
+        "WARN",
+        "127.0.0.1",
+        "app",
+        "SendMessage",
+        "signature mismatch",
+    ] {
+        assert!(line.contains(want), "{want:?} missing: {line}");
+    }
+    assert!(!line.contains("wrong-secret") && !line.contains(APP_SECRET));
+
+    let ghost = Credentials::new("ghost", "x");
+    exchange(&broker, &signed(h, &send_req("orders"), &ghost, now_ms()));
+    exchange(&broker, &unsigned(h, &send_req("orders")));
+    exchange(
+        &broker,
+        &signed(h, &send_req("orders"), &app, now_ms() - 60_000),
+    );
+    let good = signed(h, &send_req("orders"), &app, now_ms());
+    assert!(is_ok(&exchange(&broker, &good)));
+    exchange(&broker, &good);
+    exchange(&broker, &signed(h, &send_req("payroll"), &app, now_ms()));
+    let lines = [
+        ("unknown_key", "ghost"),
+        ("unsigned", "SendMessage"),
+        ("stale", "app"),
+        ("replayed", "app"),
+        ("no_permission", "payroll"),
+    ];
+    for (reason, want) in lines {
+        let seen = wait_log_line(&c.broker_log, &["request refused by ACL", reason, want])
+            .map_err(|seen| format!("no {reason} line: {seen:#?}"))
+            .unwrap();
+        assert!(!seen.contains(APP_SECRET), "{seen}");
+        let _ = seen;
+    }
+    let after: Vec<u64> = reasons
+        .iter()
+        .map(|r| auth_refusals(c.broker_metrics, r))
+        .collect();
+    let delta: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(delta, [20, 1, 1, 1, 1, 1], "{reasons:?}");
+
+    // The NameServer counts and logs its refusals too.
+    let ns_before = auth_refusals(c.namesrv_metrics, "unsigned");
+    let list = Header::request(3, skylark::codec::Command::GetTopicList);
+    exchange(&c.namesrv(), &unsigned(list, &GetTopicListRequest {}));
+    assert_eq!(auth_refusals(c.namesrv_metrics, "unsigned"), ns_before + 1);
+    wait_log_line(
+        &c.namesrv_log,
+        &["request refused by ACL", "unsigned", "GetTopicList"],
+    )
+    .unwrap_or_else(|seen| panic!("no refusal line in the NameServer log: {seen:#?}"));
 }

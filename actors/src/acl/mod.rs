@@ -8,10 +8,13 @@
 //!
 //! 1. unsigned, unknown access key, timestamp outside the window (a
 //!    stale request), a wrong signature, or a signed frame already seen
-//!    inside the window (a replay: [`replay`]) → `AuthFailed`;
+//!    inside the window (a replay: [`replay`]), or signed before this
+//!    server started (its replay cache cannot vouch for it) → `AuthFailed`;
 //! 2. an address outside the account's `allowed_addresses`, or a missing
 //!    permission ([`rules`]) → `NoPermission`, naming what was missing
 //!    and what the request tried, in the user's words ([`phrase`]).
+//!
+//! Every refusal is counted and logged, rate limited ([`refusals`]).
 //!
 //! With ACL off no [`Acl`] exists and the connection skips the check: the
 //! request path costs one `Option` test.
@@ -27,6 +30,7 @@
 //! Messages answered by [`AclWatcher`]: [`Reload`] (look at the file now).
 
 pub mod phrase;
+pub mod refusals;
 pub mod replay;
 pub mod rules;
 pub mod table;
@@ -40,6 +44,8 @@ use actix::prelude::*;
 use skylark_codec::auth::{verify_ha_hello, verify_request};
 use skylark_codec::{Command, ErrorCode, RawFrame, WireError};
 use slog::{error, info, Logger};
+
+use refusals::{Reason, RefusalLog, Refused};
 
 pub use table::{Account, AclTable, Perm};
 
@@ -63,6 +69,7 @@ pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Acl {
     table: Arc<RwLock<Arc<AclTable>>>,
     replay: Arc<replay::ReplayCache>,
+    refusals: Arc<RefusalLog>,
 }
 
 impl std::fmt::Debug for Acl {
@@ -82,13 +89,79 @@ fn auth_failed(msg: String) -> WireError {
     WireError::new(ErrorCode::AuthFailed, msg)
 }
 
+/// A refused request: the answer, and why (for the log and the counter;
+/// `None` for an answer that is no ACL refusal, a body that does not
+/// decode).
+struct Refusal {
+    reason: Option<Reason>,
+    error: WireError,
+}
+
+impl Refusal {
+    fn auth(reason: Reason, msg: String) -> Refusal {
+        Refusal {
+            reason: Some(reason),
+            error: auth_failed(msg),
+        }
+    }
+
+    fn address(key: &str, ip: IpAddr) -> Refusal {
+        Refusal {
+            reason: Some(Reason::AddressNotAllowed),
+            error: WireError::new(
+                ErrorCode::NoPermission,
+                format!("access key '{key}' may not be used from address {ip}"),
+            ),
+        }
+    }
+
+    /// A permission rule's answer: `NoPermission` counts as a refusal.
+    fn rule(error: WireError) -> Refusal {
+        let reason = matches!(
+            error.code,
+            ErrorCode::NoPermission | ErrorCode::PermissionDenied
+        )
+        .then_some(Reason::NoPermission);
+        Refusal { reason, error }
+    }
+}
+
 impl Acl {
-    /// An ACL with this table (fixed until [`Acl::replace`]).
+    /// An ACL with this table (fixed until [`Acl::replace`]) that logs
+    /// refusals nowhere (they are still counted).
     pub fn new(table: AclTable) -> Acl {
+        Acl::with_log(table, Logger::root(slog::Discard, slog::o!()))
+    }
+
+    /// An ACL with this table that logs its refusals to `log`.
+    pub fn with_log(table: AclTable, log: Logger) -> Acl {
         Acl {
             replay: Arc::new(replay::ReplayCache::new(table.replay_cache_entries)),
             table: Arc::new(RwLock::new(Arc::new(table))),
+            refusals: Arc::new(RefusalLog::new(log)),
         }
+    }
+
+    /// `result`, its refusal (if any) counted and logged.
+    fn reported<T>(
+        &self,
+        result: Result<T, Refusal>,
+        peer: Option<IpAddr>,
+        access_key: Option<&str>,
+        request: impl FnOnce() -> String,
+    ) -> Result<T, WireError> {
+        result.map_err(|r| {
+            if let Some(reason) = r.reason {
+                self.refusals.report(&Refused {
+                    peer,
+                    access_key,
+                    request: &request(),
+                    reason,
+                    error: &r.error.message,
+                });
+            }
+            r.error
+        })
     }
 
     /// The table now in force.
@@ -112,8 +185,15 @@ impl Acl {
     /// Checks a request frame: signature, replay window, address, and the
     /// permission `cmd` needs (see the module doc).
     pub fn check(&self, cmd: Command, frame: &RawFrame, peer: IpAddr) -> Result<(), WireError> {
+        let key = frame.auth.as_deref().map(|a| a.access_key.as_str());
+        self.reported(self.check_frame(cmd, frame, peer), Some(peer), key, || {
+            format!("{cmd:?}")
+        })
+    }
+
+    fn check_frame(&self, cmd: Command, frame: &RawFrame, peer: IpAddr) -> Result<(), Refusal> {
         let Some(auth) = frame.auth.as_deref() else {
-            return Err(auth_failed(format!(
+            return Err(Refusal::auth(Reason::Unsigned, format!(
                 "{cmd:?} request is not signed: this server requires ACL credentials (access key and secret key)"
             )));
         };
@@ -126,7 +206,7 @@ impl Acl {
             |a| verify_request(&a.secret_key, auth, &frame.header, &frame.body),
             Some(peer),
         )?;
-        rules::authorize(account, cmd, &frame.body)
+        rules::authorize(account, cmd, &frame.body).map_err(Refusal::rule)
     }
 
     /// Checks a request on a RocketMQ remoting port, signed as RocketMQ's
@@ -140,30 +220,47 @@ impl Acl {
         peer: IpAddr,
         authorize: impl FnOnce(&Account) -> Result<(), WireError>,
     ) -> Result<(), WireError> {
+        let key = req.ext(skylark_codec::remoting::acl::ACCESS_KEY);
+        let result = self.check_remoting_inner(req, key, peer, authorize);
+        self.reported(result, Some(peer), key, || {
+            format!("request code {}", req.code)
+        })
+    }
+
+    fn check_remoting_inner(
+        &self,
+        req: &skylark_codec::remoting::RemotingCommand,
+        key: Option<&str>,
+        peer: IpAddr,
+        authorize: impl FnOnce(&Account) -> Result<(), WireError>,
+    ) -> Result<(), Refusal> {
         use skylark_codec::remoting::acl;
-        let Some(key) = req.ext(acl::ACCESS_KEY) else {
-            return Err(auth_failed(format!(
-                "request code {} is not signed: this server requires ACL credentials \
-                 (the client's AclClientRPCHook with an access key and secret key)",
-                req.code
-            )));
+        let Some(key) = key else {
+            return Err(Refusal::auth(
+                Reason::Unsigned,
+                format!(
+                    "request code {} is not signed: this server requires ACL credentials \
+                     (the client's AclClientRPCHook with an access key and secret key)",
+                    req.code
+                ),
+            ));
         };
         let table = self.snapshot();
         let Some(account) = table.accounts.get(key) else {
-            return Err(auth_failed(format!("unknown access key '{key}'")));
+            return Err(Refusal::auth(
+                Reason::UnknownKey,
+                format!("unknown access key '{key}'"),
+            ));
         };
         if !acl::verify(&account.secret_key, req) {
-            return Err(auth_failed(format!(
+            return Err(Refusal::auth(Reason::BadSignature, format!(
                 "signature mismatch for access key '{key}' (wrong secret key, or the request was altered)"
             )));
         }
         if !account.address_allowed(peer) {
-            return Err(WireError::new(
-                ErrorCode::NoPermission,
-                format!("access key '{key}' may not be used from address {peer}"),
-            ));
+            return Err(Refusal::address(key, peer));
         }
-        authorize(account)
+        authorize(account).map_err(Refusal::rule)
     }
 
     /// Checks a slave's HA hello: the access key must be a broker account,
@@ -174,28 +271,47 @@ impl Acl {
         rest: &[u8],
         peer: IpAddr,
     ) -> Result<(), String> {
+        let result = self.check_ha_hello_inner(access_key, rest, peer);
+        self.reported(result, Some(peer), Some(access_key), || "HA hello".into())
+            .map_err(|e| e.message)
+    }
+
+    fn check_ha_hello_inner(
+        &self,
+        access_key: &str,
+        rest: &[u8],
+        peer: IpAddr,
+    ) -> Result<(), Refusal> {
         let table = self.snapshot();
-        let account = table
-            .accounts
-            .get(access_key)
-            .ok_or_else(|| format!("unknown access key '{access_key}'"))?;
+        let account = table.accounts.get(access_key).ok_or_else(|| {
+            Refusal::auth(
+                Reason::UnknownKey,
+                format!("unknown access key '{access_key}'"),
+            )
+        })?;
         if !account.broker {
-            return Err(format!(
-                "access key '{access_key}' is not the cluster's broker credential"
-            ));
+            return Err(Refusal::rule(WireError::new(
+                ErrorCode::NoPermission,
+                format!("access key '{access_key}' is not the cluster's broker credential"),
+            )));
         }
-        let ts = verify_ha_hello(&account.secret_key, access_key, rest)
-            .ok_or_else(|| format!("signature mismatch for access key '{access_key}'"))?;
+        let ts = verify_ha_hello(&account.secret_key, access_key, rest).ok_or_else(|| {
+            Refusal::auth(
+                Reason::BadSignature,
+                format!("signature mismatch for access key '{access_key}'"),
+            )
+        })?;
         if now_ms().abs_diff(ts) > table.window_ms {
-            return Err("HA hello timestamp outside the window".into());
+            return Err(Refusal::auth(
+                Reason::Stale,
+                "HA hello timestamp outside the window".into(),
+            ));
         }
         let mut sig = [0u8; skylark_codec::auth::SIGNATURE_LEN];
         sig.copy_from_slice(&rest[8..]);
         self.not_replayed(ts, &sig, &table)?;
         if !account.address_allowed(peer) {
-            return Err(format!(
-                "access key '{access_key}' may not be used from address {peer}"
-            ));
+            return Err(Refusal::address(access_key, peer));
         }
         Ok(())
     }
@@ -215,23 +331,42 @@ impl Acl {
         peer: Option<IpAddr>,
         what: &str,
     ) -> Result<(), WireError> {
-        let Some(value) = authorization else {
-            return Err(auth_failed(format!(
-                "an admin account's signed Authorization header is needed to {what} (ACL is on)"
-            )));
+        let auth = authorization.map(skylark_codec::auth::parse_http_authorization);
+        let key = match &auth {
+            Some(Ok(a)) => Some(a.access_key.as_str()),
+            _ => None,
         };
-        let auth = skylark_codec::auth::parse_http_authorization(value).map_err(auth_failed)?;
-        let table = self.snapshot();
-        let key = &auth.access_key;
-        let account = self.authenticate(
-            &table,
-            key,
-            auth.timestamp_ms,
-            &auth.signature,
-            |a| skylark_codec::auth::verify_http(&a.secret_key, &auth, method, path_and_query),
-            peer,
-        )?;
-        require_admin(account, what)
+        let result = match &auth {
+            None => Err(Refusal::auth(
+                Reason::Unsigned,
+                format!(
+                "an admin account's signed Authorization header is needed to {what} (ACL is on)"
+            ),
+            )),
+            Some(Err(e)) => Err(Refusal::auth(Reason::BadSignature, e.clone())),
+            Some(Ok(auth)) => {
+                let table = self.snapshot();
+                self.authenticate(
+                    &table,
+                    &auth.access_key,
+                    auth.timestamp_ms,
+                    &auth.signature,
+                    |a| {
+                        skylark_codec::auth::verify_http(
+                            &a.secret_key,
+                            auth,
+                            method,
+                            path_and_query,
+                        )
+                    },
+                    peer,
+                )
+                .and_then(|account| require_admin(account, what).map_err(Refusal::rule))
+            }
+        };
+        // The path only: a query may hold what the user searched for.
+        let path = path_and_query.split('?').next().unwrap_or_default();
+        self.reported(result, peer, key, || format!("HTTP {method} {path}"))
     }
 
     /// Checks a signed opaque payload (a controller request):
@@ -252,11 +387,39 @@ impl Acl {
         need: rules::Need,
         what: &str,
     ) -> Result<(), WireError> {
+        let result = self.check_payload_inner(
+            access_key,
+            timestamp_ms,
+            nonce,
+            signature,
+            payload,
+            peer,
+            need,
+            what,
+        );
+        self.reported(result, peer, Some(access_key), || what.to_string())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_payload_inner(
+        &self,
+        access_key: &str,
+        timestamp_ms: u64,
+        nonce: u64,
+        signature: &[u8],
+        payload: &[u8],
+        peer: Option<IpAddr>,
+        need: rules::Need,
+        what: &str,
+    ) -> Result<(), Refusal> {
         let Ok(sig) = <[u8; skylark_codec::auth::SIGNATURE_LEN]>::try_from(signature) else {
-            return Err(auth_failed(format!(
-                "signature must be {} bytes",
-                skylark_codec::auth::SIGNATURE_LEN
-            )));
+            return Err(Refusal::auth(
+                Reason::BadSignature,
+                format!(
+                    "signature must be {} bytes",
+                    skylark_codec::auth::SIGNATURE_LEN
+                ),
+            ));
         };
         let table = self.snapshot();
         let account = self.authenticate(
@@ -281,6 +444,7 @@ impl Acl {
             rules::Need::Broker => require_broker(account, what),
             _ => require_admin(account, what),
         }
+        .map_err(Refusal::rule)
     }
 
     /// Whether `creds` is a broker account (`broker = true`) of the table
@@ -316,56 +480,64 @@ impl Acl {
         signature: &[u8; skylark_codec::auth::SIGNATURE_LEN],
         verify: impl FnOnce(&Account) -> bool,
         peer: Option<IpAddr>,
-    ) -> Result<&'t Account, WireError> {
+    ) -> Result<&'t Account, Refusal> {
         let Some(account) = table.accounts.get(key) else {
-            return Err(auth_failed(format!("unknown access key '{key}'")));
+            return Err(Refusal::auth(
+                Reason::UnknownKey,
+                format!("unknown access key '{key}'"),
+            ));
         };
         let skew = now_ms().abs_diff(timestamp_ms);
         if skew > table.window_ms {
-            return Err(auth_failed(format!(
+            return Err(Refusal::auth(Reason::Stale, format!(
                 "request timestamp is {skew} ms away from the server's clock, outside the {} ms window (replayed or stale request, or clock skew)",
                 table.window_ms
             )));
         }
         if !verify(account) {
-            return Err(auth_failed(format!(
+            return Err(Refusal::auth(Reason::BadSignature, format!(
                 "signature mismatch for access key '{key}' (wrong secret key, or the request was altered)"
             )));
         }
-        self.not_replayed(timestamp_ms, signature, table)
-            .map_err(auth_failed)?;
+        self.not_replayed(timestamp_ms, signature, table)?;
         if let Some(ip) = peer.filter(|ip| !account.address_allowed(*ip)) {
-            return Err(WireError::new(
-                ErrorCode::NoPermission,
-                format!("access key '{key}' may not be used from address {ip}"),
-            ));
+            return Err(Refusal::address(key, ip));
         }
         Ok(account)
     }
 
-    /// Records a verified signature; an error text if it was seen before in
-    /// the window, or is older than the replay cache still covers.
+    /// Records a verified signature; refused if it was seen before in the
+    /// window, is older than the replay cache still covers, or was signed
+    /// before this server started.
     fn not_replayed(
         &self,
         ts: u64,
         signature: &[u8; skylark_codec::auth::SIGNATURE_LEN],
         table: &AclTable,
-    ) -> Result<(), String> {
-        match self
+    ) -> Result<(), Refusal> {
+        let refused = match self
             .replay
             .check_and_record(ts, signature, now_ms(), table.window_ms)
         {
-            Ok(()) => Ok(()),
-            Err(replay::Refusal::Replayed) => Err(format!(
+            Ok(()) => return Ok(()),
+            Err(r) => r,
+        };
+        Err(match refused {
+            replay::Refusal::Replayed => Refusal::auth(Reason::Replayed, format!(
                 "replayed request: this signed frame was already received within the {} ms window",
                 table.window_ms
             )),
-            Err(replay::Refusal::BeyondReach { floor_ms }) => Err(format!(
+            replay::Refusal::BeyondReach { floor_ms } => Refusal::auth(Reason::Stale, format!(
                 "request timestamp {ts} is not after {floor_ms}, the oldest the replay cache still covers \
                  (more signed requests arrived within the window than replay_cache_entries holds); \
                  send a fresh request"
             )),
-        }
+            replay::Refusal::BeforeStart { started_ms } => Refusal::auth(Reason::Stale, format!(
+                "request timestamp {ts} is before {started_ms}, when this server started: it may be \
+                 a request replayed from before a restart (or the client's clock lags the server's); \
+                 send a fresh request"
+            )),
+        })
     }
 }
 
@@ -410,7 +582,8 @@ impl FileWatch {
         let table = AclTable::load(&path)?;
         let log = log.new(slog::o!("actor" => "acl"));
         info!(log, "ACL loaded"; "file" => %path.display(), "accounts" => table.accounts.len());
-        Ok((Acl::new(table), FileWatch { path, seen }, log))
+        let acl = Acl::with_log(table, log.clone());
+        Ok((acl, FileWatch { path, seen }, log))
     }
 
     /// [`FileWatch::reload`] on the watcher's tick: a refused file is
@@ -731,6 +904,76 @@ mod tests {
         acl.check_ha_hello("broker", rest, LOCAL).unwrap();
         let e = acl.check_ha_hello("broker", rest, LOCAL).unwrap_err();
         assert!(e.contains("replayed"), "{e}");
+    }
+
+    #[test]
+    fn acl_refuses_what_was_signed_before_it_started() {
+        // Inside the window, but before this server (its replay cache)
+        // started: a request the previous process may have taken.
+        let acl = acl_of(&format!(
+            "{FILE}\n[[accounts]]\naccess_key = \"broker\"\nsecret_key = \"bs\"\nbroker = true"
+        ));
+        let before = now_ms() - 5_000;
+        let app = Credentials::new("app", "app-secret");
+        let f = signed(Command::SendMessage, &send("orders"), &app, before);
+        let e = acl.check(Command::SendMessage, &f, LOCAL).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AuthFailed);
+        assert!(
+            e.message.contains("when this server started"),
+            "{}",
+            e.message
+        );
+
+        let hello = skylark_codec::auth::ha_hello(&Credentials::new("broker", "bs"), before);
+        let e = acl
+            .check_ha_hello("broker", &hello[2 + "broker".len()..], LOCAL)
+            .unwrap_err();
+        assert!(e.contains("when this server started"), "{e}");
+
+        let root = Credentials::new("root", "root-secret");
+        let path = "/api/messages?topic=orders";
+        let header = skylark_codec::auth::http_authorization(&root, "GET", path, before);
+        let e = acl
+            .check_http_admin(Some(&header), "GET", path, Some(LOCAL), "search messages")
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::AuthFailed);
+        assert!(
+            e.message.contains("when this server started"),
+            "{}",
+            e.message
+        );
+        // Signed now, the same request passes.
+        let header = skylark_codec::auth::http_authorization(&root, "GET", path, now_ms());
+        acl.check_http_admin(Some(&header), "GET", path, Some(LOCAL), "search messages")
+            .unwrap();
+    }
+
+    #[test]
+    fn acl_refusals_are_counted_by_reason() {
+        let count = |r: Reason| {
+            crate::metrics::process_registry()
+                .auth_refusals
+                .with_label_values(&[r.label()])
+                .get()
+        };
+        let acl = acl();
+        let (unknown, bad, unsigned) = (
+            count(Reason::UnknownKey),
+            count(Reason::BadSignature),
+            count(Reason::Unsigned),
+        );
+        let ghost = Credentials::new("ghost", "x");
+        let f = signed(Command::SendMessage, &send("orders"), &ghost, now_ms());
+        acl.check(Command::SendMessage, &f, LOCAL).unwrap_err();
+        let wrong = Credentials::new("app", "guess");
+        let f = signed(Command::SendMessage, &send("orders"), &wrong, now_ms());
+        acl.check(Command::SendMessage, &f, LOCAL).unwrap_err();
+        acl.check_http_admin(None, "GET", "/api/messages", None, "search messages")
+            .unwrap_err();
+        // Other tests of this process count too: at least ours.
+        assert!(count(Reason::UnknownKey) > unknown);
+        assert!(count(Reason::BadSignature) > bad);
+        assert!(count(Reason::Unsigned) > unsigned);
     }
 
     #[test]

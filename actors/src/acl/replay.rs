@@ -15,6 +15,13 @@
 //! narrows under a flood instead of letting replays through; the error
 //! says so.
 //!
+//! The cache starts empty with its process, so a request signed before
+//! that cannot be told from a replay of one the previous process took
+//! (a restart inside the window): the cache refuses every request stamped
+//! before it started ([`Refusal::BeforeStart`]). The window's lower bound
+//! is thus max(now − window, start). A client whose clock lags the
+//! server's is refused for that lag after a restart; its retry signs anew.
+//!
 //! Sharded by signature byte (16 mutexes) so connection threads checking
 //! at once rarely meet on one lock. Plain Rust, unit-tested as is.
 
@@ -42,6 +49,12 @@ pub enum Refusal {
         /// The newest timestamp dropped (ms).
         floor_ms: u64,
     },
+    /// Stamped before this cache (its process) started: a request the
+    /// previous process may have taken.
+    BeforeStart {
+        /// When the cache started (ms since the epoch).
+        started_ms: u64,
+    },
 }
 
 #[derive(Default)]
@@ -55,6 +68,9 @@ struct Shard {
 pub struct ReplayCache {
     shards: Vec<Mutex<Shard>>,
     per_shard: AtomicUsize,
+    /// When this cache started (ms since the epoch): nothing signed
+    /// before is accepted.
+    started_ms: u64,
 }
 
 impl std::fmt::Debug for ReplayCache {
@@ -64,11 +80,21 @@ impl std::fmt::Debug for ReplayCache {
 }
 
 impl ReplayCache {
-    /// A cache holding at most about `entries` signatures.
+    /// A cache holding at most about `entries` signatures, started now.
     pub fn new(entries: usize) -> ReplayCache {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        ReplayCache::started_at(entries, now)
+    }
+
+    /// A cache that refuses requests stamped before `started_ms`.
+    pub fn started_at(entries: usize, started_ms: u64) -> ReplayCache {
         let c = ReplayCache {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: AtomicUsize::new(1),
+            started_ms,
         };
         c.set_capacity(entries);
         c
@@ -91,6 +117,11 @@ impl ReplayCache {
         now_ms: u64,
         window_ms: u64,
     ) -> Result<(), Refusal> {
+        if ts_ms < self.started_ms {
+            return Err(Refusal::BeforeStart {
+                started_ms: self.started_ms,
+            });
+        }
         let mut key = [0u8; KEY_LEN];
         key.copy_from_slice(&signature[..KEY_LEN]);
         let shard = &self.shards[usize::from(signature[KEY_LEN]) % SHARDS];
@@ -150,7 +181,7 @@ mod tests {
 
     #[test]
     fn replay_is_refused_and_expiry_forgets() {
-        let c = ReplayCache::new(1000);
+        let c = ReplayCache::started_at(1000, 0);
         c.check_and_record(1_000, &sig(1), 1_000, 60_000).unwrap();
         assert_eq!(
             c.check_and_record(1_000, &sig(1), 2_000, 60_000),
@@ -164,8 +195,21 @@ mod tests {
     }
 
     #[test]
+    fn a_request_signed_before_the_cache_started_is_refused() {
+        // A restarted server: the window still covers ts 9_000, but the
+        // cache that saw it is gone.
+        let c = ReplayCache::started_at(1000, 10_000);
+        assert_eq!(
+            c.check_and_record(9_000, &sig(1), 10_500, 60_000),
+            Err(Refusal::BeforeStart { started_ms: 10_000 })
+        );
+        c.check_and_record(10_000, &sig(1), 10_500, 60_000).unwrap();
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
     fn a_full_cache_refuses_what_it_dropped_not_newer_requests() {
-        let c = ReplayCache::new(SHARDS * 3);
+        let c = ReplayCache::started_at(SHARDS * 3, 0);
         for i in 0..3 {
             c.check_and_record(10 + u64::from(i), &sig(i), 20, 60_000)
                 .unwrap();

@@ -19,7 +19,7 @@
 //! * Recording is off until this process serves metrics ([`recording`]),
 //!   so a broker without `metrics_port` pays one relaxed load per request.
 //! * Process-wide instruments that fire rarely (a CommitLog fsync, a `Busy`
-//!   rejection) are plain atomic prometheus metrics in [`process_registry`].
+//!   rejection, an ACL refusal) are plain atomic prometheus metrics in [`process_registry`].
 //!
 //! Each running Broker, NameServer and controller registers a [`Source`] here at start
 //! (a weak reference, gone when it stops); every `/metrics` endpoint of the
@@ -110,6 +110,8 @@ pub struct ProcessMetrics {
     pub flush_latency: Histogram,
     /// `skylark_busy_rejections_total{reason}`.
     pub busy: IntCounterVec,
+    /// `skylark_auth_refusals_total{reason}`: requests the ACL refused.
+    pub auth_refusals: IntCounterVec,
 }
 
 static PROCESS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
@@ -138,13 +140,26 @@ static PROCESS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
     for reason in ["inflight", "connections", "mailbox"] {
         let _ = busy.with_label_values(&[reason]);
     }
+    let auth_refusals = IntCounterVec::new(
+        Opts::new(
+            "skylark_auth_refusals_total",
+            "Requests refused by the ACL (AuthFailed or NoPermission), by reason.",
+        ),
+        &["reason"],
+    )
+    .expect("valid counter options");
+    for reason in crate::acl::refusals::Reason::ALL {
+        let _ = auth_refusals.with_label_values(&[reason.label()]);
+    }
     // Distinct names, so registering cannot fail.
     let _ = registry.register(Box::new(flush_latency.clone()));
     let _ = registry.register(Box::new(busy.clone()));
+    let _ = registry.register(Box::new(auth_refusals.clone()));
     ProcessMetrics {
         registry,
         flush_latency,
         busy,
+        auth_refusals,
     }
 });
 
@@ -172,6 +187,12 @@ pub fn note_busy(reason: BusyReason) {
         BusyReason::Mailbox => "mailbox",
     };
     PROCESS.busy.with_label_values(&[label]).inc();
+}
+
+/// Counts one ACL refusal (an error path: a shared atomic is fine);
+/// `reason` is a [`crate::acl::refusals::Reason`] label.
+pub fn note_auth_refusal(reason: &str) {
+    PROCESS.auth_refusals.with_label_values(&[reason]).inc();
 }
 
 /// Records one CommitLog fsync (the flusher thread; one per fsync).

@@ -1,0 +1,208 @@
+//! What an operator sees of ACL refusals: a WARN line per refusal in the
+//! server's log and the counter `skylark_auth_refusals_total{reason}`
+//! ([`crate::metrics::note_auth_refusal`]).
+//!
+//! A client with a wrong secret, or an attacker, can send refused
+//! requests as fast as the network allows, so the log lines are rate
+//! limited: at most one line per (peer address, reason) every
+//! [`LOG_INTERVAL`]; the next line for that pair says how many were left
+//! out since (`suppressed`). The counter counts every refusal.
+//!
+//! A line names the peer, the access key (never a secret or signature:
+//! the refusal texts of [`super`] never hold one), the request and the
+//! reason. Plain Rust behind a mutex: refusals are an error path.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use slog::{warn, Logger};
+
+/// At most one log line per (peer, reason) this often.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// (peer, reason) pairs remembered at most; past that, pairs quiet for
+/// [`LOG_INTERVAL`] are forgotten (and their next refusal logs at once).
+const MAX_PAIRS: usize = 4096;
+
+/// Why a request was refused (the counter's `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// No signature at all.
+    Unsigned,
+    /// An access key not in the ACL file.
+    UnknownKey,
+    /// The signature does not verify under the key's secret (or is
+    /// malformed).
+    BadSignature,
+    /// Timestamp outside the window, before the server started, or older
+    /// than the replay cache still covers.
+    Stale,
+    /// A signed request already received within the window.
+    Replayed,
+    /// The account lacks the permission the request needs.
+    NoPermission,
+    /// The account may not be used from the peer's address.
+    AddressNotAllowed,
+}
+
+impl Reason {
+    /// Every reason, in the order the metric lists them.
+    pub const ALL: [Reason; 7] = [
+        Reason::Unsigned,
+        Reason::UnknownKey,
+        Reason::BadSignature,
+        Reason::Stale,
+        Reason::Replayed,
+        Reason::NoPermission,
+        Reason::AddressNotAllowed,
+    ];
+
+    /// The `reason` label and the log's `reason` value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Unsigned => "unsigned",
+            Reason::UnknownKey => "unknown_key",
+            Reason::BadSignature => "bad_signature",
+            Reason::Stale => "stale",
+            Reason::Replayed => "replayed",
+            Reason::NoPermission => "no_permission",
+            Reason::AddressNotAllowed => "address_not_allowed",
+        }
+    }
+}
+
+/// One refused request, as reported.
+pub struct Refused<'a> {
+    pub peer: Option<IpAddr>,
+    /// The access key the request named, if any.
+    pub access_key: Option<&'a str>,
+    /// The request: a command, a RocketMQ request code, `HA hello`, ...
+    pub request: &'a str,
+    pub reason: Reason,
+    /// The refusal text sent to the client (holds no secret).
+    pub error: &'a str,
+}
+
+struct Pair {
+    last_line: Instant,
+    suppressed: u64,
+}
+
+/// The rate-limited reporter (see the module doc).
+pub struct RefusalLog {
+    log: Logger,
+    pairs: Mutex<HashMap<(Option<IpAddr>, Reason), Pair>>,
+}
+
+impl RefusalLog {
+    pub fn new(log: Logger) -> RefusalLog {
+        RefusalLog {
+            log,
+            pairs: Mutex::default(),
+        }
+    }
+
+    /// Counts `r` and logs it unless a line for its (peer, reason) went
+    /// out less than [`LOG_INTERVAL`] ago; returns whether it logged.
+    pub fn report(&self, r: &Refused<'_>) -> bool {
+        crate::metrics::note_auth_refusal(r.reason.label());
+        let Some(suppressed) = self.take_turn(r.peer, r.reason, Instant::now()) else {
+            return false;
+        };
+        let peer = r
+            .peer
+            .map_or_else(|| "unknown".to_string(), |p| p.to_string());
+        warn!(self.log, "request refused by ACL";
+            "peer" => peer,
+            "access_key" => r.access_key.unwrap_or("-"),
+            "request" => r.request,
+            "reason" => r.reason.label(),
+            "error" => r.error,
+            "suppressed" => suppressed);
+        true
+    }
+
+    /// `Some(refusals left out since the last line)` if a line may go out
+    /// at `now`, else `None` (and one more is counted as left out).
+    fn take_turn(&self, peer: Option<IpAddr>, reason: Reason, now: Instant) -> Option<u64> {
+        let mut pairs = match self.pairs.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(p) = pairs.get_mut(&(peer, reason)) {
+            if now.duration_since(p.last_line) < LOG_INTERVAL {
+                p.suppressed += 1;
+                return None;
+            }
+            let n = p.suppressed;
+            *p = Pair {
+                last_line: now,
+                suppressed: 0,
+            };
+            return Some(n);
+        }
+        if pairs.len() >= MAX_PAIRS {
+            pairs.retain(|_, p| now.duration_since(p.last_line) < LOG_INTERVAL);
+            if pairs.len() >= MAX_PAIRS {
+                // Many peers at once: keep logging, forget the oldest.
+                if let Some(k) = pairs
+                    .iter()
+                    .min_by_key(|(_, p)| p.last_line)
+                    .map(|(k, _)| *k)
+                {
+                    pairs.remove(&k);
+                }
+            }
+        }
+        pairs.insert(
+            (peer, reason),
+            Pair {
+                last_line: now,
+                suppressed: 0,
+            },
+        );
+        Some(0)
+    }
+}
+
+impl std::fmt::Debug for RefusalLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefusalLog")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_peer_and_reason_per_interval_with_the_count_left_out() {
+        let l = RefusalLog::new(Logger::root(slog::Discard, slog::o!()));
+        let a = Some(IpAddr::from([10, 0, 0, 1]));
+        let b = Some(IpAddr::from([10, 0, 0, 2]));
+        let t0 = Instant::now();
+        assert_eq!(l.take_turn(a, Reason::BadSignature, t0), Some(0));
+        for _ in 0..5 {
+            assert_eq!(l.take_turn(a, Reason::BadSignature, t0), None);
+        }
+        // Another reason or another peer has its own turn.
+        assert_eq!(l.take_turn(a, Reason::Replayed, t0), Some(0));
+        assert_eq!(l.take_turn(b, Reason::BadSignature, t0), Some(0));
+        let later = t0 + LOG_INTERVAL;
+        assert_eq!(l.take_turn(a, Reason::BadSignature, later), Some(5));
+        assert_eq!(l.take_turn(a, Reason::BadSignature, later), None);
+    }
+
+    #[test]
+    fn many_peers_do_not_grow_the_table_without_bound() {
+        let l = RefusalLog::new(Logger::root(slog::Discard, slog::o!()));
+        let t0 = Instant::now();
+        for i in 0..(MAX_PAIRS as u32 + 100) {
+            let peer = Some(IpAddr::from(i.to_be_bytes()));
+            assert_eq!(l.take_turn(peer, Reason::UnknownKey, t0), Some(0));
+        }
+        assert!(l.pairs.lock().unwrap().len() <= MAX_PAIRS);
+    }
+}

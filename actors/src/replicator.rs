@@ -436,8 +436,19 @@ impl Handler<GetMasterHa> for Replicator {
 
 impl Handler<SlaveProgress> for Replicator {
     type Result = ();
-    fn handle(&mut self, m: SlaveProgress, _: &mut Self::Context) {
-        self.connected = m.connected;
+    fn handle(&mut self, m: SlaveProgress, ctx: &mut Self::Context) {
+        let was = std::mem::replace(&mut self.connected, m.connected);
+        if was && !m.connected {
+            // The master may be down, and consumers then commit their
+            // offsets here: push them at the next sync. Waiting for a
+            // sync to fail missed an outage shorter than the sync interval,
+            // and the next sync copied the master's older table over them.
+            self.push_offsets = true;
+        } else if !was && m.connected && self.push_offsets {
+            // Replicating again: push now, before consumers back on the
+            // master read its older offsets for a whole sync interval.
+            self.sync_metadata(ctx);
+        }
         if let Some(a) = m.applied {
             self.applied = a;
         }

@@ -1551,3 +1551,76 @@ fn a_command_whose_stdout_and_stderr_are_closed_pipes_exits_1_not_by_a_panic() {
         assert_eq!(status.code(), Some(1), "{args:?}: {status}");
     }
 }
+
+/// A broker stopped with SIGTERM unregisters from its NameServer even when
+/// the connection it registered on was closed meanwhile (here the
+/// NameServer closed it idle): it called on the closed connection, logged
+/// "unregister failed ... connection closed", and stayed in the routes
+/// until the NameServer's broker timeout (120 s).
+#[test]
+fn a_stopped_broker_unregisters_even_when_its_namesrv_connection_was_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns_port = common::free_port();
+    let mut ns = Command::new(bin())
+        .args(["--log-level", "debug", "namesrv", "--port"])
+        .arg(ns_port.to_string())
+        .env("SKYLARK_CONNECTION_IDLE_SECS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (ns_log, _reader) = common::pipe_lines(ns.stderr.take().unwrap());
+    let mut ns = common::KillOnDrop(ns);
+    common::wait_listening(&mut ns.0, &[ns_port]).unwrap();
+    let namesrv = format!("127.0.0.1:{ns_port}");
+    let port = common::free_port();
+    let broker = Command::new(bin())
+        .args([
+            "--log-level",
+            "warn",
+            "broker",
+            "--namesrv",
+            &namesrv,
+            "--port",
+        ])
+        .arg(port.to_string())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .envs(common::ROOMY_DISK)
+        .env("SKYLARK_HA_PORT", "0")
+        .env("SKYLARK_STORE__SEGMENT_SIZE", "67108864")
+        // No registration nor heartbeat reopens the connection.
+        .env("SKYLARK_REGISTER_INTERVAL_SECS", "600")
+        .env_remove("SKYLARK_NAMESRV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut broker = common::KillOnDrop(broker);
+    common::wait_listening(&mut broker.0, &[port]).unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let listed = || {
+        let out = common::cli(&namesrv, &["admin", "--json", "cluster", "list"]);
+        String::from_utf8_lossy(&out.stdout).contains(&addr)
+    };
+    assert!(common::wait_until(Duration::from_secs(30), listed));
+    // The broker's registration connection is closed by the NameServer.
+    assert!(
+        common::wait_until(Duration::from_secs(30), || ns_log
+            .try_iter()
+            .any(|l| l.contains("closing idle connection"))),
+        "the NameServer never closed an idle connection"
+    );
+    let term = Command::new("kill")
+        .args(["-TERM", &broker.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let st = broker.0.wait().unwrap();
+    assert!(st.success(), "{st:?}");
+    assert!(
+        !listed(),
+        "the stopped broker is still in the NameServer's list"
+    );
+}

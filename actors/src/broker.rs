@@ -750,16 +750,33 @@ impl Handler<Unregister> for Broker {
             broker_id: self.config.broker_id,
             broker_addr: self.config.advertised(),
         };
-        let clients: Vec<RpcClient> = self
+        // Every NameServer, on its open connection if there is one, else
+        // (or when that one turns out closed: the NameServer restarted, or
+        // closed it idle) on a new one, so a stopped broker is not left in
+        // a route until the NameServer's broker timeout.
+        let links: Vec<(String, Option<RpcClient>)> = self
             .links
             .iter()
-            .filter_map(|l| l.client.clone().or_else(|| l.hb_client.clone()))
+            .map(|l| {
+                let c = l.client.clone().or_else(|| l.hb_client.clone());
+                (l.addr.clone(), c)
+            })
             .collect();
-        let log = self.log.clone();
+        let (log, config) = (self.log.clone(), self.config.clone());
         Box::pin(async move {
-            for c in clients {
-                if let Err(e) = c.call_timeout(&req, Duration::from_secs(2)).await {
-                    warn!(log, "unregister failed"; "namesrv" => c.remote(), "error" => %e);
+            const TIMEOUT: Duration = Duration::from_secs(2);
+            for (addr, cached) in links {
+                if let Some(c) = cached {
+                    if c.call_timeout(&req, TIMEOUT).await.is_ok() {
+                        continue;
+                    }
+                }
+                let fresh = match config.connect_peer(&addr).await {
+                    Ok(c) => c.call_timeout(&req, TIMEOUT).await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = fresh {
+                    warn!(log, "unregister failed"; "namesrv" => &addr, "error" => %e);
                 }
             }
         })

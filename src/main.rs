@@ -54,6 +54,16 @@ fn main() {
         say_error(&e);
         std::process::exit(2);
     }
+    let prints_results = matches!(
+        cli.cmd,
+        Cmd::Produce(_) | Cmd::Consume(_) | Cmd::Admin(_) | Cmd::Bench(_)
+    );
+    if prints_results {
+        if let Err(e) = cli::require_stdout() {
+            say_error(&format_args!("{e:#}"));
+            std::process::exit(1);
+        }
+    }
     let log = skylark::logging::logger(&cli.log_level, cli.log_json);
     let result = match cli.cmd {
         Cmd::Standalone(a) => cli::server::standalone(a, &server, log.clone()),

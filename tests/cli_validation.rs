@@ -287,6 +287,57 @@ fn an_unwritable_broadcast_offset_file_is_refused_before_joining() {
         1,
         &["cannot write the local offset file", "is a directory"],
     );
+    // A file that is there but not offsets: said so, not "cannot write".
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, "not json").unwrap();
+    refused(
+        &broadcast(garbage.to_str().unwrap()),
+        1,
+        &["cannot be read as an offsets file", "move it aside"],
+    );
+}
+
+/// `--instance` names a directory under `~/.skylark_offsets`: `../../x`
+/// wrote the offsets file at `/x/GROUP/offsets.json`.
+#[test]
+fn an_instance_name_that_leaves_the_offsets_directory_is_refused() {
+    for name in ["../../x", "..", "a/b", ""] {
+        let o = offline(&[
+            "consume",
+            "--group",
+            "bc",
+            "--topic",
+            "T",
+            "--broadcast",
+            "--instance",
+            name,
+            "--count",
+            "1",
+        ]);
+        refused(&o, 2, &["is not an instance name"]);
+    }
+}
+
+/// A client command whose stdout is closed (`>&-`) is refused before it
+/// connects: `consume` with a closed stdout exited 0 having committed the
+/// offsets of messages it never printed.
+#[test]
+fn a_client_command_with_stdout_closed_is_refused() {
+    for cmd in [
+        "consume --group g --topic T --count 1",
+        "produce --topic T --body b",
+        "admin topic list",
+    ] {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec \"$0\" {cmd} >&-"))
+            .arg(bin())
+            .env("SKYLARK_NAMESRV", NO_NAMESRV)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        refused(&o, 1, &["stdout is closed"]);
+    }
 }
 
 /// Runs `skylark CMD -c FILE` and returns its output once it exits; a

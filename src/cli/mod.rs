@@ -105,6 +105,36 @@ where
     })
 }
 
+/// Refuses a client command whose stdout is closed (`>&-`): Rust's
+/// standard output takes writes to a closed descriptor (EBADF) as done, so
+/// `consume` would commit the offsets of messages nobody saw and `produce`
+/// would print no acknowledgement, both exiting 0.
+pub fn require_stdout() -> anyhow::Result<()> {
+    // SAFETY: F_GETFD only reads descriptor 1's flags.
+    let closed = unsafe { libc::fcntl(1, libc::F_GETFD) } == -1
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBADF);
+    if closed {
+        anyhow::bail!("stdout is closed: this command prints its results there (send them to /dev/null to discard them)");
+    }
+    Ok(())
+}
+
+/// `--instance`: one path component, since it names a directory of the
+/// local offset files (`~/.skylark_offsets/<instance>/`).
+fn instance_name(s: &str) -> Result<String, String> {
+    let bad = s.is_empty()
+        || s == "."
+        || s == ".."
+        || s.len() > 255
+        || s.chars().any(|c| c == '/' || c == '\\' || c.is_control());
+    if bad {
+        return Err(format!(
+            "{s:?} is not an instance name: give one path component (letters, digits, '-', '_', '.'; not '.' or '..', no '/'), at most 255 bytes"
+        ));
+    }
+    Ok(s.to_string())
+}
+
 /// Yields to the local task set until actors spawned by the command (and
 /// those they spawn in `started`) have been polled once.
 async fn settle() {
@@ -460,7 +490,8 @@ pub struct ProduceArgs {
     /// User property NAME=VALUE (repeatable).
     #[arg(long = "property", value_name = "NAME=VALUE")]
     pub properties: Vec<String>,
-    /// One JSON object per sent message on stdout.
+    /// One JSON object per sent message on stdout (with --transaction and
+    /// --linger-secs, also one per check-back answered: `check_msg_id`).
     #[arg(long)]
     pub json: bool,
     /// Exit 0 even when the broker answers a send status other than SendOk
@@ -518,7 +549,7 @@ pub struct ConsumeArgs {
     #[arg(long, default_value_t = 20_000)]
     pub rebalance_interval_ms: u64,
     /// Instance name: names the local offset file of a broadcast consumer.
-    #[arg(long, default_value = "DEFAULT", requires = "broadcast")]
+    #[arg(long, default_value = "DEFAULT", requires = "broadcast", value_parser = instance_name)]
     pub instance: String,
     /// Local offset file of a broadcast consumer (overrides --instance).
     #[arg(long, requires = "broadcast")]

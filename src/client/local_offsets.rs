@@ -44,7 +44,16 @@ impl LocalOffsetStore {
         if path.is_dir() {
             return Err(std::io::Error::other("it is a directory"));
         }
-        let table = persist::read_json(path)?.unwrap_or_default();
+        let table = persist::read_json(path)
+            .map_err(|e| match e.kind() {
+                // Not JSON: the file is there, it is its content that is wrong.
+                std::io::ErrorKind::InvalidData => std::io::Error::new(
+                    e.kind(),
+                    format!("it cannot be read as an offsets file ({e}); move it aside or give another --offset-file"),
+                ),
+                _ => e,
+            })?
+            .unwrap_or_default();
         let store = LocalOffsetStore {
             path: path.to_path_buf(),
             table: Mutex::new(table),

@@ -139,12 +139,24 @@ impl Store {
     }
 
     /// For each queue of `topic` (by id): up to `per_queue` records from the
-    /// first one stored at or after `millis`; concatenated.
+    /// first one stored at or after `millis`; concatenated, at most about
+    /// [`QUERY_ANSWER_BYTES`] in all (the answer is one frame): queues past
+    /// that are left out.
     pub fn query_by_time(
         &self,
         topic: &str,
         millis: i64,
         per_queue: usize,
+    ) -> Result<(Bytes, u32)> {
+        self.query_by_time_within(topic, millis, per_queue, QUERY_ANSWER_BYTES)
+    }
+
+    fn query_by_time_within(
+        &self,
+        topic: &str,
+        millis: i64,
+        per_queue: usize,
+        budget: usize,
     ) -> Result<(Bytes, u32)> {
         let mut ids: Vec<u32> = self
             .queues
@@ -155,16 +167,16 @@ impl Store {
         let mut buf = BytesMut::new();
         let mut count = 0;
         for id in ids {
+            // The budget is shared: a fixed one per queue cut a queue at its
+            // first large message (a 4 MiB one after a small one ended the
+            // queue's list, silently), and many queues of large messages
+            // could pass the frame limit.
+            let Some(left) = budget.checked_sub(buf.len()).filter(|&l| l > 0) else {
+                break;
+            };
             let offset = self.queue_offset_by_time(topic, id, millis);
-            let r = self.read_filtered(
-                topic,
-                id,
-                offset,
-                per_queue.max(1),
-                4 << 20,
-                None,
-                UNFILTERED,
-            )?;
+            let r =
+                self.read_filtered(topic, id, offset, per_queue.max(1), left, None, UNFILTERED)?;
             for c in r.records.chunks() {
                 buf.extend_from_slice(c);
             }
@@ -178,6 +190,11 @@ impl Store {
         self.index.file_count()
     }
 }
+
+/// What a by-time answer holds at most, about: its last queue may add one
+/// record past it (a read returns at least one), and with the largest
+/// record (4 MiB) that stays well inside a 16 MiB frame.
+pub const QUERY_ANSWER_BYTES: usize = 8 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -447,5 +464,30 @@ mod tests {
         assert_eq!(n, 0);
         let (_, n) = store.query_by_time("Nope", 0, 10).unwrap();
         assert_eq!(n, 0);
+        // The budget is the whole answer's: once it is spent, the queues
+        // after are left out (each record here is over 100 bytes: queue 0
+        // gives its first, and nothing is left for queue 1).
+        let (recs, n) = store.query_by_time_within("T", 0, 10, 100).unwrap();
+        assert_eq!((bodies(&recs), n), (vec!["body-0".into()], 1));
+    }
+
+    /// A 4 MiB message after a small one ended its queue's list: each queue
+    /// had a fixed 4 MiB budget, and the messages after it were left out.
+    #[test]
+    fn query_by_time_lists_the_messages_after_a_large_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            segment_size: 16 << 20,
+            ..config(dir.path())
+        };
+        let mut store = Store::open(cfg, logger()).unwrap();
+        let big = vec![b'x'; 4 << 20];
+        for body in [&b"small-0"[..], &big, b"small-2"] {
+            store.append(&[AppendMessage::for_test("T", body)]).unwrap();
+        }
+        let (recs, n) = store.query_by_time("T", 0, 5).unwrap();
+        assert_eq!(n, 3);
+        let b = bodies(&recs);
+        assert_eq!((b[0].as_str(), b[2].as_str()), ("small-0", "small-2"));
     }
 }

@@ -525,10 +525,41 @@ impl BrokerConfig {
                 self.store.max_message_size, self.max_frame_size
             ));
         }
+        self.check_ports_distinct()?;
+        if self.enable_controller_mode {
+            if self.controller_heartbeat_interval_ms == 0 {
+                return Err("controller_heartbeat_interval_ms must be positive (milliseconds between this broker's heartbeats to the controller; default 500)".into());
+            }
+            if self.min_in_sync_replicas == 0 {
+                return Err("min_in_sync_replicas must be at least 1: the in-sync set always holds the master itself (default 1)".into());
+            }
+        }
         self.store.validate().map_err(|e| match e {
             crate::message_store::StoreError::InvalidConfig(why) => format!("store: {why}"),
             other => other.to_string(),
         })
+    }
+
+    /// The client, HA and remoting ports set to one number: the second
+    /// listener could never bind.
+    fn check_ports_distinct(&self) -> Result<(), String> {
+        let ports = [
+            ("port", Some(self.port)),
+            ("ha_port", self.ha_port),
+            ("remoting_port", self.remoting_port),
+        ];
+        for (i, (a, pa)) in ports.iter().enumerate() {
+            for (b, pb) in &ports[i + 1..] {
+                if let (Some(pa), Some(pb)) = (pa, pb) {
+                    if *pa != 0 && pa == pb {
+                        return Err(format!(
+                            "{a} and {b} are both {pa}: each listener needs its own port"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether NameServer address `addr` (HOST:PORT) is this broker's own
@@ -794,6 +825,59 @@ impl BrokerConfig {
     /// Limits of the broker's client listener.
     pub fn serve_options(&self) -> crate::remoting::server::ServeOptions {
         serve_options!(self, self.max_inflight_per_connection.max(1))
+    }
+}
+
+#[cfg(test)]
+mod validate_tests {
+    use super::*;
+
+    fn refusal(c: BrokerConfig) -> String {
+        c.validate().expect_err("must be refused")
+    }
+
+    #[test]
+    fn one_port_for_two_listeners_is_refused() {
+        let e = refusal(BrokerConfig {
+            port: 10911,
+            ha_port: Some(10911),
+            ..BrokerConfig::default()
+        });
+        assert!(e.contains("port and ha_port are both 10911"), "{e}");
+        let e = refusal(BrokerConfig {
+            ha_port: Some(9000),
+            remoting_port: Some(9000),
+            ..BrokerConfig::default()
+        });
+        assert!(e.contains("ha_port and remoting_port"), "{e}");
+        // Ephemeral ports (0) do not clash.
+        BrokerConfig {
+            port: 0,
+            ha_port: Some(0),
+            ..BrokerConfig::default()
+        }
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn controller_mode_values_that_cannot_work_are_refused() {
+        let controller = || BrokerConfig {
+            enable_controller_mode: true,
+            controller_addr: "127.0.0.1:9878".into(),
+            ..BrokerConfig::default()
+        };
+        controller().validate().unwrap();
+        let e = refusal(BrokerConfig {
+            min_in_sync_replicas: 0,
+            ..controller()
+        });
+        assert!(e.contains("min_in_sync_replicas must be at least 1"), "{e}");
+        let e = refusal(BrokerConfig {
+            controller_heartbeat_interval_ms: 0,
+            ..controller()
+        });
+        assert!(e.contains("controller_heartbeat_interval_ms"), "{e}");
     }
 }
 

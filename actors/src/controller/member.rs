@@ -35,7 +35,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use slog::{error, info, warn, Logger};
@@ -193,6 +193,45 @@ struct Driver {
     launch_log: Logger,
     /// The driver's own lines: the broker's name and the mode.
     log: Logger,
+    /// Heartbeat failures logged while they last.
+    complaints: Complaints,
+}
+
+/// At most one line per kind of heartbeat failure this often.
+const COMPLAINT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Keeps a lasting heartbeat failure (a controller outage, an id taken by
+/// another broker) from logging every `controller_heartbeat_interval_ms`:
+/// the first failure of a kind is logged, then one line every
+/// [`COMPLAINT_INTERVAL`] saying how many were left out, and one line when
+/// heartbeats are answered again.
+#[derive(Debug, Default)]
+struct Complaints {
+    current: Option<(&'static str, Instant)>,
+    suppressed: u64,
+}
+
+impl Complaints {
+    /// A failure of `kind` at `now`: `Some(left out since the last line)`
+    /// when it is to be logged.
+    fn note(&mut self, kind: &'static str, now: Instant) -> Option<u64> {
+        match self.current {
+            Some((k, at)) if k == kind && now.duration_since(at) < COMPLAINT_INTERVAL => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.current = Some((kind, now));
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+
+    /// A heartbeat was answered: whether failures had been logged.
+    fn cleared(&mut self) -> bool {
+        self.suppressed = 0;
+        self.current.take().is_some()
+    }
 }
 
 /// Runs a controller-mode broker until `stop` completes.
@@ -247,6 +286,7 @@ pub async fn run(
         view,
         launch_log,
         log,
+        complaints: Complaints::default(),
     };
     tokio::pin!(stop);
     // The group as the controller knows it, before anything starts.
@@ -354,18 +394,31 @@ impl Driver {
             .leader_request(&Request::BrokerHeartbeat(hb))
             .await
         {
-            Ok(Response::Group(g)) => Beat::Group(g),
+            Ok(Response::Group(g)) => {
+                if self.complaints.cleared() {
+                    info!(self.log, "the controller answers heartbeats again");
+                }
+                Beat::Group(g)
+            }
             Ok(Response::IdInUse { holder, .. }) => {
-                error!(self.log, "controller refused the heartbeat: this broker_id is in use by a live broker at another address";
-                    "broker_id" => self.me, "addr" => &self.addr, "holder" => &holder);
+                if let Some(n) = self.complaints.note("id in use", Instant::now()) {
+                    error!(self.log, "controller refused the heartbeat: this broker_id is in use by a live broker at another address";
+                        "broker_id" => self.me, "addr" => &self.addr, "holder" => &holder,
+                        "left_out" => n);
+                }
                 Beat::IdInUse { holder }
             }
             Ok(other) => {
-                warn!(self.log, "controller refused the heartbeat"; "answer" => ?other);
+                if let Some(n) = self.complaints.note("refused", Instant::now()) {
+                    warn!(self.log, "controller refused the heartbeat"; "answer" => ?other,
+                        "left_out" => n);
+                }
                 Beat::Lost
             }
             Err(e) => {
-                warn!(self.log, "controller unreachable"; "error" => %e);
+                if let Some(n) = self.complaints.note("unreachable", Instant::now()) {
+                    warn!(self.log, "controller unreachable"; "error" => %e, "left_out" => n);
+                }
                 Beat::Lost
             }
         }
@@ -552,6 +605,33 @@ fn without(set: &BTreeSet<u64>, me: u64) -> BTreeSet<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lasting_heartbeat_failure_is_logged_once_per_interval() {
+        let mut c = Complaints::default();
+        let t0 = Instant::now();
+        assert_eq!(c.note("unreachable", t0), Some(0));
+        for i in 1..=5 {
+            assert_eq!(
+                c.note("unreachable", t0 + Duration::from_millis(500 * i)),
+                None
+            );
+        }
+        // Another kind is news: logged at once, with what was left out.
+        assert_eq!(c.note("id in use", t0 + Duration::from_secs(3)), Some(5));
+        assert_eq!(c.note("id in use", t0 + Duration::from_secs(4)), None);
+        // The same kind again once the interval has passed.
+        assert_eq!(
+            c.note(
+                "id in use",
+                t0 + Duration::from_secs(3) + COMPLAINT_INTERVAL
+            ),
+            Some(1)
+        );
+        assert!(c.cleared());
+        assert!(!c.cleared());
+        assert_eq!(c.note("id in use", t0 + Duration::from_secs(40)), Some(0));
+    }
 
     fn group(master: Option<u64>, epoch: u64, ha: bool) -> GroupInfo {
         let mut g = GroupInfo {

@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use skylark::client::{ClientConfig, ClientError, NameServerClient, Producer};
+use skylark::client::{
+    ClientConfig, ClientError, NameServerClient, Producer, TransactionProducer, TransactionState,
+};
 use skylark::codec::MessageData;
 use skylark::embedded;
 
@@ -200,6 +202,12 @@ fn a_client_started_and_never_run_does_not_panic_at_teardown() {
     }));
     actix::System::new().block_on(async {
         let _p = Producer::start(ClientConfig::new("127.0.0.1:9"), "never-run").unwrap();
+        // A transaction producer's checker actor has timers of its own.
+        let _t =
+            TransactionProducer::start(ClientConfig::new("127.0.0.1:9"), "never-run-tx", |_| {
+                TransactionState::Commit
+            })
+            .unwrap();
     });
     let panics = PANICS.lock().unwrap_or_else(|e| e.into_inner()).clone();
     assert!(panics.is_empty(), "panics at teardown: {panics:?}");

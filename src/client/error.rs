@@ -34,7 +34,7 @@ pub enum ClientError {
     },
     /// Every broker hosting the topic denies what was asked: a topic permission (`admin topic perm`) or a drained
     /// broker (`admin broker perm wipe-write`).
-    #[error("topic '{topic}' is not {what} on any broker hosting it (a topic permission set with `admin topic perm`, or a broker's write permission taken with `admin broker perm`; `admin topic route` shows PERM)")]
+    #[error("{}", permission_line(.topic, .what))]
     PermissionDenied {
         /// Topic name.
         topic: String,
@@ -149,6 +149,17 @@ fn remote_line(addr: &str, topic: Option<&str>, error: &WireError) -> String {
         Some(t) => format!("{reason} (broker {addr}, topic '{t}')"),
         None => format!("{reason} (server {addr})"),
     }
+}
+
+/// Why no broker takes a send (a topic or a broker permission) or a pull
+/// (only a topic permission: `admin broker perm` takes writes alone).
+fn permission_line(topic: &str, what: &str) -> String {
+    let cause = if what == "writable" {
+        "a topic permission set with `admin topic perm`, or a broker's write permission taken with `admin broker perm`"
+    } else {
+        "a topic permission set with `admin topic perm`"
+    };
+    format!("topic '{topic}' is not {what} on any broker hosting it ({cause}; `admin topic route` shows PERM)")
 }
 
 /// The server's reason, led by "TLS required" (servers before that

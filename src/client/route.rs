@@ -280,11 +280,20 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("topic 'T' is not writable"), "{e}");
+        assert!(e.to_string().contains("admin broker perm"), "{e}");
         // Readable, so a reader is not denied.
         assert!(matches!(r.no_queue(false), ClientError::NoQueue { .. }));
         // One writable broker left: not a permission problem.
         data.queues[0].perm = PERM_READ | PERM_WRITE;
-        assert!(!TopicRoute::new("T", data).denies(PERM_WRITE));
+        assert!(!TopicRoute::new("T", data.clone()).denies(PERM_WRITE));
+        // Not readable: only a topic permission does that, so a reader is
+        // not sent to a broker's write permission.
+        for q in &mut data.queues {
+            q.perm = PERM_WRITE;
+        }
+        let e = TopicRoute::new("T", data).no_queue(false);
+        assert!(e.to_string().contains("topic 'T' is not readable"), "{e}");
+        assert!(!e.to_string().contains("admin broker perm"), "{e}");
     }
 
     #[test]

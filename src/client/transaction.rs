@@ -235,6 +235,11 @@ impl Actor for TransactionChecker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // Stopped before it ever ran (its System torn down first): no
+        // timers, which would panic outside a runtime (see ClientInstance).
+        if ctx.state().stopping() {
+            return;
+        }
         self.heartbeat(ctx);
         ctx.run_interval(self.heartbeat_interval, |act, ctx| act.heartbeat(ctx));
     }

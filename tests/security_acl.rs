@@ -259,6 +259,17 @@ impl Cluster {
 
     /// Runs a client command with `(access_key, secret_key)` in the
     /// environment (or none).
+    /// Creates topic `orders` (1 queue) as the admin account.
+    fn create_orders(&self) {
+        let out = self.cli(
+            Some(("admin", ADMIN_SECRET)),
+            &[
+                "admin", "topic", "create", "--name", "orders", "--queues", "1",
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
     fn cli(&self, creds: Option<(&str, &str)>, args: &[&str]) -> Output {
         let mut c = Command::new(bin());
         c.args(["--log-level", "warn"])
@@ -429,13 +440,7 @@ fn acl_raw_requests_get_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start(dir.path());
     let admin = Credentials::new("admin", ADMIN_SECRET);
-    let out = c.cli(
-        Some(("admin", ADMIN_SECRET)),
-        &[
-            "admin", "topic", "create", "--name", "orders", "--queues", "1",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    c.create_orders();
     let broker = c.broker_addr();
     let app = Credentials::new("app", APP_SECRET);
     let h = Header::request(1, skylark::codec::Command::SendMessage);
@@ -506,13 +511,7 @@ fn acl_forged_register_broker_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start(dir.path());
     let admin = Some(("admin", ADMIN_SECRET));
-    let out = c.cli(
-        admin,
-        &[
-            "admin", "topic", "create", "--name", "orders", "--queues", "1",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    c.create_orders();
     let forged = RegisterBrokerRequest {
         cluster_name: "EvilCluster".into(),
         broker_name: "broker-a".into(),
@@ -610,14 +609,7 @@ fn acl_dashboard_message_search_needs_an_admin_signature() {
     let dir = tempfile::tempdir().unwrap();
     let dport = free_port();
     let c = Cluster::start_with_dashboard(dir.path(), Some(dport));
-    let admin = Some(("admin", ADMIN_SECRET));
-    let out = c.cli(
-        admin,
-        &[
-            "admin", "topic", "create", "--name", "orders", "--queues", "1",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    c.create_orders();
     let out = c.cli(
         Some(("app", APP_SECRET)),
         &[
@@ -797,13 +789,7 @@ fn queue_offset(f: &RawFrame) -> u64 {
 fn acl_a_request_captured_before_a_restart_is_refused_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Cluster::start(dir.path());
-    let out = c.cli(
-        Some(("admin", ADMIN_SECRET)),
-        &[
-            "admin", "topic", "create", "--name", "orders", "--queues", "1",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    c.create_orders();
     let app = Credentials::new("app", APP_SECRET);
     let h = Header::request(1, skylark::codec::Command::SendMessage);
     let captured = signed(h, &send_req("orders"), &app, now_ms());
@@ -827,13 +813,7 @@ fn acl_a_request_captured_before_a_restart_is_refused_after_it() {
 fn acl_refusals_are_counted_and_logged() {
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start(dir.path());
-    let out = c.cli(
-        Some(("admin", ADMIN_SECRET)),
-        &[
-            "admin", "topic", "create", "--name", "orders", "--queues", "1",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    c.create_orders();
     let broker = c.broker_addr();
     let app = Credentials::new("app", APP_SECRET);
     let h = Header::request(1, skylark::codec::Command::SendMessage);

@@ -387,64 +387,43 @@ impl Acl {
         need: rules::Need,
         what: &str,
     ) -> Result<(), WireError> {
-        let result = self.check_payload_inner(
-            access_key,
-            timestamp_ms,
-            nonce,
-            signature,
-            payload,
-            peer,
-            need,
-            what,
-        );
+        // One body, so every refusal below is reported once.
+        let result = (|| -> Result<(), Refusal> {
+            let Ok(sig) = <[u8; skylark_codec::auth::SIGNATURE_LEN]>::try_from(signature) else {
+                return Err(Refusal::auth(
+                    Reason::BadSignature,
+                    format!(
+                        "signature must be {} bytes",
+                        skylark_codec::auth::SIGNATURE_LEN
+                    ),
+                ));
+            };
+            let table = self.snapshot();
+            let account = self.authenticate(
+                &table,
+                access_key,
+                timestamp_ms,
+                &sig,
+                |a| {
+                    skylark_codec::auth::verify_payload(
+                        &a.secret_key,
+                        access_key,
+                        timestamp_ms,
+                        nonce,
+                        payload,
+                        &sig,
+                    )
+                },
+                peer,
+            )?;
+            match need {
+                rules::Need::Authenticated => Ok(()),
+                rules::Need::Broker => require_broker(account, what),
+                _ => require_admin(account, what),
+            }
+            .map_err(Refusal::rule)
+        })();
         self.reported(result, peer, Some(access_key), || what.to_string())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn check_payload_inner(
-        &self,
-        access_key: &str,
-        timestamp_ms: u64,
-        nonce: u64,
-        signature: &[u8],
-        payload: &[u8],
-        peer: Option<IpAddr>,
-        need: rules::Need,
-        what: &str,
-    ) -> Result<(), Refusal> {
-        let Ok(sig) = <[u8; skylark_codec::auth::SIGNATURE_LEN]>::try_from(signature) else {
-            return Err(Refusal::auth(
-                Reason::BadSignature,
-                format!(
-                    "signature must be {} bytes",
-                    skylark_codec::auth::SIGNATURE_LEN
-                ),
-            ));
-        };
-        let table = self.snapshot();
-        let account = self.authenticate(
-            &table,
-            access_key,
-            timestamp_ms,
-            &sig,
-            |a| {
-                skylark_codec::auth::verify_payload(
-                    &a.secret_key,
-                    access_key,
-                    timestamp_ms,
-                    nonce,
-                    payload,
-                    &sig,
-                )
-            },
-            peer,
-        )?;
-        match need {
-            rules::Need::Authenticated => Ok(()),
-            rules::Need::Broker => require_broker(account, what),
-            _ => require_admin(account, what),
-        }
-        .map_err(Refusal::rule)
     }
 
     /// Whether `creds` is a broker account (`broker = true`) of the table

@@ -121,4 +121,18 @@ fn runs_without_a_rate_carry_cpu_but_no_rate_fields() {
     assert!(f64_field(&r, "client_cpu_secs") > 0.0, "{r}");
     assert!(r.get("target_rate").is_none(), "{r}");
     assert!(stderr.contains("--rate is ignored"), "{stderr}");
+    assert!(!stderr.contains("fewer than --count"), "{stderr}");
+    // More asked than the backlog holds: said, and the figures are for what
+    // was there.
+    let (ok, r, stderr) = bench(
+        &node,
+        &[
+            "bench", "consume", "--topic", "Free", "--count", "100000", "--json",
+        ],
+    );
+    assert!(ok, "{r}\n{stderr}");
+    assert!(
+        stderr.contains("message(s), fewer than --count 100000"),
+        "{stderr}"
+    );
 }

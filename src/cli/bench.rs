@@ -708,6 +708,13 @@ async fn consume_backlog(cx: &mut Ctx<'_>, bar: &ProgressBar) -> anyhow::Result<
             a.topic
         );
     }
+    if backlog < a.count {
+        note!(
+            "note: topic '{}' holds {backlog} message(s), fewer than --count {}: the figures are for {backlog}",
+            a.topic,
+            a.count
+        );
+    }
     bar.set_length(backlog.min(a.count));
     let start = Instant::now();
     let mut waits = Vec::new();

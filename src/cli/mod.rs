@@ -105,15 +105,24 @@ where
     })
 }
 
-/// Refuses a client command whose stdout is closed (`>&-`): Rust's
-/// standard output takes writes to a closed descriptor (EBADF) as done, so
-/// `consume` would commit the offsets of messages nobody saw and `produce`
-/// would print no acknowledgement, both exiting 0.
+/// Refuses a client command whose stdout is closed (`>&-`). A Rust
+/// program started with descriptor 1 closed finds it open on `/dev/null`
+/// (the runtime reopens closed standard descriptors, read-write), so
+/// `consume` committed the offsets of messages it printed nowhere and
+/// `produce` printed no acknowledgement, both exiting 0. A shell's
+/// `> /dev/null` opens it write-only, and stays allowed.
 pub fn require_stdout() -> anyhow::Result<()> {
-    // SAFETY: F_GETFD only reads descriptor 1's flags.
-    let closed = unsafe { libc::fcntl(1, libc::F_GETFD) } == -1
-        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBADF);
-    if closed {
+    // SAFETY: fstat and F_GETFL only read descriptor 1's state into a
+    // zeroed struct of the right type.
+    let reopened = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        let null = libc::fstat(1, &mut st) == 0
+            && (st.st_mode & libc::S_IFMT) == libc::S_IFCHR
+            && st.st_rdev == libc::makedev(1, 3);
+        let flags = libc::fcntl(1, libc::F_GETFL);
+        null && flags != -1 && (flags & libc::O_ACCMODE) == libc::O_RDWR
+    };
+    if reopened {
         anyhow::bail!("stdout is closed: this command prints its results there (send them to /dev/null to discard them)");
     }
     Ok(())

@@ -119,7 +119,14 @@ impl Broker {
     ) -> std::io::Result<Broker> {
         let log = log.new(slog::o!("actor" => "broker"));
         let dir = std::path::PathBuf::from(&config.store.data_dir).join("config");
-        let (store, topics) = TopicStore::open(&dir, &log)?;
+        let (mut store, mut topics) = TopicStore::open(&dir, &log)?;
+        // Lines of the topic log were lost: topics with stored queues come
+        // back (see topic_store).
+        if store.lost_lines() > 0 {
+            let stored = crate::message_store::stored_queue_counts(&config.store)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            store.restore_missing(&mut topics, stored)?;
+        }
         let live = Arc::new(LiveSettings::from_config(&config));
         permission::load(&dir, &live)?;
         let links = config

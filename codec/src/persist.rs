@@ -33,6 +33,17 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Where a file found corrupt is set aside instead of deleted:
+/// `<path>.corrupt-<unix ms>`.
+pub fn corrupt_copy_path(path: &Path) -> std::path::PathBuf {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".corrupt-{ms}"));
+    aside.into()
+}
+
 /// Reads JSON from `path`; `Ok(None)` if the file does not exist.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
     match fs::read(path) {

@@ -10,8 +10,12 @@
 //!   `{"put":{..config..}}` or `{"delete":"name"}`.
 //! * Loading reads the snapshot, then replays the log in order. A last line
 //!   without its newline is a torn append (never acknowledged): it is cut
-//!   off. A complete line whose CRC or JSON is wrong is skipped with a
-//!   warning, and every later line still applies.
+//!   off. A complete line whose CRC or JSON is wrong is skipped, and every
+//!   later line still applies; the log as found is kept aside
+//!   (`topics.log.corrupt-<ms>`), the log is rewritten without the bad
+//!   lines, and the broker restores every topic that has ConsumeQueues in
+//!   the store but no config any more ([`TopicStore::restore_missing`],
+//!   with its queue count and default permissions), each with a WARN.
 //! * Compaction, once the log has as many entries as there are topics (and
 //!   at least [`COMPACT_MIN_ENTRIES`]), writes a new snapshot atomically
 //!   ([`crate::persist::write_atomic`]) and then empties the log. A crash in
@@ -34,6 +38,15 @@ use slog::{info, warn, Logger};
 
 use crate::persist;
 
+/// Topics whose queues the broker itself keeps (no config of their own).
+pub const INTERNAL_TOPICS: [&str; 5] = [
+    skylark_codec::AUTO_CREATE_TOPIC_KEY,
+    crate::scheduler::SCHEDULE_TOPIC,
+    crate::scheduler::TIMER_TOPIC,
+    crate::transaction::HALF_TOPIC,
+    crate::transaction::OP_TOPIC,
+];
+
 /// Compaction never runs for fewer log entries than this.
 pub const COMPACT_MIN_ENTRIES: usize = 1024;
 
@@ -51,7 +64,20 @@ pub struct TopicStore {
     log_path: PathBuf,
     log: File,
     entries: usize,
+    /// Complete lines that failed their check at open (set aside).
+    lost_lines: usize,
     logger: Logger,
+}
+
+/// What replaying the log found.
+struct Replay {
+    applied: usize,
+    /// Length of the log up to its last complete line.
+    good_len: u64,
+    /// 1-based numbers of the complete lines that failed their check.
+    bad_lines: Vec<usize>,
+    /// The good complete lines, as they were.
+    kept: Vec<u8>,
 }
 
 /// Every topic, by name.
@@ -65,7 +91,15 @@ impl TopicStore {
         let log_path = dir.join("topics.log");
         let list: Vec<TopicConfig> = persist::read_json(&snapshot_path)?.unwrap_or_default();
         let mut topics: Topics = list.into_iter().map(|t| (t.name.clone(), t)).collect();
-        let (entries, good_len, skipped) = replay(&log_path, &mut topics)?;
+        let r = replay(&log_path, &mut topics)?;
+        let mut good_len = r.good_len;
+        if !r.bad_lines.is_empty() {
+            let aside = set_aside(&log_path, &r.kept)?;
+            good_len = r.kept.len() as u64;
+            warn!(log, "TOPIC LOG LINES CORRUPT: skipped, the log as found kept aside and rewritten without them; topics with stored queues but no config are restored";
+                "path" => %log_path.display(), "kept_at" => %aside.display(),
+                "lines" => format!("{:?}", r.bad_lines));
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -76,21 +110,55 @@ impl TopicStore {
             file.set_len(good_len)?;
             file.sync_all()?;
         }
-        if skipped > 0 {
-            warn!(log, "topic log entries failed their check and were skipped";
-                "path" => %log_path.display(), "skipped" => skipped);
-        }
-        if entries > 0 {
-            info!(log, "topic log replayed"; "entries" => entries, "topics" => topics.len());
+        if r.applied > 0 {
+            info!(log, "topic log replayed"; "entries" => r.applied, "topics" => topics.len());
         }
         let store = TopicStore {
             snapshot_path,
             log_path,
             log: file,
-            entries,
+            entries: r.applied,
+            lost_lines: r.bad_lines.len(),
             logger: log.clone(),
         };
         Ok((store, topics))
+    }
+
+    /// Complete lines of the log that failed their check at open: their
+    /// changes are lost, see [`Self::restore_missing`].
+    pub fn lost_lines(&self) -> usize {
+        self.lost_lines
+    }
+
+    /// After lines of the log were lost (see the module doc): adds a
+    /// config (default permissions, `stored[name]` queues) for every topic
+    /// of `stored` (topic → queue count in the store) that `topics` lacks,
+    /// but internal topics, and makes it durable. Answers the names.
+    pub fn restore_missing(
+        &mut self,
+        topics: &mut Topics,
+        stored: BTreeMap<String, u32>,
+    ) -> io::Result<Vec<String>> {
+        let mut restored = Vec::new();
+        for (name, queues) in stored {
+            if topics.contains_key(&name)
+                || INTERNAL_TOPICS.contains(&name.as_str())
+                || skylark_codec::validate_topic_name(&name).is_err()
+                || !(1..=1024).contains(&queues)
+            {
+                continue;
+            }
+            let cfg = TopicConfig::new(name.clone(), queues);
+            self.put(&cfg)?;
+            warn!(self.logger, "topic restored from its stored queues (its config was in a corrupt topic log line): default permissions";
+                "topic" => &name, "queues" => queues);
+            topics.insert(name.clone(), cfg);
+            restored.push(name);
+        }
+        if !restored.is_empty() {
+            self.log.sync_data()?;
+        }
+        Ok(restored)
     }
 
     /// Appends a put of `cfg` (not yet fsynced: see [`Self::sync_handle`]).
@@ -151,31 +219,52 @@ impl TopicStore {
     }
 }
 
-/// Applies the log at `path` to `topics`; answers (entries applied, length
-/// of the log up to its last complete line, complete lines skipped).
-fn replay(path: &Path, topics: &mut Topics) -> io::Result<(usize, u64, usize)> {
+/// Applies the log at `path` to `topics`.
+fn replay(path: &Path, topics: &mut Topics) -> io::Result<Replay> {
     let data = match fs::read(path) {
         Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0, 0)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
-    let (mut applied, mut skipped, mut at) = (0, 0, 0usize);
+    let mut r = Replay {
+        applied: 0,
+        good_len: 0,
+        bad_lines: Vec::new(),
+        kept: Vec::new(),
+    };
+    let (mut at, mut line_no) = (0usize, 0usize);
     while let Some(nl) = data[at..].iter().position(|&b| b == b'\n') {
-        let line = &data[at..at + nl];
-        at += nl + 1;
-        match parse_line(line) {
+        line_no += 1;
+        let entry = parse_line(&data[at..at + nl]);
+        if entry.is_some() {
+            r.applied += 1;
+            r.kept.extend_from_slice(&data[at..=at + nl]);
+        } else {
+            r.bad_lines.push(line_no);
+        }
+        match entry {
             Some(Entry::Put(cfg)) => {
                 topics.insert(cfg.name.clone(), cfg);
-                applied += 1;
             }
             Some(Entry::Delete(name)) => {
                 topics.remove(&name);
-                applied += 1;
             }
-            None => skipped += 1,
+            None => {}
         }
+        at += nl + 1;
     }
-    Ok((applied, at as u64, skipped))
+    r.good_len = at as u64;
+    Ok(r)
+}
+
+/// Copies the log as found to `<path>.corrupt-<unix ms>`, then replaces it
+/// (atomically) with `kept`; answers where the copy is.
+fn set_aside(path: &Path, kept: &[u8]) -> io::Result<PathBuf> {
+    let aside = persist::corrupt_copy_path(path);
+    fs::copy(path, &aside)?;
+    File::open(&aside)?.sync_all()?;
+    persist::write_atomic(path, kept)?;
+    Ok(aside)
 }
 
 fn parse_line(line: &[u8]) -> Option<Entry> {
@@ -233,31 +322,76 @@ mod tests {
         assert_eq!(names(&t), ["New", "Old"]);
     }
 
-    #[test]
-    fn a_torn_tail_is_cut_and_a_bad_line_is_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut s, _) = TopicStore::open(dir.path(), &logger()).unwrap();
+    /// Puts topics A, B and C of `queues` queues in a log in `dir`, then
+    /// flips a byte inside B's line; answers the log's path and bytes.
+    fn log_with_bad_b_line(dir: &Path, queues: u32) -> (PathBuf, Vec<u8>) {
+        let (mut s, _) = TopicStore::open(dir, &logger()).unwrap();
         for n in ["A", "B", "C"] {
-            s.put(&TopicConfig::new(n, 1)).unwrap();
+            s.put(&TopicConfig::new(n, queues)).unwrap();
         }
         let path = s.log_path().to_path_buf();
         drop(s);
         let mut data = fs::read(&path).unwrap();
-        // Flip a byte inside B's line: B is skipped, C still applies.
         let b_line = data.iter().position(|&b| b == b'\n').unwrap() + 20;
         data[b_line] ^= 0x01;
+        (path, data)
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_a_bad_line_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        // B's line is bad: B is skipped, C still applies.
+        let (path, mut data) = log_with_bad_b_line(dir.path(), 1);
         // A torn append after C.
         let torn = b"1234abcd {\"put\":{\"na";
         data.extend_from_slice(torn);
         fs::write(&path, &data).unwrap();
         let (mut s, t) = TopicStore::open(dir.path(), &logger()).unwrap();
         assert_eq!(names(&t), ["A", "C"]);
-        assert_eq!(fs::read(&path).unwrap().len(), data.len() - torn.len());
+        // The bad line is set aside with the log as found; the torn tail is cut.
+        let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+        let bad_len = lines[1].len() + 1;
+        assert_eq!(
+            fs::read(&path).unwrap().len(),
+            data.len() - torn.len() - bad_len
+        );
         // Appends after the cut are whole lines again.
         s.put(&TopicConfig::new("D", 1)).unwrap();
         drop(s);
         let (_, t) = TopicStore::open(dir.path(), &logger()).unwrap();
         assert_eq!(names(&t), ["A", "C", "D"]);
+    }
+
+    /// A bad line hid its topic: the log as found is kept aside, the log
+    /// is rewritten without the line, and the topic comes back from its
+    /// stored queues (queue count from the store, default permissions);
+    /// internal topics and names no topic may have do not.
+    #[test]
+    fn a_bad_line_is_set_aside_and_a_topic_with_stored_queues_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, data) = log_with_bad_b_line(dir.path(), 2);
+        fs::write(&path, &data).unwrap();
+        let (mut s, mut t) = TopicStore::open(dir.path(), &logger()).unwrap();
+        assert_eq!((names(&t), s.lost_lines()), (vec!["A", "C"], 1));
+        let aside: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("topics.log.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(fs::read(&aside[0]).unwrap(), data, "kept as found");
+        let stored = BTreeMap::from([
+            ("B".to_string(), 3),
+            ("C".to_string(), 2),
+            (crate::scheduler::SCHEDULE_TOPIC.to_string(), 18),
+            ("not a topic!".to_string(), 1),
+        ]);
+        assert_eq!(s.restore_missing(&mut t, stored).unwrap(), ["B"]);
+        assert_eq!(t["B"], TopicConfig::new("B", 3));
+        drop(s);
+        let (s, t) = TopicStore::open(dir.path(), &logger()).unwrap();
+        assert_eq!((names(&t), s.lost_lines()), (vec!["A", "B", "C"], 0));
+        assert_eq!(t["B"].write_queues, 3);
     }
 
     #[test]

@@ -54,9 +54,41 @@ pub struct ConsumeQueue {
 /// What loading a queue from disk found.
 pub struct Loaded {
     pub queue: ConsumeQueue,
-    /// Something was missing or torn (short file, hole, no file at all); the
-    /// valid prefix was kept and the rest needs re-dispatching.
+    /// Something was missing or torn (short file, hole, quarantined file);
+    /// the valid prefix was kept and the rest needs re-dispatching.
     pub damaged: bool,
+    /// The directory holds no file at all (and none was quarantined): left
+    /// by a queue whose first file could not be created.
+    pub empty: bool,
+    /// Files set aside as corrupt (`<name>.corrupt-<ms>`), where they are now.
+    pub quarantined: Vec<PathBuf>,
+}
+
+/// Why a file of a queue cannot be mapped as one of its files: its name is
+/// not a multiple of the file size, or its length is above the file size or
+/// not whole entries.
+fn misfit(start: u64, len: u64, file_bytes: u64) -> bool {
+    !start.is_multiple_of(file_bytes) || len > file_bytes || !len.is_multiple_of(CQ_ENTRY_SIZE)
+}
+
+/// Whether every file of a queue was written with another
+/// `cq_entries_per_file`: all of one length of whole entries, other than
+/// ours, named at multiples of it. That is a configuration change, not
+/// damage, and refused as one (rebuilding would drop what the CommitLog no
+/// longer holds and so move the queue's offsets).
+fn other_geometry(files: &[(u64, PathBuf, u64)], file_bytes: u64) -> Option<u64> {
+    let len = files.first()?.2;
+    let same = files
+        .iter()
+        .all(|(start, _, l)| *l == len && len > 0 && start.is_multiple_of(len));
+    (same && len != file_bytes && len.is_multiple_of(CQ_ENTRY_SIZE)).then_some(len)
+}
+
+/// Renames `path` aside to `<path>.corrupt-<unix ms>` (never deletes it).
+fn set_aside(path: &Path) -> Result<PathBuf> {
+    let to = skylark_codec::persist::corrupt_copy_path(path);
+    std::fs::rename(path, &to).map_err(|e| StoreError::io_at("set aside", path, e))?;
+    Ok(to)
 }
 
 impl ConsumeQueue {
@@ -77,27 +109,46 @@ impl ConsumeQueue {
     }
 
     /// Maps the files in `dir` and finds the contiguous run of entries from
-    /// the first file on; anything after a hole is cut.
+    /// the first file on; anything after a hole is cut. A file that cannot
+    /// be one of the queue's (extra bytes, a partial entry, a name off the
+    /// file grid) is set aside and counts as a hole, rebuilt from the
+    /// CommitLog; files all of another geometry are a configuration error.
     pub fn load(dir: PathBuf, entries_per_file: u32) -> Result<Loaded> {
         let mut q = ConsumeQueue::new(dir, entries_per_file);
         let fb = q.file_bytes();
-        let mut damaged = false;
+        let mut files = Vec::new();
         for (start, path) in list_files(&q.dir)? {
-            let len = std::fs::metadata(&path)?.len();
-            if start % fb != 0 || len > fb {
+            let len = std::fs::metadata(&path)
+                .map_err(|e| StoreError::io_at("stat", &path, e))?
+                .len();
+            files.push((start, path, len));
+        }
+        if files.iter().all(|(s, _, l)| misfit(*s, *l, fb)) {
+            if let Some(len) = other_geometry(&files, fb) {
                 return Err(StoreError::InvalidConfig(format!(
-                    "consume queue file {} does not match cq_entries_per_file",
-                    path.display()
+                    "consume queue file {} holds {} entries per file, cq_entries_per_file is {entries_per_file}: set it back (a data directory keeps the geometry it was created with)",
+                    files[0].1.display(),
+                    len / CQ_ENTRY_SIZE
                 )));
             }
-            damaged |= len < fb;
+        }
+        let (mut quarantined, mut short) = (Vec::new(), false);
+        for (start, path, len) in files {
+            if misfit(start, len, fb) {
+                quarantined.push(set_aside(&path)?);
+                continue;
+            }
+            short |= len < fb;
             q.files
                 .insert(start / fb, MappedFile::open(&path, start, fb)?);
         }
+        let mut damaged = short || !quarantined.is_empty();
         let Some(first) = q.files.keys().next().copied() else {
             return Ok(Loaded {
                 queue: q,
-                damaged: true,
+                damaged,
+                empty: !damaged,
+                quarantined,
             });
         };
         let mut pos = first * q.entries_per_file;
@@ -108,7 +159,19 @@ impl ConsumeQueue {
         q.max_offset = pos;
         damaged |= q.has_entries_from(pos);
         q.truncate(pos)?;
-        Ok(Loaded { queue: q, damaged })
+        Ok(Loaded {
+            queue: q,
+            damaged,
+            empty: false,
+            quarantined,
+        })
+    }
+
+    /// The queue offset of the first slot of the first file, when the
+    /// queue's first entry is there (the queue starts on a file boundary).
+    pub fn starts_at_file(&self) -> Option<u64> {
+        let first = self.files.keys().next()? * self.entries_per_file;
+        (first == self.min_offset && first < self.max_offset).then_some(first)
     }
 
     fn has_entries_from(&self, idx: u64) -> bool {
@@ -185,20 +248,51 @@ impl ConsumeQueue {
     }
 
     /// Creates the file holding entry `idx` if it does not exist yet;
-    /// returns its file index.
+    /// returns its file index. A queue whose first file cannot be created
+    /// (ENOSPC, read-only) leaves no empty directory behind: the next open
+    /// would take it for a queue whose files were lost.
     pub fn ensure_file(&mut self, idx: u64) -> Result<u64> {
         let fi = idx / self.entries_per_file;
         if !self.files.contains_key(&fi) {
+            let start = fi * self.file_bytes();
+            let path = self.dir.join(file_name(start));
+            let created = std::fs::create_dir_all(&self.dir)
+                .map_err(|e| StoreError::io_at("create the directory", &self.dir, e))
+                .and_then(|()| MappedFile::open(&path, start, self.file_bytes()));
+            let f = match created {
+                Ok(f) => f,
+                Err(e) => {
+                    if self.files.is_empty() {
+                        // Only removes directories left empty.
+                        let _ = std::fs::remove_dir(&self.dir);
+                        if let Some(topic_dir) = self.dir.parent() {
+                            let _ = std::fs::remove_dir(topic_dir);
+                        }
+                    }
+                    return Err(e);
+                }
+            };
             if self.files.is_empty() && self.max_offset == 0 {
                 self.min_offset = idx;
                 self.max_offset = idx;
             }
-            std::fs::create_dir_all(&self.dir)?;
-            let start = fi * self.file_bytes();
-            let f = MappedFile::open(&self.dir.join(file_name(start)), start, self.file_bytes())?;
             self.files.insert(fi, f);
         }
         Ok(fi)
+    }
+
+    /// Creates every file the next `count` entries need, before their
+    /// records are written (see `Store::append`).
+    pub fn reserve(&mut self, count: u64) -> Result<()> {
+        let Some(last) = (self.max_offset + count).checked_sub(1) else {
+            return Ok(());
+        };
+        let mut idx = self.max_offset;
+        while idx <= last {
+            self.ensure_file(idx)?;
+            idx = (idx / self.entries_per_file + 1) * self.entries_per_file;
+        }
+        Ok(())
     }
 
     /// Drops entries `new_max..`: zeros them and deletes files past them.
@@ -243,8 +337,12 @@ impl ConsumeQueue {
     }
 
     /// After CommitLog retention: deletes files (never the last) whose
-    /// entries all point below `cl_min` and moves the min offset to the first
-    /// entry still stored. Returns the number of files deleted.
+    /// entries all point below `cl_min`, and whose next file's first entry
+    /// does too, and moves the min offset to the first entry still stored.
+    /// Returns the number of files deleted. A queue so trimmed always
+    /// starts with an entry at or below the CommitLog's start: one whose
+    /// first entry is above it lost files some other way (see
+    /// `queue_load`).
     pub fn delete_below(&mut self, cl_min: u64) -> Result<usize> {
         let mut deleted = 0;
         while self.files.len() > 1 {
@@ -252,8 +350,11 @@ impl ConsumeQueue {
                 break;
             };
             let last_idx = (fi + 1) * self.entries_per_file - 1;
+            let next_gone = self
+                .raw_get(last_idx + 1)
+                .is_some_and(|n| n.physical_offset <= cl_min);
             match self.raw_get(last_idx) {
-                Some(e) if e.end() <= cl_min => {
+                Some(e) if e.end() <= cl_min && next_gone => {
                     if let Some(f) = self.files.remove(&fi) {
                         f.delete()?;
                         deleted += 1;
@@ -285,6 +386,11 @@ impl ConsumeQueue {
         }
         self.dirty_from = None;
         Ok(())
+    }
+
+    /// Whether the queue has no file (nothing was ever stored in it here).
+    pub fn has_no_file(&self) -> bool {
+        self.files.is_empty()
     }
 
     /// Directory of the queue.

@@ -69,6 +69,15 @@ fn disk_full_text(usage: f64, limit: f64) -> String {
     }
 }
 
+impl StoreError {
+    /// An I/O error of `what` ("create", "map", ...) on `path`: the bare OS
+    /// error ("Read-only file system") would not say which file.
+    pub fn io_at(what: &str, path: &std::path::Path, e: std::io::Error) -> StoreError {
+        let text = format!("cannot {what} {}: {e}", path.display());
+        StoreError::Io(Arc::new(std::io::Error::new(e.kind(), text)))
+    }
+}
+
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
         StoreError::Io(Arc::new(e))

@@ -369,6 +369,9 @@ pub struct IndexService {
     slots: u32,
     max_entries: u32,
     files: Vec<IndexFile>,
+    /// Files [`IndexService::reserve`] created for entries not yet added,
+    /// oldest first: taken when the last of `files` is full.
+    spare: Vec<IndexFile>,
 }
 
 impl IndexService {
@@ -391,6 +394,7 @@ impl IndexService {
             slots,
             max_entries,
             files,
+            spare: Vec::new(),
         })
     }
 
@@ -408,21 +412,56 @@ impl IndexService {
         self.files.len()
     }
 
+    /// A new empty file named after `now_ms` (or just after the newest
+    /// file), its indexed end where the index ends now.
+    fn create_file(&self, now_ms: u64) -> Result<IndexFile> {
+        let newest = self
+            .files
+            .iter()
+            .chain(&self.spare)
+            .map(|f| f.map.start())
+            .max();
+        let name = newest.map_or(now_ms, |n| now_ms.max(n + 1));
+        let path = self.dir.join(mapped_file::file_name(name));
+        let mut f = IndexFile::create(&path, name, self.slots, self.max_entries)?;
+        f.set_end_phys_offset(self.end_phys_offset());
+        Ok(f)
+    }
+
     fn writable(&mut self, now_ms: u64) -> Result<&mut IndexFile> {
         let need_new = self.files.last().is_none_or(IndexFile::is_full);
         if need_new {
-            let end_phys = self.end_phys_offset();
-            let mut name = now_ms;
-            if let Some(last) = self.files.last() {
-                name = name.max(last.map.start() + 1);
-            }
-            let path = self.dir.join(mapped_file::file_name(name));
-            let mut f = IndexFile::create(&path, name, self.slots, self.max_entries)?;
-            f.set_end_phys_offset(end_phys);
+            let mut f = if self.spare.is_empty() {
+                self.create_file(now_ms)?
+            } else {
+                self.spare.remove(0)
+            };
+            f.set_end_phys_offset(self.end_phys_offset());
             self.files.push(f);
         }
         let n = self.files.len();
         Ok(&mut self.files[n - 1])
+    }
+
+    /// Creates, before anything is written, every file that `entries` more
+    /// entries need (and the first file of an empty index): indexing a
+    /// batch then cannot fail on a file that cannot be created (ENOSPC,
+    /// read-only or unwritable directory) after its records were stored.
+    pub fn reserve(&mut self, entries: usize, now_ms: u64) -> Result<()> {
+        let per_file = u64::from(self.max_entries - 1);
+        let last_room = self
+            .files
+            .last()
+            .map_or(0, |f| u64::from(f.max_entries - f.count));
+        let mut room = last_room + self.spare.len() as u64 * per_file;
+        let mut no_file = self.files.is_empty() && self.spare.is_empty();
+        while room < entries as u64 || no_file {
+            let f = self.create_file(now_ms)?;
+            self.spare.push(f);
+            room += per_file;
+            no_file = false;
+        }
+        Ok(())
     }
 
     /// Indexes one stored record under each of `keys` (already split) for
@@ -507,7 +546,7 @@ impl IndexService {
 
     /// Files written since the last call, to fsync.
     pub fn take_dirty_files(&mut self, out: &mut Vec<std::fs::File>) -> Result<()> {
-        for f in &mut self.files {
+        for f in self.files.iter_mut().chain(&mut self.spare) {
             if let Some(file) = f.take_dirty()? {
                 out.push(file);
             }
@@ -517,7 +556,10 @@ impl IndexService {
 
     /// fsync every file now.
     pub fn sync_all(&mut self) -> Result<()> {
-        self.files.iter_mut().try_for_each(IndexFile::sync)
+        self.files
+            .iter_mut()
+            .chain(&mut self.spare)
+            .try_for_each(IndexFile::sync)
     }
 
     /// Deletes files whose every entry is below `cl_min` (never the newest).

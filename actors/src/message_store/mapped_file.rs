@@ -70,8 +70,8 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
 /// Lists `(start offset, path)` of the offset-named files in `dir`, sorted.
 pub fn list_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
+    for entry in read_dir_at(dir)? {
+        let entry = entry.map_err(|e| StoreError::io_at("list", dir, e))?;
         if let Some(start) = entry.file_name().to_str().and_then(parse_file_name) {
             out.push((start, entry.path()));
         }
@@ -80,7 +80,7 @@ pub fn list_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-fn preallocate(file: &File, size: u64) -> Result<()> {
+fn preallocate(file: &File, path: &Path, size: u64) -> Result<()> {
     use std::os::unix::io::AsRawFd;
     let len = libc::off_t::try_from(size)
         .map_err(|_| StoreError::InvalidConfig("file size too large".into()))?;
@@ -92,26 +92,37 @@ fn preallocate(file: &File, size: u64) -> Result<()> {
             usage: 1.0,
             limit: 1.0,
         }),
-        e => Err(std::io::Error::from_raw_os_error(e).into()),
+        e => Err(StoreError::io_at(
+            "preallocate",
+            path,
+            std::io::Error::from_raw_os_error(e),
+        )),
     }
+}
+
+/// [`list_files`]' errors name the directory.
+fn read_dir_at(dir: &Path) -> Result<std::fs::ReadDir> {
+    std::fs::read_dir(dir).map_err(|e| StoreError::io_at("list", dir, e))
 }
 
 impl MappedFile {
     /// Opens (creating if needed) the file at `path`, sets its length to
     /// `size` (a short file is extended with zeros) and maps it.
     pub fn open(path: &Path, start: u64, size: u64) -> Result<MappedFile> {
+        let at = |what: &'static str| move |e| StoreError::io_at(what, path, e);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(path)?;
-        let len = file.metadata()?.len();
+            .open(path)
+            .map_err(at("open or create"))?;
+        let len = file.metadata().map_err(at("stat"))?.len();
         if len != size {
-            file.set_len(size)?;
+            file.set_len(size).map_err(at("set the length of"))?;
         }
         if len < size {
-            if let Err(e) = preallocate(&file, size) {
+            if let Err(e) = preallocate(&file, path, size) {
                 if len == 0 {
                     drop(file);
                     let _ = std::fs::remove_file(path);
@@ -121,7 +132,7 @@ impl MappedFile {
         }
         // SAFETY: see the module doc: the store is the only user of the file
         // and keeps its length fixed while it is mapped.
-        let map = unsafe { MmapMut::map_mut(&file)? };
+        let map = unsafe { MmapMut::map_mut(&file).map_err(at("map"))? };
         Ok(MappedFile {
             path: path.to_path_buf(),
             start,

@@ -15,7 +15,9 @@
 //! * [`prefault`]: a thread that maps the next pages of the active segment
 //!   before the writer touches them (page faults off the store thread).
 //! * [`checkpoint`] and [`recovery`]: what survives a crash and how the files
-//!   are made consistent again at open.
+//!   are made consistent again at open; [`queue_load`]: what a fault left of
+//!   the ConsumeQueues (lost first files, corrupt files set aside, empty
+//!   directories).
 //! * [`retention`]: deleting old segments, refusing writes on a full disk.
 //!
 //! Memory: nothing is kept per stored message; per queue only its mapped
@@ -28,11 +30,14 @@ pub mod config;
 pub mod consume_queue;
 pub mod epoch;
 pub mod error;
+#[cfg(test)]
+mod fault_tests;
 pub mod flush;
 pub mod index_file;
 pub mod mapped_file;
 pub mod prefault;
 mod query;
+mod queue_load;
 pub mod record;
 mod recovery;
 pub mod replica;
@@ -53,6 +58,7 @@ pub use consume_queue::CqEntry;
 pub use error::{Result, StoreError};
 pub use flush::FlushReply;
 pub use index_file::KeyWindow;
+pub use queue_load::stored_queue_counts;
 pub use record::{decode, tag_hash, AppendMessage, DecodedMessage, MessageOf};
 pub use recovery::{DamagedRange, OpenKind, RecoveryReport};
 pub use retention::{DiskUsage, FixedDiskUsage, RetentionReport, StatvfsDiskUsage};
@@ -289,6 +295,9 @@ pub struct Store {
     /// message's hashes end in it (reused buffers).
     key_hashes: Vec<u32>,
     key_ends: Vec<usize>,
+    /// Per queue the batch appends to: the index of its first message in
+    /// the batch and how many messages it gets (reused buffer).
+    queue_counts: Vec<(usize, u64)>,
     shut_down: bool,
     /// Appends are staged and written by [`Store::commit_writes`], not at
     /// the end of each [`Store::append`].
@@ -361,6 +370,24 @@ fn queue_factory(config: &StoreConfig) -> impl Fn(&str, u32) -> ConsumeQueue {
     move |topic, queue_id| ConsumeQueue::new(root.join(topic).join(queue_id.to_string()), epf)
 }
 
+/// The ConsumeQueue of `topic`/`queue_id`, created (in memory) if new.
+fn queue_or_new<'q>(
+    queues: &'q mut Queues,
+    config: &StoreConfig,
+    topic: &str,
+    queue_id: u32,
+) -> &'q mut ConsumeQueue {
+    // No `String` for a topic already there (the hot path); the borrow
+    // checker cannot return the first lookup's borrow, hence two.
+    if !queues.contains_key(topic) {
+        queues.insert(topic.to_string(), HashMap::new());
+    }
+    let topic_queues = queues.get_mut(topic).expect("inserted above");
+    topic_queues
+        .entry(queue_id)
+        .or_insert_with(|| queue_factory(config)(topic, queue_id))
+}
+
 impl Store {
     /// Opens (creating if needed) the store in `config.data_dir` and
     /// recovers it; disk usage comes from `statvfs`.
@@ -399,10 +426,11 @@ impl Store {
         )?;
         commit_log.set_disk_hard_limit(config.disk_hard_limit_ratio);
         commit_log.set_zero_ahead(config.flush_mode == FlushMode::Sync);
-        let (mut queues, damaged_from) = load_queues(&config, commit_log.min_offset(), &logger)?;
+        let loaded = queue_load::load_queues(&config, commit_log.min_offset(), &logger)?;
+        let mut queues = loaded.queues;
         let input = recovery::RecoveryInput {
             checkpoint,
-            damaged_from,
+            damaged_from: loaded.damaged_from,
             no_queues: queues.is_empty(),
             quarantine_dir: config.data_dir.join("quarantine"),
         };
@@ -413,6 +441,7 @@ impl Store {
             input,
             &logger,
         )?;
+        queue_load::report_missing_heads(&queues, &loaded.missing_heads, &logger);
         let end = report.valid_end;
         // After an unclean stop the index is trusted only up to where the
         // old checkpoint says its files were fsynced; it is repaired before
@@ -456,6 +485,7 @@ impl Store {
             sizes: Vec::new(),
             key_hashes: Vec::new(),
             key_ends: Vec::new(),
+            queue_counts: Vec::new(),
             shut_down: false,
             defer_writes: false,
             write_failed: None,
@@ -648,6 +678,37 @@ impl Store {
         }
     }
 
+    /// Creates every ConsumeQueue file the batch's entries need, before any
+    /// record is written.
+    fn reserve_queue_files(&mut self, batch: &[AppendMessage<'_>]) -> Result<()> {
+        let mut counts = std::mem::take(&mut self.queue_counts);
+        counts.clear();
+        for (i, m) in batch.iter().enumerate() {
+            let same = |(first, _): &&mut (usize, u64)| {
+                let f = &batch[*first];
+                f.queue_id == m.queue_id && f.topic == m.topic
+            };
+            match counts.iter_mut().find(same) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((i, 1)),
+            }
+        }
+        let mut result = Ok(());
+        for &(first, n) in &counts {
+            let m = &batch[first];
+            result = queue_or_new(&mut self.queues, &self.config, m.topic, m.queue_id).reserve(n);
+            if result.is_err() {
+                break;
+            }
+        }
+        self.queue_counts = counts;
+        result
+    }
+
+    /// Appends a validated batch. Every step that can fail on the disk
+    /// (CommitLog segments, ConsumeQueue files, index files) runs before
+    /// the first record is written: a refused batch stored nothing, so a
+    /// producer's retry stores one copy, not two.
     fn append_validated(
         &mut self,
         batch: &[AppendMessage<'_>],
@@ -655,22 +716,17 @@ impl Store {
         key_hashes: &[u32],
         key_ends: &[usize],
     ) -> Result<AppendBatchResult> {
-        self.commit_log.reserve(sizes.iter().copied())?;
         let store_timestamp = now_millis();
+        self.commit_log.reserve(sizes.iter().copied())?;
+        self.reserve_queue_files(batch)?;
+        self.index
+            .reserve(key_hashes.len(), store_timestamp.max(0) as u64)?;
         let mut results = Vec::with_capacity(batch.len());
-        let new_queue = queue_factory(&self.config);
         let mut key_start = 0;
         for ((m, &size), &key_end) in batch.iter().zip(sizes).zip(key_ends) {
-            let topic_queues = match self.queues.get_mut(m.topic) {
-                Some(q) => q,
-                None => self.queues.entry(m.topic.to_string()).or_default(),
-            };
-            let cq = topic_queues
-                .entry(m.queue_id)
-                .or_insert_with(|| new_queue(m.topic, m.queue_id));
+            let cq = queue_or_new(&mut self.queues, &self.config, m.topic, m.queue_id);
             let queue_offset = cq.max_offset();
-            // Create a needed ConsumeQueue file before the record is written,
-            // so a record never lands without its index entry.
+            // Reserved above: never creates a file here.
             cq.ensure_file(queue_offset)?;
             let physical_offset = self.commit_log.append_with(size, |buf, physical_offset| {
                 let at = Placement {
@@ -1004,7 +1060,13 @@ impl Store {
         let end = self.commit_log.max_offset();
         // Every topic deleted: say so, or the next open would take the
         // empty queue directory for a lost one and rescan the whole log.
-        let no_queues = self.queues.values().all(HashMap::is_empty);
+        // A queue without a file (its first could not be created) leaves
+        // no directory: it does not count.
+        let no_queues = self
+            .queues
+            .values()
+            .flat_map(HashMap::values)
+            .all(ConsumeQueue::has_no_file);
         Checkpoint {
             commit_log_flushed: end,
             cq_safe: end,
@@ -1080,56 +1142,6 @@ impl Store {
         report.disk_full = self.disk_full.is_some();
         Ok(report)
     }
-}
-
-/// Loads every ConsumeQueue under `consumequeue/<topic>/<queue id>/`.
-/// Returns them and, for each damaged one, where re-dispatching must start.
-fn load_queues(config: &StoreConfig, cl_min: u64, logger: &Logger) -> Result<(Queues, Vec<u64>)> {
-    let root = config.consume_queue_dir();
-    std::fs::create_dir_all(&root)?;
-    let mut queues = Queues::new();
-    let mut damaged_from = Vec::new();
-    for topic_dir in std::fs::read_dir(&root)? {
-        let topic_dir = topic_dir?;
-        let Some(topic) = topic_dir.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        if !topic_dir.file_type()?.is_dir() {
-            continue;
-        }
-        if topic == TOPIC_DELETED {
-            // Built by a slave of an older version, which took a deletion
-            // record for a message: this version drops queues there instead.
-            warn!(logger, "removing the queues an older version built of topic deletion records";
-                "dir" => %topic_dir.path().display());
-            std::fs::remove_dir_all(topic_dir.path())?;
-            continue;
-        }
-        for qdir in std::fs::read_dir(topic_dir.path())? {
-            let qdir = qdir?;
-            let Some(queue_id) = qdir
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let loaded = ConsumeQueue::load(qdir.path(), config.cq_entries_per_file)?;
-            let mut cq = loaded.queue;
-            if loaded.damaged {
-                let from = cq.last_entry_end().unwrap_or(cl_min);
-                warn!(logger, "consume queue damaged, will rebuild";
-                    "topic" => &topic, "queue_id" => queue_id, "from" => from);
-                damaged_from.push(from);
-            }
-            cq.delete_below(cl_min)?;
-            queues
-                .entry(topic.clone())
-                .or_default()
-                .insert(queue_id, cq);
-        }
-    }
-    Ok((queues, damaged_from))
 }
 
 impl Drop for Store {

@@ -9,11 +9,11 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 
-fn logger() -> Logger {
+pub(super) fn logger() -> Logger {
     Logger::root(slog::Discard, slog::o!())
 }
 
-fn config(dir: &Path) -> StoreConfig {
+pub(super) fn config(dir: &Path) -> StoreConfig {
     StoreConfig {
         segment_size: 16 * 1024,
         cq_entries_per_file: 64,
@@ -900,27 +900,40 @@ fn hardening_recovery_scan_bounded_by_checkpoint_interval() {
     assert_eq!(store.recovery_report().scanned_records, 0);
 }
 
-/// Collects log lines (level, message) for assertions.
+/// Collects log lines (level, message and its `key=value` pairs) for
+/// assertions.
 #[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<(slog::Level, String)>>>);
+pub(super) struct Captured(pub(super) std::sync::Arc<std::sync::Mutex<Vec<(slog::Level, String)>>>);
+
+/// Renders a record's pairs as ` key=value`.
+struct Pairs(String);
+
+impl slog::Serializer for Pairs {
+    fn emit_arguments(&mut self, key: slog::Key, val: &std::fmt::Arguments<'_>) -> slog::Result {
+        self.0.push_str(&format!(" {key}={val}"));
+        Ok(())
+    }
+}
 
 impl slog::Drain for Captured {
     type Ok = ();
     type Err = slog::Never;
     fn log(&self, r: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        let mut pairs = Pairs(r.msg().to_string());
+        let _ = slog::KV::serialize(&r.kv(), r, &mut pairs);
         if let Ok(mut v) = self.0.lock() {
-            v.push((r.level(), r.msg().to_string()));
+            v.push((r.level(), pairs.0));
         }
         Ok(())
     }
 }
 
 impl Captured {
-    fn has(&self, level: slog::Level, text: &str) -> bool {
+    pub(super) fn has(&self, level: slog::Level, text: &str) -> bool {
         let v = self.0.lock().unwrap();
         v.iter().any(|(l, m)| *l == level && m.contains(text))
     }
-    fn count(&self, text: &str) -> usize {
+    pub(super) fn count(&self, text: &str) -> usize {
         let v = self.0.lock().unwrap();
         v.iter().filter(|(_, m)| m.contains(text)).count()
     }

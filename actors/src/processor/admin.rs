@@ -39,14 +39,7 @@ pub async fn create_topic(s: Arc<Shared>, r: CreateTopicRequest) -> Result<Ack, 
     Ok(Ack {})
 }
 
-/// Topics whose queues the broker itself keeps (no config of their own).
-const INTERNAL_TOPICS: [&str; 5] = [
-    skylark_codec::AUTO_CREATE_TOPIC_KEY,
-    crate::scheduler::SCHEDULE_TOPIC,
-    crate::scheduler::TIMER_TOPIC,
-    crate::transaction::HALF_TOPIC,
-    crate::transaction::OP_TOPIC,
-];
+use crate::broker::topic_store::INTERNAL_TOPICS;
 
 /// What the broker keeps in internal topic `topic`, in a user's words.
 fn internal_contents(topic: &str) -> &'static str {

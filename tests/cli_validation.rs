@@ -168,6 +168,36 @@ fn zero_limits_and_a_reversed_time_range_are_refused() {
 }
 
 #[test]
+fn a_rebalance_interval_of_zero_is_a_usage_error() {
+    // It used to run with a 10 ms period without a word.
+    let consume = |ms: &str| {
+        offline(&[
+            "consume",
+            "--group",
+            "g",
+            "--topic",
+            "T",
+            "--rebalance-interval-ms",
+            ms,
+            "--count",
+            "0",
+        ])
+    };
+    refused(&consume("0"), 2, &["'0'", "--rebalance-interval-ms", "1.."]);
+    // Past a year: the timer's arithmetic would overflow.
+    refused(
+        &consume("31536000001"),
+        2,
+        &["'31536000001'", "--rebalance-interval-ms"],
+    );
+    // The ends of the range parse (and --count 0 needs no server).
+    for ms in ["1", "31536000000"] {
+        let o = consume(ms);
+        assert!(o.status.success(), "{ms}: {}", stderr(&o));
+    }
+}
+
+#[test]
 fn a_delay_past_the_largest_delivery_time_is_a_usage_error() {
     // Sent saturated before, as a delivery time of i64::MAX ms.
     for huge in ["18446744073709551615", "9223372036854775807"] {

@@ -24,6 +24,16 @@ struct Member {
 
 impl Member {
     fn start(node: &Standalone, dir: &Path, name: &str, args: &[&str]) -> Member {
+        Member::start_with_stderr(node, dir, name, args, Stdio::inherit())
+    }
+
+    fn start_with_stderr(
+        node: &Standalone,
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        stderr: Stdio,
+    ) -> Member {
         let out = dir.join(format!("{name}.jsonl"));
         let child = Command::new(bin())
             .args(["--log-level", "warn", "consume", "--json"])
@@ -31,7 +41,7 @@ impl Member {
             .env("SKYLARK_NAMESRV", node.namesrv())
             .stdin(Stdio::null())
             .stdout(File::create(&out).unwrap())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         Member {
@@ -1233,4 +1243,132 @@ fn a_broadcasting_consumer_drops_a_message_still_failing_after_its_retries() {
     assert!(out.status.success(), "{err}");
     assert!(json_lines(&out.stdout).is_empty(), "{err}");
     assert!(!err.contains("still failing"), "{err}");
+}
+
+/// How a running consumer's pulls come to be refused: a setting (the
+/// command that sets it, then the value that refuses the pulls and the
+/// value that lifts the refusal) and what the consumer's error must say.
+struct Refusal<'a> {
+    group: &'a str,
+    sql: Option<&'a str>,
+    setting: &'a [&'a str],
+    refuse: &'a str,
+    lift: &'a str,
+    says: &'a str,
+}
+
+/// A running `skylark consume` whose pulls the broker starts refusing for
+/// good — SQL filtering switched off, the group's `consume_enable` off,
+/// the topic made write-only — exits 1 naming the refusal (it retried
+/// them in silence forever); a broker restart is only waited for.
+#[test]
+fn a_running_consumer_whose_pulls_are_refused_exits_1_naming_the_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Standalone::start(&dir.path().join("data"), &[]);
+    create_topic(&node, "RefusedT", "2");
+    let produce_one = |node: &Standalone| {
+        ok(&node.cli(&[
+            "produce",
+            "--topic",
+            "RefusedT",
+            "--body",
+            "m",
+            "--property",
+            "n=1",
+        ]))
+    };
+    let set = |node: &Standalone, setting: &[&str], value: &str| {
+        let mut args = setting.to_vec();
+        args.push(value);
+        ok(&node.cli(&args));
+    };
+    let cases = [
+        Refusal {
+            group: "g-sql-off",
+            sql: Some("n > 0"),
+            setting: &["admin", "broker", "config", "set", "enable_property_filter"],
+            refuse: "false",
+            lift: "true",
+            says: "enable_property_filter is off",
+        },
+        Refusal {
+            group: "g-disabled",
+            sql: None,
+            setting: &[
+                "admin",
+                "group",
+                "config",
+                "set",
+                "--group",
+                "g-disabled",
+                "--consume-enable",
+            ],
+            refuse: "false",
+            lift: "true",
+            says: "consumer group 'g-disabled' may not consume",
+        },
+        Refusal {
+            group: "g-write-only",
+            sql: None,
+            setting: &["admin", "topic", "perm", "--name", "RefusedT", "--perm"],
+            refuse: "w",
+            lift: "rw",
+            says: "not readable",
+        },
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        produce_one(&node);
+        let err_path = dir.path().join(format!("{}.stderr", case.group));
+        let mut args = vec!["--group", case.group, "--topic", "RefusedT"];
+        if let Some(sql) = case.sql {
+            args.extend(["--sql", sql]);
+        }
+        let mut member = Member::start_with_stderr(
+            &node,
+            dir.path(),
+            case.group,
+            &args,
+            File::create(&err_path).unwrap().into(),
+        );
+        // Running and consuming: every message so far (one per case).
+        assert!(
+            wait_until(Duration::from_secs(30), || member.messages().len() > i),
+            "{}: consumed {:?}",
+            case.group,
+            member.keys()
+        );
+        if i == 0 {
+            // A broker restart is transient: waited for, not a refusal.
+            node.restart();
+            produce_one(&node);
+            assert!(
+                wait_until(Duration::from_secs(30), || member.messages().len() > 1),
+                "after the restart: consumed {:?}; stderr: {}",
+                member.keys(),
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+            assert!(
+                matches!(member.child.0.try_wait(), Ok(None)),
+                "exited at a restart"
+            );
+        }
+        set(&node, case.setting, case.refuse);
+        let exited = member.wait_exit(Duration::from_secs(30));
+        let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+        assert!(
+            exited,
+            "{}: still running once refused; stderr: {err}",
+            case.group
+        );
+        let status = member.child.0.wait().unwrap();
+        assert_eq!(status.code(), Some(1), "{}: {err}", case.group);
+        assert!(
+            err.contains(&format!("consumer group '{}': pulls of", case.group))
+                && err.contains("are refused")
+                && err.contains(case.says),
+            "{}: {err}",
+            case.group
+        );
+        set(&node, case.setting, case.lift);
+    }
 }

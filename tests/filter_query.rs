@@ -154,6 +154,56 @@ fn sql_filter_on_tags_and_properties() {
     assert_eq!(json_lines(ok(&out).as_bytes()).len(), 30);
 }
 
+/// Integers around 2^53 (where an f64 stops holding every integer) and
+/// property values that Rust's f64 parser reads but are not numbers: the
+/// broker compares two integers exactly, and `inf` / `NaN` match no
+/// numeric comparison (the filter read both through an f64: `n =
+/// 9007199254740993` matched `9007199254740992`, and `inf` was above
+/// every number).
+#[test]
+fn sql_compares_integers_past_2_pow_53_exactly_and_inf_is_not_a_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    for n in [
+        "9007199254740991",
+        "9007199254740992",
+        "9007199254740993",
+        "9007199254740994",
+        "9007199254740995",
+        "inf",
+        "NaN",
+        "infinity",
+    ] {
+        let prop = format!("n={n}");
+        ok(&node.cli(&[
+            "produce",
+            "--topic",
+            "Big",
+            "--body",
+            n,
+            "--property",
+            &prop,
+        ]));
+    }
+    let bodies = |group: &str, sql: &str| {
+        let out = consume_sql(&node, group, "Big", sql, "1000");
+        let mut got: Vec<String> = json_lines(ok(&out).as_bytes())
+            .iter()
+            .map(|m| m["body"].as_str().unwrap().to_string())
+            .collect();
+        got.sort();
+        got
+    };
+    assert_eq!(
+        bodies("g-big-eq", "n = 9007199254740993"),
+        vec!["9007199254740993"]
+    );
+    assert_eq!(
+        bodies("g-big-ge", "n >= 9007199254740993"),
+        vec!["9007199254740993", "9007199254740994", "9007199254740995"]
+    );
+}
+
 fn by_key(node: &Standalone, topic: &str, key: &str) -> Vec<serde_json::Value> {
     json_lines(
         ok(&node.cli(&[

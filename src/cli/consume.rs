@@ -25,6 +25,13 @@
 //! stderr says so at once and every 30 s — until it appears, or, with
 //! `--idle-timeout`, until that passes (then exit 1, naming the topic).
 //!
+//! A pull the broker refuses for good once running — the group's
+//! `consume_enable` turned off (`PermissionDenied`), the topic made
+//! unreadable (`admin topic perm`), the ACL, or SQL filtering switched off
+//! on the broker (`InvalidFilter`) — ends the run: it shuts the consumer
+//! down as at the end of any run and exits 1 with the broker's reason. A broker that
+//! restarts or cannot be reached for a while is waited for.
+//!
 //! `--orderly` consumes each queue in order under a broker lock (one member
 //! per queue). `--fail-every N` / `--fail-on TEXT` answer `Retry` for some
 //! deliveries (noted on stderr) to watch the retry path: a concurrent
@@ -45,7 +52,7 @@ use skylark_codec::{parse_tag_expression, ConsumeFrom, MessageModel};
 use super::ConsumeArgs;
 use crate::client::{
     local_offset_path, AllocateStrategy, ConsumeResult, LocalOffsetStore, PullConsumer,
-    PushConsumer, PushConsumerOptions, ReceivedMessage,
+    PullRefusal, PushConsumer, PushConsumerOptions, ReceivedMessage,
 };
 
 /// Longest a pull is parked on the broker.
@@ -151,15 +158,6 @@ async fn wait_for_queues(
     }
 }
 
-/// Whether a broker's answer refuses the group (or this client) outright.
-fn refuses(e: &crate::client::ClientError) -> bool {
-    use skylark_codec::ErrorCode;
-    matches!(
-        e.code(),
-        Some(ErrorCode::NoPermission | ErrorCode::PermissionDenied | ErrorCode::AuthFailed)
-    )
-}
-
 /// Refuses at once a group no broker of the topic will serve: a pull the
 /// ACL denies (`NoPermission`, `AuthFailed`) or one the group's settings
 /// forbid (`consume_enable` off: `PermissionDenied`). The consumer would
@@ -185,7 +183,7 @@ async fn check_may_consume(
             Err(e) => Err(e),
         };
         match answer {
-            Err(e) if refuses(&e) => {
+            Err(e) if e.is_refusal() => {
                 first_refusal.get_or_insert(e);
             }
             _ => return Ok(()),
@@ -294,7 +292,7 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
                 {
                     bail!("{}", error.message);
                 }
-                Err(e) if refuses(&e) => bail!("{e}"),
+                Err(e) if e.is_refusal() => bail!("{e}"),
                 _ => {}
             }
         } else if a.broadcast {
@@ -307,7 +305,7 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
                 .heartbeat(&subs, MessageModel::Broadcasting, &addrs)
                 .await
             {
-                if refuses(&e) {
+                if e.is_refusal() {
                     bail!("{e}");
                 }
             }
@@ -329,7 +327,7 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
         batch_size: 1,
         commit_interval: COMMIT_EVERY,
         pull_suspend: idle.map_or(MAX_SUSPEND, |i| MAX_SUSPEND.min(i)),
-        rebalance_interval: Duration::from_millis(a.rebalance_interval_ms.max(10)),
+        rebalance_interval: Duration::from_millis(a.rebalance_interval_ms),
         orderly: a.orderly,
         max_reconsume_times: a.max_reconsume_times,
         instance_name: a.instance.clone(),
@@ -349,7 +347,20 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
         failed: Mutex::new(None),
     });
     let p = printer.clone();
-    let builder = PushConsumer::builder(super::client_config(&a.namesrv), &a.group);
+    // A pull refused for good mid-run (the group's consume_enable turned
+    // off, the topic made unreadable, SQL filtering switched off on the
+    // broker) ends the run with exit 1 and the broker's reason: the
+    // consumer would retry it quietly forever. Transient failures (a
+    // broker restarting) are retried.
+    let refused: Arc<Mutex<Option<PullRefusal>>> = Arc::default();
+    let first_refusal = refused.clone();
+    let builder =
+        PushConsumer::builder(super::client_config(&a.namesrv), &a.group).on_pull_error(move |r| {
+            first_refusal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert_with(|| r.clone());
+        });
     let builder = match &a.sql {
         Some(sql) => builder.subscribe_sql(&a.topic, sql),
         None => builder.subscribe(&a.topic, a.filter.as_deref().unwrap_or("*")),
@@ -382,6 +393,9 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
         if idle.is_some_and(|i| last.elapsed() >= i) {
             break;
         }
+        if refused.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            break;
+        }
     }
     let local_offsets = consumer.local_offsets();
     let given_up = consumer.given_up();
@@ -405,6 +419,9 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
         .take()
     {
         bail!("writing to stdout: {e}");
+    }
+    if let Some(r) = refused.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        bail!("{r}; stopped consuming");
     }
     if let Some(why) = local_offsets.as_ref().and_then(|l| l.last_failure()) {
         let path = local_offsets

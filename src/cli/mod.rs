@@ -520,6 +520,10 @@ pub struct ProduceArgs {
     pub linger_secs: u64,
 }
 
+/// Longest `consume --rebalance-interval-ms`: a year (a longer timer
+/// period would overflow the clock's arithmetic).
+const MAX_REBALANCE_INTERVAL_MS: u64 = 365 * 24 * 3600 * 1000;
+
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     /// NameServer address(es).
@@ -553,9 +557,10 @@ pub struct ConsumeArgs {
     /// consistent-hash.
     #[arg(long, default_value = "average")]
     pub strategy: String,
-    /// Periodic rebalance, in ms (members also rebalance at once when one
-    /// joins or leaves).
-    #[arg(long, default_value_t = 20_000)]
+    /// Periodic rebalance, in ms, from 1 to a year (members also rebalance
+    /// at once when one joins or leaves). 0 is a usage error: it used to
+    /// mean 10 ms without a word.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=MAX_REBALANCE_INTERVAL_MS))]
     pub rebalance_interval_ms: u64,
     /// Instance name: names the local offset file of a broadcast consumer.
     #[arg(long, default_value = "DEFAULT", requires = "broadcast", value_parser = instance_name)]

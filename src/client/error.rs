@@ -219,6 +219,17 @@ impl ClientError {
             if e.kind() == std::io::ErrorKind::TimedOut)
     }
 
+    /// Whether a server refused the request for good: the ACL
+    /// (`NoPermission`, `AuthFailed`, a TLS-only port) or a permission or
+    /// setting of a topic, group or broker (`PermissionDenied`). The same
+    /// request fails the same way until an operator changes something.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(ErrorCode::NoPermission | ErrorCode::PermissionDenied | ErrorCode::AuthFailed)
+        )
+    }
+
     /// Whether the same send may succeed on another broker.
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -59,7 +59,8 @@ pub use message::{decode_records, tag_matches, ReceivedMessage};
 pub use namesrv::NameServerClient;
 pub use producer::Producer;
 pub use push_consumer::{
-    ConsumeResult, MessageListener, PushConsumer, PushConsumerBuilder, PushConsumerOptions,
+    ConsumeResult, MessageListener, PullRefusal, PushConsumer, PushConsumerBuilder,
+    PushConsumerOptions, PULL_REFUSAL_REPORT_INTERVAL,
 };
 pub use rebalance::{allocate, sort_queues, AllocateStrategy};
 pub use route::{select_by_key, select_round_robin, MessageQueue, TopicRoute};

@@ -39,9 +39,18 @@
 //! * **Backtrack**: a broker push `NotifyResetOffset` drops the queues of
 //!   that topic (discarding their in-memory progress) and rebalances, which
 //!   re-reads the reset offsets.
+//! * **Refused pulls**: a pull the broker refuses for good (permission,
+//!   ACL, a SQL subscription it will not evaluate) is still retried, but
+//!   reported as a [`PullRefusal`] to the `on_pull_error` hook (rate
+//!   limited; a `WARN` line on stderr by default) and kept as standing
+//!   until a pull of the queue works again ([`PushConsumer::pull_refusals`]);
+//!   see `refusal.rs`. Transient failures are only retried.
 
 mod assign;
 mod consume;
+mod refusal;
+
+pub use refusal::{PullRefusal, REPORT_INTERVAL as PULL_REFUSAL_REPORT_INTERVAL};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -243,6 +252,10 @@ struct Inner {
     damaged_skipped: AtomicU64,
     /// Broadcasting: messages dropped after `max_reconsume_times` retries.
     given_up: AtomicU64,
+    /// Pulls refused for good, standing until a pull of the queue works.
+    refusals: refusal::Refusals,
+    /// Told of each refusal (rate limited).
+    on_pull_error: refusal::PullErrorHook,
 }
 
 /// A running push consumer; [`shutdown`](Self::shutdown) it to commit and
@@ -297,6 +310,7 @@ pub struct PushConsumerBuilder {
     group: String,
     opts: PushConsumerOptions,
     subs: Vec<(String, SubFilter)>,
+    on_pull_error: Option<refusal::PullErrorHook>,
 }
 
 impl PushConsumer {
@@ -307,6 +321,7 @@ impl PushConsumer {
             group: group.to_string(),
             opts: PushConsumerOptions::default(),
             subs: Vec::new(),
+            on_pull_error: None,
         }
     }
 
@@ -373,6 +388,15 @@ impl PushConsumer {
         self.inner.local.clone()
     }
 
+    /// The pulls refused for good now, by topic and queue: each stands from
+    /// its refusal until a pull of that queue works again (see
+    /// [`PushConsumerBuilder::on_pull_error`]). Empty while every pull is
+    /// answered (or fails only transiently: a broker restarting, a
+    /// failover).
+    pub fn pull_refusals(&self) -> Vec<PullRefusal> {
+        self.inner.refusals.standing(self.inner.consumer.group())
+    }
+
     /// Rebalance now (as on a broker push).
     pub fn rebalance_now(&self) {
         self.inner.rebalance.notify_one();
@@ -435,6 +459,24 @@ impl PushConsumerBuilder {
     pub fn subscribe_sql(mut self, topic: &str, sql: &str) -> Self {
         self.subs
             .push((topic.to_string(), SubFilter::Sql(sql.to_string())));
+        self
+    }
+
+    /// Calls `hook` with each pull a broker refuses for good: `PermissionDenied`
+    /// (the topic is not readable, the group's `consume_enable` is off, the
+    /// broker may not be read), `NoPermission` / `AuthFailed` (the ACL),
+    /// `InvalidFilter` (a SQL subscription the broker will not evaluate),
+    /// and a route with no readable queue. Rate limited: at most once per
+    /// queue and code every [`PULL_REFUSAL_REPORT_INTERVAL`] (10 s), with
+    /// the count left out since. The consumer keeps retrying (consumption
+    /// resumes when the refusal is lifted); an application for which a
+    /// refusal is fatal shuts the consumer down itself, as `skylark
+    /// consume` does. Runs on the consumer's task:
+    /// keep it short. Without a hook, each report is a `WARN` line on
+    /// stderr. Connection failures and other transient errors are retried
+    /// without a report.
+    pub fn on_pull_error(mut self, hook: impl Fn(&PullRefusal) + Send + Sync + 'static) -> Self {
+        self.on_pull_error = Some(Arc::new(hook));
         self
     }
 
@@ -525,6 +567,10 @@ impl PushConsumerBuilder {
             work_tx,
             damaged_skipped: AtomicU64::new(0),
             given_up: AtomicU64::new(0),
+            refusals: refusal::Refusals::default(),
+            on_pull_error: self
+                .on_pull_error
+                .unwrap_or_else(|| Arc::new(refusal::warn_on_stderr)),
         });
         actix::spawn(consume::dispatch(inner.clone(), work_rx));
         let pushes = PushReceiver {
@@ -747,6 +793,25 @@ impl Inner {
                 let _ = inner.work_tx.send(Work { queue, pq, msgs });
             }
         });
+    }
+
+    /// A pull of `queue` (or, with `None`, the route look-up of `topic`)
+    /// failed with `e`: a refusal for good is recorded and, when its turn
+    /// has come, reported to the hook; a transient failure is not.
+    pub(super) fn note_pull_error(
+        &self,
+        topic: &str,
+        queue: Option<&MessageQueue>,
+        e: ClientError,
+    ) {
+        if !refusal::refuses_pull(&e) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let group = self.consumer.group();
+        if let Some(r) = self.refusals.note(group, topic, queue, e, now) {
+            (self.on_pull_error)(&r);
+        }
     }
 
     /// Every broker address hosting a subscribed topic.

@@ -143,8 +143,9 @@ fn token_soup() -> impl Strategy<Value = String> {
 /// A literal as the compiled tree holds it and as it is written.
 fn literal_strategy() -> impl Strategy<Value = Literal> {
     prop_oneof![
-        (-1_000_000i64..1_000_000).prop_map(|n| Literal::Num(n as f64)),
-        (-1e6f64..1e6).prop_map(Literal::Num),
+        (-1_000_000i64..1_000_000).prop_map(Literal::Long),
+        any::<i64>().prop_map(Literal::Long),
+        (-1e6f64..1e6).prop_map(Literal::Double),
         "[a-zA-Z0-9 '%_é]{0,8}".prop_map(Literal::Str),
         any::<bool>().prop_map(Literal::Bool),
     ]
@@ -217,7 +218,13 @@ fn node_strategy() -> impl Strategy<Value = Node> {
 
 fn write_literal(l: &Literal) -> String {
     match l {
-        Literal::Num(n) => format!("{n}"),
+        Literal::Long(n) => format!("{n}"),
+        // Display never uses an exponent and prints the shortest text that
+        // reads back as the same f64; a decimal point keeps it a Double.
+        Literal::Double(f) => match format!("{f}") {
+            t if t.contains('.') => t,
+            t => format!("{t}.0"),
+        },
         Literal::Str(s) => format!("'{}'", s.replace('\'', "''")),
         Literal::Bool(b) => format!("{b}").to_uppercase(),
     }

@@ -18,6 +18,14 @@
 //!
 //! Semantics (RocketMQ / JMS selectors): properties are strings; compared
 //! with a number they are read as numbers, with a boolean as `true`/`false`.
+//! Numbers keep RocketMQ's two kinds apart: an integer (`42`, `-7`, any
+//! i64) is a Long and two Longs compare exactly, so `a = 9007199254740993`
+//! does not match `9007199254740992` (past 2^53 an f64 cannot tell them
+//! apart); a decimal (`1.5`, `2e3`) is a Double, and a Long meets a Double
+//! as an f64. Property text reads as a Long if it is an integer that fits
+//! an i64, else as a Double if it is a finite decimal: `inf`, `infinity`
+//! and `NaN` are not numbers. An integer literal outside the i64 range is
+//! refused at compile time, as RocketMQ's parser refuses it.
 //! A missing property — or one that does not read as the literal's type — is
 //! NULL, and any comparison with NULL is *unknown*. `AND`, `OR` and `NOT`
 //! follow three-valued logic (`NOT unknown` is unknown) and a message matches
@@ -81,9 +89,52 @@ fn quoted(expression: &str) -> std::borrow::Cow<'_, str> {
 /// A literal of the expression.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Literal {
-    Num(f64),
+    /// An integer literal (RocketMQ's Long): compared exactly.
+    Long(i64),
+    /// A literal with a decimal point or an exponent (RocketMQ's Double).
+    Double(f64),
     Str(String),
     Bool(bool),
+}
+
+/// A number, as a literal is written or as property text reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Number {
+    Long(i64),
+    Double(f64),
+}
+
+impl Number {
+    /// Property text as a number: a Long if it is an integer that fits an
+    /// i64, else a Double if it is a finite decimal; `None` for anything
+    /// else (`abc`, and `inf`, `infinity`, `NaN`, which Rust's f64 parser
+    /// would accept).
+    fn read(text: &str) -> Option<Number> {
+        let t = text.trim();
+        if let Ok(n) = t.parse::<i64>() {
+            return Some(Number::Long(n));
+        }
+        t.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Number::Double)
+    }
+
+    /// Two Longs compare exactly; a Double on either side makes it an f64
+    /// comparison (RocketMQ widens a Long met by a Double).
+    fn compare(self, other: Number) -> Option<std::cmp::Ordering> {
+        match (self, other) {
+            (Number::Long(a), Number::Long(b)) => Some(a.cmp(&b)),
+            (a, b) => a.as_f64().partial_cmp(&b.as_f64()),
+        }
+    }
+
+    fn as_f64(self) -> f64 {
+        match self {
+            Number::Long(n) => n as f64,
+            Number::Double(f) => f,
+        }
+    }
 }
 
 /// One side of a comparison.
@@ -293,7 +344,7 @@ fn compile(e: &SqlExpr) -> Result<Node, Refusal<'_>> {
         }
         SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_) | SqlExpr::Value(_) => {
             match operand(e)? {
-                Operand::Lit(Literal::Num(_) | Literal::Str(_)) => {
+                Operand::Lit(Literal::Long(_) | Literal::Double(_) | Literal::Str(_)) => {
                     return Err(format!("'{e}' is not a boolean condition").into())
                 }
                 o => Node::Truth(o),
@@ -355,10 +406,7 @@ fn literal(e: &SqlExpr) -> Result<Literal, Refusal<'_>> {
     match e {
         SqlExpr::Nested(inner) => literal(inner),
         SqlExpr::Value(v) => match &v.value {
-            Value::Number(n, _) => n
-                .parse::<f64>()
-                .map(Literal::Num)
-                .map_err(|_| format!("bad number '{n}'").into()),
+            Value::Number(n, _) => number_literal(n).map_err(Refusal::Reason),
             Value::SingleQuotedString(s) => Ok(Literal::Str(s.clone())),
             Value::Boolean(b) => Ok(Literal::Bool(*b)),
             Value::Null => Err(Refusal::Reason(
@@ -366,12 +414,54 @@ fn literal(e: &SqlExpr) -> Result<Literal, Refusal<'_>> {
             )),
             other => Err(format!("literal {other} is not supported").into()),
         },
-        SqlExpr::UnaryOp { op, expr } => match (op, literal(expr)?) {
-            (UnaryOperator::Minus, Literal::Num(n)) => Ok(Literal::Num(-n)),
-            (UnaryOperator::Plus, Literal::Num(n)) => Ok(Literal::Num(n)),
-            _ => Err(format!("'{e}' is not a literal").into()),
-        },
+        SqlExpr::UnaryOp { op, expr } => {
+            if let (UnaryOperator::Minus, Some(n)) = (op, number_text(expr)) {
+                // `-9223372036854775808` is a Long although its digits
+                // alone are not.
+                return number_literal(&format!("-{n}")).map_err(Refusal::Reason);
+            }
+            match (op, literal(expr)?) {
+                (UnaryOperator::Minus, Literal::Long(n)) => n
+                    .checked_neg()
+                    .map(Literal::Long)
+                    .ok_or_else(|| format!("'{e}' is out of the integer range").into()),
+                (UnaryOperator::Minus, Literal::Double(f)) => Ok(Literal::Double(-f)),
+                (UnaryOperator::Plus, n @ (Literal::Long(_) | Literal::Double(_))) => Ok(n),
+                _ => Err(format!("'{e}' is not a literal").into()),
+            }
+        }
         other => Err(Refusal::Unsupported(other, "is not a literal")),
+    }
+}
+
+/// The digits of a number literal written as it is (not in parentheses).
+fn number_text(e: &SqlExpr) -> Option<&str> {
+    match e {
+        SqlExpr::Value(v) => match &v.value {
+            Value::Number(n, _) => Some(n),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A number literal: a Long when it is an integer (which must fit an i64,
+/// as RocketMQ's parser requires), else a finite Double.
+fn number_literal(text: &str) -> Result<Literal, String> {
+    if let Ok(n) = text.parse::<i64>() {
+        return Ok(Literal::Long(n));
+    }
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "integer {text} is out of range ({}..={})",
+            i64::MIN,
+            i64::MAX
+        ));
+    }
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() => Ok(Literal::Double(f)),
+        _ => Err(format!("bad number '{text}'")),
     }
 }
 
@@ -394,16 +484,29 @@ where
 }
 
 /// A value read as the type of a literal.
-#[derive(Debug, Clone, PartialEq, PartialOrd)]
+#[derive(Debug, Clone, PartialEq)]
 enum Typed<'a> {
-    Num(f64),
+    Num(Number),
     Str(&'a str),
     Bool(bool),
 }
 
+impl Typed<'_> {
+    /// The order of two values of one type; `None` (unknown) across types.
+    fn compare(&self, other: &Typed<'_>) -> Option<std::cmp::Ordering> {
+        match (self, other) {
+            (Typed::Num(a), Typed::Num(b)) => a.compare(*b),
+            (Typed::Str(a), Typed::Str(b)) => Some(a.cmp(b)),
+            (Typed::Bool(a), Typed::Bool(b)) => Some(a.cmp(b)),
+            _ => None,
+        }
+    }
+}
+
 fn as_literal(l: &Literal) -> Typed<'_> {
     match l {
-        Literal::Num(n) => Typed::Num(*n),
+        Literal::Long(n) => Typed::Num(Number::Long(*n)),
+        Literal::Double(f) => Typed::Num(Number::Double(*f)),
         Literal::Str(s) => Typed::Str(s),
         Literal::Bool(b) => Typed::Bool(*b),
     }
@@ -412,7 +515,7 @@ fn as_literal(l: &Literal) -> Typed<'_> {
 /// Reads `text` as the type of `like`; None when it does not read (NULL).
 fn as_type_of<'a>(text: &'a str, like: &Typed<'_>) -> Option<Typed<'a>> {
     match like {
-        Typed::Num(_) => text.trim().parse::<f64>().ok().map(Typed::Num),
+        Typed::Num(_) => Number::read(text).map(Typed::Num),
         Typed::Str(_) => Some(Typed::Str(text)),
         Typed::Bool(_) => match text.trim() {
             t if t.eq_ignore_ascii_case("true") => Some(Typed::Bool(true)),
@@ -434,8 +537,8 @@ fn unify<'a>(a: Val<'a>, b: Val<'a>) -> Option<(Typed<'a>, Typed<'a>)> {
             let l = as_literal(l);
             Some((l.clone(), as_type_of(t, &l)?))
         }
-        (Val::Text(x), Val::Text(y)) => match (x.trim().parse::<f64>(), y.trim().parse::<f64>()) {
-            (Ok(a), Ok(b)) => Some((Typed::Num(a), Typed::Num(b))),
+        (Val::Text(x), Val::Text(y)) => match (Number::read(x), Number::read(y)) {
+            (Some(a), Some(b)) => Some((Typed::Num(a), Typed::Num(b))),
             _ => Some((Typed::Str(x), Typed::Str(y))),
         },
     }
@@ -443,10 +546,7 @@ fn unify<'a>(a: Val<'a>, b: Val<'a>) -> Option<(Typed<'a>, Typed<'a>)> {
 
 fn compare(op: CmpOp, a: Val<'_>, b: Val<'_>) -> Option<bool> {
     let (a, b) = unify(a, b)?;
-    if std::mem::discriminant(&a) != std::mem::discriminant(&b) {
-        return None;
-    }
-    let ord = a.partial_cmp(&b)?;
+    let ord = a.compare(&b)?;
     use std::cmp::Ordering::*;
     Some(match op {
         CmpOp::Eq => ord == Equal,

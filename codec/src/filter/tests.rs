@@ -132,8 +132,139 @@ fn compiles_into_the_small_tree() {
             Node::Cmp(
                 CmpOp::Gt,
                 Operand::Prop("a".into()),
-                Operand::Lit(Literal::Num(5.0))
+                Operand::Lit(Literal::Long(5))
             )
+        ])
+    );
+}
+
+/// 2^53 + 1: the first integer an f64 cannot hold (it reads as 2^53).
+const PAST_F64: &str = "9007199254740993";
+
+#[test]
+fn integers_compare_exactly_as_longs_past_2_pow_53() {
+    let eq = format!("a = {PAST_F64}");
+    assert!(matches(&eq, &[("a", PAST_F64)]));
+    assert!(
+        !matches(&eq, &[("a", "9007199254740992")]),
+        "2^53 is not 2^53 + 1"
+    );
+    assert!(!matches(&eq, &[("a", "9007199254740994")]));
+    assert!(!matches(&format!("a <> {PAST_F64}"), &[("a", PAST_F64)]));
+    assert!(matches(
+        &format!("a <> {PAST_F64}"),
+        &[("a", "9007199254740992")]
+    ));
+    assert!(matches("a > 9007199254740992", &[("a", PAST_F64)]));
+    assert!(!matches(
+        &format!("a >= {PAST_F64}"),
+        &[("a", "9007199254740992")]
+    ));
+    let between = "a BETWEEN 9007199254740993 AND 9007199254740995";
+    assert!(matches(between, &[("a", "9007199254740994")]));
+    assert!(!matches(between, &[("a", "9007199254740992")]));
+    assert!(!matches(between, &[("a", "9007199254740996")]));
+    let list = format!("a IN (1, {PAST_F64})");
+    assert!(matches(&list, &[("a", PAST_F64)]));
+    assert!(!matches(&list, &[("a", "9007199254740992")]));
+    // Two properties that both read as integers compare as Longs too.
+    assert!(!matches(
+        "a = b",
+        &[("a", PAST_F64), ("b", "9007199254740992")]
+    ));
+    assert!(matches(
+        "a > b",
+        &[("a", PAST_F64), ("b", "9007199254740992")]
+    ));
+    // The ends of the i64 range.
+    assert!(matches(
+        "a = 9223372036854775807",
+        &[("a", "9223372036854775807")]
+    ));
+    assert!(!matches(
+        "a = 9223372036854775807",
+        &[("a", "9223372036854775806")]
+    ));
+    assert!(matches(
+        "a = -9223372036854775808",
+        &[("a", "-9223372036854775808")]
+    ));
+    assert!(matches(
+        "a < -9223372036854775807",
+        &[("a", "-9223372036854775808")]
+    ));
+    assert!(matches("a = -(5)", &[("a", "-5")]));
+    // A decimal on either side is a Double comparison.
+    assert!(matches("a = 2.0", &[("a", "2")]));
+    assert!(matches("a = 2", &[("a", "2.0")]));
+    assert!(matches("a < 2.5", &[("a", "2")]));
+    assert!(matches("a = 2e3", &[("a", "2000")]));
+    assert!(matches("a = b", &[("a", "2"), ("b", "2.0")]));
+}
+
+#[test]
+fn inf_infinity_and_nan_are_not_numbers() {
+    for v in [
+        "inf",
+        "-inf",
+        "+inf",
+        "INF",
+        "infinity",
+        "-Infinity",
+        "NaN",
+        "nan",
+        "-NaN",
+        "1e999",
+    ] {
+        for e in [
+            "a > 0",
+            "a < 0",
+            "a = 0",
+            "a <> 0",
+            "a >= 1.5",
+            "a <= -1.5",
+            "a BETWEEN -1 AND 1",
+            "a NOT BETWEEN -1 AND 1",
+            "a IN (0, 1)",
+            "a NOT IN (0, 1)",
+            "NOT (a > 0)",
+            "NOT (a = 0)",
+        ] {
+            assert!(!matches(e, &[("a", v)]), "{e} matched a = {v:?}");
+        }
+        // Still a property that is there, and text that equals itself.
+        assert!(matches("a IS NOT NULL", &[("a", v)]));
+        assert!(matches(&format!("a = '{v}'"), &[("a", v)]));
+    }
+}
+
+#[test]
+fn number_literals_outside_the_long_and_double_ranges_are_refused() {
+    for (bad, says) in [
+        ("a = 9223372036854775808", "out of range"),
+        ("a = -9223372036854775809", "out of range"),
+        ("a = 99999999999999999999999", "out of range"),
+        ("a = -(9223372036854775808)", "out of range"),
+        ("a = 1e999", "bad number"),
+        ("a = -1e999", "bad number"),
+    ] {
+        let e = SqlFilter::compile(bad).expect_err(bad);
+        assert!(e.reason.contains(says), "{bad}: {e}");
+    }
+    let f = SqlFilter::compile("a = -9223372036854775808 OR a = 1.5").unwrap();
+    assert_eq!(
+        f.root(),
+        &Node::Or(vec![
+            Node::Cmp(
+                CmpOp::Eq,
+                Operand::Prop("a".into()),
+                Operand::Lit(Literal::Long(i64::MIN))
+            ),
+            Node::Cmp(
+                CmpOp::Eq,
+                Operand::Prop("a".into()),
+                Operand::Lit(Literal::Double(1.5))
+            ),
         ])
     );
 }

@@ -55,7 +55,19 @@ impl Inner {
 
     /// This member's queues of `topic`; `None` if that cannot be known now.
     pub(super) async fn allocation(&self, topic: &str) -> Option<Vec<MessageQueue>> {
-        let mut all = self.consumer.queues(topic).await.ok()?;
+        // A route whose every queue lacks read permission is a refusal of
+        // the topic as a whole (reported as such); its queues still owned
+        // are kept, and their pulls report the broker's own refusal.
+        let mut all = match self.consumer.queues(topic).await {
+            Ok(all) => {
+                self.refusals.clear(topic, None);
+                all
+            }
+            Err(e) => {
+                self.note_pull_error(topic, None, e);
+                return None;
+            }
+        };
         sort_queues(&mut all);
         if self.broadcasting() {
             return Some(all);

@@ -97,10 +97,21 @@ const PULL_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 /// (not held by the broker's long poll).
 const EMPTY_ANSWER_BACKOFF: Duration = Duration::from_millis(200);
 
-/// Pulls one queue until it is dropped.
+/// Pulls one queue until it is dropped; a refusal of its pulls stands no
+/// longer once it is.
 pub(super) async fn pull_loop(
     inner: Arc<Inner>,
     q: MessageQueue,
+    pq: Arc<ProcessQueue>,
+    expr: super::SubFilter,
+) {
+    pull_queue(&inner, &q, pq, expr).await;
+    inner.refusals.clear(&q.topic, Some(&q));
+}
+
+async fn pull_queue(
+    inner: &Arc<Inner>,
+    q: &MessageQueue,
     pq: Arc<ProcessQueue>,
     expr: super::SubFilter,
 ) {
@@ -132,7 +143,7 @@ pub(super) async fn pull_loop(
                 inner
                     .consumer
                     .pull(
-                        &q,
+                        q,
                         offset,
                         o.pull_batch_size,
                         tags.as_deref(),
@@ -143,13 +154,19 @@ pub(super) async fn pull_loop(
             super::SubFilter::Sql(sql) => {
                 inner
                     .consumer
-                    .pull_sql_and_commit(&q, offset, o.pull_batch_size, sql, o.pull_suspend, None)
+                    .pull_sql_and_commit(q, offset, o.pull_batch_size, sql, o.pull_suspend, None)
                     .await
             }
         };
         let r = match pulled {
-            Ok(r) => r,
-            Err(_) => {
+            Ok(r) => {
+                inner.refusals.clear(&q.topic, Some(q));
+                r
+            }
+            Err(e) => {
+                // A refusal for good is reported (rate limited), then
+                // retried like any failure: an operator may lift it.
+                inner.note_pull_error(&q.topic, Some(q), e);
                 // Back off from a failing broker (a drop ends the wait).
                 pq.wait_change(Some(Instant::now() + PULL_ERROR_BACKOFF))
                     .await;
@@ -177,7 +194,7 @@ pub(super) async fn pull_loop(
                     }
                 }
                 if o.orderly {
-                    consume_orderly(&inner, &q, &pq, r.messages).await;
+                    consume_orderly(inner, q, &pq, r.messages).await;
                 } else {
                     let mut msgs = r.messages;
                     while !msgs.is_empty() {

@@ -353,3 +353,52 @@ fn a_connection_dialled_for_a_cancelled_request_serves_the_next_one() {
         proxy.wait_open(1, DEADLINE).await;
     });
 }
+
+/// Registers a broker of group `broker-a` (`broker_id` 0: its master) at
+/// `addr` with NameServer `namesrv`, hosting `topics`.
+async fn register(namesrv: &str, broker_id: u64, addr: &str, topics: &[&str]) {
+    use skylark::codec::{rpc::RpcClient, RegisterBrokerRequest, TopicConfig};
+    let c = RpcClient::connect(namesrv, DEADLINE).await.unwrap();
+    let req = RegisterBrokerRequest {
+        cluster_name: "c".into(),
+        broker_name: "broker-a".into(),
+        broker_id,
+        broker_addr: addr.into(),
+        topics: topics.iter().map(|t| TopicConfig::new(*t, 2)).collect(),
+        data_version: 1,
+        ..RegisterBrokerRequest::default()
+    };
+    c.call(&req).await.unwrap();
+}
+
+/// A NameServer without a topic's route, or with its group's slave and not
+/// its master (as one just restarted knows it until the master registers
+/// again), is not the last word: the next one is asked and the route with
+/// the master comes back. Only a topic no NameServer has is "not found".
+/// Before, the first NameServer's answer was the client's, and a restarted
+/// NameServer stopped every send until the next registration (30 s).
+#[test]
+fn a_nameserver_without_the_route_or_its_master_is_not_the_last_word() {
+    let (_fresh, fresh) = common::spawn_namesrv();
+    let (_full, full) = common::spawn_namesrv();
+    let (fresh, full) = (format!("127.0.0.1:{fresh}"), format!("127.0.0.1:{full}"));
+    actix::System::new().block_on(async move {
+        register(&full, 0, "127.0.0.1:1", &["Both", "FullOnly"]).await;
+        register(&fresh, 1, "127.0.0.1:2", &["Both"]).await;
+        for topic in ["Both", "FullOnly"] {
+            // A new client asks `fresh` first.
+            let ns = client(&format!("{fresh};{full}"));
+            let route = ns.route(topic).await.unwrap_or_else(|e| panic!("{topic}: {e}"));
+            let masters: Vec<_> = route.brokers.iter().filter_map(|b| b.master_addr()).collect();
+            assert_eq!(masters, ["127.0.0.1:1"], "{topic}: {route:?}");
+        }
+        let ns = client(&format!("{fresh};{full}"));
+        assert!(
+            matches!(ns.route("Nowhere").await, Err(ClientError::TopicNotFound(t)) if t == "Nowhere")
+        );
+        // A slave-only route is still a route when no NameServer knows better.
+        let ns = client(&fresh);
+        let route = ns.route("Both").await.unwrap();
+        assert!(route.brokers.iter().all(|b| b.master_addr().is_none()), "{route:?}");
+    });
+}

@@ -29,6 +29,13 @@ impl Namesrv {
     }
 }
 
+/// Two NameServer processes, and their addresses as one `namesrv` list.
+fn two_namesrvs() -> (Namesrv, Namesrv, String) {
+    let (ns1, ns2) = (Namesrv::start(), Namesrv::start());
+    let both = format!("{};{}", ns1.addr(), ns2.addr());
+    (ns1, ns2, both)
+}
+
 /// A broker process (master or slave).
 struct Broker {
     proc: Option<KillOnDrop>,
@@ -64,12 +71,13 @@ impl Broker {
             // Small preallocated segments: several brokers share one disk.
             env.push(("SKYLARK_STORE__SEGMENT_SIZE".into(), "67108864".into()));
         }
-        env.push(("SKYLARK_REGISTER_INTERVAL_SECS".into(), "1".into()));
-        if !env
-            .iter()
-            .any(|(k, _)| k == "SKYLARK_METADATA_SYNC_INTERVAL_SECS")
-        {
-            env.push(("SKYLARK_METADATA_SYNC_INTERVAL_SECS".into(), "1".into()));
+        for (key, value) in [
+            ("SKYLARK_REGISTER_INTERVAL_SECS", "1"),
+            ("SKYLARK_METADATA_SYNC_INTERVAL_SECS", "1"),
+        ] {
+            if !env.iter().any(|(k, _)| k == key) {
+                env.push((key.into(), value.into()));
+            }
         }
         let mut b = Broker {
             proc: None,
@@ -113,10 +121,7 @@ impl Broker {
 
     fn restart(&mut self) {
         self.kill9();
-        let port = self.port;
-        assert!(wait_until(Duration::from_secs(10), || {
-            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-        }));
+        assert!(common::wait_ports_free(&[self.port]));
         self.spawn();
     }
 
@@ -392,9 +397,7 @@ fn replication_sync_master_kill9_keeps_every_acked_message_on_the_slave() {
 #[test]
 fn replication_one_namesrv_and_one_master_down_keeps_the_cluster_serving() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut ns1 = Namesrv::start();
-    let ns2 = Namesrv::start();
-    let both = format!("{};{}", ns1.addr(), ns2.addr());
+    let (mut ns1, ns2, both) = two_namesrvs();
     let mut a_master = Broker::start(&tmp.path().join("am"), &both, "broker-a", 0, &[]);
     let b_master = Broker::start(&tmp.path().join("bm"), &both, "broker-b", 0, &[]);
     for ns in [&ns1, &ns2] {
@@ -1545,4 +1548,127 @@ fn replication_offsets_committed_on_the_slave_during_a_short_outage_reach_the_ma
     );
     // And nothing is delivered again.
     assert_eq!(drain(&ns.addr(), "short", "Short").len(), 0);
+}
+
+/// Whether NameServer `namesrv` alone (no other asked) routes `topic` to
+/// the master at `master`.
+fn routes_to_master(namesrv: &str, topic: &str, master: &str) -> bool {
+    let out = cli(
+        namesrv,
+        &["admin", "--json", "topic", "route", "--name", topic],
+    );
+    let Some(v) = json_lines(&out.stdout).pop() else {
+        return false;
+    };
+    let brokers = v["route"]["brokers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    brokers
+        .iter()
+        .any(|b| b["addrs"]["0"].as_str() == Some(master))
+}
+
+/// The longest time between two of `acks`, or after the last one until `end`.
+fn longest_gap(acks: &[std::time::Instant], end: std::time::Instant) -> Duration {
+    acks.windows(2)
+        .map(|w| w[1] - w[0])
+        .chain(acks.last().map(|l| end.saturating_duration_since(*l)))
+        .max()
+        .unwrap_or_default()
+}
+
+/// A restarted NameServer does not stop sends. Two NameServers, a master
+/// and its slave at the default 30 s registration period; a producer sends
+/// steadily while the NameServer it asks first is restarted on its port.
+/// The brokers see it close their connections and register with it again
+/// at once (retrying after 1 s, doubling, while it is still down), so it
+/// routes to the master within a second or two; meanwhile the producer's
+/// route refreshes, which ask it first, take the other NameServer's route
+/// over its "topic not found" or its route without the master. Before,
+/// the restarted one knew nothing until the brokers' next period, the
+/// producer dropped its route on that one answer, and sends stopped for
+/// about 27 s.
+#[test]
+fn replication_a_restarted_namesrv_does_not_stop_sends() {
+    use skylark::client::{ClientConfig, Producer};
+    use skylark::codec::MessageData;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut ns1, ns2, both) = two_namesrvs();
+    let period = [("SKYLARK_REGISTER_INTERVAL_SECS", "30")];
+    let master = Broker::start(&tmp.path().join("m"), &both, "broker-a", 0, &period);
+    let slave = Broker::start(&tmp.path().join("s"), &both, "broker-a", 1, &period);
+    for ns in [&ns1, &ns2] {
+        wait_registered(&ns.addr(), &master.addr());
+        wait_registered(&ns.addr(), &slave.addr());
+    }
+    cli_ok(
+        &both,
+        &[
+            "admin", "topic", "create", "--name", "Steady", "--queues", "2",
+        ],
+    );
+    for ns in [&ns1, &ns2] {
+        assert!(wait_until(Duration::from_secs(30), || routes_to_master(
+            &ns.addr(),
+            "Steady",
+            &master.addr()
+        )));
+    }
+
+    let (stop, acks) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let (s, a, namesrv) = (stop.clone(), acks.clone(), both.clone());
+    let producer = std::thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let mut cfg = ClientConfig::new(&namesrv);
+            // Asks the NameServers often: the restarted one (first in the
+            // list) is asked while it knows nothing yet.
+            cfg.route_refresh = Duration::from_millis(200);
+            let p = Producer::start(cfg, "steady-pg").unwrap();
+            while !s.load(Ordering::Relaxed) {
+                if p.send("Steady", MessageData::new("tick")).await.is_ok() {
+                    a.lock().unwrap().push(Instant::now());
+                }
+                // The pace of the steady sender.
+                actix_rt::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    });
+    let acked = || acks.lock().unwrap().len();
+    assert!(wait_until(Duration::from_secs(30), || acked() >= 20));
+
+    ns1.proc = None;
+    ns1.proc = Some(common::spawn_namesrv_on(ns1.port));
+    let back = Instant::now();
+    let relearned = wait_until(Duration::from_secs(30), || {
+        routes_to_master(&ns1.addr(), "Steady", &master.addr())
+    });
+    let relearned_in = back.elapsed();
+    // Sends for a while after it is back, the route refreshes asking it.
+    let watched = Duration::from_secs(8);
+    assert!(wait_until(Duration::from_secs(40), || acks
+        .lock()
+        .unwrap()
+        .last()
+        .is_some_and(|l| *l > back + watched)));
+    stop.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
+    let acks = acks.lock().unwrap();
+    let gap = longest_gap(&acks, Instant::now());
+    assert!(
+        relearned && relearned_in < Duration::from_secs(5),
+        "the restarted NameServer routed to the master after {relearned_in:?} (relearned: {relearned})"
+    );
+    assert!(
+        gap < Duration::from_secs(5),
+        "sends stopped for {gap:?} around the NameServer restart"
+    );
+    drop(slave);
+    drop(master);
 }

@@ -13,7 +13,10 @@
 //!   the full table at start, a delta of the changed topics at once when
 //!   topics change (coalesced while a registration is in flight), and a
 //!   light heartbeat on its own connection every `register_interval_secs`
-//!   (30 s); unregisters on a clean shutdown.
+//!   (30 s); unregisters on a clean shutdown. A NameServer that closed the
+//!   broker's connections (it restarted) is asked again within a second,
+//!   and one that cannot be reached is retried after 1 s, doubling up to
+//!   the period, so a restarted NameServer learns the broker at once.
 //!
 //! * A slave also learns topics from the records it replicates
 //!   ([`LearnTopics`]), so it serves every message it holds even before the
@@ -21,7 +24,8 @@
 //!
 //! Messages answered: [`EnsureTopic`], [`CreateTopic`], [`DeleteTopic`], [`TopicDeleted`],
 //! [`CreateTopics`], [`ListTopics`], [`LearnTopics`], [`Unregister`], [`GetBrokerSettings`],
-//! [`SetBrokerSetting`], [`WatchMaster`] (+ the registration tick).
+//! [`SetBrokerSetting`], [`WatchMaster`] (+ the registration tick and the
+//! NameServer link check).
 
 mod master_watch;
 pub mod permission;
@@ -90,8 +94,8 @@ pub struct Broker {
     /// came (it would otherwise wait for the next heartbeat's, 30 s).
     master_seen: Option<MasterAddrs>,
     register_again: bool,
-    /// A quick retry for unreachable NameServers is pending.
-    retry_scheduled: bool,
+    /// The retry pending for unreachable NameServers: when it runs.
+    retry: Option<(std::time::Instant, SpawnHandle)>,
     data_version: u64,
     /// Where TopicQueues run: not on this actor's own thread.
     queue_arbiter: ArbiterHandle,
@@ -156,7 +160,7 @@ impl Broker {
             master_watch: None,
             master_seen: None,
             register_again: false,
-            retry_scheduled: false,
+            retry: None,
             data_version,
             // The caller's arbiter (the System's, from `start_broker`).
             queue_arbiter: Arbiter::current(),
@@ -443,6 +447,7 @@ impl Broker {
         ctx.spawn(fut.into_actor(self).map(move |results, act, ctx| {
             act.registering = false;
             let (mut retry, mut full_due) = (false, false);
+            let period = act.register_period();
             let mut masters = Vec::new();
             for (link, (skipped, sent)) in act.links.iter_mut().zip(results) {
                 link.client = sent.client;
@@ -451,6 +456,7 @@ impl Broker {
                 }
                 match sent.answer {
                     Some(resp) => {
+                        link.reached();
                         link.supports_delta = resp.supports_delta;
                         link.acked = (!resp.need_full).then_some(version);
                         full_due |= resp.need_full;
@@ -460,7 +466,7 @@ impl Broker {
                         });
                     }
                     None => {
-                        link.acked = None;
+                        link.unreachable(period);
                         retry = true;
                     }
                 }
@@ -470,29 +476,89 @@ impl Broker {
             }
             if std::mem::take(&mut act.register_again) || full_due {
                 act.register_all(ctx);
-            } else if retry && !act.retry_scheduled {
-                // A NameServer that could not be reached (e.g. still
-                // starting) is tried again in 2 s, not at the next tick.
-                act.retry_scheduled = true;
-                ctx.run_later(Duration::from_secs(2), |act, ctx| {
-                    act.retry_scheduled = false;
-                    act.register_all(ctx);
-                });
+            } else if retry {
+                act.schedule_retry(ctx);
             }
         }));
+    }
+
+    /// The registration period (`register_interval_secs`), which is also
+    /// the longest backoff.
+    fn register_period(&self) -> Duration {
+        Duration::from_secs(self.config.register_interval_secs.max(1))
+    }
+
+    /// A registration round for the NameServers that could not be reached
+    /// (e.g. restarting), after the shortest of their backoffs, not at the
+    /// next tick; moved earlier if one already pending runs later.
+    fn schedule_retry(&mut self, ctx: &mut Context<Self>) {
+        let Some(wait) = self
+            .links
+            .iter()
+            .map(|l| l.backoff)
+            .filter(|b| !b.is_zero())
+            .min()
+        else {
+            return;
+        };
+        let at = std::time::Instant::now() + wait;
+        match self.retry.take() {
+            Some((when, handle)) if when <= at => {
+                self.retry = Some((when, handle));
+                return;
+            }
+            Some((_, handle)) => {
+                ctx.cancel_future(handle);
+            }
+            None => {}
+        }
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.retry = None;
+            act.register_all(ctx);
+        });
+        self.retry = Some((at, handle));
+    }
+
+    /// The link check: a NameServer that closed a connection of ours may
+    /// have restarted and forgotten this broker, so it is asked now (a
+    /// heartbeat; it answers `need_full` if it forgot), not at the next
+    /// tick. Waits while a heartbeat round is out (it reports its own).
+    fn check_links(&mut self, ctx: &mut Context<Self>) {
+        if self.heartbeating {
+            return;
+        }
+        let lost: Vec<usize> = self
+            .links
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, l)| l.lost_connection().then_some(i))
+            .collect();
+        if lost.is_empty() {
+            return;
+        }
+        if lost.iter().any(|&i| self.links[i].needs_full()) {
+            self.register_all(ctx);
+        }
+        self.heartbeat(|i| lost.contains(&i), ctx);
     }
 
     /// The periodic tick: a heartbeat to every NameServer that takes them
     /// (on its own connection), a full registration to any other.
     fn heartbeat_all(&mut self, ctx: &mut Context<Self>) {
         self.register_all(ctx);
+        self.heartbeat(|_| true, ctx);
+    }
+
+    /// A heartbeat to each NameServer `pick` chooses that takes them. One
+    /// that could not be reached gets a full registration after its backoff.
+    fn heartbeat(&mut self, pick: impl Fn(usize) -> bool, ctx: &mut Context<Self>) {
         if self.heartbeating {
             return;
         }
         let mut sends = Vec::new();
         let template = self.request(RegisterKind::Heartbeat, Vec::new());
         for (i, link) in self.links.iter_mut().enumerate() {
-            if let (false, Some(v)) = (link.needs_full(), link.acked) {
+            if let (true, false, Some(v)) = (pick(i), link.needs_full(), link.acked) {
                 let mut hb = template.clone();
                 hb.data_version = v;
                 sends.push((i, link.addr.clone(), link.hb_client.take(), hb));
@@ -521,7 +587,8 @@ impl Broker {
         let fut = futures::future::join_all(each);
         ctx.spawn(fut.into_actor(self).map(|results, act, ctx| {
             act.heartbeating = false;
-            let mut full_due = false;
+            let (mut full_due, mut retry) = (false, false);
+            let period = act.register_period();
             for (i, client, answer) in results {
                 let Some(link) = act.links.get_mut(i) else {
                     continue;
@@ -529,6 +596,7 @@ impl Broker {
                 link.hb_client = client;
                 match answer {
                     Some(Ok(resp)) => {
+                        link.reached();
                         if resp.need_full || !resp.supports_delta {
                             link.acked = None;
                             full_due = true;
@@ -544,11 +612,21 @@ impl Broker {
                         link.supports_delta = false;
                         full_due = true;
                     }
-                    _ => {}
+                    // Slow, not gone: the next tick asks again.
+                    Some(Err(skylark_codec::ProtocolError::Io(e)))
+                        if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    // Not reached (refused, closed): it may come back
+                    // having forgotten this broker.
+                    _ => {
+                        link.unreachable(period);
+                        retry = true;
+                    }
                 }
             }
             if full_due {
                 act.register_all(ctx);
+            } else if retry {
+                act.schedule_retry(ctx);
             }
         }));
     }
@@ -566,8 +644,8 @@ impl Actor for Broker {
         info!(self.log, "broker started"; "broker_name" => &self.config.broker_name,
               "broker_id" => self.config.broker_id, "topics" => topics.len());
         self.register_all(ctx);
-        let every = Duration::from_secs(self.config.register_interval_secs.max(1));
-        ctx.run_interval(every, |act, ctx| act.heartbeat_all(ctx));
+        ctx.run_interval(self.register_period(), |act, ctx| act.heartbeat_all(ctx));
+        ctx.run_interval(registration::LINK_CHECK, |act, ctx| act.check_links(ctx));
     }
 }
 

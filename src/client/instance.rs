@@ -183,7 +183,12 @@ impl ClientInstance {
     }
 
     /// Fetches `topic`'s route and caches it; on failure a cached route is
-    /// kept (and returned) unless the NameServer says the topic is gone.
+    /// kept (and returned) unless the NameServers say the topic is gone.
+    /// The answer is already the best of the NameServers' (one that just
+    /// restarted and forgot the topic, or its master, is not the last word:
+    /// see [`NameServerClient::route`]), so a cached route with its master
+    /// is replaced by one without it, or dropped, only when every
+    /// NameServer that answered says so.
     fn fetch_route(&self, topic: String) -> LocalBoxActorFuture<Self, Result<Arc<TopicRoute>>> {
         let ns = self.namesrv.clone();
         let t = topic.clone();

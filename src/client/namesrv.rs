@@ -3,8 +3,22 @@
 //! NameServers do not sync with each other; every broker registers with all
 //! of them, so any one that answers is as good as another (RocketMQ's
 //! `NettyRemotingClient.getAndCreateNameserverChannel`). A server that
-//! answers with an error (e.g. `TopicNotFound`) has answered: its error is
-//! returned, the next one is not asked.
+//! answers with an error has answered: its error is returned, the next one
+//! is not asked.
+//!
+//! Except for a route. A NameServer that just restarted knows no broker
+//! until each registers again, so its "topic not found", or a route whose
+//! broker groups lack their master (a slave registered first), is not the
+//! last word: the next NameServer is asked, and the best answer wins — the
+//! first route with a master for every group, else the route with the most
+//! masters, else "topic not found" once every NameServer said so
+//! ([`super::route::route_rank`]). The one that gave it is asked first next
+//! time. A master that is really gone is missing from every NameServer's
+//! route; that route then stands (consumers read from the slave). A
+//! NameServer that could not be reached in the last
+//! [`SECOND_OPINION_PAUSE`] is not dialled for a second opinion: a burst of
+//! lookups of a topic nobody has does not dial a dead NameServer once each,
+//! nor wait each time for one that does not answer SYNs.
 //!
 //! One connection per NameServer, shared by every request of the handle and
 //! its clones. Opening it is single flight: the first request that finds no
@@ -25,7 +39,7 @@
 //! under a NameServer slow to answer.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -37,6 +51,7 @@ use skylark_codec::{
 use tokio::sync::watch;
 
 use super::error::{ClientError, Result};
+use super::route::route_rank;
 
 /// Connects to `addr` and performs the handshake.
 pub(crate) async fn connect(
@@ -110,7 +125,14 @@ struct Links {
     /// One slot per address: its current attempt (none before the first
     /// connect and once the last one was forgotten).
     conns: Vec<Option<Dial>>,
+    /// Per address: when a request last failed to reach it (cleared when
+    /// one does).
+    unreached: Vec<Option<Instant>>,
 }
+
+/// How long a NameServer that could not be reached is not asked for a
+/// second opinion on a route (it is still asked when no other answers).
+pub const SECOND_OPINION_PAUSE: Duration = Duration::from_secs(5);
 
 /// A cheap, clonable handle on the NameServer list. Must be used inside an
 /// actix System.
@@ -148,6 +170,7 @@ impl NameServerClient {
             links: Arc::new(Mutex::new(Links {
                 preferred: 0,
                 conns: addrs.iter().map(|_| None).collect(),
+                unreached: addrs.iter().map(|_| None).collect(),
             })),
             addrs: addrs.into(),
             timeout,
@@ -259,25 +282,9 @@ impl NameServerClient {
         R: Rpc + Serialize,
         R::Response: DeserializeOwned,
     {
-        let n = self.addrs.len();
-        let first = self.links().preferred;
         let mut last = String::new();
-        for k in 0..n {
-            let i = (first + k) % n;
-            let answer = match self.conn(i).await {
-                Ok((link, dial)) => {
-                    let answer = link
-                        .call_timeout(req, timeout)
-                        .await
-                        .map_err(|e| ClientError::from_call(&self.addrs[i], None, e));
-                    if let Err(ClientError::Connection { .. }) = answer {
-                        self.forget(i, &dial);
-                    }
-                    answer
-                }
-                Err(e) => Err(e),
-            };
-            match answer {
+        for i in self.in_turn() {
+            match self.call_one(i, req, timeout).await {
                 Err(ClientError::Connection { error, .. }) => last = error.to_string(),
                 other => {
                     self.links().preferred = i;
@@ -285,13 +292,58 @@ impl NameServerClient {
                 }
             }
         }
-        Err(ClientError::NameServerUnavailable {
-            addrs: self.addrs.join(";"),
-            last,
-        })
+        Err(self.unavailable(last))
     }
 
-    /// The route of `topic`; [`ClientError::TopicNotFound`] if there is none.
+    /// The NameServers in the order to ask them: the preferred one first.
+    fn in_turn(&self) -> impl Iterator<Item = usize> {
+        let n = self.addrs.len();
+        let first = self.links().preferred;
+        (0..n).map(move |k| (first + k) % n)
+    }
+
+    /// The error once no NameServer could be reached (`last`: the last
+    /// failure's words).
+    fn unavailable(&self, last: String) -> ClientError {
+        ClientError::NameServerUnavailable {
+            addrs: self.addrs.join(";"),
+            last,
+        }
+    }
+
+    /// Calls NameServer `i` alone; a connection that failed under the
+    /// request is forgotten.
+    async fn call_one<R>(&self, i: usize, req: &R, timeout: Duration) -> Result<R::Response>
+    where
+        R: Rpc + Serialize,
+        R::Response: DeserializeOwned,
+    {
+        let answer = match self.conn(i).await {
+            Ok((link, dial)) => {
+                let answer = link
+                    .call_timeout(req, timeout)
+                    .await
+                    .map_err(|e| ClientError::from_call(&self.addrs[i], None, e));
+                if let Err(ClientError::Connection { .. }) = answer {
+                    self.forget(i, &dial);
+                }
+                answer
+            }
+            Err(e) => Err(e),
+        };
+        let unreached = matches!(answer, Err(ClientError::Connection { .. }));
+        self.links().unreached[i] = unreached.then(Instant::now);
+        answer
+    }
+
+    /// Whether NameServer `i` failed to be reached in the last
+    /// [`SECOND_OPINION_PAUSE`].
+    fn recently_unreached(&self, i: usize) -> bool {
+        self.links().unreached[i].is_some_and(|at| at.elapsed() < SECOND_OPINION_PAUSE)
+    }
+
+    /// The route of `topic`: the best of the NameServers' answers (module
+    /// doc); [`ClientError::TopicNotFound`] if none has one.
     pub async fn route(&self, topic: &str) -> Result<TopicRouteData> {
         self.route_within(topic, Duration::ZERO).await
     }
@@ -299,21 +351,65 @@ impl NameServerClient {
     /// [`route`](Self::route), but a NameServer without a route for
     /// `topic` holds the answer until a broker registers the topic, for at
     /// most `wait` (capped at [`skylark_codec::MAX_ROUTE_WAIT_MS`]). An
-    /// older NameServer answers at once.
+    /// older NameServer answers at once. Only the first NameServer that
+    /// answers holds it: one without a complete route asks the next
+    /// (module doc), and those are asked without a hold, so the wait is not
+    /// paid once per NameServer.
     pub async fn route_within(&self, topic: &str, wait: Duration) -> Result<TopicRouteData> {
-        let wait_ms = wait
+        let mut wait_ms = wait
             .as_millis()
             .min(u128::from(skylark_codec::MAX_ROUTE_WAIT_MS)) as u32;
-        let req = GetRouteInfoRequest {
-            topic: topic.to_string(),
-            wait_ms,
-        };
-        let held = Duration::from_millis(u64::from(wait_ms));
-        match self.call_within(&req, self.timeout + held).await {
-            Err(e) if e.code() == Some(ErrorCode::TopicNotFound) => {
+        let mut best: Option<(usize, TopicRouteData)> = None;
+        let (mut not_found, mut last) = (None, String::new());
+        for i in self.in_turn() {
+            let answered = best.is_some() || not_found.is_some();
+            if answered && self.recently_unreached(i) {
+                continue;
+            }
+            let req = GetRouteInfoRequest {
+                topic: topic.to_string(),
+                wait_ms,
+            };
+            let held = Duration::from_millis(u64::from(wait_ms));
+            match self.call_one(i, &req, self.timeout + held).await {
+                Err(ClientError::Connection { error, .. }) => {
+                    last = error.to_string();
+                    continue;
+                }
+                Err(e) if e.code() == Some(ErrorCode::TopicNotFound) => {
+                    not_found.get_or_insert(i);
+                }
+                Ok(data) => {
+                    let complete = route_rank(&data).complete();
+                    if best
+                        .as_ref()
+                        .is_none_or(|(_, b)| route_rank(&data) > route_rank(b))
+                    {
+                        best = Some((i, data));
+                    }
+                    if complete {
+                        break;
+                    }
+                }
+                // Refused (e.g. an ACL error): the others would say the same.
+                Err(e) if best.is_none() && not_found.is_none() => {
+                    self.links().preferred = i;
+                    return Err(e);
+                }
+                Err(_) => break,
+            }
+            wait_ms = 0;
+        }
+        match (best, not_found) {
+            (Some((i, data)), _) => {
+                self.links().preferred = i;
+                Ok(data)
+            }
+            (None, Some(i)) => {
+                self.links().preferred = i;
                 Err(ClientError::TopicNotFound(topic.to_string()))
             }
-            other => other,
+            (None, None) => Err(self.unavailable(last)),
         }
     }
 

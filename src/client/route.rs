@@ -5,8 +5,11 @@
 //! writable `(master address, queue id)` pairs; a consumer the readable ones
 //! (master preferred, a slave if the master is gone). [`select_round_robin`]
 //! and [`select_by_key`] are the producer's two queue selectors, plain
-//! functions so they can be unit-tested.
+//! functions so they can be unit-tested. [`route_rank`] says which of two
+//! NameServers' answers for a topic is the better one.
 
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Instant;
 
@@ -138,6 +141,47 @@ impl TopicRoute {
             .iter()
             .filter_map(|b| b.master_addr().map(String::from))
             .collect()
+    }
+}
+
+/// How complete a NameServer's route answer is; of two answers the greater
+/// is the better: more broker groups with a master, then fewer without one.
+/// A NameServer that restarted a moment ago may know a group's slave and
+/// not yet its master, or nothing at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RouteRank {
+    with_master: usize,
+    without_master: Reverse<usize>,
+}
+
+impl RouteRank {
+    /// Every broker group of the route has its master: no NameServer can
+    /// answer better.
+    pub fn complete(&self) -> bool {
+        self.with_master > 0 && self.without_master.0 == 0
+    }
+}
+
+/// The [`RouteRank`] of `data`: its broker groups are those named by its
+/// queues or its brokers.
+pub fn route_rank(data: &TopicRouteData) -> RouteRank {
+    let groups: BTreeSet<&str> = data
+        .queues
+        .iter()
+        .map(|q| q.broker_name.as_str())
+        .chain(data.brokers.iter().map(|b| b.broker_name.as_str()))
+        .collect();
+    let with_master = groups
+        .iter()
+        .filter(|g| {
+            data.brokers
+                .iter()
+                .any(|b| b.broker_name == **g && b.master_addr().is_some())
+        })
+        .count();
+    RouteRank {
+        with_master,
+        without_master: Reverse(groups.len() - with_master),
     }
 }
 
@@ -309,6 +353,31 @@ mod tests {
         assert_eq!(r.read_queues.len(), 5);
         assert_eq!(r.read_queues[4].broker_addr, "s:2");
         assert_eq!(r.master_addrs(), vec!["a:1".to_string(), "b:1".to_string()]);
+    }
+
+    #[test]
+    fn a_route_with_more_masters_ranks_higher() {
+        let full = route().data;
+        // Group "s" has only its slave: not complete.
+        assert!(!route_rank(&full).complete());
+        let mut complete = full.clone();
+        complete.brokers.retain(|b| b.broker_name != "s");
+        complete.queues.retain(|q| q.broker_name != "s");
+        assert!(route_rank(&complete).complete());
+        // A slave only, as a restarted NameServer may first know it.
+        let mut slave_only = complete.clone();
+        for b in &mut slave_only.brokers {
+            b.addrs.remove(&0);
+        }
+        assert!(route_rank(&slave_only) < route_rank(&complete));
+        assert!(!route_rank(&slave_only).complete());
+        // Same masters, one more group without: lower.
+        assert!(route_rank(&full) < route_rank(&complete));
+        // Queues named without any broker data count as masterless.
+        let mut orphan = complete.clone();
+        orphan.brokers.clear();
+        assert!(!route_rank(&orphan).complete());
+        assert!(!route_rank(&TopicRouteData::default()).complete());
     }
 
     #[test]

@@ -289,10 +289,7 @@ impl Standalone {
         self.kill9();
         let (n, b) = (self.namesrv_port, self.broker_port);
         // The old process is gone; its ports are free again.
-        assert!(wait_until(Duration::from_secs(10), || {
-            TcpListener::bind(("127.0.0.1", n)).is_ok()
-                && TcpListener::bind(("127.0.0.1", b)).is_ok()
-        }));
+        assert!(wait_ports_free(&[n, b]), "ports {n}, {b} never came free");
         self.spawn();
     }
 
@@ -312,6 +309,27 @@ pub fn spawn_namesrv() -> (KillOnDrop, u16) {
 /// (listening there too when this returns).
 pub fn spawn_namesrv_with(dashboard: Option<u16>) -> (KillOnDrop, u16) {
     let port = free_port();
+    (namesrv_on(port, dashboard), port)
+}
+
+/// A NameServer process on `port` (where one was killed: a restart, once
+/// the port is free again), listening when this returns.
+pub fn spawn_namesrv_on(port: u16) -> KillOnDrop {
+    assert!(wait_ports_free(&[port]), "port {port} never came free");
+    namesrv_on(port, None)
+}
+
+/// Waits up to 10 s until every one of `ports` can be bound again (the
+/// process that had them is gone); whether they could.
+pub fn wait_ports_free(ports: &[u16]) -> bool {
+    wait_until(Duration::from_secs(10), || {
+        ports
+            .iter()
+            .all(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+    })
+}
+
+fn namesrv_on(port: u16, dashboard: Option<u16>) -> KillOnDrop {
     let child = Command::new(bin())
         .args([
             "--log-level",
@@ -330,7 +348,7 @@ pub fn spawn_namesrv_with(dashboard: Option<u16>) -> (KillOnDrop, u16) {
     if let Err(e) = wait_listening(&mut child.0, &ports) {
         panic!("namesrv did not start: {e}");
     }
-    (child, port)
+    child
 }
 
 /// The CommitLog segment files under a broker's data dir, in order.

@@ -8,6 +8,15 @@
 //! does not say `supports_delta`), then deltas of the topics changed since
 //! the version it acknowledged, and a heartbeat every
 //! `register_interval_secs` naming that version.
+//!
+//! A NameServer that restarts forgets every broker, and one that cannot be
+//! reached may have. So a NameServer that closed the broker's connections
+//! (checked every [`LINK_CHECK`]) is asked at once with a heartbeat (a
+//! NameServer that forgot the broker answers it with `need_full`), and one
+//! that could not be reached gets a full registration, tried again after
+//! [`FIRST_RETRY`], doubling up to the registration period while it keeps
+//! failing ([`next_backoff`]) — not at the next period, 30 s on, while
+//! clients asking it find no route.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +35,22 @@ pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 /// so no frame nears the frame size limit.
 pub const TOPICS_PER_REQUEST: usize = 10_000;
 
+/// How often the broker looks whether a NameServer closed its connections.
+pub const LINK_CHECK: Duration = Duration::from_secs(1);
+/// The first retry after a NameServer could not be reached.
+pub const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// The wait before the next try at a NameServer after `prev` (zero: the
+/// last try reached it): [`FIRST_RETRY`], then twice the last, at most `cap`
+/// (the registration period).
+pub fn next_backoff(prev: Duration, cap: Duration) -> Duration {
+    if prev.is_zero() {
+        FIRST_RETRY.min(cap)
+    } else {
+        (prev * 2).min(cap)
+    }
+}
+
 /// What the broker knows of one NameServer.
 pub struct NsLink {
     pub addr: String,
@@ -38,6 +63,8 @@ pub struct NsLink {
     pub acked: Option<u64>,
     /// It takes deltas and heartbeats.
     pub supports_delta: bool,
+    /// The wait before the next try: zero while the last one reached it.
+    pub backoff: Duration,
 }
 
 impl NsLink {
@@ -48,7 +75,35 @@ impl NsLink {
             hb_client: None,
             acked: None,
             supports_delta: false,
+            backoff: Duration::ZERO,
         }
+    }
+
+    /// A request did not reach it: a full registration is due, after the
+    /// next backoff (at most `cap`).
+    pub fn unreachable(&mut self, cap: Duration) {
+        self.acked = None;
+        self.backoff = next_backoff(self.backoff, cap);
+    }
+
+    /// A request reached it.
+    pub fn reached(&mut self) {
+        self.backoff = Duration::ZERO;
+    }
+
+    /// Whether a connection to it that was open has closed (the NameServer
+    /// restarted, went away, or closed it as idle); the closed ones are let
+    /// go, so each closing is seen once. A connection taken by a request in
+    /// flight is that request's to report.
+    pub fn lost_connection(&mut self) -> bool {
+        let mut lost = false;
+        for slot in [&mut self.client, &mut self.hb_client] {
+            if slot.as_ref().is_some_and(|c| !c.is_connected()) {
+                *slot = None;
+                lost = true;
+            }
+        }
+        lost
     }
 
     /// Whether this NameServer needs the full topic table next.
@@ -119,5 +174,34 @@ pub async fn send_all(
     Sent {
         client: Some(c),
         answer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_start_at_a_second_and_double_up_to_the_period() {
+        let cap = Duration::from_secs(30);
+        let mut waits = Vec::new();
+        let mut b = Duration::ZERO;
+        for _ in 0..7 {
+            b = next_backoff(b, cap);
+            waits.push(b.as_secs());
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        // A period shorter than the first retry caps it too.
+        let short = Duration::from_millis(500);
+        assert_eq!(next_backoff(Duration::ZERO, short), short);
+        let mut link = NsLink::new("ns:1".into());
+        link.acked = Some(7);
+        link.unreachable(cap);
+        assert_eq!((link.acked, link.backoff), (None, FIRST_RETRY));
+        link.unreachable(cap);
+        assert_eq!(link.backoff, 2 * FIRST_RETRY);
+        link.reached();
+        assert!(link.backoff.is_zero());
+        assert!(!link.lost_connection(), "no connection was open");
     }
 }

@@ -715,6 +715,55 @@ fn count_limited_runs_continue_where_the_last_one_stopped() {
     assert_eq!(all, sent, "every message exactly once across the runs");
 }
 
+/// SIGTERM (how systemd and Kubernetes stop a process) ends a run as Ctrl-C
+/// does: what was printed is committed and the exit is 0. It killed the
+/// consumer before its final commit, and the next run got it all again.
+#[test]
+fn a_consumer_stopped_with_sigterm_commits_what_it_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start(&dir.path().join("data"), &[]);
+    create_topic(&node, "Termed", "2");
+    produce(&node, "Termed", 20);
+    let child = Command::new(bin())
+        .args(["--log-level", "warn"])
+        .args(common::consume_args("termed", "Termed", "1000"))
+        .env("SKYLARK_NAMESRV", node.namesrv())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let (lines, _reader) = common::pipe_lines(child.0.stdout.take().unwrap());
+    let mut printed = 0;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            printed += lines.try_iter().count();
+            printed == 20
+        }),
+        "printed {printed} of 20"
+    );
+    let term = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let st = child.0.wait().unwrap();
+    assert!(st.success(), "consume stopped by SIGTERM exited {st:?}");
+    let out = node.cli(&[
+        "consume",
+        "--group",
+        "termed",
+        "--topic",
+        "Termed",
+        "--idle-timeout",
+        "2",
+        "--json",
+    ]);
+    ok(&out);
+    assert_eq!(json_lines(&out.stdout).len(), 0, "delivered again");
+}
+
 /// Orderly: a failing message blocks its queue (retried in place, in order)
 /// until it has been retried `max_reconsume_times` times; then it goes to
 /// the dead-letter topic and the messages behind it follow, in order.

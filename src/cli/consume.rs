@@ -17,7 +17,7 @@
 //! (`first`, `last`, or a Unix time in ms: the first message stored at or
 //! after it). Offsets are committed every few seconds and before exit. The
 //! run stops after `--count` messages, after `--idle-timeout` seconds
-//! without a new message, or on Ctrl-C, and exits 0. `--sql` subscribes
+//! without a new message, or on Ctrl-C or SIGTERM (committing what it printed), and exits 0. `--sql` subscribes
 //! with a SQL-92 property filter evaluated on the broker; it is validated
 //! here first, so a malformed expression exits non-zero with the parser's
 //! reason. The topic and group names are checked as `produce` checks
@@ -368,12 +368,15 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
     let consumer = builder
         .options(opts)
         .start(move |msgs: &[ReceivedMessage]| p.consume(msgs))?;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    // Ctrl-C or SIGTERM (systemd, Kubernetes) ends the run as its end
+    // does: the consumer commits what was printed. SIGTERM used to kill
+    // the process without that commit, and the next run got it all again.
+    let stop = super::server::shutdown_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            _ = &mut ctrl_c => break,
+            _ = &mut stop => break,
         }
         if !a
             .count

@@ -692,6 +692,61 @@ fn busy_rejections_are_counted_by_reason() {
     assert!(sum(&scrape(port).unwrap(), "skylark_connections", &[]).unwrap() >= 1.0);
 }
 
+/// `skylark_connections` counts the connections of every port, by
+/// listener: the Skylark ports of the NameServer and the Broker, both
+/// RocketMQ remoting ports, the HA port and the metrics endpoint; and
+/// `skylark_connections_accepted_total` every connection accepted (the HA
+/// port closes one that says nothing within 5 s).
+#[test]
+fn connections_are_counted_on_every_listener() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mport, ha) = (free_port(), free_port());
+    let env = [
+        ("SKYLARK_METRICS_PORT", mport.to_string()),
+        ("SKYLARK_HA_PORT", ha.to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (sa, ns_remoting, broker_remoting) = Standalone::start_with_remoting(tmp.path(), &env);
+    let held: Vec<TcpStream> = [
+        sa.namesrv_port,
+        sa.broker_port,
+        ns_remoting,
+        broker_remoting,
+        ha,
+    ]
+    .iter()
+    .map(|p| TcpStream::connect(("127.0.0.1", *p)).unwrap())
+    .collect();
+    let open = |s: &Scrape, l: &str| sum(s, "skylark_connections", &[("listener", l)]);
+    let accepted =
+        |s: &Scrape, l: &str| sum(s, "skylark_connections_accepted_total", &[("listener", l)]);
+    let mut last = None;
+    let counted = wait_until(Duration::from_secs(30), || {
+        let Ok(s) = scrape(mport) else { return false };
+        let all = [
+            "namesrv",
+            "broker",
+            "namesrv_remoting",
+            "broker_remoting",
+            "metrics",
+        ]
+        .iter()
+        .all(|l| open(&s, l).unwrap_or(0.0) >= 1.0)
+            && accepted(&s, "ha").unwrap_or(0.0) >= 1.0;
+        last = Some(s);
+        all
+    });
+    let shown = last.map(|s| {
+        s.samples
+            .iter()
+            .filter(|x| x.metric.starts_with("skylark_connections"))
+            .map(|x| format!("{}{:?} {:?}", x.metric, x.labels, x.value))
+            .collect::<Vec<_>>()
+    });
+    assert!(counted, "not every listener counted: {shown:?}");
+    drop(held);
+}
+
 /// A `skylark controller` with `metrics_port` serves its raft role and its
 /// broker groups: leader 1, then, after a broker's heartbeat, the group
 /// with a master at epoch 1 and an in-sync set of one.
@@ -849,7 +904,12 @@ fn a_controller_group_reports_real_values_in_every_family() {
         {
             // A controller checks signed requests too (docs/metrics.md).
             assert!(
-                ["skylark_connections", "skylark_auth_refusals_total"].contains(m),
+                [
+                    "skylark_connections",
+                    "skylark_connections_accepted_total",
+                    "skylark_auth_refusals_total"
+                ]
+                .contains(m),
                 "node {node} serves {m}"
             );
         }
@@ -862,7 +922,8 @@ fn a_controller_group_reports_real_values_in_every_family() {
         // connection and has served its AppendEntries.
         let leads = value(s, "skylark_controller_is_leader") == 1.0;
         if !leads {
-            assert!(value(s, "skylark_connections") >= 1.0, "node {node}");
+            let on_port = sum(s, "skylark_connections", &[("listener", "controller")]);
+            assert!(on_port.unwrap_or(0.0) >= 1.0, "node {node}: {on_port:?}");
             let ae = sum(
                 s,
                 "skylark_controller_requests_total",

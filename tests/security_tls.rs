@@ -30,7 +30,9 @@ fn tls_env(dir: &Path, mode: &str) -> Vec<(String, String)> {
     ]
 }
 
-fn spawn(args: &[String], env: &[(String, String)]) -> KillOnDrop {
+/// A server process with `args` and `env` (and none of the clients' TLS
+/// variables), its log (WARN and up) on `stderr`.
+fn spawn_with(args: &[String], env: &[(String, String)], stderr: Stdio) -> KillOnDrop {
     let mut c = Command::new(bin());
     c.args(["--log-level", "warn"]).args(args);
     for (k, v) in env {
@@ -42,9 +44,47 @@ fn spawn(args: &[String], env: &[(String, String)]) -> KillOnDrop {
             .env_remove("SKYLARK_TLS_KEY")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn skylark"),
     )
+}
+
+fn spawn(args: &[String], env: &[(String, String)]) -> KillOnDrop {
+    spawn_with(args, env, Stdio::inherit())
+}
+
+/// [`spawn`], the process's log lines on the channel returned.
+fn spawn_logged(
+    args: &[String],
+    env: &[(String, String)],
+) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
+    let mut p = spawn_with(args, env, Stdio::piped());
+    let (lines, _) = common::pipe_lines(p.0.stderr.take().expect("stderr piped"));
+    (p, lines)
+}
+
+/// Waits up to 30 s for a line of `lines` for which `want` holds; every
+/// line read meanwhile goes to `seen`.
+fn wait_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    want: impl Fn(&str) -> bool,
+) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(l) => {
+                let hit = want(&l);
+                seen.push(l);
+                if hit {
+                    return true;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 fn namesrv(dir: &Path, mode: &str) -> (KillOnDrop, u16) {
@@ -648,4 +688,155 @@ fn tls_rocketmq_compat_remoting_ports_serve_tls_and_refuse_plain() {
         .map(|m| m["body"].as_str().unwrap_or_default().to_string())
         .collect();
     assert!(bodies.contains(&"over tls".to_string()), "{bodies:?}");
+}
+
+/// The dashboard reads brokers whose ports are TLS-only and require client
+/// certificates: `skylark namesrv --tls-ca/--tls-cert/--tls-key` set the
+/// NameServer's `tls_ca_file`, `tls_client_cert_file` and
+/// `tls_client_key_file`, which its sampler connects to brokers with.
+#[test]
+fn tls_dashboard_samples_enforcing_brokers_with_the_namesrv_tls_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let d = dir.path();
+    let file = |name: &str| d.join(name).display().to_string();
+    let (ns_port, dash_port) = (free_port(), free_port());
+    let mut env = tls_env(d, "enforcing");
+    env.extend([
+        ("SKYLARK_DASHBOARD_PORT".to_string(), dash_port.to_string()),
+        ("SKYLARK_DASHBOARD_SAMPLE_SECS".into(), "1".into()),
+    ]);
+    let args: Vec<String> = [
+        "--tls-ca",
+        &file("ca.pem"),
+        "--tls-cert",
+        &file("client.pem"),
+        "--tls-key",
+        &file("client.key"),
+        "namesrv",
+        "--port",
+        &ns_port.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut ns = spawn(&args, &env);
+    wait_listening(&mut ns.0, &[ns_port, dash_port]).expect("namesrv and dashboard up");
+    let client_ca = [("SKYLARK_TLS_CLIENT_CA_FILE".to_string(), file("ca.pem"))];
+    let (_broker, broker_port) = enforcing_broker(d, ns_port, &client_ca);
+    let addr = format!("127.0.0.1:{broker_port}");
+    let mut last = String::new();
+    let sampled = wait_until(Duration::from_secs(30), || {
+        let (code, body) = common::http_get(dash_port, "/api/cluster", None);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        last = format!("{code} {body}");
+        v["brokers"].as_array().is_some_and(|rows| {
+            rows.iter().any(|r| {
+                r["addr"] == addr.as_str() && r["error"].is_null() && r["commit_log_end"].is_u64()
+            })
+        })
+    });
+    assert!(
+        sampled,
+        "the dashboard never read the broker over TLS: {last}"
+    );
+}
+
+/// A plain slave (no `tls_ca_file`) of a master whose HA port is TLS-only
+/// is told so in the HA protocol and logs what to set, instead of reading
+/// the refusal as a chunk header ("chunk of 1668244581 bytes").
+#[test]
+fn tls_plain_slave_is_told_the_masters_ha_port_requires_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let d = dir.path();
+    let (_ns, ns_port) = namesrv(d, "permissive");
+    let ha = free_port();
+    let (_master, _) = enforcing_broker(d, ns_port, &[("SKYLARK_HA_PORT".into(), ha.to_string())]);
+    let slave_port = free_port();
+    let env: Vec<(String, String)> = [
+        ("SKYLARK_BROKER_ID", "1".to_string()),
+        ("SKYLARK_MASTER_HA_ADDR", format!("127.0.0.1:{ha}")),
+        ("SKYLARK_HA_PORT", free_port().to_string()),
+        ("SKYLARK_STORE__SEGMENT_SIZE", "67108864".into()),
+        ("SKYLARK_STORE__DISK_SOFT_LIMIT_RATIO", "0.99".into()),
+        ("SKYLARK_STORE__DISK_HARD_LIMIT_RATIO", "1.0".into()),
+    ]
+    .map(|(k, v)| (k.to_string(), v))
+    .to_vec();
+    let args: Vec<String> = [
+        "broker",
+        "--namesrv",
+        &format!("127.0.0.1:{ns_port}"),
+        "--port",
+        &slave_port.to_string(),
+        "--data-dir",
+        &d.join("plain-slave").display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let (_slave, lines) = spawn_logged(&args, &env);
+    let mut seen = Vec::new();
+    let told = wait_line(&lines, &mut seen, |l| {
+        l.contains("requires TLS") || l.contains("above the limit")
+    });
+    let last = seen.last().cloned().unwrap_or_default();
+    assert!(told, "the slave logged no reason: {seen:?}");
+    assert!(
+        last.contains("the master's HA port requires TLS") && last.contains("set tls_ca_file"),
+        "{last}"
+    );
+}
+
+/// Mutual TLS refusals are named on both sides: a client without a
+/// certificate is told the server requires one, a client with one from
+/// another CA that the server does not accept it (not "connection
+/// closed"); the server logs one WARN per peer and reason (rate limited).
+#[test]
+fn tls_client_certificate_refusals_are_named_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let d = dir.path();
+    let mut env = tls_env(d, "enforcing");
+    env.push((
+        "SKYLARK_TLS_CLIENT_CA_FILE".to_string(),
+        d.join("ca.pem").display().to_string(),
+    ));
+    let port = free_port();
+    let (mut ns, lines) =
+        spawn_logged(&["namesrv".into(), "--port".into(), port.to_string()], &env);
+    wait_listening(&mut ns.0, &[port]).expect("namesrv up");
+
+    let e = rpc_over_tls(port, d, None).unwrap_err();
+    assert!(
+        e.contains("the server refused the TLS handshake")
+            && e.contains("requires a client certificate"),
+        "{e}"
+    );
+    let out = cli_as(port, d, None, &["admin", "topic", "list"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("requires a client certificate"),
+        "{}",
+        stderr(&out)
+    );
+    let e = rpc_over_tls(port, d, Some("stranger")).unwrap_err();
+    assert!(e.contains("does not accept the client certificate"), "{e}");
+
+    let mut seen = Vec::new();
+    let refused = |l: &str, reason: &str| {
+        l.contains("connection refused by TLS") && l.contains(reason) && l.contains("127.0.0.1")
+    };
+    assert!(
+        wait_line(&lines, &mut seen, |l| refused(
+            l,
+            "untrusted_client_certificate"
+        )),
+        "no WARN for the untrusted certificate: {seen:?}"
+    );
+    // Two clients without a certificate, one line (the lines keep their order).
+    let no_cert = seen
+        .iter()
+        .filter(|l| refused(l, "no_client_certificate"))
+        .count();
+    assert_eq!(no_cert, 1, "{seen:?}");
 }

@@ -137,6 +137,14 @@ pub struct NameServerConfig {
     /// CA (PEM) client certificates must chain to (mutual TLS): set, TLS
     /// clients without such a certificate are refused (`enforcing`).
     pub tls_client_ca_file: Option<String>,
+    /// CA (PEM) that brokers' certificates chain to: set, the dashboard's
+    /// connections to brokers (its sampler, message search) use TLS.
+    pub tls_ca_file: Option<String>,
+    /// Certificate chain and key (PEM) the NameServer presents when a
+    /// broker asks for one (mutual TLS); unset: `tls_cert_file` and
+    /// `tls_key_file`.
+    pub tls_client_cert_file: Option<String>,
+    pub tls_client_key_file: Option<String>,
 }
 
 impl Default for NameServerConfig {
@@ -170,11 +178,23 @@ impl Default for NameServerConfig {
             tls_cert_file: None,
             tls_key_file: None,
             tls_client_ca_file: None,
+            tls_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
         }
     }
 }
 
 impl NameServerConfig {
+    /// The TLS of the NameServer's own connections to brokers (the
+    /// dashboard's): `None` without `tls_ca_file`.
+    pub fn outgoing_tls(&self) -> Result<Option<crate::tls::ClientTls>, String> {
+        crate::tls::outgoing(
+            self.tls_ca_file.as_deref(),
+            [&self.tls_client_cert_file, &self.tls_client_key_file],
+            [&self.tls_cert_file, &self.tls_key_file],
+        )
+    }
     pub fn broker_expire(&self) -> Duration {
         Duration::from_secs(self.broker_expire_secs)
     }
@@ -616,17 +636,14 @@ impl BrokerConfig {
     pub fn credentials(&self) -> Option<std::sync::Arc<skylark_codec::Credentials>> {
         crate::acl::own_credentials(&self.access_key, &self.secret_key)
     }
-    /// The certificate and key this broker presents to servers asking for
-    /// one: `tls_client_cert_file`/`tls_client_key_file`, else its server
-    /// identity; `None` when neither pair is complete.
-    pub fn outgoing_client_cert(&self) -> Option<(&str, &str)> {
-        match (&self.tls_client_cert_file, &self.tls_client_key_file) {
-            (Some(c), Some(k)) => Some((c, k)),
-            _ => Some((
-                self.tls_cert_file.as_deref()?,
-                self.tls_key_file.as_deref()?,
-            )),
-        }
+    /// The TLS of this broker's own connections (to NameServers and its
+    /// master): `None` without `tls_ca_file`.
+    pub fn load_outgoing_tls(&self) -> Result<Option<crate::tls::ClientTls>, String> {
+        crate::tls::outgoing(
+            self.tls_ca_file.as_deref(),
+            [&self.tls_client_cert_file, &self.tls_client_key_file],
+            [&self.tls_cert_file, &self.tls_key_file],
+        )
     }
     /// A connection to a NameServer or the master, signed and over TLS as
     /// configured.
@@ -794,7 +811,7 @@ pub fn split_addrs(s: &str) -> Vec<String> {
 
 /// The connection limits of a listener, from a configuration's keys.
 macro_rules! serve_options {
-    ($c:expr, $max_inflight:expr) => {
+    ($c:expr, $max_inflight:expr, $listener:expr) => {
         crate::remoting::server::ServeOptions {
             limits: crate::remoting::connection::FlowLimits {
                 max_frame_size: $c.max_frame_size,
@@ -810,6 +827,7 @@ macro_rules! serve_options {
             },
             max_connections: $c.max_connections.max(1),
             fd_reserve: $c.fd_reserve,
+            listener: $listener,
         }
     };
 }
@@ -817,14 +835,18 @@ macro_rules! serve_options {
 impl NameServerConfig {
     /// Limits of the NameServer's listener.
     pub fn serve_options(&self) -> crate::remoting::server::ServeOptions {
-        serve_options!(self, 1024)
+        serve_options!(self, 1024, crate::metrics::Listener::NameServer)
     }
 }
 
 impl BrokerConfig {
     /// Limits of the broker's client listener.
     pub fn serve_options(&self) -> crate::remoting::server::ServeOptions {
-        serve_options!(self, self.max_inflight_per_connection.max(1))
+        serve_options!(
+            self,
+            self.max_inflight_per_connection.max(1),
+            crate::metrics::Listener::Broker
+        )
     }
 }
 

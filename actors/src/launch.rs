@@ -232,15 +232,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         config.tls_client_ca_file.as_deref(),
     )
     .map_err(LaunchError::Config)?;
-    if let Some(ca) = config.tls_ca_file.as_deref() {
-        let mut tls = crate::tls::ClientTls::from_ca_file(ca).map_err(LaunchError::Config)?;
-        if let Some((cert, key)) = config.outgoing_client_cert() {
-            tls = tls
-                .with_client_cert(cert, key)
-                .map_err(LaunchError::Config)?;
-        }
-        config.outgoing_tls = Some(tls);
-    }
+    config.outgoing_tls = config.load_outgoing_tls().map_err(LaunchError::Config)?;
     let (acl, acl_watcher) = if config.acl_enabled {
         let (a, w) = crate::acl::AclWatcher::start(&config.acl_file, log.clone())
             .map_err(LaunchError::Config)?;
@@ -385,7 +377,7 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
     let service = BrokerService::new(shared);
     let rocketmq = match rocketmq_listener {
         Some(l) => Some(remoting::rocketmq::serve(
-            l,
+            (l, crate::metrics::Listener::BrokerRemoting),
             service.rocketmq_answer(),
             service.rocketmq_limits(),
             server_tls.clone(),
@@ -539,8 +531,11 @@ pub async fn start_namesrv(
     } else {
         (None, None)
     };
+    // Read at start whether or not the dashboard runs: a bad file fails it.
+    let to_brokers = config.outgoing_tls().map_err(std::io::Error::other)?;
     if let Some(d) = dash.as_mut() {
         d.acl = acl.clone();
+        d.tls = to_brokers;
     }
     let tls = crate::tls::ServerTls::load(
         config.tls_mode,

@@ -41,8 +41,17 @@ pub struct ClientConn {
     writer: Writer<WriteHalf<crate::tls::MaybeTls>, io::Error>,
     pending: HashMap<u64, oneshot::Sender<RawFrame>>,
     push: Option<Recipient<PushFrame>>,
-    /// The server's error frame sent before it closed, for later calls.
-    last_word: Arc<std::sync::Mutex<Option<RawFrame>>>,
+    /// Why the server closed, for later calls.
+    last_word: Arc<std::sync::Mutex<Option<LastWord>>>,
+}
+
+/// What the server said before it closed the connection.
+#[derive(Clone)]
+enum LastWord {
+    /// An error frame (bad input, a timeout, a connection cap).
+    Frame(RawFrame),
+    /// A refusal of the TLS handshake ([`crate::tls::handshake_refusal`]).
+    TlsRefusal(String),
 }
 
 impl Actor for ClientConn {
@@ -53,6 +62,14 @@ impl Actor for ClientConn {
 }
 
 impl WriteHandler<io::Error> for ClientConn {}
+
+impl ClientConn {
+    fn remember(&self, word: LastWord) {
+        if let Ok(mut w) = self.last_word.lock() {
+            *w = Some(word);
+        }
+    }
+}
 
 /// Write a request; remember `reply` to answer when the response arrives.
 #[derive(Message)]
@@ -111,9 +128,7 @@ impl StreamHandler<Result<RawFrame, ProtocolError>> for ClientConn {
                         for (_, tx) in self.pending.drain() {
                             let _ = tx.send(frame.clone());
                         }
-                        if let Ok(mut w) = self.last_word.lock() {
-                            *w = Some(frame);
-                        }
+                        self.remember(LastWord::Frame(frame));
                         ctx.stop();
                     }
                 }
@@ -123,7 +138,16 @@ impl StreamHandler<Result<RawFrame, ProtocolError>> for ClientConn {
                     }
                 }
             },
-            Err(_) => ctx.stop(),
+            Err(e) => {
+                // Once per connection, as it ends: a TLS alert (a client
+                // certificate refused) is said as such, not as a close.
+                if let ProtocolError::Io(io) = &e {
+                    if let Some(why) = crate::tls::handshake_refusal(io) {
+                        self.remember(LastWord::TlsRefusal(why));
+                    }
+                }
+                ctx.stop()
+            }
         }
     }
 
@@ -145,7 +169,7 @@ pub struct RpcClient {
     next_id: Arc<AtomicU64>,
     remote: Arc<str>,
     timeout: Duration,
-    last_word: Arc<std::sync::Mutex<Option<RawFrame>>>,
+    last_word: Arc<std::sync::Mutex<Option<LastWord>>>,
     /// Signs every request (ACL) when set.
     creds: Option<Arc<crate::Credentials>>,
 }
@@ -343,9 +367,16 @@ impl RpcClient {
     /// frame if it sent one (e.g. "too many connections"), else "closed".
     fn closed(&self) -> ProtocolError {
         let last = self.last_word.lock().ok().and_then(|w| w.clone());
-        match last.map(|f| f.decode_response::<()>()) {
-            Some(Err(e @ ProtocolError::Remote(_))) => e,
-            _ => closed(&self.remote),
+        match last {
+            Some(LastWord::Frame(f)) => match f.decode_response::<()>() {
+                Err(e @ ProtocolError::Remote(_)) => e,
+                _ => closed(&self.remote),
+            },
+            Some(LastWord::TlsRefusal(why)) => ProtocolError::Io(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{}: {why}", self.remote),
+            )),
+            None => closed(&self.remote),
         }
     }
 

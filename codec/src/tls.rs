@@ -47,6 +47,52 @@ pub fn is_plain_refusal(e: &crate::WireError) -> bool {
             || msg.starts_with("this port accepts tls connections only"))
 }
 
+/// Why a server refused this client's TLS handshake, in words a user can
+/// act on, when `e` is the alert it sent (with TLS 1.3 a server checks a
+/// client certificate after the client's side of the handshake is done,
+/// so the alert arrives on the first read, not at connect); `None` for any
+/// other error.
+pub fn handshake_refusal(e: &io::Error) -> Option<String> {
+    use tokio_rustls::rustls::{AlertDescription as A, Error as TlsError};
+    let Some(TlsError::AlertReceived(alert)) = e.get_ref()?.downcast_ref::<TlsError>() else {
+        return None;
+    };
+    let why = match alert {
+        A::CertificateRequired => {
+            "it requires a client certificate (mutual TLS) and none was presented: \
+             give one signed by the CA the server trusts (--tls-cert/--tls-key, \
+             ClientConfig::with_tls_client_cert; on a server tls_client_cert_file/tls_client_key_file)"
+        }
+        // `DecryptError`: a certificate whose signature does not verify
+        // (from another CA of the same name) or a bad CertificateVerify.
+        A::UnknownCA
+        | A::DecryptError
+        | A::BadCertificate
+        | A::UnsupportedCertificate
+        | A::CertificateRevoked
+        | A::CertificateExpired
+        | A::CertificateUnknown
+        | A::AccessDenied => {
+            "it does not accept the client certificate presented: it requires one \
+             signed by the CA it trusts (its tls_client_ca_file), valid now and \
+             allowed for client authentication"
+        }
+        _ => "see the server's log",
+    };
+    Some(format!(
+        "the server refused the TLS handshake: {why} (it sent the TLS alert {alert:?})"
+    ))
+}
+
+/// `e` with its words from [`handshake_refusal`] when it is a server's
+/// refusal of the handshake, else as it is.
+pub fn explain(e: io::Error) -> io::Error {
+    match handshake_refusal(&e) {
+        Some(why) => io::Error::new(io::ErrorKind::PermissionDenied, why),
+        None => e,
+    }
+}
+
 /// The crypto provider every TLS config uses (ring).
 pub fn provider() -> Arc<tokio_rustls::rustls::crypto::CryptoProvider> {
     Arc::new(tokio_rustls::rustls::crypto::ring::default_provider())
@@ -143,7 +189,8 @@ impl ClientTls {
         })?;
         let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.connector.connect(name, tcp))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+            .map_err(explain)?;
         Ok(MaybeTls::Client(Box::new(tls)))
     }
 }

@@ -266,8 +266,10 @@ impl ServerFlags {
     }
 }
 
-/// The keys a broker's `--tls-ca`, `--tls-cert` and `--tls-key` set.
-pub const BROKER_TLS_KEYS: [&str; 3] =
+/// The keys `--tls-ca`, `--tls-cert` and `--tls-key` set on a server
+/// that dials others over TLS: a broker (its NameServers and master) and a
+/// NameServer (its dashboard's connections to brokers).
+pub const OUTGOING_TLS_KEYS: [&str; 3] =
     ["tls_ca_file", "tls_client_cert_file", "tls_client_key_file"];
 
 /// The client configuration of a CLI command: these NameServers, signed
@@ -889,7 +891,7 @@ pub struct BenchArgs {
 
 #[cfg(test)]
 mod tests {
-    use super::{ServerFlags, BROKER_TLS_KEYS};
+    use super::{ServerFlags, OUTGOING_TLS_KEYS};
 
     #[test]
     fn server_flags_become_the_servers_keys_or_are_refused() {
@@ -897,24 +899,25 @@ mod tests {
             credentials: Some(("broker".into(), "s".into())),
             tls: [Some("ca.pem".into()), None, Some("c.key".into())],
         };
-        let keys: Vec<&str> = flags
-            .overrides("broker", Some(BROKER_TLS_KEYS))
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(
-            keys,
-            [
-                "access_key",
-                "secret_key",
-                "tls_ca_file",
-                "tls_client_key_file"
-            ]
-        );
-        let e = flags.overrides("namesrv", None).unwrap_err().to_string();
+        let expected = [
+            "access_key",
+            "secret_key",
+            "tls_ca_file",
+            "tls_client_key_file",
+        ];
+        // A broker and a NameServer (its dashboard dials brokers) take them.
+        for server in ["broker", "namesrv"] {
+            let keys: Vec<&str> = flags
+                .overrides(server, Some(OUTGOING_TLS_KEYS))
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(keys, expected, "{server}");
+        }
+        let e = flags.overrides("controller", None).unwrap_err().to_string();
         assert!(
-            e.contains("--tls-ca is not a setting of `skylark namesrv`"),
+            e.contains("--tls-ca is not a setting of `skylark controller`"),
             "{e}"
         );
         let creds_only = ServerFlags {

@@ -173,7 +173,7 @@ fn standalone_broker_config(
     log: &Logger,
 ) -> anyhow::Result<BrokerConfig> {
     let mut o = broker_overrides(&a.data_dir, a.broker_port, &a.host, a.flush, &None);
-    o.extend(flags.overrides("standalone", Some(super::BROKER_TLS_KEYS))?);
+    o.extend(flags.overrides("standalone", Some(super::OUTGOING_TLS_KEYS))?);
     let load = |store_sizes: bool| {
         let mut d = crate::config::standalone_broker_defaults(store_sizes);
         // Empty unless the file or the environment sets one.
@@ -307,7 +307,7 @@ pub fn namesrv(a: NamesrvArgs, flags: &ServerFlags, log: Logger) -> anyhow::Resu
     if let Some(h) = a.host {
         o.push(("listen_host", Value::from(h)));
     }
-    o.extend(flags.overrides("namesrv", None)?);
+    o.extend(flags.overrides("namesrv", Some(super::OUTGOING_TLS_KEYS))?);
     let cfg: NameServerConfig = load(a.config.as_deref(), &o)?;
     run_system(async move {
         let ns = embedded::start_namesrv(cfg, log.clone())
@@ -377,7 +377,7 @@ fn refuse_controller_data_dir(cfg: &BrokerConfig) -> anyhow::Result<()> {
 /// `skylark broker`.
 pub fn broker(a: BrokerArgs, flags: &ServerFlags, log: Logger) -> anyhow::Result<()> {
     let mut o = broker_overrides(&a.data_dir, a.port, &a.host, a.flush, &a.namesrv);
-    o.extend(flags.overrides("broker", Some(super::BROKER_TLS_KEYS))?);
+    o.extend(flags.overrides("broker", Some(super::OUTGOING_TLS_KEYS))?);
     let cfg: BrokerConfig = load(a.config.as_deref(), &o)?;
     refuse_controller_data_dir(&cfg)?;
     for w in waits_past_the_client_timeout(&cfg) {

@@ -6,7 +6,8 @@
 //! requests as fast as the network allows, so the log lines are rate
 //! limited: at most one line per (peer address, reason) every
 //! [`LOG_INTERVAL`]; the next line for that pair says how many were left
-//! out since (`suppressed`). The counter counts every refusal.
+//! out since (`suppressed`). The counter counts every refusal. The same
+//! [`LineBudget`] limits the TLS layer's refusal lines (`crate::tls`).
 //!
 //! A line names the peer, the access key (never a secret or signature:
 //! the refusal texts of [`super`] never hold one), the request and the
@@ -93,14 +94,29 @@ struct Pair {
 /// The rate-limited reporter (see the module doc).
 pub struct RefusalLog {
     log: Logger,
-    pairs: Mutex<HashMap<(Option<IpAddr>, Reason), Pair>>,
+    budget: LineBudget<Reason>,
+}
+
+/// Which (peer, reason) pairs may have a log line now: at most one per
+/// pair every [`LOG_INTERVAL`], counting the ones left out. `K` is the
+/// reason (an ACL [`Reason`], a TLS refusal's).
+pub struct LineBudget<K> {
+    pairs: Mutex<HashMap<(Option<IpAddr>, K), Pair>>,
+}
+
+impl<K> Default for LineBudget<K> {
+    fn default() -> Self {
+        LineBudget {
+            pairs: Mutex::default(),
+        }
+    }
 }
 
 impl RefusalLog {
     pub fn new(log: Logger) -> RefusalLog {
         RefusalLog {
             log,
-            pairs: Mutex::default(),
+            budget: LineBudget::default(),
         }
     }
 
@@ -108,7 +124,7 @@ impl RefusalLog {
     /// out less than [`LOG_INTERVAL`] ago; returns whether it logged.
     pub fn report(&self, r: &Refused<'_>) -> bool {
         crate::metrics::note_auth_refusal(r.reason.label());
-        let Some(suppressed) = self.take_turn(r.peer, r.reason, Instant::now()) else {
+        let Some(suppressed) = self.budget.take_turn(r.peer, r.reason, Instant::now()) else {
             return false;
         };
         let peer = r
@@ -123,10 +139,12 @@ impl RefusalLog {
             "suppressed" => suppressed);
         true
     }
+}
 
+impl<K: std::hash::Hash + Eq + Copy> LineBudget<K> {
     /// `Some(refusals left out since the last line)` if a line may go out
     /// at `now`, else `None` (and one more is counted as left out).
-    fn take_turn(&self, peer: Option<IpAddr>, reason: Reason, now: Instant) -> Option<u64> {
+    pub fn take_turn(&self, peer: Option<IpAddr>, reason: K, now: Instant) -> Option<u64> {
         let mut pairs = match self.pairs.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -183,16 +201,16 @@ mod tests {
         let a = Some(IpAddr::from([10, 0, 0, 1]));
         let b = Some(IpAddr::from([10, 0, 0, 2]));
         let t0 = Instant::now();
-        assert_eq!(l.take_turn(a, Reason::BadSignature, t0), Some(0));
+        assert_eq!(l.budget.take_turn(a, Reason::BadSignature, t0), Some(0));
         for _ in 0..5 {
-            assert_eq!(l.take_turn(a, Reason::BadSignature, t0), None);
+            assert_eq!(l.budget.take_turn(a, Reason::BadSignature, t0), None);
         }
         // Another reason or another peer has its own turn.
-        assert_eq!(l.take_turn(a, Reason::Replayed, t0), Some(0));
-        assert_eq!(l.take_turn(b, Reason::BadSignature, t0), Some(0));
+        assert_eq!(l.budget.take_turn(a, Reason::Replayed, t0), Some(0));
+        assert_eq!(l.budget.take_turn(b, Reason::BadSignature, t0), Some(0));
         let later = t0 + LOG_INTERVAL;
-        assert_eq!(l.take_turn(a, Reason::BadSignature, later), Some(5));
-        assert_eq!(l.take_turn(a, Reason::BadSignature, later), None);
+        assert_eq!(l.budget.take_turn(a, Reason::BadSignature, later), Some(5));
+        assert_eq!(l.budget.take_turn(a, Reason::BadSignature, later), None);
     }
 
     #[test]
@@ -201,8 +219,8 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..(MAX_PAIRS as u32 + 100) {
             let peer = Some(IpAddr::from(i.to_be_bytes()));
-            assert_eq!(l.take_turn(peer, Reason::UnknownKey, t0), Some(0));
+            assert_eq!(l.budget.take_turn(peer, Reason::UnknownKey, t0), Some(0));
         }
-        assert!(l.pairs.lock().unwrap().len() <= MAX_PAIRS);
+        assert!(l.budget.pairs.lock().unwrap().len() <= MAX_PAIRS);
     }
 }

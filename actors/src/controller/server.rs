@@ -272,6 +272,7 @@ pub async fn start(cfg: ControllerConfig, log: Logger) -> Result<ControllerHandl
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    crate::metrics::Listener::Controller.listening();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -296,7 +297,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 /// entry are ~160 bytes decoded), refused before anything is built, ahead
 /// of the ACL check; a frame over the limit closes the connection.
 async fn serve(shared: Arc<Shared>, mut conn: proto::Conn, peer: std::net::IpAddr) {
-    let _counted = crate::metrics::CountedConnection::new();
+    let _counted = crate::metrics::CountedConnection::new(crate::metrics::Listener::Controller);
     while let Some(Ok(frame)) = conn.next().await {
         let resp = match decode_value::<Request>(&frame) {
             Ok(req) => match authorize(&shared, req, peer) {

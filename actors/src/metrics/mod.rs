@@ -28,6 +28,7 @@
 
 pub mod broker;
 pub mod broker_source;
+pub mod connections;
 pub mod controller;
 pub mod families;
 pub mod namesrv;
@@ -42,6 +43,7 @@ use futures::future::LocalBoxFuture;
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder};
 
+pub use connections::{open_connections, CountedConnection, Listener, PROCESS_CONNECTIONS};
 pub use server::{serve, MetricsServer};
 
 /// The port `skylark standalone` serves metrics on unless told otherwise.
@@ -202,39 +204,6 @@ pub fn observe_flush(d: Duration) {
     }
 }
 
-/// Client connections open in this process, over every listener: counted
-/// by the listeners (`remoting::server`), exported as `skylark_connections`.
-pub static PROCESS_CONNECTIONS: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(0);
-
-/// Client connections open in this process now.
-pub fn open_connections() -> usize {
-    PROCESS_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// One connection counted in [`PROCESS_CONNECTIONS`] while this lives
-/// (listeners other than `remoting`'s: the controller's).
-pub struct CountedConnection(());
-
-impl CountedConnection {
-    pub fn new() -> CountedConnection {
-        PROCESS_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-        CountedConnection(())
-    }
-}
-
-impl Default for CountedConnection {
-    fn default() -> Self {
-        CountedConnection::new()
-    }
-}
-
-impl Drop for CountedConnection {
-    fn drop(&mut self) {
-        PROCESS_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// The process registry's families the live sources feed (all of them
 /// before any source registered).
 fn process_families(sources: &[Arc<dyn Source>]) -> Vec<MetricFamily> {
@@ -262,11 +231,22 @@ pub async fn scrape() -> String {
     let sources = live_sources();
     let mut all = process_families(&sources);
     let mut f = families::Families::new(&[]);
+    let listeners = connections::by_listener();
     f.gauge(
         "skylark_connections",
-        "Client connections open in this process (every listener).",
-        &[],
-        [(Vec::<String>::new(), open_connections() as f64)],
+        "Connections open in this process, by listener.",
+        &["listener"],
+        listeners
+            .iter()
+            .map(|(l, open, _)| ([l.label()], *open as f64)),
+    );
+    f.counter(
+        "skylark_connections_accepted_total",
+        "Connections accepted since start, by listener.",
+        &["listener"],
+        listeners
+            .iter()
+            .map(|(l, _, accepted)| ([l.label()], *accepted)),
     );
     all.extend(f.finish());
     let collects = sources.into_iter().map(|s| async move {

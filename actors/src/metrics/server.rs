@@ -45,7 +45,12 @@ pub async fn serve(host: &str, port: u16, log: &Logger) -> std::io::Result<Metri
         )
     })?;
     let local_addr = listener.local_addr()?;
+    super::Listener::Metrics.listening();
     let server = HttpServer::new(|| App::new().route("/metrics", web::get().to(metrics)))
+        // Counted while open: the connection's extensions drop with it.
+        .on_connect(|_, ext| {
+            ext.insert(super::CountedConnection::new(super::Listener::Metrics));
+        })
         .workers(1)
         .disable_signals()
         .listen(listener)?

@@ -74,7 +74,8 @@ pub async fn start(
         })
     });
     let listener = crate::remoting::rocketmq::bind(host, port).await?;
-    crate::remoting::rocketmq::serve(listener, answer, limits, tls, log)
+    let port = (listener, crate::metrics::Listener::NameServerRemoting);
+    crate::remoting::rocketmq::serve(port, answer, limits, tls, log)
 }
 
 /// Rewrites a route for RocketMQ clients: each broker is listed at its

@@ -114,8 +114,9 @@ impl Default for FlowLimits {
     }
 }
 
-/// One open connection, counted by its listener and by the process; the
-/// counts drop when the socket is closed (the slot is dropped).
+/// One open connection, counted by its listener and by the process (the
+/// metrics' [`crate::metrics::CountedConnection`]); the counts drop when
+/// the socket is closed (the slot is dropped).
 /// The second count is the worker arbiter's, which spreads new connections;
 /// the tracker lets the listener's owner close the connection
 /// ([`super::ServerHandle::shutdown`]) and know when it is closed.
@@ -123,6 +124,8 @@ pub(crate) struct ConnSlot(
     pub(crate) Arc<AtomicUsize>,
     pub(crate) Arc<AtomicUsize>,
     pub(crate) Option<super::server::Tracker>,
+    // Held, never read: dropping it uncounts the connection.
+    #[allow(dead_code)] pub(crate) crate::metrics::CountedConnection,
 );
 
 impl ConnSlot {
@@ -140,7 +143,6 @@ impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
         self.1.fetch_sub(1, Ordering::Relaxed);
-        crate::metrics::PROCESS_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

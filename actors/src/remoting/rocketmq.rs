@@ -142,16 +142,18 @@ pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
 
 /// Serves RocketMQ remoting on a bound `listener` (from [`bind`]) with
 /// `answer`; with `tls`, connections are TLS (RocketMQ clients' `useTLS`)
-/// or, in permissive mode, either. Must be called inside a running actix
-/// System; connections run on the calling arbiter.
+/// or, in permissive mode, either; `port` names the listener in
+/// `skylark_connections`. Must be called inside a running actix System;
+/// connections run on the calling arbiter.
 pub fn serve(
-    listener: TcpListener,
+    (listener, port): (TcpListener, crate::metrics::Listener),
     answer: Answer,
     limits: RemotingLimits,
     tls: Option<Arc<ServerTls>>,
     log: Logger,
 ) -> std::io::Result<RemotingListenerHandle> {
     let local_addr = listener.local_addr()?;
+    port.listening();
     let log = log.new(slog::o!("listener" => "rocketmq-remoting"));
     info!(log, "RocketMQ remoting listener"; "addr" => %local_addr);
     let (tx, mut rx) = oneshot::channel();
@@ -168,6 +170,7 @@ pub fn serve(
                             continue;
                         }
                         open.fetch_add(1, Ordering::Relaxed);
+                        let counted = crate::metrics::CountedConnection::new(port);
                         let (answer, limits, log, open, tls) =
                             (answer.clone(), limits.clone(), log.clone(), open.clone(), tls.clone());
                         let tracker = tracker.for_connection();
@@ -176,11 +179,11 @@ pub fn serve(
                                 let _ = stream.set_nodelay(true);
                                 let stream = match &tls {
                                     None => Ok(MaybeTls::Plain(stream)),
-                                    Some(t) => t.accept_foreign(stream).await,
+                                    Some(t) => t.accept_foreign(stream, &log).await,
                                 };
-                                match stream {
-                                    Ok(s) => serve_connection(s, peer, answer, &limits, &log).await,
-                                    Err(e) => debug!(log, "remoting connection refused"; "peer" => %peer, "error" => %e),
+                                // A refusal is logged (rate limited) by `accept_foreign`.
+                                if let Ok(s) = stream {
+                                    serve_connection(s, peer, answer, &limits, &log).await;
                                 }
                             };
                             // Closed by the owner: the socket drops with `served`.
@@ -189,7 +192,7 @@ pub fn serve(
                                 _ = tracker.closed.cancelled() => {}
                             }
                             open.fetch_sub(1, Ordering::Relaxed);
-                            drop(tracker);
+                            drop((tracker, counted));
                         });
                     }
                     Err(e) => {

@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// Descriptors kept free for everything but client connections.
     pub fd_reserve: usize,
+    /// Which port this is, for `skylark_connections{listener}`.
+    pub listener: crate::metrics::Listener,
 }
 
 impl Default for ServeOptions {
@@ -51,13 +53,14 @@ impl Default for ServeOptions {
             limits: FlowLimits::default(),
             max_connections: 10_000,
             fd_reserve: 256,
+            listener: crate::metrics::Listener::Broker,
         }
     }
 }
 
-// Client connections open in this process, over every listener: the
-// counter lives with the metrics, which export it; the listeners count.
-use crate::metrics::PROCESS_CONNECTIONS;
+// Connections open in this process, over every listener: the counter
+// lives with the metrics, which export it; the listeners count.
+use crate::metrics::{CountedConnection, PROCESS_CONNECTIONS};
 
 /// The worker with the fewest open connections, searching from `next` so
 /// that ties go round-robin. Plain round-robin put both connections of a
@@ -253,6 +256,7 @@ pub fn serve_tls<S: Service>(
     let fd_cap = descriptor_limit()
         .map(|n| n.saturating_sub(opts.fd_reserve).max(1))
         .unwrap_or(usize::MAX);
+    opts.listener.listening();
     info!(log, "listening"; "addr" => %local_addr,
         "max_connections" => opts.max_connections, "process_connection_cap" => fd_cap);
     let open = Arc::new(AtomicUsize::new(0));
@@ -275,11 +279,11 @@ pub fn serve_tls<S: Service>(
                             continue;
                         }
                         open.fetch_add(1, Ordering::Relaxed);
-                        PROCESS_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+                        let counted = CountedConnection::new(opts.listener);
                         let i = least_loaded(&loads, next);
                         next = next.wrapping_add(1);
                         loads[i].fetch_add(1, Ordering::Relaxed);
-                        let slot = ConnSlot(open.clone(), loads[i].clone(), Some(tracker.for_connection()));
+                        let slot = ConnSlot(open.clone(), loads[i].clone(), Some(tracker.for_connection()), counted);
                         let svc = service.clone();
                         let log2 = log.clone();
                         let tls = tls.clone();
@@ -308,15 +312,13 @@ pub fn serve_tls<S: Service>(
                                 None => stream.into(),
                                 Some(t) => {
                                     let accepted = tokio::select! {
-                                        a = t.accept(stream) => a,
+                                        a = t.accept(stream, &log2) => a,
                                         _ = slot.closed() => return,
                                     };
+                                    // A refusal is logged (rate limited) by `accept`.
                                     match accepted {
                                         Ok(s) => s,
-                                        Err(e) => {
-                                            slog::debug!(log2, "connection refused by TLS"; "peer" => %peer, "error" => %e);
-                                            return;
-                                        }
+                                        Err(_) => return,
                                     }
                                 }
                             };
@@ -352,8 +354,13 @@ mod tests {
         let loads: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::default()).collect();
         let slot = |i: usize| {
             loads[i].fetch_add(1, Ordering::Relaxed);
-            PROCESS_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-            ConnSlot(Arc::new(AtomicUsize::new(1)), loads[i].clone(), None)
+            let counted = CountedConnection::new(crate::metrics::Listener::Broker);
+            ConnSlot(
+                Arc::new(AtomicUsize::new(1)),
+                loads[i].clone(),
+                None,
+                counted,
+            )
         };
         let a = slot(least_loaded(&loads, 0));
         let short = slot(least_loaded(&loads, 1));

@@ -66,6 +66,7 @@ pub async fn accept_loop(
     ),
     log: Logger,
 ) {
+    crate::metrics::Listener::Ha.listening();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -84,17 +85,21 @@ pub async fn accept_loop(
             acl.clone(),
         );
         let (tls, view) = (tls.clone(), view.clone());
+        let counted = crate::metrics::CountedConnection::new(crate::metrics::Listener::Ha);
         actix_rt::spawn(async move {
+            let _counted = counted;
             let addr = peer.to_string();
             let stream: MaybeTls = match tls {
                 None => stream.into(),
-                Some(t) => match t.accept(stream).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        warn!(log, "HA connection refused by TLS"; "peer" => &addr, "error" => %e);
-                        return;
+                // A plain slave on a TLS-only port is told so in the HA
+                // protocol; every refusal is logged (rate limited) there.
+                Some(t) => {
+                    let refusal = protocol::refusal(protocol::TLS_REQUIRED);
+                    match t.accept_answering(stream, refusal, &log).await {
+                        Ok(s) => s,
+                        Err(_) => return,
                     }
-                },
+                }
             };
             info!(log, "slave connected"; "slave" => &addr);
             let res = session(

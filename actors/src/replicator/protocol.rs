@@ -16,6 +16,13 @@
 //!   data: whole records of one segment (see [`crate::message_store::replica`]). A
 //!   length of 0 is a heartbeat, sent when the master has had nothing new
 //!   for [`HEARTBEAT`].
+//! * A master refuses a connection in the same place with a header whose
+//!   offset is [`REFUSED_MAGIC`] and whose data is the reason ([`refusal`]):
+//!   a plain slave on a TLS-only HA port is told "the master's HA port
+//!   requires TLS ...", not sent bytes it would read as a chunk. A slave
+//!   also names an answer of another protocol (a TLS record, a Skylark
+//!   error frame) instead of reading it as a chunk header
+//!   ([`foreign_answer`]).
 
 use std::io;
 use std::time::Duration;
@@ -88,12 +95,18 @@ pub async fn write_chunk<W: AsyncWrite + Unpin>(
     w.flush().await
 }
 
-/// Slave: reads one chunk; refuses a length above `2 * MAX_CHUNK`.
+/// Slave: reads one chunk; refuses a length above `2 * MAX_CHUNK`. A
+/// master's refusal ([`refusal`]) is an error with its reason; so is
+/// an answer in another protocol (TLS, a Skylark error frame), named as
+/// such ([`foreign_answer`]).
 pub async fn read_chunk<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<(ChunkHeader, Bytes)> {
     let mut hb = [0u8; HEADER_LEN];
-    r.read_exact(&mut hb).await?;
+    read_header(r, &mut hb, 0).await?;
     let h = ChunkHeader::decode(&hb);
-    if h.len as usize > 2 * MAX_CHUNK {
+    if h.offset == REFUSED_MAGIC || h.len as usize > 2 * MAX_CHUNK {
+        if let Some(e) = not_a_chunk(&hb, r).await {
+            return Err(e);
+        }
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("chunk of {} bytes is above the limit", h.len),
@@ -102,6 +115,129 @@ pub async fn read_chunk<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<(ChunkHea
     let mut data = vec![0u8; h.len as usize];
     r.read_exact(&mut data).await?;
     Ok((h, Bytes::from(data)))
+}
+
+/// First 8 bytes of a master's refusal, where a chunk's offset would be
+/// (no CommitLog offset can equal it): the header's length is that of the
+/// reason (UTF-8) that follows. A slave reads it in place of a chunk or,
+/// in controller mode, of the epochs.
+pub const REFUSED_MAGIC: u64 = u64::from_be_bytes(*b"SKYLKNO1");
+
+/// Longest refusal reason written or read.
+const MAX_REASON: usize = 1024;
+
+/// Master: a refusal of the connection with `reason` ([`REFUSED_MAGIC`]),
+/// as bytes to write before closing.
+pub fn refusal(reason: &str) -> Bytes {
+    let reason = cut(reason, MAX_REASON);
+    let h = ChunkHeader {
+        offset: REFUSED_MAGIC,
+        master_max: 0,
+        len: reason.len() as u32,
+    };
+    let mut b = Vec::with_capacity(HEADER_LEN + reason.len());
+    b.extend_from_slice(&h.encode());
+    b.extend_from_slice(reason.as_bytes());
+    Bytes::from(b)
+}
+
+/// The reason a plain slave is refused on a TLS-only HA port.
+pub const TLS_REQUIRED: &str = "the master's HA port requires TLS (tls_mode = enforcing): \
+    set tls_ca_file on this slave (the CA the master's certificate chains to) \
+    so that it replicates over TLS";
+
+/// Slave: the error of a refusal whose header (already read) announced
+/// `len` bytes of reason.
+async fn read_refusal<R: AsyncRead + Unpin>(r: &mut R, len: u32) -> io::Error {
+    let mut reason = vec![0u8; (len as usize).min(MAX_REASON)];
+    if let Err(e) = r.read_exact(&mut reason).await {
+        return e;
+    }
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "the master refused this slave: {}",
+            String::from_utf8_lossy(&reason)
+        ),
+    )
+}
+
+/// Fills `hb` from its byte `got` on; a close before its end is
+/// `UnexpectedEof`, unless the bytes that came are an answer in another
+/// protocol (a TLS alert is 7 bytes), which is named ([`foreign_answer`]).
+async fn read_header<R: AsyncRead + Unpin>(
+    r: &mut R,
+    hb: &mut [u8; HEADER_LEN],
+    mut got: usize,
+) -> io::Result<()> {
+    while got < HEADER_LEN {
+        let n = r.read(&mut hb[got..]).await?;
+        if n == 0 {
+            if let Some(e) = foreign_answer(&hb[..got], &mut tokio::io::empty()).await {
+                return Err(e);
+            }
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        got += n;
+    }
+    Ok(())
+}
+
+/// The error of a header that is no chunk's: a refusal ([`REFUSED_MAGIC`],
+/// its reason read from `r`) or another protocol's answer.
+async fn not_a_chunk<R: AsyncRead + Unpin>(hb: &[u8; HEADER_LEN], r: &mut R) -> Option<io::Error> {
+    let h = ChunkHeader::decode(hb);
+    if h.offset == REFUSED_MAGIC {
+        return Some(read_refusal(r, h.len).await);
+    }
+    foreign_answer(hb, r).await
+}
+
+/// Whether `head` (the first bytes a slave read) starts an answer in
+/// another protocol than the HA stream: a TLS record (the master's port
+/// speaks TLS and this slave does not) or a Skylark error frame (a master
+/// that answers a plain client on a TLS-only port with one, as versions
+/// before [`REFUSED_MAGIC`] did; the rest of the frame is read from `r`).
+/// The error says what to do.
+pub async fn foreign_answer<R: AsyncRead + Unpin>(head: &[u8], r: &mut R) -> Option<io::Error> {
+    const TLS_ALERT: u8 = 0x15;
+    const TLS_HANDSHAKE: u8 = 0x16;
+    let tls_required = || io::Error::new(io::ErrorKind::PermissionDenied, TLS_REQUIRED);
+    if let [kind, 0x03, ..] = head {
+        if *kind == TLS_ALERT || *kind == TLS_HANDSHAKE {
+            return Some(tls_required());
+        }
+    }
+    // A Skylark frame: a u32 length (an error frame is short) and the
+    // envelope's fixarray marker.
+    let [a, b, c, d, 0x92, ..] = *head else {
+        return None;
+    };
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
+    if !(skylark_codec::MIN_FRAME_LEN..=MAX_REASON * 4).contains(&len) {
+        return None;
+    }
+    let mut frame = head.to_vec();
+    let total = skylark_codec::LENGTH_PREFIX_LEN + len;
+    if frame.len() < total {
+        let mut rest = vec![0u8; total - frame.len()];
+        r.read_exact(&mut rest).await.ok()?;
+        frame.extend_from_slice(&rest);
+    }
+    let mut buf = bytes::BytesMut::from(&frame[..]);
+    let raw =
+        tokio_util::codec::Decoder::decode(&mut skylark_codec::FrameCodec::default(), &mut buf)
+            .ok()??;
+    let Err(skylark_codec::ProtocolError::Remote(e)) = raw.decode_response::<()>() else {
+        return None;
+    };
+    if skylark_codec::tls::is_plain_refusal(&e) {
+        return Some(tls_required());
+    }
+    Some(io::Error::other(format!(
+        "the master's HA port answered with a Skylark error frame, not the HA stream: {}",
+        e.message
+    )))
 }
 
 /// Slave: reports (acks) its CommitLog end.
@@ -319,6 +455,19 @@ pub async fn write_epochs<W: AsyncWrite + Unpin>(w: &mut W, a: &EpochAnswer) -> 
 pub async fn read_epochs<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<EpochAnswer> {
     let mut kind = [0u8; 1];
     r.read_exact(&mut kind).await?;
+    if kind[0] > 1 {
+        // Not an answer to the identity: a refusal of the connection, or
+        // another protocol's answer, read as in place of a chunk.
+        let mut hb = [0u8; HEADER_LEN];
+        hb[0] = kind[0];
+        read_header(r, &mut hb, 1).await?;
+        return Err(not_a_chunk(&hb, r).await.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad epoch answer (kind {})", kind[0]),
+            )
+        }));
+    }
     if kind[0] == 1 {
         let mut n = [0u8; 2];
         r.read_exact(&mut n).await?;
@@ -428,6 +577,55 @@ mod tests {
         assert!(read_first(&mut b).await.is_err());
         // A field cut to the limit stays valid UTF-8.
         assert_eq!(cut("aé", 2), "a");
+    }
+
+    #[actix_rt::test]
+    async fn a_refusal_or_another_protocols_answer_is_named_not_read_as_a_chunk() {
+        // The master's refusal, read where a chunk or the epochs would be.
+        for epochs in [false, true] {
+            let (mut a, mut b) = tokio::io::duplex(1 << 16);
+            a.write_all(&refusal(TLS_REQUIRED)).await.unwrap();
+            let e = if epochs {
+                read_epochs(&mut b).await.unwrap_err()
+            } else {
+                read_chunk(&mut b).await.unwrap_err()
+            };
+            assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+            assert!(e.to_string().contains("requires TLS"), "{e}");
+            assert!(e.to_string().contains("set tls_ca_file"), "{e}");
+        }
+        // The Skylark error frame a master sent before (it read as a
+        // "chunk of 1668244581 bytes", the bytes of "code").
+        let h = skylark_codec::Header {
+            request_id: 0,
+            kind: skylark_codec::FrameKind::Response,
+            command: 0,
+        };
+        let frame = skylark_codec::wire::error_response(
+            &h,
+            skylark_codec::WireError::new(
+                skylark_codec::ErrorCode::AuthFailed,
+                skylark_codec::tls::PLAIN_REFUSAL,
+            ),
+        );
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        a.write_all(&frame).await.unwrap();
+        drop(a);
+        let e = read_chunk(&mut b).await.unwrap_err();
+        assert!(e.to_string().contains("requires TLS"), "{e}");
+        // A TLS alert (7 bytes, then the close).
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        a.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28])
+            .await
+            .unwrap();
+        drop(a);
+        let e = read_chunk(&mut b).await.unwrap_err();
+        assert!(e.to_string().contains("requires TLS"), "{e}");
+        // A plain close is still a close.
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        drop(a);
+        let e = read_chunk(&mut b).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[actix_rt::test]

@@ -1,7 +1,9 @@
 //! The dashboard's connections to the brokers: one [`RpcClient`] per broker
 //! address, opened (with the handshake) on first use and again after it
-//! closed. The NameServer asks brokers only over the admin RPCs `skylark
-//! admin` uses; nothing here is on a broker's send or pull path.
+//! closed; signed with the NameServer's `access_key` and over TLS with its
+//! `tls_ca_file` when set. The NameServer asks brokers only over the admin
+//! RPCs `skylark admin` uses; nothing here is on a broker's send or pull
+//! path.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,6 +21,8 @@ pub struct BrokerPool {
     timeout: Duration,
     /// Signs every request when the brokers have ACL on.
     creds: Option<std::sync::Arc<skylark_codec::Credentials>>,
+    /// TLS to the brokers (the NameServer's `tls_ca_file`).
+    tls: Option<crate::tls::ClientTls>,
 }
 
 impl BrokerPool {
@@ -27,7 +31,14 @@ impl BrokerPool {
             conns: Rc::default(),
             timeout,
             creds: None,
+            tls: None,
         }
+    }
+
+    /// The same pool connecting over TLS when `tls` is given.
+    pub fn with_tls(mut self, tls: Option<crate::tls::ClientTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The same pool signing its requests with `creds`.
@@ -44,7 +55,8 @@ impl BrokerPool {
         if let Some(c) = held.filter(RpcClient::is_connected) {
             return Ok(c);
         }
-        let c = RpcClient::connect(addr, self.timeout)
+        let max_frame = skylark_codec::DEFAULT_MAX_FRAME_SIZE;
+        let c = RpcClient::connect_tls(addr, self.timeout, max_frame, self.tls.as_ref())
             .await
             .map_err(|e| format!("{addr}: {e}"))?
             .with_credentials(self.creds.clone());

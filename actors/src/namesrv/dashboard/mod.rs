@@ -33,6 +33,7 @@ use self::model::AlertRules;
 use self::sampler::{GetHistory, GetSnapshot, Sampler, Search};
 use self::search::{SearchError, SearchQuery};
 use super::NameServer;
+use crate::metrics::{CountedConnection, Listener};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -53,6 +54,8 @@ pub struct DashboardConfig {
     pub acl: Option<crate::acl::Acl>,
     /// What the sampler signs its broker RPCs with (brokers with ACL on).
     pub creds: Option<std::sync::Arc<skylark_codec::Credentials>>,
+    /// TLS to the brokers (the NameServer's `tls_ca_file`, loaded at start).
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl DashboardConfig {
@@ -73,6 +76,7 @@ impl DashboardConfig {
                 ))),
                 _ => None,
             },
+            tls: None,
         })
     }
 }
@@ -125,7 +129,9 @@ pub fn start(
         ns,
         config.sample_interval,
         config.rules,
-        config.creds,
+        brokers::BrokerPool::new(Duration::from_secs(3))
+            .with_credentials(config.creds)
+            .with_tls(config.tls),
         log.clone(),
     )
     .start();
@@ -163,10 +169,15 @@ pub fn start(
                 HttpResponse::NotFound().json(serde_json::json!({"error": "no such page"}))
             }))
     })
+    // Counted while open: the connection's extensions drop with it.
+    .on_connect(|_, ext| {
+        ext.insert(CountedConnection::new(Listener::Dashboard));
+    })
     .workers(1)
     .disable_signals()
     .listen(listener)?
     .run();
+    Listener::Dashboard.listening();
     let handle = server.handle();
     actix::spawn(async move {
         let _ = server.await;

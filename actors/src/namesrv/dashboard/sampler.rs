@@ -54,12 +54,12 @@ impl Sampler {
         ns: Addr<NameServer>,
         interval: Duration,
         rules: AlertRules,
-        creds: Option<std::sync::Arc<skylark_codec::Credentials>>,
+        pool: BrokerPool,
         log: Logger,
     ) -> Self {
         Sampler {
             ns,
-            pool: BrokerPool::new(Duration::from_secs(3)).with_credentials(creds),
+            pool,
             interval,
             rules,
             snapshot: Snapshot {

@@ -51,7 +51,13 @@ impl TwoBrokers {
         let node = Standalone::start(d1.path(), &[]);
         let port = free_port();
         let mut child = Command::new(bin())
-            .args(["--log-level", "warn", "broker", "--namesrv", &node.namesrv()])
+            .args([
+                "--log-level",
+                "warn",
+                "broker",
+                "--namesrv",
+                &node.namesrv(),
+            ])
             .args(["--port", &port.to_string(), "--data-dir"])
             .arg(d2.path())
             .env("SKYLARK_BROKER_NAME", "bro-b")
@@ -92,7 +98,10 @@ impl TwoBrokers {
         let stopped = || {
             std::fs::read_to_string(&stat)
                 .ok()
-                .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('T')))
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, r)| r.trim_start().starts_with('T'))
+                })
                 .unwrap_or(false)
         };
         assert!(wait_until(WAIT, || stopped() == (sig == "-STOP")));
@@ -118,7 +127,9 @@ impl TwoBrokers {
 fn topic_writes_with_a_broker_down_are_applied_elsewhere_and_completed_by_running_them_again() {
     let c = TwoBrokers::start();
     c.signal_b("-STOP");
-    let create = ["admin", "topic", "create", "--name", "PartT", "--queues", "2"];
+    let create = [
+        "admin", "topic", "create", "--name", "PartT", "--queues", "2",
+    ];
     let (out, err) = fails(&c.cli(&create));
     assert!(
         out.contains("created topic 'PartT' (2 queues) on standalone"),
@@ -140,7 +151,9 @@ fn topic_writes_with_a_broker_down_are_applied_elsewhere_and_completed_by_runnin
     assert!(wait_until(WAIT, || c.routed("PartT").len() == 2));
 
     c.signal_b("-STOP");
-    let perm = ["admin", "--json", "topic", "perm", "--name", "PartT", "--perm", "r"];
+    let perm = [
+        "admin", "--json", "topic", "perm", "--name", "PartT", "--perm", "r",
+    ];
     let (out, err) = fails(&c.cli(&perm));
     let lines = json_lines(out.as_bytes());
     assert!(
@@ -172,7 +185,14 @@ fn group_delete_with_a_broker_down_fails_naming_it() {
     let c = TwoBrokers::start();
     // A stored setting makes the group exist on both masters.
     let set = ok(&c.cli(&[
-        "admin", "group", "config", "set", "--group", "DelG", "--retry-max", "3",
+        "admin",
+        "group",
+        "config",
+        "set",
+        "--group",
+        "DelG",
+        "--retry-max",
+        "3",
     ]));
     assert!(set.contains("standalone") && set.contains("bro-b"), "{set}");
     c.signal_b("-STOP");
@@ -186,7 +206,10 @@ fn group_delete_with_a_broker_down_fails_naming_it() {
     c.signal_b("-CONT");
     // Standalone no longer knows it (nothing to do there), bro-b deletes.
     let out = ok(&c.cli(&delete));
-    assert!(out.contains("deleted on bro-b") && !out.contains("standalone"), "{out}");
+    assert!(
+        out.contains("deleted on bro-b") && !out.contains("standalone"),
+        "{out}"
+    );
     let (_, err) = fails(&c.cli(&delete));
     assert!(err.contains("not found on any master"), "{err}");
 }
@@ -198,7 +221,15 @@ fn group_delete_with_a_broker_down_fails_naming_it() {
 fn update_targets_the_hosting_masters_and_reserved_topics_are_refused() {
     let c = TwoBrokers::start();
     ok(&c.cli(&[
-        "admin", "topic", "create", "--name", "OnlyS", "--queues", "2", "--broker", "standalone",
+        "admin",
+        "topic",
+        "create",
+        "--name",
+        "OnlyS",
+        "--queues",
+        "2",
+        "--broker",
+        "standalone",
     ]));
     assert!(wait_until(WAIT, || c.routed("OnlyS") == ["standalone"]));
     let out = ok(&c.cli(&[
@@ -211,13 +242,26 @@ fn update_targets_the_hosting_masters_and_reserved_topics_are_refused() {
     let out = ok(&c.cli(&[
         "admin", "topic", "create", "--name", "OnlyS", "--queues", "4", "--broker", "bro-b",
     ]));
-    assert!(out.contains("created topic 'OnlyS' (4 queues) on bro-b"), "{out}");
+    assert!(
+        out.contains("created topic 'OnlyS' (4 queues) on bro-b"),
+        "{out}"
+    );
 
     for args in [
-        &["admin", "topic", "update", "--name", "TBW102", "--queues", "4"][..],
+        &[
+            "admin", "topic", "update", "--name", "TBW102", "--queues", "4",
+        ][..],
         &["admin", "topic", "perm", "--name", "TBW102", "--perm", "r"],
         &["admin", "topic", "stats", "--name", "TBW102"],
-        &["admin", "topic", "perm", "--name", "SCHEDULE_TOPIC_XXXX", "--perm", "r"],
+        &[
+            "admin",
+            "topic",
+            "perm",
+            "--name",
+            "SCHEDULE_TOPIC_XXXX",
+            "--perm",
+            "r",
+        ],
     ] {
         let (_, err) = fails(&c.cli(args));
         assert!(err.contains("is reserved"), "{args:?}: {err}");

@@ -341,7 +341,8 @@ fn group_not_found(e: &ClientError) -> bool {
     match e {
         ClientError::Remote { error, .. } => {
             error.code == ErrorCode::GroupNotFound
-                || (error.code == ErrorCode::BadRequest && error.message.ends_with("does not exist"))
+                || (error.code == ErrorCode::BadRequest
+                    && error.message.ends_with("does not exist"))
         }
         _ => false,
     }

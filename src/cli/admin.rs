@@ -13,6 +13,7 @@ use anyhow::bail;
 use serde_json::json;
 use skylark_codec::{DeleteTopicRequest, ErrorCode, GetTopicStatsRequest, PERM_READ, PERM_WRITE};
 
+use super::admin_broker::Writes;
 use super::{admin_broker, admin_group, admin_topic};
 use super::{AdminArgs, AdminCmd, ClusterCmd, GroupCmd, OffsetCmd, TopicCmd};
 use crate::client::{ClientConfig, NameServerClient};
@@ -100,26 +101,36 @@ async fn delete(
     let req = DeleteTopicRequest {
         topic: name.to_string(),
     };
-    let mut masters = Vec::new();
-    for (_, addr) in hosts {
+    // Every host is asked even when one fails; one that answers
+    // TopicNotFound has nothing left (a route lags a delete, so this is
+    // also how a delete run again after a partial one completes).
+    let mut writes = Writes::new(format!("delete of topic '{name}'"));
+    let mut deleted = 0;
+    for (broker, addr) in hosts {
         match admin_broker::call(cfg, &addr, Some(name), &req).await {
-            Ok(_) => masters.push(addr),
-            Err(e) if !routed && e.code() == Some(ErrorCode::TopicNotFound) => {}
-            Err(e) => return Err(e.into()),
+            Ok(_) => {
+                writes.applied(&broker, &addr);
+                deleted += 1;
+                if json {
+                    out!(
+                        "{}",
+                        json!({"topic": name, "broker_name": broker, "addr": addr, "result": "deleted"})
+                    );
+                } else {
+                    out!("deleted topic '{name}' on {broker} ({addr})");
+                }
+            }
+            Err(e) if e.code() == Some(ErrorCode::TopicNotFound) => {}
+            Err(e) => writes.failed(&broker, &addr, e),
         }
     }
-    if masters.is_empty() {
+    if deleted == 0 && writes.all_applied() {
+        if routed {
+            bail!("topic '{name}' does not exist on any master hosting it (already deleted; its route goes when the brokers next register)");
+        }
         bail!("topic '{name}' does not exist on any master");
     }
-    if json {
-        out!(
-            "{}",
-            json!({"topic": name, "brokers": masters, "result": "deleted"})
-        );
-    } else {
-        out!("deleted topic '{name}' on {}", masters.join(", "));
-    }
-    Ok(())
+    writes.finish(json)
 }
 
 fn perm_str(perm: u8) -> String {
@@ -173,6 +184,8 @@ async fn stats(
     name: &str,
     json: bool,
 ) -> anyhow::Result<()> {
+    // Its route is listed, but brokers keep no statistics of their own topics.
+    admin_broker::refuse_broker_topic(name, "read")?;
     let route = ns.route(name).await?;
     let req = GetTopicStatsRequest {
         topic: name.to_string(),

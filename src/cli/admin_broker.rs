@@ -109,3 +109,110 @@ pub(super) async fn resolve_broker(
         }
     )
 }
+
+/// A write sent to several brokers, tried on every one (a broker that
+/// fails does not stop the others) and reported broker by broker: the
+/// caller prints each success as it comes, [`Writes::finish`] then prints
+/// each failure and fails the command when there was one, naming where it
+/// was applied and how to finish (run the same command again: every write
+/// that uses this is idempotent).
+pub(super) struct Writes {
+    what: String,
+    applied: Vec<String>,
+    failed: Vec<(String, String, String)>,
+}
+
+impl Writes {
+    /// `what` names the write in the summary ("topic 'T' create").
+    pub(super) fn new(what: impl Into<String>) -> Writes {
+        Writes {
+            what: what.into(),
+            applied: Vec::new(),
+            failed: Vec::new(),
+        }
+    }
+
+    /// The write was applied on broker `name` (at `addr`).
+    pub(super) fn applied(&mut self, name: &str, addr: &str) {
+        self.applied.push(at(name, addr));
+    }
+
+    /// The write failed on broker `name` (at `addr`) with `error`.
+    pub(super) fn failed(&mut self, name: &str, addr: &str, error: impl std::fmt::Display) {
+        self.failed
+            .push((name.to_string(), addr.to_string(), format!("{error:#}")));
+    }
+
+    /// Whether every broker tried so far took the write.
+    pub(super) fn all_applied(&self) -> bool {
+        self.failed.is_empty()
+    }
+
+    /// Prints each failure (a line, or a JSON line with `"result":
+    /// "failed"`) and fails when there was one.
+    pub(super) fn finish(self, json: bool) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        for (name, addr, error) in &self.failed {
+            if json {
+                let v = serde_json::json!({"broker_name": name, "addr": addr,
+                    "result": "failed", "error": error});
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(out, "failed on {}: {error}", at(name, addr))?;
+            }
+        }
+        if self.failed.is_empty() {
+            return Ok(());
+        }
+        let failed: Vec<String> = self
+            .failed
+            .iter()
+            .map(|(n, a, e)| format!("{}: {e}", at(n, a)))
+            .collect();
+        bail!(
+            "{} failed on {} of {} brokers ({}); applied on: {}; run the same command again to finish (brokers that have it already are left as they are)",
+            self.what,
+            self.failed.len(),
+            self.failed.len() + self.applied.len(),
+            failed.join("; "),
+            if self.applied.is_empty() {
+                "none".to_string()
+            } else {
+                self.applied.join(", ")
+            }
+        )
+    }
+}
+
+/// "NAME (ADDR)", or the address alone when it is the name.
+fn at(name: &str, addr: &str) -> String {
+    if name == addr {
+        name.to_string()
+    } else {
+        format!("{name} ({addr})")
+    }
+}
+
+/// The broker's own topics (docs/topics.md): the auto-create route and the
+/// queues of delayed and transactional messages. They have no
+/// configuration: brokers refuse to create or delete one (`BadRequest`),
+/// and the commands that read or change a configuration refuse them here.
+const BROKER_TOPICS: [&str; 5] = [
+    skylark_codec::AUTO_CREATE_TOPIC_KEY,
+    skylark_actors::scheduler::SCHEDULE_TOPIC,
+    skylark_actors::scheduler::TIMER_TOPIC,
+    skylark_actors::transaction::HALF_TOPIC,
+    skylark_actors::transaction::OP_TOPIC,
+];
+
+/// An error when `topic` is one of the broker's own, whose configuration
+/// `what` ("changed", "read") would need.
+pub(super) fn refuse_broker_topic(topic: &str, what: &str) -> anyhow::Result<()> {
+    if BROKER_TOPICS.contains(&topic) {
+        bail!(
+            "topic '{topic}' is reserved: it is the broker's own (the auto-create route, or delayed or transactional messages) and has no configuration to be {what} (see docs/topics.md)"
+        );
+    }
+    Ok(())
+}

@@ -18,11 +18,11 @@ use std::io::Write;
 use anyhow::bail;
 use serde_json::json;
 use skylark_codec::{
-    BrokerData, DeleteGroupRequest, GetConsumeProgressRequest, GetGroupListRequest,
+    BrokerData, DeleteGroupRequest, ErrorCode, GetConsumeProgressRequest, GetGroupListRequest,
     ResetOffsetRequest, Rpc,
 };
 
-use super::admin_broker::{call, cluster_masters, group_name, masters};
+use super::admin_broker::{call, cluster_masters, group_name, masters, Writes};
 use crate::client::{ClientConfig, ClientError, NameServerClient};
 
 macro_rules! out {
@@ -305,26 +305,47 @@ pub async fn delete(
     let req = DeleteGroupRequest {
         group: group_name(group)?,
     };
-    let mut deleted = 0;
-    let mut last_err = None;
-    for (_, addr) in cluster_masters(ns).await? {
+    // Only a broker's answer that it does not know the group means there
+    // is nothing to delete there; a broker that did not answer (or failed)
+    // may still hold it, and fails the command.
+    let mut writes = Writes::new(format!("delete of consumer group '{group}'"));
+    let mut deleted = Vec::new();
+    for (name, addr) in cluster_masters(ns).await? {
         match call(cfg, &addr, None, &req).await {
-            Ok(_) => deleted += 1,
-            Err(e) => last_err = Some(e),
+            Ok(_) => {
+                writes.applied(&name, &addr);
+                if json {
+                    out!(
+                        "{}",
+                        json!({"group": group, "broker_name": name, "addr": addr, "result": "deleted"})
+                    );
+                } else {
+                    out!("consumer group '{group}' deleted on {name} ({addr})");
+                }
+                deleted.push(name);
+            }
+            Err(e) if group_not_found(&e) => {}
+            Err(e) => writes.failed(&name, &addr, e),
         }
     }
-    if deleted == 0 {
-        match last_err {
-            Some(e) => return Err(e.into()),
-            None => bail!("consumer group '{group}' not found"),
+    if deleted.is_empty() && writes.all_applied() {
+        bail!("consumer group '{group}' not found on any master");
+    }
+    writes.finish(json)
+}
+
+/// Whether `e` is a broker's answer that it does not know the group
+/// (brokers answer `BadRequest` "consumer group 'G' does not exist";
+/// `GroupNotFound` is taken too).
+fn group_not_found(e: &ClientError) -> bool {
+    match e {
+        ClientError::Remote { error, .. } => {
+            error.code == ErrorCode::GroupNotFound
+                || (error.code == ErrorCode::BadRequest
+                    && error.message.ends_with("does not exist"))
         }
+        _ => false,
     }
-    if json {
-        out!("{}", json!({"group": group, "deleted": true}));
-    } else {
-        out!("consumer group '{group}' deleted");
-    }
-    Ok(())
 }
 
 /// `admin offset reset --group G --topic T --timestamp MILLIS`.
@@ -356,10 +377,20 @@ pub async fn reset(
         topic: topic.to_string(),
         timestamp_ms,
     };
+    // Every master is asked even when one fails (resetting to a timestamp
+    // again is harmless: running the command again finishes it).
+    let mut writes = Writes::new(format!(
+        "offset reset of group '{group}' on topic '{topic}'"
+    ));
     let mut rows = Vec::new();
     for (name, addr) in masters(&route.brokers) {
-        let r = call(cfg, &addr, None, &req).await?;
-        rows.extend(r.offsets.into_iter().map(|o| (name.clone(), o)));
+        match call(cfg, &addr, None, &req).await {
+            Ok(r) => {
+                writes.applied(&name, &addr);
+                rows.extend(r.offsets.into_iter().map(|o| (name.clone(), o)));
+            }
+            Err(e) => writes.failed(&name, &addr, e),
+        }
     }
     if json {
         let v: Vec<_> = rows
@@ -375,5 +406,5 @@ pub async fn reset(
             out!("{b} queue {} -> offset {}", o.queue_id, o.offset);
         }
     }
-    Ok(())
+    writes.finish(json)
 }

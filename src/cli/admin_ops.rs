@@ -31,7 +31,7 @@ use skylark_codec::{
     PullStatus, Rpc, SetBrokerConfigRequest, PERM_WRITE,
 };
 
-use super::admin_broker::{call, group_name, masters, resolve_broker, topic_masters};
+use super::admin_broker::{call, group_name, masters, resolve_broker, topic_masters, Writes};
 use crate::client::{ClientConfig, ClientError, NameServerClient};
 
 macro_rules! out {
@@ -98,6 +98,7 @@ pub async fn topic_perm(
 ) -> anyhow::Result<()> {
     skylark_codec::validate_topic_name(&a.name).map_err(anyhow::Error::msg)?;
     let perm = parse_perm(&a.perm).map_err(|e| anyhow::anyhow!("bad --perm '{}': {e}", a.perm))?;
+    super::admin_broker::refuse_broker_topic(&a.name, "changed")?;
     let targets: Vec<(String, String)> = match &a.broker {
         Some(b) => vec![resolve_broker(ns, b).await?],
         None => topic_masters(ns, &a.name).await?,
@@ -105,31 +106,41 @@ pub async fn topic_perm(
     let stats = GetTopicStatsRequest {
         topic: a.name.clone(),
     };
-    let mut done = Vec::new();
+    // Every target is tried (setting a permission again is harmless:
+    // running the command again finishes it).
+    let mut writes = Writes::new(format!("perm of topic '{}'", a.name));
     for (name, addr) in &targets {
-        let mut config = call(cfg, addr, Some(&a.name), &stats).await?.config;
-        let before = config.perm;
-        config.perm = (config.perm & !(skylark_codec::PERM_READ | PERM_WRITE)) | perm;
-        call(cfg, addr, Some(&a.name), &CreateTopicRequest { config }).await?;
-        done.push((name, addr, before));
-    }
-    for (name, addr, before) in &done {
+        let set = async {
+            let mut config = call(cfg, addr, Some(&a.name), &stats).await?.config;
+            let before = config.perm;
+            config.perm = (config.perm & !(skylark_codec::PERM_READ | PERM_WRITE)) | perm;
+            call(cfg, addr, Some(&a.name), &CreateTopicRequest { config }).await?;
+            Ok::<_, ClientError>(before)
+        };
+        let before = match set.await {
+            Ok(before) => before,
+            Err(e) => {
+                writes.failed(name, addr, e);
+                continue;
+            }
+        };
+        writes.applied(name, addr);
         if json {
             out!(
                 "{}",
                 json!({"topic": a.name, "broker_name": name, "addr": addr,
-                    "perm_before": perm_text(*before), "perm": perm_text(perm)})
+                    "perm_before": perm_text(before), "perm": perm_text(perm)})
             );
         } else {
             out!(
                 "topic '{}' on {name} ({addr}): perm {} -> {}",
                 a.name,
-                perm_text(*before),
+                perm_text(before),
                 perm_text(perm)
             );
         }
     }
-    Ok(())
+    writes.finish(json)
 }
 
 /// The broker's permission as it reports it.
@@ -375,28 +386,31 @@ pub async fn group_config(
     let get = GetSubscriptionGroupRequest {
         group: group.clone(),
     };
+    // A set is tried on every target, as other writes to several brokers
+    // (setting the same values again is harmless).
+    let mut writes = Writes::new(format!("config set of group '{group}'"));
     for (name, _, addr) in &targets {
-        let mut info = call(cfg, addr, None, &get).await?;
-        if let Some(a) = set {
-            let c = &mut info.config;
-            if let Some(n) = a.retry_max {
-                c.retry_max_times = Some(n);
+        let info = async {
+            let mut info = call(cfg, addr, None, &get).await?;
+            if let Some(a) = set {
+                set_group_config(&mut info.config, a);
+                let req = UpdateSubscriptionGroupRequest {
+                    config: info.config.clone(),
+                };
+                call(cfg, addr, None, &req).await?;
+                info.stored = true;
             }
-            if a.client_retry_max {
-                c.retry_max_times = None;
+            Ok::<_, ClientError>(info)
+        };
+        let info = match info.await {
+            Ok(info) => info,
+            Err(e) if set.is_some() => {
+                writes.failed(name, addr, e);
+                continue;
             }
-            if let Some(e) = a.consume_enable {
-                c.consume_enable = e;
-            }
-            if let Some(b) = a.broadcast {
-                c.consume_broadcast_enable = b;
-            }
-            let req = UpdateSubscriptionGroupRequest {
-                config: info.config.clone(),
-            };
-            call(cfg, addr, None, &req).await?;
-            info.stored = true;
-        }
+            Err(e) => return Err(e.into()),
+        };
+        writes.applied(name, addr);
         let c = &info.config;
         let retry = c
             .retry_max_times
@@ -418,7 +432,23 @@ pub async fn group_config(
             );
         }
     }
-    Ok(())
+    writes.finish(json)
+}
+
+/// `a`'s settings applied to `c`; those not given keep their value.
+fn set_group_config(c: &mut skylark_codec::SubscriptionGroupConfig, a: &GroupConfigSetArgs) {
+    if let Some(n) = a.retry_max {
+        c.retry_max_times = Some(n);
+    }
+    if a.client_retry_max {
+        c.retry_max_times = None;
+    }
+    if let Some(e) = a.consume_enable {
+        c.consume_enable = e;
+    }
+    if let Some(b) = a.broadcast {
+        c.consume_broadcast_enable = b;
+    }
 }
 
 /// `req` on every master broker: the rows `rows` takes from each answer,

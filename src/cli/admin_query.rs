@@ -280,8 +280,13 @@ pub async fn broker(
                 key: a.key.clone(),
                 value: a.value.clone(),
             };
+            let mut writes = admin_broker::Writes::new(format!("broker config set {}", a.key));
             for addr in target_brokers(ns, a.broker).await? {
-                call(cfg, &addr, None, &req).await?;
+                if let Err(e) = call(cfg, &addr, None, &req).await {
+                    writes.failed(&addr, &addr, e);
+                    continue;
+                }
+                writes.applied(&addr, &addr);
                 if json {
                     writeln!(
                         out,
@@ -292,6 +297,8 @@ pub async fn broker(
                     writeln!(out, "{addr} {} = {}", a.key, a.value)?;
                 }
             }
+            drop(out);
+            writes.finish(json)?;
         }
     }
     Ok(())

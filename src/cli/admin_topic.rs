@@ -1,9 +1,11 @@
 //! `skylark admin topic create|update`: write a topic's configuration to
 //! every master broker (or to `--broker`).
 //!
-//! `create` refuses a topic that already exists on a target broker (it
-//! would silently overwrite its queue counts); `update` requires it to
-//! exist and changes only what its flags name (with none, it is refused:
+//! `create` refuses a topic that already exists on a target broker with
+//! another layout (it would silently overwrite its queue counts) and
+//! leaves one that has it as asked (so running it again after a partial
+//! create completes it); `update` writes to the masters hosting the topic
+//! (or `--broker`, where it must exist) and changes only what its flags name (with none, it is refused:
 //! "nothing to update"): each broker's current
 //! configuration (read with `GetTopicStats`) is the starting point, so
 //! `update --order` on a 2-queue topic keeps 2 queues. Read and write queue
@@ -17,6 +19,7 @@ use anyhow::bail;
 use serde_json::json;
 use skylark_codec::{CreateTopicRequest, ErrorCode, GetTopicStatsRequest, TopicConfig};
 
+use super::admin_broker::Writes;
 use super::{admin_broker, TopicCreateArgs};
 use crate::client::{ClientConfig, NameServerClient};
 
@@ -113,14 +116,25 @@ async fn current(
     }
 }
 
-/// (broker name, address) of the brokers to write to.
+/// (broker name, address) of the brokers to write to: `--broker`, else
+/// for `create` every master, for `update` the masters hosting the topic
+/// (a broker that joined after the topic was created has none to update).
 async fn targets(
     ns: &NameServerClient,
     t: &TopicCreateArgs,
+    verb: Verb,
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let targets: Vec<(String, String)> = match &t.broker {
-        Some(b) => vec![admin_broker::resolve_broker(ns, b).await?],
-        None => admin_broker::masters(ns.cluster_info().await?.brokers.values()),
+    let targets: Vec<(String, String)> = match (&t.broker, verb) {
+        (Some(b), _) => vec![admin_broker::resolve_broker(ns, b).await?],
+        (None, Verb::Create) => admin_broker::masters(ns.cluster_info().await?.brokers.values()),
+        (None, Verb::Update) => match ns.route(&t.name).await {
+            Ok(route) => admin_broker::masters(&route.brokers),
+            Err(e) if e.code() == Some(ErrorCode::TopicNotFound) => bail!(
+                "topic '{}' does not exist on any master; use `admin topic create`",
+                t.name
+            ),
+            Err(e) => return Err(e.into()),
+        },
     };
     if targets.is_empty() {
         bail!(
@@ -131,7 +145,76 @@ async fn targets(
     Ok(targets)
 }
 
-/// `admin topic create|update`.
+/// What one target gets: the configuration to write, or (`create` run
+/// again) the one it already has as asked.
+struct Step<'a> {
+    name: &'a str,
+    addr: &'a str,
+    config: TopicConfig,
+    exists: bool,
+}
+
+/// The steps of a write, from each target's current configuration; a
+/// target that does not answer is recorded in `writes` and left out. An
+/// error, before anything is written, when the write would be refused on
+/// one (a create over another layout, an update of a topic a `--broker`
+/// does not have, a layout no consumer could read).
+async fn plan<'a>(
+    cfg: &ClientConfig,
+    t: &TopicCreateArgs,
+    verb: Verb,
+    targets: &'a [(String, String)],
+    writes: &mut Writes,
+) -> anyhow::Result<Vec<Step<'a>>> {
+    let mut steps = Vec::new();
+    for (name, addr) in targets {
+        let now = match current(cfg, addr, &t.name).await {
+            Ok(now) => now,
+            Err(e) => {
+                writes.failed(name, addr, e);
+                continue;
+            }
+        };
+        let (name, addr) = (name.as_str(), addr.as_str());
+        match (verb, now) {
+            (Verb::Create, Some(c)) => {
+                let want = merged(t, None)?;
+                if (c.read_queues, c.write_queues, c.order)
+                    != (want.read_queues, want.write_queues, want.order)
+                {
+                    bail!(
+                        "topic '{}' already exists on {name} ({addr}) with {}{}; use `admin topic update` to change it (or create it with these flags to complete the brokers that lack it)",
+                        t.name,
+                        queue_counts(&c),
+                        if c.order { ", ordered" } else { "" }
+                    );
+                }
+                steps.push(Step { name, addr, config: c, exists: true });
+            }
+            (Verb::Update, None) if t.broker.is_some() => bail!(
+                "topic '{}' does not exist on {name} ({addr}); use `admin topic create --broker {name}` to add it there",
+                t.name
+            ),
+            // The route lags a delete: nothing to update there.
+            (Verb::Update, None) => note!(
+                "note: topic '{}' is no longer on {name} ({addr}); left out",
+                t.name
+            ),
+            (_, now) => steps.push(Step {
+                name,
+                addr,
+                config: merged(t, now.as_ref())?,
+                exists: false,
+            }),
+        }
+    }
+    Ok(steps)
+}
+
+/// `admin topic create|update`: every target is written even when one
+/// fails; the command then fails, naming where it was applied, and running
+/// it again completes it (a `create` skips the brokers that have the topic
+/// as asked).
 pub async fn write(
     ns: &NameServerClient,
     cfg: &ClientConfig,
@@ -140,6 +223,9 @@ pub async fn write(
     json: bool,
 ) -> anyhow::Result<()> {
     skylark_codec::validate_topic_name(&t.name).map_err(anyhow::Error::msg)?;
+    if verb == Verb::Update {
+        admin_broker::refuse_broker_topic(&t.name, "changed")?;
+    }
     if verb == Verb::Update && !changes_anything(t) {
         bail!("nothing to update: give --queues, --read-queues, --write-queues, --order or --no-order");
     }
@@ -150,56 +236,74 @@ pub async fn write(
     } else if [t.queues, t.read_queues, t.write_queues].contains(&Some(0)) {
         bail!("--queues, --read-queues and --write-queues must be at least 1");
     }
-    let targets = targets(ns, t).await?;
-    // Check every target first, so a refusal writes nothing.
-    let mut plan = Vec::new();
-    for (name, addr) in &targets {
-        let now = current(cfg, addr, &t.name).await?;
-        match (verb, &now) {
-            (Verb::Create, Some(c)) => bail!(
-                "topic '{}' already exists on {name} ({addr}) with {} read / {} write queues{}; use `admin topic update` to change it",
-                t.name,
-                c.read_queues,
-                c.write_queues,
-                if c.order { ", ordered" } else { "" }
-            ),
-            (Verb::Update, None) => bail!(
-                "topic '{}' does not exist on {name} ({addr}); use `admin topic create` (or --broker to update one broker)",
-                t.name
-            ),
-            _ => {}
+    let targets = targets(ns, t, verb).await?;
+    let noun = match verb {
+        Verb::Create => "create",
+        Verb::Update => "update",
+    };
+    let mut writes = Writes::new(format!("{noun} of topic '{}'", t.name));
+    let mut done = Vec::new();
+    for step in plan(cfg, t, verb, &targets, &mut writes).await? {
+        if !step.exists {
+            let req = CreateTopicRequest {
+                config: step.config.clone(),
+            };
+            if let Err(e) = admin_broker::call(cfg, step.addr, Some(&t.name), &req).await {
+                writes.failed(step.name, step.addr, e);
+                continue;
+            }
         }
-        plan.push((name, addr, merged(t, now.as_ref())?));
+        writes.applied(step.name, step.addr);
+        done.push(step);
     }
-    for (_, addr, config) in &plan {
-        let req = CreateTopicRequest {
-            config: config.clone(),
-        };
-        admin_broker::call(cfg, addr, Some(&t.name), &req).await?;
-    }
-    let verb = verb.done();
+    print_done(t, verb, &done, json)?;
+    writes.finish(json)
+}
+
+/// The lines of the brokers written (or found as asked).
+fn print_done(t: &TopicCreateArgs, verb: Verb, done: &[Step], json: bool) -> anyhow::Result<()> {
+    let result = |s: &Step| if s.exists { "exists" } else { verb.done() };
     if json {
-        let brokers: Vec<_> = plan
+        let Some(first) = done.first().map(|s| &s.config) else {
+            return Ok(());
+        };
+        let brokers: Vec<_> = done
             .iter()
-            .map(|(n, a, c)| {
-                json!({"broker_name": n, "addr": a, "read_queues": c.read_queues,
-                    "write_queues": c.write_queues, "order": c.order})
+            .map(|s| {
+                let c = &s.config;
+                json!({"broker_name": s.name, "addr": s.addr, "read_queues": c.read_queues,
+                    "write_queues": c.write_queues, "order": c.order, "result": result(s)})
             })
             .collect();
-        let first = &plan[0].2;
         out!(
             "{}",
             json!({"topic": t.name, "queues": first.read_queues.max(first.write_queues),
                 "read_queues": first.read_queues, "write_queues": first.write_queues,
-                "order": first.order, "brokers": brokers, "result": verb})
+                "order": first.order, "brokers": brokers, "result": verb.done()})
         );
-    } else {
-        for (name, addr, c) in &plan {
+        return Ok(());
+    }
+    for s in done {
+        let c = &s.config;
+        let layout = format!(
+            "{}{}",
+            queue_counts(c),
+            if c.order { ", ordered" } else { "" }
+        );
+        if s.exists {
             out!(
-                "{verb} topic '{}' ({}{}) on {name} ({addr})",
+                "topic '{}' ({layout}) already on {} ({}): left as is",
                 t.name,
-                queue_counts(c),
-                if c.order { ", ordered" } else { "" }
+                s.name,
+                s.addr
+            );
+        } else {
+            out!(
+                "{} topic '{}' ({layout}) on {} ({})",
+                verb.done(),
+                t.name,
+                s.name,
+                s.addr
             );
         }
     }

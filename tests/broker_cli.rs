@@ -1612,11 +1612,7 @@ fn a_stopped_broker_unregisters_even_when_its_namesrv_connection_was_closed() {
             .any(|l| l.contains("closing idle connection"))),
         "the NameServer never closed an idle connection"
     );
-    let term = Command::new("kill")
-        .args(["-TERM", &broker.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    common::unsafe_sigterm(broker.0.id());
     let st = broker.0.wait().unwrap();
     assert!(st.success(), "{st:?}");
     assert!(

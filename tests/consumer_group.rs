@@ -743,11 +743,7 @@ fn a_consumer_stopped_with_sigterm_commits_what_it_printed() {
         }),
         "printed {printed} of 20"
     );
-    let term = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    common::unsafe_sigterm(child.0.id());
     let st = child.0.wait().unwrap();
     assert!(st.success(), "consume stopped by SIGTERM exited {st:?}");
     let out = node.cli(&[

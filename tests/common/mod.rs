@@ -377,7 +377,8 @@ impl Drop for Standalone {
     }
 }
 
-fn unsafe_sigterm(pid: u32) {
+/// Sends SIGTERM to process `pid` (a stop by systemd or Kubernetes).
+pub fn unsafe_sigterm(pid: u32) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();

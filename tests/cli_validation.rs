@@ -118,6 +118,48 @@ fn flags_that_do_nothing_are_usage_errors() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// A time before 1970 was taken as 0 or "now" without a word.
+#[test]
+fn a_time_before_1970_is_refused() {
+    for args in [
+        &[
+            "admin",
+            "offset",
+            "reset",
+            "--group",
+            "g",
+            "--topic",
+            "T",
+            "--timestamp=-1",
+        ][..],
+        &[
+            "admin",
+            "message",
+            "by-time",
+            "--topic",
+            "T",
+            "--timestamp=-5",
+        ],
+        &[
+            "admin",
+            "message",
+            "by-key",
+            "--topic",
+            "T",
+            "k",
+            "--begin=-5",
+        ],
+        &["produce", "--topic", "T", "--body", "b", "--deliver-at=-5"],
+    ] {
+        refused(&offline(args), 2, &["is before 1970"]);
+    }
+    refused(
+        &offline(&["consume", "--group", "g", "--topic", "T", "--from=-5"]),
+        1,
+        &["--from -5 is before 1970"],
+    );
+}
+
 #[test]
 fn zero_limits_and_a_reversed_time_range_are_refused() {
     refused(

@@ -73,7 +73,8 @@ fn parse_from(s: &str) -> anyhow::Result<From> {
         "first" => Ok(From::First),
         "last" => Ok(From::Last),
         _ => match s.parse::<i64>() {
-            Ok(ms) => Ok(From::Timestamp(ms)),
+            Ok(ms) if ms >= 0 => Ok(From::Timestamp(ms)),
+            Ok(ms) => bail!("--from {ms} is before 1970: give first, last or a Unix time in milliseconds (0 or more)"),
             Err(_) => bail!("--from must be first, last or a Unix time in milliseconds, got {s:?}"),
         },
     }

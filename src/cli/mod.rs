@@ -76,6 +76,18 @@ fn within<const LO: usize, const HI: usize>(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A Unix time in milliseconds: before 1970 it was taken as 0 or "now"
+/// without a word.
+pub(crate) fn unix_millis(s: &str) -> Result<i64, String> {
+    let n: i64 = s.parse().map_err(|e| format!("{e}"))?;
+    if n < 0 {
+        return Err(format!(
+            "{n} is before 1970: give a Unix time in milliseconds (0 or more)"
+        ));
+    }
+    Ok(n)
+}
+
 /// The process exit status for a command's error: [`ExitError::code`] if it
 /// carries one, else 1.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
@@ -484,7 +496,7 @@ pub struct ProduceArgs {
     #[arg(long, conflicts_with = "deliver_at", value_parser = produce::parse_delay_ms)]
     pub delay_ms: Option<u64>,
     /// Deliver at this Unix time in milliseconds.
-    #[arg(long)]
+    #[arg(long, value_parser = unix_millis)]
     pub deliver_at: Option<i64>,
     /// Messages with the same order key go to the same queue, in order.
     #[arg(long)]
@@ -669,10 +681,10 @@ pub struct MessageByKeyArgs {
     /// The key (one of a message's keys, or its unique id).
     pub key: String,
     /// Earliest store time, ms since the epoch (default: 0).
-    #[arg(long)]
+    #[arg(long, value_parser = unix_millis)]
     pub begin: Option<i64>,
     /// Latest store time, ms since the epoch (default: now).
-    #[arg(long)]
+    #[arg(long, value_parser = unix_millis)]
     pub end: Option<i64>,
     /// At most this many messages per broker.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
@@ -695,7 +707,7 @@ pub struct MessageByTimeArgs {
     #[arg(long)]
     pub topic: String,
     /// Store time, ms since the epoch.
-    #[arg(long)]
+    #[arg(long, value_parser = unix_millis)]
     pub timestamp: i64,
     /// Messages printed per queue, from the first at or after the time.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -778,7 +790,7 @@ pub struct OffsetResetArgs {
     #[arg(long)]
     pub topic: String,
     /// Unix time in milliseconds.
-    #[arg(long)]
+    #[arg(long, value_parser = unix_millis)]
     pub timestamp: i64,
 }
 

@@ -569,6 +569,11 @@ fn with_a_server() {
     );
     let addr = node.broker();
 
+    // A broker's address first in the NameServer list: the next one is
+    // asked (it failed with "GetTopicList is not served by a broker").
+    let list = format!("{addr};{}", node.namesrv());
+    ok(&common::cli(&list, &["admin", "topic", "list"]));
+
     // --broker NAME in every admin command that takes --broker (it worked
     // only for `broker status|perm` before: "invalid socket address").
     let out = ok(&node.cli(&[

@@ -286,6 +286,13 @@ impl NameServerClient {
         for i in self.in_turn() {
             match self.call_one(i, req, timeout).await {
                 Err(ClientError::Connection { error, .. }) => last = error.to_string(),
+                // Not a NameServer (a broker's address in the list): the
+                // next one may be.
+                Err(e @ ClientError::Remote { .. })
+                    if e.code() == Some(ErrorCode::UnknownCommand) =>
+                {
+                    last = e.to_string()
+                }
                 other => {
                     self.links().preferred = i;
                     return other;

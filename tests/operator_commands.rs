@@ -1042,6 +1042,24 @@ fn group_delete_with_a_broker_down_fails_naming_it() {
     );
     let (_, err) = failed_with(&c.cli(&delete));
     assert!(err.contains("not found on any master"), "{err}");
+    // On the wire a group a broker does not know is `GroupNotFound` (it
+    // was `BadRequest`, which the CLI had to tell apart by its text).
+    let answer = run(async {
+        let c = RpcClient::connect(&c.node.broker(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let r = c
+            .call(&skylark::codec::DeleteGroupRequest {
+                group: "DelG".into(),
+            })
+            .await;
+        c.close();
+        r
+    });
+    assert!(
+        matches!(&answer, Err(ProtocolError::Remote(e)) if e.code == ErrorCode::GroupNotFound),
+        "{answer:?}"
+    );
 }
 
 /// `topic update` writes to the masters hosting the topic, not to every

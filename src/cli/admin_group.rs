@@ -335,8 +335,8 @@ pub async fn delete(
 }
 
 /// Whether `e` is a broker's answer that it does not know the group
-/// (brokers answer `BadRequest` "consumer group 'G' does not exist";
-/// `GroupNotFound` is taken too).
+/// (`GroupNotFound`; brokers before 2026-12 answered `BadRequest`
+/// "consumer group 'G' does not exist", still taken in a mixed cluster).
 fn group_not_found(e: &ClientError) -> bool {
     match e {
         ClientError::Remote { error, .. } => {

@@ -277,7 +277,7 @@ pub async fn delete_group(s: Arc<Shared>, r: DeleteGroupRequest) -> Result<Ack, 
         .map_err(|e| WireError::new(ErrorCode::Internal, e))?;
     if !had_offsets && !had_actor && !had_settings {
         return Err(WireError::new(
-            ErrorCode::BadRequest,
+            ErrorCode::GroupNotFound,
             format!("consumer group '{}' does not exist", r.group),
         ));
     }

@@ -5,7 +5,7 @@
 //! `record::decode`, keeps the body as a zero-copy slice of the answer, and
 //! re-checks the exact tag, since the broker filters only by tag hash
 //! (RocketMQ does the same client-side check). [`ReceivedMessage::json`] is
-//! the `skylark consume --json` contract (DESIGN §7).
+//! the `skylark consume --json` contract (README.md, "Quickstart").
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -11,6 +11,9 @@ use serde::Deserialize;
 
 use crate::message_store::StoreConfig;
 
+pub mod words;
+pub use words::choice;
+
 /// The server a configuration file is written for: its `role` key, which
 /// every file of `conf/` carries. Each server refuses a file whose `role`
 /// is another's (`skylark::config` checks it when it loads the file), so
@@ -27,7 +30,7 @@ pub enum ConfRole {
     Controller,
 }
 
-crate::config::setting_words!(
+crate::config::words::setting_words!(
     ConfRole,
     "role",
     [
@@ -401,7 +404,7 @@ pub enum BrokerRole {
     Slave,
 }
 
-crate::config::setting_words!(
+crate::config::words::setting_words!(
     BrokerRole,
     "broker_role",
     [
@@ -765,38 +768,6 @@ pub fn bracketed(host: &str) -> String {
         format!("[{host}]")
     } else {
         host.to_string()
-    }
-}
-
-/// `impl TryFrom<String>` for an enum setting that takes one of a few words
-/// (the enum has `#[serde(try_from = "String")]`): a wrong word is an error
-/// naming the key and listing the words ([`choice`]).
-macro_rules! setting_words {
-    ($ty:ty, $key:literal, [$(($word:literal, $value:expr)),+ $(,)?]) => {
-        impl TryFrom<String> for $ty {
-            type Error = String;
-            fn try_from(s: String) -> Result<Self, String> {
-                $crate::config::choice(&s, $key, &[$(($word, $value)),+])
-            }
-        }
-    };
-}
-pub(crate) use setting_words;
-
-/// The value of a setting that takes one of a few words (`choices`), or an
-/// error listing them: `'syncc' is not a value of flush_mode (one of:
-/// async, sync)`.
-pub fn choice<T: Copy>(value: &str, what: &str, choices: &[(&str, T)]) -> Result<T, String> {
-    match choices.iter().find(|(name, _)| *name == value) {
-        Some((_, v)) => Ok(*v),
-        None => Err(format!(
-            "'{value}' is not a value of {what} (one of: {})",
-            choices
-                .iter()
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
     }
 }
 

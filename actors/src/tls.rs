@@ -65,7 +65,7 @@ pub enum TlsMode {
     Enforcing,
 }
 
-crate::config::setting_words!(
+crate::config::words::setting_words!(
     TlsMode,
     "tls_mode",
     [

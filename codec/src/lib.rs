@@ -190,7 +190,7 @@ pub use cmd::send::{SendBatchRequest, SendBatchResponse, SendRequest, SendResult
 pub use cmd::topic::{
     validate_group_name, validate_topic_name, CreateTopicRequest, DeleteTopicRequest,
     GetTopicStatsRequest, QueueStats, TopicStats, AUTO_CREATE_TOPIC_KEY, GROUP_MAX_LENGTH,
-    TOPIC_MAX_LENGTH,
+    HALF_TOPIC, OP_TOPIC, SCHEDULE_TOPIC, TIMER_TOPIC, TOPIC_MAX_LENGTH,
 };
 pub use cmd::transaction::{
     CheckTransactionStateRequest, EndTransactionRequest, TransactionState, PROPERTY_PRODUCER_GROUP,

@@ -30,6 +30,7 @@
 //! Messages answered by [`AclWatcher`]: [`Reload`] (look at the file now).
 
 pub mod phrase;
+pub mod reason;
 pub mod refusals;
 pub mod replay;
 pub mod rules;

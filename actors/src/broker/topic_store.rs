@@ -41,10 +41,10 @@ use crate::persist;
 /// Topics whose queues the broker itself keeps (no config of their own).
 pub const INTERNAL_TOPICS: [&str; 5] = [
     skylark_codec::AUTO_CREATE_TOPIC_KEY,
-    crate::scheduler::SCHEDULE_TOPIC,
-    crate::scheduler::TIMER_TOPIC,
-    crate::transaction::HALF_TOPIC,
-    crate::transaction::OP_TOPIC,
+    skylark_codec::SCHEDULE_TOPIC,
+    skylark_codec::TIMER_TOPIC,
+    skylark_codec::HALF_TOPIC,
+    skylark_codec::OP_TOPIC,
 ];
 
 /// Compaction never runs for fewer log entries than this.
@@ -383,7 +383,7 @@ mod tests {
         let stored = BTreeMap::from([
             ("B".to_string(), 3),
             ("C".to_string(), 2),
-            (crate::scheduler::SCHEDULE_TOPIC.to_string(), 18),
+            (skylark_codec::SCHEDULE_TOPIC.to_string(), 18),
             ("not a topic!".to_string(), 1),
         ]);
         assert_eq!(s.restore_missing(&mut t, stored).unwrap(), ["B"]);

@@ -24,7 +24,7 @@ pub enum FlushMode {
     Sync,
 }
 
-crate::config::setting_words!(
+crate::config::words::setting_words!(
     FlushMode,
     "flush_mode",
     [("async", FlushMode::Async), ("sync", FlushMode::Sync),]

@@ -150,7 +150,7 @@ static PROCESS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
         &["reason"],
     )
     .expect("valid counter options");
-    for reason in crate::acl::refusals::Reason::ALL {
+    for reason in crate::acl::reason::Reason::ALL {
         let _ = auth_refusals.with_label_values(&[reason.label()]);
     }
     // Distinct names, so registering cannot fail.
@@ -192,7 +192,7 @@ pub fn note_busy(reason: BusyReason) {
 }
 
 /// Counts one ACL refusal (an error path: a shared atomic is fine);
-/// `reason` is a [`crate::acl::refusals::Reason`] label.
+/// `reason` is a [`crate::acl::reason::Reason`] label.
 pub fn note_auth_refusal(reason: &str) {
     PROCESS.auth_refusals.with_label_values(&[reason]).inc();
 }

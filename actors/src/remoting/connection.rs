@@ -123,7 +123,7 @@ impl Default for FlowLimits {
 pub(crate) struct ConnSlot(
     pub(crate) Arc<AtomicUsize>,
     pub(crate) Arc<AtomicUsize>,
-    pub(crate) Option<super::server::Tracker>,
+    pub(crate) Option<super::tracker::Tracker>,
     // Held, never read: dropping it uncounts the connection.
     #[allow(dead_code)] pub(crate) crate::metrics::CountedConnection,
 );
@@ -389,7 +389,7 @@ struct GatedRead {
     /// Held with the read half, so the listener's owner waiting on its
     /// connections ([`super::ServerHandle::shutdown`]) waits for this half
     /// too.
-    _tracker: Option<super::server::Tracker>,
+    _tracker: Option<super::tracker::Tracker>,
 }
 
 impl GatedRead {

@@ -21,6 +21,7 @@
 pub mod connection;
 pub mod rocketmq;
 pub mod server;
+pub(crate) mod tracker;
 pub mod wire;
 
 pub use skylark_codec::rpc as client;

@@ -34,7 +34,7 @@ use skylark_codec::remoting::{RemotingCodec, RemotingCommand, RemotingError};
 use slog::{debug, info, warn, Logger};
 use tokio::net::TcpListener;
 
-use super::server::{track_connections, Connections};
+use super::tracker::{track_connections, Connections};
 use crate::tls::{MaybeTls, ServerTls};
 use tokio::sync::oneshot;
 use tokio_util::codec::{FramedRead, FramedWrite};

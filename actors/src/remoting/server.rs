@@ -27,11 +27,11 @@ use skylark_codec::{ErrorCode, FrameKind, Header, WireError};
 use slog::{error, info, warn, Logger};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 
 use super::connection::ConnSlot;
 use super::connection::FlowLimits;
+use super::tracker::{track_connections, Connections};
 use super::{wire, Connection, Service};
 
 /// Limits applied to every connection of a server.
@@ -137,56 +137,6 @@ async fn refuse(mut stream: TcpStream, reason: String) {
         let _ = stream.shutdown().await;
     })
     .await;
-}
-
-/// Held by a listener's accept loop and, one each, by its connections:
-/// [`Connections::close_all`] cancels `closed` and waits until every
-/// holder is dropped (the accept loop ended, every socket closed).
-#[derive(Clone)]
-pub(crate) struct Tracker {
-    /// Cancelled when the listener's owner closes all its connections.
-    pub(crate) closed: CancellationToken,
-    _alive: mpsc::Sender<()>,
-}
-
-impl Tracker {
-    /// A tracker for one new connection. Its token is a child of the
-    /// listener's: waiting on it locks no state shared with the other
-    /// connections (they run on other threads).
-    pub(crate) fn for_connection(&self) -> Tracker {
-        Tracker {
-            closed: self.closed.child_token(),
-            _alive: self._alive.clone(),
-        }
-    }
-}
-
-/// The owner's side of a listener's [`Tracker`]s.
-pub(crate) struct Connections {
-    closed: CancellationToken,
-    gone: mpsc::Receiver<()>,
-}
-
-impl Connections {
-    /// Closes every connection and waits until each has dropped its
-    /// tracker, and the accept loop its own (stop accepting first).
-    pub(crate) async fn close_all(&mut self) {
-        self.closed.cancel();
-        let _ = self.gone.recv().await;
-    }
-}
-
-/// A tracker for an accept loop, and its owner's side.
-pub(crate) fn track_connections() -> (Tracker, Connections) {
-    let closed = CancellationToken::new();
-    let (alive, gone) = mpsc::channel(1);
-    (
-        Tracker {
-            closed: closed.clone(),
-            _alive: alive,
-        },
-        Connections { closed, gone },
-    )
 }
 
 /// A running accept loop. Dropping it stops accepting new connections;

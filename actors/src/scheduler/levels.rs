@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 /// RocketMQ's 18 default levels.
 pub const DEFAULT_DELAY_LEVELS: &str = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h";
 
-/// Topic holding delay-level messages: queue `level - 1` per level.
-pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
-/// Topic holding arbitrary-time (timer) messages, one queue.
-pub const TIMER_TOPIC: &str = "TIMER_TOPIC_XXXX";
+/// Topics holding delay-level messages (queue `level - 1` per level) and
+/// arbitrary-time (timer) messages (one queue): the protocol's names.
+pub use skylark_codec::{SCHEDULE_TOPIC, TIMER_TOPIC};
 // Property names are the protocol's (one definition each).
 pub use skylark_codec::message::{
     PROPERTY_DELIVER_AT, PROPERTY_REAL_QUEUE_ID as PROPERTY_REAL_QID, PROPERTY_REAL_TOPIC,

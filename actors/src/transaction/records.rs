@@ -22,10 +22,9 @@ use crate::message_store::record::{PROPERTY_KEYS, PROPERTY_TAGS};
 use crate::message_store::DecodedMessage;
 use crate::storage::StoredMessage;
 
-/// Where half messages are stored (RocketMQ's name).
-pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
-/// The op log: one record per decided half message (RocketMQ's name).
-pub const OP_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
+/// Where half messages are stored, and the op log (one record per decided
+/// half message): the protocol's (RocketMQ's) names.
+pub use skylark_codec::{HALF_TOPIC, OP_TOPIC};
 /// Tag of an op record (RocketMQ's `REMOVETAG`).
 pub const OP_TAG: &str = "d";
 pub use skylark_codec::message::{PROPERTY_HALF_QUEUE_OFFSET, PROPERTY_OP};

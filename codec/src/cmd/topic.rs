@@ -14,6 +14,15 @@ use crate::command::{rpc, Command};
 /// The pseudo topic whose route lists the brokers that auto-create topics
 /// (RocketMQ's `TBW102`).
 pub const AUTO_CREATE_TOPIC_KEY: &str = "TBW102";
+/// The broker's own topics (RocketMQ's names): delay-level messages, one
+/// queue per level ...
+pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+/// ... arbitrary-time (timer) messages, one queue ...
+pub const TIMER_TOPIC: &str = "TIMER_TOPIC_XXXX";
+/// ... transactional half messages ...
+pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
+/// ... and the op log, one record per decided half message.
+pub const OP_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
 /// Longest topic name (RocketMQ `TopicValidator.TOPIC_MAX_LENGTH`).
 pub const TOPIC_MAX_LENGTH: usize = 127;
 /// Longest group name (RocketMQ `Validators.CHARACTER_MAX_LENGTH`).

@@ -189,7 +189,12 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
                     "port" => config.ha_bind_port(), "error" => %e);
                 tokio::net::TcpListener::bind((host, 0)).await?
             }
-            Err(e) => return Err(e.into()),
+            Err(err) => {
+                return Err(LaunchError::Bind {
+                    addr: format!("{host}:{} (ha_port)", config.ha_bind_port()),
+                    err,
+                })
+            }
         };
         config.ha_port = Some(l.local_addr()?.port());
         Some(l)

@@ -206,7 +206,7 @@ impl Handler<RegisterBroker> for NameServer {
             // registration, each hiding the other from every route.
             let key = (name.clone(), id);
             if self.displaced.get(&key) == Some(&addr) {
-                warn!(self.log, "two brokers register with one broker_name and broker_id and take each other's place in the routes: give each its own (check their configs)";
+                warn!(self.log, "two brokers register with one broker_name and broker_id and take each other's place in the routes: give each its own (check their configs); in controller mode a master that was paused or cut off does this once, until it learns of the new epoch";
                     "broker_name" => &name, "broker_id" => id, "addrs" => format!("{prev}, {addr}"));
             } else {
                 info!(self.log, "broker id taken over by another address";

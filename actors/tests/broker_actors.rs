@@ -601,3 +601,24 @@ async fn shutdown_closes_the_ha_listener() {
         }
     }
 }
+
+/// A taken `ha_port` fails the start naming the port (controller mode logs
+/// this error at every retry of a role change: "Address already in use"
+/// alone did not say which port).
+#[actix_rt::test]
+async fn a_taken_ha_port_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut cfg = master_on_ephemeral_ports(&dir);
+    cfg.listen_host = "127.0.0.1".into();
+    cfg.ha_port = Some(port);
+    let Err(e) = start_broker(cfg, log()).await else {
+        panic!("started on a taken HA port");
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("127.0.0.1:{port} (ha_port)")),
+        "{text}"
+    );
+}

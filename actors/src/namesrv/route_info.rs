@@ -139,15 +139,51 @@ impl RouteInfo {
                 addrs: BTreeMap::new(),
             });
         data.cluster = req.cluster_name.clone();
-        // One address per broker id: a broker that moved replaces its old address.
-        if let Some(old) = data.addrs.insert(req.broker_id, req.broker_addr.clone()) {
-            if old != req.broker_addr {
-                self.live.remove(&old);
-            }
+        // One address per broker id: a broker that moved, or a failover's
+        // new master, takes the slot. The address it displaced stays live
+        // (until it expires or unregisters) and gets the slot back if the
+        // newcomer leaves first: a stale master that registers once more
+        // before it learns of the new epoch, then unregisters, must not
+        // leave its group without a master until the real one's next
+        // registration.
+        data.addrs.insert(req.broker_id, req.broker_addr.clone());
+        // The same address registered under another id (role change) leaves
+        // its old slot, to the address it displaced there, if any.
+        let left: Vec<u64> = data
+            .addrs
+            .iter()
+            .filter(|(id, a)| **id != req.broker_id && **a == req.broker_addr)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in left {
+            let heir = self.heir(&req.broker_name, id, &req.broker_addr);
+            self.vacate(&req.broker_name, id, &req.broker_addr, heir);
         }
-        // The same address registered under another id (role change) leaves its old slot.
-        data.addrs
-            .retain(|id, a| *id == req.broker_id || *a != req.broker_addr);
+    }
+
+    /// The live address, other than `leaving`, registered last under
+    /// `name` and `id`: the one `leaving` displaced from that slot.
+    fn heir(&self, name: &str, id: u64, leaving: &str) -> Option<String> {
+        self.live
+            .iter()
+            .filter(|(a, l)| *a != leaving && l.broker_name == name && l.broker_id == id)
+            .max_by_key(|(_, l)| l.last_update)
+            .map(|(a, _)| a.clone())
+    }
+
+    /// `leaving` gives up slot `id` of group `name` (if it holds it) to
+    /// `heir`; returns whether the group has no address left.
+    fn vacate(&mut self, name: &str, id: u64, leaving: &str, heir: Option<String>) -> bool {
+        let Some(b) = self.brokers.get_mut(name) else {
+            return false;
+        };
+        if b.addrs.get(&id).map(String::as_str) == Some(leaving) {
+            match heir {
+                Some(heir) => b.addrs.insert(id, heir),
+                None => b.addrs.remove(&id),
+            };
+        }
+        b.addrs.is_empty()
     }
 
     /// A master's full registration: its topic set replaces the group's.
@@ -209,14 +245,8 @@ impl RouteInfo {
             return;
         };
         let name = live.broker_name;
-        let empty = match self.brokers.get_mut(&name) {
-            Some(b) => {
-                b.addrs
-                    .retain(|id, a| !(*id == live.broker_id && a == addr));
-                b.addrs.is_empty()
-            }
-            None => false,
-        };
+        let heir = self.heir(&name, live.broker_id, addr);
+        let empty = self.vacate(&name, live.broker_id, addr, heir);
         if empty {
             if let Some(b) = self.brokers.remove(&name) {
                 if let Some(set) = self.clusters.get_mut(&b.cluster) {
@@ -334,6 +364,49 @@ mod tests {
         r.scan_expired(t0 + Duration::from_secs(300), Duration::from_secs(120));
         assert!(r.route("T").is_none());
         assert!(r.cluster_info().clusters.is_empty());
+    }
+
+    /// Controller mode: a stale master (paused, then resumed) registers as
+    /// master once more before it learns of the new epoch, then leaves as
+    /// master (unregisters, or re-registers as a slave). The real master
+    /// gets its slot back at once, not at its next registration.
+    #[test]
+    fn a_displaced_master_gets_its_slot_back_when_the_displacer_leaves() {
+        let master = |r: &RouteInfo| {
+            r.route("T")
+                .and_then(|t| t.brokers[0].addrs.get(&0).cloned())
+                .unwrap_or_default()
+        };
+        let bye = |addr: &str| UnregisterBrokerRequest {
+            cluster_name: "c".into(),
+            broker_name: "a".into(),
+            broker_addr: addr.into(),
+            broker_id: 0,
+        };
+        let t0 = Instant::now();
+        let mut r = RouteInfo::default();
+        r.register(reg("a", 0, "h:2", &["T"]), t0);
+        r.register(reg("a", 0, "h:1", &["T"]), t0);
+        assert_eq!(master(&r), "h:1", "the last registration holds the slot");
+        r.unregister(&bye("h:1"));
+        assert_eq!(master(&r), "h:2");
+        // The same when the stale one re-registers as a slave instead.
+        r.register(reg("a", 0, "h:1", &["T"]), t0);
+        r.register(reg("a", 3, "h:1", &["T"]), t0);
+        assert_eq!(master(&r), "h:2");
+        // Leaving while displaced changes nothing; the last one leaving
+        // empties the slot.
+        r.register(reg("a", 0, "h:9", &["T"]), t0);
+        r.unregister(&bye("h:2"));
+        assert_eq!(master(&r), "h:9");
+        r.unregister(&bye("h:9"));
+        assert_eq!(master(&r), "", "no master is left");
+        // A displaced address that expired is not brought back.
+        r.register(reg("a", 0, "h:2", &["T"]), t0);
+        r.register(reg("a", 0, "h:7", &["T"]), t0 + Duration::from_secs(100));
+        r.scan_expired(t0 + Duration::from_secs(130), Duration::from_secs(120));
+        r.unregister(&bye("h:7"));
+        assert_eq!(master(&r), "");
     }
 
     #[test]

@@ -733,4 +733,14 @@ fn with_a_server() {
         "{err}"
     );
     assert!(err.contains("receives its messages again"), "{err}");
+
+    // topic delete's line per broker with --json (printed by the method
+    // group delete shares).
+    let out = ok(&node.cli(&["admin", "--json", "topic", "delete", "--name", "V"]));
+    assert_eq!(
+        json_lines(out.as_bytes())[0],
+        serde_json::json!({"topic": "V", "broker_name": "standalone", "addr": addr,
+            "result": "deleted"}),
+        "{out}"
+    );
 }

@@ -313,15 +313,8 @@ pub async fn delete(
     for (name, addr) in cluster_masters(ns).await? {
         match call(cfg, &addr, None, &req).await {
             Ok(_) => {
-                writes.applied(&name, &addr);
-                if json {
-                    out!(
-                        "{}",
-                        json!({"group": group, "broker_name": name, "addr": addr, "result": "deleted"})
-                    );
-                } else {
-                    out!("consumer group '{group}' deleted on {name} ({addr})");
-                }
+                let line = format!("consumer group '{group}' deleted");
+                writes.deleted(("group", group), &line, &name, &addr, json)?;
                 deleted.push(name);
             }
             Err(e) if group_not_found(&e) => {}

@@ -574,6 +574,25 @@ fn with_a_server() {
     let list = format!("{addr};{}", node.namesrv());
     ok(&common::cli(&list, &["admin", "topic", "list"]));
 
+    // A broker's address given as a controller's: "malformed frame" before.
+    let elect = ["--broker-name", "standalone", "--broker-id", "0"];
+    for args in [
+        &["admin", "controller", "status", "--controller", &addr][..],
+        &[
+            &["admin", "controller", "elect", "--controller", &addr][..],
+            &elect,
+        ]
+        .concat(),
+    ] {
+        refused(
+            &node.cli(args),
+            1,
+            &[&format!(
+                "controller {addr}: this address does not answer as a controller"
+            )],
+        );
+    }
+
     // --broker NAME in every admin command that takes --broker (it worked
     // only for `broker status|perm` before: "invalid socket address").
     let out = ok(&node.cli(&[

@@ -256,6 +256,27 @@ fn a_delay_past_the_largest_delivery_time_is_a_usage_error() {
     }
 }
 
+/// `bench` with a bad topic or a body above `max_message_size` failed
+/// every send of the run, one by one; both are usage errors now, refused
+/// before anything connects.
+#[test]
+fn bench_refuses_a_bad_topic_and_an_oversized_body_at_once() {
+    for mode in ["produce", "consume", "e2e"] {
+        refused(
+            &offline(&["bench", mode, "--topic", "no spaces", "--count", "10"]),
+            2,
+            &["--topic:", "no spaces"],
+        );
+    }
+    for mode in ["produce", "e2e"] {
+        refused(
+            &offline(&["bench", mode, "--topic", "T", "--size", "4194305"]),
+            2,
+            &["--size 4194305", "4194304 bytes", "max_message_size"],
+        );
+    }
+}
+
 #[test]
 fn a_single_bar_in_a_tag_filter_is_refused_suggesting_two() {
     // Taken as the literal tag "TagA | TagB" before: it matched nothing.

@@ -256,6 +256,27 @@ fn a_delay_past_the_largest_delivery_time_is_a_usage_error() {
     }
 }
 
+/// `bench` with a bad topic or a body above `max_message_size` failed
+/// every send of the run, one by one; both are usage errors now, refused
+/// before anything connects.
+#[test]
+fn bench_refuses_a_bad_topic_and_an_oversized_body_at_once() {
+    for mode in ["produce", "consume", "e2e"] {
+        refused(
+            &offline(&["bench", mode, "--topic", "no spaces", "--count", "10"]),
+            2,
+            &["--topic:", "no spaces"],
+        );
+    }
+    for mode in ["produce", "e2e"] {
+        refused(
+            &offline(&["bench", mode, "--topic", "T", "--size", "4194305"]),
+            2,
+            &["--size 4194305", "4194304 bytes", "max_message_size"],
+        );
+    }
+}
+
 #[test]
 fn a_single_bar_in_a_tag_filter_is_refused_suggesting_two() {
     // Taken as the literal tag "TagA | TagB" before: it matched nothing.
@@ -574,6 +595,25 @@ fn with_a_server() {
     let list = format!("{addr};{}", node.namesrv());
     ok(&common::cli(&list, &["admin", "topic", "list"]));
 
+    // A broker's address given as a controller's: "malformed frame" before.
+    let elect = ["--broker-name", "standalone", "--broker-id", "0"];
+    for args in [
+        &["admin", "controller", "status", "--controller", &addr][..],
+        &[
+            &["admin", "controller", "elect", "--controller", &addr][..],
+            &elect,
+        ]
+        .concat(),
+    ] {
+        refused(
+            &node.cli(args),
+            1,
+            &[&format!(
+                "controller {addr}: this address does not answer as a controller"
+            )],
+        );
+    }
+
     // --broker NAME in every admin command that takes --broker (it worked
     // only for `broker status|perm` before: "invalid socket address").
     let out = ok(&node.cli(&[
@@ -733,4 +773,14 @@ fn with_a_server() {
         "{err}"
     );
     assert!(err.contains("receives its messages again"), "{err}");
+
+    // topic delete's line per broker with --json (printed by the method
+    // group delete shares).
+    let out = ok(&node.cli(&["admin", "--json", "topic", "delete", "--name", "V"]));
+    assert_eq!(
+        json_lines(out.as_bytes())[0],
+        serde_json::json!({"topic": "V", "broker_name": "standalone", "addr": addr,
+            "result": "deleted"}),
+        "{out}"
+    );
 }

@@ -71,11 +71,14 @@ pub enum ErrorCode {
     /// ACL: the account is valid but lacks the permission the request
     /// needs (the message names it, e.g. `PUB on topic 'T'`).
     NoPermission = 21,
+    /// The message an offset message id names was deleted by retention:
+    /// its CommitLog offset is below the broker's retained minimum.
+    MessageDeleted = 22,
 }
 
 impl ErrorCode {
     /// Every known code, in numeric order (without [`ErrorCode::Unknown`]).
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::Internal,
         ErrorCode::Busy,
         ErrorCode::BadRequest,
@@ -97,6 +100,7 @@ impl ErrorCode {
         ErrorCode::TransactionNotFound,
         ErrorCode::OffsetNotFound,
         ErrorCode::NoPermission,
+        ErrorCode::MessageDeleted,
     ];
 
     /// The number sent on the wire.

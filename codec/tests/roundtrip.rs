@@ -586,7 +586,8 @@ proptest! {
                   &ResetOffsetResponse { offsets: offs.clone() }, &err);
         let progress = ConsumeProgress {
             queues: vec![QueueProgress { topic: t.clone(), queue_id: q, broker_offset: o,
-                                         consumer_offset: o2, last_commit_ms: last }],
+                                         consumer_offset: o2, last_commit_ms: last,
+                                         min_offset: o2 / 2 }],
             client_ids: ids.clone(),
             subscription_conflicts: vec![skylark_codec::cmd::group::SubscriptionConflict {
                 topic: t.clone(),

@@ -109,16 +109,9 @@ async fn delete(
     for (broker, addr) in hosts {
         match admin_broker::call(cfg, &addr, Some(name), &req).await {
             Ok(_) => {
-                writes.applied(&broker, &addr);
+                let line = format!("deleted topic '{name}'");
+                writes.deleted(("topic", name), &line, &broker, &addr, json)?;
                 deleted += 1;
-                if json {
-                    out!(
-                        "{}",
-                        json!({"topic": name, "broker_name": broker, "addr": addr, "result": "deleted"})
-                    );
-                } else {
-                    out!("deleted topic '{name}' on {broker} ({addr})");
-                }
             }
             Err(e) if e.code() == Some(ErrorCode::TopicNotFound) => {}
             Err(e) => writes.failed(&broker, &addr, e),

@@ -137,6 +137,31 @@ impl Writes {
         self.applied.push(at(name, addr));
     }
 
+    /// A delete was applied on broker `name` (at `addr`): records it and
+    /// prints its line, `"{line} on NAME (ADDR)"`, or with `json` the
+    /// object `{KEY: VALUE, "broker_name", "addr", "result": "deleted"}`
+    /// for `object` = (KEY, VALUE), e.g. `("topic", "T")`.
+    pub(super) fn deleted(
+        &mut self,
+        (key, value): (&str, &str),
+        line: &str,
+        name: &str,
+        addr: &str,
+        json: bool,
+    ) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        self.applied(name, addr);
+        let mut out = std::io::stdout().lock();
+        if json {
+            let v = serde_json::json!({key: value, "broker_name": name, "addr": addr,
+                "result": "deleted"});
+            writeln!(out, "{v}")?;
+        } else {
+            writeln!(out, "{line} on {name} ({addr})")?;
+        }
+        Ok(())
+    }
+
     /// The write failed on broker `name` (at `addr`) with `error`.
     pub(super) fn failed(&mut self, name: &str, addr: &str, error: impl std::fmt::Display) {
         self.failed

@@ -239,10 +239,9 @@ pub async fn progress(
         bail!("consumer group '{group}' not found: no committed offsets and no live member");
     }
     rows.sort_by(|a, b| (&a.1.topic, &a.0, a.1.queue_id).cmp(&(&b.1.topic, &b.0, b.1.queue_id)));
-    let total_lag: u64 = rows
-        .iter()
-        .map(|(_, q)| q.broker_offset.saturating_sub(q.consumer_offset))
-        .sum();
+    // Lag counts from the queue's min offset when the group committed
+    // below it: the messages in between were deleted by retention.
+    let total_lag: u64 = rows.iter().map(|(_, q)| q.lag()).sum();
     if json {
         let queues: Vec<_> = rows
             .iter()
@@ -250,7 +249,8 @@ pub async fn progress(
                 json!({
                     "topic": q.topic, "broker_name": b, "queue_id": q.queue_id,
                     "broker_offset": q.broker_offset, "consumer_offset": q.consumer_offset,
-                    "lag": q.broker_offset.saturating_sub(q.consumer_offset),
+                    "min_offset": q.min_offset, "below_retention": q.below_retention(),
+                    "lag": q.lag(),
                     "last_consumed_ms": q.last_commit_ms,
                 })
             })
@@ -283,11 +283,22 @@ pub async fn progress(
             q.queue_id,
             q.broker_offset,
             q.consumer_offset,
-            q.broker_offset.saturating_sub(q.consumer_offset),
+            q.lag(),
             last
         );
     }
     out!("total lag: {total_lag}; members: {}", members.len());
+    for (b, q) in rows.iter().filter(|(_, q)| q.below_retention()) {
+        out!(
+            "NOTE: {} on {b} queue {}: committed offset {} is below the queue's retained minimum {} (retention deleted {} message(s) the group had not consumed); lag counts from {}",
+            q.topic,
+            q.queue_id,
+            q.consumer_offset,
+            q.min_offset,
+            q.min_offset - q.consumer_offset,
+            q.min_offset
+        );
+    }
     for c in conflicts.keys() {
         // Members of one group must subscribe alike (docs/consumer-groups.md).
         out!("WARNING: members subscribe differently, messages are skipped: {c}");
@@ -313,15 +324,8 @@ pub async fn delete(
     for (name, addr) in cluster_masters(ns).await? {
         match call(cfg, &addr, None, &req).await {
             Ok(_) => {
-                writes.applied(&name, &addr);
-                if json {
-                    out!(
-                        "{}",
-                        json!({"group": group, "broker_name": name, "addr": addr, "result": "deleted"})
-                    );
-                } else {
-                    out!("consumer group '{group}' deleted on {name} ({addr})");
-                }
+                let line = format!("consumer group '{group}' deleted");
+                writes.deleted(("group", group), &line, &name, &addr, json)?;
                 deleted.push(name);
             }
             Err(e) if group_not_found(&e) => {}

@@ -18,15 +18,16 @@ use std::io::Write;
 use anyhow::bail;
 use serde_json::json;
 use skylark_codec::{
-    GetBrokerConfigRequest, MessageId, QueryMessageByKeyRequest, QueryMessageByTimeRequest,
-    QueryMessageResponse, Rpc, SetBrokerConfigRequest, ViewMessageByIdRequest,
+    ErrorCode, GetBrokerConfigRequest, MessageId, QueryMessageByKeyRequest,
+    QueryMessageByTimeRequest, QueryMessageResponse, Rpc, SetBrokerConfigRequest,
+    ViewMessageByIdRequest,
 };
 
 use super::admin_broker::{self, call};
 use super::admin_group;
 use super::{BrokerCmd, BrokerConfigCmd, MessageCmd};
 use crate::client::decode_records;
-use crate::client::{ClientConfig, NameServerClient, ReceivedMessage};
+use crate::client::{ClientConfig, ClientError, NameServerClient, ReceivedMessage};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -141,7 +142,9 @@ pub async fn message(
 /// group when it does not answer: a group none of whose members answers is
 /// an error naming each member's failure); else it is looked up as a
 /// unique key through the brokers' IndexFile (`by-key` on `--topic`, or on
-/// every topic the NameServer lists).
+/// every topic the NameServer lists). A broker that answers that its
+/// retention deleted the message (`MessageDeleted`) is named in the
+/// not-found error.
 async fn by_id(
     ns: &NameServerClient,
     cfg: &ClientConfig,
@@ -156,6 +159,9 @@ async fn by_id(
     if let Some(t) = topic {
         skylark_codec::validate_topic_name(t).map_err(anyhow::Error::msg)?;
     }
+    // Why the broker the id names has not the message, when retention
+    // deleted it (the id may still be a UNIQ_KEY: looked up below).
+    let mut deleted = None;
     if let Ok(mid) = MessageId::from_hex(id) {
         let addr = mid.addr.to_string();
         let info = ns.cluster_info().await?;
@@ -166,16 +172,22 @@ async fn by_id(
             .values()
             .find(|b| b.addrs.values().any(|a| *a == addr))
         {
-            let a = admin_group::read_group_each::<ViewMessageByIdRequest, _>(cfg, b, None, |m| {
-                ViewMessageByIdRequest {
-                    msg_id: id_on(&mid, m).unwrap_or_else(|| id.to_string()),
+            let read =
+                admin_group::read_group_each::<ViewMessageByIdRequest, _>(cfg, b, None, |m| {
+                    ViewMessageByIdRequest {
+                        msg_id: id_on(&mid, m).unwrap_or_else(|| id.to_string()),
+                    }
+                })
+                .await;
+            match read {
+                Ok(a) => {
+                    admin_group::note_from_slave(&b.broker_name, &a);
+                    let found = decode(&a.value, &a.addr)?;
+                    if !found.is_empty() {
+                        return print_all(&found, json);
+                    }
                 }
-            })
-            .await?;
-            admin_group::note_from_slave(&b.broker_name, &a);
-            let found = decode(&a.value, &a.addr)?;
-            if !found.is_empty() {
-                return print_all(&found, json);
+                Err(e) => deleted = Some(retained_away(e)?),
             }
         }
     }
@@ -208,9 +220,31 @@ async fn by_id(
             Some(t) => format!("topic '{t}'"),
             None => format!("any of {} topic(s)", topics.len()),
         };
+        if let Some(why) = deleted {
+            bail!(
+                "message '{id}' not found: {why}, and no message of {scope} has it as its UNIQ_KEY"
+            );
+        }
         bail!("message '{id}' not found: no broker holds it as an offset message id, and no message of {scope} has it as its UNIQ_KEY");
     }
     print_all(&found, json)
+}
+
+/// The reason for a broker's `MessageDeleted` answer to an offset message
+/// id (the offset is below its retained CommitLog minimum), naming the
+/// broker; any other failure of the read is returned as it is.
+fn retained_away(e: anyhow::Error) -> anyhow::Result<String> {
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Remote { addr, error, .. })
+            if error.code == ErrorCode::MessageDeleted =>
+        {
+            Ok(format!(
+                "broker {addr} no longer holds it ({})",
+                error.message
+            ))
+        }
+        _ => Err(e),
+    }
 }
 
 /// The offset message id `mid` as the group member at `member` reads it: a

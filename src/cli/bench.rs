@@ -278,10 +278,29 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.size == 0 {
         bail!("--size must be at least 1 (a message needs a body)");
     }
+    check_topic_and_size(&a)?;
     if a.mode == BenchMode::Consume && a.rate > 0 {
         note!("note: bench consume reads the backlog as fast as it can; --rate is ignored");
     }
     actix::System::new().block_on(bench(a))
+}
+
+/// `--topic` checked as `produce` checks it, and `--size` against the
+/// producer's largest body (`max_message_size`, the broker's default),
+/// before anything connects: a usage error (exit 2). A bad one failed every
+/// send of the run, one by one, until it gave up.
+fn check_topic_and_size(a: &BenchArgs) -> anyhow::Result<()> {
+    let usage = |message: String| super::ExitError { code: 2, message };
+    skylark_codec::validate_topic_name(&a.topic).map_err(|e| usage(format!("--topic: {e}")))?;
+    let limit = super::client_config(&a.namesrv).max_message_size;
+    if a.mode != BenchMode::Consume && a.size > limit {
+        return Err(usage(format!(
+            "--size {} is above the largest message body, {limit} bytes (max_message_size; brokers refuse a bigger one with MessageTooLarge)",
+            a.size
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// The rate asked for, if this mode paces.

@@ -132,6 +132,7 @@ fn phrase(code: ErrorCode) -> &'static str {
         ErrorCode::TransactionNotFound => "transaction not found",
         ErrorCode::OffsetNotFound => "offset not found",
         ErrorCode::NoPermission => "no permission",
+        ErrorCode::MessageDeleted => "message deleted",
     }
 }
 

@@ -197,6 +197,17 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<Conn, CallError> {
     Ok(Framed::new(stream, codec()))
 }
 
+/// Why an answer that is not a controller's came from a broker or a
+/// NameServer: a frame of Skylark's client protocol (`codec::frame`, the
+/// same length prefix), whose error answer read as "malformed frame".
+fn not_a_controller(frame: &[u8]) -> Option<String> {
+    skylark_codec::frame::peek_header(frame)?;
+    Some(
+        "this address does not answer as a controller: a Skylark broker or NameServer answered (give a controller's address: the `port` of its conf/controller-*.toml)"
+            .into(),
+    )
+}
+
 /// Sends one request on `conn` and waits up to `timeout` for its answer.
 pub async fn call(
     conn: &mut Conn,
@@ -214,8 +225,9 @@ pub async fn call(
             .await
             .map_err(|e| err(format!("send: {e}")))?;
         match conn.next().await {
-            Some(Ok(frame)) => skylark_codec::frame::decode_value(&frame)
-                .map_err(|e| err(format!("bad answer: {e}"))),
+            Some(Ok(frame)) => skylark_codec::frame::decode_value(&frame).map_err(|e| {
+                err(not_a_controller(&frame).unwrap_or_else(|| format!("bad answer: {e}")))
+            }),
             Some(Err(e)) => Err(err(format!("receive: {e}"))),
             None => Err(err("connection closed".into())),
         }

@@ -216,7 +216,7 @@ pub async fn consume_progress(
         .map_err(crate::mailbox_error)?;
     let mut queues = Vec::with_capacity(committed.len());
     for c in committed {
-        let (_, max) = s
+        let (min, max) = s
             .storage
             .send(GetQueueOffsets {
                 topic: c.topic.clone(),
@@ -230,6 +230,7 @@ pub async fn consume_progress(
             broker_offset: max,
             consumer_offset: c.offset,
             last_commit_ms: c.last_commit_ms,
+            min_offset: min,
         });
     }
     let subscription_conflicts = match s.groups.get(&r.group).map(|a| a.clone()) {

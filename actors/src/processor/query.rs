@@ -14,7 +14,7 @@ use super::Shared;
 use crate::broker::{GetBrokerSettings, SetBrokerSetting};
 use crate::filter::SqlFilter;
 use crate::message_store::StoreError;
-use crate::storage::{QueryByKey, QueryByTime, QueueOffsetByTime, ReadAt};
+use crate::storage::{GetStorageStats, QueryByKey, QueryByTime, QueueOffsetByTime, ReadAt};
 
 /// Most messages one query answers.
 const MAX_QUERY_MESSAGES: u32 = 1024;
@@ -114,10 +114,33 @@ pub async fn by_id(
         {
             Ok(QueryMessageResponse { count: 1, records })
         }
-        Ok(_) => Ok(QueryMessageResponse::default()),
-        Err(StoreError::NoRecord(_)) => Ok(QueryMessageResponse::default()),
+        Ok(_) | Err(StoreError::NoRecord(_)) => retained_away(&s, &r.msg_id, id.physical_offset)
+            .await
+            .map(|()| QueryMessageResponse::default()),
         Err(e) => Err(crate::store_error(e)),
     }
+}
+
+/// `MessageDeleted` when `physical_offset` is below the CommitLog's
+/// retained minimum (retention deleted the segment holding it): an empty
+/// answer said only "no message there", which the CLI took for an id no
+/// broker holds.
+async fn retained_away(s: &Shared, msg_id: &str, physical_offset: u64) -> Result<(), WireError> {
+    let min = s
+        .storage
+        .send(GetStorageStats)
+        .await
+        .map_err(crate::mailbox_error)?
+        .min_physical_offset;
+    if physical_offset < min {
+        return Err(WireError::new(
+            ErrorCode::MessageDeleted,
+            format!(
+                "message id '{msg_id}': CommitLog offset {physical_offset} is below this broker's retained minimum {min} (retention deleted it)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub async fn by_time(

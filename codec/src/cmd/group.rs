@@ -137,6 +137,27 @@ pub struct QueueProgress {
     /// When the group last committed on this queue (ms since the epoch),
     /// if known.
     pub last_commit_ms: Option<i64>,
+    /// The queue's min offset (the first message retention left). Absent
+    /// from older brokers (read as 0).
+    #[serde(default)]
+    pub min_offset: u64,
+}
+
+impl QueueProgress {
+    /// Messages left for the group: from its committed offset, or from the
+    /// queue's min offset when it committed below what retention left (the
+    /// messages in between no longer exist), to the max offset.
+    pub fn lag(&self) -> u64 {
+        self.broker_offset
+            .saturating_sub(self.consumer_offset.max(self.min_offset))
+    }
+
+    /// Whether the committed offset is below the queue's min offset: the
+    /// group's next pull starts at the min offset, past messages that
+    /// retention deleted unread.
+    pub fn below_retention(&self) -> bool {
+        self.consumer_offset < self.min_offset
+    }
 }
 
 /// Every queue the group committed on, with the group's live members.
@@ -261,3 +282,42 @@ rpc!(ResetOffsetRequest => ResetOffsetResponse, Command::ResetOffset);
 rpc!(GetConsumeProgressRequest => ConsumeProgress, Command::GetConsumeProgress);
 rpc!(GetGroupListRequest => GroupList, Command::GetGroupList);
 rpc!(DeleteGroupRequest => Ack, Command::DeleteGroup);
+
+#[cfg(test)]
+mod tests {
+    use super::QueueProgress;
+
+    /// A queue's progress as a broker before `min_offset` sent it.
+    #[derive(serde::Serialize)]
+    struct OldQueueProgress {
+        topic: String,
+        queue_id: u32,
+        broker_offset: u64,
+        consumer_offset: u64,
+        last_commit_ms: Option<i64>,
+    }
+
+    #[test]
+    fn lag_counts_from_the_min_offset_when_committed_below_it() {
+        let q = |consumer_offset, min_offset| QueueProgress {
+            broker_offset: 100,
+            consumer_offset,
+            min_offset,
+            ..QueueProgress::default()
+        };
+        assert_eq!((q(10, 40).lag(), q(10, 40).below_retention()), (60, true));
+        assert_eq!((q(50, 40).lag(), q(50, 40).below_retention()), (50, false));
+        assert_eq!((q(120, 0).lag(), q(40, 40).below_retention()), (0, false));
+        // An older broker's answer has no min offset: read as 0.
+        let old = OldQueueProgress {
+            topic: "T".into(),
+            queue_id: 1,
+            broker_offset: 100,
+            consumer_offset: 10,
+            last_commit_ms: None,
+        };
+        let bytes = rmp_serde::to_vec_named(&old).unwrap();
+        let q: QueueProgress = crate::frame::decode_value(&bytes).unwrap();
+        assert_eq!((q.min_offset, q.lag()), (0, 90));
+    }
+}

@@ -73,15 +73,26 @@ impl BrokerPool {
 
     /// Calls `req` on the broker at `addr`; the error names the broker.
     pub async fn call<R: Rpc>(&self, addr: &str, req: &R) -> Result<R::Response, String> {
+        self.call_answer(addr, req)
+            .await?
+            .map_err(|w| format!("{addr}: {}", ProtocolError::Remote(w)))
+    }
+
+    /// [`call`](Self::call), with the broker's error answer kept typed
+    /// (`Ok(Err(w))`); `Err` when the broker could not be asked.
+    pub async fn call_answer<R: Rpc>(
+        &self,
+        addr: &str,
+        req: &R,
+    ) -> Result<Result<R::Response, skylark_codec::WireError>, String> {
         let c = self.client(addr).await?;
         match c.call(req).await {
-            Ok(r) => Ok(r),
+            Ok(r) => Ok(Ok(r)),
+            Err(ProtocolError::Remote(w)) => Ok(Err(w)),
             Err(e) => {
-                if !matches!(e, ProtocolError::Remote(_)) {
-                    // A transport failure: reconnect next time.
-                    self.conns.borrow_mut().remove(addr);
-                    c.close();
-                }
+                // A transport failure: reconnect next time.
+                self.conns.borrow_mut().remove(addr);
+                c.close();
                 Err(format!("{addr}: {e}"))
             }
         }

@@ -406,7 +406,7 @@ async fn group_rows(pool: &BrokerPool, readers: &BTreeMap<String, String>, s: &m
                         members.extend(p.client_ids);
                         row.queues
                             .extend(p.queues.into_iter().map(|q| GroupQueueRow {
-                                lag: q.broker_offset.saturating_sub(q.consumer_offset),
+                                lag: q.lag(),
                                 topic: q.topic,
                                 broker_name: name.clone(),
                                 queue_id: q.queue_id,

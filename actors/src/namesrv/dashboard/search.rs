@@ -2,7 +2,8 @@
 //! key and by time on every master hosting the topic (a slave when its
 //! master does not answer), by offset message id on the group of the broker
 //! named inside the id (again a slave when the master does not answer),
-//! else by id as a `UNIQ_KEY` through the topic's IndexFiles.
+//! else by id as a `UNIQ_KEY` through the topic's IndexFiles (an offset id
+//! whose message retention deleted is not found, naming the broker).
 //! Bad input is a [`SearchError::BadRequest`] (HTTP 400), never a panic.
 
 use std::borrow::Borrow;
@@ -10,8 +11,8 @@ use std::borrow::Borrow;
 use actix::Addr;
 use serde::{Deserialize, Serialize};
 use skylark_codec::{
-    BrokerData, MessageId, QueryMessageByKeyRequest, QueryMessageByTimeRequest,
-    QueryMessageResponse, Rpc, ViewMessageByIdRequest,
+    BrokerData, ErrorCode, MessageId, QueryMessageByKeyRequest, QueryMessageByTimeRequest,
+    QueryMessageResponse, Rpc, ViewMessageByIdRequest, WireError,
 };
 
 use super::brokers::BrokerPool;
@@ -185,13 +186,22 @@ where
             Ok((addr, resp)) => {
                 found.extend(views(&resp, &addr).map_err(SearchError::Unavailable)?)
             }
-            Err(e) => failures.push(e),
+            Err(e) => failures.push(e.text),
         }
     }
     if found.is_empty() && !failures.is_empty() {
         return Err(SearchError::Unavailable(failures.join("; ")));
     }
     Ok(found)
+}
+
+/// Why no member of a group answered [`read_group`].
+struct GroupFailure {
+    /// Each member's failure, for an operator.
+    text: String,
+    /// A member's `MessageDeleted` answer (retention deleted the message
+    /// an offset id names), with the broker's address.
+    deleted: Option<(String, WireError)>,
 }
 
 /// `req(addr)` on the members of group `b` in id order (its master, then
@@ -201,29 +211,43 @@ async fn read_group<R: Rpc, Q: Borrow<R>>(
     pool: &BrokerPool,
     b: &BrokerData,
     req: impl Fn(&str) -> Q,
-) -> Result<(String, R::Response), String> {
+) -> Result<(String, R::Response), GroupFailure> {
     let mut failures = Vec::new();
+    let mut deleted = None;
     for addr in b.addrs.values() {
-        match pool.call(addr, req(addr).borrow()).await {
-            Ok(resp) => return Ok((addr.clone(), resp)),
+        match pool.call_answer(addr, req(addr).borrow()).await {
+            Ok(Ok(resp)) => return Ok((addr.clone(), resp)),
+            Ok(Err(w)) => {
+                failures.push(format!(
+                    "{addr}: {}",
+                    skylark_codec::ProtocolError::Remote(w.clone())
+                ));
+                if w.code == ErrorCode::MessageDeleted {
+                    deleted.get_or_insert((addr.clone(), w));
+                }
+            }
             Err(e) => failures.push(e),
         }
     }
-    if failures.is_empty() {
-        return Err(format!("broker group '{}' has no member", b.broker_name));
-    }
-    Err(format!(
-        "broker group '{}' unreachable: {}",
-        b.broker_name,
-        failures.join("; ")
-    ))
+    let text = if failures.is_empty() {
+        format!("broker group '{}' has no member", b.broker_name)
+    } else {
+        format!(
+            "broker group '{}' unreachable: {}",
+            b.broker_name,
+            failures.join("; ")
+        )
+    };
+    Err(GroupFailure { text, deleted })
 }
 
 /// An offset message id read on the group of the broker it names (a slave
 /// when the master does not answer: it holds the same CommitLog at the
 /// same offsets, and answers ids naming itself), else the id as a
 /// `UNIQ_KEY` on `topic`. A group none of whose members answers is
-/// [`SearchError::Unavailable`], not "not found".
+/// [`SearchError::Unavailable`], not "not found"; one that answers
+/// `MessageDeleted` (retention deleted the message) is "not found" as an
+/// offset id.
 async fn by_id(
     ns: &Addr<NameServer>,
     pool: &BrokerPool,
@@ -236,6 +260,7 @@ async fn by_id(
             "bad message id '{id}': expected an offset message id or a UNIQ_KEY (hex digits)"
         )));
     }
+    let mut deleted = None;
     if let Ok(mid) = MessageId::from_hex(id) {
         let addr = mid.addr.to_string();
         let info = ns
@@ -253,19 +278,35 @@ async fn by_id(
                     |m| MessageId::new(m, mid.physical_offset).to_hex(),
                 ),
             };
-            let (member, resp) = read_group::<ViewMessageByIdRequest, _>(pool, b, on)
-                .await
-                .map_err(|e| SearchError::Unavailable(format!("message '{id}': {e}")))?;
-            let found = views(&resp, &member).map_err(SearchError::Unavailable)?;
-            if !found.is_empty() {
-                return Ok(found);
+            match read_group::<ViewMessageByIdRequest, _>(pool, b, on).await {
+                Ok((member, resp)) => {
+                    let found = views(&resp, &member).map_err(SearchError::Unavailable)?;
+                    if !found.is_empty() {
+                        return Ok(found);
+                    }
+                }
+                // Retention deleted it: not found, as an offset id (it
+                // may still be a UNIQ_KEY).
+                Err(GroupFailure {
+                    deleted: Some((addr, w)),
+                    ..
+                }) => deleted = Some(format!("broker {addr} no longer holds it: {}", w.message)),
+                Err(e) => {
+                    return Err(SearchError::Unavailable(format!(
+                        "message '{id}': {}",
+                        e.text
+                    )))
+                }
             }
         }
     }
     if q.topic.as_deref().unwrap_or("").is_empty() {
-        return Err(SearchError::NotFound(format!(
-            "message '{id}' not found as an offset message id; give a topic to look it up as a UNIQ_KEY"
-        )));
+        return Err(SearchError::NotFound(match deleted {
+            Some(why) => format!("message '{id}' not found: {why}"),
+            None => format!(
+                "message '{id}' not found as an offset message id; give a topic to look it up as a UNIQ_KEY"
+            ),
+        }));
     }
     let topic = topic_of(q, "unique key")?;
     let req = QueryMessageByKeyRequest {

@@ -641,13 +641,7 @@ pub async fn start_namesrv(
         d.acl = acl.clone();
         d.tls = to_brokers;
     }
-    let tls = crate::tls::ServerTls::load(
-        config.tls_mode,
-        config.tls_cert_file.as_deref(),
-        config.tls_key_file.as_deref(),
-        config.tls_client_ca_file.as_deref(),
-    )
-    .map_err(std::io::Error::other)?;
+    let tls = config.server_tls().map_err(std::io::Error::other)?;
     let addr = NameServer::new(config, log.clone()).start();
     let dashboard = match dash {
         Some(d) => Some(crate::namesrv::dashboard::start(

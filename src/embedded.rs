@@ -15,8 +15,10 @@
 //!
 //! [`Standalone::shutdown`] stops both completely: listeners closed,
 //! established connections closed (a connected client gets a connection
-//! error), threads stopped and store files closed, so a start after it in
-//! the same process and System begins from nothing left over.
+//! error), every actor the broker started stopped (consumer groups' too,
+//! on the caller's arbiter: [`BrokerHandle::actors`]), threads ended and
+//! store files closed, so a start after it in the same process and System
+//! begins from nothing left over.
 //!
 //! The store has `skylark standalone`'s laptop-sized defaults
 //! ([`crate::config::STANDALONE_STORE_DEFAULTS`]: 64 MiB CommitLog

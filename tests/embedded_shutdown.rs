@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use skylark::client::{
-    ClientConfig, ClientError, NameServerClient, Producer, TransactionProducer, TransactionState,
+    ClientConfig, ClientError, MessageModel, NameServerClient, Producer, PullConsumer,
+    TransactionProducer, TransactionState,
 };
 use skylark::codec::MessageData;
 use skylark::embedded;
@@ -137,6 +138,46 @@ fn standalone_shutdown_closes_client_connections() {
         let client = connected_client(&node.namesrv_addr().to_string()).await;
         node.shutdown().await;
         refused_after_stop(&client).await;
+    });
+}
+
+/// A consumer group's actor (started by the broker on the group's first
+/// heartbeat, on the caller's arbiter) kept running after the embedded
+/// broker's shutdown returned: its scan timer kept firing for good. Now
+/// the shutdown stops every actor the broker started and waits for its
+/// threads, so none runs when it returns.
+#[test]
+fn broker_shutdown_stops_every_actor_it_started() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    actix::System::new().block_on(async {
+        let node = standalone(dir.path()).await;
+        let namesrv = node.namesrv_addr().to_string();
+        let p = Producer::start(ClientConfig::new(&namesrv), "actors-p").unwrap();
+        p.send("Actors", MessageData::new("m")).await.unwrap();
+        let c = PullConsumer::start(ClientConfig::new(&namesrv), "actors-group").unwrap();
+        let subs = [("Actors".to_string(), None)];
+        let broker = [node.broker_addr().to_string()];
+        c.heartbeat(&subs, MessageModel::Clustering, &broker)
+            .await
+            .unwrap();
+        let actors = node.broker.actors();
+        let running = actors.running();
+        for want in [
+            "consumer group actors-group",
+            "topic queue Actors",
+            "storage",
+        ] {
+            assert!(running.iter().any(|r| r == want), "{want}: {running:?}");
+        }
+        drop((p, c));
+        let stopped = tokio::time::timeout(Duration::from_secs(30), node.shutdown()).await;
+        assert!(stopped.is_ok(), "the shutdown did not end within 30 s");
+        let left = actors.running();
+        assert!(
+            left.is_empty(),
+            "still running after the shutdown returned: {left:?}"
+        );
     });
 }
 

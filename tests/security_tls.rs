@@ -690,6 +690,27 @@ fn tls_rocketmq_compat_remoting_ports_serve_tls_and_refuse_plain() {
     assert!(bodies.contains(&"over tls".to_string()), "{bodies:?}");
 }
 
+/// Waits up to 30 s for the dashboard on `dash_port` to show the broker on
+/// `broker_port` read (no error, its CommitLog end known).
+fn assert_dashboard_reads(dash_port: u16, broker_port: u16) {
+    let addr = format!("127.0.0.1:{broker_port}");
+    let mut last = String::new();
+    let sampled = wait_until(Duration::from_secs(30), || {
+        let (code, body) = common::http_get(dash_port, "/api/cluster", None);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        last = format!("{code} {body}");
+        v["brokers"].as_array().is_some_and(|rows| {
+            rows.iter().any(|r| {
+                r["addr"] == addr.as_str() && r["error"].is_null() && r["commit_log_end"].is_u64()
+            })
+        })
+    });
+    assert!(
+        sampled,
+        "the dashboard never read the broker over TLS: {last}"
+    );
+}
+
 /// The dashboard reads brokers whose ports are TLS-only and require client
 /// certificates: `skylark namesrv --tls-ca/--tls-cert/--tls-key` set the
 /// NameServer's `tls_ca_file`, `tls_client_cert_file` and
@@ -723,21 +744,56 @@ fn tls_dashboard_samples_enforcing_brokers_with_the_namesrv_tls_flags() {
     wait_listening(&mut ns.0, &[ns_port, dash_port]).expect("namesrv and dashboard up");
     let client_ca = [("SKYLARK_TLS_CLIENT_CA_FILE".to_string(), file("ca.pem"))];
     let (_broker, broker_port) = enforcing_broker(d, ns_port, &client_ca);
-    let addr = format!("127.0.0.1:{broker_port}");
-    let mut last = String::new();
-    let sampled = wait_until(Duration::from_secs(30), || {
-        let (code, body) = common::http_get(dash_port, "/api/cluster", None);
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        last = format!("{code} {body}");
-        v["brokers"].as_array().is_some_and(|rows| {
-            rows.iter().any(|r| {
-                r["addr"] == addr.as_str() && r["error"].is_null() && r["commit_log_end"].is_u64()
-            })
-        })
-    });
+    assert_dashboard_reads(dash_port, broker_port);
+}
+
+/// `skylark standalone` with `tls_mode = enforcing` and client
+/// certificates required: its NameServer takes the broker's TLS settings,
+/// so the dashboard reads its own broker over TLS (it dialled it in plain
+/// TCP and showed it unreachable, "TLS required"), the broker registers
+/// over TLS, and a client with the CA and a certificate uses both ports.
+#[test]
+fn tls_standalone_dashboard_reads_its_own_enforcing_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let d = dir.path();
+    let file = |name: &str| d.join(name).display().to_string();
+    let (ns_port, broker_port, dash_port) = (free_port(), free_port(), free_port());
+    let mut env = tls_env(d, "enforcing");
+    env.extend([
+        ("SKYLARK_TLS_CA_FILE".to_string(), file("ca.pem")),
+        ("SKYLARK_TLS_CLIENT_CA_FILE".into(), file("ca.pem")),
+        ("SKYLARK_HA_PORT".into(), free_port().to_string()),
+    ]);
+    let args: Vec<String> = [
+        "standalone",
+        "--namesrv-port",
+        &ns_port.to_string(),
+        "--broker-port",
+        &broker_port.to_string(),
+        "--dashboard-port",
+        &dash_port.to_string(),
+        "--no-metrics",
+        "--no-remoting",
+        "--data-dir",
+        &file("data"),
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut node = spawn(&args, &env);
+    wait_listening(&mut node.0, &[ns_port, broker_port, dash_port]).expect("standalone up");
+    assert_dashboard_reads(dash_port, broker_port);
+    let out = cli_as(
+        ns_port,
+        d,
+        Some("client"),
+        &["produce", "--topic", "own", "--count", "2", "--body", "b"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli_as(ns_port, d, None, &["admin", "cluster", "list"]);
     assert!(
-        sampled,
-        "the dashboard never read the broker over TLS: {last}"
+        !out.status.success(),
+        "a client without a certificate was served"
     );
 }
 

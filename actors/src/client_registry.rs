@@ -9,7 +9,8 @@
 //! Not on the send or pull path: heartbeats only.
 //!
 //! Messages answered: [`ClientHeartbeat`], [`ClientUnregister`],
-//! [`GetProducerConnections`], [`GetConsumerConnections`].
+//! [`GetProducerConnections`], [`GetConsumerConnections`],
+//! [`StopClientRegistry`] (the broker's shutdown).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -87,6 +88,19 @@ pub struct GetProducerConnections(pub String);
 #[derive(Message)]
 #[rtype(result = "Vec<ConsumerConnection>")]
 pub struct GetConsumerConnections(pub String);
+
+/// Stop (the broker's shutdown): answered as the actor stops, so the
+/// shutdown does not return while it still runs.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopClientRegistry;
+
+impl Handler<StopClientRegistry> for ClientRegistry {
+    type Result = ();
+    fn handle(&mut self, _: StopClientRegistry, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
 
 impl Handler<ClientHeartbeat> for ClientRegistry {
     type Result = ();

@@ -189,6 +189,17 @@ impl Default for NameServerConfig {
 }
 
 impl NameServerConfig {
+    /// The TLS of the NameServer's ports (client and RocketMQ remoting):
+    /// `None` with `tls_mode = disabled`.
+    pub fn server_tls(&self) -> Result<Option<std::sync::Arc<crate::tls::ServerTls>>, String> {
+        crate::tls::ServerTls::load(
+            self.tls_mode,
+            self.tls_cert_file.as_deref(),
+            self.tls_key_file.as_deref(),
+            self.tls_client_ca_file.as_deref(),
+        )
+    }
+
     /// The TLS of the NameServer's own connections to brokers (the
     /// dashboard's): `None` without `tls_ca_file`.
     pub fn outgoing_tls(&self) -> Result<Option<crate::tls::ClientTls>, String> {

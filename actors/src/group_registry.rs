@@ -6,7 +6,11 @@
 //! [`consumer_group`](crate::consumer_group); this file is the registry of
 //! those actors.
 //!
-//! Messages answered: [`EnsureGroup`], [`RemoveGroup`].
+//! The broker's shutdown stops every group's actor and then this one
+//! ([`StopGroups`]): a group's scan timer would otherwise keep it running
+//! on the caller's arbiter after an embedded broker stopped.
+//!
+//! Messages answered: [`EnsureGroup`], [`RemoveGroup`], [`StopGroups`].
 
 use actix::prelude::*;
 use slog::Logger;
@@ -59,6 +63,12 @@ pub struct EnsureGroup(pub String);
 #[rtype(result = "()")]
 pub struct RemoveGroup(pub String);
 
+/// Stop every group's actor, then this one (the broker's shutdown);
+/// answered once every group's actor has stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopGroups;
+
 impl Handler<EnsureGroup> for ConsumerGroups {
     type Result = MessageResult<EnsureGroup>;
     fn handle(&mut self, m: EnsureGroup, _: &mut Self::Context) -> Self::Result {
@@ -78,5 +88,24 @@ impl Handler<RemoveGroup> for ConsumerGroups {
         if let Some((_, a)) = self.registry.remove(&m.0) {
             a.do_send(CloseGroup);
         }
+    }
+}
+
+impl Handler<StopGroups> for ConsumerGroups {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: StopGroups, ctx: &mut Self::Context) -> Self::Result {
+        let names: Vec<String> = self.registry.iter().map(|e| e.key().clone()).collect();
+        let groups: Vec<Addr<ConsumerGroup>> = names
+            .iter()
+            .filter_map(|n| self.registry.remove(n).map(|(_, a)| a))
+            .collect();
+        ctx.stop();
+        // A group's actor answers `CloseGroup` as it stops; the answer
+        // comes once it is stopped (or it was already gone).
+        Box::pin(async move {
+            for a in groups {
+                let _ = a.send(CloseGroup).await;
+            }
+        })
     }
 }

@@ -9,8 +9,10 @@
 //! NameServers, persist offsets, flush and write a clean checkpoint so the
 //! next start skips the recovery scan; it also stops what runs on the
 //! caller's arbiter (the RocketMQ remoting connections, the Transaction
-//! actor, whose tick would pin the stopped threads' runtimes), so that
-//! starts and stops in one process leave nothing open.
+//! actor, whose tick would pin the stopped threads' runtimes, the consumer
+//! group actors, whose scan timers kept them running), and waits for the
+//! broker's threads to end, so that starts and stops in one process leave
+//! nothing open or running ([`BrokerHandle::actors`]).
 //! [`NameServerHandle::shutdown`] stops a NameServer with its connections.
 
 use std::net::SocketAddr;
@@ -78,7 +80,49 @@ pub struct BrokerHandle {
     acl_watcher: Option<crate::acl::AclWatcherHandle>,
     /// The RocketMQ remoting listener, when `remoting_port` is set.
     rocketmq: Option<remoting::rocketmq::RemotingListenerHandle>,
+    /// Stopped at shutdown (they run on the caller's arbiter): the group
+    /// registry with every group's actor, and the client registry.
+    group_manager: Addr<ConsumerGroups>,
+    groups: crate::group_registry::GroupsView,
+    clients: Addr<crate::client_registry::ClientRegistry>,
+    /// Stopped with their threads; held for [`BrokerHandle::actors`].
+    scheduler: Addr<Scheduler>,
+    sub_groups: Addr<crate::subscription_groups::SubscriptionGroups>,
+    topics: crate::broker::TopicsView,
     log: Logger,
+}
+
+/// The actors of a running broker, held weakly (holding this keeps none
+/// of them running), to tell which still run: none once
+/// [`BrokerHandle::shutdown`] has returned.
+pub struct BrokerActors(Vec<(String, Box<dyn Fn() -> bool>)>);
+
+impl BrokerActors {
+    fn add<A: Actor>(&mut self, name: impl Into<String>, a: &Addr<A>) {
+        let weak = a.downgrade();
+        self.0
+            .push((name.into(), Box::new(move || weak.upgrade().is_some())));
+    }
+
+    /// The names of those still running (`consumer group G`,
+    /// `topic queue T`, `storage`, ...).
+    pub fn running(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(_, alive)| alive())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// How many actors this names.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it names none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl BrokerHandle {
@@ -92,9 +136,34 @@ impl BrokerHandle {
         self.rocketmq.as_ref().map(|r| r.local_addr)
     }
 
+    /// Every actor this broker started so far: Broker, Storage,
+    /// ConsumerOffsets, SubscriptionGroups, Scheduler, Transaction,
+    /// Replicator, ClientRegistry, ConsumerGroups, and one per consumer
+    /// group and topic existing now.
+    pub fn actors(&self) -> BrokerActors {
+        let mut a = BrokerActors(Vec::new());
+        a.add("broker", &self.broker);
+        a.add("storage", &self.storage);
+        a.add("consumer offsets", &self.offsets);
+        a.add("subscription groups", &self.sub_groups);
+        a.add("scheduler", &self.scheduler);
+        a.add("transaction", &self.transaction);
+        a.add("replicator", &self.replicator);
+        a.add("client registry", &self.clients);
+        a.add("consumer groups", &self.group_manager);
+        for g in self.groups.iter() {
+            a.add(format!("consumer group {}", g.key()), g.value());
+        }
+        for t in self.topics.iter() {
+            a.add(format!("topic queue {}", t.key()), &t.value().addr);
+        }
+        a
+    }
+
     /// Graceful stop: stop accepting, unregister, persist offsets, flush and
     /// checkpoint the store, then close every client connection (both
-    /// ports) and stop the broker's threads.
+    /// ports), stop every actor it started ([`BrokerHandle::actors`]) and
+    /// wait for its threads to end: when this returns, none of them runs.
     pub async fn shutdown(mut self) {
         self.server.stop_accepting();
         // Its connections run on this arbiter, not on the workers stopped
@@ -128,13 +197,39 @@ impl BrokerHandle {
         // Connections closed before their threads stop: when this
         // returns, no client is still connected.
         self.server.shutdown().await;
-        for w in &self.workers {
-            w.stop();
-        }
-        self.offsets_arbiter.stop();
-        self.broker_arbiter.stop();
+        // They run on the caller's arbiter, which lives on: a group's
+        // scan timer kept its actor running after the broker stopped.
+        let _ = self
+            .group_manager
+            .send(crate::group_registry::StopGroups)
+            .await;
+        let _ = self
+            .clients
+            .send(crate::client_registry::StopClientRegistry)
+            .await;
         if let Some(w) = self.acl_watcher.as_mut() {
             w.stop();
+        }
+        let mut threads = std::mem::take(&mut self.workers);
+        threads.extend([
+            self.offsets_arbiter,
+            self.broker_arbiter,
+            self.scheduler_arbiter,
+        ]);
+        for t in &threads {
+            t.stop();
+        }
+        // A thread ends once its actors are dropped (Storage closes its
+        // files then); joined off this thread, which may be one of the
+        // caller's that other work runs on.
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        if joined.is_err() {
+            error!(self.log, "a broker thread panicked while stopping");
         }
     }
 }
@@ -357,6 +452,12 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
             },
         ));
     crate::metrics::register_source(&metrics_source);
+    let clients = crate::client_registry::ClientRegistry::new(Duration::from_secs(
+        config.client_expire_secs.max(1),
+    ))
+    .start();
+    let (groups_of_handle, topics_of_handle) = (groups.clone(), registry.clone());
+    let (scheduler_addr, sub_groups_addr) = (scheduler.addr.clone(), sub_groups.addr.clone());
     let shared = Shared {
         metrics,
         live,
@@ -366,16 +467,13 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         offsets: offsets.clone(),
         topics: registry,
         groups,
-        group_manager,
+        group_manager: group_manager.clone(),
         replicator: replicator.clone(),
         store_host,
         scheduler,
         transaction: transaction.clone(),
         sub_groups,
-        clients: crate::client_registry::ClientRegistry::new(Duration::from_secs(
-            config.client_expire_secs.max(1),
-        ))
-        .start(),
+        clients: clients.clone(),
         acl,
     };
     let opts = config.serve_options();
@@ -415,6 +513,12 @@ pub async fn start_broker(config: BrokerConfig, log: Logger) -> Result<BrokerHan
         broker_arbiter,
         acl_watcher,
         rocketmq,
+        group_manager,
+        groups: groups_of_handle,
+        clients,
+        scheduler: scheduler_addr,
+        sub_groups: sub_groups_addr,
+        topics: topics_of_handle,
         log,
     })
 }
@@ -542,13 +646,7 @@ pub async fn start_namesrv(
         d.acl = acl.clone();
         d.tls = to_brokers;
     }
-    let tls = crate::tls::ServerTls::load(
-        config.tls_mode,
-        config.tls_cert_file.as_deref(),
-        config.tls_key_file.as_deref(),
-        config.tls_client_ca_file.as_deref(),
-    )
-    .map_err(std::io::Error::other)?;
+    let tls = config.server_tls().map_err(std::io::Error::other)?;
     let addr = NameServer::new(config, log.clone()).start();
     let dashboard = match dash {
         Some(d) => Some(crate::namesrv::dashboard::start(

@@ -534,9 +534,10 @@ pub struct ProduceArgs {
     pub linger_secs: u64,
 }
 
-/// Longest `consume --rebalance-interval-ms`: a year (a longer timer
-/// period would overflow the clock's arithmetic).
-const MAX_REBALANCE_INTERVAL_MS: u64 = 365 * 24 * 3600 * 1000;
+/// Longest `consume --rebalance-interval-ms`: a year, the client's
+/// [`MAX_DURATION`](crate::client::MAX_DURATION) (a longer timer period
+/// would overflow the clock's arithmetic).
+const MAX_REBALANCE_INTERVAL_MS: u64 = crate::client::MAX_DURATION.as_millis() as u64;
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {

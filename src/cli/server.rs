@@ -112,7 +112,10 @@ fn standalone_dashboard(
         dashboard_lag_alert: a.dashboard_lag_alert,
         ..ncfg.clone()
     });
-    let Some(cfg) = cfg else { return Ok(None) };
+    let Some(mut cfg) = cfg else { return Ok(None) };
+    // It reads the broker as the broker reads its NameServer: over TLS
+    // with the broker's CA and client certificate (standalone_namesrv_config).
+    cfg.tls = ncfg.outgoing_tls().map_err(anyhow::Error::msg)?;
     match dashboard::start(cfg, ns.addr.clone(), log.clone()) {
         Ok(d) => {
             info!(log, "dashboard"; "url" => format!("http://{}/", d.local_addr));
@@ -140,13 +143,14 @@ async fn standalone_remoting(
     }
     let port = a.namesrv_remoting_port.unwrap_or(rocketmq::STANDALONE_PORT);
     let limits = rocketmq::RemotingLimits::of(ncfg);
+    let tls = ncfg.server_tls().map_err(anyhow::Error::msg)?;
     match rocketmq::start(
         &ncfg.listen_host,
         port,
         ns.addr.clone(),
         None,
         limits,
-        None,
+        tls,
         log.clone(),
     )
     .await
@@ -194,6 +198,41 @@ fn standalone_broker_config(
     }
     bcfg.namesrv = own;
     Ok(bcfg)
+}
+
+/// The NameServer of `skylark standalone`, on `host:port`, with the
+/// broker's TLS settings: its ports (client, RocketMQ remoting) speak TLS
+/// as the broker's do (`tls_mode`, `tls_cert_file`, `tls_key_file`,
+/// `tls_client_ca_file`), and its dashboard dials the broker as the broker
+/// dials it (`tls_ca_file`, `tls_client_cert_file`/`tls_client_key_file`,
+/// else the broker's own certificate). Without `tls_ca_file`, a broker
+/// with `tls_mode = enforcing` could neither register with it (its
+/// registration would be plain, which `enforcing` refuses) nor be read by
+/// the dashboard: refused with what to set.
+fn standalone_namesrv_config(
+    bcfg: &BrokerConfig,
+    host: String,
+    port: u16,
+) -> anyhow::Result<NameServerConfig> {
+    if bcfg.tls_mode == skylark_actors::tls::TlsMode::Enforcing && bcfg.tls_ca_file.is_none() {
+        anyhow::bail!(
+            "tls_mode = enforcing in `skylark standalone` needs tls_ca_file (or --tls-ca): \
+             the CA its certificate (tls_cert_file) chains to; its broker registers with its \
+             NameServer, and the dashboard reads the broker, over TLS verified against it"
+        );
+    }
+    Ok(NameServerConfig {
+        listen_host: host,
+        port,
+        tls_mode: bcfg.tls_mode,
+        tls_cert_file: bcfg.tls_cert_file.clone(),
+        tls_key_file: bcfg.tls_key_file.clone(),
+        tls_client_ca_file: bcfg.tls_client_ca_file.clone(),
+        tls_ca_file: bcfg.tls_ca_file.clone(),
+        tls_client_cert_file: bcfg.tls_client_cert_file.clone(),
+        tls_client_key_file: bcfg.tls_client_key_file.clone(),
+        ..NameServerConfig::default()
+    })
 }
 
 /// The address standalone's broker registers at with its NameServer,
@@ -249,11 +288,7 @@ pub fn standalone(a: StandaloneArgs, flags: &ServerFlags, log: Logger) -> anyhow
         (false, None, None) => Some((skylark_actors::metrics::STANDALONE_METRICS_PORT, false)),
     };
     log_advertised(&bcfg, &log);
-    let ncfg = NameServerConfig {
-        listen_host: host.clone(),
-        port: a.namesrv_port,
-        ..NameServerConfig::default()
-    };
+    let ncfg = standalone_namesrv_config(&bcfg, host.clone(), a.namesrv_port)?;
     run_system(async move {
         let _metrics = match metrics_port {
             None => None,
@@ -410,6 +445,56 @@ pub fn broker(a: BrokerArgs, flags: &ServerFlags, log: Logger) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Standalone's NameServer takes the broker's TLS (it had none: the
+    /// dashboard could not read an `enforcing` broker); `enforcing`
+    /// without a CA is refused, as neither registration nor the dashboard
+    /// could verify the broker's certificate.
+    #[test]
+    fn the_standalone_namesrv_takes_the_brokers_tls() {
+        use skylark_actors::tls::TlsMode;
+        let plain = standalone_namesrv_config(&BrokerConfig::default(), "h".into(), 1).unwrap();
+        assert_eq!(plain.tls_mode, TlsMode::Disabled);
+        assert_eq!(plain.tls_ca_file, None);
+        let some = |f: &str| Some(f.to_string());
+        let tls = BrokerConfig {
+            tls_mode: TlsMode::Enforcing,
+            tls_cert_file: some("s.pem"),
+            tls_key_file: some("s.key"),
+            tls_client_ca_file: some("cca.pem"),
+            tls_ca_file: some("ca.pem"),
+            tls_client_cert_file: some("c.pem"),
+            tls_client_key_file: some("c.key"),
+            ..BrokerConfig::default()
+        };
+        let n = standalone_namesrv_config(&tls, "h".into(), 1).unwrap();
+        assert_eq!((n.listen_host.as_str(), n.port), ("h", 1));
+        assert_eq!(n.tls_mode, TlsMode::Enforcing);
+        let files = [
+            &n.tls_cert_file,
+            &n.tls_key_file,
+            &n.tls_client_ca_file,
+            &n.tls_ca_file,
+            &n.tls_client_cert_file,
+            &n.tls_client_key_file,
+        ];
+        let want = ["s.pem", "s.key", "cca.pem", "ca.pem", "c.pem", "c.key"];
+        assert_eq!(files.map(|f| f.as_deref()), want.map(Some));
+        let no_ca = BrokerConfig {
+            tls_ca_file: None,
+            ..tls.clone()
+        };
+        let e = standalone_namesrv_config(&no_ca, "h".into(), 1).unwrap_err();
+        assert!(
+            e.to_string().contains("needs tls_ca_file (or --tls-ca)"),
+            "{e}"
+        );
+        let permissive = BrokerConfig {
+            tls_mode: TlsMode::Permissive,
+            ..no_ca
+        };
+        assert!(standalone_namesrv_config(&permissive, "h".into(), 1).is_ok());
+    }
 
     #[test]
     fn waits_not_below_the_client_timeout_are_warned_about_where_they_apply() {

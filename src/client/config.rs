@@ -6,6 +6,40 @@
 
 use std::time::Duration;
 
+/// The longest duration a client setting takes, a year, for every timer
+/// period, timeout and delay of [`ClientConfig`], the push consumer's
+/// options and the transaction producer's heartbeat: a deadline further
+/// out overflows the clock's arithmetic (`Instant + Duration` panics), so
+/// a longer one (`Duration::MAX`, `u64::MAX` ms) is refused with
+/// [`ClientError::InvalidArgument`](super::ClientError) when the handle
+/// starts.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Checks the duration setting `name` (named in the error as
+/// `owner::name`): at most [`MAX_DURATION`], and not zero unless
+/// `zero_ok` (a timer period or a timeout that zero would make spin or
+/// always expire).
+pub(crate) fn check_duration(
+    owner: &str,
+    name: &str,
+    d: Duration,
+    zero_ok: bool,
+) -> Result<(), super::ClientError> {
+    let why = if d > MAX_DURATION {
+        format!(
+            "{d:?} is over the longest a client setting takes ({} days)",
+            MAX_DURATION.as_secs() / 86_400
+        )
+    } else if d.is_zero() && !zero_ok {
+        "zero: it is the period of a timer or a timeout, which must be positive".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(super::ClientError::InvalidArgument(format!(
+        "{owner}::{name} is {why}"
+    )))
+}
+
 /// Default [`ClientConfig::max_message_size`]: 4 MiB, as RocketMQ.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 << 20;
 
@@ -128,6 +162,22 @@ impl ClientConfig {
         Ok(self)
     }
 
+    /// Refuses a duration setting that is zero where that makes no sense
+    /// (`request_timeout`, `connect_timeout`, `route_refresh`) or over
+    /// [`MAX_DURATION`] (any of them, `isolation` too). Every handle
+    /// checks it when it starts.
+    pub fn validate(&self) -> Result<(), super::ClientError> {
+        for (name, d, zero_ok) in [
+            ("request_timeout", self.request_timeout, false),
+            ("connect_timeout", self.connect_timeout, false),
+            ("route_refresh", self.route_refresh, false),
+            ("isolation", self.isolation, true),
+        ] {
+            check_duration("ClientConfig", name, d, zero_ok)?;
+        }
+        Ok(())
+    }
+
     /// The NameServer addresses as a list (empty parts dropped).
     pub fn namesrv_addrs(&self) -> Vec<String> {
         self.namesrv
@@ -161,8 +211,65 @@ impl Default for ClientConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::client::{ClientError, Producer, PullConsumer};
+
+    /// Durations the clock cannot add to now (`Instant + Duration`
+    /// panicked in a timer) and one just over the limit.
+    pub(crate) const OVERLONG: [Duration; 3] = [
+        Duration::MAX,
+        Duration::from_millis(u64::MAX),
+        MAX_DURATION.saturating_add(Duration::from_millis(1)),
+    ];
+
+    /// Starts a producer and a pull consumer with `config`: the error, if
+    /// either is refused (both must agree).
+    fn start_refusal(config: ClientConfig) -> Option<String> {
+        actix::System::new().block_on(async move {
+            let p = Producer::start(config.clone(), "limits").map(drop);
+            let c = PullConsumer::start(config, "limits").map(drop);
+            match (p, c) {
+                (Ok(()), Ok(())) => None,
+                (Err(ClientError::InvalidArgument(a)), Err(ClientError::InvalidArgument(b))) => {
+                    assert_eq!(a, b);
+                    Some(a)
+                }
+                other => panic!("producer and consumer disagree or another error: {other:?}"),
+            }
+        })
+    }
+
+    /// One test per duration of [`ClientConfig`]: a duration over
+    /// [`MAX_DURATION`] is refused when a handle starts, naming the
+    /// setting; the longest taken starts; zero is refused where it is a
+    /// timer period or a timeout.
+    macro_rules! duration_setting {
+        ($($test:ident: $field:ident, zero_ok = $zero_ok:expr;)*) => {$(
+            #[test]
+            fn $test() {
+                let with = |d| ClientConfig {
+                    $field: d,
+                    ..ClientConfig::new("127.0.0.1:1")
+                };
+                for d in OVERLONG {
+                    let e = start_refusal(with(d)).unwrap_or_else(|| panic!("{d:?} taken"));
+                    assert!(e.contains(concat!("ClientConfig::", stringify!($field))), "{e}");
+                    assert!(e.contains("365 days"), "{e}");
+                }
+                assert_eq!(start_refusal(with(MAX_DURATION)), None);
+                let zero = start_refusal(with(Duration::ZERO));
+                assert_eq!(zero.is_none(), $zero_ok, "{zero:?}");
+            }
+        )*};
+    }
+
+    duration_setting! {
+        request_timeout_is_bounded: request_timeout, zero_ok = false;
+        connect_timeout_is_bounded: connect_timeout, zero_ok = false;
+        route_refresh_is_bounded: route_refresh, zero_ok = false;
+        isolation_is_bounded: isolation, zero_ok = true;
+    }
 
     #[test]
     fn namesrv_list() {

@@ -248,7 +248,9 @@ impl PullConsumer {
     /// expression (`"TagA || TagB"`, `None` or `"*"` = all); the broker
     /// filters by tag hash and this method re-checks the exact tag.
     /// `suspend` > 0 makes the broker hold the request until a message
-    /// arrives or the time passes.
+    /// arrives or the time passes; over
+    /// [`MAX_DURATION`](super::MAX_DURATION) it is refused
+    /// ([`ClientError::InvalidArgument`]).
     pub async fn pull(
         &self,
         queue: &MessageQueue,
@@ -315,6 +317,9 @@ impl PullConsumer {
         suspend: Duration,
         commit_offset: Option<u64>,
     ) -> Result<PullResult> {
+        // The wait is `suspend` plus the request timeout: a longer one
+        // would overflow.
+        super::config::check_duration("PullConsumer::pull", "suspend", suspend, true)?;
         let req = PullRequest {
             consumer_group: self.group.to_string(),
             topic: queue.topic.clone(),
@@ -506,5 +511,26 @@ mod tests {
         let c = PullConsumer::start(ClientConfig::new("127.0.0.1:1"), "g").unwrap();
         let e = c.queues("a b").await.unwrap_err();
         assert!(matches!(e, ClientError::InvalidArgument(_)), "{e:?}");
+    }
+
+    /// A pull's `suspend` over MAX_DURATION is refused, naming it: the
+    /// wait, `suspend` plus the request timeout, overflowed (a panic).
+    #[actix_rt::test]
+    async fn a_pull_suspend_is_bounded() {
+        let c = PullConsumer::start(ClientConfig::new("127.0.0.1:1"), "g").unwrap();
+        let q = MessageQueue {
+            topic: "T".into(),
+            broker_name: "b".into(),
+            broker_addr: "127.0.0.1:1".into(),
+            queue_id: 0,
+        };
+        for d in super::super::config::tests::OVERLONG {
+            match c.pull(&q, 0, 1, None, d).await {
+                Err(ClientError::InvalidArgument(e)) => {
+                    assert!(e.contains("PullConsumer::pull::suspend"), "{e}")
+                }
+                other => panic!("{d:?}: {other:?}"),
+            }
+        }
     }
 }

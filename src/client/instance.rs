@@ -158,6 +158,9 @@ impl ClientInstance {
     pub fn start_with(
         config: ClientConfig,
     ) -> Result<(Addr<Self>, NameServerClient, Arc<ClientConfig>)> {
+        // A duration its timers or deadlines cannot take is refused here,
+        // not a panic later in a timer.
+        config.validate()?;
         if actix::System::try_current().is_none() || tokio::runtime::Handle::try_current().is_err()
         {
             // Starting the actor would panic (no LocalSet, no reactor).

@@ -45,7 +45,7 @@ mod rebalance;
 mod route;
 mod transaction;
 
-pub use config::{ClientConfig, RouteWaitNotice};
+pub use config::{ClientConfig, RouteWaitNotice, MAX_DURATION};
 
 /// The language this client reports in its heartbeats (the broker's
 /// connection admin commands show it, as RocketMQ shows `JAVA`).

@@ -153,8 +153,10 @@ impl std::fmt::Debug for NameServerClient {
 }
 
 impl NameServerClient {
-    /// A client for `namesrv` (`host:port;host:port`).
+    /// A client for `namesrv` (`host:port;host:port`); a `timeout` over
+    /// [`MAX_DURATION`](super::config::MAX_DURATION) is refused.
     pub fn new(namesrv: &str, timeout: Duration, client_id: &str) -> Result<Self> {
+        super::config::check_duration("NameServerClient", "timeout", timeout, true)?;
         let addrs: Vec<String> = namesrv
             .split(';')
             .map(str::trim)
@@ -482,6 +484,17 @@ fn replay_protocol(e: &ProtocolError) -> ProtocolError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A timeout over MAX_DURATION is refused (a call's wait, the timeout
+    /// plus the route hold, overflowed).
+    #[test]
+    fn the_timeout_is_bounded() {
+        for d in super::super::config::tests::OVERLONG {
+            let e = NameServerClient::new("127.0.0.1:1", d, "t").unwrap_err();
+            assert!(e.to_string().contains("NameServerClient::timeout"), "{e}");
+        }
+        assert!(NameServerClient::new("127.0.0.1:1", super::super::MAX_DURATION, "t").is_ok());
+    }
 
     /// Two addresses nobody listens on: every one is tried, the error names
     /// them all, and the handle (shared by its clones) keeps no connection.

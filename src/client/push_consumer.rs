@@ -84,7 +84,8 @@ pub enum ConsumeResult {
     /// Failed: deliver the batch again later.
     Retry,
     /// The downstream is unavailable: pause this queue for this long, then
-    /// deliver the batch again (not counted as a failure).
+    /// deliver the batch again (not counted as a failure). A pause over
+    /// [`MAX_DURATION`](super::MAX_DURATION) is taken as that long.
     Suspend(Duration),
 }
 
@@ -191,6 +192,29 @@ impl Default for PushConsumerOptions {
             instance_name: "DEFAULT".to_string(),
             local_offset_path: None,
         }
+    }
+}
+
+impl PushConsumerOptions {
+    /// Refuses a timer period that is zero (`rebalance_interval`,
+    /// `heartbeat_interval`, `commit_interval`, `lock_renew_interval`) and
+    /// any duration over [`MAX_DURATION`](super::MAX_DURATION) (those and
+    /// `pull_suspend`, `retry_delay`, `release_timeout`), with
+    /// [`ClientError::InvalidArgument`] naming the option:
+    /// [`PushConsumerBuilder::start`] checks it.
+    pub fn validate(&self) -> Result<()> {
+        for (name, d, zero_ok) in [
+            ("rebalance_interval", self.rebalance_interval, false),
+            ("heartbeat_interval", self.heartbeat_interval, false),
+            ("commit_interval", self.commit_interval, false),
+            ("lock_renew_interval", self.lock_renew_interval, false),
+            ("pull_suspend", self.pull_suspend, true),
+            ("retry_delay", self.retry_delay, true),
+            ("release_timeout", self.release_timeout, true),
+        ] {
+            super::config::check_duration("PushConsumerOptions", name, d, zero_ok)?;
+        }
+        Ok(())
     }
 }
 
@@ -509,19 +533,7 @@ impl PushConsumerBuilder {
         for (topic, _) in &self.subs {
             skylark_codec::validate_topic_name(topic).map_err(ClientError::InvalidArgument)?;
         }
-        let o = &self.opts;
-        for (name, d) in [
-            ("commit_interval", o.commit_interval),
-            ("lock_renew_interval", o.lock_renew_interval),
-            ("rebalance_interval", o.rebalance_interval),
-            ("heartbeat_interval", o.heartbeat_interval),
-        ] {
-            if d.is_zero() {
-                return Err(ClientError::InvalidArgument(format!(
-                    "PushConsumerOptions::{name} is zero: it is the period of a timer"
-                )));
-            }
-        }
+        self.opts.validate()?;
         let member = LiveMember::join(&self.config.client_id, &self.group)?;
         let mut opts = self.opts;
         opts.consume_threads = opts.consume_threads.max(1);
@@ -968,6 +980,43 @@ mod tests {
             );
             assert!(e.contains("bad topic"), "{e}");
         });
+    }
+
+    /// One test per duration option: `Duration::MAX` (or `u64::MAX` ms, or
+    /// just over [`MAX_DURATION`]) is refused by `start`, naming the
+    /// option (a huge `rebalance_interval` panicked in the owner loop,
+    /// `Instant + Duration`); the longest taken starts and stops.
+    macro_rules! duration_option {
+        ($($test:ident: $field:ident;)*) => {$(
+            #[test]
+            fn $test() {
+                actix::System::new().block_on(async {
+                    let id = concat!(stringify!($test), "@1");
+                    let with = |d| PushConsumer::builder(config(id), "PCG")
+                        .subscribe("T", "*")
+                        .options(PushConsumerOptions {
+                            $field: d,
+                            ..PushConsumerOptions::default()
+                        });
+                    for d in crate::client::config::tests::OVERLONG {
+                        let e = refused(with(d).start(ok));
+                        let name = concat!("PushConsumerOptions::", stringify!($field));
+                        assert!(e.contains(name), "{d:?}: {e}");
+                    }
+                    with(crate::client::MAX_DURATION).start(ok).unwrap().shutdown().await;
+                });
+            }
+        )*};
+    }
+
+    duration_option! {
+        rebalance_interval_is_bounded: rebalance_interval;
+        heartbeat_interval_is_bounded: heartbeat_interval;
+        commit_interval_is_bounded: commit_interval;
+        lock_renew_interval_is_bounded: lock_renew_interval;
+        pull_suspend_is_bounded: pull_suspend;
+        retry_delay_is_bounded: retry_delay;
+        release_timeout_is_bounded: release_timeout;
     }
 
     #[test]

@@ -87,7 +87,9 @@ impl TransactionProducer {
         Self::start_with(config, group, DEFAULT_HEARTBEAT_INTERVAL, check)
     }
 
-    /// Like [`start`](Self::start) with an explicit heartbeat interval.
+    /// Like [`start`](Self::start) with an explicit heartbeat interval
+    /// (at least 10 ms; over [`MAX_DURATION`](super::MAX_DURATION) it is
+    /// refused with [`ClientError::InvalidArgument`](super::ClientError)).
     pub fn start_with<F>(
         config: ClientConfig,
         group: &str,
@@ -97,6 +99,12 @@ impl TransactionProducer {
     where
         F: Fn(&ReceivedMessage) -> TransactionState + 'static,
     {
+        super::config::check_duration(
+            "TransactionProducer::start_with",
+            "heartbeat_interval",
+            heartbeat_interval,
+            true,
+        )?;
         let client_id: Arc<str> = Arc::from(config.client_id.as_str());
         let producer = Producer::start(config, group)?;
         let group: Arc<str> = Arc::from(group);
@@ -346,5 +354,34 @@ impl Handler<PushFrame> for TransactionChecker {
             }
             .into_actor(self),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A heartbeat interval over MAX_DURATION is refused, naming it (the
+    /// checker's interval timer panicked adding it to now); the longest
+    /// is taken.
+    #[test]
+    fn heartbeat_interval_is_bounded() {
+        actix::System::new().block_on(async {
+            let start = |d| {
+                TransactionProducer::start_with(ClientConfig::new("127.0.0.1:1"), "tx", d, |_| {
+                    TransactionState::Commit
+                })
+            };
+            for d in super::super::config::tests::OVERLONG {
+                match start(d) {
+                    Err(ClientError::InvalidArgument(e)) => assert!(
+                        e.contains("TransactionProducer::start_with::heartbeat_interval"),
+                        "{e}"
+                    ),
+                    other => panic!("{d:?}: {:?}", other.map(drop)),
+                }
+            }
+            start(super::super::MAX_DURATION).unwrap().shutdown();
+        });
     }
 }

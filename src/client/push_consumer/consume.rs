@@ -70,6 +70,9 @@ async fn consume(inner: Arc<Inner>, w: Work) {
             }
         }
         ConsumeResult::Suspend(d) => {
+            // The listener's answer cannot be refused: a pause the clock
+            // cannot add is taken as the longest one.
+            let d = d.min(crate::client::MAX_DURATION);
             w.pq.suspend(Instant::now() + d);
             inner.redeliver_later(w.queue, w.pq, msgs, d);
         }

@@ -298,6 +298,18 @@ pub fn standalone_broker_defaults(store_sizes: bool) -> Vec<(&'static str, confi
     d
 }
 
+/// Whether `data_dir` holds a CommitLog made with RocketMQ's 1 GiB
+/// segments (a standalone store from before its laptop-sized defaults).
+pub(crate) fn has_rocketmq_sized_commit_log(data_dir: &Path) -> bool {
+    let rocketmq_segment = skylark_actors::message_store::StoreConfig::default().segment_size;
+    std::fs::read_dir(data_dir.join("commitlog"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| e.metadata().is_ok_and(|m| m.len() == rocketmq_segment))
+        })
+        .unwrap_or(false)
+}
+
 /// [`STANDALONE_STORE_DEFAULTS`] as `config` values.
 pub fn standalone_defaults() -> Vec<(&'static str, config::Value)> {
     STANDALONE_STORE_DEFAULTS

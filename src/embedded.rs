@@ -77,7 +77,7 @@ pub async fn start_standalone(
         namesrv: namesrv.local_addr().to_string(),
         ..BrokerConfig::default()
     };
-    if !crate::cli::server::has_rocketmq_sized_commit_log(data_dir) {
+    if !crate::config::has_rocketmq_sized_commit_log(data_dir) {
         bcfg.store = standalone_store()?;
     }
     bcfg.store.data_dir = data_dir.to_path_buf();

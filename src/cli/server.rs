@@ -82,18 +82,6 @@ fn broker_overrides<'a>(
     o
 }
 
-/// Whether `data_dir` holds a CommitLog made with RocketMQ's 1 GiB
-/// segments (a standalone store from before its laptop-sized defaults).
-pub(crate) fn has_rocketmq_sized_commit_log(data_dir: &std::path::Path) -> bool {
-    let rocketmq_segment = skylark_actors::message_store::StoreConfig::default().segment_size;
-    std::fs::read_dir(data_dir.join("commitlog"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .any(|e| e.metadata().is_ok_and(|m| m.len() == rocketmq_segment))
-        })
-        .unwrap_or(false)
-}
-
 /// The dashboard of `skylark standalone`: on `--dashboard-port`, else on
 /// the default port when it is free (a warning when it is not, so several
 /// standalone nodes can run on one host), or none with `--no-dashboard`.
@@ -188,7 +176,7 @@ fn standalone_broker_config(
     // Laptop-sized store, except for a store made before these defaults
     // (1 GiB segments): its files' geometry is fixed, so it keeps
     // RocketMQ's sizes.
-    if has_rocketmq_sized_commit_log(&bcfg.store.data_dir) {
+    if crate::config::has_rocketmq_sized_commit_log(&bcfg.store.data_dir) {
         bcfg = load(false)?;
     }
     let own = standalone_namesrv_addr(&bcfg.listen_host, a.namesrv_port);

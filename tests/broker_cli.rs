@@ -1338,9 +1338,15 @@ fn offset_reset_refuses_unknown_group_and_by_id_accepts_uniq_key() {
 fn a_group_and_a_message_id_below_the_retained_minimum() {
     let dir = tempfile::tempdir().unwrap();
     let dashboard = common::free_port();
+    let metrics = common::free_port();
     let node = Standalone::start_env(
         dir.path(),
-        &["--dashboard-port", &dashboard.to_string(), "--no-metrics"],
+        &[
+            "--dashboard-port",
+            &dashboard.to_string(),
+            "--metrics-port",
+            &metrics.to_string(),
+        ],
         &[
             ("SKYLARK_STORE__SEGMENT_SIZE", "65536"),
             ("SKYLARK_STORE__FILE_RESERVED_HOURS", "0"),
@@ -1399,6 +1405,17 @@ fn a_group_and_a_message_id_below_the_retained_minimum() {
     assert_eq!(v["total_lag"], max - min, "{v}");
     assert_eq!(q["min_offset"], min, "{v}");
     assert_eq!(q["below_retention"], true, "{v}");
+    // The metric counts lag the same way.
+    let (_, scrape) = common::http_get(metrics, "/metrics", None);
+    let lag = scrape
+        .lines()
+        .find(|l| {
+            l.starts_with("rocketmq_consumer_lag_messages{")
+                && l.contains("consumer_group=\"old\"")
+                && l.contains("topic=\"R\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert_eq!(lag, Some(max - min), "{scrape}");
     let text = String::from_utf8_lossy(&run(
         "progress",
         &["admin", "group", "progress", "--group", "old"],

@@ -250,20 +250,22 @@ impl Inner {
     }
 
     fn consumers(&self, f: &mut Families, s: &Snapshot) {
-        let max: HashMap<(&str, u32), u64> = s
+        let bounds: HashMap<(&str, u32), (u64, u64)> = s
             .queues
             .iter()
-            .map(|q| ((q.topic.as_str(), q.queue_id), q.max_offset))
+            .map(|q| ((q.topic.as_str(), q.queue_id), (q.min_offset, q.max_offset)))
             .collect();
         let pulls = self.metrics.pull_totals();
         let mut lag_rows = Vec::new();
         let mut inflight_rows = Vec::new();
         let mut per_group: HashMap<(&str, &str), u64> = HashMap::new();
         for e in &s.offsets {
-            let Some(&end) = max.get(&(e.topic.as_str(), e.queue_id)) else {
+            let Some(&(min, end)) = bounds.get(&(e.topic.as_str(), e.queue_id)) else {
                 continue;
             };
-            let lag = end.saturating_sub(e.offset);
+            // A group committed below what retention left lags by what is
+            // left, not by the deleted messages (as `admin group progress`).
+            let lag = end.saturating_sub(e.offset.max(min));
             let labels = [e.topic.clone(), e.group.clone(), e.queue_id.to_string()];
             let pulled = pulls
                 .get(&(e.topic.clone(), e.group.clone(), e.queue_id))
@@ -275,7 +277,7 @@ impl Inner {
         let labels = &["topic", "consumer_group", "queue_id"];
         f.gauge(
             "rocketmq_consumer_lag_messages",
-            "Messages stored in the queue beyond the group's committed offset.",
+            "Messages stored in the queue beyond the group's committed offset (from the queue's min offset when the group committed below it).",
             labels,
             lag_rows,
         );

@@ -13,10 +13,10 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use skylark::client::{ClientError, NameServerClient};
+use skylark::client::{ClientError, NameServerClient, SECOND_OPINION_PAUSE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -285,12 +285,22 @@ fn a_burst_fails_over_to_the_next_nameserver_with_one_attempt_each() {
         down.refuse.store(true, Ordering::SeqCst);
         let up = Proxy::start(format!("127.0.0.1:{port}")).await;
         let ns = client(&format!("{};{}", down.addr, up.addr));
+        let began = Instant::now();
         let got = burst(&ns).await;
         assert!(got.iter().all(answered), "{got:?}");
         assert_eq!((down.accepted(), up.accepted()), (1, 1));
-        // The one that answered is asked first from now on.
+        // The one that answered is asked first from now on; the one that
+        // failed is not asked for a second opinion within the pause after
+        // its failure (5 s: a slow machine may be past it, and then it is
+        // dialled once more, once).
         assert!(burst(&ns).await.iter().all(answered));
-        assert_eq!((down.accepted(), up.accepted()), (1, 1));
+        let want_down = if began.elapsed() < SECOND_OPINION_PAUSE {
+            1..=1
+        } else {
+            1..=2
+        };
+        assert!(want_down.contains(&down.accepted()), "{}", down.accepted());
+        assert_eq!(up.accepted(), 1);
     });
 }
 

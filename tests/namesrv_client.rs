@@ -13,10 +13,10 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use skylark::client::{ClientError, NameServerClient};
+use skylark::client::{ClientError, NameServerClient, SECOND_OPINION_PAUSE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -40,18 +40,23 @@ struct Proxy {
     /// Bumped to cut every connection being forwarded.
     cut: Arc<watch::Sender<u64>>,
     /// Connections numbered below this (in accept order, from 0) are
+    /// closed, unanswered, when their client next sends (a NameServer that
+    /// closed the connection just as a request came).
+    hang_up_below: Arc<AtomicUsize>,
+    /// Connections numbered below this (in accept order, from 0) are
     /// stalled: what their client sends is read and held, not forwarded,
     /// until the number drops to or below theirs again.
     stall_below: Arc<watch::Sender<usize>>,
 }
 
 /// Forwards what the client sends to the NameServer, holding it while
-/// connection number `me` is stalled; returns when the client closes.
+/// connection number `me` is stalled; returns when the client closes, or
+/// when it sends while `me` is to be hung up.
 async fn forward_up(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     me: usize,
-    mut stall_below: watch::Receiver<usize>,
+    (hang_up_below, mut stall_below): (Arc<AtomicUsize>, watch::Receiver<usize>),
 ) {
     let mut held = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
@@ -66,6 +71,7 @@ async fn forward_up(
         tokio::select! {
             n = from.read(&mut buf) => match n {
                 Ok(0) | Err(_) => return,
+                Ok(_) if hang_up_below.load(Ordering::SeqCst) > me => return,
                 Ok(n) => held.extend_from_slice(&buf[..n]),
             },
             _ = stall_below.changed() => {}
@@ -84,11 +90,13 @@ impl Proxy {
         let open_tx = Arc::new(open_tx);
         let cut = Arc::new(watch::channel(0u64).0);
         let stall_below = Arc::new(watch::channel(0usize).0);
-        let (a, r, c, st) = (
+        let hang_up_below = Arc::new(AtomicUsize::new(0));
+        let (a, r, c, st, h) = (
             accepted.clone(),
             refuse.clone(),
             cut.clone(),
             stall_below.clone(),
+            hang_up_below.clone(),
         );
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -101,7 +109,7 @@ impl Proxy {
                     upstream.clone(),
                     open_tx.clone(),
                     c.subscribe(),
-                    st.subscribe(),
+                    (h.clone(), st.subscribe()),
                 );
                 open_tx.send_modify(|n| *n += 1);
                 tokio::spawn(async move {
@@ -126,8 +134,15 @@ impl Proxy {
             refuse,
             open,
             cut,
+            hang_up_below,
             stall_below,
         }
+    }
+
+    /// Closes every connection accepted so far when its client next sends,
+    /// before the NameServer sees it.
+    fn hang_up_on_next_request(&self) {
+        self.hang_up_below.store(self.accepted(), Ordering::SeqCst);
     }
 
     /// Stalls every connection accepted so far (`true`) or every one from
@@ -270,12 +285,22 @@ fn a_burst_fails_over_to_the_next_nameserver_with_one_attempt_each() {
         down.refuse.store(true, Ordering::SeqCst);
         let up = Proxy::start(format!("127.0.0.1:{port}")).await;
         let ns = client(&format!("{};{}", down.addr, up.addr));
+        let began = Instant::now();
         let got = burst(&ns).await;
         assert!(got.iter().all(answered), "{got:?}");
         assert_eq!((down.accepted(), up.accepted()), (1, 1));
-        // The one that answered is asked first from now on.
+        // The one that answered is asked first from now on; the one that
+        // failed is not asked for a second opinion within the pause after
+        // its failure (5 s: a slow machine may be past it, and then it is
+        // dialled once more, once).
         assert!(burst(&ns).await.iter().all(answered));
-        assert_eq!((down.accepted(), up.accepted()), (1, 1));
+        let want_down = if began.elapsed() < SECOND_OPINION_PAUSE {
+            1..=1
+        } else {
+            1..=2
+        };
+        assert!(want_down.contains(&down.accepted()), "{}", down.accepted());
+        assert_eq!(up.accepted(), 1);
     });
 }
 
@@ -351,6 +376,23 @@ fn a_connection_dialled_for_a_cancelled_request_serves_the_next_one() {
             "the cancelled request's connection was used"
         );
         proxy.wait_open(1, DEADLINE).await;
+    });
+}
+
+/// The NameServer closes a kept connection just as requests come on it (it
+/// restarted, or closed the connection idle, and the client had not seen
+/// the close yet): every request goes once more, on one new connection,
+/// and is answered. Before, they failed with "connection to ... closed"
+/// (with a second NameServer: went to it, and failed if it was down).
+#[test]
+fn requests_on_a_connection_closed_under_them_go_once_more_on_a_new_one() {
+    behind_proxy(|proxy| async move {
+        let ns = client(&proxy.addr);
+        assert!(answered(&ns.route("NoSuchTopic").await.map(|_| ())));
+        proxy.hang_up_on_next_request();
+        let got = burst(&ns).await;
+        assert!(got.iter().all(answered), "{got:?}");
+        assert_eq!(proxy.accepted(), 2, "the kept connection and one new one");
     });
 }
 

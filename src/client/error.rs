@@ -220,6 +220,14 @@ impl ClientError {
             if e.kind() == std::io::ErrorKind::TimedOut)
     }
 
+    /// Whether the connection closed under the request without an answer
+    /// (nor a last word from the server): the server restarted or closed
+    /// it, maybe before the request reached it.
+    pub fn is_connection_closed(&self) -> bool {
+        matches!(self, ClientError::Connection { error: ProtocolError::Io(e), .. }
+            if e.kind() == std::io::ErrorKind::ConnectionAborted)
+    }
+
     /// Whether a server refused the request for good: the ACL
     /// (`NoPermission`, `AuthFailed`, a TLS-only port) or a permission or
     /// setting of a topic, group or broker (`PermissionDenied`). The same

@@ -56,7 +56,7 @@ pub use fault::{LatencyFaultTolerance, Outcome};
 pub use instance::ClientInstance;
 pub use local_offsets::{default_path as local_offset_path, LocalOffsetStore};
 pub use message::{decode_records, tag_matches, ReceivedMessage};
-pub use namesrv::NameServerClient;
+pub use namesrv::{NameServerClient, SECOND_OPINION_PAUSE};
 pub use producer::Producer;
 pub use push_consumer::{
     ConsumeResult, MessageListener, PullRefusal, PushConsumer, PushConsumerBuilder,

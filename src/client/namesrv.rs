@@ -28,6 +28,10 @@
 //! one connection, not one each (RocketMQ takes a lock around the same
 //! step). A connection a request saw fail is dropped from its slot once,
 //! by whichever request noticed first; the others find the new attempt.
+//! A request on a kept connection that turns out closed under it (the
+//! NameServer restarted or closed it idle, and the client had not seen the
+//! close yet) goes once more on a new connection before that NameServer
+//! counts as unreached: the close was not its answer.
 //!
 //! No socket is left behind. An attempt runs as a task of its own, so a
 //! caller cancelled while it connects (the one that started it too) cancels
@@ -200,17 +204,19 @@ impl NameServerClient {
         self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The connection to NameServer `i`, and the attempt that made it (to
-    /// [`forget`](Self::forget) it by). Joins the attempt under way, or
-    /// starts one if there is none or the last is spent; a failed attempt's
-    /// error goes to every caller that waited on it.
-    async fn conn(&self, i: usize) -> Result<(RpcClient, Dial)> {
-        let dial = {
+    /// The connection to NameServer `i`, the attempt that made it (to
+    /// [`forget`](Self::forget) it by), and whether it was open already
+    /// when asked for (kept from earlier requests: the NameServer may have
+    /// closed it since, unseen). Joins the attempt under way, or starts one
+    /// if there is none or the last is spent; a failed attempt's error goes
+    /// to every caller that waited on it.
+    async fn conn(&self, i: usize) -> Result<(RpcClient, Dial, bool)> {
+        let (dial, kept) = {
             let mut links = self.links();
             let slot = &mut links.conns[i];
             match slot {
-                Some(d) if !spent(d) => d.clone(),
-                _ => slot.insert(self.dial(i)).clone(),
+                Some(d) if !spent(d) => (d.clone(), d.borrow().is_some()),
+                _ => (slot.insert(self.dial(i)).clone(), false),
             }
         };
         let addr = &self.addrs[i];
@@ -230,7 +236,7 @@ impl NameServerClient {
             Some(Err(e)) => return Err(replay(addr, e)),
             None => return Err(ended()),
         };
-        Ok((link, dial))
+        Ok((link, dial, kept))
     }
 
     /// Starts an attempt to connect to NameServer `i` on the current
@@ -321,28 +327,50 @@ impl NameServerClient {
     }
 
     /// Calls NameServer `i` alone; a connection that failed under the
-    /// request is forgotten.
+    /// request is forgotten. A kept connection found closed under the
+    /// request (the NameServer restarted, or closed it idle, and the close
+    /// had not been seen yet) is not the NameServer's answer: the request
+    /// goes once more, on a new connection (one for every request that
+    /// found it so), as the broker's unregister does. A timeout is not
+    /// retried: that NameServer did not answer.
     async fn call_one<R>(&self, i: usize, req: &R, timeout: Duration) -> Result<R::Response>
     where
         R: Rpc + Serialize,
         R::Response: DeserializeOwned,
     {
-        let answer = match self.conn(i).await {
-            Ok((link, dial)) => {
-                let answer = link
-                    .call_timeout(req, timeout)
-                    .await
-                    .map_err(|e| ClientError::from_call(&self.addrs[i], None, e));
-                if let Err(ClientError::Connection { .. }) = answer {
-                    self.forget(i, &dial);
-                }
-                answer
+        let answer = match self.call_linked(i, req, timeout).await {
+            Err((true, e)) if e.is_connection_closed() => {
+                self.call_linked(i, req, timeout).await.map_err(|(_, e)| e)
             }
-            Err(e) => Err(e),
+            other => other.map_err(|(_, e)| e),
         };
         let unreached = matches!(answer, Err(ClientError::Connection { .. }));
         self.links().unreached[i] = unreached.then(Instant::now);
         answer
+    }
+
+    /// One request on NameServer `i`'s connection ([`conn`](Self::conn)),
+    /// forgotten if it failed under the request; a failure says whether
+    /// the connection was a kept one.
+    async fn call_linked<R>(
+        &self,
+        i: usize,
+        req: &R,
+        timeout: Duration,
+    ) -> std::result::Result<R::Response, (bool, ClientError)>
+    where
+        R: Rpc + Serialize,
+        R::Response: DeserializeOwned,
+    {
+        let (link, dial, kept) = self.conn(i).await.map_err(|e| (false, e))?;
+        let answer = link
+            .call_timeout(req, timeout)
+            .await
+            .map_err(|e| ClientError::from_call(&self.addrs[i], None, e));
+        if let Err(ClientError::Connection { .. }) = answer {
+            self.forget(i, &dial);
+        }
+        answer.map_err(|e| (kept, e))
     }
 
     /// Whether NameServer `i` failed to be reached in the last

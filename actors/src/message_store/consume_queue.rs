@@ -287,7 +287,13 @@ impl ConsumeQueue {
         let Some(last) = (self.max_offset + count).checked_sub(1) else {
             return Ok(());
         };
-        let mut idx = self.max_offset;
+        self.reserve_range(self.max_offset, last)
+    }
+
+    /// Creates every file entries `first..=last` need (a slave's replicated
+    /// records carry their queue offsets; see `Store::append_replicated`).
+    pub fn reserve_range(&mut self, first: u64, last: u64) -> Result<()> {
+        let mut idx = first;
         while idx <= last {
             self.ensure_file(idx)?;
             idx = (idx / self.entries_per_file + 1) * self.entries_per_file;

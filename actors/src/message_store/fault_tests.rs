@@ -262,3 +262,63 @@ fn an_empty_consume_queue_directory_is_harmless() {
     }
     assert!(empty.iter().all(|d| !d.exists()));
 }
+
+/// The slave's side of replication: the master's next chunk from the
+/// slave's end (empty when it has everything).
+fn next_chunk(master: &Store, slave: &Store) -> (u64, bytes::Bytes) {
+    let from = slave.max_physical_offset();
+    (from, master.read_commit_log(from, 1 << 20).unwrap())
+}
+
+/// A replicated chunk whose records need a ConsumeQueue file, or an
+/// IndexFile, the slave cannot create is refused with nothing written (it
+/// was written and left undispatched: the slave's end moved past records
+/// none of its queues served, and the retry was refused as a gap); the
+/// same chunk fetched again after the fault is applied once.
+#[test]
+fn a_replicated_chunk_refused_for_a_file_it_cannot_create_writes_nothing() {
+    let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg = |dir: &Path| StoreConfig {
+        index_slots: 4,
+        index_entries: 4, // 3 entries a file: one message of 3 keys fills it
+        ..config(dir)
+    };
+    let mut master = Store::open(cfg(md.path()), logger()).unwrap();
+    let mut slave = Store::open(cfg(sd.path()), logger()).unwrap();
+    master.append(&[keyed("TopicA", b"first")]).unwrap();
+    let (from, chunk) = next_chunk(&master, &slave);
+    slave.append_replicated(from, &chunk).unwrap();
+    // A new queue whose directory cannot be created on the slave.
+    master
+        .append(&[AppendMessage::for_test("TopicZ", b"z")])
+        .unwrap();
+    let blocked = sd.path().join("consumequeue").join("TopicZ");
+    std::fs::write(&blocked, b"in the way").unwrap();
+    let (from, chunk) = next_chunk(&master, &slave);
+    let err = slave
+        .append_replicated(from, &chunk)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("TopicZ"), "names the directory: {err}");
+    assert_eq!(slave.max_physical_offset(), from, "nothing written");
+    std::fs::remove_file(&blocked).unwrap();
+    slave.append_replicated(from, &chunk).unwrap();
+    assert_eq!(bodies(&slave, "TopicZ"), [b"z".to_vec()]);
+    // A record whose keys need an IndexFile the slave cannot create.
+    master.append(&[keyed("TopicA", b"second")]).unwrap();
+    let (idx, aside) = (sd.path().join("index"), sd.path().join("index.aside"));
+    block_dir(&idx, &aside);
+    let (from, chunk) = next_chunk(&master, &slave);
+    let err = slave
+        .append_replicated(from, &chunk)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&idx.display().to_string()), "{err}");
+    assert_eq!(slave.max_physical_offset(), from, "nothing written");
+    unblock_dir(&idx, &aside);
+    slave.append_replicated(from, &chunk).unwrap();
+    assert_eq!(slave.max_physical_offset(), master.max_physical_offset());
+    assert_eq!(bodies(&slave, "TopicA"), bodies(&master, "TopicA"));
+    let window = KeyWindow::any_time(8);
+    assert_eq!(slave.query_by_key("TopicA", "b", window).unwrap().1, 2);
+}

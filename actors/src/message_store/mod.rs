@@ -441,7 +441,7 @@ impl Store {
             input,
             &logger,
         )?;
-        queue_load::report_missing_heads(&queues, &loaded.missing_heads, &logger);
+        queue_load::report_missing_heads(&mut queues, &loaded.missing_heads, &logger);
         let end = report.valid_end;
         // After an unclean stop the index is trusted only up to where the
         // old checkpoint says its files were fsynced; it is repaired before

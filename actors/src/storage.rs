@@ -715,7 +715,7 @@ impl Handler<AppendReplicated> for Storage {
     type Result = Result<crate::message_store::replica::ReplicaAppend, StoreError>;
 
     fn handle(&mut self, m: AppendReplicated, _: &mut Self::Context) -> Self::Result {
-        let r = self.store()?.append_replicated(m.offset, &m.data)?;
+        let mut r = self.store()?.append_replicated(m.offset, &m.data)?;
         self.publish_end(r.end_offset);
         for topic in &r.dropped {
             self.puts.remove(topic);
@@ -726,7 +726,12 @@ impl Handler<AppendReplicated> for Storage {
                 self.parked.arrived(topic, *queue_id, *max_offset);
             }
         }
-        Ok(r)
+        // Part of the chunk applied, the rest refused: the slave reconnects
+        // and fetches the rest from its end.
+        match r.refused.take() {
+            Some(e) => Err(e),
+            None => Ok(r),
+        }
     }
 }
 

@@ -49,7 +49,17 @@ pub struct ConsumeQueue {
     min_offset: u64,
     max_offset: u64,
     dirty_from: Option<u64>,
+    /// The offset [`MIN_OFFSET_FILE`] records, if any.
+    recorded_min: Option<u64>,
 }
+
+/// A queue's own record of where it starts when the offsets below were
+/// found lost at an open (its first files gone): `<dir>/min_offset`, the
+/// offset in decimal. The next open starts the queue there instead of
+/// taking the missing entries for new damage (a rescan of the whole
+/// CommitLog and a WARN at every start). Not an offset-named file, so
+/// nothing else lists it.
+pub const MIN_OFFSET_FILE: &str = "min_offset";
 
 /// What loading a queue from disk found.
 pub struct Loaded {
@@ -101,6 +111,7 @@ impl ConsumeQueue {
             min_offset: 0,
             max_offset: 0,
             dirty_from: None,
+            recorded_min: None,
         }
     }
 
@@ -152,6 +163,17 @@ impl ConsumeQueue {
             });
         };
         let mut pos = first * q.entries_per_file;
+        q.recorded_min = std::fs::read_to_string(q.dir.join(MIN_OFFSET_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        // The entries of the first file below the recorded start were lost
+        // (and reported) before: not a hole.
+        if let Some(m) = q
+            .recorded_min
+            .filter(|m| (pos + 1..pos + q.entries_per_file).contains(m))
+        {
+            pos = m;
+        }
         q.min_offset = pos;
         while q.raw_get(pos).is_some() {
             pos += 1;
@@ -165,6 +187,21 @@ impl ConsumeQueue {
             empty: false,
             quarantined,
         })
+    }
+
+    /// The start [`MIN_OFFSET_FILE`] records, if any.
+    pub fn recorded_min(&self) -> Option<u64> {
+        self.recorded_min
+    }
+
+    /// Records the queue's min offset as where it starts
+    /// ([`MIN_OFFSET_FILE`], written atomically and fsynced).
+    pub fn record_min_offset(&mut self) -> Result<()> {
+        let path = self.dir.join(MIN_OFFSET_FILE);
+        skylark_codec::persist::write_atomic(&path, format!("{}\n", self.min_offset).as_bytes())
+            .map_err(|e| StoreError::io_at("write", &path, e))?;
+        self.recorded_min = Some(self.min_offset);
+        Ok(())
     }
 
     /// The queue offset of the first slot of the first file, when the
@@ -287,7 +324,13 @@ impl ConsumeQueue {
         let Some(last) = (self.max_offset + count).checked_sub(1) else {
             return Ok(());
         };
-        let mut idx = self.max_offset;
+        self.reserve_range(self.max_offset, last)
+    }
+
+    /// Creates every file entries `first..=last` need (a slave's replicated
+    /// records carry their queue offsets; see `Store::append_replicated`).
+    pub fn reserve_range(&mut self, first: u64, last: u64) -> Result<()> {
+        let mut idx = first;
         while idx <= last {
             self.ensure_file(idx)?;
             idx = (idx / self.entries_per_file + 1) * self.entries_per_file;
@@ -365,6 +408,22 @@ impl ConsumeQueue {
             }
         }
         self.min_offset = self.first_where(|e| e.physical_offset >= cl_min);
+        // Retention deleted the file of the recorded start: the record has
+        // done its job (it is kept while that file is: without it the file's
+        // empty slots below the start would look like new damage).
+        let first = self
+            .files
+            .keys()
+            .next()
+            .map(|fi| fi * self.entries_per_file);
+        if self
+            .recorded_min
+            .is_some_and(|m| first.is_some_and(|f| m < f))
+        {
+            let path = self.dir.join(MIN_OFFSET_FILE);
+            std::fs::remove_file(&path).map_err(|e| StoreError::io_at("remove", &path, e))?;
+            self.recorded_min = None;
+        }
         Ok(deleted)
     }
 

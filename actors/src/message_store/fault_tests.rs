@@ -194,6 +194,67 @@ fn a_lost_first_consume_queue_file_the_log_no_longer_holds_is_reported() {
     );
 }
 
+/// After a lost first ConsumeQueue file was reported (nothing left in the
+/// log) or rebuilt in part (the log held only its later records), the next
+/// clean start neither warns nor rescans the CommitLog: the queue's new
+/// start is recorded in it (every start repeated both until retention
+/// passed the queue's first record; a part-rebuilt queue was rescanned once
+/// and its lost offsets came back as damaged placeholders). Retention
+/// passing the recorded start removes the record.
+#[test]
+fn a_lost_first_consume_queue_file_is_reported_once() {
+    // (messages before the loss, segments retained away, served from)
+    for (n, retained, from) in [(64, 2, 64), (120, 1, 51)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(config(dir.path()), logger()).unwrap();
+        fill(&mut store, "TopicA", 0, n);
+        fill(&mut store, "TopicB", 0, 200);
+        fill(&mut store, "TopicA", n, 10);
+        store.shutdown().unwrap();
+        let segments = store.segment_paths();
+        drop(store);
+        for seg in &segments[..retained] {
+            std::fs::remove_file(seg).unwrap();
+        }
+        std::fs::remove_file(first_cq_file(dir.path(), "TopicA")).unwrap();
+        let mut store = Store::open(config(dir.path()), logger()).unwrap();
+        assert_eq!(store.recovery_report().kind, OpenKind::Unclean);
+        let want = bodies(&store, "TopicA");
+        assert_eq!(want.len(), n + 10 - from as usize);
+        store.shutdown().unwrap();
+        drop(store);
+        let log = Captured::default();
+        let mut store =
+            Store::open(config(dir.path()), Logger::root(log.clone(), slog::o!())).unwrap();
+        let said = log.0.lock().unwrap().clone();
+        assert_eq!(store.recovery_report().kind, OpenKind::Clean, "{said:?}");
+        assert!(
+            said.iter().all(|(l, _)| *l > slog::Level::Warning),
+            "{said:?}"
+        );
+        assert_eq!(store.min_queue_offset("TopicA", 0), Some(from));
+        assert_eq!(bodies(&store, "TopicA"), want);
+        let recorded = queue_dir(dir.path(), "TopicA").join(consume_queue::MIN_OFFSET_FILE);
+        assert!(recorded.exists());
+        // Retention passes every TopicA record: the record goes with the
+        // file holding it (the last file of a queue is kept, and so is
+        // the record of a start in it), and the queue starts clean.
+        fill(&mut store, "TopicB", 200, 400);
+        let far = SystemTime::now() + Duration::from_secs(1000 * 3600);
+        let hour = store.config().delete_when_hour;
+        store.clean_expired_files_at(far, hour).unwrap();
+        assert_eq!(store.min_queue_offset("TopicA", 0), Some(n as u64 + 10));
+        assert_eq!(recorded.exists(), from == 64, "served from {from}");
+        store.shutdown().unwrap();
+        drop(store);
+        let log = Captured::default();
+        let store = Store::open(config(dir.path()), Logger::root(log.clone(), slog::o!())).unwrap();
+        assert_eq!(store.recovery_report().kind, OpenKind::Clean);
+        assert_eq!(store.min_queue_offset("TopicA", 0), Some(n as u64 + 10));
+        assert_eq!(log.count("consume queue"), 0);
+    }
+}
+
 /// Extra bytes at the end of a ConsumeQueue file (a partial entry) are no
 /// longer refused at startup as a configuration error: the file is set
 /// aside, never deleted, and rebuilt from the CommitLog. Files all of
@@ -261,4 +322,64 @@ fn an_empty_consume_queue_directory_is_harmless() {
         store.shutdown().unwrap();
     }
     assert!(empty.iter().all(|d| !d.exists()));
+}
+
+/// The slave's side of replication: the master's next chunk from the
+/// slave's end (empty when it has everything).
+fn next_chunk(master: &Store, slave: &Store) -> (u64, bytes::Bytes) {
+    let from = slave.max_physical_offset();
+    (from, master.read_commit_log(from, 1 << 20).unwrap())
+}
+
+/// A replicated chunk whose records need a ConsumeQueue file, or an
+/// IndexFile, the slave cannot create is refused with nothing written (it
+/// was written and left undispatched: the slave's end moved past records
+/// none of its queues served, and the retry was refused as a gap); the
+/// same chunk fetched again after the fault is applied once.
+#[test]
+fn a_replicated_chunk_refused_for_a_file_it_cannot_create_writes_nothing() {
+    let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg = |dir: &Path| StoreConfig {
+        index_slots: 4,
+        index_entries: 4, // 3 entries a file: one message of 3 keys fills it
+        ..config(dir)
+    };
+    let mut master = Store::open(cfg(md.path()), logger()).unwrap();
+    let mut slave = Store::open(cfg(sd.path()), logger()).unwrap();
+    master.append(&[keyed("TopicA", b"first")]).unwrap();
+    let (from, chunk) = next_chunk(&master, &slave);
+    slave.append_replicated(from, &chunk).unwrap();
+    // A new queue whose directory cannot be created on the slave.
+    master
+        .append(&[AppendMessage::for_test("TopicZ", b"z")])
+        .unwrap();
+    let blocked = sd.path().join("consumequeue").join("TopicZ");
+    std::fs::write(&blocked, b"in the way").unwrap();
+    let (from, chunk) = next_chunk(&master, &slave);
+    let err = slave
+        .append_replicated(from, &chunk)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("TopicZ"), "names the directory: {err}");
+    assert_eq!(slave.max_physical_offset(), from, "nothing written");
+    std::fs::remove_file(&blocked).unwrap();
+    slave.append_replicated(from, &chunk).unwrap();
+    assert_eq!(bodies(&slave, "TopicZ"), [b"z".to_vec()]);
+    // A record whose keys need an IndexFile the slave cannot create.
+    master.append(&[keyed("TopicA", b"second")]).unwrap();
+    let (idx, aside) = (sd.path().join("index"), sd.path().join("index.aside"));
+    block_dir(&idx, &aside);
+    let (from, chunk) = next_chunk(&master, &slave);
+    let err = slave
+        .append_replicated(from, &chunk)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&idx.display().to_string()), "{err}");
+    assert_eq!(slave.max_physical_offset(), from, "nothing written");
+    unblock_dir(&idx, &aside);
+    slave.append_replicated(from, &chunk).unwrap();
+    assert_eq!(slave.max_physical_offset(), master.max_physical_offset());
+    assert_eq!(bodies(&slave, "TopicA"), bodies(&master, "TopicA"));
+    let window = KeyWindow::any_time(8);
+    assert_eq!(slave.query_by_key("TopicA", "b", window).unwrap().1, 2);
 }

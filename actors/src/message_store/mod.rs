@@ -388,6 +388,48 @@ fn queue_or_new<'q>(
         .or_insert_with(|| queue_factory(config)(topic, queue_id))
 }
 
+/// Whether two messages of a batch go to the same queue.
+fn same_queue(a: &AppendMessage<'_>, b: &AppendMessage<'_>) -> bool {
+    a.queue_id == b.queue_id && a.topic == b.topic
+}
+
+/// Creates every ConsumeQueue file the batch's entries need, before any
+/// record is written, and returns the queue of the batch's first message
+/// for the append to go on with (`None` for an empty batch). `counts` (a
+/// reused buffer) gets, per queue, its first message and message count.
+/// One lookup per queue; a message of the same queue as the one before it
+/// is counted without a search.
+fn reserve_queue_files<'q>(
+    queues: &'q mut Queues,
+    config: &StoreConfig,
+    counts: &mut Vec<(usize, u64)>,
+    batch: &[AppendMessage<'_>],
+) -> Result<Option<&'q mut ConsumeQueue>> {
+    counts.clear();
+    let mut last = 0;
+    for (i, m) in batch.iter().enumerate() {
+        let of_m = |&(first, _): &(usize, u64)| same_queue(&batch[first], m);
+        if !counts.get(last).is_some_and(of_m) {
+            last = counts.iter().position(of_m).unwrap_or_else(|| {
+                counts.push((i, 0));
+                counts.len() - 1
+            });
+        }
+        counts[last].1 += 1;
+    }
+    let Some((&(first, n), rest)) = counts.split_first() else {
+        return Ok(None);
+    };
+    for &(i, n) in rest {
+        let m = &batch[i];
+        queue_or_new(queues, config, m.topic, m.queue_id).reserve(n)?;
+    }
+    let m = &batch[first];
+    let cq = queue_or_new(queues, config, m.topic, m.queue_id);
+    cq.reserve(n)?;
+    Ok(Some(cq))
+}
+
 impl Store {
     /// Opens (creating if needed) the store in `config.data_dir` and
     /// recovers it; disk usage comes from `statvfs`.
@@ -441,7 +483,7 @@ impl Store {
             input,
             &logger,
         )?;
-        queue_load::report_missing_heads(&queues, &loaded.missing_heads, &logger);
+        queue_load::report_missing_heads(&mut queues, &loaded.missing_heads, &logger);
         let end = report.valid_end;
         // After an unclean stop the index is trusted only up to where the
         // old checkpoint says its files were fsynced; it is repaired before
@@ -678,33 +720,6 @@ impl Store {
         }
     }
 
-    /// Creates every ConsumeQueue file the batch's entries need, before any
-    /// record is written.
-    fn reserve_queue_files(&mut self, batch: &[AppendMessage<'_>]) -> Result<()> {
-        let mut counts = std::mem::take(&mut self.queue_counts);
-        counts.clear();
-        for (i, m) in batch.iter().enumerate() {
-            let same = |(first, _): &&mut (usize, u64)| {
-                let f = &batch[*first];
-                f.queue_id == m.queue_id && f.topic == m.topic
-            };
-            match counts.iter_mut().find(same) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((i, 1)),
-            }
-        }
-        let mut result = Ok(());
-        for &(first, n) in &counts {
-            let m = &batch[first];
-            result = queue_or_new(&mut self.queues, &self.config, m.topic, m.queue_id).reserve(n);
-            if result.is_err() {
-                break;
-            }
-        }
-        self.queue_counts = counts;
-        result
-    }
-
     /// Appends a validated batch. Every step that can fail on the disk
     /// (CommitLog segments, ConsumeQueue files, index files) runs before
     /// the first record is written: a refused batch stored nothing, so a
@@ -718,44 +733,56 @@ impl Store {
     ) -> Result<AppendBatchResult> {
         let store_timestamp = now_millis();
         self.commit_log.reserve(sizes.iter().copied())?;
-        self.reserve_queue_files(batch)?;
+        let first_queue = reserve_queue_files(
+            &mut self.queues,
+            &self.config,
+            &mut self.queue_counts,
+            batch,
+        )?;
         self.index
             .reserve(key_hashes.len(), store_timestamp.max(0) as u64)?;
         let mut results = Vec::with_capacity(batch.len());
-        let mut key_start = 0;
-        for ((m, &size), &key_end) in batch.iter().zip(sizes).zip(key_ends) {
-            let cq = queue_or_new(&mut self.queues, &self.config, m.topic, m.queue_id);
-            let queue_offset = cq.max_offset();
-            // Reserved above: never creates a file here.
-            cq.ensure_file(queue_offset)?;
-            let physical_offset = self.commit_log.append_with(size, |buf, physical_offset| {
-                let at = Placement {
+        if let Some(mut cq) = first_queue {
+            // `cq` is the queue of `batch[cq_of]`: looked up again only
+            // where the batch moves to another queue.
+            let (mut cq_of, mut key_start) = (0, 0);
+            for (i, ((m, &size), &key_end)) in batch.iter().zip(sizes).zip(key_ends).enumerate() {
+                if !same_queue(&batch[cq_of], m) {
+                    cq = queue_or_new(&mut self.queues, &self.config, m.topic, m.queue_id);
+                    cq_of = i;
+                }
+                // Its file was created by `reserve_queue_files`.
+                let queue_offset = cq.max_offset();
+                let physical_offset =
+                    self.commit_log.append_with(size, |buf, physical_offset| {
+                        let at = Placement {
+                            queue_offset,
+                            physical_offset,
+                            store_timestamp,
+                        };
+                        record::encode_into(m, at, buf);
+                    })?;
+                let entry = CqEntry {
+                    physical_offset,
+                    size: size as u32,
+                    tag_hash: tag_hash(m.tags.unwrap_or("")),
+                };
+                cq.put(queue_offset, entry)?;
+                self.index.index_hashed(
+                    key_hashes[key_start..key_end].iter().copied(),
+                    physical_offset,
+                    physical_offset + size as u64,
+                    store_timestamp,
+                )?;
+                key_start = key_end;
+                results.push(AppendResult {
+                    queue_id: m.queue_id,
                     queue_offset,
                     physical_offset,
+                    size: size as u32,
                     store_timestamp,
-                };
-                record::encode_into(m, at, buf);
-            })?;
-            let entry = CqEntry {
-                physical_offset,
-                size: size as u32,
-                tag_hash: tag_hash(m.tags.unwrap_or("")),
-            };
-            cq.put(queue_offset, entry)?;
-            self.index.index_hashed(
-                key_hashes[key_start..key_end].iter().copied(),
-                physical_offset,
-                physical_offset + size as u64,
-                store_timestamp,
-            )?;
-            key_start = key_end;
-            results.push(AppendResult {
-                queue_id: m.queue_id,
-                queue_offset,
-                physical_offset,
-                size: size as u32,
-                store_timestamp,
-            });
+                });
+            }
         }
         Ok(AppendBatchResult {
             results,

@@ -33,10 +33,20 @@ fn split_keys(keys: Option<&str>) -> impl Iterator<Item = &str> {
 /// Indexes stored record `m` by its keys and unique id (a record read back
 /// from the CommitLog: at open, or replicated to a slave).
 pub(crate) fn index_record(index: &mut IndexService, m: &record::DecodedMessage<'_>) -> Result<()> {
-    let uniq = m.property(PROPERTY_UNIQ_KEY).filter(|u| !u.is_empty());
-    let keys = split_keys(m.keys()).chain(uniq);
     let end = m.physical_offset + m.record_size as u64;
-    index.index(m.topic, keys, m.physical_offset, end, m.store_timestamp)
+    index.index(
+        m.topic,
+        record_keys(m),
+        m.physical_offset,
+        end,
+        m.store_timestamp,
+    )
+}
+
+/// The keys [`index_record`] indexes stored record `m` under.
+pub(crate) fn record_keys<'a>(m: &record::DecodedMessage<'a>) -> impl Iterator<Item = &'a str> {
+    let uniq = m.property(PROPERTY_UNIQ_KEY).filter(|u| !u.is_empty());
+    split_keys(m.keys()).chain(uniq)
 }
 
 /// Opens the index files and indexes every record of the CommitLog past the

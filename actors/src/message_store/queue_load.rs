@@ -10,7 +10,9 @@
 //!   is still above the CommitLog's start (retention never leaves that,
 //!   see [`ConsumeQueue::delete_below`]) is rebuilt from the whole log;
 //!   what the log no longer holds is reported at WARN, with the offset the
-//!   queue is now served from ([`report_missing_heads`]);
+//!   queue is now served from, and that start is recorded in the queue's
+//!   `min_offset` file, so the next open takes the queue as it is: no
+//!   rescan, no WARN ([`report_missing_heads`]);
 //! * an empty queue directory (a queue whose first file could not be
 //!   created, e.g. ENOSPC when the topic was created) is removed: it holds
 //!   nothing, and taking it for a lost queue made every start unclean.
@@ -21,7 +23,7 @@ use std::path::{Path, PathBuf};
 use slog::{warn, Logger};
 
 use super::config::StoreConfig;
-use super::consume_queue::{ConsumeQueue, CQ_ENTRY_SIZE};
+use super::consume_queue::{ConsumeQueue, CQ_ENTRY_SIZE, MIN_OFFSET_FILE};
 use super::error::{Result, StoreError};
 use super::mapped_file::file_name;
 use super::{Queues, TOPIC_DELETED};
@@ -135,6 +137,7 @@ pub(crate) fn load_queues(
             if loaded.empty {
                 warn!(logger, "empty consume queue directory removed (a queue whose first file could not be created)";
                     "dir" => %qdir.display());
+                let _ = std::fs::remove_file(qdir.join(MIN_OFFSET_FILE));
                 let _ = std::fs::remove_dir(&qdir);
                 continue;
             }
@@ -176,7 +179,10 @@ fn missing_head(
     cl_min: u64,
     config: &StoreConfig,
 ) -> Option<MissingHead> {
-    let start = cq.starts_at_file().filter(|s| *s > 0)?;
+    // Found and reported at an earlier open ([`report_missing_heads`]).
+    let start = cq
+        .starts_at_file()
+        .filter(|s| *s > 0 && cq.recorded_min() != Some(*s))?;
     let first = cq.slot(start)?;
     if first.physical_offset <= cl_min {
         return None;
@@ -192,10 +198,15 @@ fn missing_head(
 }
 
 /// After recovery: says, for each queue that had lost its first files,
-/// what was rebuilt from the CommitLog and from which offset it is served.
-pub(crate) fn report_missing_heads(queues: &Queues, heads: &[MissingHead], logger: &Logger) {
+/// what was rebuilt from the CommitLog and from which offset it is served,
+/// and records that start in the queue ([`MIN_OFFSET_FILE`]) so the next
+/// open neither rescans the log for it nor says it again.
+pub(crate) fn report_missing_heads(queues: &mut Queues, heads: &[MissingHead], logger: &Logger) {
     for h in heads {
-        let Some(cq) = queues.get(&h.topic).and_then(|q| q.get(&h.queue_id)) else {
+        let Some(cq) = queues
+            .get_mut(&h.topic)
+            .and_then(|q| q.get_mut(&h.queue_id))
+        else {
             continue;
         };
         if cq.min_offset() < h.served_from {
@@ -206,6 +217,12 @@ pub(crate) fn report_missing_heads(queues: &Queues, heads: &[MissingHead], logge
             warn!(logger, "CONSUME QUEUE LOST ITS FIRST FILE(S) and the commit log no longer holds their records: the messages before the served offset cannot be consumed";
                 "topic" => &h.topic, "queue_id" => h.queue_id, "missing_file" => %h.missing_file.display(),
                 "served_from" => h.served_from, "lost_offsets" => format!("..{}", h.served_from));
+        }
+        if cq.min_offset() > 0 {
+            if let Err(e) = cq.record_min_offset() {
+                warn!(logger, "cannot record the consume queue's new start: the next start rescans the commit log for it";
+                    "topic" => &h.topic, "queue_id" => h.queue_id, "error" => %e);
+            }
         }
     }
 }

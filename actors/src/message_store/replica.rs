@@ -8,8 +8,14 @@
 //! did: the slave's segment files end up byte-identical to the master's.
 //!
 //! The slave validates every record (magic, size, CRC, its own physical
-//! offset) before writing anything, then dispatches each record to its
-//! ConsumeQueue at the queue offset the master gave it, as recovery does.
+//! offset) and creates every ConsumeQueue file and IndexFile they need
+//! before writing anything, then dispatches each record to its
+//! ConsumeQueue at the queue offset the master gave it, as recovery does. A
+//! chunk refused for a file it cannot create is not written: the slave's
+//! end stays where it was and the chunk is fetched again, so no record is
+//! ever in the slave's CommitLog without its ConsumeQueue entry. (A chunk
+//! holding a topic deletion is applied in two parts, split after the
+//! deletion record: the second may be refused after the first applied.)
 
 use std::collections::HashMap;
 
@@ -20,7 +26,7 @@ use super::record::{self, BLANK_MAGIC, MESSAGE_MAGIC};
 use super::{queue_factory, recovery, Store};
 
 /// What [`Store::append_replicated`] did.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ReplicaAppend {
     /// The CommitLog end after the chunk (what the slave acks).
     pub end_offset: u64,
@@ -31,6 +37,11 @@ pub struct ReplicaAppend {
     pub records: usize,
     /// Topics whose queues a deletion record of the chunk dropped.
     pub dropped: Vec<String>,
+    /// The chunk's records from `end_offset` on were refused (a file they
+    /// need could not be created): nothing of them was written, the ones
+    /// before were applied. The caller handles what was applied, then
+    /// reports this error.
+    pub refused: Option<StoreError>,
 }
 
 fn corrupt(msg: String) -> StoreError {
@@ -122,35 +133,114 @@ impl Store {
                 _ => return Err(corrupt(format!("no valid record at {pos}"))),
             }
         }
-        self.commit_log.append_raw(offset, data)?;
-        let new_queue = queue_factory(&self.config);
+        let mut out = ReplicaAppend {
+            end_offset: self.commit_log.max_offset(),
+            ..ReplicaAppend::default()
+        };
         let mut touched: HashMap<(&str, u32), u64> = HashMap::new();
-        let mut dropped = Vec::new();
-        for m in &records {
+        // A deletion record ends a part: the files of the records after it
+        // (a topic created again) are made once its queues are gone.
+        let mut from = 0;
+        for part in records.split_inclusive(|m| m.topic == super::TOPIC_DELETED) {
+            let to = match part.last() {
+                Some(m) if out.records + part.len() < records.len() => {
+                    (m.physical_offset + u64::from(m.record_size) - offset) as usize
+                }
+                _ => data.len(),
+            };
+            if let Err(e) = self.apply_replicated_part(offset + from as u64, &data[from..to], part)
+            {
+                if from == 0 {
+                    return Err(e);
+                }
+                out.refused = Some(e);
+                break;
+            }
+            from = to;
+            out.end_offset = self.commit_log.max_offset();
+            out.records += part.len();
+            for m in part {
+                if m.topic == super::TOPIC_DELETED {
+                    if let Ok(topic) = std::str::from_utf8(m.body) {
+                        touched.retain(|(t, _), _| *t != topic);
+                        out.dropped.push(topic.to_string());
+                    }
+                    continue;
+                }
+                let max = touched.entry((m.topic, m.queue_id)).or_default();
+                *max = (*max).max(m.queue_offset + 1);
+            }
+        }
+        if records.is_empty() {
+            // Only an end-of-file marker (its segment's tail).
+            self.commit_log.append_raw(offset, data)?;
+            out.end_offset = self.commit_log.max_offset();
+        }
+        out.touched = touched
+            .into_iter()
+            .map(|((t, q), max)| (t.to_string(), q, max))
+            .collect();
+        Ok(out)
+    }
+
+    /// Writes one part of a replicated chunk (`data` at `at`, whose records
+    /// are `records`) and dispatches and indexes its records. Every
+    /// ConsumeQueue file and IndexFile they need is created first, as
+    /// [`Store::append`] does on the master: a part refused for a file that
+    /// cannot be created (ENOSPC, read-only) wrote nothing, so the slave's
+    /// end stays before it and the next connection fetches it again.
+    fn apply_replicated_part(
+        &mut self,
+        at: u64,
+        data: &[u8],
+        records: &[record::DecodedMessage<'_>],
+    ) -> Result<()> {
+        let mut keys = 0;
+        let mut run: Option<(&str, u32, u64, u64)> = None;
+        for m in records {
+            keys += super::query::record_keys(m).count();
+            if m.topic == super::TOPIC_DELETED {
+                continue;
+            }
+            match &mut run {
+                Some((t, q, _, last)) if *t == m.topic && *q == m.queue_id => {
+                    *last = (*last).max(m.queue_offset);
+                }
+                _ => {
+                    if let Some(r) = run.take() {
+                        self.reserve_replica_queue(r)?;
+                    }
+                    run = Some((m.topic, m.queue_id, m.queue_offset, m.queue_offset));
+                }
+            }
+        }
+        if let Some(r) = run {
+            self.reserve_replica_queue(r)?;
+        }
+        let first_ts = records
+            .first()
+            .map_or(0, |m| m.store_timestamp.max(0) as u64);
+        self.index.reserve(keys, first_ts)?;
+        self.commit_log.append_raw(at, data)?;
+        let new_queue = queue_factory(&self.config);
+        for m in records {
             recovery::dispatch(&mut self.queues, &new_queue, m)?;
             // By key and unique id, as the master indexed it: `by-key` and
             // `by-id` on a slave (its master down) found only what was
             // replicated before the slave last opened its store.
             super::query::index_record(&mut self.index, m)?;
-            if m.topic == super::TOPIC_DELETED {
-                if let Ok(topic) = std::str::from_utf8(m.body) {
-                    touched.retain(|(t, _), _| *t != topic);
-                    dropped.push(topic.to_string());
-                }
-                continue;
-            }
-            let max = touched.entry((m.topic, m.queue_id)).or_default();
-            *max = (*max).max(m.queue_offset + 1);
         }
-        Ok(ReplicaAppend {
-            end_offset: self.commit_log.max_offset(),
-            touched: touched
-                .into_iter()
-                .map(|((t, q), max)| (t.to_string(), q, max))
-                .collect(),
-            records: records.len(),
-            dropped,
-        })
+        Ok(())
+    }
+
+    /// Creates the files of one run of records of a queue (topic, queue
+    /// id, first and last queue offset).
+    fn reserve_replica_queue(
+        &mut self,
+        (topic, queue_id, first, last): (&str, u32, u64, u64),
+    ) -> Result<()> {
+        let cq = super::queue_or_new(&mut self.queues, &self.config, topic, queue_id);
+        cq.reserve_range(first, last)
     }
 }
 

@@ -80,6 +80,7 @@ impl ControllerClient {
     pub async fn leader_request(&mut self, req: &Request) -> Result<Response, CallError> {
         let mut tried: Vec<String> = Vec::new();
         let mut last_err = None;
+        let mut not_leader = 0;
         let mut candidates: Vec<String> = self.leader.iter().cloned().collect();
         candidates.extend(self.addrs.iter().cloned());
         let mut i = 0;
@@ -101,6 +102,7 @@ impl ControllerClient {
                             candidates.insert(i, l);
                         }
                     }
+                    not_leader += 1;
                     last_err = Some(CallError {
                         addr,
                         reason: "not the leader".into(),
@@ -118,9 +120,22 @@ impl ControllerClient {
                 }
             }
         }
-        Err(last_err.unwrap_or(CallError {
+        let err = last_err.unwrap_or(CallError {
             addr: self.addrs.join(";"),
             reason: "no controller address".into(),
-        }))
+        });
+        if not_leader == 0 {
+            return Err(err);
+        }
+        // Reachable controllers, none of them the leader: an election (not
+        // an outage) is the likely cause, and the text must not say
+        // "unreachable" of a controller that answered.
+        Err(CallError {
+            addr: self.addrs.join(";"),
+            reason: format!(
+                "no controller is the leader now ({not_leader} answered \"not the leader\": an election may be under way); last: {} {}",
+                err.addr, err.reason
+            ),
+        })
     }
 }

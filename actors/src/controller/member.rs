@@ -417,7 +417,7 @@ impl Driver {
             }
             Err(e) => {
                 if let Some(n) = self.complaints.note("unreachable", Instant::now()) {
-                    warn!(self.log, "controller unreachable"; "error" => %e, "left_out" => n);
+                    warn!(self.log, "no controller leader answered the heartbeat"; "error" => %e, "left_out" => n);
                 }
                 Beat::Lost
             }

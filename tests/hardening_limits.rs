@@ -128,6 +128,15 @@ fn read_frame(s: &mut TcpStream, buf: &mut BytesMut) -> Option<RawFrame> {
     }
 }
 
+/// A connection that has sent the length prefix of a `len`-byte frame and
+/// its first byte (the envelope marker), and nothing more.
+fn begin_frame(addr: &str, len: u32) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(&len.to_be_bytes()).unwrap();
+    s.write_all(&[0x92]).unwrap();
+    s
+}
+
 /// Writes `frame` repeatedly until `stop`, never reading.
 fn flood(addr: String, frame: bytes::Bytes, stop: Arc<AtomicBool>) {
     let Ok(mut s) = TcpStream::connect(&addr) else {
@@ -273,9 +282,7 @@ fn hardening_slowloris_connections_closed_within_read_timeout() {
     node.wait_ready();
     let mut conns: Vec<Option<TcpStream>> = (0..200)
         .map(|_| {
-            let mut s = TcpStream::connect(node.broker()).expect("connect");
-            s.write_all(&(4u32 << 20).to_be_bytes()).unwrap();
-            s.write_all(&[0x92]).unwrap();
+            let s = begin_frame(&node.broker(), 4 << 20);
             s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
             Some(s)
         })
@@ -542,9 +549,7 @@ fn hardening_stalled_large_frames_stay_within_the_incomplete_frame_budget() {
     let payload = vec![0u8; SENT];
     let mut conns: Vec<(TcpStream, usize)> = (0..40)
         .map(|_| {
-            let mut s = TcpStream::connect(node.broker()).expect("connect");
-            s.write_all(&(FRAME as u32).to_be_bytes()).unwrap();
-            s.write_all(&[0x92]).unwrap();
+            let s = begin_frame(&node.broker(), FRAME as u32);
             s.set_nonblocking(true).unwrap();
             (s, 0)
         })

@@ -784,3 +784,77 @@ fn with_a_server() {
         "{out}"
     );
 }
+
+/// A broker that refuses every connection (`Busy`: its `max_connections`
+/// reached) used to leave `consume --idle-timeout` silent and exit 0 with
+/// nothing read, as if the topic were empty. Now it says why on stderr
+/// while it waits and exits 1 naming the reason; once the broker takes
+/// connections again the same run reads, and a reachable broker with
+/// nothing to read still exits 0.
+#[test]
+fn consume_from_a_broker_refusing_connections_says_why_and_fails() {
+    const CAP: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Standalone::start_env(
+        &dir.path().join("data"),
+        &["--no-dashboard", "--no-metrics"],
+        &[("SKYLARK_MAX_CONNECTIONS", &CAP.to_string())],
+    );
+    ok(&node.cli(&[
+        "admin", "topic", "create", "--name", "Full", "--queues", "1",
+    ]));
+    ok(&node.cli(&["produce", "--topic", "Full", "--count", "3", "--body", "m"]));
+    // Hold more plain connections than the cap, until the broker refuses
+    // the clients' own.
+    let held: Vec<_> = (0..CAP + 4)
+        .map(|_| std::net::TcpStream::connect(node.broker()).expect("connect"))
+        .collect();
+    let busy = common::wait_until(Duration::from_secs(30), || {
+        let o = node.cli(&["admin", "topic", "stats", "--name", "Full"]);
+        !o.status.success() && stderr(&o).contains("too many connections")
+    });
+    assert!(busy, "the broker never refused a connection");
+
+    let run = |group: &str| {
+        node.cli(&[
+            "consume",
+            "--group",
+            group,
+            "--topic",
+            "Full",
+            "--count",
+            "3",
+            "--from",
+            "first",
+            "--json",
+            "--idle-timeout",
+            "3",
+        ])
+    };
+    let o = run("g");
+    refused(
+        &o,
+        1,
+        &[
+            "warning: no broker of topic 'Full' can be reached yet",
+            "no broker of topic 'Full' could be reached",
+            "too many connections",
+            "max_connections",
+        ],
+    );
+
+    drop(held);
+    assert!(
+        common::wait_until(Duration::from_secs(30), || node
+            .cli(&["admin", "topic", "stats", "--name", "Full"])
+            .status
+            .success()),
+        "the broker never took connections again"
+    );
+    let o = run("g");
+    assert_eq!(json_lines(ok(&o).as_bytes()).len(), 3, "{}", stderr(&o));
+    // Reachable, nothing to read: exit 0 as before, with nothing said.
+    let o = run("g");
+    assert!(ok(&o).is_empty());
+    assert!(!stderr(&o).contains("reached"), "{}", stderr(&o));
+}

@@ -128,6 +128,15 @@ fn read_frame(s: &mut TcpStream, buf: &mut BytesMut) -> Option<RawFrame> {
     }
 }
 
+/// A connection that has sent the length prefix of a `len`-byte frame and
+/// its first byte (the envelope marker), and nothing more.
+fn begin_frame(addr: &str, len: u32) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(&len.to_be_bytes()).unwrap();
+    s.write_all(&[0x92]).unwrap();
+    s
+}
+
 /// Writes `frame` repeatedly until `stop`, never reading.
 fn flood(addr: String, frame: bytes::Bytes, stop: Arc<AtomicBool>) {
     let Ok(mut s) = TcpStream::connect(&addr) else {
@@ -273,9 +282,7 @@ fn hardening_slowloris_connections_closed_within_read_timeout() {
     node.wait_ready();
     let mut conns: Vec<Option<TcpStream>> = (0..200)
         .map(|_| {
-            let mut s = TcpStream::connect(node.broker()).expect("connect");
-            s.write_all(&(4u32 << 20).to_be_bytes()).unwrap();
-            s.write_all(&[0x92]).unwrap();
+            let s = begin_frame(&node.broker(), 4 << 20);
             s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
             Some(s)
         })
@@ -519,4 +526,74 @@ fn hardening_a_send_that_timed_out_is_not_sent_again() {
         "stored once: {bodies:?}"
     );
     assert_eq!(bodies.len(), 3, "{bodies:?}");
+}
+
+/// Inbound frames have a memory budget: 40 connections that each announce
+/// a 16 MiB frame, send 15 MiB of it and stall grew the broker by ~629 MB
+/// (every frame buffered until complete; max_connections x max_frame_size
+/// in all). With `incomplete_frame_budget_bytes` of 32 MiB only frames
+/// within it are read; the others wait in the kernel's socket buffers, and
+/// small requests are still served.
+#[test]
+fn hardening_stalled_large_frames_stay_within_the_incomplete_frame_budget() {
+    const FRAME: usize = 16 << 20;
+    const SENT: usize = 15 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(
+        dir.path(),
+        &[("SKYLARK_INCOMPLETE_FRAME_BUDGET_BYTES", "33554432")],
+        None,
+    );
+    node.wait_ready();
+    let before = rss_bytes(node.pid());
+    let payload = vec![0u8; SENT];
+    let mut conns: Vec<(TcpStream, usize)> = (0..40)
+        .map(|_| {
+            let s = begin_frame(&node.broker(), FRAME as u32);
+            s.set_nonblocking(true).unwrap();
+            (s, 0)
+        })
+        .collect();
+    // Send until every frame is 15 MiB in, or nothing moves for a second
+    // (the broker reads no more); the peak RSS on the way is what counts.
+    let mut peak = before;
+    let mut last_progress = Instant::now();
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while conns.iter().any(|(_, n)| *n < SENT)
+        && last_progress.elapsed() < Duration::from_secs(1)
+        && Instant::now() < give_up
+    {
+        for (s, n) in conns.iter_mut().filter(|(_, n)| *n < SENT) {
+            match s.write(&payload[*n..]) {
+                Ok(k) if k > 0 => {
+                    *n += k;
+                    last_progress = Instant::now();
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("a stalled frame's connection failed: {e}"),
+            }
+        }
+        peak = peak.max(rss_bytes(node.pid()));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    peak = peak.max(rss_bytes(node.pid()));
+    let sent: usize = conns.iter().map(|(_, n)| n).sum();
+    let growth = peak.saturating_sub(before);
+    assert!(
+        growth < 200 << 20,
+        "RSS grew by {} MiB ({} MiB sent in unfinished frames)",
+        growth >> 20,
+        sent >> 20
+    );
+    // Small requests arrive whole and are not held back by the budget.
+    let out = node.cli(&[
+        "produce", "--topic", "Budget", "--count", "1", "--body", "x",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(conns);
 }

@@ -108,6 +108,10 @@ pub struct NameServerConfig {
     /// Unsent answer bytes over all connections of the process: every
     /// connection stops reading while they are above this.
     pub buffered_answer_budget_bytes: usize,
+    /// Request frames still arriving over all connections of the process
+    /// (their announced sizes): a frame that does not arrive whole in one
+    /// read waits, unread, while they are at or above this.
+    pub incomplete_frame_budget_bytes: usize,
     /// Metrics (docs/metrics.md): serve `GET /metrics` on this port of
     /// `listen_host`; absent = off.
     pub metrics_port: Option<u16>,
@@ -168,6 +172,7 @@ impl Default for NameServerConfig {
             inflight_high_water: 256,
             inflight_low_water: 128,
             buffered_answer_budget_bytes: 256 << 20,
+            incomplete_frame_budget_bytes: 256 << 20,
             metrics_port: None,
             dashboard_port: None,
             remoting_port: None,
@@ -327,6 +332,10 @@ pub struct BrokerConfig {
     /// Unsent answer bytes over all connections of the process: every
     /// connection stops reading while they are above this.
     pub buffered_answer_budget_bytes: usize,
+    /// Request frames still arriving over all connections of the process
+    /// (their announced sizes): a frame that does not arrive whole in one
+    /// read waits, unread, while they are at or above this.
+    pub incomplete_frame_budget_bytes: usize,
     /// Metrics (docs/metrics.md): serve `GET /metrics` on this port of
     /// `listen_host`; absent = off.
     pub metrics_port: Option<u16>,
@@ -481,6 +490,7 @@ impl Default for BrokerConfig {
             inflight_high_water: 256,
             inflight_low_water: 128,
             buffered_answer_budget_bytes: 256 << 20,
+            incomplete_frame_budget_bytes: 256 << 20,
             metrics_port: None,
             remoting_port: None,
             remoting_port_fallback: false,
@@ -803,6 +813,7 @@ macro_rules! serve_options {
                 write_high_water_bytes: $c.write_high_water_bytes.max(1),
                 write_low_water_bytes: $c.write_low_water_bytes.min($c.write_high_water_bytes),
                 buffered_answer_budget: $c.buffered_answer_budget_bytes.max(1),
+                incomplete_frame_budget: $c.incomplete_frame_budget_bytes.max(1),
                 frame_read_timeout: Duration::from_millis($c.frame_read_timeout_ms.max(1)),
                 idle_timeout: Duration::from_secs($c.connection_idle_secs.max(1)),
                 ..Default::default()

@@ -61,6 +61,7 @@ const STATIC_KEYS: &[&str] = &[
     "inflight_high_water",
     "inflight_low_water",
     "buffered_answer_budget_bytes",
+    "incomplete_frame_budget_bytes",
     "store",
 ];
 

@@ -12,7 +12,9 @@
 //!
 //! * `length` counts the bytes after the prefix. It is checked against
 //!   [`FrameCodec::max_frame_size`] before anything is reserved, and must be
-//!   at least [`MIN_FRAME_LEN`].
+//!   at least [`MIN_FRAME_LEN`]. Room for the payload is reserved as its
+//!   bytes arrive, [`READ_RESERVE_STEP`] at a time, never for the whole
+//!   announced length at once.
 //! * The envelope is always a `fixarray` of 2 (`0x92`). The header is a fixed
 //!   positional triple: it never changes without a protocol version bump.
 //!   Bodies encode structs as *maps* (field name → value) so fields can be
@@ -460,8 +462,28 @@ fn parse_payload(payload: Bytes) -> Result<RawFrame> {
     Ok(RawFrame { header, body, auth })
 }
 
+/// How far past what is buffered an incomplete frame's read buffer grows
+/// at a time: 64 KiB.
+///
+/// A decoder used to reserve a whole frame as soon as its length prefix was
+/// in, so a peer sending a 16 MiB prefix and one byte cost 16 MiB of memory
+/// for nothing; now the buffer grows as the bytes arrive (by at most this
+/// much beyond them, and by doubling as a `Vec` does, so a large frame
+/// still costs few copies), and a prefix alone costs nothing.
+pub const READ_RESERVE_STEP: usize = 64 * 1024;
+
+/// Makes room in `src` for the next bytes of a frame of `total` bytes
+/// (prefix included) of which `src` holds the start: the rest of the frame,
+/// but at most [`READ_RESERVE_STEP`]. Shared by both protocols' decoders.
+pub(crate) fn reserve_toward(src: &mut BytesMut, total: usize) {
+    src.reserve((total - src.len()).min(READ_RESERVE_STEP));
+}
+
 /// Length-prefixed MessagePack frames for `tokio_util::codec`
 /// (`FramedRead`/`FramedWrite`/`Framed`).
+///
+/// The read buffer of an incomplete frame grows as its bytes arrive, not to
+/// the size its prefix announces ([`READ_RESERVE_STEP`]).
 ///
 /// Decoding errors: [`ProtocolError::FrameTooLarge`] (prefix over the max;
 /// nothing consumed, close the connection) and [`ProtocolError::Malformed`]
@@ -524,7 +546,7 @@ impl Decoder for FrameCodec {
             }
         }
         if src.len() < total {
-            src.reserve(total - src.len());
+            reserve_toward(src, total);
             return Ok(None);
         }
         let frame = src.split_to(total).freeze();
@@ -632,6 +654,41 @@ mod tests {
         );
         assert_eq!(peek_header(&[0x00, 0x93]), None);
         assert_eq!(peek_header(&[]), None);
+    }
+
+    /// A 16 MiB prefix and one byte used to reserve 16 MiB at once.
+    #[test]
+    fn a_large_length_prefix_alone_does_not_reserve_the_frame() {
+        let mut codec = FrameCodec::new(DEFAULT_MAX_FRAME_SIZE);
+        let len = DEFAULT_MAX_FRAME_SIZE as u32;
+        let mut buf = BytesMut::new();
+        buf.put_u32(len);
+        buf.put_u8(ENVELOPE_MARKER);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() <= 2 * READ_RESERVE_STEP,
+            "reserved {} bytes for 5",
+            buf.capacity()
+        );
+        // The frame still decodes once it is all in, however it arrives.
+        let mut whole = BytesMut::new();
+        let body = serde_bytes::ByteBuf::from(vec![7u8; 300_000]);
+        codec
+            .encode(
+                OutFrame::new(Header::request(3, Command::SendMessage), &body),
+                &mut whole,
+            )
+            .unwrap();
+        let mut buf = BytesMut::new();
+        let mut got = None;
+        for chunk in whole.chunks(10_000) {
+            assert!(got.is_none());
+            buf.extend_from_slice(chunk);
+            got = codec.decode(&mut buf).unwrap();
+            assert!(buf.capacity() <= 2 * buf.len() + 2 * READ_RESERVE_STEP);
+        }
+        let f = got.expect("the whole frame decodes");
+        assert_eq!(f.decode_body::<serde_bytes::ByteBuf>().unwrap(), body);
     }
 
     #[test]

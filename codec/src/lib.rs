@@ -202,7 +202,7 @@ pub use command::{Command, Rpc};
 pub use error::{ErrorCode, ProtocolError, Result, WireError};
 pub use frame::{
     decode_value, encode_frame, encode_frame_with_tail, FrameCodec, FrameKind, Header, OutFrame,
-    RawFrame, ResponseBody, LENGTH_PREFIX_LEN, MIN_FRAME_LEN,
+    RawFrame, ResponseBody, LENGTH_PREFIX_LEN, MIN_FRAME_LEN, READ_RESERVE_STEP,
 };
 pub use frame_auth::FrameAuth;
 pub use message::{MessageData, MessageId};

@@ -30,7 +30,13 @@
 //! unreadable (`admin topic perm`), the ACL, or SQL filtering switched off
 //! on the broker (`InvalidFilter`) — ends the run: it shuts the consumer
 //! down as at the end of any run and exits 1 with the broker's reason. A broker that
-//! restarts or cannot be reached for a while is waited for.
+//! restarts or cannot be reached for a while is waited for. If no broker of
+//! the topic can be reached when the run starts (down, or refusing
+//! connections: `Busy`, its `max_connections` reached), the run says why on
+//! stderr at once and every 30 s while it keeps trying; a run that ends
+//! (e.g. by `--idle-timeout`) without ever reaching one exits 1 with the
+//! last reason, not 0 as if the topic were empty. A reachable broker with
+//! no messages still ends the run with exit 0.
 //!
 //! `--orderly` consumes each queue in order under a broker lock (one member
 //! per queue). `--fail-every N` / `--fail-on TEXT` answer `Retry` for some
@@ -159,18 +165,23 @@ async fn wait_for_queues(
     }
 }
 
-/// Refuses at once a group no broker of the topic will serve: a pull the
-/// ACL denies (`NoPermission`, `AuthFailed`) or one the group's settings
-/// forbid (`consume_enable` off: `PermissionDenied`). The consumer would
-/// otherwise retry those pulls quietly forever (or until `--idle-timeout`,
-/// exiting 0 with nothing read). One probe pull per broker, at the end of
-/// one of its queues (it reads nothing and commits nothing); a topic that
-/// some brokers serve starts as before.
-async fn check_may_consume(
-    probe: &PullConsumer,
-    queues: &[crate::client::MessageQueue],
-) -> anyhow::Result<()> {
+/// What one probe of the topic's brokers found.
+enum Reach {
+    /// Some broker answered (or there was none to ask).
+    Reached,
+    /// Every broker asked refused for good (the ACL, a permission); the
+    /// first refusal.
+    Refused(crate::client::ClientError),
+    /// No broker could be reached (connect failed, `Busy`, timeout); the
+    /// last failure.
+    Failed(crate::client::ClientError),
+}
+
+/// Asks each broker of `queues` once: a probe pull at the end of one of its
+/// queues (it reads nothing and commits nothing).
+async fn probe_brokers(probe: &PullConsumer, queues: &[crate::client::MessageQueue]) -> Reach {
     let mut first_refusal = None;
+    let mut last_failure = None;
     let mut brokers = std::collections::BTreeSet::new();
     for q in queues {
         if !brokers.insert(q.broker_addr.clone()) {
@@ -187,12 +198,89 @@ async fn check_may_consume(
             Err(e) if e.is_refusal() => {
                 first_refusal.get_or_insert(e);
             }
-            _ => return Ok(()),
+            Err(e) => last_failure = Some(e),
+            Ok(()) => return Reach::Reached,
         }
     }
-    match first_refusal {
-        Some(e) => bail!("{e}"),
-        None => Ok(()),
+    match (first_refusal, last_failure) {
+        (Some(e), _) => Reach::Refused(e),
+        (None, Some(e)) => Reach::Failed(e),
+        (None, None) => Reach::Reached,
+    }
+}
+
+/// Refuses at once a group no broker of the topic will serve: a pull the
+/// ACL denies (`NoPermission`, `AuthFailed`) or one the group's settings
+/// forbid (`consume_enable` off: `PermissionDenied`). The consumer would
+/// otherwise retry those pulls quietly forever (or until `--idle-timeout`,
+/// exiting 0 with nothing read). A topic that some brokers serve starts as
+/// before; one whose brokers cannot be reached yet (down, or refusing
+/// connections: `Busy`) starts too, and the failure is given back so the
+/// run can say why it waits ([`watch_reach`]).
+async fn check_may_consume(
+    probe: &PullConsumer,
+    queues: &[crate::client::MessageQueue],
+) -> anyhow::Result<Option<crate::client::ClientError>> {
+    match probe_brokers(probe, queues).await {
+        Reach::Refused(e) => bail!("{e}"),
+        Reach::Failed(e) => Ok(Some(e)),
+        Reach::Reached => Ok(None),
+    }
+}
+
+/// Whether this run has reached a broker of its topic, and if not, why.
+#[derive(Default)]
+struct Reachability {
+    reached: bool,
+    /// The last failure while none was reached.
+    last_failure: Option<String>,
+}
+
+/// How often an unreached topic's brokers are probed again.
+const REACH_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// While no broker of the topic has answered, probes them again every
+/// [`REACH_PROBE_EVERY`] and says why on stderr at once and every 30 s: a
+/// broker refusing connections (`Busy`: its `max_connections` reached) or
+/// down used to leave the run silent until `--idle-timeout`, then exit 0
+/// as if the topic were empty. Ends once one answers or the run ends.
+async fn watch_reach(
+    probe: PullConsumer,
+    queues: Vec<crate::client::MessageQueue>,
+    first: crate::client::ClientError,
+    state: std::rc::Rc<std::cell::RefCell<Reachability>>,
+    idle: Option<Duration>,
+) {
+    let started = tokio::time::Instant::now();
+    let mut next_notice = started;
+    let mut failure = first;
+    loop {
+        let why = failure.to_string();
+        let now = tokio::time::Instant::now();
+        if now >= next_notice {
+            let until = match idle {
+                Some(d) => format!("up to --idle-timeout {}s", d.as_secs()),
+                None => "(Ctrl-C to stop; --idle-timeout SECS to give up)".into(),
+            };
+            note!(
+                "warning: no broker of topic '{}' can be reached yet: {why}; retrying {until} [{}s so far]",
+                queues.first().map_or("", |q| q.topic.as_str()),
+                (now - started).as_secs()
+            );
+            next_notice = now + TOPIC_WAIT_NOTICE_EVERY;
+        }
+        state.borrow_mut().last_failure = Some(why);
+        tokio::time::sleep(REACH_PROBE_EVERY).await;
+        if state.borrow().reached {
+            return;
+        }
+        match probe_brokers(&probe, &queues).await {
+            Reach::Failed(e) | Reach::Refused(e) => failure = e,
+            Reach::Reached => {
+                state.borrow_mut().reached = true;
+                return;
+            }
+        }
     }
 }
 
@@ -274,11 +362,23 @@ impl Printer {
 
 async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyhow::Result<()> {
     let idle = a.idle_timeout.map(Duration::from_secs);
+    let reach = std::rc::Rc::new(std::cell::RefCell::new(Reachability::default()));
     {
         // Wait for the topic's route (e.g. a broker still registering).
         let probe = PullConsumer::start(super::client_config(&a.namesrv), &a.group)?;
         let queues = wait_for_queues(&probe, &a.topic, idle).await?;
-        check_may_consume(&probe, &queues).await?;
+        match check_may_consume(&probe, &queues).await? {
+            None => reach.borrow_mut().reached = true,
+            Some(e) => {
+                actix::spawn(watch_reach(
+                    probe.clone(),
+                    queues.clone(),
+                    e,
+                    reach.clone(),
+                    idle,
+                ));
+            }
+        }
         // A SQL subscription the broker refuses (filtering switched off, or
         // an expression it cannot evaluate) is fatal, with its reason.
         if let Some(sql) = &a.sql {
@@ -426,6 +526,20 @@ async fn consume(a: ConsumeArgs, from: From, strategy: AllocateStrategy) -> anyh
     }
     if let Some(r) = refused.lock().unwrap_or_else(|e| e.into_inner()).take() {
         bail!("{r}; stopped consuming");
+    }
+    let unreached = {
+        let mut r = reach.borrow_mut();
+        let printed_some = printer.printed.load(Ordering::SeqCst) > 0;
+        // Ends the watch too, if it is still probing.
+        let unreached = !(r.reached || printed_some);
+        r.reached = true;
+        unreached.then(|| r.last_failure.take()).flatten()
+    };
+    if let Some(why) = unreached {
+        bail!(
+            "no broker of topic '{}' could be reached during this run: {why}",
+            a.topic
+        );
     }
     if let Some(why) = local_offsets.as_ref().and_then(|l| l.last_failure()) {
         let path = local_offsets

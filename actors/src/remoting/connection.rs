@@ -20,6 +20,9 @@
 //!   then push back on the sender (TCP flow control), as Netty's
 //!   `WRITE_BUFFER_WATER_MARK` + `autoRead` do in RocketMQ;
 //! * requests beyond `max_inflight` are still answered `Busy` at once;
+//! * a frame that does not arrive whole in one read waits, unread, while
+//!   the process-wide budget of incomplete frames is spent
+//!   ([`super::frame_budget`]);
 //! * a frame that has started must be complete within `frame_read_timeout`
 //!   (slowloris), and a connection that neither delivers a frame nor accepts
 //!   a byte of output for `idle_timeout` is closed (RocketMQ closes idle
@@ -59,6 +62,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::codec::FramedRead;
 
+use super::frame_budget::{Admission, BudgetedCodec, BudgetedRead};
 use super::{wire, Service};
 use crate::tls::MaybeTls;
 
@@ -89,6 +93,10 @@ pub struct FlowLimits {
     /// Process-wide budget of unsent answer bytes: every connection stops
     /// reading while it is spent, and resumes below three quarters of it.
     pub buffered_answer_budget: usize,
+    /// Process-wide budget of incomplete request frames (their announced
+    /// sizes): a frame that straddles reads waits, unread, while it is
+    /// spent ([`super::frame_budget`]).
+    pub incomplete_frame_budget: usize,
     /// A frame begun must be complete within this.
     pub frame_read_timeout: Duration,
     /// Closed after this long without a frame in or a byte out.
@@ -107,6 +115,7 @@ impl Default for FlowLimits {
             write_high_water_bytes: 4 << 20,
             write_low_water_bytes: 1 << 20,
             buffered_answer_budget: 256 << 20,
+            incomplete_frame_budget: 256 << 20,
             frame_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
             close_linger: Duration::from_secs(2),
@@ -381,10 +390,12 @@ enum Input {
 
 /// The framed read half, paused by the [`Gate`] and watching the timeouts.
 struct GatedRead {
-    inner: FramedRead<ReadHalf<MaybeTls>, FrameCodec>,
+    inner: FramedRead<BudgetedRead<ReadHalf<MaybeTls>>, BudgetedCodec>,
     gate: Rc<Gate>,
     /// When the frame now in the read buffer began (None: buffer empty).
     frame_began: Option<Instant>,
+    /// This connection's share of the incomplete-frame budget.
+    admission: Rc<Admission>,
     timer: Pin<Box<tokio::time::Sleep>>,
     /// Held with the read half, so the listener's owner waiting on its
     /// connections ([`super::ServerHandle::shutdown`]) waits for this half
@@ -403,6 +414,24 @@ impl GatedRead {
             cx.waker().wake_by_ref();
         }
         Poll::Pending
+    }
+
+    /// The incomplete frame waits for the incomplete-frame budget, freed by
+    /// other connections: look again now and then. The wait counts against
+    /// the frame's read timeout.
+    fn wait_for_budget(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        now: Instant,
+        idle_at: Instant,
+    ) -> Poll<Option<Input>> {
+        let began = *self.frame_began.get_or_insert(now);
+        let timeout_at = began + self.gate.limits.frame_read_timeout;
+        if now >= timeout_at {
+            return Poll::Ready(Some(Input::ReadTimeout));
+        }
+        let recheck = now + Duration::from_millis(20);
+        self.arm(cx, recheck.min(timeout_at).min(idle_at))
     }
 }
 
@@ -443,6 +472,9 @@ impl Stream for GatedRead {
             let recheck = now + Duration::from_millis(20);
             return this.arm(cx, recheck.min(idle_at));
         }
+        if this.admission.waiting() && !this.admission.admit(this.inner.read_buffer()) {
+            return this.wait_for_budget(cx, now, idle_at);
+        }
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(item)) => {
                 this.frame_began = None;
@@ -468,6 +500,9 @@ impl Stream for GatedRead {
                 if this.inner.read_buffer().is_empty() {
                     this.frame_began = None;
                     return this.arm(cx, idle_at);
+                }
+                if this.admission.waiting() {
+                    return this.wait_for_budget(cx, now, idle_at);
                 }
                 let began = *this.frame_began.get_or_insert(now);
                 let timeout_at = began + gate.limits.frame_read_timeout;
@@ -571,10 +606,20 @@ impl Connection {
         });
         let tracker = slot.as_ref().and_then(|s| s.2.clone());
         actix_rt::spawn(write_task(rx, w, gate.clone(), closing.clone(), slot));
+        let admission = Admission::new(limits.incomplete_frame_budget);
+        let budgeted = BudgetedRead {
+            inner: r,
+            admission: admission.clone(),
+        };
+        let codec = BudgetedCodec {
+            codec: FrameCodec::new(limits.max_frame_size),
+            admission: admission.clone(),
+        };
         let read = GatedRead {
-            inner: FramedRead::new(r, FrameCodec::new(limits.max_frame_size)),
+            inner: FramedRead::new(budgeted, codec),
             gate: gate.clone(),
             frame_began: None,
+            admission,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             _tracker: tracker,
         };

@@ -6,6 +6,8 @@
 //!   a gated framed read stream in, a counted write queue drained by a write
 //!   task out, requests handed to a [`Service`] and answered by request id,
 //!   in whatever order they finish.
+//! * [`frame_budget`] is the process-wide budget of request frames still
+//!   arriving, which the connections' read sides take from.
 //! * [`client`] is the client-side connection actor: typed calls
 //!   (`RpcClient::call::<SendRequest>(..)`) matched to answers by request id.
 //!   It is the protocol crate's `skylark_codec::rpc` (a client needs it
@@ -19,6 +21,7 @@
 //! implement [`Service`].
 
 pub mod connection;
+pub mod frame_budget;
 pub mod rocketmq;
 pub mod server;
 pub(crate) mod tracker;

@@ -56,7 +56,9 @@ pub fn decode_frame(mut frame: Bytes) -> Result<RemotingCommand> {
 }
 
 /// Frames `RemotingCommand`s on a byte stream; refuses frames above
-/// `max_frame_size` before buffering them.
+/// `max_frame_size` before buffering them, and grows the buffer of an
+/// incomplete frame as its bytes arrive
+/// ([`crate::frame::READ_RESERVE_STEP`]), not to its announced length.
 #[derive(Debug, Clone)]
 pub struct RemotingCodec {
     max_frame_size: usize,
@@ -95,7 +97,8 @@ impl Decoder for RemotingCodec {
             });
         }
         if src.len() < 4 + total {
-            src.reserve(4 + total - src.len());
+            // Room as the bytes arrive, not for the announced length.
+            crate::frame::reserve_toward(src, 4 + total);
             return Ok(None);
         }
         src.advance(4);
@@ -108,5 +111,26 @@ impl Encoder<RemotingCommand> for RemotingCodec {
 
     fn encode(&mut self, cmd: RemotingCommand, dst: &mut BytesMut) -> Result<()> {
         encode_frame(&cmd, dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 16 MiB `total length` and one byte used to reserve 16 MiB at once.
+    #[test]
+    fn a_large_length_prefix_alone_does_not_reserve_the_frame() {
+        let mut codec = RemotingCodec::default();
+        let mut buf = BytesMut::new();
+        buf.put_i32(DEFAULT_MAX_FRAME_SIZE as i32);
+        buf.put_u8(0);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        let step = crate::frame::READ_RESERVE_STEP;
+        assert!(
+            buf.capacity() <= 2 * step,
+            "reserved {} bytes for 5",
+            buf.capacity()
+        );
     }
 }

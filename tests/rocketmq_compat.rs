@@ -1072,3 +1072,47 @@ fn rocketmq_compat_a_batch_over_the_decode_budget_is_refused_and_stores_nothing(
         .unwrap();
     assert_eq!((a.code, ext(&a, "queueOffset")), (0, "0"), "{a:?}");
 }
+
+/// SEND_MESSAGE with a producer group RocketMQ's clients refuse ('', a
+/// space or slash, 10 KB) or a queue id below -1 is answered
+/// MESSAGE_ILLEGAL naming the field and stores nothing; what a RocketMQ
+/// client with no group set sends (`DEFAULT_PRODUCER`) is stored. A JSON
+/// header's `language` may be any number (read leniently).
+#[test]
+fn rocketmq_compat_a_send_with_a_bad_group_or_queue_is_refused_message_illegal() {
+    let (_dir, _node, _ns_port, bport) = start_both();
+    let mut c = Conn::open(bport);
+    let send = |opaque: i32, group: &str, queue: &str| {
+        let header = [("a", group), ("b", "RmqG"), ("e", queue), ("g", "0")];
+        with_body(binary_request(310, opaque, &header), b"x")
+    };
+    let long = "g".repeat(10 * 1024);
+    for (opaque, group, queue, want) in [
+        (80, "", "0", "producer_group"),
+        (81, "a/b c", "0", "producer_group"),
+        (82, long.as_str(), "0", "producer_group"),
+        (83, "PG", "-5", "queue_id -5"),
+    ] {
+        let a = c.call(&send(opaque, group, queue)).unwrap();
+        assert_eq!((a.code, a.opaque), (13, opaque), "{a:?}");
+        let remark = a.remark.unwrap_or_default();
+        assert!(remark.contains(want), "{remark}");
+    }
+    let a = c.call(&send(84, "DEFAULT_PRODUCER", "0")).unwrap();
+    assert_eq!((a.code, ext(&a, "queueOffset")), (0, "0"), "{a:?}");
+
+    let header = String::from_utf8(
+        json_request(
+            10,
+            85,
+            &[("producerGroup", "PG"), ("topic", "RmqG"), ("queueId", "0")],
+        )[8..]
+            .to_vec(),
+    )
+    .unwrap()
+    .replace("\"language\":\"JAVA\"", "\"language\":12345");
+    let a = c
+        .call(&with_body(frame(0, header.as_bytes()), b"y"))
+        .expect("an answer, not a close");
+    assert_eq!((a.code, ext(&a, "queueOffset")), (0, "1"), "{a:?}");
+}

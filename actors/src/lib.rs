@@ -48,6 +48,8 @@ pub mod replicator;
 pub mod scheduler;
 pub mod storage;
 pub mod subscription_groups;
+#[cfg(test)]
+pub(crate) mod test_log;
 pub mod tls;
 pub mod topic_queue;
 pub mod transaction;

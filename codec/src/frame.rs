@@ -101,7 +101,9 @@ impl Serialize for FrameKind {
 impl<'de> Deserialize<'de> for FrameKind {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let n = u8::deserialize(d)?;
-        FrameKind::try_from(n).map_err(serde::de::Error::custom)
+        // The caller wraps this text in `Malformed`: give the bare reason.
+        FrameKind::try_from(n)
+            .map_err(|_| serde::de::Error::custom(format!("unknown frame kind {n}")))
     }
 }
 
@@ -479,6 +481,19 @@ pub(crate) fn reserve_toward(src: &mut BytesMut, total: usize) {
     src.reserve((total - src.len()).min(READ_RESERVE_STEP));
 }
 
+/// What another protocol's first 4 bytes say it is, where a Skylark frame
+/// has its length (read as one, they announce a frame of some 1.2 GB or
+/// 370 MB): an HTTP request or answer, or a TLS record (a client or server
+/// speaking TLS to a plain port).
+fn foreign_protocol(prefix: &[u8; LENGTH_PREFIX_LEN]) -> Option<&'static str> {
+    match prefix {
+        b"GET " | b"POST" | b"PUT " | b"HEAD" | b"HTTP" => Some("HTTP"),
+        [0x16, 0x03, ..] => Some("a TLS handshake"),
+        [0x15, 0x03, ..] => Some("a TLS alert"),
+        _ => None,
+    }
+}
+
 /// Length-prefixed MessagePack frames for `tokio_util::codec`
 /// (`FramedRead`/`FramedWrite`/`Framed`).
 ///
@@ -518,6 +533,12 @@ impl Decoder for FrameCodec {
         };
         let mut len_bytes = [0u8; LENGTH_PREFIX_LEN];
         len_bytes.copy_from_slice(prefix);
+        if let Some(what) = foreign_protocol(&len_bytes) {
+            let _ = src.split_to(LENGTH_PREFIX_LEN);
+            return Err(ProtocolError::Malformed(format!(
+                "not a Skylark frame (looks like {what}: is this the right port, is tls_mode on?)"
+            )));
+        }
         let len = u32::from_be_bytes(len_bytes) as usize;
         if len > self.max_frame_size {
             return Err(ProtocolError::FrameTooLarge {
@@ -696,6 +717,35 @@ mod tests {
         let h = Header::request(7, Command::SendMessage);
         let bytes = rmp_serde::to_vec_named(&h).unwrap();
         assert_eq!(bytes, vec![0x93, 7, 0, 10]);
+    }
+
+    #[test]
+    fn http_and_tls_on_the_port_are_named_not_taken_for_huge_frames() {
+        for (bytes, want) in [
+            (&b"GET / HTTP/1.1\r\n"[..], "looks like HTTP"),
+            (b"POST /x HTTP/1.1\r\n", "looks like HTTP"),
+            (b"HTTP/1.1 400 Bad Request\r\n", "looks like HTTP"),
+            (
+                &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01],
+                "looks like a TLS handshake",
+            ),
+        ] {
+            let mut buf = BytesMut::from(bytes);
+            let e = FrameCodec::default().decode(&mut buf).unwrap_err();
+            let text = e.to_string();
+            assert!(matches!(e, ProtocolError::Malformed(_)), "{text}");
+            assert!(
+                text.contains("not a Skylark frame") && text.contains(want),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_frame_kind_is_named_once() {
+        // [request_id 1, kind 9, command 1]
+        let e = decode_value::<Header>(&[0x93, 0x01, 0x09, 0x01]).unwrap_err();
+        assert_eq!(e.to_string(), "malformed frame: unknown frame kind 9");
     }
 
     #[test]

@@ -24,12 +24,18 @@ fn bad(msg: String) -> WireError {
     WireError::new(ErrorCode::BadRequest, msg)
 }
 
-/// Refuses a delay beyond `max_delay_ms` or both forms on one message.
+/// Refuses a delay beyond `max_delay_ms`, a negative delivery time or
+/// both forms on one message.
 pub fn check(s: &Shared, messages: &[MessageData]) -> Result<(), WireError> {
     let now = now_ms();
     let max = s.scheduler.max_delay_ms;
     for m in messages {
         let Some(at) = m.deliver_at_ms else { continue };
+        if at < 0 {
+            return Err(bad(format!(
+                "deliver_at_ms {at} is negative: a delivery time is milliseconds since the Unix epoch"
+            )));
+        }
         if m.delay_level != 0 {
             return Err(bad(
                 "a message has either a delay level or a delivery time, not both".into(),

@@ -19,6 +19,7 @@ pub async fn send_one(
     r: SendRequest,
     peer: SocketAddr,
 ) -> Result<SendResult, WireError> {
+    check_sender(&r.producer_group, r.queue_id)?;
     if super::transaction::is_half(&r)? {
         return super::transaction::send_half(s, r, peer).await;
     }
@@ -33,9 +34,27 @@ pub async fn send_batch(
     r: SendBatchRequest,
     peer: SocketAddr,
 ) -> Result<SendBatchResponse, WireError> {
+    check_sender(&r.producer_group, r.queue_id)?;
     super::transaction::refuse_half_batch(&r.topic, &r.messages)?;
     let results = store(&s, r.topic, r.queue_id, r.messages, peer).await?;
     Ok(SendBatchResponse { results })
+}
+
+/// The producer group (RocketMQ's rules, as the clients check them: a
+/// client with no group set sends `DEFAULT_PRODUCER`) and the queue: 0 and
+/// up names one, -1 lets the broker pick, any other number is refused.
+fn check_sender(producer_group: &str, queue_id: i32) -> Result<(), WireError> {
+    skylark_codec::validate_group_name(producer_group)
+        .map_err(|e| WireError::new(ErrorCode::BadRequest, format!("producer_group: {e}")))?;
+    if queue_id < -1 {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "queue_id {queue_id} is not a queue: 0 and up names one, -1 lets the broker pick"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Properties only the broker sets (scheduler and transaction routing).

@@ -4,7 +4,8 @@
 //! Reads frames with [`FrameCodec`], hands each request to the server's
 //! [`Service`], and writes the answers back as they complete — answers may
 //! overtake each other; the client matches them by request id. Garbage on
-//! the socket gets one error frame and closes this connection only.
+//! the socket gets one error frame and closes this connection only (its
+//! WARN line is rate limited per peer, [`super::bad_input`]).
 //!
 //! Why the flow control lives here: a client that sends requests and never
 //! reads the answers used to make the broker queue those answers without
@@ -56,7 +57,7 @@ use skylark_codec::{
     Command, ErrorCode, FrameCodec, FrameKind, Handshake, Header, ProtocolError, RawFrame,
     WireError,
 };
-use slog::{debug, info, warn, Logger};
+use slog::{debug, info, Logger};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
@@ -831,8 +832,20 @@ impl StreamHandler<Input> for Connection {
         match item {
             Input::Frame(f) => self.on_frame(f, ctx),
             Input::Bad(e, header) => {
-                // The byte stream is out of step: say why once, then close.
-                warn!(self.log, "closing connection on bad input"; "error" => %e);
+                // The byte stream is out of step: say why once, then close
+                // (the log line is rate limited per peer and reason).
+                let reason = match &e {
+                    ProtocolError::FrameTooLarge { .. } => "frame_too_large",
+                    ProtocolError::Malformed(_) => "malformed",
+                    _ => "bad_input",
+                };
+                super::bad_input::closed_or_bad(
+                    &self.log,
+                    self.peer.ip(),
+                    matches!(e, ProtocolError::Io(_)),
+                    ("closing connection on bad input", reason),
+                    &e,
+                );
                 let h = header
                     .filter(|h| h.kind == FrameKind::Request)
                     .map(|h| h.response_to());

@@ -17,15 +17,21 @@
 //! * [`rocketmq`] is the listener for RocketMQ's own remoting protocol
 //!   (NameServer and Broker each give it their answer function).
 //!
+//! * [`bad_input`] rate-limits the WARN lines of bad input on every port.
+//!
 //! Nothing here knows what a command means; the NameServer and Broker each
 //! implement [`Service`].
 
+pub mod bad_input;
 pub mod connection;
 pub mod frame_budget;
 pub mod rocketmq;
 pub mod server;
 pub(crate) mod tracker;
 pub mod wire;
+
+#[cfg(test)]
+mod hostile_wire_tests;
 
 pub use skylark_codec::rpc as client;
 

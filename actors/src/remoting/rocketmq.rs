@@ -19,6 +19,8 @@
 //! is not complete within `frame_read` (slowloris); above `max_connections`
 //! open remoting connections a new one is closed at once. Oneway requests
 //! are executed and never answered; responses sent to us are ignored.
+//! The WARN lines of these closes are rate limited per peer and reason
+//! ([`super::bad_input`]); a peer that leaves mid-frame logs at INFO.
 //! [`RemotingListenerHandle::shutdown`] closes every connection.
 
 use std::net::SocketAddr;
@@ -283,14 +285,24 @@ async fn serve_connection(
                     }
                 } else if now.duration_since(*partial_since.get_or_insert(now)) >= limits.frame_read
                 {
-                    warn!(log, "remoting frame not completed in time, closing"; "peer" => %peer);
+                    let log = log.new(slog::o!("peer" => peer.to_string()));
+                    let ms = limits.frame_read.as_millis();
+                    let e = format!("a frame was not completed within {ms} ms");
+                    let line = "remoting frame not completed in time, closing";
+                    super::bad_input::warn_limited(&log, peer.ip(), line, "frame_timeout", &e);
                     return;
                 }
                 continue;
             }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                warn!(log, "bad remoting frame, closing the connection"; "peer" => %peer, "error" => %e);
+                super::bad_input::closed_or_bad(
+                    &log.new(slog::o!("peer" => peer.to_string())),
+                    peer.ip(),
+                    matches!(e, RemotingError::Io(_)),
+                    ("bad remoting frame, closing the connection", "bad_frame"),
+                    &e,
+                );
                 if let RemotingError::HeaderOverBudget { request, .. } = &e {
                     // The frame was whole: say why before closing.
                     if !request.is_oneway() && !request.is_response() {

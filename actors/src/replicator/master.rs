@@ -7,13 +7,20 @@
 //! ([`SubscribeAppends`](crate::storage::SubscribeAppends)) when it has caught up,
 //! and sends a heartbeat after [`HEARTBEAT`](super::protocol::HEARTBEAT) of
 //! silence.
+//!
+//! A slave the master will not stream to (an offset past its end, a
+//! CommitLog it cannot read there) is sent a refusal with the reason
+//! ([`protocol::refusal`]), which the slave logs, before the close. A
+//! connection is logged as a slave's ("slave connected") once its first
+//! offset report is in; what ends before that (a port scan, garbage) is
+//! logged at DEBUG or rate limited ([`crate::remoting::bad_input`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::Addr;
-use slog::{info, warn, Logger};
+use slog::{debug, info, warn, Logger};
 use tokio::net::TcpListener;
 
 use crate::tls::{MaybeTls, ServerTls};
@@ -101,22 +108,54 @@ pub async fn accept_loop(
                     }
                 }
             };
-            info!(log, "slave connected"; "slave" => &addr);
+            let log = log.new(slog::o!("slave" => addr.clone()));
+            let mut connected = false;
             let res = session(
                 id,
-                (addr.clone(), peer.ip()),
+                (addr, peer.ip()),
                 stream,
                 (storage, acl, view),
                 replicator.clone(),
                 appended,
+                (&log, &mut connected),
             )
             .await;
             replicator.do_send(SessionClosed { id });
             if let Err(e) = res {
-                warn!(log, "slave session ended"; "slave" => &addr, "error" => %e);
+                ended(&log, peer.ip(), connected, &e);
             }
         });
     }
+}
+
+/// Logs why a session ended: a slave's (it had reported its offset) at
+/// WARN, a connection that never was a slave's (a port scan: closed before
+/// a byte; garbage, a refused hello) at DEBUG or rate limited
+/// ([`crate::remoting::bad_input`]).
+fn ended(log: &Logger, ip: std::net::IpAddr, connected: bool, e: &std::io::Error) {
+    use crate::remoting::bad_input::warn_limited;
+    if connected {
+        warn_limited(log, ip, "slave session ended", "ended", e);
+    } else if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        debug!(log, "HA connection closed before a slave's first report"; "error" => %e);
+    } else {
+        warn_limited(
+            log,
+            ip,
+            "HA connection refused before streaming",
+            "refused",
+            e,
+        );
+    }
+}
+
+/// Writes a refusal with `reason` ([`protocol::refusal`]) so that the
+/// slave logs why, and returns it as the session's error.
+async fn refuse<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, reason: String) -> std::io::Error {
+    use tokio::io::AsyncWriteExt;
+    let _ = wr.write_all(&protocol::refusal(&reason)).await;
+    let _ = wr.flush().await;
+    std::io::Error::other(reason)
 }
 
 async fn session(
@@ -130,6 +169,7 @@ async fn session(
     ),
     replicator: Addr<Replicator>,
     mut appended: watch::Receiver<u64>,
+    (log, connected): (&Logger, &mut bool),
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -166,10 +206,11 @@ async fn session(
         broker_id = Some(ident.broker_id);
         start = protocol::read_offset(&mut rd).await?;
     }
+    // The slave's first report: from here on it is a slave, not a scan.
+    *connected = true;
+    info!(log, "slave connected"; "from" => start);
     if start > end {
-        return Err(std::io::Error::other(format!(
-            "slave is at {start}, past the master's end {end}: refusing to replicate"
-        )));
+        return Err(refuse(&mut wr, past_end(start, end)).await);
     }
     let (kick, kicked) = tokio::sync::oneshot::channel();
     replicator.do_send(SessionOpened {
@@ -205,6 +246,10 @@ async fn session(
     result
 }
 
+fn past_end(pos: u64, end: u64) -> String {
+    format!("slave is at {pos}, past the master's end {end}: refusing to replicate")
+}
+
 /// Streams the CommitLog from `start` until the reader ends or an error;
 /// `sent` is what has been written.
 async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
@@ -214,7 +259,6 @@ async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
     appended: &mut watch::Receiver<u64>,
     reader: &tokio::task::JoinHandle<()>,
 ) -> std::io::Result<()> {
-    let io_err = |m: String| std::io::Error::other(m);
     let mut pos = start;
     // As if the last write were a heartbeat ago: the first pass writes at
     // once (a chunk, or an empty one when the slave is caught up), so the
@@ -233,15 +277,16 @@ async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
                 max_bytes: MAX_CHUNK,
             })
             .await;
+        // The slave is told why the stream stops ([`refuse`]).
         let (data, end) = match read {
             Ok(Ok(x)) => x,
-            Ok(Err(e)) => break Err(io_err(format!("cannot read the commit log at {pos}: {e}"))),
-            Err(e) => break Err(io_err(format!("storage gone: {e}"))),
+            Ok(Err(e)) => {
+                break Err(refuse(wr, format!("cannot read the commit log at {pos}: {e}")).await)
+            }
+            Err(e) => break Err(refuse(wr, format!("storage gone: {e}")).await),
         };
         if pos > end {
-            break Err(io_err(format!(
-                "slave is at {pos}, past the master's end {end}: refusing to replicate"
-            )));
+            break Err(refuse(wr, past_end(pos, end)).await);
         }
         if !data.is_empty() {
             protocol::write_chunk(wr, pos, end, &data).await?;

@@ -17,7 +17,8 @@ pub struct SendRequest {
     pub producer_group: String,
     /// Destination topic.
     pub topic: String,
-    /// Destination queue; negative = the broker picks one.
+    /// Destination queue; -1 = the broker picks one (other negatives are
+    /// refused `BadRequest`).
     pub queue_id: i32,
     /// The message.
     pub message: MessageData,
@@ -58,7 +59,8 @@ pub struct SendBatchRequest {
     pub producer_group: String,
     /// Destination topic.
     pub topic: String,
-    /// Destination queue; negative = the broker picks one for the batch.
+    /// Destination queue; -1 = the broker picks one for the batch (other
+    /// negatives are refused `BadRequest`).
     pub queue_id: i32,
     /// The messages, stored in this order.
     pub messages: Vec<MessageData>,

@@ -110,15 +110,20 @@ impl<'de> Deserialize<'de> for Language {
             fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<Language, E> {
                 Ok(Language(LanguageCode::from_name(s)))
             }
+            // Any number is read, as an unknown name is: one that fits no
+            // byte (12345, -1, 1.5) is `OTHER`, as 99 is named.
             fn visit_u64<E: de::Error>(self, n: u64) -> std::result::Result<Language, E> {
-                u8::try_from(n)
-                    .map(|n| Language(LanguageCode(n)))
-                    .map_err(|_| E::custom(format!("bad 'language': {n}")))
+                Ok(Language(
+                    u8::try_from(n).map_or(LanguageCode::OTHER, LanguageCode),
+                ))
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> std::result::Result<Language, E> {
-                u8::try_from(n)
-                    .map(|n| Language(LanguageCode(n)))
-                    .map_err(|_| E::custom(format!("bad 'language': {n}")))
+                Ok(Language(
+                    u8::try_from(n).map_or(LanguageCode::OTHER, LanguageCode),
+                ))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<Language, E> {
+                Ok(Language(LanguageCode::OTHER))
             }
         }
         d.deserialize_any(V)

@@ -203,8 +203,11 @@ async fn probe_brokers(probe: &PullConsumer, queues: &[crate::client::MessageQue
         }
     }
     match (first_refusal, last_failure) {
-        (Some(e), _) => Reach::Refused(e),
-        (None, Some(e)) => Reach::Failed(e),
+        // Refused by every broker it reached, and none it could not reach:
+        // no broker will serve it. One that is only down may yet (waited
+        // for, as before).
+        (Some(e), None) => Reach::Refused(e),
+        (_, Some(e)) => Reach::Failed(e),
         (None, None) => Reach::Reached,
     }
 }

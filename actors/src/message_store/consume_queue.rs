@@ -420,9 +420,11 @@ impl ConsumeQueue {
             .recorded_min
             .is_some_and(|m| first.is_some_and(|f| m < f))
         {
-            let path = self.dir.join(MIN_OFFSET_FILE);
-            std::fs::remove_file(&path).map_err(|e| StoreError::io_at("remove", &path, e))?;
+            // Best effort: a record left behind (already gone, a read-only
+            // or unremovable file) is below the first file and ignored at
+            // open, so it must not fail retention or the store's open.
             self.recorded_min = None;
+            let _ = std::fs::remove_file(self.dir.join(MIN_OFFSET_FILE));
         }
         Ok(deleted)
     }

@@ -55,10 +55,20 @@ impl RouteInfo {
     /// [`RegisterKind`]); answers the group's master addresses, and
     /// `need_full` when a delta or heartbeat does not match the version held.
     pub fn register(&mut self, req: RegisterBrokerRequest, now: Instant) -> RegisterBrokerResponse {
+        // A live address displaced from its slot (another registered under
+        // its name and id since) is asked for a full registration, which
+        // takes the slot back: a displacer that died without unregistering
+        // must not keep the routes until it expires.
+        let displaced = self
+            .brokers
+            .get(&req.broker_name)
+            .and_then(|b| b.addrs.get(&req.broker_id))
+            .is_some_and(|a| *a != req.broker_addr);
         let held = self
             .live
             .get_mut(&req.broker_addr)
-            .filter(|l| l.broker_name == req.broker_name && l.broker_id == req.broker_id);
+            .filter(|l| l.broker_name == req.broker_name && l.broker_id == req.broker_id)
+            .filter(|_| !displaced);
         let matches = match req.kind {
             RegisterKind::Full => true,
             RegisterKind::Delta => held
@@ -407,6 +417,19 @@ mod tests {
         r.scan_expired(t0 + Duration::from_secs(130), Duration::from_secs(120));
         r.unregister(&bye("h:7"));
         assert_eq!(master(&r), "");
+        // A displacer that dies without unregistering: the displaced
+        // one's next heartbeat is answered need_full, and its full
+        // registration takes the slot back.
+        r.register(reg("a", 0, "h:2", &["T"]), t0);
+        r.register(reg("a", 0, "h:5", &["T"]), t0);
+        let beat = RegisterBrokerRequest {
+            kind: RegisterKind::Heartbeat,
+            ..reg("a", 0, "h:2", &["T"])
+        };
+        assert!(r.register(beat.clone(), t0).need_full);
+        r.register(reg("a", 0, "h:2", &["T"]), t0);
+        assert_eq!(master(&r), "h:2");
+        assert!(!r.register(beat, t0).need_full, "held again");
     }
 
     #[test]

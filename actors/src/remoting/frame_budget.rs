@@ -17,8 +17,9 @@
 //! it takes it past the limit, so the memory held is at most the budget
 //! plus about one `max_frame_size` per arbiter thread. A frame waiting for
 //! admission still has to be complete within `frame_read_timeout` of its
-//! first byte, as any other. A frame read whole in one go (every small
-//! request) touches nothing here.
+//! first byte, as any other. A frame read whole in one go touches nothing
+//! here, and neither does one of at most 64 KiB (`READ_RESERVE_STEP`) or
+//! a larger one until 64 KiB of it is in (see [`FrameReservation::admit`]).
 //!
 //! How: the connection's decoder ([`BudgetedCodec`]) asks for admission
 //! when a frame is left incomplete and gives the bytes back when it is
@@ -34,7 +35,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use skylark_codec::{FrameCodec, ProtocolError, RawFrame, LENGTH_PREFIX_LEN};
+use skylark_codec::{FrameCodec, ProtocolError, RawFrame, LENGTH_PREFIX_LEN, READ_RESERVE_STEP};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::codec::Decoder;
 
@@ -56,6 +57,9 @@ pub(crate) struct FrameReservation {
     /// The count it takes from: [`INCOMPLETE_FRAME_BYTES`] but in tests.
     count: &'static AtomicUsize,
     held: usize,
+    /// Frames up to this size, and larger ones until this much of them is
+    /// buffered, are not counted: [`READ_RESERVE_STEP`] but in tests.
+    step: usize,
 }
 
 impl Default for FrameReservation {
@@ -63,6 +67,7 @@ impl Default for FrameReservation {
         FrameReservation {
             count: &INCOMPLETE_FRAME_BYTES,
             held: 0,
+            step: READ_RESERVE_STEP,
         }
     }
 }
@@ -70,8 +75,15 @@ impl Default for FrameReservation {
 impl FrameReservation {
     /// Whether the incomplete frame at the start of `buffered` may be read
     /// on: yes if admitted already, or if `budget` is not spent (then its
-    /// size, length prefix included, is taken). A prefix not all in yet
-    /// takes nothing (at most three bytes are buffered).
+    /// size, length prefix included, is taken).
+    ///
+    /// The decoder never holds more than what is buffered plus one step
+    /// for a frame (`reserve_toward`), so a frame of at most one step, or
+    /// a larger one until one step of it is in, costs at most two steps of
+    /// memory per connection: it takes nothing and never waits. So small
+    /// requests cut by a read boundary are never held back, and a peer
+    /// cannot take a 16 MiB share of the budget with a 4-byte prefix: it
+    /// must send a step (64 KiB) of the frame first.
     pub(crate) fn admit(&mut self, buffered: &[u8], budget: usize) -> bool {
         if self.held > 0 {
             return true;
@@ -79,12 +91,15 @@ impl FrameReservation {
         let Some(prefix) = buffered.get(..LENGTH_PREFIX_LEN) else {
             return true;
         };
-        if self.count.load(Ordering::Relaxed) >= budget {
-            return false;
-        }
         let mut len = [0u8; LENGTH_PREFIX_LEN];
         len.copy_from_slice(prefix);
         let size = LENGTH_PREFIX_LEN + u32::from_be_bytes(len) as usize;
+        if size <= self.step || buffered.len() < self.step {
+            return true;
+        }
+        if self.count.load(Ordering::Relaxed) >= budget {
+            return false;
+        }
         self.count.fetch_add(size, Ordering::Relaxed);
         self.held = size;
         true
@@ -190,9 +205,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for BudgetedRead<R> {
 mod tests {
     use super::*;
 
+    /// The first 8 bytes (one test step) of a frame announcing `len`.
     fn prefix(len: u32) -> Vec<u8> {
         let mut v = len.to_be_bytes().to_vec();
-        v.push(0x92);
+        v.extend_from_slice(&[0x92, 0, 0, 0]);
         v
     }
 
@@ -203,11 +219,15 @@ mod tests {
         let new = || FrameReservation {
             count: &COUNT,
             held: 0,
+            step: 8,
         };
         let budget = 1000;
         let (mut a, mut b, mut c) = (new(), new(), new());
-        // A prefix not all in takes nothing.
+        // A prefix not all in takes nothing; nor does a large frame's
+        // prefix before a step of it is in, nor a frame of one step.
         assert!(c.admit(&[0, 0], budget));
+        assert!(c.admit(&prefix(1500)[..5], budget));
+        assert!(c.admit(&prefix(4)[..6], budget));
         assert_eq!(held(), 0);
         // Admitted past the limit while it was not spent ...
         assert!(a.admit(&prefix(1500), budget));

@@ -148,7 +148,7 @@ pub use cmd::broker::{
     PERM_INHERIT, PERM_READ, PERM_WRITE,
 };
 pub use cmd::group::{
-    ConsumeProgress, ConsumerIdsChanged, ConsumerList, DeleteGroupRequest,
+    queue_lag, ConsumeProgress, ConsumerIdsChanged, ConsumerList, DeleteGroupRequest,
     GetConsumeProgressRequest, GetConsumerListRequest, GetGroupListRequest, GroupList,
     LockBatchRequest, LockBatchResponse, QueueOffsetEntry, QueueProgress, QueueRef,
     ResetOffsetNotify, ResetOffsetRequest, ResetOffsetResponse, SendBackRequest, SendBackResponse,

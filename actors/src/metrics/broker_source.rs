@@ -263,9 +263,7 @@ impl Inner {
             let Some(&(min, end)) = bounds.get(&(e.topic.as_str(), e.queue_id)) else {
                 continue;
             };
-            // A group committed below what retention left lags by what is
-            // left, not by the deleted messages (as `admin group progress`).
-            let lag = end.saturating_sub(e.offset.max(min));
+            let lag = skylark_codec::queue_lag(end, e.offset, min);
             let labels = [e.topic.clone(), e.group.clone(), e.queue_id.to_string()];
             let pulled = pulls
                 .get(&(e.topic.clone(), e.group.clone(), e.queue_id))

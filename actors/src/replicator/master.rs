@@ -129,13 +129,13 @@ pub async fn accept_loop(
 }
 
 /// Logs why a session ended: a slave's (it had reported its offset) at
-/// WARN, a connection that never was a slave's (a port scan: closed before
-/// a byte; garbage, a refused hello) at DEBUG or rate limited
-/// ([`crate::remoting::bad_input`]).
+/// WARN, every time (a flapping slave must show), a connection that never
+/// was a slave's (a port scan: closed before a byte; garbage, a refused
+/// hello) at DEBUG or rate limited ([`crate::remoting::bad_input`]).
 fn ended(log: &Logger, ip: std::net::IpAddr, connected: bool, e: &std::io::Error) {
     use crate::remoting::bad_input::warn_limited;
     if connected {
-        warn_limited(log, ip, "slave session ended", "ended", e);
+        warn!(log, "slave session ended"; "peer" => %ip, "error" => %e);
     } else if e.kind() == std::io::ErrorKind::UnexpectedEof {
         debug!(log, "HA connection closed before a slave's first report"; "error" => %e);
     } else {

@@ -143,13 +143,18 @@ pub struct QueueProgress {
     pub min_offset: u64,
 }
 
+/// Messages left for a group on a queue: from its committed offset, or
+/// from the queue's min offset when it committed below what retention left
+/// (the messages in between no longer exist), to the max offset. The one
+/// rule of `admin group progress`, the dashboard and the lag metric.
+pub fn queue_lag(max_offset: u64, committed: u64, min_offset: u64) -> u64 {
+    max_offset.saturating_sub(committed.max(min_offset))
+}
+
 impl QueueProgress {
-    /// Messages left for the group: from its committed offset, or from the
-    /// queue's min offset when it committed below what retention left (the
-    /// messages in between no longer exist), to the max offset.
+    /// [`queue_lag`] of this queue.
     pub fn lag(&self) -> u64 {
-        self.broker_offset
-            .saturating_sub(self.consumer_offset.max(self.min_offset))
+        queue_lag(self.broker_offset, self.consumer_offset, self.min_offset)
     }
 
     /// Whether the committed offset is below the queue's min offset: the

@@ -148,14 +148,16 @@ impl Store {
                 }
                 _ => data.len(),
             };
-            if let Err(e) = self.apply_replicated_part(offset + from as u64, &data[from..to], part)
-            {
+            // Refused before writing: the parts before it stand (`refused`).
+            // A failure after the write is a hard error, as for a first part.
+            if let Err(e) = self.reserve_replicated_part(part) {
                 if from == 0 {
                     return Err(e);
                 }
                 out.refused = Some(e);
                 break;
             }
+            self.write_replicated_part(offset + from as u64, &data[from..to], part)?;
             from = to;
             out.end_offset = self.commit_log.max_offset();
             out.records += part.len();
@@ -183,18 +185,12 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes one part of a replicated chunk (`data` at `at`, whose records
-    /// are `records`) and dispatches and indexes its records. Every
-    /// ConsumeQueue file and IndexFile they need is created first, as
+    /// Creates every ConsumeQueue file and IndexFile the records of one part
+    /// of a replicated chunk need, before it is written, as
     /// [`Store::append`] does on the master: a part refused for a file that
     /// cannot be created (ENOSPC, read-only) wrote nothing, so the slave's
     /// end stays before it and the next connection fetches it again.
-    fn apply_replicated_part(
-        &mut self,
-        at: u64,
-        data: &[u8],
-        records: &[record::DecodedMessage<'_>],
-    ) -> Result<()> {
+    fn reserve_replicated_part(&mut self, records: &[record::DecodedMessage<'_>]) -> Result<()> {
         let mut keys = 0;
         let mut run: Option<(&str, u32, u64, u64)> = None;
         for m in records {
@@ -220,7 +216,17 @@ impl Store {
         let first_ts = records
             .first()
             .map_or(0, |m| m.store_timestamp.max(0) as u64);
-        self.index.reserve(keys, first_ts)?;
+        self.index.reserve(keys, first_ts)
+    }
+
+    /// Writes a part [`Self::reserve_replicated_part`] made room for, and
+    /// dispatches and indexes its records.
+    fn write_replicated_part(
+        &mut self,
+        at: u64,
+        data: &[u8],
+        records: &[record::DecodedMessage<'_>],
+    ) -> Result<()> {
         self.commit_log.append_raw(at, data)?;
         let new_queue = queue_factory(&self.config);
         for m in records {

@@ -9,7 +9,8 @@
 //! process.
 //!
 //! A peer that goes away (an i/o error: a reset, a close in the middle of
-//! a frame) sent nothing wrong: [`closed_or_bad`] logs that at INFO.
+//! a frame) sent nothing wrong: [`closed_or_bad`] logs that at INFO,
+//! limited the same way.
 
 use std::fmt::Display;
 use std::net::IpAddr;
@@ -51,7 +52,13 @@ pub fn closed_or_bad(
     error: &dyn Display,
 ) {
     if peer_left {
-        info!(log, "connection closed by the peer in the middle of a frame"; "error" => %error);
+        // Rate limited as well: a flood of connect, part of a frame, reset
+        // is one line per peer every interval, not one per connection.
+        // Counted per listener (the caller's `line`).
+        if let Some(suppressed) = BUDGET.take_turn(Some(peer), (line, "left"), Instant::now()) {
+            info!(log, "connection closed by the peer in the middle of a frame";
+                "error" => %error, "suppressed" => suppressed);
+        }
     } else {
         warn_limited(log, peer, line, reason, error);
     }

@@ -332,7 +332,10 @@ impl NameServerClient {
     /// had not been seen yet) is not the NameServer's answer: the request
     /// goes once more, on a new connection (one for every request that
     /// found it so), as the broker's unregister does. A timeout is not
-    /// retried: that NameServer did not answer.
+    /// retried: that NameServer did not answer. The close may have come
+    /// after the NameServer handled the request: sending it again is safe
+    /// because NameServer requests are reads or idempotent writes (a
+    /// route, a KV put or delete); such a call can take two timeouts.
     async fn call_one<R>(&self, i: usize, req: &R, timeout: Duration) -> Result<R::Response>
     where
         R: Rpc + Serialize,
